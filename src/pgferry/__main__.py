@@ -1,0 +1,5 @@
+import sys
+
+from pgferry.cli.app import main
+
+sys.exit(main())

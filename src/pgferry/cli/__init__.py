@@ -1,0 +1,1 @@
+"""The command line: thin Typer commands that parse, call a service, render."""

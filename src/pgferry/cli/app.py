@@ -1,0 +1,100 @@
+"""The ``pgferry`` command: global options, sub-commands, and error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from pgferry import __version__
+from pgferry.cli import env as env_cli
+from pgferry.cli import journal as journal_cli
+from pgferry.cli import lint as lint_cli
+from pgferry.cli import migrate as migrate_cli
+from pgferry.cli import project as project_cli
+from pgferry.cli import sync as sync_cli
+from pgferry.cli.common import State, dumps
+from pgferry.errors import PgferryError
+from pgferry.pg.connect import redact
+
+app = typer.Typer(
+    name="pgferry",
+    help="Move schema and data between PostgreSQL environments, without downtime, and prove it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"pgferry {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="PGFERRY_CONFIG", help="Path to pgferry.toml."),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
+    ] = False,
+) -> None:
+    ctx.obj = State(config_path=config, json=json_, debug=debug)
+
+
+app.add_typer(env_cli.app, name="env")
+app.add_typer(migrate_cli.app, name="migrate")
+journal_cli.register(app)
+project_cli.register(app)
+lint_cli.register(app)
+sync_cli.register(app)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; PgferryError becomes one line on stderr and its exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    want_json = "--json" in args
+    debug = "--debug" in args
+    try:
+        # standalone_mode=False: click returns the code of typer.Exit instead of exiting
+        rc = app(args=args, prog_name="pgferry", standalone_mode=False)
+        return rc if isinstance(rc, int) else 0
+    except PgferryError as e:
+        if debug:
+            traceback.print_exc()
+        if want_json:
+            print(dumps({"ok": False, **e.to_dict()}))
+        print(f"error: {redact(e.message)}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return int(e.exit_code or 0)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 4
+    except click.ClickException as e:
+        e.show()
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 3
+    except Exception as e:  # the last line of defence: one sentence, no traceback
+        if debug:
+            traceback.print_exc()
+        print(f"error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",
+              file=sys.stderr)
+        return 3
+
+
+def entry() -> None:  # pragma: no cover
+    sys.exit(main())

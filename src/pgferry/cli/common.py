@@ -1,0 +1,113 @@
+"""What every command shares: global state, ``--json`` output, policy prompts.
+
+Contract: a command gets :class:`State` from the Typer context with
+:func:`state`, renders its result with :meth:`State.emit` (exactly one JSON
+object on stdout under ``--json``, rich text otherwise), and raises
+:class:`~pgferry.errors.PgferryError` for anything wrong; :func:`pgferry.cli.app.main`
+turns that into one line and the exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from pgferry.config import Config, load_config
+from pgferry.errors import Refused
+from pgferry.pg.connect import Target, resolve_env
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment name from pgferry.toml.")]
+YesOpt = Annotated[
+    bool, typer.Option("--yes", "-y", help="Confirm a write to a protected environment.")
+]
+
+
+@dataclass
+class State:
+    config_path: Path | None = None
+    json: bool = False
+    debug: bool = False
+    _config: Config | None = field(default=None, repr=False)
+    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
+    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+
+    def config(self, required: bool = True) -> Config:
+        if self._config is None:
+            self._config = load_config(self.config_path, required=required)
+        return self._config
+
+    def target(self, env: str) -> Target:
+        return resolve_env(self.config(), env)
+
+    def with_json(self, flag: bool) -> State:
+        self.json = self.json or flag
+        return self
+
+    def emit(self, obj: dict[str, Any], render: Callable[[Console], None] | None = None) -> None:
+        """Print ``obj`` as JSON under --json, else call ``render`` (or print it plainly)."""
+        if self.json:
+            sys.stdout.write(dumps(obj) + "\n")
+            sys.stdout.flush()
+        elif render is not None:
+            render(self.out)
+        else:
+            for k, v in obj.items():
+                self.out.print(f"{k}: {v}")
+
+    def note(self, text: str) -> None:
+        """A progress or warning line: stderr, so --json stdout stays one object."""
+        self.err.print(text)
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, timedelta):
+        return o.total_seconds()
+    if isinstance(o, Decimal):
+        return str(o)
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, set | frozenset):
+        return sorted(o)
+    if hasattr(o, "model_dump"):
+        return o.model_dump()
+    if hasattr(o, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        return asdict(o)
+    return str(o)
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, default=_default, ensure_ascii=False)
+
+
+def state(ctx: typer.Context, json_flag: bool = False) -> State:
+    st = ctx.find_object(State)
+    if st is None:  # invoked without the root callback (tests calling a sub-app)
+        st = State()
+        ctx.obj = st
+    return st.with_json(json_flag)
+
+
+def confirm_protected(st: State, target: Target, yes: bool, action: str) -> None:
+    """Refuse (exit 4) a write to a protected env without --yes; ask on a bare terminal."""
+    if not target.protected or yes:
+        return
+    if not st.json and sys.stdin.isatty() and sys.stderr.isatty():
+        if typer.confirm(f"{target.name} is protected. {action}?", default=False, err=True):
+            return
+    raise Refused(
+        f"environment {target.name!r} is protected: {action} needs --yes", env=target.name
+    )

@@ -1,0 +1,279 @@
+"""pgferry.toml and .env: environments and policies, as pydantic models.
+
+Contract: :func:`load_config` reads the file, validates it and returns a
+:class:`Config`; any problem raises :class:`~pgferry.errors.ConfigError` whose
+one-line message names the key and the line. ``${VAR}`` references are *not*
+resolved at load time, so ``env check`` can report every missing variable;
+they are resolved by :meth:`Config.resolve` (process environment first, then
+the ``.env`` file beside the config).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pgferry.errors import ConfigError
+
+DEFAULT_CONFIG = "pgferry.toml"
+VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|sec|min|m|h|d)?\s*$")
+_UNIT_SECONDS = {
+    "us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0,
+    "d": 86400.0, None: 1e-3,  # a bare number is milliseconds, as in PostgreSQL's settings
+}
+
+
+def parse_duration(value: str | int | float) -> timedelta:
+    """Parse ``250ms``, ``5s``, ``2min``, ``1h``; a bare number is milliseconds (as PostgreSQL)."""
+    if isinstance(value, int | float):
+        return timedelta(milliseconds=value)
+    m = _DURATION_RE.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a duration (examples: 250ms, 5s, 2min, 1h)")
+    return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+
+
+def pg_duration(value: str | int | float) -> str:
+    """A duration as a PostgreSQL setting value in milliseconds (``'250ms'``)."""
+    return f"{int(parse_duration(value).total_seconds() * 1000)}ms"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+Duration = str
+
+
+def _check_duration(v: Any) -> Any:
+    if v is not None:
+        parse_duration(v)
+    return v
+
+
+class EnvironmentConfig(_Model):
+    """``[environments.NAME]``: where a database lives and how careful to be with it."""
+
+    url: str | None = None
+    protected: bool = False
+    #: database name on the embedded server when ``url`` is empty (default: pgferry_<env>)
+    database: str | None = None
+
+
+class MigrateConfig(_Model):
+    dir: str = "migrations"
+    schema_: str = Field("public", alias="schema")
+    history_table: str = "flyway_schema_history"
+    lock_timeout: Duration = "250ms"
+    statement_timeout: Duration | None = None
+    lock_retries: int = Field(8, ge=0, le=100)
+    #: how long a second ``migrate up`` waits for the advisory lock before exit 3
+    lock_wait: Duration = "60s"
+    strict_sum: bool = False
+
+    _durations = field_validator("lock_timeout", "statement_timeout", "lock_wait")(
+        classmethod(lambda cls, v: _check_duration(v))
+    )
+
+
+class Blackout(_Model):
+    """``[[blackout]]``: a window in which migrations on ``envs`` are refused."""
+
+    from_: str | None = Field(None, alias="from")
+    to: str | None = None
+    weekly: str | None = None
+    timezone: str = "UTC"
+    envs: list[str] = Field(default_factory=list)
+    reason: str = ""
+
+
+class LintConfig(_Model):
+    """``[lint]``: turn rules off or change their severity."""
+
+    disable: list[str] = Field(default_factory=list)
+    severity: dict[str, Literal["error", "warning"]] = Field(default_factory=dict)
+    #: opt-in rules (off by default), e.g. require-lock-timeout
+    enable: list[str] = Field(default_factory=list)
+    pg_version: int | None = None
+
+
+class SyncTableConfig(_Model):
+    key: list[str] | None = None
+    strategy: Literal["checksum", "watermark", "full"] | None = None
+    watermark: str | None = None
+    where: str | None = None
+    deletes: bool = True
+    triggers: Literal["enable", "disable"] = "enable"
+
+
+class SyncConfig(_Model):
+    schemas: list[str] = Field(default_factory=lambda: ["public"])
+    tables: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    batch_size: int = Field(5000, ge=1)
+    jobs: int = Field(2, ge=1, le=64)
+    overlap: Duration = "5min"
+    table: dict[str, SyncTableConfig] = Field(default_factory=dict, alias="tables_config")
+    mask: dict[str, str] = Field(default_factory=dict)
+
+
+class EmbeddedConfig(_Model):
+    """``[embedded]``: where the embedded server keeps its data (relative to the config)."""
+
+    dir: str = ".pgferry"
+
+
+class Config(_Model):
+    environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
+    migrate: MigrateConfig = Field(default_factory=MigrateConfig)  # type: ignore[arg-type]
+    blackout: list[Blackout] = Field(default_factory=list)
+    lint: LintConfig = Field(default_factory=LintConfig)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
+
+    # not from the file
+    path: Path | None = Field(None, exclude=True)
+    text: str = Field("", exclude=True, repr=False)
+
+    @property
+    def root(self) -> Path:
+        """The project directory: where the config file lives."""
+        return self.path.parent if self.path else Path.cwd()
+
+    @property
+    def migrations_dir(self) -> Path:
+        return (self.root / self.migrate.dir).resolve()
+
+    @property
+    def embedded_dir(self) -> Path:
+        return (self.root / self.embedded.dir).resolve()
+
+    def env(self, name: str) -> EnvironmentConfig:
+        """The environment called ``name``, or ConfigError naming the known ones."""
+        try:
+            return self.environments[name]
+        except KeyError:
+            known = ", ".join(sorted(self.environments)) or "none"
+            raise ConfigError(
+                f"unknown environment {name!r} (configured: {known})", env=name
+            ) from None
+
+    def dotenv(self) -> dict[str, str]:
+        """Variables from the ``.env`` file beside the config (empty when absent)."""
+        env_file = self.root / ".env"
+        if not env_file.is_file():
+            return {}
+        return {k: v or "" for k, v in dotenv_values(env_file).items()}
+
+    def variables(self) -> Iterator[tuple[str, str, int]]:
+        """Every ``${VAR}`` the config uses: (variable, key path, line)."""
+        for lineno, line in enumerate(self.text.splitlines(), 1):
+            code = line.split("#", 1)[0]
+            for m in VAR_RE.finditer(code):
+                key = code.split("=", 1)[0].strip()
+                yield m.group(1), key, lineno
+
+    def resolve(self, value: str, where: str) -> str:
+        """Replace ``${VAR}`` in ``value``; a missing variable is a ConfigError naming it."""
+        dotenv = None
+
+        def sub(m: re.Match[str]) -> str:
+            nonlocal dotenv
+            name = m.group(1)
+            if name in os.environ:
+                return os.environ[name]
+            if dotenv is None:
+                dotenv = self.dotenv()
+            if name in dotenv:
+                return dotenv[name]
+            line = line_of(self.text, where.split("."))
+            at = f" (line {line})" if line else ""
+            raise ConfigError(
+                f"variable {name} used by {where}{at} is not set; "
+                f"put it in the environment or in {self.root / '.env'}",
+                variable=name,
+            )
+
+        return VAR_RE.sub(sub, value)
+
+
+def _table_path(header: str) -> list[str]:
+    parts = re.findall(r'"([^"]*)"|\'([^\']*)\'|([^.\s]+)', header)
+    return [a or b or c for a, b, c in parts]
+
+
+def line_of(text: str, loc: list[str] | tuple[Any, ...]) -> int | None:
+    """The line in TOML ``text`` that defines the key path ``loc`` (best match), or None."""
+    want = [str(p) for p in loc]
+    best: tuple[int, int] | None = None  # (matched parts, line)
+    table: list[str] = []
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if line.startswith("["):
+            table = _table_path(line.strip("[] "))
+            path = table
+        elif "=" in line and not line.startswith("#"):
+            path = table + _table_path(line.split("=", 1)[0].strip())
+        else:
+            continue
+        n = 0
+        for a, b in zip(path, want, strict=False):
+            if a != b:
+                break
+            n += 1
+        if n == len(path) and n and (best is None or n > best[0]):
+            best = (n, lineno)
+    return best[1] if best else None
+
+
+def _fold_tables(data: dict[str, Any]) -> dict[str, Any]:
+    """``[sync.tables."s.t"]`` collides with ``sync.tables = [...]``; split them apart."""
+    sync = data.get("sync")
+    if isinstance(sync, dict) and isinstance(sync.get("tables"), dict):
+        sync["tables_config"] = sync.pop("tables")
+    return data
+
+
+def load_config(path: str | Path | None = None, *, required: bool = True) -> Config:
+    """Read and validate pgferry.toml (default: $PGFERRY_CONFIG or ./pgferry.toml)."""
+    p = Path(path or os.environ.get("PGFERRY_CONFIG") or DEFAULT_CONFIG)
+    if not p.is_file():
+        if not required:
+            return Config()
+        raise ConfigError(f"no config file at {p}; run `pgferry init` to create one", path=str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read {p}: {e}") from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: malformed TOML: {e}") from e
+    try:
+        cfg = Config.model_validate(_fold_tables(data))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ["sync", "tables", *err["loc"][2:]] if err["loc"][:2] == ("sync", "tables_config") else list(err["loc"])
+        key = ".".join(str(x) for x in loc)
+        line = line_of(text, loc)
+        where = f"{p}:{line}" if line else str(p)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        raise ConfigError(f"{where}: {key}: {msg}", key=key, line=line) from None
+    cfg.path = p.resolve()
+    cfg.text = text
+    for name in cfg.environments:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
+            raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: environment name "
+                              f"{name!r} may hold only letters, digits, '-' and '_'")
+    return cfg

