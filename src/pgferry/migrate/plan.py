@@ -1,0 +1,335 @@
+"""Pure planning of migrations: a migrations directory against history rows.
+
+Contract (no I/O, no clock; data in, data out):
+
+- :func:`classify` returns one :class:`Entry` per line of ``migrate status``:
+  every versioned file, template, repeatable, baseline row and history row
+  without a file, with a Flyway-like ``state``:
+
+  ``applied``            applied and the file is unchanged
+  ``checksum_mismatch``  applied, but the file was edited since
+  ``pending``            not applied yet (will run)
+  ``undone``             applied, then undone by an ``UNDO_SQL`` row (pending again)
+  ``ignored``            not applied and lower than the current version (out of
+                         order; ``up`` does not apply it)
+  ``failed``             the latest row for it has ``success = false``
+  ``missing``            applied, but its file is gone
+  ``future``             applied, no file, and above the highest file version
+  ``template``           a ``VXXX__`` file; ``version`` is the one it would get
+  ``outdated``           a repeatable whose file changed since it last ran
+  ``baseline``           the ``BASELINE`` row itself
+  ``below_baseline``     a file at or below the baseline version (never runs)
+
+- :func:`current_version`: the highest applied (not undone) version or baseline.
+- :func:`template_versions` numbers templates: the next free integers above
+  ``max(highest file, applied_max)``, in file-name order. ``migrate number``
+  uses it too, so numbering and ``up`` agree.
+- :func:`pending`: the :class:`Step` list ``up`` runs, in order: versioned
+  (pending or undone, up to ``target``), then templates when allowed, then
+  repeatables that are new or outdated.
+- :func:`undo_steps`: the ``U`` files ``undo`` runs, newest version first;
+  raises :class:`~pgferry.errors.BadInput` before anything runs when a version
+  has no undo file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pgferry.errors import BadInput
+from pgferry.migrate.files import MigrationFile, MigrationSet, Version
+from pgferry.migrate.history import BASELINE, UNDO_SQL, HistoryRow
+
+State = Literal[
+    "applied", "pending", "failed", "ignored", "missing", "checksum_mismatch", "template",
+    "outdated", "baseline", "below_baseline", "undone", "future",
+]
+#: states ``migrate validate`` treats as a problem
+PROBLEM_STATES = frozenset({"failed", "missing", "checksum_mismatch"})
+
+
+@dataclass
+class Entry:
+    """One line of ``migrate status``."""
+
+    state: State
+    version: Version | None
+    description: str
+    script: str | None
+    file: MigrationFile | None
+    row: HistoryRow | None
+    kind: str  # "V", "R" or "U"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "state": self.state,
+            "version": str(self.version) if self.version is not None else None,
+            "description": self.description,
+            "script": self.script,
+            "kind": self.kind,
+            "checksum": self.file.checksum if self.file else None,
+            "applied_checksum": self.row.checksum if self.row else None,
+            "installed_rank": self.row.installed_rank if self.row else None,
+            "installed_on": self.row.installed_on.isoformat() if self.row else None,
+            "installed_by": self.row.installed_by if self.row else None,
+            "execution_time": self.row.execution_time if self.row else None,
+        }
+
+
+@dataclass
+class Step:
+    """One file ``up`` (or ``undo``) will run, with what its history row will say."""
+
+    kind: str  # "V", "R" or "U"
+    file: MigrationFile
+    version: Version | None  # a template gets the version it would be numbered to
+    description: str
+    script: str  # the script name recorded in history
+    checksum: int
+    template: bool = False
+    reason: str = "pending"  # pending, undone, outdated, template, undo
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "version": str(self.version) if self.version is not None else None,
+            "description": self.description,
+            "script": self.script,
+            "file": self.file.script,
+            "checksum": self.checksum,
+            "template": self.template,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class HistoryView:
+    """History rows folded into their effect: what is applied, failed, undone now."""
+
+    applied: dict[Version, HistoryRow] = field(default_factory=dict)
+    failed: dict[Version, HistoryRow] = field(default_factory=dict)
+    undone: dict[Version, HistoryRow] = field(default_factory=dict)
+    baseline: HistoryRow | None = None
+    repeatable: dict[str, HistoryRow] = field(default_factory=dict)
+    repeatable_failed: dict[str, HistoryRow] = field(default_factory=dict)
+
+    @property
+    def baseline_version(self) -> Version | None:
+        if self.baseline is None or self.baseline.version is None:
+            return None
+        return Version.parse(self.baseline.version)
+
+
+def fold(rows: list[HistoryRow]) -> HistoryView:
+    """Replay history rows in ``installed_rank`` order."""
+    h = HistoryView()
+    for row in sorted(rows, key=lambda r: r.installed_rank):
+        if row.type == BASELINE or row.type.endswith("_BASELINE"):
+            if row.success:
+                h.baseline = row
+            continue
+        if row.version is None:
+            if row.success:
+                h.repeatable[row.description] = row
+                h.repeatable_failed.pop(row.description, None)
+            else:
+                h.repeatable_failed[row.description] = row
+            continue
+        v = Version.parse(row.version)
+        if row.type == UNDO_SQL:
+            if row.success:
+                h.applied.pop(v, None)
+                h.failed.pop(v, None)
+                h.undone[v] = row
+            else:
+                h.failed[v] = row
+        elif row.success:
+            h.applied[v] = row
+            h.failed.pop(v, None)
+            h.undone.pop(v, None)
+        else:
+            h.failed[v] = row
+    return h
+
+
+def current_version(rows: list[HistoryRow]) -> Version | None:
+    """The highest applied, not undone version (or the baseline), None on a fresh database."""
+    h = fold(rows)
+    return max([*h.applied, *([h.baseline_version] if h.baseline_version else [])], default=None)
+
+
+def template_versions(ms: MigrationSet, applied_max: Version | None) -> dict[str, Version]:
+    """The version each template would get, by script name, in file-name order."""
+    start = max([v for v in (ms.highest, applied_max) if v is not None], default=None)
+    n = start.parts[0] if start is not None else 0
+    out: dict[str, Version] = {}
+    for t in sorted(ms.templates, key=lambda m: m.script):
+        n += 1
+        out[t.script] = Version(str(n))
+    return out
+
+
+def numbered_script(template: MigrationFile, version: Version) -> str:
+    """The file name a template will have once numbered (``VXXX__a.sql`` → ``V7__a.sql``)."""
+    return template.kind + str(version) + template.script[len(template.kind) + 3:]
+
+
+def _applied_templates(ms: MigrationSet, h: HistoryView) -> dict[str, HistoryRow]:
+    """Templates already applied here (same description and checksum, version without file)."""
+    files = ms.by_version()
+    out: dict[str, HistoryRow] = {}
+    for t in ms.templates:
+        for v, row in h.applied.items():
+            if v not in files and row.description == t.description and row.checksum == t.checksum:
+                out[t.script] = row
+                break
+    return out
+
+
+def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
+    """Every file and history row with its state (see the module docstring)."""
+    h = fold(rows)
+    current = current_version(rows)
+    base = h.baseline_version
+    files = ms.by_version()
+    entries: list[Entry] = []
+    applied_templates = _applied_templates(ms, h)
+    template_rows = {id(r) for r in applied_templates.values()}
+
+    for f in ms.versioned:
+        v = f.version
+        assert v is not None
+        state: State
+        row = h.applied.get(v) or h.failed.get(v)
+        if v in h.failed:
+            state, row = "failed", h.failed[v]
+        elif v in h.applied:
+            state = "applied" if h.applied[v].checksum in (None, f.checksum) else "checksum_mismatch"
+        elif base is not None and v <= base:
+            state = "below_baseline"
+        elif current is not None and v < current:
+            state, row = "ignored", h.undone.get(v)
+        elif v in h.undone:
+            state, row = "undone", h.undone[v]
+        else:
+            state = "pending"
+        entries.append(Entry(state, v, f.description, f.script, f, row, "V"))
+
+    for v, row in h.applied.items():
+        if v not in files and id(row) not in template_rows:
+            state = "future" if ms.highest is None or v > ms.highest else "missing"
+            entries.append(Entry(state, v, row.description, row.script, None, row, "V"))
+    for v, row in h.failed.items():
+        if v not in files:
+            kind = "U" if row.type == UNDO_SQL else "V"
+            entries.append(Entry("failed", v, row.description, row.script, None, row, kind))
+    if h.baseline is not None:
+        entries.append(Entry("baseline", base, h.baseline.description, h.baseline.script, None,
+                             h.baseline, "V"))
+    entries.sort(key=lambda e: (e.version.parts if e.version else (), e.state != "baseline"))
+
+    numbers = template_versions(ms, current)
+    for t in sorted(ms.templates, key=lambda m: m.script):
+        if t.script in applied_templates:
+            row = applied_templates[t.script]
+            entries.append(Entry("applied", Version.parse(row.version or "0"), t.description,
+                                 t.script, t, row, "V"))
+        else:
+            entries.append(Entry("template", numbers[t.script], t.description, t.script, t,
+                                 None, "V"))
+
+    seen: set[str] = set()
+    for f in ms.repeatable:
+        seen.add(f.description)
+        if f.description in h.repeatable_failed:
+            entries.append(Entry("failed", None, f.description, f.script, f,
+                                 h.repeatable_failed[f.description], "R"))
+        elif f.description not in h.repeatable:
+            entries.append(Entry("pending", None, f.description, f.script, f, None, "R"))
+        else:
+            row = h.repeatable[f.description]
+            state = "applied" if row.checksum == f.checksum else "outdated"
+            entries.append(Entry(state, None, f.description, f.script, f, row, "R"))
+    for desc, row in {**h.repeatable, **h.repeatable_failed}.items():
+        if desc not in seen:
+            state = "failed" if desc in h.repeatable_failed else "missing"
+            entries.append(Entry(state, None, desc, row.script, None, row, "R"))
+            seen.add(desc)
+    return entries
+
+
+def pending(
+    ms: MigrationSet,
+    rows: list[HistoryRow],
+    *,
+    target: Version | None = None,
+    allow_templates: bool = True,
+    template_start: Version | None = None,
+) -> list[Step]:
+    """The steps ``up`` runs, in order. Templates only when ``allow_templates``.
+
+    ``template_start`` is the highest version applied anywhere the caller knows
+    of (default: this history's current version); templates are numbered above it.
+    """
+    entries = classify(ms, rows)
+    steps: list[Step] = []
+    for e in entries:
+        if e.kind != "V" or e.file is None or e.state not in ("pending", "undone"):
+            continue
+        assert e.version is not None
+        if target is not None and e.version > target:
+            continue
+        steps.append(Step("V", e.file, e.version, e.description, e.script or e.file.script,
+                          e.file.checksum, reason=e.state))
+    if allow_templates:
+        start = template_start
+        cur = current_version(rows)
+        if cur is not None and (start is None or cur > start):
+            start = cur
+        numbers = template_versions(ms, start)
+        for e in entries:
+            if e.state != "template" or e.file is None:
+                continue
+            v = numbers[e.file.script]
+            if target is not None and v > target:
+                continue
+            steps.append(Step("V", e.file, v, e.description, numbered_script(e.file, v),
+                              e.file.checksum, template=True, reason="template"))
+    for e in entries:
+        if e.kind == "R" and e.file is not None and e.state in ("pending", "outdated"):
+            steps.append(Step("R", e.file, None, e.description, e.file.script,
+                              e.file.checksum, reason=e.state))
+    return steps
+
+
+def undo_steps(ms: MigrationSet, rows: list[HistoryRow], *, to: Version | None = None
+               ) -> list[Step]:
+    """The undo files to run, newest first: every applied version above ``to``
+    (default: only the newest applied version). BadInput when one lacks a U file."""
+    h = fold(rows)
+    applied = sorted(h.applied, reverse=True)
+    if not applied:
+        raise BadInput("nothing to undo: no applied versioned migration")
+    if to is None:
+        chosen = applied[:1]
+    else:
+        chosen = [v for v in applied if v > to]
+        if not chosen:
+            raise BadInput(f"nothing to undo: no applied version above {to}")
+    steps: list[Step] = []
+    lacking: list[str] = []
+    for v in chosen:
+        row = h.applied[v]
+        u = ms.undo.get(v) or ms.undo_templates.get(row.description)
+        if u is None:
+            lacking.append(f"{v} ({row.script})")
+            continue
+        steps.append(Step("U", u, v, u.description, u.script, u.checksum, reason="undo"))
+    if lacking:
+        raise BadInput(
+            "cannot undo: no undo file (U<version>__<desc>.sql) for version "
+            + ", ".join(lacking) + "; nothing was run",
+            versions=[x.split(" ")[0] for x in lacking],
+        )
+    return steps
