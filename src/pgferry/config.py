@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,8 +88,9 @@ class MigrateConfig(_Model):
 class Blackout(_Model):
     """``[[blackout]]``: a window in which migrations on ``envs`` are refused."""
 
-    from_: str | None = Field(None, alias="from")
-    to: str | None = None
+    #: TOML dates/datetimes (``from = 2026-12-24``) or the same as strings
+    from_: datetime | date | str | None = Field(None, alias="from")
+    to: datetime | date | str | None = None
     weekly: str | None = None
     timezone: str = "UTC"
     envs: list[str] = Field(default_factory=list)

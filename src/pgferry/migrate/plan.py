@@ -205,7 +205,8 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
         if v in h.failed:
             state, row = "failed", h.failed[v]
         elif v in h.applied:
-            state = "applied" if h.applied[v].checksum in (None, f.checksum) else "checksum_mismatch"
+            same = h.applied[v].checksum in (None, f.checksum)
+            state = "applied" if same else "checksum_mismatch"
         elif base is not None and v <= base:
             state = "below_baseline"
         elif current is not None and v < current:
