@@ -1,0 +1,342 @@
+"""The sync plan: which tables, which columns, in which order, with which strategy.
+
+Contract: :func:`build_plan` takes the catalogs of both sides
+(:func:`pgferry.pg.catalog.tables`), the ``[sync]`` config and the command
+line selection, and returns a :class:`SyncPlan`: one :class:`TablePlan` per
+selected table in foreign-key order (parents first; deletes run in reverse).
+It is pure: no connection, no clock. Problems with the *selection* (an
+unknown table, a key column that does not exist) raise
+:class:`~pgferry.errors.BadInput` (exit 2) before anything is written; problems
+with *one table* (a target NOT NULL column the source lacks, a non-deferrable
+FK cycle, no key outside full mode) set :attr:`TablePlan.error` so that table
+is stopped with a clear message while the others go ahead.
+
+Selection rules: every table of ``schemas`` present on both sides, or the
+tables named by ``--tables`` (which wins over ``exclude``), else ``[sync]
+tables``; names are ``schema.table`` and may hold ``*`` wildcards. Columns
+are the intersection of both sides minus stored generated columns (of
+either side); identity columns keep their values (``OVERRIDING SYSTEM VALUE``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pgferry.config import SyncConfig, SyncTableConfig
+from pgferry.errors import BadInput
+from pgferry.pg.catalog import Table
+
+Mode = Literal["incremental", "full", "verify"]
+Strategy = Literal["full", "checksum", "watermark", "verify"]
+
+
+@dataclass
+class TablePlan:
+    """How one table is synced; also the ``TableSpec`` the verifier reads.
+
+    ``key`` orders and identifies rows (primary key or ``[sync.tables] key``;
+    empty when the table has none, which allows only full mode). ``columns``
+    are the synced columns in target order; ``key`` columns are always among
+    them. ``order`` is the position in FK order (parents first).
+    """
+
+    schema: str
+    name: str
+    qualname: str
+    key: tuple[str, ...]
+    columns: list[str]
+    mode: Mode
+    strategy: Strategy
+    watermark: str | None = None
+    where: str | None = None
+    deletes: bool = True
+    triggers: Literal["enable", "disable"] = "enable"
+    warnings: list[str] = field(default_factory=list)
+    identity_always: bool = False
+    order: int = 0
+    #: why this table cannot be synced (it is then skipped and the run fails)
+    error: str | None = None
+    #: column -> type (format_type) on the target; "" when the table is only planned
+    column_types: dict[str, str] = field(default_factory=dict)
+    #: True when every synced column has the same type on both sides (COPY binary is safe)
+    same_types: bool = True
+    #: column -> "schema.sequence" on the target, for the sequences step
+    sequences: dict[str, str] = field(default_factory=dict)
+    #: selected tables this one references (FK parents), and its own self-reference
+    parents: list[str] = field(default_factory=list)
+    self_referencing: bool = False
+    #: FKs of unselected tables that reference this one: (table, fk columns, key columns)
+    referenced_by_unselected: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = field(
+        default_factory=list
+    )
+    #: True when any FK (from any table but itself) references this table: no TRUNCATE
+    referenced: bool = False
+    #: cycle members when this table is in an FK cycle (deferrable or not)
+    cycle: list[str] = field(default_factory=list)
+    partitioned: bool = False
+    user_triggers: list[str] = field(default_factory=list)
+    row_estimate: int = 0
+    total_bytes: int = 0
+    missing_on_target: list[str] = field(default_factory=list)
+    missing_on_source: list[str] = field(default_factory=list)
+
+    @property
+    def value_columns(self) -> list[str]:
+        """Synced columns that are not key columns (the ones an upsert may update)."""
+        return [c for c in self.columns if c not in self.key]
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "table": self.qualname, "order": self.order, "mode": self.mode,
+            "strategy": self.strategy, "key": list(self.key), "columns": list(self.columns),
+            "watermark": self.watermark, "where": self.where, "deletes": self.deletes,
+            "triggers": self.triggers, "estimated_rows": self.row_estimate,
+            "estimated_bytes": self.total_bytes, "missing_on_target": self.missing_on_target,
+            "missing_on_source": self.missing_on_source, "cycle": self.cycle,
+            "warnings": list(self.warnings), "error": self.error,
+        }
+
+
+@dataclass
+class SyncPlan:
+    """The whole plan: tables in FK order plus run-level warnings."""
+
+    mode: Mode
+    tables: list[TablePlan]
+    warnings: list[str] = field(default_factory=list)
+    #: non-deferrable FK cycles (each a list of tables); their tables carry an error
+    cycles: list[list[str]] = field(default_factory=list)
+
+    def table(self, qualname: str) -> TablePlan:
+        return next(t for t in self.tables if t.qualname == qualname)
+
+    @property
+    def runnable(self) -> list[TablePlan]:
+        return [t for t in self.tables if t.error is None]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"mode": self.mode, "tables": [t.to_dict() for t in self.tables],
+                "warnings": list(self.warnings), "cycles": self.cycles}
+
+
+def _match(patterns: list[str], names: list[str], schemas: list[str], what: str,
+           strict: bool) -> list[str]:
+    """Names matching ``patterns`` (``schema.table``, ``*`` allowed; bare names search schemas)."""
+    out: list[str] = []
+    for p in patterns:
+        p = p.strip()
+        if not p:
+            continue
+        cands = [p] if "." in p else [f"{s}.{p}" for s in schemas]
+        hits = [n for n in names if any(fnmatch.fnmatchcase(n, c) for c in cands)]
+        if not hits and strict:
+            raise BadInput(f"{what} names table {p!r}, which is not in "
+                           f"{'schema ' + p.split('.')[0] if '.' in p else ', '.join(schemas)}"
+                           " on both source and target; name tables as schema.table")
+        out.extend(h for h in hits if h not in out)
+    return out
+
+
+def select_tables(source: dict[str, Table], target: dict[str, Table], cfg: SyncConfig,
+                  tables: list[str] | None = None, exclude: list[str] | None = None,
+                  ) -> tuple[list[str], list[str]]:
+    """The selected ``schema.table`` names and selection warnings (BadInput on unknown names)."""
+    both = sorted(set(source) & set(target))
+    warnings: list[str] = []
+    if tables:
+        chosen = _match(tables, both, cfg.schemas, "--tables", strict=True)
+        # --tables wins over exclude: nothing is removed
+        return chosen, warnings
+    if cfg.tables:
+        chosen = _match(cfg.tables, both, cfg.schemas, "[sync] tables", strict=True)
+    else:
+        chosen = both
+        for n in sorted(set(source) - set(target)):
+            warnings.append(f"{n} exists only on the source; skipped (create it on the target "
+                            "with a migration)")
+        for n in sorted(set(target) - set(source)):
+            warnings.append(f"{n} exists only on the target; left untouched")
+    excl = _match(list(cfg.exclude) + list(exclude or []), both, cfg.schemas, "exclude",
+                  strict=bool(exclude))
+    return [n for n in chosen if n not in excl], warnings
+
+
+def _table_cfg(cfg: SyncConfig, qualname: str) -> SyncTableConfig:
+    return cfg.table.get(qualname) or SyncTableConfig()
+
+
+def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
+    src_cols = {c.name: c for c in src.columns}
+    cols: list[str] = []
+    for c in tgt.columns:
+        s = src_cols.get(c.name)
+        if c.generated == "s":
+            continue  # computed by the target itself
+        if s is None:
+            t.missing_on_source.append(c.name)
+            if c.not_null and not c.has_default and not c.identity:
+                t.error = (f"{t.qualname}: target column {c.name} is NOT NULL without a default "
+                           "and does not exist on the source; add a default on the target or "
+                           "the column on the source")
+            else:
+                t.warnings.append(f"target column {c.name} is not on the source; it keeps "
+                                  "its default")
+            continue
+        if s.generated == "s":
+            t.warnings.append(f"column {c.name} is generated on the source but not on the "
+                              "target; it is not synced")
+            continue
+        cols.append(c.name)
+        t.column_types[c.name] = c.type
+        if s.type != c.type:
+            t.same_types = False
+            t.warnings.append(f"column {c.name} is {s.type} on the source and {c.type} on the "
+                              "target; copied as text")
+        if c.identity == "a":
+            t.identity_always = True
+    tgt_names = {c.name for c in tgt.columns}
+    for c in src.columns:
+        if c.name not in tgt_names and c.generated != "s":
+            t.missing_on_target.append(c.name)
+            t.warnings.append(f"source column {c.name} is not on the target; not synced")
+    t.columns = cols
+
+
+def _strategy(t: TablePlan, tc: SyncTableConfig, mode: Mode) -> None:
+    if mode == "verify":
+        t.strategy = "verify"
+    elif mode == "full" or tc.strategy == "full":
+        t.strategy = "full"
+    elif tc.strategy == "watermark" or (tc.strategy is None and tc.watermark):
+        t.strategy = "watermark"
+    else:
+        t.strategy = "checksum"
+    if t.strategy == "watermark" and not tc.watermark:
+        raise BadInput(f"[sync.tables.\"{t.qualname}\"] strategy = \"watermark\" needs "
+                       "watermark = \"column\"")
+    if t.watermark and t.watermark not in t.columns:
+        raise BadInput(f"[sync.tables.\"{t.qualname}\"] watermark column {t.watermark!r} is "
+                       "not a synced column of the table")
+    if not t.key and t.strategy != "full" and t.error is None:
+        t.error = (f"{t.qualname} has no primary key and no [sync.tables] key, so it can be "
+                   "synced only in full mode (--mode full) and not compared")
+
+
+def _order(plans: dict[str, TablePlan]) -> tuple[list[str], list[list[str]]]:
+    """Topological order parents first (Tarjan SCCs, stable by name) and the cycles found."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    sccs: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:  # recursion depth = FK chain length, small in practice
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(plans[v].parents):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp: list[str] = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            sccs.append(sorted(comp))
+
+    for v in sorted(plans):
+        if v not in index:
+            visit(v)
+    # Tarjan emits an SCC only after every SCC it depends on: parents come first.
+    order = [n for comp in sccs for n in comp]
+    return order, [c for c in sccs if len(c) > 1]
+
+
+def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConfig, *,
+               mode: Mode = "incremental", tables: list[str] | None = None,
+               exclude: list[str] | None = None) -> SyncPlan:
+    """The plan for syncing ``source`` into ``target`` (see the module docstring)."""
+    names, warnings = select_tables(source, target, cfg, tables, exclude)
+    for qn in cfg.table:
+        if qn not in source and qn not in target:
+            warnings.append(f"[sync.tables.\"{qn}\"] names a table that exists on neither side")
+    selected = set(names)
+    plans: dict[str, TablePlan] = {}
+    for qn in names:
+        src, tgt = source[qn], target[qn]
+        tc = _table_cfg(cfg, qn)
+        key = tuple(tc.key) if tc.key else tgt.primary_key
+        t = TablePlan(schema=tgt.schema, name=tgt.name, qualname=qn, key=key, columns=[],
+                      mode=mode, strategy="checksum", watermark=tc.watermark, where=tc.where,
+                      deletes=tc.deletes, triggers=tc.triggers, partitioned=tgt.partitioned,
+                      user_triggers=list(tgt.user_triggers), row_estimate=src.row_estimate,
+                      total_bytes=src.total_bytes)
+        _columns(t, src, tgt)
+        for k in key:
+            if k not in t.columns:
+                raise BadInput(f"{qn}: key column {k!r} is not a column on both sides")
+        if tc.key is None and src.primary_key != tgt.primary_key:
+            t.warnings.append(f"primary key differs: source {list(src.primary_key)}, target "
+                              f"{list(tgt.primary_key)}; the target's is used")
+        _strategy(t, tc, mode)
+        if t.where and t.strategy != "verify":
+            t.warnings.append(f"only rows WHERE {t.where} are synced; deletes are limited to "
+                              "them")
+        t.sequences = {c: s for c, s in tgt.sequences.items() if c in t.columns}
+        if t.user_triggers and mode != "verify":
+            if t.triggers == "disable":
+                t.warnings.append(f"user triggers {', '.join(t.user_triggers)} are disabled "
+                                  "during the load")
+            else:
+                t.warnings.append(f"user triggers {', '.join(t.user_triggers)} fire on the "
+                                  "target (a trigger that sets updated_at makes verify differ; "
+                                  "set triggers = \"disable\" for this table)")
+        for fk in tgt.foreign_keys:
+            if fk.ref_table == qn:
+                t.self_referencing = True
+            elif fk.ref_table in selected and fk.ref_table not in t.parents:
+                t.parents.append(fk.ref_table)
+        plans[qn] = t
+    for other in target.values():
+        for fk in other.foreign_keys:
+            p = plans.get(fk.ref_table)
+            if p is None or other.qualname == fk.ref_table:
+                continue
+            p.referenced = True
+            if other.qualname not in selected:
+                p.referenced_by_unselected.append((other.qualname, fk.columns, fk.ref_columns))
+    order, cycles = _order(plans)
+    hard: list[list[str]] = []
+    for comp in cycles:
+        members = set(comp)
+        fks = [(qn, fk) for qn in comp for fk in target[qn].foreign_keys
+               if fk.ref_table in members and fk.ref_table != qn]
+        stiff = [f"{qn}.{fk.name}" for qn, fk in fks if not fk.deferrable]
+        for qn in comp:
+            plans[qn].cycle = list(comp)
+        if stiff:
+            hard.append(comp)
+            msg = (f"foreign keys form a cycle {' -> '.join(comp + [comp[0]])} and "
+                   f"{', '.join(stiff)} {'is' if len(stiff) == 1 else 'are'} not deferrable; "
+                   "fix: ALTER TABLE ... ALTER CONSTRAINT ... DEFERRABLE (or exclude one table)")
+            for qn in comp:
+                plans[qn].error = plans[qn].error or msg
+        else:
+            for qn in comp:
+                plans[qn].warnings.append(f"in FK cycle {' -> '.join(comp + [comp[0]])}; "
+                                          "constraints are deferred to commit")
+    ordered = []
+    for i, qn in enumerate(order):
+        plans[qn].order = i
+        ordered.append(plans[qn])
+    return SyncPlan(mode=mode, tables=ordered, warnings=warnings, cycles=hard)
