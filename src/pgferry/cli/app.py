@@ -7,8 +7,8 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
+from typer.exceptions import TyperException
 
 from pgferry import __version__
 from pgferry.cli import env as env_cli
@@ -77,14 +77,18 @@ def main(argv: list[str] | None = None) -> int:
             print(dumps({"ok": False, **e.to_dict()}))
         print(f"error: {redact(e.message)}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return int(e.exit_code or 0)
-    except click.exceptions.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 4
-    except click.ClickException as e:
-        e.show()
-        return 2
+    except TyperException as e:  # usage errors: typer's own click prints them
+        show = getattr(e, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"error: {e.format_message()}", file=sys.stderr)
+        return int(getattr(e, "exit_code", 2) or 2)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 3
