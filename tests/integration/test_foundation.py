@@ -92,3 +92,8 @@ def test_redact() -> None:
         "postgresql://app:***@db:5432/x?sslmode=require")
     assert redact("host=db password='a b' user=x") == "host=db password=*** user=x"
     assert redact("postgresql://h/db?password=zz&x=1") == "postgresql://h/db?password=***&x=1"
+
+
+def test_usage_errors_exit_2(cli: Callable[..., Result]) -> None:
+    assert cli("env", "check", "--bogus").code == 2
+    assert cli("no-such-command").code == 2
