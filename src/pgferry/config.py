@@ -177,10 +177,14 @@ class Config(_Model):
 
     def variables(self) -> Iterator[tuple[str, str, int]]:
         """Every ``${VAR}`` the config uses: (variable, key path, line)."""
+        table: list[str] = []
         for lineno, line in enumerate(self.text.splitlines(), 1):
-            code = line.split("#", 1)[0]
+            code = line.split("#", 1)[0].strip()
+            if code.startswith("["):
+                table = _table_path(code.strip("[] "))
+                continue
             for m in VAR_RE.finditer(code):
-                key = code.split("=", 1)[0].strip()
+                key = ".".join([*table, *_table_path(code.split("=", 1)[0].strip())])
                 yield m.group(1), key, lineno
 
     def resolve(self, value: str, where: str) -> str:

@@ -58,7 +58,7 @@ def check(cfg: Config, only: str | None = None, connect_db: bool = True) -> list
         if env.url is not None:
             # variables first: each missing or placeholder one is its own line
             for var, key, line in cfg.variables():
-                if not key.startswith("url") or f"${{{var}}}" not in env.url:
+                if key != f"environments.{name}.url":
                     continue
                 import os
 

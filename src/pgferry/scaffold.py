@@ -7,7 +7,7 @@ from pathlib import Path
 from pgferry.errors import BadInput
 
 CONFIG_TEMPLATE = """\
-# pgferry configuration. Docs: https://github.com/ (see docs/ in the pgferry repository)
+# pgferry configuration: see docs/configuration.md in the pgferry repository.
 
 # An environment without `url` is a database on the embedded server (.pgferry/).
 [environments.dev]
