@@ -1,0 +1,187 @@
+"""``migrate baseline`` and ``migrate repair``: the two verbs that rewrite history.
+
+Contract:
+
+- :func:`baseline` adopts an existing database: it creates the history table
+  (Flyway's layout) if needed and inserts Flyway's ``BASELINE`` row
+  (``script`` and, by default, ``description`` ``<< Flyway Baseline >>``,
+  no checksum). Files at or below that version never run there. It refuses
+  (:class:`~pgferry.errors.BadInput`, exit 2) when the history already has rows.
+- :func:`plan_repair` is pure: which failed rows to delete and which applied
+  rows to realign to the files on disk. :func:`repair` does it in one
+  transaction under the history table's lock, with Flyway's semantics:
+  failed rows (``success = false``) are deleted; applied versioned rows whose
+  file changed get the file's checksum (and description, as Flyway does). The
+  runner's progress rows for the failed files are cleared, so the next
+  ``migrate up`` starts those files from their first statement (their
+  statements are idempotent or were never committed; see docs/migrations.md).
+
+Both run in one transaction; callers own policy (protected env, ``--yes``,
+blackout) and the journal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.config import Config
+from pgferry.errors import BadInput
+from pgferry.migrate import files, history
+from pgferry.migrate.files import MigrationSet, Version
+from pgferry.migrate.history import BASELINE, BASELINE_SCRIPT, HistoryRow
+from pgferry.migrate.plan import classify
+from pgferry.pg.connect import Target, connect, map_db_error
+
+
+def _table(cfg: Config) -> sql.Composable:
+    return sql.Identifier(cfg.migrate.schema_, cfg.migrate.history_table)
+
+
+def installed_by(conn: psycopg.Connection[Any]) -> str:
+    """Flyway records the database user that ran the migration."""
+    row = conn.execute("SELECT current_user").fetchone()
+    return str(row[0]) if row else "unknown"
+
+
+@dataclass
+class BaselineResult:
+    env: str
+    version: str
+    description: str
+    installed_rank: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "version": self.version, "description": self.description,
+                "installed_rank": self.installed_rank, "type": BASELINE,
+                "script": BASELINE_SCRIPT}
+
+
+def baseline(cfg: Config, target: Target, version: str,
+             description: str = BASELINE_SCRIPT) -> BaselineResult:
+    """Insert the BASELINE row into an empty (or absent) history table."""
+    v = Version.parse(version)
+    if not description.strip():
+        raise BadInput("--description must not be empty")
+    schema, table = cfg.migrate.schema_, cfg.migrate.history_table
+    try:
+        with connect(target.dsn) as conn, conn.transaction():
+            history.ensure_table(conn, schema, table)
+            conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(_table(cfg)))
+            rows = history.read(conn, schema, table)
+            if rows:
+                last = max(rows, key=lambda r: r.installed_rank)
+                raise BadInput(
+                    f"cannot baseline {target.name}: {schema}.{table} already has {len(rows)} "
+                    f"row(s) (latest: {last.type} {last.version or ''} {last.script!r}); "
+                    "baseline adopts a database that has no migration history",
+                    rows=len(rows),
+                )
+            rank = history.insert(
+                conn, schema, table, version=str(v), description=description, type=BASELINE,
+                script=BASELINE_SCRIPT, checksum=None, installed_by=installed_by(conn),
+                execution_time=0, success=True,
+            )
+    except psycopg.Error as e:
+        raise map_db_error(e, f"baseline of {target.name} failed") from None
+    return BaselineResult(target.name, str(v), description, rank)
+
+
+@dataclass
+class Realign:
+    installed_rank: int
+    version: str | None
+    script: str
+    old_checksum: int | None
+    new_checksum: int
+    old_description: str
+    new_description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+@dataclass
+class RepairPlan:
+    env: str
+    remove: list[HistoryRow] = field(default_factory=list)
+    realign: list[Realign] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.remove and not self.realign
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "env": self.env,
+            "removed_failed": [
+                {"installed_rank": r.installed_rank, "version": r.version, "script": r.script,
+                 "type": r.type} for r in self.remove
+            ],
+            "realigned": [r.to_dict() for r in self.realign],
+        }
+
+
+def plan_repair(env: str, ms: MigrationSet, rows: list[HistoryRow]) -> RepairPlan:
+    """What repair would change (pure)."""
+    p = RepairPlan(env, remove=[r for r in rows if not r.success])
+    for e in classify(ms, rows):
+        if e.state == "checksum_mismatch" and e.file is not None and e.row is not None:
+            p.realign.append(Realign(
+                e.row.installed_rank, e.row.version, e.row.script, e.row.checksum,
+                e.file.checksum, e.row.description, e.file.description,
+            ))
+    return p
+
+
+def read_plan(cfg: Config, target: Target) -> RepairPlan:
+    """Read files and history and plan the repair (no writes)."""
+    ms = files.scan(cfg.migrations_dir)
+    with connect(target.dsn, autocommit=True) as conn:
+        rows = history.read(conn, cfg.migrate.schema_, cfg.migrate.history_table)
+    return plan_repair(target.name, ms, rows)
+
+
+def _clear_progress(conn: psycopg.Connection[Any], cfg: Config, scripts: list[str]) -> int:
+    """Let the runner forget where failed non-transactional files stopped."""
+    try:
+        from pgferry.migrate import runner
+    except ImportError:
+        return 0
+    fn = getattr(runner, "clear_progress", None)
+    if fn is None or not scripts:
+        return 0
+    return int(fn(conn, cfg, scripts) or 0)
+
+
+def repair(cfg: Config, target: Target) -> RepairPlan:
+    """Plan and apply the repair in one transaction; returns what was done."""
+    ms = files.scan(cfg.migrations_dir)
+    schema, table = cfg.migrate.schema_, cfg.migrate.history_table
+    t = _table(cfg)
+    try:
+        with connect(target.dsn) as conn, conn.transaction():
+            if not history.exists(conn, schema, table):
+                return RepairPlan(target.name)
+            # the same lock history.insert takes: a running `up` cannot record a row meanwhile
+            conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(t))
+            rows = history.read(conn, schema, table)
+            plan = plan_repair(target.name, ms, rows)
+            if plan.remove:
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE installed_rank = ANY(%s)").format(t),
+                    [[r.installed_rank for r in plan.remove]],
+                )
+            for r in plan.realign:
+                conn.execute(
+                    sql.SQL("UPDATE {} SET checksum = %s, description = %s"
+                            " WHERE installed_rank = %s").format(t),
+                    [r.new_checksum, r.new_description[:200], r.installed_rank],
+                )
+            _clear_progress(conn, cfg, sorted({r.script for r in plan.remove}))
+    except psycopg.Error as e:
+        raise map_db_error(e, f"repair of {target.name} failed") from None
+    return plan
