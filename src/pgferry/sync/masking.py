@@ -1,0 +1,410 @@
+"""Masking personal data inside the source SELECT: ``[sync.mask]`` rules as SQL expressions.
+
+Contract:
+- :func:`compile_rules` validates ``[sync.mask]`` (``"schema.table.column" = "rule"``,
+  fnmatch wildcards per part) and returns :class:`MaskRules`; an unknown rule, a
+  malformed pattern or an ``sql:`` expression that is not exactly one expression
+  raises :class:`~pgferry.errors.BadInput` naming the key (exit 2, before any write).
+- :func:`mask_expressions` turns the rules that apply to one table into
+  ``{column: psycopg.sql.Composable}``. The copy puts each expression in its
+  source ``SELECT`` (``expr AS column``), so raw values never leave the source
+  server. A rule that does not fit its column (``email`` on an integer, ``null``
+  on a NOT NULL target column, a varchar too short for the masked value, a key
+  column) raises BadInput naming the column.
+- Masked values are deterministic under the secret ``PGFERRY_MASK_KEY``
+  (:func:`mask_key`): ``sha256(key || value)``, computed by the server with
+  built-ins only (PostgreSQL 11+, no pgcrypto). The same input gives the same
+  output in every table and every run, and the hash-based rules (``email``,
+  ``keep_domain_email``, ``name``, ``phone``, ``hash``) keep unique values unique
+  (64 bits or more of the hash). NULL stays NULL.
+- :func:`personal_columns_unmasked` lists columns whose names look personal
+  (email, phone, name, address, iban, birth, ...) and that no rule covers;
+  :func:`refuse_unmasked` turns that list into the policy refusal (exit 4) for a
+  sync from a protected to an unprotected environment.
+
+The secret is embedded as a literal whose ``repr`` is redacted; never log a
+composed masking query.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+import pglast
+from pglast.stream import RawStream
+from psycopg import sql
+
+from pgferry.errors import BadInput
+from pgferry.pg.catalog import Column, Table
+
+KEY_ENV = "PGFERRY_MASK_KEY"
+MIN_KEY_LENGTH = 16
+
+#: rule name -> what it does (the documentation table in docs/sync.md follows this)
+RULES: dict[str, str] = {
+    "email": "'u_' + 16 hex chars of the hash + '@example.invalid'",
+    "keep_domain_email": "'u_' + 16 hex chars of the hash + '@' + the original domain",
+    "name": "a name from a built-in list + 10 hex chars of the hash",
+    "phone": "'+1-555-' + 12 digits derived from the hash",
+    "hash": "hex sha256 (text), a uuid from the hash (uuid), 63 bits of it (bigint)",
+    "redact": "'*' repeated to the value's length",
+    "null": "NULL (the target column must allow it)",
+    "fixed": "fixed:<value>, the value cast to the column type",
+    "sql": "sql:<expression>, any SQL expression; {col} is the column, {key} the secret",
+}
+_NEEDS_KEY = {"email", "keep_domain_email", "name", "phone", "hash"}
+_TEXT_ONLY = {"email", "keep_domain_email", "name", "phone", "redact"}
+_TEXT_OIDS = {25, 1043, 1042, 19}  # text, varchar, bpchar, name
+_HASH_TYPES = {"uuid": 2950, "bigint": 20, "bytea": 17}
+_LEN_RE = re.compile(r"^(?:character varying|character|varchar|char)\((\d+)\)")
+
+FIRST_NAMES = ("Ada", "Alan", "Grace", "Linus", "Edsger", "Barbara", "Donald", "Frances",
+               "Dennis", "Margaret", "Ken", "Radia", "John", "Hedy", "Tim", "Katherine")
+LAST_NAMES = ("Lovelace", "Turing", "Hopper", "Torvalds", "Dijkstra", "Liskov", "Knuth",
+              "Allen", "Ritchie", "Hamilton", "Thompson", "Perlman", "Backus", "Lamarr",
+              "Berners", "Johnson")
+# the longest name the ``name`` rule can produce
+_NAME_LEN = max(map(len, FIRST_NAMES)) + 1 + max(map(len, LAST_NAMES)) + 1 + 10
+_OUT_LEN = {"email": 2 + 16 + len("@example.invalid"), "phone": 7 + 12, "name": _NAME_LEN,
+            "hash": 16}
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """One ``[sync.mask]`` entry: a ``schema.table.column`` pattern and its rule."""
+
+    pattern: str
+    kind: str  # a key of RULES
+    arg: str = ""  # the value of fixed:, the (normalized) expression of sql:
+
+    @property
+    def parts(self) -> tuple[str, str, str]:
+        s, t, c = self.pattern.split(".")
+        return s, t, c
+
+    @property
+    def spec(self) -> str:
+        """The rule as written in the config (``fixed:x``, ``sql:...``, ``email``)."""
+        return f"{self.kind}:{self.arg}" if self.kind in ("fixed", "sql") else self.kind
+
+    @property
+    def specificity(self) -> int:
+        """Characters that are not wildcards: an exact key beats ``*.*.email``."""
+        return sum(ch not in "*?[]" for ch in self.pattern)
+
+    def matches(self, schema: str, table: str, column: str) -> bool:
+        return all(fnmatchcase(v, p) for v, p in zip((schema, table, column), self.parts,
+                                                     strict=True))
+
+
+@dataclass(frozen=True)
+class MaskRules:
+    """The compiled ``[sync.mask]`` table."""
+
+    rules: tuple[MaskRule, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.rules)
+
+    @property
+    def needs_key(self) -> bool:
+        return any(r.kind in _NEEDS_KEY or (r.kind == "sql" and "{key}" in r.arg)
+                   for r in self.rules)
+
+    def rule_for(self, table_qualname: str, column: str) -> MaskRule | None:
+        """The most specific rule for a column (ties: the one written first), or None."""
+        schema, _, table = table_qualname.partition(".")
+        hits = [r for r in self.rules if r.matches(schema, table, column)]
+        return max(hits, key=lambda r: r.specificity, default=None)
+
+    def unused(self, tables: Iterable[Table]) -> list[str]:
+        """Warnings for patterns that match no column of ``tables``."""
+        cols = [(t.schema, t.name, c.name) for t in tables for c in t.columns]
+        return [f"[sync.mask] {r.pattern!r} matches no column of the synced tables"
+                for r in self.rules if not any(r.matches(*c) for c in cols)]
+
+
+_KEY_MARK = "pgferry_mask_key_7f3a"
+_COL_MARK = "pgferry_mask_col_7f3a"
+
+
+def _parse_expression(key: str, text: str) -> str:
+    """``text`` as one SQL expression, deparsed by pglast (comments and tricks gone)."""
+    body = text.replace("{col}", _COL_MARK).replace("{key}", _KEY_MARK)
+    if not body.strip():
+        raise BadInput(f"[sync.mask] {key!r}: sql: needs an expression, e.g. sql:left({{col}}, 1)")
+    try:
+        stmts = pglast.parse_sql(f"SELECT (\n{body}\n)")
+    except pglast.parser.ParseError as e:
+        raise BadInput(f"[sync.mask] {key!r}: sql: is not an SQL expression ({e})") from None
+    stmt: Any = stmts[0].stmt if len(stmts) == 1 else None
+    clauses = ("fromClause", "whereClause", "groupClause", "havingClause", "sortClause",
+               "limitCount", "limitOffset", "windowClause", "withClause", "intoClause",
+               "distinctClause", "valuesLists", "lockingClause", "larg")
+    if (type(stmt).__name__ != "SelectStmt" or len(stmt.targetList or ()) != 1
+            or any(getattr(stmt, c, None) for c in clauses)):
+        raise BadInput(f"[sync.mask] {key!r}: sql: must be exactly one expression, "
+                       f"not a statement or a list")
+    text = str(RawStream()(stmt.targetList[0].val))
+    if "%" in text:  # psycopg would read it as a placeholder in a query with parameters
+        raise BadInput(f"[sync.mask] {key!r}: sql: may not contain '%'; use mod(a, b) for the "
+                       f"modulo and chr(37) for a literal percent sign")
+    return text
+
+
+def compile_rules(mask_config: Mapping[str, str]) -> MaskRules:
+    """Validate ``[sync.mask]`` and compile it; BadInput names the first bad key."""
+    rules = []
+    for pattern, raw in mask_config.items():
+        parts = pattern.split(".")
+        if len(parts) != 3 or not all(parts):
+            raise BadInput(f"[sync.mask] {pattern!r}: the key must be \"schema.table.column\" "
+                           f"(wildcards allowed, e.g. \"*.*.email\")", key=pattern)
+        if not isinstance(raw, str):
+            raise BadInput(f"[sync.mask] {pattern!r}: the rule must be a string", key=pattern)
+        kind, sep, arg = raw.strip().partition(":")
+        kind = kind.strip()
+        if kind not in RULES:
+            known = ", ".join(k + ":..." if k in ("fixed", "sql") else k for k in RULES)
+            raise BadInput(f"[sync.mask] {pattern!r}: unknown rule {raw!r} (known: {known})",
+                           key=pattern)
+        if kind in ("fixed", "sql") and not sep:
+            raise BadInput(f"[sync.mask] {pattern!r}: {kind} needs a value, e.g. "
+                           f"{'fixed:n/a' if kind == 'fixed' else 'sql:left({col}, 1)'}",
+                           key=pattern)
+        if kind not in ("fixed", "sql") and sep:
+            raise BadInput(f"[sync.mask] {pattern!r}: rule {kind!r} takes no argument",
+                           key=pattern)
+        if kind == "sql":
+            arg = _parse_expression(pattern, arg)
+        rules.append(MaskRule(pattern, kind, arg))
+    return MaskRules(tuple(rules))
+
+
+def mask_key(dotenv: Mapping[str, str] | None = None) -> str:
+    """The secret from ``PGFERRY_MASK_KEY`` (process environment, then ``dotenv``)."""
+    key = os.environ.get(KEY_ENV) or (dotenv or {}).get(KEY_ENV) or ""
+    if len(key) < MIN_KEY_LENGTH:
+        what = "is not set" if not key else f"is shorter than {MIN_KEY_LENGTH} characters"
+        raise BadInput(f"{KEY_ENV} {what}: masking rules need a secret key so masked values are "
+                       f"deterministic and cannot be guessed; set it in the environment or .env")
+    return key
+
+
+def _text(value: str) -> sql.Composable:
+    """A text literal that holds no ``%``, so it survives a query with parameters too.
+
+    psycopg does not escape ``%`` inside :class:`psycopg.sql.Literal`; a query that is
+    later executed with parameters would take it for a placeholder.
+    """
+    if "%" not in value:
+        return sql.Literal(value)
+    return sql.SQL("convert_from(decode({}, 'hex'), 'UTF8')").format(
+        sql.Literal(value.encode().hex()))
+
+
+class _Secret(sql.Composable):
+    """The secret as ``convert_from(decode('<hex>', 'hex'), 'UTF8')``.
+
+    Hex keeps ``%`` out of the query and the key out of plain sight in server logs;
+    the ``repr`` never shows it (it may end up in a traceback).
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+
+    def as_bytes(self, context: Any = None) -> bytes:
+        hexed = self._obj.encode().hex()
+        return f"convert_from(decode('{hexed}', 'hex'), 'UTF8')".encode()
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+
+def _is_text(col: Column) -> bool:
+    return col.type_oid in _TEXT_OIDS or col.type.split("(")[0] in (
+        "text", "character varying", "character", "citext", "name")
+
+
+def _max_len(col: Column) -> int | None:
+    m = _LEN_RE.match(col.type)
+    return int(m.group(1)) if m else None
+
+
+def _digest(col: sql.Composable, key: sql.Composable) -> sql.Composed:
+    """``sha256(key || value)`` as bytea: the one hash every rule derives from."""
+    return sql.SQL("sha256(convert_to(CAST({} AS text) || CAST({} AS text), 'UTF8'))").format(
+        key, col)
+
+
+def _hex(col: sql.Composable, key: sql.Composable, n: int = 64) -> sql.Composed:
+    return sql.SQL("left(encode({}, 'hex'), {})").format(_digest(col, key), sql.Literal(n))
+
+
+def _array(values: Sequence[str]) -> sql.Composed:
+    return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, values)))
+
+
+def _expression(rule: MaskRule, col: Column, key: sql.Composable) -> sql.Composable:
+    c = sql.Identifier(col.name)
+    ctype = sql.SQL(col.type)  # format_type() output: a valid, already-quoted type name
+    if rule.kind == "email":
+        return sql.SQL("'u_' || {} || '@example.invalid'").format(_hex(c, key, 16))
+    if rule.kind == "keep_domain_email":
+        return sql.SQL(
+            "'u_' || {} || '@' || coalesce(substring(CAST({} AS text) from '@([^@]*)$'), "
+            "'example.invalid')").format(_hex(c, key, 16), c)
+    if rule.kind == "name":
+        d = _digest(c, key)
+        return sql.SQL(
+            "({first})[1 + mod(get_byte({d}, 0), {nf})] || ' ' || "
+            "({last})[1 + mod(get_byte({d}, 1), {nl})] || ' ' || "
+            "encode(substring({d} from 3 for 5), 'hex')").format(
+            first=_array(FIRST_NAMES), last=_array(LAST_NAMES), d=d,
+            nf=sql.Literal(len(FIRST_NAMES)), nl=sql.Literal(len(LAST_NAMES)))
+    if rule.kind == "phone":
+        # 48 bits of the hash as a number, shown as 12 decimal digits
+        return sql.SQL(
+            "'+1-555-' || lpad(CAST(mod(CAST(CAST(('x' || {}) AS bit(48)) AS bigint), "
+            "1000000000000) AS text), 12, '0')").format(_hex(c, key, 12))
+    if rule.kind == "hash":
+        if col.type_oid == _HASH_TYPES["uuid"] or col.type == "uuid":
+            return sql.SQL("CAST({} AS uuid)").format(_hex(c, key, 32))
+        if col.type_oid == _HASH_TYPES["bigint"] or col.type == "bigint":
+            return sql.SQL("CAST(CAST(('x' || {}) AS bit(64)) AS bigint) & 9223372036854775807"
+                           ).format(_hex(c, key, 16))
+        if col.type_oid == _HASH_TYPES["bytea"] or col.type == "bytea":
+            return _digest(c, key)
+        n = min(64, _max_len(col) or 64)
+        return sql.SQL("CAST({} AS {})").format(_hex(c, key, n), ctype)
+    if rule.kind == "redact":
+        return sql.SQL("repeat('*', char_length({}))").format(c)
+    if rule.kind == "null":
+        return sql.SQL("CAST(NULL AS {})").format(ctype)
+    if rule.kind == "fixed":
+        return sql.SQL("CAST({} AS {})").format(_text(rule.arg), ctype)
+    # sql: the expression was parsed and deparsed by pglast in compile_rules
+    pieces: list[sql.Composable] = []
+    for i, chunk in enumerate(rule.arg.split(_KEY_MARK)):
+        if i:
+            pieces.append(sql.SQL("CAST({} AS text)").format(key))
+        for j, part in enumerate(chunk.split(_COL_MARK)):
+            if j:
+                pieces.append(c)
+            pieces.append(sql.SQL(part))
+    return sql.SQL("CAST(({}) AS {})").format(sql.Composed(pieces), ctype)
+
+
+def _check_fit(where: str, rule: MaskRule, col: Column, target: Column | None,
+               key_columns: Sequence[str]) -> None:
+    if col.name in key_columns:
+        raise BadInput(f"[sync.mask] {rule.pattern!r} masks {where}, a key column of the sync; "
+                       f"mask a non-key column or sync this table with another key")
+    if rule.kind in _TEXT_ONLY and not _is_text(col):
+        raise BadInput(f"[sync.mask] {rule.pattern!r}: rule {rule.kind!r} needs a text column, "
+                       f"but {where} is {col.type}")
+    if rule.kind == "hash" and not _is_text(col) and col.type not in _HASH_TYPES:
+        raise BadInput(f"[sync.mask] {rule.pattern!r}: rule 'hash' needs a text, uuid, bigint or "
+                       f"bytea column, but {where} is {col.type}")
+    limits = [n for c in (col, target) if c is not None and _is_text(c)
+              if (n := _max_len(c)) is not None]
+    limit = min(limits, default=None)
+    need = _OUT_LEN.get("email" if rule.kind == "keep_domain_email" else rule.kind)
+    if limit is not None and need is not None and limit < need:
+        raise BadInput(f"[sync.mask] {rule.pattern!r}: {where} is {col.type}, too short for the "
+                       f"{rule.kind!r} rule's {need} characters; widen it or use another rule")
+    nn = target if target is not None else col
+    if rule.kind == "null" and nn.not_null:
+        raise BadInput(f"[sync.mask] {rule.pattern!r}: rule 'null' on {where}, but the target "
+                       f"column is NOT NULL; use fixed:<value> or another rule")
+
+
+def mask_expressions(
+    rules: MaskRules,
+    table_qualname: str,
+    columns: Sequence[Column],
+    key: str | None,
+    *,
+    target_columns: Sequence[Column] | None = None,
+    key_columns: Sequence[str] = (),
+) -> dict[str, sql.Composable]:
+    """``{column: expression}`` for the masked columns of one table (others are absent).
+
+    Args:
+        rules: from :func:`compile_rules`.
+        table_qualname: ``"schema.table"``.
+        columns: the columns the source SELECT reads.
+        key: the secret (:func:`mask_key`); may be None only when no rule needs it.
+        target_columns: the target's columns, to check NOT NULL and lengths there too.
+        key_columns: the sync key of the table; masking one of them is refused.
+    """
+    out: dict[str, sql.Composable] = {}
+    tgt = {c.name: c for c in target_columns or ()}
+    applied = [(c, r) for c in columns if (r := rules.rule_for(table_qualname, c.name))]
+    if not applied:
+        return out
+    needs = any(r.kind in _NEEDS_KEY or (r.kind == "sql" and _KEY_MARK in r.arg)
+                for _, r in applied)
+    if needs and not key:
+        raise BadInput(f"{KEY_ENV} is not set: masking rules need a secret key")
+    secret = _Secret(key or "")
+    for col, rule in applied:
+        if col.generated:
+            continue  # generated columns are not copied at all
+        where = f"{table_qualname}.{col.name}"
+        _check_fit(where, rule, col, tgt.get(col.name), key_columns)
+        out[col.name] = _expression(rule, col, secret)
+    return out
+
+
+def probe(conn: Any, table_qualname: str, columns: Sequence[Column],
+          masks: Mapping[str, sql.Composable], rules: MaskRules) -> None:
+    """Have the source server plan each mask (``LIMIT 0``: no row is read or sent).
+
+    Catches what only the server knows before any write: a ``fixed:`` value that does
+    not cast to the column type, an ``sql:`` expression naming an unknown column or
+    function, an aggregate. BadInput names the rule; the transaction is left usable.
+    """
+    import psycopg
+
+    schema, _, name = table_qualname.partition(".")
+    first = sql.Identifier(columns[0].name) if columns else sql.SQL("1")
+    for column, expr in masks.items():
+        q = sql.SQL("SELECT {}, {} AS {} FROM {} LIMIT 0").format(
+            first, expr, sql.Identifier(column), sql.Identifier(schema, name))
+        try:
+            with conn.transaction():
+                conn.execute(q)
+        except psycopg.Error as e:
+            rule = rules.rule_for(table_qualname, column)
+            spec = f"{rule.pattern!r} = {rule.spec!r}" if rule else column
+            msg = (e.diag.message_primary or str(e)).splitlines()[0]
+            raise BadInput(f"[sync.mask] {spec} does not work on {table_qualname}.{column}: "
+                           f"{msg}", sqlstate=e.sqlstate or "") from None
+
+
+def select_list(columns: Sequence[Column], masks: Mapping[str, sql.Composable]) -> sql.Composed:
+    """``col1, expr AS col2, ...``: the source SELECT list with masks in place."""
+    items = [sql.SQL("{} AS {}").format(masks[c.name], sql.Identifier(c.name))
+             if c.name in masks else sql.Identifier(c.name) for c in columns]
+    return sql.SQL(", ").join(items)
+
+
+# the gate lives in its own module; re-exported here as part of the masking API
+from pgferry.sync.personal import (  # noqa: E402
+    personal_columns_unmasked,
+    personal_kind,
+    refuse_unmasked,
+    unmasked_message,
+)
+
+__all__ = [
+    "KEY_ENV", "RULES", "MaskRule", "MaskRules", "compile_rules", "mask_expressions", "mask_key",
+    "personal_columns_unmasked", "personal_kind", "probe", "refuse_unmasked", "select_list",
+    "unmasked_message",
+]
