@@ -81,6 +81,7 @@ class MaskRule:
     pattern: str
     kind: str  # a key of RULES
     arg: str = ""  # the value of fixed:, the (normalized) expression of sql:
+    raw: str = ""  # the rule as written in the config
 
     @property
     def parts(self) -> tuple[str, str, str]:
@@ -90,7 +91,7 @@ class MaskRule:
     @property
     def spec(self) -> str:
         """The rule as written in the config (``fixed:x``, ``sql:...``, ``email``)."""
-        return f"{self.kind}:{self.arg}" if self.kind in ("fixed", "sql") else self.kind
+        return self.raw or (f"{self.kind}:{self.arg}" if self.kind == "fixed" else self.kind)
 
     @property
     def specificity(self) -> int:
@@ -182,7 +183,7 @@ def compile_rules(mask_config: Mapping[str, str]) -> MaskRules:
                            key=pattern)
         if kind == "sql":
             arg = _parse_expression(pattern, arg)
-        rules.append(MaskRule(pattern, kind, arg))
+        rules.append(MaskRule(pattern, kind, arg, raw.strip()))
     return MaskRules(tuple(rules))
 
 
