@@ -125,6 +125,8 @@ def fold(rows: list[HistoryRow]) -> HistoryView:
     """Replay history rows in ``installed_rank`` order."""
     h = HistoryView()
     for row in sorted(rows, key=lambda r: r.installed_rank):
+        if row.type == "SCHEMA":  # Flyway's "<< Flyway Schema Creation >>" marker (rank 0)
+            continue
         if row.type == BASELINE or row.type.endswith("_BASELINE"):
             if row.success:
                 h.baseline = row
