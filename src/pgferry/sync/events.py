@@ -1,0 +1,232 @@
+"""Progress events of a sync: a small, transport-neutral publish/subscribe channel.
+
+Contract: the engine publishes :class:`Event` objects (:class:`RunStarted`,
+:class:`TableStarted`, :class:`BatchWritten`, :class:`TableFinished`,
+:class:`Warning`, :class:`RunFinished`) on a :class:`Channel`; any callable
+taking one event is a subscriber. ``event.to_dict()`` is a JSON-serializable
+dict with a ``type`` key — the same shape the admin service streams (SSE) and
+a job records. Publishing is thread-safe (``--jobs N`` workers publish
+concurrently) and never fails because of a subscriber: a subscriber that
+raises is dropped and its error kept in :attr:`Channel.errors`.
+
+:class:`RichProgress` is the terminal subscriber: one bar per table with rows
+done / total, rows per second and ETA, drawn on stderr (so ``--json`` stdout
+stays one object). :class:`Collector` keeps every event (tests, jobs).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base of all events; ``at`` is the wall-clock time (epoch seconds)."""
+
+    at: float = field(default_factory=time.time, kw_only=True)
+
+    @property
+    def type(self) -> str:
+        name = type(self).__name__
+        return "".join("_" + ch.lower() if ch.isupper() else ch for ch in name).lstrip("_")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, **asdict(self)}
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    source: str
+    target: str
+    mode: str
+    tables: list[str]
+
+
+@dataclass(frozen=True)
+class TableStarted(Event):
+    table: str
+    strategy: str = ""
+    #: expected rows to process (estimate; 0 when unknown)
+    total_rows: int = 0
+
+
+@dataclass(frozen=True)
+class BatchWritten(Event):
+    """``rows`` more rows processed (written or compared) for ``table``."""
+
+    table: str
+    rows: int
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+
+@dataclass(frozen=True)
+class TableFinished(Event):
+    table: str
+    status: str = "ok"
+    inserted: int = 0
+    updated: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    dead_lettered: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Warning(Event):  # noqa: A001 - the event's name in the stream is "warning"
+    message: str
+    table: str | None = None
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    outcome: str
+    exit_code: int
+    duration_s: float = 0.0
+
+
+Subscriber = Callable[[Event], None]
+
+
+class Channel:
+    """Publish events to every subscriber, in order, from any thread."""
+
+    def __init__(self) -> None:
+        self._subs: list[Subscriber] = []
+        self._lock = threading.RLock()
+        self.errors: list[str] = []
+
+    def subscribe(self, fn: Subscriber) -> Callable[[], None]:
+        """Add ``fn``; returns a function that removes it again."""
+        with self._lock:
+            self._subs.append(fn)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if fn in self._subs:
+                    self._subs.remove(fn)
+
+        return unsubscribe
+
+    def publish(self, event: Event) -> None:
+        with self._lock:  # one event at a time: renderers are not thread-safe
+            for fn in list(self._subs):
+                try:
+                    fn(event)
+                except Exception as e:  # a broken subscriber must not break the sync
+                    self._subs.remove(fn)
+                    self.errors.append(f"{getattr(fn, '__name__', fn)!s}: {e}")
+
+    def rows(self, table: str) -> Callable[[int, int], None]:
+        """An ``on_progress(rows_done, rows_total)`` callback that publishes BatchWritten.
+
+        For code that reports cumulative progress (e.g. the verifier): the
+        difference to the last call becomes the event's ``rows``.
+        """
+        last = 0
+
+        def on_progress(done: int, total: int) -> None:
+            nonlocal last
+            if done > last:
+                self.publish(BatchWritten(table, done - last))
+                last = done
+
+        return on_progress
+
+
+class Collector:
+    """A subscriber that keeps every event (for tests, jobs and the journal)."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def __call__(self, event: Event) -> None:
+        self.events.append(event)
+
+    def of(self, kind: type[Event]) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+class _Rows(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        if task.finished and task.fields.get("status"):
+            return Text(f"{int(task.fields.get('rows', task.completed)):,} rows",
+                        style="progress.download")
+        total = f"{int(task.total):,}" if task.total else "?"
+        return Text(f"{int(task.completed):,}/{total} rows", style="progress.download")
+
+
+class _Rate(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s", style="progress.data.speed")
+
+
+class RichProgress:
+    """Per-table progress bars (rows, rows/s, ETA) on stderr; use as a context manager."""
+
+    def __init__(self, console: Console | None = None, *, transient: bool = False) -> None:
+        self.console = console or Console(stderr=True, highlight=False)
+        self.progress = Progress(
+            TextColumn("{task.description}", justify="left"),
+            BarColumn(bar_width=28),
+            _Rows(),
+            _Rate(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[status]}"),
+            console=self.console,
+            transient=transient,
+            refresh_per_second=8,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def _task(self, table: str, total: int | None = None) -> TaskID:
+        if table not in self._tasks:
+            self._tasks[table] = self.progress.add_task(table, total=total or None, status="")
+        return self._tasks[table]
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, TableStarted):
+            self._task(event.table, event.total_rows)
+        elif isinstance(event, BatchWritten):
+            tid = self._task(event.table)
+            self.progress.advance(tid, event.rows)
+            task = self.progress.tasks[tid]
+            if task.total is not None and task.completed > task.total:
+                self.progress.update(tid, total=task.completed)
+        elif isinstance(event, TableFinished):
+            tid = self._task(event.table)
+            done = int(self.progress.tasks[tid].completed)
+            # the estimate was only an estimate: the bar ends at what was really done
+            self.progress.update(tid, total=done or 1, completed=done or 1,
+                                 status=event.status, rows=done)
+            self.progress.stop_task(tid)
+        elif isinstance(event, Warning):
+            where = f"{event.table}: " if event.table else ""
+            self.progress.console.print(f"[yellow]warning[/]: {where}{event.message}",
+                                        markup=True, highlight=False)
