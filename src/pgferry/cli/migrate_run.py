@@ -1,9 +1,187 @@
-"""``pgferry migrate`` verbs (see :mod:`pgferry.cli.migrate`)."""
+"""``pgferry migrate plan|up|undo``: the verbs that execute SQL (see :mod:`pgferry.cli.migrate`).
+
+Thin: arguments, ``--yes``, rendering and progress; the logic is in
+:mod:`pgferry.migrate.service`.
+"""
 
 from __future__ import annotations
 
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from pgferry.cli.common import EnvOpt, JsonOpt, State, YesOpt, confirm_protected, state
+from pgferry.errors import BadInput
+from pgferry.migrate import service
+from pgferry.migrate.files import Version
+from pgferry.migrate.plan import Step
+from pgferry.migrate.runner import FileResult
+
+TargetOpt = Annotated[str | None, typer.Option("--target", help="Apply up to this version.")]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check and show, change nothing.")]
+OverrideOpt = Annotated[bool, typer.Option("--override-blackout",
+                                           help="Run inside a blackout window (needs --reason).")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why; goes into the journal.")]
+UnsafeOpt = Annotated[bool, typer.Option(
+    "--allow-unsafe", help="Run despite lint errors on a protected env (needs --reason).")]
+BAR_AFTER = 5  # more files than this: a progress bar
+
+
+def _version(text: str | None, opt: str) -> Version | None:
+    if text is None:
+        return None
+    try:
+        return Version.parse(text)
+    except BadInput:
+        raise BadInput(f"{opt} {text!r} is not a version (like 3 or 1.2)") from None
+
+
+def _label(step: Step) -> str:
+    v = f"{step.kind}{step.version} " if step.version is not None else "R "
+    return f"{v}{step.description}"
+
+
+class _Progress:
+    """One stderr line per file with its duration; a bar when there are many files."""
+
+    def __init__(self, st: State, verb: str) -> None:
+        self.st, self.verb = st, verb
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def event(self, kind: str, step: Step, res: FileResult | None, total: int) -> None:
+        if kind == "start" and self.bar is None and total > BAR_AFTER and sys.stderr.isatty():
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                                console=self.st.err, transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task(self.verb, total=total)
+        if kind != "done" or res is None:
+            return
+        extra = f", resumed after statement {res.resumed_after}" if res.resumed_after else ""
+        extra += f", {res.attempts} attempts" if res.attempts > 1 else ""
+        line = f"{self.verb} {_label(step)} ({res.mode}{extra}) in {res.duration_ms} ms"
+        if self.bar is not None:
+            self.bar.console.print(line)
+            self.bar.advance(self.task)
+        else:
+            self.st.note(line)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _render_plan(out: Console, res: dict[str, Any]) -> None:
+    s = res["settings"]
+    out.print(f"-- plan for {res['env']} (current version: {res['current_version'] or 'none'}; "
+              f"history {s['history_table']}; lock_timeout {s['lock_timeout']}, "
+              f"statement_timeout {s['statement_timeout'] or 'server default'}, "
+              f"{s['lock_retries']} lock retries)")
+    for w in res["warnings"]:
+        out.print(f"-- warning: {w}")
+    if not res["steps"]:
+        out.print("-- nothing to apply")
+    for step in res["steps"]:
+        tx = step["mode"] == "transaction"
+        why = "" if tx else f" ({', '.join(step['non_transactional'])}), statement by statement"
+        out.print(f"\n-- {step['script']}: {step['mode']}{why}"
+                  + (f" [template from {step['file']}]" if step["template"] else ""))
+        for f in step["findings"]:
+            out.print(f"-- lint {f['severity']} {f['rule']} (line {f['line']}): {f['message']}")
+        if tx:
+            out.print("BEGIN;")
+        for line in step["settings"]:
+            out.print(f"{line};")
+        for x in step["statements"]:
+            out.print(f"{x['sql']};")
+        version = step["version"] or "NULL"
+        kind = "UNDO_SQL" if step["kind"] == "U" else "SQL"
+        out.print(f"-- record in history: version {version}, type {kind}, script "
+                  f"{step['script']}, checksum {step['checksum']}")
+        if tx:
+            out.print("COMMIT;")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's verbs to the ``migrate`` app."""
+
+    @app.command("plan")
+    def plan_cmd(ctx: typer.Context, env: EnvOpt = "dev", target: TargetOpt = None,
+                 json_: JsonOpt = False) -> None:
+        """Show the exact SQL `up` would run, in order, with transaction mode and settings."""
+        st = state(ctx, json_)
+        res = service.plan(st.config(), st.target(env), version=_version(target, "--target"))
+        st.emit(res, lambda out: _render_plan(out, res))
+
+    def _run(ctx: typer.Context, env: str, json_: bool, *, undo: bool, yes: bool,
+             arguments: dict[str, Any], **kw: Any) -> None:
+        st = state(ctx, json_)
+        cfg, t = st.config(), st.target(env)
+        verb = "undo" if undo else "up"
+        if not kw.get("dry_run"):
+            confirm_protected(st, t, yes, f"migrate {verb}")
+        bar = _Progress(st, "undone" if undo else "applied")
+
+        def event(kind: str, step: Step, res: FileResult | None, i: int, total: int) -> None:
+            bar.event(kind, step, res, total)
+
+        try:
+            res = service.run(cfg, t, undo=undo, now=datetime.now(UTC), arguments=arguments,
+                              on_event=event, **kw)
+        finally:
+            bar.close()
+        for w in res["warnings"]:
+            st.note(f"warning: {w}")
+
+        def render(out: Console) -> None:
+            if res["dry_run"]:
+                _render_plan(out, {**res, "settings": _settings(cfg)})
+                return
+            n = len(res["applied"])
+            what = "undid" if undo else "applied"
+            out.print(f"{t.name}: {what} {n} migration{'s' if n != 1 else ''} in "
+                      f"{res['duration_ms']} ms; current version "
+                      f"{res['current_version'] or 'none'}")
+
+        st.emit({"ok": True, **res}, render)
+
+    def _settings(cfg: Any) -> dict[str, Any]:
+        from pgferry.migrate.runner import Settings
+
+        s = Settings.from_config(cfg)
+        return {"lock_timeout": s.lock_timeout, "statement_timeout": s.statement_timeout,
+                "lock_retries": s.lock_retries, "history_table": f"{s.schema}.{s.table}"}
+
+    @app.command("up")
+    def up_cmd(ctx: typer.Context, env: EnvOpt = "dev", target: TargetOpt = None,
+               dry_run: DryRunOpt = False, yes: YesOpt = False,
+               override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
+               allow_unsafe: UnsafeOpt = False, json_: JsonOpt = False) -> None:
+        """Apply pending migrations (each file in its own transaction, under a lock)."""
+        if allow_unsafe and not (reason or "").strip():
+            raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
+        args = {"env": env, "target": target, "dry_run": dry_run, "yes": yes,
+                "override_blackout": override_blackout, "reason": reason,
+                "allow_unsafe": allow_unsafe}
+        _run(ctx, env, json_, undo=False, yes=yes, arguments=args,
+             version=_version(target, "--target"), dry_run=dry_run,
+             override_blackout=override_blackout, reason=reason,
+             allow_unsafe=allow_unsafe, unsafe_reason=reason)
+
+    @app.command("undo")
+    def undo_cmd(ctx: typer.Context, env: EnvOpt = "dev",
+                 to: Annotated[str | None, typer.Option(
+                     "--to", help="Undo every applied version above this one.")] = None,
+                 dry_run: DryRunOpt = False, yes: YesOpt = False,
+                 override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
+                 json_: JsonOpt = False) -> None:
+        """Run U files newest first (default: the newest applied version only)."""
+        args = {"env": env, "to": to, "dry_run": dry_run, "yes": yes,
+                "override_blackout": override_blackout, "reason": reason}
+        _run(ctx, env, json_, undo=True, yes=yes, arguments=args, to=_version(to, "--to"),
+             dry_run=dry_run, override_blackout=override_blackout, reason=reason)

@@ -1,0 +1,221 @@
+"""The migration lock and lock diagnostics.
+
+Contract:
+
+- :class:`MigrationLock` holds a *session* advisory lock on a dedicated
+  autocommit connection for a whole run. It is taken with
+  ``pg_try_advisory_lock`` in a loop (so waiting never queues behind anything),
+  up to ``wait`` seconds, then :class:`~pgferry.errors.LockUnavailable` names
+  the holder's pid and application name. Between its own short queries the
+  connection is *idle*, never idle-in-transaction, so it holds no snapshot and
+  ``CREATE INDEX CONCURRENTLY`` on another connection does not wait for it.
+  A dead client's session lock goes away with its backend.
+- :func:`lock_key` derives the key from the history table's schema and name,
+  so two projects with different history tables do not block each other.
+- :class:`LockWatcher` samples, from the lock connection, which lock a work
+  backend is waiting for and which backends block it (``pg_blocking_pids``),
+  so a lock timeout can say *what* it could not get and *who* held it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from pgferry.errors import LockUnavailable
+from pgferry.pg.connect import connect, map_db_error
+
+WORK_APP_PREFIX = "pgferry-migrate-work"
+
+
+def lock_key(schema: str, table: str) -> int:
+    """A signed 64-bit advisory lock key for this history table."""
+    h = hashlib.blake2b(f"pgferry-migrate:{schema}.{table}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big", signed=True)
+
+
+def work_app_name(key: int) -> str:
+    """application_name of work connections; lets a new run find an interrupted run's backends."""
+    return f"{WORK_APP_PREFIX}:{key & 0xFFFFFFFF:08x}"
+
+
+_HOLDER_SQL = """
+SELECT l.pid, coalesce(a.application_name, ''), coalesce(a.usename::text, ''),
+       coalesce(a.client_addr::text, 'local'), a.backend_start
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid = %s::bigint::oid AND l.objid = %s::bigint::oid
+"""
+
+
+@dataclass
+class Holder:
+    pid: int
+    application_name: str
+    user: str
+    client: str
+
+    def __str__(self) -> str:
+        app = self.application_name or "no application_name"
+        return f"pid {self.pid} ({app}, user {self.user}, from {self.client})"
+
+
+class MigrationLock:
+    """A session advisory lock on its own connection (use as a context manager)."""
+
+    def __init__(self, dsn: str, key: int, *, wait: float, application_name: str) -> None:
+        self.dsn, self.key, self.wait, self.app = dsn, key, wait, application_name
+        self.conn: psycopg.Connection[Any] | None = None
+        self.waited = 0.0
+
+    def holders(self) -> list[Holder]:
+        assert self.conn is not None
+        u = self.key & 0xFFFFFFFFFFFFFFFF
+        rows = self.conn.execute(_HOLDER_SQL, [u >> 32, u & 0xFFFFFFFF]).fetchall()
+        return [Holder(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def acquire(self) -> None:
+        self.conn = connect(self.dsn, autocommit=True, application_name=self.app)
+        start = time.monotonic()
+        delay = 0.05
+        try:
+            while True:
+                got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()
+                if got and got[0]:
+                    self.waited = time.monotonic() - start
+                    return
+                if time.monotonic() - start >= self.wait:
+                    holders = self.holders()
+                    who = ", ".join(str(h) for h in holders) or "a session that just ended"
+                    raise LockUnavailable(
+                        f"another migration run holds the migration lock: {who}; "
+                        f"waited {self.wait:g}s (raise [migrate] lock_wait to wait longer)",
+                        holders=[h.__dict__ for h in holders],
+                    )
+                time.sleep(delay)
+                delay = min(delay * 1.5, 1.0)
+        except psycopg.Error as e:
+            self.release()
+            raise map_db_error(e, "while taking the migration lock") from None
+        except BaseException:
+            self.release()
+            raise
+
+    def release(self) -> None:
+        if self.conn is None:
+            return
+        try:
+            if not self.conn.closed:
+                self.conn.execute("SELECT pg_advisory_unlock(%s)", [self.key])
+        except psycopg.Error:
+            pass  # closing the session releases it anyway
+        finally:
+            self.conn.close()
+            self.conn = None
+
+    def __enter__(self) -> MigrationLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@dataclass
+class Waiting:
+    """What a work backend was seen waiting for."""
+
+    relation: str | None
+    mode: str
+    locktype: str
+    blockers: list[dict[str, Any]] = field(default_factory=list)
+
+    def describe(self) -> str:
+        what = f"{self.mode} on {self.relation}" if self.relation else f"a {self.locktype} lock"
+        if not self.blockers:
+            return what
+        who = "; ".join(
+            f"pid {b['pid']} ({b['application_name'] or 'no application_name'}, "
+            f"{b['state']}{', ' + repr(b['query'][:80]) if b.get('query') else ''})"
+            for b in self.blockers
+        )
+        return f"{what}, held by {who}"
+
+
+_WAIT_SQL = """
+SELECT CASE WHEN l.relation IS NOT NULL THEN l.relation::regclass::text END, l.mode, l.locktype,
+       pg_blocking_pids(l.pid)
+FROM pg_locks l WHERE l.pid = %s AND NOT l.granted LIMIT 1
+"""
+_BLOCKER_SQL = """
+SELECT pid, coalesce(application_name, ''), coalesce(state, ''), coalesce(query, ''),
+       coalesce(usename::text, '')
+FROM pg_stat_activity WHERE pid = ANY(%s)
+"""
+
+
+class LockWatcher:
+    """While a statement runs, sample what the work backend waits for (on ``conn``)."""
+
+    def __init__(self, conn: psycopg.Connection[Any], pid: int, interval: float) -> None:
+        self.conn, self.pid, self.interval = conn, pid, max(interval, 0.02)
+        self.seen: Waiting | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        row = self.conn.execute(_WAIT_SQL, [self.pid]).fetchone()
+        if row is None:
+            return
+        blockers = []
+        if row[3]:
+            for b in self.conn.execute(_BLOCKER_SQL, [list(row[3])]).fetchall():
+                blockers.append({"pid": b[0], "application_name": b[1], "state": b[2],
+                                 "query": b[3], "user": b[4]})
+        self.seen = Waiting(row[0], row[1], row[2], blockers)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._sample()
+            except psycopg.Error:
+                return
+
+    def __enter__(self) -> LockWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def terminate_orphans(conn: psycopg.Connection[Any], key: int, own_pids: set[int]) -> list[int]:
+    """Terminate work backends of an interrupted run (we hold the lock, so they are orphans).
+
+    A SIGKILLed pgferry leaves its work backend running until the server notices
+    the dead client; its locks (or a half-built index) would get in our way.
+    Returns the pids terminated, after waiting up to 10s for them to go.
+    """
+    rows = conn.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = %s AND pid <> ALL(%s)",
+        [work_app_name(key), list(own_pids)],
+    ).fetchall()
+    pids = [r[0] for r in rows]
+    for pid in pids:
+        conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+    deadline = time.monotonic() + 10
+    while pids and time.monotonic() < deadline:
+        left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                            [pids]).fetchone()
+        if not left or left[0] == 0:
+            break
+        time.sleep(0.05)
+    return pids

@@ -1,0 +1,422 @@
+"""The migration runner: executes planned steps against one database, safely.
+
+API (the orchestration with policy and the journal is :mod:`pgferry.migrate.service`)::
+
+    with Runner(target, Settings.from_config(cfg), on_event=cb) as r:  # takes the lock
+        r.settle_interrupted()              # interrupted non-tx files -> failed rows
+        rows = r.history()
+        results = r.apply([(step, parsed), ...], undo=False)
+
+- ``Runner.__enter__`` takes the session advisory lock on a dedicated
+  connection (:class:`~pgferry.migrate.locks.MigrationLock`), terminates work
+  backends left by an interrupted run, opens one autocommit *work* connection
+  (``client_connection_check_interval`` set, so a killed client's statement is
+  cancelled by the server) and creates the history table if missing.
+- A transactional file runs in one transaction: ``set_config('lock_timeout',
+  ..., true)`` (= ``SET LOCAL``) and ``statement_timeout``, its statements,
+  then its history row (Flyway's layout, ``installed_by`` = the database role
+  as Flyway writes it). A server error rolls it all back: no history row.
+- A file with statements that cannot run in a transaction runs statement by
+  statement in autocommit with session-level timeouts, recording progress in
+  ``pgferry.migration_progress`` (layout and the repair protocol:
+  :mod:`pgferry.migrate.progress`). A failure records Flyway's
+  ``success = false`` row and the failing statement; after ``repair`` a re-run
+  resumes after the completed statements, dropping an INVALID index left by a
+  failed ``CREATE INDEX CONCURRENTLY`` before retrying it.
+- Lock timeouts (SQLSTATE 55P03) roll back and retry with exponential backoff
+  and jitter (tenacity) up to ``lock_retries``; then
+  :class:`~pgferry.errors.LockUnavailable` names the lock and its holders,
+  sampled from the lock connection while waiting.
+- Hooks for ``migrate repair``/``status``: :func:`clear_progress`,
+  :func:`failed_statements`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from pgferry.config import Config, parse_duration, pg_duration
+from pgferry.errors import LockUnavailable, OperationFailed, Refused
+from pgferry.migrate import history, progress
+from pgferry.migrate.files import parse_name
+from pgferry.migrate.history import SQL, UNDO_SQL
+from pgferry.migrate.locks import (
+    LockWatcher,
+    MigrationLock,
+    lock_key,
+    terminate_orphans,
+    work_app_name,
+)
+from pgferry.migrate.plan import Step
+from pgferry.migrate.statements import ParsedFile, Statement
+from pgferry.pg.connect import APP_NAME, Target, connect, map_db_error, redact
+
+#: progress callback: (kind "start"|"done", step, result or None, index, total)
+Event = Callable[[str, Step, "FileResult | None", int, int], None]
+
+
+@dataclass(frozen=True)
+class Settings:
+    schema: str
+    table: str
+    lock_timeout: str  # PostgreSQL setting value, e.g. '250ms'
+    statement_timeout: str | None
+    lock_retries: int
+    lock_wait: float  # seconds
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Settings:
+        m = cfg.migrate
+        return cls(m.schema_, m.history_table, pg_duration(m.lock_timeout),
+                   pg_duration(m.statement_timeout) if m.statement_timeout else None,
+                   m.lock_retries, parse_duration(m.lock_wait).total_seconds())
+
+    @property
+    def lock_timeout_s(self) -> float:
+        return parse_duration(self.lock_timeout).total_seconds()
+
+    def session_sql(self, local: bool) -> list[str]:
+        """The settings as SQL, for ``migrate plan``."""
+        verb = "SET LOCAL" if local else "SET"
+        out = [f"{verb} lock_timeout = '{self.lock_timeout}'"]
+        if self.statement_timeout:
+            out.append(f"{verb} statement_timeout = '{self.statement_timeout}'")
+        return out
+
+
+@dataclass
+class FileResult:
+    script: str
+    version: str | None
+    kind: str
+    mode: str  # "transaction" | "autocommit"
+    duration_ms: int
+    attempts: int = 1
+    statements: int = 0
+    resumed_after: int = 0
+    installed_rank: int | None = None
+    dropped_invalid_indexes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _is_lock_timeout(e: BaseException) -> bool:
+    return isinstance(e, psycopg.Error) and e.sqlstate == "55P03"
+
+
+class StatementFailed(Exception):
+    """Internal: a statement failed; carries where."""
+
+    def __init__(self, stmt: Statement | None, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.stmt, self.error = stmt, error
+
+
+class Runner:
+    """Executes steps on ``target`` while holding the migration lock (a context manager)."""
+
+    def __init__(self, target: Target, settings: Settings, *,
+                 on_event: Event | None = None, application_name: str | None = None) -> None:
+        self.target, self.s = target, settings
+        self.on_event = on_event or (lambda *a: None)
+        self.key = lock_key(settings.schema, settings.table)
+        self.lock = MigrationLock(target.dsn, self.key, wait=settings.lock_wait,
+                                  application_name=application_name or f"{APP_NAME} migrate")
+        self.conn: psycopg.Connection[Any] | None = None
+        self.pid = 0
+        self.role = ""
+        self.orphans: list[int] = []
+
+    # -- lifecycle -------------------------------------------------------------
+    def __enter__(self) -> Runner:
+        self.lock.acquire()
+        try:
+            lc = self.lock.conn
+            assert lc is not None
+            lock_pid = lc.info.backend_pid
+            self.orphans = terminate_orphans(lc, self.key, {lock_pid})
+            self.conn = connect(self.target.dsn, autocommit=True,
+                                application_name=work_app_name(self.key))
+            self.pid = self.conn.info.backend_pid
+            if self.conn.info.server_version >= 140000:
+                self.conn.execute("SELECT set_config('client_connection_check_interval',"
+                                  " '1000', false)")
+            row = self.conn.execute("SELECT current_user").fetchone()
+            self.role = str(row[0]) if row else ""
+            with self.conn.transaction():
+                history.ensure_table(self.conn, self.s.schema, self.s.table)
+        except psycopg.Error as e:
+            self.__exit__()
+            raise map_db_error(e, f"cannot prepare {self.target.name}") from None
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.lock.release()
+
+    @property
+    def work(self) -> psycopg.Connection[Any]:
+        assert self.conn is not None, "use Runner as a context manager"
+        return self.conn
+
+    def history(self) -> list[history.HistoryRow]:
+        return history.read(self.work, self.s.schema, self.s.table)
+
+    def progress_rows(self) -> list[progress.Progress]:
+        return progress.read_progress(self.work, self.s.schema, self.s.table)
+
+    def settle_interrupted(self) -> list[str]:
+        """Files a killed run left mid-way: record them failed (as Flyway would have).
+
+        We hold the lock, so a ``running`` progress row belongs to a dead run.
+        Returns one description per file.
+        """
+        out = []
+        for p in self.progress_rows():
+            if p.state != "running":
+                continue
+            mf = parse_name(Path(p.script))
+            desc = mf.description if mf else p.script
+            undo = bool(mf and mf.kind == "U")
+            with self.work.transaction():
+                progress.failed(self.work, self.s.schema, self.s.table, p.script,
+                                statement=p.statements_done + 1, line=None,
+                                error="interrupted: the pgferry process running it died")
+                self._history_row(p.version, desc, p.script, p.checksum, 0, False, undo)
+            out.append(p.describe())
+        return out
+
+    # -- execution ---------------------------------------------------------------
+    def apply(self, steps: list[tuple[Step, ParsedFile]], *, undo: bool = False
+              ) -> list[FileResult]:
+        """Run ``steps`` in order; stops at the first failure (raising). Returns results."""
+        done: list[FileResult] = []
+        known = {p.script: p for p in self.progress_rows()}
+        for i, (step, pf) in enumerate(steps):
+            self.on_event("start", step, None, i, len(steps))
+            if pf.transactional:
+                r = self._run_transactional(step, pf, undo)
+            else:
+                r = self._run_autocommit(step, pf, undo, known.get(step.script))
+            done.append(r)
+            self.on_event("done", step, r, i, len(steps))
+        return done
+
+    def _retrying(self, what: str) -> Retrying:
+        return Retrying(
+            retry=retry_if_exception(_is_lock_timeout),
+            stop=stop_after_attempt(self.s.lock_retries + 1),
+            wait=wait_random_exponential(multiplier=max(self.s.lock_timeout_s, 0.05), max=10),
+            reraise=True,
+        )
+
+    def _watcher(self) -> LockWatcher:
+        assert self.lock.conn is not None
+        return LockWatcher(self.lock.conn, self.pid, self.s.lock_timeout_s / 3)
+
+    def _history_row(self, version: str | None, description: str, script: str,
+                     checksum: int | None, ms: int, success: bool, undo: bool) -> int:
+        return history.insert(
+            self.work, self.s.schema, self.s.table, version=version, description=description,
+            type=UNDO_SQL if undo else SQL, script=script, checksum=checksum,
+            installed_by=self.role, execution_time=ms, success=success,
+        )
+
+    def _lock_error(self, step: Step, stmt: Statement | None, attempts: int,
+                    seen: Any) -> LockUnavailable:
+        what = seen.describe() if seen else "a lock (its holder had gone when sampled)"
+        at = f" at line {stmt.line}" if stmt else ""
+        return LockUnavailable(
+            f"{step.script}{at}: could not get {what} within lock_timeout "
+            f"{self.s.lock_timeout} after {attempts} attempts; nothing of this statement was "
+            "applied. Retry when the blocking session is done, or raise [migrate] lock_retries",
+            script=step.script, line=stmt.line if stmt else None,
+            lock=seen.__dict__ if seen else None,
+        )
+
+    def _set_timeouts(self, *, local: bool) -> None:
+        """``SET [LOCAL] lock_timeout / statement_timeout`` in one round trip."""
+        if self.s.statement_timeout:
+            self.work.execute("SELECT set_config('lock_timeout', %s, %s),"
+                              " set_config('statement_timeout', %s, %s)",
+                              [self.s.lock_timeout, local, self.s.statement_timeout, local])
+        else:
+            self.work.execute("SELECT set_config('lock_timeout', %s, %s)",
+                              [self.s.lock_timeout, local])
+
+    def _run_transactional(self, step: Step, pf: ParsedFile, undo: bool) -> FileResult:
+        c, attempts, seen = self.work, 0, None
+        current: Statement | None = None
+        version = str(step.version) if step.version is not None else None
+        start = time.monotonic()
+        try:
+            for attempt in self._retrying(step.script):
+                with attempt:
+                    attempts += 1
+                    t0 = time.monotonic()
+                    current = None
+                    with self._watcher() as w:
+                        try:
+                            with c.transaction():
+                                self._set_timeouts(local=True)
+                                for current in pf.statements:
+                                    c.execute(current.text.encode())
+                                ms = int((time.monotonic() - t0) * 1000)
+                                rank = self._history_row(version, step.description, step.script,
+                                                         step.checksum, ms, True, undo)
+                        finally:
+                            seen = w.seen or seen
+        except psycopg.Error as e:
+            if _is_lock_timeout(e):
+                raise self._lock_error(step, current, attempts, seen) from None
+            raise self._server_error(step, current, e, "nothing of this file was applied "
+                                     "(its transaction was rolled back)") from None
+        return FileResult(step.script, version, step.kind, "transaction",
+                          int((time.monotonic() - start) * 1000), attempts,
+                          len(pf.statements), installed_rank=rank)
+
+    def _server_error(self, step: Step, stmt: Statement | None, e: psycopg.Error,
+                      tail: str) -> OperationFailed:
+        err = map_db_error(e)
+        at = f":{stmt.line}" if stmt else ""
+        n = f" (statement {stmt.index + 1})" if stmt else ""
+        return OperationFailed(f"{step.script}{at}{n}: {err.message}; {tail}",
+                               script=step.script, line=stmt.line if stmt else None,
+                               **err.details)
+
+    # -- non-transactional files -----------------------------------------------
+    def _resume_point(self, step: Step, pf: ParsedFile, prog: progress.Progress | None) -> int:
+        if prog is None or not prog.done_digests:
+            return 0
+        for i, d in enumerate(prog.done_digests):
+            if i >= len(pf.statements) or pf.statements[i].digest != d:
+                raise Refused(
+                    f"{step.script}: statement {i + 1} was applied in an earlier, failed run and "
+                    "has changed since; restore it, or restart the file from its first "
+                    "statement (pgferry.migrate.progress.forget) once the database matches",
+                    script=step.script, statement=i + 1,
+                )
+        return len(prog.done_digests)
+
+    def _drop_invalid_index(self, stmt: Statement) -> str | None:
+        """Drop the INVALID index a failed concurrent build of ``stmt`` left behind."""
+        if stmt.index_name is None:
+            return None
+        schema, name, table = stmt.index_name
+        row = self.work.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s AND NOT"
+            " i.indisvalid AND (n.nspname = %s OR (%s::text IS NULL AND i.indrelid ="
+            " to_regclass(%s)))",
+            [name, schema, schema, table],
+        ).fetchone()
+        if row is None:
+            return None
+        self.work.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+            sql.Identifier(row[0], row[1])))
+        return f"{row[0]}.{row[1]}"
+
+    def _run_autocommit(self, step: Step, pf: ParsedFile, undo: bool,
+                        prog: progress.Progress | None) -> FileResult:
+        c, s = self.work, self.s
+        version = str(step.version) if step.version is not None else None
+        resume = self._resume_point(step, pf, prog)
+        start = time.monotonic()
+        retries, dropped = 0, []
+        again = "migrate undo" if undo else "migrate up"
+        progress.ensure(c)
+        progress.start(c, s.schema, s.table, script=step.script, version=version,
+                       checksum=step.checksum, total=len(pf.statements),
+                       runner_pid=self.lock.conn.info.backend_pid if self.lock.conn else 0)
+        self._set_timeouts(local=False)
+        stmt: Statement | None = None
+        seen, attempts = None, 0
+        try:
+            for stmt in pf.statements[resume:]:
+                attempts = 0
+                for attempt in self._retrying(step.script):
+                    with attempt:
+                        attempts += 1
+                        d = self._drop_invalid_index(stmt)
+                        if d:
+                            dropped.append(d)
+                        with self._watcher() as w:
+                            try:
+                                c.execute(stmt.text.encode())
+                            finally:
+                                seen = w.seen or seen
+                retries += attempts - 1
+                progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
+            ms = int((time.monotonic() - start) * 1000)
+            with c.transaction():
+                rank = self._history_row(version, step.description, step.script, step.checksum,
+                                         ms, True, undo)
+                progress.forget(c, s.schema, s.table, step.script)
+        except psycopg.Error as e:
+            self._record_failure(step, stmt, e, undo, int((time.monotonic() - start) * 1000))
+            if _is_lock_timeout(e):
+                raise self._lock_error(step, stmt, attempts, seen) from None
+            n = stmt.index if stmt else 0
+            raise self._server_error(
+                step, stmt, e,
+                f"this file runs outside a transaction: statements 1-{n} are applied and "
+                f"recorded; fix the cause, run `pgferry migrate repair`, then `{again}` "
+                f"resumes at statement {n + 1}" if n else
+                "nothing of this file was applied; fix it, run `pgferry migrate repair`, "
+                f"then `{again}`",
+            ) from None
+        finally:
+            if not c.closed and not c.broken:
+                c.execute("RESET lock_timeout")
+                c.execute("RESET statement_timeout")
+        return FileResult(step.script, version, step.kind, "autocommit",
+                          int((time.monotonic() - start) * 1000), 1 + retries,
+                          len(pf.statements), resumed_after=resume, installed_rank=rank,
+                          dropped_invalid_indexes=dropped)
+
+    def _record_failure(self, step: Step, stmt: Statement | None, e: psycopg.Error,
+                        undo: bool, ms: int) -> None:
+        """Flyway's ``success = false`` row plus where it stopped (best effort)."""
+        try:
+            with self.work.transaction():
+                progress.failed(self.work, self.s.schema, self.s.table, step.script,
+                                statement=stmt.index + 1 if stmt else None,
+                                line=stmt.line if stmt else None, error=redact(str(e)))
+                self._history_row(str(step.version) if step.version is not None else None,
+                                  step.description, step.script, step.checksum, ms, False, undo)
+        except psycopg.Error:
+            pass  # the connection is gone; the next run settles the 'running' row
+
+
+# -- hooks for repair and status ------------------------------------------------
+
+def clear_progress(conn: psycopg.Connection[Any], cfg: Config, scripts: list[str]) -> int:
+    """``repair`` calls this after deleting failed rows: keep completed statements, mark the
+    failure cleared, so the next ``up`` resumes after them (see :mod:`progress`)."""
+    return progress.mark_repaired(conn, cfg.migrate.schema_, cfg.migrate.history_table, scripts)
+
+
+def failed_statements(conn: psycopg.Connection[Any], cfg: Config) -> dict[str, dict[str, Any]]:
+    """For ``status``: where each failed/interrupted non-transactional file stopped, by script."""
+    out = {}
+    for p in progress.read_progress(conn, cfg.migrate.schema_, cfg.migrate.history_table):
+        out[p.script] = {
+            "state": p.state, "statement": p.failed_statement, "line": p.failed_line,
+            "error": p.error, "statements_done": p.statements_done,
+            "statements_total": p.statements_total, "describe": p.describe(),
+        }
+    return out

@@ -1,0 +1,272 @@
+"""``migrate plan|up|undo`` as service functions (the CLI and the server call these).
+
+Contract: each function takes the config, a resolved target and options, and
+returns a JSON-ready dict; anything wrong is a :class:`~pgferry.errors.PgferryError`.
+Order of checks for ``up``/``undo`` (all before anything runs):
+
+1. blackout window (:func:`~pgferry.migrate.windows.check_blackout`, exit 4);
+2. pgferry.sum stale/missing: a warning, or Refused (4) with ``strict_sum``;
+3. validate: an applied file changed, deleted, or a failed row recorded →
+   **Refused (exit 4)**: ``up`` refuses to run on a history it cannot trust
+   (``migrate validate`` reports the same as exit 1, "found a problem");
+4. templates on a protected env → Refused (4): "number them first";
+5. every file to run parses (pglast) → else SqlParseError (exit 2);
+6. the lint gate (when ``pgferry.lint.gate`` exists) on a protected env:
+   error findings → Refused (4) unless ``allow_unsafe`` with a reason.
+
+Then, under the migration lock, the history is read again (another run may
+have applied files meanwhile), the same checks repeat on what is left, and
+the :class:`~pgferry.migrate.runner.Runner` executes. Everything that writes
+is journaled (``migrate up``/``migrate undo``) with applied files, durations
+and any override reasons. The caller handles ``--yes`` (confirm_protected).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pgferry import journal
+from pgferry.config import Config
+from pgferry.errors import BadInput, Refused
+from pgferry.migrate import files, history
+from pgferry.migrate.files import MigrationSet, Version
+from pgferry.migrate.history import HistoryRow
+from pgferry.migrate.plan import (
+    PROBLEM_STATES,
+    Step,
+    classify,
+    current_version,
+    pending,
+    undo_steps,
+)
+from pgferry.migrate.runner import Event, Runner, Settings, failed_statements
+from pgferry.migrate.statements import ParsedFile, parse_file
+from pgferry.migrate.windows import check_blackout, describe
+from pgferry.pg.connect import Target, connect, map_db_error
+
+
+def _gate_module() -> Any:
+    """The lint gate (``pgferry.lint.gate``) when it exists, else None."""
+    import importlib
+
+    try:
+        return importlib.import_module("pgferry.lint.gate")
+    except ImportError:
+        return None
+
+
+@dataclass
+class Prepared:
+    steps: list[tuple[Step, ParsedFile]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    findings: dict[str, list[Any]] = field(default_factory=dict)  # script -> lint findings
+    rows: list[HistoryRow] = field(default_factory=list)
+
+
+def read_history(cfg: Config, target: Target) -> tuple[list[HistoryRow], dict[str, Any]]:
+    """History rows and non-tx progress, read-only ([] on a fresh database)."""
+    import psycopg
+
+    try:
+        with connect(target.dsn, autocommit=True) as c:
+            rows = history.read(c, cfg.migrate.schema_, cfg.migrate.history_table)
+            failed = failed_statements(c, cfg) if any(not r.success for r in rows) else {}
+    except psycopg.Error as e:
+        raise map_db_error(e, f"cannot read the history of {target.name}") from None
+    return rows, failed
+
+
+def _problem_text(entries: list[Any], failed: dict[str, Any]) -> list[str]:
+    out = []
+    for e in entries:
+        name = f"{e.version} ({e.script})" if e.version is not None else str(e.script)
+        if e.state == "checksum_mismatch":
+            out.append(f"{name} was changed after it was applied")
+        elif e.state == "missing":
+            out.append(f"{name} is applied but its file is gone")
+        elif e.state == "failed":
+            where = failed.get(e.script or "", {}).get("describe")
+            out.append(f"{name} failed" + (f" ({where})" if where else ""))
+    return out
+
+
+def _validate(ms: MigrationSet, rows: list[HistoryRow], failed: dict[str, Any]) -> list[str]:
+    """Refused when the history cannot be trusted; returns warnings otherwise."""
+    entries = classify(ms, rows)
+    bad = [e for e in entries if e.state in PROBLEM_STATES]
+    if bad:
+        raise Refused(
+            "validate failed, nothing was run: " + "; ".join(_problem_text(bad, failed))
+            + ". Restore the files, or run `pgferry migrate repair` (failed rows, checksums)",
+            problems=[e.to_dict() for e in bad],
+        )
+    return [f"{e.version} ({e.script}) is below the current version and is not applied "
+            "(out of order)" for e in entries if e.state == "ignored"]
+
+
+def _sum_warnings(cfg: Config, ms: MigrationSet) -> list[str]:
+    state = files.sum_state(ms)
+    if state == "ok":
+        return []
+    msg = (f"migrations/{files.SUM_FILE} is {state}; run `pgferry migrate sum` and commit it")
+    if cfg.migrate.strict_sum:
+        raise Refused(f"{msg} ([migrate] strict_sum = true refuses to run)", sum_state=state)
+    return [msg]
+
+
+def _lint(cfg: Config, target: Target | None, steps: list[tuple[Step, ParsedFile]]
+          ) -> dict[str, list[Any]]:
+    gate = _gate_module()
+    if gate is None or not steps:
+        return {}
+    found = gate.check_migrations([s.file for s, _ in steps], cfg, target)
+    by: dict[str, list[Any]] = {}
+    for f in found:
+        by.setdefault(str(getattr(f, "path", "")).rsplit("/", 1)[-1], []).append(f)
+    return by
+
+
+def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow],
+            failed: dict[str, Any], *, version: Version | None = None, undo: bool = False,
+            to: Version | None = None, strict: bool = True) -> Prepared:
+    """The steps to run, parsed and checked (see the module docstring). Pure apart from files.
+
+    ``strict=False`` (``migrate plan``) turns refusals into warnings.
+    """
+    p = Prepared(rows=rows)
+    try:
+        p.warnings += _validate(ms, rows, failed)
+    except Refused as e:
+        if strict:
+            raise
+        p.warnings.append(e.message)
+    if undo:
+        steps = undo_steps(ms, rows, to=to)
+    else:
+        steps = pending(ms, rows, target=version, allow_templates=True)
+        templates = [s for s in steps if s.template]
+        if templates and target.protected:
+            names = ", ".join(s.file.script for s in templates)
+            msg = (f"{target.name} is protected and {names} "
+                   f"{'is a template' if len(templates) == 1 else 'are templates'}: "
+                   "number them first (`pgferry migrate number`) and commit the result")
+            if strict:
+                raise Refused(msg, templates=[s.file.script for s in templates])
+            p.warnings.append(msg)
+            steps = [s for s in steps if not s.template]
+    for s in steps:
+        p.steps.append((s, parse_file(s.file)))
+    p.findings = _lint(cfg, target, p.steps)
+    return p
+
+
+def _gate_check(target: Target, p: Prepared, allow_unsafe: bool, reason: str | None) -> None:
+    errors = [(script, f) for script, fs in p.findings.items() for f in fs
+              if getattr(f, "severity", "") == "error"]
+    if not errors or not target.protected:
+        return
+    if allow_unsafe:
+        if not (reason or "").strip():
+            raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
+        return
+    first = "; ".join(f"{s}:{f.line} {f.rule}: {f.message}" for s, f in errors[:3])
+    raise Refused(
+        f"lint gate: {len(errors)} error finding(s) on protected {target.name}: {first}"
+        + ("; ..." if len(errors) > 3 else "")
+        + ". Fix them, or pass --allow-unsafe --reason \"...\"",
+        findings=[f.to_dict() for _, f in errors],
+    )
+
+
+def plan(cfg: Config, target: Target, *, version: Version | None = None) -> dict[str, Any]:
+    """What ``up`` would run, read-only: each file's SQL, transaction mode and settings."""
+    ms = files.scan(cfg.migrations_dir)
+    rows, failed = read_history(cfg, target)
+    p = prepare(cfg, target, ms, rows, failed, version=version, strict=False)
+    p.warnings += _sum_warnings(cfg.model_copy(update={"migrate": cfg.migrate.model_copy(
+        update={"strict_sum": False})}), ms)
+    s = Settings.from_config(cfg)
+    return {
+        "env": target.name,
+        "current_version": _str(current_version(rows)),
+        "settings": {"lock_timeout": s.lock_timeout, "statement_timeout": s.statement_timeout,
+                     "lock_retries": s.lock_retries, "lock_wait_s": s.lock_wait,
+                     "history_table": f"{s.schema}.{s.table}"},
+        "steps": [_step_dict(st, pf, s, p.findings.get(st.file.script, []))
+                  for st, pf in p.steps],
+        "warnings": p.warnings,
+    }
+
+
+def _str(v: Version | None) -> str | None:
+    return str(v) if v is not None else None
+
+
+def _step_dict(step: Step, pf: ParsedFile, s: Settings, findings: list[Any]) -> dict[str, Any]:
+    return {
+        **step.to_dict(),
+        "mode": pf.mode,
+        "non_transactional": pf.reasons,
+        "settings": s.session_sql(local=pf.transactional),
+        "statements": [{"line": x.line, "sql": x.text, "non_tx": x.non_tx}
+                       for x in pf.statements],
+        "findings": [f.to_dict() for f in findings],
+    }
+
+
+def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | None = None,
+        to: Version | None = None, dry_run: bool = False, now: datetime,
+        override_blackout: bool = False, reason: str | None = None,
+        allow_unsafe: bool = False, unsafe_reason: str | None = None,
+        arguments: dict[str, Any] | None = None, on_event: Event | None = None
+        ) -> dict[str, Any]:
+    """``migrate up`` (or ``undo``): checks, then apply under the lock, journaled."""
+    command = "migrate undo" if undo else "migrate up"
+    window = check_blackout(cfg, target.name, now, override_blackout, reason)
+    ms = files.scan(cfg.migrations_dir)
+    warnings = _sum_warnings(cfg, ms)
+    rows, failed = read_history(cfg, target)
+    pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to)
+    _gate_check(target, pre, allow_unsafe, unsafe_reason)
+    result: dict[str, Any] = {"env": target.name, "command": command, "dry_run": dry_run,
+                              "warnings": warnings + pre.warnings}
+    if dry_run:
+        s = Settings.from_config(cfg)
+        result["steps"] = [_step_dict(st, pf, s, pre.findings.get(st.file.script, []))
+                           for st, pf in pre.steps]
+        result["current_version"] = _str(current_version(rows))
+        return result
+    start = time.monotonic()
+    with journal.operation(target, command, arguments) as op:
+        if window is not None:
+            op.details["blackout_override"] = {"window": describe(window), "reason": reason}
+        if allow_unsafe and any(pre.findings.values()):
+            op.details["allow_unsafe_reason"] = unsafe_reason
+        with Runner(target, Settings.from_config(cfg), on_event=on_event) as r:
+            if r.orphans:
+                result["warnings"].append(
+                    f"terminated backend(s) {r.orphans} left by an interrupted run")
+            interrupted = r.settle_interrupted()
+            rows = r.history()
+            failed = failed_statements(r.work, cfg) if interrupted else failed
+            if interrupted:
+                op.details["interrupted"] = interrupted
+            p = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to)
+            _gate_check(target, p, allow_unsafe, unsafe_reason)
+            results = r.apply(p.steps, undo=undo)
+            after = r.history()
+        result["applied"] = [x.to_dict() for x in results]
+        result["current_version"] = _str(current_version(after))
+        result["duration_ms"] = int((time.monotonic() - start) * 1000)
+        op.details.update({
+            "applied": [{"script": x.script, "version": x.version, "mode": x.mode,
+                         "duration_ms": x.duration_ms, "attempts": x.attempts,
+                         **({"resumed_after": x.resumed_after} if x.resumed_after else {})}
+                        for x in results],
+            "current_version": result["current_version"],
+            "warnings": result["warnings"],
+        })
+    return result
