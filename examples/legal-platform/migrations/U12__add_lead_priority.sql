@@ -1,0 +1,3 @@
+-- Undo V12: drop the priority column (its values are lost).
+
+ALTER TABLE leads DROP COLUMN IF EXISTS priority;
