@@ -123,6 +123,8 @@ class SyncConfig(_Model):
     batch_size: int = Field(5000, ge=1)
     jobs: int = Field(2, ge=1, le=64)
     overlap: Duration = "5min"
+    #: how long a batch/table keeps retrying transient errors (connection loss) before exit 3
+    retry: Duration = "30s"
     table: dict[str, SyncTableConfig] = Field(default_factory=dict, alias="tables_config")
     mask: dict[str, str] = Field(default_factory=dict)
 

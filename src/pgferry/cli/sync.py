@@ -1,9 +1,153 @@
-"""``pgferry sync`` and ``pgferry verify`` (commands land here)."""
+"""``pgferry sync`` and ``pgferry verify``: thin wrappers over :func:`pgferry.sync.engine.run`.
+
+Contract: arguments are checked (``--no-mask`` needs ``--reason``, SOURCE and
+TARGET differ, a protected TARGET needs ``--yes`` unless nothing is written),
+the engine runs with a rich progress bar per table on stderr, the result is
+printed (one JSON object under ``--json``) and ``--report FILE`` gets the
+Markdown report. Exit code: the result's (0 ok, 1 differences or dead letters,
+3 failed); bad input 2 and refusals 4 come from the errors raised before any
+write.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from pgferry.cli.common import JsonOpt, State, YesOpt, confirm_protected, state
+from pgferry.errors import BadInput
+from pgferry.sync import engine, events
+from pgferry.sync import report as sync_report
+from pgferry.sync.result import SyncResult
+
+ModeOpt = Annotated[str, typer.Option("--mode", "-m", help="incremental | full | verify")]
+TablesOpt = Annotated[str | None, typer.Option(
+    "--tables", "-t", help="Comma-separated schema.table list (wins over exclude).")]
+ExcludeOpt = Annotated[list[str] | None, typer.Option(
+    "--exclude", help="schema.table to leave out (repeatable, comma-separated allowed).")]
+ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a Markdown report here.")]
+
+
+def _render(result: SyncResult) -> Any:
+    def render(out: Console) -> None:
+        verify = result.mode == "verify"
+        tbl = RichTable(title=f"{result.mode} {result.source} -> {result.target}"
+                        + (" (dry run)" if result.dry_run else ""))
+        tbl.add_column("table")
+        tbl.add_column("strategy")
+        heads = (["matched", "differing", "only source", "only target"] if verify
+                 else ["inserted", "updated", "deleted", "unchanged", "dead"])
+        for h in heads:
+            tbl.add_column(h, justify="right")
+        tbl.add_column("status")
+        for t in result.tables:
+            nums = ([t.matched, t.differing, t.only_in_source, t.only_in_target] if verify
+                    else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered])
+            if result.dry_run:
+                nums = [f"~{t.estimated_rows}", "", "", "", ""][: len(heads)]
+            tbl.add_row(t.table, t.strategy, *[str(n) for n in nums],
+                        t.status + (f": {t.error}" if t.error else ""))
+        out.print(tbl)
+        for t in result.tables:
+            for w in t.warnings:
+                out.print(f"warning: {t.table}: {w}")
+            for d in t.dead_letters:
+                out.print(f"dead letter: {t.table} {d.key}: {d.error}")
+            if verify and t.first_differing_keys:
+                out.print(f"{t.table}: first differing keys: {t.first_differing_keys}")
+        for w in result.warnings:
+            out.print(f"warning: {w}")
+        if result.error:
+            out.print(f"error: {result.error}")
+        out.print(f"{result.derive_outcome()} in {result.duration_s:.1f}s")
+    return render
+
+
+def _split(values: list[str] | str | None) -> list[str]:
+    if values is None:
+        return []
+    items = [values] if isinstance(values, str) else values
+    return [p.strip() for v in items for p in v.split(",") if p.strip()]
+
+
+def _run(st: State, source: str, target: str, opts: engine.Options, yes: bool,
+         report: Path | None) -> None:
+    if source == target:
+        raise BadInput("SOURCE and TARGET are the same environment")
+    cfg = st.config()
+    src = st.target(source)
+    tgt = st.target(target)
+    if opts.mode not in ("incremental", "full", "verify"):
+        raise BadInput(f"--mode {opts.mode!r}: use incremental, full or verify")
+    if opts.mode != "verify" and not opts.dry_run:
+        confirm_protected(st, tgt, yes, f"sync {opts.mode} from {source} into {target}")
+    if report is not None:
+        sync_report.check_writable(report)
+    channel = events.Channel()
+    if opts.dry_run:
+        result = engine.run(cfg, src, tgt, opts, channel)
+    else:
+        with events.RichProgress(st.err) as bars:
+            channel.subscribe(bars)
+            result = engine.run(cfg, src, tgt, opts, channel)
+    if report is not None:
+        sync_report.write(report, result)
+    st.emit(sync_report.as_json(result), _render(result))
+    if result.exit_code:
+        raise typer.Exit(result.exit_code)
 
 
 def register(app: typer.Typer) -> None:
     """Add the sync and verify commands to ``app``."""
+
+    @app.command("sync")
+    def sync_cmd(
+        ctx: typer.Context,
+        source: Annotated[str, typer.Argument(help="Source environment.")],
+        target: Annotated[str, typer.Argument(help="Target environment.")],
+        mode: ModeOpt = "incremental",
+        tables: TablesOpt = None,
+        exclude: ExcludeOpt = None,
+        batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
+        jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, max=64)] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+        report: ReportOpt = None,
+        json_: JsonOpt = False,
+        yes: YesOpt = False,
+        atomic: Annotated[bool, typer.Option("--atomic", help="All tables in one transaction."
+                                             )] = False,
+        no_mask: Annotated[bool, typer.Option("--no-mask", help="Copy personal columns "
+                                              "unmasked (needs --reason).")] = False,
+        reason: Annotated[str | None, typer.Option("--reason")] = None,
+    ) -> None:
+        """Make TARGET hold what SOURCE holds (incremental, full) or compare them (verify)."""
+        st = state(ctx, json_)
+        if no_mask and not (reason and reason.strip()):
+            raise BadInput("--no-mask needs --reason TEXT (it is recorded in the journal)")
+        if reason and not no_mask:
+            raise BadInput("--reason goes with --no-mask")
+        opts = engine.Options(mode=mode, tables=_split(tables), exclude=_split(exclude),  # type: ignore[arg-type]
+                              batch_size=batch_size, jobs=jobs, dry_run=dry_run, atomic=atomic,
+                              no_mask_reason=reason if no_mask else None)
+        _run(st, source, target, opts, yes, report)
+
+    @app.command("verify")
+    def verify_cmd(
+        ctx: typer.Context,
+        source: Annotated[str, typer.Argument(help="Source environment.")],
+        target: Annotated[str, typer.Argument(help="Target environment.")],
+        tables: TablesOpt = None,
+        exclude: ExcludeOpt = None,
+        jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, max=64)] = None,
+        report: ReportOpt = None,
+        json_: JsonOpt = False,
+    ) -> None:
+        """Compare SOURCE and TARGET table by table (chunked checksums); exit 1 when they differ."""
+        st = state(ctx, json_)
+        opts = engine.Options(mode="verify", tables=_split(tables), exclude=_split(exclude),
+                              jobs=jobs)
+        _run(st, source, target, opts, False, report)

@@ -55,6 +55,8 @@ class TablePlan:
     triggers: Literal["enable", "disable"] = "enable"
     warnings: list[str] = field(default_factory=list)
     identity_always: bool = False
+    #: GENERATED ALWAYS identity columns that are not key columns (never in an UPDATE SET)
+    always_columns: list[str] = field(default_factory=list)
     order: int = 0
     #: why this table cannot be synced (it is then skipped and the run fails)
     error: str | None = None
@@ -196,6 +198,7 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
                               "target; copied as text")
         if c.identity == "a":
             t.identity_always = True
+            t.always_columns.append(c.name)
     tgt_names = {c.name for c in tgt.columns}
     for c in src.columns:
         if c.name not in tgt_names and c.generated != "s":
@@ -264,8 +267,14 @@ def _order(plans: dict[str, TablePlan]) -> tuple[list[str], list[list[str]]]:
 
 def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConfig, *,
                mode: Mode = "incremental", tables: list[str] | None = None,
-               exclude: list[str] | None = None) -> SyncPlan:
-    """The plan for syncing ``source`` into ``target`` (see the module docstring)."""
+               exclude: list[str] | None = None,
+               referencing: dict[str, Table] | None = None) -> SyncPlan:
+    """The plan for syncing ``source`` into ``target`` (see the module docstring).
+
+    ``referencing`` is the target's catalog over *all* its schemas (default:
+    ``target``), so foreign keys from tables outside the configured schemas are
+    seen when deciding what a delete may touch.
+    """
     names, warnings = select_tables(source, target, cfg, tables, exclude)
     for qn in cfg.table:
         if qn not in source and qn not in target:
@@ -307,7 +316,7 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
             elif fk.ref_table in selected and fk.ref_table not in t.parents:
                 t.parents.append(fk.ref_table)
         plans[qn] = t
-    for other in target.values():
+    for other in (referencing or target).values():
         for fk in other.foreign_keys:
             p = plans.get(fk.ref_table)
             if p is None or other.qualname == fk.ref_table:

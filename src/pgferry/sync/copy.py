@@ -1,0 +1,158 @@
+"""The source side of a sync: one shared snapshot, key ranges, and COPY streams.
+
+Contract:
+- :class:`Snapshot` opens a coordinator connection on the source holding a
+  ``REPEATABLE READ READ ONLY`` transaction, exports its snapshot
+  (``pg_export_snapshot()``) and hands out worker connections that import it
+  (``SET TRANSACTION SNAPSHOT``), so every read of the run sees the same
+  consistent state. It also records the snapshot's in-progress transaction
+  ids (``pg_snapshot_xip``), the fence the watermark strategy uses next time.
+- :func:`select_sql` builds the source ``SELECT`` of a table's synced
+  columns; masked columns use the masking expressions, so raw values never
+  leave the source server.
+- :func:`next_bound` finds the upper key of the next batch on the *source*
+  (keyset pagination in the source's own ordering), so a batch is always a
+  key range ``(lo, hi]`` — the unit of checkpoints and parallel work.
+- :func:`pipe` streams ``COPY (...) TO STDOUT`` from the source straight into
+  ``COPY ... FROM STDIN`` on the target, in binary when the column types match
+  and nothing is masked, as text otherwise; rows never become Python objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.pg.connect import connect
+from pgferry.sync.plan import TablePlan
+
+Key = tuple[Any, ...]
+
+
+class Snapshot:
+    """The run's source snapshot: a coordinator transaction plus importing workers."""
+
+    def __init__(self, dsn: str, *, retry_for: float = 10.0) -> None:
+        self.dsn = dsn
+        self.retry_for = retry_for
+        self.coordinator = connect(dsn, application_name="pgferry sync coordinator",
+                                   retry_for=retry_for)
+        c = self.coordinator
+        c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        row = c.execute(
+            "SELECT pg_export_snapshot(), pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
+            " ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x)"
+        ).fetchone()
+        assert row is not None
+        self.id: str = row[0]
+        self.xmin: int = row[1]
+        self.xip: list[int] = list(row[2])
+
+    def worker(self) -> psycopg.Connection[Any]:
+        """A new source connection whose transaction reads the shared snapshot."""
+        w = connect(self.dsn, application_name="pgferry sync worker", retry_for=self.retry_for)
+        w.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        w.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.id)))
+        return w
+
+    def close(self) -> None:
+        try:
+            self.coordinator.rollback()
+        finally:
+            self.coordinator.close()
+
+
+def ident(qualname_schema: str, name: str) -> sql.Identifier:
+    return sql.Identifier(qualname_schema, name)
+
+
+def table_ident(t: TablePlan) -> sql.Identifier:
+    return sql.Identifier(t.schema, t.name)
+
+
+def cols(names: Sequence[str], prefix: str | None = None) -> sql.Composed:
+    if prefix:
+        return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def key_range(t: TablePlan, lo: Key | None, hi: Key | None) -> tuple[sql.Composable, list[Any]]:
+    """``(key) > lo AND (key) <= hi`` (either side optional) and its parameters."""
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    k = sql.SQL("({})").format(cols(t.key))
+    if lo is not None:
+        parts.append(sql.SQL("{} > ({})").format(k, sql.SQL(", ").join(
+            sql.Placeholder() for _ in lo)))
+        params.extend(lo)
+    if hi is not None:
+        parts.append(sql.SQL("{} <= ({})").format(k, sql.SQL(", ").join(
+            sql.Placeholder() for _ in hi)))
+        params.extend(hi)
+    return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")), params
+
+
+def where_clause(t: TablePlan, extra: sql.Composable | None = None) -> sql.Composable:
+    """The table's configured ``where`` (trusted config SQL) AND ``extra``."""
+    parts: list[sql.Composable] = []
+    if t.where:
+        # The configured filter is SQL written by the project's owner, like a migration.
+        parts.append(sql.SQL("({})").format(sql.SQL(t.where)))  # type: ignore[arg-type]
+    if extra is not None:
+        parts.append(extra)
+    return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
+
+
+def select_sql(t: TablePlan, masks: dict[str, sql.Composable], where: sql.Composable,
+               order: bool = False) -> sql.Composed:
+    """``SELECT <synced columns, masked where configured> FROM t WHERE ...``."""
+    exprs = [
+        sql.SQL("{} AS {}").format(masks[c], sql.Identifier(c)) if c in masks
+        else sql.Identifier(c)
+        for c in t.columns
+    ]
+    q = sql.SQL("SELECT {} FROM {} WHERE {}").format(
+        sql.SQL(", ").join(exprs), table_ident(t), where)
+    if order and t.key:
+        q = sql.SQL("{} ORDER BY {}").format(q, cols(t.key))
+    return q
+
+
+def next_bound(src: psycopg.Connection[Any], t: TablePlan, lo: Key | None, rows: int,
+               hi: Key | None = None,
+               extra: tuple[sql.Composable, list[Any]] | None = None) -> Key | None:
+    """The key of the ``rows``-th row after ``lo`` (capped by ``hi``), or None when past the end.
+
+    When fewer than ``rows`` remain, the last remaining key is returned, so
+    ``(lo, bound]`` always holds at most ``rows`` rows; None means nothing is left.
+    """
+    rng, params = key_range(t, lo, hi)
+    if extra is not None:
+        rng = sql.SQL("({}) AND {}").format(extra[0], rng)
+        params = [*extra[1], *params]
+    q = sql.SQL("SELECT {k} FROM (SELECT {k} FROM {t} WHERE {w} ORDER BY {k} LIMIT {n}) s"
+                " ORDER BY {kd} LIMIT 1").format(
+        k=cols(t.key), t=table_ident(t), w=where_clause(t, rng), n=sql.Literal(rows),
+        kd=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in t.key))
+    row = src.execute(q, params).fetchone()
+    return tuple(row) if row is not None else None
+
+
+def pipe(src: psycopg.Connection[Any], tgt: psycopg.Connection[Any], select: sql.Composable,
+         params: Sequence[Any], dest: sql.Composable, dest_cols: Sequence[str], *, binary: bool,
+         freeze: bool = False, on_chunk: Callable[[int], None] | None = None) -> int:
+    """Stream ``select`` on ``src`` into ``dest (dest_cols)`` on ``tgt``; returns rows copied."""
+    fmt = sql.SQL("binary" if binary else "text")
+    out_q = sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(select, fmt)
+    opts = sql.SQL("FORMAT {}{}").format(fmt, sql.SQL(", FREEZE") if freeze else sql.SQL(""))
+    in_q = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(dest, cols(dest_cols), opts)
+    scur, tcur = src.cursor(), tgt.cursor()
+    with scur.copy(out_q, params or None) as out, tcur.copy(in_q) as inp:
+        for data in out:
+            inp.write(data)
+            if on_chunk is not None:
+                on_chunk(len(data))
+    return max(tcur.rowcount, 0)

@@ -1,0 +1,501 @@
+"""Run a sync or verify: plan, snapshot, workers, retries, sequences, journal.
+
+Contract: :func:`run` is the one service the CLI (and later the admin server)
+calls. It validates everything that can be validated before any write (mask
+rules and expressions, table names, keys, the personal-data gate) — those
+raise :class:`~pgferry.errors.BadInput` / :class:`~pgferry.errors.Refused`
+with nothing written — then opens the shared source snapshot
+(:class:`~pgferry.sync.copy.Snapshot`), journals the run in the target and
+executes the plan:
+
+- ``full``: deletes children first (each table its own transaction), then
+  loads parents first; each table is one transaction (all of them one
+  transaction with ``atomic``). A transient error retries the table.
+- ``incremental``: per table its strategy (``checksum`` via
+  :func:`pgferry.sync.verify.diff_table`, then the differing keys are copied;
+  ``watermark``; ``full`` when configured); batches commit one by one with their
+  checkpoints, so a re-run after a crash continues where it stopped. A
+  transient error retries the table (committed batches are not redone).
+- ``verify``: the chunked comparison only, read-only on both sides.
+
+Tables run on ``jobs`` workers; a table starts once its FK parents in the
+selection are done; an FK cycle runs as one unit in one transaction.
+After the data, sequences owned by synced columns are moved forward
+(:mod:`pgferry.sync.sequences`). The result is a
+:class:`~pgferry.sync.result.SyncResult`; the caller maps it to an exit code.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+
+from pgferry import journal
+from pgferry.config import Config, parse_duration
+from pgferry.errors import PgferryError, Unreachable
+from pgferry.pg import catalog
+from pgferry.pg.connect import Target, connect, is_transient, map_db_error, redact
+from pgferry.sync import events, masking, sequences, state, write
+from pgferry.sync.copy import Snapshot
+from pgferry.sync.plan import Mode, SyncPlan, TablePlan, build_plan
+from pgferry.sync.result import SyncResult, TableResult
+from pgferry.sync.tables import (
+    Link,
+    apply_keys,
+    copy_range,
+    delete_range,
+    full_deletes,
+    full_load,
+    watermark_sync,
+)
+
+_USER_SCHEMAS = """SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'
+AND nspname NOT IN ('information_schema', 'pgferry')"""
+
+
+@dataclass
+class Options:
+    """What the command line asked for (config supplies the defaults)."""
+
+    mode: Mode = "incremental"
+    tables: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    batch_size: int | None = None
+    jobs: int | None = None
+    dry_run: bool = False
+    atomic: bool = False
+    no_mask_reason: str | None = None
+    #: seconds a unit of work keeps retrying transient errors before the run fails (exit 3)
+    retry_for: float | None = None
+    chunk_rows: int = 10_000
+    key_limit: int = 20
+
+
+def _retryable(e: BaseException) -> bool:
+    return isinstance(e, Unreachable) or is_transient(e)
+
+
+@dataclass
+class _Ctx:
+    cfg: Config
+    source: Target
+    target: Target
+    opts: Options
+    plan: SyncPlan
+    masks: dict[str, dict[str, sql.Composable]]
+    snapshot: Snapshot
+    result: SyncResult
+    run_id: str
+    channel: events.Channel
+    batch_size: int
+    retry_for: float
+    overlap_s: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    abort: str | None = None
+
+    def event(self, ev: events.Event) -> None:
+        self.channel.publish(ev)
+
+
+def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],
+           tgt: dict[str, catalog.Table], conn: psycopg.Connection[Any],
+           ) -> tuple[dict[str, dict[str, sql.Composable]], masking.MaskRules]:
+    rules = masking.compile_rules(cfg.sync.mask)
+    out: dict[str, dict[str, sql.Composable]] = {}
+    if not rules:
+        return out, rules
+    key = masking.mask_key(cfg.dotenv()) if rules.needs_key else None
+    for t in plan.tables:
+        s = src[t.qualname]
+        columns = [c for c in s.columns if c.name in t.columns]
+        m = masking.mask_expressions(rules, t.qualname, columns, key,
+                                     target_columns=tgt[t.qualname].columns, key_columns=t.key)
+        if m:
+            masking.probe(conn, t.qualname, columns, m, rules)
+            out[t.qualname] = m
+    return out, rules
+
+
+def _catalogs(cfg: Config, snap: Snapshot, target: Target
+              ) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table],
+                         dict[str, catalog.Table]]:
+    src = catalog.tables(snap.coordinator, cfg.sync.schemas)
+    with connect(target.dsn, autocommit=True) as c:
+        schemas = [r[0] for r in c.execute(_USER_SCHEMAS)]
+        everything = catalog.tables(c, schemas)
+    tgt = {k: v for k, v in everything.items() if v.schema in cfg.sync.schemas}
+    return src, tgt, everything
+
+
+def prepare(cfg: Config, source: Target, target: Target, opts: Options
+            ) -> tuple[Snapshot, SyncPlan, dict[str, dict[str, sql.Composable]],
+                       dict[str, catalog.Table], list[str]]:
+    """Open the snapshot, read both catalogs, plan, check masks. Nothing is written."""
+    retry = opts.retry_for if opts.retry_for is not None else parse_duration(
+        cfg.sync.retry).total_seconds()
+    masking.compile_rules(cfg.sync.mask)  # a bad rule is exit 2 before any connection
+    snap = Snapshot(source.dsn, retry_for=retry)
+    try:
+        src, tgt, everything = _catalogs(cfg, snap, target)
+        plan = build_plan(src, tgt, cfg.sync, mode=opts.mode, tables=opts.tables or None,
+                          exclude=opts.exclude or None, referencing=everything)
+        masks, rules = _masks(cfg, plan, src, tgt, snap.coordinator)
+        unmasked = masking.refuse_unmasked(
+            rules, {t.qualname: src[t.qualname] for t in plan.tables}, source=source,
+            target=target, no_mask_reason=opts.no_mask_reason) if opts.mode != "verify" else []
+        for t in plan.tables:
+            for c, s in src[t.qualname].sequences.items():
+                if c in t.sequences:
+                    t.sequences[c] = f"{t.sequences[c]}|{s}"  # target|source
+        return snap, plan, masks, src, unmasked
+    except BaseException:
+        snap.close()
+        raise
+
+
+def run(cfg: Config, source: Target, target: Target, opts: Options,
+        channel: events.Channel | None = None) -> SyncResult:
+    """Plan and execute a sync (or verify) of ``source`` into ``target``."""
+    result = SyncResult(source.name, target.name, source.display, target.display,
+                        mode=opts.mode, dry_run=opts.dry_run,
+                        started_at=datetime.now(UTC), no_mask_reason=opts.no_mask_reason)
+    batch = opts.batch_size or cfg.sync.batch_size
+    jobs = 1 if opts.atomic else (opts.jobs or cfg.sync.jobs)
+    result.options = {"batch_size": batch, "jobs": jobs, "tables": opts.tables,
+                      "exclude": opts.exclude, "atomic": opts.atomic}
+    snap, plan, masks, src_cat, unmasked = prepare(cfg, source, target, opts)
+    rules = masking.compile_rules(cfg.sync.mask)
+    try:
+        result.warnings.extend(plan.warnings)
+        if unmasked:
+            result.warnings.append(f"copied unmasked ({opts.no_mask_reason}): "
+                                   + ", ".join(unmasked))
+        for t in plan.tables:
+            r = result.table(t.qualname)
+            r.mode, r.strategy = t.mode, t.strategy
+            r.estimated_rows, r.estimated_bytes = t.row_estimate, t.total_bytes
+            r.warnings.extend(t.warnings)
+            for c in masks.get(t.qualname, {}):
+                rule = rules.rule_for(t.qualname, c)
+                r.masked[c] = rule.spec if rule else ""
+            if t.error:
+                r.status, r.error = "failed", t.error
+            elif opts.dry_run:
+                r.status = "planned"
+        if opts.dry_run:
+            result.finished_at = datetime.now(UTC)
+            return result
+        retry = opts.retry_for if opts.retry_for is not None else parse_duration(
+            cfg.sync.retry).total_seconds()
+        ctx = _Ctx(cfg, source, target, opts, plan, masks, snap, result,
+                   uuid.uuid4().hex[:12], channel or events.Channel(), batch,
+                   retry, parse_duration(cfg.sync.overlap).total_seconds())
+        args = {"source": source.name, "target": target.name, "mode": opts.mode,
+                "tables": opts.tables, "exclude": opts.exclude, "batch_size": batch,
+                "jobs": jobs, "atomic": opts.atomic, "no_mask_reason": opts.no_mask_reason}
+        command = "verify" if opts.mode == "verify" else "sync"
+        with journal.operation(target, command, args) as op:
+            if opts.mode != "verify":
+                with connect(target.dsn, autocommit=True, retry_for=retry) as c:
+                    state.ensure(c)
+            ctx.event(events.RunStarted(source.name, target.name, opts.mode,
+                                        [t.qualname for t in plan.tables]))
+            for w in result.warnings:
+                ctx.event(events.Warning(w))
+            try:
+                _execute(ctx, jobs)
+            finally:
+                result.finished_at = datetime.now(UTC)
+                op.details.update(result.to_dict())
+                outcome = result.derive_outcome()
+                op.outcome, op.exit_code = outcome, result.exit_code
+                ctx.event(events.RunFinished(outcome, result.exit_code, result.duration_s))
+        return result
+    finally:
+        snap.close()
+
+
+def _new_link(ctx: _Ctx, hold: bool = False) -> Link:
+    tgt = connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
+                  application_name="pgferry sync writer")
+    return Link(ctx.snapshot.worker(), tgt, write.Context(ctx.run_id, ctx.source.name),
+                ctx.batch_size, hold)
+
+
+def _heal(ctx: _Ctx, link: Link) -> None:
+    """Make ``link`` usable again after an error: roll back, reconnect what broke."""
+    for name in ("src", "tgt"):
+        conn: psycopg.Connection[Any] = getattr(link, name)
+        st = conn.info.transaction_status
+        inerror = st == psycopg.pq.TransactionStatus.INERROR
+        if conn.broken or conn.closed or (name == "src" and inerror):
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+            if name == "src":
+                link.src = ctx.snapshot.worker()
+            else:
+                link.tgt = connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
+                                   application_name="pgferry sync writer")
+        elif name == "tgt":
+            conn.rollback()
+
+
+def _retrying(ctx: _Ctx) -> Retrying:
+    return Retrying(retry=retry_if_exception(_retryable),
+                    wait=wait_random_exponential(multiplier=0.1, max=2),
+                    stop=stop_after_delay(ctx.retry_for), reraise=True)
+
+
+def _unit(ctx: _Ctx, unit: list[TablePlan], link: Link, phase: str) -> None:
+    """Run one unit (a table, or an FK cycle) with retries; record failures on its results."""
+    results = [ctx.result.table(t.qualname) for t in unit]
+    saved = [dict(vars(r)) for r in results]
+    start = time.monotonic()
+    link.hold = len(unit) > 1 or ctx.opts.atomic
+    try:
+        first = True
+        for attempt in _retrying(ctx):
+            with attempt:
+                if not first:
+                    _heal(ctx, link)
+                    if ctx.opts.mode == "full":
+                        for r, s in zip(results, saved, strict=True):
+                            vars(r).update({k: v for k, v in s.items()
+                                            if k in ("inserted", "updated", "deleted",
+                                                     "unchanged", "dead_lettered")})
+                    ctx.event(events.Warning("transient error; retrying "
+                                             + ", ".join(t.qualname for t in unit)))
+                first = False
+                for t in unit:
+                    _table(ctx, t, link, phase)
+                if len(unit) > 1 and not ctx.opts.atomic:
+                    link.tgt.commit()
+        for r in results:
+            if r.status in ("pending", "ok"):
+                r.status = "dead_letters" if r.dead_lettered else "ok"
+    except (PgferryError, psycopg.Error) as e:
+        err = e if isinstance(e, PgferryError) else map_db_error(
+            e, f"{', '.join(t.qualname for t in unit)}")
+        for r in results:
+            r.status, r.error = "failed", redact(err.message)
+        if isinstance(err, Unreachable):
+            ctx.abort = err.message
+        try:
+            _heal(ctx, link)
+        except PgferryError as e2:
+            ctx.abort = ctx.abort or e2.message
+    finally:
+        for r in results:
+            r.duration_s += time.monotonic() - start
+            if phase == "load":
+                ctx.event(events.TableFinished(
+                    r.table, r.status, r.inserted, r.updated, r.deleted, r.unchanged,
+                    r.dead_lettered, r.duration_s, r.error))
+
+
+def _table(ctx: _Ctx, t: TablePlan, link: Link, phase: str) -> None:
+    r = ctx.result.table(t.qualname)
+    masks = ctx.masks.get(t.qualname, {})
+
+    def progress(n: int) -> None:
+        ctx.event(events.BatchWritten(t.qualname, n))
+
+    if phase == "load":
+        ctx.event(events.TableStarted(t.qualname, t.strategy, t.row_estimate))
+    if phase == "delete":
+        full_deletes(link, t, r)
+        link.commit()
+    elif ctx.opts.mode == "verify":
+        _verify(ctx, t, link, r, progress)
+    elif t.strategy == "full":
+        full_load(link, t, masks, r, progress)
+        link.commit()
+    elif t.strategy == "watermark":
+        watermark_sync(link, t, masks, r, progress, overlap_s=ctx.overlap_s,
+                       snapshot_xip=ctx.snapshot.xip)
+    else:
+        _checksum(ctx, t, link, r, masks, progress)
+
+
+def _diff(ctx: _Ctx, t: TablePlan, link: Link, progress: Callable[[int], None],
+          on_range: Callable[[Any], None] | None = None) -> Any:
+    from pgferry.sync import verify
+
+    last = [0]
+
+    def on_progress(done: int, total: int) -> None:
+        if done > last[0]:
+            progress(done - last[0])
+            last[0] = done
+
+    link.tgt.rollback()
+    link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        return verify.diff_table(link.src, link.tgt, t, chunk_rows=ctx.opts.chunk_rows,
+                                 key_limit=ctx.opts.key_limit,
+                                 source_exprs=ctx.masks.get(t.qualname) or None,
+                                 on_progress=on_progress, on_range=on_range)
+    finally:
+        link.tgt.rollback()
+
+
+def _verify(ctx: _Ctx, t: TablePlan, link: Link, r: TableResult,
+            progress: Callable[[int], None]) -> None:
+    diff = _diff(ctx, t, link, progress)
+    diff.fill(r)
+    if not diff.identical:
+        r.status = "differs"
+
+
+def _checksum(ctx: _Ctx, t: TablePlan, link: Link, r: TableResult,
+              masks: dict[str, sql.Composable], progress: Callable[[int], None]) -> None:
+    """Compare chunk checksums, then copy only what differs (keys or whole one-sided ranges)."""
+    ranges: list[Any] = []
+    diff = _diff(ctx, t, link, lambda n: None, on_range=ranges.append)
+    r.unchanged += diff.matched
+    upsert: list[Any] = []
+    delete: list[Any] = []
+    for rg in ranges:
+        if rg.diffs is None:
+            if rg.source_rows and diff.source_side is not None:
+                where, params = diff.source_side.predicate(rg.range)
+                copy_range(link, t, masks, r, where, params, progress)
+            if rg.target_rows and t.deletes and diff.target_side is not None:
+                where, params = diff.target_side.predicate(rg.range)
+                delete_range(link, t, r, where, params)
+                progress(rg.target_rows)
+            continue
+        for d in rg.diffs:
+            if d.kind == "only_in_target":
+                if t.deletes:
+                    delete.append(d.key)
+            else:
+                upsert.append(d.key)
+    apply_keys(link, t, masks, r, upsert, delete, progress)
+
+
+def _schedule(ctx: _Ctx, units: list[list[TablePlan]], jobs: int, phase: str,
+              deps: dict[int, set[int]]) -> None:
+    """Run ``units`` on ``jobs`` workers; a unit waits for the units in ``deps[i]``."""
+    links: list[Link] = []
+    free: list[Link] = []
+    pending = list(range(len(units)))
+    done: set[int] = set()
+    running: dict[Future[None], tuple[int, Link]] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            while pending or running:
+                ready = [i for i in pending if deps.get(i, set()) <= done]
+                while ready and len(running) < jobs and ctx.abort is None:
+                    i = ready.pop(0)
+                    pending.remove(i)
+                    bad = [p for d in deps.get(i, set()) for p in units[d]
+                           if ctx.result.table(p.qualname).status == "failed"]
+                    if bad:
+                        for t in units[i]:
+                            r = ctx.result.table(t.qualname)
+                            r.status = "failed"
+                            r.error = (f"skipped: it references {bad[0].qualname}, which "
+                                       "failed; fix that table and run again")
+                        done.add(i)
+                        ready = [j for j in pending if deps.get(j, set()) <= done]
+                        continue
+                    if not free:
+                        links.append(_new_link(ctx))
+                        free.append(links[-1])
+                    link = free.pop()
+                    running[pool.submit(_unit, ctx, units[i], link, phase)] = (i, link)
+                if ctx.abort is not None and not running:
+                    break
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    i, link = running.pop(f)
+                    f.result()
+                    done.add(i)
+                    free.append(link)
+    finally:
+        for link in links:
+            for c in (link.src, link.tgt):
+                try:
+                    c.close()
+                except psycopg.Error:
+                    pass
+    for i in pending:
+        for t in units[i]:
+            r = ctx.result.table(t.qualname)
+            if r.status == "pending":
+                r.status, r.error = "failed", f"not started: {ctx.abort or 'run aborted'}"
+
+
+def _execute(ctx: _Ctx, jobs: int) -> None:
+    runnable = [t for t in ctx.plan.runnable if ctx.result.table(t.qualname).status == "pending"]
+    units: list[list[TablePlan]] = []
+    where: dict[str, int] = {}
+    for t in runnable:
+        if t.cycle and t.cycle[0] in where:
+            units[where[t.cycle[0]]].append(t)
+            where[t.qualname] = where[t.cycle[0]]
+            continue
+        where[t.qualname] = len(units)
+        units.append([t])
+    deps = {i: {where[p] for t in u for p in t.parents if p in where and where[p] != i}
+            for i, u in enumerate(units)}
+    if ctx.opts.atomic:
+        link = _new_link(ctx, hold=True)
+        try:
+            if ctx.opts.mode == "full":
+                for t in reversed(runnable):
+                    if t.key and t.deletes:
+                        _unit(ctx, [t], link, "delete")
+            for u in units:
+                _unit(ctx, u, link, "load")
+            if any(ctx.result.table(t.qualname).status == "failed" for t in runnable):
+                link.tgt.rollback()
+                for t in runnable:
+                    r = ctx.result.table(t.qualname)
+                    if r.status != "failed":
+                        r.status, r.error = "failed", "rolled back (--atomic): another table failed"
+            else:
+                link.tgt.commit()
+        finally:
+            link.src.close()
+            link.tgt.close()
+    else:
+        if ctx.opts.mode == "full":
+            dels = [t for t in reversed(runnable) if t.key]
+            # deletes go children first: one at a time, in reverse FK order
+            _schedule(ctx, [[t] for t in dels], 1, "delete", {i: set(range(i)) for i in
+                                                              range(len(dels))})
+            for t in dels:
+                r = ctx.result.table(t.qualname)
+                if r.status == "ok":
+                    r.status = "pending"
+        if ctx.abort is None:
+            ok = [i for i, u in enumerate(units)
+                  if all(ctx.result.table(t.qualname).status != "failed" for t in u)]
+            renum = {old: new for new, old in enumerate(ok)}
+            _schedule(ctx, [units[i] for i in ok], jobs, "load",
+                      {renum[i]: {renum[d] for d in deps[i] if d in renum} for i in ok})
+    if ctx.abort is not None:
+        ctx.result.error = ctx.abort
+    if ctx.opts.mode != "verify" and ctx.abort is None:
+        try:
+            sequences.advance(ctx.snapshot.coordinator, ctx.target.dsn,
+                              [t for t in runnable
+                               if ctx.result.table(t.qualname).status != "failed"])
+        except psycopg.Error as e:
+            raise map_db_error(e, "moving sequences forward") from None

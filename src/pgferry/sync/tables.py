@@ -1,0 +1,295 @@
+"""One table's sync, per strategy: full, watermark and checksum (by keys).
+
+Contract: each function gets a :class:`Link` (a source connection inside the
+run's snapshot and a target connection), the table's plan, its masking
+expressions and its :class:`~pgferry.sync.result.TableResult`, and fills the
+counters. Transactions on the target:
+
+- :func:`full_load` writes the whole table in the link's current transaction
+  and does not commit (the engine commits per table, or once with
+  ``--atomic``). Into an empty table it streams one binary ``COPY`` (with
+  ``FREEZE`` after a ``TRUNCATE`` in the same subtransaction, when nothing
+  references the table); if that fails on a row it falls back to batches.
+- :func:`full_deletes` removes target rows whose key the source lacks
+  (called children first, before any load).
+- :func:`watermark_sync` and :func:`apply_keys` commit after every batch,
+  with the batch's checkpoint/watermark in the same transaction.
+
+Triggers with ``triggers = "disable"`` are disabled and re-enabled inside
+each transaction, so a crash can never leave them disabled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.pg.connect import is_transient
+from pgferry.sync import state, write
+from pgferry.sync.copy import Key, cols, key_range, next_bound, pipe, select_sql, table_ident
+from pgferry.sync.copy import where_clause as src_where
+from pgferry.sync.plan import TablePlan
+from pgferry.sync.result import TableResult
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class Link:
+    """The connections one worker uses: ``src`` reads the snapshot, ``tgt`` writes."""
+
+    src: psycopg.Connection[Any]
+    tgt: psycopg.Connection[Any]
+    ctx: write.Context
+    batch_size: int = 5000
+    #: hold the target transaction open across tables (--atomic, FK cycles)
+    hold: bool = False
+
+    def commit(self) -> None:
+        if not self.hold:
+            self.tgt.commit()
+
+    def begin(self, t: TablePlan) -> None:
+        # Deferrable FKs (cycles, self-references) are checked at commit.
+        self.tgt.execute("SET CONSTRAINTS ALL DEFERRED")
+        write.triggers(self.tgt, t, enable=False)
+
+    def end(self, t: TablePlan) -> None:
+        write.triggers(self.tgt, t, enable=True)
+
+
+def _binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
+    return t.same_types and not masks
+
+
+def _add(res: TableResult, c: write.Counts) -> None:
+    res.inserted += c.inserted
+    res.updated += c.updated
+    res.unchanged += c.unchanged
+    res.dead_lettered += len(c.dead)
+    res.dead_letters.extend(c.dead[: max(0, 20 - len(res.dead_letters))])
+
+
+def _stage_range(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
+                 rng: sql.Composable, params: list[Any]) -> sql.Identifier:
+    stage = write.staging(link.tgt, t)
+    pipe(link.src, link.tgt, select_sql(t, masks, src_where(t, rng)), params, stage, t.columns,
+         binary=_binary(t, masks))
+    return stage
+
+
+def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
+    """Delete target rows (within ``where``) whose key the source does not have."""
+    if not t.key:
+        return
+    keys = write.key_staging(link.tgt, t)
+    kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), src_where(t))
+    pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types)
+    rng = sql.SQL("({})").format(sql.SQL(t.where)) if t.where else sql.SQL("true")  # type: ignore[arg-type]
+    res.deleted += write.delete_missing(link.tgt, t, keys, rng, [])
+
+
+def _empty(link: Link, t: TablePlan) -> bool:
+    row = link.tgt.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
+        table_ident(t))).fetchone()
+    return bool(row and row[0])
+
+
+def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
+              progress: Progress) -> None:
+    """Make the target table hold the source's rows (deletes already done for keyed tables)."""
+    link.begin(t)
+    if not t.key and not _empty(link, t):
+        res.deleted += write.delete_all(link.tgt, t)
+    if _empty(link, t) and not t.where:
+        freeze = not t.referenced and not t.partitioned
+        try:
+            with link.tgt.transaction():
+                if freeze:
+                    # TRUNCATE of an empty table nothing references, in this subtransaction,
+                    # is what lets COPY FREEZE write frozen rows (no later vacuum pass).
+                    link.tgt.execute(sql.SQL("TRUNCATE {}").format(table_ident(t)))
+                n = pipe(link.src, link.tgt, select_sql(t, masks, src_where(t)), [],
+                         table_ident(t), t.columns, binary=_binary(t, masks), freeze=freeze)
+            res.inserted += n
+            progress(n)
+            link.end(t)
+            return
+        except psycopg.Error as e:
+            if is_transient(e) or link.tgt.broken or link.src.broken:
+                raise
+            res.warnings.append("a row failed the fast COPY path; loading in batches to "
+                                "isolate bad rows")
+    if not t.key:
+        stage = _stage_range(link, t, masks, sql.SQL("true"), [])
+        c = write.apply(link.tgt, t, link.ctx, stage)
+        _add(res, c)
+        progress(c.staged)
+    else:
+        _batches(link, t, masks, res, progress, commit=False)
+    link.end(t)
+
+
+def _batches(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
+             progress: Progress, *, commit: bool,
+             extra: tuple[sql.Composable, list[Any]] | None = None) -> None:
+    """Copy the source rows (within ``extra``) in key-range batches of ``batch_size``."""
+    lo: Key | None = None
+    while (hi := next_bound(link.src, t, lo, link.batch_size, extra=extra)) is not None:
+        rng, params = key_range(t, lo, hi)
+        if extra is not None:
+            rng = sql.SQL("({}) AND {}").format(extra[0], rng)
+            params = [*extra[1], *params]
+        if commit:
+            link.begin(t)
+        stage = _stage_range(link, t, masks, rng, params)
+        c = write.apply(link.tgt, t, link.ctx, stage)
+        _add(res, c)
+        if commit:
+            link.end(t)
+            link.commit()
+        progress(c.staged)
+        lo = hi
+
+
+def copy_range(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
+               where: sql.Composable, params: list[Any], progress: Progress) -> None:
+    """Copy every source row matching ``where`` (a range the target lacks), batch by batch."""
+    _batches(link, t, masks, res, progress, commit=True, extra=(where, params))
+
+
+def delete_range(link: Link, t: TablePlan, res: TableResult, where: sql.Composable,
+                 params: list[Any]) -> None:
+    """Delete the target rows matching ``where`` (a range the source no longer has)."""
+    link.begin(t)
+    doomed = sql.SQL("SELECT * FROM {} WHERE {}").format(table_ident(t), where)
+    write.check_unselected(link.tgt, t, doomed, params)
+    cur = link.tgt.execute(sql.SQL("DELETE FROM {} WHERE {}").format(table_ident(t), where),
+                           params)
+    res.deleted += max(cur.rowcount, 0)
+    link.end(t)
+    link.commit()
+
+
+def _values(keys: Sequence[Key]) -> sql.Composed:
+    width = len(keys[0])
+    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in range(width)))
+    return sql.SQL("VALUES {}").format(sql.SQL(", ").join(row for _ in keys))
+
+
+def apply_keys(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
+               upsert: Sequence[Key], delete: Sequence[Key], progress: Progress) -> None:
+    """Copy the rows of ``upsert`` keys from the source and delete ``delete`` keys, in batches."""
+    n = link.batch_size
+    for i in range(0, len(delete), n):
+        chunk = list(delete[i:i + n])
+        params = [v for k in chunk for v in k]
+        rng = sql.SQL("({}) IN ({})").format(cols(t.key), _values(chunk))
+        link.begin(t)
+        doomed = sql.SQL("SELECT * FROM {} WHERE {}").format(table_ident(t), rng)
+        write.check_unselected(link.tgt, t, doomed, params)
+        cur = link.tgt.execute(sql.SQL("DELETE FROM {} WHERE {}").format(table_ident(t), rng),
+                               params)
+        res.deleted += max(cur.rowcount, 0)
+        link.end(t)
+        link.commit()
+        progress(len(chunk))
+    for i in range(0, len(upsert), n):
+        chunk = list(upsert[i:i + n])
+        params = [v for k in chunk for v in k]
+        rng = sql.SQL("({}) IN ({})").format(cols(t.key), _values(chunk))
+        link.begin(t)
+        stage = _stage_range(link, t, masks, rng, params)
+        c = write.apply(link.tgt, t, link.ctx, stage)
+        _add(res, c)
+        link.end(t)
+        link.commit()
+        progress(len(chunk))
+
+
+def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
+                   res: TableResult, progress: Progress, *, overlap_s: float,
+                   snapshot_xip: list[int]) -> None:
+    """Upsert rows changed since the stored watermark (minus overlap), batch by batch.
+
+    Rows are read in ``(watermark, key)`` order. The lower bound is the stored
+    watermark minus ``overlap_s``; rows written by transactions that were still
+    in progress at the previous run's snapshot (its ``xip``) are read as well,
+    whatever their watermark, so a late commit is never missed. Each batch
+    commits together with its checkpoint; the final state keeps this run's
+    in-progress transactions as the fence for the next run.
+    """
+    assert t.watermark is not None
+    src, tgt = link.src, link.tgt
+    source, qn = link.ctx.source, t.qualname
+    mark = state.read(tgt, source, qn, "watermark")
+    tgt.commit()
+    wm = sql.Identifier(t.watermark)
+    conds: list[sql.Composable] = []
+    params: list[Any] = []
+    if mark.watermark is not None:
+        # the type name comes from the target's catalog (format_type), not from the user
+        typ = sql.SQL(t.column_types.get(t.watermark) or "text")  # type: ignore[arg-type]
+        if any(w in (t.column_types.get(t.watermark) or "") for w in ("timestamp", "date")):
+            conds.append(sql.SQL("{} >= CAST(%s AS {}) - %s * interval '1 second'").format(
+                wm, typ))
+            params += [mark.watermark, overlap_s]
+        else:
+            conds.append(sql.SQL("{} >= CAST(%s AS {})").format(wm, typ))
+            params.append(mark.watermark)
+    if mark.watermark is not None and mark.inflight_xids:
+        fence = [str(x & 0xFFFFFFFF) for x in mark.inflight_xids]
+        conds.append(sql.SQL("xmin = ANY(%s::text[]::xid[])"))
+        params.append(fence)
+    base = sql.SQL(" OR ").join(sql.SQL("({})").format(c) for c in conds) if conds else None
+    pending = sorted(set(mark.inflight_xids) | set(snapshot_xip))
+    cp = mark.checkpoint or {}
+    last: list[Any] | None = cp.get("last") if cp.get("watermark") == mark.watermark else None
+    order = [t.watermark, *[k for k in t.key if k != t.watermark]]
+    ocols = cols(order)
+    top = mark.watermark
+    while True:
+        where: list[sql.Composable] = [base] if base is not None else []
+        p = list(params) if base is not None else []
+        if last is not None:
+            where.append(sql.SQL("({}) > ({})").format(ocols, sql.SQL(", ").join(
+                sql.Placeholder() for _ in last)))
+            p += last
+        cond = sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where) if where \
+            else sql.SQL("true")
+        q = sql.SQL("SELECT {o}, {w}::text AS pgferry_wm FROM {t} WHERE {c} ORDER BY {o}"
+                    " LIMIT {n}").format(
+            o=ocols, w=wm, t=table_ident(t), c=src_where(t, cond), n=sql.Literal(link.batch_size))
+        rows = src.execute(q, p).fetchall()
+        if not rows:
+            break
+        last = list(rows[-1][:-1])
+        top = rows[-1][-1]
+        # the batch is exactly the rows up to ``last`` in (watermark, key) order
+        keys = [tuple(r[order.index(k)] for k in t.key) for r in rows]
+        rng = sql.SQL("({}) IN ({})").format(cols(t.key), _values(keys))
+        kp = [v for k in keys for v in k]
+        link.begin(t)
+        stage = _stage_range(link, t, masks, rng, kp)
+        c = write.apply(tgt, t, link.ctx, stage)
+        _add(res, c)
+        link.end(t)
+        state.write(tgt, source, qn, "watermark", state.Mark(
+            mark.watermark, pending, {"watermark": mark.watermark, "last": _jsonable(last),
+                                      "top": top}))
+        link.commit()
+        progress(len(rows))
+    final_top = top if top is not None else mark.watermark
+    state.write(tgt, source, qn, "watermark", state.Mark(final_top, list(snapshot_xip), None))
+    link.commit()
+
+
+def _jsonable(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        out.append(v if v is None or isinstance(v, bool | int | float | str) else str(v))
+    return out

@@ -1,0 +1,224 @@
+"""The target side of a sync: staging tables, upserts, deletes, dead letters, triggers.
+
+Contract: every function runs inside the caller's open transaction on the
+target connection and never commits. Rows arrive in a temporary staging table
+(:func:`staging`, filled by ``COPY``) and are applied with :func:`apply`:
+``INSERT ... ON CONFLICT (key) DO UPDATE ... WHERE row IS DISTINCT FROM``, so
+unchanged rows cost no write. When the statement fails on a row (constraint
+violation, bad value — any non-transient error), the batch is bisected under
+savepoints until the bad rows are isolated; they go to
+``pgferry.dead_letters`` and the rest is written. Transient errors propagate
+so the caller can retry the whole batch. :func:`delete_missing` removes rows
+whose key the source no longer has, after checking that no table outside the
+selection still references them (:class:`ReferencedByUnselected`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.errors import OperationFailed
+from pgferry.pg.connect import is_transient, redact
+from pgferry.sync import state
+from pgferry.sync.copy import cols, table_ident
+from pgferry.sync.plan import TablePlan
+from pgferry.sync.result import DeadLetter
+
+STAGE = "pgferry_stage"
+KEYS = "pgferry_keys"
+_NUMBERED = "pgferry_stage_n"
+# Types without an equality operator: compare their text form.
+_NO_EQ = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
+
+
+class ReferencedByUnselected(OperationFailed):
+    """A delete would break (or cascade into) a table outside the selection."""
+
+
+@dataclass
+class Counts:
+    inserted: int = 0
+    updated: int = 0
+    staged: int = 0
+    dead: list[DeadLetter] = field(default_factory=list)
+
+    @property
+    def unchanged(self) -> int:
+        return self.staged - self.inserted - self.updated - len(self.dead)
+
+
+@dataclass
+class Context:
+    """Who is writing: for dead-letter rows."""
+
+    run_id: str
+    source: str
+
+
+def staging(conn: psycopg.Connection[Any], t: TablePlan, name: str = STAGE) -> sql.Identifier:
+    """An empty temp table shaped like ``t``'s synced columns (dropped at commit)."""
+    ident = sql.Identifier(name)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
+                 .format(ident, cols(t.columns), table_ident(t)))
+    return ident
+
+
+def key_staging(conn: psycopg.Connection[Any], t: TablePlan) -> sql.Identifier:
+    ident = sql.Identifier(KEYS)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
+                 .format(ident, cols(t.key), table_ident(t)))
+    return ident
+
+
+def _cmp(t: TablePlan, alias: str, names: list[str]) -> sql.Composed:
+    parts = []
+    for c in names:
+        e: sql.Composable = sql.Identifier(alias, c)
+        if t.column_types.get(c, "").split("(")[0] in _NO_EQ:
+            e = sql.SQL("{}::text").format(e)
+        parts.append(e)
+    return sql.SQL("ROW({})").format(sql.SQL(", ").join(parts))
+
+
+def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable) -> sql.Composed:
+    override = sql.SQL(" OVERRIDING SYSTEM VALUE") if t.identity_always else sql.SQL("")
+    insert = sql.SQL("INSERT INTO {t} AS t ({c}){o} SELECT {c} FROM {s} WHERE {w}").format(
+        t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where)
+    if t.key:
+        upd = [c for c in t.value_columns if c not in t.always_columns]
+        if upd:
+            conflict = sql.SQL(" ON CONFLICT ({k}) DO UPDATE SET {set} WHERE {a} IS DISTINCT FROM"
+                               " {b}").format(
+                k=cols(t.key),
+                set=sql.SQL(", ").join(sql.SQL("{} = excluded.{}").format(
+                    sql.Identifier(c), sql.Identifier(c)) for c in upd),
+                a=_cmp(t, "t", upd), b=_cmp(t, "excluded", upd))
+        else:
+            conflict = sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(cols(t.key))
+        insert = sql.SQL("{}{}").format(insert, conflict)
+    return sql.SQL("WITH up AS ({} RETURNING (xmax = 0) AS ins) SELECT count(*) FILTER"
+                   " (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM up").format(insert)
+
+
+def _run(conn: psycopg.Connection[Any], q: sql.Composable, params: list[Any] | None = None
+         ) -> tuple[int, int]:
+    row = conn.execute(q, params).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
+          stage: sql.Identifier) -> Counts:
+    """Upsert the staged rows into ``t``; bad rows are bisected out into dead letters."""
+    n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()
+    counts = Counts(staged=int(n[0]) if n else 0)
+    if counts.staged == 0:
+        return counts
+    try:
+        with conn.transaction():
+            counts.inserted, counts.updated = _run(conn, _upsert_sql(t, stage, sql.SQL("true")))
+        return counts
+    except psycopg.Error as e:
+        if is_transient(e) or conn.broken:
+            raise
+    numbered = sql.Identifier(_NUMBERED)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(numbered))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT row_number() OVER ()"
+                         " AS pgferry_n, * FROM {}").format(numbered, stage))
+    _bisect(conn, t, ctx, numbered, 1, counts.staged, counts)
+    return counts
+
+
+def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered: sql.Identifier,
+            lo: int, hi: int, counts: Counts) -> None:
+    where = sql.SQL("pgferry_n BETWEEN {} AND {}").format(sql.Literal(lo), sql.Literal(hi))
+    try:
+        with conn.transaction():
+            ins, upd = _run(conn, _upsert_sql(t, numbered, where))
+        counts.inserted += ins
+        counts.updated += upd
+        return
+    except psycopg.Error as e:
+        if is_transient(e) or conn.broken:
+            raise
+        if lo == hi:
+            _dead(conn, t, ctx, numbered, lo, e, counts)
+            return
+    mid = (lo + hi) // 2
+    _bisect(conn, t, ctx, numbered, lo, mid, counts)
+    _bisect(conn, t, ctx, numbered, mid + 1, hi, counts)
+
+
+def _dead(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered: sql.Identifier,
+          n: int, exc: psycopg.Error, counts: Counts) -> None:
+    keys = t.key or tuple(t.columns)
+    q = sql.SQL("SELECT to_jsonb(s) - 'pgferry_n', jsonb_build_object({}) FROM {} s"
+                " WHERE pgferry_n = %s").format(
+        sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier("s", k))
+                           for k in keys), numbered)
+    row = conn.execute(q, [n]).fetchone()
+    assert row is not None
+    diag = exc.diag
+    msg = redact((diag.message_primary if diag and diag.message_primary else str(exc)).strip())
+    sqlstate = exc.sqlstate or ""
+    state.dead_letter(conn, run_id=ctx.run_id, source=ctx.source, table=t.qualname,
+                      key=row[1], row=row[0], error=msg, sqlstate=sqlstate)
+    counts.dead.append(DeadLetter(key=row[1], error=msg, sqlstate=sqlstate))
+
+
+def check_unselected(conn: psycopg.Connection[Any], t: TablePlan, doomed: sql.Composable,
+                     params: list[Any]) -> None:
+    """Fail when a table outside the selection references a row about to be deleted.
+
+    ``doomed`` is a ``SELECT`` of the rows (aliased ``t``) the caller will delete.
+    """
+    for other, fk_cols, ref_cols in t.referenced_by_unselected:
+        schema, name = other.split(".", 1)
+        q = sql.SQL("SELECT 1 FROM {o} u WHERE ({fk}) IN (SELECT {ref} FROM ({d}) t) LIMIT 1"
+                    ).format(o=sql.Identifier(schema, name), fk=cols(fk_cols, "u"),
+                             ref=cols(ref_cols, "t"), d=doomed)
+        if conn.execute(q, params).fetchone():
+            raise ReferencedByUnselected(
+                f"{t.qualname}: rows deleted at the source are still referenced by {other}, "
+                f"which is not in the selection; add {other} to --tables or delete those rows "
+                "there first (nothing was changed in this table)", table=t.qualname,
+                referenced_by=other)
+
+
+def delete_missing(conn: psycopg.Connection[Any], t: TablePlan, keys: sql.Identifier,
+                   range_sql: sql.Composable, params: list[Any]) -> int:
+    """Delete target rows in ``range_sql`` whose key is not in the ``keys`` temp table."""
+    match = sql.SQL("NOT EXISTS (SELECT 1 FROM {k} k WHERE ({kc}) = ({tc}))").format(
+        k=keys, kc=cols(t.key, "k"), tc=cols(t.key, "t"))
+    doomed = sql.SQL("SELECT * FROM {tbl} t WHERE {r} AND {m}").format(
+        tbl=table_ident(t), r=range_sql, m=match)
+    check_unselected(conn, t, doomed, params)
+    cur = conn.execute(sql.SQL("DELETE FROM {tbl} t WHERE {r} AND {m}").format(
+        tbl=table_ident(t), r=range_sql, m=match), params)
+    return max(cur.rowcount, 0)
+
+
+def delete_all(conn: psycopg.Connection[Any], t: TablePlan) -> int:
+    """Empty ``t`` (full mode without a key): TRUNCATE when nothing references it."""
+    if not t.referenced and not t.partitioned:
+        n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(t))).fetchone()
+        # TRUNCATE (no CASCADE: nothing references it) also allows COPY FREEZE afterwards.
+        conn.execute(sql.SQL("TRUNCATE {}").format(table_ident(t)))
+        return int(n[0]) if n else 0
+    check_unselected(conn, t, sql.SQL("SELECT * FROM {}").format(table_ident(t)), [])
+    cur = conn.execute(sql.SQL("DELETE FROM {}").format(table_ident(t)))
+    return max(cur.rowcount, 0)
+
+
+def triggers(conn: psycopg.Connection[Any], t: TablePlan, enable: bool) -> None:
+    """``ALTER TABLE ... ENABLE|DISABLE TRIGGER USER`` (inside the batch's transaction)."""
+    if t.triggers != "disable" or not t.user_triggers:
+        return
+    verb = sql.SQL("ENABLE" if enable else "DISABLE")
+    conn.execute(sql.SQL("ALTER TABLE {} {} TRIGGER USER").format(table_ident(t), verb))
