@@ -1,0 +1,139 @@
+"""What a statement changes in the lint run's picture, and how it sits in transactions.
+
+Contract: pure functions over :class:`~pgferry.lint.model.Stmt` and
+:class:`~pgferry.lint.model.Context`. The engine calls :func:`apply` after the
+rules have seen a statement, so rules see the state *before* it.
+"""
+
+from __future__ import annotations
+
+from pgferry.lint.model import Context, Node, Stmt
+from pgferry.lint.nodes import (
+    alter_cmds,
+    constraints,
+    defnames,
+    list_name,
+    qualname,
+    type_text,
+    unwrap,
+)
+
+_BEGIN = {"TRANS_STMT_BEGIN", "TRANS_STMT_START"}
+_END = {"TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE",
+        "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"}
+DATA_KINDS = {"UpdateStmt", "DeleteStmt", "InsertStmt", "MergeStmt"}
+
+
+def is_begin(st: Stmt) -> bool:
+    return st.kind == "TransactionStmt" and st.node.get("kind") in _BEGIN
+
+
+def ends_tx(st: Stmt) -> bool:
+    return st.kind == "TransactionStmt" and st.node.get("kind") in _END
+
+
+def tx_depth_after(st: Stmt, depth: int) -> int:
+    if is_begin(st):
+        return depth + 1
+    if ends_tx(st):
+        return max(0, depth - 1)
+    return depth
+
+
+def non_transactional(st: Stmt) -> bool:
+    """True for statements PostgreSQL (or the runner) will not run inside a transaction."""
+    n = st.node
+    if st.kind == "IndexStmt" or st.kind == "DropStmt":
+        return bool(n.get("concurrent"))
+    if st.kind == "ReindexStmt":
+        return "concurrently" in defnames(n.get("params"))
+    if st.kind == "VacuumStmt":
+        return bool(n.get("is_vacuumcmd"))
+    if st.kind == "AlterEnumStmt":
+        return not n.get("oldVal")  # ADD VALUE (RENAME VALUE is transactional)
+    if st.kind in ("CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt",
+                   "DropTableSpaceStmt"):
+        return True
+    if st.kind == "AlterTableStmt":
+        for cmd in alter_cmds(n):
+            if cmd.get("subtype") == "AT_DetachPartition":
+                _, pc = unwrap(cmd.get("def"))
+                if pc.get("concurrent"):
+                    return True
+    return False
+
+
+def not_null_check_column(con: Node) -> str | None:
+    """The column of a ``CHECK (col IS NOT NULL)`` constraint, else None."""
+    kind, expr = unwrap(con.get("raw_expr"))
+    if kind == "NullTest" and expr.get("nulltesttype") == "IS_NOT_NULL":
+        k, ref = unwrap(expr.get("arg"))
+        if k == "ColumnRef":
+            fields = [unwrap(f) for f in ref.get("fields") or []]
+            if fields and fields[-1][0] == "String":
+                return str(fields[-1][1].get("sval"))
+    return None
+
+
+def apply(st: Stmt, cx: Context) -> None:
+    """Record what ``st`` creates or changes (tables, column types, checks)."""
+    n = st.node
+    if st.kind == "CreateStmt":
+        table = qualname(n.get("relation"))
+        cx.created.add(table)
+        cols = cx.columns.setdefault(table, {})
+        for elt in n.get("tableElts") or []:
+            if "ColumnDef" in elt:
+                cd = elt["ColumnDef"]
+                cols[cd.get("colname", "")] = type_text(cd.get("typeName"))
+    elif st.kind == "CreateTableAsStmt":
+        _, into = unwrap(n.get("into"))
+        cx.created.add(qualname(into.get("rel")))
+    elif st.kind == "DropStmt" and n.get("removeType") == "OBJECT_TABLE":
+        for obj in n.get("objects") or []:
+            name = list_name(obj)
+            cx.created.discard(name if "." in name else f"public.{name}")
+    elif st.kind == "AlterTableStmt" and n.get("objtype") == "OBJECT_TABLE":
+        _apply_alter(st, cx, qualname(n.get("relation")))
+    elif st.kind in DATA_KINDS and st.in_tx:
+        _, rv = unwrap(n.get("relation"))
+        cx.tx_data_tables.add(qualname(rv) if rv else "")
+
+
+def _apply_alter(st: Stmt, cx: Context, table: str) -> None:
+    cols = cx.columns.setdefault(table, {})
+    ddl = False
+    for cmd in alter_cmds(st.node):
+        sub = cmd.get("subtype")
+        kind, body = unwrap(cmd.get("def"))
+        if sub == "AT_AddColumn" and kind == "ColumnDef":
+            cols[body.get("colname", "")] = type_text(body.get("typeName"))
+            for con in constraints(body):
+                if con.get("contype") == "CONSTR_CHECK":
+                    _note_check(cx, table, con)
+        elif sub == "AT_AlterColumnType" and kind == "ColumnDef":
+            cols[cmd.get("name", "")] = type_text(body.get("typeName"))
+        elif sub == "AT_AddConstraint" and kind == "Constraint":
+            if body.get("skip_validation") and body.get("conname"):
+                cx.tx_not_valid[body["conname"]] = table
+            if body.get("contype") == "CONSTR_CHECK":
+                _note_check(cx, table, body)
+        elif sub == "AT_ValidateConstraint":
+            col = cx.nn_checks.get((table, cmd.get("name", "")))
+            if col:
+                cx.nn_validated.setdefault(table, set()).add(col)
+        if sub not in ("AT_ValidateConstraint",):
+            ddl = True
+    if ddl and st.in_tx and not cx.is_new(table):
+        cx.tx_ddl_tables.add(table)
+
+
+def _note_check(cx: Context, table: str, con: Node) -> None:
+    col = not_null_check_column(con)
+    if not col:
+        return
+    if con.get("conname"):
+        cx.nn_checks[(table, con["conname"])] = col
+    if not con.get("skip_validation"):
+        cx.nn_validated.setdefault(table, set()).add(col)
+

@@ -1,0 +1,188 @@
+"""The lint engine: parse SQL with pglast, run the rules in order, apply suppressions.
+
+Contract:
+- :class:`Settings` says which rules run and how severe they are (``[lint]`` in
+  pgferry.toml, or the CLI). :func:`active_rules` applies it.
+- :class:`Linter` lints files in the order given (the order migrations run), so
+  a table created in an earlier file counts as new in a later one. It returns
+  :class:`~pgferry.lint.model.Finding` lists; unparsable SQL raises
+  :class:`~pgferry.errors.SqlParseError` naming file, line and the parser's words.
+- Parsing uses pglast's JSON path (``parse_sql_json``): plain dicts are several
+  times cheaper to build than pglast's per-node Python objects.
+- The transaction model is the runner's: a file runs in one transaction unless it
+  holds a statement that cannot (CONCURRENTLY, VACUUM, ALTER TYPE ADD VALUE ...);
+  explicit BEGIN ... COMMIT blocks count too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pgferry.errors import SqlParseError
+from pgferry.lint import effects, suppress
+from pgferry.lint.impact import impact_of
+from pgferry.lint.model import DEFAULT_PG, Context, FileInfo, Finding, Hit, Rule, Stmt
+from pgferry.lint.rules import ALL_RULES
+
+_LEAD = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
+_SPACE = re.compile(r"\s+")
+
+
+@dataclass
+class Settings:
+    """Which rules run: ``disable``/``enable`` take names or codes; ``severity`` overrides."""
+
+    disable: list[str] = field(default_factory=list)
+    enable: list[str] = field(default_factory=list)
+    severity: dict[str, str] = field(default_factory=dict)
+    pg_version: int | None = None
+
+    @classmethod
+    def from_config(cls, lint: Any) -> Settings:
+        """From a :class:`~pgferry.config.LintConfig` (or anything with those attributes)."""
+        if lint is None:
+            return cls()
+        return cls(list(lint.disable), list(lint.enable), dict(lint.severity), lint.pg_version)
+
+
+def rule_index() -> dict[str, type[Rule]]:
+    """Every rule by name and by code."""
+    out: dict[str, type[Rule]] = {}
+    for r in ALL_RULES:
+        out[r.name] = r
+        out[r.code] = r
+    return out
+
+
+def active_rules(settings: Settings, pg_version: int) -> list[Rule]:
+    """The rule instances that run under ``settings`` for ``pg_version``."""
+    known = rule_index()
+    for key in [*settings.disable, *settings.enable, *settings.severity]:
+        if key not in known:
+            from pgferry.errors import ConfigError
+
+            raise ConfigError(f"[lint] names an unknown rule {key!r}; "
+                              "see `pgferry lint --list-rules`")
+    off = {known[k].name for k in settings.disable}
+    on = {known[k].name for k in settings.enable}
+    return [r() for r in ALL_RULES
+            if r.name not in off and (not r.opt_in or r.name in on) and r.applies(pg_version)]
+
+
+def severity_of(rule: type[Rule] | Rule, settings: Settings) -> str:
+    return settings.severity.get(rule.name) or settings.severity.get(rule.code) or rule.severity
+
+
+class Linter:
+    """Lints files in order; keeps what earlier files created (tables, columns)."""
+
+    def __init__(self, settings: Settings | None = None, catalog: Any = None,
+                 pg_version: int | None = None) -> None:
+        self.settings = settings or Settings()
+        self.catalog = catalog
+        version = pg_version or self.settings.pg_version
+        if version is None and catalog is not None:
+            version = catalog.server_version // 10000
+        self.pg_version = version or DEFAULT_PG
+        self.rules = active_rules(self.settings, self.pg_version)
+        self.by_kind: dict[str, list[Rule]] = {}
+        self.every: list[Rule] = []
+        for r in self.rules:
+            if r.kinds:
+                for k in r.kinds:
+                    self.by_kind.setdefault(k, []).append(r)
+            else:
+                self.every.append(r)
+        self.cx = Context(pg_version=self.pg_version, catalog=catalog)
+
+    def lint_files(self, items: Iterable[tuple[str, str]]) -> list[Finding]:
+        """Lint (path, text) pairs in order; SqlParseError stops at the first bad file."""
+        out: list[Finding] = []
+        for path, text in items:
+            out.extend(self.lint_text(path, text))
+        return out
+
+    def lint_text(self, path: str, text: str) -> list[Finding]:
+        """Findings of one file, suppressions applied (suppressed ones kept, marked)."""
+        data = text.encode("utf-8")
+        stmts = parse(path, text, data)
+        info = FileInfo(path, text, data, transactional=not any(
+            effects.non_transactional(s) for s in stmts))
+        cx = self.cx
+        cx.file, cx.stmts = info, stmts
+        cx.settings = set()
+        cx.scratch = {}
+        cx.reset_tx()
+        raw: list[tuple[Rule, Hit, Stmt | None]] = []
+        depth = 0
+        for st in stmts:
+            st.explicit_tx = depth > 0
+            st.in_tx = st.explicit_tx or info.transactional
+            for rule in (*self.by_kind.get(st.kind, ()), *self.every):
+                for hit in rule.check(st, cx):
+                    raw.append((rule, hit, st))
+            effects.apply(st, cx)
+            depth = effects.tx_depth_after(st, depth)
+            if depth == 0 and (not info.transactional or effects.ends_tx(st)):
+                cx.reset_tx()
+        for rule in self.rules:
+            for hit in rule.finish(cx):
+                raw.append((rule, hit, None))
+        findings = [self._finding(info, stmts, rule, hit, st) for rule, hit, st in raw]
+        active = {r.name for r in self.rules}
+        findings = suppress.apply(info, stmts, findings, active, rule_index())
+        cx.reset_tx()
+        return sorted(findings, key=lambda f: f.sort_key)
+
+    def _finding(self, info: FileInfo, stmts: list[Stmt], rule: Rule, hit: Hit,
+                 st: Stmt | None) -> Finding:
+        offset = hit.loc if hit.loc is not None else (st.start if st else len(info.data))
+        line, col = position(info, offset)
+        text = ""
+        if st is not None:
+            text = _SPACE.sub(" ", info.text_at(st.start, st.end)).strip()
+            if len(text) > 200:
+                text = text[:197] + "..."
+        impact = ""
+        if self.catalog is not None and hit.table:
+            impact = impact_of(self.catalog, hit.table, rule.lock, hit.work if hit.work is not None
+                               else rule.work)
+        return Finding(rule.name, rule.code, severity_of(rule, self.settings), info.path, line,
+                       col, hit.message or rule.message, rule.help, text, impact,
+                       stmt_index=st.index if st else None)
+
+
+def position(info: FileInfo, offset: int) -> tuple[int, int]:
+    """1-based (line, column) of a byte offset."""
+    data = info.data
+    offset = max(0, min(offset, len(data)))
+    line = data.count(b"\n", 0, offset) + 1
+    bol = data.rfind(b"\n", 0, offset) + 1
+    col = len(data[bol:offset].decode("utf-8", "replace")) + 1
+    return line, col
+
+
+def parse(path: str, text: str, data: bytes | None = None) -> list[Stmt]:
+    """The statements of ``text``; SqlParseError names file:line and the parser's message."""
+    from pglast.parser import ParseError, parse_sql_json
+
+    data = text.encode("utf-8") if data is None else data
+    try:
+        tree = json.loads(parse_sql_json(text))
+    except ParseError as e:
+        msg, where = (e.args + (None,))[:2] if e.args else (str(e), None)
+        line = text[: where if isinstance(where, int) else 0].count("\n") + 1
+        raise SqlParseError(f"{path}:{line}: {msg}", path=path, line=line) from None
+    out: list[Stmt] = []
+    for i, raw in enumerate(tree.get("stmts", [])):
+        loc = raw.get("stmt_location", 0)
+        length = raw.get("stmt_len", 0)
+        end = loc + length if length else len(data.rstrip())
+        start = _LEAD.match(data, loc).end()  # type: ignore[union-attr]
+        kind, body = next(iter(raw["stmt"].items()))
+        out.append(Stmt(kind, body, start, max(end, start), i))
+    return out

@@ -1,0 +1,183 @@
+"""The linter's data: findings, rules, statements and the state a lint run carries.
+
+Contract:
+- A :class:`Rule` is one small class: ``code``, ``name``, ``severity``, one-line
+  ``message``, ``help`` (the safe way, one line), the PostgreSQL versions it
+  applies to, the node kinds it looks at, and :meth:`Rule.check`, which reads
+  one :class:`Stmt` and the run's :class:`Context` and yields :class:`Hit`.
+  Its docstring is its documentation (anti-pattern and safe rewrite as SQL).
+- Rules are pure: they read parse trees (pglast's JSON form, plain dicts) and
+  the optional catalog snapshot, and never touch a database, a file or a clock.
+- :class:`Finding` is what reaches users (text, JSON, SARIF, the migrate gate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from pgferry.lint.snapshot import Snapshot
+
+Node = dict[str, Any]
+DEFAULT_SCHEMA = "public"
+#: the PostgreSQL version rules assume without a target or ``--pg-version``
+DEFAULT_PG = 18
+
+
+@dataclass
+class Finding:
+    """One problem at one place; ``severity`` is ``"error"`` or ``"warning"``."""
+
+    rule: str
+    code: str
+    severity: str
+    path: str
+    line: int
+    column: int
+    message: str
+    help: str = ""
+    statement: str = ""
+    impact: str = ""
+    suppressed: str | None = None  # the reason, when an ignore comment silenced it
+    stmt_index: int | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "rule": self.rule, "code": self.code, "severity": self.severity,
+            "path": self.path, "line": self.line, "column": self.column,
+            "message": self.message, "help": self.help, "statement": self.statement,
+        }
+        if self.impact:
+            d["impact"] = self.impact
+        if self.suppressed is not None:
+            d["suppressed"] = self.suppressed
+        return d
+
+    @property
+    def sort_key(self) -> tuple[str, int, int, str]:
+        return (self.path, self.line, self.column, self.code)
+
+
+@dataclass
+class Hit:
+    """What a rule reports: where (byte offset in the file, None = the statement
+    start), on which table (for catalog impact), and an optional sharper message."""
+
+    loc: int | None = None
+    table: str | None = None
+    message: str | None = None
+    work: str | None = None  # overrides Rule.work ("rewrite", "scan", "index", "")
+
+
+@dataclass
+class Stmt:
+    """One parsed statement of a file."""
+
+    kind: str  # pglast node name, e.g. "AlterTableStmt"
+    node: Node
+    start: int  # byte offset of the first token (comments skipped)
+    end: int  # byte offset after the last token
+    index: int  # position in the file (0-based)
+    in_tx: bool = False  # runs inside a transaction (explicit BEGIN or the runner's)
+    explicit_tx: bool = False  # inside an explicit BEGIN ... COMMIT of the file
+    cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class FileInfo:
+    """Per-file facts the engine works out before rules run."""
+
+    path: str
+    text: str
+    data: bytes
+    #: the runner wraps the file in one transaction (no CONCURRENTLY, VACUUM, ...)
+    transactional: bool = True
+
+    def text_at(self, start: int, end: int) -> str:
+        return self.data[start:end].decode("utf-8", "replace")
+
+
+@dataclass
+class Context:
+    """What a lint run knows while it walks statements in order, across files."""
+
+    pg_version: int = DEFAULT_PG
+    catalog: Snapshot | None = None
+    #: tables created earlier in this run ("schema.table"), so new tables are not "existing"
+    created: set[str] = field(default_factory=set)
+    #: column types known from this run: table -> column -> type name
+    columns: dict[str, dict[str, str]] = field(default_factory=dict)
+    file: FileInfo | None = None
+    stmts: list[Stmt] = field(default_factory=list)
+    #: per transaction facts (reset at COMMIT and at each file's end)
+    tx_not_valid: dict[str, str] = field(default_factory=dict)  # constraint -> table
+    tx_ddl_tables: set[str] = field(default_factory=set)
+    tx_data_tables: set[str] = field(default_factory=set)
+    #: CHECK (col IS NOT NULL) constraints added in this run: (table, name) -> column
+    nn_checks: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: columns proven not null by a validated CHECK added in this run: table -> columns
+    nn_validated: dict[str, set[str]] = field(default_factory=dict)
+    settings: set[str] = field(default_factory=set)  # SET names seen in this file
+    #: per-file scratch space for rules that need memory within a file (reset per file)
+    scratch: dict[str, Any] = field(default_factory=dict)
+
+    def is_new(self, table: str) -> bool:
+        """True when ``table`` was created in this run (so nobody uses it yet)."""
+        return table in self.created
+
+    def is_empty(self, table: str) -> bool:
+        """True when the catalog says the table exists and has no data pages."""
+        if self.catalog is None:
+            return False
+        t = self.catalog.tables.get(table)
+        return t is not None and t.heap_bytes == 0
+
+    def is_new_or_empty(self, table: str) -> bool:
+        return self.is_new(table) or self.is_empty(table)
+
+    def reset_tx(self) -> None:
+        self.tx_not_valid.clear()
+        self.tx_ddl_tables.clear()
+        self.tx_data_tables.clear()
+
+
+class Rule:
+    """Base of every rule; subclasses set the class attributes and :meth:`check`."""
+
+    code: ClassVar[str]
+    name: ClassVar[str]
+    severity: ClassVar[str] = "warning"
+    message: ClassVar[str]
+    help: ClassVar[str] = ""
+    #: statement node kinds this rule reads (``()`` means every statement)
+    kinds: ClassVar[tuple[str, ...]] = ()
+    min_pg: ClassVar[int] = 9
+    max_pg: ClassVar[int | None] = None
+    #: off unless listed in ``[lint] enable``
+    opt_in: ClassVar[bool] = False
+    #: the lock taken, for catalog-mode impact ("" when none worth naming)
+    lock: ClassVar[str] = ""
+    #: "rewrite" (table rewritten), "scan" (full scan under the lock), "index" (index build)
+    work: ClassVar[str] = ""
+    #: squawk's name for the same check, when squawk has one (bench agreement)
+    squawk: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def applies(cls, pg_version: int) -> bool:
+        return cls.min_pg <= pg_version and (cls.max_pg is None or pg_version <= cls.max_pg)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        """Findings for one statement (the default: none)."""
+        return iter(())
+
+    def finish(self, cx: Context) -> Iterator[Hit]:
+        """Findings about the file as a whole, after its last statement (default: none)."""
+        return iter(())
+
+    @classmethod
+    def versions(cls) -> str:
+        if cls.max_pg is None:
+            return "all" if cls.min_pg <= 9 else f"{cls.min_pg}+"
+        return f"{cls.min_pg}-{cls.max_pg}"

@@ -1,0 +1,89 @@
+"""Helpers rules share: where an ALTER TABLE action starts, which columns a statement defines.
+
+Contract: pure; :func:`cmd_offsets` runs pglast's scanner over one statement
+(cached on the statement) to find where each ALTER TABLE action begins, because
+the parse tree does not keep that position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pgferry.lint.model import Context, Node, Stmt
+from pgferry.lint.nodes import alter_cmds, qualname, unwrap
+
+
+def existing(cx: Context, table: str) -> bool:
+    """True when ``table`` may hold rows that other sessions use right now."""
+    return not cx.is_new_or_empty(table)
+
+
+def cmd_offsets(cx: Context, st: Stmt) -> list[int]:
+    """Byte offset of each ALTER TABLE action, in ``alter_cmds`` order."""
+    if "cmd_offsets" in st.cache:
+        return st.cache["cmd_offsets"]  # type: ignore[no-any-return]
+    n_cmds = len(st.node.get("cmds") or [])
+    offsets: list[int] = []
+    info = cx.file
+    rel = (st.node.get("relation") or {}).get("location", -1)
+    if info is not None and rel >= 0:
+        from pglast.parser import scan
+
+        raw = info.data[st.start:st.end]
+        text = raw.decode("utf-8", "replace")
+        ascii_ = len(raw) == len(text)
+        rel_char = len(info.data[st.start:rel].decode("utf-8", "replace"))
+        toks = [t for t in scan(text) if t.name not in ("SQL_COMMENT", "C_COMMENT")]
+        i = next((k for k, t in enumerate(toks) if t.start >= rel_char), len(toks))
+        i += 1  # the relation's first name part
+        while i + 1 < len(toks) and toks[i].name == "ASCII_46":  # ".name"
+            i += 2
+        if i < len(toks) and toks[i].name == "ASCII_42":  # "*"
+            i += 1
+        depth = 0
+        if i < len(toks):
+            offsets.append(toks[i].start)
+        for t in toks[i:]:
+            if t.name == "ASCII_40":
+                depth += 1
+            elif t.name == "ASCII_41":
+                depth -= 1
+            elif t.name == "ASCII_44" and depth == 0:
+                offsets.append(t.end + 1)
+        offsets = [o if ascii_ else len(text[:o].encode("utf-8")) for o in offsets]
+        # skip the blank after a comma: point at the action's first token
+        fixed = []
+        for o in offsets:
+            while o < len(raw) and raw[o:o + 1].isspace():
+                o += 1
+            fixed.append(st.start + o)
+        offsets = fixed
+    if len(offsets) != n_cmds:
+        offsets = [st.start] * n_cmds
+    st.cache["cmd_offsets"] = offsets
+    return offsets
+
+
+def alter_actions(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, str, Node, int]]:
+    """(table, cmd, def kind, def body, action offset) for each ALTER TABLE action."""
+    if st.node.get("objtype") not in ("OBJECT_TABLE", None):
+        return
+    table = qualname(st.node.get("relation"))
+    cmds = alter_cmds(st.node)
+    offsets = cmd_offsets(cx, st) if cmds else []
+    for cmd, off in zip(cmds, offsets, strict=False):
+        kind, body = unwrap(cmd.get("def"))
+        yield table, cmd, kind, body, off
+
+
+def column_defs(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, bool]]:
+    """(table, ColumnDef body, added to an existing table?) from CREATE TABLE and ADD COLUMN."""
+    if st.kind == "CreateStmt":
+        table = qualname(st.node.get("relation"))
+        for elt in st.node.get("tableElts") or []:
+            if "ColumnDef" in elt:
+                yield table, elt["ColumnDef"], False
+    elif st.kind == "AlterTableStmt":
+        for table, cmd, kind, body, _ in alter_actions(cx, st):
+            if cmd.get("subtype") == "AT_AddColumn" and kind == "ColumnDef":
+                yield table, body, True

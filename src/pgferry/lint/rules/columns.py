@@ -1,0 +1,337 @@
+"""Rules about adding, changing and removing columns of existing tables."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pgferry.lint.model import Context, Hit, Node, Rule, Stmt
+from pgferry.lint.nodes import constraints, func_calls, loc, type_name
+from pgferry.lint.rules._util import alter_actions, existing
+from pgferry.lint.rules.volatility import is_volatile
+from pgferry.lint.types import binary_coercible
+
+
+def _added_columns(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, int]]:
+    for table, cmd, kind, body, off in alter_actions(cx, st):
+        if cmd.get("subtype") == "AT_AddColumn" and kind == "ColumnDef" and existing(cx, table):
+            yield table, body, off
+
+
+class AddingFieldWithDefault(Rule):
+    """ADD COLUMN with a volatile DEFAULT rewrites the whole table.
+
+    Since PostgreSQL 11 a constant (or stable) default is stored in the catalog
+    and costs nothing; a volatile one (``random()``, ``gen_random_uuid()``,
+    ``clock_timestamp()``, ``nextval()``, or a user function marked VOLATILE)
+    must be computed for every existing row, so the table is rewritten under
+    ACCESS EXCLUSIVE. Before 11 every non-NULL default rewrites. In catalog mode
+    user functions are judged by ``pg_proc.provolatile``; without a catalog an
+    unknown function counts as volatile.
+
+    Anti-pattern::
+
+        ALTER TABLE accounts ADD COLUMN token uuid DEFAULT gen_random_uuid();
+
+    Safe::
+
+        ALTER TABLE accounts ADD COLUMN token uuid;
+        ALTER TABLE accounts ALTER COLUMN token SET DEFAULT gen_random_uuid();
+        -- backfill existing rows in batches, in later migrations
+        UPDATE accounts SET token = gen_random_uuid() WHERE id BETWEEN 1 AND 10000;
+    """
+
+    code, name, severity = "PF001", "adding-field-with-default", "error"
+    message = "ADD COLUMN with a volatile default rewrites the table under ACCESS EXCLUSIVE"
+    help = "Add the column without the default, SET DEFAULT separately, backfill in batches."
+    kinds = ("AlterTableStmt",)
+    lock, work = "ACCESS EXCLUSIVE", "rewrite"
+    squawk = ("adding-field-with-default",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        for table, col, _ in _added_columns(cx, st):
+            for con in constraints(col):
+                if con.get("contype") != "CONSTR_DEFAULT":
+                    continue
+                expr = con.get("raw_expr")
+                if cx.pg_version < 11:
+                    if "A_Const" in (expr or {}) and (expr or {})["A_Const"].get("isnull"):
+                        continue
+                    yield Hit(loc(con), table, "ADD COLUMN with a DEFAULT rewrites the table "
+                              f"before PostgreSQL 11 (linting for {cx.pg_version})")
+                    continue
+                bad = [f"{s + '.' if s else ''}{n}()" for s, n, _ in func_calls(expr)
+                       if is_volatile(cx, s, n)]
+                if bad:
+                    where = _expr_loc(expr) or loc(con)
+                    yield Hit(where, table, f"ADD COLUMN default {bad[0]} is volatile: it "
+                              "rewrites the table under ACCESS EXCLUSIVE")
+
+
+def _expr_loc(expr: Node | None) -> int | None:
+    if not expr:
+        return None
+    return loc(next(iter(expr.values()))) if isinstance(expr, dict) else None
+
+
+class AddingRequiredField(Rule):
+    """ADD COLUMN ... NOT NULL without a DEFAULT fails on a table that has rows.
+
+    Anti-pattern::
+
+        ALTER TABLE orders ADD COLUMN region text NOT NULL;
+
+    Safe::
+
+        ALTER TABLE orders ADD COLUMN region text NOT NULL DEFAULT 'eu';
+        -- or: add it nullable, backfill, then add NOT NULL the safe way
+        ALTER TABLE orders ADD COLUMN region text;
+    """
+
+    code, name, severity = "PF002", "adding-required-field", "error"
+    message = "ADD COLUMN NOT NULL without a DEFAULT fails when the table has rows"
+    help = "Give it a constant DEFAULT, or add it nullable, backfill, then enforce NOT NULL."
+    kinds = ("AlterTableStmt",)
+    lock = "ACCESS EXCLUSIVE"
+    squawk = ("adding-required-field",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        for table, col, off in _added_columns(cx, st):
+            kinds = {c.get("contype") for c in constraints(col)}
+            if "CONSTR_NOTNULL" in kinds and not kinds & {
+                "CONSTR_DEFAULT", "CONSTR_GENERATED", "CONSTR_IDENTITY"
+            } and type_name(col.get("typeName"))[0] not in ("serial", "bigserial",
+                                                              "smallserial", "serial4",
+                                                              "serial8", "serial2"):
+                yield Hit(off, table)
+
+
+class AddingNotNullableField(Rule):
+    """SET NOT NULL on an existing column scans the table under ACCESS EXCLUSIVE.
+
+    From PostgreSQL 12 the scan is skipped when a validated
+    ``CHECK (col IS NOT NULL)`` already proves it (in catalog mode pgferry looks
+    the check up; without a catalog it accepts one validated earlier in the run).
+
+    Anti-pattern::
+
+        ALTER TABLE users ALTER COLUMN email SET NOT NULL;
+
+    Safe::
+
+        ALTER TABLE users ADD CONSTRAINT users_email_nn CHECK (email IS NOT NULL) NOT VALID;
+        -- next migration:
+        ALTER TABLE users VALIDATE CONSTRAINT users_email_nn;
+        ALTER TABLE users ALTER COLUMN email SET NOT NULL;
+        ALTER TABLE users DROP CONSTRAINT users_email_nn;
+    """
+
+    code, name, severity = "PF003", "adding-not-nullable-field", "error"
+    message = "SET NOT NULL scans the whole table under ACCESS EXCLUSIVE"
+    help = ("Add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it in the next migration, "
+            "then SET NOT NULL (PostgreSQL 12+ skips the scan).")
+    kinds = ("AlterTableStmt",)
+    lock, work = "ACCESS EXCLUSIVE", "scan"
+    squawk = ("adding-not-nullable-field",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        for table, cmd, _, _, off in alter_actions(cx, st):
+            if cmd.get("subtype") != "AT_SetNotNull" or not existing(cx, table):
+                continue
+            col = cmd.get("name", "")
+            if cx.pg_version >= 12 and col in cx.nn_validated.get(table, set()):
+                continue
+            t = cx.catalog.tables.get(table) if cx.catalog else None
+            if t is not None and (col in t.not_null or (
+                    cx.pg_version >= 12 and t.not_null_proven(col))):
+                continue
+            yield Hit(off, table)
+
+
+class AddingStoredGeneratedColumn(Rule):
+    """ADD COLUMN ... GENERATED ALWAYS AS (...) STORED rewrites the table.
+
+    Anti-pattern::
+
+        ALTER TABLE orders ADD COLUMN total numeric GENERATED ALWAYS AS (qty * price) STORED;
+
+    Safe::
+
+        ALTER TABLE orders ADD COLUMN total numeric;
+        -- fill it from a trigger for new rows and backfill old rows in batches,
+        -- or compute it in a view
+    """
+
+    code, name, severity = "PF004", "adding-stored-generated-column", "error"
+    message = "adding a stored generated column rewrites the table under ACCESS EXCLUSIVE"
+    help = "Add a plain column, keep it current with a trigger, backfill in batches."
+    kinds = ("AlterTableStmt",)
+    lock, work = "ACCESS EXCLUSIVE", "rewrite"
+    squawk = ("adding-field-with-default",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        for table, col, _ in _added_columns(cx, st):
+            for con in constraints(col):
+                if con.get("contype") == "CONSTR_GENERATED" and con.get("generated_kind",
+                                                                         "s") == "s":
+                    yield Hit(loc(con), table)
+
+
+class AddingIdentityColumn(Rule):
+    """Adding an identity or serial column to an existing table rewrites it.
+
+    Every existing row needs a value from the sequence, so PostgreSQL rewrites
+    the table under ACCESS EXCLUSIVE.
+
+    Anti-pattern::
+
+        ALTER TABLE events ADD COLUMN id bigint GENERATED ALWAYS AS IDENTITY;
+
+    Safe::
+
+        ALTER TABLE events ADD COLUMN id bigint;
+        CREATE SEQUENCE events_id_seq OWNED BY events.id;
+        ALTER TABLE events ALTER COLUMN id SET DEFAULT nextval('events_id_seq');
+        -- backfill old rows in batches, then add NOT NULL and the key the safe way
+    """
+
+    code, name, severity = "PF005", "adding-identity-column", "error"
+    message = "adding an identity/serial column rewrites the table under ACCESS EXCLUSIVE"
+    help = "Add a nullable column with a sequence default, backfill in batches."
+    kinds = ("AlterTableStmt",)
+    lock, work = "ACCESS EXCLUSIVE", "rewrite"
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        for table, col, off in _added_columns(cx, st):
+            serial = type_name(col.get("typeName"))[0] in ("serial", "bigserial", "smallserial",
+                                                           "serial2", "serial4", "serial8")
+            ident = any(c.get("contype") == "CONSTR_IDENTITY" for c in constraints(col))
+            if serial or ident:
+                yield Hit(off, table)
+
+
+class BanDropColumn(Rule):
+    """DROP COLUMN breaks every client that still reads or writes the column.
+
+    Anti-pattern::
+
+        ALTER TABLE users DROP COLUMN legacy_flag;
+
+    Safe::
+
+        -- 1. deploy code that no longer uses the column (ORMs: mark it ignored)
+        -- 2. then, in a later migration:
+        ALTER TABLE users DROP COLUMN IF EXISTS legacy_flag;
+    """
+
+    code, name, severity = "PF006", "ban-drop-column", "warning"
+    message = "DROP COLUMN breaks clients that still use the column; the data is gone"
+    help = "Stop using the column in the application first, then drop it in a later release."
+    kinds = ("AlterTableStmt",)
+    lock = "ACCESS EXCLUSIVE"
+    squawk = ("ban-drop-column",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        for table, cmd, _, _, off in alter_actions(cx, st):
+            if cmd.get("subtype") == "AT_DropColumn" and not cx.is_new(table):
+                yield Hit(off, table)
+
+
+class BanDropNotNull(Rule):
+    """DROP NOT NULL lets NULLs in that clients may not expect.
+
+    Anti-pattern::
+
+        ALTER TABLE users ALTER COLUMN email DROP NOT NULL;
+
+    Safe::
+
+        -- make sure every reader handles NULL first, then drop the constraint
+    """
+
+    code, name, severity = "PF007", "ban-drop-not-null", "warning"
+    message = "DROP NOT NULL lets NULLs in that existing clients may not expect"
+    help = "Make sure every reader handles NULL before dropping the constraint."
+    kinds = ("AlterTableStmt",)
+    squawk = ("ban-drop-not-null",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        for table, cmd, _, _, off in alter_actions(cx, st):
+            if cmd.get("subtype") == "AT_DropNotNull" and not cx.is_new(table):
+                yield Hit(off, table)
+
+
+class ChangingColumnType(Rule):
+    """ALTER COLUMN TYPE usually rewrites the table (and its indexes).
+
+    Binary-coercible changes are free and are not reported: ``varchar(n)`` →
+    ``text``, ``varchar(n)`` → ``varchar(m)`` with m ≥ n, ``numeric(p,s)`` →
+    ``numeric(q,s)`` with q ≥ p, ``cidr`` → ``inet``. pgferry knows the current
+    type from the catalog, or from a CREATE TABLE / ADD COLUMN earlier in the run;
+    when it knows neither it reports the change.
+
+    Anti-pattern::
+
+        ALTER TABLE events ALTER COLUMN id TYPE bigint;
+
+    Safe::
+
+        ALTER TABLE events ADD COLUMN id_new bigint;
+        -- trigger to keep id_new = id, backfill in batches, then swap the columns
+    """
+
+    code, name, severity = "PF008", "changing-column-type", "error"
+    message = "ALTER COLUMN TYPE rewrites the table and its indexes under ACCESS EXCLUSIVE"
+    help = "Add a new column, keep it in sync with a trigger, backfill, then swap."
+    kinds = ("AlterTableStmt",)
+    lock, work = "ACCESS EXCLUSIVE", "rewrite"
+    squawk = ("changing-column-type",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        for table, cmd, kind, body, off in alter_actions(cx, st):
+            if cmd.get("subtype") != "AT_AlterColumnType" or not existing(cx, table):
+                continue
+            col = cmd.get("name", "")
+            old = cx.columns.get(table, {}).get(col)
+            t = cx.catalog.tables.get(table) if cx.catalog else None
+            if old is None and t is not None:
+                old = t.columns.get(col)
+            tn = body.get("typeName") if kind == "ColumnDef" else None
+            if old and tn and binary_coercible(old, tn) and not body.get("raw_default"):
+                continue
+            where = loc(tn) if tn else None
+            yield Hit(where if where is not None else off, table)
+
+
+class RenamingColumn(Rule):
+    """RENAME COLUMN breaks every client that uses the old name.
+
+    Anti-pattern::
+
+        ALTER TABLE users RENAME COLUMN name TO full_name;
+
+    Safe::
+
+        ALTER TABLE users ADD COLUMN full_name text;
+        -- write both, backfill, move readers, then drop the old column later
+    """
+
+    code, name, severity = "PF009", "renaming-column", "warning"
+    message = "RENAME COLUMN breaks clients that still use the old name"
+    help = "Add the new column, dual-write and backfill, move readers, drop the old one later."
+    kinds = ("RenameStmt",)
+    squawk = ("renaming-column",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        from pgferry.lint.nodes import qualname
+
+        if st.node.get("renameType") == "OBJECT_COLUMN":
+            table = qualname(st.node.get("relation"))
+            if not cx.is_new(table):
+                yield Hit(None, table)
+
+
+RULES: list[type[Rule]] = [
+    AddingFieldWithDefault, AddingRequiredField, AddingNotNullableField,
+    AddingStoredGeneratedColumn, AddingIdentityColumn, BanDropColumn, BanDropNotNull,
+    ChangingColumnType, RenamingColumn,
+]

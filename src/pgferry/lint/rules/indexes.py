@@ -1,0 +1,179 @@
+"""Rules about building, dropping and rebuilding indexes and detaching partitions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pgferry.lint.model import Context, Hit, Rule, Stmt
+from pgferry.lint.nodes import defnames, list_name, qualname
+from pgferry.lint.rules._util import alter_actions, existing
+
+
+def _index_table(cx: Context, index: str) -> str | None:
+    """The table an index belongs to, from the catalog (None without one)."""
+    if cx.catalog is None:
+        return None
+    name = index.split(".")[-1]
+    for t in cx.catalog.tables.values():
+        if any(i.name == name for i in t.indexes):
+            return t.name
+    return None
+
+
+class RequireConcurrentIndexCreation(Rule):
+    """CREATE INDEX without CONCURRENTLY blocks writes to the table while it builds.
+
+    Not reported for tables created earlier in the same run (same file or an
+    earlier pending migration), nor, in catalog mode, for empty tables.
+
+    Anti-pattern::
+
+        CREATE INDEX orders_created_idx ON orders (created_at);
+
+    Safe (in a file of its own: it cannot run inside a transaction)::
+
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_created_idx ON orders (created_at);
+    """
+
+    code, name, severity = "PF040", "require-concurrent-index-creation", "error"
+    message = "CREATE INDEX without CONCURRENTLY blocks writes while it builds"
+    help = "CREATE INDEX CONCURRENTLY, in a migration file of its own."
+    kinds = ("IndexStmt",)
+    lock, work = "SHARE", "index"
+    squawk = ("require-concurrent-index-creation",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        table = qualname(st.node.get("relation"))
+        if not st.node.get("concurrent") and existing(cx, table):
+            yield Hit(None, table)
+
+
+class RequireConcurrentIndexDeletion(Rule):
+    """DROP INDEX without CONCURRENTLY takes ACCESS EXCLUSIVE on the table.
+
+    Anti-pattern::
+
+        DROP INDEX orders_created_idx;
+
+    Safe::
+
+        DROP INDEX CONCURRENTLY IF EXISTS orders_created_idx;
+    """
+
+    code, name, severity = "PF041", "require-concurrent-index-deletion", "error"
+    message = "DROP INDEX without CONCURRENTLY blocks reads and writes on the table"
+    help = "DROP INDEX CONCURRENTLY, in a migration file of its own."
+    kinds = ("DropStmt",)
+    lock = "ACCESS EXCLUSIVE"
+    squawk = ("require-concurrent-index-deletion",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        if st.node.get("removeType") == "OBJECT_INDEX" and not st.node.get("concurrent"):
+            names = [list_name(o) for o in st.node.get("objects") or []]
+            yield Hit(None, _index_table(cx, names[0]) if names else None)
+
+
+class RequireConcurrentReindex(Rule):
+    """REINDEX without CONCURRENTLY blocks writes (and reads using the index).
+
+    Anti-pattern::
+
+        REINDEX INDEX orders_created_idx;
+
+    Safe::
+
+        REINDEX INDEX CONCURRENTLY orders_created_idx;
+    """
+
+    code, name, severity = "PF042", "require-concurrent-reindex", "error"
+    message = "REINDEX without CONCURRENTLY blocks writes while it rebuilds"
+    help = "REINDEX ... CONCURRENTLY (PostgreSQL 12+)."
+    kinds = ("ReindexStmt",)
+    min_pg = 12
+    lock, work = "SHARE", "index"
+    squawk = ("require-concurrent-reindex",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        if "concurrently" not in defnames(st.node.get("params")):
+            rel = st.node.get("relation")
+            yield Hit(None, qualname(rel) if rel else None)
+
+
+class RequireConcurrentPartitionDetach(Rule):
+    """DETACH PARTITION without CONCURRENTLY takes ACCESS EXCLUSIVE on the parent.
+
+    Anti-pattern::
+
+        ALTER TABLE measurements DETACH PARTITION measurements_2020;
+
+    Safe::
+
+        ALTER TABLE measurements DETACH PARTITION measurements_2020 CONCURRENTLY;
+    """
+
+    code, name, severity = "PF043", "require-concurrent-partition-detach", "warning"
+    message = "DETACH PARTITION without CONCURRENTLY blocks reads and writes on the parent"
+    help = "DETACH PARTITION ... CONCURRENTLY (PostgreSQL 14+)."
+    kinds = ("AlterTableStmt",)
+    min_pg = 14
+    lock = "ACCESS EXCLUSIVE"
+    squawk = ("require-concurrent-partition-detach",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        for table, cmd, _, body, off in alter_actions(cx, st):
+            if cmd.get("subtype") == "AT_DetachPartition" and not body.get("concurrent"):
+                yield Hit(off, table)
+
+
+class BanConcurrentIndexCreationInTransaction(Rule):
+    """CREATE INDEX CONCURRENTLY inside BEGIN ... COMMIT fails.
+
+    Anti-pattern::
+
+        BEGIN;
+        CREATE INDEX CONCURRENTLY orders_created_idx ON orders (created_at);
+        COMMIT;
+
+    Safe::
+
+        CREATE INDEX CONCURRENTLY IF NOT EXISTS orders_created_idx ON orders (created_at);
+    """
+
+    code, name, severity = "PF044", "ban-concurrent-index-creation-in-transaction", "error"
+    message = "CREATE INDEX CONCURRENTLY cannot run inside a transaction block"
+    help = "Remove BEGIN/COMMIT; pgferry runs files with CONCURRENTLY outside a transaction."
+    kinds = ("IndexStmt",)
+    squawk = ("ban-concurrent-index-creation-in-transaction",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        if st.node.get("concurrent") and st.explicit_tx:
+            yield Hit(None)
+
+
+class IndexTooManyColumns(Rule):
+    """A non-unique index over more than 3 columns is rarely used in full and costs writes.
+
+    Anti-pattern::
+
+        CREATE INDEX CONCURRENTLY ev_idx ON events (account_id, kind, created_at, user_id);
+
+    Safe::
+
+        CREATE INDEX CONCURRENTLY ev_idx ON events (account_id, created_at);
+    """
+
+    code, name, severity = "PF045", "index-too-many-columns", "warning"
+    message = "non-unique index over more than 3 columns: usually only the leading ones help"
+    help = "Index the 1-3 most selective leading columns."
+    kinds = ("IndexStmt",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        if not st.node.get("unique") and len(st.node.get("indexParams") or []) > 3:
+            yield Hit(None, qualname(st.node.get("relation")))
+
+
+RULES: list[type[Rule]] = [
+    RequireConcurrentIndexCreation, RequireConcurrentIndexDeletion, RequireConcurrentReindex,
+    RequireConcurrentPartitionDetach, BanConcurrentIndexCreationInTransaction,
+    IndexTooManyColumns,
+]

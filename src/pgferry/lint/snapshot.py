@@ -1,0 +1,182 @@
+"""The catalog snapshot catalog-aware lint reads: table sizes, columns, checks, functions.
+
+Contract:
+- :func:`take` reads one database's catalog once (every schema except the
+  system ones and ``pgferry``) through a connection the caller opened, and
+  returns a :class:`Snapshot` of plain data. Nothing else in lint talks to a server.
+- :meth:`Snapshot.to_json` / :func:`load` write and read it as JSON, so CI can
+  lint against production's shape without production credentials
+  (``pgferry lint --catalog FILE``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgferry.errors import BadInput
+
+FORMAT = "pgferry-lint-catalog/1"
+VOLATILITY = {"i": "immutable", "s": "stable", "v": "volatile"}
+
+
+@dataclass
+class Check:
+    name: str
+    definition: str
+    validated: bool
+    not_null_column: str | None = None  # set for CHECK (col IS NOT NULL)
+
+
+@dataclass
+class Index:
+    name: str
+    columns: list[str]
+    unique: bool
+    valid: bool
+
+
+@dataclass
+class TableInfo:
+    name: str  # "schema.table"
+    rows: int = 0  # reltuples estimate (0 when never analyzed and empty)
+    total_bytes: int = 0  # heap + indexes + toast
+    heap_bytes: int = 0  # 0 means no data page at all: truly empty
+    columns: dict[str, str] = field(default_factory=dict)  # name -> format_type()
+    not_null: list[str] = field(default_factory=list)
+    checks: list[Check] = field(default_factory=list)
+    indexes: list[Index] = field(default_factory=list)
+
+    def not_null_proven(self, column: str) -> bool:
+        """True when a validated CHECK (column IS NOT NULL) exists."""
+        return any(c.validated and c.not_null_column == column for c in self.checks)
+
+
+@dataclass
+class Snapshot:
+    server_version: int  # server_version_num, e.g. 180001
+    taken_at: str = ""
+    source: str = ""
+    tables: dict[str, TableInfo] = field(default_factory=dict)
+    #: "schema.name" and bare "name" -> "i" | "s" | "v" (the most volatile overload)
+    functions: dict[str, str] = field(default_factory=dict)
+    enums: dict[str, list[str]] = field(default_factory=dict)  # "schema.type" -> labels
+
+    @property
+    def major(self) -> int:
+        return self.server_version // 10000
+
+    def volatility(self, schema: str, name: str) -> str | None:
+        return self.functions.get(f"{schema}.{name}" if schema else name)
+
+    def to_json(self) -> str:
+        return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True)
+
+
+def load(path: Path) -> Snapshot:
+    """Read a snapshot written by ``pgferry lint --catalog FILE``; BadInput when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadInput(f"cannot read catalog snapshot {path}: {e}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BadInput(f"{path} is not a pgferry lint catalog snapshot "
+                       f"(expected format {FORMAT!r})")
+    tables = {}
+    for name, t in data.get("tables", {}).items():
+        t["checks"] = [Check(**c) for c in t.get("checks", [])]
+        t["indexes"] = [Index(**i) for i in t.get("indexes", [])]
+        tables[name] = TableInfo(**t)
+    return Snapshot(int(data["server_version"]), data.get("taken_at", ""),
+                    data.get("source", ""), tables, dict(data.get("functions", {})),
+                    {k: list(v) for k, v in data.get("enums", {}).items()})
+
+
+_SCHEMAS = """
+SELECT nspname FROM pg_namespace
+WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgferry')
+  AND nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+"""
+
+_TABLES = """
+SELECT c.oid, n.nspname || '.' || c.relname, greatest(c.reltuples, 0)::bigint,
+       pg_total_relation_size(c.oid), pg_relation_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname = ANY(%s)
+"""
+
+_COLUMNS = """
+SELECT attrelid, attname, format_type(atttypid, atttypmod), attnotnull
+FROM pg_attribute WHERE attrelid = ANY(%s) AND attnum > 0 AND NOT attisdropped
+ORDER BY attrelid, attnum
+"""
+
+_CHECKS = """
+SELECT conrelid, conname, pg_get_constraintdef(oid), convalidated,
+       CASE WHEN array_length(conkey, 1) = 1 THEN
+           (SELECT attname FROM pg_attribute WHERE attrelid = conrelid AND attnum = conkey[1])
+       END
+FROM pg_constraint WHERE conrelid = ANY(%s) AND contype = 'c'
+"""
+
+_INDEXES = """
+SELECT i.indrelid, ic.relname, i.indisunique, i.indisvalid,
+       ARRAY(SELECT coalesce(a.attname, '(expression)')
+             FROM unnest(i.indkey) WITH ORDINALITY k(n, o)
+             LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
+             ORDER BY k.o)
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = ANY(%s)
+"""
+
+_FUNCTIONS = """
+SELECT n.nspname, p.proname, p.provolatile::text
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = ANY(%s) OR n.nspname = 'pg_catalog'
+"""
+
+_ENUMS = """
+SELECT n.nspname || '.' || t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = ANY(%s) GROUP BY 1
+"""
+
+_RANK = {"i": 0, "s": 1, "v": 2}
+
+
+def _nn_column(definition: str, column: str | None) -> str | None:
+    if column is None:
+        return None
+    norm = " ".join(definition.replace("(", " ").replace(")", " ").split()).lower()
+    quoted = column if column.islower() and column.isidentifier() else f'"{column}"'
+    return column if norm == f"check {quoted.lower()} is not null" else None
+
+
+def take(conn: Any, source: str = "", now: str = "") -> Snapshot:
+    """Read the catalog through ``conn`` (a psycopg connection) into a :class:`Snapshot`."""
+    schemas = [r[0] for r in conn.execute(_SCHEMAS)]
+    snap = Snapshot(int(conn.info.server_version), now, source)
+    by_oid: dict[int, TableInfo] = {}
+    for oid, name, rows, total, heap in conn.execute(_TABLES, [schemas]):
+        by_oid[oid] = snap.tables[name] = TableInfo(name, rows, total, heap)
+    oids = list(by_oid)
+    if oids:
+        for rel, col, typ, notnull in conn.execute(_COLUMNS, [oids]):
+            by_oid[rel].columns[col] = typ
+            if notnull:
+                by_oid[rel].not_null.append(col)
+        for rel, name, definition, validated, col in conn.execute(_CHECKS, [oids]):
+            by_oid[rel].checks.append(
+                Check(name, definition, validated, _nn_column(definition, col)))
+        for rel, name, unique, valid, cols in conn.execute(_INDEXES, [oids]):
+            by_oid[rel].indexes.append(Index(name, list(cols), unique, valid))
+    for schema, name, vol in conn.execute(_FUNCTIONS, [schemas]):
+        for key in (f"{schema}.{name}", name):
+            if _RANK[vol] > _RANK.get(snap.functions.get(key, "i"), 0) or key not in snap.functions:
+                snap.functions[key] = vol
+    for name, labels in conn.execute(_ENUMS, [schemas]):
+        snap.enums[name] = list(labels)
+    return snap
