@@ -144,6 +144,16 @@ STEPS: list[Step] = [
 ]
 
 
+def _sync_steps() -> list[Step]:
+    # the sync story (seed dev, verify finds the gap, sync, verify again) lives in demo_sync
+    from pgferry.demo_sync import steps
+
+    return steps()
+
+
+STEPS += _sync_steps()
+
+
 # -- building the demo project --------------------------------------------------
 
 

@@ -1,0 +1,182 @@
+"""The sync part of ``pgferry demo``: dev has data, prod has none; verify, sync, verify.
+
+Contract: :data:`STEPS` are :class:`pgferry.demo.Step` objects that run after the
+migration steps (both environments at the same schema version). They seed dev
+with deterministic generated data — exactly :data:`CASES` legal cases,
+:data:`UPDATES` regulatory updates and :data:`SOURCES` data sources (same rows on
+every run: no random(), no now()) — then show ``pgferry verify dev prod`` finding
+the gap (exit 1), close it with an incremental ``pgferry sync dev prod --yes``
+(progress bars, a Markdown report in the demo directory) and show ``verify``
+exiting 0. A step that ends otherwise raises
+:class:`~pgferry.errors.OperationFailed` (through ``Demo.cli``'s ``expect``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from pgferry.errors import OperationFailed
+
+if TYPE_CHECKING:
+    from pgferry.demo import Demo
+
+SOURCES = 12
+CASES = 2025
+UPDATES = 5654
+REPORT = "sync-report.md"
+TABLES = ("public.data_sources", "public.legal_cases", "public.regulatory_updates")
+
+# Identity columns are GENERATED ALWAYS: explicit ids need OVERRIDING SYSTEM VALUE, and
+# the sequences are moved past them so dev's application could go on inserting.
+SEED_SQL = """
+INSERT INTO data_sources (id, name, kind, base_url, active, created_at, updated_at)
+OVERRIDING SYSTEM VALUE
+SELECT i,
+       (ARRAY['US Federal Courts (PACER)', 'California Superior Court', 'UK High Court',
+              'German Federal Court of Justice', 'EU Court of Justice', 'New York Supreme Court',
+              'SEC', 'FCA', 'BaFin', 'EU Official Journal', 'Federal Register',
+              'LexisNexis feed'])[i],
+       (ARRAY['court', 'court', 'court', 'court', 'court', 'court', 'regulator', 'regulator',
+              'regulator', 'gazette', 'gazette', 'vendor'])[i],
+       'https://source' || i || '.example.org/api',
+       i <> 12,
+       timestamptz '2024-01-01 09:00:00+00' + i * interval '1 day',
+       timestamptz '2024-01-01 09:00:00+00' + i * interval '1 day'
+FROM generate_series(1, %(sources)s) AS i;
+
+INSERT INTO legal_cases (id, source_id, case_number, title, jurisdiction, status, filed_on,
+                         created_at, updated_at)
+OVERRIDING SYSTEM VALUE
+SELECT i,
+       1 + i %% 6,
+       (ARRAY['CV', 'CR', 'BK', 'AP'])[1 + i %% 4] || '-' || (2019 + i %% 6) || '-'
+           || lpad(i::text, 5, '0'),
+       (ARRAY['Acme Corp', 'Globex', 'Initech', 'Umbrella plc', 'Stark Industries',
+              'Wayne Enterprises', 'Hooli', 'Vandelay Imports', 'Soylent GmbH',
+              'Tyrell SA'])[1 + i %% 10]
+           || ' v. ' ||
+       (ARRAY['State of New York', 'Federal Trade Commission', 'Doe', 'Roe',
+              'European Commission', 'Bundeskartellamt', 'HM Revenue & Customs',
+              'Cyberdyne Systems', 'Oceanic Airlines', 'Monarch Group',
+              'Pied Piper'])[1 + (i * 7) %% 11],
+       (ARRAY['US-NY', 'US-CA', 'US-DE', 'UK', 'DE', 'EU'])[1 + i %% 6],
+       (ARRAY['open', 'open', 'stayed', 'settled', 'closed'])[1 + (i * 3) %% 5],
+       date '2019-01-01' + (i * 13) %% 2000,
+       timestamptz '2024-02-01 08:00:00+00' + i * interval '3 hours',
+       timestamptz '2024-02-01 08:00:00+00' + i * interval '3 hours' + (i %% 17) * interval '1 day'
+FROM generate_series(1, %(cases)s) AS i;
+
+INSERT INTO regulatory_updates (id, source_id, title, summary, published_at, case_id,
+                                created_at, updated_at)
+OVERRIDING SYSTEM VALUE
+SELECT i,
+       7 + i %% 5,
+       (ARRAY['Guidance', 'Final rule', 'Enforcement notice', 'Consultation', 'Amendment'])
+           [1 + i %% 5] || ' on ' ||
+       (ARRAY['data retention', 'anti-money laundering', 'consumer credit', 'market abuse',
+              'cross-border transfers', 'beneficial ownership', 'sanctions screening'])
+           [1 + (i * 3) %% 7] || ' (' || i || ')',
+       CASE WHEN i %% 9 = 0 THEN NULL
+            ELSE 'Summary of update ' || i || ': obligations change for '
+                 || (ARRAY['banks', 'insurers', 'brokers', 'fintechs'])[1 + i %% 4] || '.' END,
+       timestamptz '2023-06-01 12:00:00+00' + i * interval '97 minutes',
+       CASE WHEN i %% 5 < 3 THEN 1 + (i * 7) %% %(cases)s END,
+       timestamptz '2023-06-01 12:00:00+00' + i * interval '97 minutes',
+       timestamptz '2023-06-01 12:00:00+00' + i * interval '97 minutes'
+FROM generate_series(1, %(updates)s) AS i;
+
+SELECT setval(pg_get_serial_sequence('data_sources', 'id'), %(sources)s);
+SELECT setval(pg_get_serial_sequence('legal_cases', 'id'), %(cases)s);
+SELECT setval(pg_get_serial_sequence('regulatory_updates', 'id'), %(updates)s);
+"""
+
+COUNT_SQL = """
+SELECT (SELECT count(*) FROM data_sources), (SELECT count(*) FROM legal_cases),
+       (SELECT count(*) FROM regulatory_updates)
+"""
+
+
+def seed(dsn: str) -> dict[str, int]:
+    """Fill an empty dev database (migrated) with the demo's rows; returns the counts."""
+    with psycopg.connect(dsn) as conn:
+        for stmt in filter(str.strip, SEED_SQL.split(";\n")):
+            conn.execute(stmt, {"sources": SOURCES, "cases": CASES, "updates": UPDATES})
+        return counts_on(conn)
+
+
+def counts_on(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    row = conn.execute(COUNT_SQL).fetchone()
+    assert row is not None
+    return dict(zip(TABLES, map(int, row), strict=True))
+
+
+def counts(dsn: str) -> dict[str, int]:
+    with psycopg.connect(dsn) as conn:
+        return counts_on(conn)
+
+
+def _dsn(d: Demo, env: str) -> str:
+    from pgferry.config import load_config
+    from pgferry.pg.connect import resolve_env
+
+    return resolve_env(load_config(d.config_path), env).dsn
+
+
+def step_seed(d: Demo) -> None:
+    d.say(f"Seed dev with {CASES:,} legal cases, {UPDATES:,} regulatory updates and "
+          f"{SOURCES} data sources (generated, the same on every run). prod stays empty.")
+    dev = seed(_dsn(d, "dev"))
+    prod = counts(_dsn(d, "prod"))
+    for table in TABLES:
+        d.say(f"  {table:<28} dev {dev[table]:>6,}   prod {prod[table]:>6,}")
+    if dev != dict(zip(TABLES, (SOURCES, CASES, UPDATES), strict=True)) or any(prod.values()):
+        raise OperationFailed(f"demo seed: unexpected counts dev={dev} prod={prod}")
+    d.results["sync"] = {"dev_before": dev, "prod_before": prod}
+
+
+def step_verify_gap(d: Demo) -> None:
+    d.say("verify compares the two sides with chunked checksums computed on each server; "
+          "rows only in dev are the gap (exit 1: done, and it found a problem).")
+    obj = d.cli("verify", "dev", "prod", expect=(1,))
+    if obj is not None:
+        d.results["sync"]["verify_before"] = obj.get("totals")
+
+
+def step_sync(d: Demo) -> None:
+    report = d.directory / REPORT
+    d.say("An incremental sync closes the gap: parents first, in batches through COPY, "
+          "upserts that skip unchanged rows; prod is protected, hence --yes.")
+    obj = d.cli("sync", "dev", "prod", "--yes", "--report", str(report))
+    if not report.is_file():
+        raise OperationFailed(f"the sync did not write its report to {report}")
+    if obj is not None:
+        d.results["sync"]["sync"] = obj.get("totals")
+    d.results["sync"]["report"] = str(report)
+    if not d.st.json:
+        d.say(f"\nThe report, {report.name}:\n")
+        d.st.out.print(report.read_text(encoding="utf-8"), markup=False, highlight=False)
+
+
+def step_verify_clean(d: Demo) -> None:
+    d.say("verify again: every table matches (exit 0).")
+    obj = d.cli("verify", "dev", "prod")
+    prod = counts(_dsn(d, "prod"))
+    d.results["sync"]["prod_after"] = prod
+    if obj is not None:
+        d.results["sync"]["verify_after"] = obj.get("totals")
+    if prod != dict(zip(TABLES, (SOURCES, CASES, UPDATES), strict=True)):
+        raise OperationFailed(f"after the sync prod holds {prod}")
+
+
+def steps() -> list[Any]:
+    """The sync steps, to append to :data:`pgferry.demo.STEPS`."""
+    from pgferry.demo import Step
+
+    return [
+        Step("seed dev", step_seed),
+        Step("verify finds the gap", step_verify_gap),
+        Step("sync dev -> prod", step_sync),
+        Step("verify again", step_verify_clean),
+    ]
