@@ -41,19 +41,25 @@ def tx_depth_after(st: Stmt, depth: int) -> int:
 
 
 def non_transactional(st: Stmt) -> bool:
-    """True for statements PostgreSQL (or the runner) will not run inside a transaction."""
+    """True for statements PostgreSQL (or the runner) will not run inside a transaction.
+
+    Mirrors ``pgferry.migrate.statements._non_tx`` (the runner's rule) on JSON trees.
+    """
     n = st.node
     if st.kind == "IndexStmt" or st.kind == "DropStmt":
         return bool(n.get("concurrent"))
     if st.kind == "ReindexStmt":
-        return "concurrently" in defnames(n.get("params"))
+        return "concurrently" in defnames(n.get("params")) or n.get("kind") in (
+            "REINDEX_OBJECT_DATABASE", "REINDEX_OBJECT_SYSTEM")
     if st.kind == "VacuumStmt":
         return bool(n.get("is_vacuumcmd"))
     if st.kind == "AlterEnumStmt":
-        return not n.get("oldVal")  # ADD VALUE (RENAME VALUE is transactional)
+        return bool(n.get("newVal"))  # as the runner: ADD VALUE (and RENAME VALUE)
     if st.kind in ("CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt",
-                   "DropTableSpaceStmt"):
+                   "DropTableSpaceStmt", "CreateSubscriptionStmt", "DropSubscriptionStmt"):
         return True
+    if st.kind == "ClusterStmt":
+        return not n.get("relation")
     if st.kind == "AlterTableStmt":
         for cmd in alter_cmds(n):
             if cmd.get("subtype") == "AT_DetachPartition":

@@ -1,0 +1,191 @@
+"""``pgferry lint`` as a service: what to lint, against which catalog, in which format.
+
+Contract:
+- :func:`run` takes a :class:`Request` and returns (output text, exit code):
+  1 when an error-level finding remains, 0 otherwise. Bad input raises
+  :class:`~pgferry.errors.BadInput` (2): unreadable files, unparsable SQL
+  (``SqlParseError`` naming file:line and the parser's message), bad options.
+- Targets: PATHS (files, or directories scanned as migration directories);
+  else the pending migrations of ``--env``; else every versioned, template and
+  repeatable file of the migrations directory (undo files only when named).
+- Catalog: ``--env`` snapshots the target once (and writes it to ``--catalog
+  FILE`` when given); ``--catalog FILE`` alone reads a snapshot.
+- Import-light: the config is read with :mod:`tomllib` unless ``--env`` needs
+  the full model, and psycopg is only imported when a database is read.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pgferry.errors import BadInput, ConfigError
+from pgferry.lint import report
+from pgferry.lint.engine import Linter, Settings
+
+FORMATS = ("text", "json", "sarif")
+
+
+@dataclass
+class Request:
+    paths: list[str] = field(default_factory=list)
+    env: str | None = None
+    catalog: str | None = None
+    fmt: str = "text"
+    pg_version: int | None = None
+    list_rules: bool = False
+    config_path: str | None = None
+
+
+@dataclass
+class LightConfig:
+    """The parts of pgferry.toml lint needs, read without pydantic."""
+
+    root: Path
+    migrate_dir: str = "migrations"
+    lint: Settings = field(default_factory=Settings)
+
+    @property
+    def migrations_dir(self) -> Path:
+        return (self.root / self.migrate_dir).resolve()
+
+
+def _config_file(req: Request) -> Path:
+    return Path(req.config_path or os.environ.get("PGFERRY_CONFIG") or "pgferry.toml")
+
+
+def light_config(req: Request) -> LightConfig:
+    """[lint] and [migrate].dir from pgferry.toml; anything odd defers to the full loader."""
+    p = _config_file(req)
+    if not p.is_file():
+        if req.config_path:
+            raise ConfigError(f"no config file at {p}; run `pgferry init` to create one")
+        return LightConfig(Path.cwd())
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        lint = data.get("lint", {})
+        ok = set(lint) <= {"disable", "enable", "severity", "pg_version"} and all(
+            isinstance(lint.get(k, []), list) for k in ("disable", "enable")) and isinstance(
+            lint.get("severity", {}), dict) and all(
+            v in ("error", "warning") for v in lint.get("severity", {}).values()) and isinstance(
+            lint.get("pg_version", 0), int)
+        mdir = data.get("migrate", {}).get("dir", "migrations")
+        ok = ok and isinstance(mdir, str)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
+        ok = False
+    if not ok:  # let the real loader produce its precise message (key and line)
+        from pgferry.config import load_config
+
+        cfg = load_config(p)
+        return LightConfig(cfg.root, cfg.migrate.dir, Settings.from_config(cfg.lint))
+    return LightConfig(p.resolve().parent, mdir, Settings(
+        list(lint.get("disable", [])), list(lint.get("enable", [])),
+        dict(lint.get("severity", {})), lint.get("pg_version")))
+
+
+def _files_of_dir(d: Path, include_undo: bool) -> list[Path]:
+    from pgferry.migrate.files import scan
+
+    ms = scan(d)
+    files = [*ms.versioned, *ms.templates, *ms.repeatable]
+    if include_undo:
+        files += sorted(ms.undo.values(), key=lambda m: m.sort_key)
+    out = [m.path for m in files]
+    out += sorted(p for p in ms.ignored)  # *.sql that are not migrations: still SQL
+    return out
+
+
+def _targets(req: Request, lc: LightConfig) -> list[Path]:
+    if not req.paths:
+        return _files_of_dir(lc.migrations_dir, include_undo=False)
+    out: list[Path] = []
+    for raw in req.paths:
+        p = Path(raw)
+        if p.is_dir():
+            out += _files_of_dir(p, include_undo=True)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise BadInput(f"{raw}: no such file or directory")
+    return out
+
+
+def _read(p: Path) -> str:
+    try:
+        return p.read_bytes().decode("utf-8").removeprefix("\ufeff")
+    except OSError as e:
+        raise BadInput(f"cannot read {p}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{p}: not UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _env_mode(req: Request) -> tuple[Any, list[Path] | None, Settings, Path]:
+    """With --env: (snapshot, pending files or None when PATHS given, settings, root)."""
+    from pgferry.config import load_config
+    from pgferry.lint.gate import snapshot_target
+    from pgferry.pg.connect import resolve_env
+
+    cfg = load_config(req.config_path)
+    target = resolve_env(cfg, req.env or "")
+    snap = snapshot_target(target)
+    if req.catalog:
+        Path(req.catalog).write_text(snap.to_json(), encoding="utf-8")
+    pending_files = None
+    if not req.paths:
+        from pgferry.migrate.files import scan
+        from pgferry.migrate.plan import pending
+        from pgferry.migrate.service import read_history
+
+        rows, _ = read_history(cfg, target)
+        pending_files = [s.file.path for s in pending(scan(cfg.migrations_dir), rows)]
+    return snap, pending_files, Settings.from_config(cfg.lint), cfg.root
+
+
+def run(req: Request) -> tuple[str, int]:
+    """Lint as requested; (output, exit code). See the module docstring."""
+    from pgferry import __version__
+    from pgferry.lint.rules import ALL_RULES
+
+    if req.fmt not in FORMATS and not (req.list_rules and req.fmt == "markdown"):
+        raise BadInput(f"--format {req.fmt!r}: choose text, json or sarif")
+    if req.list_rules:
+        return report.rule_list(ALL_RULES, req.fmt), 0
+    snap = None
+    if req.env:
+        snap, pending_files, settings, _ = _env_mode(req)
+        lc = light_config(req)
+    else:
+        lc = light_config(req)
+        settings, pending_files = lc.lint, None
+        if req.catalog:
+            from pgferry.lint.snapshot import load
+
+            snap = load(Path(req.catalog))
+    paths = pending_files if pending_files is not None else _targets(req, lc)
+    linter = Linter(settings, catalog=snap, pg_version=req.pg_version)
+    findings = linter.lint_files((_show(p), _read(p)) for p in paths)
+    code = 1 if report.counts(findings)["errors"] else 0
+    meta = {"pg_version": linter.pg_version, "env": req.env,
+            "catalog": (snap.source or req.catalog) if snap else None}
+    if req.fmt == "json":
+        return report.as_json(findings, len(paths), meta), code
+    if req.fmt == "sarif":
+        return report.sarif(findings, ALL_RULES, __version__), code
+    header = ""
+    if snap is not None:
+        header = (f"catalog: {snap.source or req.catalog} (PostgreSQL {snap.major}, "
+                  f"{len(snap.tables)} tables)")
+    if req.env and pending_files is not None and not paths:
+        header = (header + "\n" if header else "") + f"no pending migrations for {req.env}"
+    return report.text(findings, len(paths), header), code
+
+
+def _show(p: Path) -> str:
+    """A path as the user would write it: relative to the cwd when inside it."""
+    try:
+        return str(p.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(p)
