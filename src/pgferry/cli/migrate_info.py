@@ -70,22 +70,27 @@ def confirm_rewrite(st: State, env: str, yes: bool, action: str) -> None:
 
 
 def _render_status(s: status_mod.Status, out: Console) -> None:
-    t = Table("Category", "Version", "Description", "State", "Installed on", "ms",
+    t = Table("Version", "Description", "State", "Installed on", "ms",
               title=f"{s.env}: {s.history_table}", title_justify="left")
     for e in s.entries:
-        cat = {"V": "Versioned", "R": "Repeatable", "U": "Undo"}[e.kind]
         if e.state == "baseline":
-            cat = "Baseline"
-        version = str(e.version) if e.version is not None else ""
-        if e.state == "template":
-            version = f"XXX→{version}"
+            version = f"{e.version} (baseline)"
+        elif e.state == "template":
+            version = f"XXX→{e.version}"
+        elif e.kind == "R":
+            version = "R"
+        else:
+            version = str(e.version) if e.version is not None else ""
         label = e.state.replace("_", " ")
-        if e.script in s.failed_statements:
-            label += f" (statement {s.failed_statements[e.script].get('statement')})"
+        where = s.failed_at(e)
+        if where is not None:
+            label += (f" (statement {where['statement']} of {where['statements_total']})"
+                      if where.get("statement") else
+                      f" ({where.get('statements_done')} of {where.get('statements_total')} done)")
         row = e.row
         t.add_row(
-            cat, version, e.description, f"[{STATE_STYLE.get(e.state, '')}]{label}[/]",
-            row.installed_on.strftime("%Y-%m-%d %H:%M:%S") if row else "",
+            version, e.description, f"[{STATE_STYLE.get(e.state, '')}]{label}[/]",
+            row.installed_on.strftime("%Y-%m-%d %H:%M") if row else "",
             str(row.execution_time) if row else "",
         )
     out.print(t)

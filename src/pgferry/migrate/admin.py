@@ -9,12 +9,13 @@ Contract:
   (:class:`~pgferry.errors.BadInput`, exit 2) when the history already has rows.
 - :func:`plan_repair` is pure: which failed rows to delete and which applied
   rows to realign to the files on disk. :func:`repair` does it in one
-  transaction under the history table's lock, with Flyway's semantics:
+  transaction, holding the runner's migration lock (so it never runs beside
+  ``up``) and the history table's lock, with Flyway's semantics:
   failed rows (``success = false``) are deleted; applied versioned rows whose
   file changed get the file's checksum (and description, as Flyway does). The
-  runner's progress rows for the failed files are cleared, so the next
-  ``migrate up`` starts those files from their first statement (their
-  statements are idempotent or were never committed; see docs/migrations.md).
+  runner's progress rows for the failed files are marked repaired
+  (:func:`pgferry.migrate.runner.clear_progress`): the next ``migrate up``
+  resumes a non-transactional file after the statements that completed.
 
 Both run in one transaction; callers own policy (protected env, ``--yes``,
 blackout) and the journal.
@@ -28,11 +29,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.config import Config
+from pgferry.config import Config, parse_duration
 from pgferry.errors import BadInput
-from pgferry.migrate import files, history
+from pgferry.migrate import files, history, runner
 from pgferry.migrate.files import MigrationSet, Version
 from pgferry.migrate.history import BASELINE, BASELINE_SCRIPT, HistoryRow
+from pgferry.migrate.locks import MigrationLock, lock_key
 from pgferry.migrate.plan import classify
 from pgferry.pg.connect import Target, connect, map_db_error
 
@@ -146,15 +148,8 @@ def read_plan(cfg: Config, target: Target) -> RepairPlan:
 
 
 def _clear_progress(conn: psycopg.Connection[Any], cfg: Config, scripts: list[str]) -> int:
-    """Let the runner forget where failed non-transactional files stopped."""
-    try:
-        from pgferry.migrate import runner
-    except ImportError:
-        return 0
-    fn = getattr(runner, "clear_progress", None)
-    if fn is None or not scripts:
-        return 0
-    return int(fn(conn, cfg, scripts) or 0)
+    """Tell the runner the failures of these files were cleared (it resumes them)."""
+    return runner.clear_progress(conn, cfg, scripts) if scripts else 0
 
 
 def repair(cfg: Config, target: Target) -> RepairPlan:
@@ -162,11 +157,15 @@ def repair(cfg: Config, target: Target) -> RepairPlan:
     ms = files.scan(cfg.migrations_dir)
     schema, table = cfg.migrate.schema_, cfg.migrate.history_table
     t = _table(cfg)
+    lock = MigrationLock(target.dsn, lock_key(schema, table),
+                         wait=parse_duration(cfg.migrate.lock_wait).total_seconds(),
+                         application_name="pgferry-repair")
     try:
-        with connect(target.dsn) as conn, conn.transaction():
+        with lock, connect(target.dsn) as conn, conn.transaction():
             if not history.exists(conn, schema, table):
                 return RepairPlan(target.name)
-            # the same lock history.insert takes: a running `up` cannot record a row meanwhile
+            # the migration lock keeps `up` out; the table lock keeps out anything else
+            # that writes history (history.insert takes the same lock)
             conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(t))
             rows = history.read(conn, schema, table)
             plan = plan_repair(target.name, ms, rows)

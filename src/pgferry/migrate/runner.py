@@ -150,6 +150,12 @@ class Runner:
             if self.conn.info.server_version >= 140000:
                 self.conn.execute("SELECT set_config('client_connection_check_interval',"
                                   " '1000', false)")
+            # Unqualified names resolve to [migrate] schema first (as Flyway does with its
+            # default schema): else "$user" in search_path sends CREATE TABLE into a schema
+            # named like the role (the embedded role `pgferry` meets schema `pgferry`).
+            self.conn.execute(
+                "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'),"
+                " false)", [psycopg.sql.Identifier(self.s.schema).as_string(self.conn)])
             row = self.conn.execute("SELECT current_user").fetchone()
             self.role = str(row[0]) if row else ""
             with self.conn.transaction():

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 
 from pgferry.config import Config
-from pgferry.migrate import files, history
+from pgferry.migrate import files, history, runner
 from pgferry.migrate.files import MigrationSet
 from pgferry.migrate.history import HistoryRow
 from pgferry.migrate.plan import PROBLEM_STATES, Entry, classify, current_version
@@ -49,6 +49,12 @@ class Status:
         v = current_version(self.rows)
         return str(v) if v is not None else None
 
+    def failed_at(self, e: Entry) -> dict[str, Any] | None:
+        """Where a failed non-transactional file stopped (runner's progress), else None."""
+        if e.state != "failed" or not e.script:
+            return None
+        return self.failed_statements.get(e.script)
+
     def counts(self) -> dict[str, int]:
         return dict(Counter(e.state for e in self.entries))
 
@@ -57,8 +63,9 @@ class Status:
         out_entries = []
         for e in self.entries:
             d = e.to_dict()
-            if e.script in self.failed_statements:
-                d["failed_statement"] = self.failed_statements[e.script]
+            where = self.failed_at(e)
+            if where is not None:
+                d["failed_statement"] = where
             out_entries.append(d)
         return {
             "ok": not problems_,
@@ -83,14 +90,7 @@ def read_history(conn: psycopg.Connection[Any], cfg: Config) -> list[HistoryRow]
 
 def failed_statements(conn: psycopg.Connection[Any], cfg: Config) -> dict[str, dict[str, Any]]:
     """Where each failed non-transactional file stopped, by script (runner's progress table)."""
-    try:
-        from pgferry.migrate import runner
-    except ImportError:  # the runner is not installed yet: nothing recorded
-        return {}
-    fn = getattr(runner, "failed_statements", None)
-    if fn is None:
-        return {}
-    return dict(fn(conn, cfg))
+    return runner.failed_statements(conn, cfg)
 
 
 def collect(cfg: Config, target: Target) -> Status:
@@ -136,12 +136,8 @@ def problems(s: Status) -> list[str]:
         elif e.state == "missing":
             out.append(f"{name}: applied, but the file is gone; restore it from git")
         elif e.state == "failed":
-            where = s.failed_statements.get(e.script or "")
-            at = ""
-            if where:
-                at = f" at statement {where.get('statement')}"
-                if where.get("error"):
-                    at += f" ({where['error']})"
+            where = s.failed_at(e)
+            at = f" ({where['describe']})" if where and where.get("describe") else ""
             out.append(f"{name}: failed{at}; fix the cause, run `migrate repair`, then "
                        "`migrate up`")
     if s.sum_state == "stale":
