@@ -22,22 +22,21 @@ def _doc(rule: type[Rule]) -> str:
     out: list[str] = []
     in_code = False
     for line in doc.splitlines():
+        if in_code and line and not line.startswith("    "):
+            while out and not out[-1].strip():
+                out.pop()
+            out += ["```", ""]
+            in_code = False
         if line.rstrip().endswith("::"):
-            out.append(f"**{line.rstrip()[:-2].strip()}**")
-            out.append("")
-            out.append("```sql")
+            out += [f"**{line.rstrip()[:-2].strip()}**", "", "```sql"]
             in_code = True
             continue
-        if in_code and line and not line.startswith("    "):
-            out.append("```")
-            in_code = False
         out.append(line[4:] if in_code and line.startswith("    ") else line)
     if in_code:
         while out and not out[-1].strip():
             out.pop()
         out.append("```")
-    text = "\n".join(out)
-    return text.replace("```sql\n\n", "```sql\n").replace("\n\n```\n", "\n```\n")
+    return "\n".join(out).replace("```sql\n\n", "```sql\n").replace("\n\n\n", "\n\n")
 
 
 def markdown(rules: list[type[Rule]]) -> str:

@@ -50,7 +50,7 @@ def as_json(findings: list[Finding], files: int, meta: dict[str, Any]) -> str:
         "ok": c["errors"] == 0,
         **meta,
         "files": files,
-        **c,
+        "summary": c,
         "findings": [f.to_dict() for f in findings if f.suppressed is None],
         "suppressed": [f.to_dict() for f in findings if f.suppressed is not None],
     }

@@ -84,8 +84,17 @@ def load(path: Path) -> Snapshot:
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadInput(f"{path} is not a pgferry lint catalog snapshot "
                        f"(expected format {FORMAT!r})")
+    try:
+        return from_dict(data)
+    except (KeyError, TypeError, ValueError) as e:
+        raise BadInput(f"{path}: malformed catalog snapshot ({e})") from None
+
+
+def from_dict(data: dict[str, Any]) -> Snapshot:
+    """A snapshot from its JSON form (``format`` key optional)."""
     tables = {}
     for name, t in data.get("tables", {}).items():
+        t = {"name": name, **t}
         t["checks"] = [Check(**c) for c in t.get("checks", [])]
         t["indexes"] = [Index(**i) for i in t.get("indexes", [])]
         tables[name] = TableInfo(**t)

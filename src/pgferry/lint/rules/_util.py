@@ -7,10 +7,13 @@ the parse tree does not keep that position.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Node, Stmt
 from pgferry.lint.nodes import alter_cmds, qualname, unwrap
+
+_LEAD = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
 
 
 def existing(cx: Context, table: str) -> bool:
@@ -51,13 +54,8 @@ def cmd_offsets(cx: Context, st: Stmt) -> list[int]:
             elif t.name == "ASCII_44" and depth == 0:
                 offsets.append(t.end + 1)
         offsets = [o if ascii_ else len(text[:o].encode("utf-8")) for o in offsets]
-        # skip the blank after a comma: point at the action's first token
-        fixed = []
-        for o in offsets:
-            while o < len(raw) and raw[o:o + 1].isspace():
-                o += 1
-            fixed.append(st.start + o)
-        offsets = fixed
+        # skip blanks and comments after a comma: point at the action's first token
+        offsets = [st.start + _LEAD.match(raw, o).end() for o in offsets]  # type: ignore[union-attr]
     if len(offsets) != n_cmds:
         offsets = [st.start] * n_cmds
     st.cache["cmd_offsets"] = offsets

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 
 from pgferry.lint.effects import DATA_KINDS
 from pgferry.lint.model import Context, Hit, Rule, Stmt
-from pgferry.lint.nodes import defnames, loc, qualname, unwrap, walk
+from pgferry.lint.nodes import defnames, loc, qualname, unwrap
 from pgferry.lint.rules._util import alter_actions, existing
 
 
@@ -67,8 +68,7 @@ class BanDuplicateColumnAssignments(Rule):
                 yield Hit(loc(r), message=f"column {r.get('name')} is assigned more than once")
 
 
-_NAME_KEYS = ("relname", "colname", "idxname", "conname", "newname", "schemaname", "trigname",
-              "indexname", "schemaname", "subname")
+_LONG = re.compile(r'[^\s"\'(),;.]{64,}|"(?:[^"]|""){64,}"')
 
 
 class IdentifierTooLong(Rule):
@@ -91,16 +91,24 @@ class IdentifierTooLong(Rule):
     squawk = ("identifier-too-long",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
-        if st.kind in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"):
+        # The parser has already truncated names, so look at the source tokens.
+        if st.kind in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt") or not cx.file:
             return
-        seen: set[str] = set()
-        for _, body in walk({st.kind: st.node}):
-            for key in _NAME_KEYS:
-                v = body.get(key)
-                if isinstance(v, str) and len(v.encode("utf-8")) > 63 and v not in seen:
-                    seen.add(v)
-                    yield Hit(loc(body), message=f"identifier {v[:20]}... is "
-                              f"{len(v.encode('utf-8'))} bytes; PostgreSQL keeps 63")
+        raw = cx.file.data[st.start:st.end]
+        text = raw.decode("utf-8", "replace")
+        if not _LONG.search(text):
+            return
+        from pglast.parser import scan
+
+        for tok in scan(text):
+            if tok.name != "IDENT":
+                continue
+            word = text[tok.start:tok.end + 1]
+            size = len(word.strip('"').replace('""', '"').encode("utf-8"))
+            if size > 63:
+                at = st.start + len(text[:tok.start].encode("utf-8"))
+                yield Hit(at, message=f"identifier {word[:24]}... is {size} bytes; "
+                          "PostgreSQL keeps 63 and truncates the rest silently")
 
 
 class PreferRepack(Rule):
