@@ -91,11 +91,14 @@ def test_markdown_report() -> None:
 def test_markdown_verify_report() -> None:
     r = SyncResult("dev", "prod", mode="verify", started_at=T0, finished_at=T0)
     t = r.table("public.legal_cases")
-    t.status, t.only_in_source, t.first_differing_keys = "differs", 2025, [1, 2, 3]
+    t.status, t.only_in_source = "differs", 2025
+    t.first_differing_keys = [{"kind": "only_in_source", "key": {"id": 1}},
+                              {"kind": "differing", "key": {"tenant": "a", "id": 2}}, 3]
     md = report.markdown(r)
     assert md.startswith("# pgferry verify: dev → prod")
     assert "| public.legal_cases | differs | 0 | 0 | 2,025 | 0 | 0.00 s |" in md
-    assert "| public.legal_cases | 1, 2, 3 |" in md
+    assert ("| public.legal_cases | id=1 (only in source); tenant=a, id=2 (differing); 3 |"
+            in md)
 
 
 def test_write_is_atomic_and_checked_early(tmp_path: Path) -> None:

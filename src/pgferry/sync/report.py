@@ -67,6 +67,17 @@ def _checksum(t: TableResult) -> str:
     return f"`{short}` " + ("= source" if match else "≠ source" if match is False else "")
 
 
+def _key(item: Any) -> str:
+    """A differing key as ``id=5`` (``(kind)`` appended when the verifier says which kind)."""
+    if isinstance(item, dict) and isinstance(item.get("key"), dict):
+        text = ", ".join(f"{k}={v}" for k, v in item["key"].items())
+        kind = str(item.get("kind", "")).replace("_", " ")
+        return f"{text} ({kind})" if kind else text
+    if isinstance(item, dict):
+        return ", ".join(f"{k}={v}" for k, v in item.items())
+    return str(item)
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     right = {i for i, h in enumerate(headers) if h not in ("table", "strategy", "status",
                                                           "checksum after", "column", "rule",
@@ -123,7 +134,7 @@ def markdown(result: SyncResult) -> str:
     if differing:
         out += ["", "## First differing keys", ""]
         out += _table(["table", "first differing keys"],
-                      [[t.table, ", ".join(map(str, t.first_differing_keys[:10]))]
+                      [[t.table, "; ".join(map(_key, t.first_differing_keys[:10]))]
                        for t in differing])
 
     failed = [t for t in result.tables if t.error]
