@@ -3,7 +3,7 @@ owner, its pgferry.sum is current, and the lead module's row-level security fail
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -13,6 +13,7 @@ from psycopg import sql
 from pgferry.config import load_config
 from pgferry.migrate import files
 from pgferry.pg import embedded
+from tests.conftest import Result
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "legal-platform"
 APP_ROLE = "lead_app_test"
@@ -122,3 +123,9 @@ def test_undo_file_reverses_v12(db: str) -> None:
         assert "priority" not in cols
         # the repeatable view does not depend on the column, so it survives the undo
         assert c.execute("SELECT count(*) FROM lead_overview").fetchone() == (0,)
+
+
+def test_example_migrations_pass_the_zero_downtime_linter(cli: Callable[..., Result]) -> None:
+    r = cli("--config", str(EXAMPLE / "pgferry.toml"), "lint", "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["summary"]["errors"] == 0 and r.json["findings"] == [], r.json["findings"]

@@ -2,4 +2,4 @@
 -- no table rewrite, only a brief ACCESS EXCLUSIVE lock, bounded by lock_timeout.
 -- Undo: U12__add_lead_priority.sql drops the column again.
 
-ALTER TABLE leads ADD COLUMN priority integer NOT NULL DEFAULT 0;
+ALTER TABLE leads ADD COLUMN priority bigint NOT NULL DEFAULT 0;

@@ -40,7 +40,7 @@ V_HEADER = """\
 -- Why:  <the ticket or reason>
 -- Undo: {undo_hint}
 --
--- Zero-downtime checklist (`pgferry lint {path}` checks it; see docs/lint.md):
+-- Zero-downtime checklist (`pgferry lint` checks it; see docs/lint.md):
 --   * new index on an existing table: CREATE INDEX CONCURRENTLY, alone in its file
 --   * new foreign key or CHECK on an existing table: ADD ... NOT VALID here,
 --     ALTER TABLE ... VALIDATE CONSTRAINT in the next migration
@@ -93,12 +93,11 @@ def new(directory: Path, description: str, *, undo: bool = False, today: str = "
     if desc in {t.description for t in ms.templates}:
         raise BadInput(f"a template with description {desc!r} exists already; "
                        "pick another description")
-    rel = f"{directory.name}/{vpath.name}"
     hint = (f"{upath.name} (run by `pgferry migrate undo`)" if undo
             else "<how to reverse it; `pgferry migrate new --undo` adds an UXXX file>")
     written = [vpath]
-    vpath.write_text(V_HEADER.format(desc=desc, today=today or "today", undo_hint=hint,
-                                     path=rel), encoding="utf-8")
+    vpath.write_text(V_HEADER.format(desc=desc, today=today or "today", undo_hint=hint),
+                    encoding="utf-8")
     if undo:
         upath.write_text(U_HEADER.format(desc=desc, vpath=vpath.name), encoding="utf-8")
         written.append(upath)
