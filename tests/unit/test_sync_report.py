@@ -154,8 +154,12 @@ def test_rich_progress_renders_rows_rate_and_status() -> None:
         for _ in range(5):
             ch.publish(BatchWritten("public.legal_cases", 405))
         ch.publish(Warning("has user triggers", table="public.legal_cases"))
-        ch.publish(TableFinished("public.legal_cases", inserted=2025))
+        ch.publish(TableFinished("public.legal_cases", inserted=2025, duration_s=0.5))
+        ch.publish(TableStarted("public.empty", "checksum", 0))
+        ch.publish(TableFinished("public.empty"))
     out = buf.getvalue()
     assert "warning: public.legal_cases: has user triggers" in out
     line = next(x for x in out.splitlines() if x.startswith("public.legal_cases"))
-    assert "2,025 rows" in line and "rows/s" in line and line.rstrip().endswith("ok")
+    assert "2,025 rows" in line and "4,050 rows/s" in line and line.rstrip().endswith("ok")
+    empty = next(x for x in out.splitlines() if x.startswith("public.empty"))
+    assert "0 rows" in empty and "- rows/s" in empty

@@ -176,7 +176,13 @@ class _Rows(ProgressColumn):
 
 class _Rate(ProgressColumn):
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
+        # rich's own speed needs several samples; a table done in one batch has none
+        if task.finished:
+            speed = task.fields.get("rate")
+        else:
+            speed = task.speed
+        if speed is None and not task.finished and task.completed and task.elapsed:
+            speed = task.completed / task.elapsed
         return Text(f"{speed:,.0f} rows/s" if speed else "- rows/s", style="progress.data.speed")
 
 
@@ -221,10 +227,13 @@ class RichProgress:
                 self.progress.update(tid, total=task.completed)
         elif isinstance(event, TableFinished):
             tid = self._task(event.table)
-            done = int(self.progress.tasks[tid].completed)
+            task = self.progress.tasks[tid]
+            done = int(task.completed)
+            took = event.duration_s or task.elapsed or 0.0
             # the estimate was only an estimate: the bar ends at what was really done
             self.progress.update(tid, total=done or 1, completed=done or 1,
-                                 status=event.status, rows=done)
+                                 status=event.status, rows=done,
+                                 rate=done / took if done and took > 0 else None)
             self.progress.stop_task(tid)
         elif isinstance(event, Warning):
             where = f"{event.table}: " if event.table else ""
