@@ -69,7 +69,7 @@ class _Progress:
             self.bar.console.print(line)
             self.bar.advance(self.task)
         else:
-            self.st.note(line)
+            self.st.err.print(line, soft_wrap=True)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -136,7 +136,7 @@ def register(app: typer.Typer) -> None:
         finally:
             bar.close()
         for w in res["warnings"]:
-            st.note(f"warning: {w}")
+            st.err.print(f"warning: {w}", soft_wrap=True)
 
         def render(out: Console) -> None:
             if res["dry_run"]:

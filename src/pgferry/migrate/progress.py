@@ -44,6 +44,7 @@ from typing import Any
 import psycopg
 
 TABLE = "pgferry.migration_progress"
+INTERRUPTED = "interrupted: the pgferry process running it died"
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS pgferry;
@@ -85,9 +86,13 @@ class Progress:
     updated_at: datetime
 
     def describe(self) -> str:
+        if self.state == "failed" and self.error == INTERRUPTED:
+            return (f"{self.script}: interrupted at statement {self.failed_statement} of "
+                    f"{self.statements_total} ({self.statements_done} completed)")
         if self.state == "failed":
+            line = f" (line {self.failed_line})" if self.failed_line else ""
             return (f"{self.script}: statement {self.failed_statement} of "
-                    f"{self.statements_total} (line {self.failed_line}) failed: {self.error}; "
+                    f"{self.statements_total}{line} failed: {self.error}; "
                     f"{self.statements_done} completed")
         return (f"{self.script}: interrupted after {self.statements_done} of "
                 f"{self.statements_total} statements")

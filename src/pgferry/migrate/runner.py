@@ -201,7 +201,7 @@ class Runner:
             with self.work.transaction():
                 progress.failed(self.work, self.s.schema, self.s.table, p.script,
                                 statement=p.statements_done + 1, line=None,
-                                error="interrupted: the pgferry process running it died")
+                                error=progress.INTERRUPTED)
                 self._history_row(p.version, desc, p.script, p.checksum, 0, False, undo)
             out.append(p.describe())
         return out

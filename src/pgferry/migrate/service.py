@@ -64,6 +64,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
     findings: dict[str, list[Any]] = field(default_factory=dict)  # script -> lint findings
     rows: list[HistoryRow] = field(default_factory=list)
+    linted: set[str] = field(default_factory=set)  # scripts the lint gate has seen
 
 
 def read_history(cfg: Config, target: Target) -> tuple[list[HistoryRow], dict[str, Any]]:
@@ -123,7 +124,7 @@ def _lint(cfg: Config, target: Target | None, steps: list[tuple[Step, ParsedFile
     if gate is None or not steps:
         return {}
     found = gate.check_migrations([s.file for s, _ in steps], cfg, target)
-    by: dict[str, list[Any]] = {}
+    by: dict[str, list[Any]] = {s.file.script: [] for s, _ in steps}
     for f in found:
         by.setdefault(str(getattr(f, "path", "")).rsplit("/", 1)[-1], []).append(f)
     return by
@@ -131,10 +132,12 @@ def _lint(cfg: Config, target: Target | None, steps: list[tuple[Step, ParsedFile
 
 def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow],
             failed: dict[str, Any], *, version: Version | None = None, undo: bool = False,
-            to: Version | None = None, strict: bool = True) -> Prepared:
-    """The steps to run, parsed and checked (see the module docstring). Pure apart from files.
+            to: Version | None = None, strict: bool = True, lint: bool = True,
+            linted: dict[str, list[Any]] | None = None) -> Prepared:
+    """The steps to run, parsed and checked (see the module docstring).
 
-    ``strict=False`` (``migrate plan``) turns refusals into warnings.
+    ``strict=False`` (``migrate plan``) turns refusals into warnings; ``lint``
+    runs the lint gate (it reads the target's catalog) for files not in ``linted``.
     """
     p = Prepared(rows=rows)
     try:
@@ -159,8 +162,17 @@ def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow
             steps = [s for s in steps if not s.template]
     for s in steps:
         p.steps.append((s, parse_file(s.file)))
-    p.findings = _lint(cfg, target, p.steps)
+    if lint:
+        known = linted or {}
+        todo = [x for x in p.steps if x[0].file.script not in known]
+        p.findings = {**{k: v for k, v in known.items()}, **_lint(cfg, target, todo)}
+        p.linted = {x[0].file.script for x in p.steps}
     return p
+
+
+def gate_errors(p: Prepared) -> list[Any]:
+    """Error-level lint findings of the steps (what the gate refuses on)."""
+    return [f for fs in p.findings.values() for f in fs if getattr(f, "severity", "") == "error"]
 
 
 def _gate_check(target: Target, p: Prepared, allow_unsafe: bool, reason: str | None) -> None:
@@ -229,7 +241,9 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
     ms = files.scan(cfg.migrations_dir)
     warnings = _sum_warnings(cfg, ms)
     rows, failed = read_history(cfg, target)
-    pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to)
+    # the gate only refuses on protected envs; elsewhere `migrate plan`/`lint` show findings
+    gated = target.protected or dry_run
+    pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to, lint=gated)
     _gate_check(target, pre, allow_unsafe, unsafe_reason)
     result: dict[str, Any] = {"env": target.name, "command": command, "dry_run": dry_run,
                               "warnings": warnings + pre.warnings}
@@ -243,8 +257,9 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
     with journal.operation(target, command, arguments) as op:
         if window is not None:
             op.details["blackout_override"] = {"window": describe(window), "reason": reason}
-        if allow_unsafe and any(pre.findings.values()):
-            op.details["allow_unsafe_reason"] = unsafe_reason
+        if allow_unsafe and gate_errors(pre):
+            op.details["allow_unsafe"] = {"reason": unsafe_reason,
+                                          "findings": [f.to_dict() for f in gate_errors(pre)]}
         with Runner(target, Settings.from_config(cfg), on_event=on_event) as r:
             if r.orphans:
                 result["warnings"].append(
@@ -254,7 +269,8 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
             failed = failed_statements(r.work, cfg) if interrupted else failed
             if interrupted:
                 op.details["interrupted"] = interrupted
-            p = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to)
+            p = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to,
+                        lint=target.protected, linted=pre.findings)
             _gate_check(target, p, allow_unsafe, unsafe_reason)
             results = r.apply(p.steps, undo=undo)
             after = r.history()
