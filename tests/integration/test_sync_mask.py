@@ -7,6 +7,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 
 from pgferry.errors import BadInput
@@ -160,3 +162,25 @@ def test_column_type_checks_against_the_real_catalog(conn: Any) -> None:
     with pytest.raises(BadInput, match="target column is NOT NULL"):
         mask_expressions(compile_rules({"public.users.code": "null"}), t.qualname,
                          t.columns, KEY)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(values=st.lists(st.text(st.characters(blacklist_categories=("Cs",),
+                                             blacklist_characters="\x00"), max_size=40),
+                       min_size=1, max_size=60, unique=True))
+def test_property_distinct_inputs_stay_distinct_and_repeatable(conn: Any,
+                                                                values: list[str]) -> None:
+    """Any distinct texts (unicode, empty, '@'-laden) mask to distinct, repeatable values."""
+    t = catalog.Table("public", "v", columns=[catalog.Column("x", "text", False, False, "", "",
+                                                             25)])
+    rules = compile_rules({"public.v.x": "email"})
+    exprs = [mask_expressions(compile_rules({"public.v.x": r}), "public.v", t.columns, KEY)["x"]
+             for r in ("email", "keep_domain_email", "name", "phone", "hash")]
+    q = sql.SQL("SELECT {} FROM unnest(%s::text[]) AS v(x) ORDER BY x").format(
+        sql.SQL(", ").join(exprs))
+    first = conn.execute(q, [values]).fetchall()
+    assert conn.execute(q, [values]).fetchall() == first
+    for i in range(len(exprs)):
+        assert len({r[i] for r in first}) == len(values)
+    assert rules.rule_for("public.v", "x") is not None

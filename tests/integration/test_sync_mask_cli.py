@@ -105,6 +105,10 @@ def test_masked_sync_prod_to_dev(prod_to_dev: Callable[[str], Project],
     assert again.json["totals"]["inserted"] == again.json["totals"]["updated"] == 0
     assert rows(proj.dsns["dev"], "SELECT id, email, full_name, phone, city FROM customers "
                                   "ORDER BY id") == dev
+    # verify compares the masked source with the target: identical
+    v = cli("--config", str(proj.config), "--json", "verify", "prod", "dev")
+    assert v.code == 0, v.out + v.err
+    assert v.json["totals"]["differing"] == 0
 
 
 @pytest.mark.parametrize("extra, words", [
