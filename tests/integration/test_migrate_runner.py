@@ -1,4 +1,4 @@
-"""migrate plan/up/undo against a real server (in-process CLI; faults are in test_migrate_faults)."""
+"""migrate plan/up/undo on a real server (in-process CLI; faults: test_migrate_faults)."""
 
 from __future__ import annotations
 
@@ -260,3 +260,29 @@ def test_non_transactional_statements_run(project: Project, cli: Cli, sql_text: 
     assert r.json["applied"][1]["mode"] == "autocommit"
     j = run(cli, project, "plan", "-e", "dev", "--json").json
     assert j["steps"] == []
+
+
+def test_lint_gate_on_protected_env(project: Project, cli: Cli) -> None:
+    prod = project.dsns["prod"]
+    project.write("V1__t.sql", "CREATE TABLE t (id bigint PRIMARY KEY, name text);\n"
+                  "INSERT INTO t SELECT g, 'n' || g FROM generate_series(1, 100) g;\nANALYZE t;\n")
+    assert run(cli, project, "up", "-e", "prod", "--yes").code == 0
+    project.write("V2__idx.sql", "CREATE INDEX t_name ON t (name);")
+    j = run(cli, project, "plan", "-e", "prod", "--json").json
+    assert [f["rule"] for f in j["steps"][0]["findings"]] == ["require-concurrent-index-creation"]
+    r = run(cli, project, "plan", "-e", "prod")
+    assert "-- lint error require-concurrent-index-creation (line 1):" in r.out
+    r = run(cli, project, "up", "-e", "prod", "--yes")
+    assert r.code == 4
+    assert "lint gate: 1 error finding(s) on protected prod: V2__idx.sql:1" in r.err
+    assert q(prod, "SELECT to_regclass('t_name')") == [(None,)]
+    assert run(cli, project, "up", "-e", "dev").code == 0  # dev is not gated
+    r = run(cli, project, "up", "-e", "prod", "--yes", "--allow-unsafe")
+    assert r.code == 2 and "--reason" in r.err
+    r = run(cli, project, "up", "-e", "prod", "--yes", "--allow-unsafe", "--reason",
+            "table has 12 rows")
+    assert r.code == 0, r.err
+    d = q(prod, "SELECT details FROM pgferry.journal WHERE outcome = 'ok' ORDER BY id DESC"
+                " LIMIT 1")[0][0]
+    assert d["allow_unsafe"]["reason"] == "table has 12 rows"
+    assert d["allow_unsafe"]["findings"][0]["rule"] == "require-concurrent-index-creation"
