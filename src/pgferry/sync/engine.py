@@ -38,7 +38,13 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from pgferry import journal
 from pgferry.config import Config, parse_duration
@@ -252,10 +258,17 @@ def _heal(ctx: _Ctx, link: Link) -> None:
             conn.rollback()
 
 
-def _retrying(ctx: _Ctx) -> Retrying:
+def _retrying(ctx: _Ctx, results: list[TableResult]) -> Retrying:
+    def note(rs: RetryCallState) -> None:
+        exc = rs.outcome.exception() if rs.outcome else None
+        code = getattr(exc, "sqlstate", None) or type(exc).__name__
+        for r in results:
+            r.warnings.append(f"transient error ({code}) on attempt {rs.attempt_number}; "
+                              "retried")
+
     return Retrying(retry=retry_if_exception(_retryable),
                     wait=wait_random_exponential(multiplier=0.1, max=2),
-                    stop=stop_after_delay(ctx.retry_for), reraise=True)
+                    stop=stop_after_delay(ctx.retry_for), reraise=True, before_sleep=note)
 
 
 def _unit(ctx: _Ctx, unit: list[TablePlan], link: Link, phase: str) -> None:
@@ -266,7 +279,7 @@ def _unit(ctx: _Ctx, unit: list[TablePlan], link: Link, phase: str) -> None:
     link.hold = len(unit) > 1 or ctx.opts.atomic
     try:
         first = True
-        for attempt in _retrying(ctx):
+        for attempt in _retrying(ctx, results):
             with attempt:
                 if not first:
                     _heal(ctx, link)
@@ -290,8 +303,11 @@ def _unit(ctx: _Ctx, unit: list[TablePlan], link: Link, phase: str) -> None:
             e, f"{', '.join(t.qualname for t in unit)}")
         for r in results:
             r.status, r.error = "failed", redact(err.message)
-        if isinstance(err, Unreachable):
-            ctx.abort = err.message
+        if isinstance(err, Unreachable) or (isinstance(e, psycopg.Error) and is_transient(e)):
+            side = ctx.source if ctx.source.display in err.message else ctx.target
+            ctx.abort = (f"{side.name} stopped answering and retries for {ctx.retry_for:g}s did "
+                         f"not help ({err.message}); run the same command again to continue "
+                         "where it stopped")
         try:
             _heal(ctx, link)
         except PgferryError as e2:

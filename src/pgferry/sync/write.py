@@ -23,7 +23,6 @@ from psycopg import sql
 
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import is_transient, redact
-from pgferry.sync import state
 from pgferry.sync.copy import cols, table_ident
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import DeadLetter
@@ -158,18 +157,19 @@ def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered:
 def _dead(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered: sql.Identifier,
           n: int, exc: psycopg.Error, counts: Counts) -> None:
     keys = t.key or tuple(t.columns)
-    q = sql.SQL("SELECT to_jsonb(s) - 'pgferry_n', jsonb_build_object({}) FROM {} s"
-                " WHERE pgferry_n = %s").format(
-        sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier("s", k))
-                           for k in keys), numbered)
-    row = conn.execute(q, [n]).fetchone()
-    assert row is not None
     diag = exc.diag
     msg = redact((diag.message_primary if diag and diag.message_primary else str(exc)).strip())
     sqlstate = exc.sqlstate or ""
-    state.dead_letter(conn, run_id=ctx.run_id, source=ctx.source, table=t.qualname,
-                      key=row[1], row=row[0], error=msg, sqlstate=sqlstate)
-    counts.dead.append(DeadLetter(key=row[1], error=msg, sqlstate=sqlstate))
+    # the row goes from the staging table to the dead letters on the server: values keep
+    # their exact text (numeric scale, timestamps) instead of a trip through Python
+    q = sql.SQL("INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data,"
+                " error, sqlstate) SELECT %s, %s, %s, jsonb_build_object({}), to_jsonb(s) -"
+                " 'pgferry_n', %s, %s FROM {} s WHERE pgferry_n = %s RETURNING key").format(
+        sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier("s", k))
+                           for k in keys), numbered)
+    row = conn.execute(q, [ctx.run_id, ctx.source, t.qualname, msg, sqlstate, n]).fetchone()
+    assert row is not None
+    counts.dead.append(DeadLetter(key=row[0], error=msg, sqlstate=sqlstate))
 
 
 def check_unselected(conn: psycopg.Connection[Any], t: TablePlan, doomed: sql.Composable,

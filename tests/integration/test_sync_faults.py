@@ -1,0 +1,212 @@
+"""Sync faults on a real server: dead letters, triggers, killed backends, SIGKILL, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from tests.conftest import Project, Result, write_project
+from tests.integration.test_sync_full import DATA, SCHEMA, rows, same, sql
+
+SLOW = """
+CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN PERFORM pg_sleep(0.002); RETURN NEW; END $$;
+CREATE TRIGGER slow BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION slow();
+"""
+TABLES3 = ("customers", "orders", "order_lines")
+
+
+@pytest.fixture
+def pair(tmp_path, make_db: Callable[..., str]) -> Project:  # type: ignore[no-untyped-def]
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=(), extra='[sync]\nexclude = ["public.nokey"]\n')
+    sql(p.dsns["dev"], SCHEMA + DATA)
+    sql(p.dsns["prod"], SCHEMA)
+    return p
+
+
+def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
+    return cli("--config", str(p.config), *args, "--json")
+
+
+def count(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn) as c:
+        return int(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+
+
+def test_target_only_check_dead_letters_the_row(pair: Project, cli: Callable[..., Result]
+                                                ) -> None:
+    sql(pair.dsns["prod"], "ALTER TABLE orders ADD CONSTRAINT small CHECK (amount <> 77)")
+    for mode in ("full", "incremental"):
+        r = run(cli, pair, "sync", "dev", "prod", "--mode", mode, "--batch-size", "500")
+        assert r.code == 1, r.err + r.out
+        by = {t["table"]: t for t in r.json["tables"]}
+        orders = by["public.orders"]
+        assert orders["dead_lettered"] == 1 and orders["status"] == "dead_letters"
+        assert orders["dead_letters"][0]["key"] == {"id": 77}
+        assert orders["dead_letters"][0]["sqlstate"] == "23514"
+    assert count(pair.dsns["prod"], "orders") == 1199
+    # the line items of order 77 cannot land either (FK) and are dead-lettered too
+    assert count(pair.dsns["prod"], "order_lines") == 2398
+    with psycopg.connect(pair.dsns["prod"]) as c:
+        dl = c.execute("SELECT table_name, key, row_data->>'amount', error FROM"
+                       " pgferry.dead_letters WHERE table_name = 'public.orders'").fetchall()
+    assert dl[0][1] == {"id": 77} and dl[0][2] == "77.00" and "small" in dl[0][3]
+
+
+def test_disabled_triggers_are_reenabled_also_on_failure(
+        tmp_path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:  # type: ignore[no-untyped-def]
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=(), extra='[sync]\nexclude = ["public.nokey"]\n'
+                      '[sync.tables."public.orders"]\ntriggers = "disable"\n')
+    sql(p.dsns["dev"], SCHEMA + DATA)
+    boom = """CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN RAISE EXCEPTION 'trigger fired'; END $$;
+        CREATE TRIGGER boom BEFORE INSERT OR UPDATE ON orders FOR EACH ROW
+        EXECUTE FUNCTION boom();"""
+    sql(p.dsns["prod"], SCHEMA + boom)
+    r = run(cli, p, "sync", "dev", "prod", "--mode", "full")
+    assert r.code == 0, r.err + r.out
+    same(p, TABLES3)
+    # now make the load fail after the triggers were disabled: a customers row goes missing
+    sql(p.dsns["dev"], "UPDATE orders SET amount = amount + 1 WHERE id < 5")
+    sql(p.dsns["prod"], "ALTER TABLE orders ADD CONSTRAINT c CHECK (amount < 2)"
+        " NOT VALID")
+    r = run(cli, p, "sync", "dev", "prod")
+    assert r.code == 1, r.err + r.out
+    with psycopg.connect(p.dsns["prod"]) as c:
+        state = c.execute("SELECT tgenabled FROM pg_trigger WHERE tgname = 'boom'").fetchone()
+    assert state == ("O",)  # enabled again
+
+
+def _terminate_writer_when(dsn: str, cond: Callable[[], bool], killed: list[int]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not cond():
+        time.sleep(0.02)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for _ in range(200):
+            got = c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+                            " application_name = 'pgferry sync writer' AND state = 'active'"
+                            " AND datname = current_database()").fetchall()
+            if got:
+                killed.append(len(got))
+                return
+            time.sleep(0.01)
+
+
+def test_terminated_target_backend_is_retried(pair: Project, cli: Callable[..., Result]
+                                              ) -> None:
+    sql(pair.dsns["prod"], SLOW)
+    killed: list[int] = []
+    th = threading.Thread(target=_terminate_writer_when, args=(
+        pair.dsns["prod"], lambda: count(pair.dsns["prod"], "orders") >= 200, killed))
+    th.start()
+    r = run(cli, pair, "sync", "dev", "prod", "--batch-size", "200", "--jobs", "1")
+    th.join()
+    assert killed, "the writer backend was never seen"
+    assert r.code == 0, r.err + r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert any("retr" in w for w in by["public.orders"]["warnings"])
+    same(pair, TABLES3)
+
+
+def test_sigkill_mid_table_then_rerun_resumes(pair: Project) -> None:
+    sql(pair.dsns["prod"], SLOW)
+    proc = pair.popen("sync", "dev", "prod", "--batch-size", "100", "--jobs", "1", "--json")
+    deadline = time.monotonic() + 60
+    while count(pair.dsns["prod"], "orders") < 300 and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = count(pair.dsns["prod"], "orders")
+    assert 300 <= done < 1200
+    sql(pair.dsns["prod"], "DROP TRIGGER slow ON orders")
+    r = pair.run("sync", "dev", "prod", "--json")
+    assert r.code == 0, r.err + r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    # it continued: only the rows the killed run had not committed were inserted
+    assert by["public.orders"]["inserted"] == 1200 - done
+    same(pair, TABLES3)
+
+
+def test_bad_mask_rule_exits_2_before_any_write(tmp_path, make_db: Callable[..., str],  # type: ignore[no-untyped-def]
+                                                cli: Callable[..., Result]) -> None:
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=(), extra='[sync.mask]\n"public.customers.email" = "scramble"\n')
+    sql(p.dsns["dev"], SCHEMA + DATA)
+    sql(p.dsns["prod"], SCHEMA)
+    r = run(cli, p, "sync", "dev", "prod")
+    assert r.code == 2 and "scramble" in r.err
+    with psycopg.connect(p.dsns["prod"]) as c:
+        assert c.execute("SELECT to_regclass('pgferry.journal')").fetchone() == (None,)
+    assert rows(p.dsns["prod"], "customers") == []
+
+
+def test_delete_referenced_by_unselected_table_fails_that_table(
+        pair: Project, cli: Callable[..., Result]) -> None:
+    assert run(cli, pair, "sync", "dev", "prod", "--mode", "full").code == 0
+    sql(pair.dsns["dev"], "DELETE FROM order_lines WHERE order_id = 3; "
+        "DELETE FROM orders WHERE id = 3")
+    r = run(cli, pair, "sync", "dev", "prod", "--tables", "public.orders,public.customers")
+    assert r.code == 3, r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert "public.order_lines" in by["public.orders"]["error"]
+    assert by["public.customers"]["status"] == "ok"
+    assert count(pair.dsns["prod"], "orders") == 1200  # rolled back
+
+
+def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: Callable[..., str],  # noqa: E501
+                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The target lives on its own embedded server, stopped for ~10 s mid-run."""
+    import shutil
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    from psycopg import sql as q
+
+    from pgferry.pg import embedded
+
+    root = Path(tempfile.mkdtemp(prefix="pgfd-", dir="/tmp"))
+    try:
+        su = embedded.superuser_dsn(root)
+        with psycopg.connect(su, autocommit=True) as c:
+            embedded.ensure_role(c, "pgferry_test")
+            c.execute(q.SQL("CREATE DATABASE tdown OWNER pgferry_test"))
+        target = embedded.role_dsn(su, "pgferry_test", "tdown")
+        p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": target}, protected=(),
+                          extra='[sync]\nexclude = ["public.nokey"]\nretry = "3s"\n')
+        sql(p.dsns["dev"], SCHEMA + DATA)
+        sql(target, SCHEMA + SLOW)
+        proc = p.popen("sync", "dev", "prod", "--batch-size", "100", "--jobs", "1", "--json")
+        deadline = time.monotonic() + 60
+        while count(target, "orders") < 200 and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        down = time.monotonic()
+        embedded.stop(root)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 3, err + out
+        res = __import__("json").loads(out)
+        assert res["outcome"] == "failed" and "prod" in res["error"], res["error"]
+        print(err.splitlines()[-1], res["error"])
+        time.sleep(max(0.0, 10 - (time.monotonic() - down)))
+        embedded.superuser_dsn(root)  # start it again
+        sql(target, "DROP TRIGGER slow ON orders")
+        partial = count(target, "orders")
+        r = p.run("sync", "dev", "prod", "--json")
+        assert r.code == 0, r.err + r.out
+        by = {t["table"]: t for t in r.json["tables"]}
+        assert by["public.orders"]["inserted"] == 1200 - partial
+        same(p, TABLES3)
+    finally:
+        embedded.stop(root)
+        shutil.rmtree(root, ignore_errors=True)
+        subprocess.run(["true"], check=False)
