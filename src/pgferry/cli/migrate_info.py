@@ -268,7 +268,7 @@ def register(app: typer.Typer) -> None:
             st.emit({"ok": True, **plan.to_dict(), "changed": False},
                     lambda out: out.print(f"{name}: nothing to repair"))
             return
-        if not st.json:
+        if not st.json and not yes:
             for r in plan.remove:
                 st.note(f"will remove failed row {r.installed_rank}: {r.version or ''} {r.script}")
             for a in plan.realign:

@@ -78,7 +78,8 @@ def baseline(cfg: Config, target: Target, version: str,
                 last = max(rows, key=lambda r: r.installed_rank)
                 raise BadInput(
                     f"cannot baseline {target.name}: {schema}.{table} already has {len(rows)} "
-                    f"row(s) (latest: {last.type} {last.version or ''} {last.script!r}); "
+                    f"row(s) (latest: {' '.join(filter(None, [last.type, last.version]))} "
+                    f"{last.script!r}); "
                     "baseline adopts a database that has no migration history",
                     rows=len(rows),
                 )

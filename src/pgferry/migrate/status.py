@@ -137,7 +137,9 @@ def problems(s: Status) -> list[str]:
             out.append(f"{name}: applied, but the file is gone; restore it from git")
         elif e.state == "failed":
             where = s.failed_at(e)
-            at = f" ({where['describe']})" if where and where.get("describe") else ""
+            at = ""
+            if where and where.get("describe"):
+                at = f" ({str(where['describe']).removeprefix(f'{e.script}: ')})"
             out.append(f"{name}: failed{at}; fix the cause, run `migrate repair`, then "
                        "`migrate up`")
     if s.sum_state == "stale":
