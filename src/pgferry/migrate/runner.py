@@ -40,12 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from pgferry.config import Config, parse_duration, pg_duration
-from pgferry.errors import LockUnavailable, OperationFailed, Refused
-from pgferry.migrate import history, progress
+from pgferry.errors import LockUnavailable, OperationFailed
+from pgferry.migrate import history, nontx, progress
 from pgferry.migrate.files import parse_name
 from pgferry.migrate.history import SQL, UNDO_SQL
 from pgferry.migrate.locks import (
@@ -57,7 +56,7 @@ from pgferry.migrate.locks import (
 )
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile, Statement
-from pgferry.pg.connect import APP_NAME, Target, connect, map_db_error, redact
+from pgferry.pg.connect import APP_NAME, Target, connect, map_db_error
 
 #: progress callback: (kind "start"|"done", step, result or None, index, total)
 Event = Callable[[str, Step, "FileResult | None", int, int], None]
@@ -111,14 +110,6 @@ class FileResult:
 
 def _is_lock_timeout(e: BaseException) -> bool:
     return isinstance(e, psycopg.Error) and e.sqlstate == "55P03"
-
-
-class StatementFailed(Exception):
-    """Internal: a statement failed; carries where."""
-
-    def __init__(self, stmt: Statement | None, error: psycopg.Error) -> None:
-        super().__init__(str(error))
-        self.stmt, self.error = stmt, error
 
 
 class Runner:
@@ -213,14 +204,26 @@ class Runner:
         done: list[FileResult] = []
         known = {p.script: p for p in self.progress_rows()}
         for i, (step, pf) in enumerate(steps):
+            self._check_lock(step)
             self.on_event("start", step, None, i, len(steps))
             if pf.transactional:
                 r = self._run_transactional(step, pf, undo)
             else:
-                r = self._run_autocommit(step, pf, undo, known.get(step.script))
+                r = nontx.run_autocommit(self, step, pf, undo, known.get(step.script))
             done.append(r)
             self.on_event("done", step, r, i, len(steps))
         return done
+
+    def _check_lock(self, step: Step) -> None:
+        """Stop if the lock connection died (terminated): another run could start."""
+        try:
+            assert self.lock.conn is not None
+            self.lock.conn.execute("SELECT 1")
+        except psycopg.Error:
+            raise OperationFailed(
+                f"lost the migration lock (its connection was closed or terminated); stopped "
+                f"before {step.script}; run `pgferry migrate up` again", script=step.script,
+            ) from None
 
     def _retrying(self, what: str) -> Retrying:
         return Retrying(
@@ -303,110 +306,6 @@ class Runner:
         return OperationFailed(f"{step.script}{at}{n}: {err.message}; {tail}",
                                script=step.script, line=stmt.line if stmt else None,
                                **err.details)
-
-    # -- non-transactional files -----------------------------------------------
-    def _resume_point(self, step: Step, pf: ParsedFile, prog: progress.Progress | None) -> int:
-        if prog is None or not prog.done_digests:
-            return 0
-        for i, d in enumerate(prog.done_digests):
-            if i >= len(pf.statements) or pf.statements[i].digest != d:
-                raise Refused(
-                    f"{step.script}: statement {i + 1} was applied in an earlier, failed run and "
-                    "has changed since; restore it, or restart the file from its first "
-                    "statement (pgferry.migrate.progress.forget) once the database matches",
-                    script=step.script, statement=i + 1,
-                )
-        return len(prog.done_digests)
-
-    def _drop_invalid_index(self, stmt: Statement) -> str | None:
-        """Drop the INVALID index a failed concurrent build of ``stmt`` left behind."""
-        if stmt.index_name is None:
-            return None
-        schema, name, table = stmt.index_name
-        row = self.work.execute(
-            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s AND NOT"
-            " i.indisvalid AND (n.nspname = %s OR (%s::text IS NULL AND i.indrelid ="
-            " to_regclass(%s)))",
-            [name, schema, schema, table],
-        ).fetchone()
-        if row is None:
-            return None
-        self.work.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-            sql.Identifier(row[0], row[1])))
-        return f"{row[0]}.{row[1]}"
-
-    def _run_autocommit(self, step: Step, pf: ParsedFile, undo: bool,
-                        prog: progress.Progress | None) -> FileResult:
-        c, s = self.work, self.s
-        version = str(step.version) if step.version is not None else None
-        resume = self._resume_point(step, pf, prog)
-        start = time.monotonic()
-        retries, dropped = 0, []
-        again = "migrate undo" if undo else "migrate up"
-        progress.ensure(c)
-        progress.start(c, s.schema, s.table, script=step.script, version=version,
-                       checksum=step.checksum, total=len(pf.statements),
-                       runner_pid=self.lock.conn.info.backend_pid if self.lock.conn else 0)
-        self._set_timeouts(local=False)
-        stmt: Statement | None = None
-        seen, attempts = None, 0
-        try:
-            for stmt in pf.statements[resume:]:
-                attempts = 0
-                for attempt in self._retrying(step.script):
-                    with attempt:
-                        attempts += 1
-                        d = self._drop_invalid_index(stmt)
-                        if d:
-                            dropped.append(d)
-                        with self._watcher() as w:
-                            try:
-                                c.execute(stmt.text.encode())
-                            finally:
-                                seen = w.seen or seen
-                retries += attempts - 1
-                progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
-            ms = int((time.monotonic() - start) * 1000)
-            with c.transaction():
-                rank = self._history_row(version, step.description, step.script, step.checksum,
-                                         ms, True, undo)
-                progress.forget(c, s.schema, s.table, step.script)
-        except psycopg.Error as e:
-            self._record_failure(step, stmt, e, undo, int((time.monotonic() - start) * 1000))
-            if _is_lock_timeout(e):
-                raise self._lock_error(step, stmt, attempts, seen) from None
-            n = stmt.index if stmt else 0
-            raise self._server_error(
-                step, stmt, e,
-                f"this file runs outside a transaction: statements 1-{n} are applied and "
-                f"recorded; fix the cause, run `pgferry migrate repair`, then `{again}` "
-                f"resumes at statement {n + 1}" if n else
-                "nothing of this file was applied; fix it, run `pgferry migrate repair`, "
-                f"then `{again}`",
-            ) from None
-        finally:
-            if not c.closed and not c.broken:
-                c.execute("RESET lock_timeout")
-                c.execute("RESET statement_timeout")
-        return FileResult(step.script, version, step.kind, "autocommit",
-                          int((time.monotonic() - start) * 1000), 1 + retries,
-                          len(pf.statements), resumed_after=resume, installed_rank=rank,
-                          dropped_invalid_indexes=dropped)
-
-    def _record_failure(self, step: Step, stmt: Statement | None, e: psycopg.Error,
-                        undo: bool, ms: int) -> None:
-        """Flyway's ``success = false`` row plus where it stopped (best effort)."""
-        try:
-            with self.work.transaction():
-                progress.failed(self.work, self.s.schema, self.s.table, step.script,
-                                statement=stmt.index + 1 if stmt else None,
-                                line=stmt.line if stmt else None, error=redact(str(e)))
-                self._history_row(str(step.version) if step.version is not None else None,
-                                  step.description, step.script, step.checksum, ms, False, undo)
-        except psycopg.Error:
-            pass  # the connection is gone; the next run settles the 'running' row
-
 
 # -- hooks for repair and status ------------------------------------------------
 

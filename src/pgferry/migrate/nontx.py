@@ -1,0 +1,136 @@
+"""Non-transactional files: statement by statement in autocommit, with progress.
+
+Contract: :func:`run_autocommit` runs a file whose statements cannot run in
+a transaction block (``CREATE INDEX CONCURRENTLY`` & co.) on the runner's work
+connection with session-level ``lock_timeout``/``statement_timeout``; each
+completed statement is recorded in ``pgferry.migration_progress`` (see
+:mod:`pgferry.migrate.progress`). A failure writes Flyway's ``success = false``
+row and where it stopped; a later run resumes after the completed statements
+(their digests must still match) and first drops an INVALID index a failed
+concurrent build of the statement left behind.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from pgferry.errors import Refused
+from pgferry.migrate import progress
+from pgferry.migrate.plan import Step
+from pgferry.migrate.statements import ParsedFile, Statement
+from pgferry.pg.connect import redact
+
+if TYPE_CHECKING:
+    from pgferry.migrate.runner import FileResult, Runner
+
+
+def resume_point(r: Runner, step: Step, pf: ParsedFile, prog: progress.Progress | None) -> int:
+    if prog is None or not prog.done_digests:
+        return 0
+    for i, d in enumerate(prog.done_digests):
+        if i >= len(pf.statements) or pf.statements[i].digest != d:
+            raise Refused(
+                f"{step.script}: statement {i + 1} was applied in an earlier, failed run and "
+                "has changed since; restore it, or restart the file from its first "
+                "statement (pgferry.migrate.progress.forget) once the database matches",
+                script=step.script, statement=i + 1,
+            )
+    return len(prog.done_digests)
+
+
+def drop_invalid_index(r: Runner, stmt: Statement) -> str | None:
+    """Drop the INVALID index a failed concurrent build of ``stmt`` left behind."""
+    if stmt.index_name is None:
+        return None
+    schema, name, table = stmt.index_name
+    row = r.work.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s AND NOT"
+        " i.indisvalid AND (n.nspname = %s OR (%s::text IS NULL AND i.indrelid ="
+        " to_regclass(%s)))",
+        [name, schema, schema, table],
+    ).fetchone()
+    if row is None:
+        return None
+    r.work.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+        sql.Identifier(row[0], row[1])))
+    return f"{row[0]}.{row[1]}"
+
+
+def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
+                    prog: progress.Progress | None) -> FileResult:
+    c, s = r.work, r.s
+    version = str(step.version) if step.version is not None else None
+    resume = resume_point(r, step, pf, prog)
+    start = time.monotonic()
+    retries, dropped = 0, []
+    again = "migrate undo" if undo else "migrate up"
+    progress.ensure(c)
+    progress.start(c, s.schema, s.table, script=step.script, version=version,
+                   checksum=step.checksum, total=len(pf.statements),
+                   runner_pid=r.lock.conn.info.backend_pid if r.lock.conn else 0)
+    r._set_timeouts(local=False)
+    stmt: Statement | None = None
+    seen, attempts = None, 0
+    try:
+        for stmt in pf.statements[resume:]:
+            attempts = 0
+            for attempt in r._retrying(step.script):
+                with attempt:
+                    attempts += 1
+                    d = drop_invalid_index(r, stmt)
+                    if d:
+                        dropped.append(d)
+                    with r._watcher() as w:
+                        try:
+                            c.execute(stmt.text.encode())
+                        finally:
+                            seen = w.seen or seen
+            retries += attempts - 1
+            progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
+        ms = int((time.monotonic() - start) * 1000)
+        with c.transaction():
+            rank = r._history_row(version, step.description, step.script, step.checksum,
+                                     ms, True, undo)
+            progress.forget(c, s.schema, s.table, step.script)
+    except psycopg.Error as e:
+        record_failure(r, step, stmt, e, undo, int((time.monotonic() - start) * 1000))
+        if e.sqlstate == "55P03":
+            raise r._lock_error(step, stmt, attempts, seen) from None
+        n = stmt.index if stmt else 0
+        raise r._server_error(
+            step, stmt, e,
+            f"this file runs outside a transaction: statements 1-{n} are applied and "
+            f"recorded; fix the cause, run `pgferry migrate repair`, then `{again}` "
+            f"resumes at statement {n + 1}" if n else
+            "nothing of this file was applied; fix it, run `pgferry migrate repair`, "
+            f"then `{again}`",
+        ) from None
+    finally:
+        if not c.closed and not c.broken:
+            c.execute("RESET lock_timeout")
+            c.execute("RESET statement_timeout")
+    from pgferry.migrate.runner import FileResult  # runner imports this module
+
+    return FileResult(step.script, version, step.kind, "autocommit",
+                      int((time.monotonic() - start) * 1000), 1 + retries,
+                      len(pf.statements), resumed_after=resume, installed_rank=rank,
+                      dropped_invalid_indexes=dropped)
+
+
+def record_failure(r: Runner, step: Step, stmt: Statement | None, e: psycopg.Error,
+                    undo: bool, ms: int) -> None:
+    """Flyway's ``success = false`` row plus where it stopped (best effort)."""
+    try:
+        with r.work.transaction():
+            progress.failed(r.work, r.s.schema, r.s.table, step.script,
+                            statement=stmt.index + 1 if stmt else None,
+                            line=stmt.line if stmt else None, error=redact(str(e)))
+            r._history_row(str(step.version) if step.version is not None else None,
+                              step.description, step.script, step.checksum, ms, False, undo)
+    except psycopg.Error:
+        pass  # the connection is gone; the next run settles the 'running' row
