@@ -20,6 +20,7 @@ from pgferry.migrate import service
 from pgferry.migrate.files import Version
 from pgferry.migrate.plan import Step
 from pgferry.migrate.runner import FileResult
+from pgferry.migrate.windows import check_blackout
 
 TargetOpt = Annotated[str | None, typer.Option("--target", help="Apply up to this version.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check and show, change nothing.")]
@@ -123,7 +124,10 @@ def register(app: typer.Typer) -> None:
         st = state(ctx, json_)
         cfg, t = st.config(), st.target(env)
         verb = "undo" if undo else "up"
+        now = datetime.now(UTC)
         if not kw.get("dry_run"):
+            # a window refuses anyway: say so before asking for confirmation
+            check_blackout(cfg, t.name, now, kw["override_blackout"], kw["reason"])
             confirm_protected(st, t, yes, f"migrate {verb}")
         bar = _Progress(st, "undone" if undo else "applied")
 
@@ -131,7 +135,7 @@ def register(app: typer.Typer) -> None:
             bar.event(kind, step, res, total)
 
         try:
-            res = service.run(cfg, t, undo=undo, now=datetime.now(UTC), arguments=arguments,
+            res = service.run(cfg, t, undo=undo, now=now, arguments=arguments,
                               on_event=event, **kw)
         finally:
             bar.close()
@@ -179,9 +183,13 @@ def register(app: typer.Typer) -> None:
                      "--to", help="Undo every applied version above this one.")] = None,
                  dry_run: DryRunOpt = False, yes: YesOpt = False,
                  override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
-                 json_: JsonOpt = False) -> None:
+                 allow_unsafe: UnsafeOpt = False, json_: JsonOpt = False) -> None:
         """Run U files newest first (default: the newest applied version only)."""
+        if allow_unsafe and not (reason or "").strip():
+            raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
         args = {"env": env, "to": to, "dry_run": dry_run, "yes": yes,
-                "override_blackout": override_blackout, "reason": reason}
+                "override_blackout": override_blackout, "reason": reason,
+                "allow_unsafe": allow_unsafe}
         _run(ctx, env, json_, undo=True, yes=yes, arguments=args, to=_version(to, "--to"),
-             dry_run=dry_run, override_blackout=override_blackout, reason=reason)
+             dry_run=dry_run, override_blackout=override_blackout, reason=reason,
+             allow_unsafe=allow_unsafe, unsafe_reason=reason)

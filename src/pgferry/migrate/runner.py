@@ -112,6 +112,11 @@ def _is_lock_timeout(e: BaseException) -> bool:
     return isinstance(e, psycopg.Error) and e.sqlstate == "55P03"
 
 
+def _retryable(e: BaseException) -> bool:
+    """Lock timeout, or a deadlock the server broke by cancelling us: roll back, try again."""
+    return isinstance(e, psycopg.Error) and e.sqlstate in ("55P03", "40P01")
+
+
 class Runner:
     """Executes steps on ``target`` while holding the migration lock (a context manager)."""
 
@@ -227,7 +232,7 @@ class Runner:
 
     def _retrying(self, what: str) -> Retrying:
         return Retrying(
-            retry=retry_if_exception(_is_lock_timeout),
+            retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(self.s.lock_retries + 1),
             wait=wait_random_exponential(multiplier=max(self.s.lock_timeout_s, 0.05), max=10),
             reraise=True,
