@@ -100,3 +100,14 @@ def test_dry_run_writes_nothing(synced: Project, cli: Callable[..., Result]) -> 
     with psycopg.connect(synced.dsns["prod"]) as c:
         assert c.execute("SELECT to_regclass('pgferry.sync_state')").fetchone() == (None,)
         assert c.execute("SELECT count(*) FROM customers").fetchone() == (0,)
+
+
+def test_dry_run_text_shows_the_plan(synced: Project, cli: Callable[..., Result]) -> None:
+    sql(synced.dsns["dev"], "ALTER TABLE customers ADD COLUMN note text")
+    r = cli("--config", str(synced.config), "sync", "dev", "prod", "--dry-run")
+    assert r.code == 0, r.err
+    for part in ("plan: incremental dev -> prod", "public.customers", "checksum",
+                 "source only: note", "stopped:", "no primary key"):
+        assert part in r.out, (part, r.out)
+    assert r.out.index("public.customers") < r.out.index("public.orders") < r.out.index(
+        "public.order_lines")

@@ -32,8 +32,35 @@ ExcludeOpt = Annotated[list[str] | None, typer.Option(
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a Markdown report here.")]
 
 
+def _render_plan(result: SyncResult, out: Console) -> None:
+    plan = result.options.get("plan") or {}
+    tbl = RichTable(title=f"plan: {result.mode} {result.source} -> {result.target} "
+                    "(dry run, nothing written)")
+    for h in ("#", "table", "strategy", "key", "est. rows", "est. size", "columns", "status"):
+        tbl.add_column(h, justify="right" if h in ("#", "est. rows", "est. size") else "left")
+    for t in plan.get("tables", []):
+        diff = []
+        if t["missing_on_target"]:
+            diff.append("source only: " + ", ".join(t["missing_on_target"]))
+        if t["missing_on_source"]:
+            diff.append("target only: " + ", ".join(t["missing_on_source"]))
+        tbl.add_row(str(t["order"] + 1), t["table"], t["strategy"], ",".join(t["key"]) or "-",
+                    f"{t['estimated_rows']:,}", f"{t['estimated_bytes'] / 1e6:,.1f} MB",
+                    "; ".join(diff) or f"{len(t['columns'])} same",
+                    f"stopped: {t['error']}" if t["error"] else "ready")
+    out.print(tbl)
+    for t in plan.get("tables", []):
+        for w in t["warnings"]:
+            out.print(f"warning: {t['table']}: {w}")
+    for w in result.warnings:
+        out.print(f"warning: {w}")
+
+
 def _render(result: SyncResult) -> Any:
     def render(out: Console) -> None:
+        if result.dry_run:
+            _render_plan(result, out)
+            return
         verify = result.mode == "verify"
         tbl = RichTable(title=f"{result.mode} {result.source} -> {result.target}"
                         + (" (dry run)" if result.dry_run else ""))
@@ -47,8 +74,6 @@ def _render(result: SyncResult) -> Any:
         for t in result.tables:
             nums = ([t.matched, t.differing, t.only_in_source, t.only_in_target] if verify
                     else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered])
-            if result.dry_run:
-                nums = [f"~{t.estimated_rows}", "", "", "", ""][: len(heads)]
             tbl.add_row(t.table, t.strategy, *[str(n) for n in nums],
                         t.status + (f": {t.error}" if t.error else ""))
         out.print(tbl)

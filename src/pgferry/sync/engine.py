@@ -62,6 +62,7 @@ from pgferry.sync.tables import (
     delete_range,
     full_deletes,
     full_load,
+    is_empty,
     watermark_sync,
 )
 
@@ -199,6 +200,7 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
             elif opts.dry_run:
                 r.status = "planned"
         if opts.dry_run:
+            result.options["plan"] = plan.to_dict()
             result.finished_at = datetime.now(UTC)
             return result
         retry = opts.retry_for if opts.retry_for is not None else parse_duration(
@@ -341,6 +343,10 @@ def _table(ctx: _Ctx, t: TablePlan, link: Link, phase: str) -> None:
     elif t.strategy == "watermark":
         watermark_sync(link, t, masks, r, progress, overlap_s=ctx.overlap_s,
                        snapshot_xip=ctx.snapshot.xip)
+    elif not t.where and is_empty(link, t):
+        # nothing to compare against: the fast path of a full load (binary COPY)
+        full_load(link, t, masks, r, progress)
+        link.commit()
     else:
         _checksum(ctx, t, link, r, masks, progress)
 
@@ -418,7 +424,8 @@ def _schedule(ctx: _Ctx, units: list[list[TablePlan]], jobs: int, phase: str,
                     i = ready.pop(0)
                     pending.remove(i)
                     bad = [p for d in deps.get(i, set()) for p in units[d]
-                           if ctx.result.table(p.qualname).status == "failed"]
+                           if ctx.result.table(p.qualname).status == "failed"
+                           and phase == "load"]
                     if bad:
                         for t in units[i]:
                             r = ctx.result.table(t.qualname)
@@ -474,9 +481,9 @@ def _execute(ctx: _Ctx, jobs: int) -> None:
         link = _new_link(ctx, hold=True)
         try:
             if ctx.opts.mode == "full":
-                for t in reversed(runnable):
-                    if t.key and t.deletes:
-                        _unit(ctx, [t], link, "delete")
+                for u in reversed(units):
+                    if all(t.key for t in u):
+                        _unit(ctx, u, link, "delete")
             for u in units:
                 _unit(ctx, u, link, "load")
             if any(ctx.result.table(t.qualname).status == "failed" for t in runnable):
@@ -492,11 +499,11 @@ def _execute(ctx: _Ctx, jobs: int) -> None:
             link.tgt.close()
     else:
         if ctx.opts.mode == "full":
-            dels = [t for t in reversed(runnable) if t.key]
-            # deletes go children first: one at a time, in reverse FK order
-            _schedule(ctx, [[t] for t in dels], 1, "delete", {i: set(range(i)) for i in
-                                                              range(len(dels))})
-            for t in dels:
+            dels = [u for u in reversed(units) if all(t.key for t in u)]
+            # deletes go children first: one unit at a time, in reverse FK order (a cycle
+            # deletes in one transaction with its constraints deferred)
+            _schedule(ctx, dels, 1, "delete", {i: set(range(i)) for i in range(len(dels))})
+            for t in (t for u in dels for t in u):
                 r = ctx.result.table(t.qualname)
                 if r.status == "ok":
                     r.status = "pending"

@@ -298,6 +298,9 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
             t.warnings.append(f"primary key differs: source {list(src.primary_key)}, target "
                               f"{list(tgt.primary_key)}; the target's is used")
         _strategy(t, tc, mode)
+        if t.strategy == "watermark" and t.deletes:
+            t.warnings.append("the watermark strategy does not see rows deleted at the source; "
+                              "run a checksum or full sync now and then to remove them")
         if t.where and t.strategy != "verify":
             t.warnings.append(f"only rows WHERE {t.where} are synced; deletes are limited to "
                               "them")

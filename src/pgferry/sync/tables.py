@@ -86,14 +86,17 @@ def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
     """Delete target rows (within ``where``) whose key the source does not have."""
     if not t.key:
         return
+    link.begin(t)
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), src_where(t))
     pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types)
     rng = sql.SQL("({})").format(sql.SQL(t.where)) if t.where else sql.SQL("true")  # type: ignore[arg-type]
     res.deleted += write.delete_missing(link.tgt, t, keys, rng, [])
+    link.end(t)
 
 
-def _empty(link: Link, t: TablePlan) -> bool:
+def is_empty(link: Link, t: TablePlan) -> bool:
+    """True when the target table has no row (read in the link's transaction)."""
     row = link.tgt.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
         table_ident(t))).fetchone()
     return bool(row and row[0])
@@ -103,9 +106,9 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
               progress: Progress) -> None:
     """Make the target table hold the source's rows (deletes already done for keyed tables)."""
     link.begin(t)
-    if not t.key and not _empty(link, t):
+    if not t.key and not is_empty(link, t):
         res.deleted += write.delete_all(link.tgt, t)
-    if _empty(link, t) and not t.where:
+    if is_empty(link, t) and not t.where:
         freeze = not t.referenced and not t.partitioned
         try:
             with link.tgt.transaction():
@@ -229,6 +232,15 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
     mark = state.read(tgt, source, qn, "watermark")
     tgt.commit()
     wm = sql.Identifier(t.watermark)
+    if mark.watermark is None and not t.where and is_empty(link, t):
+        # first run into an empty table: one binary COPY, then the watermark of the snapshot
+        full_load(link, t, masks, res, progress)
+        row = src.execute(sql.SQL("SELECT max({})::text FROM {}").format(
+            wm, table_ident(t))).fetchone()
+        state.write(tgt, source, qn, "watermark",
+                    state.Mark(row[0] if row else None, list(snapshot_xip), None))
+        link.commit()
+        return
     conds: list[sql.Composable] = []
     params: list[Any] = []
     if mark.watermark is not None:

@@ -1,0 +1,88 @@
+"""FK order, cycles and --atomic on a real server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+from tests.conftest import Result, write_project
+from tests.integration.test_sync_full import rows, sql
+
+CYCLE = """
+CREATE TABLE a (id int PRIMARY KEY, b_id int);
+CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a DEFERRABLE);
+ALTER TABLE a ADD FOREIGN KEY (b_id) REFERENCES b DEFERRABLE;
+CREATE TABLE emp (id int PRIMARY KEY, boss int REFERENCES emp DEFERRABLE INITIALLY IMMEDIATE);
+"""
+CYCLE_DATA = """
+BEGIN; SET CONSTRAINTS ALL DEFERRED;
+INSERT INTO a SELECT g, g FROM generate_series(1, 50) g;
+INSERT INTO b SELECT g, g FROM generate_series(1, 50) g;
+INSERT INTO emp SELECT g, CASE WHEN g < 60 THEN g + 1 END FROM generate_series(1, 60) g;
+COMMIT;
+"""
+
+
+def test_deferrable_cycle_and_self_reference_sync(tmp_path: Path, make_db: Callable[..., str],
+                                                  cli: Callable[..., Result]) -> None:
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=())
+    sql(p.dsns["dev"], CYCLE + CYCLE_DATA)
+    sql(p.dsns["prod"], CYCLE)
+    # small batches: a row's boss lives in a later batch, checked at commit (deferrable)
+    for mode in ("incremental", "full"):
+        r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", mode,
+                "--batch-size", "7", "--json")
+        assert r.code == 0, r.err + r.out
+        for t in ("a", "b", "emp"):
+            assert rows(p.dsns["dev"], t) == rows(p.dsns["prod"], t)
+        sql(p.dsns["dev"], "BEGIN; SET CONSTRAINTS ALL DEFERRED; DELETE FROM a WHERE id = 5;"
+            " DELETE FROM b WHERE id = 5; UPDATE a SET b_id = NULL WHERE b_id = 5;"
+            " UPDATE b SET a_id = NULL WHERE a_id = 5; COMMIT;")
+
+
+def test_non_deferrable_cycle_is_named_with_the_fix(tmp_path: Path, make_db: Callable[..., str],
+                                                    cli: Callable[..., Result]) -> None:
+    ddl = """CREATE TABLE a (id int PRIMARY KEY, b_id int);
+             CREATE TABLE b (id int PRIMARY KEY, a_id int REFERENCES a);
+             ALTER TABLE a ADD CONSTRAINT a_b FOREIGN KEY (b_id) REFERENCES b;
+             CREATE TABLE c (id int PRIMARY KEY);"""
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=())
+    sql(p.dsns["dev"], ddl + "INSERT INTO c VALUES (1)")
+    sql(p.dsns["prod"], ddl)
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
+    assert r.code == 3
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert "cycle public.a -> public.b -> public.a" in by["public.a"]["error"]
+    assert "DEFERRABLE" in by["public.a"]["error"]
+    assert by["public.c"]["status"] == "ok"
+    with psycopg.connect(p.dsns["prod"]) as c:
+        assert c.execute("SELECT id FROM c").fetchall() == [(1,)]
+
+
+def test_atomic_rolls_back_every_table_when_one_fails(
+        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    ddl = """CREATE TABLE p1 (id int PRIMARY KEY, v text);
+             CREATE TABLE p2 (id int PRIMARY KEY, v text);"""
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=())
+    sql(p.dsns["dev"], ddl + "INSERT INTO p1 VALUES (1, 'a'); INSERT INTO p2 VALUES (1, 'b');")
+    sql(p.dsns["prod"], ddl + "CREATE TABLE ext (p2 int REFERENCES p2);"
+        "INSERT INTO p2 VALUES (2, 'old'); INSERT INTO ext VALUES (2);")
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", "full", "--atomic",
+            "--tables", "public.p1,public.p2", "--json")
+    assert r.code == 3, r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert "public.ext" in by["public.p2"]["error"]
+    assert "rolled back" in by["public.p1"]["error"]
+    assert rows(p.dsns["prod"], "p1") == []
+    with psycopg.connect(p.dsns["prod"]) as c:
+        assert c.execute("SELECT count(*) FROM ext").fetchone() == (1,)
+    # without --atomic the table that can be synced is
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", "full",
+            "--tables", "public.p1,public.p2", "--json")
+    assert r.code == 3
+    assert rows(p.dsns["prod"], "p1") == [(1, "a")]
