@@ -33,10 +33,12 @@ def ends_tx(st: Stmt) -> bool:
 
 
 def tx_depth_after(st: Stmt, depth: int) -> int:
+    """1 inside an explicit transaction block, else 0: PostgreSQL does not nest BEGIN
+    (a second BEGIN only warns) and one COMMIT ends the block."""
     if is_begin(st):
-        return depth + 1
+        return 1
     if ends_tx(st):
-        return max(0, depth - 1)
+        return 0
     return depth
 
 

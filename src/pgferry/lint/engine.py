@@ -49,13 +49,16 @@ class Settings:
         return cls(list(lint.disable), list(lint.enable), dict(lint.severity), lint.pg_version)
 
 
+_INDEX: dict[str, type[Rule]] = {}
+
+
 def rule_index() -> dict[str, type[Rule]]:
     """Every rule by name and by code."""
-    out: dict[str, type[Rule]] = {}
-    for r in ALL_RULES:
-        out[r.name] = r
-        out[r.code] = r
-    return out
+    if not _INDEX:
+        for r in ALL_RULES:
+            _INDEX[r.name] = r
+            _INDEX[r.code] = r
+    return _INDEX
 
 
 def active_rules(settings: Settings, pg_version: int) -> list[Rule]:
@@ -90,13 +93,12 @@ class Linter:
         self.pg_version = version or DEFAULT_PG
         self.rules = active_rules(self.settings, self.pg_version)
         self.by_kind: dict[str, list[Rule]] = {}
-        self.every: list[Rule] = []
+        self.every: list[Rule] = [r for r in self.rules if not r.kinds]
         for r in self.rules:
-            if r.kinds:
-                for k in r.kinds:
-                    self.by_kind.setdefault(k, []).append(r)
-            else:
-                self.every.append(r)
+            for k in r.kinds:
+                self.by_kind.setdefault(k, []).append(r)
+        for k in self.by_kind:
+            self.by_kind[k] += self.every
         self.cx = Context(pg_version=self.pg_version, catalog=catalog)
 
     def lint_files(self, items: Iterable[tuple[str, str]]) -> list[Finding]:
@@ -122,7 +124,11 @@ class Linter:
         for st in stmts:
             st.explicit_tx = depth > 0
             st.in_tx = st.explicit_tx or info.transactional
-            for rule in (*self.by_kind.get(st.kind, ()), *self.every):
+            rules = self.by_kind.get(st.kind, self.every)
+            if st.kind == "AlterTableStmt":
+                subs = {c.get("AlterTableCmd", {}).get("subtype") for c in st.node.get("cmds", ())}
+                rules = [r for r in rules if not r.subtypes or r.subtypes & subs]
+            for rule in rules:
                 for hit in rule.check(st, cx):
                     raw.append((rule, hit, st))
             effects.apply(st, cx)
@@ -144,9 +150,12 @@ class Linter:
         line, col = position(info, offset)
         text = ""
         if st is not None:
-            text = _SPACE.sub(" ", info.text_at(st.start, st.end)).strip()
-            if len(text) > 200:
-                text = text[:197] + "..."
+            text = st.cache.get("text", "")
+            if not text:
+                text = _SPACE.sub(" ", info.text_at(st.start, st.end)).strip()
+                if len(text) > 200:
+                    text = text[:197] + "..."
+                st.cache["text"] = text
         impact = ""
         if self.catalog is not None and hit.table:
             impact = impact_of(self.catalog, hit.table, rule.lock, hit.work if hit.work is not None

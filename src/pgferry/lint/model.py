@@ -153,6 +153,8 @@ class Rule:
     help: ClassVar[str] = ""
     #: statement node kinds this rule reads (``()`` means every statement)
     kinds: ClassVar[tuple[str, ...]] = ()
+    #: ALTER TABLE action subtypes it reads (empty: all); lets the engine skip it cheaply
+    subtypes: ClassVar[frozenset[str]] = frozenset()
     min_pg: ClassVar[int] = 9
     max_pg: ClassVar[int | None] = None
     #: off unless listed in ``[lint] enable``

@@ -62,20 +62,44 @@ def cmd_offsets(cx: Context, st: Stmt) -> list[int]:
     return offsets
 
 
-def alter_actions(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, str, Node, int]]:
-    """(table, cmd, def kind, def body, action offset) for each ALTER TABLE action."""
-    if st.node.get("objtype") not in ("OBJECT_TABLE", None):
-        return
-    table = qualname(st.node.get("relation"))
-    cmds = alter_cmds(st.node)
-    offsets = cmd_offsets(cx, st) if cmds else []
-    for cmd, off in zip(cmds, offsets, strict=False):
-        kind, body = unwrap(cmd.get("def"))
-        yield table, cmd, kind, body, off
+Action = tuple[str, Node, str, Node, int]
 
 
-def column_defs(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, bool]]:
-    """(table, ColumnDef body, added to an existing table?) from CREATE TABLE and ADD COLUMN."""
+def alter_actions(cx: Context, st: Stmt) -> list[Action]:
+    """(table, cmd, def kind, def body, action offset) for each ALTER TABLE action (cached)."""
+    cached = st.cache.get("actions")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    out: list[Action] = []
+    if st.kind == "AlterTableStmt" and st.node.get("objtype") in ("OBJECT_TABLE", None):
+        table = qualname(st.node.get("relation"))
+        cmds = alter_cmds(st.node)
+        offsets = cmd_offsets(cx, st) if len(cmds) > 1 else [_first_action(cx, st)] * len(cmds)
+        for cmd, off in zip(cmds, offsets, strict=False):
+            kind, body = unwrap(cmd.get("def"))
+            out.append((table, cmd, kind, body, off))
+    st.cache["actions"] = out
+    return out
+
+
+def _first_action(cx: Context, st: Stmt) -> int:
+    """Where the only action of a one-action ALTER TABLE starts: the scanner is not needed
+    unless the statement spans lines (then the action may be on a later line)."""
+    info = cx.file
+    if info is not None and b"\n" in info.data[st.start:st.end]:
+        return cmd_offsets(cx, st)[0]
+    return st.start
+
+
+def column_defs(cx: Context, st: Stmt) -> list[tuple[str, Node, bool]]:
+    """(table, ColumnDef body, added by ALTER TABLE?) from CREATE TABLE and ADD COLUMN (cached)."""
+    cached = st.cache.get("coldefs")
+    if cached is None:
+        cached = st.cache["coldefs"] = list(_column_defs(cx, st))
+    return cached  # type: ignore[no-any-return]
+
+
+def _column_defs(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, bool]]:
     if st.kind == "CreateStmt":
         table = qualname(st.node.get("relation"))
         for elt in st.node.get("tableElts") or []:

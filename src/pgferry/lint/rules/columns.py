@@ -44,6 +44,7 @@ class AddingFieldWithDefault(Rule):
     message = "ADD COLUMN with a volatile default rewrites the table under ACCESS EXCLUSIVE"
     help = "Add the column without the default, SET DEFAULT separately, backfill in batches."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AddColumn"})
     lock, work = "ACCESS EXCLUSIVE", "rewrite"
     squawk = ("adding-field-with-default",)
 
@@ -91,6 +92,7 @@ class AddingRequiredField(Rule):
     message = "ADD COLUMN NOT NULL without a DEFAULT fails when the table has rows"
     help = "Give it a constant DEFAULT, or add it nullable, backfill, then enforce NOT NULL."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AddColumn"})
     lock = "ACCESS EXCLUSIVE"
     squawk = ("adding-required-field",)
 
@@ -130,6 +132,7 @@ class AddingNotNullableField(Rule):
     help = ("Add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it in the next migration, "
             "then SET NOT NULL (PostgreSQL 12+ skips the scan).")
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_SetNotNull"})
     lock, work = "ACCESS EXCLUSIVE", "scan"
     squawk = ("adding-not-nullable-field",)
 
@@ -165,6 +168,7 @@ class AddingStoredGeneratedColumn(Rule):
     message = "adding a stored generated column rewrites the table under ACCESS EXCLUSIVE"
     help = "Add a plain column, keep it current with a trigger, backfill in batches."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AddColumn"})
     lock, work = "ACCESS EXCLUSIVE", "rewrite"
     squawk = ("adding-field-with-default",)
 
@@ -198,6 +202,7 @@ class AddingIdentityColumn(Rule):
     message = "adding an identity/serial column rewrites the table under ACCESS EXCLUSIVE"
     help = "Add a nullable column with a sequence default, backfill in batches."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AddColumn"})
     lock, work = "ACCESS EXCLUSIVE", "rewrite"
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
@@ -227,6 +232,7 @@ class BanDropColumn(Rule):
     message = "DROP COLUMN breaks clients that still use the column; the data is gone"
     help = "Stop using the column in the application first, then drop it in a later release."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_DropColumn"})
     lock = "ACCESS EXCLUSIVE"
     squawk = ("ban-drop-column",)
 
@@ -252,6 +258,7 @@ class BanDropNotNull(Rule):
     message = "DROP NOT NULL lets NULLs in that existing clients may not expect"
     help = "Make sure every reader handles NULL before dropping the constraint."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_DropNotNull"})
     squawk = ("ban-drop-not-null",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
@@ -283,6 +290,7 @@ class ChangingColumnType(Rule):
     message = "ALTER COLUMN TYPE rewrites the table and its indexes under ACCESS EXCLUSIVE"
     help = "Add a new column, keep it in sync with a trigger, backfill, then swap."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AlterColumnType"})
     lock, work = "ACCESS EXCLUSIVE", "rewrite"
     squawk = ("changing-column-type",)
 

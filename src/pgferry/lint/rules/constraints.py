@@ -45,6 +45,7 @@ class AddingForeignKeyConstraint(Rule):
     message = "FOREIGN KEY without NOT VALID blocks writes on both tables while it checks rows"
     help = "Add it NOT VALID, then VALIDATE CONSTRAINT in the next migration."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AddConstraint", "AT_AddColumn", "AT_ValidateConstraint"})
     lock, work = "SHARE ROW EXCLUSIVE", "scan"
     squawk = ("adding-foreign-key-constraint",)
 
@@ -76,6 +77,7 @@ class ConstraintMissingNotValid(Rule):
     message = "constraint validated under ACCESS EXCLUSIVE: add it NOT VALID, validate later"
     help = "ADD ... NOT VALID here; VALIDATE CONSTRAINT in a separate migration."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AddConstraint", "AT_AddColumn", "AT_ValidateConstraint"})
     lock, work = "ACCESS EXCLUSIVE", "scan"
     squawk = ("constraint-missing-not-valid",)
 
@@ -110,6 +112,7 @@ class DisallowedUniqueConstraint(Rule):
     message = "ADD UNIQUE builds an index under ACCESS EXCLUSIVE"
     help = "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AddConstraint", "AT_AddColumn", "AT_ValidateConstraint"})
     lock, work = "ACCESS EXCLUSIVE", "index"
     squawk = ("disallowed-unique-constraint",)
 
@@ -137,8 +140,9 @@ class AddingPrimaryKeyConstraint(Rule):
     message = "ADD PRIMARY KEY builds an index under ACCESS EXCLUSIVE"
     help = "CREATE UNIQUE INDEX CONCURRENTLY, then ADD PRIMARY KEY USING INDEX."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AddConstraint", "AT_AddColumn", "AT_ValidateConstraint"})
     lock, work = "ACCESS EXCLUSIVE", "index"
-    squawk = ("adding-serial-primary-key-field", "adding-primary-key-constraint")
+    squawk = ("adding-serial-primary-key-field",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         for table, con, off in _added(cx, st):
@@ -167,6 +171,7 @@ class BanExclusionConstraint(Rule):
     message = "adding an EXCLUDE constraint blocks reads and writes while it builds"
     help = "Create exclusion constraints with the table; there is no online way to add one."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_AddConstraint", "AT_AddColumn", "AT_ValidateConstraint"})
     lock, work = "ACCESS EXCLUSIVE", "index"
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:

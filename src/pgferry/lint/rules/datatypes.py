@@ -9,28 +9,36 @@ from pgferry.lint.nodes import loc, type_name
 from pgferry.lint.rules._util import alter_actions, column_defs
 
 
-def _types(cx: Context, st: Stmt) -> Iterator[tuple[str, Node]]:
-    """(table, TypeName) of every column a statement defines or retypes."""
-    for table, col, _ in column_defs(cx, st):
-        if col.get("typeName"):
-            yield table, col["typeName"]
+def _types(cx: Context, st: Stmt) -> list[tuple[str, str, list[int], int | None]]:
+    """(table, type name, typmods, location) of every column a statement defines or retypes."""
+    cached = st.cache.get("types")
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    tns: list[tuple[str, Node]] = [(t, c["typeName"]) for t, c, _ in column_defs(cx, st)
+                                   if c.get("typeName")]
     if st.kind == "AlterTableStmt":
         for table, cmd, kind, body, _ in alter_actions(cx, st):
             if cmd.get("subtype") == "AT_AlterColumnType" and kind == "ColumnDef":
                 if body.get("typeName"):
-                    yield table, body["typeName"]
+                    tns.append((table, body["typeName"]))
+    out = []
+    for table, tn in tns:
+        name, mods, _ = type_name(tn)
+        out.append((table, name, mods, loc(tn)))
+    st.cache["types"] = out
+    return out
 
 
 class _TypeRule(Rule):
     kinds = ("CreateStmt", "AlterTableStmt")
+    subtypes = frozenset({"AT_AddColumn", "AT_AlterColumnType"})
     bad: frozenset[str] = frozenset()
     needs_mods = False
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
-        for table, tn in _types(cx, st):
-            name, mods, _ = type_name(tn)
+        for table, name, mods, where in _types(cx, st):
             if name in self.bad and (mods or not self.needs_mods):
-                yield Hit(loc(tn), table)
+                yield Hit(where, table)
 
 
 class BanCharField(_TypeRule):
@@ -88,7 +96,7 @@ class PreferTimestamptz(_TypeRule):
     message = "timestamp without time zone: prefer timestamptz"
     help = "Use timestamptz."
     bad = frozenset({"timestamp"})
-    squawk = ("prefer-timestamp-tz", "prefer-timestamptz")
+    squawk = ("prefer-timestamp-tz",)
 
 
 class PreferBigintOverInt(_TypeRule):

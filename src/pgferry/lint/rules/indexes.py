@@ -115,6 +115,7 @@ class RequireConcurrentPartitionDetach(Rule):
     message = "DETACH PARTITION without CONCURRENTLY blocks reads and writes on the parent"
     help = "DETACH PARTITION ... CONCURRENTLY (PostgreSQL 14+)."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_DetachPartition"})
     min_pg = 14
     lock = "ACCESS EXCLUSIVE"
     squawk = ("require-concurrent-partition-detach",)

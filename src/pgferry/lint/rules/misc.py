@@ -88,11 +88,20 @@ class IdentifierTooLong(Rule):
     code, name, severity = "PF072", "identifier-too-long", "error"
     message = "identifier longer than 63 bytes: PostgreSQL truncates it silently"
     help = "Use a name of at most 63 bytes."
+    kinds = ("CreateStmt", "AlterTableStmt", "IndexStmt", "RenameStmt", "CreateDomainStmt",
+             "CreateEnumStmt", "CompositeTypeStmt", "CreateSeqStmt", "ViewStmt",
+             "CreateFunctionStmt", "CreateTrigStmt", "CreateSchemaStmt", "CreateTableAsStmt",
+             "AlterDomainStmt")
     squawk = ("identifier-too-long",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         # The parser has already truncated names, so look at the source tokens.
         if st.kind in ("SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt") or not cx.file:
+            return
+        long_file = cx.scratch.get("long_words")
+        if long_file is None:
+            long_file = cx.scratch["long_words"] = bool(_LONG.search(cx.file.text))
+        if not long_file:
             return
         raw = cx.file.data[st.start:st.end]
         text = raw.decode("utf-8", "replace")
@@ -156,6 +165,7 @@ class SetLoggedUnlogged(Rule):
     message = "SET LOGGED/UNLOGGED rewrites the table under ACCESS EXCLUSIVE"
     help = "Choose persistence at CREATE TABLE; otherwise copy into a new table and swap."
     kinds = ("AlterTableStmt",)
+    subtypes = frozenset({"AT_SetLogged", "AT_SetUnLogged"})
     lock, work = "ACCESS EXCLUSIVE", "rewrite"
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:

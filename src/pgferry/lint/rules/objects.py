@@ -133,6 +133,7 @@ class RenamingEnumValue(Rule):
     message = "RENAME VALUE breaks clients that still use the old enum label"
     help = "Add the new label, migrate data and clients, retire the old label."
     kinds = ("AlterEnumStmt",)
+    squawk = ("renaming-object",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         if st.node.get("oldVal"):
@@ -155,13 +156,74 @@ class RenamingSchema(Rule):
     message = "renaming a schema breaks every qualified name and search_path that uses it"
     help = "Create the new schema and move objects gradually."
     kinds = ("RenameStmt",)
+    squawk = ("renaming-object",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         if st.node.get("renameType") == "OBJECT_SCHEMA":
             yield Hit(None)
 
 
+_OBJECTS = {"OBJECT_VIEW": "view", "OBJECT_MATVIEW": "materialized view",
+            "OBJECT_FUNCTION": "function", "OBJECT_PROCEDURE": "procedure",
+            "OBJECT_TYPE": "type", "OBJECT_SEQUENCE": "sequence", "OBJECT_DOMAIN": "domain",
+            "OBJECT_INDEX": "index"}
+
+
+class RenamingObject(Rule):
+    """Renaming a view, function, type, sequence, domain or index breaks clients using it.
+
+    (Tables, columns, schemas and enum values have rules of their own.)
+
+    Anti-pattern::
+
+        ALTER VIEW active_users RENAME TO current_users;
+
+    Safe::
+
+        CREATE VIEW current_users AS SELECT * FROM active_users;
+        -- move clients, then drop the old name in a later release
+    """
+
+    code, name, severity = "PF056", "renaming-object", "warning"
+    message = "renaming a database object breaks clients that still use the old name"
+    help = "Create the new name alongside the old one, move clients, drop the old one later."
+    kinds = ("RenameStmt",)
+    squawk = ("renaming-object",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        what = _OBJECTS.get(st.node.get("renameType", ""))
+        if what:
+            yield Hit(None, message=f"renaming a {what} breaks clients that still use the old "
+                      "name")
+
+
+class RequireTableSchema(Rule):
+    """CREATE TABLE without a schema lands wherever search_path points at run time.
+
+    Off by default (``[lint] enable = ["require-table-schema"]``).
+
+    Anti-pattern::
+
+        CREATE TABLE invoices (id bigint);
+
+    Safe::
+
+        CREATE TABLE billing.invoices (id bigint);
+    """
+
+    code, name, severity = "PF057", "require-table-schema", "warning"
+    message = "CREATE TABLE without a schema: the table goes wherever search_path points"
+    help = "Qualify the table name with its schema."
+    kinds = ("CreateStmt",)
+    opt_in = True
+    squawk = ("require-table-schema",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        if not (st.node.get("relation") or {}).get("schemaname"):
+            yield Hit(None)
+
+
 RULES: list[type[Rule]] = [
     BanDropTable, BanDropDatabase, BanTruncateCascade, RenamingTable, RenamingEnumValue,
-    RenamingSchema,
+    RenamingSchema, RenamingObject, RequireTableSchema,
 ]

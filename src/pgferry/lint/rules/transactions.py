@@ -31,6 +31,7 @@ class BanUncommittedTransaction(Rule):
     code, name, severity = "PF060", "ban-uncommitted-transaction", "error"
     message = "BEGIN without COMMIT: the file leaves a transaction open"
     help = "Add COMMIT, or drop BEGIN: pgferry already runs the file in a transaction."
+    kinds = ("TransactionStmt",)
     squawk = ("ban-uncommitted-transaction",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
@@ -128,7 +129,7 @@ class PreferRobustStmts(Rule):
     code, name, severity = "PF062", "prefer-robust-stmts", "warning"
     message = "runs outside a transaction and cannot be re-run: add IF [NOT] EXISTS"
     help = "Use IF NOT EXISTS / IF EXISTS, or move the statement to a transactional file."
-    kinds = ("AlterTableStmt", "IndexStmt", "CreateStmt", "DropStmt")
+    kinds = ("AlterTableStmt", "IndexStmt", "CreateStmt", "DropStmt", "RenameStmt")
     squawk = ("prefer-robust-stmts",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
@@ -145,6 +146,9 @@ class PreferRobustStmts(Rule):
                 yield Hit(None)
         elif st.in_tx:
             return
+        elif st.kind == "RenameStmt":
+            if n.get("renameType") in ("OBJECT_TABLE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT"):
+                yield Hit(None, message="RENAME outside a transaction cannot be re-run")
         elif st.kind == "CreateStmt":
             _, rv = unwrap({"RangeVar": n.get("relation") or {}})
             temp_drop = rv.get("relpersistence") == "t" and n.get("oncommit") == "ONCOMMIT_DROP"
@@ -163,6 +167,7 @@ _LOCKING = {"AlterTableStmt", "IndexStmt", "DropStmt", "TruncateStmt", "RenameSt
 class _RequireSetting(Rule):
     setting = ""
     opt_in = True
+    kinds = ("VariableSetStmt", *sorted(_LOCKING))
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         key = f"seen_{self.setting}"
@@ -193,7 +198,7 @@ class RequireLockTimeout(_RequireSetting):
     message = "no lock_timeout set before a statement that takes a table lock"
     help = "SET lock_timeout = '2s'; at the top of the file."
     setting = "lock_timeout"
-    squawk = ("require-lock-timeout", "require-timeout-settings")
+    squawk = ("require-lock-timeout",)
 
 
 class RequireStatementTimeout(_RequireSetting):
@@ -215,7 +220,7 @@ class RequireStatementTimeout(_RequireSetting):
     message = "no statement_timeout set before a statement that takes a table lock"
     help = "SET statement_timeout = '5s'; at the top of the file."
     setting = "statement_timeout"
-    squawk = ("require-statement-timeout", "require-timeout-settings")
+    squawk = ("require-statement-timeout",)
 
 
 RULES: list[type[Rule]] = [

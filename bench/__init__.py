@@ -1,0 +1,1 @@
+"""pgferry benchmarks against peer tools (``./run bench``)."""
