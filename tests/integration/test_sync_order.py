@@ -51,7 +51,7 @@ def test_non_deferrable_cycle_is_named_with_the_fix(tmp_path: Path, make_db: Cal
              CREATE TABLE c (id int PRIMARY KEY);"""
     p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
                       protected=())
-    sql(p.dsns["dev"], ddl + "INSERT INTO c VALUES (1)")
+    sql(p.dsns["dev"], ddl + "INSERT INTO c VALUES (1)")  # noqa: S608
     sql(p.dsns["prod"], ddl)
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     assert r.code == 3
@@ -69,8 +69,9 @@ def test_atomic_rolls_back_every_table_when_one_fails(
              CREATE TABLE p2 (id int PRIMARY KEY, v text);"""
     p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
                       protected=())
-    sql(p.dsns["dev"], ddl + "INSERT INTO p1 VALUES (1, 'a'); INSERT INTO p2 VALUES (1, 'b');")
-    sql(p.dsns["prod"], ddl + "CREATE TABLE ext (p2 int REFERENCES p2);"
+    sql(p.dsns["dev"], ddl + "INSERT INTO p1 VALUES (1, 'a');"  # noqa: S608
+        " INSERT INTO p2 VALUES (1, 'b');")
+    sql(p.dsns["prod"], ddl + "CREATE TABLE ext (p2 int REFERENCES p2);"  # noqa: S608
         "INSERT INTO p2 VALUES (2, 'old'); INSERT INTO ext VALUES (2);")
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", "full", "--atomic",
             "--tables", "public.p1,public.p2", "--json")
