@@ -10,6 +10,7 @@ turns that into one line and the exit code.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,8 +39,8 @@ class State:
     json: bool = False
     debug: bool = False
     _config: Config | None = field(default=None, repr=False)
-    out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
-    err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False))
+    out: Console = field(default_factory=lambda: console())
+    err: Console = field(default_factory=lambda: console(stderr=True))
 
     def config(self, required: bool = True) -> Config:
         if self._config is None:
@@ -67,6 +68,14 @@ class State:
     def note(self, text: str) -> None:
         """A progress or warning line: stderr, so --json stdout stays one object."""
         self.err.print(text)
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; piped output gets 120 columns so tables keep their names whole."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty() and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, highlight=False, soft_wrap=not stderr,
+                   width=120 if piped else None)
 
 
 def _default(o: Any) -> Any:
