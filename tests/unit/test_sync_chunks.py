@@ -45,10 +45,11 @@ def test_classify_counts_add_up(a: dict[int, int], b: dict[int, int]) -> None:
     assert leaf.matched == sum(1 for k, h in a.items() if b.get(k) == h)
 
 
-def test_table_checksum_is_count_and_sum_mod_2_64() -> None:
+def test_table_checksum_is_count_and_xor_of_hashes() -> None:
     assert table_checksum(Sums()) == "0:0000000000000000"
     assert table_checksum(Sums(2, -1)) == "2:ffffffffffffffff"
-    assert table_checksum(Sums(1, 5) + Sums(2, 2**64 + 1)) == "3:0000000000000006"
+    assert (Sums(1, 6) + Sums(1, 3)).hash == 5
+    assert table_checksum(Sums(1, 5) + Sums(2, 2**64 + 1)) == "3:0000000000000004"
 
 
 def test_key_diff_as_json() -> None:

@@ -7,15 +7,18 @@ parameters). The functions below run those queries on a connection the
 caller owns and never begin, commit or roll back a transaction: they run
 inside whatever transaction (and snapshot) the connection is in.
 
-The row hash is ``hashtextextended(ROW(c1, c2, ...)::text, 0)`` over the
-synced columns in the given order (key columns included), computed on the
-server; a column may be replaced by a select expression (the masking rule
-the sync applied on the source). The text form of a row depends on a few
-settings, so :func:`canonical_settings` pins them (UTC, ISO dates, shortest
-exact floats, hex bytea) for the current transaction on both sides.
-A range's checksum is ``count(*)`` plus ``sum(hash)`` (exact, as numeric),
-which does not depend on row order, so chunk sums can be computed with one
-sequential scan and ``width_bucket`` over the chunk boundaries.
+Row hash: ``hash_record_extended(ROW(c1, c2, ...), 0)`` over the synced
+columns in the given order (key columns included), computed on the server
+with each type's own hash function (PostgreSQL 14 or later), so no value is
+formatted as text and float or date output settings cannot matter. A column
+is hashed as ``col::text`` on both sides instead when its type has no hash
+function (json, point, composite, range), when the two sides declare
+different types, or when a select expression replaces it (a masking rule);
+for those, :func:`canonical_settings` pins the text output settings (UTC,
+ISO dates, shortest exact floats, hex bytea) for the current transaction.
+A range's checksum is ``count(*)`` plus ``bit_xor`` of the row hashes, which
+does not depend on row order, so chunk checksums come from one scan with
+``width_bucket`` over the chunk boundaries.
 
 Key order: keys are compared as row values ``(k1, k2) >= (...)`` in the
 columns' collation when both sides use the same collations for the key
@@ -25,14 +28,15 @@ both tables at the same place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pgferry.errors import BadInput
+from pgferry.errors import BadInput, OperationFailed
 from pgferry.sync.chunks import Key, KeyRange, Sums
 
 _SETTINGS = {
@@ -44,47 +48,79 @@ _SETTINGS = {
     "lc_monetary": "C",
 }
 
-_KEY_INFO = """
+_COLUMNS = """
 SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
        CASE WHEN a.attcollation = 0 THEN ''
             WHEN co.collname = 'default' THEN (
                 SELECT 'default:' || d.datcollate || ':' || coalesce(
                     to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale', '')
                 FROM pg_database d WHERE d.datname = current_database())
-            ELSE co.collname END
+            ELSE co.collname END,
+       -- hashable: the (domain's base) type, or an array's element type, is an enum or has
+       -- a default hash operator class, directly or through a binary-coercible cast
+       bt.typtype = 'e'
+       OR (bt.typtype = 'b' AND bt.typcategory <> 'A' AND EXISTS (
+           SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
+           WHERE m.amname = 'hash' AND o.opcdefault AND (o.opcintype = bt.oid OR
+                 o.opcintype IN (SELECT casttarget FROM pg_cast
+                                 WHERE castsource = bt.oid AND castmethod = 'b'))))
+       OR (bt.typcategory = 'A' AND EXISTS (
+           SELECT 1 FROM pg_type et JOIN pg_opclass o ON o.opcintype = et.oid
+           JOIN pg_am m ON m.oid = o.opcmethod
+           WHERE et.oid = bt.typelem AND et.typtype = 'b' AND m.amname = 'hash'
+             AND o.opcdefault))
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_namespace tn ON tn.oid = t.typnamespace
+JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
 LEFT JOIN pg_collation co ON co.oid = a.attcollation
 WHERE n.nspname = %s AND c.relname = %s AND a.attname = ANY(%s)
 """
 
+_ESTIMATE = """
+SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint, bool_and(c.reltuples >= 0)
+FROM pg_class c
+WHERE c.oid = %(t)s::regclass
+   OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %(t)s::regclass)
+"""
+
 
 @dataclass(frozen=True)
-class KeyColumn:
+class ColumnInfo:
+    """What one side says about one synced column."""
+
     name: str
     type: sql.Composable  # the type, e.g. "pg_catalog"."int8"
+    type_name: str  # "pg_catalog.int8", comparable across servers
     collatable: bool
     collation: str  # "" when not collatable; comparable across servers
+    hashable: bool
 
 
 @dataclass(frozen=True)
 class Side:
     """The queries of the comparison for one table on one server."""
 
-    table: sql.Composable
-    key: tuple[KeyColumn, ...]
-    row: tuple[sql.Composable, ...]
+    table: sql.Identifier
+    key: tuple[ColumnInfo, ...]
+    columns: tuple[ColumnInfo, ...]
+    exprs: Mapping[str, sql.Composable] = field(default_factory=dict)
     where: sql.Composable | None = None
+    #: compare keys in COLLATE "C" (the two sides' key collations differ)
     collate_c: bool = False
+    #: columns hashed as text (see the module docstring)
+    as_text: frozenset[str] = frozenset()
 
     # -- expressions -------------------------------------------------------------------------
-    def _col(self, k: KeyColumn, expr: sql.Composable) -> sql.Composable:
+    def _col(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
         if self.collate_c and k.collatable:
             return sql.SQL("{} COLLATE {}").format(expr, sql.Identifier("C"))
         return expr
+
+    def key_names(self) -> sql.Composable:
+        return sql.SQL(", ").join(sql.Identifier(k.name) for k in self.key)
 
     def key_exprs(self) -> list[sql.Composable]:
         return [self._col(k, sql.Identifier(k.name)) for k in self.key]
@@ -100,7 +136,14 @@ class Side:
         return ps[0] if len(ps) == 1 else sql.SQL("ROW({})").format(sql.SQL(", ").join(ps))
 
     def row_hash(self) -> sql.Composable:
-        return sql.SQL("hashtextextended(ROW({})::text, 0)").format(sql.SQL(", ").join(self.row))
+        """The 64-bit hash of a row's synced columns (``bigint``)."""
+        parts: list[sql.Composable] = []
+        for c in self.columns:
+            e = self.exprs.get(c.name, sql.Identifier(c.name))
+            if c.name in self.as_text or not c.hashable:
+                e = sql.SQL("({})::text").format(e)
+            parts.append(e)
+        return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(parts))
 
     def predicate(self, rng: KeyRange) -> tuple[sql.Composable, list[Any]]:
         """``WHERE`` clause text for ``rng`` (and the table's ``where``) and its parameters."""
@@ -123,8 +166,7 @@ class Side:
         cols = list(zip(*bounds, strict=True)) if bounds else [() for _ in self.key]
         params = [list(c) for c in cols]
         if len(self.key) == 1:
-            k = self.key[0]
-            return sql.SQL("%s::{}[]").format(k.type), params
+            return sql.SQL("%s::{}[]").format(self.key[0].type), params
         names = [sql.Identifier(f"a{i}") for i in range(len(self.key))]
         arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(k.type) for k in self.key)
         row = sql.SQL(", ").join(self._col(k, n) for k, n in zip(self.key, names, strict=True))
@@ -145,38 +187,70 @@ def side(
     exprs: Mapping[str, sql.Composable] | None = None,
     where: str | sql.Composable | None = None,
 ) -> Side:
-    """The :class:`Side` of ``schema.name`` on ``conn`` (BadInput when a key column is missing)."""
+    """The :class:`Side` of ``schema.name`` on ``conn`` (BadInput when a column is missing)."""
+    qualname = f"{schema}.{name}"
     if not key:
-        raise BadInput(f"{schema}.{name} has no key; it cannot be compared chunk by chunk")
-    found = {r[0]: r for r in conn.execute(_KEY_INFO, [schema, name, list(key)])}
-    missing = [k for k in key if k not in found]
+        raise BadInput(f"{qualname} has no key; it cannot be compared chunk by chunk")
+    if conn.info.server_version < 140000:
+        raise OperationFailed(
+            "verify needs PostgreSQL 14 or later (hash_record_extended); a server runs "
+            f"{conn.info.server_version // 10000}"
+        )
+    wanted = list(dict.fromkeys([*key, *columns]))
+    found = {
+        r[0]: ColumnInfo(
+            r[0], sql.Identifier(r[1], r[2]), f"{r[1]}.{r[2]}", bool(r[3]), r[4], bool(r[5])
+        )
+        for r in conn.execute(_COLUMNS, [schema, name, wanted])
+    }
+    missing = [c for c in wanted if c not in found]
     if missing:
-        raise BadInput(f"{schema}.{name}: key column(s) {', '.join(missing)} not found")
-    kcols = tuple(
-        KeyColumn(k, sql.Identifier(found[k][1], found[k][2]), bool(found[k][3]), found[k][4])
-        for k in key
-    )
-    exprs = exprs or {}
-    row = tuple(exprs.get(c, sql.Identifier(c)) for c in columns)
+        raise BadInput(f"{qualname}: column(s) {', '.join(missing)} not found")
     # ``where`` is the user's own SQL from [sync.tables]; a literal % must not read as a
     # placeholder when the query is executed with parameters
     w = sql.SQL(where.replace("%", "%%")) if isinstance(where, str) else where
-    return Side(sql.Identifier(schema, name), kcols, row, w)
+    return Side(
+        sql.Identifier(schema, name),
+        tuple(found[k] for k in key),
+        tuple(found[c] for c in columns),
+        dict(exprs or {}),
+        w,
+    )
 
 
-def agree_on_order(a: Side, b: Side) -> tuple[Side, Side]:
-    """Both sides, switched to ``COLLATE "C"`` when their key collations differ."""
-    if [k.collation for k in a.key] == [k.collation for k in b.key]:
-        return a, b
-    return _with_c(a), _with_c(b)
+def agree(a: Side, b: Side) -> tuple[Side, Side]:
+    """Both sides made comparable: the same key order and the same hashing per column.
+
+    A column is hashed as text on both sides when either side cannot hash its
+    type, the declared types differ, or either side replaces it by an
+    expression; keys compare in ``COLLATE "C"`` when the key collations differ.
+    """
+    bcols = {c.name: c for c in b.columns}
+    text = frozenset(
+        c.name
+        for c in a.columns
+        if not (c.hashable and bcols[c.name].hashable)
+        or c.type_name != bcols[c.name].type_name
+        or c.name in a.exprs
+        or c.name in b.exprs
+    )
+    collate_c = [k.collation for k in a.key] != [k.collation for k in b.key]
+    return (
+        replace(a, as_text=text, collate_c=collate_c),
+        replace(b, as_text=text, collate_c=collate_c),
+    )
 
 
-def _with_c(s: Side) -> Side:
-    return Side(s.table, s.key, s.row, s.where, collate_c=True)
+def estimate_rows(conn: psycopg.Connection[Any], s: Side) -> int | None:
+    """The planner's row estimate (partitions summed); None when never analyzed."""
+    row = conn.execute(_ESTIMATE, {"t": s.table.as_string(conn)}).fetchone()
+    if row is None or not row[1]:
+        return None
+    return int(row[0])
 
 
 def canonical_settings(conn: psycopg.Connection[Any]) -> None:
-    """Pin the settings the row text depends on, for the current transaction only."""
+    """Pin the settings the text form of values depends on, for the current transaction."""
     names = list(_SETTINGS)
     conn.execute(
         sql.SQL("SELECT {}").format(
@@ -187,44 +261,90 @@ def canonical_settings(conn: psycopg.Connection[Any]) -> None:
 
 
 def boundaries(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, step: int) -> list[Key]:
-    """Every ``step``-th key of ``rng`` in key order (the first keys of the 2nd, 3rd... chunk)."""
+    """Every ``step``-th key of ``rng`` in key order (the first keys of the 2nd, 3rd... piece)."""
     pred, params = s.predicate(rng)
-    names = [sql.Identifier(k.name) for k in s.key]
     q = sql.SQL(
         "SELECT {names} FROM (SELECT {names}, row_number() OVER (ORDER BY {order}) AS "
         "pgferry_rn FROM {table} WHERE {pred}) s WHERE s.pgferry_rn %% %s = 1 AND "
         "s.pgferry_rn > 1 ORDER BY s.pgferry_rn"
-    ).format(
-        names=sql.SQL(", ").join(names),
-        order=sql.SQL(", ").join(s.key_exprs()),
-        table=s.table,
-        pred=pred,
-    )
+    ).format(names=s.key_names(), order=sql.SQL(", ").join(s.key_exprs()), table=s.table, pred=pred)
     return [tuple(r) for r in conn.execute(q, [*params, step])]
+
+
+def sampled_boundaries(
+    conn: psycopg.Connection[Any], s: Side, estimate: int, chunk_rows: int
+) -> list[Key]:
+    """Approximate boundaries every ~``chunk_rows`` rows from a row sample of the table.
+
+    Sorts ~1% of the rows (at least ~200 per chunk; ``BERNOULLI`` rather than
+    ``SYSTEM`` so that tables stored in key order are sampled evenly) instead
+    of every key. Chunk sizes then vary by some percent, which costs nothing
+    in correctness: any sorted list of keys cuts both sides alike.
+    """
+    chunks = max(1, estimate // max(1, chunk_rows))
+    want = max(200 * chunks, 10_000)
+    pct = min(100.0, 100.0 * want / max(1, estimate))
+    per_chunk = max(1, round(estimate * pct / 100 / chunks))
+    pred, params = s.predicate(KeyRange())
+    q = sql.SQL(
+        "SELECT {names} FROM (SELECT {names}, row_number() OVER (ORDER BY {order}) AS "
+        "pgferry_rn FROM {table} TABLESAMPLE BERNOULLI (%s) WHERE {pred}) s "
+        "WHERE s.pgferry_rn %% %s = 0 ORDER BY s.pgferry_rn"
+    ).format(names=s.key_names(), order=sql.SQL(", ").join(s.key_exprs()), table=s.table, pred=pred)
+    return [tuple(r) for r in conn.execute(q, [pct, *params, per_chunk])]
 
 
 def bucket_sums(
     conn: psycopg.Connection[Any], s: Side, rng: KeyRange, bounds: Sequence[Key]
 ) -> list[Sums]:
-    """The :class:`Sums` of each of the ``len(bounds) + 1`` pieces of ``rng`` cut at ``bounds``."""
+    """The :class:`Sums` of each of the ``len(bounds) + 1`` pieces of ``rng`` cut at ``bounds``.
+
+    One scan with ``width_bucket``. The planner cannot know there are only a
+    few buckets: it would sort the whole table (to disk) to group it, and it
+    would not aggregate in parallel workers. Both are corrected for this one
+    statement (``enable_sort``, ``parallel_tuple_cost``), then restored.
+    """
     pred, params = s.predicate(rng)
     out = [Sums() for _ in range(len(bounds) + 1)]
-    if bounds:
-        arr, aparams = s.thresholds(bounds)
-        q = sql.SQL(
-            "SELECT width_bucket({key}, {arr}), count(*), sum({h}) FROM {table} "
-            "WHERE {pred} GROUP BY 1"
-        ).format(key=s.key_tuple(), arr=arr, h=s.row_hash(), table=s.table, pred=pred)
-        rows = conn.execute(q, [*aparams, *params]).fetchall()
-    else:
-        q = sql.SQL("SELECT 0, count(*), sum({h}) FROM {table} WHERE {pred}").format(
-            h=s.row_hash(), table=s.table, pred=pred
+    h = s.row_hash()
+    if not bounds:
+        q = sql.SQL("SELECT 0, count(*), bit_xor({h}) FROM {table} WHERE {pred}").format(
+            h=h, table=s.table, pred=pred
         )
         rows = conn.execute(q, params).fetchall()
-    for b, n, total in rows:
+    else:
+        arr, aparams = s.thresholds(bounds)
+        q = sql.SQL(
+            "SELECT width_bucket({key}, {arr}), count(*), bit_xor({h}) FROM {table} "
+            "WHERE {pred} GROUP BY 1"
+        ).format(key=s.key_tuple(), arr=arr, h=h, table=s.table, pred=pred)
+        prev = conn.execute("SELECT current_setting('enable_sort')").fetchone()
+        conn.execute("SELECT set_config('enable_sort', 'off', true)")
+        try:
+            rows = conn.execute(q, [*aparams, *params]).fetchall()
+        finally:
+            conn.execute("SELECT set_config('enable_sort', %s, true)", [prev[0] if prev else "on"])
+    for b, n, x in rows:
         if n:
-            out[b] = Sums(int(n), int(total or 0))
+            out[b] = Sums(int(n), int(x or 0))
     return out
+
+
+@contextmanager
+def _planner(conn: psycopg.Connection[Any], **settings: str) -> Iterator[None]:
+    """Planner settings for the statements of the block (transaction-local, then restored)."""
+    names = list(settings)
+    sel = sql.SQL(", ").join(sql.SQL("current_setting(%s)") for _ in names)
+    row = conn.execute(sql.SQL("SELECT {}").format(sel), names).fetchone()
+    saved = dict(zip(names, row or (), strict=True))
+    setter = sql.SQL("SELECT {}").format(
+        sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in names)
+    )
+    conn.execute(setter, [v for n in names for v in (n, settings[n])])
+    try:
+        yield
+    finally:
+        conn.execute(setter, [v for n in names for v in (n, saved[n])])
 
 
 def row_hashes(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> list[tuple[Key, int]]:
@@ -232,7 +352,7 @@ def row_hashes(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> list[tu
     pred, params = s.predicate(rng)
     nk = len(s.key)
     q = sql.SQL("SELECT {names}, {h} FROM {table} WHERE {pred} ORDER BY {order}").format(
-        names=sql.SQL(", ").join(sql.Identifier(k.name) for k in s.key),
+        names=s.key_names(),
         h=s.row_hash(),
         table=s.table,
         pred=pred,
@@ -247,9 +367,6 @@ def first_keys(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, limit: int
         return []
     pred, params = s.predicate(rng)
     q = sql.SQL("SELECT {names} FROM {table} WHERE {pred} ORDER BY {order} LIMIT %s").format(
-        names=sql.SQL(", ").join(sql.Identifier(k.name) for k in s.key),
-        table=s.table,
-        pred=pred,
-        order=sql.SQL(", ").join(s.key_exprs()),
+        names=s.key_names(), table=s.table, pred=pred, order=sql.SQL(", ").join(s.key_exprs())
     )
     return [tuple(r) for r in conn.execute(q, [*params, limit])]

@@ -5,7 +5,7 @@ values in key-column order, as psycopg returns them. A :class:`KeyRange` is
 half-open in the server's key order, ``lo <= key < hi``, with ``None`` for
 an open end; :func:`split` cuts a range at sorted boundary keys into
 consecutive ranges that cover it exactly. A :class:`Sums` is what one server
-reports for one range: the row count and the sum of the 64-bit row hashes.
+reports for one range: the row count and the XOR of the 64-bit row hashes.
 :func:`classify` compares the ``key -> row hash`` maps of both sides of one
 small range and says which keys differ, exist only in the source or only in
 the target. :func:`table_checksum` folds a table's sums into the short
@@ -38,13 +38,13 @@ class KeyRange:
 
 @dataclass(frozen=True)
 class Sums:
-    """One side's aggregate over one range: row count and sum of row hashes."""
+    """One side's aggregate over one range: row count and XOR of the 64-bit row hashes."""
 
     rows: int = 0
-    hash_sum: int = 0
+    hash: int = 0
 
     def __add__(self, other: Sums) -> Sums:
-        return Sums(self.rows + other.rows, self.hash_sum + other.hash_sum)
+        return Sums(self.rows + other.rows, self.hash ^ other.hash)
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,8 @@ def classify(source: Iterable[tuple[Key, int]], target: Mapping[Key, int]) -> Le
 
 
 def table_checksum(sums: Sums) -> str:
-    """``"<rows>:<hash sum mod 2**64 as 16 hex digits>"``: equal on both sides iff sums equal."""
-    return f"{sums.rows}:{sums.hash_sum & _MASK64:016x}"
+    """``"<rows>:<XOR of the row hashes as 16 hex digits>"``: equal iff the sums are equal."""
+    return f"{sums.rows}:{sums.hash & _MASK64:016x}"
 
 
 def _jsonable(v: Any) -> Any:

@@ -274,7 +274,7 @@ def diff_table(
     key_limit: int = 20,
     leaf_rows: int = 2_000,
     fanout: int = 16,
-    batch_rows: int = 500_000,
+    batch_rows: int = 1_000_000,
     source_exprs: Mapping[str, sql.Composable] | None = None,
     target_exprs: Mapping[str, sql.Composable] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
@@ -289,7 +289,7 @@ def diff_table(
     out = TableDiff(table.qualname, tuple(table.key))
     try:
         with reading(src), reading(tgt), ThreadPoolExecutor(1) as pool:
-            s, t = ck.agree_on_order(
+            s, t = ck.agree(
                 ck.side(
                     src,
                     table.schema,
@@ -322,10 +322,17 @@ def diff_table(
                 on_range=on_range,
                 pool=pool,
             )
-            bounds = ck.boundaries(src, s, KeyRange(), max(1, chunk_rows))
+            chunk_rows = max(1, chunk_rows)
+            estimate = ck.estimate_rows(src, s)
+            if estimate is not None and estimate >= 20 * chunk_rows:
+                bounds = ck.sampled_boundaries(src, s, estimate, chunk_rows)
+            else:
+                bounds = ck.boundaries(src, s, KeyRange(), chunk_rows)
             chunks = split(KeyRange(), bounds)
             out.chunks = len(chunks)
-            per_batch = max(1, batch_rows // max(1, chunk_rows))
+            # batches of about batch_rows rows, of equal size (no tiny last batch)
+            batches = -(-len(chunks) * chunk_rows // max(1, batch_rows))
+            per_batch = -(-len(chunks) // batches)
             total = len(chunks) * chunk_rows
             ssum, tsum = Sums(), Sums()
             for i in range(0, len(chunks), per_batch):
