@@ -37,6 +37,8 @@ ReasonOpt = Annotated[
     str | None, typer.Option("--reason", help="Why the blackout is overridden (journaled).")
 ]
 
+STATUS_ROWS = 50  # a text status longer than this sums up the older applied migrations
+
 STATE_STYLE = {
     "applied": "green", "pending": "yellow", "template": "cyan", "failed": "bold red",
     "missing": "red", "checksum_mismatch": "bold red", "ignored": "magenta",
@@ -69,10 +71,13 @@ def confirm_rewrite(st: State, env: str, yes: bool, action: str) -> None:
                   env=env)
 
 
-def _render_status(s: status_mod.Status, out: Console) -> None:
+def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -> None:
     t = Table("Version", "Description", "State", "Installed on", "ms",
               title=f"{s.env}: {s.history_table}", title_justify="left")
-    for e in s.entries:
+    entries, old, later = s.shown(None if show_all else STATUS_ROWS)
+    if old:
+        t.add_row("…", f"{old} older applied migrations (--all lists them)", "", "", "")
+    for e in entries:
         if e.state == "baseline":
             version = f"{e.version} (baseline)"
         elif e.state == "template":
@@ -93,6 +98,8 @@ def _render_status(s: status_mod.Status, out: Console) -> None:
             row.installed_on.strftime("%Y-%m-%d %H:%M") if row else "",
             str(row.execution_time) if row else "",
         )
+    if later:
+        t.add_row("…", f"{later} more pending migrations (--all lists them)", "", "", "")
     out.print(t)
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(s.counts().items()))
     out.print(f"current version: {s.current or 'none'}   ({counts or 'no migrations'})")
@@ -182,13 +189,20 @@ def register(app: typer.Typer) -> None:
                 lambda out: out.print(f"wrote {path} ({n} files, was {before}): {total}"))
 
     @app.command("status")
-    def status_cmd(ctx: typer.Context, env: OptEnv = None, json_: JsonOpt = False) -> None:
+    def status_cmd(
+        ctx: typer.Context,
+        env: OptEnv = None,
+        show_all: Annotated[bool, typer.Option(
+            "--all", help=f"List every migration (default: past {STATUS_ROWS} rows, the "
+                          "older applied ones are summed up in one line).")] = False,
+        json_: JsonOpt = False,
+    ) -> None:
         """Applied, pending, failed, ignored, missing and changed migrations; templates."""
         st = state(ctx, json_)
         cfg = st.config()
         name = pick_env(cfg, env)
         s = status_mod.collect(cfg, st.target(name))
-        st.emit(s.to_dict(), lambda out: _render_status(s, out))
+        st.emit(s.to_dict(), lambda out: _render_status(s, out, show_all))
 
     @app.command("validate")
     def validate_cmd(ctx: typer.Context, env: OptEnv = None, json_: JsonOpt = False) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import psycopg
@@ -44,10 +45,26 @@ class Status:
     sum_state: str
     failed_statements: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def current(self) -> str | None:
         v = current_version(self.rows)
         return str(v) if v is not None else None
+
+    def shown(self, limit: int | None) -> tuple[list[Entry], int, int]:
+        """What a text view shows: (entries, older applied hidden, later pending hidden).
+
+        With more than ``limit`` entries, settled ones (applied, below the baseline)
+        are hidden except the newest five, and pending ones past the first ``limit``;
+        problems, templates and repeatables always stay.
+        """
+        if limit is None or len(self.entries) <= limit:
+            return self.entries, 0, 0
+        quiet = ("applied", "below_baseline")
+        settled = [i for i, e in enumerate(self.entries) if e.state in quiet and e.kind == "V"]
+        pending = [i for i, e in enumerate(self.entries) if e.state == "pending" and e.kind == "V"]
+        hide_old, hide_new = set(settled[:-5]), set(pending[limit:])
+        out = [e for i, e in enumerate(self.entries) if i not in hide_old and i not in hide_new]
+        return out, len(hide_old), len(hide_new)
 
     def failed_at(self, e: Entry) -> dict[str, Any] | None:
         """Where a failed non-transactional file stopped (runner's progress), else None."""
