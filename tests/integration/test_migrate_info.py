@@ -325,3 +325,9 @@ def test_status_on_5000_files(project: Project, m: Callable[..., Result]) -> Non
     assert len(r.json["entries"]) == 5000
     print(f"status on 5000 files: {elapsed:.3f}s")  # informational only
     json.dumps(r.json)
+    # the text view sums up the quiet rows instead of printing 5,000 lines
+    r = m("status", "--env", "dev")
+    assert r.code == 0
+    assert "3995 older applied migrations (--all lists them)" in r.out
+    assert "950 more pending migrations (--all lists them)" in r.out
+    assert "current version: 4000   (4000 applied, 1000 pending)" in r.out
