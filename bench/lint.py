@@ -125,7 +125,8 @@ def classify(rule: str, side: str, line_text: str, file_text: str) -> str | None
     if rule == "constraint-missing-not-valid" and side == "pgferry" and "VALIDATE" in lt:
         return "VALIDATE in the same (per-file) transaction as ADD ... NOT VALID"
     if rule in ("require-lock-timeout", "require-statement-timeout"):
-        return "which statement counts as the first lock-taking one"
+        return ("squawk also counts CREATE DOMAIN / DROP DATABASE as the first lock-taking "
+                "statement; pgferry only statements that lock a table")
     return None
 
 
