@@ -54,17 +54,23 @@ class _Progress:
         self.bar: Progress | None = None
         self.task: Any = None
 
-    def event(self, kind: str, step: Step, res: FileResult | None, total: int) -> None:
+    def event(self, kind: str, step: Step, res: FileResult | None, index: int,
+              total: int) -> None:
         if kind == "start" and self.bar is None and total > BAR_AFTER and sys.stderr.isatty():
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
                                 TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                                 console=self.st.err, transient=True)
             self.bar.start()
             self.task = self.bar.add_task(self.verb, total=total)
+        if kind == "retry":
+            self.st.err.print(f"{_label(step)}: could not get a lock in time (attempt "
+                              f"{index}/{total}); retrying after a backoff", soft_wrap=True)
         if kind != "done" or res is None:
             return
         extra = f", resumed after statement {res.resumed_after}" if res.resumed_after else ""
         extra += f", {res.attempts} attempts" if res.attempts > 1 else ""
+        if res.dropped_invalid_indexes:
+            extra += ", dropped INVALID index " + ", ".join(res.dropped_invalid_indexes)
         line = f"{self.verb} {_label(step)} ({res.mode}{extra}) in {res.duration_ms} ms"
         if self.bar is not None:
             self.bar.console.print(line)
@@ -132,7 +138,7 @@ def register(app: typer.Typer) -> None:
         bar = _Progress(st, "undone" if undo else "applied")
 
         def event(kind: str, step: Step, res: FileResult | None, i: int, total: int) -> None:
-            bar.event(kind, step, res, total)
+            bar.event(kind, step, res, i, total)
 
         try:
             res = service.run(cfg, t, undo=undo, now=now, arguments=arguments,

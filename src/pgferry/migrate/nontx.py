@@ -22,7 +22,6 @@ from pgferry.errors import Refused
 from pgferry.migrate import progress
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile, Statement
-from pgferry.pg.connect import redact
 
 if TYPE_CHECKING:
     from pgferry.migrate.runner import FileResult, Runner
@@ -79,7 +78,7 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
     try:
         for stmt in pf.statements[resume:]:
             attempts = 0
-            for attempt in r._retrying(step.script):
+            for attempt in r._retrying(step):
                 with attempt:
                     attempts += 1
                     d = drop_invalid_index(r, stmt)
@@ -100,7 +99,7 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
     except psycopg.Error as e:
         record_failure(r, step, stmt, e, undo, int((time.monotonic() - start) * 1000))
         if e.sqlstate == "55P03":
-            raise r._lock_error(step, stmt, attempts, seen) from None
+            raise r._lock_error(step, stmt, attempts, seen, "statement") from None
         n = stmt.index if stmt else 0
         raise r._server_error(
             step, stmt, e,
@@ -125,11 +124,13 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
 def record_failure(r: Runner, step: Step, stmt: Statement | None, e: psycopg.Error,
                     undo: bool, ms: int) -> None:
     """Flyway's ``success = false`` row plus where it stopped (best effort)."""
+    from pgferry.migrate.runner import server_message
+
     try:
         with r.work.transaction():
             progress.failed(r.work, r.s.schema, r.s.table, step.script,
                             statement=stmt.index + 1 if stmt else None,
-                            line=stmt.line if stmt else None, error=redact(str(e)))
+                            line=stmt.line if stmt else None, error=server_message(e))
             r._history_row(str(step.version) if step.version is not None else None,
                               step.description, step.script, step.checksum, ms, False, undo)
     except psycopg.Error:

@@ -40,7 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from pgferry.config import Config, parse_duration, pg_duration
 from pgferry.errors import LockUnavailable, OperationFailed
@@ -56,9 +62,10 @@ from pgferry.migrate.locks import (
 )
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile, Statement
-from pgferry.pg.connect import APP_NAME, Target, connect, map_db_error
+from pgferry.pg.connect import APP_NAME, Target, connect, map_db_error, redact
 
-#: progress callback: (kind "start"|"done", step, result or None, index, total)
+#: progress callback: (kind, step, result or None, index, total); kind "start"|"done" with
+#: the file's index and the number of files, or "retry" with attempt number and max attempts
 Event = Callable[[str, Step, "FileResult | None", int, int], None]
 
 
@@ -110,6 +117,15 @@ class FileResult:
 
 def _is_lock_timeout(e: BaseException) -> bool:
     return isinstance(e, psycopg.Error) and e.sqlstate == "55P03"
+
+
+def server_message(e: psycopg.Error) -> str:
+    """The server's message and detail on one line, redacted."""
+    d = e.diag
+    text = (d.message_primary or str(e)).strip().splitlines()[0] if d else str(e)
+    if d and d.message_detail:
+        text += f" ({' '.join(d.message_detail.split())})"
+    return redact(text)
 
 
 def _retryable(e: BaseException) -> bool:
@@ -230,11 +246,17 @@ class Runner:
                 f"before {step.script}; run `pgferry migrate up` again", script=step.script,
             ) from None
 
-    def _retrying(self, what: str) -> Retrying:
+    def _retrying(self, step: Step) -> Retrying:
+        """Retry lock timeouts/deadlocks with exponential backoff and jitter, reporting each."""
+
+        def report(rs: RetryCallState) -> None:
+            self.on_event("retry", step, None, rs.attempt_number, self.s.lock_retries + 1)
+
         return Retrying(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(self.s.lock_retries + 1),
             wait=wait_random_exponential(multiplier=max(self.s.lock_timeout_s, 0.05), max=10),
+            before_sleep=report,
             reraise=True,
         )
 
@@ -251,12 +273,12 @@ class Runner:
         )
 
     def _lock_error(self, step: Step, stmt: Statement | None, attempts: int,
-                    seen: Any) -> LockUnavailable:
+                    seen: Any, scope: str = "file") -> LockUnavailable:
         what = seen.describe() if seen else "a lock (its holder had gone when sampled)"
         at = f" at line {stmt.line}" if stmt else ""
         return LockUnavailable(
             f"{step.script}{at}: could not get {what} within lock_timeout "
-            f"{self.s.lock_timeout} after {attempts} attempts; nothing of this statement was "
+            f"{self.s.lock_timeout} after {attempts} attempts; nothing of this {scope} was "
             "applied. Retry when the blocking session is done, or raise [migrate] lock_retries",
             script=step.script, line=stmt.line if stmt else None,
             lock=seen.__dict__ if seen else None,
@@ -278,7 +300,7 @@ class Runner:
         version = str(step.version) if step.version is not None else None
         start = time.monotonic()
         try:
-            for attempt in self._retrying(step.script):
+            for attempt in self._retrying(step):
                 with attempt:
                     attempts += 1
                     t0 = time.monotonic()
@@ -308,7 +330,7 @@ class Runner:
         err = map_db_error(e)
         at = f":{stmt.line}" if stmt else ""
         n = f" (statement {stmt.index + 1})" if stmt else ""
-        return OperationFailed(f"{step.script}{at}{n}: {err.message}; {tail}",
+        return OperationFailed(f"{step.script}{at}{n}: {server_message(e)}; {tail}",
                                script=step.script, line=stmt.line if stmt else None,
                                **err.details)
 
