@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result
+from tests.conftest import Project, Result, write_project
 
 SCHEMA = """
 CREATE TABLE customers (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL,
@@ -111,3 +112,29 @@ def test_dry_run_text_shows_the_plan(synced: Project, cli: Callable[..., Result]
         assert part in r.out, (part, r.out)
     assert r.out.index("public.customers") < r.out.index("public.orders") < r.out.index(
         "public.order_lines")
+
+
+PART = """CREATE TABLE m (id int, at date NOT NULL, v text, PRIMARY KEY (id, at))
+              PARTITION BY RANGE (at);
+          CREATE TABLE m_2024 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+          CREATE TABLE m_2025 PARTITION OF m FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"""
+
+
+def test_partitioned_table_through_its_parent_and_report(
+        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=())
+    sql(p.dsns["dev"], PART + "INSERT INTO m SELECT g, date '2024-06-01' + g, 'v'"  # noqa: S608
+        " FROM generate_series(1, 400) g")
+    sql(p.dsns["prod"], PART)
+    report = tmp_path / "report.md"
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--json", "--report", str(report))
+    assert r.code == 0, r.err + r.out
+    assert [t["table"] for t in r.json["tables"]] == ["public.m"]  # never the leaves
+    assert r.json["tables"][0]["inserted"] == 400
+    assert "public.m" in report.read_text()
+    sql(p.dsns["dev"], "UPDATE m SET v = 'w' WHERE id < 10; DELETE FROM m WHERE id > 390")
+    for mode in ("incremental", "full"):
+        r = cli("--config", str(p.config), "sync", "dev", "prod", "--json", "--mode", mode)
+        assert r.code == 0, r.err + r.out
+        assert rows(p.dsns["dev"], "m") == rows(p.dsns["prod"], "m")

@@ -47,9 +47,11 @@ def _render_plan(result: SyncResult, out: Console) -> None:
         tbl.add_row(str(t["order"] + 1), t["table"], t["strategy"], ",".join(t["key"]) or "-",
                     f"{t['estimated_rows']:,}", f"{t['estimated_bytes'] / 1e6:,.1f} MB",
                     "; ".join(diff) or f"{len(t['columns'])} same",
-                    f"stopped: {t['error']}" if t["error"] else "ready")
+                    "stopped" if t["error"] else "ready")
     out.print(tbl)
     for t in plan.get("tables", []):
+        if t["error"]:
+            out.print(f"stopped: {t['error']}")
         for w in t["warnings"]:
             out.print(f"warning: {t['table']}: {w}")
     for w in result.warnings:

@@ -100,7 +100,7 @@ def where_clause(t: TablePlan, extra: sql.Composable | None = None) -> sql.Compo
     parts: list[sql.Composable] = []
     if t.where:
         # The configured filter is SQL written by the project's owner, like a migration.
-        parts.append(sql.SQL("({})").format(sql.SQL(t.where)))  # type: ignore[arg-type]
+        parts.append(sql.SQL("({})").format(sql.SQL(t.where)))
     if extra is not None:
         parts.append(extra)
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")

@@ -214,8 +214,8 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
         command = "verify" if opts.mode == "verify" else "sync"
         with journal.operation(target, command, args) as op:
             if opts.mode != "verify":
-                with connect(target.dsn, autocommit=True, retry_for=retry) as c:
-                    state.ensure(c)
+                with connect(target.dsn, autocommit=True, retry_for=retry) as tc:
+                    state.ensure(tc)
             ctx.event(events.RunStarted(source.name, target.name, opts.mode,
                                         [t.qualname for t in plan.tables]))
             for w in result.warnings:

@@ -90,7 +90,7 @@ def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), src_where(t))
     pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types)
-    rng = sql.SQL("({})").format(sql.SQL(t.where)) if t.where else sql.SQL("true")  # type: ignore[arg-type]
+    rng = sql.SQL("({})").format(sql.SQL(t.where)) if t.where else sql.SQL("true")
     res.deleted += write.delete_missing(link.tgt, t, keys, rng, [])
     link.end(t)
 
@@ -187,7 +187,8 @@ def _values(keys: Sequence[Key]) -> sql.Composed:
 def apply_keys(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
                upsert: Sequence[Key], delete: Sequence[Key], progress: Progress) -> None:
     """Copy the rows of ``upsert`` keys from the source and delete ``delete`` keys, in batches."""
-    n = link.batch_size
+    # a statement takes at most 65535 parameters
+    n = max(1, min(link.batch_size, 60000 // max(1, len(t.key))))
     for i in range(0, len(delete), n):
         chunk = list(delete[i:i + n])
         params = [v for k in chunk for v in k]
@@ -245,7 +246,7 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
     params: list[Any] = []
     if mark.watermark is not None:
         # the type name comes from the target's catalog (format_type), not from the user
-        typ = sql.SQL(t.column_types.get(t.watermark) or "text")  # type: ignore[arg-type]
+        typ = sql.SQL(t.column_types.get(t.watermark) or "text")
         if any(w in (t.column_types.get(t.watermark) or "") for w in ("timestamp", "date")):
             conds.append(sql.SQL("{} >= CAST(%s AS {}) - %s * interval '1 second'").format(
                 wm, typ))

@@ -101,11 +101,27 @@ def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable) -> 
         else:
             conflict = sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(cols(t.key))
         insert = sql.SQL("{}{}").format(insert, conflict)
+    if t.partitioned:  # no system columns in RETURNING there: count the changed rows only
+        return sql.SQL("WITH up AS ({} RETURNING 1) SELECT count(*), 0 FROM up").format(insert)
     return sql.SQL("WITH up AS ({} RETURNING (xmax = 0) AS ins) SELECT count(*) FILTER"
                    " (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM up").format(insert)
 
 
-def _run(conn: psycopg.Connection[Any], q: sql.Composable, params: list[Any] | None = None
+def _upsert(conn: psycopg.Connection[Any], t: TablePlan, source: sql.Identifier,
+            where: sql.Composable) -> tuple[int, int]:
+    """Run the upsert of ``source`` rows matching ``where``: (inserted, updated)."""
+    if not (t.partitioned and t.key):
+        return _run(conn, _upsert_sql(t, source, where))
+    row = conn.execute(sql.SQL(
+        "SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE ({xk}) = ({sk})))"
+        " FROM {s} s WHERE {w}").format(t=table_ident(t), xk=cols(t.key, "x"),
+                                        sk=cols(t.key, "s"), s=source, w=where)).fetchone()
+    new = int(row[0]) if row else 0
+    changed, _ = _run(conn, _upsert_sql(t, source, where))
+    return new, changed - new
+
+
+def _run(conn: psycopg.Connection[Any], q: sql.Composed, params: list[Any] | None = None
          ) -> tuple[int, int]:
     row = conn.execute(q, params).fetchone()
     assert row is not None
@@ -121,7 +137,7 @@ def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
         return counts
     try:
         with conn.transaction():
-            counts.inserted, counts.updated = _run(conn, _upsert_sql(t, stage, sql.SQL("true")))
+            counts.inserted, counts.updated = _upsert(conn, t, stage, sql.SQL("true"))
         return counts
     except psycopg.Error as e:
         if is_transient(e) or conn.broken:
@@ -139,7 +155,7 @@ def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered:
     where = sql.SQL("pgferry_n BETWEEN {} AND {}").format(sql.Literal(lo), sql.Literal(hi))
     try:
         with conn.transaction():
-            ins, upd = _run(conn, _upsert_sql(t, numbered, where))
+            ins, upd = _upsert(conn, t, numbered, where)
         counts.inserted += ins
         counts.updated += upd
         return
