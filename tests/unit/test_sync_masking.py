@@ -91,6 +91,21 @@ def test_unused_pattern_is_a_warning_not_an_error() -> None:
         "[sync.mask] 'public.nosuch.*' matches no column of the synced tables"]
 
 
+def test_collapsing_rule_on_a_unique_column_is_warned() -> None:
+    t = users()
+    t.unique_keys = [("email",), ("notes", "name")]
+    rules = compile_rules({"public.users.email": "fixed:x", "public.users.notes": "redact",
+                           "public.users.name": "name"})
+    assert rules.warnings([t]) == [
+        "[sync.mask] 'public.users.email' = 'fixed:x' on public.users.email, which is under a "
+        "UNIQUE constraint: equal masked values will be dead-lettered; use a hash-based rule "
+        "(email, name, phone, hash) to keep values unique",
+        "[sync.mask] 'public.users.notes' = 'redact' on public.users.notes, which is under a "
+        "UNIQUE constraint: equal masked values will be dead-lettered; use a hash-based rule "
+        "(email, name, phone, hash) to keep values unique",
+    ]
+
+
 def test_expressions_only_for_masked_columns_and_select_list() -> None:
     t = users()
     rules = compile_rules({"public.users.email": "email", "public.users.notes": "null"})

@@ -86,6 +86,10 @@ def test_markdown_report() -> None:
     assert '| public.leads | id=42 | new row violates check constraint "x\\|y" |' in md
     assert "## Masked columns" in md and "| public.legal_cases | client_email | email |" in md
     assert "- public.leads: target table has user triggers: touch_updated_at" in md
+    ok = sample()
+    ok.tables = ok.tables[:1]
+    assert ("- **outcome**: ok — the target matches the source, masked columns as masked "
+            "(exit 0)") in report.markdown(ok)
 
 
 def test_markdown_verify_report() -> None:

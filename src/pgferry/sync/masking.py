@@ -58,6 +58,7 @@ RULES: dict[str, str] = {
     "sql": "sql:<expression>, any SQL expression; {col} is the column, {key} the secret",
 }
 _NEEDS_KEY = {"email", "keep_domain_email", "name", "phone", "hash"}
+_COLLAPSING = {"redact", "null", "fixed"}  # rules that do not keep unique values unique
 _TEXT_ONLY = {"email", "keep_domain_email", "name", "phone", "redact"}
 _TEXT_OIDS = {25, 1043, 1042, 19}  # text, varchar, bpchar, name
 _HASH_TYPES = {"uuid": 2950, "bigint": 20, "bytea": 17}
@@ -128,6 +129,23 @@ class MaskRules:
         cols = [(t.schema, t.name, c.name) for t in tables for c in t.columns]
         return [f"[sync.mask] {r.pattern!r} matches no column of the synced tables"
                 for r in self.rules if not any(r.matches(*c) for c in cols)]
+
+    def warnings(self, tables: Iterable[Table]) -> list[str]:
+        """What the plan should warn about: unused patterns, and rules that collapse values
+        (``redact``, ``null``, ``fixed:``) on a column under a UNIQUE constraint, whose
+        rows would then be dead-lettered."""
+        ts = list(tables)
+        out = self.unused(ts)
+        for t in ts:
+            for cols in t.unique_keys:
+                for c in cols:
+                    r = self.rule_for(t.qualname, c)
+                    if r is not None and r.kind in _COLLAPSING:
+                        out.append(f"[sync.mask] {r.pattern!r} = {r.spec!r} on "
+                                   f"{t.qualname}.{c}, which is under a UNIQUE constraint: "
+                                   f"equal masked values will be dead-lettered; use a hash-based "
+                                   f"rule (email, name, phone, hash) to keep values unique")
+        return out
 
 
 _KEY_MARK = "pgferry_mask_key_7f3a"

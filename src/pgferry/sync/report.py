@@ -93,6 +93,8 @@ def markdown(result: SyncResult) -> str:
     outcome = result.derive_outcome()
     verify = result.mode == "verify"
     title = "verify" if verify else "sync"
+    masked_note = (", masked columns as masked" if outcome == "ok"
+                   and any(t.masked for t in result.tables) else "")
     out = [f"# pgferry {title}: {result.source} → {result.target}", ""]
     summary = [
         ["source", f"{result.source} (`{redact(result.source_display)}`)"],
@@ -102,7 +104,7 @@ def markdown(result: SyncResult) -> str:
         ["finished", _when(result.finished_at)],
         ["duration", f"{result.duration_s:.2f} s"],
         ["tables", str(len(result.tables))],
-        ["outcome", f"{_OUTCOME_WORDS[outcome]} (exit {result.exit_code})"],
+        ["outcome", f"{_OUTCOME_WORDS[outcome]}{masked_note} (exit {result.exit_code})"],
     ]
     if result.no_mask_reason:
         summary.append(["unmasked copy", f"--no-mask, reason: {result.no_mask_reason}"])
