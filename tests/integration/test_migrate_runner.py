@@ -286,3 +286,22 @@ def test_lint_gate_on_protected_env(project: Project, cli: Cli) -> None:
                 " LIMIT 1")[0][0]
     assert d["allow_unsafe"]["reason"] == "table has 12 rows"
     assert d["allow_unsafe"]["findings"][0]["rule"] == "require-concurrent-index-creation"
+
+
+def test_orphaned_work_backend_of_a_dead_run_is_terminated(project: Project, cli: Cli) -> None:
+    """A work backend left by a killed run (same application_name) would block us: it goes."""
+    from pgferry.migrate.locks import lock_key, work_app_name
+
+    dev = project.dsns["dev"]
+    project.write("V1__t.sql", "CREATE TABLE t (a int);")
+    assert run(cli, project, "up", "-e", "dev").code == 0
+    orphan = psycopg.connect(dev, application_name=work_app_name(
+        lock_key("public", "flyway_schema_history")))
+    orphan.execute("SELECT count(*) FROM t")  # holds ACCESS SHARE, idle in transaction
+    pid = orphan.info.backend_pid
+    project.write("V2__alter.sql", "ALTER TABLE t ADD COLUMN b int;")
+    r = run(cli, project, "up", "-e", "dev", "--json")
+    assert r.code == 0, r.err
+    assert f"terminated backend(s) [{pid}] left by an interrupted run" in r.err
+    assert q(dev, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]) == [(0,)]
+    orphan.close()

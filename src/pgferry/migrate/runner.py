@@ -262,7 +262,9 @@ class Runner:
 
     def _watcher(self) -> LockWatcher:
         assert self.lock.conn is not None
-        return LockWatcher(self.lock.conn, self.pid, self.s.lock_timeout_s / 3)
+        # sample a few times per lock_timeout (at most once a second; 0 = no timeout)
+        lt = self.s.lock_timeout_s
+        return LockWatcher(self.lock.conn, self.pid, min(max(lt / 3, 0.05), 1.0) if lt else 1.0)
 
     def _history_row(self, version: str | None, description: str, script: str,
                      checksum: int | None, ms: int, success: bool, undo: bool) -> int:

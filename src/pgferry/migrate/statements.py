@@ -84,7 +84,7 @@ def _non_tx(stmt: Any) -> str | None:
             return "REINDEX DATABASE/SYSTEM"
     if isinstance(stmt, ast.VacuumStmt) and stmt.is_vacuumcmd:
         return "VACUUM"
-    if isinstance(stmt, ast.AlterEnumStmt) and stmt.newVal is not None:
+    if isinstance(stmt, ast.AlterEnumStmt) and stmt.newVal is not None and not stmt.oldVal:
         # allowed in a transaction since PG 12, but the value is unusable until commit
         return "ALTER TYPE ... ADD VALUE"
     if isinstance(stmt, ast.AlterTableStmt):
