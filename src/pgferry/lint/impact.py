@@ -76,8 +76,9 @@ def impact_of(catalog: Any, table: str, lock: str, work: str) -> str:
     blocks = _BLOCKS.get(lock, "")
     if not work:
         if not lock:
-            return f"on {size}"
+            return ""
         return f"takes {lock} on {size}: {blocks} while it waits and runs" if blocks else (
             f"takes {lock} on {size}")
     secs = estimate_seconds(t.total_bytes, work)
-    return f"{_VERB[work]} {size} under {lock}: {blocks} for {human_seconds(secs)}"
+    cold = " (longer if the table is not in cache)" if work == "scan" else ""
+    return f"{_VERB[work]} {size} under {lock}: {blocks} for {human_seconds(secs)}{cold}"

@@ -96,7 +96,7 @@ def column_defs(cx: Context, st: Stmt) -> list[tuple[str, Node, bool]]:
     cached = st.cache.get("coldefs")
     if cached is None:
         cached = st.cache["coldefs"] = list(_column_defs(cx, st))
-    return cached  # type: ignore[no-any-return]
+    return cached
 
 
 def _column_defs(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, bool]]:
