@@ -136,22 +136,24 @@ def test_masked_values_fit_the_target_columns(conn: Any) -> None:
                         ).fetchone() == (5001, 5000)
 
 
-@pytest.mark.parametrize("rules, words", [
+PROBE_CASES = [
     ({"public.users.score": "fixed:seven"}, "invalid input syntax for type integer"),
     ({"public.users.note": "sql:nosuch_fn(note)"}, "function nosuch_fn(text) does not exist"),
     ({"public.users.note": "sql:nosuch_col"}, 'column "nosuch_col" does not exist'),
     ({"public.users.note": "sql:count(*)::text"}, "must appear in the GROUP BY"),
     ({"public.users.born": "sql:'2020-13-45'"}, "out of range"),
-])
-def test_probe_finds_rules_the_server_rejects(conn: Any, rules: dict[str, str],
-                                              words: str) -> None:
-    with pytest.raises(BadInput) as e:
-        masked(conn, "users", rules)
-    assert words in str(e.value)
-    assert next(iter(rules)) in str(e.value)
-    assert e.value.exit_code == 2
-    # the connection is still usable (the probe runs in a savepoint / own transaction)
-    assert conn.execute("SELECT 1").fetchone() == (1,)
+]
+
+
+def test_probe_finds_rules_the_server_rejects(conn: Any) -> None:
+    for rules, words in PROBE_CASES:  # one database for all cases: they only read
+        with pytest.raises(BadInput) as e:
+            masked(conn, "users", rules)
+        assert words in str(e.value)
+        assert next(iter(rules)) in str(e.value)
+        assert e.value.exit_code == 2
+        # the connection is still usable (the probe runs in its own (sub)transaction)
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_column_type_checks_against_the_real_catalog(conn: Any) -> None:

@@ -111,7 +111,7 @@ def test_masked_sync_prod_to_dev(prod_to_dev: Callable[[str], Project],
     assert v.json["totals"]["differing"] == 0
 
 
-@pytest.mark.parametrize("extra, words", [
+BAD_RULES = [
     ('[sync.mask]\n"public.customers.email" = "scramble"\n', "unknown rule 'scramble'"),
     ('[sync.mask]\n"public.customers.city" = "sql:upper(city"\n', "is not an SQL expression"),
     ('[sync.mask]\n"public.customers.full_name" = "fixed:x"\n"public.orders.total" = "email"\n',
@@ -119,17 +119,23 @@ def test_masked_sync_prod_to_dev(prod_to_dev: Callable[[str], Project],
     ('[sync.mask]\n"public.orders.total" = "fixed:lots"\n',
      "invalid input syntax for type numeric"),
     ('[sync.mask]\n"public.customers.email" = "null"\n', "target column is NOT NULL"),
-])
+]
+
+
 def test_bad_mask_rule_exits_2_before_any_write(
         prod_to_dev: Callable[[str], Project], cli: Callable[..., Result],
-        monkeypatch: pytest.MonkeyPatch, extra: str, words: str) -> None:
-    proj = prod_to_dev(extra)
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    proj = prod_to_dev("")
+    base = proj.config.read_text(encoding="utf-8")
     monkeypatch.setenv("PGFERRY_MASK_KEY", KEY)
-    r = cli("--config", str(proj.config), "sync", "prod", "dev", "--no-mask", "--reason", "t")
-    assert r.code == 2, r.err
-    assert words in r.err
-    assert rows(proj.dsns["dev"], "SELECT (SELECT count(*) FROM customers), "
-                                  "(SELECT count(*) FROM orders)") == [(0, 0)]
+    for extra, words in BAD_RULES:
+        proj.config.write_text(base + extra, encoding="utf-8")
+        r = cli("--config", str(proj.config), "sync", "prod", "dev", "--no-mask", "--reason",
+                "t")
+        assert r.code == 2, (extra, r.err)
+        assert words in r.err
+        assert rows(proj.dsns["dev"], "SELECT (SELECT count(*) FROM customers), "
+                                      "(SELECT count(*) FROM orders)") == [(0, 0)]
 
 
 def test_missing_mask_key_exits_2(prod_to_dev: Callable[[str], Project],
