@@ -17,10 +17,12 @@ from pgferry.sync.events import (
     BatchWritten,
     Channel,
     Collector,
+    Queued,
     RichProgress,
     TableFinished,
     TableStarted,
     Warning,
+    sse,
 )
 from pgferry.sync.result import DeadLetter, SyncResult
 
@@ -167,3 +169,17 @@ def test_rich_progress_renders_rows_rate_and_status() -> None:
     assert "2,025 rows" in line and "4,050 rows/s" in line and line.rstrip().endswith("ok")
     empty = next(x for x in out.splitlines() if x.startswith("public.empty"))
     assert "0 rows" in empty and "- rows/s" in empty
+
+
+def test_queued_subscriber_and_sse_for_the_admin_stream() -> None:
+    ch, q = Channel(), Queued(maxsize=3)
+    ch.subscribe(q)
+    for i in range(5):
+        ch.publish(BatchWritten("public.t", i + 1))
+    assert q.dropped == 2
+    got = [q.get(timeout=0.1) for _ in range(3)]
+    assert [g["rows"] for g in got if g] == [3, 4, 5]
+    assert q.get(timeout=0.01) is None
+    msg = sse(Warning("has triggers", table="public.t", at=1.5))
+    assert msg == ('event: warning\ndata: {"type": "warning", "at": 1.5, "message": '
+                   '"has triggers", "table": "public.t"}\n\n')

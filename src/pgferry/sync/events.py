@@ -11,11 +11,15 @@ raises is dropped and its error kept in :attr:`Channel.errors`.
 
 :class:`RichProgress` is the terminal subscriber: one bar per table with rows
 done / total, rows per second and ETA, drawn on stderr (so ``--json`` stdout
-stays one object). :class:`Collector` keeps every event (tests, jobs).
+stays one object). :class:`Collector` keeps every event (tests, jobs);
+:class:`Queued` hands them to another thread (bounded, drops the oldest) and
+:func:`sse` formats one as a Server-Sent Events message for the admin service.
 """
 
 from __future__ import annotations
 
+import json
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -150,6 +154,44 @@ class Channel:
                 last = done
 
         return on_progress
+
+
+class Queued:
+    """A subscriber that hands events to another thread (an HTTP stream, a job recorder).
+
+    Bounded: when the consumer falls behind, the oldest events are dropped (progress
+    is a stream of updates, the final ones matter most) and :attr:`dropped` counts them.
+    """
+
+    def __init__(self, maxsize: int = 1000) -> None:
+        self.queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize)
+        self.dropped = 0
+
+    def __call__(self, event: Event) -> None:
+        item = event.to_dict()
+        while True:
+            try:
+                self.queue.put_nowait(item)
+                return
+            except queue.Full:
+                try:
+                    self.queue.get_nowait()
+                    self.dropped += 1
+                except queue.Empty:  # pragma: no cover - a consumer emptied it meanwhile
+                    pass
+
+    def get(self, timeout: float | None = None) -> dict[str, Any] | None:
+        """The next event dict, or None after ``timeout`` seconds without one."""
+        try:
+            return self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+
+def sse(event: Event | dict[str, Any]) -> str:
+    """One Server-Sent Events message: ``event: <type>`` and the JSON dict as ``data``."""
+    d = event.to_dict() if isinstance(event, Event) else event
+    return f"event: {d['type']}\ndata: {json.dumps(d, default=str, ensure_ascii=False)}\n\n"
 
 
 class Collector:
