@@ -146,3 +146,12 @@ def test_missing_mask_key_exits_2(prod_to_dev: Callable[[str], Project],
     r = cli("--config", str(proj.config), "sync", "prod", "dev")
     assert r.code == 2 and "PGFERRY_MASK_KEY is not set" in r.err
     assert rows(proj.dsns["dev"], "SELECT count(*) FROM customers") == [(0,)]
+    # the key may live in the .env beside pgferry.toml; it never shows in the output
+    (proj.root / ".env").write_text(f"PGFERRY_MASK_KEY={KEY}\n", encoding="utf-8")
+    r = cli("--config", str(proj.config), "--json", "sync", "prod", "dev")
+    assert r.code == 0, r.err
+    assert KEY not in r.out + r.err and KEY.encode().hex() not in r.out + r.err
+    assert rows(proj.dsns["dev"], "SELECT count(*) FROM customers WHERE email LIKE "
+                                  "'u\\_%@example.invalid'") == [(300,)]
+    journal = rows(proj.dsns["dev"], "SELECT details::text FROM pgferry.journal")
+    assert journal and not any(KEY in j[0] or KEY.encode().hex() in j[0] for j in journal)
