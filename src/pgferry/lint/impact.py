@@ -43,6 +43,8 @@ def human_bytes(n: int) -> str:
 
 
 def human_rows(n: int) -> str:
+    if n < 0:
+        return "rows not counted yet"
     if n >= 1_000_000:
         return f"~{n / 1_000_000:.1f}M rows"
     if n >= 1_000:

@@ -69,8 +69,8 @@ def sarif(findings: list[Finding], rules: list[type[Rule]], version: str) -> str
             "name": name,
             "shortDescription": {"text": r.message if r else name},
             "help": {"text": r.help if r else ""},
-            "helpUri": f"{DOCS}#{name}",
-            "properties": {"code": r.code if r else ""},
+            # SARIF wants absolute URIs here; the docs live in the repository instead
+            "properties": {"code": r.code if r else "", "docs": f"{DOCS}#{name}"},
             "defaultConfiguration": {"level": r.severity if r else "warning"},
         })
     results = []
@@ -92,7 +92,7 @@ def sarif(findings: list[Finding], rules: list[type[Rule]], version: str) -> str
         "version": "2.1.0",
         "runs": [{
             "tool": {"driver": {"name": "pgferry-lint", "version": version,
-                                "informationUri": DOCS, "rules": rule_objs}},
+                                "rules": rule_objs}},
             "results": results,
         }],
     }

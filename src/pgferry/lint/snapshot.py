@@ -41,7 +41,7 @@ class Index:
 @dataclass
 class TableInfo:
     name: str  # "schema.table"
-    rows: int = 0  # reltuples estimate (0 when never analyzed and empty)
+    rows: int = 0  # reltuples estimate; -1 when never vacuumed or analyzed (PostgreSQL 14+)
     total_bytes: int = 0  # heap + indexes + toast
     heap_bytes: int = 0  # 0 means no data page at all: truly empty
     columns: dict[str, str] = field(default_factory=dict)  # name -> format_type()
@@ -110,7 +110,7 @@ WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgferry')
 """
 
 _TABLES = """
-SELECT c.oid, n.nspname || '.' || c.relname, greatest(c.reltuples, 0)::bigint,
+SELECT c.oid, n.nspname || '.' || c.relname, c.reltuples::bigint,
        pg_total_relation_size(c.oid), pg_relation_size(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname = ANY(%s)
