@@ -25,7 +25,7 @@ LOCK_APP = "pgferry migrate"
 
 def q(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn, autocommit=True) as c:
-        cur = c.execute(query, params)  # type: ignore[arg-type]
+        cur = c.execute(query, params)
         return cur.fetchall() if cur.description else []
 
 
@@ -46,13 +46,13 @@ def active(dsn: str, like: str) -> list[tuple[Any, ...]]:
 
 
 def advisory_locks(dsn: str) -> int:
-    return q(dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
-                  " (SELECT oid FROM pg_database WHERE datname = current_database())")[0][0]
+    return int(q(dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database ="
+                  " (SELECT oid FROM pg_database WHERE datname = current_database())")[0][0])
 
 
 def pgferry_backends(dsn: str) -> int:
-    return q(dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                  " AND application_name LIKE 'pgferry%%' AND pid <> pg_backend_pid()")[0][0]
+    return int(q(dsn, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                  " AND application_name LIKE 'pgferry%%' AND pid <> pg_backend_pid()")[0][0])
 
 
 def kill_when_running(p: subprocess.Popen[str], dsn: str, like: str) -> None:
@@ -114,20 +114,29 @@ def test_sigkill_in_non_transactional_file_then_repair_resumes(project: Project)
 
 def test_two_concurrent_runs_apply_each_version_once(project: Project, tmp_path: Any) -> None:
     dev = project.dsns["dev"]
-    project.write("V1__a.sql", "CREATE TABLE a (); SELECT pg_sleep(4);")
+    project.config.write_text(project.config.read_text() + "[migrate]\nlock_timeout = \"60s\"\n")
+    # V1 waits for an advisory lock the test holds, so the first run stays inside it
+    project.write("V1__a.sql", "CREATE TABLE a (); SELECT pg_advisory_xact_lock(4242);")
     project.write("V2__b.sql", "CREATE TABLE b ();")
-    first = project.popen("migrate", "up", "-e", "dev", "--json")
-    second = project.popen("migrate", "up", "-e", "dev", "--json")
-    wait_for(lambda: active(dev, "%pg_sleep(4)%"), what="one run to apply V1")
-    # a third run with a short lock_wait gives up and names the holder
-    impatient = write_project(tmp_path / "impatient", {"dev": dev}, extra=(
-        f"[migrate]\ndir = \"{project.migrations}\"\nlock_wait = \"300ms\"\n"))
-    r = impatient.run("migrate", "up", "-e", "dev")
-    holder = q(dev, "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
-                    " WHERE l.locktype = 'advisory' AND l.granted")
-    assert r.code == 3, r.err
-    assert "another migration run holds the migration lock" in r.err
-    assert f"pid {holder[0][0]} ({LOCK_APP}" in r.err
+    gate = psycopg.connect(dev, autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(4242)")
+    try:
+        first = project.popen("migrate", "up", "-e", "dev", "--json")
+        second = project.popen("migrate", "up", "-e", "dev", "--json")
+        wait_for(lambda: q(dev, "SELECT 1 FROM pg_locks WHERE locktype = 'advisory'"
+                                " AND objid = 4242 AND NOT granted"), what="a run inside V1")
+        holder = q(dev, "SELECT l.pid FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+                        " WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = %s",
+                   [LOCK_APP])
+        # a third run with a short lock_wait gives up and names the holder
+        impatient = write_project(tmp_path / "impatient", {"dev": dev}, extra=(
+            f"[migrate]\ndir = \"{project.migrations}\"\nlock_wait = \"300ms\"\n"))
+        r = impatient.run("migrate", "up", "-e", "dev")
+        assert r.code == 3, r.err
+        assert "another migration run holds the migration lock" in r.err
+        assert f"pid {holder[0][0]} ({LOCK_APP}" in r.err
+    finally:
+        gate.close()  # lets V1 finish
     out1, err1 = first.communicate(timeout=60)
     out2, err2 = second.communicate(timeout=60)
     assert first.returncode == 0 and second.returncode == 0, err1 + err2
@@ -187,8 +196,12 @@ def test_create_index_concurrently_no_self_deadlock(project: Project) -> None:
     project.write("V2__idx.sql", "SELECT pg_sleep(1);\nCREATE INDEX CONCURRENTLY t_a ON t (a);\n")
     p = project.popen("migrate", "up", "-e", "dev", "--json")
     wait_for(lambda: active(dev, "SELECT pg_sleep(1)"), what="the sleep")
-    states = q(dev, "SELECT state FROM pg_stat_activity WHERE application_name = %s", [LOCK_APP])
-    assert states == [("idle",)]  # not "idle in transaction"
+    seen = set()
+    for _ in range(10):  # the lock connection runs short sampling queries, never holds a tx
+        seen |= set(q(dev, "SELECT state, backend_xmin IS NULL FROM pg_stat_activity"
+                           " WHERE application_name = %s", [LOCK_APP]))
+        time.sleep(0.05)
+    assert ("idle", True) in seen and not any(st == "idle in transaction" for st, _ in seen)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     assert q(dev, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_a'::regclass") == [

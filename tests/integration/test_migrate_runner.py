@@ -16,7 +16,7 @@ Cli = Callable[..., Result]
 
 def q(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn, autocommit=True) as c:
-        cur = c.execute(query, params)  # type: ignore[arg-type]
+        cur = c.execute(query, params)
         return cur.fetchall() if cur.description else []
 
 

@@ -25,8 +25,8 @@ def bo(**kw: object) -> Blackout:
     return Blackout.model_validate(kw)
 
 
-def utc(*a: int) -> datetime:
-    return datetime(*a, tzinfo=UTC)  # type: ignore[misc]
+def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, tzinfo=UTC)
 
 
 # 2026-11-20 is a Friday
