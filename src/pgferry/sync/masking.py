@@ -61,6 +61,7 @@ _NEEDS_KEY = {"email", "keep_domain_email", "name", "phone", "hash"}
 _COLLAPSING = {"redact", "null", "fixed"}  # rules that do not keep unique values unique
 _TEXT_ONLY = {"email", "keep_domain_email", "name", "phone", "redact"}
 _TEXT_OIDS = {25, 1043, 1042, 19}  # text, varchar, bpchar, name
+_FIRST_USER_OID = 16384  # FirstNormalObjectId: built-in types have smaller oids
 _HASH_TYPES = {"uuid": 2950, "bigint": 20, "bytea": 17}
 _LEN_RE = re.compile(r"^(?:character varying|character|varchar|char)\((\d+)\)")
 
@@ -250,6 +251,12 @@ def _is_text(col: Column) -> bool:
         "text", "character varying", "character", "citext", "name")
 
 
+def _user_type(col: Column) -> bool:
+    """A type made by the user or an extension (a domain over text, citext): the server
+    decides whether the masked text fits it (the expression is cast; :func:`probe` checks)."""
+    return col.type_oid >= _FIRST_USER_OID
+
+
 def _max_len(col: Column) -> int | None:
     m = _LEN_RE.match(col.type)
     return int(m.group(1)) if m else None
@@ -324,10 +331,11 @@ def _check_fit(where: str, rule: MaskRule, col: Column, target: Column | None,
     if col.name in key_columns:
         raise BadInput(f"[sync.mask] {rule.pattern!r} masks {where}, a key column of the sync; "
                        f"mask a non-key column or sync this table with another key")
-    if rule.kind in _TEXT_ONLY and not _is_text(col):
+    if rule.kind in _TEXT_ONLY and not (_is_text(col) or _user_type(col)):
         raise BadInput(f"[sync.mask] {rule.pattern!r}: rule {rule.kind!r} needs a text column, "
                        f"but {where} is {col.type}")
-    if rule.kind == "hash" and not _is_text(col) and col.type not in _HASH_TYPES:
+    if rule.kind == "hash" and not (_is_text(col) or _user_type(col)) and (
+            col.type not in _HASH_TYPES):
         raise BadInput(f"[sync.mask] {rule.pattern!r}: rule 'hash' needs a text, uuid, bigint or "
                        f"bytea column, but {where} is {col.type}")
     limits = [n for c in (col, target) if c is not None and _is_text(c)
@@ -377,25 +385,33 @@ def mask_expressions(
             continue  # generated columns are not copied at all
         where = f"{table_qualname}.{col.name}"
         _check_fit(where, rule, col, tgt.get(col.name), key_columns)
-        out[col.name] = _expression(rule, col, secret)
+        expr = _expression(rule, col, secret)
+        if rule.kind in _TEXT_ONLY and not _is_text(col):  # a domain over text, citext
+            expr = sql.SQL("CAST(({}) AS {})").format(expr, sql.SQL(col.type))
+        out[col.name] = expr
     return out
 
 
 def probe(conn: Any, table_qualname: str, columns: Sequence[Column],
           masks: Mapping[str, sql.Composable], rules: MaskRules) -> None:
-    """Have the source server plan each mask (``LIMIT 0``: no row is read or sent).
+    """Have the source server evaluate each mask on one row (``LIMIT 1``; only a count
+    comes back).
 
     Catches what only the server knows before any write: a ``fixed:`` value that does
     not cast to the column type, an ``sql:`` expression naming an unknown column or
-    function, an aggregate. BadInput names the rule; the transaction is left usable.
+    function, an aggregate, masked text that a domain type refuses. BadInput names the
+    rule; the transaction is left usable (the probe runs in a savepoint).
     """
     import psycopg
 
     schema, _, name = table_qualname.partition(".")
     first = sql.Identifier(columns[0].name) if columns else sql.SQL("1")
     for column, expr in masks.items():
-        q = sql.SQL("SELECT {}, {} AS {} FROM {} LIMIT 0").format(
-            first, expr, sql.Identifier(column), sql.Identifier(schema, name))
+        # the outer count() forces evaluation; the plain first column makes an aggregate
+        # in the expression an error, as it would be in the copy's SELECT
+        q = sql.SQL("SELECT count({c}) FROM (SELECT {first}, {expr} AS {c} FROM {t} LIMIT 1) "
+                    "AS probe").format(c=sql.Identifier(column), first=first, expr=expr,
+                                       t=sql.Identifier(schema, name))
         try:
             with conn.transaction():
                 conn.execute(q)
