@@ -265,7 +265,7 @@ def boundaries(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, step: int)
     pred, params = s.predicate(rng)
     q = sql.SQL(
         "SELECT {names} FROM (SELECT {names}, row_number() OVER (ORDER BY {order}) AS "
-        "pgferry_rn FROM {table} WHERE {pred}) s WHERE s.pgferry_rn %% %s = 1 AND "
+        "pgferry_rn FROM {table} WHERE {pred}) s WHERE (s.pgferry_rn - 1) %% %s = 0 AND "
         "s.pgferry_rn > 1 ORDER BY s.pgferry_rn"
     ).format(names=s.key_names(), order=sql.SQL(", ").join(s.key_exprs()), table=s.table, pred=pred)
     return [tuple(r) for r in conn.execute(q, [*params, step])]

@@ -255,6 +255,11 @@ class _Differ:
         conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)
         step = -(-max(ns, nt) // self.fanout)
         bounds = ck.boundaries(conn, sd, rng, step)
+        if not bounds:  # cannot happen with n > leaf_rows >= 1; never loop if it does
+            raise OperationFailed(
+                f"verify {self.out.table}: a range of {max(ns, nt)} rows "
+                "could not be split (were rows changed during the run?)"
+            )
         pieces = split(rng, bounds)
         ss, ts = self.both(partial(ck.bucket_sums, rng=rng, bounds=bounds))
         self.compare(pieces, ss, ts, top=False)
