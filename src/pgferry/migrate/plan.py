@@ -157,7 +157,10 @@ def fold(rows: list[HistoryRow]) -> HistoryView:
 
 def current_version(rows: list[HistoryRow]) -> Version | None:
     """The highest applied, not undone version (or the baseline), None on a fresh database."""
-    h = fold(rows)
+    return _current(fold(rows))
+
+
+def _current(h: HistoryView) -> Version | None:
     return max([*h.applied, *([h.baseline_version] if h.baseline_version else [])], default=None)
 
 
@@ -192,7 +195,7 @@ def _applied_templates(ms: MigrationSet, h: HistoryView) -> dict[str, HistoryRow
 def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
     """Every file and history row with its state (see the module docstring)."""
     h = fold(rows)
-    current = current_version(rows)
+    current = _current(h)
     base = h.baseline_version
     files = ms.by_version()
     entries: list[Entry] = []
