@@ -54,7 +54,7 @@ def as_json(findings: list[Finding], files: int, meta: dict[str, Any]) -> str:
         "findings": [f.to_dict() for f in findings if f.suppressed is None],
         "suppressed": [f.to_dict() for f in findings if f.suppressed is not None],
     }
-    return json.dumps(obj, ensure_ascii=False)
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def sarif(findings: list[Finding], rules: list[type[Rule]], version: str) -> str:

@@ -183,9 +183,9 @@ def run(req: Request) -> tuple[str, int]:
     return report.text(findings, len(paths), header), code
 
 
-def _show(p: Path) -> str:
+def _show(p: Path, _cwd: list[str] = []) -> str:  # noqa: B006 - a one-slot cache
     """A path as the user would write it: relative to the cwd when inside it."""
-    try:
-        return str(p.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(p)
+    if not _cwd:
+        _cwd.append(os.getcwd().rstrip("/") + "/")
+    text = str(p)
+    return text[len(_cwd[0]):] if text.startswith(_cwd[0]) else text
