@@ -305,3 +305,15 @@ def test_orphaned_work_backend_of_a_dead_run_is_terminated(project: Project, cli
     assert f"terminated backend(s) [{pid}] left by an interrupted run" in r.err
     assert q(dev, "SELECT count(*) FROM pg_stat_activity WHERE pid = %s", [pid]) == [(0,)]
     orphan.close()
+
+
+def test_custom_schema_and_history_table(project: Project, cli: Cli) -> None:
+    """Like Flyway with schemas=app: history in app, unqualified names land in app."""
+    project.config.write_text(project.config.read_text()
+                              + "[migrate]\nschema = \"app\"\nhistory_table = \"schema_history\"\n")
+    project.write("V1__t.sql", "CREATE TABLE t (id bigint);")
+    r = run(cli, project, "up", "-e", "dev", "--json")
+    assert r.code == 0, r.err
+    dev = project.dsns["dev"]
+    assert q(dev, "SELECT to_regclass('app.t') IS NOT NULL, to_regclass('public.t'),"
+                  " (SELECT count(*) FROM app.schema_history)") == [(True, None, 1)]
