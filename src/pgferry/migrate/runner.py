@@ -168,10 +168,6 @@ class Runner:
             self.conn.execute(
                 "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'),"
                 " false)", [psycopg.sql.Identifier(self.s.schema).as_string(self.conn)])
-            if self.s.schema != "public":
-                # as Flyway does: unqualified names in migrations go to the configured schema
-                self.conn.execute("SELECT set_config('search_path', quote_ident(%s) || ', ' ||"
-                                  " current_setting('search_path'), false)", [self.s.schema])
             row = self.conn.execute("SELECT current_user").fetchone()
             self.role = str(row[0]) if row else ""
             with self.conn.transaction():
