@@ -317,3 +317,22 @@ def test_custom_schema_and_history_table(project: Project, cli: Cli) -> None:
     dev = project.dsns["dev"]
     assert q(dev, "SELECT to_regclass('app.t') IS NOT NULL, to_regclass('public.t'),"
                   " (SELECT count(*) FROM app.schema_history)") == [(True, None, 1)]
+
+
+def test_non_tx_file_failing_at_first_statement_needs_no_repair(project: Project,
+                                                                cli: Cli) -> None:
+    dev = project.dsns["dev"]
+    project.write("V1__t.sql", "CREATE TABLE t (a int); INSERT INTO t VALUES (1), (1);")
+    project.write("V2__uq.sql", "CREATE UNIQUE INDEX CONCURRENTLY t_a_key ON t (a);\n"
+                  "CREATE INDEX CONCURRENTLY t_a2 ON t (a);\n")
+    r = run(cli, project, "up", "-e", "dev")
+    assert r.code == 3
+    assert "V2__uq.sql:1 (statement 1): could not create unique index \"t_a_key\"" in r.err
+    assert "(Key (a)=(1) is duplicated.)" in r.err
+    assert "nothing of this file was applied; fix the cause and run `migrate up` again" in r.err
+    assert [h[7] for h in history(dev)] == [True]  # no failed row: nothing to repair
+    assert q(dev, "SELECT count(*) FROM pgferry.migration_progress") == [(0,)]
+    q(dev, "DELETE FROM t")
+    r = run(cli, project, "up", "-e", "dev", "--json")
+    assert r.code == 0, r.err
+    assert r.json["applied"][0]["dropped_invalid_indexes"] == ["public.t_a_key"]

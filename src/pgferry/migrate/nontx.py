@@ -97,18 +97,19 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
                                      ms, True, undo)
             progress.forget(c, s.schema, s.table, step.script)
     except psycopg.Error as e:
-        record_failure(r, step, stmt, e, undo, int((time.monotonic() - start) * 1000))
-        if e.sqlstate == "55P03":
-            raise r._lock_error(step, stmt, attempts, seen, "statement") from None
         n = stmt.index if stmt else 0
-        raise r._server_error(
-            step, stmt, e,
-            f"this file runs outside a transaction: statements 1-{n} are applied and "
-            f"recorded; fix the cause, run `pgferry migrate repair`, then `{again}` "
-            f"resumes at statement {n + 1}" if n else
-            "nothing of this file was applied; fix it, run `pgferry migrate repair`, "
-            f"then `{again}`",
-        ) from None
+        if n:  # partly applied: Flyway's failed row, `repair` needed before a re-run
+            record_failure(r, step, stmt, e, undo, int((time.monotonic() - start) * 1000))
+            tail = (f"this file runs outside a transaction: statements 1-{n} are applied and "
+                    f"recorded; fix the cause, run `pgferry migrate repair`, then `{again}` "
+                    f"resumes at statement {n + 1}")
+        else:  # nothing applied (a failed concurrent build is cleaned up on retry)
+            forget_quietly(r, step)
+            tail = f"nothing of this file was applied; fix the cause and run `{again}` again"
+        if e.sqlstate == "55P03":
+            raise r._lock_error(step, stmt, attempts, seen,
+                                "statement" + (f"; {tail}" if n else "")) from None
+        raise r._server_error(step, stmt, e, tail) from None
     finally:
         if not c.closed and not c.broken:
             c.execute("RESET lock_timeout")
@@ -133,5 +134,13 @@ def record_failure(r: Runner, step: Step, stmt: Statement | None, e: psycopg.Err
                             line=stmt.line if stmt else None, error=server_message(e))
             r._history_row(str(step.version) if step.version is not None else None,
                               step.description, step.script, step.checksum, ms, False, undo)
+    except psycopg.Error:
+        pass  # the connection is gone; the next run settles the 'running' row
+
+
+def forget_quietly(r: Runner, step: Step) -> None:
+    """Nothing of the file was applied: forget its progress so a re-run starts clean."""
+    try:
+        progress.forget(r.work, r.s.schema, r.s.table, step.script)
     except psycopg.Error:
         pass  # the connection is gone; the next run settles the 'running' row

@@ -200,12 +200,16 @@ class Runner:
     def settle_interrupted(self) -> list[str]:
         """Files a killed run left mid-way: record them failed (as Flyway would have).
 
-        We hold the lock, so a ``running`` progress row belongs to a dead run.
-        Returns one description per file.
+        We hold the lock, so a ``running`` progress row belongs to a dead run. One
+        killed before its first statement completed is simply forgotten (nothing
+        of it was applied). Returns one description per file recorded failed.
         """
         out = []
         for p in self.progress_rows():
             if p.state != "running":
+                continue
+            if p.statements_done == 0:  # nothing applied: start it afresh, no repair needed
+                progress.forget(self.work, self.s.schema, self.s.table, p.script)
                 continue
             mf = parse_name(Path(p.script))
             desc = mf.description if mf else p.script
