@@ -149,3 +149,26 @@ def test_bad_catalog_file_is_bad_input(project: Any, cli: Callable[..., Any],
     r = cli("--config", str(project.config), "lint", "--catalog", str(bad), cwd=project.root)
     assert r.code == 2
     assert "is not a pgferry lint catalog snapshot" in r.err
+
+
+def test_partitioned_table_sizes_come_from_its_partitions(db: str) -> None:
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("CREATE TABLE events (id bigint, at date NOT NULL) PARTITION BY RANGE (at)")
+        c.execute("CREATE TABLE events_2025 PARTITION OF events "
+                  "FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
+        c.execute("CREATE TABLE events_2026 PARTITION OF events "
+                  "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
+        c.execute("INSERT INTO events SELECT g, date '2025-01-01' + (g % 700) "
+                  "FROM generate_series(1, 30000) g")
+        c.execute("ANALYZE events")
+    snap = take(db)
+    parent = snap.tables["public.events"]
+    assert parent.kind == "p"
+    assert parent.heap_bytes > 0 and parent.rows == 30000
+    assert parent.total_bytes == sum(snap.tables[f"public.events_{y}"].total_bytes
+                                     for y in (2025, 2026))
+    [f] = [f for f in Linter(catalog=snap).lint_text(
+        "V1.sql", "CREATE INDEX events_at ON events (at);\n") if f.suppressed is None]
+    assert f.rule == "require-concurrent-index-creation"
+    assert "CONCURRENTLY does not work on the parent" in f.message
+    assert f.impact.startswith("builds an index on public.events (")

@@ -100,6 +100,7 @@ class Linter:
         for k in self.by_kind:
             self.by_kind[k] += self.every
         self.cx = Context(pg_version=self.pg_version, catalog=catalog)
+        self._by_subs: dict[frozenset[str], list[Rule]] = {}
 
     def lint_files(self, items: Iterable[tuple[str, str]]) -> list[Finding]:
         """Lint (path, text) pairs in order; SqlParseError stops at the first bad file."""
@@ -126,8 +127,7 @@ class Linter:
             st.in_tx = st.explicit_tx or info.transactional
             rules = self.by_kind.get(st.kind, self.every)
             if st.kind == "AlterTableStmt":
-                subs = {c.get("AlterTableCmd", {}).get("subtype") for c in st.node.get("cmds", ())}
-                rules = [r for r in rules if not r.subtypes or r.subtypes & subs]
+                rules = self._alter_rules(st, rules)
             for rule in rules:
                 for hit in rule.check(st, cx):
                     raw.append((rule, hit, st))
@@ -144,8 +144,20 @@ class Linter:
         cx.reset_tx()
         return sorted(findings, key=lambda f: f.sort_key)
 
+    def _alter_rules(self, st: Stmt, rules: list[Rule]) -> list[Rule]:
+        """The ALTER TABLE rules that read one of the statement's action subtypes."""
+        subs = frozenset(c.get("AlterTableCmd", {}).get("subtype")
+                         for c in st.node.get("cmds", ()))
+        found = self._by_subs.get(subs)
+        if found is None:
+            found = self._by_subs[subs] = [
+                r for r in rules if not r.subtypes or r.subtypes & subs]
+        return found
+
     def _finding(self, info: FileInfo, stmts: list[Stmt], rule: Rule, hit: Hit,
                  st: Stmt | None) -> Finding:
+        if st is None and hit.loc is not None:  # a file-level finding: tie it to its statement
+            st = next((s for s in reversed(stmts) if s.start <= hit.loc), None)
         offset = hit.loc if hit.loc is not None else (st.start if st else len(info.data))
         line, col = position(info, offset)
         text = ""

@@ -48,6 +48,7 @@ class TableInfo:
     not_null: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     indexes: list[Index] = field(default_factory=list)
+    kind: str = "r"  # pg_class.relkind: r table, p partitioned (sizes summed over leaves), m matview
 
     def not_null_proven(self, column: str) -> bool:
         """True when a validated CHECK (column IS NOT NULL) exists."""
@@ -109,9 +110,22 @@ WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgferry')
   AND nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
 """
 
+# A partitioned parent has no storage of its own: sum its leaves (pg_partition_tree, 12+).
 _TABLES = """
-SELECT c.oid, n.nspname || '.' || c.relname, c.reltuples::bigint,
-       pg_total_relation_size(c.oid), pg_relation_size(c.oid)
+SELECT c.oid, n.nspname || '.' || c.relname,
+       CASE WHEN c.relkind = 'p' THEN coalesce((
+           SELECT sum(greatest(l.reltuples, 0)) FROM pg_partition_tree(c.oid) t
+           JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), 0)
+       ELSE c.reltuples END::bigint,
+       CASE WHEN c.relkind = 'p' THEN coalesce((
+           SELECT sum(pg_total_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t
+           WHERE t.isleaf), 0)
+       ELSE pg_total_relation_size(c.oid) END::bigint,
+       CASE WHEN c.relkind = 'p' THEN coalesce((
+           SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t
+           WHERE t.isleaf), 0)
+       ELSE pg_relation_size(c.oid) END::bigint,
+       c.relkind::text
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname = ANY(%s)
 """
@@ -169,8 +183,8 @@ def take(conn: Any, source: str = "", now: str = "") -> Snapshot:
     schemas = [r[0] for r in conn.execute(_SCHEMAS)]
     snap = Snapshot(int(conn.info.server_version), now, source)
     by_oid: dict[int, TableInfo] = {}
-    for oid, name, rows, total, heap in conn.execute(_TABLES, [schemas]):
-        by_oid[oid] = snap.tables[name] = TableInfo(name, rows, total, heap)
+    for oid, name, rows, total, heap, kind in conn.execute(_TABLES, [schemas]):
+        by_oid[oid] = snap.tables[name] = TableInfo(name, rows, total, heap, kind=kind)
     oids = list(by_oid)
     if oids:
         for rel, col, typ, notnull in conn.execute(_COLUMNS, [oids]):

@@ -62,6 +62,15 @@ def test_statement_ignore_with_reason_and_file_ignore() -> None:
     assert not any(r == "unused-ignore" for r, _ in live)
 
 
+def test_file_level_finding_can_be_ignored_before_its_statement() -> None:
+    sql = ("-- pgferry:ignore ban-uncommitted-transaction -- closed by the next file\n"
+           "BEGIN;\n"
+           "ALTER TABLE users ADD COLUMN nickname text;\n")
+    found = Linter().lint_text("x.sql", sql)
+    [f] = [f for f in found if f.rule == "ban-uncommitted-transaction"]
+    assert (f.line, f.suppressed) == (2, "closed by the next file")
+
+
 def test_ignore_that_suppresses_nothing_is_a_finding() -> None:
     sql = ("-- pgferry:ignore ban-drop-table -- stale\n"
            "ALTER TABLE users ADD COLUMN IF NOT EXISTS nickname text;\n"

@@ -45,7 +45,14 @@ class RequireConcurrentIndexCreation(Rule):
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         table = qualname(st.node.get("relation"))
         if not st.node.get("concurrent") and existing(cx, table):
-            yield Hit(None, table)
+            t = cx.catalog.tables.get(table) if cx.catalog else None
+            if t is not None and t.kind == "p" and st.node.get("relation", {}).get("inh", True):
+                yield Hit(None, table, f"CREATE INDEX on partitioned {table} blocks writes to "
+                          "every partition; CONCURRENTLY does not work on the parent: CREATE "
+                          "INDEX ON ONLY the parent, build each partition's index CONCURRENTLY, "
+                          "then ALTER INDEX ... ATTACH PARTITION")
+            else:
+                yield Hit(None, table)
 
 
 class RequireConcurrentIndexDeletion(Rule):
