@@ -48,7 +48,7 @@ class TableInfo:
     not_null: list[str] = field(default_factory=list)
     checks: list[Check] = field(default_factory=list)
     indexes: list[Index] = field(default_factory=list)
-    kind: str = "r"  # pg_class.relkind: r table, p partitioned (sizes summed over leaves), m matview
+    kind: str = "r"  # relkind: r table, p partitioned (sizes summed over leaves), m matview
 
     def not_null_proven(self, column: str) -> bool:
         """True when a validated CHECK (column IS NOT NULL) exists."""
