@@ -293,8 +293,8 @@ def test_repair_blackout_and_protected(tmp_path: Path, make_db: Callable[..., st
         d = c.execute("SELECT details FROM pgferry.journal WHERE command = 'migrate repair'"
                       ).fetchone()
         assert c.execute("SELECT count(*) FROM flyway_schema_history").fetchone() == (0,)
-    assert d is not None and d[0]["override_reason"] == "hotfix INC-42"
-    assert "frozen for the audit" in d[0]["blackout"]
+    assert d is not None and d[0]["blackout_override"]["reason"] == "hotfix INC-42"
+    assert "frozen for the audit" in d[0]["blackout_override"]["window"]
     # baseline respects the window too
     r = run("baseline", "--env", "prod", "--version", "1", "--yes")
     assert r.code == 4 and "blackout" in r.err

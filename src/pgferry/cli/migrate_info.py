@@ -254,7 +254,7 @@ def register(app: typer.Typer) -> None:
         args: dict[str, Any] = {"version": version, "description": description, "yes": yes}
         with journal.operation(target, "migrate baseline", args) as op:
             if window is not None:
-                op.details.update(blackout=describe(window), override_reason=reason)
+                op.details["blackout_override"] = {"reason": reason, "window": describe(window)}
             res = admin.baseline(cfg, target, version, description)
             op.details.update(res.to_dict())
         st.emit({"ok": True, **res.to_dict()},
@@ -294,7 +294,7 @@ def register(app: typer.Typer) -> None:
             confirm_rewrite(st, name, yes, "repair")
         with journal.operation(target, "migrate repair", {"yes": yes}) as op:
             if window is not None:
-                op.details.update(blackout=describe(window), override_reason=reason)
+                op.details["blackout_override"] = {"reason": reason, "window": describe(window)}
             done = admin.repair(cfg, target)
             op.details.update(done.to_dict())
 
