@@ -175,7 +175,31 @@ class PreferJsonb(_TypeRule):
     bad = frozenset({"json"})
 
 
+class PreferBigInt(_TypeRule):
+    """Any integer narrower than bigint (int, smallint, serial, smallserial).
+
+    Off by default: ``prefer-bigint-over-int`` and ``prefer-bigint-over-smallint``
+    report the same columns separately; this is squawk's combined rule, for teams
+    that enable it (``[lint] enable = ["prefer-big-int"]``).
+
+    Anti-pattern::
+
+        CREATE TABLE items (id serial, qty smallint);
+
+    Safe::
+
+        CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY, qty bigint);
+    """
+
+    code, name, severity = "PF027", "prefer-big-int", "warning"
+    message = "integer narrower than bigint: widening it later rewrites the table"
+    help = "Use bigint."
+    bad = PreferBigintOverInt.bad | PreferBigintOverSmallint.bad
+    opt_in = True
+    squawk = ("prefer-big-int",)
+
+
 RULES: list[type[Rule]] = [
     BanCharField, PreferTextField, PreferTimestamptz, PreferBigintOverInt,
-    PreferBigintOverSmallint, PreferIdentity, PreferJsonb,
+    PreferBigintOverSmallint, PreferIdentity, PreferJsonb, PreferBigInt,
 ]
