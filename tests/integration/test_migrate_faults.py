@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -218,3 +219,20 @@ def test_terminated_work_backend_is_exit_3(project: Project) -> None:
     assert p.returncode == 3, err
     assert "terminat" in err and "Traceback" not in err
     assert q(dev, "SELECT to_regclass('s')") == [(None,)]
+
+
+def test_ctrl_c_rolls_back_and_exits_3(project: Project) -> None:
+    dev = project.dsns["dev"]
+    project.write("V1__slow.sql", "CREATE TABLE s (); SELECT pg_sleep(30);")
+    p = subprocess.Popen(  # as a terminal would: SIGINT not ignored
+        [sys.executable, "-m", "pgferry", "--config", str(project.config), "migrate", "up",
+         "-e", "dev"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_for(lambda: active(dev, "%pg_sleep(30)%"), what="the sleep")
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 3 and "error: interrupted" in err, err
+    assert q(dev, "SELECT to_regclass('s'), (SELECT count(*) FROM flyway_schema_history)") == [
+        (None, 0)]
+    assert q(dev, "SELECT outcome, exit_code FROM pgferry.journal") == [("failed", 3)]
+    wait_for(lambda: advisory_locks(dev) == 0, 10, "the lock to go")

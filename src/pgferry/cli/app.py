@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # standalone_mode=False: click returns the code of typer.Exit instead of exiting
         rc = app(args=args, prog_name="pgferry", standalone_mode=False)
+        if rc == 130:  # typer turns Ctrl-C into exit code 130; DESIGN: interrupted is 3
+            print("error: interrupted", file=sys.stderr)
+            return 3
         return rc if isinstance(rc, int) else 0
     except PgferryError as e:
         if debug:
