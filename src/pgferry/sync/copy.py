@@ -25,11 +25,13 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from pgferry.pg.connect import connect
 from pgferry.sync.plan import TablePlan
 
 Key = tuple[Any, ...]
+_FLUSH = 1 << 18
 
 
 class Snapshot:
@@ -150,9 +152,18 @@ def pipe(src: psycopg.Connection[Any], tgt: psycopg.Connection[Any], select: sql
     opts = sql.SQL("FORMAT {}{}").format(fmt, sql.SQL(", FREEZE") if freeze else sql.SQL(""))
     in_q = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(dest, cols(dest_cols), opts)
     scur, tcur = src.cursor(), tgt.cursor()
-    with scur.copy(out_q, params or None) as out, tcur.copy(in_q) as inp:
+    # The source sends one message per row; gather them into ~256 kB writes, and let a
+    # writer thread feed the target while this thread reads the source (both overlap).
+    with scur.copy(out_q, params or None) as out, tcur.copy(
+            in_q, writer=QueuedLibpqWriter(tcur)) as inp:
+        buf = bytearray()
         for data in out:
-            inp.write(data)
-            if on_chunk is not None:
-                on_chunk(len(data))
+            buf += data
+            if len(buf) >= _FLUSH:
+                inp.write(bytes(buf))
+                if on_chunk is not None:
+                    on_chunk(len(buf))
+                buf.clear()
+        if buf:
+            inp.write(bytes(buf))
     return max(tcur.rowcount, 0)

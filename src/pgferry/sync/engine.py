@@ -109,6 +109,8 @@ class _Ctx:
     overlap_s: float
     lock: threading.Lock = field(default_factory=threading.Lock)
     abort: str | None = None
+    #: checksum strategy: what the delete phase left for the load phase, per table
+    pending: dict[str, Any] = field(default_factory=dict)
 
     def event(self, ev: events.Event) -> None:
         self.channel.publish(ev)
@@ -333,8 +335,11 @@ def _table(ctx: _Ctx, t: TablePlan, link: Link, phase: str) -> None:
     if phase == "load":
         ctx.event(events.TableStarted(t.qualname, t.strategy, t.row_estimate))
     if phase == "delete":
-        full_deletes(link, t, r)
-        link.commit()
+        if t.strategy == "full":
+            full_deletes(link, t, r)
+            link.commit()
+        elif t.strategy == "checksum":
+            ctx.pending[t.qualname] = _checksum_deletes(ctx, t, link, r, progress)
     elif ctx.opts.mode == "verify":
         _verify(ctx, t, link, r, progress)
     elif t.strategy == "full":
@@ -348,7 +353,18 @@ def _table(ctx: _Ctx, t: TablePlan, link: Link, phase: str) -> None:
         full_load(link, t, masks, r, progress)
         link.commit()
     else:
-        _checksum(ctx, t, link, r, masks, progress)
+        work = ctx.pending.pop(t.qualname, None)
+        if work is None:
+            work = _checksum_deletes(ctx, t, link, r, progress)
+        _checksum_upserts(link, t, masks, r, work, progress)
+
+
+@dataclass
+class _Upserts:
+    """What the checksum comparison left for the load phase: keys and whole source ranges."""
+
+    keys: list[Any] = field(default_factory=list)
+    ranges: list[tuple[sql.Composable, list[Any]]] = field(default_factory=list)
 
 
 def _diff(ctx: _Ctx, t: TablePlan, link: Link, progress: Callable[[int], None],
@@ -381,19 +397,26 @@ def _verify(ctx: _Ctx, t: TablePlan, link: Link, r: TableResult,
         r.status = "differs"
 
 
-def _checksum(ctx: _Ctx, t: TablePlan, link: Link, r: TableResult,
-              masks: dict[str, sql.Composable], progress: Callable[[int], None]) -> None:
-    """Compare chunk checksums, then copy only what differs (keys or whole one-sided ranges)."""
+def _checksum_deletes(ctx: _Ctx, t: TablePlan, link: Link, r: TableResult,
+                      progress: Callable[[int], None]) -> _Upserts | None:
+    """Compare chunk checksums; delete what the source lacks; return what to copy later.
+
+    Runs in the delete phase (children first), so a parent's rows are deleted only
+    after its children's; None when the target table is empty (the load phase then
+    takes the binary COPY fast path).
+    """
+    if not t.where and is_empty(link, t):
+        link.tgt.rollback()
+        return None
     ranges: list[Any] = []
     diff = _diff(ctx, t, link, lambda n: None, on_range=ranges.append)
-    r.unchanged += diff.matched
-    upsert: list[Any] = []
+    r.unchanged = diff.matched  # (not +=: a retried attempt compares again)
+    work = _Upserts()
     delete: list[Any] = []
     for rg in ranges:
         if rg.diffs is None:
             if rg.source_rows and diff.source_side is not None:
-                where, params = diff.source_side.predicate(rg.range)
-                copy_range(link, t, masks, r, where, params, progress)
+                work.ranges.append(diff.source_side.predicate(rg.range))
             if rg.target_rows and t.deletes and diff.target_side is not None:
                 where, params = diff.target_side.predicate(rg.range)
                 delete_range(link, t, r, where, params)
@@ -404,8 +427,22 @@ def _checksum(ctx: _Ctx, t: TablePlan, link: Link, r: TableResult,
                 if t.deletes:
                     delete.append(d.key)
             else:
-                upsert.append(d.key)
-    apply_keys(link, t, masks, r, upsert, delete, progress)
+                work.keys.append(d.key)
+    apply_keys(link, t, {}, r, [], delete, progress)
+    return work
+
+
+def _checksum_upserts(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
+                      r: TableResult, work: _Upserts | None,
+                      progress: Callable[[int], None]) -> None:
+    """Copy the differing keys and the source-only ranges found by the comparison."""
+    if work is None:  # the table was empty in the delete phase (and nothing wrote it since)
+        full_load(link, t, masks, r, progress)
+        link.commit()
+        return
+    for where, params in work.ranges:
+        copy_range(link, t, masks, r, where, params, progress)
+    apply_keys(link, t, masks, r, work.keys, [], progress)
 
 
 def _schedule(ctx: _Ctx, units: list[list[TablePlan]], jobs: int, phase: str,
@@ -464,6 +501,11 @@ def _schedule(ctx: _Ctx, units: list[list[TablePlan]], jobs: int, phase: str,
                 r.status, r.error = "failed", f"not started: {ctx.abort or 'run aborted'}"
 
 
+def _deletes(unit: list[TablePlan]) -> bool:
+    """True when the unit has a delete phase (full and checksum strategies, keyed tables)."""
+    return all(t.key and t.strategy in ("full", "checksum") for t in unit)
+
+
 def _execute(ctx: _Ctx, jobs: int) -> None:
     runnable = [t for t in ctx.plan.runnable if ctx.result.table(t.qualname).status == "pending"]
     units: list[list[TablePlan]] = []
@@ -480,10 +522,9 @@ def _execute(ctx: _Ctx, jobs: int) -> None:
     if ctx.opts.atomic:
         link = _new_link(ctx, hold=True)
         try:
-            if ctx.opts.mode == "full":
-                for u in reversed(units):
-                    if all(t.key for t in u):
-                        _unit(ctx, u, link, "delete")
+            for u in reversed(units):
+                if _deletes(u):
+                    _unit(ctx, u, link, "delete")
             for u in units:
                 _unit(ctx, u, link, "load")
             if any(ctx.result.table(t.qualname).status == "failed" for t in runnable):
@@ -498,15 +539,16 @@ def _execute(ctx: _Ctx, jobs: int) -> None:
             link.src.close()
             link.tgt.close()
     else:
-        if ctx.opts.mode == "full":
-            dels = [u for u in reversed(units) if all(t.key for t in u)]
-            # deletes go children first: one unit at a time, in reverse FK order (a cycle
-            # deletes in one transaction with its constraints deferred)
-            _schedule(ctx, dels, 1, "delete", {i: set(range(i)) for i in range(len(dels))})
-            for t in (t for u in dels for t in u):
-                r = ctx.result.table(t.qualname)
-                if r.status == "ok":
-                    r.status = "pending"
+        # deletes go children first: a unit waits for the units that reference it (a cycle
+        # deletes in one transaction with its constraints deferred)
+        dels = [i for i, u in enumerate(units) if _deletes(u)]
+        renum = {old: new for new, old in enumerate(dels)}
+        _schedule(ctx, [units[i] for i in dels], jobs, "delete",
+                  {renum[i]: {renum[j] for j in dels if i in deps[j]} for i in dels})
+        for t in (t for i in dels for t in units[i]):
+            r = ctx.result.table(t.qualname)
+            if r.status == "ok":
+                r.status = "pending"
         if ctx.abort is None:
             ok = [i for i, u in enumerate(units)
                   if all(ctx.result.table(t.qualname).status != "failed" for t in u)]

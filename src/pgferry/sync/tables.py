@@ -84,7 +84,7 @@ def _stage_range(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
 
 def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
     """Delete target rows (within ``where``) whose key the source does not have."""
-    if not t.key:
+    if not t.key or is_empty(link, t):
         return
     link.begin(t)
     keys = write.key_staging(link.tgt, t)
