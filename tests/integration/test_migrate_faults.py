@@ -221,7 +221,8 @@ def test_terminated_work_backend_is_exit_3(project: Project) -> None:
     assert q(dev, "SELECT to_regclass('s')") == [(None,)]
 
 
-def test_ctrl_c_rolls_back_and_exits_3(project: Project) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_rolls_back_and_exits_3(project: Project, sig: int) -> None:
     dev = project.dsns["dev"]
     project.write("V1__slow.sql", "CREATE TABLE s (); SELECT pg_sleep(30);")
     p = subprocess.Popen(  # as a terminal would: SIGINT not ignored
@@ -229,7 +230,7 @@ def test_ctrl_c_rolls_back_and_exits_3(project: Project) -> None:
          "-e", "dev"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: active(dev, "%pg_sleep(30)%"), what="the sleep")
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, err = p.communicate(timeout=30)
     assert p.returncode == 3 and "error: interrupted" in err, err
     assert q(dev, "SELECT to_regclass('s'), (SELECT count(*) FROM flyway_schema_history)") == [

@@ -6,7 +6,10 @@ Thin: arguments, ``--yes``, rendering and progress; the logic is in
 
 from __future__ import annotations
 
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -83,6 +86,24 @@ class _Progress:
             self.bar.stop()
 
 
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (CI cancel, ``kill``) behaves like Ctrl-C: roll back, journal, exit 3."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. under the server): leave it alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _render_plan(out: Console, res: dict[str, Any]) -> None:
     s = res["settings"]
     out.print(f"-- plan for {res['env']} (current version: {res['current_version'] or 'none'}; "
@@ -141,8 +162,9 @@ def register(app: typer.Typer) -> None:
             bar.event(kind, step, res, i, total)
 
         try:
-            res = service.run(cfg, t, undo=undo, now=now, arguments=arguments,
-                              on_event=event, **kw)
+            with _sigterm_interrupts():
+                res = service.run(cfg, t, undo=undo, now=now, arguments=arguments,
+                                  on_event=event, **kw)
         finally:
             bar.close()
         for w in res["warnings"]:
