@@ -267,6 +267,9 @@ class BanDropNotNull(Rule):
                 yield Hit(off, table)
 
 
+_MAYBE_FREE = {"text", "varchar", "numeric", "varbit", "inet"}
+
+
 class ChangingColumnType(Rule):
     """ALTER COLUMN TYPE usually rewrites the table (and its indexes).
 
@@ -307,7 +310,12 @@ class ChangingColumnType(Rule):
             if old and tn and binary_coercible(old, tn) and not body.get("raw_default"):
                 continue
             where = loc(tn) if tn else None
-            yield Hit(where if where is not None else off, table)
+            msg = None
+            if old is None and tn and type_name(tn)[0] in _MAYBE_FREE:
+                msg = (f"ALTER COLUMN {col} TYPE {type_name(tn)[0]}: rewrites the table under "
+                       "ACCESS EXCLUSIVE unless the current type is binary-coercible (e.g. "
+                       "varchar(n) to text); lint with --env or --catalog to know")
+            yield Hit(where if where is not None else off, table, msg)
 
 
 class RenamingColumn(Rule):
