@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Hit, Node, Rule, Stmt
-from pgferry.lint.nodes import constraints, func_calls, loc, type_name
+from pgferry.lint.nodes import constraints, func_calls, loc, type_name, type_text
 from pgferry.lint.rules._util import alter_actions, existing
 from pgferry.lint.rules.volatility import is_volatile
 from pgferry.lint.types import binary_coercible
@@ -312,7 +312,7 @@ class ChangingColumnType(Rule):
             where = loc(tn) if tn else None
             msg = None
             if old is None and tn and type_name(tn)[0] in _MAYBE_FREE:
-                msg = (f"ALTER COLUMN {col} TYPE {type_name(tn)[0]}: rewrites the table under "
+                msg = (f"ALTER COLUMN {col} TYPE {type_text(tn)}: rewrites the table under "
                        "ACCESS EXCLUSIVE unless the current type is binary-coercible (e.g. "
                        "varchar(n) to text); lint with --env or --catalog to know")
             yield Hit(where if where is not None else off, table, msg)
