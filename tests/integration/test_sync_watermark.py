@@ -37,12 +37,14 @@ def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
     assert len(rows(p.dsns["prod"], "events")) == 101
     late.commit()
     late.close()
-    sql(p.dsns["dev"], "UPDATE events SET v = 'w', updated_at = now() WHERE id = 7")
+    sql(p.dsns["dev"], "UPDATE events SET v = 'w', updated_at = now() WHERE id = 7;"
+        " DELETE FROM events WHERE id IN (3, 4)")
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
     ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
     assert ev["strategy"] == "watermark"
     assert ev["inserted"] == 1 and ev["updated"] == 1, ev
+    assert ev["deleted"] == 2  # found by comparing keys (deletes = true, the default)
     assert rows(p.dsns["dev"], "events") == rows(p.dsns["prod"], "events")
     # nothing changed: a third run writes nothing (the overlap re-reads are free)
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")

@@ -134,3 +134,15 @@ def test_order_respects_every_acyclic_edge(edges: list[tuple[int, int]]) -> None
     for a, b in edges:
         if a > b:
             assert order.index(f"public.t{b}") < order.index(f"public.t{a}")
+
+
+def test_migration_history_is_left_out_unless_named() -> None:
+    side = cat(table("public.a"), table("public.flyway_schema_history",
+                                        [col("installed_rank", not_null=True)],
+                                        pk=("installed_rank",)))
+    p = build_plan(side, side, SyncConfig(), history="public.flyway_schema_history")
+    assert [t.qualname for t in p.tables] == ["public.a"]
+    assert any("migration history" in w for w in p.warnings)
+    p = build_plan(side, side, SyncConfig(), history="public.flyway_schema_history",
+                   tables=["public.flyway_schema_history"])
+    assert [t.qualname for t in p.tables] == ["public.flyway_schema_history"]

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -157,7 +157,8 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options
     try:
         src, tgt, everything = _catalogs(cfg, snap, target)
         plan = build_plan(src, tgt, cfg.sync, mode=opts.mode, tables=opts.tables or None,
-                          exclude=opts.exclude or None, referencing=everything)
+                          exclude=opts.exclude or None, referencing=everything,
+                          history=f"{cfg.migrate.schema_}.{cfg.migrate.history_table}")
         masks, rules = _masks(cfg, plan, src, tgt, snap.coordinator)
         unmasked = masking.refuse_unmasked(
             rules, {t.qualname: src[t.qualname] for t in plan.tables}, source=source,
@@ -340,6 +341,9 @@ def _table(ctx: _Ctx, t: TablePlan, link: Link, phase: str) -> None:
             link.commit()
         elif t.strategy == "checksum":
             ctx.pending[t.qualname] = _checksum_deletes(ctx, t, link, r, progress)
+        elif t.strategy == "watermark" and t.deletes:
+            # timestamps cannot show a deleted row: compare the keys alone, chunk by chunk
+            _checksum_deletes(ctx, t, link, r, progress, keys_only=True)
     elif ctx.opts.mode == "verify":
         _verify(ctx, t, link, r, progress)
     elif t.strategy == "full":
@@ -383,7 +387,8 @@ def _diff(ctx: _Ctx, t: TablePlan, link: Link, progress: Callable[[int], None],
     try:
         return verify.diff_table(link.src, link.tgt, t, chunk_rows=ctx.opts.chunk_rows,
                                  key_limit=ctx.opts.key_limit,
-                                 source_exprs=ctx.masks.get(t.qualname) or None,
+                                 source_exprs={c: e for c, e in ctx.masks.get(
+                                     t.qualname, {}).items() if c in t.columns} or None,
                                  on_progress=on_progress, on_range=on_range)
     finally:
         link.tgt.rollback()
@@ -398,7 +403,8 @@ def _verify(ctx: _Ctx, t: TablePlan, link: Link, r: TableResult,
 
 
 def _checksum_deletes(ctx: _Ctx, t: TablePlan, link: Link, r: TableResult,
-                      progress: Callable[[int], None]) -> _Upserts | None:
+                      progress: Callable[[int], None], keys_only: bool = False
+                      ) -> _Upserts | None:
     """Compare chunk checksums; delete what the source lacks; return what to copy later.
 
     Runs in the delete phase (children first), so a parent's rows are deleted only
@@ -409,8 +415,10 @@ def _checksum_deletes(ctx: _Ctx, t: TablePlan, link: Link, r: TableResult,
         link.tgt.rollback()
         return None
     ranges: list[Any] = []
-    diff = _diff(ctx, t, link, lambda n: None, on_range=ranges.append)
-    r.unchanged = diff.matched  # (not +=: a retried attempt compares again)
+    spec = replace(t, columns=list(t.key)) if keys_only else t
+    diff = _diff(ctx, spec, link, lambda n: None, on_range=ranges.append)
+    if not keys_only:
+        r.unchanged = diff.matched  # (not +=: a retried attempt compares again)
     work = _Upserts()
     delete: list[Any] = []
     for rg in ranges:
@@ -503,7 +511,8 @@ def _schedule(ctx: _Ctx, units: list[list[TablePlan]], jobs: int, phase: str,
 
 def _deletes(unit: list[TablePlan]) -> bool:
     """True when the unit has a delete phase (full and checksum strategies, keyed tables)."""
-    return all(t.key and t.strategy in ("full", "checksum") for t in unit)
+    return all(t.key and (t.strategy in ("full", "checksum")
+                          or (t.strategy == "watermark" and t.deletes)) for t in unit)
 
 
 def _execute(ctx: _Ctx, jobs: int) -> None:

@@ -143,10 +143,19 @@ def _match(patterns: list[str], names: list[str], schemas: list[str], what: str,
 
 def select_tables(source: dict[str, Table], target: dict[str, Table], cfg: SyncConfig,
                   tables: list[str] | None = None, exclude: list[str] | None = None,
-                  ) -> tuple[list[str], list[str]]:
-    """The selected ``schema.table`` names and selection warnings (BadInput on unknown names)."""
+                  history: str | None = None) -> tuple[list[str], list[str]]:
+    """The selected ``schema.table`` names and selection warnings (BadInput on unknown names).
+
+    ``history`` (the migration history table) is never selected implicitly: each
+    environment's history records what ran *there*; it is synced only when named.
+    """
     both = sorted(set(source) & set(target))
     warnings: list[str] = []
+    if history in both and not tables and not (
+            cfg.tables and _match(cfg.tables, [history], cfg.schemas, "", strict=False)):
+        both.remove(history)
+        warnings.append(f"{history} (migration history) is not synced: each environment keeps "
+                        "its own; name it in --tables to copy it anyway")
     if tables:
         chosen = _match(tables, both, cfg.schemas, "--tables", strict=True)
         # --tables wins over exclude: nothing is removed
@@ -268,14 +277,16 @@ def _order(plans: dict[str, TablePlan]) -> tuple[list[str], list[list[str]]]:
 def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConfig, *,
                mode: Mode = "incremental", tables: list[str] | None = None,
                exclude: list[str] | None = None,
-               referencing: dict[str, Table] | None = None) -> SyncPlan:
+               referencing: dict[str, Table] | None = None,
+               history: str | None = None) -> SyncPlan:
     """The plan for syncing ``source`` into ``target`` (see the module docstring).
 
     ``referencing`` is the target's catalog over *all* its schemas (default:
     ``target``), so foreign keys from tables outside the configured schemas are
-    seen when deciding what a delete may touch.
+    seen when deciding what a delete may touch. ``history`` names the migration
+    history table (``schema.table``), left out unless named explicitly.
     """
-    names, warnings = select_tables(source, target, cfg, tables, exclude)
+    names, warnings = select_tables(source, target, cfg, tables, exclude, history)
     for qn in cfg.table:
         if qn not in source and qn not in target:
             warnings.append(f"[sync.tables.\"{qn}\"] names a table that exists on neither side")
@@ -298,9 +309,6 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
             t.warnings.append(f"primary key differs: source {list(src.primary_key)}, target "
                               f"{list(tgt.primary_key)}; the target's is used")
         _strategy(t, tc, mode)
-        if t.strategy == "watermark" and t.deletes:
-            t.warnings.append("the watermark strategy does not see rows deleted at the source; "
-                              "run a checksum or full sync now and then to remove them")
         if t.where and t.strategy != "verify":
             t.warnings.append(f"only rows WHERE {t.where} are synced; deletes are limited to "
                               "them")
