@@ -162,3 +162,20 @@ def test_pending_then_applied_is_complete(versions: set[int], data: st.DataObjec
         for s in steps:
             h.add(str(s.version), s.script, s.checksum)
         assert pending(ms, h.rows) == []
+
+
+def test_undo_of_an_applied_template_uses_its_undo_template(tmp_path: Path) -> None:
+    ms = mk(tmp_path, {"V1__a.sql": "a", "VXXX__feature.sql": "f", "UXXX__feature.sql": "drop f"})
+    h = H()
+    for s in pending(ms, []):
+        h.add(str(s.version), s.script, s.checksum, description=s.description)
+    u = undo_steps(ms, h.rows)
+    assert [(x.script, x.version) for x in u] == [("UXXX__feature.sql", Version("2"))]
+
+
+def test_failed_repeatable_and_missing_repeatable(tmp_path: Path) -> None:
+    ms = mk(tmp_path, {"R__v.sql": "v"})
+    h = H().add(None, "R__v.sql", 1, success=False).add(None, "R__gone.sql", 2)
+    s = states(classify(ms, h.rows))
+    assert s == {"R__v.sql": "failed", "R__gone.sql": "missing"}
+    assert pending(ms, h.rows) == []
