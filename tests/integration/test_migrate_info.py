@@ -331,3 +331,37 @@ def test_status_on_5000_files(project: Project, m: Callable[..., Result]) -> Non
     assert "3995 older applied migrations (--all lists them)" in r.out
     assert "950 more pending migrations (--all lists them)" in r.out
     assert "current version: 4000   (4000 applied, 1000 pending)" in r.out
+
+
+def test_status_names_the_failed_statement_of_a_non_transactional_file(
+        project: Project, m: Callable[..., Result]) -> None:
+    project.write("V1__t.sql", "CREATE TABLE t (a int, b int);\n")
+    project.write("V2__idx.sql", "CREATE INDEX CONCURRENTLY t_a ON t (a);\n"
+                                 "CREATE INDEX CONCURRENTLY t_c ON t (c);\n")
+    assert m("sum").code == 0
+    r = m("up", "--env", "dev")
+    assert r.code == 3, r.err
+    r = m("status", "--env", "dev", "--json")
+    entry = entries_by_script(r)["V2__idx.sql"]
+    assert entry["state"] == "failed"
+    assert entry["failed_statement"]["statement"] == 2
+    assert entry["failed_statement"]["statements_done"] == 1
+    assert 'column "c" does not exist' in entry["failed_statement"]["error"]
+    r = m("status", "--env", "dev")
+    assert "failed (statement 2 of 2)" in r.out
+    r = m("validate", "--env", "dev")
+    assert r.code == 1
+    assert "2 V2__idx.sql: failed (statement 2 of 2 (line 2) failed:" in r.out.replace("\n", " ")
+    # fix the file, repair, and `up` resumes after the statement that completed
+    project.write("V2__idx.sql", "CREATE INDEX CONCURRENTLY t_a ON t (a);\n"
+                                "CREATE INDEX CONCURRENTLY t_b ON t (b);\n")
+    assert m("sum").code == 0
+    r = m("repair", "--env", "dev", "--yes", "--json")
+    assert r.code == 0 and [x["script"] for x in r.json["removed_failed"]] == ["V2__idx.sql"]
+    r = m("up", "--env", "dev", "--json")
+    assert r.code == 0, r.err
+    assert m("validate", "--env", "dev").code == 0
+    with psycopg.connect(project.dsns["dev"]) as c:
+        idx = c.execute("SELECT indexname FROM pg_indexes WHERE tablename = 't' ORDER BY 1"
+                        ).fetchall()
+    assert idx == [("t_a",), ("t_b",)]
