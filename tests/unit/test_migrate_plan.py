@@ -179,3 +179,11 @@ def test_failed_repeatable_and_missing_repeatable(tmp_path: Path) -> None:
     s = states(classify(ms, h.rows))
     assert s == {"R__v.sql": "failed", "R__gone.sql": "missing"}
     assert pending(ms, h.rows) == []
+
+
+def test_flyway_delete_rows_hide_missing_migrations(tmp_path: Path) -> None:
+    ms = mk(tmp_path, {"V1__a.sql": "a"})
+    h = (H().add("1", "V1__a.sql", ms.versioned[0].checksum).add("2", "V2__gone.sql", 5)
+         .add("2", "V2__gone.sql", 5, type="DELETE"))
+    assert states(classify(ms, h.rows)) == {"V1__a.sql": "applied"}
+    assert current_version(h.rows) == Version("1")

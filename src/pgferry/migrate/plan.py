@@ -131,6 +131,14 @@ def fold(rows: list[HistoryRow]) -> HistoryView:
             if row.success:
                 h.baseline = row
             continue
+        if row.type == "DELETE":  # Flyway 9+ `repair`: a missing migration marked deleted
+            if row.version is None:
+                h.repeatable.pop(row.description, None)
+            else:
+                v = Version.parse(row.version)
+                h.applied.pop(v, None)
+                h.failed.pop(v, None)
+            continue
         if row.version is None:
             if row.success:
                 h.repeatable[row.description] = row
