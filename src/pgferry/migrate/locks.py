@@ -85,6 +85,10 @@ class MigrationLock:
         start = time.monotonic()
         delay = 0.05
         try:
+            if self.conn.info.server_version >= 140000:
+                # a hosted server's idle_session_timeout must not end this session (and the
+                # lock) while a long statement runs on the work connection
+                self.conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
             while True:
                 got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()
                 if got and got[0]:
