@@ -108,12 +108,13 @@ def _validate(ms: MigrationSet, rows: list[HistoryRow], failed: dict[str, Any]) 
             "(out of order)" for e in entries if e.state == "ignored"]
 
 
-def _sum_warnings(cfg: Config, ms: MigrationSet) -> list[str]:
+def _sum_warnings(cfg: Config, ms: MigrationSet, *, strict: bool = True) -> list[str]:
+    """A warning for a stale or missing pgferry.sum; Refused under ``strict_sum``."""
     state = files.sum_state(ms)
     if state == "ok":
         return []
     msg = (f"migrations/{files.SUM_FILE} is {state}; run `pgferry migrate sum` and commit it")
-    if cfg.migrate.strict_sum:
+    if strict and cfg.migrate.strict_sum:
         raise Refused(f"{msg} ([migrate] strict_sum = true refuses to run)", sum_state=state)
     return [msg]
 
@@ -198,8 +199,7 @@ def plan(cfg: Config, target: Target, *, version: Version | None = None) -> dict
     ms = files.scan(cfg.migrations_dir)
     rows, failed = read_history(cfg, target)
     p = prepare(cfg, target, ms, rows, failed, version=version, strict=False)
-    p.warnings += _sum_warnings(cfg.model_copy(update={"migrate": cfg.migrate.model_copy(
-        update={"strict_sum": False})}), ms)
+    p.warnings += _sum_warnings(cfg, ms, strict=False)
     s = Settings.from_config(cfg)
     return {
         "env": target.name,
