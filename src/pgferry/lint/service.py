@@ -132,7 +132,11 @@ def _env_mode(req: Request) -> tuple[Any, list[Path] | None, Settings, Path]:
     target = resolve_env(cfg, req.env or "")
     snap = snapshot_target(target)
     if req.catalog:
-        Path(req.catalog).write_text(snap.to_json(), encoding="utf-8")
+        try:
+            Path(req.catalog).write_text(snap.to_json(), encoding="utf-8")
+        except OSError as e:
+            raise BadInput(f"cannot write the catalog snapshot to {req.catalog}: "
+                           f"{e.strerror}") from None
     pending_files = None
     if not req.paths:
         from pgferry.migrate.files import scan
