@@ -365,3 +365,25 @@ def test_status_names_the_failed_statement_of_a_non_transactional_file(
         idx = c.execute("SELECT indexname FROM pg_indexes WHERE tablename = 't' ORDER BY 1"
                         ).fetchall()
     assert idx == [("t_a",), ("t_b",)]
+
+
+def test_second_template_after_one_applied_on_dev(project: Project,
+                                                  m: Callable[..., Result]) -> None:
+    """up, status and number agree on template numbers while one template is applied on dev."""
+    project.write("V1__init.sql", "CREATE TABLE t (id bigint);\n")
+    project.write("VXXX__a_first.sql", "CREATE TABLE a (id bigint);\n")
+    assert m("up", "--env", "dev").code == 0  # records the template as version 2
+    project.write("VXXX__b_second.sql", "CREATE TABLE b (id bigint);\n")
+    s = m("status", "--env", "dev", "--json").json
+    assert [(e["script"], e["state"], e["version"]) for e in s["entries"]] == [
+        ("V1__init.sql", "applied", "1"), ("VXXX__a_first.sql", "applied", "2"),
+        ("VXXX__b_second.sql", "template", "3")]
+    r = m("up", "--env", "dev", "--json")
+    assert r.code == 0, r.err
+    assert [a["version"] for a in r.json["applied"]] == ["3"]
+    r = m("number", "--json")
+    assert [(x["to"], x["version"]) for x in r.json["renames"]] == [
+        ("V2__a_first.sql", "2"), ("V3__b_second.sql", "3")]
+    assert m("sum").code == 0
+    r = m("validate", "--env", "dev", "--json")
+    assert r.code == 0, r.json

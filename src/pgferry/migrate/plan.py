@@ -200,6 +200,16 @@ def _applied_templates(ms: MigrationSet, h: HistoryView) -> dict[str, HistoryRow
     return out
 
 
+def template_base(ms: MigrationSet, rows: list[HistoryRow]) -> Version | None:
+    """What templates are numbered above: the current version, not counting the rows of
+    templates applied here (``up`` recorded them under their would-be number, which
+    ``migrate number`` must give them again), so ``up``, ``status`` and ``number`` agree."""
+    h = fold(rows)
+    own = {id(r) for r in _applied_templates(ms, h).values()}
+    applied = [v for v, r in h.applied.items() if id(r) not in own]
+    return max([*applied, *([h.baseline_version] if h.baseline_version else [])], default=None)
+
+
 def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
     """Every file and history row with its state (see the module docstring)."""
     h = fold(rows)
@@ -243,7 +253,7 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
                              h.baseline, "V"))
     entries.sort(key=lambda e: (e.version.parts if e.version else (), e.state != "baseline"))
 
-    numbers = template_versions(ms, current)
+    numbers = template_versions(ms, template_base(ms, rows) if applied_templates else current)
     for t in sorted(ms.templates, key=lambda m: m.script):
         if t.script in applied_templates:
             row = applied_templates[t.script]
@@ -298,7 +308,7 @@ def pending(
                           e.file.checksum, reason=e.state))
     if allow_templates:
         start = template_start
-        cur = current_version(rows)
+        cur = template_base(ms, rows)
         if cur is not None and (start is None or cur > start):
             start = cur
         numbers = template_versions(ms, start)

@@ -11,8 +11,10 @@ Contract:
   :func:`pgferry.migrate.plan.template_versions`, so ``migrate up`` on a dev
   database records a template under the very number ``migrate number`` later
   gives it. An ``UXXX`` file follows the ``VXXX`` file of the same description.
-- :func:`applied_max` asks every configured environment for its current
-  version; one that cannot be reached is reported and skipped.
+- :func:`env_versions` asks every configured environment for its current
+  version (:func:`pgferry.migrate.plan.template_base`: rows of templates
+  applied there do not count); one that cannot be reached is reported and
+  skipped.
 - :func:`apply_renames` renames all files or none (targets are checked first)
   and rewrites ``pgferry.sum``.
 """
@@ -27,7 +29,7 @@ from pgferry.config import Config
 from pgferry.errors import BadInput, PgferryError
 from pgferry.migrate import files, history
 from pgferry.migrate.files import MigrationSet, Version
-from pgferry.migrate.plan import classify, current_version, numbered_script, template_versions
+from pgferry.migrate.plan import numbered_script, template_base, template_versions
 
 _DESC_RE = re.compile(r"[^A-Za-z0-9]+")
 
@@ -135,18 +137,6 @@ class EnvVersion:
                 "error": self.error}
 
 
-def version_without_templates(ms: MigrationSet, rows: list[history.HistoryRow]
-                              ) -> Version | None:
-    """The current version of ``rows``, not counting rows of templates ``up`` applied here.
-
-    ``up`` on dev records a template under the number it would get; numbering must
-    give it that same number, so its own row must not push the count up.
-    """
-    own = {e.row.installed_rank for e in classify(ms, rows)
-           if e.state == "applied" and e.file is not None and e.file.is_template and e.row}
-    return current_version([r for r in rows if r.installed_rank not in own])
-
-
 def env_versions(cfg: Config, ms: MigrationSet) -> list[EnvVersion]:
     """The current version of every configured environment; unreachable ones carry ``error``."""
     from pgferry.pg.connect import connect, resolve_env
@@ -157,7 +147,7 @@ def env_versions(cfg: Config, ms: MigrationSet) -> list[EnvVersion]:
             target = resolve_env(cfg, name)
             with connect(target.dsn, autocommit=True, retry_for=3) as conn:
                 rows = history.read(conn, cfg.migrate.schema_, cfg.migrate.history_table)
-            out.append(EnvVersion(name, version_without_templates(ms, rows)))
+            out.append(EnvVersion(name, template_base(ms, rows)))
         except PgferryError as e:
             out.append(EnvVersion(name, error=e.message))
         except Exception as e:  # e.g. the embedded server cannot start: still a warning
