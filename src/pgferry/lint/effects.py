@@ -103,9 +103,10 @@ def apply(st: Stmt, cx: Context) -> None:
             cx.created.discard(name if "." in name else f"public.{name}")
     elif st.kind == "AlterTableStmt" and n.get("objtype") == "OBJECT_TABLE":
         _apply_alter(st, cx, qualname(n.get("relation")))
-    elif st.kind in DATA_KINDS and st.in_tx:
-        _, rv = unwrap(n.get("relation"))
-        cx.tx_data_tables.add(qualname(rv) if rv else "")
+    elif st.kind == "RenameStmt" and n.get("renameType") == "OBJECT_TABLE":
+        old = qualname(n.get("relation"))
+        if old in cx.created:  # a new table keeps being new under its new name
+            cx.created.add(f"{old.split('.', 1)[0]}.{n.get('newname', '')}")
 
 
 def _apply_alter(st: Stmt, cx: Context, table: str) -> None:

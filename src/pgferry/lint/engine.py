@@ -117,7 +117,6 @@ class Linter:
             effects.non_transactional(s) for s in stmts))
         cx = self.cx
         cx.file, cx.stmts = info, stmts
-        cx.settings = set()
         cx.scratch = {}
         cx.reset_tx()
         raw: list[tuple[Rule, Hit, Stmt | None]] = []

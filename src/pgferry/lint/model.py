@@ -114,12 +114,10 @@ class Context:
     #: per transaction facts (reset at COMMIT and at each file's end)
     tx_not_valid: dict[str, str] = field(default_factory=dict)  # constraint -> table
     tx_ddl_tables: set[str] = field(default_factory=set)
-    tx_data_tables: set[str] = field(default_factory=set)
     #: CHECK (col IS NOT NULL) constraints added in this run: (table, name) -> column
     nn_checks: dict[tuple[str, str], str] = field(default_factory=dict)
     #: columns proven not null by a validated CHECK added in this run: table -> columns
     nn_validated: dict[str, set[str]] = field(default_factory=dict)
-    settings: set[str] = field(default_factory=set)  # SET names seen in this file
     #: per-file scratch space for rules that need memory within a file (reset per file)
     scratch: dict[str, Any] = field(default_factory=dict)
 
@@ -140,7 +138,6 @@ class Context:
     def reset_tx(self) -> None:
         self.tx_not_valid.clear()
         self.tx_ddl_tables.clear()
-        self.tx_data_tables.clear()
 
 
 class Rule:
