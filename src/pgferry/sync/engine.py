@@ -111,6 +111,7 @@ class _Ctx:
     abort: str | None = None
     #: checksum strategy: what the delete phase left for the load phase, per table
     pending: dict[str, Any] = field(default_factory=dict)
+    jobs: int = 1
 
     def event(self, ev: events.Event) -> None:
         self.channel.publish(ev)
@@ -210,7 +211,7 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
             cfg.sync.retry).total_seconds()
         ctx = _Ctx(cfg, source, target, opts, plan, masks, snap, result,
                    uuid.uuid4().hex[:12], channel or events.Channel(), batch,
-                   retry, parse_duration(cfg.sync.overlap).total_seconds())
+                   retry, parse_duration(cfg.sync.overlap).total_seconds(), jobs=jobs)
         args = {"source": source.name, "target": target.name, "mode": opts.mode,
                 "tables": opts.tables, "exclude": opts.exclude, "batch_size": batch,
                 "jobs": jobs, "atomic": opts.atomic, "no_mask_reason": opts.no_mask_reason}
@@ -240,7 +241,7 @@ def _new_link(ctx: _Ctx, hold: bool = False) -> Link:
     tgt = connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
                   application_name="pgferry sync writer")
     return Link(ctx.snapshot.worker(), tgt, write.Context(ctx.run_id, ctx.source.name),
-                ctx.batch_size, hold)
+                ctx.batch_size, hold, helpers=lambda: _new_link(ctx), parts=ctx.jobs)
 
 
 def _heal(ctx: _Ctx, link: Link) -> None:

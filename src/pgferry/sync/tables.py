@@ -21,7 +21,9 @@ each transaction, so a crash can never leave them disabled.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,9 @@ class Link:
     batch_size: int = 5000
     #: hold the target transaction open across tables (--atomic, FK cycles)
     hold: bool = False
+    #: more links for a big table's key ranges (``--jobs``), and how many parts at most
+    helpers: Callable[[], Link] | None = None
+    parts: int = 1
 
     def commit(self) -> None:
         if not self.hold:
@@ -111,15 +116,20 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
     if is_empty(link, t) and not t.where:
         freeze = not t.referenced and not t.partitioned
         try:
-            with link.tgt.transaction():
-                if freeze:
-                    # TRUNCATE of an empty table nothing references, in this subtransaction,
-                    # is what lets COPY FREEZE write frozen rows (no later vacuum pass).
-                    link.tgt.execute(sql.SQL("TRUNCATE {}").format(table_ident(t)))
-                n = pipe(link.src, link.tgt, select_sql(t, masks, src_where(t)), [],
-                         table_ident(t), t.columns, binary=_binary(t, masks), freeze=freeze)
+            n = _parallel_copy(link, t, masks, progress) if _parallel(link, t) else None
+            if n is None:
+                with link.tgt.transaction():
+                    if freeze:
+                        # TRUNCATE of an empty table nothing references, in this
+                        # subtransaction, is what lets COPY FREEZE write frozen rows (no
+                        # later vacuum pass); it cannot cascade, nothing references it.
+                        link.tgt.execute(sql.SQL("TRUNCATE {}").format(table_ident(t)))
+                    est = _Estimate(t, progress)
+                    n = pipe(link.src, link.tgt, select_sql(t, masks, src_where(t)), [],
+                             table_ident(t), t.columns, binary=_binary(t, masks),
+                             freeze=freeze, on_chunk=est)
+                    est.settle(n)
             res.inserted += n
-            progress(n)
             link.end(t)
             return
         except psycopg.Error as e:
@@ -135,6 +145,102 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
     else:
         _batches(link, t, masks, res, progress, commit=False)
     link.end(t)
+
+
+PARALLEL_MIN_ROWS = 200_000
+
+
+def _parallel(link: Link, t: TablePlan) -> bool:
+    # DISABLE TRIGGER takes a lock that concurrent loaders of the same table would queue on
+    return (link.parts > 1 and link.helpers is not None and bool(t.key) and not link.hold
+            and t.row_estimate >= PARALLEL_MIN_ROWS
+            and not (t.triggers == "disable" and t.user_triggers))
+
+
+class _Estimate:
+    """Progress from COPY bytes: rows estimated from the table's average row size."""
+
+    def __init__(self, t: TablePlan, progress: Progress) -> None:
+        self.per_row = t.total_bytes / t.row_estimate if t.row_estimate > 0 else 0.0
+        self.cap = t.row_estimate
+        self.sent = 0
+        self.progress = progress
+
+    def __call__(self, nbytes: int) -> None:
+        if self.per_row > 0:
+            rows = min(int(nbytes / self.per_row), max(0, self.cap - self.sent))
+            if rows:
+                self.sent += rows
+                self.progress(rows)
+
+    def settle(self, total: int) -> None:
+        """Report what the estimate has not yet covered of the real ``total``."""
+        if total > self.sent:
+            self.progress(total - self.sent)
+
+
+def _split_points(src: psycopg.Connection[Any], t: TablePlan, parts: int) -> list[Key]:
+    step = max(1, t.row_estimate // parts)
+    q = sql.SQL("SELECT {k} FROM {t} ORDER BY {k} OFFSET %s LIMIT 1").format(
+        k=cols(t.key), t=table_ident(t))
+    points: list[Key] = []
+    for i in range(1, parts):
+        row = src.execute(q, [step * i]).fetchone()
+        if row is None:
+            break
+        if not points or tuple(row) != points[-1]:
+            points.append(tuple(row))
+    return points
+
+
+def _parallel_copy(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
+                   progress: Progress) -> int | None:
+    """Copy an empty big table as key ranges on ``link.parts`` connections at once.
+
+    Every range loads in its own transaction; they commit only when all of them
+    loaded (a failure rolls them all back), so the table still appears at once.
+    None when the table does not split or a row failed (the caller falls back).
+    """
+    assert link.helpers is not None
+    points = _split_points(link.src, t, link.parts)
+    if not points:
+        return None
+    edges: list[Key | None] = [None, *points, None]
+    ranges = list(zip(edges[:-1], edges[1:], strict=True))
+    helpers = [link.helpers() for _ in ranges[1:]]
+    links = [link, *helpers]
+    lock = threading.Lock()
+
+    def safe_progress(n: int) -> None:
+        with lock:
+            progress(n)
+
+    def work(lk: Link, rng: tuple[Key | None, Key | None]) -> int:
+        where, params = key_range(t, *rng)
+        lk.tgt.execute("SET CONSTRAINTS ALL DEFERRED")
+        with lk.tgt.transaction():
+            return pipe(lk.src, lk.tgt, select_sql(t, masks, src_where(t, where)), params,
+                        table_ident(t), t.columns, binary=_binary(t, masks))
+
+    try:
+        with ThreadPoolExecutor(len(links)) as pool:
+            counts = list(pool.map(work, links, ranges))
+        for h in helpers:
+            h.tgt.commit()
+    except psycopg.Error as e:
+        for h in helpers:
+            if not h.tgt.broken:
+                h.tgt.rollback()
+        if is_transient(e) or any(lk.tgt.broken or lk.src.broken for lk in links):
+            raise
+        return None
+    finally:
+        for h in helpers:
+            h.src.close()
+            h.tgt.close()
+    total = sum(counts)
+    safe_progress(total)
+    return total
 
 
 def _batches(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
