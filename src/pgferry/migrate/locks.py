@@ -10,8 +10,10 @@ Contract:
   connection is *idle*, never idle-in-transaction, so it holds no snapshot and
   ``CREATE INDEX CONCURRENTLY`` on another connection does not wait for it.
   A dead client's session lock goes away with its backend.
-- :func:`lock_key` derives the key from the history table's schema and name,
-  so two projects with different history tables do not block each other.
+- :func:`lock_key` derives the key from the history table's schema and name
+  exactly as Flyway does on PostgreSQL (``pg_try_advisory_lock`` of "Flyway" +
+  the Java hash of ``"schema"."table"``): a Flyway run and a pgferry run on the
+  same database exclude each other, and different history tables do not.
 - :class:`LockWatcher` samples, from the lock connection, which lock a work
   backend is waiting for and which backends block it (``pg_blocking_pids``),
   so a lock timeout can say *what* it could not get and *who* held it.
@@ -19,7 +21,6 @@ Contract:
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,10 +34,24 @@ from pgferry.pg.connect import connect, map_db_error
 WORK_APP_PREFIX = "pgferry-migrate-work"
 
 
+#: Flyway's PostgreSQL advisory lock base: the bytes of "Flyway"
+FLYWAY_LOCK_MAGIC = (0x46 << 40) + (0x6C << 32) + (0x79 << 24) + (0x77 << 16) + (0x61 << 8) + 0x79
+
+
+def _java_hash(text: str) -> int:
+    """Java's ``String.hashCode()`` (UTF-16 code units, signed 32-bit)."""
+    h = 0
+    units = text.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        h = (31 * h + int.from_bytes(units[i:i + 2], "big")) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= (1 << 31) else h
+
+
 def lock_key(schema: str, table: str) -> int:
-    """A signed 64-bit advisory lock key for this history table."""
-    h = hashlib.blake2b(f"pgferry-migrate:{schema}.{table}".encode(), digest_size=8).digest()
-    return int.from_bytes(h, "big", signed=True)
+    """The advisory lock key Flyway uses for this history table, so the two tools exclude
+    each other: the magic number plus the Java hash of ``"schema"."table"``."""
+    quoted = ".".join('"' + p.replace('"', '""') + '"' for p in (schema, table))
+    return FLYWAY_LOCK_MAGIC + _java_hash(quoted)
 
 
 def work_app_name(key: int) -> str:
