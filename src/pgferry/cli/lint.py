@@ -143,8 +143,11 @@ def fast_main(argv: list[str]) -> int | None:
     opts = _parse_fast(argv)
     if opts is None:
         return None
+    import os
+
+    config = opts["config"] or os.environ.get("PGFERRY_CONFIG") or None  # as Typer's envvar
     req = _request(opts["paths"], opts["env"], opts["catalog"], opts["fmt"], opts["pg_version"],
-                   opts["list_rules"], opts["config"])
+                   opts["list_rules"], config)
     try:
         out, code = _run(req)
     except PgferryError as e:

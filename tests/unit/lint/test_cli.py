@@ -83,6 +83,15 @@ def test_bad_lint_config_names_key_and_line(cli: Callable[..., Any], proj: Path,
     assert r.code == 2 and "unknown rule 'no-such-rule'" in r.err
 
 
+def test_pgferry_config_variable_is_honoured_on_both_paths(
+        cli: Callable[..., Any], capsys: pytest.CaptureFixture[str], proj: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGFERRY_CONFIG", str(proj / "missing.toml"))
+    slow, (code, out, err) = both(cli, capsys, proj, "lint")
+    assert code == slow.code == 2
+    assert err == slow.err and "no config file at" in err
+
+
 def test_fast_parser_defers_what_it_does_not_know() -> None:
     assert _parse_fast(["lint", "--help"]) is None
     assert _parse_fast(["migrate", "new", "lint"]) is None
