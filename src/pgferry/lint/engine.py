@@ -178,12 +178,7 @@ class Linter:
 
 def position(info: FileInfo, offset: int) -> tuple[int, int]:
     """1-based (line, column) of a byte offset."""
-    data = info.data
-    offset = max(0, min(offset, len(data)))
-    line = data.count(b"\n", 0, offset) + 1
-    bol = data.rfind(b"\n", 0, offset) + 1
-    col = len(data[bol:offset].decode("utf-8", "replace")) + 1
-    return line, col
+    return info.position(offset)
 
 
 def parse(path: str, text: str, data: bytes | None = None) -> list[Stmt]:

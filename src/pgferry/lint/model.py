@@ -94,9 +94,26 @@ class FileInfo:
     data: bytes
     #: the runner wraps the file in one transaction (no CONCURRENTLY, VACUUM, ...)
     transactional: bool = True
+    _bols: list[int] | None = field(default=None, repr=False)  # byte offset of each line
 
     def text_at(self, start: int, end: int) -> str:
         return self.data[start:end].decode("utf-8", "replace")
+
+    def position(self, offset: int) -> tuple[int, int]:
+        """1-based (line, column in characters) of a byte offset; O(log lines)."""
+        from bisect import bisect_right
+
+        if self._bols is None:
+            self._bols = [0]
+            find = self.data.find
+            i = find(b"\n")
+            while i >= 0:
+                self._bols.append(i + 1)
+                i = find(b"\n", i + 1)
+        offset = max(0, min(offset, len(self.data)))
+        line = bisect_right(self._bols, offset)
+        bol = self._bols[line - 1]
+        return line, len(self.data[bol:offset].decode("utf-8", "replace")) + 1
 
 
 @dataclass
