@@ -77,8 +77,9 @@ class Demo:
             self.st.out.print(f"\n[bold cyan]$ {shown}[/]")
             code = main(argv)
         if code not in expect:
-            raise OperationFailed(f"demo step `{shown}` exited {code}, expected "
-                                  f"{' or '.join(map(str, expect))}")
+            raise OperationFailed(
+                f"demo step `{shown}` exited {code}, expected {' or '.join(map(str, expect))}"
+            )
         return obj
 
 
@@ -103,8 +104,10 @@ def step_status_before(d: Demo) -> None:
 
 
 def step_up_dev(d: Demo) -> None:
-    d.say("Apply them to dev. Each file runs in its own transaction with lock_timeout set; "
-          "the CREATE INDEX CONCURRENTLY files run statement by statement.")
+    d.say(
+        "Apply them to dev. Each file runs in its own transaction with lock_timeout set; "
+        "the CREATE INDEX CONCURRENTLY files run statement by statement."
+    )
     d.cli("migrate", "up", "--env", "dev")
 
 
@@ -170,15 +173,19 @@ def prepare(directory: Path) -> Path:
 
     src = examples_dir() / EXAMPLE
     if not (src / "pgferry.toml").is_file():
-        raise BadInput(f"example project not found at {src}; run the demo from a pgferry "
-                       "source checkout (./run demo)")
+        raise BadInput(
+            f"example project not found at {src}; run the demo from a pgferry "
+            "source checkout (./run demo)"
+        )
     directory = directory.resolve()
     if directory.exists():
         if not directory.is_dir():
             raise BadInput(f"{directory} is a file, not a directory for the demo")
         if any(directory.iterdir()) and not (directory / MARKER).exists():
-            raise BadInput(f"{directory} is not empty and was not made by `pgferry demo`; "
-                           "pick another --dir (nothing was deleted)")
+            raise BadInput(
+                f"{directory} is not empty and was not made by `pgferry demo`; "
+                "pick another --dir (nothing was deleted)"
+            )
     directory.mkdir(parents=True, exist_ok=True)
     emb = directory / ".pgferry"
     old_config = directory / "pgferry.toml"
@@ -193,10 +200,15 @@ def prepare(directory: Path) -> Path:
             shutil.rmtree(child)
         else:
             child.unlink()
-    shutil.copytree(src, directory, dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns(".pgferry", ".env", "__pycache__"))
-    (directory / MARKER).write_text("made by `pgferry demo`; rebuilt on every run\n",
-                                    encoding="utf-8")
+    shutil.copytree(
+        src,
+        directory,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns(".pgferry", ".env", "__pycache__"),
+    )
+    (directory / MARKER).write_text(
+        "made by `pgferry demo`; rebuilt on every run\n", encoding="utf-8"
+    )
     return directory
 
 
@@ -210,5 +222,9 @@ def run(directory: Path, st: Any, steps: list[Step] | None = None) -> dict[str, 
         t0 = time.monotonic()
         step.fn(d)
         done.append({"title": step.title, "seconds": round(time.monotonic() - t0, 3)})
-    return {"directory": str(d.directory), "steps": done, "results": d.results,
-            **({"outputs": d.outputs} if st.json else {})}
+    return {
+        "directory": str(d.directory),
+        "steps": done,
+        "results": d.results,
+        **({"outputs": d.outputs} if st.json else {}),
+    }

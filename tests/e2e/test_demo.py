@@ -34,24 +34,41 @@ def _state(dsn: str) -> dict[str, object]:
             "SELECT max(version::int) FILTER (WHERE version IS NOT NULL),"
             " count(*) FILTER (WHERE success), count(*) FILTER (WHERE NOT success),"
             " count(*) FILTER (WHERE version IS NULL)"
-            " FROM public.flyway_schema_history").fetchone()
+            " FROM public.flyway_schema_history"
+        ).fetchone()
         tables = c.execute(
             "SELECT table_schema, table_name FROM information_schema.tables"
             " WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
-            " AND table_type = 'BASE TABLE' ORDER BY 1, 2").fetchall()
+            " AND table_type = 'BASE TABLE' ORDER BY 1, 2"
+        ).fetchall()
         journal = c.execute("SELECT command, outcome FROM pgferry.journal ORDER BY id").fetchall()
     return {"history": hist, "tables": tables, "journal": journal}
 
 
-APP_TABLES = {("public", t) for t in (
-    "data_sources", "legal_cases", "regulatory_updates", "leads", "user_lead_assignments",
-    "lead_access_audit", "flyway_schema_history")}
+APP_TABLES = {
+    ("public", t)
+    for t in (
+        "data_sources",
+        "legal_cases",
+        "regulatory_updates",
+        "leads",
+        "user_lead_assignments",
+        "lead_access_audit",
+        "flyway_schema_history",
+    )
+}
 
 
-def test_demo_runs_the_migration_story(demo_dir: Path, cli: Callable[..., Result],
-                                       capsys: pytest.CaptureFixture[str]) -> None:
-    p = subprocess.run([sys.executable, "-m", "pgferry", "demo", "--dir", str(demo_dir)],
-                       capture_output=True, text=True, timeout=300, cwd=demo_dir.parent)
+def test_demo_runs_the_migration_story(
+    demo_dir: Path, cli: Callable[..., Result], capsys: pytest.CaptureFixture[str]
+) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "pgferry", "demo", "--dir", str(demo_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=demo_dir.parent,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "$ pgferry migrate up --env prod --yes" in p.stdout
     assert "prod: applied 13 migrations" in p.stdout
@@ -67,7 +84,11 @@ def test_demo_runs_the_migration_story(demo_dir: Path, cli: Callable[..., Result
         assert APP_TABLES <= tables, (env, tables)
         # the migrations' tables live in public, not in pgferry's own schema
         assert {t for sch, t in tables if sch == "pgferry"} <= {
-            "journal", "migration_progress", "sync_state", "dead_letters"}, tables
+            "journal",
+            "migration_progress",
+            "sync_state",
+            "dead_letters",
+        }, tables
         assert ("migrate up", "ok") in s["journal"], (env, s["journal"])
 
     # a second run starts fresh: databases dropped and rebuilt, files copied again
@@ -87,8 +108,9 @@ def test_demo_runs_the_migration_story(demo_dir: Path, cli: Callable[..., Result
     assert prod["history"] == (12, 13, 0, 1)
 
 
-def test_demo_refuses_to_wipe_a_foreign_directory(tmp_path: Path,
-                                                  cli: Callable[..., Result]) -> None:
+def test_demo_refuses_to_wipe_a_foreign_directory(
+    tmp_path: Path, cli: Callable[..., Result]
+) -> None:
     target = tmp_path / "mine"
     target.mkdir()
     (target / "thesis.tex").write_text("years of work\n")

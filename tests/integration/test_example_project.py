@@ -52,18 +52,26 @@ def test_lead_rls_fails_closed_for_the_app_role(db: str, app_role: str) -> None:
     apply_example(db)  # as pgferry_test: owner, not superuser
     app = sql.Identifier(app_role)
     with psycopg.connect(db, autocommit=True) as owner:
-        owner.execute(sql.SQL(
-            "GRANT SELECT, INSERT, UPDATE ON leads, user_lead_assignments, lead_access_audit,"
-            " lead_overview, legal_cases TO {0};"
-            " GRANT EXECUTE ON FUNCTION can_edit_lead(bigint) TO {0}"
-        ).format(app))
+        owner.execute(
+            sql.SQL(
+                "GRANT SELECT, INSERT, UPDATE ON leads, user_lead_assignments, lead_access_audit,"
+                " lead_overview, legal_cases TO {0};"
+                " GRANT EXECUTE ON FUNCTION can_edit_lead(bigint) TO {0}"
+            ).format(app)
+        )
         owner.execute("INSERT INTO data_sources (name, kind) VALUES ('EU court registry', 'court')")
-        owner.execute("INSERT INTO legal_cases (source_id, case_number, title, jurisdiction)"
-                      " VALUES (1, 'C-1/26', 'Acme v. Regulator', 'EU')")
-        owner.execute("INSERT INTO leads (case_id, territory, company) VALUES"
-                      " (1, 'north', 'Acme'), (1, 'north', 'Globex'), (NULL, 'south', 'Initech')")
-        owner.execute("INSERT INTO user_lead_assignments (lead_id, territory, user_name, can_edit)"
-                      " VALUES (1, 'north', 'alice', true), (2, 'north', 'bob', false)")
+        owner.execute(
+            "INSERT INTO legal_cases (source_id, case_number, title, jurisdiction)"
+            " VALUES (1, 'C-1/26', 'Acme v. Regulator', 'EU')"
+        )
+        owner.execute(
+            "INSERT INTO leads (case_id, territory, company) VALUES"
+            " (1, 'north', 'Acme'), (1, 'north', 'Globex'), (NULL, 'south', 'Initech')"
+        )
+        owner.execute(
+            "INSERT INTO user_lead_assignments (lead_id, territory, user_name, can_edit)"
+            " VALUES (1, 'north', 'alice', true), (2, 'north', 'bob', false)"
+        )
         # the owner is exempt (ENABLE, not FORCE): migrations, sync and pg_dump see all rows
         assert owner.execute("SELECT count(*) FROM leads").fetchone() == (3,)
         volatility = owner.execute(
@@ -73,9 +81,13 @@ def test_lead_rls_fails_closed_for_the_app_role(db: str, app_role: str) -> None:
         forced = owner.execute(
             "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class"
             " WHERE relname IN ('leads', 'user_lead_assignments', 'lead_access_audit')"
-            " ORDER BY relname").fetchall()
-        assert forced == [("lead_access_audit", True, False), ("leads", True, False),
-                          ("user_lead_assignments", True, False)]
+            " ORDER BY relname"
+        ).fetchall()
+        assert forced == [
+            ("lead_access_audit", True, False),
+            ("leads", True, False),
+            ("user_lead_assignments", True, False),
+        ]
 
     app_dsn = embedded.role_dsn(db, app_role, psycopg.conninfo.conninfo_to_dict(db)["dbname"])
     with psycopg.connect(app_dsn, autocommit=True) as c:
@@ -88,9 +100,12 @@ def test_lead_rls_fails_closed_for_the_app_role(db: str, app_role: str) -> None:
 
         c.execute("SET app.territory = 'north'")
         assert c.execute("SELECT company FROM leads ORDER BY id").fetchall() == [
-            ("Acme",), ("Globex",)]
-        assert c.execute("SELECT company, case_number, assignees FROM lead_overview ORDER BY id"
-                         ).fetchall() == [("Acme", "C-1/26", 1), ("Globex", "C-1/26", 1)]
+            ("Acme",),
+            ("Globex",),
+        ]
+        assert c.execute(
+            "SELECT company, case_number, assignees FROM lead_overview ORDER BY id"
+        ).fetchall() == [("Acme", "C-1/26", 1), ("Globex", "C-1/26", 1)]
         # edits need an assignment with can_edit for app.user_name
         assert c.execute("UPDATE leads SET status = 'contacted'").rowcount == 0
         c.execute("SET app.user_name = 'alice'")
@@ -100,11 +115,15 @@ def test_lead_rls_fails_closed_for_the_app_role(db: str, app_role: str) -> None:
         # writing into another territory is refused
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("INSERT INTO leads (territory, company) VALUES ('south', 'Evil')")
-        c.execute("INSERT INTO lead_access_audit (lead_id, territory, user_name, action)"
-                  " VALUES (1, 'north', 'bob', 'view')")
+        c.execute(
+            "INSERT INTO lead_access_audit (lead_id, territory, user_name, action)"
+            " VALUES (1, 'north', 'bob', 'view')"
+        )
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            c.execute("INSERT INTO lead_access_audit (lead_id, territory, user_name, action)"
-                      " VALUES (3, 'south', 'bob', 'view')")
+            c.execute(
+                "INSERT INTO lead_access_audit (lead_id, territory, user_name, action)"
+                " VALUES (3, 'south', 'bob', 'view')"
+            )
 
         # a setting reset to the empty string (after SET LOCAL, RESET) still sees nothing
         c.execute("RESET app.territory")
@@ -118,8 +137,12 @@ def test_undo_file_reverses_v12(db: str) -> None:
     ms = files.scan(EXAMPLE / "migrations")
     with psycopg.connect(db, autocommit=True) as c:
         c.execute(ms.undo[files.Version("12")].sql)
-        cols = {r[0] for r in c.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'leads'")}
+        cols = {
+            r[0]
+            for r in c.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'leads'"
+            )
+        }
         assert "priority" not in cols
         # the repeatable view does not depend on the column, so it survives the undo
         assert c.execute("SELECT count(*) FROM lead_overview").fetchone() == (0,)

@@ -63,15 +63,19 @@ def layout(conn: psycopg.Connection[object], schema: str, table: str) -> dict[st
     cols = conn.execute(
         "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default"
         " FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"
-        " ORDER BY ordinal_position", [schema, table]).fetchall()
+        " ORDER BY ordinal_position",
+        [schema, table],
+    ).fetchall()
     pk = conn.execute(
         "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"
         " WHERE c.conrelid = format('%%I.%%I', %s::text, %s::text)::regclass AND c.contype = 'p'",
-        [schema, table]).fetchall()
+        [schema, table],
+    ).fetchall()
     idx = conn.execute(
         "SELECT indexname, regexp_replace(indexdef, ' ON .* USING', ' USING')"
         " FROM pg_indexes WHERE schemaname = %s AND tablename = %s ORDER BY indexname",
-        [schema, table]).fetchall()
+        [schema, table],
+    ).fetchall()
     return {"columns": cols, "pk": pk, "indexes": idx}
 
 
@@ -85,10 +89,14 @@ def test_pgferry_history_table_is_flyways(db: str) -> None:
     assert ours["columns"] == FLYWAY_COLUMNS
     assert ours["pk"] == [("flyway_schema_history_pk", "PRIMARY KEY (installed_rank)")]
     assert ours["indexes"] == [
-        ("flyway_schema_history_pk", "CREATE UNIQUE INDEX flyway_schema_history_pk USING btree"
-                                     " (installed_rank)"),
-        ("flyway_schema_history_s_idx", "CREATE INDEX flyway_schema_history_s_idx USING btree"
-                                        " (success)"),
+        (
+            "flyway_schema_history_pk",
+            "CREATE UNIQUE INDEX flyway_schema_history_pk USING btree (installed_rank)",
+        ),
+        (
+            "flyway_schema_history_s_idx",
+            "CREATE INDEX flyway_schema_history_s_idx USING btree (success)",
+        ),
     ]
     assert ours == theirs
 
@@ -105,7 +113,7 @@ FILES = {
     "V1__create_accounts.sql": "CREATE TABLE accounts (id bigint PRIMARY KEY);\n",
     "V1_1__add_accounts_email.sql": "ALTER TABLE accounts ADD COLUMN email text;\r\n",
     "V2__create-orders.sql": "\ufeffCREATE TABLE orders (id bigint PRIMARY KEY,\n"
-                             "  account_id bigint REFERENCES accounts (id));\n",
+    "  account_id bigint REFERENCES accounts (id));\n",
     "V3__add_orders_note.sql": "ALTER TABLE orders ADD COLUMN note text;\n",
     "R__account_view.sql": "CREATE OR REPLACE VIEW account_view AS SELECT id FROM accounts;\n",
 }
@@ -120,46 +128,80 @@ def flyway_migrated(project: Project, *, baseline_at: str | None, schema_row: bo
         rows.append((0, None, "<< Flyway Schema Creation >>", "SCHEMA", '"public"', None, 0))
     rank = 1
     if baseline_at:
-        rows.append((rank, baseline_at, "<< Flyway Baseline >>", "BASELINE",
-                     "<< Flyway Baseline >>", None, 0))
+        rows.append(
+            (
+                rank,
+                baseline_at,
+                "<< Flyway Baseline >>",
+                "BASELINE",
+                "<< Flyway Baseline >>",
+                None,
+                0,
+            )
+        )
         rank += 1
-    applied = [("1", "create accounts", "V1__create_accounts.sql"),
-               ("1.1", "add accounts email", "V1_1__add_accounts_email.sql"),
-               ("2", "create-orders", "V2__create-orders.sql")]
+    applied = [
+        ("1", "create accounts", "V1__create_accounts.sql"),
+        ("1.1", "add accounts email", "V1_1__add_accounts_email.sql"),
+        ("2", "create-orders", "V2__create-orders.sql"),
+    ]
     if baseline_at:
         applied = applied[2:]
     for version, desc, script in applied:
         rows.append((rank, version, desc, "SQL", script, java_crc(FILES[script]), 41))
         rank += 1
-    rows.append((rank, None, "account view", "SQL", "R__account_view.sql",
-                 java_crc(FILES["R__account_view.sql"]), 7))
+    rows.append(
+        (
+            rank,
+            None,
+            "account view",
+            "SQL",
+            "R__account_view.sql",
+            java_crc(FILES["R__account_view.sql"]),
+            7,
+        )
+    )
     with psycopg.connect(project.dsns["dev"]) as c:
         c.execute(FLYWAY_DDL)
-        for name in ("V1__create_accounts.sql", "V1_1__add_accounts_email.sql",
-                     "V2__create-orders.sql", "R__account_view.sql"):
+        for name in (
+            "V1__create_accounts.sql",
+            "V1_1__add_accounts_email.sql",
+            "V2__create-orders.sql",
+            "R__account_view.sql",
+        ):
             c.execute(FILES[name].removeprefix("\ufeff"))
         for r in rows:
             c.execute(
                 "INSERT INTO flyway_schema_history (installed_rank, version, description, type,"
                 " script, checksum, installed_by, execution_time, success)"
-                " VALUES (%s, %s, %s, %s, %s, %s, current_user, %s, true)", list(r))
+                " VALUES (%s, %s, %s, %s, %s, %s, current_user, %s, true)",
+                list(r),
+            )
 
 
-@pytest.mark.parametrize("baseline_at,schema_row", [(None, False), ("1.1", False),
-                                                    (None, True)])
-def test_adopts_a_flyway_history(project: Project, cli: Callable[..., Result],
-                                 baseline_at: str | None, schema_row: bool) -> None:
+@pytest.mark.parametrize("baseline_at,schema_row", [(None, False), ("1.1", False), (None, True)])
+def test_adopts_a_flyway_history(
+    project: Project, cli: Callable[..., Result], baseline_at: str | None, schema_row: bool
+) -> None:
     flyway_migrated(project, baseline_at=baseline_at, schema_row=schema_row)
     cfg = str(project.config)
     r = cli("--config", cfg, "migrate", "status", "--env", "dev", "--json")
     assert r.code == 0, r.err
     states = {e["script"]: e["state"] for e in r.json["entries"] if e["state"] != "baseline"}
-    expected = {"V1__create_accounts.sql": "applied", "V1_1__add_accounts_email.sql": "applied",
-                "V2__create-orders.sql": "applied", "V3__add_orders_note.sql": "pending",
-                "R__account_view.sql": "applied"}
+    expected = {
+        "V1__create_accounts.sql": "applied",
+        "V1_1__add_accounts_email.sql": "applied",
+        "V2__create-orders.sql": "applied",
+        "V3__add_orders_note.sql": "pending",
+        "R__account_view.sql": "applied",
+    }
     if baseline_at:
-        expected.update({"V1__create_accounts.sql": "below_baseline",
-                         "V1_1__add_accounts_email.sql": "below_baseline"})
+        expected.update(
+            {
+                "V1__create_accounts.sql": "below_baseline",
+                "V1_1__add_accounts_email.sql": "below_baseline",
+            }
+        )
     assert states == expected
     assert r.json["current_version"] == "2"
     # no pgferry.sum in a Flyway project: a warning, not a validation failure
@@ -168,8 +210,9 @@ def test_adopts_a_flyway_history(project: Project, cli: Callable[..., Result],
     assert any("no pgferry.sum" in w for w in r.json["warnings"])
 
 
-def test_flyway_detects_pgferrys_edit_the_same_way(project: Project,
-                                                   cli: Callable[..., Result]) -> None:
+def test_flyway_detects_pgferrys_edit_the_same_way(
+    project: Project, cli: Callable[..., Result]
+) -> None:
     """A CRLF or BOM change is not an edit (for Flyway either); a real edit is."""
     flyway_migrated(project, baseline_at=None, schema_row=False)
     cfg = str(project.config)
@@ -184,22 +227,34 @@ def test_flyway_detects_pgferrys_edit_the_same_way(project: Project,
     r = cli("--config", cfg, "migrate", "repair", "--env", "dev", "--yes", "--json")
     assert r.code == 0, r.err
     with psycopg.connect(project.dsns["dev"]) as c:
-        got = c.execute("SELECT checksum FROM flyway_schema_history WHERE version = '1'"
-                        ).fetchone()
+        got = c.execute("SELECT checksum FROM flyway_schema_history WHERE version = '1'").fetchone()
     assert got == (java_crc(p.read_text()),)
 
 
-def test_pgferry_rows_read_like_flyways(project: Project, cli: Callable[..., Result],
-                                        tmp_path: Path) -> None:
+def test_pgferry_rows_read_like_flyways(
+    project: Project, cli: Callable[..., Result], tmp_path: Path
+) -> None:
     """A baseline written by pgferry is byte-for-byte the row Flyway writes."""
-    r = cli("--config", str(project.config), "migrate", "baseline", "--env", "dev",
-            "--version", "3")
+    r = cli(
+        "--config", str(project.config), "migrate", "baseline", "--env", "dev", "--version", "3"
+    )
     assert r.code == 0, r.err
     with psycopg.connect(project.dsns["dev"]) as c:
         row = c.execute(
             "SELECT installed_rank, version, description, type, script, checksum,"
             " installed_by = current_user, execution_time, success,"
             " installed_on BETWEEN localtimestamp - interval '1 minute' AND localtimestamp"
-            " FROM flyway_schema_history").fetchone()
-    assert row == (1, "3", "<< Flyway Baseline >>", "BASELINE", "<< Flyway Baseline >>", None,
-                   True, 0, True, True)
+            " FROM flyway_schema_history"
+        ).fetchone()
+    assert row == (
+        1,
+        "3",
+        "<< Flyway Baseline >>",
+        "BASELINE",
+        "<< Flyway Baseline >>",
+        None,
+        True,
+        0,
+        True,
+        True,
+    )

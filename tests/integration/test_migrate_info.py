@@ -27,10 +27,17 @@ def record(dsn: str, path: Path, *, success: bool = True, run: bool = True) -> N
         if run and success:
             c.execute(mf.sql)
         history.insert(
-            c, "public", "flyway_schema_history",
-            version=str(mf.version) if mf.version else None, description=mf.description,
-            type="SQL", script=mf.script, checksum=mf.checksum, installed_by="pgferry_test",
-            execution_time=3, success=success,
+            c,
+            "public",
+            "flyway_schema_history",
+            version=str(mf.version) if mf.version else None,
+            description=mf.description,
+            type="SQL",
+            script=mf.script,
+            checksum=mf.checksum,
+            installed_by="pgferry_test",
+            execution_time=3,
+            success=success,
         )
 
 
@@ -47,8 +54,10 @@ def m(project: Project, cli: Callable[..., Result]) -> Callable[..., Result]:
 def test_new_and_sum(project: Project, m: Callable[..., Result]) -> None:
     r = m("new", "Add leads: territory index!", "--undo", "--json")
     assert r.code == 0, r.err
-    assert r.json["created"] == ["migrations/VXXX__add_leads_territory_index.sql",
-                                 "migrations/UXXX__add_leads_territory_index.sql"]
+    assert r.json["created"] == [
+        "migrations/VXXX__add_leads_territory_index.sql",
+        "migrations/UXXX__add_leads_territory_index.sql",
+    ]
     text = (project.migrations / "VXXX__add_leads_territory_index.sql").read_text()
     assert text.startswith("-- Migration: add leads territory index")
     assert "UXXX__add_leads_territory_index.sql" in text and "pgferry lint" in text
@@ -66,7 +75,8 @@ def test_new_and_sum(project: Project, m: Callable[..., Result]) -> None:
 
 
 def test_number_uses_highest_file_and_applied_versions(
-        project: Project, m: Callable[..., Result], tmp_path: Path) -> None:
+    project: Project, m: Callable[..., Result], tmp_path: Path
+) -> None:
     project.write("V1__init.sql", "CREATE TABLE t (id bigint);\n")
     project.write("V2__more.sql", "CREATE TABLE u (id bigint);\n")
     # prod was migrated further by another branch: version 7 is applied there
@@ -80,30 +90,45 @@ def test_number_uses_highest_file_and_applied_versions(
     r = m("number", "--dry-run", "--json")
     assert r.code == 0, r.err
     assert [(x["from"], x["to"]) for x in r.json["renames"]] == [
-        ("VXXX__a_first.sql", "V8__a_first.sql"), ("UXXX__a_first.sql", "U8__a_first.sql"),
-        ("VXXX__b_second.sql", "V9__b_second.sql"), ("VXXX__c_third.sql", "V10__c_third.sql")]
+        ("VXXX__a_first.sql", "V8__a_first.sql"),
+        ("UXXX__a_first.sql", "U8__a_first.sql"),
+        ("VXXX__b_second.sql", "V9__b_second.sql"),
+        ("VXXX__c_third.sql", "V10__c_third.sql"),
+    ]
     assert {e["env"]: e["version"] for e in r.json["environments"]} == {"dev": None, "prod": "7"}
     assert (project.migrations / "VXXX__a_first.sql").exists()  # dry run: nothing renamed
 
     # status shows the same numbers the renames will give
     s = m("status", "--env", "prod", "--json")
     assert [(t["script"], t["version"]) for t in s.json["templates"]] == [
-        ("VXXX__a_first.sql", "8"), ("VXXX__b_second.sql", "9"), ("VXXX__c_third.sql", "10")]
+        ("VXXX__a_first.sql", "8"),
+        ("VXXX__b_second.sql", "9"),
+        ("VXXX__c_third.sql", "10"),
+    ]
 
     r = m("number", "--json")
     assert r.code == 0
     names = sorted(p.name for p in project.migrations.iterdir())
-    assert names == ["U8__a_first.sql", "V10__c_third.sql", "V1__init.sql", "V2__more.sql",
-                     "V8__a_first.sql", "V9__b_second.sql", "pgferry.sum"]
+    assert names == [
+        "U8__a_first.sql",
+        "V10__c_third.sql",
+        "V1__init.sql",
+        "V2__more.sql",
+        "V8__a_first.sql",
+        "V9__b_second.sql",
+        "pgferry.sum",
+    ]
     assert files.sum_state(files.scan(project.migrations)) == "ok"
     r = m("number")
     assert r.code == 0 and "no templates" in r.out
 
 
-def test_number_warns_about_unreachable_env(tmp_path: Path, make_db: Callable[..., str],
-                                            cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"),
-                                       "staging": "postgresql://nobody@127.0.0.1:1/none"})
+def test_number_warns_about_unreachable_env(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "staging": "postgresql://nobody@127.0.0.1:1/none"}
+    )
     p.write("V3__x.sql", "SELECT 1;\n")
     p.write("VXXX__y.sql", "SELECT 2;\n")
     r = cli("--config", str(p.config), "migrate", "number", "--json")
@@ -113,8 +138,9 @@ def test_number_warns_about_unreachable_env(tmp_path: Path, make_db: Callable[..
     assert (p.migrations / "V4__y.sql").exists()
 
 
-def test_number_agrees_with_a_template_applied_on_dev(project: Project,
-                                                      m: Callable[..., Result]) -> None:
+def test_number_agrees_with_a_template_applied_on_dev(
+    project: Project, m: Callable[..., Result]
+) -> None:
     project.write("V1__init.sql", "CREATE TABLE t (id bigint);\n")
     project.write("VXXX__add_u.sql", "CREATE TABLE u (id bigint);\n")
     record(project.dsns["dev"], project.migrations / "V1__init.sql")
@@ -122,9 +148,19 @@ def test_number_agrees_with_a_template_applied_on_dev(project: Project,
     tpl = files.scan(project.migrations).templates[0]
     with psycopg.connect(project.dsns["dev"]) as c:
         c.execute(tpl.sql)
-        history.insert(c, "public", "flyway_schema_history", version="2",
-                       description=tpl.description, type="SQL", script="V2__add_u.sql",
-                       checksum=tpl.checksum, installed_by="x", execution_time=1, success=True)
+        history.insert(
+            c,
+            "public",
+            "flyway_schema_history",
+            version="2",
+            description=tpl.description,
+            type="SQL",
+            script="V2__add_u.sql",
+            checksum=tpl.checksum,
+            installed_by="x",
+            execution_time=1,
+            success=True,
+        )
     r = m("number", "--json")
     assert r.code == 0, r.err
     assert r.json["renames"][0]["to"] == "V2__add_u.sql"
@@ -134,12 +170,14 @@ def test_number_agrees_with_a_template_applied_on_dev(project: Project,
 
 def test_status_states_and_validate(project: Project, m: Callable[..., Result]) -> None:
     dev = project.dsns["dev"]
-    for name, sql in [("V1__a.sql", "CREATE TABLE a (id bigint);\n"),
-                      ("V2__b.sql", "CREATE TABLE b (id bigint);\n"),
-                      ("V3__c.sql", "CREATE TABLE c (id bigint);\n"),
-                      ("V4__d.sql", "CREATE TABLE d (id bigint);\n"),
-                      ("V6__f.sql", "CREATE TABLE f (id bigint);\n"),
-                      ("R__view.sql", "CREATE VIEW v AS SELECT 1 AS one;\n")]:
+    for name, sql in [
+        ("V1__a.sql", "CREATE TABLE a (id bigint);\n"),
+        ("V2__b.sql", "CREATE TABLE b (id bigint);\n"),
+        ("V3__c.sql", "CREATE TABLE c (id bigint);\n"),
+        ("V4__d.sql", "CREATE TABLE d (id bigint);\n"),
+        ("V6__f.sql", "CREATE TABLE f (id bigint);\n"),
+        ("R__view.sql", "CREATE VIEW v AS SELECT 1 AS one;\n"),
+    ]:
         project.write(name, sql)
     for name in ("V1__a.sql", "V2__b.sql", "V3__c.sql", "V6__f.sql", "R__view.sql"):
         record(dev, project.migrations / name)
@@ -151,7 +189,8 @@ def test_status_states_and_validate(project: Project, m: Callable[..., Result]) 
     r = m("validate", "--env", "dev", "--json")
     assert r.code == 1
     assert r.json["problems"] == [
-        "5 V5__e.sql: failed; fix the cause, run `migrate repair`, then `migrate up`"]
+        "5 V5__e.sql: failed; fix the cause, run `migrate repair`, then `migrate up`"
+    ]
     assert any("4 V4__d.sql: not applied and older" in w for w in r.json["warnings"])
 
     # edit an applied file, delete another
@@ -160,10 +199,16 @@ def test_status_states_and_validate(project: Project, m: Callable[..., Result]) 
     r = m("status", "--env", "dev", "--json")
     assert r.code == 0, r.err
     states = {k: v["state"] for k, v in entries_by_script(r).items()}
-    assert states == {"V1__a.sql": "applied", "V2__b.sql": "checksum_mismatch",
-                      "V3__c.sql": "missing", "V4__d.sql": "ignored", "V5__e.sql": "failed",
-                      "V6__f.sql": "applied", "VXXX__next.sql": "template",
-                      "R__view.sql": "applied"}
+    assert states == {
+        "V1__a.sql": "applied",
+        "V2__b.sql": "checksum_mismatch",
+        "V3__c.sql": "missing",
+        "V4__d.sql": "ignored",
+        "V5__e.sql": "failed",
+        "V6__f.sql": "applied",
+        "VXXX__next.sql": "template",
+        "R__view.sql": "applied",
+    }
     assert r.json["current_version"] == "6" and r.json["sum"] == "stale"
     assert r.json["templates"] == [{"script": "VXXX__next.sql", "version": "7"}]
     assert not r.json["ok"] and len(r.json["problems"]) == 4
@@ -180,8 +225,16 @@ def test_status_states_and_validate(project: Project, m: Callable[..., Result]) 
     # the text table renders every state
     r = m("status", "--env", "dev")
     assert r.code == 0
-    for word in ("checksum mismatch", "missing", "ignored", "failed", "template", "XXX→7",
-                 "current version: 6", "pgferry.sum: stale"):
+    for word in (
+        "checksum mismatch",
+        "missing",
+        "ignored",
+        "failed",
+        "template",
+        "XXX→7",
+        "current version: 6",
+        "pgferry.sum: stale",
+    ):
         assert word in r.out, word
 
     # prod: nothing applied, all pending; a fresh database has no history table
@@ -211,16 +264,32 @@ def test_baseline(project: Project, m: Callable[..., Result]) -> None:
     with psycopg.connect(project.dsns["prod"]) as c:
         rows = c.execute(
             "SELECT installed_rank, version, description, type, script, checksum, installed_by,"
-            " execution_time, success FROM flyway_schema_history").fetchall()
+            " execution_time, success FROM flyway_schema_history"
+        ).fetchall()
         j = c.execute("SELECT command, outcome, details FROM pgferry.journal").fetchall()
-    assert rows == [(1, "2", "<< Flyway Baseline >>", "BASELINE", "<< Flyway Baseline >>",
-                     None, "pgferry_test", 0, True)]
+    assert rows == [
+        (
+            1,
+            "2",
+            "<< Flyway Baseline >>",
+            "BASELINE",
+            "<< Flyway Baseline >>",
+            None,
+            "pgferry_test",
+            0,
+            True,
+        )
+    ]
     assert j[0][:2] == ("migrate baseline", "ok") and j[0][2]["version"] == "2"
 
     r = m("status", "--env", "prod", "--json")
     states = [(e["version"], e["state"]) for e in r.json["entries"]]
-    assert states == [("1", "below_baseline"), ("2", "baseline"), ("2", "below_baseline"),
-                      ("3", "pending")]
+    assert states == [
+        ("1", "below_baseline"),
+        ("2", "baseline"),
+        ("2", "below_baseline"),
+        ("3", "pending"),
+    ]
     assert r.json["current_version"] == "2"
 
     r = m("baseline", "--env", "prod", "--version", "3", "--yes")
@@ -229,8 +298,9 @@ def test_baseline(project: Project, m: Callable[..., Result]) -> None:
     r = m("baseline", "--env", "dev", "--version", "1.5", "--description", "adopted in 2026")
     assert r.code == 0, r.err
     with psycopg.connect(project.dsns["dev"]) as c:
-        assert c.execute("SELECT version, description, script FROM flyway_schema_history"
-                         ).fetchone() == ("1.5", "adopted in 2026", "<< Flyway Baseline >>")
+        assert c.execute(
+            "SELECT version, description, script FROM flyway_schema_history"
+        ).fetchone() == ("1.5", "adopted in 2026", "<< Flyway Baseline >>")
     assert m("baseline", "--env", "dev", "--version", "x").code == 2
 
 
@@ -255,10 +325,12 @@ def test_repair(project: Project, m: Callable[..., Result]) -> None:
     new_sum = files.scan(project.migrations).by_version()[files.Version("1")].checksum
     assert r.json["realigned"][0]["new_checksum"] == new_sum
     with psycopg.connect(dev) as c:
-        rows = c.execute("SELECT version, checksum, success FROM flyway_schema_history"
-                         " ORDER BY installed_rank").fetchall()
-        j = c.execute("SELECT command, outcome, arguments, details FROM pgferry.journal"
-                      " ORDER BY id").fetchall()
+        rows = c.execute(
+            "SELECT version, checksum, success FROM flyway_schema_history ORDER BY installed_rank"
+        ).fetchall()
+        j = c.execute(
+            "SELECT command, outcome, arguments, details FROM pgferry.journal ORDER BY id"
+        ).fetchall()
     assert rows == [("1", new_sum, True)]
     assert j[-1][0:2] == ("migrate repair", "ok")
     assert j[-1][3]["removed_failed"][0]["script"] == "V2__b.sql"
@@ -269,12 +341,11 @@ def test_repair(project: Project, m: Callable[..., Result]) -> None:
     assert r.code == 0 and "nothing to repair" in r.out
 
 
-def test_repair_blackout_and_protected(tmp_path: Path, make_db: Callable[..., str],
-                                       cli: Callable[..., Result]) -> None:
-    extra = ('[[blackout]]\nfrom = "2000-01-01"\nenvs = ["prod"]\n'
-             'reason = "frozen for the audit"\n')
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      extra=extra)
+def test_repair_blackout_and_protected(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    extra = '[[blackout]]\nfrom = "2000-01-01"\nenvs = ["prod"]\nreason = "frozen for the audit"\n'
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, extra=extra)
     p.write("V1__a.sql", "CREATE TABLE a (id bigint);\n")
     record(p.dsns["prod"], p.migrations / "V1__a.sql", success=False)
 
@@ -290,8 +361,9 @@ def test_repair_blackout_and_protected(tmp_path: Path, make_db: Callable[..., st
     r = run("repair", "--env", "prod", "--yes", "--override-blackout", "--reason", "hotfix INC-42")
     assert r.code == 0, r.err
     with psycopg.connect(p.dsns["prod"]) as c:
-        d = c.execute("SELECT details FROM pgferry.journal WHERE command = 'migrate repair'"
-                      ).fetchone()
+        d = c.execute(
+            "SELECT details FROM pgferry.journal WHERE command = 'migrate repair'"
+        ).fetchone()
         assert c.execute("SELECT count(*) FROM flyway_schema_history").fetchone() == (0,)
     assert d is not None and d[0]["blackout_override"]["reason"] == "hotfix INC-42"
     assert "frozen for the audit" in d[0]["blackout_override"]["window"]
@@ -304,15 +376,19 @@ def test_status_on_5000_files(project: Project, m: Callable[..., Result]) -> Non
     """Correctness at scale (the time is measured in docs/migrations.md, not asserted)."""
     for i in range(1, 5001):
         (project.migrations / f"V{i}__step_{i}.sql").write_text(
-            f"-- step {i}\nCREATE TABLE IF NOT EXISTS t{i % 7} (id bigint);\n")
+            f"-- step {i}\nCREATE TABLE IF NOT EXISTS t{i % 7} (id bigint);\n"
+        )
     ms = files.scan(project.migrations)
-    rows = [(i, str(i), f"step {i}", "SQL", f"V{i}__step_{i}.sql", m_.checksum, "x", 1, True)
-            for i, m_ in enumerate(ms.versioned[:4000], 1)]
+    rows = [
+        (i, str(i), f"step {i}", "SQL", f"V{i}__step_{i}.sql", m_.checksum, "x", 1, True)
+        for i, m_ in enumerate(ms.versioned[:4000], 1)
+    ]
     with psycopg.connect(project.dsns["dev"]) as c:
         history.ensure_table(c, "public", "flyway_schema_history")
         with c.cursor().copy(
             "COPY flyway_schema_history (installed_rank, version, description, type, script,"
-            " checksum, installed_by, execution_time, success) FROM STDIN") as cp:
+            " checksum, installed_by, execution_time, success) FROM STDIN"
+        ) as cp:
             for row in rows:
                 cp.write_row(row)
     assert m("sum").code == 0
@@ -334,10 +410,13 @@ def test_status_on_5000_files(project: Project, m: Callable[..., Result]) -> Non
 
 
 def test_status_names_the_failed_statement_of_a_non_transactional_file(
-        project: Project, m: Callable[..., Result]) -> None:
+    project: Project, m: Callable[..., Result]
+) -> None:
     project.write("V1__t.sql", "CREATE TABLE t (a int, b int);\n")
-    project.write("V2__idx.sql", "CREATE INDEX CONCURRENTLY t_a ON t (a);\n"
-                                 "CREATE INDEX CONCURRENTLY t_c ON t (c);\n")
+    project.write(
+        "V2__idx.sql",
+        "CREATE INDEX CONCURRENTLY t_a ON t (a);\nCREATE INDEX CONCURRENTLY t_c ON t (c);\n",
+    )
     assert m("sum").code == 0
     r = m("up", "--env", "dev")
     assert r.code == 3, r.err
@@ -353,8 +432,10 @@ def test_status_names_the_failed_statement_of_a_non_transactional_file(
     assert r.code == 1
     assert "2 V2__idx.sql: failed (statement 2 of 2 (line 2) failed:" in r.out.replace("\n", " ")
     # fix the file, repair, and `up` resumes after the statement that completed
-    project.write("V2__idx.sql", "CREATE INDEX CONCURRENTLY t_a ON t (a);\n"
-                                "CREATE INDEX CONCURRENTLY t_b ON t (b);\n")
+    project.write(
+        "V2__idx.sql",
+        "CREATE INDEX CONCURRENTLY t_a ON t (a);\nCREATE INDEX CONCURRENTLY t_b ON t (b);\n",
+    )
     assert m("sum").code == 0
     r = m("repair", "--env", "dev", "--yes", "--json")
     assert r.code == 0 and [x["script"] for x in r.json["removed_failed"]] == ["V2__idx.sql"]
@@ -362,13 +443,15 @@ def test_status_names_the_failed_statement_of_a_non_transactional_file(
     assert r.code == 0, r.err
     assert m("validate", "--env", "dev").code == 0
     with psycopg.connect(project.dsns["dev"]) as c:
-        idx = c.execute("SELECT indexname FROM pg_indexes WHERE tablename = 't' ORDER BY 1"
-                        ).fetchall()
+        idx = c.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 't' ORDER BY 1"
+        ).fetchall()
     assert idx == [("t_a",), ("t_b",)]
 
 
-def test_second_template_after_one_applied_on_dev(project: Project,
-                                                  m: Callable[..., Result]) -> None:
+def test_second_template_after_one_applied_on_dev(
+    project: Project, m: Callable[..., Result]
+) -> None:
     """up, status and number agree on template numbers while one template is applied on dev."""
     project.write("V1__init.sql", "CREATE TABLE t (id bigint);\n")
     project.write("VXXX__a_first.sql", "CREATE TABLE a (id bigint);\n")
@@ -376,14 +459,18 @@ def test_second_template_after_one_applied_on_dev(project: Project,
     project.write("VXXX__b_second.sql", "CREATE TABLE b (id bigint);\n")
     s = m("status", "--env", "dev", "--json").json
     assert [(e["script"], e["state"], e["version"]) for e in s["entries"]] == [
-        ("V1__init.sql", "applied", "1"), ("VXXX__a_first.sql", "applied", "2"),
-        ("VXXX__b_second.sql", "template", "3")]
+        ("V1__init.sql", "applied", "1"),
+        ("VXXX__a_first.sql", "applied", "2"),
+        ("VXXX__b_second.sql", "template", "3"),
+    ]
     r = m("up", "--env", "dev", "--json")
     assert r.code == 0, r.err
     assert [a["version"] for a in r.json["applied"]] == ["3"]
     r = m("number", "--json")
     assert [(x["to"], x["version"]) for x in r.json["renames"]] == [
-        ("V2__a_first.sql", "2"), ("V3__b_second.sql", "3")]
+        ("V2__a_first.sql", "2"),
+        ("V3__b_second.sql", "3"),
+    ]
     assert m("sum").code == 0
     r = m("validate", "--env", "dev", "--json")
     assert r.code == 0, r.json

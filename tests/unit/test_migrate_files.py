@@ -65,9 +65,14 @@ def test_checksum_sees_content_changes() -> None:
     assert a != flyway_checksum(b"SELECT 1;\n\nSELECT 2;\n")
 
 
-@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\r\n\ufeff",
-                                                  blacklist_categories=("Cs",))),
-                max_size=8))
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_characters="\r\n\ufeff", blacklist_categories=("Cs",))
+        ),
+        max_size=8,
+    )
+)
 def test_checksum_matches_java_semantics(lines: list[str]) -> None:
     # str.splitlines also splits on \x0b, \x1c, \u2028 ...; Java's readLine does not
     lines = [ln for ln in lines if ln.splitlines() == [ln] or ln == ""]
@@ -111,14 +116,30 @@ def _dir(tmp_path: Path, names: list[str]) -> Path:
 
 
 def test_scan_sorts_numerically_and_classifies(tmp_path: Path) -> None:
-    d = _dir(tmp_path, [
-        "V1.10__ten.sql", "V1.9__nine.sql", "V2__two.sql", "V1_2__one_two.sql",
-        "U2__two.sql", "R__views.sql", "VXXX__add_leads.sql", "UXXX__add_leads.sql",
-        "VXXX__a_first.sql", "notes.sql", "README.md", "v3__lowercase.sql",
-    ])
+    d = _dir(
+        tmp_path,
+        [
+            "V1.10__ten.sql",
+            "V1.9__nine.sql",
+            "V2__two.sql",
+            "V1_2__one_two.sql",
+            "U2__two.sql",
+            "R__views.sql",
+            "VXXX__add_leads.sql",
+            "UXXX__add_leads.sql",
+            "VXXX__a_first.sql",
+            "notes.sql",
+            "README.md",
+            "v3__lowercase.sql",
+        ],
+    )
     ms = files.scan(d)
     assert [m.script for m in ms.versioned] == [
-        "V1_2__one_two.sql", "V1.9__nine.sql", "V1.10__ten.sql", "V2__two.sql"]
+        "V1_2__one_two.sql",
+        "V1.9__nine.sql",
+        "V1.10__ten.sql",
+        "V2__two.sql",
+    ]
     assert [m.description for m in ms.versioned] == ["one two", "nine", "ten", "two"]
     assert list(ms.undo) == [Version.parse("2")]
     assert [m.script for m in ms.repeatable] == ["R__views.sql"]
@@ -128,8 +149,10 @@ def test_scan_sorts_numerically_and_classifies(tmp_path: Path) -> None:
     assert ms.highest == Version.parse("2")
 
 
-@pytest.mark.parametrize("pair", [("V1__a.sql", "V1.0__b.sql"), ("V2__a.sql", "V2__b.sql"),
-                                  ("V1_1__a.sql", "V1.1__b.sql")])
+@pytest.mark.parametrize(
+    "pair",
+    [("V1__a.sql", "V1.0__b.sql"), ("V2__a.sql", "V2__b.sql"), ("V1_1__a.sql", "V1.1__b.sql")],
+)
 def test_duplicate_versions_are_an_error(tmp_path: Path, pair: tuple[str, str]) -> None:
     d = _dir(tmp_path, list(pair))
     with pytest.raises(BadInput, match="duplicate migration version"):

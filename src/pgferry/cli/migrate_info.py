@@ -40,9 +40,17 @@ ReasonOpt = Annotated[
 STATUS_ROWS = 50  # a text status longer than this sums up the older applied migrations
 
 STATE_STYLE = {
-    "applied": "green", "pending": "yellow", "template": "cyan", "failed": "bold red",
-    "missing": "red", "checksum_mismatch": "bold red", "ignored": "magenta",
-    "outdated": "yellow", "baseline": "blue", "below_baseline": "dim", "undone": "yellow",
+    "applied": "green",
+    "pending": "yellow",
+    "template": "cyan",
+    "failed": "bold red",
+    "missing": "red",
+    "checksum_mismatch": "bold red",
+    "ignored": "magenta",
+    "outdated": "yellow",
+    "baseline": "blue",
+    "below_baseline": "dim",
+    "undone": "yellow",
     "future": "magenta",
 }
 
@@ -67,13 +75,21 @@ def confirm_rewrite(st: State, env: str, yes: bool, action: str) -> None:
     if not st.json and sys.stdin.isatty() and sys.stderr.isatty():
         if typer.confirm(f"{action} in {env}?", default=False, err=True):
             return
-    raise Refused(f"{action} rewrites the migration history of {env!r}: run again with --yes",
-                  env=env)
+    raise Refused(
+        f"{action} rewrites the migration history of {env!r}: run again with --yes", env=env
+    )
 
 
 def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -> None:
-    t = Table("Version", "Description", "State", "Installed on", "ms",
-              title=f"{s.env}: {s.history_table}", title_justify="left")
+    t = Table(
+        "Version",
+        "Description",
+        "State",
+        "Installed on",
+        "ms",
+        title=f"{s.env}: {s.history_table}",
+        title_justify="left",
+    )
     entries, old, later = s.shown(None if show_all else STATUS_ROWS)
     if old:
         t.add_row("…", f"{old} older applied migrations (--all lists them)", "", "", "")
@@ -89,12 +105,16 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
         label = e.state.replace("_", " ")
         where = s.failed_at(e)
         if where is not None:
-            label += (f" (statement {where['statement']} of {where['statements_total']})"
-                      if where.get("statement") else
-                      f" ({where.get('statements_done')} of {where.get('statements_total')} done)")
+            label += (
+                f" (statement {where['statement']} of {where['statements_total']})"
+                if where.get("statement")
+                else f" ({where.get('statements_done')} of {where.get('statements_total')} done)"
+            )
         row = e.row
         t.add_row(
-            version, e.description, f"[{STATE_STYLE.get(e.state, '')}]{label}[/]",
+            version,
+            e.description,
+            f"[{STATE_STYLE.get(e.state, '')}]{label}[/]",
             row.installed_on.strftime("%Y-%m-%d %H:%M") if row else "",
             str(row.execution_time) if row else "",
         )
@@ -123,18 +143,21 @@ def register(app: typer.Typer) -> None:
         """Create a template VXXX__<desc>.sql (numbered later by `migrate number`)."""
         st = state(ctx, json_)
         cfg = st.config()
-        written = templates.new(cfg.migrations_dir, description, undo=undo,
-                                today=date.today().isoformat())
-        rel = [str(p.relative_to(cfg.root)) if p.is_relative_to(cfg.root) else str(p)
-               for p in written]
+        written = templates.new(
+            cfg.migrations_dir, description, undo=undo, today=date.today().isoformat()
+        )
+        rel = [
+            str(p.relative_to(cfg.root)) if p.is_relative_to(cfg.root) else str(p) for p in written
+        ]
 
         def render(out: Console) -> None:
             for p in rel:
                 out.print(f"created {p}")
             out.print(f"rewrote {cfg.migrate.dir}/{files.SUM_FILE}")
 
-        st.emit({"ok": True, "created": rel, "sum": str(cfg.migrations_dir / files.SUM_FILE)},
-                render)
+        st.emit(
+            {"ok": True, "created": rel, "sum": str(cfg.migrations_dir / files.SUM_FILE)}, render
+        )
 
     @app.command("number")
     def number_cmd(
@@ -147,14 +170,15 @@ def register(app: typer.Typer) -> None:
         cfg = st.config()
         ms = files.scan(cfg.migrations_dir)
         if not ms.templates:
-            st.emit({"ok": True, "renames": [], "environments": [], "dry_run": dry_run},
-                    lambda out: out.print("no templates to number"))
+            st.emit(
+                {"ok": True, "renames": [], "environments": [], "dry_run": dry_run},
+                lambda out: out.print("no templates to number"),
+            )
             return
         envs = templates.env_versions(cfg, ms)
         for e in envs:
             if e.error:
-                st.note(f"warning: {e.env} not reachable, its versions are not counted: "
-                        f"{e.error}")
+                st.note(f"warning: {e.env} not reachable, its versions are not counted: {e.error}")
         applied = [e.version for e in envs if e.version is not None]
         renames = templates.plan_numbering(ms, max(applied, default=None))
         if not dry_run:
@@ -172,8 +196,16 @@ def register(app: typer.Typer) -> None:
             if not dry_run:
                 out.print(f"rewrote {cfg.migrate.dir}/{files.SUM_FILE}")
 
-        st.emit({"ok": True, "dry_run": dry_run, "renames": [r.to_dict() for r in renames],
-                 "environments": [e.to_dict() for e in envs], "orphan_undo": orphans}, render)
+        st.emit(
+            {
+                "ok": True,
+                "dry_run": dry_run,
+                "renames": [r.to_dict() for r in renames],
+                "environments": [e.to_dict() for e in envs],
+                "orphan_undo": orphans,
+            },
+            render,
+        )
 
     @app.command("sum")
     def sum_cmd(ctx: typer.Context, json_: JsonOpt = False) -> None:
@@ -185,16 +217,23 @@ def register(app: typer.Typer) -> None:
         path = files.write_sum(ms)
         total = path.read_text(encoding="utf-8").splitlines()[0]
         n = len(path.read_text(encoding="utf-8").splitlines()) - 1
-        st.emit({"ok": True, "path": str(path), "was": before, "files": n, "total": total},
-                lambda out: out.print(f"wrote {path} ({n} files, was {before}): {total}"))
+        st.emit(
+            {"ok": True, "path": str(path), "was": before, "files": n, "total": total},
+            lambda out: out.print(f"wrote {path} ({n} files, was {before}): {total}"),
+        )
 
     @app.command("status")
     def status_cmd(
         ctx: typer.Context,
         env: OptEnv = None,
-        show_all: Annotated[bool, typer.Option(
-            "--all", help=f"List every migration (default: past {STATUS_ROWS} rows, the "
-                          "older applied ones are summed up in one line).")] = False,
+        show_all: Annotated[
+            bool,
+            typer.Option(
+                "--all",
+                help=f"List every migration (default: past {STATUS_ROWS} rows, the "
+                "older applied ones are summed up in one line).",
+            ),
+        ] = False,
         json_: JsonOpt = False,
     ) -> None:
         """Applied, pending, failed, ignored, missing and changed migrations; templates."""
@@ -223,11 +262,22 @@ def register(app: typer.Typer) -> None:
                 out.print(f"{name}: {len(problems)} problem(s)")
             else:
                 n = sum(1 for e in s.entries if e.state == "applied")
-                out.print(f"{name}: ok — {n} applied migration(s) match their files, "
-                          f"current version {s.current or 'none'}, {files.SUM_FILE} {s.sum_state}")
+                out.print(
+                    f"{name}: ok — {n} applied migration(s) match their files, "
+                    f"current version {s.current or 'none'}, {files.SUM_FILE} {s.sum_state}"
+                )
 
-        st.emit({"ok": not problems, "env": name, "current_version": s.current,
-                 "sum": s.sum_state, "problems": problems, "warnings": warns}, render)
+        st.emit(
+            {
+                "ok": not problems,
+                "env": name,
+                "current_version": s.current,
+                "sum": s.sum_state,
+                "problems": problems,
+                "warnings": warns,
+            },
+            render,
+        )
         if problems:
             raise typer.Exit(1)
 
@@ -257,10 +307,13 @@ def register(app: typer.Typer) -> None:
                 op.details["blackout_override"] = {"reason": reason, "window": describe(window)}
             res = admin.baseline(cfg, target, version, description)
             op.details.update(res.to_dict())
-        st.emit({"ok": True, **res.to_dict()},
-                lambda out: out.print(
-                    f"{name}: baselined at version {res.version} ({res.description}); "
-                    f"files at or below it will not run here"))
+        st.emit(
+            {"ok": True, **res.to_dict()},
+            lambda out: out.print(
+                f"{name}: baselined at version {res.version} ({res.description}); "
+                f"files at or below it will not run here"
+            ),
+        )
 
     @app.command("repair")
     def repair_cmd(
@@ -279,15 +332,19 @@ def register(app: typer.Typer) -> None:
         target = st.target(name)
         plan = admin.read_plan(cfg, target)
         if plan.empty:
-            st.emit({"ok": True, **plan.to_dict(), "changed": False},
-                    lambda out: out.print(f"{name}: nothing to repair"))
+            st.emit(
+                {"ok": True, **plan.to_dict(), "changed": False},
+                lambda out: out.print(f"{name}: nothing to repair"),
+            )
             return
         if not st.json and not yes:
             for r in plan.remove:
                 st.note(f"will remove failed row {r.installed_rank}: {r.version or ''} {r.script}")
             for a in plan.realign:
-                st.note(f"will realign {a.version} {a.script}: checksum {a.old_checksum} → "
-                        f"{a.new_checksum}")
+                st.note(
+                    f"will realign {a.version} {a.script}: checksum {a.old_checksum} → "
+                    f"{a.new_checksum}"
+                )
         if target.protected:
             confirm_protected(st, target, yes, f"repair the migration history of {name}")
         else:
@@ -302,9 +359,12 @@ def register(app: typer.Typer) -> None:
             for r in done.remove:
                 out.print(f"removed failed row {r.installed_rank}: {r.version or ''} {r.script}")
             for a in done.realign:
-                out.print(f"realigned {a.version} {a.script}: checksum {a.old_checksum} → "
-                          f"{a.new_checksum}")
-            out.print(f"{name}: repaired ({len(done.remove)} removed, "
-                      f"{len(done.realign)} realigned)")
+                out.print(
+                    f"realigned {a.version} {a.script}: checksum {a.old_checksum} → "
+                    f"{a.new_checksum}"
+                )
+            out.print(
+                f"{name}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned)"
+            )
 
         st.emit({"ok": True, **done.to_dict(), "changed": not done.empty}, render)

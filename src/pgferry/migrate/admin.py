@@ -57,13 +57,19 @@ class BaselineResult:
     installed_rank: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"env": self.env, "version": self.version, "description": self.description,
-                "installed_rank": self.installed_rank, "type": BASELINE,
-                "script": BASELINE_SCRIPT}
+        return {
+            "env": self.env,
+            "version": self.version,
+            "description": self.description,
+            "installed_rank": self.installed_rank,
+            "type": BASELINE,
+            "script": BASELINE_SCRIPT,
+        }
 
 
-def baseline(cfg: Config, target: Target, version: str,
-             description: str = BASELINE_SCRIPT) -> BaselineResult:
+def baseline(
+    cfg: Config, target: Target, version: str, description: str = BASELINE_SCRIPT
+) -> BaselineResult:
     """Insert the BASELINE row into an empty (or absent) history table."""
     v = Version.parse(version)
     if not description.strip():
@@ -84,9 +90,17 @@ def baseline(cfg: Config, target: Target, version: str,
                     rows=len(rows),
                 )
             rank = history.insert(
-                conn, schema, table, version=str(v), description=description, type=BASELINE,
-                script=BASELINE_SCRIPT, checksum=None, installed_by=installed_by(conn),
-                execution_time=0, success=True,
+                conn,
+                schema,
+                table,
+                version=str(v),
+                description=description,
+                type=BASELINE,
+                script=BASELINE_SCRIPT,
+                checksum=None,
+                installed_by=installed_by(conn),
+                execution_time=0,
+                success=True,
             )
     except psycopg.Error as e:
         raise map_db_error(e, f"baseline of {target.name} failed") from None
@@ -121,8 +135,13 @@ class RepairPlan:
         return {
             "env": self.env,
             "removed_failed": [
-                {"installed_rank": r.installed_rank, "version": r.version, "script": r.script,
-                 "type": r.type} for r in self.remove
+                {
+                    "installed_rank": r.installed_rank,
+                    "version": r.version,
+                    "script": r.script,
+                    "type": r.type,
+                }
+                for r in self.remove
             ],
             "realigned": [r.to_dict() for r in self.realign],
         }
@@ -133,10 +152,17 @@ def plan_repair(env: str, ms: MigrationSet, rows: list[HistoryRow]) -> RepairPla
     p = RepairPlan(env, remove=[r for r in rows if not r.success])
     for e in classify(ms, rows):
         if e.state == "checksum_mismatch" and e.file is not None and e.row is not None:
-            p.realign.append(Realign(
-                e.row.installed_rank, e.row.version, e.row.script, e.row.checksum,
-                e.file.checksum, e.row.description, e.file.description,
-            ))
+            p.realign.append(
+                Realign(
+                    e.row.installed_rank,
+                    e.row.version,
+                    e.row.script,
+                    e.row.checksum,
+                    e.file.checksum,
+                    e.row.description,
+                    e.file.description,
+                )
+            )
     return p
 
 
@@ -158,9 +184,12 @@ def repair(cfg: Config, target: Target) -> RepairPlan:
     ms = files.scan(cfg.migrations_dir)
     schema, table = cfg.migrate.schema_, cfg.migrate.history_table
     t = _table(cfg)
-    lock = MigrationLock(target.dsn, lock_key(schema, table),
-                         wait=parse_duration(cfg.migrate.lock_wait).total_seconds(),
-                         application_name="pgferry-repair")
+    lock = MigrationLock(
+        target.dsn,
+        lock_key(schema, table),
+        wait=parse_duration(cfg.migrate.lock_wait).total_seconds(),
+        application_name="pgferry-repair",
+    )
     try:
         with lock, connect(target.dsn) as conn, conn.transaction():
             if not history.exists(conn, schema, table):
@@ -177,8 +206,9 @@ def repair(cfg: Config, target: Target) -> RepairPlan:
                 )
             for r in plan.realign:
                 conn.execute(
-                    sql.SQL("UPDATE {} SET checksum = %s, description = %s"
-                            " WHERE installed_rank = %s").format(t),
+                    sql.SQL(
+                        "UPDATE {} SET checksum = %s, description = %s WHERE installed_rank = %s"
+                    ).format(t),
                     [r.new_checksum, r.new_description[:200], r.installed_rank],
                 )
             _clear_progress(conn, cfg, sorted({r.script for r in plan.remove}))

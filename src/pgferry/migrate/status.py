@@ -94,7 +94,8 @@ class Status:
             "entries": out_entries,
             "templates": [
                 {"script": e.script, "version": str(e.version) if e.version else None}
-                for e in self.entries if e.state == "template"
+                for e in self.entries
+                if e.state == "template"
             ],
             "problems": problems_,
             "warnings": warnings(self),
@@ -119,8 +120,13 @@ def collect(cfg: Config, target: Target) -> Status:
     return build(cfg, target.name, ms, rows, failed)
 
 
-def build(cfg: Config, env: str, ms: MigrationSet, rows: list[HistoryRow],
-          failed: dict[str, dict[str, Any]] | None = None) -> Status:
+def build(
+    cfg: Config,
+    env: str,
+    ms: MigrationSet,
+    rows: list[HistoryRow],
+    failed: dict[str, dict[str, Any]] | None = None,
+) -> Status:
     """A :class:`Status` from data already read (pure apart from hashing the files)."""
     return Status(
         env=env,
@@ -147,9 +153,11 @@ def problems(s: Status) -> list[str]:
         name = _name(e)
         if e.state == "checksum_mismatch":
             assert e.file is not None and e.row is not None
-            out.append(f"{name}: changed after it was applied (checksum {e.row.checksum} in "
-                       f"history, {e.file.checksum} on disk); restore the file, or run "
-                       "`migrate repair` if the change is cosmetic")
+            out.append(
+                f"{name}: changed after it was applied (checksum {e.row.checksum} in "
+                f"history, {e.file.checksum} on disk); restore the file, or run "
+                "`migrate repair` if the change is cosmetic"
+            )
         elif e.state == "missing":
             out.append(f"{name}: applied, but the file is gone; restore it from git")
         elif e.state == "failed":
@@ -157,11 +165,14 @@ def problems(s: Status) -> list[str]:
             at = ""
             if where and where.get("describe"):
                 at = f" ({str(where['describe']).removeprefix(f'{e.script}: ')})"
-            out.append(f"{name}: failed{at}; fix the cause, run `migrate repair`, then "
-                       "`migrate up`")
+            out.append(
+                f"{name}: failed{at}; fix the cause, run `migrate repair`, then `migrate up`"
+            )
     if s.sum_state == "stale":
-        out.append(f"{files.SUM_FILE} is stale: migration files changed since it was "
-                   "written; run `pgferry migrate sum` and commit it")
+        out.append(
+            f"{files.SUM_FILE} is stale: migration files changed since it was "
+            "written; run `pgferry migrate sum` and commit it"
+        )
     return out
 
 
@@ -170,16 +181,24 @@ def warnings(s: Status) -> list[str]:
     out: list[str] = []
     for e in s.entries:
         if e.state == "ignored":
-            out.append(f"{_name(e)}: not applied and older than the current version "
-                       f"{s.current}; `up` will not run it (renumber it as a new migration)")
+            out.append(
+                f"{_name(e)}: not applied and older than the current version "
+                f"{s.current}; `up` will not run it (renumber it as a new migration)"
+            )
         elif e.state == "future":
-            out.append(f"{_name(e)}: applied here, but no such file in this checkout "
-                       "(a newer branch?)")
+            out.append(
+                f"{_name(e)}: applied here, but no such file in this checkout (a newer branch?)"
+            )
     if s.sum_state == "missing":
-        out.append(f"no {files.SUM_FILE}: run `pgferry migrate sum` and commit it, so two "
-                   "branches adding migrations conflict in git")
-    orphans = [u.script for d, u in s.ms.undo_templates.items()
-               if d not in {t.description for t in s.ms.templates}]
+        out.append(
+            f"no {files.SUM_FILE}: run `pgferry migrate sum` and commit it, so two "
+            "branches adding migrations conflict in git"
+        )
+    orphans = [
+        u.script
+        for d, u in s.ms.undo_templates.items()
+        if d not in {t.description for t in s.ms.templates}
+    ]
     for o in orphans:
         out.append(f"{o}: undo template without a VXXX file of the same description")
     return out

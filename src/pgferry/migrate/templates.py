@@ -93,13 +93,18 @@ def new(directory: Path, description: str, *, undo: bool = False, today: str = "
         if p.exists():
             raise BadInput(f"{p.name} already exists; pick another description")
     if desc in {t.description for t in ms.templates}:
-        raise BadInput(f"a template with description {desc!r} exists already; "
-                       "pick another description")
-    hint = (f"{upath.name} (run by `pgferry migrate undo`)" if undo
-            else "<how to reverse it; `pgferry migrate new --undo` adds an UXXX file>")
+        raise BadInput(
+            f"a template with description {desc!r} exists already; pick another description"
+        )
+    hint = (
+        f"{upath.name} (run by `pgferry migrate undo`)"
+        if undo
+        else "<how to reverse it; `pgferry migrate new --undo` adds an UXXX file>"
+    )
     written = [vpath]
-    vpath.write_text(V_HEADER.format(desc=desc, today=today or "today", undo_hint=hint),
-                    encoding="utf-8")
+    vpath.write_text(
+        V_HEADER.format(desc=desc, today=today or "today", undo_hint=hint), encoding="utf-8"
+    )
     if undo:
         upath.write_text(U_HEADER.format(desc=desc, vpath=vpath.name), encoding="utf-8")
         written.append(upath)
@@ -133,8 +138,11 @@ class EnvVersion:
     error: str | None = None
 
     def to_dict(self) -> dict[str, str | None]:
-        return {"env": self.env, "version": str(self.version) if self.version else None,
-                "error": self.error}
+        return {
+            "env": self.env,
+            "version": str(self.version) if self.version else None,
+            "error": self.error,
+        }
 
 
 def env_versions(cfg: Config, ms: MigrationSet) -> list[EnvVersion]:
@@ -159,8 +167,9 @@ def apply_renames(ms: MigrationSet, renames: list[Rename]) -> None:
     """Rename every file (all or nothing: targets are checked first), rewrite pgferry.sum."""
     clash = [r.new.name for r in renames if r.new.exists()]
     if clash:
-        raise BadInput(f"cannot number templates: {', '.join(clash)} exists already; "
-                       "nothing was renamed")
+        raise BadInput(
+            f"cannot number templates: {', '.join(clash)} exists already; nothing was renamed"
+        )
     done: list[Rename] = []
     try:
         for r in renames:
