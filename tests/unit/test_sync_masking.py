@@ -209,3 +209,15 @@ def test_gate_refuses_protected_to_unprotected_without_rules() -> None:
     full = compile_rules({"*.*.email": "email", "public.users.*name": "name",
                           "public.users.*phone": "phone", "public.users.birth_date": "null"})
     assert refuse_unmasked(full, tables, source=prod, target=dev) == []
+
+
+def test_refusal_message_stays_one_readable_sentence() -> None:
+    from pgferry.sync.masking import unmasked_message
+
+    cols = [f"public.users.email_{i}" for i in range(11)]
+    msg = unmasked_message(cols, "prod", "staging")
+    assert "public.users.email_7 and 3 more;" in msg and "email_8" not in msg
+    assert '(e.g. "public.users.email_0" = "email")' in msg
+    assert "\n" not in msg
+    assert '"public.users.street" = "redact"' in unmasked_message(["public.users.street"],
+                                                                   "prod", "dev")
