@@ -109,7 +109,8 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
     out.print(f"-- plan for {res['env']} (current version: {res['current_version'] or 'none'}; "
               f"history {s['history_table']}; lock_timeout {s['lock_timeout']}, "
               f"statement_timeout {s['statement_timeout'] or 'server default'}, "
-              f"{s['lock_retries']} lock retries)")
+              f"{s['lock_retries']} lock retries; search_path starts with "
+              f"{s['history_table'].split('.')[0]})")
     for w in res["warnings"]:
         out.print(f"-- warning: {w}")
     if not res["steps"]:
