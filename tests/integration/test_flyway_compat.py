@@ -258,3 +258,31 @@ def test_pgferry_rows_read_like_flyways(
         True,
         True,
     )
+
+
+def test_rows_written_by_migrate_up_are_flyways(
+    project: Project, cli: Callable[..., Result]
+) -> None:
+    """What `migrate up` records is what `flyway migrate` would record for the same files."""
+    for name, text in FILES.items():
+        (project.migrations / name).write_bytes(text.encode("utf-8"))
+    r = cli("--config", str(project.config), "migrate", "up", "--env", "dev")
+    assert r.code == 0, r.err
+    with psycopg.connect(project.dsns["dev"]) as c:
+        rows = c.execute(
+            "SELECT installed_rank, version, description, type, script, checksum,"
+            " installed_by = current_user, execution_time >= 0, success"
+            " FROM flyway_schema_history ORDER BY installed_rank"
+        ).fetchall()
+        assert layout(c, "public", "flyway_schema_history")["columns"] == FLYWAY_COLUMNS
+    expected = [
+        ("1", "create accounts", "V1__create_accounts.sql"),
+        ("1.1", "add accounts email", "V1_1__add_accounts_email.sql"),
+        ("2", "create-orders", "V2__create-orders.sql"),
+        ("3", "add orders note", "V3__add_orders_note.sql"),
+        (None, "account view", "R__account_view.sql"),
+    ]
+    assert rows == [
+        (i, v, d, "SQL", s, java_crc(FILES[s]), True, True, True)
+        for i, (v, d, s) in enumerate(expected, 1)
+    ]
