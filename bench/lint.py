@@ -66,14 +66,14 @@ def best_of(cmd: list[str], runs: int) -> tuple[float, float, subprocess.Complet
     return min(walls), min(cpus), proc
 
 
-def median_of(cmd: list[str], runs: int) -> tuple[float, float]:
-    """Median wall and median CPU time over ``runs`` runs."""
+def median_of(cmd: list[str], runs: int) -> tuple[float, float, float]:
+    """Median wall, median CPU and best wall time over ``runs`` runs."""
     walls, cpus = [], []
     for _ in range(runs):
         wall, cpu, _ = _timed(cmd)
         walls.append(wall)
         cpus.append(cpu)
-    return statistics.median(walls), statistics.median(cpus)
+    return statistics.median(walls), statistics.median(cpus), min(walls)
 
 
 def squawk_map() -> dict[str, set[str]]:
@@ -180,9 +180,10 @@ def run(count: int, runs: int) -> dict[str, Any]:
     pf = json.loads(pf_proc.stdout)["findings"]
     sq = json.loads(sq_proc.stdout or "[]")
     one = corpus[0]
-    one_pf, one_pf_cpu = median_of([str(PGFERRY), "--config", str(cfg), "lint", str(one)], 15)
-    one_sq, one_sq_cpu = median_of([str(SQUAWK), str(one)], 15)
-    one_bare, one_bare_cpu = median_of([sys.executable, "-c", "pass"], 15)
+    one_pf, one_pf_cpu, one_pf_min = median_of(
+        [str(PGFERRY), "--config", str(cfg), "lint", str(one)], 15)
+    one_sq, one_sq_cpu, one_sq_min = median_of([str(SQUAWK), str(one)], 15)
+    one_bare, one_bare_cpu, _ = median_of([sys.executable, "-c", "pass"], 15)
     return {
         "files": len(corpus), "statements": sum(p.read_text().count(";") for p in corpus),
         "load": os.getloadavg()[0], "cpus": os.cpu_count(),
@@ -191,6 +192,7 @@ def run(count: int, runs: int) -> dict[str, Any]:
         "pgferry_findings": len(pf), "squawk_findings": len(sq),
         "single_pgferry_ms": one_pf * 1000, "single_squawk_ms": one_sq * 1000,
         "single_pgferry_cpu_ms": one_pf_cpu * 1000, "single_squawk_cpu_ms": one_sq_cpu * 1000,
+        "single_pgferry_min_ms": one_pf_min * 1000, "single_squawk_min_ms": one_sq_min * 1000,
         "python_startup_ms": one_bare * 1000, "python_startup_cpu_ms": one_bare_cpu * 1000,
         "agreement": agreement(corpus, pf, sq),
     }
@@ -215,9 +217,11 @@ def render(res: dict[str, Any]) -> str:
         f"| {res['ratio']:.2f}x | <= 2x |",
         f"| 1,000 files, one process, CPU | {res['pgferry_cpu_s']:.2f} s | "
         f"{res['squawk_cpu_s']:.2f} s | {res['cpu_ratio']:.2f}x | |",
-        f"| one file, start-up included, wall | {res['single_pgferry_ms']:.0f} ms | "
+        f"| one file, start-up included, median wall | {res['single_pgferry_ms']:.0f} ms | "
         f"{res['single_squawk_ms']:.0f} ms | "
         f"{res['single_pgferry_ms'] / res['single_squawk_ms']:.1f}x | < 150 ms |",
+        f"| one file, start-up included, best wall | {res['single_pgferry_min_ms']:.0f} ms | "
+        f"{res['single_squawk_min_ms']:.0f} ms | | < 150 ms |",
         f"| one file, start-up included, CPU | {res['single_pgferry_cpu_ms']:.0f} ms | "
         f"{res['single_squawk_cpu_ms']:.0f} ms | | |",
         f"| findings | {res['pgferry_findings']} | {res['squawk_findings']} | | |",
