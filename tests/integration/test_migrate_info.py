@@ -474,3 +474,17 @@ def test_second_template_after_one_applied_on_dev(
     assert m("sum").code == 0
     r = m("validate", "--env", "dev", "--json")
     assert r.code == 0, r.json
+
+
+def test_number_leaves_an_orphan_undo_template(project: Project, m: Callable[..., Result]) -> None:
+    project.write("V1__init.sql", "SELECT 1;\n")
+    project.write("VXXX__x.sql", "SELECT 2;\n")
+    project.write("UXXX__y.sql", "SELECT 3;\n")  # no VXXX__y.sql
+    r = m("number", "--json")
+    assert r.code == 0, r.err
+    assert [x["to"] for x in r.json["renames"]] == ["V2__x.sql"]
+    assert r.json["orphan_undo"] == ["UXXX__y.sql"]
+    assert "UXXX__y.sql has no VXXX file" in r.err
+    assert (project.migrations / "UXXX__y.sql").exists()
+    s = m("status", "--json").json
+    assert any("UXXX__y.sql: undo template without a VXXX file" in w for w in s["warnings"])
