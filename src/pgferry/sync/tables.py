@@ -1,4 +1,4 @@
-"""One table's sync, per strategy: full, watermark and checksum (by keys).
+"""One table's writes: full loads, key batches and ranges, deletes (all strategies use them).
 
 Contract: each function gets a :class:`Link` (a source connection inside the
 run's snapshot and a target connection), the table's plan, its masking
@@ -9,11 +9,14 @@ counters. Transactions on the target:
   and does not commit (the engine commits per table, or once with
   ``--atomic``). Into an empty table it streams one binary ``COPY`` (with
   ``FREEZE`` after a ``TRUNCATE`` in the same subtransaction, when nothing
-  references the table); if that fails on a row it falls back to batches.
+  references the table); a big table (``PARALLEL_MIN_ROWS``) with ``--jobs``
+  loads as key ranges on several connections under the same snapshot, committed
+  together. If a row fails, it falls back to batches, which isolate bad rows.
 - :func:`full_deletes` removes target rows whose key the source lacks
   (called children first, before any load).
-- :func:`watermark_sync` and :func:`apply_keys` commit after every batch,
-  with the batch's checkpoint/watermark in the same transaction.
+- :func:`apply_keys`, :func:`copy_range` and :func:`delete_range` commit after
+  every batch (so does the watermark strategy, :mod:`pgferry.sync.watermark`,
+  with its checkpoint in the same transaction).
 
 Triggers with ``triggers = "disable"`` are disabled and re-enabled inside
 each transaction, so a crash can never leave them disabled.
@@ -31,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from pgferry.pg.connect import is_transient
-from pgferry.sync import state, write
+from pgferry.sync import write
 from pgferry.sync.copy import Key, cols, key_range, next_bound, pipe, select_sql, table_ident
 from pgferry.sync.copy import where_clause as src_where
 from pgferry.sync.plan import TablePlan
@@ -71,7 +74,7 @@ def _binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
     return t.same_types and not masks
 
 
-def _add(res: TableResult, c: write.Counts) -> None:
+def add_counts(res: TableResult, c: write.Counts) -> None:
     res.inserted += c.inserted
     res.updated += c.updated
     res.unchanged += c.unchanged
@@ -79,7 +82,7 @@ def _add(res: TableResult, c: write.Counts) -> None:
     res.dead_letters.extend(c.dead[: max(0, 20 - len(res.dead_letters))])
 
 
-def _stage_range(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
+def stage_range(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
                  rng: sql.Composable, params: list[Any]) -> sql.Identifier:
     stage = write.staging(link.tgt, t)
     pipe(link.src, link.tgt, select_sql(t, masks, src_where(t, rng)), params, stage, t.columns,
@@ -138,9 +141,9 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
             res.warnings.append("a row failed the fast COPY path; loading in batches to "
                                 "isolate bad rows")
     if not t.key:
-        stage = _stage_range(link, t, masks, sql.SQL("true"), [])
+        stage = stage_range(link, t, masks, sql.SQL("true"), [])
         c = write.apply(link.tgt, t, link.ctx, stage)
-        _add(res, c)
+        add_counts(res, c)
         progress(c.staged)
     else:
         _batches(link, t, masks, res, progress, commit=False)
@@ -255,9 +258,9 @@ def _batches(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: Ta
             params = [*extra[1], *params]
         if commit:
             link.begin(t)
-        stage = _stage_range(link, t, masks, rng, params)
+        stage = stage_range(link, t, masks, rng, params)
         c = write.apply(link.tgt, t, link.ctx, stage)
-        _add(res, c)
+        add_counts(res, c)
         if commit:
             link.end(t)
             link.commit()
@@ -284,7 +287,7 @@ def delete_range(link: Link, t: TablePlan, res: TableResult, where: sql.Composab
     link.commit()
 
 
-def _values(keys: Sequence[Key]) -> sql.Composed:
+def values_list(keys: Sequence[Key]) -> sql.Composed:
     width = len(keys[0])
     row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in range(width)))
     return sql.SQL("VALUES {}").format(sql.SQL(", ").join(row for _ in keys))
@@ -298,7 +301,7 @@ def apply_keys(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: 
     for i in range(0, len(delete), n):
         chunk = list(delete[i:i + n])
         params = [v for k in chunk for v in k]
-        rng = sql.SQL("({}) IN ({})").format(cols(t.key), _values(chunk))
+        rng = sql.SQL("({}) IN ({})").format(cols(t.key), values_list(chunk))
         link.begin(t)
         doomed = sql.SQL("SELECT * FROM {} WHERE {}").format(table_ident(t), rng)
         write.check_unselected(link.tgt, t, doomed, params)
@@ -311,104 +314,11 @@ def apply_keys(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: 
     for i in range(0, len(upsert), n):
         chunk = list(upsert[i:i + n])
         params = [v for k in chunk for v in k]
-        rng = sql.SQL("({}) IN ({})").format(cols(t.key), _values(chunk))
+        rng = sql.SQL("({}) IN ({})").format(cols(t.key), values_list(chunk))
         link.begin(t)
-        stage = _stage_range(link, t, masks, rng, params)
+        stage = stage_range(link, t, masks, rng, params)
         c = write.apply(link.tgt, t, link.ctx, stage)
-        _add(res, c)
+        add_counts(res, c)
         link.end(t)
         link.commit()
         progress(len(chunk))
-
-
-def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
-                   res: TableResult, progress: Progress, *, overlap_s: float,
-                   snapshot_xip: list[int]) -> None:
-    """Upsert rows changed since the stored watermark (minus overlap), batch by batch.
-
-    Rows are read in ``(watermark, key)`` order. The lower bound is the stored
-    watermark minus ``overlap_s``; rows written by transactions that were still
-    in progress at the previous run's snapshot (its ``xip``) are read as well,
-    whatever their watermark, so a late commit is never missed. Each batch
-    commits together with its checkpoint; the final state keeps this run's
-    in-progress transactions as the fence for the next run.
-    """
-    assert t.watermark is not None
-    src, tgt = link.src, link.tgt
-    source, qn = link.ctx.source, t.qualname
-    mark = state.read(tgt, source, qn, "watermark")
-    tgt.commit()
-    wm = sql.Identifier(t.watermark)
-    if mark.watermark is None and not t.where and is_empty(link, t):
-        # first run into an empty table: one binary COPY, then the watermark of the snapshot
-        full_load(link, t, masks, res, progress)
-        row = src.execute(sql.SQL("SELECT max({})::text FROM {}").format(
-            wm, table_ident(t))).fetchone()
-        state.write(tgt, source, qn, "watermark",
-                    state.Mark(row[0] if row else None, list(snapshot_xip), None))
-        link.commit()
-        return
-    conds: list[sql.Composable] = []
-    params: list[Any] = []
-    if mark.watermark is not None:
-        # the type name comes from the target's catalog (format_type), not from the user
-        typ = sql.SQL(t.column_types.get(t.watermark) or "text")
-        if any(w in (t.column_types.get(t.watermark) or "") for w in ("timestamp", "date")):
-            conds.append(sql.SQL("{} >= CAST(%s AS {}) - %s * interval '1 second'").format(
-                wm, typ))
-            params += [mark.watermark, overlap_s]
-        else:
-            conds.append(sql.SQL("{} >= CAST(%s AS {})").format(wm, typ))
-            params.append(mark.watermark)
-    if mark.watermark is not None and mark.inflight_xids:
-        fence = [str(x & 0xFFFFFFFF) for x in mark.inflight_xids]
-        conds.append(sql.SQL("xmin = ANY(%s::text[]::xid[])"))
-        params.append(fence)
-    base = sql.SQL(" OR ").join(sql.SQL("({})").format(c) for c in conds) if conds else None
-    pending = sorted(set(mark.inflight_xids) | set(snapshot_xip))
-    cp = mark.checkpoint or {}
-    last: list[Any] | None = cp.get("last") if cp.get("watermark") == mark.watermark else None
-    order = [t.watermark, *[k for k in t.key if k != t.watermark]]
-    ocols = cols(order)
-    top = mark.watermark
-    while True:
-        where: list[sql.Composable] = [base] if base is not None else []
-        p = list(params) if base is not None else []
-        if last is not None:
-            where.append(sql.SQL("({}) > ({})").format(ocols, sql.SQL(", ").join(
-                sql.Placeholder() for _ in last)))
-            p += last
-        cond = sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where) if where \
-            else sql.SQL("true")
-        q = sql.SQL("SELECT {o}, {w}::text AS pgferry_wm FROM {t} WHERE {c} ORDER BY {o}"
-                    " LIMIT {n}").format(
-            o=ocols, w=wm, t=table_ident(t), c=src_where(t, cond), n=sql.Literal(link.batch_size))
-        rows = src.execute(q, p).fetchall()
-        if not rows:
-            break
-        last = list(rows[-1][:-1])
-        top = rows[-1][-1]
-        # the batch is exactly the rows up to ``last`` in (watermark, key) order
-        keys = [tuple(r[order.index(k)] for k in t.key) for r in rows]
-        rng = sql.SQL("({}) IN ({})").format(cols(t.key), _values(keys))
-        kp = [v for k in keys for v in k]
-        link.begin(t)
-        stage = _stage_range(link, t, masks, rng, kp)
-        c = write.apply(tgt, t, link.ctx, stage)
-        _add(res, c)
-        link.end(t)
-        state.write(tgt, source, qn, "watermark", state.Mark(
-            mark.watermark, pending, {"watermark": mark.watermark, "last": _jsonable(last),
-                                      "top": top}))
-        link.commit()
-        progress(len(rows))
-    final_top = top if top is not None else mark.watermark
-    state.write(tgt, source, qn, "watermark", state.Mark(final_top, list(snapshot_xip), None))
-    link.commit()
-
-
-def _jsonable(values: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for v in values:
-        out.append(v if v is None or isinstance(v, bool | int | float | str) else str(v))
-    return out

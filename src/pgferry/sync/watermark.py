@@ -1,0 +1,127 @@
+"""The watermark strategy: rows changed since the last run, fenced by the snapshot.
+
+Contract: :func:`watermark_sync` upserts the rows whose watermark column is at
+or after the stored watermark minus ``overlap``, in ``(watermark, key)`` order
+and batches that commit one by one with their checkpoint
+(``pgferry.sync_state``). The stored watermark only moves at the end of the
+table, in the same transaction as the last batch, so it is stored if and only if
+every row up to it committed. Late commits: the in-progress transactions of
+the previous run's snapshot (``pg_snapshot_xip``) are stored with the watermark,
+and their rows are read again whatever their watermark (``xmin = ANY(...)``), so
+a transaction that started early and committed after the snapshot is never
+missed. The first run into an empty table is one binary ``COPY``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from psycopg import sql
+
+from pgferry.sync import state, write
+from pgferry.sync.copy import cols, table_ident
+from pgferry.sync.copy import where_clause as src_where
+from pgferry.sync.plan import TablePlan
+from pgferry.sync.result import TableResult
+from pgferry.sync.tables import (
+    Link,
+    Progress,
+    add_counts,
+    full_load,
+    is_empty,
+    stage_range,
+    values_list,
+)
+
+
+def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
+                   res: TableResult, progress: Progress, *, overlap_s: float,
+                   snapshot_xip: list[int]) -> None:
+    """Upsert rows changed since the stored watermark (minus overlap), batch by batch.
+
+    Rows are read in ``(watermark, key)`` order. The lower bound is the stored
+    watermark minus ``overlap_s``; rows written by transactions that were still
+    in progress at the previous run's snapshot (its ``xip``) are read as well,
+    whatever their watermark, so a late commit is never missed. Each batch
+    commits together with its checkpoint; the final state keeps this run's
+    in-progress transactions as the fence for the next run.
+    """
+    assert t.watermark is not None
+    src, tgt = link.src, link.tgt
+    source, qn = link.ctx.source, t.qualname
+    mark = state.read(tgt, source, qn, "watermark")
+    tgt.commit()
+    wm = sql.Identifier(t.watermark)
+    if mark.watermark is None and not t.where and is_empty(link, t):
+        # first run into an empty table: one binary COPY, then the watermark of the snapshot
+        full_load(link, t, masks, res, progress)
+        row = src.execute(sql.SQL("SELECT max({})::text FROM {}").format(
+            wm, table_ident(t))).fetchone()
+        state.write(tgt, source, qn, "watermark",
+                    state.Mark(row[0] if row else None, list(snapshot_xip), None))
+        link.commit()
+        return
+    conds: list[sql.Composable] = []
+    params: list[Any] = []
+    if mark.watermark is not None:
+        # the type name comes from the target's catalog (format_type), not from the user
+        typ = sql.SQL(t.column_types.get(t.watermark) or "text")
+        if any(w in (t.column_types.get(t.watermark) or "") for w in ("timestamp", "date")):
+            conds.append(sql.SQL("{} >= CAST(%s AS {}) - %s * interval '1 second'").format(
+                wm, typ))
+            params += [mark.watermark, overlap_s]
+        else:
+            conds.append(sql.SQL("{} >= CAST(%s AS {})").format(wm, typ))
+            params.append(mark.watermark)
+    if mark.watermark is not None and mark.inflight_xids:
+        fence = [str(x & 0xFFFFFFFF) for x in mark.inflight_xids]
+        conds.append(sql.SQL("xmin = ANY(%s::text[]::xid[])"))
+        params.append(fence)
+    base = sql.SQL(" OR ").join(sql.SQL("({})").format(c) for c in conds) if conds else None
+    pending = sorted(set(mark.inflight_xids) | set(snapshot_xip))
+    cp = mark.checkpoint or {}
+    last: list[Any] | None = cp.get("last") if cp.get("watermark") == mark.watermark else None
+    order = [t.watermark, *[k for k in t.key if k != t.watermark]]
+    ocols = cols(order)
+    top = mark.watermark
+    while True:
+        where: list[sql.Composable] = [base] if base is not None else []
+        p = list(params) if base is not None else []
+        if last is not None:
+            where.append(sql.SQL("({}) > ({})").format(ocols, sql.SQL(", ").join(
+                sql.Placeholder() for _ in last)))
+            p += last
+        cond = sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where) if where \
+            else sql.SQL("true")
+        q = sql.SQL("SELECT {o}, {w}::text AS pgferry_wm FROM {t} WHERE {c} ORDER BY {o}"
+                    " LIMIT {n}").format(
+            o=ocols, w=wm, t=table_ident(t), c=src_where(t, cond), n=sql.Literal(link.batch_size))
+        rows = src.execute(q, p).fetchall()
+        if not rows:
+            break
+        last = list(rows[-1][:-1])
+        top = rows[-1][-1]
+        # the batch is exactly the rows up to ``last`` in (watermark, key) order
+        keys = [tuple(r[order.index(k)] for k in t.key) for r in rows]
+        rng = sql.SQL("({}) IN ({})").format(cols(t.key), values_list(keys))
+        kp = [v for k in keys for v in k]
+        link.begin(t)
+        stage = stage_range(link, t, masks, rng, kp)
+        c = write.apply(tgt, t, link.ctx, stage)
+        add_counts(res, c)
+        link.end(t)
+        state.write(tgt, source, qn, "watermark", state.Mark(
+            mark.watermark, pending, {"watermark": mark.watermark, "last": _jsonable(last),
+                                      "top": top}))
+        link.commit()
+        progress(len(rows))
+    final_top = top if top is not None else mark.watermark
+    state.write(tgt, source, qn, "watermark", state.Mark(final_top, list(snapshot_xip), None))
+    link.commit()
+
+
+def _jsonable(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        out.append(v if v is None or isinstance(v, bool | int | float | str) else str(v))
+    return out

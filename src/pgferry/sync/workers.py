@@ -1,0 +1,429 @@
+"""The execution of a sync run: workers, phases, retries, per-table strategies.
+
+Contract: :func:`execute` runs a planned :class:`RunContext` (made by
+:func:`pgferry.sync.engine.run`) on ``jobs`` workers, each with a
+:class:`~pgferry.sync.tables.Link` (a source connection in the shared snapshot
+and a target connection). Two phases:
+
+1. *delete* — in reverse FK order (a unit waits for the units that reference
+   it): full-strategy tables delete the rows the source lacks; checksum tables
+   compare chunk checksums, delete what the source lacks and keep what to copy;
+   watermark tables with ``deletes`` compare their keys alone.
+2. *load* — in FK order (a unit waits for its parents): full loads, watermark
+   batches, the checksum strategy's differing keys and source-only ranges.
+
+A unit is a table or an FK cycle (one transaction, constraints deferred). A
+transient error (connection loss, 40001, 40P01, 57P01, ...) reconnects and
+retries the unit with exponential backoff and jitter for ``[sync] retry``;
+when that does not help the run stops (exit 3) and a re-run continues where it
+stopped. A unit whose parent failed is skipped. After the data, sequences owned
+by synced columns move forward (:mod:`pgferry.sync.sequences`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from pgferry.config import Config
+from pgferry.errors import PgferryError, Unreachable
+from pgferry.pg.connect import Target, connect, is_transient, map_db_error, redact
+from pgferry.sync import events, sequences, write
+from pgferry.sync.copy import Snapshot
+from pgferry.sync.plan import SyncPlan, TablePlan
+from pgferry.sync.result import SyncResult, TableResult
+from pgferry.sync.tables import (
+    Link,
+    apply_keys,
+    copy_range,
+    delete_range,
+    full_deletes,
+    full_load,
+    is_empty,
+)
+from pgferry.sync.watermark import watermark_sync
+
+if TYPE_CHECKING:
+    from pgferry.sync.engine import Options
+
+
+def _retryable(e: BaseException) -> bool:
+    return isinstance(e, Unreachable) or is_transient(e)
+
+
+@dataclass
+class RunContext:
+    cfg: Config
+    source: Target
+    target: Target
+    opts: Options
+    plan: SyncPlan
+    masks: dict[str, dict[str, sql.Composable]]
+    snapshot: Snapshot
+    result: SyncResult
+    run_id: str
+    channel: events.Channel
+    batch_size: int
+    retry_for: float
+    overlap_s: float
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    abort: str | None = None
+    #: checksum strategy: what the delete phase left for the load phase, per table
+    pending: dict[str, Any] = field(default_factory=dict)
+    jobs: int = 1
+
+    def event(self, ev: events.Event) -> None:
+        self.channel.publish(ev)
+
+
+def _new_link(ctx: RunContext, hold: bool = False) -> Link:
+    tgt = connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
+                  application_name="pgferry sync writer")
+    return Link(ctx.snapshot.worker(), tgt, write.Context(ctx.run_id, ctx.source.name),
+                ctx.batch_size, hold, helpers=lambda: _new_link(ctx), parts=ctx.jobs)
+
+
+def _heal(ctx: RunContext, link: Link) -> None:
+    """Make ``link`` usable again after an error: roll back, reconnect what broke."""
+    for name in ("src", "tgt"):
+        conn: psycopg.Connection[Any] = getattr(link, name)
+        st = conn.info.transaction_status
+        inerror = st == psycopg.pq.TransactionStatus.INERROR
+        if conn.broken or conn.closed or (name == "src" and inerror):
+            try:
+                conn.close()
+            except psycopg.Error:
+                pass
+            if name == "src":
+                link.src = ctx.snapshot.worker()
+            else:
+                link.tgt = connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
+                                   application_name="pgferry sync writer")
+        elif name == "tgt":
+            conn.rollback()
+
+
+def _retrying(ctx: RunContext, results: list[TableResult]) -> Retrying:
+    def note(rs: RetryCallState) -> None:
+        exc = rs.outcome.exception() if rs.outcome else None
+        code = getattr(exc, "sqlstate", None) or type(exc).__name__
+        for r in results:
+            r.warnings.append(f"transient error ({code}) on attempt {rs.attempt_number}; "
+                              "retried")
+
+    return Retrying(retry=retry_if_exception(_retryable),
+                    wait=wait_random_exponential(multiplier=0.1, max=2),
+                    stop=stop_after_delay(ctx.retry_for), reraise=True, before_sleep=note)
+
+
+def _unit(ctx: RunContext, unit: list[TablePlan], link: Link, phase: str) -> None:
+    """Run one unit (a table, or an FK cycle) with retries; record failures on its results."""
+    results = [ctx.result.table(t.qualname) for t in unit]
+    saved = [dict(vars(r)) for r in results]
+    start = time.monotonic()
+    link.hold = len(unit) > 1 or ctx.opts.atomic
+    try:
+        first = True
+        for attempt in _retrying(ctx, results):
+            with attempt:
+                if not first:
+                    _heal(ctx, link)
+                    if ctx.opts.mode == "full":
+                        for r, s in zip(results, saved, strict=True):
+                            vars(r).update({k: v for k, v in s.items()
+                                            if k in ("inserted", "updated", "deleted",
+                                                     "unchanged", "dead_lettered")})
+                    ctx.event(events.Warning("transient error; retrying "
+                                             + ", ".join(t.qualname for t in unit)))
+                first = False
+                for t in unit:
+                    _table(ctx, t, link, phase)
+                if len(unit) > 1 and not ctx.opts.atomic:
+                    link.tgt.commit()
+        for r in results:
+            if r.status in ("pending", "ok"):
+                r.status = "dead_letters" if r.dead_lettered else "ok"
+    except (PgferryError, psycopg.Error) as e:
+        err = e if isinstance(e, PgferryError) else map_db_error(
+            e, f"{', '.join(t.qualname for t in unit)}")
+        for r in results:
+            r.status, r.error = "failed", redact(err.message)
+        if isinstance(err, Unreachable) or (isinstance(e, psycopg.Error) and is_transient(e)):
+            side = ctx.source if ctx.source.display in err.message else ctx.target
+            ctx.abort = (f"{side.name} stopped answering and retries for {ctx.retry_for:g}s did "
+                         f"not help ({err.message}); run the same command again to continue "
+                         "where it stopped")
+        try:
+            _heal(ctx, link)
+        except PgferryError as e2:
+            ctx.abort = ctx.abort or e2.message
+    finally:
+        for r in results:
+            r.duration_s += time.monotonic() - start
+            if phase == "load":
+                ctx.event(events.TableFinished(
+                    r.table, r.status, r.inserted, r.updated, r.deleted, r.unchanged,
+                    r.dead_lettered, r.duration_s, r.error))
+
+
+def _table(ctx: RunContext, t: TablePlan, link: Link, phase: str) -> None:
+    r = ctx.result.table(t.qualname)
+    masks = ctx.masks.get(t.qualname, {})
+
+    def progress(n: int) -> None:
+        ctx.event(events.BatchWritten(t.qualname, n))
+
+    if phase == "load":
+        ctx.event(events.TableStarted(t.qualname, t.strategy, t.row_estimate))
+    if phase == "delete":
+        if t.strategy == "full":
+            full_deletes(link, t, r)
+            link.commit()
+        elif t.strategy == "checksum":
+            ctx.pending[t.qualname] = _checksum_deletes(ctx, t, link, r, progress)
+        elif t.strategy == "watermark" and t.deletes:
+            # timestamps cannot show a deleted row: compare the keys alone, chunk by chunk
+            _checksum_deletes(ctx, t, link, r, progress, keys_only=True)
+    elif ctx.opts.mode == "verify":
+        _verify(ctx, t, link, r, progress)
+    elif t.strategy == "full":
+        full_load(link, t, masks, r, progress)
+        link.commit()
+    elif t.strategy == "watermark":
+        watermark_sync(link, t, masks, r, progress, overlap_s=ctx.overlap_s,
+                       snapshot_xip=ctx.snapshot.xip)
+    elif not t.where and is_empty(link, t):
+        # nothing to compare against: the fast path of a full load (binary COPY)
+        full_load(link, t, masks, r, progress)
+        link.commit()
+    else:
+        work = ctx.pending.pop(t.qualname, None)
+        if work is None:
+            work = _checksum_deletes(ctx, t, link, r, progress)
+        _checksum_upserts(link, t, masks, r, work, progress)
+
+
+@dataclass
+class _Upserts:
+    """What the checksum comparison left for the load phase: keys and whole source ranges."""
+
+    keys: list[Any] = field(default_factory=list)
+    ranges: list[tuple[sql.Composable, list[Any]]] = field(default_factory=list)
+
+
+def _diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], None],
+          on_range: Callable[[Any], None] | None = None) -> Any:
+    from pgferry.sync import verify
+
+    last = [0]
+
+    def on_progress(done: int, total: int) -> None:
+        if done > last[0]:
+            progress(done - last[0])
+            last[0] = done
+
+    link.tgt.rollback()
+    link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        return verify.diff_table(link.src, link.tgt, t, chunk_rows=ctx.opts.chunk_rows,
+                                 key_limit=ctx.opts.key_limit,
+                                 source_exprs={c: e for c, e in ctx.masks.get(
+                                     t.qualname, {}).items() if c in t.columns} or None,
+                                 on_progress=on_progress, on_range=on_range)
+    finally:
+        link.tgt.rollback()
+
+
+def _verify(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
+            progress: Callable[[int], None]) -> None:
+    diff = _diff(ctx, t, link, progress)
+    diff.fill(r)
+    if not diff.identical:
+        r.status = "differs"
+
+
+def _checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
+                      progress: Callable[[int], None], keys_only: bool = False
+                      ) -> _Upserts | None:
+    """Compare chunk checksums; delete what the source lacks; return what to copy later.
+
+    Runs in the delete phase (children first), so a parent's rows are deleted only
+    after its children's; None when the target table is empty (the load phase then
+    takes the binary COPY fast path).
+    """
+    if not t.where and is_empty(link, t):
+        link.tgt.rollback()
+        return None
+    ranges: list[Any] = []
+    spec = replace(t, columns=list(t.key)) if keys_only else t
+    diff = _diff(ctx, spec, link, lambda n: None, on_range=ranges.append)
+    if not keys_only:
+        r.unchanged = diff.matched  # (not +=: a retried attempt compares again)
+    work = _Upserts()
+    delete: list[Any] = []
+    for rg in ranges:
+        if rg.diffs is None:
+            if rg.source_rows and diff.source_side is not None:
+                work.ranges.append(diff.source_side.predicate(rg.range))
+            if rg.target_rows and t.deletes and diff.target_side is not None:
+                where, params = diff.target_side.predicate(rg.range)
+                delete_range(link, t, r, where, params)
+                progress(rg.target_rows)
+            continue
+        for d in rg.diffs:
+            if d.kind == "only_in_target":
+                if t.deletes:
+                    delete.append(d.key)
+            else:
+                work.keys.append(d.key)
+    apply_keys(link, t, {}, r, [], delete, progress)
+    return work
+
+
+def _checksum_upserts(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
+                      r: TableResult, work: _Upserts | None,
+                      progress: Callable[[int], None]) -> None:
+    """Copy the differing keys and the source-only ranges found by the comparison."""
+    if work is None:  # the table was empty in the delete phase (and nothing wrote it since)
+        full_load(link, t, masks, r, progress)
+        link.commit()
+        return
+    for where, params in work.ranges:
+        copy_range(link, t, masks, r, where, params, progress)
+    apply_keys(link, t, masks, r, work.keys, [], progress)
+
+
+def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int, phase: str,
+              deps: dict[int, set[int]]) -> None:
+    """Run ``units`` on ``jobs`` workers; a unit waits for the units in ``deps[i]``."""
+    links: list[Link] = []
+    free: list[Link] = []
+    pending = list(range(len(units)))
+    done: set[int] = set()
+    running: dict[Future[None], tuple[int, Link]] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            while pending or running:
+                ready = [i for i in pending if deps.get(i, set()) <= done]
+                while ready and len(running) < jobs and ctx.abort is None:
+                    i = ready.pop(0)
+                    pending.remove(i)
+                    bad = [p for d in deps.get(i, set()) for p in units[d]
+                           if ctx.result.table(p.qualname).status == "failed"
+                           and phase == "load"]
+                    if bad:
+                        for t in units[i]:
+                            r = ctx.result.table(t.qualname)
+                            r.status = "failed"
+                            r.error = (f"skipped: it references {bad[0].qualname}, which "
+                                       "failed; fix that table and run again")
+                        done.add(i)
+                        ready = [j for j in pending if deps.get(j, set()) <= done]
+                        continue
+                    if not free:
+                        links.append(_new_link(ctx))
+                        free.append(links[-1])
+                    link = free.pop()
+                    running[pool.submit(_unit, ctx, units[i], link, phase)] = (i, link)
+                if ctx.abort is not None and not running:
+                    break
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    i, link = running.pop(f)
+                    f.result()
+                    done.add(i)
+                    free.append(link)
+    finally:
+        for link in links:
+            for c in (link.src, link.tgt):
+                try:
+                    c.close()
+                except psycopg.Error:
+                    pass
+    for i in pending:
+        for t in units[i]:
+            r = ctx.result.table(t.qualname)
+            if r.status == "pending":
+                r.status, r.error = "failed", f"not started: {ctx.abort or 'run aborted'}"
+
+
+def _deletes(unit: list[TablePlan]) -> bool:
+    """True when the unit has a delete phase (full and checksum strategies, keyed tables)."""
+    return all(t.key and (t.strategy in ("full", "checksum")
+                          or (t.strategy == "watermark" and t.deletes)) for t in unit)
+
+
+def execute(ctx: RunContext, jobs: int) -> None:
+    runnable = [t for t in ctx.plan.runnable if ctx.result.table(t.qualname).status == "pending"]
+    units: list[list[TablePlan]] = []
+    where: dict[str, int] = {}
+    for t in runnable:
+        if t.cycle and t.cycle[0] in where:
+            units[where[t.cycle[0]]].append(t)
+            where[t.qualname] = where[t.cycle[0]]
+            continue
+        where[t.qualname] = len(units)
+        units.append([t])
+    deps = {i: {where[p] for t in u for p in t.parents if p in where and where[p] != i}
+            for i, u in enumerate(units)}
+    if ctx.opts.atomic:
+        link = _new_link(ctx, hold=True)
+        try:
+            for u in reversed(units):
+                if _deletes(u):
+                    _unit(ctx, u, link, "delete")
+            for u in units:
+                _unit(ctx, u, link, "load")
+            if any(ctx.result.table(t.qualname).status == "failed" for t in runnable):
+                link.tgt.rollback()
+                for t in runnable:
+                    r = ctx.result.table(t.qualname)
+                    if r.status != "failed":
+                        r.status, r.error = "failed", "rolled back (--atomic): another table failed"
+            else:
+                link.tgt.commit()
+        finally:
+            link.src.close()
+            link.tgt.close()
+    else:
+        # deletes go children first: a unit waits for the units that reference it (a cycle
+        # deletes in one transaction with its constraints deferred)
+        dels = [i for i, u in enumerate(units) if _deletes(u)]
+        renum = {old: new for new, old in enumerate(dels)}
+        _schedule(ctx, [units[i] for i in dels], jobs, "delete",
+                  {renum[i]: {renum[j] for j in dels if i in deps[j]} for i in dels})
+        for t in (t for i in dels for t in units[i]):
+            r = ctx.result.table(t.qualname)
+            if r.status == "ok":
+                r.status = "pending"
+        if ctx.abort is None:
+            ok = [i for i, u in enumerate(units)
+                  if all(ctx.result.table(t.qualname).status != "failed" for t in u)]
+            renum = {old: new for new, old in enumerate(ok)}
+            _schedule(ctx, [units[i] for i in ok], jobs, "load",
+                      {renum[i]: {renum[d] for d in deps[i] if d in renum} for i in ok})
+    if ctx.abort is not None:
+        ctx.result.error = ctx.abort
+    if ctx.opts.mode != "verify" and ctx.abort is None:
+        try:
+            sequences.advance(ctx.snapshot.coordinator, ctx.target.dsn,
+                              [t for t in runnable
+                               if ctx.result.table(t.qualname).status != "failed"])
+        except psycopg.Error as e:
+            raise map_db_error(e, "moving sequences forward") from None
