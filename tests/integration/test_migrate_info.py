@@ -488,3 +488,55 @@ def test_number_leaves_an_orphan_undo_template(project: Project, m: Callable[...
     assert (project.migrations / "UXXX__y.sql").exists()
     s = m("status", "--json").json
     assert any("UXXX__y.sql: undo template without a VXXX file" in w for w in s["warnings"])
+
+
+def _repair_on_a_terminal(project: Project, answer: bytes) -> tuple[int, bytes]:
+    """Run `migrate repair` with stdin and stderr on a pseudo-terminal and answer its question."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    master, slave = pty.openpty()
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pgferry",
+            "--config",
+            str(project.config),
+            "migrate",
+            "repair",
+            "--env",
+            "dev",
+        ],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        cwd=project.root,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"[y/N]" not in seen and time.monotonic() < deadline:
+        try:
+            seen += os.read(master, 1024)
+        except OSError:
+            break
+    os.write(master, answer)
+    out, _ = p.communicate(timeout=60)
+    os.close(master)
+    return p.returncode, seen + out
+
+
+def test_repair_asks_on_a_terminal(project: Project) -> None:
+    project.write("V1__a.sql", "CREATE TABLE a (id bigint);\n")
+    record(project.dsns["dev"], project.migrations / "V1__a.sql", success=False)
+    code, text = _repair_on_a_terminal(project, b"n\n")
+    assert code == 4, text
+    assert b"will remove failed row 1" in text and b"repair in dev?" in text
+    code, text = _repair_on_a_terminal(project, b"y\n")
+    assert code == 0, text
+    assert b"dev: repaired (1 removed, 0 realigned)" in text
+    with psycopg.connect(project.dsns["dev"]) as c:
+        assert c.execute("SELECT count(*) FROM flyway_schema_history").fetchone() == (0,)
