@@ -33,7 +33,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -46,11 +45,19 @@ JOBS = 2
 
 # (table, share of the rows, key columns, compared columns)
 TABLES: list[tuple[str, float, list[str], list[str]]] = [
-    ("accounts", 0.5, ["id"],
-     ["id", "email", "name", "balance", "profile", "avatar", "created_at", "updated_at"]),
+    (
+        "accounts",
+        0.5,
+        ["id"],
+        ["id", "email", "name", "balance", "profile", "avatar", "created_at", "updated_at"],
+    ),
     ("events", 0.3, ["id"], ["id", "seq", "account_id", "kind", "payload", "at", "updated_at"]),
-    ("line_items", 0.2, ["order_id", "line"],
-     ["order_id", "line", "sku", "qty", "price", "note", "updated_at"]),
+    (
+        "line_items",
+        0.2,
+        ["order_id", "line"],
+        ["order_id", "line", "sku", "qty", "price", "note", "updated_at"],
+    ),
 ]
 
 SCHEMA = """
@@ -98,8 +105,7 @@ FROM generate_series(1, %(n)s) g""",
 
 # 1% of the rows: 0.8% updated, 0.1% deleted, 0.1% inserted (``%(r)s`` varies per round)
 CHANGE_CHECKSUM = [
-    "UPDATE accounts SET name = name || ' (edited)', updated_at = now() "
-    "WHERE id %% 125 = %(r)s",
+    "UPDATE accounts SET name = name || ' (edited)', updated_at = now() WHERE id %% 125 = %(r)s",
     "DELETE FROM accounts WHERE id %% 1000 = %(r)s + 500",
     "INSERT INTO accounts SELECT id + 10000000 * (%(r)s + 1), email, name, balance, profile, "
     "avatar, created_at, now() FROM accounts WHERE id %% 1000 = %(r)s + 1",
@@ -144,8 +150,9 @@ def timed(cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path | Non
     """Run ``cmd``; wall time and the peak RSS of that process (``os.wait4``)."""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})},
-                             cwd=cwd, text=True)
+        p = subprocess.Popen(
+            cmd, stdout=out, stderr=err, env={**os.environ, **(env or {})}, cwd=cwd, text=True
+        )
         _, status, usage = os.wait4(p.pid, 0)
         p.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.perf_counter() - started
@@ -211,16 +218,26 @@ def bin_path(name: str) -> str:
 def total_rows(dsn: str) -> int:
     q = sql.SQL("SELECT count(*) FROM {}")
     with psycopg.connect(dsn) as c:
-        return sum(int(c.execute(q.format(sql.Identifier(t))).fetchone()[0])  # type: ignore[index]
-                   for t, *_ in TABLES)
+        return sum(
+            int(c.execute(q.format(sql.Identifier(t))).fetchone()[0])  # type: ignore[index]
+            for t, *_ in TABLES
+        )
 
 
 def reladiff(src: str, tgt: str, host: str) -> Run:
     """reladiff over every table (hashdiff, JOBS threads); wall time summed, max RSS."""
     runs: list[Run] = []
     for name, _, key, cols in TABLES:
-        cmd = [str(Path(sys.executable).parent / "reladiff"), src, name, tgt, name, "--stats",
-               "-j", str(JOBS)]
+        cmd = [
+            str(Path(sys.executable).parent / "reladiff"),
+            src,
+            name,
+            tgt,
+            name,
+            "--stats",
+            "-j",
+            str(JOBS),
+        ]
         for k in key:
             cmd += ["-k", k]
         for c in cols:
@@ -229,8 +246,9 @@ def reladiff(src: str, tgt: str, host: str) -> Run:
         r = must(timed(cmd, env={"PGHOST": host}), f"reladiff {name}")
         print(f"    reladiff {name}: {r.seconds:.2f}s {r.out.strip().splitlines()[:3]}", flush=True)
         runs.append(r)
-    return Run(sum(r.seconds for r in runs), max(r.rss_mb for r in runs), 0,
-               "\n".join(r.out for r in runs))
+    return Run(
+        sum(r.seconds for r in runs), max(r.rss_mb for r in runs), 0, "\n".join(r.out for r in runs)
+    )
 
 
 def url(dsn: str) -> str:
@@ -252,11 +270,12 @@ def bench(rows: int, work: Path) -> Results:
         schema(dsn[n])
     fill(dsn["b_src"], rows)
     fill(dsn["b_src_small"], small)
-    print(f"  generated in {time.perf_counter() - t:.1f}s; source rows: "
-          f"{total_rows(dsn['b_src']):,}", flush=True)
+    print(
+        f"  generated in {time.perf_counter() - t:.1f}s; source rows: {total_rows(dsn['b_src']):,}",
+        flush=True,
+    )
     cfg = project(work / "proj", {"src": dsn["b_src"], "tgt": dsn["b_tgt"]})
-    cfg_small = project(work / "proj_small", {"src": dsn["b_src_small"],
-                                              "tgt": dsn["b_tgt_small"]})
+    cfg_small = project(work / "proj_small", {"src": dsn["b_src_small"], "tgt": dsn["b_tgt_small"]})
     wm = "".join(f'[sync.tables."public.{t}"]\nwatermark = "updated_at"\n\n' for t, *_ in TABLES)
     cfg_wm = project(work / "proj_wm", {"src": dsn["b_src"], "tgt": dsn["b_tgt"]}, wm)
 
@@ -264,35 +283,65 @@ def bench(rows: int, work: Path) -> Results:
     full = must(timed(pgferry(cfg, "sync", "src", "tgt", "--mode", "full")), "pgferry full")
     dump_file = work / "data.dump"
     tables = [a for t, *_ in TABLES for a in ("-t", f"public.{t}")]
-    dump = must(timed([bin_path("pg_dump"), "-Fc", "--data-only", *tables, "-f", str(dump_file),
-                       "-d", dsn["b_src"]]), "pg_dump")
-    restore = must(timed([bin_path("pg_restore"), "--data-only", "-d", dsn["b_dump"],
-                          str(dump_file)]), "pg_restore")
+    dump = must(
+        timed(
+            [
+                bin_path("pg_dump"),
+                "-Fc",
+                "--data-only",
+                *tables,
+                "-f",
+                str(dump_file),
+                "-d",
+                dsn["b_src"],
+            ]
+        ),
+        "pg_dump",
+    )
+    restore = must(
+        timed([bin_path("pg_restore"), "--data-only", "-d", dsn["b_dump"], str(dump_file)]),
+        "pg_restore",
+    )
     peer = dump.seconds + restore.seconds
-    print(f"    pgferry full {full.seconds:.2f}s; pg_dump {dump.seconds:.2f}s + pg_restore "
-          f"{restore.seconds:.2f}s = {peer:.2f}s", flush=True)
-    res.add("full sync / (pg_dump + pg_restore)",
-            f"{full.seconds:.2f}s / {peer:.2f}s = {full.seconds / peer:.2f}", "<= 0.8",
-            full.seconds / peer <= 0.8)
+    print(
+        f"    pgferry full {full.seconds:.2f}s; pg_dump {dump.seconds:.2f}s + pg_restore "
+        f"{restore.seconds:.2f}s = {peer:.2f}s",
+        flush=True,
+    )
+    res.add(
+        "full sync / (pg_dump + pg_restore)",
+        f"{full.seconds:.2f}s / {peer:.2f}s = {full.seconds / peer:.2f}",
+        "<= 0.8",
+        full.seconds / peer <= 0.8,
+    )
 
     print("(2) verify identical tables vs reladiff", flush=True)
     vacuum(dsn["b_tgt"])
     ver = must(timed(pgferry(cfg, "verify", "src", "tgt")), "pgferry verify")
     rel = reladiff(url(dsn["b_src"]), url(dsn["b_tgt"]), host)
     print(f"    pgferry verify {ver.seconds:.2f}s; reladiff {rel.seconds:.2f}s", flush=True)
-    res.add("reladiff / pgferry verify (identical)",
-            f"{rel.seconds:.2f}s / {ver.seconds:.2f}s = {rel.seconds / ver.seconds:.1f}x",
-            ">= 3x", rel.seconds / ver.seconds >= 3)
+    res.add(
+        "reladiff / pgferry verify (identical)",
+        f"{rel.seconds:.2f}s / {ver.seconds:.2f}s = {rel.seconds / ver.seconds:.1f}x",
+        ">= 3x",
+        rel.seconds / ver.seconds >= 3,
+    )
 
     print("(3) incremental after 1% changed", flush=True)
     n = change(dsn["b_src"], CHANGE_CHECKSUM, 7)
     inc = must(timed(pgferry(cfg, "sync", "src", "tgt")), "pgferry incremental (checksum)")
     after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after checksum", (0, 1))
-    print(f"    {n:,} rows changed; checksum incremental {inc.seconds:.2f}s; verify after: "
-          f"exit {after.code}", flush=True)
-    res.add("incremental checksum (1% changed) / full",
-            f"{inc.seconds:.2f}s / {full.seconds:.2f}s = {inc.seconds / full.seconds:.3f}",
-            "<= 0.2", inc.seconds / full.seconds <= 0.2 and after.code == 0)
+    print(
+        f"    {n:,} rows changed; checksum incremental {inc.seconds:.2f}s; verify after: "
+        f"exit {after.code}",
+        flush=True,
+    )
+    res.add(
+        "incremental checksum (1% changed) / full",
+        f"{inc.seconds:.2f}s / {full.seconds:.2f}s = {inc.seconds / full.seconds:.3f}",
+        "<= 0.2",
+        inc.seconds / full.seconds <= 0.2 and after.code == 0,
+    )
     if after.code:
         res.notes.append("verify after the checksum incremental sync found differences")
     # the first watermark run has no stored watermark yet: prime it (not timed)
@@ -300,23 +349,33 @@ def bench(rows: int, work: Path) -> Results:
     n = change(dsn["b_src"], CHANGE_WATERMARK, 11)
     wmr = must(timed(pgferry(cfg_wm, "sync", "src", "tgt")), "pgferry incremental (watermark)")
     after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after watermark", (0, 1))
-    print(f"    {n:,} rows changed; watermark incremental {wmr.seconds:.2f}s; verify after: "
-          f"exit {after.code}", flush=True)
-    res.add("incremental watermark (1% changed) / full",
-            f"{wmr.seconds:.2f}s / {full.seconds:.2f}s = {wmr.seconds / full.seconds:.3f}",
-            "<= 0.05", wmr.seconds / full.seconds <= 0.05 and after.code == 0)
+    print(
+        f"    {n:,} rows changed; watermark incremental {wmr.seconds:.2f}s; verify after: "
+        f"exit {after.code}",
+        flush=True,
+    )
+    res.add(
+        "incremental watermark (1% changed) / full",
+        f"{wmr.seconds:.2f}s / {full.seconds:.2f}s = {wmr.seconds / full.seconds:.3f}",
+        "<= 0.05",
+        wmr.seconds / full.seconds <= 0.05 and after.code == 0,
+    )
     if after.code:
         res.notes.append("verify after the watermark incremental sync found differences")
 
     print("(4) peak RSS, full set vs a tenth", flush=True)
-    full_small = must(timed(pgferry(cfg_small, "sync", "src", "tgt", "--mode", "full")),
-                      "pgferry full (small)")
+    full_small = must(
+        timed(pgferry(cfg_small, "sync", "src", "tgt", "--mode", "full")), "pgferry full (small)"
+    )
     ver_small = must(timed(pgferry(cfg_small, "verify", "src", "tgt")), "verify (small)")
     for what, big, little in (("full sync", full, full_small), ("verify", ver, ver_small)):
         ratio = big.rss_mb / little.rss_mb
-        res.add(f"peak RSS {what}, {rows:,} vs {small:,} rows",
-                f"{big.rss_mb:.0f} MB vs {little.rss_mb:.0f} MB = {ratio:.2f}x",
-                "<= 1.3x, < 300 MB", ratio <= 1.3 and big.rss_mb < 300)
+        res.add(
+            f"peak RSS {what}, {rows:,} vs {small:,} rows",
+            f"{big.rss_mb:.0f} MB vs {little.rss_mb:.0f} MB = {ratio:.2f}x",
+            "<= 1.3x, < 300 MB",
+            ratio <= 1.3 and big.rss_mb < 300,
+        )
     res.add("reladiff peak RSS (largest table)", f"{rel.rss_mb:.0f} MB", "-", None)
     return res
 
@@ -353,10 +412,14 @@ def write_doc(section: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench sync", description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int,
-                    default=int(os.environ.get("PGFERRY_BENCH_ROWS", "2000000")))
-    ap.add_argument("--write-doc", action="store_true",
-                    help="replace the '## Sync' section of docs/benchmarks.md")
+    ap.add_argument(
+        "--rows", type=int, default=int(os.environ.get("PGFERRY_BENCH_ROWS", "2000000"))
+    )
+    ap.add_argument(
+        "--write-doc",
+        action="store_true",
+        help="replace the '## Sync' section of docs/benchmarks.md",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temp server and data")
     args = ap.parse_args(list(argv) if argv is not None else None)
     work = Path(tempfile.mkdtemp(prefix="pgfb-", dir="/tmp"))

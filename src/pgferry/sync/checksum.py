@@ -114,7 +114,8 @@ class Side:
     as_text: frozenset[str] = frozenset()
 
     # -- expressions -------------------------------------------------------------------------
-    def _col(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
+    def collate(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
+        """``expr`` (a value of key column ``k``) in the comparison's collation."""
         if self.collate_c and k.collatable:
             return sql.SQL("{} COLLATE {}").format(expr, sql.Identifier("C"))
         return expr
@@ -123,7 +124,7 @@ class Side:
         return sql.SQL(", ").join(sql.Identifier(k.name) for k in self.key)
 
     def key_exprs(self) -> list[sql.Composable]:
-        return [self._col(k, sql.Identifier(k.name)) for k in self.key]
+        return [self.collate(k, sql.Identifier(k.name)) for k in self.key]
 
     def key_tuple(self) -> sql.Composable:
         exprs = self.key_exprs()
@@ -132,7 +133,7 @@ class Side:
         return sql.SQL("ROW({})").format(sql.SQL(", ").join(exprs))
 
     def _param_tuple(self) -> sql.Composable:
-        ps = [self._col(k, sql.SQL("%s::{}").format(k.type)) for k in self.key]
+        ps = [self.collate(k, sql.SQL("%s::{}").format(k.type)) for k in self.key]
         return ps[0] if len(ps) == 1 else sql.SQL("ROW({})").format(sql.SQL(", ").join(ps))
 
     def row_hash(self) -> sql.Composable:
@@ -169,7 +170,7 @@ class Side:
             return sql.SQL("%s::{}[]").format(self.key[0].type), params
         names = [sql.Identifier(f"a{i}") for i in range(len(self.key))]
         arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(k.type) for k in self.key)
-        row = sql.SQL(", ").join(self._col(k, n) for k, n in zip(self.key, names, strict=True))
+        row = sql.SQL(", ").join(self.collate(k, n) for k, n in zip(self.key, names, strict=True))
         expr = sql.SQL(
             "(SELECT array_agg(ROW({row}) ORDER BY u.o) FROM unnest({arrays}) "
             "WITH ORDINALITY AS u({names}, o))"
@@ -318,16 +319,87 @@ def bucket_sums(
             "SELECT width_bucket({key}, {arr}), count(*), bit_xor({h}) FROM {table} "
             "WHERE {pred} GROUP BY 1"
         ).format(key=s.key_tuple(), arr=arr, h=h, table=s.table, pred=pred)
-        prev = conn.execute("SELECT current_setting('enable_sort')").fetchone()
-        conn.execute("SELECT set_config('enable_sort', 'off', true)")
-        try:
+        with _planner(conn, enable_sort="off", parallel_tuple_cost="0"):
             rows = conn.execute(q, [*aparams, *params]).fetchall()
-        finally:
-            conn.execute("SELECT set_config('enable_sort', %s, true)", [prev[0] if prev else "on"])
     for b, n, x in rows:
         if n:
             out[b] = Sums(int(n), int(x or 0))
     return out
+
+
+class Sweep:
+    """Keys and row hashes of the chosen buckets of a range, one bucket at a time, in key order.
+
+    One ordered scan on a server-side cursor (so memory holds one bucket, not
+    the table): ``SELECT width_bucket(key, bounds), key, hash ... WHERE bucket
+    = ANY(buckets) ORDER BY key``. :meth:`next_group` returns the rows of the
+    next bucket that has any. Needs an open transaction (the caller's).
+    """
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        s: Side,
+        rng: KeyRange,
+        bounds: Sequence[Key],
+        buckets: Sequence[int],
+        fetch: int = 20_000,
+    ) -> None:
+        pred, params = s.predicate(rng)
+        arr, aparams = s.thresholds(bounds)
+        names = [sql.Identifier(f"pgferry_k{i}") for i in range(len(s.key))]
+        order = [s.collate(k, n) for k, n in zip(s.key, names, strict=True)]
+        q = sql.SQL(
+            "SELECT * FROM (SELECT width_bucket({key}, {arr}) AS pgferry_b, {cols}, {h} "
+            "FROM {table} WHERE {pred}) s WHERE s.pgferry_b = ANY(%s) ORDER BY {order}"
+        ).format(
+            key=s.key_tuple(),
+            arr=arr,
+            h=s.row_hash(),
+            table=s.table,
+            pred=pred,
+            cols=sql.SQL(", ").join(
+                sql.SQL("{} AS {}").format(sql.Identifier(k.name), n)
+                for k, n in zip(s.key, names, strict=True)
+            ),
+            order=sql.SQL(", ").join(order),
+        )
+        self._nk = len(s.key)
+        self._fetch = fetch
+        self._buf: list[Any] = []
+        self._pos = 0
+        self._done = False
+        self._cur = conn.cursor(name=f"pgferry_sweep_{id(self):x}", binary=True)
+        # a cursor plans for its first rows by default (an index scan in key order,
+        # random heap reads for uuid keys); all rows are wanted here
+        with _planner(conn, cursor_tuple_fraction="1"):
+            self._cur.execute(q, [*aparams, *params, list(buckets)])
+
+    def _peek(self) -> Any | None:
+        if self._pos >= len(self._buf):
+            if self._done:
+                return None
+            self._buf, self._pos = self._cur.fetchmany(self._fetch), 0
+            if len(self._buf) < self._fetch:
+                self._done = True
+            if not self._buf:
+                return None
+        return self._buf[self._pos]
+
+    def next_group(self) -> tuple[int, list[tuple[Key, int]]] | None:
+        """``(bucket, [(key, hash), ...])`` of the next bucket, or None at the end."""
+        first = self._peek()
+        if first is None:
+            return None
+        b, nk = first[0], self._nk
+        rows: list[tuple[Key, int]] = []
+        while (r := self._peek()) is not None and r[0] == b:
+            rows.append((tuple(r[1 : 1 + nk]), r[1 + nk]))
+            self._pos += 1
+        return b, rows
+
+    def close(self) -> None:
+        self._cur.close()
 
 
 @contextmanager
@@ -358,7 +430,8 @@ def row_hashes(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> list[tu
         pred=pred,
         order=sql.SQL(", ").join(s.key_exprs()),
     )
-    return [(tuple(r[:nk]), r[nk]) for r in conn.execute(q, params)]
+    # binary results: keys and hashes parse faster than from text
+    return [(tuple(r[:nk]), r[nk]) for r in conn.execute(q, params, binary=True)]
 
 
 def first_keys(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, limit: int) -> list[Key]:

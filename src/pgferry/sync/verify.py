@@ -64,6 +64,7 @@ from pgferry.pg.connect import map_db_error
 from pgferry.sync import checksum as ck
 from pgferry.sync.chunks import (
     DiffKind,
+    Key,
     KeyDiff,
     KeyRange,
     Sums,
@@ -198,11 +199,13 @@ class _Differ:
         leaf_rows: int,
         fanout: int,
         key_limit: int,
+        dense_rows: int,
         on_range: Callable[[DiffRange], None] | None,
         pool: ThreadPoolExecutor,
     ) -> None:
         self.src, self.tgt, self.s, self.t, self.out = src, tgt, s, t, out
         self.leaf_rows, self.fanout, self.key_limit = leaf_rows, fanout, key_limit
+        self.dense_rows = dense_rows
         self.on_range, self.pool = on_range, pool
 
     def both(self, f: Callable[[psycopg.Connection[Any], ck.Side], T]) -> tuple[T, T]:
@@ -240,17 +243,7 @@ class _Differ:
             self._emit(DiffRange(rng, ns, nt, None))
             return
         if max(ns, nt) <= self.leaf_rows:
-            srows, trows = self.both(partial(ck.row_hashes, rng=rng))
-            leaf = classify(srows, dict(trows))
-            out.matched += leaf.matched
-            out.differing += leaf.count("differing")
-            out.only_in_source += leaf.count("only_in_source")
-            out.only_in_target += leaf.count("only_in_target")
-            room = self.key_limit - len(out.first_keys)
-            if room > 0:
-                out.first_keys += leaf.diffs[:room]
-            if leaf.diffs:
-                self._emit(DiffRange(rng, ns, nt, leaf.diffs))
+            self.fetch(rng, ns, nt)
             return
         conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)
         step = -(-max(ns, nt) // self.fanout)
@@ -262,7 +255,68 @@ class _Differ:
             )
         pieces = split(rng, bounds)
         ss, ts = self.both(partial(ck.bucket_sums, rng=rng, bounds=bounds))
+        differing = sum(1 for a, b in zip(ss, ts, strict=True) if a != b)
+        if differing * 4 > len(pieces) and max(ns, nt) <= self.dense_rows:
+            # differences are dense here: one fetch of the whole range costs less than
+            # cutting it further and fetching many small pieces
+            self.fetch(rng, ns, nt)
+            return
         self.compare(pieces, ss, ts, top=False)
+
+    def fetch(self, rng: KeyRange, ns: int, nt: int) -> None:
+        """Fetch keys and row hashes of ``rng`` from both sides and classify them."""
+        srows, trows = self.both(partial(ck.row_hashes, rng=rng))
+        self.record(rng, ns, nt, srows, trows)
+
+    def sweep(
+        self,
+        outer: KeyRange,
+        bounds: Sequence[Key],
+        pieces: Sequence[KeyRange],
+        ss: Sequence[Sums],
+        ts: Sequence[Sums],
+        which: Sequence[int],
+    ) -> None:
+        """Classify the pieces ``which`` of ``outer`` with one ordered scan per side."""
+        streams = dict(
+            zip(
+                (id(self.src), id(self.tgt)),
+                self.both(lambda c, x: ck.Sweep(c, x, outer, bounds, which)),
+                strict=True,
+            )
+        )
+        try:
+            for j in which:
+                sg, tg = self.both(lambda c, x: streams[id(c)].next_group())
+                if sg is None or tg is None or sg[0] != j or tg[0] != j:
+                    raise OperationFailed(
+                        f"verify {self.out.table}: the rows of a chunk changed during the run"
+                    )
+                self.record(pieces[j], ss[j].rows, ts[j].rows, sg[1], tg[1])
+        finally:
+            for st in streams.values():
+                st.close()
+
+    def record(
+        self,
+        rng: KeyRange,
+        ns: int,
+        nt: int,
+        srows: Sequence[tuple[Key, int]],
+        trows: Sequence[tuple[Key, int]],
+    ) -> None:
+        """Count and report the differences between the rows of one range."""
+        out = self.out
+        leaf = classify(srows, dict(trows))
+        out.matched += leaf.matched
+        out.differing += leaf.count("differing")
+        out.only_in_source += leaf.count("only_in_source")
+        out.only_in_target += leaf.count("only_in_target")
+        room = self.key_limit - len(out.first_keys)
+        if room > 0:
+            out.first_keys += leaf.diffs[:room]
+        if leaf.diffs:
+            self._emit(DiffRange(rng, ns, nt, leaf.diffs))
 
     def _emit(self, r: DiffRange) -> None:
         self.out.ranges_differing += 1
@@ -279,6 +333,7 @@ def diff_table(
     key_limit: int = 20,
     leaf_rows: int = 2_000,
     fanout: int = 16,
+    dense_rows: int = 50_000,
     batch_rows: int = 1_000_000,
     source_exprs: Mapping[str, sql.Composable] | None = None,
     target_exprs: Mapping[str, sql.Composable] | None = None,
@@ -288,7 +343,9 @@ def diff_table(
     """Compare ``table`` on ``src`` and ``tgt`` chunk by chunk (see the module docstring).
 
     ``batch_rows`` bounds how many rows one checksum query covers (progress is
-    reported between batches). Server errors raise the mapped pgferry error.
+    reported between batches). A range of at most ``dense_rows`` rows where
+    more than a quarter of the pieces differ is fetched whole instead of being
+    cut further. Server errors raise the mapped pgferry error.
     """
     started = time.monotonic()
     out = TableDiff(table.qualname, tuple(table.key))
@@ -324,6 +381,7 @@ def diff_table(
                 leaf_rows=max(1, leaf_rows),
                 fanout=max(2, fanout),
                 key_limit=key_limit,
+                dense_rows=dense_rows,
                 on_range=on_range,
                 pool=pool,
             )
@@ -347,7 +405,28 @@ def diff_table(
                 ss, ts = d.both(partial(ck.bucket_sums, rng=outer, bounds=inner))
                 for a, b in zip(ss, ts, strict=True):
                     ssum, tsum = ssum + a, tsum + b
-                d.compare(group, ss, ts, top=True)
+                # many differing chunks: one ordered scan per side beats cutting each one
+                # (and for random keys such as uuids, each cut reads pages all over the table)
+                swept = [
+                    j
+                    for j, (a, b) in enumerate(zip(ss, ts, strict=True))
+                    if a != b and a.rows and b.rows and max(a.rows, b.rows) <= dense_rows
+                ]
+                if len(swept) >= max(4, len(group) // 4):
+                    d.sweep(outer, inner, group, ss, ts, swept)
+                    out.chunks_differing += len(swept)
+                    for j in swept:
+                        out.source_rows += ss[j].rows
+                        out.target_rows += ts[j].rows
+                    keep = [j for j in range(len(group)) if j not in set(swept)]
+                    d.compare(
+                        [group[j] for j in keep],
+                        [ss[j] for j in keep],
+                        [ts[j] for j in keep],
+                        top=True,
+                    )
+                else:
+                    d.compare(group, ss, ts, top=True)
                 if on_progress is not None:
                     on_progress(min(out.source_rows, total), max(total, out.source_rows))
             out.source_checksum = table_checksum(ssum)
