@@ -540,3 +540,23 @@ def test_repair_asks_on_a_terminal(project: Project) -> None:
     assert b"dev: repaired (1 removed, 0 realigned)" in text
     with psycopg.connect(project.dsns["dev"]) as c:
         assert c.execute("SELECT count(*) FROM flyway_schema_history").fetchone() == (0,)
+
+
+def test_unreadable_history_is_one_line_exit_3(
+    tmp_path: Path, make_db: Callable[..., str], pg_admin_dsn: str, cli: Callable[..., Result]
+) -> None:
+    dsn = make_db("locked")
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    admin = psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=dbname)
+    with psycopg.connect(admin, autocommit=True) as c:  # setup only: a table the role cannot read
+        c.execute("CREATE SCHEMA ops")
+        history.ensure_table(c, "ops", "flyway_schema_history")
+    p = write_project(tmp_path / "p", {"dev": dsn}, extra='[migrate]\nschema = "ops"\n')
+    p.write("V1__a.sql", "SELECT 1;\n")
+    for verb in ("status", "validate", "repair"):
+        r = cli("--config", str(p.config), "migrate", verb, "--env", "dev")
+        assert r.code == 3, (verb, r.err)
+        assert r.err.startswith(
+            "error: cannot read the migration history of dev: permission denied"
+        )
+        assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1

@@ -169,8 +169,11 @@ def plan_repair(env: str, ms: MigrationSet, rows: list[HistoryRow]) -> RepairPla
 def read_plan(cfg: Config, target: Target) -> RepairPlan:
     """Read files and history and plan the repair (no writes)."""
     ms = files.scan(cfg.migrations_dir)
-    with connect(target.dsn, autocommit=True) as conn:
-        rows = history.read(conn, cfg.migrate.schema_, cfg.migrate.history_table)
+    try:
+        with connect(target.dsn, autocommit=True) as conn:
+            rows = history.read(conn, cfg.migrate.schema_, cfg.migrate.history_table)
+    except psycopg.Error as e:
+        raise map_db_error(e, f"cannot read the migration history of {target.name}") from None
     return plan_repair(target.name, ms, rows)
 
 

@@ -30,7 +30,7 @@ from pgferry.migrate import files, history, runner
 from pgferry.migrate.files import MigrationSet
 from pgferry.migrate.history import HistoryRow
 from pgferry.migrate.plan import PROBLEM_STATES, Entry, classify, current_version
-from pgferry.pg.connect import Target, connect
+from pgferry.pg.connect import Target, connect, map_db_error
 
 
 @dataclass
@@ -114,9 +114,12 @@ def failed_statements(conn: psycopg.Connection[Any], cfg: Config) -> dict[str, d
 def collect(cfg: Config, target: Target) -> Status:
     """The status of ``target`` against the configured migrations directory."""
     ms = files.scan(cfg.migrations_dir)
-    with connect(target.dsn, autocommit=True) as conn:
-        rows = read_history(conn, cfg)
-        failed = failed_statements(conn, cfg) if any(not r.success for r in rows) else {}
+    try:
+        with connect(target.dsn, autocommit=True) as conn:
+            rows = read_history(conn, cfg)
+            failed = failed_statements(conn, cfg) if any(not r.success for r in rows) else {}
+    except psycopg.Error as e:
+        raise map_db_error(e, f"cannot read the migration history of {target.name}") from None
     return build(cfg, target.name, ms, rows, failed)
 
 
