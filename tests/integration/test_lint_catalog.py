@@ -172,3 +172,15 @@ def test_partitioned_table_sizes_come_from_its_partitions(db: str) -> None:
     assert f.rule == "require-concurrent-index-creation"
     assert "CONCURRENTLY does not work on the parent" in f.message
     assert f.impact.startswith("builds an index on public.events (")
+
+
+def test_enum_labels_from_the_catalog(shaped_db: str) -> None:
+    sql = ("ALTER TYPE case_status ADD VALUE 'open';\n"
+           "ALTER TYPE case_status ADD VALUE IF NOT EXISTS 'stayed' BEFORE 'clsoed';\n"
+           "ALTER TYPE case_status ADD VALUE IF NOT EXISTS 'settled' AFTER 'open';\n")
+    found = [(f.line, f.message) for f in Linter(catalog=take(shaped_db)).lint_text("V.sql", sql)
+             if f.rule == "enum-label-mismatch"]
+    assert found == [
+        (1, "public.case_status already has label 'open': ADD VALUE fails (add IF NOT EXISTS)"),
+        (2, "public.case_status has no label 'clsoed' to add 'stayed' BEFORE "
+            "(labels: open, closed)")]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Hit, Rule, Stmt
-from pgferry.lint.nodes import list_name, qualname, unwrap
+from pgferry.lint.nodes import list_name, names, qualname, unwrap
 
 
 class BanDropTable(Rule):
@@ -223,7 +223,54 @@ class RequireTableSchema(Rule):
             yield Hit(None)
 
 
+class EnumLabelMismatch(Rule):
+    """ALTER TYPE on an enum label the target does not have (or already has): it fails.
+
+    Catalog mode only: pgferry compares the statement with the enum's labels in
+    the target. ``ADD VALUE 'x'`` without ``IF NOT EXISTS`` when 'x' exists,
+    ``BEFORE``/``AFTER`` a label that does not exist, or ``RENAME VALUE`` of a
+    missing label all stop the migration half-way (ADD VALUE runs outside a
+    transaction).
+
+    Anti-pattern (status already has 'paused')::
+
+        ALTER TYPE status ADD VALUE 'paused' AFTER 'activ';
+
+    Safe::
+
+        ALTER TYPE status ADD VALUE IF NOT EXISTS 'paused' AFTER 'active';
+    """
+
+    code, name, severity = "PF058", "enum-label-mismatch", "error"
+    message = "enum label does not match the target: the statement will fail"
+    help = "Use IF NOT EXISTS and the target's real labels (see the catalog)."
+    kinds = ("AlterEnumStmt",)
+
+    def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
+        if cx.catalog is None:
+            return
+        name = ".".join(names(st.node.get("typeName")))
+        key = name if "." in name else f"public.{name}"
+        labels = cx.catalog.enums.get(key)
+        if labels is None:
+            return
+        n = st.node
+        new, old, near = n.get("newVal"), n.get("oldVal"), n.get("newValNeighbor")
+        if old:
+            if old not in labels:
+                yield Hit(None, message=f"{key} has no label {old!r} to rename "
+                          f"(labels: {', '.join(labels)})")
+            return
+        if new in labels and not n.get("skipIfNewValExists"):
+            yield Hit(None, message=f"{key} already has label {new!r}: ADD VALUE fails "
+                      "(add IF NOT EXISTS)")
+        if near and near not in labels:
+            yield Hit(None, message=f"{key} has no label {near!r} to add {new!r} "
+                      f"{'AFTER' if n.get('newValIsAfter') else 'BEFORE'} "
+                      f"(labels: {', '.join(labels)})")
+
+
 RULES: list[type[Rule]] = [
     BanDropTable, BanDropDatabase, BanTruncateCascade, RenamingTable, RenamingEnumValue,
-    RenamingSchema, RenamingObject, RequireTableSchema,
+    RenamingSchema, RenamingObject, RequireTableSchema, EnumLabelMismatch,
 ]
