@@ -184,8 +184,10 @@ def test_server_error_exit_3_nothing_of_the_file(project: Project, cli: Cli) -> 
     assert r.json["details"]["sqlstate"] == "42P01"
     assert q(dev, "SELECT to_regclass('ok') IS NOT NULL, to_regclass('half')") == [(True, None)]
     assert [h[4] for h in history(dev)] == ["V1__ok.sql"]
-    assert q(dev, "SELECT outcome, exit_code FROM pgferry.journal ORDER BY id DESC LIMIT 1") == [
-        ("failed", 3)]
+    j = q(dev, "SELECT outcome, exit_code, details FROM pgferry.journal ORDER BY id DESC LIMIT 1")
+    assert j[0][:2] == ("failed", 3)
+    assert [a["script"] for a in j[0][2]["applied"]] == ["V1__ok.sql"]
+    assert "relation \"missing\" does not exist" in j[0][2]["error"]
 
 
 def test_blackout_refuses_and_override_is_journaled(tmp_path: Any, make_db: Any,

@@ -147,6 +147,7 @@ class Runner:
         self.pid = 0
         self.role = ""
         self.orphans: list[int] = []
+        self.done: list[FileResult] = []  # files applied by this runner so far
 
     # -- lifecycle -------------------------------------------------------------
     def __enter__(self) -> Runner:
@@ -226,7 +227,7 @@ class Runner:
     def apply(self, steps: list[tuple[Step, ParsedFile]], *, undo: bool = False
               ) -> list[FileResult]:
         """Run ``steps`` in order; stops at the first failure (raising). Returns results."""
-        done: list[FileResult] = []
+        done = self.done  # kept on the runner, so a caller still sees them after a failure
         known = {p.script: p for p in self.progress_rows()}
         for i, (step, pf) in enumerate(steps):
             self._check_lock(step)

@@ -272,17 +272,20 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
             p = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to,
                         lint=target.protected, linted=pre.findings)
             _gate_check(target, p, allow_unsafe, unsafe_reason)
-            results = r.apply(p.steps, undo=undo)
+            try:
+                results = r.apply(p.steps, undo=undo)
+            finally:  # also on failure: the journal says which files did get applied
+                op.details["applied"] = [_journal_entry(x) for x in r.done]
+                op.details["warnings"] = result["warnings"]
             after = r.history()
         result["applied"] = [x.to_dict() for x in results]
         result["current_version"] = _str(current_version(after))
         result["duration_ms"] = int((time.monotonic() - start) * 1000)
-        op.details.update({
-            "applied": [{"script": x.script, "version": x.version, "mode": x.mode,
-                         "duration_ms": x.duration_ms, "attempts": x.attempts,
-                         **({"resumed_after": x.resumed_after} if x.resumed_after else {})}
-                        for x in results],
-            "current_version": result["current_version"],
-            "warnings": result["warnings"],
-        })
+        op.details["current_version"] = result["current_version"]
     return result
+
+
+def _journal_entry(x: Any) -> dict[str, Any]:
+    return {"script": x.script, "version": x.version, "mode": x.mode,
+            "duration_ms": x.duration_ms, "attempts": x.attempts,
+            **({"resumed_after": x.resumed_after} if x.resumed_after else {})}
