@@ -182,6 +182,7 @@ def test_server_error_exit_3_nothing_of_the_file(project: Project, cli: Cli) -> 
     assert "V2__bad.sql:2 (statement 2): relation \"missing\" does not exist" in r.err
     assert "nothing of this file was applied" in r.err
     assert r.json["details"]["sqlstate"] == "42P01"
+    assert [a["script"] for a in r.json["details"]["applied"]] == ["V1__ok.sql"]
     assert q(dev, "SELECT to_regclass('ok') IS NOT NULL, to_regclass('half')") == [(True, None)]
     assert [h[4] for h in history(dev)] == ["V1__ok.sql"]
     j = q(dev, "SELECT outcome, exit_code, details FROM pgferry.journal ORDER BY id DESC LIMIT 1")
@@ -338,3 +339,12 @@ def test_non_tx_file_failing_at_first_statement_needs_no_repair(project: Project
     r = run(cli, project, "up", "-e", "dev", "--json")
     assert r.code == 0, r.err
     assert r.json["applied"][0]["dropped_invalid_indexes"] == ["public.t_a_key"]
+
+
+def test_per_file_overhead_is_milliseconds(project: Project, cli: Cli) -> None:
+    for i in range(1, 41):
+        project.write(f"V{i}__s{i}.sql", "SELECT 1;")
+    r = run(cli, project, "up", "-e", "dev", "--json")
+    assert r.code == 0, r.err
+    times = sorted(a["duration_ms"] for a in r.json["applied"])
+    assert len(times) == 40 and times[20] < 50, times  # median, generous for a loaded CI box

@@ -30,7 +30,7 @@ from typing import Any
 
 from pgferry import journal
 from pgferry.config import Config
-from pgferry.errors import BadInput, Refused
+from pgferry.errors import BadInput, PgferryError, Refused
 from pgferry.migrate import files, history
 from pgferry.migrate.files import MigrationSet, Version
 from pgferry.migrate.history import HistoryRow
@@ -274,7 +274,10 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
             _gate_check(target, p, allow_unsafe, unsafe_reason)
             try:
                 results = r.apply(p.steps, undo=undo)
-            finally:  # also on failure: the journal says which files did get applied
+            except PgferryError as e:  # --json and the journal say which files did get applied
+                e.details.setdefault("applied", [x.to_dict() for x in r.done])
+                raise
+            finally:
                 op.details["applied"] = [_journal_entry(x) for x in r.done]
                 op.details["warnings"] = result["warnings"]
             after = r.history()
