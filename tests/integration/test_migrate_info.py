@@ -560,3 +560,22 @@ def test_unreadable_history_is_one_line_exit_3(
             "error: cannot read the migration history of dev: permission denied"
         )
         assert "Traceback" not in r.err and len(r.err.strip().splitlines()) == 1
+
+
+def test_baseline_and_repair_wait_for_a_running_migration(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    from pgferry.migrate.locks import lock_key
+
+    dsn = make_db("busy")
+    p = write_project(tmp_path / "p", {"dev": dsn}, extra='[migrate]\nlock_wait = "1s"\n')
+    p.write("V1__a.sql", "SELECT 1;\n")
+    record(dsn, p.migrations / "V1__a.sql", success=False)
+    with psycopg.connect(dsn, autocommit=True, application_name="someone's migrate up") as c:
+        c.execute("SELECT pg_advisory_lock(%s)", [lock_key("public", "flyway_schema_history")])
+        r = cli("--config", str(p.config), "migrate", "repair", "--env", "dev", "--yes")
+        assert r.code == 3, r.err
+        assert "another migration run holds the migration lock" in r.err
+        assert "someone's migrate up" in r.err
+    r = cli("--config", str(p.config), "migrate", "repair", "--env", "dev", "--yes")
+    assert r.code == 0, r.err

@@ -2,7 +2,8 @@
 
 Contract:
 
-- :func:`baseline` adopts an existing database: it creates the history table
+- :func:`baseline` adopts an existing database: under the runner's migration
+  lock, it creates the history table
   (Flyway's layout) if needed and inserts Flyway's ``BASELINE`` row
   (``script`` and, by default, ``description`` ``<< Flyway Baseline >>``,
   no checksum). Files at or below that version never run there. It refuses
@@ -43,6 +44,16 @@ def _table(cfg: Config) -> sql.Composable:
     return sql.Identifier(cfg.migrate.schema_, cfg.migrate.history_table)
 
 
+def _migration_lock(cfg: Config, target: Target, verb: str) -> MigrationLock:
+    """The runner's migration lock, so baseline and repair never run beside ``up``."""
+    return MigrationLock(
+        target.dsn,
+        lock_key(cfg.migrate.schema_, cfg.migrate.history_table),
+        wait=parse_duration(cfg.migrate.lock_wait).total_seconds(),
+        application_name=f"pgferry migrate {verb}",
+    )
+
+
 def installed_by(conn: psycopg.Connection[Any]) -> str:
     """Flyway records the database user that ran the migration."""
     row = conn.execute("SELECT current_user").fetchone()
@@ -76,7 +87,11 @@ def baseline(
         raise BadInput("--description must not be empty")
     schema, table = cfg.migrate.schema_, cfg.migrate.history_table
     try:
-        with connect(target.dsn) as conn, conn.transaction():
+        with (
+            _migration_lock(cfg, target, "baseline"),
+            connect(target.dsn) as conn,
+            conn.transaction(),
+        ):
             history.ensure_table(conn, schema, table)
             conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(_table(cfg)))
             rows = history.read(conn, schema, table)
@@ -187,14 +202,12 @@ def repair(cfg: Config, target: Target) -> RepairPlan:
     ms = files.scan(cfg.migrations_dir)
     schema, table = cfg.migrate.schema_, cfg.migrate.history_table
     t = _table(cfg)
-    lock = MigrationLock(
-        target.dsn,
-        lock_key(schema, table),
-        wait=parse_duration(cfg.migrate.lock_wait).total_seconds(),
-        application_name="pgferry-repair",
-    )
     try:
-        with lock, connect(target.dsn) as conn, conn.transaction():
+        with (
+            _migration_lock(cfg, target, "repair"),
+            connect(target.dsn) as conn,
+            conn.transaction(),
+        ):
             if not history.exists(conn, schema, table):
                 return RepairPlan(target.name)
             # the migration lock keeps `up` out; the table lock keeps out anything else
