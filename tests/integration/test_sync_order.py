@@ -87,3 +87,34 @@ def test_atomic_rolls_back_every_table_when_one_fails(
             "--tables", "public.p1,public.p2", "--json")
     assert r.code == 3
     assert rows(p.dsns["prod"], "p1") == [(1, "a")]
+
+
+def test_incremental_atomic_and_verify_after(tmp_path: Path, make_db: Callable[..., str],
+                                             cli: Callable[..., Result]) -> None:
+    ddl = """CREATE TABLE p (id int PRIMARY KEY, v text);
+             CREATE TABLE c (id int PRIMARY KEY, p_id int REFERENCES p, v text);"""
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=())
+    data = ("INSERT INTO p SELECT g, 'v' FROM generate_series(1, 40) g;"
+            "INSERT INTO c SELECT g, g, 'c' FROM generate_series(1, 40) g;")
+    sql(p.dsns["dev"], ddl + data)
+    sql(p.dsns["prod"], ddl + data + "INSERT INTO p VALUES (99, 'stray');"
+        "INSERT INTO c VALUES (99, 99, 'stray'); UPDATE c SET v = 'old' WHERE id < 5;")
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--atomic", "--json")
+    assert r.code == 0, r.err + r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert by["public.c"]["updated"] == 4 and by["public.c"]["deleted"] == 1
+    assert by["public.p"]["deleted"] == 1
+    for t in ("p", "c"):
+        assert rows(p.dsns["dev"], t) == rows(p.dsns["prod"], t)
+    # --verify-after: the checksums after, and a trigger that rewrites rows is caught
+    sql(p.dsns["prod"], """CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN NEW.v := upper(NEW.v); RETURN NEW; END $$;
+        CREATE TRIGGER shout BEFORE INSERT OR UPDATE ON c FOR EACH ROW
+        EXECUTE FUNCTION shout();""")
+    sql(p.dsns["dev"], "UPDATE c SET v = 'new' WHERE id = 7; UPDATE p SET v = 'w'")
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--verify-after", "--json")
+    assert r.code == 1, r.err + r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert by["public.p"]["checksums_match"] is True and by["public.p"]["status"] == "ok"
+    assert by["public.c"]["status"] == "differs" and by["public.c"]["differing"] == 1

@@ -150,6 +150,9 @@ def register(app: typer.Typer) -> None:
         no_mask: Annotated[bool, typer.Option("--no-mask", help="Copy personal columns "
                                               "unmasked (needs --reason).")] = False,
         reason: Annotated[str | None, typer.Option("--reason")] = None,
+        verify_after: Annotated[bool, typer.Option(
+            "--verify-after", help="Compare each table again after its load (checksums "
+            "after; exit 1 when anything still differs).")] = False,
     ) -> None:
         """Make TARGET hold what SOURCE holds (incremental, full) or compare them (verify)."""
         st = state(ctx, json_)
@@ -159,7 +162,8 @@ def register(app: typer.Typer) -> None:
             raise BadInput("--reason goes with --no-mask")
         opts = engine.Options(mode=mode, tables=_split(tables), exclude=_split(exclude),  # type: ignore[arg-type]
                               batch_size=batch_size, jobs=jobs, dry_run=dry_run, atomic=atomic,
-                              no_mask_reason=reason if no_mask else None)
+                              no_mask_reason=reason if no_mask else None,
+                              verify_after=verify_after)
         _run(st, source, target, opts, yes, report)
 
     @app.command("verify")

@@ -62,6 +62,8 @@ class Options:
     retry_for: float | None = None
     chunk_rows: int = 10_000
     key_limit: int = 20
+    #: compare each table again after its load (fills the checksums after; exit 1 on a diff)
+    verify_after: bool = False
 
 
 def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],

@@ -154,9 +154,15 @@ def _unit(ctx: RunContext, unit: list[TablePlan], link: Link, phase: str) -> Non
                     _table(ctx, t, link, phase)
                 if len(unit) > 1 and not ctx.opts.atomic:
                     link.tgt.commit()
+                if phase == "load" and ctx.opts.verify_after and not ctx.opts.atomic:
+                    for t in unit:
+                        if t.key:  # the proof: compare again, what is now committed
+                            _diff(ctx, t, link, lambda n: None).fill(
+                                ctx.result.table(t.qualname))
         for r in results:
             if r.status in ("pending", "ok"):
-                r.status = "dead_letters" if r.dead_lettered else "ok"
+                r.status = ("dead_letters" if r.dead_lettered else "differs"
+                            if r.differing or r.only_in_source or r.only_in_target else "ok")
     except (PgferryError, psycopg.Error) as e:
         err = e if isinstance(e, PgferryError) else map_db_error(
             e, f"{', '.join(t.qualname for t in unit)}")
@@ -236,14 +242,19 @@ def _diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], N
             progress(done - last[0])
             last[0] = done
 
-    link.tgt.rollback()
-    link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    try:
+    def diff() -> Any:
         return verify.diff_table(link.src, link.tgt, t, chunk_rows=ctx.opts.chunk_rows,
                                  key_limit=ctx.opts.key_limit,
                                  source_exprs={c: e for c, e in ctx.masks.get(
                                      t.qualname, {}).items() if c in t.columns} or None,
                                  on_progress=on_progress, on_range=on_range)
+
+    if link.hold:  # --atomic or an FK cycle: compare inside the open write transaction
+        return diff()
+    link.tgt.rollback()
+    link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        return diff()
     finally:
         link.tgt.rollback()
 
@@ -266,7 +277,8 @@ def _checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
     takes the binary COPY fast path).
     """
     if not t.where and is_empty(link, t):
-        link.tgt.rollback()
+        if not link.hold:
+            link.tgt.rollback()
         return None
     ranges: list[Any] = []
     spec = replace(t, columns=list(t.key)) if keys_only else t
