@@ -98,7 +98,7 @@ def test_incremental_atomic_and_verify_after(tmp_path: Path, make_db: Callable[.
     data = ("INSERT INTO p SELECT g, 'v' FROM generate_series(1, 40) g;"
             "INSERT INTO c SELECT g, g, 'c' FROM generate_series(1, 40) g;")
     sql(p.dsns["dev"], ddl + data)
-    sql(p.dsns["prod"], ddl + data + "INSERT INTO p VALUES (99, 'stray');"
+    sql(p.dsns["prod"], ddl + data + "INSERT INTO p VALUES (99, 'stray');"  # noqa: S608
         "INSERT INTO c VALUES (99, 99, 'stray'); UPDATE c SET v = 'old' WHERE id < 5;")
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--atomic", "--json")
     assert r.code == 0, r.err + r.out
