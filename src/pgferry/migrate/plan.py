@@ -20,6 +20,11 @@ Contract (no I/O, no clock; data in, data out):
   ``baseline``           the ``BASELINE`` row itself
   ``below_baseline``     a file at or below the baseline version (never runs)
 
+- :func:`fold` replays history rows in rank order: ``SQL`` (and Flyway's other
+  script types) apply, ``UNDO_SQL`` undoes, ``BASELINE`` sets the baseline,
+  Flyway 9's ``DELETE`` (repair of a missing file) forgets, ``SCHEMA`` is skipped.
+  A template applied on this database (same description and checksum, under a
+  version with no numbered file) counts as applied, not as a new template.
 - :func:`current_version`: the highest applied (not undone) version or baseline.
 - :func:`template_versions` numbers templates: the next free integers above
   ``max(highest file, applied_max)``, in file-name order. ``migrate number``
