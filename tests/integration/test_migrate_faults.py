@@ -237,3 +237,18 @@ def test_ctrl_c_or_sigterm_rolls_back_and_exits_3(project: Project, sig: int) ->
         (None, 0)]
     assert q(dev, "SELECT outcome, exit_code FROM pgferry.journal") == [("failed", 3)]
     wait_for(lambda: advisory_locks(dev) == 0, 10, "the lock to go")
+
+
+def test_losing_the_lock_connection_stops_before_the_next_file(project: Project) -> None:
+    dev = project.dsns["dev"]
+    project.write("V1__slow.sql", "CREATE TABLE one (); SELECT pg_sleep(1.5);")
+    project.write("V2__next.sql", "CREATE TABLE two ();")
+    p = project.popen("migrate", "up", "-e", "dev")
+    wait_for(lambda: active(dev, "%pg_sleep(1.5)%"), what="V1")
+    lock_pid = q(dev, "SELECT pid FROM pg_stat_activity WHERE application_name = %s",
+                 [LOCK_APP])[0][0]
+    q(dev, "SELECT pg_terminate_backend(%s)", [lock_pid])
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 3, err
+    assert "lost the migration lock" in err and "stopped before V2__next.sql" in err
+    assert q(dev, "SELECT to_regclass('one') IS NOT NULL, to_regclass('two')") == [(True, None)]
