@@ -355,7 +355,12 @@ def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int, phase: s
                     break
                 if not running:
                     break
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                try:
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:
+                    # no new unit starts; running ones end with their transaction
+                    ctx.abort = "interrupted"
+                    raise
                 for f in finished:
                     i, link = running.pop(f)
                     f.result()
@@ -437,5 +442,7 @@ def execute(ctx: RunContext, jobs: int) -> None:
             sequences.advance(ctx.snapshot.coordinator, ctx.target.dsn,
                               [t for t in runnable
                                if ctx.result.table(t.qualname).status != "failed"])
-        except psycopg.Error as e:
-            raise map_db_error(e, "moving sequences forward") from None
+        except (psycopg.Error, PgferryError) as e:
+            err = map_db_error(e, "") if isinstance(e, psycopg.Error) else e
+            ctx.result.error = (f"the data is synced, but moving the sequences forward failed: "
+                                f"{err.message}; run the same command again")
