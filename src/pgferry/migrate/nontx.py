@@ -92,6 +92,7 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
             retries += attempts - 1
             progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
         ms = int((time.monotonic() - start) * 1000)
+        r._check_lock(step)
         with c.transaction():
             rank = r._history_row(version, step.description, step.script, step.checksum,
                                      ms, True, undo)

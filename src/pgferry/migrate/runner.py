@@ -241,14 +241,18 @@ class Runner:
         return done
 
     def _check_lock(self, step: Step) -> None:
-        """Stop if the lock connection died (terminated): another run could start."""
+        """Stop if the lock connection died (terminated): another run could start.
+
+        Checked before each file and again just before a file's history row is
+        written, so a file commits only while this run still holds the lock."""
         try:
             assert self.lock.conn is not None
             self.lock.conn.execute("SELECT 1")
         except psycopg.Error:
             raise OperationFailed(
                 f"lost the migration lock (its connection was closed or terminated); stopped "
-                f"before {step.script}; run `pgferry migrate up` again", script=step.script,
+                f"at {step.script}, which is not recorded as applied; run `pgferry migrate up` "
+                "again", script=step.script,
             ) from None
 
     def _retrying(self, step: Step) -> Retrying:
@@ -319,6 +323,7 @@ class Runner:
                                 for current in pf.statements:
                                     c.execute(current.text.encode())
                                 ms = int((time.monotonic() - t0) * 1000)
+                                self._check_lock(step)  # commit only while we hold the lock
                                 rank = self._history_row(version, step.description, step.script,
                                                          step.checksum, ms, True, undo)
                         finally:
