@@ -6,7 +6,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgferry.errors import BadInput
@@ -65,6 +65,7 @@ def test_checksum_sees_content_changes() -> None:
     assert a != flyway_checksum(b"SELECT 1;\n\nSELECT 2;\n")
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.text(
@@ -180,3 +181,58 @@ def test_sum_changes_with_any_file(tmp_path: Path) -> None:
     assert first.splitlines()[0] != second.splitlines()[0]
     (d / "V3__c.sql").write_text("SELECT 33;\n")
     assert files.sum_state(files.scan(d)) == "stale"
+
+
+# -- templates: numbering is pure ------------------------------------------------
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    existing=st.sets(st.integers(1, 40), max_size=6),
+    applied=st.one_of(st.none(), st.integers(1, 60)),
+    descs=st.sets(st.text(alphabet="abcdefgh", min_size=1, max_size=6), min_size=1, max_size=5),
+    with_undo=st.sets(st.text(alphabet="abcdefgh", min_size=1, max_size=6), max_size=5),
+)
+def test_numbering_properties(
+    existing: set[int], applied: int | None, descs: set[str], with_undo: set[str]
+) -> None:
+    import tempfile
+
+    from pgferry.migrate import templates
+
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        for v in existing:
+            (d / f"V{v}__old_{v}.sql").write_text("SELECT 1;\n")
+        for s in descs:
+            (d / f"VXXX__{s}.sql").write_text(f"-- {s}\n")
+        for s in with_undo:
+            (d / f"UXXX__{s}.sql").write_text(f"-- undo {s}\n")
+        ms = files.scan(d)
+        renames = templates.plan_numbering(ms, Version(str(applied)) if applied else None)
+        floor = max([*existing, applied or 0])
+        v_renames = [r for r in renames if r.old.name.startswith("V")]
+        # every template gets a version, consecutive above both the files and history,
+        # in file-name order
+        assert [r.old.name for r in v_renames] == sorted(f"VXXX__{s}.sql" for s in descs)
+        assert [int(str(r.version)) for r in v_renames] == list(
+            range(floor + 1, floor + 1 + len(descs))
+        )
+        # an undo template follows its V file; orphans are left alone
+        by_desc = {r.old.name[6:]: r.version for r in v_renames}
+        for r in renames:
+            if r.old.name.startswith("U"):
+                assert r.version == by_desc[r.old.name[6:]]
+        assert {r.old.name for r in renames if r.old.name.startswith("U")} == {
+            f"UXXX__{s}.sql" for s in with_undo & descs
+        }
+        assert templates.orphan_undo_templates(ms) == sorted(
+            f"UXXX__{s}.sql" for s in with_undo - descs
+        )
+        # no two files end up with the same name, none collides with an existing file
+        targets = [r.new.name for r in renames]
+        assert len(set(targets)) == len(targets)
+        assert not any((d / t).exists() for t in targets)
+        templates.apply_renames(ms, renames)
+        after = files.scan(d)
+        assert not after.templates and files.sum_state(after) == "ok"
