@@ -82,6 +82,9 @@ def _render(result: SyncResult) -> Any:
         for t in result.tables:
             for w in t.warnings:
                 out.print(f"warning: {t.table}: {w}")
+            if t.checksums_match is not None and not verify:
+                out.print(f"{t.table}: checksums after: source {t.checksum_source}, target "
+                          f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})")
             for d in t.dead_letters:
                 out.print(f"dead letter: {t.table} {d.key}: {d.error}")
             if verify and t.first_differing_keys:

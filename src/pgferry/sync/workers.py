@@ -282,7 +282,9 @@ def _checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
         return None
     ranges: list[Any] = []
     spec = replace(t, columns=list(t.key)) if keys_only else t
-    diff = _diff(ctx, spec, link, lambda n: None, on_range=ranges.append)
+    # the bar counts rows compared here, then rows written in the load phase
+    diff = _diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
+                 on_range=ranges.append)
     if not keys_only:
         r.unchanged = diff.matched  # (not +=: a retried attempt compares again)
     work = _Upserts()
