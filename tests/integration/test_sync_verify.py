@@ -86,7 +86,7 @@ def test_every_kind_of_difference_with_nulls(pair: Any) -> None:
     tgt.execute("DELETE FROM items WHERE id IN (1, 1500)")
     tgt.execute("INSERT INTO items (id) VALUES (0), (99999)")
     seen: list[DiffRange] = []
-    d = diff_table(src, tgt, ITEMS, chunk_rows=400, leaf_rows=50, on_range=seen.append)
+    d = diff_table(src, tgt, ITEMS, chunk_rows=400, list_rows=50, on_range=seen.append)
     assert not d.identical
     assert (d.differing, d.only_in_source, d.only_in_target) == (4, 2, 2)
     assert d.matched == 3000 - 4 - 2
@@ -136,7 +136,7 @@ def test_differences_for_each_key_type(pair: Any, kind: str) -> None:
         sel=sql.SQL({"integer": "id + 100000", "uuid": "md5('x')::uuid", "text": "'zz-extra'",
                      "composite": "tenant + 100, code"}[kind]), c=cond, names=names),
         upd).fetchone()
-    d = diff_table(src, tgt, Spec("k", key, cols), chunk_rows=700, leaf_rows=40)
+    d = diff_table(src, tgt, Spec("k", key, cols), chunk_rows=700, list_rows=40)
     assert (d.differing, d.only_in_source, d.only_in_target) == (1, 1, 1)
     assert d.matched == 5000 - 2
     got = {k.kind: k.key for k in d.first_keys}
@@ -157,7 +157,7 @@ def test_bisection_finds_three_scattered_differences_in_50k_rows(pair: Any) -> N
     ranges: list[DiffRange] = []
     progress: list[tuple[int, int]] = []
     d = diff_table(src, tgt, Spec("big", ("id",), ["id", "v", "n"]), chunk_rows=5000,
-                   leaf_rows=64, fanout=8, batch_rows=20000, on_range=ranges.append,
+                   list_rows=64, fanout=8, batch_rows=20000, on_range=ranges.append,
                    on_progress=lambda done, total: progress.append((done, total)))
     assert [k.key for k in d.first_keys] == [(123,), (31337,), (49999,)]
     assert (d.differing, d.matched, d.chunks, d.chunks_differing) == (3, 49997, 10, 3)
@@ -225,7 +225,7 @@ def test_key_collations_that_differ_switch_both_sides_to_c(pair: Any) -> None:
     assert d.source_side is not None and d.source_side.collate_c
     assert d.target_side is not None and d.target_side.collate_c
     tgt.execute("UPDATE c SET v = -v WHERE v IN (10, 11)")
-    d = diff_table(src, tgt, spec, chunk_rows=200, leaf_rows=20)
+    d = diff_table(src, tgt, spec, chunk_rows=200, list_rows=20)
     assert (d.differing, d.only_in_source, d.only_in_target) == (2, 0, 0)
 
 
@@ -265,7 +265,7 @@ def test_types_without_hash_functions_or_differing_between_sides(pair: Any) -> N
     tgt.execute("UPDATE m SET doc = '{\"g\":  5}' WHERE id = 5")  # json keeps whitespace
     tgt.execute("UPDATE m SET p = point(0, 0) WHERE id = 6")
     tgt.execute("UPDATE m SET c = '1.7500' WHERE id = 7")  # same number, other text
-    d = diff_table(src, tgt, spec, chunk_rows=300, leaf_rows=10)
+    d = diff_table(src, tgt, spec, chunk_rows=300, list_rows=10)
     assert [(k.kind, k.key) for k in d.first_keys] == [
         ("differing", (5,)), ("differing", (6,)), ("differing", (7,))]
 
@@ -277,7 +277,7 @@ def test_sampled_chunk_boundaries_on_an_analyzed_table(pair: Any) -> None:
     both(pair, "ANALYZE s")
     tgt.execute("DELETE FROM s WHERE n IN (17, 20000)")
     tgt.execute("UPDATE s SET n = 0 WHERE n = 39999")
-    d = diff_table(src, tgt, Spec("s", ("id",), ["id", "n"]), chunk_rows=1000, leaf_rows=50)
+    d = diff_table(src, tgt, Spec("s", ("id",), ["id", "n"]), chunk_rows=1000, list_rows=50)
     # boundaries come from a 1% row sample here: about 40 chunks, exact results all the same
     assert 25 <= d.chunks <= 60
     assert (d.only_in_source, d.differing, d.matched) == (2, 1, 39997)

@@ -59,11 +59,11 @@ def _rows(c: psycopg.Connection[Any]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
 
 @settings(max_examples=60, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(src_ops=ops, tgt_ops=ops, chunk_rows=st.integers(1, 300), leaf_rows=st.integers(1, 60),
+@given(src_ops=ops, tgt_ops=ops, chunk_rows=st.integers(1, 300), list_rows=st.integers(1, 60),
        fanout=st.integers(2, 9), empty_side=st.sampled_from([None, "src", "tgt"]))
 def test_diff_table_matches_a_row_by_row_comparison(
     pair: tuple[psycopg.Connection[Any], ...], src_ops: list[Any], tgt_ops: list[Any],
-    chunk_rows: int, leaf_rows: int, fanout: int, empty_side: str | None,
+    chunk_rows: int, list_rows: int, fanout: int, empty_side: str | None,
 ) -> None:
     src, tgt = pair
     for c, todo, side in ((src, src_ops, "src"), (tgt, tgt_ops, "tgt")):
@@ -78,7 +78,7 @@ def test_diff_table_matches_a_row_by_row_comparison(
         "only_in_target": b.keys() - a.keys(),
     }
     ranges: list[DiffRange] = []
-    d = diff_table(src, tgt, _Spec(), chunk_rows=chunk_rows, leaf_rows=leaf_rows,
+    d = diff_table(src, tgt, _Spec(), chunk_rows=chunk_rows, list_rows=list_rows,
                    fanout=fanout, key_limit=10, on_range=ranges.append)
     assert (d.differing, d.only_in_source, d.only_in_target) == tuple(
         len(want[k]) for k in ("differing", "only_in_source", "only_in_target"))

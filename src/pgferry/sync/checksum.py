@@ -28,6 +28,8 @@ both tables at the same place.
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -327,79 +329,67 @@ def bucket_sums(
     return out
 
 
-class Sweep:
-    """Keys and row hashes of the chosen buckets of a range, one bucket at a time, in key order.
+def hash_lists(
+    conn: psycopg.Connection[Any],
+    s: Side,
+    rng: KeyRange,
+    bounds: Sequence[Key],
+    buckets: Sequence[int] | None = None,
+) -> dict[int, tuple[int, array[int]]]:
+    """Per piece of ``rng`` cut at ``bounds``: row count and the row hashes (unordered).
 
-    One ordered scan on a server-side cursor (so memory holds one bucket, not
-    the table): ``SELECT width_bucket(key, bounds), key, hash ... WHERE bucket
-    = ANY(buckets) ORDER BY key``. :meth:`next_group` returns the rows of the
-    next bucket that has any. Needs an open transaction (the caller's).
+    Only the pieces ``buckets`` (all when None). One scan; the server sends 8
+    bytes per row (``string_agg`` of ``int8send``), which Python reads as one
+    array per piece, so comparing two pieces is a set difference, not a
+    row-by-row walk. Planner settings as in :func:`bucket_sums`.
     """
-
-    def __init__(
-        self,
-        conn: psycopg.Connection[Any],
-        s: Side,
-        rng: KeyRange,
-        bounds: Sequence[Key],
-        buckets: Sequence[int],
-        fetch: int = 20_000,
-    ) -> None:
-        pred, params = s.predicate(rng)
+    pred, params = s.predicate(rng)
+    if bounds:
         arr, aparams = s.thresholds(bounds)
-        names = [sql.Identifier(f"pgferry_k{i}") for i in range(len(s.key))]
-        order = [s.collate(k, n) for k, n in zip(s.key, names, strict=True)]
-        q = sql.SQL(
-            "SELECT * FROM (SELECT width_bucket({key}, {arr}) AS pgferry_b, {cols}, {h} "
-            "FROM {table} WHERE {pred}) s WHERE s.pgferry_b = ANY(%s) ORDER BY {order}"
-        ).format(
-            key=s.key_tuple(),
-            arr=arr,
-            h=s.row_hash(),
-            table=s.table,
-            pred=pred,
-            cols=sql.SQL(", ").join(
-                sql.SQL("{} AS {}").format(sql.Identifier(k.name), n)
-                for k, n in zip(s.key, names, strict=True)
-            ),
-            order=sql.SQL(", ").join(order),
-        )
-        self._nk = len(s.key)
-        self._fetch = fetch
-        self._buf: list[Any] = []
-        self._pos = 0
-        self._done = False
-        self._cur = conn.cursor(name=f"pgferry_sweep_{id(self):x}", binary=True)
-        # a cursor plans for its first rows by default (an index scan in key order,
-        # random heap reads for uuid keys); all rows are wanted here
-        with _planner(conn, cursor_tuple_fraction="1"):
-            self._cur.execute(q, [*aparams, *params, list(buckets)])
+        bexpr: sql.Composable = sql.SQL("width_bucket({}, {})").format(s.key_tuple(), arr)
+    else:
+        bexpr, aparams = sql.SQL("0"), []
+    q = sql.SQL(
+        "SELECT s.pgferry_b, count(*), string_agg(int8send(s.pgferry_h), ''::bytea) "
+        "FROM (SELECT {b} AS pgferry_b, {h} AS pgferry_h FROM {table} WHERE {pred}) s "
+        "{filt} GROUP BY 1"
+    ).format(
+        b=bexpr,
+        h=s.row_hash(),
+        table=s.table,
+        pred=pred,
+        filt=sql.SQL("WHERE s.pgferry_b = ANY(%s)") if buckets is not None else sql.SQL(""),
+    )
+    args = [*aparams, *params] + ([list(buckets)] if buckets is not None else [])
+    out: dict[int, tuple[int, array[int]]] = {}
+    with _planner(conn, enable_sort="off", parallel_tuple_cost="0"):
+        for b, n, data in conn.execute(q, args, binary=True):
+            a = array("q")
+            a.frombytes(data)
+            if sys.byteorder == "little":
+                a.byteswap()  # int8send is big-endian
+            out[b] = (int(n), a)
+    return out
 
-    def _peek(self) -> Any | None:
-        if self._pos >= len(self._buf):
-            if self._done:
-                return None
-            self._buf, self._pos = self._cur.fetchmany(self._fetch), 0
-            if len(self._buf) < self._fetch:
-                self._done = True
-            if not self._buf:
-                return None
-        return self._buf[self._pos]
 
-    def next_group(self) -> tuple[int, list[tuple[Key, int]]] | None:
-        """``(bucket, [(key, hash), ...])`` of the next bucket, or None at the end."""
-        first = self._peek()
-        if first is None:
-            return None
-        b, nk = first[0], self._nk
-        rows: list[tuple[Key, int]] = []
-        while (r := self._peek()) is not None and r[0] == b:
-            rows.append((tuple(r[1 : 1 + nk]), r[1 + nk]))
-            self._pos += 1
-        return b, rows
-
-    def close(self) -> None:
-        self._cur.close()
+def rows_with_hashes(
+    conn: psycopg.Connection[Any], s: Side, rng: KeyRange, hashes: Sequence[int]
+) -> list[tuple[Key, int]]:
+    """``(key, row hash)`` of the rows of ``rng`` whose hash is one of ``hashes``, in key order."""
+    pred, params = s.predicate(rng)
+    nk = len(s.key)
+    q = sql.SQL(
+        "SELECT {names}, s.pgferry_h FROM (SELECT {names}, {h} AS pgferry_h FROM {table} "
+        "WHERE {pred}) s WHERE s.pgferry_h = ANY(%s::int8[]) ORDER BY {order}"
+    ).format(
+        names=s.key_names(),
+        h=s.row_hash(),
+        table=s.table,
+        pred=pred,
+        order=sql.SQL(", ").join(s.key_exprs()),
+    )
+    rows = conn.execute(q, [*params, list(hashes)], binary=True)
+    return [(tuple(r[:nk]), r[nk]) for r in rows]
 
 
 @contextmanager

@@ -48,12 +48,12 @@ copies it into a :class:`pgferry.sync.result.TableResult`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
@@ -62,18 +62,10 @@ from psycopg.pq import TransactionStatus
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import map_db_error
 from pgferry.sync import checksum as ck
-from pgferry.sync.chunks import (
-    DiffKind,
-    Key,
-    KeyDiff,
-    KeyRange,
-    Sums,
-    classify,
-    split,
-    table_checksum,
-)
+from pgferry.sync.chunks import KeyDiff, KeyRange, Sums, split, table_checksum
+from pgferry.sync.differ import Differ, DiffRange, xor_all
 
-T = TypeVar("T")
+__all__ = ["DiffRange", "TableDiff", "TableSpec", "diff_table", "reading"]
 
 
 class TableSpec(Protocol):
@@ -91,16 +83,6 @@ class TableSpec(Protocol):
     def columns(self) -> list[str]: ...
     @property
     def where(self) -> str | None: ...
-
-
-@dataclass(frozen=True)
-class DiffRange:
-    """A range whose rows differ; ``diffs`` is None when one side has no rows in it."""
-
-    range: KeyRange
-    source_rows: int
-    target_rows: int
-    diffs: list[KeyDiff] | None
 
 
 @dataclass
@@ -185,145 +167,6 @@ def reading(conn: psycopg.Connection[Any]) -> Iterator[None]:
         conn.isolation_level, conn.read_only = saved
 
 
-class _Differ:
-    """One comparison in progress (holds both sides, the counters and the thread pool)."""
-
-    def __init__(
-        self,
-        src: psycopg.Connection[Any],
-        tgt: psycopg.Connection[Any],
-        s: ck.Side,
-        t: ck.Side,
-        out: TableDiff,
-        *,
-        leaf_rows: int,
-        fanout: int,
-        key_limit: int,
-        dense_rows: int,
-        on_range: Callable[[DiffRange], None] | None,
-        pool: ThreadPoolExecutor,
-    ) -> None:
-        self.src, self.tgt, self.s, self.t, self.out = src, tgt, s, t, out
-        self.leaf_rows, self.fanout, self.key_limit = leaf_rows, fanout, key_limit
-        self.dense_rows = dense_rows
-        self.on_range, self.pool = on_range, pool
-
-    def both(self, f: Callable[[psycopg.Connection[Any], ck.Side], T]) -> tuple[T, T]:
-        """Run ``f`` on the source (in the pool) and on the target, concurrently."""
-        fut = self.pool.submit(f, self.src, self.s)
-        tv = f(self.tgt, self.t)
-        return fut.result(), tv
-
-    def compare(
-        self, ranges: Sequence[KeyRange], ss: Sequence[Sums], ts: Sequence[Sums], top: bool
-    ) -> None:
-        for rng, a, b in zip(ranges, ss, ts, strict=True):
-            self.out.source_rows += a.rows if top else 0
-            self.out.target_rows += b.rows if top else 0
-            if a == b:
-                self.out.matched += a.rows
-                continue
-            if top:
-                self.out.chunks_differing += 1
-            self.resolve(rng, a.rows, b.rows)
-
-    def resolve(self, rng: KeyRange, ns: int, nt: int) -> None:
-        """Classify the rows of a range whose sums differ (cut it further when it is big)."""
-        out = self.out
-        if ns == 0 or nt == 0:
-            kind: DiffKind = "only_in_target" if ns == 0 else "only_in_source"
-            if kind == "only_in_source":
-                out.only_in_source += ns
-            else:
-                out.only_in_target += nt
-            room = self.key_limit - len(out.first_keys)
-            if room > 0:
-                conn, sd = (self.src, self.s) if ns else (self.tgt, self.t)
-                out.first_keys += [KeyDiff(kind, k) for k in ck.first_keys(conn, sd, rng, room)]
-            self._emit(DiffRange(rng, ns, nt, None))
-            return
-        if max(ns, nt) <= self.leaf_rows:
-            self.fetch(rng, ns, nt)
-            return
-        conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)
-        step = -(-max(ns, nt) // self.fanout)
-        bounds = ck.boundaries(conn, sd, rng, step)
-        if not bounds:  # cannot happen with n > leaf_rows >= 1; never loop if it does
-            raise OperationFailed(
-                f"verify {self.out.table}: a range of {max(ns, nt)} rows "
-                "could not be split (were rows changed during the run?)"
-            )
-        pieces = split(rng, bounds)
-        ss, ts = self.both(partial(ck.bucket_sums, rng=rng, bounds=bounds))
-        differing = sum(1 for a, b in zip(ss, ts, strict=True) if a != b)
-        if differing * 4 > len(pieces) and max(ns, nt) <= self.dense_rows:
-            # differences are dense here: one fetch of the whole range costs less than
-            # cutting it further and fetching many small pieces
-            self.fetch(rng, ns, nt)
-            return
-        self.compare(pieces, ss, ts, top=False)
-
-    def fetch(self, rng: KeyRange, ns: int, nt: int) -> None:
-        """Fetch keys and row hashes of ``rng`` from both sides and classify them."""
-        srows, trows = self.both(partial(ck.row_hashes, rng=rng))
-        self.record(rng, ns, nt, srows, trows)
-
-    def sweep(
-        self,
-        outer: KeyRange,
-        bounds: Sequence[Key],
-        pieces: Sequence[KeyRange],
-        ss: Sequence[Sums],
-        ts: Sequence[Sums],
-        which: Sequence[int],
-    ) -> None:
-        """Classify the pieces ``which`` of ``outer`` with one ordered scan per side."""
-        streams = dict(
-            zip(
-                (id(self.src), id(self.tgt)),
-                self.both(lambda c, x: ck.Sweep(c, x, outer, bounds, which)),
-                strict=True,
-            )
-        )
-        try:
-            for j in which:
-                sg, tg = self.both(lambda c, x: streams[id(c)].next_group())
-                if sg is None or tg is None or sg[0] != j or tg[0] != j:
-                    raise OperationFailed(
-                        f"verify {self.out.table}: the rows of a chunk changed during the run"
-                    )
-                self.record(pieces[j], ss[j].rows, ts[j].rows, sg[1], tg[1])
-        finally:
-            for st in streams.values():
-                st.close()
-
-    def record(
-        self,
-        rng: KeyRange,
-        ns: int,
-        nt: int,
-        srows: Sequence[tuple[Key, int]],
-        trows: Sequence[tuple[Key, int]],
-    ) -> None:
-        """Count and report the differences between the rows of one range."""
-        out = self.out
-        leaf = classify(srows, dict(trows))
-        out.matched += leaf.matched
-        out.differing += leaf.count("differing")
-        out.only_in_source += leaf.count("only_in_source")
-        out.only_in_target += leaf.count("only_in_target")
-        room = self.key_limit - len(out.first_keys)
-        if room > 0:
-            out.first_keys += leaf.diffs[:room]
-        if leaf.diffs:
-            self._emit(DiffRange(rng, ns, nt, leaf.diffs))
-
-    def _emit(self, r: DiffRange) -> None:
-        self.out.ranges_differing += 1
-        if self.on_range is not None:
-            self.on_range(r)
-
-
 def diff_table(
     src: psycopg.Connection[Any],
     tgt: psycopg.Connection[Any],
@@ -331,9 +174,8 @@ def diff_table(
     *,
     chunk_rows: int = 20_000,
     key_limit: int = 20,
-    leaf_rows: int = 2_000,
+    list_rows: int = 50_000,
     fanout: int = 16,
-    dense_rows: int = 50_000,
     batch_rows: int = 1_000_000,
     source_exprs: Mapping[str, sql.Composable] | None = None,
     target_exprs: Mapping[str, sql.Composable] | None = None,
@@ -343,12 +185,11 @@ def diff_table(
     """Compare ``table`` on ``src`` and ``tgt`` chunk by chunk (see the module docstring).
 
     ``batch_rows`` bounds how many rows one checksum query covers (progress is
-    reported between batches). A range of at most ``dense_rows`` rows where
-    more than a quarter of the pieces differ is fetched whole instead of being
-    cut further. Server errors raise the mapped pgferry error.
+    reported between batches). Server errors raise the mapped pgferry error.
     """
     started = time.monotonic()
     out = TableDiff(table.qualname, tuple(table.key))
+    chunk_rows = max(1, chunk_rows)
     try:
         with reading(src), reading(tgt), ThreadPoolExecutor(1) as pool:
             s, t = ck.agree(
@@ -372,20 +213,18 @@ def diff_table(
                 ),
             )
             out.source_side, out.target_side = s, t
-            d = _Differ(
+            d = Differ(
                 src,
                 tgt,
                 s,
                 t,
                 out,
-                leaf_rows=max(1, leaf_rows),
+                pool,
+                list_rows=max(1, list_rows),
                 fanout=max(2, fanout),
                 key_limit=key_limit,
-                dense_rows=dense_rows,
                 on_range=on_range,
-                pool=pool,
             )
-            chunk_rows = max(1, chunk_rows)
             estimate = ck.estimate_rows(src, s)
             if estimate is not None and estimate >= 20 * chunk_rows:
                 bounds = ck.sampled_boundaries(src, s, estimate, chunk_rows)
@@ -393,40 +232,32 @@ def diff_table(
                 bounds = ck.boundaries(src, s, KeyRange(), chunk_rows)
             chunks = split(KeyRange(), bounds)
             out.chunks = len(chunks)
-            # batches of about batch_rows rows, of equal size (no tiny last batch)
-            batches = -(-len(chunks) * chunk_rows // max(1, batch_rows))
-            per_batch = -(-len(chunks) // batches)
             total = len(chunks) * chunk_rows
             ssum, tsum = Sums(), Sums()
-            for i in range(0, len(chunks), per_batch):
-                group = chunks[i : i + per_batch]
+            dense = False
+            for i, j in _batches(len(chunks), chunk_rows, batch_rows):
+                group = chunks[i:j]
                 outer = KeyRange(group[0].lo, group[-1].hi)
-                inner = bounds[i : i + len(group) - 1]
-                ss, ts = d.both(partial(ck.bucket_sums, rng=outer, bounds=inner))
-                for a, b in zip(ss, ts, strict=True):
-                    ssum, tsum = ssum + a, tsum + b
-                # many differing chunks: one ordered scan per side beats cutting each one
-                # (and for random keys such as uuids, each cut reads pages all over the table)
-                swept = [
-                    j
-                    for j, (a, b) in enumerate(zip(ss, ts, strict=True))
-                    if a != b and a.rows and b.rows and max(a.rows, b.rows) <= dense_rows
-                ]
-                if len(swept) >= max(4, len(group) // 4):
-                    d.sweep(outer, inner, group, ss, ts, swept)
-                    out.chunks_differing += len(swept)
-                    for j in swept:
-                        out.source_rows += ss[j].rows
-                        out.target_rows += ts[j].rows
-                    keep = [j for j in range(len(group)) if j not in set(swept)]
-                    d.compare(
-                        [group[j] for j in keep],
-                        [ss[j] for j in keep],
-                        [ts[j] for j in keep],
-                        top=True,
+                inner = bounds[i : j - 1]
+                lists = None
+                if dense:
+                    # differences are everywhere: read every chunk's hash list right away
+                    # instead of sums first and hash lists of the differing chunks after
+                    lists = d.both(partial(ck.hash_lists, rng=outer, bounds=inner))
+                    ss, ts = (
+                        [Sums(*_sums(side.get(k))) for k in range(len(group))] for side in lists
                     )
                 else:
-                    d.compare(group, ss, ts, top=True)
+                    ss, ts = d.both(partial(ck.bucket_sums, rng=outer, bounds=inner))
+                ndiff = 0
+                for a, b in zip(ss, ts, strict=True):
+                    ssum, tsum = ssum + a, tsum + b
+                    out.source_rows += a.rows
+                    out.target_rows += b.rows
+                    ndiff += a != b
+                out.chunks_differing += ndiff
+                d.settle(outer, inner, ss, ts, lists)
+                dense = dense or (ndiff >= 2 and ndiff * 4 >= len(group))
                 if on_progress is not None:
                     on_progress(min(out.source_rows, total), max(total, out.source_rows))
             out.source_checksum = table_checksum(ssum)
@@ -437,3 +268,27 @@ def diff_table(
     if on_progress is not None:
         on_progress(out.source_rows, out.source_rows)
     return out
+
+
+def _batches(n: int, chunk_rows: int, batch_rows: int) -> list[tuple[int, int]]:
+    """``[start, end)`` chunk indices of the batches: a small first one, then ~batch_rows each.
+
+    The first batch (a tenth of the table at most) is a probe: when it finds
+    differences in many chunks, the rest of the table is read as hash lists
+    right away instead of sums first and hash lists after.
+    """
+    per = max(1, batch_rows // chunk_rows)
+    first = min(per, max(1, n // 10))
+    out = [(0, min(n, first))]
+    rest = n - out[0][1]
+    if rest > 0:
+        k = -(-rest // per)
+        size = -(-rest // k)
+        out += [(i, min(n, i + size)) for i in range(out[0][1], n, size)]
+    return out
+
+
+def _sums(entry: tuple[int, Any] | None) -> tuple[int, int]:
+    if entry is None:
+        return 0, 0
+    return entry[0], xor_all(entry[1])
