@@ -579,3 +579,41 @@ def test_baseline_and_repair_wait_for_a_running_migration(
         assert "someone's migrate up" in r.err
     r = cli("--config", str(p.config), "migrate", "repair", "--env", "dev", "--yes")
     assert r.code == 0, r.err
+
+
+def test_template_applied_on_dev_keeps_its_number_when_an_earlier_named_one_arrives(
+    project: Project, m: Callable[..., Result]
+) -> None:
+    """z applied on dev as 2, then a new template `a` (sorts first): z keeps 2, a gets 3."""
+    project.write("V1__init.sql", "CREATE TABLE t (id bigint);\n")
+    project.write("VXXX__z_last.sql", "CREATE TABLE z (id bigint);\n")
+    assert m("up", "--env", "dev").code == 0
+    project.write("VXXX__a_first.sql", "CREATE TABLE a (id bigint);\n")
+    s = m("status", "--env", "dev", "--json").json
+    assert [(e["script"], e["state"], e["version"]) for e in s["entries"]] == [
+        ("V1__init.sql", "applied", "1"),
+        ("VXXX__a_first.sql", "template", "3"),
+        ("VXXX__z_last.sql", "applied", "2"),
+    ]
+    r = m("up", "--env", "dev", "--json")
+    assert r.code == 0, r.err
+    assert [a["version"] for a in r.json["applied"]] == ["3"]
+    r = m("number", "--json")
+    assert sorted((x["to"], x["version"]) for x in r.json["renames"]) == [
+        ("V2__z_last.sql", "2"),
+        ("V3__a_first.sql", "3"),
+    ]
+    assert r.json["environments"][0]["applied_templates"] == {
+        "VXXX__a_first.sql": "3",
+        "VXXX__z_last.sql": "2",
+    }
+    assert m("sum").code == 0
+    assert m("validate", "--env", "dev").code == 0
+    # prod has neither: one up applies both in version order
+    r = m("up", "--env", "prod", "--yes", "--json")
+    assert r.code == 0, r.err
+    assert [a["script"] for a in r.json["applied"]] == [
+        "V1__init.sql",
+        "V2__z_last.sql",
+        "V3__a_first.sql",
+    ]

@@ -180,7 +180,9 @@ def register(app: typer.Typer) -> None:
             if e.error:
                 st.note(f"warning: {e.env} not reachable, its versions are not counted: {e.error}")
         applied = [e.version for e in envs if e.version is not None]
-        renames = templates.plan_numbering(ms, max(applied, default=None))
+        renames = templates.plan_numbering(
+            ms, max(applied, default=None), templates.merged_keep(envs)
+        )
         if not dry_run:
             templates.apply_renames(ms, renames)
         orphans = templates.orphan_undo_templates(ms)

@@ -29,6 +29,8 @@ Contract (no I/O, no clock; data in, data out):
 - :func:`template_versions` numbers templates: the next free integers above
   ``max(highest file, applied_max)``, in file-name order. ``migrate number``
   uses it too, so numbering and ``up`` agree.
+  A template ``up`` already applied keeps the number it was recorded under,
+  and rows of applied templates do not count in :func:`template_base`.
 - :func:`pending`: the :class:`Step` list ``up`` runs, in order: versioned
   (pending or undone, up to ``target``), then templates when allowed, then
   repeatables that are new or outdated.
@@ -177,15 +179,33 @@ def _current(h: HistoryView) -> Version | None:
     return max([*h.applied, *([h.baseline_version] if h.baseline_version else [])], default=None)
 
 
-def template_versions(ms: MigrationSet, applied_max: Version | None) -> dict[str, Version]:
-    """The version each template would get, by script name, in file-name order."""
-    start = max([v for v in (ms.highest, applied_max) if v is not None], default=None)
+def template_versions(
+    ms: MigrationSet, applied_max: Version | None, keep: dict[str, Version] | None = None
+) -> dict[str, Version]:
+    """The version each template would get, by script name, in file-name order.
+
+    ``keep``: templates already applied somewhere under a number (script → version);
+    each keeps it while it is above every file and ``applied_max``, and the other
+    templates are numbered above those.
+    """
+    floor = max([v for v in (ms.highest, applied_max) if v is not None], default=None)
+    kept = {s: v for s, v in (keep or {}).items() if floor is None or v > floor}
+    start = max([v for v in (floor, *kept.values()) if v is not None], default=None)
     n = start.parts[0] if start is not None else 0
     out: dict[str, Version] = {}
     for t in sorted(ms.templates, key=lambda m: m.script):
+        if t.script in kept:
+            out[t.script] = kept[t.script]
+            continue
         n += 1
         out[t.script] = Version(str(n))
     return out
+
+
+def applied_template_versions(ms: MigrationSet, rows: list[HistoryRow]) -> dict[str, Version]:
+    """Templates applied in this history, with the version ``up`` recorded them under."""
+    return {s: Version.parse(r.version) for s, r in _applied_templates(ms, fold(rows)).items()
+            if r.version}
 
 
 def numbered_script(template: MigrationFile, version: Version) -> str:
@@ -258,7 +278,9 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
                              h.baseline, "V"))
     entries.sort(key=lambda e: (e.version.parts if e.version else (), e.state != "baseline"))
 
-    numbers = template_versions(ms, template_base(ms, rows) if applied_templates else current)
+    numbers = template_versions(
+        ms, template_base(ms, rows) if applied_templates else current,
+        {s: Version.parse(r.version) for s, r in applied_templates.items() if r.version})
     for t in sorted(ms.templates, key=lambda m: m.script):
         if t.script in applied_templates:
             row = applied_templates[t.script]
@@ -316,7 +338,7 @@ def pending(
         cur = template_base(ms, rows)
         if cur is not None and (start is None or cur > start):
             start = cur
-        numbers = template_versions(ms, start)
+        numbers = template_versions(ms, start, applied_template_versions(ms, rows))
         for e in entries:
             if e.state != "template" or e.file is None:
                 continue

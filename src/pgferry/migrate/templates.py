@@ -22,14 +22,20 @@ Contract:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pgferry.config import Config
 from pgferry.errors import BadInput, PgferryError
 from pgferry.migrate import files, history
 from pgferry.migrate.files import MigrationSet, Version
-from pgferry.migrate.plan import numbered_script, template_base, template_versions
+from pgferry.migrate.plan import (
+    applied_template_versions,
+    numbered_script,
+    template_base,
+    template_versions,
+)
 
 _DESC_RE = re.compile(r"[^A-Za-z0-9]+")
 
@@ -112,9 +118,12 @@ def new(directory: Path, description: str, *, undo: bool = False, today: str = "
     return written
 
 
-def plan_numbering(ms: MigrationSet, applied_max: Version | None) -> list[Rename]:
-    """The renames that number every template (pure). Undo templates follow their V file."""
-    numbers = template_versions(ms, applied_max)
+def plan_numbering(
+    ms: MigrationSet, applied_max: Version | None, keep: dict[str, Version] | None = None
+) -> list[Rename]:
+    """The renames that number every template (pure). Undo templates follow their V file;
+    a template applied somewhere keeps the number it was recorded under (``keep``)."""
+    numbers = template_versions(ms, applied_max, keep)
     out: list[Rename] = []
     for t in sorted(ms.templates, key=lambda m: m.script):
         v = numbers[t.script]
@@ -133,16 +142,31 @@ def orphan_undo_templates(ms: MigrationSet) -> list[str]:
 
 @dataclass
 class EnvVersion:
+    """An environment's numbering facts: its version and the templates applied there."""
+
     env: str
     version: Version | None = None
     error: str | None = None
+    templates: dict[str, Version] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, str | None]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "env": self.env,
             "version": str(self.version) if self.version else None,
             "error": self.error,
+            "applied_templates": {s: str(v) for s, v in self.templates.items()},
         }
+
+
+def merged_keep(envs: list[EnvVersion]) -> dict[str, Version]:
+    """Templates applied under the same number everywhere they were applied (they keep it)."""
+    keep: dict[str, Version] = {}
+    clash: set[str] = set()
+    for e in envs:
+        for script, v in e.templates.items():
+            if keep.setdefault(script, v) != v:
+                clash.add(script)
+    return {s: v for s, v in keep.items() if s not in clash}
 
 
 def env_versions(cfg: Config, ms: MigrationSet) -> list[EnvVersion]:
@@ -155,7 +179,11 @@ def env_versions(cfg: Config, ms: MigrationSet) -> list[EnvVersion]:
             target = resolve_env(cfg, name)
             with connect(target.dsn, autocommit=True, retry_for=3) as conn:
                 rows = history.read(conn, cfg.migrate.schema_, cfg.migrate.history_table)
-            out.append(EnvVersion(name, template_base(ms, rows)))
+            out.append(
+                EnvVersion(
+                    name, template_base(ms, rows), templates=applied_template_versions(ms, rows)
+                )
+            )
         except PgferryError as e:
             out.append(EnvVersion(name, error=e.message))
         except Exception as e:  # e.g. the embedded server cannot start: still a warning
