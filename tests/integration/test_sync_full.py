@@ -160,3 +160,21 @@ def test_big_table_loads_key_ranges_in_parallel(synced: Project, cli: Callable[.
     assert r.code == 0, r.err + r.out
     assert sorted(x for x in seen if x is not None) == [1200, 2400]  # orders, order_lines
     same(synced)
+
+
+def test_where_filter_with_percent_limits_rows_and_deletes(
+        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    ddl = "CREATE TABLE w (id int PRIMARY KEY, email text);"
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=(), extra='[sync.tables."public.w"]\n'
+                      "where = \"email LIKE '%@keep.org'\"\n")
+    sql(p.dsns["dev"], ddl + "INSERT INTO w SELECT g, 'u' || g || CASE WHEN g % 2 = 0"  # noqa: S608
+        " THEN '@keep.org' ELSE '@skip.org' END FROM generate_series(1, 20) g")
+    # on the target: a row outside the filter that must stay, one inside that must go
+    sql(p.dsns["prod"], ddl + "INSERT INTO w VALUES (100, 'x@skip.org'), (102, 'y@keep.org')")  # noqa: S608
+    for mode in ("incremental", "full"):
+        r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", mode, "--json")
+        assert r.code == 0, r.err + r.out
+        with psycopg.connect(p.dsns["prod"]) as c:
+            got = c.execute("SELECT id FROM w ORDER BY id").fetchall()
+        assert got == [(i,) for i in range(2, 21, 2)] + [(100,)]

@@ -101,8 +101,9 @@ def where_clause(t: TablePlan, extra: sql.Composable | None = None) -> sql.Compo
     """The table's configured ``where`` (trusted config SQL) AND ``extra``."""
     parts: list[sql.Composable] = []
     if t.where:
-        # The configured filter is SQL written by the project's owner, like a migration.
-        parts.append(sql.SQL("({})").format(sql.SQL(t.where)))
+        # The configured filter is SQL written by the project's owner, like a migration;
+        # a literal % is doubled so it survives the parameter binding every caller does.
+        parts.append(sql.SQL("({})").format(sql.SQL(t.where.replace("%", "%%"))))
     if extra is not None:
         parts.append(extra)
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
@@ -154,7 +155,9 @@ def pipe(src: psycopg.Connection[Any], tgt: psycopg.Connection[Any], select: sql
     scur, tcur = src.cursor(), tgt.cursor()
     # The source sends one message per row; gather them into ~256 kB writes, and let a
     # writer thread feed the target while this thread reads the source (both overlap).
-    with scur.copy(out_q, params or None) as out, tcur.copy(
+    # COPY takes no server-side parameters: bind them here (always, so %% becomes %)
+    bound = psycopg.ClientCursor(src).mogrify(out_q, list(params))
+    with scur.copy(bound) as out, tcur.copy(
             in_q, writer=QueuedLibpqWriter(tcur)) as inp:
         buf = bytearray()
         for data in out:

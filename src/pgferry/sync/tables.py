@@ -98,7 +98,8 @@ def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), src_where(t))
     pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types)
-    rng = sql.SQL("({})").format(sql.SQL(t.where)) if t.where else sql.SQL("true")
+    rng = sql.SQL("({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where \
+        else sql.SQL("true")
     res.deleted += write.delete_missing(link.tgt, t, keys, rng, [])
     link.end(t)
 
