@@ -373,9 +373,19 @@ def hash_lists(
 
 
 def rows_with_hashes(
-    conn: psycopg.Connection[Any], s: Side, rng: KeyRange, hashes: Sequence[int]
+    conn: psycopg.Connection[Any],
+    s: Side,
+    rng: KeyRange,
+    hashes: Sequence[int],
+    *,
+    scan: bool = False,
 ) -> list[tuple[Key, int]]:
-    """``(key, row hash)`` of the rows of ``rng`` whose hash is one of ``hashes``, in key order."""
+    """``(key, row hash)`` of the rows of ``rng`` whose hash is one of ``hashes``, in key order.
+
+    ``scan``: ``rng`` is a large part of the table, so read it with a (parallel)
+    sequential scan; the planner would otherwise walk the whole key index to
+    return the few rows in key order, one process, random heap reads.
+    """
     pred, params = s.predicate(rng)
     nk = len(s.key)
     q = sql.SQL(
@@ -388,7 +398,13 @@ def rows_with_hashes(
         pred=pred,
         order=sql.SQL(", ").join(s.key_exprs()),
     )
-    rows = conn.execute(q, [*params, list(hashes)], binary=True)
+    settings = (
+        {"enable_indexscan": "off", "enable_bitmapscan": "off", "parallel_tuple_cost": "0"}
+        if scan
+        else {}
+    )
+    with _planner(conn, **settings):
+        rows = conn.execute(q, [*params, list(hashes)], binary=True).fetchall()
     return [(tuple(r[:nk]), r[nk]) for r in rows]
 
 
@@ -396,6 +412,9 @@ def rows_with_hashes(
 def _planner(conn: psycopg.Connection[Any], **settings: str) -> Iterator[None]:
     """Planner settings for the statements of the block (transaction-local, then restored)."""
     names = list(settings)
+    if not names:
+        yield
+        return
     sel = sql.SQL(", ").join(sql.SQL("current_setting(%s)") for _ in names)
     row = conn.execute(sql.SQL("SELECT {}").format(sel), names).fetchone()
     saved = dict(zip(names, row or (), strict=True))

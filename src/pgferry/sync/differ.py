@@ -153,6 +153,7 @@ class Differ:
                     rng=outer,
                     want_s=[h for wa, _ in wants.values() for h in wa],
                     want_t=[h for _, wb in wants.values() for h in wb],
+                    scan=True,
                 )
             )
             for j in wants:
@@ -172,9 +173,10 @@ class Differ:
         rng: KeyRange,
         want_s: list[int],
         want_t: list[int],
+        scan: bool = False,
     ) -> list[tuple[Key, int]]:
         want = want_s if conn is self.src else want_t
-        return ck.rows_with_hashes(conn, sd, rng, want) if want else []
+        return ck.rows_with_hashes(conn, sd, rng, want, scan=scan) if want else []
 
     def _split(self, rng: KeyRange, ns: int, nt: int) -> None:
         conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)
