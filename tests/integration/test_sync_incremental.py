@@ -69,3 +69,23 @@ def test_unknown_table_and_env_exit_2(pair: Project, cli: Callable[..., Result])
     r = run(cli, pair, "sync", "dev", "nowhere")
     assert r.code == 2
     assert rows(pair.dsns["prod"], "customers") == []
+
+
+def test_dense_changes_copy_whole_ranges(pair: Project, cli: Callable[..., Result]) -> None:
+    assert run(cli, pair, "sync", "dev", "prod", "--exclude", "public.nokey").code == 0
+    sql(pair.dsns["dev"], """
+        UPDATE orders SET amount = amount + 1;
+        DELETE FROM order_lines WHERE order_id BETWEEN 100 AND 600;
+        DELETE FROM orders WHERE id BETWEEN 100 AND 600;
+        INSERT INTO orders (id, customer_id, amount)
+            SELECT g, 1, 5 FROM generate_series(5000, 5400) g;""")
+    sql(pair.dsns["prod"], "INSERT INTO order_lines SELECT o, 7, 'x' FROM"
+        " generate_series(601, 900) o")
+    r = run(cli, pair, "sync", "dev", "prod", "--exclude", "public.nokey")
+    assert r.code == 0, r.err + r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert by["public.orders"]["deleted"] == 501
+    assert by["public.orders"]["inserted"] == 401
+    assert by["public.orders"]["updated"] == 1200 - 501
+    assert by["public.order_lines"]["deleted"] == 1002 + 300
+    same(pair, ("customers", "orders", "order_lines"))

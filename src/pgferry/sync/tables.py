@@ -275,6 +275,19 @@ def copy_range(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: 
     _batches(link, t, masks, res, progress, commit=True, extra=(where, params))
 
 
+def delete_missing_range(link: Link, t: TablePlan, res: TableResult,
+                         source: tuple[sql.Composable, list[Any]],
+                         target: tuple[sql.Composable, list[Any]]) -> None:
+    """Delete target rows in a range whose key the source's same range does not hold."""
+    link.begin(t)
+    keys = write.key_staging(link.tgt, t)
+    kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), source[0])
+    pipe(link.src, link.tgt, kq, source[1], keys, t.key, binary=t.same_types)
+    res.deleted += write.delete_missing(link.tgt, t, keys, target[0], target[1])
+    link.end(t)
+    link.commit()
+
+
 def delete_range(link: Link, t: TablePlan, res: TableResult, where: sql.Composable,
                  params: list[Any]) -> None:
     """Delete the target rows matching ``where`` (a range the source no longer has)."""

@@ -50,6 +50,7 @@ from pgferry.sync.tables import (
     Link,
     apply_keys,
     copy_range,
+    delete_missing_range,
     delete_range,
     full_deletes,
     full_load,
@@ -223,6 +224,10 @@ def _table(ctx: RunContext, t: TablePlan, link: Link, phase: str) -> None:
         _checksum_upserts(link, t, masks, r, work, progress)
 
 
+#: a compared range with more differing keys than this (or 30% of its rows) is copied whole
+DENSE_KEYS = 256
+
+
 @dataclass
 class _Upserts:
     """What the checksum comparison left for the load phase: keys and whole source ranges."""
@@ -280,30 +285,44 @@ def _checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
         if not link.hold:
             link.tgt.rollback()
         return None
-    ranges: list[Any] = []
-    spec = replace(t, columns=list(t.key)) if keys_only else t
-    # the bar counts rows compared here, then rows written in the load phase
-    diff = _diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
-                 on_range=ranges.append)
-    if not keys_only:
-        r.unchanged = diff.matched  # (not +=: a retried attempt compares again)
+    # Ranges are kept compact while the comparison runs: a range where many rows differ
+    # is remembered as a range (copied and pruned as a whole), so memory stays bounded by
+    # the number of ranges, not by the number of differing rows.
+    ranges: list[tuple[Any, bool]] = []  # (DiffRange without keys if dense, dense?)
     work = _Upserts()
     delete: list[Any] = []
-    for rg in ranges:
-        if rg.diffs is None:
-            if rg.source_rows and diff.source_side is not None:
-                work.ranges.append(diff.source_side.predicate(rg.range))
-            if rg.target_rows and t.deletes and diff.target_side is not None:
-                where, params = diff.target_side.predicate(rg.range)
-                delete_range(link, t, r, where, params)
-                progress(rg.target_rows)
-            continue
+
+    def collect(rg: Any) -> None:
+        rows = max(rg.source_rows, rg.target_rows)
+        if rg.diffs is None or len(rg.diffs) > max(DENSE_KEYS, rows * 0.3):
+            ranges.append((replace(rg, diffs=None), rg.diffs is not None))
+            return
         for d in rg.diffs:
             if d.kind == "only_in_target":
                 if t.deletes:
                     delete.append(d.key)
-            else:
+            elif not keys_only:
                 work.keys.append(d.key)
+
+    spec = replace(t, columns=list(t.key)) if keys_only else t
+    # the bar counts rows compared here, then rows written in the load phase
+    diff = _diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
+                 on_range=collect)
+    if not keys_only:
+        r.unchanged = diff.matched  # (not +=: a retried attempt compares again)
+    src_side, tgt_side = diff.source_side, diff.target_side
+    for rg, dense in ranges:
+        if rg.source_rows and not keys_only and src_side is not None:
+            work.ranges.append(src_side.predicate(rg.range))
+        if not (rg.target_rows and t.deletes and tgt_side is not None):
+            continue
+        where, params = tgt_side.predicate(rg.range)
+        if dense and rg.source_rows and src_side is not None:
+            swhere, sparams = src_side.predicate(rg.range)
+            delete_missing_range(link, t, r, (swhere, sparams), (where, params))
+        elif not rg.source_rows:
+            delete_range(link, t, r, where, params)
+        progress(rg.target_rows)
     apply_keys(link, t, {}, r, [], delete, progress)
     return work
 
