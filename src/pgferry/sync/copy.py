@@ -21,6 +21,7 @@ Contract:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from queue import Queue
 from typing import Any
 
 import psycopg
@@ -32,6 +33,18 @@ from pgferry.sync.plan import TablePlan
 
 Key = tuple[Any, ...]
 _FLUSH = 1 << 18
+
+
+class _Writer(QueuedLibpqWriter):
+    """psycopg's threaded COPY writer with a short queue: at most ~4 MB in flight.
+
+    (The default queue holds 1,024 buffers; with 256 kB buffers a slow target
+    would let the process grow by 256 MB. A flat memory profile matters more.)
+    """
+
+    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
+        super().__init__(cursor)
+        self._queue = Queue(maxsize=16)  # type: ignore[assignment]
 
 
 class Snapshot:
@@ -158,7 +171,7 @@ def pipe(src: psycopg.Connection[Any], tgt: psycopg.Connection[Any], select: sql
     # COPY takes no server-side parameters: bind them here (always, so %% becomes %)
     bound = psycopg.ClientCursor(src).mogrify(out_q, list(params))
     with scur.copy(bound) as out, tcur.copy(
-            in_q, writer=QueuedLibpqWriter(tcur)) as inp:
+            in_q, writer=_Writer(tcur)) as inp:
         buf = bytearray()
         for data in out:
             buf += data
