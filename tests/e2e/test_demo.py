@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -68,6 +69,7 @@ def test_demo_runs_the_migration_story(
         text=True,
         timeout=300,
         cwd=demo_dir.parent,
+        env={**os.environ, "COLUMNS": "160"},
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "$ pgferry migrate up --env prod --yes" in p.stdout

@@ -46,8 +46,12 @@ def entries_by_script(r: Result) -> dict[str, dict[str, object]]:
 
 
 @pytest.fixture
-def m(project: Project, cli: Callable[..., Result]) -> Callable[..., Result]:
-    """``pgferry --config <project> migrate ...`` in-process."""
+def m(
+    project: Project, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Result]:
+    """``pgferry --config <project> migrate ...`` in-process, on a wide terminal (rich
+    wraps table cells on a narrow one, and text assertions look for whole phrases)."""
+    monkeypatch.setenv("COLUMNS", "160")
     return lambda *args: cli("--config", str(project.config), "migrate", *args)
 
 
