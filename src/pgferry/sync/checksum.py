@@ -1,266 +1,56 @@
-"""Server-side row hashing and the SQL of the chunked comparison, for one side.
+"""The queries of the chunked comparison, run on one side's connection.
 
-Contract: :func:`side` inspects one table on one connection and returns a
-:class:`Side`, which composes every query the verifier runs there (all
-identifiers through :class:`psycopg.sql.Identifier`, all values as
-parameters). The functions below run those queries on a connection the
-caller owns and never begin, commit or roll back a transaction: they run
-inside whatever transaction (and snapshot) the connection is in.
+Contract: every function takes a connection the caller owns and a
+:class:`~pgferry.sync.sides.Side` (re-exported here with :func:`side`,
+:func:`agree`, :func:`canonical_settings` and :func:`estimate_rows`) and
+never begins, commits or rolls back a transaction: it runs inside whatever
+transaction (and snapshot) the connection is in. Planner settings a query
+needs are set transaction-locally and restored right after it.
 
-Row hash: ``hash_record_extended(ROW(c1, c2, ...), 0)`` over the synced
-columns in the given order (key columns included), computed on the server
-with each type's own hash function (PostgreSQL 14 or later), so no value is
-formatted as text and float or date output settings cannot matter. A column
-is hashed as ``col::text`` on both sides instead when its type has no hash
-function (json, point, composite, range), when the two sides declare
-different types, or when a select expression replaces it (a masking rule);
-for those, :func:`canonical_settings` pins the text output settings (UTC,
-ISO dates, shortest exact floats, hex bytea) for the current transaction.
-A range's checksum is ``count(*)`` plus ``bit_xor`` of the row hashes, which
-does not depend on row order, so chunk checksums come from one scan with
-``width_bucket`` over the chunk boundaries.
-
-Key order: keys are compared as row values ``(k1, k2) >= (...)`` in the
-columns' collation when both sides use the same collations for the key
-columns, else in ``COLLATE "C"`` on both sides, so that a boundary key cuts
-both tables at the same place.
+A range's checksum is ``count(*)`` plus ``bit_xor`` of the row hashes
+(:mod:`pgferry.sync.sides`), which does not depend on row order, so chunk
+checksums come from one scan with ``width_bucket`` over the chunk
+boundaries; :func:`hash_lists` returns the row hashes themselves (8 bytes a
+row) for the chunks that differ, and :func:`rows_with_hashes` the keys of
+just the rows whose hash has no twin on the other side.
 """
 
 from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pgferry.errors import BadInput, OperationFailed
 from pgferry.sync.chunks import Key, KeyRange, Sums
+from pgferry.sync.sides import (
+    ColumnInfo,
+    Side,
+    agree,
+    canonical_settings,
+    estimate_rows,
+    side,
+)
 
-_SETTINGS = {
-    "TimeZone": "UTC",
-    "DateStyle": "ISO, YMD",
-    "IntervalStyle": "postgres",
-    "extra_float_digits": "1",
-    "bytea_output": "hex",
-    "lc_monetary": "C",
-}
-
-_COLUMNS = """
-SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
-       CASE WHEN a.attcollation = 0 THEN ''
-            WHEN co.collname = 'default' THEN (
-                SELECT 'default:' || d.datcollate || ':' || coalesce(
-                    to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale', '')
-                FROM pg_database d WHERE d.datname = current_database())
-            ELSE co.collname END,
-       -- hashable: the (domain's base) type, or an array's element type, is an enum or has
-       -- a default hash operator class, directly or through a binary-coercible cast
-       bt.typtype = 'e'
-       OR (bt.typtype = 'b' AND bt.typcategory <> 'A' AND EXISTS (
-           SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
-           WHERE m.amname = 'hash' AND o.opcdefault AND (o.opcintype = bt.oid OR
-                 o.opcintype IN (SELECT casttarget FROM pg_cast
-                                 WHERE castsource = bt.oid AND castmethod = 'b'))))
-       OR (bt.typcategory = 'A' AND EXISTS (
-           SELECT 1 FROM pg_type et JOIN pg_opclass o ON o.opcintype = et.oid
-           JOIN pg_am m ON m.oid = o.opcmethod
-           WHERE et.oid = bt.typelem AND et.typtype = 'b' AND m.amname = 'hash'
-             AND o.opcdefault))
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-JOIN pg_type t ON t.oid = a.atttypid
-JOIN pg_namespace tn ON tn.oid = t.typnamespace
-JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-LEFT JOIN pg_collation co ON co.oid = a.attcollation
-WHERE n.nspname = %s AND c.relname = %s AND a.attname = ANY(%s)
-"""
-
-_ESTIMATE = """
-SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint, bool_and(c.reltuples >= 0)
-FROM pg_class c
-WHERE c.oid = %(t)s::regclass
-   OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %(t)s::regclass)
-"""
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    """What one side says about one synced column."""
-
-    name: str
-    type: sql.Composable  # the type, e.g. "pg_catalog"."int8"
-    type_name: str  # "pg_catalog.int8", comparable across servers
-    collatable: bool
-    collation: str  # "" when not collatable; comparable across servers
-    hashable: bool
-
-
-@dataclass(frozen=True)
-class Side:
-    """The queries of the comparison for one table on one server."""
-
-    table: sql.Identifier
-    key: tuple[ColumnInfo, ...]
-    columns: tuple[ColumnInfo, ...]
-    exprs: Mapping[str, sql.Composable] = field(default_factory=dict)
-    where: sql.Composable | None = None
-    #: compare keys in COLLATE "C" (the two sides' key collations differ)
-    collate_c: bool = False
-    #: columns hashed as text (see the module docstring)
-    as_text: frozenset[str] = frozenset()
-
-    # -- expressions -------------------------------------------------------------------------
-    def collate(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
-        """``expr`` (a value of key column ``k``) in the comparison's collation."""
-        if self.collate_c and k.collatable:
-            return sql.SQL("{} COLLATE {}").format(expr, sql.Identifier("C"))
-        return expr
-
-    def key_names(self) -> sql.Composable:
-        return sql.SQL(", ").join(sql.Identifier(k.name) for k in self.key)
-
-    def key_exprs(self) -> list[sql.Composable]:
-        return [self.collate(k, sql.Identifier(k.name)) for k in self.key]
-
-    def key_tuple(self) -> sql.Composable:
-        exprs = self.key_exprs()
-        if len(exprs) == 1:
-            return exprs[0]
-        return sql.SQL("ROW({})").format(sql.SQL(", ").join(exprs))
-
-    def _param_tuple(self) -> sql.Composable:
-        ps = [self.collate(k, sql.SQL("%s::{}").format(k.type)) for k in self.key]
-        return ps[0] if len(ps) == 1 else sql.SQL("ROW({})").format(sql.SQL(", ").join(ps))
-
-    def row_hash(self) -> sql.Composable:
-        """The 64-bit hash of a row's synced columns (``bigint``)."""
-        parts: list[sql.Composable] = []
-        for c in self.columns:
-            e = self.exprs.get(c.name, sql.Identifier(c.name))
-            if c.name in self.as_text or not c.hashable:
-                e = sql.SQL("({})::text").format(e)
-            parts.append(e)
-        return sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(parts))
-
-    def predicate(self, rng: KeyRange) -> tuple[sql.Composable, list[Any]]:
-        """``WHERE`` clause text for ``rng`` (and the table's ``where``) and its parameters."""
-        parts: list[sql.Composable] = []
-        params: list[Any] = []
-        if rng.lo is not None:
-            parts.append(sql.SQL("{} >= {}").format(self.key_tuple(), self._param_tuple()))
-            params += list(rng.lo)
-        if rng.hi is not None:
-            parts.append(sql.SQL("{} < {}").format(self.key_tuple(), self._param_tuple()))
-            params += list(rng.hi)
-        if self.where is not None:
-            parts.append(sql.SQL("({})").format(self.where))
-        if not parts:
-            return sql.SQL("TRUE"), params
-        return sql.SQL(" AND ").join(parts), params
-
-    def thresholds(self, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
-        """An array expression of ``bounds`` (sorted keys) for ``width_bucket``."""
-        cols = list(zip(*bounds, strict=True)) if bounds else [() for _ in self.key]
-        params = [list(c) for c in cols]
-        if len(self.key) == 1:
-            return sql.SQL("%s::{}[]").format(self.key[0].type), params
-        names = [sql.Identifier(f"a{i}") for i in range(len(self.key))]
-        arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(k.type) for k in self.key)
-        row = sql.SQL(", ").join(self.collate(k, n) for k, n in zip(self.key, names, strict=True))
-        expr = sql.SQL(
-            "(SELECT array_agg(ROW({row}) ORDER BY u.o) FROM unnest({arrays}) "
-            "WITH ORDINALITY AS u({names}, o))"
-        ).format(row=row, arrays=arrays, names=sql.SQL(", ").join(names))
-        return expr, params
-
-
-def side(
-    conn: psycopg.Connection[Any],
-    schema: str,
-    name: str,
-    key: Sequence[str],
-    columns: Sequence[str],
-    *,
-    exprs: Mapping[str, sql.Composable] | None = None,
-    where: str | sql.Composable | None = None,
-) -> Side:
-    """The :class:`Side` of ``schema.name`` on ``conn`` (BadInput when a column is missing)."""
-    qualname = f"{schema}.{name}"
-    if not key:
-        raise BadInput(f"{qualname} has no key; it cannot be compared chunk by chunk")
-    if conn.info.server_version < 140000:
-        raise OperationFailed(
-            "verify needs PostgreSQL 14 or later (hash_record_extended); a server runs "
-            f"{conn.info.server_version // 10000}"
-        )
-    wanted = list(dict.fromkeys([*key, *columns]))
-    found = {
-        r[0]: ColumnInfo(
-            r[0], sql.Identifier(r[1], r[2]), f"{r[1]}.{r[2]}", bool(r[3]), r[4], bool(r[5])
-        )
-        for r in conn.execute(_COLUMNS, [schema, name, wanted])
-    }
-    missing = [c for c in wanted if c not in found]
-    if missing:
-        raise BadInput(f"{qualname}: column(s) {', '.join(missing)} not found")
-    # ``where`` is the user's own SQL from [sync.tables]; a literal % must not read as a
-    # placeholder when the query is executed with parameters
-    w = sql.SQL(where.replace("%", "%%")) if isinstance(where, str) else where
-    return Side(
-        sql.Identifier(schema, name),
-        tuple(found[k] for k in key),
-        tuple(found[c] for c in columns),
-        dict(exprs or {}),
-        w,
-    )
-
-
-def agree(a: Side, b: Side) -> tuple[Side, Side]:
-    """Both sides made comparable: the same key order and the same hashing per column.
-
-    A column is hashed as text on both sides when either side cannot hash its
-    type, the declared types differ, or either side replaces it by an
-    expression; keys compare in ``COLLATE "C"`` when the key collations differ.
-    """
-    bcols = {c.name: c for c in b.columns}
-    text = frozenset(
-        c.name
-        for c in a.columns
-        if not (c.hashable and bcols[c.name].hashable)
-        or c.type_name != bcols[c.name].type_name
-        or c.name in a.exprs
-        or c.name in b.exprs
-    )
-    collate_c = [k.collation for k in a.key] != [k.collation for k in b.key]
-    return (
-        replace(a, as_text=text, collate_c=collate_c),
-        replace(b, as_text=text, collate_c=collate_c),
-    )
-
-
-def estimate_rows(conn: psycopg.Connection[Any], s: Side) -> int | None:
-    """The planner's row estimate (partitions summed); None when never analyzed."""
-    row = conn.execute(_ESTIMATE, {"t": s.table.as_string(conn)}).fetchone()
-    if row is None or not row[1]:
-        return None
-    return int(row[0])
-
-
-def canonical_settings(conn: psycopg.Connection[Any]) -> None:
-    """Pin the settings the text form of values depends on, for the current transaction."""
-    names = list(_SETTINGS)
-    conn.execute(
-        sql.SQL("SELECT {}").format(
-            sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in names)
-        ),
-        [v for n in names for v in (n, _SETTINGS[n])],
-    )
+__all__ = [
+    "ColumnInfo",
+    "Side",
+    "agree",
+    "boundaries",
+    "bucket_sums",
+    "canonical_settings",
+    "estimate_rows",
+    "first_keys",
+    "hash_lists",
+    "row_hashes",
+    "rows_with_hashes",
+    "sampled_boundaries",
+    "side",
+]
 
 
 def boundaries(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, step: int) -> list[Key]:
