@@ -3,8 +3,8 @@
 API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
 ``checksum`` strategy call it)::
 
-    diff_table(src, tgt, table, *, chunk_rows=20_000, key_limit=20, leaf_rows=2_000,
-               fanout=16, source_exprs=None, target_exprs=None,
+    diff_table(src, tgt, table, *, chunk_rows=20_000, key_limit=20, list_rows=50_000,
+               fanout=16, batch_rows=1_000_000, source_exprs=None, target_exprs=None,
                on_progress=None, on_range=None) -> TableDiff
 
 - ``src`` / ``tgt``: open :class:`psycopg.Connection` objects to the source
@@ -13,8 +13,9 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
   to share the run's snapshot), every read runs in that transaction and
   ``diff_table`` neither commits nor rolls back. When it is idle,
   ``diff_table`` wraps its reads in its own ``REPEATABLE READ READ ONLY``
-  transaction and ends it. Either way it pins the output settings the row
-  text depends on with ``set_config(..., true)`` (transaction-local).
+  transaction and ends it. Either way it pins the text output settings
+  (for columns hashed as text) and a few planner settings per statement with
+  ``set_config(..., true)``: transaction-local, planner ones restored.
   Nothing is ever written.
 - ``table``: any object with ``schema``, ``name``, ``qualname``, ``key``
   (non-empty tuple of column names), ``columns`` (the synced columns, key
@@ -24,20 +25,28 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
   select expressions hashed instead of the plain column, e.g. the masking
   expression the sync selected on the source (the target then holds its
   result, so pass it as ``source_exprs`` only).
-- ``chunk_rows``: rows per top-level chunk (boundaries are every
-  ``chunk_rows``-th source key); a chunk whose checksum differs is cut into
-  ``fanout`` pieces until a piece holds at most ``leaf_rows`` rows on each
-  side, whose keys and row hashes are then fetched and classified. A piece
-  empty on one side is not fetched: all its rows exist only on the other.
+- ``chunk_rows``: rows per chunk. Chunk boundaries are source keys (every
+  ``chunk_rows``-th key, or quantiles of a 1% row sample for big analyzed
+  tables); each server computes every chunk's row count and XOR of 64-bit
+  row hashes in one scan per batch of ``batch_rows`` rows. A chunk whose
+  checksum differs and holds at most ``list_rows`` rows a side is settled by
+  comparing the sets of row hashes of both sides (8 bytes a row), then
+  fetching the keys of only the rows whose hash has no twin on the other
+  side. A bigger one is cut into ``fanout`` pieces at keys of the side with
+  more rows and compared again (bisection). A piece empty on one side is
+  never fetched: all its rows exist only on the other. When the first batch
+  (a tenth of the table) shows differences in many chunks, the rest is read
+  as hash lists directly. Details: :mod:`pgferry.sync.differ`,
+  :mod:`pgferry.sync.checksum`, :mod:`pgferry.sync.sides`.
 - ``key_limit``: how many differing keys :attr:`TableDiff.first_keys` keeps.
 - ``on_progress(rows_done, rows_total)``: called as chunks are compared
   (source rows; the total is an estimate until the end).
-- ``on_range(DiffRange)``: called for every differing range, in key order,
-  with the complete list of its differing keys (or ``diffs=None`` when one
-  side of the range is empty: then every row of the range is on one side
-  only). The checksum strategy copies exactly these ranges/keys; to select a
-  range's rows build the predicate with
-  :meth:`pgferry.sync.checksum.Side.predicate` (``TableDiff.source_side``).
+- ``on_range(DiffRange)``: called for every differing range (in key order
+  within a batch) with the complete list of its differing keys, or with
+  ``diffs=None`` when one side of the range is empty (every row of the range
+  is then on one side only). The checksum strategy copies exactly these
+  ranges/keys; to select a range's rows build the predicate with
+  :meth:`pgferry.sync.sides.Side.predicate` (``TableDiff.source_side``).
 
 Returns a :class:`TableDiff`: matched / differing / only-in-source /
 only-in-target counts, the first differing keys, and a table checksum per
