@@ -168,8 +168,8 @@ def test_column_type_checks_against_the_real_catalog(conn: Any) -> None:
 
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(values=st.lists(st.text(st.characters(blacklist_categories=("Cs",),
-                                             blacklist_characters="\x00"), max_size=40),
+@given(values=st.lists(st.text(st.characters(exclude_categories=["Cs"],
+                                             exclude_characters="\x00"), max_size=40),
                        min_size=1, max_size=60, unique=True))
 def test_property_distinct_inputs_stay_distinct_and_repeatable(conn: Any,
                                                                 values: list[str]) -> None:

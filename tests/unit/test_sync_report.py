@@ -127,8 +127,11 @@ def test_channel_is_thread_safe_and_survives_a_broken_subscriber() -> None:
         raise RuntimeError("boom")
 
     ch.subscribe(broken)
-    workers = [threading.Thread(target=lambda: [ch.publish(BatchWritten("public.t", 1))
-                                                for _ in range(500)]) for _ in range(4)]
+    def publish_many() -> None:
+        for _ in range(500):
+            ch.publish(BatchWritten("public.t", 1))
+
+    workers = [threading.Thread(target=publish_many) for _ in range(4)]
     for w in workers:
         w.start()
     for w in workers:
