@@ -118,3 +118,25 @@ def test_incremental_atomic_and_verify_after(tmp_path: Path, make_db: Callable[.
     by = {t["table"]: t for t in r.json["tables"]}
     assert by["public.p"]["checksums_match"] is True and by["public.p"]["status"] == "ok"
     assert by["public.c"]["status"] == "differs" and by["public.c"]["differing"] == 1
+
+
+def test_self_reference_to_a_later_batch_is_written_after_the_rest(
+        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    ddl = "CREATE TABLE emp (id int PRIMARY KEY, boss int REFERENCES emp);"  # not deferrable
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=())
+    sql(p.dsns["dev"], ddl + "INSERT INTO emp SELECT g, CASE WHEN g < 60 THEN g + 1 END"
+        " FROM generate_series(60, 1, -1) g")
+    sql(p.dsns["prod"], ddl + "INSERT INTO emp VALUES (60, NULL), (61, 61)")  # not empty
+    for mode in ("incremental", "full"):
+        r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", mode,
+                "--batch-size", "7", "--json")
+        assert r.code == 0, r.err + r.out
+        emp = r.json["tables"][0]
+        assert emp["dead_lettered"] == 0
+        assert rows(p.dsns["dev"], "emp") == rows(p.dsns["prod"], "emp")
+        if mode == "incremental":
+            assert emp["inserted"] == 59 and emp["deleted"] == 1 and emp["unchanged"] == 1
+            sql(p.dsns["dev"], "UPDATE emp SET boss = NULL WHERE id = 30;"
+                " INSERT INTO emp SELECT g, CASE WHEN g < 80 THEN g + 1 END"
+                " FROM generate_series(80, 70, -1) g;")

@@ -148,7 +148,20 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
         progress(c.staged)
     else:
         _batches(link, t, masks, res, progress, commit=False)
+    flush_later(link, t, res, commit=False)
     link.end(t)
+
+
+def flush_later(link: Link, t: TablePlan, res: TableResult, *, commit: bool) -> None:
+    """Write the rows of a self-referencing table whose parent came in a later batch."""
+    if not t.self_referencing:
+        return
+    if commit:
+        link.begin(t)
+    add_counts(res, write.flush_later(link.tgt, t, link.ctx))
+    if commit:
+        link.end(t)
+        link.commit()
 
 
 PARALLEL_MIN_ROWS = 200_000

@@ -52,6 +52,7 @@ from pgferry.sync.tables import (
     copy_range,
     delete_missing_range,
     delete_range,
+    flush_later,
     full_deletes,
     full_load,
     is_empty,
@@ -213,6 +214,7 @@ def _table(ctx: RunContext, t: TablePlan, link: Link, phase: str) -> None:
     elif t.strategy == "watermark":
         watermark_sync(link, t, masks, r, progress, overlap_s=ctx.overlap_s,
                        snapshot_xip=ctx.snapshot.xip)
+        flush_later(link, t, r, commit=True)
     elif not t.where and is_empty(link, t):
         # nothing to compare against: the fast path of a full load (binary COPY)
         full_load(link, t, masks, r, progress)
@@ -222,6 +224,7 @@ def _table(ctx: RunContext, t: TablePlan, link: Link, phase: str) -> None:
         if work is None:
             work = _checksum_deletes(ctx, t, link, r, progress)
         _checksum_upserts(link, t, masks, r, work, progress)
+        flush_later(link, t, r, commit=True)
 
 
 #: a compared range with more differing keys than this (or 30% of its rows) is copied whole

@@ -29,6 +29,7 @@ from pgferry.sync.result import DeadLetter
 
 STAGE = "pgferry_stage"
 KEYS = "pgferry_keys"
+LATER = "pgferry_later"
 _NUMBERED = "pgferry_stage_n"
 # Types without an equality operator: compare their text form.
 _NO_EQ = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
@@ -44,10 +45,12 @@ class Counts:
     updated: int = 0
     staged: int = 0
     dead: list[DeadLetter] = field(default_factory=list)
+    #: rows of a self-referencing table put aside until the rest of the table is written
+    later: int = 0
 
     @property
     def unchanged(self) -> int:
-        return self.staged - self.inserted - self.updated - len(self.dead)
+        return self.staged - self.inserted - self.updated - len(self.dead) - self.later
 
 
 @dataclass
@@ -129,8 +132,13 @@ def _run(conn: psycopg.Connection[Any], q: sql.Composed, params: list[Any] | Non
 
 
 def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
-          stage: sql.Identifier) -> Counts:
-    """Upsert the staged rows into ``t``; bad rows are bisected out into dead letters."""
+          stage: sql.Identifier, *, defer: bool | None = None) -> Counts:
+    """Upsert the staged rows into ``t``; bad rows are bisected out into dead letters.
+
+    In a self-referencing table (``defer``, the default there) a row whose parent
+    row is not written yet (23503) is put aside in the session's ``pgferry_later``
+    table instead; :func:`flush_later` writes those once the rest is in.
+    """
     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()
     counts = Counts(staged=int(n[0]) if n else 0)
     if counts.staged == 0:
@@ -146,12 +154,13 @@ def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(numbered))
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT row_number() OVER ()"
                          " AS pgferry_n, * FROM {}").format(numbered, stage))
-    _bisect(conn, t, ctx, numbered, 1, counts.staged, counts)
+    _bisect(conn, t, ctx, numbered, 1, counts.staged, counts,
+            t.self_referencing if defer is None else defer)
     return counts
 
 
 def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered: sql.Identifier,
-            lo: int, hi: int, counts: Counts) -> None:
+            lo: int, hi: int, counts: Counts, defer: bool) -> None:
     where = sql.SQL("pgferry_n BETWEEN {} AND {}").format(sql.Literal(lo), sql.Literal(hi))
     try:
         with conn.transaction():
@@ -163,11 +172,52 @@ def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered:
         if is_transient(e) or conn.broken:
             raise
         if lo == hi:
-            _dead(conn, t, ctx, numbered, lo, e, counts)
+            if defer and e.sqlstate == "23503":
+                _put_aside(conn, t, numbered, lo)
+                counts.later += 1
+            else:
+                _dead(conn, t, ctx, numbered, lo, e, counts)
             return
     mid = (lo + hi) // 2
-    _bisect(conn, t, ctx, numbered, lo, mid, counts)
-    _bisect(conn, t, ctx, numbered, mid + 1, hi, counts)
+    _bisect(conn, t, ctx, numbered, lo, mid, counts, defer)
+    _bisect(conn, t, ctx, numbered, mid + 1, hi, counts, defer)
+
+
+def _put_aside(conn: psycopg.Connection[Any], t: TablePlan, numbered: sql.Identifier,
+               n: int) -> None:
+    conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA"
+                         ).format(sql.Identifier(LATER), cols(t.columns), table_ident(t)))
+    conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_n = %s").format(
+        sql.Identifier(LATER), cols(t.columns), numbered), [n])
+
+
+def flush_later(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> Counts:
+    """Write the rows put aside for ``t`` (pass after pass while that makes progress).
+
+    Rows still refused when a pass writes nothing more become dead letters.
+    Runs in the caller's transaction; the side table is dropped at the end.
+    """
+    total = Counts()
+    if conn.execute("SELECT to_regclass('pg_temp.pgferry_later')").fetchone() == (None,):
+        return total
+    later = sql.Identifier(LATER)
+    last = -1
+    while True:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(later)).fetchone()
+        pending = int(row[0]) if row else 0
+        if pending == 0:
+            break
+        stage = staging(conn, t)
+        conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage, later))
+        conn.execute(sql.SQL("TRUNCATE {}").format(later))
+        c = apply(conn, t, ctx, stage, defer=pending != last)
+        last = pending
+        total.inserted += c.inserted
+        total.updated += c.updated
+        total.dead += c.dead
+    conn.execute(sql.SQL("DROP TABLE {}").format(later))
+    total.staged = total.inserted + total.updated + len(total.dead)
+    return total
 
 
 def _dead(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered: sql.Identifier,
