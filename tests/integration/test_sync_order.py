@@ -125,9 +125,9 @@ def test_self_reference_to_a_later_batch_is_written_after_the_rest(
     ddl = "CREATE TABLE emp (id int PRIMARY KEY, boss int REFERENCES emp);"  # not deferrable
     p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
                       protected=())
-    sql(p.dsns["dev"], ddl + "INSERT INTO emp SELECT g, CASE WHEN g < 60 THEN g + 1 END"
+    sql(p.dsns["dev"], ddl + "INSERT INTO emp SELECT g, CASE WHEN g < 60 THEN g + 1 END"  # noqa: S608
         " FROM generate_series(60, 1, -1) g")
-    sql(p.dsns["prod"], ddl + "INSERT INTO emp VALUES (60, NULL), (61, 61)")  # not empty
+    sql(p.dsns["prod"], ddl + "INSERT INTO emp VALUES (60, NULL), (61, 61)")  # not empty  # noqa: S608
     for mode in ("incremental", "full"):
         r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", mode,
                 "--batch-size", "7", "--json")
