@@ -155,3 +155,31 @@ def test_missing_mask_key_exits_2(prod_to_dev: Callable[[str], Project],
                                   "'u\\_%@example.invalid'") == [(300,)]
     journal = rows(proj.dsns["dev"], "SELECT details::text FROM pgferry.journal")
     assert journal and not any(KEY in j[0] or KEY.encode().hex() in j[0] for j in journal)
+
+
+@pytest.mark.parametrize("how", ["full", "watermark", "jobs"])
+def test_masks_apply_in_every_strategy(prod_to_dev: Callable[[str], Project],
+                                       cli: Callable[..., Result],
+                                       monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    extra = MASKS
+    args: list[str] = []
+    if how == "full":
+        args = ["--mode", "full"]
+    elif how == "watermark":
+        extra += ('[sync.tables."public.customers"]\nstrategy = "watermark"\n'
+                  'watermark = "id"\n')
+    else:
+        args = ["--jobs", "4", "--batch-size", "50"]
+    proj = prod_to_dev(extra)
+    monkeypatch.setenv("PGFERRY_MASK_KEY", KEY)
+    r = cli("--config", str(proj.config), "--json", "sync", "prod", "dev", *args)
+    assert r.code == 0, r.out + r.err
+    dev = rows(proj.dsns["dev"], "SELECT count(*), count(DISTINCT email), "
+                                 "count(*) FILTER (WHERE email LIKE '%@shop.example.com'), "
+                                 "count(*) FILTER (WHERE phone LIKE '+49%') FROM customers")
+    assert dev == [(300, 300, 0, 0)]
+    bad = rows(proj.dsns["dev"], "SELECT count(*) FROM orders o JOIN customers c "
+                                 "ON c.id = o.customer_id WHERE o.billing_email <> c.email")
+    assert bad == [(0,)]
+    v = cli("--config", str(proj.config), "--json", "verify", "prod", "dev")
+    assert v.code == 0, v.out + v.err
