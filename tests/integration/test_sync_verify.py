@@ -56,16 +56,19 @@ SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'label ' || g END, g * 1.25, g / 3.
        decode(md5(g::text), 'hex'), g % 2 = 0, ARRAY['t' || g]
 FROM generate_series(1, 3000) g;
 """
-ITEMS = Spec("items", ("id",), ["id", "label", "amount", "ratio", "at", "doc", "blob", "flag",
-                                "tags"])
+ITEMS = Spec(
+    "items", ("id",), ["id", "label", "amount", "ratio", "at", "doc", "blob", "flag", "tags"]
+)
 
 
 def test_identical_tables_match_row_for_row(pair: Any) -> None:
     src, tgt = pair
     both(pair, ALL_TYPES)
     # settings that change the text form of rows must not matter
-    src.execute("SET TimeZone = 'Asia/Kolkata'; SET extra_float_digits = 0; "
-                "SET DateStyle = 'German'; SET bytea_output = 'escape'")
+    src.execute(
+        "SET TimeZone = 'Asia/Kolkata'; SET extra_float_digits = 0; "
+        "SET DateStyle = 'German'; SET bytea_output = 'escape'"
+    )
     d = diff_table(src, tgt, ITEMS, chunk_rows=500)
     assert d.identical
     assert (d.matched, d.source_rows, d.target_rows) == (3000, 3000, 3000)
@@ -92,9 +95,16 @@ def test_every_kind_of_difference_with_nulls(pair: Any) -> None:
     assert d.matched == 3000 - 4 - 2
     assert (d.source_rows, d.target_rows) == (3000, 3000)
     by_kind = {(k.kind, k.key[0]) for k in d.first_keys}
-    assert by_kind == {("differing", 10), ("differing", 14), ("differing", 2000),
-                       ("differing", 2500), ("only_in_source", 1), ("only_in_source", 1500),
-                       ("only_in_target", 0), ("only_in_target", 99999)}
+    assert by_kind == {
+        ("differing", 10),
+        ("differing", 14),
+        ("differing", 2000),
+        ("differing", 2500),
+        ("only_in_source", 1),
+        ("only_in_source", 1500),
+        ("only_in_target", 0),
+        ("only_in_target", 99999),
+    }
     # the ranges handed to the sync hold exactly the same keys
     ranged = {(k.kind, k.key[0]) for r in seen for k in (r.diffs or [])}
     assert ranged == by_kind
@@ -102,18 +112,30 @@ def test_every_kind_of_difference_with_nulls(pair: Any) -> None:
 
 
 KEY_KINDS = {
-    "integer": ("CREATE TABLE k (id integer PRIMARY KEY, v text)",
-                "INSERT INTO k SELECT g, 'v' || g FROM generate_series(1, 5000) g",
-                ("id",), ["id", "v"]),
-    "uuid": ("CREATE TABLE k (id uuid PRIMARY KEY, v text)",
-             "INSERT INTO k SELECT md5(g::text)::uuid, 'v' || g FROM generate_series(1, 5000) g",
-             ("id",), ["id", "v"]),
-    "text": ("CREATE TABLE k (id text PRIMARY KEY, v text)",
-             "INSERT INTO k SELECT 'key-' || g, 'v' || g FROM generate_series(1, 5000) g",
-             ("id",), ["id", "v"]),
-    "composite": ("CREATE TABLE k (tenant int, code text, v text, PRIMARY KEY (tenant, code))",
-                  "INSERT INTO k SELECT g % 7, 'c' || g, 'v' || g FROM generate_series(1, 5000) g",
-                  ("tenant", "code"), ["tenant", "code", "v"]),
+    "integer": (
+        "CREATE TABLE k (id integer PRIMARY KEY, v text)",
+        "INSERT INTO k SELECT g, 'v' || g FROM generate_series(1, 5000) g",
+        ("id",),
+        ["id", "v"],
+    ),
+    "uuid": (
+        "CREATE TABLE k (id uuid PRIMARY KEY, v text)",
+        "INSERT INTO k SELECT md5(g::text)::uuid, 'v' || g FROM generate_series(1, 5000) g",
+        ("id",),
+        ["id", "v"],
+    ),
+    "text": (
+        "CREATE TABLE k (id text PRIMARY KEY, v text)",
+        "INSERT INTO k SELECT 'key-' || g, 'v' || g FROM generate_series(1, 5000) g",
+        ("id",),
+        ["id", "v"],
+    ),
+    "composite": (
+        "CREATE TABLE k (tenant int, code text, v text, PRIMARY KEY (tenant, code))",
+        "INSERT INTO k SELECT g % 7, 'c' || g, 'v' || g FROM generate_series(1, 5000) g",
+        ("tenant", "code"),
+        ["tenant", "code", "v"],
+    ),
 }
 
 
@@ -125,17 +147,29 @@ def test_differences_for_each_key_type(pair: Any, kind: str) -> None:
     both(pair, fill)
     names = sql.SQL(", ").join(map(sql.Identifier, key))
     # pick keys from the source in a way that does not depend on the key type
-    picked = [tuple(r) for r in src.execute(
-        sql.SQL("SELECT {} FROM k ORDER BY md5(v) LIMIT 3").format(names))]
+    picked = [
+        tuple(r)
+        for r in src.execute(sql.SQL("SELECT {} FROM k ORDER BY md5(v) LIMIT 3").format(names))
+    ]
     upd, gone, _ = picked
     cond = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in key)
     tgt.execute(sql.SQL("UPDATE k SET v = 'changed' WHERE {}").format(cond), upd)
     tgt.execute(sql.SQL("DELETE FROM k WHERE {}").format(cond), gone)
-    extra = tgt.execute(sql.SQL("INSERT INTO k SELECT {sel}, 'extra' FROM k WHERE {c} "
-                                "RETURNING {names}").format(
-        sel=sql.SQL({"integer": "id + 100000", "uuid": "md5('x')::uuid", "text": "'zz-extra'",
-                     "composite": "tenant + 100, code"}[kind]), c=cond, names=names),
-        upd).fetchone()
+    extra = tgt.execute(
+        sql.SQL("INSERT INTO k SELECT {sel}, 'extra' FROM k WHERE {c} RETURNING {names}").format(
+            sel=sql.SQL(
+                {
+                    "integer": "id + 100000",
+                    "uuid": "md5('x')::uuid",
+                    "text": "'zz-extra'",
+                    "composite": "tenant + 100, code",
+                }[kind]
+            ),
+            c=cond,
+            names=names,
+        ),
+        upd,
+    ).fetchone()
     d = diff_table(src, tgt, Spec("k", key, cols), chunk_rows=700, list_rows=40)
     assert (d.differing, d.only_in_source, d.only_in_target) == (1, 1, 1)
     assert d.matched == 5000 - 2
@@ -156,9 +190,17 @@ def test_bisection_finds_three_scattered_differences_in_50k_rows(pair: Any) -> N
     tgt.execute("UPDATE big SET n = -1 WHERE id IN (123, 31337, 49999)")
     ranges: list[DiffRange] = []
     progress: list[tuple[int, int]] = []
-    d = diff_table(src, tgt, Spec("big", ("id",), ["id", "v", "n"]), chunk_rows=5000,
-                   list_rows=64, fanout=8, batch_rows=20000, on_range=ranges.append,
-                   on_progress=lambda done, total: progress.append((done, total)))
+    d = diff_table(
+        src,
+        tgt,
+        Spec("big", ("id",), ["id", "v", "n"]),
+        chunk_rows=5000,
+        list_rows=64,
+        fanout=8,
+        batch_rows=20000,
+        on_range=ranges.append,
+        on_progress=lambda done, total: progress.append((done, total)),
+    )
     assert [k.key for k in d.first_keys] == [(123,), (31337,), (49999,)]
     assert (d.differing, d.matched, d.chunks, d.chunks_differing) == (3, 49997, 10, 3)
     # bisection narrowed each difference to a small range instead of a whole chunk
@@ -172,13 +214,22 @@ def test_one_side_empty(pair: Any) -> None:
     both(pair, "CREATE TABLE e (id int PRIMARY KEY, v text)")
     src.execute("INSERT INTO e SELECT g, 'v' FROM generate_series(1, 2500) g")
     ranges: list[DiffRange] = []
-    d = diff_table(src, tgt, Spec("e", ("id",), ["id", "v"]), chunk_rows=1000, key_limit=5,
-                   on_range=ranges.append)
+    d = diff_table(
+        src,
+        tgt,
+        Spec("e", ("id",), ["id", "v"]),
+        chunk_rows=1000,
+        key_limit=5,
+        on_range=ranges.append,
+    )
     assert (d.only_in_source, d.matched, d.target_rows) == (2500, 0, 0)
     assert [k.key for k in d.first_keys] == [(1,), (2,), (3,), (4,), (5,)]
     # whole chunks missing on the target are reported as ranges, without listing keys
     assert [(r.source_rows, r.target_rows, r.diffs) for r in ranges] == [
-        (1000, 0, None), (1000, 0, None), (500, 0, None)]
+        (1000, 0, None),
+        (1000, 0, None),
+        (500, 0, None),
+    ]
     assert d.target_checksum == "0:0000000000000000"
     d = diff_table(tgt, src, Spec("e", ("id",), ["id", "v"]), chunk_rows=1000, key_limit=2)
     assert (d.only_in_target, d.chunks) == (2500, 1)
@@ -217,8 +268,11 @@ def test_key_collations_that_differ_switch_both_sides_to_c(pair: Any) -> None:
     # the queries under COLLATE "C", composite key included, are what is tested here)
     src.execute('CREATE TABLE c (id text COLLATE "pg_c_utf8", n int, v int, PRIMARY KEY (id, n))')
     tgt.execute('CREATE TABLE c (id text COLLATE "C", n int, v int, PRIMARY KEY (id, n))')
-    both(pair, "INSERT INTO c SELECT CASE WHEN g % 2 = 0 THEN upper(md5(g::text)) "
-               "ELSE md5(g::text) END, g % 3, g FROM generate_series(1, 3000) g")
+    both(
+        pair,
+        "INSERT INTO c SELECT CASE WHEN g % 2 = 0 THEN upper(md5(g::text)) "
+        "ELSE md5(g::text) END, g % 3, g FROM generate_series(1, 3000) g",
+    )
     spec = Spec("c", ("id", "n"), ["id", "n", "v"])
     d = diff_table(src, tgt, spec, chunk_rows=200)
     assert d.identical and d.matched == 3000
@@ -232,11 +286,15 @@ def test_key_collations_that_differ_switch_both_sides_to_c(pair: Any) -> None:
 def test_masking_expressions_and_where(pair: Any) -> None:
     src, tgt = pair
     both(pair, "CREATE TABLE p (id int PRIMARY KEY, email text, active bool)")
-    src.execute("INSERT INTO p SELECT g, 'user' || g || '@example.com', g % 3 > 0 "
-                "FROM generate_series(1, 300) g")
+    src.execute(
+        "INSERT INTO p SELECT g, 'user' || g || '@example.com', g % 3 > 0 "
+        "FROM generate_series(1, 300) g"
+    )
     # the target holds what a masked sync wrote: a hash of the email
-    tgt.execute("INSERT INTO p SELECT g, md5('user' || g || '@example.com'), g % 3 > 0 "
-                "FROM generate_series(1, 300) g")
+    tgt.execute(
+        "INSERT INTO p SELECT g, md5('user' || g || '@example.com'), g % 3 > 0 "
+        "FROM generate_series(1, 300) g"
+    )
     spec = Spec("p", ("id",), ["id", "email", "active"])
     mask = {"email": sql.SQL("md5({})").format(sql.Identifier("email"))}
     assert not diff_table(src, tgt, spec).identical
@@ -251,13 +309,18 @@ def test_masking_expressions_and_where(pair: Any) -> None:
 
 def test_types_without_hash_functions_or_differing_between_sides(pair: Any) -> None:
     src, tgt = pair
-    src.execute("CREATE TABLE m (id int PRIMARY KEY, doc json, p point, n integer, r int4range,"
-                " c numeric)")
+    src.execute(
+        "CREATE TABLE m (id int PRIMARY KEY, doc json, p point, n integer, r int4range, c numeric)"
+    )
     # the target declares other types for n and c: they are compared by their text
-    tgt.execute("CREATE TABLE m (id bigint PRIMARY KEY, doc json, p point, n bigint,"
-                " r int4range, c text)")
-    both(pair, "INSERT INTO m SELECT g, json_build_object('g', g), point(g, -g), g * 7, "
-               "int4range(g, g + 10), g / 4.0 FROM generate_series(1, 1000) g")
+    tgt.execute(
+        "CREATE TABLE m (id bigint PRIMARY KEY, doc json, p point, n bigint, r int4range, c text)"
+    )
+    both(
+        pair,
+        "INSERT INTO m SELECT g, json_build_object('g', g), point(g, -g), g * 7, "
+        "int4range(g, g + 10), g / 4.0 FROM generate_series(1, 1000) g",
+    )
     spec = Spec("m", ("id",), ["id", "doc", "p", "n", "r", "c"])
     d = diff_table(src, tgt, spec, chunk_rows=300)
     assert d.identical and d.matched == 1000
@@ -267,7 +330,10 @@ def test_types_without_hash_functions_or_differing_between_sides(pair: Any) -> N
     tgt.execute("UPDATE m SET c = '1.7500' WHERE id = 7")  # same number, other text
     d = diff_table(src, tgt, spec, chunk_rows=300, list_rows=10)
     assert [(k.kind, k.key) for k in d.first_keys] == [
-        ("differing", (5,)), ("differing", (6,)), ("differing", (7,))]
+        ("differing", (5,)),
+        ("differing", (6,)),
+        ("differing", (7,)),
+    ]
 
 
 def test_sampled_chunk_boundaries_on_an_analyzed_table(pair: Any) -> None:
@@ -281,3 +347,44 @@ def test_sampled_chunk_boundaries_on_an_analyzed_table(pair: Any) -> None:
     # boundaries come from a 1% row sample here: about 40 chunks, exact results all the same
     assert 25 <= d.chunks <= 60
     assert (d.only_in_source, d.differing, d.matched) == (2, 1, 39997)
+
+
+def test_dense_differences_switch_to_hash_lists(pair: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    src, tgt = pair
+    from pgferry.sync import checksum
+
+    whole: list[bool] = []  # per hash_lists call: did it read every chunk of its batch?
+    real = checksum.hash_lists
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        whole.append(kw.get("buckets") is None)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(checksum, "hash_lists", spy)
+    both(pair, "CREATE TABLE d (id int PRIMARY KEY, v text)")
+    both(pair, "INSERT INTO d SELECT g, 'v' || g FROM generate_series(1, 20000) g")
+    # every 50th row changed, every 1000th missing: all chunks differ, sparsely
+    tgt.execute("UPDATE d SET v = 'x' WHERE id % 50 = 0")
+    tgt.execute("DELETE FROM d WHERE id % 1000 = 1")
+    ranges: list[DiffRange] = []
+    d = diff_table(
+        src,
+        tgt,
+        Spec("d", ("id",), ["id", "v"]),
+        chunk_rows=500,
+        batch_rows=5000,
+        key_limit=3,
+        on_range=ranges.append,
+    )
+    assert (d.differing, d.only_in_source, d.only_in_target) == (400, 20, 0)
+    assert d.matched == 20000 - 420 and d.chunks_differing == d.chunks == 40
+    assert [(k.kind, k.key) for k in d.first_keys] == [
+        ("only_in_source", (1,)),
+        ("differing", (50,)),
+        ("differing", (100,)),
+    ]
+    listed = sorted(k.key[0] for r in ranges for k in r.diffs or [])
+    assert listed == sorted({*range(50, 20001, 50), *range(1, 20000, 1000)})
+    # the probe batch (4 chunks) found differences everywhere: later batches were read as
+    # hash lists right away (once per side and batch), not as sums first
+    assert whole.count(False) == 2 and whole.count(True) == 2 * 4

@@ -14,16 +14,22 @@ from pgferry.sync.verify import DiffRange, diff_table
 
 BASE_ROWS = 600
 DDL = "CREATE TABLE kv (k1 int, k2 text, v text, n numeric, PRIMARY KEY (k1, k2))"
-BASE = ("INSERT INTO kv SELECT g / 3, (ARRAY['a', 'B', 'ü'])[g %% 3 + 1], "
-        "CASE WHEN g %% 11 = 0 THEN NULL ELSE 'v' || g END, g / 7.0 "
-        "FROM generate_series(0, %s) g")
+BASE = (
+    "INSERT INTO kv SELECT g / 3, (ARRAY['a', 'B', 'ü'])[g %% 3 + 1], "
+    "CASE WHEN g %% 11 = 0 THEN NULL ELSE 'v' || g END, g / 7.0 "
+    "FROM generate_series(0, %s) g"
+)
 
 keys = st.tuples(st.integers(-5, BASE_ROWS // 3 + 5), st.sampled_from(["a", "B", "ü", "z"]))
-ops = st.lists(st.one_of(
-    st.tuples(st.just("put"), keys, st.one_of(st.none(), st.text(max_size=4)),
-              st.integers(-3, 3)),
-    st.tuples(st.just("del"), keys, st.none(), st.just(0)),
-), max_size=30)
+ops = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("put"), keys, st.one_of(st.none(), st.text(max_size=4)), st.integers(-3, 3)
+        ),
+        st.tuples(st.just("del"), keys, st.none(), st.just(0)),
+    ),
+    max_size=30,
+)
 
 
 class _Spec:
@@ -46,9 +52,11 @@ def pair(make_db: Callable[..., str]) -> Iterator[tuple[psycopg.Connection[Any],
 def _apply(c: psycopg.Connection[Any], todo: list[tuple[Any, ...]]) -> None:
     for kind, (k1, k2), v, n in todo:
         if kind == "put":
-            c.execute("INSERT INTO kv VALUES (%s, %s, %s, %s) ON CONFLICT (k1, k2) DO UPDATE "
-                      "SET v = excluded.v, n = excluded.n",
-                      [k1, k2, None if v is None else v.replace("\x00", ""), n])
+            c.execute(
+                "INSERT INTO kv VALUES (%s, %s, %s, %s) ON CONFLICT (k1, k2) DO UPDATE "
+                "SET v = excluded.v, n = excluded.n",
+                [k1, k2, None if v is None else v.replace("\x00", ""), n],
+            )
         else:
             c.execute("DELETE FROM kv WHERE k1 = %s AND k2 = %s", [k1, k2])
 
@@ -57,13 +65,25 @@ def _rows(c: psycopg.Connection[Any]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
     return {(r[0], r[1]): r for r in c.execute("SELECT k1, k2, v, n FROM kv")}
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(src_ops=ops, tgt_ops=ops, chunk_rows=st.integers(1, 300), list_rows=st.integers(1, 60),
-       fanout=st.integers(2, 9), empty_side=st.sampled_from([None, "src", "tgt"]))
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    src_ops=ops,
+    tgt_ops=ops,
+    chunk_rows=st.integers(1, 300),
+    list_rows=st.integers(1, 60),
+    fanout=st.integers(2, 9),
+    empty_side=st.sampled_from([None, "src", "tgt"]),
+)
 def test_diff_table_matches_a_row_by_row_comparison(
-    pair: tuple[psycopg.Connection[Any], ...], src_ops: list[Any], tgt_ops: list[Any],
-    chunk_rows: int, list_rows: int, fanout: int, empty_side: str | None,
+    pair: tuple[psycopg.Connection[Any], ...],
+    src_ops: list[Any],
+    tgt_ops: list[Any],
+    chunk_rows: int,
+    list_rows: int,
+    fanout: int,
+    empty_side: str | None,
 ) -> None:
     src, tgt = pair
     for c, todo, side in ((src, src_ops, "src"), (tgt, tgt_ops, "tgt")):
@@ -78,10 +98,19 @@ def test_diff_table_matches_a_row_by_row_comparison(
         "only_in_target": b.keys() - a.keys(),
     }
     ranges: list[DiffRange] = []
-    d = diff_table(src, tgt, _Spec(), chunk_rows=chunk_rows, list_rows=list_rows,
-                   fanout=fanout, key_limit=10, on_range=ranges.append)
+    d = diff_table(
+        src,
+        tgt,
+        _Spec(),
+        chunk_rows=chunk_rows,
+        list_rows=list_rows,
+        fanout=fanout,
+        key_limit=10,
+        on_range=ranges.append,
+    )
     assert (d.differing, d.only_in_source, d.only_in_target) == tuple(
-        len(want[k]) for k in ("differing", "only_in_source", "only_in_target"))
+        len(want[k]) for k in ("differing", "only_in_source", "only_in_target")
+    )
     assert d.matched == len(a) - d.differing - d.only_in_source
     assert (d.source_rows, d.target_rows) == (len(a), len(b))
     assert d.identical == (a == b)

@@ -31,13 +31,18 @@ def test_classify_sorts_keys_into_kinds_in_source_order() -> None:
     tgt = {(2,): 22, (3,): 99, (4,): 44, (1,): 11}
     leaf = classify(src, tgt)
     assert leaf.matched == 2
-    assert leaf.diffs == [KeyDiff("differing", (3,)), KeyDiff("only_in_source", (5,)),
-                          KeyDiff("only_in_target", (4,))]
+    assert leaf.diffs == [
+        KeyDiff("differing", (3,)),
+        KeyDiff("only_in_source", (5,)),
+        KeyDiff("only_in_target", (4,)),
+    ]
     assert leaf.count("differing") == leaf.count("only_in_target") == 1
 
 
-@given(st.dictionaries(st.integers(0, 50), st.integers(0, 3)),
-       st.dictionaries(st.integers(0, 50), st.integers(0, 3)))
+@given(
+    st.dictionaries(st.integers(0, 50), st.integers(0, 3)),
+    st.dictionaries(st.integers(0, 50), st.integers(0, 3)),
+)
 def test_classify_counts_add_up(a: dict[int, int], b: dict[int, int]) -> None:
     leaf = classify([((k,), h) for k, h in sorted(a.items())], {(k,): h for k, h in b.items()})
     assert leaf.matched + leaf.count("differing") + leaf.count("only_in_source") == len(a)
