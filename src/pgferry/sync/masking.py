@@ -22,14 +22,14 @@ Contract:
   :func:`refuse_unmasked` turns that list into the policy refusal (exit 4) for a
   sync from a protected to an unprotected environment.
 
-The secret is embedded as a literal whose ``repr`` is redacted; never log a
-composed masking query.
+The SQL of each rule lives in :mod:`pgferry.sync.mask_sql`. The secret is
+embedded hex-encoded, and its ``repr`` is redacted; never log a composed
+masking query.
 """
 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
@@ -41,6 +41,17 @@ from psycopg import sql
 
 from pgferry.errors import BadInput
 from pgferry.pg.catalog import Column, Table
+from pgferry.sync.mask_sql import (
+    COL_MARK,
+    HASH_TYPES,
+    KEY_MARK,
+    OUT_LEN,
+    Secret,
+    expression,
+    is_text,
+    max_len,
+    user_type,
+)
 
 KEY_ENV = "PGFERRY_MASK_KEY"
 MIN_KEY_LENGTH = 16
@@ -60,20 +71,6 @@ RULES: dict[str, str] = {
 _NEEDS_KEY = {"email", "keep_domain_email", "name", "phone", "hash"}
 _COLLAPSING = {"redact", "null", "fixed"}  # rules that do not keep unique values unique
 _TEXT_ONLY = {"email", "keep_domain_email", "name", "phone", "redact"}
-_TEXT_OIDS = {25, 1043, 1042, 19}  # text, varchar, bpchar, name
-_FIRST_USER_OID = 16384  # FirstNormalObjectId: built-in types have smaller oids
-_HASH_TYPES = {"uuid": 2950, "bigint": 20, "bytea": 17}
-_LEN_RE = re.compile(r"^(?:character varying|character|varchar|char)\((\d+)\)")
-
-FIRST_NAMES = ("Ada", "Alan", "Grace", "Linus", "Edsger", "Barbara", "Donald", "Frances",
-               "Dennis", "Margaret", "Ken", "Radia", "John", "Hedy", "Tim", "Katherine")
-LAST_NAMES = ("Lovelace", "Turing", "Hopper", "Torvalds", "Dijkstra", "Liskov", "Knuth",
-              "Allen", "Ritchie", "Hamilton", "Thompson", "Perlman", "Backus", "Lamarr",
-              "Berners", "Johnson")
-# the longest name the ``name`` rule can produce
-_NAME_LEN = max(map(len, FIRST_NAMES)) + 1 + max(map(len, LAST_NAMES)) + 1 + 10
-_OUT_LEN = {"email": 2 + 16 + len("@example.invalid"), "phone": 7 + 12, "name": _NAME_LEN,
-            "hash": 16}
 
 
 @dataclass(frozen=True)
@@ -149,13 +146,11 @@ class MaskRules:
         return out
 
 
-_KEY_MARK = "pgferry_mask_key_7f3a"
-_COL_MARK = "pgferry_mask_col_7f3a"
 
 
 def _parse_expression(key: str, text: str) -> str:
     """``text`` as one SQL expression, deparsed by pglast (comments and tricks gone)."""
-    body = text.replace("{col}", _COL_MARK).replace("{key}", _KEY_MARK)
+    body = text.replace("{col}", COL_MARK).replace("{key}", KEY_MARK)
     if not body.strip():
         raise BadInput(f"[sync.mask] {key!r}: sql: needs an expression, e.g. sql:left({{col}}, 1)")
     try:
@@ -216,114 +211,6 @@ def mask_key(dotenv: Mapping[str, str] | None = None) -> str:
     return key
 
 
-def _text(value: str) -> sql.Composable:
-    """A text literal that holds no ``%``, so it survives a query with parameters too.
-
-    psycopg does not escape ``%`` inside :class:`psycopg.sql.Literal`; a query that is
-    later executed with parameters would take it for a placeholder.
-    """
-    if "%" not in value:
-        return sql.Literal(value)
-    return sql.SQL("convert_from(decode({}, 'hex'), 'UTF8')").format(
-        sql.Literal(value.encode().hex()))
-
-
-class _Secret(sql.Composable):
-    """The secret as ``convert_from(decode('<hex>', 'hex'), 'UTF8')``.
-
-    Hex keeps ``%`` out of the query and the key out of plain sight in server logs;
-    the ``repr`` never shows it (it may end up in a traceback).
-    """
-
-    def __init__(self, key: str) -> None:
-        super().__init__(key)
-
-    def as_bytes(self, context: Any = None) -> bytes:
-        hexed = self._obj.encode().hex()
-        return f"convert_from(decode('{hexed}', 'hex'), 'UTF8')".encode()
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-
-def _is_text(col: Column) -> bool:
-    return col.type_oid in _TEXT_OIDS or col.type.split("(")[0] in (
-        "text", "character varying", "character", "citext", "name")
-
-
-def _user_type(col: Column) -> bool:
-    """A type made by the user or an extension (a domain over text, citext): the server
-    decides whether the masked text fits it (the expression is cast; :func:`probe` checks)."""
-    return col.type_oid >= _FIRST_USER_OID
-
-
-def _max_len(col: Column) -> int | None:
-    m = _LEN_RE.match(col.type)
-    return int(m.group(1)) if m else None
-
-
-def _digest(col: sql.Composable, key: sql.Composable) -> sql.Composed:
-    """``sha256(key || value)`` as bytea: the one hash every rule derives from."""
-    return sql.SQL("sha256(convert_to(CAST({} AS text) || CAST({} AS text), 'UTF8'))").format(
-        key, col)
-
-
-def _hex(col: sql.Composable, key: sql.Composable, n: int = 64) -> sql.Composed:
-    return sql.SQL("left(encode({}, 'hex'), {})").format(_digest(col, key), sql.Literal(n))
-
-
-def _array(values: Sequence[str]) -> sql.Composed:
-    return sql.SQL("ARRAY[{}]::text[]").format(sql.SQL(", ").join(map(sql.Literal, values)))
-
-
-def _expression(rule: MaskRule, col: Column, key: sql.Composable) -> sql.Composable:
-    c = sql.Identifier(col.name)
-    ctype = sql.SQL(col.type)  # format_type() output: a valid, already-quoted type name
-    if rule.kind == "email":
-        return sql.SQL("'u_' || {} || '@example.invalid'").format(_hex(c, key, 16))
-    if rule.kind == "keep_domain_email":
-        return sql.SQL(
-            "'u_' || {} || '@' || coalesce(substring(CAST({} AS text) from '@([^@]*)$'), "
-            "'example.invalid')").format(_hex(c, key, 16), c)
-    if rule.kind == "name":
-        d = _digest(c, key)
-        return sql.SQL(
-            "({first})[1 + mod(get_byte({d}, 0), {nf})] || ' ' || "
-            "({last})[1 + mod(get_byte({d}, 1), {nl})] || ' ' || "
-            "encode(substring({d} from 3 for 5), 'hex')").format(
-            first=_array(FIRST_NAMES), last=_array(LAST_NAMES), d=d,
-            nf=sql.Literal(len(FIRST_NAMES)), nl=sql.Literal(len(LAST_NAMES)))
-    if rule.kind == "phone":
-        # 48 bits of the hash as a number, shown as 12 decimal digits
-        return sql.SQL(
-            "'+1-555-' || lpad(CAST(mod(CAST(CAST(('x' || {}) AS bit(48)) AS bigint), "
-            "1000000000000) AS text), 12, '0')").format(_hex(c, key, 12))
-    if rule.kind == "hash":
-        if col.type_oid == _HASH_TYPES["uuid"] or col.type == "uuid":
-            return sql.SQL("CAST({} AS uuid)").format(_hex(c, key, 32))
-        if col.type_oid == _HASH_TYPES["bigint"] or col.type == "bigint":
-            return sql.SQL("CAST(CAST(('x' || {}) AS bit(64)) AS bigint) & 9223372036854775807"
-                           ).format(_hex(c, key, 16))
-        if col.type_oid == _HASH_TYPES["bytea"] or col.type == "bytea":
-            return _digest(c, key)
-        n = min(64, _max_len(col) or 64)
-        return sql.SQL("CAST({} AS {})").format(_hex(c, key, n), ctype)
-    if rule.kind == "redact":
-        return sql.SQL("repeat('*', char_length({}))").format(c)
-    if rule.kind == "null":
-        return sql.SQL("CAST(NULL AS {})").format(ctype)
-    if rule.kind == "fixed":
-        return sql.SQL("CAST({} AS {})").format(_text(rule.arg), ctype)
-    # sql: the expression was parsed and deparsed by pglast in compile_rules
-    pieces: list[sql.Composable] = []
-    for i, chunk in enumerate(rule.arg.split(_KEY_MARK)):
-        if i:
-            pieces.append(sql.SQL("CAST({} AS text)").format(key))
-        for j, part in enumerate(chunk.split(_COL_MARK)):
-            if j:
-                pieces.append(c)
-            pieces.append(sql.SQL(part))
-    return sql.SQL("CAST(({}) AS {})").format(sql.Composed(pieces), ctype)
 
 
 def _check_fit(where: str, rule: MaskRule, col: Column, target: Column | None,
@@ -331,17 +218,17 @@ def _check_fit(where: str, rule: MaskRule, col: Column, target: Column | None,
     if col.name in key_columns:
         raise BadInput(f"[sync.mask] {rule.pattern!r} masks {where}, a key column of the sync; "
                        f"mask a non-key column or sync this table with another key")
-    if rule.kind in _TEXT_ONLY and not (_is_text(col) or _user_type(col)):
+    if rule.kind in _TEXT_ONLY and not (is_text(col) or user_type(col)):
         raise BadInput(f"[sync.mask] {rule.pattern!r}: rule {rule.kind!r} needs a text column, "
                        f"but {where} is {col.type}")
-    if rule.kind == "hash" and not (_is_text(col) or _user_type(col)) and (
-            col.type not in _HASH_TYPES):
+    if rule.kind == "hash" and not (is_text(col) or user_type(col)) and (
+            col.type not in HASH_TYPES):
         raise BadInput(f"[sync.mask] {rule.pattern!r}: rule 'hash' needs a text, uuid, bigint or "
                        f"bytea column, but {where} is {col.type}")
-    limits = [n for c in (col, target) if c is not None and _is_text(c)
-              if (n := _max_len(c)) is not None]
+    limits = [n for c in (col, target) if c is not None and is_text(c)
+              if (n := max_len(c)) is not None]
     limit = min(limits, default=None)
-    need = _OUT_LEN.get("email" if rule.kind == "keep_domain_email" else rule.kind)
+    need = OUT_LEN.get("email" if rule.kind == "keep_domain_email" else rule.kind)
     if limit is not None and need is not None and limit < need:
         raise BadInput(f"[sync.mask] {rule.pattern!r}: {where} is {col.type}, too short for the "
                        f"{rule.kind!r} rule's {need} characters; widen it or use another rule")
@@ -375,18 +262,18 @@ def mask_expressions(
     applied = [(c, r) for c in columns if (r := rules.rule_for(table_qualname, c.name))]
     if not applied:
         return out
-    needs = any(r.kind in _NEEDS_KEY or (r.kind == "sql" and _KEY_MARK in r.arg)
+    needs = any(r.kind in _NEEDS_KEY or (r.kind == "sql" and KEY_MARK in r.arg)
                 for _, r in applied)
     if needs and not key:
         raise BadInput(f"{KEY_ENV} is not set: masking rules need a secret key")
-    secret = _Secret(key or "")
+    secret = Secret(key or "")
     for col, rule in applied:
         if col.generated:
             continue  # generated columns are not copied at all
         where = f"{table_qualname}.{col.name}"
         _check_fit(where, rule, col, tgt.get(col.name), key_columns)
-        expr = _expression(rule, col, secret)
-        if rule.kind in _TEXT_ONLY and not _is_text(col):  # a domain over text, citext
+        expr = expression(rule.kind, rule.arg, col, secret)
+        if rule.kind in _TEXT_ONLY and not is_text(col):  # a domain over text, citext
             expr = sql.SQL("CAST(({}) AS {})").format(expr, sql.SQL(col.type))
         out[col.name] = expr
     return out
