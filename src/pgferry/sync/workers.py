@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -42,16 +41,12 @@ from tenacity import (
 from pgferry.config import Config
 from pgferry.errors import PgferryError, Unreachable
 from pgferry.pg.connect import Target, connect, is_transient, map_db_error, redact
-from pgferry.sync import events, sequences, write
+from pgferry.sync import compare, events, sequences, write
 from pgferry.sync.copy import Snapshot
 from pgferry.sync.plan import SyncPlan, TablePlan
 from pgferry.sync.result import SyncResult, TableResult
 from pgferry.sync.tables import (
     Link,
-    apply_keys,
-    copy_range,
-    delete_missing_range,
-    delete_range,
     flush_later,
     full_deletes,
     full_load,
@@ -159,7 +154,7 @@ def _unit(ctx: RunContext, unit: list[TablePlan], link: Link, phase: str) -> Non
                 if phase == "load" and ctx.opts.verify_after and not ctx.opts.atomic:
                     for t in unit:
                         if t.key:  # the proof: compare again, what is now committed
-                            _diff(ctx, t, link, lambda n: None).fill(
+                            compare.diff(ctx, t, link, lambda n: None).fill(
                                 ctx.result.table(t.qualname))
         for r in results:
             if r.status in ("pending", "ok"):
@@ -202,12 +197,12 @@ def _table(ctx: RunContext, t: TablePlan, link: Link, phase: str) -> None:
             full_deletes(link, t, r)
             link.commit()
         elif t.strategy == "checksum":
-            ctx.pending[t.qualname] = _checksum_deletes(ctx, t, link, r, progress)
+            ctx.pending[t.qualname] = compare.checksum_deletes(ctx, t, link, r, progress)
         elif t.strategy == "watermark" and t.deletes:
             # timestamps cannot show a deleted row: compare the keys alone, chunk by chunk
-            _checksum_deletes(ctx, t, link, r, progress, keys_only=True)
+            compare.checksum_deletes(ctx, t, link, r, progress, keys_only=True)
     elif ctx.opts.mode == "verify":
-        _verify(ctx, t, link, r, progress)
+        compare.verify_table(ctx, t, link, r, progress)
     elif t.strategy == "full":
         full_load(link, t, masks, r, progress)
         link.commit()
@@ -222,125 +217,9 @@ def _table(ctx: RunContext, t: TablePlan, link: Link, phase: str) -> None:
     else:
         work = ctx.pending.pop(t.qualname, None)
         if work is None:
-            work = _checksum_deletes(ctx, t, link, r, progress)
-        _checksum_upserts(link, t, masks, r, work, progress)
+            work = compare.checksum_deletes(ctx, t, link, r, progress)
+        compare.checksum_upserts(link, t, masks, r, work, progress)
         flush_later(link, t, r, commit=True)
-
-
-#: a compared range with more differing keys than this (or 30% of its rows) is copied whole
-DENSE_KEYS = 256
-
-
-@dataclass
-class _Upserts:
-    """What the checksum comparison left for the load phase: keys and whole source ranges."""
-
-    keys: list[Any] = field(default_factory=list)
-    ranges: list[tuple[sql.Composable, list[Any]]] = field(default_factory=list)
-
-
-def _diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], None],
-          on_range: Callable[[Any], None] | None = None) -> Any:
-    from pgferry.sync import verify
-
-    last = [0]
-
-    def on_progress(done: int, total: int) -> None:
-        if done > last[0]:
-            progress(done - last[0])
-            last[0] = done
-
-    def diff() -> Any:
-        return verify.diff_table(link.src, link.tgt, t, chunk_rows=ctx.opts.chunk_rows,
-                                 key_limit=ctx.opts.key_limit,
-                                 source_exprs={c: e for c, e in ctx.masks.get(
-                                     t.qualname, {}).items() if c in t.columns} or None,
-                                 on_progress=on_progress, on_range=on_range)
-
-    if link.hold:  # --atomic or an FK cycle: compare inside the open write transaction
-        return diff()
-    link.tgt.rollback()
-    link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-    try:
-        return diff()
-    finally:
-        link.tgt.rollback()
-
-
-def _verify(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
-            progress: Callable[[int], None]) -> None:
-    diff = _diff(ctx, t, link, progress)
-    diff.fill(r)
-    if not diff.identical:
-        r.status = "differs"
-
-
-def _checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
-                      progress: Callable[[int], None], keys_only: bool = False
-                      ) -> _Upserts | None:
-    """Compare chunk checksums; delete what the source lacks; return what to copy later.
-
-    Runs in the delete phase (children first), so a parent's rows are deleted only
-    after its children's; None when the target table is empty (the load phase then
-    takes the binary COPY fast path).
-    """
-    if not t.where and is_empty(link, t):
-        if not link.hold:
-            link.tgt.rollback()
-        return None
-    # Ranges are kept compact while the comparison runs: a range where many rows differ
-    # is remembered as a range (copied and pruned as a whole), so memory stays bounded by
-    # the number of ranges, not by the number of differing rows.
-    ranges: list[tuple[Any, bool]] = []  # (DiffRange without keys if dense, dense?)
-    work = _Upserts()
-    delete: list[Any] = []
-
-    def collect(rg: Any) -> None:
-        rows = max(rg.source_rows, rg.target_rows)
-        if rg.diffs is None or len(rg.diffs) > max(DENSE_KEYS, rows * 0.3):
-            ranges.append((replace(rg, diffs=None), rg.diffs is not None))
-            return
-        for d in rg.diffs:
-            if d.kind == "only_in_target":
-                if t.deletes:
-                    delete.append(d.key)
-            elif not keys_only:
-                work.keys.append(d.key)
-
-    spec = replace(t, columns=list(t.key)) if keys_only else t
-    # the bar counts rows compared here, then rows written in the load phase
-    diff = _diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
-                 on_range=collect)
-    if not keys_only:
-        r.unchanged = diff.matched  # (not +=: a retried attempt compares again)
-    src_side, tgt_side = diff.source_side, diff.target_side
-    for rg, dense in ranges:
-        if rg.source_rows and not keys_only and src_side is not None:
-            work.ranges.append(src_side.predicate(rg.range))
-        if not (rg.target_rows and t.deletes and tgt_side is not None):
-            continue
-        where, params = tgt_side.predicate(rg.range)
-        if dense and rg.source_rows and src_side is not None:
-            swhere, sparams = src_side.predicate(rg.range)
-            delete_missing_range(link, t, r, (swhere, sparams), (where, params))
-        elif not rg.source_rows:
-            delete_range(link, t, r, where, params)
-        progress(rg.target_rows)
-    apply_keys(link, t, {}, r, [], delete, progress)
-    return work
-
-
-def _checksum_upserts(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
-                      r: TableResult, work: _Upserts | None,
-                      progress: Callable[[int], None]) -> None:
-    """Copy the differing keys and the source-only ranges found by the comparison."""
-    if work is None:  # the table was empty in the delete phase (and nothing wrote it since)
-        full_load(link, t, masks, r, progress)
-        link.commit()
-        return
-    for where, params in work.ranges:
-        copy_range(link, t, masks, r, where, params, progress)
-    apply_keys(link, t, masks, r, work.keys, [], progress)
 
 
 def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int, phase: str,

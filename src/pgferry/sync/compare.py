@@ -1,0 +1,152 @@
+"""The checksum comparison inside a sync: verify a table, or find and apply what differs.
+
+Contract: :func:`diff` runs :func:`pgferry.sync.verify.diff_table` on a
+worker's connections (the source inside the run's snapshot; the target in its
+own read-only transaction, or inside the open write transaction with
+``--atomic`` and FK cycles). :func:`checksum_deletes` is the checksum
+strategy's delete phase: it compares, deletes what the source lacks and returns
+the :class:`Upserts` the load phase copies with :func:`checksum_upserts`.
+Ranges where many rows differ are handled as ranges, so memory is bounded by the
+number of ranges rather than the number of differing rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from psycopg import sql
+
+from pgferry.sync.plan import TablePlan
+from pgferry.sync.result import TableResult
+from pgferry.sync.tables import (
+    Link,
+    apply_keys,
+    copy_range,
+    delete_missing_range,
+    delete_range,
+    full_load,
+    is_empty,
+)
+
+if TYPE_CHECKING:
+    from pgferry.sync.workers import RunContext
+
+
+#: a compared range with more differing keys than this (or 30% of its rows) is copied whole
+DENSE_KEYS = 256
+
+
+@dataclass
+class Upserts:
+    """What the checksum comparison left for the load phase: keys and whole source ranges."""
+
+    keys: list[Any] = field(default_factory=list)
+    ranges: list[tuple[sql.Composable, list[Any]]] = field(default_factory=list)
+
+
+def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], None],
+         on_range: Callable[[Any], None] | None = None) -> Any:
+    """The :class:`~pgferry.sync.verify.TableDiff` of ``t`` (progress in rows compared)."""
+    from pgferry.sync import verify
+
+    last = [0]
+
+    def on_progress(done: int, total: int) -> None:
+        if done > last[0]:
+            progress(done - last[0])
+            last[0] = done
+
+    def run() -> Any:
+        return verify.diff_table(link.src, link.tgt, t, chunk_rows=ctx.opts.chunk_rows,
+                                 key_limit=ctx.opts.key_limit,
+                                 source_exprs={c: e for c, e in ctx.masks.get(
+                                     t.qualname, {}).items() if c in t.columns} or None,
+                                 on_progress=on_progress, on_range=on_range)
+
+    if link.hold:  # --atomic or an FK cycle: compare inside the open write transaction
+        return run()
+    link.tgt.rollback()
+    link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    try:
+        return run()
+    finally:
+        link.tgt.rollback()
+
+
+def verify_table(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
+                 progress: Callable[[int], None]) -> None:
+    """``--mode verify`` for one table: fill the verify counts and the checksums."""
+    found = diff(ctx, t, link, progress)
+    found.fill(r)
+    if not found.identical:
+        r.status = "differs"
+
+
+def checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
+                      progress: Callable[[int], None], keys_only: bool = False
+                      ) -> Upserts | None:
+    """Compare chunk checksums; delete what the source lacks; return what to copy later.
+
+    Runs in the delete phase (children first), so a parent's rows are deleted only
+    after its children's; None when the target table is empty (the load phase then
+    takes the binary COPY fast path).
+    """
+    if not t.where and is_empty(link, t):
+        if not link.hold:
+            link.tgt.rollback()
+        return None
+    # Ranges are kept compact while the comparison runs: a range where many rows differ
+    # is remembered as a range (copied and pruned as a whole), so memory stays bounded by
+    # the number of ranges, not by the number of differing rows.
+    ranges: list[tuple[Any, bool]] = []  # (DiffRange without keys if dense, dense?)
+    work = Upserts()
+    delete: list[Any] = []
+
+    def collect(rg: Any) -> None:
+        rows = max(rg.source_rows, rg.target_rows)
+        if rg.diffs is None or len(rg.diffs) > max(DENSE_KEYS, rows * 0.3):
+            ranges.append((replace(rg, diffs=None), rg.diffs is not None))
+            return
+        for d in rg.diffs:
+            if d.kind == "only_in_target":
+                if t.deletes:
+                    delete.append(d.key)
+            elif not keys_only:
+                work.keys.append(d.key)
+
+    spec = replace(t, columns=list(t.key)) if keys_only else t
+    # the bar counts rows compared here, then rows written in the load phase
+    found = diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
+                 on_range=collect)
+    if not keys_only:
+        r.unchanged = found.matched  # (not +=: a retried attempt compares again)
+    src_side, tgt_side = found.source_side, found.target_side
+    for rg, dense in ranges:
+        if rg.source_rows and not keys_only and src_side is not None:
+            work.ranges.append(src_side.predicate(rg.range))
+        if not (rg.target_rows and t.deletes and tgt_side is not None):
+            continue
+        where, params = tgt_side.predicate(rg.range)
+        if dense and rg.source_rows and src_side is not None:
+            swhere, sparams = src_side.predicate(rg.range)
+            delete_missing_range(link, t, r, (swhere, sparams), (where, params))
+        elif not rg.source_rows:
+            delete_range(link, t, r, where, params)
+        progress(rg.target_rows)
+    apply_keys(link, t, {}, r, [], delete, progress)
+    return work
+
+
+def checksum_upserts(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
+                      r: TableResult, work: Upserts | None,
+                      progress: Callable[[int], None]) -> None:
+    """Copy the differing keys and the source-only ranges found by the comparison."""
+    if work is None:  # the table was empty in the delete phase (and nothing wrote it since)
+        full_load(link, t, masks, r, progress)
+        link.commit()
+        return
+    for where, params in work.ranges:
+        copy_range(link, t, masks, r, where, params, progress)
+    apply_keys(link, t, masks, r, work.keys, [], progress)
