@@ -59,6 +59,27 @@ class Counters(Protocol):
     ranges_differing: int
 
 
+#: at most about this many rows (of both sides) are settled at once: bounds memory when
+#: a range differs everywhere
+GROUP_ROWS = 200_000
+
+
+def _groups(
+    small: list[int], ss: Sequence[Sums], ts: Sequence[Sums], limit: int
+) -> list[list[int]]:
+    """``small`` (piece indices, in order) cut into runs of at most ~``limit`` rows."""
+    out: list[list[int]] = []
+    size = limit
+    for j in small:
+        n = max(ss[j].rows, ts[j].rows)
+        if size + n > limit:
+            out.append([])
+            size = 0
+        out[-1].append(j)
+        size += n
+    return out
+
+
 def xor_all(values: Any) -> int:
     """XOR of an iterable of ints (a piece's checksum from its hash list)."""
     return functools.reduce(operator.xor, values, 0)
@@ -107,30 +128,35 @@ class Differ:
             for j, (a, b) in enumerate(zip(ss, ts, strict=True))
             if a != b and a.rows and b.rows and max(a.rows, b.rows) <= self.list_rows
         ]
+        if small and lists is None:
+            lists = self.both(partial(ck.hash_lists, rng=outer, bounds=bounds, buckets=small))
+        # the keys of changed rows are read group by group (a bounded number of rows at a
+        # time), each group when the walk below reaches its first piece
+        groups = iter(_groups(small, ss, ts, GROUP_ROWS))
         found: dict[int, list[KeyDiff]] = {}
-        if small:
-            if lists is None:
-                lists = self.both(partial(ck.hash_lists, rng=outer, bounds=bounds, buckets=small))
-            found = self._changed_rows(outer, pieces, small, *lists)
+        smalls = set(small)
         for j, (rng, a, b) in enumerate(zip(pieces, ss, ts, strict=True)):
             if a == b:
                 self.out.matched += a.rows
             elif not (a.rows and b.rows):
                 self._one_sided(rng, a.rows, b.rows)
-            elif j in found:
-                diffs = found[j]
+            elif j in smalls:
+                if j not in found:
+                    assert lists is not None
+                    found = self._changed_rows(pieces, next(groups), *lists)
+                diffs = found.pop(j)
                 self.out.matched += a.rows - sum(1 for d in diffs if d.kind != "only_in_target")
                 self._record(rng, a.rows, b.rows, diffs)
             else:
                 self._split(rng, a.rows, b.rows)
 
     def _changed_rows(
-        self, outer: KeyRange, pieces: Sequence[KeyRange], small: list[int], ls: Lists, lt: Lists
+        self, pieces: Sequence[KeyRange], group: list[int], ls: Lists, lt: Lists
     ) -> dict[int, list[KeyDiff]]:
-        """Per piece of ``small``: the differing keys, from the hash lists of both sides."""
+        """Per piece of ``group``: the differing keys, from the hash lists of both sides."""
         out: dict[int, list[KeyDiff]] = {}
         wants: dict[int, tuple[list[int], list[int]]] = {}
-        for j in small:
+        for j in group:
             ns, hs = ls.get(j, (0, ()))
             nt, ht = lt.get(j, (0, ()))
             a, b = set(hs), set(ht)
@@ -140,20 +166,22 @@ class Differ:
             else:
                 wants[j] = (list(a - b), list(b - a))
         rows: dict[int, tuple[list[tuple[Key, int]], list[tuple[Key, int]]]] = {}
-        if len(wants) * 4 < len(pieces):
+        span = group[-1] - group[0] + 1
+        if len(wants) <= 2 or len(wants) * 4 < span:
             # few pieces: read only their ranges
             for j, (wa, wb) in wants.items():
                 rows[j] = self.both(partial(self._rows, rng=pieces[j], want_s=wa, want_t=wb))
         elif wants:
-            # many: one pass over the whole range, rows handed to their piece by hash
+            # many: one pass over the group's span, rows handed to their piece by hash; a
+            # sequential scan when the span is most of the range
             owner = {h: j for j, (wa, wb) in wants.items() for h in (*wa, *wb)}
             srows, trows = self.both(
                 partial(
                     self._rows,
-                    rng=outer,
+                    rng=KeyRange(pieces[group[0]].lo, pieces[group[-1]].hi),
                     want_s=[h for wa, _ in wants.values() for h in wa],
                     want_t=[h for _, wb in wants.values() for h in wb],
-                    scan=True,
+                    scan=span * 2 >= len(pieces),
                 )
             )
             for j in wants:
