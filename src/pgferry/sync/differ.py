@@ -59,25 +59,9 @@ class Counters(Protocol):
     ranges_differing: int
 
 
-#: at most about this many rows (of both sides) are settled at once: bounds memory when
-#: a range differs everywhere
-GROUP_ROWS = 200_000
-
-
-def _groups(
-    small: list[int], ss: Sequence[Sums], ts: Sequence[Sums], limit: int
-) -> list[list[int]]:
-    """``small`` (piece indices, in order) cut into runs of at most ~``limit`` rows."""
-    out: list[list[int]] = []
-    size = limit
-    for j in small:
-        n = max(ss[j].rows, ts[j].rows)
-        if size + n > limit:
-            out.append([])
-            size = 0
-        out[-1].append(j)
-        size += n
-    return out
+#: changed rows (of both sides) whose keys are read at once: bounds memory when a range
+#: differs everywhere
+GROUP_ROWS = 100_000
 
 
 def xor_all(values: Any) -> int:
@@ -132,9 +116,8 @@ class Differ:
             lists = self.both(partial(ck.hash_lists, rng=outer, bounds=bounds, buckets=small))
         # the keys of changed rows are read group by group (a bounded number of rows at a
         # time), each group when the walk below reaches its first piece
-        groups = iter(_groups(small, ss, ts, GROUP_ROWS))
         found: dict[int, list[KeyDiff]] = {}
-        smalls = set(small)
+        smalls = {j: i for i, j in enumerate(small)}
         for j, (rng, a, b) in enumerate(zip(pieces, ss, ts, strict=True)):
             if a == b:
                 self.out.matched += a.rows
@@ -143,7 +126,7 @@ class Differ:
             elif j in smalls:
                 if j not in found:
                     assert lists is not None
-                    found = self._changed_rows(pieces, next(groups), *lists)
+                    found = self._changed_rows(pieces, small[smalls[j] :], *lists)
                 diffs = found.pop(j)
                 self.out.matched += a.rows - sum(1 for d in diffs if d.kind != "only_in_target")
                 self._record(rng, a.rows, b.rows, diffs)
@@ -151,12 +134,21 @@ class Differ:
                 self._split(rng, a.rows, b.rows)
 
     def _changed_rows(
-        self, pieces: Sequence[KeyRange], group: list[int], ls: Lists, lt: Lists
+        self, pieces: Sequence[KeyRange], todo: list[int], ls: Lists, lt: Lists
     ) -> dict[int, list[KeyDiff]]:
-        """Per piece of ``group``: the differing keys, from the hash lists of both sides."""
+        """The differing keys of the first pieces of ``todo``, from both sides' hash lists.
+
+        Takes pieces until about :data:`GROUP_ROWS` changed rows are wanted, so
+        memory stays bounded however much differs; returns ``{piece: diffs}``.
+        """
         out: dict[int, list[KeyDiff]] = {}
         wants: dict[int, tuple[list[int], list[int]]] = {}
-        for j in group:
+        wanted = 0
+        group: list[int] = []
+        for j in todo:
+            if wanted >= GROUP_ROWS:
+                break
+            group.append(j)
             ns, hs = ls.get(j, (0, ()))
             nt, ht = lt.get(j, (0, ()))
             a, b = set(hs), set(ht)
@@ -165,6 +157,7 @@ class Differ:
                 out[j] = classify(srows, dict(trows)).diffs
             else:
                 wants[j] = (list(a - b), list(b - a))
+                wanted += len(wants[j][0]) + len(wants[j][1])
         rows: dict[int, tuple[list[tuple[Key, int]], list[tuple[Key, int]]]] = {}
         span = group[-1] - group[0] + 1
         if len(wants) <= 2 or len(wants) * 4 < span:
@@ -173,7 +166,7 @@ class Differ:
                 rows[j] = self.both(partial(self._rows, rng=pieces[j], want_s=wa, want_t=wb))
         elif wants:
             # many: one pass over the group's span, rows handed to their piece by hash; a
-            # sequential scan when the span is most of the range
+            # (parallel) sequential scan, as hashing the span costs more than reading pages
             owner = {h: j for j, (wa, wb) in wants.items() for h in (*wa, *wb)}
             srows, trows = self.both(
                 partial(
@@ -181,7 +174,7 @@ class Differ:
                     rng=KeyRange(pieces[group[0]].lo, pieces[group[-1]].hi),
                     want_s=[h for wa, _ in wants.values() for h in wa],
                     want_t=[h for _, wb in wants.values() for h in wb],
-                    scan=span * 2 >= len(pieces),
+                    scan=True,
                 )
             )
             for j in wants:
