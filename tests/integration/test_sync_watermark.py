@@ -54,3 +54,22 @@ def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
         wm, xids = c.execute("SELECT watermark, inflight_xids FROM pgferry.sync_state"
                              " WHERE table_name = 'public.events'").fetchone()
     assert wm is not None and isinstance(xids, list)  # other databases may hold xids
+
+
+def test_first_run_into_a_filled_table_compares_instead_of_copying(
+        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=(), extra=CONF)
+    data = ("INSERT INTO events SELECT g, 'v', timestamptz '2024-01-01' + g * interval '1 s'"
+            " FROM generate_series(1, 100) g;")
+    sql(p.dsns["dev"], DDL + data)
+    sql(p.dsns["prod"], DDL + data + "UPDATE events SET v = 'old' WHERE id = 5;"
+        "INSERT INTO events VALUES (500, 'gone', now());")
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
+    assert r.code == 0, r.err + r.out
+    ev = r.json["tables"][0]
+    assert (ev["inserted"], ev["updated"], ev["deleted"], ev["unchanged"]) == (0, 1, 1, 99)
+    assert rows(p.dsns["dev"], "events") == rows(p.dsns["prod"], "events")
+    with psycopg.connect(p.dsns["prod"]) as c:
+        wm = c.execute("SELECT watermark FROM pgferry.sync_state").fetchone()
+    assert wm is not None and wm[0].startswith("2024-01-01 00:01:40")

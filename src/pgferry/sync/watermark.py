@@ -30,7 +30,6 @@ from pgferry.sync.tables import (
     full_load,
     is_empty,
     stage_range,
-    values_list,
 )
 
 
@@ -55,11 +54,7 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
     if mark.watermark is None and not t.where and is_empty(link, t):
         # first run into an empty table: one binary COPY, then the watermark of the snapshot
         full_load(link, t, masks, res, progress)
-        row = src.execute(sql.SQL("SELECT max({})::text FROM {}").format(
-            wm, table_ident(t))).fetchone()
-        state.write(tgt, source, qn, "watermark",
-                    state.Mark(row[0] if row else None, list(snapshot_xip), None))
-        link.commit()
+        store_initial(link, t, snapshot_xip)
         return
     conds: list[sql.Composable] = []
     params: list[Any] = []
@@ -102,11 +97,13 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
         last = list(rows[-1][:-1])
         top = rows[-1][-1]
         # the batch is exactly the rows up to ``last`` in (watermark, key) order
-        keys = [tuple(r[order.index(k)] for k in t.key) for r in rows]
-        rng = sql.SQL("({}) IN ({})").format(cols(t.key), values_list(keys))
-        kp = [v for k in keys for v in k]
+        # the batch is the (watermark, key) range (previous last, this last]: an index
+        # range on the watermark column, not a list of keys
+        upper = sql.SQL("({}) <= ({})").format(ocols, sql.SQL(", ").join(
+            sql.Placeholder() for _ in order))
+        rng = sql.SQL("({}) AND {}").format(cond, upper)
         link.begin(t)
-        stage = stage_range(link, t, masks, rng, kp)
+        stage = stage_range(link, t, masks, rng, [*p, *rows[-1][:-1]])
         c = write.apply(tgt, t, link.ctx, stage)
         add_counts(res, c)
         link.end(t)
@@ -117,6 +114,23 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
         progress(len(rows))
     final_top = top if top is not None else mark.watermark
     state.write(tgt, source, qn, "watermark", state.Mark(final_top, list(snapshot_xip), None))
+    link.commit()
+
+
+def has_mark(link: Link, t: TablePlan) -> bool:
+    """True when a previous run stored a watermark for ``t`` (ends the read transaction)."""
+    mark = state.read(link.tgt, link.ctx.source, t.qualname, "watermark")
+    link.tgt.commit()
+    return mark.watermark is not None
+
+
+def store_initial(link: Link, t: TablePlan, snapshot_xip: list[int]) -> None:
+    """After a first complete copy: the snapshot's max watermark and its in-flight xids."""
+    assert t.watermark is not None
+    row = link.src.execute(sql.SQL("SELECT max({})::text FROM {}").format(
+        sql.Identifier(t.watermark), table_ident(t))).fetchone()
+    state.write(link.tgt, link.ctx.source, t.qualname, "watermark",
+                state.Mark(row[0] if row else None, list(snapshot_xip), None))
     link.commit()
 
 

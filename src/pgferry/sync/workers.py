@@ -41,7 +41,7 @@ from tenacity import (
 from pgferry.config import Config
 from pgferry.errors import PgferryError, Unreachable
 from pgferry.pg.connect import Target, connect, is_transient, map_db_error, redact
-from pgferry.sync import compare, events, sequences, write
+from pgferry.sync import compare, events, sequences, watermark, write
 from pgferry.sync.copy import Snapshot
 from pgferry.sync.plan import SyncPlan, TablePlan
 from pgferry.sync.result import SyncResult, TableResult
@@ -52,7 +52,6 @@ from pgferry.sync.tables import (
     full_load,
     is_empty,
 )
-from pgferry.sync.watermark import watermark_sync
 
 if TYPE_CHECKING:
     from pgferry.sync.engine import Options
@@ -207,8 +206,16 @@ def _table(ctx: RunContext, t: TablePlan, link: Link, phase: str) -> None:
         full_load(link, t, masks, r, progress)
         link.commit()
     elif t.strategy == "watermark":
-        watermark_sync(link, t, masks, r, progress, overlap_s=ctx.overlap_s,
-                       snapshot_xip=ctx.snapshot.xip)
+        if not watermark.has_mark(link, t) and not is_empty(link, t):
+            # first run into a table that already holds rows: compare instead of copying
+            # everything, then remember the snapshot's watermark
+            work = compare.checksum_deletes(ctx, t, link, r, progress)
+            compare.checksum_upserts(link, t, masks, r, work, progress)
+            flush_later(link, t, r, commit=True)
+            watermark.store_initial(link, t, ctx.snapshot.xip)
+            return
+        watermark.watermark_sync(link, t, masks, r, progress, overlap_s=ctx.overlap_s,
+                                 snapshot_xip=ctx.snapshot.xip)
         flush_later(link, t, r, commit=True)
     elif not t.where and is_empty(link, t):
         # nothing to compare against: the fast path of a full load (binary COPY)
