@@ -63,7 +63,7 @@ def test_first_run_into_a_filled_table_compares_instead_of_copying(
     data = ("INSERT INTO events SELECT g, 'v', timestamptz '2024-01-01' + g * interval '1 s'"
             " FROM generate_series(1, 100) g;")
     sql(p.dsns["dev"], DDL + data)
-    sql(p.dsns["prod"], DDL + data + "UPDATE events SET v = 'old' WHERE id = 5;"
+    sql(p.dsns["prod"], DDL + data + "UPDATE events SET v = 'old' WHERE id = 5;"  # noqa: S608
         "INSERT INTO events VALUES (500, 'gone', now());")
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
