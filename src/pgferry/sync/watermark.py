@@ -9,7 +9,11 @@ every row up to it committed. Late commits: the in-progress transactions of
 the previous run's snapshot (``pg_snapshot_xip``) are stored with the watermark,
 and their rows are read again whatever their watermark (``xmin = ANY(...)``), so
 a transaction that started early and committed after the snapshot is never
-missed. The first run into an empty table is one binary ``COPY``.
+missed. Batches are ``(watermark, key)`` ranges, so an index on the watermark
+column serves them. The first run into an empty table is one binary ``COPY``;
+the first run into a table that already holds rows is a checksum comparison
+(:mod:`pgferry.sync.compare`, called by the workers), after which
+:func:`store_initial` records the snapshot's watermark.
 """
 
 from __future__ import annotations
