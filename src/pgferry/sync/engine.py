@@ -148,7 +148,11 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
             for c in masks.get(t.qualname, {}):
                 rule = rules.rule_for(t.qualname, c)
                 r.masked[c] = rule.spec if rule else ""
-            if t.error:
+            if t.error and opts.mode == "verify" and not t.key:
+                # nothing to compare by: say so, but it is not a failed comparison
+                r.status = "skipped"
+                r.warnings.append("not compared: no primary key and no [sync.tables] key")
+            elif t.error:
                 r.status, r.error = "failed", t.error
             elif opts.dry_run:
                 r.status = "planned"
