@@ -403,3 +403,18 @@ def test_partitioned_table_through_its_parent(pair: Any) -> None:
     assert 25 <= d.chunks <= 60
     assert [k.key for k in d.first_keys] == [(5,), (25000,)]
     assert d.matched == 39998
+
+
+def test_settings_are_restored_in_the_callers_transaction(pair: Any) -> None:
+    src, tgt = pair
+    both(pair, "CREATE TABLE r (id int PRIMARY KEY, at timestamptz, j json)")
+    both(
+        pair, "INSERT INTO r SELECT g, '2026-01-01 10:00+00', '{}' FROM generate_series(1, 3000) g"
+    )
+    src.execute("SET TimeZone = 'Asia/Kolkata'")
+    with src.transaction():
+        assert diff_table(src, tgt, Spec("r", ("id",), ["id", "at", "j"]), chunk_rows=500).identical
+        got = src.execute(
+            "SELECT current_setting('TimeZone'), current_setting('enable_sort')"
+        ).fetchone()
+        assert got == ("Asia/Kolkata", "on")

@@ -2,7 +2,7 @@
 
 Contract: every function takes a connection the caller owns and a
 :class:`~pgferry.sync.sides.Side` (re-exported here with :func:`side`,
-:func:`agree`, :func:`canonical_settings` and :func:`estimate_rows`) and
+:func:`agree`, :func:`settings` and :func:`estimate_rows`) and
 never begins, commits or rolls back a transaction: it runs inside whatever
 transaction (and snapshot) the connection is in. Planner settings a query
 needs are set transaction-locally and restored right after it.
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -28,11 +27,12 @@ from psycopg import sql
 
 from pgferry.sync.chunks import Key, KeyRange, Sums
 from pgferry.sync.sides import (
+    CANONICAL,
     ColumnInfo,
     Side,
     agree,
-    canonical_settings,
     estimate_rows,
+    settings,
     side,
 )
 
@@ -42,7 +42,8 @@ __all__ = [
     "agree",
     "boundaries",
     "bucket_sums",
-    "canonical_settings",
+    "CANONICAL",
+    "settings",
     "estimate_rows",
     "first_keys",
     "hash_lists",
@@ -111,7 +112,7 @@ def bucket_sums(
             "SELECT width_bucket({key}, {arr}), count(*), bit_xor({h}) FROM {table} "
             "WHERE {pred} GROUP BY 1"
         ).format(key=s.key_tuple(), arr=arr, h=h, table=s.table, pred=pred)
-        with _planner(conn, enable_sort="off", parallel_tuple_cost="0"):
+        with settings(conn, enable_sort="off", parallel_tuple_cost="0"):
             rows = conn.execute(q, [*aparams, *params]).fetchall()
     for b, n, x in rows:
         if n:
@@ -152,7 +153,7 @@ def hash_lists(
     )
     args = [*aparams, *params] + ([list(buckets)] if buckets is not None else [])
     out: dict[int, tuple[int, array[int]]] = {}
-    with _planner(conn, enable_sort="off", parallel_tuple_cost="0"):
+    with settings(conn, enable_sort="off", parallel_tuple_cost="0"):
         for b, n, data in conn.execute(q, args, binary=True):
             a = array("q")
             a.frombytes(data)
@@ -188,34 +189,14 @@ def rows_with_hashes(
         pred=pred,
         order=sql.SQL(", ").join(s.key_exprs()),
     )
-    settings = (
+    planner = (
         {"enable_indexscan": "off", "enable_bitmapscan": "off", "parallel_tuple_cost": "0"}
         if scan
         else {}
     )
-    with _planner(conn, **settings):
+    with settings(conn, **planner):
         rows = conn.execute(q, [*params, list(hashes)], binary=True).fetchall()
     return [(tuple(r[:nk]), r[nk]) for r in rows]
-
-
-@contextmanager
-def _planner(conn: psycopg.Connection[Any], **settings: str) -> Iterator[None]:
-    """Planner settings for the statements of the block (transaction-local, then restored)."""
-    names = list(settings)
-    if not names:
-        yield
-        return
-    sel = sql.SQL(", ").join(sql.SQL("current_setting(%s)") for _ in names)
-    row = conn.execute(sql.SQL("SELECT {}").format(sel), names).fetchone()
-    saved = dict(zip(names, row or (), strict=True))
-    setter = sql.SQL("SELECT {}").format(
-        sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in names)
-    )
-    conn.execute(setter, [v for n in names for v in (n, settings[n])])
-    try:
-        yield
-    finally:
-        conn.execute(setter, [v for n in names for v in (n, saved[n])])
 
 
 def row_hashes(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> list[tuple[Key, int]]:

@@ -13,8 +13,9 @@ formatted as text and float or date output settings cannot matter. A column
 is hashed as ``col::text`` on both sides instead when its type has no hash
 function (json, point, composite, range), when the two sides declare
 different types, or when a select expression replaces it (a masking rule);
-for those, :func:`canonical_settings` pins the text output settings (UTC,
-ISO dates, shortest exact floats, hex bytea) for the current transaction.
+for those, :data:`CANONICAL` holds the text output settings (UTC,
+ISO dates, shortest exact floats, hex bytea) the comparison pins with
+:func:`settings`.
 
 Key order: keys are compared as row values ``(k1, k2) >= (...)`` in the
 columns' collation when both sides use the same collations for the key
@@ -24,17 +25,20 @@ both tables at the same place.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from pgferry.errors import BadInput, OperationFailed
 from pgferry.sync.chunks import Key, KeyRange
 
-_SETTINGS = {
+#: the settings the text form of values depends on (for columns hashed as text)
+CANONICAL = {
     "TimeZone": "UTC",
     "DateStyle": "ISO, YMD",
     "IntervalStyle": "postgres",
@@ -245,12 +249,26 @@ def estimate_rows(conn: psycopg.Connection[Any], s: Side) -> int | None:
     return int(row[0])
 
 
-def canonical_settings(conn: psycopg.Connection[Any]) -> None:
-    """Pin the settings the text form of values depends on, for the current transaction."""
-    names = list(_SETTINGS)
-    conn.execute(
-        sql.SQL("SELECT {}").format(
-            sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in names)
-        ),
-        [v for n in names for v in (n, _SETTINGS[n])],
+@contextmanager
+def settings(conn: psycopg.Connection[Any], **values: str) -> Iterator[None]:
+    """``values`` (setting -> value) for the block, transaction-local, then restored.
+
+    Nothing is restored when the transaction failed inside the block (the
+    error propagates, and the transaction's end drops the settings anyway).
+    """
+    names = list(values)
+    if not names:
+        yield
+        return
+    sel = sql.SQL(", ").join(sql.SQL("current_setting(%s)") for _ in names)
+    row = conn.execute(sql.SQL("SELECT {}").format(sel), names).fetchone()
+    saved = dict(zip(names, row or (), strict=True))
+    setter = sql.SQL("SELECT {}").format(
+        sql.SQL(", ").join(sql.SQL("set_config(%s, %s, true)") for _ in names)
     )
+    conn.execute(setter, [v for n in names for v in (n, values[n])])
+    try:
+        yield
+    finally:
+        if conn.info.transaction_status == TransactionStatus.INTRANS:
+            conn.execute(setter, [v for n in names for v in (n, saved[n])])

@@ -15,7 +15,7 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
   ``diff_table`` wraps its reads in its own ``REPEATABLE READ READ ONLY``
   transaction and ends it. Either way it pins the text output settings
   (for columns hashed as text) and a few planner settings per statement with
-  ``set_config(..., true)``: transaction-local, planner ones restored.
+  ``set_config(..., true)``, and restores them before it returns.
   Nothing is ever written.
 - ``table``: any object with ``schema``, ``name``, ``qualname``, ``key``
   (non-empty tuple of column names), ``columns`` (the synced columns, key
@@ -158,8 +158,8 @@ def reading(conn: psycopg.Connection[Any]) -> Iterator[None]:
     """Run the block in ``conn``'s transaction, or in a new REPEATABLE READ READ ONLY one."""
     status = conn.info.transaction_status
     if status == TransactionStatus.INTRANS:
-        ck.canonical_settings(conn)
-        yield
+        with ck.settings(conn, **ck.CANONICAL):  # restored: the caller's transaction goes on
+            yield
         return
     if status != TransactionStatus.IDLE:
         raise OperationFailed(
@@ -169,8 +169,7 @@ def reading(conn: psycopg.Connection[Any]) -> Iterator[None]:
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
     try:
-        with conn.transaction():
-            ck.canonical_settings(conn)
+        with conn.transaction(), ck.settings(conn, **ck.CANONICAL):
             yield
     finally:
         conn.isolation_level, conn.read_only = saved
