@@ -128,6 +128,10 @@ class SyncConfig(_Model):
     table: dict[str, SyncTableConfig] = Field(default_factory=dict, alias="tables_config")
     mask: dict[str, str] = Field(default_factory=dict)
 
+    _durations = field_validator("overlap", "retry")(
+        classmethod(lambda cls, v: _check_duration(v))
+    )
+
 
 class EmbeddedConfig(_Model):
     """``[embedded]``: where the embedded server keeps its data (relative to the config)."""

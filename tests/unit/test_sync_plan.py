@@ -146,3 +146,13 @@ def test_migration_history_is_left_out_unless_named() -> None:
     p = build_plan(side, side, SyncConfig(), history="public.flyway_schema_history",
                    tables=["public.flyway_schema_history"])
     assert [t.qualname for t in p.tables] == ["public.flyway_schema_history"]
+
+
+def test_sync_durations_are_checked_at_load(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pgferry.config import load_config
+    from pgferry.errors import ConfigError
+
+    p = tmp_path / "pgferry.toml"
+    p.write_text('[sync]\nretry = "soon"\n')
+    with pytest.raises(ConfigError, match=r"pgferry.toml:2: sync.retry: 'soon' is not a duration"):
+        load_config(p)
