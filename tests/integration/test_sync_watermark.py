@@ -73,3 +73,22 @@ def test_first_run_into_a_filled_table_compares_instead_of_copying(
     with psycopg.connect(p.dsns["prod"]) as c:
         wm = c.execute("SELECT watermark FROM pgferry.sync_state").fetchone()
     assert wm is not None and wm[0].startswith("2024-01-01 00:01:40")
+
+
+def test_atomic_with_a_watermark_table(tmp_path: Path, make_db: Callable[..., str],
+                                       cli: Callable[..., Result]) -> None:
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=(), extra=CONF)
+    sql(p.dsns["dev"], DDL + "CREATE TABLE other (id int PRIMARY KEY);"
+        "INSERT INTO events VALUES (1, 'a', now()); INSERT INTO other VALUES (1)")
+    sql(p.dsns["prod"], DDL + "CREATE TABLE other (id int PRIMARY KEY);"
+        "INSERT INTO events VALUES (9, 'z', now()); INSERT INTO other VALUES (2)")
+    for i in range(2):  # the first run compares (filled table), the second reads the watermark
+        if i:
+            sql(p.dsns["dev"], "INSERT INTO events VALUES (2, 'b', now() + interval '1 h')")
+        r = cli("--config", str(p.config), "sync", "dev", "prod", "--atomic", "--json")
+        assert r.code == 0, r.err + r.out
+        assert rows(p.dsns["dev"], "events") == rows(p.dsns["prod"], "events")
+    with psycopg.connect(p.dsns["prod"]) as c:
+        assert c.execute("SELECT count(*) FROM events").fetchone() == (2,)
+        assert c.execute("SELECT id FROM other").fetchall() == [(1,)]

@@ -53,7 +53,7 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
     src, tgt = link.src, link.tgt
     source, qn = link.ctx.source, t.qualname
     mark = state.read(tgt, source, qn, "watermark")
-    tgt.commit()
+    link.commit()  # ends the read (keeps an --atomic transaction open)
     wm = sql.Identifier(t.watermark)
     if mark.watermark is None and not t.where and is_empty(link, t):
         # first run into an empty table: one binary COPY, then the watermark of the snapshot
@@ -124,7 +124,7 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
 def has_mark(link: Link, t: TablePlan) -> bool:
     """True when a previous run stored a watermark for ``t`` (ends the read transaction)."""
     mark = state.read(link.tgt, link.ctx.source, t.qualname, "watermark")
-    link.tgt.commit()
+    link.commit()
     return mark.watermark is not None
 
 

@@ -34,6 +34,7 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
+    stop_after_attempt,
     stop_after_delay,
     wait_random_exponential,
 )
@@ -121,9 +122,11 @@ def _retrying(ctx: RunContext, results: list[TableResult]) -> Retrying:
             r.warnings.append(f"transient error ({code}) on attempt {rs.attempt_number}; "
                               "retried")
 
+    # --atomic: a reconnect would lose the earlier tables' work, so no retry there
+    stop = stop_after_attempt(1) if ctx.opts.atomic else stop_after_delay(ctx.retry_for)
     return Retrying(retry=retry_if_exception(_retryable),
                     wait=wait_random_exponential(multiplier=0.1, max=2),
-                    stop=stop_after_delay(ctx.retry_for), reraise=True, before_sleep=note)
+                    stop=stop, reraise=True, before_sleep=note)
 
 
 def _unit(ctx: RunContext, unit: list[TablePlan], link: Link, phase: str) -> None:
