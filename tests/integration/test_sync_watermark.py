@@ -79,9 +79,9 @@ def test_atomic_with_a_watermark_table(tmp_path: Path, make_db: Callable[..., st
                                        cli: Callable[..., Result]) -> None:
     p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
                       protected=(), extra=CONF)
-    sql(p.dsns["dev"], DDL + "CREATE TABLE other (id int PRIMARY KEY);"
+    sql(p.dsns["dev"], DDL + "CREATE TABLE other (id int PRIMARY KEY);"  # noqa: S608
         "INSERT INTO events VALUES (1, 'a', now()); INSERT INTO other VALUES (1)")
-    sql(p.dsns["prod"], DDL + "CREATE TABLE other (id int PRIMARY KEY);"
+    sql(p.dsns["prod"], DDL + "CREATE TABLE other (id int PRIMARY KEY);"  # noqa: S608
         "INSERT INTO events VALUES (9, 'z', now()); INSERT INTO other VALUES (2)")
     for i in range(2):  # the first run compares (filled table), the second reads the watermark
         if i:
