@@ -137,13 +137,16 @@ def register(app: typer.Typer) -> None:
     @app.command("sync")
     def sync_cmd(
         ctx: typer.Context,
-        source: Annotated[str, typer.Argument(help="Source environment.")],
-        target: Annotated[str, typer.Argument(help="Target environment.")],
+        source: Annotated[str, typer.Argument(metavar="SOURCE", help="Source environment.")],
+        target: Annotated[str, typer.Argument(metavar="TARGET", help="Target environment.")],
         mode: ModeOpt = "incremental",
         tables: TablesOpt = None,
         exclude: ExcludeOpt = None,
-        batch_size: Annotated[int | None, typer.Option("--batch-size", min=1)] = None,
-        jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, max=64)] = None,
+        batch_size: Annotated[int | None, typer.Option(
+            "--batch-size", min=1, help="Rows per write batch (default [sync] batch_size).")
+        ] = None,
+        jobs: Annotated[int | None, typer.Option(
+            "--jobs", "-j", min=1, max=64, help="Workers over tables and key ranges.")] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
         report: ReportOpt = None,
         json_: JsonOpt = False,
@@ -152,7 +155,8 @@ def register(app: typer.Typer) -> None:
                                              )] = False,
         no_mask: Annotated[bool, typer.Option("--no-mask", help="Copy personal columns "
                                               "unmasked (needs --reason).")] = False,
-        reason: Annotated[str | None, typer.Option("--reason")] = None,
+        reason: Annotated[str | None, typer.Option(
+            "--reason", help="Why --no-mask (recorded in the journal).")] = None,
         verify_after: Annotated[bool, typer.Option(
             "--verify-after", help="Compare each table again after its load (checksums "
             "after; exit 1 when anything still differs).")] = False,
@@ -172,11 +176,12 @@ def register(app: typer.Typer) -> None:
     @app.command("verify")
     def verify_cmd(
         ctx: typer.Context,
-        source: Annotated[str, typer.Argument(help="Source environment.")],
-        target: Annotated[str, typer.Argument(help="Target environment.")],
+        source: Annotated[str, typer.Argument(metavar="SOURCE", help="Source environment.")],
+        target: Annotated[str, typer.Argument(metavar="TARGET", help="Target environment.")],
         tables: TablesOpt = None,
         exclude: ExcludeOpt = None,
-        jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, max=64)] = None,
+        jobs: Annotated[int | None, typer.Option(
+            "--jobs", "-j", min=1, max=64, help="Tables compared at once.")] = None,
         report: ReportOpt = None,
         json_: JsonOpt = False,
     ) -> None:
