@@ -68,8 +68,10 @@ def test_full_into_empty_then_changes(synced: Project, cli: Callable[..., Result
     assert by["public.order_lines"]["inserted"] == 2400
     same(p)
     # sequences: the target's next ids do not collide
-    with psycopg.connect(p.dsns["prod"]) as c:
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
         assert c.execute("SELECT nextval('orders_id_seq')").fetchone()[0] > 1200
+        # a sequence never moves backwards: the target's is ahead and stays there
+        c.execute("SELECT setval('customers_id_seq', 1000000)")
     # change the source: update, delete (children and parent), insert
     sql(p.dsns["dev"], """
         UPDATE customers SET name = 'changed' WHERE id = 5;
@@ -84,6 +86,9 @@ def test_full_into_empty_then_changes(synced: Project, cli: Callable[..., Result
     assert by["public.order_lines"]["deleted"] == 2
     assert by["public.customers"]["unchanged"] == 299
     same(p)
+    with psycopg.connect(p.dsns["prod"]) as c:
+        assert c.execute("SELECT last_value FROM customers_id_seq").fetchone() == (1000000,)
+        assert c.execute("SELECT last_value FROM orders_id_seq").fetchone()[0] >= 1201
 
 
 def test_protected_target_needs_yes(synced: Project, cli: Callable[..., Result]) -> None:
