@@ -140,3 +140,27 @@ def test_self_reference_to_a_later_batch_is_written_after_the_rest(
             sql(p.dsns["dev"], "UPDATE emp SET boss = NULL WHERE id = 30;"
                 " INSERT INTO emp SELECT g, CASE WHEN g < 80 THEN g + 1 END"
                 " FROM generate_series(80, 70, -1) g;")
+
+
+def test_column_differences_types_and_extra_columns(
+        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      protected=())
+    sql(p.dsns["dev"], "CREATE TABLE t (id int PRIMARY KEY, n int, s varchar(10), src_only text);"
+        "INSERT INTO t SELECT g, g * 10, 's' || g, 'x' FROM generate_series(1, 50) g;")
+    sql(p.dsns["prod"], "CREATE TABLE t (id bigint PRIMARY KEY, n bigint, s text,"
+        " tgt_only text DEFAULT 'd');")
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--dry-run", "--json")
+    plan = {t["table"]: t for t in r.json["options"]["plan"]["tables"]}["public.t"]
+    assert plan["missing_on_target"] == ["src_only"] and plan["missing_on_source"] == ["tgt_only"]
+    assert any("copied as text" in w for w in plan["warnings"])
+    for mode in ("full", "incremental"):
+        r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", mode, "--json")
+        assert r.code == 0, r.err + r.out
+        with psycopg.connect(p.dsns["prod"]) as c, psycopg.connect(p.dsns["dev"]) as d:
+            got = c.execute("SELECT id, n, s, tgt_only FROM t ORDER BY id").fetchall()
+            want = d.execute("SELECT id, n, s, 'd' FROM t ORDER BY id").fetchall()
+        assert got == want and len(got) == 50
+        sql(p.dsns["dev"], "UPDATE t SET n = -n WHERE id = 3")
+    r = cli("--config", str(p.config), "verify", "dev", "prod", "--json")
+    assert r.code == 1 and r.json["tables"][0]["differing"] == 1
