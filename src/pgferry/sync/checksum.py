@@ -70,19 +70,21 @@ def sampled_boundaries(
 ) -> list[Key]:
     """Approximate boundaries every ~``chunk_rows`` rows from a row sample of the table.
 
-    Sorts ~1% of the rows (at least ~200 per chunk; ``BERNOULLI`` rather than
-    ``SYSTEM`` so that tables stored in key order are sampled evenly) instead
-    of every key. Chunk sizes then vary by some percent, which costs nothing
-    in correctness: any sorted list of keys cuts both sides alike.
+    Sorts a block sample of ~400 rows per chunk (``SYSTEM``: it reads only
+    the sampled pages) instead of every key. In a table stored in key order a
+    page holds neighbouring keys, so chunk sizes then vary, up to a few times
+    ``chunk_rows``; that costs nothing in correctness (any sorted list of keys
+    cuts both sides alike) and little in speed (a big differing chunk is cut
+    further).
     """
     chunks = max(1, estimate // max(1, chunk_rows))
-    want = max(200 * chunks, 10_000)
+    want = max(400 * chunks, 20_000)
     pct = min(100.0, 100.0 * want / max(1, estimate))
     per_chunk = max(1, round(estimate * pct / 100 / chunks))
     pred, params = s.predicate(KeyRange())
     q = sql.SQL(
         "SELECT {names} FROM (SELECT {names}, row_number() OVER (ORDER BY {order}) AS "
-        "pgferry_rn FROM {table} TABLESAMPLE BERNOULLI (%s) WHERE {pred}) s "
+        "pgferry_rn FROM {table} TABLESAMPLE SYSTEM (%s) WHERE {pred}) s "
         "WHERE s.pgferry_rn %% %s = 0 ORDER BY s.pgferry_rn"
     ).format(names=s.key_names(), order=sql.SQL(", ").join(s.key_exprs()), table=s.table, pred=pred)
     return [tuple(r) for r in conn.execute(q, [pct, *params, per_chunk])]
