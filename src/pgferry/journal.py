@@ -35,7 +35,8 @@ CREATE TABLE IF NOT EXISTS pgferry.journal (
     env         text        NOT NULL,
     command     text        NOT NULL,
     arguments   jsonb       NOT NULL DEFAULT '{}',
-    outcome     text        NOT NULL CHECK (outcome IN ('ok', 'problem', 'failed', 'refused')),
+    outcome     text        NOT NULL
+                CHECK (outcome IN ('ok', 'problem', 'bad_input', 'failed', 'refused')),
     exit_code   integer     NOT NULL DEFAULT 0,
     duration_ms integer,
     details     jsonb       NOT NULL DEFAULT '{}'
@@ -142,7 +143,7 @@ def operation(
     try:
         yield op
     except PgferryError as e:
-        op.outcome = {1: "problem", 4: "refused"}.get(e.exit_code, "failed")
+        op.outcome = {1: "problem", 2: "bad_input", 4: "refused"}.get(e.exit_code, "failed")
         op.exit_code = e.exit_code
         op.details.setdefault("error", e.message)
         raise

@@ -97,3 +97,19 @@ def test_redact() -> None:
 def test_usage_errors_exit_2(cli: Callable[..., Result]) -> None:
     assert cli("env", "check", "--bogus").code == 2
     assert cli("no-such-command").code == 2
+
+
+def test_journal_operation_records_outcomes(db: str) -> None:
+    from pgferry.errors import BadInput, Refused
+
+    target = Target("dev", db)
+    with journal.operation(target, "cmd ok", {"x": 1}) as op:
+        op.details["n"] = 3
+    for exc in (BadInput("bad"), Refused("no"), RuntimeError("boom")):
+        with pytest.raises(type(exc)), journal.operation(target, "cmd", {}):
+            raise exc
+    with psycopg.connect(db) as c:
+        rows = c.execute("SELECT command, outcome, exit_code, details->>'error'"
+                         " FROM pgferry.journal ORDER BY id").fetchall()
+    assert rows == [("cmd ok", "ok", 0, None), ("cmd", "bad_input", 2, "bad"),
+                    ("cmd", "refused", 4, "no"), ("cmd", "failed", 3, "RuntimeError: boom")]
