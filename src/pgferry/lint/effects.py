@@ -56,7 +56,7 @@ def non_transactional(st: Stmt) -> bool:
     if st.kind == "VacuumStmt":
         return bool(n.get("is_vacuumcmd"))
     if st.kind == "AlterEnumStmt":
-        return bool(n.get("newVal"))  # as the runner: ADD VALUE (and RENAME VALUE)
+        return bool(n.get("newVal")) and not n.get("oldVal")  # as the runner: ADD VALUE only
     if st.kind in ("CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt",
                    "DropTableSpaceStmt", "CreateSubscriptionStmt", "DropSubscriptionStmt"):
         return True
