@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,38 +29,25 @@ def demo_dir() -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
-    p = subprocess.run([sys.executable, "-m", "pgferry", "demo", "--dir", str(demo_dir)],
-                       capture_output=True, text=True, timeout=300)
+    """One run (the text-mode demo runs in tests/e2e/test_demo.py): figures, bars, report."""
+    p = subprocess.run([sys.executable, "-m", "pgferry", "--json", "demo", "--dir",
+                        str(demo_dir)], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "COLUMNS": "160"})
     assert p.returncode == 0, p.stderr[-2000:]
-    out = p.stdout
-    # seeded: dev holds the rows, prod none
-    assert "public.legal_cases           dev  2,025   prod      0" in out
-    assert "public.regulatory_updates    dev  5,654   prod      0" in out
-    verify1, sync, verify2 = (out.index(s) for s in (
-        "$ pgferry verify dev prod", "$ pgferry sync dev prod --yes --report",
-        "== verify again =="))
-    assert verify1 < sync < verify2
-    # the first verify shows the gap, the sync closes it, the report is shown and on disk
-    assert "problem in" in out[verify1:sync]
+    demo = json.loads(p.stdout)
+    titles = [s["title"] for s in demo["steps"]]
+    assert titles[-4:] == ["seed dev", "verify finds the gap", "sync dev -> prod",
+                           "verify again"]
+    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-3:]
+    assert [c[1] for c in commands] == [1, 0, 0]  # verify finds the gap, sync, verify clean
+    assert commands[1][0].startswith("pgferry sync dev prod --yes --report ")
+    # progress bars (stderr), one per table, with the real row counts
+    assert "2,025 rows" in p.stderr and "5,654 rows" in p.stderr
     report = (demo_dir / "sync-report.md").read_text(encoding="utf-8")
     assert "| public.legal_cases | checksum | ok | 2,025 |" in report
     assert "| public.regulatory_updates | checksum | ok | 5,654 |" in report
     assert "- **outcome**: ok — the target matches the source (exit 0)" in report
-    assert report.splitlines()[0] in out[sync:verify2]
-    # progress bars went to stderr, one per table
-    assert "2,025 rows" in p.stderr and "5,654 rows" in p.stderr
-    assert out.rstrip().endswith("demo finished")
-    assert "ok in" in out[verify2:]
-
-
-@pytest.mark.slow
-def test_demo_json_reports_the_figures(demo_dir: Path) -> None:
-    import json
-
-    p = subprocess.run([sys.executable, "-m", "pgferry", "--json", "demo", "--dir",
-                        str(demo_dir)], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    res = json.loads(p.stdout)["results"]["sync"]
+    res = demo["results"]["sync"]
     cases, updates = "public.legal_cases", "public.regulatory_updates"
     assert (res["dev_before"][cases], res["dev_before"][updates]) == (2025, 5654)
     assert res["prod_before"] == {"public.data_sources": 0, cases: 0, updates: 0}
