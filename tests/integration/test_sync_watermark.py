@@ -46,8 +46,18 @@ def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
     assert ev["inserted"] == 1 and ev["updated"] == 1, ev
     assert ev["deleted"] == 2  # found by comparing keys (deletes = true, the default)
     assert rows(p.dsns["dev"], "events") == rows(p.dsns["prod"], "events")
-    # nothing changed: a third run writes nothing (the overlap re-reads are free)
+    # nothing changed: a third run writes nothing (the overlap re-reads are free) and the
+    # watermark does not move backwards
+    with psycopg.connect(p.dsns["prod"]) as c:
+        before = c.execute("SELECT watermark FROM pgferry.sync_state").fetchone()
+    sql(p.dsns["prod"], "UPDATE pgferry.sync_state SET watermark = (watermark::timestamptz"
+        " + interval '1 s')::text")  # as if the last row seen were newer than any read now
+    p.config.write_text(p.config.read_text().replace('overlap = "0s"', 'overlap = "1h"'))
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
+    with psycopg.connect(p.dsns["prod"]) as c:
+        after = c.execute("SELECT watermark::timestamptz - %s::timestamptz FROM"
+                          " pgferry.sync_state", [before[0]]).fetchone()
+    assert after == (__import__("datetime").timedelta(seconds=1),)
     ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
     assert (ev["inserted"], ev["updated"]) == (0, 0)
     with psycopg.connect(p.dsns["prod"]) as c:

@@ -117,6 +117,12 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
         link.commit()
         progress(len(rows))
     final_top = top if top is not None else mark.watermark
+    if top is not None and mark.watermark is not None and top != mark.watermark:
+        # rows read only through the overlap window are older: never move backwards
+        typ = sql.SQL(t.column_types.get(t.watermark) or "text")
+        row = src.execute(sql.SQL("SELECT greatest(CAST(%s AS {t}), CAST(%s AS {t}))::text")
+                          .format(t=typ), [top, mark.watermark]).fetchone()
+        final_top = row[0] if row else final_top
     state.write(tgt, source, qn, "watermark", state.Mark(final_top, list(snapshot_xip), None))
     link.commit()
 
