@@ -418,3 +418,15 @@ def test_settings_are_restored_in_the_callers_transaction(pair: Any) -> None:
             "SELECT current_setting('TimeZone'), current_setting('enable_sort')"
         ).fetchone()
         assert got == ("Asia/Kolkata", "on")
+
+
+def test_two_rows_swapping_values_are_found(pair: Any) -> None:
+    src, tgt = pair
+    both(pair, "CREATE TABLE w (id int PRIMARY KEY, a text, b text)")
+    both(pair, "INSERT INTO w SELECT g, 'a' || g, 'b' || g FROM generate_series(1, 1000) g")
+    # rows 3 and 4 trade their a values; row 7 trades a and b (same type, other columns)
+    tgt.execute("UPDATE w SET a = CASE id WHEN 3 THEN 'a4' ELSE 'a3' END WHERE id IN (3, 4)")
+    tgt.execute("UPDATE w SET a = b, b = a WHERE id = 7")
+    d = diff_table(src, tgt, Spec("w", ("id",), ["id", "a", "b"]), chunk_rows=400)
+    assert [k.key for k in d.first_keys] == [(3,), (4,), (7,)]
+    assert d.source_checksum != d.target_checksum
