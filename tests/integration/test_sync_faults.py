@@ -220,3 +220,28 @@ def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: C
         embedded.stop(root)
         shutil.rmtree(root, ignore_errors=True)
         subprocess.run(["true"], check=False)
+
+
+def test_sigterm_cancels_rolls_back_and_journals(pair: Project) -> None:
+    sql(pair.dsns["prod"], SLOW.replace("0.002", "0.01"))  # one batch takes seconds
+    proc = pair.popen("sync", "dev", "prod", "--batch-size", "500", "--jobs", "1")
+    deadline = time.monotonic() + 60
+    with psycopg.connect(pair.dsns["prod"], autocommit=True) as c:
+        while time.monotonic() < deadline and not c.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
+                " AND state = 'active' AND query LIKE 'WITH up AS (INSERT%'").fetchone():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    assert time.monotonic() - sent < 8, ("the running statement was not cancelled", err[-3000:])
+    assert "interrupted" in err
+    with psycopg.connect(pair.dsns["prod"]) as c:
+        assert c.execute("SELECT outcome, exit_code FROM pgferry.journal WHERE command = 'sync'"
+                         " ORDER BY id DESC LIMIT 1").fetchone() == ("failed", 3)
+    sql(pair.dsns["prod"], "DROP TRIGGER slow ON orders")
+    r = pair.run("sync", "dev", "prod", "--json")
+    assert r.code == 0, r.err + r.out
+    same(pair, TABLES3)

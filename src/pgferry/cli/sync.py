@@ -11,6 +11,9 @@ write.
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -97,6 +100,24 @@ def _render(result: SyncResult) -> Any:
     return render
 
 
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (CI cancel, ``kill``) behaves like Ctrl-C: cancel, roll back, journal, exit 3."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
 def _split(values: list[str] | str | None) -> list[str]:
     if values is None:
         return []
@@ -121,7 +142,7 @@ def _run(st: State, source: str, target: str, opts: engine.Options, yes: bool,
     if opts.dry_run:
         result = engine.run(cfg, src, tgt, opts, channel)
     else:
-        with events.RichProgress(st.err) as bars:
+        with _sigterm_interrupts(), events.RichProgress(st.err) as bars:
             channel.subscribe(bars)
             result = engine.run(cfg, src, tgt, opts, channel)
     if report is not None:

@@ -137,7 +137,7 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
             link.end(t)
             return
         except psycopg.Error as e:
-            if is_transient(e) or link.tgt.broken or link.src.broken:
+            if is_transient(e) or link.tgt.broken or link.src.broken or not write.row_error(e):
                 raise
             res.warnings.append("a row failed the fast COPY path; loading in batches to "
                                 "isolate bad rows")
@@ -248,7 +248,8 @@ def _parallel_copy(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
         for h in helpers:
             if not h.tgt.broken:
                 h.tgt.rollback()
-        if is_transient(e) or any(lk.tgt.broken or lk.src.broken for lk in links):
+        if (is_transient(e) or not write.row_error(e)
+                or any(lk.tgt.broken or lk.src.broken for lk in links)):
             raise
         return None
     finally:

@@ -22,6 +22,7 @@ by synced columns move forward (:mod:`pgferry.sync.sequences`).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -271,8 +272,13 @@ def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int, phase: s
                 try:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 except KeyboardInterrupt:
-                    # no new unit starts; running ones end with their transaction
+                    # no new unit starts; running statements are cancelled, so their
+                    # transactions roll back now instead of at the end of the table
                     ctx.abort = "interrupted"
+                    for _, lk in running.values():
+                        for conn in (lk.tgt, lk.src):
+                            with contextlib.suppress(Exception):
+                                conn.cancel_safe(timeout=2)
                     raise
                 for f in finished:
                     i, link = running.pop(f)

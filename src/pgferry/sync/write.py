@@ -35,6 +35,17 @@ _NUMBERED = "pgferry_stage_n"
 _NO_EQ = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
 
 
+# SQLSTATE classes a single row can cause: data exceptions, integrity violations, errors
+# raised by triggers and functions. Anything else (a cancel, a lost connection, disk full,
+# a permission) fails the batch as a whole instead of being bisected.
+_ROW_CLASSES = ("22", "23", "P0", "38", "39", "2F", "44")
+
+
+def row_error(exc: psycopg.Error) -> bool:
+    """True when ``exc`` may come from one bad row (worth bisecting the batch)."""
+    return (exc.sqlstate or "")[:2] in _ROW_CLASSES
+
+
 class ReferencedByUnselected(OperationFailed):
     """A delete would break (or cascade into) a table outside the selection."""
 
@@ -148,7 +159,7 @@ def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
             counts.inserted, counts.updated = _upsert(conn, t, stage, sql.SQL("true"))
         return counts
     except psycopg.Error as e:
-        if is_transient(e) or conn.broken:
+        if is_transient(e) or conn.broken or not row_error(e):
             raise
     numbered = sql.Identifier(_NUMBERED)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(numbered))
@@ -169,7 +180,7 @@ def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered:
         counts.updated += upd
         return
     except psycopg.Error as e:
-        if is_transient(e) or conn.broken:
+        if is_transient(e) or conn.broken or not row_error(e):
             raise
         if lo == hi:
             if defer and e.sqlstate == "23503":
