@@ -245,3 +245,23 @@ def test_sigterm_cancels_rolls_back_and_journals(pair: Project) -> None:
     r = pair.run("sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
     same(pair, TABLES3)
+
+
+def test_lock_held_elsewhere_is_waited_out(pair: Project, cli: Callable[..., Result],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from pgferry.sync import workers
+
+    monkeypatch.setattr(workers, "WRITER_LOCK_TIMEOUT", "300ms")
+    holder = psycopg.connect(pair.dsns["prod"])
+    holder.execute("LOCK TABLE orders IN SHARE MODE")  # reads go on, writes wait
+    timer = threading.Timer(1.5, holder.rollback)
+    timer.start()
+    try:
+        r = run(cli, pair, "sync", "dev", "prod", "--jobs", "1")
+    finally:
+        timer.join()
+        holder.close()
+    assert r.code == 0, r.err + r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert any("55P03" in w for t in by.values() for w in t["warnings"])
+    same(pair, TABLES3)

@@ -41,7 +41,7 @@ from tenacity import (
 )
 
 from pgferry.config import Config
-from pgferry.errors import PgferryError, Unreachable
+from pgferry.errors import LockUnavailable, PgferryError, Unreachable
 from pgferry.pg.connect import Target, connect, is_transient, map_db_error, redact
 from pgferry.sync import compare, events, sequences, watermark, write
 from pgferry.sync.copy import Snapshot
@@ -60,7 +60,20 @@ if TYPE_CHECKING:
 
 
 def _retryable(e: BaseException) -> bool:
-    return isinstance(e, Unreachable) or is_transient(e)
+    # 55P03: a lock the writer waited WRITER_LOCK_TIMEOUT for (it does not queue behind a
+    # long transaction and stall the application's writes); tried again like a lost link
+    return (isinstance(e, Unreachable | LockUnavailable) or is_transient(e)
+            or (isinstance(e, psycopg.Error) and e.sqlstate == "55P03"))
+
+
+#: lock_timeout of the writer sessions (DISABLE TRIGGER, TRUNCATE of an empty table, rows)
+WRITER_LOCK_TIMEOUT = "5s"
+
+
+def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
+    return connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
+                   application_name="pgferry sync writer",
+                   options=f"-c lock_timeout={WRITER_LOCK_TIMEOUT}")
 
 
 @dataclass
@@ -89,8 +102,7 @@ class RunContext:
 
 
 def _new_link(ctx: RunContext, hold: bool = False) -> Link:
-    tgt = connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
-                  application_name="pgferry sync writer")
+    tgt = _writer(ctx)
     return Link(ctx.snapshot.worker(), tgt, write.Context(ctx.run_id, ctx.source.name),
                 ctx.batch_size, hold, helpers=lambda: _new_link(ctx), parts=ctx.jobs)
 
@@ -109,8 +121,7 @@ def _heal(ctx: RunContext, link: Link) -> None:
             if name == "src":
                 link.src = ctx.snapshot.worker()
             else:
-                link.tgt = connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
-                                   application_name="pgferry sync writer")
+                link.tgt = _writer(ctx)
         elif name == "tgt":
             conn.rollback()
 
