@@ -171,20 +171,31 @@ def rows_with_hashes(
     rng: KeyRange,
     hashes: Sequence[int],
     *,
+    bounds: Sequence[Key] = (),
     scan: bool = False,
-) -> list[tuple[Key, int]]:
-    """``(key, row hash)`` of the rows of ``rng`` whose hash is one of ``hashes``, in key order.
+) -> list[tuple[int, Key, int]]:
+    """``(piece, key, row hash)`` of the rows of ``rng`` whose hash is in ``hashes``, in key order.
 
-    ``scan``: ``rng`` is a large part of the table, so read it with a (parallel)
-    sequential scan; the planner would otherwise walk the whole key index to
-    return the few rows in key order, one process, random heap reads.
+    ``piece`` is the row's piece of ``rng`` cut at ``bounds`` (0 without
+    bounds), computed by the server, so a row is never credited to another
+    piece because two rows happen to share a hash. ``scan``: ``rng`` is a
+    large part of the table, so read it with a (parallel) sequential scan; the
+    planner would otherwise walk the whole key index to return the few rows in
+    key order, one process, random heap reads.
     """
     pred, params = s.predicate(rng)
     nk = len(s.key)
+    if bounds:
+        arr, aparams = s.thresholds(bounds)
+        bexpr: sql.Composable = sql.SQL("width_bucket({}, {})").format(s.key_tuple(), arr)
+    else:
+        bexpr, aparams = sql.SQL("0"), []
     q = sql.SQL(
-        "SELECT {names}, s.pgferry_h FROM (SELECT {names}, {h} AS pgferry_h FROM {table} "
-        "WHERE {pred}) s WHERE s.pgferry_h = ANY(%s::int8[]) ORDER BY {order}"
+        "SELECT s.pgferry_b, {names}, s.pgferry_h FROM (SELECT {b} AS pgferry_b, {names}, "
+        "{h} AS pgferry_h FROM {table} WHERE {pred}) s WHERE s.pgferry_h = ANY(%s::int8[]) "
+        "ORDER BY {order}"
     ).format(
+        b=bexpr,
         names=s.key_names(),
         h=s.row_hash(),
         table=s.table,
@@ -197,8 +208,8 @@ def rows_with_hashes(
         else {}
     )
     with settings(conn, **planner):
-        rows = conn.execute(q, [*params, list(hashes)], binary=True).fetchall()
-    return [(tuple(r[:nk]), r[nk]) for r in rows]
+        rows = conn.execute(q, [*aparams, *params, list(hashes)], binary=True).fetchall()
+    return [(r[0], tuple(r[1 : 1 + nk]), r[1 + nk]) for r in rows]
 
 
 def row_hashes(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> list[tuple[Key, int]]:

@@ -126,7 +126,7 @@ class Differ:
             elif j in smalls:
                 if j not in found:
                     assert lists is not None
-                    found = self._changed_rows(pieces, small[smalls[j] :], *lists)
+                    found = self._changed_rows(bounds, pieces, small[smalls[j] :], *lists)
                 diffs = found.pop(j)
                 self.out.matched += a.rows - sum(1 for d in diffs if d.kind != "only_in_target")
                 self._record(rng, a.rows, b.rows, diffs)
@@ -134,7 +134,12 @@ class Differ:
                 self._split(rng, a.rows, b.rows)
 
     def _changed_rows(
-        self, pieces: Sequence[KeyRange], todo: list[int], ls: Lists, lt: Lists
+        self,
+        bounds: Sequence[Key],
+        pieces: Sequence[KeyRange],
+        todo: list[int],
+        ls: Lists,
+        lt: Lists,
     ) -> dict[int, list[KeyDiff]]:
         """The differing keys of the first pieces of ``todo``, from both sides' hash lists.
 
@@ -160,31 +165,38 @@ class Differ:
                 wanted += len(wants[j][0]) + len(wants[j][1])
         rows: dict[int, tuple[list[tuple[Key, int]], list[tuple[Key, int]]]] = {}
         span = group[-1] - group[0] + 1
-        if len(wants) <= 2 or len(wants) * 4 < span:
+        if not wants:
+            pass
+        elif len(wants) <= 2 or len(wants) * 4 < span:
             # few pieces: read only their ranges
             for j, (wa, wb) in wants.items():
-                rows[j] = self.both(partial(self._rows, rng=pieces[j], want_s=wa, want_t=wb))
-        elif wants:
-            # many: one pass over the group's span, rows handed to their piece by hash; a
-            # (parallel) sequential scan, as hashing the span costs more than reading pages
-            owner = {h: j for j, (wa, wb) in wants.items() for h in (*wa, *wb)}
-            srows, trows = self.both(
+                sr, tr = self.both(partial(self._rows, rng=pieces[j], want_s=wa, want_t=wb))
+                rows[j] = ([(k, h) for _, k, h in sr], [(k, h) for _, k, h in tr])
+        else:
+            # many: one pass over the group's span, the server says which piece each row is
+            # in; a (parallel) sequential scan, as hashing the span costs more than reading
+            # pages. A row is kept only if its hash is one its own piece is missing.
+            want_s = {j: set(wa) for j, (wa, _) in wants.items()}
+            want_t = {j: set(wb) for j, (_, wb) in wants.items()}
+            sr, tr = self.both(
                 partial(
                     self._rows,
                     rng=KeyRange(pieces[group[0]].lo, pieces[group[-1]].hi),
                     want_s=[h for wa, _ in wants.values() for h in wa],
                     want_t=[h for _, wb in wants.values() for h in wb],
+                    bounds=bounds,
                     scan=True,
                 )
             )
-            for j in wants:
-                rows[j] = ([], [])
-            for key, h in srows:
-                rows[owner[h]][0].append((key, h))
-            for key, h in trows:
-                rows[owner[h]][1].append((key, h))
-        for j, (sr, tr) in rows.items():
-            out[j] = classify(sr, dict(tr)).diffs
+            rows = {j: ([], []) for j in wants}
+            for piece, k, h in sr:
+                if h in want_s.get(piece, ()):
+                    rows[piece][0].append((k, h))
+            for piece, k, h in tr:
+                if h in want_t.get(piece, ()):
+                    rows[piece][1].append((k, h))
+        for j, (srows, trows) in rows.items():
+            out[j] = classify(srows, dict(trows)).diffs
         return out
 
     def _rows(
@@ -194,10 +206,13 @@ class Differ:
         rng: KeyRange,
         want_s: list[int],
         want_t: list[int],
+        bounds: Sequence[Key] = (),
         scan: bool = False,
-    ) -> list[tuple[Key, int]]:
+    ) -> list[tuple[int, Key, int]]:
         want = want_s if conn is self.src else want_t
-        return ck.rows_with_hashes(conn, sd, rng, want, scan=scan) if want else []
+        if not want:
+            return []
+        return ck.rows_with_hashes(conn, sd, rng, want, bounds=bounds, scan=scan)
 
     def _split(self, rng: KeyRange, ns: int, nt: int) -> None:
         conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)
