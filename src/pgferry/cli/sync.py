@@ -88,8 +88,11 @@ def _render(result: SyncResult) -> Any:
             if t.checksums_match is not None and not verify:
                 out.print(f"{t.table}: checksums after: source {t.checksum_source}, target "
                           f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})")
-            for d in t.dead_letters:
+            for d in t.dead_letters[:5]:
                 out.print(f"dead letter: {t.table} {d.key}: {d.error}")
+            if t.dead_lettered > 5:
+                out.print(f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
+                          "pgferry.dead_letters on the target, and in --report)")
             if verify and t.first_differing_keys:
                 out.print(f"{t.table}: first differing keys: {t.first_differing_keys}")
         for w in result.warnings:
