@@ -430,8 +430,9 @@ METHOD = (
     "How it was measured: (1) `pgferry sync --mode full` into empty tables against "
     "`pg_dump -Fc --data-only -t ...` then `pg_restore --data-only` into another empty copy "
     "of the schema; (2) `pgferry verify` against `reladiff SRC t TGT t -k KEY -c COLS --stats "
-    "-j 2` per table (summed), best of three runs each; (3) 1% of the rows changed at the source (0.8% updated, 0.1% "
-    "deleted, 0.1% inserted; no deletes for the watermark run, whose first run is not timed), "
+    "-j 2` per table (summed), best of three runs each; (3) 1% of the rows changed at the "
+    "source (0.8% updated, 0.1% deleted, 0.1% inserted; no deletes for the watermark run, "
+    "whose first run is not timed), "
     "then the default incremental run, then `verify` (it must exit 0); (4) the same full "
     "sync and verify on a tenth of the rows, peak RSS of the pgferry process."
 )
