@@ -265,3 +265,24 @@ def test_lock_held_elsewhere_is_waited_out(pair: Project, cli: Callable[..., Res
     by = {t["table"]: t for t in r.json["tables"]}
     assert any("55P03" in w for t in by.values() for w in t["warnings"])
     same(pair, TABLES3)
+
+
+def test_sigkill_in_full_mode_rolls_the_table_back_and_rerun_completes(pair: Project) -> None:
+    sql(pair.dsns["prod"], SLOW)
+    proc = pair.popen("sync", "dev", "prod", "--mode", "full", "--jobs", "1")
+    deadline = time.monotonic() + 60
+    with psycopg.connect(pair.dsns["prod"], autocommit=True) as c:
+        while time.monotonic() < deadline and not c.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
+                " AND state = 'active' AND query ~ '(INSERT|COPY).*orders'").fetchone():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    # customers committed (its own transaction); orders rolled back as a whole
+    assert count(pair.dsns["prod"], "customers") == 300
+    assert count(pair.dsns["prod"], "orders") == 1  # the row that was there before
+    sql(pair.dsns["prod"], "DROP TRIGGER slow ON orders")
+    r = pair.run("sync", "dev", "prod", "--mode", "full", "--json")
+    assert r.code == 0, r.err + r.out
+    same(pair, TABLES3)
