@@ -141,7 +141,7 @@ class EmbeddedConfig(_Model):
 
 class Config(_Model):
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
-    migrate: MigrateConfig = Field(default_factory=MigrateConfig)  # type: ignore[arg-type]
+    migrate: MigrateConfig = Field(default_factory=MigrateConfig)
     blackout: list[Blackout] = Field(default_factory=list)
     lint: LintConfig = Field(default_factory=LintConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
@@ -273,7 +273,9 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
         cfg = Config.model_validate(_fold_tables(data))
     except ValidationError as e:
         err = e.errors()[0]
-        loc = ["sync", "tables", *err["loc"][2:]] if err["loc"][:2] == ("sync", "tables_config") else list(err["loc"])
+        loc = [str(x) for x in err["loc"]]
+        if loc[:2] == ["sync", "tables_config"]:  # shown as the user wrote it
+            loc[1] = "tables"
         key = ".".join(str(x) for x in loc)
         line = line_of(text, loc)
         where = f"{p}:{line}" if line else str(p)

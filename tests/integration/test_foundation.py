@@ -31,7 +31,8 @@ def test_env_check_problems(tmp_path: Path, cli: Callable[..., Result],
     (root / "pgferry.toml").write_text(
         "[environments.a]\nurl = \"${A_URL}\"\n\n"
         "[environments.b]\nurl = \"${B_URL}\"\n\n"
-        "[environments.c]\nurl = \"postgresql://app:s3cret@db.example.com/app\"\nprotected = true\n\n"
+        "[environments.c]\nurl = \"postgresql://app:s3cret@db.example.com/app\"\n"
+        "protected = true\n\n"
         "[environments.d]\nurl = \"postgresql://app:changeme@localhost:1/app\"\n"
     )
     (root / ".env").write_text("B_URL=your-database-url-here\n")

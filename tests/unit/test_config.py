@@ -63,7 +63,8 @@ def test_variables_from_env_and_dotenv(tmp_path: Path, monkeypatch: pytest.Monke
 def test_missing_variable_names_it_and_line(tmp_path: Path) -> None:
     p = write(tmp_path, '[environments.dev]\n\n[environments.prod]\nurl = "${NOPE_URL}"\n')
     cfg = load_config(p)
-    with pytest.raises(ConfigError, match=r"variable NOPE_URL used by environments.prod.url \(line 4\)"):
+    msg = r"variable NOPE_URL used by environments.prod.url \(line 4\)"
+    with pytest.raises(ConfigError, match=msg):
         cfg.resolve(cfg.environments["prod"].url or "", "environments.prod.url")
 
 

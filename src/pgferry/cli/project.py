@@ -25,11 +25,13 @@ def register(app: typer.Typer) -> None:
         """Scaffold pgferry.toml, migrations/, .env.template and .gitignore entries."""
         st = state(ctx, json_)
         written = scaffold.init(directory, force=force)
-        st.emit(
-            {"ok": True, "directory": str(directory.resolve()), "written": written},
-            lambda out: [out.print(f"wrote {w}") for w in written]
-            and out.print("next: pgferry env check && pgferry migrate new \"create users\""),
-        )
+
+        def render(out: Console) -> None:
+            for w in written:
+                out.print(f"wrote {w}")
+            out.print('next: pgferry env check && pgferry migrate new "create users"')
+
+        st.emit({"ok": True, "directory": str(directory.resolve()), "written": written}, render)
 
     @app.command("demo")
     def demo(

