@@ -240,7 +240,7 @@ def diff_table(
                 bounds = ck.boundaries(src, s, KeyRange(), chunk_rows)
             chunks = split(KeyRange(), bounds)
             out.chunks = len(chunks)
-            total = len(chunks) * chunk_rows
+            total = estimate or len(chunks) * chunk_rows  # for progress only
             ssum, tsum = Sums(), Sums()
             dense = False
             for i, j in _batches(len(chunks), chunk_rows, batch_rows):
