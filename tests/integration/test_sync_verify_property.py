@@ -47,7 +47,7 @@ class _Spec:
 def pair(request: pytest.FixtureRequest, make_db: Callable[..., str]) -> Iterator[tuple[Any, ...]]:
     conns = [psycopg.connect(make_db(p), autocommit=True) for p in ("psrc", "ptgt")]
     for c in conns:
-        c.execute(DDL.format(request.param))  # type: ignore[arg-type]
+        c.execute(DDL.format(request.param))
     yield (*conns, request.param)
     for c in conns:
         c.close()
@@ -97,7 +97,7 @@ def test_diff_table_matches_a_row_by_row_comparison(
     for c, todo, side in ((src, src_ops, "src"), (tgt, tgt_ops, "tgt")):
         c.execute("TRUNCATE kv")
         if empty_side != side:
-            c.execute(BASE.format(K2[k2type]), [BASE_ROWS])  # type: ignore[arg-type]
+            c.execute(BASE.format(K2[k2type]), [BASE_ROWS])
         _apply(c, todo, k2type)
     a, b = _rows(src), _rows(tgt)
     want = {
