@@ -102,6 +102,16 @@ WHERE c.oid = %(t)s::regclass
 """
 
 
+#: 64-bit types whose hash function folds the value to 32 bits: hash their send form
+_SEND_64 = {
+    "pg_catalog.int8": "int8send",
+    "pg_catalog.timestamptz": "timestamptz_send",
+    "pg_catalog.timestamp": "timestamp_send",
+    "pg_catalog.time": "time_send",
+    "pg_catalog.money": "cash_send",
+}
+
+
 @dataclass(frozen=True)
 class ColumnInfo:
     """What one side says about one synced column."""
@@ -171,6 +181,11 @@ class Side:
             if c.name in self.as_text or not c.hashable or c.hash_fn is None:
                 fn = sql.Identifier("pg_catalog", "hashtextextended")
                 e = sql.SQL("({})::text").format(e)
+            elif c.type_name in _SEND_64:
+                # these types' hash functions fold 64 bits to 32 first (2^32 + 4 and 5 share
+                # a hash); their 8 bytes are hashed instead
+                fn = sql.Identifier("pg_catalog", "hashbyteaextended")
+                e = sql.SQL("{}({})").format(sql.Identifier("pg_catalog", _SEND_64[c.type_name]), e)
             else:
                 fn = sql.Identifier(*c.hash_fn)
             parts.append(
