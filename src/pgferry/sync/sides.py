@@ -243,6 +243,14 @@ def side(
     qualname = f"{schema}.{name}"
     if not key:
         raise BadInput(f"{qualname} has no key; it cannot be compared chunk by chunk")
+    odd = [n for n in (schema, name, *key, *columns) if "%" in n]
+    if odd:
+        # psycopg reads % in the text of a query with parameters as a placeholder, quoted
+        # identifiers included; refuse clearly rather than fail with a driver message
+        raise BadInput(
+            f"{qualname}: verify cannot compare names containing '%' "
+            f"({', '.join(odd)}); rename them or leave the table out"
+        )
     if conn.info.server_version < 140000:
         raise OperationFailed(
             "verify needs PostgreSQL 14 or later (bit_xor); a server runs "
