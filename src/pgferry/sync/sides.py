@@ -7,16 +7,19 @@ parameters); :func:`agree` makes the two sides of a comparison hash and
 order alike. Reading the catalog is all that happens on the connection.
 
 Row hash: each synced column (key columns included) hashed on the server
-with its type's own 64-bit hash function seeded with its position, the XOR
-of those hashed again over its 8 bytes (:meth:`Side.row_hash`; PostgreSQL 14
-or later for ``bit_xor``), so no value is formatted as text and float or
-date output settings cannot matter. A column
-is hashed as ``col::text`` on both sides instead when its type has no hash
-function (json, point, composite, range), when the two sides declare
-different types, or when a select expression replaces it (a masking rule);
-for those, :data:`CANONICAL` holds the text output settings (UTC,
-ISO dates, shortest exact floats, hex bytea) the comparison pins with
-:func:`settings`.
+with its type's own 64-bit hash function seeded with its position (bigint,
+timestamps, time and money by their 8 bytes, as their own functions fold to
+32 bits), the XOR of those hashed again over its 8 bytes
+(:meth:`Side.row_hash`; PostgreSQL 14 or later for ``bit_xor``), so no value
+is formatted as text and float or date output settings cannot matter. Hash
+equality follows the type's equality (``1.5`` and ``1.50`` as numeric are
+equal). A column is hashed as ``col::text`` on both sides instead when its
+type has no hash function (json, point, composite, range), when the two
+sides declare different types, or when a select expression replaces it (a
+masking rule); for those, :data:`CANONICAL` holds the text output settings
+(UTC, ISO dates, shortest exact floats, hex bytea) the comparison pins with
+:func:`settings`. Names containing ``%`` are refused (psycopg would read
+them as placeholders).
 
 Key order: keys are compared as row values ``(k1, k2) >= (...)`` in the
 columns' collation when both sides use the same collations for the key
@@ -170,10 +173,11 @@ class Side:
         its position (NULL counts as the position itself); the XOR of those is
         hashed once more over all its 8 bytes (``hashbyteaextended(int8send(.))``),
         so the row hash is neither linear in the columns (two rows trading a
-        value change their chunk's XOR) nor short of bits. About a quarter
-        cheaper than ``hash_record_extended(ROW(...))``, which builds a row
-        value first. (A final ``hashint8extended`` would fold the XOR to 32 bits
-        first: a million rows then share dozens of hashes; tested against.)
+        value change their chunk's XOR) nor short of bits. Often cheaper than
+        ``hash_record_extended(ROW(...))``, which builds a row value first (a
+        quarter on a wide jsonb table, even on a narrow one). A final
+        ``hashint8extended`` would fold the XOR to 32 bits first: a million rows
+        then share dozens of hashes (tested against).
         """
         parts: list[sql.Composable] = []
         for i, c in enumerate(self.columns, 1):
