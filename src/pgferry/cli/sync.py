@@ -25,6 +25,7 @@ from pgferry.cli.common import JsonOpt, State, YesOpt, confirm_protected, state
 from pgferry.errors import BadInput
 from pgferry.sync import engine, events
 from pgferry.sync import report as sync_report
+from pgferry.sync.report import key_text
 from pgferry.sync.result import SyncResult
 
 ModeOpt = Annotated[str, typer.Option("--mode", "-m", help="incremental | full | verify")]
@@ -94,7 +95,11 @@ def _render(result: SyncResult) -> Any:
                 out.print(f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
                           "pgferry.dead_letters on the target, and in --report)")
             if verify and t.first_differing_keys:
-                out.print(f"{t.table}: first differing keys: {t.first_differing_keys}")
+                keys = t.first_differing_keys
+                more = t.differing + t.only_in_source + t.only_in_target - min(len(keys), 5)
+                out.print(f"{t.table}: first differing keys: "
+                          + "; ".join(key_text(k) for k in keys[:5])
+                          + (f"; and {more:,} more" if more > 0 else ""))
         for w in result.warnings:
             out.print(f"warning: {w}")
         if result.error:

@@ -153,9 +153,7 @@ def select_tables(source: dict[str, Table], target: dict[str, Table], cfg: SyncC
     warnings: list[str] = []
     if history in both and not tables and not (
             cfg.tables and _match(cfg.tables, [history], cfg.schemas, "", strict=False)):
-        both.remove(history)
-        warnings.append(f"{history} (migration history) is not synced: each environment keeps "
-                        "its own; name it in --tables to copy it anyway")
+        both.remove(history)  # expected, so no warning on every run (docs/sync.md says it)
     if tables:
         chosen = _match(tables, both, cfg.schemas, "--tables", strict=True)
         # --tables wins over exclude: nothing is removed

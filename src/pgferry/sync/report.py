@@ -67,7 +67,7 @@ def _checksum(t: TableResult) -> str:
     return f"`{short}` " + ("= source" if match else "≠ source" if match is False else "")
 
 
-def _key(item: Any) -> str:
+def key_text(item: Any) -> str:
     """A differing key as ``id=5`` (``(kind)`` appended when the verifier says which kind)."""
     if isinstance(item, dict) and isinstance(item.get("key"), dict):
         text = ", ".join(f"{k}={v}" for k, v in item["key"].items())
@@ -136,7 +136,7 @@ def markdown(result: SyncResult) -> str:
     if differing:
         out += ["", "## First differing keys", ""]
         out += _table(["table", "first differing keys"],
-                      [[t.table, "; ".join(map(_key, t.first_differing_keys[:10]))]
+                      [[t.table, "; ".join(map(key_text, t.first_differing_keys[:10]))]
                        for t in differing])
 
     failed = [t for t in result.tables if t.error]
