@@ -151,6 +151,9 @@ def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     """Run pgferry in-process (fast); use Project.run for a real subprocess."""
     from pgferry.cli.app import main
 
+    # a wide, fixed terminal: rich tables then never wrap the text tests look for
+    monkeypatch.setenv("COLUMNS", "200")
+
     def run(*args: str, cwd: Path | None = None) -> Result:
         if cwd is not None:
             monkeypatch.chdir(cwd)

@@ -315,10 +315,23 @@ def delete_range(link: Link, t: TablePlan, res: TableResult, where: sql.Composab
     link.commit()
 
 
-def values_list(keys: Sequence[Key]) -> sql.Composed:
-    width = len(keys[0])
-    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in range(width)))
-    return sql.SQL("VALUES {}").format(sql.SQL(", ").join(row for _ in keys))
+def key_match(t: TablePlan, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
+    """``(k1, k2) IN (...)`` matching ``keys``, and its parameters.
+
+    With the key types known and equal on both sides, the keys go as one array per
+    key column through ``unnest``: several times faster to plan and run than a
+    ``VALUES`` list of thousands of parameters. The type text is PostgreSQL's own
+    ``format_type`` output (identifiers already quoted), not user input.
+    """
+    types = [t.column_types.get(k, "") for k in t.key]
+    if t.same_types and all(types) and not any(typ.endswith("]") for typ in types):
+        arrays = sql.SQL(", ").join(
+            sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(typ)) for typ in types)
+        match = sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(cols(t.key), arrays)
+        return match, [list(column) for column in zip(*keys, strict=True)]
+    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in t.key))
+    values = sql.SQL("VALUES {}").format(sql.SQL(", ").join(row for _ in keys))
+    return sql.SQL("({}) IN ({})").format(cols(t.key), values), [v for k in keys for v in k]
 
 
 def apply_keys(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
@@ -328,8 +341,7 @@ def apply_keys(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: 
     n = max(1, min(link.batch_size, 60000 // max(1, len(t.key))))
     for i in range(0, len(delete), n):
         chunk = list(delete[i:i + n])
-        params = [v for k in chunk for v in k]
-        rng = sql.SQL("({}) IN ({})").format(cols(t.key), values_list(chunk))
+        rng, params = key_match(t, chunk)
         link.begin(t)
         doomed = sql.SQL("SELECT * FROM {} WHERE {}").format(table_ident(t), rng)
         write.check_unselected(link.tgt, t, doomed, params)
@@ -341,8 +353,7 @@ def apply_keys(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: 
         progress(len(chunk))
     for i in range(0, len(upsert), n):
         chunk = list(upsert[i:i + n])
-        params = [v for k in chunk for v in k]
-        rng = sql.SQL("({}) IN ({})").format(cols(t.key), values_list(chunk))
+        rng, params = key_match(t, chunk)
         link.begin(t)
         stage = stage_range(link, t, masks, rng, params)
         c = write.apply(link.tgt, t, link.ctx, stage)
