@@ -25,8 +25,19 @@ def _ident(qualname: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
 
 
+def _used(conn: psycopg.Connection[Any], seq: str) -> int | None:
+    """The last value the sequence handed out, or None when it has not been used yet."""
+    row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(_ident(seq))
+                       ).fetchone()
+    return int(row[0]) if row and row[1] else None
+
+
 def advance(src: psycopg.Connection[Any], target_dsn: str, tables: list[TablePlan]) -> int:
-    """Move the target sequences of ``tables`` forward; returns how many were set."""
+    """Move the target sequences of ``tables`` forward; returns how many were set.
+
+    A sequence nobody has used on either side, in an empty column, stays unused:
+    the first insert on the target still gets the sequence's start value.
+    """
     todo = [(t, col, spec) for t in tables for col, spec in t.sequences.items()]
     if not todo:
         return 0
@@ -34,17 +45,14 @@ def advance(src: psycopg.Connection[Any], target_dsn: str, tables: list[TablePla
     with connect(target_dsn, autocommit=True) as tgt:
         for t, col, spec in todo:
             tseq, _, sseq = spec.partition("|")
-            src_value = None
-            if sseq:
-                row = src.execute(sql.SQL("SELECT last_value FROM {}").format(_ident(sseq))
-                                  ).fetchone()
-                src_value = row[0] if row else None
-            tgt.execute(
-                sql.SQL("SELECT setval({seq}::regclass, greatest(%s::bigint,"
-                        " (SELECT max({c})::bigint FROM {t}),"
-                        " (SELECT last_value FROM {s}), 1))").format(
-                    seq=sql.Literal(sql.Identifier(*tseq.split(".", 1)).as_string(tgt)),
-                    c=sql.Identifier(col), t=table_ident(t), s=_ident(tseq)),
-                [src_value])
+            row = tgt.execute(sql.SQL("SELECT max({})::bigint FROM {}").format(
+                sql.Identifier(col), table_ident(t))).fetchone()
+            have = _used(tgt, tseq)
+            wanted = [v for v in (_used(src, sseq) if sseq else None,
+                                  row[0] if row else None, have) if v is not None]
+            if not wanted or (have is not None and max(wanted) <= have):
+                continue  # nothing used anywhere, or already far enough: never move back
+            tgt.execute("SELECT setval(%s::regclass, %s, true)",
+                        [sql.Identifier(*tseq.split(".", 1)).as_string(tgt), max(wanted)])
             n += 1
     return n
