@@ -311,14 +311,11 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
             t.warnings.append(f"only rows WHERE {t.where} are synced; deletes are limited to "
                               "them")
         t.sequences = {c: s for c, s in tgt.sequences.items() if c in t.columns}
-        if t.user_triggers and mode != "verify":
-            if t.triggers == "disable":
-                t.warnings.append(f"user triggers {', '.join(t.user_triggers)} are disabled "
-                                  "during the load")
-            else:
-                t.warnings.append(f"user triggers {', '.join(t.user_triggers)} fire on the "
-                                  "target (a trigger that sets updated_at makes verify differ; "
-                                  "set triggers = \"disable\" for this table)")
+        # triggers = "disable" is what the user asked for: no warning for it
+        if t.user_triggers and mode != "verify" and t.triggers != "disable":
+            t.warnings.append(f"user triggers {', '.join(t.user_triggers)} fire on the "
+                              "target (a trigger that sets updated_at makes verify differ; "
+                              "set triggers = \"disable\" for this table)")
         for fk in tgt.foreign_keys:
             if fk.ref_table == qn:
                 t.self_referencing = True
