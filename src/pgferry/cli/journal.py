@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from pgferry import journal
 from pgferry.cli.common import EnvOpt, JsonOpt, state
+
+
+_SHOWN_ELSEWHERE = {"ok", "outcome", "exit_code", "duration_s", "started_at", "finished_at"}
+
+
+def summary(details: dict[str, Any]) -> str:
+    """One line of a journal row's details: its error, else its scalar facts and list sizes."""
+    if details.get("error"):
+        return f"error: {details['error']}"
+    parts = []
+    for k, v in details.items():
+        if k in _SHOWN_ELSEWHERE:
+            continue
+        if isinstance(v, list):
+            if v:
+                parts.append(f"{k}: {len(v)}")
+        elif isinstance(v, str | int | float) and not isinstance(v, bool) and v != "":
+            parts.append(f"{k}: {v}")
+    text = ", ".join(parts) or json.dumps(details)
+    return text if len(text) <= 70 else text[:69] + "…"
 
 
 def register(app: typer.Typer) -> None:
@@ -29,14 +48,14 @@ def register(app: typer.Typer) -> None:
             if not rows:
                 out.print(f"the journal of {env} is empty")
                 return
-            t = Table("id", "when", "who", "command", "outcome", "ms", "details")
-            for r in rows:
-                t.add_row(
-                    str(r["id"]), r["at"].strftime("%Y-%m-%d %H:%M:%S"),
-                    f"{r['os_user']} as {r['db_role']}", r["command"], r["outcome"],
-                    str(r["duration_ms"] or ""),
-                    json.dumps(r["details"])[:80],
-                )
-            out.print(t)
+            cells = [[str(r["id"]), r["at"].strftime("%Y-%m-%d %H:%M:%S"),
+                      f"{r['os_user']} as {r['db_role']}", r["command"], r["outcome"],
+                      f"{r['duration_ms'] or 0} ms", summary(r["details"])] for r in rows]
+            heads = ["id", "when", "who", "command", "outcome", "took", "details"]
+            widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+            # plain aligned columns: a rich table squeezes them unreadably on narrow screens
+            for line in [heads, *cells]:
+                out.print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
+                          .rstrip(), markup=False)
 
         st.emit({"ok": True, "env": env, "entries": rows}, render)
