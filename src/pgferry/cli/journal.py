@@ -11,7 +11,6 @@ from rich.console import Console
 from pgferry import journal
 from pgferry.cli.common import EnvOpt, JsonOpt, state
 
-
 _SHOWN_ELSEWHERE = {"ok", "outcome", "exit_code", "duration_s", "started_at", "finished_at"}
 
 
