@@ -93,7 +93,7 @@ def squawk_map() -> dict[str, set[str]]:
 def _facts(text: str) -> dict[str, Any]:
     up = text.upper()
     return {
-        "transactional": not re.search(r"CONCURRENTLY|ADD VALUE|RENAME VALUE", up),
+        "transactional": not re.search(r"CONCURRENTLY|ADD VALUE", up),  # RENAME VALUE runs in one
         "explicit_tx": "BEGIN;" in up,
     }
 
