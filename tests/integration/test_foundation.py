@@ -114,3 +114,23 @@ def test_journal_operation_records_outcomes(db: str) -> None:
                          " FROM pgferry.journal ORDER BY id").fetchall()
     assert rows == [("cmd ok", "ok", 0, None), ("cmd", "bad_input", 2, "bad"),
                     ("cmd", "refused", 4, "no"), ("cmd", "failed", 3, "RuntimeError: boom")]
+
+
+def test_embedded_role_creates_in_public(tmp_path: Path) -> None:
+    """The embedded role is called like pgferry's schema; its objects still go to public."""
+    from pgferry.pg import embedded
+
+    root = Path("/tmp") / f"pgfe-{tmp_path.name[-12:]}"
+    try:
+        dsn = embedded.ensure_database(root, "app")
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("CREATE SCHEMA pgferry")  # as journal.ensure does
+            c.execute("CREATE TABLE t (id int)")
+            assert c.execute("SELECT to_regclass('public.t')").fetchone() != (None,)
+            assert c.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                             ).fetchone() == (False,)
+    finally:
+        embedded.stop(root)
+        import shutil
+
+        shutil.rmtree(root, ignore_errors=True)

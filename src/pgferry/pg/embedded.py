@@ -59,11 +59,21 @@ def role_dsn(superuser: str, role: str, database: str) -> str:
 
 
 def ensure_role(admin: psycopg.Connection[Any], role: str) -> None:
-    """Create the login role ``role`` (not superuser) unless it exists."""
-    exists = admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone()
-    if not exists:
+    """Create the login role ``role`` (not superuser) unless it exists.
+
+    Its ``search_path`` is ``public``: the default ``"$user", public`` would send
+    every unqualified CREATE of the role ``pgferry`` into pgferry's own schema
+    ``pgferry`` once that exists.
+    """
+    row = admin.execute(
+        "SELECT coalesce(array_to_string(rolconfig, ','), '') FROM pg_roles WHERE rolname = %s",
+        [role]).fetchone()
+    if row is None:
         with contextlib.suppress(psycopg.errors.DuplicateObject):
             admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(sql.Identifier(role)))
+    if row is None or "search_path=" not in row[0]:
+        admin.execute(sql.SQL("ALTER ROLE {} SET search_path = public").format(
+            sql.Identifier(role)))
 
 
 def ensure_database(root: Path, database: str, role: str = APP_ROLE) -> str:
