@@ -19,12 +19,13 @@ from rich.table import Table
 
 from pgferry import journal
 from pgferry.cli.common import JsonOpt, State, YesOpt, confirm_protected, state
-from pgferry.config import Config
+from pgferry.config import Blackout, Config
 from pgferry.errors import BadInput, Refused
 from pgferry.migrate import admin, files, templates
 from pgferry.migrate import status as status_mod
 from pgferry.migrate.history import BASELINE_SCRIPT
 from pgferry.migrate.windows import check_blackout, describe
+from pgferry.pg.connect import Target
 
 OptEnv = Annotated[
     str | None,
@@ -128,6 +129,16 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
         out.print(f"[yellow]warning[/]  {w}")
     for p in status_mod.problems(s):
         out.print(f"[red]problem[/]  {p}")
+
+
+def _guarded(ctx: typer.Context, json_: bool, env: str | None, override: bool,
+             reason: str | None) -> tuple[State, Config, str, Blackout | None, Target]:
+    """What baseline and repair start with: the env, past the blackout check, resolved."""
+    st = state(ctx, json_)
+    cfg = st.config()
+    name = pick_env(cfg, env)
+    window = check_blackout(cfg, name, datetime.now(UTC), override, reason)
+    return st, cfg, name, window, st.target(name)
 
 
 def register(app: typer.Typer) -> None:
@@ -297,11 +308,7 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Adopt an existing database: record Flyway's BASELINE row at --version."""
-        st = state(ctx, json_)
-        cfg = st.config()
-        name = pick_env(cfg, env)
-        window = check_blackout(cfg, name, datetime.now(UTC), override_blackout, reason)
-        target = st.target(name)
+        st, cfg, name, window, target = _guarded(ctx, json_, env, override_blackout, reason)
         confirm_protected(st, target, yes, f"baseline {name} at version {version}")
         args: dict[str, Any] = {"version": version, "description": description, "yes": yes}
         with journal.operation(target, "migrate baseline", args) as op:
@@ -327,11 +334,7 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Remove failed rows and realign checksums to the files (asks --yes)."""
-        st = state(ctx, json_)
-        cfg = st.config()
-        name = pick_env(cfg, env)
-        window = check_blackout(cfg, name, datetime.now(UTC), override_blackout, reason)
-        target = st.target(name)
+        st, cfg, name, window, target = _guarded(ctx, json_, env, override_blackout, reason)
         plan = admin.read_plan(cfg, target)
         if plan.empty:
             st.emit(

@@ -122,6 +122,14 @@ def bucket_sums(
     return out
 
 
+def piece_of(s: Side, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
+    """The server-side expression numbering a row's piece of a range cut at ``bounds``."""
+    if not bounds:
+        return sql.SQL("0"), []
+    arr, aparams = s.thresholds(bounds)
+    return sql.SQL("width_bucket({}, {})").format(s.key_tuple(), arr), list(aparams)
+
+
 def hash_lists(
     conn: psycopg.Connection[Any],
     s: Side,
@@ -137,11 +145,7 @@ def hash_lists(
     row-by-row walk. Planner settings as in :func:`bucket_sums`.
     """
     pred, params = s.predicate(rng)
-    if bounds:
-        arr, aparams = s.thresholds(bounds)
-        bexpr: sql.Composable = sql.SQL("width_bucket({}, {})").format(s.key_tuple(), arr)
-    else:
-        bexpr, aparams = sql.SQL("0"), []
+    bexpr, aparams = piece_of(s, bounds)
     q = sql.SQL(
         "SELECT s.pgferry_b, count(*), string_agg(int8send(s.pgferry_h), ''::bytea) "
         "FROM (SELECT {b} AS pgferry_b, {h} AS pgferry_h FROM {table} WHERE {pred}) s "
@@ -185,11 +189,7 @@ def rows_with_hashes(
     """
     pred, params = s.predicate(rng)
     nk = len(s.key)
-    if bounds:
-        arr, aparams = s.thresholds(bounds)
-        bexpr: sql.Composable = sql.SQL("width_bucket({}, {})").format(s.key_tuple(), arr)
-    else:
-        bexpr, aparams = sql.SQL("0"), []
+    bexpr, aparams = piece_of(s, bounds)
     q = sql.SQL(
         "SELECT s.pgferry_b, {names}, s.pgferry_h FROM (SELECT {b} AS pgferry_b, {names}, "
         "{h} AS pgferry_h FROM {table} WHERE {pred}) s WHERE s.pgferry_h = ANY(%s::int8[]) "
