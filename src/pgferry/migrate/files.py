@@ -13,6 +13,7 @@ Contract (pure apart from reading the directory):
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import zlib
 from dataclasses import dataclass, field
@@ -162,9 +163,12 @@ def scan(directory: Path) -> MigrationSet:
         raise BadInput(f"migrations directory {directory} does not exist; run `pgferry init`")
     ms = MigrationSet(directory)
     seen: dict[tuple[str, Version], Path] = {}
-    for path in sorted(directory.iterdir()):
-        if not path.is_file() or path.name == SUM_FILE or path.name.startswith("."):
-            continue
+    # scandir: file type from the directory entry, and names sort faster than Paths
+    with os.scandir(directory) as it:
+        names = sorted(e.name for e in it if e.is_file() and e.name.endswith(".sql")
+                       and not e.name.startswith("."))
+    for name in names:
+        path = directory / name
         mf = parse_name(path) if path.suffix == ".sql" else None
         if mf is None:
             if path.suffix == ".sql":
