@@ -15,7 +15,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,10 +23,10 @@ from rich.table import Table as RichTable
 
 from pgferry.cli.common import JsonOpt, State, YesOpt, confirm_protected, state
 from pgferry.errors import BadInput
-from pgferry.sync import engine, events
-from pgferry.sync import report as sync_report
-from pgferry.sync.report import key_text
-from pgferry.sync.result import SyncResult
+
+if TYPE_CHECKING:  # the engine is imported when a command runs: fast start-up for the others
+    from pgferry.sync import engine
+    from pgferry.sync.result import SyncResult
 
 ModeOpt = Annotated[str, typer.Option("--mode", "-m", help="incremental | full | verify")]
 TablesOpt = Annotated[str | None, typer.Option(
@@ -63,6 +63,8 @@ def _render_plan(result: SyncResult, out: Console) -> None:
 
 
 def _render(result: SyncResult) -> Any:
+    from pgferry.sync.report import key_text
+
     def render(out: Console) -> None:
         if result.dry_run:
             _render_plan(result, out)
@@ -135,6 +137,9 @@ def _split(values: list[str] | str | None) -> list[str]:
 
 def _run(st: State, source: str, target: str, opts: engine.Options, yes: bool,
          report: Path | None) -> None:
+    from pgferry.sync import engine, events
+    from pgferry.sync import report as sync_report
+
     if source == target:
         raise BadInput("SOURCE and TARGET are the same environment")
     cfg = st.config()
@@ -196,6 +201,8 @@ def register(app: typer.Typer) -> None:
             raise BadInput("--no-mask needs --reason TEXT (it is recorded in the journal)")
         if reason and not no_mask:
             raise BadInput("--reason goes with --no-mask")
+        from pgferry.sync import engine
+
         opts = engine.Options(mode=mode, tables=_split(tables), exclude=_split(exclude),  # type: ignore[arg-type]
                               batch_size=batch_size, jobs=jobs, dry_run=dry_run, atomic=atomic,
                               no_mask_reason=reason if no_mask else None,
@@ -216,6 +223,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare SOURCE and TARGET table by table (chunked checksums); exit 1 when they differ."""
         st = state(ctx, json_)
+        from pgferry.sync import engine
+
         opts = engine.Options(mode="verify", tables=_split(tables), exclude=_split(exclude),
                               jobs=jobs)
         _run(st, source, target, opts, False, report)
