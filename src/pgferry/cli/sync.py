@@ -193,7 +193,8 @@ def register(app: typer.Typer) -> None:
             "--reason", help="Why --no-mask (recorded in the journal).")] = None,
         verify_after: Annotated[bool, typer.Option(
             "--verify-after", help="Compare each table again after its load (checksums "
-            "after; exit 1 when anything still differs).")] = False,
+            "after; exit 1 when anything still differs). On whenever --report is given.")
+        ] = False,
     ) -> None:
         """Make TARGET hold what SOURCE holds (incremental, full) or compare them (verify)."""
         st = state(ctx, json_)
@@ -206,7 +207,8 @@ def register(app: typer.Typer) -> None:
         opts = engine.Options(mode=mode, tables=_split(tables), exclude=_split(exclude),  # type: ignore[arg-type]
                               batch_size=batch_size, jobs=jobs, dry_run=dry_run, atomic=atomic,
                               no_mask_reason=reason if no_mask else None,
-                              verify_after=verify_after)
+                              # a report is the proof: it carries the checksums after
+                              verify_after=verify_after or report is not None)
         _run(st, source, target, opts, yes, report)
 
     @app.command("verify")
