@@ -277,8 +277,12 @@ def bench(rows: int, work: Path) -> Results:
     )
     cfg = project(work / "proj", {"src": dsn["b_src"], "tgt": dsn["b_tgt"]})
     cfg_small = project(work / "proj_small", {"src": dsn["b_src_small"], "tgt": dsn["b_tgt_small"]})
-    wm = "".join(f'[sync.tables."public.{t}"]\nwatermark = "updated_at"\n\n' for t, *_ in TABLES)
+    # the watermark strategy alone (deletes = false: no key comparison), and with deletes
+    wm = "".join(f'[sync.tables."public.{t}"]\nwatermark = "updated_at"\ndeletes = false\n\n'
+                 for t, *_ in TABLES)
     cfg_wm = project(work / "proj_wm", {"src": dsn["b_src"], "tgt": dsn["b_tgt"]}, wm)
+    wmd = "".join(f'[sync.tables."public.{t}"]\nwatermark = "updated_at"\n\n' for t, *_ in TABLES)
+    cfg_wmd = project(work / "proj_wmd", {"src": dsn["b_src"], "tgt": dsn["b_tgt"]}, wmd)
 
     print("(1) full sync into empty tables vs pg_dump -Fc --data-only + pg_restore", flush=True)
     full = must(timed(pgferry(cfg, "sync", "src", "tgt", "--mode", "full")), "pgferry full")
@@ -371,13 +375,28 @@ def bench(rows: int, work: Path) -> Results:
         flush=True,
     )
     res.add(
-        "incremental watermark (1% changed) / full",
+        "incremental watermark, deletes = false (1% changed) / full",
         f"{wmr.seconds:.2f}s / {full.seconds:.2f}s = {wmr.seconds / full.seconds:.3f}",
         "<= 0.05",
         wmr.seconds / full.seconds <= 0.05 and after.code == 0,
     )
     if after.code:
         res.notes.append("verify after the watermark incremental sync found differences")
+    changed = change(dsn["b_src"], CHANGE_WATERMARK, 12)
+    wmdr = must(timed(pgferry(cfg_wmd, "sync", "src", "tgt")), "pgferry watermark + deletes")
+    after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after watermark+deletes",
+                 (0, 1))
+    res.add(
+        "incremental watermark, deletes = true (adds a key comparison) / full",
+        f"{wmdr.seconds:.2f}s / {full.seconds:.2f}s = {wmdr.seconds / full.seconds:.3f}",
+        "-",
+        None,
+    )
+    if after.code:
+        res.notes.append("verify after the watermark+deletes sync found differences")
+    boot = must(timed([sys.executable, "-m", "pgferry", "--version"]), "pgferry --version")
+    res.add("pgferry process start-up alone (`pgferry --version`)", f"{boot.seconds:.2f}s", "-",
+            None)
 
     print("(4) peak RSS, full set vs a tenth", flush=True)
     full_small = must(
