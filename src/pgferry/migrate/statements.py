@@ -20,10 +20,6 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import pglast
-from pglast import ast
-from pglast.parser import ParseError
-
 from pgferry.errors import BadInput, SqlParseError
 from pgferry.migrate.files import MigrationFile
 
@@ -71,6 +67,8 @@ def _rangevar_name(rv: Any) -> str:
 
 def _non_tx(stmt: Any) -> str | None:
     """Why ``stmt`` cannot run in a transaction block (PostgreSQL's rules), else None."""
+    from pglast import ast
+
     if isinstance(stmt, ast.IndexStmt) and stmt.concurrent:
         return "CREATE INDEX CONCURRENTLY"
     if isinstance(stmt, ast.DropStmt) and stmt.concurrent:
@@ -109,6 +107,11 @@ def _non_tx(stmt: Any) -> str | None:
 
 def parse_sql(text: str, where: str) -> list[Statement]:
     """Split ``text`` into statements; SqlParseError names ``where``, the line and message."""
+    # imported here: commands that only read history (status, validate) start faster
+    import pglast
+    from pglast import ast
+    from pglast.parser import ParseError
+
     try:
         raws = pglast.parse_sql(text)
     except ParseError as e:
