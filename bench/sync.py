@@ -340,60 +340,36 @@ def bench(rows: int, work: Path) -> Results:
     )
 
     print("(3) incremental after 1% changed", flush=True)
+
+    def incremental(what: str, cfg_x: Path, changed: int, goal: str, limit: float | None) -> None:
+        """Time one incremental sync, check it with verify, add its ratio to the results."""
+        r = must(timed(pgferry(cfg_x, "sync", "src", "tgt")), f"pgferry incremental ({what})")
+        after = must(timed(pgferry(cfg, "verify", "src", "tgt")), f"verify after {what}", (0, 1))
+        print(f"    {changed:,} rows changed; incremental {what} {r.seconds:.2f}s; verify after: "
+              f"exit {after.code}", flush=True)
+        ratio = r.seconds / full.seconds
+        res.add(f"incremental {what} / full",
+                f"{r.seconds:.2f}s / {full.seconds:.2f}s = {ratio:.3f}", goal,
+                None if limit is None else ratio <= limit and after.code == 0)
+        if after.code:
+            res.notes.append(f"verify after the {what} incremental sync found differences")
+
     changed = change(dsn["b_src"], CHANGE_CHECKSUM, 7)
     # where the time goes: the comparison alone (what the checksum strategy runs first)
     found = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify before", (1,))
-    inc = must(timed(pgferry(cfg, "sync", "src", "tgt")), "pgferry incremental (checksum)")
-    after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after checksum", (0, 1))
-    print(
-        f"    {changed:,} rows changed; checksum incremental {inc.seconds:.2f}s; verify after: "
-        f"exit {after.code}",
-        flush=True,
-    )
-    res.add(
-        "incremental checksum (1% changed) / full",
-        f"{inc.seconds:.2f}s / {full.seconds:.2f}s = {inc.seconds / full.seconds:.3f}",
-        "<= 0.2",
-        inc.seconds / full.seconds <= 0.2 and after.code == 0,
-    )
+    incremental("checksum (1% changed)", cfg, changed, "<= 0.2", 0.2)
     res.add(
         "verify of the changed tables (the comparison part) / full",
         f"{found.seconds:.2f}s / {full.seconds:.2f}s = {found.seconds / full.seconds:.3f}",
         "-",
         None,
     )
-    if after.code:
-        res.notes.append("verify after the checksum incremental sync found differences")
     # the first watermark run has no stored watermark yet: prime it (not timed)
     must(timed(pgferry(cfg_wm, "sync", "src", "tgt")), "pgferry watermark (prime)")
     changed = change(dsn["b_src"], CHANGE_WATERMARK, 11)
-    wmr = must(timed(pgferry(cfg_wm, "sync", "src", "tgt")), "pgferry incremental (watermark)")
-    after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after watermark", (0, 1))
-    print(
-        f"    {changed:,} rows changed; watermark incremental {wmr.seconds:.2f}s; verify after: "
-        f"exit {after.code}",
-        flush=True,
-    )
-    res.add(
-        "incremental watermark, deletes = false (1% changed) / full",
-        f"{wmr.seconds:.2f}s / {full.seconds:.2f}s = {wmr.seconds / full.seconds:.3f}",
-        "<= 0.05",
-        wmr.seconds / full.seconds <= 0.05 and after.code == 0,
-    )
-    if after.code:
-        res.notes.append("verify after the watermark incremental sync found differences")
+    incremental("watermark, deletes = false (1% changed)", cfg_wm, changed, "<= 0.05", 0.05)
     changed = change(dsn["b_src"], CHANGE_WATERMARK, 12)
-    wmdr = must(timed(pgferry(cfg_wmd, "sync", "src", "tgt")), "pgferry watermark + deletes")
-    after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after watermark+deletes",
-                 (0, 1))
-    res.add(
-        "incremental watermark, deletes = true (adds a key comparison) / full",
-        f"{wmdr.seconds:.2f}s / {full.seconds:.2f}s = {wmdr.seconds / full.seconds:.3f}",
-        "-",
-        None,
-    )
-    if after.code:
-        res.notes.append("verify after the watermark+deletes sync found differences")
+    incremental("watermark, deletes = true (adds a key comparison)", cfg_wmd, changed, "-", None)
     boot = must(timed([sys.executable, "-m", "pgferry", "--version"]), "pgferry --version")
     res.add("pgferry process start-up alone (`pgferry --version`)", f"{boot.seconds:.2f}s", "-",
             None)

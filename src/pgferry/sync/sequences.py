@@ -53,6 +53,6 @@ def advance(src: psycopg.Connection[Any], target_dsn: str, tables: list[TablePla
             if not wanted or (have is not None and max(wanted) <= have):
                 continue  # nothing used anywhere, or already far enough: never move back
             tgt.execute("SELECT setval(%s::regclass, %s, true)",
-                        [sql.Identifier(*tseq.split(".", 1)).as_string(tgt), max(wanted)])
+                        [_ident(tseq).as_string(tgt), max(wanted)])
             n += 1
     return n
