@@ -149,6 +149,8 @@ def register(app: typer.Typer) -> None:
 
     def _run(ctx: typer.Context, env: str, json_: bool, *, undo: bool, yes: bool,
              arguments: dict[str, Any], **kw: Any) -> None:
+        if kw["allow_unsafe"] and not (kw["reason"] or "").strip():
+            raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
         st = state(ctx, json_)
         cfg, t = st.config(), st.target(env)
         verb = "undo" if undo else "up"
@@ -196,8 +198,6 @@ def register(app: typer.Typer) -> None:
                override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
                allow_unsafe: UnsafeOpt = False, json_: JsonOpt = False) -> None:
         """Apply pending migrations (each file in its own transaction, under a lock)."""
-        if allow_unsafe and not (reason or "").strip():
-            raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
         args = {"env": env, "target": target, "dry_run": dry_run, "yes": yes,
                 "override_blackout": override_blackout, "reason": reason,
                 "allow_unsafe": allow_unsafe}
@@ -214,8 +214,6 @@ def register(app: typer.Typer) -> None:
                  override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
                  allow_unsafe: UnsafeOpt = False, json_: JsonOpt = False) -> None:
         """Run U files newest first (default: the newest applied version only)."""
-        if allow_unsafe and not (reason or "").strip():
-            raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
         args = {"env": env, "to": to, "dry_run": dry_run, "yes": yes,
                 "override_blackout": override_blackout, "reason": reason,
                 "allow_unsafe": allow_unsafe}
