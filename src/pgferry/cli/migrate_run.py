@@ -6,10 +6,7 @@ Thin: arguments, ``--yes``, rendering and progress; the logic is in
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -17,7 +14,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pgferry.cli.common import EnvOpt, JsonOpt, State, YesOpt, confirm_protected, state
+from pgferry.cli.common import (
+    EnvOpt,
+    JsonOpt,
+    State,
+    YesOpt,
+    confirm_protected,
+    sigterm_interrupts,
+    state,
+)
 from pgferry.errors import BadInput
 from pgferry.migrate import service
 from pgferry.migrate.files import Version
@@ -86,24 +91,6 @@ class _Progress:
             self.bar.stop()
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (CI cancel, ``kill``) behaves like Ctrl-C: roll back, journal, exit 3."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (e.g. under the server): leave it alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _render_plan(out: Console, res: dict[str, Any]) -> None:
     s = res["settings"]
     out.print(f"-- plan for {res['env']} (current version: {res['current_version'] or 'none'}; "
@@ -165,7 +152,7 @@ def register(app: typer.Typer) -> None:
             bar.event(kind, step, res, i, total)
 
         try:
-            with _sigterm_interrupts():
+            with sigterm_interrupts():
                 res = service.run(cfg, t, undo=undo, now=now, arguments=arguments,
                                   on_event=event, **kw)
         finally:

@@ -11,9 +11,6 @@ write.
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table as RichTable
 
-from pgferry.cli.common import JsonOpt, State, YesOpt, confirm_protected, state
+from pgferry.cli.common import JsonOpt, State, YesOpt, confirm_protected, sigterm_interrupts, state
 from pgferry.errors import BadInput
 
 if TYPE_CHECKING:  # the engine is imported when a command runs: fast start-up for the others
@@ -110,24 +107,6 @@ def _render(result: SyncResult) -> Any:
     return render
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (CI cancel, ``kill``) behaves like Ctrl-C: cancel, roll back, journal, exit 3."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _split(values: list[str] | str | None) -> list[str]:
     if values is None:
         return []
@@ -155,7 +134,7 @@ def _run(st: State, source: str, target: str, opts: engine.Options, yes: bool,
     if opts.dry_run:
         result = engine.run(cfg, src, tgt, opts, channel)
     else:
-        with _sigterm_interrupts(), events.RichProgress(st.err) as bars:
+        with sigterm_interrupts(), events.RichProgress(st.err) as bars:
             channel.subscribe(bars)
             result = engine.run(cfg, src, tgt, opts, channel)
     if report is not None:
