@@ -342,14 +342,7 @@ def apply_keys(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: 
     for i in range(0, len(delete), n):
         chunk = list(delete[i:i + n])
         rng, params = key_match(t, chunk)
-        link.begin(t)
-        doomed = sql.SQL("SELECT * FROM {} WHERE {}").format(table_ident(t), rng)
-        write.check_unselected(link.tgt, t, doomed, params)
-        cur = link.tgt.execute(sql.SQL("DELETE FROM {} WHERE {}").format(table_ident(t), rng),
-                               params)
-        res.deleted += max(cur.rowcount, 0)
-        link.end(t)
-        link.commit()
+        delete_range(link, t, res, rng, params)
         progress(len(chunk))
     for i in range(0, len(upsert), n):
         chunk = list(upsert[i:i + n])
