@@ -22,7 +22,8 @@ def _docs() -> str:
 def _commands(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[
         tuple[tuple[str, ...], Any]]:
     if hasattr(cmd, "commands"):
-        for name, sub in cmd.commands.items():
+        subs = getattr(cmd, "all_commands", cmd.commands)  # the root imports lazily
+        for name, sub in subs.items():
             yield from _commands(sub, (*path, name))
     else:
         yield path, cmd

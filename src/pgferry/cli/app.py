@@ -2,26 +2,62 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 from pgferry import __version__
-from pgferry.cli import env as env_cli
-from pgferry.cli import journal as journal_cli
-from pgferry.cli import lint as lint_cli
-from pgferry.cli import migrate as migrate_cli
-from pgferry.cli import project as project_cli
-from pgferry.cli import sync as sync_cli
 from pgferry.cli.common import State, dumps
 from pgferry.errors import PgferryError
-from pgferry.pg.connect import redact
+
+# Sub-command -> the module whose ``register(app)`` defines it. A command's module
+# (and what it imports: psycopg, pydantic, pglast ...) is imported only when that
+# command runs, so ``pgferry lint`` never pays for psycopg, nor ``sync`` for pglast.
+COMMANDS: dict[str, str] = {
+    "env": "pgferry.cli.env",
+    "migrate": "pgferry.cli.migrate",
+    "journal": "pgferry.cli.journal",
+    "init": "pgferry.cli.project",
+    "demo": "pgferry.cli.project",
+    "embedded": "pgferry.cli.project",
+    "lint": "pgferry.cli.lint",
+    "sync": "pgferry.cli.sync",
+    "verify": "pgferry.cli.sync",
+}
+
+
+class LazyGroup(TyperGroup):
+    """The root group: lists every command, imports a command's module on first use."""
+
+    _loaded: dict[str, Any] = {}
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        if module not in self._loaded:
+            sub = typer.Typer()
+            importlib.import_module(module).register(sub)
+            self._loaded[module] = typer.main.get_group(sub)
+        return self._loaded[module].get_command(ctx, cmd_name)
+
+    @property
+    def all_commands(self) -> dict[str, Any]:
+        """Every command, imported (for docs and tests)."""
+        return {name: self.get_command(None, name) for name in COMMANDS}
+
 
 app = typer.Typer(
+    cls=LazyGroup,
     name="pgferry",
     help="Move schema and data between PostgreSQL environments, without downtime, and prove it.",
     no_args_is_help=True,
@@ -53,13 +89,6 @@ def root(
     ctx.obj = State(config_path=config, json=json_, debug=debug)
 
 
-app.add_typer(env_cli.app, name="env")
-app.add_typer(migrate_cli.app, name="migrate")
-journal_cli.register(app)
-project_cli.register(app)
-lint_cli.register(app)
-sync_cli.register(app)
-
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; PgferryError becomes one line on stderr and its exit code."""
@@ -76,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     except PgferryError as e:
         if debug:
             traceback.print_exc()
+        from pgferry.redaction import redact
+
         if want_json:
             print(dumps({"ok": False, **e.to_dict()}))
         print(f"error: {redact(e.message)}", file=sys.stderr)
@@ -96,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 3
     except Exception as e:  # the last line of defence: one sentence, no traceback
+        from pgferry.redaction import redact
+
         if debug:
             traceback.print_exc()
         print(f"error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",

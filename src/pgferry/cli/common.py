@@ -19,14 +19,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from pgferry.config import Config, load_config
 from pgferry.errors import Refused
-from pgferry.pg.connect import Target, resolve_env
+
+if TYPE_CHECKING:  # imported where used: a command loads only what it needs
+    from rich.console import Console
+
+    from pgferry.config import Config
+    from pgferry.pg.connect import Target
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment name from pgferry.toml.")]
@@ -41,15 +44,33 @@ class State:
     json: bool = False
     debug: bool = False
     _config: Config | None = field(default=None, repr=False)
-    out: Console = field(default_factory=lambda: console())
-    err: Console = field(default_factory=lambda: console(stderr=True))
+    _out: Console | None = field(default=None, repr=False)
+    _err: Console | None = field(default=None, repr=False)
+
+    @property
+    def out(self) -> Console:
+        """The stdout console (made on first use: --json output never needs it)."""
+        if self._out is None:
+            self._out = console()
+        return self._out
+
+    @property
+    def err(self) -> Console:
+        """The stderr console for progress and notes."""
+        if self._err is None:
+            self._err = console(stderr=True)
+        return self._err
 
     def config(self, required: bool = True) -> Config:
         if self._config is None:
+            from pgferry.config import load_config
+
             self._config = load_config(self.config_path, required=required)
         return self._config
 
     def target(self, env: str) -> Target:
+        from pgferry.pg.connect import resolve_env
+
         return resolve_env(self.config(), env)
 
     def with_json(self, flag: bool) -> State:
@@ -74,6 +95,8 @@ class State:
 
 def console(stderr: bool = False) -> Console:
     """A rich console; piped output gets 120 columns so tables keep their names whole."""
+    from rich.console import Console
+
     stream = sys.stderr if stderr else sys.stdout
     piped = not stream.isatty() and "COLUMNS" not in os.environ
     return Console(stderr=stderr, highlight=False, soft_wrap=not stderr,

@@ -57,3 +57,8 @@ def template(
     names = sorted({v for v, _, _ in cfg.variables()})
     st.emit({"ok": True, "path": str(path), "variables": names},
             lambda out: out.print(f"wrote {path} ({len(names)} variables: {', '.join(names)})"))
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``pgferry env ...`` to ``root``."""
+    root.add_typer(app, name="env")

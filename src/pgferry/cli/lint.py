@@ -55,12 +55,15 @@ def register(app: "typer.Typer") -> None:
             "else [lint] pg_version, else 18).")] = None,
         list_rules: Annotated[bool, typer.Option(
             "--list-rules", help="List the rules instead of linting.")] = False,
+        jobs: Annotated[int | None, typer.Option(
+            "--jobs", "-j", min=1, help="Processes to lint many files on (default: one per "
+            "CPU; 1: no worker processes).", show_default=False)] = None,
         json_: JsonOpt = False,
     ) -> None:
         st = state(ctx, json_)
         req = _request([str(p) for p in paths or []], env, catalog,
                        "json" if st.json and fmt == "text" else fmt, pg_version, list_rules,
-                       str(st.config_path) if st.config_path else None)
+                       str(st.config_path) if st.config_path else None, jobs)
         out, code = _run(req)
         sys.stdout.write(out + "\n")
         sys.stdout.flush()
@@ -69,10 +72,11 @@ def register(app: "typer.Typer") -> None:
 
 
 def _request(paths: list[str], env: str | None, catalog: str | None, fmt: str,
-             pg_version: int | None, list_rules: bool, config: str | None) -> Any:
+             pg_version: int | None, list_rules: bool, config: str | None,
+             jobs: int | None = None) -> Any:
     from pgferry.lint.service import Request
 
-    return Request(paths, env, catalog, fmt, pg_version, list_rules, config)
+    return Request(paths, env, catalog, fmt, pg_version, list_rules, config, jobs)
 
 
 def _run(req: Any) -> tuple[str, int]:
@@ -83,14 +87,14 @@ def _run(req: Any) -> tuple[str, int]:
 
 _GLOBAL_VALUE = {"--config", "-c"}
 _VALUE = {"--env": "env", "-e": "env", "--catalog": "catalog", "--format": "fmt",
-          "-f": "fmt", "--pg-version": "pg_version"}
+          "-f": "fmt", "--pg-version": "pg_version", "--jobs": "jobs", "-j": "jobs"}
 
 
 def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
     """``[global opts] lint [opts] [paths]`` → options, or None to defer to Typer."""
     opts: dict[str, Any] = {"paths": [], "env": None, "catalog": None, "fmt": "text",
                             "pg_version": None, "list_rules": False, "config": None,
-                            "json": False, "debug": False}
+                            "json": False, "debug": False, "jobs": None}
     i, seen_lint = 0, False
     while i < len(argv):
         a = argv[i]
@@ -131,6 +135,10 @@ def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
         if not str(opts["pg_version"]).isdigit():
             return None
         opts["pg_version"] = int(opts["pg_version"])
+    if opts["jobs"] is not None:
+        if not str(opts["jobs"]).isdigit() or int(opts["jobs"]) < 1:
+            return None  # Typer says what is wrong with it
+        opts["jobs"] = int(opts["jobs"])
     if opts["fmt"] not in ("text", "json", "sarif", "markdown"):
         return None
     if opts["json"] and opts["fmt"] == "text":
@@ -147,7 +155,7 @@ def fast_main(argv: list[str]) -> int | None:
 
     config = opts["config"] or os.environ.get("PGFERRY_CONFIG") or None  # as Typer's envvar
     req = _request(opts["paths"], opts["env"], opts["catalog"], opts["fmt"], opts["pg_version"],
-                   opts["list_rules"], config)
+                   opts["list_rules"], config, opts["jobs"])
     try:
         out, code = _run(req)
     except PgferryError as e:
@@ -161,7 +169,7 @@ def _fail(e: PgferryError, want_json: bool, debug: bool) -> int:
     """Render an error exactly as :func:`pgferry.cli.app.main` does."""
     import json
 
-    from pgferry.pg.connect import redact
+    from pgferry.redaction import redact
 
     if debug:
         import traceback

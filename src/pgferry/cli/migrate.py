@@ -14,3 +14,8 @@ from pgferry.cli import migrate_info, migrate_run
 app = typer.Typer(help="Versioned SQL migrations, Flyway-compatible.", no_args_is_help=True)
 migrate_run.register(app)
 migrate_info.register(app)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``pgferry migrate ...`` to ``root``."""
+    root.add_typer(app, name="migrate")

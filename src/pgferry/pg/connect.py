@@ -14,7 +14,6 @@ Contract:
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,20 +35,9 @@ from pgferry.errors import (
     PgferryError,
     Unreachable,
 )
+from pgferry.redaction import redact as redact
 
 APP_NAME = "pgferry"
-
-_URL_PW = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I)
-_KV_PW = re.compile(r"(?P<pre>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
-_QUERY_PW = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]*)", re.I)
-
-
-def redact(text: str) -> str:
-    """``text`` with every password in a URL or ``password=...`` replaced by ``***``."""
-    text = _URL_PW.sub(lambda m: m["pre"] + "***" + m["at"], text)
-    text = _QUERY_PW.sub(lambda m: m["pre"] + "***", text)
-    return _KV_PW.sub(lambda m: m["pre"] + "***", text)
-
 
 @dataclass(frozen=True)
 class Target:
