@@ -88,49 +88,47 @@ def apply(st: Stmt, cx: Context) -> None:
     n = st.node
     if st.kind == "CreateStmt":
         table = qualname(n.get("relation"))
-        cx.created.add(table)
-        cols = cx.columns.setdefault(table, {})
+        cx.add_created(table)
         for elt in n.get("tableElts") or []:
             if "ColumnDef" in elt:
                 cd = elt["ColumnDef"]
-                cols[cd.get("colname", "")] = type_text(cd.get("typeName"))
+                cx.set_column_type(table, cd.get("colname", ""), type_text(cd.get("typeName")))
     elif st.kind == "CreateTableAsStmt":
         _, into = unwrap(n.get("into"))
-        cx.created.add(qualname(into.get("rel")))
+        cx.add_created(qualname(into.get("rel")))
     elif st.kind == "DropStmt" and n.get("removeType") == "OBJECT_TABLE":
         for obj in n.get("objects") or []:
             name = list_name(obj)
-            cx.created.discard(name if "." in name else f"public.{name}")
+            cx.drop_created(name if "." in name else f"public.{name}")
     elif st.kind == "AlterTableStmt" and n.get("objtype") == "OBJECT_TABLE":
         _apply_alter(st, cx, qualname(n.get("relation")))
     elif st.kind == "RenameStmt" and n.get("renameType") == "OBJECT_TABLE":
         old = qualname(n.get("relation"))
-        if old in cx.created:  # a new table keeps being new under its new name
-            cx.created.add(f"{old.split('.', 1)[0]}.{n.get('newname', '')}")
+        if cx.is_new(old):  # a new table keeps being new under its new name
+            cx.add_created(f"{old.split('.', 1)[0]}.{n.get('newname', '')}")
 
 
 def _apply_alter(st: Stmt, cx: Context, table: str) -> None:
-    cols = cx.columns.setdefault(table, {})
     ddl = False
     for cmd in alter_cmds(st.node):
         sub = cmd.get("subtype")
         kind, body = unwrap(cmd.get("def"))
         if sub == "AT_AddColumn" and kind == "ColumnDef":
-            cols[body.get("colname", "")] = type_text(body.get("typeName"))
+            cx.set_column_type(table, body.get("colname", ""), type_text(body.get("typeName")))
             for con in constraints(body):
                 if con.get("contype") == "CONSTR_CHECK":
                     _note_check(cx, table, con)
         elif sub == "AT_AlterColumnType" and kind == "ColumnDef":
-            cols[cmd.get("name", "")] = type_text(body.get("typeName"))
+            cx.set_column_type(table, cmd.get("name", ""), type_text(body.get("typeName")))
         elif sub == "AT_AddConstraint" and kind == "Constraint":
             if body.get("skip_validation") and body.get("conname"):
                 cx.tx_not_valid[body["conname"]] = table
             if body.get("contype") == "CONSTR_CHECK":
                 _note_check(cx, table, body)
         elif sub == "AT_ValidateConstraint":
-            col = cx.nn_checks.get((table, cmd.get("name", "")))
+            col = cx.nn_check_column(table, cmd.get("name", ""))
             if col:
-                cx.nn_validated.setdefault(table, set()).add(col)
+                cx.add_validated_not_null(table, col)
         if sub not in ("AT_ValidateConstraint",):
             ddl = True
     if ddl and st.in_tx and not cx.is_new(table):
@@ -142,7 +140,7 @@ def _note_check(cx: Context, table: str, con: Node) -> None:
     if not col:
         return
     if con.get("conname"):
-        cx.nn_checks[(table, con["conname"])] = col
+        cx.add_nn_check(table, con["conname"], col)
     if not con.get("skip_validation"):
-        cx.nn_validated.setdefault(table, set()).add(col)
+        cx.add_validated_not_null(table, col)
 

@@ -20,6 +20,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from pgferry.errors import SqlParseError
@@ -30,6 +31,8 @@ from pgferry.lint.rules import ALL_RULES
 
 _LEAD = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
 _SPACE = re.compile(r"\s+")
+#: Finding.sort_key, as a C-level getter
+_SORT_KEY = attrgetter("path", "line", "column", "code")
 
 
 @dataclass
@@ -101,6 +104,10 @@ class Linter:
             self.by_kind[k] += self.every
         self.cx = Context(pg_version=self.pg_version, catalog=catalog)
         self._by_subs: dict[frozenset[str], list[Rule]] = {}
+        self._active = {r.name for r in self.rules}
+        # only the rules that look at a file as a whole are asked at its end
+        self._finishers = [r for r in self.rules if type(r).finish is not Rule.finish]
+        self._severity = {r.name: severity_of(r, self.settings) for r in self.rules}
 
     def lint_files(self, items: Iterable[tuple[str, str]]) -> list[Finding]:
         """Lint (path, text) pairs in order; SqlParseError stops at the first bad file."""
@@ -111,6 +118,14 @@ class Linter:
 
     def lint_text(self, path: str, text: str) -> list[Finding]:
         """Findings of one file, suppressions applied (suppressed ones kept, marked)."""
+        return self._walk(path, text, check=True)
+
+    def replay_text(self, path: str, text: str) -> None:
+        """Carry what one file creates or changes into later files, without running rules
+        (a parallel run's catch-up on files a worker already linted)."""
+        self._walk(path, text, check=False)
+
+    def _walk(self, path: str, text: str, check: bool) -> list[Finding]:
         data = text.encode("utf-8")
         stmts = parse(path, text, data)
         info = FileInfo(path, text, data, transactional=not any(
@@ -124,24 +139,28 @@ class Linter:
         for st in stmts:
             st.explicit_tx = depth > 0
             st.in_tx = st.explicit_tx or info.transactional
-            rules = self.by_kind.get(st.kind, self.every)
-            if st.kind == "AlterTableStmt":
-                rules = self._alter_rules(st, rules)
-            for rule in rules:
-                for hit in rule.check(st, cx):
-                    raw.append((rule, hit, st))
+            if check:
+                rules = self.by_kind.get(st.kind, self.every)
+                if st.kind == "AlterTableStmt":
+                    rules = self._alter_rules(st, rules)
+                for rule in rules:
+                    for hit in rule.check(st, cx):
+                        raw.append((rule, hit, st))
             effects.apply(st, cx)
             depth = effects.tx_depth_after(st, depth)
             if depth == 0 and (not info.transactional or effects.ends_tx(st)):
                 cx.reset_tx()
-        for rule in self.rules:
+        if not check:
+            cx.reset_tx()
+            return []
+        for rule in self._finishers:
             for hit in rule.finish(cx):
                 raw.append((rule, hit, None))
         findings = [self._finding(info, stmts, rule, hit, st) for rule, hit, st in raw]
-        active = {r.name for r in self.rules}
-        findings = suppress.apply(info, stmts, findings, active, rule_index())
+        findings = suppress.apply(info, stmts, findings, self._active, rule_index())
         cx.reset_tx()
-        return sorted(findings, key=lambda f: f.sort_key)
+        findings.sort(key=_SORT_KEY)
+        return findings
 
     def _alter_rules(self, st: Stmt, rules: list[Rule]) -> list[Rule]:
         """The ALTER TABLE rules that read one of the statement's action subtypes."""
@@ -171,7 +190,7 @@ class Linter:
         if self.catalog is not None and hit.table:
             impact = impact_of(self.catalog, hit.table, rule.lock, hit.work if hit.work is not None
                                else rule.work)
-        return Finding(rule.name, rule.code, severity_of(rule, self.settings), info.path, line,
+        return Finding(rule.name, rule.code, self._severity[rule.name], info.path, line,
                        col, hit.message or rule.message, rule.help, text, impact,
                        stmt_index=st.index if st else None)
 

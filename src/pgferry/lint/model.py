@@ -113,12 +113,21 @@ class FileInfo:
         offset = max(0, min(offset, len(self.data)))
         line = bisect_right(self._bols, offset)
         bol = self._bols[line - 1]
+        if len(self.data) == len(self.text):  # ASCII: bytes are characters
+            return line, offset - bol + 1
         return line, len(self.data[bol:offset].decode("utf-8", "replace")) + 1
 
 
 @dataclass
 class Context:
-    """What a lint run knows while it walks statements in order, across files."""
+    """What a lint run knows while it walks statements in order, across files.
+
+    The state that carries from file to file (tables created, column types,
+    NOT NULL checks) is keyed by table and read and written only through the
+    methods below, so a parallel run can record which tables each file touched
+    (``touched``/``written`` sets, None when not tracking) and prove that a file
+    linted without its predecessors' state saw the same answers.
+    """
 
     pg_version: int = DEFAULT_PG
     catalog: Snapshot | None = None
@@ -137,9 +146,19 @@ class Context:
     nn_validated: dict[str, set[str]] = field(default_factory=dict)
     #: per-file scratch space for rules that need memory within a file (reset per file)
     scratch: dict[str, Any] = field(default_factory=dict)
+    #: when tracking: tables whose cross-file state was read or written / written
+    touched: set[str] | None = field(default=None, repr=False)
+    written: set[str] | None = field(default=None, repr=False)
+
+    def _wrote(self, table: str) -> None:
+        if self.written is not None:
+            self.written.add(table)
+            self.touched.add(table)  # type: ignore[union-attr]
 
     def is_new(self, table: str) -> bool:
         """True when ``table`` was created in this run (so nobody uses it yet)."""
+        if self.touched is not None:
+            self.touched.add(table)
         return table in self.created
 
     def is_empty(self, table: str) -> bool:
@@ -151,6 +170,54 @@ class Context:
 
     def is_new_or_empty(self, table: str) -> bool:
         return self.is_new(table) or self.is_empty(table)
+
+    def existing(self, table: str) -> bool:
+        """True when ``table`` may hold rows that other sessions use right now
+        (not created in this run, not empty in the catalog)."""
+        if self.touched is not None:
+            self.touched.add(table)
+        if table in self.created:
+            return False
+        return self.catalog is None or not self.is_empty(table)
+
+    def column_type(self, table: str, column: str) -> str | None:
+        """The type this run gave ``table.column`` (CREATE TABLE, ADD COLUMN, TYPE), if any."""
+        if self.touched is not None:
+            self.touched.add(table)
+        cols = self.columns.get(table)
+        return cols.get(column) if cols else None
+
+    def validated_not_null(self, table: str, column: str) -> bool:
+        """True when a validated CHECK (column IS NOT NULL) was added in this run."""
+        if self.touched is not None:
+            self.touched.add(table)
+        return column in self.nn_validated.get(table, ())
+
+    def nn_check_column(self, table: str, name: str) -> str | None:
+        """The column of the CHECK (col IS NOT NULL) constraint ``name`` added in this run."""
+        if self.touched is not None:
+            self.touched.add(table)
+        return self.nn_checks.get((table, name))
+
+    def add_created(self, table: str) -> None:
+        self._wrote(table)
+        self.created.add(table)
+
+    def drop_created(self, table: str) -> None:
+        self._wrote(table)
+        self.created.discard(table)
+
+    def set_column_type(self, table: str, column: str, type_: str) -> None:
+        self._wrote(table)
+        self.columns.setdefault(table, {})[column] = type_
+
+    def add_nn_check(self, table: str, name: str, column: str) -> None:
+        self._wrote(table)
+        self.nn_checks[(table, name)] = column
+
+    def add_validated_not_null(self, table: str, column: str) -> None:
+        self._wrote(table)
+        self.nn_validated.setdefault(table, set()).add(column)
 
     def reset_tx(self) -> None:
         self.tx_not_valid.clear()

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from pgferry.errors import BadInput, ConfigError
-from pgferry.lint import report
+from pgferry.lint import parallel, report
 from pgferry.lint.engine import Linter, Settings
+from pgferry.lint.model import Finding
 
 FORMATS = ("text", "json", "sarif")
 
@@ -38,6 +39,8 @@ class Request:
     pg_version: int | None = None
     list_rules: bool = False
     config_path: str | None = None
+    #: processes to lint on (None: every CPU this process may use; 1: no fork)
+    jobs: int | None = None
 
 
 @dataclass
@@ -170,7 +173,7 @@ def run(req: Request) -> tuple[str, int]:
             snap = load(Path(req.catalog))
     paths = pending_files if pending_files is not None else _targets(req, lc)
     linter = Linter(settings, catalog=snap, pg_version=req.pg_version)
-    findings = linter.lint_files((_show(p), _read(p)) for p in paths)
+    findings = _lint(linter, paths, req.jobs)
     code = 1 if report.counts(findings)["errors"] else 0
     meta = {"pg_version": linter.pg_version, "env": req.env,
             "catalog": (snap.source or req.catalog) if snap else None}
@@ -185,6 +188,14 @@ def run(req: Request) -> tuple[str, int]:
     if req.env and pending_files is not None and not paths:
         header = (header + "\n" if header else "") + f"no pending migrations for {req.env}"
     return report.text(findings, len(paths), header), code
+
+
+def _lint(linter: Linter, paths: list[Path], jobs: int | None) -> list[Finding]:
+    """Serial for a few files; forked workers for many (same findings, same order)."""
+    if len(paths) < parallel.MIN_FILES or jobs == 1:
+        return linter.lint_files((_show(p), _read(p)) for p in paths)
+    return parallel.lint_many(linter, len(paths), lambda i: (_show(paths[i]), _read(paths[i])),
+                     jobs or parallel.default_jobs())
 
 
 def _show(p: Path, _cwd: list[str] = []) -> str:  # noqa: B006 - a one-slot cache

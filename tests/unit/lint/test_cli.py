@@ -98,7 +98,9 @@ def test_fast_parser_defers_what_it_does_not_know() -> None:
     assert _parse_fast(["lint", "--format", "xml"]) is None
     assert _parse_fast(["-c", "x.toml", "--json", "lint", "-e", "dev", "a.sql"]) == {
         "paths": ["a.sql"], "env": "dev", "catalog": None, "fmt": "json", "pg_version": None,
-        "list_rules": False, "config": "x.toml", "json": True, "debug": False}
+        "list_rules": False, "config": "x.toml", "json": True, "debug": False, "jobs": None}
+    assert _parse_fast(["lint", "-j", "2", "a.sql"])["jobs"] == 2  # type: ignore[index]
+    assert _parse_fast(["lint", "--jobs=0", "a.sql"]) is None  # Typer explains the bad value
 
 
 def test_list_rules_json(cli: Callable[..., Any], proj: Path) -> None:

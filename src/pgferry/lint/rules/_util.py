@@ -16,11 +16,6 @@ from pgferry.lint.nodes import alter_cmds, qualname, unwrap
 _LEAD = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
 
 
-def existing(cx: Context, table: str) -> bool:
-    """True when ``table`` may hold rows that other sessions use right now."""
-    return not cx.is_new_or_empty(table)
-
-
 def cmd_offsets(cx: Context, st: Stmt) -> list[int]:
     """Byte offset of each ALTER TABLE action, in ``alter_cmds`` order."""
     if "cmd_offsets" in st.cache:

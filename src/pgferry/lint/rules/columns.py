@@ -6,14 +6,14 @@ from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Hit, Node, Rule, Stmt
 from pgferry.lint.nodes import constraints, func_calls, loc, type_name, type_text
-from pgferry.lint.rules._util import alter_actions, existing
+from pgferry.lint.rules._util import alter_actions
 from pgferry.lint.rules.volatility import is_volatile
 from pgferry.lint.types import binary_coercible
 
 
 def _added_columns(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, int]]:
     for table, cmd, kind, body, off in alter_actions(cx, st):
-        if cmd.get("subtype") == "AT_AddColumn" and kind == "ColumnDef" and existing(cx, table):
+        if cmd.get("subtype") == "AT_AddColumn" and kind == "ColumnDef" and cx.existing(table):
             yield table, body, off
 
 
@@ -138,10 +138,10 @@ class AddingNotNullableField(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         for table, cmd, _, _, off in alter_actions(cx, st):
-            if cmd.get("subtype") != "AT_SetNotNull" or not existing(cx, table):
+            if cmd.get("subtype") != "AT_SetNotNull" or not cx.existing(table):
                 continue
             col = cmd.get("name", "")
-            if cx.pg_version >= 12 and col in cx.nn_validated.get(table, set()):
+            if cx.pg_version >= 12 and cx.validated_not_null(table, col):
                 continue
             t = cx.catalog.tables.get(table) if cx.catalog else None
             if t is not None and (col in t.not_null or (
@@ -299,10 +299,10 @@ class ChangingColumnType(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         for table, cmd, kind, body, off in alter_actions(cx, st):
-            if cmd.get("subtype") != "AT_AlterColumnType" or not existing(cx, table):
+            if cmd.get("subtype") != "AT_AlterColumnType" or not cx.existing(table):
                 continue
             col = cmd.get("name", "")
-            old = cx.columns.get(table, {}).get(col)
+            old = cx.column_type(table, col)
             t = cx.catalog.tables.get(table) if cx.catalog else None
             if old is None and t is not None:
                 old = t.columns.get(col)

@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Hit, Node, Rule, Stmt
 from pgferry.lint.nodes import constraints, loc
-from pgferry.lint.rules._util import alter_actions, existing
+from pgferry.lint.rules._util import alter_actions
 
 
 def _added(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, int]]:
     """(table, Constraint body, offset) for constraints added to existing tables."""
     for table, cmd, kind, body, off in alter_actions(cx, st):
-        if not existing(cx, table):
+        if not cx.existing(table):
             continue
         sub = cmd.get("subtype")
         if sub == "AT_AddConstraint" and kind == "Constraint":

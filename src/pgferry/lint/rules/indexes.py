@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Hit, Rule, Stmt
 from pgferry.lint.nodes import defnames, list_name, qualname
-from pgferry.lint.rules._util import alter_actions, existing
+from pgferry.lint.rules._util import alter_actions
 
 
 def _index_table(cx: Context, index: str) -> str | None:
@@ -44,7 +44,7 @@ class RequireConcurrentIndexCreation(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         table = qualname(st.node.get("relation"))
-        if not st.node.get("concurrent") and existing(cx, table):
+        if not st.node.get("concurrent") and cx.existing(table):
             t = cx.catalog.tables.get(table) if cx.catalog else None
             if t is not None and t.kind == "p" and st.node.get("relation", {}).get("inh", True):
                 yield Hit(None, table, f"CREATE INDEX on partitioned {table} blocks writes to "

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pgferry.lint.effects import DATA_KINDS
 from pgferry.lint.model import Context, Hit, Rule, Stmt
 from pgferry.lint.nodes import defnames, loc, qualname, unwrap
-from pgferry.lint.rules._util import alter_actions, existing
+from pgferry.lint.rules._util import alter_actions
 
 
 class RequireEnumValueOrdering(Rule):
@@ -174,7 +174,7 @@ class SetLoggedUnlogged(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         for table, cmd, _, _, off in alter_actions(cx, st):
-            if cmd.get("subtype") in ("AT_SetLogged", "AT_SetUnLogged") and existing(cx, table):
+            if cmd.get("subtype") in ("AT_SetLogged", "AT_SetUnLogged") and cx.existing(table):
                 yield Hit(off, table)
 
 
@@ -200,7 +200,7 @@ class CreateTriggerOnExistingTable(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         table = qualname(st.node.get("relation"))
-        if existing(cx, table):
+        if cx.existing(table):
             yield Hit(None, table)
 
 
@@ -225,7 +225,7 @@ class BackfillWithoutWhere(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         table = qualname(st.node.get("relation"))
-        if not st.node.get("whereClause") and existing(cx, table):
+        if not st.node.get("whereClause") and cx.existing(table):
             yield Hit(None, table)
 
 
