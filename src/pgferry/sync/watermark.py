@@ -92,22 +92,24 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
             p += last
         cond = sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where) if where \
             else sql.SQL("true")
-        q = sql.SQL("SELECT {o}, {w}::text AS pgferry_wm FROM {t} WHERE {c} ORDER BY {o}"
-                    " LIMIT {n}").format(
-            o=ocols, w=wm, t=table_ident(t), c=src_where(t, cond), n=sql.Literal(link.batch_size))
-        rows = src.execute(q, p).fetchall()
-        if not rows:
+        # only the batch's last row and its size cross the wire, not the batch's keys
+        q = sql.SQL("SELECT {o}, {w}::text AS pgferry_wm, count(*) OVER () FROM (SELECT {o}"
+                    " FROM {t} WHERE {c} ORDER BY {o} LIMIT {lim}) b ORDER BY {od} LIMIT 1").format(
+            o=ocols, w=wm, t=table_ident(t), c=src_where(t, cond), lim=sql.Literal(link.batch_size),
+            od=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in order))
+        row = src.execute(q, p).fetchone()
+        if row is None:
             break
-        last = list(rows[-1][:-1])
-        top = rows[-1][-1]
-        # the batch is exactly the rows up to ``last`` in (watermark, key) order
-        # the batch is the (watermark, key) range (previous last, this last]: an index
-        # range on the watermark column, not a list of keys
+        last = list(row[:-2])
+        top, n = row[-2], int(row[-1])
+        # the batch is exactly the rows up to ``last`` in (watermark, key) order: the
+        # (watermark, key) range (previous last, this last], an index range on the
+        # watermark column, not a list of keys
         upper = sql.SQL("({}) <= ({})").format(ocols, sql.SQL(", ").join(
             sql.Placeholder() for _ in order))
         rng = sql.SQL("({}) AND {}").format(cond, upper)
         link.begin(t)
-        stage = stage_range(link, t, masks, rng, [*p, *rows[-1][:-1]])
+        stage = stage_range(link, t, masks, rng, [*p, *last])
         c = write.apply(tgt, t, link.ctx, stage)
         add_counts(res, c)
         link.end(t)
@@ -115,7 +117,9 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
             mark.watermark, pending, {"watermark": mark.watermark, "last": _jsonable(last),
                                       "top": top}))
         link.commit()
-        progress(len(rows))
+        progress(n)
+        if n < link.batch_size:  # a short batch was the last one
+            break
     final_top = top if top is not None else mark.watermark
     if top is not None and mark.watermark is not None and top != mark.watermark:
         # rows read only through the overlap window are older: never move backwards
