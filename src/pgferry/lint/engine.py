@@ -24,7 +24,7 @@ from operator import attrgetter
 from typing import Any
 
 from pgferry.errors import SqlParseError
-from pgferry.lint import effects, suppress
+from pgferry.lint import effects, pgparse, suppress
 from pgferry.lint.impact import impact_of
 from pgferry.lint.model import DEFAULT_PG, Context, FileInfo, Finding, Hit, Rule, Stmt
 from pgferry.lint.rules import ALL_RULES
@@ -95,9 +95,11 @@ class Linter:
             version = catalog.server_version // 10000
         self.pg_version = version or DEFAULT_PG
         self.rules = active_rules(self.settings, self.pg_version)
+        # statements go only to rules with a check() of their own (some only finish())
+        checkers = [r for r in self.rules if type(r).check is not Rule.check]
         self.by_kind: dict[str, list[Rule]] = {}
-        self.every: list[Rule] = [r for r in self.rules if not r.kinds]
-        for r in self.rules:
+        self.every: list[Rule] = [r for r in checkers if not r.kinds]
+        for r in checkers:
             for k in r.kinds:
                 self.by_kind.setdefault(k, []).append(r)
         for k in self.by_kind:
@@ -202,12 +204,11 @@ def position(info: FileInfo, offset: int) -> tuple[int, int]:
 
 def parse(path: str, text: str, data: bytes | None = None) -> list[Stmt]:
     """The statements of ``text``; SqlParseError names file:line and the parser's message."""
-    from pglast.parser import ParseError, parse_sql_json
-
+    pg = pgparse.parser()
     data = text.encode("utf-8") if data is None else data
     try:
-        tree = json.loads(parse_sql_json(text))
-    except ParseError as e:
+        tree = json.loads(pg.parse_sql_json(text))
+    except pg.ParseError as e:
         msg, where = (e.args + (None,))[:2] if e.args else (str(e), None)
         line = text[: where if isinstance(where, int) else 0].count("\n") + 1
         raise SqlParseError(f"{path}:{line}: {msg}", path=path, line=line) from None

@@ -28,10 +28,14 @@ def unwrap(node: Any) -> tuple[str, Node]:
 
 def sval(node: Any) -> str:
     """The text of a ``String`` node (or of ``A_Const`` string/int), else ""."""
-    kind, body = unwrap(node)
-    if kind == "String":
-        return str(body.get("sval", ""))
-    if kind == "A_Const":
+    # the hottest reader: unwrap() inlined
+    if not isinstance(node, dict) or len(node) != 1:
+        return ""
+    body = node.get("String")
+    if body is not None:
+        return str(body.get("sval", "")) if isinstance(body, dict) else ""
+    body = node.get("A_Const")
+    if isinstance(body, dict):
         for key in ("sval", "ival", "fval", "boolval"):
             if key in body:
                 inner = body[key]
@@ -64,13 +68,13 @@ def type_name(tn: Node | None) -> tuple[str, list[int], bool]:
     """A TypeName as (last name part, integer typmods, is array)."""
     if not tn:
         return "", [], False
-    parts = names(tn.get("names"))
+    parts = tn.get("names")
     mods: list[int] = []
     for m in tn.get("typmods") or []:
         v = sval(m)
         if v.lstrip("-").isdigit():
             mods.append(int(v))
-    return (parts[-1] if parts else ""), mods, bool(tn.get("arrayBounds"))
+    return (sval(parts[-1]) if parts else ""), mods, bool(tn.get("arrayBounds"))
 
 
 def type_text(tn: Node | None) -> str:

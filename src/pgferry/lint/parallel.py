@@ -64,7 +64,9 @@ def lint_many(linter: Linter, count: int, load: Load, jobs: int) -> list[Finding
     import bisect  # noqa: F401 - what a child would import lazily, imported before the fork
     import pickle  # noqa: F401
 
-    from pglast import parser  # noqa: F401
+    from pgferry.lint.pgparse import parser
+
+    parser()
     bounds = _slices(count, jobs)
     children: list[tuple[int, int, int, int]] = []  # (pid, read fd, start, end)
     try:

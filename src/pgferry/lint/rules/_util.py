@@ -25,8 +25,9 @@ def cmd_offsets(cx: Context, st: Stmt) -> list[int]:
     info = cx.file
     rel = (st.node.get("relation") or {}).get("location", -1)
     if info is not None and rel >= 0:
-        from pglast.parser import scan
+        from pgferry.lint.pgparse import parser
 
+        scan = parser().scan
         raw = info.data[st.start:st.end]
         text = raw.decode("utf-8", "replace")
         ascii_ = len(raw) == len(text)

@@ -111,8 +111,9 @@ class IdentifierTooLong(Rule):
         text = raw.decode("utf-8", "replace")
         if not _LONG.search(text):
             return
-        from pglast.parser import scan
+        from pgferry.lint.pgparse import parser
 
+        scan = parser().scan
         for tok in scan(text):
             if tok.name != "IDENT":
                 continue
