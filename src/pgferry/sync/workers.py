@@ -71,9 +71,13 @@ WRITER_LOCK_TIMEOUT = "5s"
 
 
 def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
+    # synchronous_commit=off: a batch's commit does not wait for its WAL flush. Safe here:
+    # a batch and its checkpoint commit together, so a server crash loses both (the re-run
+    # redoes them), and the run's journal entry, committed synchronously after the last
+    # batch, flushes the WAL of every batch before it.
     return connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
                    application_name="pgferry sync writer",
-                   options=f"-c lock_timeout={WRITER_LOCK_TIMEOUT}")
+                   options=f"-c lock_timeout={WRITER_LOCK_TIMEOUT} -c synchronous_commit=off")
 
 
 @dataclass
