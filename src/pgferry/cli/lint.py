@@ -187,7 +187,16 @@ def entry() -> None:  # pragma: no cover - exercised through the installed scrip
     if "lint" in argv:
         rc = fast_main(argv)
         if rc is not None:
-            sys.exit(rc)
+            # everything is written: skip the interpreter's teardown of a heap of parse
+            # trees and findings (~15 ms over 1,000 files); nothing of ours runs at exit
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            except OSError:
+                sys.exit(rc)
+            import os
+
+            os._exit(rc)
     from pgferry.cli.app import entry as full_entry
 
     full_entry()
