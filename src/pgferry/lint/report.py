@@ -54,7 +54,12 @@ def as_json(findings: list[Finding], files: int, meta: dict[str, Any]) -> str:
         "findings": [f.to_dict() for f in findings if f.suppressed is None],
         "suppressed": [f.to_dict() for f in findings if f.suppressed is not None],
     }
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    import orjson  # the same bytes as json.dumps(ensure_ascii=False), ~20x faster
+
+    try:
+        return orjson.dumps(obj).decode("utf-8")
+    except orjson.JSONEncodeError:  # e.g. a path with undecodable bytes (surrogates)
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
 def sarif(findings: list[Finding], rules: list[type[Rule]], version: str) -> str:
