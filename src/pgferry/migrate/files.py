@@ -28,6 +28,7 @@ NAME_RE = re.compile(
     r"^(?P<kind>[VUR])(?P<version>[0-9][0-9._]*|XXX)?__(?P<desc>.+)\.sql$"
 )
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
+_PART_SPLIT = re.compile(r"[._]")
 
 
 @total_ordering
@@ -36,13 +37,15 @@ class Version:
     """A Flyway version: numeric parts, trailing zeros ignored for comparison."""
 
     text: str
+    #: the numbers compared, trailing zeros dropped (computed once: versions are compared
+    #: and hashed thousands of times in a long history)
+    parts: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
-    @cached_property
-    def parts(self) -> tuple[int, ...]:
-        raw = [int(p) for p in re.split(r"[._]", self.text) if p != ""]
+    def __post_init__(self) -> None:
+        raw = [int(p) for p in _PART_SPLIT.split(self.text) if p != ""]
         while len(raw) > 1 and raw[-1] == 0:
             raw.pop()
-        return tuple(raw)
+        object.__setattr__(self, "parts", tuple(raw))
 
     @classmethod
     def parse(cls, text: str) -> Version:
