@@ -71,7 +71,7 @@ class Hit:
     work: str | None = None  # overrides Rule.work ("rewrite", "scan", "index", "")
 
 
-@dataclass
+@dataclass(slots=True)
 class Stmt:
     """One parsed statement of a file."""
 
@@ -100,22 +100,27 @@ class FileInfo:
         return self.data[start:end].decode("utf-8", "replace")
 
     def position(self, offset: int) -> tuple[int, int]:
-        """1-based (line, column in characters) of a byte offset; O(log lines)."""
-        from bisect import bisect_right
+        """1-based (line, column in characters) of a byte offset; O(log lines) in big files."""
+        data = self.data
+        offset = max(0, min(offset, len(data)))
+        if len(data) <= 65536:  # a C-level scan beats building a line index
+            line = data.count(b"\n", 0, offset) + 1
+            bol = data.rfind(b"\n", 0, offset) + 1
+        else:
+            from bisect import bisect_right
 
-        if self._bols is None:
-            self._bols = [0]
-            find = self.data.find
-            i = find(b"\n")
-            while i >= 0:
-                self._bols.append(i + 1)
-                i = find(b"\n", i + 1)
-        offset = max(0, min(offset, len(self.data)))
-        line = bisect_right(self._bols, offset)
-        bol = self._bols[line - 1]
-        if len(self.data) == len(self.text):  # ASCII: bytes are characters
+            if self._bols is None:
+                self._bols = [0]
+                find = data.find
+                i = find(b"\n")
+                while i >= 0:
+                    self._bols.append(i + 1)
+                    i = find(b"\n", i + 1)
+            line = bisect_right(self._bols, offset)
+            bol = self._bols[line - 1]
+        if len(data) == len(self.text):  # ASCII: bytes are characters
             return line, offset - bol + 1
-        return line, len(self.data[bol:offset].decode("utf-8", "replace")) + 1
+        return line, len(data[bol:offset].decode("utf-8", "replace")) + 1
 
 
 @dataclass
