@@ -180,7 +180,7 @@ class Linter:
         if st is None and hit.loc is not None:  # a file-level finding: tie it to its statement
             st = next((s for s in reversed(stmts) if s.start <= hit.loc), None)
         offset = hit.loc if hit.loc is not None else (st.start if st else len(info.data))
-        line, col = position(info, offset)
+        line, col = info.position(offset)
         text = ""
         if st is not None:
             text = st.cache.get("text", "")
@@ -194,8 +194,8 @@ class Linter:
             impact = impact_of(self.catalog, hit.table, rule.lock, hit.work if hit.work is not None
                                else rule.work)
         return Finding(rule.name, rule.code, self._severity[rule.name], info.path, line,
-                       col, hit.message or rule.message, rule.help, text, impact,
-                       stmt_index=st.index if st else None)
+                       col, hit.message or rule.message, rule.help, text, impact, None,
+                       st.index if st else None)
 
 
 def position(info: FileInfo, offset: int) -> tuple[int, int]:
