@@ -19,16 +19,16 @@ from pgferry.errors import PgferryError
 # Sub-command -> the module whose ``register(app)`` defines it. A command's module
 # (and what it imports: psycopg, pydantic, pglast ...) is imported only when that
 # command runs, so ``pgferry lint`` never pays for psycopg, nor ``sync`` for pglast.
-COMMANDS: dict[str, str] = {
-    "env": "pgferry.cli.env",
-    "migrate": "pgferry.cli.migrate",
-    "journal": "pgferry.cli.journal",
+COMMANDS: dict[str, str] = {  # in the order --help lists them: the story's order
     "init": "pgferry.cli.project",
     "demo": "pgferry.cli.project",
-    "embedded": "pgferry.cli.project",
+    "env": "pgferry.cli.env",
+    "migrate": "pgferry.cli.migrate",
     "lint": "pgferry.cli.lint",
     "sync": "pgferry.cli.sync",
     "verify": "pgferry.cli.sync",
+    "journal": "pgferry.cli.journal",
+    "embedded": "pgferry.cli.project",
 }
 
 
@@ -45,7 +45,9 @@ class LazyGroup(TyperGroup):
         if module is None:
             return None
         if module not in self._loaded:
-            sub = typer.Typer()
+            # the same settings as the root app below, which sub-commands inherit from it
+            sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                              rich_markup_mode=None)
             importlib.import_module(module).register(sub)
             self._loaded[module] = typer.main.get_group(sub)
         return self._loaded[module].get_command(ctx, cmd_name)
