@@ -34,3 +34,13 @@ def test_version_loads_no_driver_parser_or_engine() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == ["pgferry 0.1.0", "0 []"]
+
+
+def test_a_group_without_a_verb_shows_plain_help_and_exits_2() -> None:
+    for group in ("migrate", "env", "embedded"):
+        out = subprocess.run([sys.executable, "-m", "pgferry", group], capture_output=True,
+                             text=True)
+        text = out.stdout + out.stderr
+        assert out.returncode == 2, (group, text)
+        assert f"Usage: pgferry {group} [OPTIONS] COMMAND" in text
+        assert "─" not in text  # rich's boxes: the sub-group lost the root's settings
