@@ -350,18 +350,25 @@ def test_sampled_chunk_boundaries_on_an_analyzed_table(pair: Any) -> None:
     assert (d.only_in_source, d.differing, d.matched) == (2, 1, 39997)
 
 
-def test_dense_differences_switch_to_hash_lists(pair: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dense_differences_switch_to_signatures(pair: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     src, tgt = pair
     from pgferry.sync import checksum
 
-    whole: list[bool] = []  # per hash_lists call: did it read every chunk of its batch?
-    real = checksum.hash_lists
+    whole: list[bool] = []  # per signatures call: did it read every chunk of its batch?
+    fetched: list[int] = []  # rows read back by key per call
+    real, real_rows = checksum.signatures, checksum.rows_in_subs
 
     def spy(*args: Any, **kw: Any) -> Any:
         whole.append(kw.get("buckets") is None)
         return real(*args, **kw)
 
-    monkeypatch.setattr(checksum, "hash_lists", spy)
+    def spy_rows(*args: Any, **kw: Any) -> Any:
+        got = real_rows(*args, **kw)
+        fetched.append(len(got))
+        return got
+
+    monkeypatch.setattr(checksum, "signatures", spy)
+    monkeypatch.setattr(checksum, "rows_in_subs", spy_rows)
     both(pair, "CREATE TABLE d (id int PRIMARY KEY, v text)")
     both(pair, "INSERT INTO d SELECT g, 'v' || g FROM generate_series(1, 20000) g")
     # every 50th row changed, every 1000th missing: all chunks differ, sparsely
@@ -387,8 +394,11 @@ def test_dense_differences_switch_to_hash_lists(pair: Any, monkeypatch: pytest.M
     listed = sorted(k.key[0] for r in ranges for k in r.diffs or [])
     assert listed == sorted({*range(50, 20001, 50), *range(1, 20000, 1000)})
     # the probe batch (4 chunks) found differences everywhere: later batches were read as
-    # hash lists right away (once per side and batch), not as sums first
+    # signatures right away (once per side and batch), not as sums first
     assert whole.count(False) == 2 and whole.count(True) == 2 * 4
+    # only the rows of differing sub-buckets (2.5 to 5 rows each) were read back by key
+    # (3,970 here), not every row of the differing chunks (40,000)
+    assert 400 * 2 + 20 <= sum(fetched) <= 40_000 // 8
 
 
 def test_partitioned_table_through_its_parent(pair: Any) -> None:

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from array import array
 from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgferry.sync.chunks import KeyDiff, KeyRange, Sums, classify, split, table_checksum
+from pgferry.sync.chunks import (
+    ROWS_PER_SUB,
+    KeyDiff,
+    KeyRange,
+    Signature,
+    Sums,
+    classify,
+    differing_subs,
+    split,
+    sub_bits,
+    sub_bitset,
+    table_checksum,
+)
 
 
 def test_split_covers_the_range_with_consecutive_pieces() -> None:
@@ -64,3 +77,40 @@ def test_key_diff_as_json() -> None:
         "kind": "only_in_target",
         "key": {"a": 7, "b": str(u), "c": "1.50", "d": "x", "e": None},
     }
+
+
+def _sig(buckets: dict[int, int]) -> Signature:
+    return Signature(len(buckets), 0, array("h", buckets), array("q", buckets.values()))
+
+
+def test_sub_bits_aim_at_a_few_rows_a_bucket() -> None:
+    assert sub_bits(0) == sub_bits(ROWS_PER_SUB - 1) == 0
+    for rows in (ROWS_PER_SUB, 400, 20_000, 50_000):
+        per = rows / (1 << sub_bits(rows))
+        assert ROWS_PER_SUB / 2 <= per <= ROWS_PER_SUB
+    assert sub_bits(10**9) == 15  # sub-bucket numbers travel as int2
+
+
+@given(
+    st.dictionaries(st.integers(0, 300), st.integers(-(2**63), 2**63 - 1)),
+    st.dictionaries(st.integers(0, 300), st.integers(-(2**63), 2**63 - 1)),
+    st.booleans(),
+)
+def test_differing_subs_are_the_buckets_whose_xor_differs(
+    a: dict[int, int], b: dict[int, int], same_buckets: bool
+) -> None:
+    if same_buckets:  # the common case: the same buckets, listed in the same order
+        b = {s: b.get(s, x) for s, x in a.items()}
+    want = sorted(s for s in a.keys() | b.keys() if a.get(s) != b.get(s))
+    assert differing_subs(_sig(a), _sig(b)) == want
+    assert differing_subs(None, _sig(b)) == sorted(b)
+    assert differing_subs(_sig(a), None) == sorted(a)
+
+
+def test_sub_bitset_sets_the_bits_get_bit_reads() -> None:
+    # get_bit(bytes, n) reads bit n % 8 (least significant first) of byte n / 8
+    bits = sub_bitset({0: [0, 9], 2: [3, 15]}, 4, 3)
+    assert len(bits) == 6  # 3 pieces of 16 sub-buckets
+    on = {n for n in range(len(bits) * 8) if bits[n >> 3] >> (n & 7) & 1}
+    assert on == {0, 9, 32 + 3, 32 + 15}
+    assert sub_bitset({}, 0, 1) == b"\x00"

@@ -10,9 +10,10 @@ needs are set transaction-locally and restored right after it.
 A range's checksum is ``count(*)`` plus ``bit_xor`` of the row hashes
 (:mod:`pgferry.sync.sides`), which does not depend on row order, so chunk
 checksums come from one scan with ``width_bucket`` over the chunk
-boundaries; :func:`hash_lists` returns the row hashes themselves (8 bytes a
-row) for the chunks that differ, and :func:`rows_with_hashes` the keys of
-just the rows whose hash has no twin on the other side.
+boundaries. :func:`signatures` adds, per chunk, the XOR of the row hashes
+per sub-bucket (rows grouped by a few bits of a hash of their key), so that
+for a chunk that differs :func:`rows_in_subs` reads the keys and row hashes
+of only the rows in sub-buckets that differ.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.sync.chunks import Key, KeyRange, Sums
+from pgferry.sync.chunks import Key, KeyRange, Signature, Sums
 from pgferry.sync.sides import (
     CANONICAL,
     ColumnInfo,
@@ -46,12 +47,20 @@ __all__ = [
     "settings",
     "estimate_rows",
     "first_keys",
-    "hash_lists",
     "row_hashes",
-    "rows_with_hashes",
+    "rows_in_subs",
     "sampled_boundaries",
     "side",
+    "signatures",
 ]
+
+
+#: planner settings of the :func:`signatures` query
+SIGNATURE_SETTINGS = {
+    "enable_sort": "off",
+    "max_parallel_workers_per_gather": "0",
+    "work_mem": "64MB",
+}
 
 
 def boundaries(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, step: int) -> list[Key]:
@@ -130,76 +139,94 @@ def piece_of(s: Side, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]
     return sql.SQL("width_bucket({}, {})").format(s.key_tuple(), arr), list(aparams)
 
 
-def hash_lists(
+def signatures(
     conn: psycopg.Connection[Any],
     s: Side,
     rng: KeyRange,
     bounds: Sequence[Key],
+    bits: int,
     buckets: Sequence[int] | None = None,
-) -> dict[int, tuple[int, array[int]]]:
-    """Per piece of ``rng`` cut at ``bounds``: row count and the row hashes (unordered).
+) -> dict[int, Signature]:
+    """The :class:`Signature` of each non-empty piece of ``rng`` cut at ``bounds``.
 
-    Only the pieces ``buckets`` (all when None). One scan; the server sends 8
-    bytes per row (``string_agg`` of ``int8send``), which Python reads as one
-    array per piece, so comparing two pieces is a set difference, not a
-    row-by-row walk. Planner settings as in :func:`bucket_sums`.
+    Only the pieces ``buckets`` (all when None). One scan: the server groups
+    the rows by piece and sub-bucket (the low ``bits`` bits of
+    :meth:`Side.key_hash`) and sends, per piece, its count and XOR and two
+    strings, the sub-bucket numbers (``int2send``) and their XORs
+    (``int8send``), which Python reads as arrays: no object per row. The two
+    aggregates of one group see its rows in the same order (one Agg node), so
+    the strings are parallel; no order is asked for (sorting would cost more
+    than matching the buckets in Python). Planner settings as in
+    :func:`bucket_sums`, except parallel workers: their partial groups would
+    hardly be fewer than the rows they read; ``work_mem`` is raised for this
+    statement so the grouping of ~``ROWS_PER_SUB`` rows a group stays in memory.
     """
     pred, params = s.predicate(rng)
     bexpr, aparams = piece_of(s, bounds)
+    mask = sql.Literal((1 << bits) - 1)
+    filt: sql.Composable = sql.SQL("")
+    fparams: list[Any] = []
+    if buckets is not None:
+        filt, fparams = sql.SQL("AND {} = ANY(%s)").format(bexpr), [*aparams, list(buckets)]
     q = sql.SQL(
-        "SELECT s.pgferry_b, count(*), string_agg(int8send(s.pgferry_h), ''::bytea) "
-        "FROM (SELECT {b} AS pgferry_b, {h} AS pgferry_h FROM {table} WHERE {pred}) s "
-        "{filt} GROUP BY 1"
+        "SELECT s.pgferry_g >> {bits}, sum(s.pgferry_n)::int8, bit_xor(s.pgferry_x), "
+        "string_agg(int2send((s.pgferry_g & {mask})::int2), ''::bytea), "
+        "string_agg(int8send(s.pgferry_x), ''::bytea) "
+        "FROM (SELECT ({b}::int8 << {bits}) | ({kh} & {mask}) AS pgferry_g, "
+        "count(*) AS pgferry_n, bit_xor({h}) AS pgferry_x FROM {table} WHERE {pred} {filt} "
+        "GROUP BY 1) s GROUP BY 1"
     ).format(
+        bits=sql.Literal(bits),
+        mask=mask,
         b=bexpr,
+        kh=s.key_hash(),
         h=s.row_hash(),
         table=s.table,
         pred=pred,
-        filt=sql.SQL("WHERE s.pgferry_b = ANY(%s)") if buckets is not None else sql.SQL(""),
+        filt=filt,
     )
-    args = [*aparams, *params] + ([list(buckets)] if buckets is not None else [])
-    out: dict[int, tuple[int, array[int]]] = {}
-    with settings(conn, enable_sort="off", parallel_tuple_cost="0"):
-        for b, n, data in conn.execute(q, args, binary=True):
-            a = array("q")
-            a.frombytes(data)
-            if sys.byteorder == "little":
-                a.byteswap()  # int8send is big-endian
-            out[b] = (int(n), a)
+    out: dict[int, Signature] = {}
+    with settings(conn, **SIGNATURE_SETTINGS):
+        for b, n, x, subs, xors in conn.execute(q, [*aparams, *params, *fparams], binary=True):
+            out[b] = Signature(int(n), int(x), _array("h", subs), _array("q", xors))
     return out
 
 
-def rows_with_hashes(
+def rows_in_subs(
     conn: psycopg.Connection[Any],
     s: Side,
     rng: KeyRange,
-    hashes: Sequence[int],
+    bounds: Sequence[Key],
+    bits: int,
+    wanted: bytes,
     *,
-    bounds: Sequence[Key] = (),
     scan: bool = False,
 ) -> list[tuple[int, Key, int]]:
-    """``(piece, key, row hash)`` of the rows of ``rng`` whose hash is in ``hashes``, in key order.
+    """``(piece, key, row hash)`` of the rows of ``rng`` in the wanted sub-buckets, in key order.
 
-    ``piece`` is the row's piece of ``rng`` cut at ``bounds`` (0 without
-    bounds), computed by the server, so a row is never credited to another
-    piece because two rows happen to share a hash. ``scan``: ``rng`` is a
-    large part of the table, so read it with a (parallel) sequential scan; the
-    planner would otherwise walk the whole key index to return the few rows in
-    key order, one process, random heap reads.
+    ``piece`` numbers the pieces of ``rng`` cut at ``bounds`` (0 without
+    bounds); a row is wanted when bit ``(piece << bits) | sub-bucket`` of
+    ``wanted`` is set (:func:`pgferry.sync.chunks.sub_bitset`). Every row of
+    ``rng`` is read, but only the wanted ones are hashed and sent. ``scan``:
+    ``rng`` is a large part of the table, so read it with a (parallel)
+    sequential scan; the planner would otherwise walk the key index to return
+    the few rows in key order, one process, random heap reads.
     """
     pred, params = s.predicate(rng)
     nk = len(s.key)
     bexpr, aparams = piece_of(s, bounds)
     q = sql.SQL(
-        "SELECT s.pgferry_b, {names}, s.pgferry_h FROM (SELECT {b} AS pgferry_b, {names}, "
-        "{h} AS pgferry_h FROM {table} WHERE {pred}) s WHERE s.pgferry_h = ANY(%s::int8[]) "
-        "ORDER BY {order}"
+        "SELECT {b}, {names}, {h} FROM {table} WHERE {pred} AND "
+        "get_bit(%s::bytea, ({b}::int8 << {bits}) | ({kh} & {mask})) = 1 ORDER BY {order}"
     ).format(
         b=bexpr,
         names=s.key_names(),
         h=s.row_hash(),
         table=s.table,
         pred=pred,
+        bits=sql.Literal(bits),
+        kh=s.key_hash(),
+        mask=sql.Literal((1 << bits) - 1),
         order=sql.SQL(", ").join(s.key_exprs()),
     )
     planner = (
@@ -208,8 +235,18 @@ def rows_with_hashes(
         else {}
     )
     with settings(conn, **planner):
-        rows = conn.execute(q, [*aparams, *params, list(hashes)], binary=True).fetchall()
+        rows = conn.execute(q, [*aparams, *params, wanted, *aparams], binary=True).fetchall()
     return [(r[0], tuple(r[1 : 1 + nk]), r[1 + nk]) for r in rows]
+
+
+def _array(typecode: str, data: bytes | None) -> array[int]:
+    """A big-endian ``int2send``/``int8send`` string as an array of ints."""
+    a = array(typecode)
+    if data:
+        a.frombytes(data)
+        if sys.byteorder == "little":
+            a.byteswap()
+    return a
 
 
 def row_hashes(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> list[tuple[Key, int]]:

@@ -3,16 +3,21 @@
 Contract: a :class:`Differ` holds both connections and sides, the counters
 (a :class:`pgferry.sync.verify.TableDiff`) and a one-thread pool so that each
 step runs on the source and the target at the same time. For the pieces of a
-range it is given (with their sums, and possibly their hash lists) it decides
+range it is given (with their sums, and possibly their signatures) it decides
 per piece:
 
 - equal sums: every row matches;
 - empty on one side: every row is on the other side only (reported as a range,
   its keys are not fetched);
-- at most ``list_rows`` rows on each side: compare the sets of row hashes of
-  both sides (one query for all such pieces, 8 bytes a row), then fetch the
-  keys of only the rows whose hash has no twin on the other side, and classify
-  them (a key on both sides differs; otherwise it is on one side only);
+- at most ``list_rows`` rows on each side: compare the signatures of both
+  sides (per sub-bucket of ~5 rows, grouped by a hash of the key: the XOR of
+  their row hashes; one query for all such pieces unless the caller read them
+  with the sums), then fetch the keys and row hashes of only the rows in
+  sub-buckets that differ, and classify them by key (a key on both sides with
+  another row hash differs; otherwise it is on one side only). When those
+  rows do not account for the whole difference of the piece's sums (rows
+  changed between two reads, or a hash collision), the piece is read whole
+  and compared row by row;
 - bigger: cut it into ``fanout`` pieces at keys of the side with more rows,
   compare their sums, and decide again (bisection).
 
@@ -33,10 +38,22 @@ import psycopg
 
 from pgferry.errors import OperationFailed
 from pgferry.sync import checksum as ck
-from pgferry.sync.chunks import DiffKind, Key, KeyDiff, KeyRange, Sums, classify, split
+from pgferry.sync.chunks import (
+    DiffKind,
+    Key,
+    KeyDiff,
+    KeyRange,
+    Signature,
+    Sums,
+    classify,
+    differing_subs,
+    split,
+    sub_bits,
+    sub_bitset,
+)
 
 T = TypeVar("T")
-Lists = dict[int, tuple[int, Any]]  # piece -> (rows, array of row hashes)
+Rows = list[tuple[Key, int]]  # (key, row hash)
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,15 @@ class DiffRange:
     diffs: list[KeyDiff] | None
 
 
+@dataclass(frozen=True)
+class Sigs:
+    """Both sides' signatures of the pieces of one range (``bits``: sub-bucket bits)."""
+
+    bits: int
+    src: dict[int, Signature]
+    tgt: dict[int, Signature]
+
+
 class Counters(Protocol):
     table: str
     matched: int
@@ -59,14 +85,20 @@ class Counters(Protocol):
     ranges_differing: int
 
 
-#: changed rows (of both sides) whose keys are read at once: bounds memory when a range
-#: differs everywhere
+#: rows (of both sides) whose keys are read at once: bounds memory when a range differs
+#: everywhere
 GROUP_ROWS = 100_000
 
 
-def xor_all(values: Any) -> int:
-    """XOR of an iterable of ints (a piece's checksum from its hash list)."""
-    return functools.reduce(operator.xor, values, 0)
+def accounts_for(srows: Rows, trows: Rows, a: Sums, b: Sums) -> bool:
+    """Do the rows read from the differing sub-buckets explain the whole of ``a`` vs ``b``?
+
+    The other sub-buckets are taken to match (as many rows and the same XOR
+    on both sides): true when that leaves both sides' sums equal.
+    """
+    x = functools.reduce(operator.xor, (h for _, h in srows), 0)
+    x = functools.reduce(operator.xor, (h for _, h in trows), x)
+    return a.rows - len(srows) == b.rows - len(trows) and x == a.hash ^ b.hash
 
 
 class Differ:
@@ -103,17 +135,25 @@ class Differ:
         bounds: Sequence[Key],
         ss: Sequence[Sums],
         ts: Sequence[Sums],
-        lists: tuple[Lists, Lists] | None = None,
+        sigs: Sigs | None = None,
     ) -> None:
-        """Decide every piece of ``outer`` cut at ``bounds``, given both sides' sums."""
+        """Decide every piece of ``outer`` cut at ``bounds``, given both sides' sums.
+
+        ``sigs``: both sides' signatures of these pieces when the caller read
+        them with the sums; else they are read for the pieces that need them.
+        """
         pieces = split(outer, bounds)
         small = [
             j
             for j, (a, b) in enumerate(zip(ss, ts, strict=True))
             if a != b and a.rows and b.rows and max(a.rows, b.rows) <= self.list_rows
         ]
-        if small and lists is None:
-            lists = self.both(partial(ck.hash_lists, rng=outer, bounds=bounds, buckets=small))
+        if small and sigs is None:
+            bits = sub_bits(max(max(ss[j].rows, ts[j].rows) for j in small))
+            got = self.both(
+                partial(ck.signatures, rng=outer, bounds=bounds, bits=bits, buckets=small)
+            )
+            sigs = Sigs(bits, *got)
         # the keys of changed rows are read group by group (a bounded number of rows at a
         # time), each group when the walk below reaches its first piece
         found: dict[int, list[KeyDiff]] = {}
@@ -125,8 +165,8 @@ class Differ:
                 self._one_sided(rng, a.rows, b.rows)
             elif j in smalls:
                 if j not in found:
-                    assert lists is not None
-                    found = self._changed_rows(bounds, pieces, small[smalls[j] :], *lists)
+                    assert sigs is not None
+                    found = self._changed_rows(bounds, pieces, ss, ts, small[smalls[j] :], sigs)
                 diffs = found.pop(j)
                 self.out.matched += a.rows - sum(1 for d in diffs if d.kind != "only_in_target")
                 self._record(rng, a.rows, b.rows, diffs)
@@ -137,82 +177,68 @@ class Differ:
         self,
         bounds: Sequence[Key],
         pieces: Sequence[KeyRange],
+        ss: Sequence[Sums],
+        ts: Sequence[Sums],
         todo: list[int],
-        ls: Lists,
-        lt: Lists,
+        sigs: Sigs,
     ) -> dict[int, list[KeyDiff]]:
-        """The differing keys of the first pieces of ``todo``, from both sides' hash lists.
+        """The differing keys of the first pieces of ``todo`` (see the module docstring).
 
-        Takes pieces until about :data:`GROUP_ROWS` changed rows are wanted, so
+        Takes pieces until about :data:`GROUP_ROWS` rows are to be read, so
         memory stays bounded however much differs; returns ``{piece: diffs}``.
         """
-        out: dict[int, list[KeyDiff]] = {}
-        wants: dict[int, tuple[list[int], list[int]]] = {}
-        wanted = 0
-        group: list[int] = []
+        wants: dict[int, list[int]] = {}
+        reading = 0
         for j in todo:
-            if wanted >= GROUP_ROWS:
+            if reading >= GROUP_ROWS:
                 break
-            group.append(j)
-            ns, hs = ls.get(j, (0, ()))
-            nt, ht = lt.get(j, (0, ()))
-            a, b = set(hs), set(ht)
-            if len(a) != ns or len(b) != nt:  # two rows of one side share a hash: walk them
-                srows, trows = self.both(partial(ck.row_hashes, rng=pieces[j]))
-                out[j] = classify(srows, dict(trows)).diffs
-            else:
-                wants[j] = (list(a - b), list(b - a))
-                wanted += len(wants[j][0]) + len(wants[j][1])
-        rows: dict[int, tuple[list[tuple[Key, int]], list[tuple[Key, int]]]] = {}
-        span = group[-1] - group[0] + 1
-        if not wants:
-            pass
-        elif len(wants) <= 2 or len(wants) * 4 < span:
+            a, b = sigs.src.get(j), sigs.tgt.get(j)
+            wants[j] = subs = differing_subs(a, b)
+            for sig, n in ((a, ss[j].rows), (b, ts[j].rows)):
+                reading += len(subs) * n // max(1, len(sig.subs) if sig is not None else 1)
+        group = list(wants)
+        first, span = group[0], group[-1] - group[0] + 1
+        rows: dict[int, tuple[Rows, Rows]] = {j: ([], []) for j in group}
+        fetch = {j: subs for j, subs in wants.items() if subs}
+        if len(fetch) <= 2 or len(fetch) * 4 < span:
             # few pieces: read only their ranges
-            for j, (wa, wb) in wants.items():
-                sr, tr = self.both(partial(self._rows, rng=pieces[j], want_s=wa, want_t=wb))
-                rows[j] = ([(k, h) for _, k, h in sr], [(k, h) for _, k, h in tr])
-        else:
+            for j, subs in fetch.items():
+                got = self.both(
+                    partial(
+                        ck.rows_in_subs,
+                        rng=pieces[j],
+                        bounds=(),
+                        bits=sigs.bits,
+                        wanted=sub_bitset({0: subs}, sigs.bits, 1),
+                    )
+                )
+                for part, side in zip(rows[j], got, strict=True):
+                    part += [(k, h) for _, k, h in side]
+        elif fetch:
             # many: one pass over the group's span, the server says which piece each row is
-            # in; a (parallel) sequential scan, as hashing the span costs more than reading
-            # pages. A row is kept only if its hash is one its own piece is missing.
-            want_s = {j: set(wa) for j, (wa, _) in wants.items()}
-            want_t = {j: set(wb) for j, (_, wb) in wants.items()}
-            sr, tr = self.both(
+            # in; a (parallel) sequential scan, as reading the span costs less than walking
+            # its index
+            got = self.both(
                 partial(
-                    self._rows,
-                    rng=KeyRange(pieces[group[0]].lo, pieces[group[-1]].hi),
-                    want_s=[h for wa, _ in wants.values() for h in wa],
-                    want_t=[h for _, wb in wants.values() for h in wb],
-                    bounds=bounds,
+                    ck.rows_in_subs,
+                    rng=KeyRange(pieces[first].lo, pieces[group[-1]].hi),
+                    bounds=bounds[first : group[-1]],
+                    bits=sigs.bits,
+                    wanted=sub_bitset(
+                        {j - first: subs for j, subs in fetch.items()}, sigs.bits, span
+                    ),
                     scan=True,
                 )
             )
-            rows = {j: ([], []) for j in wants}
-            for piece, k, h in sr:
-                if h in want_s.get(piece, ()):
-                    rows[piece][0].append((k, h))
-            for piece, k, h in tr:
-                if h in want_t.get(piece, ()):
-                    rows[piece][1].append((k, h))
+            for i, side in enumerate(got):
+                for piece, k, h in side:
+                    rows[first + piece][i].append((k, h))
+        out: dict[int, list[KeyDiff]] = {}
         for j, (srows, trows) in rows.items():
+            if not (wants[j] and accounts_for(srows, trows, ss[j], ts[j])):
+                srows, trows = self.both(partial(ck.row_hashes, rng=pieces[j]))
             out[j] = classify(srows, dict(trows)).diffs
         return out
-
-    def _rows(
-        self,
-        conn: psycopg.Connection[Any],
-        sd: ck.Side,
-        rng: KeyRange,
-        want_s: list[int],
-        want_t: list[int],
-        bounds: Sequence[Key] = (),
-        scan: bool = False,
-    ) -> list[tuple[int, Key, int]]:
-        want = want_s if conn is self.src else want_t
-        if not want:
-            return []
-        return ck.rows_with_hashes(conn, sd, rng, want, bounds=bounds, scan=scan)
 
     def _split(self, rng: KeyRange, ns: int, nt: int) -> None:
         conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)

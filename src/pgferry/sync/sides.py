@@ -21,6 +21,10 @@ masking rule); for those, :data:`CANONICAL` holds the text output settings
 :func:`settings`. Names containing ``%`` are refused (psycopg would read
 them as placeholders).
 
+Key hash (:meth:`Side.key_hash`): the key columns hashed alike, text in
+``COLLATE "C"``, so that a row's key hash is the same on both sides; its low
+bits spread a range's rows over sub-buckets.
+
 Key order: keys are compared as row values ``(k1, k2) >= (...)`` in the
 columns' collation when both sides use the same collations for the key
 columns, else in ``COLLATE "C"`` on both sides, so that a boundary key cuts
@@ -201,6 +205,32 @@ class Side:
             sql.SQL(" # ").join(parts)
         )
 
+    def key_hash(self) -> sql.Composable:
+        """A 64-bit hash of a row's key (``bigint``), equal on both sides for equal keys.
+
+        Each key column through its type's 64-bit hash function seeded with its
+        position (as text when the row hash takes it as text), XORed; collatable
+        values in ``COLLATE "C"``, so the collation (which may differ between the
+        sides) cannot change it. Only its low bits are used, as a sub-bucket.
+        """
+        parts: list[sql.Composable] = []
+        c_collation = sql.Identifier("C")
+        for i, k in enumerate(self.key, 1):
+            e: sql.Composable = sql.Identifier(k.name)
+            if k.name in self.as_text or not k.hashable or k.hash_fn is None:
+                fn = sql.Identifier("pg_catalog", "hashtextextended")
+                e = sql.SQL("({})::text COLLATE {}").format(e, c_collation)
+            else:
+                fn = sql.Identifier(*k.hash_fn)
+                if k.collatable:
+                    e = sql.SQL("{} COLLATE {}").format(e, c_collation)
+            parts.append(
+                sql.SQL("coalesce({}({}, {}::int8), {})").format(
+                    fn, e, sql.Literal(i), sql.Literal(i)
+                )
+            )
+        return sql.SQL("({})").format(sql.SQL(" # ").join(parts))
+
     def predicate(self, rng: KeyRange) -> tuple[sql.Composable, list[Any]]:
         """``WHERE`` clause text for ``rng`` (and the table's ``where``) and its parameters."""
         parts: list[sql.Composable] = []
@@ -295,10 +325,10 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     type, the declared types differ, or either side replaces it by an
     expression; keys compare in ``COLLATE "C"`` when the key collations differ.
     """
-    bcols = {c.name: c for c in b.columns}
+    bcols = {c.name: c for c in (*b.key, *b.columns)}
     text = frozenset(
         c.name
-        for c in a.columns
+        for c in (*a.key, *a.columns)
         if not (c.hashable and bcols[c.name].hashable)
         or c.type_name != bcols[c.name].type_name
         or c.name in a.exprs

@@ -30,14 +30,16 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
   tables); each server computes every chunk's row count and XOR of 64-bit
   row hashes in one scan per batch of ``batch_rows`` rows. A chunk whose
   checksum differs and holds at most ``list_rows`` rows a side is settled by
-  comparing the sets of row hashes of both sides (8 bytes a row), then
-  fetching the keys of only the rows whose hash has no twin on the other
-  side. A bigger one is cut into ``fanout`` pieces at keys of the side with
-  more rows and compared again (bisection). A piece empty on one side is
-  never fetched: all its rows exist only on the other. When the first batch
-  (a tenth of the table) shows differences in many chunks, the rest is read
-  as hash lists directly. Details: :mod:`pgferry.sync.differ`,
-  :mod:`pgferry.sync.checksum`, :mod:`pgferry.sync.sides`.
+  its *signature*: the XOR of the row hashes per sub-bucket of ~5 rows
+  (grouped by a hash of the key), 10 bytes a sub-bucket; only the rows of
+  sub-buckets that differ are then read (key and row hash) and classified
+  by key. A bigger one is cut into ``fanout`` pieces at keys of the side
+  with more rows and compared again (bisection). A piece empty on one side
+  is never fetched: all its rows exist only on the other. When the first
+  batch (a tenth of the table) shows differences in many chunks, the rest is
+  read as signatures directly, in the same scan as the sums. Details:
+  :mod:`pgferry.sync.differ`, :mod:`pgferry.sync.checksum`,
+  :mod:`pgferry.sync.sides`.
 - ``key_limit``: how many differing keys :attr:`TableDiff.first_keys` keeps.
 - ``on_progress(rows_done, rows_total)``: called as chunks are compared
   (source rows; the total is an estimate until the end).
@@ -71,8 +73,8 @@ from psycopg.pq import TransactionStatus
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import map_db_error
 from pgferry.sync import checksum as ck
-from pgferry.sync.chunks import KeyDiff, KeyRange, Sums, split, table_checksum
-from pgferry.sync.differ import Differ, DiffRange, xor_all
+from pgferry.sync.chunks import KeyDiff, KeyRange, Sums, split, sub_bits, table_checksum
+from pgferry.sync.differ import Differ, DiffRange, Sigs
 
 __all__ = ["DiffRange", "TableDiff", "TableSpec", "diff_table", "reading"]
 
@@ -243,17 +245,21 @@ def diff_table(
             total = estimate or len(chunks) * chunk_rows  # for progress only
             ssum, tsum = Sums(), Sums()
             dense = False
+            bits = sub_bits(chunk_rows)
             for i, j in _batches(len(chunks), chunk_rows, batch_rows):
                 group = chunks[i:j]
                 outer = KeyRange(group[0].lo, group[-1].hi)
                 inner = bounds[i : j - 1]
-                lists = None
+                sigs = None
                 if dense:
-                    # differences are everywhere: read every chunk's hash list right away
-                    # instead of sums first and hash lists of the differing chunks after
-                    lists = d.both(partial(ck.hash_lists, rng=outer, bounds=inner))
+                    # differences are everywhere: read every chunk's signature right away
+                    # instead of sums first and signatures of the differing chunks after
+                    sigs = Sigs(
+                        bits, *d.both(partial(ck.signatures, rng=outer, bounds=inner, bits=bits))
+                    )
                     ss, ts = (
-                        [Sums(*_sums(side.get(k))) for k in range(len(group))] for side in lists
+                        [sig[k].sums if k in sig else Sums() for k in range(len(group))]
+                        for sig in (sigs.src, sigs.tgt)
                     )
                 else:
                     ss, ts = d.both(partial(ck.bucket_sums, rng=outer, bounds=inner))
@@ -264,7 +270,7 @@ def diff_table(
                     out.target_rows += b.rows
                     ndiff += a != b
                 out.chunks_differing += ndiff
-                d.settle(outer, inner, ss, ts, lists)
+                d.settle(outer, inner, ss, ts, sigs)
                 dense = dense or (ndiff >= 2 and ndiff * 4 >= len(group))
                 if on_progress is not None:
                     on_progress(min(out.source_rows, total), max(total, out.source_rows))
@@ -282,8 +288,8 @@ def _batches(n: int, chunk_rows: int, batch_rows: int) -> list[tuple[int, int]]:
     """``[start, end)`` chunk indices of the batches: a small first one, then ~batch_rows each.
 
     The first batch (a tenth of the table at most) is a probe: when it finds
-    differences in many chunks, the rest of the table is read as hash lists
-    right away instead of sums first and hash lists after.
+    differences in many chunks, the rest of the table is read as signatures
+    right away instead of sums first and signatures after.
     """
     per = max(1, batch_rows // chunk_rows)
     first = min(per, max(1, n // 10))
@@ -294,9 +300,3 @@ def _batches(n: int, chunk_rows: int, batch_rows: int) -> list[tuple[int, int]]:
         size = -(-rest // k)
         out += [(i, min(n, i + size)) for i in range(out[0][1], n, size)]
     return out
-
-
-def _sums(entry: tuple[int, Any] | None) -> tuple[int, int]:
-    if entry is None:
-        return 0, 0
-    return entry[0], xor_all(entry[1])
