@@ -176,3 +176,21 @@ def test_a_piece_the_read_rows_do_not_explain_is_read_whole(
     assert lost and len(whole) == 2  # the one piece, read whole on both sides
     assert d.differing == 3000 // 97 and d.only_in_source == d.only_in_target == 0
     assert sorted(k.key[0] for k in d.first_keys) == list(range(97, 3001, 97))
+
+
+def test_composite_key_pieces_from_the_first_column_match_whole_key_comparison(db: str) -> None:
+    # the first column alone places a row unless it equals a bound's first column: ties
+    # (order 7 holds a bound and rows on both sides of it) are placed by the whole key
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("CREATE TABLE o (ord bigint, line int, PRIMARY KEY (ord, line))")
+        c.execute("INSERT INTO o SELECT g / 5, g % 5 FROM generate_series(0, 999) g")
+        s = checksum.side(c, "public", "o", ["ord", "line"], ["ord", "line"])
+        bounds = [(7, 2), (7, 4), (8, 0), (50, 3), (120, 0), (199, 4)]
+        expr, params = checksum.piece_of(s, bounds)
+        whole, wparams = s.thresholds(bounds)
+        q = sql.SQL("SELECT ord, line, {}, width_bucket({}, {}) FROM o").format(
+            expr, s.key_tuple(), whole
+        )
+        rows = c.execute(q, [*params, *wparams]).fetchall()
+        assert len(rows) == 1000 and all(r[2] == r[3] for r in rows)
+        assert {r[2] for r in rows if r[0] == 7} == {0, 1, 2}

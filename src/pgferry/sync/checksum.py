@@ -118,11 +118,10 @@ def bucket_sums(
         )
         rows = conn.execute(q, params).fetchall()
     else:
-        arr, aparams = s.thresholds(bounds)
+        bexpr, aparams = piece_of(s, bounds)
         q = sql.SQL(
-            "SELECT width_bucket({key}, {arr}), count(*), bit_xor({h}) FROM {table} "
-            "WHERE {pred} GROUP BY 1"
-        ).format(key=s.key_tuple(), arr=arr, h=h, table=s.table, pred=pred)
+            "SELECT {b}, count(*), bit_xor({h}) FROM {table} WHERE {pred} GROUP BY 1"
+        ).format(b=bexpr, h=h, table=s.table, pred=pred)
         with settings(conn, enable_sort="off", parallel_tuple_cost="0"):
             rows = conn.execute(q, [*aparams, *params]).fetchall()
     for b, n, x in rows:
@@ -132,11 +131,26 @@ def bucket_sums(
 
 
 def piece_of(s: Side, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
-    """The server-side expression numbering a row's piece of a range cut at ``bounds``."""
+    """The server-side expression numbering a row's piece of a range cut at ``bounds``.
+
+    ``width_bucket`` over the bounds. With a composite key, comparing row
+    values costs more than hashing a row, so the bucket comes from the first
+    key column alone, which is exact unless that value is the first column of
+    a bound; only those rows are placed by comparing whole keys.
+    """
     if not bounds:
         return sql.SQL("0"), []
     arr, aparams = s.thresholds(bounds)
-    return sql.SQL("width_bucket({}, {})").format(s.key_tuple(), arr), list(aparams)
+    whole = sql.SQL("width_bucket({}, {})").format(s.key_tuple(), arr)
+    if len(s.key) == 1:
+        return whole, list(aparams)
+    first = s.key_exprs()[0]
+    firsts = sql.SQL("%s::{}[]").format(s.key[0].type)
+    expr = sql.SQL("CASE WHEN {k} = ANY({f}) THEN {whole} ELSE width_bucket({k}, {f}) END").format(
+        k=first, f=firsts, whole=whole
+    )
+    col = [b[0] for b in bounds]
+    return expr, [col, *aparams, col]
 
 
 def signatures(
