@@ -69,6 +69,31 @@ def test_files_that_share_tables_lint_as_in_one_process(seed: int, jobs: int) ->
     assert parallel(items, jobs) == want
 
 
+def test_parent_replays_accepted_files_before_taking_over(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    n = MIN_FILES * 2
+    items = [("V0__shared.sql", "CREATE TABLE shared (id int);\n")]
+    items += [(f"V{i}__u.sql", f"CREATE TABLE u{i} (id int);\nCREATE INDEX u{i}_x ON u{i} (id);\n")
+              for i in range(1, n)]
+    late, later = n - 20, n - 10
+    # needs file 0's state: a worker alone would call "shared" an existing table
+    items[late] = (f"V{late}__s.sql", "CREATE INDEX shared_x ON shared (id);\n")
+    # needs the state of a file the worker linted before the conflict (replayed by the parent)
+    items[later] = (f"V{later}__u.sql", f"CREATE INDEX u{late - 5}_y ON u{late - 5} (id);\n")
+    replayed: list[str] = []
+    replay = Linter.replay_text
+
+    def counting(self: Linter, path: str, text: str) -> None:
+        replayed.append(path)
+        replay(self, path, text)
+
+    monkeypatch.setattr(Linter, "replay_text", counting)
+    want = serial(items)
+    assert not [f for f in want if f["rule"] == "require-concurrent-index-creation"]
+    assert parallel(items, 2) == want
+    assert replayed and replayed[-1] == items[late - 1][0]
+
+
 def test_independent_files_lint_as_in_one_process() -> None:
     items = corpus(MIN_FILES * 3, tables=100_000, seed=7)
     assert parallel(items, 2) == serial(items)
