@@ -85,9 +85,9 @@ class Counters(Protocol):
     ranges_differing: int
 
 
-#: rows (of both sides) whose keys are read at once: bounds memory when a range differs
-#: everywhere
-GROUP_ROWS = 100_000
+#: rows (of both sides) whose keys are read back at once (~100 bytes each in memory): bounds
+#: memory when a range differs everywhere; each group is one more scan of its span
+GROUP_ROWS = 250_000
 
 
 def accounts_for(srows: Rows, trows: Rows, a: Sums, b: Sums) -> bool:
