@@ -150,10 +150,19 @@ class Differ:
         ]
         if small and sigs is None:
             bits = sub_bits(max(max(ss[j].rows, ts[j].rows) for j in small))
-            got = self.both(
-                partial(ck.signatures, rng=outer, bounds=bounds, bits=bits, buckets=small)
-            )
-            sigs = Sigs(bits, *got)
+            if len(small) <= 2 or len(small) * 4 < len(pieces):
+                # few pieces: read only their ranges
+                sigs = Sigs(bits, {}, {})
+                for j in small:
+                    got = self.both(partial(ck.signatures, rng=pieces[j], bounds=(), bits=bits))
+                    for mine, side in zip((sigs.src, sigs.tgt), got, strict=True):
+                        if side:
+                            mine[j] = side[0]
+            else:
+                got = self.both(
+                    partial(ck.signatures, rng=outer, bounds=bounds, bits=bits, buckets=small)
+                )
+                sigs = Sigs(bits, *got)
         # the keys of changed rows are read group by group (a bounded number of rows at a
         # time), each group when the walk below reaches its first piece
         found: dict[int, list[KeyDiff]] = {}

@@ -13,8 +13,10 @@ timestamps, time and money by their 8 bytes, as their own functions fold to
 (:meth:`Side.row_hash`; PostgreSQL 14 or later for ``bit_xor``), so no value
 is formatted as text and float or date output settings cannot matter. Hash
 equality follows the type's equality (``1.5`` and ``1.50`` as numeric are
-equal). A column is hashed as ``col::text`` on both sides instead when its
-type has no hash function (json, point, composite, range), when the two
+equal; numeric's sign and NaN/infinity, which its hash function leaves out,
+are added). A column is hashed as ``col::text`` on both sides instead when its
+type has no hash function (json, point, composite, range) or hashes an OID
+(enums: the same label has another OID in another database), when the two
 sides declare different types, or when a select expression replaces it (a
 masking rule); for those, :data:`CANONICAL` holds the text output settings
 (UTC, ISO dates, shortest exact floats, hex bytea) the comparison pins with
@@ -109,6 +111,11 @@ WHERE c.oid = %(t)s::regclass
 """
 
 
+#: numeric's 64-bit hash function, which ignores the sign (see :meth:`Side.row_hash`)
+_NUMERIC_HASH = ("pg_catalog", "hash_numeric_extended")
+#: enum hash functions hash the label's OID, which differs between databases
+_ENUM_HASH = ("pg_catalog", "hashenumextended")
+
 #: 64-bit types whose hash function folds the value to 32 bits: hash their send form
 _SEND_64 = {
     "pg_catalog.int8": "int8send",
@@ -196,11 +203,15 @@ class Side:
                 e = sql.SQL("{}({})").format(sql.Identifier("pg_catalog", _SEND_64[c.type_name]), e)
             else:
                 fn = sql.Identifier(*c.hash_fn)
-            parts.append(
-                sql.SQL("coalesce({}({}, {}::int8), {})").format(
-                    fn, e, sql.Literal(i), sql.Literal(i)
-                )
-            )
+            seed: sql.Composable = sql.SQL("{}::int8").format(sql.Literal(i))
+            if c.hash_fn == _NUMERIC_HASH and c.name not in self.as_text:
+                # numeric's hash leaves out the sign (3 and -3 share it) and gives NaN and
+                # both infinities one hash: the class goes into the seed
+                seed = sql.SQL(
+                    "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} < 'Infinity' THEN 0 "
+                    "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END"
+                ).format(i=sql.Literal(i), e=e)
+            parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, sql.Literal(i)))
         return sql.SQL("pg_catalog.hashbyteaextended(pg_catalog.int8send({}), 0)").format(
             sql.SQL(" # ").join(parts)
         )
@@ -298,7 +309,7 @@ def side(
             f"{r[1]}.{r[2]}",
             bool(r[3]),
             r[4],
-            bool(r[5]) and r[6] is not None,
+            bool(r[5]) and r[6] is not None and tuple(r[6].split(".", 1)) != _ENUM_HASH,
             tuple(r[6].split(".", 1)) if r[6] else None,
         )
         for r in conn.execute(_COLUMNS, [schema, name, wanted])
