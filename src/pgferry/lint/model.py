@@ -228,6 +228,19 @@ class Context:
         self.tx_not_valid.clear()
         self.tx_ddl_tables.clear()
 
+    def save_state(self) -> tuple[Any, ...]:
+        """A copy of the state that carries from file to file (see :meth:`restore_state`)."""
+        return (set(self.created), {t: dict(c) for t, c in self.columns.items()},
+                dict(self.nn_checks), {t: set(c) for t, c in self.nn_validated.items()})
+
+    def restore_state(self, saved: tuple[Any, ...]) -> None:
+        """Go back to a :meth:`save_state` copy (which stays untouched, for reuse)."""
+        created, columns, nn_checks, nn_validated = saved
+        self.created = set(created)
+        self.columns = {t: dict(c) for t, c in columns.items()}
+        self.nn_checks = dict(nn_checks)
+        self.nn_validated = {t: set(c) for t, c in nn_validated.items()}
+
 
 class Rule:
     """Base of every rule; subclasses set the class attributes and :meth:`check`."""

@@ -5,36 +5,39 @@ Contract:
   range(count))`` returns, the same findings in the same order, and raises the
   same first error (unreadable file, unparsable SQL). ``load(i)`` gives file
   *i* as (path, text) and may raise :class:`~pgferry.errors.PgferryError`.
-- How: the files are cut into ``jobs`` consecutive slices. The parent lints the
-  first, one forked child each of the others, every one starting from the
-  linter's state at the fork. The state that carries from file to file
-  (tables created, column types, NOT NULL checks) is keyed by table, and each
-  file's reads and writes of it are recorded
-  (:attr:`~pgferry.lint.model.Context.touched`). A child's file that touched no
-  table written by any file before its slice saw exactly what a serial run
-  would have shown it, so its findings stand. From a child's first file that
-  fails this test (or its first error, or a child that died), the parent takes
-  over: it replays what the accepted files changed (parse and effects, no
-  rules) and lints the rest of that slice itself. Correctness never depends
-  on the split; only speed does.
+- Files are not independent: the state that carries from file to file (tables
+  created, column types, NOT NULL checks) is keyed by table, and every file's
+  reads and writes of it are recorded (:attr:`~pgferry.lint.model.Context.touched`).
+  A file linted from a state that lacks some earlier files' changes saw
+  exactly what a serial run would have shown it when it touched no table
+  those files wrote; then its findings stand. Otherwise (and for a file with
+  no result: an error, a worker that died) the parent lints it again from the
+  true state, which it brings forward by replaying accepted files (parse and
+  effects, no rules). Correctness never depends on the split; only speed does.
+- The split: the parent lints the first files (its slice is exact: nothing
+  comes before it). The rest is cut into chunks. Forked workers take chunks
+  from the front, in order, each carrying its own state along; the parent,
+  once its slice is done, takes chunks from the back, each from the state at
+  the end of its slice. A busy core thus gets fewer chunks; both meet in the
+  middle. The chunk counters live in shared memory under a POSIX record lock
+  (released by the kernel should a holder die).
 - Serial (plain :meth:`~pgferry.lint.engine.Linter.lint_files`) without
   ``os.fork``, with one job, or for fewer than :data:`MIN_FILES` files.
-- Children talk to the parent only through a pipe (one pickle) and leave with
+- Workers send their results through a pipe (one pickle) and leave with
   ``os._exit``: no output, no atexit handlers, no flushing of inherited buffers.
-  The linter must not be reused after a parallel run (its state then is only
-  what the parent itself walked).
+  The linter must not be reused after a parallel run.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import struct
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from operator import attrgetter
 from typing import Any
 
-from pgferry.errors import PgferryError
 from pgferry.lint.engine import Linter
 from pgferry.lint.model import Finding
 
@@ -42,10 +45,34 @@ from pgferry.lint.model import Finding
 MIN_FILES = 64
 
 Load = Callable[[int], tuple[str, str]]
-#: one file's outcome: its findings, the tables it touched, the tables it wrote
-FileResult = tuple[list[Finding], set[str], set[str]]
 #: a Finding as a plain tuple of its fields: a third of the pickling cost of the object
 _AS_TUPLE = attrgetter(*(f.name for f in fields(Finding)))
+_COUNTERS = struct.Struct("<qq")  # next chunk from the front, end of the chunks not taken
+
+
+@dataclass
+class _Result:
+    """One file linted from a possibly incomplete state, by ``stream``."""
+
+    stream: int  # >= 0: worker number; < 0: -1 - the parent's chunk number
+    found: list[Finding]
+    touched: set[str]
+    written: set[str]
+
+
+@dataclass
+class _Plan:
+    count: int
+    first: int  # files [0, first) are the parent's exact slice
+    chunk: int  # files per chunk after that
+    chunks: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.chunks = -(-(self.count - self.first) // self.chunk)
+
+    def files(self, c: int) -> range:
+        start = self.first + c * self.chunk
+        return range(start, min(start + self.chunk, self.count))
 
 
 def default_jobs() -> int:
@@ -67,30 +94,63 @@ def lint_many(linter: Linter, count: int, load: Load, jobs: int) -> list[Finding
     from pgferry.lint.pgparse import parser
 
     parser()
-    bounds = _slices(count, jobs)
-    children: list[tuple[int, int, int, int]] = []  # (pid, read fd, start, end)
+    first = round(count / jobs * 0.75)
+    plan = _Plan(count, first, max(4, min(32, (count - first) // (16 * jobs))))
+    shared = _Counters(plan.chunks)
+    workers: list[tuple[int, int]] = []  # (pid, read fd)
     try:
-        for start, end in bounds[1:]:
-            children.append((*_fork(linter, load, start, end), start, end))
-        return _merge(linter, load, bounds[0], children)
+        for n in range(jobs - 1):
+            workers.append(_fork(linter, load, plan, shared, n))
+        return _run_parent(linter, load, plan, shared, workers)
     finally:
-        for pid, fd, _, _ in children:
+        for pid, fd in workers:
             _close(fd)
             _reap(pid, kill=True)
+        shared.close()
 
 
-def _slices(count: int, jobs: int) -> list[tuple[int, int]]:
-    # the parent's slice is a little larger: children also pickle what they found,
-    # and the parent reads their results only once its own slice is done
-    first = round(count / jobs * 1.06)
-    rest = count - first
-    out = [(0, first)]
-    for j in range(jobs - 1):
-        out.append((first + rest * j // (jobs - 1), first + rest * (j + 1) // (jobs - 1)))
-    return out
+class _Counters:
+    """(next chunk from the front, end of the chunks not taken) in a shared file, locked."""
+
+    def __init__(self, chunks: int) -> None:
+        import mmap
+
+        try:
+            self.fd = os.memfd_create("pgferry-lint")
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            import tempfile
+
+            self.fd, name = tempfile.mkstemp()
+            os.unlink(name)
+        os.ftruncate(self.fd, _COUNTERS.size)
+        self.mem = mmap.mmap(self.fd, _COUNTERS.size)  # MAP_SHARED: forks see one copy
+        _COUNTERS.pack_into(self.mem, 0, 0, chunks)
+
+    def take(self, front: bool) -> int | None:
+        """The next chunk from the front (workers) or the back (parent); None when none
+        is left."""
+        import fcntl
+
+        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        try:
+            nxt, end = _COUNTERS.unpack_from(self.mem, 0)
+            if nxt >= end:
+                return None
+            if front:
+                _COUNTERS.pack_into(self.mem, 0, nxt + 1, end)
+                return int(nxt)
+            _COUNTERS.pack_into(self.mem, 0, nxt, end - 1)
+            return int(end - 1)
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        self.mem.close()
+        _close(self.fd)
 
 
-def _lint_tracked(linter: Linter, path: str, text: str) -> FileResult:
+def _lint_tracked(linter: Linter, path: str, text: str) -> tuple[list[Finding], set[str],
+                                                                 set[str]]:
     cx = linter.cx
     cx.touched, cx.written = set(), set()
     try:
@@ -100,31 +160,39 @@ def _lint_tracked(linter: Linter, path: str, text: str) -> FileResult:
         cx.touched = cx.written = None
 
 
-def _fork(linter: Linter, load: Load, start: int, end: int) -> tuple[int, int]:
+def _fork(linter: Linter, load: Load, plan: _Plan, shared: _Counters, n: int
+          ) -> tuple[int, int]:
     r, w = os.pipe()
+    try:  # room for the whole result: the worker writes it in one go, and exits
+        import fcntl
+
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (ImportError, AttributeError, OSError):  # pragma: no cover - not Linux, or capped
+        pass
     pid = os.fork()
     if pid:
         os.close(w)
         return pid, r
-    code = 0  # pragma: no cover - runs in the child (coverage does not follow forks)
+    code = 0  # pragma: no cover - runs in the worker (coverage does not follow forks)
     try:  # pragma: no cover
         os.close(r)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        results: list[tuple[list[tuple[Any, ...]], set[str], set[str]]] = []
-        stop: str | None = None
-        for i in range(start, end):
-            try:
-                found, touched, wrote = _lint_tracked(linter, *load(i))
-                results.append(([_AS_TUPLE(f) for f in found], touched, wrote))
-            except PgferryError:
-                stop = "error"
+        results: list[tuple[int, list[tuple[Any, ...]], set[str], set[str]]] = []
+        going = True
+        while going:
+            c = shared.take(front=True)
+            if c is None:
                 break
-            except Exception:
-                stop = "crash"
-                break
+            for i in plan.files(c):
+                try:
+                    found, touched, wrote = _lint_tracked(linter, *load(i))
+                except Exception:  # the parent meets it again, in file order
+                    going = False
+                    break
+                results.append((i, [_AS_TUPLE(f) for f in found], touched, wrote))
         import pickle
 
-        data = pickle.dumps((results, stop), protocol=pickle.HIGHEST_PROTOCOL)
+        data = pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
         view = memoryview(data)
         while view:
             view = view[os.write(w, view):]
@@ -134,8 +202,8 @@ def _fork(linter: Linter, load: Load, start: int, end: int) -> tuple[int, int]:
         os._exit(code)
 
 
-def _receive(pid: int, fd: int) -> tuple[list[FileResult], str | None] | None:
-    """A child's (results, stop); None when it died or sent something unreadable."""
+def _receive(pid: int, fd: int, n: int, into: dict[int, _Result]) -> None:
+    """Add worker ``n``'s results to ``into``; nothing when it died or sent garbage."""
     chunks = []
     try:
         while True:
@@ -149,46 +217,73 @@ def _receive(pid: int, fd: int) -> tuple[list[FileResult], str | None] | None:
     import pickle
 
     try:
-        payload: Any = pickle.loads(b"".join(chunks))
-        results, stop = payload
-        return [([Finding(*f) for f in found], touched, wrote)
-                for found, touched, wrote in results], stop
+        results: Any = pickle.loads(b"".join(chunks))
+        got = {i: _Result(n, [Finding(*f) for f in found], touched, wrote)
+               for i, found, touched, wrote in results}
     except Exception:
-        return None
+        return
+    into.update(got)
 
 
-def _merge(linter: Linter, load: Load, first: tuple[int, int],
-           children: list[tuple[int, int, int, int]]) -> list[Finding]:
+def _run_parent(linter: Linter, load: Load, plan: _Plan, shared: _Counters,
+                workers: list[tuple[int, int]]) -> list[Finding]:
     out: list[Finding] = []
-    written: set[str] = set()  # every table written by the files merged so far
-    unreplayed: list[int] = []  # accepted child files whose changes the parent has not walked
-
-    def own(i: int) -> None:
+    first_written: set[str] = set()
+    for i in range(plan.first):  # exact: no file comes before these
         found, _, wrote = _lint_tracked(linter, *load(i))
         out.extend(found)
-        written.update(wrote)
-
-    for i in range(*first):
-        own(i)
-    for n, (pid, fd, start, end) in enumerate(children):
-        children[n] = (0, -1, start, end)  # _receive closes and reaps
-        got = _receive(pid, fd)
-        results, stop = got if got is not None else ([], "crash")
-        k = start
-        for found, touched, wrote in results:
-            if not touched.isdisjoint(written):
+        first_written |= wrote
+    at_first = linter.cx.save_state()
+    results: dict[int, _Result] = {}
+    while (c := shared.take(front=False)) is not None:
+        linter.cx.restore_state(at_first)
+        for i in plan.files(c):
+            try:
+                found, touched, wrote = _lint_tracked(linter, *load(i))
+            except Exception:  # met again in file order by _merge
                 break
+            results[i] = _Result(-1 - c, found, touched, wrote)
+    for n, (pid, fd) in enumerate(workers):
+        workers[n] = (0, -1)  # _receive closes and reaps
+        _receive(pid, fd, n, results)
+    linter.cx.restore_state(at_first)
+    return out + _merge(linter, load, plan, results, first_written, len(workers))
+
+
+def _merge(linter: Linter, load: Load, plan: _Plan, results: dict[int, _Result],
+           first_written: set[str], n_workers: int) -> list[Finding]:
+    """Files ``plan.first ..`` in order: each result stands when its stream's state lacked
+    no table the file touched; else the file is linted again from the true state."""
+    out: list[Finding] = []
+    written: set[str] = set()  # what files from plan.first on wrote, truly
+    # per worker: the tables its state lacks (its slice starts at file 0's state)
+    lacks = [set(first_written) for _ in range(n_workers)]
+    broken: set[int] = set()  # streams whose state went wrong: nothing more from them
+    chunk_lacks: dict[int, set[str]] = {}
+    unreplayed: list[int] = []
+    for i in range(plan.first, plan.count):
+        c = (i - plan.first) // plan.chunk
+        if i == plan.first + c * plan.chunk:  # a parent chunk lacks the files before it
+            chunk_lacks[-1 - c] = set(written)
+        res = results.get(i)
+        ok = res is not None and res.stream not in broken and res.touched.isdisjoint(
+            lacks[res.stream] if res.stream >= 0 else chunk_lacks[res.stream])
+        if res is not None and ok:
+            out.extend(res.found)
+            wrote = res.written
+            unreplayed.append(i)
+        else:
+            if res is not None:
+                broken.add(res.stream)
+            for j in unreplayed:  # bring the true state up to file i
+                linter.replay_text(*load(j))
+            unreplayed.clear()
+            found, _, wrote = _lint_tracked(linter, *load(i))
             out.extend(found)
-            written.update(wrote)
-            unreplayed.append(k)
-            k += 1
-        if k == end:
-            continue
-        for i in unreplayed:  # bring the parent's state up to file k, then go on alone
-            linter.replay_text(*load(i))
-        unreplayed.clear()
-        for i in range(k, end):
-            own(i)
+        written |= wrote
+        for n in range(n_workers):
+            if not (ok and res is not None and res.stream == n):
+                lacks[n] |= wrote
     return out
 
 
