@@ -23,7 +23,8 @@ Contract:
   (released by the kernel should a holder die).
 - Serial (plain :meth:`~pgferry.lint.engine.Linter.lint_files`) without
   ``os.fork``, with one job, or for fewer than :data:`MIN_FILES` files.
-- Workers send their results through a pipe (one pickle) and leave with
+- Workers send their results through a pipe (one marshal of tuples, sets and
+  strings: as fast as pickle here, without pickle's import) and leave with
   ``os._exit``: no output, no atexit handlers, no flushing of inherited buffers.
   The linter must not be reused after a parallel run.
 """
@@ -89,7 +90,6 @@ def lint_many(linter: Linter, count: int, load: Load, jobs: int) -> list[Finding
     if jobs <= 1 or not hasattr(os, "fork"):
         return linter.lint_files(load(i) for i in range(count))
     import bisect  # noqa: F401 - what a child would import lazily, imported before the fork
-    import pickle  # noqa: F401
 
     from pgferry.lint.pgparse import parser
 
@@ -190,9 +190,9 @@ def _fork(linter: Linter, load: Load, plan: _Plan, shared: _Counters, n: int
                     going = False
                     break
                 results.append((i, [_AS_TUPLE(f) for f in found], touched, wrote))
-        import pickle
+        import marshal
 
-        data = pickle.dumps(results, protocol=pickle.HIGHEST_PROTOCOL)
+        data = marshal.dumps(results)
         view = memoryview(data)
         while view:
             view = view[os.write(w, view):]
@@ -214,10 +214,10 @@ def _receive(pid: int, fd: int, n: int, into: dict[int, _Result]) -> None:
     finally:
         os.close(fd)
         _reap(pid)
-    import pickle
+    import marshal
 
     try:
-        results: Any = pickle.loads(b"".join(chunks))
+        results: Any = marshal.loads(b"".join(chunks))
         got = {i: _Result(n, [Finding(*f) for f in found], touched, wrote)
                for i, found, touched, wrote in results}
     except Exception:
