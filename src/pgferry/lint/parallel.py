@@ -95,7 +95,8 @@ def lint_many(linter: Linter, count: int, load: Load, jobs: int) -> list[Finding
 
     parser()
     first = round(count / jobs * 0.75)
-    plan = _Plan(count, first, max(4, min(32, (count - first) // (16 * jobs))))
+    # small chunks: the last one a process takes is what the other may wait for
+    plan = _Plan(count, first, max(2, min(32, (count - first) // (32 * jobs))))
     shared = _Counters(plan.chunks)
     workers: list[tuple[int, int]] = []  # (pid, read fd)
     try:
