@@ -256,19 +256,22 @@ def _merge(linter: Linter, load: Load, plan: _Plan, results: dict[int, _Result],
     """Files ``plan.first ..`` in order: each result stands when its stream's state lacked
     no table the file touched; else the file is linted again from the true state."""
     out: list[Finding] = []
-    written: set[str] = set()  # what files from plan.first on wrote, truly
+    # the first file from plan.first on that truly wrote each table: a parent chunk
+    # starting at file s lacks exactly the tables written by files before s
+    first_write: dict[str, int] = {}
     # per worker: the tables its state lacks (its slice starts at file 0's state)
     lacks = [set(first_written) for _ in range(n_workers)]
     broken: set[int] = set()  # streams whose state went wrong: nothing more from them
-    chunk_lacks: dict[int, set[str]] = {}
     unreplayed: list[int] = []
     for i in range(plan.first, plan.count):
-        c = (i - plan.first) // plan.chunk
-        if i == plan.first + c * plan.chunk:  # a parent chunk lacks the files before it
-            chunk_lacks[-1 - c] = set(written)
         res = results.get(i)
-        ok = res is not None and res.stream not in broken and res.touched.isdisjoint(
-            lacks[res.stream] if res.stream >= 0 else chunk_lacks[res.stream])
+        ok = False
+        if res is not None and res.stream not in broken:
+            if res.stream >= 0:
+                ok = res.touched.isdisjoint(lacks[res.stream])
+            else:
+                start = plan.first + (-1 - res.stream) * plan.chunk
+                ok = all(first_write.get(t, i) >= start for t in res.touched)
         if res is not None and ok:
             out.extend(res.found)
             wrote = res.written
@@ -281,7 +284,8 @@ def _merge(linter: Linter, load: Load, plan: _Plan, results: dict[int, _Result],
             unreplayed.clear()
             found, _, wrote = _lint_tracked(linter, *load(i))
             out.extend(found)
-        written |= wrote
+        for t in wrote:
+            first_write.setdefault(t, i)
         for n in range(n_workers):
             if not (ok and res is not None and res.stream == n):
                 lacks[n] |= wrote
