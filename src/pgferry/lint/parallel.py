@@ -35,7 +35,7 @@ import os
 import signal
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from operator import attrgetter
 from typing import Any
 
@@ -51,25 +51,30 @@ _AS_TUPLE = attrgetter(*(f.name for f in fields(Finding)))
 _COUNTERS = struct.Struct("<qq")  # next chunk from the front, end of the chunks not taken
 
 
-@dataclass
 class _Result:
-    """One file linted from a possibly incomplete state, by ``stream``."""
+    """One file linted from a possibly incomplete state, by ``stream``.
 
-    stream: int  # >= 0: worker number; < 0: -1 - the parent's chunk number
-    found: list[Finding]
-    touched: set[str]
-    written: set[str]
+    (Plain classes here, not dataclasses: this module is imported on every start.)
+    """
+
+    __slots__ = ("stream", "found", "touched", "written")
+
+    def __init__(self, stream: int, found: list[Finding], touched: set[str],
+                 written: set[str]) -> None:
+        self.stream = stream  # >= 0: worker number; < 0: -1 - the parent's chunk number
+        self.found = found
+        self.touched = touched
+        self.written = written
 
 
-@dataclass
 class _Plan:
-    count: int
-    first: int  # files [0, first) are the parent's exact slice
-    chunk: int  # files per chunk after that
-    chunks: int = field(init=False)
+    __slots__ = ("count", "first", "chunk", "chunks")
 
-    def __post_init__(self) -> None:
-        self.chunks = -(-(self.count - self.first) // self.chunk)
+    def __init__(self, count: int, first: int, chunk: int) -> None:
+        self.count = count
+        self.first = first  # files [0, first) are the parent's exact slice
+        self.chunk = chunk  # files per chunk after that
+        self.chunks = -(-(count - first) // chunk)
 
     def files(self, c: int) -> range:
         start = self.first + c * self.chunk
