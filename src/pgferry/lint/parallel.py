@@ -23,8 +23,9 @@ Contract:
   (released by the kernel should a holder die).
 - Serial (plain :meth:`~pgferry.lint.engine.Linter.lint_files`) without
   ``os.fork``, with one job, or for fewer than :data:`MIN_FILES` files.
-- Workers send their results through a pipe (one marshal of tuples, sets and
-  strings: as fast as pickle here, without pickle's import) and leave with
+- Workers send their results through a pipe (a marshal of tuples, sets and
+  strings per chunk: as fast as pickle here, without pickle's import; the
+  parent decodes them between its own chunks) and leave with
   ``os._exit``: no output, no atexit handlers, no flushing of inherited buffers.
   The linter must not be reused after a parallel run.
 """
@@ -49,6 +50,7 @@ Load = Callable[[int], tuple[str, str]]
 #: a Finding as a plain tuple of its fields: a third of the pickling cost of the object
 _AS_TUPLE = attrgetter(*(f.name for f in fields(Finding)))
 _COUNTERS = struct.Struct("<qq")  # next chunk from the front, end of the chunks not taken
+_SIZE = struct.Struct("<I")  # the length before each message from a worker
 
 
 class _Result:
@@ -183,12 +185,14 @@ def _fork(linter: Linter, load: Load, plan: _Plan, shared: _Counters, n: int
     try:  # pragma: no cover
         os.close(r)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        results: list[tuple[int, list[tuple[Any, ...]], set[str], set[str]]] = []
+        import marshal
+
         going = True
         while going:
             c = shared.take(front=True)
             if c is None:
                 break
+            results: list[tuple[int, list[tuple[Any, ...]], set[str], set[str]]] = []
             for i in plan.files(c):
                 try:
                     found, touched, wrote = _lint_tracked(linter, *load(i))
@@ -196,39 +200,65 @@ def _fork(linter: Linter, load: Load, plan: _Plan, shared: _Counters, n: int
                     going = False
                     break
                 results.append((i, [_AS_TUPLE(f) for f in found], touched, wrote))
-        import marshal
-
-        data = marshal.dumps(results)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(w, view):]
+            # one message per chunk: the parent decodes while this process lints on
+            data = marshal.dumps(results)
+            view = memoryview(_SIZE.pack(len(data)) + data)
+            while view:
+                view = view[os.write(w, view):]
     except BaseException:  # pragma: no cover
         code = 1
     finally:  # pragma: no cover
         os._exit(code)
 
 
-def _receive(pid: int, fd: int, n: int, into: dict[int, _Result]) -> None:
-    """Add worker ``n``'s results to ``into``; nothing when it died or sent garbage."""
-    chunks = []
-    try:
-        while True:
-            chunk = os.read(fd, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    finally:
-        os.close(fd)
-        _reap(pid)
-    import marshal
+class _Inbox:
+    """What worker ``n`` sends: one length-prefixed marshal per chunk, decoded as it
+    comes (between the parent's own chunks) and at the end; a message cut short (a
+    worker that died) or unreadable ends what is taken from that worker."""
 
-    try:
-        results: Any = marshal.loads(b"".join(chunks))
-        got = {i: _Result(n, [Finding(*f) for f in found], touched, wrote)
-               for i, found, touched, wrote in results}
-    except Exception:
-        return
-    into.update(got)
+    def __init__(self, n: int, pid: int, fd: int, into: dict[int, _Result]) -> None:
+        self.n, self.pid, self.fd, self.into = n, pid, fd, into
+        self.buf = bytearray()
+        self.bad = False
+        os.set_blocking(fd, False)
+
+    def drain(self, to_end: bool) -> None:
+        """Take what has arrived; with ``to_end``, wait for the worker to finish."""
+        if self.fd < 0:
+            return
+        if to_end:
+            os.set_blocking(self.fd, True)
+        while True:
+            try:
+                chunk = os.read(self.fd, 1 << 20)
+            except BlockingIOError:
+                break
+            if not chunk:
+                os.close(self.fd)
+                self.fd = -1
+                _reap(self.pid)
+                self.pid = 0
+                break
+            self.buf += chunk
+        self._decode()
+
+    def _decode(self) -> None:
+        import marshal
+
+        while not self.bad and len(self.buf) >= _SIZE.size:
+            (size,) = _SIZE.unpack_from(self.buf, 0)
+            end = _SIZE.size + size
+            if len(self.buf) < end:
+                return
+            try:
+                results: Any = marshal.loads(bytes(self.buf[_SIZE.size:end]))
+                got = {i: _Result(self.n, [Finding(*f) for f in found], touched, wrote)
+                       for i, found, touched, wrote in results}
+            except Exception:
+                self.bad = True
+                return
+            del self.buf[:end]
+            self.into.update(got)
 
 
 def _run_parent(linter: Linter, load: Load, plan: _Plan, shared: _Counters,
@@ -241,19 +271,27 @@ def _run_parent(linter: Linter, load: Load, plan: _Plan, shared: _Counters,
         first_written |= wrote
     at_first = linter.cx.save_state()
     results: dict[int, _Result] = {}
-    while (c := shared.take(front=False)) is not None:
-        linter.cx.restore_state(at_first)
-        for i in plan.files(c):
-            try:
-                found, touched, wrote = _lint_tracked(linter, *load(i))
-            except Exception:  # met again in file order by _merge
-                break
-            results[i] = _Result(-1 - c, found, touched, wrote)
-    for n, (pid, fd) in enumerate(workers):
-        workers[n] = (0, -1)  # _receive closes and reaps
-        _receive(pid, fd, n, results)
+    inboxes = [_Inbox(n, pid, fd, results) for n, (pid, fd) in enumerate(workers)]
+    workers[:] = []  # the inboxes close and reap them from here on
+    try:
+        while (c := shared.take(front=False)) is not None:
+            linter.cx.restore_state(at_first)
+            for i in plan.files(c):
+                try:
+                    found, touched, wrote = _lint_tracked(linter, *load(i))
+                except Exception:  # met again in file order by _merge
+                    break
+                results[i] = _Result(-1 - c, found, touched, wrote)
+            for box in inboxes:
+                box.drain(to_end=False)
+        for box in inboxes:
+            box.drain(to_end=True)
+    finally:
+        for box in inboxes:
+            _close(box.fd)
+            _reap(box.pid, kill=True)
     linter.cx.restore_state(at_first)
-    return out + _merge(linter, load, plan, results, first_written, len(workers))
+    return out + _merge(linter, load, plan, results, first_written, len(inboxes))
 
 
 def _merge(linter: Linter, load: Load, plan: _Plan, results: dict[int, _Result],
