@@ -13,7 +13,9 @@ Contract:
   those files wrote; then its findings stand. Otherwise (and for a file with
   no result: an error, a worker that died) the parent lints it again from the
   true state, which it brings forward by replaying accepted files (parse and
-  effects, no rules). Correctness never depends on the split; only speed does.
+  effects, no rules); nothing later from the process that produced a stale
+  result is trusted (its own state may have gone wrong from there on).
+  Correctness never depends on the split or the timing; only speed does.
 - The split: the parent lints the first files (its slice is exact: nothing
   comes before it). The rest is cut into chunks. Forked workers take chunks
   from the front, in order, each carrying its own state along; the parent,
