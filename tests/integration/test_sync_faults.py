@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -222,16 +223,21 @@ def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: C
         subprocess.run(["true"], check=False)
 
 
+def _wait_for_writer(dsn: str, proc: Any, query_pattern: str) -> None:
+    """Wait (up to 60 s) until the sync's writer is active on a query matching the regex."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while time.monotonic() < deadline and not c.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
+                " AND state = 'active' AND query ~ %s", [query_pattern]).fetchone():
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+
+
 def test_sigterm_cancels_rolls_back_and_journals(pair: Project) -> None:
     sql(pair.dsns["prod"], SLOW.replace("0.002", "0.01"))  # one batch takes seconds
     proc = pair.popen("sync", "dev", "prod", "--batch-size", "500", "--jobs", "1")
-    deadline = time.monotonic() + 60
-    with psycopg.connect(pair.dsns["prod"], autocommit=True) as c:
-        while time.monotonic() < deadline and not c.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
-                " AND state = 'active' AND query LIKE 'WITH up AS (INSERT%'").fetchone():
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
+    _wait_for_writer(pair.dsns["prod"], proc, r"^WITH up AS \(INSERT")
     sent = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
@@ -270,13 +276,7 @@ def test_lock_held_elsewhere_is_waited_out(pair: Project, cli: Callable[..., Res
 def test_sigkill_in_full_mode_rolls_the_table_back_and_rerun_completes(pair: Project) -> None:
     sql(pair.dsns["prod"], SLOW)
     proc = pair.popen("sync", "dev", "prod", "--mode", "full", "--jobs", "1")
-    deadline = time.monotonic() + 60
-    with psycopg.connect(pair.dsns["prod"], autocommit=True) as c:
-        while time.monotonic() < deadline and not c.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
-                " AND state = 'active' AND query ~ '(INSERT|COPY).*orders'").fetchone():
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
+    _wait_for_writer(pair.dsns["prod"], proc, "(INSERT|COPY).*orders")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # customers committed (its own transaction); orders rolled back as a whole

@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
 
 from pgferry.sync.verify import diff_table
-
-
-@dataclass
-class Spec:
-    name: str
-    key: tuple[str, ...]
-    columns: list[str]
-    schema: str = "public"
-    where: str | None = None
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.schema}.{self.name}"
+from tests.integration.test_sync_verify import Spec
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ sums must fall back to reading it whole.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -19,21 +18,9 @@ from psycopg import sql
 
 from pgferry.sync import checksum
 from pgferry.sync.verify import DiffRange, diff_table
+from tests.integration.test_sync_verify import Spec
 
 ROWS = 6000
-
-
-@dataclass
-class Spec:
-    name: str
-    key: tuple[str, ...]
-    columns: list[str]
-    schema: str = "public"
-    where: str | None = None
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.schema}.{self.name}"
 
 
 @pytest.fixture
