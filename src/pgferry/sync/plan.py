@@ -8,8 +8,8 @@ It is pure: no connection, no clock. Problems with the *selection* (an
 unknown table, a key column that does not exist) raise
 :class:`~pgferry.errors.BadInput` (exit 2) before anything is written; problems
 with *one table* (a target NOT NULL column the source lacks, a non-deferrable
-FK cycle, no key outside full mode) set :attr:`TablePlan.error` so that table
-is stopped with a clear message while the others go ahead.
+FK cycle, no key outside full mode, a name containing ``%``) set
+:attr:`TablePlan.error` so that table is stopped with a clear message while the others go ahead.
 
 Selection rules: every table of ``schemas`` present on both sides, or the
 tables named by ``--tables`` (which wins over ``exclude``), else ``[sync]
@@ -307,6 +307,12 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
             t.warnings.append(f"primary key differs: source {list(src.primary_key)}, target "
                               f"{list(tgt.primary_key)}; the target's is used")
         _strategy(t, tc, mode)
+        odd = [n for n in (t.schema, t.name, *t.columns) if "%" in n]
+        if odd:
+            # psycopg reads a % in a quoted identifier as a placeholder in every statement
+            # with parameters: stop this table in one sentence rather than with a driver error
+            t.error = (f"names containing '%' cannot be synced yet ({', '.join(odd)}); "
+                       "rename them or leave the table out")
         if t.where and t.strategy != "verify":
             t.warnings.append(f"only rows WHERE {t.where} are synced; deletes are limited to "
                               "them")

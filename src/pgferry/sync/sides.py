@@ -15,8 +15,9 @@ is formatted as text and float or date output settings cannot matter. Hash
 equality follows the type's equality (``1.5`` and ``1.50`` as numeric are
 equal; numeric's sign and NaN/infinity, which its hash function leaves out,
 are added). A column is hashed as ``col::text`` on both sides instead when its
-type has no hash function (json, point, composite, range) or hashes an OID
-(enums: the same label has another OID in another database), when the two
+type has no hash function (json, point, composite, range), hashes an OID
+(enums: the same label has another OID in another database) or folds case
+(citext: ``'Alice'`` and ``'alice'`` are equal but not identical), when the two
 sides declare different types, or when a select expression replaces it (a
 masking rule); for those, :data:`CANONICAL` holds the text output settings
 (UTC, ISO dates, shortest exact floats, hex bytea) the comparison pins with
@@ -115,6 +116,10 @@ WHERE c.oid = %(t)s::regclass
 _NUMERIC_HASH = ("pg_catalog", "hash_numeric_extended")
 #: enum hash functions hash the label's OID, which differs between databases
 _ENUM_HASH = ("pg_catalog", "hashenumextended")
+
+#: hash functions that fold case ('Alice' and 'alice' as citext share a hash): such columns
+#: are hashed as text, so that a sync makes them identical, not merely equal
+_FOLDING_HASHES = {"citext_hash_extended"}
 
 #: 64-bit types whose hash function folds the value to 32 bits: hash their send form
 _SEND_64 = {
@@ -309,7 +314,10 @@ def side(
             f"{r[1]}.{r[2]}",
             bool(r[3]),
             r[4],
-            bool(r[5]) and r[6] is not None and tuple(r[6].split(".", 1)) != _ENUM_HASH,
+            bool(r[5])
+            and r[6] is not None
+            and tuple(r[6].split(".", 1)) != _ENUM_HASH
+            and r[6].split(".", 1)[1] not in _FOLDING_HASHES,
             tuple(r[6].split(".", 1)) if r[6] else None,
         )
         for r in conn.execute(_COLUMNS, [schema, name, wanted])

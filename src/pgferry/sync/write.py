@@ -31,8 +31,9 @@ STAGE = "pgferry_stage"
 KEYS = "pgferry_keys"
 LATER = "pgferry_later"
 _NUMBERED = "pgferry_stage_n"
-# Types without an equality operator: compare their text form.
-_NO_EQ = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle")
+# Types without an equality operator, or whose equality is looser than identity (citext:
+# 'Alice' = 'alice'): compare their text form, so that such a change is written.
+_NO_EQ = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle", "citext")
 
 
 # SQLSTATE classes a single row can cause: data exceptions, integrity violations, errors
@@ -93,7 +94,7 @@ def _cmp(t: TablePlan, alias: str, names: list[str]) -> sql.Composed:
     parts = []
     for c in names:
         e: sql.Composable = sql.Identifier(alias, c)
-        if t.column_types.get(c, "").split("(")[0] in _NO_EQ:
+        if t.column_types.get(c, "").split("(")[0].rsplit(".", 1)[-1].strip('"') in _NO_EQ:
             e = sql.SQL("{}::text").format(e)
         parts.append(e)
     return sql.SQL("ROW({})").format(sql.SQL(", ").join(parts))
