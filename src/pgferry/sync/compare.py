@@ -3,9 +3,14 @@
 Contract: :func:`diff` runs :func:`pgferry.sync.verify.diff_table` on a
 worker's connections (the source inside the run's snapshot; the target in its
 own read-only transaction, or inside the open write transaction with
-``--atomic`` and FK cycles). :func:`checksum_deletes` is the checksum
-strategy's delete phase: it compares, deletes what the source lacks and returns
-the :class:`Upserts` the load phase copies with :func:`checksum_upserts`.
+``--atomic`` and FK cycles). A table of at least ``PARALLEL_MIN_ROWS``
+estimated rows that starts when no other table waits for a worker is compared
+as key ranges on the idle workers' share of connection pairs as well
+(:meth:`RunContext.spare`: more sources in the run's snapshot, more targets
+importing the first target's snapshot), closed when the comparison ends.
+:func:`checksum_deletes` is the checksum strategy's delete phase: it compares,
+deletes what the source lacks and returns the :class:`Upserts` the load phase
+copies with :func:`checksum_upserts`.
 Ranges where many rows differ are handled as ranges, so memory is bounded by the
 number of ranges rather than the number of differing rows.
 """
@@ -21,6 +26,7 @@ from psycopg import sql
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
 from pgferry.sync.tables import (
+    PARALLEL_MIN_ROWS,
     Link,
     apply_keys,
     copy_range,
@@ -58,21 +64,41 @@ def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], No
             progress(done - last[0])
             last[0] = done
 
-    def run() -> Any:
+    def run(workers: list[tuple[Any, Any]]) -> Any:
         return verify.diff_table(link.src, link.tgt, t, chunk_rows=ctx.opts.chunk_rows,
                                  key_limit=ctx.opts.key_limit,
                                  source_exprs={c: e for c, e in ctx.masks.get(
                                      t.qualname, {}).items() if c in t.columns} or None,
-                                 on_progress=on_progress, on_range=on_range)
+                                 on_progress=on_progress, on_range=on_range, workers=workers)
 
     if link.hold:  # --atomic or an FK cycle: compare inside the open write transaction
-        return run()
+        return run([])
     link.tgt.rollback()
     link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    helpers: list[Link] = []
+    spare = 0
+    if link.helpers is not None and t.key and t.row_estimate >= PARALLEL_MIN_ROWS:
+        spare = ctx.spare(link.parts - 1)
     try:
-        return run()
+        if spare:
+            # a big table while workers are idle: its key ranges are compared on more
+            # connection pairs at once, the sources in the run's snapshot, the targets in
+            # this transaction's
+            row = link.tgt.execute("SELECT pg_export_snapshot()").fetchone()
+            assert row is not None
+            assert link.helpers is not None
+            for _ in range(spare):
+                helpers.append(link.helpers())
+                helpers[-1].tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                helpers[-1].tgt.execute(
+                    sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0])))
+        return run([(h.src, h.tgt) for h in helpers])
     finally:
         link.tgt.rollback()
+        for h in helpers:
+            for conn in (h.src, h.tgt):
+                conn.close()
+        ctx.give_back(spare)
 
 
 def verify_table(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,

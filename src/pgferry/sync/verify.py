@@ -58,10 +58,11 @@ copies it into a :class:`pgferry.sync.result.TableResult`.
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
@@ -191,17 +192,25 @@ def diff_table(
     target_exprs: Mapping[str, sql.Composable] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
     on_range: Callable[[DiffRange], None] | None = None,
+    workers: Sequence[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]] = (),
 ) -> TableDiff:
     """Compare ``table`` on ``src`` and ``tgt`` chunk by chunk (see the module docstring).
 
     ``batch_rows`` bounds how many rows one checksum query covers (progress is
-    reported between batches). Server errors raise the mapped pgferry error.
+    reported between batches). ``workers``: more (source, target) connection
+    pairs, each inside a transaction that shares the snapshot of ``src``
+    (respectively ``tgt``); the batches after the first are then compared on
+    all pairs at once (key ranges in parallel) and the results merged in key
+    order, the same as one pair would give. Server errors raise the mapped
+    pgferry error.
     """
     started = time.monotonic()
     out = TableDiff(table.qualname, tuple(table.key))
     chunk_rows = max(1, chunk_rows)
     try:
-        with reading(src), reading(tgt), ThreadPoolExecutor(1) as pool:
+        with ExitStack() as stack:
+            for conn in (src, tgt, *(c for pair in workers for c in pair)):
+                stack.enter_context(reading(conn))
             s, t = ck.agree(
                 ck.side(
                     src,
@@ -223,18 +232,30 @@ def diff_table(
                 ),
             )
             out.source_side, out.target_side = s, t
-            d = Differ(
-                src,
-                tgt,
-                s,
-                t,
-                out,
-                pool,
-                list_rows=max(1, list_rows),
-                fanout=max(2, fanout),
-                key_limit=key_limit,
-                on_range=on_range,
-            )
+            pairs = [(src, tgt), *workers]
+            pools = [stack.enter_context(ThreadPoolExecutor(1)) for _ in pairs]
+            lock = threading.Lock()
+            emit = on_range
+            if on_range is not None and workers:
+
+                def emit(r: DiffRange) -> None:
+                    with lock:
+                        on_range(r)
+
+            def differ(i: int, counters: TableDiff) -> Differ:
+                return Differ(
+                    pairs[i][0],
+                    pairs[i][1],
+                    s,
+                    t,
+                    counters,
+                    pools[i],
+                    list_rows=max(1, list_rows),
+                    fanout=max(2, fanout),
+                    key_limit=key_limit,
+                    on_range=emit,
+                )
+
             estimate = ck.estimate_rows(src, s)
             if estimate is not None and estimate >= 20 * chunk_rows:
                 bounds = ck.sampled_boundaries(src, s, estimate, chunk_rows)
@@ -243,13 +264,23 @@ def diff_table(
             chunks = split(KeyRange(), bounds)
             out.chunks = len(chunks)
             total = estimate or len(chunks) * chunk_rows  # for progress only
-            ssum, tsum = Sums(), Sums()
-            dense = False
-            bits = sub_bits(chunk_rows)
-            for i, j in _batches(len(chunks), chunk_rows, batch_rows):
+            if workers:
+                # at least two batches a pair, so that the pairs share the work evenly
+                batch_rows = min(batch_rows, max(chunk_rows, -(-total // (2 * len(pairs)))))
+            batches = _batches(len(chunks), chunk_rows, batch_rows)
+            done = [0]
+
+            def batch(k: int, pair: int, part: TableDiff, dense: bool) -> tuple[Sums, Sums, bool]:
+                """Compare batch ``k`` on pair ``pair``, counting into ``part``.
+
+                Returns the batch's sums and whether differences are everywhere.
+                """
+                d = differ(pair, part)
+                i, j = batches[k]
                 group = chunks[i:j]
                 outer = KeyRange(group[0].lo, group[-1].hi)
                 inner = bounds[i : j - 1]
+                bits = sub_bits(chunk_rows)
                 sigs = None
                 if dense:
                     # differences are everywhere: read every chunk's signature right away
@@ -258,22 +289,37 @@ def diff_table(
                         bits, *d.both(partial(ck.signatures, rng=outer, bounds=inner, bits=bits))
                     )
                     ss, ts = (
-                        [sig[k].sums if k in sig else Sums() for k in range(len(group))]
+                        [sig[x].sums if x in sig else Sums() for x in range(len(group))]
                         for sig in (sigs.src, sigs.tgt)
                     )
                 else:
                     ss, ts = d.both(partial(ck.bucket_sums, rng=outer, bounds=inner))
-                ndiff = 0
+                ssum, tsum, ndiff = Sums(), Sums(), 0
                 for a, b in zip(ss, ts, strict=True):
                     ssum, tsum = ssum + a, tsum + b
-                    out.source_rows += a.rows
-                    out.target_rows += b.rows
+                    part.source_rows += a.rows
+                    part.target_rows += b.rows
                     ndiff += a != b
-                out.chunks_differing += ndiff
+                part.chunks_differing += ndiff
                 d.settle(outer, inner, ss, ts, sigs)
-                dense = dense or (ndiff >= 2 and ndiff * 4 >= len(group))
                 if on_progress is not None:
-                    on_progress(min(out.source_rows, total), max(total, out.source_rows))
+                    with lock:
+                        done[0] += ssum.rows
+                        on_progress(min(done[0], total), max(total, done[0]))
+                return ssum, tsum, dense or (ndiff >= 2 and ndiff * 4 >= len(group))
+
+            # the first batch (a probe) on the first pair: it says whether differences are
+            # everywhere; the rest in order on one pair, or spread over all pairs
+            ssum, tsum, dense = batch(0, 0, out, False)
+            if not workers:
+                for k in range(1, len(batches)):
+                    a, b, dense = batch(k, 0, out, dense)
+                    ssum, tsum = ssum + a, tsum + b
+            else:
+                parts = _parallel_batches(len(batches), len(pairs), batch, dense, out)
+                for a, b, part in parts:
+                    ssum, tsum = ssum + a, tsum + b
+                    _merge(out, part, key_limit)
             out.source_checksum = table_checksum(ssum)
             out.target_checksum = table_checksum(tsum)
     except psycopg.Error as e:
@@ -282,6 +328,66 @@ def diff_table(
     if on_progress is not None:
         on_progress(out.source_rows, out.source_rows)
     return out
+
+
+def _parallel_batches(
+    n: int,
+    pairs: int,
+    batch: Callable[[int, int, TableDiff, bool], tuple[Sums, Sums, bool]],
+    dense: bool,
+    out: TableDiff,
+) -> list[tuple[Sums, Sums, TableDiff]]:
+    """Batches ``1..n-1`` on ``pairs`` connection pairs at once; sums and counters in order.
+
+    Each pair takes the next batch not yet taken; each batch counts into its
+    own :class:`TableDiff`, so that the caller merges them in key order. The
+    first error stops the pairs from taking more batches and is raised.
+    """
+    results: list[tuple[Sums, Sums, TableDiff] | None] = [None] * n
+    taken = iter(range(1, n))
+    lock = threading.Lock()
+    failed: list[BaseException] = []
+
+    def run(i: int) -> None:
+        mine = dense
+        while not failed:
+            with lock:
+                k = next(taken, None)
+            if k is None:
+                return
+            part = TableDiff(out.table, out.key)
+            try:
+                a, b, mine = batch(k, i, part, mine)
+            except BaseException as e:
+                failed.append(e)
+                raise
+            results[k] = (a, b, part)
+
+    with ThreadPoolExecutor(pairs) as pool:
+        futures = [pool.submit(run, i) for i in range(pairs)]
+        for f in futures:
+            f.exception()
+    if failed:
+        raise failed[0]
+    return [r for r in results[1:] if r is not None]
+
+
+def _merge(out: TableDiff, part: TableDiff, key_limit: int) -> None:
+    """Add the counters of one batch (``part``) to ``out``; first keys in order, cut."""
+    for name in (
+        "source_rows",
+        "target_rows",
+        "matched",
+        "differing",
+        "only_in_source",
+        "only_in_target",
+        "chunks_differing",
+        "ranges_differing",
+    ):
+        setattr(out, name, getattr(out, name) + getattr(part, name))
+    room = key_limit - len(out.first_keys)
+    if room > 0:
+        out.first_keys += part.first_keys[:room]
 
 
 def _batches(n: int, chunk_rows: int, batch_rows: int) -> list[tuple[int, int]]:

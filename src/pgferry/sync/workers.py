@@ -100,6 +100,28 @@ class RunContext:
     #: checksum strategy: what the delete phase left for the load phase, per table
     pending: dict[str, Any] = field(default_factory=dict)
     jobs: int = 1
+    #: units of the current phase not started yet, running, and the extra connection pairs
+    #: big tables' comparisons use (see :meth:`spare`)
+    waiting: int = 0
+    running: int = 0
+    helping: int = 0
+
+    def spare(self, most: int) -> int:
+        """Reserve up to ``most`` extra workers for one table; 0 while units still wait.
+
+        Workers a table may borrow are the ones idle once no unit waits to start
+        (the last tables of a phase); release them with :meth:`give_back`.
+        """
+        with self.lock:
+            if self.waiting:
+                return 0
+            n = max(0, min(most, self.jobs - self.running - self.helping))
+            self.helping += n
+            return n
+
+    def give_back(self, n: int) -> None:
+        with self.lock:
+            self.helping -= n
 
     def event(self, ev: events.Event) -> None:
         self.channel.publish(ev)
@@ -279,6 +301,8 @@ def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int, phase: s
                         links.append(_new_link(ctx))
                         free.append(links[-1])
                     link = free.pop()
+                    with ctx.lock:
+                        ctx.waiting, ctx.running = len(pending), len(running) + 1
                     running[pool.submit(_unit, ctx, units[i], link, phase)] = (i, link)
                 if ctx.abort is not None and not running:
                     break
@@ -297,6 +321,8 @@ def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int, phase: s
                     raise
                 for f in finished:
                     i, link = running.pop(f)
+                    with ctx.lock:
+                        ctx.running = len(running)
                     f.result()
                     done.add(i)
                     free.append(link)
