@@ -5,7 +5,7 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
 
     diff_table(src, tgt, table, *, chunk_rows=20_000, key_limit=20, list_rows=50_000,
                fanout=16, batch_rows=1_000_000, source_exprs=None, target_exprs=None,
-               on_progress=None, on_range=None) -> TableDiff
+               on_progress=None, on_range=None, workers=()) -> TableDiff
 
 - ``src`` / ``tgt``: open :class:`psycopg.Connection` objects to the source
   and the target. **Transactions**: when a connection is already inside a
@@ -43,6 +43,12 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
 - ``key_limit``: how many differing keys :attr:`TableDiff.first_keys` keeps.
 - ``on_progress(rows_done, rows_total)``: called as chunks are compared
   (source rows; the total is an estimate until the end).
+- ``workers``: more ``(source, target)`` connection pairs whose transactions
+  share the snapshots of ``src`` and ``tgt`` (the caller sets them up); the
+  first batch runs on ``src``/``tgt``, the others on all pairs at once, and
+  the counters and first keys are merged in key order, so the result is the
+  same as with one pair. ``on_range`` and ``on_progress`` are then called from
+  several threads, one call at a time.
 - ``on_range(DiffRange)``: called for every differing range (in key order
   within a batch) with the complete list of its differing keys, or with
   ``diffs=None`` when one side of the range is empty (every row of the range
