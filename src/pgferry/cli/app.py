@@ -15,6 +15,15 @@ from typer.exceptions import TyperException
 from pgferry import __version__
 from pgferry.cli.common import State, dumps
 from pgferry.errors import PgferryError
+from pgferry.redaction import redact  # only re: cheap enough for every start
+
+#: the root app's settings, also given to each lazily built sub-app (which would otherwise
+#: inherit them from the root)
+_SETTINGS: dict[str, Any] = {
+    "add_completion": False,
+    "pretty_exceptions_enable": False,
+    "rich_markup_mode": None,
+}
 
 # Sub-command -> the module whose ``register(app)`` defines it. A command's module
 # (and what it imports: psycopg, pydantic, pglast ...) is imported only when that
@@ -45,9 +54,7 @@ class LazyGroup(TyperGroup):
         if module is None:
             return None
         if module not in self._loaded:
-            # the same settings as the root app below, which sub-commands inherit from it
-            sub = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
-                              rich_markup_mode=None)
+            sub = typer.Typer(**_SETTINGS)
             importlib.import_module(module).register(sub)
             self._loaded[module] = typer.main.get_group(sub)
         return self._loaded[module].get_command(ctx, cmd_name)
@@ -63,9 +70,7 @@ app = typer.Typer(
     name="pgferry",
     help="Move schema and data between PostgreSQL environments, without downtime, and prove it.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
+    **_SETTINGS,
 )
 
 
@@ -91,7 +96,6 @@ def root(
     ctx.obj = State(config_path=config, json=json_, debug=debug)
 
 
-
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; PgferryError becomes one line on stderr and its exit code."""
     args = sys.argv[1:] if argv is None else argv
@@ -107,8 +111,6 @@ def main(argv: list[str] | None = None) -> int:
     except PgferryError as e:
         if debug:
             traceback.print_exc()
-        from pgferry.redaction import redact
-
         if want_json:
             print(dumps({"ok": False, **e.to_dict()}))
         print(f"error: {redact(e.message)}", file=sys.stderr)
@@ -129,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         print("error: interrupted", file=sys.stderr)
         return 3
     except Exception as e:  # the last line of defence: one sentence, no traceback
-        from pgferry.redaction import redact
-
         if debug:
             traceback.print_exc()
         print(f"error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",
