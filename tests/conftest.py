@@ -72,6 +72,19 @@ def make_db(pg_admin_dsn: str, role: str) -> Iterator[Callable[..., str]]:
 
 
 @pytest.fixture
+def pair(make_db: Callable[..., str]) -> Iterator[tuple[psycopg.Connection[Any], ...]]:
+    """A source and a target database, as autocommit connections of the test role.
+
+    (Modules whose ``pair`` is a whole project define their own, which pytest prefers.)
+    """
+    src = psycopg.connect(make_db("src"), autocommit=True)
+    tgt = psycopg.connect(make_db("tgt"), autocommit=True)
+    yield src, tgt
+    src.close()
+    tgt.close()
+
+
+@pytest.fixture
 def db(make_db: Callable[..., str]) -> str:
     """One fresh database (the role's DSN)."""
     return make_db()

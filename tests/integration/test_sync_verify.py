@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -29,15 +28,6 @@ class Spec:
     @property
     def qualname(self) -> str:
         return f"{self.schema}.{self.name}"
-
-
-@pytest.fixture
-def pair(make_db: Callable[..., str]) -> Iterator[tuple[psycopg.Connection[Any], ...]]:
-    src = psycopg.connect(make_db("vsrc"), autocommit=True)
-    tgt = psycopg.connect(make_db("vtgt"), autocommit=True)
-    yield src, tgt
-    src.close()
-    tgt.close()
 
 
 def both(pair: tuple[psycopg.Connection[Any], ...], stmt: str) -> None:

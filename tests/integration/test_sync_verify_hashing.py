@@ -2,23 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
-
-import psycopg
-import pytest
 
 from pgferry.sync.verify import diff_table
 from tests.integration.test_sync_verify import Spec
-
-
-@pytest.fixture
-def pair(make_db: Callable[..., str]) -> Iterator[tuple[psycopg.Connection[Any], ...]]:
-    src = psycopg.connect(make_db("hsrc"), autocommit=True)
-    tgt = psycopg.connect(make_db("htgt"), autocommit=True)
-    yield src, tgt
-    src.close()
-    tgt.close()
 
 
 def test_numeric_values_that_differ_in_sign_or_are_special(pair: Any) -> None:

@@ -9,7 +9,6 @@ sums must fall back to reading it whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
@@ -21,15 +20,6 @@ from pgferry.sync.verify import DiffRange, diff_table
 from tests.integration.test_sync_verify import Spec
 
 ROWS = 6000
-
-
-@pytest.fixture
-def pair(make_db: Callable[..., str]) -> Iterator[tuple[psycopg.Connection[Any], ...]]:
-    src = psycopg.connect(make_db("ssrc"), autocommit=True)
-    tgt = psycopg.connect(make_db("stgt"), autocommit=True)
-    yield src, tgt
-    src.close()
-    tgt.close()
 
 
 # (DDL, key columns, key expressions of g: the rows, and a new row's key)
