@@ -307,21 +307,7 @@ def side(
             f"{conn.info.server_version // 10000}"
         )
     wanted = list(dict.fromkeys([*key, *columns]))
-    found = {
-        r[0]: ColumnInfo(
-            r[0],
-            sql.Identifier(r[1], r[2]),
-            f"{r[1]}.{r[2]}",
-            bool(r[3]),
-            r[4],
-            bool(r[5])
-            and r[6] is not None
-            and tuple(r[6].split(".", 1)) != _ENUM_HASH
-            and r[6].split(".", 1)[1] not in _FOLDING_HASHES,
-            tuple(r[6].split(".", 1)) if r[6] else None,
-        )
-        for r in conn.execute(_COLUMNS, [schema, name, wanted])
-    }
+    found = {r[0]: _column(r) for r in conn.execute(_COLUMNS, [schema, name, wanted])}
     missing = [c for c in wanted if c not in found]
     if missing:
         raise BadInput(f"{qualname}: column(s) {', '.join(missing)} not found")
@@ -335,6 +321,17 @@ def side(
         dict(exprs or {}),
         w,
     )
+
+
+def _column(r: Sequence[Any]) -> ColumnInfo:
+    """A :data:`_COLUMNS` row as a :class:`ColumnInfo` (see the module docstring on hashing)."""
+    fn: tuple[str, str] | None = None
+    if r[6]:
+        fschema, _, fname = r[6].partition(".")
+        fn = (fschema, fname)
+    hashable = bool(r[5]) and fn is not None and fn != _ENUM_HASH and fn[1] not in _FOLDING_HASHES
+    return ColumnInfo(r[0], sql.Identifier(r[1], r[2]), f"{r[1]}.{r[2]}", bool(r[3]), r[4],
+                      hashable, fn)
 
 
 def agree(a: Side, b: Side) -> tuple[Side, Side]:
