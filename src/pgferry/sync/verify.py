@@ -39,7 +39,7 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
   batch (a tenth of the table) shows differences in many chunks, the rest is
   read as signatures directly, in the same scan as the sums. Details:
   :mod:`pgferry.sync.differ`, :mod:`pgferry.sync.checksum`,
-  :mod:`pgferry.sync.sides`.
+  :mod:`pgferry.sync.sides`, :mod:`pgferry.sync.batches`.
 - ``key_limit``: how many differing keys :attr:`TableDiff.first_keys` keeps.
 - ``on_progress(rows_done, rows_total)``: called as chunks are compared
   (source rows; the total is an estimate until the end).
@@ -80,6 +80,7 @@ from psycopg.pq import TransactionStatus
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import map_db_error
 from pgferry.sync import checksum as ck
+from pgferry.sync.batches import plan_batches, run_parallel
 from pgferry.sync.chunks import KeyDiff, KeyRange, Sums, split, sub_bits, table_checksum
 from pgferry.sync.differ import Differ, DiffRange, Sigs
 
@@ -150,6 +151,21 @@ class TableDiff:
             "checksum_target": self.target_checksum,
             "duration_s": round(self.duration_s, 3),
         }
+
+    def add(self, part: TableDiff, key_limit: int) -> None:
+        """Add the counts of one batch (``part``), compared after the batches counted here."""
+        for name in (
+            "source_rows",
+            "target_rows",
+            "matched",
+            "differing",
+            "only_in_source",
+            "only_in_target",
+            "chunks_differing",
+            "ranges_differing",
+        ):
+            setattr(self, name, getattr(self, name) + getattr(part, name))
+        self.first_keys += part.first_keys[: max(0, key_limit - len(self.first_keys))]
 
     def fill(self, result: Any) -> None:
         """Copy the verify fields into a :class:`pgferry.sync.result.TableResult`."""
@@ -273,7 +289,7 @@ def diff_table(
             if workers:
                 # at least two batches a pair, so that the pairs share the work evenly
                 batch_rows = min(batch_rows, max(chunk_rows, -(-total // (2 * len(pairs)))))
-            batches = _batches(len(chunks), chunk_rows, batch_rows)
+            batches = plan_batches(len(chunks), chunk_rows, batch_rows)
             done = [0]
 
             def batch(k: int, pair: int, part: TableDiff, dense: bool) -> tuple[Sums, Sums, bool]:
@@ -322,10 +338,11 @@ def diff_table(
                     a, b, dense = batch(k, 0, out, dense)
                     ssum, tsum = ssum + a, tsum + b
             else:
-                parts = _parallel_batches(len(batches), len(pairs), batch, dense, out)
+                parts = run_parallel(len(batches), len(pairs), batch, dense,
+                                     lambda: TableDiff(out.table, out.key))
                 for a, b, part in parts:
                     ssum, tsum = ssum + a, tsum + b
-                    _merge(out, part, key_limit)
+                    out.add(part, key_limit)
             out.source_checksum = table_checksum(ssum)
             out.target_checksum = table_checksum(tsum)
     except psycopg.Error as e:
@@ -333,82 +350,4 @@ def diff_table(
     out.duration_s = time.monotonic() - started
     if on_progress is not None:
         on_progress(out.source_rows, out.source_rows)
-    return out
-
-
-def _parallel_batches(
-    n: int,
-    pairs: int,
-    batch: Callable[[int, int, TableDiff, bool], tuple[Sums, Sums, bool]],
-    dense: bool,
-    out: TableDiff,
-) -> list[tuple[Sums, Sums, TableDiff]]:
-    """Batches ``1..n-1`` on ``pairs`` connection pairs at once; sums and counters in order.
-
-    Each pair takes the next batch not yet taken; each batch counts into its
-    own :class:`TableDiff`, so that the caller merges them in key order. The
-    first error stops the pairs from taking more batches and is raised.
-    """
-    results: list[tuple[Sums, Sums, TableDiff] | None] = [None] * n
-    taken = iter(range(1, n))
-    lock = threading.Lock()
-    failed: list[BaseException] = []
-
-    def run(i: int) -> None:
-        mine = dense
-        while not failed:
-            with lock:
-                k = next(taken, None)
-            if k is None:
-                return
-            part = TableDiff(out.table, out.key)
-            try:
-                a, b, mine = batch(k, i, part, mine)
-            except BaseException as e:
-                failed.append(e)
-                raise
-            results[k] = (a, b, part)
-
-    with ThreadPoolExecutor(pairs) as pool:
-        futures = [pool.submit(run, i) for i in range(pairs)]
-        for f in futures:
-            f.exception()
-    if failed:
-        raise failed[0]
-    return [r for r in results[1:] if r is not None]
-
-
-def _merge(out: TableDiff, part: TableDiff, key_limit: int) -> None:
-    """Add the counters of one batch (``part``) to ``out``; first keys in order, cut."""
-    for name in (
-        "source_rows",
-        "target_rows",
-        "matched",
-        "differing",
-        "only_in_source",
-        "only_in_target",
-        "chunks_differing",
-        "ranges_differing",
-    ):
-        setattr(out, name, getattr(out, name) + getattr(part, name))
-    room = key_limit - len(out.first_keys)
-    if room > 0:
-        out.first_keys += part.first_keys[:room]
-
-
-def _batches(n: int, chunk_rows: int, batch_rows: int) -> list[tuple[int, int]]:
-    """``[start, end)`` chunk indices of the batches: a small first one, then ~batch_rows each.
-
-    The first batch (a tenth of the table at most) is a probe: when it finds
-    differences in many chunks, the rest of the table is read as signatures
-    right away instead of sums first and signatures after.
-    """
-    per = max(1, batch_rows // chunk_rows)
-    first = min(per, max(1, n // 10))
-    out = [(0, min(n, first))]
-    rest = n - out[0][1]
-    if rest > 0:
-        k = -(-rest // per)
-        size = -(-rest // k)
-        out += [(i, min(n, i + size)) for i in range(out[0][1], n, size)]
     return out
