@@ -37,7 +37,7 @@ from pgferry.sync.tables import (
 )
 
 if TYPE_CHECKING:
-    from pgferry.sync.workers import RunContext
+    from pgferry.sync.context import RunContext
 
 
 #: a compared range with more differing keys than this (or 30% of its rows) is copied whole

@@ -38,6 +38,7 @@ from pgferry.config import Config, parse_duration
 from pgferry.pg import catalog
 from pgferry.pg.connect import Target, connect
 from pgferry.sync import events, masking, state, workers
+from pgferry.sync.context import RunContext
 from pgferry.sync.copy import Snapshot
 from pgferry.sync.plan import Mode, SyncPlan, build_plan
 from pgferry.sync.result import SyncResult
@@ -162,7 +163,7 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
             return result
         retry = opts.retry_for if opts.retry_for is not None else parse_duration(
             cfg.sync.retry).total_seconds()
-        ctx = workers.RunContext(cfg, source, target, opts, plan, masks, snap, result,
+        ctx = RunContext(cfg, source, target, opts, plan, masks, snap, result,
                    uuid.uuid4().hex[:12], channel or events.Channel(), batch,
                    retry, parse_duration(cfg.sync.overlap).total_seconds(), jobs=jobs)
         args = {"source": source.name, "target": target.name, "mode": opts.mode,

@@ -23,14 +23,11 @@ by synced columns move forward (:mod:`pgferry.sync.sequences`).
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import sql
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -40,13 +37,12 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from pgferry.config import Config
 from pgferry.errors import LockUnavailable, PgferryError, Unreachable
-from pgferry.pg.connect import Target, connect, is_transient, map_db_error, redact
+from pgferry.pg.connect import connect, is_transient, map_db_error, redact
 from pgferry.sync import compare, events, sequences, watermark, write
-from pgferry.sync.copy import Snapshot
-from pgferry.sync.plan import SyncPlan, TablePlan
-from pgferry.sync.result import SyncResult, TableResult
+from pgferry.sync.context import RunContext
+from pgferry.sync.plan import TablePlan
+from pgferry.sync.result import TableResult
 from pgferry.sync.tables import (
     Link,
     flush_later,
@@ -56,7 +52,7 @@ from pgferry.sync.tables import (
 )
 
 if TYPE_CHECKING:
-    from pgferry.sync.engine import Options
+    pass
 
 
 def _retryable(e: BaseException) -> bool:
@@ -78,53 +74,6 @@ def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
     return connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
                    application_name="pgferry sync writer",
                    options=f"-c lock_timeout={WRITER_LOCK_TIMEOUT} -c synchronous_commit=off")
-
-
-@dataclass
-class RunContext:
-    cfg: Config
-    source: Target
-    target: Target
-    opts: Options
-    plan: SyncPlan
-    masks: dict[str, dict[str, sql.Composable]]
-    snapshot: Snapshot
-    result: SyncResult
-    run_id: str
-    channel: events.Channel
-    batch_size: int
-    retry_for: float
-    overlap_s: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    abort: str | None = None
-    #: checksum strategy: what the delete phase left for the load phase, per table
-    pending: dict[str, Any] = field(default_factory=dict)
-    jobs: int = 1
-    #: units of the current phase not started yet, running, and the extra connection pairs
-    #: big tables' comparisons use (see :meth:`spare`)
-    waiting: int = 0
-    running: int = 0
-    helping: int = 0
-
-    def spare(self, most: int) -> int:
-        """Reserve up to ``most`` extra workers for one table; 0 while units still wait.
-
-        Workers a table may borrow are the ones idle once no unit waits to start
-        (the last tables of a phase); release them with :meth:`give_back`.
-        """
-        with self.lock:
-            if self.waiting:
-                return 0
-            n = max(0, min(most, self.jobs - self.running - self.helping))
-            self.helping += n
-            return n
-
-    def give_back(self, n: int) -> None:
-        with self.lock:
-            self.helping -= n
-
-    def event(self, ev: events.Event) -> None:
-        self.channel.publish(ev)
 
 
 def _new_link(ctx: RunContext, hold: bool = False) -> Link:
