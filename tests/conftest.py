@@ -71,6 +71,44 @@ def make_db(pg_admin_dsn: str, role: str) -> Iterator[Callable[..., str]]:
                 sql.Identifier(name)))
 
 
+@pytest.fixture(scope="session")
+def pg15_admin_dsn() -> Iterator[str]:
+    """A superuser DSN on a PostgreSQL 15 server (Debian's postgresql-15), for cross-version
+    tests; they skip, naming the package, where it is not installed."""
+    from tests import servers
+
+    if servers.bindir(15) is None:
+        pytest.skip("PostgreSQL 15 is not installed: apt install postgresql-15 "
+                    "(.ci/run installs it when it runs as root with apt)")
+    root, dsn = servers.start(15, {"max_prepared_transactions": "5"})
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            embedded.ensure_role(c, ROLE)
+        yield dsn
+    finally:
+        servers.stop(root, 15)
+
+
+@pytest.fixture
+def make_db15(pg15_admin_dsn: str) -> Iterator[Callable[..., str]]:
+    """Factory: a fresh database on the PostgreSQL 15 server, owned by the test role."""
+    made: list[str] = []
+
+    def make(prefix: str = "t15") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(pg15_admin_dsn, autocommit=True) as c:
+            c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(ROLE)))
+        made.append(name)
+        return embedded.role_dsn(pg15_admin_dsn, ROLE, name)
+
+    yield make
+    with psycopg.connect(pg15_admin_dsn, autocommit=True) as c:
+        for name in made:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
 @pytest.fixture
 def pair(make_db: Callable[..., str]) -> Iterator[tuple[psycopg.Connection[Any], ...]]:
     """A source and a target database, as autocommit connections of the test role.

@@ -99,12 +99,21 @@ def append(
     duration_ms: int | None = None,
     details: Mapping[str, Any] | None = None,
     conn: psycopg.Connection[Any] | None = None,
+    create: bool = True,
 ) -> None:
-    """Append one journal row to ``target`` (on ``conn`` if given, else a fresh one)."""
+    """Append one journal row to ``target`` (on ``conn`` if given, else a fresh one).
+
+    ``create=False``: write only where the journal already exists (a read-only
+    command such as ``verify`` never creates pgferry's schema).
+    """
     own = conn is None
     c = conn or connect(target.dsn, autocommit=True, retry_for=5)
     try:
-        ensure(c)
+        if not create:
+            if c.execute("SELECT to_regclass('pgferry.journal')").fetchone() == (None,):
+                return
+        else:
+            ensure(c)
         c.execute(
             "INSERT INTO pgferry.journal (os_user, env, command, arguments, outcome, exit_code,"
             " duration_ms, details) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
@@ -135,9 +144,13 @@ class Operation:
 
 @contextmanager
 def operation(
-    target: Target, command: str, arguments: Mapping[str, Any] | None = None
+    target: Target, command: str, arguments: Mapping[str, Any] | None = None, *,
+    create: bool = True,
 ) -> Iterator[Operation]:
-    """Time the block and journal its outcome in ``target``, also when it raises."""
+    """Time the block and journal its outcome in ``target``, also when it raises.
+
+    ``create=False``: journal only where the journal already exists (see :func:`append`).
+    """
     op = Operation()
     start = time.monotonic()
     try:
@@ -161,6 +174,7 @@ def operation(
                 exit_code=op.exit_code,
                 duration_ms=int((time.monotonic() - start) * 1000),
                 details=op.details,
+                create=create,
             )
         except (PgferryError, psycopg.Error) as e:
             print(f"warning: could not write the journal of {target.name}: "
