@@ -116,6 +116,15 @@ class SyncTableConfig(_Model):
     triggers: Literal["enable", "disable"] = "enable"
 
 
+class MaskRuleConfig(_Model):
+    """A ``[sync.mask]`` rule written as a table: ``{ rule = "email", targets = ["qa"] }``."""
+
+    rule: str
+    #: environments this rule masks into, whatever their protection; by default a rule
+    #: applies where personal data leaves a protected environment for an unprotected one
+    targets: list[str] = Field(default_factory=list)
+
+
 class SyncConfig(_Model):
     schemas: list[str] = Field(default_factory=lambda: ["public"])
     tables: list[str] = Field(default_factory=list)
@@ -126,9 +135,18 @@ class SyncConfig(_Model):
     #: how long a batch/table keeps retrying transient errors (connection loss) before exit 3
     retry: Duration = "30s"
     table: dict[str, SyncTableConfig] = Field(default_factory=dict, alias="tables_config")
-    mask: dict[str, str] = Field(default_factory=dict)
+    mask: dict[str, str | MaskRuleConfig] = Field(default_factory=dict)
+    #: load an empty target table after a TRUNCATE (COPY FREEZE: faster, but readers wait
+    #: on ACCESS EXCLUSIVE until the table commits); default: true, false on protected targets
+    block_readers: bool | None = None
+    #: save every row a sync updates or deletes in pgferry.before_images, for `sync revert`;
+    #: default: true on protected targets
+    keep_before_images: bool | None = None
+    keep_before_images_for: Duration = "14d"
+    #: how long a sync waits for another sync into the same target tables before exit 3
+    lock_wait: Duration = "60s"
 
-    _durations = field_validator("overlap", "retry")(
+    _durations = field_validator("overlap", "retry", "keep_before_images_for", "lock_wait")(
         classmethod(lambda cls, v: _check_duration(v))
     )
 

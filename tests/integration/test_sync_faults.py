@@ -114,7 +114,8 @@ def test_terminated_target_backend_is_retried(pair: Project, cli: Callable[..., 
     sql(pair.dsns["prod"], SLOW)
     killed: list[int] = []
     th = threading.Thread(target=_terminate_writer_when, args=(
-        pair.dsns["prod"], lambda: count(pair.dsns["prod"], "orders") >= 200, killed))
+        pair.dsns["prod"], lambda: _writer_busy(pair.dsns["prod"], r"INSERT INTO .*orders"),
+        killed))
     th.start()
     r = run(cli, pair, "sync", "dev", "prod", "--batch-size", "200", "--jobs", "1")
     th.join()
@@ -126,24 +127,24 @@ def test_terminated_target_backend_is_retried(pair: Project, cli: Callable[..., 
     same(pair, TABLES3)
 
 
-def test_sigkill_mid_table_then_rerun_resumes(pair: Project) -> None:
+def test_sigkill_mid_unit_leaves_every_table_as_it_was_and_rerun_completes(
+        pair: Project) -> None:
     sql(pair.dsns["prod"], SLOW)
+    before = {t: rows(pair.dsns["prod"], t) for t in TABLES3}
     proc = pair.popen("sync", "dev", "prod", "--batch-size", "100", "--jobs", "1", "--json")
-    deadline = time.monotonic() + 60
-    while count(pair.dsns["prod"], "orders") < 300 and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
+    _wait_for_writer(pair.dsns["prod"], proc, r"INSERT INTO .*orders")
+    time.sleep(0.3)  # several batches of orders are written (uncommitted) by now
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = count(pair.dsns["prod"], "orders")
-    assert 300 <= done < 1200
+    # customers, orders and order_lines are tied by foreign keys: one transaction, which
+    # the kill rolled back, so each table is exactly as it was (none half-synced)
+    assert {t: rows(pair.dsns["prod"], t) for t in TABLES3} == before
     sql(pair.dsns["prod"], "DROP TRIGGER slow ON orders")
     r = pair.run("sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
     by = {t["table"]: t for t in r.json["tables"]}
-    # it continued: only the rows the killed run had not committed were inserted
-    assert by["public.orders"]["inserted"] == 1200 - done
-    assert by["public.orders"]["deleted"] == 0  # the stray row went in the first run
+    assert by["public.orders"]["inserted"] == 1199  # all but the one that was there
+    assert by["public.orders"]["deleted"] == 1  # the stray row
     same(pair, TABLES3)
 
 
@@ -165,12 +166,19 @@ def test_delete_referenced_by_unselected_table_fails_that_table(
     assert run(cli, pair, "sync", "dev", "prod", "--mode", "full").code == 0
     sql(pair.dsns["dev"], "DELETE FROM order_lines WHERE order_id = 3; "
         "DELETE FROM orders WHERE id = 3")
+    sql(pair.dsns["dev"], "UPDATE customers SET name = 'changed' WHERE id = 5")
     r = run(cli, pair, "sync", "dev", "prod", "--tables", "public.orders,public.customers")
     assert r.code == 3, r.out
     by = {t["table"]: t for t in r.json["tables"]}
     assert "public.order_lines" in by["public.orders"]["error"]
-    assert by["public.customers"]["status"] == "ok"
+    assert "nothing was changed" in by["public.orders"]["error"]
+    # customers is tied to orders by a foreign key: one transaction, rolled back with it
+    assert by["public.customers"]["status"] == "failed"
+    assert "rolled back with public.orders" in by["public.customers"]["error"]
+    assert by["public.customers"]["updated"] == 0
     assert count(pair.dsns["prod"], "orders") == 1200  # rolled back
+    with psycopg.connect(pair.dsns["prod"]) as c:
+        assert c.execute("SELECT name FROM customers WHERE id = 5").fetchone() != ("changed",)
 
 
 def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: Callable[..., str],  # noqa: E501
@@ -197,10 +205,7 @@ def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: C
         sql(p.dsns["dev"], SCHEMA + DATA)
         sql(target, SCHEMA + SLOW)
         proc = p.popen("sync", "dev", "prod", "--batch-size", "100", "--jobs", "1", "--json")
-        deadline = time.monotonic() + 60
-        while count(target, "orders") < 200 and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
+        _wait_for_writer(target, proc, r"INSERT INTO .*orders")
         down = time.monotonic()
         embedded.stop(root)
         out, err = proc.communicate(timeout=60)
@@ -211,16 +216,24 @@ def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: C
         time.sleep(max(0.0, 10 - (time.monotonic() - down)))
         embedded.superuser_dsn(root)  # start it again
         sql(target, "DROP TRIGGER slow ON orders")
-        partial = count(target, "orders")
+        # the unit (customers, orders, order_lines) rolled back: orders as it was
+        assert count(target, "orders") == 2
         r = p.run("sync", "dev", "prod", "--json")
         assert r.code == 0, r.err + r.out
         by = {t["table"]: t for t in r.json["tables"]}
-        assert by["public.orders"]["inserted"] == 1200 - partial
+        assert by["public.orders"]["inserted"] == 1199 and by["public.orders"]["deleted"] == 1
         same(p, TABLES3)
     finally:
         embedded.stop(root)
         shutil.rmtree(root, ignore_errors=True)
         subprocess.run(["true"], check=False)
+
+
+def _writer_busy(dsn: str, query_pattern: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        return bool(c.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
+            " AND state = 'active' AND query ~ %s", [query_pattern]).fetchone())
 
 
 def _wait_for_writer(dsn: str, proc: Any, query_pattern: str) -> None:
@@ -279,9 +292,9 @@ def test_sigkill_in_full_mode_rolls_the_table_back_and_rerun_completes(pair: Pro
     _wait_for_writer(pair.dsns["prod"], proc, "(INSERT|COPY).*orders")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    # customers committed (its own transaction); orders rolled back as a whole
-    assert count(pair.dsns["prod"], "customers") == 300
-    assert count(pair.dsns["prod"], "orders") == 1  # the row that was there before
+    # customers and orders are tied by a foreign key: one transaction, rolled back whole
+    assert count(pair.dsns["prod"], "customers") == 2  # the rows that were there before
+    assert count(pair.dsns["prod"], "orders") == 2
     sql(pair.dsns["prod"], "DROP TRIGGER slow ON orders")
     r = pair.run("sync", "dev", "prod", "--mode", "full", "--json")
     assert r.code == 0, r.err + r.out

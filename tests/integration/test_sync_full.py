@@ -156,28 +156,6 @@ def test_partitioned_table_through_its_parent_and_report(
         assert rows(p.dsns["dev"], "m") == rows(p.dsns["prod"], "m")
 
 
-def test_big_table_loads_key_ranges_in_parallel(synced: Project, cli: Callable[..., Result],
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from pgferry.sync import tables
-
-    monkeypatch.setattr(tables, "PARALLEL_MIN_ROWS", 500)
-    seen: list[int | None] = []
-    real = tables._parallel_copy
-
-    def spy(*a: Any, **k: Any) -> int | None:
-        n = real(*a, **k)
-        seen.append(n)
-        return n
-
-    monkeypatch.setattr(tables, "_parallel_copy", spy)
-    sql(synced.dsns["dev"], "ANALYZE")
-    r = cli("--config", str(synced.config), "sync", "dev", "prod", "--mode", "full", "--yes",
-            "--jobs", "3", "--json")
-    assert r.code == 0, r.err + r.out
-    assert sorted(x for x in seen if x is not None) == [1200, 2400]  # orders, order_lines
-    same(synced)
-
-
 def test_where_filter_with_percent_limits_rows_and_deletes(
         tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
     ddl = "CREATE TABLE w (id int PRIMARY KEY, email text);"

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from pgferry.errors import BadInput
 from pgferry.pg import catalog
-from pgferry.sync.masking import compile_rules, mask_expressions, probe, select_list
+from pgferry.sync.masking import compile_rules, mask_expressions, probe, select_list, set_key
 
 KEY = "test-mask-key-0123456789"
 
@@ -44,6 +44,7 @@ def conn(db: str) -> Any:
             INSERT INTO orders SELECT i, 'person' || (i % 50 + 1) || '@mail.example.com', i
             FROM generate_series(1, 200) i;
         """)
+        set_key(c, KEY)  # the expressions read it from the session (never from SQL text)
         yield c
 
 
@@ -57,6 +58,7 @@ def masked(c: psycopg.Connection[Any], table: str, rules: dict[str, str], key: s
     t = catalog.tables(c, ["public"])[f"public.{table}"]
     r = compile_rules(rules)
     masks = mask_expressions(r, t.qualname, t.columns, key, key_columns=t.primary_key)
+    set_key(c, key)
     probe(c, t.qualname, t.columns, masks, r)
     q = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
         select_list(t.columns, masks), sql.Identifier(table), sql.Identifier(order))

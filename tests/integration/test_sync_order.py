@@ -148,15 +148,18 @@ def test_column_differences_types_and_extra_columns(
                       protected=())
     sql(p.dsns["dev"], "CREATE TABLE t (id int PRIMARY KEY, n int, s varchar(10), src_only text);"
         "INSERT INTO t SELECT g, g * 10, 's' || g, 'x' FROM generate_series(1, 50) g;")
-    sql(p.dsns["prod"], "CREATE TABLE t (id bigint PRIMARY KEY, n bigint, s text,"
+    sql(p.dsns["prod"], "CREATE TABLE t (id int PRIMARY KEY, n bigint, s text,"
         " tgt_only text DEFAULT 'd');")
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--dry-run", "--json")
     plan = {t["table"]: t for t in r.json["options"]["plan"]["tables"]}["public.t"]
     assert plan["missing_on_target"] == ["src_only"] and plan["missing_on_source"] == ["tgt_only"]
-    assert any("copied as text" in w for w in plan["warnings"])
+    # schema drift is a finding: the column missing on the target, and each type difference
+    assert sum("apply the migrations first" in f for f in plan["findings"]) == 3
+    assert plan["text_columns"] == ["n", "s"]
     for mode in ("full", "incremental"):
         r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", mode, "--json")
-        assert r.code == 0, r.err + r.out
+        assert r.code == 1, r.err + r.out  # done (the rows are equal), and drift found
+        assert r.json["tables"][0]["status"] == "ok" and r.json["tables"][0]["findings"]
         with psycopg.connect(p.dsns["prod"]) as c, psycopg.connect(p.dsns["dev"]) as d:
             got = c.execute("SELECT id, n, s, tgt_only FROM t ORDER BY id").fetchall()
             want = d.execute("SELECT id, n, s, 'd' FROM t ORDER BY id").fetchall()
@@ -164,3 +167,4 @@ def test_column_differences_types_and_extra_columns(
         sql(p.dsns["dev"], "UPDATE t SET n = -n WHERE id = 3")
     r = cli("--config", str(p.config), "verify", "dev", "prod", "--json")
     assert r.code == 1 and r.json["tables"][0]["differing"] == 1
+    assert "src_only" in " ".join(r.json["tables"][0]["findings"])

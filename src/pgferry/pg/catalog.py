@@ -22,8 +22,10 @@ class Column:
     not_null: bool
     has_default: bool
     identity: str  # "" | "a" (ALWAYS) | "d" (BY DEFAULT)
-    generated: str  # "" | "s" (stored generated)
+    generated: str  # "" | "s" (stored generated) | "v" (virtual generated, PostgreSQL 18)
     type_oid: int = 0
+    #: pg_type.typtype: b(ase), e(num), d(omain), c(omposite), r(ange), m(ultirange), p(seudo)
+    typtype: str = "b"
 
 
 @dataclass(frozen=True)
@@ -45,11 +47,21 @@ class Table:
     unique_keys: list[tuple[str, ...]] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     sequences: dict[str, str] = field(default_factory=dict)  # column -> "schema.sequence"
+    #: user triggers that fire in an ordinary session (enabled, or ENABLE ALWAYS)
     user_triggers: list[str] = field(default_factory=list)
+    #: their pg_trigger.tgenabled ("O" enabled, "A" always), to re-enable them as they were
+    trigger_modes: dict[str, str] = field(default_factory=dict)
     partitioned: bool = False
     row_estimate: int = 0
     total_bytes: int = 0
     owner: str = ""
+    #: row-level security filters what the connected role sees in (or may write to) this table
+    #: (``row_security_active``: policies enabled and the role neither owns it, unless
+    #: FORCE ROW LEVEL SECURITY, nor has BYPASSRLS)
+    rls_active: bool = False
+    #: sequences the table's column defaults call (``DEFAULT nextval('s')``) that no column
+    #: owns: column -> "schema.sequence"
+    default_sequences: dict[str, str] = field(default_factory=dict)
 
     @property
     def qualname(self) -> str:
@@ -66,7 +78,7 @@ SELECT c.oid, n.nspname, c.relname, c.relkind = 'p',
            SELECT sum(pg_total_relation_size(i.inhrelid)) FROM pg_inherits i
            WHERE i.inhparent = c.oid), 0)
        ELSE pg_total_relation_size(c.oid) END::bigint,
-       pg_get_userbyid(c.relowner)
+       pg_get_userbyid(c.relowner), row_security_active(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
   AND n.nspname = ANY(%s) AND n.nspname <> 'pgferry'
@@ -75,8 +87,8 @@ ORDER BY n.nspname, c.relname
 
 _COLUMNS = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef,
-       a.attidentity::text, a.attgenerated::text, a.atttypid::int
-FROM pg_attribute a
+       a.attidentity::text, a.attgenerated::text, a.atttypid::int, t.typtype::text
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
@@ -106,23 +118,41 @@ JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
 WHERE d.refobjid = ANY(%s) AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
 """
 
+# sequences a column default uses (nextval('s')) without owning them: pg_attrdef depends on
+# the sequence with a normal dependency
+_DEFAULT_SEQUENCES = """
+SELECT ad.adrelid, a.attname, sn.nspname || '.' || s.relname
+FROM pg_attrdef ad
+JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
+     AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'n'
+JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
+JOIN pg_namespace sn ON sn.oid = s.relnamespace
+JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+WHERE ad.adrelid = ANY(%s)
+ORDER BY ad.adrelid, a.attnum
+"""
+
 _TRIGGERS = """
-SELECT tgrelid, tgname FROM pg_trigger
-WHERE tgrelid = ANY(%s) AND NOT tgisinternal ORDER BY tgrelid, tgname
+SELECT tgrelid, tgname, tgenabled::text FROM pg_trigger
+WHERE tgrelid = ANY(%s) AND NOT tgisinternal AND tgenabled IN ('O', 'A')
+ORDER BY tgrelid, tgname
 """
 
 
 def tables(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, Table]:
     """Every ordinary and partitioned (parent) table of ``schemas``, by ``schema.table``."""
     by_oid: dict[int, Table] = {}
-    for oid, schema, name, partitioned, rows, size, owner in conn.execute(_TABLES, [schemas]):
+    for oid, schema, name, partitioned, rows, size, owner, rls in conn.execute(
+            _TABLES, [schemas]):
         by_oid[oid] = Table(schema, name, partitioned=partitioned, row_estimate=rows,
-                            total_bytes=size, owner=owner)
+                            total_bytes=size, owner=owner, rls_active=bool(rls))
     oids = list(by_oid)
     if not oids:
         return {}
-    for rel, name, typ, notnull, hasdef, ident, gen, typoid in conn.execute(_COLUMNS, [oids]):
-        by_oid[rel].columns.append(Column(name, typ, notnull, hasdef, ident, gen, typoid))
+    for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype in conn.execute(
+            _COLUMNS, [oids]):
+        by_oid[rel].columns.append(Column(name, typ, notnull, hasdef, ident, gen, typoid,
+                                          typtype))
     for rel, kind, cname, cols, ref, refcols, deferrable, validated in conn.execute(
         _CONSTRAINTS, [oids]
     ):
@@ -137,8 +167,12 @@ def tables(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, Table
             )
     for rel, col, seq in conn.execute(_SEQUENCES, [oids]):
         by_oid[rel].sequences[col] = seq
-    for rel, tg in conn.execute(_TRIGGERS, [oids]):
+    for rel, col, seq in conn.execute(_DEFAULT_SEQUENCES, [oids]):
+        if col not in by_oid[rel].sequences:
+            by_oid[rel].default_sequences[col] = seq
+    for rel, tg, mode in conn.execute(_TRIGGERS, [oids]):
         by_oid[rel].user_triggers.append(tg)
+        by_oid[rel].trigger_modes[tg] = mode
     return {t.qualname: t for t in by_oid.values()}
 
 

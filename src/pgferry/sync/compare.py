@@ -1,18 +1,18 @@
 """The checksum comparison inside a sync: verify a table, or find and apply what differs.
 
 Contract: :func:`diff` runs :func:`pgferry.sync.verify.diff_table` on a
-worker's connections (the source inside the run's snapshot; the target in its
-own read-only transaction, or inside the open write transaction with
-``--atomic`` and FK cycles). A table of at least ``PARALLEL_MIN_ROWS``
-estimated rows that starts when no other table waits for a worker is compared
-as key ranges on the idle workers' share of connection pairs as well
-(:meth:`RunContext.spare`: more sources in the run's snapshot, more targets
-importing the first target's snapshot), closed when the comparison ends.
-:func:`checksum_deletes` is the checksum strategy's delete phase: it compares,
-deletes what the source lacks and returns the :class:`Upserts` the load phase
-copies with :func:`checksum_upserts`.
-Ranges where many rows differ are handled as ranges, so memory is bounded by the
-number of ranges rather than the number of differing rows.
+worker's connections (the source inside the run's snapshot; the target inside
+the unit's open write transaction for a sync, or in a read-only transaction of
+its own for verify). A table of at least ``PARALLEL_MIN_ROWS`` estimated rows
+that starts when no other table waits for a worker is compared as key ranges on
+the idle workers' share of connection pairs as well (:meth:`RunContext.spare`:
+more sources in the run's snapshot, more targets importing the first target's
+snapshot), closed when the comparison ends. :func:`checksum_deletes` is the
+checksum strategy's first step: it compares, deletes what the source lacks and
+returns the :class:`Upserts` the second step copies with
+:func:`checksum_upserts`. Ranges where many rows differ are handled as ranges,
+so memory is bounded by the number of ranges rather than the number of
+differing rows.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from psycopg import sql
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
 from pgferry.sync.tables import (
-    PARALLEL_MIN_ROWS,
     Link,
     apply_keys,
     copy_range,
@@ -40,6 +39,9 @@ if TYPE_CHECKING:
     from pgferry.sync.context import RunContext
 
 
+#: tables of at least this many estimated rows may borrow idle workers for their comparison
+PARALLEL_MIN_ROWS = 200_000
+
 #: a compared range with more differing keys than this (or 30% of its rows) is copied whole
 DENSE_KEYS = 256
 
@@ -50,11 +52,21 @@ class Upserts:
 
     keys: list[Any] = field(default_factory=list)
     ranges: list[tuple[sql.Composable, list[Any]]] = field(default_factory=list)
+    #: rows the source holds (within ``where``), as the comparison counted them
+    source_rows: int = 0
 
 
 def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], None],
-         on_range: Callable[[Any], None] | None = None) -> Any:
-    """The :class:`~pgferry.sync.verify.TableDiff` of ``t`` (progress in rows compared)."""
+         on_range: Callable[[Any], None] | None = None, *, in_unit: bool = False) -> Any:
+    """The :class:`~pgferry.sync.verify.TableDiff` of ``t`` (progress in rows compared).
+
+    ``in_unit``: compare inside the unit's open write transaction (a sync); else in
+    a ``REPEATABLE READ READ ONLY`` transaction of its own (verify, the dry run,
+    the check after a sync). Either way a big table that starts while workers are
+    idle is compared on helper connection pairs too — within a unit only while it
+    has written nothing yet (the helpers import the transaction's snapshot, which
+    does not see its own writes).
+    """
     from pgferry.sync import verify
 
     last = [0]
@@ -71,10 +83,11 @@ def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], No
                                      t.qualname, {}).items() if c in t.columns} or None,
                                  on_progress=on_progress, on_range=on_range, workers=workers)
 
-    if link.hold:  # --atomic or an FK cycle: compare inside the open write transaction
+    if in_unit and link.dirty:
         return run([])
-    link.tgt.rollback()
-    link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    if not in_unit:
+        link.tgt.rollback()
+        link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     helpers: list[Link] = []
     spare = 0
     if link.helpers is not None and t.key and t.row_estimate >= PARALLEL_MIN_ROWS:
@@ -94,7 +107,8 @@ def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], No
                     sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0])))
         return run([(h.src, h.tgt) for h in helpers])
     finally:
-        link.tgt.rollback()
+        if not in_unit:
+            link.tgt.rollback()
         for h in helpers:
             for conn in (h.src, h.tgt):
                 conn.close()
@@ -115,13 +129,12 @@ def checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
                       ) -> Upserts | None:
     """Compare chunk checksums; delete what the source lacks; return what to copy later.
 
-    Runs in the delete phase (children first), so a parent's rows are deleted only
-    after its children's; None when the target table is empty (the load phase then
-    takes the binary COPY fast path).
+    Runs in the unit's transaction before any load (children first), so a parent's
+    rows are deleted only after its children's; None when the target table is empty
+    (the load then takes the COPY fast path). Fills ``r.source_rows`` (rows the
+    source holds, as compared) unless ``keys_only``.
     """
     if not t.where and is_empty(link, t):
-        if not link.hold:
-            link.tgt.rollback()
         return None
     # Ranges are kept compact while the comparison runs: a range where many rows differ
     # is remembered as a range (copied and pruned as a whole), so memory stays bounded by
@@ -145,9 +158,9 @@ def checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
     spec = replace(t, columns=list(t.key)) if keys_only else t
     # the bar counts rows compared here, then rows written in the load phase
     found = diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
-                 on_range=collect)
+                 on_range=collect, in_unit=True)
     if not keys_only:
-        r.unchanged = found.matched  # (not +=: a retried attempt compares again)
+        work.source_rows = found.source_rows
     src_side, tgt_side = found.source_side, found.target_side
     for rg, dense in ranges:
         if rg.source_rows and not keys_only and src_side is not None:
@@ -166,13 +179,18 @@ def checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
 
 
 def checksum_upserts(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
-                      r: TableResult, work: Upserts | None,
-                      progress: Callable[[int], None]) -> None:
-    """Copy the differing keys and the source-only ranges found by the comparison."""
-    if work is None:  # the table was empty in the delete phase (and nothing wrote it since)
+                     r: TableResult, work: Upserts | None,
+                     progress: Callable[[int], None]) -> None:
+    """Copy the differing keys and the source-only ranges found by the comparison.
+
+    Afterwards the counts add up: inserted + updated + unchanged + dead-lettered
+    is the number of source rows compared (a row of a dense range copied whole
+    and found equal is unchanged, counted once).
+    """
+    if work is None:  # the table was empty before this unit wrote anything into it
         full_load(link, t, masks, r, progress)
-        link.commit()
         return
     for where, params in work.ranges:
         copy_range(link, t, masks, r, where, params, progress)
     apply_keys(link, t, masks, r, work.keys, [], progress)
+    r.source_rows = work.source_rows

@@ -48,27 +48,49 @@ class _Writer(QueuedLibpqWriter):
 
 
 class Snapshot:
-    """The run's source snapshot: a coordinator transaction plus importing workers."""
+    """The run's source snapshot: a coordinator transaction plus importing workers.
 
-    def __init__(self, dsn: str, *, retry_for: float = 10.0) -> None:
+    Every connection pins the run's session settings (:func:`pgferry.sync.session.pin`)
+    before its transaction starts, and receives the masking key, if any, as a bound
+    parameter.
+    """
+
+    def __init__(self, dsn: str, *, retry_for: float = 10.0, mask_key: str | None = None
+                 ) -> None:
         self.dsn = dsn
         self.retry_for = retry_for
-        self.coordinator = connect(dsn, application_name="pgferry sync coordinator",
-                                   retry_for=retry_for)
+        self.mask_key = mask_key
+        self.coordinator = self._connect("pgferry sync coordinator")
         c = self.coordinator
         c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         row = c.execute(
             "SELECT pg_export_snapshot(), pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
-            " ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x)"
+            " ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x),"
+            " current_user, pg_snapshot_xmax(pg_current_snapshot())::text::bigint"
         ).fetchone()
         assert row is not None
         self.id: str = row[0]
+        #: the snapshot's xmin (a 64-bit xid8): every transaction that could commit after
+        #: this snapshot, and every subtransaction of one, has an xid at or above it
         self.xmin: int = row[1]
         self.xip: list[int] = list(row[2])
+        self.role: str = row[3]
+        self.xmax: int = row[4]
+
+    def _connect(self, name: str) -> psycopg.Connection[Any]:
+        from pgferry.sync import session
+
+        c = connect(self.dsn, application_name=name, retry_for=self.retry_for)
+        try:
+            session.pin(c, mask_key=self.mask_key)
+        except BaseException:
+            c.close()
+            raise
+        return c
 
     def worker(self) -> psycopg.Connection[Any]:
         """A new source connection whose transaction reads the shared snapshot."""
-        w = connect(self.dsn, application_name="pgferry sync worker", retry_for=self.retry_for)
+        w = self._connect("pgferry sync worker")
         w.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         w.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.id)))
         return w
@@ -123,13 +145,20 @@ def where_clause(t: TablePlan, extra: sql.Composable | None = None) -> sql.Compo
 
 
 def select_sql(t: TablePlan, masks: dict[str, sql.Composable], where: sql.Composable,
-               order: bool = False) -> sql.Composed:
-    """``SELECT <synced columns, masked where configured> FROM t WHERE ...``."""
-    exprs = [
-        sql.SQL("{} AS {}").format(masks[c], sql.Identifier(c)) if c in masks
-        else sql.Identifier(c)
-        for c in t.columns
-    ]
+               order: bool = False, *, staged: bool = False) -> sql.Composed:
+    """``SELECT <synced columns, masked where configured> FROM t WHERE ...``.
+
+    ``staged``: the rows go into a staging table (:func:`pgferry.sync.write.staging`),
+    whose ``text_columns`` are text: those are sent as text (in the pinned output
+    settings) and cast to the target type there, row by row.
+    """
+    exprs: list[sql.Composable] = []
+    for c in t.columns:
+        e: sql.Composable = masks[c] if c in masks else sql.Identifier(c)
+        if staged and c in t.text_columns:
+            e = sql.SQL("CAST(({}) AS text)").format(e)
+        exprs.append(sql.SQL("{} AS {}").format(e, sql.Identifier(c))
+                     if (c in masks or (staged and c in t.text_columns)) else e)
     q = sql.SQL("SELECT {} FROM {} WHERE {}").format(
         sql.SQL(", ").join(exprs), table_ident(t), where)
     if order and t.key:

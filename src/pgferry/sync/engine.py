@@ -1,26 +1,22 @@
-"""Run a sync or verify: plan, snapshot, workers, retries, sequences, journal.
+"""Run a sync, a verify or a dry run: plan, snapshot, locks, workers, journal.
 
 Contract: :func:`run` is the one service the CLI (and later the admin server)
 calls. It validates everything that can be validated before any write (mask
-rules and expressions, table names, keys, the personal-data gate) — those
+rules and their direction, table names, keys, the personal-data gate) — those
 raise :class:`~pgferry.errors.BadInput` / :class:`~pgferry.errors.Refused`
 with nothing written — then opens the shared source snapshot
-(:class:`~pgferry.sync.copy.Snapshot`), journals the run in the target and
-executes the plan:
+(:class:`~pgferry.sync.copy.Snapshot`) and executes the plan:
 
-- ``full``: deletes children first (each table its own transaction), then
-  loads parents first; each table is one transaction (all of them one
-  transaction with ``atomic``). A transient error retries the table.
-- ``incremental``: per table its strategy (``checksum`` via
-  :func:`pgferry.sync.verify.diff_table`, then the differing keys are copied;
-  ``watermark``; ``full`` when configured); batches commit one by one with their
-  checkpoints, so a re-run after a crash continues where it stopped. A
-  transient error retries the table (committed batches are not redone).
-- ``verify``: the chunked comparison only, read-only on both sides.
+- a sync journals the run in the target, takes the run's table locks
+  (:mod:`pgferry.sync.locks`: one sync at a time per target table) and runs
+  the tables in units, each one target transaction (:mod:`pgferry.sync.workers`):
+  every table ends up synced or exactly as it was;
+- ``verify`` and ``--dry-run`` only compare, read-only on both sides (verify
+  journals where a journal already exists; a dry run writes nothing at all)
+  and count what differs: what a sync would insert, update and delete.
 
-The execution itself (workers, retries, phases) lives in
-:mod:`pgferry.sync.workers`. The result is a
-:class:`~pgferry.sync.result.SyncResult`; the caller maps it to an exit code.
+The result is a :class:`~pgferry.sync.result.SyncResult`; the caller maps it to
+an exit code.
 """
 
 from __future__ import annotations
@@ -37,7 +33,7 @@ from pgferry import journal
 from pgferry.config import Config, parse_duration
 from pgferry.pg import catalog
 from pgferry.pg.connect import Target, connect
-from pgferry.sync import events, masking, state, workers
+from pgferry.sync import events, locks, masking, state, workers
 from pgferry.sync.context import RunContext
 from pgferry.sync.copy import Snapshot
 from pgferry.sync.plan import Mode, SyncPlan, build_plan
@@ -69,12 +65,10 @@ class Options:
 
 def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],
            tgt: dict[str, catalog.Table], conn: psycopg.Connection[Any],
-           ) -> tuple[dict[str, dict[str, sql.Composable]], masking.MaskRules]:
-    rules = masking.compile_rules(cfg.sync.mask)
+           rules: masking.MaskRules, key: str | None) -> dict[str, dict[str, sql.Composable]]:
     out: dict[str, dict[str, sql.Composable]] = {}
     if not rules:
-        return out, rules
-    key = masking.mask_key(cfg.dotenv()) if rules.needs_key else None
+        return out
     for t in plan.tables:
         s = src[t.qualname]
         columns = [c for c in s.columns if c.name in t.columns]
@@ -83,104 +77,156 @@ def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],
         if m:
             masking.probe(conn, t.qualname, columns, m, rules)
             out[t.qualname] = m
-    return out, rules
+            for c in m:
+                rule = rules.rule_for(t.qualname, c)
+                t.masked[c] = rule.spec if rule else ""
+    return out
 
 
 def _catalogs(cfg: Config, snap: Snapshot, target: Target
               ) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table],
-                         dict[str, catalog.Table]]:
+                         dict[str, catalog.Table], str]:
     src = catalog.tables(snap.coordinator, cfg.sync.schemas)
     with connect(target.dsn, autocommit=True) as c:
         schemas = [r[0] for r in c.execute(_USER_SCHEMAS)]
         everything = catalog.tables(c, schemas)
+        row = c.execute("SELECT current_user").fetchone()
     tgt = {k: v for k, v in everything.items() if v.schema in cfg.sync.schemas}
-    return src, tgt, everything
+    return src, tgt, everything, str(row[0]) if row else ""
 
 
-def prepare(cfg: Config, source: Target, target: Target, opts: Options
-            ) -> tuple[Snapshot, SyncPlan, dict[str, dict[str, sql.Composable]],
-                       dict[str, catalog.Table], list[str]]:
+@dataclass
+class Prepared:
+    """What :func:`prepare` found: the open snapshot, the plan, the masks."""
+
+    snapshot: Snapshot
+    plan: SyncPlan
+    masks: dict[str, dict[str, sql.Composable]]
+    source_tables: dict[str, catalog.Table]
+    unmasked: list[str]
+
+
+def rules_for(cfg: Config, source: Target, target: Target) -> masking.MaskRules:
+    """The ``[sync.mask]`` rules of this direction.
+
+    Bad rules, and rules that would mask into a protected target, are BadInput
+    (exit 2) before any connection.
+    """
+    return masking.compile_rules(cfg.sync.mask).direction(source, target)
+
+
+def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepared:
     """Open the snapshot, read both catalogs, plan, check masks. Nothing is written."""
     retry = opts.retry_for if opts.retry_for is not None else parse_duration(
         cfg.sync.retry).total_seconds()
-    masking.compile_rules(cfg.sync.mask)  # a bad rule is exit 2 before any connection
-    snap = Snapshot(source.dsn, retry_for=retry)
+    rules = rules_for(cfg, source, target)
+    # --no-mask copies unmasked, but the rules are still checked (a bad rule is bad input);
+    # the key is then only a stand-in for that check
+    key = (("x" * masking.MIN_KEY_LENGTH if opts.no_mask_reason else masking.mask_key(
+        cfg.dotenv())) if rules.needs_key else None)
+    snap = Snapshot(source.dsn, retry_for=retry, mask_key=key)
     try:
-        src, tgt, everything = _catalogs(cfg, snap, target)
+        src, tgt, everything, trole = _catalogs(cfg, snap, target)
         plan = build_plan(src, tgt, cfg.sync, mode=opts.mode, tables=opts.tables or None,
                           exclude=opts.exclude or None, referencing=everything,
-                          history=f"{cfg.migrate.schema_}.{cfg.migrate.history_table}")
-        masks, rules = _masks(cfg, plan, src, tgt, snap.coordinator)
+                          history=f"{cfg.migrate.schema_}.{cfg.migrate.history_table}",
+                          protected=target.protected, roles=(snap.role, trole))
+        masks = _masks(cfg, plan, src, tgt, snap.coordinator, rules, key)
+        if opts.no_mask_reason:
+            masks, rules = {}, masking.MaskRules()
+            for t in plan.tables:
+                t.masked.clear()
         unmasked = masking.refuse_unmasked(
             rules, {t.qualname: src[t.qualname] for t in plan.tables}, source=source,
             target=target, no_mask_reason=opts.no_mask_reason) if opts.mode != "verify" else []
         for t in plan.tables:
-            for c, s in src[t.qualname].sequences.items():
+            s = src[t.qualname]
+            for c, seq in {**s.default_sequences, **s.sequences}.items():
                 if c in t.sequences:
-                    t.sequences[c] = f"{t.sequences[c]}|{s}"  # target|source
-        return snap, plan, masks, src, unmasked
+                    t.sequences[c] = f"{t.sequences[c]}|{seq}"  # target|source
+        return Prepared(snap, plan, masks, src, unmasked)
     except BaseException:
         snap.close()
         raise
 
 
+def _fill(result: SyncResult, plan: SyncPlan, opts: Options) -> None:
+    """The result's tables as planned (before anything runs)."""
+    result.warnings.extend(plan.warnings)
+    result.findings.extend(plan.findings)
+    for n in plan.missing_tables:
+        r = result.table(n)
+        r.status = "missing"
+        r.findings.append("exists on the source but not on the target: apply the migrations "
+                          "first")
+    for t in plan.tables:
+        r = result.table(t.qualname)
+        r.mode, r.strategy = t.mode, t.strategy
+        r.estimated_rows, r.estimated_bytes = t.row_estimate, t.total_bytes
+        r.warnings.extend(t.warnings)
+        r.findings.extend(t.findings)
+        r.masked.update(t.masked)
+        if t.error:
+            r.status, r.error = "failed", t.error
+        elif opts.dry_run:
+            r.status = "planned"
+
+
 def run(cfg: Config, source: Target, target: Target, opts: Options,
         channel: events.Channel | None = None) -> SyncResult:
-    """Plan and execute a sync (or verify) of ``source`` into ``target``."""
+    """Plan and execute a sync (or verify, or a dry run) of ``source`` into ``target``."""
     result = SyncResult(source.name, target.name, source.display, target.display,
                         mode=opts.mode, dry_run=opts.dry_run,
-                        started_at=datetime.now(UTC), no_mask_reason=opts.no_mask_reason)
+                        started_at=datetime.now(UTC), no_mask_reason=opts.no_mask_reason,
+                        run_id=uuid.uuid4().hex[:12])
     batch = opts.batch_size or cfg.sync.batch_size
     jobs = 1 if opts.atomic else (opts.jobs or cfg.sync.jobs)
     result.options = {"batch_size": batch, "jobs": jobs, "tables": opts.tables,
                       "exclude": opts.exclude, "atomic": opts.atomic}
-    snap, plan, masks, src_cat, unmasked = prepare(cfg, source, target, opts)
-    rules = masking.compile_rules(cfg.sync.mask)
+    prep = prepare(cfg, source, target, opts)
+    plan, snap = prep.plan, prep.snapshot
     try:
-        result.warnings.extend(plan.warnings)
-        if unmasked:
+        _fill(result, plan, opts)
+        if prep.unmasked:
             result.warnings.append(f"copied unmasked ({opts.no_mask_reason}): "
-                                   + ", ".join(unmasked))
-        for t in plan.tables:
-            r = result.table(t.qualname)
-            r.mode, r.strategy = t.mode, t.strategy
-            r.estimated_rows, r.estimated_bytes = t.row_estimate, t.total_bytes
-            r.warnings.extend(t.warnings)
-            for c in masks.get(t.qualname, {}):
-                rule = rules.rule_for(t.qualname, c)
-                r.masked[c] = rule.spec if rule else ""
-            if t.error and opts.mode == "verify" and not t.key:
-                # nothing to compare by: say so, but it is not a failed comparison
-                r.status = "skipped"
-                r.warnings.append("not compared: no primary key and no [sync.tables] key")
-            elif t.error:
-                r.status, r.error = "failed", t.error
-            elif opts.dry_run:
-                r.status = "planned"
-        if opts.dry_run:
-            result.options["plan"] = plan.to_dict()
-            result.finished_at = datetime.now(UTC)
-            return result
+                                   + ", ".join(prep.unmasked))
         retry = opts.retry_for if opts.retry_for is not None else parse_duration(
             cfg.sync.retry).total_seconds()
-        ctx = RunContext(cfg, source, target, opts, plan, masks, snap, result,
-                   uuid.uuid4().hex[:12], channel or events.Channel(), batch,
-                   retry, parse_duration(cfg.sync.overlap).total_seconds(), jobs=jobs)
+        ctx = RunContext(cfg, source, target, opts, plan, prep.masks, snap, result,
+                         result.run_id, channel or events.Channel(), batch,
+                         retry, parse_duration(cfg.sync.overlap).total_seconds(), jobs=jobs)
+        if opts.dry_run:
+            # read-only on both sides: the comparison the sync would make, counted
+            result.options["plan"] = plan.to_dict()
+            workers.execute(ctx, jobs)
+            result.finished_at = datetime.now(UTC)
+            return result
         args = {"source": source.name, "target": target.name, "mode": opts.mode,
                 "tables": opts.tables, "exclude": opts.exclude, "batch_size": batch,
-                "jobs": jobs, "atomic": opts.atomic, "no_mask_reason": opts.no_mask_reason}
-        command = "verify" if opts.mode == "verify" else "sync"
-        with journal.operation(target, command, args) as op:
-            if opts.mode != "verify":
-                with connect(target.dsn, autocommit=True, retry_for=retry) as tc:
-                    state.ensure(tc)
-            ctx.event(events.RunStarted(source.name, target.name, opts.mode,
-                                        [t.qualname for t in plan.tables]))
-            for w in result.warnings:
-                ctx.event(events.Warning(w))
+                "jobs": jobs, "atomic": opts.atomic, "no_mask_reason": opts.no_mask_reason,
+                "run_id": result.run_id}
+        verify = opts.mode == "verify"
+        # verify is read-only on both sides: it journals only where a journal exists
+        with journal.operation(target, "verify" if verify else "sync", args,
+                               create=not verify) as op:
+            lock = None
             try:
+                if not verify:
+                    with connect(target.dsn, autocommit=True, retry_for=retry) as tc:
+                        state.ensure(tc)
+                        state.expire_images(tc, parse_duration(
+                            cfg.sync.keep_before_images_for).total_seconds())
+                    lock = locks.acquire(target, [t.qualname for t in plan.runnable],
+                                         parse_duration(cfg.sync.lock_wait).total_seconds(),
+                                         result.run_id)
+                ctx.event(events.RunStarted(source.name, target.name, opts.mode,
+                                            [t.qualname for t in plan.tables]))
+                for w in result.warnings:
+                    ctx.event(events.Warning(w))
                 workers.execute(ctx, jobs)
             finally:
+                if lock is not None:
+                    lock.close()
                 result.finished_at = datetime.now(UTC)
                 op.details.update(result.to_dict())
                 outcome = result.derive_outcome()
@@ -189,4 +235,3 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
         return result
     finally:
         snap.close()
-

@@ -5,9 +5,9 @@ rule on one column; every identifier goes through :class:`~psycopg.sql.Identifie
 and no ``%`` ever reaches the query text (psycopg would read it as a placeholder
 in a query with parameters), so the expressions fit any ``SELECT`` or ``COPY``.
 All hash-based rules derive from ``sha256(key || value)`` (built-in since
-PostgreSQL 11, no pgcrypto). :class:`Secret` carries the key: hex-encoded in the
-query, never in a ``repr``. :mod:`pgferry.sync.masking` validates rules and
-decides which expression goes where.
+PostgreSQL 11, no pgcrypto). :class:`Secret` stands for the key: the query reads it
+from the session (``current_setting``), never from its own text.
+:mod:`pgferry.sync.masking` validates rules and decides which expression goes where.
 """
 
 from __future__ import annotations
@@ -52,18 +52,20 @@ def text_literal(value: str) -> sql.Composable:
 
 
 class Secret(sql.Composable):
-    """The secret as ``convert_from(decode('<hex>', 'hex'), 'UTF8')``.
+    """The secret, as the SQL that reads it: ``current_setting('pgferry.mask_key')``.
 
-    Hex keeps ``%`` out of the query and the key out of plain sight in server logs;
-    the ``repr`` never shows it (it may end up in a traceback).
+    The key itself never enters SQL text (where ``pg_stat_activity`` and the server
+    log of a failing query would show it): each source session receives it once as
+    a bound parameter of ``set_config`` (:func:`pgferry.sync.session.pin`). The
+    object keeps the key only so callers can tell whether one was given; its
+    ``repr`` never shows it.
     """
 
     def __init__(self, key: str) -> None:
         super().__init__(key)
 
     def as_bytes(self, context: Any = None) -> bytes:
-        hexed = self._obj.encode().hex()
-        return f"convert_from(decode('{hexed}', 'hex'), 'UTF8')".encode()
+        return b"pg_catalog.current_setting('pgferry.mask_key')"
 
     def __repr__(self) -> str:
         return "Secret('***')"

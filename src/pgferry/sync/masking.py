@@ -22,9 +22,10 @@ Contract:
   :func:`refuse_unmasked` turns that list into the policy refusal (exit 4) for a
   sync from a protected to an unprotected environment.
 
-The SQL of each rule lives in :mod:`pgferry.sync.mask_sql`. The secret is
-embedded hex-encoded, and its ``repr`` is redacted; never log a composed
-masking query.
+The SQL of each rule lives in :mod:`pgferry.sync.mask_sql`. The secret never
+enters SQL text: the expressions read it with ``current_setting('pgferry.mask_key')``
+and :func:`set_key` (or :func:`pgferry.sync.session.pin`) hands it to a session
+as a bound parameter.
 """
 
 from __future__ import annotations
@@ -79,6 +80,14 @@ class MaskRule:
     kind: str  # a key of RULES
     arg: str = ""  # the value of fixed:, the (normalized) expression of sql:
     raw: str = ""  # the rule as written in the config
+    #: environments the rule masks into (empty: wherever data leaves a protected env)
+    targets: tuple[str, ...] = ()
+
+    def applies(self, source: Any, target: Any) -> bool:
+        """Whether this rule masks a sync from ``source`` into ``target`` (Targets)."""
+        if self.targets:
+            return target.name in self.targets
+        return bool(source.protected and not target.protected)
 
     @property
     def parts(self) -> tuple[str, str, str]:
@@ -113,6 +122,22 @@ class MaskRules:
     def needs_key(self) -> bool:
         return any(r.kind in _NEEDS_KEY or (r.kind == "sql" and "{key}" in r.arg)
                    for r in self.rules)
+
+    def direction(self, source: Any, target: Any) -> MaskRules:
+        """The rules that apply from ``source`` into ``target`` (:class:`Target` objects).
+
+        A rule applies where personal data leaves a protected environment for an
+        unprotected one, or where its ``targets`` name the target. A rule never
+        masks into a protected target: one that names it is BadInput (exit 2),
+        before any connection writes.
+        """
+        bad = [r for r in self.rules if target.protected and target.name in r.targets]
+        if bad:
+            raise BadInput(f"[sync.mask] {bad[0].pattern!r} names the protected environment "
+                           f"{target.name!r} in its targets: masking would overwrite its real "
+                           "data with masked values; remove it from targets (masking is for "
+                           "copies that leave a protected environment)", key=bad[0].pattern)
+        return MaskRules(tuple(r for r in self.rules if r.applies(source, target)))
 
     def rule_for(self, table_qualname: str, column: str) -> MaskRule | None:
         """The most specific rule for a column (ties: the one written first), or None."""
@@ -173,10 +198,18 @@ def _parse_expression(key: str, text: str) -> str:
     return text
 
 
-def compile_rules(mask_config: Mapping[str, str]) -> MaskRules:
-    """Validate ``[sync.mask]`` and compile it; BadInput names the first bad key."""
+def compile_rules(mask_config: Mapping[str, Any]) -> MaskRules:
+    """Validate ``[sync.mask]`` and compile it; BadInput names the first bad key.
+
+    A value is the rule (``"email"``) or a table ``{ rule = "email", targets = [...] }``
+    (:class:`pgferry.config.MaskRuleConfig`).
+    """
     rules = []
-    for pattern, raw in mask_config.items():
+    for pattern, value in mask_config.items():
+        targets: tuple[str, ...] = ()
+        raw: Any = value
+        if not isinstance(value, str) and hasattr(value, "rule"):
+            raw, targets = value.rule, tuple(value.targets)
         parts = pattern.split(".")
         if len(parts) != 3 or not all(parts):
             raise BadInput(f"[sync.mask] {pattern!r}: the key must be \"schema.table.column\" "
@@ -198,7 +231,7 @@ def compile_rules(mask_config: Mapping[str, str]) -> MaskRules:
                            key=pattern)
         if kind == "sql":
             arg = _parse_expression(pattern, arg)
-        rules.append(MaskRule(pattern, kind, arg, raw.strip()))
+        rules.append(MaskRule(pattern, kind, arg, raw.strip(), targets))
     return MaskRules(tuple(rules))
 
 
@@ -212,6 +245,11 @@ def mask_key(dotenv: Mapping[str, str] | None = None) -> str:
     return key
 
 
+
+
+def set_key(conn: Any, key: str) -> None:
+    """Give ``conn``'s session the masking key (a bound parameter, never SQL text)."""
+    conn.execute("SELECT set_config('pgferry.mask_key', %s, false)", [key])
 
 
 def _check_fit(where: str, rule: MaskRule, col: Column, target: Column | None,

@@ -26,7 +26,7 @@ from typing import Literal
 
 from pgferry.config import SyncConfig, SyncTableConfig
 from pgferry.errors import BadInput
-from pgferry.pg.catalog import Table
+from pgferry.pg.catalog import Column, Table
 
 Mode = Literal["incremental", "full", "verify"]
 Strategy = Literal["full", "checksum", "watermark", "verify"]
@@ -83,6 +83,25 @@ class TablePlan:
     total_bytes: int = 0
     missing_on_target: list[str] = field(default_factory=list)
     missing_on_source: list[str] = field(default_factory=list)
+    #: schema drift the run reports as a problem (exit 1): source columns the target lacks,
+    #: columns whose types differ ("apply the migrations first")
+    findings: list[str] = field(default_factory=list)
+    #: user triggers' pg_trigger.tgenabled, to re-enable them as they were
+    trigger_modes: dict[str, str] = field(default_factory=dict)
+    #: column -> type (format_type) on the source
+    source_types: dict[str, str] = field(default_factory=dict)
+    #: columns staged and copied as text, then cast to the target type row by row (so a
+    #: value the target refuses is one dead letter, not a failed COPY): types that differ,
+    #: and target types whose input can refuse a value the source holds (enum labels,
+    #: domain checks, composite and other user-defined types)
+    text_columns: list[str] = field(default_factory=list)
+    #: an empty target table may be loaded after a TRUNCATE (COPY FREEZE), which holds
+    #: ACCESS EXCLUSIVE until the table commits: readers wait ([sync] block_readers)
+    block_readers: bool = True
+    #: save every row this run updates or deletes in pgferry.before_images (sync revert)
+    before_images: bool = False
+    #: masked columns -> the rule's text (filled by the engine)
+    masked: dict[str, str] = field(default_factory=dict)
 
     @property
     def value_columns(self) -> list[str]:
@@ -98,7 +117,24 @@ class TablePlan:
             "estimated_bytes": self.total_bytes, "missing_on_target": self.missing_on_target,
             "missing_on_source": self.missing_on_source, "cycle": self.cycle,
             "warnings": list(self.warnings), "error": self.error,
+            "findings": list(self.findings), "sequences": dict(self.sequences),
+            "user_triggers": list(self.user_triggers) if self.triggers == "enable" else [],
+            "text_columns": list(self.text_columns),
+            "locks": self.locks(), "before_images": self.before_images,
+            "masked": dict(self.masked),
         }
+
+    def locks(self) -> list[str]:
+        """What the run's writes to this table lock beyond its rows (shown in the plan)."""
+        out = []
+        if self.mode != "verify" and self.strategy != "verify":
+            if self.block_readers and not self.referenced and not self.partitioned:
+                out.append("ACCESS EXCLUSIVE while loading when the target table is empty "
+                           "(TRUNCATE + COPY FREEZE: readers wait)")
+            if self.triggers == "disable" and self.user_triggers:
+                out.append("SHARE ROW EXCLUSIVE (DISABLE TRIGGER) until the table commits: "
+                           "other writers wait")
+        return out
 
 
 @dataclass
@@ -110,6 +146,10 @@ class SyncPlan:
     warnings: list[str] = field(default_factory=list)
     #: non-deferrable FK cycles (each a list of tables); their tables carry an error
     cycles: list[list[str]] = field(default_factory=list)
+    #: schema drift that is a problem (exit 1): tables of the source the target lacks
+    findings: list[str] = field(default_factory=list)
+    #: tables of the source the target lacks (each also a finding)
+    missing_tables: list[str] = field(default_factory=list)
 
     def table(self, qualname: str) -> TablePlan:
         return next(t for t in self.tables if t.qualname == qualname)
@@ -120,7 +160,8 @@ class SyncPlan:
 
     def to_dict(self) -> dict[str, object]:
         return {"mode": self.mode, "tables": [t.to_dict() for t in self.tables],
-                "warnings": list(self.warnings), "cycles": self.cycles}
+                "warnings": list(self.warnings), "cycles": self.cycles,
+                "findings": list(self.findings), "missing_tables": list(self.missing_tables)}
 
 
 def _match(patterns: list[str], names: list[str], schemas: list[str], what: str,
@@ -143,37 +184,54 @@ def _match(patterns: list[str], names: list[str], schemas: list[str], what: str,
 
 def select_tables(source: dict[str, Table], target: dict[str, Table], cfg: SyncConfig,
                   tables: list[str] | None = None, exclude: list[str] | None = None,
-                  history: str | None = None) -> tuple[list[str], list[str]]:
-    """The selected ``schema.table`` names and selection warnings (BadInput on unknown names).
+                  history: str | None = None) -> tuple[list[str], list[str], list[str]]:
+    """The selected ``schema.table`` names, selection warnings and source tables the target lacks.
 
-    ``history`` (the migration history table) is never selected implicitly: each
-    environment's history records what ran *there*; it is synced only when named.
+    BadInput on unknown names. ``history`` (the migration history table) is never
+    selected implicitly: each environment's history records what ran *there*; it is
+    synced only when named. A source table missing on the target (among those the
+    selection would take) is schema drift: the caller reports it as a problem.
     """
     both = sorted(set(source) & set(target))
     warnings: list[str] = []
+    missing: list[str] = []
     if history in both and not tables and not (
             cfg.tables and _match(cfg.tables, [history], cfg.schemas, "", strict=False)):
         both.remove(history)  # expected, so no warning on every run (docs/sync.md says it)
     if tables:
         chosen = _match(tables, both, cfg.schemas, "--tables", strict=True)
         # --tables wins over exclude: nothing is removed
-        return chosen, warnings
+        return chosen, warnings, missing
+    only_source = sorted(n for n in set(source) - set(target) if n != history)
+    excl_patterns = list(cfg.exclude) + list(exclude or [])
     if cfg.tables:
-        chosen = _match(cfg.tables, both, cfg.schemas, "[sync] tables", strict=True)
+        chosen = _match(cfg.tables, both, cfg.schemas, "[sync] tables", strict=False)
+        wanted = _match(cfg.tables, only_source, cfg.schemas, "", strict=False)
+        if not chosen and not wanted:
+            _match(cfg.tables, both, cfg.schemas, "[sync] tables", strict=True)
     else:
         chosen = both
-        for n in sorted(set(source) - set(target)):
-            warnings.append(f"{n} exists only on the source; skipped (create it on the target "
-                            "with a migration)")
+        wanted = only_source
         for n in sorted(set(target) - set(source)):
             warnings.append(f"{n} exists only on the target; left untouched")
-    excl = _match(list(cfg.exclude) + list(exclude or []), both, cfg.schemas, "exclude",
-                  strict=bool(exclude))
-    return [n for n in chosen if n not in excl], warnings
+    excl = _match(excl_patterns, both, cfg.schemas, "exclude", strict=bool(exclude))
+    gone = _match(excl_patterns, wanted, cfg.schemas, "exclude", strict=False)
+    missing = [n for n in wanted if n not in gone]
+    return [n for n in chosen if n not in excl], warnings, missing
 
 
 def _table_cfg(cfg: SyncConfig, qualname: str) -> SyncTableConfig:
     return cfg.table.get(qualname) or SyncTableConfig()
+
+
+#: pg_type.oid of the first user-defined type (FirstNormalObjectId)
+_FIRST_USER_OID = 16384
+
+
+def _text_input(c: Column) -> bool:
+    """True when the target's input of this type can refuse a value a source of the same
+    type name holds: enum labels, domain checks, composite and other user-defined types."""
+    return c.typtype != "b" or c.type_oid >= _FIRST_USER_OID
 
 
 def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
@@ -181,8 +239,8 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
     cols: list[str] = []
     for c in tgt.columns:
         s = src_cols.get(c.name)
-        if c.generated == "s":
-            continue  # computed by the target itself
+        if c.generated:
+            continue  # computed by the target itself (stored or virtual)
         if s is None:
             t.missing_on_source.append(c.name)
             if c.not_null and not c.has_default and not c.identity:
@@ -193,24 +251,30 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
                 t.warnings.append(f"target column {c.name} is not on the source; it keeps "
                                   "its default")
             continue
-        if s.generated == "s":
+        if s.generated:
             t.warnings.append(f"column {c.name} is generated on the source but not on the "
                               "target; it is not synced")
             continue
         cols.append(c.name)
         t.column_types[c.name] = c.type
+        t.source_types[c.name] = s.type
         if s.type != c.type:
             t.same_types = False
-            t.warnings.append(f"column {c.name} is {s.type} on the source and {c.type} on the "
-                              "target; copied as text")
+            t.findings.append(f"column {c.name} is {s.type} on the source and {c.type} on the "
+                              "target: apply the migrations first (until then it is copied as "
+                              "text, and a value the target refuses becomes a dead letter)")
+            t.text_columns.append(c.name)
+        elif _text_input(c):
+            t.text_columns.append(c.name)
         if c.identity == "a":
             t.identity_always = True
             t.always_columns.append(c.name)
     tgt_names = {c.name for c in tgt.columns}
     for c in src.columns:
-        if c.name not in tgt_names and c.generated != "s":
+        if c.name not in tgt_names and not c.generated:
             t.missing_on_target.append(c.name)
-            t.warnings.append(f"source column {c.name} is not on the target; not synced")
+            t.findings.append(f"source column {c.name} is not on the target: apply the "
+                              "migrations first (until then it is not synced)")
     t.columns = cols
 
 
@@ -229,9 +293,10 @@ def _strategy(t: TablePlan, tc: SyncTableConfig, mode: Mode) -> None:
     if t.watermark and t.watermark not in t.columns:
         raise BadInput(f"[sync.tables.\"{t.qualname}\"] watermark column {t.watermark!r} is "
                        "not a synced column of the table")
-    if not t.key and t.strategy != "full" and t.error is None:
+    if not t.key and t.strategy not in ("full", "verify") and t.error is None:
         t.error = (f"{t.qualname} has no primary key and no [sync.tables] key, so it can be "
-                   "synced only in full mode (--mode full) and not compared")
+                   "synced only in full mode (--mode full); verify compares it as a multiset "
+                   "of rows")
 
 
 def _order(plans: dict[str, TablePlan]) -> tuple[list[str], list[list[str]]]:
@@ -276,15 +341,21 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
                mode: Mode = "incremental", tables: list[str] | None = None,
                exclude: list[str] | None = None,
                referencing: dict[str, Table] | None = None,
-               history: str | None = None) -> SyncPlan:
+               history: str | None = None, protected: bool = False,
+               roles: tuple[str, str] = ("", "")) -> SyncPlan:
     """The plan for syncing ``source`` into ``target`` (see the module docstring).
 
     ``referencing`` is the target's catalog over *all* its schemas (default:
     ``target``), so foreign keys from tables outside the configured schemas are
     seen when deciding what a delete may touch. ``history`` names the migration
     history table (``schema.table``), left out unless named explicitly.
+    ``protected``: the target is a protected environment (the defaults of
+    ``block_readers`` and ``keep_before_images`` follow it). ``roles``: the
+    source and target roles, for messages.
     """
-    names, warnings = select_tables(source, target, cfg, tables, exclude, history)
+    names, warnings, missing = select_tables(source, target, cfg, tables, exclude, history)
+    block = cfg.block_readers if cfg.block_readers is not None else not protected
+    images = cfg.keep_before_images if cfg.keep_before_images is not None else protected
     for qn in cfg.table:
         if qn not in source and qn not in target:
             warnings.append(f"[sync.tables.\"{qn}\"] names a table that exists on neither side")
@@ -298,11 +369,28 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
                       mode=mode, strategy="checksum", watermark=tc.watermark, where=tc.where,
                       deletes=tc.deletes, triggers=tc.triggers, partitioned=tgt.partitioned,
                       user_triggers=list(tgt.user_triggers), row_estimate=src.row_estimate,
-                      total_bytes=src.total_bytes)
+                      total_bytes=src.total_bytes, trigger_modes=dict(tgt.trigger_modes),
+                      block_readers=block, before_images=images and mode != "verify")
         _columns(t, src, tgt)
         for k in key:
             if k not in t.columns:
                 raise BadInput(f"{qn}: key column {k!r} is not a column on both sides")
+        t.text_columns = [c for c in t.text_columns if c not in key]
+        for k in key:
+            if t.source_types.get(k) != t.column_types.get(k):
+                t.error = (f"{qn}: key column {k} is {t.source_types.get(k)} on the source and "
+                           f"{t.column_types.get(k)} on the target, so keys would not match (every "
+                           "row would look deleted and inserted again); apply the migrations "
+                           "first; nothing is written to this table")
+                break
+        for side, cat, role in (("source", src, roles[0]), ("target", tgt, roles[1])):
+            if cat.rls_active and t.error is None:
+                who = f"role {role}" if role else "the connecting role"
+                t.error = (f"{qn}: row-level security on the {side} shows {who} only some rows "
+                           "(a sync would delete the rows it cannot see, a verify would compare "
+                           f"a subset); grant {role or 'the role'} BYPASSRLS or make it the "
+                           "table's owner (without FORCE ROW LEVEL SECURITY), or leave the table "
+                           "out")
         if tc.key is None and src.primary_key != tgt.primary_key:
             t.warnings.append(f"primary key differs: source {list(src.primary_key)}, target "
                               f"{list(tgt.primary_key)}; the target's is used")
@@ -316,7 +404,8 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
         if t.where and t.strategy != "verify":
             t.warnings.append(f"only rows WHERE {t.where} are synced; deletes are limited to "
                               "them")
-        t.sequences = {c: s for c, s in tgt.sequences.items() if c in t.columns}
+        t.sequences = {c: s for c, s in {**tgt.default_sequences, **tgt.sequences}.items()
+                       if c in t.columns}
         # triggers = "disable" is what the user asked for: no warning for it
         if t.user_triggers and mode != "verify" and t.triggers != "disable":
             t.warnings.append(f"user triggers {', '.join(t.user_triggers)} fire on the "
@@ -360,4 +449,7 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
     for i, qn in enumerate(order):
         plans[qn].order = i
         ordered.append(plans[qn])
-    return SyncPlan(mode=mode, tables=ordered, warnings=warnings, cycles=hard)
+    findings = [f"{n} exists on the source but not on the target: apply the migrations first"
+                for n in missing]
+    return SyncPlan(mode=mode, tables=ordered, warnings=warnings, cycles=hard,
+                    findings=findings, missing_tables=missing)

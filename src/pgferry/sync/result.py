@@ -26,7 +26,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-TableStatus = Literal["pending", "ok", "dead_letters", "differs", "failed", "skipped", "planned"]
+TableStatus = Literal["pending", "ok", "dead_letters", "differs", "failed", "skipped", "planned",
+                      "missing"]
 Outcome = Literal["ok", "problem", "failed", "refused", "planned"]
 
 _EXIT = {"ok": 0, "planned": 0, "problem": 1, "failed": 3, "refused": 4}
@@ -60,6 +61,9 @@ class TableResult:
     deleted: int = 0
     unchanged: int = 0
     dead_lettered: int = 0
+    #: rows of the source the run read for this table (compared or copied): inserted +
+    #: updated + unchanged + dead_lettered add up to it
+    source_rows: int = 0
     duration_s: float = 0.0
     #: per-table checksum after the run, computed on each side (None when not computed)
     checksum_source: str | None = None
@@ -78,6 +82,16 @@ class TableResult:
     #: estimated rows/bytes (dry run and progress ETA)
     estimated_rows: int = 0
     estimated_bytes: int = 0
+    #: schema drift found on this table (exit 1): "apply the migrations first"
+    findings: list[str] = field(default_factory=list)
+    #: what the status alone does not say (user triggers fired on the target, ...)
+    note: str = ""
+    #: the comparison after the sync ran (True), failed (False) or was not asked for (None)
+    checked_after: bool | None = None
+    #: the dry run's comparison: rows the sync would insert, update and delete
+    would_insert: int = 0
+    would_update: int = 0
+    would_delete: int = 0
 
     @property
     def written(self) -> int:
@@ -118,6 +132,10 @@ class SyncResult:
     #: ``--no-mask --reason TEXT``: why personal columns were copied unmasked
     no_mask_reason: str | None = None
     options: dict[str, Any] = field(default_factory=dict)  # batch_size, jobs, tables, ...
+    #: the run's id (journal, dead letters, before-images: ``sync revert RUN_ID``)
+    run_id: str = ""
+    #: schema drift of the whole selection (a source table the target lacks): exit 1
+    findings: list[str] = field(default_factory=list)
 
     def table(self, name: str) -> TableResult:
         """The result for ``name``, created (and appended) on first use."""
@@ -130,7 +148,8 @@ class SyncResult:
 
     def totals(self) -> dict[str, int]:
         keys = ("inserted", "updated", "deleted", "unchanged", "dead_lettered", "matched",
-                "differing", "only_in_source", "only_in_target")
+                "differing", "only_in_source", "only_in_target", "source_rows",
+                "would_insert", "would_update", "would_delete")
         return {k: sum(int(getattr(t, k)) for t in self.tables) for k in keys}
 
     @property
@@ -147,9 +166,10 @@ class SyncResult:
             return "planned"
         if self.error or any(t.status == "failed" for t in self.tables):
             return "failed"
-        if any(
+        if self.findings or any(
             t.dead_lettered or t.differing or t.only_in_source or t.only_in_target
-            or t.status in ("dead_letters", "differs") or t.checksums_match is False
+            or t.status in ("dead_letters", "differs", "missing") or t.checksums_match is False
+            or t.findings
             for t in self.tables
         ):
             return "problem"
@@ -179,4 +199,6 @@ class SyncResult:
             "error": self.error,
             "no_mask_reason": self.no_mask_reason,
             "options": dict(self.options),
+            "run_id": self.run_id,
+            "findings": list(self.findings),
         }

@@ -1,12 +1,15 @@
 """What a sync remembers inside the target: watermarks, checkpoints and dead letters.
 
-Contract: :func:`ensure` creates ``pgferry.sync_state`` and
-``pgferry.dead_letters`` (idempotent). State rows are keyed by the source
+Contract: :func:`ensure` creates ``pgferry.sync_state``, ``pgferry.dead_letters``
+and ``pgferry.before_images`` (idempotent). State rows are keyed by the source
 environment and ``schema.table``; they are written on the *same connection and
 transaction* as the batch they describe, so a checkpoint or watermark is
 stored if and only if its batch committed. Dead letters are rows the target
 refused (constraint violation, bad value) with the error and SQLSTATE; a later
 successful sync of the same key does not remove them (they are a record).
+Before-images are the rows a sync changed on the target, as they were, so
+``sync revert`` can put them back (:mod:`pgferry.sync.revert`);
+:func:`expire_images` drops those older than ``[sync] keep_before_images_for``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,19 @@ CREATE TABLE IF NOT EXISTS pgferry.dead_letters (
     error      text        NOT NULL,
     sqlstate   text        NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS pgferry.before_images (
+    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    run_id     text        NOT NULL,
+    source     text        NOT NULL,
+    table_name text        NOT NULL,
+    action     text        NOT NULL CHECK (action IN ('insert', 'update', 'delete')),
+    key        jsonb       NOT NULL,
+    row_data   jsonb,
+    after_hash text
+);
+CREATE INDEX IF NOT EXISTS before_images_run ON pgferry.before_images (run_id, table_name);
+CREATE INDEX IF NOT EXISTS before_images_at ON pgferry.before_images (at);
 """
 
 _LOCK = 0x70677374
@@ -49,7 +65,7 @@ _LOCK = 0x70677374
 def ensure(conn: psycopg.Connection[Any]) -> None:
     """Create the journal, ``sync_state`` and ``dead_letters`` if missing (autocommit conn)."""
     journal.ensure(conn)
-    if conn.execute("SELECT to_regclass('pgferry.dead_letters') IS NOT NULL").fetchone() == (
+    if conn.execute("SELECT to_regclass('pgferry.before_images') IS NOT NULL").fetchone() == (
         True,
     ):
         return
@@ -99,3 +115,10 @@ def dead_letter(conn: psycopg.Connection[Any], *, run_id: str, source: str, tabl
         " sqlstate) VALUES (%s, %s, %s, %s, %s, %s, %s)",
         [run_id, source, table, Jsonb(key), Jsonb(row), error, sqlstate],
     )
+
+
+def expire_images(conn: psycopg.Connection[Any], older_than_s: float) -> int:
+    """Delete before-images older than ``older_than_s`` seconds; how many went."""
+    cur = conn.execute("DELETE FROM pgferry.before_images"
+                       " WHERE at < clock_timestamp() - %s * interval '1 second'", [older_than_s])
+    return max(cur.rowcount, 0)

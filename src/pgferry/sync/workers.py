@@ -1,58 +1,57 @@
-"""The execution of a sync run: workers, phases, retries, per-table strategies.
+"""The execution of a sync run: units, one target transaction each, retries, strategies.
 
 Contract: :func:`execute` runs a planned :class:`RunContext` (made by
 :func:`pgferry.sync.engine.run`) on ``jobs`` workers, each with a
 :class:`~pgferry.sync.tables.Link` (a source connection in the shared snapshot
-and a target connection). Two phases:
+and a target connection).
 
-1. *delete* — in reverse FK order (a unit waits for the units that reference
-   it): full-strategy tables delete the rows the source lacks; checksum tables
-   compare chunk checksums, delete what the source lacks and keep what to copy;
-   watermark tables with ``deletes`` compare their keys alone.
-2. *load* — in FK order (a unit waits for its parents): full loads, watermark
-   batches, the checksum strategy's differing keys and source-only ranges.
+A *unit* is a set of tables that must change together: the tables foreign keys
+tie together (a connected group of the selection; with ``--atomic``, every
+table). A unit is **one target transaction** (``REPEATABLE READ``, deferrable
+constraints deferred): first each table's comparison and deletes, children
+first; then each table's loads, parents first; then one commit. So every
+table ends the run either synced or exactly as it was — a bad value is a dead
+letter, any other error (or a kill, or a lost connection) rolls the whole unit
+back, and its tables are reported unchanged. Units share nothing and run in
+parallel.
 
-A unit is a table or an FK cycle (one transaction, constraints deferred). A
-transient error (connection loss, 40001, 40P01, 57P01, ...) reconnects and
-retries the unit with exponential backoff and jitter for ``[sync] retry``;
-when that does not help the run stops (exit 3) and a re-run continues where it
-stopped. A unit whose parent failed is skipped. After the data, sequences owned
-by synced columns move forward (:mod:`pgferry.sync.sequences`).
+A transient error (connection loss, 40001, 40P01, 57P01, a lock timeout, ...)
+reconnects and runs the unit again from the start, with exponential backoff
+and jitter, for ``[sync] retry``; then the run stops (exit 3) and a re-run
+redoes the units that did not commit. ``verify`` compares table by table, read
+only. After the data, the sequences the synced columns use move forward
+(:mod:`pgferry.sync.sequences`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_attempt,
     stop_after_delay,
     wait_random_exponential,
 )
 
 from pgferry.errors import LockUnavailable, PgferryError, Unreachable
 from pgferry.pg.connect import connect, is_transient, map_db_error, redact
-from pgferry.sync import compare, events, sequences, watermark, write
+from pgferry.sync import compare, events, multiset, sequences, session, watermark, write
 from pgferry.sync.context import RunContext
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
-from pgferry.sync.tables import (
-    Link,
-    flush_later,
-    full_deletes,
-    full_load,
-    is_empty,
-)
+from pgferry.sync.tables import Link, flush_later, full_deletes, full_load, is_empty
 
-if TYPE_CHECKING:
-    pass
+#: lock_timeout of the writer sessions (DISABLE TRIGGER, TRUNCATE of an empty table, rows)
+WRITER_LOCK_TIMEOUT = "5s"
+
+_COUNTERS = ("inserted", "updated", "deleted", "unchanged", "dead_lettered", "source_rows")
 
 
 def _retryable(e: BaseException) -> bool:
@@ -62,37 +61,33 @@ def _retryable(e: BaseException) -> bool:
             or (isinstance(e, psycopg.Error) and e.sqlstate == "55P03"))
 
 
-#: lock_timeout of the writer sessions (DISABLE TRIGGER, TRUNCATE of an empty table, rows)
-WRITER_LOCK_TIMEOUT = "5s"
-
-
 def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
-    # synchronous_commit=off: a batch's commit does not wait for its WAL flush. Safe here:
-    # a batch and its checkpoint commit together, so a server crash loses both (the re-run
-    # redoes them), and the run's journal entry, committed synchronously after the last
-    # batch, flushes the WAL of every batch before it.
-    return connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
-                   application_name="pgferry sync writer",
-                   options=f"-c lock_timeout={WRITER_LOCK_TIMEOUT} -c synchronous_commit=off")
+    c = connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
+                application_name="pgferry sync writer")
+    try:
+        session.pin(c, lock_timeout=WRITER_LOCK_TIMEOUT)
+    except BaseException:
+        c.close()
+        raise
+    return c
 
 
-def _new_link(ctx: RunContext, hold: bool = False) -> Link:
+def _new_link(ctx: RunContext) -> Link:
     tgt = _writer(ctx)
     return Link(ctx.snapshot.worker(), tgt, write.Context(ctx.run_id, ctx.source.name),
-                ctx.batch_size, hold, helpers=lambda: _new_link(ctx), parts=ctx.jobs)
+                ctx.batch_size, helpers=lambda: _new_link(ctx), parts=ctx.jobs)
 
 
 def _heal(ctx: RunContext, link: Link) -> None:
     """Make ``link`` usable again after an error: roll back, reconnect what broke."""
+    link.dirty = False
     for name in ("src", "tgt"):
         conn: psycopg.Connection[Any] = getattr(link, name)
         st = conn.info.transaction_status
         inerror = st == psycopg.pq.TransactionStatus.INERROR
         if conn.broken or conn.closed or (name == "src" and inerror):
-            try:
+            with contextlib.suppress(psycopg.Error):
                 conn.close()
-            except psycopg.Error:
-                pass
             if name == "src":
                 link.src = ctx.snapshot.worker()
             else:
@@ -109,56 +104,63 @@ def _retrying(ctx: RunContext, results: list[TableResult]) -> Retrying:
             r.warnings.append(f"transient error ({code}) on attempt {rs.attempt_number}; "
                               "retried")
 
-    # --atomic: a reconnect would lose the earlier tables' work, so no retry there
-    stop = stop_after_attempt(1) if ctx.opts.atomic else stop_after_delay(ctx.retry_for)
     return Retrying(retry=retry_if_exception(_retryable),
                     wait=wait_random_exponential(multiplier=0.1, max=2),
-                    stop=stop, reraise=True, before_sleep=note)
+                    stop=stop_after_delay(ctx.retry_for), reraise=True, before_sleep=note)
 
 
-def _unit(ctx: RunContext, unit: list[TablePlan], link: Link, phase: str) -> None:
-    """Run one unit (a table, or an FK cycle) with retries; record failures on its results."""
+def _progress(ctx: RunContext, t: TablePlan) -> Callable[[int], None]:
+    def progress(n: int) -> None:
+        ctx.event(events.BatchWritten(t.qualname, n))
+    return progress
+
+
+def _reset(results: list[TableResult]) -> None:
+    for r in results:
+        for k in _COUNTERS:
+            setattr(r, k, 0)
+        r.dead_letters.clear()
+        r.warnings[:] = [w for w in r.warnings if not w.startswith("a row failed the fast")]
+
+
+def _write_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
+    """Sync one unit in one target transaction, with retries; record what happened."""
     results = [ctx.result.table(t.qualname) for t in unit]
-    saved = [dict(vars(r)) for r in results]
     start = time.monotonic()
-    link.hold = len(unit) > 1 or ctx.opts.atomic
+    current: list[TablePlan] = []
+    for t in unit:
+        ctx.event(events.TableStarted(t.qualname, t.strategy, t.row_estimate))
     try:
         first = True
         for attempt in _retrying(ctx, results):
             with attempt:
                 if not first:
                     _heal(ctx, link)
-                    if ctx.opts.mode == "full":
-                        for r, s in zip(results, saved, strict=True):
-                            vars(r).update({k: v for k, v in s.items()
-                                            if k in ("inserted", "updated", "deleted",
-                                                     "unchanged", "dead_lettered")})
+                    _reset(results)
                     ctx.event(events.Warning("transient error; retrying "
                                              + ", ".join(t.qualname for t in unit)))
                 first = False
-                for t in unit:
-                    _table(ctx, t, link, phase)
-                if len(unit) > 1 and not ctx.opts.atomic:
-                    link.tgt.commit()
-                if phase == "load" and ctx.opts.verify_after and not ctx.opts.atomic:
-                    for t in unit:
-                        if t.key:  # the proof: compare again, what is now committed
-                            compare.diff(ctx, t, link, lambda n: None).fill(
-                                ctx.result.table(t.qualname))
-        for r in results:
-            if r.status in ("pending", "ok"):
-                r.status = ("dead_letters" if r.dead_lettered else "differs"
-                            if r.differing or r.only_in_source or r.only_in_target else "ok")
+                _run_unit(ctx, unit, link, current)
+        for t, r in zip(unit, results, strict=True):
+            _settle(t, r)
     except (PgferryError, psycopg.Error) as e:
         err = e if isinstance(e, PgferryError) else map_db_error(
-            e, f"{', '.join(t.qualname for t in unit)}")
-        for r in results:
-            r.status, r.error = "failed", redact(err.message)
+            e, current[-1].qualname if current else ", ".join(t.qualname for t in unit))
+        culprit = current[-1].qualname if current else None
+        _reset(results)
+        for t, r in zip(unit, results, strict=True):
+            r.status = "failed"
+            if culprit is None or t.qualname == culprit:
+                r.error = redact(f"{err.message}; nothing was changed in this table "
+                                 "(its transaction rolled back)")
+            else:
+                r.error = (f"rolled back with {culprit}, which failed (tables tied by foreign "
+                           "keys commit together); nothing was changed in this table")
         if isinstance(err, Unreachable) or (isinstance(e, psycopg.Error) and is_transient(e)):
             side = ctx.source if ctx.source.display in err.message else ctx.target
             ctx.abort = (f"{side.name} stopped answering and retries for {ctx.retry_for:g}s did "
                          f"not help ({err.message}); run the same command again to continue "
-                         "where it stopped")
+                         "with the tables that did not commit")
         try:
             _heal(ctx, link)
         except PgferryError as e2:
@@ -166,122 +168,196 @@ def _unit(ctx: RunContext, unit: list[TablePlan], link: Link, phase: str) -> Non
     finally:
         for r in results:
             r.duration_s += time.monotonic() - start
-            if phase == "load":
-                ctx.event(events.TableFinished(
-                    r.table, r.status, r.inserted, r.updated, r.deleted, r.unchanged,
-                    r.dead_lettered, r.duration_s, r.error))
+    if ctx.opts.verify_after:
+        _verify_after(ctx, unit, link)
+    for r in results:
+        ctx.event(events.TableFinished(
+            r.table, r.status, r.inserted, r.updated, r.deleted, r.unchanged,
+            r.dead_lettered, r.duration_s, r.error))
 
 
-def _table(ctx: RunContext, t: TablePlan, link: Link, phase: str) -> None:
+def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
+              current: list[TablePlan]) -> None:
+    """One attempt: compare and delete children first, load parents first, commit."""
+    tgt = link.tgt
+    tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    # deferrable FKs (cycles, self-references) are checked at commit
+    tgt.execute("SET CONSTRAINTS ALL DEFERRED")
+    for t in unit:
+        write.triggers(tgt, t, enable=False)
+    work: dict[str, Any] = {}
+    for t in reversed(unit):
+        current.append(t)
+        work[t.qualname] = _prepare(ctx, t, link)
+    for t in unit:
+        current.append(t)
+        _load(ctx, t, link, work.get(t.qualname))
+    for t in unit:
+        write.triggers(tgt, t, enable=True)
+    current.clear()
+    tgt.commit()
+    link.dirty = False
+
+
+def _prepare(ctx: RunContext, t: TablePlan, link: Link) -> Any:
+    """A table's first step (children first): compare and delete what the source lacks."""
     r = ctx.result.table(t.qualname)
-    masks = ctx.masks.get(t.qualname, {})
-
-    def progress(n: int) -> None:
-        ctx.event(events.BatchWritten(t.qualname, n))
-
-    if phase == "load":
-        ctx.event(events.TableStarted(t.qualname, t.strategy, t.row_estimate))
-    if phase == "delete":
-        if t.strategy == "full":
-            full_deletes(link, t, r)
-            link.commit()
-        elif t.strategy == "checksum":
-            ctx.pending[t.qualname] = compare.checksum_deletes(ctx, t, link, r, progress)
-        elif t.strategy == "watermark" and t.deletes:
+    progress = _progress(ctx, t)
+    if t.strategy == "full":
+        full_deletes(link, t, r)
+        return None
+    if t.strategy == "checksum":
+        return compare.checksum_deletes(ctx, t, link, r, progress)
+    if t.strategy == "watermark":
+        mark = watermark.read_mark(link, t)
+        if (mark.watermark is None and not is_empty(link, t)) or not watermark.fence_usable(
+                mark, ctx.snapshot):
+            # first run into a table that already holds rows, or the fence is too old to
+            # trust: compare instead of copying everything, then remember the snapshot's mark
+            if mark.watermark is not None:
+                r.warnings.append("more than 2^31 transactions since the last run: the table "
+                                  "was compared instead of read by watermark")
+            return ("compare", compare.checksum_deletes(ctx, t, link, r, progress))
+        if t.deletes:
             # timestamps cannot show a deleted row: compare the keys alone, chunk by chunk
             compare.checksum_deletes(ctx, t, link, r, progress, keys_only=True)
-    elif ctx.opts.mode == "verify":
-        compare.verify_table(ctx, t, link, r, progress)
-    elif t.strategy == "full":
+    return None
+
+
+def _load(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
+    """A table's second step (parents first): copy what differs."""
+    r = ctx.result.table(t.qualname)
+    masks = ctx.masks.get(t.qualname, {})
+    progress = _progress(ctx, t)
+    if t.strategy == "full":
         full_load(link, t, masks, r, progress)
-        link.commit()
+    elif t.strategy == "watermark" and isinstance(work, tuple):
+        compare.checksum_upserts(link, t, masks, r, work[1], progress)
+        flush_later(link, t, r)
+        watermark.store_initial(link, t, ctx.snapshot)
     elif t.strategy == "watermark":
-        if not watermark.has_mark(link, t) and not is_empty(link, t):
-            # first run into a table that already holds rows: compare instead of copying
-            # everything, then remember the snapshot's watermark
-            work = compare.checksum_deletes(ctx, t, link, r, progress)
-            compare.checksum_upserts(link, t, masks, r, work, progress)
-            flush_later(link, t, r, commit=True)
-            watermark.store_initial(link, t, ctx.snapshot.xip)
-            return
         watermark.watermark_sync(link, t, masks, r, progress, overlap_s=ctx.overlap_s,
-                                 snapshot_xip=ctx.snapshot.xip)
-        flush_later(link, t, r, commit=True)
-    elif not t.where and is_empty(link, t):
-        # nothing to compare against: the fast path of a full load (binary COPY)
-        full_load(link, t, masks, r, progress)
-        link.commit()
+                                 snap=ctx.snapshot)
     else:
-        work = ctx.pending.pop(t.qualname, None)
-        if work is None:
-            work = compare.checksum_deletes(ctx, t, link, r, progress)
         compare.checksum_upserts(link, t, masks, r, work, progress)
-        flush_later(link, t, r, commit=True)
+    flush_later(link, t, r)
+    r.unchanged = max(0, r.source_rows - r.inserted - r.updated - r.dead_lettered)
 
 
-def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int, phase: str,
-              deps: dict[int, set[int]]) -> None:
-    """Run ``units`` on ``jobs`` workers; a unit waits for the units in ``deps[i]``."""
+def _settle(t: TablePlan, r: TableResult) -> None:
+    """The status of a committed table."""
+    if r.status not in ("pending", "ok"):
+        return
+    r.status = "dead_letters" if r.dead_lettered else "ok"
+    if t.triggers == "enable" and t.user_triggers and r.written:
+        r.note = (f"user triggers fired ({', '.join(t.user_triggers)}): the target may differ "
+                  "from the source")
+
+
+def _verify_after(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
+    """The proof: compare each committed table again, on what is now committed."""
+    for t in unit:
+        r = ctx.result.table(t.qualname)
+        if r.status == "failed":
+            continue
+        try:
+            if t.key:
+                compare.diff(ctx, t, link, lambda n: None).fill(r)
+            else:
+                multiset.compare(ctx, t, link).fill(r)
+        except (PgferryError, psycopg.Error) as e:
+            err = e if isinstance(e, PgferryError) else map_db_error(e, t.qualname)
+            r.warnings.append(f"the check after the sync failed: {err.message}")
+            r.checked_after = False
+            with contextlib.suppress(psycopg.Error):
+                link.tgt.rollback()
+            continue
+        r.checked_after = True
+        if r.checksums_match is False:
+            if r.note:
+                r.note += "; the check after the sync found a difference the triggers explain"
+            r.status = "differs"
+
+
+def _verify_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
+    """``verify`` (and the dry run's counts) for one table, read-only."""
+    (t,) = unit
+    r = ctx.result.table(t.qualname)
+    start = time.monotonic()
+    ctx.event(events.TableStarted(t.qualname, "verify", t.row_estimate))
+    try:
+        if t.key:
+            found = compare.diff(ctx, t, link, _progress(ctx, t))
+            found.fill(r)
+            r.source_rows = found.source_rows
+            if ctx.opts.dry_run:
+                r.would_insert = found.only_in_source
+                r.would_update = found.differing
+                r.would_delete = found.only_in_target if t.deletes else 0
+        else:
+            m = multiset.compare(ctx, t, link)
+            m.fill(r)
+            if ctx.opts.dry_run and not m.identical:
+                r.would_insert, r.would_delete = m.source_rows, m.target_rows
+        if not ctx.opts.dry_run:
+            r.status = "ok" if r.checksums_match is not False and not (
+                r.differing or r.only_in_source or r.only_in_target) else "differs"
+    except (PgferryError, psycopg.Error) as e:
+        err = e if isinstance(e, PgferryError) else map_db_error(e, t.qualname)
+        r.status, r.error = "failed", redact(err.message)
+        try:
+            _heal(ctx, link)
+        except PgferryError as e2:
+            ctx.abort = ctx.abort or e2.message
+    finally:
+        r.duration_s += time.monotonic() - start
+        ctx.event(events.TableFinished(r.table, r.status, 0, 0, 0, 0, 0, r.duration_s,
+                                       r.error))
+
+
+def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int,
+              run: Callable[[RunContext, list[TablePlan], Link], None]) -> None:
+    """Run ``units`` on ``jobs`` workers (units are independent of each other)."""
     links: list[Link] = []
     free: list[Link] = []
     pending = list(range(len(units)))
-    done: set[int] = set()
-    running: dict[Future[None], tuple[int, Link]] = {}
+    running: dict[Future[None], Link] = {}
     try:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             while pending or running:
-                ready = [i for i in pending if deps.get(i, set()) <= done]
-                while ready and len(running) < jobs and ctx.abort is None:
-                    i = ready.pop(0)
-                    pending.remove(i)
-                    bad = [p for d in deps.get(i, set()) for p in units[d]
-                           if ctx.result.table(p.qualname).status == "failed"
-                           and phase == "load"]
-                    if bad:
-                        for t in units[i]:
-                            r = ctx.result.table(t.qualname)
-                            r.status = "failed"
-                            r.error = (f"skipped: it references {bad[0].qualname}, which "
-                                       "failed; fix that table and run again")
-                        done.add(i)
-                        ready = [j for j in pending if deps.get(j, set()) <= done]
-                        continue
+                while pending and len(running) < jobs and ctx.abort is None:
+                    i = pending.pop(0)
                     if not free:
                         links.append(_new_link(ctx))
                         free.append(links[-1])
                     link = free.pop()
                     with ctx.lock:
                         ctx.waiting, ctx.running = len(pending), len(running) + 1
-                    running[pool.submit(_unit, ctx, units[i], link, phase)] = (i, link)
-                if ctx.abort is not None and not running:
-                    break
+                    running[pool.submit(run, ctx, units[i], link)] = link
                 if not running:
                     break
                 try:
                     finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 except KeyboardInterrupt:
                     # no new unit starts; running statements are cancelled, so their
-                    # transactions roll back now instead of at the end of the table
+                    # transactions roll back now instead of at the end of the unit
                     ctx.abort = "interrupted"
-                    for _, lk in running.values():
+                    for lk in running.values():
                         for conn in (lk.tgt, lk.src):
                             with contextlib.suppress(Exception):
                                 conn.cancel_safe(timeout=2)
                     raise
                 for f in finished:
-                    i, link = running.pop(f)
+                    link = running.pop(f)
                     with ctx.lock:
                         ctx.running = len(running)
                     f.result()
-                    done.add(i)
                     free.append(link)
     finally:
         for link in links:
             for c in (link.src, link.tgt):
-                try:
+                with contextlib.suppress(psycopg.Error):
                     c.close()
-                except psycopg.Error:
-                    pass
     for i in pending:
         for t in units[i]:
             r = ctx.result.table(t.qualname)
@@ -289,64 +365,40 @@ def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int, phase: s
                 r.status, r.error = "failed", f"not started: {ctx.abort or 'run aborted'}"
 
 
-def _deletes(unit: list[TablePlan]) -> bool:
-    """True when the unit has a delete phase (full and checksum strategies, keyed tables)."""
-    return all(t.key and (t.strategy in ("full", "checksum")
-                          or (t.strategy == "watermark" and t.deletes)) for t in unit)
+def units(tables: list[TablePlan]) -> list[list[TablePlan]]:
+    """The tables foreign keys tie together (connected groups), each in FK order.
+
+    Biggest first (by estimated rows), so the long ones start while others run.
+    """
+    parent = {t.qualname: t.qualname for t in tables}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for t in tables:
+        for p in [*t.parents, *t.cycle]:
+            if p in parent:
+                parent[find(t.qualname)] = find(p)
+    groups: dict[str, list[TablePlan]] = {}
+    for t in tables:  # tables come in FK order, so each group does too
+        groups.setdefault(find(t.qualname), []).append(t)
+    return sorted(groups.values(), key=lambda g: -sum(t.row_estimate for t in g))
 
 
 def execute(ctx: RunContext, jobs: int) -> None:
     runnable = [t for t in ctx.plan.runnable if ctx.result.table(t.qualname).status == "pending"]
-    units: list[list[TablePlan]] = []
-    where: dict[str, int] = {}
-    for t in runnable:
-        if t.cycle and t.cycle[0] in where:
-            units[where[t.cycle[0]]].append(t)
-            where[t.qualname] = where[t.cycle[0]]
-            continue
-        where[t.qualname] = len(units)
-        units.append([t])
-    deps = {i: {where[p] for t in u for p in t.parents if p in where and where[p] != i}
-            for i, u in enumerate(units)}
-    if ctx.opts.atomic:
-        link = _new_link(ctx, hold=True)
-        try:
-            for u in reversed(units):
-                if _deletes(u):
-                    _unit(ctx, u, link, "delete")
-            for u in units:
-                _unit(ctx, u, link, "load")
-            if any(ctx.result.table(t.qualname).status == "failed" for t in runnable):
-                link.tgt.rollback()
-                for t in runnable:
-                    r = ctx.result.table(t.qualname)
-                    if r.status != "failed":
-                        r.status, r.error = "failed", "rolled back (--atomic): another table failed"
-            else:
-                link.tgt.commit()
-        finally:
-            link.src.close()
-            link.tgt.close()
+    if ctx.opts.mode == "verify" or ctx.opts.dry_run:
+        _schedule(ctx, [[t] for t in runnable], jobs, _verify_unit)
+    elif ctx.opts.atomic:
+        _atomic(ctx, runnable)
     else:
-        # deletes go children first: a unit waits for the units that reference it (a cycle
-        # deletes in one transaction with its constraints deferred)
-        dels = [i for i, u in enumerate(units) if _deletes(u)]
-        renum = {old: new for new, old in enumerate(dels)}
-        _schedule(ctx, [units[i] for i in dels], jobs, "delete",
-                  {renum[i]: {renum[j] for j in dels if i in deps[j]} for i in dels})
-        for t in (t for i in dels for t in units[i]):
-            r = ctx.result.table(t.qualname)
-            if r.status == "ok":
-                r.status = "pending"
-        if ctx.abort is None:
-            ok = [i for i, u in enumerate(units)
-                  if all(ctx.result.table(t.qualname).status != "failed" for t in u)]
-            renum = {old: new for new, old in enumerate(ok)}
-            _schedule(ctx, [units[i] for i in ok], jobs, "load",
-                      {renum[i]: {renum[d] for d in deps[i] if d in renum} for i in ok})
+        _schedule(ctx, units(runnable), jobs, _write_unit)
     if ctx.abort is not None:
         ctx.result.error = ctx.abort
-    if ctx.opts.mode != "verify" and ctx.abort is None:
+    if ctx.opts.mode != "verify" and not ctx.opts.dry_run and ctx.abort is None:
         try:
             sequences.advance(ctx.snapshot.coordinator, ctx.target.dsn,
                               [t for t in runnable
@@ -355,3 +407,14 @@ def execute(ctx: RunContext, jobs: int) -> None:
             err = map_db_error(e, "") if isinstance(e, psycopg.Error) else e
             ctx.result.error = (f"the data is synced, but moving the sequences forward failed: "
                                 f"{err.message}; run the same command again")
+
+
+def _atomic(ctx: RunContext, runnable: list[TablePlan]) -> None:
+    """``--atomic``: every table in one unit, so in one transaction (then the check)."""
+    link = _new_link(ctx)
+    try:
+        _write_unit(ctx, runnable, link)
+    finally:
+        for c in (link.src, link.tgt):
+            with contextlib.suppress(psycopg.Error):
+                c.close()

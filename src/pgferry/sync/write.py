@@ -74,12 +74,32 @@ class Context:
 
 
 def staging(conn: psycopg.Connection[Any], t: TablePlan, name: str = STAGE) -> sql.Identifier:
-    """An empty temp table shaped like ``t``'s synced columns (dropped at commit)."""
+    """An empty temp table shaped like ``t``'s synced columns (dropped at commit).
+
+    Columns in ``t.text_columns`` are ``text`` here: their values are cast to the
+    target type in the upsert, row by row, so a value the target refuses (a label
+    its enum lacks, a domain check, a text that is no number) fails one row, which
+    is dead-lettered, instead of the whole ``COPY``.
+    """
     ident = sql.Identifier(name)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(ident))
+    items = [sql.SQL("CAST({c} AS text) AS {c}").format(c=sql.Identifier(c))
+             if c in t.text_columns else sql.Identifier(c) for c in t.columns]
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA")
-                 .format(ident, cols(t.columns), table_ident(t)))
+                 .format(ident, sql.SQL(", ").join(items), table_ident(t)))
     return ident
+
+
+def _typed(t: TablePlan, prefix: str | None = None) -> sql.Composable:
+    """The staged columns as the target's types (text columns cast back)."""
+    out: list[sql.Composable] = []
+    for c in t.columns:
+        ref: sql.Composable = sql.Identifier(prefix, c) if prefix else sql.Identifier(c)
+        if c in t.text_columns:
+            # the type text is the target's own format_type() output, not user input
+            ref = sql.SQL("CAST({} AS {})").format(ref, sql.SQL(t.column_types[c]))
+        out.append(ref)
+    return sql.SQL(", ").join(out)
 
 
 def key_staging(conn: psycopg.Connection[Any], t: TablePlan) -> sql.Identifier:
@@ -100,10 +120,33 @@ def _cmp(t: TablePlan, alias: str, names: list[str]) -> sql.Composed:
     return sql.SQL("ROW({})").format(sql.SQL(", ").join(parts))
 
 
-def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable) -> sql.Composed:
+def _key_json(t: TablePlan, alias: str) -> sql.Composable:
+    keys = t.key or tuple(t.columns)
+    return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
+        sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier(alias, k)) for k in keys))
+
+
+def _row_hash(alias: str) -> sql.Composable:
+    """The fingerprint ``sync revert`` checks a row against: md5 of the row as jsonb."""
+    return sql.SQL("md5(to_jsonb({})::text)").format(sql.Identifier(alias))
+
+
+_IMAGES = sql.SQL("INSERT INTO pgferry.before_images (run_id, source, table_name, action, key,"
+                  " row_data, after_hash) ")
+
+
+def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable,
+                ctx: Context | None = None) -> sql.Composed:
+    """The upsert of ``source`` rows matching ``where``: one row (inserted, updated).
+
+    With ``t.before_images`` (and a ``ctx``), every row it changes is saved in
+    ``pgferry.before_images`` by the same statement: its key, the row as it was
+    (NULL for an insert) and the fingerprint of the row written. All parts of the
+    statement read one snapshot, so ``old`` is the row before the upsert.
+    """
     override = sql.SQL(" OVERRIDING SYSTEM VALUE") if t.identity_always else sql.SQL("")
-    insert = sql.SQL("INSERT INTO {t} AS t ({c}){o} SELECT {c} FROM {s} WHERE {w}").format(
-        t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where)
+    insert = sql.SQL("INSERT INTO {t} AS t ({c}){o} SELECT {v} FROM {s} WHERE {w}").format(
+        t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where, v=_typed(t))
     if t.key:
         upd = [c for c in t.value_columns if c not in t.always_columns]
         if upd:
@@ -116,23 +159,45 @@ def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable) -> 
         else:
             conflict = sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(cols(t.key))
         insert = sql.SQL("{}{}").format(insert, conflict)
+    if t.before_images and ctx is not None and t.key:
+        kc = cols(t.key)
+        return sql.SQL(
+            "WITH old AS (SELECT {kc}, to_jsonb(o) AS pgferry_row FROM {tbl} o WHERE ({kc}) IN "
+            "(SELECT {kt} FROM {s} WHERE {w})), "
+            "up AS ({ins} RETURNING {kr}, {h} AS pgferry_h), "
+            "saved AS ({images} SELECT %s, %s, %s, CASE WHEN old.pgferry_row IS NULL THEN "
+            "'insert' ELSE 'update' END, {kj}, old.pgferry_row, up.pgferry_h FROM up "
+            "LEFT JOIN old ON ({ko}) = ({ku})) "
+            "SELECT count(*) FILTER (WHERE old.pgferry_row IS NULL), "
+            "count(*) FILTER (WHERE old.pgferry_row IS NOT NULL) "
+            "FROM up LEFT JOIN old ON ({ko}) = ({ku})").format(
+            kc=kc, tbl=table_ident(t), kt=_typed_keys(t), s=source, w=where, ins=insert,
+            kr=cols(t.key, "t"), h=_row_hash("t"), images=_IMAGES, kj=_key_json(t, "up"),
+            ko=cols(t.key, "old"), ku=cols(t.key, "up"))
     if t.partitioned:  # no system columns in RETURNING there: count the changed rows only
         return sql.SQL("WITH up AS ({} RETURNING 1) SELECT count(*), 0 FROM up").format(insert)
     return sql.SQL("WITH up AS ({} RETURNING (xmax = 0) AS ins) SELECT count(*) FILTER"
                    " (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM up").format(insert)
 
 
+def _typed_keys(t: TablePlan) -> sql.Composable:
+    return sql.SQL(", ").join(sql.Identifier(k) for k in t.key)
+
+
 def _upsert(conn: psycopg.Connection[Any], t: TablePlan, source: sql.Identifier,
-            where: sql.Composable) -> tuple[int, int]:
+            where: sql.Composable, ctx: Context | None = None) -> tuple[int, int]:
     """Run the upsert of ``source`` rows matching ``where``: (inserted, updated)."""
+    q = _upsert_sql(t, source, where, ctx)
+    if t.before_images and ctx is not None and t.key:
+        return _run(conn, q, [ctx.run_id, ctx.source, t.qualname])
     if not (t.partitioned and t.key):
-        return _run(conn, _upsert_sql(t, source, where))
+        return _run(conn, q)
     row = conn.execute(sql.SQL(
         "SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE ({xk}) = ({sk})))"
         " FROM {s} s WHERE {w}").format(t=table_ident(t), xk=cols(t.key, "x"),
                                         sk=cols(t.key, "s"), s=source, w=where)).fetchone()
     new = int(row[0]) if row else 0
-    changed, _ = _run(conn, _upsert_sql(t, source, where))
+    changed, _ = _run(conn, q)
     return new, changed - new
 
 
@@ -157,7 +222,7 @@ def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
         return counts
     try:
         with conn.transaction():
-            counts.inserted, counts.updated = _upsert(conn, t, stage, sql.SQL("true"))
+            counts.inserted, counts.updated = _upsert(conn, t, stage, sql.SQL("true"), ctx)
         return counts
     except psycopg.Error as e:
         if is_transient(e) or conn.broken or not row_error(e):
@@ -176,7 +241,7 @@ def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered:
     where = sql.SQL("pgferry_n BETWEEN {} AND {}").format(sql.Literal(lo), sql.Literal(hi))
     try:
         with conn.transaction():
-            ins, upd = _upsert(conn, t, numbered, where)
+            ins, upd = _upsert(conn, t, numbered, where, ctx)
         counts.inserted += ins
         counts.updated += upd
         return
@@ -197,8 +262,11 @@ def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered:
 
 def _put_aside(conn: psycopg.Connection[Any], t: TablePlan, numbered: sql.Identifier,
                n: int) -> None:
+    items = [sql.SQL("CAST({c} AS text) AS {c}").format(c=sql.Identifier(c))
+             if c in t.text_columns else sql.Identifier(c) for c in t.columns]
     conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA"
-                         ).format(sql.Identifier(LATER), cols(t.columns), table_ident(t)))
+                         ).format(sql.Identifier(LATER), sql.SQL(", ").join(items),
+                                  table_ident(t)))
     conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_n = %s").format(
         sql.Identifier(LATER), cols(t.columns), numbered), [n])
 
@@ -269,34 +337,73 @@ def check_unselected(conn: psycopg.Connection[Any], t: TablePlan, doomed: sql.Co
                 referenced_by=other)
 
 
-def delete_missing(conn: psycopg.Connection[Any], t: TablePlan, keys: sql.Identifier,
-                   range_sql: sql.Composable, params: list[Any]) -> int:
+def delete_rows(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
+                where: sql.Composable, params: list[Any], *, check: bool = True) -> int:
+    """Delete the rows of ``t`` (aliased ``t``) matching ``where``; how many went.
+
+    Fails first when a table outside the selection references one of them
+    (:func:`check_unselected`). With ``t.before_images`` the deleted rows are saved
+    in ``pgferry.before_images`` by the same statement.
+    """
+    if check:
+        doomed = sql.SQL("SELECT * FROM {} t WHERE {}").format(table_ident(t), where)
+        check_unselected(conn, t, doomed, params)
+    delete = sql.SQL("DELETE FROM {} t WHERE {}").format(table_ident(t), where)
+    if not t.before_images:
+        cur = conn.execute(delete, params)
+        return max(cur.rowcount, 0)
+    q = sql.SQL("WITH d AS ({del_} RETURNING t.*), saved AS ({images} SELECT %s, %s, %s, "
+                "'delete', {kj}, to_jsonb(d), NULL FROM d) SELECT count(*) FROM d").format(
+        del_=delete, images=_IMAGES, kj=_key_json(t, "d"))
+    row = conn.execute(q, [*params, ctx.run_id, ctx.source, t.qualname]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def delete_missing(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
+                   keys: sql.Identifier, range_sql: sql.Composable, params: list[Any]) -> int:
     """Delete target rows in ``range_sql`` whose key is not in the ``keys`` temp table."""
     match = sql.SQL("NOT EXISTS (SELECT 1 FROM {k} k WHERE ({kc}) = ({tc}))").format(
         k=keys, kc=cols(t.key, "k"), tc=cols(t.key, "t"))
-    doomed = sql.SQL("SELECT * FROM {tbl} t WHERE {r} AND {m}").format(
-        tbl=table_ident(t), r=range_sql, m=match)
-    check_unselected(conn, t, doomed, params)
-    cur = conn.execute(sql.SQL("DELETE FROM {tbl} t WHERE {r} AND {m}").format(
-        tbl=table_ident(t), r=range_sql, m=match), params)
-    return max(cur.rowcount, 0)
+    return delete_rows(conn, t, ctx, sql.SQL("{} AND {}").format(range_sql, match), params)
 
 
-def delete_all(conn: psycopg.Connection[Any], t: TablePlan) -> int:
-    """Empty ``t`` (full mode without a key): TRUNCATE when nothing references it."""
-    if not t.referenced and not t.partitioned:
+def delete_all(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> int:
+    """Empty ``t`` (full mode without a key).
+
+    TRUNCATE (never CASCADE) when nothing references the table, readers may wait
+    (``block_readers``) and no before-images are kept; otherwise a DELETE.
+    """
+    if (not t.referenced and not t.partitioned and t.block_readers
+            and not t.before_images):
         n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(t))).fetchone()
         # TRUNCATE (no CASCADE: nothing references it) also allows COPY FREEZE afterwards.
         conn.execute(sql.SQL("TRUNCATE {}").format(table_ident(t)))
         return int(n[0]) if n else 0
-    check_unselected(conn, t, sql.SQL("SELECT * FROM {}").format(table_ident(t)), [])
-    cur = conn.execute(sql.SQL("DELETE FROM {}").format(table_ident(t)))
-    return max(cur.rowcount, 0)
+    return delete_rows(conn, t, ctx, sql.SQL("true"), [])
+
+
+def images_of_inserts(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> None:
+    """Record every row of ``t`` as inserted by this run (after a COPY into an empty table)."""
+    conn.execute(sql.SQL("{images} SELECT %s, %s, %s, 'insert', {kj}, NULL, {h} FROM {tbl} t"
+                         ).format(images=_IMAGES, kj=_key_json(t, "t"), h=_row_hash("t"),
+                                  tbl=table_ident(t)),
+                 [ctx.run_id, ctx.source, t.qualname])
 
 
 def triggers(conn: psycopg.Connection[Any], t: TablePlan, enable: bool) -> None:
-    """``ALTER TABLE ... ENABLE|DISABLE TRIGGER USER`` (inside the batch's transaction)."""
+    """Disable (or re-enable as they were) the table's firing user triggers, by name.
+
+    Runs inside the unit's transaction, so a crash can never leave them disabled;
+    triggers the user had disabled stay disabled, ENABLE ALWAYS ones come back so.
+    """
     if t.triggers != "disable" or not t.user_triggers:
         return
-    verb = sql.SQL("ENABLE" if enable else "DISABLE")
-    conn.execute(sql.SQL("ALTER TABLE {} {} TRIGGER USER").format(table_ident(t), verb))
+    for name in t.user_triggers:
+        if not enable:
+            verb = sql.SQL("DISABLE")
+        elif t.trigger_modes.get(name) == "A":
+            verb = sql.SQL("ENABLE ALWAYS")
+        else:
+            verb = sql.SQL("ENABLE")
+        conn.execute(sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
+            table_ident(t), verb, sql.Identifier(name)))
