@@ -90,6 +90,7 @@ def test_demo_runs_the_migration_story(
             "migration_progress",
             "sync_state",
             "dead_letters",
+            "before_images",
         }, tables
         assert ("migrate up", "ok") in s["journal"], (env, s["journal"])
 

@@ -44,12 +44,18 @@ def test_selection_tables_win_over_exclude_and_unknown_is_bad_input() -> None:
         build_plan(side, side, cfg, exclude=["public.nope"])
 
 
-def test_tables_on_one_side_only_are_warned_not_synced() -> None:
+def test_tables_on_one_side_only_source_is_a_finding_target_a_warning() -> None:
     p = build_plan(cat(table("public.a"), table("public.s")),
                    cat(table("public.a"), table("public.t")), SyncConfig())
     assert [t.qualname for t in p.tables] == ["public.a"]
-    assert any("public.s exists only on the source" in w for w in p.warnings)
+    # a source table the target lacks is schema drift (exit 1): apply the migrations first
+    assert p.missing_tables == ["public.s"]
+    assert p.findings == ["public.s exists on the source but not on the target: apply the "
+                          "migrations first"]
     assert any("public.t exists only on the target" in w for w in p.warnings)
+    # an excluded one is not
+    assert build_plan(cat(table("public.a"), table("public.s")), cat(table("public.a")),
+                      SyncConfig(exclude=["public.s"])).findings == []
 
 
 def test_columns_intersection_generated_identity_and_not_null() -> None:
