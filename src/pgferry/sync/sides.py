@@ -8,17 +8,20 @@ order alike. Reading the catalog is all that happens on the connection.
 
 Row hash: each synced column (key columns included) hashed on the server
 with its type's own 64-bit hash function seeded with its position (bigint,
-timestamps, time and money by their 8 bytes, as their own functions fold to
-32 bits), the XOR of those hashed again over its 8 bytes
-(:meth:`Side.row_hash`; PostgreSQL 14 or later for ``bit_xor``), so no value
-is formatted as text and float or date output settings cannot matter. Hash
+timestamps, time and money by exact expressions of their own, as their own
+functions fold to 32 bits), the XOR of those hashed once more
+(:meth:`Side.row_hash`; PostgreSQL 14 or later for ``bit_xor``), so almost no
+value is formatted as text and float or date output settings cannot matter. Hash
 equality follows the type's equality (``1.5`` and ``1.50`` as numeric are
 equal; numeric's sign and NaN/infinity, which its hash function leaves out,
 are added). A column is hashed as ``col::text`` on both sides instead when its
 type has no hash function (json, point, composite, range), hashes an OID
 (enums: the same label has another OID in another database) or folds case
 (citext: ``'Alice'`` and ``'alice'`` are equal but not identical), when the two
-sides declare different types, or when a select expression replaces it (a
+sides declare different types or hash the type with different functions (another
+server version: PostgreSQL 15 hashes bytea through a function SQL cannot call;
+renamed functions that give the same values count as the same), or when a
+select expression replaces it (a
 masking rule); for those, :data:`CANONICAL` holds the text output settings
 (UTC, ISO dates, shortest exact floats, hex bytea) the comparison pins with
 :func:`settings`. Names containing ``%`` are refused (psycopg would read
@@ -87,7 +90,16 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
              AND p.amproclefttype = o.opcintype
         JOIN pg_proc pr ON pr.oid = p.amproc
         JOIN pg_namespace pn ON pn.oid = pr.pronamespace
-        WHERE o.opcdefault AND (o.opcintype = bt.oid
+        WHERE o.opcdefault
+          -- callable from SQL with the value: PostgreSQL 15 hashes date with
+          -- hashint4extended(integer), bool with hashcharextended("char") and bytea with
+          -- hashvarlenaextended(internal), which SQL cannot call with a date, a bool, a bytea
+          AND (pr.proargtypes[0] = bt.oid
+               OR pr.proargtypes[0] IN ('anyenum'::regtype, 'anyarray'::regtype,
+                                        'anyrange'::regtype, 'anymultirange'::regtype)
+               OR EXISTS (SELECT 1 FROM pg_cast
+                          WHERE castsource = bt.oid AND casttarget = pr.proargtypes[0]))
+          AND (o.opcintype = bt.oid
               OR o.opcintype IN (SELECT casttarget FROM pg_cast
                                  WHERE castsource = bt.oid AND castmethod = 'b')
               OR (bt.typtype = 'e' AND o.opcintype = 'anyenum'::regtype)
@@ -121,14 +133,42 @@ _ENUM_HASH = ("pg_catalog", "hashenumextended")
 #: are hashed as text, so that a sync makes them identical, not merely equal
 _FOLDING_HASHES = {"citext_hash_extended"}
 
-#: 64-bit types whose hash function folds the value to 32 bits: hash their send form
-_SEND_64 = {
-    "pg_catalog.int8": "int8send",
-    "pg_catalog.timestamptz": "timestamptz_send",
-    "pg_catalog.timestamp": "timestamp_send",
-    "pg_catalog.time": "time_send",
-    "pg_catalog.money": "cash_send",
+#: 64-bit types whose own hash function folds the value to 32 bits (2^32 + 4 and 5 share a
+#: hash): hashed by an exact expression of their own instead, with functions every
+#: supported server has (PostgreSQL 14-18 give the same values)
+_WIDE = {"pg_catalog.int8", "pg_catalog.timestamptz", "pg_catalog.timestamp",
+         "pg_catalog.time", "pg_catalog.money"}
+
+#: hash functions that newer servers renamed without changing their values (PostgreSQL 16
+#: gave date, bool, xid and cid functions of their own): one name per value
+_SAME_HASH = {
+    "hashdateextended": "hashint4extended",
+    "hashboolextended": "hashcharextended",
+    "hashxidextended": "hashint4extended",
+    "hashcidextended": "hashint4extended",
 }
+
+
+def _canon(fn: tuple[str, str] | None) -> tuple[str, str] | None:
+    return None if fn is None else (fn[0], _SAME_HASH.get(fn[1], fn[1]))
+
+
+def _wide_hash(type_name: str, e: sql.Composable, seed: sql.Composable) -> sql.Composable:
+    """An exact 64-bit hash of a value of a :data:`_WIDE` type (NULL for NULL)."""
+    f8 = sql.Identifier("pg_catalog", "hashfloat8extended")
+    if type_name == "pg_catalog.int8":
+        # the value as the seed: hash_uint32_extended mixes all 64 bits of a seed in
+        return sql.SQL("pg_catalog.hashint8extended({s}, {e})").format(e=e, s=seed)
+    if type_name == "pg_catalog.time":
+        return sql.SQL("{f}(pg_catalog.date_part('epoch', {e}), {s})").format(f=f8, e=e, s=seed)
+    if type_name == "pg_catalog.money":
+        return sql.SQL("pg_catalog.hashtextextended(({e})::numeric::text, {s})").format(
+            e=e, s=seed)
+    # timestamps: the epoch in seconds (exact to the microsecond until about 2242) and the
+    # microseconds within the minute (always exact) together pin the value down
+    return sql.SQL("({f}(pg_catalog.date_part('epoch', {e}), {s}) # "
+                   "{f}(pg_catalog.date_part('microseconds', {e}), ({s}) + 1000003))").format(
+        f=f8, e=e, s=seed)
 
 
 @dataclass(frozen=True)
@@ -187,13 +227,17 @@ class Side:
 
         Each column goes through its type's own 64-bit hash function seeded with
         its position (NULL counts as the position itself); the XOR of those is
-        hashed once more over all its 8 bytes (``hashbyteaextended(int8send(.))``),
-        so the row hash is neither linear in the columns (two rows trading a
-        value change their chunk's XOR) nor short of bits. Often cheaper than
+        hashed once more (given as the *seed* of ``hashint8extended``, whose
+        ``hash_uint32_extended`` mixes all 64 bits of a seed in), so the row hash
+        is not linear in the columns (two rows trading a value change their
+        chunk's XOR) nor short of bits (a double would keep 53: numeric's special
+        values, whose hash is the seed itself, then differ in the low bits only). Often cheaper than
         ``hash_record_extended(ROW(...))``, which builds a row value first (a
         quarter on a wide jsonb table, even on a narrow one). A final
         ``hashint8extended`` would fold the XOR to 32 bits first: a million rows
-        then share dozens of hashes (tested against).
+        then share dozens of hashes (tested against). Every function used exists
+        on PostgreSQL 14 to 18 and gives the same value there, so two servers of
+        different versions compare.
         """
         parts: list[sql.Composable] = []
         for i, c in enumerate(self.columns, 1):
@@ -201,14 +245,13 @@ class Side:
             if c.name in self.as_text or not c.hashable or c.hash_fn is None:
                 fn = sql.Identifier("pg_catalog", "hashtextextended")
                 e = sql.SQL("({})::text").format(e)
-            elif c.type_name in _SEND_64:
-                # these types' hash functions fold 64 bits to 32 first (2^32 + 4 and 5 share
-                # a hash); their 8 bytes are hashed instead
-                fn = sql.Identifier("pg_catalog", "hashbyteaextended")
-                e = sql.SQL("{}({})").format(sql.Identifier("pg_catalog", _SEND_64[c.type_name]), e)
             else:
                 fn = sql.Identifier(*c.hash_fn)
             seed: sql.Composable = sql.SQL("{}::int8").format(sql.Literal(i))
+            if c.type_name in _WIDE and c.name not in self.as_text and c.hashable:
+                parts.append(sql.SQL("coalesce({}, {})").format(
+                    _wide_hash(c.type_name, e, seed), sql.Literal(i)))
+                continue
             if c.hash_fn == _NUMERIC_HASH and c.name not in self.as_text:
                 # numeric's hash leaves out the sign (3 and -3 share it) and gives NaN and
                 # both infinities one hash: the class goes into the seed
@@ -217,9 +260,7 @@ class Side:
                     "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END"
                 ).format(i=sql.Literal(i), e=e)
             parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, sql.Literal(i)))
-        return sql.SQL("pg_catalog.hashbyteaextended(pg_catalog.int8send({}), 0)").format(
-            sql.SQL(" # ").join(parts)
-        )
+        return sql.SQL("pg_catalog.hashint8extended(0, {})").format(sql.SQL(" # ").join(parts))
 
     def key_hash(self) -> sql.Composable:
         """A 64-bit hash of a row's key (``bigint``), equal on both sides for equal keys.
@@ -338,7 +379,8 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     """Both sides made comparable: the same key order and the same hashing per column.
 
     A column is hashed as text on both sides when either side cannot hash its
-    type, the declared types differ, or either side replaces it by an
+    type, the declared types differ, the hash functions differ (other server
+    versions), or either side replaces it by an
     expression; keys compare in ``COLLATE "C"`` when the key collations differ.
     """
     bcols = {c.name: c for c in (*b.key, *b.columns)}
@@ -347,6 +389,7 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
         for c in (*a.key, *a.columns)
         if not (c.hashable and bcols[c.name].hashable)
         or c.type_name != bcols[c.name].type_name
+        or _canon(c.hash_fn) != _canon(bcols[c.name].hash_fn)
         or c.name in a.exprs
         or c.name in b.exprs
     )
