@@ -307,4 +307,7 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: environment name "
                               f"{name!r} may hold only letters, digits, '-' and '_'")
+        if name == "revert":  # `pgferry sync revert RUN_ID` is a command
+            raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: 'revert' cannot "
+                              "name an environment (pgferry sync revert is a command); rename it")
     return cfg

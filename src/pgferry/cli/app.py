@@ -59,6 +59,22 @@ class LazyGroup(TyperGroup):
             self._loaded[module] = typer.main.get_group(sub)
         return self._loaded[module].get_command(ctx, cmd_name)
 
+    def resolve_command(self, ctx: Any, args: list[str]) -> Any:
+        # `pgferry sync revert RUN_ID`: sync takes SOURCE TARGET, so revert is not a
+        # sub-command of a group; it is resolved here, before sync would read "revert" as
+        # its SOURCE (an environment cannot be called "revert", see config.py)
+        if len(args) >= 2 and args[0] == "sync" and args[1] == "revert":
+            return "sync revert", self.revert_command(), args[2:]
+        return super().resolve_command(ctx, args)
+
+    def revert_command(self) -> Any:
+        key = "pgferry.cli.sync:revert"
+        if key not in self._loaded:
+            sub = typer.Typer(**_SETTINGS)
+            importlib.import_module("pgferry.cli.sync").register_revert(sub)
+            self._loaded[key] = typer.main.get_group(sub)
+        return self._loaded[key].get_command(None, "revert")
+
     @property
     def all_commands(self) -> dict[str, Any]:
         """Every command, imported (for docs and tests)."""

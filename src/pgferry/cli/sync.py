@@ -11,17 +11,28 @@ write.
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table as RichTable
+from rich.text import Text
 
-from pgferry.cli.common import JsonOpt, State, YesOpt, confirm_protected, sigterm_interrupts, state
-from pgferry.errors import BadInput
+from pgferry.cli.common import (
+    JsonOpt,
+    State,
+    YesOpt,
+    confirm_protected,
+    sigterm_interrupts,
+    state,
+)
+from pgferry.errors import BadInput, Refused
 
 if TYPE_CHECKING:  # the engine is imported when a command runs: fast start-up for the others
+    from pgferry.pg.connect import Target
     from pgferry.sync import engine
     from pgferry.sync.result import SyncResult
 
@@ -33,30 +44,73 @@ ExcludeOpt = Annotated[list[str] | None, typer.Option(
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a Markdown report here.")]
 
 
+def _say(out: Console, text: str) -> None:
+    """Print a message as it is: text in square brackets is not rich markup."""
+    out.print(text, markup=False, highlight=False)
+
+
+def _cells(*values: object) -> list[Text]:
+    return [Text(str(v)) for v in values]
+
+
 def _render_plan(result: SyncResult, out: Console) -> None:
+    from pgferry.sync.report import key_text
+
     plan = result.options.get("plan") or {}
-    tbl = RichTable(title=f"plan: {result.mode} {result.source} -> {result.target} "
-                    "(dry run, nothing written)")
-    for h in ("#", "table", "strategy", "key", "est. rows", "est. size", "columns", "status"):
-        tbl.add_column(h, justify="right" if h in ("#", "est. rows", "est. size") else "left")
+    tbl = RichTable(title=Text(f"plan: {result.mode} {result.source} -> {result.target} "
+                               "(dry run, nothing written)"))
+    heads = ("#", "table", "strategy", "key", "est. rows", "insert", "update", "delete",
+             "columns", "status")
+    for h in heads:
+        tbl.add_column(h, justify="right" if h in ("#", "est. rows", "insert", "update",
+                                                   "delete") else "left")
+    by = {t.table: t for t in result.tables}
     for t in plan.get("tables", []):
+        r = by.get(t["table"])
         diff = []
         if t["missing_on_target"]:
             diff.append("source only: " + ", ".join(t["missing_on_target"]))
         if t["missing_on_source"]:
             diff.append("target only: " + ", ".join(t["missing_on_source"]))
-        tbl.add_row(str(t["order"] + 1), t["table"], t["strategy"], ",".join(t["key"]) or "-",
-                    f"{t['estimated_rows']:,}", f"{t['estimated_bytes'] / 1e6:,.1f} MB",
-                    "; ".join(diff) or f"{len(t['columns'])} same",
-                    "stopped" if t["error"] else "ready")
+        counted = r is not None and r.status != "failed" and not t["error"]
+        nums = ([f"{r.would_insert:,}", f"{r.would_update:,}", f"{r.would_delete:,}"]
+                if counted and r is not None else ["-", "-", "-"])
+        tbl.add_row(*_cells(t["order"] + 1, t["table"], t["strategy"], ",".join(t["key"]) or "-",
+                            f"{t['estimated_rows']:,}", *nums,
+                            "; ".join(diff) or f"{len(t['columns'])} same",
+                            "stopped" if t["error"] else "failed" if r and r.status == "failed"
+                            else "ready"))
     out.print(tbl)
     for t in plan.get("tables", []):
+        name = t["table"]
+        r = by.get(name)
         if t["error"]:
-            out.print(f"stopped: {t['error']}")
+            _say(out, f"stopped: {t['error']}")
+        elif r is not None and r.error:
+            _say(out, f"failed: {name}: {r.error}")
+        for f in t["findings"]:
+            _say(out, f"drift: {name}: {f}")
+        if r is not None and r.first_differing_keys:
+            keys = "; ".join(key_text(k) for k in r.first_differing_keys[:5])
+            _say(out, f"{name}: first keys: {keys}")
+        if r is not None and r.note:
+            _say(out, f"note: {name}: {r.note}")
+        if t["masked"]:
+            _say(out, f"{name}: masked: " + ", ".join(f"{c} ({rule})" for c, rule in
+                                                       sorted(t["masked"].items())))
+        for lock in t["locks"]:
+            _say(out, f"{name}: locks: {lock}")
+        if t["sequences"]:
+            _say(out, f"{name}: sequences moved forward after the data: "
+                 + ", ".join(sorted(v.partition("|")[0] for v in t["sequences"].values())))
+        if t["before_images"]:
+            _say(out, f"{name}: before-images kept (sync revert)")
         for w in t["warnings"]:
-            out.print(f"warning: {t['table']}: {w}")
+            _say(out, f"warning: {name}: {w}")
+    for f in plan.get("findings", []):
+        _say(out, f"drift: {f}")
     for w in result.warnings:
-        out.print(f"warning: {w}")
+        _say(out, f"warning: {w}")
 
 
 def _render(result: SyncResult) -> Any:
@@ -67,8 +121,7 @@ def _render(result: SyncResult) -> Any:
             _render_plan(result, out)
             return
         verify = result.mode == "verify"
-        tbl = RichTable(title=f"{result.mode} {result.source} -> {result.target}"
-                        + (" (dry run)" if result.dry_run else ""))
+        tbl = RichTable(title=Text(f"{result.mode} {result.source} -> {result.target}"))
         tbl.add_column("table")
         tbl.add_column("strategy")
         heads = (["matched", "differing", "only source", "only target"] if verify
@@ -79,32 +132,46 @@ def _render(result: SyncResult) -> Any:
         for t in result.tables:
             nums = ([t.matched, t.differing, t.only_in_source, t.only_in_target] if verify
                     else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered])
-            tbl.add_row(t.table, t.strategy, *[str(n) for n in nums],
-                        t.status + (f": {t.error}" if t.error else ""))
+            status = t.status + (f": {t.error}" if t.error else "")
+            if t.note and t.status != "failed":
+                status += f" ({t.note})"
+            tbl.add_row(*_cells(t.table, t.strategy, *nums, status))
         out.print(tbl)
         for t in result.tables:
+            for f in t.findings:
+                _say(out, f"drift: {t.table}: {f}")
             for w in t.warnings:
-                out.print(f"warning: {t.table}: {w}")
+                _say(out, f"warning: {t.table}: {w}")
             if t.checksums_match is not None and not verify:
-                out.print(f"{t.table}: checksums after: source {t.checksum_source}, target "
-                          f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})")
+                _say(out, f"{t.table}: checksums after: source {t.checksum_source}, target "
+                     f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})")
             for d in t.dead_letters[:5]:
-                out.print(f"dead letter: {t.table} {d.key}: {d.error}")
+                _say(out, f"dead letter: {t.table} {d.key}: {d.error}")
             if t.dead_lettered > 5:
-                out.print(f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
-                          "pgferry.dead_letters on the target, and in --report)")
+                _say(out, f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
+                     "pgferry.dead_letters on the target, and in --report)")
             if verify and t.first_differing_keys:
                 keys = t.first_differing_keys
                 more = t.differing + t.only_in_source + t.only_in_target - min(len(keys), 5)
-                out.print(f"{t.table}: first differing keys: "
-                          + "; ".join(key_text(k) for k in keys[:5])
-                          + (f"; and {more:,} more" if more > 0 else ""))
+                _say(out, f"{t.table}: first differing keys: "
+                     + "; ".join(key_text(k) for k in keys[:5])
+                     + (f"; and {more:,} more" if more > 0 else ""))
+        for f in result.findings:
+            _say(out, f"drift: {f}")
         for w in result.warnings:
-            out.print(f"warning: {w}")
+            _say(out, f"warning: {w}")
         if result.error:
-            out.print(f"error: {result.error}")
-        out.print(f"{result.derive_outcome()} in {result.duration_s:.1f}s")
+            _say(out, f"error: {result.error}")
+        if not verify and any(t.before_images and t.written for t in result.tables):
+            _say(out, f"run {result.run_id}: undo with `pgferry sync revert {result.run_id} "
+                 f"--env {result.target} --yes`")
+        _say(out, f"{result.derive_outcome()} in {result.duration_s:.1f}s")
     return render
+
+
+def interactive(st: State) -> bool:
+    """A person at a terminal who can answer a question (not --json, not piped)."""
+    return not st.json and sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def _split(values: list[str] | str | None) -> list[str]:
@@ -126,10 +193,23 @@ def _run(st: State, source: str, target: str, opts: engine.Options, yes: bool,
     tgt = st.target(target)
     if opts.mode not in ("incremental", "full", "verify"):
         raise BadInput(f"--mode {opts.mode!r}: use incremental, full or verify")
-    if opts.mode != "verify" and not opts.dry_run:
-        confirm_protected(st, tgt, yes, f"sync {opts.mode} from {source} into {target}")
     if report is not None:
         sync_report.check_writable(report)
+    if opts.mode != "verify" and not opts.dry_run and tgt.protected and not yes:
+        action = f"sync {opts.mode} from {source} into {target}"
+        if interactive(st):
+            # show what would change before asking: the read-only comparison, counted
+            preview = engine.run(cfg, src, tgt, replace(opts, dry_run=True))
+            _render(preview)(st.err)
+            if preview.exit_code:
+                raise Refused(f"the preview of {action} did not complete (exit "
+                              f"{preview.exit_code}); nothing was written", env=target)
+            if not typer.confirm(f"{target} is protected. Apply these changes ({action})?",
+                                 default=False, err=True):
+                raise Refused(f"environment {target!r} is protected: {action} was not "
+                              "confirmed; nothing was written", env=target)
+        else:
+            confirm_protected(st, tgt, yes, action)
     channel = events.Channel()
     if opts.dry_run:
         result = engine.run(cfg, src, tgt, opts, channel)
@@ -175,7 +255,10 @@ def register(app: typer.Typer) -> None:
             "after; exit 1 when anything still differs). On whenever --report is given.")
         ] = False,
     ) -> None:
-        """Make TARGET hold what SOURCE holds (incremental, full) or compare them (verify)."""
+        """Make TARGET hold what SOURCE holds (incremental, full) or compare them (verify).
+
+        Undo a run with: pgferry sync revert RUN_ID --env TARGET --yes
+        """
         st = state(ctx, json_)
         if no_mask and not (reason and reason.strip()):
             raise BadInput("--no-mask needs --reason TEXT (it is recorded in the journal)")
@@ -209,3 +292,77 @@ def register(app: typer.Typer) -> None:
         opts = engine.Options(mode="verify", tables=_split(tables), exclude=_split(exclude),
                               jobs=jobs)
         _run(st, source, target, opts, False, report)
+
+
+def register_revert(app: typer.Typer) -> None:
+    """Add ``revert`` (reached as ``pgferry sync revert``, see cli/app.py) to ``app``."""
+
+    @app.command("revert")
+    def revert_cmd(
+        ctx: typer.Context,
+        run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The sync run to undo "
+                                              "(its id is in the report, --json and journal).")],
+        env: Annotated[str | None, typer.Option(
+            "--env", "-e", help="The environment the run wrote to (default: the one "
+            "whose before-images hold RUN_ID).")] = None,
+        yes: YesOpt = False,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Check and count, then roll back: nothing is changed.")] = False,
+        json_: JsonOpt = False,
+    ) -> None:
+        """Put back every row one sync changed (its before-images), unless one changed since."""
+        from pgferry import journal
+        from pgferry.config import parse_duration
+        from pgferry.sync import revert
+
+        st = state(ctx, json_)
+        cfg = st.config()
+        tgt = st.target(env) if env else _find_run(st, run_id)
+        if not dry_run:
+            confirm_protected(st, tgt, yes, f"sync revert {run_id} in {tgt.name}")
+        wait = parse_duration(cfg.sync.lock_wait).total_seconds()
+        if dry_run:
+            res = revert.revert(tgt, run_id, lock_wait_s=wait, dry_run=True)
+        else:
+            with journal.operation(tgt, "sync revert", {"run_id": run_id}) as op:
+                res = revert.revert(tgt, run_id, lock_wait_s=wait)
+                op.details.update(res.to_dict())
+
+        def render(out: Console) -> None:
+            verb = "would put back" if dry_run else "put back"
+            for t in res.tables:
+                _say(out, f"{t.table}: {verb}: {t.removed} inserted row(s) removed, "
+                     f"{t.reinserted} deleted row(s) inserted again, {t.restored} updated "
+                     "row(s) restored")
+            tot = res.to_dict()["totals"]
+            _say(out, f"{'dry run: nothing changed' if dry_run else 'reverted'} sync run "
+                 f"{run_id} in {tgt.name}: {sum(tot.values())} row(s)")
+        st.emit(res.to_dict(), render)
+
+
+def _find_run(st: State, run_id: str) -> Target:
+    """The environment whose before-images hold ``run_id`` (BadInput when none or several)."""
+    import psycopg
+
+    from pgferry.errors import PgferryError
+    from pgferry.pg.connect import connect
+
+    hits = []
+    for name in st.config().environments:
+        try:
+            t = st.target(name)
+            with connect(t.dsn, autocommit=True, retry_for=0) as c:
+                if c.execute("SELECT to_regclass('pgferry.before_images')").fetchone() == (None,):
+                    continue
+                if c.execute("SELECT 1 FROM pgferry.before_images WHERE run_id = %s LIMIT 1",
+                             [run_id]).fetchone():
+                    hits.append(t)
+        except (PgferryError, psycopg.Error):
+            continue  # an environment that cannot be reached cannot hold it for us either
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        raise BadInput(f"no environment holds before-images of sync run {run_id!r}; check the "
+                       "run id (the report, --json or pgferry journal) or name it with --env")
+    raise BadInput(f"sync run {run_id!r} is in {', '.join(t.name for t in hits)}; name one with "
+                   "--env")

@@ -166,6 +166,7 @@ def _fill(result: SyncResult, plan: SyncPlan, opts: Options) -> None:
         r.warnings.extend(t.warnings)
         r.findings.extend(t.findings)
         r.masked.update(t.masked)
+        r.before_images = t.before_images and not opts.dry_run and opts.mode != "verify"
         if t.error:
             r.status, r.error = "failed", t.error
         elif opts.dry_run:

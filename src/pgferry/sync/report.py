@@ -95,6 +95,14 @@ def markdown(result: SyncResult) -> str:
     title = "verify" if verify else "sync"
     masked_note = (", masked columns as masked" if outcome == "ok"
                    and any(t.masked for t in result.tables) else "")
+    words = _OUTCOME_WORDS[outcome]
+    unchecked = [t.table for t in result.tables
+                 if not verify and not result.dry_run and t.status != "failed"
+                 and t.checked_after is not True]
+    if outcome == "ok" and unchecked:
+        # the claim "matches" needs the check that could have failed
+        words = ("ok — written; not compared again after the sync: " + ", ".join(unchecked)
+                 + " (use --verify-after)")
     out = [f"# pgferry {title}: {result.source} → {result.target}", ""]
     summary = [
         ["source", f"{result.source} (`{redact(result.source_display)}`)"],
@@ -104,8 +112,13 @@ def markdown(result: SyncResult) -> str:
         ["finished", _when(result.finished_at)],
         ["duration", f"{result.duration_s:.2f} s"],
         ["tables", str(len(result.tables))],
-        ["outcome", f"{_OUTCOME_WORDS[outcome]}{masked_note} (exit {result.exit_code})"],
+        ["outcome", f"{words}{masked_note} (exit {result.exit_code})"],
     ]
+    if result.run_id:
+        summary.append(["run id", f"`{result.run_id}`"])
+    if any(t.before_images for t in result.tables) and not verify and not result.dry_run:
+        summary.append(["undo", f"`pgferry sync revert {result.run_id} --env {result.target} "
+                                "--yes` puts back every row this run changed"])
     if result.no_mask_reason:
         summary.append(["unmasked copy", f"--no-mask, reason: {result.no_mask_reason}"])
     out += [f"- **{k}**: {v}" for k, v in summary]
@@ -138,6 +151,16 @@ def markdown(result: SyncResult) -> str:
         out += _table(["table", "first differing keys"],
                       [[t.table, "; ".join(map(key_text, t.first_differing_keys[:10]))]
                        for t in differing])
+
+    drift = [f"{t.table}: {f}" for t in result.tables for f in t.findings] + result.findings
+    if drift:
+        out += ["", "## Schema drift", "",
+                "The two sides' schemas differ; the migrations have not run on both:", ""]
+        out += [f"- {_cell(d)}" for d in drift]
+    notes = [(t.table, t.note) for t in result.tables if t.note]
+    if notes:
+        out += ["", "## Notes", ""]
+        out += _table(["table", "note"], [list(n) for n in notes])
 
     failed = [t for t in result.tables if t.error]
     if failed:

@@ -92,6 +92,8 @@ class TableResult:
     would_insert: int = 0
     would_update: int = 0
     would_delete: int = 0
+    #: rows this run changed were saved in pgferry.before_images (``sync revert``)
+    before_images: bool = False
 
     @property
     def written(self) -> int:

@@ -145,7 +145,9 @@ def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable,
     statement read one snapshot, so ``old`` is the row before the upsert.
     """
     override = sql.SQL(" OVERRIDING SYSTEM VALUE") if t.identity_always else sql.SQL("")
-    insert = sql.SQL("INSERT INTO {t} AS t ({c}){o} SELECT {v} FROM {s} WHERE {w}").format(
+    # aliases that a whole-row reference (to_jsonb(x)) uses are pgferry_*: a user column
+    # of the same name would win over the row
+    insert = sql.SQL("INSERT INTO {t} AS pgferry_t ({c}){o} SELECT {v} FROM {s} WHERE {w}").format(
         t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where, v=_typed(t))
     if t.key:
         upd = [c for c in t.value_columns if c not in t.always_columns]
@@ -155,14 +157,15 @@ def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable,
                 k=cols(t.key),
                 set=sql.SQL(", ").join(sql.SQL("{} = excluded.{}").format(
                     sql.Identifier(c), sql.Identifier(c)) for c in upd),
-                a=_cmp(t, "t", upd), b=_cmp(t, "excluded", upd))
+                a=_cmp(t, "pgferry_t", upd), b=_cmp(t, "excluded", upd))
         else:
             conflict = sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(cols(t.key))
         insert = sql.SQL("{}{}").format(insert, conflict)
     if t.before_images and ctx is not None and t.key:
         kc = cols(t.key)
         return sql.SQL(
-            "WITH old AS (SELECT {kc}, to_jsonb(o) AS pgferry_row FROM {tbl} o WHERE ({kc}) IN "
+            "WITH old AS (SELECT {kc}, to_jsonb(pgferry_o) AS pgferry_row FROM {tbl} pgferry_o "
+            "WHERE ({kc}) IN "
             "(SELECT {kt} FROM {s} WHERE {w})), "
             "up AS ({ins} RETURNING {kr}, {h} AS pgferry_h), "
             "saved AS ({images} SELECT %s, %s, %s, CASE WHEN old.pgferry_row IS NULL THEN "
@@ -172,7 +175,8 @@ def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable,
             "count(*) FILTER (WHERE old.pgferry_row IS NOT NULL) "
             "FROM up LEFT JOIN old ON ({ko}) = ({ku})").format(
             kc=kc, tbl=table_ident(t), kt=_typed_keys(t), s=source, w=where, ins=insert,
-            kr=cols(t.key, "t"), h=_row_hash("t"), images=_IMAGES, kj=_key_json(t, "up"),
+            kr=cols(t.key, "pgferry_t"), h=_row_hash("pgferry_t"), images=_IMAGES,
+            kj=_key_json(t, "up"),
             ko=cols(t.key, "old"), ku=cols(t.key, "up"))
     if t.partitioned:  # no system columns in RETURNING there: count the changed rows only
         return sql.SQL("WITH up AS ({} RETURNING 1) SELECT count(*), 0 FROM up").format(insert)
@@ -309,9 +313,11 @@ def _dead(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered: s
     # the row goes from the staging table to the dead letters on the server: values keep
     # their exact text (numeric scale, timestamps) instead of a trip through Python
     q = sql.SQL("INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data,"
-                " error, sqlstate) SELECT %s, %s, %s, jsonb_build_object({}), to_jsonb(s) -"
-                " 'pgferry_n', %s, %s FROM {} s WHERE pgferry_n = %s RETURNING key").format(
-        sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier("s", k))
+                " error, sqlstate) SELECT %s, %s, %s, jsonb_build_object({}),"
+                " to_jsonb(pgferry_s) - 'pgferry_n', %s, %s FROM {} pgferry_s"
+                " WHERE pgferry_n = %s RETURNING key").format(
+        sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(k),
+                                                    sql.Identifier("pgferry_s", k))
                            for k in keys), numbered)
     row = conn.execute(q, [ctx.run_id, ctx.source, t.qualname, msg, sqlstate, n]).fetchone()
     assert row is not None
@@ -352,9 +358,10 @@ def delete_rows(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
     if not t.before_images:
         cur = conn.execute(delete, params)
         return max(cur.rowcount, 0)
-    q = sql.SQL("WITH d AS ({del_} RETURNING t.*), saved AS ({images} SELECT %s, %s, %s, "
-                "'delete', {kj}, to_jsonb(d), NULL FROM d) SELECT count(*) FROM d").format(
-        del_=delete, images=_IMAGES, kj=_key_json(t, "d"))
+    q = sql.SQL("WITH pgferry_d AS ({del_} RETURNING t.*), saved AS ({images} SELECT %s, %s, "
+                "%s, 'delete', {kj}, to_jsonb(pgferry_d), NULL FROM pgferry_d) "
+                "SELECT count(*) FROM pgferry_d").format(
+        del_=delete, images=_IMAGES, kj=_key_json(t, "pgferry_d"))
     row = conn.execute(q, [*params, ctx.run_id, ctx.source, t.qualname]).fetchone()
     return int(row[0]) if row else 0
 
@@ -384,9 +391,9 @@ def delete_all(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> int
 
 def images_of_inserts(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> None:
     """Record every row of ``t`` as inserted by this run (after a COPY into an empty table)."""
-    conn.execute(sql.SQL("{images} SELECT %s, %s, %s, 'insert', {kj}, NULL, {h} FROM {tbl} t"
-                         ).format(images=_IMAGES, kj=_key_json(t, "t"), h=_row_hash("t"),
-                                  tbl=table_ident(t)),
+    conn.execute(sql.SQL("{images} SELECT %s, %s, %s, 'insert', {kj}, NULL, {h} FROM {tbl} "
+                         "pgferry_t").format(images=_IMAGES, kj=_key_json(t, "pgferry_t"),
+                                             h=_row_hash("pgferry_t"), tbl=table_ident(t)),
                  [ctx.run_id, ctx.source, t.qualname])
 
 
