@@ -74,10 +74,16 @@ class Table:
 _TABLES = """
 SELECT c.oid, n.nspname, c.relname, c.relkind = 'p',
        greatest(c.reltuples, 0)::bigint,
-       CASE WHEN c.relkind = 'p' THEN coalesce((
-           SELECT sum(pg_total_relation_size(i.inhrelid)) FROM pg_inherits i
-           WHERE i.inhparent = c.oid), 0)
-       ELSE pg_total_relation_size(c.oid) END::bigint,
+       -- sizes from pg_class (table, TOAST, indexes; partitions summed): the size functions
+       -- would lock each table and wait behind another session's ACCESS EXCLUSIVE
+       (SELECT coalesce(sum(r.relpages::bigint + coalesce(tr.relpages, 0)
+                            + coalesce((SELECT sum(ic.relpages) FROM pg_index x
+                                        JOIN pg_class ic ON ic.oid = x.indexrelid
+                                        WHERE x.indrelid = r.oid), 0)), 0)
+        FROM pg_class r LEFT JOIN pg_class tr ON tr.oid = r.reltoastrelid
+        WHERE r.oid = c.oid OR r.oid IN (SELECT i.inhrelid FROM pg_inherits i
+                                         WHERE i.inhparent = c.oid))::bigint
+         * current_setting('block_size')::bigint,
        pg_get_userbyid(c.relowner), row_security_active(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition

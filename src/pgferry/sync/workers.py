@@ -389,7 +389,8 @@ def units(tables: list[TablePlan]) -> list[list[TablePlan]]:
 
 
 def execute(ctx: RunContext, jobs: int) -> None:
-    runnable = [t for t in ctx.plan.runnable if ctx.result.table(t.qualname).status == "pending"]
+    runnable = [t for t in ctx.plan.runnable
+                if ctx.result.table(t.qualname).status in ("pending", "planned")]
     if ctx.opts.mode == "verify" or ctx.opts.dry_run:
         _schedule(ctx, [[t] for t in runnable], jobs, _verify_unit)
     elif ctx.opts.atomic:
