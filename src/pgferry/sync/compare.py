@@ -7,10 +7,10 @@ its own for verify). A table of at least ``PARALLEL_MIN_ROWS`` estimated rows
 that starts when no other table waits for a worker is compared as key ranges on
 the idle workers' share of connection pairs as well (:meth:`RunContext.spare`:
 more sources in the run's snapshot, more targets importing the first target's
-snapshot), closed when the comparison ends. :func:`checksum_deletes` is the
-checksum strategy's first step: it compares, deletes what the source lacks and
-returns the :class:`Upserts` the second step copies with
-:func:`checksum_upserts`. Ranges where many rows differ are handled as ranges,
+snapshot), closed when the comparison ends. :func:`checksum_compare` is the
+checksum strategy's first step: it compares and returns the :class:`Upserts`:
+what to delete (run by the workers, children first) and what the second step
+copies with :func:`checksum_upserts`. Ranges where many rows differ are handled as ranges,
 so memory is bounded by the number of ranges rather than the number of
 differing rows.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
@@ -46,6 +47,10 @@ PARALLEL_MIN_ROWS = 200_000
 DENSE_KEYS = 256
 
 
+#: one delete statement (or a few) of a table, counting into its result
+DeleteOp = Callable[[TableResult], None]
+
+
 @dataclass
 class Upserts:
     """What the checksum comparison left for the load phase: keys and whole source ranges."""
@@ -54,6 +59,9 @@ class Upserts:
     ranges: list[tuple[sql.Composable, list[Any]]] = field(default_factory=list)
     #: rows the source holds (within ``where``), as the comparison counted them
     source_rows: int = 0
+    #: the deletes the comparison found, to run (and, if a foreign key refuses them while
+    #: a child row still points at them, to run again after the loads)
+    deletes: list[DeleteOp] = field(default_factory=list)
 
 
 def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], None],
@@ -124,15 +132,14 @@ def verify_table(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
         r.status = "differs"
 
 
-def checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
-                      progress: Callable[[int], None], keys_only: bool = False
-                      ) -> Upserts | None:
-    """Compare chunk checksums; delete what the source lacks; return what to copy later.
+def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
+                     progress: Callable[[int], None], keys_only: bool = False
+                     ) -> Upserts | None:
+    """Compare chunk checksums: what to delete (as :attr:`Upserts.deletes`) and to copy.
 
-    Runs in the unit's transaction before any load (children first), so a parent's
-    rows are deleted only after its children's; None when the target table is empty
-    (the load then takes the COPY fast path). Fills ``r.source_rows`` (rows the
-    source holds, as compared) unless ``keys_only``.
+    Runs in the unit's transaction before any write of the table; writes nothing.
+    None when the target table is empty (the load then takes the COPY fast path).
+    ``keys_only``: compare the keys alone (a watermark table's deletes).
     """
     if not t.where and is_empty(link, t):
         return None
@@ -170,12 +177,22 @@ def checksum_deletes(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
         where, params = tgt_side.predicate(rg.range)
         if dense and rg.source_rows and src_side is not None:
             swhere, sparams = src_side.predicate(rg.range)
-            delete_missing_range(link, t, r, (swhere, sparams), (where, params))
+            work.deletes.append(partial(_missing, link, t, (swhere, sparams), (where, params)))
         elif not rg.source_rows:
-            delete_range(link, t, r, where, params)
-        progress(rg.target_rows)
-    apply_keys(link, t, {}, r, [], delete, progress)
+            work.deletes.append(partial(_range, link, t, where, params))
+    if delete:
+        work.deletes.append(lambda r: apply_keys(link, t, {}, r, [], delete, progress))
     return work
+
+
+def _missing(link: Link, t: TablePlan, source: tuple[sql.Composable, list[Any]],
+             target: tuple[sql.Composable, list[Any]], r: TableResult) -> None:
+    delete_missing_range(link, t, r, source, target)
+
+
+def _range(link: Link, t: TablePlan, where: sql.Composable, params: list[Any],
+           r: TableResult) -> None:
+    delete_range(link, t, r, where, params)
 
 
 def checksum_upserts(link: Link, t: TablePlan, masks: dict[str, sql.Composable],

@@ -8,9 +8,10 @@ inserted, each with the fingerprint of the row the run wrote) and, in one
 a row the run wrote must still be exactly that row (same fingerprint), a row it
 deleted must still be absent. If one did, nothing is written and
 :class:`~pgferry.errors.Refused` (exit 4) names the table, the key and how many
-rows changed. Otherwise it deletes the rows the run inserted (children first),
-inserts again the rows it deleted and restores the rows it updated (parents
-first), deletes the run's before-images and commits. Sequences are not moved
+rows changed. Otherwise it inserts again the rows the run deleted and restores
+the rows it updated (parents first), deletes the rows it inserted (children
+first) — a step a constraint refuses waits for the others (:func:`_run_steps`)
+—, deletes the run's before-images and commits. Sequences are not moved
 back (they never move backwards). The caller journals the outcome.
 """
 
@@ -144,6 +145,36 @@ def _apply(conn: psycopg.Connection[Any], run_id: str, t: catalog.Table,
         res.restored += max(cur.rowcount, 0)
 
 
+def _run_steps(conn: psycopg.Connection[Any], run_id: str, tables: dict[str, catalog.Table],
+               results: dict[str, TableRevert], steps: list[tuple[str, str]]) -> None:
+    """Run the steps, each in a savepoint, in passes until all are done.
+
+    The order above suits most data (rows the run deleted come back first, so the
+    rows it changed can point at them again; rows it inserted go last, children
+    first). A step a constraint refuses (class 23: a row still points at one to
+    remove, a unique value still held) waits for the next pass; a pass that
+    finishes nothing runs the first waiting step bare, so its error is the answer.
+    """
+    pending = list(steps)
+    while pending:
+        left = []
+        for n, step in pending:
+            counts = vars(results[n]).copy()
+            try:
+                with conn.transaction():
+                    _apply(conn, run_id, tables[n], results[n], step)
+            except psycopg.Error as e:
+                if not (e.sqlstate or "").startswith("23") or conn.broken:
+                    raise
+                vars(results[n]).update(counts)
+                left.append((n, step))
+        if len(left) == len(pending):
+            n, step = left[0]
+            _apply(conn, run_id, tables[n], results[n], step)  # raises the real error
+            left = left[1:]
+        pending = left
+
+
 def revert(target: Target, run_id: str, *, lock_wait_s: float = 60.0,
            dry_run: bool = False) -> RevertResult:
     """Revert sync run ``run_id`` on ``target`` (see the module docstring)."""
@@ -188,12 +219,9 @@ def revert(target: Target, run_id: str, *, lock_wait_s: float = 60.0,
                         f"{first}); reverting would overwrite those changes, so nothing was "
                         "reverted; compare with `pgferry verify` and fix by hand or sync again",
                         table=n, changed=changed)
-            for n in reversed(order):
-                _apply(conn, run_id, tables[n], results[n], "remove")
-            for n in order:
-                _apply(conn, run_id, tables[n], results[n], "reinsert")
-            for n in order:
-                _apply(conn, run_id, tables[n], results[n], "restore")
+            steps = ([(n, "reinsert") for n in order] + [(n, "restore") for n in order]
+                     + [(n, "remove") for n in reversed(order)])
+            _run_steps(conn, run_id, tables, results, steps)
             if dry_run:
                 conn.rollback()
             else:

@@ -178,7 +178,13 @@ def _write_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
 
 def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
               current: list[TablePlan]) -> None:
-    """One attempt: compare and delete children first, load parents first, commit."""
+    """One attempt: compare and delete children first, load parents first, commit.
+
+    A table's deletes run right after its comparison, in a savepoint. When a foreign
+    key refuses them (23503: a child row still points at a row to delete, and the
+    child's update comes in the load), they are rolled back to the savepoint and run
+    again after every load of the unit, children first.
+    """
     tgt = link.tgt
     tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
     # deferrable FKs (cycles, self-references) are checked at commit
@@ -186,12 +192,20 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
     for t in unit:
         write.triggers(tgt, t, enable=False)
     work: dict[str, Any] = {}
+    later: list[tuple[TablePlan, list[compare.DeleteOp]]] = []
     for t in reversed(unit):
         current.append(t)
-        work[t.qualname] = _prepare(ctx, t, link)
+        work[t.qualname], ops = _prepare(ctx, t, link)
+        if ops and not _deletes(link, ctx.result.table(t.qualname), ops):
+            later.append((t, ops))
     for t in unit:
         current.append(t)
         _load(ctx, t, link, work.get(t.qualname))
+    for t, ops in later:
+        current.append(t)
+        r = ctx.result.table(t.qualname)
+        for op in ops:
+            op(r)
     for t in unit:
         write.triggers(tgt, t, enable=True)
     current.clear()
@@ -199,15 +213,31 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
     link.dirty = False
 
 
-def _prepare(ctx: RunContext, t: TablePlan, link: Link) -> Any:
-    """A table's first step (children first): compare and delete what the source lacks."""
+def _deletes(link: Link, r: TableResult, ops: list[compare.DeleteOp]) -> bool:
+    """Run a table's deletes in a savepoint; False (rolled back) when an FK refused them."""
+    before = r.deleted
+    try:
+        with link.tgt.transaction():
+            for op in ops:
+                op(r)
+        return True
+    except psycopg.Error as e:
+        if e.sqlstate != "23503" or link.tgt.broken:
+            raise
+        r.deleted = before
+        return False
+
+
+def _prepare(ctx: RunContext, t: TablePlan, link: Link
+             ) -> tuple[Any, list[compare.DeleteOp]]:
+    """A table's first step (children first): compare; what to copy, and the deletes."""
     r = ctx.result.table(t.qualname)
     progress = _progress(ctx, t)
     if t.strategy == "full":
-        full_deletes(link, t, r)
-        return None
+        return None, [lambda res: full_deletes(link, t, res)]
     if t.strategy == "checksum":
-        return compare.checksum_deletes(ctx, t, link, r, progress)
+        work = compare.checksum_compare(ctx, t, link, progress)
+        return work, work.deletes if work is not None else []
     if t.strategy == "watermark":
         mark = watermark.read_mark(link, t)
         if (mark.watermark is None and not is_empty(link, t)) or not watermark.fence_usable(
@@ -217,11 +247,13 @@ def _prepare(ctx: RunContext, t: TablePlan, link: Link) -> Any:
             if mark.watermark is not None:
                 r.warnings.append("more than 2^31 transactions since the last run: the table "
                                   "was compared instead of read by watermark")
-            return ("compare", compare.checksum_deletes(ctx, t, link, r, progress))
+            work = compare.checksum_compare(ctx, t, link, progress)
+            return ("compare", work), work.deletes if work is not None else []
         if t.deletes:
             # timestamps cannot show a deleted row: compare the keys alone, chunk by chunk
-            compare.checksum_deletes(ctx, t, link, r, progress, keys_only=True)
-    return None
+            keys = compare.checksum_compare(ctx, t, link, progress, keys_only=True)
+            return None, keys.deletes if keys is not None else []
+    return None, []
 
 
 def _load(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
