@@ -90,6 +90,9 @@ def test_markdown_report() -> None:
     assert "- public.leads: target table has user triggers: touch_updated_at" in md
     ok = sample()
     ok.tables = ok.tables[:1]
+    # "matches" only where the check after the sync ran (a check that could have failed)
+    assert "not compared again after the sync: public.legal_cases" in report.markdown(ok)
+    ok.tables[0].checked_after = True
     assert ("- **outcome**: ok — the target matches the source, masked columns as masked "
             "(exit 0)") in report.markdown(ok)
 
