@@ -5,7 +5,8 @@ Contract:
   1 when an error-level finding remains, 0 otherwise. Bad input raises
   :class:`~pgferry.errors.BadInput` (2): unreadable files, unparsable SQL
   (``SqlParseError`` naming file:line and the parser's message), bad options.
-- Targets: PATHS (files, or directories scanned as migration directories);
+- Targets (:mod:`pgferry.lint.targets`): PATHS (files, or directories scanned
+  as migration directories), always in version order however they were named;
   else the pending migrations of ``--env``; else every versioned, template and
   repeatable file of the migrations directory (undo files only when named).
 - Catalog: ``--env`` snapshots the target once (and writes it to ``--catalog
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pgferry.errors import BadInput, ConfigError
-from pgferry.lint import parallel, report
+from pgferry.lint import parallel, report, targets
 from pgferry.lint.engine import Linter, Settings
 from pgferry.lint.model import Finding
 
@@ -89,31 +90,10 @@ def light_config(req: Request) -> LightConfig:
         dict(lint.get("severity", {})), lint.get("pg_version")))
 
 
-def _files_of_dir(d: Path, include_undo: bool) -> list[Path]:
-    from pgferry.migrate.files import scan
-
-    ms = scan(d)
-    files = [*ms.versioned, *ms.templates, *ms.repeatable]
-    if include_undo:
-        files += sorted(ms.undo.values(), key=lambda m: m.sort_key)
-    out = [m.path for m in files]
-    out += sorted(p for p in ms.ignored)  # *.sql that are not migrations: still SQL
-    return out
-
-
 def _targets(req: Request, lc: LightConfig) -> list[Path]:
     if not req.paths:
-        return _files_of_dir(lc.migrations_dir, include_undo=False)
-    out: list[Path] = []
-    for raw in req.paths:
-        p = Path(raw)
-        if p.is_dir():
-            out += _files_of_dir(p, include_undo=True)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise BadInput(f"{raw}: no such file or directory")
-    return out
+        return targets.files_of_dir(lc.migrations_dir, include_undo=False)
+    return targets.collect(req.paths)
 
 
 def _read(p: Path) -> str:
