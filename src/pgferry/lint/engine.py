@@ -3,8 +3,10 @@
 Contract:
 - :class:`Settings` says which rules run and how severe they are (``[lint]`` in
   pgferry.toml, or the CLI). :func:`active_rules` applies it.
-- :class:`Linter` lints files in the order given (the order migrations run), so
-  a table created in an earlier file counts as new in a later one. It returns
+- :class:`Linter` lints files in the order given (the order migrations run). A
+  table created earlier in the same file is new (no rows, no clients); one an
+  earlier file created is new only when the catalog lacks it and that file is
+  pending (not in ``applied``): see :class:`~pgferry.lint.model.Context`. It returns
   :class:`~pgferry.lint.model.Finding` lists; unparsable SQL raises
   :class:`~pgferry.errors.SqlParseError` naming file, line and the parser's words.
 - Parsing uses pglast's JSON path (``parse_sql_json``, decoded by orjson): plain
@@ -17,7 +19,7 @@ Contract:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -85,12 +87,18 @@ def severity_of(rule: type[Rule] | Rule, settings: Settings) -> str:
 
 
 class Linter:
-    """Lints files in order; keeps what earlier files created (tables, columns)."""
+    """Lints files in order; keeps what earlier files created (tables, columns).
+
+    ``applied``: the paths (as given to :meth:`lint_text`) the catalog's history
+    says ran already; the tables they create are not new in later files.
+    """
 
     def __init__(self, settings: Settings | None = None, catalog: Any = None,
-                 pg_version: int | None = None) -> None:
+                 pg_version: int | None = None, applied: Collection[str] = ()) -> None:
         self.settings = settings or Settings()
         self.catalog = catalog
+        #: paths (as given to lint_text) the catalog's history says ran already
+        self.applied = frozenset(applied)
         version = pg_version or self.settings.pg_version
         if version is None and catalog is not None:
             version = catalog.server_version // 10000
@@ -135,7 +143,9 @@ class Linter:
             effects.non_transactional(s) for s in stmts))
         cx = self.cx
         cx.file, cx.stmts = info, stmts
+        cx.pending = path not in self.applied
         cx.scratch = {}
+        cx.file_created.clear()
         cx.reset_tx()
         raw: list[tuple[Rule, Hit, Stmt | None]] = []
         depth = 0
@@ -153,6 +163,7 @@ class Linter:
             depth = effects.tx_depth_after(st, depth)
             if depth == 0 and (not info.transactional or effects.ends_tx(st)):
                 cx.reset_tx()
+        cx.end_file(cx.pending)
         if not check:
             cx.reset_tx()
             return []

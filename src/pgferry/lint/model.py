@@ -132,15 +132,25 @@ class Context:
     methods below, so a parallel run can record which tables each file touched
     (``touched``/``written`` sets, None when not tracking) and prove that a file
     linted without its predecessors' state saw the same answers.
+
+    A table is *new* (no rows, nobody uses it yet) when it was created earlier in
+    the same file, or when it is absent from the catalog and a pending file of
+    the run created it (:meth:`end_file` carries it over). Without a catalog
+    pgferry cannot tell a pending file from one applied years ago, so a table
+    from an earlier file is an existing table with rows.
     """
 
     pg_version: int = DEFAULT_PG
     catalog: Snapshot | None = None
-    #: tables created earlier in this run ("schema.table"), so new tables are not "existing"
+    #: tables pending files of this run created that the catalog lacks ("schema.table")
     created: set[str] = field(default_factory=set)
+    #: tables created earlier in the current file (reset per file)
+    file_created: set[str] = field(default_factory=set)
     #: column types known from this run: table -> column -> type name
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     file: FileInfo | None = None
+    #: the current file is still to run (False: the catalog's history says it ran)
+    pending: bool = True
     stmts: list[Stmt] = field(default_factory=list)
     #: per transaction facts (reset at COMMIT and at each file's end)
     tx_not_valid: dict[str, str] = field(default_factory=dict)  # constraint -> table
@@ -161,10 +171,16 @@ class Context:
             self.touched.add(table)  # type: ignore[union-attr]
 
     def is_new(self, table: str) -> bool:
-        """True when ``table`` was created in this run (so nobody uses it yet)."""
+        """True when ``table`` is new (see the class docstring): nobody uses it yet."""
+        if table in self.file_created:
+            return True
         if self.touched is not None:
             self.touched.add(table)
         return table in self.created
+
+    def in_catalog(self, table: str) -> bool:
+        """True when the catalog has ``table`` (False without a catalog)."""
+        return self.catalog is not None and table in self.catalog.tables
 
     def is_empty(self, table: str) -> bool:
         """True when the catalog says the table exists and has no data pages."""
@@ -179,9 +195,7 @@ class Context:
     def existing(self, table: str) -> bool:
         """True when ``table`` may hold rows that other sessions use right now
         (not created in this run, not empty in the catalog)."""
-        if self.touched is not None:
-            self.touched.add(table)
-        if table in self.created:
+        if self.is_new(table):
             return False
         return self.catalog is None or not self.is_empty(table)
 
@@ -205,12 +219,23 @@ class Context:
         return self.nn_checks.get((table, name))
 
     def add_created(self, table: str) -> None:
-        self._wrote(table)
-        self.created.add(table)
+        """``table`` was created by the current file (new until the file ends)."""
+        self.file_created.add(table)
 
     def drop_created(self, table: str) -> None:
+        self.file_created.discard(table)
         self._wrote(table)
         self.created.discard(table)
+
+    def end_file(self, pending: bool) -> None:
+        """Carry the tables the file created into later files when they count as new
+        there: the file is pending and the catalog lacks them."""
+        if pending and self.catalog is not None:
+            for table in self.file_created:
+                if table not in self.catalog.tables:
+                    self._wrote(table)
+                    self.created.add(table)
+        self.file_created.clear()
 
     def set_column_type(self, table: str, column: str, type_: str) -> None:
         self._wrote(table)

@@ -42,6 +42,8 @@ class Request:
     config_path: str | None = None
     #: processes to lint on (None: every CPU this process may use; 1: no fork)
     jobs: int | None = None
+    #: directory mode: lint the files the catalog's history says ran, too
+    all_files: bool = False
 
 
 @dataclass
@@ -90,12 +92,6 @@ def light_config(req: Request) -> LightConfig:
         dict(lint.get("severity", {})), lint.get("pg_version")))
 
 
-def _targets(req: Request, lc: LightConfig) -> list[Path]:
-    if not req.paths:
-        return targets.files_of_dir(lc.migrations_dir, include_undo=False)
-    return targets.collect(req.paths)
-
-
 def _read(p: Path) -> str:
     try:
         return p.read_bytes().decode("utf-8").removeprefix("\ufeff")
@@ -105,15 +101,20 @@ def _read(p: Path) -> str:
         raise BadInput(f"{p}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
-def _env_mode(req: Request) -> tuple[Any, list[Path] | None, Settings, Path]:
-    """With --env: (snapshot, pending files or None when PATHS given, settings, root)."""
+def _env_mode(req: Request) -> tuple[Any, list[Path] | None, Settings]:
+    """With --env: (snapshot with the history, pending files or None when PATHS or
+    --all were given, settings)."""
     from pgferry.config import load_config
     from pgferry.lint.gate import snapshot_target
+    from pgferry.lint.snapshot import history_of
+    from pgferry.migrate.service import read_history
     from pgferry.pg.connect import resolve_env
 
     cfg = load_config(req.config_path)
     target = resolve_env(cfg, req.env or "")
     snap = snapshot_target(target)
+    rows, _ = read_history(cfg, target)
+    snap.history = history_of(rows)
     if req.catalog:
         try:
             Path(req.catalog).write_text(snap.to_json(), encoding="utf-8")
@@ -121,14 +122,12 @@ def _env_mode(req: Request) -> tuple[Any, list[Path] | None, Settings, Path]:
             raise BadInput(f"cannot write the catalog snapshot to {req.catalog}: "
                            f"{e.strerror}") from None
     pending_files = None
-    if not req.paths:
+    if not req.paths and not req.all_files:
         from pgferry.migrate.files import scan
         from pgferry.migrate.plan import pending
-        from pgferry.migrate.service import read_history
 
-        rows, _ = read_history(cfg, target)
         pending_files = [s.file.path for s in pending(scan(cfg.migrations_dir), rows)]
-    return snap, pending_files, Settings.from_config(cfg.lint), cfg.root
+    return snap, pending_files, Settings.from_config(cfg.lint)
 
 
 def run(req: Request) -> tuple[str, int]:
@@ -142,7 +141,7 @@ def run(req: Request) -> tuple[str, int]:
         return report.rule_list(ALL_RULES, req.fmt), 0
     snap = None
     if req.env:
-        snap, pending_files, settings, _ = _env_mode(req)
+        snap, pending_files, settings = _env_mode(req)
         lc = light_config(req)
     else:
         lc = light_config(req)
@@ -151,14 +150,20 @@ def run(req: Request) -> tuple[str, int]:
             from pgferry.lint.snapshot import load
 
             snap = load(Path(req.catalog))
-    paths = pending_files if pending_files is not None else _targets(req, lc)
-    linter = Linter(settings, catalog=snap, pg_version=req.pg_version)
+    if pending_files is not None:
+        chosen = targets.Targets(pending_files)
+    else:
+        chosen = targets.select(req.paths, lc.migrations_dir, snap.history if snap else None,
+                                req.all_files)
+    paths = chosen.paths
+    linter = Linter(settings, catalog=snap, pg_version=req.pg_version,
+                    applied={_show(p) for p in chosen.applied})
     findings = _lint(linter, paths, req.jobs)
     code = 1 if report.counts(findings)["errors"] else 0
     meta = {"pg_version": linter.pg_version, "env": req.env,
             "catalog": (snap.source or req.catalog) if snap else None}
     if req.fmt == "json":
-        return report.as_json(findings, len(paths), meta), code
+        return report.as_json(findings, len(paths), meta, chosen.skipped), code
     if req.fmt == "sarif":
         return report.sarif(findings, ALL_RULES, __version__), code
     header = ""
@@ -167,7 +172,7 @@ def run(req: Request) -> tuple[str, int]:
                   f"{len(snap.tables)} tables)")
     if req.env and pending_files is not None and not paths:
         header = (header + "\n" if header else "") + f"no pending migrations for {req.env}"
-    return report.text(findings, len(paths), header), code
+    return report.text(findings, len(paths), header, chosen.skipped), code
 
 
 def _lint(linter: Linter, paths: list[Path], jobs: int | None) -> list[Finding]:

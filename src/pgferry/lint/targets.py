@@ -5,20 +5,33 @@ Contract (pure apart from listing directories):
   order they were named in (a shell glob puts ``V10`` before ``V2``): versioned
   files by version, then ``VXXX`` templates, repeatables, undo files, and last
   any other ``.sql`` file by path. A file named twice is linted once.
-- :func:`collect` expands PATHS (files, or directories read as migration
-  directories, undo files included) into that order; :func:`files_of_dir` is
-  one directory without undo files (the default target).
+- :func:`select` expands PATHS (files, or directories read as migration
+  directories, undo files included; no PATHS: the migrations directory without
+  undo files) into that order. In directory mode, files the catalog's history
+  says ran are skipped, or with ``all_files`` linted and marked applied; a file
+  named on its own is always linted (marked applied when it ran).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pgferry.errors import BadInput
 
 if TYPE_CHECKING:
+    from pgferry.lint.snapshot import History
     from pgferry.migrate.files import MigrationFile
+
+
+@dataclass
+class Targets:
+    """The files to lint in run order, which of them already ran, how many were skipped."""
+
+    paths: list[Path]
+    applied: set[Path] = field(default_factory=set)
+    skipped: int = 0
 
 
 def files_of_dir(d: Path, include_undo: bool) -> list[Path]:
@@ -63,15 +76,34 @@ def run_order(paths: list[Path]) -> list[Path]:
     return sorted(seen.values(), key=_order_key)
 
 
-def collect(raw_paths: list[str]) -> list[Path]:
-    """PATHS as given on the command line, expanded and in run order."""
-    out: list[Path] = []
+def select(raw_paths: list[str], default_dir: Path, history: History | None = None,
+           all_files: bool = False) -> Targets:
+    """PATHS as given on the command line (see the module docstring)."""
+    named: list[Path] = []
+    listed: list[Path] = []  # found in a directory
+    if not raw_paths:
+        listed = files_of_dir(default_dir, include_undo=False)
     for raw in raw_paths:
         p = Path(raw)
         if p.is_dir():
-            out += files_of_dir(p, include_undo=True)
+            listed += files_of_dir(p, include_undo=True)
         elif p.is_file():
-            out.append(p)
+            named.append(p)
         else:
             raise BadInput(f"{raw}: no such file or directory")
-    return run_order(out)
+    out = Targets(run_order([*named, *listed]))
+    if history is None:
+        return out
+    by_name = {p.resolve() for p in named}
+    keep: list[Path] = []
+    for p in out.paths:
+        m = migration_of(p)
+        if m is None or not history.ran(m):
+            keep.append(p)
+        elif all_files or p.resolve() in by_name:
+            keep.append(p)
+            out.applied.add(p)
+        else:
+            out.skipped += 1
+    out.paths = keep
+    return out

@@ -75,3 +75,87 @@ def test_named_files_order_does_not_depend_on_the_command_line(
     b = cli("lint", "--catalog", "prod.json", "migrations/V2__leads.sql",
             "migrations/V10__leads_region.sql", cwd=root)
     assert a.out == b.out and a.code == b.code == 0
+
+
+#: V1 ran on prod long ago and created leads (300k rows now); V2 and V3 are pending
+HISTORY_FILES = {
+    "V1__leads.sql": "CREATE TABLE leads (id bigint, region text, note text);\n"
+                     "CREATE INDEX leads_id ON leads (id);\n",
+    "V2__leads_region.sql": "CREATE INDEX leads_region ON leads (region);\n",
+    "V3__drop_note.sql": "ALTER TABLE leads DROP COLUMN note;\n",
+    "R__views.sql": "CREATE OR REPLACE VIEW lead_regions AS SELECT DISTINCT region FROM leads;\n",
+}
+LEADS = {"public.leads": {"rows": 300_000, "total_bytes": 28 << 20, "heap_bytes": 20 << 20}}
+
+
+@pytest.fixture
+def hist(tmp_path: Path) -> Path:
+    d = tmp_path / "migrations"
+    d.mkdir()
+    for name, sql in HISTORY_FILES.items():
+        (d / name).write_text(sql, encoding="utf-8")
+    (tmp_path / "pgferry.toml").write_text("", encoding="utf-8")
+    from pgferry.migrate.files import parse_name
+
+    views = parse_name(d / "R__views.sql")
+    assert views is not None
+    write_catalog(tmp_path / "prod.json", LEADS, {
+        "applied": {"1": None}, "repeatable": {"views": views.checksum}, "baseline": None})
+    write_catalog(tmp_path / "no-history.json", LEADS)
+    return tmp_path
+
+
+def test_ci_mode_reports_hazards_on_old_tables(cli: Callable[..., Any], hist: Path) -> None:
+    """`pgferry lint --catalog FILE` (the CI recipe): V1, applied, is skipped; leads is an
+    old table with 300k rows, so V2's blocking index and V3's DROP COLUMN are reported."""
+    r = cli("lint", "--catalog", "prod.json", "--format", "json", cwd=hist)
+    assert r.code == 1, r.err
+    assert r.json["files"] == 2 and r.json["skipped"] == 2
+    assert [(Path(f["path"]).name, f["rule"]) for f in r.json["findings"]] == [
+        ("V2__leads_region.sql", "require-concurrent-index-creation"),
+        ("V3__drop_note.sql", "ban-drop-column")]
+    assert "(28 MB, ~300k rows)" in r.json["findings"][0]["impact"]
+    text = cli("lint", "--catalog", "prod.json", cwd=hist)
+    assert text.out.splitlines()[-1] == (
+        "1 error(s), 1 warning(s) in 2 file(s); 2 applied file(s) skipped (--all lints them)")
+
+
+def test_all_lints_applied_files_too(cli: Callable[..., Any], hist: Path) -> None:
+    r = cli("lint", "--catalog", "prod.json", "--format", "json", "--all", cwd=hist)
+    assert r.json["files"] == 4 and r.json["skipped"] == 0
+    # V1 ran when leads did not exist: its own index was on a new table
+    assert [(Path(f["path"]).name, f["rule"]) for f in r.json["findings"]] == [
+        ("V2__leads_region.sql", "require-concurrent-index-creation"),
+        ("V3__drop_note.sql", "ban-drop-column")]
+    # a directory named on the command line is directory mode too
+    named = cli("lint", "--catalog", "prod.json", "--format", "json", "migrations", cwd=hist)
+    assert named.json["files"] == 2 and named.json["skipped"] == 2
+
+
+def test_a_catalog_without_history_skips_nothing_and_still_sees_old_tables(
+        cli: Callable[..., Any], hist: Path) -> None:
+    r = cli("lint", "--catalog", "no-history.json", "--format", "json", cwd=hist)
+    assert r.json["files"] == 4 and r.json["skipped"] == 0
+    assert [(Path(f["path"]).name, f["rule"]) for f in r.json["findings"]] == [
+        ("V2__leads_region.sql", "require-concurrent-index-creation"),
+        ("V3__drop_note.sql", "ban-drop-column")]
+
+
+def test_without_a_catalog_tables_of_earlier_files_exist(cli: Callable[..., Any],
+                                                         hist: Path) -> None:
+    r = cli("lint", "--format", "json", cwd=hist)
+    assert r.json["files"] == 4 and r.json["skipped"] == 0
+    assert [(Path(f["path"]).name, f["rule"]) for f in r.json["findings"]] == [
+        ("V2__leads_region.sql", "require-concurrent-index-creation"),
+        ("V3__drop_note.sql", "ban-drop-column")]
+
+
+def test_an_edited_repeatable_is_pending_and_named_files_are_always_linted(
+        cli: Callable[..., Any], hist: Path) -> None:
+    (hist / "migrations" / "R__views.sql").write_text(
+        "CREATE OR REPLACE VIEW lead_regions AS SELECT region FROM leads GROUP BY 1;\n")
+    r = cli("lint", "--catalog", "prod.json", "--format", "json", cwd=hist)
+    assert r.json["files"] == 3 and r.json["skipped"] == 1
+    named = cli("lint", "--catalog", "prod.json", "--format", "json",
+                "migrations/V1__leads.sql", cwd=hist)
+    assert named.json["files"] == 1 and named.json["skipped"] == 0
