@@ -161,7 +161,10 @@ class Context:
     nn_validated: dict[str, set[str]] = field(default_factory=dict)
     #: per-file scratch space for rules that need memory within a file (reset per file)
     scratch: dict[str, Any] = field(default_factory=dict)
+    #: indexes created in this run ("schema.index") -> their table, for DROP INDEX
+    indexes: dict[str, str] = field(default_factory=dict)
     #: when tracking: tables whose cross-file state was read or written / written
+    #: (an index's entry in :attr:`indexes` is tracked as ``"index:schema.name"``)
     touched: set[str] | None = field(default=None, repr=False)
     written: set[str] | None = field(default=None, repr=False)
 
@@ -218,6 +221,20 @@ class Context:
             self.touched.add(table)
         return self.nn_checks.get((table, name))
 
+    def index_table(self, index: str) -> str | None:
+        """The table of ``index`` ("schema.name") when this run created it."""
+        if self.touched is not None:
+            self.touched.add(f"index:{index}")
+        return self.indexes.get(index)
+
+    def add_index(self, index: str, table: str) -> None:
+        self._wrote(f"index:{index}")
+        self.indexes[index] = table
+
+    def drop_index(self, index: str) -> None:
+        self._wrote(f"index:{index}")
+        self.indexes.pop(index, None)
+
     def add_created(self, table: str) -> None:
         """``table`` was created by the current file (new until the file ends)."""
         self.file_created.add(table)
@@ -256,12 +273,14 @@ class Context:
     def save_state(self) -> tuple[Any, ...]:
         """A copy of the state that carries from file to file (see :meth:`restore_state`)."""
         return (set(self.created), {t: dict(c) for t, c in self.columns.items()},
-                dict(self.nn_checks), {t: set(c) for t, c in self.nn_validated.items()})
+                dict(self.nn_checks), {t: set(c) for t, c in self.nn_validated.items()},
+                dict(self.indexes))
 
     def restore_state(self, saved: tuple[Any, ...]) -> None:
         """Go back to a :meth:`save_state` copy (which stays untouched, for reuse)."""
-        created, columns, nn_checks, nn_validated = saved
+        created, columns, nn_checks, nn_validated, indexes = saved
         self.created = set(created)
+        self.indexes = dict(indexes)
         self.columns = {t: dict(c) for t, c in columns.items()}
         self.nn_checks = dict(nn_checks)
         self.nn_validated = {t: set(c) for t, c in nn_validated.items()}

@@ -86,3 +86,19 @@ def test_a_table_dropped_by_a_pending_file_is_no_longer_new() -> None:
              ("V3__again.sql", "CREATE INDEX leads_region ON leads (region);\n")]
     found = live(Linter(catalog=catalog()).lint_files(files))
     assert found == [("V3__again.sql", "require-concurrent-index-creation")]
+
+
+def test_drop_index_on_a_new_table_is_exempt_like_create_index() -> None:
+    """The adopted history: V1 created leads and an index, V2 replaced the index. On a
+    target that lacks leads (all pending), neither is reported; without a catalog (leads
+    may be old) both are; an applied V1 makes leads an existing table."""
+    files = [("V1__leads.sql", "CREATE TABLE leads (id bigint, region text);\n"
+                               "CREATE INDEX leads_region ON leads (region);\n"),
+             ("V2__reindex.sql", "DROP INDEX leads_region;\n"
+                                 "CREATE INDEX leads_region2 ON leads (region, id);\n")]
+    assert not live(Linter(catalog=catalog()).lint_files(files))
+    hazards = [("V2__reindex.sql", "require-concurrent-index-deletion"),
+               ("V2__reindex.sql", "require-concurrent-index-creation")]
+    assert live(Linter().lint_files(files)) == hazards
+    assert live(Linter(catalog=catalog(), applied={"V1__leads.sql"}).lint_files(files)
+                ) == hazards

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pgferry.lint.effects import qualified
 from pgferry.lint.model import Context, Hit, Rule, Stmt
 from pgferry.lint.nodes import list_name, names, qualname, unwrap
 
@@ -35,8 +36,7 @@ class BanDropTable(Rule):
         if st.node.get("removeType") != "OBJECT_TABLE":
             return
         for obj in st.node.get("objects") or []:
-            name = list_name(obj)
-            table = name if "." in name else f"public.{name}"
+            table = qualified(list_name(obj))
             if not cx.is_new(table):
                 yield Hit(None, table)
                 return
@@ -250,7 +250,7 @@ class EnumLabelMismatch(Rule):
         if cx.catalog is None:
             return
         name = ".".join(names(st.node.get("typeName")))
-        key = name if "." in name else f"public.{name}"
+        key = qualified(name)
         labels = cx.catalog.enums.get(key)
         if labels is None:
             return
