@@ -29,7 +29,16 @@ import orjson
 from pgferry.errors import SqlParseError
 from pgferry.lint import effects, pgparse, suppress
 from pgferry.lint.impact import impact_of
-from pgferry.lint.model import DEFAULT_PG, Context, FileInfo, Finding, Hit, Rule, Stmt
+from pgferry.lint.model import (
+    BIG_TABLE_ROWS,
+    DEFAULT_PG,
+    Context,
+    FileInfo,
+    Finding,
+    Hit,
+    Rule,
+    Stmt,
+)
 from pgferry.lint.rules import ALL_RULES
 
 _LEAD = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
@@ -46,13 +55,16 @@ class Settings:
     enable: list[str] = field(default_factory=list)
     severity: dict[str, str] = field(default_factory=dict)
     pg_version: int | None = None
+    #: more rows than this (catalog estimate) make a table big (``[lint] big_table_rows``)
+    big_table_rows: int = BIG_TABLE_ROWS
 
     @classmethod
     def from_config(cls, lint: Any) -> Settings:
         """From a :class:`~pgferry.config.LintConfig` (or anything with those attributes)."""
         if lint is None:
             return cls()
-        return cls(list(lint.disable), list(lint.enable), dict(lint.severity), lint.pg_version)
+        return cls(list(lint.disable), list(lint.enable), dict(lint.severity), lint.pg_version,
+                   getattr(lint, "big_table_rows", BIG_TABLE_ROWS))
 
 
 _INDEX: dict[str, type[Rule]] = {}
@@ -113,12 +125,16 @@ class Linter:
                 self.by_kind.setdefault(k, []).append(r)
         for k in self.by_kind:
             self.by_kind[k] += self.every
-        self.cx = Context(pg_version=self.pg_version, catalog=catalog)
+        self.cx = Context(pg_version=self.pg_version, catalog=catalog,
+                          big_table_rows=self.settings.big_table_rows)
         self._by_subs: dict[frozenset[str], list[Rule]] = {}
         self._active = {r.name for r in self.rules}
         # only the rules that look at a file as a whole are asked at its end
         self._finishers = [r for r in self.rules if type(r).finish is not Rule.finish]
         self._severity = {r.name: severity_of(r, self.settings) for r in self.rules}
+        # a rule's own per-finding severity (Hit.severity) yields to the team's [lint] choice
+        self._chosen = {r.name for r in self.rules
+                        if r.name in self.settings.severity or r.code in self.settings.severity}
 
     def lint_files(self, items: Iterable[tuple[str, str]]) -> list[Finding]:
         """Lint (path, text) pairs in order; SqlParseError stops at the first bad file."""
@@ -204,7 +220,10 @@ class Linter:
         if self.catalog is not None and hit.table:
             impact = impact_of(self.catalog, hit.table, rule.lock, hit.work if hit.work is not None
                                else rule.work)
-        return Finding(rule.name, rule.code, self._severity[rule.name], info.path, line,
+        severity = self._severity[rule.name]
+        if hit.severity is not None and rule.name not in self._chosen:
+            severity = hit.severity
+        return Finding(rule.name, rule.code, severity, info.path, line,
                        col, hit.message or rule.message, rule.help, text, impact, None,
                        st.index if st else None)
 

@@ -24,6 +24,8 @@ Node = dict[str, Any]
 DEFAULT_SCHEMA = "public"
 #: the PostgreSQL version rules assume without a target or ``--pg-version``
 DEFAULT_PG = 18
+#: ``[lint] big_table_rows``: a table with more rows (catalog estimate) is big
+BIG_TABLE_ROWS = 100_000
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Hit:
     table: str | None = None
     message: str | None = None
     work: str | None = None  # overrides Rule.work ("rewrite", "scan", "index", "")
+    severity: str | None = None  # overrides the rule's default (not a [lint] severity)
 
 
 @dataclass(slots=True)
@@ -142,6 +145,7 @@ class Context:
 
     pg_version: int = DEFAULT_PG
     catalog: Snapshot | None = None
+    big_table_rows: int = BIG_TABLE_ROWS
     #: tables pending files of this run created that the catalog lacks ("schema.table")
     created: set[str] = field(default_factory=set)
     #: tables created earlier in the current file (reset per file)

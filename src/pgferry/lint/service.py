@@ -26,7 +26,7 @@ from typing import Any
 from pgferry.errors import BadInput, ConfigError
 from pgferry.lint import parallel, report, targets
 from pgferry.lint.engine import Linter, Settings
-from pgferry.lint.model import Finding
+from pgferry.lint.model import BIG_TABLE_ROWS, Finding
 
 FORMATS = ("text", "json", "sarif")
 
@@ -63,6 +63,9 @@ def _config_file(req: Request) -> Path:
     return Path(req.config_path or os.environ.get("PGFERRY_CONFIG") or "pgferry.toml")
 
 
+_LINT_KEYS = {"disable", "enable", "severity", "pg_version", "big_table_rows"}
+
+
 def light_config(req: Request) -> LightConfig:
     """[lint] and [migrate].dir from pgferry.toml; anything odd defers to the full loader."""
     p = _config_file(req)
@@ -73,11 +76,12 @@ def light_config(req: Request) -> LightConfig:
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
         lint = data.get("lint", {})
-        ok = set(lint) <= {"disable", "enable", "severity", "pg_version"} and all(
+        rows = lint.get("big_table_rows", 0)
+        ok = set(lint) <= _LINT_KEYS and all(
             isinstance(lint.get(k, []), list) for k in ("disable", "enable")) and isinstance(
             lint.get("severity", {}), dict) and all(
             v in ("error", "warning") for v in lint.get("severity", {}).values()) and isinstance(
-            lint.get("pg_version", 0), int)
+            lint.get("pg_version", 0), int) and type(rows) is int and rows >= 0
         mdir = data.get("migrate", {}).get("dir", "migrations")
         ok = ok and isinstance(mdir, str)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
@@ -89,7 +93,8 @@ def light_config(req: Request) -> LightConfig:
         return LightConfig(cfg.root, cfg.migrate.dir, Settings.from_config(cfg.lint))
     return LightConfig(p.resolve().parent, mdir, Settings(
         list(lint.get("disable", [])), list(lint.get("enable", [])),
-        dict(lint.get("severity", {})), lint.get("pg_version")))
+        dict(lint.get("severity", {})), lint.get("pg_version"),
+        lint.get("big_table_rows", BIG_TABLE_ROWS)))
 
 
 def _read(p: Path) -> str:
