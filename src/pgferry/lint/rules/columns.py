@@ -204,6 +204,7 @@ class AddingIdentityColumn(Rule):
     kinds = ("AlterTableStmt",)
     subtypes = frozenset({"AT_AddColumn"})
     lock, work = "ACCESS EXCLUSIVE", "rewrite"
+    squawk = ("adding-field-with-default",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         for table, col, off in _added_columns(cx, st):
