@@ -1,7 +1,7 @@
 """Which files ``pgferry lint`` lints, in which order.
 
 Contract (pure apart from listing directories):
-- :func:`run_order` sorts files the way the runner would meet them, whatever
+- Files are sorted the way the runner would meet them, whatever
   order they were named in (a shell glob puts ``V10`` before ``V2``): versioned
   files by version, then ``VXXX`` templates, repeatables, undo files, and last
   any other ``.sql`` file by path. A file named twice is linted once.
@@ -14,6 +14,7 @@ Contract (pure apart from listing directories):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +35,11 @@ class Targets:
     skipped: int = 0
 
 
-def files_of_dir(d: Path, include_undo: bool) -> list[Path]:
+#: a file to lint and the migration its name describes (None: other SQL)
+Entry = tuple[Path, "MigrationFile | None"]
+
+
+def _listed(d: Path, include_undo: bool) -> list[Entry]:
     """A migration directory's files in run order (undo files only when asked)."""
     from pgferry.migrate.files import scan
 
@@ -42,8 +47,8 @@ def files_of_dir(d: Path, include_undo: bool) -> list[Path]:
     files = [*ms.versioned, *ms.templates, *ms.repeatable]
     if include_undo:
         files += sorted(ms.undo.values(), key=lambda m: m.sort_key)
-    out = [m.path for m in files]
-    out += sorted(p for p in ms.ignored)  # *.sql that are not migrations: still SQL
+    out: list[Entry] = [(m.path, m) for m in files]
+    out += [(p, None) for p in sorted(ms.ignored)]  # *.sql that are not migrations: still SQL
     return out
 
 
@@ -57,8 +62,8 @@ def migration_of(path: Path) -> MigrationFile | None:
         return None
 
 
-def _order_key(path: Path) -> tuple[int, tuple[int, ...], str, str]:
-    m = migration_of(path)
+def _order_key(entry: Entry) -> tuple[int, tuple[int, ...], str, str]:
+    path, m = entry
     if m is None:
         return (4, (), "", str(path))
     if m.is_template:
@@ -68,39 +73,48 @@ def _order_key(path: Path) -> tuple[int, tuple[int, ...], str, str]:
     return (group, parts, m.description, str(path))
 
 
-def run_order(paths: list[Path]) -> list[Path]:
-    """``paths`` in run order, each file once (see the module docstring)."""
-    seen: dict[Path, Path] = {}
-    for p in paths:
-        seen.setdefault(p.resolve(), p)
+def _key(p: Path, cwd: str) -> str:
+    """The same file however it was named (``a/../a/V1.sql``, relative or absolute),
+    without a system call per file."""
+    return os.path.normpath(os.path.join(cwd, p))
+
+
+def _run_order(entries: list[Entry], cwd: str) -> list[Entry]:
+    """``entries`` in run order, each file once (see the module docstring)."""
+    seen: dict[str, Entry] = {}
+    for e in entries:
+        seen.setdefault(_key(e[0], cwd), e)
     return sorted(seen.values(), key=_order_key)
 
 
 def select(raw_paths: list[str], default_dir: Path, history: History | None = None,
            all_files: bool = False) -> Targets:
     """PATHS as given on the command line (see the module docstring)."""
-    named: list[Path] = []
-    listed: list[Path] = []  # found in a directory
+    named: list[Entry] = []
+    listed: list[Entry] = []  # found in a directory
     if not raw_paths:
-        listed = files_of_dir(default_dir, include_undo=False)
+        listed = _listed(default_dir, include_undo=False)
     for raw in raw_paths:
         p = Path(raw)
         if p.is_dir():
-            listed += files_of_dir(p, include_undo=True)
+            listed += _listed(p, include_undo=True)
         elif p.is_file():
-            named.append(p)
+            named.append((p, migration_of(p)))
         else:
             raise BadInput(f"{raw}: no such file or directory")
-    out = Targets(run_order([*named, *listed]))
+    cwd = os.getcwd()
+    # one directory alone is in run order already
+    entries = listed if not named and len(raw_paths) <= 1 else _run_order(
+        [*named, *listed], cwd)
+    out = Targets([p for p, _ in entries])
     if history is None:
         return out
-    by_name = {p.resolve() for p in named}
+    by_name = {_key(p, cwd) for p, _ in named}
     keep: list[Path] = []
-    for p in out.paths:
-        m = migration_of(p)
+    for p, m in entries:
         if m is None or not history.ran(m):
             keep.append(p)
-        elif all_files or p.resolve() in by_name:
+        elif all_files or _key(p, cwd) in by_name:
             keep.append(p)
             out.applied.add(p)
         else:
