@@ -34,13 +34,19 @@ def write_catalog(path: Path, tables: dict[str, Any] | None = None,
     return path
 
 
+def write_project(root: Path, files: dict[str, str]) -> Path:
+    """``root/migrations`` holding ``files``, and an empty pgferry.toml; the directory."""
+    d = root / "migrations"
+    d.mkdir()
+    for name, sql in files.items():
+        (d / name).write_text(sql, encoding="utf-8")
+    (root / "pgferry.toml").write_text("", encoding="utf-8")
+    return d
+
+
 @pytest.fixture
 def mig(tmp_path: Path) -> Path:
-    d = tmp_path / "migrations"
-    d.mkdir()
-    for name, sql in FILES.items():
-        (d / name).write_text(sql, encoding="utf-8")
-    (tmp_path / "pgferry.toml").write_text("", encoding="utf-8")
+    d = write_project(tmp_path, FILES)
     write_catalog(tmp_path / "prod.json", {
         "public.users": {"rows": 300_000, "total_bytes": 28 << 20, "heap_bytes": 20 << 20}})
     return d
@@ -90,11 +96,7 @@ LEADS = {"public.leads": {"rows": 300_000, "total_bytes": 28 << 20, "heap_bytes"
 
 @pytest.fixture
 def hist(tmp_path: Path) -> Path:
-    d = tmp_path / "migrations"
-    d.mkdir()
-    for name, sql in HISTORY_FILES.items():
-        (d / name).write_text(sql, encoding="utf-8")
-    (tmp_path / "pgferry.toml").write_text("", encoding="utf-8")
+    d = write_project(tmp_path, HISTORY_FILES)
     from pgferry.migrate.files import parse_name
 
     views = parse_name(d / "R__views.sql")
