@@ -286,7 +286,11 @@ def render(res: dict[str, Any]) -> str:
         *_history_rows(res["history"]),
         "",
         f"(A bare `python -c pass` takes {res['python_startup_ms']:.0f} ms wall, "
-        f"{res['python_startup_cpu_ms']:.0f} ms CPU here.)",
+        f"{res['python_startup_cpu_ms']:.0f} ms CPU here.) The history rows are bound by "
+        "start-up: squawk's whole run",
+        "over those files is shorter than pgferry's start-up (the one-file rows); pgferry's "
+        "lint of",
+        "the files themselves takes about as long again.",
         "",
         "Agreement on the (file, line) findings of every rule both tools have:",
         "",
