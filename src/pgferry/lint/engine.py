@@ -179,7 +179,7 @@ class Linter:
             depth = effects.tx_depth_after(st, depth)
             if depth == 0 and (not info.transactional or effects.ends_tx(st)):
                 cx.reset_tx()
-        cx.end_file(cx.pending)
+        cx.end_file()
         if not check:
             cx.reset_tx()
             return []

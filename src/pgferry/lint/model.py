@@ -248,10 +248,10 @@ class Context:
         self._wrote(table)
         self.created.discard(table)
 
-    def end_file(self, pending: bool) -> None:
+    def end_file(self) -> None:
         """Carry the tables the file created into later files when they count as new
         there: the file is pending and the catalog lacks them."""
-        if pending and self.catalog is not None:
+        if self.pending and self.catalog is not None:
             for table in self.file_created:
                 if table not in self.catalog.tables:
                     self._wrote(table)
