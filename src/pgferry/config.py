@@ -105,6 +105,9 @@ class LintConfig(_Model):
     #: opt-in rules (off by default), e.g. require-lock-timeout
     enable: list[str] = Field(default_factory=list)
     pg_version: int | None = None
+    #: a table with more rows than this (catalog estimate) is big: a whole-table
+    #: UPDATE/DELETE on it is an error, not a warning
+    big_table_rows: int = Field(100_000, ge=0)
 
 
 class SyncTableConfig(_Model):

@@ -184,3 +184,44 @@ def test_enum_labels_from_the_catalog(shaped_db: str) -> None:
         (1, "public.case_status already has label 'open': ADD VALUE fails (add IF NOT EXISTS)"),
         (2, "public.case_status has no label 'clsoed' to add 'stayed' BEFORE "
             "(labels: open, closed)")]
+
+
+def test_catalog_file_records_history_and_ci_skips_applied_files(
+        project: Any, cli: Callable[..., Any], tmp_path: Path) -> None:
+    """The CI recipe: `lint --env prod --catalog FILE` once, then `lint --catalog FILE`.
+    The file carries the history, so CI skips V1 (applied) and knows leads is an old table
+    with rows: V2's blocking index is reported, with its impact."""
+    project.write("V1__leads.sql", "CREATE TABLE leads (id bigint, region text);\n"
+                                   "CREATE INDEX leads_id ON leads (id);\n")
+    cfg = str(project.config)
+    assert cli("--config", cfg, "migrate", "up", "--env", "dev", cwd=project.root).code == 0
+    with psycopg.connect(project.dsns["dev"], autocommit=True) as c:
+        c.execute("INSERT INTO leads SELECT g, 'r' || (g % 7) FROM generate_series(1, 20000) g")
+        c.execute("ANALYZE leads")
+    project.write("V2__leads_region.sql", "CREATE INDEX leads_region ON leads (region);\n")
+    snap_file = tmp_path / "prod-shape.json"
+
+    r = cli("--config", cfg, "lint", "--env", "dev", "--catalog", str(snap_file),
+            "--format", "json", cwd=project.root)
+    assert r.code == 1, r.err
+    assert r.json["files"] == 1
+    history = json.loads(snap_file.read_text())["history"]
+    assert list(history["applied"]) == ["1"] and history["baseline"] is None
+
+    ci = cli("--config", cfg, "lint", "--catalog", str(snap_file), "--format", "json",
+             cwd=project.root)
+    assert ci.code == 1
+    assert (ci.json["files"], ci.json["skipped"]) == (1, 1)
+    [f] = ci.json["findings"]
+    assert (Path(f["path"]).name, f["rule"]) == ("V2__leads_region.sql",
+                                                 "require-concurrent-index-creation")
+    assert "~20k rows) under SHARE" in f["impact"]
+    assert ci.json["findings"] == r.json["findings"]
+
+    every = cli("--config", cfg, "lint", "--catalog", str(snap_file), "--format", "json",
+                "--all", cwd=project.root)
+    assert (every.json["files"], every.json["skipped"]) == (2, 0)
+    assert every.json["findings"] == ci.json["findings"]
+    env_all = cli("--config", cfg, "lint", "--env", "dev", "--all", "--format", "json",
+                  cwd=project.root)
+    assert env_all.json["files"] == 2 and env_all.json["findings"] == ci.json["findings"]

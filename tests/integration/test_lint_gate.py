@@ -87,3 +87,28 @@ def test_check_migrations_catalog_mode_and_syntax_errors(project: Any) -> None:
     assert len(blocking(found)) == 2
     assert all(set(f.to_dict()) >= {"rule", "severity", "path", "line", "column", "message"}
                for f in found)
+
+
+def test_gate_lets_an_adopted_history_through(project: Any) -> None:
+    """A fresh protected target adopting a team's history: every file is pending and the
+    target lacks every table, so indexes dropped and rebuilt on those tables (in the same
+    file or a later one) are no hazard; they used to be refused as DROP INDEX errors."""
+    project.write("V1__docs.sql", "CREATE TABLE docs (id bigint, title text);\n"
+                                  "CREATE INDEX docs_title ON docs (title);\n")
+    project.write("V2__docs_title.sql", "DROP INDEX docs_title;\n"
+                                        "CREATE INDEX docs_title_lower ON docs (lower(title));\n")
+    project.write("V3__tags.sql", "CREATE TABLE tags (id bigint, name text);\n"
+                                  "CREATE INDEX tags_name ON tags (name);\n"
+                                  "DROP INDEX tags_name;\n"
+                                  "CREATE UNIQUE INDEX tags_name_key ON tags (name);\n")
+    r = project.run("migrate", "up", "--env", "prod", "--yes")
+    assert r.code == 0, r.err
+    assert [s for s, ok in _history(project.dsns["prod"]) if ok] == [
+        "V1__docs.sql", "V2__docs_title.sql", "V3__tags.sql"]
+    # once applied, the tables exist: the same DROP INDEX in a new file is a hazard again
+    with psycopg.connect(project.dsns["prod"], autocommit=True) as c:
+        c.execute("INSERT INTO docs SELECT g, 't' || g FROM generate_series(1, 1000) g")
+    project.write("V4__docs_title_again.sql", "DROP INDEX docs_title_lower;\n")
+    refused = project.run("migrate", "up", "--env", "prod", "--yes")
+    assert refused.code == 4, refused.err
+    assert "require-concurrent-index-deletion" in refused.err

@@ -58,12 +58,15 @@ def register(app: "typer.Typer") -> None:
         jobs: Annotated[int | None, typer.Option(
             "--jobs", "-j", min=1, help="Processes to lint many files on (default: one per "
             "CPU; 1: no worker processes).", show_default=False)] = None,
+        all_files: Annotated[bool, typer.Option(
+            "--all", help="Directory mode: lint the files the catalog's history marks as "
+            "applied too (skipped by default).")] = False,
         json_: JsonOpt = False,
     ) -> None:
         st = state(ctx, json_)
         req = _request([str(p) for p in paths or []], env, catalog,
                        "json" if st.json and fmt == "text" else fmt, pg_version, list_rules,
-                       str(st.config_path) if st.config_path else None, jobs)
+                       str(st.config_path) if st.config_path else None, jobs, all_files)
         out, code = _run(req)
         sys.stdout.write(out + "\n")
         sys.stdout.flush()
@@ -73,10 +76,10 @@ def register(app: "typer.Typer") -> None:
 
 def _request(paths: list[str], env: str | None, catalog: str | None, fmt: str,
              pg_version: int | None, list_rules: bool, config: str | None,
-             jobs: int | None = None) -> Any:
+             jobs: int | None = None, all_files: bool = False) -> Any:
     from pgferry.lint.service import Request
 
-    return Request(paths, env, catalog, fmt, pg_version, list_rules, config, jobs)
+    return Request(paths, env, catalog, fmt, pg_version, list_rules, config, jobs, all_files)
 
 
 def _run(req: Any) -> tuple[str, int]:
@@ -94,7 +97,7 @@ def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
     """``[global opts] lint [opts] [paths]`` → options, or None to defer to Typer."""
     opts: dict[str, Any] = {"paths": [], "env": None, "catalog": None, "fmt": "text",
                             "pg_version": None, "list_rules": False, "config": None,
-                            "json": False, "debug": False, "jobs": None}
+                            "json": False, "debug": False, "jobs": None, "all": False}
     i, seen_lint = 0, False
     while i < len(argv):
         a = argv[i]
@@ -121,6 +124,8 @@ def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
             opts[_VALUE[key]] = val
         elif seen_lint and a == "--list-rules":
             opts["list_rules"] = True
+        elif seen_lint and a == "--all":
+            opts["all"] = True
         elif seen_lint and a == "--":
             opts["paths"] += argv[i + 1:]
             break
@@ -155,7 +160,7 @@ def fast_main(argv: list[str]) -> int | None:
 
     config = opts["config"] or os.environ.get("PGFERRY_CONFIG") or None  # as Typer's envvar
     req = _request(opts["paths"], opts["env"], opts["catalog"], opts["fmt"], opts["pg_version"],
-                   opts["list_rules"], config, opts["jobs"])
+                   opts["list_rules"], config, opts["jobs"], opts["all"])
     try:
         out, code = _run(req)
     except PgferryError as e:

@@ -88,6 +88,8 @@ def apply(st: Stmt, cx: Context) -> None:
     n = st.node
     if st.kind == "CreateStmt":
         table = qualname(n.get("relation"))
+        if _exists_already(n, cx, table):
+            return
         cx.add_created(table)
         for elt in n.get("tableElts") or []:
             if "ColumnDef" in elt:
@@ -95,17 +97,35 @@ def apply(st: Stmt, cx: Context) -> None:
                 cx.set_column_type(table, cd.get("colname", ""), type_text(cd.get("typeName")))
     elif st.kind == "CreateTableAsStmt":
         _, into = unwrap(n.get("into"))
-        cx.add_created(qualname(into.get("rel")))
+        table = qualname(into.get("rel"))
+        if not _exists_already(n, cx, table):
+            cx.add_created(table)
+    elif st.kind == "IndexStmt" and n.get("idxname"):
+        table = qualname(n.get("relation"))
+        cx.add_index(f"{table.split('.', 1)[0]}.{n['idxname']}", table)
     elif st.kind == "DropStmt" and n.get("removeType") == "OBJECT_TABLE":
         for obj in n.get("objects") or []:
-            name = list_name(obj)
-            cx.drop_created(name if "." in name else f"public.{name}")
+            cx.drop_created(qualified(list_name(obj)))
+    elif st.kind == "DropStmt" and n.get("removeType") == "OBJECT_INDEX":
+        for obj in n.get("objects") or []:
+            cx.drop_index(qualified(list_name(obj)))
     elif st.kind == "AlterTableStmt" and n.get("objtype") == "OBJECT_TABLE":
         _apply_alter(st, cx, qualname(n.get("relation")))
     elif st.kind == "RenameStmt" and n.get("renameType") == "OBJECT_TABLE":
         old = qualname(n.get("relation"))
         if cx.is_new(old):  # a new table keeps being new under its new name
             cx.add_created(f"{old.split('.', 1)[0]}.{n.get('newname', '')}")
+
+
+def qualified(name: str) -> str:
+    """A dotted object name with its schema (``public`` when it has none)."""
+    return name if "." in name else f"public.{name}"
+
+
+def _exists_already(n: Node, cx: Context, table: str) -> bool:
+    """``CREATE TABLE IF NOT EXISTS`` of a table the catalog has, in a file still to run:
+    a no-op on the target, so the table is not new (an applied file ran when it was)."""
+    return bool(n.get("if_not_exists")) and cx.pending and cx.in_catalog(table)
 
 
 def _apply_alter(st: Stmt, cx: Context, table: str) -> None:

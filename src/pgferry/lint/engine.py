@@ -3,8 +3,10 @@
 Contract:
 - :class:`Settings` says which rules run and how severe they are (``[lint]`` in
   pgferry.toml, or the CLI). :func:`active_rules` applies it.
-- :class:`Linter` lints files in the order given (the order migrations run), so
-  a table created in an earlier file counts as new in a later one. It returns
+- :class:`Linter` lints files in the order given (the order migrations run). A
+  table created earlier in the same file is new (no rows, no clients); one an
+  earlier file created is new only when the catalog lacks it and that file is
+  pending (not in ``applied``): see :class:`~pgferry.lint.model.Context`. It returns
   :class:`~pgferry.lint.model.Finding` lists; unparsable SQL raises
   :class:`~pgferry.errors.SqlParseError` naming file, line and the parser's words.
 - Parsing uses pglast's JSON path (``parse_sql_json``, decoded by orjson): plain
@@ -17,7 +19,7 @@ Contract:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -27,7 +29,16 @@ import orjson
 from pgferry.errors import SqlParseError
 from pgferry.lint import effects, pgparse, suppress
 from pgferry.lint.impact import impact_of
-from pgferry.lint.model import DEFAULT_PG, Context, FileInfo, Finding, Hit, Rule, Stmt
+from pgferry.lint.model import (
+    BIG_TABLE_ROWS,
+    DEFAULT_PG,
+    Context,
+    FileInfo,
+    Finding,
+    Hit,
+    Rule,
+    Stmt,
+)
 from pgferry.lint.rules import ALL_RULES
 
 _LEAD = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
@@ -44,13 +55,16 @@ class Settings:
     enable: list[str] = field(default_factory=list)
     severity: dict[str, str] = field(default_factory=dict)
     pg_version: int | None = None
+    #: more rows than this (catalog estimate) make a table big (``[lint] big_table_rows``)
+    big_table_rows: int = BIG_TABLE_ROWS
 
     @classmethod
     def from_config(cls, lint: Any) -> Settings:
         """From a :class:`~pgferry.config.LintConfig` (or anything with those attributes)."""
         if lint is None:
             return cls()
-        return cls(list(lint.disable), list(lint.enable), dict(lint.severity), lint.pg_version)
+        return cls(list(lint.disable), list(lint.enable), dict(lint.severity), lint.pg_version,
+                   getattr(lint, "big_table_rows", BIG_TABLE_ROWS))
 
 
 _INDEX: dict[str, type[Rule]] = {}
@@ -85,12 +99,18 @@ def severity_of(rule: type[Rule] | Rule, settings: Settings) -> str:
 
 
 class Linter:
-    """Lints files in order; keeps what earlier files created (tables, columns)."""
+    """Lints files in order; keeps what earlier files created (tables, columns).
+
+    ``applied``: the paths (as given to :meth:`lint_text`) the catalog's history
+    says ran already; the tables they create are not new in later files.
+    """
 
     def __init__(self, settings: Settings | None = None, catalog: Any = None,
-                 pg_version: int | None = None) -> None:
+                 pg_version: int | None = None, applied: Collection[str] = ()) -> None:
         self.settings = settings or Settings()
         self.catalog = catalog
+        #: paths (as given to lint_text) the catalog's history says ran already
+        self.applied = frozenset(applied)
         version = pg_version or self.settings.pg_version
         if version is None and catalog is not None:
             version = catalog.server_version // 10000
@@ -105,12 +125,16 @@ class Linter:
                 self.by_kind.setdefault(k, []).append(r)
         for k in self.by_kind:
             self.by_kind[k] += self.every
-        self.cx = Context(pg_version=self.pg_version, catalog=catalog)
+        self.cx = Context(pg_version=self.pg_version, catalog=catalog,
+                          big_table_rows=self.settings.big_table_rows)
         self._by_subs: dict[frozenset[str], list[Rule]] = {}
         self._active = {r.name for r in self.rules}
         # only the rules that look at a file as a whole are asked at its end
         self._finishers = [r for r in self.rules if type(r).finish is not Rule.finish]
         self._severity = {r.name: severity_of(r, self.settings) for r in self.rules}
+        # a rule's own per-finding severity (Hit.severity) yields to the team's [lint] choice
+        self._chosen = {r.name for r in self.rules
+                        if r.name in self.settings.severity or r.code in self.settings.severity}
 
     def lint_files(self, items: Iterable[tuple[str, str]]) -> list[Finding]:
         """Lint (path, text) pairs in order; SqlParseError stops at the first bad file."""
@@ -135,7 +159,9 @@ class Linter:
             effects.non_transactional(s) for s in stmts))
         cx = self.cx
         cx.file, cx.stmts = info, stmts
+        cx.pending = path not in self.applied
         cx.scratch = {}
+        cx.file_created.clear()
         cx.reset_tx()
         raw: list[tuple[Rule, Hit, Stmt | None]] = []
         depth = 0
@@ -153,6 +179,7 @@ class Linter:
             depth = effects.tx_depth_after(st, depth)
             if depth == 0 and (not info.transactional or effects.ends_tx(st)):
                 cx.reset_tx()
+        cx.end_file()
         if not check:
             cx.reset_tx()
             return []
@@ -193,7 +220,10 @@ class Linter:
         if self.catalog is not None and hit.table:
             impact = impact_of(self.catalog, hit.table, rule.lock, hit.work if hit.work is not None
                                else rule.work)
-        return Finding(rule.name, rule.code, self._severity[rule.name], info.path, line,
+        severity = self._severity[rule.name]
+        if hit.severity is not None and rule.name not in self._chosen:
+            severity = hit.severity
+        return Finding(rule.name, rule.code, severity, info.path, line,
                        col, hit.message or rule.message, rule.help, text, impact, None,
                        st.index if st else None)
 

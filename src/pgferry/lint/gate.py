@@ -2,10 +2,11 @@
 
 Contract:
 - :func:`check_migrations` lints migration files in the order given (the order
-  they will run: a table created by an earlier file is new in a later one) with
-  the rules ``[lint]`` in the config selects. With a ``target`` it snapshots the
-  target's catalog once (catalog mode: fewer false positives, impact in messages)
-  and lints for the target's PostgreSQL version.
+  they will run) with the rules ``[lint]`` in the config selects. With a
+  ``target`` it snapshots the target's catalog once (catalog mode: fewer false
+  positives, impact in messages) and lints for the target's PostgreSQL version;
+  the files are pending, so a table one creates that the target lacks is new in
+  the later ones. Without a catalog only a table created in the same file is new.
 - It returns the findings that remain after ``-- pgferry:ignore`` comments,
   sorted by file order then line; each ``Finding.path`` is ``str(file.path)``.
   A file that does not parse becomes one ``syntax-error`` finding (severity

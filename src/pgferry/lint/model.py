@@ -24,6 +24,8 @@ Node = dict[str, Any]
 DEFAULT_SCHEMA = "public"
 #: the PostgreSQL version rules assume without a target or ``--pg-version``
 DEFAULT_PG = 18
+#: ``[lint] big_table_rows``: a table with more rows (catalog estimate) is big
+BIG_TABLE_ROWS = 100_000
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Hit:
     table: str | None = None
     message: str | None = None
     work: str | None = None  # overrides Rule.work ("rewrite", "scan", "index", "")
+    severity: str | None = None  # overrides the rule's default (not a [lint] severity)
 
 
 @dataclass(slots=True)
@@ -132,15 +135,26 @@ class Context:
     methods below, so a parallel run can record which tables each file touched
     (``touched``/``written`` sets, None when not tracking) and prove that a file
     linted without its predecessors' state saw the same answers.
+
+    A table is *new* (no rows, nobody uses it yet) when it was created earlier in
+    the same file, or when it is absent from the catalog and a pending file of
+    the run created it (:meth:`end_file` carries it over). Without a catalog
+    pgferry cannot tell a pending file from one applied years ago, so a table
+    from an earlier file is an existing table with rows.
     """
 
     pg_version: int = DEFAULT_PG
     catalog: Snapshot | None = None
-    #: tables created earlier in this run ("schema.table"), so new tables are not "existing"
+    big_table_rows: int = BIG_TABLE_ROWS
+    #: tables pending files of this run created that the catalog lacks ("schema.table")
     created: set[str] = field(default_factory=set)
+    #: tables created earlier in the current file (reset per file)
+    file_created: set[str] = field(default_factory=set)
     #: column types known from this run: table -> column -> type name
     columns: dict[str, dict[str, str]] = field(default_factory=dict)
     file: FileInfo | None = None
+    #: the current file is still to run (False: the catalog's history says it ran)
+    pending: bool = True
     stmts: list[Stmt] = field(default_factory=list)
     #: per transaction facts (reset at COMMIT and at each file's end)
     tx_not_valid: dict[str, str] = field(default_factory=dict)  # constraint -> table
@@ -151,7 +165,10 @@ class Context:
     nn_validated: dict[str, set[str]] = field(default_factory=dict)
     #: per-file scratch space for rules that need memory within a file (reset per file)
     scratch: dict[str, Any] = field(default_factory=dict)
+    #: indexes created in this run ("schema.index") -> their table, for DROP INDEX
+    indexes: dict[str, str] = field(default_factory=dict)
     #: when tracking: tables whose cross-file state was read or written / written
+    #: (an index's entry in :attr:`indexes` is tracked as ``"index:schema.name"``)
     touched: set[str] | None = field(default=None, repr=False)
     written: set[str] | None = field(default=None, repr=False)
 
@@ -161,10 +178,16 @@ class Context:
             self.touched.add(table)  # type: ignore[union-attr]
 
     def is_new(self, table: str) -> bool:
-        """True when ``table`` was created in this run (so nobody uses it yet)."""
+        """True when ``table`` is new (see the class docstring): nobody uses it yet."""
+        if table in self.file_created:
+            return True
         if self.touched is not None:
             self.touched.add(table)
         return table in self.created
+
+    def in_catalog(self, table: str) -> bool:
+        """True when the catalog has ``table`` (False without a catalog)."""
+        return self.catalog is not None and table in self.catalog.tables
 
     def is_empty(self, table: str) -> bool:
         """True when the catalog says the table exists and has no data pages."""
@@ -179,9 +202,7 @@ class Context:
     def existing(self, table: str) -> bool:
         """True when ``table`` may hold rows that other sessions use right now
         (not created in this run, not empty in the catalog)."""
-        if self.touched is not None:
-            self.touched.add(table)
-        if table in self.created:
+        if self.is_new(table):
             return False
         return self.catalog is None or not self.is_empty(table)
 
@@ -204,13 +225,38 @@ class Context:
             self.touched.add(table)
         return self.nn_checks.get((table, name))
 
+    def index_table(self, index: str) -> str | None:
+        """The table of ``index`` ("schema.name") when this run created it."""
+        if self.touched is not None:
+            self.touched.add(f"index:{index}")
+        return self.indexes.get(index)
+
+    def add_index(self, index: str, table: str) -> None:
+        self._wrote(f"index:{index}")
+        self.indexes[index] = table
+
+    def drop_index(self, index: str) -> None:
+        self._wrote(f"index:{index}")
+        self.indexes.pop(index, None)
+
     def add_created(self, table: str) -> None:
-        self._wrote(table)
-        self.created.add(table)
+        """``table`` was created by the current file (new until the file ends)."""
+        self.file_created.add(table)
 
     def drop_created(self, table: str) -> None:
+        self.file_created.discard(table)
         self._wrote(table)
         self.created.discard(table)
+
+    def end_file(self) -> None:
+        """Carry the tables the file created into later files when they count as new
+        there: the file is pending and the catalog lacks them."""
+        if self.pending and self.catalog is not None:
+            for table in self.file_created:
+                if table not in self.catalog.tables:
+                    self._wrote(table)
+                    self.created.add(table)
+        self.file_created.clear()
 
     def set_column_type(self, table: str, column: str, type_: str) -> None:
         self._wrote(table)
@@ -231,12 +277,14 @@ class Context:
     def save_state(self) -> tuple[Any, ...]:
         """A copy of the state that carries from file to file (see :meth:`restore_state`)."""
         return (set(self.created), {t: dict(c) for t, c in self.columns.items()},
-                dict(self.nn_checks), {t: set(c) for t, c in self.nn_validated.items()})
+                dict(self.nn_checks), {t: set(c) for t, c in self.nn_validated.items()},
+                dict(self.indexes))
 
     def restore_state(self, saved: tuple[Any, ...]) -> None:
         """Go back to a :meth:`save_state` copy (which stays untouched, for reuse)."""
-        created, columns, nn_checks, nn_validated = saved
+        created, columns, nn_checks, nn_validated, indexes = saved
         self.created = set(created)
+        self.indexes = dict(indexes)
         self.columns = {t: dict(c) for t, c in columns.items()}
         self.nn_checks = dict(nn_checks)
         self.nn_validated = {t: set(c) for t, c in nn_validated.items()}

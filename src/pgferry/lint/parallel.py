@@ -5,9 +5,12 @@ Contract:
   range(count))`` returns, the same findings in the same order, and raises the
   same first error (unreadable file, unparsable SQL). ``load(i)`` gives file
   *i* as (path, text) and may raise :class:`~pgferry.errors.PgferryError`.
-- Files are not independent: the state that carries from file to file (tables
-  created, column types, NOT NULL checks) is keyed by table, and every file's
-  reads and writes of it are recorded (:attr:`~pgferry.lint.model.Context.touched`).
+- Files are not independent: the state that carries from file to file (with a
+  catalog, the tables pending files created; column types, NOT NULL checks, the
+  table of each index the run created) is keyed by table (an index by
+  ``"index:schema.name"``), and every file's reads and writes of it are recorded
+  (:attr:`~pgferry.lint.model.Context.touched`). Whether a file is applied (its
+  tables do not carry) depends on its path alone, so every process agrees.
   A file linted from a state that lacks some earlier files' changes saw
   exactly what a serial run would have shown it when it touched no table
   those files wrote; then its findings stand. Otherwise (and for a file with

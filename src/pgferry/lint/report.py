@@ -27,7 +27,7 @@ def counts(findings: list[Finding]) -> dict[str, int]:
     return {"errors": errors, "warnings": warnings, "suppressed": suppressed}
 
 
-def text(findings: list[Finding], files: int, header: str = "") -> str:
+def text(findings: list[Finding], files: int, header: str = "", skipped: int = 0) -> str:
     out: list[str] = [header] if header else []
     for f in findings:
         if f.suppressed is not None:
@@ -43,11 +43,14 @@ def text(findings: list[Finding], files: int, header: str = "") -> str:
     tail = f"{c['errors']} error(s), {c['warnings']} warning(s) in {files} file(s)"
     if c["suppressed"]:
         tail += f"; {c['suppressed']} suppressed by pgferry:ignore"
+    if skipped:
+        tail += f"; {skipped} applied file(s) skipped (--all lints them)"
     out.append(tail)
     return "\n".join(out)
 
 
-def as_json(findings: list[Finding], files: int, meta: dict[str, Any]) -> str:
+def as_json(findings: list[Finding], files: int, meta: dict[str, Any], skipped: int = 0
+            ) -> str:
     live: list[dict[str, Any]] = []
     quiet: list[dict[str, Any]] = []
     for f in findings:
@@ -57,6 +60,7 @@ def as_json(findings: list[Finding], files: int, meta: dict[str, Any]) -> str:
         "ok": c["errors"] == 0,
         **meta,
         "files": files,
+        "skipped": skipped,
         "summary": c,
         "findings": live,
         "suppressed": quiet,

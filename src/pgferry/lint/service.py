@@ -5,7 +5,8 @@ Contract:
   1 when an error-level finding remains, 0 otherwise. Bad input raises
   :class:`~pgferry.errors.BadInput` (2): unreadable files, unparsable SQL
   (``SqlParseError`` naming file:line and the parser's message), bad options.
-- Targets: PATHS (files, or directories scanned as migration directories);
+- Targets (:mod:`pgferry.lint.targets`): PATHS (files, or directories scanned
+  as migration directories), always in version order however they were named;
   else the pending migrations of ``--env``; else every versioned, template and
   repeatable file of the migrations directory (undo files only when named).
 - Catalog: ``--env`` snapshots the target once (and writes it to ``--catalog
@@ -23,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from pgferry.errors import BadInput, ConfigError
-from pgferry.lint import parallel, report
+from pgferry.lint import parallel, report, targets
 from pgferry.lint.engine import Linter, Settings
-from pgferry.lint.model import Finding
+from pgferry.lint.model import BIG_TABLE_ROWS, Finding
 
 FORMATS = ("text", "json", "sarif")
 
@@ -41,6 +42,8 @@ class Request:
     config_path: str | None = None
     #: processes to lint on (None: every CPU this process may use; 1: no fork)
     jobs: int | None = None
+    #: directory mode: lint the files the catalog's history says ran, too
+    all_files: bool = False
 
 
 @dataclass
@@ -60,6 +63,9 @@ def _config_file(req: Request) -> Path:
     return Path(req.config_path or os.environ.get("PGFERRY_CONFIG") or "pgferry.toml")
 
 
+_LINT_KEYS = {"disable", "enable", "severity", "pg_version", "big_table_rows"}
+
+
 def light_config(req: Request) -> LightConfig:
     """[lint] and [migrate].dir from pgferry.toml; anything odd defers to the full loader."""
     p = _config_file(req)
@@ -70,11 +76,12 @@ def light_config(req: Request) -> LightConfig:
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
         lint = data.get("lint", {})
-        ok = set(lint) <= {"disable", "enable", "severity", "pg_version"} and all(
+        rows = lint.get("big_table_rows", 0)
+        ok = set(lint) <= _LINT_KEYS and all(
             isinstance(lint.get(k, []), list) for k in ("disable", "enable")) and isinstance(
             lint.get("severity", {}), dict) and all(
             v in ("error", "warning") for v in lint.get("severity", {}).values()) and isinstance(
-            lint.get("pg_version", 0), int)
+            lint.get("pg_version", 0), int) and type(rows) is int and rows >= 0
         mdir = data.get("migrate", {}).get("dir", "migrations")
         ok = ok and isinstance(mdir, str)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
@@ -86,34 +93,8 @@ def light_config(req: Request) -> LightConfig:
         return LightConfig(cfg.root, cfg.migrate.dir, Settings.from_config(cfg.lint))
     return LightConfig(p.resolve().parent, mdir, Settings(
         list(lint.get("disable", [])), list(lint.get("enable", [])),
-        dict(lint.get("severity", {})), lint.get("pg_version")))
-
-
-def _files_of_dir(d: Path, include_undo: bool) -> list[Path]:
-    from pgferry.migrate.files import scan
-
-    ms = scan(d)
-    files = [*ms.versioned, *ms.templates, *ms.repeatable]
-    if include_undo:
-        files += sorted(ms.undo.values(), key=lambda m: m.sort_key)
-    out = [m.path for m in files]
-    out += sorted(p for p in ms.ignored)  # *.sql that are not migrations: still SQL
-    return out
-
-
-def _targets(req: Request, lc: LightConfig) -> list[Path]:
-    if not req.paths:
-        return _files_of_dir(lc.migrations_dir, include_undo=False)
-    out: list[Path] = []
-    for raw in req.paths:
-        p = Path(raw)
-        if p.is_dir():
-            out += _files_of_dir(p, include_undo=True)
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise BadInput(f"{raw}: no such file or directory")
-    return out
+        dict(lint.get("severity", {})), lint.get("pg_version"),
+        lint.get("big_table_rows", BIG_TABLE_ROWS)))
 
 
 def _read(p: Path) -> str:
@@ -125,15 +106,20 @@ def _read(p: Path) -> str:
         raise BadInput(f"{p}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
-def _env_mode(req: Request) -> tuple[Any, list[Path] | None, Settings, Path]:
-    """With --env: (snapshot, pending files or None when PATHS given, settings, root)."""
+def _env_mode(req: Request) -> tuple[Any, list[Path] | None, Settings]:
+    """With --env: (snapshot with the history, pending files or None when PATHS or
+    --all were given, settings)."""
     from pgferry.config import load_config
     from pgferry.lint.gate import snapshot_target
+    from pgferry.lint.snapshot import history_of
+    from pgferry.migrate.service import read_history
     from pgferry.pg.connect import resolve_env
 
     cfg = load_config(req.config_path)
     target = resolve_env(cfg, req.env or "")
     snap = snapshot_target(target)
+    rows, _ = read_history(cfg, target)
+    snap.history = history_of(rows)
     if req.catalog:
         try:
             Path(req.catalog).write_text(snap.to_json(), encoding="utf-8")
@@ -141,14 +127,12 @@ def _env_mode(req: Request) -> tuple[Any, list[Path] | None, Settings, Path]:
             raise BadInput(f"cannot write the catalog snapshot to {req.catalog}: "
                            f"{e.strerror}") from None
     pending_files = None
-    if not req.paths:
+    if not req.paths and not req.all_files:
         from pgferry.migrate.files import scan
         from pgferry.migrate.plan import pending
-        from pgferry.migrate.service import read_history
 
-        rows, _ = read_history(cfg, target)
         pending_files = [s.file.path for s in pending(scan(cfg.migrations_dir), rows)]
-    return snap, pending_files, Settings.from_config(cfg.lint), cfg.root
+    return snap, pending_files, Settings.from_config(cfg.lint)
 
 
 def run(req: Request) -> tuple[str, int]:
@@ -162,7 +146,7 @@ def run(req: Request) -> tuple[str, int]:
         return report.rule_list(ALL_RULES, req.fmt), 0
     snap = None
     if req.env:
-        snap, pending_files, settings, _ = _env_mode(req)
+        snap, pending_files, settings = _env_mode(req)
         lc = light_config(req)
     else:
         lc = light_config(req)
@@ -171,14 +155,20 @@ def run(req: Request) -> tuple[str, int]:
             from pgferry.lint.snapshot import load
 
             snap = load(Path(req.catalog))
-    paths = pending_files if pending_files is not None else _targets(req, lc)
-    linter = Linter(settings, catalog=snap, pg_version=req.pg_version)
+    if pending_files is not None:
+        chosen = targets.Targets(pending_files)
+    else:
+        chosen = targets.select(req.paths, lc.migrations_dir, snap.history if snap else None,
+                                req.all_files)
+    paths = chosen.paths
+    linter = Linter(settings, catalog=snap, pg_version=req.pg_version,
+                    applied={_show(p) for p in chosen.applied})
     findings = _lint(linter, paths, req.jobs)
     code = 1 if report.counts(findings)["errors"] else 0
     meta = {"pg_version": linter.pg_version, "env": req.env,
             "catalog": (snap.source or req.catalog) if snap else None}
     if req.fmt == "json":
-        return report.as_json(findings, len(paths), meta), code
+        return report.as_json(findings, len(paths), meta, chosen.skipped), code
     if req.fmt == "sarif":
         return report.sarif(findings, ALL_RULES, __version__), code
     header = ""
@@ -187,7 +177,7 @@ def run(req: Request) -> tuple[str, int]:
                   f"{len(snap.tables)} tables)")
     if req.env and pending_files is not None and not paths:
         header = (header + "\n" if header else "") + f"no pending migrations for {req.env}"
-    return report.text(findings, len(paths), header), code
+    return report.text(findings, len(paths), header, chosen.skipped), code
 
 
 def _lint(linter: Linter, paths: list[Path], jobs: int | None) -> list[Finding]:

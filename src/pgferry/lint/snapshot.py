@@ -7,6 +7,11 @@ Contract:
 - :meth:`Snapshot.to_json` / :func:`load` write and read it as JSON, so CI can
   lint against production's shape without production credentials
   (``pgferry lint --catalog FILE``).
+- :attr:`Snapshot.history` is what the target's migration history says ran
+  (:func:`history_of` folds the rows as ``migrate`` does); None in a snapshot
+  written before pgferry recorded it, or for a bare database. With it,
+  directory-mode lint skips the applied files and does not count the tables
+  they created as new.
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgferry.errors import BadInput
+
+if TYPE_CHECKING:
+    from pgferry.migrate.files import MigrationFile
 
 FORMAT = "pgferry-lint-catalog/1"
 VOLATILITY = {"i": "immutable", "s": "stable", "v": "volatile"}
@@ -56,6 +64,43 @@ class TableInfo:
 
 
 @dataclass
+class History:
+    """The target's migration history, folded: what is applied now (undone versions are
+    not), with the checksum each ran with."""
+
+    applied: dict[str, int | None] = field(default_factory=dict)  # version -> checksum
+    repeatable: dict[str, int | None] = field(default_factory=dict)  # description -> checksum
+    baseline: str | None = None  # versions at or below it never run
+
+    def ran(self, mf: MigrationFile) -> bool:
+        """True when ``mf`` already ran on the target (or never will: below the baseline);
+        a repeatable ran when its current checksum did (an edited one runs again)."""
+        from pgferry.migrate.files import Version
+
+        if mf.kind == "R":
+            return mf.description in self.repeatable and (
+                self.repeatable[mf.description] == mf.checksum)
+        if mf.kind != "V" or mf.version is None:  # undo files and templates are not run by up
+            return False
+        if self.baseline is not None and mf.version <= Version(self.baseline):
+            return True
+        parts = self.__dict__.get("_parts")
+        if parts is None:  # versions compare by their numbers (1.0 == 1): once per run
+            parts = self.__dict__["_parts"] = {Version(v).parts for v in self.applied}
+        return mf.version.parts in parts
+
+
+def history_of(rows: list[Any]) -> History:
+    """A :class:`History` from ``flyway_schema_history`` rows (folded as ``migrate`` does)."""
+    from pgferry.migrate.plan import fold
+
+    h = fold(rows)
+    return History({str(v): r.checksum for v, r in h.applied.items()},
+                   {d: r.checksum for d, r in h.repeatable.items()},
+                   str(h.baseline_version) if h.baseline_version is not None else None)
+
+
+@dataclass
 class Snapshot:
     server_version: int  # server_version_num, e.g. 180001
     taken_at: str = ""
@@ -64,6 +109,7 @@ class Snapshot:
     #: "schema.name" and bare "name" -> "i" | "s" | "v" (the most volatile overload)
     functions: dict[str, str] = field(default_factory=dict)
     enums: dict[str, list[str]] = field(default_factory=dict)  # "schema.type" -> labels
+    history: History | None = None
 
     @property
     def major(self) -> int:
@@ -99,9 +145,12 @@ def from_dict(data: dict[str, Any]) -> Snapshot:
         t["checks"] = [Check(**c) for c in t.get("checks", [])]
         t["indexes"] = [Index(**i) for i in t.get("indexes", [])]
         tables[name] = TableInfo(**t)
+    hist = data.get("history")
+    history = None if hist is None else History(
+        dict(hist.get("applied", {})), dict(hist.get("repeatable", {})), hist.get("baseline"))
     return Snapshot(int(data["server_version"]), data.get("taken_at", ""),
                     data.get("source", ""), tables, dict(data.get("functions", {})),
-                    {k: list(v) for k, v in data.get("enums", {}).items()})
+                    {k: list(v) for k, v in data.get("enums", {}).items()}, history)
 
 
 _SCHEMAS = """

@@ -48,6 +48,7 @@ def both(cli: Callable[..., Any], capsys: pytest.CaptureFixture[str], cwd: Path,
     ("lint", "nope.sql"),
     ("lint", "--list-rules"),
     ("lint", "--list-rules", "--format", "markdown"),
+    ("lint", "--all", "--format", "json", "migrations"),
 ])
 def test_fast_path_matches_typer(cli: Callable[..., Any], capsys: pytest.CaptureFixture[str],
                                  proj: Path, args: tuple[str, ...]) -> None:
@@ -98,7 +99,8 @@ def test_fast_parser_defers_what_it_does_not_know() -> None:
     assert _parse_fast(["lint", "--format", "xml"]) is None
     assert _parse_fast(["-c", "x.toml", "--json", "lint", "-e", "dev", "a.sql"]) == {
         "paths": ["a.sql"], "env": "dev", "catalog": None, "fmt": "json", "pg_version": None,
-        "list_rules": False, "config": "x.toml", "json": True, "debug": False, "jobs": None}
+        "list_rules": False, "config": "x.toml", "json": True, "debug": False, "jobs": None,
+        "all": False}
     assert _parse_fast(["lint", "-j", "2", "a.sql"])["jobs"] == 2  # type: ignore[index]
     assert _parse_fast(["lint", "--jobs=0", "a.sql"]) is None  # Typer explains the bad value
 

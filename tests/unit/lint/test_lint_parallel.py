@@ -15,6 +15,7 @@ import pytest
 from pgferry.errors import PgferryError, SqlParseError
 from pgferry.lint.engine import Linter, Settings
 from pgferry.lint.parallel import MIN_FILES, _lint_tracked, _merge, _Plan, _Result, lint_many
+from pgferry.lint.snapshot import from_dict
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
@@ -31,8 +32,24 @@ STATEMENTS = [
     "DROP TABLE {a};",
     "ALTER TABLE {a} DROP COLUMN note;",
     "CREATE INDEX CONCURRENTLY {a}_qty ON {a} (qty);",
+    "DROP INDEX {b}_email;",  # the index's table: from the run's state, else the catalog
+    "CREATE TABLE IF NOT EXISTS {a} (id int);",
 ]
 SETTINGS = Settings(enable=["require-lock-timeout", "require-statement-timeout"])
+#: a target where t0 and t1 have rows, t2 is empty and the others do not exist yet
+CATALOG = from_dict({"server_version": 180000, "tables": {
+    "public.t0": {"rows": 5000, "heap_bytes": 1 << 20, "total_bytes": 2 << 20,
+                  "columns": {"email": "character varying(20)"},
+                  "indexes": [{"name": "t0_email", "columns": ["email"], "unique": False,
+                               "valid": True}]},
+    "public.t1": {"rows": 80, "heap_bytes": 8192, "total_bytes": 16384},
+    "public.t2": {"rows": 0, "heap_bytes": 0, "total_bytes": 8192}}})
+#: files the catalog's history says ran: their tables are not new in later files
+APPLIED = frozenset(f"V{i}__f.sql" for i in range(1, 400, 7))
+#: without a catalog only the per-file state matters; with one (and an applied history),
+#: tables pending files create carry from file to file
+MODES = {"plain": lambda: Linter(SETTINGS),
+         "catalog": lambda: Linter(SETTINGS, catalog=CATALOG, applied=APPLIED)}
 
 
 def corpus(n: int, tables: int, seed: int) -> list[tuple[str, str]]:
@@ -47,26 +64,47 @@ def corpus(n: int, tables: int, seed: int) -> list[tuple[str, str]]:
     return out
 
 
-def serial(items: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    return [f.to_dict() for f in Linter(SETTINGS).lint_files(items)]
+def serial(items: list[tuple[str, str]], mode: str = "catalog") -> list[dict[str, Any]]:
+    return [f.to_dict() for f in MODES[mode]().lint_files(items)]
 
 
 def parallel(items: list[tuple[str, str]], jobs: int,
-             load: Callable[[int], tuple[str, str]] | None = None) -> list[dict[str, Any]]:
-    found = lint_many(Linter(SETTINGS), len(items), load or (lambda i: items[i]), jobs)
+             load: Callable[[int], tuple[str, str]] | None = None, mode: str = "catalog"
+             ) -> list[dict[str, Any]]:
+    found = lint_many(MODES[mode](), len(items), load or (lambda i: items[i]), jobs)
     return [f.to_dict() for f in found]
 
 
+@pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("jobs", [2, 3, 5])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_files_that_share_tables_lint_as_in_one_process(seed: int, jobs: int) -> None:
+def test_files_that_share_tables_lint_as_in_one_process(seed: int, jobs: int, mode: str
+                                                        ) -> None:
     items = corpus(MIN_FILES * 3, tables=6, seed=seed)
-    want = serial(items)
+    want = serial(items, mode)
     # the case is real: linted without the earlier files' state, the later files differ
     half = len(items) // 2
     later = {name for name, _ in items[half:]}
-    assert serial(items[half:]) != [f for f in want if f["path"] in later]
-    assert parallel(items, jobs) == want
+    assert serial(items[half:], mode) != [f for f in want if f["path"] in later]
+    assert parallel(items, jobs, mode=mode) == want
+
+
+def test_with_a_catalog_new_tables_cross_files_and_applied_files_do_not_count() -> None:
+    """The state the parallel run must carry exactly: with a catalog, a table a pending
+    file created (absent from the catalog) is new in later files; one an applied file
+    created is not; without a catalog none is."""
+    index = "require-concurrent-index-creation"
+    strict = []
+    for seed in (1, 2, 3):
+        items = corpus(MIN_FILES * 3, tables=6, seed=seed)
+        plain = {(f["path"], f["line"]) for f in serial(items, "plain") if f["rule"] == index}
+        both = {(f["path"], f["line"]) for f in serial(items, "catalog") if f["rule"] == index}
+        everything_pending = {(f.path, f.line) for f in Linter(SETTINGS, catalog=CATALOG)
+                              .lint_files(items) if f.rule == index}
+        # (not a subset of plain: CREATE TABLE IF NOT EXISTS of a catalog table is not new)
+        assert everything_pending <= both and both != plain
+        strict.append(everything_pending < both)
+    assert any(strict)
 
 
 def test_parent_replays_accepted_files_before_taking_over(monkeypatch: pytest.MonkeyPatch
@@ -88,7 +126,7 @@ def test_parent_replays_accepted_files_before_taking_over(monkeypatch: pytest.Mo
         replay(self, path, text)
 
     monkeypatch.setattr(Linter, "replay_text", counting)
-    want = serial(items)
+    want = serial(items)  # (no file of these is applied, and the catalog lacks them)
     assert not [f for f in want if f["rule"] == "require-concurrent-index-creation"]
     assert parallel(items, 2) == want
     assert replayed  # the parent caught up on accepted files before linting one again
@@ -172,7 +210,7 @@ def merged(items: list[tuple[str, str]], plan: _Plan, owner: dict[int, int], wor
            lose: Sequence[int] = ()) -> list[dict[str, Any]]:
     """What lint_many gives when chunk c was linted by ``owner[c]`` (-1: the parent), as
     the processes would have, and the results of files ``lose`` never arrived."""
-    parent = Linter(SETTINGS)
+    parent = MODES["catalog"]()
     head, first_written = [], set()
     for i in range(plan.first):
         found, _, wrote = _lint_tracked(parent, *items[i])
@@ -181,7 +219,7 @@ def merged(items: list[tuple[str, str]], plan: _Plan, owner: dict[int, int], wor
     at_first = parent.cx.save_state()
     results: dict[int, _Result] = {}
     for n in range(workers):  # a worker: from file 0's state, its chunks in order
-        linter = Linter(SETTINGS)
+        linter = MODES["catalog"]()
         for c in sorted(c for c, o in owner.items() if o == n):
             for i in plan.files(c):
                 results[i] = _Result(n, *_lint_tracked(linter, *items[i]))
@@ -210,13 +248,13 @@ def test_any_schedule_merges_to_the_serial_result(seed: int) -> None:
 
 
 def test_after_a_stale_file_its_stream_is_not_trusted() -> None:
-    """A stream that missed the DROP sees t0 as new, so its RENAME makes t9 new too. The
+    """A stream that missed the DROP sees t7 as new, so its RENAME makes t9 new too. The
     truth has no t9, and the index on it needs CONCURRENTLY: once the RENAME is found
     stale, nothing more from that stream may be trusted (t9 is no table the DROP wrote)."""
-    items = [("V1.sql", "CREATE TABLE t0 (id bigint);\n"),
-             ("V2.sql", "DROP TABLE t0;\n"),
+    items = [("V1.sql", "CREATE TABLE t7 (id bigint);\n"),
+             ("V2.sql", "DROP TABLE t7;\n"),
              ("V3.sql", "SELECT 1;\n"),
-             ("V4.sql", "ALTER TABLE t0 RENAME TO t9;\n"),
+             ("V4.sql", "ALTER TABLE t7 RENAME TO t9;\n"),
              ("V5.sql", "CREATE INDEX t9_i ON t9 (id);\n")]
     want = serial(items)
     assert [f["path"] for f in want if f["rule"] == "require-concurrent-index-creation"] == [

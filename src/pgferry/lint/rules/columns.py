@@ -204,6 +204,7 @@ class AddingIdentityColumn(Rule):
     kinds = ("AlterTableStmt",)
     subtypes = frozenset({"AT_AddColumn"})
     lock, work = "ACCESS EXCLUSIVE", "rewrite"
+    squawk = ("adding-field-with-default",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         for table, col, off in _added_columns(cx, st):
@@ -319,7 +320,13 @@ class ChangingColumnType(Rule):
 
 
 class RenamingColumn(Rule):
-    """RENAME COLUMN breaks every client that uses the old name.
+    """RENAME COLUMN breaks every running client that uses the old name.
+
+    Application servers, workers and reports keep sending the old name until
+    they are redeployed; squawk and strong_migrations treat this as an error too.
+    Rename in three steps instead: *expand* (add the new column), *dual-write*
+    (write both, backfill the new one, move readers), *contract* (drop the old
+    column once no client uses it).
 
     Anti-pattern::
 
@@ -327,23 +334,34 @@ class RenamingColumn(Rule):
 
     Safe::
 
+        -- expand:
         ALTER TABLE users ADD COLUMN full_name text;
-        -- write both, backfill, move readers, then drop the old column later
+        -- dual-write: the app (or a trigger) writes both; backfill full_name in
+        -- batches; move readers to full_name
+        -- contract, in a later release:
+        ALTER TABLE users DROP COLUMN name;
     """
 
-    code, name, severity = "PF009", "renaming-column", "warning"
-    message = "RENAME COLUMN breaks clients that still use the old name"
-    help = "Add the new column, dual-write and backfill, move readers, drop the old one later."
+    code, name, severity = "PF009", "renaming-column", "error"
+    message = ("RENAME COLUMN breaks running clients that use the old name: expand, "
+               "dual-write, contract instead")
+    help = ("Expand: add the new column; dual-write: write both, backfill, move readers; "
+            "contract: drop the old column in a later release.")
     kinds = ("RenameStmt",)
     squawk = ("renaming-column",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         from pgferry.lint.nodes import qualname
 
-        if st.node.get("renameType") == "OBJECT_COLUMN":
-            table = qualname(st.node.get("relation"))
+        n = st.node
+        if n.get("renameType") == "OBJECT_COLUMN":
+            table = qualname(n.get("relation"))
             if not cx.is_new(table):
-                yield Hit(None, table)
+                old, new = n.get("subname", ""), n.get("newname", "")
+                yield Hit(None, table, f"RENAME COLUMN {old} TO {new} breaks every running "
+                          f"client that uses {old}: expand (add {new}), dual-write (write "
+                          f"both, backfill, move readers), then contract (drop {old}) in a "
+                          "later release")
 
 
 RULES: list[type[Rule]] = [

@@ -179,8 +179,9 @@ class PreferBigInt(_TypeRule):
     """Any integer narrower than bigint (int, smallint, serial, smallserial).
 
     Off by default: ``prefer-bigint-over-int`` and ``prefer-bigint-over-smallint``
-    report the same columns separately; this is squawk's combined rule, for teams
-    that enable it (``[lint] enable = ["prefer-big-int"]``).
+    report the same columns separately; this is squawk's former combined rule
+    (squawk 2.70 no longer has it), for teams that enable it
+    (``[lint] enable = ["prefer-big-int"]``).
 
     Anti-pattern::
 
@@ -196,7 +197,6 @@ class PreferBigInt(_TypeRule):
     help = "Use bigint."
     bad = PreferBigintOverInt.bad | PreferBigintOverSmallint.bad
     opt_in = True
-    squawk = ("prefer-big-int",)
 
 
 RULES: list[type[Rule]] = [

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pgferry.lint.effects import qualified
 from pgferry.lint.model import Context, Hit, Rule, Stmt
 from pgferry.lint.nodes import defnames, list_name, qualname
 from pgferry.lint.rules._util import alter_actions
 
 
 def _index_table(cx: Context, index: str) -> str | None:
-    """The table an index belongs to, from the catalog (None without one)."""
-    if cx.catalog is None:
-        return None
-    name = index.split(".")[-1]
+    """The table an index ("schema.name") belongs to: created in this run, else from the
+    catalog (an index lives in its table's schema); None when neither knows it."""
+    table = cx.index_table(index)
+    if table is not None or cx.catalog is None:
+        return table
+    schema, _, name = index.partition(".")
+    found = None
     for t in cx.catalog.tables.values():
         if any(i.name == name for i in t.indexes):
-            return t.name
-    return None
+            if t.name.startswith(f"{schema}."):
+                return t.name
+            found = found or t.name
+    return found
 
 
 class RequireConcurrentIndexCreation(Rule):
@@ -58,6 +64,10 @@ class RequireConcurrentIndexCreation(Rule):
 class RequireConcurrentIndexDeletion(Rule):
     """DROP INDEX without CONCURRENTLY takes ACCESS EXCLUSIVE on the table.
 
+    Exempt as CREATE INDEX is: not reported when the index's table is new (created
+    earlier in the same file, or by a pending migration on a target that lacks
+    it) nor, in catalog mode, when the table is empty.
+
     Anti-pattern::
 
         DROP INDEX orders_created_idx;
@@ -75,9 +85,13 @@ class RequireConcurrentIndexDeletion(Rule):
     squawk = ("require-concurrent-index-deletion",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
-        if st.node.get("removeType") == "OBJECT_INDEX" and not st.node.get("concurrent"):
-            names = [list_name(o) for o in st.node.get("objects") or []]
-            yield Hit(None, _index_table(cx, names[0]) if names else None)
+        if st.node.get("removeType") != "OBJECT_INDEX" or st.node.get("concurrent"):
+            return
+        for obj in st.node.get("objects") or []:
+            table = _index_table(cx, qualified(list_name(obj)))
+            if table is None or cx.existing(table):
+                yield Hit(None, table)
+                return
 
 
 class RequireConcurrentReindex(Rule):

@@ -208,6 +208,10 @@ class CreateTriggerOnExistingTable(Rule):
 class BackfillWithoutWhere(Rule):
     """UPDATE or DELETE of a whole table in one statement locks every row until commit.
 
+    A warning, and an error when the catalog says the table has more rows than
+    ``[lint] big_table_rows`` (default 100,000), as strong_migrations does for
+    backfills of big tables.
+
     Anti-pattern::
 
         UPDATE users SET plan = 'free';
@@ -226,12 +230,25 @@ class BackfillWithoutWhere(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         table = qualname(st.node.get("relation"))
-        if not st.node.get("whereClause") and cx.existing(table):
+        if st.node.get("whereClause") or not cx.existing(table):
+            return
+        t = cx.catalog.tables.get(table) if cx.catalog is not None else None
+        if t is not None and t.rows > cx.big_table_rows:
+            from pgferry.lint.impact import human_rows
+
+            verb = "UPDATE" if st.kind == "UpdateStmt" else "DELETE"
+            yield Hit(None, table, f"{verb} without WHERE changes every row of {table} "
+                      f"({human_rows(t.rows)}, over big_table_rows {cx.big_table_rows:,}) "
+                      "in one transaction", severity="error")
+        else:
             yield Hit(None, table)
 
 
 class DataChangeWithDdl(Rule):
     """Changing data in the same transaction as DDL keeps the DDL's lock for the whole backfill.
+
+    Reported once per file and altered table, at the first data change after
+    the ALTER TABLE, with the number of data-changing statements that follow it.
 
     Anti-pattern::
 
@@ -254,9 +271,18 @@ class DataChangeWithDdl(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         if st.in_tx and cx.tx_ddl_tables:
-            table = sorted(cx.tx_ddl_tables)[0]
-            yield Hit(None, table, f"data change after ALTER TABLE {table} in the same "
-                      "transaction: its ACCESS EXCLUSIVE lock is held until commit")
+            # table -> [offset of the first data change after its DDL, data changes]
+            seen: dict[str, list[int]] = cx.scratch.setdefault("data_after_ddl", {})
+            for table in sorted(cx.tx_ddl_tables):
+                entry = seen.setdefault(table, [st.start, 0])
+                entry[1] += 1
+        return iter(())
+
+    def finish(self, cx: Context) -> Iterator[Hit]:
+        for table, (at, count) in cx.scratch.get("data_after_ddl", {}).items():
+            more = f" ({count} data-changing statements in this file)" if count > 1 else ""
+            yield Hit(at, table, f"data change after ALTER TABLE {table} in the same "
+                      f"transaction: its ACCESS EXCLUSIVE lock is held until commit{more}")
 
 
 class SyntaxError_(Rule):

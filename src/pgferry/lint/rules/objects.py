@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pgferry.lint.effects import qualified
 from pgferry.lint.model import Context, Hit, Rule, Stmt
 from pgferry.lint.nodes import list_name, names, qualname, unwrap
 
@@ -35,8 +36,7 @@ class BanDropTable(Rule):
         if st.node.get("removeType") != "OBJECT_TABLE":
             return
         for obj in st.node.get("objects") or []:
-            name = list_name(obj)
-            table = name if "." in name else f"public.{name}"
+            table = qualified(list_name(obj))
             if not cx.is_new(table):
                 yield Hit(None, table)
                 return
@@ -90,7 +90,13 @@ class BanTruncateCascade(Rule):
 
 
 class RenamingTable(Rule):
-    """RENAME TABLE breaks every client that uses the old name.
+    """RENAME TABLE breaks every running client that uses the old name.
+
+    squawk and strong_migrations treat this as an error too. Rename in three
+    steps: *expand* (make the new name work beside the old one: rename and keep
+    a view with the old name, in the same migration), *dual-write* (both names
+    take reads and writes while clients move), *contract* (drop the view once no
+    client uses the old name).
 
     Anti-pattern::
 
@@ -98,14 +104,18 @@ class RenamingTable(Rule):
 
     Safe::
 
+        -- expand (one migration, one transaction: the old name never disappears):
         ALTER TABLE users RENAME TO accounts;
-        CREATE VIEW users AS SELECT * FROM accounts;  -- same migration: old name keeps working
-        -- drop the view once no client uses it
+        CREATE VIEW users AS SELECT * FROM accounts;  -- simple views take writes too
+        -- move every client to accounts; contract, in a later release:
+        DROP VIEW users;
     """
 
-    code, name, severity = "PF053", "renaming-table", "warning"
-    message = "RENAME TABLE breaks clients that still use the old name"
-    help = "Rename and create a view with the old name in the same transaction."
+    code, name, severity = "PF053", "renaming-table", "error"
+    message = ("RENAME TABLE breaks running clients that use the old name: expand, "
+               "dual-write, contract instead")
+    help = ("Expand: rename and create a view with the old name in the same migration; "
+            "move clients; contract: drop the view in a later release.")
     kinds = ("RenameStmt",)
     squawk = ("renaming-table",)
 
@@ -113,7 +123,11 @@ class RenamingTable(Rule):
         if st.node.get("renameType") == "OBJECT_TABLE":
             table = qualname(st.node.get("relation"))
             if not cx.is_new(table):
-                yield Hit(None, table)
+                old, new = table.split(".", 1)[1], st.node.get("newname", "")
+                yield Hit(None, table, f"RENAME TABLE {old} TO {new} breaks every running "
+                          f"client that uses {old}: expand (rename and create a view {old} "
+                          "in the same migration), dual-write (both names work while "
+                          "clients move), then contract (drop the view) in a later release")
 
 
 class RenamingEnumValue(Rule):
@@ -250,7 +264,7 @@ class EnumLabelMismatch(Rule):
         if cx.catalog is None:
             return
         name = ".".join(names(st.node.get("typeName")))
-        key = name if "." in name else f"public.{name}"
+        key = qualified(name)
         labels = cx.catalog.enums.get(key)
         if labels is None:
             return
