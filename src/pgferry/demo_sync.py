@@ -7,7 +7,9 @@ with deterministic generated data — exactly :data:`CASES` legal cases,
 every run: no random(), no now()) — then show ``pgferry verify dev prod`` finding
 the gap (exit 1), close it with an incremental ``pgferry sync dev prod --yes``
 (progress bars, a Markdown report in the demo directory) and show ``verify``
-exiting 0. A step that ends otherwise raises
+exiting 0; then a mistake made in dev reaches prod through a sync, and
+``pgferry sync revert`` puts prod back from the run's before-images. A step that
+ends otherwise raises
 :class:`~pgferry.errors.OperationFailed` (through ``Demo.cli``'s ``expect``).
 """
 
@@ -170,6 +172,46 @@ def step_verify_clean(d: Demo) -> None:
         raise OperationFailed(f"after the sync prod holds {prod}")
 
 
+MISTAKE_SQL = "UPDATE regulatory_updates SET summary = NULL WHERE id <= 300"
+SUMMARIES_SQL = "SELECT count(summary) FROM regulatory_updates"
+
+
+def _one(dsn: str, q: str) -> Any:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(q).fetchone()  # type: ignore[arg-type]
+        return row[0] if row else None
+
+
+def step_mistake(d: Demo) -> None:
+    dev, prod = _dsn(d, "dev"), _dsn(d, "prod")
+    with psycopg.connect(dev, autocommit=True) as conn:
+        conn.execute(MISTAKE_SQL)
+    before = _one(prod, SUMMARIES_SQL)
+    d.say(f"A bad script in dev blanks 300 summaries ({MISTAKE_SQL}), and the next sync "
+          f"carries it into prod. prod is protected, so the sync keeps every row it "
+          f"changes, as it was, in pgferry.before_images.")
+    obj = d.cli("sync", "dev", "prod", "--yes")
+    run_id = (obj or {}).get("run_id") or _one(
+        prod, "SELECT run_id FROM pgferry.before_images ORDER BY id DESC LIMIT 1")
+    after = _one(prod, SUMMARIES_SQL)
+    d.say(f"prod summaries: {before:,} before the sync, {after:,} after it.")
+    if after != before - 300:
+        raise OperationFailed(f"the mistaken sync left {after} summaries in prod")
+    d.results["sync"]["mistake"] = {"run_id": run_id, "before": before, "after": after}
+
+
+def step_revert(d: Demo) -> None:
+    run_id = d.results["sync"]["mistake"]["run_id"]
+    d.say("sync revert puts back every row that run changed (it refuses if one changed "
+          "since): a minute of work instead of a restore.")
+    d.cli("sync", "revert", str(run_id), "--env", "prod", "--yes")
+    back = _one(_dsn(d, "prod"), SUMMARIES_SQL)
+    d.say(f"prod summaries after the revert: {back:,}.")
+    if back != d.results["sync"]["mistake"]["before"]:
+        raise OperationFailed(f"after the revert prod holds {back} summaries")
+    d.results["sync"]["reverted"] = back
+
+
 def steps() -> list[Any]:
     """The sync steps, to append to :data:`pgferry.demo.STEPS`."""
     from pgferry.demo import Step
@@ -179,4 +221,6 @@ def steps() -> list[Any]:
         Step("verify finds the gap", step_verify_gap),
         Step("sync dev -> prod", step_sync),
         Step("verify again", step_verify_clean),
+        Step("a mistaken sync into prod", step_mistake),
+        Step("sync revert", step_revert),
     ]

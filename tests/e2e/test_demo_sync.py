@@ -36,10 +36,12 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     demo = json.loads(p.stdout)
     titles = [s["title"] for s in demo["steps"]]
-    assert titles[-4:] == ["seed dev", "verify finds the gap", "sync dev -> prod",
-                           "verify again"]
-    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-3:]
-    assert [c[1] for c in commands] == [1, 0, 0]  # verify finds the gap, sync, verify clean
+    assert titles[-6:] == ["seed dev", "verify finds the gap", "sync dev -> prod",
+                           "verify again", "a mistaken sync into prod", "sync revert"]
+    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-5:]
+    # verify finds the gap, sync, verify clean, the mistaken sync, its revert
+    assert [c[1] for c in commands] == [1, 0, 0, 0, 0]
+    assert commands[4][0].startswith("pgferry sync revert ")
     assert commands[1][0].startswith("pgferry sync dev prod --yes --report ")
     # progress bars (stderr), one per table, with the real row counts
     assert "2,025 rows" in p.stderr and "5,654 rows" in p.stderr
@@ -56,3 +58,6 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert res["prod_after"] == {"public.data_sources": 12, cases: 2025, updates: 5654}
     assert res["verify_after"]["differing"] == 0
     assert res["verify_after"]["only_in_source"] == res["verify_after"]["only_in_target"] == 0
+    # the mistake reached prod (300 summaries blanked) and the revert brought them back
+    assert res["mistake"]["after"] == res["mistake"]["before"] - 300
+    assert res["reverted"] == res["mistake"]["before"]

@@ -120,9 +120,10 @@ def test_a_table_that_fails_after_its_deletes_is_left_as_it_was(
     """Item 2: a failure that is not a bad row (here a trigger raising 42501) rolls the
     whole table back, its deletes included; it is never reported failed after changing."""
     p = project(tmp_path, make_db)
-    ddl = "CREATE TABLE t (id int PRIMARY KEY, v text);"
-    sql(p.dsns["dev"], ddl + "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g;")
-    sql(p.dsns["prod"], ddl + """
+    for dsn in p.dsns.values():
+        sql(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    sql(p.dsns["dev"], "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g")
+    sql(p.dsns["prod"], """
         INSERT INTO t SELECT g, 'old' FROM generate_series(50, 120) g;
         CREATE FUNCTION deny() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN IF NEW.id = 10 THEN

@@ -32,9 +32,9 @@ def ids(dsn: str) -> list[int]:
 
 
 def setup(p: Project) -> None:
-    sql(p.dsns["dev"], DDL + SIDE + "INSERT INTO events SELECT g, 'v' FROM "
-        "generate_series(1, 50) g")
-    sql(p.dsns["prod"], DDL + SIDE)
+    for dsn in p.dsns.values():
+        sql(dsn, DDL + SIDE)
+    sql(p.dsns["dev"], "INSERT INTO events SELECT g, 'v' FROM generate_series(1, 50) g")
 
 
 def sync(cli: Callable[..., Result], p: Project) -> Result:
