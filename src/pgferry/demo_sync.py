@@ -187,7 +187,7 @@ def step_mistake(d: Demo) -> None:
     with psycopg.connect(dev, autocommit=True) as conn:
         conn.execute(MISTAKE_SQL)
     before = _one(prod, SUMMARIES_SQL)
-    d.say(f"A bad script in dev blanks 300 summaries ({MISTAKE_SQL}), and the next sync "
+    d.say(f"A bad script in dev blanks the summaries of the first 300 updates ({MISTAKE_SQL}), and the next sync "
           f"carries it into prod. prod is protected, so the sync keeps every row it "
           f"changes, as it was, in pgferry.before_images.")
     obj = d.cli("sync", "dev", "prod", "--yes")
@@ -195,7 +195,7 @@ def step_mistake(d: Demo) -> None:
         prod, "SELECT run_id FROM pgferry.before_images ORDER BY id DESC LIMIT 1")
     after = _one(prod, SUMMARIES_SQL)
     d.say(f"prod summaries: {before:,} before the sync, {after:,} after it.")
-    if after != before - 300:
+    if after != _one(dev, SUMMARIES_SQL) or after >= before:
         raise OperationFailed(f"the mistaken sync left {after} summaries in prod")
     d.results["sync"]["mistake"] = {"run_id": run_id, "before": before, "after": after}
 
