@@ -303,8 +303,8 @@ def vacuum(dsn: str) -> None:
         c.execute("VACUUM ANALYZE")
 
 
-def project(dir_: Path, envs: dict[str, str], extra: str = "", overlap: str | None = None
-            ) -> Path:
+def project(dir_: Path, envs: dict[str, str], extra: str = "", overlap: str | None = None,
+            sync: str = "") -> Path:
     dir_.mkdir(parents=True, exist_ok=True)
     lines = []
     for name, dsn in envs.items():
@@ -312,6 +312,8 @@ def project(dir_: Path, envs: dict[str, str], extra: str = "", overlap: str | No
     lines += ["[sync]", f"jobs = {JOBS}"]
     if overlap is not None:
         lines.append(f'overlap = "{overlap}"')
+    if sync:
+        lines.append(sync)
     lines.append("")
     cfg = dir_ / "pgferry.toml"
     cfg.write_text("\n".join(lines) + extra, encoding="utf-8")
@@ -400,6 +402,8 @@ def bench(rows: int, work: Path) -> Results:
     cfg_wm = project(work / "proj_wm", envs, wm, overlap="0s")
     wmd = "".join(f'[sync.tables."public.{t}"]\nwatermark = "updated_at"\n\n' for t, *_ in TABLES)
     cfg_wmd = project(work / "proj_wmd", envs, wmd, overlap="0s")
+    # the same checksum run, keeping before-images (the default on a protected target)
+    cfg_bi = project(work / "proj_bi", envs, sync="keep_before_images = true")
 
     print("(1) full sync into empty tables vs pg_dump -Fc --data-only + pg_restore", flush=True)
     full = must(timed(pgferry(cfg, "sync", "src", "tgt", "--mode", "full")), "pgferry full")
@@ -472,7 +476,8 @@ def bench(rows: int, work: Path) -> Results:
     res.add("full-mode sync onto the 1%-changed target (the same situation)",
             f"{again.seconds:.2f}s", "-", None)
 
-    def incremental(what: str, cfg_x: Path, changed: int, goal: str, limit: float | None) -> None:
+    def incremental(what: str, cfg_x: Path, changed: int, goal: str, limit: float | None
+                    ) -> float:
         """Time one incremental sync, check it with verify, add its ratios to the results."""
         r = must(timed(pgferry(cfg_x, "sync", "src", "tgt")), f"pgferry incremental ({what})")
         after = must(timed(pgferry(cfg, "verify", "src", "tgt")), f"verify after {what}", (0, 1))
@@ -488,11 +493,12 @@ def bench(rows: int, work: Path) -> Results:
                 None if limit is None else same <= limit and after.code == 0)
         if after.code:
             res.notes.append(f"verify after the {what} incremental sync found differences")
+        return r.seconds
 
     changed = change(dsn["b_src"], CHANGE_CHECKSUM, 7)
     # where the time goes: the comparison alone (what the checksum strategy runs first)
     found = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify before", (1,))
-    incremental("checksum (1% changed)", cfg, changed, "<= 0.2", 0.2)
+    plain = incremental("checksum (1% changed)", cfg, changed, "<= 0.2", 0.2)
     res.add(
         "verify of the changed tables (the comparison part) / full into empty tables",
         f"{found.seconds:.2f}s / {full.seconds:.2f}s = {found.seconds / full.seconds:.3f}",
@@ -500,6 +506,15 @@ def bench(rows: int, work: Path) -> Results:
         None,
     )
     writes = CHANGE_SECONDS[-1]
+    # the same round again (another 1%), keeping before-images: the cost of `sync revert`
+    changed_bi = change(dsn["b_src"], CHANGE_CHECKSUM, 8)
+    bi = must(timed(pgferry(cfg_bi, "sync", "src", "tgt")), "pgferry incremental (images)")
+    bi_after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after images", (0, 1))
+    print(f"    {changed_bi:,} rows changed; incremental checksum keeping before-images "
+          f"{bi.seconds:.2f}s; verify after: exit {bi_after.code}", flush=True)
+    res.add("incremental checksum keeping before-images / without (1% changed each)",
+            f"{bi.seconds:.2f}s / {plain:.2f}s = {bi.seconds / plain:.2f}x", "<= 1.3x",
+            bi.seconds / plain <= 1.3 and bi_after.code == 0)
     res.add("floor 1: hash every row once on both sides at once, nothing else",
             f"{floor:.2f}s", "-", None)
     res.add("floor 2: the source's own writes of that 1% (by primary key, a connection per "
