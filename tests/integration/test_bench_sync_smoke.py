@@ -18,9 +18,10 @@ def test_bench_sync_runs_and_every_incremental_run_leaves_the_sides_equal() -> N
     out = r.stdout
     # each incremental run is followed by a verify, which must find the sides equal
     after = [line for line in out.splitlines() if "incremental" in line and "verify after" in line]
-    assert len(after) == 3 and all(line.endswith("verify after: exit 0") for line in after), after
+    assert len(after) == 4 and all(line.endswith("verify after: exit 0") for line in after), after
     assert "verify after the" not in out  # the bench's own note when verify found differences
     for measure in ("floor 1: hash every row", "floor 2: the source's own writes",
                     "floor 3: a Python process", "floors 1 + 2 + 3", "floors 2 + 3 for the "
-                    "watermark round", "peak RSS full sync"):
+                    "watermark round", "peak RSS full sync",
+                    "incremental checksum keeping before-images / without"):
         assert f"| {measure}" in out, measure
