@@ -110,6 +110,9 @@ class LintConfig(_Model):
     big_table_rows: int = Field(100_000, ge=0)
 
 
+OnConflict = Literal["stop", "source", "target"]
+
+
 class SyncTableConfig(_Model):
     key: list[str] | None = None
     strategy: Literal["checksum", "watermark", "full"] | None = None
@@ -117,6 +120,11 @@ class SyncTableConfig(_Model):
     where: str | None = None
     deletes: bool = True
     triggers: Literal["enable", "disable"] = "enable"
+    #: a target row changed since the last sync that this sync would change: stop the
+    #: table, let the source win, or keep the target's row (default: [sync] on_conflict)
+    on_conflict: OnConflict | None = None
+    #: leave rows only the target changed (the source did not) as they are, and list them
+    keep_target_changes: bool | None = None
 
 
 class MaskRuleConfig(_Model):
@@ -148,6 +156,13 @@ class SyncConfig(_Model):
     keep_before_images_for: Duration = "14d"
     #: how long a sync waits for another sync into the same target tables before exit 3
     lock_wait: Duration = "60s"
+    #: conflicts: "stop" (default on protected targets), "source" (default elsewhere),
+    #: "target"; per table in [sync.tables."s.t"], and --on-conflict on the command line
+    on_conflict: OnConflict | None = None
+    keep_target_changes: bool = False
+    #: keep pgferry.sync_base (what each synced row was after the last sync), which is how
+    #: conflicts are found; false: no conflict detection, and no storage for it
+    track_conflicts: bool = True
 
     _durations = field_validator("overlap", "retry", "keep_before_images_for", "lock_wait")(
         classmethod(lambda cls, v: _check_duration(v))

@@ -53,6 +53,32 @@ def _cells(*values: object) -> list[Text]:
     return [Text(str(v)) for v in values]
 
 
+def conflict_lines(t: Any, source: str, on_conflict: str, keep: bool) -> list[str]:
+    """What the conflicts step found for one table, as lines to print (empty: nothing)."""
+    import json
+
+    lines = []
+    if t.conflicts_known is False:
+        lines.append(f"{t.table}: conflicts cannot be known yet: no earlier sync from {source} "
+                     "into this table to compare with (the next one can)")
+    if t.conflicts:
+        what = {"stop": "the table is left as it was", "source": "the source's rows win; the "
+                "target's are kept for sync revert", "target": "the target's rows stay"}
+        lines.append(f"conflicts: {t.table}: {t.conflicts} row(s) changed on both sides since "
+                     f"the last sync (on_conflict = {on_conflict}: {what[on_conflict]})")
+        for c in t.conflict_rows[:5]:
+            key = ", ".join(f"{k}={v}" for k, v in c["key"].items())
+            lines.append(f"  {key} ({c['kind']}): target {json.dumps(c['target_row'])} | "
+                         f"source {json.dumps(c['source_row'])}")
+        if t.conflicts > 5:
+            lines.append(f"  and {t.conflicts - 5:,} more (all counted in --json and the report)")
+    if t.target_only:
+        lines.append(f"{t.table}: {t.target_only} row(s) changed only on the target since the "
+                     "last sync: " + ("kept as they are (keep_target_changes)" if keep
+                                      else "written back to the source's rows"))
+    return lines
+
+
 def _render_plan(result: SyncResult, out: Console) -> None:
     from pgferry.sync.report import key_text
 
@@ -95,6 +121,10 @@ def _render_plan(result: SyncResult, out: Console) -> None:
             _say(out, f"{name}: first keys: {keys}")
         if r is not None and r.note:
             _say(out, f"note: {name}: {r.note}")
+        if r is not None:
+            for line in conflict_lines(r, result.source, t["on_conflict"],
+                                       t["keep_target_changes"]):
+                _say(out, line)
         if t["masked"]:
             _say(out, f"{name}: masked: " + ", ".join(f"{c} ({rule})" for c, rule in
                                                        sorted(t["masked"].items())))
@@ -137,7 +167,12 @@ def _render(result: SyncResult) -> Any:
                 status += f" ({t.note})"
             tbl.add_row(*_cells(t.table, t.strategy, *nums, status))
         out.print(tbl)
+        plans = {p["table"]: p for p in result.options.get("table_policies", [])}
         for t in result.tables:
+            pol = plans.get(t.table, {})
+            for line in conflict_lines(t, result.source, pol.get("on_conflict", "source"),
+                                       pol.get("keep_target_changes", False)):
+                _say(out, line)
             for f in t.findings:
                 _say(out, f"drift: {t.table}: {f}")
             for w in t.warnings:
@@ -250,6 +285,11 @@ def register(app: typer.Typer) -> None:
                                               "unmasked (needs --reason).")] = False,
         reason: Annotated[str | None, typer.Option(
             "--reason", help="Why --no-mask (recorded in the journal).")] = None,
+        on_conflict: Annotated[str | None, typer.Option(
+            "--on-conflict", help="What a row changed on the target since the last sync does: "
+            "stop (the table stays as it was), source (it is overwritten, kept for sync "
+            "revert), target (it stays). Default [sync] on_conflict: stop on protected "
+            "targets, else source.")] = None,
         verify_after: Annotated[bool, typer.Option(
             "--verify-after", help="Compare each table again after its load (checksums "
             "after; exit 1 when anything still differs). On whenever --report is given.")
@@ -266,8 +306,11 @@ def register(app: typer.Typer) -> None:
             raise BadInput("--reason goes with --no-mask")
         from pgferry.sync import engine
 
+        if on_conflict is not None and on_conflict not in ("stop", "source", "target"):
+            raise BadInput(f"--on-conflict {on_conflict!r}: use stop, source or target")
         opts = engine.Options(mode=mode, tables=_split(tables), exclude=_split(exclude),  # type: ignore[arg-type]
                               batch_size=batch_size, jobs=jobs, dry_run=dry_run, atomic=atomic,
+                              on_conflict=on_conflict,
                               no_mask_reason=reason if no_mask else None,
                               # a report is the proof: it carries the checksums after
                               verify_after=verify_after or report is not None)

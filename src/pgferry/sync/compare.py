@@ -62,6 +62,12 @@ class Upserts:
     #: the deletes the comparison found, to run (and, if a foreign key refuses them while
     #: a child row still points at them, to run again after the loads)
     deletes: list[DeleteOp] = field(default_factory=list)
+    #: the comparison's counts (a TableDiff) and its two sides (row hashes, predicates)
+    found: Any = None
+    #: what the conflicts step found (None: conflicts not tracked for this table)
+    classified: Any = None
+    #: conflicts under on_conflict = "stop": this table is left as it was
+    stopped: bool = False
 
 
 def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], None],
@@ -137,11 +143,16 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
                      ) -> Upserts | None:
     """Compare chunk checksums: what to delete (as :attr:`Upserts.deletes`) and to copy.
 
-    Runs in the unit's transaction before any write of the table; writes nothing.
-    None when the target table is empty (the load then takes the COPY fast path).
-    ``keys_only``: compare the keys alone (a watermark table's deletes).
+    Runs in the unit's transaction before any write of the table; writes nothing
+    but temp tables. None when the target table is empty and no conflicts can
+    arise there (the load then takes the COPY fast path). ``keys_only``: compare
+    the keys alone (a watermark table's deletes). A tracked table's differences
+    go through :func:`pgferry.sync.conflicts.classify` before any delete is planned.
     """
-    if not t.where and is_empty(link, t):
+    from pgferry.sync import conflicts
+
+    track = t.track and not keys_only
+    if not t.where and is_empty(link, t) and not (track and _base_rows(ctx, t, link)):
         return None
     # Ranges are kept compact while the comparison runs: a range where many rows differ
     # is remembered as a range (copied and pruned as a whole), so memory stays bounded by
@@ -166,9 +177,22 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
     # the bar counts rows compared here, then rows written in the load phase
     found = diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
                  on_range=collect, in_unit=True)
+    work.found = found
     if not keys_only:
         work.source_rows = found.source_rows
     src_side, tgt_side = found.source_side, found.target_side
+    if track and src_side is not None and tgt_side is not None:
+        work.classified = cl = conflicts.classify(
+            link, t, ctx.masks.get(t.qualname, {}), src_side, tgt_side, keys=work.keys,
+            deletes=delete,
+            src_ranges=[src_side.predicate(rg.range) for rg, _ in ranges if rg.source_rows],
+            tgt_ranges=[tgt_side.predicate(rg.range) for rg, _ in ranges
+                        if rg.target_rows and t.deletes])
+        if cl.stop:
+            work.stopped = True
+            return work
+        if cl.conflicts and t.on_conflict == "source":
+            t.before_images = True  # the overwritten target rows can be brought back
     for rg, dense in ranges:
         if rg.source_rows and not keys_only and src_side is not None:
             work.ranges.append(src_side.predicate(rg.range))
@@ -183,6 +207,28 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
     if delete:
         work.deletes.append(lambda r: apply_keys(link, t, {}, r, [], delete, progress))
     return work
+
+
+def _base_rows(ctx: RunContext, t: TablePlan, link: Link) -> bool:
+    """A usable base with rows exists: an empty target then means rows were deleted there."""
+    from pgferry.sync import conflicts
+
+    src, tgt = sides(ctx, t, link)
+    if not conflicts.usable(link.tgt, link.ctx.source, t, conflicts.spec_of(link.tgt, t, tgt)):
+        return False
+    row = link.tgt.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+        conflicts.base_ident(link.ctx.source, t))).fetchone()
+    return bool(row and row[0])
+
+
+def sides(ctx: RunContext, t: TablePlan, link: Link) -> tuple[Any, Any]:
+    """The comparison's two :class:`~pgferry.sync.sides.Side` of ``t`` (agreed hashing)."""
+    from pgferry.sync import checksum as ck
+
+    masks = {c: e for c, e in ctx.masks.get(t.qualname, {}).items() if c in t.columns}
+    return ck.agree(ck.side(link.src, t.schema, t.name, t.key, t.columns, exprs=masks or None,
+                            where=t.where),
+                    ck.side(link.tgt, t.schema, t.name, t.key, t.columns, where=t.where))
 
 
 def _missing(link: Link, t: TablePlan, source: tuple[sql.Composable, list[Any]],

@@ -61,6 +61,8 @@ class Options:
     key_limit: int = 20
     #: compare each table again after its load (fills the checksums after; exit 1 on a diff)
     verify_after: bool = False
+    #: --on-conflict: what a conflict does in every table (wins over the config)
+    on_conflict: str | None = None
 
 
 def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],
@@ -130,7 +132,8 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
         plan = build_plan(src, tgt, cfg.sync, mode=opts.mode, tables=opts.tables or None,
                           exclude=opts.exclude or None, referencing=everything,
                           history=f"{cfg.migrate.schema_}.{cfg.migrate.history_table}",
-                          protected=target.protected, roles=(snap.role, trole))
+                          protected=target.protected, roles=(snap.role, trole),
+                          on_conflict=opts.on_conflict)
         masks = _masks(cfg, plan, src, tgt, snap.coordinator, rules, key)
         if opts.no_mask_reason:
             masks, rules = {}, masking.MaskRules()
@@ -183,11 +186,15 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
     batch = opts.batch_size or cfg.sync.batch_size
     jobs = 1 if opts.atomic else (opts.jobs or cfg.sync.jobs)
     result.options = {"batch_size": batch, "jobs": jobs, "tables": opts.tables,
-                      "exclude": opts.exclude, "atomic": opts.atomic}
+                      "exclude": opts.exclude, "atomic": opts.atomic,
+                      "on_conflict": opts.on_conflict}
     prep = prepare(cfg, source, target, opts)
     plan, snap = prep.plan, prep.snapshot
     try:
         _fill(result, plan, opts)
+        result.options["table_policies"] = [
+            {"table": t.qualname, "on_conflict": t.on_conflict,
+             "keep_target_changes": t.keep_target_changes} for t in plan.tables if t.track]
         if prep.unmasked:
             result.warnings.append(f"copied unmasked ({opts.no_mask_reason}): "
                                    + ", ".join(prep.unmasked))
@@ -205,7 +212,7 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
         args = {"source": source.name, "target": target.name, "mode": opts.mode,
                 "tables": opts.tables, "exclude": opts.exclude, "batch_size": batch,
                 "jobs": jobs, "atomic": opts.atomic, "no_mask_reason": opts.no_mask_reason,
-                "run_id": result.run_id}
+                "run_id": result.run_id, "on_conflict": opts.on_conflict}
         verify = opts.mode == "verify"
         # verify is read-only on both sides: it journals only where a journal exists
         with journal.operation(target, "verify" if verify else "sync", args,

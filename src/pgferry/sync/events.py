@@ -36,6 +36,7 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+from rich.markup import escape
 from rich.text import Text
 
 
@@ -234,7 +235,7 @@ class RichProgress:
     def __init__(self, console: Console | None = None, *, transient: bool = False) -> None:
         self.console = console or Console(stderr=True, highlight=False)
         self.progress = Progress(
-            TextColumn("{task.description}", justify="left"),
+            TextColumn("{task.description}", justify="left", markup=False),
             BarColumn(bar_width=28),
             _Rows(),
             _Rate(),
@@ -279,5 +280,6 @@ class RichProgress:
             self.progress.stop_task(tid)
         elif isinstance(event, Warning):
             where = f"{event.table}: " if event.table else ""
-            self.progress.console.print(f"[yellow]warning[/]: {where}{event.message}",
+            # the message is text, not markup: "[sync.tables...]" must print as it is
+            self.progress.console.print(f"[yellow]warning[/]: {escape(where + event.message)}",
                                         markup=True, highlight=False)

@@ -102,6 +102,13 @@ class TablePlan:
     before_images: bool = False
     #: masked columns -> the rule's text (filled by the engine)
     masked: dict[str, str] = field(default_factory=dict)
+    #: what a conflict does (see :mod:`pgferry.sync.conflicts`) and whether rows only the
+    #: target changed are kept; ``track``: conflicts are looked for (checksum strategy)
+    on_conflict: str = "source"
+    keep_target_changes: bool = False
+    track: bool = False
+    #: this run leaves some rows alone (they are in its skip table; set by the conflicts step)
+    skip: bool = False
 
     @property
     def value_columns(self) -> list[str]:
@@ -121,7 +128,8 @@ class TablePlan:
             "user_triggers": list(self.user_triggers) if self.triggers == "enable" else [],
             "text_columns": list(self.text_columns),
             "locks": self.locks(), "before_images": self.before_images,
-            "masked": dict(self.masked),
+            "masked": dict(self.masked), "on_conflict": self.on_conflict,
+            "keep_target_changes": self.keep_target_changes, "conflicts_tracked": self.track,
         }
 
     def locks(self) -> list[str]:
@@ -342,7 +350,8 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
                exclude: list[str] | None = None,
                referencing: dict[str, Table] | None = None,
                history: str | None = None, protected: bool = False,
-               roles: tuple[str, str] = ("", "")) -> SyncPlan:
+               roles: tuple[str, str] = ("", ""), on_conflict: str | None = None
+               ) -> SyncPlan:
     """The plan for syncing ``source`` into ``target`` (see the module docstring).
 
     ``referencing`` is the target's catalog over *all* its schemas (default:
@@ -350,8 +359,9 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
     seen when deciding what a delete may touch. ``history`` names the migration
     history table (``schema.table``), left out unless named explicitly.
     ``protected``: the target is a protected environment (the defaults of
-    ``block_readers`` and ``keep_before_images`` follow it). ``roles``: the
-    source and target roles, for messages.
+    ``block_readers``, ``keep_before_images`` and ``on_conflict`` follow it).
+    ``roles``: the source and target roles, for messages. ``on_conflict``: the
+    command line's ``--on-conflict``, which wins over the config.
     """
     names, warnings, missing = select_tables(source, target, cfg, tables, exclude, history)
     block = cfg.block_readers if cfg.block_readers is not None else not protected
@@ -395,6 +405,15 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
             t.warnings.append(f"primary key differs: source {list(src.primary_key)}, target "
                               f"{list(tgt.primary_key)}; the target's is used")
         _strategy(t, tc, mode)
+        t.on_conflict = (on_conflict or tc.on_conflict or cfg.on_conflict
+                         or ("stop" if protected else "source"))
+        t.keep_target_changes = bool(tc.keep_target_changes if tc.keep_target_changes is not None
+                                     else cfg.keep_target_changes)
+        t.track = cfg.track_conflicts and bool(key) and t.strategy in ("checksum", "verify")
+        if (t.on_conflict != "source" or t.keep_target_changes) and t.strategy in (
+                "watermark", "full") and mode != "verify":
+            t.warnings.append(f"conflicts are looked for with the checksum strategy only; this "
+                              f"{t.strategy} table makes the target equal to the source")
         odd = [n for n in (t.schema, t.name, *t.columns) if "%" in n]
         if odd:
             # psycopg reads a % in a quoted identifier as a placeholder in every statement

@@ -157,6 +157,20 @@ def markdown(result: SyncResult) -> str:
         out += ["", "## Schema drift", "",
                 "The two sides' schemas differ; the migrations have not run on both:", ""]
         out += [f"- {_cell(d)}" for d in drift]
+    clash = [t for t in result.tables if t.conflicts or t.conflicts_known is False or t.kept]
+    if clash:
+        out += ["", "## Conflicts", "",
+                "Rows changed on the target since the last sync that this sync would change "
+                "(`on_conflict`: stop, source or target).", ""]
+        out += _table(["table", "conflicts", "only the target changed", "kept as the target has "
+                       "them", "known"],
+                      [[t.table, _n(t.conflicts), _n(t.target_only), _n(t.kept),
+                        "no: first sync" if t.conflicts_known is False else "yes"]
+                       for t in clash])
+        rows = [[t.table, ", ".join(f"{k}={v}" for k, v in c["key"].items()), c["kind"],
+                 c["target_row"], c["source_row"]] for t in clash for c in t.conflict_rows]
+        if rows:
+            out += [""] + _table(["table", "key", "kind", "target row", "source row"], rows)
     notes = [(t.table, t.note) for t in result.tables if t.note]
     if notes:
         out += ["", "## Notes", ""]

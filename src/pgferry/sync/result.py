@@ -27,7 +27,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 TableStatus = Literal["pending", "ok", "dead_letters", "differs", "failed", "skipped", "planned",
-                      "missing"]
+                      "missing", "conflicts"]
 Outcome = Literal["ok", "problem", "failed", "refused", "planned"]
 
 _EXIT = {"ok": 0, "planned": 0, "problem": 1, "failed": 3, "refused": 4}
@@ -94,6 +94,15 @@ class TableResult:
     would_delete: int = 0
     #: rows this run changed were saved in pgferry.before_images (``sync revert``)
     before_images: bool = False
+    #: conflicts: target rows changed since the last sync that this sync would change;
+    #: None when not looked for, False when they could not be known (no previous sync)
+    conflicts_known: bool | None = None
+    conflicts: int = 0
+    #: the first conflicts: key, kind (update/delete/insert), target_row, source_row
+    conflict_rows: list[dict[str, Any]] = field(default_factory=list)
+    #: rows only the target changed since the last sync, and rows left as the target has them
+    target_only: int = 0
+    kept: int = 0
 
     @property
     def written(self) -> int:
@@ -151,7 +160,7 @@ class SyncResult:
     def totals(self) -> dict[str, int]:
         keys = ("inserted", "updated", "deleted", "unchanged", "dead_lettered", "matched",
                 "differing", "only_in_source", "only_in_target", "source_rows",
-                "would_insert", "would_update", "would_delete")
+                "would_insert", "would_update", "would_delete", "conflicts", "kept")
         return {k: sum(int(getattr(t, k)) for t in self.tables) for k in keys}
 
     @property
@@ -170,7 +179,8 @@ class SyncResult:
             return "failed"
         if self.findings or any(
             t.dead_lettered or t.differing or t.only_in_source or t.only_in_target
-            or t.status in ("dead_letters", "differs", "missing") or t.checksums_match is False
+            or t.status in ("dead_letters", "differs", "missing", "conflicts")
+            or t.checksums_match is False
             or t.findings
             for t in self.tables
         ):

@@ -262,6 +262,10 @@ class Side:
             parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, sql.Literal(i)))
         return sql.SQL("pg_catalog.hashint8extended(0, {})").format(sql.SQL(" # ").join(parts))
 
+    def key_row_hash(self) -> sql.Composable:
+        """An exact 64-bit hash of the key alone: :meth:`row_hash` over the key columns."""
+        return replace(self, columns=self.key).row_hash()
+
     def key_hash(self) -> sql.Composable:
         """A 64-bit hash of a row's key (``bigint``), equal on both sides for equal keys.
 

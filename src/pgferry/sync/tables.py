@@ -117,7 +117,7 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
     if not t.key and not is_empty(link, t):
         link.dirty = True
         res.deleted += write.delete_all(link.tgt, t, link.ctx)
-    if is_empty(link, t) and not t.where:
+    if is_empty(link, t) and not t.where and not t.skip:
         # TRUNCATE of an empty table nothing references, in this subtransaction, is what
         # lets COPY FREEZE write frozen rows (no later vacuum pass); it takes ACCESS
         # EXCLUSIVE until the table commits, so only where readers may wait

@@ -51,7 +51,8 @@ from pgferry.sync.tables import Link, flush_later, full_deletes, full_load, is_e
 #: lock_timeout of the writer sessions (DISABLE TRIGGER, TRUNCATE of an empty table, rows)
 WRITER_LOCK_TIMEOUT = "5s"
 
-_COUNTERS = ("inserted", "updated", "deleted", "unchanged", "dead_lettered", "source_rows")
+_COUNTERS = ("inserted", "updated", "deleted", "unchanged", "dead_lettered", "source_rows",
+             "conflicts", "target_only", "kept")
 
 
 def _retryable(e: BaseException) -> bool:
@@ -120,6 +121,9 @@ def _reset(results: list[TableResult]) -> None:
         for k in _COUNTERS:
             setattr(r, k, 0)
         r.dead_letters.clear()
+        r.conflict_rows.clear()
+        if r.status == "conflicts":
+            r.status, r.error = "pending", None
         r.warnings[:] = [w for w in r.warnings if not w.startswith("a row failed the fast")]
 
 
@@ -178,9 +182,10 @@ def _write_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
 
 def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
               current: list[TablePlan]) -> None:
-    """One attempt: compare and delete children first, load parents first, commit.
+    """One attempt: compare, then delete children first, load parents first, commit.
 
-    A table's deletes run right after its comparison, in a savepoint. When a foreign
+    Every table is compared (and its conflicts classified) before any write. A
+    table's deletes run in a savepoint. When a foreign
     key refuses them (23503: a child row still points at a row to delete, and the
     child's update comes in the load), they are rolled back to the savepoint and run
     again after every load of the unit, children first.
@@ -192,10 +197,20 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
     for t in unit:
         write.triggers(tgt, t, enable=False)
     work: dict[str, Any] = {}
-    later: list[tuple[TablePlan, list[compare.DeleteOp]]] = []
+    deletes: list[tuple[TablePlan, list[compare.DeleteOp]]] = []
     for t in reversed(unit):
         current.append(t)
         work[t.qualname], ops = _prepare(ctx, t, link)
+        deletes.append((t, ops))
+    if any(t.before_images for t in unit):
+        # a conflict the source wins keeps the overwritten rows; the unit's other tables'
+        # writes are kept too, so that `sync revert` can undo the unit as a whole
+        for t in unit:
+            t.before_images = True
+            ctx.result.table(t.qualname).before_images = True
+    later: list[tuple[TablePlan, list[compare.DeleteOp]]] = []
+    for t, ops in deletes:
+        current.append(t)
         if ops and not _deletes(link, ctx.result.table(t.qualname), ops):
             later.append((t, ops))
     for t in unit:
@@ -237,6 +252,7 @@ def _prepare(ctx: RunContext, t: TablePlan, link: Link
         return None, [lambda res: full_deletes(link, t, res)]
     if t.strategy == "checksum":
         work = compare.checksum_compare(ctx, t, link, progress)
+        _note_conflicts(t, r, work)
         return work, work.deletes if work is not None else []
     if t.strategy == "watermark":
         mark = watermark.read_mark(link, t)
@@ -270,16 +286,55 @@ def _load(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
     elif t.strategy == "watermark":
         watermark.watermark_sync(link, t, masks, r, progress, overlap_s=ctx.overlap_s,
                                  snap=ctx.snapshot)
+    elif work is not None and work.stopped:
+        return  # conflicts under on_conflict = "stop": this table is left as it was
     else:
         compare.checksum_upserts(link, t, masks, r, work, progress)
     flush_later(link, t, r)
     r.unchanged = max(0, r.source_rows - r.inserted - r.updated - r.dead_lettered)
+    if t.track and t.strategy == "checksum":
+        _base(ctx, t, link, work)
+
+
+def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
+    """After a tracked table's writes: move its base, or make one (the first sync)."""
+    from pgferry.sync import conflicts
+
+    if work is not None and work.classified is not None and work.classified.known:
+        conflicts.update_base(link, t, work.found.target_side)
+    else:
+        conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
+
+
+def _note_conflicts(t: TablePlan, r: TableResult, work: Any) -> None:
+    """What the conflicts step found, on the table's result."""
+    cl = work.classified if work is not None else None
+    if not t.track:
+        return
+    if cl is None or not cl.known:
+        r.conflicts_known = False
+        return
+    r.conflicts_known = True
+    r.conflicts, r.conflict_rows = cl.conflicts, list(cl.first)
+    r.before_images = r.before_images or t.before_images
+    r.target_only, r.kept = cl.target_only, cl.kept
+    if work.stopped:
+        r.status = "conflicts"
+        r.error = (f"{cl.conflicts} row(s) changed on the target since the last sync that this "
+                   "sync would change (on_conflict = \"stop\"): the table is as it was; choose "
+                   "with --on-conflict source (the source wins, the target's rows are kept for "
+                   "sync revert) or target (the target's rows stay)")
 
 
 def _settle(t: TablePlan, r: TableResult) -> None:
     """The status of a committed table."""
     if r.status not in ("pending", "ok"):
         return
+    if r.kept:
+        r.note = (f"kept {r.kept} target row(s) as they are (" + ", ".join(
+            w for w, n in ((f"on_conflict = \"{t.on_conflict}\"", r.conflicts),
+                           ("keep_target_changes", r.target_only if t.keep_target_changes
+                            else 0)) if n) + ")")
     r.status = "dead_letters" if r.dead_lettered else "ok"
     if t.triggers == "enable" and t.user_triggers and r.written:
         r.note = (f"user triggers fired ({', '.join(t.user_triggers)}): the target may differ "
@@ -290,7 +345,7 @@ def _verify_after(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
     """The proof: compare each committed table again, on what is now committed."""
     for t in unit:
         r = ctx.result.table(t.qualname)
-        if r.status == "failed":
+        if r.status in ("failed", "conflicts"):
             continue
         try:
             if t.key:
@@ -318,7 +373,10 @@ def _verify_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
     start = time.monotonic()
     ctx.event(events.TableStarted(t.qualname, "verify", t.row_estimate))
     try:
-        if t.key:
+        if ctx.opts.dry_run and t.track and t.strategy == "checksum" and _dry_conflicts(
+                ctx, t, link, r):
+            pass
+        elif t.key:
             found = compare.diff(ctx, t, link, _progress(ctx, t))
             found.fill(r)
             r.source_rows = found.source_rows
@@ -345,6 +403,32 @@ def _verify_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
         r.duration_s += time.monotonic() - start
         ctx.event(events.TableFinished(r.table, r.status, 0, 0, 0, 0, 0, r.duration_s,
                                        r.error))
+
+
+def _dry_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult) -> bool:
+    """The dry run of a tracked table: the sync's own comparison and conflicts step, in a
+    transaction rolled back (it writes temp tables only). False when the target is empty
+    and has no base (the plain comparison then counts)."""
+    link.tgt.rollback()
+    link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    try:
+        work = compare.checksum_compare(ctx, t, link, _progress(ctx, t))
+        if work is None:
+            r.conflicts_known = False  # an empty target and no base: the first sync
+            return False
+        found = work.found
+        found.fill(r)
+        r.source_rows = found.source_rows
+        r.would_insert, r.would_update = found.only_in_source, found.differing
+        r.would_delete = found.only_in_target if t.deletes else 0
+        _note_conflicts(t, r, work)
+        if work.stopped:
+            r.status, r.error = "planned", None
+            r.note = (f"{r.conflicts} conflict(s): on_conflict = \"stop\" would leave this "
+                      "table as it is")
+        return True
+    finally:
+        link.tgt.rollback()
 
 
 def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int,

@@ -188,6 +188,15 @@ def _typed_keys(t: TablePlan) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(k) for k in t.key)
 
 
+def _skipping(t: TablePlan, stage: sql.Identifier) -> sql.Composable:
+    """The rows of ``stage`` to write: all, or all but those the conflicts step keeps."""
+    if not t.skip:
+        return sql.SQL("true")
+    from pgferry.sync.conflicts import skip_filter
+
+    return skip_filter(t, stage)
+
+
 def _upsert(conn: psycopg.Connection[Any], t: TablePlan, source: sql.Identifier,
             where: sql.Composable, ctx: Context | None = None) -> tuple[int, int]:
     """Run the upsert of ``source`` rows matching ``where``: (inserted, updated)."""
@@ -226,7 +235,7 @@ def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
         return counts
     try:
         with conn.transaction():
-            counts.inserted, counts.updated = _upsert(conn, t, stage, sql.SQL("true"), ctx)
+            counts.inserted, counts.updated = _upsert(conn, t, stage, _skipping(t, stage), ctx)
         return counts
     except psycopg.Error as e:
         if is_transient(e) or conn.broken or not row_error(e):
@@ -242,7 +251,8 @@ def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
 
 def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered: sql.Identifier,
             lo: int, hi: int, counts: Counts, defer: bool) -> None:
-    where = sql.SQL("pgferry_n BETWEEN {} AND {}").format(sql.Literal(lo), sql.Literal(hi))
+    where = sql.SQL("pgferry_n BETWEEN {} AND {} AND {}").format(
+        sql.Literal(lo), sql.Literal(hi), _skipping(t, numbered))
     try:
         with conn.transaction():
             ins, upd = _upsert(conn, t, numbered, where, ctx)
@@ -351,6 +361,10 @@ def delete_rows(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
     (:func:`check_unselected`). With ``t.before_images`` the deleted rows are saved
     in ``pgferry.before_images`` by the same statement.
     """
+    if t.skip:  # rows the conflicts step keeps as the target has them
+        from pgferry.sync.conflicts import skip_filter
+
+        where = sql.SQL("({}) AND {}").format(where, skip_filter(t, sql.Identifier("t")))
     if check:
         doomed = sql.SQL("SELECT * FROM {} t WHERE {}").format(table_ident(t), where)
         check_unselected(conn, t, doomed, params)

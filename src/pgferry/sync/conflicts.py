@@ -1,0 +1,269 @@
+"""Conflicts: target rows someone changed since the last sync that this sync would change.
+
+Contract: after each sync of a table (checksum strategy), the target keeps in
+``pgferry.base_<id>`` (one table per source environment and synced table,
+registered in ``pgferry.sync_state`` under strategy ``base``) what every row
+was when the sync left it: its key and its 64-bit row hash — the *base*, the
+common ancestor of a three-way merge. On the next sync, for every key the
+comparison found different (and every row of a range it found different as a
+whole), :func:`classify` puts the row hashes of the base (b), the source (s)
+and the target (t) side by side, on the target server, in temp tables (the
+source hashes are streamed there by ``COPY``; nothing per row passes through
+Python), and decides (:func:`decide`, pure):
+
+- ``same``: s = t, nothing to do;
+- ``normal``: b = t, only the source changed: the sync writes it;
+- ``target_only``: b = s, only the target changed: written back to the source's
+  row, or kept (and listed) with ``keep_target_changes``;
+- ``conflict``: both changed, differently. ``on_conflict = "stop"`` leaves the
+  table as it was (the caller skips it); ``"source"`` writes it, with the
+  overwritten rows saved in the before-images for ``sync revert``;
+  ``"target"`` keeps the target's row.
+
+A missing key in the base means the row did not exist then; a missing row
+(s or t) is a delete or a row not created yet. The rows to leave alone go into
+a temp table the writes exclude (``TablePlan.skip``). After the table's writes,
+:func:`update_base` moves the base of every classified row to what the source
+had when the write succeeded (kept rows: to the source's row too, so a kept
+target change stays a target-only change). No usable base yet (the first sync,
+or columns or types changed since), :func:`rebuild` makes one from the target
+once it is written, and conflicts could not be known for that run.
+
+Exact, whatever happens between two syncs: no transaction ids are compared, so
+wraparound, ``VACUUM FREEZE`` or a killed run (its transaction rolled back,
+the base with it) cannot fool it. Cost: the base holds a key and 8 bytes per
+row; a sync reads and writes it only for the rows that differ.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import psycopg
+from psycopg import sql
+
+from pgferry.sync import state
+from pgferry.sync.copy import cols, pipe, select_sql, table_ident
+
+if TYPE_CHECKING:
+    from pgferry.sync.checksum import Side
+    from pgferry.sync.plan import TablePlan
+    from pgferry.sync.tables import Link
+
+Decision = Literal["same", "normal", "target_only", "conflict"]
+#: conflicts listed per table in the result (all are counted)
+SHOWN = 20
+
+
+def decide(b: int | None, s: int | None, t: int | None) -> Decision:
+    """The three-way decision for one key (None: no row; see the module docstring)."""
+    if s == t:
+        return "same"
+    if b == t:
+        return "normal"
+    if b == s:
+        return "target_only"
+    return "conflict"
+
+
+@dataclass
+class Classified:
+    """What :func:`classify` found for one table."""
+
+    #: False when there was no usable base (first sync): conflicts could not be known
+    known: bool = True
+    conflicts: int = 0
+    target_only: int = 0
+    #: rows left as the target has them (conflicts under "target", kept target changes)
+    kept: int = 0
+    first: list[dict[str, Any]] = field(default_factory=list)
+    #: the table must not be written (conflicts under "stop")
+    stop: bool = False
+
+
+def _tmp(kind: str, t: TablePlan) -> sql.Identifier:
+    return sql.Identifier(f"pgferry_{kind}_{t.order}")
+
+
+def base_ident(source: str, t: TablePlan) -> sql.Identifier:
+    digest = hashlib.sha1(f"{source}|{t.qualname}".encode()).hexdigest()[:16]
+    return sql.Identifier("pgferry", f"base_{digest}")
+
+
+def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side) -> str:
+    """What the base's hashes depend on: key, columns, types and how each is hashed."""
+    text = "|".join([t.qualname, ",".join(t.key), tgt.row_hash().as_string(conn),
+                     tgt.key_row_hash().as_string(conn)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def usable(conn: psycopg.Connection[Any], source: str, t: TablePlan, spec: str) -> bool:
+    """A base exists for ``t`` and its hashes were made the way they are made now."""
+    if conn.execute("SELECT to_regclass('pgferry.sync_state')").fetchone() == (None,):
+        return False  # nothing synced into this database yet (a dry run writes nothing)
+    mark = state.read(conn, source, t.qualname, "base")
+    if not mark.checkpoint or mark.checkpoint.get("spec") != spec:
+        return False
+    row = conn.execute("SELECT to_regclass(%s)", [
+        base_ident(source, t).as_string(conn)]).fetchone()
+    return bool(row and row[0])
+
+
+def _keys(alias: str, t: TablePlan) -> sql.Composable:
+    return sql.SQL("({})").format(cols(t.key, alias))
+
+
+def _where(t: TablePlan) -> sql.Composable:
+    return sql.SQL(" AND ({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where \
+        else sql.SQL("")
+
+
+def _hash_of(t: TablePlan, tgt: Side, alias: str) -> sql.Composable:
+    """The target's row hash of the row whose key equals ``alias``'s (NULL when none)."""
+    return sql.SQL("(SELECT {h} FROM {tbl} WHERE ({k}) = {a}{w})").format(
+        h=tgt.row_hash(), tbl=table_ident(t), k=cols(t.key), a=_keys(alias, t), w=_where(t))
+
+
+def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Side,
+             tgt: Side, *, keys: list[Any], deletes: list[Any],
+             src_ranges: list[tuple[sql.Composable, list[Any]]],
+             tgt_ranges: list[tuple[sql.Composable, list[Any]]]) -> Classified:
+    """Classify every row the comparison found different (see the module docstring).
+
+    ``keys`` / ``deletes``: the differing keys (source side / only on the target);
+    ``src_ranges`` / ``tgt_ranges``: predicates of the ranges found different as a
+    whole, on each side. Runs in the unit's transaction on the target; leaves the
+    temp tables ``pgferry_cls_N`` (classification) and ``pgferry_skip_N`` (keys
+    the writes must leave alone) for the rest of the transaction.
+    """
+    from pgferry.sync.tables import key_match
+
+    conn, source = link.tgt, link.ctx.source
+    out = Classified()
+    base = base_ident(source, t)
+    if not usable(conn, source, t, spec_of(conn, t, tgt)):
+        out.known = False
+        return out
+    sh, touch, cls, skip = (_tmp(k, t) for k in ("srch", "touch", "cls", "skip"))
+    like = sql.SQL("SELECT {} FROM {} WITH NO DATA").format(cols(t.key), table_ident(t))
+    for name in (sh, touch):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(name, like))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD pgferry_h int8").format(sh))
+    # the source's hashes of the rows concerned, streamed into the target's temp table
+    sel = sql.SQL("SELECT {k}, {h} FROM {tbl} WHERE {p}")
+    n = max(1, 60000 // max(1, len(t.key)))
+    for batch in (keys[i:i + n] for i in range(0, len(keys), n)):
+        p, params = key_match(t, batch)
+        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(), tbl=table_ident(t),
+                                        p=sql.SQL("{}{}").format(p, _where(t))), params, sh,
+             [*t.key, "pgferry_h"], binary=True)
+    for p, params in src_ranges:
+        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(), tbl=table_ident(t),
+                                        p=p), params, sh, [*t.key, "pgferry_h"], binary=True)
+    # every key concerned: the source's, the target-only ones, the target rows of ranges
+    conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), sh))
+    for batch in (deletes[i:i + n] for i in range(0, len(deletes), n)):
+        p, params = key_match(t, batch)
+        conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
+            touch, cols(t.key), table_ident(t), p), params)
+    for p, params in tgt_ranges:
+        conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
+            touch, cols(t.key), table_ident(t), p), params)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(cls))
+    conn.execute(sql.SQL(
+        "CREATE TEMP TABLE {cls} ON COMMIT DROP AS SELECT k.*, s.pgferry_h AS pgferry_s, "
+        "{th} AS pgferry_t, b.pgferry_h AS pgferry_b FROM (SELECT DISTINCT * FROM {touch}) k "
+        "LEFT JOIN {sh} s ON {sk} = {kk} LEFT JOIN {base} b ON {bk} = {kk}").format(
+        cls=cls, th=_hash_of(t, tgt, "k"), touch=touch, sh=sh, sk=_keys("s", t),
+        kk=_keys("k", t), base=base, bk=_keys("b", t)))
+    decision = sql.SQL(
+        "CASE WHEN pgferry_s IS NOT DISTINCT FROM pgferry_t THEN 'same' "
+        "WHEN pgferry_b IS NOT DISTINCT FROM pgferry_t THEN 'normal' "
+        "WHEN pgferry_b IS NOT DISTINCT FROM pgferry_s THEN 'target_only' "
+        "ELSE 'conflict' END")
+    counts = dict(conn.execute(sql.SQL(
+        "SELECT d, count(*) FROM (SELECT {} AS d FROM {}) x GROUP BY d").format(
+        decision, cls)).fetchall())
+    out.conflicts = int(counts.get("conflict", 0))
+    out.target_only = int(counts.get("target_only", 0))
+    keep = ["conflict"] if t.on_conflict in ("stop", "target") else []
+    if t.keep_target_changes:
+        keep.append("target_only")
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(skip))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WHERE {} = "
+                         "ANY(%s::text[])").format(skip, cols(t.key), cls, decision), [keep])
+    out.kept = out.conflicts * (t.on_conflict == "target") + (
+        out.target_only if t.keep_target_changes else 0)
+    out.stop = out.conflicts > 0 and t.on_conflict == "stop"
+    t.skip = out.kept > 0
+    if out.conflicts:
+        out.first = _first(link, t, masks, cls, decision)
+    return out
+
+
+def _first(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
+           cls: sql.Identifier, decision: sql.Composable) -> list[dict[str, Any]]:
+    """The first conflicts, each with the target's row and the source's (masked) row."""
+    from pgferry.sync.tables import key_match
+
+    rows = link.tgt.execute(sql.SQL(
+        "SELECT {k}, pgferry_s IS NULL, pgferry_t IS NULL FROM {cls} WHERE {d} = 'conflict' "
+        "ORDER BY {k} LIMIT {n}").format(k=cols(t.key), cls=cls, d=decision,
+                                         n=sql.Literal(SHOWN))).fetchall()
+    out = []
+    for r in rows:
+        key = tuple(r[:len(t.key)])
+        no_src, no_tgt = r[len(t.key)], r[len(t.key) + 1]
+        p, params = key_match(t, [key])
+        trow = link.tgt.execute(sql.SQL("SELECT to_jsonb(pgferry_r) FROM {} pgferry_r WHERE {}")
+                                .format(table_ident(t), p), params).fetchone()
+        srow = link.src.execute(sql.SQL("SELECT to_jsonb(pgferry_r) FROM ({}) pgferry_r").format(
+            select_sql(t, masks, p)), params).fetchone()
+        out.append({"key": dict(zip(t.key, map(_plain, key), strict=True)),
+                    "kind": "delete" if no_src else "insert" if no_tgt else "update",
+                    "target_row": trow[0] if trow else None,
+                    "source_row": srow[0] if srow else None})
+    return out
+
+
+def _plain(v: Any) -> Any:
+    return v if v is None or isinstance(v, bool | int | float | str) else str(v)
+
+
+def skip_filter(t: TablePlan, alias: sql.Composable) -> sql.Composable:
+    """``NOT EXISTS`` a row of the skip table with ``alias``'s key (for upserts and deletes)."""
+    return sql.SQL("NOT EXISTS (SELECT 1 FROM {s} pgferry_k WHERE ({kk}) = ({ka}))").format(
+        s=_tmp("skip", t), kk=cols(t.key, "pgferry_k"),
+        ka=sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(k)) for k in t.key))
+
+
+def update_base(link: Link, t: TablePlan, tgt: Side) -> None:
+    """After the table's writes: move the base of every classified row (module docstring)."""
+    conn, base = link.tgt, base_ident(link.ctx.source, t)
+    cls, skip = _tmp("cls", t), _tmp("skip", t)
+    conn.execute(sql.SQL(
+        "WITH c AS (SELECT k.*, (EXISTS (SELECT 1 FROM {skip} x WHERE {xk} = {kk}) OR {now} IS "
+        "NOT DISTINCT FROM k.pgferry_s) AS pgferry_set FROM {cls} k), "
+        "gone AS (DELETE FROM {base} b USING c WHERE {bk} = {ck} AND c.pgferry_set AND "
+        "c.pgferry_s IS NULL RETURNING 1) "
+        "INSERT INTO {base} ({keys}, pgferry_h) SELECT {cc}, c.pgferry_s FROM c WHERE "
+        "c.pgferry_set AND c.pgferry_s IS NOT NULL ON CONFLICT ({keys}) DO UPDATE SET "
+        "pgferry_h = excluded.pgferry_h").format(
+        skip=skip, xk=_keys("x", t), kk=_keys("k", t), now=_hash_of(t, tgt, "k"), cls=cls,
+        base=base, bk=_keys("b", t), ck=_keys("c", t), keys=cols(t.key), cc=cols(t.key, "c")))
+
+
+def rebuild(link: Link, t: TablePlan, tgt: Side) -> None:
+    """Make the base of ``t`` from the target as it is now (after the table's writes)."""
+    conn, source = link.tgt, link.ctx.source
+    base = base_ident(source, t)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(base))
+    conn.execute(sql.SQL("CREATE TABLE {b} AS SELECT {k}, {h} AS pgferry_h FROM {tbl} WHERE "
+                         "true{w}").format(b=base, k=cols(t.key), h=tgt.row_hash(),
+                                           tbl=table_ident(t), w=_where(t)))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(base, cols(t.key)))
+    state.write(conn, source, t.qualname, "base", state.Mark(
+        None, [], {"table": base.as_string(conn), "spec": spec_of(conn, t, tgt)}))
