@@ -8,7 +8,9 @@ every run: no random(), no now()) — then show ``pgferry verify dev prod`` find
 the gap (exit 1), close it with an incremental ``pgferry sync dev prod --yes``
 (progress bars, a Markdown report in the demo directory) and show ``verify``
 exiting 0; then a mistake made in dev reaches prod through a sync, and
-``pgferry sync revert`` puts prod back from the run's before-images. A step that
+``pgferry sync revert`` puts prod back from the run's before-images; then a
+correction made by hand in prod meets a change of the same row in dev: the sync
+stops at the conflict, and ``--on-conflict target`` keeps prod's row. A step that
 ends otherwise raises
 :class:`~pgferry.errors.OperationFailed` (through ``Demo.cli``'s ``expect``).
 """
@@ -212,6 +214,40 @@ def step_revert(d: Demo) -> None:
     d.results["sync"]["reverted"] = back
 
 
+FIX_SQL = """UPDATE regulatory_updates SET summary = CASE WHEN id % 9 = 0 THEN NULL
+    ELSE 'Summary of update ' || id || ': obligations change for '
+         || (ARRAY['banks', 'insurers', 'brokers', 'fintechs'])[1 + id % 4] || '.' END
+WHERE id <= 300"""
+CORRECT_SQL = "UPDATE legal_cases SET title = %s WHERE id = 7"
+
+
+def step_conflict(d: Demo) -> None:
+    dev, prod = _dsn(d, "dev"), _dsn(d, "prod")
+    with psycopg.connect(dev, autocommit=True) as conn:
+        conn.execute(FIX_SQL)  # the bad script is fixed in dev, so dev and prod agree again
+        conn.execute(CORRECT_SQL, ["Globex v. Doe (refiled)"])
+    with psycopg.connect(prod, autocommit=True) as conn:
+        conn.execute(CORRECT_SQL, ["Globex v. Doe (corrected by legal ops)"])
+    d.say("Someone corrects case 7's title by hand in prod, while dev changes the same row. "
+          "The next sync finds the conflict: prod is protected, so on_conflict = \"stop\" "
+          "leaves legal_cases as it is and lists the conflict (exit 1).")
+    d.cli("sync", "dev", "prod", "--yes", expect=(1,))
+    title = _one(prod, "SELECT title FROM legal_cases WHERE id = 7")
+    if title != "Globex v. Doe (corrected by legal ops)":
+        raise OperationFailed(f"the stopped sync changed case 7's title to {title!r}")
+    d.results["sync"]["conflict_stopped"] = title
+
+
+def step_keep_target(d: Demo) -> None:
+    d.say("--on-conflict target keeps prod's correction and syncs everything else.")
+    d.cli("sync", "dev", "prod", "--yes", "--on-conflict", "target")
+    prod = _dsn(d, "prod")
+    title = _one(prod, "SELECT title FROM legal_cases WHERE id = 7")
+    if title != "Globex v. Doe (corrected by legal ops)":
+        raise OperationFailed(f"--on-conflict target left case 7's title as {title!r}")
+    d.results["sync"]["conflict_kept"] = title
+
+
 def steps() -> list[Any]:
     """The sync steps, to append to :data:`pgferry.demo.STEPS`."""
     from pgferry.demo import Step
@@ -223,4 +259,6 @@ def steps() -> list[Any]:
         Step("verify again", step_verify_clean),
         Step("a mistaken sync into prod", step_mistake),
         Step("sync revert", step_revert),
+        Step("a conflict stops the sync", step_conflict),
+        Step("--on-conflict target", step_keep_target),
     ]

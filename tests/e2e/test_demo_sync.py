@@ -36,12 +36,18 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     demo = json.loads(p.stdout)
     titles = [s["title"] for s in demo["steps"]]
-    assert titles[-6:] == ["seed dev", "verify finds the gap", "sync dev -> prod",
-                           "verify again", "a mistaken sync into prod", "sync revert"]
-    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-5:]
-    # verify finds the gap, sync, verify clean, the mistaken sync, its revert
-    assert [c[1] for c in commands] == [1, 0, 0, 0, 0]
+    assert titles[-8:] == ["seed dev", "verify finds the gap", "sync dev -> prod",
+                           "verify again", "a mistaken sync into prod", "sync revert",
+                           "a conflict stops the sync", "--on-conflict target"]
+    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-7:]
+    # verify finds the gap, sync, verify clean, the mistaken sync, its revert, the sync
+    # that stops at a conflict (exit 1), the one that keeps prod's row
+    assert [c[1] for c in commands] == [1, 0, 0, 0, 0, 1, 0]
     assert commands[4][0].startswith("pgferry sync revert ")
+    stopped = demo["outputs"][-2]["output"]
+    cases = {t["table"]: t for t in stopped["tables"]}["public.legal_cases"]
+    assert cases["status"] == "conflicts" and cases["conflicts"] == 1
+    assert cases["conflict_rows"][0]["target_row"]["title"].endswith("(corrected by legal ops)")
     assert commands[1][0].startswith("pgferry sync dev prod --yes --report ")
     # progress bars (stderr), one per table, with the real row counts
     assert "2,025 rows" in p.stderr and "5,654 rows" in p.stderr
@@ -62,3 +68,5 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     # already) and the revert brought them back
     assert res["mistake"]["after"] == res["mistake"]["before"] - 267
     assert res["reverted"] == res["mistake"]["before"]
+    assert res["conflict_kept"] == res["conflict_stopped"] == (
+        "Globex v. Doe (corrected by legal ops)")

@@ -23,5 +23,6 @@ def test_bench_sync_runs_and_every_incremental_run_leaves_the_sides_equal() -> N
     for measure in ("floor 1: hash every row", "floor 2: the source's own writes",
                     "floor 3: a Python process", "floors 1 + 2 + 3", "floors 2 + 3 for the "
                     "watermark round", "peak RSS full sync",
-                    "incremental checksum keeping before-images / without"):
+                    "incremental checksum keeping before-images / without",
+                    "incremental checksum with conflict detection / without"):
         assert f"| {measure}" in out, measure
