@@ -15,7 +15,7 @@ from typer.exceptions import TyperException
 from pgferry import __version__
 from pgferry.cli.common import State, dumps
 from pgferry.errors import PgferryError
-from pgferry.redaction import redact  # only re: cheap enough for every start
+from pgferry.redaction import redact, redact_tree  # only re: cheap enough for every start
 
 #: the root app's settings, also given to each lazily built sub-app (which would otherwise
 #: inherit them from the root)
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         if want_json:
-            print(dumps({"ok": False, **e.to_dict()}))
+            print(dumps(redact_tree({"ok": False, **e.to_dict()})))
         print(f"error: {redact(e.message)}", file=sys.stderr)
         return e.exit_code
     except typer.Exit as e:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgferry.errors import Refused
+from pgferry.errors import BadInput, Refused
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it needs
     from rich.console import Console
@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # imported where used: a command loads only what it needs
     from pgferry.pg.connect import Target
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment name from pgferry.toml.")]
+EnvOpt = Annotated[str | None, typer.Option(
+    "--env", "-e", help="Environment from pgferry.toml (default: the only one, else 'dev').")]
 YesOpt = Annotated[
     bool, typer.Option("--yes", "-y", help="Confirm a write to a protected environment.")
 ]
@@ -68,10 +69,12 @@ class State:
             self._config = load_config(self.config_path, required=required)
         return self._config
 
-    def target(self, env: str) -> Target:
+    def target(self, env: str | None) -> Target:
+        """The environment ``env`` (default: :func:`pick_env`), resolved."""
         from pgferry.pg.connect import resolve_env
 
-        return resolve_env(self.config(), env)
+        cfg = self.config()
+        return resolve_env(cfg, pick_env(cfg, env))
 
     def with_json(self, flag: bool) -> State:
         self.json = self.json or flag
@@ -91,6 +94,22 @@ class State:
     def note(self, text: str) -> None:
         """A progress or warning line: stderr, so --json stdout stays one object."""
         self.err.print(text)
+
+
+def pick_env(cfg: Config, env: str | None) -> str:
+    """``env`` if given; else the only environment, else ``dev``; else BadInput.
+
+    The one default of every command that takes ``--env``.
+    """
+    if env:
+        cfg.env(env)
+        return env
+    names = list(cfg.environments)
+    if len(names) == 1:
+        return names[0]
+    if "dev" in cfg.environments:
+        return "dev"
+    raise BadInput(f"name an environment with --env (configured: {', '.join(names) or 'none'})")
 
 
 def console(stderr: bool = False) -> Console:

@@ -35,13 +35,15 @@ def register(app: typer.Typer) -> None:
     @app.command("journal")
     def journal_cmd(
         ctx: typer.Context,
-        env: EnvOpt,
+        env: EnvOpt = None,
         limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show.")] = 20,
         json_: JsonOpt = False,
     ) -> None:
         """Show the append-only journal of an environment, newest first."""
         st = state(ctx, json_)
-        rows = journal.read(st.target(env), limit)
+        target = st.target(env)
+        env = target.name
+        rows = journal.read(target, limit)
 
         def render(out: Console) -> None:
             if not rows:

@@ -18,19 +18,23 @@ from rich.console import Console
 from rich.table import Table
 
 from pgferry import journal
-from pgferry.cli.common import JsonOpt, State, YesOpt, confirm_protected, state
+from pgferry.cli.common import (
+    EnvOpt,
+    JsonOpt,
+    State,
+    YesOpt,
+    confirm_protected,
+    pick_env,
+    state,
+)
 from pgferry.config import Blackout, Config
-from pgferry.errors import BadInput, Refused
+from pgferry.errors import Refused
 from pgferry.migrate import admin, files, templates
 from pgferry.migrate import status as status_mod
 from pgferry.migrate.history import BASELINE_SCRIPT
 from pgferry.migrate.windows import check_blackout, describe
 from pgferry.pg.connect import Target
 
-OptEnv = Annotated[
-    str | None,
-    typer.Option("--env", "-e", help="Environment (default: the only one, or 'dev')."),
-]
 OverrideOpt = Annotated[
     bool, typer.Option("--override-blackout", help="Proceed inside a blackout window.")
 ]
@@ -54,19 +58,6 @@ STATE_STYLE = {
     "undone": "yellow",
     "future": "magenta",
 }
-
-
-def pick_env(cfg: Config, env: str | None) -> str:
-    """``env`` if given; else the only environment, else ``dev``; else BadInput."""
-    if env:
-        cfg.env(env)
-        return env
-    names = list(cfg.environments)
-    if len(names) == 1:
-        return names[0]
-    if "dev" in cfg.environments:
-        return "dev"
-    raise BadInput(f"name an environment with --env (configured: {', '.join(names) or 'none'})")
 
 
 def confirm_rewrite(st: State, env: str, yes: bool, action: str) -> None:
@@ -238,7 +229,7 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     def status_cmd(
         ctx: typer.Context,
-        env: OptEnv = None,
+        env: EnvOpt = None,
         show_all: Annotated[
             bool,
             typer.Option(
@@ -257,7 +248,7 @@ def register(app: typer.Typer) -> None:
         st.emit(s.to_dict(), lambda out: _render_status(s, out, show_all))
 
     @app.command("validate")
-    def validate_cmd(ctx: typer.Context, env: OptEnv = None, json_: JsonOpt = False) -> None:
+    def validate_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -> None:
         """Exit 1 when an applied file changed or is gone, a run failed, or the sum is stale."""
         st = state(ctx, json_)
         cfg = st.config()
@@ -298,7 +289,7 @@ def register(app: typer.Typer) -> None:
     def baseline_cmd(
         ctx: typer.Context,
         version: Annotated[str, typer.Option("--version", help="The version the database is at.")],
-        env: OptEnv = None,
+        env: EnvOpt = None,
         description: Annotated[
             str, typer.Option("--description", help="Description of the baseline row.")
         ] = BASELINE_SCRIPT,
@@ -327,7 +318,7 @@ def register(app: typer.Typer) -> None:
     @app.command("repair")
     def repair_cmd(
         ctx: typer.Context,
-        env: OptEnv = None,
+        env: EnvOpt = None,
         yes: YesOpt = False,
         override_blackout: OverrideOpt = False,
         reason: ReasonOpt = None,

@@ -127,19 +127,20 @@ def register(app: typer.Typer) -> None:
     """Add this module's verbs to the ``migrate`` app."""
 
     @app.command("plan")
-    def plan_cmd(ctx: typer.Context, env: EnvOpt = "dev", target: TargetOpt = None,
+    def plan_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
                  json_: JsonOpt = False) -> None:
         """Show the exact SQL `up` would run, in order, with transaction mode and settings."""
         st = state(ctx, json_)
         res = service.plan(st.config(), st.target(env), version=_version(target, "--target"))
         st.emit(res, lambda out: _render_plan(out, res))
 
-    def _run(ctx: typer.Context, env: str, json_: bool, *, undo: bool, yes: bool,
+    def _run(ctx: typer.Context, env: str | None, json_: bool, *, undo: bool, yes: bool,
              arguments: dict[str, Any], **kw: Any) -> None:
         if kw["allow_unsafe"] and not (kw["reason"] or "").strip():
             raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
         st = state(ctx, json_)
         cfg, t = st.config(), st.target(env)
+        arguments["env"] = t.name
         verb = "undo" if undo else "up"
         now = datetime.now(UTC)
         if not kw.get("dry_run"):
@@ -180,7 +181,7 @@ def register(app: typer.Typer) -> None:
                 "lock_retries": s.lock_retries, "history_table": f"{s.schema}.{s.table}"}
 
     @app.command("up")
-    def up_cmd(ctx: typer.Context, env: EnvOpt = "dev", target: TargetOpt = None,
+    def up_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
                dry_run: DryRunOpt = False, yes: YesOpt = False,
                override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
                allow_unsafe: UnsafeOpt = False, json_: JsonOpt = False) -> None:
@@ -194,7 +195,7 @@ def register(app: typer.Typer) -> None:
              allow_unsafe=allow_unsafe, unsafe_reason=reason)
 
     @app.command("undo")
-    def undo_cmd(ctx: typer.Context, env: EnvOpt = "dev",
+    def undo_cmd(ctx: typer.Context, env: EnvOpt = None,
                  to: Annotated[str | None, typer.Option(
                      "--to", help="Undo every applied version above this one.")] = None,
                  dry_run: DryRunOpt = False, yes: YesOpt = False,
