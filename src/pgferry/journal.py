@@ -159,6 +159,8 @@ def operation(
         op.outcome = {1: "problem", 2: "bad_input", 4: "refused"}.get(e.exit_code, "failed")
         op.exit_code = e.exit_code
         op.details.setdefault("error", e.message)
+        for k, v in e.details.items():  # sqlstate, the server's detail and hint ...
+            op.details.setdefault(k, v)
         raise
     except BaseException as e:
         op.outcome, op.exit_code = "failed", 3

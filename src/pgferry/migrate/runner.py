@@ -62,7 +62,14 @@ from pgferry.migrate.locks import (
 )
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile, Statement
-from pgferry.pg.connect import APP_NAME, Target, connect, map_db_error, redact
+from pgferry.pg.connect import (
+    APP_NAME,
+    Target,
+    connect,
+    map_db_error,
+    redact,
+    with_server_lines,
+)
 
 #: progress callback: (kind, step, result or None, index, total); kind "start"|"done" with
 #: the file's index and the number of files, or "retry" with attempt number and max attempts
@@ -119,11 +126,13 @@ def _is_lock_timeout(e: BaseException) -> bool:
     return isinstance(e, psycopg.Error) and e.sqlstate == "55P03"
 
 
-def server_message(e: psycopg.Error) -> str:
-    """The server's message and detail on one line, redacted."""
+def server_message(e: psycopg.Error, *, detail: bool = True) -> str:
+    """The server's message (and, with ``detail``, its DETAIL in parentheses) on one line,
+    redacted: for the progress table and ``status``. Errors shown to the user carry the
+    DETAIL and HINT on lines of their own (:func:`pgferry.pg.connect.with_server_lines`)."""
     d = e.diag
     text = (d.message_primary or str(e)).strip().splitlines()[0] if d else str(e)
-    if d and d.message_detail:
+    if detail and d and d.message_detail:
         text += f" ({' '.join(d.message_detail.split())})"
     return redact(text)
 
@@ -342,9 +351,9 @@ class Runner:
         err = map_db_error(e)
         at = f":{stmt.line}" if stmt else ""
         n = f" (statement {stmt.index + 1})" if stmt else ""
-        return OperationFailed(f"{step.script}{at}{n}: {server_message(e)}; {tail}",
-                               script=step.script, line=stmt.line if stmt else None,
-                               **err.details)
+        text = f"{step.script}{at}{n}: {server_message(e, detail=False)}; {tail}"
+        return OperationFailed(with_server_lines(text, e), script=step.script,
+                               line=stmt.line if stmt else None, **err.details)
 
 # -- hooks for repair and status ------------------------------------------------
 
