@@ -249,7 +249,7 @@ def test_failed_concurrent_index_repair_resumes(project: Project, cli: Cli) -> N
 
 @pytest.mark.parametrize("sql_text,reason", [
     ("VACUUM t;", "VACUUM"),
-    ("ALTER TYPE mood ADD VALUE 'meh';", "ALTER TYPE ... ADD VALUE"),
+    ("ALTER TYPE mood ADD VALUE 'meh';\nSELECT 'meh'::mood;", "ALTER TYPE ... ADD VALUE"),
     ("REINDEX TABLE CONCURRENTLY t;", "REINDEX CONCURRENTLY"),
     ("DROP INDEX CONCURRENTLY IF EXISTS nope;", "DROP INDEX CONCURRENTLY"),
 ])

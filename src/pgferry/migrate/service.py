@@ -12,7 +12,9 @@ Order of checks for ``up``/``undo`` (all before anything runs):
 4. templates on a protected env → Refused (4): "number them first";
 5. every file to run parses (pglast) → else SqlParseError (exit 2);
 6. the lint gate (when ``pgferry.lint.gate`` exists) on a protected env:
-   error findings → Refused (4) unless ``allow_unsafe`` with a reason.
+   error findings → Refused (4) unless ``allow_unsafe`` with a reason;
+7. the target has every extension the files create and a version whose grammar
+   they use (:mod:`pgferry.migrate.preflight`) → else BadInput (exit 2).
 
 Then, under the migration lock, the history is read again (another run may
 have applied files meanwhile), the same checks repeat on what is left, and
@@ -31,7 +33,7 @@ from typing import Any
 from pgferry import journal
 from pgferry.config import Config
 from pgferry.errors import BadInput, PgferryError, Refused
-from pgferry.migrate import files, history
+from pgferry.migrate import files, history, preflight
 from pgferry.migrate.files import MigrationSet, Version
 from pgferry.migrate.history import HistoryRow
 from pgferry.migrate.plan import (
@@ -199,7 +201,8 @@ def plan(cfg: Config, target: Target, *, version: Version | None = None) -> dict
     ms = files.scan(cfg.migrations_dir)
     rows, failed = read_history(cfg, target)
     p = prepare(cfg, target, ms, rows, failed, version=version, strict=False)
-    p.warnings += _sum_warnings(cfg, ms, strict=False)
+    p.warnings += _sum_warnings(cfg, ms, strict=False) + preflight.notes(p.steps)
+    preflight.check(target, p.steps)
     s = Settings.from_config(cfg)
     return {
         "env": target.name,
@@ -245,8 +248,9 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
     gated = target.protected or dry_run
     pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to, lint=gated)
     _gate_check(target, pre, allow_unsafe, unsafe_reason)
+    preflight.check(target, pre.steps)
     result: dict[str, Any] = {"env": target.name, "command": command, "dry_run": dry_run,
-                              "warnings": warnings + pre.warnings}
+                              "warnings": warnings + pre.warnings + preflight.notes(pre.steps)}
     if dry_run:
         s = Settings.from_config(cfg)
         result["steps"] = [_step_dict(st, pf, s, pre.findings.get(st.file.script, []))
