@@ -35,6 +35,9 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check and show, chan
 OverrideOpt = Annotated[bool, typer.Option("--override-blackout",
                                            help="Run inside a blackout window (needs --reason).")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why; goes into the journal.")]
+OutOfOrderOpt = Annotated[bool, typer.Option(
+    "--out-of-order", help="Also apply versions below the current one that are not applied "
+    "(the history is ahead of the files), as Flyway's outOfOrder.")]
 UnsafeOpt = Annotated[bool, typer.Option(
     "--allow-unsafe", help="Run despite lint errors on a protected env (needs --reason).")]
 BAR_AFTER = 5  # more files than this: a progress bar
@@ -128,10 +131,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("plan")
     def plan_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
-                 json_: JsonOpt = False) -> None:
+                 out_of_order: OutOfOrderOpt = False, json_: JsonOpt = False) -> None:
         """Show the exact SQL `up` would run, in order, with transaction mode and settings."""
         st = state(ctx, json_)
-        res = service.plan(st.config(), st.target(env), version=_version(target, "--target"))
+        res = service.plan(st.config(), st.target(env), version=_version(target, "--target"),
+                           out_of_order=out_of_order)
         st.emit(res, lambda out: _render_plan(out, res))
 
     def _run(ctx: typer.Context, env: str | None, json_: bool, *, undo: bool, yes: bool,
@@ -184,15 +188,16 @@ def register(app: typer.Typer) -> None:
     def up_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
                dry_run: DryRunOpt = False, yes: YesOpt = False,
                override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
-               allow_unsafe: UnsafeOpt = False, json_: JsonOpt = False) -> None:
+               allow_unsafe: UnsafeOpt = False, out_of_order: OutOfOrderOpt = False,
+               json_: JsonOpt = False) -> None:
         """Apply pending migrations (each file in its own transaction, under a lock)."""
         args = {"env": env, "target": target, "dry_run": dry_run, "yes": yes,
                 "override_blackout": override_blackout, "reason": reason,
-                "allow_unsafe": allow_unsafe}
+                "allow_unsafe": allow_unsafe, "out_of_order": out_of_order}
         _run(ctx, env, json_, undo=False, yes=yes, arguments=args,
              version=_version(target, "--target"), dry_run=dry_run,
              override_blackout=override_blackout, reason=reason,
-             allow_unsafe=allow_unsafe, unsafe_reason=reason)
+             allow_unsafe=allow_unsafe, unsafe_reason=reason, out_of_order=out_of_order)
 
     @app.command("undo")
     def undo_cmd(ctx: typer.Context, env: EnvOpt = None,

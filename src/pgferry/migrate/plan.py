@@ -10,8 +10,9 @@ Contract (no I/O, no clock; data in, data out):
   ``checksum_mismatch``  applied, but the file was edited since
   ``pending``            not applied yet (will run)
   ``undone``             applied, then undone by an ``UNDO_SQL`` row (pending again)
-  ``ignored``            not applied and lower than the current version (out of
-                         order; ``up`` does not apply it)
+  ``ignored``            not applied and lower than the current version: the history
+                         is ahead of the files (``validate`` fails and ``up`` stops with
+                         exit 1, as Flyway's validate does; ``--out-of-order`` applies it)
   ``failed``             the latest row for it has ``success = false``
   ``missing``            applied, but its file is gone
   ``future``             applied, no file, and above the highest file version
@@ -32,8 +33,9 @@ Contract (no I/O, no clock; data in, data out):
   A template ``up`` already applied keeps the number it was recorded under,
   and rows of applied templates do not count in :func:`template_base`.
 - :func:`pending`: the :class:`Step` list ``up`` runs, in order: versioned
-  (pending or undone, up to ``target``), then templates when allowed, then
-  repeatables that are new or outdated.
+  (pending or undone, and with ``out_of_order`` also ignored ones, up to
+  ``target``), then templates when allowed, then repeatables that are new or
+  outdated.
 - :func:`undo_steps`: the ``U`` files ``undo`` runs, newest version first;
   raises :class:`~pgferry.errors.BadInput` before anything runs when a version
   has no undo file.
@@ -53,7 +55,9 @@ State = Literal[
     "outdated", "baseline", "below_baseline", "undone", "future",
 ]
 #: states ``migrate validate`` treats as a problem
-PROBLEM_STATES = frozenset({"failed", "missing", "checksum_mismatch"})
+PROBLEM_STATES = frozenset({"failed", "missing", "checksum_mismatch", "ignored"})
+#: problems ``up`` refuses on (exit 4); an ignored file stops it with exit 1 instead
+REFUSE_STATES = frozenset({"failed", "missing", "checksum_mismatch"})
 
 
 @dataclass
@@ -317,16 +321,19 @@ def pending(
     target: Version | None = None,
     allow_templates: bool = True,
     template_start: Version | None = None,
+    out_of_order: bool = False,
 ) -> list[Step]:
-    """The steps ``up`` runs, in order. Templates only when ``allow_templates``.
+    """The steps ``up`` runs, in order. Templates only when ``allow_templates``;
+    versions below the current one (``ignored``) only with ``out_of_order``.
 
     ``template_start`` is the highest version applied anywhere the caller knows
     of (default: this history's current version); templates are numbered above it.
     """
     entries = classify(ms, rows)
     steps: list[Step] = []
+    runnable = ("pending", "undone", "ignored") if out_of_order else ("pending", "undone")
     for e in entries:
-        if e.kind != "V" or e.file is None or e.state not in ("pending", "undone"):
+        if e.kind != "V" or e.file is None or e.state not in runnable:
             continue
         assert e.version is not None
         if target is not None and e.version > target:

@@ -9,8 +9,9 @@ Contract:
   non-transactional file the statement it stopped at (from the runner's
   progress table, when the runner recorded one).
 - :func:`problems` is pure: the list ``validate`` exits 1 on (a changed,
-  deleted or failed migration; a stale ``pgferry.sum``), and :func:`warnings`
-  the things worth saying that are not failures (ignored files, a missing sum).
+  deleted or failed migration; one below the current version that is not
+  applied, as Flyway's validate; a stale ``pgferry.sum``), and :func:`warnings`
+  the things worth saying that are not failures (future rows, a missing sum).
 
 Reading 5,000 files and their checksums is the only per-file cost; it stays
 well under a second (figure in docs/migrations.md).
@@ -163,6 +164,11 @@ def problems(s: Status) -> list[str]:
             )
         elif e.state == "missing":
             out.append(f"{name}: applied, but the file is gone; restore it from git")
+        elif e.state == "ignored":
+            out.append(
+                f"{name}: not applied and below the current version {s.current} (the history "
+                "is ahead of the files); `migrate up --out-of-order` applies it, or renumber it"
+            )
         elif e.state == "failed":
             where = s.failed_at(e)
             at = ""
@@ -183,12 +189,7 @@ def warnings(s: Status) -> list[str]:
     """Worth a line, not a failure."""
     out: list[str] = []
     for e in s.entries:
-        if e.state == "ignored":
-            out.append(
-                f"{_name(e)}: not applied and older than the current version "
-                f"{s.current}; `up` will not run it (renumber it as a new migration)"
-            )
-        elif e.state == "future":
+        if e.state == "future":
             out.append(
                 f"{_name(e)}: applied here, but no such file in this checkout (a newer branch?)"
             )
