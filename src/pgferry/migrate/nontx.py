@@ -6,8 +6,9 @@ connection with session-level ``lock_timeout``/``statement_timeout``; each
 completed statement is recorded in ``pgferry.migration_progress`` (see
 :mod:`pgferry.migrate.progress`). A failure writes Flyway's ``success = false``
 row and where it stopped; a later run resumes after the completed statements
-(their digests must still match) and first drops an INVALID index a failed
-concurrent build of the statement left behind.
+(their digests must still match) and first drops the INVALID index a failed
+concurrent build of the statement left behind, found by name or by definition
+(:mod:`pgferry.migrate.leftovers`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import time
 from typing import TYPE_CHECKING
 
 import psycopg
-from psycopg import sql
 
 from pgferry.errors import Refused
 from pgferry.migrate import progress
+from pgferry.migrate.leftovers import drop_leftovers
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile, Statement
 
@@ -39,25 +40,6 @@ def resume_point(r: Runner, step: Step, pf: ParsedFile, prog: progress.Progress 
                 script=step.script, statement=i + 1,
             )
     return len(prog.done_digests)
-
-
-def drop_invalid_index(r: Runner, stmt: Statement) -> str | None:
-    """Drop the INVALID index a failed concurrent build of ``stmt`` left behind."""
-    if stmt.index_name is None:
-        return None
-    schema, name, table = stmt.index_name
-    row = r.work.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s AND NOT"
-        " i.indisvalid AND (n.nspname = %s OR (%s::text IS NULL AND i.indrelid ="
-        " to_regclass(%s)))",
-        [name, schema, schema, table],
-    ).fetchone()
-    if row is None:
-        return None
-    r.work.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-        sql.Identifier(row[0], row[1])))
-    return f"{row[0]}.{row[1]}"
 
 
 def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
@@ -81,9 +63,7 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
             for attempt in r._retrying(step):
                 with attempt:
                     attempts += 1
-                    d = drop_invalid_index(r, stmt)
-                    if d:
-                        dropped.append(d)
+                    dropped += drop_leftovers(c, stmt)
                     with r._watcher() as w:
                         try:
                             c.execute(stmt.text.encode())
