@@ -21,6 +21,7 @@ import psycopg
 from pgferry.errors import Refused
 from pgferry.migrate import progress
 from pgferry.migrate.leftovers import drop_leftovers
+from pgferry.migrate.locks import Waiting
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile, Statement
 
@@ -54,15 +55,16 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
     progress.start(c, s.schema, s.table, script=step.script, version=version,
                    checksum=step.checksum, total=len(pf.statements),
                    runner_pid=r.lock.conn.info.backend_pid if r.lock.conn else 0)
-    r._set_timeouts(local=False)
     stmt: Statement | None = None
-    seen, attempts = None, 0
+    seen: Waiting | None = None
+    attempts = 0
     try:
         for stmt in pf.statements[resume:]:
-            attempts = 0
+            attempts, seen = 0, None
             for attempt in r._retrying(step):
                 with attempt:
                     attempts += 1
+                    r._set_timeouts(local=False, lock_timeout=r.lock_timeout_for(seen))
                     dropped += drop_leftovers(c, stmt)
                     with r._watcher() as w:
                         try:

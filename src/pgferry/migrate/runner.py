@@ -56,6 +56,7 @@ from pgferry.migrate.history import SQL, UNDO_SQL
 from pgferry.migrate.locks import (
     LockWatcher,
     MigrationLock,
+    Waiting,
     lock_key,
     terminate_orphans,
     work_app_name,
@@ -70,6 +71,9 @@ from pgferry.pg.connect import (
     redact,
     with_server_lines,
 )
+
+#: how far past deadlock_timeout a retry facing autovacuum waits
+AUTOVACUUM_MARGIN_MS = 500
 
 #: progress callback: (kind, step, result or None, index, total); kind "start"|"done" with
 #: the file's index and the number of files, or "retry" with attempt number and max attempts
@@ -156,6 +160,7 @@ class Runner:
         self.pid = 0
         self.role = ""
         self.orphans: list[int] = []
+        self.deadlock_timeout_ms = 1000  # read from the server on enter
         self.done: list[FileResult] = []  # files applied by this runner so far
 
     # -- lifecycle -------------------------------------------------------------
@@ -178,8 +183,11 @@ class Runner:
             self.conn.execute(
                 "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'),"
                 " false)", [psycopg.sql.Identifier(self.s.schema).as_string(self.conn)])
-            row = self.conn.execute("SELECT current_user").fetchone()
-            self.role = str(row[0]) if row else ""
+            row = self.conn.execute(
+                "SELECT current_user, setting::int FROM pg_settings"
+                " WHERE name = 'deadlock_timeout'").fetchone()
+            if row:
+                self.role, self.deadlock_timeout_ms = str(row[0]), int(row[1])
             with self.conn.transaction():
                 history.ensure_table(self.conn, self.s.schema, self.s.table)
         except psycopg.Error as e:
@@ -296,23 +304,35 @@ class Runner:
                     seen: Any, scope: str = "file") -> LockUnavailable:
         what = seen.describe() if seen else "a lock (its holder had gone when sampled)"
         at = f" at line {stmt.line}" if stmt else ""
+        av = ("; autovacuum did not yield even after deadlock_timeout (a vacuum against "
+              "transaction-id wraparound never does: let it finish)"
+              if seen is not None and seen.autovacuum else "")
         return LockUnavailable(
             f"{step.script}{at}: could not get {what} within lock_timeout "
-            f"{self.s.lock_timeout} after {attempts} attempts; nothing of this {scope} was "
+            f"{self.s.lock_timeout} after {attempts} attempts{av}; nothing of this {scope} was "
             "applied. Retry when the blocking session is done, or raise [migrate] lock_retries",
             script=step.script, line=stmt.line if stmt else None,
             lock=seen.__dict__ if seen else None,
         )
 
-    def _set_timeouts(self, *, local: bool) -> None:
+    def lock_timeout_for(self, seen: Waiting | None) -> str:
+        """``lock_timeout`` for the next attempt: past ``deadlock_timeout`` when autovacuum
+        blocked the last one (the server cancels an autovacuum for a lock waiter only once
+        the waiter has waited ``deadlock_timeout``; a shorter wait never gets the lock)."""
+        configured = int(self.s.lock_timeout_s * 1000)
+        if seen is not None and seen.autovacuum and configured > 0:
+            return f"{max(configured, self.deadlock_timeout_ms + AUTOVACUUM_MARGIN_MS)}ms"
+        return self.s.lock_timeout
+
+    def _set_timeouts(self, *, local: bool, lock_timeout: str | None = None) -> None:
         """``SET [LOCAL] lock_timeout / statement_timeout`` in one round trip."""
+        lt = lock_timeout or self.s.lock_timeout
         if self.s.statement_timeout:
             self.work.execute("SELECT set_config('lock_timeout', %s, %s),"
                               " set_config('statement_timeout', %s, %s)",
-                              [self.s.lock_timeout, local, self.s.statement_timeout, local])
+                              [lt, local, self.s.statement_timeout, local])
         else:
-            self.work.execute("SELECT set_config('lock_timeout', %s, %s)",
-                              [self.s.lock_timeout, local])
+            self.work.execute("SELECT set_config('lock_timeout', %s, %s)", [lt, local])
 
     def _run_transactional(self, step: Step, pf: ParsedFile, undo: bool) -> FileResult:
         c, attempts, seen = self.work, 0, None
@@ -328,7 +348,8 @@ class Runner:
                     with self._watcher() as w:
                         try:
                             with c.transaction():
-                                self._set_timeouts(local=True)
+                                self._set_timeouts(local=True,
+                                                   lock_timeout=self.lock_timeout_for(seen))
                                 for current in pf.statements:
                                     c.execute(current.text.encode())
                                 ms = int((time.monotonic() - t0) * 1000)
