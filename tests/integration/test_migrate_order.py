@@ -45,3 +45,16 @@ def test_history_ahead_of_the_files(project: Project, cli: Cli) -> None:
     assert r.json["current_version"] == "99"
     assert m("validate").code == 0
     assert m("up").code == 0
+
+
+def test_global_options_after_the_command(project: Project, cli: Cli) -> None:
+    project.write("V1__a.sql", "CREATE TABLE a ();")
+    cfg = str(project.config)
+    r = cli("migrate", "up", "--config", cfg, "--json")
+    assert r.code == 0 and r.json["current_version"] == "1", r.err
+    r = cli("migrate", "--json", "status", f"--config={cfg}")
+    assert r.code == 0 and r.json["current_version"] == "1", r.err
+    r = cli("journal", "--config", cfg, "--debug", "--json")
+    assert r.code == 0 and r.json["entries"][0]["command"] == "migrate up", r.err
+    r = cli("env", "check", "--config", cfg)
+    assert r.code == 0, r.err
