@@ -293,4 +293,7 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: environment name "
                               f"{name!r} may hold only letters, digits, '-' and '_'")
+    from pgferry.migrate.windows import check_config  # (it imports this module)
+
+    check_config(cfg)  # every window, for every command: a broken freeze is not silently off
     return cfg

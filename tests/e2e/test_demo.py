@@ -86,7 +86,7 @@ def test_demo_runs_the_migration_story(
         assert APP_TABLES <= tables, (env, tables)
         # the migrations' tables live in public, not in pgferry's own schema
         assert {t for sch, t in tables if sch == "pgferry"} <= {
-            "journal",
+            "journal_log",
             "migration_progress",
             "sync_state",
             "dead_letters",

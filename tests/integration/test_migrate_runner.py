@@ -279,6 +279,8 @@ def test_lint_gate_on_protected_env(project: Project, cli: Cli) -> None:
     assert r.code == 4
     assert "lint gate: 1 error finding(s) on protected prod: V2__idx.sql:1" in r.err
     assert q(prod, "SELECT to_regclass('t_name')") == [(None,)]
+    assert q(prod, "SELECT outcome, exit_code, left(error, 10) FROM pgferry.journal"
+                   " ORDER BY id DESC LIMIT 1") == [("refused", 4, "lint gate:")]
     assert run(cli, project, "up", "-e", "dev").code == 0  # dev is not gated
     r = run(cli, project, "up", "-e", "prod", "--yes", "--allow-unsafe")
     assert r.code == 2 and "--reason" in r.err

@@ -12,7 +12,7 @@ from pgferry.cli.app import hoist_globals
      ["--config", "p.toml", "--debug", "migrate", "status"]),
     (["migrate", "up", "--config=p.toml", "-e", "dev"],
      ["--config=p.toml", "migrate", "up", "-e", "dev"]),
-    (["--config", "p.toml", "journal", "--json"], ["--config", "p.toml", "journal", "--json"]),
+    (["--config", "p.toml", "journal", "--json"], ["--config", "p.toml", "--json", "journal"]),
     (["migrate", "--json", "status"], ["--json", "migrate", "status"]),  # a group has no --json
     (["sync", "dev", "prod", "--debug", "--yes"], ["--debug", "sync", "dev", "prod", "--yes"]),
     # an option's value is never taken for a global option

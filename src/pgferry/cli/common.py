@@ -44,6 +44,8 @@ class State:
     config_path: Path | None = None
     json: bool = False
     debug: bool = False
+    #: the running command as the journal names it (``migrate up``, ``sync``)
+    command: str = "pgferry"
     _config: Config | None = field(default=None, repr=False)
     _out: Console | None = field(default=None, repr=False)
     _err: Console | None = field(default=None, repr=False)
@@ -151,6 +153,7 @@ def state(ctx: typer.Context, json_flag: bool = False) -> State:
     if st is None:  # invoked without the root callback (tests calling a sub-app)
         st = State()
         ctx.obj = st
+    st.command = " ".join(ctx.command_path.split()[1:]) or st.command
     return st.with_json(json_flag)
 
 
@@ -172,13 +175,24 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def confirm_protected(st: State, target: Target, yes: bool, action: str) -> None:
-    """Refuse (exit 4) a write to a protected env without --yes; ask on a bare terminal."""
+def refuse(st: State, target: Target, error: Refused,
+           arguments: dict[str, Any] | None = None) -> Refused:
+    """``error``, journaled in ``target`` where its journal exists (then raise it)."""
+    from pgferry import journal
+
+    journal.refused(target, st.command, error, arguments)
+    return error
+
+
+def confirm_protected(st: State, target: Target, yes: bool, action: str, *,
+                      arguments: dict[str, Any] | None = None) -> None:
+    """Refuse (exit 4, journaled) a write to a protected env without --yes; ask on a bare
+    terminal."""
     if not target.protected or yes:
         return
     if not st.json and sys.stdin.isatty() and sys.stderr.isatty():
         if typer.confirm(f"{target.name} is protected. {action}?", default=False, err=True):
             return
-    raise Refused(
+    raise refuse(st, target, Refused(
         f"environment {target.name!r} is protected: {action} needs --yes", env=target.name
-    )
+    ), arguments)

@@ -25,6 +25,7 @@ from pgferry.cli.common import (
     YesOpt,
     confirm_protected,
     pick_env,
+    refuse,
     state,
 )
 from pgferry.config import Blackout, Config
@@ -32,8 +33,9 @@ from pgferry.errors import Refused
 from pgferry.migrate import admin, files, templates
 from pgferry.migrate import status as status_mod
 from pgferry.migrate.history import BASELINE_SCRIPT
-from pgferry.migrate.windows import check_blackout, describe
+from pgferry.migrate.windows import describe
 from pgferry.pg.connect import Target
+from pgferry.policy import blackout_guard
 
 OverrideOpt = Annotated[
     bool, typer.Option("--override-blackout", help="Proceed inside a blackout window.")
@@ -60,16 +62,18 @@ STATE_STYLE = {
 }
 
 
-def confirm_rewrite(st: State, env: str, yes: bool, action: str) -> None:
-    """History rewrites always need --yes; a bare terminal is asked instead."""
+def confirm_rewrite(st: State, target: Target, yes: bool, action: str) -> None:
+    """History rewrites always need --yes (refused and journaled without); a bare terminal is
+    asked instead."""
     if yes:
         return
+    env = target.name
     if not st.json and sys.stdin.isatty() and sys.stderr.isatty():
         if typer.confirm(f"{action} in {env}?", default=False, err=True):
             return
-    raise Refused(
+    raise refuse(st, target, Refused(
         f"{action} rewrites the migration history of {env!r}: run again with --yes", env=env
-    )
+    ))
 
 
 def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -> None:
@@ -128,8 +132,10 @@ def _guarded(ctx: typer.Context, json_: bool, env: str | None, override: bool,
     st = state(ctx, json_)
     cfg = st.config()
     name = pick_env(cfg, env)
-    window = check_blackout(cfg, name, datetime.now(UTC), override, reason)
-    return st, cfg, name, window, st.target(name)
+    target = st.target(name)
+    window = blackout_guard(cfg, target, st.command, override=override, reason=reason,
+                            now=datetime.now(UTC))
+    return st, cfg, name, window, target
 
 
 def register(app: typer.Typer) -> None:
@@ -344,7 +350,7 @@ def register(app: typer.Typer) -> None:
         if target.protected:
             confirm_protected(st, target, yes, f"repair the migration history of {name}")
         else:
-            confirm_rewrite(st, name, yes, "repair")
+            confirm_rewrite(st, target, yes, "repair")
         with journal.operation(target, "migrate repair", {"yes": yes}) as op:
             if window is not None:
                 op.details["blackout_override"] = {"reason": reason, "window": describe(window)}

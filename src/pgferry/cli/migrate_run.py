@@ -28,7 +28,7 @@ from pgferry.migrate import service
 from pgferry.migrate.files import Version
 from pgferry.migrate.plan import Step
 from pgferry.migrate.runner import FileResult
-from pgferry.migrate.windows import check_blackout
+from pgferry.policy import blackout_guard
 
 TargetOpt = Annotated[str | None, typer.Option("--target", help="Apply up to this version.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check and show, change nothing.")]
@@ -149,8 +149,9 @@ def register(app: typer.Typer) -> None:
         now = datetime.now(UTC)
         if not kw.get("dry_run"):
             # a window refuses anyway: say so before asking for confirmation
-            check_blackout(cfg, t.name, now, kw["override_blackout"], kw["reason"])
-            confirm_protected(st, t, yes, f"migrate {verb}")
+            blackout_guard(cfg, t, f"migrate {verb}", override=kw["override_blackout"],
+                           reason=kw["reason"], now=now, arguments=arguments)
+            confirm_protected(st, t, yes, f"migrate {verb}", arguments=arguments)
         bar = _Progress(st, "undone" if undo else "applied")
 
         def event(kind: str, step: Step, res: FileResult | None, i: int, total: int) -> None:

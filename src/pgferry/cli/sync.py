@@ -169,7 +169,11 @@ def register(app: typer.Typer) -> None:
         no_mask: Annotated[bool, typer.Option("--no-mask", help="Copy personal columns "
                                               "unmasked (needs --reason).")] = False,
         reason: Annotated[str | None, typer.Option(
-            "--reason", help="Why --no-mask (recorded in the journal).")] = None,
+            "--reason", help="Why --no-mask and/or --override-blackout (one --reason serves "
+            "both; recorded in the journal).")] = None,
+        override_blackout: Annotated[bool, typer.Option(
+            "--override-blackout", help="Write into TARGET inside one of its blackout "
+            "windows (needs --reason).")] = False,
         verify_after: Annotated[bool, typer.Option(
             "--verify-after", help="Compare each table again after its load (checksums "
             "after; exit 1 when anything still differs). On whenever --report is given.")
@@ -179,8 +183,8 @@ def register(app: typer.Typer) -> None:
         st = state(ctx, json_)
         if no_mask and not (reason and reason.strip()):
             raise BadInput("--no-mask needs --reason TEXT (it is recorded in the journal)")
-        if reason and not no_mask:
-            raise BadInput("--reason goes with --no-mask")
+        if reason and not (no_mask or override_blackout):
+            raise BadInput("--reason goes with --no-mask or --override-blackout")
         from pgferry.sync import engine
 
         opts = engine.Options(mode=mode, tables=_split(tables), exclude=_split(exclude),  # type: ignore[arg-type]
@@ -188,6 +192,10 @@ def register(app: typer.Typer) -> None:
                               no_mask_reason=reason if no_mask else None,
                               # a report is the proof: it carries the checksums after
                               verify_after=verify_after or report is not None)
+        if mode != "verify" and not dry_run:  # a freeze covers every write (exit 4, journaled)
+            from pgferry.policy import blackout_guard
+
+            blackout_guard(st.config(), target, "sync", override=override_blackout, reason=reason)
         _run(st, source, target, opts, yes, report)
 
     @app.command("verify")

@@ -4,7 +4,7 @@ Contract: each function takes the config, a resolved target and options, and
 returns a JSON-ready dict; anything wrong is a :class:`~pgferry.errors.PgferryError`.
 Order of checks for ``up``/``undo`` (all before anything runs):
 
-1. blackout window (:func:`~pgferry.migrate.windows.check_blackout`, exit 4);
+1. blackout window (:func:`pgferry.policy.blackout_guard`, run by the caller, exit 4);
 2. pgferry.sum stale/missing: a warning, or Refused (4) with ``strict_sum``;
 3. validate: an applied file changed, deleted, or a failed row recorded →
    **Refused (exit 4)**: ``up`` refuses to run on a history it cannot trust
@@ -23,7 +23,9 @@ Then, under the migration lock, the history is read again (another run may
 have applied files meanwhile), the same checks repeat on what is left, and
 the :class:`~pgferry.migrate.runner.Runner` executes. Everything that writes
 is journaled (``migrate up``/``migrate undo``) with applied files, durations
-and any override reasons. The caller handles ``--yes`` (confirm_protected).
+and any override reasons; a refusal (exit 4) or a check that stops the run
+(exit 1) is journaled too, where the journal exists. The caller handles
+``--yes`` (confirm_protected) and the blackout guard.
 """
 
 from __future__ import annotations
@@ -259,15 +261,17 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
         out_of_order: bool = False) -> dict[str, Any]:
     """``migrate up`` (or ``undo``): checks, then apply under the lock, journaled."""
     command = "migrate undo" if undo else "migrate up"
+    # the caller ran policy.blackout_guard (journaled); here only to name the window
     window = check_blackout(cfg, target.name, now, override_blackout, reason)
     ms = files.scan(cfg.migrations_dir)
-    warnings = _sum_warnings(cfg, ms)
-    rows, failed = read_history(cfg, target)
-    # the gate only refuses on protected envs; elsewhere `migrate plan`/`lint` show findings
-    gated = target.protected or dry_run
-    pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to, lint=gated,
-                  out_of_order=out_of_order)
-    _gate_check(target, pre, allow_unsafe, unsafe_reason)
+    with journal.refusals(target, command, arguments):  # refusals by the checks, journaled
+        warnings = _sum_warnings(cfg, ms)
+        rows, failed = read_history(cfg, target)
+        # the gate only refuses on protected envs; elsewhere `migrate plan`/`lint` show findings
+        gated = target.protected or dry_run
+        pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to,
+                      lint=gated, out_of_order=out_of_order)
+        _gate_check(target, pre, allow_unsafe, unsafe_reason)
     preflight.check(target, pre.steps)
     result: dict[str, Any] = {"env": target.name, "command": command, "dry_run": dry_run,
                               "warnings": warnings + pre.warnings + preflight.notes(pre.steps)}
