@@ -79,6 +79,10 @@ class MigrateConfig(_Model):
     #: how long a second ``migrate up`` waits for the advisory lock before exit 3
     lock_wait: Duration = "60s"
     strict_sum: bool = False
+    #: how `migrate undo` records an undo: "flyway" (a DELETE row, as Flyway's repair marks a
+    #: removed migration: every Flyway edition reads it) or "flyway-teams" (an UNDO_SQL row,
+    #: which only Flyway's paid editions read)
+    undo_history: Literal["flyway", "flyway-teams"] = "flyway"
 
     _durations = field_validator("lock_timeout", "statement_timeout", "lock_wait")(
         classmethod(lambda cls, v: _check_duration(v))

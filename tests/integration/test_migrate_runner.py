@@ -114,7 +114,7 @@ def test_concurrent_index_file_and_undo(project: Project, cli: Cli) -> None:
     assert [a["script"] for a in r.json["applied"]] == ["U2__idx.sql"]
     assert r.json["current_version"] == "1"
     assert q(dev, "SELECT to_regclass('t_a')") == [(None,)]
-    assert history(dev)[-1][1:5] == ("2", "idx", "UNDO_SQL", "U2__idx.sql")
+    assert history(dev)[-1][1:5] == ("2", "idx", "DELETE", "V2__idx.sql")  # as Flyway marks it
     r = run(cli, project, "up", "-e", "dev", "--json")  # undone: pending again
     assert [a["script"] for a in r.json["applied"]] == ["V2__idx.sql"]
 

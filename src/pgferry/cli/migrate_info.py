@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pgferry import journal
@@ -121,9 +122,9 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
     out.print(f"current version: {s.current or 'none'}   ({counts or 'no migrations'})")
     out.print(f"{files.SUM_FILE}: {s.sum_state}")
     for w in status_mod.warnings(s):
-        out.print(f"[yellow]warning[/]  {w}")
+        out.print(f"[yellow]warning[/]  {escape(w)}")
     for p in status_mod.problems(s):
-        out.print(f"[red]problem[/]  {p}")
+        out.print(f"[red]problem[/]  {escape(p)}")
 
 
 def _guarded(ctx: typer.Context, json_: bool, env: str | None, override: bool,
@@ -265,9 +266,9 @@ def register(app: typer.Typer) -> None:
 
         def render(out: Console) -> None:
             for w in warns:
-                out.print(f"[yellow]warning[/]  {w}")
+                out.print(f"[yellow]warning[/]  {escape(w)}")
             for p in problems:
-                out.print(f"[red]problem[/]  {p}")
+                out.print(f"[red]problem[/]  {escape(p)}")
             if problems:
                 out.print(f"{name}: {len(problems)} problem(s)")
             else:
@@ -347,6 +348,9 @@ def register(app: typer.Typer) -> None:
                     f"will realign {a.version} {a.script}: checksum {a.old_checksum} → "
                     f"{a.new_checksum}"
                 )
+            for c in plan.convert:
+                st.note(f"will convert UNDO_SQL row {c.installed_rank} ({c.script}) into the "
+                        f"DELETE row Flyway reads for {c.version} {c.becomes}")
         if target.protected:
             confirm_protected(st, target, yes, f"repair the migration history of {name}")
         else:
@@ -365,8 +369,12 @@ def register(app: typer.Typer) -> None:
                     f"realigned {a.version} {a.script}: checksum {a.old_checksum} → "
                     f"{a.new_checksum}"
                 )
+            for c in done.convert:
+                out.print(f"converted UNDO_SQL row {c.installed_rank} ({c.script}) into the "
+                          f"DELETE row Flyway reads for {c.version} {c.becomes}")
             out.print(
-                f"{name}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned)"
+                f"{name}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned"
+                + (f", {len(done.convert)} converted" if done.convert else "") + ")"
             )
 
         st.emit({"ok": True, **done.to_dict(), "changed": not done.empty}, render)

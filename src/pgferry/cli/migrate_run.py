@@ -118,10 +118,15 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
             out.print(f"{line};")
         for x in step["statements"]:
             out.print(f"{x['sql']};")
-        version = step["version"] or "NULL"
-        kind = "UNDO_SQL" if step["kind"] == "U" else "SQL"
-        out.print(f"-- record in history: version {version}, type {kind}, script "
-                  f"{step['script']}, checksum {step['checksum']}")
+        h = step["history_row"]
+        version = h["version"] or "NULL"
+        if h["type"] == "DELETE":
+            out.print(f"-- record in history: version {version}, type DELETE (marks "
+                      f"{h['script']} undone, as Flyway's repair marks a deleted migration), "
+                      f"checksum {h['checksum']}")
+        else:
+            out.print(f"-- record in history: version {version}, type {h['type']}, script "
+                      f"{h['script']}, checksum {h['checksum']}")
         if tx:
             out.print("COMMIT;")
 

@@ -77,7 +77,7 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
         r._check_lock(step)
         with c.transaction():
             rank = r._history_row(version, step.description, step.script, step.checksum,
-                                     ms, True, undo)
+                                  ms, True, undo, step.undoes)
             progress.forget(c, s.schema, s.table, step.script)
     except psycopg.Error as e:
         n = stmt.index if stmt else 0

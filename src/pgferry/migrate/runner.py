@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +47,11 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from pgferry.config import Config, parse_duration, pg_duration
+from pgferry.config import Config
 from pgferry.errors import LockUnavailable, OperationFailed
 from pgferry.migrate import history, nontx, progress
 from pgferry.migrate.files import parse_name
-from pgferry.migrate.history import SQL, UNDO_SQL
+from pgferry.migrate.history import SQL, HistoryRow, undo_row
 from pgferry.migrate.locks import (
     LockWatcher,
     MigrationLock,
@@ -62,6 +61,8 @@ from pgferry.migrate.locks import (
     work_app_name,
 )
 from pgferry.migrate.plan import Step
+from pgferry.migrate.settings import FileResult as FileResult
+from pgferry.migrate.settings import Settings as Settings
 from pgferry.migrate.statements import ParsedFile, Statement
 from pgferry.pg.connect import (
     APP_NAME,
@@ -78,52 +79,6 @@ AUTOVACUUM_MARGIN_MS = 500
 #: progress callback: (kind, step, result or None, index, total); kind "start"|"done" with
 #: the file's index and the number of files, or "retry" with attempt number and max attempts
 Event = Callable[[str, Step, "FileResult | None", int, int], None]
-
-
-@dataclass(frozen=True)
-class Settings:
-    schema: str
-    table: str
-    lock_timeout: str  # PostgreSQL setting value, e.g. '250ms'
-    statement_timeout: str | None
-    lock_retries: int
-    lock_wait: float  # seconds
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> Settings:
-        m = cfg.migrate
-        return cls(m.schema_, m.history_table, pg_duration(m.lock_timeout),
-                   pg_duration(m.statement_timeout) if m.statement_timeout else None,
-                   m.lock_retries, parse_duration(m.lock_wait).total_seconds())
-
-    @property
-    def lock_timeout_s(self) -> float:
-        return parse_duration(self.lock_timeout).total_seconds()
-
-    def session_sql(self, local: bool) -> list[str]:
-        """The settings as SQL, for ``migrate plan``."""
-        verb = "SET LOCAL" if local else "SET"
-        out = [f"{verb} lock_timeout = '{self.lock_timeout}'"]
-        if self.statement_timeout:
-            out.append(f"{verb} statement_timeout = '{self.statement_timeout}'")
-        return out
-
-
-@dataclass
-class FileResult:
-    script: str
-    version: str | None
-    kind: str
-    mode: str  # "transaction" | "autocommit"
-    duration_ms: int
-    attempts: int = 1
-    statements: int = 0
-    resumed_after: int = 0
-    installed_rank: int | None = None
-    dropped_invalid_indexes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
 
 
 def _is_lock_timeout(e: BaseException) -> bool:
@@ -293,10 +248,16 @@ class Runner:
         return LockWatcher(self.lock.conn, self.pid, min(max(lt / 3, 0.05), 1.0) if lt else 1.0)
 
     def _history_row(self, version: str | None, description: str, script: str,
-                     checksum: int | None, ms: int, success: bool, undo: bool) -> int:
+                     checksum: int | None, ms: int, success: bool, undo: bool,
+                     undoes: HistoryRow | None = None) -> int:
+        """Flyway's row for a file; for an undo, see :func:`undo_row`."""
+        kind = SQL
+        if undo:
+            kind, description, script, checksum, ms = undo_row(
+                self.s.undo_history, success, undoes, description, script, checksum, ms)
         return history.insert(
             self.work, self.s.schema, self.s.table, version=version, description=description,
-            type=UNDO_SQL if undo else SQL, script=script, checksum=checksum,
+            type=kind, script=script, checksum=checksum,
             installed_by=self.role, execution_time=ms, success=success,
         )
 
@@ -355,7 +316,8 @@ class Runner:
                                 ms = int((time.monotonic() - t0) * 1000)
                                 self._check_lock(step)  # commit only while we hold the lock
                                 rank = self._history_row(version, step.description, step.script,
-                                                         step.checksum, ms, True, undo)
+                                                         step.checksum, ms, True, undo,
+                                                         step.undoes)
                         finally:
                             seen = w.seen or seen
         except psycopg.Error as e:

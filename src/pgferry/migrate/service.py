@@ -40,7 +40,7 @@ from pgferry.config import Config
 from pgferry.errors import BadInput, PgferryError, ProblemFound, Refused
 from pgferry.migrate import files, history, preflight
 from pgferry.migrate.files import MigrationSet, Version
-from pgferry.migrate.history import HistoryRow
+from pgferry.migrate.history import HistoryRow, undo_row
 from pgferry.migrate.plan import (
     REFUSE_STATES,
     Step,
@@ -241,9 +241,21 @@ def _str(v: Version | None) -> str | None:
     return str(v) if v is not None else None
 
 
+def _history_record(step: Step, s: Settings) -> dict[str, Any]:
+    """The history row the step will write (for ``plan`` and ``--dry-run``)."""
+    kind, desc, script = "SQL", step.description, step.script
+    checksum: int | None = step.checksum
+    if step.kind == "U":
+        kind, desc, script, checksum, _ = undo_row(s.undo_history, True, step.undoes, desc,
+                                                   script, checksum, 0)
+    return {"type": kind, "version": _str(step.version), "description": desc, "script": script,
+            "checksum": checksum}
+
+
 def _step_dict(step: Step, pf: ParsedFile, s: Settings, findings: list[Any]) -> dict[str, Any]:
     return {
         **step.to_dict(),
+        "history_row": _history_record(step, s),
         "mode": pf.mode,
         "non_transactional": pf.reasons,
         "settings": s.session_sql(local=pf.transactional),

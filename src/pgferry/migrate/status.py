@@ -29,7 +29,7 @@ import psycopg
 from pgferry.config import Config
 from pgferry.migrate import files, history, runner
 from pgferry.migrate.files import MigrationSet
-from pgferry.migrate.history import HistoryRow
+from pgferry.migrate.history import UNDO_SQL, HistoryRow
 from pgferry.migrate.plan import PROBLEM_STATES, Entry, classify, current_version
 from pgferry.pg.connect import Target, connect, map_db_error
 
@@ -45,6 +45,7 @@ class Status:
     entries: list[Entry]
     sum_state: str
     failed_statements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    undo_history: str = "flyway"  # [migrate] undo_history
 
     @cached_property
     def current(self) -> str | None:
@@ -140,6 +141,7 @@ def build(
         entries=classify(ms, rows),
         sum_state=files.sum_state(ms),
         failed_statements=failed or {},
+        undo_history=cfg.migrate.undo_history,
     )
 
 
@@ -193,6 +195,14 @@ def warnings(s: Status) -> list[str]:
             out.append(
                 f"{_name(e)}: applied here, but no such file in this checkout (a newer branch?)"
             )
+    teams = [r for r in s.rows if r.type == UNDO_SQL]
+    if teams and s.undo_history == "flyway":
+        out.append(
+            f"{len(teams)} UNDO_SQL row(s) in {s.history_table} (written by Flyway Teams or an "
+            "earlier pgferry): the free Flyway cannot read this history; `pgferry migrate "
+            "repair` converts them into the DELETE rows every edition reads (or set [migrate] "
+            'undo_history = "flyway-teams")'
+        )
     if s.sum_state == "missing":
         out.append(
             f"no {files.SUM_FILE}: run `pgferry migrate sum` and commit it, so two "
