@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,14 +19,10 @@ from pgferry import journal
 from pgferry.errors import BadInput
 from pgferry.pg.connect import Target
 from tests.conftest import Project, Result, write_project
+from tests.integration.test_migrate_runner import q
 
 Cli = Callable[..., Result]
 
-
-def q(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        cur = c.execute(query, params)
-        return cur.fetchall() if cur.description else []
 
 
 def runs(dsn: str) -> list[tuple[Any, ...]]:
@@ -65,14 +62,21 @@ def test_start_and_end_rows_who_and_errors(db: str, monkeypatch: pytest.MonkeyPa
     assert q(db, "SELECT count(*) FROM pgferry.journal_log WHERE phase = 'end'") == [(4,)]
 
 
-def test_a_killed_run_shows_as_died(project: Project, cli: Cli) -> None:
-    dev = project.dsns["dev"]
+def slow_up(project: Project) -> subprocess.Popen[str]:
+    """A real `migrate up` process, returned once its file is running."""
     project.write("V1__slow.sql", "SELECT pg_sleep(30);")
     p = project.popen("migrate", "up")
     deadline = time.monotonic() + 20
-    while not q(dev, "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"):
+    while not q(project.dsns["dev"], "SELECT 1 FROM pg_stat_activity"
+                                     " WHERE query = 'SELECT pg_sleep(30)'"):
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    return p
+
+
+def test_a_killed_run_shows_as_died(project: Project, cli: Cli) -> None:
+    dev = project.dsns["dev"]
+    p = slow_up(project)
     assert runs(dev) == [("migrate up", "running", None, None)]
     os.kill(p.pid, signal.SIGKILL)
     p.wait(10)
@@ -89,12 +93,7 @@ def test_a_killed_run_shows_as_died(project: Project, cli: Cli) -> None:
 
 def test_sigterm_carries_its_error(project: Project) -> None:
     dev = project.dsns["dev"]
-    project.write("V1__slow.sql", "SELECT pg_sleep(30);")
-    p = project.popen("migrate", "up")
-    deadline = time.monotonic() + 20
-    while not q(dev, "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    p = slow_up(project)
     p.send_signal(signal.SIGTERM)
     assert p.wait(20) == 3
     assert runs(dev) == [("migrate up", "failed", 3, "interrupted (Ctrl-C or SIGTERM)")]

@@ -13,14 +13,10 @@ import psycopg
 import pytest
 
 from tests.conftest import Project
+from tests.integration.test_migrate_runner import q
 
 pytestmark = pytest.mark.slow
 
-
-def q(dsn: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        cur = c.execute(query)
-        return cur.fetchall() if cur.description else []
 
 
 def indexes(dsn: str) -> list[tuple[Any, ...]]:

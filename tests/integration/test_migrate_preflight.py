@@ -6,20 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
 
 from tests.conftest import Project, Result, write_project
+from tests.integration.test_migrate_runner import q
 
 Cli = Callable[..., Result]
 
-
-def q(dsn: str, query: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        cur = c.execute(query)
-        return cur.fetchall() if cur.description else []
 
 
 def m(cli: Cli, p: Project, *args: str) -> Result:
