@@ -234,9 +234,13 @@ def test_a_freeze_covers_sync(tmp_path: Path, make_db: Callable[..., str], cli: 
     assert sync("--override-blackout").code == 2  # needs --reason
     assert sync("--mode", "verify").code == 1  # reads only: not refused
     assert sync("--dry-run").code == 0
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--override-blackout",
+            "--reason", "INC-7")  # protected, no --yes: refused (and journaled) all the same
+    assert r.code == 4 and "needs --yes" in r.err
     r = sync("--mode", "full", "--override-blackout", "--reason", "INC-7 restore")
     assert r.code == 0, r.err
     assert q(prod, "SELECT id FROM t ORDER BY id") == [(1,)]
     got = [(c, o) for c, o, *_ in runs(prod) if c != "verify"]  # (verify journals itself)
-    assert got[:4] == [("setup", "ok"), ("sync", "refused"), ("sync", "refused"),
+    assert got[:6] == [("setup", "ok"), ("sync", "refused"), ("sync", "refused"),
+                       ("blackout override", "ok"), ("sync", "refused"),
                        ("blackout override", "ok")]

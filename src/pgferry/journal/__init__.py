@@ -90,10 +90,11 @@ def _insert(conn: psycopg.Connection[Any], phase: str, run_id: int | None, comma
     return int(row[0])
 
 
-def _open(target: Target, create: bool) -> psycopg.Connection[Any] | None:
+def _open(target: Target, create: bool, retry_for: float = 5) -> psycopg.Connection[Any] | None:
     """A connection to write the journal on, or None where there is none and ``create`` is
     False."""
-    c = connect(target.dsn, autocommit=True, retry_for=5, application_name="pgferry journal")
+    c = connect(target.dsn, autocommit=True, retry_for=retry_for,
+                application_name="pgferry journal")
     try:
         if not create and not schema.exists(c):
             c.close()
@@ -117,12 +118,13 @@ def append(
     conn: psycopg.Connection[Any] | None = None,
     create: bool = True,
     error: str | None = None,
+    retry_for: float = 5,
 ) -> None:
     """Append one finished row to ``target`` (on ``conn`` if given, else a fresh one).
 
     ``create=False``: write only where the journal already exists.
     """
-    c = conn if conn is not None else _open(target, create)
+    c = conn if conn is not None else _open(target, create, retry_for)
     if c is None:
         return
     try:
@@ -153,7 +155,7 @@ def refused(target: Target, command: str, error: PgferryError,
         append(target, command, outcome=_OUTCOMES.get(error.exit_code, "failed"),
                arguments=arguments,
                exit_code=error.exit_code, details={"error": error.message, **error.details},
-               create=False, error=error.message)
+               create=False, error=error.message, retry_for=1)  # the refusal must not wait
         error.journaled = True  # type: ignore[attr-defined]
     except (PgferryError, psycopg.Error) as e:
         warn(target, e)
