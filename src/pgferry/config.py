@@ -79,6 +79,10 @@ class MigrateConfig(_Model):
     #: how long a second ``migrate up`` waits for the advisory lock before exit 3
     lock_wait: Duration = "60s"
     strict_sum: bool = False
+    #: how `migrate undo` records an undo: "flyway" (a DELETE row, as Flyway's repair marks a
+    #: removed migration: every Flyway edition reads it) or "flyway-teams" (an UNDO_SQL row,
+    #: which only Flyway's paid editions read)
+    undo_history: Literal["flyway", "flyway-teams"] = "flyway"
 
     _durations = field_validator("lock_timeout", "statement_timeout", "lock_wait")(
         classmethod(lambda cls, v: _check_duration(v))
@@ -173,6 +177,10 @@ class EmbeddedConfig(_Model):
     """``[embedded]``: where the embedded server keeps its data (relative to the config)."""
 
     dir: str = ".pgferry"
+    #: stop the server after this long without a client ("0": keep it running)
+    idle_stop: Duration = "30min"
+
+    _durations = field_validator("idle_stop")(classmethod(lambda cls, v: _check_duration(v)))
 
 
 class Config(_Model):
@@ -328,4 +336,7 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
         if name == "revert":  # `pgferry sync revert RUN_ID` is a command
             raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: 'revert' cannot "
                               "name an environment (pgferry sync revert is a command); rename it")
+    from pgferry.migrate.windows import check_config  # (it imports this module)
+
+    check_config(cfg)  # every window, for every command: a broken freeze is not silently off
     return cfg

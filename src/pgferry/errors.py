@@ -4,7 +4,8 @@
     ├── ProblemFound             (1)  done, and something is wrong (lint, verify, validate)
     ├── BadInput                 (2)  usage, config, missing variable, unreadable file
     │   ├── ConfigError          (2)  pgferry.toml / .env problems, naming key and line
-    │   └── SqlParseError        (2)  SQL that does not parse, naming file and line
+    │   ├── SqlParseError        (2)  SQL that does not parse, naming file and line
+    │   └── CannotConnect        (2)  login refused, no such database, URL unusable
     ├── OperationFailed          (3)  server error, unreachable, interrupted
     │   ├── Unreachable          (3)  database does not answer after retries
     │   └── LockUnavailable      (3)  lock timeout retries exhausted / advisory lock busy
@@ -60,6 +61,15 @@ class ConfigError(BadInput):
 
 class SqlParseError(BadInput):
     """A SQL file does not parse; the message names file, line and the parser's words."""
+
+
+class CannotConnect(BadInput):
+    """The server refused the login, the database does not exist, or the URL is unusable.
+
+    Configuration to fix, not a passing failure: never retried (repeated failed logins
+    lock accounts on some hosts). ``details["kind"]``: ``auth``, ``no_database``,
+    ``bad_url`` (see :mod:`pgferry.pg.connerrors`).
+    """
 
 
 class OperationFailed(PgferryError):

@@ -87,7 +87,7 @@ def test_demo_runs_the_migration_story(
         # the migrations' tables live in public, not in pgferry's own schema
         # (pgferry.base_*: what each synced row was after the last sync, for conflicts)
         assert {t for sch, t in tables if sch == "pgferry" and not t.startswith("base_")} <= {
-            "journal",
+            "journal_log",
             "migration_progress",
             "sync_state",
             "dead_letters",

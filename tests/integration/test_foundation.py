@@ -79,10 +79,12 @@ def test_journal_append_only_and_redacted(db: str, cli: Callable[..., Result],
                         " FROM pgferry.journal").fetchone()
         assert row is not None and "hunter2" not in row[0] and "abc" not in row[0]
         assert row[2] == "pgferry_test"
-        for stmt in ("UPDATE pgferry.journal SET outcome = 'failed'", "DELETE FROM pgferry.journal",
-                     "TRUNCATE pgferry.journal"):
+        for stmt in ("UPDATE pgferry.journal_log SET outcome = 'failed'",
+                     "DELETE FROM pgferry.journal_log", "TRUNCATE pgferry.journal_log"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute(stmt)
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):  # the view of runs
+            c.execute("UPDATE pgferry.journal SET outcome = 'failed'")
     proj = write_project(tmp_path / "j", {"dev": db})
     r = cli("--config", str(proj.config), "journal", "--env", "dev", "--json")
     assert r.code == 0 and r.json["entries"][0]["command"] == "test"

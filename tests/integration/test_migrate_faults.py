@@ -179,7 +179,7 @@ def test_lock_timeout_retries_and_does_not_block_readers(tmp_path: Any, make_db:
         holder.close()
     assert r.code == 3, r.err
     assert "V2__alter.sql at line 1: could not get AccessExclusiveLock on t" in r.err
-    assert f"held by pid {pid} (long-report, idle in transaction" in r.err
+    assert f"held by pid {pid} (long-report, user pgferry_test, idle in transaction" in r.err
     assert "after 3 attempts" in r.err
     assert took > 0.75  # three attempts of 250ms
     # readers queued behind the waiting ALTER for at most about lock_timeout

@@ -187,3 +187,24 @@ def test_flyway_delete_rows_hide_missing_migrations(tmp_path: Path) -> None:
          .add("2", "V2__gone.sql", 5, type="DELETE"))
     assert states(classify(ms, h.rows)) == {"V1__a.sql": "applied"}
     assert current_version(h.rows) == Version("1")
+
+
+def test_a_delete_row_undoes_like_flyways_mark_as_deleted(tmp_path: Path) -> None:
+    """Flyway's MigrationInfoServiceImpl.markAsDeleted: a successful DELETE row marks the latest
+    applied row of its version deleted; the file is pending again (issue 19)."""
+    from pgferry.migrate.admin import undo_conversions
+
+    ms = mk(tmp_path, {"V1__a.sql": "a", "V2__b.sql": "b", "U2__b.sql": "drop b"})
+    f = {m.script: m.checksum for m in ms.versioned}
+    h = H().add("1", "V1__a.sql", f["V1__a.sql"]).add("2", "V2__b.sql", f["V2__b.sql"])
+    h.add("2", "V2__b.sql", f["V2__b.sql"], type="DELETE")
+    assert states(classify(ms, h.rows))["V2__b.sql"] == "undone"
+    assert current_version(h.rows) == Version("1")
+    assert [x.script for x in pending(ms, h.rows)] == ["V2__b.sql"]
+    h.add("2", "V2__b.sql", f["V2__b.sql"])
+    assert states(classify(ms, h.rows))["V2__b.sql"] == "applied"
+    assert undo_conversions(h.rows) == []
+    h.add("2", "U2__b.sql", 7, type="UNDO_SQL")
+    (c,) = undo_conversions(h.rows)
+    assert (c.installed_rank, c.version, c.script, c.becomes, c.checksum, c.description) == (
+        5, "2", "U2__b.sql", "V2__b.sql", f["V2__b.sql"], h.rows[3].description)

@@ -21,3 +21,19 @@ def test_lock_key_is_flywayish_and_per_table() -> None:
     assert lock_key("app", "flyway_schema_history") != k
     assert lock_key('we"ird', "t") == FLYWAY_LOCK_MAGIC + _java_hash('"we""ird"."t"')
     assert work_app_name(k).startswith("pgferry-migrate-work:") and len(work_app_name(k)) < 64
+
+
+def test_blockers_in_words() -> None:
+    from pgferry.migrate.locks import Waiting
+
+    other = {"pid": 7, "application_name": "", "state": "", "query": "<insufficient privilege>",
+             "user": "", "backend_type": ""}
+    av = {"pid": 8, "application_name": "", "state": "", "query": "<insufficient privilege>",
+          "user": "", "backend_type": "autovacuum worker"}
+    mine = {"pid": 9, "application_name": "psql", "state": "idle in transaction",
+            "query": "LOCK t", "user": "app", "backend_type": "client backend"}
+    w = Waiting("t", "AccessExclusiveLock", "relation", [other, av, mine])
+    assert w.describe() == (
+        "AccessExclusiveLock on t, held by pid 7 (no application_name); pid 8, an autovacuum "
+        "worker; pid 9 (psql, user app, idle in transaction, 'LOCK t')")
+    assert w.autovacuum and not Waiting("t", "x", "relation", [other]).autovacuum

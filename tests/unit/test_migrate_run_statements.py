@@ -30,7 +30,6 @@ def test_split_keeps_text_and_lines() -> None:
     ("REINDEX (CONCURRENTLY) TABLE t", "REINDEX CONCURRENTLY"),
     ("REINDEX DATABASE app", "REINDEX DATABASE/SYSTEM"),
     ("VACUUM (ANALYZE) t", "VACUUM"),
-    ("ALTER TYPE mood ADD VALUE IF NOT EXISTS 'meh' BEFORE 'ok'", "ALTER TYPE ... ADD VALUE"),
     ("ALTER TABLE p DETACH PARTITION c CONCURRENTLY", "DETACH PARTITION CONCURRENTLY"),
     ("CREATE DATABASE x", "CREATE DATABASE"),
     ("DROP DATABASE x", "DROP DATABASE"),
@@ -41,11 +40,28 @@ def test_split_keeps_text_and_lines() -> None:
     ("ANALYZE t", None),
     ("REINDEX INDEX i", None),
     ("ALTER TYPE mood RENAME VALUE 'a' TO 'b'", None),
+    ("ALTER TYPE mood ADD VALUE IF NOT EXISTS 'meh' BEFORE 'ok'", None),  # since PostgreSQL 12
     ("ALTER TABLE p DETACH PARTITION c", None),
     ("CLUSTER t USING i", None),
 ])
 def test_non_transactional_detection(sql: str, why: str | None) -> None:
     assert parse_sql(sql + ";", "f.sql")[0].non_tx == why
+
+
+@pytest.mark.parametrize(("sql", "why"), [
+    ("ALTER TYPE mood ADD VALUE 'meh';\nINSERT INTO t VALUES ('meh');",
+     "ALTER TYPE ... ADD VALUE 'meh' used at line 2"),
+    ("ALTER TYPE mood ADD VALUE 'meh';\nALTER TABLE t ALTER m SET DEFAULT 'meh'::mood;",
+     "ALTER TYPE ... ADD VALUE 'meh' used at line 2"),
+    ("ALTER TYPE mood ADD VALUE 'meh';\nCREATE INDEX i ON t (a) WHERE m <> 'meh';",
+     "ALTER TYPE ... ADD VALUE 'meh' used at line 2"),
+    ("ALTER TYPE mood ADD VALUE 'meh';\nINSERT INTO t VALUES ('other');", None),
+    ("INSERT INTO t VALUES ('meh');\nALTER TYPE mood ADD VALUE 'meh';", None),  # used before
+])
+def test_add_value_leaves_the_transaction_only_when_the_file_uses_it(sql: str,
+                                                                     why: str | None) -> None:
+    first = [s for s in parse_sql(sql, "f.sql") if "ADD VALUE" in s.text][0]
+    assert first.non_tx == why
 
 
 def test_index_name_for_invalid_index_cleanup() -> None:

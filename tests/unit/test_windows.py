@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgferry.config import Blackout, Config
+from pgferry.config import Blackout, Config, load_config
 from pgferry.errors import BadInput, ConfigError, Refused
 from pgferry.migrate.windows import (
     active_window,
@@ -102,7 +103,7 @@ def test_bad_weekly(weekly: str, msg: str) -> None:
 
 
 def test_check_blackout_policy() -> None:
-    cfg = Config.model_validate({"blackout": [
+    cfg = Config.model_validate({"environments": {"dev": {}, "prod": {}}, "blackout": [
         {"weekly": "Fri 16:00 - Mon 06:00", "envs": ["prod"], "reason": "weekend freeze"}]})
     fri = utc(2026, 11, 20, 17)
     with pytest.raises(Refused, match=r"blackout window \(weekly Fri 16:00 - Mon 06:00 \(UTC\): "
@@ -147,3 +148,22 @@ def test_weekly_matches_a_brute_force_walk(d: int, start_min: int, length: int,
     # one minute before the start is never inside
     before = now - timedelta(minutes=since_start + 1)
     assert not is_active(bo(weekly=text), before) or length == 7 * 1440 - 1
+
+
+@pytest.mark.parametrize(("entry", "msg"), [
+    ('envs = ["dve"]\nweekly = "Fri 16:00 - Mon 06:00"',
+     "blackout #1: envs names 'dve', which is not a configured environment (configured: dev, "
+     "prod); fix the name, or the window would never apply"),
+    ('weekly = "Fru 16:00 - Mon 06:00"', "blackout #1: weekly 'Fru 16:00 - Mon 06:00': 'Fru' is "
+     "not a day"),
+    ('from = 2026-12-24\ntimezone = "Europe/Nowhere"', "blackout #1: timezone 'Europe/Nowhere'"),
+    ("from = 2026-12-24\nto = 2026-12-20", "blackout #1: to (2026-12-20) is not after from"),
+])
+def test_windows_are_checked_when_the_config_loads(tmp_path: Path, entry: str,
+                                                   msg: str) -> None:
+    p = tmp_path / "pgferry.toml"
+    p.write_text("[environments.dev]\n\n[environments.prod]\n\n[[blackout]]\n" + entry + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert e.value.message.startswith(f"{p.resolve()}:5: {msg}")
+    assert e.value.exit_code == 2

@@ -15,7 +15,7 @@ from typer.exceptions import TyperException
 from pgferry import __version__
 from pgferry.cli.common import State, dumps
 from pgferry.errors import PgferryError
-from pgferry.redaction import redact  # only re: cheap enough for every start
+from pgferry.redaction import redact, redact_tree  # only re: cheap enough for every start
 
 #: the root app's settings, also given to each lazily built sub-app (which would otherwise
 #: inherit them from the root)
@@ -112,9 +112,72 @@ def root(
     ctx.obj = State(config_path=config, json=json_, debug=debug)
 
 
+#: the root's options, accepted before and after the command name
+GLOBAL_FLAGS = ("--json", "--debug")
+GLOBAL_VALUES = ("--config",)
+
+
+def _takes_value(cmd: Any, token: str) -> bool:
+    """True when ``token`` is an option of ``cmd`` that takes the next argument as its value."""
+    for p in getattr(cmd, "params", ()):
+        if token in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ())):
+            return not getattr(p, "is_flag", False) and not getattr(p, "count", False)
+    return False
+
+
+def hoist_globals(args: list[str]) -> list[str]:
+    """``args`` with ``--config PATH``, ``--debug`` and ``--json`` written after the command
+    name moved before it, where the root parses them: one grammar for every command.
+
+    The command's own options are respected (an option's value is never taken for a global
+    option); after ``--``, and for pass-through commands (``embedded psql``), nothing moves.
+    """
+    front: list[str] = []
+    rest: list[str] = []
+    cmd: Any = typer.main.get_command(app)
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name = a.split("=", 1)[0]
+        if a == "--":
+            rest += args[i:]
+            break
+        if name in GLOBAL_VALUES:
+            take = 1 if "=" in a else 2
+            front += args[i:i + take]
+            i += take
+            continue
+        if a in GLOBAL_FLAGS and (cmd is None or getattr(cmd, "commands", None) is not None
+                                  or not any(a in p.opts for p in cmd.params)):
+            front.append(a)
+            i += 1
+            continue
+        if a == "-c" and not rest:  # the root's short --config, before the command only
+            front += args[i:i + 2]
+            i += 2
+            continue
+        rest.append(a)
+        if a.startswith("-"):
+            if cmd is not None and "=" not in a and _takes_value(cmd, a) and i + 1 < len(args):
+                rest.append(args[i + 1])
+                i += 1
+        elif cmd is not None and hasattr(cmd, "get_command"):
+            cmd = cmd.get_command(None, a)  # a sub-command (None: unknown, click says so)
+            if cmd is not None and (getattr(cmd, "context_settings", None) or {}).get(
+                    "ignore_unknown_options"):
+                rest += args[i + 1:]  # a pass-through command: the rest is its own
+                break
+        i += 1
+    return front + rest
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; PgferryError becomes one line on stderr and its exit code."""
     args = sys.argv[1:] if argv is None else argv
+    try:
+        args = hoist_globals(args)
+    except Exception:  # noqa: BLE001 (never in the way: click reports bad usage itself)
+        pass
     want_json = "--json" in args
     debug = "--debug" in args
     try:
@@ -128,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         if want_json:
-            print(dumps({"ok": False, **e.to_dict()}))
+            print(dumps(redact_tree({"ok": False, **e.to_dict()})))
         print(f"error: {redact(e.message)}", file=sys.stderr)
         return e.exit_code
     except typer.Exit as e:

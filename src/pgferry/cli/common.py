@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgferry.errors import Refused
+from pgferry.errors import BadInput, Refused
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it needs
     from rich.console import Console
@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # imported where used: a command loads only what it needs
     from pgferry.pg.connect import Target
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment name from pgferry.toml.")]
+EnvOpt = Annotated[str | None, typer.Option(
+    "--env", "-e", help="Environment from pgferry.toml (default: the only one, else 'dev').")]
 YesOpt = Annotated[
     bool, typer.Option("--yes", "-y", help="Confirm a write to a protected environment.")
 ]
@@ -43,6 +44,8 @@ class State:
     config_path: Path | None = None
     json: bool = False
     debug: bool = False
+    #: the running command as the journal names it (``migrate up``, ``sync``)
+    command: str = "pgferry"
     _config: Config | None = field(default=None, repr=False)
     _out: Console | None = field(default=None, repr=False)
     _err: Console | None = field(default=None, repr=False)
@@ -68,10 +71,12 @@ class State:
             self._config = load_config(self.config_path, required=required)
         return self._config
 
-    def target(self, env: str) -> Target:
+    def target(self, env: str | None) -> Target:
+        """The environment ``env`` (default: :func:`pick_env`), resolved."""
         from pgferry.pg.connect import resolve_env
 
-        return resolve_env(self.config(), env)
+        cfg = self.config()
+        return resolve_env(cfg, pick_env(cfg, env))
 
     def with_json(self, flag: bool) -> State:
         self.json = self.json or flag
@@ -91,6 +96,22 @@ class State:
     def note(self, text: str) -> None:
         """A progress or warning line: stderr, so --json stdout stays one object."""
         self.err.print(text)
+
+
+def pick_env(cfg: Config, env: str | None) -> str:
+    """``env`` if given; else the only environment, else ``dev``; else BadInput.
+
+    The one default of every command that takes ``--env``.
+    """
+    if env:
+        cfg.env(env)
+        return env
+    names = list(cfg.environments)
+    if len(names) == 1:
+        return names[0]
+    if "dev" in cfg.environments:
+        return "dev"
+    raise BadInput(f"name an environment with --env (configured: {', '.join(names) or 'none'})")
 
 
 def console(stderr: bool = False) -> Console:
@@ -132,6 +153,7 @@ def state(ctx: typer.Context, json_flag: bool = False) -> State:
     if st is None:  # invoked without the root callback (tests calling a sub-app)
         st = State()
         ctx.obj = st
+    st.command = " ".join(ctx.command_path.split()[1:]) or st.command
     return st.with_json(json_flag)
 
 
@@ -153,13 +175,24 @@ def sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old)
 
 
-def confirm_protected(st: State, target: Target, yes: bool, action: str) -> None:
-    """Refuse (exit 4) a write to a protected env without --yes; ask on a bare terminal."""
+def refuse(st: State, target: Target, error: Refused,
+           arguments: dict[str, Any] | None = None) -> Refused:
+    """``error``, journaled in ``target`` where its journal exists (then raise it)."""
+    from pgferry import journal
+
+    journal.refused(target, st.command, error, arguments)
+    return error
+
+
+def confirm_protected(st: State, target: Target, yes: bool, action: str, *,
+                      arguments: dict[str, Any] | None = None) -> None:
+    """Refuse (exit 4, journaled) a write to a protected env without --yes; ask on a bare
+    terminal."""
     if not target.protected or yes:
         return
     if not st.json and sys.stdin.isatty() and sys.stderr.isatty():
         if typer.confirm(f"{target.name} is protected. {action}?", default=False, err=True):
             return
-    raise Refused(
+    raise refuse(st, target, Refused(
         f"environment {target.name!r} is protected: {action} needs --yes", env=target.name
-    )
+    ), arguments)

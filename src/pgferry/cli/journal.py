@@ -14,6 +14,7 @@ from pgferry.cli.common import EnvOpt, JsonOpt, state
 _SHOWN_ELSEWHERE = {"ok", "outcome", "exit_code", "duration_s", "started_at", "finished_at"}
 
 
+
 def summary(details: dict[str, Any]) -> str:
     """One line of a journal row's details: its error, else its scalar facts and list sizes."""
     if details.get("error"):
@@ -31,30 +32,68 @@ def summary(details: dict[str, Any]) -> str:
     return text if len(text) <= 70 else text[:69] + "…"
 
 
+def _show(ctx: typer.Context, env: str | None, limit: int, json_: bool) -> None:
+    st = state(ctx, json_)
+    target = st.target(env)
+    env = target.name
+    rows = journal.read(target, limit)
+
+    def render(out: Console) -> None:
+        if not rows:
+            out.print(f"the journal of {env} is empty")
+            return
+        cells = [[str(r["id"]), r["at"].strftime("%Y-%m-%d %H:%M:%S"),
+                  f"{r['os_user']} as {r['db_role']}", r["command"], r["outcome"],
+                  f"{r['duration_ms'] or 0} ms" if r["duration_ms"] is not None else "",
+                  summary({**r["details"], "error": r.get("error") or r["details"].get("error")})]
+                 for r in rows]
+        heads = ["id", "when", "who", "command", "outcome", "took", "details"]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+        # plain aligned columns: a rich table squeezes them unreadably on narrow screens
+        for line in [heads, *cells]:
+            out.print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
+                      .rstrip(), markup=False)
+
+    st.emit({"ok": True, "env": env, "entries": rows}, render)
+
+
 def register(app: typer.Typer) -> None:
-    @app.command("journal")
+    """Add ``pgferry journal`` (show) and ``pgferry journal verify`` to ``app``."""
+    sub = typer.Typer(help="The append-only journal of an environment.",
+                      invoke_without_command=True)
+    app.add_typer(sub, name="journal")
+
+    @sub.callback()
     def journal_cmd(
         ctx: typer.Context,
-        env: EnvOpt,
+        env: EnvOpt = None,
         limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show.")] = 20,
         json_: JsonOpt = False,
     ) -> None:
         """Show the append-only journal of an environment, newest first."""
+        if ctx.invoked_subcommand is None:
+            _show(ctx, env, limit, json_)
+
+    @sub.command("verify")
+    def verify_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -> None:
+        """Recompute the journal's hash chain; exit 1 naming the first row changed, removed or
+        inserted out of order."""
         st = state(ctx, json_)
-        rows = journal.read(st.target(env), limit)
+        target = st.target(env)
+        rep = journal.verify(target)
 
         def render(out: Console) -> None:
-            if not rows:
-                out.print(f"the journal of {env} is empty")
-                return
-            cells = [[str(r["id"]), r["at"].strftime("%Y-%m-%d %H:%M:%S"),
-                      f"{r['os_user']} as {r['db_role']}", r["command"], r["outcome"],
-                      f"{r['duration_ms'] or 0} ms", summary(r["details"])] for r in rows]
-            heads = ["id", "when", "who", "command", "outcome", "took", "details"]
-            widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
-            # plain aligned columns: a rich table squeezes them unreadably on narrow screens
-            for line in [heads, *cells]:
-                out.print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
-                          .rstrip(), markup=False)
+            if not rep.exists:
+                out.print(f"{target.name} has no journal yet: nothing to verify")
+            for p in rep.problems:
+                out.print(f"problem  {p}", markup=False)
+            if rep.exists and rep.ok:
+                out.print(f"{target.name}: the journal is intact ({rep.rows} rows, chain "
+                          f"unbroken, append-only triggers in place); head {rep.head}")
+            elif rep.exists:
+                out.print(f"{target.name}: the journal was tampered with "
+                          f"({len(rep.problems)} problem(s))")
 
-        st.emit({"ok": True, "env": env, "entries": rows}, render)
+        st.emit({"env": target.name, **rep.to_dict()}, render)
+        if not rep.ok:
+            raise typer.Exit(1)

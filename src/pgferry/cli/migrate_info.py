@@ -15,22 +15,29 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pgferry import journal
-from pgferry.cli.common import JsonOpt, State, YesOpt, confirm_protected, state
+from pgferry.cli.common import (
+    EnvOpt,
+    JsonOpt,
+    State,
+    YesOpt,
+    confirm_protected,
+    pick_env,
+    refuse,
+    state,
+)
 from pgferry.config import Blackout, Config
-from pgferry.errors import BadInput, Refused
+from pgferry.errors import Refused
 from pgferry.migrate import admin, files, templates
 from pgferry.migrate import status as status_mod
 from pgferry.migrate.history import BASELINE_SCRIPT
-from pgferry.migrate.windows import check_blackout, describe
+from pgferry.migrate.windows import describe
 from pgferry.pg.connect import Target
+from pgferry.policy import blackout_guard
 
-OptEnv = Annotated[
-    str | None,
-    typer.Option("--env", "-e", help="Environment (default: the only one, or 'dev')."),
-]
 OverrideOpt = Annotated[
     bool, typer.Option("--override-blackout", help="Proceed inside a blackout window.")
 ]
@@ -56,29 +63,18 @@ STATE_STYLE = {
 }
 
 
-def pick_env(cfg: Config, env: str | None) -> str:
-    """``env`` if given; else the only environment, else ``dev``; else BadInput."""
-    if env:
-        cfg.env(env)
-        return env
-    names = list(cfg.environments)
-    if len(names) == 1:
-        return names[0]
-    if "dev" in cfg.environments:
-        return "dev"
-    raise BadInput(f"name an environment with --env (configured: {', '.join(names) or 'none'})")
-
-
-def confirm_rewrite(st: State, env: str, yes: bool, action: str) -> None:
-    """History rewrites always need --yes; a bare terminal is asked instead."""
+def confirm_rewrite(st: State, target: Target, yes: bool, action: str) -> None:
+    """History rewrites always need --yes (refused and journaled without); a bare terminal is
+    asked instead."""
     if yes:
         return
+    env = target.name
     if not st.json and sys.stdin.isatty() and sys.stderr.isatty():
         if typer.confirm(f"{action} in {env}?", default=False, err=True):
             return
-    raise Refused(
+    raise refuse(st, target, Refused(
         f"{action} rewrites the migration history of {env!r}: run again with --yes", env=env
-    )
+    ))
 
 
 def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -> None:
@@ -126,9 +122,9 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
     out.print(f"current version: {s.current or 'none'}   ({counts or 'no migrations'})")
     out.print(f"{files.SUM_FILE}: {s.sum_state}")
     for w in status_mod.warnings(s):
-        out.print(f"[yellow]warning[/]  {w}")
+        out.print(f"[yellow]warning[/]  {escape(w)}")
     for p in status_mod.problems(s):
-        out.print(f"[red]problem[/]  {p}")
+        out.print(f"[red]problem[/]  {escape(p)}")
 
 
 def _guarded(ctx: typer.Context, json_: bool, env: str | None, override: bool,
@@ -137,8 +133,10 @@ def _guarded(ctx: typer.Context, json_: bool, env: str | None, override: bool,
     st = state(ctx, json_)
     cfg = st.config()
     name = pick_env(cfg, env)
-    window = check_blackout(cfg, name, datetime.now(UTC), override, reason)
-    return st, cfg, name, window, st.target(name)
+    target = st.target(name)
+    window = blackout_guard(cfg, target, st.command, override=override, reason=reason,
+                            now=datetime.now(UTC))
+    return st, cfg, name, window, target
 
 
 def register(app: typer.Typer) -> None:
@@ -238,7 +236,7 @@ def register(app: typer.Typer) -> None:
     @app.command("status")
     def status_cmd(
         ctx: typer.Context,
-        env: OptEnv = None,
+        env: EnvOpt = None,
         show_all: Annotated[
             bool,
             typer.Option(
@@ -257,7 +255,7 @@ def register(app: typer.Typer) -> None:
         st.emit(s.to_dict(), lambda out: _render_status(s, out, show_all))
 
     @app.command("validate")
-    def validate_cmd(ctx: typer.Context, env: OptEnv = None, json_: JsonOpt = False) -> None:
+    def validate_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -> None:
         """Exit 1 when an applied file changed or is gone, a run failed, or the sum is stale."""
         st = state(ctx, json_)
         cfg = st.config()
@@ -268,9 +266,9 @@ def register(app: typer.Typer) -> None:
 
         def render(out: Console) -> None:
             for w in warns:
-                out.print(f"[yellow]warning[/]  {w}")
+                out.print(f"[yellow]warning[/]  {escape(w)}")
             for p in problems:
-                out.print(f"[red]problem[/]  {p}")
+                out.print(f"[red]problem[/]  {escape(p)}")
             if problems:
                 out.print(f"{name}: {len(problems)} problem(s)")
             else:
@@ -298,7 +296,7 @@ def register(app: typer.Typer) -> None:
     def baseline_cmd(
         ctx: typer.Context,
         version: Annotated[str, typer.Option("--version", help="The version the database is at.")],
-        env: OptEnv = None,
+        env: EnvOpt = None,
         description: Annotated[
             str, typer.Option("--description", help="Description of the baseline row.")
         ] = BASELINE_SCRIPT,
@@ -327,7 +325,7 @@ def register(app: typer.Typer) -> None:
     @app.command("repair")
     def repair_cmd(
         ctx: typer.Context,
-        env: OptEnv = None,
+        env: EnvOpt = None,
         yes: YesOpt = False,
         override_blackout: OverrideOpt = False,
         reason: ReasonOpt = None,
@@ -350,10 +348,13 @@ def register(app: typer.Typer) -> None:
                     f"will realign {a.version} {a.script}: checksum {a.old_checksum} → "
                     f"{a.new_checksum}"
                 )
+            for c in plan.convert:
+                st.note(f"will convert UNDO_SQL row {c.installed_rank} ({c.script}) into the "
+                        f"DELETE row Flyway reads for {c.version} {c.becomes}")
         if target.protected:
             confirm_protected(st, target, yes, f"repair the migration history of {name}")
         else:
-            confirm_rewrite(st, name, yes, "repair")
+            confirm_rewrite(st, target, yes, "repair")
         with journal.operation(target, "migrate repair", {"yes": yes}) as op:
             if window is not None:
                 op.details["blackout_override"] = {"reason": reason, "window": describe(window)}
@@ -368,8 +369,12 @@ def register(app: typer.Typer) -> None:
                     f"realigned {a.version} {a.script}: checksum {a.old_checksum} → "
                     f"{a.new_checksum}"
                 )
+            for c in done.convert:
+                out.print(f"converted UNDO_SQL row {c.installed_rank} ({c.script}) into the "
+                          f"DELETE row Flyway reads for {c.version} {c.becomes}")
             out.print(
-                f"{name}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned)"
+                f"{name}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned"
+                + (f", {len(done.convert)} converted" if done.convert else "") + ")"
             )
 
         st.emit({"ok": True, **done.to_dict(), "changed": not done.empty}, render)

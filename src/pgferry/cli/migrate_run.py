@@ -28,13 +28,16 @@ from pgferry.migrate import service
 from pgferry.migrate.files import Version
 from pgferry.migrate.plan import Step
 from pgferry.migrate.runner import FileResult
-from pgferry.migrate.windows import check_blackout
+from pgferry.policy import blackout_guard
 
 TargetOpt = Annotated[str | None, typer.Option("--target", help="Apply up to this version.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check and show, change nothing.")]
 OverrideOpt = Annotated[bool, typer.Option("--override-blackout",
                                            help="Run inside a blackout window (needs --reason).")]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why; goes into the journal.")]
+OutOfOrderOpt = Annotated[bool, typer.Option(
+    "--out-of-order", help="Also apply versions below the current one that are not applied "
+    "(the history is ahead of the files), as Flyway's outOfOrder.")]
 UnsafeOpt = Annotated[bool, typer.Option(
     "--allow-unsafe", help="Run despite lint errors on a protected env (needs --reason).")]
 BAR_AFTER = 5  # more files than this: a progress bar
@@ -115,10 +118,15 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
             out.print(f"{line};")
         for x in step["statements"]:
             out.print(f"{x['sql']};")
-        version = step["version"] or "NULL"
-        kind = "UNDO_SQL" if step["kind"] == "U" else "SQL"
-        out.print(f"-- record in history: version {version}, type {kind}, script "
-                  f"{step['script']}, checksum {step['checksum']}")
+        h = step["history_row"]
+        version = h["version"] or "NULL"
+        if h["type"] == "DELETE":
+            out.print(f"-- record in history: version {version}, type DELETE (marks "
+                      f"{h['script']} undone, as Flyway's repair marks a deleted migration), "
+                      f"checksum {h['checksum']}")
+        else:
+            out.print(f"-- record in history: version {version}, type {h['type']}, script "
+                      f"{h['script']}, checksum {h['checksum']}")
         if tx:
             out.print("COMMIT;")
 
@@ -127,25 +135,28 @@ def register(app: typer.Typer) -> None:
     """Add this module's verbs to the ``migrate`` app."""
 
     @app.command("plan")
-    def plan_cmd(ctx: typer.Context, env: EnvOpt = "dev", target: TargetOpt = None,
-                 json_: JsonOpt = False) -> None:
+    def plan_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
+                 out_of_order: OutOfOrderOpt = False, json_: JsonOpt = False) -> None:
         """Show the exact SQL `up` would run, in order, with transaction mode and settings."""
         st = state(ctx, json_)
-        res = service.plan(st.config(), st.target(env), version=_version(target, "--target"))
+        res = service.plan(st.config(), st.target(env), version=_version(target, "--target"),
+                           out_of_order=out_of_order)
         st.emit(res, lambda out: _render_plan(out, res))
 
-    def _run(ctx: typer.Context, env: str, json_: bool, *, undo: bool, yes: bool,
+    def _run(ctx: typer.Context, env: str | None, json_: bool, *, undo: bool, yes: bool,
              arguments: dict[str, Any], **kw: Any) -> None:
         if kw["allow_unsafe"] and not (kw["reason"] or "").strip():
             raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
         st = state(ctx, json_)
         cfg, t = st.config(), st.target(env)
+        arguments["env"] = t.name
         verb = "undo" if undo else "up"
         now = datetime.now(UTC)
         if not kw.get("dry_run"):
             # a window refuses anyway: say so before asking for confirmation
-            check_blackout(cfg, t.name, now, kw["override_blackout"], kw["reason"])
-            confirm_protected(st, t, yes, f"migrate {verb}")
+            blackout_guard(cfg, t, f"migrate {verb}", override=kw["override_blackout"],
+                           reason=kw["reason"], now=now, arguments=arguments)
+            confirm_protected(st, t, yes, f"migrate {verb}", arguments=arguments)
         bar = _Progress(st, "undone" if undo else "applied")
 
         def event(kind: str, step: Step, res: FileResult | None, i: int, total: int) -> None:
@@ -180,21 +191,22 @@ def register(app: typer.Typer) -> None:
                 "lock_retries": s.lock_retries, "history_table": f"{s.schema}.{s.table}"}
 
     @app.command("up")
-    def up_cmd(ctx: typer.Context, env: EnvOpt = "dev", target: TargetOpt = None,
+    def up_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
                dry_run: DryRunOpt = False, yes: YesOpt = False,
                override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
-               allow_unsafe: UnsafeOpt = False, json_: JsonOpt = False) -> None:
+               allow_unsafe: UnsafeOpt = False, out_of_order: OutOfOrderOpt = False,
+               json_: JsonOpt = False) -> None:
         """Apply pending migrations (each file in its own transaction, under a lock)."""
         args = {"env": env, "target": target, "dry_run": dry_run, "yes": yes,
                 "override_blackout": override_blackout, "reason": reason,
-                "allow_unsafe": allow_unsafe}
+                "allow_unsafe": allow_unsafe, "out_of_order": out_of_order}
         _run(ctx, env, json_, undo=False, yes=yes, arguments=args,
              version=_version(target, "--target"), dry_run=dry_run,
              override_blackout=override_blackout, reason=reason,
-             allow_unsafe=allow_unsafe, unsafe_reason=reason)
+             allow_unsafe=allow_unsafe, unsafe_reason=reason, out_of_order=out_of_order)
 
     @app.command("undo")
-    def undo_cmd(ctx: typer.Context, env: EnvOpt = "dev",
+    def undo_cmd(ctx: typer.Context, env: EnvOpt = None,
                  to: Annotated[str | None, typer.Option(
                      "--to", help="Undo every applied version above this one.")] = None,
                  dry_run: DryRunOpt = False, yes: YesOpt = False,

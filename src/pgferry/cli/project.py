@@ -1,4 +1,4 @@
-"""``pgferry init``, ``pgferry demo`` and ``pgferry embedded status|stop``."""
+"""``pgferry init``, ``pgferry demo`` and ``pgferry embedded status|stop|psql|url``."""
 
 from __future__ import annotations
 
@@ -9,9 +9,20 @@ import typer
 from rich.console import Console
 
 from pgferry import scaffold
-from pgferry.cli.common import JsonOpt, state
+from pgferry.cli.common import EnvOpt, JsonOpt, State, state
 from pgferry.config import load_config
+from pgferry.errors import BadInput
 from pgferry.pg import embedded
+from pgferry.pg.connect import Target
+
+
+def _embedded_target(st: State, env: str | None) -> Target:
+    """An environment on the embedded server (started if needed), else BadInput."""
+    t = st.target(env)
+    if not t.embedded:
+        raise BadInput(f"environment {t.name!r} has a url, it is not on the embedded server; "
+                       "use your own psql with that URL")
+    return t
 
 
 def register(app: typer.Typer) -> None:
@@ -58,11 +69,14 @@ def register(app: typer.Typer) -> None:
         st = state(ctx, json_)
         cfg = load_config(st.config_path, required=False)
         running = embedded.is_running(cfg.embedded_dir)
+        idle = cfg.embedded.idle_stop
 
         def render(out: Console) -> None:
-            out.print(f"embedded server {'running' if running else 'stopped'}: {cfg.embedded_dir}")
+            out.print(f"embedded server {'running' if running else 'stopped'}: {cfg.embedded_dir}"
+                      f" (stops after {idle} without a client; [embedded] idle_stop)")
 
-        st.emit({"ok": True, "running": running, "dir": str(cfg.embedded_dir)}, render)
+        st.emit({"ok": True, "running": running, "dir": str(cfg.embedded_dir),
+                 "idle_stop": idle}, render)
 
     @embedded_app.command("stop")
     def stop(ctx: typer.Context, json_: JsonOpt = False) -> None:
@@ -72,3 +86,22 @@ def register(app: typer.Typer) -> None:
         stopped = embedded.stop(cfg.embedded_dir)
         st.emit({"ok": True, "stopped": stopped},
                 lambda out: out.print("stopped" if stopped else "was not running"))
+
+    @embedded_app.command("url")
+    def url_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -> None:
+        """Print the URL of an environment on the embedded server (starts it if needed)."""
+        st = state(ctx, json_)
+        t = _embedded_target(st, env)
+        u = embedded.url(t.dsn)
+        st.emit({"ok": True, "env": t.name, "url": u}, lambda out: out.print(u, markup=False))
+
+    @embedded_app.command(
+        "psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def psql_cmd(ctx: typer.Context, env: EnvOpt = None) -> None:
+        """Open the embedded server's own psql on an environment; more arguments go to psql."""
+        import subprocess
+
+        st = state(ctx)
+        t = _embedded_target(st, env)
+        rc = subprocess.call([str(embedded.psql()), *ctx.args, embedded.url(t.dsn)])
+        raise typer.Exit(rc)

@@ -284,7 +284,11 @@ def register(app: typer.Typer) -> None:
         no_mask: Annotated[bool, typer.Option("--no-mask", help="Copy personal columns "
                                               "unmasked (needs --reason).")] = False,
         reason: Annotated[str | None, typer.Option(
-            "--reason", help="Why --no-mask (recorded in the journal).")] = None,
+            "--reason", help="Why --no-mask and/or --override-blackout (one --reason serves "
+            "both; recorded in the journal).")] = None,
+        override_blackout: Annotated[bool, typer.Option(
+            "--override-blackout", help="Write into TARGET inside one of its blackout "
+            "windows (needs --reason).")] = False,
         on_conflict: Annotated[str | None, typer.Option(
             "--on-conflict", help="What a row changed on the target since the last sync does: "
             "stop (the table stays as it was), source (it is overwritten, kept for sync "
@@ -302,8 +306,8 @@ def register(app: typer.Typer) -> None:
         st = state(ctx, json_)
         if no_mask and not (reason and reason.strip()):
             raise BadInput("--no-mask needs --reason TEXT (it is recorded in the journal)")
-        if reason and not no_mask:
-            raise BadInput("--reason goes with --no-mask")
+        if reason and not (no_mask or override_blackout):
+            raise BadInput("--reason goes with --no-mask or --override-blackout")
         from pgferry.sync import engine
 
         if on_conflict is not None and on_conflict not in ("stop", "source", "target"):
@@ -314,6 +318,10 @@ def register(app: typer.Typer) -> None:
                               no_mask_reason=reason if no_mask else None,
                               # a report is the proof: it carries the checksums after
                               verify_after=verify_after or report is not None)
+        if mode != "verify" and not dry_run:  # a freeze covers every write (exit 4, journaled)
+            from pgferry.policy import blackout_guard
+
+            blackout_guard(st.config(), target, "sync", override=override_blackout, reason=reason)
         _run(st, source, target, opts, yes, report)
 
     @app.command("verify")
@@ -351,6 +359,11 @@ def register_revert(app: typer.Typer) -> None:
         yes: YesOpt = False,
         dry_run: Annotated[bool, typer.Option(
             "--dry-run", help="Check and count, then roll back: nothing is changed.")] = False,
+        override_blackout: Annotated[bool, typer.Option(
+            "--override-blackout", help="Revert inside one of the environment's blackout "
+            "windows (needs --reason).")] = False,
+        reason: Annotated[str | None, typer.Option(
+            "--reason", help="Why --override-blackout (recorded in the journal).")] = None,
         json_: JsonOpt = False,
     ) -> None:
         """Put back every row one sync changed (its before-images), unless one changed since."""
@@ -361,7 +374,12 @@ def register_revert(app: typer.Typer) -> None:
         st = state(ctx, json_)
         cfg = st.config()
         tgt = st.target(env) if env else _find_run(st, run_id)
+        if reason and not override_blackout:
+            raise BadInput("--reason goes with --override-blackout")
         if not dry_run:
+            from pgferry.policy import blackout_guard
+
+            blackout_guard(cfg, tgt, "sync revert", override=override_blackout, reason=reason)
             confirm_protected(st, tgt, yes, f"sync revert {run_id} in {tgt.name}")
         wait = parse_duration(cfg.sync.lock_wait).total_seconds()
         if dry_run:

@@ -13,7 +13,10 @@ Contract:
   transaction, holding the runner's migration lock (so it never runs beside
   ``up``) and the history table's lock, with Flyway's semantics:
   failed rows (``success = false``) are deleted; applied versioned rows whose
-  file changed get the file's checksum (and description, as Flyway does). The
+  file changed get the file's checksum (and description, as Flyway does). With
+  ``[migrate] undo_history = "flyway"`` (the default) each successful
+  ``UNDO_SQL`` row becomes the ``DELETE`` row Flyway's own repair would have
+  written for the migration it undid, so the free Flyway can read the history. The
   runner's progress rows for the failed files are marked repaired
   (:func:`pgferry.migrate.runner.clear_progress`): the next ``migrate up``
   resumes a non-transactional file after the statements that completed.
@@ -34,7 +37,14 @@ from pgferry.config import Config, parse_duration
 from pgferry.errors import BadInput
 from pgferry.migrate import files, history, runner
 from pgferry.migrate.files import MigrationSet, Version
-from pgferry.migrate.history import BASELINE, BASELINE_SCRIPT, HistoryRow
+from pgferry.migrate.history import (
+    BASELINE,
+    BASELINE_SCRIPT,
+    DELETE,
+    UNDO_SQL,
+    HistoryRow,
+    undo_row,
+)
 from pgferry.migrate.locks import MigrationLock, lock_key
 from pgferry.migrate.plan import classify
 from pgferry.pg.connect import Target, connect, map_db_error
@@ -137,14 +147,33 @@ class Realign:
 
 
 @dataclass
+class Convert:
+    """A successful ``UNDO_SQL`` row to rewrite as the ``DELETE`` row the free Flyway reads:
+    the undone row's description, script and checksum, execution time 0
+    (:func:`pgferry.migrate.history.undo_row`)."""
+
+    installed_rank: int
+    version: str | None
+    script: str  # the undo file the row names now
+    description: str
+    becomes: str  # the script of the row it undid
+    checksum: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"installed_rank": self.installed_rank, "version": self.version,
+                "script": self.script, "becomes": self.becomes}
+
+
+@dataclass
 class RepairPlan:
     env: str
     remove: list[HistoryRow] = field(default_factory=list)
     realign: list[Realign] = field(default_factory=list)
+    convert: list[Convert] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not self.remove and not self.realign
+        return not self.remove and not self.realign and not self.convert
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -159,12 +188,37 @@ class RepairPlan:
                 for r in self.remove
             ],
             "realigned": [r.to_dict() for r in self.realign],
+            "converted_undo": [c.to_dict() for c in self.convert],
         }
 
 
-def plan_repair(env: str, ms: MigrationSet, rows: list[HistoryRow]) -> RepairPlan:
-    """What repair would change (pure)."""
+def undo_conversions(rows: list[HistoryRow]) -> list[Convert]:
+    """Each successful ``UNDO_SQL`` row, with the applied row it undid (pure)."""
+    last: dict[str, HistoryRow] = {}
+    out = []
+    for r in sorted(rows, key=lambda r: r.installed_rank):
+        if r.version is None or not r.success:
+            continue
+        if r.type == UNDO_SQL:
+            done = last.pop(r.version, None)
+            _, desc, script, checksum, _ = undo_row("flyway", True, done, r.description,
+                                                    r.script, r.checksum, 0)
+            out.append(Convert(r.installed_rank, r.version, r.script, desc, script, checksum))
+        elif r.type not in (DELETE, BASELINE, "SCHEMA"):
+            last[r.version] = r
+        elif r.type == DELETE:
+            last.pop(r.version, None)
+    return out
+
+
+def plan_repair(env: str, ms: MigrationSet, rows: list[HistoryRow],
+                undo_history: str = "flyway") -> RepairPlan:
+    """What repair would change (pure). With ``undo_history = "flyway"`` it also converts
+    ``UNDO_SQL`` rows (Flyway Teams', or an earlier pgferry's) into the ``DELETE`` rows the
+    free Flyway reads."""
     p = RepairPlan(env, remove=[r for r in rows if not r.success])
+    if undo_history == "flyway":
+        p.convert = undo_conversions(rows)
     for e in classify(ms, rows):
         if e.state == "checksum_mismatch" and e.file is not None and e.row is not None:
             p.realign.append(
@@ -189,7 +243,7 @@ def read_plan(cfg: Config, target: Target) -> RepairPlan:
             rows = history.read(conn, cfg.migrate.schema_, cfg.migrate.history_table)
     except psycopg.Error as e:
         raise map_db_error(e, f"cannot read the migration history of {target.name}") from None
-    return plan_repair(target.name, ms, rows)
+    return plan_repair(target.name, ms, rows, cfg.migrate.undo_history)
 
 
 def _clear_progress(conn: psycopg.Connection[Any], cfg: Config, scripts: list[str]) -> int:
@@ -214,7 +268,7 @@ def repair(cfg: Config, target: Target) -> RepairPlan:
             # that writes history (history.insert takes the same lock)
             conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(t))
             rows = history.read(conn, schema, table)
-            plan = plan_repair(target.name, ms, rows)
+            plan = plan_repair(target.name, ms, rows, cfg.migrate.undo_history)
             if plan.remove:
                 conn.execute(
                     sql.SQL("DELETE FROM {} WHERE installed_rank = ANY(%s)").format(t),
@@ -226,6 +280,14 @@ def repair(cfg: Config, target: Target) -> RepairPlan:
                         "UPDATE {} SET checksum = %s, description = %s WHERE installed_rank = %s"
                     ).format(t),
                     [r.new_checksum, r.new_description[:200], r.installed_rank],
+                )
+            for c in plan.convert:
+                conn.execute(
+                    sql.SQL("UPDATE {} SET type = %s, description = %s, script = %s,"
+                            " checksum = %s, execution_time = 0 WHERE installed_rank = %s"
+                            ).format(t),
+                    [DELETE, c.description[:200], c.becomes[:1000], c.checksum,
+                     c.installed_rank],
                 )
             _clear_progress(conn, cfg, sorted({r.script for r in plan.remove}))
     except psycopg.Error as e:

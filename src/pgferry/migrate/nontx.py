@@ -6,8 +6,9 @@ connection with session-level ``lock_timeout``/``statement_timeout``; each
 completed statement is recorded in ``pgferry.migration_progress`` (see
 :mod:`pgferry.migrate.progress`). A failure writes Flyway's ``success = false``
 row and where it stopped; a later run resumes after the completed statements
-(their digests must still match) and first drops an INVALID index a failed
-concurrent build of the statement left behind.
+(their digests must still match) and first drops the INVALID index a failed
+concurrent build of the statement left behind, found by name or by definition
+(:mod:`pgferry.migrate.leftovers`).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import time
 from typing import TYPE_CHECKING
 
 import psycopg
-from psycopg import sql
 
 from pgferry.errors import Refused
 from pgferry.migrate import progress
+from pgferry.migrate.leftovers import drop_leftovers
+from pgferry.migrate.locks import Waiting
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile, Statement
 
@@ -41,25 +43,6 @@ def resume_point(r: Runner, step: Step, pf: ParsedFile, prog: progress.Progress 
     return len(prog.done_digests)
 
 
-def drop_invalid_index(r: Runner, stmt: Statement) -> str | None:
-    """Drop the INVALID index a failed concurrent build of ``stmt`` left behind."""
-    if stmt.index_name is None:
-        return None
-    schema, name, table = stmt.index_name
-    row = r.work.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relname = %s AND NOT"
-        " i.indisvalid AND (n.nspname = %s OR (%s::text IS NULL AND i.indrelid ="
-        " to_regclass(%s)))",
-        [name, schema, schema, table],
-    ).fetchone()
-    if row is None:
-        return None
-    r.work.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-        sql.Identifier(row[0], row[1])))
-    return f"{row[0]}.{row[1]}"
-
-
 def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
                     prog: progress.Progress | None) -> FileResult:
     c, s = r.work, r.s
@@ -72,18 +55,17 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
     progress.start(c, s.schema, s.table, script=step.script, version=version,
                    checksum=step.checksum, total=len(pf.statements),
                    runner_pid=r.lock.conn.info.backend_pid if r.lock.conn else 0)
-    r._set_timeouts(local=False)
     stmt: Statement | None = None
-    seen, attempts = None, 0
+    seen: Waiting | None = None
+    attempts = 0
     try:
         for stmt in pf.statements[resume:]:
-            attempts = 0
+            attempts, seen = 0, None
             for attempt in r._retrying(step):
                 with attempt:
                     attempts += 1
-                    d = drop_invalid_index(r, stmt)
-                    if d:
-                        dropped.append(d)
+                    r._set_timeouts(local=False, lock_timeout=r.lock_timeout_for(seen))
+                    dropped += drop_leftovers(c, stmt)
                     with r._watcher() as w:
                         try:
                             c.execute(stmt.text.encode())
@@ -95,7 +77,7 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
         r._check_lock(step)
         with c.transaction():
             rank = r._history_row(version, step.description, step.script, step.checksum,
-                                     ms, True, undo)
+                                  ms, True, undo, step.undoes)
             progress.forget(c, s.schema, s.table, step.script)
     except psycopg.Error as e:
         n = stmt.index if stmt else 0

@@ -9,9 +9,11 @@ Contract (no I/O, no clock; data in, data out):
   ``applied``            applied and the file is unchanged
   ``checksum_mismatch``  applied, but the file was edited since
   ``pending``            not applied yet (will run)
-  ``undone``             applied, then undone by an ``UNDO_SQL`` row (pending again)
-  ``ignored``            not applied and lower than the current version (out of
-                         order; ``up`` does not apply it)
+  ``undone``             applied, then undone (a ``DELETE`` or ``UNDO_SQL`` row; pending
+                         again)
+  ``ignored``            not applied and lower than the current version: the history
+                         is ahead of the files (``validate`` fails and ``up`` stops with
+                         exit 1, as Flyway's validate does; ``--out-of-order`` applies it)
   ``failed``             the latest row for it has ``success = false``
   ``missing``            applied, but its file is gone
   ``future``             applied, no file, and above the highest file version
@@ -21,8 +23,12 @@ Contract (no I/O, no clock; data in, data out):
   ``below_baseline``     a file at or below the baseline version (never runs)
 
 - :func:`fold` replays history rows in rank order: ``SQL`` (and Flyway's other
-  script types) apply, ``UNDO_SQL`` undoes, ``BASELINE`` sets the baseline,
-  Flyway 9's ``DELETE`` (repair of a missing file) forgets, ``SCHEMA`` is skipped.
+  script types) apply, ``BASELINE`` sets the baseline, ``SCHEMA`` is skipped. A
+  successful ``DELETE`` (what ``migrate undo`` writes by default, and Flyway's
+  repair of a removed file) marks the latest applied row of its version deleted,
+  exactly as Flyway's ``MigrationInfoServiceImpl.markAsDeleted``: the version is
+  undone, its file pending again; Flyway Teams' ``UNDO_SQL`` does the same. A
+  failed ``DELETE`` or ``UNDO_SQL`` row is a failed undo of that version.
   A template applied on this database (same description and checksum, under a
   version with no numbered file) counts as applied, not as a new template.
 - :func:`current_version`: the highest applied (not undone) version or baseline.
@@ -32,8 +38,9 @@ Contract (no I/O, no clock; data in, data out):
   A template ``up`` already applied keeps the number it was recorded under,
   and rows of applied templates do not count in :func:`template_base`.
 - :func:`pending`: the :class:`Step` list ``up`` runs, in order: versioned
-  (pending or undone, up to ``target``), then templates when allowed, then
-  repeatables that are new or outdated.
+  (pending or undone, and with ``out_of_order`` also ignored ones, up to
+  ``target``), then templates when allowed, then repeatables that are new or
+  outdated.
 - :func:`undo_steps`: the ``U`` files ``undo`` runs, newest version first;
   raises :class:`~pgferry.errors.BadInput` before anything runs when a version
   has no undo file.
@@ -46,14 +53,16 @@ from typing import Literal
 
 from pgferry.errors import BadInput
 from pgferry.migrate.files import MigrationFile, MigrationSet, Version
-from pgferry.migrate.history import BASELINE, UNDO_SQL, HistoryRow
+from pgferry.migrate.history import BASELINE, DELETE, UNDO_SQL, HistoryRow
 
 State = Literal[
     "applied", "pending", "failed", "ignored", "missing", "checksum_mismatch", "template",
     "outdated", "baseline", "below_baseline", "undone", "future",
 ]
 #: states ``migrate validate`` treats as a problem
-PROBLEM_STATES = frozenset({"failed", "missing", "checksum_mismatch"})
+PROBLEM_STATES = frozenset({"failed", "missing", "checksum_mismatch", "ignored"})
+#: problems ``up`` refuses on (exit 4); an ignored file stops it with exit 1 instead
+REFUSE_STATES = frozenset({"failed", "missing", "checksum_mismatch"})
 
 
 @dataclass
@@ -96,6 +105,7 @@ class Step:
     checksum: int
     template: bool = False
     reason: str = "pending"  # pending, undone, outdated, template, undo
+    undoes: HistoryRow | None = None  # for an undo step: the applied row it undoes
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -138,13 +148,9 @@ def fold(rows: list[HistoryRow]) -> HistoryView:
             if row.success:
                 h.baseline = row
             continue
-        if row.type == "DELETE":  # Flyway 9+ `repair`: a missing migration marked deleted
-            if row.version is None:
+        if row.type == DELETE and row.version is None:  # a repeatable marked deleted
+            if row.success:
                 h.repeatable.pop(row.description, None)
-            else:
-                v = Version.parse(row.version)
-                h.applied.pop(v, None)
-                h.failed.pop(v, None)
             continue
         if row.version is None:
             if row.success:
@@ -154,7 +160,7 @@ def fold(rows: list[HistoryRow]) -> HistoryView:
                 h.repeatable_failed[row.description] = row
             continue
         v = Version.parse(row.version)
-        if row.type == UNDO_SQL:
+        if row.type in (UNDO_SQL, DELETE):
             if row.success:
                 h.applied.pop(v, None)
                 h.failed.pop(v, None)
@@ -271,7 +277,7 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
             entries.append(Entry(state, v, row.description, row.script, None, row, "V"))
     for v, row in h.failed.items():
         if v not in files:
-            kind = "U" if row.type == UNDO_SQL else "V"
+            kind = "U" if row.type in (UNDO_SQL, DELETE) else "V"
             entries.append(Entry("failed", v, row.description, row.script, None, row, kind))
     if h.baseline is not None:
         entries.append(Entry("baseline", base, h.baseline.description, h.baseline.script, None,
@@ -317,16 +323,19 @@ def pending(
     target: Version | None = None,
     allow_templates: bool = True,
     template_start: Version | None = None,
+    out_of_order: bool = False,
 ) -> list[Step]:
-    """The steps ``up`` runs, in order. Templates only when ``allow_templates``.
+    """The steps ``up`` runs, in order. Templates only when ``allow_templates``;
+    versions below the current one (``ignored``) only with ``out_of_order``.
 
     ``template_start`` is the highest version applied anywhere the caller knows
     of (default: this history's current version); templates are numbered above it.
     """
     entries = classify(ms, rows)
     steps: list[Step] = []
+    runnable = ("pending", "undone", "ignored") if out_of_order else ("pending", "undone")
     for e in entries:
-        if e.kind != "V" or e.file is None or e.state not in ("pending", "undone"):
+        if e.kind != "V" or e.file is None or e.state not in runnable:
             continue
         assert e.version is not None
         if target is not None and e.version > target:
@@ -376,7 +385,8 @@ def undo_steps(ms: MigrationSet, rows: list[HistoryRow], *, to: Version | None =
         if u is None:
             lacking.append(f"{v} ({row.script})")
             continue
-        steps.append(Step("U", u, v, u.description, u.script, u.checksum, reason="undo"))
+        steps.append(Step("U", u, v, u.description, u.script, u.checksum, reason="undo",
+                          undoes=row))
     if lacking:
         raise BadInput(
             "cannot undo: no undo file (U<version>__<desc>.sql) for version "

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,82 +47,51 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from pgferry.config import Config, parse_duration, pg_duration
+from pgferry.config import Config
 from pgferry.errors import LockUnavailable, OperationFailed
 from pgferry.migrate import history, nontx, progress
 from pgferry.migrate.files import parse_name
-from pgferry.migrate.history import SQL, UNDO_SQL
+from pgferry.migrate.history import SQL, HistoryRow, undo_row
 from pgferry.migrate.locks import (
     LockWatcher,
     MigrationLock,
+    Waiting,
     lock_key,
     terminate_orphans,
     work_app_name,
 )
 from pgferry.migrate.plan import Step
+from pgferry.migrate.settings import FileResult as FileResult
+from pgferry.migrate.settings import Settings as Settings
 from pgferry.migrate.statements import ParsedFile, Statement
-from pgferry.pg.connect import APP_NAME, Target, connect, map_db_error, redact
+from pgferry.pg.connect import (
+    APP_NAME,
+    Target,
+    connect,
+    map_db_error,
+    redact,
+    with_server_lines,
+)
+
+#: how far past deadlock_timeout a retry facing autovacuum waits
+AUTOVACUUM_MARGIN_MS = 500
 
 #: progress callback: (kind, step, result or None, index, total); kind "start"|"done" with
 #: the file's index and the number of files, or "retry" with attempt number and max attempts
 Event = Callable[[str, Step, "FileResult | None", int, int], None]
 
 
-@dataclass(frozen=True)
-class Settings:
-    schema: str
-    table: str
-    lock_timeout: str  # PostgreSQL setting value, e.g. '250ms'
-    statement_timeout: str | None
-    lock_retries: int
-    lock_wait: float  # seconds
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> Settings:
-        m = cfg.migrate
-        return cls(m.schema_, m.history_table, pg_duration(m.lock_timeout),
-                   pg_duration(m.statement_timeout) if m.statement_timeout else None,
-                   m.lock_retries, parse_duration(m.lock_wait).total_seconds())
-
-    @property
-    def lock_timeout_s(self) -> float:
-        return parse_duration(self.lock_timeout).total_seconds()
-
-    def session_sql(self, local: bool) -> list[str]:
-        """The settings as SQL, for ``migrate plan``."""
-        verb = "SET LOCAL" if local else "SET"
-        out = [f"{verb} lock_timeout = '{self.lock_timeout}'"]
-        if self.statement_timeout:
-            out.append(f"{verb} statement_timeout = '{self.statement_timeout}'")
-        return out
-
-
-@dataclass
-class FileResult:
-    script: str
-    version: str | None
-    kind: str
-    mode: str  # "transaction" | "autocommit"
-    duration_ms: int
-    attempts: int = 1
-    statements: int = 0
-    resumed_after: int = 0
-    installed_rank: int | None = None
-    dropped_invalid_indexes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
 def _is_lock_timeout(e: BaseException) -> bool:
     return isinstance(e, psycopg.Error) and e.sqlstate == "55P03"
 
 
-def server_message(e: psycopg.Error) -> str:
-    """The server's message and detail on one line, redacted."""
+def server_message(e: psycopg.Error, *, detail: bool = True) -> str:
+    """The server's message (and, with ``detail``, its DETAIL in parentheses) on one line,
+    redacted: for the progress table and ``status``. Errors shown to the user carry the
+    DETAIL and HINT on lines of their own (:func:`pgferry.pg.connect.with_server_lines`)."""
     d = e.diag
     text = (d.message_primary or str(e)).strip().splitlines()[0] if d else str(e)
-    if d and d.message_detail:
+    if detail and d and d.message_detail:
         text += f" ({' '.join(d.message_detail.split())})"
     return redact(text)
 
@@ -147,6 +115,7 @@ class Runner:
         self.pid = 0
         self.role = ""
         self.orphans: list[int] = []
+        self.deadlock_timeout_ms = 1000  # read from the server on enter
         self.done: list[FileResult] = []  # files applied by this runner so far
 
     # -- lifecycle -------------------------------------------------------------
@@ -169,8 +138,11 @@ class Runner:
             self.conn.execute(
                 "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'),"
                 " false)", [psycopg.sql.Identifier(self.s.schema).as_string(self.conn)])
-            row = self.conn.execute("SELECT current_user").fetchone()
-            self.role = str(row[0]) if row else ""
+            row = self.conn.execute(
+                "SELECT current_user, setting::int FROM pg_settings"
+                " WHERE name = 'deadlock_timeout'").fetchone()
+            if row:
+                self.role, self.deadlock_timeout_ms = str(row[0]), int(row[1])
             with self.conn.transaction():
                 history.ensure_table(self.conn, self.s.schema, self.s.table)
         except psycopg.Error as e:
@@ -276,10 +248,16 @@ class Runner:
         return LockWatcher(self.lock.conn, self.pid, min(max(lt / 3, 0.05), 1.0) if lt else 1.0)
 
     def _history_row(self, version: str | None, description: str, script: str,
-                     checksum: int | None, ms: int, success: bool, undo: bool) -> int:
+                     checksum: int | None, ms: int, success: bool, undo: bool,
+                     undoes: HistoryRow | None = None) -> int:
+        """Flyway's row for a file; for an undo, see :func:`undo_row`."""
+        kind = SQL
+        if undo:
+            kind, description, script, checksum, ms = undo_row(
+                self.s.undo_history, success, undoes, description, script, checksum, ms)
         return history.insert(
             self.work, self.s.schema, self.s.table, version=version, description=description,
-            type=UNDO_SQL if undo else SQL, script=script, checksum=checksum,
+            type=kind, script=script, checksum=checksum,
             installed_by=self.role, execution_time=ms, success=success,
         )
 
@@ -287,23 +265,35 @@ class Runner:
                     seen: Any, scope: str = "file") -> LockUnavailable:
         what = seen.describe() if seen else "a lock (its holder had gone when sampled)"
         at = f" at line {stmt.line}" if stmt else ""
+        av = ("; autovacuum did not yield even after deadlock_timeout (a vacuum against "
+              "transaction-id wraparound never does: let it finish)"
+              if seen is not None and seen.autovacuum else "")
         return LockUnavailable(
             f"{step.script}{at}: could not get {what} within lock_timeout "
-            f"{self.s.lock_timeout} after {attempts} attempts; nothing of this {scope} was "
+            f"{self.s.lock_timeout} after {attempts} attempts{av}; nothing of this {scope} was "
             "applied. Retry when the blocking session is done, or raise [migrate] lock_retries",
             script=step.script, line=stmt.line if stmt else None,
             lock=seen.__dict__ if seen else None,
         )
 
-    def _set_timeouts(self, *, local: bool) -> None:
+    def lock_timeout_for(self, seen: Waiting | None) -> str:
+        """``lock_timeout`` for the next attempt: past ``deadlock_timeout`` when autovacuum
+        blocked the last one (the server cancels an autovacuum for a lock waiter only once
+        the waiter has waited ``deadlock_timeout``; a shorter wait never gets the lock)."""
+        configured = int(self.s.lock_timeout_s * 1000)
+        if seen is not None and seen.autovacuum and configured > 0:
+            return f"{max(configured, self.deadlock_timeout_ms + AUTOVACUUM_MARGIN_MS)}ms"
+        return self.s.lock_timeout
+
+    def _set_timeouts(self, *, local: bool, lock_timeout: str | None = None) -> None:
         """``SET [LOCAL] lock_timeout / statement_timeout`` in one round trip."""
+        lt = lock_timeout or self.s.lock_timeout
         if self.s.statement_timeout:
             self.work.execute("SELECT set_config('lock_timeout', %s, %s),"
                               " set_config('statement_timeout', %s, %s)",
-                              [self.s.lock_timeout, local, self.s.statement_timeout, local])
+                              [lt, local, self.s.statement_timeout, local])
         else:
-            self.work.execute("SELECT set_config('lock_timeout', %s, %s)",
-                              [self.s.lock_timeout, local])
+            self.work.execute("SELECT set_config('lock_timeout', %s, %s)", [lt, local])
 
     def _run_transactional(self, step: Step, pf: ParsedFile, undo: bool) -> FileResult:
         c, attempts, seen = self.work, 0, None
@@ -319,13 +309,15 @@ class Runner:
                     with self._watcher() as w:
                         try:
                             with c.transaction():
-                                self._set_timeouts(local=True)
+                                self._set_timeouts(local=True,
+                                                   lock_timeout=self.lock_timeout_for(seen))
                                 for current in pf.statements:
                                     c.execute(current.text.encode())
                                 ms = int((time.monotonic() - t0) * 1000)
                                 self._check_lock(step)  # commit only while we hold the lock
                                 rank = self._history_row(version, step.description, step.script,
-                                                         step.checksum, ms, True, undo)
+                                                         step.checksum, ms, True, undo,
+                                                         step.undoes)
                         finally:
                             seen = w.seen or seen
         except psycopg.Error as e:
@@ -342,9 +334,9 @@ class Runner:
         err = map_db_error(e)
         at = f":{stmt.line}" if stmt else ""
         n = f" (statement {stmt.index + 1})" if stmt else ""
-        return OperationFailed(f"{step.script}{at}{n}: {server_message(e)}; {tail}",
-                               script=step.script, line=stmt.line if stmt else None,
-                               **err.details)
+        text = f"{step.script}{at}{n}: {server_message(e, detail=False)}; {tail}"
+        return OperationFailed(with_server_lines(text, e), script=step.script,
+                               line=stmt.line if stmt else None, **err.details)
 
 # -- hooks for repair and status ------------------------------------------------
 

@@ -4,21 +4,28 @@ Contract: each function takes the config, a resolved target and options, and
 returns a JSON-ready dict; anything wrong is a :class:`~pgferry.errors.PgferryError`.
 Order of checks for ``up``/``undo`` (all before anything runs):
 
-1. blackout window (:func:`~pgferry.migrate.windows.check_blackout`, exit 4);
+1. blackout window (:func:`pgferry.policy.blackout_guard`, run by the caller, exit 4);
 2. pgferry.sum stale/missing: a warning, or Refused (4) with ``strict_sum``;
 3. validate: an applied file changed, deleted, or a failed row recorded →
    **Refused (exit 4)**: ``up`` refuses to run on a history it cannot trust
-   (``migrate validate`` reports the same as exit 1, "found a problem");
+   (``migrate validate`` reports the same as exit 1, "found a problem"); a
+   file below the current version that is not applied (the history is ahead
+   of the files) → ProblemFound (exit 1), as Flyway's validate, unless
+   ``out_of_order``;
 4. templates on a protected env → Refused (4): "number them first";
 5. every file to run parses (pglast) → else SqlParseError (exit 2);
 6. the lint gate (when ``pgferry.lint.gate`` exists) on a protected env:
-   error findings → Refused (4) unless ``allow_unsafe`` with a reason.
+   error findings → Refused (4) unless ``allow_unsafe`` with a reason;
+7. the target has every extension the files create and a version whose grammar
+   they use (:mod:`pgferry.migrate.preflight`) → else BadInput (exit 2).
 
 Then, under the migration lock, the history is read again (another run may
 have applied files meanwhile), the same checks repeat on what is left, and
 the :class:`~pgferry.migrate.runner.Runner` executes. Everything that writes
 is journaled (``migrate up``/``migrate undo``) with applied files, durations
-and any override reasons. The caller handles ``--yes`` (confirm_protected).
+and any override reasons; a refusal (exit 4) or a check that stops the run
+(exit 1) is journaled too, where the journal exists. The caller handles
+``--yes`` (confirm_protected) and the blackout guard.
 """
 
 from __future__ import annotations
@@ -30,12 +37,12 @@ from typing import Any
 
 from pgferry import journal
 from pgferry.config import Config
-from pgferry.errors import BadInput, PgferryError, Refused
-from pgferry.migrate import files, history
+from pgferry.errors import BadInput, PgferryError, ProblemFound, Refused
+from pgferry.migrate import files, history, preflight
 from pgferry.migrate.files import MigrationSet, Version
-from pgferry.migrate.history import HistoryRow
+from pgferry.migrate.history import HistoryRow, undo_row
 from pgferry.migrate.plan import (
-    PROBLEM_STATES,
+    REFUSE_STATES,
     Step,
     classify,
     current_version,
@@ -94,18 +101,31 @@ def _problem_text(entries: list[Any], failed: dict[str, Any]) -> list[str]:
     return out
 
 
-def _validate(ms: MigrationSet, rows: list[HistoryRow], failed: dict[str, Any]) -> list[str]:
-    """Refused when the history cannot be trusted; returns warnings otherwise."""
+def _validate(ms: MigrationSet, rows: list[HistoryRow], failed: dict[str, Any], env: str,
+              out_of_order: bool = False) -> list[str]:
+    """Refused when the history cannot be trusted; ProblemFound (exit 1) when it is ahead of
+    the files (as Flyway's validate) unless ``out_of_order``; returns warnings otherwise."""
     entries = classify(ms, rows)
-    bad = [e for e in entries if e.state in PROBLEM_STATES]
+    bad = [e for e in entries if e.state in REFUSE_STATES]
     if bad:
         raise Refused(
             "validate failed, nothing was run: " + "; ".join(_problem_text(bad, failed))
             + ". Restore the files, or run `pgferry migrate repair` (failed rows, checksums)",
             problems=[e.to_dict() for e in bad],
         )
-    return [f"{e.version} ({e.script}) is below the current version and is not applied "
-            "(out of order)" for e in entries if e.state == "ignored"]
+    behind = [e for e in entries if e.state == "ignored"]
+    if not behind:
+        return []
+    names = ", ".join(f"{e.version} ({e.script})" for e in behind)
+    current = current_version(rows)
+    if out_of_order:
+        return [f"applying {names} out of order, below the current version {current}"]
+    raise ProblemFound(
+        f"the history of {env} is ahead of the files: {names} "
+        f"{'is' if len(behind) == 1 else 'are'} not applied and below its current version "
+        f"{current}, so nothing was run; apply {'it' if len(behind) == 1 else 'them'} anyway "
+        f"with --out-of-order (Flyway's outOfOrder), or renumber above {current}",
+        versions=[str(e.version) for e in behind], current_version=str(current))
 
 
 def _sum_warnings(cfg: Config, ms: MigrationSet, *, strict: bool = True) -> list[str]:
@@ -134,7 +154,7 @@ def _lint(cfg: Config, target: Target | None, steps: list[tuple[Step, ParsedFile
 def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow],
             failed: dict[str, Any], *, version: Version | None = None, undo: bool = False,
             to: Version | None = None, strict: bool = True, lint: bool = True,
-            linted: dict[str, list[Any]] | None = None) -> Prepared:
+            linted: dict[str, list[Any]] | None = None, out_of_order: bool = False) -> Prepared:
     """The steps to run, parsed and checked (see the module docstring).
 
     ``strict=False`` (``migrate plan``) turns refusals into warnings; ``lint``
@@ -142,15 +162,16 @@ def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow
     """
     p = Prepared(rows=rows)
     try:
-        p.warnings += _validate(ms, rows, failed)
-    except Refused as e:
+        p.warnings += _validate(ms, rows, failed, target.name, out_of_order or undo)
+    except (Refused, ProblemFound) as e:
         if strict:
             raise
         p.warnings.append(e.message)
     if undo:
         steps = undo_steps(ms, rows, to=to)
     else:
-        steps = pending(ms, rows, target=version, allow_templates=True)
+        steps = pending(ms, rows, target=version, allow_templates=True,
+                        out_of_order=out_of_order)
         templates = [s for s in steps if s.template]
         if templates and target.protected:
             names = ", ".join(s.file.script for s in templates)
@@ -194,12 +215,15 @@ def _gate_check(target: Target, p: Prepared, allow_unsafe: bool, reason: str | N
     )
 
 
-def plan(cfg: Config, target: Target, *, version: Version | None = None) -> dict[str, Any]:
+def plan(cfg: Config, target: Target, *, version: Version | None = None,
+         out_of_order: bool = False) -> dict[str, Any]:
     """What ``up`` would run, read-only: each file's SQL, transaction mode and settings."""
     ms = files.scan(cfg.migrations_dir)
     rows, failed = read_history(cfg, target)
-    p = prepare(cfg, target, ms, rows, failed, version=version, strict=False)
-    p.warnings += _sum_warnings(cfg, ms, strict=False)
+    p = prepare(cfg, target, ms, rows, failed, version=version, strict=False,
+                out_of_order=out_of_order)
+    p.warnings += _sum_warnings(cfg, ms, strict=False) + preflight.notes(p.steps)
+    preflight.check(target, p.steps)
     s = Settings.from_config(cfg)
     return {
         "env": target.name,
@@ -217,9 +241,21 @@ def _str(v: Version | None) -> str | None:
     return str(v) if v is not None else None
 
 
+def _history_record(step: Step, s: Settings) -> dict[str, Any]:
+    """The history row the step will write (for ``plan`` and ``--dry-run``)."""
+    kind, desc, script = "SQL", step.description, step.script
+    checksum: int | None = step.checksum
+    if step.kind == "U":
+        kind, desc, script, checksum, _ = undo_row(s.undo_history, True, step.undoes, desc,
+                                                   script, checksum, 0)
+    return {"type": kind, "version": _str(step.version), "description": desc, "script": script,
+            "checksum": checksum}
+
+
 def _step_dict(step: Step, pf: ParsedFile, s: Settings, findings: list[Any]) -> dict[str, Any]:
     return {
         **step.to_dict(),
+        "history_row": _history_record(step, s),
         "mode": pf.mode,
         "non_transactional": pf.reasons,
         "settings": s.session_sql(local=pf.transactional),
@@ -233,20 +269,24 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
         to: Version | None = None, dry_run: bool = False, now: datetime,
         override_blackout: bool = False, reason: str | None = None,
         allow_unsafe: bool = False, unsafe_reason: str | None = None,
-        arguments: dict[str, Any] | None = None, on_event: Event | None = None
-        ) -> dict[str, Any]:
+        arguments: dict[str, Any] | None = None, on_event: Event | None = None,
+        out_of_order: bool = False) -> dict[str, Any]:
     """``migrate up`` (or ``undo``): checks, then apply under the lock, journaled."""
     command = "migrate undo" if undo else "migrate up"
+    # the caller ran policy.blackout_guard (journaled); here only to name the window
     window = check_blackout(cfg, target.name, now, override_blackout, reason)
     ms = files.scan(cfg.migrations_dir)
-    warnings = _sum_warnings(cfg, ms)
-    rows, failed = read_history(cfg, target)
-    # the gate only refuses on protected envs; elsewhere `migrate plan`/`lint` show findings
-    gated = target.protected or dry_run
-    pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to, lint=gated)
-    _gate_check(target, pre, allow_unsafe, unsafe_reason)
+    with journal.refusals(target, command, arguments):  # refusals by the checks, journaled
+        warnings = _sum_warnings(cfg, ms)
+        rows, failed = read_history(cfg, target)
+        # the gate only refuses on protected envs; elsewhere `migrate plan`/`lint` show findings
+        gated = target.protected or dry_run
+        pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to,
+                      lint=gated, out_of_order=out_of_order)
+        _gate_check(target, pre, allow_unsafe, unsafe_reason)
+    preflight.check(target, pre.steps)
     result: dict[str, Any] = {"env": target.name, "command": command, "dry_run": dry_run,
-                              "warnings": warnings + pre.warnings}
+                              "warnings": warnings + pre.warnings + preflight.notes(pre.steps)}
     if dry_run:
         s = Settings.from_config(cfg)
         result["steps"] = [_step_dict(st, pf, s, pre.findings.get(st.file.script, []))
@@ -270,7 +310,7 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
             if interrupted:
                 op.details["interrupted"] = interrupted
             p = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to,
-                        lint=target.protected, linted=pre.findings)
+                        lint=target.protected, linted=pre.findings, out_of_order=out_of_order)
             _gate_check(target, p, allow_unsafe, unsafe_reason)
             try:
                 results = r.apply(p.steps, undo=undo)

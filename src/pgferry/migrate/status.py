@@ -9,8 +9,9 @@ Contract:
   non-transactional file the statement it stopped at (from the runner's
   progress table, when the runner recorded one).
 - :func:`problems` is pure: the list ``validate`` exits 1 on (a changed,
-  deleted or failed migration; a stale ``pgferry.sum``), and :func:`warnings`
-  the things worth saying that are not failures (ignored files, a missing sum).
+  deleted or failed migration; one below the current version that is not
+  applied, as Flyway's validate; a stale ``pgferry.sum``), and :func:`warnings`
+  the things worth saying that are not failures (future rows, a missing sum).
 
 Reading 5,000 files and their checksums is the only per-file cost; it stays
 well under a second (figure in docs/migrations.md).
@@ -28,7 +29,7 @@ import psycopg
 from pgferry.config import Config
 from pgferry.migrate import files, history, runner
 from pgferry.migrate.files import MigrationSet
-from pgferry.migrate.history import HistoryRow
+from pgferry.migrate.history import UNDO_SQL, HistoryRow
 from pgferry.migrate.plan import PROBLEM_STATES, Entry, classify, current_version
 from pgferry.pg.connect import Target, connect, map_db_error
 
@@ -44,6 +45,7 @@ class Status:
     entries: list[Entry]
     sum_state: str
     failed_statements: dict[str, dict[str, Any]] = field(default_factory=dict)
+    undo_history: str = "flyway"  # [migrate] undo_history
 
     @cached_property
     def current(self) -> str | None:
@@ -139,6 +141,7 @@ def build(
         entries=classify(ms, rows),
         sum_state=files.sum_state(ms),
         failed_statements=failed or {},
+        undo_history=cfg.migrate.undo_history,
     )
 
 
@@ -163,6 +166,11 @@ def problems(s: Status) -> list[str]:
             )
         elif e.state == "missing":
             out.append(f"{name}: applied, but the file is gone; restore it from git")
+        elif e.state == "ignored":
+            out.append(
+                f"{name}: not applied and below the current version {s.current} (the history "
+                "is ahead of the files); `migrate up --out-of-order` applies it, or renumber it"
+            )
         elif e.state == "failed":
             where = s.failed_at(e)
             at = ""
@@ -183,15 +191,18 @@ def warnings(s: Status) -> list[str]:
     """Worth a line, not a failure."""
     out: list[str] = []
     for e in s.entries:
-        if e.state == "ignored":
-            out.append(
-                f"{_name(e)}: not applied and older than the current version "
-                f"{s.current}; `up` will not run it (renumber it as a new migration)"
-            )
-        elif e.state == "future":
+        if e.state == "future":
             out.append(
                 f"{_name(e)}: applied here, but no such file in this checkout (a newer branch?)"
             )
+    teams = [r for r in s.rows if r.type == UNDO_SQL]
+    if teams and s.undo_history == "flyway":
+        out.append(
+            f"{len(teams)} UNDO_SQL row(s) in {s.history_table} (written by Flyway Teams or an "
+            "earlier pgferry): the free Flyway cannot read this history; `pgferry migrate "
+            "repair` converts them into the DELETE rows every edition reads (or set [migrate] "
+            'undo_history = "flyway-teams")'
+        )
     if s.sum_state == "missing":
         out.append(
             f"no {files.SUM_FILE}: run `pgferry migrate sum` and commit it, so two "

@@ -15,7 +15,7 @@ Contract (pure; ``now`` is always passed in):
 - :func:`active_window` returns the first active entry for an env (or None);
   :func:`check_blackout` turns that into policy: :class:`~pgferry.errors.Refused`
   (exit 4, naming the window) unless ``override`` with a non-empty ``reason``.
-  ``migrate up|undo|repair|baseline`` call it before touching the database.
+  Commands call it through :func:`pgferry.policy.blackout_guard`, which journals.
 """
 
 from __future__ import annotations
@@ -151,12 +151,22 @@ def describe(b: Blackout) -> str:
 
 
 def check_config(cfg: Config) -> None:
-    """ConfigError naming the ``[[blackout]]`` entry and line for an entry that is wrong."""
+    """ConfigError naming the ``[[blackout]]`` entry and line for an entry that is wrong:
+    one that cannot be read, or whose ``envs`` names an environment that is not configured
+    (a typo there would switch the freeze off without a word). :func:`pgferry.config.load_config`
+    calls it, so every command stops on a broken window, not only those that write."""
     headers = [i for i, ln in enumerate(cfg.text.splitlines(), 1)
                if ln.strip().replace(" ", "") == "[[blackout]]"]
     for i, b in enumerate(cfg.blackout):
         try:
             validate(b)
+            unknown = [e for e in b.envs if e not in cfg.environments]
+            if unknown:
+                known = ", ".join(sorted(cfg.environments)) or "none"
+                raise ValueError(f"envs names {', '.join(map(repr, unknown))}, which "
+                                 f"{'is' if len(unknown) == 1 else 'are'} not a configured "
+                                 f"environment (configured: {known}); fix the name, or the "
+                                 "window would never apply")
         except ValueError as e:
             where = cfg.path or "pgferry.toml"
             line = f"{where}:{headers[i]}: " if i < len(headers) else ""
