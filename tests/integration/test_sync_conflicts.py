@@ -66,7 +66,7 @@ def test_the_first_sync_cannot_know_the_next_one_can(proj: Project, cli: Callabl
     r = run(cli, proj, "sync", "dev", "qa", "--dry-run")
     assert ref(r)["conflicts_known"] is False
     text = cli("--config", str(proj.config), "sync", "dev", "qa", "--dry-run").out
-    assert "public.ref: conflicts cannot be known yet" in text
+    assert "conflicts cannot be known yet (no earlier sync from dev) for: public.ref" in text
     assert run(cli, proj, "sync", "dev", "qa").code == 0
     r = run(cli, proj, "sync", "dev", "qa")
     assert ref(r)["conflicts_known"] is True and ref(r)["conflicts"] == 0
@@ -157,6 +157,15 @@ def test_on_conflict_target_keeps_the_target_rows(proj: Project, cli: Callable[.
     assert r.code == 1 and item["dead_lettered"] == 4
     assert [x for x in rows(proj.dsns["prod"], "item") if x[1] != 4] == [
         x for x in rows(proj.dsns["dev"], "item") if x[1] != 4]
+    # a kept conflict stays one: kept again by the next run, not written back as a change
+    # made on the target only
+    r = run(cli, proj, "sync", "dev", "prod", "--yes", "--on-conflict", "target")
+    assert (ref(r)["conflicts"], ref(r)["target_only"]) == (3, 0)
+    assert label(proj.dsns["prod"], 3) == "prod fix"
+    # until the source wins it
+    r = run(cli, proj, "sync", "dev", "prod", "--yes", "--on-conflict", "source")
+    assert ref(r)["conflicts"] == 3 and label(proj.dsns["prod"], 3) == "dev"
+    assert rows(proj.dsns["prod"]) == rows(proj.dsns["dev"])
 
 
 def test_freeze_and_many_transactions_change_nothing(proj: Project, cli: Callable[..., Result]

@@ -58,12 +58,11 @@ def conflict_lines(t: Any, source: str, on_conflict: str, keep: bool) -> list[st
     import json
 
     lines = []
-    if t.conflicts_known is False:
-        lines.append(f"{t.table}: conflicts cannot be known yet: no earlier sync from {source} "
-                     "into this table to compare with (the next one can)")
     if t.conflicts:
-        what = {"stop": "the table is left as it was", "source": "the source's rows win; the "
-                "target's are kept for sync revert", "target": "the target's rows stay"}
+        what = {"stop": "the table is left as it was; choose with --on-conflict source (the "
+                "source wins, the target's rows are kept for sync revert) or target (the "
+                "target's rows stay)", "source": "the source's rows win; the target's are kept "
+                "for sync revert", "target": "the target's rows stay"}
         lines.append(f"conflicts: {t.table}: {t.conflicts} row(s) changed on both sides since "
                      f"the last sync (on_conflict = {on_conflict}: {what[on_conflict]})")
         for c in t.conflict_rows[:5]:
@@ -79,17 +78,25 @@ def conflict_lines(t: Any, source: str, on_conflict: str, keep: bool) -> list[st
     return lines
 
 
+def _unknown(out: Console, result: SyncResult) -> None:
+    unknown = [t.table for t in result.tables if t.conflicts_known is False]
+    if unknown:
+        _say(out, f"conflicts cannot be known yet (no earlier sync from {result.source}) for: "
+             + ", ".join(unknown))
+
+
 def _render_plan(result: SyncResult, out: Console) -> None:
     from pgferry.sync.report import key_text
 
     plan = result.options.get("plan") or {}
     tbl = RichTable(title=Text(f"plan: {result.mode} {result.source} -> {result.target} "
                                "(dry run, nothing written)"))
-    heads = ("#", "table", "strategy", "key", "est. rows", "insert", "update", "delete",
+    heads = ("#", "table", "strategy", "key", "insert", "update", "delete", "conflicts",
              "columns", "status")
     for h in heads:
-        tbl.add_column(h, justify="right" if h in ("#", "est. rows", "insert", "update",
-                                                   "delete") else "left")
+        tbl.add_column(h, justify="right" if h in ("#", "insert", "update", "delete",
+                                                   "conflicts") else "left",
+                       no_wrap=h == "table")
     by = {t.table: t for t in result.tables}
     for t in plan.get("tables", []):
         r = by.get(t["table"])
@@ -99,15 +106,17 @@ def _render_plan(result: SyncResult, out: Console) -> None:
         if t["missing_on_source"]:
             diff.append("target only: " + ", ".join(t["missing_on_source"]))
         counted = r is not None and r.status != "failed" and not t["error"]
-        nums = ([f"{r.would_insert:,}", f"{r.would_update:,}", f"{r.would_delete:,}"]
-                if counted and r is not None else ["-", "-", "-"])
+        nums = ([f"{r.would_insert:,}", f"{r.would_update:,}", f"{r.would_delete:,}",
+                 "?" if r.conflicts_known is False else f"{r.conflicts:,}"
+                 if t["conflicts_tracked"] else "-"]
+                if counted and r is not None else ["-", "-", "-", "-"])
         tbl.add_row(*_cells(t["order"] + 1, t["table"], t["strategy"], ",".join(t["key"]) or "-",
-                            f"{t['estimated_rows']:,}", *nums,
-                            "; ".join(diff) or f"{len(t['columns'])} same",
+                            *nums, "; ".join(diff) or f"{len(t['columns'])} same",
                             "stopped" if t["error"] else "failed" if r and r.status == "failed"
                             else "ready"))
     out.print(tbl)
-    for t in plan.get("tables", []):
+    tables = plan.get("tables", [])
+    for t in tables:
         name = t["table"]
         r = by.get(name)
         if t["error"]:
@@ -128,15 +137,23 @@ def _render_plan(result: SyncResult, out: Console) -> None:
         if t["masked"]:
             _say(out, f"{name}: masked: " + ", ".join(f"{c} ({rule})" for c, rule in
                                                        sorted(t["masked"].items())))
-        for lock in t["locks"]:
-            _say(out, f"{name}: locks: {lock}")
-        if t["sequences"]:
-            _say(out, f"{name}: sequences moved forward after the data: "
-                 + ", ".join(sorted(v.partition("|")[0] for v in t["sequences"].values())))
-        if t["before_images"]:
-            _say(out, f"{name}: before-images kept (sync revert)")
         for w in t["warnings"]:
             _say(out, f"warning: {name}: {w}")
+    # what holds for many tables, said once
+    _unknown(out, result)
+    locks: dict[str, list[str]] = {}
+    for t in tables:
+        for lock in t["locks"]:
+            locks.setdefault(lock, []).append(t["table"])
+    for lock, names in locks.items():
+        _say(out, f"locks: {lock}: {', '.join(names)}")
+    seqs = sorted({v.partition("|")[0] for t in tables for v in t["sequences"].values()})
+    if seqs:
+        _say(out, "sequences moved forward after the data: " + ", ".join(seqs))
+    images = [t["table"] for t in tables if t["before_images"]]
+    if images:
+        _say(out, "before-images kept (sync revert): " + (
+            "every table" if len(images) == len(tables) else ", ".join(images)))
     for f in plan.get("findings", []):
         _say(out, f"drift: {f}")
     for w in result.warnings:
@@ -191,6 +208,7 @@ def _render(result: SyncResult) -> Any:
                 _say(out, f"{t.table}: first differing keys: "
                      + "; ".join(key_text(k) for k in keys[:5])
                      + (f"; and {more:,} more" if more > 0 else ""))
+        _unknown(out, result)
         for f in result.findings:
             _say(out, f"drift: {f}")
         for w in result.warnings:

@@ -23,9 +23,11 @@ Python), and decides (:func:`decide`, pure):
 A missing key in the base means the row did not exist then; a missing row
 (s or t) is a delete or a row not created yet. The rows to leave alone go into
 a temp table the writes exclude (``TablePlan.skip``). After the table's writes,
-:func:`update_base` moves the base of every classified row to what the source
-had when the write succeeded (kept rows: to the source's row too, so a kept
-target change stays a target-only change). No usable base yet (the first sync,
+:func:`update_base` moves the base of every classified row the write made equal
+to the source's row to that row. A kept row keeps its base: a conflict kept
+under ``"target"`` is a conflict again on the next sync (kept again while the
+policy says so; stopped at, under ``"stop"``), and a kept target change stays a
+target-only change. No usable base yet (the first sync,
 or columns or types changed since), :func:`rebuild` makes one from the target
 once it is written, and conflicts could not be known for that run.
 
@@ -241,12 +243,15 @@ def skip_filter(t: TablePlan, alias: sql.Composable) -> sql.Composable:
 
 
 def update_base(link: Link, t: TablePlan, tgt: Side) -> None:
-    """After the table's writes: move the base of every classified row (module docstring)."""
+    """After the table's writes: the base of every row now equal to the source's is that row.
+
+    Rows left alone (kept, dead-lettered) keep their base (see the module docstring).
+    """
     conn, base = link.tgt, base_ident(link.ctx.source, t)
     cls, skip = _tmp("cls", t), _tmp("skip", t)
     conn.execute(sql.SQL(
-        "WITH c AS (SELECT k.*, (EXISTS (SELECT 1 FROM {skip} x WHERE {xk} = {kk}) OR {now} IS "
-        "NOT DISTINCT FROM k.pgferry_s) AS pgferry_set FROM {cls} k), "
+        "WITH c AS (SELECT k.*, (NOT EXISTS (SELECT 1 FROM {skip} x WHERE {xk} = {kk}) AND "
+        "{now} IS NOT DISTINCT FROM k.pgferry_s) AS pgferry_set FROM {cls} k), "
         "gone AS (DELETE FROM {base} b USING c WHERE {bk} = {ck} AND c.pgferry_set AND "
         "c.pgferry_s IS NULL RETURNING 1) "
         "INSERT INTO {base} ({keys}, pgferry_h) SELECT {cc}, c.pgferry_s FROM c WHERE "

@@ -252,7 +252,7 @@ def _prepare(ctx: RunContext, t: TablePlan, link: Link
         return None, [lambda res: full_deletes(link, t, res)]
     if t.strategy == "checksum":
         work = compare.checksum_compare(ctx, t, link, progress)
-        _note_conflicts(t, r, work)
+        _note_conflicts(ctx, t, link, r, work)
         return work, work.deletes if work is not None else []
     if t.strategy == "watermark":
         mark = watermark.read_mark(link, t)
@@ -306,11 +306,19 @@ def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
 
 
-def _note_conflicts(t: TablePlan, r: TableResult, work: Any) -> None:
+def _note_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
+                    work: Any) -> None:
     """What the conflicts step found, on the table's result."""
-    cl = work.classified if work is not None else None
+    from pgferry.sync import conflicts
+
     if not t.track:
         return
+    if work is None:  # an empty target: no conflict there, if a base says what was synced
+        tgt = compare.sides(ctx, t, link)[1]
+        r.conflicts_known = conflicts.usable(link.tgt, link.ctx.source, t,
+                                             conflicts.spec_of(link.tgt, t, tgt))
+        return
+    cl = work.classified
     if cl is None or not cl.known:
         r.conflicts_known = False
         return
@@ -320,10 +328,7 @@ def _note_conflicts(t: TablePlan, r: TableResult, work: Any) -> None:
     r.target_only, r.kept = cl.target_only, cl.kept
     if work.stopped:
         r.status = "conflicts"
-        r.error = (f"{cl.conflicts} row(s) changed on the target since the last sync that this "
-                   "sync would change (on_conflict = \"stop\"): the table is as it was; choose "
-                   "with --on-conflict source (the source wins, the target's rows are kept for "
-                   "sync revert) or target (the target's rows stay)")
+        r.error = f"stopped at {cl.conflicts} conflict(s); the table is as it was"
 
 
 def _settle(t: TablePlan, r: TableResult) -> None:
@@ -414,14 +419,14 @@ def _dry_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult) ->
     try:
         work = compare.checksum_compare(ctx, t, link, _progress(ctx, t))
         if work is None:
-            r.conflicts_known = False  # an empty target and no base: the first sync
+            _note_conflicts(ctx, t, link, r, None)
             return False
         found = work.found
         found.fill(r)
         r.source_rows = found.source_rows
         r.would_insert, r.would_update = found.only_in_source, found.differing
         r.would_delete = found.only_in_target if t.deletes else 0
-        _note_conflicts(t, r, work)
+        _note_conflicts(ctx, t, link, r, work)
         if work.stopped:
             r.status, r.error = "planned", None
             r.note = (f"{r.conflicts} conflict(s): on_conflict = \"stop\" would leave this "
