@@ -209,8 +209,10 @@ def _render(result: SyncResult) -> Any:
                      + "; ".join(key_text(k) for k in keys[:5])
                      + (f"; and {more:,} more" if more > 0 else ""))
         _unknown(out, result)
+        listed = {t.table for t in result.tables if t.status == "missing"}
         for f in result.findings:
-            _say(out, f"drift: {f}")
+            if f.split(" ", 1)[0] not in listed:  # (a missing table's row says it already)
+                _say(out, f"drift: {f}")
         for w in result.warnings:
             _say(out, f"warning: {w}")
         if result.error:

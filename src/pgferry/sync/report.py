@@ -78,10 +78,13 @@ def key_text(item: Any) -> str:
     return str(item)
 
 
+#: columns of text (left-aligned); the others hold numbers
+_LEFT = ("table", "strategy", "status", "checksum after", "column", "rule", "key", "error",
+         "first differing keys", "known", "kind", "target row", "source row", "note")
+
+
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
-    right = {i for i, h in enumerate(headers) if h not in ("table", "strategy", "status",
-                                                          "checksum after", "column", "rule",
-                                                          "key", "error", "first differing keys")}
+    right = {i for i, h in enumerate(headers) if h not in _LEFT}
     lines = ["| " + " | ".join(headers) + " |",
              "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|"]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
