@@ -217,3 +217,35 @@ def test_the_report_has_a_conflicts_section(proj: Project, cli: Callable[..., Re
     assert "## Conflicts" in md and "| public.ref | 3 | 1 | 0 | yes |" in md
     assert "prod fix" in md
     assert json.dumps(r.json)  # one JSON object
+
+
+def test_a_kept_conflict_is_settled_when_both_sides_agree(
+        proj: Project, cli: Callable[..., Result]) -> None:
+    assert run(cli, proj, "sync", "dev", "prod", "--yes").code == 0
+    sql(proj.dsns["dev"], "UPDATE ref SET label = 'dev' WHERE id = 3")
+    sql(proj.dsns["prod"], "UPDATE ref SET label = 'prod fix' WHERE id = 3")
+    r = run(cli, proj, "sync", "dev", "prod", "--yes", "--on-conflict", "target")
+    assert ref(r)["conflicts"] == 1
+    sql(proj.dsns["dev"], "UPDATE ref SET label = 'prod fix' WHERE id = 3")  # dev adopts it
+    r = run(cli, proj, "sync", "dev", "prod", "--yes")
+    assert r.code == 0 and ref(r)["conflicts"] == 0
+    sql(proj.dsns["dev"], "UPDATE ref SET label = 'dev again' WHERE id = 3")
+    r = run(cli, proj, "sync", "dev", "prod", "--yes")  # a change of the source only now
+    assert r.code == 0 and ref(r)["conflicts"] == 0 and label(proj.dsns["prod"], 3) == "dev again"
+
+
+def test_rebase_after_the_same_fix_on_both_sides(proj: Project, cli: Callable[..., Result]
+                                                 ) -> None:
+    assert run(cli, proj, "sync", "dev", "prod", "--yes").code == 0
+    fix = "UPDATE ref SET rate = rate + 1 WHERE id <= 10"  # a data fix run in both places
+    sql(proj.dsns["dev"], fix)
+    sql(proj.dsns["prod"], fix)
+    sql(proj.dsns["dev"], "UPDATE ref SET label = 'dev' WHERE id = 2")
+    r = run(cli, proj, "sync", "dev", "prod", "--yes", "--dry-run")
+    assert ref(r)["conflicts"] == 1  # the base still holds the rows before the fix
+    assert run(cli, proj, "sync", "dev", "prod", "--yes", "--tables", "public.item").code == 0
+    assert run(cli, proj, "sync", "dev", "prod", "--yes", "--on-conflict", "source",
+               "--rebase").code == 0
+    sql(proj.dsns["dev"], "UPDATE ref SET label = 'dev 2' WHERE id IN (2, 5)")
+    r = run(cli, proj, "sync", "dev", "prod", "--yes")
+    assert r.code == 0 and ref(r)["conflicts"] == 0 and ref(r)["updated"] == 2

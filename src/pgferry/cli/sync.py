@@ -314,6 +314,10 @@ def register(app: typer.Typer) -> None:
             "stop (the table stays as it was), source (it is overwritten, kept for sync "
             "revert), target (it stays). Default [sync] on_conflict: stop on protected "
             "targets, else source.")] = None,
+        rebase: Annotated[bool, typer.Option(
+            "--rebase", help="After this sync, take every row as the target then holds it as "
+            "the state the next sync finds conflicts against (after both sides were changed "
+            "the same way by hand; drops conflicts kept with on_conflict = target).")] = False,
         verify_after: Annotated[bool, typer.Option(
             "--verify-after", help="Compare each table again after its load (checksums "
             "after; exit 1 when anything still differs). On whenever --report is given.")
@@ -334,7 +338,7 @@ def register(app: typer.Typer) -> None:
             raise BadInput(f"--on-conflict {on_conflict!r}: use stop, source or target")
         opts = engine.Options(mode=mode, tables=_split(tables), exclude=_split(exclude),  # type: ignore[arg-type]
                               batch_size=batch_size, jobs=jobs, dry_run=dry_run, atomic=atomic,
-                              on_conflict=on_conflict,
+                              on_conflict=on_conflict, rebase=rebase,
                               no_mask_reason=reason if no_mask else None,
                               # a report is the proof: it carries the checksums after
                               verify_after=verify_after or report is not None)

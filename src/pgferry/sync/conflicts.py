@@ -55,6 +55,8 @@ if TYPE_CHECKING:
     from pgferry.sync.tables import Link
 
 Decision = Literal["same", "normal", "target_only", "conflict"]
+#: the layout of the base tables (part of their spec: an older layout is rebuilt)
+_LAYOUT = "base v2: key, pgferry_h, pgferry_open"
 #: conflicts listed per table in the result (all are counted)
 SHOWN = 20
 
@@ -96,7 +98,7 @@ def base_ident(source: str, t: TablePlan) -> sql.Identifier:
 
 def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side) -> str:
     """What the base's hashes depend on: key, columns, types and how each is hashed."""
-    text = "|".join([t.qualname, ",".join(t.key), tgt.row_hash().as_string(conn),
+    text = "|".join([_LAYOUT, t.qualname, ",".join(t.key), tgt.row_hash().as_string(conn),
                      tgt.key_row_hash().as_string(conn)])
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -154,6 +156,10 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
         conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(name, like))
     conn.execute(sql.SQL("ALTER TABLE {} ADD pgferry_h int8").format(sh))
+    # conflicts kept earlier are looked at again (they may be settled now: both sides agree)
+    held = [tuple(r) for r in conn.execute(sql.SQL("SELECT {} FROM {} WHERE pgferry_open").format(
+        cols(t.key), base))]
+    keys = [*keys, *held]
     # the source's hashes of the rows concerned, streamed into the target's temp table
     sel = sql.SQL("SELECT {k}, {h} FROM {tbl} WHERE {p}")
     n = max(1, 60000 // max(1, len(t.key)))
@@ -171,6 +177,8 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
         p, params = key_match(t, batch)
         conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
             touch, cols(t.key), table_ident(t), p), params)
+    conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_open").format(
+        touch, cols(t.key), base))
     for p, params in tgt_ranges:
         conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
             touch, cols(t.key), table_ident(t), p), params)
@@ -245,18 +253,24 @@ def skip_filter(t: TablePlan, alias: sql.Composable) -> sql.Composable:
 def update_base(link: Link, t: TablePlan, tgt: Side) -> None:
     """After the table's writes: the base of every row now equal to the source's is that row.
 
-    Rows left alone (kept, dead-lettered) keep their base (see the module docstring).
+    Rows left alone keep their base (see the module docstring); a conflict kept is
+    marked open, so that every later sync looks at it again, and closed (its base
+    moved) once both sides agree.
     """
     conn, base = link.tgt, base_ident(link.ctx.source, t)
     cls, skip = _tmp("cls", t), _tmp("skip", t)
     conn.execute(sql.SQL(
-        "WITH c AS (SELECT k.*, (NOT EXISTS (SELECT 1 FROM {skip} x WHERE {xk} = {kk}) AND "
-        "{now} IS NOT DISTINCT FROM k.pgferry_s) AS pgferry_set FROM {cls} k), "
-        "gone AS (DELETE FROM {base} b USING c WHERE {bk} = {ck} AND c.pgferry_set AND "
-        "c.pgferry_s IS NULL RETURNING 1) "
+        "WITH c AS (SELECT k.*, EXISTS (SELECT 1 FROM {skip} x WHERE {xk} = {kk}) AS pgferry_kept,"
+        " {now} IS NOT DISTINCT FROM k.pgferry_s AS pgferry_equal FROM {cls} k), "
+        "gone AS (DELETE FROM {base} b USING c WHERE {bk} = {ck} AND NOT c.pgferry_kept AND "
+        "c.pgferry_equal AND c.pgferry_s IS NULL RETURNING 1), "
+        "held AS (UPDATE {base} b SET pgferry_open = true FROM c WHERE {bk} = {ck} AND "
+        "c.pgferry_kept AND c.pgferry_b IS DISTINCT FROM c.pgferry_s AND c.pgferry_b IS "
+        "DISTINCT FROM c.pgferry_t RETURNING 1) "
         "INSERT INTO {base} ({keys}, pgferry_h) SELECT {cc}, c.pgferry_s FROM c WHERE "
-        "c.pgferry_set AND c.pgferry_s IS NOT NULL ON CONFLICT ({keys}) DO UPDATE SET "
-        "pgferry_h = excluded.pgferry_h").format(
+        "NOT c.pgferry_kept AND c.pgferry_equal AND c.pgferry_s IS NOT NULL "
+        "ON CONFLICT ({keys}) DO UPDATE SET pgferry_h = excluded.pgferry_h, "
+        "pgferry_open = false").format(
         skip=skip, xk=_keys("x", t), kk=_keys("k", t), now=_hash_of(t, tgt, "k"), cls=cls,
         base=base, bk=_keys("b", t), ck=_keys("c", t), keys=cols(t.key), cc=cols(t.key, "c")))
 
@@ -269,6 +283,7 @@ def rebuild(link: Link, t: TablePlan, tgt: Side) -> None:
     conn.execute(sql.SQL("CREATE TABLE {b} AS SELECT {k}, {h} AS pgferry_h FROM {tbl} WHERE "
                          "true{w}").format(b=base, k=cols(t.key), h=tgt.row_hash(),
                                            tbl=table_ident(t), w=_where(t)))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(base, cols(t.key)))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}), ADD pgferry_open boolean NOT NULL "
+                         "DEFAULT false").format(base, cols(t.key)))
     state.write(conn, source, t.qualname, "base", state.Mark(
         None, [], {"table": base.as_string(conn), "spec": spec_of(conn, t, tgt)}))

@@ -63,6 +63,9 @@ class Options:
     verify_after: bool = False
     #: --on-conflict: what a conflict does in every table (wins over the config)
     on_conflict: str | None = None
+    #: --rebase: after the writes, the target as it is is what each row was "after the last
+    #: sync" (conflicts are found against it next time)
+    rebase: bool = False
 
 
 def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],

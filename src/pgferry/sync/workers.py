@@ -300,7 +300,9 @@ def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
     """After a tracked table's writes: move its base, or make one (the first sync)."""
     from pgferry.sync import conflicts
 
-    if work is not None and work.classified is not None and work.classified.known:
+    if ctx.opts.rebase:  # the target as it is now is the common state of every row
+        conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
+    elif work is not None and work.classified is not None and work.classified.known:
         conflicts.update_base(link, t, work.found.target_side)
     else:
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
