@@ -187,9 +187,9 @@ def step_mistake(d: Demo) -> None:
     with psycopg.connect(dev, autocommit=True) as conn:
         conn.execute(MISTAKE_SQL)
     before = _one(prod, SUMMARIES_SQL)
-    d.say(f"A bad script in dev blanks the summaries of the first 300 updates ({MISTAKE_SQL}), and the next sync "
-          f"carries it into prod. prod is protected, so the sync keeps every row it "
-          f"changes, as it was, in pgferry.before_images.")
+    d.say(f"A bad script in dev blanks the summaries of the first 300 updates ({MISTAKE_SQL}), "
+          f"and the next sync carries it into prod. prod is protected, so the sync keeps "
+          f"every row it changes, as it was, in pgferry.before_images.")
     obj = d.cli("sync", "dev", "prod", "--yes")
     run_id = (obj or {}).get("run_id") or _one(
         prod, "SELECT run_id FROM pgferry.before_images ORDER BY id DESC LIMIT 1")
