@@ -178,7 +178,7 @@ SUMMARIES_SQL = "SELECT count(summary) FROM regulatory_updates"
 
 def _one(dsn: str, q: str) -> Any:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(q).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(q).fetchone()
         return row[0] if row else None
 
 
