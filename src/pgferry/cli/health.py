@@ -55,7 +55,8 @@ def register(app: typer.Typer) -> None:
         if fmt not in FORMATS:
             raise BadInput(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
         st = state(ctx, json_ or fmt == "json")
-        report = service.run(st.config(), env, now=datetime.now(UTC))
+        # a command line asks now: the cache is for the service a scraper polls
+        report = service.run(st.config(), env, now=datetime.now(UTC), use_cache=False)
         if fmt == "prometheus":
             text = metrics.exposition([report])
             if output is not None:

@@ -351,7 +351,7 @@ def table_rows(f: Facts, table: str, cfg: HealthTableConfig) -> Verdict:
                               ("degraded", "degraded_below", cfg.degraded_below)):
         if below is not None and n < below:
             return (level, value, limit, f"{table} has {n:,} rows, below {key} = {below}",
-                    f"find out where {table}'s rows went (`pgferry journal --env {f.env}`); "
+                    f"find out where the rows of {table} went (`pgferry journal --env {f.env}`); "
                     "restore or sync them back")
     if cfg.optimal is not None and n < cfg.optimal:
         return ("healthy", value, limit, f"{table} has {n:,} rows, short of optimal = "
