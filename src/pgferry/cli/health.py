@@ -50,7 +50,7 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Check an environment: exit 0 when optimal or healthy, 1 when degraded or critical."""
-        from pgferry.health import metrics, service
+        from pgferry.health import service
 
         if fmt not in FORMATS:
             raise BadInput(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
@@ -58,6 +58,8 @@ def register(app: typer.Typer) -> None:
         # a command line asks now: the cache is for the service a scraper polls
         report = service.run(st.config(), env, now=datetime.now(UTC), use_cache=False)
         if fmt == "prometheus":
+            from pgferry.health import metrics
+
             text = metrics.exposition([report])
             if output is not None:
                 _write_atomically(output, text)

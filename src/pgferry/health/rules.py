@@ -159,7 +159,8 @@ def sequences(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
         names = ", ".join(f.unreadable_sequences[:3])
         return ("unknown", used, limit, f"{len(f.unreadable_sequences)} sequence(s) are not "
                 f"readable by {f.role}: {names}",
-                f"GRANT SELECT ON SEQUENCE {f.unreadable_sequences[0]} TO {f.role} (and the rest)")
+                "; ".join(f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {f.role}"
+                          for schema in sorted({n.split(".")[0] for n in f.unreadable_sequences})))
     return "optimal", used, limit, f"the most used sequence: {used}", ""
 
 
