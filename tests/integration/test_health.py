@@ -105,6 +105,9 @@ def test_statuses_exit_codes_and_formats(proj: Project, cli: Callable[..., Resul
     r = health(cli, proj, "prod", "--format", "prometheus", "--output", str(out))
     assert r.code == 0 and r.out == "" and "pgferry_health_status" in out.read_text()
     assert health(cli, proj, "prod", "--format", "yaml").code == 2
+    r = health(cli, proj, "prod", "--json", "--format", "prometheus")
+    assert r.code == 2 and r.json["message"] == (
+        "--json and --format prometheus ask for two different outputs; pass one of them")
     assert health(cli, proj, "qa").code == 2
 
 

@@ -55,6 +55,9 @@ def register(app: typer.Typer) -> None:
         if fmt not in FORMATS:
             raise BadInput(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
         st = state(ctx, json_ or fmt == "json")
+        if st.json and fmt == "prometheus":
+            raise BadInput("--json and --format prometheus ask for two different outputs; "
+                           "pass one of them")
         # a command line asks now: the cache is for the service a scraper polls
         report = service.run(st.config(), env, now=datetime.now(UTC), use_cache=False)
         if fmt == "prometheus":

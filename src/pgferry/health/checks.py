@@ -24,16 +24,8 @@ from psycopg import sql
 from pgferry.config import Config, HealthThresholds, pg_duration
 from pgferry.errors import PgferryError
 from pgferry.health import backups, gather_sync
-from pgferry.health.facts import (
-    Drift,
-    Facts,
-    Migrations,
-    SequenceUse,
-    Session,
-    Statement,
-    TableRows,
-    Waiter,
-)
+from pgferry.health import facts as fx
+from pgferry.health.facts import Facts
 from pgferry.pg import fingerprint
 from pgferry.pg.connect import Target, is_transient, map_db_error, redact
 
@@ -127,12 +119,12 @@ def server(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
 
 
 def sessions(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
-    f.sessions = [Session(pid, role or "", app or "", state or "", xact, since, q or "")
+    f.sessions = [fx.Session(pid, role or "", app or "", state or "", xact, since, q or "")
                   for pid, role, app, state, xact, since, q in conn.execute(SESSIONS_SQL)]
 
 
 def waiters(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
-    f.waiters = [Waiter(pid, list(blocking or []), waited or 0.0, q)
+    f.waiters = [fx.Waiter(pid, list(blocking or []), waited or 0.0, q)
                  for pid, blocking, waited, q in conn.execute(WAITERS_SQL)]
 
 
@@ -149,7 +141,7 @@ def sequences(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
         else:
             limit = lo
             used = (hi - last) / max(1, hi - lo)
-        f.sequences.append(SequenceUse(name, 100.0 * used, int(last), int(limit)))
+        f.sequences.append(fx.SequenceUse(name, 100.0 * used, int(last), int(limit)))
 
 
 def indexes(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
@@ -172,7 +164,7 @@ def statements(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
     q = sql.SQL("SELECT query, calls, mean_exec_time, total_exec_time FROM {} WHERE dbid ="
                 " (SELECT oid FROM pg_database WHERE datname = current_database())"
                 " AND mean_exec_time > %s ORDER BY total_exec_time DESC LIMIT 20").format(view)
-    f.statements = [Statement(q or "", int(c), float(m), float(t))
+    f.statements = [fx.Statement(q or "", int(c), float(m), float(t))
                     for q, c, m, t in conn.execute(q, [th.slow_query_ms])]
 
 
@@ -188,7 +180,7 @@ def migrations(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
     def named(*states: str) -> list[str]:
         return [e.script or e.description for e in s.entries if e.state in states]
 
-    f.migrations = Migrations(
+    f.migrations = fx.Migrations(
         current=s.current, pending=named("pending", "undone", "outdated", "template"),
         failed=named("failed"), mismatched=named("checksum_mismatch", "missing"))
 
@@ -196,10 +188,10 @@ def migrations(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
 def drift(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
     rec = fingerprint.latest(conn)
     if rec is None:
-        f.drift = Drift(recorded_at=None)
+        f.drift = fx.Drift(recorded_at=None)
         return
     changed, added, removed = fingerprint.compare(rec.objects, fingerprint.objects(conn))
-    f.drift = Drift(rec.at, rec.version, changed, added, removed)
+    f.drift = fx.Drift(rec.at, rec.version, changed, added, removed)
 
 
 def tables(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
@@ -209,20 +201,20 @@ def tables(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
                  .fetchall())
     for name, (schema, table) in zip(names, parts, strict=True):
         if name not in found:
-            f.tables[name] = TableRows(None, missing=True)
+            f.tables[name] = fx.TableRows(None, missing=True)
         elif th.tables[name].estimate:
             n = found[name]
-            f.tables[name] = (TableRows(int(n), estimated=True) if n >= 0 else TableRows(
+            f.tables[name] = (fx.TableRows(int(n), estimated=True) if n >= 0 else fx.TableRows(
                 None, error="it was never analyzed, so pg_class has no estimate; run ANALYZE"))
         else:
             try:
                 row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
                     sql.Identifier(schema, table))).fetchone()
-                f.tables[name] = TableRows(int(row[0]) if row else 0)
+                f.tables[name] = fx.TableRows(int(row[0]) if row else 0)
             except psycopg.Error as e:
                 if conn.broken:
                     raise
-                f.tables[name] = TableRows(None, error=_reason(e))
+                f.tables[name] = fx.TableRows(None, error=_reason(e))
 
 
 Part = Callable[[Conn, Facts, Config, HealthThresholds], None]

@@ -51,7 +51,7 @@ def fix_for_failure(f: Facts, reason: str) -> str:
         return f"grant the role {f.role} read access to it (or {_grant(f)})"
     if "statement timeout" in reason:
         return "raise [health] statement_timeout, or look at the server's load"
-    return "run again with --debug; if it persists, report it with the message above"
+    return "fix what the message names, then run pgferry health again"
 
 
 def reachability(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
