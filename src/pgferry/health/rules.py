@@ -336,7 +336,8 @@ def table_rows(f: Facts, table: str, cfg: HealthTableConfig) -> Verdict:
     """A ``[health.tables]`` entry: the row count against its thresholds."""
     t, limit = f.tables.get(table), table_threshold(cfg)
     if t is None:
-        return "unknown", "", limit, f"{table} was not counted", ""
+        why = f.failures.get("tables", "its query did not run")
+        return "unknown", "", limit, f"{table} was not counted: {why}", fix_for_failure(f, why)
     if t.missing:
         return ("degraded", "missing", limit, f"{table} does not exist in {f.env}",
                 f"apply the migrations (`pgferry migrate up --env {f.env}`) or fix the name in "
