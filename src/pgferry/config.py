@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pgferry.errors import ConfigError
 
@@ -183,6 +191,89 @@ class EmbeddedConfig(_Model):
     _durations = field_validator("idle_stop")(classmethod(lambda cls, v: _check_duration(v)))
 
 
+class HealthTableConfig(_Model):
+    """``[health.tables."schema.table"]``: row-count thresholds of one table."""
+
+    optimal: int | None = Field(None, ge=0)  # at or above: optimal
+    degraded_below: int | None = Field(None, ge=0)  # below: degraded
+    critical_below: int | None = Field(None, ge=0)  # below: critical
+    estimate: bool = False  # pg_class.reltuples instead of an exact count(*)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthTableConfig:
+        levels = [(k, getattr(self, k)) for k in ("critical_below", "degraded_below", "optimal")]
+        given = [(k, v) for k, v in levels if v is not None]
+        if not given:
+            raise ValueError("give at least one of optimal, degraded_below, critical_below")
+        for (lo, a), (hi, b) in zip(given, given[1:], strict=False):
+            if a > b:
+                raise ValueError(f"{lo} ({a}) must not be above {hi} ({b})")
+        return self
+
+
+class HealthThresholds(_Model):
+    """``[health]`` (and ``[health.environments.NAME]``, which overrides what it sets)."""
+
+    timeout: Duration = "3s"  # connecting and SELECT 1; past it the env is unreachable
+    statement_timeout: Duration = "2s"  # each query of a health run (exact counts too)
+    cache_interval: Duration = "15s"  # the service answers from its cache for this long
+    latency_warn: Duration = "200ms"
+    connections_warn: float = Field(90, ge=0, le=100)  # percent of max_connections
+    connections_critical: float = Field(95, ge=0, le=100)
+    long_transaction_warn: Duration = "5min"
+    long_transaction_critical: Duration = "30min"
+    idle_in_transaction_warn: Duration = "60s"
+    idle_in_transaction_critical: Duration = "300s"
+    blocked_warn: Duration = "30s"  # a session waiting on a lock longer than this
+    wraparound_warn: int = Field(1_300_000_000, ge=0)  # transaction ID / multixact age
+    wraparound_critical: int = Field(1_400_000_000, ge=0)
+    sequence_warn: float = Field(85, ge=0, le=100)  # percent of the range used
+    sequence_critical: float = Field(95, ge=0, le=100)
+    slow_query_ms: float = Field(100, ge=0)  # pg_stat_statements mean time
+    #: ([backup] does not exist yet: the backup catalog's max_age lives here until it does)
+    backup_max_age: Duration = "26h"
+    restore_test_max_age: Duration = "8d"
+    sync_max_age: Duration | None = None  # the last sync into this env; none: not judged
+    tables: dict[str, HealthTableConfig] = Field(default_factory=dict)
+
+    _durations = field_validator(
+        "timeout", "statement_timeout", "cache_interval", "latency_warn",
+        "long_transaction_warn", "long_transaction_critical", "idle_in_transaction_warn",
+        "idle_in_transaction_critical", "blocked_warn", "backup_max_age",
+        "restore_test_max_age", "sync_max_age",
+    )(classmethod(lambda cls, v: _check_duration(v)))
+
+    @field_validator("connections_critical", "long_transaction_critical",
+                     "idle_in_transaction_critical", "wraparound_critical", "sequence_critical")
+    @classmethod
+    def _not_below_warn(cls, v: Any, info: ValidationInfo) -> Any:
+        name = (info.field_name or "").replace("_critical", "_warn")
+        warn = info.data.get(name)
+        as_num = (lambda x: parse_duration(x).total_seconds()) if isinstance(v, str) else float
+        if warn is not None and as_num(v) < as_num(warn):
+            shown = [f"{x:g}" if isinstance(x, float) else x for x in (v, warn)]
+            raise ValueError(f"{shown[0]} is below {name} ({shown[1]})")
+        return v
+
+    def seconds(self, name: str) -> float:
+        """A duration field in seconds."""
+        return parse_duration(getattr(self, name)).total_seconds()
+
+
+class HealthConfig(HealthThresholds):
+    environments: dict[str, HealthThresholds] = Field(default_factory=dict)
+
+    def thresholds(self, env: str) -> HealthThresholds:
+        """The thresholds of ``env``: ``[health]`` with what its own table sets."""
+        base = self.model_dump(exclude={"environments", "tables"})
+        own = self.environments.get(env)
+        tables = dict(self.tables)
+        if own is not None:
+            base.update(own.model_dump(include=own.model_fields_set - {"tables"}))
+            tables.update(own.tables)
+        return HealthThresholds.model_validate({**base, "tables": tables})
+
+
 class Config(_Model):
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
     migrate: MigrateConfig = Field(default_factory=MigrateConfig)
@@ -190,6 +281,7 @@ class Config(_Model):
     lint: LintConfig = Field(default_factory=LintConfig)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     # not from the file
     path: Path | None = Field(None, exclude=True)
@@ -329,6 +421,7 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
         raise ConfigError(f"{where}: {key}: {msg}", key=key, line=line) from None
     cfg.path = p.resolve()
     cfg.text = text
+    _check_health(cfg, p, text)
     for name in cfg.environments:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: environment name "
@@ -340,3 +433,22 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
 
     check_config(cfg)  # every window, for every command: a broken freeze is not silently off
     return cfg
+
+
+def _check_health(cfg: Config, p: Path, text: str) -> None:
+    """What the models cannot see: env names exist, tables are named schema.table."""
+    h = cfg.health
+    for env in h.environments:
+        if env not in cfg.environments:
+            loc = ["health", "environments", env]
+            known = ", ".join(sorted(cfg.environments)) or "none"
+            raise ConfigError(f"{p}:{line_of(text, loc)}: {'.'.join(loc)}: {env!r} is not a "
+                              f"configured environment (configured: {known})", key=".".join(loc))
+    for prefix, tables in [(["health"], h.tables)] + [
+            (["health", "environments", e], t.tables) for e, t in h.environments.items()]:
+        for name in tables:
+            if name.count(".") != 1 or not all(name.split(".")):
+                loc = [*prefix, "tables", name]
+                raise ConfigError(f"{p}:{line_of(text, loc)}: {'.'.join(loc)}: name the table "
+                                  f'as schema.table, e.g. [health.tables."public.{name}"]',
+                                  key=".".join(loc))

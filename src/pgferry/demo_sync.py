@@ -5,13 +5,14 @@ migration steps (both environments at the same schema version). They seed dev
 with deterministic generated data — exactly :data:`CASES` legal cases,
 :data:`UPDATES` regulatory updates and :data:`SOURCES` data sources (same rows on
 every run: no random(), no now()) — then show ``pgferry verify dev prod`` finding
-the gap (exit 1), close it with an incremental ``pgferry sync dev prod --yes``
-(progress bars, a Markdown report in the demo directory) and show ``verify``
-exiting 0; then a mistake made in dev reaches prod through a sync, and
-``pgferry sync revert`` puts prod back from the run's before-images; then a
-correction made by hand in prod meets a change of the same row in dev: the sync
-stops at the conflict, and ``--on-conflict target`` keeps prod's row. A step that
-ends otherwise raises
+the gap (exit 1) and ``pgferry health --env prod`` degraded (0 legal cases, below
+its ``[health.tables]`` threshold), close the gap with an incremental
+``pgferry sync dev prod --yes`` (progress bars, a Markdown report in the demo
+directory) and show ``verify`` exiting 0 and prod's health optimal; then a mistake
+made in dev reaches prod through a sync, and ``pgferry sync revert`` puts prod back
+from the run's before-images; then a correction made by hand in prod meets a change
+of the same row in dev: the sync stops at the conflict, and ``--on-conflict target``
+keeps prod's row. A step that ends otherwise raises
 :class:`~pgferry.errors.OperationFailed` (through ``Demo.cli``'s ``expect``).
 """
 
@@ -174,6 +175,35 @@ def step_verify_clean(d: Demo) -> None:
         raise OperationFailed(f"after the sync prod holds {prod}")
 
 
+def _health(d: Demo, expect: str, code: int) -> None:
+    from datetime import UTC, datetime
+
+    from pgferry.config import load_config
+    from pgferry.health import service
+
+    d.cli("health", "--env", "prod", expect=(code,))
+    report = service.run(load_config(d.config_path), "prod", now=datetime.now(UTC),
+                         use_cache=False)
+    rows = report.check("rows:public.legal_cases")
+    d.results.setdefault("health", {})["after" if code == 0 else "before"] = {
+        "status": report.status, "legal_cases": rows.value, "message": rows.message}
+    if report.status != expect:
+        raise OperationFailed(f"prod health is {report.status}, expected {expect}: "
+                              + "; ".join(c.message for c in report.checks
+                                          if c.status in ("degraded", "critical")))
+
+
+def step_health_before(d: Demo) -> None:
+    d.say("Health checks on prod: the server answers, the migrations are applied, but "
+          "public.legal_cases has 0 rows and pgferry.toml says below 1 is degraded (exit 1).")
+    _health(d, "degraded", 1)
+
+
+def step_health_after(d: Demo) -> None:
+    d.say(f"Health again: {CASES:,} legal cases, at or above optimal = 2000; prod is optimal.")
+    _health(d, "optimal", 0)
+
+
 MISTAKE_SQL = "UPDATE regulatory_updates SET summary = NULL WHERE id <= 300"
 SUMMARIES_SQL = "SELECT count(summary) FROM regulatory_updates"
 
@@ -255,8 +285,10 @@ def steps() -> list[Any]:
     return [
         Step("seed dev", step_seed),
         Step("verify finds the gap", step_verify_gap),
+        Step("prod health before the sync", step_health_before),
         Step("sync dev -> prod", step_sync),
         Step("verify again", step_verify_clean),
+        Step("prod health after the sync", step_health_after),
         Step("a mistaken sync into prod", step_mistake),
         Step("sync revert", step_revert),
         Step("a conflict stops the sync", step_conflict),

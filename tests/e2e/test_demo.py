@@ -75,6 +75,9 @@ def test_demo_runs_the_migration_story(
     assert "$ pgferry migrate up --env prod --yes" in p.stdout
     assert "prod: applied 13 migrations" in p.stdout
     assert "demo finished" in p.stdout
+    assert "$ pgferry health --env prod" in p.stdout
+    assert "prod: degraded (" in p.stdout and "prod: optimal (" in p.stdout
+    assert "public.legal_cases has 0 rows, below degraded_below = 1" in p.stdout
     assert (demo_dir / "migrations" / "V10__lead_row_level_security.sql").is_file()
 
     emb = demo_dir / ".pgferry"
@@ -92,6 +95,7 @@ def test_demo_runs_the_migration_story(
             "sync_state",
             "dead_letters",
             "before_images",
+            "schema_fingerprint",
         }, tables
         assert ("migrate up", "ok") in s["journal"], (env, s["journal"])
 

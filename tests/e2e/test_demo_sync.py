@@ -36,19 +36,29 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     demo = json.loads(p.stdout)
     titles = [s["title"] for s in demo["steps"]]
-    assert titles[-8:] == ["seed dev", "verify finds the gap", "sync dev -> prod",
-                           "verify again", "a mistaken sync into prod", "sync revert",
-                           "a conflict stops the sync", "--on-conflict target"]
-    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-7:]
-    # verify finds the gap, sync, verify clean, the mistaken sync, its revert, the sync
-    # that stops at a conflict (exit 1), the one that keeps prod's row
-    assert [c[1] for c in commands] == [1, 0, 0, 0, 0, 1, 0]
-    assert commands[4][0].startswith("pgferry sync revert ")
+    assert titles[-10:] == ["seed dev", "verify finds the gap", "prod health before the sync",
+                            "sync dev -> prod", "verify again", "prod health after the sync",
+                            "a mistaken sync into prod", "sync revert",
+                            "a conflict stops the sync", "--on-conflict target"]
+    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-9:]
+    # verify finds the gap, health degraded, sync, verify clean, health optimal, the
+    # mistaken sync, its revert, the sync that stops at a conflict (exit 1), the one that
+    # keeps prod's row
+    assert [c[1] for c in commands] == [1, 1, 0, 0, 0, 0, 0, 1, 0]
+    assert commands[6][0].startswith("pgferry sync revert ")
+    assert commands[2][0].startswith("pgferry sync dev prod --yes --report ")
+    assert commands[1][0] == commands[4][0] == "pgferry health --env prod"
+    before, after = demo["outputs"][-8]["output"], demo["outputs"][-5]["output"]
+    assert (before["status"], after["status"]) == ("degraded", "optimal")
+    rows = {c["name"]: c for c in before["checks"]}["rows:public.legal_cases"]
+    assert rows["message"] == "public.legal_cases has 0 rows, below degraded_below = 1"
+    assert {c["name"]: c for c in after["checks"]}["rows:public.legal_cases"]["value"] == "2025"
+    assert demo["results"]["health"]["before"]["status"] == "degraded"
+    assert demo["results"]["health"]["after"]["status"] == "optimal"
     stopped = demo["outputs"][-2]["output"]
     cases = {t["table"]: t for t in stopped["tables"]}["public.legal_cases"]
     assert cases["status"] == "conflicts" and cases["conflicts"] == 1
     assert cases["conflict_rows"][0]["target_row"]["title"].endswith("(corrected by legal ops)")
-    assert commands[1][0].startswith("pgferry sync dev prod --yes --report ")
     # progress bars (stderr), one per table, with the real row counts
     assert "2,025 rows" in p.stderr and "5,654 rows" in p.stderr
     report = (demo_dir / "sync-report.md").read_text(encoding="utf-8")

@@ -52,6 +52,7 @@ from pgferry.migrate.plan import (
 from pgferry.migrate.runner import Event, Runner, Settings, failed_statements
 from pgferry.migrate.statements import ParsedFile, parse_file
 from pgferry.migrate.windows import check_blackout, describe
+from pgferry.pg import fingerprint
 from pgferry.pg.connect import Target, connect, map_db_error
 
 
@@ -321,6 +322,9 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
                 op.details["applied"] = [_journal_entry(x) for x in r.done]
                 op.details["warnings"] = result["warnings"]
             after = r.history()
+            # the schema as the migrations left it, for `pgferry health`'s drift check
+            result["warnings"] += fingerprint.after_migrate(r.work, bool(results),
+                                                            _str(current_version(after)))
         result["applied"] = [x.to_dict() for x in results]
         result["current_version"] = _str(current_version(after))
         result["duration_ms"] = int((time.monotonic() - start) * 1000)

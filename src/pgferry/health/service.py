@@ -1,0 +1,55 @@
+"""``pgferry health`` as a service function: the CLI and the admin service call :func:`run`.
+
+Contract: :func:`run` returns the :class:`~pgferry.health.status.Report` of one
+environment at ``now``: gather the facts (:mod:`pgferry.health.checks`), judge them
+(:mod:`pgferry.health.status`). Within ``[health] cache_interval`` of the last run
+for the same config and environment it answers from its cache (``cached: true``)
+without touching the database, so a scraper polling ``/metrics`` every second
+cannot load it. It raises only for bad input (an unknown environment, a broken
+URL: exit 2); a database that does not answer is a critical report, not an error.
+Health is read-only: it writes nothing, not even the journal.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from datetime import datetime
+
+from pgferry.config import Config
+from pgferry.errors import OperationFailed
+from pgferry.health import backups, checks, status
+from pgferry.health.facts import Facts
+from pgferry.health.status import Report
+
+_cache: dict[tuple[str, str], Report] = {}
+_lock = threading.Lock()
+
+
+def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Report:
+    """The health of ``env`` at ``now`` (from the cache when it is fresh enough)."""
+    from pgferry.pg.connect import resolve_env
+
+    th = cfg.health.thresholds(env)  # also: ConfigError for an unknown env
+    key = (str(cfg.path), env)
+    with _lock:
+        hit = _cache.get(key)
+    if use_cache and hit is not None and \
+            0 <= (now - hit.checked_at).total_seconds() < th.seconds("cache_interval"):
+        return replace(hit, cached=True)
+    try:
+        target = resolve_env(cfg, env)
+    except OperationFailed as e:  # the embedded server would not start: unreachable
+        facts = Facts(env=env, checked_at=now, reachable=False, error=e.message,
+                      backups=backups.read(cfg, env))
+    else:
+        facts = checks.gather(cfg, target, th, now)
+    report = status.evaluate(facts, th, now)
+    with _lock:
+        _cache[key] = report
+    return report
+
+
+def clear_cache() -> None:
+    with _lock:
+        _cache.clear()

@@ -1,0 +1,220 @@
+"""``pgferry health`` on a real server: checks, exit codes, drift, sync, backups, cache."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pgferry import journal
+from pgferry.config import load_config
+from pgferry.health import service
+from pgferry.pg.connect import resolve_env
+from tests.conftest import Project, Result, write_project
+
+SCHEMA = """
+CREATE TABLE cases (
+    id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    title text NOT NULL
+);
+"""
+EXTRA = """
+[health]
+cache_interval = "0s"
+
+[health.tables."public.cases"]
+optimal = 3
+degraded_below = 1
+"""
+METRICS = {
+    "pgferry_health_status", "pgferry_check_status", "pgferry_table_rows",
+    "pgferry_db_latency_seconds", "pgferry_backup_last_success_timestamp_seconds",
+    "pgferry_backup_last_restore_test_timestamp_seconds",
+    "pgferry_sync_last_success_timestamp_seconds", "pgferry_sync_rows_total",
+    "pgferry_migrations_pending", "pgferry_dead_letters", "pgferry_run_duration_seconds",
+}
+
+
+@pytest.fixture
+def proj(tmp_path: Path, make_db: Callable[..., str]) -> Project:
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      extra=EXTRA)
+    p.write("V1__cases.sql", SCHEMA)
+    return p
+
+
+def sql(dsn: str, text: str, params: Any = None) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(text, params)
+
+
+def health(cli: Callable[..., Result], p: Project, env: str = "prod", *args: str) -> Result:
+    return cli("--config", str(p.config), "health", "--env", env, *args)
+
+
+def checks(r: Result) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in r.json["checks"]}
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        name = fam.name + ("_total" if fam.type == "counter" else "")  # as exposed
+        out[name] = out.get(name, []) + [(s.labels, s.value) for s in fam.samples]
+    return out
+
+
+def test_statuses_exit_codes_and_formats(proj: Project, cli: Callable[..., Result]) -> None:
+    r = health(cli, proj, "prod", "--json")
+    assert r.code == 1, r.err
+    c = checks(r)
+    assert r.json["status"] == "degraded"
+    assert c["migrations"]["status"] == "degraded" and c["migrations"]["value"] == "1 pending"
+    assert c["rows:public.cases"]["message"] == "public.cases does not exist in prod"
+    assert c["slow_statements"]["status"] == "unknown"  # no pg_stat_statements here
+    assert c["schema_drift"]["status"] == "unknown"
+    assert cli("--config", str(proj.config), "migrate", "up", "--env", "prod", "--yes").code == 0
+    sql(proj.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 3) g")
+    r = health(cli, proj)
+    assert r.code == 0, r.out + r.err
+    assert r.out.startswith("prod: optimal (17 checks in ")
+    assert re.search(r"^rows:public.cases +optimal +3 +optimal >= 3, degraded < 1 ", r.out, re.M)
+    assert "Traceback" not in r.err
+    sql(proj.dsns["prod"], "DELETE FROM cases WHERE id = 1")
+    r = health(cli, proj, "prod", "--format", "json")
+    assert (r.code, r.json["status"]) == (0, "healthy")
+    assert checks(r)["rows:public.cases"]["message"] == \
+        "public.cases has 2 rows, short of optimal = 3"
+    r = health(cli, proj, "prod", "--format", "prometheus")
+    assert r.code == 0
+    m = samples(r.out)
+    assert METRICS <= set(m), METRICS - set(m)
+    assert m["pgferry_health_status"] == [({"env": "prod"}, 1.0)]
+    assert ({"env": "prod", "table": "public.cases"}, 2.0) in m["pgferry_table_rows"]
+    assert ({"env": "prod", "check": "slow_statements"}, -1.0) in m["pgferry_check_status"]
+    assert m["pgferry_migrations_pending"] == [({"env": "prod"}, 0.0)]
+    out = proj.root / "metrics" / "prod.prom"
+    out.parent.mkdir()
+    r = health(cli, proj, "prod", "--format", "prometheus", "--output", str(out))
+    assert r.code == 0 and r.out == "" and "pgferry_health_status" in out.read_text()
+    assert health(cli, proj, "prod", "--format", "yaml").code == 2
+    r = health(cli, proj, "prod", "--json", "--format", "prometheus")
+    assert r.code == 2 and r.json["message"] == (
+        "--json and --format prometheus ask for two different outputs; pass one of them")
+    assert health(cli, proj, "qa").code == 2
+
+
+def test_schema_drift_names_the_object_until_a_migration_makes_it(
+        proj: Project, cli: Callable[..., Result]) -> None:
+    up = ("--config", str(proj.config), "migrate", "up", "--env", "dev")
+    assert cli(*up).code == 0
+    assert checks(health(cli, proj, "dev", "--json"))["schema_drift"]["status"] == "optimal"
+    sql(proj.dsns["dev"], "ALTER TABLE cases ADD COLUMN note text;"
+                          " CREATE INDEX cases_title ON cases (title)")
+    c = checks(health(cli, proj, "dev", "--json"))["schema_drift"]
+    assert c["status"] == "degraded", c
+    assert "table public.cases changed" in c["message"]
+    assert "index public.cases_title added" in c["message"]
+    sql(proj.dsns["dev"], "INSERT INTO cases (title) VALUES ('data is not schema')")
+    proj.write("V2__note.sql", "ALTER TABLE cases ADD COLUMN IF NOT EXISTS note text;\n"
+               "CREATE INDEX IF NOT EXISTS cases_title ON cases (title);\n")
+    assert cli(*up).code == 0
+    c = checks(health(cli, proj, "dev", "--json"))["schema_drift"]
+    assert c["status"] == "optimal" and "(version 2)" in c["message"], c
+
+
+def test_sync_outcomes_dead_letters_and_their_metrics(
+        proj: Project, cli: Callable[..., Result]) -> None:
+    for env in ("dev", "prod"):
+        sql(proj.dsns[env], SCHEMA)
+    sql(proj.dsns["dev"], "INSERT INTO cases (title) VALUES ('a'), ('b'), ('refused')")
+    sql(proj.dsns["prod"], "ALTER TABLE cases ADD CONSTRAINT no_refused CHECK (title <> 'refused')")
+    sync = ("--config", str(proj.config), "sync", "dev", "prod", "--yes")
+    assert cli(*sync).code == 1  # one dead letter
+    r = health(cli, proj, "prod", "--json")
+    c = checks(r)
+    assert c["dead_letters"]["status"] == "degraded"
+    assert "public.cases (1)" in c["dead_letters"]["message"]
+    assert c["sync"]["status"] == "optimal" and c["sync"]["value"].startswith("problem ")
+    m = samples(health(cli, proj, "prod", "--format", "prometheus").out)
+    assert m["pgferry_dead_letters"] == [({"env": "prod"}, 1.0)]
+    assert ({"env": "prod", "table": "public.cases", "result": "inserted"}, 2.0) in \
+        m["pgferry_sync_rows_total"]
+    last = m["pgferry_sync_last_success_timestamp_seconds"]
+    assert [lbl for lbl, _ in last] == [{"source": "dev", "target": "prod"}]
+    assert abs(last[0][1] - datetime.now(UTC).timestamp()) < 120
+    sql(proj.dsns["prod"], "ALTER TABLE cases DROP CONSTRAINT no_refused")
+    assert cli(*sync).code == 0
+    c = checks(health(cli, proj, "prod", "--json"))
+    assert c["dead_letters"]["status"] == "optimal", c["dead_letters"]  # a clean sync since
+    target = resolve_env(load_config(proj.config), "prod")
+    for _ in range(4):
+        journal.append(target, "sync", outcome="failed", exit_code=3,
+                       arguments={"source": "dev", "target": "prod"},
+                       details={"error": "cannot connect"})
+    c = checks(health(cli, proj, "prod", "--json"))["sync"]
+    assert c["status"] == "degraded" and "(4 in a row)" in c["message"], c
+    m = samples(health(cli, proj, "prod", "--format", "prometheus").out)
+    assert m["pgferry_sync_consecutive_failures"] == [({"source": "dev", "target": "prod"}, 4.0)]
+
+
+def _backup(root: Path, env: str, bid: str, finished: datetime,
+            tested: datetime | None = None, manifest: bool = True) -> None:
+    d = root / "backups" / env / bid
+    d.mkdir(parents=True)
+    if manifest:
+        (d / "manifest.json").write_text(json.dumps({
+            "id": bid, "env": env, "started_at": (finished - timedelta(minutes=2)).isoformat(),
+            "finished_at": finished.isoformat(), "size_bytes": 1234}))
+    if tested is not None:
+        (d / "verification.json").write_text(json.dumps({
+            "verified_at": tested.isoformat(), "verify_ok": True,
+            "restore_tested_at": tested.isoformat(), "restore_test_ok": True}))
+
+
+def test_backups_from_the_catalog(proj: Project, cli: Callable[..., Result]) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    _backup(proj.root, "prod", "20261120T0000Z", now - timedelta(hours=30),
+            tested=now - timedelta(days=9))
+    c = checks(health(cli, proj, "prod", "--json"))
+    assert c["backups"]["status"] == "degraded" and "30.0 h old" in c["backups"]["message"]
+    assert c["restore_test"]["status"] == "degraded"
+    _backup(proj.root, "prod", "20261122T0000Z", now - timedelta(hours=1),
+            tested=now - timedelta(minutes=30))
+    _backup(proj.root, "prod", "20261122T0100Z", now, manifest=False)  # still running
+    r = health(cli, proj, "prod", "--json")
+    c = checks(r)
+    assert (c["backups"]["status"], c["restore_test"]["status"]) == ("optimal", "optimal")
+    assert c["backups"]["value"] == "3600 s" or c["backups"]["value"].endswith(" min")
+    m = samples(health(cli, proj, "prod", "--format", "prometheus").out)
+    assert m["pgferry_backup_last_success_timestamp_seconds"] == [
+        ({"env": "prod"}, (now - timedelta(hours=1)).timestamp())]
+    assert m["pgferry_backup_last_restore_test_timestamp_seconds"] == [
+        ({"env": "prod"}, (now - timedelta(minutes=30)).timestamp())]
+    assert checks(health(cli, proj, "dev", "--json"))["backups"]["status"] == "unknown"
+
+
+def test_the_service_answers_from_its_cache_within_the_interval(
+        tmp_path: Path, make_db: Callable[..., str]) -> None:
+    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(),
+                      extra='[health.tables."public.cases"]\ndegraded_below = 1\n')
+    sql(p.dsns["prod"], SCHEMA)
+    sql(p.dsns["prod"], "INSERT INTO cases (title) VALUES ('a')")
+    cfg = load_config(p.config)
+    t0 = datetime.now(UTC)
+    first = service.run(cfg, "prod", now=t0)
+    assert first.check("rows:public.cases").status == "optimal" and not first.cached
+    sql(p.dsns["prod"], "DELETE FROM cases")
+    again = service.run(cfg, "prod", now=t0 + timedelta(seconds=14))
+    assert again.cached and again.status == first.status and again.checked_at == t0
+    fresh = service.run(cfg, "prod", now=t0 + timedelta(seconds=15))
+    assert not fresh.cached and fresh.check("rows:public.cases").status == "degraded"
+    assert service.run(cfg, "prod", now=t0 + timedelta(seconds=16), use_cache=False).status \
+        == "degraded"
