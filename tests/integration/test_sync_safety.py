@@ -152,7 +152,7 @@ def test_the_prompt_shows_what_would_change_before_asking(envs: Project) -> None
     assert "public.people" in out and "[y/N]" in out
     # insert 39, update 1, delete 1, shown before the question
     row = next(line for line in out.splitlines() if "public.people" in line and "│" in line)
-    assert [c.strip() for c in row.split("│")][6:9] == ["39", "1", "1"], row
+    assert [c.strip() for c in row.split("│")][5:8] == ["39", "1", "1"], row
     assert one(envs.dsns["prod"], "SELECT count(*) FROM people") == 2  # nothing written
     code, out = _interactive(envs, "y", "sync", "dev", "prod")
     assert code == 0, out
@@ -247,7 +247,7 @@ def test_a_table_missing_on_the_target_is_a_finding(envs: Project, cli: Callable
         by = {t["table"]: t for t in r.json["tables"]}
         assert by["public.extra"]["status"] == "missing"
     text = cli("--config", str(envs.config), "verify", "dev", "qa")
-    assert "drift: public.extra exists on the source but not on the target" in text.out
+    assert "drift: public.extra: exists on the source but not on the target" in text.out
 
 
 # -- 14 and 15: the check after --atomic; triggers that change what was written -----------------
