@@ -180,6 +180,8 @@ def _render(result: SyncResult) -> Any:
             nums = ([t.matched, t.differing, t.only_in_source, t.only_in_target] if verify
                     else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered])
             status = t.status + (f": {t.error}" if t.error else "")
+            if t.status == "conflicts":  # the conflict lines below say the rest
+                status = f"stopped: {t.conflicts} conflict(s), unchanged"
             if t.note and t.status != "failed":
                 status += f" ({t.note})"
             tbl.add_row(*_cells(t.table, t.strategy, *nums, status))

