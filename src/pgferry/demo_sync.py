@@ -178,7 +178,7 @@ SUMMARIES_SQL = "SELECT count(summary) FROM regulatory_updates"
 
 def _one(dsn: str, q: str) -> Any:
     with psycopg.connect(dsn) as conn:
-        row = conn.execute(q).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(q).fetchone()
         return row[0] if row else None
 
 
@@ -187,9 +187,9 @@ def step_mistake(d: Demo) -> None:
     with psycopg.connect(dev, autocommit=True) as conn:
         conn.execute(MISTAKE_SQL)
     before = _one(prod, SUMMARIES_SQL)
-    d.say(f"A bad script in dev blanks the summaries of the first 300 updates ({MISTAKE_SQL}), and the next sync "
-          f"carries it into prod. prod is protected, so the sync keeps every row it "
-          f"changes, as it was, in pgferry.before_images.")
+    d.say(f"A bad script in dev blanks the summaries of the first 300 updates ({MISTAKE_SQL}), "
+          "and the next sync carries it into prod. prod is protected, so the sync keeps every "
+          "row it changes, as it was, in pgferry.before_images.")
     obj = d.cli("sync", "dev", "prod", "--yes")
     run_id = (obj or {}).get("run_id") or _one(
         prod, "SELECT run_id FROM pgferry.before_images ORDER BY id DESC LIMIT 1")

@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {  # in the order --help lists them: the story's orde
     "lint": "pgferry.cli.lint",
     "sync": "pgferry.cli.sync",
     "verify": "pgferry.cli.sync",
+    "backup": "pgferry.cli.backup",
     "journal": "pgferry.cli.journal",
     "embedded": "pgferry.cli.project",
 }

@@ -113,3 +113,19 @@ def supports_zstd(pg_dump: Path) -> bool:
                        capture_output=True, text=True, timeout=30, check=False,
                        env={**os.environ, "PGCONNECT_TIMEOUT": "1"})
     return "compression" not in p.stderr.lower()
+
+
+def libpq_args(dsn: str) -> tuple[str, dict[str, str]]:
+    """A DSN as (conninfo without the password, environment with PGPASSWORD).
+
+    A password on a command line is visible to every user of the machine (``ps``);
+    in the child's environment it is not.
+    """
+    from psycopg import conninfo
+
+    params = conninfo.conninfo_to_dict(dsn)
+    password = params.pop("password", None)
+    env = {**os.environ, "PGAPPNAME": "pgferry"}
+    if password is not None:
+        env["PGPASSWORD"] = str(password)
+    return conninfo.make_conninfo(**params), env  # type: ignore[arg-type]

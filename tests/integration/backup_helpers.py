@@ -1,0 +1,89 @@
+"""Shared by the backup tests: a project with data in prod, and small helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql as q
+
+from tests.conftest import ROLE, Project, Result, write_project
+
+SCHEMA = """
+CREATE TABLE customers (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers,
+                     amount numeric(10,2), note text);
+CREATE SCHEMA "odd Schema";
+CREATE TABLE "odd Schema"."Mixed Case" (k int PRIMARY KEY, v jsonb);
+CREATE VIEW big_orders AS SELECT * FROM orders WHERE amount > 50;
+INSERT INTO customers (name) SELECT 'c' || g FROM generate_series(1, 300) g;
+INSERT INTO orders SELECT g, 1 + g % 300, g % 100, repeat('x', g % 50)
+    FROM generate_series(1, 4000) g;
+INSERT INTO "odd Schema"."Mixed Case" SELECT g, jsonb_build_object('g', g)
+    FROM generate_series(1, 25) g;
+"""
+COUNTS = {"public.customers": 300, "public.orders": 4000, "odd Schema.Mixed Case": 25}
+
+
+def sql(dsn: str, text: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(text)  # type: ignore[arg-type]
+
+
+def counts(dsn: str) -> dict[str, int]:
+    out = {}
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for name in COUNTS:
+            schema, table = name.split(".", 1)
+            row = c.execute(q.SQL("SELECT count(*) FROM {}.{}").format(
+                q.Identifier(schema), q.Identifier(table))).fetchone()
+            out[name] = int(row[0]) if row else 0
+    return out
+
+
+def fingerprint(dsn: str) -> dict[str, Any]:
+    """What a restore must leave as it was: tables, views, rows, their sums."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        rels = c.execute(
+            "SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN"
+            " ('pg_catalog', 'information_schema', 'pgferry') AND n.nspname NOT LIKE 'pg\\_%'"
+            " ORDER BY 1").fetchall()
+        sums = c.execute("SELECT count(*), sum(amount), string_agg(note, '' ORDER BY id)"
+                         " FROM orders").fetchone()
+    return {"rels": [r[0] for r in rels], "orders": sums}
+
+
+@pytest.fixture(scope="session")
+def createdb_role(pg_admin_dsn: str, role: str) -> str:
+    """The test role may create databases (scratch databases of a test restore, --into-new),
+    as a hosted database's owner role usually may (Neon, RDS)."""
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        c.execute(q.SQL("ALTER ROLE {} CREATEDB").format(q.Identifier(ROLE)))
+    return role
+
+
+@pytest.fixture
+def bproj(tmp_path: Path, make_db: Callable[..., str], createdb_role: str,
+          pg_admin_dsn: str) -> Iterator[Project]:
+    """dev and a protected prod with data; databases the test makes by name are dropped."""
+    p = write_project(tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")})
+    sql(p.dsns["prod"], SCHEMA)
+    yield p
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        for (name,) in c.execute("SELECT datname FROM pg_database WHERE datname LIKE"
+                                 " 'bk\\_new\\_%' OR datname LIKE 'pgferry\\_restoretest\\_%'"
+                                 ).fetchall():
+            c.execute(q.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                q.Identifier(name)))
+
+
+def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
+    return cli("--config", str(p.config), *args)
+
+
+def backups_dir(p: Project, env: str) -> Path:
+    return p.root / "backups" / env
