@@ -146,15 +146,20 @@ def dump(pg_dump: binaries.Binary, target: Target, out: Path, snapshot: str, job
     return subprocess.Popen(
         [str(pg_dump.path), "-Fd", "-j", str(jobs), "-Z", compression, "--snapshot", snapshot,
          "-f", str(out), "-d", conninfo],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        preexec_fn=binaries.die_with_parent)
 
 
 def _failure(stderr: bytes, rc: int, d: Path) -> OperationFailed:
     lines = [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
-    text = redact(lines[-1] if lines else f"exit code {rc}")
-    if "space left" in text or "ermission denied" in text or "Read-only" in text:
-        return OperationFailed(f"cannot write the backup at {d}: {text}; free space or fix "
+    disk = [ln for ln in lines if any(s in ln for s in (
+        "No space left", "Permission denied", "Read-only file system", "Disk quota"))]
+    if disk:
+        why = redact(disk[0].rsplit(": ", 1)[-1])
+        return OperationFailed(f"cannot write the backup at {d}: {why}; free space or fix "
                                "the permissions of [backup] dir", path=str(d))
+    errors = [ln for ln in lines if "error" in ln.lower()] or lines
+    text = redact(errors[0] if errors else f"exit code {rc}").removeprefix("pg_dump: ")
     return OperationFailed(f"pg_dump failed: {text}; nothing was kept", path=str(d))
 
 

@@ -22,8 +22,9 @@ Protected environments (``--yes``) are the CLI's check, before this runs.
 
 from __future__ import annotations
 
-import secrets
+import re
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,12 +126,29 @@ class _Failed(Exception):
 
 
 def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> None:
-    conninfo, env = binaries.libpq_args(target.dsn)
-    p = subprocess.run([str(pg_restore.path), "--clean", "--if-exists", "--single-transaction",
-                        "--exit-on-error", "--no-owner", "-N", "pgferry", "-d", conninfo,
-                        str(dump)], capture_output=True, text=True, env=env, check=False)
+    # pgferry's own schema (the target's journal and sync state) stays as it is: -N leaves
+    # out what is in it, the list leaves out the schema itself
+    toc = subprocess.run([str(pg_restore.path), "-l", str(dump)], capture_output=True,
+                         text=True, check=False)
+    if toc.returncode != 0:
+        raise _Failed(_error(toc.stderr, toc.returncode))
+    keep = [ln if not _OWN_SCHEMA.match(ln) else ";" + ln for ln in toc.stdout.splitlines()]
+    with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as f:
+        f.write("\n".join(keep) + "\n")
+    listing = Path(f.name)
+    try:
+        conninfo, env = binaries.libpq_args(target.dsn)
+        p = subprocess.run([str(pg_restore.path), "--clean", "--if-exists",
+                            "--single-transaction", "--exit-on-error", "--no-owner",
+                            "-N", "pgferry", "-L", str(listing), "-d", conninfo, str(dump)],
+                           capture_output=True, text=True, env=env, check=False)
+    finally:
+        listing.unlink(missing_ok=True)
     if p.returncode != 0:
         raise _Failed(_error(p.stderr, p.returncode))
+
+
+_OWN_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - pgferry ")
 
 
 def _into_new(cfg: Config, target: Target, dump: Path, pg_restore: binaries.Binary,
@@ -204,7 +222,3 @@ def restore(cfg: Config, target: Target, info: BackupInfo, *, now: datetime,
         op.details.update(res.to_dict())
     res.seconds = time.monotonic() - t0
     return res
-
-
-def new_name(prefix: str = "restored") -> str:
-    return f"{prefix}_{secrets.token_hex(3)}"

@@ -129,3 +129,15 @@ def libpq_args(dsn: str) -> tuple[str, dict[str, str]]:
     if password is not None:
         env["PGPASSWORD"] = str(password)
     return conninfo.make_conninfo(**params), env  # type: ignore[arg-type]
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGKILL when pgferry dies (Linux), so a killed
+    ``backup create`` leaves no pg_dump writing into its directory."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the next run's clean-up still applies
+        pass
