@@ -36,9 +36,9 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     demo = json.loads(p.stdout)
     titles = [s["title"] for s in demo["steps"]]
-    assert titles[-6:] == ["seed dev", "verify finds the gap", "sync dev -> prod",
-                           "verify again", "a mistaken sync into prod", "sync revert"]
-    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-5:]
+    assert titles[-9:-3] == ["seed dev", "verify finds the gap", "sync dev -> prod",
+                             "verify again", "a mistaken sync into prod", "sync revert"]
+    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-8:-3]
     # verify finds the gap, sync, verify clean, the mistaken sync, its revert
     assert [c[1] for c in commands] == [1, 0, 0, 0, 0]
     assert commands[4][0].startswith("pgferry sync revert ")
@@ -62,3 +62,35 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     # already) and the revert brought them back
     assert res["mistake"]["after"] == res["mistake"]["before"] - 267
     assert res["reverted"] == res["mistake"]["before"]
+
+
+@pytest.mark.slow
+def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
+    """The backup steps alone (after the migration and sync steps they need), in-process."""
+    from pgferry import demo
+    from pgferry.cli.common import State
+
+    res = demo.run(demo_dir, State(json=True))
+    titles = [s["title"] for s in res["steps"]]
+    assert titles[-3:] == ["backup prod", "test-restore the backup", "list backups"]
+    outs = res["outputs"][-3:]
+    assert [o["command"] for o in outs] == [
+        "pgferry backup create --env prod --tag demo",
+        "pgferry backup verify latest --env prod --restore-test",
+        "pgferry backup list --env prod"]
+    assert [o["exit_code"] for o in outs] == [0, 0, 0]
+    b = res["results"]["backup"]
+    assert b["rows"] == {"public.data_sources": 12, "public.legal_cases": 2025,
+                         "public.regulatory_updates": 5654}
+    assert b["restore_test_ok"] is True and b["tables_compared"] == b["tables"]
+    listed = outs[2]["output"]["backups"]
+    assert [x["state"] for x in listed] == ["restore-tested"] and listed[0]["tag"] == "demo"
+    manifest = demo_dir / "backups" / "prod" / b["id"] / "manifest.json"
+    assert json.loads(manifest.read_text())["tables"]["public.legal_cases"] == 2025
+    # the scratch database of the test restore is gone from the embedded server
+    import psycopg
+
+    with psycopg.connect(embedded.superuser_dsn(demo_dir / ".pgferry")) as c:
+        left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE"
+                         " 'pgferry\\_restoretest\\_%'").fetchall()
+    assert left == []
