@@ -226,3 +226,18 @@ def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(
     assert r.code == 2 and "is not the key backup" in r.err
     assert "s3cret" not in r.err and "another key" not in r.err
     assert os.environ["PGFERRY_BACKUP_KEY"] == "another key"
+
+
+def test_restoring_a_table_others_refer_to_is_rolled_back_with_the_fix(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    dsn = bproj.dsns["prod"]
+    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    sql(dsn, "DELETE FROM orders WHERE id > 10")
+    before = fingerprint(dsn)
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes",
+            "--tables", "public.customers")
+    assert r.code == 3, r.out + r.err
+    assert "cannot truncate a table referenced in a foreign key constraint (list the tables " \
+        "that refer to it in --tables too, or use --into-new)" in r.err
+    assert "psql:" not in r.err and "ERROR:" not in r.err
+    assert fingerprint(dsn) == before

@@ -65,10 +65,18 @@ class Restored:
                 "seconds": round(self.seconds, 3)}
 
 
+_PREFIX = re.compile(r"^(psql:\S*?:\d+: )?(pg_restore: )?(error: )?(could not execute query: )?"
+                     r"(ERROR:\s+)?")
+
+
 def _error(stderr: str, rc: int) -> str:
+    """The first error pg_restore or psql printed, without their prefixes."""
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     errs = [ln for ln in lines if "error" in ln.lower()] or lines
-    return redact(errs[0] if errs else f"exit code {rc}").removeprefix("pg_restore: ")
+    text = _PREFIX.sub("", redact(errs[0]).strip()) if errs else f"exit code {rc}"
+    if "cannot truncate a table referenced in a foreign key constraint" in text:
+        text += " (list the tables that refer to it in --tables too, or use --into-new)"
+    return text
 
 
 def _database(target: Target) -> str:
@@ -186,8 +194,8 @@ def restore(cfg: Config, target: Target, info: BackupInfo, *, now: datetime,
         raise BadInput("--tables and --into-new go separately: --into-new restores everything")
     problems = check(info, cfg.backup_dir, jobs or cfg.backup.jobs)
     if problems:
-        raise ProblemFound(f"backup {info.id} is damaged ({problems[0]}); nothing was "
-                           "restored: pick another with `pgferry backup list`",
+        raise ProblemFound(f"backup {info.id} is damaged: {problems[0]}; nothing was "
+                           "restored, pick another with `pgferry backup list`",
                            problems=problems)
     pg_restore = pg_restore_for(m)
     res = Restored(info, target.name, into_new or _database(target), tables)

@@ -106,7 +106,8 @@ def list_cmd(
     def render(out: Console) -> None:
         t = Table(title=Text(f"backups of {env} in {cfg.backup_dir / env}"))
         for h in ("id", "finished (UTC)", "size", "tables", "rows", "state", "slot", "tag"):
-            t.add_column(h, justify="right" if h in ("size", "tables", "rows") else "left")
+            t.add_column(h, justify="right" if h in ("size", "tables", "rows") else "left",
+                         no_wrap=h in ("id", "finished (UTC)", "size"))
         for b in res.backups:
             when = (b["finished_at"] or "")[:19].replace("T", " ")
             flags = f" ({', '.join(b['flags'])})" if b["flags"] else ""
