@@ -87,10 +87,7 @@ def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
     assert [x["state"] for x in listed] == ["restore-tested"] and listed[0]["tag"] == "demo"
     manifest = demo_dir / "backups" / "prod" / b["id"] / "manifest.json"
     assert json.loads(manifest.read_text())["tables"]["public.legal_cases"] == 2025
-    # the scratch database of the test restore is gone from the embedded server
-    import psycopg
+    # the scratch database of the test restore is dropped from the embedded server
+    from tests.integration.backup_helpers import wait_scratch_gone
 
-    with psycopg.connect(embedded.superuser_dsn(demo_dir / ".pgferry")) as c:
-        left = c.execute("SELECT datname FROM pg_database WHERE datname LIKE"
-                         " 'pgferry\\_restoretest\\_%'").fetchall()
-    assert left == []
+    wait_scratch_gone(embedded.superuser_dsn(demo_dir / ".pgferry"))

@@ -87,3 +87,19 @@ def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
 
 def backups_dir(p: Project, env: str) -> Path:
     return p.root / "backups" / env
+
+
+def scratch_databases(dsn: str) -> list[str]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        return [r[0] for r in c.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'pgferry\\_restoretest\\_%'")]
+
+
+def wait_scratch_gone(dsn: str, timeout: float = 60) -> None:
+    """Test restores drop their scratch database from a detached process: wait for it."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while scratch_databases(dsn):
+        assert time.monotonic() < deadline, f"scratch databases left: {scratch_databases(dsn)}"
+        time.sleep(0.1)

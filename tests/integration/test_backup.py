@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+from psycopg import sql as q
 
 from pgferry.backup.catalog import list_backups
 from tests.conftest import Project, Result
-from tests.integration.backup_helpers import COUNTS, backups_dir, counts, fingerprint, run, sql
+from tests.integration.backup_helpers import (
+    COUNTS,
+    backups_dir,
+    counts,
+    fingerprint,
+    run,
+    scratch_databases,
+    sql,
+    wait_scratch_gone,
+)
 
 
 def test_create_writes_a_complete_manifest_with_counts_of_its_snapshot(
@@ -87,10 +98,8 @@ def test_list_verify_and_restore_test_write_the_sidecar_only(
     assert set(side) == {"verified_at", "verify_ok", "restore_tested_at", "restore_test_ok",
                          "problems"}
     assert (d / "manifest.json").read_bytes() == manifest_before
-    # the scratch database is gone
-    with psycopg.connect(bproj.dsns["prod"]) as c:
-        assert c.execute("SELECT count(*) FROM pg_database WHERE datname LIKE"
-                         " 'pgferry\\_restoretest\\_%'").fetchone() == (0,)
+    # the scratch database is dropped (by a detached process, once the result is written)
+    wait_scratch_gone(bproj.dsns["prod"])
     r = run(cli, bproj, "backup", "list", "--env", "prod")
     assert r.code == 0, r.err
     assert bid in r.out and "restore-tested" in r.out and "daily" in r.out
@@ -175,3 +184,24 @@ def test_prune_applies_keep_and_dry_run_changes_nothing(
     assert [i.id for i in list_backups(bproj.root / "backups", "prod")] == [kept, ids[2]]
     r = run(cli, bproj, "backup", "prune", "--env", "prod", "--json")
     assert r.json["deleted"] == []
+
+
+def test_a_restore_test_drops_scratch_databases_a_crash_left_behind(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    dsn = bproj.dsns["prod"]
+    old = "pgferry_restoretest_1700000000_dead01"
+    fresh = f"pgferry_restoretest_{int(time.time())}_live01"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for name in (old, fresh):
+            c.execute(q.SQL("CREATE DATABASE {}").format(q.Identifier(name)))
+    try:
+        bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+        r = run(cli, bproj, "backup", "verify", bid, "--restore-test")
+        assert r.code == 0, r.out + r.err
+        deadline = time.monotonic() + 60
+        while scratch_databases(dsn) != [fresh]:  # an hour old, nobody connected: dropped
+            assert time.monotonic() < deadline, scratch_databases(dsn)
+            time.sleep(0.1)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(q.SQL("DROP DATABASE IF EXISTS {}").format(q.Identifier(fresh)))

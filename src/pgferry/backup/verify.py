@@ -24,7 +24,7 @@ import secrets
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -153,37 +153,66 @@ def check_toc(pg_restore: binaries.Binary, dump: Path, m: Manifest) -> list[str]
     return [f"table {t} has no data in the archive's table of contents" for t in missing]
 
 
-def count_tables(dsn: str, tables: list[str]) -> dict[str, int | None]:
+def count_tables(dsn: str, tables: list[str], jobs: int = 1) -> dict[str, int | None]:
+    """Exact row counts of ``tables`` (None: missing), over ``jobs`` connections."""
+    pending = list(tables)
     out: dict[str, int | None] = {}
-    with psycopg.connect(dsn, autocommit=True) as c:
-        for name in tables:
-            schema, table = name.split(".", 1)
-            try:
-                row = c.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(table))).fetchone()
-                out[name] = int(row[0]) if row else None
-            except psycopg.errors.UndefinedTable:
-                out[name] = None
+
+    def worker() -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            while pending:
+                try:
+                    name = pending.pop()
+                except IndexError:
+                    return
+                schema, table = name.split(".", 1)
+                try:
+                    row = c.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
+                        sql.Identifier(schema), sql.Identifier(table))).fetchone()
+                    out[name] = int(row[0]) if row else None
+                except psycopg.errors.UndefinedTable:
+                    out[name] = None
+
+    with ThreadPoolExecutor(max(1, min(jobs, len(tables)))) as pool:
+        for f in [pool.submit(worker) for _ in range(max(1, min(jobs, len(tables))))]:
+            f.result()
     return out
 
 
 def restore_test(cfg: Config, target: Target, info: BackupInfo, dump: Path,
-                 pg_restore: binaries.Binary, jobs: int) -> tuple[list[str], int]:
-    """Restore into a scratch database and compare row counts; (problems, tables compared)."""
+                 pg_restore: binaries.Binary, jobs: int,
+                 checks: Callable[[], list[str]] = list) -> tuple[list[str], int]:
+    """Restore into a scratch database and compare row counts; (problems, tables compared).
+
+    ``checks`` (the file and table-of-contents checks) run while pg_restore works; when
+    they find a problem the restore is stopped and only they are reported.
+    """
     m = info.manifest
     assert m is not None
-    name = f"pgferry_restoretest_{secrets.token_hex(4)}"
+    scratch.drop_leftovers(cfg, target)
+    name = scratch.scratch_name()
     dsn = scratch.create_database(cfg, target, name)
     try:
         conn, env = binaries.libpq_args(dsn)
-        p = subprocess.run([str(pg_restore.path), "-j", str(jobs), "--no-owner", "-d", conn,
-                            str(dump)], capture_output=True, text=True, env=env, check=False)
-        problems = []
-        if p.returncode != 0:
-            errs = [ln for ln in p.stderr.splitlines() if "error" in ln.lower()]
+        proc = subprocess.Popen([str(pg_restore.path), "-j", str(jobs), "--no-owner", "-d",
+                                 conn, str(dump)], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            problems = checks()
+            if problems:
+                proc.kill()
+            _, err = proc.communicate()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        if problems:
+            return problems, 0
+        if proc.returncode != 0:
+            errs = [ln for ln in err.splitlines() if "error" in ln.lower()]
             problems.append("the test restore reported errors: "
-                            + redact(errs[0] if errs else f"exit code {p.returncode}"))
-        got = count_tables(dsn, list(m.tables))
+                            + redact(errs[0] if errs else f"exit code {proc.returncode}"))
+        got = count_tables(dsn, list(m.tables), jobs)
         for t, want in m.tables.items():
             if got[t] is None:
                 problems.append(f"table {t} is missing after the test restore")
@@ -192,7 +221,7 @@ def restore_test(cfg: Config, target: Target, info: BackupInfo, dump: Path,
                                 f"manifest says {want}")
         return problems, len(m.tables)
     finally:
-        scratch.drop_database(cfg, target, name)
+        scratch.drop_later(cfg, target, name)
 
 
 def check(info: BackupInfo, root: Path, jobs: int = 2) -> list[str]:
@@ -216,19 +245,30 @@ def verify(cfg: Config, info: BackupInfo, *, restore: bool = False, target: Targ
     res = Verified(info, files_checked=len(m.files), restore_test=restore)
     store = LocalStorage(cfg.backup_dir)
     previous = Verification.from_dict(store.read_json(info.env, info.id, SIDECAR))
-    res.problems = check_files(info, jobs)
-    if not res.problems:
-        try:
-            with plain_dump(info, cfg.backup_dir) as dump:
-                pg_restore = pg_restore_for(m)
-                res.problems = check_toc(pg_restore, dump, m)
-                if restore and not res.problems and target is not None:
-                    problems, res.tables_compared = restore_test(cfg, target, info, dump,
-                                                                 pg_restore, jobs)
-                    res.problems += problems
-                    res.restore_test_ok = not problems
-        except ProblemFound as e:  # a file that does not decrypt
-            res.problems.append(e.message)
+    try:
+        if restore and target is not None and not m.encryption:
+            # the files are hashed and the table of contents read while pg_restore works
+            dump = info.path / DUMP
+            pg_restore = pg_restore_for(m)
+
+            def checks() -> list[str]:
+                return check_files(info, jobs) or check_toc(pg_restore, dump, m)
+
+            res.problems, res.tables_compared = restore_test(cfg, target, info, dump,
+                                                             pg_restore, jobs, checks)
+            res.restore_test_ok = not res.problems
+        else:
+            res.problems = check_files(info, jobs)
+            if not res.problems:
+                with plain_dump(info, cfg.backup_dir) as dump:
+                    pg_restore = pg_restore_for(m)
+                    res.problems = check_toc(pg_restore, dump, m)
+                    if restore and not res.problems and target is not None:
+                        res.problems, res.tables_compared = restore_test(
+                            cfg, target, info, dump, pg_restore, jobs)
+                        res.restore_test_ok = not res.problems
+    except ProblemFound as e:  # a file that does not decrypt
+        res.problems.append(e.message)
     now = iso(datetime.now(UTC))
     side = Verification(verified_at=now, verify_ok=res.ok, problems=res.problems,
                         restore_tested_at=previous.restore_tested_at,
