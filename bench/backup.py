@@ -139,6 +139,10 @@ def bench(rows: int, rounds: int, work: Path) -> dict[str, object]:
 
     for r in range(rounds):
         one_round(r)
+    # what every pgferry command pays before it does anything: interpreter, imports,
+    # config, the embedded server's handle (best of three)
+    times["startup"] = [must(timed(pgferry(cfg, "backup", "list", "--env", "bench")),
+                             "pgferry backup list").seconds for _ in range(3)]
     with psycopg.connect(src) as c:
         row = c.execute("SELECT pg_database_size(current_database())").fetchone()
     return {"times": times, "sizes": sizes, "db_bytes": int(row[0]) if row else 0,
@@ -184,6 +188,9 @@ def markdown(res: dict[str, object], rows: int, rounds: int, seconds: float,
                  f"(+{drop:.2f}s) | {med['verify'] + drop:.2f}s | {med['pg_restore']:.2f}s | "
                  f"{both:.2f} | - | |")
     print(f"verify + scratch drop: {med['verify'] + drop:.2f}s = {both:.2f}", flush=True)
+    start = min(times["startup"])
+    lines.append(f"| pgferry start-up alone (`backup list`: interpreter, imports, config; best "
+                 f"of 3) | {start:.2f}s | | | | |")
     lines += [
         "",
         f"Every round: create {', '.join(f'{x:.2f}' for x in times['create'])} s, pg_dump "

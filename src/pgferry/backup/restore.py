@@ -224,9 +224,10 @@ def restore(cfg: Config, target: Target, info: BackupInfo, *, now: datetime,
                     _restore_all(target, dump, pg_restore)
         except _Failed as e:
             raise OperationFailed(
-                f"the restore into {target.name} failed and was rolled back, so it is as it "
-                f"was ({e}); the emergency backup is {res.emergency_id} at "
-                f"{res.emergency_path}", emergency_backup=res.emergency_id) from None
+                f"the restore into {target.name} failed and was rolled back, so "
+                f"{target.name} is as it was: {e}; the emergency backup is "
+                f"{res.emergency_id} at {res.emergency_path}",
+                emergency_backup=res.emergency_id) from None
         op.details.update(res.to_dict())
     res.seconds = time.monotonic() - t0
     return res

@@ -217,9 +217,12 @@ def restore_cmd(
                               reason=reason, jobs=jobs, note=st.note)
 
     def render(out: Console) -> None:
-        what = ", ".join(res.tables) if res.tables else f"all {len(info.manifest.tables) if info.manifest else 0} tables"  # noqa: E501
-        _say(out, f"restored backup {info.id} of {info.env} ({what}) into {env}, database "
-             f"{res.database}, in {res.seconds:.1f}s")
+        n = len(info.manifest.tables) if info.manifest else 0
+        what = ", ".join(res.tables) if res.tables else f"all {n} tables"
+        where = (f"new database {res.database} on {env}'s server" if into_new
+                 else f"{env} (database {res.database})")
+        _say(out, f"restored backup {info.id} of {info.env} ({what}) into {where} in "
+             f"{res.seconds:.1f}s")
         if res.emergency_id:
             _say(out, f"emergency backup of {env} before the restore: {res.emergency_id} at "
                  f"{res.emergency_path} (kept; undo with `pgferry backup restore "
