@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -33,7 +32,8 @@ from pathlib import Path
 
 import psycopg
 
-from bench.sync import DOC, fill, must, schema, timed
+from bench._doc import finish
+from bench.sync import fill, must, schema, timed
 from pgferry.pg import binaries, embedded
 
 JOBS = 2
@@ -212,16 +212,6 @@ def markdown(res: dict[str, object], rows: int, rounds: int, seconds: float,
     return "\n".join(lines) + "\n"
 
 
-def write_doc(section: str) -> None:
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    pat = re.compile(r"^## Backup\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(text):
-        text = pat.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench backup", description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int,
@@ -240,12 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     section = markdown(res, args.rows, args.rounds, time.perf_counter() - started,
                        (load0, os.getloadavg()[0]))
-    print()
-    print(section)
-    if args.write_doc:
-        write_doc(section)
-        print(f"wrote the Backup section of {DOC}")
-    return 0
+    return finish("Backup", section, args.write_doc)
 
 
 if __name__ == "__main__":

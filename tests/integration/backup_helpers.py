@@ -103,3 +103,12 @@ def wait_scratch_gone(dsn: str, timeout: float = 60) -> None:
     while scratch_databases(dsn):
         assert time.monotonic() < deadline, f"scratch databases left: {scratch_databases(dsn)}"
         time.sleep(0.1)
+
+
+def backed_up(cli: Callable[..., Result], p: Project, change: str
+              ) -> tuple[str, str, dict[str, Any]]:
+    """Back up prod, then run ``change`` on it: (prod's DSN, backup id, prod's fingerprint)."""
+    dsn = p.dsns["prod"]
+    bid = run(cli, p, "backup", "create", "--env", "prod", "--json").json["id"]
+    sql(dsn, change)
+    return dsn, bid, fingerprint(dsn)

@@ -14,6 +14,7 @@ from pgferry.backup.catalog import list_backups
 from tests.conftest import Project, Result
 from tests.integration.backup_helpers import (
     COUNTS,
+    backed_up,
     backups_dir,
     counts,
     fingerprint,
@@ -133,10 +134,7 @@ def test_restore_in_place_keeps_an_emergency_backup(
 
 def test_restore_into_new_leaves_the_old_database_alone(
         bproj: Project, cli: Callable[..., Result]) -> None:
-    dsn = bproj.dsns["prod"]
-    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
-    sql(dsn, "DELETE FROM orders")
-    before = fingerprint(dsn)
+    dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders")
     r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--into-new", "bk_new_a",
             "--json")
     assert r.code == 0, r.out + r.err

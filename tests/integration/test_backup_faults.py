@@ -16,7 +16,8 @@ import pytest
 
 from pgferry.backup.catalog import list_backups
 from tests.conftest import Project, Result
-from tests.integration.backup_helpers import COUNTS, backups_dir, counts, fingerprint, run, sql
+from tests.integration import backup_helpers as bh
+from tests.integration.backup_helpers import backed_up, fingerprint, run
 
 
 def journal(dsn: str) -> list[tuple[str, str]]:
@@ -35,7 +36,7 @@ def test_sigkill_during_create_leaves_nothing_usable_and_the_next_run_cleans_it(
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            dirs = list(backups_dir(bproj, "prod").glob("*/.in-progress"))
+            dirs = list(bh.backups_dir(bproj, "prod").glob("*/.in-progress"))
             if dirs and (dirs[0].parent / "dump").exists():
                 break
             time.sleep(0.1)
@@ -79,7 +80,7 @@ def test_a_flipped_byte_fails_verify_naming_the_file_and_restore_refuses(
     assert side["verify_ok"] is False and rel in side["problems"][0]
     r = run(cli, bproj, "backup", "verify", out["id"])
     assert r.code == 1 and f"problem: file {rel} does not match its sha256" in r.out
-    sql(dsn, "DELETE FROM orders WHERE id > 10")
+    bh.sql(dsn, "DELETE FROM orders WHERE id > 10")
     before = fingerprint(dsn)
     r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
     assert r.code == 1 and rel in r.err and "nothing was restored" in r.err
@@ -90,14 +91,11 @@ def test_a_flipped_byte_fails_verify_naming_the_file_and_restore_refuses(
 
 def test_a_restore_that_fails_half_way_leaves_the_target_as_it_was(
         bproj: Project, cli: Callable[..., Result]) -> None:
-    dsn = bproj.dsns["prod"]
-    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
     # after the backup: rows change, and a new table refers to orders, so dropping orders
     # (the restore's clean step, after it dropped other objects) fails
-    sql(dsn, "DELETE FROM orders WHERE id > 3000; UPDATE customers SET name = 'changed';"
-             "CREATE TABLE refunds (order_id bigint REFERENCES orders); "
-             "INSERT INTO refunds VALUES (1)")
-    before = fingerprint(dsn)
+    dsn, bid, before = backed_up(
+        cli, bproj, "DELETE FROM orders WHERE id > 3000; UPDATE customers SET name = 'changed';"
+        "CREATE TABLE refunds (order_id bigint REFERENCES orders); INSERT INTO refunds VALUES (1)")
     r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes")
     assert r.code == 3, r.out + r.err
     assert "rolled back" in r.err and "emergency backup" in r.err
@@ -130,8 +128,8 @@ def mount(tmp_path: Path) -> Iterator[Callable[[Path, str], None]]:
 def test_a_full_disk_is_exit_3_with_the_path_and_nothing_listed(
         bproj: Project, cli: Callable[..., Result],
         mount: Callable[[Path, str], None]) -> None:
-    sql(bproj.dsns["prod"], "INSERT INTO orders SELECT g, 1, 1, md5(g::text) || md5((g*7)::text)"
-                            " FROM generate_series(10001, 40000) g")
+    bh.sql(bproj.dsns["prod"], "INSERT INTO orders SELECT g, 1, 1, md5(g::text) ||"
+           " md5((g*7)::text) FROM generate_series(10001, 40000) g")
     mount(bproj.root / "backups", "size=160k")
     r = run(cli, bproj, "backup", "create", "--env", "prod")
     assert r.code == 3, r.out + r.err
@@ -172,10 +170,7 @@ def test_no_pg_dump_new_enough_is_exit_2_with_the_fix(
 
 def test_restore_onto_protected_without_yes_is_refused_untouched(
         bproj: Project, cli: Callable[..., Result]) -> None:
-    dsn = bproj.dsns["prod"]
-    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
-    sql(dsn, "DELETE FROM orders")
-    before = fingerprint(dsn)
+    dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders")
     r = bproj.run("backup", "restore", bid, "--env", "prod")
     assert r.code == 4 and "protected" in r.err and "--yes" in r.err
     assert fingerprint(dsn) == before
@@ -216,10 +211,10 @@ def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(
     assert not list(d.glob(".plain*"))
     r = run(cli, bproj, "backup", "verify", out["id"], "--restore-test", "--json")
     assert r.code == 0 and r.json["restore_test_ok"], r.out + r.err
-    sql(bproj.dsns["prod"], "DELETE FROM orders")
+    bh.sql(bproj.dsns["prod"], "DELETE FROM orders")
     r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
     assert r.code == 0, r.err
-    assert counts(bproj.dsns["prod"]) == COUNTS
+    assert bh.counts(bproj.dsns["prod"]) == bh.COUNTS
     assert not list((bproj.root / "backups").glob(".decrypted-*"))
     monkeypatch.setenv("PGFERRY_BACKUP_KEY", "another key")
     r = run(cli, bproj, "backup", "verify", out["id"])
@@ -230,10 +225,7 @@ def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(
 
 def test_restoring_a_table_others_refer_to_is_rolled_back_with_the_fix(
         bproj: Project, cli: Callable[..., Result]) -> None:
-    dsn = bproj.dsns["prod"]
-    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
-    sql(dsn, "DELETE FROM orders WHERE id > 10")
-    before = fingerprint(dsn)
+    dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders WHERE id > 10")
     r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes",
             "--tables", "public.customers")
     assert r.code == 3, r.out + r.err

@@ -18,7 +18,6 @@ in ``target`` as ``backup create``. Steps:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 import shutil
@@ -37,7 +36,7 @@ from psycopg import sql
 from pgferry import __version__, journal
 from pgferry.backup import crypto
 from pgferry.backup.manifest import Manifest, iso
-from pgferry.backup.storage import MANIFEST, LocalStorage, writable_failure
+from pgferry.backup.storage import MANIFEST, LocalStorage, sha256_file, writable_failure
 from pgferry.config import Config
 from pgferry.errors import OperationFailed
 from pgferry.pg import binaries
@@ -97,16 +96,6 @@ def prepare_root(store: LocalStorage, env: str) -> list[str]:
     return cleaned
 
 
-def _hash(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
-    return h.hexdigest(), size
-
-
 def _files(base: Path) -> list[Path]:
     return sorted(p for p in base.rglob("*") if p.is_file())
 
@@ -116,7 +105,7 @@ def seal(staging: Path, d: Path, key: crypto.Key | None, jobs: int) -> dict[str,
     def one(p: Path) -> tuple[str, dict[str, Any]]:
         rel = f"{DUMP}/{p.relative_to(staging).as_posix()}"
         if key is None:
-            digest, size = _hash(p)
+            digest, size = sha256_file(p)
         else:
             out = d / rel
             out.parent.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,19 @@ class Storage(Protocol):
     def stale(self, env: str) -> list[str]: ...
 
 
+def sha256_file(path: Path) -> tuple[str, int]:
+    """The sha256 (hex) and size of a file, read in 1 MiB pieces."""
+    import hashlib
+
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:

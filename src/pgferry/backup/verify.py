@@ -19,7 +19,6 @@ not decrypt is a problem naming it).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import secrets
 import shutil
 import subprocess
@@ -37,7 +36,7 @@ from psycopg import sql
 from pgferry.backup import crypto, scratch
 from pgferry.backup.catalog import BackupInfo
 from pgferry.backup.manifest import Manifest, Verification, iso
-from pgferry.backup.storage import SIDECAR, LocalStorage
+from pgferry.backup.storage import SIDECAR, LocalStorage, sha256_file
 from pgferry.config import Config
 from pgferry.errors import ProblemFound
 from pgferry.pg import binaries
@@ -69,16 +68,6 @@ class Verified:
                 "seconds": round(self.seconds, 3)}
 
 
-def _sha256(path: Path) -> tuple[str, int]:
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-            n += len(chunk)
-    return h.hexdigest(), n
-
-
 def check_files(info: BackupInfo, jobs: int = 2) -> list[str]:
     """Problems with the files against the manifest: missing, resized, changed, added."""
     m = info.manifest
@@ -89,7 +78,7 @@ def check_files(info: BackupInfo, jobs: int = 2) -> list[str]:
         p = info.path / rel
         if not p.is_file():
             return f"file {rel} is missing"
-        digest, size = _sha256(p)
+        digest, size = sha256_file(p)
         if size != want["size"]:
             return f"file {rel} has {size} bytes, the manifest says {want['size']}"
         if digest != want["sha256"]:

@@ -12,14 +12,19 @@ is as it was); 4 refused (protected without ``--yes``, blackout window).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pgferry.cli.common import JsonOpt, YesOpt, confirm_protected, sigterm_interrupts, state
+from pgferry.cli import common
+from pgferry.cli.common import JsonOpt, State, YesOpt, state
+
+if TYPE_CHECKING:
+    from pgferry.config import Config
+    from pgferry.pg.connect import Target
 
 app = typer.Typer(help="Backups you can restore: checksummed, retained, test-restored.",
                   no_args_is_help=True)
@@ -30,6 +35,11 @@ EnvOptional = Annotated[str | None, typer.Option(
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="A backup id, or `latest`.")]
 JobsOpt = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, max=64, help="Parallel pg_dump/pg_restore jobs ([backup] jobs).")]
+
+
+def _begin(ctx: typer.Context, json_: bool, env: str) -> tuple[State, Config, Target]:
+    st = state(ctx, json_)
+    return st, st.config(), st.target(env)
 
 
 def _say(out: Console, text: str) -> None:
@@ -69,10 +79,8 @@ def create_cmd(
     """Take a backup of ENV: pg_dump (directory format), checksums, row counts, manifest last."""
     from pgferry.backup import create
 
-    st = state(ctx, json_)
-    cfg = st.config()
-    target = st.target(env)
-    with sigterm_interrupts():
+    st, cfg, target = _begin(ctx, json_, env)
+    with common.sigterm_interrupts():
         res = create.create(cfg, target, tag=tag, keep=keep, jobs=jobs, note=st.note)
     m = res.manifest
 
@@ -152,7 +160,7 @@ def verify_cmd(
     target = st.target(info.env) if restore_test else None
     args = {"id": info.id, "restore_test": restore_test}
     if target is not None:
-        with sigterm_interrupts(), journal.operation(target, "backup verify", args,
+        with common.sigterm_interrupts(), journal.operation(target, "backup verify", args,
                                                      create=False) as op:
             res = verify.verify(cfg, info, restore=True, target=target, jobs=jobs)
             op.details.update(res.to_dict())
@@ -201,17 +209,15 @@ def restore_cmd(
     """Restore backup ID into ENV: verified first, emergency backup first, all or nothing."""
     from pgferry.backup import catalog, restore
 
-    st = state(ctx, json_)
-    cfg = st.config()
-    target = st.target(env)
+    st, cfg, target = _begin(ctx, json_, env)
     info = catalog.find(cfg.backup_dir, backup_id, from_env or (env if backup_id == "latest"
                                                                 else None))
     names = [t.strip() for t in (tables or "").split(",") if t.strip()]
     if not into_new:
         what = f"restore backup {info.id} into {env}" + (f" ({', '.join(names)})" if names
                                                           else "")
-        confirm_protected(st, target, yes, what)
-    with sigterm_interrupts():
+        common.confirm_protected(st, target, yes, what)
+    with common.sigterm_interrupts():
         res = restore.restore(cfg, target, info, now=datetime.now(UTC), tables=names,
                               into_new=into_new, override_blackout=override_blackout,
                               reason=reason, jobs=jobs, note=st.note)
@@ -244,9 +250,7 @@ def prune_cmd(
     """Delete the backups [backup.keep] no longer keeps (never a kept or the newest verified)."""
     from pgferry.backup import service
 
-    st = state(ctx, json_)
-    cfg = st.config()
-    target = st.target(env)
+    st, cfg, target = _begin(ctx, json_, env)
     res = service.prune(cfg, target, datetime.now(UTC), dry_run=dry_run)
 
     def render(out: Console) -> None:
