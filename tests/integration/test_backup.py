@@ -203,3 +203,29 @@ def test_a_restore_test_drops_scratch_databases_a_crash_left_behind(
     finally:
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(q.SQL("DROP DATABASE IF EXISTS {}").format(q.Identifier(fresh)))
+
+
+def test_restoring_tables_does_not_fire_their_triggers(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    # an updated_at-style trigger on the target would stamp every restored row
+    dsn, bid, _ = backed_up(cli, bproj, """
+        CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN NEW.name := 'stamped'; RETURN NEW; END $$;
+        CREATE TRIGGER stamp BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
+        CREATE TRIGGER off BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
+        CREATE TRIGGER always BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
+        ALTER TABLE customers DISABLE TRIGGER off;
+        ALTER TABLE customers ENABLE ALWAYS TRIGGER always;
+        DELETE FROM orders; DELETE FROM customers""")
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes", "--tables",
+            "public.customers,public.orders")
+    assert r.code == 0, r.out + r.err
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM customers WHERE name = 'stamped'"
+                         ).fetchone() == (0,)
+        modes = dict(c.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid ="
+                               " 'customers'::regclass AND NOT tgisinternal").fetchall())
+        assert modes == {"stamp": "O", "off": "D", "always": "A"}  # as they were
+        c.execute("INSERT INTO customers (name) VALUES ('new')")
+        assert c.execute("SELECT name FROM customers ORDER BY id DESC LIMIT 1"
+                         ).fetchone() == ("stamped",)

@@ -106,7 +106,19 @@ def _restore_tables(target: Target, dump: Path, pg_restore: binaries.Binary,
     with connect(target.dsn, autocommit=True) as c:
         seqs = _owned_sequences(c, tables)
         idents = [sql.Identifier(*t.split(".", 1)) for t in tables]
+        # the rows go back as they were: user triggers that fire now (an updated_at
+        # stamp, an audit row) are off while they load and on again after, in the same
+        # transaction; disabled ones stay as they are
+        toggles = [(ident, sql.Identifier(name), sql.SQL("ALWAYS " if mode == "A" else ""))
+                   for ident in idents for name, mode in c.execute(
+                       "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid ="
+                       " to_regclass(%s) AND NOT tgisinternal AND tgenabled IN ('O', 'A')",
+                       [ident.as_string(c)]).fetchall()]
         prelude = sql.SQL("TRUNCATE {};\n").format(sql.SQL(", ").join(idents)).as_string(c)
+        prelude += "".join(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {};\n").format(t, g)
+                           .as_string(c) for t, g, _ in toggles)
+        coda = "".join(sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {};\n").format(t, a, g)
+                       .as_string(c) for t, g, a in toggles)
     script = [prelude.encode()]
     by_schema: dict[str, list[str]] = {}
     for t in tables:
@@ -121,6 +133,7 @@ def _restore_tables(target: Target, dump: Path, pg_restore: binaries.Binary,
             raise OperationFailed(f"pg_restore could not read the tables of schema {schema}: "
                                   f"{_error(p.stderr.decode(errors='replace'), p.returncode)}")
         script.append(p.stdout)
+    script.append(coda.encode())
     conninfo, env = binaries.libpq_args(target.dsn)
     p = subprocess.run([str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1",
                         "--single-transaction", "-d", conninfo, "-f", "-"],
