@@ -46,15 +46,17 @@ def counts(dsn: str) -> dict[str, int]:
 
 def fingerprint(dsn: str) -> dict[str, Any]:
     """What a restore must leave as it was: tables, views, rows, their sums."""
+    query = """
+        SELECT (SELECT array_agg(n.nspname || '.' || c.relname || ':' || c.relkind::text
+                                 ORDER BY n.nspname, c.relname)
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgferry')
+                  AND n.nspname NOT LIKE 'pg\\_%'),
+               (SELECT array[count(*)::text, sum(amount)::text, string_agg(note, '' ORDER BY id)]
+                FROM orders)"""
     with psycopg.connect(dsn, autocommit=True) as c:
-        rels = c.execute(
-            "SELECT n.nspname || '.' || c.relname || ':' || c.relkind::text FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN"
-            " ('pg_catalog', 'information_schema', 'pgferry') AND n.nspname NOT LIKE 'pg\\_%'"
-            " ORDER BY 1").fetchall()
-        sums = c.execute("SELECT count(*), sum(amount), string_agg(note, '' ORDER BY id)"
-                         " FROM orders").fetchone()
-    return {"rels": [r[0] for r in rels], "orders": sums}
+        rels, orders = c.execute(query).fetchone() or (None, None)
+    return {"rels": rels, "orders": orders}
 
 
 @pytest.fixture(scope="session")

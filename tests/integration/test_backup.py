@@ -57,6 +57,7 @@ def test_counts_are_those_of_the_dump_while_rows_are_written(
         bproj: Project, cli: Callable[..., Result]) -> None:
     # a writer commits while the dump runs: counts and dump must both be of the snapshot
     import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     stop = threading.Event()
 
@@ -67,13 +68,13 @@ def test_counts_are_those_of_the_dump_while_rows_are_written(
                 c.execute("INSERT INTO orders VALUES (%s, 1, 1, 'late')", [i])
                 i += 1
 
-    t = threading.Thread(target=writer)
-    t.start()
-    try:
-        r = run(cli, bproj, "backup", "create", "--env", "prod", "--json")
-    finally:
-        stop.set()
-        t.join()
+    with ThreadPoolExecutor(1) as pool:
+        wrote = pool.submit(writer)
+        try:
+            r = run(cli, bproj, "backup", "create", "--env", "prod", "--json")
+        finally:
+            stop.set()
+        wrote.result()
     assert r.code == 0, r.err
     bid = r.json["id"]
     v = run(cli, bproj, "backup", "verify", bid, "--restore-test", "--json")
