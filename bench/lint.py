@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import lint_corpus, lint_history
+from bench._doc import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / "bench" / ".work"
@@ -326,13 +327,7 @@ def _history_rows(h: dict[str, Any]) -> list[str]:
 
 
 def write_doc(section: str) -> None:
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    pat = re.compile(r"^## Lint\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(text):
-        text = pat.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    write_section("Lint", section, DOC)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

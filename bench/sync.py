@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -37,6 +36,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from bench._doc import write_section
 from pgferry.pg import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -627,14 +627,7 @@ METHOD = (
 
 
 def write_doc(section: str) -> None:
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Benchmarks\n"
-    pat = re.compile(r"^## Sync\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(text):
-        text = pat.sub(lambda _: section + "\n", text, count=1)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    DOC.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
+    write_section("Sync", section, DOC)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

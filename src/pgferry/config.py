@@ -181,6 +181,71 @@ class SyncConfig(_Model):
     )
 
 
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9,
+               "TB": 10**12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def parse_size(value: str | int) -> int:
+    """``10MB``, ``512kB``, ``1GiB`` or a bare number of bytes, as bytes."""
+    if isinstance(value, int):
+        return value
+    m = _SIZE_RE.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a size (examples: 0, 512kB, 10MB, 1GiB)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+class BackupKeepConfig(_Model):
+    """``[backup.keep]``: how many daily, weekly and monthly backups ``backup prune`` keeps."""
+
+    daily: int = Field(7, ge=0)
+    weekly: int = Field(4, ge=0)
+    monthly: int = Field(12, ge=0)
+    #: never fewer complete backups than this (and never fewer than one)
+    min_count: int = Field(1, ge=1)
+
+
+class BackupConfig(_Model):
+    """``[backup]``: where backups live, how long they are kept, what the health check expects."""
+
+    dir: str = "backups"
+    keep: BackupKeepConfig = Field(default_factory=BackupKeepConfig)
+    #: encrypt every file with the key in $PGFERRY_BACKUP_KEY
+    encrypt: bool = False
+    #: the newest complete backup older than this is stale (health check)
+    max_age: Duration = "26h"
+    #: a complete backup smaller than this is suspicious (health check); bytes or "10MB"
+    min_size: int | str = 0
+    #: pg_dump/pg_restore parallel jobs (``--jobs`` wins)
+    jobs: int = Field(2, ge=1, le=64)
+    #: the zone whose calendar days, ISO weeks and months retention counts in
+    timezone: str = "UTC"
+
+    _durations = field_validator("max_age")(classmethod(lambda cls, v: _check_duration(v)))
+
+    @field_validator("min_size")
+    @classmethod
+    def _check_size(cls, v: int | str) -> int | str:
+        parse_size(v)
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone (e.g. Europe/Berlin)") from None
+        return v
+
+    @property
+    def min_size_bytes(self) -> int:
+        return parse_size(self.min_size)
+
+
 class EmbeddedConfig(_Model):
     """``[embedded]``: where the embedded server keeps its data (relative to the config)."""
 
@@ -230,7 +295,7 @@ class HealthThresholds(_Model):
     sequence_warn: float = Field(85, ge=0, le=100)  # percent of the range used
     sequence_critical: float = Field(95, ge=0, le=100)
     slow_query_ms: float = Field(100, ge=0)  # pg_stat_statements mean time
-    #: ([backup] does not exist yet: the backup catalog's max_age lives here until it does)
+    #: unset: ``[backup] max_age`` (the same figure ``backup list`` calls stale)
     backup_max_age: Duration = "26h"
     restore_test_max_age: Duration = "8d"
     sync_max_age: Duration | None = None  # the last sync into this env; none: not judged
@@ -282,10 +347,18 @@ class Config(_Model):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     embedded: EmbeddedConfig = Field(default_factory=EmbeddedConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    backup: BackupConfig = Field(default_factory=BackupConfig)
 
     # not from the file
     path: Path | None = Field(None, exclude=True)
     text: str = Field("", exclude=True, repr=False)
+
+    @model_validator(mode="after")
+    def _backup_age_once(self) -> Config:
+        # one figure for "stale": [health] backup_max_age follows [backup] max_age unless set
+        if "backup_max_age" not in self.health.model_fields_set:
+            self.health.backup_max_age = self.backup.max_age
+        return self
 
     @property
     def root(self) -> Path:
@@ -295,6 +368,11 @@ class Config(_Model):
     @property
     def migrations_dir(self) -> Path:
         return (self.root / self.migrate.dir).resolve()
+
+    @property
+    def backup_dir(self) -> Path:
+        """The backup root: ``[backup] dir``, relative to the config file."""
+        return (self.root / self.backup.dir).resolve()
 
     @property
     def embedded_dir(self) -> Path:

@@ -154,7 +154,15 @@ def _sync_steps() -> list[Step]:
     return steps()
 
 
+def _backup_steps() -> list[Step]:
+    # back up prod after the sync, test-restore it, list it: demo_backup
+    from pgferry.demo_backup import steps
+
+    return steps()
+
+
 STEPS += _sync_steps()
+STEPS += _backup_steps()
 
 
 # -- building the demo project --------------------------------------------------

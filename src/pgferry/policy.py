@@ -1,7 +1,7 @@
 """Policy every command that writes to an environment goes through: blackout windows.
 
 Contract: :func:`blackout_guard` is the one check ``migrate up|undo|repair|baseline``
-and ``sync`` (and later ``backup restore``) call before they touch the target:
+``sync``, ``sync revert`` and ``backup restore`` call before they touch the target:
 
 - inside an active ``[[blackout]]`` window for the environment it raises
   :class:`~pgferry.errors.Refused` (exit 4, naming the window) and journals the

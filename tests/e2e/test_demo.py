@@ -78,6 +78,10 @@ def test_demo_runs_the_migration_story(
     assert "$ pgferry health --env prod" in p.stdout
     assert "prod: degraded (" in p.stdout and "prod: optimal (" in p.stdout
     assert "public.legal_cases has 0 rows, below degraded_below = 1" in p.stdout
+    # the backup story closes the demo: prod backed up, test-restored, listed
+    assert "$ pgferry backup verify latest --env prod --restore-test" in p.stdout
+    assert "restore test: 12 tables' row counts compared" in p.stdout, p.stdout[-3000:]
+    assert "$ pgferry backup list --env prod" in p.stdout and "restore-tested" in p.stdout
     assert (demo_dir / "migrations" / "V10__lead_row_level_security.sql").is_file()
 
     emb = demo_dir / ".pgferry"

@@ -36,11 +36,11 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     demo = json.loads(p.stdout)
     titles = [s["title"] for s in demo["steps"]]
-    assert titles[-10:] == ["seed dev", "verify finds the gap", "prod health before the sync",
+    assert titles[-13:-3] == ["seed dev", "verify finds the gap", "prod health before the sync",
                             "sync dev -> prod", "verify again", "prod health after the sync",
                             "a mistaken sync into prod", "sync revert",
                             "a conflict stops the sync", "--on-conflict target"]
-    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-9:]
+    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-12:-3]
     # verify finds the gap, health degraded, sync, verify clean, health optimal, the
     # mistaken sync, its revert, the sync that stops at a conflict (exit 1), the one that
     # keeps prod's row
@@ -48,14 +48,14 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert commands[6][0].startswith("pgferry sync revert ")
     assert commands[2][0].startswith("pgferry sync dev prod --yes --report ")
     assert commands[1][0] == commands[4][0] == "pgferry health --env prod"
-    before, after = demo["outputs"][-8]["output"], demo["outputs"][-5]["output"]
+    before, after = demo["outputs"][-11]["output"], demo["outputs"][-8]["output"]
     assert (before["status"], after["status"]) == ("degraded", "optimal")
     rows = {c["name"]: c for c in before["checks"]}["rows:public.legal_cases"]
     assert rows["message"] == "public.legal_cases has 0 rows, below degraded_below = 1"
     assert {c["name"]: c for c in after["checks"]}["rows:public.legal_cases"]["value"] == "2025"
     assert demo["results"]["health"]["before"]["status"] == "degraded"
     assert demo["results"]["health"]["after"]["status"] == "optimal"
-    stopped = demo["outputs"][-2]["output"]
+    stopped = demo["outputs"][-5]["output"]
     cases = {t["table"]: t for t in stopped["tables"]}["public.legal_cases"]
     assert cases["status"] == "conflicts" and cases["conflicts"] == 1
     assert cases["conflict_rows"][0]["target_row"]["title"].endswith("(corrected by legal ops)")
@@ -80,3 +80,32 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert res["reverted"] == res["mistake"]["before"]
     assert res["conflict_kept"] == res["conflict_stopped"] == (
         "Globex v. Doe (corrected by legal ops)")
+
+
+@pytest.mark.slow
+def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
+    """The backup steps alone (after the migration and sync steps they need), in-process."""
+    from pgferry import demo
+    from pgferry.cli.common import State
+
+    res = demo.run(demo_dir, State(json=True))
+    titles = [s["title"] for s in res["steps"]]
+    assert titles[-3:] == ["backup prod", "test-restore the backup", "list backups"]
+    outs = res["outputs"][-3:]
+    assert [o["command"] for o in outs] == [
+        "pgferry backup create --env prod --tag demo",
+        "pgferry backup verify latest --env prod --restore-test",
+        "pgferry backup list --env prod"]
+    assert [o["exit_code"] for o in outs] == [0, 0, 0]
+    b = res["results"]["backup"]
+    assert b["rows"] == {"public.data_sources": 12, "public.legal_cases": 2025,
+                         "public.regulatory_updates": 5654}
+    assert b["restore_test_ok"] is True and b["tables_compared"] == b["tables"]
+    listed = outs[2]["output"]["backups"]
+    assert [x["state"] for x in listed] == ["restore-tested"] and listed[0]["tag"] == "demo"
+    manifest = demo_dir / "backups" / "prod" / b["id"] / "manifest.json"
+    assert json.loads(manifest.read_text())["tables"]["public.legal_cases"] == 2025
+    # the scratch database of the test restore is dropped from the embedded server
+    from tests.integration.backup_helpers import wait_scratch_gone
+
+    wait_scratch_gone(embedded.superuser_dsn(demo_dir / ".pgferry"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,10 +15,12 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgferry import journal
+from pgferry.backup.manifest import Manifest
 from pgferry.config import load_config
 from pgferry.health import service
 from pgferry.pg.connect import resolve_env
 from tests.conftest import Project, Result, write_project
+from tests.integration.backup_helpers import wait_scratch_gone
 
 SCHEMA = """
 CREATE TABLE cases (
@@ -170,9 +173,11 @@ def _backup(root: Path, env: str, bid: str, finished: datetime,
     d = root / "backups" / env / bid
     d.mkdir(parents=True)
     if manifest:
-        (d / "manifest.json").write_text(json.dumps({
-            "id": bid, "env": env, "started_at": (finished - timedelta(minutes=2)).isoformat(),
-            "finished_at": finished.isoformat(), "size_bytes": 1234}))
+        m = Manifest(id=bid, env=env, database="prod",
+                     started_at=(finished - timedelta(minutes=2)).isoformat(),
+                     finished_at=finished.isoformat(), size_bytes=1234, tables={}, files={},
+                     server_version="18", pg_dump_version="18", tool_version="test")
+        (d / "manifest.json").write_text(json.dumps(m.to_dict()))
     if tested is not None:
         (d / "verification.json").write_text(json.dumps({
             "verified_at": tested.isoformat(), "verify_ok": True,
@@ -199,6 +204,36 @@ def test_backups_from_the_catalog(proj: Project, cli: Callable[..., Result]) -> 
     assert m["pgferry_backup_last_restore_test_timestamp_seconds"] == [
         ({"env": "prod"}, (now - timedelta(minutes=30)).timestamp())]
     assert checks(health(cli, proj, "dev", "--json"))["backups"]["status"] == "unknown"
+    # a damaged manifest is not a complete backup, and breaks nothing
+    _backup(proj.root, "prod", "20261122T0200Z", now)
+    (proj.root / "backups/prod/20261122T0200Z/manifest.json").write_text(
+        '{"id": "x", "finished_at": "yesterday"}')
+    assert checks(health(cli, proj, "prod", "--json"))["backups"]["status"] == "optimal"
+
+
+def test_backups_taken_by_pgferry_backup(proj: Project, cli: Callable[..., Result],
+                                         createdb_role: str, pg_admin_dsn: str) -> None:
+    """The health check reads what `pgferry backup` writes: a fresh backup is optimal, its
+    restore test is missing until `backup verify --restore-test`, and [backup] min_size and
+    max_age are the figures it judges by."""
+    assert cli("backup", "create", "--env", "prod", "--config", str(proj.config)).code == 0
+    c = checks(health(cli, proj, "prod", "--json"))
+    assert c["backups"]["status"] == "optimal", c["backups"]
+    assert (c["restore_test"]["status"], c["restore_test"]["value"]) == ("degraded", "never")
+    r = cli("backup", "verify", "latest", "--env", "prod", "--restore-test",
+            "--config", str(proj.config))
+    assert r.code == 0, r.out
+    wait_scratch_gone(pg_admin_dsn)
+    c = checks(health(cli, proj, "prod", "--json"))
+    assert c["restore_test"]["status"] == "optimal", c["restore_test"]
+    text = proj.config.read_text()
+    proj.config.write_text(text + '\n[backup]\nmin_size = "1GiB"\nmax_age = "1s"\n')
+    c = checks(health(cli, proj, "prod", "--json"))["backups"]
+    assert c["status"] == "degraded" and "below [backup] min_size" in c["message"], c
+    proj.config.write_text(text + '\n[backup]\nmax_age = "1s"\n')
+    time.sleep(1.1)
+    c = checks(health(cli, proj, "prod", "--json"))["backups"]
+    assert c["status"] == "degraded" and "above backup_max_age (1s)" in c["message"], c
 
 
 def test_the_service_answers_from_its_cache_within_the_interval(

@@ -31,6 +31,14 @@ def test_defaults_are_the_issue_s(tmp_path: Path) -> None:
     assert h.seconds("backup_max_age") == timedelta(hours=26).total_seconds()
 
 
+def test_backup_max_age_follows_the_backup_section_unless_set(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, '[backup]\nmax_age = "50h"\n')).health.thresholds(
+        "prod").backup_max_age == "50h"
+    cfg = load_config(write(tmp_path, '[backup]\nmax_age = "50h"\n[health]\n'
+                                      'backup_max_age = "2h"\n'))
+    assert cfg.health.thresholds("prod").backup_max_age == "2h"
+
+
 def test_an_environment_overrides_only_what_it_sets(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, """
 [health]

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {  # in the order --help lists them: the story's orde
     "sync": "pgferry.cli.sync",
     "verify": "pgferry.cli.sync",
     "health": "pgferry.cli.health",
+    "backup": "pgferry.cli.backup",
     "journal": "pgferry.cli.journal",
     "embedded": "pgferry.cli.project",
 }

@@ -113,6 +113,7 @@ class Backups:
     last_complete: datetime | None = None
     last_restore_test: datetime | None = None
     last_verify_failed: str | None = None  # id of the newest backup whose verification failed
+    too_small: tuple[str, int] | None = None  # (id, bytes): newest complete, below min_size
 
 
 @dataclass

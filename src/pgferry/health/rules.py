@@ -254,6 +254,11 @@ def backups(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
     if b.last_verify_failed:
         return ("degraded", dur(age), limit, f"backup {b.last_verify_failed} failed its "
                 "verification", f"run `pgferry backup create --env {f.env}` and verify it")
+    if b.too_small:
+        return ("degraded", dur(age), limit, f"the newest complete backup of {f.env} "
+                f"({b.too_small[0]}) is {b.too_small[1]} bytes, below [backup] min_size",
+                "check what the last backup left out (`pgferry backup list`) and the "
+                "database's size")
     if age > th.seconds("backup_max_age"):
         return ("degraded", dur(age), limit, f"the newest complete backup of {f.env} is "
                 f"{dur(age)} old, above backup_max_age ({th.backup_max_age})",

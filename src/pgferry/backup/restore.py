@@ -1,0 +1,250 @@
+"""``backup restore``: verify first, keep an emergency backup, restore all or nothing.
+
+Contract: :func:`restore` puts a complete backup into ``target`` and returns
+:class:`Restored`. In order, before anything is written:
+
+1. blackout windows (exit 4 inside one, unless overridden with a reason);
+2. the backup is verified (files against the manifest, table of contents): a
+   damaged backup is refused (exit 1, naming the file), nothing touched;
+3. ``into_new``: the dump is restored into a new database of that name on the
+   target's server (exit 2 if it exists), which is dropped again if the
+   restore fails; the target's own database is not touched;
+4. otherwise an emergency backup of the target is taken first (tagged
+   ``pre-restore``, kept), then ``pg_restore --clean --if-exists
+   --single-transaction`` replaces what the dump holds (pgferry's own schema,
+   with the target's journal, is left as it is); with ``tables``, those
+   tables' rows (and their sequences) replace the target's in one
+   transaction (TRUNCATE, then the data). A failure rolls the transaction
+   back: the target is as it was (exit 3, naming the emergency backup).
+
+Protected environments (``--yes``) are the CLI's check, before this runs.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry import journal
+from pgferry.backup import scratch
+from pgferry.backup.catalog import BackupInfo
+from pgferry.backup.create import create
+from pgferry.backup.verify import check, pg_restore_for, plain_dump
+from pgferry.config import Config
+from pgferry.errors import BadInput, OperationFailed, ProblemFound
+from pgferry.migrate.windows import describe
+from pgferry.pg import binaries
+from pgferry.pg.connect import Target, connect, redact
+from pgferry.policy import blackout_guard
+
+
+@dataclass
+class Restored:
+    backup: BackupInfo
+    env: str
+    database: str
+    tables: list[str] = field(default_factory=list)
+    emergency_id: str | None = None
+    emergency_path: Path | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, "id": self.backup.id, "from_env": self.backup.env, "env": self.env,
+                "database": self.database, "tables": self.tables or "all",
+                "emergency_backup": self.emergency_id,
+                "emergency_path": str(self.emergency_path) if self.emergency_path else None,
+                "seconds": round(self.seconds, 3)}
+
+
+_PREFIX = re.compile(r"^(psql:\S*?:\d+: )?(pg_restore: )?(error: )?(could not execute query: )?"
+                     r"(ERROR:\s+)?")
+
+
+def _error(stderr: str, rc: int) -> str:
+    """The first error pg_restore or psql printed, without their prefixes."""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    errs = [ln for ln in lines if "error" in ln.lower()] or lines
+    text = _PREFIX.sub("", redact(errs[0]).strip()) if errs else f"exit code {rc}"
+    if "cannot truncate a table referenced in a foreign key constraint" in text:
+        text += " (list the tables that refer to it in --tables too, or use --into-new)"
+    return text
+
+
+def _database(target: Target) -> str:
+    with connect(target.dsn, autocommit=True) as c:
+        row = c.execute("SELECT current_database()").fetchone()
+    return str(row[0]) if row else "?"
+
+
+def _owned_sequences(conn: psycopg.Connection[Any], tables: list[str]) -> dict[str, list[str]]:
+    """schema -> sequences owned by columns of ``tables`` (serial and identity)."""
+    out: dict[str, list[str]] = {}
+    for t in tables:
+        schema, name = t.split(".", 1)
+        rows = conn.execute(
+            "SELECT s.relname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid"
+            " JOIN pg_class c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE s.relkind = 'S' AND d.deptype IN ('a', 'i') AND n.nspname = %s"
+            " AND c.relname = %s", [schema, name]).fetchall()
+        out.setdefault(schema, []).extend(r[0] for r in rows)
+    return out
+
+
+def _restore_tables(target: Target, dump: Path, pg_restore: binaries.Binary,
+                    tables: list[str]) -> None:
+    """TRUNCATE the tables and load their rows (and sequences) in one psql transaction."""
+    psql = binaries.find("psql", pg_restore.major)
+    with connect(target.dsn, autocommit=True) as c:
+        seqs = _owned_sequences(c, tables)
+        idents = [sql.Identifier(*t.split(".", 1)) for t in tables]
+        # the rows go back as they were: user triggers that fire now (an updated_at
+        # stamp, an audit row) are off while they load and on again after, in the same
+        # transaction; disabled ones stay as they are
+        toggles = [(ident, sql.Identifier(name), sql.SQL("ALWAYS " if mode == "A" else ""))
+                   for ident in idents for name, mode in c.execute(
+                       "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid ="
+                       " to_regclass(%s) AND NOT tgisinternal AND tgenabled IN ('O', 'A')",
+                       [ident.as_string(c)]).fetchall()]
+        prelude = sql.SQL("TRUNCATE {};\n").format(sql.SQL(", ").join(idents)).as_string(c)
+        prelude += "".join(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {};\n").format(t, g)
+                           .as_string(c) for t, g, _ in toggles)
+        coda = "".join(sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {};\n").format(t, a, g)
+                       .as_string(c) for t, g, a in toggles)
+    script = [prelude.encode()]
+    by_schema: dict[str, list[str]] = {}
+    for t in tables:
+        schema, name = t.split(".", 1)
+        by_schema.setdefault(schema, []).append(name)
+    for schema, names in by_schema.items():
+        args = [str(pg_restore.path), "--data-only", "-f", "-", "-n", schema]
+        for n in names + seqs.get(schema, []):
+            args += ["-t", n]
+        p = subprocess.run([*args, str(dump)], capture_output=True, check=False)
+        if p.returncode != 0:
+            raise OperationFailed(f"pg_restore could not read the tables of schema {schema}: "
+                                  f"{_error(p.stderr.decode(errors='replace'), p.returncode)}")
+        script.append(p.stdout)
+    script.append(coda.encode())
+    conninfo, env = binaries.libpq_args(target.dsn)
+    p = subprocess.run([str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                        "--single-transaction", "-d", conninfo, "-f", "-"],
+                       input=b"".join(script), capture_output=True, env=env, check=False)
+    if p.returncode != 0:
+        raise _Failed(_error(p.stderr.decode(errors="replace"), p.returncode))
+
+
+class _Failed(Exception):
+    """pg_restore/psql failed; the transaction rolled back."""
+
+
+def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> None:
+    # pgferry's own schema (the target's journal and sync state) stays as it is: -N leaves
+    # out what is in it, the list leaves out the schema itself
+    toc = subprocess.run([str(pg_restore.path), "-l", str(dump)], capture_output=True,
+                         text=True, check=False)
+    if toc.returncode != 0:
+        raise _Failed(_error(toc.stderr, toc.returncode))
+    keep = [ln if not _OWN_SCHEMA.match(ln) else ";" + ln for ln in toc.stdout.splitlines()]
+    with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as f:
+        f.write("\n".join(keep) + "\n")
+    listing = Path(f.name)
+    try:
+        conninfo, env = binaries.libpq_args(target.dsn)
+        p = subprocess.run([str(pg_restore.path), "--clean", "--if-exists",
+                            "--single-transaction", "--exit-on-error", "--no-owner",
+                            "-N", "pgferry", "-L", str(listing), "-d", conninfo, str(dump)],
+                           capture_output=True, text=True, env=env, check=False)
+    finally:
+        listing.unlink(missing_ok=True)
+    if p.returncode != 0:
+        raise _Failed(_error(p.stderr, p.returncode))
+
+
+_OWN_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - pgferry ")
+
+
+def _into_new(cfg: Config, target: Target, dump: Path, pg_restore: binaries.Binary,
+              name: str, jobs: int) -> None:
+    if scratch.exists(target, name):
+        raise BadInput(f"database {name} already exists on {target.name}'s server; name a new "
+                       "one with --into-new (nothing was changed)")
+    dsn = scratch.create_database(cfg, target, name)
+    conninfo, env = binaries.libpq_args(dsn)
+    p = subprocess.run([str(pg_restore.path), "-j", str(jobs), "--exit-on-error", "--no-owner",
+                        "-d", conninfo, str(dump)], capture_output=True, text=True, env=env,
+                       check=False)
+    if p.returncode != 0:
+        scratch.drop_database(cfg, target, name)
+        raise OperationFailed(f"the restore into new database {name} failed and it was dropped "
+                              f"again: {_error(p.stderr, p.returncode)}; {target.name} was not "
+                              "touched")
+
+
+def restore(cfg: Config, target: Target, info: BackupInfo, *, now: datetime,
+            tables: list[str] | None = None, into_new: str | None = None,
+            override_blackout: bool = False, reason: str | None = None,
+            jobs: int | None = None, note: Callable[[str], None] | None = None) -> Restored:
+    """Restore ``info`` into ``target`` (see the module docstring)."""
+    t0 = time.monotonic()
+    m = info.manifest
+    assert m is not None
+    # refused inside a window (exit 4) and journaled, or the override journaled
+    window = blackout_guard(cfg, target, "backup restore", override=override_blackout,
+                            reason=reason, now=now,
+                            arguments={"id": info.id, "tables": tables, "into_new": into_new})
+    tables = list(tables or [])
+    unknown = [t for t in tables if t not in m.tables]
+    if unknown:
+        raise BadInput(f"backup {info.id} has no table {', '.join(unknown)}; its tables: "
+                       f"{', '.join(sorted(m.tables)) or 'none'}")
+    if tables and into_new:
+        raise BadInput("--tables and --into-new go separately: --into-new restores everything")
+    problems = check(info, cfg.backup_dir, jobs or cfg.backup.jobs)
+    if problems:
+        raise ProblemFound(f"backup {info.id} is damaged: {problems[0]}; nothing was "
+                           "restored, pick another with `pgferry backup list`",
+                           problems=problems)
+    pg_restore = pg_restore_for(m)
+    res = Restored(info, target.name, into_new or _database(target), tables)
+    args = {"id": info.id, "from_env": info.env, "tables": tables, "into_new": into_new}
+    if into_new:
+        # the environment's database is left alone; its journal (if it has one) says so
+        with journal.operation(target, "backup restore", args, create=False) as op, \
+                plain_dump(info, cfg.backup_dir) as dump:
+            _into_new(cfg, target, dump, pg_restore, into_new, jobs or cfg.backup.jobs)
+            op.details.update(res.to_dict())
+        res.seconds = time.monotonic() - t0
+        return res
+    if note:
+        note(f"taking an emergency backup of {target.name} first")
+    emergency = create(cfg, target, tag="pre-restore", keep=True)
+    res.emergency_id, res.emergency_path = emergency.manifest.id, emergency.path
+    with journal.operation(target, "backup restore", args) as op:
+        if window is not None:
+            op.details["blackout_override"] = {"window": describe(window), "reason": reason}
+        op.details.update(emergency_backup=res.emergency_id)
+        try:
+            with plain_dump(info, cfg.backup_dir) as dump:
+                if tables:
+                    _restore_tables(target, dump, pg_restore, tables)
+                else:
+                    _restore_all(target, dump, pg_restore)
+        except _Failed as e:
+            raise OperationFailed(
+                f"the restore into {target.name} failed and was rolled back, so "
+                f"{target.name} is as it was: {e}; the emergency backup is "
+                f"{res.emergency_id} at {res.emergency_path}",
+                emergency_backup=res.emergency_id) from None
+        op.details.update(res.to_dict())
+    res.seconds = time.monotonic() - t0
+    return res

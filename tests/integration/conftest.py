@@ -1,0 +1,3 @@
+"""Fixtures shared by integration tests of one capability (defined beside their helpers)."""
+
+from tests.integration.backup_helpers import bproj, createdb_role  # noqa: F401

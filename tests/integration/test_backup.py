@@ -1,0 +1,232 @@
+"""backup create / list / verify / restore / prune on a real server, as a non-superuser."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+from psycopg import sql as q
+
+from pgferry.backup.catalog import list_backups
+from tests.conftest import Project, Result
+from tests.integration.backup_helpers import (
+    COUNTS,
+    backed_up,
+    backups_dir,
+    counts,
+    fingerprint,
+    run,
+    scratch_databases,
+    sql,
+    wait_scratch_gone,
+)
+
+
+def test_create_writes_a_complete_manifest_with_counts_of_its_snapshot(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    r = run(cli, bproj, "backup", "create", "--env", "prod", "--tag", "nightly", "--json")
+    assert r.code == 0, r.err
+    out = r.json
+    d = Path(out["path"])
+    assert d.parent == backups_dir(bproj, "prod")
+    m = json.loads((d / "manifest.json").read_text())
+    for key in ("id", "env", "database", "started_at", "finished_at", "size_bytes", "tables",
+                "files", "server_version", "pg_dump_version", "tool_version", "tag", "keep"):
+        assert key in m, key
+    assert m["env"] == "prod" and m["tag"] == "nightly" and m["keep"] is False
+    assert m["started_at"].endswith("Z") and m["finished_at"] >= m["started_at"]
+    assert {k: m["tables"][k] for k in COUNTS} == COUNTS
+    assert m["pg_dump_version"].startswith("18") and m["server_version"].startswith("18")
+    assert "dump/toc.dat" in m["files"]
+    assert m["size_bytes"] == sum(f["size"] for f in m["files"].values())
+    assert all((d / rel).stat().st_size == f["size"] for rel, f in m["files"].items())
+    assert not (d / ".in-progress").exists()
+    # the read-only catalog API the health check imports
+    infos = list_backups(bproj.root / "backups", "prod")
+    assert [i.id for i in infos] == [m["id"]] and infos[0].complete
+    # journaled in the database it backed up
+    with psycopg.connect(bproj.dsns["prod"]) as c:
+        rows = c.execute("SELECT command, outcome, details->>'id' FROM pgferry.journal").fetchall()
+    assert rows == [("backup create", "ok", m["id"])]
+
+
+def test_counts_are_those_of_the_dump_while_rows_are_written(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    # a writer commits while the dump runs: counts and dump must both be of the snapshot
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    stop = threading.Event()
+
+    def writer() -> None:
+        with psycopg.connect(bproj.dsns["prod"], autocommit=True) as c:
+            i = 100_000
+            while not stop.is_set():
+                c.execute("INSERT INTO orders VALUES (%s, 1, 1, 'late')", [i])
+                i += 1
+
+    with ThreadPoolExecutor(1) as pool:
+        wrote = pool.submit(writer)
+        try:
+            r = run(cli, bproj, "backup", "create", "--env", "prod", "--json")
+        finally:
+            stop.set()
+        wrote.result()
+    assert r.code == 0, r.err
+    bid = r.json["id"]
+    v = run(cli, bproj, "backup", "verify", bid, "--restore-test", "--json")
+    assert v.code == 0, v.out + v.err
+    assert v.json["restore_test_ok"] is True
+
+
+def test_list_verify_and_restore_test_write_the_sidecar_only(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    d = backups_dir(bproj, "prod") / bid
+    manifest_before = (d / "manifest.json").read_bytes()
+    r = run(cli, bproj, "backup", "verify", "latest", "--env", "prod", "--json")
+    assert r.code == 0, r.out + r.err
+    side = json.loads((d / "verification.json").read_text())
+    assert side["verify_ok"] is True and side["verified_at"].endswith("Z")
+    assert side["restore_tested_at"] is None and side["problems"] == []
+    r = run(cli, bproj, "backup", "verify", bid, "--restore-test")
+    assert r.code == 0, r.out + r.err
+    assert "restore test" in r.out and "3 tables" not in r.err
+    side = json.loads((d / "verification.json").read_text())
+    assert side["restore_test_ok"] is True and side["restore_tested_at"]
+    assert set(side) == {"verified_at", "verify_ok", "restore_tested_at", "restore_test_ok",
+                         "problems"}
+    assert (d / "manifest.json").read_bytes() == manifest_before
+    # the scratch database is dropped (by a detached process, once the result is written)
+    wait_scratch_gone(bproj.dsns["prod"])
+    r = run(cli, bproj, "backup", "list", "--env", "prod")
+    assert r.code == 0, r.err
+    assert bid in r.out and "restore-tested" in r.out and "daily" in r.out
+    assert "newest complete" in r.out
+    lst = run(cli, bproj, "backup", "list", "--env", "prod", "--json").json
+    b = lst["backups"][0]
+    assert b["id"] == bid and b["state"] == "restore-tested" and "daily" in b["slots"]
+    assert lst["freshness"]["newest_complete_age_s"] >= 0
+    assert lst["freshness"]["newest_restore_tested_age_s"] is not None
+
+
+def test_restore_in_place_keeps_an_emergency_backup(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    dsn = bproj.dsns["prod"]
+    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    before = fingerprint(dsn)
+    sql(dsn, "DELETE FROM orders WHERE id > 100; UPDATE customers SET name = 'oops'")
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes")
+    assert r.code == 0, r.out + r.err
+    assert fingerprint(dsn) == before and counts(dsn) == COUNTS
+    infos = list_backups(bproj.root / "backups", "prod")
+    emergency = [i for i in infos if i.tag == "pre-restore"]
+    assert len(emergency) == 1 and emergency[0].keep
+    assert emergency[0].manifest is not None
+    assert emergency[0].manifest.tables["public.orders"] == 100
+    assert emergency[0].id in r.out and str(emergency[0].path) in r.out
+    with psycopg.connect(dsn) as c:
+        cmds = [x[0] for x in c.execute("SELECT command FROM pgferry.journal ORDER BY id")]
+    assert cmds == ["backup create", "backup create", "backup restore"]
+
+
+def test_restore_into_new_leaves_the_old_database_alone(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders")
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--into-new", "bk_new_a",
+            "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["database"] == "bk_new_a" and r.json["emergency_backup"] is None
+    assert fingerprint(dsn) == before
+    new = psycopg.conninfo.make_conninfo(dsn, dbname="bk_new_a")
+    assert counts(new) == COUNTS
+    # not into a database that exists
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--into-new", "bk_new_a")
+    assert r.code == 2 and "already exists" in r.err
+
+
+def test_restore_of_some_tables_into_another_env(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    dev = bproj.dsns["dev"]
+    from tests.integration.backup_helpers import SCHEMA
+
+    sql(dev, SCHEMA.split("INSERT", 1)[0])
+    sql(dev, "INSERT INTO customers (name) VALUES ('only dev')")
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "dev", "--tables",
+            "public.customers,public.orders")
+    assert r.code == 0, r.out + r.err
+    got = counts(dev)
+    assert got["public.customers"] == 300 and got["public.orders"] == 4000
+    assert got["odd Schema.Mixed Case"] == 0
+    # the identity sequence moved with the data: the next insert does not collide
+    sql(dev, "INSERT INTO customers (name) VALUES ('next')")
+
+
+def test_prune_applies_keep_and_dry_run_changes_nothing(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    ids = [run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+           for _ in range(3)]
+    kept = run(cli, bproj, "backup", "create", "--env", "prod", "--keep", "--json").json["id"]
+    # all four are of today: daily keeps the newest of the day (the kept one), and the
+    # kept flag; min_count 2 keeps the newest other one
+    bproj.config.write_text(bproj.config.read_text() + "\n[backup.keep]\nmin_count = 2\n")
+    r = run(cli, bproj, "backup", "prune", "--env", "prod", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    assert sorted(r.json["deleted"]) == sorted(ids[:2]) and r.json["dry_run"] is True
+    assert len(list_backups(bproj.root / "backups", "prod")) == 4
+    r = run(cli, bproj, "backup", "prune", "--env", "prod", "--json")
+    assert r.code == 0 and sorted(r.json["deleted"]) == sorted(ids[:2])
+    assert [i.id for i in list_backups(bproj.root / "backups", "prod")] == [kept, ids[2]]
+    r = run(cli, bproj, "backup", "prune", "--env", "prod", "--json")
+    assert r.json["deleted"] == []
+
+
+def test_a_restore_test_drops_scratch_databases_a_crash_left_behind(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    dsn = bproj.dsns["prod"]
+    old = "pgferry_restoretest_1700000000_dead01"
+    fresh = f"pgferry_restoretest_{int(time.time())}_live01"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for name in (old, fresh):
+            c.execute(q.SQL("CREATE DATABASE {}").format(q.Identifier(name)))
+    try:
+        bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+        r = run(cli, bproj, "backup", "verify", bid, "--restore-test")
+        assert r.code == 0, r.out + r.err
+        deadline = time.monotonic() + 60
+        while scratch_databases(dsn) != [fresh]:  # an hour old, nobody connected: dropped
+            assert time.monotonic() < deadline, scratch_databases(dsn)
+            time.sleep(0.1)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(q.SQL("DROP DATABASE IF EXISTS {}").format(q.Identifier(fresh)))
+
+
+def test_restoring_tables_does_not_fire_their_triggers(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    # an updated_at-style trigger on the target would stamp every restored row
+    dsn, bid, _ = backed_up(cli, bproj, """
+        CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN NEW.name := 'stamped'; RETURN NEW; END $$;
+        CREATE TRIGGER stamp BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
+        CREATE TRIGGER off BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
+        CREATE TRIGGER always BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
+        ALTER TABLE customers DISABLE TRIGGER off;
+        ALTER TABLE customers ENABLE ALWAYS TRIGGER always;
+        DELETE FROM orders; DELETE FROM customers""")
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes", "--tables",
+            "public.customers,public.orders")
+    assert r.code == 0, r.out + r.err
+    with psycopg.connect(dsn) as c:
+        assert c.execute("SELECT count(*) FROM customers WHERE name = 'stamped'"
+                         ).fetchone() == (0,)
+        modes = dict(c.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid ="
+                               " 'customers'::regclass AND NOT tgisinternal").fetchall())
+        assert modes == {"stamp": "O", "off": "D", "always": "A"}  # as they were
+        c.execute("INSERT INTO customers (name) VALUES ('new')")
+        assert c.execute("SELECT name FROM customers ORDER BY id DESC LIMIT 1"
+                         ).fetchone() == ("stamped",)

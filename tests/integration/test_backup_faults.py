@@ -1,0 +1,235 @@
+"""Backup faults on a real server: SIGKILL, a flipped byte, a failing restore, a full or
+read-only disk, no pg_dump new enough, a protected env, a blackout, a wrong key."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgferry.backup.catalog import list_backups
+from tests.conftest import Project, Result
+from tests.integration import backup_helpers as bh
+from tests.integration.backup_helpers import backed_up, fingerprint, run
+
+
+def journal(dsn: str) -> list[tuple[str, str]]:
+    with psycopg.connect(dsn) as c:
+        return [(a, b) for a, b in c.execute(
+            "SELECT command, outcome FROM pgferry.journal ORDER BY id")]
+
+
+@pytest.mark.slow
+def test_sigkill_during_create_leaves_nothing_usable_and_the_next_run_cleans_it(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    dsn = bproj.dsns["prod"]
+    holder = psycopg.connect(dsn)
+    holder.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")  # the dump waits on it
+    p = bproj.popen("backup", "create", "--env", "prod")
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            dirs = list(bh.backups_dir(bproj, "prod").glob("*/.in-progress"))
+            if dirs and (dirs[0].parent / "dump").exists():
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the backup never started")
+        time.sleep(0.5)
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    finally:
+        holder.rollback()
+        holder.close()
+    time.sleep(1)  # pg_dump dies with its parent; nothing writes into the directory any more
+    killed = dirs[0].parent
+    assert killed.is_dir() and not (killed / "manifest.json").exists()
+    assert list_backups(bproj.root / "backups", "prod") == []
+    r = run(cli, bproj, "backup", "list", "--env", "prod", "--all", "--json")
+    assert [(b["id"], b["state"]) for b in r.json["backups"]] == [(killed.name, "interrupted")]
+    assert r.json["freshness"]["stale"] is True
+    r = run(cli, bproj, "backup", "verify", killed.name)
+    assert r.code == 2 and "is not complete" in r.err
+    r = run(cli, bproj, "backup", "create", "--env", "prod", "--json")
+    assert r.code == 0, r.err
+    assert r.json["cleaned"] == [killed.name] and not killed.exists()
+    assert [i.id for i in list_backups(bproj.root / "backups", "prod")] == [r.json["id"]]
+
+
+def test_a_flipped_byte_fails_verify_naming_the_file_and_restore_refuses(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    dsn = bproj.dsns["prod"]
+    out = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json
+    d = Path(out["path"])
+    data = max((d / "dump").glob("*.dat.gz"), key=lambda f: f.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data.write_bytes(bytes(raw))
+    rel = f"dump/{data.name}"
+    r = run(cli, bproj, "backup", "verify", out["id"], "--json")
+    assert r.code == 1 and r.json["ok"] is False
+    assert any(rel in p for p in r.json["problems"]), r.json["problems"]
+    side = json.loads((d / "verification.json").read_text())
+    assert side["verify_ok"] is False and rel in side["problems"][0]
+    r = run(cli, bproj, "backup", "verify", out["id"])
+    assert r.code == 1 and f"problem: file {rel} does not match its sha256" in r.out
+    bh.sql(dsn, "DELETE FROM orders WHERE id > 10")
+    before = fingerprint(dsn)
+    r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
+    assert r.code == 1 and rel in r.err and "nothing was restored" in r.err
+    assert fingerprint(dsn) == before
+    assert [i.id for i in list_backups(bproj.root / "backups", "prod")] == [out["id"]]
+    assert journal(dsn) == [("backup create", "ok")]
+
+
+def test_a_restore_that_fails_half_way_leaves_the_target_as_it_was(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    # after the backup: rows change, and a new table refers to orders, so dropping orders
+    # (the restore's clean step, after it dropped other objects) fails
+    dsn, bid, before = backed_up(
+        cli, bproj, "DELETE FROM orders WHERE id > 3000; UPDATE customers SET name = 'changed';"
+        "CREATE TABLE refunds (order_id bigint REFERENCES orders); INSERT INTO refunds VALUES (1)")
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes")
+    assert r.code == 3, r.out + r.err
+    assert "rolled back" in r.err and "emergency backup" in r.err
+    assert fingerprint(dsn) == before
+    emergency = [i for i in list_backups(bproj.root / "backups", "prod")
+                 if i.tag == "pre-restore"]
+    assert len(emergency) == 1 and emergency[0].keep and emergency[0].id in r.err
+    assert emergency[0].manifest and emergency[0].manifest.tables["public.orders"] == 3000
+    assert journal(dsn)[-1] == ("backup restore", "failed")
+
+
+@pytest.fixture
+def mount(tmp_path: Path) -> Iterator[Callable[[Path, str], None]]:
+    """Mount a small tmpfs (root only): a full or read-only disk for real."""
+    done: list[Path] = []
+
+    def do(where: Path, options: str) -> None:
+        where.mkdir(parents=True, exist_ok=True)
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip()}); needs root")
+        done.append(where)
+
+    yield do
+    for where in done:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_a_full_disk_is_exit_3_with_the_path_and_nothing_listed(
+        bproj: Project, cli: Callable[..., Result],
+        mount: Callable[[Path, str], None]) -> None:
+    bh.sql(bproj.dsns["prod"], "INSERT INTO orders SELECT g, 1, 1, md5(g::text) ||"
+           " md5((g*7)::text) FROM generate_series(10001, 40000) g")
+    mount(bproj.root / "backups", "size=160k")
+    r = run(cli, bproj, "backup", "create", "--env", "prod")
+    assert r.code == 3, r.out + r.err
+    assert str(bproj.root / "backups" / "prod") in r.err and "space" in r.err
+    assert list_backups(bproj.root / "backups", "prod", include_incomplete=True) == []
+    assert journal(bproj.dsns["prod"]) == [("backup create", "failed")]
+
+
+def test_a_read_only_backup_dir_is_exit_3_with_the_path(
+        bproj: Project, cli: Callable[..., Result],
+        mount: Callable[[Path, str], None]) -> None:
+    mount(bproj.root / "backups", "ro,size=1m")
+    r = run(cli, bproj, "backup", "create", "--env", "prod")
+    assert r.code == 3, r.out + r.err
+    assert f"cannot write the backup at {bproj.root / 'backups' / 'prod'}" in r.err
+
+
+def test_no_pg_dump_new_enough_is_exit_2_with_the_fix(
+        bproj: Project, cli: Callable[..., Result], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGFERRY_PG_BIN", str(tmp_path / "nowhere"))
+    r = run(cli, bproj, "backup", "create", "--env", "prod")
+    assert r.code == 2 and "no pg_dump found in $PGFERRY_PG_BIN" in r.err
+    assert "install pg_dump 18 or newer" in r.err
+    old = Path("/usr/lib/postgresql/15/bin")
+    if not (old / "pg_dump").is_file():  # a stand-in that answers --version as pg_dump 15
+        old = tmp_path / "old"
+        old.mkdir()
+        (old / "pg_dump").write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 15.8'\n")
+        (old / "pg_dump").chmod(0o755)
+    monkeypatch.setenv("PGFERRY_PG_BIN", str(old))
+    r = run(cli, bproj, "backup", "create", "--env", "prod")
+    assert r.code == 2, r.err
+    assert "pg_dump must be at least as new as the server (PostgreSQL 18) but only pg_dump 15" \
+        in r.err and "apt install postgresql-client-18" in r.err
+    assert list_backups(bproj.root / "backups", "prod", include_incomplete=True) == []
+
+
+def test_restore_onto_protected_without_yes_is_refused_untouched(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders")
+    r = bproj.run("backup", "restore", bid, "--env", "prod")
+    assert r.code == 4 and "protected" in r.err and "--yes" in r.err
+    assert fingerprint(dsn) == before
+    assert len(list_backups(bproj.root / "backups", "prod")) == 1  # no emergency backup
+    assert journal(dsn) == [("backup create", "ok")]
+
+
+def test_restore_in_a_blackout_window_is_refused_unless_overridden(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    bproj.config.write_text(bproj.config.read_text() + '\n[[blackout]]\nfrom = "2020-01-01"\n'
+                            'envs = ["prod"]\nreason = "freeze"\n')
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes")
+    assert r.code == 4 and "blackout window" in r.err and "freeze" in r.err
+    assert len(list_backups(bproj.root / "backups", "prod")) == 1
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes",
+            "--override-blackout", "--reason", "restore after the incident")
+    assert r.code == 0, r.err
+    with psycopg.connect(bproj.dsns["prod"]) as c:
+        row = c.execute("SELECT details->'blackout_override'->>'reason' FROM pgferry.journal"
+                        " WHERE command = 'backup restore'").fetchone()
+    assert row == ("restore after the incident",)
+
+
+def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(
+        bproj: Project, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    bproj.config.write_text(bproj.config.read_text() + "\n[backup]\nencrypt = true\n")
+    monkeypatch.delenv("PGFERRY_BACKUP_KEY", raising=False)
+    r = run(cli, bproj, "backup", "create", "--env", "prod")
+    assert r.code == 2 and "PGFERRY_BACKUP_KEY is not set" in r.err
+    monkeypatch.setenv("PGFERRY_BACKUP_KEY", "s3cret-backup-key")
+    out = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json
+    d = Path(out["path"])
+    assert out["manifest"]["encryption"]["scheme"] == "aes-256-gcm-stream-v1"
+    toc = (d / "dump" / "toc.dat").read_bytes()
+    assert toc.startswith(b"PGFENC1") and b"orders" not in toc
+    assert "s3cret" not in (d / "manifest.json").read_text()
+    assert not list(d.glob(".plain*"))
+    r = run(cli, bproj, "backup", "verify", out["id"], "--restore-test", "--json")
+    assert r.code == 0 and r.json["restore_test_ok"], r.out + r.err
+    bh.sql(bproj.dsns["prod"], "DELETE FROM orders")
+    r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
+    assert r.code == 0, r.err
+    assert bh.counts(bproj.dsns["prod"]) == bh.COUNTS
+    assert not list((bproj.root / "backups").glob(".decrypted-*"))
+    monkeypatch.setenv("PGFERRY_BACKUP_KEY", "another key")
+    r = run(cli, bproj, "backup", "verify", out["id"])
+    assert r.code == 2 and "is not the key backup" in r.err
+    assert "s3cret" not in r.err and "another key" not in r.err
+    assert os.environ["PGFERRY_BACKUP_KEY"] == "another key"
+
+
+def test_restoring_a_table_others_refer_to_is_rolled_back_with_the_fix(
+        bproj: Project, cli: Callable[..., Result]) -> None:
+    dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders WHERE id > 10")
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes",
+            "--tables", "public.customers")
+    assert r.code == 3, r.out + r.err
+    assert "cannot truncate a table referenced in a foreign key constraint (list the tables " \
+        "that refer to it in --tables too, or use --into-new)" in r.err
+    assert "psql:" not in r.err and "ERROR:" not in r.err
+    assert fingerprint(dsn) == before
