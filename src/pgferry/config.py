@@ -98,7 +98,8 @@ class MigrateConfig(_Model):
 
 
 class Blackout(_Model):
-    """``[[blackout]]``: a window in which migrations on ``envs`` are refused."""
+    """``[[blackout]]``: a window in which every write to ``envs`` is refused (migrate,
+    sync, sync revert, backup restore; see :mod:`pgferry.policy`)."""
 
     #: TOML dates/datetimes (``from = 2026-12-24``) or the same as strings
     from_: datetime | date | str | None = Field(None, alias="from")
@@ -507,10 +508,33 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
         if name == "revert":  # `pgferry sync revert RUN_ID` is a command
             raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: 'revert' cannot "
                               "name an environment (pgferry sync revert is a command); rename it")
-    from pgferry.migrate.windows import check_config  # (it imports this module)
-
-    check_config(cfg)  # every window, for every command: a broken freeze is not silently off
+    check_blackouts(cfg)  # every window, for every command: a broken freeze is not silently off
     return cfg
+
+
+def check_blackouts(cfg: Config) -> None:
+    """ConfigError naming the ``[[blackout]]`` entry and line for an entry that is wrong:
+    one that cannot be read, or whose ``envs`` names an environment that is not configured
+    (a typo there would switch the freeze off without a word). :func:`load_config` calls it,
+    so every command stops on a broken window, not only those that write."""
+    from pgferry import windows
+
+    headers = [i for i, ln in enumerate(cfg.text.splitlines(), 1)
+               if ln.strip().replace(" ", "") == "[[blackout]]"]
+    for i, b in enumerate(cfg.blackout):
+        try:
+            windows.validate(b)
+            unknown = [e for e in b.envs if e not in cfg.environments]
+            if unknown:
+                known = ", ".join(sorted(cfg.environments)) or "none"
+                raise ValueError(f"envs names {', '.join(map(repr, unknown))}, which "
+                                 f"{'is' if len(unknown) == 1 else 'are'} not a configured "
+                                 f"environment (configured: {known}); fix the name, or the "
+                                 "window would never apply")
+        except ValueError as e:
+            where = cfg.path or "pgferry.toml"
+            line = f"{where}:{headers[i]}: " if i < len(headers) else ""
+            raise ConfigError(f"{line}blackout #{i + 1}: {e}", key=f"blackout.{i}") from None
 
 
 def _check_health(cfg: Config, p: Path, text: str) -> None:

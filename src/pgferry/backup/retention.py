@@ -2,7 +2,7 @@
 
 Contract: :func:`plan` takes the complete backups of one environment
 (:class:`Item`), ``now`` and a :class:`Policy`, and returns a
-:class:`Decision`: every id is either kept or deleted, with the slots it fills
+:class:`RetentionPlan`: every id is either kept or deleted, with the slots it fills
 and why it is kept.
 
 - ``daily = N``: the newest backup of each of the N most recent calendar days
@@ -44,7 +44,7 @@ class Item:
 
 
 @dataclass
-class Decision:
+class RetentionPlan:
     keep: list[str] = field(default_factory=list)  # newest first
     delete: list[str] = field(default_factory=list)  # newest first
     #: id -> the slots it fills: "daily", "weekly", "monthly"
@@ -66,7 +66,7 @@ def _newest_per_period(items: Sequence[Item], period: Callable[[Item], Hashable]
     return list(seen.values())
 
 
-def plan(items: Sequence[Item], now: datetime, policy: Policy, tz: str = "UTC") -> Decision:
+def plan(items: Sequence[Item], now: datetime, policy: Policy, tz: str = "UTC") -> RetentionPlan:
     """Which of ``items`` to keep under ``policy`` at ``now`` (see the module docstring)."""
     del now  # periods are counted from the backups themselves; kept for the contract
     zone = ZoneInfo(tz)
@@ -77,7 +77,7 @@ def plan(items: Sequence[Item], now: datetime, policy: Policy, tz: str = "UTC") 
 
     ordered = sorted(items, key=lambda i: (i.at if i.at.tzinfo else i.at.replace(tzinfo=UTC),
                                            i.id), reverse=True)
-    d = Decision()
+    d = RetentionPlan()
     reasons: dict[str, list[str]] = {}
 
     def why(id_: str, reason: str) -> None:

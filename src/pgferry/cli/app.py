@@ -217,7 +217,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",
               file=sys.stderr)
         return 3
-
-
-def entry() -> None:  # pragma: no cover
-    sys.exit(main())

@@ -1,18 +1,16 @@
-"""``pgferry sync`` and ``pgferry verify``: thin wrappers over :func:`pgferry.sync.engine.run`.
+"""``pgferry sync``, ``pgferry verify`` and ``pgferry sync revert``: thin over
+:mod:`pgferry.commands.sync`.
 
-Contract: arguments are checked (``--no-mask`` needs ``--reason``, SOURCE and
-TARGET differ, a protected TARGET needs ``--yes`` unless nothing is written),
-the engine runs with a rich progress bar per table on stderr, the result is
-printed (one JSON object under ``--json``) and ``--report FILE`` gets the
-Markdown report. Exit code: the result's (0 ok, 1 differences or dead letters,
-3 failed); bad input 2 and refusals 4 come from the errors raised before any
-write.
+Contract: arguments are parsed into the command's options; the command runs
+with a rich progress bar per table on stderr (a person at a terminal is shown
+the preview of a write into a protected TARGET and asked); the result is
+printed (one JSON object under ``--json``). Exit code: the result's (0 ok, 1
+differences or dead letters, 3 failed); bad input 2 and refusals 4 come from
+the errors the command raises before any write.
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,19 +19,10 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from pgferry.cli.common import (
-    JsonOpt,
-    State,
-    YesOpt,
-    confirm_protected,
-    sigterm_interrupts,
-    state,
-)
-from pgferry.errors import BadInput, Refused
+from pgferry.cli.common import JsonOpt, State, YesOpt, sigterm_interrupts, state
 
 if TYPE_CHECKING:  # the engine is imported when a command runs: fast start-up for the others
-    from pgferry.pg.connect import Target
-    from pgferry.sync import engine
+    from pgferry.commands.base import Confirm, Question
     from pgferry.sync.result import SyncResult
 
 ModeOpt = Annotated[str, typer.Option("--mode", "-m", help="incremental | full | verify")]
@@ -226,11 +215,6 @@ def _render(result: SyncResult) -> Any:
     return render
 
 
-def interactive(st: State) -> bool:
-    """A person at a terminal who can answer a question (not --json, not piped)."""
-    return not st.json and sys.stdin.isatty() and sys.stderr.isatty()
-
-
 def _split(values: list[str] | str | None) -> list[str]:
     if values is None:
         return []
@@ -238,45 +222,32 @@ def _split(values: list[str] | str | None) -> list[str]:
     return [p.strip() for v in items for p in v.split(",") if p.strip()]
 
 
-def _run(st: State, source: str, target: str, opts: engine.Options, yes: bool,
-         report: Path | None) -> None:
-    from pgferry.sync import engine, events
+def _as_json(result: SyncResult) -> dict[str, Any]:
     from pgferry.sync import report as sync_report
 
-    if source == target:
-        raise BadInput("SOURCE and TARGET are the same environment")
-    cfg = st.config()
-    src = st.target(source)
-    tgt = st.target(target)
-    if opts.mode not in ("incremental", "full", "verify"):
-        raise BadInput(f"--mode {opts.mode!r}: use incremental, full or verify")
-    if report is not None:
-        sync_report.check_writable(report)
-    if opts.mode != "verify" and not opts.dry_run and tgt.protected and not yes:
-        action = f"sync {opts.mode} from {source} into {target}"
-        if interactive(st):
-            # show what would change before asking: the read-only comparison, counted
-            preview = engine.run(cfg, src, tgt, replace(opts, dry_run=True))
-            _render(preview)(st.err)
-            if preview.exit_code:
-                raise Refused(f"the preview of {action} did not complete (exit "
-                              f"{preview.exit_code}); nothing was written", env=target)
-            if not typer.confirm(f"{target} is protected. Apply these changes ({action})?",
-                                 default=False, err=True):
-                raise Refused(f"environment {target!r} is protected: {action} was not "
-                              "confirmed; nothing was written", env=target)
-        else:
-            confirm_protected(st, tgt, yes, action)
-    channel = events.Channel()
-    if opts.dry_run:
-        result = engine.run(cfg, src, tgt, opts, channel)
-    else:
-        with sigterm_interrupts(), events.RichProgress(st.err) as bars:
-            channel.subscribe(bars)
-            result = engine.run(cfg, src, tgt, opts, channel)
-    if report is not None:
-        sync_report.write(report, result)
-    st.emit(sync_report.as_json(result), _render(result))
+    return sync_report.as_json(result)
+
+
+def _confirm(st: State) -> Confirm | None:
+    """Show the preview (what would change) on stderr, then ask."""
+    ask = st.confirm()
+    if ask is None:
+        return None
+
+    def confirm(q: Question) -> bool:
+        _render(q.preview)(st.err)
+        return q.ask and ask(q)
+
+    return confirm
+
+
+def _run(st: State, run: Any) -> None:
+    """Run ``run(progress)``, render its result; exit with the result's code."""
+    from pgferry.cli.progress import SyncBars
+
+    with sigterm_interrupts(), SyncBars(st.err) as bars:
+        result = run(bars)
+    st.emit(_as_json(result), _render(result))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
@@ -330,25 +301,21 @@ def register(app: typer.Typer) -> None:
         Undo a run with: pgferry sync revert RUN_ID --env TARGET --yes
         """
         st = state(ctx, json_)
-        if no_mask and not (reason and reason.strip()):
-            raise BadInput("--no-mask needs --reason TEXT (it is recorded in the journal)")
-        if reason and not (no_mask or override_blackout):
-            raise BadInput("--reason goes with --no-mask or --override-blackout")
-        from pgferry.sync import engine
+        from pgferry.commands import sync as cmd
 
-        if on_conflict is not None and on_conflict not in ("stop", "source", "target"):
-            raise BadInput(f"--on-conflict {on_conflict!r}: use stop, source or target")
-        opts = engine.Options(mode=mode, tables=_split(tables), exclude=_split(exclude),  # type: ignore[arg-type]
-                              batch_size=batch_size, jobs=jobs, dry_run=dry_run, atomic=atomic,
-                              on_conflict=on_conflict, rebase=rebase,
-                              no_mask_reason=reason if no_mask else None,
-                              # a report is the proof: it carries the checksums after
-                              verify_after=verify_after or report is not None)
-        if mode != "verify" and not dry_run:  # a freeze covers every write (exit 4, journaled)
-            from pgferry.policy import blackout_guard
-
-            blackout_guard(st.config(), target, "sync", override=override_blackout, reason=reason)
-        _run(st, source, target, opts, yes, report)
+        opts = cmd.SyncOptions(
+            source, target, mode, _split(tables), _split(exclude), batch_size=batch_size,
+            jobs=jobs, dry_run=dry_run, yes=yes, atomic=atomic, no_mask=no_mask, reason=reason,
+            override_blackout=override_blackout, on_conflict=on_conflict, rebase=rebase,
+            verify_after=verify_after, report=report)
+        cfg, confirm = st.config(), _confirm(st)
+        if dry_run:  # the plan only: no progress bars
+            result = cmd.sync(cfg, opts, confirm=confirm)
+            st.emit(_as_json(result), _render(result))
+            if result.exit_code:
+                raise typer.Exit(result.exit_code)
+            return
+        _run(st, lambda bars: cmd.sync(cfg, opts, progress=bars, confirm=confirm))
 
     @app.command("verify")
     def verify_cmd(
@@ -364,11 +331,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare SOURCE and TARGET table by table (chunked checksums); exit 1 when they differ."""
         st = state(ctx, json_)
-        from pgferry.sync import engine
+        from pgferry.commands import sync as cmd
 
-        opts = engine.Options(mode="verify", tables=_split(tables), exclude=_split(exclude),
-                              jobs=jobs)
-        _run(st, source, target, opts, False, report)
+        opts = cmd.VerifyOptions(source, target, _split(tables), _split(exclude), jobs, report)
+        cfg = st.config()
+        _run(st, lambda bars: cmd.verify(cfg, opts, progress=bars))
 
 
 def register_revert(app: typer.Typer) -> None:
@@ -393,27 +360,12 @@ def register_revert(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Put back every row one sync changed (its before-images), unless one changed since."""
-        from pgferry import journal
-        from pgferry.config import parse_duration
-        from pgferry.sync import revert
+        from pgferry.commands import sync as cmd
 
         st = state(ctx, json_)
-        cfg = st.config()
-        tgt = st.target(env) if env else _find_run(st, run_id)
-        if reason and not override_blackout:
-            raise BadInput("--reason goes with --override-blackout")
-        if not dry_run:
-            from pgferry.policy import blackout_guard
-
-            blackout_guard(cfg, tgt, "sync revert", override=override_blackout, reason=reason)
-            confirm_protected(st, tgt, yes, f"sync revert {run_id} in {tgt.name}")
-        wait = parse_duration(cfg.sync.lock_wait).total_seconds()
-        if dry_run:
-            res = revert.revert(tgt, run_id, lock_wait_s=wait, dry_run=True)
-        else:
-            with journal.operation(tgt, "sync revert", {"run_id": run_id}) as op:
-                res = revert.revert(tgt, run_id, lock_wait_s=wait)
-                op.details.update(res.to_dict())
+        res = cmd.revert(st.config(), cmd.RevertOptions(run_id, env, yes, dry_run,
+                                                        override_blackout, reason),
+                         confirm=st.confirm())
 
         def render(out: Console) -> None:
             verb = "would put back" if dry_run else "put back"
@@ -423,33 +375,5 @@ def register_revert(app: typer.Typer) -> None:
                      "row(s) restored")
             tot = res.to_dict()["totals"]
             _say(out, f"{'dry run: nothing changed' if dry_run else 'reverted'} sync run "
-                 f"{run_id} in {tgt.name}: {sum(tot.values())} row(s)")
+                 f"{run_id} in {res.env}: {sum(tot.values())} row(s)")
         st.emit(res.to_dict(), render)
-
-
-def _find_run(st: State, run_id: str) -> Target:
-    """The environment whose before-images hold ``run_id`` (BadInput when none or several)."""
-    import psycopg
-
-    from pgferry.errors import PgferryError
-    from pgferry.pg.connect import connect
-
-    hits = []
-    for name in st.config().environments:
-        try:
-            t = st.target(name)
-            with connect(t.dsn, autocommit=True, retry_for=0) as c:
-                if c.execute("SELECT to_regclass('pgferry.before_images')").fetchone() == (None,):
-                    continue
-                if c.execute("SELECT 1 FROM pgferry.before_images WHERE run_id = %s LIMIT 1",
-                             [run_id]).fetchone():
-                    hits.append(t)
-        except (PgferryError, psycopg.Error):
-            continue  # an environment that cannot be reached cannot hold it for us either
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise BadInput(f"no environment holds before-images of sync run {run_id!r}; check the "
-                       "run id (the report, --json or pgferry journal) or name it with --env")
-    raise BadInput(f"sync run {run_id!r} is in {', '.join(t.name for t in hits)}; name one with "
-                   "--env")

@@ -297,7 +297,7 @@ def read(target: Target, limit: int = 50) -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def verify(target: Target) -> chain.Report:
+def verify(target: Target) -> chain.ChainReport:
     """Recompute the journal's hash chain in ``target`` (read-only)."""
     with connect(target.dsn, autocommit=True, application_name="pgferry journal verify") as c:
         return chain.verify(c)

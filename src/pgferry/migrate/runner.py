@@ -2,7 +2,7 @@
 
 API (the orchestration with policy and the journal is :mod:`pgferry.migrate.service`)::
 
-    with Runner(target, Settings.from_config(cfg), on_event=cb) as r:  # takes the lock
+    with Runner(target, RunSettings.from_config(cfg), on_event=publish) as r:  # takes the lock
         r.settle_interrupted()              # interrupted non-tx files -> failed rows
         rows = r.history()
         results = r.apply([(step, parsed), ...], undo=False)
@@ -34,7 +34,6 @@ API (the orchestration with policy and the journal is :mod:`pgferry.migrate.serv
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,9 @@ from tenacity import (
 
 from pgferry.config import Config
 from pgferry.errors import LockUnavailable, OperationFailed
+from pgferry.events import Subscriber, ignore
 from pgferry.migrate import history, nontx, progress
+from pgferry.migrate.events import LockRetry, MigrationFinished, MigrationStarted
 from pgferry.migrate.files import parse_name
 from pgferry.migrate.history import SQL, HistoryRow, undo_row
 from pgferry.migrate.locks import (
@@ -62,7 +63,7 @@ from pgferry.migrate.locks import (
 )
 from pgferry.migrate.plan import Step
 from pgferry.migrate.settings import FileResult as FileResult
-from pgferry.migrate.settings import Settings as Settings
+from pgferry.migrate.settings import RunSettings as RunSettings
 from pgferry.migrate.statements import ParsedFile, Statement
 from pgferry.pg.connect import (
     APP_NAME,
@@ -76,9 +77,12 @@ from pgferry.pg.connect import (
 #: how far past deadlock_timeout a retry facing autovacuum waits
 AUTOVACUUM_MARGIN_MS = 500
 
-#: progress callback: (kind, step, result or None, index, total); kind "start"|"done" with
-#: the file's index and the number of files, or "retry" with attempt number and max attempts
-Event = Callable[[str, Step, "FileResult | None", int, int], None]
+
+
+def label(step: Step) -> str:
+    """How progress lines name a file: ``V3 add email``, ``U3 add email``, ``R refresh view``."""
+    v = f"{step.kind}{step.version} " if step.version is not None else "R "
+    return f"{v}{step.description}"
 
 
 def _is_lock_timeout(e: BaseException) -> bool:
@@ -104,10 +108,11 @@ def _retryable(e: BaseException) -> bool:
 class Runner:
     """Executes steps on ``target`` while holding the migration lock (a context manager)."""
 
-    def __init__(self, target: Target, settings: Settings, *,
-                 on_event: Event | None = None, application_name: str | None = None) -> None:
+    def __init__(self, target: Target, settings: RunSettings, *,
+                 on_event: Subscriber | None = None, application_name: str | None = None
+                 ) -> None:
         self.target, self.s = target, settings
-        self.on_event = on_event or (lambda *a: None)
+        self.on_event: Subscriber = on_event or ignore
         self.key = lock_key(settings.schema, settings.table)
         self.lock = MigrationLock(target.dsn, self.key, wait=settings.lock_wait,
                                   application_name=application_name or f"{APP_NAME} migrate")
@@ -201,15 +206,18 @@ class Runner:
         """Run ``steps`` in order; stops at the first failure (raising). Returns results."""
         done = self.done  # kept on the runner, so a caller still sees them after a failure
         known = {p.script: p for p in self.progress_rows()}
-        for i, (step, pf) in enumerate(steps):
+        total = len(steps)
+        for i, (step, pf) in enumerate(steps, 1):
             self._check_lock(step)
-            self.on_event("start", step, None, i, len(steps))
+            self.on_event(MigrationStarted(step.script, label(step), i, total, undo))
             if pf.transactional:
                 r = self._run_transactional(step, pf, undo)
             else:
                 r = nontx.run_autocommit(self, step, pf, undo, known.get(step.script))
             done.append(r)
-            self.on_event("done", step, r, i, len(steps))
+            self.on_event(MigrationFinished(
+                step.script, label(step), i, total, r.mode, r.duration_ms, undo, r.attempts,
+                r.resumed_after, list(r.dropped_invalid_indexes)))
         return done
 
     def _check_lock(self, step: Step) -> None:
@@ -231,7 +239,8 @@ class Runner:
         """Retry lock timeouts/deadlocks with exponential backoff and jitter, reporting each."""
 
         def report(rs: RetryCallState) -> None:
-            self.on_event("retry", step, None, rs.attempt_number, self.s.lock_retries + 1)
+            self.on_event(LockRetry(step.script, label(step), rs.attempt_number,
+                                    self.s.lock_retries + 1))
 
         return Retrying(
             retry=retry_if_exception(_retryable),

@@ -1,6 +1,6 @@
-"""What the runner is told and what it reports: :class:`Settings` and :class:`FileResult`.
+"""What the runner is told and what it reports: :class:`RunSettings` and :class:`FileResult`.
 
-Contract: :meth:`Settings.from_config` is the ``[migrate]`` table as the runner uses it
+Contract: :meth:`RunSettings.from_config` is the ``[migrate]`` table as the runner uses it
 (PostgreSQL setting values, seconds); :class:`FileResult` is one applied (or undone)
 file, as ``--json``, the progress lines and the journal show it. Pure data.
 """
@@ -14,7 +14,7 @@ from pgferry.config import Config, parse_duration, pg_duration
 
 
 @dataclass(frozen=True)
-class Settings:
+class RunSettings:
     schema: str
     table: str
     lock_timeout: str  # PostgreSQL setting value, e.g. '250ms'
@@ -24,7 +24,7 @@ class Settings:
     undo_history: str = "flyway"  # [migrate] undo_history
 
     @classmethod
-    def from_config(cls, cfg: Config) -> Settings:
+    def from_config(cls, cfg: Config) -> RunSettings:
         m = cfg.migrate
         return cls(m.schema_, m.history_table, pg_duration(m.lock_timeout),
                    pg_duration(m.statement_timeout) if m.statement_timeout else None,

@@ -1,27 +1,32 @@
 """Run a sync, a verify or a dry run: plan, snapshot, locks, workers, journal.
 
-Contract: :func:`run` is the one service the CLI (and later the admin server)
-calls. It validates everything that can be validated before any write (mask
-rules and their direction, table names, keys, the personal-data gate) — those
-raise :class:`~pgferry.errors.BadInput` / :class:`~pgferry.errors.Refused`
-with nothing written — then opens the shared source snapshot
-(:class:`~pgferry.sync.copy.Snapshot`) and executes the plan:
+Contract: :func:`start` validates everything that can be validated before any
+write (mask rules and their direction, table names, keys, the personal-data
+gate) — those raise :class:`~pgferry.errors.BadInput` /
+:class:`~pgferry.errors.Refused` with nothing written — then opens the shared
+source snapshot (:class:`~pgferry.sync.copy.Snapshot`) and plans the run;
+:func:`execute` runs it:
 
-- a sync journals the run in the target, takes the run's table locks
-  (:mod:`pgferry.sync.locks`: one sync at a time per target table) and runs
-  the tables in units, each one target transaction (:mod:`pgferry.sync.workers`):
-  every table ends up synced or exactly as it was;
-- ``verify`` and ``--dry-run`` only compare, read-only on both sides (verify
-  journals where a journal already exists; a dry run writes nothing at all)
-  and count what differs: what a sync would insert, update and delete.
+- a sync takes the run's table locks (:mod:`pgferry.sync.locks`: one sync at a
+  time per target table) and runs the tables in units, each one target
+  transaction (:mod:`pgferry.sync.workers`): every table ends up synced or
+  exactly as it was;
+- ``verify`` and ``--dry-run`` only compare, read-only on both sides, and
+  count what differs: what a sync would insert, update and delete.
 
-The result is a :class:`~pgferry.sync.result.SyncResult`; the caller maps it to
-an exit code.
+The journal (a sync journals the run in the target; verify where a journal
+already exists; a dry run writes nothing at all) is the command layer's
+(:mod:`pgferry.commands.sync`), around :func:`execute`, with
+:attr:`Started.arguments`. :func:`run` is :func:`start` and :func:`execute` in
+one, unjournaled (tests, previews). The result is a
+:class:`~pgferry.sync.result.SyncResult`; the caller maps it to an exit code.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +34,6 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry import journal
 from pgferry.config import Config, parse_duration
 from pgferry.pg import catalog
 from pgferry.pg.connect import Target, connect
@@ -179,9 +183,24 @@ def _fill(result: SyncResult, plan: SyncPlan, opts: Options) -> None:
             r.status = "planned"
 
 
-def run(cfg: Config, source: Target, target: Target, opts: Options,
-        channel: events.Channel | None = None) -> SyncResult:
-    """Plan and execute a sync (or verify, or a dry run) of ``source`` into ``target``."""
+@dataclass
+class Started:
+    """A planned run with its source snapshot open (see :func:`start`)."""
+
+    ctx: RunContext
+    plan: SyncPlan
+    #: what the journal records as the run's arguments
+    arguments: dict[str, Any]
+
+    @property
+    def result(self) -> SyncResult:
+        return self.ctx.result
+
+
+@contextmanager
+def start(cfg: Config, source: Target, target: Target, opts: Options,
+          channel: events.Channel | None = None) -> Iterator[Started]:
+    """Plan the run (nothing written); the snapshot closes when the block ends."""
     result = SyncResult(source.name, target.name, source.display, target.display,
                         mode=opts.mode, dry_run=opts.dry_run,
                         started_at=datetime.now(UTC), no_mask_reason=opts.no_mask_reason,
@@ -206,43 +225,52 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
         ctx = RunContext(cfg, source, target, opts, plan, prep.masks, snap, result,
                          result.run_id, channel or events.Channel(), batch,
                          retry, parse_duration(cfg.sync.overlap).total_seconds(), jobs=jobs)
-        if opts.dry_run:
-            # read-only on both sides: the comparison the sync would make, counted
-            result.options["plan"] = plan.to_dict()
-            workers.execute(ctx, jobs)
-            result.finished_at = datetime.now(UTC)
-            return result
         args = {"source": source.name, "target": target.name, "mode": opts.mode,
                 "tables": opts.tables, "exclude": opts.exclude, "batch_size": batch,
                 "jobs": jobs, "atomic": opts.atomic, "no_mask_reason": opts.no_mask_reason,
                 "run_id": result.run_id, "on_conflict": opts.on_conflict}
-        verify = opts.mode == "verify"
-        # verify is read-only on both sides: it journals only where a journal exists
-        with journal.operation(target, "verify" if verify else "sync", args,
-                               create=not verify) as op:
-            lock = None
-            try:
-                if not verify:
-                    with connect(target.dsn, autocommit=True, retry_for=retry) as tc:
-                        state.ensure(tc)
-                        state.expire_images(tc, parse_duration(
-                            cfg.sync.keep_before_images_for).total_seconds())
-                    lock = locks.acquire(target, [t.qualname for t in plan.runnable],
-                                         parse_duration(cfg.sync.lock_wait).total_seconds(),
-                                         result.run_id)
-                ctx.event(events.RunStarted(source.name, target.name, opts.mode,
-                                            [t.qualname for t in plan.tables]))
-                for w in result.warnings:
-                    ctx.event(events.Warning(w))
-                workers.execute(ctx, jobs)
-            finally:
-                if lock is not None:
-                    lock.close()
-                result.finished_at = datetime.now(UTC)
-                op.details.update(result.to_dict())
-                outcome = result.derive_outcome()
-                op.outcome, op.exit_code = outcome, result.exit_code
-                ctx.event(events.RunFinished(outcome, result.exit_code, result.duration_s))
-        return result
+        yield Started(ctx, plan, args)
     finally:
         snap.close()
+
+
+def execute(run: Started) -> None:
+    """Run what :func:`start` planned; the result is filled in also when it raises."""
+    ctx, plan, result, opts = run.ctx, run.plan, run.result, run.ctx.opts
+    cfg, source, target = ctx.cfg, ctx.source, ctx.target
+    if opts.dry_run:
+        # read-only on both sides: the comparison the sync would make, counted
+        result.options["plan"] = plan.to_dict()
+        workers.execute(ctx, ctx.jobs)
+        result.finished_at = datetime.now(UTC)
+        return
+    lock = None
+    try:
+        if opts.mode != "verify":
+            with connect(target.dsn, autocommit=True, retry_for=ctx.retry_for) as tc:
+                state.ensure(tc)
+                state.expire_images(tc, parse_duration(
+                    cfg.sync.keep_before_images_for).total_seconds())
+            lock = locks.acquire(target, [t.qualname for t in plan.runnable],
+                                 parse_duration(cfg.sync.lock_wait).total_seconds(),
+                                 result.run_id)
+        ctx.event(events.RunStarted(source.name, target.name, opts.mode,
+                                    [t.qualname for t in plan.tables]))
+        for w in result.warnings:
+            ctx.event(events.Warning(w))
+        workers.execute(ctx, ctx.jobs)
+    finally:
+        if lock is not None:
+            lock.close()
+        result.finished_at = datetime.now(UTC)
+        ctx.event(events.RunFinished(result.derive_outcome(), result.exit_code,
+                                     result.duration_s))
+
+
+def run(cfg: Config, source: Target, target: Target, opts: Options,
+        channel: events.Channel | None = None) -> SyncResult:
+    """Plan and execute a sync (or verify, or a dry run) of ``source`` into ``target``;
+    not journaled (:func:`pgferry.commands.sync.sync` is the journaled command)."""
+    with start(cfg, source, target, opts, channel) as started:
+        execute(started)
+        return started.result
