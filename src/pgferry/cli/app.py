@@ -30,7 +30,7 @@ _SETTINGS: dict[str, Any] = {
 # command runs, so ``pgferry lint`` never pays for psycopg, nor ``sync`` for pglast.
 COMMANDS: dict[str, str] = {  # in the order --help lists them: the story's order
     "init": "pgferry.cli.project",
-    "demo": "pgferry.cli.project",
+    "demo": "pgferry.demo",  # the story drives the command line: it sits above it
     "env": "pgferry.cli.env",
     "migrate": "pgferry.cli.migrate",
     "lint": "pgferry.cli.lint",

@@ -1,4 +1,5 @@
-"""``pgferry init``, ``pgferry demo`` and ``pgferry embedded status|stop|psql|url``."""
+"""``pgferry init`` and ``pgferry embedded status|stop|psql|url`` (``pgferry demo``:
+:func:`pgferry.demo.register`)."""
 
 from __future__ import annotations
 
@@ -30,21 +31,6 @@ def register(app: typer.Typer) -> None:
             out.print('next: pgferry env check && pgferry migrate new "create users"')
 
         st.emit(res.to_dict(), render)
-
-    @app.command("demo")
-    def demo(
-        ctx: typer.Context,
-        directory: Annotated[
-            Path, typer.Option("--dir", help="Where to build the demo project.")
-        ] = Path(".pgferry/demo"),
-        json_: JsonOpt = False,
-    ) -> None:
-        """Run the whole story end to end on the embedded server."""
-        from pgferry import demo as demo_mod
-
-        st = state(ctx, json_)
-        result = demo_mod.run(directory, st)
-        st.emit({"ok": True, **result}, lambda out: out.print("[bold green]demo finished[/]"))
 
     embedded_app = typer.Typer(help="The embedded PostgreSQL server under .pgferry/.",
                                no_args_is_help=True)

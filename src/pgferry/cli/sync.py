@@ -74,10 +74,7 @@ def _unknown(out: Console, result: SyncResult) -> None:
              + ", ".join(unknown))
 
 
-def _render_plan(result: SyncResult, out: Console) -> None:
-    from pgferry.sync.report import key_text
-
-    plan = result.options.get("plan") or {}
+def _plan_table(result: SyncResult, plan: dict[str, Any]) -> RichTable:
     tbl = RichTable(title=Text(f"plan: {result.mode} {result.source} -> {result.target} "
                                "(dry run, nothing written)"))
     heads = ("#", "table", "strategy", "key", "insert", "update", "delete", "conflicts",
@@ -103,102 +100,126 @@ def _render_plan(result: SyncResult, out: Console) -> None:
                             *nums, "; ".join(diff) or f"{len(t['columns'])} same",
                             "stopped" if t["error"] else "failed" if r and r.status == "failed"
                             else "ready"))
-    out.print(tbl)
-    tables = plan.get("tables", [])
-    for t in tables:
-        name = t["table"]
-        r = by.get(name)
-        if t["error"]:
-            _say(out, f"stopped: {t['error']}")
-        elif r is not None and r.error:
-            _say(out, f"failed: {name}: {r.error}")
-        for f in t["findings"]:
-            _say(out, f"drift: {name}: {f}")
-        if r is not None and r.first_differing_keys:
-            keys = "; ".join(key_text(k) for k in r.first_differing_keys[:5])
-            _say(out, f"{name}: first keys: {keys}")
-        if r is not None and r.note:
-            _say(out, f"note: {name}: {r.note}")
-        if r is not None:
-            for line in conflict_lines(r, result.source, t["on_conflict"],
-                                       t["keep_target_changes"]):
-                _say(out, line)
-        if t["masked"]:
-            _say(out, f"{name}: masked: " + ", ".join(f"{c} ({rule})" for c, rule in
-                                                       sorted(t["masked"].items())))
-        for w in t["warnings"]:
-            _say(out, f"warning: {name}: {w}")
-    # what holds for many tables, said once
-    _unknown(out, result)
+    return tbl
+
+
+def _plan_table_lines(result: SyncResult, t: dict[str, Any]) -> list[str]:
+    """What the plan says of one table, below the table."""
+    from pgferry.sync.report import key_text
+
+    name = t["table"]
+    r = next((x for x in result.tables if x.table == name), None)
+    lines = []
+    if t["error"]:
+        lines.append(f"stopped: {t['error']}")
+    elif r is not None and r.error:
+        lines.append(f"failed: {name}: {r.error}")
+    lines += [f"drift: {name}: {f}" for f in t["findings"]]
+    if r is not None and r.first_differing_keys:
+        keys = "; ".join(key_text(k) for k in r.first_differing_keys[:5])
+        lines.append(f"{name}: first keys: {keys}")
+    if r is not None and r.note:
+        lines.append(f"note: {name}: {r.note}")
+    if r is not None:
+        lines += conflict_lines(r, result.source, t["on_conflict"], t["keep_target_changes"])
+    if t["masked"]:
+        lines.append(f"{name}: masked: " + ", ".join(f"{c} ({rule})" for c, rule in
+                                                    sorted(t["masked"].items())))
+    lines += [f"warning: {name}: {w}" for w in t["warnings"]]
+    return lines
+
+
+def _plan_summary(tables: list[dict[str, Any]]) -> list[str]:
+    """What holds for many tables, said once."""
+    lines = []
     locks: dict[str, list[str]] = {}
     for t in tables:
         for lock in t["locks"]:
             locks.setdefault(lock, []).append(t["table"])
-    for lock, names in locks.items():
-        _say(out, f"locks: {lock}: {', '.join(names)}")
+    lines += [f"locks: {lock}: {', '.join(names)}" for lock, names in locks.items()]
     seqs = sorted({v.partition("|")[0] for t in tables for v in t["sequences"].values()})
     if seqs:
-        _say(out, "sequences moved forward after the data: " + ", ".join(seqs))
+        lines.append("sequences moved forward after the data: " + ", ".join(seqs))
     images = [t["table"] for t in tables if t["before_images"]]
     if images:
-        _say(out, "before-images kept (sync revert): " + (
+        lines.append("before-images kept (sync revert): " + (
             "every table" if len(images) == len(tables) else ", ".join(images)))
+    return lines
+
+
+def _render_plan(result: SyncResult, out: Console) -> None:
+    plan = result.options.get("plan") or {}
+    out.print(_plan_table(result, plan))
+    tables = plan.get("tables", [])
+    for t in tables:
+        for line in _plan_table_lines(result, t):
+            _say(out, line)
+    _unknown(out, result)
+    for line in _plan_summary(tables):
+        _say(out, line)
     for f in plan.get("findings", []):
         _say(out, f"drift: {f}")
     for w in result.warnings:
         _say(out, f"warning: {w}")
 
 
-def _render(result: SyncResult) -> Any:
+def _result_table(result: SyncResult) -> RichTable:
+    verify = result.mode == "verify"
+    tbl = RichTable(title=Text(f"{result.mode} {result.source} -> {result.target}"))
+    tbl.add_column("table")
+    tbl.add_column("strategy")
+    heads = (["matched", "differing", "only source", "only target"] if verify
+             else ["inserted", "updated", "deleted", "unchanged", "dead"])
+    for h in heads:
+        tbl.add_column(h, justify="right")
+    tbl.add_column("status")
+    for t in result.tables:
+        nums = ([t.matched, t.differing, t.only_in_source, t.only_in_target] if verify
+                else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered])
+        status = t.status + (f": {t.error}" if t.error else "")
+        if t.status == "conflicts":  # the conflict lines below say the rest
+            status = f"stopped: {t.conflicts} conflict(s), unchanged"
+        if t.note and t.status != "failed":
+            status += f" ({t.note})"
+        tbl.add_row(*_cells(t.table, t.strategy, *nums, status))
+    return tbl
+
+
+def _result_table_lines(result: SyncResult, t: Any, policy: dict[str, Any]) -> list[str]:
+    """What the result says of one table, below the table."""
     from pgferry.sync.report import key_text
 
+    verify = result.mode == "verify"
+    lines = conflict_lines(t, result.source, policy.get("on_conflict", "source"),
+                           policy.get("keep_target_changes", False))
+    lines += [f"drift: {t.table}: {f}" for f in t.findings]
+    lines += [f"warning: {t.table}: {w}" for w in t.warnings]
+    if t.checksums_match is not None and not verify:
+        lines.append(f"{t.table}: checksums after: source {t.checksum_source}, target "
+                     f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})")
+    lines += [f"dead letter: {t.table} {d.key}: {d.error}" for d in t.dead_letters[:5]]
+    if t.dead_lettered > 5:
+        lines.append(f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
+                     "pgferry.dead_letters on the target, and in --report)")
+    if verify and t.first_differing_keys:
+        keys = t.first_differing_keys
+        more = t.differing + t.only_in_source + t.only_in_target - min(len(keys), 5)
+        lines.append(f"{t.table}: first differing keys: "
+                     + "; ".join(key_text(k) for k in keys[:5])
+                     + (f"; and {more:,} more" if more > 0 else ""))
+    return lines
+
+
+def _render(result: SyncResult) -> Any:
     def render(out: Console) -> None:
         if result.dry_run:
             _render_plan(result, out)
             return
-        verify = result.mode == "verify"
-        tbl = RichTable(title=Text(f"{result.mode} {result.source} -> {result.target}"))
-        tbl.add_column("table")
-        tbl.add_column("strategy")
-        heads = (["matched", "differing", "only source", "only target"] if verify
-                 else ["inserted", "updated", "deleted", "unchanged", "dead"])
-        for h in heads:
-            tbl.add_column(h, justify="right")
-        tbl.add_column("status")
-        for t in result.tables:
-            nums = ([t.matched, t.differing, t.only_in_source, t.only_in_target] if verify
-                    else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered])
-            status = t.status + (f": {t.error}" if t.error else "")
-            if t.status == "conflicts":  # the conflict lines below say the rest
-                status = f"stopped: {t.conflicts} conflict(s), unchanged"
-            if t.note and t.status != "failed":
-                status += f" ({t.note})"
-            tbl.add_row(*_cells(t.table, t.strategy, *nums, status))
-        out.print(tbl)
+        out.print(_result_table(result))
         plans = {p["table"]: p for p in result.options.get("table_policies", [])}
         for t in result.tables:
-            pol = plans.get(t.table, {})
-            for line in conflict_lines(t, result.source, pol.get("on_conflict", "source"),
-                                       pol.get("keep_target_changes", False)):
+            for line in _result_table_lines(result, t, plans.get(t.table, {})):
                 _say(out, line)
-            for f in t.findings:
-                _say(out, f"drift: {t.table}: {f}")
-            for w in t.warnings:
-                _say(out, f"warning: {t.table}: {w}")
-            if t.checksums_match is not None and not verify:
-                _say(out, f"{t.table}: checksums after: source {t.checksum_source}, target "
-                     f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})")
-            for d in t.dead_letters[:5]:
-                _say(out, f"dead letter: {t.table} {d.key}: {d.error}")
-            if t.dead_lettered > 5:
-                _say(out, f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
-                     "pgferry.dead_letters on the target, and in --report)")
-            if verify and t.first_differing_keys:
-                keys = t.first_differing_keys
-                more = t.differing + t.only_in_source + t.only_in_target - min(len(keys), 5)
-                _say(out, f"{t.table}: first differing keys: "
-                     + "; ".join(key_text(k) for k in keys[:5])
-                     + (f"; and {more:,} more" if more > 0 else ""))
         _unknown(out, result)
         listed = {t.table for t in result.tables if t.status == "missing"}
         for f in result.findings:
@@ -208,7 +229,8 @@ def _render(result: SyncResult) -> Any:
             _say(out, f"warning: {w}")
         if result.error:
             _say(out, f"error: {result.error}")
-        if not verify and any(t.before_images and t.written for t in result.tables):
+        if result.mode != "verify" and any(t.before_images and t.written
+                                           for t in result.tables):
             _say(out, f"run {result.run_id}: undo with `pgferry sync revert {result.run_id} "
                  f"--env {result.target} --yes`")
         _say(out, f"{result.derive_outcome()} in {result.duration_s:.1f}s")
