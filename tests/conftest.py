@@ -54,21 +54,7 @@ def role(pg_admin_dsn: str) -> str:
 @pytest.fixture
 def make_db(pg_admin_dsn: str, role: str) -> Iterator[Callable[..., str]]:
     """Factory: a fresh database owned by the test role; returns the role's DSN."""
-    made: list[str] = []
-
-    def make(prefix: str = "t") -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-            c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(role)))
-        made.append(name)
-        return embedded.role_dsn(pg_admin_dsn, role, name)
-
-    yield make
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        for name in made:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+    yield from _db_factory(pg_admin_dsn, "t")
 
 
 def _other_server(major: int, why: str) -> Iterator[str]:
