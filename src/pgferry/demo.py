@@ -18,7 +18,10 @@ in-process) or service functions, and may put figures in ``demo.results``.
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import typer
 
 from pgferry.demo_story import Demo as Demo
 from pgferry.demo_story import DemoStep as DemoStep
@@ -182,7 +185,7 @@ def run(directory: Path, st: Any, steps: list[DemoStep] | None = None) -> dict[s
     }
 
 
-def register(app: Any) -> None:
+def register(app: "typer.Typer") -> None:
     """Add ``pgferry demo`` to the root Typer ``app`` (this module has no ``from __future__
     import annotations``: Typer reads the command's annotations as objects)."""
     from typing import Annotated

@@ -26,7 +26,7 @@ from pgferry.errors import BadInput, PgferryError, Refused
 if TYPE_CHECKING:  # imported where used: a command loads only what it needs
     from pgferry.config import Config
     from pgferry.pg.connect import Target
-    from pgferry.policy import Decision, WriteRequest, PolicyRule
+    from pgferry.policy import Decision, WriteRequest
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from pgferry.commands import base
 from pgferry.config import Config
 from pgferry.errors import BadInput, Refused
 from pgferry.events import Subscriber
-from pgferry.policy import Decision, WriteRequest
 from pgferry.pg.connect import Target
+from pgferry.policy import Decision, WriteRequest
 from pgferry.sync import engine
 from pgferry.sync.result import SyncResult
 

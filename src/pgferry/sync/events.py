@@ -20,6 +20,7 @@ from pgferry.events import Event as Event
 from pgferry.events import Queued as Queued
 from pgferry.events import sse as sse
 
+
 @dataclass(frozen=True)
 class RunStarted(Event):
     source: str
