@@ -93,7 +93,7 @@ class MigrateConfig(_Model):
     undo_history: Literal["flyway", "flyway-teams"] = "flyway"
 
     _durations = field_validator("lock_timeout", "statement_timeout", "lock_wait")(
-        classmethod(lambda cls, v: _check_duration(v))
+        classmethod(lambda _cls, v: _check_duration(v))
     )
 
 
@@ -178,7 +178,7 @@ class SyncConfig(_Model):
     track_conflicts: bool = True
 
     _durations = field_validator("overlap", "retry", "keep_before_images_for", "lock_wait")(
-        classmethod(lambda cls, v: _check_duration(v))
+        classmethod(lambda _cls, v: _check_duration(v))
     )
 
 
@@ -223,7 +223,7 @@ class BackupConfig(_Model):
     #: the zone whose calendar days, ISO weeks and months retention counts in
     timezone: str = "UTC"
 
-    _durations = field_validator("max_age")(classmethod(lambda cls, v: _check_duration(v)))
+    _durations = field_validator("max_age")(classmethod(lambda _cls, v: _check_duration(v)))
 
     @field_validator("min_size")
     @classmethod
@@ -254,7 +254,7 @@ class EmbeddedConfig(_Model):
     #: stop the server after this long without a client ("0": keep it running)
     idle_stop: Duration = "30min"
 
-    _durations = field_validator("idle_stop")(classmethod(lambda cls, v: _check_duration(v)))
+    _durations = field_validator("idle_stop")(classmethod(lambda _cls, v: _check_duration(v)))
 
 
 class HealthTableConfig(_Model):
@@ -307,7 +307,7 @@ class HealthThresholds(_Model):
         "long_transaction_warn", "long_transaction_critical", "idle_in_transaction_warn",
         "idle_in_transaction_critical", "blocked_warn", "backup_max_age",
         "restore_test_max_age", "sync_max_age",
-    )(classmethod(lambda cls, v: _check_duration(v)))
+    )(classmethod(lambda _cls, v: _check_duration(v)))
 
     @field_validator("connections_critical", "long_transaction_critical",
                      "idle_in_transaction_critical", "wraparound_critical", "sequence_critical")

@@ -18,7 +18,8 @@ from pgferry.cli.sync import _cells, _say
 from pgferry.sync import events
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "pgferry"
-MODULES = [*sorted((SRC / "sync").glob("*.py")), SRC / "cli" / "sync.py", SRC / "commands" / "sync.py"]
+MODULES = [*sorted((SRC / "sync").glob("*.py")), SRC / "cli" / "sync.py",
+           SRC / "commands" / "sync.py"]
 
 
 def _templates() -> list[str]:

@@ -66,6 +66,26 @@ def _newest_per_period(items: Sequence[Item], period: Callable[[Item], Hashable]
     return list(seen.values())
 
 
+def _always(ordered: list[Item], policy: Policy, why: Callable[[str, str], None],
+            reasons: dict[str, list[str]]) -> None:
+    """What is kept whatever the slots say: kept ones, the newest, the newest verified, and
+    the newest up to min_count."""
+    for it in ordered:
+        if it.keep:
+            why(it.id, "kept")
+    if ordered:
+        if ordered[0].id not in reasons:
+            why(ordered[0].id, "newest")
+        verified = next((i for i in ordered if i.verified), None)
+        if verified is not None and verified.id not in reasons:
+            why(verified.id, "newest verified")
+    for it in ordered:
+        if len(reasons) >= policy.min_count:
+            break
+        if it.id not in reasons:
+            why(it.id, "min_count")
+
+
 def plan(items: Sequence[Item], now: datetime, policy: Policy, tz: str = "UTC") -> RetentionPlan:
     """Which of ``items`` to keep under ``policy`` at ``now`` (see the module docstring)."""
     del now  # periods are counted from the backups themselves; kept for the contract
@@ -92,20 +112,7 @@ def plan(items: Sequence[Item], now: datetime, policy: Policy, tz: str = "UTC") 
         for id_ in _newest_per_period(ordered, period, n):
             d.slots.setdefault(id_, []).append(kind)
             why(id_, kind)
-    for it in ordered:
-        if it.keep:
-            why(it.id, "kept")
-    if ordered:
-        if ordered[0].id not in reasons:
-            why(ordered[0].id, "newest")
-        verified = next((i for i in ordered if i.verified), None)
-        if verified is not None and verified.id not in reasons:
-            why(verified.id, "newest verified")
-    for it in ordered:
-        if len(reasons) >= policy.min_count:
-            break
-        if it.id not in reasons:
-            why(it.id, "min_count")
+    _always(ordered, policy, why, reasons)
     d.keep = [i.id for i in ordered if i.id in reasons]
     d.delete = [i.id for i in ordered if i.id not in reasons]
     d.reasons = reasons

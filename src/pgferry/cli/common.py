@@ -161,7 +161,7 @@ def state(ctx: typer.Context, json_flag: bool = False) -> State:
 def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (CI cancel, ``kill``) behaves like Ctrl-C: cancel, roll back, journal, exit 3."""
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     try:

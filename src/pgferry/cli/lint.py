@@ -86,8 +86,11 @@ _VALUE = {"--env": "env", "-e": "env", "--catalog": "catalog", "--format": "fmt"
           "-f": "fmt", "--pg-version": "pg_version", "--jobs": "jobs", "-j": "jobs"}
 
 
-def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
-    """``[global opts] lint [opts] [paths]`` → options, or None to defer to Typer."""
+_FLAGS = {"--list-rules": "list_rules", "--all": "all"}
+
+
+def _scan_fast(argv: list[str]) -> dict[str, Any] | None:
+    """The tokens of ``[global opts] lint [opts] [paths]`` as raw options; None: not ours."""
     opts: dict[str, Any] = {"paths": [], "env": None, "catalog": None, "fmt": "text",
                             "pg_version": None, "list_rules": False, "config": None,
                             "json": False, "debug": False, "jobs": None, "all": False}
@@ -95,30 +98,21 @@ def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
     while i < len(argv):
         a = argv[i]
         key, eq, val = a.partition("=")
+        name = ("config" if key in _GLOBAL_VALUE and not seen_lint
+                else _VALUE.get(key) if seen_lint else None)
         if not seen_lint and a == "lint":
             seen_lint = True
-        elif a == "--json":
-            opts["json"] = True
-        elif a == "--debug" and not seen_lint:
-            opts["debug"] = True
-        elif key in _GLOBAL_VALUE and not seen_lint:
+        elif a == "--json" or (a == "--debug" and not seen_lint):
+            opts[a[2:]] = True
+        elif name is not None:  # an option with a value: --env dev or --env=dev
             if not eq:
                 i += 1
                 if i >= len(argv):
                     return None
                 val = argv[i]
-            opts["config"] = val
-        elif seen_lint and key in _VALUE:
-            if not eq:
-                i += 1
-                if i >= len(argv):
-                    return None
-                val = argv[i]
-            opts[_VALUE[key]] = val
-        elif seen_lint and a == "--list-rules":
-            opts["list_rules"] = True
-        elif seen_lint and a == "--all":
-            opts["all"] = True
+            opts[name] = val
+        elif seen_lint and a in _FLAGS:
+            opts[_FLAGS[a]] = True
         elif seen_lint and a == "--":
             opts["paths"] += argv[i + 1:]
             break
@@ -127,16 +121,19 @@ def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
         else:
             return None
         i += 1
-    if not seen_lint:
+    return opts if seen_lint else None
+
+
+def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
+    """``[global opts] lint [opts] [paths]`` → options, or None to defer to Typer."""
+    opts = _scan_fast(argv)
+    if opts is None:
         return None
-    if opts["pg_version"] is not None:
-        if not str(opts["pg_version"]).isdigit():
-            return None
-        opts["pg_version"] = int(opts["pg_version"])
-    if opts["jobs"] is not None:
-        if not str(opts["jobs"]).isdigit() or int(opts["jobs"]) < 1:
-            return None  # Typer says what is wrong with it
-        opts["jobs"] = int(opts["jobs"])
+    for name, least in (("pg_version", 0), ("jobs", 1)):
+        if opts[name] is not None:
+            if not str(opts[name]).isdigit() or int(opts[name]) < least:
+                return None  # Typer says what is wrong with it
+            opts[name] = int(opts[name])
     if opts["fmt"] not in ("text", "json", "sarif", "markdown"):
         return None
     if opts["json"] and opts["fmt"] == "text":

@@ -94,6 +94,44 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
         out.print(f"[red]problem[/]  {escape(p)}")
 
 
+def _render_number(res: cmd.NumberResult, out: Console) -> None:
+    if not res.had_templates:
+        out.print("no templates to number")
+        return
+    seen = ", ".join(f"{e.env} {e.version or 'empty'}" for e in res.environments if not e.error)
+    out.print(f"highest file: {res.highest or 'none'}; applied: {seen or 'unknown'}")
+    verb = "would rename" if res.dry_run else "renamed"
+    for r in res.renames:
+        out.print(f"{verb} {r.old.name} → {r.new.name}")
+    if not res.dry_run:
+        out.print(f"rewrote {res.sum_shown}")
+
+
+def _render_validate(res: cmd.ValidateResult, out: Console) -> None:
+    for w in res.warnings:
+        out.print(f"[yellow]warning[/]  {escape(w)}")
+    for p in res.problems:
+        out.print(f"[red]problem[/]  {escape(p)}")
+    if res.problems:
+        out.print(f"{res.env}: {len(res.problems)} problem(s)")
+        return
+    s = res.status
+    n = sum(1 for e in s.entries if e.state == "applied")
+    out.print(f"{res.env}: ok — {n} applied migration(s) match their files, "
+              f"current version {s.current or 'none'}, {files.SUM_FILE} {s.sum_state}")
+
+
+def _render_repair(res: cmd.RepairResult, out: Console) -> None:
+    if not res.ran:
+        out.print(f"{res.env}: nothing to repair")
+        return
+    done = res.plan
+    for line in cmd.repair_lines(done, done=True):
+        out.print(line)
+    out.print(f"{res.env}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned"
+              + (f", {len(done.convert)} converted" if done.convert else "") + ")")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's verbs to the ``migrate`` app."""
 
@@ -124,21 +162,7 @@ def register(app: typer.Typer) -> None:
         """Give every VXXX/UXXX template the next free version and rename the files."""
         st = state(ctx, json_)
         res = cmd.number(st.config(), dry_run=dry_run, progress=st.notices())
-
-        def render(out: Console) -> None:
-            if not res.had_templates:
-                out.print("no templates to number")
-                return
-            seen = ", ".join(f"{e.env} {e.version or 'empty'}" for e in res.environments
-                             if not e.error)
-            out.print(f"highest file: {res.highest or 'none'}; applied: {seen or 'unknown'}")
-            verb = "would rename" if dry_run else "renamed"
-            for r in res.renames:
-                out.print(f"{verb} {r.old.name} → {r.new.name}")
-            if not dry_run:
-                out.print(f"rewrote {res.sum_shown}")
-
-        st.emit(res.to_dict(), render)
+        st.emit(res.to_dict(), lambda out: _render_number(res, out))
 
     @app.command("sum")
     def sum_cmd(ctx: typer.Context, json_: JsonOpt = False) -> None:
@@ -172,23 +196,7 @@ def register(app: typer.Typer) -> None:
         """Exit 1 when an applied file changed or is gone, a run failed, or the sum is stale."""
         st = state(ctx, json_)
         res = cmd.validate(st.config(), env)
-
-        def render(out: Console) -> None:
-            for w in res.warnings:
-                out.print(f"[yellow]warning[/]  {escape(w)}")
-            for p in res.problems:
-                out.print(f"[red]problem[/]  {escape(p)}")
-            if res.problems:
-                out.print(f"{res.env}: {len(res.problems)} problem(s)")
-            else:
-                s = res.status
-                n = sum(1 for e in s.entries if e.state == "applied")
-                out.print(
-                    f"{res.env}: ok — {n} applied migration(s) match their files, "
-                    f"current version {s.current or 'none'}, {files.SUM_FILE} {s.sum_state}"
-                )
-
-        st.emit(res.to_dict(), render)
+        st.emit(res.to_dict(), lambda out: _render_validate(res, out))
         if res.exit_code:
             raise typer.Exit(res.exit_code)
 
@@ -232,17 +240,4 @@ def register(app: typer.Typer) -> None:
         # the rows a repair will change are said before it asks (not under --json)
         res = cmd.repair(st.config(), cmd.RewriteOptions(env, yes, override_blackout, reason),
                          progress=None if st.json else st.notices(), confirm=st.confirm())
-
-        def render(out: Console) -> None:
-            if not res.ran:
-                out.print(f"{res.env}: nothing to repair")
-                return
-            done = res.plan
-            for line in cmd.repair_lines(done, done=True):
-                out.print(line)
-            out.print(
-                f"{res.env}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned"
-                + (f", {len(done.convert)} converted" if done.convert else "") + ")"
-            )
-
-        st.emit(res.to_dict(), render)
+        st.emit(res.to_dict(), lambda out: _render_repair(res, out))

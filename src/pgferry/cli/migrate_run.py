@@ -67,7 +67,8 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
 def _run(st: State, opts: cmd.RunOptions, *, undo: bool) -> None:
     cfg = st.config()
     with sigterm_interrupts(), MigrationLines(st.err, "undone" if undo else "applied") as lines:
-        res = cmd.run(cfg, opts, undo=undo, progress=lines, confirm=st.confirm())
+        verb = cmd.undo if undo else cmd.up
+        res = verb(cfg, opts, progress=lines, confirm=st.confirm())
     for w in res.warnings:
         st.err.print(f"warning: {w}", soft_wrap=True)
 

@@ -42,7 +42,7 @@ def _cells(*values: object) -> list[Text]:
     return [Text(str(v)) for v in values]
 
 
-def conflict_lines(t: Any, source: str, on_conflict: str, keep: bool) -> list[str]:
+def conflict_lines(t: Any, on_conflict: str, keep: bool) -> list[str]:
     """What the conflicts step found for one table, as lines to print (empty: nothing)."""
     import json
 
@@ -121,7 +121,7 @@ def _plan_table_lines(result: SyncResult, t: dict[str, Any]) -> list[str]:
     if r is not None and r.note:
         lines.append(f"note: {name}: {r.note}")
     if r is not None:
-        lines += conflict_lines(r, result.source, t["on_conflict"], t["keep_target_changes"])
+        lines += conflict_lines(r, t["on_conflict"], t["keep_target_changes"])
     if t["masked"]:
         lines.append(f"{name}: masked: " + ", ".join(f"{c} ({rule})" for c, rule in
                                                     sorted(t["masked"].items())))
@@ -190,7 +190,7 @@ def _result_table_lines(result: SyncResult, t: Any, policy: dict[str, Any]) -> l
     from pgferry.sync.report import key_text
 
     verify = result.mode == "verify"
-    lines = conflict_lines(t, result.source, policy.get("on_conflict", "source"),
+    lines = conflict_lines(t, policy.get("on_conflict", "source"),
                            policy.get("keep_target_changes", False))
     lines += [f"drift: {t.table}: {f}" for f in t.findings]
     lines += [f"warning: {t.table}: {w}" for w in t.warnings]

@@ -114,9 +114,10 @@ def authorize(cfg: Config, target: Target, req: WriteRequest, *, now: datetime,
         if agreed:
             rest = [r for r in chosen if r not in ("input", "blackout")]
             d = replace(policy.decide(cfg, replace(req, yes=True), now, rest), window=d.window)
-    err = d.error()
-    if err is None:
+    if d.allowed:
         return d
+    err = d.error()
+    assert err is not None
     if isinstance(err, Refused):
         raise refuse(target, req.command, err, arguments)
     raise err

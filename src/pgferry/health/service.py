@@ -48,8 +48,3 @@ def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Heal
     with _lock:
         _cache[key] = report
     return report
-
-
-def clear_cache() -> None:
-    with _lock:
-        _cache.clear()

@@ -72,7 +72,7 @@ class Options:
     rebase: bool = False
 
 
-def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],
+def _masks(plan: SyncPlan, src: dict[str, catalog.Table],
            tgt: dict[str, catalog.Table], conn: psycopg.Connection[Any],
            rules: masking.MaskRules, key: str | None) -> dict[str, dict[str, sql.Composable]]:
     out: dict[str, dict[str, sql.Composable]] = {}
@@ -112,7 +112,6 @@ class Prepared:
     snapshot: Snapshot
     plan: SyncPlan
     masks: dict[str, dict[str, sql.Composable]]
-    source_tables: dict[str, catalog.Table]
     unmasked: list[str]
 
 
@@ -145,7 +144,7 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
         if snap.coordinator.info.server_version // 10000 != tversion // 10000:
             for t in plan.tables:
                 t.across_versions()
-        masks = _masks(cfg, plan, src, tgt, snap.coordinator, rules, key)
+        masks = _masks(plan, src, tgt, snap.coordinator, rules, key)
         if opts.no_mask_reason:
             masks, rules = {}, masking.MaskRules()
             for t in plan.tables:
@@ -158,7 +157,7 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
             for c, seq in {**s.default_sequences, **s.sequences}.items():
                 if c in t.sequences:
                     t.sequences[c] = f"{t.sequences[c]}|{seq}"  # target|source
-        return Prepared(snap, plan, masks, src, unmasked)
+        return Prepared(snap, plan, masks, unmasked)
     except BaseException:
         snap.close()
         raise
