@@ -46,8 +46,6 @@ class State:
     config_path: Path | None = None
     json: bool = False
     debug: bool = False
-    #: the running command as the journal names it (``migrate up``, ``sync``)
-    command: str = "pgferry"
     _config: Config | None = field(default=None, repr=False)
     _out: Console | None = field(default=None, repr=False)
     _err: Console | None = field(default=None, repr=False)
@@ -153,7 +151,6 @@ def state(ctx: typer.Context, json_flag: bool = False) -> State:
     if st is None:  # invoked without the root callback (tests calling a sub-app)
         st = State()
         ctx.obj = st
-    st.command = " ".join(ctx.command_path.split()[1:]) or st.command
     return st.with_json(json_flag)
 
 
