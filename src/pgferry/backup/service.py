@@ -19,7 +19,7 @@ from typing import Any
 from pgferry.backup import retention
 from pgferry.backup.catalog import BackupInfo, list_backups
 from pgferry.backup.storage import LocalStorage
-from pgferry.config import Config, parse_duration
+from pgferry.config import Config
 
 
 def policy(cfg: Config) -> retention.Policy:
@@ -70,7 +70,7 @@ def listing(cfg: Config, env: str, now: datetime, include_incomplete: bool = Fal
         out.backups.append(d)
     complete = [i for i in infos if i.complete]
     tested = [i for i in complete if i.verification.restore_test_ok]
-    max_age = parse_duration(cfg.backup.max_age).total_seconds()
+    max_age = cfg.backup.max_age.total_seconds()
 
     def age(i: BackupInfo | None) -> float | None:
         at = i.finished_at if i else None

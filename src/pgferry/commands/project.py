@@ -53,7 +53,7 @@ def embedded_status(cfg: Config) -> EmbeddedStatus:
     from pgferry.pg import embedded
 
     return EmbeddedStatus(embedded.is_running(cfg.embedded_dir), cfg.embedded_dir,
-                          cfg.embedded.idle_stop)
+                          str(cfg.embedded.idle_stop))
 
 
 @dataclass

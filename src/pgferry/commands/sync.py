@@ -192,7 +192,6 @@ def revert(cfg: Config, opts: RevertOptions, *, now: datetime | None = None,
     """``sync revert``: put back every row one sync changed (its before-images), unless one
     changed since. Returns :class:`pgferry.sync.revert.RevertResult`."""
     from pgferry import journal
-    from pgferry.config import parse_duration
     from pgferry.sync import revert as revert_mod
 
     tgt = base.target(cfg, opts.env) if opts.env else find_run(cfg, opts.run_id)
@@ -204,7 +203,7 @@ def revert(cfg: Config, opts: RevertOptions, *, now: datetime | None = None,
                       override_blackout=opts.override_blackout, reason=opts.reason)
         base.authorize(cfg, tgt, req, now=base.now_or(now), confirm=confirm,
                        rules=("input", "blackout", "protected"))
-    wait = parse_duration(cfg.sync.lock_wait).total_seconds()
+    wait = cfg.sync.lock_wait.total_seconds()
     if opts.dry_run:
         return revert_mod.revert(tgt, opts.run_id, lock_wait_s=wait, dry_run=True)
     with journal.operation(tgt, "sync revert", {"run_id": opts.run_id}) as op:

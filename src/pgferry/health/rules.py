@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal
 
-from pgferry.config import HealthTableConfig, HealthThresholds, parse_duration
+from pgferry.config import HealthTableConfig, HealthThresholds
 from pgferry.health.facts import HealthFacts, Session
 
-Verdict = tuple[str, str, str, str, str]  # status, value, threshold, message, fix
+#: a check's status, from best to worst; unknown: it could not be judged
+Status = Literal["optimal", "healthy", "degraded", "critical", "unknown"]
+Verdict = tuple[Status, str, str, str, str]  # status, value, threshold, message, fix
 Rule = Callable[[HealthFacts, HealthThresholds, datetime], Verdict]
 
 NOT_REACHED = "not checked: the database did not answer"
@@ -37,7 +40,7 @@ def _short(query: str, n: int = 80) -> str:
     return q if len(q) <= n else q[: n - 1] + "…"
 
 
-def _level(value: float, warn: float, critical: float) -> str:
+def _level(value: float, warn: float, critical: float) -> Status:
     return "critical" if value >= critical else "degraded" if value >= warn else "optimal"
 
 
@@ -301,7 +304,7 @@ def sync(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
                     f"sync_max_age is {th.sync_max_age}", f"sync into {f.env}")
         return "optimal", "none", limit, f"no sync into {f.env} is recorded", ""
     age = _age(now, done.finished_at)
-    if th.sync_max_age and age > parse_duration(th.sync_max_age).total_seconds():
+    if th.sync_max_age and age > th.sync_max_age.total_seconds():
         return ("degraded", dur(age), limit, f"the last sync into {f.env} was {dur(age)} ago, "
                 f"above sync_max_age ({th.sync_max_age})", "check the schedule that runs it")
     return ("optimal", f"{done.outcome} {dur(age)} ago", limit,
@@ -354,8 +357,10 @@ def table_rows(f: HealthFacts, table: str, cfg: HealthTableConfig) -> Verdict:
             fix = f'set estimate = true in [health.tables."{table}"] (pg_class.reltuples)'
         return "unknown", "", limit, f"{table} could not be counted: {t.error}", fix
     n, value = t.rows, f"~{t.rows}" if t.estimated else str(t.rows)
-    for level, key, below in (("critical", "critical_below", cfg.critical_below),
-                              ("degraded", "degraded_below", cfg.degraded_below)):
+    levels: tuple[tuple[Status, str, int | None], ...] = (
+        ("critical", "critical_below", cfg.critical_below),
+        ("degraded", "degraded_below", cfg.degraded_below))
+    for level, key, below in levels:
         if below is not None and n < below:
             return (level, value, limit, f"{table} has {n:,} rows, below {key} = {below}",
                     f"find out where the rows of {table} went (`pgferry journal --env {f.env}`); "

@@ -24,11 +24,11 @@ from typing import Any, Literal
 from pgferry.config import HealthThresholds
 from pgferry.health import rules
 from pgferry.health.facts import HealthFacts
+from pgferry.health.rules import Status
 
-Status = Literal["optimal", "healthy", "degraded", "critical", "unknown"]
 #: the metric value of each status: higher is worse; unknown is -1 (never reads as ok)
-LEVELS: dict[str, int] = {"optimal": 0, "healthy": 1, "degraded": 2, "critical": 3,
-                          "unknown": -1}
+LEVELS: dict[Status, int] = {"optimal": 0, "healthy": 1, "degraded": 2, "critical": 3,
+                             "unknown": -1}
 
 
 @dataclass
@@ -36,12 +36,13 @@ class HealthCheck:
     """One check's verdict: what it saw, against what, and what to do about it."""
 
     name: str
-    status: str
+    status: Status
     value: str = ""
     threshold: str = ""
     message: str = ""
     fix: str = ""
-    kind: str = "server"  # server | data (a [health.tables] threshold)
+    #: server, or data (a [health.tables] threshold)
+    kind: Literal["server", "data"] = "server"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,7 +51,7 @@ class HealthCheck:
 @dataclass
 class HealthReport:
     env: str
-    status: str
+    status: Status
     checks: list[HealthCheck]
     checked_at: datetime
     duration_s: float
@@ -77,7 +78,7 @@ class HealthReport:
         }
 
 
-def overall(checks: list[HealthCheck]) -> str:
+def overall(checks: list[HealthCheck]) -> Status:
     """The environment's status from its checks (see the module docstring)."""
     statuses = {c.status for c in checks}
     if "critical" in statuses:
@@ -103,6 +104,7 @@ def evaluate(facts: HealthFacts, th: HealthThresholds, now: datetime) -> HealthR
             checks.append(HealthCheck(name, *rule(facts, th, now)))
     for table, cfg in sorted(th.tables.items()):
         name = f"rows:{table}"
+        verdict: rules.Verdict
         if not facts.reachable:
             verdict = ("unknown", "", rules.table_threshold(cfg), rules.NOT_REACHED, "")
         else:

@@ -11,6 +11,7 @@ of this run; ``attempt`` counts the tries of one file. Pure data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pgferry.events import Event
 
@@ -42,7 +43,7 @@ class MigrationFinished(Event):
     index: int
     total: int
     #: ``transaction`` or ``autocommit`` (statement by statement)
-    mode: str
+    mode: Literal["transaction", "autocommit"]
     duration_ms: int
     undo: bool = False
     attempts: int = 1

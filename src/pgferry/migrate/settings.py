@@ -8,9 +8,13 @@ file, as ``--json``, the progress lines and the journal show it. Pure data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pgferry.config import Config, parse_duration, pg_duration
+from pgferry.migrate.files import MigrationKind
+
+#: a file runs in one transaction, or statement by statement in autocommit
+TxMode = Literal["transaction", "autocommit"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class RunSettings:
         m = cfg.migrate
         return cls(m.schema_, m.history_table, pg_duration(m.lock_timeout),
                    pg_duration(m.statement_timeout) if m.statement_timeout else None,
-                   m.lock_retries, parse_duration(m.lock_wait).total_seconds(),
+                   m.lock_retries, m.lock_wait.total_seconds(),
                    m.undo_history)
 
     @property
@@ -48,8 +52,8 @@ class RunSettings:
 class FileResult:
     script: str
     version: str | None
-    kind: str
-    mode: str  # "transaction" | "autocommit"
+    kind: MigrationKind
+    mode: TxMode
     duration_ms: int
     attempts: int = 1
     statements: int = 0

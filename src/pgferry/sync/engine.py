@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.config import Config, parse_duration
+from pgferry.config import Config
 from pgferry.pg import catalog
 from pgferry.pg.connect import Target, connect
 from pgferry.sync import events, locks, masking, state, workers
@@ -126,8 +126,7 @@ def rules_for(cfg: Config, source: Target, target: Target) -> masking.MaskRules:
 
 def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepared:
     """Open the snapshot, read both catalogs, plan, check masks. Nothing is written."""
-    retry = opts.retry_for if opts.retry_for is not None else parse_duration(
-        cfg.sync.retry).total_seconds()
+    retry = opts.retry_for if opts.retry_for is not None else cfg.sync.retry.total_seconds()
     rules = rules_for(cfg, source, target)
     # --no-mask copies unmasked, but the rules are still checked (a bad rule is bad input);
     # the key is then only a stand-in for that check
@@ -223,11 +222,11 @@ def start(cfg: Config, source: Target, target: Target, opts: Options,
         if prep.unmasked:
             result.warnings.append(f"copied unmasked ({opts.no_mask_reason}): "
                                    + ", ".join(prep.unmasked))
-        retry = opts.retry_for if opts.retry_for is not None else parse_duration(
-            cfg.sync.retry).total_seconds()
+        retry = (opts.retry_for if opts.retry_for is not None
+                 else cfg.sync.retry.total_seconds())
         ctx = RunContext(cfg, source, target, opts, plan, prep.masks, snap, result,
                          result.run_id, channel or events.Channel(), batch,
-                         retry, parse_duration(cfg.sync.overlap).total_seconds(), jobs=jobs)
+                         retry, cfg.sync.overlap.total_seconds(), jobs=jobs)
         args = {"source": source.name, "target": target.name, "mode": opts.mode,
                 "tables": opts.tables, "exclude": opts.exclude, "batch_size": batch,
                 "jobs": jobs, "atomic": opts.atomic, "no_mask_reason": opts.no_mask_reason,
@@ -252,10 +251,9 @@ def execute(run: Started) -> None:
         if opts.mode != "verify":
             with connect(target.dsn, autocommit=True, retry_for=ctx.retry_for) as tc:
                 state.ensure(tc)
-                state.expire_images(tc, parse_duration(
-                    cfg.sync.keep_before_images_for).total_seconds())
+                state.expire_images(tc, cfg.sync.keep_before_images_for.total_seconds())
             lock = locks.acquire(target, [t.qualname for t in plan.runnable],
-                                 parse_duration(cfg.sync.lock_wait).total_seconds(),
+                                 cfg.sync.lock_wait.total_seconds(),
                                  result.run_id)
         ctx.event(events.RunStarted(source.name, target.name, opts.mode,
                                     [t.qualname for t in plan.tables]))
