@@ -140,7 +140,7 @@ def verify_cmd(
     """Re-hash every file against the manifest and read the archive; exit 1 on any mismatch."""
     st = state(ctx, json_)
     with common.sigterm_interrupts():
-        res = cmd.verify(st.config(), cmd.VerifyOptions(backup_id, env, restore_test, jobs))
+        res = cmd.verify(st.config(), cmd.BackupVerifyOptions(backup_id, env, restore_test, jobs))
     info = res.info
 
     def render(out: Console) -> None:

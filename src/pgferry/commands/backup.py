@@ -75,7 +75,7 @@ def listing(cfg: Config, env: str, *, include_incomplete: bool = False,
 
 
 @dataclass(frozen=True)
-class VerifyOptions:
+class BackupVerifyOptions:
     backup_id: str
     #: whose backups (needed for ``latest``)
     env: str | None = None
@@ -83,7 +83,7 @@ class VerifyOptions:
     jobs: int | None = None
 
 
-def verify(cfg: Config, opts: VerifyOptions) -> Verified:
+def verify(cfg: Config, opts: BackupVerifyOptions) -> Verified:
     """``backup verify``: re-hash every file, read the archive; with ``restore_test``,
     restore into a scratch database and compare row counts (journaled)."""
     from pgferry import journal

@@ -4,7 +4,7 @@ Contract: :func:`start` validates everything that can be validated before any
 write (mask rules and their direction, table names, keys, the personal-data
 gate) — those raise :class:`~pgferry.errors.BadInput` /
 :class:`~pgferry.errors.Refused` with nothing written — then opens the shared
-source snapshot (:class:`~pgferry.sync.copy.Snapshot`) and plans the run;
+source snapshot (:class:`~pgferry.sync.copy.SourceSnapshot`) and plans the run;
 :func:`execute` runs it:
 
 - a sync takes the run's table locks (:mod:`pgferry.sync.locks`: one sync at a
@@ -39,7 +39,7 @@ from pgferry.pg import catalog
 from pgferry.pg.connect import Target, connect
 from pgferry.sync import events, locks, masking, state, workers
 from pgferry.sync.context import RunContext
-from pgferry.sync.copy import Snapshot
+from pgferry.sync.copy import SourceSnapshot
 from pgferry.sync.plan import Mode, SyncPlan, build_plan
 from pgferry.sync.result import SyncResult
 
@@ -92,7 +92,7 @@ def _masks(plan: SyncPlan, src: dict[str, catalog.Table],
     return out
 
 
-def _catalogs(cfg: Config, snap: Snapshot, target: Target
+def _catalogs(cfg: Config, snap: SourceSnapshot, target: Target
               ) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table],
                          dict[str, catalog.Table], str, int]:
     src = catalog.tables(snap.coordinator, cfg.sync.schemas)
@@ -109,7 +109,7 @@ def _catalogs(cfg: Config, snap: Snapshot, target: Target
 class Prepared:
     """What :func:`prepare` found: the open snapshot, the plan, the masks."""
 
-    snapshot: Snapshot
+    snapshot: SourceSnapshot
     plan: SyncPlan
     masks: dict[str, dict[str, sql.Composable]]
     unmasked: list[str]
@@ -132,7 +132,7 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
     # the key is then only a stand-in for that check
     key = (("x" * masking.MIN_KEY_LENGTH if opts.no_mask_reason else masking.mask_key(
         cfg.dotenv())) if rules.needs_key else None)
-    snap = Snapshot(source.dsn, retry_for=retry, mask_key=key)
+    snap = SourceSnapshot(source.dsn, retry_for=retry, mask_key=key)
     try:
         src, tgt, everything, trole, tversion = _catalogs(cfg, snap, target)
         plan = build_plan(src, tgt, cfg.sync, mode=opts.mode, tables=opts.tables or None,
