@@ -94,7 +94,7 @@ def test_sync_into_protected_shows_a_preview_to_confirm(project: Project) -> Non
 
     def look(qn: Question) -> bool:
         seen.append(qn)
-        return qn.preview.tables[0].would_insert == 2
+        return bool(qn.preview.tables[0].would_insert == 2)
 
     got = Collector()
     res = sync_cmd.sync(cfg, sync_cmd.SyncOptions("dev", "prod"), confirm=look, progress=got)

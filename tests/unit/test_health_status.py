@@ -21,6 +21,7 @@ from pgferry.health.facts import (
     TableRows,
     Waiter,
 )
+from pgferry.health.rules import Status
 from pgferry.health.status import LEVELS, HealthCheck, evaluate, overall
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -191,7 +192,7 @@ LEVEL = st.sampled_from(list(LEVELS))
 
 
 @given(st.lists(st.tuples(LEVEL, st.booleans()), min_size=1, max_size=8))
-def test_overall_follows_the_issue_s_rules(parts: list[tuple[str, bool]]) -> None:
+def test_overall_follows_the_issue_s_rules(parts: list[tuple[Status, bool]]) -> None:
     checks = [HealthCheck(f"c{i}", s, kind="data" if data else "server")
               for i, (s, data) in enumerate(parts)]
     got = overall(checks)

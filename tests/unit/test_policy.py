@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -32,7 +33,7 @@ NOW = datetime(2026, 11, 20, 17, tzinfo=UTC)  # a Friday, 17:00 UTC
 FREEZE = {"weekly": "Fri 16:00 - Mon 06:00", "envs": ["prod"], "reason": "weekend freeze"}
 
 
-def config(*windows: dict[str, object]) -> Config:
+def config(*windows: Mapping[str, object]) -> Config:
     return Config.model_validate({"environments": {"dev": {}, "prod": {"protected": True}},
                                   "blackout": list(windows)})
 
