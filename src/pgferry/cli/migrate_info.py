@@ -215,16 +215,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Adopt an existing database: record Flyway's BASELINE row at --version."""
         st = state(ctx, json_)
-        res = cmd.baseline(st.config(), version, cmd.RewriteOptions(env, yes, override_blackout,
-                                                                     reason),
-                           description=description, confirm=st.confirm())
-        st.emit(
-            {"ok": True, **res.to_dict()},
-            lambda out: out.print(
-                f"{res.env}: baselined at version {res.version} ({res.description}); "
-                f"files at or below it will not run here"
-            ),
-        )
+        done = cmd.baseline(st.config(), version, cmd.RewriteOptions(env, yes, override_blackout,
+                                                                      reason),
+                            description=description, confirm=st.confirm())
+        res = done.baseline
+        st.emit(done.to_dict(), lambda out: out.print(
+            f"{res.env}: baselined at version {res.version} ({res.description}); "
+            "files at or below it will not run here"))
 
     @app.command("repair")
     def repair_cmd(

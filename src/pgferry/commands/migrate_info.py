@@ -158,9 +158,17 @@ class RewriteOptions:
     reason: str | None = None
 
 
+@dataclass
+class BaselineDone:
+    baseline: admin.BaselineResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": True, **self.baseline.to_dict()}
+
+
 def baseline(cfg: Config, version: str, opts: RewriteOptions, *,
              description: str = BASELINE_SCRIPT, now: datetime | None = None,
-             confirm: base.Confirm | None = None) -> admin.BaselineResult:
+             confirm: base.Confirm | None = None) -> BaselineDone:
     """``migrate baseline``: adopt an existing database at ``version`` (Flyway's BASELINE)."""
     from pgferry import journal
 
@@ -179,7 +187,7 @@ def baseline(cfg: Config, version: str, opts: RewriteOptions, *,
                                                "window": window.window_text}
         res = admin.baseline(cfg, target, version, description)
         op.details.update(res.to_dict())
-    return res
+    return BaselineDone(res)
 
 
 @dataclass
