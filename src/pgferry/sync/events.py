@@ -13,26 +13,29 @@ publishes sync events.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pgferry.events import Channel as Channel
 from pgferry.events import Collector as Collector
 from pgferry.events import Event as Event
 from pgferry.events import Queued as Queued
 from pgferry.events import sse as sse
+from pgferry.sync.plan import Mode, Strategy
+from pgferry.sync.result import Outcome, TableStatus
 
 
 @dataclass(frozen=True)
 class RunStarted(Event):
     source: str
     target: str
-    mode: str
+    mode: Mode
     tables: list[str]
 
 
 @dataclass(frozen=True)
 class TableStarted(Event):
     table: str
-    strategy: str = ""
+    strategy: Strategy | Literal[""] = ""
     #: expected rows to process (estimate; 0 when unknown)
     total_rows: int = 0
 
@@ -51,7 +54,7 @@ class BatchWritten(Event):
 @dataclass(frozen=True)
 class TableFinished(Event):
     table: str
-    status: str = "ok"
+    status: TableStatus = "ok"
     inserted: int = 0
     updated: int = 0
     deleted: int = 0
@@ -69,6 +72,6 @@ class Warning(Event):  # noqa: A001 - the event's name in the stream is "warning
 
 @dataclass(frozen=True)
 class RunFinished(Event):
-    outcome: str
+    outcome: Outcome
     exit_code: int
     duration_s: float = 0.0
