@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pgferry.migrate.runner import FileResult, Runner
 
 
-def resume_point(r: Runner, step: Step, pf: ParsedFile, prog: progress.Progress | None) -> int:
+def resume_point(step: Step, pf: ParsedFile, prog: progress.Progress | None) -> int:
     if prog is None or not prog.done_digests:
         return 0
     for i, d in enumerate(prog.done_digests):
@@ -47,7 +47,7 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
                     prog: progress.Progress | None) -> FileResult:
     c, s = r.work, r.settings
     version = str(step.version) if step.version is not None else None
-    resume = resume_point(r, step, pf, prog)
+    resume = resume_point(step, pf, prog)
     start = time.monotonic()
     retries, dropped = 0, []
     again = "migrate undo" if undo else "migrate up"
