@@ -1,0 +1,236 @@
+"""Execute one run: the body of every job, whichever worker picks it up.
+
+Contract: :func:`execute` takes a run id and carries the run to a final state:
+
+1. a run already final, or cancelled while queued, is left as it is (a job delivered
+   twice does nothing twice);
+2. a run that writes to a protected environment is judged again by the policy
+   (:func:`pgferry.policy.decide`, rule ``approval``) against its plan as it is *now*:
+   a plan that changed since the approval sends the run back to ``awaiting_approval``
+   with the new plan (it does not start); a schedule's run is approved by the config;
+3. the environment's circuit breaker is asked (:mod:`pgferry.jobs.breaker`), then the
+   operation runs (:mod:`pgferry.jobs.operations`, a release: :mod:`pgferry.jobs.saga`)
+   retrying transient failures (the database unreachable) with exponential backoff and
+   jitter (tenacity), each failure counted by the breaker;
+4. its events are stored with the run as they come (:class:`Recorder`), ending with
+   ``complete`` or ``error``; the state, exit code, result and error are written last.
+
+A cancel (``cancel_requested``) interrupts the operation at its next progress event,
+as Ctrl-C does on the command line: the transaction in flight rolls back, the
+journal says interrupted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from pgferry.config import Config
+from pgferry.errors import PgferryError, Unreachable
+from pgferry.events import Event, Notice, Subscriber
+from pgferry.jobs import breaker, runs
+from pgferry.jobs.control import Control
+from pgferry.jobs.operations import KINDS, Outcome
+from pgferry.redaction import redact
+
+
+class RunCancelled(KeyboardInterrupt):
+    """Raised into the operation at its next event once a cancel was asked (like Ctrl-C)."""
+
+
+@dataclass(frozen=True)
+class Step(Event):
+    """A line of the run itself (queued, started, retrying, resumed, a saga step)."""
+
+    message: str
+    step: str = ""
+    state: str = ""
+
+
+class Recorder:
+    """The subscriber a run's operation publishes to: stores every event with the run
+    (batched, in order) and raises :class:`RunCancelled` once a cancel was asked."""
+
+    FLUSH_S = 0.25
+    CANCEL_POLL_S = 1.0
+
+    def __init__(self, ctl: Control, run_id: str, also: Subscriber | None = None) -> None:
+        self.ctl, self.run_id, self.also = ctl, run_id, also
+        self._buf: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._flushed = time.monotonic()
+        self._polled = time.monotonic()
+        self.cancelled = False
+        self.errors: list[str] = []
+
+    def __call__(self, event: Event) -> None:
+        self.add(event.to_dict())
+        if self.also is not None:
+            self.also(event)
+        self.check_cancel()
+
+    def add(self, item: dict[str, Any]) -> None:
+        with self._lock:
+            self._buf.append(item)
+            due = time.monotonic() - self._flushed >= self.FLUSH_S
+        if due:
+            self.flush()
+
+    def say(self, message: str, step: str = "", state: str = "") -> None:
+        self(Step(message, step, state))
+
+    def flush(self) -> None:
+        with self._lock:
+            items, self._buf = self._buf, []
+            self._flushed = time.monotonic()
+        try:
+            runs.add_events(self.ctl, self.run_id, items)
+        except PgferryError as e:  # the control database hiccuped: the run goes on
+            self.errors.append(e.message)
+
+    def check_cancel(self) -> None:
+        if time.monotonic() - self._polled < self.CANCEL_POLL_S:
+            return
+        self._polled = time.monotonic()
+        try:
+            r = runs.get(self.ctl, self.run_id)
+        except PgferryError:
+            return
+        if r is not None and r.cancel_requested:
+            self.cancelled = True
+            raise RunCancelled()
+
+
+def _transient(e: BaseException) -> bool:
+    return isinstance(e, Unreachable) and not isinstance(e, breaker.CircuitOpen)
+
+
+def with_retries(cfg: Config, ctl: Control, env: str, rec: Recorder,
+                 fn: Any) -> Outcome:
+    """``fn()`` with the breaker asked first and transient failures retried."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0
+        rec.say(f"attempt {state.attempt_number} failed ({redact(str(exc))}); "
+                f"trying again in {wait:.1f} s", step="retry", state="retrying")
+
+    def attempt() -> Outcome:
+        breaker.check(cfg, ctl, env)
+        try:
+            out: Outcome = fn()
+        except Unreachable as e:
+            if not isinstance(e, breaker.CircuitOpen):
+                breaker.record(cfg, ctl, env, ok=False, error=e.message)
+            raise
+        breaker.record(cfg, ctl, env, ok=True)
+        return out
+
+    retrying = Retrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_random_exponential(multiplier=0.5, max=cfg.service.retry_max_wait
+                                     .total_seconds()),
+        stop=stop_after_attempt(cfg.service.retries + 1), reraise=True,
+        before_sleep=before_sleep)
+    return retrying(attempt)
+
+
+def _needs_new_approval(cfg: Config, ctl: Control, run: runs.Run, rec: Recorder) -> bool:
+    """Judge the approval of a protected write against the plan as it is now."""
+    from pgferry import policy
+
+    op = KINDS[run.kind]
+    a = op.args.model_validate(run.arguments)
+    # consent given elsewhere: a schedule in the config, `pgferry release --yes`
+    if run.schedule is not None or run.requested_from == "cli":
+        return False
+    if not op.writes(cfg, a) or op.plan is None:
+        return False
+    plan = op.plan(cfg, a)
+    now_hash = runs.digest(plan.get("hashed", plan))
+    approval = (policy.Approval(run.approved_by, run.plan_hash or "")
+                if run.approved_by else None)
+    req = policy.WriteRequest(op.command, op.env(a), True, yes=True, requires_approval=True,
+                              approval=approval, plan_hash=now_hash,
+                              requested_by=run.requested_by)
+    d = policy.decide(cfg, req, datetime.now(UTC), ("approval",))
+    if d.verdict is policy.Verdict.NEEDS_APPROVAL:
+        runs.update(ctl, run.id, state="awaiting_approval", plan=plan, plan_hash=now_hash,
+                    approved_by=None, approved_at=None)
+        rec.say(d.message, step="approval", state="awaiting_approval")
+        return True
+    if (err := d.error()) is not None:
+        raise err
+    return False
+
+
+def execute(cfg: Config, ctl: Control, run_id: str, *,
+            also: Subscriber | None = None) -> runs.Run | None:
+    """Carry run ``run_id`` to its end (see the module docstring); the run as it ended.
+    ``also`` gets every event too (``pgferry release`` prints them)."""
+    run = runs.get(ctl, run_id)
+    if run is None or run.final or run.state == "awaiting_approval":
+        return run
+    rec = Recorder(ctl, run_id, also)
+    if run.cancel_requested:
+        return finish(ctl, run_id, rec, "cancelled", None, None, "cancelled before it started")
+    try:
+        if _needs_new_approval(cfg, ctl, run, rec):
+            rec.flush()
+            return runs.get(ctl, run_id)
+    except PgferryError as e:
+        return finish(ctl, run_id, rec, "failed", e.exit_code, None, e.message)
+    started = runs.update(ctl, run_id, state="running", attempts=run.attempts + 1,
+                          started_at="now()")
+    assert started is not None
+    rec.say(f"{run.kind} started (attempt {started.attempts})", step="run", state="running")
+    try:
+        out = _operate(cfg, ctl, started, rec)
+    except RunCancelled:
+        return finish(ctl, run_id, rec, "cancelled", 3, None, "cancelled")
+    except PgferryError as e:
+        return finish(ctl, run_id, rec, "failed", e.exit_code, e.details or None, e.message)
+    except Exception as e:  # noqa: BLE001 - a run ends with its error recorded, always
+        return finish(ctl, run_id, rec, "failed", 3, None, f"{type(e).__name__}: {e}")
+    return finish(ctl, run_id, rec, runs.state_of(out.exit_code), out.exit_code, out.result,
+                  out.error)
+
+
+def _operate(cfg: Config, ctl: Control, run: runs.Run, rec: Recorder) -> Outcome:
+    op = KINDS[run.kind]
+    a = op.args.model_validate(run.arguments)
+    if run.kind == "release":
+        from pgferry.jobs import saga
+
+        return saga.execute(cfg, ctl, run, a, rec)
+    return with_retries(cfg, ctl, op.env(a), rec, lambda: op.run(cfg, a, rec))
+
+
+def finish(ctl: Control, run_id: str, rec: Recorder, state: runs.State, exit_code: int | None,
+           result: dict[str, Any] | None, error: str | None) -> runs.Run | None:
+    """The run's last event (``complete`` or ``error``) and its final state."""
+    kind = "complete" if state in ("succeeded", "problem") else "error"
+    rec.add({"type": kind, "state": state, "exit_code": exit_code, "error": error,
+             "at": time.time()})
+    rec.flush()
+    return runs.update(ctl, run_id, state=state, exit_code=exit_code, result=result,
+                       error=error, finished_at="now()")
+
+
+def announce(ctl: Control, run_id: str, message: str, step: str, state: str) -> None:
+    """One event from outside the run's execution (queued, approved, resumed ...)."""
+    runs.add_events(ctl, run_id, [Step(message, step, state).to_dict()])
+
+
+__all__ = ["Notice", "Recorder", "RunCancelled", "Step", "announce", "execute", "finish"]
