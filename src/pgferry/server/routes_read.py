@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
@@ -36,7 +37,8 @@ def service(request: Request) -> Service:
 
 
 def ok(body: dict[str, Any], status: int = 200) -> JSONResponse:
-    return JSONResponse(redact_tree(body), status_code=status)
+    """``body`` as JSON (dates as ISO text), every string in it redacted."""
+    return JSONResponse(redact_tree(jsonable_encoder(body)), status_code=status)
 
 
 def env_or_production(svc: Service, env: str | None) -> str:
