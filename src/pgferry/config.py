@@ -425,7 +425,7 @@ class ScheduleConfig(_Model):
     @field_validator("cron")
     @classmethod
     def _check_cron(cls, v: str) -> str:
-        from croniter import croniter
+        from croniter import croniter  # type: ignore[import-untyped]
 
         if len(v.split()) != 5 or not croniter.is_valid(v):
             raise ValueError(f"{v!r} is not a cron expression of five fields "

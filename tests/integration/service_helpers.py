@@ -19,7 +19,6 @@ import psycopg
 
 from tests.conftest import Project, write_project
 
-
 SECRET = "Sup3rSecretPw42"
 
 
@@ -63,8 +62,8 @@ def make_project(root: Path, make: Callable[[str], str], extra: str = "",
 def tokens(p: Project, **roles: str) -> dict[str, str]:
     """Tokens by name (``alice="operator"``), made through the command layer's store."""
     from pgferry.config import load_config
+    from pgferry.jobs import tokens as tokens_mod
     from pgferry.jobs.control import Control
-    from pgferry.server import tokens as tokens_mod
 
     ctl = Control(load_config(p.config)).ensure()
     try:

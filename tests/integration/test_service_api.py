@@ -22,9 +22,18 @@ import psycopg
 import pytest
 
 from tests.conftest import Project, _db_factory
-from tests.integration.service_helpers import SECRET, Server, make_project, seed, sse, tokens, wait_run
+from tests.integration.service_helpers import (
+    SECRET,
+    Server,
+    make_project,
+    seed,
+    sse,
+    tokens,
+    wait_run,
+)
 
-pytestmark = pytest.mark.slow
+# one server for the module: its tests share one xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("service_api")]
 
 
 @pytest.fixture(scope="module")
@@ -328,5 +337,5 @@ def test_no_secret_in_any_answer_event_or_log(service: tuple[Project, Server, di
     with psycopg.connect(p.dsns["control"], autocommit=True) as conn:
         stored = conn.execute("SELECT string_agg(data::text, '') FROM"
                               " pgferry_control.run_events").fetchone()
-    assert stored and stored[0] and SECRET not in stored[0]
+    assert stored is not None and SECRET not in (stored[0] or "")
     assert SECRET not in srv.log()

@@ -103,19 +103,20 @@ def _token(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Make a token; it is printed once, only its hash is kept."""
+        from pgferry.jobs import tokens
         from pgferry.jobs.control import Control
-        from pgferry.jobs.service import Caller, audit
-        from pgferry.server import tokens
+        from pgferry.jobs.service import audit
 
         st = state(ctx, json_)
         ctl = Control(st.config()).ensure()
         made = tokens.create(ctl, name, role)
         audit(ctl, "token create", _me(), details={"name": name, "role": role})
         ctl.close()
-        st.emit(made.to_dict(), lambda out: (
-            out.print(made.secret, soft_wrap=True),
-            st.note(f"token {name!r} ({role}) made: it is shown once; only its hash is "
-                    "kept")))
+        def render(out: Any) -> None:
+            out.print(made.secret, soft_wrap=True)
+            st.note(f"token {name!r} ({role}) made: it is shown once; only its hash is kept")
+
+        st.emit(made.to_dict(), render)
 
     @token_app.command("list")
     def listing(
@@ -124,8 +125,8 @@ def _token(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Tokens: name, role, created, last used (never the token)."""
+        from pgferry.jobs import tokens
         from pgferry.jobs.control import Control
-        from pgferry.server import tokens
 
         st = state(ctx, json_)
         ctl = Control(st.config()).ensure()
@@ -150,9 +151,9 @@ def _token(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Revoke a token (and its sessions): the service refuses it within a second."""
+        from pgferry.jobs import tokens
         from pgferry.jobs.control import Control
         from pgferry.jobs.service import audit
-        from pgferry.server import tokens
 
         st = state(ctx, json_)
         ctl = Control(st.config()).ensure()

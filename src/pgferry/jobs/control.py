@@ -140,8 +140,8 @@ def ensure_schema(dsn: str) -> None:
         with c.transaction():
             c.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
             if not _has_procrastinate(c):
-                c.execute(SchemaManager.get_schema())  # type: ignore[arg-type]
-            c.execute(DDL)  # type: ignore[arg-type]
+                c.execute(SchemaManager.get_schema())
+            c.execute(DDL)
 
 
 class Control:

@@ -349,14 +349,30 @@ def _pro(cfg: Config, a: Args, progress: Subscriber) -> Outcome:
     return Outcome(code, out, errors[0] if errors else None)
 
 
+def release_tables(cfg: Config, a: ReleaseArgs) -> list[str]:
+    return list(a.tables or cfg.service.release_tables or cfg.sync.tables)
+
+
+def release_plan(cfg: Config, a: ReleaseArgs) -> dict[str, Any]:
+    """The release saga's plan: every step (:mod:`pgferry.jobs.saga`), hashed as one."""
+    mig = _migrate_plan(cfg, MigrateUpArgs(env=a.env), False)
+    syn = _sync_plan(cfg, SyncArgs(source=a.source, target=a.env, tables=release_tables(cfg, a)))
+    steps = [{"step": "backup", "env": a.env},
+             {"step": "migrate", **mig},
+             {"step": "sync", **syn},
+             {"step": "verify", "source": a.source, "target": a.env},
+             {"step": "health", "env": a.env, "fails_on": "critical"}]
+    return {"kind": "release", "env": a.env, "source": a.source, "steps": steps,
+            "hashed": {"env": a.env, "source": a.source, "migrate": mig["hashed"],
+                       "sync": syn["hashed"]}}
+
+
 def _release_plan(cfg: Config, a: Args) -> Plan:
-    from pgferry.jobs import saga
-
     assert isinstance(a, ReleaseArgs)
-    return saga.plan(cfg, a)
+    return release_plan(cfg, a)
 
 
-def _release(cfg: Config, a: Args, progress: Subscriber) -> Outcome:  # pragma: no cover
+def _release(cfg: Config, a: Args, progress: Subscriber) -> Outcome:  # noqa: ARG001  # pragma: no cover
     raise AssertionError("a release runs as a saga (pgferry.jobs.saga), not as one command")
 
 

@@ -32,7 +32,7 @@ from typing import Any
 from procrastinate import App, JobContext, PsycopgConnector, SyncPsycopgConnector
 
 from pgferry.config import Config, ScheduleConfig
-from pgferry.jobs import runs, runner
+from pgferry.jobs import runner, runs
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS
 
@@ -149,99 +149,6 @@ class Worker:
                 app.periodic(cron=s.cron, periodic_id=s.name, queue=QUEUE,
                              lock=env_lock(schedule_env(s)), queueing_lock=f"schedule:{s.name}",
                              task_kwargs={"name": s.name})(schedule_task)
-        return app
-
-
-def defer(ctl: Control, run: runs.Run) -> int:
-    """Queue ``run``; its procrastinate job id (stored with the run)."""
-    op = KINDS[run.kind]
-    env = op.env(op.args.model_validate(run.arguments))
-    job_id = _deferrer(ctl).configure_task(
-        RUN_TASK, queue=QUEUE, lock=env_lock(env)).defer(run_id=run.id)
-    runs.update(ctl, run.id, job_id=job_id)
-    return int(job_id)
-
-
-def close_deferrers() -> None:
-    with _deferrers_lock:
-        for app in _deferrers.values():
-            with contextlib.suppress(Exception):
-                app.close()
-        _deferrers.clear()
-
-
-# -- schedules ------------------------------------------------------------------------
-
-
-def schedule_run(s: ScheduleConfig) -> tuple[str, dict[str, Any]]:
-    """The run kind and arguments a schedule starts."""
-    if s.operation in ("sync", "verify"):
-        a: dict[str, Any] = {"source": s.source, "target": s.target, "tables": s.tables}
-        if s.operation == "sync":
-            a["mode"] = s.mode
-        return s.operation, a
-    kind = {"backup": "backup_create", "backup_verify": "backup_verify",
-            "backup_prune": "backup_prune", "health": "health",
-            "migrate_up": "migrate_up"}[s.operation]
-    args: dict[str, Any] = {"env": s.env}
-    if s.operation == "backup" and s.prune:
-        args["prune"] = True
-    return kind, args
-
-
-def schedule_env(s: ScheduleConfig) -> str:
-    return str(s.target or s.env)
-
-
-# -- the worker ------------------------------------------------------------------------
-
-
-class Worker:
-    """A procrastinate worker running pgferry's jobs (and schedules, and the sweep)."""
-
-    def __init__(self, cfg: Config, ctl: Control, *, name: str | None = None,
-                 concurrency: int | None = None, schedules: bool = True) -> None:
-        self.cfg, self.ctl = cfg, ctl
-        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.concurrency = concurrency or cfg.service.concurrency
-        self.app = self._app(schedules)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._main: asyncio.Task[Any] | None = None
-        self._thread: threading.Thread | None = None
-        self.started = threading.Event()
-        self.error: BaseException | None = None
-
-    def _app(self, schedules: bool) -> App:
-        app = App(connector=PsycopgConnector(conninfo=self.ctl.dsn,
-                                             kwargs={"application_name": "pgferry worker"}))
-        cfg, ctl = self.cfg, self.ctl
-
-        @app.task(name=RUN_TASK, queue=QUEUE, pass_context=True)
-        def run_task(context: JobContext, run_id: str) -> None:  # noqa: ARG001
-            runner.execute(cfg, ctl, run_id)
-
-        @app.task(name=SCHEDULE_TASK, queue=QUEUE, pass_context=True)
-        def schedule_task(context: JobContext, timestamp: int, name: str) -> None:  # noqa: ARG001
-            s = next((x for x in cfg.schedule if x.name == name), None)
-            if s is None:
-                return  # removed from the config since it was queued
-            kind, args = schedule_run(s)
-            run, _ = runs.create(ctl, kind=kind, env=schedule_env(s), arguments=args,
-                                 requested_by=f"schedule:{name}", state="queued",
-                                 schedule=name,
-                                 idempotency_key=f"schedule:{name}:{timestamp}",
-                                 request_hash=runs.digest([kind, args]))
-            runner.execute(cfg, ctl, run.id)
-
-        if schedules:
-            for s in self.cfg.schedule:
-                app.periodic(cron=s.cron, periodic_id=s.name, queue=QUEUE,
-                             lock=env_lock(schedule_env(s)),
-                             queueing_lock=f"schedule:{s.name}")(
-                    schedule_task.configure(task_kwargs={"name": s.name}).task
-                    if False else schedule_task)  # noqa: SIM108
-                app.periodic_registry.periodic_tasks[(SCHEDULE_TASK, s.name)] \
-                    .configure_kwargs["task_kwargs"] = {"name": s.name}
         return app
 
     # -- taking over the jobs of workers that died --------------------------------------

@@ -71,7 +71,6 @@ class Recorder:
         self._lock = threading.Lock()
         self._flushed = time.monotonic()
         self._polled = time.monotonic()
-        self.cancelled = False
         self.errors: list[str] = []
 
     def __call__(self, event: Event) -> None:
@@ -108,7 +107,6 @@ class Recorder:
         except PgferryError:
             return
         if r is not None and r.cancel_requested:
-            self.cancelled = True
             raise RunCancelled()
 
 

@@ -1,6 +1,7 @@
 """The release saga: backup → migrate up → sync → verify → health, with compensations.
 
-Contract: :func:`plan` is the whole release as one plan (what the approver sees; its
+Contract: the release's plan (:func:`pgferry.jobs.operations.release_plan`) is the
+whole release as one plan (what the approver sees; its
 ``hashed`` part, hashed by the run, covers every step: the target, the exact
 migration SQL, the tables and strategies the sync moves). :func:`execute` runs the
 steps in order, each a :mod:`pgferry.commands` call, and keeps each step's state in
@@ -31,30 +32,10 @@ from pgferry.config import Config
 from pgferry.errors import PgferryError
 from pgferry.jobs import runs
 from pgferry.jobs.control import Control
-from pgferry.jobs.operations import Args, Outcome, ReleaseArgs, SyncArgs, _migrate_plan, \
-    _sync_plan
+from pgferry.jobs.operations import Args, Outcome, ReleaseArgs, release_tables
 from pgferry.redaction import redact, redact_tree
 
 STEPS = ("backup", "migrate", "sync", "verify", "health")
-
-
-def _tables(cfg: Config, a: ReleaseArgs) -> list[str]:
-    return list(a.tables or cfg.service.release_tables or cfg.sync.tables)
-
-
-def plan(cfg: Config, a: ReleaseArgs) -> dict[str, Any]:
-    from pgferry.jobs.operations import MigrateUpArgs
-
-    mig = _migrate_plan(cfg, MigrateUpArgs(env=a.env), False)
-    syn = _sync_plan(cfg, SyncArgs(source=a.source, target=a.env, tables=_tables(cfg, a)))
-    steps = [{"step": "backup", "env": a.env},
-             {"step": "migrate", **mig},
-             {"step": "sync", **syn},
-             {"step": "verify", "source": a.source, "target": a.env},
-             {"step": "health", "env": a.env, "fails_on": "critical"}]
-    return {"kind": "release", "env": a.env, "source": a.source, "steps": steps,
-            "hashed": {"env": a.env, "source": a.source, "migrate": mig["hashed"],
-                       "sync": syn["hashed"]}}
 
 
 # -- state -------------------------------------------------------------------------
@@ -113,7 +94,7 @@ def _migrate(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
 def _sync(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
     from pgferry.commands import sync
 
-    res = sync.sync(cfg, sync.SyncOptions(a.source, a.env, "incremental", _tables(cfg, a),
+    res = sync.sync(cfg, sync.SyncOptions(a.source, a.env, "incremental", release_tables(cfg, a),
                                           yes=True), progress=rec)
     out = {"run_id": res.run_id, "outcome": res.derive_outcome(), "totals": res.totals(),
            "before_images": any(t.before_images for t in res.tables)}
@@ -126,7 +107,8 @@ def _sync(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
 def _verify(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
     from pgferry.commands import sync
 
-    res = sync.verify(cfg, sync.VerifyOptions(a.source, a.env, _tables(cfg, a)), progress=rec)
+    res = sync.verify(cfg, sync.VerifyOptions(a.source, a.env, release_tables(cfg, a)),
+                      progress=rec)
     out = {"outcome": res.derive_outcome(), "totals": res.totals()}
     if res.exit_code:
         raise StepFailed(f"verify: {a.source} and {a.env} differ after the sync", **out)

@@ -33,7 +33,7 @@ from pgferry import policy
 from pgferry.commands import base
 from pgferry.config import Config
 from pgferry.errors import BadInput, ConfigError, PgferryError, Refused
-from pgferry.jobs import queue, runs, runner
+from pgferry.jobs import queue, runner, runs
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS, Args, Operation
 

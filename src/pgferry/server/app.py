@@ -31,7 +31,7 @@ from pgferry.config import Config
 from pgferry.errors import BadInput, PgferryError
 from pgferry.jobs.control import Control
 from pgferry.redaction import redact, redact_tree
-from pgferry.server.auth import Limiter, TokenCache
+from pgferry.server.guard import Limiter, TokenCache
 from pgferry.server.state import Service
 
 log = logging.getLogger("pgferry.server")

@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict
 
 from pgferry import __version__
+from pgferry.jobs import tokens
 from pgferry.jobs.service import Caller, audit
 from pgferry.redaction import redact_tree
-from pgferry.server import tokens
 from pgferry.server.auth import SESSION_COOKIE, AuthError, identify, require
 from pgferry.server.state import Service
 

@@ -98,7 +98,8 @@ async def _wait(request: Request, run: runs.Run, wait: float) -> runs.Run:
     while wait and not run.final and run.state != "awaiting_approval" \
             and anyio.current_time() < deadline:
         await asyncio.sleep(0.2)
-        run = await anyio.to_thread.run_sync(runs.get, svc.ctl, run.id) or run
+        now = await anyio.to_thread.run_sync(runs.get, svc.ctl, run.id)
+        run = now if now is not None else run
     return run
 
 

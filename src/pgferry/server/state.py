@@ -22,7 +22,7 @@ from pgferry.jobs.control import Control
 if TYPE_CHECKING:
     from pgferry.health.status import HealthReport
     from pgferry.jobs.queue import Worker
-    from pgferry.server.auth import Limiter, TokenCache
+    from pgferry.server.guard import Limiter, TokenCache
 
 
 @dataclass

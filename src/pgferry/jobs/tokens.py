@@ -32,7 +32,7 @@ PREFIX = "pgf_"
 
 
 def rank(role: str) -> int:
-    return ROLES.index(role) if role in ROLES else -1  # type: ignore[arg-type]
+    return ROLES.index(role) if role in ROLES else -1
 
 
 def hash_secret(secret: str) -> str:
@@ -77,7 +77,7 @@ def create(ctl: Control, name: str, role: str) -> Created:
     with ctl.conn() as c:
         try:
             row = c.execute(
-                f"INSERT INTO pgferry_control.tokens (name, role, hash) VALUES (%s, %s, %s)"
+                f"INSERT INTO pgferry_control.tokens (name, role, hash) VALUES (%s, %s, %s)"  # noqa: S608
                 f" RETURNING {_COLS}", [name, role, hash_secret(secret)]).fetchone()
         except psycopg.errors.UniqueViolation:
             raise BadInput(f"a live token is named {name!r}; revoke it first or pick another "
