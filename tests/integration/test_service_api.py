@@ -190,9 +190,11 @@ def test_approved_sync_into_prod_streams_its_events_replayed_from_the_start(
     names = [n for n, _ in events]
     assert names[-1] == "batch:complete" and set(names[:-1]) == {"batch:progress"}
     types = [d["type"] for _, d in events]
-    assert types[0] == "step"  # replayed from the start: awaiting approval first
+    assert types[0] == "run_step"  # replayed from the start: awaiting approval first
     assert {"run_started", "table_started", "batch_written", "table_finished",
             "run_finished"} <= set(types)
+    percents = [d["percent"] for _, d in events if "percent" in d]  # for progress bars
+    assert percents == sorted(percents) and percents[-1] == 100.0 and 0 < len(percents)
     with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (500,)
 

@@ -12,7 +12,8 @@ Contract: :func:`execute` takes a run id and carries the run to a final state:
    operation runs (:mod:`pgferry.jobs.operations`, a release: :mod:`pgferry.jobs.saga`)
    retrying transient failures (the database unreachable) with exponential backoff and
    jitter (tenacity), each failure counted by the breaker;
-4. its events are stored with the run as they come (:class:`Recorder`), ending with
+4. its events are stored with the run as they come (:class:`Recorder`; those that say
+   how far it is carry ``percent``, :mod:`pgferry.jobs.progress`), ending with
    ``complete`` or ``error``; the state, exit code, result and error are written last.
 
 A cancel (``cancel_requested``) interrupts the operation at its next progress event,
@@ -42,6 +43,7 @@ from pgferry.events import Event, Notice, Subscriber
 from pgferry.jobs import breaker, runs
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS, Outcome, needs_approval
+from pgferry.jobs.progress import Percent
 from pgferry.redaction import redact
 
 
@@ -50,7 +52,7 @@ class RunCancelled(KeyboardInterrupt):
 
 
 @dataclass(frozen=True)
-class Step(Event):
+class RunStep(Event):
     """A line of the run itself (queued, started, retrying, resumed, a saga step)."""
 
     message: str
@@ -71,6 +73,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._flushed = time.monotonic()
         self._polled = time.monotonic()
+        self._percent = Percent()
         self.errors: list[str] = []
 
     def __call__(self, event: Event) -> None:
@@ -81,13 +84,16 @@ class Recorder:
 
     def add(self, item: dict[str, Any]) -> None:
         with self._lock:
+            pct = self._percent.update(item)
+            if pct is not None:
+                item = {**item, "percent": pct}
             self._buf.append(item)
             due = time.monotonic() - self._flushed >= self.FLUSH_S
         if due:
             self.flush()
 
     def say(self, message: str, step: str = "", state: str = "") -> None:
-        self(Step(message, step, state))
+        self(RunStep(message, step, state))
 
     def flush(self) -> None:
         with self._lock:
@@ -228,7 +234,7 @@ def finish(ctl: Control, run_id: str, rec: Recorder, state: runs.State, exit_cod
 
 def announce(ctl: Control, run_id: str, message: str, step: str, state: str) -> None:
     """One event from outside the run's execution (queued, approved, resumed ...)."""
-    runs.add_events(ctl, run_id, [Step(message, step, state).to_dict()])
+    runs.add_events(ctl, run_id, [RunStep(message, step, state).to_dict()])
 
 
-__all__ = ["Notice", "Recorder", "RunCancelled", "Step", "announce", "execute", "finish"]
+__all__ = ["Notice", "Recorder", "RunCancelled", "RunStep", "announce", "execute", "finish"]
