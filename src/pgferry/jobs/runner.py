@@ -44,6 +44,7 @@ from pgferry.jobs import breaker, runs
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS, Outcome, needs_approval
 from pgferry.jobs.progress import Percent
+from pgferry.journal import Outcome as Outcome_
 from pgferry.redaction import redact
 
 
@@ -67,8 +68,11 @@ class Recorder:
     FLUSH_S = 0.25
     CANCEL_POLL_S = 1.0
 
-    def __init__(self, ctl: Control, run_id: str, also: Subscriber | None = None) -> None:
+    def __init__(self, ctl: Control, run_id: str, also: Subscriber | None = None, *,
+                 cfg: Config | None = None) -> None:
         self.ctl, self.run_id, self.also = ctl, run_id, also
+        #: where the run's environment is, to journal the run there at its end
+        self.cfg = cfg
         self._buf: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._flushed = time.monotonic()
@@ -186,7 +190,7 @@ def execute(cfg: Config, ctl: Control, run_id: str, *,
     run = runs.get(ctl, run_id)
     if run is None or run.final or run.state == "awaiting_approval":
         return run
-    rec = Recorder(ctl, run_id, also)
+    rec = Recorder(ctl, run_id, also, cfg=cfg)
     if run.cancel_requested:
         return finish(ctl, run_id, rec, "cancelled", None, None, "cancelled before it started")
     try:
@@ -223,13 +227,52 @@ def _operate(cfg: Config, ctl: Control, run: runs.Run, rec: Recorder) -> Outcome
 
 def finish(ctl: Control, run_id: str, rec: Recorder, state: runs.State, exit_code: int | None,
            result: dict[str, Any] | None, error: str | None) -> runs.Run | None:
-    """The run's last event (``complete`` or ``error``) and its final state."""
+    """The run's last event (``complete`` or ``error``) and its final state; then one
+    ``service run`` row in the environment's journal (:func:`journal_run`)."""
     kind = "complete" if state in ("succeeded", "problem") else "error"
     rec.add({"type": kind, "state": state, "exit_code": exit_code, "error": error,
              "at": time.time()})
     rec.flush()
-    return runs.update(ctl, run_id, state=state, exit_code=exit_code, result=result,
-                       error=error, finished_at="now()")
+    run = runs.update(ctl, run_id, state=state, exit_code=exit_code, result=result,
+                      error=error, finished_at="now()")
+    if run is not None and rec.cfg is not None:
+        journal_run(rec.cfg, run)
+    return run
+
+
+_JOURNAL_OUTCOME: dict[str, Outcome_] = {"succeeded": "ok", "problem": "problem",
+                                         "failed": "failed", "cancelled": "failed",
+                                         "rejected": "refused"}
+
+
+def journal_run(cfg: Config, run: runs.Run) -> None:
+    """Who asked for the run and who approved it, in the journal of the environment it
+    acted on (where that journal exists), beside the command's own row: the command's row
+    says what changed, this one says on whose word. Never fails the run."""
+    import psycopg
+
+    from pgferry import journal
+    from pgferry.pg.connect import resolve_env
+
+    try:
+        tgt = resolve_env(cfg, run.env)
+    except PgferryError:
+        return
+    outcome = _JOURNAL_OUTCOME.get(run.state, "failed")
+    if run.state == "failed" and run.exit_code == 4:
+        outcome = "refused"
+    try:
+        journal.append(
+            tgt, "service run", outcome=outcome, exit_code=run.exit_code or 0,
+            create=False, retry_for=1,
+            duration_ms=int(run.duration_s * 1000) if run.duration_s is not None else None,
+            arguments={"run": run.id, "kind": run.kind, "arguments": run.arguments,
+                       "requested_by": run.requested_by, "requested_from": run.requested_from,
+                       "approved_by": run.approved_by, "plan_hash": run.plan_hash,
+                       "schedule": run.schedule},
+            details={"state": run.state, "attempts": run.attempts}, error=run.error)
+    except (PgferryError, psycopg.Error) as e:
+        journal.warn(tgt, e)
 
 
 def announce(ctl: Control, run_id: str, message: str, step: str, state: str) -> None:
