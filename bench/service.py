@@ -118,7 +118,8 @@ async def load(url: str, token: str, clients: int, seconds: float
 
 def markdown(lat: dict[str, list[float]], errors: dict[str, int], clients: int,
              seconds: float) -> str:
-    lines = ["## Service", "", f"{clients} concurrent clients for {seconds:g} s against `pgferry serve` on "
+    lines = ["## Service", "",
+             f"{clients} concurrent clients for {seconds:g} s against `pgferry serve` on "
              "127.0.0.1 (in-process worker idle), both routes in turn; goal p95 < 50 ms, "
              "zero errors.", "",
              "| route | requests | req/s | p50 ms | p95 ms | p99 ms | errors |",
