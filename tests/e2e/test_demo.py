@@ -15,7 +15,7 @@ import pytest
 from pgferry import demo
 from pgferry.cli.common import State
 from pgferry.pg import embedded
-from tests.conftest import Result
+from tests.helpers import Result
 
 
 @pytest.fixture

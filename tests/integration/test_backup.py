@@ -11,8 +11,8 @@ import psycopg
 from psycopg import sql as q
 
 from pgferry.backup.catalog import list_backups
-from tests.conftest import Project, Result
-from tests.integration.backup_helpers import (
+from tests.helpers import Project, Result
+from tests.helpers.backup import (
     COUNTS,
     backed_up,
     backups_dir,
@@ -152,7 +152,7 @@ def test_restore_of_some_tables_into_another_env(
         bproj: Project, cli: Callable[..., Result]) -> None:
     bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
     dev = bproj.dsns["dev"]
-    from tests.integration.backup_helpers import SCHEMA
+    from tests.helpers.backup import SCHEMA
 
     sql(dev, SCHEMA.split("INSERT", 1)[0])
     sql(dev, "INSERT INTO customers (name) VALUES ('only dev')")

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from pgferry.backup.catalog import list_backups
-from tests.conftest import Project, Result
-from tests.integration import backup_helpers as bh
-from tests.integration.backup_helpers import backed_up, fingerprint, run
+from tests.helpers import Project, Result, run
+from tests.helpers import backup as bh
+from tests.helpers.backup import backed_up, fingerprint
 
 
 def journal(dsn: str) -> list[tuple[str, str]]:

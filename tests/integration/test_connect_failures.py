@@ -21,7 +21,7 @@ from psycopg import sql
 
 from pgferry.errors import CannotConnect, Unreachable
 from pgferry.pg.connect import connect
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, write_project
 
 PW_ROLE = "pgferry_pw"
 PASSWORD = "Right-Pass-7"

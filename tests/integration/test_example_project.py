@@ -13,7 +13,7 @@ from psycopg import sql
 from pgferry.config import load_config
 from pgferry.migrate import files
 from pgferry.pg import embedded
-from tests.conftest import Result
+from tests.helpers import Result
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "legal-platform"
 APP_ROLE = "lead_app_test"

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from pgferry.migrate import history
-from tests.conftest import Project, Result
+from tests.helpers import Project, Result
 
 FLYWAY_DDL = """
 CREATE TABLE "public"."flyway_schema_history" (

@@ -8,26 +8,18 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pgferry import journal
 from pgferry.backup.manifest import Manifest
 from pgferry.config import load_config
 from pgferry.health import service
 from pgferry.pg.connect import resolve_env
-from tests.conftest import Project, Result, write_project
-from tests.integration.backup_helpers import wait_scratch_gone
+from tests.helpers import Project, Result, sql, write_project
+from tests.helpers.backup import wait_scratch_gone
+from tests.helpers.health import SCHEMA, checks, health, samples
 
-SCHEMA = """
-CREATE TABLE cases (
-    id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    title text NOT NULL
-);
-"""
 EXTRA = """
 [health]
 cache_interval = "0s"
@@ -51,27 +43,6 @@ def proj(tmp_path: Path, make_db: Callable[..., str]) -> Project:
                       extra=EXTRA)
     p.write("V1__cases.sql", SCHEMA)
     return p
-
-
-def sql(dsn: str, text: str, params: Any = None) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text, params)
-
-
-def health(cli: Callable[..., Result], p: Project, env: str = "prod", *args: str) -> Result:
-    return cli("--config", str(p.config), "health", "--env", env, *args)
-
-
-def checks(r: Result) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in r.json["checks"]}
-
-
-def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for fam in text_string_to_metric_families(text):
-        name = fam.name + ("_total" if fam.type == "counter" else "")  # as exposed
-        out[name] = out.get(name, []) + [(s.labels, s.value) for s in fam.samples]
-    return out
 
 
 def test_statuses_exit_codes_and_formats(proj: Project, cli: Callable[..., Result]) -> None:

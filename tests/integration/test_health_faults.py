@@ -16,8 +16,8 @@ import pytest
 from psycopg import sql as q
 
 from pgferry.pg import embedded
-from tests.conftest import ROLE, Project, Result, write_project
-from tests.integration.test_health import SCHEMA, checks, health, samples, sql
+from tests.helpers import ROLE, Project, Result, sql, write_project
+from tests.helpers.health import SCHEMA, checks, health, samples
 
 TABLE = '[health.tables."public.cases"]\noptimal = 3\ndegraded_below = 1\n'
 

@@ -18,16 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, write_project
+from tests.helpers import Project, q, write_project
 
 pytestmark = pytest.mark.slow
 LOCK_APP = "pgferry migrate"
-
-
-def q(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        cur = c.execute(query, params)
-        return cur.fetchall() if cur.description else []
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 20, what: str = "") -> Any:

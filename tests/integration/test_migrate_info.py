@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from pgferry.migrate import files, history
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, write_project
 
 
 def record(dsn: str, path: Path, *, success: bool = True, run: bool = True) -> None:

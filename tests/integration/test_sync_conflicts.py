@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, sql, write_project
 
 SCHEMA = """
 CREATE TABLE ref (id int PRIMARY KEY, label text NOT NULL, rate numeric(6, 2));
@@ -24,11 +24,6 @@ DATA = """
 INSERT INTO ref SELECT g, 'label ' || g, g / 10.0 FROM generate_series(1, 50) g;
 INSERT INTO item SELECT g, 1 + g % 50, 'n' || g FROM generate_series(1, 200) g;
 """
-
-
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
 
 
 def rows(dsn: str, table: str = "ref") -> list[tuple[Any, ...]]:

@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
-from tests.integration.test_sync_full import DATA, SCHEMA, rows, same, sql
+from tests.helpers import Project, Result, sql, write_project
+from tests.helpers.sync import DATA, SCHEMA, rows, same
 
 # a stray parent and child on the target: the tables are not empty (no fast path), and
 # the incremental sync must delete the child before the parent

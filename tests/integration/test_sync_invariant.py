@@ -25,7 +25,7 @@ from psycopg import sql
 from pgferry.config import load_config
 from pgferry.pg.connect import Target
 from pgferry.sync import engine
-from tests.conftest import write_project
+from tests.helpers import write_project
 
 # (source type, target type, values on the source as SQL text literals, some refused by
 # the target); the text form of a value is the same on both sides when it is accepted

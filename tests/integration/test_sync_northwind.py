@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import SHARED_DATA, Result, write_project
+from tests.helpers import SHARED_DATA, Result, write_project
 
 NORTHWIND = SHARED_DATA / "northwind.sql"
 TABLES = ["categories", "customer_customer_demo", "customer_demographics", "customers",

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, sql, write_project
 
 KEY = "safety-test-mask-key-0123456789"
 
@@ -33,11 +33,6 @@ INSERT INTO people (id, email, full_name, note)
 SELECT g, 'p' || g || '@real.example', 'Person ' || g, 'n' || g FROM generate_series(1, 40) g;
 """
 MASK = '[sync.mask]\n"public.people.email" = "email"\n"public.people.full_name" = "name"\n'
-
-
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
 
 
 def one(dsn: str, q: str) -> Any:

@@ -13,12 +13,7 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import Project, Result, write_project
-
-
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
+from tests.helpers import Project, Result, sql, write_project
 
 
 def fetch(dsn: str, q: str) -> list[tuple[Any, ...]]:

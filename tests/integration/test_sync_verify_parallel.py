@@ -18,11 +18,9 @@ from psycopg import sql
 
 from pgferry.sync import compare, verify
 from pgferry.sync.verify import DiffRange, diff_table
-from tests.conftest import Result, write_project
-from tests.integration.test_sync_full import rows
-from tests.integration.test_sync_full import sql as run_sql
-from tests.integration.test_sync_verify import Spec
-from tests.integration.test_sync_verify_scattered import KINDS, fill
+from tests.helpers import Result, write_project
+from tests.helpers import sql as run_sql
+from tests.helpers.sync import KINDS, Spec, fill, rows
 
 CHANGES = [
     "UPDATE k SET v = v || '!' WHERE g % 37 = 1",

@@ -8,16 +8,10 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import Result, write_project
-from tests.integration.test_sync_full import rows, sql
-
-DDL = """CREATE TABLE events (id int PRIMARY KEY, v text,
-                              updated_at timestamptz NOT NULL DEFAULT now());"""
-CONF = """[sync]
-overlap = "0s"
-[sync.tables."public.events"]
-watermark = "updated_at"
-"""
+from tests.helpers import Result, sql, write_project
+from tests.helpers.sync import WATERMARK_CONF as CONF
+from tests.helpers.sync import WATERMARK_DDL as DDL
+from tests.helpers.sync import rows
 
 
 def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
