@@ -22,6 +22,7 @@ def record(dsn: str, path: Path, *, success: bool = True, run: bool = True) -> N
     """Apply a file and record it as Flyway does (type SQL, description with spaces)."""
     mf = files.parse_name(path)
     assert mf is not None
+    mf.read()
     with psycopg.connect(dsn) as c:
         history.ensure_table(c, "public", "flyway_schema_history")
         if run and success:

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pgferry.config import SyncConfig, SyncTableConfig
 from pgferry.errors import BadInput
-from pgferry.pg.catalog import Column, ForeignKey, Table
+from pgferry.pg.catalog_types import Column, ForeignKey, Table
 from pgferry.sync.plan import build_plan
 
 

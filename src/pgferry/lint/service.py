@@ -97,9 +97,12 @@ def light_config(req: Request) -> LightConfig:
         lint.get("big_table_rows", BIG_TABLE_ROWS)))
 
 
-def _read(p: Path) -> str:
+def _read(p: Path, content: dict[Path, bytes] | None = None) -> str:
+    """A file's text (from ``content`` when selecting the files read it already)."""
+    data = content.get(p) if content else None
     try:
-        return p.read_bytes().decode("utf-8").removeprefix("\ufeff")
+        return (data if data is not None else p.read_bytes()).decode("utf-8").removeprefix(
+            "\ufeff")
     except OSError as e:
         raise BadInput(f"cannot read {p}: {e.strerror}") from None
     except UnicodeDecodeError as e:
@@ -163,7 +166,7 @@ def run(req: Request) -> tuple[str, int]:
     paths = chosen.paths
     linter = Linter(settings, catalog=snap, pg_version=req.pg_version,
                     applied={_show(p) for p in chosen.applied})
-    findings = _lint(linter, paths, req.jobs)
+    findings = _lint(linter, paths, req.jobs, chosen.content)
     code = 1 if report.counts(findings)["errors"] else 0
     meta = {"pg_version": linter.pg_version, "env": req.env,
             "catalog": (snap.source or req.catalog) if snap else None}
@@ -180,12 +183,14 @@ def run(req: Request) -> tuple[str, int]:
     return report.text(findings, len(paths), header, chosen.skipped), code
 
 
-def _lint(linter: Linter, paths: list[Path], jobs: int | None) -> list[Finding]:
+def _lint(linter: Linter, paths: list[Path], jobs: int | None,
+          content: dict[Path, bytes] | None = None) -> list[Finding]:
     """Serial for a few files; forked workers for many (same findings, same order)."""
     if len(paths) < parallel.MIN_FILES or jobs == 1:
-        return linter.lint_files((_show(p), _read(p)) for p in paths)
-    return parallel.lint_many(linter, len(paths), lambda i: (_show(paths[i]), _read(paths[i])),
-                     jobs or parallel.default_jobs())
+        return linter.lint_files((_show(p), _read(p, content)) for p in paths)
+    return parallel.lint_many(linter, len(paths),
+                              lambda i: (_show(paths[i]), _read(paths[i], content)),
+                              jobs or parallel.default_jobs())
 
 
 def _show(p: Path, _cwd: list[str] = []) -> str:  # noqa: B006 - a one-slot cache

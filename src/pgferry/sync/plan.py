@@ -26,7 +26,7 @@ from typing import Literal
 
 from pgferry.config import SyncConfig, SyncTableConfig
 from pgferry.errors import BadInput
-from pgferry.pg.catalog import Column, Table
+from pgferry.pg.catalog_types import Column, Table
 
 Mode = Literal["incremental", "full", "verify"]
 Strategy = Literal["full", "checksum", "watermark", "verify"]
