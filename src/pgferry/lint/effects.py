@@ -1,35 +1,34 @@
-"""What a statement changes in the lint run's picture, and how it sits in transactions.
+"""What a statement changes in the lint run's picture, and explicit transaction blocks.
 
 Contract: pure functions over :class:`~pgferry.lint.model.Stmt` and
 :class:`~pgferry.lint.model.Context`. The engine calls :func:`apply` after the
-rules have seen a statement, so rules see the state *before* it.
+rules have seen a statement, so rules see the state *before* it. Whether a statement
+runs in a transaction is the SQL front end's verdict (:mod:`pgferry.sqltext.model`),
+the same the runner acts on.
 """
 
 from __future__ import annotations
 
 from pgferry.lint.model import Context, Node, Stmt
-from pgferry.lint.nodes import (
+from pgferry.sqltext import classify
+from pgferry.sqltext.nodes import (
     alter_cmds,
     constraints,
-    defnames,
     list_name,
     qualname,
     type_text,
     unwrap,
 )
 
-_BEGIN = {"TRANS_STMT_BEGIN", "TRANS_STMT_START"}
-_END = {"TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE",
-        "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"}
 DATA_KINDS = {"UpdateStmt", "DeleteStmt", "InsertStmt", "MergeStmt"}
 
 
 def is_begin(st: Stmt) -> bool:
-    return st.kind == "TransactionStmt" and st.node.get("kind") in _BEGIN
+    return classify.tx_control(st.kind, st.node) == "begin"
 
 
 def ends_tx(st: Stmt) -> bool:
-    return st.kind == "TransactionStmt" and st.node.get("kind") in _END
+    return classify.tx_control(st.kind, st.node) == "end"
 
 
 def tx_depth_after(st: Stmt, depth: int) -> int:
@@ -40,35 +39,6 @@ def tx_depth_after(st: Stmt, depth: int) -> int:
     if ends_tx(st):
         return 0
     return depth
-
-
-def non_transactional(st: Stmt) -> bool:
-    """True for statements PostgreSQL (or the runner) will not run inside a transaction.
-
-    Mirrors ``pgferry.migrate.statements._non_tx`` (the runner's rule) on JSON trees.
-    """
-    n = st.node
-    if st.kind == "IndexStmt" or st.kind == "DropStmt":
-        return bool(n.get("concurrent"))
-    if st.kind == "ReindexStmt":
-        return "concurrently" in defnames(n.get("params")) or n.get("kind") in (
-            "REINDEX_OBJECT_DATABASE", "REINDEX_OBJECT_SYSTEM")
-    if st.kind == "VacuumStmt":
-        return bool(n.get("is_vacuumcmd"))
-    if st.kind == "AlterEnumStmt":
-        return bool(n.get("newVal")) and not n.get("oldVal")  # as the runner: ADD VALUE only
-    if st.kind in ("CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt",
-                   "DropTableSpaceStmt", "CreateSubscriptionStmt", "DropSubscriptionStmt"):
-        return True
-    if st.kind == "ClusterStmt":
-        return not n.get("relation")
-    if st.kind == "AlterTableStmt":
-        for cmd in alter_cmds(n):
-            if cmd.get("subtype") == "AT_DetachPartition":
-                _, pc = unwrap(cmd.get("def"))
-                if pc.get("concurrent"):
-                    return True
-    return False
 
 
 def not_null_check_column(con: Node) -> str | None:

@@ -1,8 +1,9 @@
 """Rules about transactions, re-runnable statements and timeouts.
 
 pgferry's runner wraps each file in one transaction unless the file holds a
-statement that cannot run in one (CONCURRENTLY, VACUUM, ALTER TYPE ADD VALUE);
-then it runs the statements one by one. These rules judge a file by that model.
+statement that cannot run in one (CONCURRENTLY, VACUUM, an ALTER TYPE ADD VALUE whose
+new label the same file uses); then it runs the statements one by one. These rules
+judge a file by that model, which is the runner's own (:mod:`pgferry.sqltext.model`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from collections.abc import Iterator
 
 from pgferry.lint import effects
 from pgferry.lint.model import Context, Hit, Rule, Stmt
-from pgferry.lint.nodes import unwrap
 from pgferry.lint.rules._util import alter_actions
+from pgferry.sqltext.nodes import unwrap
 
 
 class BanUncommittedTransaction(Rule):
@@ -111,7 +112,8 @@ class PreferRobustStmts(Rule):
     """Outside a transaction, a statement that fails half-way must be safe to re-run.
 
     pgferry runs a file statement by statement (no transaction) when it holds
-    CONCURRENTLY, VACUUM or ALTER TYPE ADD VALUE; then every statement needs
+    CONCURRENTLY, VACUUM or an ALTER TYPE ADD VALUE whose label the file then uses;
+    then every statement needs
     IF [NOT] EXISTS so a retry after a failure does not stop on "already exists".
     Files that run in a transaction are not reported.
 
