@@ -12,8 +12,8 @@
     └── Refused                  (4)  policy: blackout, protected env, lint gate, approval
 
 The CLI prints ``str(error)`` as one line and exits with ``exit_code``; the HTTP
-server answers with ``http_status``. Driver errors are mapped by SQLSTATE
-(see :func:`pgferry.pg.connect.map_db_error`), never by message text.
+server answers with ``http_status``. Driver errors are mapped by their psycopg class
+(see :mod:`pgferry.pg.errors`), never by message text.
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ class PgferryError(Exception):
 
     exit_code: int = 3
     http_status: int = 500
+
+    #: the environment a failed connection attempt was for (set by
+    #: :func:`pgferry.pg.connect.connect_error`), so callers tell sides apart without
+    #: reading the message
+    env: str | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -68,7 +73,7 @@ class CannotConnect(BadInput):
 
     Configuration to fix, not a passing failure: never retried (repeated failed logins
     lock accounts on some hosts). ``details["kind"]``: ``auth``, ``no_database``,
-    ``bad_url`` (see :mod:`pgferry.pg.connerrors`).
+    ``bad_url`` (see :func:`pgferry.pg.errors.connect_failure`).
     """
 
 

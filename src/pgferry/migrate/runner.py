@@ -64,6 +64,7 @@ from pgferry.migrate.plan import Step
 from pgferry.migrate.settings import FileResult as FileResult
 from pgferry.migrate.settings import Settings as Settings
 from pgferry.migrate.statements import ParsedFile, Statement
+from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import (
     APP_NAME,
     Target,
@@ -81,10 +82,6 @@ AUTOVACUUM_MARGIN_MS = 500
 Event = Callable[[str, Step, "FileResult | None", int, int], None]
 
 
-def _is_lock_timeout(e: BaseException) -> bool:
-    return isinstance(e, psycopg.Error) and e.sqlstate == "55P03"
-
-
 def server_message(e: psycopg.Error, *, detail: bool = True) -> str:
     """The server's message (and, with ``detail``, its DETAIL in parentheses) on one line,
     redacted: for the progress table and ``status``. Errors shown to the user carry the
@@ -98,7 +95,7 @@ def server_message(e: psycopg.Error, *, detail: bool = True) -> str:
 
 def _retryable(e: BaseException) -> bool:
     """Lock timeout, or a deadlock the server broke by cancelling us: roll back, try again."""
-    return isinstance(e, psycopg.Error) and e.sqlstate in ("55P03", "40P01")
+    return pgerrors.retry_statement(e)
 
 
 class Runner:
@@ -321,7 +318,7 @@ class Runner:
                         finally:
                             seen = w.seen or seen
         except psycopg.Error as e:
-            if _is_lock_timeout(e):
+            if pgerrors.lock_timeout(e):
                 raise self._lock_error(step, current, attempts, seen) from None
             raise self._server_error(step, current, e, "nothing of this file was applied "
                                      "(its transaction was rolled back)") from None
