@@ -98,17 +98,6 @@ SELECT kind || ' ' || name, md5(coalesce(def, '')) FROM (
 ) o
 """
 
-TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS pgferry.schema_fingerprint (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    version     text,
-    fingerprint text        NOT NULL,
-    objects     jsonb       NOT NULL
-)
-"""
-
-
 @dataclass
 class Recorded:
     at: datetime
@@ -131,9 +120,10 @@ def digest(objs: dict[str, str]) -> str:
 
 def record(conn: psycopg.Connection[Any], version: str | None) -> None:
     """Append the schema's fingerprint now (autocommit connection)."""
+    from pgferry.pg import ownschema
+
     objs = objects(conn)
-    conn.execute("CREATE SCHEMA IF NOT EXISTS pgferry")
-    conn.execute(TABLE_SQL)
+    ownschema.ensure(conn)
     conn.execute("INSERT INTO pgferry.schema_fingerprint (version, fingerprint, objects)"
                  " VALUES (%s, %s, %s)", [version, digest(objs), Jsonb(objs)])
 
