@@ -15,7 +15,6 @@ in-process) or service functions, and may put figures in ``demo.results``.
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pgferry import jsonio
 from pgferry.errors import BadInput, OperationFailed
 
 EXAMPLE = "legal-platform"
@@ -71,7 +71,7 @@ class Demo:
             with redirect_stdout(buf):
                 code = main(["--json", *argv])
             text = buf.getvalue().strip()
-            obj = json.loads(text.splitlines()[-1]) if text else None
+            obj = jsonio.loads(text.splitlines()[-1]) if text else None
             self.outputs.append({"command": shown, "exit_code": code, "output": obj})
         else:
             self.st.out.print(f"\n[bold cyan]$ {shown}[/]")

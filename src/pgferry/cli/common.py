@@ -9,7 +9,6 @@ turns that into one line and the exit code.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from pgferry import jsonio
 from pgferry.errors import BadInput, Refused
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it needs
@@ -145,7 +145,7 @@ def _default(o: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_default, ensure_ascii=False)
+    return jsonio.dumps(obj, default=_default)
 
 
 def state(ctx: typer.Context, json_flag: bool = False) -> State:

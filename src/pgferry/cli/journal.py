@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
-from pgferry import journal
+from pgferry import journal, jsonio
 from pgferry.cli.common import EnvOpt, JsonOpt, state
 
 _SHOWN_ELSEWHERE = {"ok", "outcome", "exit_code", "duration_s", "started_at", "finished_at"}
@@ -28,7 +27,7 @@ def summary(details: dict[str, Any]) -> str:
                 parts.append(f"{k}: {len(v)}")
         elif isinstance(v, str | int | float) and not isinstance(v, bool) and v != "":
             parts.append(f"{k}: {v}")
-    text = ", ".join(parts) or json.dumps(details)
+    text = ", ".join(parts) or jsonio.dumps(details)
     return text if len(text) <= 70 else text[:69] + "…"
 
 

@@ -18,11 +18,11 @@ Contract:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pgferry import jsonio
 from pgferry.errors import BadInput
 from pgferry.pg.catalog_types import Check as Check
 from pgferry.pg.catalog_types import Index as Index
@@ -108,14 +108,14 @@ class Snapshot:
         return self.functions.get(f"{schema}.{name}" if schema else name)
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True)
+        return jsonio.dumps({"format": FORMAT, **asdict(self)}, pretty=True, sort_keys=True)
 
 
 def load(path: Path) -> Snapshot:
     """Read a snapshot written by ``pgferry lint --catalog FILE``; BadInput when it is not one."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = jsonio.loads(path.read_bytes())
+    except (OSError, jsonio.DecodeError) as e:
         raise BadInput(f"cannot read catalog snapshot {path}: {e}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadInput(f"{path} is not a pgferry lint catalog snapshot "

@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 
 from pgferry.migrate.history_rows import BASELINE as BASELINE
 from pgferry.migrate.history_rows import BASELINE_SCRIPT as BASELINE_SCRIPT
@@ -74,13 +75,13 @@ def read(conn: psycopg.Connection[Any], schema: str, table: str) -> list[History
     """All rows in ``installed_rank`` order; [] when the table does not exist."""
     if not exists(conn, schema, table):
         return []
-    cur = conn.execute(
+    cur = conn.cursor(row_factory=class_row(HistoryRow)).execute(
         sql.SQL(
             "SELECT installed_rank, version, description, type, script, checksum, installed_by,"
             " installed_on, execution_time, success FROM {} ORDER BY installed_rank"
         ).format(sql.Identifier(schema, table))
     )
-    return [HistoryRow(*r) for r in cur.fetchall()]
+    return cur.fetchall()
 
 
 def insert(

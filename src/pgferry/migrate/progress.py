@@ -43,6 +43,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import class_row
 
 TABLE = "pgferry.migration_progress"
 INTERRUPTED = "interrupted: the pgferry process running it died"
@@ -89,14 +90,13 @@ def read_progress(conn: psycopg.Connection[Any], schema: str, table: str) -> lis
     """Progress rows for this history table, by script ([] when none or no table)."""
     if conn.execute("SELECT to_regclass(%s)", [TABLE]).fetchone() == (None,):
         return []
-    rows = conn.execute(
+    return conn.cursor(row_factory=class_row(Progress)).execute(
         "SELECT history_schema, history_table, script, version, checksum, state,"
         " statements_total, statements_done, done_digests, failed_statement, failed_line,"
         " error, runner_pid, updated_at FROM pgferry.migration_progress"
         " WHERE history_schema = %s AND history_table = %s ORDER BY script",
         [schema, table],
     ).fetchall()
-    return [Progress(*r) for r in rows]
 
 
 def forget(conn: psycopg.Connection[Any], schema: str, table: str,

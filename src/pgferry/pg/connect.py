@@ -221,14 +221,17 @@ def _connect_error(e: psycopg.Error, dsn: str, env: str | None, retried: float
 
 
 def os_user() -> str:
-    """The operating-system user running pgferry (from the process's real uid, not from
-    variables anyone can set), for the journal."""
+    """The operating-system user running pgferry, for the journal: the account of the
+    process's real uid (not a variable anyone can set); where the uid has no account (a
+    container's arbitrary uid), :func:`getpass.getuser`'s answer, else "unknown"."""
+    import getpass
+
     try:
         import pwd
 
         return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):  # pragma: no cover (no pwd database: Windows, containers)
-        for var in ("USER", "LOGNAME", "USERNAME"):
-            if os.environ.get(var):
-                return os.environ[var]
-        return "unknown"
+    except (ImportError, KeyError):  # pragma: no cover (no pwd entry: Windows, containers)
+        try:
+            return getpass.getuser()
+        except (OSError, KeyError, ImportError):
+            return "unknown"

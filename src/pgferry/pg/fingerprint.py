@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 OBJECTS_SQL = r"""
@@ -132,9 +133,9 @@ def latest(conn: psycopg.Connection[Any]) -> Recorded | None:
     """The newest recorded fingerprint, or None (none recorded, or no table yet)."""
     if conn.execute("SELECT to_regclass('pgferry.schema_fingerprint')").fetchone() == (None,):
         return None
-    row = conn.execute("SELECT at, version, fingerprint, objects FROM pgferry.schema_fingerprint"
-                       " ORDER BY id DESC LIMIT 1").fetchone()
-    return Recorded(*row) if row else None
+    return conn.cursor(row_factory=class_row(Recorded)).execute(
+        "SELECT at, version, fingerprint, objects FROM pgferry.schema_fingerprint"
+        " ORDER BY id DESC LIMIT 1").fetchone()
 
 
 def compare(recorded: dict[str, str], now: dict[str, str]

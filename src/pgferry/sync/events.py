@@ -18,7 +18,6 @@ stays one object). :class:`Collector` keeps every event (tests, jobs);
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
@@ -38,6 +37,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+from pgferry import jsonio
 
 
 @dataclass(frozen=True)
@@ -192,7 +193,7 @@ class Queued:
 def sse(event: Event | dict[str, Any]) -> str:
     """One Server-Sent Events message: ``event: <type>`` and the JSON dict as ``data``."""
     d = event.to_dict() if isinstance(event, Event) else event
-    return f"event: {d['type']}\ndata: {json.dumps(d, default=str, ensure_ascii=False)}\n\n"
+    return f"event: {d['type']}\ndata: {jsonio.dumps(d, default=str)}\n\n"
 
 
 class Collector:
