@@ -117,3 +117,47 @@ def one(dsn: str, query: str, params: Any = None) -> Any:
     """The first column of the first row of ``query`` (None without a row)."""
     rows = q(dsn, query, params)
     return rows[0][0] if rows else None
+
+
+def wait_for(dsn: str, query: str, params: Any = None, *, timeout: float = 60,
+             alive: Any = None, what: str = "") -> None:
+    """Poll until the server shows a condition: ``query``'s first value is true.
+
+    ``alive`` (a ``subprocess.Popen``): fail at once, with its output, if it ends first.
+    Tests wait for what the server can show (pg_locks, pg_stat_activity ...) instead of
+    sleeping a fixed time.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while True:
+            row = c.execute(query, params).fetchone()  # type: ignore[arg-type]
+            if row and row[0]:
+                return
+            if alive is not None and alive.poll() is not None:
+                raise AssertionError(f"ended before {what or query}: {alive.communicate()}")
+            assert time.monotonic() < deadline, f"timed out waiting for {what or query}"
+            time.sleep(0.02)
+
+
+def statements_seen(dsn: str, application_name: str, pattern: str, count: int, *,
+                    alive: Any = None, timeout: float = 60) -> None:
+    """Wait until a session of ``application_name`` has started ``count`` statements
+    matching ``pattern`` (distinct ``query_start`` in pg_stat_activity): that many batches
+    are under way or done."""
+    import time
+
+    seen: set[Any] = set()
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while len(seen) < count:
+            for (start,) in c.execute(
+                    "SELECT query_start FROM pg_stat_activity WHERE application_name = %s"
+                    " AND state = 'active' AND query ~ %s", [application_name, pattern]):
+                seen.add(start)
+            if alive is not None and alive.poll() is not None:
+                raise AssertionError(f"ended after {len(seen)} statement(s): "
+                                     f"{alive.communicate()}")
+            assert time.monotonic() < deadline, f"saw {len(seen)} of {count} statements"
+            time.sleep(0.01)

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from pgferry.backup.catalog import list_backups
-from tests.helpers import Project, Result, run
+from tests.helpers import Project, Result, q, run, wait_for
 from tests.helpers import backup as bh
 from tests.helpers.backup import backed_up, fingerprint
 
@@ -42,13 +42,20 @@ def test_sigkill_during_create_leaves_nothing_usable_and_the_next_run_cleans_it(
             time.sleep(0.1)
         else:
             pytest.fail("the backup never started")
-        time.sleep(0.5)
+        blocked = ("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                   " AND %s = ANY(pg_blocking_pids(pid))")
+        holder_pid = holder.info.backend_pid
+        wait_for(dsn, blocked, [holder_pid], alive=p,
+                 what="pg_dump waiting for the table it must read")
+        dump_pids = [r[0] for r in q(dsn, blocked, [holder_pid])]
         p.send_signal(signal.SIGKILL)
         p.wait(30)
     finally:
         holder.rollback()
         holder.close()
-    time.sleep(1)  # pg_dump dies with its parent; nothing writes into the directory any more
+    # pg_dump dies with its parent: once its session is gone nothing writes there any more
+    wait_for(dsn, "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY(%s)", [dump_pids],
+             what="pg_dump's session to end")
     killed = dirs[0].parent
     assert killed.is_dir() and not (killed / "manifest.json").exists()
     assert list_backups(bproj.root / "backups", "prod") == []

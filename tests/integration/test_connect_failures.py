@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -44,8 +45,9 @@ def password_role(pg_admin_dsn: str) -> Iterator[dict[str, str]]:
                            f"host all {PW_ROLE} all scram-sha-256\n" + before)
         except OSError:
             pytest.skip(f"cannot edit {hba} of the test server")
+        reloaded_after = c.execute("SELECT clock_timestamp()").fetchone()
         c.execute("SELECT pg_reload_conf()")
-        time.sleep(0.3)
+        _wait_for_reload(pg_admin_dsn, reloaded_after[0] if reloaded_after else None)
         params = psycopg.conninfo.conninfo_to_dict(pg_admin_dsn)
         query = f"?host={params['host']}" if params.get("host") else ""
         port = f":{params['port']}" if params.get("port") else ""
@@ -55,6 +57,19 @@ def password_role(pg_admin_dsn: str) -> Iterator[dict[str, str]]:
         c.execute("DROP DATABASE IF EXISTS pw_db WITH (FORCE)")
         c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(PW_ROLE)))
 
+
+
+def _wait_for_reload(dsn: str, after: Any) -> None:
+    """Until the postmaster has read the edited pg_hba.conf: a new session inherits its
+    configuration, so its pg_conf_load_time() moves past ``after``."""
+    deadline = time.monotonic() + 30
+    while True:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            row = c.execute("SELECT pg_conf_load_time() > %s", [after]).fetchone()
+        if row and row[0]:
+            return
+        assert time.monotonic() < deadline, "the server never reloaded its configuration"
+        time.sleep(0.02)
 
 def url(pw: dict[str, str], password: str, db: str = "pw_db") -> str:
     return f"postgresql://{PW_ROLE}:{password}@localhost{pw['port']}/{db}{pw['query']}"

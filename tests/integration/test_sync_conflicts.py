@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import Project, Result, sql, write_project
+from tests.helpers import Project, Result, sql, statements_seen, write_project
 
 SCHEMA = """
 CREATE TABLE ref (id int PRIMARY KEY, label text NOT NULL, rate numeric(6, 2));
@@ -184,14 +183,9 @@ def test_a_killed_run_invents_no_conflict(proj: Project, cli: Callable[..., Resu
         $$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$;
         CREATE TRIGGER slow BEFORE UPDATE ON ref FOR EACH ROW EXECUTE FUNCTION slow();""")
     proc = proj.popen("sync", "dev", "qa", "--batch-size", "2")
-    deadline = time.monotonic() + 30
-    with psycopg.connect(proj.dsns["qa"], autocommit=True) as c:
-        while not c.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = "
-                            "'pgferry sync writer' AND state = 'active' AND query ~ "
-                            "'INSERT INTO .*ref'").fetchone():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.02)
-    time.sleep(0.5)  # some of its writes are done (uncommitted) by now
+    # a second batch has started: the first one's writes are done (uncommitted)
+    statements_seen(proj.dsns["qa"], "pgferry sync writer", "INSERT INTO .*ref", 2,
+                    alive=proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     sql(proj.dsns["qa"], "DROP TRIGGER slow ON ref")

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import Project, Result, sql, write_project
+from tests.helpers import Project, Result, sql, statements_seen, write_project
 from tests.helpers.sync import DATA, SCHEMA, rows, same
 
 # a stray parent and child on the target: the tables are not empty (no fast path), and
@@ -132,8 +132,9 @@ def test_sigkill_mid_unit_leaves_every_table_as_it_was_and_rerun_completes(
     sql(pair.dsns["prod"], SLOW)
     before = {t: rows(pair.dsns["prod"], t) for t in TABLES3}
     proc = pair.popen("sync", "dev", "prod", "--batch-size", "100", "--jobs", "1", "--json")
-    _wait_for_writer(pair.dsns["prod"], proc, r"INSERT INTO .*orders")
-    time.sleep(0.3)  # several batches of orders are written (uncommitted) by now
+    # a second batch of orders has started: the first is written (uncommitted)
+    statements_seen(pair.dsns["prod"], "pgferry sync writer", r"INSERT INTO .*orders", 2,
+                    alive=proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # customers, orders and order_lines are tied by foreign keys: one transaction, which

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 
-from tests.helpers import Result, sql, write_project
+from tests.helpers import Result, sql, wait_for, write_project
 from tests.helpers.sync import WATERMARK_CONF as CONF
 from tests.helpers.sync import WATERMARK_DDL as DDL
 from tests.helpers.sync import rows
@@ -24,7 +23,9 @@ def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
     late = psycopg.connect(p.dsns["dev"])
     # a transaction that started early (its now() is old) and commits after the sync
     late.execute("INSERT INTO events (id, v) VALUES (1000, 'late')")
-    time.sleep(0.05)
+    wait_for(p.dsns["dev"], "SELECT clock_timestamp() > xact_start FROM pg_stat_activity"
+             " WHERE pid = %s", [late.info.backend_pid], what="the late transaction's start "
+             "to be in the past")
     sql(p.dsns["dev"], "INSERT INTO events (id, v) VALUES (101, 'later but committed')")
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
