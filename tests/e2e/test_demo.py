@@ -103,6 +103,7 @@ def test_demo_runs_the_migration_story(
             "dead_letters",
             "before_images",
             "schema_fingerprint",
+            "schema_version",
         }, tables
         assert ("migrate up", "ok") in s["journal"], (env, s["journal"])
 
