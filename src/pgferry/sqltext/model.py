@@ -46,7 +46,10 @@ class Statement:
     start: int  # byte offset of the first token (comments skipped)
     end: int  # byte offset after the last token
     index: int  # position in the file (0-based)
-    file: SqlFile = field(repr=False)
+    #: the file's UTF-8 bytes (shared, not copied; no reference back to the SqlFile, so a
+    #: file's statements and trees are freed as soon as nobody needs them, without the
+    #: cycle collector walking thousands of trees)
+    data: bytes = field(repr=False)
     #: why it cannot run in a transaction block, or None
     non_tx: str | None = None
     in_tx: bool = False  # runs inside a transaction (the file's or an explicit block)
@@ -57,12 +60,12 @@ class Statement:
     @property
     def text(self) -> str:
         """The statement as the runner sends it (no leading comments, no ``;``)."""
-        return self.file.text_at(self.start, self.end).strip()
+        return self.data[self.start:self.end].decode("utf-8", "replace").strip()
 
     @property
     def line(self) -> int:
         """1-based line of the first token."""
-        return self.file.position(self.start)[0]
+        return self.data.count(b"\n", 0, self.start) + 1
 
     @property
     def digest(self) -> str:
@@ -170,16 +173,22 @@ def split(text: str, path: str, data: bytes | None = None, *,
     f = SqlFile(path, text, data)
     out = f.statements
     lead = _LEAD.match
+    non_tx = classify.non_tx
+    enums = control = False
     for i, raw in enumerate(tree.get("stmts", ())):
         loc = raw.get("stmt_location", 0)
         length = raw.get("stmt_len", 0)
         end = loc + length if length else len(data.rstrip())
         start = lead(data, loc).end()  # type: ignore[union-attr]
         kind, body = next(iter(raw["stmt"].items()))
-        out.append(Statement(kind, body, start, max(end, start), i, f,
-                             classify.non_tx(kind, body)))
-    _enum_additions(f, pg_major)
-    _transactions(f)
+        out.append(Statement(kind, body, start, max(end, start), i, data, non_tx(kind, body)))
+        if kind == "AlterEnumStmt":
+            enums = True
+        elif kind == "TransactionStmt":
+            control = True
+    if enums:
+        _enum_additions(f, pg_major)
+    _transactions(f, control)
     return f
 
 
@@ -205,13 +214,18 @@ def _enum_additions(f: SqlFile, pg_major: int | None) -> None:
             "the use into a later file to keep this one atomic")
 
 
-def _transactions(f: SqlFile) -> None:
+def _transactions(f: SqlFile, control: bool) -> None:
     """Which statements run inside a transaction (the file's, or an explicit block)."""
-    f.transactional = not any(s.non_tx for s in f.statements)
+    f.transactional = transactional = not any(s.non_tx for s in f.statements)
+    if not control:  # no BEGIN/COMMIT in the file: the file's verdict is every statement's
+        if transactional:
+            for st in f.statements:
+                st.in_tx = True
+        return
     depth = 0
     for st in f.statements:
         st.explicit_tx = depth > 0
-        st.in_tx = st.explicit_tx or f.transactional
+        st.in_tx = st.explicit_tx or transactional
         ctl = classify.tx_control(st.kind, st.node)
         if ctl == "begin":  # PostgreSQL does not nest BEGIN (a second one only warns)
             depth = 1

@@ -34,6 +34,8 @@ import sys
 import types
 from typing import Any
 
+from pgferry.jsonio import loads as _loads
+
 _LATER = ("pglast.ast", "pglast.enums")
 
 
@@ -120,9 +122,7 @@ def _light() -> Any:
 def tree(text: str) -> dict[str, Any]:
     """``text`` parsed into pglast's JSON tree (plain dicts); raises the parser's
     ``ParseError`` (see :func:`error_at`)."""
-    from pgferry import jsonio
-
-    result: dict[str, Any] = jsonio.loads(parser().parse_sql_json(text))
+    result: dict[str, Any] = _loads(parser().parse_sql_json(text))
     return result
 
 
