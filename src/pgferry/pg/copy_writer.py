@@ -5,7 +5,8 @@ each buffer to a thread that sends it on the connection (so the caller keeps pro
 while the server consumes), through a queue of at most :data:`QUEUE_BUFFERS` buffers.
 psycopg's own ``QueuedLibpqWriter`` queues up to 1,024 buffers and has no public knob
 for that; with 256 kB buffers a slow target would let the process grow by 256 MB, and
-a flat memory profile matters more. Built on ``psycopg.copy.LibpqWriter`` (public:
+a flat memory profile matters more (at most :data:`QUEUE_BUFFERS` pieces of
+:data:`PIECE` bytes wait). Built on ``psycopg.copy.LibpqWriter`` (public:
 ``write`` sends, ``finish`` ends the COPY), so a psycopg upgrade cannot change it
 behind pgferry's back. An error in the thread is raised by the next ``write`` or by
 ``finish``.
@@ -20,8 +21,11 @@ from typing import Any
 import psycopg
 from psycopg.copy import LibpqWriter
 
-#: buffers in flight at most (~4 MB with the sync's 256 kB buffers)
+#: buffers in flight at most
 QUEUE_BUFFERS = 16
+#: a longer buffer is queued in pieces of this size (psycopg's own writers hand libpq
+#: 128 kB at a time), so at most ~2 MB wait in the queue
+PIECE = 128 * 1024
 
 
 class BoundedWriter(LibpqWriter):
@@ -49,7 +53,12 @@ class BoundedWriter(LibpqWriter):
             self._thread.start()
         if self._error is not None:
             raise self._error
-        self._buffers.put(data)
+        if len(data) <= PIECE:
+            self._buffers.put(data)
+        else:
+            view = memoryview(data)
+            for i in range(0, len(view), PIECE):
+                self._buffers.put(view[i:i + PIECE])
 
     def finish(self, exc: BaseException | None = None) -> None:
         self._buffers.put(b"")
