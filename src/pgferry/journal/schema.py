@@ -51,8 +51,7 @@ def state(conn: psycopg.Connection[Any]) -> tuple[str | None, bool, list[str]]:
 
 def exists(conn: psycopg.Connection[Any]) -> bool:
     """True when this database has a journal (any layout)."""
-    kind, log, _ = state(conn)
-    return kind is not None or log
+    return ownschema.exists(conn)
 
 
 def ensure(conn: psycopg.Connection[Any]) -> list[str]:

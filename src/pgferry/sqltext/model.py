@@ -124,11 +124,6 @@ class SqlFile:
     transactional: bool = True
     _bols: list[int] | None = field(default=None, repr=False)  # byte offset of each line
 
-    @property
-    def reasons(self) -> list[str]:
-        """Why the file cannot run in one transaction (sorted, each once)."""
-        return sorted({s.non_tx for s in self.statements if s.non_tx})
-
     def text_at(self, start: int, end: int) -> str:
         return self.data[start:end].decode("utf-8", "replace")
 
