@@ -53,38 +53,61 @@ def not_null_check_column(con: Node) -> str | None:
     return None
 
 
-def apply(st: Stmt, cx: Context) -> None:
-    """Record what ``st`` creates or changes (tables, column types, checks)."""
+def _create(st: Stmt, cx: Context) -> None:
     n = st.node
-    if st.kind == "CreateStmt":
-        table = qualname(n.get("relation"))
-        if _exists_already(n, cx, table):
-            return
+    table = qualname(n.get("relation"))
+    if _exists_already(n, cx, table):
+        return
+    cx.add_created(table)
+    for elt in n.get("tableElts") or []:
+        if "ColumnDef" in elt:
+            cd = elt["ColumnDef"]
+            cx.set_column_type(table, cd.get("colname", ""), type_text(cd.get("typeName")))
+
+
+def _create_as(st: Stmt, cx: Context) -> None:
+    _, into = unwrap(st.node.get("into"))
+    table = qualname(into.get("rel"))
+    if not _exists_already(st.node, cx, table):
         cx.add_created(table)
-        for elt in n.get("tableElts") or []:
-            if "ColumnDef" in elt:
-                cd = elt["ColumnDef"]
-                cx.set_column_type(table, cd.get("colname", ""), type_text(cd.get("typeName")))
-    elif st.kind == "CreateTableAsStmt":
-        _, into = unwrap(n.get("into"))
-        table = qualname(into.get("rel"))
-        if not _exists_already(n, cx, table):
-            cx.add_created(table)
-    elif st.kind == "IndexStmt" and n.get("idxname"):
-        table = qualname(n.get("relation"))
-        cx.add_index(f"{table.split('.', 1)[0]}.{n['idxname']}", table)
-    elif st.kind == "DropStmt" and n.get("removeType") == "OBJECT_TABLE":
-        for obj in n.get("objects") or []:
-            cx.drop_created(qualified(list_name(obj)))
-    elif st.kind == "DropStmt" and n.get("removeType") == "OBJECT_INDEX":
-        for obj in n.get("objects") or []:
-            cx.drop_index(qualified(list_name(obj)))
-    elif st.kind == "AlterTableStmt" and n.get("objtype") == "OBJECT_TABLE":
-        _apply_alter(st, cx, qualname(n.get("relation")))
-    elif st.kind == "RenameStmt" and n.get("renameType") == "OBJECT_TABLE":
+
+
+def _index(st: Stmt, cx: Context) -> None:
+    if st.node.get("idxname"):
+        table = qualname(st.node.get("relation"))
+        cx.add_index(f"{table.split('.', 1)[0]}.{st.node['idxname']}", table)
+
+
+def _drop(st: Stmt, cx: Context) -> None:
+    what = st.node.get("removeType")
+    if what in ("OBJECT_TABLE", "OBJECT_INDEX"):
+        drop = cx.drop_created if what == "OBJECT_TABLE" else cx.drop_index
+        for obj in st.node.get("objects") or []:
+            drop(qualified(list_name(obj)))
+
+
+def _alter(st: Stmt, cx: Context) -> None:
+    if st.node.get("objtype") == "OBJECT_TABLE":
+        _apply_alter(st, cx, qualname(st.node.get("relation")))
+
+
+def _rename(st: Stmt, cx: Context) -> None:
+    n = st.node
+    if n.get("renameType") == "OBJECT_TABLE":
         old = qualname(n.get("relation"))
         if cx.is_new(old):  # a new table keeps being new under its new name
             cx.add_created(f"{old.split('.', 1)[0]}.{n.get('newname', '')}")
+
+
+_APPLY = {"CreateStmt": _create, "CreateTableAsStmt": _create_as, "IndexStmt": _index,
+          "DropStmt": _drop, "AlterTableStmt": _alter, "RenameStmt": _rename}
+
+
+def apply(st: Stmt, cx: Context) -> None:
+    """Record what ``st`` creates or changes (tables, column types, checks)."""
+    fn = _APPLY.get(st.kind)
+    if fn is not None:
+        fn(st, cx)
 
 
 def qualified(name: str) -> str:
@@ -98,28 +121,33 @@ def _exists_already(n: Node, cx: Context, table: str) -> bool:
     return bool(n.get("if_not_exists")) and cx.pending and cx.in_catalog(table)
 
 
+def _alter_action(cx: Context, table: str, cmd: Node) -> None:
+    """What one ALTER TABLE action records."""
+    sub = cmd.get("subtype")
+    kind, body = unwrap(cmd.get("def"))
+    if sub == "AT_AddColumn" and kind == "ColumnDef":
+        cx.set_column_type(table, body.get("colname", ""), type_text(body.get("typeName")))
+        for con in constraints(body):
+            if con.get("contype") == "CONSTR_CHECK":
+                _note_check(cx, table, con)
+    elif sub == "AT_AlterColumnType" and kind == "ColumnDef":
+        cx.set_column_type(table, cmd.get("name", ""), type_text(body.get("typeName")))
+    elif sub == "AT_AddConstraint" and kind == "Constraint":
+        if body.get("skip_validation") and body.get("conname"):
+            cx.tx_not_valid[body["conname"]] = table
+        if body.get("contype") == "CONSTR_CHECK":
+            _note_check(cx, table, body)
+    elif sub == "AT_ValidateConstraint":
+        col = cx.nn_check_column(table, cmd.get("name", ""))
+        if col:
+            cx.add_validated_not_null(table, col)
+
+
 def _apply_alter(st: Stmt, cx: Context, table: str) -> None:
     ddl = False
     for cmd in alter_cmds(st.node):
-        sub = cmd.get("subtype")
-        kind, body = unwrap(cmd.get("def"))
-        if sub == "AT_AddColumn" and kind == "ColumnDef":
-            cx.set_column_type(table, body.get("colname", ""), type_text(body.get("typeName")))
-            for con in constraints(body):
-                if con.get("contype") == "CONSTR_CHECK":
-                    _note_check(cx, table, con)
-        elif sub == "AT_AlterColumnType" and kind == "ColumnDef":
-            cx.set_column_type(table, cmd.get("name", ""), type_text(body.get("typeName")))
-        elif sub == "AT_AddConstraint" and kind == "Constraint":
-            if body.get("skip_validation") and body.get("conname"):
-                cx.tx_not_valid[body["conname"]] = table
-            if body.get("contype") == "CONSTR_CHECK":
-                _note_check(cx, table, body)
-        elif sub == "AT_ValidateConstraint":
-            col = cx.nn_check_column(table, cmd.get("name", ""))
-            if col:
-                cx.add_validated_not_null(table, col)
-        if sub not in ("AT_ValidateConstraint",):
+        _alter_action(cx, table, cmd)
+        if cmd.get("subtype") != "AT_ValidateConstraint":
             ddl = True
     if ddl and st.in_tx and not cx.is_new(table):
         cx.tx_ddl_tables.add(table)

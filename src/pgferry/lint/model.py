@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pgferry.sqltext.model import SqlFile, Statement
 from pgferry.sqltext.nodes import DEFAULT_SCHEMA as DEFAULT_SCHEMA
@@ -31,13 +31,16 @@ DEFAULT_PG = 18
 BIG_TABLE_ROWS = 100_000
 
 
+Severity = Literal["error", "warning"]
+
+
 @dataclass
 class Finding:
     """One problem at one place; ``severity`` is ``"error"`` or ``"warning"``."""
 
     rule: str
     code: str
-    severity: str
+    severity: Severity
     path: str
     line: int
     column: int
@@ -74,7 +77,7 @@ class Hit:
     table: str | None = None
     message: str | None = None
     work: str | None = None  # overrides Rule.work ("rewrite", "scan", "index", "")
-    severity: str | None = None  # overrides the rule's default (not a [lint] severity)
+    severity: Severity | None = None  # overrides the rule's default (not a [lint] severity)
 
 
 #: a statement as the one SQL front end gives it (lint rules read ``kind``, ``node``,
@@ -154,8 +157,6 @@ class Context:
         t = self.catalog.tables.get(table)
         return t is not None and t.heap_bytes == 0
 
-    def is_new_or_empty(self, table: str) -> bool:
-        return self.is_new(table) or self.is_empty(table)
 
     def existing(self, table: str) -> bool:
         """True when ``table`` may hold rows that other sessions use right now
@@ -253,7 +254,7 @@ class Rule:
 
     code: ClassVar[str]
     name: ClassVar[str]
-    severity: ClassVar[str] = "warning"
+    severity: ClassVar[Severity] = "warning"
     message: ClassVar[str]
     help: ClassVar[str] = ""
     #: statement node kinds this rule reads (``()`` means every statement)

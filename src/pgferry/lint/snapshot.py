@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from pgferry.pg.catalog_types import Catalog
 
 FORMAT = "pgferry-lint-catalog/1"
-VOLATILITY = {"i": "immutable", "s": "stable", "v": "volatile"}
 
 
 @dataclass

@@ -123,7 +123,7 @@ class MigrationLock:
             tries = Retrying(retry=retry_if_result(lambda got: not got),
                              wait=wait_exponential(multiplier=0.05, exp_base=1.5, max=1.0),
                              stop=stop_after_delay(self.wait),
-                             retry_error_callback=lambda state: False)
+                             retry_error_callback=lambda _state: False)
             if tries(self._try):
                 self.waited = time.monotonic() - start
                 return
@@ -284,5 +284,5 @@ def terminate_orphans(conn: psycopg.Connection[Any], key: int, own_pids: set[int
 
     if pids:  # until the server no longer lists them (at most 10 s)
         Retrying(retry=retry_if_result(lambda n: n > 0), wait=wait_fixed(0.05),
-                 stop=stop_after_delay(10), retry_error_callback=lambda state: 0)(left)
+                 stop=stop_after_delay(10), retry_error_callback=lambda _state: 0)(left)
     return pids

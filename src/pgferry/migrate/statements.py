@@ -22,6 +22,7 @@ Contract (pure apart from the file read :func:`~pgferry.migrate.files.scan` did)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pgferry.errors import BadInput
 from pgferry.migrate.files import MigrationFile
@@ -41,7 +42,7 @@ class ParsedFile:
         return not any(s.non_tx for s in self.statements)
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Literal["transaction", "autocommit"]:
         return "transaction" if self.transactional else "autocommit"
 
     @property

@@ -250,7 +250,3 @@ def tables(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, Table
     """Every ordinary and partitioned (parent) table of ``schemas``, by ``schema.table``."""
     return read(conn, schemas).tables
 
-
-def server_version_num(conn: psycopg.Connection[Any]) -> int:
-    """``server_version_num`` as an int (e.g. 180001)."""
-    return int(conn.info.server_version)

@@ -36,7 +36,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from pgferry.config import Config, EnvironmentConfig, parse_duration
+from pgferry.config import Config, EnvironmentConfig
 from pgferry.errors import BadInput, CannotConnect, PgferryError, Unreachable
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.errors import map_db_error as map_db_error
@@ -79,10 +79,6 @@ class Target:
         """The DSN without its password, for messages and logs."""
         return redact_dsn(self.dsn)
 
-    @property
-    def is_local(self) -> bool:
-        """True when the server is on this machine (socket, localhost, loopback)."""
-        return is_local_dsn(self.dsn)
 
     def __repr__(self) -> str:
         dsn = redact_dsn(self._dsn) if self._dsn is not None else "(not started)"
@@ -153,7 +149,7 @@ def resolve_env(cfg: Config, name: str) -> Target:
 
         return embedded.ensure_database(
             cfg.embedded_dir, env.database or f"pgferry_{name}",
-            idle_stop=parse_duration(cfg.embedded.idle_stop).total_seconds())
+            idle_stop=cfg.embedded.idle_stop.total_seconds())
 
     return Target(name, None, env.protected, embedded=True, start=start)
 

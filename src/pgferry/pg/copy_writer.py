@@ -41,7 +41,7 @@ class BoundedWriter(LibpqWriter):
         try:
             while data := self._buffers.get():
                 super().write(data)
-        except BaseException as e:  # handed to the producer; the queue keeps draining
+        except BaseException as e:  # noqa: BLE001 - the producer re-raises it; keep draining
             self._error = e
             while self._buffers.get():
                 pass

@@ -216,13 +216,21 @@ def connect_failure(exc: BaseException) -> ConnectFailure:
     if not isinstance(exc, psycopg.Error):
         return "other"
     if exc.sqlstate:
-        if isinstance(exc, LOGIN):
-            return "auth"
-        if isinstance(exc, NO_DATABASE):
-            return "no_database"
-        return "transient" if isinstance(exc, CONNECTION + SERVER_GOING + TOO_MANY) else "other"
+        return _failure_by_class(exc)
     if not isinstance(exc, psycopg.OperationalError):
         return "other"
+    return _failure_by_text(exc)
+
+
+def _failure_by_class(exc: psycopg.Error) -> ConnectFailure:
+    if isinstance(exc, LOGIN):
+        return "auth"
+    if isinstance(exc, NO_DATABASE):
+        return "no_database"
+    return "transient" if isinstance(exc, CONNECTION + SERVER_GOING + TOO_MANY) else "other"
+
+
+def _failure_by_text(exc: psycopg.Error) -> ConnectFailure:
     text = str(exc).lower()
     if "temporary failure in name resolution" in text:  # names a host, but may pass
         return "transient"

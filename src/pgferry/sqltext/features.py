@@ -11,7 +11,7 @@ server's own message. :func:`extension` is the extension a ``CREATE EXTENSION`` 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from pgferry.sqltext.nodes import Node, defnames, sval
@@ -67,39 +67,58 @@ def _constraint(n: Node) -> Iterator[str]:
         yield "UNIQUE NULLS NOT DISTINCT"
 
 
-def _features(kind: str, n: Node, path: tuple[str, ...]) -> Iterator[str]:
-    if kind == "MergeStmt":
-        yield "MERGE"
-        if n.get("returningClause"):
-            yield "MERGE ... RETURNING"
-    elif kind == "MergeWhenClause":
-        if n.get("matchKind") == "MERGE_WHEN_NOT_MATCHED_BY_SOURCE":
-            yield "MERGE ... WHEN NOT MATCHED BY SOURCE"
-    elif kind == "Constraint":
-        yield from _constraint(n)
-    elif kind == "IndexStmt" and n.get("nulls_not_distinct"):
+def _merge(n: Node, _path: tuple[str, ...]) -> Iterator[str]:
+    yield "MERGE"
+    if n.get("returningClause"):
+        yield "MERGE ... RETURNING"
+
+
+def _merge_when(n: Node, _path: tuple[str, ...]) -> Iterator[str]:
+    if n.get("matchKind") == "MERGE_WHEN_NOT_MATCHED_BY_SOURCE":
+        yield "MERGE ... WHEN NOT MATCHED BY SOURCE"
+
+
+def _index(n: Node, _path: tuple[str, ...]) -> Iterator[str]:
+    if n.get("nulls_not_distinct"):
         yield "UNIQUE NULLS NOT DISTINCT"
-    elif kind == "ViewStmt":
-        if "security_invoker" in defnames(n.get("options")):
-            yield "CREATE VIEW ... WITH (security_invoker)"
-    elif kind == "JsonTable":
-        yield "JSON_TABLE"
-    elif kind == "JsonFuncExpr":
-        yield "SQL/JSON query functions (JSON_EXISTS, JSON_QUERY, JSON_VALUE)"
-    elif kind in _SQL_JSON:
-        yield "SQL/JSON predicates and constructors (IS JSON, JSON_OBJECT, JSON_ARRAY)"
-    elif kind == "ColumnRef" and "returningClause" in path:
-        fields = n.get("fields") or []
-        if len(fields) > 1 and sval(fields[0]) in ("old", "new"):
-            yield "RETURNING old.* / new.*"
+
+
+def _view(n: Node, _path: tuple[str, ...]) -> Iterator[str]:
+    if "security_invoker" in defnames(n.get("options")):
+        yield "CREATE VIEW ... WITH (security_invoker)"
+
+
+def _column_ref(n: Node, path: tuple[str, ...]) -> Iterator[str]:
+    fields = n.get("fields") or []
+    if "returningClause" in path and len(fields) > 1 and sval(fields[0]) in ("old", "new"):
+        yield "RETURNING old.* / new.*"
+
+
+def _always(feature: str) -> Callable[[Node, tuple[str, ...]], Iterator[str]]:
+    def found(_n: Node, _path: tuple[str, ...]) -> Iterator[str]:
+        yield feature
+    return found
+
+
+#: node kind -> the features it can show
+_BY_KIND: dict[str, Callable[[Node, tuple[str, ...]], Iterator[str]]] = {
+    "MergeStmt": _merge, "MergeWhenClause": _merge_when,
+    "Constraint": lambda n, _path: _constraint(n), "IndexStmt": _index, "ViewStmt": _view,
+    "ColumnRef": _column_ref, "JsonTable": _always("JSON_TABLE"),
+    "JsonFuncExpr": _always("SQL/JSON query functions (JSON_EXISTS, JSON_QUERY, JSON_VALUE)"),
+    **{k: _always("SQL/JSON predicates and constructors (IS JSON, JSON_OBJECT, JSON_ARRAY)")
+       for k in _SQL_JSON},
+}
 
 
 def requirements(kind: str, node: Node) -> list[tuple[str, int]]:
     """The features of one statement that need a newer server, newest first."""
     found: dict[str, int] = {}
     for k, n, path in _walk(kind, node):
-        for feature in _features(k, n, path):
-            found[feature] = FEATURES[feature]
+        check = _BY_KIND.get(k)
+        if check is not None:
+            for feature in check(n, path):
+                found[feature] = FEATURES[feature]
     return sorted(found.items(), key=lambda kv: (-kv[1], kv[0]))
 
 

@@ -78,7 +78,7 @@ def parser() -> Any:
         return ordinary
     try:
         return _light()
-    except Exception:  # pragma: no cover - a pglast this module does not know
+    except Exception:  # noqa: BLE001 # pragma: no cover - a pglast this module does not know
         for name in ("pglast", "pglast.parser", "pglast.error", *_LATER):
             sys.modules.pop(name, None)
         from pglast import parser as ordinary

@@ -146,19 +146,24 @@ class PreferRobustStmts(Rule):
             if not n.get("if_not_exists") and n.get("idxname") and (
                     n.get("concurrent") or not st.in_tx):
                 yield Hit(None)
-        elif st.in_tx:
-            return
-        elif st.kind == "RenameStmt":
-            if n.get("renameType") in ("OBJECT_TABLE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT"):
-                yield Hit(None, message="RENAME outside a transaction cannot be re-run")
-        elif st.kind == "CreateStmt":
-            _, rv = unwrap({"RangeVar": n.get("relation") or {}})
-            temp_drop = rv.get("relpersistence") == "t" and n.get("oncommit") == "ONCOMMIT_DROP"
-            if not n.get("if_not_exists") and not temp_drop:
-                yield Hit(None)
-        elif n.get("removeType") in ("OBJECT_INDEX", "OBJECT_TABLE", "OBJECT_TYPE"):
-            if not n.get("missing_ok"):
-                yield Hit(None)
+        elif not st.in_tx:
+            yield from _robust_other(st)
+
+
+def _robust_other(st: Stmt) -> Iterator[Hit]:
+    """RENAME, CREATE TABLE, DROP outside a transaction: re-runnable or not."""
+    n = st.node
+    if st.kind == "RenameStmt":
+        if n.get("renameType") in ("OBJECT_TABLE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT"):
+            yield Hit(None, message="RENAME outside a transaction cannot be re-run")
+    elif st.kind == "CreateStmt":
+        _, rv = unwrap({"RangeVar": n.get("relation") or {}})
+        temp_drop = rv.get("relpersistence") == "t" and n.get("oncommit") == "ONCOMMIT_DROP"
+        if not n.get("if_not_exists") and not temp_drop:
+            yield Hit(None)
+    elif n.get("removeType") in ("OBJECT_INDEX", "OBJECT_TABLE", "OBJECT_TYPE"):
+        if not n.get("missing_ok"):
+            yield Hit(None)
 
 
 _LOCKING = {"AlterTableStmt", "IndexStmt", "DropStmt", "TruncateStmt", "RenameStmt",

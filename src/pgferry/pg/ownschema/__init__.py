@@ -82,7 +82,7 @@ SELECT to_regclass('pgferry.schema_version') IS NOT NULL,
 
 
 @dataclass(frozen=True)
-class State:
+class SchemaState:
     """What a target holds of pgferry's schema."""
 
     recorded: int | None  # the newest version in pgferry.schema_version (None: no table)
@@ -102,7 +102,7 @@ class State:
         return self.journal_kind != "v" or self.triggers == v1.TRIGGERS
 
 
-def state(conn: psycopg.Connection[Any]) -> State:
+def state(conn: psycopg.Connection[Any]) -> SchemaState:
     """Read what the target holds (two catalog reads, no lock)."""
     row = conn.execute(_STATE_SQL).fetchone()
     assert row is not None
@@ -110,7 +110,7 @@ def state(conn: psycopg.Connection[Any]) -> State:
     if row[0]:
         got = conn.execute("SELECT max(version) FROM pgferry.schema_version").fetchone()
         recorded = int(got[0]) if got and got[0] is not None else 0
-    return State(recorded, row[1], tuple(row[2]), bool(row[3]))
+    return SchemaState(recorded, row[1], tuple(row[2]), bool(row[3]))
 
 
 def exists(conn: psycopg.Connection[Any]) -> bool:
@@ -146,7 +146,7 @@ def ensure(conn: psycopg.Connection[Any], steps: Sequence[Upgrade] = STEPS) -> l
                 "database) to upgrade it", schema_version=st.version, needed=newest) from None
 
 
-def _upgrade(conn: psycopg.Connection[Any], st: State, steps: Sequence[Upgrade]) -> list[str]:
+def _upgrade(conn: psycopg.Connection[Any], st: SchemaState, steps: Sequence[Upgrade]) -> list[str]:
     from pgferry import __version__
 
     conn.execute("CREATE SCHEMA IF NOT EXISTS pgferry")
