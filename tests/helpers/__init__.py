@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.sql import SQL, Composed
+
+#: SQL text, or a statement composed with psycopg.sql (identifiers quoted)
+Query = str | SQL | Composed
 
 #: the non-superuser role operations under test connect as (owns its databases)
 ROLE = "pgferry_test"
@@ -100,20 +104,20 @@ def run_json(cli: Cli, p: Project, *args: str) -> Result:
     return cli("--config", str(p.config), "--json", *args)
 
 
-def sql(dsn: str, text: str, params: Any = None) -> None:
+def sql(dsn: str, text: Query, params: Any = None) -> None:
     """Run ``text`` (one or more statements) in autocommit as the DSN's role."""
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute(text, params)
 
 
-def q(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+def q(dsn: str, query: Query, params: Any = None) -> list[tuple[Any, ...]]:
     """The rows of ``query`` ([] for a statement that returns none)."""
     with psycopg.connect(dsn, autocommit=True) as c:
         cur = c.execute(query, params)
         return cur.fetchall() if cur.description else []
 
 
-def one(dsn: str, query: str, params: Any = None) -> Any:
+def one(dsn: str, query: Query, params: Any = None) -> Any:
     """The first column of the first row of ``query`` (None without a row)."""
     rows = q(dsn, query, params)
     return rows[0][0] if rows else None
@@ -132,7 +136,7 @@ def wait_for(dsn: str, query: str, params: Any = None, *, timeout: float = 60,
     deadline = time.monotonic() + timeout
     with psycopg.connect(dsn, autocommit=True) as c:
         while True:
-            row = c.execute(query, params).fetchone()  # type: ignore[arg-type]
+            row = c.execute(query, params).fetchone()
             if row and row[0]:
                 return
             if alive is not None and alive.poll() is not None:

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from pgferry.backup.catalog import list_backups
-from tests.helpers import Project, Result, q, run, wait_for
+from tests.helpers import Project, Result, q, run, sql, wait_for
 from tests.helpers import backup as bh
 from tests.helpers.backup import backed_up, fingerprint
 
@@ -87,7 +87,7 @@ def test_a_flipped_byte_fails_verify_naming_the_file_and_restore_refuses(
     assert side["verify_ok"] is False and rel in side["problems"][0]
     r = run(cli, bproj, "backup", "verify", out["id"])
     assert r.code == 1 and f"problem: file {rel} does not match its sha256" in r.out
-    bh.sql(dsn, "DELETE FROM orders WHERE id > 10")
+    sql(dsn, "DELETE FROM orders WHERE id > 10")
     before = fingerprint(dsn)
     r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
     assert r.code == 1 and rel in r.err and "nothing was restored" in r.err
@@ -135,7 +135,7 @@ def mount(tmp_path: Path) -> Iterator[Callable[[Path, str], None]]:
 def test_a_full_disk_is_exit_3_with_the_path_and_nothing_listed(
         bproj: Project, cli: Callable[..., Result],
         mount: Callable[[Path, str], None]) -> None:
-    bh.sql(bproj.dsns["prod"], "INSERT INTO orders SELECT g, 1, 1, md5(g::text) ||"
+    sql(bproj.dsns["prod"], "INSERT INTO orders SELECT g, 1, 1, md5(g::text) ||"
            " md5((g*7)::text) FROM generate_series(10001, 40000) g")
     mount(bproj.root / "backups", "size=160k")
     r = run(cli, bproj, "backup", "create", "--env", "prod")
@@ -222,7 +222,7 @@ def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(
     assert not list(d.glob(".plain*"))
     r = run(cli, bproj, "backup", "verify", out["id"], "--restore-test", "--json")
     assert r.code == 0 and r.json["restore_test_ok"], r.out + r.err
-    bh.sql(bproj.dsns["prod"], "DELETE FROM orders")
+    sql(bproj.dsns["prod"], "DELETE FROM orders")
     r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
     assert r.code == 0, r.err
     assert bh.counts(bproj.dsns["prod"]) == bh.COUNTS

@@ -89,7 +89,7 @@ def test_lead_rls_fails_closed_for_the_app_role(db: str, app_role: str) -> None:
             ("user_lead_assignments", True, False),
         ]
 
-    app_dsn = embedded.role_dsn(db, app_role, psycopg.conninfo.conninfo_to_dict(db)["dbname"])
+    app_dsn = embedded.role_dsn(db, app_role, str(psycopg.conninfo.conninfo_to_dict(db)["dbname"]))
     with psycopg.connect(app_dsn, autocommit=True) as c:
         assert c.execute("SELECT current_user").fetchone() == (app_role,)
         # app.territory never set: NULL, no rows anywhere (fail-closed)

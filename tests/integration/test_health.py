@@ -133,8 +133,8 @@ def test_sync_outcomes_dead_letters_and_their_metrics(
         journal.append(target, "sync", outcome="failed", exit_code=3,
                        arguments={"source": "dev", "target": "prod"},
                        details={"error": "cannot connect"})
-    c = checks(health(cli, proj, "prod", "--json"))["sync"]
-    assert c["status"] == "degraded" and "(4 in a row)" in c["message"], c
+    one = checks(health(cli, proj, "prod", "--json"))["sync"]
+    assert one["status"] == "degraded" and "(4 in a row)" in one["message"], one
     m = samples(health(cli, proj, "prod", "--format", "prometheus").out)
     assert m["pgferry_sync_consecutive_failures"] == [({"source": "dev", "target": "prod"}, 4.0)]
 
@@ -199,12 +199,12 @@ def test_backups_taken_by_pgferry_backup(proj: Project, cli: Callable[..., Resul
     assert c["restore_test"]["status"] == "optimal", c["restore_test"]
     text = proj.config.read_text()
     proj.config.write_text(text + '\n[backup]\nmin_size = "1GiB"\nmax_age = "1s"\n')
-    c = checks(health(cli, proj, "prod", "--json"))["backups"]
-    assert c["status"] == "degraded" and "below [backup] min_size" in c["message"], c
+    one = checks(health(cli, proj, "prod", "--json"))["backups"]
+    assert one["status"] == "degraded" and "below [backup] min_size" in one["message"], one
     proj.config.write_text(text + '\n[backup]\nmax_age = "1s"\n')
     time.sleep(1.1)
-    c = checks(health(cli, proj, "prod", "--json"))["backups"]
-    assert c["status"] == "degraded" and "above backup_max_age (1s)" in c["message"], c
+    one = checks(health(cli, proj, "prod", "--json"))["backups"]
+    assert one["status"] == "degraded" and "above backup_max_age (1s)" in one["message"], one
 
 
 def test_the_service_answers_from_its_cache_within_the_interval(

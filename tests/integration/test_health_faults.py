@@ -207,5 +207,5 @@ def test_a_count_past_statement_timeout_is_unknown_and_estimate_is_free(
     assert c["rows:public.cases"]["status"] == "unknown"  # never analyzed: no estimate
     assert "run ANALYZE" in c["rows:public.cases"]["message"]
     sql(p.dsns["prod"], "ANALYZE cases")
-    c = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
-    assert (c["status"], c["value"]) == ("optimal", "~50"), c
+    rows = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
+    assert (rows["status"], rows["value"]) == ("optimal", "~50"), rows

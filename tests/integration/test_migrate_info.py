@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -42,7 +43,7 @@ def record(dsn: str, path: Path, *, success: bool = True, run: bool = True) -> N
         )
 
 
-def entries_by_script(r: Result) -> dict[str, dict[str, object]]:
+def entries_by_script(r: Result) -> dict[str, dict[str, Any]]:
     return {e["script"]: e for e in r.json["entries"]}
 
 

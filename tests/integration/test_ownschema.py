@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -78,12 +79,12 @@ def test_an_earlier_schema_is_upgraded_in_place_and_keeps_its_data(
     assert run(cli, p, "journal", "verify", "-e", "dev").code == 0
 
 
-def _step_t2(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def _step_t2(conn: psycopg.Connection[Any]) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS pgferry.t2 (step int)")
     conn.execute("INSERT INTO pgferry.t2 VALUES (2)")
 
 
-def _step_t3(conn: psycopg.Connection) -> None:  # type: ignore[type-arg]
+def _step_t3(conn: psycopg.Connection[Any]) -> None:
     conn.execute("INSERT INTO pgferry.t2 VALUES (3)")  # needs version 2's table
 
 

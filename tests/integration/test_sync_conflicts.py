@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import Project, Result, sql, statements_seen, write_project
+from tests.helpers import Project, Result, one, sql, statements_seen, write_project
 
 SCHEMA = """
 CREATE TABLE ref (id int PRIMARY KEY, label text NOT NULL, rate numeric(6, 2));
@@ -52,7 +52,8 @@ def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
 
 
 def ref(r: Result) -> dict[str, Any]:
-    return {t["table"]: t for t in r.json["tables"]}["public.ref"]
+    tables: dict[str, dict[str, Any]] = {t["table"]: t for t in r.json["tables"]}
+    return tables["public.ref"]
 
 
 def test_the_first_sync_cannot_know_the_next_one_can(proj: Project, cli: Callable[..., Result]
@@ -120,9 +121,8 @@ def test_conflicts_stop_on_protected_targets_and_the_source_wins_elsewhere(
         assert rows(proj.dsns[env]) == before
         c3 = next(c for c in t["conflict_rows"] if c["key"]["id"] == 3)
         assert c3["target_row"]["label"] == "prod fix" and c3["source_row"]["label"] == "dev"
-        with psycopg.connect(proj.dsns[env]) as c:
-            details = c.execute("SELECT details FROM pgferry.journal WHERE command = 'sync' "
-                                "ORDER BY id DESC LIMIT 1").fetchone()[0]
+        details = one(proj.dsns[env], "SELECT details FROM pgferry.journal WHERE command ="
+                      " 'sync' ORDER BY id DESC LIMIT 1")
         assert {x["table"]: x for x in details["tables"]}["public.ref"]["conflicts"] == 3
     else:  # elsewhere the source wins, and the overwritten rows are kept for sync revert
         assert r.code == 0, r.out

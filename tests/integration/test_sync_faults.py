@@ -7,12 +7,14 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql as psql
 
-from tests.helpers import Project, Result, q, sql, statements_seen, write_project
+from tests.helpers import Project, Result, one, q, sql, statements_seen, write_project
 from tests.helpers.sync import DATA, SCHEMA, rows, same
 
 # a stray parent and child on the target: the tables are not empty (no fast path), and
@@ -45,8 +47,8 @@ def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
 
 
 def count(dsn: str, table: str) -> int:
-    with psycopg.connect(dsn) as c:
-        return int(c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+    return int(one(dsn, psql.SQL("SELECT count(*) FROM {}").format(
+        psql.Identifier(*table.split(".")))))
 
 
 def test_target_only_check_dead_letters_the_row(pair: Project, cli: Callable[..., Result]
@@ -70,7 +72,7 @@ def test_target_only_check_dead_letters_the_row(pair: Project, cli: Callable[...
 
 
 def test_disabled_triggers_are_reenabled_also_on_failure(
-        tmp_path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
     p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
                       protected=(), extra='[sync]\nexclude = ["public.nokey"]\n'
                       '[sync.tables."public.orders"]\ntriggers = "disable"\n')
@@ -182,15 +184,12 @@ def test_delete_referenced_by_unselected_table_fails_that_table(
         assert c.execute("SELECT name FROM customers WHERE id = 5").fetchone() != ("changed",)
 
 
-def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: Callable[..., str],  # noqa: E501
-                                                   tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: Callable[..., str],
+                                                   tmp_path: Path) -> None:
     """The target lives on its own embedded server, stopped for ~10 s mid-run."""
     import shutil
     import subprocess
     import tempfile
-    from pathlib import Path
-
-    from psycopg import sql as q
 
     from pgferry.pg import embedded
 
@@ -199,7 +198,7 @@ def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: C
         su = embedded.superuser_dsn(root)
         with psycopg.connect(su, autocommit=True) as c:
             embedded.ensure_role(c, "pgferry_test")
-            c.execute(q.SQL("CREATE DATABASE tdown OWNER pgferry_test"))
+            c.execute(psql.SQL("CREATE DATABASE tdown OWNER pgferry_test"))
         target = embedded.role_dsn(su, "pgferry_test", "tdown")
         p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": target}, protected=(),
                           extra='[sync]\nexclude = ["public.nokey"]\nretry = "3s"\n')

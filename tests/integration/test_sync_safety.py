@@ -37,7 +37,7 @@ MASK = '[sync.mask]\n"public.people.email" = "email"\n"public.people.full_name" 
 
 def one(dsn: str, q: str) -> Any:
     with psycopg.connect(dsn) as c:
-        row = c.execute(q).fetchone()  # type: ignore[arg-type]
+        row = c.execute(q).fetchone()
         return row[0] if row else None
 
 

@@ -20,7 +20,7 @@ def fetch(dsn: str, q: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as c:
         c.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres';"
                   "SET extra_float_digits = 3; SET bytea_output = 'hex'")
-        return c.execute(q).fetchall()  # type: ignore[arg-type]
+        return c.execute(q).fetchall()
 
 
 def project(tmp_path: Path, make_db: Callable[..., str], extra: str = "") -> Project:

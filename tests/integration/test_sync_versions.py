@@ -61,7 +61,7 @@ UPDATE pair_key SET x = -x WHERE a = 'k7';
 
 def _sql(dsn: str, text: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
+        c.execute(text)
 
 
 def _rows(dsn: str, table: str) -> list[str]:
