@@ -186,7 +186,8 @@ def test_delete_referenced_by_unselected_table_fails_that_table(
 
 def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: Callable[..., str],
                                                    tmp_path: Path) -> None:
-    """The target lives on its own embedded server, stopped for ~10 s mid-run."""
+    """The target lives on its own embedded server, stopped mid-run: the sync retries for
+    [sync] retry (3 s), then exits 3; after a restart the rerun completes."""
     import shutil
     import subprocess
     import tempfile
@@ -206,7 +207,6 @@ def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: C
         sql(target, SCHEMA + SLOW)
         proc = p.popen("sync", "dev", "prod", "--batch-size", "100", "--jobs", "1", "--json")
         _wait_for_writer(target, proc, r"INSERT INTO .*orders")
-        down = time.monotonic()
         embedded.stop(root)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 3, err + out
@@ -214,8 +214,7 @@ def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: C
         # the side is named by which connection failed (the target's), not by the message
         assert res["outcome"] == "failed", res
         assert res["error"].startswith("prod stopped answering"), res["error"]
-        time.sleep(max(0.0, 10 - (time.monotonic() - down)))
-        embedded.superuser_dsn(root)  # start it again
+        embedded.superuser_dsn(root)  # start it again (pgferry gave up: it is down for good)
         sql(target, "DROP TRIGGER slow ON orders")
         # the unit (customers, orders, order_lines) rolled back: orders as it was
         assert count(target, "orders") == 2
