@@ -123,18 +123,18 @@ def drop_later(cfg: Config, target: Target, database: str) -> None:
 
 
 def _drop_main() -> None:  # pragma: no cover (runs detached)
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
     job = jsonio.loads(os.environ.pop("PGFERRY_DROP"))
-    deadline = time.monotonic() + 600
-    while True:
-        try:
-            with psycopg.connect(job["dsn"], autocommit=True, application_name="pgferry") as c:
-                c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(job["database"])))
-            return
-        except psycopg.Error:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(2)
+
+    def drop() -> None:
+        with psycopg.connect(job["dsn"], autocommit=True, application_name="pgferry") as c:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(job["database"])))
+
+    # the server may be restarting: try for ten minutes, then leave it to drop_leftovers
+    Retrying(retry=retry_if_exception_type(psycopg.Error), wait=wait_fixed(2),
+             stop=stop_after_delay(600), retry_error_callback=lambda _state: None)(drop)
 
 
 if __name__ == "__main__":  # pragma: no cover
