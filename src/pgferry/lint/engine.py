@@ -26,7 +26,7 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgferry.lint import effects, suppress
 from pgferry.lint.impact import impact_of
@@ -45,6 +45,9 @@ from pgferry.lint.rules import ALL_RULES
 from pgferry.sqltext.classify import stronger
 from pgferry.sqltext.model import split
 
+if TYPE_CHECKING:
+    from pgferry.config import LintConfig
+
 _SPACE = re.compile(r"\s+")
 #: Finding.sort_key, as a C-level getter
 _SORT_KEY = attrgetter("path", "line", "column", "code")
@@ -62,12 +65,10 @@ class Settings:
     big_table_rows: int = BIG_TABLE_ROWS
 
     @classmethod
-    def from_config(cls, lint: Any) -> Settings:
-        """From a :class:`~pgferry.config.LintConfig` (or anything with those attributes)."""
-        if lint is None:
-            return cls()
+    def from_config(cls, lint: LintConfig) -> Settings:
+        """From pgferry.toml's ``[lint]`` (:class:`~pgferry.config.LintConfig`)."""
         return cls(list(lint.disable), list(lint.enable), dict(lint.severity), lint.pg_version,
-                   getattr(lint, "big_table_rows", BIG_TABLE_ROWS))
+                   lint.big_table_rows)
 
 
 _INDEX: dict[str, type[Rule]] = {}
