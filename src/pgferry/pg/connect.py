@@ -16,6 +16,8 @@ Contract:
   database and a DSN that does not parse fail at once with
   :class:`~pgferry.errors.CannotConnect` (exit 2), in one sentence naming the
   environment (how a failure is classified: :func:`pgferry.pg.errors.connect_failure`).
+  The error's ``details["attempts"]`` says how many times the server was asked (0: the
+  URL was refused before any attempt).
 - Driver errors are decided by class in :mod:`pgferry.pg.errors` (``map_db_error``,
   ``is_transient`` and the DETAIL/HINT helpers are re-exported here for the callers
   that connect and map in one place).
@@ -107,7 +109,7 @@ def parse_dsn(dsn: str) -> dict[str, str]:
     except psycopg.ProgrammingError as e:
         raise CannotConnect(
             f"the URL of {_env_label(dsn)} does not parse ({pgerrors.connect_reason(e)}); "
-            + _URL_HELP, kind="bad_url") from None
+            + _URL_HELP, kind="bad_url", attempts=0) from None
 
 
 _URL_HELP = ("fix it, percent-encoding special characters in the password "
@@ -141,7 +143,7 @@ def resolve_env(cfg: Config, name: str) -> Target:
             if port.strip() and not (port.strip().isdigit() and 0 < int(port) < 65536):
                 raise CannotConnect(
                     f"the URL of {_env_label(dsn)} has port {port.strip()!r}, which is not a "
-                    "number from 1 to 65535; " + _URL_HELP, kind="bad_url")
+                    "number from 1 to 65535; " + _URL_HELP, kind="bad_url", attempts=0)
         return Target(name, dsn, env.protected, embedded=False)
 
     def start() -> str:
@@ -169,19 +171,24 @@ def connect(
     resolved to this DSN).
     """
     kwargs.setdefault("connect_timeout", 10)
+    retrying = Retrying(
+        retry=retry_if_exception(lambda e: pgerrors.connect_failure(e) == "transient"),
+        wait=wait_random_exponential(multiplier=0.2, max=3),
+        stop=stop_after_delay(retry_for),
+        reraise=True,
+    )
     try:
-        for attempt in Retrying(
-            retry=retry_if_exception(lambda e: pgerrors.connect_failure(e) == "transient"),
-            wait=wait_random_exponential(multiplier=0.2, max=3),
-            stop=stop_after_delay(retry_for),
-            reraise=True,
-        ):
+        for attempt in retrying:
             with attempt:
                 return psycopg.connect(
                     dsn, autocommit=autocommit, application_name=application_name, **kwargs
                 )
     except psycopg.Error as e:
-        raise connect_error(e, dsn, env, retry_for) from None
+        err = connect_error(e, dsn, env, retry_for)
+        # how many times the server was asked: 1 for what is never retried (``--json``
+        # shows it in ``details``)
+        err.details["attempts"] = int(retrying.statistics.get("attempt_number", 1))
+        raise err from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
