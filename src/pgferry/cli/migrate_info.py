@@ -60,6 +60,7 @@ STATE_STYLE = {
     "below_baseline": "dim",
     "undone": "yellow",
     "future": "magenta",
+    "held": "magenta",
 }
 
 
@@ -100,6 +101,8 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
         else:
             version = str(e.version) if e.version is not None else ""
         label = e.state.replace("_", " ")
+        if e.state == "held":
+            label = "held (contract, ready)" if s.ready(e) else "held (contract)"
         where = s.failed_at(e)
         if where is not None:
             label += (
@@ -121,6 +124,11 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(s.counts().items()))
     out.print(f"current version: {s.current or 'none'}   ({counts or 'no migrations'})")
     out.print(f"{files.SUM_FILE}: {s.sum_state}")
+    for e in entries:
+        reason = s.held_reason(e) if e.state == "held" else None
+        if reason is not None:
+            out.print(f"[magenta]held[/]     {escape(e.script or e.description)}: "
+                      f"{escape(reason)}")
     for w in status_mod.warnings(s):
         out.print(f"[yellow]warning[/]  {escape(w)}")
     for p in status_mod.problems(s):

@@ -40,7 +40,26 @@ OutOfOrderOpt = Annotated[bool, typer.Option(
     "(the history is ahead of the files), as Flyway's outOfOrder.")]
 UnsafeOpt = Annotated[bool, typer.Option(
     "--allow-unsafe", help="Run despite lint errors on a protected env (needs --reason).")]
+ContractOpt = Annotated[bool, typer.Option(
+    "--contract", help="Also apply contract-phase files whose guards pass (exit 1 while one "
+    "is still held).")]
+OverrideGuardsOpt = Annotated[bool, typer.Option(
+    "--override-guards", help="With --contract: apply contract files although a guard does "
+    "not pass (needs --reason; journaled).")]
 BAR_AFTER = 5  # more files than this: a progress bar
+
+
+def held_lines(res: dict[str, Any]) -> list[str]:
+    """One line per held contract file (plan, up), and per released one."""
+    out = []
+    for d in res.get("held") or []:
+        v = f"V{d['version']} " if d.get("version") else ""
+        out.append(f"held {v}{d['description']} (contract): {d['reason']}")
+    for d in res.get("released") or []:
+        v = f"V{d['version']} " if d.get("version") else ""
+        how = "guards overridden" if d.get("overridden") else "every guard passed"
+        out.append(f"released {v}{d['description']} (contract): {how}")
+    return out
 
 
 def _version(text: str | None, opt: str) -> Version | None:
@@ -103,12 +122,15 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
               f"{s['history_table'].split('.')[0]})")
     for w in res["warnings"]:
         out.print(f"-- warning: {w}")
+    for line in held_lines({"held": res.get("held")}):
+        out.print(f"-- {line}", soft_wrap=True)
     if not res["steps"]:
         out.print("-- nothing to apply")
     for step in res["steps"]:
         tx = step["mode"] == "transaction"
         why = "" if tx else f" ({', '.join(step['non_transactional'])}), statement by statement"
-        out.print(f"\n-- {step['script']}: {step['mode']}{why}"
+        phase = f" [{step['phase']}]" if step.get("phase") else ""
+        out.print(f"\n-- {step['script']}: {step['mode']}{why}{phase}"
                   + (f" [template from {step['file']}]" if step["template"] else ""))
         for f in step["findings"]:
             out.print(f"-- lint {f['severity']} {f['rule']} (line {f['line']}): {f['message']}")
@@ -136,11 +158,12 @@ def register(app: typer.Typer) -> None:
 
     @app.command("plan")
     def plan_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
-                 out_of_order: OutOfOrderOpt = False, json_: JsonOpt = False) -> None:
+                 out_of_order: OutOfOrderOpt = False, contract: ContractOpt = False,
+                 json_: JsonOpt = False) -> None:
         """Show the exact SQL `up` would run, in order, with transaction mode and settings."""
         st = state(ctx, json_)
         res = service.plan(st.config(), st.target(env), version=_version(target, "--target"),
-                           out_of_order=out_of_order)
+                           out_of_order=out_of_order, contract=contract)
         st.emit(res, lambda out: _render_plan(out, res))
 
     def _run(ctx: typer.Context, env: str | None, json_: bool, *, undo: bool, yes: bool,
@@ -165,11 +188,14 @@ def register(app: typer.Typer) -> None:
         try:
             with sigterm_interrupts():
                 res = service.run(cfg, t, undo=undo, now=now, arguments=arguments,
-                                  on_event=event, **kw)
+                                  on_event=event, on_wait=lambda text: st.err.print(text, markup=False),
+                                  **kw)
         finally:
             bar.close()
         for w in res["warnings"]:
             st.err.print(f"warning: {w}", soft_wrap=True)
+        for line in held_lines(res):
+            st.err.print(line, soft_wrap=True)
 
         def render(out: Console) -> None:
             if res["dry_run"]:
@@ -195,15 +221,21 @@ def register(app: typer.Typer) -> None:
                dry_run: DryRunOpt = False, yes: YesOpt = False,
                override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
                allow_unsafe: UnsafeOpt = False, out_of_order: OutOfOrderOpt = False,
+               contract: ContractOpt = False, override_guards: OverrideGuardsOpt = False,
                json_: JsonOpt = False) -> None:
         """Apply pending migrations (each file in its own transaction, under a lock)."""
+        if override_guards and not (contract and (reason or "").strip()):
+            raise BadInput('--override-guards needs --contract and --reason "why it is safe '
+                           'now"')
         args = {"env": env, "target": target, "dry_run": dry_run, "yes": yes,
                 "override_blackout": override_blackout, "reason": reason,
-                "allow_unsafe": allow_unsafe, "out_of_order": out_of_order}
+                "allow_unsafe": allow_unsafe, "out_of_order": out_of_order,
+                "contract": contract, "override_guards": override_guards}
         _run(ctx, env, json_, undo=False, yes=yes, arguments=args,
              version=_version(target, "--target"), dry_run=dry_run,
              override_blackout=override_blackout, reason=reason,
-             allow_unsafe=allow_unsafe, unsafe_reason=reason, out_of_order=out_of_order)
+             allow_unsafe=allow_unsafe, unsafe_reason=reason, out_of_order=out_of_order,
+             contract=contract, override_guards=override_guards, guard_reason=reason)
 
     @app.command("undo")
     def undo_cmd(ctx: typer.Context, env: EnvOpt = None,

@@ -17,7 +17,12 @@ Order of checks for ``up``/``undo`` (all before anything runs):
 6. the lint gate (when ``pgferry.lint.gate`` exists) on a protected env:
    error findings → Refused (4) unless ``allow_unsafe`` with a reason;
 7. the target has every extension the files create and a version whose grammar
-   they use (:mod:`pgferry.migrate.preflight`) → else BadInput (exit 2).
+   they use (:mod:`pgferry.migrate.preflight`) → else BadInput (exit 2);
+8. every file's phase header is valid (:mod:`pgferry.migrate.phases`) → else BadInput
+   (exit 2); contract files are held unless ``contract`` and their guards pass
+   (or ``override_guards`` with a reason, journaled): :mod:`pgferry.migrate.contract`.
+   With ``contract``, a file still held ends the run with ProblemFound (exit 1) after
+   the rest was applied.
 
 Then, under the migration lock, the history is read again (another run may
 have applied files meanwhile), the same checks repeat on what is left, and
@@ -38,6 +43,7 @@ from typing import Any
 from pgferry import journal
 from pgferry.config import Config
 from pgferry.errors import BadInput, PgferryError, ProblemFound, Refused
+from pgferry.migrate import contract as contract_mod
 from pgferry.migrate import files, history, preflight
 from pgferry.migrate.files import MigrationSet, Version
 from pgferry.migrate.history import HistoryRow, undo_row
@@ -73,6 +79,9 @@ class Prepared:
     findings: dict[str, list[Any]] = field(default_factory=dict)  # script -> lint findings
     rows: list[HistoryRow] = field(default_factory=list)
     linted: set[str] = field(default_factory=set)  # scripts the lint gate has seen
+    headers: dict[str, Any] = field(default_factory=dict)  # script -> phases.Header
+    held: list[contract_mod.Decision] = field(default_factory=list)  # contract files held
+    released: list[contract_mod.Decision] = field(default_factory=list)  # ... and released
 
 
 def read_history(cfg: Config, target: Target) -> tuple[list[HistoryRow], dict[str, Any]]:
@@ -155,7 +164,8 @@ def _lint(cfg: Config, target: Target | None, steps: list[tuple[Step, ParsedFile
 def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow],
             failed: dict[str, Any], *, version: Version | None = None, undo: bool = False,
             to: Version | None = None, strict: bool = True, lint: bool = True,
-            linted: dict[str, list[Any]] | None = None, out_of_order: bool = False) -> Prepared:
+            linted: dict[str, list[Any]] | None = None, out_of_order: bool = False,
+            only: set[Version] | None = None) -> Prepared:
     """The steps to run, parsed and checked (see the module docstring).
 
     ``strict=False`` (``migrate plan``) turns refusals into warnings; ``lint``
@@ -169,7 +179,7 @@ def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow
             raise
         p.warnings.append(e.message)
     if undo:
-        steps = undo_steps(ms, rows, to=to)
+        steps = undo_steps(ms, rows, to=to, only=only)
     else:
         steps = pending(ms, rows, target=version, allow_templates=True,
                         out_of_order=out_of_order)
@@ -185,6 +195,8 @@ def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow
             steps = [s for s in steps if not s.template]
     for s in steps:
         p.steps.append((s, parse_file(s.file)))
+    if not undo:
+        p.headers = contract_mod.headers(cfg, p.steps)
     if lint:
         known = linted or {}
         todo = [x for x in p.steps if x[0].file.script not in known]
@@ -216,13 +228,40 @@ def _gate_check(target: Target, p: Prepared, allow_unsafe: bool, reason: str | N
     )
 
 
+def hold(cfg: Config, target: Target, ms: MigrationSet, p: Prepared, *,
+         conn: Any | None = None, contract: bool = False, override: bool = False,
+         watch: bool = False, on_wait: Any = None) -> None:
+    """Judge the contract steps of ``p`` and take the held ones out of ``p.steps``."""
+    if not any(h.contract for h in p.headers.values()):
+        return
+
+    def judge(c: Any) -> list[contract_mod.Decision]:
+        return contract_mod.judge(cfg, c, target.name, ms, p.rows, p.steps, p.headers,
+                                  contract=contract, override=override, watch=watch,
+                                  on_wait=on_wait)
+
+    if conn is not None:
+        decisions = judge(conn)
+    else:
+        import psycopg
+
+        try:
+            with connect(target.dsn, autocommit=True) as c:
+                decisions = judge(c)
+        except psycopg.Error as e:
+            raise map_db_error(e, f"cannot judge the contract guards in {target.name}") from None
+    p.steps, p.held = contract_mod.split(p.steps, decisions)
+    p.released = [d for d in decisions if d.run]
+
+
 def plan(cfg: Config, target: Target, *, version: Version | None = None,
-         out_of_order: bool = False) -> dict[str, Any]:
+         out_of_order: bool = False, contract: bool = False) -> dict[str, Any]:
     """What ``up`` would run, read-only: each file's SQL, transaction mode and settings."""
     ms = files.scan(cfg.migrations_dir)
     rows, failed = read_history(cfg, target)
     p = prepare(cfg, target, ms, rows, failed, version=version, strict=False,
                 out_of_order=out_of_order)
+    hold(cfg, target, ms, p, contract=contract)
     p.warnings += _sum_warnings(cfg, ms, strict=False) + preflight.notes(p.steps)
     preflight.check(target, p.steps)
     s = Settings.from_config(cfg)
@@ -234,6 +273,7 @@ def plan(cfg: Config, target: Target, *, version: Version | None = None,
                      "history_table": f"{s.schema}.{s.table}"},
         "steps": [_step_dict(st, pf, s, p.findings.get(st.file.script, []))
                   for st, pf in p.steps],
+        "held": [d.to_dict() for d in p.held],
         "warnings": p.warnings,
     }
 
@@ -262,8 +302,17 @@ def _step_dict(step: Step, pf: ParsedFile, s: Settings, findings: list[Any]) -> 
         "settings": s.session_sql(local=pf.transactional),
         "statements": [{"line": x.line, "sql": x.text, "non_tx": x.non_tx}
                        for x in pf.statements],
+        "phase": _phase(step, pf),
         "findings": [f.to_dict() for f in findings],
     }
+
+
+def _phase(step: Step, pf: ParsedFile) -> str | None:
+    from pgferry.migrate.phases import parse_header
+
+    if step.kind != "V":
+        return None
+    return parse_header(pf.file.sql, pf.file.script).phase
 
 
 def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | None = None,
@@ -271,9 +320,16 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
         override_blackout: bool = False, reason: str | None = None,
         allow_unsafe: bool = False, unsafe_reason: str | None = None,
         arguments: dict[str, Any] | None = None, on_event: Event | None = None,
-        out_of_order: bool = False) -> dict[str, Any]:
-    """``migrate up`` (or ``undo``): checks, then apply under the lock, journaled."""
-    command = "migrate undo" if undo else "migrate up"
+        out_of_order: bool = False, contract: bool = False, override_guards: bool = False,
+        guard_reason: str | None = None, on_wait: Any = None,
+        only: set[Version] | None = None, command: str | None = None) -> dict[str, Any]:
+    """``migrate up`` (or ``undo``): checks, then apply under the lock, journaled.
+
+    ``only`` (undo): exactly these versions (a gate's rollback of what one run applied);
+    ``command`` names the journal row (default ``migrate up``/``migrate undo``)."""
+    if override_guards and not (contract and (guard_reason or "").strip()):
+        raise BadInput('--override-guards needs --contract and --reason "why it is safe now"')
+    command = command or ("migrate undo" if undo else "migrate up")
     # the caller ran policy.blackout_guard (journaled); here only to name the window
     window = check_blackout(cfg, target.name, now, override_blackout, reason)
     ms = files.scan(cfg.migrations_dir)
@@ -283,8 +339,11 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
         # the gate only refuses on protected envs; elsewhere `migrate plan`/`lint` show findings
         gated = target.protected or dry_run
         pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to,
-                      lint=gated, out_of_order=out_of_order)
+                      lint=gated, out_of_order=out_of_order, only=only)
         _gate_check(target, pre, allow_unsafe, unsafe_reason)
+    # guards first, without the lock: watching for old clients may take minutes
+    hold(cfg, target, ms, pre, contract=contract, override=override_guards,
+         watch=contract and not dry_run, on_wait=on_wait)
     preflight.check(target, pre.steps)
     result: dict[str, Any] = {"env": target.name, "command": command, "dry_run": dry_run,
                               "warnings": warnings + pre.warnings + preflight.notes(pre.steps)}
@@ -292,6 +351,7 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
         s = Settings.from_config(cfg)
         result["steps"] = [_step_dict(st, pf, s, pre.findings.get(st.file.script, []))
                            for st, pf in pre.steps]
+        result["held"] = [d.to_dict() for d in pre.held]
         result["current_version"] = _str(current_version(rows))
         return result
     start = time.monotonic()
@@ -311,8 +371,17 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
             if interrupted:
                 op.details["interrupted"] = interrupted
             p = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to,
-                        lint=target.protected, linted=pre.findings, out_of_order=out_of_order)
+                        lint=target.protected, linted=pre.findings, out_of_order=out_of_order,
+                        only=only)
             _gate_check(target, p, allow_unsafe, unsafe_reason)
+            # again under the lock (one sample of clients: the window was watched above)
+            hold(cfg, target, ms, p, conn=r.work, contract=contract, override=override_guards)
+            if p.held:
+                op.details["held"] = [d.to_dict() for d in p.held]
+            if any(d.overridden for d in p.released):
+                op.details["guard_override"] = {
+                    "reason": guard_reason,
+                    "files": [d.to_dict() for d in p.released if d.overridden]}
             try:
                 results = r.apply(p.steps, undo=undo)
             except PgferryError as e:  # --json and the journal say which files did get applied
@@ -328,7 +397,17 @@ def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | N
         result["applied"] = [x.to_dict() for x in results]
         result["current_version"] = _str(current_version(after))
         result["duration_ms"] = int((time.monotonic() - start) * 1000)
+        result["held"] = [d.to_dict() for d in p.held]
+        result["released"] = [d.to_dict() for d in p.released]
         op.details["current_version"] = result["current_version"]
+        if contract and p.held:
+            n = len(result["applied"])
+            held = "; ".join(f"{d.step.script} ({d.describe()})" for d in p.held)
+            raise ProblemFound(
+                f"{target.name}: applied {n} migration{'s' if n != 1 else ''}; "
+                f"{len(p.held)} contract file(s) still held: {held}",
+                applied=result["applied"], held=result["held"],
+                current_version=result["current_version"])
     return result
 
 

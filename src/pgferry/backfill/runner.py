@@ -1,0 +1,531 @@
+"""The batch loop of ``pgferry backfill run``: keyset batches, paced, resumable, gated.
+
+Contract (the orchestration with the journal and policy is :mod:`pgferry.backfill.service`):
+
+- :class:`Run` opens a *work* connection (``application_name`` ``pgferry backfill NAME``,
+  ``client_connection_check_interval`` set, so a killed pgferry's statement is cancelled
+  by the server) and a *monitor* connection (signals, gates, who holds a lock). The work
+  session holds an advisory lock per backfill and scope for the whole run: a second run of
+  the same backfill waits up to 10 s (a killed run's session may take that long to end),
+  then exits 3 naming the holder.
+- The paged table's key is ``-- pgferry:key`` or its single-column primary key; the keys
+  to cover are those up to the largest one when the backfill first started (``end_key``:
+  rows inserted later are the dual-write trigger's).
+- Each batch is one transaction: ``SET LOCAL lock_timeout`` and ``statement_timeout``
+  (``[backfill]``), the next keys after the checkpoint (``ORDER BY key LIMIT size``, so
+  ``:lo``/``:hi`` are real keys), the before-images (:mod:`pgferry.backfill.images`), the
+  statement, and the checkpoint in ``pgferry.backfill_state``. A crash loses the batch
+  and its checkpoint together: the next run resumes after the last committed batch.
+- A lock timeout, deadlock or statement timeout rolls the batch back; it is retried,
+  halved, after a backoff with jitter, up to ``[backfill] lock_retries`` times, then
+  :class:`~pgferry.errors.LockUnavailable` (exit 3) names the lock and its holder.
+- Between batches the size moves toward ``[backfill] target_duration``
+  (:func:`pgferry.backfill.throttle.next_size`), and the run pauses while
+  :func:`~pgferry.backfill.throttle.pause_reason` or a ``pause`` gate says so; a pause
+  longer than ``max_pause`` stops it (exit 3, resumable). A gate with action ``abort``
+  or ``rollback`` raises :class:`GateStop`; the service reverts for ``rollback``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.backfill import images, state, throttle
+from pgferry.backfill.files import BackfillFile
+from pgferry.config import Config, parse_duration, pg_duration
+from pgferry.errors import BadInput, LockUnavailable, OperationFailed
+from pgferry.gates.evaluate import Firing
+from pgferry.gates.runtime import GateSet
+from pgferry.migrate.locks import LockWatcher
+from pgferry.pg.connect import Target, connect, map_db_error, redact
+
+#: classid of the advisory lock a backfill run holds (objid: hashtext(name || scope))
+RUN_LOCK = 0x70676272  # "pgbr"
+#: sessions waiting for a lock longer than this count as "waiting" (throttle signal)
+LOCK_WAIT_MIN_S = 1.0
+_RETRYABLE = ("55P03", "40P01", "57014")  # lock timeout, deadlock, statement timeout
+
+_SIGNALS_SQL = """
+SELECT (SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()),
+       (SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted
+          AND waitstart < clock_timestamp() - make_interval(secs => %s) AND pid <> ALL(%s)),
+       (SELECT extract(epoch FROM max(replay_lag)) FROM pg_stat_replication)
+"""
+_SIGNALS_SQL_13 = """
+SELECT (SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()),
+       (SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted AND pid <> ALL(%s)),
+       (SELECT extract(epoch FROM max(replay_lag)) FROM pg_stat_replication)
+"""
+
+#: progress callback: (kind, data); kinds: start, batch, retry, pause, resume, gate, done
+Event = Callable[[str, dict[str, Any]], None]
+
+
+class GateStop(Exception):
+    """A gate with action abort or rollback fired between batches."""
+
+    def __init__(self, firing: Firing) -> None:
+        super().__init__(firing.describe())
+        self.firing = firing
+
+
+@dataclass
+class Options:
+    where: str | None = None
+    batch_size: int = 20_000
+    target_duration: float = 0.2  # seconds; 0: fixed size
+    restart: bool = False
+    keep_images: bool = True
+
+
+@dataclass
+class Result:
+    name: str
+    scope: str
+    table: str
+    key: str
+    run_id: str
+    status: str = "running"
+    resumed: bool = False
+    batches: int = 0  # this run
+    rows: int = 0
+    keys: int = 0
+    total_batches: int = 0  # the backfill's, all runs
+    total_rows: int = 0
+    estimate: int | None = None
+    retries: int = 0
+    pauses: list[dict[str, Any]] = field(default_factory=list)
+    images: int = 0
+    duration_s: float = 0.0
+    last_batch_size: int = 0
+    gates: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "rows_per_s": round(self.rows_per_s, 1),
+                "duration_s": round(self.duration_s, 3)}
+
+
+def _rel(name: tuple[str | None, str]) -> sql.Composable:
+    return sql.Identifier(*[p for p in name if p])
+
+
+def _show(name: tuple[str | None, str]) -> str:
+    return ".".join(p for p in name if p)
+
+
+def primary_key(conn: psycopg.Connection[Any], table: tuple[str | None, str]) -> list[str]:
+    """The primary key columns of ``table`` ([] without one); BadInput when it is missing."""
+    reg = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(*[p for p in table if p])
+                                                  .as_string(conn)]).fetchone()
+    if reg is None or reg[0] is None:
+        raise BadInput(f"table {_show(table)} does not exist here")
+    rows = conn.execute(
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary"
+        " ORDER BY array_position(i.indkey, a.attnum)", [reg[0]]).fetchall()
+    return [str(r[0]) for r in rows]
+
+
+class Run:
+    """One ``backfill run`` against ``target`` (a context manager owning two connections)."""
+
+    def __init__(self, cfg: Config, target: Target, bf: BackfillFile, opts: Options, *,
+                 on_event: Event | None = None, gates: Callable[[psycopg.Connection[Any]],
+                                                                GateSet] | None = None) -> None:
+        self.cfg, self.target, self.bf, self.opts = cfg, target, bf, opts
+        self.b = cfg.backfill
+        self.on_event = on_event or (lambda kind, data: None)
+        self.scope = opts.where or ""
+        self.run_id = uuid.uuid4().hex[:12]
+        self.work: psycopg.Connection[Any] | None = None
+        self.mon: psycopg.Connection[Any] | None = None
+        self._make_gates = gates
+        self.gates: GateSet | None = None
+        self.key = ""
+        self.pk: list[str] = []
+        self.lock_timeout = pg_duration(self.b.lock_timeout)
+        self.statement_timeout = pg_duration(self.b.statement_timeout)
+
+    # -- lifecycle ---------------------------------------------------------------
+    def __enter__(self) -> Run:
+        app = f"pgferry backfill {self.bf.name}"[:63]
+        try:
+            self.mon = connect(self.target.dsn, autocommit=True, application_name=app + " monitor")
+            self.work = connect(self.target.dsn, autocommit=True, application_name=app)
+            if self.work.info.server_version >= 140000:
+                self.work.execute("SELECT set_config('client_connection_check_interval',"
+                                  " '1000', false)")
+            state.ensure(self.work)
+            self._lock()
+            if self._make_gates is not None:
+                self.gates = self._make_gates(self.mon)
+        except psycopg.Error as e:
+            self.__exit__()
+            raise map_db_error(e, f"cannot start backfill {self.bf.name} in "
+                               f"{self.target.name}") from None
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for c in (self.work, self.mon):
+            if c is not None:
+                c.close()
+        self.work = self.mon = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        assert self.work is not None, "use Run as a context manager"
+        return self.work
+
+    @property
+    def monitor(self) -> psycopg.Connection[Any]:
+        assert self.mon is not None, "use Run as a context manager"
+        return self.mon
+
+    def _lock(self) -> None:
+        deadline = time.monotonic() + 10
+        ident = self.bf.name + "|" + self.scope
+        while True:
+            row = self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s))",
+                                    [RUN_LOCK, ident]).fetchone()
+            if row and row[0]:
+                return
+            if time.monotonic() > deadline:
+                holder = self.monitor.execute(
+                    "SELECT a.pid, a.application_name FROM pg_locks l JOIN pg_stat_activity a"
+                    " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted"
+                    " AND l.classid = %s::oid AND l.objid = hashtext(%s)::oid LIMIT 1",
+                    [RUN_LOCK, ident]).fetchone()
+                who = f"pid {holder[0]} ({holder[1] or 'no application_name'})" if holder \
+                    else "another session"
+                raise LockUnavailable(
+                    f"backfill {self.bf.name} is running already in {self.target.name}: "
+                    f"{who} holds it; wait for it, or stop that run", pid=holder and holder[0])
+            time.sleep(0.2)
+
+    # -- the catalog and the checkpoint ------------------------------------------
+    def resolve_key(self) -> None:
+        self.pk = primary_key(self.conn, self.bf.table)
+        if self.bf.key:
+            self.key = self.bf.key
+        elif len(self.pk) == 1:
+            self.key = self.pk[0]
+        else:
+            what = "has no primary key" if not self.pk else \
+                f"has a primary key of {len(self.pk)} columns"
+            raise BadInput(f"{self.bf.rel}: table {_show(self.bf.table)} {what}; name a unique, "
+                           "not-null column to page by with `-- pgferry:key column`")
+        if self.bf.kind == "insert":
+            self.pk = primary_key(self.conn, self.bf.target)
+            if not self.pk and self.opts.keep_images:
+                raise BadInput(f"{self.bf.rel}: {_show(self.bf.target)} has no primary key, so "
+                               "what a batch inserted cannot be recorded; give it one, or set "
+                               "[backfill] keep_before_images = false")
+
+    def _k(self) -> sql.Composable:
+        return sql.Identifier(*[p for p in self.bf.table if p], self.key)
+
+    def _where(self) -> sql.Composable:
+        return sql.SQL(" AND ({})").format(sql.SQL(self.opts.where)) if self.opts.where \
+            else sql.SQL("")  # type: ignore[arg-type]
+
+    def _start_state(self) -> state.BackfillState:
+        st = state.read(self.conn, self.bf.name, self.scope)
+        if st is not None and not self.opts.restart:
+            if st.checksum != self.bf.checksum and st.status in ("running", "stopped",
+                                                                  "failed"):
+                raise BadInput(
+                    f"{self.bf.rel} changed since its run started at "
+                    f"{st.started_at:%Y-%m-%d %H:%M}: resuming would mix two statements; pass "
+                    "--restart to start over "
+                    "(its batches so far stay as they are)")
+            if st.status in ("running", "stopped", "failed"):
+                self.conn.execute(
+                    "UPDATE pgferry.backfill_state SET status = 'running', run_id = %s,"
+                    " error = NULL, updated_at = clock_timestamp() WHERE name = %s AND scope = %s",
+                    [self.run_id, self.bf.name, self.scope])
+                st.status = "running"
+                return st
+            if st.status == "completed":
+                return st
+        end = self.conn.execute(sql.SQL("SELECT max({k})::text FROM {t} WHERE true{w}").format(
+            k=self._k(), t=_rel(self.bf.table), w=self._where())).fetchone()
+        self.conn.execute(
+            "INSERT INTO pgferry.backfill_state (name, scope, checksum, table_name, key_column,"
+            " status, last_key, end_key, run_id, batch_size) VALUES"
+            " (%s, %s, %s, %s, %s, 'running', NULL, %s, %s, %s)"
+            " ON CONFLICT (name, scope) DO UPDATE SET checksum = excluded.checksum,"
+            " table_name = excluded.table_name, key_column = excluded.key_column,"
+            " status = 'running', last_key = NULL, end_key = excluded.end_key, batches = 0,"
+            " rows = 0, keys = 0, estimate = NULL, run_id = excluded.run_id,"
+            " batch_size = excluded.batch_size, started_at = clock_timestamp(),"
+            " updated_at = clock_timestamp(), completed_at = NULL, error = NULL",
+            [self.bf.name, self.scope, self.bf.checksum, _show(self.bf.table), self.key,
+             end[0] if end else None, self.run_id, self.opts.batch_size])
+        st2 = state.read(self.conn, self.bf.name, self.scope)
+        assert st2 is not None
+        return st2
+
+    def _estimate(self, st: state.BackfillState) -> int | None:
+        if st.end_key is None:
+            return 0
+        rel = self.conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                                [_rel(self.bf.table).as_string(self.conn)]).fetchone()
+        if rel and rel[0] is not None and rel[0] > 1_000_000:
+            return int(rel[0])
+        after = sql.SQL(" AND {} > %(after)s").format(self._k()) if st.last_key is not None \
+            else sql.SQL("")
+        row = self.conn.execute(sql.SQL(
+            "SELECT count(*) FROM {t} WHERE {k} <= %(end)s{a}{w}").format(
+            t=_rel(self.bf.table), k=self._k(), a=after, w=self._where()),
+            {"end": st.end_key, "after": st.last_key}).fetchone()
+        return int(row[0]) if row else None
+
+    # -- signals ---------------------------------------------------------------------
+    def signals(self) -> throttle.Signals:
+        own = [self.conn.info.backend_pid, self.monitor.info.backend_pid]
+        if self.monitor.info.server_version >= 140000:  # waitstart: waiting for how long
+            query = _SIGNALS_SQL
+            args: list[Any] = [LOCK_WAIT_MIN_S, own]
+        else:
+            query = _SIGNALS_SQL_13
+            args = [own]
+        row = self.monitor.execute(query, args).fetchone()
+        assert row is not None
+        return throttle.Signals(int(row[0] or 0), int(row[1] or 0),
+                                float(row[2]) if row[2] is not None else None)
+
+    # -- one batch -------------------------------------------------------------------
+    def _batch(self, st: state.BackfillState, size: int, capture: images.Capture,
+               statement: sql.Composable, batch_no: int) -> tuple[int, int, Any] | None:
+        """Run one batch; (keys, rows, last key) or None when no key is left."""
+        c = self.conn
+        after = sql.SQL(" AND {} > %(after)s").format(self._k()) if st.last_key is not None \
+            else sql.SQL("")
+        with c.transaction():
+            c.execute("SELECT set_config('lock_timeout', %s, true),"
+                      " set_config('statement_timeout', %s, true)",
+                      [self.lock_timeout, self.statement_timeout])
+            bounds = c.execute(sql.SQL(
+                "SELECT min(k), max(k), count(*) FROM (SELECT {k} AS k FROM {t}"
+                " WHERE {k} <= %(end)s{a}{w} ORDER BY {k} LIMIT %(n)s) s").format(
+                k=self._k(), t=_rel(self.bf.table), a=after, w=self._where()),
+                {"end": st.end_key, "after": st.last_key, "n": size}).fetchone()
+            if bounds is None or not bounds[2]:
+                return None
+            lo, hi, keys = bounds
+            params = {"lo": lo, "hi": hi, "bf_name": self.bf.name, "bf_scope": self.scope,
+                      "bf_run": self.run_id, "bf_batch": batch_no}
+            if self.opts.keep_images:
+                capture.before(c, params)
+            cur = c.execute(statement, params)
+            rows = cur.rowcount
+            if self.opts.keep_images:
+                capture.after(c, batch_no)
+            c.execute(
+                "UPDATE pgferry.backfill_state SET last_key = %s::text, batches = batches + 1,"
+                " rows = rows + %s, keys = keys + %s, batch_size = %s, run_id = %s,"
+                " updated_at = clock_timestamp() WHERE name = %s AND scope = %s",
+                [hi, rows, keys, size, self.run_id, self.bf.name, self.scope])
+        return int(keys), max(int(rows), 0), hi
+
+    def _pause(self, baseline: throttle.Signals, previous: throttle.Signals,
+               result: Result) -> throttle.Signals:
+        """Wait while a signal or a pause gate says so; raise GateStop for abort/rollback."""
+        pause = parse_duration(self.b.pause).total_seconds()
+        max_pause = parse_duration(self.b.max_pause).total_seconds()
+        since: float | None = None
+        now_sig = previous
+        force = False
+        while True:
+            now_sig = self.signals()
+            why = throttle.pause_reason(baseline, previous, now_sig,
+                                        parse_duration(self.b.max_replication_lag)
+                                        .total_seconds())
+            previous = now_sig
+            if self.gates:
+                poll = self.gates.poll(force=force)
+                worst = poll.worst()
+                if worst is not None:
+                    self.on_event("gate", {"firing": worst.to_dict()})
+                    if worst.action in ("abort", "rollback"):
+                        raise GateStop(worst)
+                    why = why or worst.describe()
+                elif poll.unknown and self.cfg.gates.on_unknown == "pause":
+                    name, err = next(iter(poll.unknown.items()))
+                    why = why or f"gate {name!r} cannot be read: {err}"
+                result.gates = {k: v.value for k, v in self.gates.last_readings.items()}
+            if why is None:
+                if since is not None:
+                    waited = time.monotonic() - since
+                    result.pauses[-1]["seconds"] = round(waited, 3)
+                    self.on_event("resume", {"seconds": waited})
+                return now_sig
+            if since is None:
+                since = time.monotonic()
+                result.pauses.append({"reason": why, "seconds": 0.0})
+                self.on_event("pause", {"reason": why, "pause_s": pause})
+            if time.monotonic() - since > max_pause:
+                raise OperationFailed(
+                    f"backfill {self.bf.name} paused for more than [backfill] max_pause "
+                    f"({self.b.max_pause}): {why}; stopped after {result.total_batches} "
+                    f"batch(es); run it again to resume", reason=why)
+            time.sleep(pause)
+            force = True
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self) -> Result:
+        t0 = time.monotonic()
+        self.resolve_key()
+        st = self._start_state()
+        res = Result(self.bf.name, self.scope, _show(self.bf.table), self.key, self.run_id,
+                     resumed=st.batches > 0, total_batches=st.batches, total_rows=st.rows)
+        if st.status == "completed":
+            res.status = "completed"
+            res.duration_s = time.monotonic() - t0
+            self.on_event("done", {"result": res, "already": True, "state": st})
+            return res
+        if self.opts.keep_images:
+            images.expire(self.conn, parse_duration(self.b.keep_before_images_for)
+                          .total_seconds())
+        capture = images.Capture(self.bf, self.key, self.opts.where, self.bf.name, self.scope,
+                                 self.run_id)
+        capture.prepare(self.conn)
+        text = self.bf.statement(self.opts.where)
+        statement = capture.statement(text, self.pk) if self.opts.keep_images \
+            else sql.SQL(text)  # type: ignore[arg-type]
+        res.estimate = self._estimate(st)
+        if res.estimate is not None:
+            self.conn.execute("UPDATE pgferry.backfill_state SET estimate = %s + keys"
+                              " WHERE name = %s AND scope = %s",
+                              [res.estimate, self.bf.name, self.scope])
+        self.on_event("start", {"result": res, "state": st, "batch_size": self.opts.batch_size})
+        size = max(self.b.min_batch, min(self.opts.batch_size, self.b.max_batch))
+        baseline = previous = self.signals()
+        if self.gates:
+            self.gates.poll(force=True)
+        watcher_interval = min(max(parse_duration(self.b.lock_timeout).total_seconds() / 3,
+                                   0.05), 1.0)
+        try:
+            while True:
+                attempts, seen = 0, None
+                while True:
+                    attempts += 1
+                    t1 = time.monotonic()
+                    try:
+                        with LockWatcher(self.monitor, self.conn.info.backend_pid,
+                                         watcher_interval) as w:
+                            try:
+                                done = self._batch(st, size, capture, statement,
+                                                   st.batches + 1)
+                            finally:
+                                seen = w.seen or seen
+                        break
+                    except psycopg.Error as e:
+                        if e.sqlstate not in _RETRYABLE:
+                            raise
+                        if attempts > self.b.lock_retries:
+                            raise self._gave_up(e, seen, attempts, st) from None
+                        res.retries += 1
+                        size = throttle.shrink(size, self.b.min_batch)
+                        why = {"55P03": "lock timeout", "40P01": "deadlock",
+                               "57014": "statement timeout"}[str(e.sqlstate)]
+                        self.on_event("retry", {"reason": why, "attempt": attempts,
+                                                "of": self.b.lock_retries + 1,
+                                                "batch_size": size,
+                                                "lock": seen.describe() if seen else None})
+                        base = max(parse_duration(self.b.lock_timeout).total_seconds(), 0.05)
+                        time.sleep(random.uniform(0, min(10.0, base * 2 ** attempts)))
+                elapsed = time.monotonic() - t1
+                if done is None:
+                    break
+                keys, rows, hi = done
+                st.last_key = str(hi)  # what the server will read back as the key's type
+                st.batches += 1
+                res.batches += 1
+                res.keys += keys
+                res.rows += rows
+                res.total_batches = st.batches
+                res.total_rows += rows
+                res.last_batch_size = size
+                res.duration_s = time.monotonic() - t0
+                size = throttle.next_size(size, elapsed, self.opts.target_duration,
+                                          self.b.min_batch, self.b.max_batch)
+                self.on_event("batch", {"result": res, "keys": keys, "rows": rows,
+                                        "ms": int(elapsed * 1000), "next_size": size})
+                previous = self._pause(baseline, previous, res)
+        except GateStop:
+            self._set_status("stopped", None)
+            raise
+        except psycopg.Error as e:
+            self._set_status("stopped", redact(str(e)) or type(e).__name__)
+            raise map_db_error(e, f"backfill {self.bf.name} stopped at batch {st.batches + 1} "
+                               "(the batches before it are committed: fix the cause and run it "
+                               "again to resume)") from None
+        except BaseException as e:
+            self._set_status("stopped", redact(str(e)) or type(e).__name__)
+            raise
+        self.conn.execute("UPDATE pgferry.backfill_state SET status = 'completed',"
+                          " completed_at = clock_timestamp(), updated_at = clock_timestamp()"
+                          " WHERE name = %s AND scope = %s", [self.bf.name, self.scope])
+        res.status = "completed"
+        res.duration_s = time.monotonic() - t0
+        self.on_event("done", {"result": res, "already": False})
+        return res
+
+    def _set_status(self, status: str, error: str | None) -> None:
+        try:
+            if self.work is not None and not self.work.closed and not self.work.broken:
+                self.work.execute(
+                    "UPDATE pgferry.backfill_state SET status = %s, error = %s,"
+                    " updated_at = clock_timestamp() WHERE name = %s AND scope = %s",
+                    [status, error, self.bf.name, self.scope])
+        except psycopg.Error:
+            pass  # the checkpoint is what matters, and it is committed with each batch
+
+    def _gave_up(self, e: psycopg.Error, seen: Any, attempts: int,
+                 st: state.BackfillState) -> OperationFailed:
+        where = f"after {st.batches} batch(es) (checkpoint kept: run it again to resume)"
+        if e.sqlstate == "57014":
+            return OperationFailed(
+                f"backfill {self.bf.name}: a batch of {self.b.min_batch} keys still ran past "
+                f"statement_timeout {self.b.statement_timeout} after {attempts} attempts; "
+                f"stopped {where}. Raise [backfill] statement_timeout or add an index for the "
+                "statement", sqlstate=e.sqlstate)
+        what = seen.describe() if seen else "a lock (its holder had gone when sampled)"
+        return LockUnavailable(
+            f"backfill {self.bf.name}: could not get {what} within lock_timeout "
+            f"{self.b.lock_timeout} after {attempts} attempts; stopped {where}. Retry when the "
+            "blocking session is done, or raise [backfill] lock_retries",
+            lock=seen.__dict__ if seen else None, sqlstate=e.sqlstate)
+
+    def revert(self, on_batch: Callable[[int, int, int], None] | None = None
+               ) -> images.Reverted:
+        """Put back every recorded batch of this backfill (newest first); state reverted."""
+        if not images.supported(self.bf):
+            raise BadInput(f"{self.bf.rel} is a DELETE backfill: it keeps no before-images, "
+                           "so it cannot be reverted")
+        if not self.key:
+            self.resolve_key()
+        done = images.revert(self.conn, self.bf, self.key, self.pk, self.bf.name, self.scope,
+                             lock_timeout=self.lock_timeout, on_batch=on_batch)
+        self.conn.execute(
+            "UPDATE pgferry.backfill_state SET status = 'reverted', last_key = NULL,"
+            " batches = 0, rows = 0, keys = 0, completed_at = NULL,"
+            " updated_at = clock_timestamp() WHERE name = %s AND scope = %s",
+            [self.bf.name, self.scope])
+        return done
