@@ -135,6 +135,33 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
         out.print(f"[red]problem[/]  {escape(p)}")
 
 
+def _expand_contract(st: State, cfg: Config, description: str, table: str | None,
+                     env: str | None) -> list[Any]:
+    """The recipe's five files, from the catalog of ``env`` (see :mod:`pgferry.migrate.recipes`)."""
+    import psycopg
+
+    from pgferry.migrate import recipe_sql, recipes
+    from pgferry.pg.connect import connect, map_db_error
+
+    spec = recipes.parse(description, table)
+    if not cfg.migrations_dir.is_dir():
+        from pgferry.errors import BadInput
+
+        raise BadInput(f"migrations directory {cfg.migrations_dir} does not exist; run "
+                       "`pgferry init`")
+    target = st.target(env)
+    try:
+        with connect(target.dsn, autocommit=True) as c:
+            facts = recipes.read_facts(c, spec)
+    except psycopg.Error as e:
+        raise map_db_error(e, f"cannot read the catalog of {target.name}") from None
+    slug = recipes.slug_of(spec)
+    rendered = recipe_sql.files_for(spec, facts, slug, date.today().isoformat())
+    written = recipes.write(cfg.migrations_dir, cfg.backfills_dir, rendered)
+    files.write_sum(files.scan(cfg.migrations_dir))
+    return written
+
+
 def _guarded(ctx: typer.Context, json_: bool, env: str | None, override: bool,
              reason: str | None) -> tuple[State, Config, str, Blackout | None, Target]:
     """What baseline and repair start with: the env, past the blackout check, resolved."""
@@ -155,14 +182,25 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         description: Annotated[str, typer.Argument(help="What the migration does.")],
         undo: Annotated[bool, typer.Option("--undo", help="Also create UXXX__<desc>.sql.")] = False,
+        expand_contract: Annotated[bool, typer.Option(
+            "--expand-contract", help="Scaffold a zero-downtime change from a recipe: rename "
+            "T.C to N; change type of T.C to TYPE; add not null to T.C default V; split T into "
+            "N (C, ...).")] = False,
+        table: Annotated[str | None, typer.Option(
+            "--table", help="With --expand-contract: the table, when the description names "
+            "only a column.")] = None,
+        env: EnvOpt = None,
         json_: JsonOpt = False,
     ) -> None:
         """Create a template VXXX__<desc>.sql (numbered later by `migrate number`)."""
         st = state(ctx, json_)
         cfg = st.config()
-        written = templates.new(
-            cfg.migrations_dir, description, undo=undo, today=date.today().isoformat()
-        )
+        if expand_contract:
+            written = _expand_contract(st, cfg, description, table, env)
+        else:
+            written = templates.new(
+                cfg.migrations_dir, description, undo=undo, today=date.today().isoformat()
+            )
         rel = [
             str(p.relative_to(cfg.root)) if p.is_relative_to(cfg.root) else str(p) for p in written
         ]

@@ -46,6 +46,11 @@ ContractOpt = Annotated[bool, typer.Option(
 OverrideGuardsOpt = Annotated[bool, typer.Option(
     "--override-guards", help="With --contract: apply contract files although a guard does "
     "not pass (needs --reason; journaled).")]
+WatchOpt = Annotated[bool, typer.Option(
+    "--watch", help="After applying, watch the [[gate]] entries for [gates] watch; a "
+    "rollback gate that fires runs the U files of what this run applied.")]
+WatchForOpt = Annotated[str | None, typer.Option(
+    "--watch-for", help="The watch window (e.g. 10min); implies --watch.")]
 BAR_AFTER = 5  # more files than this: a progress bar
 
 
@@ -185,11 +190,25 @@ def register(app: typer.Typer) -> None:
         def event(kind: str, step: Step, res: FileResult | None, i: int, total: int) -> None:
             bar.event(kind, step, res, i, total)
 
+        def note(text: str) -> None:
+            st.err.print(text, markup=False, soft_wrap=True)
+
+        watch, watch_for = kw.pop("watch", False), kw.pop("watch_for", None)
         try:
             with sigterm_interrupts():
-                res = service.run(cfg, t, undo=undo, now=now, arguments=arguments,
-                                  on_event=event, on_wait=lambda text: st.err.print(text, markup=False),
-                                  **kw)
+                if watch or watch_for:
+                    from pgferry.config import parse_duration
+                    from pgferry.gates.watch import up_and_watch
+
+                    try:
+                        secs = parse_duration(watch_for).total_seconds() if watch_for else None
+                    except ValueError as e:
+                        raise BadInput(f"--watch-for: {e}") from None
+                    res = up_and_watch(cfg, t, watch_s=secs, now=now, arguments=arguments,
+                                       on_note=note, on_event=event, on_wait=note, **kw)
+                else:
+                    res = service.run(cfg, t, undo=undo, now=now, arguments=arguments,
+                                      on_event=event, on_wait=note, **kw)
         finally:
             bar.close()
         for w in res["warnings"]:
@@ -222,6 +241,7 @@ def register(app: typer.Typer) -> None:
                override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
                allow_unsafe: UnsafeOpt = False, out_of_order: OutOfOrderOpt = False,
                contract: ContractOpt = False, override_guards: OverrideGuardsOpt = False,
+               watch: WatchOpt = False, watch_for: WatchForOpt = None,
                json_: JsonOpt = False) -> None:
         """Apply pending migrations (each file in its own transaction, under a lock)."""
         if override_guards and not (contract and (reason or "").strip()):
@@ -230,12 +250,14 @@ def register(app: typer.Typer) -> None:
         args = {"env": env, "target": target, "dry_run": dry_run, "yes": yes,
                 "override_blackout": override_blackout, "reason": reason,
                 "allow_unsafe": allow_unsafe, "out_of_order": out_of_order,
-                "contract": contract, "override_guards": override_guards}
+                "contract": contract, "override_guards": override_guards,
+                "watch": watch or bool(watch_for), "watch_for": watch_for}
         _run(ctx, env, json_, undo=False, yes=yes, arguments=args,
              version=_version(target, "--target"), dry_run=dry_run,
              override_blackout=override_blackout, reason=reason,
              allow_unsafe=allow_unsafe, unsafe_reason=reason, out_of_order=out_of_order,
-             contract=contract, override_guards=override_guards, guard_reason=reason)
+             contract=contract, override_guards=override_guards, guard_reason=reason,
+             watch=watch, watch_for=watch_for)
 
     @app.command("undo")
     def undo_cmd(ctx: typer.Context, env: EnvOpt = None,
