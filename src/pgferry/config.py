@@ -439,7 +439,7 @@ class GateConfig(_Model):
     slo: Duration | None = None
     envs: list[str] = Field(default_factory=list)
     during: list[Literal["backfill", "watch"]] = Field(
-        default_factory=lambda: ["backfill", "watch"])
+        default_factory=lambda: ["backfill", "watch"])  # type: ignore[arg-type]
 
     _durations = field_validator("for_", "slo")(classmethod(lambda cls, v: _check_duration(v)))
 

@@ -161,9 +161,9 @@ def _with_where(bf: BackfillFile, condition: str) -> str:
     from pglast import ast
     from pglast.stream import RawStream
 
-    stmt = _parse(bf.dollar_text, bf.rel)[0].stmt
+    stmt: Any = _parse(bf.dollar_text, bf.rel)[0].stmt
     cond = where_node(condition)
-    holder = stmt.selectStmt if isinstance(stmt, ast.InsertStmt) else stmt
+    holder: Any = stmt.selectStmt if isinstance(stmt, ast.InsertStmt) else stmt
     old = holder.whereClause
     holder.whereClause = cond if old is None else ast.BoolExpr(
         boolop=ast.BoolExprType.AND_EXPR if hasattr(ast, "BoolExprType") else 0,
@@ -238,20 +238,20 @@ def load(cfg: Config, name: str) -> BackfillFile:
     raw = stmts[0]
     start = raw.stmt_location or 0
     body = dollar[start:start + raw.stmt_len] if raw.stmt_len else dollar[start:]
-    stmt = raw.stmt
+    stmt: Any = raw.stmt
     kind: Kind
     cols: list[str] = []
     if isinstance(stmt, ast.UpdateStmt):
         kind, target = "update", _rangevar(stmt.relation)
-        cols = [t.name for t in stmt.targetList or () if isinstance(t, ast.ResTarget)]
+        cols = [str(t.name) for t in stmt.targetList or () if isinstance(t, ast.ResTarget)]
         paged = target
     elif isinstance(stmt, ast.DeleteStmt):
         kind, target = "delete", _rangevar(stmt.relation)
         paged = target
     elif isinstance(stmt, ast.InsertStmt) and isinstance(stmt.selectStmt, ast.SelectStmt) \
-            and stmt.selectStmt.fromClause:
+            and stmt.selectStmt.fromClause and stmt.relation is not None:
         kind, target = "insert", _rangevar(stmt.relation)
-        if stmt.returningList:
+        if stmt.returningClause is not None:
             raise BadInput(f"{rel}: drop the RETURNING clause: pgferry adds its own to record "
                            "what each batch inserted")
         if stmt.relation.alias is not None:
@@ -262,7 +262,7 @@ def load(cfg: Config, name: str) -> BackfillFile:
             raise BadInput(f"{rel}: name the table whose keys are paged with "
                            "`-- pgferry:table schema.table`")
     else:
-        raise BadInput(f"{rel}: a backfill is one UPDATE, INSERT ... SELECT ... FROM or DELETE "
-                       "statement")
+        raise BadInput(f"{rel}: a backfill is one statement that writes rows: an UPDATE, a "
+                       "DELETE, or an INSERT of a query's rows")
     return BackfillFile(name, path, text, kind, table or paged, target, key, cols,
                         body.strip().rstrip(";").strip())

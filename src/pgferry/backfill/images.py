@@ -77,7 +77,7 @@ class Capture:
         if self.bf.kind != "update":
             return
         t = self.bf.table
-        where = sql.SQL(" AND ({})").format(sql.SQL(self.where)) if self.where else sql.SQL("")  # type: ignore[arg-type]
+        where = sql.SQL(" AND ({})").format(sql.SQL(self.where)) if self.where else sql.SQL("")
         conn.execute(sql.SQL(
             "INSERT INTO {} SELECT {}, {} FROM {} WHERE {} BETWEEN %(lo)s AND %(hi)s{} "
             "FOR UPDATE").format(
@@ -85,16 +85,16 @@ class Capture:
             _cols_json(t, self.bf.set_columns), _rel(t),
             sql.Identifier(*[p for p in t if p], self.key), where), params)
 
-    def statement(self, text: str, pk: list[str]) -> sql.Composable:
+    def statement(self, text: str, pk: list[str]) -> sql.Composed | sql.SQL:
         """The statement to run: as written, or (INSERT) recording what it inserted."""
         if self.bf.kind != "insert":
-            return sql.SQL(text)  # type: ignore[arg-type]
+            return sql.SQL(text)
         return sql.SQL(
             "WITH pgferry_inserted AS ({} RETURNING to_jsonb({}.*) AS row) "
             "INSERT INTO pgferry.backfill_images (name, scope, run_id, batch, key, before, after)"
             " SELECT %(bf_name)s, %(bf_scope)s, %(bf_run)s, %(bf_batch)s, {}, 'null'::jsonb, row"
             " FROM pgferry_inserted").format(
-            sql.SQL(text), sql.Identifier(self.bf.target[1]),  # type: ignore[arg-type]
+            sql.SQL(text), sql.Identifier(self.bf.target[1]),
             sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
                 sql.SQL("{}, row->{}").format(sql.Literal(c), sql.Literal(c)) for c in pk)))
 

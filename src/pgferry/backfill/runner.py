@@ -241,7 +241,7 @@ class Run:
 
     def _where(self) -> sql.Composable:
         return sql.SQL(" AND ({})").format(sql.SQL(self.opts.where)) if self.opts.where \
-            else sql.SQL("")  # type: ignore[arg-type]
+            else sql.SQL("")
 
     def _start_state(self) -> state.BackfillState:
         st = state.read(self.conn, self.bf.name, self.scope)
@@ -311,7 +311,7 @@ class Run:
 
     # -- one batch -------------------------------------------------------------------
     def _batch(self, st: state.BackfillState, size: int, capture: images.Capture,
-               statement: sql.Composable, batch_no: int) -> tuple[int, int, Any] | None:
+               statement: sql.Composed | sql.SQL, batch_no: int) -> tuple[int, int, Any] | None:
         """Run one batch; (keys, rows, last key) or None when no key is left."""
         c = self.conn
         after = sql.SQL(" AND {} > %(after)s").format(self._k()) if st.last_key is not None \
@@ -407,7 +407,7 @@ class Run:
         capture.prepare(self.conn)
         text = self.bf.statement(self.opts.where)
         statement = capture.statement(text, self.pk) if self.opts.keep_images \
-            else sql.SQL(text)  # type: ignore[arg-type]
+            else sql.SQL(text)
         res.estimate = self._estimate(st)
         if res.estimate is not None:
             self.conn.execute("UPDATE pgferry.backfill_state SET estimate = %s + keys"

@@ -68,10 +68,6 @@ CREATE INDEX IF NOT EXISTS backfill_images_at ON pgferry.backfill_images (at);
 
 _LOCK = 0x70676266  # "pgbf"
 
-COLUMNS = ("name", "scope", "checksum", "table_name", "key_column", "status", "last_key",
-           "end_key", "batches", "rows", "keys", "estimate", "batch_size", "run_id",
-           "started_at", "updated_at", "completed_at", "error")
-
 
 @dataclass
 class BackfillState:
@@ -121,7 +117,9 @@ def ensure(conn: psycopg.Connection[Any]) -> None:
         conn.execute(SCHEMA_SQL)
 
 
-_SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM pgferry.backfill_state"
+_SELECT = ("SELECT name, scope, checksum, table_name, key_column, status, last_key, end_key,"
+           " batches, rows, keys, estimate, batch_size, run_id, started_at, updated_at,"
+           " completed_at, error FROM pgferry.backfill_state")
 
 
 def read(conn: psycopg.Connection[Any], name: str, scope: str = "") -> BackfillState | None:

@@ -67,9 +67,9 @@ class _Progress:
             est = res.estimate if res is not None else None
             resumed = f", resuming after {data['state'].batches:,} batch(es)" \
                 if res is not None and res.resumed else ""
-            self._line(f"backfill {self.name}: {res.table if res else ''} by {res.key if res else ''}"
-                       f", ~{est or 0:,} keys to go, batches of {data['batch_size']:,} to start"
-                       f"{resumed}")
+            where = f"{res.table} by {res.key}" if res is not None else ""
+            self._line(f"backfill {self.name}: {where}, ~{est or 0:,} keys to go, batches of "
+                       f"{data['batch_size']:,} to start{resumed}")
             if sys.stderr.isatty() and not self.st.json:
                 self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
                                     TextColumn("{task.completed:,}/{task.total:,} keys"),

@@ -80,7 +80,7 @@ def sql_value(conn: psycopg.Connection[Any], cfg: GatesConfig, query: str) -> Re
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute("SELECT set_config('statement_timeout', %s, true)", [timeout])
-            row = conn.execute(sql.SQL(query)).fetchone()  # type: ignore[arg-type]
+            row = conn.execute(sql.SQL(query)).fetchone()
     except psycopg.Error as e:
         msg = (e.diag.message_primary if e.diag else None) or str(e)
         bad = bool(e.sqlstate and e.sqlstate[:2] == "42")  # syntax error or undefined object

@@ -34,7 +34,7 @@ from pgferry.backfill import state as bf_state
 from pgferry.config import Config, parse_duration
 from pgferry.migrate.files import MigrationSet, Version
 from pgferry.migrate.history import HistoryRow
-from pgferry.migrate.phases import Guard, Header, client_query, parse_header
+from pgferry.migrate.phases import CLIENT_QUERY, Guard, Header, parse_header
 from pgferry.migrate.plan import fold
 from pgferry.pg.connect import redact
 
@@ -61,7 +61,8 @@ class Sightings:
 
 
 def _sample(conn: psycopg.Connection[Any], condition: str) -> list[dict[str, Any]]:
-    rows = conn.execute(sql.SQL(client_query(condition))).fetchall()  # type: ignore[arg-type]
+    query = sql.SQL(CLIENT_QUERY).format(sql.SQL(condition))
+    rows = conn.execute(query).fetchall()
     return [{"pid": r[0], "user": r[1], "application_name": r[2],
              "backend_start": r[3].isoformat() if r[3] else None} for r in rows]
 
@@ -123,7 +124,7 @@ def _after_backfill(conn: psycopg.Connection[Any], cfg: Config, env: str, g: Gua
 def _require(conn: psycopg.Connection[Any], cfg: Config, g: Guard) -> GuardResult:
     timeout = f"{int(parse_duration(cfg.contract.guard_timeout).total_seconds() * 1000)}ms"
     query = sql.SQL("SELECT * FROM ({}) AS pgferry_require LIMIT 3").format(
-        sql.SQL(g.arg))  # type: ignore[arg-type]
+        sql.SQL(g.arg))
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")

@@ -41,6 +41,7 @@ DIRECTIVE_RE = re.compile(r"^\s*--\s*pgferry:(?P<name>[A-Za-z][A-Za-z-]*)(?P<res
 _CONTRACT_RE = re.compile(r"^\s*--\s*pgferry:phase\s+contract\s*$", re.MULTILINE)
 LINT_DIRECTIVES = ("ignore", "ignore-file")
 GUARDS = ("after", "require", "require-no-clients", "wait")
+REQUIRE_EXAMPLE = "a query, e.g. `-- pgferry:require SELECT id FROM t WHERE new IS NULL`"
 NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
@@ -128,12 +129,14 @@ def _check_query(sql: str, where: str, what: str) -> None:
                        "that are still wrong")
 
 
+CLIENT_QUERY = ("SELECT pid, usename, application_name, backend_start FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid() AND ({})")
+
+
 def client_query(condition: str) -> str:
-    """The query a ``require-no-clients`` condition becomes (checked by :func:`parse_header`;
-    composed with :class:`psycopg.sql.SQL` by the evaluator, never with values)."""
-    return ("SELECT pid, usename, application_name, backend_start FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND ("
-            + condition + ")")
+    """The query text a ``require-no-clients`` condition becomes, for the parser only (the
+    evaluator composes :data:`CLIENT_QUERY` with :class:`psycopg.sql.SQL`)."""
+    return CLIENT_QUERY.format(condition)
 
 
 def parse_header(text: str, where: str) -> Header:
@@ -197,11 +200,10 @@ def _guard(name: str, rest: str, at: str, n: int) -> Guard:
         return Guard("wait", rest, n, seconds)
     sql = rest.rstrip().rstrip(";").rstrip()
     if not sql:
-        raise BadInput(f"{at}: pgferry:{name} needs " + (
-            "a query, e.g. `-- pgferry:require SELECT 1 FROM t WHERE new IS NULL`"
-            if name == "require" else
-            "a pg_stat_activity condition, e.g. "
-            "`-- pgferry:require-no-clients application_name LIKE 'app-v1%'`"), line=n)
+        example = (REQUIRE_EXAMPLE if name == "require" else
+                   "a pg_stat_activity condition, e.g. "
+                   "`-- pgferry:require-no-clients application_name LIKE 'app-v1%'`")
+        raise BadInput(f"{at}: pgferry:{name} needs {example}", line=n)
     if name == "require":
         _check_query(sql, at, "the pgferry:require query")
         return Guard("require", sql, n)

@@ -110,7 +110,7 @@ def _rename(c: _Ctx) -> dict[str, str]:
              if col.not_null else "")
     expand = c.head("step 1 of 3 (expand)", [
         f"Adds {new} beside {old}; a trigger keeps them equal while both versions of the",
-        f"application run: a write to either column is copied to the other.",
+        "application run: a write to either column is copied to the other.",
         *_uses(c.f, [old]),
         *_next(c, [f"move every reader and writer of {c.f.table}.{old} to {new};"]),
     ]) + f"-- pgferry:phase expand\n\nALTER TABLE {c.T} ADD COLUMN {n} {col.type};\n" \
@@ -301,7 +301,8 @@ def _split(c: _Ctx) -> dict[str, str]:
     contract = _contract_head(
         c, f"SELECT t.{c.PK} FROM {c.T} t LEFT JOIN {N} n ON n.{c.PK} = t.{c.PK} WHERE "
         f"({t_tup}) IS DISTINCT FROM ({n_tup}) LIMIT 10", "ban-drop-column",
-        f"nothing reads or writes {', '.join(cols)} in {c.f.table} any more: the guards make sure") \
+        f"nothing reads or writes {', '.join(cols)} in {c.f.table} any more: the guards say "
+        "so") \
         + f"DROP TRIGGER {ftrg} ON {c.T};\nDROP FUNCTION {fwd}();\n" \
         + f"DROP TRIGGER {q(back)} ON {N};\nDROP FUNCTION {back_fn}();\n" \
         + f"ALTER TABLE {c.T} " + ", ".join(f"DROP COLUMN {x}" for x in qc) + ";\n"

@@ -86,10 +86,10 @@ def _type_ok(text: str) -> str:
     from pglast.parser import ParseError
 
     try:
-        stmts = pglast.parse_sql(f"SELECT NULL::{text}")
+        n = len(pglast.parse_sql(f"SELECT NULL::{text}"))
     except ParseError:
-        stmts = []
-    if len(stmts) != 1:
+        n = 0
+    if n != 1:
         raise BadInput(f"{text!r} is not a PostgreSQL type (e.g. bigint, numeric(12,2), text)")
     return text.strip()
 
@@ -99,10 +99,10 @@ def _expr_ok(text: str) -> str:
     from pglast.parser import ParseError
 
     try:
-        stmts = pglast.parse_sql(f"SELECT {text}")
+        n = len(pglast.parse_sql(f"SELECT {text}"))
     except ParseError:
-        stmts = []
-    if len(stmts) != 1:
+        n = 0
+    if n != 1:
         raise BadInput(f"default {text!r} is not one SQL value (e.g. 'unknown', 0, now())")
     return text.strip()
 

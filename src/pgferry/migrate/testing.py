@@ -11,10 +11,11 @@ Contract:
   undo must equal the schema before the file, and the schema after the second up must
   equal the schema after the first. Before a contract file, the backfills its ``after
   backfill`` guards name run (so the rows the migrations inserted are as production's
-  would be, and each backfill file is proven to run against the schema). The schema is the catalog of the database's own
-  schemas (:func:`snapshot`: tables, their columns as a set — a column an undo adds back
-  lands at the end, which is not a difference —, views, sequences, constraints, indexes,
-  triggers, functions, policies, types, extensions). Repeatable files run last.
+  would be, and each backfill file is proven to run against the schema). The schema is
+  the catalog of the database's own schemas (:func:`snapshot`: tables, their columns as
+  a set — a column an undo adds back lands at the end, which is not a difference —,
+  views, sequences, constraints, indexes, triggers, functions, policies, types,
+  extensions). Repeatable files run last.
 - :func:`assertions` runs ``[migrate] tests_dir``/``*.sql`` (default ``tests/``) in name
   order, each in a transaction that is rolled back: a statement that returns a row is a
   failure (the rows are shown). A file that calls pgTAP's ``plan(...)``/``no_plan()``
