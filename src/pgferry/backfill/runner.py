@@ -344,13 +344,12 @@ class Run:
         return int(keys), max(int(rows), 0), hi
 
     def _pause(self, baseline: throttle.Signals, previous: throttle.Signals,
-               result: Result) -> throttle.Signals:
+               result: Result, force: bool = False) -> throttle.Signals:
         """Wait while a signal or a pause gate says so; raise GateStop for abort/rollback."""
         pause = parse_duration(self.b.pause).total_seconds()
         max_pause = parse_duration(self.b.max_pause).total_seconds()
         since: float | None = None
         now_sig = previous
-        force = False
         while True:
             now_sig = self.signals()
             why = throttle.pause_reason(baseline, previous, now_sig,
@@ -416,12 +415,15 @@ class Run:
         self.on_event("start", {"result": res, "state": st, "batch_size": self.opts.batch_size})
         size = max(self.b.min_batch, min(self.opts.batch_size, self.b.max_batch))
         baseline = previous = self.signals()
-        if self.gates:
-            self.gates.poll(force=True)
         watcher_interval = min(max(parse_duration(self.b.lock_timeout).total_seconds() / 3,
                                    0.05), 1.0)
         try:
+            first = True
             while True:
+                # signals and gates before every batch (the first too: a gate that is bad, or
+                # cannot be read, before anything changed keeps everything as it is)
+                previous = self._pause(baseline, previous, res, force=first)
+                first = False
                 attempts, seen = 0, None
                 while True:
                     attempts += 1
@@ -467,7 +469,6 @@ class Run:
                                           self.b.min_batch, self.b.max_batch)
                 self.on_event("batch", {"result": res, "keys": keys, "rows": rows,
                                         "ms": int(elapsed * 1000), "next_size": size})
-                previous = self._pause(baseline, previous, res)
         except GateStop:
             self._set_status("stopped", None)
             raise

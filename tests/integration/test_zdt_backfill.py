@@ -1,0 +1,266 @@
+"""`pgferry backfill run|revert|status` on a real server, faults included (issue 17).
+
+Each test runs application writes beside the backfill and asserts that none failed.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from tests.conftest import Project, Result
+from tests.integration.zdt_helpers import Load, backfill, journal, one, sql, state
+
+ROWS = 6000
+SCHEMA = f"""
+CREATE TABLE counter (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, touched int NOT NULL
+                      DEFAULT 0, territory text NOT NULL, email text, email_address text);
+INSERT INTO counter (id, territory, email)
+SELECT g, (ARRAY['EU', 'US', 'APAC'])[1 + g % 3], 'u' || g || '@x' FROM generate_series(1, {ROWS}) g;
+"""
+
+
+def touch(conn: psycopg.Connection[Any], rnd: random.Random) -> None:
+    """The application: touches rows the backfill works on (row locks meet)."""
+    conn.execute("UPDATE counter SET touched = touched + 1 WHERE id = %s",
+                 [rnd.randint(1, ROWS)])
+
+
+def _project(p: Project) -> str:
+    dev = p.dsns["dev"]
+    sql(dev, SCHEMA)
+    backfill(p, "bump", "-- not idempotent on purpose: a batch run twice shows\n"
+                        "UPDATE counter SET n = n + 1 WHERE id BETWEEN :lo AND :hi\n")
+    backfill(p, "copy_email", "UPDATE counter SET email_address = email\n"
+                              "WHERE id BETWEEN :lo AND :hi AND email_address IS NULL\n")
+    return dev
+
+
+def test_batches_adapt_and_where_limits_them(zproj: Project,
+                                             cli: Callable[..., Result]) -> None:
+    dev = _project(zproj)
+    cfg = ("--config", str(zproj.config))
+    with Load(dev, touch) as load:
+        r = cli(*cfg, "backfill", "run", "bump", "-e", "dev", "--where", "territory = 'EU'",
+                "--batch-size", "100", "--target-duration", "50ms", "--json")
+        assert r.code == 0, r.err
+        res = r.json
+        assert res["status"] == "completed" and res["rows"] == ROWS // 3
+        assert res["last_batch_size"] > 100  # grew toward 50 ms batches
+        assert "rows/s" in r.err
+        assert one(dev, "SELECT count(*) FROM counter WHERE n = 1 AND territory = 'EU'") \
+            == ROWS // 3
+        assert one(dev, "SELECT count(*) FROM counter WHERE n <> 0 AND territory <> 'EU'") == 0
+        again = cli(*cfg, "backfill", "run", "bump", "-e", "dev", "--where", "territory = 'EU'")
+        assert again.code == 0 and "complete already" in again.out
+        st = cli(*cfg, "backfill", "status", "-e", "dev", "--json").json
+        assert [(b["name"], b["scope"], b["status"]) for b in st["backfills"]] == [
+            ("bump", "territory = 'EU'", "completed")]
+        assert st["never_run"] == ["copy_email"]
+    load.check()
+    # a --where run is not the whole table: a guard's `after backfill bump` still waits
+    assert state(dev, "bump")["scope"] == "territory = 'EU'"
+
+
+def test_sigkill_mid_backfill_then_resume_loses_and_doubles_nothing(
+        zproj: Project, cli: Callable[..., Result]) -> None:
+    dev = _project(zproj)
+    # slow batches (a sleep per row), so the kill lands in the middle of the run
+    backfill(zproj, "bump", "UPDATE counter SET n = n + 1\n"
+                            "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0002) IS NOT NULL\n")
+    with Load(dev, touch) as load:
+        proc = zproj.popen("backfill", "run", "bump", "-e", "dev", "--batch-size", "150",
+                           "--target-duration", "0")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done = one(dev, "SELECT batches FROM pgferry.backfill_state WHERE name = 'bump'") \
+                if one(dev, "SELECT to_regclass('pgferry.backfill_state') IS NOT NULL") else 0
+            if done and done >= 5:
+                break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        killed_at = state(dev, "bump")
+        assert 5 <= killed_at["batches"] < ROWS // 150, killed_at
+        assert killed_at["status"] == "running"  # it never said goodbye
+        # exactly the committed batches are done: none half-done, none lost
+        assert one(dev, "SELECT count(*) FROM counter WHERE n = 1") == killed_at["rows"]
+        r = cli("--config", str(zproj.config), "backfill", "run", "bump", "-e", "dev", "--json")
+        assert r.code == 0, r.err
+        assert r.json["resumed"] is True
+        assert r.json["total_rows"] == ROWS
+    load.check()
+    assert one(dev, "SELECT count(*) FROM counter WHERE n = 1") == ROWS
+    assert one(dev, "SELECT count(*) FROM counter WHERE n <> 1") == 0
+    st = state(dev, "bump")
+    assert st["status"] == "completed" and st["rows"] == ROWS and st["keys"] == ROWS
+    runs = journal(dev, "backfill run")
+    assert [j["outcome"] for j in runs] == ["died", "ok"]
+
+
+def _hold(dsn: str, key: int, seconds: float, started: threading.Event) -> None:
+    with psycopg.connect(dsn, application_name="nightly-report") as c:
+        c.execute("SELECT * FROM counter WHERE id = %s FOR UPDATE", [key])
+        started.set()
+        time.sleep(seconds)
+        c.rollback()
+
+
+def test_a_held_lock_is_retried_then_reported(zproj: Project,
+                                              cli: Callable[..., Result]) -> None:
+    dev = _project(zproj)
+    cfg = ("--config", str(zproj.config))
+    started = threading.Event()
+    with Load(dev, touch) as load:
+        # a row lock released after 1 s: lock_timeout (100 ms) retries get past it
+        t = threading.Thread(target=_hold, args=(dev, 2500, 1.0, started))
+        t.start()
+        started.wait(5)
+        r = cli(*cfg, "backfill", "run", "copy_email", "-e", "dev", "--batch-size", "1000",
+                "--target-duration", "0", "--json")
+        t.join()
+        assert r.code == 0, r.err
+        assert r.json["retries"] >= 1
+        assert "lock timeout" in r.err and "retrying with" in r.err
+        assert one(dev, "SELECT count(*) FROM counter WHERE email_address IS NULL") == 0
+
+        # held longer than the retries last: exit 3, naming the holder; then it resumes
+        sql(dev, "UPDATE counter SET email_address = NULL")
+        (zproj.config).write_text(zproj.config.read_text().replace(
+            'lock_timeout = "100ms"', 'lock_timeout = "100ms"\nlock_retries = 1'))
+        started.clear()
+        t = threading.Thread(target=_hold, args=(dev, 4200, 4.0, started))
+        t.start()
+        started.wait(5)
+        r = cli(*cfg, "backfill", "run", "copy_email", "-e", "dev", "--batch-size", "1000",
+                "--target-duration", "0", "--restart")
+        assert r.code == 3, r.err
+        assert "could not get" in r.err and "nightly-report" in r.err
+        assert "stopped after 4 batch(es) (checkpoint kept: run it again to resume)" in r.err
+        t.join()
+        r = cli(*cfg, "backfill", "run", "copy_email", "-e", "dev", "--json")
+        assert r.code == 0, r.err
+        assert r.json["resumed"] is True and r.json["batches"] >= 1
+    load.check()
+    assert one(dev, "SELECT count(*) FROM counter WHERE email_address IS NULL") == 0
+
+
+def test_a_sql_gate_rolls_the_batches_back(zproj: Project, cli: Callable[..., Result]) -> None:
+    dev = _project(zproj)
+    sql(dev, "CREATE TABLE knob (v int NOT NULL); INSERT INTO knob VALUES (0)")
+    zproj.config.write_text(zproj.config.read_text() + """
+[[gate]]
+name = "app errors"
+sql = "SELECT v FROM knob"
+threshold = 0
+for = "0s"
+action = "rollback"
+""")
+    backfill(zproj, "copy_email", "UPDATE counter SET email_address = email\n"
+                                  "WHERE id BETWEEN :lo AND :hi AND email_address IS NULL\n"
+                                  "  AND pg_sleep(0.0002) IS NOT NULL\n")
+    sql(dev, "UPDATE counter SET email_address = 'kept' WHERE id = 1")
+
+    def flip() -> None:
+        while not (one(dev, "SELECT to_regclass('pgferry.backfill_state') IS NOT NULL")
+                   and (one(dev, "SELECT batches FROM pgferry.backfill_state") or 0) >= 3):
+            time.sleep(0.02)
+        sql(dev, "UPDATE counter SET email_address = 'changed by the app' WHERE id = 2")
+        sql(dev, "UPDATE knob SET v = 1")
+
+    with Load(dev, touch) as load:
+        t = threading.Thread(target=flip)
+        t.start()
+        r = cli("--config", str(zproj.config), "backfill", "run", "copy_email", "-e", "dev",
+                "--batch-size", "200", "--target-duration", "0")
+        t.join()
+        assert r.code == 3, r.err
+        assert "gate 'app errors' fired: value 1 > 0 (action rollback)" in r.err
+        assert "backfill copy_email reverted in dev:" in r.err
+        assert "1 changed since and kept" in r.err
+    load.check()
+    # every row the backfill wrote is back as it was; the row the app changed is kept
+    assert one(dev, "SELECT count(*) FROM counter WHERE email_address IS NOT NULL") == 2
+    assert one(dev, "SELECT email_address FROM counter WHERE id = 1") == "kept"
+    assert one(dev, "SELECT email_address FROM counter WHERE id = 2") == "changed by the app"
+    assert state(dev, "copy_email")["status"] == "reverted"
+    last = journal(dev, "backfill run")[-1]
+    assert last["outcome"] == "failed" and last["exit_code"] == 3
+    assert last["details"]["gate"]["gate"] == "app errors"
+    assert last["details"]["reverted"]["kept"] == 1
+    assert one(dev, "SELECT count(*) FROM pgferry.backfill_images") == 0
+
+
+def test_revert_by_hand(zproj: Project, cli: Callable[..., Result]) -> None:
+    dev = _project(zproj)
+    cfg = ("--config", str(zproj.config))
+    with Load(dev, touch) as load:
+        assert cli(*cfg, "backfill", "run", "copy_email", "-e", "dev").code == 0
+        r = cli(*cfg, "backfill", "revert", "copy_email", "-e", "dev", "--json")
+        assert r.code == 0, r.err
+        assert r.json["rows"] == ROWS and r.json["kept"] == 0
+    load.check()
+    assert one(dev, "SELECT count(*) FROM counter WHERE email_address IS NOT NULL") == 0
+    assert journal(dev, "backfill revert")[-1]["details"]["reverted"]["rows"] == ROWS
+    # protected prod: --yes
+    prod = zproj.dsns["prod"]
+    sql(prod, SCHEMA)
+    r = cli(*cfg, "backfill", "run", "copy_email", "-e", "prod")
+    assert r.code == 4 and "needs --yes" in r.err
+
+
+def test_split_table_insert_backfill_reverts(zproj: Project, cli: Callable[..., Result]) -> None:
+    dev = _project(zproj)
+    sql(dev, "CREATE TABLE profiles (id bigint PRIMARY KEY, email text)")
+    backfill(zproj, "profiles", "INSERT INTO profiles (id, email)\n"
+                                "SELECT id, email FROM counter WHERE id BETWEEN :lo AND :hi\n"
+                                "ON CONFLICT (id) DO NOTHING\n")
+    sql(dev, "INSERT INTO profiles VALUES (10, 'already there')")
+    cfg = ("--config", str(zproj.config))
+    with Load(dev, touch) as load:
+        r = cli(*cfg, "backfill", "run", "profiles", "-e", "dev", "--json")
+        assert r.code == 0, r.err
+        assert r.json["rows"] == ROWS - 1
+        sql(dev, "UPDATE profiles SET email = 'edited' WHERE id = 20")
+        r = cli(*cfg, "backfill", "revert", "profiles", "-e", "dev", "--json")
+        assert r.code == 0, r.err
+        assert (r.json["rows"], r.json["kept"]) == (ROWS - 2, 1)
+    load.check()
+    assert sql(dev, "SELECT id, email FROM profiles ORDER BY id") == [
+        (10, "already there"), (20, "edited")]
+
+
+BAD = [
+    ("bad1", "UPDATE counter SET n = 1 WHERE id = :lo\n", "never uses :hi"),
+    ("bad2", "UPDATE counter SET n = 1 WHERE id BETWEEN :lo AND :hi; SELECT 1;\n",
+     "backfills/bad2.sql: a backfill is one statement, this file has 2"),
+    ("bad3", "SELECT * FROM counter WHERE id BETWEEN :lo AND :hi\n",
+     "backfills/bad3.sql: a backfill is one statement that writes rows"),
+    ("bad4", "UPDATE counter SET n = WHERE id BETWEEN :lo AND :hi\n",
+     "backfills/bad4.sql:1: syntax error at or near \"WHERE\""),
+    ("bad5", "-- pgferry:tabel counter\nUPDATE counter SET n = 1 WHERE id BETWEEN :lo AND :hi\n",
+     "backfills/bad5.sql:1: unknown directive pgferry:tabel in a backfill"),
+]
+
+
+def test_bad_backfill_files_are_bad_input(zproj: Project, cli: Callable[..., Result]) -> None:
+    _project(zproj)
+    cfg = ("--config", str(zproj.config))
+    for name, text, want in BAD:
+        backfill(zproj, name, text)
+        r = cli(*cfg, "backfill", "run", name, "-e", "dev")
+        assert r.code == 2 and want in r.err and len(r.err.strip().splitlines()) == 1, \
+            (name, r.err)
+    r = cli(*cfg, "backfill", "run", "nope", "-e", "dev")
+    assert r.code == 2 and "there is no backfills/nope.sql (there are: bad1" in r.err
+    r = cli(*cfg, "backfill", "run", "bump", "-e", "dev", "--where", "1; DROP TABLE counter")
+    assert r.code == 2 and "is not one condition" in r.err
+    r = cli(*cfg, "--json", "backfill", "run", "bump", "-e", "dev", "--where", "x = ")
+    assert r.code == 2 and json.loads(r.out)["exit_code"] == 2
