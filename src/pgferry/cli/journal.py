@@ -12,6 +12,8 @@ from pgferry import journal
 from pgferry.cli.common import EnvOpt, JsonOpt, state
 
 _SHOWN_ELSEWHERE = {"ok", "outcome", "exit_code", "duration_s", "started_at", "finished_at"}
+_TOTALS_SHOWN = ("inserted", "updated", "deleted", "dead_lettered", "differing",
+                 "only_in_source", "only_in_target", "conflicts")
 
 
 
@@ -20,6 +22,10 @@ def summary(details: dict[str, Any]) -> str:
     if details.get("error"):
         return f"error: {details['error']}"
     parts = []
+    totals = details.get("totals")
+    if isinstance(totals, dict):  # a sync or verify: what it found and did, first
+        parts += [f"{k}: {v}" for k, v in totals.items()
+                  if k in _TOTALS_SHOWN and isinstance(v, int) and v]
     for k, v in details.items():
         if k in _SHOWN_ELSEWHERE:
             continue

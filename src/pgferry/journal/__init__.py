@@ -211,6 +211,8 @@ def _error_of(op: Operation) -> str | None:
     if op.outcome == "ok":
         return None
     err = op.details.get("error")
+    if not err and op.outcome == "problem":  # a finding, not an error: the details say it
+        return None
     return str(err) if err else f"{op.outcome} (exit {op.exit_code})"
 
 

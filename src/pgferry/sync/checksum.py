@@ -7,7 +7,7 @@ never begins, commits or rolls back a transaction: it runs inside whatever
 transaction (and snapshot) the connection is in. Planner settings a query
 needs are set transaction-locally and restored right after it.
 
-A range's checksum is ``count(*)`` plus ``bit_xor`` of the row hashes
+A range's checksum is ``count(*)`` plus the XOR of the row hashes
 (:mod:`pgferry.sync.sides`), which does not depend on row order, so chunk
 checksums come from one scan with ``width_bucket`` over the chunk
 boundaries. :func:`signatures` adds, per chunk, the XOR of the row hashes
@@ -111,17 +111,17 @@ def bucket_sums(
     """
     pred, params = s.predicate(rng)
     out = [Sums() for _ in range(len(bounds) + 1)]
-    h = s.row_hash()
+    lateral, x = s.hashed()
     if not bounds:
-        q = sql.SQL("SELECT 0, count(*), bit_xor({h}) FROM {table} WHERE {pred}").format(
-            h=h, table=s.table, pred=pred
+        q = sql.SQL("SELECT 0, count(*), {x} FROM {table} {lat} WHERE {pred}").format(
+            x=x, table=s.table, lat=lateral, pred=pred
         )
         rows = conn.execute(q, params).fetchall()
     else:
         bexpr, aparams = piece_of(s, bounds)
         q = sql.SQL(
-            "SELECT {b}, count(*), bit_xor({h}) FROM {table} WHERE {pred} GROUP BY 1"
-        ).format(b=bexpr, h=h, table=s.table, pred=pred)
+            "SELECT {b}, count(*), {x} FROM {table} {lat} WHERE {pred} GROUP BY 1"
+        ).format(b=bexpr, x=x, table=s.table, lat=lateral, pred=pred)
         with settings(conn, enable_sort="off", parallel_tuple_cost="0"):
             rows = conn.execute(q, [*aparams, *params]).fetchall()
     for b, n, x in rows:
@@ -177,24 +177,27 @@ def signatures(
     """
     pred, params = s.predicate(rng)
     bexpr, aparams = piece_of(s, bounds)
+    lateral, x = s.hashed()
     mask = sql.Literal((1 << bits) - 1)
     filt: sql.Composable = sql.SQL("")
     fparams: list[Any] = []
     if buckets is not None:
         filt, fparams = sql.SQL("AND {} = ANY(%s)").format(bexpr), [*aparams, list(buckets)]
     q = sql.SQL(
-        "SELECT s.pgferry_g >> {bits}, sum(s.pgferry_n)::int8, bit_xor(s.pgferry_x), "
+        "SELECT s.pgferry_g >> {bits}, sum(s.pgferry_n)::int8, {outer_x}, "
         "string_agg(int2send((s.pgferry_g & {mask})::int2), ''::bytea), "
         "string_agg(int8send(s.pgferry_x), ''::bytea) "
         "FROM (SELECT ({b}::int8 << {bits}) | ({kh} & {mask}) AS pgferry_g, "
-        "count(*) AS pgferry_n, bit_xor({h}) AS pgferry_x FROM {table} WHERE {pred} {filt} "
+        "count(*) AS pgferry_n, {x} AS pgferry_x FROM {table} {lat} WHERE {pred} {filt} "
         "GROUP BY 1) s GROUP BY 1"
     ).format(
         bits=sql.Literal(bits),
         mask=mask,
         b=bexpr,
         kh=s.key_hash(),
-        h=s.row_hash(),
+        outer_x=s.xor_agg(sql.SQL("s.pgferry_x")),
+        x=x,
+        lat=lateral,
         table=s.table,
         pred=pred,
         filt=filt,

@@ -167,10 +167,11 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
         p, params = key_match(t, batch)
         pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(), tbl=table_ident(t),
                                         p=sql.SQL("{}{}").format(p, _where(t))), params, sh,
-             [*t.key, "pgferry_h"], binary=True)
+             [*t.key, "pgferry_h"], binary=t.binary_copy)
     for p, params in src_ranges:
         pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(), tbl=table_ident(t),
-                                        p=p), params, sh, [*t.key, "pgferry_h"], binary=True)
+                                        p=p), params, sh, [*t.key, "pgferry_h"],
+             binary=t.binary_copy)
     # every key concerned: the source's, the target-only ones, the target rows of ranges
     conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), sh))
     for batch in (deletes[i:i + n] for i in range(0, len(deletes), n)):

@@ -90,14 +90,15 @@ def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],
 
 def _catalogs(cfg: Config, snap: Snapshot, target: Target
               ) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table],
-                         dict[str, catalog.Table], str]:
+                         dict[str, catalog.Table], str, int]:
     src = catalog.tables(snap.coordinator, cfg.sync.schemas)
     with connect(target.dsn, autocommit=True) as c:
         schemas = [r[0] for r in c.execute(_USER_SCHEMAS)]
         everything = catalog.tables(c, schemas)
         row = c.execute("SELECT current_user").fetchone()
+        version = c.info.server_version
     tgt = {k: v for k, v in everything.items() if v.schema in cfg.sync.schemas}
-    return src, tgt, everything, str(row[0]) if row else ""
+    return src, tgt, everything, str(row[0]) if row else "", version
 
 
 @dataclass
@@ -131,12 +132,15 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
         cfg.dotenv())) if rules.needs_key else None)
     snap = Snapshot(source.dsn, retry_for=retry, mask_key=key)
     try:
-        src, tgt, everything, trole = _catalogs(cfg, snap, target)
+        src, tgt, everything, trole, tversion = _catalogs(cfg, snap, target)
         plan = build_plan(src, tgt, cfg.sync, mode=opts.mode, tables=opts.tables or None,
                           exclude=opts.exclude or None, referencing=everything,
                           history=f"{cfg.migrate.schema_}.{cfg.migrate.history_table}",
                           protected=target.protected, roles=(snap.role, trole),
                           on_conflict=opts.on_conflict)
+        if snap.coordinator.info.server_version // 10000 != tversion // 10000:
+            for t in plan.tables:
+                t.across_versions()
         masks = _masks(cfg, plan, src, tgt, snap.coordinator, rules, key)
         if opts.no_mask_reason:
             masks, rules = {}, masking.MaskRules()

@@ -10,7 +10,7 @@ Row hash: each synced column (key columns included) hashed on the server
 with its type's own 64-bit hash function seeded with its position (bigint,
 timestamps, time and money by exact expressions of their own, as their own
 functions fold to 32 bits), the XOR of those hashed once more
-(:meth:`Side.row_hash`; PostgreSQL 14 or later for ``bit_xor``), so almost no
+(:meth:`Side.row_hash`), so almost no
 value is formatted as text and float or date output settings cannot matter. Hash
 equality follows the type's equality (``1.5`` and ``1.50`` as numeric are
 equal; numeric's sign and NaN/infinity, which its hash function leaves out,
@@ -26,6 +26,11 @@ masking rule); for those, :data:`CANONICAL` holds the text output settings
 (UTC, ISO dates, shortest exact floats, hex bytea) the comparison pins with
 :func:`settings`. Names containing ``%`` are refused (psycopg would read
 them as placeholders).
+
+Combining row hashes (:meth:`Side.xor_agg`, :meth:`Side.hashed`): ``bit_xor``, or
+on PostgreSQL 13, which lacks it, the same XOR built from 32 ``sum`` aggregates of two
+bits each (one per 32-bit lane of a ``bigint``, so a lane cannot carry into the other
+below 2^32 rows): the same value, so a 13 side compares with a newer one.
 
 Key hash (:meth:`Side.key_hash`): the key columns hashed alike, text in
 ``COLLATE "C"``, so that a row's key hash is the same on both sides; its low
@@ -48,7 +53,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from pgferry.errors import BadInput, OperationFailed
+from pgferry.errors import BadInput
 from pgferry.sync.chunks import Key, KeyRange
 
 #: the settings the text form of values depends on (for columns hashed as text)
@@ -96,7 +101,8 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
           -- hashvarlenaextended(internal), which SQL cannot call with a date, a bool, a bytea
           AND (pr.proargtypes[0] = bt.oid
                OR pr.proargtypes[0] IN ('anyenum'::regtype, 'anyarray'::regtype,
-                                        'anyrange'::regtype, 'anymultirange'::regtype)
+                                        'anyrange'::regtype,
+                                        to_regtype('anymultirange'))  -- none on 13
                OR EXISTS (SELECT 1 FROM pg_cast
                           WHERE castsource = bt.oid AND casttarget = pr.proargtypes[0]))
           AND (o.opcintype = bt.oid
@@ -198,6 +204,8 @@ class Side:
     collate_c: bool = False
     #: columns hashed as text (see the module docstring)
     as_text: frozenset[str] = frozenset()
+    #: the server's version number (``server_version_num``): PostgreSQL 13 has no bit_xor
+    server_version: int = 180000
 
     # -- expressions -------------------------------------------------------------------------
     def collate(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
@@ -222,6 +230,38 @@ class Side:
         ps = [self.collate(k, sql.SQL("%s::{}").format(k.type)) for k in self.key]
         return ps[0] if len(ps) == 1 else sql.SQL("ROW({})").format(sql.SQL(", ").join(ps))
 
+    def xor_agg(self, value: sql.Composable) -> sql.Composable:
+        """The aggregate XOR of the ``bigint`` ``value`` (NULL over no rows).
+
+        ``bit_xor``; on PostgreSQL 13 each bit's parity from ``sum`` aggregates that
+        count bits ``i`` and ``i + 32`` at once in the two 32-bit lanes of a bigint
+        (exact below 2^32 rows; ``sum(bigint)`` is numeric, ``div``/``mod`` exact).
+        ``value`` is repeated in each sum: pass a column, not an expression (see
+        :meth:`hashed`).
+        """
+        if self.server_version >= 140000:
+            return sql.SQL("bit_xor({})").format(value)
+        bits: list[sql.Composable] = []
+        for i in range(32):
+            lanes = sql.SQL("sum(({v} >> {i}) & 4294967297)").format(v=value, i=sql.Literal(i))
+            bits.append(sql.SQL("(mod({s}, 2)::int8 << {i})").format(s=lanes, i=sql.Literal(i)))
+            bits.append(sql.SQL("(mod(div({s}, 4294967296), 2)::int8 << {j})").format(
+                s=lanes, j=sql.Literal(i + 32)))
+        return sql.SQL("({})").format(sql.SQL(" | ").join(bits))
+
+    def hashed(self) -> tuple[sql.Composable, sql.Composable]:
+        """(what follows the table in a FROM clause, the XOR of the row hashes over a group).
+
+        ``("", bit_xor(row_hash))``; on PostgreSQL 13 the row hash is computed once per
+        row in a ``LATERAL`` subquery (``OFFSET 0`` keeps the planner from copying the
+        expression into each of :meth:`xor_agg`'s sums) and combined from there.
+        """
+        if self.server_version >= 140000:
+            return sql.SQL(""), self.xor_agg(self.row_hash())
+        lateral = sql.SQL("CROSS JOIN LATERAL (SELECT {} AS pgferry_h OFFSET 0) AS pgferry_l")
+        return (lateral.format(self.row_hash()),
+                self.xor_agg(sql.SQL("pgferry_l.pgferry_h")))
+
     def row_hash(self) -> sql.Composable:
         """The 64-bit hash of a row's synced columns (``bigint``).
 
@@ -236,7 +276,7 @@ class Side:
         quarter on a wide jsonb table, even on a narrow one). A final
         ``hashint8extended`` would fold the XOR to 32 bits first: a million rows
         then share dozens of hashes (tested against). Every function used exists
-        on PostgreSQL 14 to 18 and gives the same value there, so two servers of
+        on PostgreSQL 13 to 18 and gives the same value there, so two servers of
         different versions compare.
         """
         parts: list[sql.Composable] = []
@@ -255,9 +295,12 @@ class Side:
             if c.hash_fn == _NUMERIC_HASH and c.name not in self.as_text:
                 # numeric's hash leaves out the sign (3 and -3 share it) and gives NaN and
                 # both infinities one hash: the class goes into the seed
+                # (PostgreSQL 13 has NaN but no numeric infinity: the same classes there)
                 seed = sql.SQL(
                     "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} < 'Infinity' THEN 0 "
-                    "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END"
+                    "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END" if self.server_version >= 140000
+                    else "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} = 'NaN' THEN 3 "
+                    "ELSE 0 END"
                 ).format(i=sql.Literal(i), e=e)
             parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, sql.Literal(i)))
         return sql.SQL("pg_catalog.hashint8extended(0, {})").format(sql.SQL(" # ").join(parts))
@@ -346,11 +389,6 @@ def side(
             f"{qualname}: verify cannot compare names containing '%' "
             f"({', '.join(odd)}); rename them or leave the table out"
         )
-    if conn.info.server_version < 140000:
-        raise OperationFailed(
-            "verify needs PostgreSQL 14 or later (bit_xor); a server runs "
-            f"{conn.info.server_version // 10000}"
-        )
     wanted = list(dict.fromkeys([*key, *columns]))
     found = {r[0]: _column(r) for r in conn.execute(_COLUMNS, [schema, name, wanted])}
     missing = [c for c in wanted if c not in found]
@@ -365,6 +403,7 @@ def side(
         tuple(found[c] for c in columns),
         dict(exprs or {}),
         w,
+        server_version=conn.info.server_version,
     )
 
 

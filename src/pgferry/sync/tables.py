@@ -60,7 +60,7 @@ class Link:
 
 def _binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
     """COPY into a staging table in binary: nothing masked (text columns are cast to text)."""
-    return not masks
+    return not masks and t.binary_copy
 
 
 def add_counts(res: TableResult, c: write.Counts) -> None:
@@ -92,7 +92,7 @@ def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
         return
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), src_where(t))
-    pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types)
+    pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types and t.binary_copy)
     rng = sql.SQL("({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where \
         else sql.SQL("true")
     link.dirty = True
@@ -108,7 +108,7 @@ def is_empty(link: Link, t: TablePlan) -> bool:
 
 def _fast_binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
     """COPY straight into the table in binary: same types, nothing to parse on the target."""
-    return t.same_types and not masks and not t.text_columns
+    return t.same_types and t.binary_copy and not masks and not t.text_columns
 
 
 def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
@@ -210,7 +210,7 @@ def delete_missing_range(link: Link, t: TablePlan, res: TableResult,
     """Delete target rows in a range whose key the source's same range does not hold."""
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), source[0])
-    pipe(link.src, link.tgt, kq, source[1], keys, t.key, binary=t.same_types)
+    pipe(link.src, link.tgt, kq, source[1], keys, t.key, binary=t.same_types and t.binary_copy)
     link.dirty = True
     res.deleted += write.delete_missing(link.tgt, t, link.ctx, keys, target[0], target[1])
 
