@@ -18,12 +18,13 @@ import psycopg
 from tests.conftest import Project, Result
 from tests.integration.zdt_helpers import Load, backfill, journal, one, sql, state
 
-ROWS = 6000
-SCHEMA = f"""
+ROWS = 6000  # the rows SCHEMA makes
+SCHEMA = """
 CREATE TABLE counter (id bigint PRIMARY KEY, n int NOT NULL DEFAULT 0, touched int NOT NULL
                       DEFAULT 0, territory text NOT NULL, email text, email_address text);
 INSERT INTO counter (id, territory, email)
-SELECT g, (ARRAY['EU', 'US', 'APAC'])[1 + g % 3], 'u' || g || '@x' FROM generate_series(1, {ROWS}) g;
+SELECT g, (ARRAY['EU', 'US', 'APAC'])[1 + g % 3], 'u' || g || '@x'
+FROM generate_series(1, 6000) g;
 """
 
 
@@ -155,14 +156,15 @@ def test_a_held_lock_is_retried_then_reported(zproj: Project,
 def test_a_sql_gate_rolls_the_batches_back(zproj: Project, cli: Callable[..., Result]) -> None:
     dev = _project(zproj)
     sql(dev, "CREATE TABLE knob (v int NOT NULL); INSERT INTO knob VALUES (0)")
-    zproj.config.write_text(zproj.config.read_text() + """
+    gate = """
 [[gate]]
 name = "app errors"
 sql = "SELECT v FROM knob"
 threshold = 0
 for = "0s"
 action = "rollback"
-""")
+"""
+    zproj.config.write_text(zproj.config.read_text() + gate)
     backfill(zproj, "copy_email", "UPDATE counter SET email_address = email\n"
                                   "WHERE id BETWEEN :lo AND :hi AND email_address IS NULL\n"
                                   "  AND pg_sleep(0.0002) IS NOT NULL\n")

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from tests.conftest import Project, Result
-from tests.integration.prom import Prometheus, prometheus  # noqa: F401
+from tests.integration.prom import Prometheus
 from tests.integration.zdt_helpers import Load, backfill, journal, one, sql, state
 
 V1 = """CREATE TABLE orders (id bigint PRIMARY KEY, amount int NOT NULL, note text);

@@ -228,9 +228,10 @@ BAD = [
      "V2__bad.sql:2: the pgferry:require query must be a query (SELECT ...)"),
     ("-- pgferry:phase contract\n-- pgferry:require SELEC 1\nSELECT 1;\n",
      "V2__bad.sql:2: the pgferry:require query does not parse"),
-    ("-- pgferry:phase contract\n-- pgferry:require-no-clients true); DROP TABLE users; SELECT (true\n"
-     "SELECT 1;\n", "V2__bad.sql:2: the pgferry:require-no-clients condition must be one "
-     "query, not 3 statements"),
+    ("-- pgferry:phase contract\n"
+     "-- pgferry:require-no-clients true); DROP TABLE users; SELECT (true\nSELECT 1;\n",
+     "V2__bad.sql:2: the pgferry:require-no-clients condition must be one query, not 3 "
+     "statements"),
     ("-- pgferry:phase contract\n-- pgferry:wait 24\nSELECT 1;\n",
      "V2__bad.sql:2: pgferry:wait needs a duration with its unit"),
     ("-- pgferry:phase contract\n-- pgferry:after backfill nope\nSELECT 1;\n",

@@ -15,8 +15,8 @@ import pytest
 from tests.conftest import Project, Result
 from tests.integration.zdt_helpers import Load, one, sql
 
-ROWS = 3000
-V1 = f"""CREATE TABLE users (
+ROWS = 3000  # the rows V1 makes
+V1 = """CREATE TABLE users (
     id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     email text NOT NULL,
     amount integer NOT NULL DEFAULT 0,
@@ -26,7 +26,7 @@ V1 = f"""CREATE TABLE users (
 INSERT INTO users (email, amount, note, bio)
 SELECT 'u' || g || '@x', g, CASE WHEN g % 3 = 0 THEN NULL ELSE 'n' || g END,
        CASE WHEN g % 2 = 0 THEN 'bio ' || g END
-FROM generate_series(1, {ROWS}) g;
+FROM generate_series(1, 3000) g;
 """
 
 Work = Callable[[psycopg.Connection[Any], random.Random], None]

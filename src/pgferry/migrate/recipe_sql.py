@@ -126,7 +126,10 @@ def _rename(c: _Ctx) -> dict[str, str]:
                 f"FROM {o}\n")
     contract = _contract_head(
         c, f"SELECT {c.PK} FROM {c.T} WHERE {n} IS DISTINCT FROM {o} LIMIT 10",
-        "ban-drop-column", f"nothing uses {old} any more: the guards above make sure") \
+        "ban-drop-column" + (", adding-not-nullable-field" if col.not_null else ""),
+        f"nothing uses {old} any more: the guards above make sure"
+        + ("; the CHECK validated first lets SET NOT NULL skip its scan" if col.not_null
+           else "")) \
         + (_not_null_steps(c, new, chk) if col.not_null else "") \
         + (f"ALTER TABLE {c.T} ALTER COLUMN {n} SET DEFAULT {col.default};\n"
            if col.default else "") \
@@ -182,8 +185,11 @@ def _change_type(c: _Ctx) -> dict[str, str]:
                 f"IS DISTINCT FROM {o}::{to}\n")
     contract = _contract_head(
         c, f"SELECT {c.PK} FROM {c.T} WHERE {n} IS DISTINCT FROM {o}::{to} LIMIT 10",
-        "ban-drop-column, renaming-column",
-        f"{tmp} takes the name {old} in the transaction that drops the old {old}") \
+        "ban-drop-column, renaming-column"
+        + (", adding-not-nullable-field" if col.not_null else ""),
+        f"{tmp} takes the name {old} in the transaction that drops the old {old}"
+        + ("; the CHECK validated first lets SET NOT NULL skip its scan" if col.not_null
+           else "")) \
         + (_not_null_steps(c, tmp, chk) if col.not_null else "") \
         + f"DROP TRIGGER {trg} ON {c.T};\nDROP FUNCTION {fn}();\n" \
         + f"ALTER TABLE {c.T} DROP COLUMN {o};\nALTER TABLE {c.T} RENAME COLUMN {n} TO {o};\n" \
@@ -234,7 +240,7 @@ def _not_null(c: _Ctx) -> dict[str, str]:
                 ":lo..:hi.\n"
                 f"UPDATE {c.T} SET {a} = {d}\nWHERE {c.PK} BETWEEN :lo AND :hi AND {a} IS NULL\n")
     contract = _contract_head(
-        c, f"SELECT {c.PK} FROM {c.T} WHERE {a} IS NULL LIMIT 10", "adding-required-field",
+        c, f"SELECT {c.PK} FROM {c.T} WHERE {a} IS NULL LIMIT 10", "adding-not-nullable-field",
         "the CHECK constraint validated first makes SET NOT NULL skip its scan") \
         + _not_null_steps(c, name, chk) + f"DROP TRIGGER {trg} ON {c.T};\nDROP FUNCTION {fn}();\n"
     u_contract = (f"-- Undo of step 3: {c.spec.description}\n\n"
