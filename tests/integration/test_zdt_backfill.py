@@ -266,3 +266,27 @@ def test_bad_backfill_files_are_bad_input(zproj: Project, cli: Callable[..., Res
     assert r.code == 2 and "is not one condition" in r.err
     r = cli(*cfg, "--json", "backfill", "run", "bump", "-e", "dev", "--where", "x = ")
     assert r.code == 2 and json.loads(r.out)["exit_code"] == 2
+
+
+def test_revert_stops_at_a_batch_a_constraint_forbids(zproj: Project,
+                                                      cli: Callable[..., Result]) -> None:
+    """An expand's NOT VALID check forbids putting NULLs back: the revert says so and keeps
+    the checkpoint (the rows stay as the backfill left them, which is what the trigger
+    writes anyway)."""
+    dev = _project(zproj)
+    cfg = ("--config", str(zproj.config))
+    with Load(dev, touch) as load:
+        r = cli(*cfg, "backfill", "run", "copy_email", "-e", "dev", "--batch-size", "2000",
+                "--target-duration", "0")
+        assert r.code == 0, r.err
+        sql(dev, "ALTER TABLE counter ADD CONSTRAINT email_address_set "
+                 "CHECK (email_address IS NOT NULL) NOT VALID")
+        r = cli(*cfg, "backfill", "revert", "copy_email", "-e", "dev")
+        assert r.code == 3
+        assert "reverted in dev: 0 batch(es), 0 row(s) put back; batch 3 and the ones before " \
+               "it stay as the backfill left them: their old values break constraint " \
+               "email_address_set" in r.err
+    load.check()
+    assert one(dev, "SELECT count(*) FROM counter WHERE email_address IS NULL") == 0
+    st = state(dev, "copy_email")
+    assert (st["status"], st["batches"], st["rows"]) == ("completed", 3, ROWS)

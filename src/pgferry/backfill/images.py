@@ -13,7 +13,10 @@ Contract:
 - :func:`revert` undoes batches newest first, each in its own transaction: an updated
   row gets its ``before`` columns back, an inserted row is deleted — but only where the
   row is still as the batch left it (``after``): a row the application changed since is
-  kept, and counted. The images of a reverted batch are deleted with it.
+  kept, and counted. The images of a reverted batch are deleted with it. A batch whose
+  old values break a constraint the table has now (an expand's ``CHECK (... IS NOT NULL)
+  NOT VALID`` forbids putting a NULL back) stops the revert there: that batch and the
+  older ones stay as the backfill left them, and :class:`Reverted` names the constraint.
 - ``DELETE`` backfills keep no images (``supported`` is False): a rollback stops them.
 - :func:`expire` drops images older than ``[backfill] keep_before_images_for``.
 
@@ -118,8 +121,13 @@ class Reverted:
     batches: int = 0
     rows: int = 0
     kept: int = 0  # rows changed since the batch: left as they are
+    #: the batch that could not be put back (its old values break a constraint the table has
+    #: now, e.g. the NOT VALID check an expand added); it and every older batch stay
+    stopped_at: int | None = None
+    constraint: str | None = None
+    last_key: str | None = None  # the highest key of the stopped batch (the new checkpoint)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
 
@@ -129,45 +137,72 @@ def _batches(conn: psycopg.Connection[Any], name: str, scope: str) -> list[int]:
         " ORDER BY 1 DESC", [name, scope])]
 
 
+def _put_back(conn: psycopg.Connection[Any], bf: BackfillFile, key: str, pk: list[str],
+              args: list[Any]) -> int:
+    """One batch's rows back as they were (in the caller's transaction); how many."""
+    if bf.kind == "update":
+        t = bf.table
+        cur = conn.execute(sql.SQL(
+            "UPDATE {t} SET {sets} FROM pgferry.backfill_images i,"
+            " LATERAL jsonb_populate_record(NULL::{t}, i.before) r,"
+            " LATERAL jsonb_populate_record(NULL::{t}, i.key) k"
+            " WHERE i.name = %s AND i.scope = %s AND i.batch = %s"
+            " AND {tk} = k.{key} AND {now} = i.after").format(
+            t=_rel(t), key=sql.Identifier(key),
+            tk=sql.Identifier(*[p for p in t if p], key),
+            now=_cols_json(t, bf.set_columns),
+            sets=sql.SQL(", ").join(sql.SQL("{} = r.{}").format(
+                sql.Identifier(c), sql.Identifier(c)) for c in bf.set_columns)), args)
+        return cur.rowcount
+    t = bf.target
+    match = sql.SQL(" AND ").join(
+        sql.SQL("{} = k.{}").format(sql.Identifier(*[p for p in t if p], c),
+                                    sql.Identifier(c)) for c in pk)
+    cur = conn.execute(sql.SQL(
+        "DELETE FROM {t} USING pgferry.backfill_images i,"
+        " LATERAL jsonb_populate_record(NULL::{t}, i.key) k"
+        " WHERE i.name = %s AND i.scope = %s AND i.batch = %s"
+        " AND {match} AND to_jsonb({tn}.*) = i.after").format(
+        t=_rel(t), match=match, tn=sql.Identifier(t[1])), args)
+    return cur.rowcount
+
+
 def revert(conn: psycopg.Connection[Any], bf: BackfillFile, key: str, pk: list[str],
-           name: str, scope: str, *, lock_timeout: str,
+           name: str, scope: str, *, lock_timeout: str, retries: int = 8,
            on_batch: Callable[[int, int, int], None] | None = None) -> Reverted:
-    """Put every recorded batch of ``name``/``scope`` back, newest first (see above)."""
+    """Put the recorded batches of ``name``/``scope`` back, newest first (see above); a lock
+    timeout or deadlock is retried; a batch whose old values break a constraint stops it."""
+    import random
+    import time
+
     out = Reverted()
     for batch in _batches(conn, name, scope):
         args = [name, scope, batch]
-        with conn.transaction():
-            conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
-            total = conn.execute(
-                "SELECT count(*) FROM pgferry.backfill_images WHERE name = %s AND scope = %s"
-                " AND batch = %s", args).fetchone()
-            if bf.kind == "update":
-                t = bf.table
-                cur = conn.execute(sql.SQL(
-                    "UPDATE {t} SET {sets} FROM pgferry.backfill_images i,"
-                    " LATERAL jsonb_populate_record(NULL::{t}, i.before) r,"
-                    " LATERAL jsonb_populate_record(NULL::{t}, i.key) k"
-                    " WHERE i.name = %s AND i.scope = %s AND i.batch = %s"
-                    " AND {tk} = k.{key} AND {now} = i.after").format(
-                    t=_rel(t), key=sql.Identifier(key),
-                    tk=sql.Identifier(*[p for p in t if p], key),
-                    now=_cols_json(t, bf.set_columns),
-                    sets=sql.SQL(", ").join(sql.SQL("{} = r.{}").format(
-                        sql.Identifier(c), sql.Identifier(c)) for c in bf.set_columns)), args)
-            else:
-                t = bf.target
-                match = sql.SQL(" AND ").join(
-                    sql.SQL("{} = k.{}").format(sql.Identifier(*[p for p in t if p], c),
-                                                sql.Identifier(c)) for c in pk)
-                cur = conn.execute(sql.SQL(
-                    "DELETE FROM {t} USING pgferry.backfill_images i,"
-                    " LATERAL jsonb_populate_record(NULL::{t}, i.key) k"
-                    " WHERE i.name = %s AND i.scope = %s AND i.batch = %s"
-                    " AND {match} AND to_jsonb({tn}.*) = i.after").format(
-                    t=_rel(t), match=match, tn=sql.Identifier(t[1])), args)
-            done = cur.rowcount
-            conn.execute("DELETE FROM pgferry.backfill_images WHERE name = %s AND scope = %s"
-                         " AND batch = %s", args)
+        for attempt in range(retries + 1):
+            try:
+                with conn.transaction():
+                    conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
+                    total = conn.execute(
+                        "SELECT count(*) FROM pgferry.backfill_images WHERE name = %s"
+                        " AND scope = %s AND batch = %s", args).fetchone()
+                    done = _put_back(conn, bf, key, pk, args)
+                    conn.execute("DELETE FROM pgferry.backfill_images WHERE name = %s"
+                                 " AND scope = %s AND batch = %s", args)
+                break
+            except psycopg.errors.IntegrityError as e:
+                out.stopped_at = batch
+                out.constraint = (e.diag.constraint_name if e.diag else None) or e.sqlstate
+                row = conn.execute(
+                    sql.SQL("SELECT max((jsonb_populate_record(NULL::{t}, key)).{k})::text"
+                            " FROM pgferry.backfill_images WHERE name = %s AND scope = %s"
+                            " AND batch = %s").format(t=_rel(bf.table), k=sql.Identifier(key)),
+                    args).fetchone() if bf.kind == "update" else None
+                out.last_key = str(row[0]) if row and row[0] is not None else None
+                return out
+            except psycopg.Error as e:
+                if e.sqlstate not in ("55P03", "40P01") or attempt == retries:
+                    raise
+                time.sleep(random.uniform(0, min(5.0, 0.1 * 2 ** attempt)))
         n = int(total[0]) if total else 0
         out.batches += 1
         out.rows += done

@@ -523,10 +523,18 @@ class Run:
         if not self.key:
             self.resolve_key()
         done = images.revert(self.conn, self.bf, self.key, self.pk, self.bf.name, self.scope,
-                             lock_timeout=self.lock_timeout, on_batch=on_batch)
-        self.conn.execute(
-            "UPDATE pgferry.backfill_state SET status = 'reverted', last_key = NULL,"
-            " batches = 0, rows = 0, keys = 0, completed_at = NULL,"
-            " updated_at = clock_timestamp() WHERE name = %s AND scope = %s",
-            [self.bf.name, self.scope])
+                             lock_timeout=self.lock_timeout, retries=self.b.lock_retries,
+                             on_batch=on_batch)
+        if done.stopped_at is None:
+            self.conn.execute(
+                "UPDATE pgferry.backfill_state SET status = 'reverted', last_key = NULL,"
+                " batches = 0, rows = 0, keys = 0, completed_at = NULL,"
+                " updated_at = clock_timestamp() WHERE name = %s AND scope = %s",
+                [self.bf.name, self.scope])
+        elif done.batches:  # the newest batches are back; the checkpoint moves to the rest
+            self.conn.execute(
+                "UPDATE pgferry.backfill_state SET status = 'stopped', last_key = %s,"
+                " batches = %s, rows = greatest(rows - %s, 0), completed_at = NULL,"
+                " updated_at = clock_timestamp() WHERE name = %s AND scope = %s",
+                [done.last_key, done.stopped_at, done.rows, self.bf.name, self.scope])
         return done

@@ -74,9 +74,7 @@ def run(cfg: Config, target: Target, name: str, opts: Options, *,
                 done = r.revert(on_batch=_revert_event(on_event))
                 op.details["reverted"] = done.to_dict()
                 raise OperationFailed(
-                    f"{stop.firing.describe()}; backfill {name} reverted in {target.name}: "
-                    f"{done.batches} batch(es), {done.rows} row(s) put back"
-                    + (f", {done.kept} changed since and kept" if done.kept else ""),
+                    f"{stop.firing.describe()}; backfill {name} " + reverted_text(done, target),
                     gate=stop.firing.to_dict(), reverted=done.to_dict()) from None
             finally:
                 if r.gates:
@@ -84,6 +82,18 @@ def run(cfg: Config, target: Target, name: str, opts: Options, *,
         op.details.update({k: v for k, v in res.to_dict().items()
                            if k not in ("gates", "name")})
     return {"env": target.name, **res.to_dict()}
+
+
+def reverted_text(done: Any, target: Target) -> str:
+    """What a revert did, in words (it may have stopped at a batch it could not put back)."""
+    text = (f"reverted in {target.name}: {done.batches} batch(es), {done.rows} row(s) put back"
+            + (f", {done.kept} changed since and kept" if done.kept else ""))
+    if done.stopped_at is not None:
+        text += (f"; batch {done.stopped_at} and the ones before it stay as the backfill left "
+                 f"them: their old values break constraint {done.constraint} (a NOT VALID "
+                 "check of the expand forbids putting NULLs back; nothing reads those values "
+                 "yet, and the checkpoint is kept)")
+    return text
 
 
 def _revert_event(on_event: Event | None) -> Any:
@@ -107,6 +117,9 @@ def revert(cfg: Config, target: Target, name: str, where: str | None = None, *,
         with Run(cfg, target, bf, opts) as r:
             done = r.revert(on_batch=_revert_event(on_event))
         op.details["reverted"] = done.to_dict()
+        if done.stopped_at is not None:
+            raise OperationFailed(f"backfill {name} " + reverted_text(done, target),
+                                  reverted=done.to_dict())
     return {"env": target.name, "backfill": name, "scope": where or "", **done.to_dict()}
 
 
