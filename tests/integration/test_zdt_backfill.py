@@ -290,3 +290,57 @@ def test_revert_stops_at_a_batch_a_constraint_forbids(zproj: Project,
     assert one(dev, "SELECT count(*) FROM counter WHERE email_address IS NULL") == 0
     st = state(dev, "copy_email")
     assert (st["status"], st["batches"], st["rows"]) == ("completed", 3, ROWS)
+
+
+def _deadlock(dsn: str) -> int:
+    """Two sessions lock two rows in opposite orders: the server breaks the deadlock by
+    failing one of them (which is what pg_stat_database.deadlocks counts)."""
+    sql(dsn, "CREATE TABLE IF NOT EXISTS pair (id int PRIMARY KEY); "
+             "INSERT INTO pair VALUES (1), (2) ON CONFLICT DO NOTHING")
+    failed: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def one_way(first: int, second: int) -> None:
+        with psycopg.connect(dsn) as c:
+            try:
+                c.execute("UPDATE pair SET id = id WHERE id = %s", [first])
+                barrier.wait()
+                c.execute("UPDATE pair SET id = id WHERE id = %s", [second])
+                c.commit()
+            except psycopg.errors.DeadlockDetected:
+                failed.append("40P01")
+
+    ts = [threading.Thread(target=one_way, args=a) for a in ((1, 2), (2, 1))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return len(failed)
+
+
+def test_a_deadlock_in_the_database_pauses_the_backfill(
+        zproj: Project, cli: Callable[..., Result]) -> None:
+    dev = _project(zproj)
+    backfill(zproj, "bump", "UPDATE counter SET n = n + 1\n"
+                            "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0003) IS NOT NULL\n")
+    with Load(dev, touch) as load:
+        started = threading.Event()
+        t = threading.Thread(target=lambda: (
+            _wait_batches(dev, "bump", 2), started.set(), _deadlock(dev)))
+        t.start()
+        r = cli("--config", str(zproj.config), "backfill", "run", "bump", "-e", "dev",
+                "--batch-size", "300", "--target-duration", "0", "--json")
+        t.join()
+        assert started.is_set()
+        assert r.code == 0, r.err
+        assert "pausing: 1 deadlock in the database since the last batch" in r.err
+        assert r.json["pauses"][0]["reason"].startswith("1 deadlock")
+        assert r.json["rows"] == ROWS
+    load.check()
+    assert one(dev, "SELECT count(*) FROM counter WHERE n <> 1") == 0
+
+
+def _wait_batches(dsn: str, name: str, n: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (state(dsn, name).get("batches") or 0) < n:
+        time.sleep(0.02)
