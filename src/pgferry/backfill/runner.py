@@ -38,7 +38,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.backfill import images, state, throttle
+from pgferry.backfill import checkpoint, images, signals, state, throttle
+from pgferry.backfill.checkpoint import key_ref, rel, show, where_sql
 from pgferry.backfill.files import BackfillFile
 from pgferry.config import Config, parse_duration, pg_duration
 from pgferry.errors import BadInput, LockUnavailable, OperationFailed
@@ -49,21 +50,7 @@ from pgferry.pg.connect import Target, connect, map_db_error, redact
 
 #: classid of the advisory lock a backfill run holds (objid: hashtext(name || scope))
 RUN_LOCK = 0x70676272  # "pgbr"
-#: sessions waiting for a lock longer than this count as "waiting" (throttle signal)
-LOCK_WAIT_MIN_S = 1.0
 _RETRYABLE = ("55P03", "40P01", "57014")  # lock timeout, deadlock, statement timeout
-
-_SIGNALS_SQL = """
-SELECT (SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()),
-       (SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted
-          AND waitstart < clock_timestamp() - make_interval(secs => %s) AND pid <> ALL(%s)),
-       (SELECT extract(epoch FROM max(replay_lag)) FROM pg_stat_replication)
-"""
-_SIGNALS_SQL_13 = """
-SELECT (SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()),
-       (SELECT count(DISTINCT pid) FROM pg_locks WHERE NOT granted AND pid <> ALL(%s)),
-       (SELECT extract(epoch FROM max(replay_lag)) FROM pg_stat_replication)
-"""
 
 #: progress callback: (kind, data); kinds: start, batch, retry, pause, resume, gate, done
 Event = Callable[[str, dict[str, Any]], None]
@@ -115,27 +102,6 @@ class Result:
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__, "rows_per_s": round(self.rows_per_s, 1),
                 "duration_s": round(self.duration_s, 3)}
-
-
-def _rel(name: tuple[str | None, str]) -> sql.Composable:
-    return sql.Identifier(*[p for p in name if p])
-
-
-def _show(name: tuple[str | None, str]) -> str:
-    return ".".join(p for p in name if p)
-
-
-def primary_key(conn: psycopg.Connection[Any], table: tuple[str | None, str]) -> list[str]:
-    """The primary key columns of ``table`` ([] without one); BadInput when it is missing."""
-    reg = conn.execute("SELECT to_regclass(%s)", [sql.Identifier(*[p for p in table if p])
-                                                  .as_string(conn)]).fetchone()
-    if reg is None or reg[0] is None:
-        raise BadInput(f"table {_show(table)} does not exist here")
-    rows = conn.execute(
-        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
-        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary"
-        " ORDER BY array_position(i.indkey, a.attnum)", [reg[0]]).fetchall()
-    return [str(r[0]) for r in rows]
 
 
 class Run:
@@ -217,97 +183,19 @@ class Run:
                     f"{who} holds it; wait for it, or stop that run", pid=holder and holder[0])
             time.sleep(0.2)
 
-    # -- the catalog and the checkpoint ------------------------------------------
+    # -- the key (:mod:`pgferry.backfill.checkpoint`) -------------------------------
     def resolve_key(self) -> None:
-        self.pk = primary_key(self.conn, self.bf.table)
-        if self.bf.key:
-            self.key = self.bf.key
-        elif len(self.pk) == 1:
-            self.key = self.pk[0]
-        else:
-            what = "has no primary key" if not self.pk else \
-                f"has a primary key of {len(self.pk)} columns"
-            raise BadInput(f"{self.bf.rel}: table {_show(self.bf.table)} {what}; name a unique, "
-                           "not-null column to page by with `-- pgferry:key column`")
-        if self.bf.kind == "insert":
-            self.pk = primary_key(self.conn, self.bf.target)
-            if not self.pk and self.opts.keep_images:
-                raise BadInput(f"{self.bf.rel}: {_show(self.bf.target)} has no primary key, so "
-                               "what a batch inserted cannot be recorded; give it one, or set "
-                               "[backfill] keep_before_images = false")
+        self.key, self.pk = checkpoint.key_of(self.conn, self.bf, self.opts.keep_images)
 
     def _k(self) -> sql.Composable:
-        return sql.Identifier(*[p for p in self.bf.table if p], self.key)
+        return key_ref(self.bf, self.key)
 
     def _where(self) -> sql.Composable:
-        return sql.SQL(" AND ({})").format(sql.SQL(self.opts.where)) if self.opts.where \
-            else sql.SQL("")
+        return where_sql(self.opts.where)
 
-    def _start_state(self) -> state.BackfillState:
-        st = state.read(self.conn, self.bf.name, self.scope)
-        if st is not None and not self.opts.restart:
-            if st.checksum != self.bf.checksum and st.status in ("running", "stopped",
-                                                                  "failed"):
-                raise BadInput(
-                    f"{self.bf.rel} changed since its run started at "
-                    f"{st.started_at:%Y-%m-%d %H:%M}: resuming would mix two statements; pass "
-                    "--restart to start over "
-                    "(its batches so far stay as they are)")
-            if st.status in ("running", "stopped", "failed"):
-                self.conn.execute(
-                    "UPDATE pgferry.backfill_state SET status = 'running', run_id = %s,"
-                    " error = NULL, updated_at = clock_timestamp() WHERE name = %s AND scope = %s",
-                    [self.run_id, self.bf.name, self.scope])
-                st.status = "running"
-                return st
-            if st.status == "completed":
-                return st
-        end = self.conn.execute(sql.SQL("SELECT max({k})::text FROM {t} WHERE true{w}").format(
-            k=self._k(), t=_rel(self.bf.table), w=self._where())).fetchone()
-        self.conn.execute(
-            "INSERT INTO pgferry.backfill_state (name, scope, checksum, table_name, key_column,"
-            " status, last_key, end_key, run_id, batch_size) VALUES"
-            " (%s, %s, %s, %s, %s, 'running', NULL, %s, %s, %s)"
-            " ON CONFLICT (name, scope) DO UPDATE SET checksum = excluded.checksum,"
-            " table_name = excluded.table_name, key_column = excluded.key_column,"
-            " status = 'running', last_key = NULL, end_key = excluded.end_key, batches = 0,"
-            " rows = 0, keys = 0, estimate = NULL, run_id = excluded.run_id,"
-            " batch_size = excluded.batch_size, started_at = clock_timestamp(),"
-            " updated_at = clock_timestamp(), completed_at = NULL, error = NULL",
-            [self.bf.name, self.scope, self.bf.checksum, _show(self.bf.table), self.key,
-             end[0] if end else None, self.run_id, self.opts.batch_size])
-        st2 = state.read(self.conn, self.bf.name, self.scope)
-        assert st2 is not None
-        return st2
-
-    def _estimate(self, st: state.BackfillState) -> int | None:
-        if st.end_key is None:
-            return 0
-        rel = self.conn.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                                [_rel(self.bf.table).as_string(self.conn)]).fetchone()
-        if rel and rel[0] is not None and rel[0] > 1_000_000:
-            return int(rel[0])
-        after = sql.SQL(" AND {} > %(after)s").format(self._k()) if st.last_key is not None \
-            else sql.SQL("")
-        row = self.conn.execute(sql.SQL(
-            "SELECT count(*) FROM {t} WHERE {k} <= %(end)s{a}{w}").format(
-            t=_rel(self.bf.table), k=self._k(), a=after, w=self._where()),
-            {"end": st.end_key, "after": st.last_key}).fetchone()
-        return int(row[0]) if row else None
-
-    # -- signals ---------------------------------------------------------------------
     def signals(self) -> throttle.Signals:
-        own = [self.conn.info.backend_pid, self.monitor.info.backend_pid]
-        if self.monitor.info.server_version >= 140000:  # waitstart: waiting for how long
-            query = _SIGNALS_SQL
-            args: list[Any] = [LOCK_WAIT_MIN_S, own]
-        else:
-            query = _SIGNALS_SQL_13
-            args = [own]
-        row = self.monitor.execute(query, args).fetchone()
-        assert row is not None
-        return throttle.Signals(int(row[0] or 0), int(row[1] or 0),
-                                float(row[2]) if row[2] is not None else None)
+        return signals.read(self.monitor, [self.conn.info.backend_pid,
+                                           self.monitor.info.backend_pid])
 
     # -- one batch -------------------------------------------------------------------
     def _batch(self, st: state.BackfillState, size: int, capture: images.Capture,
@@ -323,7 +211,7 @@ class Run:
             bounds = c.execute(sql.SQL(
                 "SELECT min(k), max(k), count(*) FROM (SELECT {k} AS k FROM {t}"
                 " WHERE {k} <= %(end)s{a}{w} ORDER BY {k} LIMIT %(n)s) s").format(
-                k=self._k(), t=_rel(self.bf.table), a=after, w=self._where()),
+                k=self._k(), t=rel(self.bf.table), a=after, w=self._where()),
                 {"end": st.end_key, "after": st.last_key, "n": size}).fetchone()
             if bounds is None or not bounds[2]:
                 return None
@@ -390,8 +278,9 @@ class Run:
     def run(self) -> Result:
         t0 = time.monotonic()
         self.resolve_key()
-        st = self._start_state()
-        res = Result(self.bf.name, self.scope, _show(self.bf.table), self.key, self.run_id,
+        st = checkpoint.start(self.conn, self.bf, self.key, self.scope, self.opts.where,
+                              self.run_id, self.opts.batch_size, self.opts.restart)
+        res = Result(self.bf.name, self.scope, show(self.bf.table), self.key, self.run_id,
                      resumed=st.batches > 0, total_batches=st.batches, total_rows=st.rows)
         if st.status == "completed":
             res.status = "completed"
@@ -407,7 +296,7 @@ class Run:
         text = self.bf.statement(self.opts.where)
         statement = capture.statement(text, self.pk) if self.opts.keep_images \
             else sql.SQL(text)
-        res.estimate = self._estimate(st)
+        res.estimate = checkpoint.estimate(self.conn, self.bf, self.key, self.opts.where, st)
         if res.estimate is not None:
             self.conn.execute("UPDATE pgferry.backfill_state SET estimate = %s + keys"
                               " WHERE name = %s AND scope = %s",
