@@ -19,10 +19,12 @@ Contract (the orchestration with the journal and policy is :mod:`pgferry.backfil
 - A lock timeout, deadlock or statement timeout rolls the batch back; it is retried,
   halved, after a backoff with jitter, up to ``[backfill] lock_retries`` times, then
   :class:`~pgferry.errors.LockUnavailable` (exit 3) names the lock and its holder.
-- Between batches the size moves toward ``[backfill] target_duration``
-  (:func:`pgferry.backfill.throttle.next_size`), and the run pauses while
-  :func:`~pgferry.backfill.throttle.pause_reason` or a ``pause`` gate says so; a pause
-  longer than ``max_pause`` stops it (exit 3, resumable). A gate with action ``abort``
+- After each batch the size moves toward ``[backfill] target_duration``
+  (:func:`pgferry.backfill.throttle.next_size`); before each batch (the first too) the run
+  pauses while :func:`~pgferry.backfill.throttle.pause_reason` (signals:
+  :mod:`pgferry.backfill.signals`), a ``pause`` gate, or a gate that cannot be read
+  (``[gates] on_unknown = "pause"``) says so; a pause longer than ``max_pause`` stops it
+  (exit 3, resumable). A gate with action ``abort``
   or ``rollback`` raises :class:`GateStop`; the service reverts for ``rollback``.
 """
 
