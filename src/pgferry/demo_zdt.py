@@ -1,7 +1,7 @@
-"""The zero-downtime part of ``pgferry demo``: a rename in prod, expand → backfill → contract.
+"""The zero-downtime part of ``pgferry demo``: a rename in prod, expand, backfill, contract.
 
-Contract: :func:`steps` returns :class:`pgferry.demo.Step` objects that run after the backup
-steps: ``migrate new --expand-contract "rename legal_cases.jurisdiction to
+Contract: :func:`steps` returns :class:`pgferry.demo_story.DemoStep` objects that run after
+the backup steps: ``migrate new --expand-contract "rename legal_cases.jurisdiction to
 jurisdiction_code"`` scaffolds the five files from prod's catalog, ``migrate number``
 numbers them (V13 expand, V14 contract), ``migrate up --env prod --yes`` applies the
 expand and *holds* the contract (its ``after backfill`` guard), ``migrate status`` says
@@ -20,7 +20,7 @@ import psycopg
 from pgferry.errors import OperationFailed
 
 if TYPE_CHECKING:
-    from pgferry.demo import Demo
+    from pgferry.demo_story import Demo
 
 DESCRIPTION = "rename legal_cases.jurisdiction to jurisdiction_code"
 SLUG = "rename_legal_cases_jurisdiction_to_jurisdiction_code"
@@ -102,12 +102,12 @@ def step_migrate_test(d: Demo) -> None:
 
 def steps() -> list[Any]:
     """The zero-downtime steps, to append to :data:`pgferry.demo.STEPS`."""
-    from pgferry.demo import Step
+    from pgferry.demo_story import DemoStep
 
     return [
-        Step("scaffold a rename", step_scaffold),
-        Step("expand; the contract is held", step_expand),
-        Step("backfill", step_backfill),
-        Step("contract released", step_contract),
-        Step("migrate test", step_migrate_test),
+        DemoStep("scaffold a rename", step_scaffold),
+        DemoStep("expand; the contract is held", step_expand),
+        DemoStep("backfill", step_backfill),
+        DemoStep("contract released", step_contract),
+        DemoStep("migrate test", step_migrate_test),
     ]

@@ -125,9 +125,9 @@ def test_a_delta_gate_fires_when_the_counter_rises() -> None:
 
 def test_presets() -> None:
     lat = GateConfig.model_validate({"name": "l", "preset": "latency", "slo": "300ms"})
-    assert (lat.threshold, lat.for_, lat.action) == (0.6, "10min", "rollback")
+    assert (lat.threshold, str(lat.for_), lat.action) == (0.6, "10min", "rollback")
     err = GateConfig.model_validate({"name": "e", "preset": "errors", "action": "abort"})
-    assert (err.threshold, err.action, err.for_) == (0.02, "abort", "5min")
+    assert (err.threshold, err.action, str(err.for_)) == (0.02, "abort", "5min")
     with pytest.raises(ValueError, match="needs slo"):
         GateConfig.model_validate({"name": "l", "preset": "latency"})
     with pytest.raises(ValueError, match="exactly one of promql and sql"):

@@ -29,9 +29,76 @@ from typing import Any, Literal
 
 from pgferry.config import Config
 from pgferry.errors import BadInput
-from pgferry.migrate.phases import DIRECTIVE_RE, NAME_RE
+
+#: a ``-- pgferry:name rest`` directive line (the same syntax as migration headers:
+#: :mod:`pgferry.migrate.phases`)
+DIRECTIVE_RE = re.compile(r"^\s*--\s*pgferry:(?P<name>[A-Za-z][A-Za-z-]*)(?P<rest>.*)$")
+#: a backfill's name: the file backfills/NAME.sql
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 Kind = Literal["update", "insert", "delete"]
+
+
+def _end_quoted(text: str, i: int) -> int:
+    """Index just past the string or quoted identifier that starts at ``i``."""
+    c, n, j = text[i], len(text), i + 1
+    escapes = c == "'" and i > 0 and text[i - 1] in "eE"
+    while j < n:
+        if escapes and text[j] == "\\":
+            j += 2
+        elif text[j] == c and j + 1 < n and text[j + 1] == c:
+            j += 2
+        elif text[j] == c:
+            return j + 1
+        else:
+            j += 1
+    return n
+
+
+def _end_block_comment(text: str, i: int) -> int:
+    depth, j, n = 1, i + 2, len(text)
+    while j < n and depth:
+        if text.startswith("/*", j):
+            depth, j = depth + 1, j + 2
+        elif text.startswith("*/", j):
+            depth, j = depth - 1, j + 2
+        else:
+            j += 1
+    return j
+
+
+def _end_not_sql(text: str, i: int) -> int:
+    """Index just past a string, quoted identifier, comment or dollar quote starting at
+    ``i``; ``i`` itself when none starts there."""
+    c = text[i]
+    if c in "'\"":
+        return _end_quoted(text, i)
+    if text.startswith("--", i):
+        j = text.find("\n", i)
+        return len(text) if j < 0 else j
+    if text.startswith("/*", i):
+        return _end_block_comment(text, i)
+    if c == "$":
+        m = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", text[i:])
+        if m:
+            tag = m.group(0)
+            j = text.find(tag, i + len(tag))
+            return len(text) if j < 0 else j + len(tag)
+    return i
+
+
+def _token_at(text: str, i: int, mapping: dict[str, str]) -> str | None:
+    n = len(text)
+    for k in mapping:
+        end = i + len(k)
+        if not text.startswith(k, i):
+            continue
+        if end < n and (text[end].isalnum() or text[end] == "_"):
+            continue
+        if k.startswith(":") and i > 0 and text[i - 1] == ":":  # a cast: x::lo
+            continue
+        return k
+    return None
 
 
 def rewrite(text: str, mapping: dict[str, str], *, escape_percent: bool = False) -> str:
@@ -41,58 +108,17 @@ def rewrite(text: str, mapping: dict[str, str], *, escape_percent: bool = False)
     out: list[str] = []
     i, n = 0, len(text)
     while i < n:
-        c = text[i]
-        if c == "'" or c == '"':
-            j = i + 1
-            while j < n:
-                if text[j] == c:
-                    if j + 1 < n and text[j + 1] == c:
-                        j += 2
-                        continue
-                    break
-                if c == "'" and text[j] == "\\" and i > 0 and text[i - 1] in "eE":
-                    j += 2
-                    continue
-                j += 1
-            out.append(text[i:j + 1])
-            i = j + 1
-            continue
-        if c == "-" and text.startswith("--", i):
-            j = text.find("\n", i)
-            j = n if j < 0 else j
+        j = _end_not_sql(text, i)
+        if j > i:
             out.append(text[i:j])
             i = j
             continue
-        if c == "/" and text.startswith("/*", i):
-            depth, j = 1, i + 2
-            while j < n and depth:
-                if text.startswith("/*", j):
-                    depth, j = depth + 1, j + 2
-                elif text.startswith("*/", j):
-                    depth, j = depth - 1, j + 2
-                else:
-                    j += 1
-            out.append(text[i:j])
-            i = j
-            continue
-        if c == "$":
-            m = re.match(r"\$([A-Za-z_][A-Za-z0-9_]*)?\$", text[i:])
-            if m:
-                tag = m.group(0)
-                j = text.find(tag, i + len(tag))
-                j = n if j < 0 else j + len(tag)
-                out.append(text[i:j])
-                i = j
-                continue
-        hit = next((k for k in mapping if text.startswith(k, i)
-                    and not (i + len(k) < n and (text[i + len(k)].isalnum()
-                                                 or text[i + len(k)] == "_"))
-                    and not (k.startswith(":") and i > 0 and text[i - 1] == ":")), None)
+        hit = _token_at(text, i, mapping)
         if hit is not None:
             out.append(mapping[hit])
             i += len(hit)
             continue
-        out.append(c)
+        out.append(text[i])
         i += 1
     result = "".join(out)
     if escape_percent:

@@ -41,21 +41,21 @@ import psycopg
 from psycopg import sql
 
 from pgferry.backfill import checkpoint, images, signals, state, throttle
+from pgferry.backfill import events as ev
 from pgferry.backfill.checkpoint import key_ref, rel, show, where_sql
 from pgferry.backfill.files import BackfillFile
-from pgferry.config import Config, parse_duration, pg_duration
+from pgferry.config import Config, pg_duration
 from pgferry.errors import BadInput, LockUnavailable, OperationFailed
+from pgferry.events import Subscriber, ignore
 from pgferry.gates.evaluate import Firing
 from pgferry.gates.runtime import GateSet
-from pgferry.migrate.locks import LockWatcher
 from pgferry.pg.connect import Target, connect, map_db_error, redact
+from pgferry.pg.lockwatch import LockWatcher
 
 #: classid of the advisory lock a backfill run holds (objid: hashtext(name || scope))
 RUN_LOCK = 0x70676272  # "pgbr"
 _RETRYABLE = ("55P03", "40P01", "57014")  # lock timeout, deadlock, statement timeout
 
-#: progress callback: (kind, data); kinds: start, batch, retry, pause, resume, gate, done
-Event = Callable[[str, dict[str, Any]], None]
 
 
 class GateStop(Exception):
@@ -67,7 +67,7 @@ class GateStop(Exception):
 
 
 @dataclass
-class Options:
+class BackfillOptions:
     where: str | None = None
     batch_size: int = 20_000
     target_duration: float = 0.2  # seconds; 0: fixed size
@@ -76,7 +76,7 @@ class Options:
 
 
 @dataclass
-class Result:
+class BackfillResult:
     name: str
     scope: str
     table: str
@@ -109,12 +109,12 @@ class Result:
 class Run:
     """One ``backfill run`` against ``target`` (a context manager owning two connections)."""
 
-    def __init__(self, cfg: Config, target: Target, bf: BackfillFile, opts: Options, *,
-                 on_event: Event | None = None, gates: Callable[[psycopg.Connection[Any]],
-                                                                GateSet] | None = None) -> None:
+    def __init__(self, cfg: Config, target: Target, bf: BackfillFile, opts: BackfillOptions, *,
+                 publish: Subscriber | None = None,
+                 gates: Callable[[psycopg.Connection[Any]], GateSet] | None = None) -> None:
         self.cfg, self.target, self.bf, self.opts = cfg, target, bf, opts
-        self.b = cfg.backfill
-        self.on_event = on_event or (lambda kind, data: None)
+        self.conf = cfg.backfill
+        self.publish = publish or ignore
         self.scope = opts.where or ""
         self.run_id = uuid.uuid4().hex[:12]
         self.work: psycopg.Connection[Any] | None = None
@@ -123,8 +123,8 @@ class Run:
         self.gates: GateSet | None = None
         self.key = ""
         self.pk: list[str] = []
-        self.lock_timeout = pg_duration(self.b.lock_timeout)
-        self.statement_timeout = pg_duration(self.b.statement_timeout)
+        self.lock_timeout = pg_duration(self.conf.lock_timeout)
+        self.statement_timeout = pg_duration(self.conf.statement_timeout)
 
     # -- lifecycle ---------------------------------------------------------------
     def __enter__(self) -> Run:
@@ -234,23 +234,23 @@ class Run:
         return int(keys), max(int(rows), 0), hi
 
     def _pause(self, baseline: throttle.Signals, previous: throttle.Signals,
-               result: Result, force: bool = False) -> throttle.Signals:
+               result: BackfillResult, force: bool = False) -> throttle.Signals:
         """Wait while a signal or a pause gate says so; raise GateStop for abort/rollback."""
-        pause = parse_duration(self.b.pause).total_seconds()
-        max_pause = parse_duration(self.b.max_pause).total_seconds()
+        pause = self.conf.pause.total_seconds()
+        max_pause = self.conf.max_pause.total_seconds()
         since: float | None = None
         now_sig = previous
         while True:
             now_sig = self.signals()
             why = throttle.pause_reason(baseline, previous, now_sig,
-                                        parse_duration(self.b.max_replication_lag)
+                                        self.conf.max_replication_lag
                                         .total_seconds())
             previous = now_sig
             if self.gates:
                 poll = self.gates.poll(force=force)
                 worst = poll.worst()
                 if worst is not None:
-                    self.on_event("gate", {"firing": worst.to_dict()})
+                    self.publish(ev.GateFired(worst.gate.name, worst.action, worst.describe()))
                     if worst.action in ("abort", "rollback"):
                         raise GateStop(worst)
                     why = why or worst.describe()
@@ -262,104 +262,35 @@ class Run:
                 if since is not None:
                     waited = time.monotonic() - since
                     result.pauses[-1]["seconds"] = round(waited, 3)
-                    self.on_event("resume", {"seconds": waited})
+                    self.publish(ev.Resumed(self.bf.name, waited))
                 return now_sig
             if since is None:
                 since = time.monotonic()
                 result.pauses.append({"reason": why, "seconds": 0.0})
-                self.on_event("pause", {"reason": why, "pause_s": pause})
+                self.publish(ev.Paused(self.bf.name, why, pause))
             if time.monotonic() - since > max_pause:
                 raise OperationFailed(
                     f"backfill {self.bf.name} paused for more than [backfill] max_pause "
-                    f"({self.b.max_pause}): {why}; stopped after {result.total_batches} "
+                    f"({self.conf.max_pause}): {why}; stopped after {result.total_batches} "
                     f"batch(es); run it again to resume", reason=why)
             time.sleep(pause)
             force = True
 
     # -- the loop ----------------------------------------------------------------------
-    def run(self) -> Result:
+    def run(self) -> BackfillResult:
         t0 = time.monotonic()
         self.resolve_key()
         st = checkpoint.start(self.conn, self.bf, self.key, self.scope, self.opts.where,
                               self.run_id, self.opts.batch_size, self.opts.restart)
-        res = Result(self.bf.name, self.scope, show(self.bf.table), self.key, self.run_id,
+        res = BackfillResult(self.bf.name, self.scope, show(self.bf.table), self.key, self.run_id,
                      resumed=st.batches > 0, total_batches=st.batches, total_rows=st.rows)
         if st.status == "completed":
             res.status = "completed"
             res.duration_s = time.monotonic() - t0
-            self.on_event("done", {"result": res, "already": True, "state": st})
             return res
-        if self.opts.keep_images:
-            images.expire(self.conn, parse_duration(self.b.keep_before_images_for)
-                          .total_seconds())
-        capture = images.Capture(self.bf, self.key, self.opts.where, self.bf.name, self.scope,
-                                 self.run_id)
-        capture.prepare(self.conn)
-        text = self.bf.statement(self.opts.where)
-        statement = capture.statement(text, self.pk) if self.opts.keep_images \
-            else sql.SQL(text)
-        res.estimate = checkpoint.estimate(self.conn, self.bf, self.key, self.opts.where, st)
-        if res.estimate is not None:
-            self.conn.execute("UPDATE pgferry.backfill_state SET estimate = %s + keys"
-                              " WHERE name = %s AND scope = %s",
-                              [res.estimate, self.bf.name, self.scope])
-        self.on_event("start", {"result": res, "state": st, "batch_size": self.opts.batch_size})
-        size = max(self.b.min_batch, min(self.opts.batch_size, self.b.max_batch))
-        baseline = previous = self.signals()
-        watcher_interval = min(max(parse_duration(self.b.lock_timeout).total_seconds() / 3,
-                                   0.05), 1.0)
+        capture, statement = self._prepare(st, res)
         try:
-            first = True
-            while True:
-                # signals and gates before every batch (the first too: a gate that is bad, or
-                # cannot be read, before anything changed keeps everything as it is)
-                previous = self._pause(baseline, previous, res, force=first)
-                first = False
-                attempts, seen = 0, None
-                while True:
-                    attempts += 1
-                    t1 = time.monotonic()
-                    try:
-                        with LockWatcher(self.monitor, self.conn.info.backend_pid,
-                                         watcher_interval) as w:
-                            try:
-                                done = self._batch(st, size, capture, statement,
-                                                   st.batches + 1)
-                            finally:
-                                seen = w.seen or seen
-                        break
-                    except psycopg.Error as e:
-                        if e.sqlstate not in _RETRYABLE:
-                            raise
-                        if attempts > self.b.lock_retries:
-                            raise self._gave_up(e, seen, attempts, st) from None
-                        res.retries += 1
-                        size = throttle.shrink(size, self.b.min_batch)
-                        why = {"55P03": "lock timeout", "40P01": "deadlock",
-                               "57014": "statement timeout"}[str(e.sqlstate)]
-                        self.on_event("retry", {"reason": why, "attempt": attempts,
-                                                "of": self.b.lock_retries + 1,
-                                                "batch_size": size,
-                                                "lock": seen.describe() if seen else None})
-                        base = max(parse_duration(self.b.lock_timeout).total_seconds(), 0.05)
-                        time.sleep(random.uniform(0, min(10.0, base * 2 ** attempts)))
-                elapsed = time.monotonic() - t1
-                if done is None:
-                    break
-                keys, rows, hi = done
-                st.last_key = str(hi)  # what the server will read back as the key's type
-                st.batches += 1
-                res.batches += 1
-                res.keys += keys
-                res.rows += rows
-                res.total_batches = st.batches
-                res.total_rows += rows
-                res.last_batch_size = size
-                res.duration_s = time.monotonic() - t0
-                size = throttle.next_size(size, elapsed, self.opts.target_duration,
-                                          self.b.min_batch, self.b.max_batch)
-                self.on_event("batch", {"result": res, "keys": keys, "rows": rows,
-                                        "ms": int(elapsed * 1000), "next_size": size})
+            self._loop(st, res, capture, statement, t0)
         except GateStop:
             self._set_status("stopped", None)
             raise
@@ -376,8 +307,87 @@ class Run:
                           " WHERE name = %s AND scope = %s", [self.bf.name, self.scope])
         res.status = "completed"
         res.duration_s = time.monotonic() - t0
-        self.on_event("done", {"result": res, "already": False})
         return res
+
+    def _prepare(self, st: state.BackfillState, res: BackfillResult
+                 ) -> tuple[images.Capture, sql.Composed | sql.SQL]:
+        """Old images expired, the capture and the statement to run, the estimate."""
+        if self.opts.keep_images:
+            images.expire(self.conn, self.conf.keep_before_images_for.total_seconds())
+        capture = images.Capture(self.bf, self.key, self.opts.where, self.bf.name, self.scope,
+                                 self.run_id)
+        capture.prepare(self.conn)
+        text = self.bf.statement(self.opts.where)
+        statement = capture.statement(text, self.pk) if self.opts.keep_images \
+            else sql.SQL(text)
+        res.estimate = checkpoint.estimate(self.conn, self.bf, self.key, self.opts.where, st)
+        if res.estimate is not None:
+            self.conn.execute("UPDATE pgferry.backfill_state SET estimate = %s + keys"
+                              " WHERE name = %s AND scope = %s",
+                              [res.estimate, self.bf.name, self.scope])
+        self.publish(ev.BackfillStarted(self.bf.name, res.table, self.key, res.estimate,
+                                        self.opts.batch_size, st.batches))
+        return capture, statement
+
+    def _loop(self, st: state.BackfillState, res: BackfillResult, capture: images.Capture,
+              statement: sql.Composed | sql.SQL, t0: float) -> None:
+        size = max(self.conf.min_batch, min(self.opts.batch_size, self.conf.max_batch))
+        baseline = previous = self.signals()
+        first = True
+        while True:
+            # signals and gates before every batch (the first too: a gate that is bad, or
+            # cannot be read, before anything changed keeps everything as it is)
+            previous = self._pause(baseline, previous, res, force=first)
+            first = False
+            done, size, elapsed = self._retried(st, size, capture, statement, res)
+            if done is None:
+                return
+            keys, rows, hi = done
+            st.last_key = str(hi)  # what the server will read back as the key's type
+            st.batches += 1
+            res.batches += 1
+            res.keys += keys
+            res.rows += rows
+            res.total_batches = st.batches
+            res.total_rows += rows
+            res.last_batch_size = size
+            res.duration_s = time.monotonic() - t0
+            size = throttle.next_size(size, elapsed, self.opts.target_duration,
+                                      self.conf.min_batch, self.conf.max_batch)
+            self.publish(ev.BatchDone(self.bf.name, st.batches, keys, rows,
+                                      int(elapsed * 1000), size, res.keys, res.estimate,
+                                      round(res.rows_per_s, 1)))
+
+    def _retried(self, st: state.BackfillState, size: int, capture: images.Capture,
+                 statement: sql.Composed | sql.SQL, res: BackfillResult
+                 ) -> tuple[tuple[int, int, Any] | None, int, float]:
+        """One batch, retried (halved) on a lock timeout, deadlock or statement timeout:
+        (its result, the size it ran with, its duration)."""
+        interval = min(max(self.conf.lock_timeout.total_seconds() / 3, 0.05), 1.0)
+        attempts, seen = 0, None
+        while True:
+            attempts += 1
+            t1 = time.monotonic()
+            try:
+                with LockWatcher(self.monitor, self.conn.info.backend_pid, interval) as w:
+                    try:
+                        done = self._batch(st, size, capture, statement, st.batches + 1)
+                    finally:
+                        seen = w.seen or seen
+                return done, size, time.monotonic() - t1
+            except psycopg.Error as e:
+                if e.sqlstate not in _RETRYABLE:
+                    raise
+                if attempts > self.conf.lock_retries:
+                    raise self._gave_up(e, seen, attempts, st) from None
+                res.retries += 1
+                size = throttle.shrink(size, self.conf.min_batch)
+                why = {"55P03": "lock timeout", "40P01": "deadlock",
+                       "57014": "statement timeout"}[str(e.sqlstate)]
+                self.publish(ev.BatchRetry(self.bf.name, why, attempts, self.conf.lock_retries + 1,
+                                           size, seen.describe() if seen else None))
+                base = max(self.conf.lock_timeout.total_seconds(), 0.05)
+                time.sleep(random.uniform(0, min(10.0, base * 2 ** attempts)))
 
     def _set_status(self, status: str, error: str | None) -> None:
         try:
@@ -394,28 +404,33 @@ class Run:
         where = f"after {st.batches} batch(es) (checkpoint kept: run it again to resume)"
         if e.sqlstate == "57014":
             return OperationFailed(
-                f"backfill {self.bf.name}: a batch of {self.b.min_batch} keys still ran past "
-                f"statement_timeout {self.b.statement_timeout} after {attempts} attempts; "
+                f"backfill {self.bf.name}: a batch of {self.conf.min_batch} keys still ran past "
+                f"statement_timeout {self.conf.statement_timeout} after {attempts} attempts; "
                 f"stopped {where}. Raise [backfill] statement_timeout or add an index for the "
                 "statement", sqlstate=e.sqlstate)
         what = seen.describe() if seen else "a lock (its holder had gone when sampled)"
         return LockUnavailable(
             f"backfill {self.bf.name}: could not get {what} within lock_timeout "
-            f"{self.b.lock_timeout} after {attempts} attempts; stopped {where}. Retry when the "
+            f"{self.conf.lock_timeout} after {attempts} attempts; stopped {where}. Retry when the "
             "blocking session is done, or raise [backfill] lock_retries",
             lock=seen.__dict__ if seen else None, sqlstate=e.sqlstate)
 
-    def revert(self, on_batch: Callable[[int, int, int], None] | None = None
-               ) -> images.Reverted:
+    def revert(self, reason: str = "") -> images.Reverted:
         """Put back every recorded batch of this backfill (newest first); state reverted."""
         if not images.supported(self.bf):
             raise BadInput(f"{self.bf.rel} is a DELETE backfill: it keeps no before-images, "
                            "so it cannot be reverted")
         if not self.key:
             self.resolve_key()
+        if reason:
+            self.publish(ev.Reverting(self.bf.name, reason))
+
+        def each(batch: int, rows: int, kept: int) -> None:
+            self.publish(ev.BatchReverted(self.bf.name, batch, rows, kept))
+
         done = images.revert(self.conn, self.bf, self.key, self.pk, self.bf.name, self.scope,
-                             lock_timeout=self.lock_timeout, retries=self.b.lock_retries,
-                             on_batch=on_batch)
+                             lock_timeout=self.lock_timeout, retries=self.conf.lock_retries,
+                             on_batch=each)
         if done.stopped_at is None:
             self.conn.execute(
                 "UPDATE pgferry.backfill_state SET status = 'reverted', last_key = NULL,"

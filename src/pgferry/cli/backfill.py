@@ -1,8 +1,8 @@
-"""``pgferry backfill run|revert|status``: thin wrappers over :mod:`pgferry.backfill.service`.
+"""``pgferry backfill run|revert|status``: thin wrappers over :mod:`pgferry.commands.backfill`.
 
-Contract: each verb parses its arguments, runs the policy that needs a person (blackout
-window, ``--yes`` on a protected environment), calls one service function and renders
-its result (one JSON object under ``--json``; progress on stderr: a bar with rows/s on a
+Contract: each verb parses its arguments, calls one command (which decides the policy:
+blackout window, ``--yes`` on a protected environment, asking a person at a terminal) and
+renders its result (one JSON object under ``--json``; progress on stderr: a bar with rows/s on a
 terminal, a line every two seconds otherwise). Exit codes: 0 done (or already done);
 2 bad input (no such backfill, a file that is not one statement with ``:lo``/``:hi``, a
 table without a usable key, ``--where`` that is not one condition, a gate query its source
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -24,16 +23,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pgferry.cli.common import (
-    EnvOpt,
-    JsonOpt,
-    State,
-    YesOpt,
-    confirm_protected,
-    sigterm_interrupts,
-    state,
-)
-from pgferry.policy import blackout_guard
+from pgferry.backfill import events as ev
+from pgferry.cli.common import EnvOpt, JsonOpt, State, YesOpt, sigterm_interrupts, state
+from pgferry.events import Event
 
 app = typer.Typer(help="Batched backfills: keyset batches, paced, resumable, gated.",
                   no_args_is_help=True)
@@ -46,78 +38,69 @@ OverrideOpt = Annotated[bool, typer.Option("--override-blackout",
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why; goes into the journal.")]
 
 
-class _Progress:
+class BackfillLines:
     """A bar with keys and rows/s on a terminal; a line every two seconds otherwise."""
 
-    def __init__(self, st: State, name: str) -> None:
-        self.st, self.name = st, name
+    def __init__(self, st: State) -> None:
+        self.st = st
         self.bar: Progress | None = None
         self.task: Any = None
         self.last_line = 0.0
 
-    def _line(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(text, markup=False, soft_wrap=True)
-        else:
-            self.st.err.print(text, markup=False, soft_wrap=True)
+    def __enter__(self) -> BackfillLines:
+        return self
 
-    def event(self, kind: str, data: dict[str, Any]) -> None:
-        res = data.get("result")
-        if kind == "start":
-            est = res.estimate if res is not None else None
-            resumed = f", resuming after {data['state'].batches:,} batch(es)" \
-                if res is not None and res.resumed else ""
-            where = f"{res.table} by {res.key}" if res is not None else ""
-            self._line(f"backfill {self.name}: {where}, ~{est or 0:,} keys to go, batches of "
-                       f"{data['batch_size']:,} to start{resumed}")
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
+
+    def _line(self, text: str) -> None:
+        console = self.bar.console if self.bar is not None else self.st.err
+        console.print(text, markup=False, soft_wrap=True)
+
+    def __call__(self, event: Event) -> None:  # noqa: C901 (one branch per event class)
+        if isinstance(event, ev.BackfillStarted):
+            resumed = (f", resuming after {event.resumed_after:,} batch(es)"
+                       if event.resumed_after else "")
+            self._line(f"backfill {event.name}: {event.table} by {event.key}, "
+                       f"~{event.estimate or 0:,} keys to go, batches of "
+                       f"{event.batch_size:,} to start{resumed}")
             if sys.stderr.isatty() and not self.st.json:
                 self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
                                     TextColumn("{task.completed:,}/{task.total:,} keys"),
                                     TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
                                     console=self.st.err, transient=True)
                 self.bar.start()
-                self.task = self.bar.add_task(self.name, total=est or None, rate="")
-        elif kind == "batch" and res is not None:
-            rate = f"{res.rows_per_s:,.0f} rows/s"
+                self.task = self.bar.add_task(event.name, total=event.estimate or None,
+                                              rate="")
+        elif isinstance(event, ev.BatchDone):
+            rate = f"{event.rows_per_s:,.0f} rows/s"
             if self.bar is not None:
-                self.bar.update(self.task, advance=data["keys"], rate=rate)
+                self.bar.update(self.task, advance=event.keys, rate=rate)
+                return
             now = time.monotonic()
-            if self.bar is None and now - self.last_line >= 2:
+            if now - self.last_line >= 2:
                 self.last_line = now
-                of = f" of ~{res.estimate:,}" if res.estimate else ""
-                self._line(f"batch {res.total_batches:,}: {data['rows']:,} rows in {data['ms']} ms;"
-                           f" {res.keys:,}{of} keys done, {rate}; next batch "
-                           f"{data['next_size']:,}")
-        elif kind == "retry":
-            lock = f" ({data['lock']})" if data.get("lock") else ""
-            self._line(f"{data['reason']}{lock} (attempt {data['attempt']}/{data['of']}); "
-                       f"retrying with {data['batch_size']:,} keys after a backoff")
-        elif kind == "pause":
-            self._line(f"pausing: {data['reason']} (checking again every {data['pause_s']:g}s)")
-        elif kind == "resume":
-            self._line(f"resuming after {data['seconds']:.1f}s")
-        elif kind == "gate":
-            self._line(data["firing"]["message"])
-        elif kind == "revert":
-            self._line(f"rolling back: {data['reason']}")
-        elif kind == "reverted":
-            kept = f", {data['kept']} changed since and kept" if data["kept"] else ""
-            self._line(f"reverted batch {data['batch']}: {data['rows']} row(s) put back{kept}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
-
-
-def _policy(st: State, env: str | None, verb: str, yes: bool, override: bool,
-            reason: str | None, arguments: dict[str, Any]) -> tuple[Any, Any]:
-    cfg, t = st.config(), st.target(env)
-    arguments["env"] = t.name
-    blackout_guard(cfg, t, verb, override=override, reason=reason, now=datetime.now(UTC),
-                   arguments=arguments)
-    confirm_protected(st, t, yes, verb, arguments=arguments)
-    return cfg, t
+                of = f" of ~{event.estimate:,}" if event.estimate else ""
+                self._line(f"batch {event.batch:,}: {event.rows:,} rows in "
+                           f"{event.duration_ms} ms; {event.keys_done:,}{of} keys done, "
+                           f"{rate}; next batch {event.next_size:,}")
+        elif isinstance(event, ev.BatchRetry):
+            lock = f" ({event.lock})" if event.lock else ""
+            self._line(f"{event.reason}{lock} (attempt {event.attempt}/{event.max_attempts}); "
+                       f"retrying with {event.batch_size:,} keys after a backoff")
+        elif isinstance(event, ev.Paused):
+            self._line(f"pausing: {event.reason} (checking again every {event.pause_s:g}s)")
+        elif isinstance(event, ev.Resumed):
+            self._line(f"resuming after {event.seconds:.1f}s")
+        elif isinstance(event, ev.GateFired):
+            self._line(event.message)
+        elif isinstance(event, ev.Reverting):
+            self._line(f"rolling back: {event.reason}")
+        elif isinstance(event, ev.BatchReverted):
+            kept = f", {event.kept} changed since and kept" if event.kept else ""
+            self._line(f"reverted batch {event.batch}: {event.rows} row(s) put back{kept}")
 
 
 def register(root: typer.Typer) -> None:
@@ -139,37 +122,29 @@ def run_cmd(ctx: typer.Context, name: NameArg, env: EnvOpt = None, where: WhereO
             yes: YesOpt = False, override_blackout: OverrideOpt = False,
             reason: ReasonOpt = None, json_: JsonOpt = False) -> None:
     """Run backfills/NAME.sql in keyset batches (resumes after a crash)."""
-    from pgferry.backfill import service
+    from pgferry.commands import backfill as cmd
 
     st = state(ctx, json_)
-    args: dict[str, Any] = {"name": name, "where": where, "batch_size": batch_size,
-                            "target_duration": target_duration, "restart": restart,
-                            "yes": yes, "override_blackout": override_blackout,
-                            "reason": reason}
-    cfg = st.config()
-    opts = service.options(cfg, where=where, batch_size=batch_size,
-                           target_duration=target_duration, restart=restart)
-    cfg, t = _policy(st, env, "backfill run", yes, override_blackout, reason, args)
-    bar = _Progress(st, name)
-    try:
-        with sigterm_interrupts():
-            res = service.run(cfg, t, name, opts, arguments=args, on_event=bar.event)
-    finally:
-        bar.close()
+    opts = cmd.BackfillRunOptions(name, env, where, batch_size, target_duration, restart, yes,
+                          override_blackout, reason)
+    with sigterm_interrupts(), BackfillLines(st) as lines:
+        result = cmd.run(st.config(), opts, progress=lines, confirm=st.confirm())
+    res = result.to_dict()
+    t_name = result.env
 
     def render(out: Console) -> None:
         if res["batches"] == 0 and res["status"] == "completed" and not res["keys"]:
-            out.print(f"{t.name}: backfill {name} is complete already ({res['total_rows']:,} rows"
+            out.print(f"{t_name}: backfill {name} is complete already ({res['total_rows']:,} rows"
                       f" in {res['total_batches']:,} batches); --restart runs it again",
                       markup=False)
             return
         pauses = f", {len(res['pauses'])} pause(s)" if res["pauses"] else ""
         retries = f", {res['retries']} retried batch(es)" if res["retries"] else ""
-        out.print(f"{t.name}: backfill {name} completed: {res['rows']:,} rows over "
+        out.print(f"{t_name}: backfill {name} completed: {res['rows']:,} rows over "
                   f"{res['keys']:,} keys in {res['batches']:,} batches, {res['duration_s']:.1f}s "
                   f"({res['rows_per_s']:,.0f} rows/s){pauses}{retries}", markup=False)
 
-    st.emit({"ok": True, **res}, render)
+    st.emit(res, render)
 
 
 @app.command("revert")
@@ -177,33 +152,31 @@ def revert_cmd(ctx: typer.Context, name: NameArg, env: EnvOpt = None, where: Whe
                yes: YesOpt = False, override_blackout: OverrideOpt = False,
                reason: ReasonOpt = None, json_: JsonOpt = False) -> None:
     """Put back what backfills/NAME.sql changed, from its before-images."""
-    from pgferry.backfill import service
+    from pgferry.commands import backfill as cmd
 
     st = state(ctx, json_)
-    args: dict[str, Any] = {"name": name, "where": where, "yes": yes,
-                            "override_blackout": override_blackout, "reason": reason}
-    cfg, t = _policy(st, env, "backfill revert", yes, override_blackout, reason, args)
-    bar = _Progress(st, name)
-    with sigterm_interrupts():
-        res = service.revert(cfg, t, name, where, arguments=args, on_event=bar.event)
-    kept = f"; {res['kept']:,} changed since and kept" if res["kept"] else ""
-    st.emit({"ok": True, **res}, lambda out: out.print(
-        f"{t.name}: backfill {name} reverted: {res['batches']:,} batch(es), {res['rows']:,} "
+    opts = cmd.BackfillRevertOptions(name, env, where, yes, override_blackout, reason)
+    with sigterm_interrupts(), BackfillLines(st) as lines:
+        result = cmd.revert(st.config(), opts, progress=lines, confirm=st.confirm())
+    r = result.reverted
+    kept = f"; {r.kept:,} changed since and kept" if r.kept else ""
+    st.emit(result.to_dict(), lambda out: out.print(
+        f"{result.env}: backfill {name} reverted: {r.batches:,} batch(es), {r.rows:,} "
         f"row(s) put back{kept}", markup=False))
 
 
 @app.command("status")
 def status_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -> None:
     """Every backfill's state in an environment: done, running, stopped, reverted."""
-    from pgferry.backfill import service
+    from pgferry.commands import backfill as cmd
 
     st = state(ctx, json_)
-    cfg, t = st.config(), st.target(env)
-    res = service.status(cfg, t)
+    result = cmd.status(st.config(), env)
+    res = result.to_dict()
 
     def render(out: Console) -> None:
         table = Table("Backfill", "Where", "Table", "State", "Batches", "Rows", "Updated",
-                      title=f"{t.name}: backfills", title_justify="left")
+                      title=f"{result.env}: backfills", title_justify="left")
         for b in res["backfills"]:
             table.add_row(b["name"], escape(b["scope"] or ""), b["table_name"], b["status"],
                           f"{b['batches']:,}", f"{b['rows']:,}",
@@ -212,4 +185,4 @@ def status_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -
             table.add_row(n, "", "", "never run", "", "", "")
         out.print(table)
 
-    st.emit({"ok": True, **res}, render)
+    st.emit(res, render)

@@ -1,12 +1,13 @@
-"""``pgferry migrate test|bench``: migrations proven on a scratch database (see
-:mod:`pgferry.cli.migrate`).
+"""``pgferry migrate test|bench``: migrations proven on a scratch database.
 
-Thin: arguments and rendering; the logic is in :mod:`pgferry.migrate.testing` and
-:mod:`pgferry.migrate.bench`. Exit codes: 0 every check passed; 1 an undo that does not
-restore its migration, a migration that fails on an empty database, an assertion file that
-returned rows (or a pgTAP failure), a p95 above ``--p95``; 2 bad input (a file that does
-not parse, pgTAP without the extension, no such script); 3 failed (no CREATEDB on the
-server of ``--env``, pgbench failed).
+(How the ``migrate`` verbs are split between modules: :mod:`pgferry.cli.migrate`.)
+
+Thin: arguments and rendering; the verbs are :mod:`pgferry.commands.migrate_test` (the
+work: :mod:`pgferry.migrate.testing`, :mod:`pgferry.migrate.bench`). Exit codes: 0 every
+check passed; 1 an undo that does not restore its migration, a migration that fails on an
+empty database, an assertion file that returned rows (or a pgTAP failure), a p95 above
+``--p95``; 2 bad input (a file that does not parse, pgTAP without the extension, no such
+script); 3 failed (no CREATEDB on the server of ``--env``, pgbench failed).
 """
 
 from __future__ import annotations
@@ -32,13 +33,10 @@ def register(app: typer.Typer) -> None:
     def test_cmd(ctx: typer.Context, env: ServerEnvOpt = None, keep: KeepOpt = False,
                  json_: JsonOpt = False) -> None:
         """Apply every migration on a scratch database with up, undo, up, then run tests/*.sql."""
-        from pgferry.migrate import testing
+        from pgferry.commands import migrate_test as cmd
 
         st = state(ctx, json_)
-        cfg = st.config()
-        target = st.target(env) if env else None
-        res = testing.run(cfg, target, keep=keep,
-                          on_note=lambda s: st.err.print(s, markup=False, soft_wrap=True))
+        res = cmd.test(st.config(), env, keep=keep, progress=st.notices()).to_dict()
 
         def render(out: Console) -> None:
             out.print(f"migrate test: {len(res['applied'])} migration(s) applied, "
@@ -69,15 +67,11 @@ def register(app: typer.Typer) -> None:
                   env: ServerEnvOpt = None, keep: KeepOpt = False,
                   json_: JsonOpt = False) -> None:
         """Run a pgbench script against the migrated scratch database; p50/p95/p99."""
-        from pgferry.migrate import bench
+        from pgferry.commands import migrate_test as cmd
 
         st = state(ctx, json_)
-        cfg = st.config()
-        target = st.target(env) if env else None
-        res: dict[str, Any] = bench.run(
-            cfg, target, script, p95=p95, clients=clients, seconds=time_,
-            transactions=transactions, seed=seed, keep=keep,
-            on_note=lambda s: st.err.print(s, markup=False, soft_wrap=True))
+        opts = cmd.BenchOptions(script, env, p95, clients, time_, transactions, seed, keep)
+        res: dict[str, Any] = cmd.bench(st.config(), opts, progress=st.notices()).to_dict()
 
         def render(out: Console) -> None:
             lat = res["latency_ms"]

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from pgferry.config import Config, GateConfig, parse_duration
+from pgferry.config import Config, GateConfig
 from pgferry.gates import sources
 from pgferry.gates.evaluate import Evaluator, Firing
 from pgferry.gates.sources import Reading
@@ -44,7 +44,7 @@ class GateSet:
         self.cfg, self.conn, self.clock = cfg, conn, clock
         self.gates: list[GateConfig] = [
             g for g in cfg.gate if (not g.envs or env in g.envs) and during in g.during]
-        self.interval = parse_duration(cfg.gates.interval).total_seconds()
+        self.interval = cfg.gates.interval.total_seconds()
         self.evaluator = Evaluator()
         self.last_read = float("-inf")
         self.last_readings: dict[str, Reading] = {}

@@ -25,7 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.config import GateConfig, GatesConfig, parse_duration
+from pgferry.config import GateConfig, GatesConfig
 from pgferry.errors import BadInput
 from pgferry.redaction import redact
 
@@ -38,7 +38,7 @@ class Reading:
 
 
 def _timeout(cfg: GatesConfig) -> float:
-    return parse_duration(cfg.timeout).total_seconds()
+    return cfg.timeout.total_seconds()
 
 
 def prometheus(cfg: GatesConfig, query: str) -> Reading:

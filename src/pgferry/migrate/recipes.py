@@ -140,7 +140,7 @@ def parse(description: str, table: str | None = None) -> Spec:
 
 
 @dataclass
-class ColumnFacts:
+class RecipeColumn:
     name: str
     type: str
     not_null: bool
@@ -151,11 +151,11 @@ class ColumnFacts:
 
 
 @dataclass
-class Facts:
+class RecipeFacts:
     schema: str
     table: str
     pk: list[tuple[str, str]]  # (column, type)
-    columns: dict[str, ColumnFacts]
+    columns: dict[str, RecipeColumn]
 
 
 _FACTS = """
@@ -176,7 +176,7 @@ WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY
 """
 
 
-def read_facts(conn: psycopg.Connection[Any], spec: Spec) -> Facts:
+def read_facts(conn: psycopg.Connection[Any], spec: Spec) -> RecipeFacts:
     """What the recipe's SQL depends on, from the catalog (BadInput for what is missing)."""
     from psycopg import sql
 
@@ -186,14 +186,14 @@ def read_facts(conn: psycopg.Connection[Any], spec: Spec) -> Facts:
     if row is None:
         raise BadInput(f"table {name} does not exist in this environment; migrate it first, "
                        "or name the table with its schema")
-    cols = {r[0]: ColumnFacts(r[0], r[1], r[2], r[3], r[4], r[5], list(r[6]))
+    cols = {r[0]: RecipeColumn(r[0], r[1], r[2], r[3], r[4], r[5], list(r[6]))
             for r in conn.execute(_FACTS, [name]).fetchall()}
     pk = [(str(r[0]), str(r[1])) for r in conn.execute(
         "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i"
         " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
         " WHERE i.indrelid = %s::regclass AND i.indisprimary"
         " ORDER BY array_position(i.indkey, a.attnum)", [name]).fetchall()]
-    f = Facts(str(row[0]), spec.table, pk, cols)
+    f = RecipeFacts(str(row[0]), spec.table, pk, cols)
     wanted = spec.columns if spec.kind == "split" else [spec.column]
     for c in wanted:
         if c not in cols:

@@ -2,9 +2,9 @@
 
 Contract:
 
-- :func:`scratch` makes an empty database and drops it afterwards (unless ``keep``): on
-  the server of ``--env`` (the role needs ``CREATEDB``), by default on the embedded
-  server (``[embedded] dir``).
+- The caller hands in a :data:`Scratch`: an empty database, dropped afterwards (unless
+  ``keep``), on the server of ``--env`` (the role needs ``CREATEDB``) or, by default, on
+  the embedded server (:func:`pgferry.commands.migrate_test.scratch`).
 - :func:`prove` applies every versioned file (templates numbered as ``up`` would; contract
   files too, in version order: guards judge production, not an empty database), each on
   its own, and for each one with a ``U`` file runs up → undo → up: the schema after the
@@ -29,27 +29,24 @@ Contract:
 from __future__ import annotations
 
 import re
-import secrets
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from pgferry.config import Config, parse_duration
+from pgferry.config import Config
 from pgferry.errors import BadInput, OperationFailed, ProblemFound
 from pgferry.migrate import files
 from pgferry.migrate.files import Version
 from pgferry.migrate.plan import Step, pending, undo_steps
-from pgferry.migrate.runner import Runner, Settings
+from pgferry.migrate.runner import Runner
+from pgferry.migrate.settings import RunSettings
 from pgferry.migrate.statements import parse_file, parse_sql
 from pgferry.pg import fingerprint
 from pgferry.pg.connect import Target, connect, map_db_error, redact
-
-PREFIX = "pgferry_migratetest_"
 
 COLUMNS_SQL = r"""
 SELECT format('column %I.%I.%I', n.nspname, c.relname, a.attname),
@@ -89,28 +86,9 @@ def diff(before: dict[str, str], after: dict[str, str]) -> str:
     return "; ".join(parts)
 
 
-@contextmanager
-def scratch(cfg: Config, target: Target | None, keep: bool = False) -> Iterator[Target]:
-    """An empty database (see the module docstring), dropped afterwards unless ``keep``."""
-    from pgferry.backup import scratch as bscratch
-    from pgferry.pg import embedded
-
-    name = f"{PREFIX}{int(time.time())}_{secrets.token_hex(3)}"
-    if target is None:
-        idle = parse_duration(cfg.embedded.idle_stop).total_seconds()
-        dsn = embedded.ensure_database(cfg.embedded_dir, name, idle_stop=idle)
-        t = Target("scratch", dsn, embedded=True)
-    else:
-        t = Target("scratch", bscratch.create_database(cfg, target, name),
-                   embedded=target.embedded)
-    try:
-        yield t
-    finally:
-        if not keep:
-            if target is None:
-                embedded.drop_database(cfg.embedded_dir, name)
-            else:
-                bscratch.drop_database(cfg, target, name)
+#: makes the scratch database and drops it afterwards (the command layer supplies it:
+#: :func:`pgferry.commands.migrate_test.scratch`)
+Scratch = Callable[[], AbstractContextManager[Target]]
 
 
 @dataclass
@@ -128,10 +106,14 @@ class Proof:
 Note = Callable[[str], None]
 
 
+def quiet(_line: str) -> None:
+    """A :data:`Note` that drops every line."""
+
+
 def prove(cfg: Config, scratch_target: Target, proof: Proof, on_note: Note) -> None:
     """Apply every migration with up → undo → up where it has an undo (module docstring)."""
     ms = files.scan(cfg.migrations_dir)
-    settings = Settings.from_config(cfg)
+    settings = RunSettings.from_config(cfg)
     try:
         with Runner(scratch_target, settings, application_name="pgferry migrate test") as r:
             _prove(cfg, scratch_target, ms, r, proof, on_note)
@@ -152,14 +134,14 @@ def apply_one(r: Runner, step: Step, undo: bool = False) -> None:
 def _backfills(cfg: Config, t: Target, step: Step, proof: Proof, on_note: Note) -> None:
     """Run the backfills a contract file waits for (its ``after backfill`` guards) first."""
     from pgferry.backfill import files as bf_files
-    from pgferry.backfill.runner import Options, Run
+    from pgferry.backfill.runner import BackfillOptions, Run
     from pgferry.migrate.phases import parse_header
 
     if step.kind != "V":
         return
     for name in parse_header(step.file.sql, step.file.script).backfills():
         with Run(cfg, t, bf_files.load(cfg, name),
-                 Options(target_duration=0, keep_images=False)) as run:
+                 BackfillOptions(target_duration=0, keep_images=False)) as run:
             res = run.run()
         proof.backfills.append(name)
         on_note(f"ok  backfill {name}: {res.rows} row(s) before {step.file.script}")
@@ -291,11 +273,11 @@ def _run_file(c: psycopg.Connection[Any], name: str, stmts: list[Any], tap: bool
     return None
 
 
-def run(cfg: Config, target: Target | None, *, keep: bool = False,
-        on_note: Note = lambda s: None) -> dict[str, Any]:
+def run(cfg: Config, scratch: Scratch, *, keep: bool = False,
+        on_note: Note = quiet) -> dict[str, Any]:
     """The whole of ``migrate test``: a scratch database, the proof, the assertion files."""
     proof = Proof()
-    with scratch(cfg, target, keep) as t:
+    with scratch() as t:
         prove(cfg, t, proof, on_note)
         assertions(cfg, t, proof, on_note)
         where = t.display if keep else None

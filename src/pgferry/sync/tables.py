@@ -48,7 +48,7 @@ class Link:
 
     src: psycopg.Connection[Any]
     tgt: psycopg.Connection[Any]
-    ctx: write.Context
+    ctx: write.WriteContext
     batch_size: int = 5000
     #: more links for a big table's comparison (``--jobs``), and how many parts at most
     helpers: Callable[[], Link] | None = None

@@ -75,7 +75,7 @@ def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
 
 def _new_link(ctx: RunContext) -> Link:
     tgt = _writer(ctx)
-    return Link(ctx.snapshot.worker(), tgt, write.Context(ctx.run_id, ctx.source.name),
+    return Link(ctx.snapshot.worker(), tgt, write.WriteContext(ctx.run_id, ctx.source.name),
                 ctx.batch_size, helpers=lambda: _new_link(ctx), parts=ctx.jobs)
 
 
