@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
+import pytest
+from psycopg import sql
 
-from tests.conftest import Project, Result
+from pgferry.pg import embedded
+from tests.conftest import ROLE, Project, Result, write_project
 
 V1 = "CREATE TABLE leads (id bigint PRIMARY KEY, email text NOT NULL, score int);\n"
 V2 = "ALTER TABLE leads ADD COLUMN source text;\nCREATE INDEX leads_score ON leads (score);\n"
@@ -100,3 +103,80 @@ def test_migrate_bench_reports_percentiles_and_gates_on_p95(
     script.write_text("SELECT * FROM no_such_table;\n")
     r = cli(*base)
     assert r.code == 3 and "pgbench failed on insert.sql" in r.err
+
+
+TAP = """SELECT plan(3);
+SELECT has_table('leads');
+SELECT col_not_null('leads', 'email');
+SELECT col_is_null('leads', 'score');
+SELECT * FROM finish();
+"""
+PGTAP_CONTROL = Path("/usr/share/postgresql/15/extension/pgtap.control")
+
+
+def test_a_pgtap_file_without_pgtap_on_the_server_is_bad_input(
+        zproj: Project, createdb_role: str, cli: Callable[..., Result]) -> None:
+    """The embedded server has no pgTAP: a file in pgTAP's style is refused, not passed."""
+    zproj.write("V1__leads.sql", V1)
+    (zproj.root / "tests").mkdir()
+    (zproj.root / "tests" / "tap.sql").write_text(TAP)
+    r = cli("--config", str(zproj.config), "migrate", "test", "-e", "dev")
+    assert r.code == 2, r.err
+    assert "tests/tap.sql uses pgTAP (plan/no_plan), but the server has no pgtap extension" \
+        in r.err and len(r.err.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def pgtap_dsn() -> Iterator[str]:
+    """A database on a PostgreSQL 15 server (Debian's) whose template offers pgTAP, as a
+    hosted database does where the extension is allowed; the role is not a superuser."""
+    from tests import servers
+
+    reason = servers.fetch(15)
+    if reason is not None:
+        pytest.skip(f"PostgreSQL 15 cannot be had here: {reason}; apt install postgresql-15")
+    if not PGTAP_CONTROL.is_file():
+        pytest.skip("pgTAP is not installed for PostgreSQL 15: apt install postgresql-15-pgtap "
+                    "(.ci/run installs it when it runs as root with apt)")
+    root, admin = servers.start(15)
+    try:
+        with psycopg.connect(admin, autocommit=True) as c:
+            embedded.ensure_role(c, ROLE)
+            c.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(ROLE)))
+        # in template1: the scratch database of `migrate test` is made from it
+        with psycopg.connect(embedded.role_dsn(admin, "postgres", "template1"),
+                             autocommit=True) as c:
+            c.execute("CREATE EXTENSION pgtap")
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(sql.SQL("CREATE DATABASE dev OWNER {}").format(sql.Identifier(ROLE)))
+        yield embedded.role_dsn(admin, ROLE, "dev")
+    finally:
+        servers.stop(root, 15)
+
+
+def test_migrate_test_runs_pgtap_files(tmp_path: Path, pgtap_dsn: str,
+                                       cli: Callable[..., Result]) -> None:
+    p = write_project(tmp_path / "proj", {"dev": pgtap_dsn})
+    p.write("V1__leads.sql", V1)
+    tests = p.root / "tests"
+    tests.mkdir()
+    (tests / "tap.sql").write_text(TAP)
+    cfg = ("--config", str(p.config), "migrate", "test", "-e", "dev")
+    r = cli(*cfg, "--json")
+    assert r.code == 0, r.err
+    assert r.json["tests"] == [{"file": "tests/tap.sql", "ok": True, "statements": 5,
+                                "pgtap": True}]
+    assert "ok  tests/tap.sql: 5 statement(s) (pgTAP)" in cli(*cfg).err
+
+    # a failing test: exit 1 with pgTAP's own `not ok` line
+    (tests / "tap.sql").write_text(TAP.replace("col_is_null('leads', 'score')",
+                                               "col_is_null('leads', 'email')"))
+    r = cli(*cfg)
+    assert r.code == 1
+    assert "tests/tap.sql: pgTAP: not ok 3 - Column leads.email should allow NULL" in r.err
+
+    # a plan the file does not meet
+    (tests / "tap.sql").write_text(TAP.replace("plan(3)", "plan(4)"))
+    r = cli(*cfg)
+    assert r.code == 1
+    assert "tests/tap.sql: pgTAP: # Looks like you planned 4 tests but ran 3" in r.err
