@@ -344,3 +344,49 @@ def _wait_batches(dsn: str, name: str, n: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and (state(dsn, name).get("batches") or 0) < n:
         time.sleep(0.02)
+
+
+def _lock_queue(dsn: str, seconds: float) -> None:
+    """A report holds a row lock of another table; an application session queues behind it
+    for ``seconds`` (what pg_locks shows as a waiting session)."""
+    sql(dsn, "CREATE TABLE IF NOT EXISTS settings (id int PRIMARY KEY, v int); "
+             "INSERT INTO settings VALUES (1, 0) ON CONFLICT DO NOTHING")
+    held = threading.Event()
+
+    def waiter() -> None:
+        held.wait(5)
+        with psycopg.connect(dsn, autocommit=True, application_name="app-v1") as c:
+            c.execute("UPDATE settings SET v = v + 1 WHERE id = 1")  # waits for the report
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    with psycopg.connect(dsn, application_name="nightly-report") as c:
+        c.execute("SELECT * FROM settings WHERE id = 1 FOR UPDATE")
+        held.set()
+        time.sleep(seconds)
+        c.rollback()
+    t.join()
+
+
+def test_sessions_waiting_for_locks_pause_the_backfill(
+        zproj: Project, cli: Callable[..., Result]) -> None:
+    dev = _project(zproj)
+    backfill(zproj, "bump", "UPDATE counter SET n = n + 1\n"
+                            "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0005) IS NOT NULL\n")
+    with Load(dev, touch) as load:
+        t = threading.Thread(target=lambda: (_wait_batches(dev, "bump", 2),
+                                             _lock_queue(dev, 3.0)))
+        t.start()
+        r = cli("--config", str(zproj.config), "backfill", "run", "bump", "-e", "dev",
+                "--batch-size", "300", "--target-duration", "0", "--json")
+        t.join()
+        assert r.code == 0, r.err
+        # a session waits longer than a second: the backfill waits with it, then goes on
+        assert "pausing: 1 session(s) waiting for locks (before the backfill: 0)" in r.err
+        assert "resuming after" in r.err
+        pause = r.json["pauses"][0]
+        assert pause["reason"].startswith("1 session(s) waiting for locks")
+        assert pause["seconds"] > 0
+        assert r.json["rows"] == ROWS
+    load.check()
+    assert one(dev, "SELECT count(*) FROM counter WHERE n <> 1") == 0
