@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -43,6 +43,9 @@ from pgferry.migrate.phases import Header, parse_header
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile
 from pgferry.pg.connect import Target, connect, map_db_error
+
+if TYPE_CHECKING:  # (the service calls hold(); it never imports this module)
+    from pgferry.migrate.service import PreparedSteps
 
 
 @dataclass
@@ -159,11 +162,11 @@ def split(steps: list[tuple[Step, ParsedFile]], decisions: list[ContractDecision
             [d for d in decisions if not d.run])
 
 
-def hold(cfg: Config, target: Target, ms: MigrationSet, p: Any, *, conn: Any | None = None,
-         contract: bool = False, override: bool = False, watch: bool = False,
+def hold(cfg: Config, target: Target, ms: MigrationSet, p: PreparedSteps, *,
+         conn: psycopg.Connection[Any] | None = None, contract: bool = False,
+         override: bool = False, watch: bool = False,
          on_wait: Callable[[str], None] | None = None) -> None:
-    """Judge the contract steps of a prepared run (``p``:
-    :class:`pgferry.migrate.service.PreparedSteps`) and take the held ones out of
+    """Judge the contract steps of a prepared run and take the held ones out of
     ``p.steps`` (into ``p.held``; the released ones into ``p.released``). Validates every
     step's header first (BadInput). ``conn``: judge on it (under the migration lock), else
     on a connection of its own."""
