@@ -48,6 +48,7 @@ class Load:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._ready = threading.Event()
+        self._at_start = self._during = 0
 
     def _run(self) -> None:
         rnd = random.Random(7)
@@ -70,18 +71,28 @@ class Load:
     def __enter__(self) -> Load:
         self._thread.start()
         self._ready.wait(10)
+        # the application is writing before the change starts (its first query is done)
+        deadline = time.monotonic() + 10
+        while self.ops + len(self.errors) == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self._at_start = self.ops
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def stop(self) -> None:
+        if not self._stop.is_set():
+            self._during = self.ops - self._at_start
         self._stop.set()
         self._thread.join(30)
 
-    def check(self, min_ops: int = 10) -> None:
+    def check(self, min_ops: int = 1) -> None:
+        """No application query failed, and at least ``min_ops`` of them ran while the
+        change did (between entering the block and leaving it)."""
+        during = self._during if self._stop.is_set() else self.ops - self._at_start
         assert not self.errors, f"application queries failed: {self.errors[:5]}"
-        assert self.ops >= min_ops, f"the load ran only {self.ops} queries"
+        assert during >= min_ops, f"only {during} application queries ran beside the change"
 
 
 def sql(dsn: str, text: str, params: Any = None) -> list[tuple[Any, ...]]:
