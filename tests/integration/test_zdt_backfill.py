@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
+from psycopg import sql as psql
 
-from tests.conftest import Project, Result
-from tests.integration.zdt_helpers import Load, backfill, journal, one, sql, state
+from pgferry.pg import embedded
+from tests.conftest import ROLE, Project, Result, write_project
+from tests.integration.zdt_helpers import EXTRA, Load, backfill, journal, one, sql, state
 
 ROWS = 6000  # the rows SCHEMA makes
 SCHEMA = """
@@ -390,3 +395,74 @@ def test_sessions_waiting_for_locks_pause_the_backfill(
         assert r.json["rows"] == ROWS
     load.check()
     assert one(dev, "SELECT count(*) FROM counter WHERE n <> 1") == 0
+
+
+@pytest.fixture
+def with_standby(tmp_path: Path) -> Iterator[tuple[Project, str]]:
+    """A project whose dev is a database on a PostgreSQL 15 primary with a streaming standby
+    (the superuser DSN of the standby comes second). The role may read replication
+    statistics (``pg_read_all_stats``, as a hosted database's owner role usually may); it is
+    not a superuser."""
+    from tests import servers
+
+    reason = servers.fetch(15)
+    if reason is not None:
+        pytest.skip(f"PostgreSQL 15 cannot be had here: {reason}; apt install postgresql-15")
+    root, admin = servers.start(15)
+    sroot: Path | None = None
+    try:
+        with psycopg.connect(admin, autocommit=True) as c:
+            embedded.ensure_role(c, ROLE)
+            c.execute(psql.SQL("GRANT pg_read_all_stats TO {}").format(psql.Identifier(ROLE)))
+            c.execute(psql.SQL("CREATE DATABASE dev OWNER {}").format(psql.Identifier(ROLE)))
+        sroot, standby = servers.start_standby(root, 15)
+        extra = EXTRA.replace('lock_timeout = "100ms"',
+                              'lock_timeout = "100ms"\nmax_replication_lag = "1s"')
+        p = write_project(tmp_path / "proj", {"dev": embedded.role_dsn(admin, ROLE, "dev")},
+                          extra=extra)
+        (p.root / "backfills").mkdir()
+        yield p, standby
+    finally:
+        if sroot is not None:
+            servers.stop(sroot, 15)
+        servers.stop(root, 15)
+
+
+def test_replication_lag_pauses_the_backfill(with_standby: tuple[Project, str],
+                                             cli: Callable[..., Result]) -> None:
+    p, standby = with_standby
+    dev = _project(p)
+    backfill(p, "bump", "UPDATE counter SET n = n + 1\n"
+                        "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0005) IS NOT NULL\n")
+
+    def stall_replay() -> None:
+        """The standby stops replaying for 4 s (as a long query on a replica would hold it);
+        the primary's pg_stat_replication.replay_lag grows meanwhile."""
+        _wait_batches(dev, "bump", 2)
+        with psycopg.connect(standby, autocommit=True) as c:
+            c.execute("SELECT pg_wal_replay_pause()")
+            time.sleep(4)
+            c.execute("SELECT pg_wal_replay_resume()")
+
+    with Load(dev, touch) as load:
+        t = threading.Thread(target=stall_replay)
+        t.start()
+        r = cli("--config", str(p.config), "backfill", "run", "bump", "-e", "dev",
+                "--batch-size", "300", "--target-duration", "0", "--json")
+        t.join()
+        assert r.code == 0, r.err
+        assert re.search(r"pausing: replication lag \d+\.\ds \(limit 1s\)", r.err), r.err
+        assert "resuming after" in r.err
+        assert r.json["pauses"][0]["reason"].startswith("replication lag")
+        assert r.json["rows"] == ROWS
+    load.check()
+    assert one(dev, "SELECT count(*) FROM counter WHERE n <> 1") == 0
+    # the standby has every batch once it replays again
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with psycopg.connect(standby.replace("dbname=postgres", "dbname=dev")) as c:
+            if c.execute("SELECT count(*) FROM counter WHERE n = 1").fetchone() == (ROWS,):
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the standby never caught up")
