@@ -330,8 +330,13 @@ def test_a_deadlock_in_the_database_pauses_the_backfill(
                             "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0003) IS NOT NULL\n")
     with Load(dev, touch) as load:
         started = threading.Event()
-        t = threading.Thread(target=lambda: (
-            _wait_batches(dev, "bump", 2), started.set(), _deadlock(dev)))
+
+        def deadlock_after_two_batches() -> None:
+            _wait_batches(dev, "bump", 2)
+            started.set()
+            _deadlock(dev)
+
+        t = threading.Thread(target=deadlock_after_two_batches)
         t.start()
         r = cli("--config", str(zproj.config), "backfill", "run", "bump", "-e", "dev",
                 "--batch-size", "300", "--target-duration", "0", "--json")
@@ -379,8 +384,11 @@ def test_sessions_waiting_for_locks_pause_the_backfill(
     backfill(zproj, "bump", "UPDATE counter SET n = n + 1\n"
                             "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0005) IS NOT NULL\n")
     with Load(dev, touch) as load:
-        t = threading.Thread(target=lambda: (_wait_batches(dev, "bump", 2),
-                                             _lock_queue(dev, 3.0)))
+        def queue_after_two_batches() -> None:
+            _wait_batches(dev, "bump", 2)
+            _lock_queue(dev, 3.0)
+
+        t = threading.Thread(target=queue_after_two_batches)
         t.start()
         r = cli("--config", str(zproj.config), "backfill", "run", "bump", "-e", "dev",
                 "--batch-size", "300", "--target-duration", "0", "--json")

@@ -122,8 +122,11 @@ during = ["backfill"]
                         "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0002) IS NOT NULL\n")
     cfg = ("--config", str(p.config))
     with Load(dev, writes) as load:
-        calm = _when(lambda: True, lambda: (time.sleep(1.5),
-                                            prometheus.exporter.set("app_error_ratio", 0.0)))
+        def settle() -> None:  # the error ratio recovers 1.5 s in
+            time.sleep(1.5)
+            prometheus.exporter.set("app_error_ratio", 0.0)
+
+        calm = _when(lambda: True, settle)
         hot = _when(lambda: (state(dev, "note").get("batches") or 0) >= 4,
                     lambda: prometheus.exporter.set("app_p95_seconds", 2.0))
         r = cli(*cfg, "backfill", "run", "note", "-e", "dev", "--batch-size", "200",
