@@ -4,6 +4,7 @@ the binary is missing (``.ci/run`` installs it)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -59,9 +60,18 @@ class Exporter:
 class Prometheus:
     url: str
     exporter: Exporter
+    #: (user, password) where it asks for basic auth
+    auth: tuple[str, str] | None = None
+
+    def _get(self, path: str) -> urllib.request.Request:
+        headers = {}
+        if self.auth is not None:
+            pair = f"{self.auth[0]}:{self.auth[1]}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        return urllib.request.Request(f"{self.url}{path}", headers=headers)
 
     def query(self, q: str) -> list[dict[str, object]]:
-        with urllib.request.urlopen(f"{self.url}/api/v1/query?query={q}", timeout=5) as r:
+        with urllib.request.urlopen(self._get(f"/api/v1/query?query={q}"), timeout=5) as r:
             return json.loads(r.read())["data"]["result"]  # type: ignore[no-any-return]
 
     def wait_for(self, metric: str, value: float, timeout: float = 15) -> None:
@@ -78,6 +88,19 @@ class Prometheus:
         raise AssertionError(f"Prometheus never saw {metric} = {value}")
 
 
+def _bcrypt(password: str) -> str:
+    """A bcrypt hash (libxcrypt's, through the crypt module: deprecated, gone in 3.13)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+    hashed = crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
+    if not hashed or not hashed.startswith("$2"):
+        pytest.skip("no bcrypt in this system's crypt(3): basic auth cannot be set up")
+    return hashed
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -86,6 +109,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def prometheus() -> Iterator[Prometheus]:
+    yield from start()
+
+
+def start(auth: tuple[str, str] | None = None) -> Iterator[Prometheus]:
+    """Prometheus and its exporter for as long as the generator runs; skips where it cannot
+    be had. ``auth``: the API asks for HTTP basic auth with this user and password."""
     if not (Path(BINARY).is_file() and os.access(BINARY, os.X_OK)) and \
             not shutil.which("prometheus"):
         pytest.skip("Prometheus is not installed: apt install prometheus (Debian's package; "
@@ -105,17 +134,23 @@ scrape_configs:
       - targets: ["127.0.0.1:{exporter.port}"]
 """)
     port = _free_port()
+    web = []
+    if auth is not None:  # Prometheus keeps bcrypt hashes of the passwords
+        hashed = _bcrypt(auth[1])
+        (root / "web.yml").write_text(f"basic_auth_users:\n  {auth[0]}: '{hashed}'\n")
+        web = [f"--web.config.file={root / 'web.yml'}"]
     proc = subprocess.Popen(
         [binary, f"--config.file={root / 'prometheus.yml'}",
          f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--log.level=error"],
+         "--log.level=error", *web],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as r:
+                with urllib.request.urlopen(Prometheus(url, exporter, auth)._get("/-/ready"),
+                                            timeout=1) as r:
                     if r.status == 200:
                         break
             except OSError:
@@ -124,7 +159,7 @@ scrape_configs:
                 err = proc.stderr.read().decode() if proc.stderr else ""
                 pytest.skip(f"Prometheus did not start: {err[-300:]}")
             time.sleep(0.1)
-        p = Prometheus(url, exporter)
+        p = Prometheus(url, exporter, auth)
         p.wait_for("app_p95_seconds", 0.1)
         yield p
     finally:

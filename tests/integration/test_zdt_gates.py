@@ -6,13 +6,14 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
 from tests.conftest import Project, Result
+from tests.integration import prom
 from tests.integration.prom import Prometheus
 from tests.integration.zdt_helpers import Load, backfill, journal, one, sql, state
 
@@ -194,3 +195,49 @@ threshold = 1
 """)
     r = cli("--config", str(zproj.config), "migrate", "status", "-e", "dev")
     assert r.code == 2 and "pgferry.toml:" in r.err and "gate.0." in r.err, r.err
+
+
+@pytest.fixture
+def prometheus_auth() -> Iterator[Prometheus]:
+    """A second Prometheus whose API asks for basic auth (as hosted ones do)."""
+    yield from prom.start(auth=("pgferry", "s3cret-token"))
+
+
+def test_a_prometheus_behind_basic_auth(zproj: Project, prometheus_auth: Prometheus,
+                                        cli: Callable[..., Result]) -> None:
+    p, dev = zproj, zproj.dsns["dev"]
+    prom_ = prometheus_auth
+    prom_.exporter.set("app_p95_seconds", 0.9)
+    prom_.wait_for("app_p95_seconds", 0.9)
+    host = prom_.url.removeprefix("http://")
+    base = p.config.read_text()
+    sql(dev, V1)
+    backfill(p, "note", "UPDATE orders SET note = 'x' WHERE id BETWEEN :lo AND :hi\n")
+    gate = LATENCY.replace('action = "rollback"', 'action = "abort"').replace(
+        'for = "1s"', 'for = "0s"')
+
+    # the user and password in the URL (the token from .env): the gate reads the value (and
+    # it is bad: abort)
+    (p.root / ".env").write_text("PROM_TOKEN=s3cret-token\n")
+    p.config.write_text(base.replace(
+        '[gates]\n', '[gates]\nprometheus_url = "http://pgferry:${PROM_TOKEN}@' + host + '"\n')
+        + gate)
+    with Load(dev, writes) as load:
+        r = cli("--config", str(p.config), "backfill", "run", "note", "-e", "dev")
+    load.check()
+    assert r.code == 3, r.err
+    assert "gate 'latency' fired: value 0.9 > 0.5" in r.err
+    assert one(dev, "SELECT count(*) FROM orders WHERE note IS NOT NULL") == 0
+
+    # a wrong password: the gate cannot be read, and the message keeps the password out
+    p.config.write_text(base.replace(
+        '[gates]\n', f'[gates]\nprometheus_url = "http://pgferry:wrong-token@{host}"\n')
+        .replace('max_pause = "20s"', 'max_pause = "1s"') + gate)
+    with Load(dev, writes) as load:
+        r = cli("--config", str(p.config), "backfill", "run", "note", "-e", "dev")
+    load.check()
+    assert r.code == 3, r.err
+    assert "gate 'latency' cannot be read: Prometheus answered HTTP 401 (check the user and " \
+           "password in [gates] prometheus_url)" in r.err
+    assert "wrong-token" not in r.err + r.out
+    assert "wrong-token" not in str(journal(dev, "backfill run"))

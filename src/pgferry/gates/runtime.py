@@ -45,6 +45,11 @@ class GateSet:
         self.gates: list[GateConfig] = [
             g for g in cfg.gate if (not g.envs or env in g.envs) and during in g.during]
         self.interval = cfg.gates.interval.total_seconds()
+        #: [gates] with its URL's ${VAR}s resolved (a token kept in .env or the environment)
+        self.sources = cfg.gates
+        if self.gates and cfg.gates.prometheus_url:
+            url = cfg.resolve(cfg.gates.prometheus_url, "gates.prometheus_url")
+            self.sources = cfg.gates.model_copy(update={"prometheus_url": url})
         self.evaluator = Evaluator()
         self.last_read = float("-inf")
         self.last_readings: dict[str, Reading] = {}
@@ -58,7 +63,7 @@ class GateSet:
         return [g for g in self.gates if g.action == "rollback"]
 
     def check(self) -> dict[str, Reading]:
-        out = sources.check(self.gates, self.cfg.gates, self.conn)
+        out = sources.check(self.gates, self.sources, self.conn)
         self.last_readings.update(out)
         return out
 
@@ -69,7 +74,7 @@ class GateSet:
         self.last_read = now
         p = Poll(read=True)
         for g in self.gates:
-            r = sources.read(g, self.cfg.gates, self.conn)
+            r = sources.read(g, self.sources, self.conn)
             self.last_readings[g.name] = r
             if r.value is None:
                 p.unknown[g.name] = r.error or "no value"

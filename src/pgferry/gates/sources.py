@@ -9,11 +9,14 @@ for a failed read: a gate that cannot be read is *unknown* (``[gates] on_unknown
 decides what that means). :func:`check` reads every gate once before a backfill or a
 watch starts and raises :class:`~pgferry.errors.BadInput` (exit 2) for a query that
 Prometheus or the server rejects as bad (``bad_data``, a syntax error), naming the gate.
-No credentials are logged: the URL is shown without its password.
+A URL with user information (``https://USER:TOKEN@host``, as hosted Prometheus services
+hand out) is asked with HTTP basic authentication, the user information taken out of the
+URL. No credentials are logged: the URL is shown without its password.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import urllib.error
@@ -41,19 +44,35 @@ def _timeout(cfg: GatesConfig) -> float:
     return cfg.timeout.total_seconds()
 
 
+def _request(base: str, query: str) -> urllib.request.Request:
+    """The instant query's request; user information in ``base`` becomes basic auth."""
+    parts = urllib.parse.urlsplit(base.rstrip("/"))
+    headers: dict[str, str] = {}
+    if "@" in parts.netloc:
+        userinfo, host = parts.netloc.rsplit("@", 1)
+        user, _, password = userinfo.partition(":")
+        pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
+        parts = parts._replace(netloc=host)
+    url = urllib.parse.urlunsplit(parts) + "/api/v1/query?" + urllib.parse.urlencode(
+        {"query": query})
+    return urllib.request.Request(url, headers=headers)
+
+
 def prometheus(cfg: GatesConfig, query: str) -> Reading:
     """An instant query against ``cfg.prometheus_url``."""
     assert cfg.prometheus_url
-    url = cfg.prometheus_url.rstrip("/") + "/api/v1/query?" + urllib.parse.urlencode(
-        {"query": query})
+    req = _request(cfg.prometheus_url, query)
     try:
-        with urllib.request.urlopen(url, timeout=_timeout(cfg)) as r:  # noqa: S310 (config URL)
+        with urllib.request.urlopen(req, timeout=_timeout(cfg)) as r:  # noqa: S310 (config URL)
             body = json.loads(r.read().decode("utf-8"))
     except urllib.error.HTTPError as e:
         try:
             body = json.loads(e.read().decode("utf-8"))
         except (ValueError, OSError):
-            return Reading(None, f"Prometheus answered HTTP {e.code}")
+            why = " (check the user and password in [gates] prometheus_url)" \
+                if e.code in (401, 403) else ""
+            return Reading(None, f"Prometheus answered HTTP {e.code}{why}")
         return Reading(None, f"Prometheus rejected the query: {body.get('error', e.code)}",
                        bad_query=body.get("errorType") == "bad_data")
     except (urllib.error.URLError, OSError, ValueError) as e:
