@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from pgferry import demo
 from pgferry.cli.common import State
 from pgferry.pg import embedded
-from tests.conftest import Result
+from tests.helpers import Result
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def demo_dir() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", str(root.parent)], check=False)
 
 
-def _state(dsn: str) -> dict[str, object]:
+def _state(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn, autocommit=True) as c:
         hist = c.execute(
             "SELECT max(version::int) FILTER (WHERE version IS NOT NULL),"
@@ -104,7 +105,7 @@ def test_demo_runs_the_migration_story(
         # repeatable view, all successful
         want = (14, 15, 0, 1) if env == "prod" else (12, 13, 0, 1)
         assert s["history"] == want, (env, s)
-        tables = set(s["tables"])  # type: ignore[arg-type]
+        tables = set(s["tables"])
         assert APP_TABLES <= tables, (env, tables)
         # the migrations' tables live in public, not in pgferry's own schema
         # (pgferry.base_*: what each synced row was after the last sync, for conflicts)
@@ -117,6 +118,7 @@ def test_demo_runs_the_migration_story(
             "schema_fingerprint",
             "backfill_state",
             "backfill_images",
+            "schema_version",
         }, tables
         assert ("migrate up", "ok") in s["journal"], (env, s["journal"])
 

@@ -114,7 +114,7 @@ def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
     manifest = demo_dir / "backups" / "prod" / b["id"] / "manifest.json"
     assert json.loads(manifest.read_text())["tables"]["public.legal_cases"] == 2025
     # the scratch database of the test restore is dropped from the embedded server
-    from tests.integration.backup_helpers import wait_scratch_gone
+    from tests.helpers.backup import wait_scratch_gone
 
     wait_scratch_gone(embedded.superuser_dsn(demo_dir / ".pgferry"))
 

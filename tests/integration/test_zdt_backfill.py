@@ -20,8 +20,8 @@ import pytest
 from psycopg import sql as psql
 
 from pgferry.pg import embedded
-from tests.conftest import ROLE, Project, Result, write_project
-from tests.integration.zdt_helpers import EXTRA, Load, backfill, journal, one, sql, state
+from tests.helpers import ROLE, Project, Result, write_project
+from tests.helpers.zdt import EXTRA, Load, backfill, journal, one, sql, state
 
 ROWS = 6000  # the rows SCHEMA makes
 SCHEMA = """

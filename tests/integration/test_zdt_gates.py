@@ -12,10 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result
-from tests.integration import prom
-from tests.integration.prom import Prometheus
-from tests.integration.zdt_helpers import Load, backfill, journal, one, sql, state
+from tests.helpers import Project, Result, prom
+from tests.helpers.prom import Prometheus
+from tests.helpers.zdt import Load, backfill, journal, one, sql, state
 
 V1 = """CREATE TABLE orders (id bigint PRIMARY KEY, amount int NOT NULL, note text);
 INSERT INTO orders SELECT g, g % 100 FROM generate_series(1, 4000) g;

@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql
 
 from pgferry.pg import embedded
-from tests.conftest import ROLE, Project, Result, write_project
+from tests.helpers import ROLE, Project, Result, write_project
 
 V1 = "CREATE TABLE leads (id bigint PRIMARY KEY, email text NOT NULL, score int);\n"
 V2 = "ALTER TABLE leads ADD COLUMN source text;\nCREATE INDEX leads_score ON leads (score);\n"

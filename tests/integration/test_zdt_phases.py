@@ -1,7 +1,7 @@
 """Phases and guards: contract files held by `migrate up` until their guards pass (issue 17).
 
 Every test that runs expand or contract files runs application writes beside them
-(:class:`tests.integration.zdt_helpers.Load`) and asserts that none failed.
+(:class:`tests.helpers.zdt.Load`) and asserts that none failed.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import Project, Result
-from tests.integration.zdt_helpers import Load, backfill, journal, one
+from tests.helpers import Project, Result
+from tests.helpers.zdt import Load, backfill, journal, one
 
 V1 = """CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
                     email text NOT NULL);

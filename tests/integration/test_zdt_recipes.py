@@ -12,8 +12,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result
-from tests.integration.zdt_helpers import Load, one, sql
+from tests.helpers import Project, Result
+from tests.helpers.zdt import Load, one, sql
 
 ROWS = 3000  # the rows V1 makes
 V1 = """CREATE TABLE users (

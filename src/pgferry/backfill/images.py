@@ -33,6 +33,7 @@ import psycopg
 from psycopg import sql
 
 from pgferry.backfill.files import BackfillFile
+from pgferry.pg import errors as pg_errors
 
 TEMP = sql.Identifier("pgferry_backfill_before")
 
@@ -200,7 +201,7 @@ def revert(conn: psycopg.Connection[Any], bf: BackfillFile, key: str, pk: list[s
                 out.last_key = str(row[0]) if row and row[0] is not None else None
                 return out
             except psycopg.Error as e:
-                if e.sqlstate not in ("55P03", "40P01") or attempt == retries:
+                if not pg_errors.retry_statement(e) or attempt == retries:
                     raise
                 time.sleep(random.uniform(0, min(5.0, 0.1 * 2 ** attempt)))
         n = int(total[0]) if total else 0

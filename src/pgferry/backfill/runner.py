@@ -49,12 +49,12 @@ from pgferry.errors import BadInput, LockUnavailable, OperationFailed
 from pgferry.events import Subscriber, ignore
 from pgferry.gates.evaluate import Firing
 from pgferry.gates.runtime import GateSet
+from pgferry.pg import errors as pg_errors
 from pgferry.pg.connect import Target, connect, map_db_error, redact
 from pgferry.pg.lockwatch import LockWatcher
 
 #: classid of the advisory lock a backfill run holds (objid: hashtext(name || scope))
 RUN_LOCK = 0x70676272  # "pgbr"
-_RETRYABLE = ("55P03", "40P01", "57014")  # lock timeout, deadlock, statement timeout
 
 
 
@@ -376,14 +376,13 @@ class Run:
                         seen = w.seen or seen
                 return done, size, time.monotonic() - t1
             except psycopg.Error as e:
-                if e.sqlstate not in _RETRYABLE:
+                why = pg_errors.batch_retry(e)
+                if why is None:
                     raise
                 if attempts > self.conf.lock_retries:
                     raise self._gave_up(e, seen, attempts, st) from None
                 res.retries += 1
                 size = throttle.shrink(size, self.conf.min_batch)
-                why = {"55P03": "lock timeout", "40P01": "deadlock",
-                       "57014": "statement timeout"}[str(e.sqlstate)]
                 self.publish(ev.BatchRetry(self.bf.name, why, attempts, self.conf.lock_retries + 1,
                                            size, seen.describe() if seen else None))
                 base = max(self.conf.lock_timeout.total_seconds(), 0.05)
@@ -402,7 +401,7 @@ class Run:
     def _gave_up(self, e: psycopg.Error, seen: Any, attempts: int,
                  st: state.BackfillState) -> OperationFailed:
         where = f"after {st.batches} batch(es) (checkpoint kept: run it again to resume)"
-        if e.sqlstate == "57014":
+        if pg_errors.statement_timeout(e):
             return OperationFailed(
                 f"backfill {self.bf.name}: a batch of {self.conf.min_batch} keys still ran past "
                 f"statement_timeout {self.conf.statement_timeout} after {attempts} attempts; "

@@ -2,8 +2,9 @@
 
 Contract:
 
-- :func:`ensure` creates ``pgferry.backfill_state`` and ``pgferry.backfill_images``
-  (idempotent, serialized by an advisory lock, after the journal as every pgferry table).
+- :func:`ensure` makes sure ``pgferry.backfill_state`` and ``pgferry.backfill_images``
+  exist: they are version 2 of pgferry's own schema (:mod:`pgferry.pg.ownschema.v2`),
+  created with the journal by :func:`pgferry.journal.ensure`.
 - One state row per backfill and scope (the ``--where`` text; ``''`` is the whole table).
   The checkpoint (``last_key``, ``batches``, ``rows``) is written on the *same
   transaction* as the batch it describes, so after a crash the checkpoint names exactly
@@ -26,47 +27,6 @@ from typing import Any
 import psycopg
 
 from pgferry import journal
-
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS pgferry.backfill_state (
-    name          text        NOT NULL,
-    scope         text        NOT NULL DEFAULT '',
-    checksum      text        NOT NULL,
-    table_name    text        NOT NULL,
-    key_column    text        NOT NULL,
-    status        text        NOT NULL
-                  CHECK (status IN ('running', 'stopped', 'completed', 'reverted', 'failed')),
-    last_key      text,
-    end_key       text,
-    batches       integer     NOT NULL DEFAULT 0,
-    rows          bigint      NOT NULL DEFAULT 0,
-    keys          bigint      NOT NULL DEFAULT 0,
-    estimate      bigint,
-    batch_size    integer,
-    run_id        text,
-    started_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
-    updated_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
-    completed_at  timestamptz,
-    error         text,
-    PRIMARY KEY (name, scope)
-);
-CREATE TABLE IF NOT EXISTS pgferry.backfill_images (
-    id      bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at      timestamptz NOT NULL DEFAULT clock_timestamp(),
-    name    text        NOT NULL,
-    scope   text        NOT NULL,
-    run_id  text        NOT NULL,
-    batch   integer     NOT NULL,
-    key     jsonb       NOT NULL,
-    before  jsonb       NOT NULL,
-    after   jsonb       NOT NULL
-);
-CREATE INDEX IF NOT EXISTS backfill_images_batch
-    ON pgferry.backfill_images (name, scope, batch);
-CREATE INDEX IF NOT EXISTS backfill_images_at ON pgferry.backfill_images (at);
-"""
-
-_LOCK = 0x70676266  # "pgbf"
 
 
 @dataclass
@@ -108,13 +68,9 @@ def exists(conn: psycopg.Connection[Any]) -> bool:
 
 
 def ensure(conn: psycopg.Connection[Any]) -> None:
-    """Create the journal and the backfill tables if missing (autocommit ``conn``)."""
+    """pgferry's schema at its newest version: the journal and the backfill tables
+    (autocommit ``conn``)."""
     journal.ensure(conn)
-    if exists(conn):
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
-        conn.execute(SCHEMA_SQL)
 
 
 _SELECT = ("SELECT name, scope, checksum, table_name, key_column, status, last_key, end_key,"

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from pgferry.config import GateConfig, GatesConfig
 from pgferry.errors import BadInput
+from pgferry.pg import errors as pg_errors
 from pgferry.redaction import redact
 
 
@@ -102,8 +103,8 @@ def sql_value(conn: psycopg.Connection[Any], cfg: GatesConfig, query: str) -> Re
             row = conn.execute(sql.SQL(query)).fetchone()
     except psycopg.Error as e:
         msg = (e.diag.message_primary if e.diag else None) or str(e)
-        bad = bool(e.sqlstate and e.sqlstate[:2] == "42")  # syntax error or undefined object
-        return Reading(None, f"the query failed: {redact(msg).strip()}", bad_query=bad)
+        return Reading(None, f"the query failed: {redact(msg).strip()}",
+                       bad_query=pg_errors.bad_query(e))
     if row is None or row[0] is None:
         return Reading(None, "no data (the query returned no value)")
     try:

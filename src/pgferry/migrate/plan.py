@@ -57,7 +57,7 @@ from typing import Literal
 
 from pgferry.errors import BadInput
 from pgferry.migrate.files import MigrationFile, MigrationKind, MigrationSet, Version
-from pgferry.migrate.history import BASELINE, DELETE, UNDO_SQL, HistoryRow
+from pgferry.migrate.history_rows import BASELINE, DELETE, UNDO_SQL, HistoryRow
 from pgferry.migrate.phases import declares_contract
 
 State = Literal[

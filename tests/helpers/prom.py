@@ -107,11 +107,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def prometheus() -> Iterator[Prometheus]:
-    yield from start()
-
-
 def start(auth: tuple[str, str] | None = None) -> Iterator[Prometheus]:
     """Prometheus and its exporter for as long as the generator runs; skips where it cannot
     be had. ``auth``: the API asks for HTTP basic auth with this user and password."""

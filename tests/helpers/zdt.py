@@ -1,4 +1,5 @@
-"""Shared by the zero-downtime tests: a project, application load, and small helpers.
+"""Shared by the zero-downtime tests: application load and small helpers (the ``zproj``
+fixture, a project with short windows (:data:`EXTRA`), is in ``tests/integration/conftest.py``).
 
 Every test of expand, backfill or contract runs a :class:`Load` — application writes from
 their own session while pgferry works — and ends with :meth:`Load.check`: the load ran,
@@ -10,14 +11,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
-from tests.conftest import Project, write_project
+from tests.helpers import Project
 
 #: short windows and pauses, so the tests take seconds, not minutes
 EXTRA = """
@@ -97,22 +97,13 @@ class Load:
 
 def sql(dsn: str, text: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn, autocommit=True) as c:
-        cur = c.execute(text, params)  # type: ignore[arg-type]
+        cur = c.execute(text, params)
         return cur.fetchall() if cur.description else []
 
 
 def one(dsn: str, text: str, params: Any = None) -> Any:
     rows = sql(dsn, text, params)
     return rows[0][0] if rows else None
-
-
-@pytest.fixture
-def zproj(tmp_path: Path, make_db: Callable[..., str]) -> Iterator[Project]:
-    """dev and a protected prod, with a backfills/ directory and short windows."""
-    p = write_project(tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      extra=EXTRA)
-    (p.root / "backfills").mkdir()
-    yield p
 
 
 def backfill(p: Project, name: str, text: str) -> Path:
