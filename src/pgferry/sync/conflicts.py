@@ -85,6 +85,8 @@ class Classified:
     first: list[dict[str, Any]] = field(default_factory=list)
     #: the table must not be written (conflicts under "stop")
     stop: bool = False
+    #: the row hash version the base was read with (1: rebuilt after the writes)
+    version: int = 2
 
 
 def _tmp(kind: str, t: TablePlan) -> sql.Identifier:
@@ -96,23 +98,39 @@ def base_ident(source: str, t: TablePlan) -> sql.Identifier:
     return sql.Identifier("pgferry", f"base_{digest}")
 
 
-def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side) -> str:
-    """What the base's hashes depend on: key, columns, types and how each is hashed."""
-    text = "|".join([_LAYOUT, t.qualname, ",".join(t.key), tgt.row_hash().as_string(conn),
-                     tgt.key_row_hash().as_string(conn)])
+def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side, version: int = 2) -> str:
+    """What the base's hashes depend on: key, columns, types and how each is hashed.
+
+    ``version``: of the row hash (:mod:`pgferry.sync.rowhash`); a base made by an
+    earlier release has the spec of version 1.
+    """
+    text = "|".join([_LAYOUT, t.qualname, ",".join(t.key), tgt.row_hash(version).as_string(conn),
+                     tgt.key_row_hash(version).as_string(conn)])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def usable(conn: psycopg.Connection[Any], source: str, t: TablePlan, spec: str) -> bool:
-    """A base exists for ``t`` and its hashes were made the way they are made now."""
+def version_of(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Side) -> int:
+    """The row hash version of ``t``'s base, 0 when there is no usable base.
+
+    Usable: it exists and its hashes were made the way version 2 (or, by an
+    earlier release, version 1) makes them for the table as it is now. A version 1
+    base is read once with the version 1 hash and then rebuilt (:func:`rebuild`).
+    """
     if conn.execute("SELECT to_regclass('pgferry.sync_state')").fetchone() == (None,):
-        return False  # nothing synced into this database yet (a dry run writes nothing)
+        return 0  # nothing synced into this database yet (a dry run writes nothing)
     mark = state.read(conn, source, t.qualname, "base")
-    if not mark.checkpoint or mark.checkpoint.get("spec") != spec:
-        return False
+    spec = (mark.checkpoint or {}).get("spec")
+    version = next((v for v in (2, 1) if spec == spec_of(conn, t, tgt, v)), 0)
+    if not version:
+        return 0
     row = conn.execute("SELECT to_regclass(%s)", [
         base_ident(source, t).as_string(conn)]).fetchone()
-    return bool(row and row[0])
+    return version if row and row[0] else 0
+
+
+def usable(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Side) -> bool:
+    """A base exists for ``t`` and its hashes can be compared (:func:`version_of`)."""
+    return version_of(conn, source, t, tgt) > 0
 
 
 def _keys(alias: str, t: TablePlan) -> sql.Composable:
@@ -124,10 +142,11 @@ def _where(t: TablePlan) -> sql.Composable:
         else sql.SQL("")
 
 
-def _hash_of(t: TablePlan, tgt: Side, alias: str) -> sql.Composable:
+def _hash_of(t: TablePlan, tgt: Side, alias: str, version: int = 2) -> sql.Composable:
     """The target's row hash of the row whose key equals ``alias``'s (NULL when none)."""
     return sql.SQL("(SELECT {h} FROM {tbl} WHERE ({k}) = {a}{w})").format(
-        h=tgt.row_hash(), tbl=table_ident(t), k=cols(t.key), a=_keys(alias, t), w=_where(t))
+        h=tgt.row_hash(version), tbl=table_ident(t), k=cols(t.key), a=_keys(alias, t),
+        w=_where(t))
 
 
 def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Side,
@@ -147,7 +166,8 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     conn, source = link.tgt, link.ctx.source
     out = Classified()
     base = base_ident(source, t)
-    if not usable(conn, source, t, spec_of(conn, t, tgt)):
+    out.version = version = version_of(conn, source, t, tgt)
+    if not version:
         out.known = False
         return out
     sh, touch, cls, skip = (_tmp(k, t) for k in ("srch", "touch", "cls", "skip"))
@@ -165,12 +185,14 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     n = max(1, 60000 // max(1, len(t.key)))
     for batch in (keys[i:i + n] for i in range(0, len(keys), n)):
         p, params = key_match(t, batch)
-        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(), tbl=table_ident(t),
+        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(version),
+                                        tbl=table_ident(t),
                                         p=sql.SQL("{}{}").format(p, _where(t))), params, sh,
              [*t.key, "pgferry_h"], binary=True)
     for p, params in src_ranges:
-        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(), tbl=table_ident(t),
-                                        p=p), params, sh, [*t.key, "pgferry_h"], binary=True)
+        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(version),
+                                        tbl=table_ident(t), p=p),
+             params, sh, [*t.key, "pgferry_h"], binary=True)
     # every key concerned: the source's, the target-only ones, the target rows of ranges
     conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), sh))
     for batch in (deletes[i:i + n] for i in range(0, len(deletes), n)):
@@ -187,7 +209,7 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
         "CREATE TEMP TABLE {cls} ON COMMIT DROP AS SELECT k.*, s.pgferry_h AS pgferry_s, "
         "{th} AS pgferry_t, b.pgferry_h AS pgferry_b FROM (SELECT DISTINCT * FROM {touch}) k "
         "LEFT JOIN {sh} s ON {sk} = {kk} LEFT JOIN {base} b ON {bk} = {kk}").format(
-        cls=cls, th=_hash_of(t, tgt, "k"), touch=touch, sh=sh, sk=_keys("s", t),
+        cls=cls, th=_hash_of(t, tgt, "k", version), touch=touch, sh=sh, sk=_keys("s", t),
         kk=_keys("k", t), base=base, bk=_keys("b", t)))
     decision = sql.SQL(
         "CASE WHEN pgferry_s IS NOT DISTINCT FROM pgferry_t THEN 'same' "
@@ -250,12 +272,14 @@ def skip_filter(t: TablePlan, alias: sql.Composable) -> sql.Composable:
         ka=sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(k)) for k in t.key))
 
 
-def update_base(link: Link, t: TablePlan, tgt: Side) -> None:
+def update_base(link: Link, t: TablePlan, tgt: Side, version: int = 2) -> None:
     """After the table's writes: the base of every row now equal to the source's is that row.
 
     Rows left alone keep their base (see the module docstring); a conflict kept is
     marked open, so that every later sync looks at it again, and closed (its base
-    moved) once both sides agree.
+    moved) once both sides agree. ``version``: the row hash version the base holds
+    (a version 1 base keeps version 1 while it holds kept rows, whose base is known
+    only in that version; :func:`rebuild` makes a version 2 base otherwise).
     """
     conn, base = link.tgt, base_ident(link.ctx.source, t)
     cls, skip = _tmp("cls", t), _tmp("skip", t)
@@ -271,7 +295,8 @@ def update_base(link: Link, t: TablePlan, tgt: Side) -> None:
         "NOT c.pgferry_kept AND c.pgferry_equal AND c.pgferry_s IS NOT NULL "
         "ON CONFLICT ({keys}) DO UPDATE SET pgferry_h = excluded.pgferry_h, "
         "pgferry_open = false").format(
-        skip=skip, xk=_keys("x", t), kk=_keys("k", t), now=_hash_of(t, tgt, "k"), cls=cls,
+        skip=skip, xk=_keys("x", t), kk=_keys("k", t), now=_hash_of(t, tgt, "k", version),
+        cls=cls,
         base=base, bk=_keys("b", t), ck=_keys("c", t), keys=cols(t.key), cc=cols(t.key, "c")))
 
 

@@ -302,8 +302,10 @@ def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
 
     if ctx.opts.rebase:  # the target as it is now is the common state of every row
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
-    elif work is not None and work.classified is not None and work.classified.known:
-        conflicts.update_base(link, t, work.found.target_side)
+    elif work is not None and work.classified is not None and work.classified.known and (
+            work.classified.version == 2 or work.classified.kept):
+        # a base of an earlier release's row hash stays in it while it holds kept rows
+        conflicts.update_base(link, t, work.found.target_side, work.classified.version)
     else:
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
 
@@ -317,8 +319,7 @@ def _note_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
         return
     if work is None:  # an empty target: no conflict there, if a base says what was synced
         tgt = compare.sides(ctx, t, link)[1]
-        r.conflicts_known = conflicts.usable(link.tgt, link.ctx.source, t,
-                                             conflicts.spec_of(link.tgt, t, tgt))
+        r.conflicts_known = conflicts.usable(link.tgt, link.ctx.source, t, tgt)
         return
     cl = work.classified
     if cl is None or not cl.known:
