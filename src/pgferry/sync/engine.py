@@ -32,8 +32,8 @@ from psycopg import sql
 from pgferry import journal
 from pgferry.config import Config, parse_duration
 from pgferry.pg import catalog
-from pgferry.pg.connect import Target, connect
-from pgferry.sync import events, locks, masking, state, workers
+from pgferry.pg.connect import Target, connect, map_db_error
+from pgferry.sync import aside, events, locks, masking, state, workers
 from pgferry.sync.context import RunContext
 from pgferry.sync.copy import Snapshot
 from pgferry.sync.plan import Mode, SyncPlan, build_plan
@@ -179,6 +179,22 @@ def _fill(result: SyncResult, plan: SyncPlan, opts: Options) -> None:
             r.status = "planned"
 
 
+def _recover(target: Target, plan: SyncPlan, jobs: int, result: SyncResult) -> None:
+    """Rebuild what an interrupted run left set aside (:func:`pgferry.sync.aside.recover`)."""
+    try:
+        rebuilt, elsewhere = aside.recover(target.dsn, [t.qualname for t in plan.runnable],
+                                           jobs)
+    except psycopg.Error as e:
+        raise map_db_error(e, "rebuilding the indexes an interrupted sync set aside") from None
+    if rebuilt:
+        result.warnings.append("rebuilt index(es) an interrupted sync had set aside: "
+                               + ", ".join(rebuilt))
+    if elsewhere:
+        result.warnings.append("an interrupted sync set aside indexes of "
+                               + ", ".join(elsewhere) + " (see pgferry.set_aside); the next "
+                               "sync of those tables rebuilds them")
+
+
 def run(cfg: Config, source: Target, target: Target, opts: Options,
         channel: events.Channel | None = None) -> SyncResult:
     """Plan and execute a sync (or verify, or a dry run) of ``source`` into ``target``."""
@@ -230,6 +246,7 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
                     lock = locks.acquire(target, [t.qualname for t in plan.runnable],
                                          parse_duration(cfg.sync.lock_wait).total_seconds(),
                                          result.run_id)
+                    _recover(target, plan, jobs, result)
                 ctx.event(events.RunStarted(source.name, target.name, opts.mode,
                                             [t.qualname for t in plan.tables]))
                 for w in result.warnings:

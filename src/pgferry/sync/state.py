@@ -1,7 +1,8 @@
 """What a sync remembers inside the target: watermarks, checkpoints and dead letters.
 
-Contract: :func:`ensure` creates ``pgferry.sync_state``, ``pgferry.dead_letters``
-and ``pgferry.before_images`` (idempotent). State rows are keyed by the source
+Contract: :func:`ensure` creates ``pgferry.sync_state``, ``pgferry.dead_letters``,
+``pgferry.before_images`` and ``pgferry.set_aside`` (:mod:`pgferry.sync.aside`)
+(idempotent). State rows are keyed by the source
 environment and ``schema.table``; they are written on the *same connection and
 transaction* as the batch they describe, so a checkpoint or watermark is
 stored if and only if its batch committed. Dead letters are rows the target
@@ -64,14 +65,17 @@ _LOCK = 0x70677374
 
 def ensure(conn: psycopg.Connection[Any]) -> None:
     """Create the journal, ``sync_state`` and ``dead_letters`` if missing (autocommit conn)."""
+    from pgferry.sync.aside import SCHEMA_SQL as ASIDE_SQL
+
     journal.ensure(conn)
-    if conn.execute("SELECT to_regclass('pgferry.before_images') IS NOT NULL").fetchone() == (
+    if conn.execute("SELECT to_regclass('pgferry.set_aside') IS NOT NULL").fetchone() == (
         True,
     ):
         return
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
         conn.execute(SCHEMA_SQL)
+        conn.execute(ASIDE_SQL)
 
 
 @dataclass

@@ -26,7 +26,7 @@ table with ``before_images`` the deleted rows are saved in the same statement.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -56,6 +56,14 @@ class Link:
     #: the unit's transaction has written something (a comparison may then no longer be
     #: spread over helper connections, whose snapshot would not see those writes)
     dirty: bool = False
+    #: the target's DSN (for the set-aside records, committed on a connection of their own)
+    target_dsn: str = ""
+    #: what this unit's loads set aside (:mod:`pgferry.sync.aside`), rebuilt after its commit,
+    #: and the tables whose set-aside definitions were recorded (forgotten on a rollback)
+    aside: list[Any] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)
+    #: the rebuild of what the committed unit set aside (an :class:`aside.Guard`)
+    guard: Any = None
 
 
 def _binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
@@ -122,10 +130,17 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
         # lets COPY FREEZE write frozen rows (no later vacuum pass); it takes ACCESS
         # EXCLUSIVE until the table commits, so only where readers may wait
         freeze = t.block_readers and not t.referenced and not t.partitioned
+        aside = _set_aside(link, t)
         try:
             with link.tgt.transaction():
                 if freeze:
                     link.tgt.execute(sql.SQL("TRUNCATE {}").format(table_ident(t)))
+                if aside is not None:
+                    # in this subtransaction: a row that fails the fast path rolls the drops
+                    # back with it, and the batches load with every index in place
+                    from pgferry.sync import aside as aside_mod
+
+                    aside_mod.drop(link.tgt, aside)
                 est = _Estimate(t, progress)
                 n = pipe(link.src, link.tgt, select_sql(t, masks, src_where(t)), [],
                          table_ident(t), t.columns, binary=_fast_binary(t, masks),
@@ -133,6 +148,8 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
                 if t.before_images and n:
                     write.images_of_inserts(link.tgt, t, link.ctx)
                 est.settle(n)
+            if aside is not None:
+                link.aside.append(aside)
             link.dirty = True
             res.inserted += n
             res.source_rows += n
@@ -148,6 +165,19 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
         progress(c.staged)
     else:
         _batches(link, t, masks, res, progress)
+
+
+def _set_aside(link: Link, t: TablePlan) -> Any:
+    """What an empty ``t`` loads without, recorded (and committed) before it is dropped."""
+    if not (t.defer_indexes and link.target_dsn):
+        return None
+    from pgferry.sync import aside
+
+    s = aside.plan(link.tgt, link.src, t)
+    if s is not None:
+        aside.record(link.target_dsn, link.ctx.run_id, s)
+        link.recorded.append(t.qualname)
+    return s
 
 
 def flush_later(link: Link, t: TablePlan, res: TableResult) -> None:
