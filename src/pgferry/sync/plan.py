@@ -95,6 +95,9 @@ class TablePlan:
     #: and target types whose input can refuse a value the source holds (enum labels,
     #: domain checks, composite and other user-defined types)
     text_columns: list[str] = field(default_factory=list)
+    #: text columns of an enum type (the same on both sides): binary COPY carries their
+    #: labels, so the fast path into an empty table may still go in binary
+    enum_columns: list[str] = field(default_factory=list)
     #: an empty target table may be loaded after a TRUNCATE (COPY FREEZE), which holds
     #: ACCESS EXCLUSIVE until the table commits: readers wait ([sync] block_readers)
     block_readers: bool = True
@@ -282,6 +285,8 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
             t.text_columns.append(c.name)
         elif _text_input(c):
             t.text_columns.append(c.name)
+            if c.typtype == "e" and s.typtype == "e":
+                t.enum_columns.append(c.name)
         if c.identity == "a":
             t.identity_always = True
             t.always_columns.append(c.name)

@@ -115,8 +115,13 @@ def is_empty(link: Link, t: TablePlan) -> bool:
 
 
 def _fast_binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
-    """COPY straight into the table in binary: same types, nothing to parse on the target."""
-    return t.same_types and not masks and not t.text_columns
+    """COPY straight into the table in binary: same types, nothing to parse on the target.
+
+    Enum columns are no exception: their binary form is the label, which the target
+    looks up as its text input would (a label it lacks fails the row either way).
+    """
+    return (t.same_types and not masks
+            and all(c in t.enum_columns for c in t.text_columns))
 
 
 def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
