@@ -165,6 +165,8 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
     ranges: list[tuple[Any, bool]] = []  # (DiffRange without keys if dense, dense?)
     work = Upserts()
     delete: list[Any] = []
+    # the comparison's row hashes of the listed keys (the conflicts step needs no other read)
+    known: dict[Any, tuple[int | None, int | None]] | None = {} if track else None
 
     def collect(rg: Any) -> None:
         rows = max(rg.source_rows, rg.target_rows)
@@ -175,8 +177,14 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
             if d.kind == "only_in_target":
                 if t.deletes:
                     delete.append(d.key)
+                else:
+                    continue
             elif not keys_only:
                 work.keys.append(d.key)
+            else:
+                continue
+            if known is not None:
+                known[d.key] = (d.src_hash, d.tgt_hash)
 
     spec = replace(t, columns=list(t.key)) if keys_only else t
     # the bar counts rows compared here, then rows written in the load phase
@@ -192,7 +200,7 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
             deletes=delete,
             src_ranges=[src_side.predicate(rg.range) for rg, _ in ranges if rg.source_rows],
             tgt_ranges=[tgt_side.predicate(rg.range) for rg, _ in ranges
-                        if rg.target_rows and t.deletes])
+                        if rg.target_rows and t.deletes], known=known)
         if cl.stop:
             work.stopped = True
             return work

@@ -93,9 +93,13 @@ def _tmp(kind: str, t: TablePlan) -> sql.Identifier:
     return sql.Identifier(f"pgferry_{kind}_{t.order}")
 
 
-def base_ident(source: str, t: TablePlan) -> sql.Identifier:
+def base_name(source: str, t: TablePlan) -> str:
     digest = hashlib.sha1(f"{source}|{t.qualname}".encode()).hexdigest()[:16]
-    return sql.Identifier("pgferry", f"base_{digest}")
+    return f"base_{digest}"
+
+
+def base_ident(source: str, t: TablePlan) -> sql.Identifier:
+    return sql.Identifier("pgferry", base_name(source, t))
 
 
 def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side, version: int = 2) -> str:
@@ -152,14 +156,18 @@ def _hash_of(t: TablePlan, tgt: Side, alias: str, version: int = 2) -> sql.Compo
 def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Side,
              tgt: Side, *, keys: list[Any], deletes: list[Any],
              src_ranges: list[tuple[sql.Composable, list[Any]]],
-             tgt_ranges: list[tuple[sql.Composable, list[Any]]]) -> Classified:
+             tgt_ranges: list[tuple[sql.Composable, list[Any]]],
+             known: dict[Any, tuple[int | None, int | None]] | None = None) -> Classified:
     """Classify every row the comparison found different (see the module docstring).
 
     ``keys`` / ``deletes``: the differing keys (source side / only on the target);
     ``src_ranges`` / ``tgt_ranges``: predicates of the ranges found different as a
-    whole, on each side. Runs in the unit's transaction on the target; leaves the
-    temp tables ``pgferry_cls_N`` (classification) and ``pgferry_skip_N`` (keys
-    the writes must leave alone) for the rest of the transaction.
+    whole, on each side. ``known``: the comparison's own row hashes (source,
+    target; None: no row) of those keys, read in the same snapshots: they are
+    copied to the target as they are instead of being read and hashed again.
+    Runs in the unit's transaction on the target; leaves the temp tables
+    ``pgferry_cls_N`` (classification) and ``pgferry_skip_N`` (keys the writes must
+    leave alone) for the rest of the transaction.
     """
     from pgferry.sync.tables import key_match
 
@@ -179,7 +187,16 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     # conflicts kept earlier are looked at again (they may be settled now: both sides agree)
     held = [tuple(r) for r in conn.execute(sql.SQL("SELECT {} FROM {} WHERE pgferry_open").format(
         cols(t.key), base))]
-    keys = [*keys, *held]
+    th = _tmp("tgth", t)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(th))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(th, like))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD pgferry_h int8, ADD pgferry_seen bool NOT NULL "
+                         "DEFAULT true").format(th))
+    if known is not None and version == 2:
+        _copy_known(conn, t, sh, th, known)
+        keys, deletes = [k for k in held if k not in known], []
+    else:
+        keys = [*keys, *held]
     # the source's hashes of the rows concerned, streamed into the target's temp table
     sel = sql.SQL("SELECT {k}, {h} FROM {tbl} WHERE {p}")
     n = max(1, 60000 // max(1, len(t.key)))
@@ -195,6 +212,7 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
              params, sh, [*t.key, "pgferry_h"], binary=True)
     # every key concerned: the source's, the target-only ones, the target rows of ranges
     conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), sh))
+    conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), th))
     for batch in (deletes[i:i + n] for i in range(0, len(deletes), n)):
         p, params = key_match(t, batch)
         conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
@@ -207,10 +225,12 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(cls))
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE {cls} ON COMMIT DROP AS SELECT k.*, s.pgferry_h AS pgferry_s, "
-        "{th} AS pgferry_t, b.pgferry_h AS pgferry_b FROM (SELECT DISTINCT * FROM {touch}) k "
-        "LEFT JOIN {sh} s ON {sk} = {kk} LEFT JOIN {base} b ON {bk} = {kk}").format(
+        "CASE WHEN x.pgferry_seen THEN x.pgferry_h ELSE {th} END AS pgferry_t, "
+        "b.pgferry_h AS pgferry_b FROM (SELECT DISTINCT * FROM {touch}) k "
+        "LEFT JOIN (SELECT DISTINCT * FROM {sh}) s ON {sk} = {kk} "
+        "LEFT JOIN {tk} x ON {xk} = {kk} LEFT JOIN {base} b ON {bk} = {kk}").format(
         cls=cls, th=_hash_of(t, tgt, "k", version), touch=touch, sh=sh, sk=_keys("s", t),
-        kk=_keys("k", t), base=base, bk=_keys("b", t)))
+        kk=_keys("k", t), tk=th, xk=_keys("x", t), base=base, bk=_keys("b", t)))
     decision = sql.SQL(
         "CASE WHEN pgferry_s IS NOT DISTINCT FROM pgferry_t THEN 'same' "
         "WHEN pgferry_b IS NOT DISTINCT FROM pgferry_t THEN 'normal' "
@@ -234,6 +254,19 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     if out.conflicts:
         out.first = _first(link, t, masks, cls, decision)
     return out
+
+
+def _copy_known(conn: psycopg.Connection[Any], t: TablePlan, sh: sql.Identifier,
+                th: sql.Identifier, known: dict[Any, tuple[int | None, int | None]]) -> None:
+    """The comparison's hashes of the differing keys into ``sh`` (source) and ``th`` (target)."""
+    names = [*t.key, "pgferry_h"]
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sh, cols(names))) as cp:
+        for key, (s, _) in known.items():
+            if s is not None:
+                cp.write_row((*key, s))
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(th, cols(names))) as cp:
+        for key, (_, tt) in known.items():
+            cp.write_row((*key, tt))
 
 
 def _first(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
@@ -272,7 +305,8 @@ def skip_filter(t: TablePlan, alias: sql.Composable) -> sql.Composable:
         ka=sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(k)) for k in t.key))
 
 
-def update_base(link: Link, t: TablePlan, tgt: Side, version: int = 2) -> None:
+def update_base(link: Link, t: TablePlan, tgt: Side, version: int = 2, *,
+                written_as_staged: bool = False) -> None:
     """After the table's writes: the base of every row now equal to the source's is that row.
 
     Rows left alone keep their base (see the module docstring); a conflict kept is
@@ -280,6 +314,9 @@ def update_base(link: Link, t: TablePlan, tgt: Side, version: int = 2) -> None:
     moved) once both sides agree. ``version``: the row hash version the base holds
     (a version 1 base keeps version 1 while it holds kept rows, whose base is known
     only in that version; :func:`rebuild` makes a version 2 base otherwise).
+    ``written_as_staged``: no row of the table was dead-lettered and no user trigger
+    fired, so every row the writes did not leave alone now is the source's row (its
+    hash need not be read again).
     """
     conn, base = link.tgt, base_ident(link.ctx.source, t)
     cls, skip = _tmp("cls", t), _tmp("skip", t)
@@ -295,7 +332,8 @@ def update_base(link: Link, t: TablePlan, tgt: Side, version: int = 2) -> None:
         "NOT c.pgferry_kept AND c.pgferry_equal AND c.pgferry_s IS NOT NULL "
         "ON CONFLICT ({keys}) DO UPDATE SET pgferry_h = excluded.pgferry_h, "
         "pgferry_open = false").format(
-        skip=skip, xk=_keys("x", t), kk=_keys("k", t), now=_hash_of(t, tgt, "k", version),
+        skip=skip, xk=_keys("x", t), kk=_keys("k", t),
+        now=sql.SQL("k.pgferry_s") if written_as_staged else _hash_of(t, tgt, "k", version),
         cls=cls,
         base=base, bk=_keys("b", t), ck=_keys("c", t), keys=cols(t.key), cc=cols(t.key, "c")))
 
@@ -310,5 +348,8 @@ def rebuild(link: Link, t: TablePlan, tgt: Side) -> None:
                                            tbl=table_ident(t), w=_where(t)))
     conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}), ADD pgferry_open boolean NOT NULL "
                          "DEFAULT false").format(base, cols(t.key)))
+    # open conflicts are looked up on every sync: a (nearly always empty) partial index
+    conn.execute(sql.SQL("CREATE INDEX {} ON {} ({}) WHERE pgferry_open").format(
+        sql.Identifier(f"{base_name(source, t)}_open"), base, cols(t.key)))
     state.write(conn, source, t.qualname, "base", state.Mark(
         None, [], {"table": base.as_string(conn), "spec": spec_of(conn, t, tgt)}))

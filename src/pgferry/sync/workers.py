@@ -346,10 +346,10 @@ def _load(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
     flush_later(link, t, r)
     r.unchanged = max(0, r.source_rows - r.inserted - r.updated - r.dead_lettered)
     if t.track and t.strategy == "checksum":
-        _base(ctx, t, link, work)
+        _base(ctx, t, link, work, r)
 
 
-def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
+def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any, r: TableResult) -> None:
     """After a tracked table's writes: move its base, or make one (the first sync)."""
     from pgferry.sync import conflicts
 
@@ -358,7 +358,9 @@ def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
     elif work is not None and work.classified is not None and work.classified.known and (
             work.classified.version == 2 or work.classified.kept):
         # a base of an earlier release's row hash stays in it while it holds kept rows
-        conflicts.update_base(link, t, work.found.target_side, work.classified.version)
+        fired = t.triggers == "enable" and bool(t.user_triggers)
+        conflicts.update_base(link, t, work.found.target_side, work.classified.version,
+                              written_as_staged=not (r.dead_lettered or fired))
     else:
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
 
