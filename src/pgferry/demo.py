@@ -7,23 +7,24 @@ neither empty nor an earlier demo), then runs :data:`STEPS` in order, printing
 what a user would see, and returns a summary for ``--json``. A step that does
 not end as expected raises :class:`~pgferry.errors.OperationFailed`.
 
-Each capability adds its steps by appending a :class:`Step` to :data:`STEPS`;
+:func:`register` adds the ``demo`` command to the root app (the demo drives the
+command line, so it sits above it). Each capability adds its steps by appending
+a :class:`DemoStep` to :data:`STEPS`;
 a step gets the :class:`Demo` and calls ``demo.cli(...)`` (the real CLI,
 in-process) or service functions, and may put figures in ``demo.results``.
 """
 
-from __future__ import annotations
 
-import io
-import json
 import shutil
 import time
-from collections.abc import Callable
-from contextlib import redirect_stdout
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    import typer
+
+from pgferry.demo_story import Demo as Demo
+from pgferry.demo_story import DemoStep as DemoStep
 from pgferry.errors import BadInput, OperationFailed
 
 EXAMPLE = "legal-platform"
@@ -33,60 +34,6 @@ MARKER = ".pgferry-demo"
 def examples_dir() -> Path:
     """``examples/`` of the repository (source checkout or editable install)."""
     return Path(__file__).resolve().parents[2] / "examples"
-
-
-@dataclass
-class Demo:
-    """What steps share: the demo project and a way to run pgferry in it."""
-
-    directory: Path
-    st: Any  # pgferry.cli.common.State of the `demo` command
-    results: dict[str, Any] = field(default_factory=dict)
-    outputs: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def config_path(self) -> Path:
-        return self.directory / "pgferry.toml"
-
-    def say(self, text: str) -> None:
-        """Narration: stdout in text mode, stderr under --json (stdout holds one object)."""
-        if self.st.json:
-            self.st.note(text)
-        else:
-            self.st.out.print(text)
-
-    def cli(self, *args: str, expect: tuple[int, ...] = (0,)) -> dict[str, Any] | None:
-        """Run ``pgferry --config <demo> ARGS`` in-process, showing its output.
-
-        Under ``--json`` the command runs with ``--json`` too and its object is
-        returned (and kept in the demo's result) instead of printed.
-        """
-        from pgferry.cli.app import main
-
-        argv = ["--config", str(self.config_path), *args]
-        shown = "pgferry " + " ".join(args)
-        obj: dict[str, Any] | None = None
-        if self.st.json:
-            buf = io.StringIO()
-            with redirect_stdout(buf):
-                code = main(["--json", *argv])
-            text = buf.getvalue().strip()
-            obj = json.loads(text.splitlines()[-1]) if text else None
-            self.outputs.append({"command": shown, "exit_code": code, "output": obj})
-        else:
-            self.st.out.print(f"\n[bold cyan]$ {shown}[/]")
-            code = main(argv)
-        if code not in expect:
-            raise OperationFailed(
-                f"demo step `{shown}` exited {code}, expected {' or '.join(map(str, expect))}"
-            )
-        return obj
-
-
-@dataclass
-class Step:
-    title: str
-    fn: Callable[[Demo], None]
 
 
 # -- the migration story ------------------------------------------------------
@@ -137,24 +84,24 @@ def step_journal(d: Demo) -> None:
     d.cli("journal", "--env", "prod", "--limit", "5")
 
 
-STEPS: list[Step] = [
-    Step("environments", step_environments),
-    Step("migration status", step_status_before),
-    Step("migrate dev", step_up_dev),
-    Step("migrate prod", step_up_prod),
-    Step("status after", step_status_after),
-    Step("journal", step_journal),
+STEPS: list[DemoStep] = [
+    DemoStep("environments", step_environments),
+    DemoStep("migration status", step_status_before),
+    DemoStep("migrate dev", step_up_dev),
+    DemoStep("migrate prod", step_up_prod),
+    DemoStep("status after", step_status_after),
+    DemoStep("journal", step_journal),
 ]
 
 
-def _sync_steps() -> list[Step]:
+def _sync_steps() -> list[DemoStep]:
     # the sync story (seed dev, verify finds the gap, sync, verify again) lives in demo_sync
     from pgferry.demo_sync import steps
 
     return steps()
 
 
-def _backup_steps() -> list[Step]:
+def _backup_steps() -> list[DemoStep]:
     # back up prod after the sync, test-restore it, list it: demo_backup
     from pgferry.demo_backup import steps
 
@@ -220,7 +167,7 @@ def prepare(directory: Path) -> Path:
     return directory
 
 
-def run(directory: Path, st: Any, steps: list[Step] | None = None) -> dict[str, Any]:
+def run(directory: Path, st: Any, steps: list[DemoStep] | None = None) -> dict[str, Any]:
     """Build the demo project and run the steps; the summary for ``--json``."""
     d = Demo(prepare(directory), st)
     d.say(f"demo project: {d.directory} (a copy of examples/{EXAMPLE})")
@@ -236,3 +183,26 @@ def run(directory: Path, st: Any, steps: list[Step] | None = None) -> dict[str, 
         "results": d.results,
         **({"outputs": d.outputs} if st.json else {}),
     }
+
+
+def register(app: "typer.Typer") -> None:
+    """Add ``pgferry demo`` to the root Typer ``app`` (this module has no ``from __future__
+    import annotations``: Typer reads the command's annotations as objects)."""
+    from typing import Annotated
+
+    import typer
+
+    from pgferry.cli.common import JsonOpt, state
+
+    @app.command("demo")
+    def demo(
+        ctx: typer.Context,
+        directory: Annotated[
+            Path, typer.Option("--dir", help="Where to build the demo project.")
+        ] = Path(".pgferry/demo"),
+        json_: JsonOpt = False,
+    ) -> None:
+        """Run the whole story end to end on the embedded server."""
+        st = state(ctx, json_)
+        result = run(directory, st)
+        st.emit({"ok": True, **result}, lambda out: out.print("[bold green]demo finished[/]"))

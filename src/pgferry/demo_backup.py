@@ -1,6 +1,6 @@
 """The backup part of ``pgferry demo``: back up prod after the sync, test-restore it, list it.
 
-Contract: :func:`steps` returns :class:`pgferry.demo.Step` objects that run after
+Contract: :func:`steps` returns :class:`pgferry.demo_story.DemoStep` objects that run after
 the sync steps: ``backup create --env prod`` (the manifest's row counts must be
 the figures the sync left in prod), ``backup verify latest --env prod
 --restore-test`` (a scratch database on the embedded server, dropped again) and
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pgferry.errors import OperationFailed
 
 if TYPE_CHECKING:
-    from pgferry.demo import Demo
+    from pgferry.demo_story import Demo
 
 
 def _catalog(d: Demo) -> list[Any]:
@@ -66,10 +66,10 @@ def step_list(d: Demo) -> None:
 
 def steps() -> list[Any]:
     """The backup steps, to append to :data:`pgferry.demo.STEPS`."""
-    from pgferry.demo import Step
+    from pgferry.demo_story import DemoStep
 
     return [
-        Step("backup prod", step_create),
-        Step("test-restore the backup", step_verify),
-        Step("list backups", step_list),
+        DemoStep("backup prod", step_create),
+        DemoStep("test-restore the backup", step_verify),
+        DemoStep("list backups", step_list),
     ]

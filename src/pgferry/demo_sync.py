@@ -1,6 +1,6 @@
 """The sync part of ``pgferry demo``: dev has data, prod has none; verify, sync, verify.
 
-Contract: :data:`STEPS` are :class:`pgferry.demo.Step` objects that run after the
+Contract: :data:`STEPS` are :class:`pgferry.demo_story.DemoStep` objects that run after the
 migration steps (both environments at the same schema version). They seed dev
 with deterministic generated data — exactly :data:`CASES` legal cases,
 :data:`UPDATES` regulatory updates and :data:`SOURCES` data sources (same rows on
@@ -25,7 +25,7 @@ import psycopg
 from pgferry.errors import OperationFailed
 
 if TYPE_CHECKING:
-    from pgferry.demo import Demo
+    from pgferry.demo_story import Demo
 
 SOURCES = 12
 CASES = 2025
@@ -280,17 +280,17 @@ def step_keep_target(d: Demo) -> None:
 
 def steps() -> list[Any]:
     """The sync steps, to append to :data:`pgferry.demo.STEPS`."""
-    from pgferry.demo import Step
+    from pgferry.demo_story import DemoStep
 
     return [
-        Step("seed dev", step_seed),
-        Step("verify finds the gap", step_verify_gap),
-        Step("prod health before the sync", step_health_before),
-        Step("sync dev -> prod", step_sync),
-        Step("verify again", step_verify_clean),
-        Step("prod health after the sync", step_health_after),
-        Step("a mistaken sync into prod", step_mistake),
-        Step("sync revert", step_revert),
-        Step("a conflict stops the sync", step_conflict),
-        Step("--on-conflict target", step_keep_target),
+        DemoStep("seed dev", step_seed),
+        DemoStep("verify finds the gap", step_verify_gap),
+        DemoStep("prod health before the sync", step_health_before),
+        DemoStep("sync dev -> prod", step_sync),
+        DemoStep("verify again", step_verify_clean),
+        DemoStep("prod health after the sync", step_health_after),
+        DemoStep("a mistaken sync into prod", step_mistake),
+        DemoStep("sync revert", step_revert),
+        DemoStep("a conflict stops the sync", step_conflict),
+        DemoStep("--on-conflict target", step_keep_target),
     ]

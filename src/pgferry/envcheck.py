@@ -56,45 +56,54 @@ def check(cfg: Config, only: str | None = None, connect_db: bool = True) -> list
         rep = EnvReport(name, env.protected, embedded=env.url is None)
         reports.append(rep)
         if env.url is not None:
-            # variables first: each missing or placeholder one is its own line
-            for var, key, line in cfg.variables():
-                if key != f"environments.{name}.url":
-                    continue
-                import os
-
-                val = os.environ.get(var, values.get(var))
-                if val is None:
-                    rep.problems.append(f"{name}: variable {var} (line {line}) is not set")
-                elif is_placeholder(val):
-                    rep.problems.append(f"{name}: variable {var} (line {line}) holds a "
-                                        f"placeholder value, not a real one")
-            if rep.problems:
+            found = _check_url(cfg, name, values, rep)
+            if found is None:
                 continue
-            try:
-                target = resolve_env(cfg, name)
-            except PgferryError as e:
-                rep.problems.append(f"{name}: {e.message}")
-                continue
-            rep.dsn = target.display
-            params = parse_dsn(target.dsn)
-            for part in ("user", "password", "host", "dbname"):
-                if part in params and is_placeholder(str(params[part])):
-                    rep.problems.append(f"{name}: the URL's {part} is a placeholder value")
-            if env.protected and not is_local_dsn(target.dsn):
-                mode = params.get("sslmode", "prefer")
-                if mode not in STRICT_SSL:
-                    rep.problems.append(
-                        f"{name}: protected and not on localhost, but sslmode={mode}; "
-                        f"add ?sslmode=require (or verify-full) to the URL"
-                    )
-            if rep.problems:
-                continue
+            target = found
         else:
             target = resolve_env(cfg, name) if connect_db else Target(name, "", env.protected, True)
             rep.dsn = target.display
         if connect_db:
             _probe(target, rep)
     return reports
+
+
+def _check_url(cfg: Config, name: str, values: dict[str, str], rep: EnvReport
+               ) -> Target | None:
+    """The environment's url checked (variables, placeholders, TLS): its target, or None
+    with the problems in ``rep``."""
+    import os
+
+    # variables first: each missing or placeholder one is its own line
+    for var, key, line in cfg.variables():
+        if key != f"environments.{name}.url":
+            continue
+        val = os.environ.get(var, values.get(var))
+        if val is None:
+            rep.problems.append(f"{name}: variable {var} (line {line}) is not set")
+        elif is_placeholder(val):
+            rep.problems.append(f"{name}: variable {var} (line {line}) holds a "
+                                f"placeholder value, not a real one")
+    if rep.problems:
+        return None
+    try:
+        target = resolve_env(cfg, name)
+    except PgferryError as e:
+        rep.problems.append(f"{name}: {e.message}")
+        return None
+    rep.dsn = target.display
+    params = parse_dsn(target.dsn)
+    for part in ("user", "password", "host", "dbname"):
+        if part in params and is_placeholder(str(params[part])):
+            rep.problems.append(f"{name}: the URL's {part} is a placeholder value")
+    if cfg.environments[name].protected and not is_local_dsn(target.dsn):
+        mode = params.get("sslmode", "prefer")
+        if mode not in STRICT_SSL:
+            rep.problems.append(
+                f"{name}: protected and not on localhost, but sslmode={mode}; "
+                f"add ?sslmode=require (or verify-full) to the URL"
+            )
+    return None if rep.problems else target
 
 
 def _probe(target: Target, rep: EnvReport) -> None:

@@ -1,7 +1,7 @@
 """One exception tree for pgferry; each class carries its exit code and HTTP status.
 
     PgferryError                 (3)  the root; an operation failed
-    ├── ProblemFound             (1)  done, and something is wrong (lint, verify, validate)
+    ├── ProblemFound             (1)  a check found a problem and stopped the command
     ├── BadInput                 (2)  usage, config, missing variable, unreadable file
     │   ├── ConfigError          (2)  pgferry.toml / .env problems, naming key and line
     │   ├── SqlParseError        (2)  SQL that does not parse, naming file and line
@@ -12,7 +12,11 @@
     └── Refused                  (4)  policy: blackout, protected env, lint gate, approval
 
 The CLI prints ``str(error)`` as one line and exits with ``exit_code``; the HTTP
-server answers with ``http_status``. Driver errors are mapped by SQLSTATE
+server answers with ``http_status``. A command whose job is to find problems (lint,
+verify, ``migrate validate``, health, ``env check``, ``journal verify``) does not raise
+them: its result carries them and an ``exit_code`` of 1. ProblemFound is for a check
+that stops another command (a history ahead of the files stops ``migrate up``; a
+damaged backup stops a restore). Driver errors are mapped by SQLSTATE
 (see :func:`pgferry.pg.connect.map_db_error`), never by message text.
 """
 
@@ -42,7 +46,7 @@ class PgferryError(Exception):
 
 
 class ProblemFound(PgferryError):
-    """The command did its job and found a problem (exit 1)."""
+    """A check found a problem and stopped the command (exit 1)."""
 
     exit_code = 1
     http_status = 200

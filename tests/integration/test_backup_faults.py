@@ -175,7 +175,8 @@ def test_restore_onto_protected_without_yes_is_refused_untouched(
     assert r.code == 4 and "protected" in r.err and "--yes" in r.err
     assert fingerprint(dsn) == before
     assert len(list_backups(bproj.root / "backups", "prod")) == 1  # no emergency backup
-    assert journal(dsn) == [("backup create", "ok")]
+    # the refusal is journaled (as every refusal is where the journal exists); nothing ran
+    assert journal(dsn) == [("backup create", "ok"), ("backup restore", "refused")]
 
 
 def test_restore_in_a_blackout_window_is_refused_unless_overridden(
@@ -190,9 +191,12 @@ def test_restore_in_a_blackout_window_is_refused_unless_overridden(
             "--override-blackout", "--reason", "restore after the incident")
     assert r.code == 0, r.err
     with psycopg.connect(bproj.dsns["prod"]) as c:
-        row = c.execute("SELECT details->'blackout_override'->>'reason' FROM pgferry.journal"
-                        " WHERE command = 'backup restore'").fetchone()
-    assert row == ("restore after the incident",)
+        rows = c.execute("SELECT command, outcome, details->'blackout_override'->>'reason',"
+                         " details->>'reason' FROM pgferry.journal WHERE command IN "
+                         "('backup restore', 'blackout override') ORDER BY id").fetchall()
+    assert rows == [("backup restore", "refused", None, None),
+                    ("blackout override", "ok", None, "restore after the incident"),
+                    ("backup restore", "ok", "restore after the incident", None)], rows
 
 
 def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(

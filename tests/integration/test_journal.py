@@ -244,3 +244,26 @@ def test_a_freeze_covers_sync(tmp_path: Path, make_db: Callable[..., str], cli: 
     assert got[:6] == [("setup", "ok"), ("sync", "refused"), ("sync", "refused"),
                        ("blackout override", "ok"), ("sync", "refused"),
                        ("blackout override", "ok")]
+
+
+def test_a_finding_is_not_an_error_and_the_listing_shows_the_counts(
+        tmp_path: Path, make_db: Callable[..., str], cli: Cli) -> None:
+    """A verify or sync that finds something (exit 1) is journaled as a problem with its counts,
+    not as an error: `pgferry journal` shows what it found on the row's line."""
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")})
+    dev, prod = p.dsns["dev"], p.dsns["prod"]
+    for dsn in (dev, prod):
+        q(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    q(dev, "INSERT INTO t SELECT g, 'v' FROM generate_series(1, 7) g")
+    assert cli("--config", str(p.config), "sync", "dev", "prod", "--yes").code == 0
+    q(dev, "UPDATE t SET v = 'dev' WHERE id = 3")
+    q(prod, "UPDATE t SET v = 'prod' WHERE id = 3")
+    r = cli("--config", str(p.config), "sync", "dev", "prod", "--yes")
+    assert r.code == 1 and "changed on both sides" in r.out, r.out
+    assert [x for x in runs(prod) if x[0] == "sync"] == [
+        ("sync", "ok", 0, None), ("sync", "problem", 1, None)]
+    listing = cli("--config", str(p.config), "journal", "--env", "prod")
+    assert listing.code == 0, listing.err
+    lines = [ln for ln in listing.out.splitlines() if " sync " in ln]
+    assert "problem" in lines[0] and "conflicts: 1" in lines[0], listing.out
+    assert "ok" in lines[1] and "inserted: 7" in lines[1], listing.out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 import pytest
@@ -99,3 +100,33 @@ def test_dense_changes_copy_whole_ranges(pair: Project, cli: Callable[..., Resul
     assert by["public.orders"]["updated"] == 1200 - 501
     assert by["public.order_lines"]["deleted"] == 1002 + 300
     same(pair, ("customers", "orders", "order_lines"))
+
+
+def test_the_progress_bar_counts_each_row_once(tmp_path, make_db: Callable[..., str]  # type: ignore[no-untyped-def]
+                                               ) -> None:
+    """The rows the progress events report add up to the source's rows, whether the run
+    loads an empty table or compares and then writes the differing rows."""
+    from pgferry.config import load_config
+    from pgferry.pg.connect import Target
+    from pgferry.sync import engine, events
+
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")})
+    for dsn in p.dsns.values():
+        sql(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    sql(p.dsns["dev"], "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 5000) g")
+    cfg = load_config(p.config)
+    src, tgt = Target("dev", p.dsns["dev"]), Target("prod", p.dsns["prod"], protected=False)
+
+    def counted() -> tuple[int, Any]:
+        ch, got = events.Channel(), []
+        ch.subscribe(lambda e: got.append(e.rows) if isinstance(e, events.BatchWritten) else None)
+        res = engine.run(cfg, src, tgt, engine.Options(mode="incremental", batch_size=700), ch)
+        return sum(got), res.tables[0]
+
+    n, t = counted()  # an empty target: loaded
+    assert (n, t.inserted) == (5000, 5000)
+    sql(p.dsns["dev"], "UPDATE t SET v = 'changed' WHERE id % 10 = 0")
+    sql(p.dsns["dev"], "DELETE FROM t WHERE id > 4900")
+    n, t = counted()  # compared, then 490 rows rewritten and 100 deleted
+    assert (t.updated, t.deleted, t.unchanged) == (490, 100, 4410), t
+    assert n == 4900

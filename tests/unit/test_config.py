@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, "[environments.dev]\n"))
     assert cfg.migrate.history_table == "flyway_schema_history"
-    assert cfg.migrate.lock_timeout == "250ms"
+    assert str(cfg.migrate.lock_timeout) == "250ms"  # as written; parsed once, a timedelta:
+    assert cfg.migrate.lock_timeout == timedelta(milliseconds=250)
     assert cfg.migrate.lock_retries == 8
     assert cfg.environments["dev"].url is None
     assert cfg.sync.schemas == ["public"]
@@ -94,7 +96,7 @@ def test_backup_defaults_and_keep_policy(tmp_path: Path) -> None:
     k = cfg.backup.keep
     assert (k.daily, k.weekly, k.monthly, k.min_count) == (7, 4, 12, 1)
     assert cfg.backup.encrypt is False
-    assert cfg.backup.max_age == "26h" and cfg.backup.min_size == 0
+    assert str(cfg.backup.max_age) == "26h" and cfg.backup.min_size == 0
     cfg = load_config(write(tmp_path, '[backup]\ndir = "/srv/b"\nmin_size = "10MB"\n'
                             '[backup.keep]\ndaily = 3\nmin_count = 2\n'))
     assert cfg.backup_dir == Path("/srv/b") and cfg.backup.min_size_bytes == 10_000_000

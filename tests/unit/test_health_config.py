@@ -19,24 +19,27 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_defaults_are_the_issue_s(tmp_path: Path) -> None:
     h = load_config(write(tmp_path, "")).health.thresholds("prod")
-    assert h.latency_warn == "200ms" and h.timeout == "3s" and h.cache_interval == "15s"
+    assert str(h.latency_warn) == "200ms" and str(h.timeout) == "3s"
+    assert str(h.cache_interval) == "15s" and h.cache_interval == timedelta(seconds=15)
     assert (h.connections_warn, h.connections_critical) == (90, 95)
-    assert (h.long_transaction_warn, h.long_transaction_critical) == ("5min", "30min")
-    assert (h.idle_in_transaction_warn, h.idle_in_transaction_critical) == ("60s", "300s")
-    assert h.blocked_warn == "30s"
+    assert tuple(map(str, (h.long_transaction_warn, h.long_transaction_critical))) == (
+        "5min", "30min")
+    assert tuple(map(str, (h.idle_in_transaction_warn, h.idle_in_transaction_critical))) == (
+        "60s", "300s")
+    assert str(h.blocked_warn) == "30s"
     assert (h.wraparound_warn, h.wraparound_critical) == (1_300_000_000, 1_400_000_000)
     assert (h.sequence_warn, h.sequence_critical) == (85, 95)
-    assert h.slow_query_ms == 100 and h.backup_max_age == "26h"
-    assert h.restore_test_max_age == "8d" and h.tables == {}
+    assert h.slow_query_ms == 100 and str(h.backup_max_age) == "26h"
+    assert str(h.restore_test_max_age) == "8d" and h.tables == {}
     assert h.seconds("backup_max_age") == timedelta(hours=26).total_seconds()
 
 
 def test_backup_max_age_follows_the_backup_section_unless_set(tmp_path: Path) -> None:
-    assert load_config(write(tmp_path, '[backup]\nmax_age = "50h"\n')).health.thresholds(
-        "prod").backup_max_age == "50h"
+    assert str(load_config(write(tmp_path, '[backup]\nmax_age = "50h"\n')).health.thresholds(
+        "prod").backup_max_age) == "50h"
     cfg = load_config(write(tmp_path, '[backup]\nmax_age = "50h"\n[health]\n'
                                       'backup_max_age = "2h"\n'))
-    assert cfg.health.thresholds("prod").backup_max_age == "2h"
+    assert str(cfg.health.thresholds("prod").backup_max_age) == "2h"
 
 
 def test_an_environment_overrides_only_what_it_sets(tmp_path: Path) -> None:
@@ -56,8 +59,8 @@ blocked_warn = "2s"
 degraded_below = 0
 """))
     prod, dev = cfg.health.thresholds("prod"), cfg.health.thresholds("dev")
-    assert (prod.latency_warn, prod.blocked_warn) == ("100ms", "45s")
-    assert (dev.latency_warn, dev.blocked_warn) == ("100ms", "2s")
+    assert (str(prod.latency_warn), str(prod.blocked_warn)) == ("100ms", "45s")
+    assert (str(dev.latency_warn), str(dev.blocked_warn)) == ("100ms", "2s")
     assert prod.tables["public.legal_cases"].optimal == 2000
     assert prod.tables["public.legal_cases"].degraded_below == 1
     assert dev.tables["public.legal_cases"].degraded_below == 0

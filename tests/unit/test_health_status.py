@@ -11,24 +11,25 @@ from pgferry.config import HealthTableConfig, HealthThresholds
 from pgferry.health.facts import (
     Backups,
     Drift,
-    Facts,
+    HealthFacts,
     Migrations,
     SequenceUse,
     Session,
-    Statement,
+    SlowStatement,
     Sync,
     SyncRun,
     TableRows,
     Waiter,
 )
-from pgferry.health.status import LEVELS, Check, evaluate, overall
+from pgferry.health.rules import Status
+from pgferry.health.status import LEVELS, HealthCheck, evaluate, overall
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TH = HealthThresholds(tables={"public.legal_cases": HealthTableConfig(
     optimal=2000, degraded_below=1)})
 
 
-def facts(**kw: object) -> Facts:
+def facts(**kw: object) -> HealthFacts:
     """A healthy, reachable environment; keywords change one part."""
     base: dict[str, object] = dict(
         env="prod", checked_at=NOW, reachable=True, latency_s=0.002, role="app",
@@ -42,10 +43,10 @@ def facts(**kw: object) -> Facts:
         tables={"public.legal_cases": TableRows(2025)},
     )
     base.update(kw)
-    return Facts(**base)  # type: ignore[arg-type]
+    return HealthFacts(**base)  # type: ignore[arg-type]
 
 
-def by(f: Facts, th: HealthThresholds = TH) -> dict[str, Check]:
+def by(f: HealthFacts, th: HealthThresholds = TH) -> dict[str, HealthCheck]:
     return {c.name: c for c in evaluate(f, th, NOW).checks}
 
 
@@ -62,7 +63,7 @@ def test_all_well_is_optimal_with_every_check_named() -> None:
 
 
 def test_unreachable_is_critical_and_the_rest_unknown_with_the_reason() -> None:
-    f = Facts(env="prod", checked_at=NOW, reachable=False,
+    f = HealthFacts(env="prod", checked_at=NOW, reachable=False,
               error="cannot connect to host=/tmp/x: No such file or directory")
     rep = evaluate(f, TH, NOW)
     assert rep.status == "critical"
@@ -143,7 +144,7 @@ def test_slow_statements_unknown_without_the_extension() -> None:
     c = by(facts(statements=None))["slow_statements"]
     assert c.status == "unknown" and "pg_stat_statements" in c.message
     assert "CREATE EXTENSION pg_stat_statements" in c.fix
-    slow = Statement("SELECT * FROM big", calls=40, mean_ms=250.0, total_ms=10_000.0)
+    slow = SlowStatement("SELECT * FROM big", calls=40, mean_ms=250.0, total_ms=10_000.0)
     c = by(facts(statements=[slow]))["slow_statements"]
     assert c.status == "degraded" and "40 calls" in c.message and "SELECT * FROM big" in c.message
 
@@ -191,8 +192,8 @@ LEVEL = st.sampled_from(list(LEVELS))
 
 
 @given(st.lists(st.tuples(LEVEL, st.booleans()), min_size=1, max_size=8))
-def test_overall_follows_the_issue_s_rules(parts: list[tuple[str, bool]]) -> None:
-    checks = [Check(f"c{i}", s, kind="data" if data else "server")
+def test_overall_follows_the_issue_s_rules(parts: list[tuple[Status, bool]]) -> None:
+    checks = [HealthCheck(f"c{i}", s, kind="data" if data else "server")
               for i, (s, data) in enumerate(parts)]
     got = overall(checks)
     statuses = [c.status for c in checks]

@@ -13,11 +13,13 @@ from pathlib import Path
 
 from rich.console import Console
 
+from pgferry.cli.progress import SyncBars
 from pgferry.cli.sync import _cells, _say
 from pgferry.sync import events
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "pgferry"
-MODULES = [*sorted((SRC / "sync").glob("*.py")), SRC / "cli" / "sync.py"]
+MODULES = [*sorted((SRC / "sync").glob("*.py")), SRC / "cli" / "sync.py",
+           SRC / "commands" / "sync.py"]
 
 
 def _templates() -> list[str]:
@@ -64,6 +66,6 @@ def test_lines_and_table_cells_keep_brackets() -> None:
 def test_progress_warnings_keep_brackets() -> None:
     for text in _templates():
         con, buf = _console()
-        with events.RichProgress(con) as bars:
+        with SyncBars(con) as bars:
             bars(events.Warning(text, table="public.t"))
         assert f"public.t: {text}" in buf.getvalue(), text

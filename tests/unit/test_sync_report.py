@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from pgferry.cli.progress import SyncBars
 from pgferry.errors import BadInput
 from pgferry.sync import report
 from pgferry.sync.events import (
@@ -18,7 +19,6 @@ from pgferry.sync.events import (
     Channel,
     Collector,
     Queued,
-    RichProgress,
     TableFinished,
     TableStarted,
     Warning,
@@ -148,19 +148,10 @@ def test_channel_is_thread_safe_and_survives_a_broken_subscriber() -> None:
     unsubscribe()
 
 
-def test_cumulative_progress_callback_becomes_batches() -> None:
-    ch, got = Channel(), Collector()
-    ch.subscribe(got)
-    cb = ch.rows("public.t")
-    for done in (100, 250, 250, 400):
-        cb(done, 400)
-    assert [e.rows for e in got.of(BatchWritten)] == [100, 150, 150]
-
-
 def test_rich_progress_renders_rows_rate_and_status() -> None:
     buf = io.StringIO()
     ch = Channel()
-    with RichProgress(Console(file=buf, width=120, force_terminal=False)) as bars:
+    with SyncBars(Console(file=buf, width=120, force_terminal=False)) as bars:
         ch.subscribe(bars)
         ch.publish(TableStarted("public.legal_cases", "checksum", 2000))
         for _ in range(5):

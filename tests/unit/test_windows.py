@@ -1,4 +1,4 @@
-"""migrate/windows.py: blackout windows (pure, ``now`` passed in)."""
+"""pgferry/windows.py: blackout windows (pure, ``now`` passed in); config checks them."""
 
 from __future__ import annotations
 
@@ -10,16 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgferry.config import Blackout, Config, load_config
+from pgferry.config import Blackout, Config, check_blackouts, load_config
 from pgferry.errors import BadInput, ConfigError, Refused
-from pgferry.migrate.windows import (
-    active_window,
-    check_blackout,
-    check_config,
-    describe,
-    is_active,
-    parse_weekly,
-)
+from pgferry.policy import WriteRequest, decide
+from pgferry.windows import active_window, describe, is_active, parse_weekly
 
 
 def bo(**kw: object) -> Blackout:
@@ -102,6 +96,17 @@ def test_bad_weekly(weekly: str, msg: str) -> None:
         parse_weekly(weekly)
 
 
+def check_blackout(cfg: Config, env: str, now: datetime, override: bool = False,
+                   reason: str | None = None) -> Blackout | None:
+    """The policy's first two rules, as an exception or the window overridden."""
+    d = decide(cfg, WriteRequest("migrate up", env, False, override_blackout=override,
+                                 reason=reason), now, ("input", "blackout"))
+    err = d.error()
+    if err is not None:
+        raise err
+    return d.window
+
+
 def test_check_blackout_policy() -> None:
     cfg = Config.model_validate({"environments": {"dev": {}, "prod": {}}, "blackout": [
         {"weekly": "Fri 16:00 - Mon 06:00", "envs": ["prod"], "reason": "weekend freeze"}]})
@@ -125,7 +130,7 @@ def test_check_config_names_entry_and_line() -> None:
                                               {"timezone": "Mars/X", "from": "2026-01-01"}]})
     cfg.text = text
     with pytest.raises(ConfigError, match=r":4: blackout #2: timezone 'Mars/X'"):
-        check_config(cfg)
+        check_blackouts(cfg)
 
 
 _DAYN = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]

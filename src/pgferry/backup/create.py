@@ -1,8 +1,8 @@
 """``backup create``: pg_dump in directory format, row counts in its snapshot, manifest last.
 
-Contract: :func:`create` dumps ``target`` into ``<[backup] dir>/<env>/<id>/``
-and returns the :class:`~pgferry.backup.manifest.Manifest` it wrote, journaled
-in ``target`` as ``backup create``. Steps:
+Contract: :func:`run_create` dumps ``target`` into ``<[backup] dir>/<env>/<id>/``
+and returns :class:`Created` (the :class:`~pgferry.backup.manifest.Manifest` it
+wrote); the command layer journals it in ``target`` as ``backup create``. Steps:
 
 1. backups of ``env`` left by a process that died (no manifest, lock free)
    are deleted; the root must be writable (else exit 3 naming the path);
@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry import __version__, journal
+from pgferry import __version__
 from pgferry.backup import crypto
 from pgferry.backup.manifest import Manifest, iso
 from pgferry.backup.storage import MANIFEST, LocalStorage, sha256_file, writable_failure
@@ -221,14 +221,3 @@ def _dump_into(conn: psycopg.Connection[Any], d: Path, target: Target,
         size_bytes=sum(f["size"] for f in files.values()), tables=counts, files=files,
         server_version="", pg_dump_version=pg_dump.version, tool_version=__version__,
         compression=compression, encryption=key.params if key else None)
-
-
-def create(cfg: Config, target: Target, *, tag: str | None = None, keep: bool = False,
-           jobs: int | None = None, note: Callable[[str], None] | None = None) -> Created:
-    """``backup create``: :func:`run_create`, journaled in ``target``."""
-    args = {"tag": tag, "keep": keep, "jobs": jobs}
-    with journal.operation(target, "backup create", args) as op:
-        res = run_create(cfg, target, tag=tag, keep=keep, jobs=jobs, note=note)
-        op.details.update(id=res.manifest.id, size_bytes=res.manifest.size_bytes,
-                          tables=len(res.manifest.tables), path=str(res.path))
-    return res

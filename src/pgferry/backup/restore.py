@@ -1,23 +1,25 @@
 """``backup restore``: verify first, keep an emergency backup, restore all or nothing.
 
-Contract: :func:`restore` puts a complete backup into ``target`` and returns
-:class:`Restored`. In order, before anything is written:
+Contract: :func:`prepare` checks a restore of a complete backup into ``target``
+and returns the :class:`Restored` it will be; :func:`into_new` and
+:func:`replace` do it. The command layer (:func:`pgferry.commands.backup.restore`)
+asks the policy first (blackout windows, ``--yes`` for a protected target),
+journals the restore and takes the emergency backup. In order, before anything
+is written:
 
-1. blackout windows (exit 4 inside one, unless overridden with a reason);
+1. (the policy: blackout window, protected environment);
 2. the backup is verified (files against the manifest, table of contents): a
    damaged backup is refused (exit 1, naming the file), nothing touched;
 3. ``into_new``: the dump is restored into a new database of that name on the
    target's server (exit 2 if it exists), which is dropped again if the
    restore fails; the target's own database is not touched;
 4. otherwise an emergency backup of the target is taken first (tagged
-   ``pre-restore``, kept), then ``pg_restore --clean --if-exists
+   ``pre-restore``, kept; the command layer's), then ``pg_restore --clean --if-exists
    --single-transaction`` replaces what the dump holds (pgferry's own schema,
    with the target's journal, is left as it is); with ``tables``, those
    tables' rows (and their sequences) replace the target's in one
    transaction (TRUNCATE, then the data). A failure rolls the transaction
    back: the target is as it was (exit 3, naming the emergency backup).
-
-Protected environments (``--yes``) are the CLI's check, before this runs.
 """
 
 from __future__ import annotations
@@ -25,27 +27,20 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pgferry import journal
 from pgferry.backup import scratch
 from pgferry.backup.catalog import BackupInfo
-from pgferry.backup.create import create
 from pgferry.backup.verify import check, pg_restore_for, plain_dump
 from pgferry.config import Config
 from pgferry.errors import BadInput, OperationFailed, ProblemFound
-from pgferry.migrate.windows import describe
 from pgferry.pg import binaries
 from pgferry.pg.connect import Target, connect, redact
-from pgferry.policy import blackout_guard
 
 
 @dataclass
@@ -190,18 +185,13 @@ def _into_new(cfg: Config, target: Target, dump: Path, pg_restore: binaries.Bina
                               "touched")
 
 
-def restore(cfg: Config, target: Target, info: BackupInfo, *, now: datetime,
-            tables: list[str] | None = None, into_new: str | None = None,
-            override_blackout: bool = False, reason: str | None = None,
-            jobs: int | None = None, note: Callable[[str], None] | None = None) -> Restored:
-    """Restore ``info`` into ``target`` (see the module docstring)."""
-    t0 = time.monotonic()
+def prepare(cfg: Config, target: Target, info: BackupInfo, *, tables: list[str] | None = None,
+            into_new: str | None = None, jobs: int | None = None
+            ) -> tuple[Restored, binaries.Binary]:
+    """Check a restore of ``info`` into ``target`` (nothing is written): the tables named
+    are in the backup, and the backup's files and table of contents are intact."""
     m = info.manifest
     assert m is not None
-    # refused inside a window (exit 4) and journaled, or the override journaled
-    window = blackout_guard(cfg, target, "backup restore", override=override_blackout,
-                            reason=reason, now=now,
-                            arguments={"id": info.id, "tables": tables, "into_new": into_new})
     tables = list(tables or [])
     unknown = [t for t in tables if t not in m.tables]
     if unknown:
@@ -215,36 +205,27 @@ def restore(cfg: Config, target: Target, info: BackupInfo, *, now: datetime,
                            "restored, pick another with `pgferry backup list`",
                            problems=problems)
     pg_restore = pg_restore_for(m)
-    res = Restored(info, target.name, into_new or _database(target), tables)
-    args = {"id": info.id, "from_env": info.env, "tables": tables, "into_new": into_new}
-    if into_new:
-        # the environment's database is left alone; its journal (if it has one) says so
-        with journal.operation(target, "backup restore", args, create=False) as op, \
-                plain_dump(info, cfg.backup_dir) as dump:
-            _into_new(cfg, target, dump, pg_restore, into_new, jobs or cfg.backup.jobs)
-            op.details.update(res.to_dict())
-        res.seconds = time.monotonic() - t0
-        return res
-    if note:
-        note(f"taking an emergency backup of {target.name} first")
-    emergency = create(cfg, target, tag="pre-restore", keep=True)
-    res.emergency_id, res.emergency_path = emergency.manifest.id, emergency.path
-    with journal.operation(target, "backup restore", args) as op:
-        if window is not None:
-            op.details["blackout_override"] = {"window": describe(window), "reason": reason}
-        op.details.update(emergency_backup=res.emergency_id)
-        try:
-            with plain_dump(info, cfg.backup_dir) as dump:
-                if tables:
-                    _restore_tables(target, dump, pg_restore, tables)
-                else:
-                    _restore_all(target, dump, pg_restore)
-        except _Failed as e:
-            raise OperationFailed(
-                f"the restore into {target.name} failed and was rolled back, so "
-                f"{target.name} is as it was: {e}; the emergency backup is "
-                f"{res.emergency_id} at {res.emergency_path}",
-                emergency_backup=res.emergency_id) from None
-        op.details.update(res.to_dict())
-    res.seconds = time.monotonic() - t0
-    return res
+    return Restored(info, target.name, into_new or _database(target), tables), pg_restore
+
+
+def into_new(cfg: Config, target: Target, res: Restored, pg_restore: binaries.Binary,
+             jobs: int | None = None) -> None:
+    """Restore ``res.backup`` into the new database ``res.database`` on ``target``'s server."""
+    with plain_dump(res.backup, cfg.backup_dir) as dump:
+        _into_new(cfg, target, dump, pg_restore, res.database, jobs or cfg.backup.jobs)
+
+
+def replace(cfg: Config, target: Target, res: Restored, pg_restore: binaries.Binary) -> None:
+    """Replace what the dump holds (or ``res.tables``' rows) in ``target``, all or nothing."""
+    try:
+        with plain_dump(res.backup, cfg.backup_dir) as dump:
+            if res.tables:
+                _restore_tables(target, dump, pg_restore, res.tables)
+            else:
+                _restore_all(target, dump, pg_restore)
+    except _Failed as e:
+        raise OperationFailed(
+            f"the restore into {target.name} failed and was rolled back, so "
+            f"{target.name} is as it was: {e}; the emergency backup is "
+            f"{res.emergency_id} at {res.emergency_path}",
+            emergency_backup=res.emergency_id) from None

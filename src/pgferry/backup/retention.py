@@ -2,7 +2,7 @@
 
 Contract: :func:`plan` takes the complete backups of one environment
 (:class:`Item`), ``now`` and a :class:`Policy`, and returns a
-:class:`Decision`: every id is either kept or deleted, with the slots it fills
+:class:`RetentionPlan`: every id is either kept or deleted, with the slots it fills
 and why it is kept.
 
 - ``daily = N``: the newest backup of each of the N most recent calendar days
@@ -44,7 +44,7 @@ class Item:
 
 
 @dataclass
-class Decision:
+class RetentionPlan:
     keep: list[str] = field(default_factory=list)  # newest first
     delete: list[str] = field(default_factory=list)  # newest first
     #: id -> the slots it fills: "daily", "weekly", "monthly"
@@ -66,32 +66,10 @@ def _newest_per_period(items: Sequence[Item], period: Callable[[Item], Hashable]
     return list(seen.values())
 
 
-def plan(items: Sequence[Item], now: datetime, policy: Policy, tz: str = "UTC") -> Decision:
-    """Which of ``items`` to keep under ``policy`` at ``now`` (see the module docstring)."""
-    del now  # periods are counted from the backups themselves; kept for the contract
-    zone = ZoneInfo(tz)
-
-    def local(it: Item) -> datetime:
-        at = it.at if it.at.tzinfo else it.at.replace(tzinfo=UTC)
-        return at.astimezone(zone)
-
-    ordered = sorted(items, key=lambda i: (i.at if i.at.tzinfo else i.at.replace(tzinfo=UTC),
-                                           i.id), reverse=True)
-    d = Decision()
-    reasons: dict[str, list[str]] = {}
-
-    def why(id_: str, reason: str) -> None:
-        reasons.setdefault(id_, []).append(reason)
-
-    periods: list[tuple[str, int, Callable[[Item], Hashable]]] = [
-        ("daily", policy.daily, lambda i: local(i).date()),
-        ("weekly", policy.weekly, lambda i: local(i).isocalendar()[:2]),
-        ("monthly", policy.monthly, lambda i: (local(i).year, local(i).month)),
-    ]
-    for kind, n, period in periods:
-        for id_ in _newest_per_period(ordered, period, n):
-            d.slots.setdefault(id_, []).append(kind)
-            why(id_, kind)
+def _always(ordered: list[Item], policy: Policy, why: Callable[[str, str], None],
+            reasons: dict[str, list[str]]) -> None:
+    """What is kept whatever the slots say: kept ones, the newest, the newest verified, and
+    the newest up to min_count."""
     for it in ordered:
         if it.keep:
             why(it.id, "kept")
@@ -106,6 +84,35 @@ def plan(items: Sequence[Item], now: datetime, policy: Policy, tz: str = "UTC") 
             break
         if it.id not in reasons:
             why(it.id, "min_count")
+
+
+def plan(items: Sequence[Item], now: datetime, policy: Policy, tz: str = "UTC") -> RetentionPlan:
+    """Which of ``items`` to keep under ``policy`` at ``now`` (see the module docstring)."""
+    del now  # periods are counted from the backups themselves; kept for the contract
+    zone = ZoneInfo(tz)
+
+    def local(it: Item) -> datetime:
+        at = it.at if it.at.tzinfo else it.at.replace(tzinfo=UTC)
+        return at.astimezone(zone)
+
+    ordered = sorted(items, key=lambda i: (i.at if i.at.tzinfo else i.at.replace(tzinfo=UTC),
+                                           i.id), reverse=True)
+    d = RetentionPlan()
+    reasons: dict[str, list[str]] = {}
+
+    def why(id_: str, reason: str) -> None:
+        reasons.setdefault(id_, []).append(reason)
+
+    periods: list[tuple[str, int, Callable[[Item], Hashable]]] = [
+        ("daily", policy.daily, lambda i: local(i).date()),
+        ("weekly", policy.weekly, lambda i: local(i).isocalendar()[:2]),
+        ("monthly", policy.monthly, lambda i: (local(i).year, local(i).month)),
+    ]
+    for kind, n, period in periods:
+        for id_ in _newest_per_period(ordered, period, n):
+            d.slots.setdefault(id_, []).append(kind)
+            why(id_, kind)
+    _always(ordered, policy, why, reasons)
     d.keep = [i.id for i in ordered if i.id in reasons]
     d.delete = [i.id for i in ordered if i.id not in reasons]
     d.reasons = reasons

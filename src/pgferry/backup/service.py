@@ -5,9 +5,9 @@ first) with each one's state (complete, verified, restore-tested, verify
 failed; kept, expired; interrupted or in progress for incomplete ones), the
 retention slots it fills, and the freshness figures the health check uses
 (age of the newest complete and newest restore-tested backup against
-``[backup] max_age``, size against ``min_size``). :func:`prune` deletes what
-:func:`pgferry.backup.retention.plan` expires (and interrupted backups),
-journaled in the environment; ``dry_run`` deletes nothing.
+``[backup] max_age``, size against ``min_size``). :func:`run_prune` deletes what
+:func:`pgferry.backup.retention.plan` expires (and interrupted backups);
+``dry_run`` deletes nothing (the command layer journals it).
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pgferry import journal
 from pgferry.backup import retention
 from pgferry.backup.catalog import BackupInfo, list_backups
 from pgferry.backup.storage import LocalStorage
-from pgferry.config import Config, parse_duration
-from pgferry.pg.connect import Target
+from pgferry.config import Config
 
 
 def policy(cfg: Config) -> retention.Policy:
@@ -72,7 +70,7 @@ def listing(cfg: Config, env: str, now: datetime, include_incomplete: bool = Fal
         out.backups.append(d)
     complete = [i for i in infos if i.complete]
     tested = [i for i in complete if i.verification.restore_test_ok]
-    max_age = parse_duration(cfg.backup.max_age).total_seconds()
+    max_age = cfg.backup.max_age.total_seconds()
 
     def age(i: BackupInfo | None) -> float | None:
         at = i.finished_at if i else None
@@ -116,15 +114,4 @@ def run_prune(cfg: Config, env: str, now: datetime, dry_run: bool = False) -> Pr
     if not dry_run:
         for backup_id in res.deleted + res.interrupted:
             store.delete(env, backup_id)
-    return res
-
-
-def prune(cfg: Config, target: Target, now: datetime, dry_run: bool = False) -> Pruned:
-    """``backup prune``: :func:`run_prune`, journaled in ``target`` unless a dry run."""
-    if dry_run:
-        return run_prune(cfg, target.name, now, True)
-    with journal.operation(target, "backup prune", {"dry_run": dry_run}, create=False) as op:
-        res = run_prune(cfg, target.name, now)
-        op.details.update(deleted=res.deleted, kept=len(res.kept),
-                          interrupted_removed=res.interrupted)
     return res

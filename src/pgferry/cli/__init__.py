@@ -1,1 +1,1 @@
-"""The command line: thin Typer commands that parse, call a service, render."""
+"""The command line: thin Typer commands that parse, call :mod:`pgferry.commands`, render."""

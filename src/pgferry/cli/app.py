@@ -30,7 +30,7 @@ _SETTINGS: dict[str, Any] = {
 # command runs, so ``pgferry lint`` never pays for psycopg, nor ``sync`` for pglast.
 COMMANDS: dict[str, str] = {  # in the order --help lists them: the story's order
     "init": "pgferry.cli.project",
-    "demo": "pgferry.cli.project",
+    "demo": "pgferry.demo",  # the story drives the command line: it sits above it
     "env": "pgferry.cli.env",
     "migrate": "pgferry.cli.migrate",
     "lint": "pgferry.cli.lint",
@@ -48,7 +48,7 @@ class LazyGroup(TyperGroup):
 
     _loaded: dict[str, Any] = {}
 
-    def list_commands(self, ctx: Any) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:  # noqa: ARG002 - click's signature
         return list(COMMANDS)
 
     def get_command(self, ctx: Any, cmd_name: str) -> Any:
@@ -107,7 +107,7 @@ def root(
     ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
-    version: Annotated[
+    version: Annotated[  # noqa: ARG001 - eager: its callback prints the version and exits
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show version.")
     ] = False,
 ) -> None:
@@ -173,6 +173,16 @@ def hoist_globals(args: list[str]) -> list[str]:
     return front + rest
 
 
+def _failed(e: PgferryError, want_json: bool, debug: bool) -> int:
+    """One line on stderr (and the error as the one JSON object under --json); its code."""
+    if debug:
+        traceback.print_exc()
+    if want_json:
+        print(dumps(redact_tree({"ok": False, **e.to_dict()})))
+    print(f"error: {redact(e.message)}", file=sys.stderr)
+    return e.exit_code
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; PgferryError becomes one line on stderr and its exit code."""
     args = sys.argv[1:] if argv is None else argv
@@ -190,12 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             return 3
         return rc if isinstance(rc, int) else 0
     except PgferryError as e:
-        if debug:
-            traceback.print_exc()
-        if want_json:
-            print(dumps(redact_tree({"ok": False, **e.to_dict()})))
-        print(f"error: {redact(e.message)}", file=sys.stderr)
-        return e.exit_code
+        return _failed(e, want_json, debug)
     except typer.Exit as e:
         return int(e.exit_code or 0)
     except typer.Abort:
@@ -211,13 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 3
-    except Exception as e:  # the last line of defence: one sentence, no traceback
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one sentence, no traceback
         if debug:
             traceback.print_exc()
         print(f"error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",
               file=sys.stderr)
         return 3
-
-
-def entry() -> None:  # pragma: no cover
-    sys.exit(main())

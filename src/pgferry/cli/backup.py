@@ -1,8 +1,8 @@
-"""``pgferry backup create|list|verify|restore|prune``: thin wrappers over :mod:`pgferry.backup`.
+"""``pgferry backup create|list|verify|restore|prune``: thin over :mod:`pgferry.commands.backup`.
 
-Contract: each verb parses its arguments, checks policy that needs a person
-(a protected environment needs ``--yes`` before a restore), calls one service
-function and renders its result (one JSON object under ``--json``). Exit
+Contract: each verb parses its arguments, calls one command function (a person
+at a terminal may be asked before a restore into a protected environment) and
+renders its result (one JSON object under ``--json``). Exit
 codes: 0 done; 1 a verify problem (or a damaged backup a restore refused);
 2 bad input (unknown backup, no pg_dump new enough, wrong key); 3 the
 operation failed (unwritable backup dir, pg_dump/pg_restore failed: the target
@@ -11,8 +11,7 @@ is as it was); 4 refused (protected without ``--yes``, blackout window).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -20,11 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from pgferry.cli import common
-from pgferry.cli.common import JsonOpt, State, YesOpt, state
-
-if TYPE_CHECKING:
-    from pgferry.config import Config
-    from pgferry.pg.connect import Target
+from pgferry.cli.common import JsonOpt, YesOpt, state
+from pgferry.commands import backup as cmd
 
 app = typer.Typer(help="Backups you can restore: checksummed, retained, test-restored.",
                   no_args_is_help=True)
@@ -35,11 +31,6 @@ EnvOptional = Annotated[str | None, typer.Option(
 IdArg = Annotated[str, typer.Argument(metavar="ID", help="A backup id, or `latest`.")]
 JobsOpt = Annotated[int | None, typer.Option(
     "--jobs", "-j", min=1, max=64, help="Parallel pg_dump/pg_restore jobs ([backup] jobs).")]
-
-
-def _begin(ctx: typer.Context, json_: bool, env: str) -> tuple[State, Config, Target]:
-    st = state(ctx, json_)
-    return st, st.config(), st.target(env)
 
 
 def _say(out: Console, text: str) -> None:
@@ -77,11 +68,10 @@ def create_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Take a backup of ENV: pg_dump (directory format), checksums, row counts, manifest last."""
-    from pgferry.backup import create
-
-    st, cfg, target = _begin(ctx, json_, env)
+    st = state(ctx, json_)
     with common.sigterm_interrupts():
-        res = create.create(cfg, target, tag=tag, keep=keep, jobs=jobs, note=st.note)
+        res = cmd.create(st.config(), cmd.CreateOptions(env, tag, keep, jobs),
+                         progress=st.notices())
     m = res.manifest
 
     def render(out: Console) -> None:
@@ -104,12 +94,9 @@ def list_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """List ENV's backups: when, size, tables, state, retention slot; and their freshness."""
-    from pgferry.backup import service
-
     st = state(ctx, json_)
     cfg = st.config()
-    cfg.env(env)
-    res = service.listing(cfg, env, datetime.now(UTC), include_incomplete=all_)
+    res = cmd.listing(cfg, env, include_incomplete=all_)
 
     def render(out: Console) -> None:
         t = Table(title=Text(f"backups of {env} in {cfg.backup_dir / env}"))
@@ -151,23 +138,10 @@ def verify_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Re-hash every file against the manifest and read the archive; exit 1 on any mismatch."""
-    from pgferry import journal
-    from pgferry.backup import catalog, verify
-
     st = state(ctx, json_)
-    cfg = st.config()
-    info = catalog.find(cfg.backup_dir, backup_id, env)
-    target = st.target(info.env) if restore_test else None
-    args = {"id": info.id, "restore_test": restore_test}
-    if target is not None:
-        with common.sigterm_interrupts(), journal.operation(target, "backup verify", args,
-                                                     create=False) as op:
-            res = verify.verify(cfg, info, restore=True, target=target, jobs=jobs)
-            op.details.update(res.to_dict())
-            if not res.ok:
-                op.outcome, op.exit_code = "problem", 1
-    else:
-        res = verify.verify(cfg, info, jobs=jobs)
+    with common.sigterm_interrupts():
+        res = cmd.verify(st.config(), cmd.BackupVerifyOptions(backup_id, env, restore_test, jobs))
+    info = res.info
 
     def render(out: Console) -> None:
         for p in res.problems:
@@ -207,20 +181,13 @@ def restore_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Restore backup ID into ENV: verified first, emergency backup first, all or nothing."""
-    from pgferry.backup import catalog, restore
-
-    st, cfg, target = _begin(ctx, json_, env)
-    info = catalog.find(cfg.backup_dir, backup_id, from_env or (env if backup_id == "latest"
-                                                                else None))
+    st = state(ctx, json_)
     names = [t.strip() for t in (tables or "").split(",") if t.strip()]
-    if not into_new:
-        what = f"restore backup {info.id} into {env}" + (f" ({', '.join(names)})" if names
-                                                          else "")
-        common.confirm_protected(st, target, yes, what)
+    opts = cmd.RestoreOptions(backup_id, env, from_env, names, into_new, yes, override_blackout,
+                              reason, jobs)
     with common.sigterm_interrupts():
-        res = restore.restore(cfg, target, info, now=datetime.now(UTC), tables=names,
-                              into_new=into_new, override_blackout=override_blackout,
-                              reason=reason, jobs=jobs, note=st.note)
+        res = cmd.restore(st.config(), opts, progress=st.notices(), confirm=st.confirm())
+    info = res.backup
 
     def render(out: Console) -> None:
         n = len(info.manifest.tables) if info.manifest else 0
@@ -248,10 +215,8 @@ def prune_cmd(
     json_: JsonOpt = False,
 ) -> None:
     """Delete the backups [backup.keep] no longer keeps (never a kept or the newest verified)."""
-    from pgferry.backup import service
-
-    st, cfg, target = _begin(ctx, json_, env)
-    res = service.prune(cfg, target, datetime.now(UTC), dry_run=dry_run)
+    st = state(ctx, json_)
+    res = cmd.prune(st.config(), env, dry_run=dry_run)
 
     def render(out: Console) -> None:
         verb = "would delete" if dry_run else "deleted"

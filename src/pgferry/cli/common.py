@@ -1,10 +1,13 @@
-"""What every command shares: global state, ``--json`` output, policy prompts.
+"""What every command line verb shares: global state, ``--json`` output, asking a person.
 
-Contract: a command gets :class:`State` from the Typer context with
-:func:`state`, renders its result with :meth:`State.emit` (exactly one JSON
-object on stdout under ``--json``, rich text otherwise), and raises
-:class:`~pgferry.errors.PgferryError` for anything wrong; :func:`pgferry.cli.app.main`
-turns that into one line and the exit code.
+Contract: a verb gets :class:`State` from the Typer context with :func:`state`,
+calls its command function (:mod:`pgferry.commands`) with the config, its
+options, :meth:`State.confirm` (a person at a terminal is asked; None
+elsewhere, so the command refuses) and a progress subscriber, renders the
+result with :meth:`State.emit` (exactly one JSON object on stdout under
+``--json``, rich text otherwise) and exits with the result's code. A
+:class:`~pgferry.errors.PgferryError` raised anywhere becomes one line and its
+exit code in :func:`pgferry.cli.app.main`.
 """
 
 from __future__ import annotations
@@ -23,13 +26,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pgferry.errors import BadInput, Refused
-
 if TYPE_CHECKING:  # imported where used: a command loads only what it needs
     from rich.console import Console
 
+    from pgferry.commands.base import Confirm, Question
     from pgferry.config import Config
-    from pgferry.pg.connect import Target
+    from pgferry.events import Event
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 EnvOpt = Annotated[str | None, typer.Option(
@@ -44,8 +46,6 @@ class State:
     config_path: Path | None = None
     json: bool = False
     debug: bool = False
-    #: the running command as the journal names it (``migrate up``, ``sync``)
-    command: str = "pgferry"
     _config: Config | None = field(default=None, repr=False)
     _out: Console | None = field(default=None, repr=False)
     _err: Console | None = field(default=None, repr=False)
@@ -71,12 +71,26 @@ class State:
             self._config = load_config(self.config_path, required=required)
         return self._config
 
-    def target(self, env: str | None) -> Target:
-        """The environment ``env`` (default: :func:`pick_env`), resolved."""
-        from pgferry.pg.connect import resolve_env
+    @property
+    def interactive(self) -> bool:
+        """A person at a terminal who can answer a question (not --json, not piped)."""
+        return not self.json and sys.stdin.isatty() and sys.stderr.isatty()
 
-        cfg = self.config()
-        return resolve_env(cfg, pick_env(cfg, env))
+    def confirm(self) -> Confirm | None:
+        """The callback a command asks before it writes (None: nobody can answer)."""
+        if not self.interactive:
+            return None
+
+        def ask(q: Question) -> bool:
+            return bool(typer.confirm(q.prompt, default=False, err=True))
+
+        return ask
+
+    def notices(self) -> Callable[[Event], None]:
+        """A subscriber printing :class:`~pgferry.events.Notice` lines on stderr."""
+        from pgferry.cli.progress import Notices
+
+        return Notices(self.err)
 
     def with_json(self, flag: bool) -> State:
         self.json = self.json or flag
@@ -96,22 +110,6 @@ class State:
     def note(self, text: str) -> None:
         """A progress or warning line: stderr, so --json stdout stays one object."""
         self.err.print(text)
-
-
-def pick_env(cfg: Config, env: str | None) -> str:
-    """``env`` if given; else the only environment, else ``dev``; else BadInput.
-
-    The one default of every command that takes ``--env``.
-    """
-    if env:
-        cfg.env(env)
-        return env
-    names = list(cfg.environments)
-    if len(names) == 1:
-        return names[0]
-    if "dev" in cfg.environments:
-        return "dev"
-    raise BadInput(f"name an environment with --env (configured: {', '.join(names) or 'none'})")
 
 
 def console(stderr: bool = False) -> Console:
@@ -153,7 +151,6 @@ def state(ctx: typer.Context, json_flag: bool = False) -> State:
     if st is None:  # invoked without the root callback (tests calling a sub-app)
         st = State()
         ctx.obj = st
-    st.command = " ".join(ctx.command_path.split()[1:]) or st.command
     return st.with_json(json_flag)
 
 
@@ -161,7 +158,7 @@ def state(ctx: typer.Context, json_flag: bool = False) -> State:
 def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM (CI cancel, ``kill``) behaves like Ctrl-C: cancel, roll back, journal, exit 3."""
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
     try:
@@ -173,26 +170,3 @@ def sigterm_interrupts() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, old)
-
-
-def refuse(st: State, target: Target, error: Refused,
-           arguments: dict[str, Any] | None = None) -> Refused:
-    """``error``, journaled in ``target`` where its journal exists (then raise it)."""
-    from pgferry import journal
-
-    journal.refused(target, st.command, error, arguments)
-    return error
-
-
-def confirm_protected(st: State, target: Target, yes: bool, action: str, *,
-                      arguments: dict[str, Any] | None = None) -> None:
-    """Refuse (exit 4, journaled) a write to a protected env without --yes; ask on a bare
-    terminal."""
-    if not target.protected or yes:
-        return
-    if not st.json and sys.stdin.isatty() and sys.stderr.isatty():
-        if typer.confirm(f"{target.name} is protected. {action}?", default=False, err=True):
-            return
-    raise refuse(st, target, Refused(
-        f"environment {target.name!r} is protected: {action} needs --yes", env=target.name
-    ), arguments)

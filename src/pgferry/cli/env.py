@@ -7,9 +7,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pgferry import envcheck
 from pgferry.cli.common import JsonOpt, state
-from pgferry.errors import ProblemFound
+from pgferry.commands import env as cmd
 
 app = typer.Typer(help="Check environments and their variables.", no_args_is_help=True)
 
@@ -22,24 +21,22 @@ def check(
 ) -> None:
     """Every variable set, no placeholders, URLs parse, TLS for protected envs, server answers."""
     st = state(ctx, json_)
-    reports = envcheck.check(st.config(), env)
-    problems = [p for r in reports for p in r.problems]
+    res = cmd.check(st.config(), env)
 
     def render(out: Console) -> None:
-        for r in reports:
+        for r in res.reports:
             if r.ok:
                 privs = ", ".join(k for k, v in r.privileges.items() if v) or "none"
                 out.print(
                     f"ok  {r.env}{' (protected)' if r.protected else ''}: {r.dsn} — "
                     f"PostgreSQL {r.server_version}, role {r.role}, privileges: {privs}"
                 )
-        for p in problems:
+        for p in res.problems:
             out.print(f"problem  {p}")
 
-    st.emit({"ok": not problems, "environments": [envcheck.report_dict(r) for r in reports]},
-            render)
-    if problems:
-        raise typer.Exit(ProblemFound.exit_code)
+    st.emit(res.to_dict(), render)
+    if res.exit_code:
+        raise typer.Exit(res.exit_code)
 
 
 @app.command("template")
@@ -50,13 +47,9 @@ def template(
 ) -> None:
     """Write .env.template listing every variable the config uses."""
     st = state(ctx, json_)
-    cfg = st.config()
-    text = envcheck.template(cfg)
-    path = cfg.root / output
-    path.write_text(text, encoding="utf-8")
-    names = sorted({v for v, _, _ in cfg.variables()})
-    st.emit({"ok": True, "path": str(path), "variables": names},
-            lambda out: out.print(f"wrote {path} ({len(names)} variables: {', '.join(names)})"))
+    res = cmd.template(st.config(), output)
+    st.emit(res.to_dict(), lambda out: out.print(
+        f"wrote {res.path} ({len(res.variables)} variables: {', '.join(res.variables)})"))
 
 
 def register(root: typer.Typer) -> None:

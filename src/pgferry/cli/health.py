@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from pgferry.cli.common import EnvOpt, JsonOpt, pick_env, state
+from pgferry.cli.common import EnvOpt, JsonOpt, state
+from pgferry.commands.health import health
 from pgferry.errors import BadInput
 
 STYLE = {"optimal": "green", "healthy": "green", "degraded": "yellow", "critical": "bold red",
@@ -50,8 +50,6 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Check an environment: exit 0 when optimal or healthy, 1 when degraded or critical."""
-        from pgferry.health import service
-
         if fmt not in FORMATS:
             raise BadInput(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
         st = state(ctx, json_ or fmt == "json")
@@ -59,8 +57,7 @@ def register(app: typer.Typer) -> None:
             raise BadInput("--json and --format prometheus ask for two different outputs; "
                            "pass one of them")
         # a command line asks now: the cache is for the service a scraper polls
-        cfg = st.config()
-        report = service.run(cfg, pick_env(cfg, env), now=datetime.now(UTC), use_cache=False)
+        report = health(st.config(), env)
         if fmt == "prometheus":
             from pgferry.health import metrics
 
@@ -81,9 +78,9 @@ def register(app: typer.Typer) -> None:
 
 def render(report: object, out: Console) -> None:
     """The checks as aligned columns, then what to do for each one not optimal."""
-    from pgferry.health.status import Report
+    from pgferry.health.status import HealthReport
 
-    assert isinstance(report, Report)
+    assert isinstance(report, HealthReport)
     cached = ", cached" if report.cached else ""
     out.print(f"[bold]{report.env}: [{STYLE[report.status]}]{report.status}[/][/] "
               f"({len(report.checks)} checks in {report.duration_s * 1000:.0f} ms{cached})")

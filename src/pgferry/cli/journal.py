@@ -8,10 +8,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from pgferry import journal
 from pgferry.cli.common import EnvOpt, JsonOpt, state
+from pgferry.commands import journal as cmd
 
 _SHOWN_ELSEWHERE = {"ok", "outcome", "exit_code", "duration_s", "started_at", "finished_at"}
+_TOTALS_SHOWN = ("inserted", "updated", "deleted", "dead_lettered", "differing",
+                 "only_in_source", "only_in_target", "conflicts")
 
 
 
@@ -20,6 +22,10 @@ def summary(details: dict[str, Any]) -> str:
     if details.get("error"):
         return f"error: {details['error']}"
     parts = []
+    totals = details.get("totals")
+    if isinstance(totals, dict):  # a sync or verify: what it found and did, first
+        parts += [f"{k}: {v}" for k, v in totals.items()
+                  if k in _TOTALS_SHOWN and isinstance(v, int) and v]
     for k, v in details.items():
         if k in _SHOWN_ELSEWHERE:
             continue
@@ -34,13 +40,12 @@ def summary(details: dict[str, Any]) -> str:
 
 def _show(ctx: typer.Context, env: str | None, limit: int, json_: bool) -> None:
     st = state(ctx, json_)
-    target = st.target(env)
-    env = target.name
-    rows = journal.read(target, limit)
+    res = cmd.show(st.config(), env, limit)
+    rows = res.entries
 
     def render(out: Console) -> None:
         if not rows:
-            out.print(f"the journal of {env} is empty")
+            out.print(f"the journal of {res.env} is empty")
             return
         cells = [[str(r["id"]), r["at"].strftime("%Y-%m-%d %H:%M:%S"),
                   f"{r['os_user']} as {r['db_role']}", r["command"], r["outcome"],
@@ -54,7 +59,7 @@ def _show(ctx: typer.Context, env: str | None, limit: int, json_: bool) -> None:
             out.print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
                       .rstrip(), markup=False)
 
-    st.emit({"ok": True, "env": env, "entries": rows}, render)
+    st.emit(res.to_dict(), render)
 
 
 def register(app: typer.Typer) -> None:
@@ -79,21 +84,21 @@ def register(app: typer.Typer) -> None:
         """Recompute the journal's hash chain; exit 1 naming the first row changed, removed or
         inserted out of order."""
         st = state(ctx, json_)
-        target = st.target(env)
-        rep = journal.verify(target)
+        res = cmd.verify(st.config(), env)
+        rep, name = res.report, res.env
 
         def render(out: Console) -> None:
             if not rep.exists:
-                out.print(f"{target.name} has no journal yet: nothing to verify")
+                out.print(f"{name} has no journal yet: nothing to verify")
             for p in rep.problems:
                 out.print(f"problem  {p}", markup=False)
             if rep.exists and rep.ok:
-                out.print(f"{target.name}: the journal is intact ({rep.rows} rows, chain "
+                out.print(f"{name}: the journal is intact ({rep.rows} rows, chain "
                           f"unbroken, append-only triggers in place); head {rep.head}")
             elif rep.exists:
-                out.print(f"{target.name}: the journal was tampered with "
+                out.print(f"{name}: the journal was tampered with "
                           f"({len(rep.problems)} problem(s))")
 
-        st.emit({"env": target.name, **rep.to_dict()}, render)
-        if not rep.ok:
-            raise typer.Exit(1)
+        st.emit(res.to_dict(), render)
+        if res.exit_code:
+            raise typer.Exit(res.exit_code)

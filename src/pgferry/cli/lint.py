@@ -4,8 +4,8 @@ Contract: :func:`register` adds the Typer command; :func:`fast_main` runs the
 same command without importing Typer, rich, pydantic or psycopg (a single file
 must lint in well under 150 ms including interpreter start-up), and returns
 None for anything it does not understand (``--help``, typos) so the full CLI
-answers instead. Both call :func:`pgferry.lint.service.run`; output and exit
-codes are identical.
+answers instead (:func:`pgferry.cli.entry.entry` chooses). Both call
+:func:`pgferry.commands.lint.lint`; output and exit codes are identical.
 """
 
 # No ``from __future__ import annotations`` here: Typer must see real annotation objects
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import typer
 
+from pgferry.commands.lint import LintOptions, lint
 from pgferry.errors import PgferryError
 
 _HELP = """Lint migration SQL for statements that would block reads or writes.
@@ -64,28 +65,20 @@ def register(app: "typer.Typer") -> None:
         json_: JsonOpt = False,
     ) -> None:
         st = state(ctx, json_)
-        req = _request([str(p) for p in paths or []], env, catalog,
-                       "json" if st.json and fmt == "text" else fmt, pg_version, list_rules,
-                       str(st.config_path) if st.config_path else None, jobs, all_files)
-        out, code = _run(req)
-        sys.stdout.write(out + "\n")
-        sys.stdout.flush()
+        opts = LintOptions([str(p) for p in paths or []], env, catalog,
+                           "json" if st.json and fmt == "text" else fmt, pg_version, list_rules,
+                           str(st.config_path) if st.config_path else None, jobs, all_files)
+        code = _run(opts)
         if code:
             raise typer.Exit(code)
 
 
-def _request(paths: list[str], env: str | None, catalog: str | None, fmt: str,
-             pg_version: int | None, list_rules: bool, config: str | None,
-             jobs: int | None = None, all_files: bool = False) -> Any:
-    from pgferry.lint.service import Request
-
-    return Request(paths, env, catalog, fmt, pg_version, list_rules, config, jobs, all_files)
-
-
-def _run(req: Any) -> tuple[str, int]:
-    from pgferry.lint.service import run
-
-    return run(req)
+def _run(opts: LintOptions) -> int:
+    """Lint, print the report on stdout; the exit code."""
+    res = lint(opts)
+    sys.stdout.write(res.output + "\n")
+    sys.stdout.flush()
+    return res.exit_code
 
 
 _GLOBAL_VALUE = {"--config", "-c"}
@@ -93,8 +86,11 @@ _VALUE = {"--env": "env", "-e": "env", "--catalog": "catalog", "--format": "fmt"
           "-f": "fmt", "--pg-version": "pg_version", "--jobs": "jobs", "-j": "jobs"}
 
 
-def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
-    """``[global opts] lint [opts] [paths]`` → options, or None to defer to Typer."""
+_FLAGS = {"--list-rules": "list_rules", "--all": "all"}
+
+
+def _scan_fast(argv: list[str]) -> dict[str, Any] | None:
+    """The tokens of ``[global opts] lint [opts] [paths]`` as raw options; None: not ours."""
     opts: dict[str, Any] = {"paths": [], "env": None, "catalog": None, "fmt": "text",
                             "pg_version": None, "list_rules": False, "config": None,
                             "json": False, "debug": False, "jobs": None, "all": False}
@@ -102,30 +98,21 @@ def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
     while i < len(argv):
         a = argv[i]
         key, eq, val = a.partition("=")
+        name = ("config" if key in _GLOBAL_VALUE and not seen_lint
+                else _VALUE.get(key) if seen_lint else None)
         if not seen_lint and a == "lint":
             seen_lint = True
-        elif a == "--json":
-            opts["json"] = True
-        elif a == "--debug" and not seen_lint:
-            opts["debug"] = True
-        elif key in _GLOBAL_VALUE and not seen_lint:
+        elif a == "--json" or (a == "--debug" and not seen_lint):
+            opts[a[2:]] = True
+        elif name is not None:  # an option with a value: --env dev or --env=dev
             if not eq:
                 i += 1
                 if i >= len(argv):
                     return None
                 val = argv[i]
-            opts["config"] = val
-        elif seen_lint and key in _VALUE:
-            if not eq:
-                i += 1
-                if i >= len(argv):
-                    return None
-                val = argv[i]
-            opts[_VALUE[key]] = val
-        elif seen_lint and a == "--list-rules":
-            opts["list_rules"] = True
-        elif seen_lint and a == "--all":
-            opts["all"] = True
+            opts[name] = val
+        elif seen_lint and a in _FLAGS:
+            opts[_FLAGS[a]] = True
         elif seen_lint and a == "--":
             opts["paths"] += argv[i + 1:]
             break
@@ -134,16 +121,19 @@ def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
         else:
             return None
         i += 1
-    if not seen_lint:
+    return opts if seen_lint else None
+
+
+def _parse_fast(argv: list[str]) -> dict[str, Any] | None:
+    """``[global opts] lint [opts] [paths]`` → options, or None to defer to Typer."""
+    opts = _scan_fast(argv)
+    if opts is None:
         return None
-    if opts["pg_version"] is not None:
-        if not str(opts["pg_version"]).isdigit():
-            return None
-        opts["pg_version"] = int(opts["pg_version"])
-    if opts["jobs"] is not None:
-        if not str(opts["jobs"]).isdigit() or int(opts["jobs"]) < 1:
-            return None  # Typer says what is wrong with it
-        opts["jobs"] = int(opts["jobs"])
+    for name, least in (("pg_version", 0), ("jobs", 1)):
+        if opts[name] is not None:
+            if not str(opts[name]).isdigit() or int(opts[name]) < least:
+                return None  # Typer says what is wrong with it
+            opts[name] = int(opts[name])
     if opts["fmt"] not in ("text", "json", "sarif", "markdown"):
         return None
     if opts["json"] and opts["fmt"] == "text":
@@ -159,15 +149,12 @@ def fast_main(argv: list[str]) -> int | None:
     import os
 
     config = opts["config"] or os.environ.get("PGFERRY_CONFIG") or None  # as Typer's envvar
-    req = _request(opts["paths"], opts["env"], opts["catalog"], opts["fmt"], opts["pg_version"],
-                   opts["list_rules"], config, opts["jobs"], opts["all"])
     try:
-        out, code = _run(req)
+        return _run(LintOptions(opts["paths"], opts["env"], opts["catalog"], opts["fmt"],
+                                opts["pg_version"], opts["list_rules"], config, opts["jobs"],
+                                opts["all"]))
     except PgferryError as e:
         return _fail(e, opts["json"], opts["debug"])
-    sys.stdout.write(out + "\n")
-    sys.stdout.flush()
-    return code
 
 
 def _fail(e: PgferryError, want_json: bool, debug: bool) -> int:
@@ -184,24 +171,3 @@ def _fail(e: PgferryError, want_json: bool, debug: bool) -> int:
         print(json.dumps({"ok": False, **e.to_dict()}, ensure_ascii=False, default=str))
     print(f"error: {redact(e.message)}", file=sys.stderr)
     return e.exit_code
-
-
-def entry() -> None:  # pragma: no cover - exercised through the installed script
-    """Console-script entry: ``pgferry lint`` on the fast path, everything else via Typer."""
-    argv = sys.argv[1:]
-    if "lint" in argv:
-        rc = fast_main(argv)
-        if rc is not None:
-            # everything is written: skip the interpreter's teardown of a heap of parse
-            # trees and findings (~15 ms over 1,000 files); nothing of ours runs at exit
-            try:
-                sys.stdout.flush()
-                sys.stderr.flush()
-            except OSError:
-                sys.exit(rc)
-            import os
-
-            os._exit(rc)
-    from pgferry.cli.app import entry as full_entry
-
-    full_entry()

@@ -1,42 +1,23 @@
 """``pgferry migrate new|number|sum|status|validate|baseline|repair``.
 
 See :mod:`pgferry.cli.migrate` for how the verbs are split between modules.
-
-Thin: parse arguments, apply policy (protected env, ``--yes``, blackout), call
-:mod:`pgferry.migrate.templates`, :mod:`pgferry.migrate.status` and
-:mod:`pgferry.migrate.admin`, journal the writes, render the result.
+Thin: arguments in, :mod:`pgferry.commands.migrate_info` called, its result rendered.
 """
 
 from __future__ import annotations
 
-import sys
-from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from pgferry import journal
-from pgferry.cli.common import (
-    EnvOpt,
-    JsonOpt,
-    State,
-    YesOpt,
-    confirm_protected,
-    pick_env,
-    refuse,
-    state,
-)
-from pgferry.config import Blackout, Config
-from pgferry.errors import Refused
-from pgferry.migrate import admin, files, templates
+from pgferry.cli.common import EnvOpt, JsonOpt, YesOpt, state
+from pgferry.commands import migrate_info as cmd
+from pgferry.migrate import files
 from pgferry.migrate import status as status_mod
 from pgferry.migrate.history import BASELINE_SCRIPT
-from pgferry.migrate.windows import describe
-from pgferry.pg.connect import Target
-from pgferry.policy import blackout_guard
 
 OverrideOpt = Annotated[
     bool, typer.Option("--override-blackout", help="Proceed inside a blackout window.")
@@ -61,20 +42,6 @@ STATE_STYLE = {
     "undone": "yellow",
     "future": "magenta",
 }
-
-
-def confirm_rewrite(st: State, target: Target, yes: bool, action: str) -> None:
-    """History rewrites always need --yes (refused and journaled without); a bare terminal is
-    asked instead."""
-    if yes:
-        return
-    env = target.name
-    if not st.json and sys.stdin.isatty() and sys.stderr.isatty():
-        if typer.confirm(f"{action} in {env}?", default=False, err=True):
-            return
-    raise refuse(st, target, Refused(
-        f"{action} rewrites the migration history of {env!r}: run again with --yes", env=env
-    ))
 
 
 def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -> None:
@@ -127,16 +94,42 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
         out.print(f"[red]problem[/]  {escape(p)}")
 
 
-def _guarded(ctx: typer.Context, json_: bool, env: str | None, override: bool,
-             reason: str | None) -> tuple[State, Config, str, Blackout | None, Target]:
-    """What baseline and repair start with: the env, past the blackout check, resolved."""
-    st = state(ctx, json_)
-    cfg = st.config()
-    name = pick_env(cfg, env)
-    target = st.target(name)
-    window = blackout_guard(cfg, target, st.command, override=override, reason=reason,
-                            now=datetime.now(UTC))
-    return st, cfg, name, window, target
+def _render_number(res: cmd.NumberResult, out: Console) -> None:
+    if not res.had_templates:
+        out.print("no templates to number")
+        return
+    seen = ", ".join(f"{e.env} {e.version or 'empty'}" for e in res.environments if not e.error)
+    out.print(f"highest file: {res.highest or 'none'}; applied: {seen or 'unknown'}")
+    verb = "would rename" if res.dry_run else "renamed"
+    for r in res.renames:
+        out.print(f"{verb} {r.old.name} → {r.new.name}")
+    if not res.dry_run:
+        out.print(f"rewrote {res.sum_shown}")
+
+
+def _render_validate(res: cmd.ValidateResult, out: Console) -> None:
+    for w in res.warnings:
+        out.print(f"[yellow]warning[/]  {escape(w)}")
+    for p in res.problems:
+        out.print(f"[red]problem[/]  {escape(p)}")
+    if res.problems:
+        out.print(f"{res.env}: {len(res.problems)} problem(s)")
+        return
+    s = res.status
+    n = sum(1 for e in s.entries if e.state == "applied")
+    out.print(f"{res.env}: ok — {n} applied migration(s) match their files, "
+              f"current version {s.current or 'none'}, {files.SUM_FILE} {s.sum_state}")
+
+
+def _render_repair(res: cmd.RepairResult, out: Console) -> None:
+    if not res.ran:
+        out.print(f"{res.env}: nothing to repair")
+        return
+    done = res.plan
+    for line in cmd.repair_lines(done, done=True):
+        out.print(line)
+    out.print(f"{res.env}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned"
+              + (f", {len(done.convert)} converted" if done.convert else "") + ")")
 
 
 def register(app: typer.Typer) -> None:
@@ -151,22 +144,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create a template VXXX__<desc>.sql (numbered later by `migrate number`)."""
         st = state(ctx, json_)
-        cfg = st.config()
-        written = templates.new(
-            cfg.migrations_dir, description, undo=undo, today=date.today().isoformat()
-        )
-        rel = [
-            str(p.relative_to(cfg.root)) if p.is_relative_to(cfg.root) else str(p) for p in written
-        ]
+        res = cmd.new(st.config(), description, undo=undo)
 
         def render(out: Console) -> None:
-            for p in rel:
+            for p in res.created:
                 out.print(f"created {p}")
-            out.print(f"rewrote {cfg.migrate.dir}/{files.SUM_FILE}")
+            out.print(f"rewrote {res.sum_shown}")
 
-        st.emit(
-            {"ok": True, "created": rel, "sum": str(cfg.migrations_dir / files.SUM_FILE)}, render
-        )
+        st.emit(res.to_dict(), render)
 
     @app.command("number")
     def number_cmd(
@@ -176,62 +161,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Give every VXXX/UXXX template the next free version and rename the files."""
         st = state(ctx, json_)
-        cfg = st.config()
-        ms = files.scan(cfg.migrations_dir)
-        if not ms.templates:
-            st.emit(
-                {"ok": True, "renames": [], "environments": [], "dry_run": dry_run},
-                lambda out: out.print("no templates to number"),
-            )
-            return
-        envs = templates.env_versions(cfg, ms)
-        for e in envs:
-            if e.error:
-                st.note(f"warning: {e.env} not reachable, its versions are not counted: {e.error}")
-        applied = [e.version for e in envs if e.version is not None]
-        renames = templates.plan_numbering(
-            ms, max(applied, default=None), templates.merged_keep(envs)
-        )
-        if not dry_run:
-            templates.apply_renames(ms, renames)
-        orphans = templates.orphan_undo_templates(ms)
-        for o in orphans:
-            st.note(f"warning: {o} has no VXXX file of the same description; left as it is")
-
-        def render(out: Console) -> None:
-            seen = ", ".join(f"{e.env} {e.version or 'empty'}" for e in envs if not e.error)
-            out.print(f"highest file: {ms.highest or 'none'}; applied: {seen or 'unknown'}")
-            verb = "would rename" if dry_run else "renamed"
-            for r in renames:
-                out.print(f"{verb} {r.old.name} → {r.new.name}")
-            if not dry_run:
-                out.print(f"rewrote {cfg.migrate.dir}/{files.SUM_FILE}")
-
-        st.emit(
-            {
-                "ok": True,
-                "dry_run": dry_run,
-                "renames": [r.to_dict() for r in renames],
-                "environments": [e.to_dict() for e in envs],
-                "orphan_undo": orphans,
-            },
-            render,
-        )
+        res = cmd.number(st.config(), dry_run=dry_run, progress=st.notices())
+        st.emit(res.to_dict(), lambda out: _render_number(res, out))
 
     @app.command("sum")
     def sum_cmd(ctx: typer.Context, json_: JsonOpt = False) -> None:
         """Rewrite migrations/pgferry.sum from the files on disk."""
         st = state(ctx, json_)
-        cfg = st.config()
-        ms = files.scan(cfg.migrations_dir)
-        before = files.sum_state(ms)
-        path = files.write_sum(ms)
-        total = path.read_text(encoding="utf-8").splitlines()[0]
-        n = len(path.read_text(encoding="utf-8").splitlines()) - 1
-        st.emit(
-            {"ok": True, "path": str(path), "was": before, "files": n, "total": total},
-            lambda out: out.print(f"wrote {path} ({n} files, was {before}): {total}"),
-        )
+        res = cmd.write_sum(st.config())
+        st.emit(res.to_dict(), lambda out: out.print(
+            f"wrote {res.path} ({res.files} files, was {res.was}): {res.total}"))
 
     @app.command("status")
     def status_cmd(
@@ -249,48 +188,17 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Applied, pending, failed, ignored, missing and changed migrations; templates."""
         st = state(ctx, json_)
-        cfg = st.config()
-        name = pick_env(cfg, env)
-        s = status_mod.collect(cfg, st.target(name))
+        s = cmd.status(st.config(), env)
         st.emit(s.to_dict(), lambda out: _render_status(s, out, show_all))
 
     @app.command("validate")
     def validate_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -> None:
         """Exit 1 when an applied file changed or is gone, a run failed, or the sum is stale."""
         st = state(ctx, json_)
-        cfg = st.config()
-        name = pick_env(cfg, env)
-        s = status_mod.collect(cfg, st.target(name))
-        problems = status_mod.problems(s)
-        warns = status_mod.warnings(s)
-
-        def render(out: Console) -> None:
-            for w in warns:
-                out.print(f"[yellow]warning[/]  {escape(w)}")
-            for p in problems:
-                out.print(f"[red]problem[/]  {escape(p)}")
-            if problems:
-                out.print(f"{name}: {len(problems)} problem(s)")
-            else:
-                n = sum(1 for e in s.entries if e.state == "applied")
-                out.print(
-                    f"{name}: ok — {n} applied migration(s) match their files, "
-                    f"current version {s.current or 'none'}, {files.SUM_FILE} {s.sum_state}"
-                )
-
-        st.emit(
-            {
-                "ok": not problems,
-                "env": name,
-                "current_version": s.current,
-                "sum": s.sum_state,
-                "problems": problems,
-                "warnings": warns,
-            },
-            render,
-        )
-        if problems:
-            raise typer.Exit(1)
+        res = cmd.validate(st.config(), env)
+        st.emit(res.to_dict(), lambda out: _render_validate(res, out))
+        if res.exit_code:
+            raise typer.Exit(res.exit_code)
 
     @app.command("baseline")
     def baseline_cmd(
@@ -306,21 +214,14 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Adopt an existing database: record Flyway's BASELINE row at --version."""
-        st, cfg, name, window, target = _guarded(ctx, json_, env, override_blackout, reason)
-        confirm_protected(st, target, yes, f"baseline {name} at version {version}")
-        args: dict[str, Any] = {"version": version, "description": description, "yes": yes}
-        with journal.operation(target, "migrate baseline", args) as op:
-            if window is not None:
-                op.details["blackout_override"] = {"reason": reason, "window": describe(window)}
-            res = admin.baseline(cfg, target, version, description)
-            op.details.update(res.to_dict())
-        st.emit(
-            {"ok": True, **res.to_dict()},
-            lambda out: out.print(
-                f"{name}: baselined at version {res.version} ({res.description}); "
-                f"files at or below it will not run here"
-            ),
-        )
+        st = state(ctx, json_)
+        done = cmd.baseline(st.config(), version, cmd.RewriteOptions(env, yes, override_blackout,
+                                                                      reason),
+                            description=description, confirm=st.confirm())
+        res = done.baseline
+        st.emit(done.to_dict(), lambda out: out.print(
+            f"{res.env}: baselined at version {res.version} ({res.description}); "
+            "files at or below it will not run here"))
 
     @app.command("repair")
     def repair_cmd(
@@ -332,49 +233,8 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Remove failed rows and realign checksums to the files (asks --yes)."""
-        st, cfg, name, window, target = _guarded(ctx, json_, env, override_blackout, reason)
-        plan = admin.read_plan(cfg, target)
-        if plan.empty:
-            st.emit(
-                {"ok": True, **plan.to_dict(), "changed": False},
-                lambda out: out.print(f"{name}: nothing to repair"),
-            )
-            return
-        if not st.json and not yes:
-            for r in plan.remove:
-                st.note(f"will remove failed row {r.installed_rank}: {r.version or ''} {r.script}")
-            for a in plan.realign:
-                st.note(
-                    f"will realign {a.version} {a.script}: checksum {a.old_checksum} → "
-                    f"{a.new_checksum}"
-                )
-            for c in plan.convert:
-                st.note(f"will convert UNDO_SQL row {c.installed_rank} ({c.script}) into the "
-                        f"DELETE row Flyway reads for {c.version} {c.becomes}")
-        if target.protected:
-            confirm_protected(st, target, yes, f"repair the migration history of {name}")
-        else:
-            confirm_rewrite(st, target, yes, "repair")
-        with journal.operation(target, "migrate repair", {"yes": yes}) as op:
-            if window is not None:
-                op.details["blackout_override"] = {"reason": reason, "window": describe(window)}
-            done = admin.repair(cfg, target)
-            op.details.update(done.to_dict())
-
-        def render(out: Console) -> None:
-            for r in done.remove:
-                out.print(f"removed failed row {r.installed_rank}: {r.version or ''} {r.script}")
-            for a in done.realign:
-                out.print(
-                    f"realigned {a.version} {a.script}: checksum {a.old_checksum} → "
-                    f"{a.new_checksum}"
-                )
-            for c in done.convert:
-                out.print(f"converted UNDO_SQL row {c.installed_rank} ({c.script}) into the "
-                          f"DELETE row Flyway reads for {c.version} {c.becomes}")
-            out.print(
-                f"{name}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned"
-                + (f", {len(done.convert)} converted" if done.convert else "") + ")"
-            )
-
-        st.emit({"ok": True, **done.to_dict(), "changed": not done.empty}, render)
+        st = state(ctx, json_)
+        # the rows a repair will change are said before it asks (not under --json)
+        res = cmd.repair(st.config(), cmd.RewriteOptions(env, yes, override_blackout, reason),
+                         progress=None if st.json else st.notices(), confirm=st.confirm())
+        st.emit(res.to_dict(), lambda out: _render_repair(res, out))

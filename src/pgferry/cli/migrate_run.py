@@ -1,34 +1,19 @@
 """``pgferry migrate plan|up|undo``: the verbs that execute SQL (see :mod:`pgferry.cli.migrate`).
 
-Thin: arguments, ``--yes``, rendering and progress; the logic is in
-:mod:`pgferry.migrate.service`.
+Thin: arguments in, :mod:`pgferry.commands.migrate_run` called, its result and
+progress rendered.
 """
 
 from __future__ import annotations
 
-import sys
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pgferry.cli.common import (
-    EnvOpt,
-    JsonOpt,
-    State,
-    YesOpt,
-    confirm_protected,
-    sigterm_interrupts,
-    state,
-)
-from pgferry.errors import BadInput
-from pgferry.migrate import service
-from pgferry.migrate.files import Version
-from pgferry.migrate.plan import Step
-from pgferry.migrate.runner import FileResult
-from pgferry.policy import blackout_guard
+from pgferry.cli.common import EnvOpt, JsonOpt, State, YesOpt, sigterm_interrupts, state
+from pgferry.cli.progress import MigrationLines
+from pgferry.commands import migrate_run as cmd
 
 TargetOpt = Annotated[str | None, typer.Option("--target", help="Apply up to this version.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check and show, change nothing.")]
@@ -40,58 +25,6 @@ OutOfOrderOpt = Annotated[bool, typer.Option(
     "(the history is ahead of the files), as Flyway's outOfOrder.")]
 UnsafeOpt = Annotated[bool, typer.Option(
     "--allow-unsafe", help="Run despite lint errors on a protected env (needs --reason).")]
-BAR_AFTER = 5  # more files than this: a progress bar
-
-
-def _version(text: str | None, opt: str) -> Version | None:
-    if text is None:
-        return None
-    try:
-        return Version.parse(text)
-    except BadInput:
-        raise BadInput(f"{opt} {text!r} is not a version (like 3 or 1.2)") from None
-
-
-def _label(step: Step) -> str:
-    v = f"{step.kind}{step.version} " if step.version is not None else "R "
-    return f"{v}{step.description}"
-
-
-class _Progress:
-    """One stderr line per file with its duration; a bar when there are many files."""
-
-    def __init__(self, st: State, verb: str) -> None:
-        self.st, self.verb = st, verb
-        self.bar: Progress | None = None
-        self.task: Any = None
-
-    def event(self, kind: str, step: Step, res: FileResult | None, index: int,
-              total: int) -> None:
-        if kind == "start" and self.bar is None and total > BAR_AFTER and sys.stderr.isatty():
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                                console=self.st.err, transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task(self.verb, total=total)
-        if kind == "retry":
-            self.st.err.print(f"{_label(step)}: could not get a lock in time (attempt "
-                              f"{index}/{total}); retrying after a backoff", soft_wrap=True)
-        if kind != "done" or res is None:
-            return
-        extra = f", resumed after statement {res.resumed_after}" if res.resumed_after else ""
-        extra += f", {res.attempts} attempts" if res.attempts > 1 else ""
-        if res.dropped_invalid_indexes:
-            extra += ", dropped INVALID index " + ", ".join(res.dropped_invalid_indexes)
-        line = f"{self.verb} {_label(step)} ({res.mode}{extra}) in {res.duration_ms} ms"
-        if self.bar is not None:
-            self.bar.console.print(line)
-            self.bar.advance(self.task)
-        else:
-            self.st.err.print(line, soft_wrap=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _render_plan(out: Console, res: dict[str, Any]) -> None:
@@ -131,6 +64,26 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
             out.print("COMMIT;")
 
 
+def _run(st: State, opts: cmd.RunOptions, *, undo: bool) -> None:
+    cfg = st.config()
+    with sigterm_interrupts(), MigrationLines(st.err, "undone" if undo else "applied") as lines:
+        verb = cmd.undo if undo else cmd.up
+        res = verb(cfg, opts, progress=lines, confirm=st.confirm())
+    for w in res.warnings:
+        st.err.print(f"warning: {w}", soft_wrap=True)
+
+    def render(out: Console) -> None:
+        if res.dry_run:
+            _render_plan(out, {**res.to_dict(), "settings": res.settings})
+            return
+        n = len(res.applied)
+        what = "undid" if undo else "applied"
+        out.print(f"{res.env}: {what} {n} migration{'s' if n != 1 else ''} in "
+                  f"{res.duration_ms} ms; current version {res.current_version or 'none'}")
+
+    st.emit(res.to_dict(), render)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's verbs to the ``migrate`` app."""
 
@@ -139,56 +92,9 @@ def register(app: typer.Typer) -> None:
                  out_of_order: OutOfOrderOpt = False, json_: JsonOpt = False) -> None:
         """Show the exact SQL `up` would run, in order, with transaction mode and settings."""
         st = state(ctx, json_)
-        res = service.plan(st.config(), st.target(env), version=_version(target, "--target"),
-                           out_of_order=out_of_order)
-        st.emit(res, lambda out: _render_plan(out, res))
-
-    def _run(ctx: typer.Context, env: str | None, json_: bool, *, undo: bool, yes: bool,
-             arguments: dict[str, Any], **kw: Any) -> None:
-        if kw["allow_unsafe"] and not (kw["reason"] or "").strip():
-            raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
-        st = state(ctx, json_)
-        cfg, t = st.config(), st.target(env)
-        arguments["env"] = t.name
-        verb = "undo" if undo else "up"
-        now = datetime.now(UTC)
-        if not kw.get("dry_run"):
-            # a window refuses anyway: say so before asking for confirmation
-            blackout_guard(cfg, t, f"migrate {verb}", override=kw["override_blackout"],
-                           reason=kw["reason"], now=now, arguments=arguments)
-            confirm_protected(st, t, yes, f"migrate {verb}", arguments=arguments)
-        bar = _Progress(st, "undone" if undo else "applied")
-
-        def event(kind: str, step: Step, res: FileResult | None, i: int, total: int) -> None:
-            bar.event(kind, step, res, i, total)
-
-        try:
-            with sigterm_interrupts():
-                res = service.run(cfg, t, undo=undo, now=now, arguments=arguments,
-                                  on_event=event, **kw)
-        finally:
-            bar.close()
-        for w in res["warnings"]:
-            st.err.print(f"warning: {w}", soft_wrap=True)
-
-        def render(out: Console) -> None:
-            if res["dry_run"]:
-                _render_plan(out, {**res, "settings": _settings(cfg)})
-                return
-            n = len(res["applied"])
-            what = "undid" if undo else "applied"
-            out.print(f"{t.name}: {what} {n} migration{'s' if n != 1 else ''} in "
-                      f"{res['duration_ms']} ms; current version "
-                      f"{res['current_version'] or 'none'}")
-
-        st.emit({"ok": True, **res}, render)
-
-    def _settings(cfg: Any) -> dict[str, Any]:
-        from pgferry.migrate.runner import Settings
-
-        s = Settings.from_config(cfg)
-        return {"lock_timeout": s.lock_timeout, "statement_timeout": s.statement_timeout,
-                "lock_retries": s.lock_retries, "history_table": f"{s.schema}.{s.table}"}
+        res = cmd.plan(st.config(), cmd.PlanOptions(env, target, out_of_order))
+        d = res.to_dict()
+        st.emit(d, lambda out: _render_plan(out, d))
 
     @app.command("up")
     def up_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
@@ -197,13 +103,9 @@ def register(app: typer.Typer) -> None:
                allow_unsafe: UnsafeOpt = False, out_of_order: OutOfOrderOpt = False,
                json_: JsonOpt = False) -> None:
         """Apply pending migrations (each file in its own transaction, under a lock)."""
-        args = {"env": env, "target": target, "dry_run": dry_run, "yes": yes,
-                "override_blackout": override_blackout, "reason": reason,
-                "allow_unsafe": allow_unsafe, "out_of_order": out_of_order}
-        _run(ctx, env, json_, undo=False, yes=yes, arguments=args,
-             version=_version(target, "--target"), dry_run=dry_run,
-             override_blackout=override_blackout, reason=reason,
-             allow_unsafe=allow_unsafe, unsafe_reason=reason, out_of_order=out_of_order)
+        _run(state(ctx, json_), cmd.RunOptions(
+            env, target=target, dry_run=dry_run, yes=yes, override_blackout=override_blackout,
+            reason=reason, allow_unsafe=allow_unsafe, out_of_order=out_of_order), undo=False)
 
     @app.command("undo")
     def undo_cmd(ctx: typer.Context, env: EnvOpt = None,
@@ -213,9 +115,6 @@ def register(app: typer.Typer) -> None:
                  override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
                  allow_unsafe: UnsafeOpt = False, json_: JsonOpt = False) -> None:
         """Run U files newest first (default: the newest applied version only)."""
-        args = {"env": env, "to": to, "dry_run": dry_run, "yes": yes,
-                "override_blackout": override_blackout, "reason": reason,
-                "allow_unsafe": allow_unsafe}
-        _run(ctx, env, json_, undo=True, yes=yes, arguments=args, to=_version(to, "--to"),
-             dry_run=dry_run, override_blackout=override_blackout, reason=reason,
-             allow_unsafe=allow_unsafe, unsafe_reason=reason)
+        _run(state(ctx, json_), cmd.RunOptions(
+            env, to=to, dry_run=dry_run, yes=yes, override_blackout=override_blackout,
+            reason=reason, allow_unsafe=allow_unsafe), undo=True)

@@ -1,4 +1,5 @@
-"""``pgferry init``, ``pgferry demo`` and ``pgferry embedded status|stop|psql|url``."""
+"""``pgferry init`` and ``pgferry embedded status|stop|psql|url`` (``pgferry demo``:
+:func:`pgferry.demo.register`)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pgferry import scaffold
-from pgferry.cli.common import EnvOpt, JsonOpt, State, state
-from pgferry.config import load_config
-from pgferry.errors import BadInput
-from pgferry.pg import embedded
-from pgferry.pg.connect import Target
-
-
-def _embedded_target(st: State, env: str | None) -> Target:
-    """An environment on the embedded server (started if needed), else BadInput."""
-    t = st.target(env)
-    if not t.embedded:
-        raise BadInput(f"environment {t.name!r} has a url, it is not on the embedded server; "
-                       "use your own psql with that URL")
-    return t
+from pgferry.cli.common import EnvOpt, JsonOpt, state
+from pgferry.commands import project as cmd
 
 
 def register(app: typer.Typer) -> None:
@@ -35,29 +23,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Scaffold pgferry.toml, migrations/, .env.template and .gitignore entries."""
         st = state(ctx, json_)
-        written = scaffold.init(directory, force=force)
+        res = cmd.init(directory, force=force)
 
         def render(out: Console) -> None:
-            for w in written:
+            for w in res.written:
                 out.print(f"wrote {w}")
             out.print('next: pgferry env check && pgferry migrate new "create users"')
 
-        st.emit({"ok": True, "directory": str(directory.resolve()), "written": written}, render)
-
-    @app.command("demo")
-    def demo(
-        ctx: typer.Context,
-        directory: Annotated[
-            Path, typer.Option("--dir", help="Where to build the demo project.")
-        ] = Path(".pgferry/demo"),
-        json_: JsonOpt = False,
-    ) -> None:
-        """Run the whole story end to end on the embedded server."""
-        from pgferry import demo as demo_mod
-
-        st = state(ctx, json_)
-        result = demo_mod.run(directory, st)
-        st.emit({"ok": True, **result}, lambda out: out.print("[bold green]demo finished[/]"))
+        st.emit(res.to_dict(), render)
 
     embedded_app = typer.Typer(help="The embedded PostgreSQL server under .pgferry/.",
                                no_args_is_help=True)
@@ -67,33 +40,28 @@ def register(app: typer.Typer) -> None:
     def status(ctx: typer.Context, json_: JsonOpt = False) -> None:
         """Is the embedded server running, and where is its data?"""
         st = state(ctx, json_)
-        cfg = load_config(st.config_path, required=False)
-        running = embedded.is_running(cfg.embedded_dir)
-        idle = cfg.embedded.idle_stop
+        res = cmd.embedded_status(st.config(required=False))
 
         def render(out: Console) -> None:
-            out.print(f"embedded server {'running' if running else 'stopped'}: {cfg.embedded_dir}"
-                      f" (stops after {idle} without a client; [embedded] idle_stop)")
+            out.print(f"embedded server {'running' if res.running else 'stopped'}: {res.dir}"
+                      f" (stops after {res.idle_stop} without a client; [embedded] idle_stop)")
 
-        st.emit({"ok": True, "running": running, "dir": str(cfg.embedded_dir),
-                 "idle_stop": idle}, render)
+        st.emit(res.to_dict(), render)
 
     @embedded_app.command("stop")
     def stop(ctx: typer.Context, json_: JsonOpt = False) -> None:
         """Stop the embedded server (it starts again on the next command that needs it)."""
         st = state(ctx, json_)
-        cfg = load_config(st.config_path, required=False)
-        stopped = embedded.stop(cfg.embedded_dir)
-        st.emit({"ok": True, "stopped": stopped},
-                lambda out: out.print("stopped" if stopped else "was not running"))
+        res = cmd.embedded_stop(st.config(required=False))
+        st.emit(res.to_dict(),
+                lambda out: out.print("stopped" if res.stopped else "was not running"))
 
     @embedded_app.command("url")
     def url_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -> None:
         """Print the URL of an environment on the embedded server (starts it if needed)."""
         st = state(ctx, json_)
-        t = _embedded_target(st, env)
-        u = embedded.url(t.dsn)
-        st.emit({"ok": True, "env": t.name, "url": u}, lambda out: out.print(u, markup=False))
+        res = cmd.embedded_url(st.config(), env)
+        st.emit(res.to_dict(), lambda out: out.print(res.url, markup=False))
 
     @embedded_app.command(
         "psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -101,7 +69,9 @@ def register(app: typer.Typer) -> None:
         """Open the embedded server's own psql on an environment; more arguments go to psql."""
         import subprocess
 
+        from pgferry.pg import embedded
+
         st = state(ctx)
-        t = _embedded_target(st, env)
+        t = cmd.embedded_target(st.config(), env)
         rc = subprocess.call([str(embedded.psql()), *ctx.args, embedded.url(t.dsn)])
         raise typer.Exit(rc)

@@ -1,18 +1,16 @@
-"""``pgferry sync`` and ``pgferry verify``: thin wrappers over :func:`pgferry.sync.engine.run`.
+"""``pgferry sync``, ``pgferry verify`` and ``pgferry sync revert``: thin over
+:mod:`pgferry.commands.sync`.
 
-Contract: arguments are checked (``--no-mask`` needs ``--reason``, SOURCE and
-TARGET differ, a protected TARGET needs ``--yes`` unless nothing is written),
-the engine runs with a rich progress bar per table on stderr, the result is
-printed (one JSON object under ``--json``) and ``--report FILE`` gets the
-Markdown report. Exit code: the result's (0 ok, 1 differences or dead letters,
-3 failed); bad input 2 and refusals 4 come from the errors raised before any
-write.
+Contract: arguments are parsed into the command's options; the command runs
+with a rich progress bar per table on stderr (a person at a terminal is shown
+the preview of a write into a protected TARGET and asked); the result is
+printed (one JSON object under ``--json``). Exit code: the result's (0 ok, 1
+differences or dead letters, 3 failed); bad input 2 and refusals 4 come from
+the errors the command raises before any write.
 """
 
 from __future__ import annotations
 
-import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,19 +19,10 @@ from rich.console import Console
 from rich.table import Table as RichTable
 from rich.text import Text
 
-from pgferry.cli.common import (
-    JsonOpt,
-    State,
-    YesOpt,
-    confirm_protected,
-    sigterm_interrupts,
-    state,
-)
-from pgferry.errors import BadInput, Refused
+from pgferry.cli.common import JsonOpt, State, YesOpt, sigterm_interrupts, state
 
 if TYPE_CHECKING:  # the engine is imported when a command runs: fast start-up for the others
-    from pgferry.pg.connect import Target
-    from pgferry.sync import engine
+    from pgferry.commands.base import Confirm, Question
     from pgferry.sync.result import SyncResult
 
 ModeOpt = Annotated[str, typer.Option("--mode", "-m", help="incremental | full | verify")]
@@ -53,7 +42,7 @@ def _cells(*values: object) -> list[Text]:
     return [Text(str(v)) for v in values]
 
 
-def conflict_lines(t: Any, source: str, on_conflict: str, keep: bool) -> list[str]:
+def conflict_lines(t: Any, on_conflict: str, keep: bool) -> list[str]:
     """What the conflicts step found for one table, as lines to print (empty: nothing)."""
     import json
 
@@ -85,10 +74,7 @@ def _unknown(out: Console, result: SyncResult) -> None:
              + ", ".join(unknown))
 
 
-def _render_plan(result: SyncResult, out: Console) -> None:
-    from pgferry.sync.report import key_text
-
-    plan = result.options.get("plan") or {}
+def _plan_table(result: SyncResult, plan: dict[str, Any]) -> RichTable:
     tbl = RichTable(title=Text(f"plan: {result.mode} {result.source} -> {result.target} "
                                "(dry run, nothing written)"))
     heads = ("#", "table", "strategy", "key", "insert", "update", "delete", "conflicts",
@@ -114,102 +100,126 @@ def _render_plan(result: SyncResult, out: Console) -> None:
                             *nums, "; ".join(diff) or f"{len(t['columns'])} same",
                             "stopped" if t["error"] else "failed" if r and r.status == "failed"
                             else "ready"))
-    out.print(tbl)
-    tables = plan.get("tables", [])
-    for t in tables:
-        name = t["table"]
-        r = by.get(name)
-        if t["error"]:
-            _say(out, f"stopped: {t['error']}")
-        elif r is not None and r.error:
-            _say(out, f"failed: {name}: {r.error}")
-        for f in t["findings"]:
-            _say(out, f"drift: {name}: {f}")
-        if r is not None and r.first_differing_keys:
-            keys = "; ".join(key_text(k) for k in r.first_differing_keys[:5])
-            _say(out, f"{name}: first keys: {keys}")
-        if r is not None and r.note:
-            _say(out, f"note: {name}: {r.note}")
-        if r is not None:
-            for line in conflict_lines(r, result.source, t["on_conflict"],
-                                       t["keep_target_changes"]):
-                _say(out, line)
-        if t["masked"]:
-            _say(out, f"{name}: masked: " + ", ".join(f"{c} ({rule})" for c, rule in
-                                                       sorted(t["masked"].items())))
-        for w in t["warnings"]:
-            _say(out, f"warning: {name}: {w}")
-    # what holds for many tables, said once
-    _unknown(out, result)
+    return tbl
+
+
+def _plan_table_lines(result: SyncResult, t: dict[str, Any]) -> list[str]:
+    """What the plan says of one table, below the table."""
+    from pgferry.sync.report import key_text
+
+    name = t["table"]
+    r = next((x for x in result.tables if x.table == name), None)
+    lines = []
+    if t["error"]:
+        lines.append(f"stopped: {t['error']}")
+    elif r is not None and r.error:
+        lines.append(f"failed: {name}: {r.error}")
+    lines += [f"drift: {name}: {f}" for f in t["findings"]]
+    if r is not None and r.first_differing_keys:
+        keys = "; ".join(key_text(k) for k in r.first_differing_keys[:5])
+        lines.append(f"{name}: first keys: {keys}")
+    if r is not None and r.note:
+        lines.append(f"note: {name}: {r.note}")
+    if r is not None:
+        lines += conflict_lines(r, t["on_conflict"], t["keep_target_changes"])
+    if t["masked"]:
+        lines.append(f"{name}: masked: " + ", ".join(f"{c} ({rule})" for c, rule in
+                                                    sorted(t["masked"].items())))
+    lines += [f"warning: {name}: {w}" for w in t["warnings"]]
+    return lines
+
+
+def _plan_summary(tables: list[dict[str, Any]]) -> list[str]:
+    """What holds for many tables, said once."""
+    lines = []
     locks: dict[str, list[str]] = {}
     for t in tables:
         for lock in t["locks"]:
             locks.setdefault(lock, []).append(t["table"])
-    for lock, names in locks.items():
-        _say(out, f"locks: {lock}: {', '.join(names)}")
+    lines += [f"locks: {lock}: {', '.join(names)}" for lock, names in locks.items()]
     seqs = sorted({v.partition("|")[0] for t in tables for v in t["sequences"].values()})
     if seqs:
-        _say(out, "sequences moved forward after the data: " + ", ".join(seqs))
+        lines.append("sequences moved forward after the data: " + ", ".join(seqs))
     images = [t["table"] for t in tables if t["before_images"]]
     if images:
-        _say(out, "before-images kept (sync revert): " + (
+        lines.append("before-images kept (sync revert): " + (
             "every table" if len(images) == len(tables) else ", ".join(images)))
+    return lines
+
+
+def _render_plan(result: SyncResult, out: Console) -> None:
+    plan = result.options.get("plan") or {}
+    out.print(_plan_table(result, plan))
+    tables = plan.get("tables", [])
+    for t in tables:
+        for line in _plan_table_lines(result, t):
+            _say(out, line)
+    _unknown(out, result)
+    for line in _plan_summary(tables):
+        _say(out, line)
     for f in plan.get("findings", []):
         _say(out, f"drift: {f}")
     for w in result.warnings:
         _say(out, f"warning: {w}")
 
 
-def _render(result: SyncResult) -> Any:
+def _result_table(result: SyncResult) -> RichTable:
+    verify = result.mode == "verify"
+    tbl = RichTable(title=Text(f"{result.mode} {result.source} -> {result.target}"))
+    tbl.add_column("table")
+    tbl.add_column("strategy")
+    heads = (["matched", "differing", "only source", "only target"] if verify
+             else ["inserted", "updated", "deleted", "unchanged", "dead"])
+    for h in heads:
+        tbl.add_column(h, justify="right")
+    tbl.add_column("status")
+    for t in result.tables:
+        nums = ([t.matched, t.differing, t.only_in_source, t.only_in_target] if verify
+                else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered])
+        status = t.status + (f": {t.error}" if t.error else "")
+        if t.status == "conflicts":  # the conflict lines below say the rest
+            status = f"stopped: {t.conflicts} conflict(s), unchanged"
+        if t.note and t.status != "failed":
+            status += f" ({t.note})"
+        tbl.add_row(*_cells(t.table, t.strategy, *nums, status))
+    return tbl
+
+
+def _result_table_lines(result: SyncResult, t: Any, policy: dict[str, Any]) -> list[str]:
+    """What the result says of one table, below the table."""
     from pgferry.sync.report import key_text
 
+    verify = result.mode == "verify"
+    lines = conflict_lines(t, policy.get("on_conflict", "source"),
+                           policy.get("keep_target_changes", False))
+    lines += [f"drift: {t.table}: {f}" for f in t.findings]
+    lines += [f"warning: {t.table}: {w}" for w in t.warnings]
+    if t.checksums_match is not None and not verify:
+        lines.append(f"{t.table}: checksums after: source {t.checksum_source}, target "
+                     f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})")
+    lines += [f"dead letter: {t.table} {d.key}: {d.error}" for d in t.dead_letters[:5]]
+    if t.dead_lettered > 5:
+        lines.append(f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
+                     "pgferry.dead_letters on the target, and in --report)")
+    if verify and t.first_differing_keys:
+        keys = t.first_differing_keys
+        more = t.differing + t.only_in_source + t.only_in_target - min(len(keys), 5)
+        lines.append(f"{t.table}: first differing keys: "
+                     + "; ".join(key_text(k) for k in keys[:5])
+                     + (f"; and {more:,} more" if more > 0 else ""))
+    return lines
+
+
+def _render(result: SyncResult) -> Any:
     def render(out: Console) -> None:
         if result.dry_run:
             _render_plan(result, out)
             return
-        verify = result.mode == "verify"
-        tbl = RichTable(title=Text(f"{result.mode} {result.source} -> {result.target}"))
-        tbl.add_column("table")
-        tbl.add_column("strategy")
-        heads = (["matched", "differing", "only source", "only target"] if verify
-                 else ["inserted", "updated", "deleted", "unchanged", "dead"])
-        for h in heads:
-            tbl.add_column(h, justify="right")
-        tbl.add_column("status")
-        for t in result.tables:
-            nums = ([t.matched, t.differing, t.only_in_source, t.only_in_target] if verify
-                    else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered])
-            status = t.status + (f": {t.error}" if t.error else "")
-            if t.status == "conflicts":  # the conflict lines below say the rest
-                status = f"stopped: {t.conflicts} conflict(s), unchanged"
-            if t.note and t.status != "failed":
-                status += f" ({t.note})"
-            tbl.add_row(*_cells(t.table, t.strategy, *nums, status))
-        out.print(tbl)
+        out.print(_result_table(result))
         plans = {p["table"]: p for p in result.options.get("table_policies", [])}
         for t in result.tables:
-            pol = plans.get(t.table, {})
-            for line in conflict_lines(t, result.source, pol.get("on_conflict", "source"),
-                                       pol.get("keep_target_changes", False)):
+            for line in _result_table_lines(result, t, plans.get(t.table, {})):
                 _say(out, line)
-            for f in t.findings:
-                _say(out, f"drift: {t.table}: {f}")
-            for w in t.warnings:
-                _say(out, f"warning: {t.table}: {w}")
-            if t.checksums_match is not None and not verify:
-                _say(out, f"{t.table}: checksums after: source {t.checksum_source}, target "
-                     f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})")
-            for d in t.dead_letters[:5]:
-                _say(out, f"dead letter: {t.table} {d.key}: {d.error}")
-            if t.dead_lettered > 5:
-                _say(out, f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
-                     "pgferry.dead_letters on the target, and in --report)")
-            if verify and t.first_differing_keys:
-                keys = t.first_differing_keys
-                more = t.differing + t.only_in_source + t.only_in_target - min(len(keys), 5)
-                _say(out, f"{t.table}: first differing keys: "
-                     + "; ".join(key_text(k) for k in keys[:5])
-                     + (f"; and {more:,} more" if more > 0 else ""))
         _unknown(out, result)
         listed = {t.table for t in result.tables if t.status == "missing"}
         for f in result.findings:
@@ -219,16 +229,12 @@ def _render(result: SyncResult) -> Any:
             _say(out, f"warning: {w}")
         if result.error:
             _say(out, f"error: {result.error}")
-        if not verify and any(t.before_images and t.written for t in result.tables):
+        if result.mode != "verify" and any(t.before_images and t.written
+                                           for t in result.tables):
             _say(out, f"run {result.run_id}: undo with `pgferry sync revert {result.run_id} "
                  f"--env {result.target} --yes`")
         _say(out, f"{result.derive_outcome()} in {result.duration_s:.1f}s")
     return render
-
-
-def interactive(st: State) -> bool:
-    """A person at a terminal who can answer a question (not --json, not piped)."""
-    return not st.json and sys.stdin.isatty() and sys.stderr.isatty()
 
 
 def _split(values: list[str] | str | None) -> list[str]:
@@ -238,45 +244,32 @@ def _split(values: list[str] | str | None) -> list[str]:
     return [p.strip() for v in items for p in v.split(",") if p.strip()]
 
 
-def _run(st: State, source: str, target: str, opts: engine.Options, yes: bool,
-         report: Path | None) -> None:
-    from pgferry.sync import engine, events
+def _as_json(result: SyncResult) -> dict[str, Any]:
     from pgferry.sync import report as sync_report
 
-    if source == target:
-        raise BadInput("SOURCE and TARGET are the same environment")
-    cfg = st.config()
-    src = st.target(source)
-    tgt = st.target(target)
-    if opts.mode not in ("incremental", "full", "verify"):
-        raise BadInput(f"--mode {opts.mode!r}: use incremental, full or verify")
-    if report is not None:
-        sync_report.check_writable(report)
-    if opts.mode != "verify" and not opts.dry_run and tgt.protected and not yes:
-        action = f"sync {opts.mode} from {source} into {target}"
-        if interactive(st):
-            # show what would change before asking: the read-only comparison, counted
-            preview = engine.run(cfg, src, tgt, replace(opts, dry_run=True))
-            _render(preview)(st.err)
-            if preview.exit_code:
-                raise Refused(f"the preview of {action} did not complete (exit "
-                              f"{preview.exit_code}); nothing was written", env=target)
-            if not typer.confirm(f"{target} is protected. Apply these changes ({action})?",
-                                 default=False, err=True):
-                raise Refused(f"environment {target!r} is protected: {action} was not "
-                              "confirmed; nothing was written", env=target)
-        else:
-            confirm_protected(st, tgt, yes, action)
-    channel = events.Channel()
-    if opts.dry_run:
-        result = engine.run(cfg, src, tgt, opts, channel)
-    else:
-        with sigterm_interrupts(), events.RichProgress(st.err) as bars:
-            channel.subscribe(bars)
-            result = engine.run(cfg, src, tgt, opts, channel)
-    if report is not None:
-        sync_report.write(report, result)
-    st.emit(sync_report.as_json(result), _render(result))
+    return sync_report.as_json(result)
+
+
+def _confirm(st: State) -> Confirm | None:
+    """Show the preview (what would change) on stderr, then ask."""
+    ask = st.confirm()
+    if ask is None:
+        return None
+
+    def confirm(q: Question) -> bool:
+        _render(q.preview)(st.err)
+        return q.ask and ask(q)
+
+    return confirm
+
+
+def _run(st: State, run: Any) -> None:
+    """Run ``run(progress)``, render its result; exit with the result's code."""
+    from pgferry.cli.progress import SyncBars
+
+    with sigterm_interrupts(), SyncBars(st.err) as bars:
+        result = run(bars)
+    st.emit(_as_json(result), _render(result))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
@@ -330,25 +323,21 @@ def register(app: typer.Typer) -> None:
         Undo a run with: pgferry sync revert RUN_ID --env TARGET --yes
         """
         st = state(ctx, json_)
-        if no_mask and not (reason and reason.strip()):
-            raise BadInput("--no-mask needs --reason TEXT (it is recorded in the journal)")
-        if reason and not (no_mask or override_blackout):
-            raise BadInput("--reason goes with --no-mask or --override-blackout")
-        from pgferry.sync import engine
+        from pgferry.commands import sync as cmd
 
-        if on_conflict is not None and on_conflict not in ("stop", "source", "target"):
-            raise BadInput(f"--on-conflict {on_conflict!r}: use stop, source or target")
-        opts = engine.Options(mode=mode, tables=_split(tables), exclude=_split(exclude),  # type: ignore[arg-type]
-                              batch_size=batch_size, jobs=jobs, dry_run=dry_run, atomic=atomic,
-                              on_conflict=on_conflict, rebase=rebase,
-                              no_mask_reason=reason if no_mask else None,
-                              # a report is the proof: it carries the checksums after
-                              verify_after=verify_after or report is not None)
-        if mode != "verify" and not dry_run:  # a freeze covers every write (exit 4, journaled)
-            from pgferry.policy import blackout_guard
-
-            blackout_guard(st.config(), target, "sync", override=override_blackout, reason=reason)
-        _run(st, source, target, opts, yes, report)
+        opts = cmd.SyncOptions(
+            source, target, mode, _split(tables), _split(exclude), batch_size=batch_size,
+            jobs=jobs, dry_run=dry_run, yes=yes, atomic=atomic, no_mask=no_mask, reason=reason,
+            override_blackout=override_blackout, on_conflict=on_conflict, rebase=rebase,
+            verify_after=verify_after, report=report)
+        cfg, confirm = st.config(), _confirm(st)
+        if dry_run:  # the plan only: no progress bars
+            result = cmd.sync(cfg, opts, confirm=confirm)
+            st.emit(_as_json(result), _render(result))
+            if result.exit_code:
+                raise typer.Exit(result.exit_code)
+            return
+        _run(st, lambda bars: cmd.sync(cfg, opts, progress=bars, confirm=confirm))
 
     @app.command("verify")
     def verify_cmd(
@@ -364,11 +353,11 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Compare SOURCE and TARGET table by table (chunked checksums); exit 1 when they differ."""
         st = state(ctx, json_)
-        from pgferry.sync import engine
+        from pgferry.commands import sync as cmd
 
-        opts = engine.Options(mode="verify", tables=_split(tables), exclude=_split(exclude),
-                              jobs=jobs)
-        _run(st, source, target, opts, False, report)
+        opts = cmd.VerifyOptions(source, target, _split(tables), _split(exclude), jobs, report)
+        cfg = st.config()
+        _run(st, lambda bars: cmd.verify(cfg, opts, progress=bars))
 
 
 def register_revert(app: typer.Typer) -> None:
@@ -393,27 +382,12 @@ def register_revert(app: typer.Typer) -> None:
         json_: JsonOpt = False,
     ) -> None:
         """Put back every row one sync changed (its before-images), unless one changed since."""
-        from pgferry import journal
-        from pgferry.config import parse_duration
-        from pgferry.sync import revert
+        from pgferry.commands import sync as cmd
 
         st = state(ctx, json_)
-        cfg = st.config()
-        tgt = st.target(env) if env else _find_run(st, run_id)
-        if reason and not override_blackout:
-            raise BadInput("--reason goes with --override-blackout")
-        if not dry_run:
-            from pgferry.policy import blackout_guard
-
-            blackout_guard(cfg, tgt, "sync revert", override=override_blackout, reason=reason)
-            confirm_protected(st, tgt, yes, f"sync revert {run_id} in {tgt.name}")
-        wait = parse_duration(cfg.sync.lock_wait).total_seconds()
-        if dry_run:
-            res = revert.revert(tgt, run_id, lock_wait_s=wait, dry_run=True)
-        else:
-            with journal.operation(tgt, "sync revert", {"run_id": run_id}) as op:
-                res = revert.revert(tgt, run_id, lock_wait_s=wait)
-                op.details.update(res.to_dict())
+        res = cmd.revert(st.config(), cmd.RevertOptions(run_id, env, yes, dry_run,
+                                                        override_blackout, reason),
+                         confirm=st.confirm())
 
         def render(out: Console) -> None:
             verb = "would put back" if dry_run else "put back"
@@ -423,33 +397,5 @@ def register_revert(app: typer.Typer) -> None:
                      "row(s) restored")
             tot = res.to_dict()["totals"]
             _say(out, f"{'dry run: nothing changed' if dry_run else 'reverted'} sync run "
-                 f"{run_id} in {tgt.name}: {sum(tot.values())} row(s)")
+                 f"{run_id} in {res.env}: {sum(tot.values())} row(s)")
         st.emit(res.to_dict(), render)
-
-
-def _find_run(st: State, run_id: str) -> Target:
-    """The environment whose before-images hold ``run_id`` (BadInput when none or several)."""
-    import psycopg
-
-    from pgferry.errors import PgferryError
-    from pgferry.pg.connect import connect
-
-    hits = []
-    for name in st.config().environments:
-        try:
-            t = st.target(name)
-            with connect(t.dsn, autocommit=True, retry_for=0) as c:
-                if c.execute("SELECT to_regclass('pgferry.before_images')").fetchone() == (None,):
-                    continue
-                if c.execute("SELECT 1 FROM pgferry.before_images WHERE run_id = %s LIMIT 1",
-                             [run_id]).fetchone():
-                    hits.append(t)
-        except (PgferryError, psycopg.Error):
-            continue  # an environment that cannot be reached cannot hold it for us either
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        raise BadInput(f"no environment holds before-images of sync run {run_id!r}; check the "
-                       "run id (the report, --json or pgferry journal) or name it with --env")
-    raise BadInput(f"sync run {run_id!r} is in {', '.join(t.name for t in hits)}; name one with "
-                   "--env")

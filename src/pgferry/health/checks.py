@@ -5,7 +5,7 @@ timeout``, retrying a transient failure while time is left), measures ``SELECT 1
 then runs each part of :data:`PARTS` on that connection under ``statement_timeout``
 (autocommit, read-only: health never writes to the database). A part that fails
 (a privilege missing, a timeout, an extension not loaded) records its reason in
-``Facts.failures`` under the checks it feeds, and the others still run. The
+``HealthFacts.failures`` under the checks it feeds, and the others still run. The
 backup catalog is read from disk even when the database does not answer. Nothing
 here judges: :mod:`pgferry.health.status` does.
 """
@@ -25,7 +25,7 @@ from pgferry.config import Config, HealthThresholds, pg_duration
 from pgferry.errors import PgferryError
 from pgferry.health import backups, gather_sync
 from pgferry.health import facts as fx
-from pgferry.health.facts import Facts
+from pgferry.health.facts import HealthFacts
 from pgferry.pg import fingerprint
 from pgferry.pg.connect import Target, is_transient, map_db_error, redact
 
@@ -111,24 +111,24 @@ def connect(target: Target, th: HealthThresholds) -> Conn:
             time.sleep(0.2)
 
 
-def server(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def server(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     row = conn.execute(SERVER_SQL).fetchone()
     assert row is not None
     (f.role, f.read_all_stats, f.server_version, f.max_connections, f.backends,
      f.hidden_sessions, f.xid_age, f.mxid_age) = row
 
 
-def sessions(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def sessions(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     f.sessions = [fx.Session(pid, role or "", app or "", state or "", xact, since, q or "")
                   for pid, role, app, state, xact, since, q in conn.execute(SESSIONS_SQL)]
 
 
-def waiters(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def waiters(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     f.waiters = [fx.Waiter(pid, list(blocking or []), waited or 0.0, q)
                  for pid, blocking, waited, q in conn.execute(WAITERS_SQL)]
 
 
-def sequences(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def sequences(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     for name, inc, lo, hi, readable, last, col in conn.execute(SEQUENCES_SQL):
         if not readable:
             f.unreadable_sequences.append(name)
@@ -144,18 +144,18 @@ def sequences(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
         f.sequences.append(fx.SequenceUse(name, 100.0 * used, int(last), int(limit)))
 
 
-def indexes(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def indexes(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     f.invalid_indexes = [r[0] for r in conn.execute(INVALID_SQL)]
 
 
-def primary_keys(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def primary_keys(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     keyed = {t for t, tc in cfg.sync.table.items() if tc.key}
     skip = set(cfg.sync.exclude) | keyed | {f"{cfg.migrate.schema_}.{cfg.migrate.history_table}"}
     f.tables_without_pk = [t for (t,) in conn.execute(NO_PK_SQL, [cfg.sync.schemas])
                            if t not in skip and (not cfg.sync.tables or t in cfg.sync.tables)]
 
 
-def statements(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def statements(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     row = conn.execute("SELECT extnamespace::regnamespace::text FROM pg_extension"
                        " WHERE extname = 'pg_stat_statements'").fetchone()
     if row is None:
@@ -164,11 +164,11 @@ def statements(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
     q = sql.SQL("SELECT query, calls, mean_exec_time, total_exec_time FROM {} WHERE dbid ="
                 " (SELECT oid FROM pg_database WHERE datname = current_database())"
                 " AND mean_exec_time > %s ORDER BY total_exec_time DESC LIMIT 20").format(view)
-    f.statements = [fx.Statement(q or "", int(c), float(m), float(t))
+    f.statements = [fx.SlowStatement(q or "", int(c), float(m), float(t))
                     for q, c, m, t in conn.execute(q, [th.slow_query_ms])]
 
 
-def migrations(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def migrations(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     from pgferry.migrate import files
     from pgferry.migrate import status as status_mod
 
@@ -185,7 +185,7 @@ def migrations(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
         failed=named("failed"), mismatched=named("checksum_mismatch", "missing"))
 
 
-def drift(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def drift(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     rec = fingerprint.latest(conn)
     if rec is None:
         f.drift = fx.Drift(recorded_at=None)
@@ -194,7 +194,7 @@ def drift(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
     f.drift = fx.Drift(rec.at, rec.version, changed, added, removed)
 
 
-def tables(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def tables(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     names = sorted(th.tables)
     parts = [n.split(".", 1) for n in names]
     found = dict(conn.execute(TABLES_SQL, [[p[0] for p in parts], [p[1] for p in parts]])
@@ -217,7 +217,7 @@ def tables(conn: Conn, f: Facts, cfg: Config, th: HealthThresholds) -> None:
                 f.tables[name] = fx.TableRows(None, error=_reason(e))
 
 
-Part = Callable[[Conn, Facts, Config, HealthThresholds], None]
+Part = Callable[[Conn, HealthFacts, Config, HealthThresholds], None]
 #: (the checks a part feeds, the part), in the order they run
 PARTS: list[tuple[tuple[str, ...], Part]] = [
     (("connections", "wraparound", "long_transactions", "idle_in_transaction"), server),
@@ -240,10 +240,10 @@ def _reason(e: Exception) -> str:
     return redact(str(e))
 
 
-def gather(cfg: Config, target: Target, th: HealthThresholds, now: datetime) -> Facts:
+def gather(cfg: Config, target: Target, th: HealthThresholds, now: datetime) -> HealthFacts:
     """Everything the checks judge, read from ``target`` (and the disk) once."""
     start = time.monotonic()
-    f = Facts(env=target.name, checked_at=now, reachable=False)
+    f = HealthFacts(env=target.name, checked_at=now, reachable=False)
     try:
         f.backups = backups.read(cfg, target.name)
     except OSError as e:

@@ -1,9 +1,9 @@
 """What a health run read from an environment: plain data, no logic, no I/O.
 
-Contract: :func:`pgferry.health.checks.gather` fills one :class:`Facts` per run (on
+Contract: :func:`pgferry.health.checks.gather` fills one :class:`HealthFacts` per run (on
 one connection, plus the migrations directory and the backup catalog on disk);
 :func:`pgferry.health.status.evaluate` turns it into statuses. A part that could
-not be read is ``None`` (or empty) with its reason in :attr:`Facts.failures`, keyed
+not be read is ``None`` (or empty) with its reason in :attr:`HealthFacts.failures`, keyed
 by the check it feeds, so that check reports ``unknown`` and says why.
 """
 
@@ -45,7 +45,7 @@ class SequenceUse:
 
 
 @dataclass
-class Statement:
+class SlowStatement:
     """A ``pg_stat_statements`` row."""
 
     query: str
@@ -117,7 +117,7 @@ class Backups:
 
 
 @dataclass
-class Facts:
+class HealthFacts:
     env: str
     checked_at: datetime
     reachable: bool
@@ -139,7 +139,7 @@ class Facts:
     unreadable_sequences: list[str] = field(default_factory=list)
     invalid_indexes: list[str] = field(default_factory=list)
     tables_without_pk: list[str] = field(default_factory=list)
-    statements: list[Statement] | None = None  # None: pg_stat_statements is absent
+    statements: list[SlowStatement] | None = None  # None: pg_stat_statements is absent
     migrations: Migrations | None = None
     drift: Drift | None = None
     sync: Sync | None = None

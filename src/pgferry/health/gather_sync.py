@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 
 from pgferry.config import Config, HealthThresholds
-from pgferry.health.facts import Facts, Sync, SyncRun
+from pgferry.health.facts import HealthFacts, Sync, SyncRun
 
 RUNS_SQL = """
 SELECT coalesce(details->'source'->>'env', arguments->>'source', ''), outcome,
@@ -58,7 +58,7 @@ def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
     return conn.execute("SELECT to_regclass(%s)", [name]).fetchone() != (None,)
 
 
-def sync(conn: psycopg.Connection[Any], f: Facts, cfg: Config, th: HealthThresholds) -> None:
+def sync(conn: psycopg.Connection[Any], f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     s = f.sync = Sync()
     if not _exists(conn, "pgferry.journal"):
         return

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pgferry.health.facts import SyncRun
-from pgferry.health.status import LEVELS, Report
+from pgferry.health.status import LEVELS, HealthReport
 
 COMPLETED = ("ok", "problem")  # a sync that ran to its end (dead letters are counted apart)
 
@@ -27,7 +27,7 @@ COMPLETED = ("ok", "problem")  # a sync that ran to its end (dead letters are co
 class ReportCollector(Collector):
     """Yields the metric families of the reports it was given."""
 
-    def __init__(self, reports: Iterable[Report]) -> None:
+    def __init__(self, reports: Iterable[HealthReport]) -> None:
         self.reports = list(reports)
 
     def collect(self) -> Iterator[Metric]:
@@ -63,7 +63,7 @@ class ReportCollector(Collector):
 
     @staticmethod
     def _sync(g: dict[str, GaugeMetricFamily], rows: CounterMetricFamily, env: str,
-              r: Report) -> None:
+              r: HealthReport) -> None:
         s = r.facts.sync
         assert s is not None
         by_source: dict[str, list[SyncRun]] = {}
@@ -108,12 +108,12 @@ GAUGES: list[tuple[str, str, list[str]]] = [
 ]
 
 
-def registry(reports: Iterable[Report]) -> CollectorRegistry:
+def registry(reports: Iterable[HealthReport]) -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(ReportCollector(reports))
     return reg
 
 
-def exposition(reports: Iterable[Report]) -> str:
+def exposition(reports: Iterable[HealthReport]) -> str:
     """The Prometheus text format of ``reports``."""
     return generate_latest(registry(reports)).decode()

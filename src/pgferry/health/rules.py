@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from typing import Literal
 
-from pgferry.config import HealthTableConfig, HealthThresholds, parse_duration
-from pgferry.health.facts import Facts, Session
+from pgferry.config import HealthTableConfig, HealthThresholds
+from pgferry.health.facts import HealthFacts, Session
 
-Verdict = tuple[str, str, str, str, str]  # status, value, threshold, message, fix
-Rule = Callable[[Facts, HealthThresholds, datetime], Verdict]
+#: a check's status, from best to worst; unknown: it could not be judged
+Status = Literal["optimal", "healthy", "degraded", "critical", "unknown"]
+Verdict = tuple[Status, str, str, str, str]  # status, value, threshold, message, fix
+Rule = Callable[[HealthFacts, HealthThresholds, datetime], Verdict]
 
 NOT_REACHED = "not checked: the database did not answer"
 #: checks whose facts come from disk, judged even when the database does not answer
@@ -37,15 +40,15 @@ def _short(query: str, n: int = 80) -> str:
     return q if len(q) <= n else q[: n - 1] + "…"
 
 
-def _level(value: float, warn: float, critical: float) -> str:
+def _level(value: float, warn: float, critical: float) -> Status:
     return "critical" if value >= critical else "degraded" if value >= warn else "optimal"
 
 
-def _grant(f: Facts) -> str:
+def _grant(f: HealthFacts) -> str:
     return f"GRANT pg_read_all_stats TO {f.role or 'the role pgferry connects as'}"
 
 
-def fix_for_failure(f: Facts, reason: str) -> str:
+def fix_for_failure(f: HealthFacts, reason: str) -> str:
     """What to do when a check's query failed."""
     if "permission denied" in reason:
         return f"grant the role {f.role} read access to it (or {_grant(f)})"
@@ -54,7 +57,7 @@ def fix_for_failure(f: Facts, reason: str) -> str:
     return "fix what the message names, then run pgferry health again"
 
 
-def reachability(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def reachability(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     limit = f"answers within {th.timeout}, SELECT 1 under {th.latency_warn}"
     if not f.reachable:
         return ("critical", "unreachable", limit, f"{f.env} did not answer: {f.error}",
@@ -68,7 +71,7 @@ def reachability(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
     return "optimal", f"{ms:.0f} ms", limit, f"answered SELECT 1 in {ms:.0f} ms", ""
 
 
-def connections(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def connections(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     pct = 100.0 * f.backends / f.max_connections if f.max_connections else 0.0
     status = _level(pct, th.connections_warn, th.connections_critical)
     value = f"{f.backends}/{f.max_connections} ({pct:.0f}%)"
@@ -79,7 +82,7 @@ def connections(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
             "put a pooler (PgBouncer) in front, or lower the application's pool sizes")
 
 
-def _sessions(f: Facts, th: HealthThresholds, name: str, rows: list[tuple[Session, float]],
+def _sessions(f: HealthFacts, th: HealthThresholds, name: str, rows: list[tuple[Session, float]],
               what: str, fix: str) -> Verdict:
     warn, crit = th.seconds(f"{name}_warn"), th.seconds(f"{name}_critical")
     limit = f"{getattr(th, f'{name}_warn')} / {getattr(th, f'{name}_critical')}"
@@ -99,14 +102,14 @@ def _sessions(f: Facts, th: HealthThresholds, name: str, rows: list[tuple[Sessio
     return "optimal", oldest, limit, f"oldest: {oldest}", ""
 
 
-def long_transactions(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def long_transactions(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     rows = [(s, s.xact_age_s) for s in f.sessions if s.xact_age_s is not None]
     return _sessions(f, th, "long_transaction", rows, "had a transaction open",
                      "find why it stays open; if it is stuck, end it with "
                      "SELECT pg_terminate_backend({pid})")
 
 
-def idle_in_transaction(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def idle_in_transaction(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     rows = [(s, s.state_age_s) for s in f.sessions
             if s.state.startswith("idle in transaction") and s.state_age_s is not None]
     return _sessions(f, th, "idle_in_transaction", rows, "been idle inside a transaction",
@@ -114,7 +117,7 @@ def idle_in_transaction(f: Facts, th: HealthThresholds, now: datetime) -> Verdic
                      "this one with SELECT pg_terminate_backend({pid})")
 
 
-def blocked_sessions(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def blocked_sessions(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     limit = f"waiting > {th.blocked_warn}"
     late = sorted((w for w in f.waiters if w.waited_s >= th.seconds("blocked_warn")),
                   key=lambda w: -w.waited_s)
@@ -131,7 +134,7 @@ def blocked_sessions(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
             f"with SELECT pg_terminate_backend({first})")
 
 
-def wraparound(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def wraparound(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     xid, mxid = f.xid_age or 0, f.mxid_age or 0
     status = _level(max(xid, mxid), th.wraparound_warn, th.wraparound_critical)
     value = f"xid {xid:,}, multixact {mxid:,}"
@@ -144,7 +147,7 @@ def wraparound(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
             "(long transactions, prepared transactions, replication slots)")
 
 
-def sequences(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def sequences(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     limit = f"{th.sequence_warn:g}% / {th.sequence_critical:g}% of the range"
     worst = max(f.sequences, key=lambda s: s.used_pct, default=None)
     used = f"{worst.used_pct:.1f}% ({worst.name})" if worst else "none"
@@ -164,7 +167,7 @@ def sequences(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
     return "optimal", used, limit, f"the most used sequence: {used}", ""
 
 
-def invalid_indexes(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def invalid_indexes(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     if not f.invalid_indexes:
         return "optimal", "0", "0", "no invalid index", ""
     names = ", ".join(f.invalid_indexes[:5])
@@ -173,7 +176,7 @@ def invalid_indexes(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
             f"REINDEX INDEX CONCURRENTLY {f.invalid_indexes[0]} (or drop it and build it again)")
 
 
-def tables_without_pk(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def tables_without_pk(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     if not f.tables_without_pk:
         return "optimal", "0", "0", "every synced table has a primary key", ""
     names = ", ".join(f.tables_without_pk[:5])
@@ -182,7 +185,7 @@ def tables_without_pk(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
             f"add a primary key, or name a key in [sync.tables.\"{f.tables_without_pk[0]}\"]")
 
 
-def slow_statements(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def slow_statements(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     limit = f"mean < {th.slow_query_ms:g} ms"
     if f.statements is None:
         return ("unknown", "", limit, "pg_stat_statements is not installed in this database, "
@@ -201,7 +204,7 @@ def slow_statements(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
             "EXPLAIN (ANALYZE) them; add the missing index or rewrite them")
 
 
-def migrations(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def migrations(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     m = f.migrations
     if m is None:
         return "unknown", "", "", "the migration history could not be read", ""
@@ -220,7 +223,7 @@ def migrations(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
     return "optimal", value, "0 pending", f"every migration applied (version {m.current})", ""
 
 
-def schema_drift(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def schema_drift(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     d = f.drift
     if d is None or d.recorded_at is None:
         return ("unknown", "", "", f"no schema fingerprint recorded in {f.env} yet",
@@ -241,7 +244,7 @@ def _age(now: datetime, at: datetime | None) -> float:
     return (now - at).total_seconds() if at else float("inf")
 
 
-def backups(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def backups(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     b, limit = f.backups, f"newer than {th.backup_max_age}"
     if b is None or not b.exists:
         where = b.directory if b else "the backup directory"
@@ -266,7 +269,7 @@ def backups(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
     return "optimal", dur(age), limit, f"newest complete backup: {dur(age)} old", ""
 
 
-def restore_test(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def restore_test(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     b, limit = f.backups, f"newer than {th.restore_test_max_age}"
     if b is None or not b.exists:
         return "unknown", "none", limit, f"no backups of {f.env} to restore-test", ""
@@ -280,7 +283,7 @@ def restore_test(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
     return "optimal", dur(age), limit, f"last restore test: {dur(age)} ago", ""
 
 
-def sync(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def sync(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     s, limit = f.sync, (f"newer than {th.sync_max_age}" if th.sync_max_age else "")
     runs = [r for r in (s.runs if s else []) if r.outcome != "running"]
     failed = 0
@@ -301,14 +304,14 @@ def sync(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
                     f"sync_max_age is {th.sync_max_age}", f"sync into {f.env}")
         return "optimal", "none", limit, f"no sync into {f.env} is recorded", ""
     age = _age(now, done.finished_at)
-    if th.sync_max_age and age > parse_duration(th.sync_max_age).total_seconds():
+    if th.sync_max_age and age > th.sync_max_age.total_seconds():
         return ("degraded", dur(age), limit, f"the last sync into {f.env} was {dur(age)} ago, "
                 f"above sync_max_age ({th.sync_max_age})", "check the schedule that runs it")
     return ("optimal", f"{done.outcome} {dur(age)} ago", limit,
             f"last sync from {done.source}: {done.outcome}, {dur(age)} ago", "")
 
 
-def dead_letters(f: Facts, th: HealthThresholds, now: datetime) -> Verdict:
+def dead_letters(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     s = f.sync
     n = s.dead_letters if s else 0
     if not n or s is None:
@@ -337,7 +340,7 @@ def table_threshold(cfg: HealthTableConfig) -> str:
     return ", ".join(p for p in parts if p)
 
 
-def table_rows(f: Facts, table: str, cfg: HealthTableConfig) -> Verdict:
+def table_rows(f: HealthFacts, table: str, cfg: HealthTableConfig) -> Verdict:
     """A ``[health.tables]`` entry: the row count against its thresholds."""
     t, limit = f.tables.get(table), table_threshold(cfg)
     if t is None:
@@ -354,8 +357,10 @@ def table_rows(f: Facts, table: str, cfg: HealthTableConfig) -> Verdict:
             fix = f'set estimate = true in [health.tables."{table}"] (pg_class.reltuples)'
         return "unknown", "", limit, f"{table} could not be counted: {t.error}", fix
     n, value = t.rows, f"~{t.rows}" if t.estimated else str(t.rows)
-    for level, key, below in (("critical", "critical_below", cfg.critical_below),
-                              ("degraded", "degraded_below", cfg.degraded_below)):
+    levels: tuple[tuple[Status, str, int | None], ...] = (
+        ("critical", "critical_below", cfg.critical_below),
+        ("degraded", "degraded_below", cfg.degraded_below))
+    for level, key, below in levels:
         if below is not None and n < below:
             return (level, value, limit, f"{table} has {n:,} rows, below {key} = {below}",
                     f"find out where the rows of {table} went (`pgferry journal --env {f.env}`); "

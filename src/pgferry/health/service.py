@@ -1,6 +1,6 @@
 """``pgferry health`` as a service function: the CLI and the admin service call :func:`run`.
 
-Contract: :func:`run` returns the :class:`~pgferry.health.status.Report` of one
+Contract: :func:`run` returns the :class:`~pgferry.health.status.HealthReport` of one
 environment at ``now``: gather the facts (:mod:`pgferry.health.checks`), judge them
 (:mod:`pgferry.health.status`). Within ``[health] cache_interval`` of the last run
 for the same config and environment it answers from its cache (``cached: true``)
@@ -19,14 +19,14 @@ from datetime import datetime
 from pgferry.config import Config
 from pgferry.errors import OperationFailed
 from pgferry.health import backups, checks, status
-from pgferry.health.facts import Facts
-from pgferry.health.status import Report
+from pgferry.health.facts import HealthFacts
+from pgferry.health.status import HealthReport
 
-_cache: dict[tuple[str, str], Report] = {}
+_cache: dict[tuple[str, str], HealthReport] = {}
 _lock = threading.Lock()
 
 
-def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Report:
+def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> HealthReport:
     """The health of ``env`` at ``now`` (from the cache when it is fresh enough)."""
     from pgferry.pg.connect import resolve_env
 
@@ -40,7 +40,7 @@ def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Repo
     try:
         target = resolve_env(cfg, env)
     except OperationFailed as e:  # the embedded server would not start: unreachable
-        facts = Facts(env=env, checked_at=now, reachable=False, error=e.message,
+        facts = HealthFacts(env=env, checked_at=now, reachable=False, error=e.message,
                       backups=backups.read(cfg, env))
     else:
         facts = checks.gather(cfg, target, th, now)
@@ -48,8 +48,3 @@ def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Repo
     with _lock:
         _cache[key] = report
     return report
-
-
-def clear_cache() -> None:
-    with _lock:
-        _cache.clear()

@@ -1,8 +1,8 @@
 """Statuses: facts and thresholds in, one status per check and one overall, out. Pure.
 
-Contract: :func:`evaluate` takes :class:`~pgferry.health.facts.Facts`, the
+Contract: :func:`evaluate` takes :class:`~pgferry.health.facts.HealthFacts`, the
 environment's :class:`~pgferry.config.HealthThresholds` and ``now`` (no clock, no
-I/O here) and returns a :class:`Report`: one :class:`Check` per rule of
+I/O here) and returns a :class:`HealthReport`: one :class:`HealthCheck` per rule of
 :mod:`pgferry.health.rules` (name, status, value, threshold, message, how to fix)
 and the overall status by :func:`overall`:
 
@@ -23,38 +23,39 @@ from typing import Any, Literal
 
 from pgferry.config import HealthThresholds
 from pgferry.health import rules
-from pgferry.health.facts import Facts
+from pgferry.health.facts import HealthFacts
+from pgferry.health.rules import Status
 
-Status = Literal["optimal", "healthy", "degraded", "critical", "unknown"]
 #: the metric value of each status: higher is worse; unknown is -1 (never reads as ok)
-LEVELS: dict[str, int] = {"optimal": 0, "healthy": 1, "degraded": 2, "critical": 3,
-                          "unknown": -1}
+LEVELS: dict[Status, int] = {"optimal": 0, "healthy": 1, "degraded": 2, "critical": 3,
+                             "unknown": -1}
 
 
 @dataclass
-class Check:
+class HealthCheck:
     """One check's verdict: what it saw, against what, and what to do about it."""
 
     name: str
-    status: str
+    status: Status
     value: str = ""
     threshold: str = ""
     message: str = ""
     fix: str = ""
-    kind: str = "server"  # server | data (a [health.tables] threshold)
+    #: server, or data (a [health.tables] threshold)
+    kind: Literal["server", "data"] = "server"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 @dataclass
-class Report:
+class HealthReport:
     env: str
-    status: str
-    checks: list[Check]
+    status: Status
+    checks: list[HealthCheck]
     checked_at: datetime
     duration_s: float
-    facts: Facts = field(repr=False)
+    facts: HealthFacts = field(repr=False)
     cached: bool = False
 
     @property
@@ -62,7 +63,7 @@ class Report:
         """Exit 0 for optimal and healthy, 1 for degraded and critical."""
         return self.status in ("optimal", "healthy")
 
-    def check(self, name: str) -> Check:
+    def check(self, name: str) -> HealthCheck:
         return next(c for c in self.checks if c.name == name)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,7 +78,7 @@ class Report:
         }
 
 
-def overall(checks: list[Check]) -> str:
+def overall(checks: list[HealthCheck]) -> Status:
     """The environment's status from its checks (see the module docstring)."""
     statuses = {c.status for c in checks}
     if "critical" in statuses:
@@ -89,23 +90,25 @@ def overall(checks: list[Check]) -> str:
     return "healthy"
 
 
-def evaluate(facts: Facts, th: HealthThresholds, now: datetime) -> Report:
+def evaluate(facts: HealthFacts, th: HealthThresholds, now: datetime) -> HealthReport:
     """Every check's status, and the overall one."""
-    checks: list[Check] = []
+    checks: list[HealthCheck] = []
     for name, rule in rules.RULES:
         if not facts.reachable and name != "reachability" and name not in rules.OFFLINE:
-            checks.append(Check(name, "unknown", message=rules.NOT_REACHED))
+            checks.append(HealthCheck(name, "unknown", message=rules.NOT_REACHED))
         elif name in facts.failures:
-            checks.append(Check(name, "unknown", message=f"could not run: {facts.failures[name]}",
+            checks.append(HealthCheck(name, "unknown",
+                                      message=f"could not run: {facts.failures[name]}",
                                 fix=rules.fix_for_failure(facts, facts.failures[name])))
         else:
-            checks.append(Check(name, *rule(facts, th, now)))
+            checks.append(HealthCheck(name, *rule(facts, th, now)))
     for table, cfg in sorted(th.tables.items()):
         name = f"rows:{table}"
+        verdict: rules.Verdict
         if not facts.reachable:
             verdict = ("unknown", "", rules.table_threshold(cfg), rules.NOT_REACHED, "")
         else:
             verdict = rules.table_rows(facts, table, cfg)
-        checks.append(Check(name, *verdict, kind="data"))
-    return Report(facts.env, overall(checks), checks, facts.checked_at, facts.duration_s,
+        checks.append(HealthCheck(name, *verdict, kind="data"))
+    return HealthReport(facts.env, overall(checks), checks, facts.checked_at, facts.duration_s,
                   facts)

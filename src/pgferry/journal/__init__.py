@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -38,7 +38,11 @@ from pgferry.journal import chain
 from pgferry.journal import schema as schema
 from pgferry.pg.connect import Target, connect, os_user, redact
 
-_OUTCOMES = {1: "problem", 2: "bad_input", 4: "refused"}
+#: a row's phase: a run's ``start`` and ``end`` rows, or one ``once`` row (a refusal)
+Phase = Literal["start", "end", "once"]
+#: how a run ended (``running``: a start row whose end has not come, or never will: died)
+Outcome = Literal["ok", "problem", "bad_input", "failed", "refused", "running", "planned"]
+_OUTCOMES: dict[int, Outcome] = {1: "problem", 2: "bad_input", 4: "refused"}
 _INSERT = ("INSERT INTO pgferry.journal_log (phase, run_id, os_user, env, command, arguments,"
            " outcome, exit_code, duration_ms, error, details)"
            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id")
@@ -76,8 +80,8 @@ def _json(value: Mapping[str, Any] | None) -> Jsonb:
     return Jsonb(scrub(json.loads(json.dumps(dict(value or {}), default=str))))
 
 
-def _insert(conn: psycopg.Connection[Any], phase: str, run_id: int | None, command: str,
-            arguments: Mapping[str, Any] | None, outcome: str, exit_code: int | None,
+def _insert(conn: psycopg.Connection[Any], phase: Phase, run_id: int | None, command: str,
+            arguments: Mapping[str, Any] | None, outcome: Outcome, exit_code: int | None,
             duration_ms: int | None, error: str | None, details: Mapping[str, Any] | None,
             *, env: str) -> int:
     """One chained row; the chain lock is taken first, so ids follow the chain's order."""
@@ -110,7 +114,7 @@ def append(
     target: Target,
     command: str,
     *,
-    outcome: str,
+    outcome: Outcome,
     arguments: Mapping[str, Any] | None = None,
     exit_code: int = 0,
     duration_ms: int | None = None,
@@ -178,7 +182,7 @@ class Operation:
     """What a journaled command fills in while it runs."""
 
     details: dict[str, Any] = field(default_factory=dict)
-    outcome: str = "ok"
+    outcome: Outcome = "ok"
     exit_code: int = 0
 
 
@@ -211,6 +215,8 @@ def _error_of(op: Operation) -> str | None:
     if op.outcome == "ok":
         return None
     err = op.details.get("error")
+    if not err and op.outcome == "problem":  # a finding, not an error: the details say it
+        return None
     return str(err) if err else f"{op.outcome} (exit {op.exit_code})"
 
 
@@ -297,7 +303,7 @@ def read(target: Target, limit: int = 50) -> list[dict[str, Any]]:
         return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def verify(target: Target) -> chain.Report:
+def verify(target: Target) -> chain.ChainReport:
     """Recompute the journal's hash chain in ``target`` (read-only)."""
     with connect(target.dsn, autocommit=True, application_name="pgferry journal verify") as c:
         return chain.verify(c)

@@ -15,7 +15,7 @@ microseconds), so nothing the journal's owner can redefine takes part.
 - a row dated before the row before it was **inserted out of order** (back-dated).
 
 :func:`verify` reads the rows and the triggers (read-only: it never creates anything)
-and returns a :class:`Report`. The chain proves that nobody edited, removed or slipped
+and returns a :class:`ChainReport`. The chain proves that nobody edited, removed or slipped
 in a row *without recomputing every later hash*; anyone who owns the table can still
 rewrite it all, so keep the head hash it prints somewhere else (a CI log, a ticket) and
 compare: a rewritten chain has another head.
@@ -88,7 +88,7 @@ def check(rows: list[Row]) -> str | None:
 
 
 @dataclass
-class Report:
+class ChainReport:
     exists: bool
     rows: int = 0
     head: str | None = None
@@ -103,19 +103,19 @@ class Report:
                 "problems": self.problems}
 
 
-def verify(conn: psycopg.Connection[Any]) -> Report:
+def verify(conn: psycopg.Connection[Any]) -> ChainReport:
     """Recompute the chain of the journal on ``conn`` and check its triggers (read-only)."""
     kind, log, triggers = schema.state(conn)
     if not log:
         if kind is None:
-            return Report(exists=False)
-        return Report(exists=True, problems=[
+            return ChainReport(exists=False)
+        return ChainReport(exists=True, problems=[
             "the journal has the layout before the hash chain, so nothing can be verified; "
             "the next pgferry command that writes to this database upgrades it"])
     cur = conn.execute(_ROWS_SQL)
     rows = [Row(r[0], r[1], list(r[2:2 + len(FIELDS)]), r[2 + len(FIELDS) - 1], r[-1])
             for r in cur.fetchall()]
-    rep = Report(exists=True, rows=len(rows), head=rows[-1].row_hash if rows else None)
+    rep = ChainReport(exists=True, rows=len(rows), head=rows[-1].row_hash if rows else None)
     missing = [t for t in schema.TRIGGERS if t not in triggers]
     if missing:
         rep.problems.append(

@@ -37,6 +37,7 @@ from pgferry.lint.model import (
     Finding,
     Hit,
     Rule,
+    Severity,
     Stmt,
 )
 from pgferry.lint.rules import ALL_RULES
@@ -53,7 +54,7 @@ class Settings:
 
     disable: list[str] = field(default_factory=list)
     enable: list[str] = field(default_factory=list)
-    severity: dict[str, str] = field(default_factory=dict)
+    severity: dict[str, Severity] = field(default_factory=dict)
     pg_version: int | None = None
     #: more rows than this (catalog estimate) make a table big (``[lint] big_table_rows``)
     big_table_rows: int = BIG_TABLE_ROWS
@@ -94,7 +95,7 @@ def active_rules(settings: Settings, pg_version: int) -> list[Rule]:
             if r.name not in off and (not r.opt_in or r.name in on) and r.applies(pg_version)]
 
 
-def severity_of(rule: type[Rule] | Rule, settings: Settings) -> str:
+def severity_of(rule: type[Rule] | Rule, settings: Settings) -> Severity:
     return settings.severity.get(rule.name) or settings.severity.get(rule.code) or rule.severity
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     from pgferry.lint.snapshot import Snapshot
@@ -28,13 +28,16 @@ DEFAULT_PG = 18
 BIG_TABLE_ROWS = 100_000
 
 
+Severity = Literal["error", "warning"]
+
+
 @dataclass
 class Finding:
     """One problem at one place; ``severity`` is ``"error"`` or ``"warning"``."""
 
     rule: str
     code: str
-    severity: str
+    severity: Severity
     path: str
     line: int
     column: int
@@ -71,7 +74,7 @@ class Hit:
     table: str | None = None
     message: str | None = None
     work: str | None = None  # overrides Rule.work ("rewrite", "scan", "index", "")
-    severity: str | None = None  # overrides the rule's default (not a [lint] severity)
+    severity: Severity | None = None  # overrides the rule's default (not a [lint] severity)
 
 
 @dataclass(slots=True)
@@ -295,7 +298,7 @@ class Rule:
 
     code: ClassVar[str]
     name: ClassVar[str]
-    severity: ClassVar[str] = "warning"
+    severity: ClassVar[Severity] = "warning"
     message: ClassVar[str]
     help: ClassVar[str] = ""
     #: statement node kinds this rule reads (``()`` means every statement)

@@ -1,18 +1,21 @@
 """``pgferry lint`` as a service: what to lint, against which catalog, in which format.
 
 Contract:
-- :func:`run` takes a :class:`Request` and returns (output text, exit code):
-  1 when an error-level finding remains, 0 otherwise. Bad input raises
+- :func:`lint` takes a :class:`Request` (and, with ``--env``, the :class:`EnvMode`
+  the command layer read from the target: :mod:`pgferry.commands.lint`) and returns
+  :class:`Linted`: the findings and what the report says about them; its
+  ``exit_code`` is 1 when an error-level finding remains, 0 otherwise;
+  :func:`render` writes it in the requested format. Bad input raises
   :class:`~pgferry.errors.BadInput` (2): unreadable files, unparsable SQL
   (``SqlParseError`` naming file:line and the parser's message), bad options.
 - Targets (:mod:`pgferry.lint.targets`): PATHS (files, or directories scanned
   as migration directories), always in version order however they were named;
   else the pending migrations of ``--env``; else every versioned, template and
   repeatable file of the migrations directory (undo files only when named).
-- Catalog: ``--env`` snapshots the target once (and writes it to ``--catalog
-  FILE`` when given); ``--catalog FILE`` alone reads a snapshot.
+- Catalog: ``--env`` snapshots the target once (the command layer; it writes it
+  to ``--catalog FILE`` when given); ``--catalog FILE`` alone reads a snapshot.
 - Import-light: the config is read with :mod:`tomllib` unless ``--env`` needs
-  the full model, and psycopg is only imported when a database is read.
+  the full model, and psycopg is never imported here.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pgferry.errors import BadInput, ConfigError
 from pgferry.lint import parallel, report, targets
 from pgferry.lint.engine import Linter, Settings
 from pgferry.lint.model import BIG_TABLE_ROWS, Finding
+
+if TYPE_CHECKING:
+    from pgferry.lint.snapshot import Snapshot
 
 FORMATS = ("text", "json", "sarif")
 
@@ -106,51 +112,49 @@ def _read(p: Path) -> str:
         raise BadInput(f"{p}: not UTF-8 ({e.reason} at byte {e.start})") from None
 
 
-def _env_mode(req: Request) -> tuple[Any, list[Path] | None, Settings]:
-    """With --env: (snapshot with the history, pending files or None when PATHS or
-    --all were given, settings)."""
-    from pgferry.config import load_config
-    from pgferry.lint.gate import snapshot_target
-    from pgferry.lint.snapshot import history_of
-    from pgferry.migrate.service import read_history
-    from pgferry.pg.connect import resolve_env
+@dataclass
+class EnvMode:
+    """What ``--env`` read from the target: its catalog (with its migration history), the
+    pending files (None when PATHS or --all were given) and the config's [lint] settings."""
 
-    cfg = load_config(req.config_path)
-    target = resolve_env(cfg, req.env or "")
-    snap = snapshot_target(target)
-    rows, _ = read_history(cfg, target)
-    snap.history = history_of(rows)
-    if req.catalog:
-        try:
-            Path(req.catalog).write_text(snap.to_json(), encoding="utf-8")
-        except OSError as e:
-            raise BadInput(f"cannot write the catalog snapshot to {req.catalog}: "
-                           f"{e.strerror}") from None
-    pending_files = None
-    if not req.paths and not req.all_files:
-        from pgferry.migrate.files import scan
-        from pgferry.migrate.plan import pending
-
-        pending_files = [s.file.path for s in pending(scan(cfg.migrations_dir), rows)]
-    return snap, pending_files, Settings.from_config(cfg.lint)
+    snapshot: Snapshot
+    pending: list[Path] | None
+    settings: Settings
 
 
-def run(req: Request) -> tuple[str, int]:
-    """Lint as requested; (output, exit code). See the module docstring."""
-    from pgferry import __version__
-    from pgferry.lint.rules import ALL_RULES
+@dataclass
+class Linted:
+    findings: list[Finding]
+    files: int
+    meta: dict[str, Any]
+    skipped: int = 0
+    header: str = ""
+    #: --list-rules: the rule list instead of findings
+    rule_list: bool = False
 
+    @property
+    def exit_code(self) -> int:
+        return 1 if report.counts(self.findings)["errors"] else 0
+
+
+def check_format(req: Request) -> None:
     if req.fmt not in FORMATS and not (req.list_rules and req.fmt == "markdown"):
         raise BadInput(f"--format {req.fmt!r}: choose text, json or sarif")
+
+
+def lint(req: Request, env: EnvMode | None = None) -> Linted:
+    """Lint as requested (see the module docstring)."""
+    check_format(req)
     if req.list_rules:
-        return report.rule_list(ALL_RULES, req.fmt), 0
-    snap = None
-    if req.env:
-        snap, pending_files, settings = _env_mode(req)
+        return Linted([], 0, {}, rule_list=True)
+    snap: Snapshot | None = None
+    pending_files: list[Path] | None = None
+    if env is not None:
+        snap, pending_files, settings = env.snapshot, env.pending, env.settings
         lc = light_config(req)
     else:
         lc = light_config(req)
-        settings, pending_files = lc.lint, None
+        settings = lc.lint
         if req.catalog:
             from pgferry.lint.snapshot import load
 
@@ -164,20 +168,29 @@ def run(req: Request) -> tuple[str, int]:
     linter = Linter(settings, catalog=snap, pg_version=req.pg_version,
                     applied={_show(p) for p in chosen.applied})
     findings = _lint(linter, paths, req.jobs)
-    code = 1 if report.counts(findings)["errors"] else 0
     meta = {"pg_version": linter.pg_version, "env": req.env,
             "catalog": (snap.source or req.catalog) if snap else None}
-    if req.fmt == "json":
-        return report.as_json(findings, len(paths), meta, chosen.skipped), code
-    if req.fmt == "sarif":
-        return report.sarif(findings, ALL_RULES, __version__), code
     header = ""
     if snap is not None:
         header = (f"catalog: {snap.source or req.catalog} (PostgreSQL {snap.major}, "
                   f"{len(snap.tables)} tables)")
     if req.env and pending_files is not None and not paths:
         header = (header + "\n" if header else "") + f"no pending migrations for {req.env}"
-    return report.text(findings, len(paths), header, chosen.skipped), code
+    return Linted(findings, len(paths), meta, chosen.skipped, header)
+
+
+def render(linted: Linted, fmt: str) -> str:
+    """The report of ``linted`` as text, json or sarif (markdown: the rule list)."""
+    from pgferry import __version__
+    from pgferry.lint.rules import ALL_RULES
+
+    if linted.rule_list:
+        return report.rule_list(ALL_RULES, fmt)
+    if fmt == "json":
+        return report.as_json(linted.findings, linted.files, linted.meta, linted.skipped)
+    if fmt == "sarif":
+        return report.sarif(linted.findings, ALL_RULES, __version__)
+    return report.text(linted.findings, linted.files, linted.header, linted.skipped)
 
 
 def _lint(linter: Linter, paths: list[Path], jobs: int | None) -> list[Finding]:

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.config import Config, parse_duration
+from pgferry.config import Config
 from pgferry.errors import BadInput
 from pgferry.migrate import files, history, runner
 from pgferry.migrate.files import MigrationSet, Version
@@ -59,7 +59,7 @@ def _migration_lock(cfg: Config, target: Target, verb: str) -> MigrationLock:
     return MigrationLock(
         target.dsn,
         lock_key(cfg.migrate.schema_, cfg.migrate.history_table),
-        wait=parse_duration(cfg.migrate.lock_wait).total_seconds(),
+        wait=cfg.migrate.lock_wait.total_seconds(),
         application_name=f"pgferry migrate {verb}",
     )
 

@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass, field
 from functools import cached_property, total_ordering
 from pathlib import Path
+from typing import Literal
 
 from pgferry.errors import BadInput
 
@@ -84,10 +85,14 @@ def flyway_checksum(data: bytes) -> int:
     return crc - (1 << 32) if crc >= (1 << 31) else crc
 
 
+#: versioned, undo or repeatable
+MigrationKind = Literal["V", "U", "R"]
+
+
 @dataclass
 class MigrationFile:
     path: Path
-    kind: str  # "V", "U" or "R"
+    kind: MigrationKind
     version: Version | None  # None for repeatables and templates
     description: str
     is_template: bool = False
@@ -148,7 +153,8 @@ def parse_name(path: Path) -> MigrationFile | None:
     m = NAME_RE.match(path.name)
     if not m:
         return None
-    kind, vtext, desc = m["kind"], m["version"], m["desc"].replace("_", " ")
+    kind: MigrationKind = "R" if m["kind"] == "R" else "U" if m["kind"] == "U" else "V"
+    vtext, desc = m["version"], m["desc"].replace("_", " ")
     if kind == "R":
         if vtext:
             return None

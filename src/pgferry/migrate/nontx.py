@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from pgferry.migrate.runner import FileResult, Runner
 
 
-def resume_point(r: Runner, step: Step, pf: ParsedFile, prog: progress.Progress | None) -> int:
+def resume_point(step: Step, pf: ParsedFile, prog: progress.Progress | None) -> int:
     if prog is None or not prog.done_digests:
         return 0
     for i, d in enumerate(prog.done_digests):
@@ -45,9 +45,9 @@ def resume_point(r: Runner, step: Step, pf: ParsedFile, prog: progress.Progress 
 
 def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
                     prog: progress.Progress | None) -> FileResult:
-    c, s = r.work, r.s
+    c, s = r.work, r.settings
     version = str(step.version) if step.version is not None else None
-    resume = resume_point(r, step, pf, prog)
+    resume = resume_point(step, pf, prog)
     start = time.monotonic()
     retries, dropped = 0, []
     again = "migrate undo" if undo else "migrate up"
@@ -112,7 +112,7 @@ def record_failure(r: Runner, step: Step, stmt: Statement | None, e: psycopg.Err
 
     try:
         with r.work.transaction():
-            progress.failed(r.work, r.s.schema, r.s.table, step.script,
+            progress.failed(r.work, r.settings.schema, r.settings.table, step.script,
                             statement=stmt.index + 1 if stmt else None,
                             line=stmt.line if stmt else None, error=server_message(e))
             r._history_row(str(step.version) if step.version is not None else None,
@@ -124,6 +124,6 @@ def record_failure(r: Runner, step: Step, stmt: Statement | None, e: psycopg.Err
 def forget_quietly(r: Runner, step: Step) -> None:
     """Nothing of the file was applied: forget its progress so a re-run starts clean."""
     try:
-        progress.forget(r.work, r.s.schema, r.s.table, step.script)
+        progress.forget(r.work, r.settings.schema, r.settings.table, step.script)
     except psycopg.Error:
         pass  # the connection is gone; the next run settles the 'running' row

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pgferry.errors import BadInput
-from pgferry.migrate.files import MigrationFile, MigrationSet, Version
+from pgferry.migrate.files import MigrationFile, MigrationKind, MigrationSet, Version
 from pgferry.migrate.history import BASELINE, DELETE, UNDO_SQL, HistoryRow
 
 State = Literal[
@@ -75,7 +75,7 @@ class Entry:
     script: str | None
     file: MigrationFile | None
     row: HistoryRow | None
-    kind: str  # "V", "R" or "U"
+    kind: MigrationKind
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -97,7 +97,7 @@ class Entry:
 class Step:
     """One file ``up`` (or ``undo``) will run, with what its history row will say."""
 
-    kind: str  # "V", "R" or "U"
+    kind: MigrationKind
     file: MigrationFile
     version: Version | None  # a template gets the version it would be numbered to
     description: str
@@ -277,7 +277,7 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
             entries.append(Entry(state, v, row.description, row.script, None, row, "V"))
     for v, row in h.failed.items():
         if v not in files:
-            kind = "U" if row.type in (UNDO_SQL, DELETE) else "V"
+            kind: MigrationKind = "U" if row.type in (UNDO_SQL, DELETE) else "V"
             entries.append(Entry("failed", v, row.description, row.script, None, row, kind))
     if h.baseline is not None:
         entries.append(Entry("baseline", base, h.baseline.description, h.baseline.script, None,

@@ -1,8 +1,9 @@
 """The migration runner: executes planned steps against one database, safely.
 
-API (the orchestration with policy and the journal is :mod:`pgferry.migrate.service`)::
+API (the checks are :mod:`pgferry.migrate.service`'s; policy and the journal are
+:mod:`pgferry.commands.migrate_run`'s)::
 
-    with Runner(target, Settings.from_config(cfg), on_event=cb) as r:  # takes the lock
+    with Runner(target, RunSettings.from_config(cfg), on_event=publish) as r:  # takes the lock
         r.settle_interrupted()              # interrupted non-tx files -> failed rows
         rows = r.history()
         results = r.apply([(step, parsed), ...], undo=False)
@@ -27,6 +28,8 @@ API (the orchestration with policy and the journal is :mod:`pgferry.migrate.serv
   and jitter (tenacity) up to ``lock_retries``; then
   :class:`~pgferry.errors.LockUnavailable` names the lock and its holders,
   sampled from the lock connection while waiting.
+- Progress: :mod:`pgferry.migrate.events` (MigrationStarted, LockRetry,
+  MigrationFinished) to the ``on_event`` subscriber.
 - Hooks for ``migrate repair``/``status``: :func:`clear_progress`,
   :func:`failed_statements`.
 """
@@ -34,7 +37,6 @@ API (the orchestration with policy and the journal is :mod:`pgferry.migrate.serv
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +51,9 @@ from tenacity import (
 
 from pgferry.config import Config
 from pgferry.errors import LockUnavailable, OperationFailed
+from pgferry.events import Subscriber, ignore
 from pgferry.migrate import history, nontx, progress
+from pgferry.migrate.events import LockRetry, MigrationFinished, MigrationStarted
 from pgferry.migrate.files import parse_name
 from pgferry.migrate.history import SQL, HistoryRow, undo_row
 from pgferry.migrate.locks import (
@@ -62,7 +66,7 @@ from pgferry.migrate.locks import (
 )
 from pgferry.migrate.plan import Step
 from pgferry.migrate.settings import FileResult as FileResult
-from pgferry.migrate.settings import Settings as Settings
+from pgferry.migrate.settings import RunSettings as RunSettings
 from pgferry.migrate.statements import ParsedFile, Statement
 from pgferry.pg.connect import (
     APP_NAME,
@@ -76,9 +80,12 @@ from pgferry.pg.connect import (
 #: how far past deadlock_timeout a retry facing autovacuum waits
 AUTOVACUUM_MARGIN_MS = 500
 
-#: progress callback: (kind, step, result or None, index, total); kind "start"|"done" with
-#: the file's index and the number of files, or "retry" with attempt number and max attempts
-Event = Callable[[str, Step, "FileResult | None", int, int], None]
+
+
+def label(step: Step) -> str:
+    """How progress lines name a file: ``V3 add email``, ``U3 add email``, ``R refresh view``."""
+    v = f"{step.kind}{step.version} " if step.version is not None else "R "
+    return f"{v}{step.description}"
 
 
 def _is_lock_timeout(e: BaseException) -> bool:
@@ -104,10 +111,11 @@ def _retryable(e: BaseException) -> bool:
 class Runner:
     """Executes steps on ``target`` while holding the migration lock (a context manager)."""
 
-    def __init__(self, target: Target, settings: Settings, *,
-                 on_event: Event | None = None, application_name: str | None = None) -> None:
-        self.target, self.s = target, settings
-        self.on_event = on_event or (lambda *a: None)
+    def __init__(self, target: Target, settings: RunSettings, *,
+                 on_event: Subscriber | None = None, application_name: str | None = None
+                 ) -> None:
+        self.target, self.settings = target, settings
+        self.on_event: Subscriber = on_event or ignore
         self.key = lock_key(settings.schema, settings.table)
         self.lock = MigrationLock(target.dsn, self.key, wait=settings.lock_wait,
                                   application_name=application_name or f"{APP_NAME} migrate")
@@ -137,14 +145,14 @@ class Runner:
             # named like the role (the embedded role `pgferry` meets schema `pgferry`).
             self.conn.execute(
                 "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'),"
-                " false)", [psycopg.sql.Identifier(self.s.schema).as_string(self.conn)])
+                " false)", [psycopg.sql.Identifier(self.settings.schema).as_string(self.conn)])
             row = self.conn.execute(
                 "SELECT current_user, setting::int FROM pg_settings"
                 " WHERE name = 'deadlock_timeout'").fetchone()
             if row:
                 self.role, self.deadlock_timeout_ms = str(row[0]), int(row[1])
             with self.conn.transaction():
-                history.ensure_table(self.conn, self.s.schema, self.s.table)
+                history.ensure_table(self.conn, self.settings.schema, self.settings.table)
         except psycopg.Error as e:
             self.__exit__()
             raise map_db_error(e, f"cannot prepare {self.target.name}") from None
@@ -165,10 +173,10 @@ class Runner:
         return self.conn
 
     def history(self) -> list[history.HistoryRow]:
-        return history.read(self.work, self.s.schema, self.s.table)
+        return history.read(self.work, self.settings.schema, self.settings.table)
 
     def progress_rows(self) -> list[progress.Progress]:
-        return progress.read_progress(self.work, self.s.schema, self.s.table)
+        return progress.read_progress(self.work, self.settings.schema, self.settings.table)
 
     def settle_interrupted(self) -> list[str]:
         """Files a killed run left mid-way: record them failed (as Flyway would have).
@@ -182,13 +190,13 @@ class Runner:
             if p.state != "running":
                 continue
             if p.statements_done == 0:  # nothing applied: start it afresh, no repair needed
-                progress.forget(self.work, self.s.schema, self.s.table, p.script)
+                progress.forget(self.work, self.settings.schema, self.settings.table, p.script)
                 continue
             mf = parse_name(Path(p.script))
             desc = mf.description if mf else p.script
             undo = bool(mf and mf.kind == "U")
             with self.work.transaction():
-                progress.failed(self.work, self.s.schema, self.s.table, p.script,
+                progress.failed(self.work, self.settings.schema, self.settings.table, p.script,
                                 statement=p.statements_done + 1, line=None,
                                 error=progress.INTERRUPTED)
                 self._history_row(p.version, desc, p.script, p.checksum, 0, False, undo)
@@ -201,15 +209,18 @@ class Runner:
         """Run ``steps`` in order; stops at the first failure (raising). Returns results."""
         done = self.done  # kept on the runner, so a caller still sees them after a failure
         known = {p.script: p for p in self.progress_rows()}
-        for i, (step, pf) in enumerate(steps):
+        total = len(steps)
+        for i, (step, pf) in enumerate(steps, 1):
             self._check_lock(step)
-            self.on_event("start", step, None, i, len(steps))
+            self.on_event(MigrationStarted(step.script, label(step), i, total, undo))
             if pf.transactional:
                 r = self._run_transactional(step, pf, undo)
             else:
                 r = nontx.run_autocommit(self, step, pf, undo, known.get(step.script))
             done.append(r)
-            self.on_event("done", step, r, i, len(steps))
+            self.on_event(MigrationFinished(
+                step.script, label(step), i, total, r.mode, r.duration_ms, undo, r.attempts,
+                r.resumed_after, list(r.dropped_invalid_indexes)))
         return done
 
     def _check_lock(self, step: Step) -> None:
@@ -231,12 +242,14 @@ class Runner:
         """Retry lock timeouts/deadlocks with exponential backoff and jitter, reporting each."""
 
         def report(rs: RetryCallState) -> None:
-            self.on_event("retry", step, None, rs.attempt_number, self.s.lock_retries + 1)
+            self.on_event(LockRetry(step.script, label(step), rs.attempt_number,
+                                    self.settings.lock_retries + 1))
 
         return Retrying(
             retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(self.s.lock_retries + 1),
-            wait=wait_random_exponential(multiplier=max(self.s.lock_timeout_s, 0.05), max=10),
+            stop=stop_after_attempt(self.settings.lock_retries + 1),
+            wait=wait_random_exponential(multiplier=max(self.settings.lock_timeout_s, 0.05),
+                                         max=10),
             before_sleep=report,
             reraise=True,
         )
@@ -244,7 +257,7 @@ class Runner:
     def _watcher(self) -> LockWatcher:
         assert self.lock.conn is not None
         # sample a few times per lock_timeout (at most once a second; 0 = no timeout)
-        lt = self.s.lock_timeout_s
+        lt = self.settings.lock_timeout_s
         return LockWatcher(self.lock.conn, self.pid, min(max(lt / 3, 0.05), 1.0) if lt else 1.0)
 
     def _history_row(self, version: str | None, description: str, script: str,
@@ -254,9 +267,10 @@ class Runner:
         kind = SQL
         if undo:
             kind, description, script, checksum, ms = undo_row(
-                self.s.undo_history, success, undoes, description, script, checksum, ms)
+                self.settings.undo_history, success, undoes, description, script, checksum, ms)
         return history.insert(
-            self.work, self.s.schema, self.s.table, version=version, description=description,
+            self.work, self.settings.schema, self.settings.table, version=version,
+            description=description,
             type=kind, script=script, checksum=checksum,
             installed_by=self.role, execution_time=ms, success=success,
         )
@@ -270,7 +284,8 @@ class Runner:
               if seen is not None and seen.autovacuum else "")
         return LockUnavailable(
             f"{step.script}{at}: could not get {what} within lock_timeout "
-            f"{self.s.lock_timeout} after {attempts} attempts{av}; nothing of this {scope} was "
+            f"{self.settings.lock_timeout} after {attempts} attempts{av}; nothing of this {scope} "
+            "was "
             "applied. Retry when the blocking session is done, or raise [migrate] lock_retries",
             script=step.script, line=stmt.line if stmt else None,
             lock=seen.__dict__ if seen else None,
@@ -280,18 +295,18 @@ class Runner:
         """``lock_timeout`` for the next attempt: past ``deadlock_timeout`` when autovacuum
         blocked the last one (the server cancels an autovacuum for a lock waiter only once
         the waiter has waited ``deadlock_timeout``; a shorter wait never gets the lock)."""
-        configured = int(self.s.lock_timeout_s * 1000)
+        configured = int(self.settings.lock_timeout_s * 1000)
         if seen is not None and seen.autovacuum and configured > 0:
             return f"{max(configured, self.deadlock_timeout_ms + AUTOVACUUM_MARGIN_MS)}ms"
-        return self.s.lock_timeout
+        return self.settings.lock_timeout
 
     def _set_timeouts(self, *, local: bool, lock_timeout: str | None = None) -> None:
         """``SET [LOCAL] lock_timeout / statement_timeout`` in one round trip."""
-        lt = lock_timeout or self.s.lock_timeout
-        if self.s.statement_timeout:
+        lt = lock_timeout or self.settings.lock_timeout
+        if self.settings.statement_timeout:
             self.work.execute("SELECT set_config('lock_timeout', %s, %s),"
                               " set_config('statement_timeout', %s, %s)",
-                              [lt, local, self.s.statement_timeout, local])
+                              [lt, local, self.settings.statement_timeout, local])
         else:
             self.work.execute("SELECT set_config('lock_timeout', %s, %s)", [lt, local])
 

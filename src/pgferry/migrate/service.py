@@ -1,45 +1,43 @@
-"""``migrate plan|up|undo`` as service functions (the CLI and the server call these).
+"""``migrate plan|up|undo``: the checks and the run, for :mod:`pgferry.commands.migrate_run`.
 
-Contract: each function takes the config, a resolved target and options, and
-returns a JSON-ready dict; anything wrong is a :class:`~pgferry.errors.PgferryError`.
-Order of checks for ``up``/``undo`` (all before anything runs):
+Contract: the command layer owns the policy decisions (blackout, ``--yes``, the
+lint gate: :mod:`pgferry.policy`) and the journal; this module reads, checks and
+runs. Order of checks for ``up``/``undo`` (all before anything runs):
 
-1. blackout window (:func:`pgferry.policy.blackout_guard`, run by the caller, exit 4);
-2. pgferry.sum stale/missing: a warning, or Refused (4) with ``strict_sum``;
-3. validate: an applied file changed, deleted, or a failed row recorded →
-   **Refused (exit 4)**: ``up`` refuses to run on a history it cannot trust
-   (``migrate validate`` reports the same as exit 1, "found a problem"); a
-   file below the current version that is not applied (the history is ahead
-   of the files) → ProblemFound (exit 1), as Flyway's validate, unless
-   ``out_of_order``;
-4. templates on a protected env → Refused (4): "number them first";
-5. every file to run parses (pglast) → else SqlParseError (exit 2);
-6. the lint gate (when ``pgferry.lint.gate`` exists) on a protected env:
-   error findings → Refused (4) unless ``allow_unsafe`` with a reason;
-7. the target has every extension the files create and a version whose grammar
+1. pgferry.sum stale/missing: a warning (:func:`sum_warnings`), or Refused (4)
+   with ``strict_sum``;
+2. validate (:func:`prepare`): an applied file changed, deleted, or a failed
+   row recorded → **Refused (exit 4)**: ``up`` refuses to run on a history it
+   cannot trust (``migrate validate`` reports the same as exit 1, "found a
+   problem"); a file below the current version that is not applied (the
+   history is ahead of the files) → ProblemFound (exit 1), as Flyway's
+   validate, unless ``out_of_order``;
+3. templates on a protected env → Refused (4): "number them first";
+4. every file to run parses (pglast) → else SqlParseError (exit 2);
+5. the files are linted by the ``lint`` function the caller passes (the lint
+   gate; the caller judges the findings with :func:`pgferry.policy.decide`);
+6. the target has every extension the files create and a version whose grammar
    they use (:mod:`pgferry.migrate.preflight`) → else BadInput (exit 2).
 
-Then, under the migration lock, the history is read again (another run may
-have applied files meanwhile), the same checks repeat on what is left, and
-the :class:`~pgferry.migrate.runner.Runner` executes. Everything that writes
-is journaled (``migrate up``/``migrate undo``) with applied files, durations
-and any override reasons; a refusal (exit 4) or a check that stops the run
-(exit 1) is journaled too, where the journal exists. The caller handles
-``--yes`` (confirm_protected) and the blackout guard.
+Then :func:`apply`, under the migration lock, reads the history again
+(another run may have applied files meanwhile), prepares what is left (the
+caller's ``check`` judges it again) and the
+:class:`~pgferry.migrate.runner.Runner` executes, publishing
+:mod:`pgferry.migrate.events`.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
-from pgferry import journal
 from pgferry.config import Config
-from pgferry.errors import BadInput, PgferryError, ProblemFound, Refused
-from pgferry.migrate import files, history, preflight
-from pgferry.migrate.files import MigrationSet, Version
+from pgferry.errors import PgferryError, ProblemFound, Refused
+from pgferry.events import Subscriber
+from pgferry.migrate import files, history
+from pgferry.migrate.files import MigrationFile, MigrationSet, Version
 from pgferry.migrate.history import HistoryRow, undo_row
 from pgferry.migrate.plan import (
     REFUSE_STATES,
@@ -49,30 +47,46 @@ from pgferry.migrate.plan import (
     pending,
     undo_steps,
 )
-from pgferry.migrate.runner import Event, Runner, Settings, failed_statements
+from pgferry.migrate.runner import Runner, failed_statements
+from pgferry.migrate.settings import FileResult, RunSettings
 from pgferry.migrate.statements import ParsedFile, parse_file
-from pgferry.migrate.windows import check_blackout, describe
 from pgferry.pg import fingerprint
 from pgferry.pg.connect import Target, connect, map_db_error
 
 
-def _gate_module() -> Any:
-    """The lint gate (``pgferry.lint.gate``) when it exists, else None."""
-    import importlib
+class LintFinding(Protocol):
+    """A lint finding as the gate reports it (:class:`pgferry.lint.model.Finding`)."""
 
-    try:
-        return importlib.import_module("pgferry.lint.gate")
-    except ImportError:
-        return None
+    @property
+    def path(self) -> str: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def line(self) -> int: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+#: lints migration files in run order (the lint gate, passed in by the command layer)
+LintFiles = Callable[[list[MigrationFile]], Sequence[LintFinding]]
 
 
 @dataclass
-class Prepared:
+class PreparedSteps:
     steps: list[tuple[Step, ParsedFile]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    findings: dict[str, list[Any]] = field(default_factory=dict)  # script -> lint findings
+    #: script -> its lint findings
+    findings: dict[str, list[LintFinding]] = field(default_factory=dict)
     rows: list[HistoryRow] = field(default_factory=list)
-    linted: set[str] = field(default_factory=set)  # scripts the lint gate has seen
+    failed: dict[str, Any] = field(default_factory=dict)
+
+    def lint_errors(self) -> list[tuple[str, LintFinding]]:
+        """(script, finding) of every error-level finding: what the gate refuses on."""
+        return [(script, f) for script, fs in self.findings.items() for f in fs
+                if f.severity == "error"]
 
 
 def read_history(cfg: Config, target: Target) -> tuple[list[HistoryRow], dict[str, Any]]:
@@ -129,7 +143,7 @@ def _validate(ms: MigrationSet, rows: list[HistoryRow], failed: dict[str, Any], 
         versions=[str(e.version) for e in behind], current_version=str(current))
 
 
-def _sum_warnings(cfg: Config, ms: MigrationSet, *, strict: bool = True) -> list[str]:
+def sum_warnings(cfg: Config, ms: MigrationSet, *, strict: bool = True) -> list[str]:
     """A warning for a stale or missing pgferry.sum; Refused under ``strict_sum``."""
     state = files.sum_state(ms)
     if state == "ok":
@@ -140,28 +154,27 @@ def _sum_warnings(cfg: Config, ms: MigrationSet, *, strict: bool = True) -> list
     return [msg]
 
 
-def _lint(cfg: Config, target: Target | None, steps: list[tuple[Step, ParsedFile]]
-          ) -> dict[str, list[Any]]:
-    gate = _gate_module()
-    if gate is None or not steps:
+def _lint(lint: LintFiles | None, steps: list[tuple[Step, ParsedFile]]
+          ) -> dict[str, list[LintFinding]]:
+    if lint is None or not steps:
         return {}
-    found = gate.check_migrations([s.file for s, _ in steps], cfg, target)
-    by: dict[str, list[Any]] = {s.file.script: [] for s, _ in steps}
-    for f in found:
-        by.setdefault(str(getattr(f, "path", "")).rsplit("/", 1)[-1], []).append(f)
+    by: dict[str, list[LintFinding]] = {s.file.script: [] for s, _ in steps}
+    for f in lint([s.file for s, _ in steps]):
+        by.setdefault(Path(f.path).name, []).append(f)
     return by
 
 
-def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow],
+def prepare(target: Target, ms: MigrationSet, rows: list[HistoryRow],
             failed: dict[str, Any], *, version: Version | None = None, undo: bool = False,
-            to: Version | None = None, strict: bool = True, lint: bool = True,
-            linted: dict[str, list[Any]] | None = None, out_of_order: bool = False) -> Prepared:
+            to: Version | None = None, strict: bool = True, lint: LintFiles | None = None,
+            linted: dict[str, list[LintFinding]] | None = None, out_of_order: bool = False
+            ) -> PreparedSteps:
     """The steps to run, parsed and checked (see the module docstring).
 
     ``strict=False`` (``migrate plan``) turns refusals into warnings; ``lint``
-    runs the lint gate (it reads the target's catalog) for files not in ``linted``.
+    (the lint gate; it reads the target's catalog) runs on the files not in ``linted``.
     """
-    p = Prepared(rows=rows)
+    p = PreparedSteps(rows=rows, failed=failed)
     try:
         p.warnings += _validate(ms, rows, failed, target.name, out_of_order or undo)
     except (Refused, ProblemFound) as e:
@@ -185,75 +198,38 @@ def prepare(cfg: Config, target: Target, ms: MigrationSet, rows: list[HistoryRow
             steps = [s for s in steps if not s.template]
     for s in steps:
         p.steps.append((s, parse_file(s.file)))
-    if lint:
+    if lint is not None:
         known = linted or {}
         todo = [x for x in p.steps if x[0].file.script not in known]
-        p.findings = {**{k: v for k, v in known.items()}, **_lint(cfg, target, todo)}
-        p.linted = {x[0].file.script for x in p.steps}
+        p.findings = {**known, **_lint(lint, todo)}
     return p
 
 
-def gate_errors(p: Prepared) -> list[Any]:
-    """Error-level lint findings of the steps (what the gate refuses on)."""
-    return [f for fs in p.findings.values() for f in fs if getattr(f, "severity", "") == "error"]
+def settings_dict(s: RunSettings) -> dict[str, Any]:
+    """The ``[migrate]`` settings as ``migrate plan`` shows them."""
+    return {"lock_timeout": s.lock_timeout, "statement_timeout": s.statement_timeout,
+            "lock_retries": s.lock_retries, "lock_wait_s": s.lock_wait,
+            "history_table": f"{s.schema}.{s.table}"}
 
 
-def _gate_check(target: Target, p: Prepared, allow_unsafe: bool, reason: str | None) -> None:
-    errors = [(script, f) for script, fs in p.findings.items() for f in fs
-              if getattr(f, "severity", "") == "error"]
-    if not errors or not target.protected:
-        return
-    if allow_unsafe:
-        if not (reason or "").strip():
-            raise BadInput("--allow-unsafe needs --reason \"why this is safe here\"")
-        return
-    first = "; ".join(f"{s}:{f.line} {f.rule}: {f.message}" for s, f in errors[:3])
-    raise Refused(
-        f"lint gate: {len(errors)} error finding(s) on protected {target.name}: {first}"
-        + ("; ..." if len(errors) > 3 else "")
-        + ". Fix them, or pass --allow-unsafe --reason \"...\"",
-        findings=[f.to_dict() for _, f in errors],
-    )
-
-
-def plan(cfg: Config, target: Target, *, version: Version | None = None,
-         out_of_order: bool = False) -> dict[str, Any]:
-    """What ``up`` would run, read-only: each file's SQL, transaction mode and settings."""
-    ms = files.scan(cfg.migrations_dir)
-    rows, failed = read_history(cfg, target)
-    p = prepare(cfg, target, ms, rows, failed, version=version, strict=False,
-                out_of_order=out_of_order)
-    p.warnings += _sum_warnings(cfg, ms, strict=False) + preflight.notes(p.steps)
-    preflight.check(target, p.steps)
-    s = Settings.from_config(cfg)
-    return {
-        "env": target.name,
-        "current_version": _str(current_version(rows)),
-        "settings": {"lock_timeout": s.lock_timeout, "statement_timeout": s.statement_timeout,
-                     "lock_retries": s.lock_retries, "lock_wait_s": s.lock_wait,
-                     "history_table": f"{s.schema}.{s.table}"},
-        "steps": [_step_dict(st, pf, s, p.findings.get(st.file.script, []))
-                  for st, pf in p.steps],
-        "warnings": p.warnings,
-    }
-
-
-def _str(v: Version | None) -> str | None:
+def version_text(v: Version | None) -> str | None:
     return str(v) if v is not None else None
 
 
-def _history_record(step: Step, s: Settings) -> dict[str, Any]:
+def _history_record(step: Step, s: RunSettings) -> dict[str, Any]:
     """The history row the step will write (for ``plan`` and ``--dry-run``)."""
     kind, desc, script = "SQL", step.description, step.script
     checksum: int | None = step.checksum
     if step.kind == "U":
         kind, desc, script, checksum, _ = undo_row(s.undo_history, True, step.undoes, desc,
                                                    script, checksum, 0)
-    return {"type": kind, "version": _str(step.version), "description": desc, "script": script,
+    return {"type": kind, "version": version_text(step.version), "description": desc,
+            "script": script,
             "checksum": checksum}
 
 
-def _step_dict(step: Step, pf: ParsedFile, s: Settings, findings: list[Any]) -> dict[str, Any]:
+def step_dict(step: Step, pf: ParsedFile, s: RunSettings, findings: Sequence[LintFinding]
+              ) -> dict[str, Any]:
     return {
         **step.to_dict(),
         "history_row": _history_record(step, s),
@@ -266,73 +242,46 @@ def _step_dict(step: Step, pf: ParsedFile, s: Settings, findings: list[Any]) -> 
     }
 
 
-def run(cfg: Config, target: Target, *, undo: bool = False, version: Version | None = None,
-        to: Version | None = None, dry_run: bool = False, now: datetime,
-        override_blackout: bool = False, reason: str | None = None,
-        allow_unsafe: bool = False, unsafe_reason: str | None = None,
-        arguments: dict[str, Any] | None = None, on_event: Event | None = None,
-        out_of_order: bool = False) -> dict[str, Any]:
-    """``migrate up`` (or ``undo``): checks, then apply under the lock, journaled."""
-    command = "migrate undo" if undo else "migrate up"
-    # the caller ran policy.blackout_guard (journaled); here only to name the window
-    window = check_blackout(cfg, target.name, now, override_blackout, reason)
-    ms = files.scan(cfg.migrations_dir)
-    with journal.refusals(target, command, arguments):  # refusals by the checks, journaled
-        warnings = _sum_warnings(cfg, ms)
-        rows, failed = read_history(cfg, target)
-        # the gate only refuses on protected envs; elsewhere `migrate plan`/`lint` show findings
-        gated = target.protected or dry_run
-        pre = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to,
-                      lint=gated, out_of_order=out_of_order)
-        _gate_check(target, pre, allow_unsafe, unsafe_reason)
-    preflight.check(target, pre.steps)
-    result: dict[str, Any] = {"env": target.name, "command": command, "dry_run": dry_run,
-                              "warnings": warnings + pre.warnings + preflight.notes(pre.steps)}
-    if dry_run:
-        s = Settings.from_config(cfg)
-        result["steps"] = [_step_dict(st, pf, s, pre.findings.get(st.file.script, []))
-                           for st, pf in pre.steps]
-        result["current_version"] = _str(current_version(rows))
-        return result
-    start = time.monotonic()
-    with journal.operation(target, command, arguments) as op:
-        if window is not None:
-            op.details["blackout_override"] = {"window": describe(window), "reason": reason}
-        if allow_unsafe and gate_errors(pre):
-            op.details["allow_unsafe"] = {"reason": unsafe_reason,
-                                          "findings": [f.to_dict() for f in gate_errors(pre)]}
-        with Runner(target, Settings.from_config(cfg), on_event=on_event) as r:
-            if r.orphans:
-                result["warnings"].append(
-                    f"terminated backend(s) {r.orphans} left by an interrupted run")
-            interrupted = r.settle_interrupted()
-            rows = r.history()
-            failed = failed_statements(r.work, cfg) if interrupted else failed
-            if interrupted:
-                op.details["interrupted"] = interrupted
-            p = prepare(cfg, target, ms, rows, failed, version=version, undo=undo, to=to,
-                        lint=target.protected, linted=pre.findings, out_of_order=out_of_order)
-            _gate_check(target, p, allow_unsafe, unsafe_reason)
-            try:
-                results = r.apply(p.steps, undo=undo)
-            except PgferryError as e:  # --json and the journal say which files did get applied
-                e.details.setdefault("applied", [x.to_dict() for x in r.done])
-                raise
-            finally:
-                op.details["applied"] = [_journal_entry(x) for x in r.done]
-                op.details["warnings"] = result["warnings"]
-            after = r.history()
-            # the schema as the migrations left it, for `pgferry health`'s drift check
-            result["warnings"] += fingerprint.after_migrate(r.work, bool(results),
-                                                            _str(current_version(after)))
-        result["applied"] = [x.to_dict() for x in results]
-        result["current_version"] = _str(current_version(after))
-        result["duration_ms"] = int((time.monotonic() - start) * 1000)
-        op.details["current_version"] = result["current_version"]
-    return result
+@dataclass
+class Applied:
+    results: list[FileResult]
+    current_version: str | None
 
 
-def _journal_entry(x: Any) -> dict[str, Any]:
+def apply(cfg: Config, target: Target, ms: MigrationSet, pre: PreparedSteps, *,
+          undo: bool = False, version: Version | None = None, to: Version | None = None,
+          out_of_order: bool = False, lint: LintFiles | None = None,
+          check: Callable[[PreparedSteps], None], publish: Subscriber | None = None,
+          warnings: list[str], details: dict[str, Any]) -> Applied:
+    """Under the migration lock: settle an interrupted run, prepare again (``check``
+    judges it), run the steps. ``warnings`` grows and ``details`` (the journal's)
+    gets what happened, also when it raises."""
+    with Runner(target, RunSettings.from_config(cfg), on_event=publish) as r:
+        if r.orphans:
+            warnings.append(f"terminated backend(s) {r.orphans} left by an interrupted run")
+        interrupted = r.settle_interrupted()
+        rows = r.history()
+        failed = failed_statements(r.work, cfg) if interrupted else pre.failed
+        if interrupted:
+            details["interrupted"] = interrupted
+        p = prepare(target, ms, rows, failed, version=version, undo=undo, to=to, lint=lint,
+                    linted=pre.findings, out_of_order=out_of_order)
+        check(p)
+        try:
+            results = r.apply(p.steps, undo=undo)
+        except PgferryError as e:  # --json and the journal say which files did get applied
+            e.details.setdefault("applied", [x.to_dict() for x in r.done])
+            raise
+        finally:
+            details["applied"] = [_journal_entry(x) for x in r.done]
+            details["warnings"] = warnings
+        after = version_text(current_version(r.history()))
+        # the schema as the migrations left it, for `pgferry health`'s drift check
+        warnings += fingerprint.after_migrate(r.work, bool(results), after)
+    return Applied(results, after)
+
+
+def _journal_entry(x: FileResult) -> dict[str, Any]:
     return {"script": x.script, "version": x.version, "mode": x.mode,
             "duration_ms": x.duration_ms, "attempts": x.attempts,
             **({"resumed_after": x.resumed_after} if x.resumed_after else {})}

@@ -1,6 +1,6 @@
-"""What the runner is told and what it reports: :class:`Settings` and :class:`FileResult`.
+"""What the runner is told and what it reports: :class:`RunSettings` and :class:`FileResult`.
 
-Contract: :meth:`Settings.from_config` is the ``[migrate]`` table as the runner uses it
+Contract: :meth:`RunSettings.from_config` is the ``[migrate]`` table as the runner uses it
 (PostgreSQL setting values, seconds); :class:`FileResult` is one applied (or undone)
 file, as ``--json``, the progress lines and the journal show it. Pure data.
 """
@@ -8,13 +8,17 @@ file, as ``--json``, the progress lines and the journal show it. Pure data.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pgferry.config import Config, parse_duration, pg_duration
+from pgferry.migrate.files import MigrationKind
+
+#: a file runs in one transaction, or statement by statement in autocommit
+TxMode = Literal["transaction", "autocommit"]
 
 
 @dataclass(frozen=True)
-class Settings:
+class RunSettings:
     schema: str
     table: str
     lock_timeout: str  # PostgreSQL setting value, e.g. '250ms'
@@ -24,11 +28,11 @@ class Settings:
     undo_history: str = "flyway"  # [migrate] undo_history
 
     @classmethod
-    def from_config(cls, cfg: Config) -> Settings:
+    def from_config(cls, cfg: Config) -> RunSettings:
         m = cfg.migrate
         return cls(m.schema_, m.history_table, pg_duration(m.lock_timeout),
                    pg_duration(m.statement_timeout) if m.statement_timeout else None,
-                   m.lock_retries, parse_duration(m.lock_wait).total_seconds(),
+                   m.lock_retries, m.lock_wait.total_seconds(),
                    m.undo_history)
 
     @property
@@ -48,8 +52,8 @@ class Settings:
 class FileResult:
     script: str
     version: str | None
-    kind: str
-    mode: str  # "transaction" | "autocommit"
+    kind: MigrationKind
+    mode: TxMode
     duration_ms: int
     attempts: int = 1
     statements: int = 0

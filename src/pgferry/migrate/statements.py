@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 from pgferry.errors import BadInput, SqlParseError
 from pgferry.migrate.files import MigrationFile
@@ -62,7 +62,7 @@ class ParsedFile:
         return not any(s.non_tx for s in self.statements)
 
     @property
-    def mode(self) -> str:
+    def mode(self) -> Literal["transaction", "autocommit"]:
         return "transaction" if self.transactional else "autocommit"
 
     @property

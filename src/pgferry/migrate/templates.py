@@ -186,7 +186,7 @@ def env_versions(cfg: Config, ms: MigrationSet) -> list[EnvVersion]:
             )
         except PgferryError as e:
             out.append(EnvVersion(name, error=e.message))
-        except Exception as e:  # e.g. the embedded server cannot start: still a warning
+        except Exception as e:  # noqa: BLE001 - e.g. the embedded server cannot start: a warning
             out.append(EnvVersion(name, error=f"{type(e).__name__}: {e}"))
     return out
 

@@ -36,7 +36,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from pgferry.config import Config, EnvironmentConfig, parse_duration
+from pgferry.config import Config, EnvironmentConfig
 from pgferry.errors import (
     BadInput,
     CannotConnect,
@@ -155,7 +155,7 @@ def resolve_env(cfg: Config, name: str) -> Target:
 
         return embedded.ensure_database(
             cfg.embedded_dir, env.database or f"pgferry_{name}",
-            idle_stop=parse_duration(cfg.embedded.idle_stop).total_seconds())
+            idle_stop=cfg.embedded.idle_stop.total_seconds())
 
     return Target(name, None, env.protected, embedded=True, start=start)
 

@@ -145,5 +145,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover (run as a detached process)
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     main(sys.argv[1:])

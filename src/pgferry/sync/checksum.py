@@ -7,7 +7,7 @@ never begins, commits or rolls back a transaction: it runs inside whatever
 transaction (and snapshot) the connection is in. Planner settings a query
 needs are set transaction-locally and restored right after it.
 
-A range's checksum is ``count(*)`` plus ``bit_xor`` of the row hashes
+A range's checksum is ``count(*)`` plus the XOR of the row hashes
 (:mod:`pgferry.sync.sides`), which does not depend on row order, so chunk
 checksums come from one scan with ``width_bucket`` over the chunk
 boundaries. :func:`signatures` adds, per chunk, the XOR of the row hashes
@@ -84,8 +84,11 @@ def block_ranges(conn: psycopg.Connection[Any], s: Side, n: int) -> list[Blocks]
 
     From the catalog's page count (of the largest partition, as a block range
     applies to every partition); the last range is open, so pages added since the
-    last ``ANALYZE`` or ``VACUUM`` are read too.
+    last ``ANALYZE`` or ``VACUUM`` are read too. One range on PostgreSQL 13, which has
+    no TID range scan: each range would be a scan of the whole table.
     """
+    if s.server_version < 140000:
+        return [WHOLE]
     row = conn.execute(_PAGES, {"t": s.table.as_string(conn)}).fetchone()
     pages = int(row[0]) if row else 0
     n = max(1, min(n, pages // 8))
@@ -117,8 +120,9 @@ def sums(conn: psycopg.Connection[Any], s: Side, blocks: Blocks = WHOLE) -> Sums
     """
     pred, params = s.predicate(KeyRange())
     bpred, bparams = _in_blocks(blocks)
-    q = sql.SQL("SELECT count(*), bit_xor({h}) FROM {table} WHERE {pred} AND {b}").format(
-        h=s.row_hash(), table=s.table, pred=pred, b=bpred)
+    lateral, x = s.hashed()
+    q = sql.SQL("SELECT count(*), {x} FROM {table} {lat} WHERE {pred} AND {b}").format(
+        x=x, table=s.table, lat=lateral, pred=pred, b=bpred)
     row = conn.execute(q, [*params, *bparams]).fetchone()
     return Sums(int(row[0]), int(row[1] or 0)) if row and row[0] else Sums()
 
@@ -174,17 +178,17 @@ def bucket_sums(
     pred, params = s.predicate(rng)
     bpred, bparams = _in_blocks(blocks)
     out = [Sums() for _ in range(len(bounds) + 1)]
-    h = s.row_hash()
+    lateral, x = s.hashed()
     if not bounds:
-        q = sql.SQL("SELECT 0, count(*), bit_xor({h}) FROM {table} WHERE {pred} AND {bp}").format(
-            h=h, table=s.table, pred=pred, bp=bpred
+        q = sql.SQL("SELECT 0, count(*), {x} FROM {table} {lat} WHERE {pred} AND {bp}").format(
+            x=x, table=s.table, lat=lateral, pred=pred, bp=bpred
         )
         rows = conn.execute(q, [*params, *bparams]).fetchall()
     else:
         bexpr, aparams = piece_of(s, bounds)
         q = sql.SQL(
-            "SELECT {b}, count(*), bit_xor({h}) FROM {table} WHERE {pred} AND {bp} GROUP BY 1"
-        ).format(b=bexpr, h=h, table=s.table, pred=pred, bp=bpred)
+            "SELECT {b}, count(*), {x} FROM {table} {lat} WHERE {pred} AND {bp} GROUP BY 1"
+        ).format(b=bexpr, x=x, table=s.table, lat=lateral, pred=pred, bp=bpred)
         with settings(conn, enable_sort="off", parallel_tuple_cost="0"):
             rows = conn.execute(q, [*aparams, *params, *bparams]).fetchall()
     for b, n, x in rows:
@@ -250,24 +254,27 @@ def _signature_query(s: Side, rng: KeyRange, bounds: Sequence[Key], bits: int,
                      buckets: Sequence[int] | None = None) -> tuple[sql.Composed, list[Any]]:
     pred, params = s.predicate(rng)
     bexpr, aparams = piece_of(s, bounds)
+    lateral, x = s.hashed()
     mask = sql.Literal((1 << bits) - 1)
     filt: sql.Composable = sql.SQL("")
     fparams: list[Any] = []
     if buckets is not None:
         filt, fparams = sql.SQL("AND {} = ANY(%s)").format(bexpr), [*aparams, list(buckets)]
     q = sql.SQL(
-        "SELECT s.pgferry_g >> {bits}, sum(s.pgferry_n)::int8, bit_xor(s.pgferry_x), "
+        "SELECT s.pgferry_g >> {bits}, sum(s.pgferry_n)::int8, {outer_x}, "
         "string_agg(int2send((s.pgferry_g & {mask})::int2), ''::bytea), "
         "string_agg(int8send(s.pgferry_x), ''::bytea) "
         "FROM (SELECT ({b}::int8 << {bits}) | ({kh} & {mask}) AS pgferry_g, "
-        "count(*) AS pgferry_n, bit_xor({h}) AS pgferry_x FROM {table} WHERE {pred} {filt} "
+        "count(*) AS pgferry_n, {x} AS pgferry_x FROM {table} {lat} WHERE {pred} {filt} "
         "GROUP BY 1) s GROUP BY 1"
     ).format(
         bits=sql.Literal(bits),
         mask=mask,
         b=bexpr,
         kh=s.key_hash(),
-        h=s.row_hash(),
+        outer_x=s.xor_agg(sql.SQL("s.pgferry_x")),
+        x=x,
+        lat=lateral,
         table=s.table,
         pred=pred,
         filt=filt,

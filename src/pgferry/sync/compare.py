@@ -187,7 +187,8 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
                 known[d.key] = (d.src_hash, d.tgt_hash)
 
     spec = replace(t, columns=list(t.key)) if keys_only else t
-    # the bar counts rows compared here, then rows written in the load phase
+    # the bar counts each row once: as it is compared here (the load phase that follows
+    # writes some of these same rows and does not count them again)
     found = diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
                  on_range=collect, in_unit=True, expect_changes=True)
     work.found = found
@@ -218,8 +219,12 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
         elif not rg.source_rows:
             work.deletes.append(partial(_range, link, t, where, params))
     if delete:
-        work.deletes.append(lambda r: apply_keys(link, t, {}, r, [], delete, progress))
+        work.deletes.append(lambda r: apply_keys(link, t, {}, r, [], delete, _uncounted))
     return work
+
+
+def _uncounted(n: int) -> None:
+    """Progress of rows the comparison has already counted."""
 
 
 def _base_rows(ctx: RunContext, t: TablePlan, link: Link) -> bool:
@@ -266,7 +271,7 @@ def checksum_upserts(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
     if work is None:  # the table was empty before this unit wrote anything into it
         full_load(link, t, masks, r, progress)
         return
-    for where, params in work.ranges:
-        copy_range(link, t, masks, r, where, params, progress)
-    apply_keys(link, t, masks, r, work.keys, [], progress)
+    for where, params in work.ranges:  # rows the comparison counted already
+        copy_range(link, t, masks, r, where, params, _uncounted)
+    apply_keys(link, t, masks, r, work.keys, [], _uncounted)
     r.source_rows = work.source_rows

@@ -102,11 +102,13 @@ def base_ident(source: str, t: TablePlan) -> sql.Identifier:
     return sql.Identifier("pgferry", base_name(source, t))
 
 
-def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side, version: int = 2) -> str:
+def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side,
+            version: int | None = None) -> str:
     """What the base's hashes depend on: key, columns, types and how each is hashed.
 
-    ``version``: of the row hash (:mod:`pgferry.sync.rowhash`); a base made by an
-    earlier release has the spec of version 1.
+    ``version``: of the row hash (:mod:`pgferry.sync.rowhash`; the comparison's,
+    :attr:`Side.hash_version`, when None); a base made by an earlier release, or
+    with a PostgreSQL 13 side, has the spec of version 1.
     """
     text = "|".join([_LAYOUT, t.qualname, ",".join(t.key), tgt.row_hash(version).as_string(conn),
                      tgt.key_row_hash(version).as_string(conn)])
@@ -118,13 +120,16 @@ def version_of(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Si
 
     Usable: it exists and its hashes were made the way version 2 (or, by an
     earlier release, version 1) makes them for the table as it is now. A version 1
-    base is read once with the version 1 hash and then rebuilt (:func:`rebuild`).
+    base is read once with the version 1 hash and then rebuilt (:func:`rebuild`) in
+    the comparison's version. A version 2 base is not usable while a side runs
+    PostgreSQL 13 (``tgt.hash_version`` 1): that server cannot compute it.
     """
     if conn.execute("SELECT to_regclass('pgferry.sync_state')").fetchone() == (None,):
         return 0  # nothing synced into this database yet (a dry run writes nothing)
     mark = state.read(conn, source, t.qualname, "base")
     spec = (mark.checkpoint or {}).get("spec")
-    version = next((v for v in (2, 1) if spec == spec_of(conn, t, tgt, v)), 0)
+    version = next((v for v in (2, 1) if v <= tgt.hash_version
+                    and spec == spec_of(conn, t, tgt, v)), 0)
     if not version:
         return 0
     row = conn.execute("SELECT to_regclass(%s)", [
@@ -146,7 +151,8 @@ def _where(t: TablePlan) -> sql.Composable:
         else sql.SQL("")
 
 
-def _hash_of(t: TablePlan, tgt: Side, alias: str, version: int = 2) -> sql.Composable:
+def _hash_of(t: TablePlan, tgt: Side, alias: str, version: int | None = None
+             ) -> sql.Composable:
     """The target's row hash of the row whose key equals ``alias``'s (NULL when none)."""
     return sql.SQL("(SELECT {h} FROM {tbl} WHERE ({k}) = {a}{w})").format(
         h=tgt.row_hash(version), tbl=table_ident(t), k=cols(t.key), a=_keys(alias, t),
@@ -192,7 +198,7 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(th, like))
     conn.execute(sql.SQL("ALTER TABLE {} ADD pgferry_h int8, ADD pgferry_seen bool NOT NULL "
                          "DEFAULT true").format(th))
-    if known is not None and version == 2:
+    if known is not None and version == tgt.hash_version:
         _copy_known(conn, t, sh, th, known)
         keys, deletes = [k for k in held if k not in known], []
     else:
@@ -205,11 +211,11 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
         pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(version),
                                         tbl=table_ident(t),
                                         p=sql.SQL("{}{}").format(p, _where(t))), params, sh,
-             [*t.key, "pgferry_h"], binary=True)
+             [*t.key, "pgferry_h"], binary=t.binary_copy)
     for p, params in src_ranges:
         pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(version),
                                         tbl=table_ident(t), p=p),
-             params, sh, [*t.key, "pgferry_h"], binary=True)
+             params, sh, [*t.key, "pgferry_h"], binary=t.binary_copy)
     # every key concerned: the source's, the target-only ones, the target rows of ranges
     conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), sh))
     conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), th))
@@ -305,7 +311,7 @@ def skip_filter(t: TablePlan, alias: sql.Composable) -> sql.Composable:
         ka=sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(k)) for k in t.key))
 
 
-def update_base(link: Link, t: TablePlan, tgt: Side, version: int = 2, *,
+def update_base(link: Link, t: TablePlan, tgt: Side, version: int | None = None, *,
                 written_as_staged: bool = False) -> None:
     """After the table's writes: the base of every row now equal to the source's is that row.
 
@@ -313,7 +319,8 @@ def update_base(link: Link, t: TablePlan, tgt: Side, version: int = 2, *,
     marked open, so that every later sync looks at it again, and closed (its base
     moved) once both sides agree. ``version``: the row hash version the base holds
     (a version 1 base keeps version 1 while it holds kept rows, whose base is known
-    only in that version; :func:`rebuild` makes a version 2 base otherwise).
+    only in that version; :func:`rebuild` makes a base of the comparison's version
+    otherwise).
     ``written_as_staged``: no row of the table was dead-lettered and no user trigger
     fired, so every row the writes did not leave alone now is the source's row (its
     hash need not be read again).

@@ -17,7 +17,7 @@ from psycopg import sql
 from pgferry.config import Config
 from pgferry.pg.connect import Target
 from pgferry.sync import events
-from pgferry.sync.copy import Snapshot
+from pgferry.sync.copy import SourceSnapshot
 from pgferry.sync.plan import SyncPlan
 from pgferry.sync.result import SyncResult
 
@@ -33,7 +33,7 @@ class RunContext:
     opts: Options
     plan: SyncPlan
     masks: dict[str, dict[str, sql.Composable]]
-    snapshot: Snapshot
+    snapshot: SourceSnapshot
     result: SyncResult
     run_id: str
     channel: events.Channel

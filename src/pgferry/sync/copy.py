@@ -1,7 +1,7 @@
 """The source side of a sync: one shared snapshot, key ranges, and COPY streams.
 
 Contract:
-- :class:`Snapshot` opens a coordinator connection on the source holding a
+- :class:`SourceSnapshot` opens a coordinator connection on the source holding a
   ``REPEATABLE READ READ ONLY`` transaction, exports its snapshot
   (``pg_export_snapshot()``) and hands out worker connections that import it
   (``SET TRANSACTION SNAPSHOT``), so every read of the run sees the same
@@ -47,7 +47,7 @@ class _Writer(QueuedLibpqWriter):
         self._queue = Queue(maxsize=16)  # type: ignore[assignment]
 
 
-class Snapshot:
+class SourceSnapshot:
     """The run's source snapshot: a coordinator transaction plus importing workers.
 
     Every connection pins the run's session settings (:func:`pgferry.sync.session.pin`)

@@ -166,20 +166,7 @@ class Differ:
                 if a != b and a.rows and b.rows and max(a.rows, b.rows) <= self.list_rows
             ]
         if small and sigs is None and wants is None:
-            bits = sub_bits(max(max(ss[j].rows, ts[j].rows) for j in small))
-            if len(small) <= 2 or len(small) * 4 < len(pieces):
-                # few pieces: read only their ranges
-                sigs = Sigs(bits, {}, {})
-                for j in small:
-                    got = self.both(partial(ck.signatures, rng=pieces[j], bounds=(), bits=bits))
-                    for mine, side in zip((sigs.src, sigs.tgt), got, strict=True):
-                        if side:
-                            mine[j] = side[0]
-            else:
-                got = self.both(
-                    partial(ck.signatures, rng=outer, bounds=bounds, bits=bits, buckets=small)
-                )
-                sigs = Sigs(bits, *got)
+            sigs = self._signatures(outer, bounds, pieces, ss, ts, small)
         if wants is None and sigs is not None:
             wants = Wants(sigs.bits, {j: differing_subs(sigs.src.get(j), sigs.tgt.get(j))
                                       for j in small},
@@ -203,6 +190,24 @@ class Differ:
                 self._record(rng, a.rows, b.rows, diffs)
             else:
                 self._split(rng, a.rows, b.rows)
+
+    def _signatures(self, outer: KeyRange, bounds: Sequence[Key], pieces: Sequence[KeyRange],
+                    ss: Sequence[Sums], ts: Sequence[Sums], small: list[int]) -> Sigs:
+        """Both sides' signatures of the pieces ``small`` of ``outer`` cut at ``bounds``."""
+        bits = sub_bits(max(max(ss[j].rows, ts[j].rows) for j in small))
+        if len(small) <= 2 or len(small) * 4 < len(pieces):
+            # few pieces: read only their ranges
+            sigs = Sigs(bits, {}, {})
+            for j in small:
+                got = self.both(partial(ck.signatures, rng=pieces[j], bounds=(), bits=bits))
+                for mine, side in zip((sigs.src, sigs.tgt), got, strict=True):
+                    if side:
+                        mine[j] = side[0]
+            return sigs
+        got = self.both(
+            partial(ck.signatures, rng=outer, bounds=bounds, bits=bits, buckets=small)
+        )
+        return Sigs(bits, *got)
 
     def _changed_rows(
         self,

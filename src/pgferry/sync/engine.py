@@ -1,27 +1,32 @@
 """Run a sync, a verify or a dry run: plan, snapshot, locks, workers, journal.
 
-Contract: :func:`run` is the one service the CLI (and later the admin server)
-calls. It validates everything that can be validated before any write (mask
-rules and their direction, table names, keys, the personal-data gate) — those
-raise :class:`~pgferry.errors.BadInput` / :class:`~pgferry.errors.Refused`
-with nothing written — then opens the shared source snapshot
-(:class:`~pgferry.sync.copy.Snapshot`) and executes the plan:
+Contract: :func:`start` validates everything that can be validated before any
+write (mask rules and their direction, table names, keys, the personal-data
+gate) — those raise :class:`~pgferry.errors.BadInput` /
+:class:`~pgferry.errors.Refused` with nothing written — then opens the shared
+source snapshot (:class:`~pgferry.sync.copy.SourceSnapshot`) and plans the run;
+:func:`execute` runs it:
 
-- a sync journals the run in the target, takes the run's table locks
-  (:mod:`pgferry.sync.locks`: one sync at a time per target table) and runs
-  the tables in units, each one target transaction (:mod:`pgferry.sync.workers`):
-  every table ends up synced or exactly as it was;
-- ``verify`` and ``--dry-run`` only compare, read-only on both sides (verify
-  journals where a journal already exists; a dry run writes nothing at all)
-  and count what differs: what a sync would insert, update and delete.
+- a sync takes the run's table locks (:mod:`pgferry.sync.locks`: one sync at a
+  time per target table) and runs the tables in units, each one target
+  transaction (:mod:`pgferry.sync.workers`): every table ends up synced or
+  exactly as it was;
+- ``verify`` and ``--dry-run`` only compare, read-only on both sides, and
+  count what differs: what a sync would insert, update and delete.
 
-The result is a :class:`~pgferry.sync.result.SyncResult`; the caller maps it to
-an exit code.
+The journal (a sync journals the run in the target; verify where a journal
+already exists; a dry run writes nothing at all) is the command layer's
+(:mod:`pgferry.commands.sync`), around :func:`execute`, with
+:attr:`Started.arguments`. :func:`run` is :func:`start` and :func:`execute` in
+one, unjournaled (tests, previews). The result is a
+:class:`~pgferry.sync.result.SyncResult`; the caller maps it to an exit code.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,13 +34,12 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry import journal
-from pgferry.config import Config, parse_duration
+from pgferry.config import Config
 from pgferry.pg import catalog
 from pgferry.pg.connect import Target, connect, map_db_error
 from pgferry.sync import aside, events, locks, masking, state, workers
 from pgferry.sync.context import RunContext
-from pgferry.sync.copy import Snapshot
+from pgferry.sync.copy import SourceSnapshot
 from pgferry.sync.plan import Mode, SyncPlan, build_plan
 from pgferry.sync.result import SyncResult
 
@@ -68,7 +72,7 @@ class Options:
     rebase: bool = False
 
 
-def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],
+def _masks(plan: SyncPlan, src: dict[str, catalog.Table],
            tgt: dict[str, catalog.Table], conn: psycopg.Connection[Any],
            rules: masking.MaskRules, key: str | None) -> dict[str, dict[str, sql.Composable]]:
     out: dict[str, dict[str, sql.Composable]] = {}
@@ -88,26 +92,26 @@ def _masks(cfg: Config, plan: SyncPlan, src: dict[str, catalog.Table],
     return out
 
 
-def _catalogs(cfg: Config, snap: Snapshot, target: Target
+def _catalogs(cfg: Config, snap: SourceSnapshot, target: Target
               ) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table],
-                         dict[str, catalog.Table], str]:
+                         dict[str, catalog.Table], str, int]:
     src = catalog.tables(snap.coordinator, cfg.sync.schemas)
     with connect(target.dsn, autocommit=True) as c:
         schemas = [r[0] for r in c.execute(_USER_SCHEMAS)]
         everything = catalog.tables(c, schemas)
         row = c.execute("SELECT current_user").fetchone()
+        version = c.info.server_version
     tgt = {k: v for k, v in everything.items() if v.schema in cfg.sync.schemas}
-    return src, tgt, everything, str(row[0]) if row else ""
+    return src, tgt, everything, str(row[0]) if row else "", version
 
 
 @dataclass
 class Prepared:
     """What :func:`prepare` found: the open snapshot, the plan, the masks."""
 
-    snapshot: Snapshot
+    snapshot: SourceSnapshot
     plan: SyncPlan
     masks: dict[str, dict[str, sql.Composable]]
-    source_tables: dict[str, catalog.Table]
     unmasked: list[str]
 
 
@@ -122,22 +126,24 @@ def rules_for(cfg: Config, source: Target, target: Target) -> masking.MaskRules:
 
 def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepared:
     """Open the snapshot, read both catalogs, plan, check masks. Nothing is written."""
-    retry = opts.retry_for if opts.retry_for is not None else parse_duration(
-        cfg.sync.retry).total_seconds()
+    retry = opts.retry_for if opts.retry_for is not None else cfg.sync.retry.total_seconds()
     rules = rules_for(cfg, source, target)
     # --no-mask copies unmasked, but the rules are still checked (a bad rule is bad input);
     # the key is then only a stand-in for that check
     key = (("x" * masking.MIN_KEY_LENGTH if opts.no_mask_reason else masking.mask_key(
         cfg.dotenv())) if rules.needs_key else None)
-    snap = Snapshot(source.dsn, retry_for=retry, mask_key=key)
+    snap = SourceSnapshot(source.dsn, retry_for=retry, mask_key=key)
     try:
-        src, tgt, everything, trole = _catalogs(cfg, snap, target)
+        src, tgt, everything, trole, tversion = _catalogs(cfg, snap, target)
         plan = build_plan(src, tgt, cfg.sync, mode=opts.mode, tables=opts.tables or None,
                           exclude=opts.exclude or None, referencing=everything,
                           history=f"{cfg.migrate.schema_}.{cfg.migrate.history_table}",
                           protected=target.protected, roles=(snap.role, trole),
                           on_conflict=opts.on_conflict)
-        masks = _masks(cfg, plan, src, tgt, snap.coordinator, rules, key)
+        if snap.coordinator.info.server_version // 10000 != tversion // 10000:
+            for t in plan.tables:
+                t.across_versions()
+        masks = _masks(plan, src, tgt, snap.coordinator, rules, key)
         if opts.no_mask_reason:
             masks, rules = {}, masking.MaskRules()
             for t in plan.tables:
@@ -150,7 +156,7 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
             for c, seq in {**s.default_sequences, **s.sequences}.items():
                 if c in t.sequences:
                     t.sequences[c] = f"{t.sequences[c]}|{seq}"  # target|source
-        return Prepared(snap, plan, masks, src, unmasked)
+        return Prepared(snap, plan, masks, unmasked)
     except BaseException:
         snap.close()
         raise
@@ -195,9 +201,24 @@ def _recover(target: Target, plan: SyncPlan, jobs: int, result: SyncResult) -> N
                                "sync of those tables rebuilds them")
 
 
-def run(cfg: Config, source: Target, target: Target, opts: Options,
-        channel: events.Channel | None = None) -> SyncResult:
-    """Plan and execute a sync (or verify, or a dry run) of ``source`` into ``target``."""
+@dataclass
+class Started:
+    """A planned run with its source snapshot open (see :func:`start`)."""
+
+    ctx: RunContext
+    plan: SyncPlan
+    #: what the journal records as the run's arguments
+    arguments: dict[str, Any]
+
+    @property
+    def result(self) -> SyncResult:
+        return self.ctx.result
+
+
+@contextmanager
+def start(cfg: Config, source: Target, target: Target, opts: Options,
+          channel: events.Channel | None = None) -> Iterator[Started]:
+    """Plan the run (nothing written); the snapshot closes when the block ends."""
     result = SyncResult(source.name, target.name, source.display, target.display,
                         mode=opts.mode, dry_run=opts.dry_run,
                         started_at=datetime.now(UTC), no_mask_reason=opts.no_mask_reason,
@@ -217,49 +238,57 @@ def run(cfg: Config, source: Target, target: Target, opts: Options,
         if prep.unmasked:
             result.warnings.append(f"copied unmasked ({opts.no_mask_reason}): "
                                    + ", ".join(prep.unmasked))
-        retry = opts.retry_for if opts.retry_for is not None else parse_duration(
-            cfg.sync.retry).total_seconds()
+        retry = (opts.retry_for if opts.retry_for is not None
+                 else cfg.sync.retry.total_seconds())
         ctx = RunContext(cfg, source, target, opts, plan, prep.masks, snap, result,
                          result.run_id, channel or events.Channel(), batch,
-                         retry, parse_duration(cfg.sync.overlap).total_seconds(), jobs=jobs)
-        if opts.dry_run:
-            # read-only on both sides: the comparison the sync would make, counted
-            result.options["plan"] = plan.to_dict()
-            workers.execute(ctx, jobs)
-            result.finished_at = datetime.now(UTC)
-            return result
+                         retry, cfg.sync.overlap.total_seconds(), jobs=jobs)
         args = {"source": source.name, "target": target.name, "mode": opts.mode,
                 "tables": opts.tables, "exclude": opts.exclude, "batch_size": batch,
                 "jobs": jobs, "atomic": opts.atomic, "no_mask_reason": opts.no_mask_reason,
                 "run_id": result.run_id, "on_conflict": opts.on_conflict}
-        verify = opts.mode == "verify"
-        # verify is read-only on both sides: it journals only where a journal exists
-        with journal.operation(target, "verify" if verify else "sync", args,
-                               create=not verify) as op:
-            lock = None
-            try:
-                if not verify:
-                    with connect(target.dsn, autocommit=True, retry_for=retry) as tc:
-                        state.ensure(tc)
-                        state.expire_images(tc, parse_duration(
-                            cfg.sync.keep_before_images_for).total_seconds())
-                    lock = locks.acquire(target, [t.qualname for t in plan.runnable],
-                                         parse_duration(cfg.sync.lock_wait).total_seconds(),
-                                         result.run_id)
-                    _recover(target, plan, jobs, result)
-                ctx.event(events.RunStarted(source.name, target.name, opts.mode,
-                                            [t.qualname for t in plan.tables]))
-                for w in result.warnings:
-                    ctx.event(events.Warning(w))
-                workers.execute(ctx, jobs)
-            finally:
-                if lock is not None:
-                    lock.close()
-                result.finished_at = datetime.now(UTC)
-                op.details.update(result.to_dict())
-                outcome = result.derive_outcome()
-                op.outcome, op.exit_code = outcome, result.exit_code
-                ctx.event(events.RunFinished(outcome, result.exit_code, result.duration_s))
-        return result
+        yield Started(ctx, plan, args)
     finally:
         snap.close()
+
+
+def execute(run: Started) -> None:
+    """Run what :func:`start` planned; the result is filled in also when it raises."""
+    ctx, plan, result, opts = run.ctx, run.plan, run.result, run.ctx.opts
+    cfg, source, target = ctx.cfg, ctx.source, ctx.target
+    if opts.dry_run:
+        # read-only on both sides: the comparison the sync would make, counted
+        result.options["plan"] = plan.to_dict()
+        workers.execute(ctx, ctx.jobs)
+        result.finished_at = datetime.now(UTC)
+        return
+    lock = None
+    try:
+        if opts.mode != "verify":
+            with connect(target.dsn, autocommit=True, retry_for=ctx.retry_for) as tc:
+                state.ensure(tc)
+                state.expire_images(tc, cfg.sync.keep_before_images_for.total_seconds())
+            lock = locks.acquire(target, [t.qualname for t in plan.runnable],
+                                 cfg.sync.lock_wait.total_seconds(),
+                                 result.run_id)
+            _recover(target, plan, ctx.jobs, result)
+        ctx.event(events.RunStarted(source.name, target.name, opts.mode,
+                                    [t.qualname for t in plan.tables]))
+        for w in result.warnings:
+            ctx.event(events.Warning(w))
+        workers.execute(ctx, ctx.jobs)
+    finally:
+        if lock is not None:
+            lock.close()
+        result.finished_at = datetime.now(UTC)
+        ctx.event(events.RunFinished(result.derive_outcome(), result.exit_code,
+                                     result.duration_s))
+
+
+def run(cfg: Config, source: Target, target: Target, opts: Options,
+        channel: events.Channel | None = None) -> SyncResult:
+    """Plan and execute a sync (or verify, or a dry run) of ``source`` into ``target``;
+    not journaled (:func:`pgferry.commands.sync.sync` is the journaled command)."""
+    with start(cfg, source, target, opts, channel) as started:
+        execute(started)
+        return started.result

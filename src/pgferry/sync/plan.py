@@ -64,6 +64,10 @@ class TablePlan:
     column_types: dict[str, str] = field(default_factory=dict)
     #: True when every synced column has the same type on both sides (COPY binary is safe)
     same_types: bool = True
+    #: False when the two servers are of different major versions: a binary format may
+    #: differ between them (numeric's infinities are new in 14), so COPY goes as text and
+    #: a value the target cannot hold becomes a dead letter, not a failed batch
+    binary_copy: bool = True
     #: column -> "schema.sequence" on the target, for the sequences step
     sequences: dict[str, str] = field(default_factory=dict)
     #: selected tables this one references (FK parents), and its own self-reference
@@ -115,6 +119,14 @@ class TablePlan:
     track: bool = False
     #: this run leaves some rows alone (they are in its skip table; set by the conflicts step)
     skip: bool = False
+
+    def across_versions(self) -> None:
+        """The two servers are of different major versions: no binary COPY (a type's binary
+        format may differ: numeric's infinities are new in 14), and every non-key column
+        staged as text, so a value the target's version cannot hold (numeric 'Infinity'
+        into 13) is one dead letter, not a failed batch."""
+        self.binary_copy = False
+        self.text_columns = self.value_columns
 
     @property
     def value_columns(self) -> list[str]:

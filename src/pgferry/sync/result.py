@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from pgferry.sync.plan import Mode, Strategy
+
 TableStatus = Literal["pending", "ok", "dead_letters", "differs", "failed", "skipped", "planned",
                       "missing", "conflicts"]
 Outcome = Literal["ok", "problem", "failed", "refused", "planned"]
@@ -53,8 +55,8 @@ class TableResult:
     """
 
     table: str
-    mode: str = "incremental"  # incremental | full | verify
-    strategy: str = ""  # checksum | watermark | full | copy
+    mode: Mode = "incremental"
+    strategy: Strategy | Literal[""] = ""
     status: TableStatus = "pending"
     inserted: int = 0
     updated: int = 0
@@ -134,7 +136,7 @@ class SyncResult:
     target: str
     source_display: str = ""  # redacted DSN
     target_display: str = ""
-    mode: str = "incremental"
+    mode: Mode = "incremental"
     dry_run: bool = False
     started_at: datetime | None = None
     finished_at: datetime | None = None

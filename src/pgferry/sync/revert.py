@@ -60,12 +60,6 @@ def _ident(qualname: str) -> sql.Identifier:
     return sql.Identifier(schema, name)
 
 
-def _images(run_id: str, table: str, action: str) -> sql.Composed:
-    return sql.SQL("SELECT key, row_data, after_hash FROM {} WHERE run_id = {} AND "
-                   "table_name = {} AND action = {}").format(
-        _IMAGES, sql.Literal(run_id), sql.Literal(table), sql.Literal(action))
-
-
 def _order(tables: dict[str, catalog.Table], names: list[str]) -> list[str]:
     """``names`` parents first (a table after the tables it references, where it can)."""
     out: list[str] = []

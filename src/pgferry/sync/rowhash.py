@@ -5,7 +5,9 @@ made to agree by :func:`pgferry.sync.sides.agree`) and returns a SQL expression
 (``bigint``) over a row of its table; nothing here talks to a server. Equal
 rows hash alike on both servers, whatever their versions (PostgreSQL 14 to
 18): every function used exists on all of them and gives the same value there
-(tested against a PostgreSQL 15 server).
+(tested against a PostgreSQL 15 server). PostgreSQL 13 has no
+``hash_record_extended``: a comparison with a 13 side uses version 1 on both
+sides (:attr:`Side.hash_version`, set by :func:`pgferry.sync.sides.agree`).
 
 :func:`row_hash` (version 2, the one every comparison uses) is one C-level
 call per row: ``hash_record_extended(ROW(...))`` over the synced columns, each
@@ -33,9 +35,10 @@ numerics), as the sync's ``IS DISTINCT FROM`` does, so a difference the sync
 would not write is never reported.
 
 :func:`row_hash_v1` is the hash of earlier releases (a per-column XOR, kept
-verbatim): a conflicts base written with it is still read with it once, then
-rebuilt (:mod:`pgferry.sync.conflicts`). :func:`key_hash` spreads rows over
-sub-buckets by key, alike on both sides.
+verbatim): the hash of every comparison with a PostgreSQL 13 side, and a
+conflicts base written with it is still read with it once, then rebuilt in
+version 2 where both sides allow it (:mod:`pgferry.sync.conflicts`).
+:func:`key_hash` spreads rows over sub-buckets by key, alike on both sides.
 """
 
 from __future__ import annotations
@@ -113,12 +116,16 @@ def key_hash(s: Side) -> sql.Composable:
     (PostgreSQL 15's ``hashvarlenaextended(internal)`` for bytea) is reached
     through ``hash_record_extended(ROW(value), seed)``, which gives the same
     value as the function itself. Only its low bits are used, as a sub-bucket.
+    With row hash version 1 (a side runs PostgreSQL 13, which has no
+    ``hash_record_extended``) such a column is hashed as text instead
+    (:attr:`Side.as_text_v1` holds it).
     """
     parts: list[sql.Composable] = []
     c_collation = sql.Identifier("C")
+    text = s.as_text if s.hash_version == 2 else s.as_text_v1
     for i, k in enumerate(s.key, 1):
         e: sql.Composable = sql.Identifier(k.name)
-        if k.name in s.as_text or not k.hashable or k.hash_fn is None:
+        if k.name in text or not k.hashable or k.hash_fn is None:
             fn: sql.Composable = sql.Identifier("pg_catalog", "hashtextextended")
             e = sql.SQL("({})::text COLLATE {}").format(e, c_collation)
         else:
@@ -174,9 +181,13 @@ def row_hash_v1(s: Side) -> sql.Composable:
                 _wide_hash(c.type_name, e, seed), sql.Literal(i)))
             continue
         if c.hash_fn == NUMERIC_HASH and c.name not in s.as_text_v1:
+            # PostgreSQL 13 has NaN but no numeric infinity (the literal would not parse
+            # there): the same classes for every value it can hold
             seed = sql.SQL(
                 "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} < 'Infinity' THEN 0 "
-                "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END"
+                "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END" if s.server_version >= 140000
+                else "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} = 'NaN' THEN 3 "
+                "ELSE 0 END"
             ).format(i=sql.Literal(i), e=e)
         parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, sql.Literal(i)))
     return sql.SQL("pg_catalog.hashint8extended(0, {})").format(sql.SQL(" # ").join(parts))

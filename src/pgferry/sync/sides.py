@@ -21,6 +21,17 @@ dates, shortest exact floats, hex bytea) the comparison pins with
 :func:`settings`. Names containing ``%`` are refused (psycopg would read them
 as placeholders).
 
+Hash versions (:attr:`Side.hash_version`): version 2 is the ``hash_record_extended``
+hash above, which PostgreSQL 13 lacks (it is new in 14). When either side of a
+comparison runs 13, :func:`agree` makes *both* sides use version 1, the per-column
+hash of earlier releases (:func:`rowhash.row_hash_v1`, numeric's classes without the
+infinities 13 does not have), so the two sides always hash with one function.
+
+Combining row hashes (:meth:`Side.xor_agg`, :meth:`Side.hashed`): ``bit_xor``, or
+on PostgreSQL 13, which lacks it, the same XOR built from 32 ``sum`` aggregates of two
+bits each (one per 32-bit lane of a ``bigint``, so a lane cannot carry into the other
+below 2^32 rows): the same value, so a 13 side compares with a newer one.
+
 Key hash (:meth:`Side.key_hash`): the key columns hashed alike, text in
 ``COLLATE "C"``, so that a row's key hash is the same on both sides; its low
 bits spread a range's rows over sub-buckets.
@@ -42,9 +53,12 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from pgferry.errors import BadInput, OperationFailed
+from pgferry.errors import BadInput
 from pgferry.sync import rowhash
 from pgferry.sync.chunks import Key, KeyRange
+
+#: the first server version with ``hash_record_extended`` (the row hash of version 2)
+HASH_RECORD_SINCE = 140000
 
 #: the settings the text form of values depends on (for columns hashed as text)
 CANONICAL = {
@@ -85,7 +99,8 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
        (SELECT pn.nspname || '.' || pr.proname || ':' || (
                    pr.proargtypes[0] = bt.oid
                    OR pr.proargtypes[0] IN ('anyenum'::regtype, 'anyarray'::regtype,
-                                            'anyrange'::regtype, 'anymultirange'::regtype)
+                                            'anyrange'::regtype,
+                                            to_regtype('anymultirange'))  -- none on 13
                    OR EXISTS (SELECT 1 FROM pg_cast
                               WHERE castsource = bt.oid AND casttarget = pr.proargtypes[0])
                )::text
@@ -185,6 +200,12 @@ class Side:
     as_text: frozenset[str] = frozenset()
     #: the same for the row hash of earlier releases (:func:`rowhash.row_hash_v1`)
     as_text_v1: frozenset[str] = frozenset()
+    #: the server's version number (``server_version_num``): PostgreSQL 13 has no bit_xor
+    #: and no hash_record_extended
+    server_version: int = 180000
+    #: the row hash this comparison uses (2, or 1 when either side runs PostgreSQL 13;
+    #: set by :func:`agree`)
+    hash_version: int = 2
 
     # -- expressions -------------------------------------------------------------------------
     def collate(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
@@ -209,11 +230,48 @@ class Side:
         ps = [self.collate(k, sql.SQL("%s::{}").format(k.type)) for k in self.key]
         return ps[0] if len(ps) == 1 else sql.SQL("ROW({})").format(sql.SQL(", ").join(ps))
 
-    def row_hash(self, version: int = 2) -> sql.Composable:
-        """The 64-bit hash of a row's synced columns (:mod:`pgferry.sync.rowhash`)."""
-        return rowhash.row_hash(self) if version == 2 else rowhash.row_hash_v1(self)
+    def xor_agg(self, value: sql.Composable) -> sql.Composable:
+        """The aggregate XOR of the ``bigint`` ``value`` (NULL over no rows).
 
-    def key_row_hash(self, version: int = 2) -> sql.Composable:
+        ``bit_xor``; on PostgreSQL 13 each bit's parity from ``sum`` aggregates that
+        count bits ``i`` and ``i + 32`` at once in the two 32-bit lanes of a bigint
+        (exact below 2^32 rows; ``sum(bigint)`` is numeric, ``div``/``mod`` exact).
+        ``value`` is repeated in each sum: pass a column, not an expression (see
+        :meth:`hashed`).
+        """
+        if self.server_version >= 140000:
+            return sql.SQL("bit_xor({})").format(value)
+        bits: list[sql.Composable] = []
+        for i in range(32):
+            lanes = sql.SQL("sum(({v} >> {i}) & 4294967297)").format(v=value, i=sql.Literal(i))
+            bits.append(sql.SQL("(mod({s}, 2)::int8 << {i})").format(s=lanes, i=sql.Literal(i)))
+            bits.append(sql.SQL("(mod(div({s}, 4294967296), 2)::int8 << {j})").format(
+                s=lanes, j=sql.Literal(i + 32)))
+        return sql.SQL("({})").format(sql.SQL(" | ").join(bits))
+
+    def hashed(self) -> tuple[sql.Composable, sql.Composable]:
+        """(what follows the table in a FROM clause, the XOR of the row hashes over a group).
+
+        ``("", bit_xor(row_hash))``; on PostgreSQL 13 the row hash is computed once per
+        row in a ``LATERAL`` subquery (``OFFSET 0`` keeps the planner from copying the
+        expression into each of :meth:`xor_agg`'s sums) and combined from there.
+        """
+        if self.server_version >= 140000:
+            return sql.SQL(""), self.xor_agg(self.row_hash())
+        lateral = sql.SQL("CROSS JOIN LATERAL (SELECT {} AS pgferry_h OFFSET 0) AS pgferry_l")
+        return (lateral.format(self.row_hash()),
+                self.xor_agg(sql.SQL("pgferry_l.pgferry_h")))
+
+    def row_hash(self, version: int | None = None) -> sql.Composable:
+        """The 64-bit hash of a row's synced columns (:mod:`pgferry.sync.rowhash`).
+
+        ``version``: 2 or 1; :attr:`hash_version` (the comparison's) when None.
+        """
+        if (version or self.hash_version) == 2:
+            return rowhash.row_hash(self)
+        return rowhash.row_hash_v1(self)
+
+    def key_row_hash(self, version: int | None = None) -> sql.Composable:
         """An exact 64-bit hash of the key alone: :meth:`row_hash` over the key columns."""
         return replace(self, columns=self.key).row_hash(version)
 
@@ -275,11 +333,6 @@ def side(
             f"{qualname}: verify cannot compare names containing '%' "
             f"({', '.join(odd)}); rename them or leave the table out"
         )
-    if conn.info.server_version < 140000:
-        raise OperationFailed(
-            "verify needs PostgreSQL 14 or later (bit_xor); a server runs "
-            f"{conn.info.server_version // 10000}"
-        )
     wanted = list(dict.fromkeys([*key, *columns]))
     found = {r[0]: _column(r) for r in conn.execute(_COLUMNS, [schema, name, wanted])}
     missing = [c for c in wanted if c not in found]
@@ -294,6 +347,7 @@ def side(
         tuple(found[c] for c in columns),
         dict(exprs or {}),
         w,
+        server_version=conn.info.server_version,
     )
 
 
@@ -317,8 +371,9 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     type, the declared types differ, the hash functions differ (other server
     versions), or either side replaces it by an expression; keys compare in
     ``COLLATE "C"`` when the key collations differ. (The row hash of earlier
-    releases, read only for old conflicts bases, also needed hash functions SQL
-    can call: :attr:`Side.as_text_v1`.)
+    releases, which also needed hash functions SQL can call:
+    :attr:`Side.as_text_v1`.) Both use version 1 of the row hash when either runs
+    PostgreSQL 13, which has no ``hash_record_extended``.
     """
     bcols = {c.name: c for c in (*b.key, *b.columns)}
 
@@ -333,9 +388,10 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     text = frozenset(c.name for c in every if differ(c, False))
     text_v1 = frozenset(c.name for c in every if differ(c, True))
     collate_c = [k.collation for k in a.key] != [k.collation for k in b.key]
+    version = 2 if min(a.server_version, b.server_version) >= HASH_RECORD_SINCE else 1
     return (
-        replace(a, as_text=text, as_text_v1=text_v1, collate_c=collate_c),
-        replace(b, as_text=text, as_text_v1=text_v1, collate_c=collate_c),
+        replace(a, as_text=text, as_text_v1=text_v1, collate_c=collate_c, hash_version=version),
+        replace(b, as_text=text, as_text_v1=text_v1, collate_c=collate_c, hash_version=version),
     )
 
 

@@ -112,15 +112,6 @@ def write(conn: psycopg.Connection[Any], source: str, table: str, strategy: str,
     )
 
 
-def dead_letter(conn: psycopg.Connection[Any], *, run_id: str, source: str, table: str,
-                key: dict[str, Any], row: dict[str, Any], error: str, sqlstate: str) -> None:
-    conn.execute(
-        "INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data, error,"
-        " sqlstate) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        [run_id, source, table, Jsonb(key), Jsonb(row), error, sqlstate],
-    )
-
-
 def expire_images(conn: psycopg.Connection[Any], older_than_s: float) -> int:
     """Delete before-images older than ``older_than_s`` seconds; how many went."""
     cur = conn.execute("DELETE FROM pgferry.before_images"

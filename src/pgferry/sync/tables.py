@@ -48,7 +48,7 @@ class Link:
 
     src: psycopg.Connection[Any]
     tgt: psycopg.Connection[Any]
-    ctx: write.Context
+    ctx: write.WriteContext
     batch_size: int = 5000
     #: more links for a big table's comparison (``--jobs``), and how many parts at most
     helpers: Callable[[], Link] | None = None
@@ -68,7 +68,7 @@ class Link:
 
 def _binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
     """COPY into a staging table in binary: nothing masked (text columns are cast to text)."""
-    return not masks
+    return not masks and t.binary_copy
 
 
 def add_counts(res: TableResult, c: write.Counts) -> None:
@@ -100,7 +100,7 @@ def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
         return
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), src_where(t))
-    pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types)
+    pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types and t.binary_copy)
     rng = sql.SQL("({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where \
         else sql.SQL("true")
     link.dirty = True
@@ -120,7 +120,7 @@ def _fast_binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
     Enum columns are no exception: their binary form is the label, which the target
     looks up as its text input would (a label it lacks fails the row either way).
     """
-    return (t.same_types and not masks
+    return (t.same_types and t.binary_copy and not masks
             and all(c in t.enum_columns for c in t.text_columns))
 
 
@@ -245,7 +245,7 @@ def delete_missing_range(link: Link, t: TablePlan, res: TableResult,
     """Delete target rows in a range whose key the source's same range does not hold."""
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), source[0])
-    pipe(link.src, link.tgt, kq, source[1], keys, t.key, binary=t.same_types)
+    pipe(link.src, link.tgt, kq, source[1], keys, t.key, binary=t.same_types and t.binary_copy)
     link.dirty = True
     res.deleted += write.delete_missing(link.tgt, t, link.ctx, keys, target[0], target[1])
 

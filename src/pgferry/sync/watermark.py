@@ -28,7 +28,7 @@ from typing import Any
 from psycopg import sql
 
 from pgferry.sync import state
-from pgferry.sync.copy import Snapshot, cols, table_ident
+from pgferry.sync.copy import SourceSnapshot, cols, table_ident
 from pgferry.sync.copy import where_clause as src_where
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
@@ -52,19 +52,19 @@ def fence_clause(fence: int) -> tuple[sql.Composable, list[Any]]:
                     "4294967296) < 2147483648)"), [fence & 0xFFFFFFFF])
 
 
-def fence_of(snap: Snapshot) -> list[int]:
+def fence_of(snap: SourceSnapshot) -> list[int]:
     """What the next run fences on: the snapshot's xmin, when transactions were running."""
     return [snap.xmin] if snap.xip else []
 
 
-def fence_usable(mark: state.Mark, snap: Snapshot) -> bool:
+def fence_usable(mark: state.Mark, snap: SourceSnapshot) -> bool:
     """False when too many transactions passed since the stored fence to trust it."""
     return not mark.inflight_xids or snap.xmax - min(mark.inflight_xids) < _FENCE_HORIZON
 
 
 def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
                    res: TableResult, progress: Progress, *, overlap_s: float,
-                   snap: Snapshot) -> None:
+                   snap: SourceSnapshot) -> None:
     """Upsert rows changed since the stored watermark (minus overlap) and late commits.
 
     The caller has checked :func:`fence_usable` (else it compares the table).
@@ -154,7 +154,7 @@ def read_mark(link: Link, t: TablePlan) -> state.Mark:
     return state.read(link.tgt, link.ctx.source, t.qualname, "watermark")
 
 
-def store_initial(link: Link, t: TablePlan, snap: Snapshot) -> None:
+def store_initial(link: Link, t: TablePlan, snap: SourceSnapshot) -> None:
     """After a complete copy or comparison: the snapshot's max watermark and its fence."""
     assert t.watermark is not None
     row = link.src.execute(sql.SQL("SELECT max({})::text FROM {}").format(

@@ -75,7 +75,7 @@ def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
 
 def _new_link(ctx: RunContext) -> Link:
     tgt = _writer(ctx)
-    return Link(ctx.snapshot.worker(), tgt, write.Context(ctx.run_id, ctx.source.name),
+    return Link(ctx.snapshot.worker(), tgt, write.WriteContext(ctx.run_id, ctx.source.name),
                 ctx.batch_size, helpers=lambda: _new_link(ctx), parts=ctx.jobs,
                 target_dsn=ctx.target.dsn)
 
@@ -356,7 +356,8 @@ def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any, r: TableResult) 
     if ctx.opts.rebase:  # the target as it is now is the common state of every row
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
     elif work is not None and work.classified is not None and work.classified.known and (
-            work.classified.version == 2 or work.classified.kept):
+            work.classified.version == work.found.target_side.hash_version
+            or work.classified.kept):
         # a base of an earlier release's row hash stays in it while it holds kept rows
         fired = t.triggers == "enable" and bool(t.user_triggers)
         conflicts.update_base(link, t, work.found.target_side, work.classified.version,

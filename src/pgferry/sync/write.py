@@ -66,7 +66,7 @@ class Counts:
 
 
 @dataclass
-class Context:
+class WriteContext:
     """Who is writing: for dead-letter rows."""
 
     run_id: str
@@ -146,7 +146,7 @@ _IMAGES = sql.SQL("INSERT INTO pgferry.before_images (run_id, source, table_name
 
 
 def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable,
-                ctx: Context | None = None) -> sql.Composed:
+                ctx: WriteContext | None = None) -> sql.Composed:
     """The upsert of ``source`` rows matching ``where``: one row (inserted, updated).
 
     With ``t.before_images`` (and a ``ctx``), every row it changes is saved in
@@ -208,7 +208,7 @@ def _skipping(t: TablePlan, stage: sql.Identifier) -> sql.Composable:
 
 
 def _upsert(conn: psycopg.Connection[Any], t: TablePlan, source: sql.Identifier,
-            where: sql.Composable, ctx: Context | None = None) -> tuple[int, int]:
+            where: sql.Composable, ctx: WriteContext | None = None) -> tuple[int, int]:
     """Run the upsert of ``source`` rows matching ``where``: (inserted, updated)."""
     q = _upsert_sql(t, source, where, ctx)
     if t.before_images and ctx is not None and t.key:
@@ -231,7 +231,7 @@ def _run(conn: psycopg.Connection[Any], q: sql.Composed, params: list[Any] | Non
     return int(row[0]), int(row[1])
 
 
-def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
+def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
           stage: sql.Identifier, *, defer: bool | None = None) -> Counts:
     """Upsert the staged rows into ``t``; bad rows are bisected out into dead letters.
 
@@ -259,8 +259,8 @@ def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
     return counts
 
 
-def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered: sql.Identifier,
-            lo: int, hi: int, counts: Counts, defer: bool) -> None:
+def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
+            numbered: sql.Identifier, lo: int, hi: int, counts: Counts, defer: bool) -> None:
     where = sql.SQL("pgferry_n BETWEEN {} AND {} AND {}").format(
         sql.Literal(lo), sql.Literal(hi), _skipping(t, numbered))
     try:
@@ -295,7 +295,7 @@ def _put_aside(conn: psycopg.Connection[Any], t: TablePlan, numbered: sql.Identi
         sql.Identifier(LATER), cols(t.columns), numbered), [n])
 
 
-def flush_later(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> Counts:
+def flush_later(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> Counts:
     """Write the rows put aside for ``t`` (pass after pass while that makes progress).
 
     Rows still refused when a pass writes nothing more become dead letters.
@@ -324,7 +324,7 @@ def flush_later(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> Co
     return total
 
 
-def _dead(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context, numbered: sql.Identifier,
+def _dead(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext, numbered: sql.Identifier,
           n: int, exc: psycopg.Error, counts: Counts) -> None:
     keys = t.key or tuple(t.columns)
     diag = exc.diag
@@ -363,7 +363,7 @@ def check_unselected(conn: psycopg.Connection[Any], t: TablePlan, doomed: sql.Co
                 referenced_by=other)
 
 
-def delete_rows(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
+def delete_rows(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
                 where: sql.Composable, params: list[Any], *, check: bool = True) -> int:
     """Delete the rows of ``t`` (aliased ``t``) matching ``where``; how many went.
 
@@ -390,7 +390,7 @@ def delete_rows(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
     return int(row[0]) if row else 0
 
 
-def delete_missing(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
+def delete_missing(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
                    keys: sql.Identifier, range_sql: sql.Composable, params: list[Any]) -> int:
     """Delete target rows in ``range_sql`` whose key is not in the ``keys`` temp table."""
     match = sql.SQL("NOT EXISTS (SELECT 1 FROM {k} k WHERE ({kc}) = ({tc}))").format(
@@ -398,7 +398,7 @@ def delete_missing(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context,
     return delete_rows(conn, t, ctx, sql.SQL("{} AND {}").format(range_sql, match), params)
 
 
-def delete_all(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> int:
+def delete_all(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> int:
     """Empty ``t`` (full mode without a key).
 
     TRUNCATE (never CASCADE) when nothing references the table, readers may wait
@@ -413,7 +413,7 @@ def delete_all(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> int
     return delete_rows(conn, t, ctx, sql.SQL("true"), [])
 
 
-def images_of_inserts(conn: psycopg.Connection[Any], t: TablePlan, ctx: Context) -> None:
+def images_of_inserts(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> None:
     """Record every row of ``t`` as inserted by this run (after a COPY into an empty table)."""
     conn.execute(sql.SQL("{images} SELECT %s, %s, %s, 'insert', {kj}, NULL, {h} FROM {tbl} "
                          "pgferry_t").format(images=_IMAGES, kj=_key_json(t, "pgferry_t"),

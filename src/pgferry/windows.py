@@ -1,8 +1,10 @@
-"""Blackout windows: when migrations on an environment are refused.
+"""Blackout windows: when writes to an environment are refused (pure calendar logic).
 
-Contract (pure; ``now`` is always passed in):
+Contract (pure; ``now`` is always passed in; no import of pgferry's config, which
+validates its ``[[blackout]]`` entries with :func:`validate` when it loads):
 
-- A ``[[blackout]]`` entry (:class:`pgferry.config.Blackout`) is active when
+- A ``[[blackout]]`` entry (any :class:`Window`, e.g. :class:`pgferry.config.Blackout`) is
+  active when
   ``now`` lies in ``[from, to]`` and, if ``weekly`` is set, also inside the
   weekly window. ``from``/``to`` are dates (``2026-12-24``; ``to`` includes
   the whole day) or datetimes (``2026-12-24T16:00``, with or without an
@@ -13,26 +15,44 @@ Contract (pure; ``now`` is always passed in):
   whose end is before its start wraps over the week's end. The end is exclusive.
 - ``envs = [...]`` limits an entry to those environments; empty means all.
 - :func:`active_window` returns the first active entry for an env (or None);
-  :func:`check_blackout` turns that into policy: :class:`~pgferry.errors.Refused`
-  (exit 4, naming the window) unless ``override`` with a non-empty ``reason``.
-  Commands call it through :func:`pgferry.policy.blackout_guard`, which journals.
+  :func:`pgferry.policy.decide` turns that into a decision (refused inside a window
+  unless overridden with a reason).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-from pgferry.config import Blackout, Config
-from pgferry.errors import BadInput, ConfigError, Refused
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 _WEEKLY_RE = re.compile(
     r"^\s*([A-Za-z]+)\s+(\d{1,2}):(\d{2})\s*-\s*([A-Za-z]+)\s+(\d{1,2}):(\d{2})\s*$"
 )
 WEEK = 7 * 24 * 60
+
+
+class Window(Protocol):
+    """What a blackout entry says (``[[blackout]]``, :class:`pgferry.config.Blackout`)."""
+
+    @property
+    def from_(self) -> datetime | date | str | None: ...
+    @property
+    def to(self) -> datetime | date | str | None: ...
+    @property
+    def weekly(self) -> str | None: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def envs(self) -> list[str]: ...
+    @property
+    def reason(self) -> str: ...
+
+
+W = TypeVar("W", bound=Window)
 
 
 @dataclass(frozen=True)
@@ -74,7 +94,7 @@ def parse_weekly(text: str) -> Weekly:
     return Weekly(start, end)
 
 
-def zone(b: Blackout) -> tzinfo:
+def zone(b: Window) -> tzinfo:
     try:
         return ZoneInfo(b.timezone)
     except (ZoneInfoNotFoundError, ValueError):
@@ -97,7 +117,7 @@ def _instant(value: str | date | datetime, tz: tzinfo, end: bool) -> datetime:
     return datetime.combine(day, time(0), tzinfo=tz)
 
 
-def validate(b: Blackout) -> None:
+def validate(b: Window) -> None:
     """ValueError when the entry cannot be understood."""
     tz = zone(b)
     if b.weekly is None and b.from_ is None and b.to is None:
@@ -110,7 +130,7 @@ def validate(b: Blackout) -> None:
         raise ValueError(f"to ({b.to}) is not after from ({b.from_})")
 
 
-def is_active(b: Blackout, now: datetime) -> bool:
+def is_active(b: Window, now: datetime) -> bool:
     """True when ``now`` (aware; naive means UTC) is inside the entry's window."""
     if now.tzinfo is None:
         now = now.replace(tzinfo=UTC)
@@ -126,11 +146,11 @@ def is_active(b: Blackout, now: datetime) -> bool:
     return parse_weekly(b.weekly).contains(minute)
 
 
-def applies_to(b: Blackout, env: str) -> bool:
+def applies_to(b: Window, env: str) -> bool:
     return not b.envs or env in b.envs
 
 
-def active_window(blackouts: list[Blackout], env: str, now: datetime) -> Blackout | None:
+def active_window(blackouts: Sequence[W], env: str, now: datetime) -> W | None:
     """The first entry for ``env`` active at ``now``, or None."""
     for b in blackouts:
         if applies_to(b, env) and is_active(b, now):
@@ -138,7 +158,7 @@ def active_window(blackouts: list[Blackout], env: str, now: datetime) -> Blackou
     return None
 
 
-def describe(b: Blackout) -> str:
+def describe(b: Window) -> str:
     """``weekly Fri 16:00 - Mon 06:00 (Europe/Berlin), 2026-12-20 .. 2026-12-27: reason``."""
     parts = []
     if b.weekly:
@@ -148,47 +168,3 @@ def describe(b: Blackout) -> str:
                      + ("" if b.weekly else f" ({b.timezone})"))
     text = ", ".join(parts)
     return f"{text}: {b.reason}" if b.reason else text
-
-
-def check_config(cfg: Config) -> None:
-    """ConfigError naming the ``[[blackout]]`` entry and line for an entry that is wrong:
-    one that cannot be read, or whose ``envs`` names an environment that is not configured
-    (a typo there would switch the freeze off without a word). :func:`pgferry.config.load_config`
-    calls it, so every command stops on a broken window, not only those that write."""
-    headers = [i for i, ln in enumerate(cfg.text.splitlines(), 1)
-               if ln.strip().replace(" ", "") == "[[blackout]]"]
-    for i, b in enumerate(cfg.blackout):
-        try:
-            validate(b)
-            unknown = [e for e in b.envs if e not in cfg.environments]
-            if unknown:
-                known = ", ".join(sorted(cfg.environments)) or "none"
-                raise ValueError(f"envs names {', '.join(map(repr, unknown))}, which "
-                                 f"{'is' if len(unknown) == 1 else 'are'} not a configured "
-                                 f"environment (configured: {known}); fix the name, or the "
-                                 "window would never apply")
-        except ValueError as e:
-            where = cfg.path or "pgferry.toml"
-            line = f"{where}:{headers[i]}: " if i < len(headers) else ""
-            raise ConfigError(f"{line}blackout #{i + 1}: {e}", key=f"blackout.{i}") from None
-
-
-def check_blackout(
-    cfg: Config, env: str, now: datetime, override: bool = False, reason: str | None = None
-) -> Blackout | None:
-    """Policy: Refused (exit 4) inside an active window unless overridden with a reason.
-
-    Returns the active window (None when there is none), so the caller can
-    journal ``{"blackout": describe(w), "override_reason": reason}``.
-    """
-    if override and not (reason or "").strip():
-        raise BadInput("--override-blackout needs --reason \"why this cannot wait\"")
-    check_config(cfg)
-    w = active_window(cfg.blackout, env, now)
-    if w is not None and not override:
-        raise Refused(
-            f"environment {env!r} is in a blackout window ({describe(w)}); "
-            "wait, or pass --override-blackout --reason \"...\"",
-            env=env, blackout=describe(w),
-        )
-    return w

@@ -1,0 +1,123 @@
+"""What every command shares: the environment default, asking a person, applying policy.
+
+Contract:
+
+- :func:`pick_env` is the one default of every command that takes an
+  environment: the one given; else the only one configured, else ``dev``;
+  else :class:`~pgferry.errors.BadInput`. :func:`target` resolves it.
+- A front end that can ask a person supplies a :data:`Confirm` callback; it
+  gets a :class:`Question` and answers True to go on. Without one (``--json``,
+  a pipe, the HTTP service) a decision that needs a confirmation is a refusal.
+- :func:`authorize` asks :func:`pgferry.policy.decide` and does what the
+  decision says, journaling it in the target (where its journal exists): the
+  blackout override it let through (a ``blackout override`` row), a refusal
+  (a ``refused`` row, exit 4) — then returns the decision, or raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pgferry.errors import BadInput, PgferryError, Refused
+
+if TYPE_CHECKING:  # imported where used: a command loads only what it needs
+    from pgferry.config import Config
+    from pgferry.pg.connect import Target
+    from pgferry.policy import Decision, WriteRequest
+
+
+@dataclass(frozen=True)
+class Question:
+    """What a front end asks a person before a command writes."""
+
+    env: str
+    #: the question itself: ``prod is protected. migrate up?``
+    prompt: str
+    #: what would change, for the front end to show first (``sync``: the dry run's result)
+    preview: Any = None
+    #: False: only show the preview (it did not complete); the answer is no
+    ask: bool = True
+
+
+Confirm = Callable[[Question], bool]
+
+
+def now_or(now: datetime | None) -> datetime:
+    return now if now is not None else datetime.now(UTC)
+
+
+def pick_env(cfg: Config, env: str | None) -> str:
+    """``env`` if given; else the only environment, else ``dev``; else BadInput."""
+    if env:
+        cfg.env(env)
+        return env
+    names = list(cfg.environments)
+    if len(names) == 1:
+        return names[0]
+    if "dev" in cfg.environments:
+        return "dev"
+    raise BadInput(f"name an environment with --env (configured: {', '.join(names) or 'none'})")
+
+
+def target(cfg: Config, env: str | None) -> Target:
+    """The environment ``env`` (default: :func:`pick_env`), resolved."""
+    from pgferry.pg.connect import resolve_env
+
+    return resolve_env(cfg, pick_env(cfg, env))
+
+
+def refuse(target: Target, command: str, error: PgferryError,
+           arguments: Mapping[str, Any] | None = None) -> PgferryError:
+    """``error``, journaled in ``target`` where its journal exists (then raise it)."""
+    from pgferry import journal
+
+    journal.refused(target, command, error, arguments)
+    return error
+
+
+def _journal_override(target: Target, req: WriteRequest, decision: Decision,
+                      arguments: Mapping[str, Any] | None) -> None:
+    import psycopg
+
+    from pgferry import journal
+
+    try:
+        journal.append(target, "blackout override", outcome="ok", create=False,
+                       arguments=arguments,
+                       details={"command": req.command, "window": decision.window_text,
+                                "reason": req.reason})
+    except (PgferryError, psycopg.Error) as e:  # the override stands all the same
+        journal.warn(target, e)
+
+
+def authorize(cfg: Config, target: Target, req: WriteRequest, *, now: datetime,
+              rules: Collection[str] | None = None, confirm: Confirm | None = None,
+              ask: Callable[[Decision], bool] | None = None,
+              arguments: Mapping[str, Any] | None = None) -> Decision:
+    """Decide ``req`` and act on it (see the module docstring).
+
+    ``ask`` replaces the plain question to ``confirm`` (``sync`` shows a preview
+    first); it returns True to go on and may raise a refusal of its own.
+    """
+    from pgferry import policy
+
+    chosen = policy.RULES if rules is None else rules
+    d = policy.decide(cfg, req, now, chosen)
+    if d.window is not None:
+        _journal_override(target, req, d, arguments)
+    if d.verdict is policy.Verdict.CONFIRM and (ask is not None or confirm is not None):
+        agreed = ask(d) if ask is not None else (
+            confirm is not None and confirm(Question(req.env, d.prompt)))
+        if agreed:
+            rest = [r for r in chosen if r not in ("input", "blackout")]
+            d = replace(policy.decide(cfg, replace(req, yes=True), now, rest), window=d.window)
+    if d.allowed:
+        return d
+    err = d.error()
+    assert err is not None
+    if isinstance(err, Refused):
+        raise refuse(target, req.command, err, arguments)
+    raise err
