@@ -202,8 +202,9 @@ def piece_of(s: Side, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]
 
     ``width_bucket`` over the bounds. With a composite key, comparing row
     values costs more than hashing a row, so the bucket comes from the first
-    key column alone, which is exact unless that value is the first column of
-    a bound; only those rows are placed by comparing whole keys.
+    key column alone (a binary search), which is exact unless that value is the
+    first column of the bound it lands on (one more comparison: the bound at
+    that position); only those rows are placed by comparing whole keys.
     """
     if not bounds:
         return sql.SQL("0"), []
@@ -213,11 +214,10 @@ def piece_of(s: Side, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]
         return whole, list(aparams)
     first = s.key_exprs()[0]
     firsts = sql.SQL("%s::{}[]").format(s.key[0].type)
-    expr = sql.SQL("CASE WHEN {k} = ANY({f}) THEN {whole} ELSE width_bucket({k}, {f}) END").format(
-        k=first, f=firsts, whole=whole
-    )
+    expr = sql.SQL("CASE WHEN {k} = ({f})[width_bucket({k}, {f})] THEN {whole} "
+                   "ELSE width_bucket({k}, {f}) END").format(k=first, f=firsts, whole=whole)
     col = [b[0] for b in bounds]
-    return expr, [col, *aparams, col]
+    return expr, [col, col, *aparams, col]
 
 
 def signatures(
