@@ -108,7 +108,7 @@ def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side,
 
     ``version``: of the row hash (:mod:`pgferry.sync.rowhash`; the comparison's,
     :attr:`Side.hash_version`, when None); a base made by an earlier release, or
-    with a PostgreSQL 13 side, has the spec of version 1.
+    with a PostgreSQL 13 side (version 3), has the spec of that version.
     """
     text = "|".join([_LAYOUT, t.qualname, ",".join(t.key), tgt.row_hash(version).as_string(conn),
                      tgt.key_row_hash(version).as_string(conn)])
@@ -122,14 +122,15 @@ def version_of(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Si
     earlier release, version 1) makes them for the table as it is now. A version 1
     base is read once with the version 1 hash and then rebuilt (:func:`rebuild`) in
     the comparison's version. A version 2 base is not usable while a side runs
-    PostgreSQL 13 (``tgt.hash_version`` 1): that server cannot compute it.
+    PostgreSQL 13 (``tgt.hash_version`` 3): that server cannot compute it.
     """
     if conn.execute("SELECT to_regclass('pgferry.sync_state')").fetchone() == (None,):
         return 0  # nothing synced into this database yet (a dry run writes nothing)
     mark = state.read(conn, source, t.qualname, "base")
     spec = (mark.checkpoint or {}).get("spec")
-    version = next((v for v in (2, 1) if v <= tgt.hash_version
-                    and spec == spec_of(conn, t, tgt, v)), 0)
+    # the comparison's own version first; version 2 only where both servers have it
+    tried = (2, 1, 3) if tgt.hash_version == 2 else (3, 1)
+    version = next((v for v in tried if spec == spec_of(conn, t, tgt, v)), 0)
     if not version:
         return 0
     row = conn.execute("SELECT to_regclass(%s)", [

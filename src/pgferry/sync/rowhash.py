@@ -6,7 +6,7 @@ made to agree by :func:`pgferry.sync.sides.agree`) and returns a SQL expression
 rows hash alike on both servers, whatever their versions (PostgreSQL 14 to
 18): every function used exists on all of them and gives the same value there
 (tested against a PostgreSQL 15 server). PostgreSQL 13 has no
-``hash_record_extended``: a comparison with a 13 side uses version 1 on both
+``hash_record_extended``: a comparison with a 13 side uses version 3 on both
 sides (:attr:`Side.hash_version`, set by :func:`pgferry.sync.sides.agree`).
 
 :func:`row_hash` (version 2, the one every comparison uses) is one C-level
@@ -34,10 +34,12 @@ Hash equality follows the type's equality (``1.5`` and ``1.50`` are equal
 numerics), as the sync's ``IS DISTINCT FROM`` does, so a difference the sync
 would not write is never reported.
 
-:func:`row_hash_v1` is the hash of earlier releases (a per-column XOR, kept
-verbatim): the hash of every comparison with a PostgreSQL 13 side, and a
-conflicts base written with it is still read with it once, then rebuilt in
-version 2 where both sides allow it (:mod:`pgferry.sync.conflicts`).
+:func:`row_hash_v1` is the hash of earlier releases (version 1, a per-column
+XOR, kept verbatim): a conflicts base written with it is still read with it
+once, then rebuilt in the comparison's version (:mod:`pgferry.sync.conflicts`).
+Version 3 is version 1 without its blind spots (arrays of 64-bit types and of
+numeric hashed as text), the hash of every comparison with a PostgreSQL 13 side,
+which has no ``hash_record_extended``.
 :func:`key_hash` spreads rows over sub-buckets by key, alike on both sides.
 """
 
@@ -116,7 +118,7 @@ def key_hash(s: Side) -> sql.Composable:
     (PostgreSQL 15's ``hashvarlenaextended(internal)`` for bytea) is reached
     through ``hash_record_extended(ROW(value), seed)``, which gives the same
     value as the function itself. Only its low bits are used, as a sub-bucket.
-    With row hash version 1 (a side runs PostgreSQL 13, which has no
+    With row hash version 1 or 3 (a side runs PostgreSQL 13, which has no
     ``hash_record_extended``) such a column is hashed as text instead
     (:attr:`Side.as_text_v1` holds it).
     """
@@ -160,25 +162,31 @@ def _wide_hash(type_name: str, e: sql.Composable, seed: sql.Composable) -> sql.C
         f=f8, e=e, s=seed)
 
 
-def row_hash_v1(s: Side) -> sql.Composable:
+def row_hash_v1(s: Side, *, exact: bool = False) -> sql.Composable:
     """The row hash of earlier releases: a per-column XOR, mixed once (verbatim).
 
     Columns are hashed as text per :attr:`Side.as_text_v1` (v1 could call only hash
-    functions that take the value from SQL).
+    functions that take the value from SQL). ``exact`` (version 3, the hash of a
+    comparison with a PostgreSQL 13 side): arrays whose element hash loses
+    information (64-bit types folded to 32 bits, numeric without its sign) are
+    hashed as text, and a domain over a 64-bit type as that type, so that no
+    change to such a value goes unseen.
     """
     parts: list[sql.Composable] = []
     for i, c in enumerate(s.columns, 1):
         e = s.exprs.get(c.name, sql.Identifier(c.name))
         hashable = c.hashable and c.callable
-        if c.name in s.as_text_v1 or not hashable or c.hash_fn is None:
+        lossy = exact and (c.element_name in SEND or c.element_name == "pg_catalog.numeric")
+        if c.name in s.as_text_v1 or not hashable or c.hash_fn is None or lossy:
             fn = sql.Identifier("pg_catalog", "hashtextextended")
             e = sql.SQL("({})::text").format(e)
         else:
             fn = sql.Identifier(*c.hash_fn)
         seed: sql.Composable = sql.SQL("{}::int8").format(sql.Literal(i))
-        if c.type_name in _WIDE and c.name not in s.as_text_v1 and hashable:
+        wide = c.base_name if exact else c.type_name
+        if wide in _WIDE and c.name not in s.as_text_v1 and hashable:
             parts.append(sql.SQL("coalesce({}, {})").format(
-                _wide_hash(c.type_name, e, seed), sql.Literal(i)))
+                _wide_hash(wide, e, seed), sql.Literal(i)))
             continue
         if c.hash_fn == NUMERIC_HASH and c.name not in s.as_text_v1:
             # PostgreSQL 13 has NaN but no numeric infinity (the literal would not parse

@@ -23,9 +23,10 @@ as placeholders).
 
 Hash versions (:attr:`Side.hash_version`): version 2 is the ``hash_record_extended``
 hash above, which PostgreSQL 13 lacks (it is new in 14). When either side of a
-comparison runs 13, :func:`agree` makes *both* sides use version 1, the per-column
-hash of earlier releases (:func:`rowhash.row_hash_v1`, numeric's classes without the
-infinities 13 does not have), so the two sides always hash with one function.
+comparison runs 13, :func:`agree` makes *both* sides use version 3: the per-column
+hash of earlier releases (version 1, :func:`rowhash.row_hash_v1`; numeric's classes
+without the infinities 13 does not have) with arrays of 64-bit types and of numeric
+hashed as text, so the two sides always hash with one function.
 
 Combining row hashes (:meth:`Side.xor_agg`, :meth:`Side.hashed`): ``bit_xor``, or
 on PostgreSQL 13, which lacks it, the same XOR built from 32 ``sum`` aggregates of two
@@ -203,7 +204,7 @@ class Side:
     #: the server's version number (``server_version_num``): PostgreSQL 13 has no bit_xor
     #: and no hash_record_extended
     server_version: int = 180000
-    #: the row hash this comparison uses (2, or 1 when either side runs PostgreSQL 13;
+    #: the row hash this comparison uses (2, or 3 when either side runs PostgreSQL 13;
     #: set by :func:`agree`)
     hash_version: int = 2
 
@@ -227,7 +228,9 @@ class Side:
         return sql.SQL("ROW({})").format(sql.SQL(", ").join(exprs))
 
     def _param_tuple(self) -> sql.Composable:
-        ps = [self.collate(k, sql.SQL("%s::{}").format(k.type)) for k in self.key]
+        # CAST, not ::, which binds tighter than a minus sign: a predicate bound on the
+        # client (COPY takes no parameters) would read -2147483648::int4 as -(2147483648)
+        ps = [self.collate(k, sql.SQL("CAST(%s AS {})").format(k.type)) for k in self.key]
         return ps[0] if len(ps) == 1 else sql.SQL("ROW({})").format(sql.SQL(", ").join(ps))
 
     def xor_agg(self, value: sql.Composable) -> sql.Composable:
@@ -265,11 +268,12 @@ class Side:
     def row_hash(self, version: int | None = None) -> sql.Composable:
         """The 64-bit hash of a row's synced columns (:mod:`pgferry.sync.rowhash`).
 
-        ``version``: 2 or 1; :attr:`hash_version` (the comparison's) when None.
+        ``version``: 1, 2 or 3; :attr:`hash_version` (the comparison's) when None.
         """
-        if (version or self.hash_version) == 2:
+        version = version or self.hash_version
+        if version == 2:
             return rowhash.row_hash(self)
-        return rowhash.row_hash_v1(self)
+        return rowhash.row_hash_v1(self, exact=version == 3)
 
     def key_row_hash(self, version: int | None = None) -> sql.Composable:
         """An exact 64-bit hash of the key alone: :meth:`row_hash` over the key columns."""
@@ -372,8 +376,9 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     versions), or either side replaces it by an expression; keys compare in
     ``COLLATE "C"`` when the key collations differ. (The row hash of earlier
     releases, which also needed hash functions SQL can call:
-    :attr:`Side.as_text_v1`.) Both use version 1 of the row hash when either runs
-    PostgreSQL 13, which has no ``hash_record_extended``.
+    :attr:`Side.as_text_v1`.) Both use version 3 of the row hash (version 1 without
+    its blind spots) when either runs PostgreSQL 13, which has no
+    ``hash_record_extended``.
     """
     bcols = {c.name: c for c in (*b.key, *b.columns)}
 
@@ -388,7 +393,7 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     text = frozenset(c.name for c in every if differ(c, False))
     text_v1 = frozenset(c.name for c in every if differ(c, True))
     collate_c = [k.collation for k in a.key] != [k.collation for k in b.key]
-    version = 2 if min(a.server_version, b.server_version) >= HASH_RECORD_SINCE else 1
+    version = 2 if min(a.server_version, b.server_version) >= HASH_RECORD_SINCE else 3
     return (
         replace(a, as_text=text, as_text_v1=text_v1, collate_c=collate_c, hash_version=version),
         replace(b, as_text=text, as_text_v1=text_v1, collate_c=collate_c, hash_version=version),
