@@ -62,6 +62,9 @@ class Link:
     #: and the tables whose set-aside definitions were recorded (forgotten on a rollback)
     aside: list[Any] = field(default_factory=list)
     recorded: list[str] = field(default_factory=list)
+    #: tables that held rows when this unit began (emptied by its deletes, they still never
+    #: have their indexes set aside: another session may be reading them)
+    had_rows: set[str] = field(default_factory=set)
     #: the rebuild of what the committed unit set aside (an :class:`aside.Guard`)
     guard: Any = None
 
@@ -98,6 +101,7 @@ def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
     """Delete target rows (within ``where``) whose key the source does not have."""
     if not t.key or is_empty(link, t):
         return
+    link.had_rows.add(t.qualname)
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), src_where(t))
     pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types and t.binary_copy)
@@ -128,6 +132,7 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
               progress: Progress) -> None:
     """Make the target table hold the source's rows (deletes already done for keyed tables)."""
     if not t.key and not is_empty(link, t):
+        link.had_rows.add(t.qualname)
         link.dirty = True
         res.deleted += write.delete_all(link.tgt, t, link.ctx)
     if is_empty(link, t) and not t.where and not t.skip:
@@ -164,6 +169,11 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
                 raise
             res.warnings.append("a row failed the fast COPY path; loading in batches to "
                                 "isolate bad rows")
+            if aside is not None:  # the rollback to the savepoint put the indexes back
+                from pgferry.sync import aside as aside_mod
+
+                aside_mod.forget(link.target_dsn, [t.qualname])
+                link.recorded.remove(t.qualname)
     if not t.key:
         stage = stage_range(link, t, masks, sql.SQL("true"), [])
         c = _apply(link, t, stage, res)
@@ -174,7 +184,7 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
 
 def _set_aside(link: Link, t: TablePlan) -> Any:
     """What an empty ``t`` loads without, recorded (and committed) before it is dropped."""
-    if not (t.defer_indexes and link.target_dsn):
+    if not (t.defer_indexes and link.target_dsn) or t.qualname in link.had_rows:
         return None
     from pgferry.sync import aside
 

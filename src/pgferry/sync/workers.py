@@ -92,6 +92,7 @@ def _heal(ctx: RunContext, link: Link) -> None:
             aside.forget(ctx.target.dsn, link.recorded)
     link.aside.clear()
     link.recorded.clear()
+    link.had_rows.clear()
     for name in ("src", "tgt"):
         conn: psycopg.Connection[Any] = getattr(link, name)
         st = conn.info.transaction_status
@@ -243,6 +244,7 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
     link.dirty = False
     link.aside.clear()
     link.recorded.clear()
+    link.had_rows.clear()
 
 
 def _drop_guard(link: Link) -> None:
