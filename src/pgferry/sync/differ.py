@@ -232,6 +232,17 @@ class Differ:
             subs, filled = wants.subs.get(j, []), max(1, wants.filled.get(j, 0))
             for n in (ss[j].rows, ts[j].rows):
                 reading += len(subs) * n // max(1, min(filled, n))
+        rows = self._fetch_rows(bounds, pieces, group, wants)
+        out: dict[int, list[KeyDiff]] = {}
+        for j, (srows, trows) in rows.items():
+            if not (wants.subs.get(j) and accounts_for(srows, trows, ss[j], ts[j])):
+                srows, trows = self.both(partial(ck.row_hashes, rng=pieces[j]))
+            out[j] = classify(srows, dict(trows)).diffs
+        return out
+
+    def _fetch_rows(self, bounds: Sequence[Key], pieces: Sequence[KeyRange], group: list[int],
+                    wants: Wants) -> dict[int, tuple[Rows, Rows]]:
+        """Both sides' ``(key, row hash)`` of the differing sub-buckets of ``group``'s pieces."""
         first, span = group[0], group[-1] - group[0] + 1
         rows: dict[int, tuple[Rows, Rows]] = {j: ([], []) for j in group}
         fetch = {j: wants.subs[j] for j in group if wants.subs.get(j)}
@@ -268,12 +279,7 @@ class Differ:
             for i, side in enumerate(got):
                 for piece, k, h in side:
                     rows[first + piece][i].append((k, h))
-        out: dict[int, list[KeyDiff]] = {}
-        for j, (srows, trows) in rows.items():
-            if not (wants.subs.get(j) and accounts_for(srows, trows, ss[j], ts[j])):
-                srows, trows = self.both(partial(ck.row_hashes, rng=pieces[j]))
-            out[j] = classify(srows, dict(trows)).diffs
-        return out
+        return rows
 
     def _split(self, rng: KeyRange, ns: int, nt: int) -> None:
         conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)
