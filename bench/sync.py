@@ -204,6 +204,10 @@ def reladiff(src: str, tgt: str, host: str, shape: Shape) -> Run:
             if c not in t.key:
                 cmd += ["-c", c]
         r = must(timed(cmd, env={"PGHOST": host}), f"reladiff {t.name}")
+        # reladiff logs some refusals (a key type it cannot use) and still exits 0
+        if "ERROR" in r.err or " rows unchanged" not in r.out:
+            raise SystemExit(f"reladiff {t.name} did not compare:\n{r.out[-1000:]}\n"
+                             f"{r.err[-1000:]}")
         runs.append(r)
     return Run(sum(r.seconds for r in runs), max(r.rss_mb for r in runs), 0,
                "\n".join(r.out for r in runs))
