@@ -101,7 +101,7 @@ ORDER BY ic.relname
 
 
 @dataclass(frozen=True)
-class Item:
+class RebuildStep:
     """One statement of a rebuild (see :data:`SCHEMA_SQL` for the steps)."""
 
     table: str  # schema.table
@@ -117,7 +117,7 @@ class SetAside:
 
     table: str
     drops: list[sql.Composed]
-    items: list[Item]
+    items: list[RebuildStep]
 
     @property
     def names(self) -> list[str]:
@@ -141,8 +141,8 @@ def plan(tgt: psycopg.Connection[Any], src: psycopg.Connection[Any], t: TablePla
                 continue
             out.drops.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
                 q(t.schema, t.name), q(conname)))
-            out.items.append(Item(t.qualname, full, 1, idef, full))
-            out.items.append(Item(t.qualname, f"{t.schema}.{conname}", 2, sql.SQL(
+            out.items.append(RebuildStep(t.qualname, full, 1, idef, full))
+            out.items.append(RebuildStep(t.qualname, f"{t.schema}.{conname}", 2, sql.SQL(
                 "ALTER TABLE {} ADD CONSTRAINT {} UNIQUE USING INDEX {}").format(
                 q(t.schema, t.name), q(conname), q(name)).as_string(tgt), full))
             continue
@@ -150,16 +150,16 @@ def plan(tgt: psycopg.Connection[Any], src: psycopg.Connection[Any], t: TablePla
             if not children or any(leaf != "true" for *_, leaf in children):
                 continue  # a partition that is partitioned itself: left in place
             out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
-            out.items.append(Item(t.qualname, full, 0, idef, full))
+            out.items.append(RebuildStep(t.qualname, full, 0, idef, full))
             for cschema, cname, cdef, _ in children:
                 child = f"{cschema}.{cname}"
-                out.items.append(Item(t.qualname, child, 1, cdef, child))
-                out.items.append(Item(t.qualname, child, 2, sql.SQL(
+                out.items.append(RebuildStep(t.qualname, child, 1, cdef, child))
+                out.items.append(RebuildStep(t.qualname, child, 2, sql.SQL(
                     "ALTER INDEX {} ATTACH PARTITION {}").format(
                     q(t.schema, name), q(cschema, cname)).as_string(tgt), full))
             continue
         out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
-        out.items.append(Item(t.qualname, full, 1, idef, full))
+        out.items.append(RebuildStep(t.qualname, full, 1, idef, full))
     return out if out.items else None
 
 
@@ -215,7 +215,7 @@ def _constraint(conn: psycopg.Connection[Any], table: str, qualified: str) -> bo
     return bool(row and row[0])
 
 
-def _done(conn: psycopg.Connection[Any], i: Item) -> bool:
+def _done(conn: psycopg.Connection[Any], i: RebuildStep) -> bool:
     """Is step ``i`` done already (its index built, its constraint or attachment there)?"""
     if i.step != 2:
         return _exists(conn, i.name)
@@ -227,7 +227,7 @@ def _done(conn: psycopg.Connection[Any], i: Item) -> bool:
 class Guard:
     """The rebuild of one unit's set-aside tables (see the module docstring)."""
 
-    def __init__(self, dsn: str, tables: Sequence[str], items: Sequence[Item], jobs: int,
+    def __init__(self, dsn: str, tables: Sequence[str], items: Sequence[RebuildStep], jobs: int,
                  *, queue_before: bool = True) -> None:
         from pgferry.sync import session
 
@@ -296,7 +296,7 @@ class Guard:
         return [i.name.split(".", 1)[1] for i in builds]
 
 
-def _build(dsn: str, builds: list[Item], jobs: int, guard: psycopg.Connection[Any]) -> None:
+def _build(dsn: str, builds: list[RebuildStep], jobs: int, guard: psycopg.Connection[Any]) -> None:
     """``CREATE INDEX`` each of ``builds``, ``jobs`` at a time (on the guard alone for one)."""
     if not builds:
         return
@@ -325,15 +325,15 @@ def _build(dsn: str, builds: list[Item], jobs: int, guard: psycopg.Connection[An
             f.result()
 
 
-def pending(conn: psycopg.Connection[Any]) -> dict[str, list[Item]]:
+def pending(conn: psycopg.Connection[Any]) -> dict[str, list[RebuildStep]]:
     """The recorded steps per table (``pgferry.set_aside``; none when it does not exist)."""
     if conn.execute("SELECT to_regclass('pgferry.set_aside')").fetchone() == (None,):
         return {}
-    out: dict[str, list[Item]] = {}
+    out: dict[str, list[RebuildStep]] = {}
     for t, name, step, definition, needs in conn.execute(
             "SELECT table_name, name, step, definition, needs FROM pgferry.set_aside"
             " ORDER BY table_name, step, name"):
-        out.setdefault(t, []).append(Item(t, name, step, definition, needs))
+        out.setdefault(t, []).append(RebuildStep(t, name, step, definition, needs))
     return out
 
 

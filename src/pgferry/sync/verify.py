@@ -252,7 +252,7 @@ def diff_table(
             out.source_side, out.target_side = s, t
             pairs = [(src, tgt), *workers]
             pools = [stack.enter_context(ThreadPoolExecutor(1)) for _ in pairs]
-            run = _Run(pairs, pools, s, t, out, list_rows=max(1, list_rows),
+            run = _Comparison(pairs, pools, s, t, out, list_rows=max(1, list_rows),
                        fanout=max(2, fanout), key_limit=key_limit, on_range=on_range,
                        on_progress=on_progress)
             estimate = ck.estimate_rows(src, s)
@@ -291,7 +291,7 @@ def _finish(out: TableDiff, ssum: Sums, tsum: Sums) -> None:
     out.target_checksum = table_checksum(tsum)
 
 
-class _Run:
+class _Comparison:
     """One :func:`diff_table` call's connections, sides, counters and passes."""
 
     def __init__(self, pairs: list[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]],
@@ -299,7 +299,7 @@ class _Run:
                  list_rows: int, fanout: int, key_limit: int,
                  on_range: Callable[[DiffRange], None] | None,
                  on_progress: Callable[[int, int], None] | None) -> None:
-        self.pairs, self.pools, self.s, self.t, self.out = pairs, pools, s, t, out
+        self.pairs, self.pools, self.src_side, self.tgt_side, self.out = pairs, pools, s, t, out
         self.list_rows, self.fanout, self.key_limit = list_rows, fanout, key_limit
         self.on_range, self.on_progress = on_range, on_progress
         self.lock = threading.Lock()
@@ -308,7 +308,7 @@ class _Run:
         self.reported = False  # progress is reported by the first pass only
 
     def differ(self, i: int) -> Differ:
-        return Differ(self.pairs[i][0], self.pairs[i][1], self.s, self.t, self.out,
+        return Differ(self.pairs[i][0], self.pairs[i][1], self.src_side, self.tgt_side, self.out,
                       self.pools[i], list_rows=self.list_rows, fanout=self.fanout,
                       key_limit=self.key_limit, on_range=self.on_range)
 
@@ -322,15 +322,15 @@ class _Run:
     def _batched(self, batch_rows: int, f: Callable[..., T]) -> list[tuple[T, T]]:
         """``f(conn, side, blocks)`` on both sides for every physical batch, over the pairs."""
         n = batches.count(self.total, batch_rows, len(self.pairs))
-        ranges = [ck.block_ranges(c, sd, n) for c, sd in ((self.pairs[0][0], self.s),
-                                                          (self.pairs[0][1], self.t))]
+        ranges = [ck.block_ranges(c, sd, n) for c, sd in ((self.pairs[0][0], self.src_side),
+                                                          (self.pairs[0][1], self.tgt_side))]
         n = max(map(len, ranges))
 
         def one(k: int, i: int) -> tuple[T | None, T | None]:
             src, tgt = self.pairs[i]
             bs, bt = batches.pick(ranges[0], k), batches.pick(ranges[1], k)
-            fut = self.pools[i].submit(f, src, self.s, bs) if bs is not None else None
-            tv = f(tgt, self.t, bt) if bt is not None else None
+            fut = self.pools[i].submit(f, src, self.src_side, bs) if bs is not None else None
+            tv = f(tgt, self.tgt_side, bt) if bt is not None else None
             return (fut.result() if fut is not None else None), tv
 
         return batches.run(n, len(self.pairs), one)  # type: ignore[arg-type]
@@ -339,7 +339,7 @@ class _Run:
         """Count and XOR of every row of each side: one scan, nothing grouped."""
         def f(conn: psycopg.Connection[Any], sd: ck.Side, blocks: ck.Blocks) -> Sums:
             got = ck.sums(conn, sd, blocks)
-            if sd is self.s:
+            if sd is self.src_side:
                 self._progress(got.rows)
             return got
 
@@ -353,7 +353,7 @@ class _Run:
         """Count and XOR of every chunk of each side: one scan with ``width_bucket``."""
         def f(conn: psycopg.Connection[Any], sd: ck.Side, blocks: ck.Blocks) -> list[Sums]:
             got = ck.bucket_sums(conn, sd, KeyRange(), bounds, blocks)
-            if sd is self.s:
+            if sd is self.src_side:
                 self._progress(sum(x.rows for x in got))
             return got
 
@@ -378,8 +378,8 @@ class _Run:
         ss, ts = [Sums()] * n, [Sums()] * n
         wants = Wants(bits, {}, {})
         (src, tgt), pool = self.pairs[0], self.pools[0]
-        with closing(ck.signature_stream(src, self.s, bounds, bits)) as sgen, \
-                closing(ck.signature_stream(tgt, self.t, bounds, bits)) as tgen:
+        with closing(ck.signature_stream(src, self.src_side, bounds, bits)) as sgen, \
+                closing(ck.signature_stream(tgt, self.tgt_side, bounds, bits)) as tgen:
             fut = pool.submit(next, sgen, None)  # both servers scan at the same time
             b = next(tgen, None)
             a = fut.result()
