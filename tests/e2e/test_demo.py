@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from pgferry import demo
 from pgferry.cli.common import State
 from pgferry.pg import embedded
-from tests.conftest import Result
+from tests.helpers import Result
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def demo_dir() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", str(root.parent)], check=False)
 
 
-def _state(dsn: str) -> dict[str, object]:
+def _state(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn, autocommit=True) as c:
         hist = c.execute(
             "SELECT max(version::int) FILTER (WHERE version IS NOT NULL),"
@@ -86,13 +87,25 @@ def test_demo_runs_the_migration_story(
     assert compared and int(compared[1]) > 12, p.stdout[-3000:]
     assert "$ pgferry backup list --env prod" in p.stdout and "restore-tested" in p.stdout
     assert (demo_dir / "migrations" / "V10__lead_row_level_security.sql").is_file()
+    # then a rename in prod, expand -> backfill -> contract: the contract file is held until
+    # its backfill completed, and released by --contract (issue 17)
+    zdt = "rename legal cases jurisdiction to jurisdiction code"
+    assert f"held V14 {zdt} 2 contract (contract): after backfill: " \
+           "rename_legal_cases_jurisdiction_to_jurisdiction_code has not run in prod" in p.stderr
+    assert "held (contract)" in p.stdout
+    assert "prod: backfill rename_legal_cases_jurisdiction_to_jurisdiction_code completed: " \
+           "2,025 rows over 2,025 keys" in p.stdout
+    assert f"released V14 {zdt} 2 contract (contract): every guard passed" in p.stderr
+    assert "migrate test: 15 migration(s) applied, 3 proven by up, undo, up" in p.stdout
 
     emb = demo_dir / ".pgferry"
     for env, db in (("dev", "legal_dev"), ("prod", "legal_prod")):
         s = _state(embedded.ensure_database(emb, db))
-        # every versioned file (1..12) and the repeatable view, all successful
-        assert s["history"] == (12, 13, 0, 1), (env, s)
-        tables = set(s["tables"])  # type: ignore[arg-type]
+        # every versioned file (1..12; in prod also the rename's 13 and 14) and the
+        # repeatable view, all successful
+        want = (14, 15, 0, 1) if env == "prod" else (12, 13, 0, 1)
+        assert s["history"] == want, (env, s)
+        tables = set(s["tables"])
         assert APP_TABLES <= tables, (env, tables)
         # the migrations' tables live in public, not in pgferry's own schema
         # (pgferry.base_*: what each synced row was after the last sync, for conflicts)
@@ -104,6 +117,9 @@ def test_demo_runs_the_migration_story(
             "before_images",
             "schema_fingerprint",
             "set_aside",  # index definitions a load set aside (empty while none is)
+            "backfill_state",
+            "backfill_images",
+            "schema_version",
         }, tables
         assert ("migrate up", "ok") in s["journal"], (env, s["journal"])
 

@@ -10,17 +10,49 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from psycopg import sql as S
 
 from pgferry.sync import conflicts, sides
 from pgferry.sync.plan import TablePlan
-from tests.conftest import Project, Result
-from tests.integration.test_sync_conflicts import label, proj, ref, rows, run, sql
+from tests.helpers import Project, Result, sql, write_project
 
-__all__ = ["proj"]
+SCHEMA = "CREATE TABLE ref (id int PRIMARY KEY, label text NOT NULL, rate numeric(6, 2));"
+DATA = "INSERT INTO ref SELECT g, 'label ' || g, g / 10.0 FROM generate_series(1, 50) g;"
+
+
+def rows(dsn: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as c:
+        return c.execute("SELECT * FROM ref ORDER BY id").fetchall()
+
+
+def label(dsn: str, key: int) -> Any:
+    with psycopg.connect(dsn) as c:
+        row = c.execute("SELECT label FROM ref WHERE id = %s", [key]).fetchone()
+        return row[0] if row else None
+
+
+@pytest.fixture
+def proj(tmp_path: Path, make_db: Callable[..., str]) -> Project:
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "qa": make_db("qa")},
+                      protected=())
+    for dsn in p.dsns.values():
+        sql(dsn, SCHEMA)
+    sql(p.dsns["dev"], DATA)
+    return p
+
+
+def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
+    return cli("--config", str(p.config), "--json", *args)
+
+
+def ref(r: Result) -> dict[str, Any]:
+    tables: dict[str, dict[str, Any]] = {t["table"]: t for t in r.json["tables"]}
+    return tables["public.ref"]
 
 
 def _plan(qualname: str = "public.ref") -> TablePlan:

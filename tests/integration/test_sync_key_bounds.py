@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result, write_project
-from tests.integration.test_sync_full import rows, sql
+from tests.helpers import Result, sql, write_project
+from tests.helpers.sync import rows
 
 SCHEMA = "CREATE TABLE pairs (a int, b int, v text, PRIMARY KEY (a, b));"
 

@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
-from tests.integration.test_sync_full import rows, sql
+from tests.helpers import Project, Result, sql, write_project
+from tests.helpers.sync import rows
 
 SCHEMA = """
 CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL);

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import Result, write_project
+from tests.helpers import Result, write_project
 
 SCHEMA = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -70,7 +70,7 @@ DELETE FROM bkey WHERE k = int4send(8);
 
 def _sql(dsn: str, text: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
+        c.execute(text)
 
 
 def _rows(dsn: str, table: str) -> list[str]:

@@ -22,10 +22,10 @@ index once over loaded rows costs far less than maintaining it row by row.
 - :func:`drop` drops them inside the fast path's subtransaction: if the load
   fails on a row, the rollback to it puts them back before the load in batches
   (whose dead letters need every unique index in place).
-- :func:`Guard` takes over after the unit: a connection that queues ``LOCK
+- :class:`RebuildGuard` takes over after the unit: a connection that queues ``LOCK
   TABLE ... IN SHARE MODE`` before the unit commits, so that from the commit on
   no other session writes to the table until its indexes are back (readers go
-  on; index builds take the same SHARE lock). :meth:`Guard.rebuild` builds
+  on; index builds take the same SHARE lock). :meth:`RebuildGuard.rebuild` builds
   the indexes on ``jobs`` connections at once (each ``CREATE INDEX`` takes the
   SHARE lock too), then completes the constraints and partition attachments on
   the guard, deletes the records and commits.
@@ -57,22 +57,6 @@ from pgferry.pg.connect import connect
 if TYPE_CHECKING:
     from pgferry.sync.plan import TablePlan
 
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS pgferry.set_aside (
-    table_name text        NOT NULL,
-    name       text        NOT NULL,
-    -- 0: a partitioned table's own index (ON ONLY), 1: an index build, 2: a constraint or
-    -- a partition index attached, on the guard
-    step       int         NOT NULL,
-    definition text        NOT NULL,
-    -- the index (schema-qualified) that must exist for this step to be done
-    needs      text        NOT NULL,
-    run_id     text        NOT NULL,
-    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (table_name, name, step)
-);
-"""
-
 _INDEXES = """
 SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
        con.conname, con.contype::text, coalesce(con.condeferrable, false),
@@ -102,7 +86,7 @@ ORDER BY ic.relname
 
 @dataclass(frozen=True)
 class RebuildStep:
-    """One statement of a rebuild (see :data:`SCHEMA_SQL` for the steps)."""
+    """One statement of a rebuild (its steps: :mod:`pgferry.pg.ownschema.v3`)."""
 
     table: str  # schema.table
     name: str  # schema-qualified name of the index (or of the object the step completes)
@@ -224,7 +208,7 @@ def _done(conn: psycopg.Connection[Any], i: RebuildStep) -> bool:
     return _constraint(conn, i.table, i.name)
 
 
-class Guard:
+class RebuildGuard:
     """The rebuild of one unit's set-aside tables (see the module docstring)."""
 
     def __init__(self, dsn: str, tables: Sequence[str], items: Sequence[RebuildStep], jobs: int,
@@ -347,7 +331,7 @@ def recover(dsn: str, tables: Sequence[str], jobs: int) -> tuple[list[str], list
     mine = {t: items for t, items in recorded.items() if t in set(tables)}
     rebuilt: list[str] = []
     if mine:
-        g = Guard(dsn, list(mine), [i for items in mine.values() for i in items], jobs,
+        g = RebuildGuard(dsn, list(mine), [i for items in mine.values() for i in items], jobs,
                   queue_before=False)
         try:
             rebuilt = g.rebuild()
