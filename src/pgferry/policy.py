@@ -22,10 +22,13 @@ The rules, in the order they are judged (the first that does not allow wins):
    environment → :attr:`Verdict.REFUSE`, unless ``--allow-unsafe`` (with a
    reason): then allowed, the findings in :attr:`Decision.unsafe` for the journal.
    Judged only once the plan is known (:attr:`WriteRequest.lint_errors` is not None).
-5. ``approval`` (the slot for the admin service's four-eyes rule, issue 14): a
-   request marked :attr:`WriteRequest.requires_approval` without an
-   :attr:`WriteRequest.approval` → :attr:`Verdict.NEEDS_APPROVAL`. Nothing marks a
-   request so yet; the command line never does.
+5. ``approval`` (the admin service's four-eyes rule, issue 14): a request marked
+   :attr:`WriteRequest.requires_approval` (the service marks every run that writes to
+   a protected environment; the command line never does) without an
+   :attr:`WriteRequest.approval`, or with one for another plan than
+   :attr:`WriteRequest.plan_hash` (the plan changed since it was approved) →
+   :attr:`Verdict.NEEDS_APPROVAL`; an approval by the person who asked
+   (:attr:`WriteRequest.requested_by`) → :attr:`Verdict.REFUSE`.
 
 A command that learns things in stages (the plan needs the database, which is
 only read once the window allows it) judges a subset with ``rules=``: the
@@ -101,6 +104,10 @@ class WriteRequest:
     lint_errors: tuple[GateFinding, ...] | None = None
     requires_approval: bool = False
     approval: Approval | None = None
+    #: the hash of the plan as it is now (the approval must be for this one)
+    plan_hash: str | None = None
+    #: who asked for the write (an approval must come from someone else)
+    requested_by: str | None = None
 
     @property
     def what(self) -> str:
@@ -196,10 +203,24 @@ def _lint_gate(req: WriteRequest) -> tuple[Decision | None, tuple[GateFinding, .
 
 
 def _approval(req: WriteRequest) -> Decision | None:
-    if req.requires_approval and req.approval is None:
+    if not req.requires_approval:
+        return None
+    a = req.approval
+    if a is None:
         return Decision(Verdict.NEEDS_APPROVAL,
                         f"{req.what} on {req.env} needs a second person's approval",
-                        {"env": req.env})
+                        {"env": req.env, "plan_hash": req.plan_hash})
+    if req.requested_by is not None and a.approver == req.requested_by:
+        return Decision(Verdict.REFUSE,
+                        f"{a.approver} asked for {req.what} and cannot approve it too: "
+                        "a second person must", {"env": req.env, "approver": a.approver})
+    if req.plan_hash is not None and a.plan_hash != req.plan_hash:
+        return Decision(Verdict.NEEDS_APPROVAL,
+                        f"the plan of {req.what} on {req.env} changed since it was approved "
+                        f"(approved {a.plan_hash[:12]}, now {req.plan_hash[:12]}); "
+                        "it needs a new approval",
+                        {"env": req.env, "plan_hash": req.plan_hash,
+                         "approved_plan_hash": a.plan_hash})
     return None
 
 

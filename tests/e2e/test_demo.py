@@ -86,6 +86,10 @@ def test_demo_runs_the_migration_story(
     compared = re.search(r"restore test: (\d+) tables' row counts compared", p.stdout)
     assert compared and int(compared[1]) > 12, p.stdout[-3000:]
     assert "$ pgferry backup list --env prod" in p.stdout and "restore-tested" in p.stdout
+    # it ends with how to start the service, and one curl for each /api/admin route
+    for route in ("production-health", "environment-sync", "professional-migration"):
+        assert f"http://127.0.0.1:8765/api/admin/{route}" in p.stdout, route
+    assert "token create --name you --role admin" in p.stdout and " serve &" in p.stdout
     assert (demo_dir / "migrations" / "V10__lead_row_level_security.sql").is_file()
     # then a rename in prod, expand -> backfill -> contract: the contract file is held until
     # its backfill completed, and released by --contract (issue 17)

@@ -41,6 +41,10 @@ COMMANDS: dict[str, str] = {  # in the order --help lists them: the story's orde
     "backup": "pgferry.cli.backup",
     "journal": "pgferry.cli.journal",
     "embedded": "pgferry.cli.project",
+    "serve": "pgferry.cli.service",
+    "worker": "pgferry.cli.service",
+    "release": "pgferry.cli.service",
+    "token": "pgferry.cli.service",
 }
 
 

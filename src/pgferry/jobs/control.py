@@ -1,0 +1,191 @@
+"""The control database: the admin service's own state, apart from every environment.
+
+Contract: :func:`target` resolves ``[control]`` (``url``, else the database
+``[control] database`` on the embedded server) to a :class:`~pgferry.pg.connect.Target`;
+:class:`Control` holds a small connection pool on it and :meth:`Control.ensure`
+creates, idempotently and under an advisory lock, procrastinate's schema (the job
+queue, in ``public``) and pgferry's tables in schema ``pgferry_control``: tokens and
+sessions, runs with their events, saga steps and circuit breakers. Everything runs as
+the control database's own (non-superuser) role. The control journal (who was
+refused, tokens made and revoked) is pgferry's ordinary hash-chained journal
+(:mod:`pgferry.journal`) in this database.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from pgferry.config import Config
+from pgferry.errors import BadInput
+from pgferry.pg.connect import Target, connect, parse_dsn, redact
+from pgferry.redaction import register_dsn
+
+#: the advisory lock under which the schema is created (two processes starting at once)
+SCHEMA_LOCK = 7_140_014
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS pgferry_control;
+CREATE TABLE IF NOT EXISTS pgferry_control.tokens (
+    id bigserial PRIMARY KEY,
+    name text NOT NULL,
+    role text NOT NULL CHECK (role IN ('viewer', 'operator', 'approver', 'admin')),
+    hash text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    last_used_at timestamptz,
+    revoked_at timestamptz
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_live_name ON pgferry_control.tokens (name)
+    WHERE revoked_at IS NULL;
+CREATE TABLE IF NOT EXISTS pgferry_control.sessions (
+    hash text PRIMARY KEY,
+    token_id bigint NOT NULL REFERENCES pgferry_control.tokens (id),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pgferry_control.runs (
+    id text PRIMARY KEY,
+    kind text NOT NULL,
+    env text NOT NULL,
+    arguments jsonb NOT NULL,
+    state text NOT NULL,
+    requested_by text NOT NULL,
+    requested_from text,
+    plan jsonb,
+    plan_hash text,
+    approved_by text,
+    approved_at timestamptz,
+    decided_reason text,
+    idempotency_key text UNIQUE,
+    request_hash text,
+    job_id bigint,
+    attempts int NOT NULL DEFAULT 0,
+    schedule text,
+    result jsonb,
+    error text,
+    exit_code int,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    started_at timestamptz,
+    finished_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS runs_newest ON pgferry_control.runs (created_at DESC, id);
+CREATE INDEX IF NOT EXISTS runs_state ON pgferry_control.runs (state);
+CREATE TABLE IF NOT EXISTS pgferry_control.run_events (
+    seq bigserial PRIMARY KEY,
+    run_id text NOT NULL REFERENCES pgferry_control.runs (id) ON DELETE CASCADE,
+    type text NOT NULL,
+    data jsonb NOT NULL,
+    at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS run_events_run ON pgferry_control.run_events (run_id, seq);
+CREATE TABLE IF NOT EXISTS pgferry_control.saga_steps (
+    run_id text NOT NULL REFERENCES pgferry_control.runs (id) ON DELETE CASCADE,
+    idx int NOT NULL,
+    name text NOT NULL,
+    state text NOT NULL,
+    result jsonb,
+    compensation jsonb,
+    started_at timestamptz,
+    finished_at timestamptz,
+    PRIMARY KEY (run_id, idx)
+);
+CREATE TABLE IF NOT EXISTS pgferry_control.breakers (
+    env text PRIMARY KEY,
+    failures int NOT NULL DEFAULT 0,
+    opened_at timestamptz,
+    last_error text,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+def target(cfg: Config) -> Target:
+    """The control database as a :class:`Target` (the embedded server starts lazily)."""
+    url = cfg.control.url
+    if url:
+        dsn = cfg.resolve(url, "control.url")
+        register_dsn(dsn)
+        if not dsn.strip():
+            raise BadInput("control.url is empty")
+        parse_dsn(dsn)
+        return Target("control", dsn, protected=False, embedded=False)
+    database = cfg.control.database
+
+    def start() -> str:
+        from pgferry.pg import embedded
+
+        return embedded.ensure_database(cfg.embedded_dir, database,
+                                        idle_stop=0)  # the service keeps its server up
+
+    return Target("control", None, protected=False, embedded=True, start=start)
+
+
+def _has_procrastinate(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+    return bool(row and row[0])
+
+
+def ensure_schema(dsn: str) -> None:
+    """Create procrastinate's schema and pgferry's tables where missing (idempotent)."""
+    from procrastinate.schema import SchemaManager
+
+    with connect(dsn, autocommit=True, application_name="pgferry control") as c:
+        with c.transaction():
+            c.execute("SELECT pg_advisory_xact_lock(%s)", [SCHEMA_LOCK])
+            if not _has_procrastinate(c):
+                c.execute(SchemaManager.get_schema())
+            c.execute(DDL)
+
+
+class Control:
+    """A pool of connections to the control database (thread-safe)."""
+
+    def __init__(self, cfg: Config, *, max_size: int = 8) -> None:
+        self.cfg = cfg
+        self.target = target(cfg)
+        self._pool: ConnectionPool[Any] | None = None
+        self._max = max_size
+        self._lock = threading.Lock()
+
+    @property
+    def dsn(self) -> str:
+        return self.target.dsn
+
+    def ensure(self) -> Control:
+        ensure_schema(self.dsn)
+        return self
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(
+                    self.dsn, min_size=1, max_size=self._max, open=True,
+                    kwargs={"autocommit": True, "application_name": "pgferry service",
+                            "row_factory": dict_row})
+            return self._pool
+
+    @contextmanager
+    def conn(self) -> Iterator[psycopg.Connection[dict[str, Any]]]:
+        """A pooled autocommit connection whose rows are dicts."""
+        try:
+            with self.pool.connection() as c:
+                yield c
+        except psycopg.OperationalError as e:
+            from pgferry.errors import Unreachable
+
+            raise Unreachable(f"the control database does not answer: "
+                              f"{redact(str(e)).splitlines()[0] if str(e) else e}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None

@@ -1,0 +1,307 @@
+"""Execute one run: the body of every job, whichever worker picks it up.
+
+Contract: :func:`execute` takes a run id and carries the run to a final state:
+
+1. a run already final, or cancelled while queued, is left as it is (a job delivered
+   twice does nothing twice);
+2. a run that writes to a protected environment is judged again by the policy
+   (:func:`pgferry.policy.decide`, rule ``approval``) against its plan as it is *now*:
+   a plan that changed since the approval sends the run back to ``awaiting_approval``
+   with the new plan (it does not start); a schedule's run is approved by the config;
+3. the environment's circuit breaker is asked (:mod:`pgferry.jobs.breaker`), then the
+   operation runs (:mod:`pgferry.jobs.operations`, a release: :mod:`pgferry.jobs.saga`)
+   retrying transient failures (the database unreachable) with exponential backoff and
+   jitter (tenacity), each failure counted by the breaker;
+4. its events are stored with the run as they come (:class:`Recorder`; those that say
+   how far it is carry ``percent``, :mod:`pgferry.jobs.progress`), ending with
+   ``complete`` or ``error``; the state, exit code, result and error are written last.
+
+A cancel (``cancel_requested``) interrupts the operation at its next progress event,
+as Ctrl-C does on the command line: the transaction in flight rolls back, the
+journal says interrupted.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from pgferry.config import Config
+from pgferry.errors import PgferryError, Unreachable
+from pgferry.events import Event, Notice, Subscriber
+from pgferry.jobs import breaker, runs
+from pgferry.jobs.control import Control
+from pgferry.jobs.operations import KINDS, Outcome, needs_approval
+from pgferry.jobs.progress import Percent
+from pgferry.journal import Outcome as Outcome_
+from pgferry.redaction import redact
+
+
+class RunCancelled(KeyboardInterrupt):
+    """Raised into the operation at its next event once a cancel was asked (like Ctrl-C)."""
+
+
+@dataclass(frozen=True)
+class RunStep(Event):
+    """A line of the run itself (queued, started, retrying, resumed, a saga step)."""
+
+    message: str
+    step: str = ""
+    state: str = ""
+
+
+class Recorder:
+    """The subscriber a run's operation publishes to: stores every event with the run
+    (batched, in order) and raises :class:`RunCancelled` once a cancel was asked."""
+
+    FLUSH_S = 0.25
+    CANCEL_POLL_S = 0.25
+
+    def __init__(self, ctl: Control, run_id: str, also: Subscriber | None = None, *,
+                 cfg: Config | None = None) -> None:
+        self.ctl, self.run_id, self.also = ctl, run_id, also
+        #: where the run's environment is, to journal the run there at its end
+        self.cfg = cfg
+        self._buf: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._flushed = time.monotonic()
+        self._polled = time.monotonic()
+        self._percent = Percent()
+        self.errors: list[str] = []
+        # one flush at a time: the events reach the table in the order they came
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def start(self) -> Recorder:
+        """Flush every ``FLUSH_S`` in the background too: an operation that falls silent (a
+        long COPY, a wait on a lock) still shows the events it published before."""
+        def loop() -> None:
+            while not self._stop.wait(self.FLUSH_S):
+                if self._buf:
+                    self.flush()
+
+        self._timer = threading.Thread(target=loop, name=f"events-{self.run_id}", daemon=True)
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join(5)
+
+    def __call__(self, event: Event) -> None:
+        self.add(event.to_dict())
+        if self.also is not None:
+            self.also(event)
+        self.check_cancel()
+
+    def add(self, item: dict[str, Any]) -> None:
+        with self._lock:
+            pct = self._percent.update(item)
+            if pct is not None:
+                item = {**item, "percent": pct}
+            self._buf.append(item)
+            due = time.monotonic() - self._flushed >= self.FLUSH_S
+        if due:
+            self.flush()
+
+    def say(self, message: str, step: str = "", state: str = "") -> None:
+        self(RunStep(message, step, state))
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            with self._lock:
+                items, self._buf = self._buf, []
+                self._flushed = time.monotonic()
+            try:
+                runs.add_events(self.ctl, self.run_id, items)
+            except PgferryError as e:  # the control database hiccuped: the run goes on
+                self.errors.append(e.message)
+
+    def check_cancel(self) -> None:
+        if time.monotonic() - self._polled < self.CANCEL_POLL_S:
+            return
+        self._polled = time.monotonic()
+        try:
+            r = runs.get(self.ctl, self.run_id)
+        except PgferryError:
+            return
+        if r is not None and r.cancel_requested:
+            raise RunCancelled()
+
+
+def _transient(e: BaseException) -> bool:
+    return isinstance(e, Unreachable) and not isinstance(e, breaker.CircuitOpen)
+
+
+def with_retries(cfg: Config, ctl: Control, env: str, rec: Recorder,
+                 fn: Any) -> Outcome:
+    """``fn()`` with the breaker asked first and transient failures retried."""
+
+    def before_sleep(state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0
+        rec.say(f"attempt {state.attempt_number} failed ({redact(str(exc))}); "
+                f"trying again in {wait:.1f} s", step="retry", state="retrying")
+
+    def attempt() -> Outcome:
+        breaker.check(cfg, ctl, env)
+        try:
+            out: Outcome = fn()
+        except Unreachable as e:
+            if not isinstance(e, breaker.CircuitOpen):
+                breaker.record(cfg, ctl, env, ok=False, error=e.message)
+            raise
+        breaker.record(cfg, ctl, env, ok=True)
+        return out
+
+    retrying = Retrying(
+        retry=retry_if_exception(_transient),
+        wait=wait_random_exponential(multiplier=0.5, max=cfg.service.retry_max_wait
+                                     .total_seconds()),
+        stop=stop_after_attempt(cfg.service.retries + 1), reraise=True,
+        before_sleep=before_sleep)
+    return retrying(attempt)
+
+
+def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Recorder) -> bool:
+    """Judge the approval of a protected write against the plan as it is now."""
+    from pgferry import policy
+
+    op = KINDS[run.kind]
+    a = op.args.model_validate(run.arguments)
+    # consent given elsewhere: a schedule in the config, `pgferry release --yes`
+    if run.schedule is not None or run.requested_from == "cli":
+        return False
+    if not needs_approval(cfg, op, a) or op.plan is None:
+        return False
+    plan = op.plan(cfg, a)
+    now_hash = runs.digest(plan.get("hashed", plan))
+    approval = (policy.Approval(run.approved_by, run.plan_hash or "")
+                if run.approved_by else None)
+    req = policy.WriteRequest(op.command, op.env(a), True, yes=True, requires_approval=True,
+                              approval=approval, plan_hash=now_hash,
+                              requested_by=run.requested_by)
+    d = policy.decide(cfg, req, datetime.now(UTC), ("approval",))
+    if d.verdict is policy.Verdict.NEEDS_APPROVAL:
+        runs.update(ctl, run.id, state="awaiting_approval", plan=plan, plan_hash=now_hash,
+                    approved_by=None, approved_at=None)
+        rec.say(d.message, step="approval", state="awaiting_approval")
+        return True
+    if (err := d.error()) is not None:
+        raise err
+    return False
+
+
+def execute(cfg: Config, ctl: Control, run_id: str, *,
+            also: Subscriber | None = None) -> runs.ServiceRun | None:
+    """Carry run ``run_id`` to its end (see the module docstring); the run as it ended.
+    ``also`` gets every event too (``pgferry release`` prints them)."""
+    run = runs.get(ctl, run_id)
+    if run is None or run.final or run.state == "awaiting_approval":
+        return run
+    rec = Recorder(ctl, run_id, also, cfg=cfg).start()
+    if run.cancel_requested:
+        return finish(ctl, run_id, rec, "cancelled", None, None, "cancelled before it started")
+    try:
+        if _needs_new_approval(cfg, ctl, run, rec):
+            rec.stop()
+            rec.flush()
+            return runs.get(ctl, run_id)
+    except PgferryError as e:
+        return finish(ctl, run_id, rec, "failed", e.exit_code, None, e.message)
+    started = runs.update(ctl, run_id, state="running", attempts=run.attempts + 1,
+                          started_at="now()")
+    assert started is not None
+    rec.say(f"{run.kind} started (attempt {started.attempts})", step="run", state="running")
+    try:
+        out = _operate(cfg, ctl, started, rec)
+    except RunCancelled:
+        return finish(ctl, run_id, rec, "cancelled", 3, None, "cancelled")
+    except PgferryError as e:
+        return finish(ctl, run_id, rec, "failed", e.exit_code, e.details or None, e.message)
+    except Exception as e:  # noqa: BLE001 - a run ends with its error recorded, always
+        return finish(ctl, run_id, rec, "failed", 3, None, f"{type(e).__name__}: {e}")
+    return finish(ctl, run_id, rec, runs.state_of(out.exit_code), out.exit_code, out.result,
+                  out.error)
+
+
+def _operate(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Recorder) -> Outcome:
+    op = KINDS[run.kind]
+    a = op.args.model_validate(run.arguments)
+    if run.kind == "release":
+        from pgferry.jobs import saga
+
+        return saga.execute(cfg, ctl, run, a, rec)
+    return with_retries(cfg, ctl, op.env(a), rec, lambda: op.run(cfg, a, rec))
+
+
+def finish(ctl: Control, run_id: str, rec: Recorder, state: runs.State, exit_code: int | None,
+           result: dict[str, Any] | None, error: str | None) -> runs.ServiceRun | None:
+    """The run's last event (``complete`` or ``error``) and its final state; then one
+    ``service run`` row in the environment's journal (:func:`journal_run`)."""
+    rec.stop()
+    kind = "complete" if state in ("succeeded", "problem") else "error"
+    rec.add({"type": kind, "state": state, "exit_code": exit_code, "error": error,
+             "at": time.time()})
+    rec.flush()
+    run = runs.update(ctl, run_id, state=state, exit_code=exit_code, result=result,
+                      error=error, finished_at="now()")
+    if run is not None and rec.cfg is not None:
+        journal_run(rec.cfg, run)
+    return run
+
+
+_JOURNAL_OUTCOME: dict[str, Outcome_] = {"succeeded": "ok", "problem": "problem",
+                                         "failed": "failed", "cancelled": "failed",
+                                         "rejected": "refused"}
+
+
+def journal_run(cfg: Config, run: runs.ServiceRun) -> None:
+    """Who asked for the run and who approved it, in the journal of the environment it
+    acted on (where that journal exists), beside the command's own row: the command's row
+    says what changed, this one says on whose word. Never fails the run."""
+    import psycopg
+
+    from pgferry import journal
+    from pgferry.pg.connect import resolve_env
+
+    try:
+        tgt = resolve_env(cfg, run.env)
+    except PgferryError:
+        return
+    outcome = _JOURNAL_OUTCOME.get(run.state, "failed")
+    if run.state == "failed" and run.exit_code == 4:
+        outcome = "refused"
+    try:
+        journal.append(
+            tgt, "service run", outcome=outcome, exit_code=run.exit_code or 0,
+            create=False, retry_for=1,
+            duration_ms=int(run.duration_s * 1000) if run.duration_s is not None else None,
+            arguments={"run": run.id, "kind": run.kind, "arguments": run.arguments,
+                       "requested_by": run.requested_by, "requested_from": run.requested_from,
+                       "approved_by": run.approved_by, "plan_hash": run.plan_hash,
+                       "schedule": run.schedule},
+            details={"state": run.state, "attempts": run.attempts}, error=run.error)
+    except (PgferryError, psycopg.Error) as e:
+        journal.warn(tgt, e)
+
+
+def announce(ctl: Control, run_id: str, message: str, step: str, state: str) -> None:
+    """One event from outside the run's execution (queued, approved, resumed ...)."""
+    runs.add_events(ctl, run_id, [RunStep(message, step, state).to_dict()])
+
+
+__all__ = ["Notice", "Recorder", "RunCancelled", "RunStep", "announce", "execute", "finish"]

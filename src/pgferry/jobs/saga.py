@@ -1,0 +1,226 @@
+"""The release saga: backup → migrate up → sync → verify → health, with compensations.
+
+Contract: the release's plan (:func:`pgferry.jobs.operations.release_plan`) is the
+whole release as one plan (what the approver sees; its
+``hashed`` part, hashed by the run, covers every step: the target, the exact
+migration SQL, the tables and strategies the sync moves). :func:`execute` runs the
+steps in order, each a :mod:`pgferry.commands` call, and keeps each step's state in
+``pgferry_control.saga_steps``: a step that ended is never run again when the run
+resumes after its worker died; a step that was running is run again (each is safe to
+repeat: ``migrate up`` applies what is left, ``sync`` upserts, a backup is one more).
+When a step fails, the steps before it are compensated newest first, each once:
+
+- ``sync``: ``sync revert`` of that sync from its before-images;
+- ``migrate``: ``migrate undo`` back to the version before, when every applied file
+  has its U file; else the saga stops and points at the backup;
+- ``backup``, ``verify``, ``health`` change nothing: nothing to undo (the backup stays,
+  it is the way back).
+
+``verify`` fails on any difference; ``health`` fails on ``critical`` only (degraded is
+reported, and does not undo a release). The run ends ``failed`` when a step failed
+(each step's outcome and compensation in its result), ``succeeded`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from pgferry.config import Config
+from pgferry.errors import PgferryError
+from pgferry.jobs import runs
+from pgferry.jobs.control import Control
+from pgferry.jobs.operations import Args, Outcome, ReleaseArgs, release_tables
+from pgferry.redaction import redact, redact_tree
+
+STEPS = ("backup", "migrate", "sync", "verify", "health")
+
+
+# -- state -------------------------------------------------------------------------
+
+
+def _steps(ctl: Control, run_id: str) -> dict[str, dict[str, Any]]:
+    with ctl.conn() as c:
+        c.execute("INSERT INTO pgferry_control.saga_steps (run_id, idx, name, state)"
+                  " SELECT %s, i - 1, n, 'pending' FROM unnest(%s::text[]) WITH ORDINALITY"
+                  " AS s(n, i) ON CONFLICT DO NOTHING", [run_id, list(STEPS)])
+        rows = c.execute("SELECT name, state, result, compensation FROM"
+                         " pgferry_control.saga_steps WHERE run_id = %s ORDER BY idx",
+                         [run_id]).fetchall()
+    return {r["name"]: dict(r) for r in rows}
+
+
+def _set(ctl: Control, run_id: str, name: str, state: str, *,
+         result: dict[str, Any] | None = None,
+         compensation: dict[str, Any] | None = None) -> None:
+    with ctl.conn() as c:
+        c.execute(
+            "UPDATE pgferry_control.saga_steps SET state = %s,"
+            " result = coalesce(%s, result), compensation = coalesce(%s, compensation),"
+            " started_at = CASE WHEN %s = 'running' THEN now() ELSE started_at END,"
+            " finished_at = CASE WHEN %s <> 'running' THEN now() END"
+            " WHERE run_id = %s AND name = %s",
+            [state, Jsonb(redact_tree(result)) if result is not None else None,
+             Jsonb(redact_tree(compensation)) if compensation is not None else None,
+             state, state, run_id, name])
+
+
+# -- the steps -----------------------------------------------------------------------
+
+
+class StepFailed(PgferryError):
+    """A step ended with a problem (verify found differences, health is critical)."""
+
+
+def _backup(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
+    from pgferry.commands import backup
+
+    res = backup.create(cfg, backup.CreateOptions(a.env, tag="pre-release", keep=True),
+                        progress=rec)
+    return {"backup": res.manifest.id, "path": str(res.path)}
+
+
+def _migrate(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
+    from pgferry.commands import migrate_info, migrate_run
+
+    before = migrate_info.status(cfg, a.env).current
+    res = migrate_run.up(cfg, migrate_run.RunOptions(env=a.env, yes=True), progress=rec)
+    return {"version_before": before, "current_version": res.current_version,
+            "applied": [f.to_dict() for f in res.applied]}
+
+
+def _sync(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
+    from pgferry.commands import sync
+
+    res = sync.sync(cfg, sync.SyncOptions(a.source, a.env, "incremental", release_tables(cfg, a),
+                                          yes=True), progress=rec)
+    out = {"run_id": res.run_id, "outcome": res.derive_outcome(), "totals": res.totals(),
+           "before_images": any(t.before_images for t in res.tables)}
+    if res.exit_code:
+        raise StepFailed(f"sync ended {res.derive_outcome()} (exit {res.exit_code}): "
+                         f"{res.error or 'see its tables'}", **out)
+    return out
+
+
+def _verify(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
+    from pgferry.commands import sync
+
+    res = sync.verify(cfg, sync.VerifyOptions(a.source, a.env, release_tables(cfg, a)),
+                      progress=rec)
+    out = {"outcome": res.derive_outcome(), "totals": res.totals()}
+    if res.exit_code:
+        raise StepFailed(f"verify: {a.source} and {a.env} differ after the sync", **out)
+    return out
+
+
+def _health(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:  # noqa: ARG001
+    from pgferry.commands import health
+
+    rep = health.health(cfg, a.env)
+    out = {"status": rep.status,
+           "not_ok": [c.name for c in rep.checks if c.status in ("degraded", "critical")]}
+    if rep.status == "critical":
+        raise StepFailed(f"health of {a.env} is critical: {', '.join(out['not_ok'])}", **out)
+    return out
+
+
+RUN: dict[str, Callable[[Config, ReleaseArgs, Any], dict[str, Any]]] = {
+    "backup": _backup, "migrate": _migrate, "sync": _sync, "verify": _verify,
+    "health": _health}
+
+
+# -- compensations ----------------------------------------------------------------
+
+
+def _undo_migrate(cfg: Config, a: ReleaseArgs, done: dict[str, Any],
+                  backup_id: str | None) -> dict[str, Any]:
+    from pgferry.commands import migrate_run
+    from pgferry.migrate import files
+
+    applied = done.get("applied") or []
+    if not applied:
+        return {"action": "none", "why": "no migration was applied"}
+    ms = files.scan(cfg.migrations_dir)
+    undoable = {str(v) for v in ms.undo}
+    missing = [f["script"] for f in applied if str(f.get("version")) not in undoable]
+    if missing:
+        return {"action": "manual", "why": f"no U file for {', '.join(missing)}",
+                "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes"}
+    to = done.get("version_before")
+    res = migrate_run.undo(cfg, migrate_run.RunOptions(env=a.env, yes=True, to=to or "0"))
+    return {"action": "migrate undo", "to": to, "current_version": res.current_version}
+
+
+def _undo_sync(cfg: Config, a: ReleaseArgs, done: dict[str, Any],
+               backup_id: str | None) -> dict[str, Any]:
+    from pgferry.commands import sync
+
+    if not done.get("before_images"):
+        return {"action": "manual", "why": "the sync kept no before-images",
+                "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes"}
+    res = sync.revert(cfg, sync.RevertOptions(done["run_id"], a.env, yes=True))
+    return {"action": "sync revert", "run_id": done["run_id"], "result": res.to_dict()}
+
+
+UNDO: dict[str, Callable[[Config, ReleaseArgs, dict[str, Any], str | None], dict[str, Any]]] = {
+    "migrate": _undo_migrate, "sync": _undo_sync}
+
+
+def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) -> Outcome:
+    """Run the saga of ``run`` from where it stands (see the module docstring)."""
+    assert isinstance(a, ReleaseArgs)
+    steps = _steps(ctl, run.id)
+    failed: str | None = next((n for n in STEPS if steps[n]["state"] == "failed"), None)
+    error: str | None = steps[failed]["result"].get("error") if failed else None
+    for name in STEPS if failed is None else ():
+        if steps[name]["state"] == "done":
+            rec.say(f"{name}: done before, not repeated", step=name, state="done")
+            continue
+        _set(ctl, run.id, name, "running")
+        rec.say(f"{name}: started", step=name, state="running")
+        try:
+            result = RUN[name](cfg, a, rec)
+        except PgferryError as e:
+            error = f"{name}: {redact(e.message)}"
+            _set(ctl, run.id, name, "failed", result={"error": error, **e.details})
+            rec.say(error, step=name, state="failed")
+            failed = name
+            break
+        _set(ctl, run.id, name, "done", result=result)
+        steps[name] = {**steps[name], "state": "done", "result": result}
+        rec.say(f"{name}: done", step=name, state="done")
+    if failed is not None:
+        _compensate(cfg, ctl, run, a, rec, failed)
+    final = _steps(ctl, run.id)
+    report = [{"step": n, "state": final[n]["state"], "result": final[n]["result"],
+               "compensation": final[n]["compensation"]} for n in STEPS]
+    return Outcome(3 if failed else 0, {"ok": failed is None, "failed_step": failed,
+                                        "steps": report}, error)
+
+
+def _compensate(cfg: Config, ctl: Control, run: runs.ServiceRun, a: ReleaseArgs, rec: Any,
+                failed: str) -> None:
+    steps = _steps(ctl, run.id)
+    backup_id = (steps["backup"]["result"] or {}).get("backup")
+    for name in reversed(STEPS[:STEPS.index(failed)]):
+        st = steps[name]
+        if st["state"] != "done" or st["compensation"] is not None:
+            continue  # not done, or compensated before the worker died
+        undo = UNDO.get(name)
+        if undo is None:
+            comp: dict[str, Any] = {"action": "none", "why": "changes nothing"}
+        else:
+            rec.say(f"{name}: compensating", step=name, state="compensating")
+            try:
+                comp = undo(cfg, a, st["result"] or {}, backup_id)
+            except PgferryError as e:
+                comp = {"action": "failed", "error": redact(e.message),
+                        "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes"}
+        _set(ctl, run.id, name, "compensated", compensation=comp)
+        rec.say(f"{name}: compensation {comp['action']}", step=name, state="compensated")
+        if comp["action"] in ("manual", "failed"):
+            rec.say(f"stopped: undo by hand from backup {backup_id}: {comp.get('restore')}",
+                    step=name, state="stopped")
+            break

@@ -1,0 +1,245 @@
+"""What the service does with runs, for every front end: submit, approve, reject, cancel,
+retry. The HTTP routes and ``pgferry release`` call these; they hold no logic of their own.
+
+Contract:
+
+- :func:`submit` validates the arguments (:mod:`pgferry.jobs.operations`; unknown
+  environments are :class:`~pgferry.errors.ConfigError` naming the field), honours the
+  Idempotency-Key (:func:`pgferry.jobs.runs.create`), and asks the policy: a write (to
+  any environment) is judged by its blackout window now (a refusal is journaled in the
+  environment and raised: exit 4, HTTP 403); a write to a protected environment then —
+  the plan made and hashed — by the ``approval`` rule, which sends it to
+  ``awaiting_approval``. Anything else is
+  queued at once (:func:`pgferry.jobs.queue.defer`).
+- :func:`approve` binds the approval to the plan hash: the plan is made again; the
+  person who asked cannot approve (:class:`~pgferry.errors.Refused`, 403); a plan that
+  changed since it was shown (or a ``plan_hash`` the approver sends that is not the
+  run's) is :class:`PlanChanged` (409) and the run keeps waiting with the new plan.
+- :func:`reject` needs a reason; :func:`cancel` ends a run that has not started and
+  asks a running one to stop at its next event; :func:`retry` queues a failed or
+  cancelled run again (the dead letters).
+
+Approvals, rejections and token changes are journaled in the control database's
+journal, with who and from where.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pgferry import policy
+from pgferry.commands import base
+from pgferry.config import Config
+from pgferry.errors import BadInput, ConfigError, PgferryError, Refused
+from pgferry.jobs import queue, runner, runs
+from pgferry.jobs.control import Control
+from pgferry.jobs.operations import KINDS, Args, RunKind, needs_approval
+
+
+class PlanChanged(PgferryError):
+    """The plan is not the one approved or shown (HTTP 409): it needs a new approval."""
+
+    exit_code = 4
+    http_status = 409
+
+
+class Conflict(PgferryError):
+    """The run is not in a state that allows this (HTTP 409)."""
+
+    exit_code = 2
+    http_status = 409
+
+
+class NotFound(BadInput):
+    http_status = 404
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asks: a token's name and role, and the address the request came from."""
+
+    name: str
+    role: str
+    address: str | None = None
+
+
+def audit(ctl: Control, command: str, caller: Caller, *, outcome: str = "ok",
+          details: Mapping[str, Any] | None = None, exit_code: int = 0) -> None:
+    """One row in the control journal (who, from where, what)."""
+    from pgferry import journal
+
+    try:
+        journal.append(ctl.target, command, outcome=outcome,  # type: ignore[arg-type]
+                       exit_code=exit_code,
+                       arguments={"caller": caller.name, "role": caller.role,
+                                  "address": caller.address},
+                       details=dict(details or {}), retry_for=1)
+    except PgferryError as e:
+        journal.warn(ctl.target, e)
+
+
+def validate(cfg: Config, kind: str, arguments: Mapping[str, Any]) -> tuple[RunKind, Args]:
+    """The operation and its arguments; pydantic's ValidationError, or ConfigError naming
+    the field that names an unknown environment."""
+    op = KINDS.get(kind)
+    if op is None:
+        raise ConfigError(f"unknown run kind {kind!r} (kinds: {', '.join(KINDS)})",
+                          field="kind")
+    a = op.args.model_validate(dict(arguments))
+    for fld, name in a.named_envs().items():
+        if name not in cfg.environments:
+            known = ", ".join(sorted(cfg.environments)) or "none"
+            raise ConfigError(f"{fld}: unknown environment {name!r} (configured: {known})",
+                              field=fld)
+    return op, a
+
+
+def plan_of(cfg: Config, op: RunKind, a: Args) -> tuple[dict[str, Any], str]:
+    assert op.plan is not None
+    plan = op.plan(cfg, a)
+    return plan, runs.digest(plan.get("hashed", plan))
+
+
+def submit(cfg: Config, ctl: Control, kind: str, arguments: Mapping[str, Any],
+           caller: Caller, *, idempotency_key: str | None = None,
+           now: datetime | None = None) -> tuple[runs.ServiceRun, bool]:
+    """Start a run (or find the one this Idempotency-Key started); (run, created)."""
+    op, a = validate(cfg, kind, arguments)
+    args = a.model_dump()
+    request_hash = runs.digest([kind, args])
+    if idempotency_key:
+        old = runs.by_key(ctl, idempotency_key)
+        if old is not None:  # the same key again: no new plan, no new run
+            if old.request_hash != request_hash:
+                raise runs.IdempotencyConflict(
+                    f"Idempotency-Key {idempotency_key!r} was used for another request "
+                    f"(run {old.id}); use a new key for a new request",
+                    field="Idempotency-Key", run=old.id)
+            return old, False
+    env = op.env(a)
+    state: runs.State = "queued"
+    plan: dict[str, Any] | None = None
+    plan_hash: str | None = None
+    if op.writes(cfg, a):
+        when = now or datetime.now(UTC)
+        tgt = base.target(cfg, env)
+        req = policy.WriteRequest(op.command, env, tgt.protected, yes=True,
+                                  action=f"{kind} on {env} (via the service, by {caller.name})")
+        base.authorize(cfg, tgt, req, now=when, rules=("input", "blackout"),
+                       arguments={"run_kind": kind, "requested_by": caller.name})
+    if needs_approval(cfg, op, a):
+        when = now or datetime.now(UTC)
+        tgt = base.target(cfg, env)
+        plan, plan_hash = plan_of(cfg, op, a)
+        d = policy.decide(cfg, policy.WriteRequest(
+            op.command, env, tgt.protected, yes=True, requires_approval=True,
+            plan_hash=plan_hash, requested_by=caller.name), when, ("approval",))
+        if d.verdict is policy.Verdict.NEEDS_APPROVAL:
+            state = "awaiting_approval"
+    run, created = runs.create(ctl, kind=kind, env=env, arguments=args,
+                               requested_by=caller.name, requested_from=caller.address,
+                               state=state, plan=plan, plan_hash=plan_hash,
+                               idempotency_key=idempotency_key, request_hash=request_hash)
+    if created:
+        if state == "queued":
+            runner.announce(ctl, run.id, f"queued by {caller.name}", "queue", "queued")
+            queue.defer(ctl, run)
+        else:
+            runner.announce(ctl, run.id, f"{kind} on protected {env} waits for a second "
+                            f"person's approval (plan {plan_hash and plan_hash[:12]})",
+                            "approval", "awaiting_approval")
+    return runs.get(ctl, run.id) or run, created
+
+
+def _get(ctl: Control, run_id: str) -> runs.ServiceRun:
+    run = runs.get(ctl, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id!r}", field="id")
+    return run
+
+
+def approve(cfg: Config, ctl: Control, run_id: str, caller: Caller, *,
+            plan_hash: str | None = None) -> runs.ServiceRun:
+    """Approve the run's plan (see the module docstring)."""
+    run = _get(ctl, run_id)
+    if run.state != "awaiting_approval":
+        raise Conflict(f"run {run_id} is {run.state}, not awaiting approval", state=run.state)
+    op, a = validate(cfg, run.kind, run.arguments)
+    seen = plan_hash or run.plan_hash or ""
+    plan, now_hash = plan_of(cfg, op, a)
+    d = policy.decide(cfg, policy.WriteRequest(
+        op.command, run.env, True, yes=True, action=f"{run.kind} on {run.env}",
+        requires_approval=True, approval=policy.Approval(caller.name, seen),
+        plan_hash=now_hash, requested_by=run.requested_by), datetime.now(UTC), ("approval",))
+    if d.verdict is policy.Verdict.REFUSE:
+        audit(ctl, "approve", caller, outcome="refused", exit_code=4,
+              details={"run": run_id, "error": d.message})
+        raise Refused(d.message, run=run_id)
+    if d.verdict is policy.Verdict.NEEDS_APPROVAL or run.plan_hash != now_hash:
+        runs.update(ctl, run_id, plan=plan, plan_hash=now_hash)
+        runner.announce(ctl, run_id, f"approval by {caller.name} refused: the plan changed "
+                        f"(now {now_hash[:12]}); approve the new plan", "approval",
+                        "awaiting_approval")
+        raise PlanChanged(f"the plan of run {run_id} changed since it was shown "
+                          f"(approved {seen[:12]}, now {now_hash[:12]}): look at the new "
+                          "plan and approve it", plan_hash=now_hash, approved_plan_hash=seen)
+    done = runs.update(ctl, run_id, expect=["awaiting_approval"], state="queued",
+                       approved_by=caller.name, approved_at="now()")
+    if done is None:
+        raise Conflict(f"run {run_id} is no longer awaiting approval")
+    audit(ctl, "approve", caller, details={"run": run_id, "plan_hash": now_hash,
+                                           "requested_by": run.requested_by})
+    runner.announce(ctl, run_id, f"approved by {caller.name} (plan {now_hash[:12]})",
+                    "approval", "queued")
+    queue.defer(ctl, done)
+    return runs.get(ctl, run_id) or done
+
+
+def reject(ctl: Control, run_id: str, caller: Caller, reason: str) -> runs.ServiceRun:
+    if not reason.strip():
+        raise BadInput("a rejection needs a reason", field="reason")
+    run = _get(ctl, run_id)
+    done = runs.update(ctl, run_id, expect=["awaiting_approval"], state="rejected",
+                       decided_reason=reason, approved_by=None, finished_at="now()")
+    if done is None:
+        raise Conflict(f"run {run_id} is {run.state}, not awaiting approval", state=run.state)
+    audit(ctl, "reject", caller, details={"run": run_id, "reason": reason})
+    runner.announce(ctl, run_id, f"rejected by {caller.name}: {reason}", "approval",
+                    "rejected")
+    runs.add_events(ctl, run_id, [{"type": "error", "state": "rejected", "error": reason}])
+    return done
+
+
+def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
+    """Cancel a run that has not started; ask a running one to stop (its next event)."""
+    run = _get(ctl, run_id)
+    if run.final:
+        raise Conflict(f"run {run_id} already ended ({run.state})", state=run.state)
+    done = runs.update(ctl, run_id, expect=["awaiting_approval", "queued"], state="cancelled",
+                       cancel_requested=True, error=f"cancelled by {caller.name}",
+                       finished_at="now()")
+    if done is not None:
+        runs.add_events(ctl, run_id, [{"type": "error", "state": "cancelled",
+                                       "error": f"cancelled by {caller.name}"}])
+        return done
+    asked = runs.update(ctl, run_id, cancel_requested=True)
+    runner.announce(ctl, run_id, f"cancel asked by {caller.name}: stops at its next event",
+                    "cancel", "running")
+    assert asked is not None
+    return asked
+
+
+def retry(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
+    """Queue a failed or cancelled run again (a dead letter)."""
+    run = _get(ctl, run_id)
+    done = runs.update(ctl, run_id, expect=["failed", "cancelled"], state="queued",
+                       error=None, exit_code=None, cancel_requested=False, finished_at=None)
+    if done is None:
+        raise Conflict(f"run {run_id} is {run.state}: only a failed or cancelled run is "
+                       "retried", state=run.state)
+    runner.announce(ctl, run_id, f"retried by {caller.name}", "retry", "queued")
+    queue.defer(ctl, done)
+    return runs.get(ctl, run_id) or done

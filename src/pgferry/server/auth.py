@@ -1,0 +1,101 @@
+"""Who is calling: bearer tokens and sessions, roles, and a limit on failed attempts.
+
+Contract: :func:`require` is a FastAPI dependency for a minimum role. It reads
+``Authorization: Bearer <token>`` (else the ``pgferry_session`` cookie), and answers
+
+- 401 (JSON) for a missing, wrong or revoked token or session,
+- 403 (JSON) for a role below the route's,
+- 429 (JSON, ``Retry-After``) once an address failed ``[service] auth_failures`` times
+  within ``auth_window``, until the window has passed (counted in this process),
+
+each refusal journaled in the control journal with the caller's address. A token
+found is cached for a second (a revoked token stops working within a second).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import Request
+
+from pgferry.errors import PgferryError
+from pgferry.jobs import tokens
+from pgferry.jobs.service import Caller, audit
+from pgferry.server.state import Service
+
+SESSION_COOKIE = "pgferry_session"
+
+
+class AuthError(PgferryError):
+    exit_code = 4
+    http_status = 401
+
+
+class Forbidden(PgferryError):
+    exit_code = 4
+    http_status = 403
+
+
+class TooManyFailures(PgferryError):
+    exit_code = 4
+    http_status = 429
+
+
+def address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _presented(request: Request) -> tuple[str, str] | None:
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, value = header.partition(" ")
+        return ("bearer", value.strip()) if scheme.lower() == "bearer" else ("bad", header)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    return ("session", cookie) if cookie else None
+
+
+def identify(svc: Service, request: Request) -> tokens.Token:
+    """The token behind the request, or :class:`AuthError` (journaled, counted)."""
+    addr = address(request)
+    wait = svc.limiter.blocked_for(addr)
+    if wait > 0:
+        raise TooManyFailures(f"too many failed attempts from {addr}; try again in "
+                              f"{wait:.0f} s", retry_after=int(wait) + 1)
+    got = _presented(request)
+    token: tokens.Token | None = None
+    if got is not None and got[0] in ("bearer", "session"):
+        key = f"{got[0]}:{tokens.hash_secret(got[1])}"
+        token = svc.tokens.get(key)
+        if token is None:
+            token = (tokens.check(svc.ctl, got[1]) if got[0] == "bearer"
+                     else tokens.check_session(svc.ctl, got[1]))
+            if token is not None:
+                svc.tokens.put(key, token)
+    if token is None:
+        svc.limiter.fail(addr)
+        why = ("no token: send Authorization: Bearer <token> (pgferry token create)"
+               if got is None else "the token is wrong, revoked or expired")
+        audit(svc.ctl, "http 401", Caller("anonymous", "", addr), outcome="refused",
+              exit_code=4, details={"path": request.url.path, "method": request.method,
+                                    "error": why})
+        raise AuthError(why)
+    return token
+
+
+def require(role: str) -> Callable[[Request], Caller]:
+    """A dependency: the caller, who must hold ``role`` or a higher one."""
+
+    def dependency(request: Request) -> Caller:
+        svc: Service = request.app.state.service
+        token = identify(svc, request)
+        caller = Caller(token.name, token.role, address(request))
+        if tokens.rank(token.role) < tokens.rank(role):
+            audit(svc.ctl, "http 403", caller, outcome="refused", exit_code=4,
+                  details={"path": request.url.path, "method": request.method,
+                           "needs": role})
+            raise Forbidden(f"{token.name} has role {token.role}; this needs {role} or above",
+                            needs=role, role=token.role)
+        request.state.caller = caller
+        return caller
+
+    return dependency

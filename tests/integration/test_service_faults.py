@@ -1,0 +1,178 @@
+"""The admin service under faults, with real processes: the server killed (SIGKILL) in the
+middle of a sync and started again (the run resumes to its end, nothing lost or doubled),
+and a flood of wrong tokens from one address (429)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import wait_for
+from tests.helpers.service import Server, make_project, seed, tokens, wait_run
+
+pytestmark = pytest.mark.slow
+
+
+def _project(tmp_path: Path, make_db: Any, extra: str = "") -> Any:
+    from pgferry.commands import migrate_run
+    from pgferry.config import load_config
+
+    p = make_project(tmp_path / "proj", make_db, extra)
+    cfg = load_config(p.config)
+    for env in ("dev", "prod"):
+        migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
+    return p
+
+
+def _events(p: Any, run_id: str) -> list[dict[str, Any]]:
+    with psycopg.connect(p.dsns["control"], autocommit=True) as c:
+        return [r[0] for r in c.execute("SELECT data FROM pgferry_control.run_events"
+                                        " WHERE run_id = %s ORDER BY seq", [run_id])]
+
+
+def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
+        tmp_path: Path, make_db: Any) -> None:
+    # prod unprotected here: the run starts without an approval (four eyes: test_service_api)
+    p = _project(tmp_path, make_db, '\n[sync]\nbatch_size = 100\njobs = 1\n')
+    text = p.config.read_text().replace("protected = true\n", "")
+    p.config.write_text(text)
+    n = 150_000
+    seed(p.dsns["dev"], n)
+    tok = tokens(p, olga="operator")
+    srv = Server(p).start()
+    try:
+        c = srv.client(tok["olga"])
+        r = c.post("/api/admin/environment-sync", json={
+            "mode": "full", "source": "dev", "target": "prod", "tables": ["public.items"]})
+        assert r.status_code == 202, r.text
+        rid = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # kill once rows are being written
+            if any(e["type"] == "batch_written" for e in _events(p, rid)):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the sync never wrote a batch")
+        srv.kill()
+        with psycopg.connect(p.dsns["control"], autocommit=True) as conn:
+            state = conn.execute("SELECT state FROM pgferry_control.runs WHERE id = %s",
+                                 [rid]).fetchone()
+        assert state == ("running",)
+    finally:
+        srv.stop()
+    again = Server(p, port=srv.port).start()
+    try:
+        c = again.client(tok["olga"])
+        run = wait_run(c, rid, timeout=120)
+        assert run["state"] == "succeeded", run
+        assert run["attempts"] == 2
+        assert any(e.get("step") == "resume" for e in _events(p, rid))
+    finally:
+        again.stop()
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        count, distinct, total = conn.execute(
+            "SELECT count(*), count(DISTINCT id), sum(id) FROM items").fetchone() or (0, 0, 0)
+        journal = conn.execute("SELECT outcome FROM pgferry.journal WHERE command = 'sync'"
+                               " ORDER BY id").fetchall()
+    assert count == distinct == n and total == n * (n + 1) // 2
+    # the killed attempt is in prod's journal as a run that died, then the one that ended
+    assert [o for (o,) in journal][-1] == "ok"
+    assert len(journal) == 2
+
+
+def test_failed_token_checks_are_rate_limited_per_address(tmp_path: Path, make_db: Any
+                                                         ) -> None:
+    p = _project(tmp_path, make_db)
+    tok = tokens(p, viewer="viewer")
+    srv = Server(p, args=("--no-worker",)).start()
+    try:
+        c = srv.client("pgf_wrong")
+        codes = [c.get("/api/runs").status_code for _ in range(7)]
+        assert codes[:5] == [401] * 5 and codes[-1] == 429, codes
+        r = srv.client(tok["viewer"]).get("/api/runs")  # the address waits, token or not
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+        assert srv.client().get("/api/health").json()["worker"] == "off"
+    finally:
+        srv.stop()
+
+
+def test_cancel_a_running_sync_stops_it_at_its_next_event(tmp_path: Path, make_db: Any) -> None:
+    p = _project(tmp_path, make_db)
+    p.config.write_text(p.config.read_text().replace("protected = true\n", ""))
+    seed(p.dsns["dev"], 1000)
+    tok = tokens(p, olga="operator")
+    # another sync "holds" items (its advisory lock): this one starts, then waits on it
+    hold = psycopg.connect(p.dsns["prod"], autocommit=True)
+    hold.execute("SELECT pg_advisory_lock(x'70677379'::int, hashtext('public.items'))")
+    srv = Server(p).start()
+    try:
+        c = srv.client(tok["olga"])
+        r = c.post("/api/admin/environment-sync", json={
+            "mode": "incremental", "source": "dev", "target": "prod",
+            "tables": ["public.items"]})
+        rid = r.json()["id"]
+        wait_for(p.dsns["prod"], "SELECT count(*) > 0 FROM pg_stat_activity WHERE"
+                 " datname = current_database() AND wait_event = 'advisory'",
+                 what="the sync waiting on the other one")
+        r = c.post(f"/api/runs/{rid}/cancel")
+        assert r.status_code == 200 and r.json()["run"]["cancel_requested"] is True, r.text
+        assert r.json()["run"]["state"] == "running"
+        hold.close()  # the sync goes on: its next event stops it
+        run = wait_run(c, rid, timeout=60)
+    finally:
+        srv.stop()
+        hold.close()
+    assert run["state"] == "cancelled" and run["error"] == "cancelled", run
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+        rows = conn.execute("SELECT outcome FROM pgferry.journal WHERE command = 'sync'"
+                            ).fetchall()
+    assert ("ok",) not in rows
+
+
+def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
+        tmp_path: Path, make_db: Any) -> None:
+    p = _project(tmp_path, make_db)
+    p.config.write_text(p.config.read_text().replace("protected = true\n", ""))
+    seed(p.dsns["dev"], 200)
+    p.write("V2__tags.sql", "CREATE TABLE tags (id bigint PRIMARY KEY);\n")
+    tok = tokens(p, olga="operator")
+    # another sync "holds" items (its advisory lock): the release's sync step waits on it
+    hold = psycopg.connect(p.dsns["prod"], autocommit=True)
+    hold.execute("SELECT pg_advisory_lock(x'70677379'::int, hashtext('public.items'))")
+    srv = Server(p).start()
+    try:
+        c = srv.client(tok["olga"])
+        r = c.post("/api/releases", json={"env": "prod", "source": "dev",
+                                          "tables": ["public.items"]})
+        assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+        rid = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while not any(e.get("step") == "sync" and e.get("state") == "running"
+                      for e in _events(p, rid)):
+            assert time.monotonic() < deadline, [
+                (e["type"], e.get("message")) for e in _events(p, rid)]
+            time.sleep(0.1)
+        srv.kill()
+    finally:
+        srv.stop()
+        hold.close()
+    again = Server(p, port=srv.port).start()
+    try:
+        run = wait_run(again.client(tok["olga"]), rid, timeout=120)
+    finally:
+        again.stop()
+    assert run["state"] == "succeeded", run
+    assert [s["state"] for s in run["result"]["steps"]] == ["done"] * 5
+    said = [e.get("message", "") for e in _events(p, rid)]
+    assert "backup: done before, not repeated" in said
+    assert "migrate: done before, not repeated" in said
+    assert len(list((p.root / "backups" / "prod").iterdir())) == 1  # one pre-release backup
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (200,)
+        assert conn.execute("SELECT count(*) FROM flyway_schema_history"
+                            " WHERE version = '2' AND success").fetchone() == (1,)
