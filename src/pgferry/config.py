@@ -409,7 +409,8 @@ class ScheduleConfig(_Model):
     """``[[schedule]]``: an operation the worker runs on a cron schedule."""
 
     name: str
-    #: five fields, as crontab: minute hour day-of-month month day-of-week (UTC)
+    #: five fields, as crontab: minute hour day-of-month month day-of-week (UTC); an
+    #: optional sixth is seconds (``* * * * * */10``: every ten seconds)
     cron: str
     operation: ScheduleOperation
     #: the environment of a backup, backup_verify, backup_prune, health or migrate_up
@@ -427,9 +428,9 @@ class ScheduleConfig(_Model):
     def _check_cron(cls, v: str) -> str:
         from croniter import croniter  # type: ignore[import-untyped]
 
-        if len(v.split()) != 5 or not croniter.is_valid(v):
+        if len(v.split()) not in (5, 6) or not croniter.is_valid(v):
             raise ValueError(f"{v!r} is not a cron expression of five fields "
-                             "(e.g. \"*/15 * * * *\")")
+                             "(e.g. \"*/15 * * * *\"; a sixth is seconds)")
         return v
 
     @model_validator(mode="after")

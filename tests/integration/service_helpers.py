@@ -161,3 +161,33 @@ def seed(dsn: str, n: int) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, %s) g"
                   " ON CONFLICT DO NOTHING", [n])
+
+
+@dataclass
+class WorkerProc:
+    """``pgferry worker`` as a real process (the server then runs with ``--no-worker``)."""
+
+    project: Project
+    proc: subprocess.Popen[str] | None = None
+
+    def start(self) -> WorkerProc:
+        log = open(self.project.root / "worker.log", "a")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "pgferry", "--config", str(self.project.config), "worker"],
+            cwd=self.project.root, stdout=log, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)

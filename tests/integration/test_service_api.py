@@ -32,8 +32,8 @@ from tests.integration.service_helpers import (
     wait_run,
 )
 
-# one server for the module: its tests share one xdist worker
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("service_api")]
+# one server per module and xdist worker: the tests do not depend on one another's order
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +199,10 @@ def test_approved_sync_into_prod_streams_its_events_replayed_from_the_start(
 
 def test_rejection_keeps_its_reason(srv: Server, tok: dict[str, str]) -> None:
     olga, alice = srv.client(tok["olga"]), srv.client(tok["alice"])
-    r = olga.post("/api/runs", json={"kind": "migrate_undo", "arguments": {"env": "prod"}})
+    # (a waiting run: a full sync into protected prod)
+    r = olga.post("/api/runs", json={"kind": "sync", "arguments": {
+        "source": "dev", "target": "prod", "mode": "full"}})
+    assert r.status_code == 202, r.text
     rid = r.json()["id"]
     assert r.json()["state"] == "awaiting_approval"
     assert alice.post(f"/api/runs/{rid}/reject", json={"reason": " "}).status_code == 422
@@ -216,7 +219,10 @@ def test_cancel_a_waiting_run_and_retry_a_failed_one(srv: Server, tok: dict[str,
     r = olga.post("/api/runs", json={"kind": "backup_restore",
                                      "arguments": {"env": "prod", "backup_id": "latest"}})
     assert r.status_code in (400, 422), r.text  # no backup of prod yet: said before queueing
-    r = olga.post("/api/runs", json={"kind": "migrate_undo", "arguments": {"env": "prod"}})
+    # (a waiting run: a full sync into protected prod)
+    r = olga.post("/api/runs", json={"kind": "sync", "arguments": {
+        "source": "dev", "target": "prod", "mode": "full"}})
+    assert r.status_code == 202, r.text
     rid = r.json()["id"]
     r = olga.post(f"/api/runs/{rid}/cancel")
     assert r.status_code == 200 and r.json()["run"]["state"] == "cancelled"
@@ -252,6 +258,9 @@ def test_environments_and_reads_hold_no_password(srv: Server, tok: dict[str, str
 def test_metrics_need_a_token_and_expose_health_and_runs(srv: Server, tok: dict[str, str]
                                                          ) -> None:
     assert srv.client().get("/metrics").status_code == 401
+    r = srv.client(tok["olga"]).post("/api/runs", params={"wait": 60}, json={
+        "kind": "verify", "arguments": {"source": "dev", "target": "qa"}})
+    assert r.status_code == 200 and r.json()["run"]["state"] == "problem", r.text
     text = srv.client(tok["viewer"]).get("/metrics").text
     assert 'pgferry_health_status{env="prod"}' in text
     assert "pgferry_service_runs{" in text and "pgferry_circuit_breaker_open{" in text

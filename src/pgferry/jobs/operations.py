@@ -294,15 +294,19 @@ def _env(a: Args) -> str:
     return str(getattr(a, "env", None) or getattr(a, "target", ""))
 
 
-def _writes_env(cfg: Config, a: Args) -> bool:
-    if isinstance(a, BackupRestoreArgs) and a.into_new:
-        return False  # a new database: the environment's own is left alone
-    return _protected(cfg, _env(a))
+def _writes_env(cfg: Config, a: Args) -> bool:  # noqa: ARG001 - one signature for all
+    # a restore into a new database leaves the environment's own alone
+    return not (isinstance(a, BackupRestoreArgs) and a.into_new)
 
 
-def _writes_sync(cfg: Config, a: Args) -> bool:
+def _writes_sync(cfg: Config, a: Args) -> bool:  # noqa: ARG001 - one signature for all
     assert isinstance(a, SyncArgs)
-    return a.mode != "verify" and _protected(cfg, a.target)
+    return a.mode != "verify"
+
+
+def needs_approval(cfg: Config, op: Operation, a: Args) -> bool:
+    """Four eyes: the operation writes to a protected environment (and has a plan)."""
+    return op.plan is not None and op.writes(cfg, a) and _protected(cfg, op.env(a))
 
 
 def _pro_sync(a: ProMigrationArgs) -> SyncArgs | None:

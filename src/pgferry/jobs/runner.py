@@ -41,7 +41,7 @@ from pgferry.errors import PgferryError, Unreachable
 from pgferry.events import Event, Notice, Subscriber
 from pgferry.jobs import breaker, runs
 from pgferry.jobs.control import Control
-from pgferry.jobs.operations import KINDS, Outcome
+from pgferry.jobs.operations import KINDS, Outcome, needs_approval
 from pgferry.redaction import redact
 
 
@@ -153,7 +153,7 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.Run, rec: Recorder)
     # consent given elsewhere: a schedule in the config, `pgferry release --yes`
     if run.schedule is not None or run.requested_from == "cli":
         return False
-    if not op.writes(cfg, a) or op.plan is None:
+    if not needs_approval(cfg, op, a) or op.plan is None:
         return False
     plan = op.plan(cfg, a)
     now_hash = runs.digest(plan.get("hashed", plan))

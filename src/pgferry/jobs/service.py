@@ -5,10 +5,11 @@ Contract:
 
 - :func:`submit` validates the arguments (:mod:`pgferry.jobs.operations`; unknown
   environments are :class:`~pgferry.errors.ConfigError` naming the field), honours the
-  Idempotency-Key (:func:`pgferry.jobs.runs.create`), and asks the policy: a write to a
-  protected environment is judged by its blackout window now (a refusal is journaled
-  in the environment and raised: exit 4, HTTP 403), then — the plan made and hashed —
-  by the ``approval`` rule, which sends it to ``awaiting_approval``. Anything else is
+  Idempotency-Key (:func:`pgferry.jobs.runs.create`), and asks the policy: a write (to
+  any environment) is judged by its blackout window now (a refusal is journaled in the
+  environment and raised: exit 4, HTTP 403); a write to a protected environment then —
+  the plan made and hashed — by the ``approval`` rule, which sends it to
+  ``awaiting_approval``. Anything else is
   queued at once (:func:`pgferry.jobs.queue.defer`).
 - :func:`approve` binds the approval to the plan hash: the plan is made again; the
   person who asked cannot approve (:class:`~pgferry.errors.Refused`, 403); a plan that
@@ -35,7 +36,7 @@ from pgferry.config import Config
 from pgferry.errors import BadInput, ConfigError, PgferryError, Refused
 from pgferry.jobs import queue, runner, runs
 from pgferry.jobs.control import Control
-from pgferry.jobs.operations import KINDS, Args, Operation
+from pgferry.jobs.operations import KINDS, Args, Operation, needs_approval
 
 
 class PlanChanged(PgferryError):
@@ -129,6 +130,9 @@ def submit(cfg: Config, ctl: Control, kind: str, arguments: Mapping[str, Any],
                                   action=f"{kind} on {env} (via the service, by {caller.name})")
         base.authorize(cfg, tgt, req, now=when, rules=("input", "blackout"),
                        arguments={"run_kind": kind, "requested_by": caller.name})
+    if needs_approval(cfg, op, a):
+        when = now or datetime.now(UTC)
+        tgt = base.target(cfg, env)
         plan, plan_hash = plan_of(cfg, op, a)
         d = policy.decide(cfg, policy.WriteRequest(
             op.command, env, tgt.protected, yes=True, requires_approval=True,
