@@ -16,8 +16,8 @@ from tests.integration.service_helpers import Server, make_project, seed, tokens
 
 THRESHOLDS = """
 [health.tables."public.items"]
-degraded_below = 100
-critical_below = 10
+degraded_below = {degraded}
+critical_below = {critical}
 """
 ROLES = {"vera": "viewer", "olga": "operator", "alice": "approver", "bob": "approver",
          "root": "admin"}
@@ -27,7 +27,8 @@ def dashboard_project(root: Path, make: Callable[[str], str], rows: int = 500) -
     from pgferry.commands import backup, migrate_run
     from pgferry.config import load_config
 
-    p = make_project(root, make, extra=THRESHOLDS, more=("staging",))
+    p = make_project(root, make, extra=THRESHOLDS.format(
+        degraded=rows * 5 // 6, critical=rows // 6), more=("staging",))
     cfg = load_config(p.config)
     migrate_run.up(cfg, migrate_run.RunOptions(env="prod", yes=True))
     # prod stays one behind; int (not bigint) is a lint warning the migrations page shows

@@ -15,6 +15,7 @@ CSS classes). Each picture carries a ``<title>`` per mark (the browser's tooltip
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,8 +57,12 @@ class LimitBar:
     extra: tuple[tuple[str, float], ...] = field(default_factory=tuple)
 
 
+#: characters XML 1.0 cannot hold, even escaped (a table may be named anything)
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def _e(text: object) -> str:
-    return escape(str(text), quote=True)
+    return escape(_NOT_XML.sub("\ufffd", str(text)), quote=True)
 
 
 def _num(v: float) -> str:
@@ -169,7 +174,7 @@ def timeline(points: Sequence[Point], *, label: str, since: datetime, until: dat
     if not shown:
         return _empty(label, empty, "timeline")
     top = nice_max(max(p.value for p in shown))
-    left, right, head, foot = 56, 12, 24, 30
+    left, right, head, foot = 56, 28, 24, 30
     span = max((until - since).total_seconds(), 1.0)
     plot_w, plot_h = width - left - right, height - head - foot
 

@@ -107,6 +107,8 @@ function follow(box) {
     setState(ev.state || (e.type === "batch:complete" ? "succeeded" : "failed"));
     if (e.type === "batch:complete") { show(100); } else { box.classList.add("ended-badly"); }
     box.dataset.done = "true";
+    document.querySelectorAll('[data-while-live="' + id + '"]').forEach((el) => { el.hidden = true; });
+    document.querySelectorAll('[data-when-done="' + id + '"]').forEach((el) => { el.hidden = false; });
   }
   source.addEventListener("batch:progress", handle);
   source.addEventListener("batch:complete", handle);
