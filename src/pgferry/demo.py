@@ -112,6 +112,28 @@ STEPS += _sync_steps()
 STEPS += _backup_steps()
 
 
+def step_service(d: Demo) -> None:
+    """How to run the same things as a team, over HTTP (docs/service.md); printed, not run."""
+    cfg = f"--config {d.config_path}"
+    url = "http://127.0.0.1:8765"
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    d.say("The same capabilities as a service for a team (docs/service.md): an HTTP API on "
+          "127.0.0.1, runs as durable jobs, live progress, a second person's approval for prod.")
+    d.say(f"  export TOKEN=$(pgferry {cfg} token create --name you --role admin)")
+    d.say(f"  pgferry {cfg} serve &")
+    d.say(f"  curl -s {auth} {url}/api/admin/production-health")
+    d.say(f"  curl -s {auth} -H 'Content-Type: application/json' -d "
+          "'{\"mode\": \"verify\", \"source\": \"dev\", \"target\": \"prod\"}' "
+          f"{url}/api/admin/environment-sync")
+    d.say(f"  curl -s {auth} -H 'Content-Type: application/json' -d '{{}}' "
+          f"{url}/api/admin/professional-migration")
+    d.say("prod is protected: the migration waits for a second token holder (role approver): "
+          f"curl -s -X POST -H \"Authorization: Bearer $OTHER\" {url}/api/runs/RUN_ID/approve")
+
+
+STEPS.append(DemoStep("the admin service", step_service))
+
+
 # -- building the demo project --------------------------------------------------
 
 

@@ -168,6 +168,15 @@ def test_four_eyes_requester_403_plan_changed_409_then_approved_run(
     assert done["result"]["current_version"] == "3"
     audit = [x for x in _journal(p) if x["command"] == "approve"]
     assert [x["outcome"] for x in audit[-2:]] == ["refused", "ok"]
+    # prod's own journal: the migration, and on whose word it ran
+    with psycopg.connect(p.dsns["prod"].replace(f" password={SECRET}", ""),
+                         autocommit=True) as conn:
+        rows = conn.execute("SELECT command, outcome, arguments FROM pgferry.journal"
+                            " WHERE command IN ('migrate up', 'service run') AND"
+                            " (arguments->>'run' = %s OR command = 'migrate up')"
+                            " ORDER BY id DESC LIMIT 2", [rid]).fetchall()
+    assert [(c, o) for c, o, _ in rows] == [("service run", "ok"), ("migrate up", "ok")]
+    assert rows[0][2]["requested_by"] == "alice" and rows[0][2]["approved_by"] == "bob"
 
 
 def test_approved_sync_into_prod_streams_its_events_replayed_from_the_start(
@@ -190,9 +199,11 @@ def test_approved_sync_into_prod_streams_its_events_replayed_from_the_start(
     names = [n for n, _ in events]
     assert names[-1] == "batch:complete" and set(names[:-1]) == {"batch:progress"}
     types = [d["type"] for _, d in events]
-    assert types[0] == "step"  # replayed from the start: awaiting approval first
+    assert types[0] == "run_step"  # replayed from the start: awaiting approval first
     assert {"run_started", "table_started", "batch_written", "table_finished",
             "run_finished"} <= set(types)
+    percents = [d["percent"] for _, d in events if "percent" in d]  # for progress bars
+    assert percents == sorted(percents) and percents[-1] == 100.0 and 0 < len(percents)
     with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (500,)
 

@@ -76,7 +76,7 @@ def test_backup_of_production_runs_at_once_streams_and_is_listed(
     events = sse(olga, rid)  # follows the run live until it ends
     assert events[-1][0] == "batch:complete" and events[-1][1]["state"] == "succeeded"
     types = [d["type"] for _, d in events]
-    assert "step" in types and len(types) >= 3
+    assert "run_step" in types and len(types) >= 3
     run = olga.get(f"/api/runs/{rid}").json()["run"]
     assert run["state"] == "succeeded" and run["approved_by"] is None
     listed = olga.get("/api/backups", params={"env": "prod"}).json()

@@ -206,7 +206,7 @@ def _release(app: typer.Typer) -> None:
 def _echo(st: Any) -> Any:
     def show(event: Any) -> None:
         d = event.to_dict()
-        if d.get("type") in ("step", "notice", "warning"):
+        if d.get("type") in ("run_step", "notice", "warning"):
             st.note(d.get("message", ""))
 
     return show

@@ -1,6 +1,6 @@
 """The operations a run can be: each one a call of a :mod:`pgferry.commands` function.
 
-Contract: :data:`KINDS` maps a run's ``kind`` to an :class:`Operation`: the
+Contract: :data:`KINDS` maps a run's ``kind`` to an :class:`RunKind`: the
 pydantic model of its arguments (what ``POST /api/runs`` and ``[[schedule]]``
 accept; unknown fields are refused), the environment it acts on (its jobs are
 serialised per environment), whether it writes to that environment (a protected
@@ -118,7 +118,7 @@ Plan = dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Operation:
+class RunKind:
     name: str
     args: type[Args]
     #: the command as the journal and the policy name it
@@ -304,7 +304,7 @@ def _writes_sync(cfg: Config, a: Args) -> bool:  # noqa: ARG001 - one signature 
     return a.mode != "verify"
 
 
-def needs_approval(cfg: Config, op: Operation, a: Args) -> bool:
+def needs_approval(cfg: Config, op: RunKind, a: Args) -> bool:
     """Four eyes: the operation writes to a protected environment (and has a plan)."""
     return op.plan is not None and op.writes(cfg, a) and _protected(cfg, op.env(a))
 
@@ -380,24 +380,24 @@ def _release(cfg: Config, a: Args, progress: Subscriber) -> Outcome:  # noqa: AR
     raise AssertionError("a release runs as a saga (pgferry.jobs.saga), not as one command")
 
 
-KINDS: dict[str, Operation] = {o.name: o for o in [
-    Operation("migrate_up", MigrateUpArgs, "migrate up", _env, _writes_env,
+KINDS: dict[str, RunKind] = {o.name: o for o in [
+    RunKind("migrate_up", MigrateUpArgs, "migrate up", _env, _writes_env,
               lambda c, a, p: _migrate(c, a, p, False), lambda c, a: _migrate_plan(c, a, False)),
-    Operation("migrate_undo", MigrateUndoArgs, "migrate undo", _env, _writes_env,
+    RunKind("migrate_undo", MigrateUndoArgs, "migrate undo", _env, _writes_env,
               lambda c, a, p: _migrate(c, a, p, True), lambda c, a: _migrate_plan(c, a, True)),
-    Operation("sync", SyncArgs, "sync", _env, _writes_sync, _sync, _sync_plan),
-    Operation("verify", VerifyArgs, "verify", _env, _never, _verify),
-    Operation("sync_revert", RevertArgs, "sync revert", _env, _writes_env, _revert,
+    RunKind("sync", SyncArgs, "sync", _env, _writes_sync, _sync, _sync_plan),
+    RunKind("verify", VerifyArgs, "verify", _env, _never, _verify),
+    RunKind("sync_revert", RevertArgs, "sync revert", _env, _writes_env, _revert,
               _revert_plan, resumable=False),
-    Operation("backup_create", BackupCreateArgs, "backup create", _env, _never,
+    RunKind("backup_create", BackupCreateArgs, "backup create", _env, _never,
               _backup_create),
-    Operation("backup_verify", BackupVerifyArgs, "backup verify", _env, _never,
+    RunKind("backup_verify", BackupVerifyArgs, "backup verify", _env, _never,
               _backup_verify),
-    Operation("backup_restore", BackupRestoreArgs, "backup restore", _env, _writes_env,
+    RunKind("backup_restore", BackupRestoreArgs, "backup restore", _env, _writes_env,
               _backup_restore, _restore_plan, resumable=False),
-    Operation("backup_prune", EnvArgs, "backup prune", _env, _never, _backup_prune),
-    Operation("health", EnvArgs, "health", _env, _never, _health),
-    Operation("professional_migration", ProMigrationArgs, "migrate up", _env, _writes_env,
+    RunKind("backup_prune", EnvArgs, "backup prune", _env, _never, _backup_prune),
+    RunKind("health", EnvArgs, "health", _env, _never, _health),
+    RunKind("professional_migration", ProMigrationArgs, "migrate up", _env, _writes_env,
               _pro, _pro_plan),
-    Operation("release", ReleaseArgs, "release", _env, _writes_env, _release, _release_plan),
+    RunKind("release", ReleaseArgs, "release", _env, _writes_env, _release, _release_plan),
 ]}

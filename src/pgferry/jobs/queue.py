@@ -176,7 +176,7 @@ class Worker:
             else:
                 await self.app.job_manager.finish_job_by_id_async(
                     job.id, status=_failed(), delete_job=False)
-                rec = runner.Recorder(self.ctl, run.id)
+                rec = runner.Recorder(self.ctl, run.id, cfg=self.cfg)
                 runner.finish(self.ctl, run.id, rec, "failed", 3, None,
                               f"the worker running this {run.kind} stopped (killed or lost) "
                               "before it ended; it is not resumed (not safe to repeat): "

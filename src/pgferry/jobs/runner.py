@@ -12,7 +12,8 @@ Contract: :func:`execute` takes a run id and carries the run to a final state:
    operation runs (:mod:`pgferry.jobs.operations`, a release: :mod:`pgferry.jobs.saga`)
    retrying transient failures (the database unreachable) with exponential backoff and
    jitter (tenacity), each failure counted by the breaker;
-4. its events are stored with the run as they come (:class:`Recorder`), ending with
+4. its events are stored with the run as they come (:class:`Recorder`; those that say
+   how far it is carry ``percent``, :mod:`pgferry.jobs.progress`), ending with
    ``complete`` or ``error``; the state, exit code, result and error are written last.
 
 A cancel (``cancel_requested``) interrupts the operation at its next progress event,
@@ -42,6 +43,8 @@ from pgferry.events import Event, Notice, Subscriber
 from pgferry.jobs import breaker, runs
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS, Outcome, needs_approval
+from pgferry.jobs.progress import Percent
+from pgferry.journal import Outcome as Outcome_
 from pgferry.redaction import redact
 
 
@@ -50,7 +53,7 @@ class RunCancelled(KeyboardInterrupt):
 
 
 @dataclass(frozen=True)
-class Step(Event):
+class RunStep(Event):
     """A line of the run itself (queued, started, retrying, resumed, a saga step)."""
 
     message: str
@@ -65,12 +68,16 @@ class Recorder:
     FLUSH_S = 0.25
     CANCEL_POLL_S = 1.0
 
-    def __init__(self, ctl: Control, run_id: str, also: Subscriber | None = None) -> None:
+    def __init__(self, ctl: Control, run_id: str, also: Subscriber | None = None, *,
+                 cfg: Config | None = None) -> None:
         self.ctl, self.run_id, self.also = ctl, run_id, also
+        #: where the run's environment is, to journal the run there at its end
+        self.cfg = cfg
         self._buf: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._flushed = time.monotonic()
         self._polled = time.monotonic()
+        self._percent = Percent()
         self.errors: list[str] = []
 
     def __call__(self, event: Event) -> None:
@@ -81,13 +88,16 @@ class Recorder:
 
     def add(self, item: dict[str, Any]) -> None:
         with self._lock:
+            pct = self._percent.update(item)
+            if pct is not None:
+                item = {**item, "percent": pct}
             self._buf.append(item)
             due = time.monotonic() - self._flushed >= self.FLUSH_S
         if due:
             self.flush()
 
     def say(self, message: str, step: str = "", state: str = "") -> None:
-        self(Step(message, step, state))
+        self(RunStep(message, step, state))
 
     def flush(self) -> None:
         with self._lock:
@@ -180,7 +190,7 @@ def execute(cfg: Config, ctl: Control, run_id: str, *,
     run = runs.get(ctl, run_id)
     if run is None or run.final or run.state == "awaiting_approval":
         return run
-    rec = Recorder(ctl, run_id, also)
+    rec = Recorder(ctl, run_id, also, cfg=cfg)
     if run.cancel_requested:
         return finish(ctl, run_id, rec, "cancelled", None, None, "cancelled before it started")
     try:
@@ -217,18 +227,57 @@ def _operate(cfg: Config, ctl: Control, run: runs.Run, rec: Recorder) -> Outcome
 
 def finish(ctl: Control, run_id: str, rec: Recorder, state: runs.State, exit_code: int | None,
            result: dict[str, Any] | None, error: str | None) -> runs.Run | None:
-    """The run's last event (``complete`` or ``error``) and its final state."""
+    """The run's last event (``complete`` or ``error``) and its final state; then one
+    ``service run`` row in the environment's journal (:func:`journal_run`)."""
     kind = "complete" if state in ("succeeded", "problem") else "error"
     rec.add({"type": kind, "state": state, "exit_code": exit_code, "error": error,
              "at": time.time()})
     rec.flush()
-    return runs.update(ctl, run_id, state=state, exit_code=exit_code, result=result,
-                       error=error, finished_at="now()")
+    run = runs.update(ctl, run_id, state=state, exit_code=exit_code, result=result,
+                      error=error, finished_at="now()")
+    if run is not None and rec.cfg is not None:
+        journal_run(rec.cfg, run)
+    return run
+
+
+_JOURNAL_OUTCOME: dict[str, Outcome_] = {"succeeded": "ok", "problem": "problem",
+                                         "failed": "failed", "cancelled": "failed",
+                                         "rejected": "refused"}
+
+
+def journal_run(cfg: Config, run: runs.Run) -> None:
+    """Who asked for the run and who approved it, in the journal of the environment it
+    acted on (where that journal exists), beside the command's own row: the command's row
+    says what changed, this one says on whose word. Never fails the run."""
+    import psycopg
+
+    from pgferry import journal
+    from pgferry.pg.connect import resolve_env
+
+    try:
+        tgt = resolve_env(cfg, run.env)
+    except PgferryError:
+        return
+    outcome = _JOURNAL_OUTCOME.get(run.state, "failed")
+    if run.state == "failed" and run.exit_code == 4:
+        outcome = "refused"
+    try:
+        journal.append(
+            tgt, "service run", outcome=outcome, exit_code=run.exit_code or 0,
+            create=False, retry_for=1,
+            duration_ms=int(run.duration_s * 1000) if run.duration_s is not None else None,
+            arguments={"run": run.id, "kind": run.kind, "arguments": run.arguments,
+                       "requested_by": run.requested_by, "requested_from": run.requested_from,
+                       "approved_by": run.approved_by, "plan_hash": run.plan_hash,
+                       "schedule": run.schedule},
+            details={"state": run.state, "attempts": run.attempts}, error=run.error)
+    except (PgferryError, psycopg.Error) as e:
+        journal.warn(tgt, e)
 
 
 def announce(ctl: Control, run_id: str, message: str, step: str, state: str) -> None:
     """One event from outside the run's execution (queued, approved, resumed ...)."""
-    runs.add_events(ctl, run_id, [Step(message, step, state).to_dict()])
+    runs.add_events(ctl, run_id, [RunStep(message, step, state).to_dict()])
 
 
-__all__ = ["Notice", "Recorder", "RunCancelled", "Step", "announce", "execute", "finish"]
+__all__ = ["Notice", "Recorder", "RunCancelled", "RunStep", "announce", "execute", "finish"]

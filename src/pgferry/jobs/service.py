@@ -36,7 +36,7 @@ from pgferry.config import Config
 from pgferry.errors import BadInput, ConfigError, PgferryError, Refused
 from pgferry.jobs import queue, runner, runs
 from pgferry.jobs.control import Control
-from pgferry.jobs.operations import KINDS, Args, Operation, needs_approval
+from pgferry.jobs.operations import KINDS, Args, RunKind, needs_approval
 
 
 class PlanChanged(PgferryError):
@@ -81,7 +81,7 @@ def audit(ctl: Control, command: str, caller: Caller, *, outcome: str = "ok",
         journal.warn(ctl.target, e)
 
 
-def validate(cfg: Config, kind: str, arguments: Mapping[str, Any]) -> tuple[Operation, Args]:
+def validate(cfg: Config, kind: str, arguments: Mapping[str, Any]) -> tuple[RunKind, Args]:
     """The operation and its arguments; pydantic's ValidationError, or ConfigError naming
     the field that names an unknown environment."""
     op = KINDS.get(kind)
@@ -97,7 +97,7 @@ def validate(cfg: Config, kind: str, arguments: Mapping[str, Any]) -> tuple[Oper
     return op, a
 
 
-def plan_of(cfg: Config, op: Operation, a: Args) -> tuple[dict[str, Any], str]:
+def plan_of(cfg: Config, op: RunKind, a: Args) -> tuple[dict[str, Any], str]:
     assert op.plan is not None
     plan = op.plan(cfg, a)
     return plan, runs.digest(plan.get("hashed", plan))

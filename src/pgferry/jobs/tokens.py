@@ -56,7 +56,7 @@ class Token:
 
 
 @dataclass(frozen=True)
-class Created:
+class NewToken:
     token: Token
     #: the secret, shown once
     secret: str
@@ -68,7 +68,7 @@ class Created:
 _COLS = "id, name, role, created_at, last_used_at, revoked_at"
 
 
-def create(ctl: Control, name: str, role: str) -> Created:
+def create(ctl: Control, name: str, role: str) -> NewToken:
     if role not in ROLES:
         raise BadInput(f"--role {role!r}: use {', '.join(ROLES)}", field="role")
     if not name.strip():
@@ -83,7 +83,7 @@ def create(ctl: Control, name: str, role: str) -> Created:
             raise BadInput(f"a live token is named {name!r}; revoke it first or pick another "
                            "name", field="name") from None
     assert row is not None
-    return Created(Token(**row), secret)
+    return NewToken(Token(**row), secret)
 
 
 def listing(ctl: Control, *, include_revoked: bool = False) -> list[Token]:
