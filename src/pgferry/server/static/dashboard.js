@@ -1,52 +1,7 @@
-// pgferry dashboard: live progress from the API's Server-Sent Events, and button labels that
-// say what a form will do. No framework, no build step; the pages work without it (the
+// pgferry dashboard: live progress from the API's Server-Sent Events (`GET /api/runs/{id}/events`,
+// replayed from the start, then live), and button labels that say what a form will do. No framework, no build step; the pages work without it (the
 // progress then shows where the run was when the page was made).
 "use strict";
-
-// One run's progress, folded from its events (the same events `GET /api/runs/{id}/events`
-// replays from the start, then streams): tables a sync or verify announced, rows done of
-// each table's estimate, tables finished; migrations done of their total.
-function Progress() {
-  this.tables = {};
-  this.total = 0;
-  this.migrations = null;
-}
-Progress.prototype.add = function (ev) {
-  switch (ev.type) {
-    case "run_started":
-      (ev.tables || []).forEach((t) => { this.tables[t] = this.tables[t] || {rows: 0, total: 0, done: false}; });
-      this.total = Object.keys(this.tables).length;
-      break;
-    case "table_started":
-      this.table(ev.table).total = ev.total_rows || 0;
-      break;
-    case "batch_written":
-      this.table(ev.table).rows += ev.rows || 0;
-      break;
-    case "table_finished":
-      this.table(ev.table).done = true;
-      break;
-    case "migration_finished":
-      this.migrations = {done: ev.index, total: ev.total};
-      break;
-  }
-};
-Progress.prototype.table = function (name) {
-  if (!this.tables[name]) { this.tables[name] = {rows: 0, total: 0, done: false}; this.total += 1; }
-  return this.tables[name];
-};
-// percent done, or null while nothing can be said (the bar then moves without a figure)
-Progress.prototype.percent = function () {
-  if (this.migrations && this.migrations.total) {
-    return Math.floor(100 * this.migrations.done / this.migrations.total);
-  }
-  if (!this.total) { return null; }
-  let sum = 0;
-  Object.values(this.tables).forEach((t) => {
-    sum += t.done ? 1 : (t.total ? Math.min(t.rows / t.total, 0.99) : 0);
-  });
-  return Math.min(99, Math.floor(100 * sum / this.total));
-};
 
 function describe(ev) {
   switch (ev.type) {
@@ -73,7 +28,9 @@ function follow(box) {
   const pct = box.querySelector(".pct");
   const state = box.querySelector(".state");
   const log = document.querySelector('[data-log-for="' + id + '"]');
-  const progress = new Progress();
+  // how far the run is: the service computes it (pgferry.jobs.progress) and sends it on the
+  // events that say something about it, as `percent`
+  let percent = null;
   const source = new EventSource(box.dataset.events);
 
   function setState(s) {
@@ -90,7 +47,7 @@ function follow(box) {
   function handle(e) {
     let ev;
     try { ev = JSON.parse(e.data); } catch (err) { return; }
-    progress.add(ev);
+    if (typeof ev.percent === "number") { percent = ev.percent; }
     if (log) {
       const li = document.createElement("li");
       li.className = "ev-" + ev.type;
@@ -100,7 +57,7 @@ function follow(box) {
     }
     if (e.type === "batch:progress") {
       if (ev.type === "step" && ev.state) { setState(ev.state); }
-      if (box.dataset.state === "running") { show(progress.percent()); }
+      if (box.dataset.state === "running") { show(percent === null ? null : Math.floor(percent)); }
       return;
     }
     source.close();
@@ -131,7 +88,8 @@ function labelPair(form) {
 }
 
 document.addEventListener("DOMContentLoaded", () => {
-  document.querySelectorAll(".progress[data-events]").forEach(follow);
+  // a browser holds 6 connections per host (HTTP/1.1): follow a few runs live, not all
+  Array.from(document.querySelectorAll(".progress[data-events]")).slice(0, 4).forEach(follow);
   document.querySelectorAll("form.pair").forEach((form) => {
     labelPair(form);
     form.addEventListener("change", () => labelPair(form));
