@@ -82,6 +82,11 @@ def test_log_in_start_a_verify_watch_it_reach_100_and_see_every_page(
     _history(srv, tok)
     IMG.mkdir(parents=True, exist_ok=True)
     ctx = browser.new_context(viewport={"width": 1280, "height": 860})
+    # every value a progress bar takes, in order (the test's own probe, not the page's)
+    ctx.add_init_script("""window.__seen = [];
+      new MutationObserver((ms) => ms.forEach((m) => window.__seen.push(
+        [m.target.closest('.progress')?.dataset.run, m.target.getAttribute('value')])))
+      .observe(document, {subtree: true, attributes: true, attributeFilter: ['value']});""")
     page = ctx.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -112,6 +117,8 @@ def test_log_in_start_a_verify_watch_it_reach_100_and_see_every_page(
         " return b && b.value === 100 && b.closest('.progress').dataset.done === 'true'; }",
         arg=run_id, timeout=90_000)
     assert box.locator(".pct").inner_text() == "100%"
+    seen = [float(v) for r, v in page.evaluate("window.__seen") if r == run_id and v]
+    assert any(0 < v < 100 for v in seen) and seen[-1] == 100, seen  # it moved, then filled
     assert box.locator(".state").inner_text() == "succeeded"
     log = page.locator(f"[data-log-for='{run_id}'] li").all_inner_texts()
     assert sum("more rows" in x for x in log) >= 2, log  # progress came in several batches

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from tests.conftest import Project
 from tests.integration.service_helpers import Server, make_project, seed, tokens
@@ -32,11 +33,15 @@ def dashboard_project(root: Path, make: Callable[[str], str], rows: int = 500) -
     cfg = load_config(p.config)
     migrate_run.up(cfg, migrate_run.RunOptions(env="prod", yes=True))
     # prod stays one behind; int (not bigint) is a lint warning the migrations page shows
-    p.write("V2__items_weight.sql", "ALTER TABLE items ADD COLUMN weight int;\n")
+    p.write("V2__items_weight.sql", "ALTER TABLE items ADD COLUMN weight int;\n"
+            "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL);\n")
     cfg = load_config(p.config)
     for env in ("dev", "staging"):
         migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
         seed(p.dsns[env], rows)
+        with psycopg.connect(p.dsns[env], autocommit=True) as c:
+            c.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, %s) g",
+                      [rows // 10])
     backup.create(cfg, backup.CreateOptions(env="dev"))
     return p
 
