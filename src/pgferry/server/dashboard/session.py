@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from typing import Any
 
@@ -139,8 +140,12 @@ def can(who: Caller, role: str) -> bool:
     return tokens.rank(who.role) >= tokens.rank(role)
 
 
+#: a path of this site, and nothing a browser could read as another host (``//host``,
+#: ``/\\host``, a tab or newline it would drop first)
+_LOCAL_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?=&+:@!$',;*()-]*")
+
+
 def safe_next(value: Any) -> str:
-    """Where to go after the login: a path of this site only (never ``//host``)."""
+    """Where to go after the login: a path of this site only, else ``/``."""
     text = str(value or "/")
-    return text if text.startswith("/") and not text.startswith("//") \
-        and "\\" not in text else "/"
+    return text if _LOCAL_PATH.fullmatch(text) else "/"

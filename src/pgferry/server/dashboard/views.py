@@ -139,8 +139,9 @@ def migrations(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  
     findings: dict[str, list[dict[str, Any]]] = {}
     lint_error = None
     try:
-        res = lint_cmd.lint(lint_cmd.LintOptions(env=env, fmt="json", jobs=1,
-                                                 config_path=str(svc.cfg.path)))
+        res = lint_cmd.lint(lint_cmd.LintOptions(
+            env=env, fmt="json", jobs=1,
+            config_path=str(svc.cfg.path) if svc.cfg.path else None))
         for f in res.to_dict().get("findings", []):
             findings.setdefault(str(f.get("path", "")).rsplit("/", 1)[-1], []).append(f)
     except PgferryError as e:
