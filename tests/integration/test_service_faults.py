@@ -98,3 +98,35 @@ def test_failed_token_checks_are_rate_limited_per_address(tmp_path: Path, make_d
         assert srv.client().get("/api/health").json()["worker"] == "off"
     finally:
         srv.stop()
+
+
+def test_cancel_a_running_sync_stops_it_at_its_next_event(tmp_path: Path, make_db: Any) -> None:
+    p = _project(tmp_path, make_db, '\n[sync]\nbatch_size = 100\njobs = 1\n')
+    p.config.write_text(p.config.read_text().replace("protected = true\n", ""))
+    seed(p.dsns["dev"], 150_000)
+    tok = tokens(p, olga="operator")
+    srv = Server(p).start()
+    try:
+        c = srv.client(tok["olga"])
+        r = c.post("/api/admin/environment-sync", json={
+            "mode": "incremental", "source": "dev", "target": "prod", "tables": ["public.items"]})
+        rid = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while not any(e["type"] == "batch_written" for e in _events(p, rid)):
+            assert time.monotonic() < deadline, "the sync never wrote a batch"
+            time.sleep(0.05)
+        r = c.post(f"/api/runs/{rid}/cancel")
+        assert r.status_code == 200 and r.json()["run"]["cancel_requested"] is True, r.text
+        run = wait_run(c, rid, timeout=30)
+    finally:
+        srv.stop()
+    assert run["state"] == "cancelled" and run["error"] == "cancelled", run
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        (count,) = conn.execute("SELECT count(*) FROM items").fetchone() or (0,)
+        outcome, error = conn.execute("SELECT outcome, error FROM pgferry.journal"
+                                      " WHERE command = 'sync' ORDER BY id DESC LIMIT 1"
+                                      ).fetchone() or ("", "")
+    # what was written before the cancel stays (a table loads in batches; this one in one),
+    # nothing twice;
+    # prod's journal says the sync did not end well
+    assert count <= 150_000 and outcome == "failed", (count, outcome, error)

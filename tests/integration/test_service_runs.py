@@ -11,6 +11,7 @@ professional migration's ``data`` (``migratedCount``, ``errors``, ``report``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -32,6 +33,16 @@ reason = "the auditors are in"
 """
 
 
+# an environment whose server is gone (nothing listens on port 1); connection retries short
+GONE = """
+[environments.gone]
+url = "host=127.0.0.1 port=1 dbname=gone user=gone connect_timeout=1"
+
+[sync]
+retry = "1s"
+"""
+
+
 @pytest.fixture(scope="module")
 def service(pg_admin_dsn: str, role: str, tmp_path_factory: pytest.TempPathFactory  # noqa: ARG001
             ) -> Iterator[tuple[Project, Server, dict[str, str]]]:
@@ -44,7 +55,8 @@ def service(pg_admin_dsn: str, role: str, tmp_path_factory: pytest.TempPathFacto
     cfg = load_config(p.config)
     for env in ("dev", "prod", "qa"):
         migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
-    p.config.write_text(p.config.read_text() + BLACKOUT)
+    text = p.config.read_text().replace("[service]\n", "[service]\nbreaker_failures = 1\n")
+    p.config.write_text(text + BLACKOUT + GONE)
     seed(p.dsns["dev"], 300)
     toks = tokens(p, olga="operator", bob="approver")
     srv = Server(p).start()
@@ -162,3 +174,27 @@ def test_release_saga_then_a_failed_release_compensated_then_professional_migrat
     assert data["migratedCount"] == 100 and data["errors"] == [], data
     assert data["duration"] > 0 and "public.items" in data["report"]
     assert _prod(p, "SELECT count(*) FROM items") == [(400,)]
+
+
+def test_an_unreachable_environment_opens_its_circuit_breaker_then_calls_fail_fast(
+        service: tuple[Project, Server, dict[str, str]]) -> None:
+    _, srv, tok = service
+    olga = srv.client(tok["olga"])
+    r = olga.post("/api/runs", json={"kind": "verify", "arguments": {
+        "source": "dev", "target": "gone"}})
+    first = wait_run(olga, r.json()["id"], timeout=60)
+    assert first["state"] == "failed" and "cannot connect" in first["error"], first
+    envs = {e["name"]: e for e in olga.get("/api/environments").json()["environments"]}
+    assert envs["gone"]["breaker"]["state"] == "open", envs["gone"]
+    assert envs["gone"]["breaker"]["failures"] >= 1 and envs["dev"]["breaker"]["state"] == "closed"
+    t0 = time.monotonic()
+    r = olga.post("/api/runs", json={"kind": "verify", "arguments": {
+        "source": "dev", "target": "gone"}})
+    second = wait_run(olga, r.json()["id"], timeout=30)
+    assert second["state"] == "failed" and "fail fast" in second["error"], second
+    assert time.monotonic() - t0 < 10  # no connection tried
+    health = olga.get("/api/admin/production-health", params={"env": "gone"}).json()
+    assert health["status"] == "critical" and health["breaker"]["state"] == "open"
+    assert health["checks"][0]["name"] == "circuit_breaker"
+    metrics = olga.get("/metrics").text
+    assert 'pgferry_circuit_breaker_open{env="gone"} 1.0' in metrics

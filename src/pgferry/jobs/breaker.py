@@ -99,8 +99,8 @@ def record(cfg: Config, ctl: Control, env: str, *, ok: bool, error: str | None =
                       " updated_at = now() WHERE env = %s AND failures > 0", [env])
         else:
             c.execute(
-                "INSERT INTO pgferry_control.breakers AS b (env, failures, last_error)"
-                " VALUES (%(env)s, 1, %(err)s)"
+                "INSERT INTO pgferry_control.breakers AS b (env, failures, last_error, opened_at)"
+                " VALUES (%(env)s, 1, %(err)s, CASE WHEN 1 >= %(n)s THEN now() END)"
                 " ON CONFLICT (env) DO UPDATE SET failures = b.failures + 1,"
                 " last_error = %(err)s, updated_at = now(),"
                 " opened_at = CASE WHEN b.failures + 1 >= %(n)s THEN now() ELSE b.opened_at END",

@@ -66,7 +66,7 @@ class Recorder:
     (batched, in order) and raises :class:`RunCancelled` once a cancel was asked."""
 
     FLUSH_S = 0.25
-    CANCEL_POLL_S = 1.0
+    CANCEL_POLL_S = 0.25
 
     def __init__(self, ctl: Control, run_id: str, also: Subscriber | None = None, *,
                  cfg: Config | None = None) -> None:
