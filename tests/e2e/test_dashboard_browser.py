@@ -82,11 +82,13 @@ def test_log_in_start_a_verify_watch_it_reach_100_and_see_every_page(
     _history(srv, tok)
     IMG.mkdir(parents=True, exist_ok=True)
     ctx = browser.new_context(viewport={"width": 1280, "height": 860})
-    # every value a progress bar takes, in order (the test's own probe, not the page's)
+    # every value a progress bar took before its last, in order (the test's own probe; a
+    # mutation record's oldValue, as the attribute may have changed again before it is read)
     ctx.add_init_script("""window.__seen = [];
       new MutationObserver((ms) => ms.forEach((m) => window.__seen.push(
-        [m.target.closest('.progress')?.dataset.run, m.target.getAttribute('value')])))
-      .observe(document, {subtree: true, attributes: true, attributeFilter: ['value']});""")
+        [m.target.closest('.progress')?.dataset.run, m.oldValue])))
+      .observe(document, {subtree: true, attributes: true, attributeOldValue: true,
+                          attributeFilter: ['value']});""")
     page = ctx.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -118,7 +120,7 @@ def test_log_in_start_a_verify_watch_it_reach_100_and_see_every_page(
         arg=run_id, timeout=90_000)
     assert box.locator(".pct").inner_text() == "100%"
     seen = [float(v) for r, v in page.evaluate("window.__seen") if r == run_id and v]
-    assert any(0 < v < 100 for v in seen) and seen[-1] == 100, seen  # it moved, then filled
+    assert any(0 < v < 100 for v in seen), seen  # it moved before it filled
     assert box.locator(".state").inner_text() == "succeeded"
     log = page.locator(f"[data-log-for='{run_id}'] li").all_inner_texts()
     assert sum("more rows" in x for x in log) >= 2, log  # progress came in several batches

@@ -5,8 +5,6 @@
 
 function describe(ev) {
   switch (ev.type) {
-    case "step": return ev.message;
-    case "notice": return ev.message;
     case "warning": return "warning" + (ev.table ? " (" + ev.table + ")" : "") + ": " + ev.message;
     case "run_started": return ev.mode + " " + ev.source + " → " + ev.target + ": " + (ev.tables || []).length + " table(s)";
     case "table_started": return ev.table + " started (" + (ev.strategy || "") + (ev.total_rows ? ", about " + ev.total_rows.toLocaleString() + " rows" : "") + ")";
@@ -18,7 +16,7 @@ function describe(ev) {
     case "lock_retry": return ev.label + ": lock not granted, attempt " + ev.attempt + "/" + ev.max_attempts;
     case "complete": return "run ended: " + ev.state + (ev.exit_code != null ? " (exit " + ev.exit_code + ")" : "");
     case "error": return "run ended: " + ev.state + (ev.error ? ": " + ev.error : "");
-    default: return ev.type;
+    default: return ev.message || ev.type;  // a run's own steps (queued, started, approved ...)
   }
 }
 
@@ -56,8 +54,10 @@ function follow(box) {
       log.appendChild(li);
     }
     if (e.type === "batch:progress") {
-      if (ev.type === "step" && ev.state) { setState(ev.state); }
-      if (box.dataset.state === "running") { show(percent === null ? null : Math.floor(percent)); }
+      // a run's own step (queued, started, approved, retrying) carries its new state
+      if ("step" in ev && ev.state) { setState(ev.state); }
+      if (typeof ev.percent === "number") { show(Math.floor(percent)); }
+      else if (box.dataset.state === "running" && percent === null) { show(null); }
       return;
     }
     source.close();
