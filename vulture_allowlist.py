@@ -27,24 +27,17 @@ _.model_config  # pydantic
 _.list_commands  # click's group interface
 _.http_status  # errors: the HTTP status the admin service answers with (issue 14)
 _.Storage  # backup storage: the Protocol a second backend implements
-_.__class__  # lint/pgparse: the placeholder module pglast's import needs
+_.__class__  # sqltext/parser: the placeholder module pglast's import needs
 _.__loader__
 _.__path__
 _.__package__
 _.if_not_exists  # migrate/leftovers: set on a pglast node
+_.concurrent
+_.idxname
 
 # dead, in modules other open work is rewriting: to go with that work
-_.is_new_or_empty  # lint/model.py (issue 11 part B, the SQL front end)
-_.INT4  # lint/nodes.py: type lists (issue 11 part B)
-_.INT2
-_.SERIALS
-_.funcname
-_.VOLATILITY  # lint/snapshot.py (issue 11 part B, one catalog reader)
-_.server_version_num  # pg/catalog.py (issue 11 part B, one catalog reader)
-_.is_local  # pg/connect.py (issue 11 part B, driver errors)
 _.verify_table  # sync/compare.py (issue 16)
 _.as_bytes  # sync/mask_sql.py (issue 16)
-_._queue  # sync/copy.py: psycopg internals (issue 11 part B, item 10)
 
 # read by name through a string (HealthThresholds.seconds("cache_interval"), ...)
 _.cache_interval

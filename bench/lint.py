@@ -99,10 +99,13 @@ def squawk_map() -> dict[str, set[str]]:
 # -- classification of differences --------------------------------------------
 
 def _facts(text: str) -> dict[str, Any]:
-    up = text.upper()
+    from pgferry.sqltext.model import split
+
     return {
-        "transactional": not re.search(r"CONCURRENTLY|ADD VALUE", up),  # RENAME VALUE runs in one
-        "explicit_tx": "BEGIN;" in up,
+        # the runner's own verdict (one SQL front end): CONCURRENTLY & co., or an
+        # ADD VALUE whose label the file uses, take a file out of its transaction
+        "transactional": split(text, "f.sql").transactional,
+        "explicit_tx": "BEGIN;" in text.upper(),
     }
 
 

@@ -7,14 +7,11 @@ its databases, as on Neon or Supabase; only fixtures use the superuser. Set
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +20,7 @@ import pytest
 from psycopg import sql
 
 from pgferry.pg import embedded
-
-ROLE = "pgferry_test"
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+from tests.helpers import ROLE, Project, Result, write_project
 
 
 @pytest.fixture(scope="session")
@@ -134,68 +128,6 @@ def pair(make_db: Callable[..., str]) -> Iterator[tuple[psycopg.Connection[Any],
 def db(make_db: Callable[..., str]) -> str:
     """One fresh database (the role's DSN)."""
     return make_db()
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-@dataclass
-class Project:
-    """A pgferry project in a temp dir whose environments are fresh test databases."""
-
-    root: Path
-    dsns: dict[str, str]
-
-    @property
-    def config(self) -> Path:
-        return self.root / "pgferry.toml"
-
-    @property
-    def migrations(self) -> Path:
-        return self.root / "migrations"
-
-    def write(self, name: str, text: str) -> Path:
-        p = self.migrations / name
-        p.write_text(text, encoding="utf-8")
-        return p
-
-    def run(self, *args: str, input: str | None = None, timeout: float = 120,
-            env: dict[str, str] | None = None) -> Result:
-        """Run the real ``pgferry`` command in a subprocess (for exit codes, signals)."""
-        p = subprocess.run(
-            [sys.executable, "-m", "pgferry", "--config", str(self.config), *args],
-            cwd=self.root, capture_output=True, text=True, input=input, timeout=timeout,
-            env={**os.environ, **(env or {})},
-        )
-        return Result(p.returncode, p.stdout, p.stderr)
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pgferry", "--config", str(self.config), *args],
-            cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-
-
-def write_project(root: Path, dsns: dict[str, str], protected: tuple[str, ...] = ("prod",),
-                  extra: str = "") -> Project:
-    lines = []
-    for name, dsn in dsns.items():
-        lines += [f"[environments.{name}]", f"url = {json.dumps(dsn)}"]
-        if name in protected:
-            lines.append("protected = true")
-        lines.append("")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "pgferry.toml").write_text("\n".join(lines) + "\n" + extra, encoding="utf-8")
-    (root / "migrations").mkdir(exist_ok=True)
-    return Project(root, dsns)
 
 
 @pytest.fixture

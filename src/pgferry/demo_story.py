@@ -6,13 +6,13 @@ and :class:`DemoStep`. The steps live in :mod:`pgferry.demo` (migrations),
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable
 from contextlib import redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pgferry import jsonio
 from pgferry.errors import OperationFailed
 
 
@@ -52,7 +52,7 @@ class Demo:
             with redirect_stdout(buf):
                 code = main(["--json", *argv])
             text = buf.getvalue().strip()
-            obj = json.loads(text.splitlines()[-1]) if text else None
+            obj = jsonio.loads(text.splitlines()[-1]) if text else None
             self.outputs.append({"command": shown, "exit_code": code, "output": obj})
         else:
             self.st.out.print(f"\n[bold cyan]$ {shown}[/]")

@@ -16,8 +16,8 @@ server answers with ``http_status``. A command whose job is to find problems (li
 verify, ``migrate validate``, health, ``env check``, ``journal verify``) does not raise
 them: its result carries them and an ``exit_code`` of 1. ProblemFound is for a check
 that stops another command (a history ahead of the files stops ``migrate up``; a
-damaged backup stops a restore). Driver errors are mapped by SQLSTATE
-(see :func:`pgferry.pg.connect.map_db_error`), never by message text.
+damaged backup stops a restore). Driver errors are mapped by their psycopg class
+(see :mod:`pgferry.pg.errors`), never by message text.
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ class PgferryError(Exception):
 
     exit_code: int = 3
     http_status: int = 500
+
+    #: the environment a failed connection attempt was for (set by
+    #: :func:`pgferry.pg.connect.connect_error`), so callers tell sides apart without
+    #: reading the message
+    env: str | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
@@ -72,7 +77,7 @@ class CannotConnect(BadInput):
 
     Configuration to fix, not a passing failure: never retried (repeated failed logins
     lock accounts on some hosts). ``details["kind"]``: ``auth``, ``no_database``,
-    ``bad_url`` (see :mod:`pgferry.pg.connerrors`).
+    ``bad_url`` (see :func:`pgferry.pg.errors.connect_failure`).
     """
 
 

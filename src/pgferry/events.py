@@ -20,13 +20,14 @@ Pure Python: no I/O, no rich, no driver.
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from pgferry import jsonio
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class Queued:
 def sse(event: Event | dict[str, Any]) -> str:
     """One Server-Sent Events message: ``event: <type>`` and the JSON dict as ``data``."""
     d = event.to_dict() if isinstance(event, Event) else event
-    return f"event: {d['type']}\ndata: {json.dumps(d, default=str, ensure_ascii=False)}\n\n"
+    return f"event: {d['type']}\ndata: {jsonio.dumps(d, default=str)}\n\n"
 
 
 class Collector:

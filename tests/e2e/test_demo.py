@@ -9,6 +9,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from pgferry import demo
 from pgferry.cli.common import State
 from pgferry.pg import embedded
-from tests.conftest import Result
+from tests.helpers import Result
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def demo_dir() -> Iterator[Path]:
         subprocess.run(["rm", "-rf", str(root.parent)], check=False)
 
 
-def _state(dsn: str) -> dict[str, object]:
+def _state(dsn: str) -> dict[str, Any]:
     with psycopg.connect(dsn, autocommit=True) as c:
         hist = c.execute(
             "SELECT max(version::int) FILTER (WHERE version IS NOT NULL),"
@@ -85,6 +86,10 @@ def test_demo_runs_the_migration_story(
     compared = re.search(r"restore test: (\d+) tables' row counts compared", p.stdout)
     assert compared and int(compared[1]) > 12, p.stdout[-3000:]
     assert "$ pgferry backup list --env prod" in p.stdout and "restore-tested" in p.stdout
+    # it ends with how to start the service, and one curl for each /api/admin route
+    for route in ("production-health", "environment-sync", "professional-migration"):
+        assert f"http://127.0.0.1:8765/api/admin/{route}" in p.stdout, route
+    assert "token create --name you --role admin" in p.stdout and " serve &" in p.stdout
     assert (demo_dir / "migrations" / "V10__lead_row_level_security.sql").is_file()
 
     emb = demo_dir / ".pgferry"
@@ -92,7 +97,7 @@ def test_demo_runs_the_migration_story(
         s = _state(embedded.ensure_database(emb, db))
         # every versioned file (1..12) and the repeatable view, all successful
         assert s["history"] == (12, 13, 0, 1), (env, s)
-        tables = set(s["tables"])  # type: ignore[arg-type]
+        tables = set(s["tables"])
         assert APP_TABLES <= tables, (env, tables)
         # the migrations' tables live in public, not in pgferry's own schema
         # (pgferry.base_*: what each synced row was after the last sync, for conflicts)
@@ -103,6 +108,7 @@ def test_demo_runs_the_migration_story(
             "dead_letters",
             "before_images",
             "schema_fingerprint",
+            "schema_version",
         }, tables
         assert ("migrate up", "ok") in s["journal"], (env, s["journal"])
 

@@ -36,7 +36,7 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     demo = json.loads(p.stdout)
     titles = [s["title"] for s in demo["steps"]]
-    assert titles[-13:-3] == ["seed dev", "verify finds the gap", "prod health before the sync",
+    assert titles[-14:-4] == ["seed dev", "verify finds the gap", "prod health before the sync",
                             "sync dev -> prod", "verify again", "prod health after the sync",
                             "a mistaken sync into prod", "sync revert",
                             "a conflict stops the sync", "--on-conflict target"]
@@ -90,7 +90,8 @@ def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
 
     res = demo.run(demo_dir, State(json=True))
     titles = [s["title"] for s in res["steps"]]
-    assert titles[-3:] == ["backup prod", "test-restore the backup", "list backups"]
+    assert titles[-4:] == ["backup prod", "test-restore the backup", "list backups",
+                           "the admin service"]
     outs = res["outputs"][-3:]
     assert [o["command"] for o in outs] == [
         "pgferry backup create --env prod --tag demo",
@@ -106,6 +107,6 @@ def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
     manifest = demo_dir / "backups" / "prod" / b["id"] / "manifest.json"
     assert json.loads(manifest.read_text())["tables"]["public.legal_cases"] == 2025
     # the scratch database of the test restore is dropped from the embedded server
-    from tests.integration.backup_helpers import wait_scratch_gone
+    from tests.helpers.backup import wait_scratch_gone
 
     wait_scratch_gone(embedded.superuser_dsn(demo_dir / ".pgferry"))

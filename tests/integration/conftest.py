@@ -1,3 +1,37 @@
-"""Fixtures shared by integration tests of one capability (defined beside their helpers)."""
+"""Fixtures shared by integration tests of one capability (their helpers: :mod:`tests.helpers`)."""
 
-from tests.integration.backup_helpers import bproj, createdb_role  # noqa: F401
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql as psql
+
+from tests.helpers import ROLE, Project, sql, write_project
+from tests.helpers.backup import SCHEMA as BACKUP_SCHEMA
+
+
+@pytest.fixture(scope="session")
+def createdb_role(pg_admin_dsn: str, role: str) -> str:
+    """The test role may create databases (scratch databases of a test restore, --into-new),
+    as a hosted database's owner role usually may (Neon, RDS)."""
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        c.execute(psql.SQL("ALTER ROLE {} CREATEDB").format(psql.Identifier(ROLE)))
+    return role
+
+
+@pytest.fixture
+def bproj(tmp_path: Path, make_db: Callable[..., str], createdb_role: str,
+          pg_admin_dsn: str) -> Iterator[Project]:
+    """dev and a protected prod with data; databases the test makes by name are dropped."""
+    p = write_project(tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")})
+    sql(p.dsns["prod"], BACKUP_SCHEMA)
+    yield p
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        for (name,) in c.execute("SELECT datname FROM pg_database WHERE datname LIKE"
+                                 " 'bk\\_new\\_%' OR datname LIKE 'pgferry\\_restoretest\\_%'"
+                                 ).fetchall():
+            c.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                psql.Identifier(name)))

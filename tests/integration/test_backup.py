@@ -11,16 +11,14 @@ import psycopg
 from psycopg import sql as q
 
 from pgferry.backup.catalog import list_backups
-from tests.conftest import Project, Result
-from tests.integration.backup_helpers import (
+from tests.helpers import Project, Result, run, sql
+from tests.helpers.backup import (
     COUNTS,
     backed_up,
     backups_dir,
     counts,
     fingerprint,
-    run,
     scratch_databases,
-    sql,
     wait_scratch_gone,
 )
 
@@ -152,7 +150,7 @@ def test_restore_of_some_tables_into_another_env(
         bproj: Project, cli: Callable[..., Result]) -> None:
     bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
     dev = bproj.dsns["dev"]
-    from tests.integration.backup_helpers import SCHEMA
+    from tests.helpers.backup import SCHEMA
 
     sql(dev, SCHEMA.split("INSERT", 1)[0])
     sql(dev, "INSERT INTO customers (name) VALUES ('only dev')")
@@ -224,8 +222,9 @@ def test_restoring_tables_does_not_fire_their_triggers(
     with psycopg.connect(dsn) as c:
         assert c.execute("SELECT count(*) FROM customers WHERE name = 'stamped'"
                          ).fetchone() == (0,)
-        modes = dict(c.execute("SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid ="
-                               " 'customers'::regclass AND NOT tgisinternal").fetchall())
+        modes: dict[str, str] = dict(c.execute(
+            "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'customers'::regclass"
+            " AND NOT tgisinternal").fetchall())
         assert modes == {"stamp": "O", "off": "D", "always": "A"}  # as they were
         c.execute("INSERT INTO customers (name) VALUES ('new')")
         assert c.execute("SELECT name FROM customers ORDER BY id DESC LIMIT 1"

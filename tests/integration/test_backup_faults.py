@@ -15,9 +15,9 @@ import psycopg
 import pytest
 
 from pgferry.backup.catalog import list_backups
-from tests.conftest import Project, Result
-from tests.integration import backup_helpers as bh
-from tests.integration.backup_helpers import backed_up, fingerprint, run
+from tests.helpers import Project, Result, q, run, sql, wait_for
+from tests.helpers import backup as bh
+from tests.helpers.backup import backed_up, fingerprint
 
 
 def journal(dsn: str) -> list[tuple[str, str]]:
@@ -42,13 +42,20 @@ def test_sigkill_during_create_leaves_nothing_usable_and_the_next_run_cleans_it(
             time.sleep(0.1)
         else:
             pytest.fail("the backup never started")
-        time.sleep(0.5)
+        blocked = ("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                   " AND %s = ANY(pg_blocking_pids(pid))")
+        holder_pid = holder.info.backend_pid
+        wait_for(dsn, blocked, [holder_pid], alive=p,
+                 what="pg_dump waiting for the table it must read")
+        dump_pids = [r[0] for r in q(dsn, blocked, [holder_pid])]
         p.send_signal(signal.SIGKILL)
         p.wait(30)
     finally:
         holder.rollback()
         holder.close()
-    time.sleep(1)  # pg_dump dies with its parent; nothing writes into the directory any more
+    # pg_dump dies with its parent: once its session is gone nothing writes there any more
+    wait_for(dsn, "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY(%s)", [dump_pids],
+             what="pg_dump's session to end")
     killed = dirs[0].parent
     assert killed.is_dir() and not (killed / "manifest.json").exists()
     assert list_backups(bproj.root / "backups", "prod") == []
@@ -80,7 +87,7 @@ def test_a_flipped_byte_fails_verify_naming_the_file_and_restore_refuses(
     assert side["verify_ok"] is False and rel in side["problems"][0]
     r = run(cli, bproj, "backup", "verify", out["id"])
     assert r.code == 1 and f"problem: file {rel} does not match its sha256" in r.out
-    bh.sql(dsn, "DELETE FROM orders WHERE id > 10")
+    sql(dsn, "DELETE FROM orders WHERE id > 10")
     before = fingerprint(dsn)
     r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
     assert r.code == 1 and rel in r.err and "nothing was restored" in r.err
@@ -128,7 +135,7 @@ def mount(tmp_path: Path) -> Iterator[Callable[[Path, str], None]]:
 def test_a_full_disk_is_exit_3_with_the_path_and_nothing_listed(
         bproj: Project, cli: Callable[..., Result],
         mount: Callable[[Path, str], None]) -> None:
-    bh.sql(bproj.dsns["prod"], "INSERT INTO orders SELECT g, 1, 1, md5(g::text) ||"
+    sql(bproj.dsns["prod"], "INSERT INTO orders SELECT g, 1, 1, md5(g::text) ||"
            " md5((g*7)::text) FROM generate_series(10001, 40000) g")
     mount(bproj.root / "backups", "size=160k")
     r = run(cli, bproj, "backup", "create", "--env", "prod")
@@ -215,7 +222,7 @@ def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(
     assert not list(d.glob(".plain*"))
     r = run(cli, bproj, "backup", "verify", out["id"], "--restore-test", "--json")
     assert r.code == 0 and r.json["restore_test_ok"], r.out + r.err
-    bh.sql(bproj.dsns["prod"], "DELETE FROM orders")
+    sql(bproj.dsns["prod"], "DELETE FROM orders")
     r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
     assert r.code == 0, r.err
     assert bh.counts(bproj.dsns["prod"]) == bh.COUNTS

@@ -35,3 +35,37 @@ def test_tables(db: str) -> None:
         ("parent_id",), "public.parent", ("id",), True)
     assert events.partitioned and events.primary_key == ("id", "at")
     assert events.sequences == {"id": "public.events_id_seq"}
+
+
+def test_one_reader_two_views(db: str) -> None:
+    """The sync view and the lint view come from the same reader: the tables both list
+    have the same structure; lint adds partitions, matviews, checks, indexes, sizes."""
+    from pgferry.lint import snapshot
+
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("""
+            CREATE TABLE t (id int PRIMARY KEY, v text CHECK (v IS NOT NULL));
+            INSERT INTO t SELECT g, 'x' FROM generate_series(1, 500) g;
+            CREATE TABLE p (id int, at date) PARTITION BY RANGE (at);
+            CREATE TABLE p_1 PARTITION OF p FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+            INSERT INTO p VALUES (1, '2026-02-02');
+            CREATE MATERIALIZED VIEW mv AS SELECT id FROM t;
+            CREATE TYPE mood AS ENUM ('ok', 'meh');
+        """)
+        sync_view = catalog.tables(c, ["public"])
+        lint_view = catalog.read(c, for_lint=True)
+        snap = snapshot.take(c)
+    assert sorted(sync_view) == ["public.p", "public.t"]
+    assert sorted(lint_view.tables) == ["public.mv", "public.p", "public.p_1", "public.t"]
+    for name, t in sync_view.items():
+        lt = lint_view.tables[name]
+        assert (lt.columns, lt.primary_key, lt.kind) == (t.columns, t.primary_key, t.kind)
+        assert t.measured is None and not t.checks and not t.indexes
+    t = lint_view.tables["public.t"]
+    assert t.measured is not None and t.measured.heap_bytes > 0
+    assert [(ck.name, ck.not_null_column) for ck in t.checks] == [("t_v_check", "v")]
+    assert [ix.name for ix in t.indexes] == ["t_pkey"]
+    assert lint_view.enums == {"public.mood": ["ok", "meh"]}
+    assert snap.tables["public.t"].heap_bytes == t.measured.heap_bytes
+    assert snap.tables["public.p"].heap_bytes > 0 and snap.tables["public.p"].kind == "p"
+    assert snap.tables["public.t"].not_null == ["id"]

@@ -17,7 +17,7 @@ from pgferry.errors import BadInput, Refused
 from pgferry.events import Collector, Notice
 from pgferry.migrate.events import MigrationFinished, MigrationStarted
 from pgferry.sync.events import RunFinished, TableFinished
-from tests.conftest import Project
+from tests.helpers import Project
 
 
 def q(dsn: str, query: str) -> list[tuple[Any, ...]]:

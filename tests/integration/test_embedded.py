@@ -87,8 +87,13 @@ def test_stops_when_idle(project_dir: tuple[Path, Path]) -> None:
     r = run(root, "embedded", "url", "--env", "dev")
     assert r.returncode == 0, r.stderr
     assert embedded.is_running(data)
+    mark = data / "last-used"
     with psycopg.connect(r.stdout.strip()) as c:  # a client: not idle
-        time.sleep(4)
+        # the watcher renews the mark each time it sees the client: wait until it has seen
+        # it past the idle time (no fixed sleep), and the server is still up
+        since = mark.stat().st_mtime
+        wait_for(lambda: mark.stat().st_mtime > since + 3, 15, "the watcher to see the client")
+        assert embedded.is_running(data)
         assert c.execute("SELECT 1").fetchone() == (1,)
     wait_for(lambda: not embedded.is_running(data), 15, "the idle server to stop")
     wait_for(lambda: not (data / "idle-watch.pid").exists(), 5, "the watcher to end")

@@ -13,7 +13,7 @@ from psycopg import sql
 from pgferry.config import load_config
 from pgferry.migrate import files
 from pgferry.pg import embedded
-from tests.conftest import Result
+from tests.helpers import Result
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "legal-platform"
 APP_ROLE = "lead_app_test"
@@ -89,7 +89,7 @@ def test_lead_rls_fails_closed_for_the_app_role(db: str, app_role: str) -> None:
             ("user_lead_assignments", True, False),
         ]
 
-    app_dsn = embedded.role_dsn(db, app_role, psycopg.conninfo.conninfo_to_dict(db)["dbname"])
+    app_dsn = embedded.role_dsn(db, app_role, str(psycopg.conninfo.conninfo_to_dict(db)["dbname"]))
     with psycopg.connect(app_dsn, autocommit=True) as c:
         assert c.execute("SELECT current_user").fetchone() == (app_role,)
         # app.territory never set: NULL, no rows anywhere (fail-closed)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from pgferry.migrate import history
-from tests.conftest import Project, Result
+from tests.helpers import Project, Result
 
 FLYWAY_DDL = """
 CREATE TABLE "public"."flyway_schema_history" (
@@ -59,7 +60,7 @@ def java_crc(text: str) -> int:
     return crc - (1 << 32) if crc >= (1 << 31) else crc
 
 
-def layout(conn: psycopg.Connection[object], schema: str, table: str) -> dict[str, object]:
+def layout(conn: psycopg.Connection[Any], schema: str, table: str) -> dict[str, Any]:
     cols = conn.execute(
         "SELECT column_name, data_type, character_maximum_length, is_nullable, column_default"
         " FROM information_schema.columns WHERE table_schema = %s AND table_name = %s"

@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import Project, Result
+from tests.helpers import Project, Result
 
 Cli = Callable[..., Result]
 COMMUNITY_TYPES = {"SCHEMA", "BASELINE", "DELETE", "SQL", "JDBC", "SCRIPT", "UNDO_SCRIPT",

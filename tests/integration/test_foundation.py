@@ -10,7 +10,7 @@ import pytest
 
 from pgferry import journal
 from pgferry.pg.connect import Target, redact
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, write_project
 
 
 def test_env_check_ok(project: Project, cli: Callable[..., Result]) -> None:

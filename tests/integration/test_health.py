@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from pgferry import journal
 from pgferry.backup.manifest import Manifest
 from pgferry.config import load_config
 from pgferry.health import service
 from pgferry.pg.connect import resolve_env
-from tests.conftest import Project, Result, write_project
-from tests.integration.backup_helpers import wait_scratch_gone
+from tests.helpers import Project, Result, sql, write_project
+from tests.helpers.backup import wait_scratch_gone
+from tests.helpers.health import SCHEMA, checks, health, samples
 
-SCHEMA = """
-CREATE TABLE cases (
-    id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    title text NOT NULL
-);
-"""
 EXTRA = """
 [health]
 cache_interval = "0s"
@@ -51,27 +42,6 @@ def proj(tmp_path: Path, make_db: Callable[..., str]) -> Project:
                       extra=EXTRA)
     p.write("V1__cases.sql", SCHEMA)
     return p
-
-
-def sql(dsn: str, text: str, params: Any = None) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text, params)
-
-
-def health(cli: Callable[..., Result], p: Project, env: str = "prod", *args: str) -> Result:
-    return cli("--config", str(p.config), "health", "--env", env, *args)
-
-
-def checks(r: Result) -> dict[str, dict[str, Any]]:
-    return {c["name"]: c for c in r.json["checks"]}
-
-
-def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for fam in text_string_to_metric_families(text):
-        name = fam.name + ("_total" if fam.type == "counter" else "")  # as exposed
-        out[name] = out.get(name, []) + [(s.labels, s.value) for s in fam.samples]
-    return out
 
 
 def test_statuses_exit_codes_and_formats(proj: Project, cli: Callable[..., Result]) -> None:
@@ -162,8 +132,8 @@ def test_sync_outcomes_dead_letters_and_their_metrics(
         journal.append(target, "sync", outcome="failed", exit_code=3,
                        arguments={"source": "dev", "target": "prod"},
                        details={"error": "cannot connect"})
-    c = checks(health(cli, proj, "prod", "--json"))["sync"]
-    assert c["status"] == "degraded" and "(4 in a row)" in c["message"], c
+    one = checks(health(cli, proj, "prod", "--json"))["sync"]
+    assert one["status"] == "degraded" and "(4 in a row)" in one["message"], one
     m = samples(health(cli, proj, "prod", "--format", "prometheus").out)
     assert m["pgferry_sync_consecutive_failures"] == [({"source": "dev", "target": "prod"}, 4.0)]
 
@@ -228,12 +198,14 @@ def test_backups_taken_by_pgferry_backup(proj: Project, cli: Callable[..., Resul
     assert c["restore_test"]["status"] == "optimal", c["restore_test"]
     text = proj.config.read_text()
     proj.config.write_text(text + '\n[backup]\nmin_size = "1GiB"\nmax_age = "1s"\n')
-    c = checks(health(cli, proj, "prod", "--json"))["backups"]
-    assert c["status"] == "degraded" and "below [backup] min_size" in c["message"], c
+    one = checks(health(cli, proj, "prod", "--json"))["backups"]
+    assert one["status"] == "degraded" and "below [backup] min_size" in one["message"], one
     proj.config.write_text(text + '\n[backup]\nmax_age = "1s"\n')
-    time.sleep(1.1)
-    c = checks(health(cli, proj, "prod", "--json"))["backups"]
-    assert c["status"] == "degraded" and "above backup_max_age (1s)" in c["message"], c
+    # two seconds on, by the health service's clock (no sleep): the backup is too old
+    later = datetime.now(UTC) + timedelta(seconds=2)
+    aged = service.run(load_config(proj.config), "prod", now=later, use_cache=False)
+    b = aged.check("backups")
+    assert b.status == "degraded" and "above backup_max_age (1s)" in b.message, b
 
 
 def test_the_service_answers_from_its_cache_within_the_interval(

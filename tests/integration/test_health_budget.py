@@ -12,7 +12,7 @@ from pathlib import Path
 from pgferry.config import load_config
 from pgferry.demo_sync import CASES, seed
 from pgferry.health import service
-from tests.conftest import ROOT, Result, write_project
+from tests.helpers import ROOT, Result, write_project
 
 EXAMPLE = ROOT / "examples" / "legal-platform"
 BUDGET_S = 0.200

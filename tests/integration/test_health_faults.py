@@ -16,8 +16,8 @@ import pytest
 from psycopg import sql as q
 
 from pgferry.pg import embedded
-from tests.conftest import ROLE, Project, Result, write_project
-from tests.integration.test_health import SCHEMA, checks, health, samples, sql
+from tests.helpers import ROLE, Project, Result, sql, wait_for, write_project
+from tests.helpers.health import SCHEMA, checks, health, samples
 
 TABLE = '[health.tables."public.cases"]\noptimal = 3\ndegraded_below = 1\n'
 
@@ -98,7 +98,9 @@ def test_a_role_without_pg_read_all_stats_gets_unknown_with_the_grant(
         assert c["blocked_sessions"]["status"] == "optimal"  # pg_locks needs no privilege
         p2 = write_project(prod.root.parent / "p2", {"prod": embedded.role_dsn(
             pg_admin_dsn, stats_role, str(dbname))}, protected=())
-        time.sleep(1.1)  # the other session has been idle in its transaction for a second
+        wait_for(pg_admin_dsn, "SELECT clock_timestamp() - state_change >= interval '1 s'"
+                 " FROM pg_stat_activity WHERE pid = %s", [other.info.backend_pid],
+                 what="the other session idle in its transaction for a second")
         c = checks(health(cli, p2, "prod", "--json"))
         for name in ("long_transactions", "idle_in_transaction"):
             assert c[name]["status"] == "optimal", c[name]
@@ -136,7 +138,9 @@ def test_a_session_holding_a_lock_makes_blocked_sessions_degraded_naming_it(
         _wait_for_waiter(p.dsns["prod"])
         c = checks(health(cli, p, "prod", "--json"))["blocked_sessions"]
         assert c["status"] == "optimal", c  # not 2 s yet
-        time.sleep(2.2)
+        wait_for(p.dsns["prod"], "SELECT count(*) FROM pg_locks WHERE NOT granted"
+                 " AND clock_timestamp() - waitstart >= interval '2 s'",
+                 what="the UPDATE waiting for 2 s")  # as the check reads it
         r = health(cli, p, "prod", "--json")
         c = checks(r)["blocked_sessions"]
         assert r.code == 1 and c["status"] == "degraded", c
@@ -203,5 +207,5 @@ def test_a_count_past_statement_timeout_is_unknown_and_estimate_is_free(
     assert c["rows:public.cases"]["status"] == "unknown"  # never analyzed: no estimate
     assert "run ANALYZE" in c["rows:public.cases"]["message"]
     sql(p.dsns["prod"], "ANALYZE cases")
-    c = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
-    assert (c["status"], c["value"]) == ("optimal", "~50"), c
+    rows = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
+    assert (rows["status"], rows["value"]) == ("optimal", "~50"), rows

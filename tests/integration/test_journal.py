@@ -18,8 +18,7 @@ import pytest
 from pgferry import journal
 from pgferry.errors import BadInput
 from pgferry.pg.connect import Target
-from tests.conftest import Project, Result, write_project
-from tests.integration.test_migrate_runner import q
+from tests.helpers import Project, Result, q, write_project
 
 Cli = Callable[..., Result]
 

@@ -13,6 +13,7 @@ import psycopg
 from pgferry.config import load_config
 from pgferry.lint.gate import blocking, check_migrations
 from pgferry.migrate.files import scan
+from tests.helpers import one
 
 UNSAFE = "CREATE TABLE docs (id bigint);\nINSERT INTO docs SELECT generate_series(1, 100);\n"
 INDEX = "CREATE INDEX docs_id ON docs (id);\n"
@@ -49,9 +50,8 @@ def test_gate_refuses_unsafe_migration_on_protected_env(project: Any) -> None:
                          "--reason", "docs has 100 rows; index build takes ms")
     assert forced.code == 0, forced.err
     assert _history(project.dsns["prod"])[-1] == ("V2__index_docs.sql", True)
-    with psycopg.connect(project.dsns["prod"]) as c:
-        details = c.execute("SELECT details FROM pgferry.journal WHERE command LIKE 'migrate%' "
-                            "AND outcome = 'ok' ORDER BY id DESC LIMIT 1").fetchone()[0]
+    details = one(project.dsns["prod"], "SELECT details FROM pgferry.journal WHERE command"
+                  " LIKE 'migrate%' AND outcome = 'ok' ORDER BY id DESC LIMIT 1")
     assert "docs has 100 rows; index build takes ms" in json.dumps(details)
 
 

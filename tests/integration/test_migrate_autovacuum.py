@@ -19,7 +19,7 @@ from psycopg import sql
 
 from pgferry.pg import embedded
 from tests import servers
-from tests.conftest import ROLE, Project, write_project
+from tests.helpers import ROLE, Project, write_project
 
 pytestmark = pytest.mark.slow
 

@@ -10,18 +10,20 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
 from pgferry.migrate import files, history
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, write_project
 
 
 def record(dsn: str, path: Path, *, success: bool = True, run: bool = True) -> None:
     """Apply a file and record it as Flyway does (type SQL, description with spaces)."""
     mf = files.parse_name(path)
     assert mf is not None
+    mf.read()
     with psycopg.connect(dsn) as c:
         history.ensure_table(c, "public", "flyway_schema_history")
         if run and success:
@@ -41,7 +43,7 @@ def record(dsn: str, path: Path, *, success: bool = True, run: bool = True) -> N
         )
 
 
-def entries_by_script(r: Result) -> dict[str, dict[str, object]]:
+def entries_by_script(r: Result) -> dict[str, dict[str, Any]]:
     return {e["script"]: e for e in r.json["entries"]}
 
 

@@ -12,8 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project
-from tests.integration.test_migrate_runner import q
+from tests.helpers import Project, q
 
 pytestmark = pytest.mark.slow
 

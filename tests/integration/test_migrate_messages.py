@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.conftest import Project, Result
+from tests.helpers import Project, Result
 
 Cli = Callable[..., Result]
 

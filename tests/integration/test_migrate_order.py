@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from tests.conftest import Project, Result
+from tests.helpers import Project, Result
 
 Cli = Callable[..., Result]
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, Result, write_project
-from tests.integration.test_migrate_runner import q
+from tests.helpers import Project, Result, q, write_project
 
 Cli = Callable[..., Result]
 

@@ -9,15 +9,9 @@ import psycopg
 import pytest
 
 from pgferry.migrate.files import flyway_checksum
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, q, write_project
 
 Cli = Callable[..., Result]
-
-
-def q(dsn: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        cur = c.execute(query, params)
-        return cur.fetchall() if cur.description else []
 
 
 def history(dsn: str) -> list[tuple[Any, ...]]:

@@ -130,3 +130,47 @@ def test_cancel_a_running_sync_stops_it_at_its_next_event(tmp_path: Path, make_d
     # nothing twice;
     # prod's journal says the sync did not end well
     assert count <= 150_000 and outcome == "failed", (count, outcome, error)
+
+
+def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
+        tmp_path: Path, make_db: Any) -> None:
+    p = _project(tmp_path, make_db)
+    p.config.write_text(p.config.read_text().replace("protected = true\n", ""))
+    seed(p.dsns["dev"], 200)
+    p.write("V2__tags.sql", "CREATE TABLE tags (id bigint PRIMARY KEY);\n")
+    tok = tokens(p, olga="operator")
+    # another sync "holds" items (its advisory lock): the release's sync step waits on it
+    hold = psycopg.connect(p.dsns["prod"], autocommit=True)
+    hold.execute("SELECT pg_advisory_lock(x'70677379'::int, hashtext('public.items'))")
+    srv = Server(p).start()
+    try:
+        c = srv.client(tok["olga"])
+        r = c.post("/api/releases", json={"env": "prod", "source": "dev",
+                                          "tables": ["public.items"]})
+        assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+        rid = r.json()["id"]
+        deadline = time.monotonic() + 60
+        while not any(e.get("step") == "sync" and e.get("state") == "running"
+                      for e in _events(p, rid)):
+            assert time.monotonic() < deadline, [
+                (e["type"], e.get("message")) for e in _events(p, rid)]
+            time.sleep(0.1)
+        srv.kill()
+    finally:
+        srv.stop()
+        hold.close()
+    again = Server(p, port=srv.port).start()
+    try:
+        run = wait_run(again.client(tok["olga"]), rid, timeout=120)
+    finally:
+        again.stop()
+    assert run["state"] == "succeeded", run
+    assert [s["state"] for s in run["result"]["steps"]] == ["done"] * 5
+    said = [e.get("message", "") for e in _events(p, rid)]
+    assert "backup: done before, not repeated" in said
+    assert "migrate: done before, not repeated" in said
+    assert len(list((p.root / "backups" / "prod").iterdir())) == 1  # one pre-release backup
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (200,)
+        assert conn.execute("SELECT count(*) FROM flyway_schema_history"
+                            " WHERE version = '2' AND success").fetchone() == (1,)

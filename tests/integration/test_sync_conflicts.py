@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, one, sql, statements_seen, write_project
 
 SCHEMA = """
 CREATE TABLE ref (id int PRIMARY KEY, label text NOT NULL, rate numeric(6, 2));
@@ -24,11 +23,6 @@ DATA = """
 INSERT INTO ref SELECT g, 'label ' || g, g / 10.0 FROM generate_series(1, 50) g;
 INSERT INTO item SELECT g, 1 + g % 50, 'n' || g FROM generate_series(1, 200) g;
 """
-
-
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
 
 
 def rows(dsn: str, table: str = "ref") -> list[tuple[Any, ...]]:
@@ -58,7 +52,8 @@ def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
 
 
 def ref(r: Result) -> dict[str, Any]:
-    return {t["table"]: t for t in r.json["tables"]}["public.ref"]
+    tables: dict[str, dict[str, Any]] = {t["table"]: t for t in r.json["tables"]}
+    return tables["public.ref"]
 
 
 def test_the_first_sync_cannot_know_the_next_one_can(proj: Project, cli: Callable[..., Result]
@@ -126,9 +121,8 @@ def test_conflicts_stop_on_protected_targets_and_the_source_wins_elsewhere(
         assert rows(proj.dsns[env]) == before
         c3 = next(c for c in t["conflict_rows"] if c["key"]["id"] == 3)
         assert c3["target_row"]["label"] == "prod fix" and c3["source_row"]["label"] == "dev"
-        with psycopg.connect(proj.dsns[env]) as c:
-            details = c.execute("SELECT details FROM pgferry.journal WHERE command = 'sync' "
-                                "ORDER BY id DESC LIMIT 1").fetchone()[0]
+        details = one(proj.dsns[env], "SELECT details FROM pgferry.journal WHERE command ="
+                      " 'sync' ORDER BY id DESC LIMIT 1")
         assert {x["table"]: x for x in details["tables"]}["public.ref"]["conflicts"] == 3
     else:  # elsewhere the source wins, and the overwritten rows are kept for sync revert
         assert r.code == 0, r.out
@@ -189,14 +183,9 @@ def test_a_killed_run_invents_no_conflict(proj: Project, cli: Callable[..., Resu
         $$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$;
         CREATE TRIGGER slow BEFORE UPDATE ON ref FOR EACH ROW EXECUTE FUNCTION slow();""")
     proc = proj.popen("sync", "dev", "qa", "--batch-size", "2")
-    deadline = time.monotonic() + 30
-    with psycopg.connect(proj.dsns["qa"], autocommit=True) as c:
-        while not c.execute("SELECT 1 FROM pg_stat_activity WHERE application_name = "
-                            "'pgferry sync writer' AND state = 'active' AND query ~ "
-                            "'INSERT INTO .*ref'").fetchone():
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.02)
-    time.sleep(0.5)  # some of its writes are done (uncommitted) by now
+    # a second batch has started: the first one's writes are done (uncommitted)
+    statements_seen(proj.dsns["qa"], "pgferry sync writer", "INSERT INTO .*ref", 2,
+                    alive=proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     sql(proj.dsns["qa"], "DROP TRIGGER slow ON ref")

@@ -8,8 +8,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
-from tests.integration.test_sync_full import DATA, SCHEMA, rows, same, sql
+from tests.helpers import Project, Result, sql, write_project
+from tests.helpers.sync import DATA, SCHEMA, rows, same
 
 
 @pytest.fixture

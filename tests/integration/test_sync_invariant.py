@@ -25,7 +25,7 @@ from psycopg import sql
 from pgferry.config import load_config
 from pgferry.pg.connect import Target
 from pgferry.sync import engine
-from tests.conftest import write_project
+from tests.helpers import write_project
 
 # (source type, target type, values on the source as SQL text literals, some refused by
 # the target); the text form of a value is the same on both sides when it is accepted
@@ -107,7 +107,8 @@ def _target_value(c: int, i: int) -> str:
 
 def _rows(dsn: str, schema: str, table: str) -> dict[Any, tuple[Any, ...]]:
     with psycopg.connect(dsn) as c:
-        if not c.execute("SELECT to_regclass(%s)", [f"{schema}.{table}"]).fetchone()[0]:
+        found = c.execute("SELECT to_regclass(%s)", [f"{schema}.{table}"]).fetchone()
+        if not (found and found[0]):
             return {}
         cur = c.execute(sql.SQL("SELECT t.id, t::text FROM {} t").format(
             sql.Identifier(schema, table)))
@@ -155,7 +156,8 @@ def test_each_table_equals_the_source_or_is_unchanged(
 
 def _dead(dsn: str, run_id: str, table: str) -> set[int]:
     with psycopg.connect(dsn) as c:
-        if not c.execute("SELECT to_regclass('pgferry.dead_letters')").fetchone()[0]:
+        found = c.execute("SELECT to_regclass('pgferry.dead_letters')").fetchone()
+        if not (found and found[0]):
             return set()
         return {int(r[0]) for r in c.execute(
             "SELECT key->>'id' FROM pgferry.dead_letters WHERE run_id = %s AND table_name = %s",

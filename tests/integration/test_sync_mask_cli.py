@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, write_project
 
 KEY = "cli-mask-key-0123456789"
 SCHEMA = """

@@ -12,14 +12,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, sql, write_project
 
 KEY = "leaky-mask-key-Zq7Xw3Vt9"
-
-
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
 
 
 def _server_log(admin_dsn: str) -> Path | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import SHARED_DATA, Result, write_project
+from tests.helpers import SHARED_DATA, Result, write_project
 
 NORTHWIND = SHARED_DATA / "northwind.sql"
 TABLES = ["categories", "customer_customer_demo", "customer_demographics", "customers",
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not NORTHWIND.is_file(),
 
 def load(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(NORTHWIND.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+        c.execute(NORTHWIND.read_text(encoding="utf-8"))
 
 
 def dump(dsn: str) -> dict[str, list[tuple[object, ...]]]:

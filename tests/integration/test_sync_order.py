@@ -7,8 +7,8 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import Result, write_project
-from tests.integration.test_sync_full import rows, sql
+from tests.helpers import Result, sql, write_project
+from tests.helpers.sync import rows
 
 CYCLE = """
 CREATE TABLE a (id int PRIMARY KEY, b_id int);

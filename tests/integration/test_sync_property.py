@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pgferry.config import load_config
 from pgferry.pg.connect import Target
 from pgferry.sync import engine
-from tests.conftest import write_project
+from tests.helpers import write_project
 
 DDL = """CREATE TABLE kv (k1 int, k2 text, v text, n numeric, PRIMARY KEY (k1, k2));"""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, sql, write_project
 
 SCHEMA = """
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, born date,
@@ -35,11 +35,6 @@ INSERT INTO orders (id, customer_id, amount, at)
 SELECT g, 20 + g % 60, g * 1.5, timestamptz '2026-01-01 00:00+00' + g * interval '1 h'
 FROM generate_series(250, 400) g;
 """
-
-
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
 
 
 def snapshot(dsn: str) -> dict[str, list[str]]:

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
+from tests.helpers import Project, Result, sql, wait_for, write_project
 
 KEY = "safety-test-mask-key-0123456789"
 
@@ -35,14 +35,9 @@ SELECT g, 'p' || g || '@real.example', 'Person ' || g, 'n' || g FROM generate_se
 MASK = '[sync.mask]\n"public.people.email" = "email"\n"public.people.full_name" = "name"\n'
 
 
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
-
-
 def one(dsn: str, q: str) -> Any:
     with psycopg.connect(dsn) as c:
-        row = c.execute(q).fetchone()  # type: ignore[arg-type]
+        row = c.execute(q).fetchone()
         return row[0] if row else None
 
 
@@ -182,22 +177,36 @@ def test_row_level_security_stops_the_table_with_what_to_grant(
 def test_a_second_sync_waits_then_names_the_first(envs: Project, cli: Callable[..., Result]
                                                   ) -> None:
     sql(envs.dsns["dev"], DATA)
+    # the first sync's inserts wait until the test opens a gate: a sequence outside the
+    # synced schemas, read without a snapshot, so the writer sees it open at once
     sql(envs.dsns["qa"], """
+        CREATE SCHEMA gate;
+        CREATE SEQUENCE gate.gate;
         CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
-        $$ BEGIN PERFORM pg_sleep(0.1); RETURN NEW; END $$;
+        $$ BEGIN
+             WHILE (SELECT last_value FROM gate.gate) < 2 LOOP PERFORM pg_sleep(0.02); END LOOP;
+             RETURN NEW;
+           END $$;
         CREATE TRIGGER slow BEFORE INSERT ON people FOR EACH ROW EXECUTE FUNCTION slow();""")
     envs.config.write_text(envs.config.read_text(encoding="utf-8").replace(
         "[sync.mask]", '[sync]\nlock_wait = "1s"\n\n[sync.mask]'), encoding="utf-8")
     first = envs.popen("sync", "dev", "qa", "--json")
-    deadline = time.monotonic() + 30
-    while not one(envs.dsns["qa"], "SELECT count(*) FROM pg_stat_activity WHERE "
-                  "application_name = 'pgferry sync writer' AND state = 'active'"):
-        assert time.monotonic() < deadline and first.poll() is None
-        time.sleep(0.05)
-    started = time.monotonic()
-    r = run(cli, envs, "sync", "dev", "qa")
-    assert r.code == 3, r.out + r.err
-    assert time.monotonic() - started >= 0.9  # it waited lock_wait
+    try:
+        wait_for(envs.dsns["qa"], "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+                 " = 'pgferry sync writer' AND state = 'active' AND query ~ 'people'",
+                 alive=first, what="the first sync writing people")
+        second = envs.popen("sync", "dev", "qa")
+        # it waits for the first run's table lock (lock_wait), as the server shows ...
+        wait_for(envs.dsns["qa"], "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a"
+                 " USING (pid) WHERE l.locktype = 'advisory' AND NOT l.granted"
+                 " AND a.application_name LIKE %s", [f"pgferry sync % pid {second.pid}"],
+                 alive=second, what="the second sync waiting for the table lock")
+        # ... then gives up, naming the first (still held at the gate)
+        _, err = second.communicate(timeout=60)
+    finally:
+        sql(envs.dsns["qa"], "SELECT setval('gate.gate', 2)")
+    assert second.returncode == 3, err
+    r = Result(3, "", err)
     assert "another sync is writing public.people in qa: pgferry sync " in r.err
     assert f"pid {first.pid}" in r.err and "session started" in r.err
     out, err = first.communicate(timeout=60)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import Result, write_project
-from tests.integration.test_sync_full import rows, sql
+from tests.helpers import Result, sql, write_project
+from tests.helpers.sync import rows
 
 CITEXT = """
 CREATE EXTENSION IF NOT EXISTS citext;

@@ -13,19 +13,14 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import Project, Result, write_project
-
-
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
+from tests.helpers import Project, Result, sql, write_project
 
 
 def fetch(dsn: str, q: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as c:
         c.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres';"
                   "SET extra_float_digits = 3; SET bytea_output = 'hex'")
-        return c.execute(q).fetchall()  # type: ignore[arg-type]
+        return c.execute(q).fetchall()
 
 
 def project(tmp_path: Path, make_db: Callable[..., str], extra: str = "") -> Project:

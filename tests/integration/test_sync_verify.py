@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -12,22 +12,7 @@ from psycopg.pq import TransactionStatus
 
 from pgferry.errors import BadInput
 from pgferry.sync.verify import DiffRange, diff_table
-
-
-@dataclass
-class Spec:
-    """A TableSpec for tests (same attributes as sync.plan.TablePlan)."""
-
-    name: str
-    key: tuple[str, ...]
-    columns: list[str]
-    schema: str = "public"
-    where: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.schema}.{self.name}"
+from tests.helpers.sync import Spec
 
 
 def both(pair: tuple[psycopg.Connection[Any], ...], stmt: str) -> None:

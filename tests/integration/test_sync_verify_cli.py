@@ -7,7 +7,7 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import Result, write_project
+from tests.helpers import Result, write_project
 
 SCHEMA = """
 CREATE TABLE u (id uuid PRIMARY KEY, v text);

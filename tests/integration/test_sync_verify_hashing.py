@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pgferry.sync.verify import diff_table
-from tests.integration.test_sync_verify import Spec
+from tests.helpers.sync import Spec
 
 
 def test_numeric_values_that_differ_in_sign_or_are_special(pair: Any) -> None:

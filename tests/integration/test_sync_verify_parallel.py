@@ -18,11 +18,9 @@ from psycopg import sql
 
 from pgferry.sync import compare, verify
 from pgferry.sync.verify import DiffRange, diff_table
-from tests.conftest import Result, write_project
-from tests.integration.test_sync_full import rows
-from tests.integration.test_sync_full import sql as run_sql
-from tests.integration.test_sync_verify import Spec
-from tests.integration.test_sync_verify_scattered import KINDS, fill
+from tests.helpers import Result, write_project
+from tests.helpers import sql as run_sql
+from tests.helpers.sync import KINDS, Spec, fill, rows
 
 CHANGES = [
     "UPDATE k SET v = v || '!' WHERE g % 37 = 1",
@@ -34,6 +32,11 @@ CHANGES = [
 @pytest.fixture
 def dsns(make_db: Callable[..., str]) -> tuple[str, str]:
     return make_db("psrc"), make_db("ptgt")
+
+
+def _appender(out: list[tuple[int, int]]) -> Callable[[int, int], None]:
+    """An on_progress callback that keeps each (done, total) in ``out``."""
+    return lambda a, b: out.append((a, b))
 
 
 def _snapshot_pairs(dsns: tuple[str, str], n: int, stack: ExitStack
@@ -79,7 +82,7 @@ def test_parallel_pairs_give_what_one_pair_gives(dsns: tuple[str, str], kind: st
             # (not a random sample) and both runs cut the same ranges
             d = diff_table(src, tgt, spec, chunk_rows=400, batch_rows=1000, key_limit=15,
                            workers=more, on_range=seen.append,
-                           on_progress=lambda a, b, out=progress: out.append((a, b)))
+                           on_progress=_appender(progress))
         ranges = sorted((str(r.range), r.source_rows, r.target_rows,
                          None if r.diffs is None else sorted(map(str, r.diffs)))
                         for r in seen)

@@ -17,46 +17,7 @@ from psycopg import sql
 
 from pgferry.sync import checksum
 from pgferry.sync.verify import DiffRange, diff_table
-from tests.integration.test_sync_verify import Spec
-
-ROWS = 6000
-
-
-# (DDL, key columns, key expressions of g: the rows, and a new row's key)
-KINDS = {
-    "bigint": (
-        "CREATE TABLE k (id bigint PRIMARY KEY, g int, v text, n numeric)",
-        ("id",),
-        "g::bigint * 1000003",
-        "g::bigint * 1000003 + 1",
-    ),
-    "uuid": (
-        "CREATE TABLE k (id uuid PRIMARY KEY, g int, v text, n numeric)",
-        ("id",),
-        "md5(g::text)::uuid",
-        "md5('new' || g)::uuid",
-    ),
-    "text": (
-        "CREATE TABLE k (id text PRIMARY KEY, g int, v text, n numeric)",
-        ("id",),
-        "'key-' || g",
-        "'key-' || g || '-new'",
-    ),
-    "composite": (
-        "CREATE TABLE k (tenant int, code text, g int, v text, n numeric, "
-        "PRIMARY KEY (tenant, code))",
-        ("tenant", "code"),
-        "g % 7, 'c' || g",
-        "g % 7 + 100, 'c' || g",
-    ),
-}
-FILL = "INSERT INTO k SELECT {}, g, 'v' || g, g / 7.0 FROM generate_series(1, %s) g WHERE {}"
-
-
-def fill(c: psycopg.Connection[Any], key: str, where: str = "TRUE") -> None:
-    # the fragments go into a query with a parameter: their % must be doubled
-    frags = (sql.SQL(f.replace("%", "%%")) for f in (key, where))
-    c.execute(sql.SQL(FILL).format(*frags), [ROWS])
+from tests.helpers.sync import KINDS, Spec, fill
 
 
 def _rows(c: psycopg.Connection[Any], key: tuple[str, ...]) -> dict[tuple[Any, ...], Any]:

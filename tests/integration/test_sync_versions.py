@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import Result, write_project
+from tests.helpers import Result, write_project
 
 SCHEMA = """
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
@@ -61,7 +61,7 @@ UPDATE pair_key SET x = -x WHERE a = 'k7';
 
 def _sql(dsn: str, text: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
+        c.execute(text)
 
 
 def _rows(dsn: str, table: str) -> list[str]:

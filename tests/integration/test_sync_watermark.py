@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 
-from tests.conftest import Result, write_project
-from tests.integration.test_sync_full import rows, sql
-
-DDL = """CREATE TABLE events (id int PRIMARY KEY, v text,
-                              updated_at timestamptz NOT NULL DEFAULT now());"""
-CONF = """[sync]
-overlap = "0s"
-[sync.tables."public.events"]
-watermark = "updated_at"
-"""
+from tests.helpers import Result, one, q, sql, wait_for, write_project
+from tests.helpers.sync import WATERMARK_CONF as CONF
+from tests.helpers.sync import WATERMARK_DDL as DDL
+from tests.helpers.sync import rows
 
 
 def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
@@ -30,7 +23,9 @@ def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
     late = psycopg.connect(p.dsns["dev"])
     # a transaction that started early (its now() is old) and commits after the sync
     late.execute("INSERT INTO events (id, v) VALUES (1000, 'late')")
-    time.sleep(0.05)
+    wait_for(p.dsns["dev"], "SELECT clock_timestamp() > xact_start FROM pg_stat_activity"
+             " WHERE pid = %s", [late.info.backend_pid], what="the late transaction's start "
+             "to be in the past")
     sql(p.dsns["dev"], "INSERT INTO events (id, v) VALUES (101, 'later but committed')")
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
@@ -48,21 +43,19 @@ def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
     assert rows(p.dsns["dev"], "events") == rows(p.dsns["prod"], "events")
     # nothing changed: a third run writes nothing (the overlap re-reads are free) and the
     # watermark does not move backwards
-    with psycopg.connect(p.dsns["prod"]) as c:
-        before = c.execute("SELECT watermark FROM pgferry.sync_state").fetchone()
+    before = one(p.dsns["prod"], "SELECT watermark FROM pgferry.sync_state")
     sql(p.dsns["prod"], "UPDATE pgferry.sync_state SET watermark = (watermark::timestamptz"
         " + interval '1 s')::text")  # as if the last row seen were newer than any read now
     p.config.write_text(p.config.read_text().replace('overlap = "0s"', 'overlap = "1h"'))
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     with psycopg.connect(p.dsns["prod"]) as c:
         after = c.execute("SELECT watermark::timestamptz - %s::timestamptz FROM"
-                          " pgferry.sync_state", [before[0]]).fetchone()
+                          " pgferry.sync_state", [before]).fetchone()
     assert after == (__import__("datetime").timedelta(seconds=1),)
     ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
     assert (ev["inserted"], ev["updated"]) == (0, 0)
-    with psycopg.connect(p.dsns["prod"]) as c:
-        wm, xids = c.execute("SELECT watermark, inflight_xids FROM pgferry.sync_state"
-                             " WHERE table_name = 'public.events'").fetchone()
+    [(wm, xids)] = q(p.dsns["prod"], "SELECT watermark, inflight_xids FROM pgferry.sync_state"
+                     " WHERE table_name = 'public.events'")
     assert wm is not None and isinstance(xids, list)  # other databases may hold xids
 
 

@@ -15,15 +15,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import Project, Result, write_project
-from tests.integration.test_sync_watermark import CONF, DDL
+from tests.helpers import Project, Result, sql, write_project
+from tests.helpers.sync import WATERMARK_CONF as CONF
+from tests.helpers.sync import WATERMARK_DDL as DDL
 
 SIDE = "CREATE TABLE side (id int PRIMARY KEY DEFAULT 1);"
-
-
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
 
 
 def ids(dsn: str) -> list[int]:

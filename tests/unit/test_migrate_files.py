@@ -69,7 +69,7 @@ def test_checksum_sees_content_changes() -> None:
 @given(
     st.lists(
         st.text(
-            alphabet=st.characters(blacklist_characters="\r\n\ufeff", blacklist_categories=("Cs",))
+            alphabet=st.characters(blacklist_characters="\r\n\ufeff", blacklist_categories=["Cs"])
         ),
         max_size=8,
     )

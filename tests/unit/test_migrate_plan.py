@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pgferry.errors import BadInput
 from pgferry.migrate.files import MigrationSet, Version, scan
-from pgferry.migrate.history import HistoryRow
+from pgferry.migrate.history_rows import HistoryRow
 from pgferry.migrate.plan import (
     classify,
     current_version,

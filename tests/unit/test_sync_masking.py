@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pgferry.errors import BadInput, Refused
-from pgferry.pg.catalog import Column, Table
+from pgferry.pg.catalog_types import Column, Table
 from pgferry.pg.connect import Target
 from pgferry.sync.masking import (
     compile_rules,

@@ -27,7 +27,7 @@ def _templates() -> list[str]:
     for path in MODULES:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.JoinedStr):
-                text = "".join(v.value if isinstance(v, ast.Constant) else "X"
+                text = "".join(str(v.value) if isinstance(v, ast.Constant) else "X"
                                for v in node.values)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                 text = node.value

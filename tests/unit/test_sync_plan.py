@@ -8,8 +8,13 @@ from hypothesis import strategies as st
 
 from pgferry.config import SyncConfig, SyncTableConfig
 from pgferry.errors import BadInput
-from pgferry.pg.catalog import Column, ForeignKey, Table
+from pgferry.pg.catalog_types import Column, ForeignKey, Table
 from pgferry.sync.plan import build_plan
+
+
+def with_tables(tables: dict[str, SyncTableConfig]) -> SyncConfig:
+    """[sync] with per-table settings, validated as pgferry.toml's [sync.tables] are."""
+    return SyncConfig.model_validate({"tables_config": tables})
 
 
 def col(name: str, typ: str = "integer", *, not_null: bool = False, default: bool = False,
@@ -78,10 +83,10 @@ def test_no_key_only_full_and_config_key() -> None:
     t = build_plan(cat(src), cat(src), SyncConfig()).tables[0]
     assert t.error and "only in full mode" in t.error
     assert build_plan(cat(src), cat(src), SyncConfig(), mode="full").tables[0].error is None
-    cfg = SyncConfig(tables_config={"public.a": SyncTableConfig(key=["id"])})
+    cfg = with_tables({"public.a": SyncTableConfig(key=["id"])})
     t = build_plan(cat(src), cat(src), cfg).tables[0]
     assert t.key == ("id",) and t.error is None
-    bad = SyncConfig(tables_config={"public.a": SyncTableConfig(key=["nope"])})
+    bad = with_tables({"public.a": SyncTableConfig(key=["nope"])})
     with pytest.raises(BadInput, match="nope"):
         build_plan(cat(src), cat(src), bad)
 
@@ -89,14 +94,13 @@ def test_no_key_only_full_and_config_key() -> None:
 def test_strategy_per_table() -> None:
     side = cat(table("public.a", [col("id", not_null=True), col("ref"), col("ts", "timestamp")]),
                table("public.b"))
-    cfg = SyncConfig(tables_config={"public.a": SyncTableConfig(watermark="ts")})
+    cfg = with_tables({"public.a": SyncTableConfig(watermark="ts")})
     by = {t.qualname: t for t in build_plan(side, side, cfg).tables}
     assert by["public.a"].strategy == "watermark" and by["public.b"].strategy == "checksum"
     assert {t.strategy for t in build_plan(side, side, cfg, mode="full").tables} == {"full"}
     assert {t.strategy for t in build_plan(side, side, cfg, mode="verify").tables} == {"verify"}
     with pytest.raises(BadInput, match="watermark"):
-        build_plan(side, side, SyncConfig(
-            tables_config={"public.b": SyncTableConfig(strategy="watermark")}))
+        build_plan(side, side, with_tables({"public.b": SyncTableConfig(strategy="watermark")}))
 
 
 def test_fk_order_parents_first_and_unselected_referencers() -> None:

@@ -16,7 +16,6 @@ with nobody connected (``DROP DATABASE`` without FORCE refuses a database in use
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 import psycopg
 from psycopg import conninfo, sql
 
+from pgferry import jsonio
 from pgferry.config import Config
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import Target, connect, map_db_error
@@ -115,7 +115,7 @@ def _admin_dsn(cfg: Config, target: Target) -> str:
 
 def drop_later(cfg: Config, target: Target, database: str) -> None:
     """Drop ``database`` from a detached process (the DSN goes through its environment)."""
-    env = {**os.environ, "PGFERRY_DROP": json.dumps(
+    env = {**os.environ, "PGFERRY_DROP": jsonio.dumps(
         {"dsn": _admin_dsn(cfg, target), "database": database})}
     subprocess.Popen([sys.executable, "-m", "pgferry.backup.scratch"], env=env,
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -123,18 +123,18 @@ def drop_later(cfg: Config, target: Target, database: str) -> None:
 
 
 def _drop_main() -> None:  # pragma: no cover (runs detached)
-    job = json.loads(os.environ.pop("PGFERRY_DROP"))
-    deadline = time.monotonic() + 600
-    while True:
-        try:
-            with psycopg.connect(job["dsn"], autocommit=True, application_name="pgferry") as c:
-                c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    sql.Identifier(job["database"])))
-            return
-        except psycopg.Error:
-            if time.monotonic() > deadline:
-                return
-            time.sleep(2)
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
+
+    job = jsonio.loads(os.environ.pop("PGFERRY_DROP"))
+
+    def drop() -> None:
+        with psycopg.connect(job["dsn"], autocommit=True, application_name="pgferry") as c:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(job["database"])))
+
+    # the server may be restarting: try for ten minutes, then leave it to drop_leftovers
+    Retrying(retry=retry_if_exception_type(psycopg.Error), wait=wait_fixed(2),
+             stop=stop_after_delay(600), retry_error_callback=lambda _state: None)(drop)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+from pgferry import jsonio
 from pgferry.errors import OperationFailed
 
 MANIFEST = "manifest.json"
@@ -68,7 +68,7 @@ def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     """``obj`` as ``path``, all or nothing: temp file, fsync, rename, fsync the directory."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=False, ensure_ascii=False)
+        f.write(jsonio.dumps(obj, pretty=True))
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
@@ -105,7 +105,7 @@ class LocalStorage:
     def read_json(self, env: str, backup_id: str, name: str) -> dict[str, Any] | None:
         p = self.local(env, backup_id) / name
         try:
-            obj = json.loads(p.read_text(encoding="utf-8"))
+            obj = jsonio.loads(p.read_bytes())
         except (OSError, ValueError):
             return None
         return obj if isinstance(obj, dict) else None

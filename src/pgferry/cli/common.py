@@ -12,7 +12,6 @@ exit code in :func:`pgferry.cli.app.main`.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from pgferry import jsonio
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it needs
     from rich.console import Console
@@ -143,7 +144,7 @@ def _default(o: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, default=_default, ensure_ascii=False)
+    return jsonio.dumps(obj, default=_default)
 
 
 def state(ctx: typer.Context, json_flag: bool = False) -> State:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from pgferry import jsonio
 from pgferry.cli.common import EnvOpt, JsonOpt, state
 from pgferry.commands import journal as cmd
 
@@ -34,7 +34,7 @@ def summary(details: dict[str, Any]) -> str:
                 parts.append(f"{k}: {len(v)}")
         elif isinstance(v, str | int | float) and not isinstance(v, bool) and v != "":
             parts.append(f"{k}: {v}")
-    text = ", ".join(parts) or json.dumps(details)
+    text = ", ".join(parts) or jsonio.dumps(details)
     return text if len(text) <= 70 else text[:69] + "…"
 
 

@@ -159,8 +159,7 @@ def fast_main(argv: list[str]) -> int | None:
 
 def _fail(e: PgferryError, want_json: bool, debug: bool) -> int:
     """Render an error exactly as :func:`pgferry.cli.app.main` does."""
-    import json
-
+    from pgferry import jsonio
     from pgferry.redaction import redact
 
     if debug:
@@ -168,6 +167,6 @@ def _fail(e: PgferryError, want_json: bool, debug: bool) -> int:
 
         traceback.print_exc()
     if want_json:
-        print(json.dumps({"ok": False, **e.to_dict()}, ensure_ascii=False, default=str))
+        print(jsonio.dumps({"ok": False, **e.to_dict()}, default=str))
     print(f"error: {redact(e.message)}", file=sys.stderr)
     return e.exit_code

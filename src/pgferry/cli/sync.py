@@ -44,7 +44,7 @@ def _cells(*values: object) -> list[Text]:
 
 def conflict_lines(t: Any, on_conflict: str, keep: bool) -> list[str]:
     """What the conflicts step found for one table, as lines to print (empty: nothing)."""
-    import json
+    from pgferry import jsonio
 
     lines = []
     if t.conflicts:
@@ -56,8 +56,8 @@ def conflict_lines(t: Any, on_conflict: str, keep: bool) -> list[str]:
                      f"the last sync (on_conflict = {on_conflict}: {what[on_conflict]})")
         for c in t.conflict_rows[:5]:
             key = ", ".join(f"{k}={v}" for k, v in c["key"].items())
-            lines.append(f"  {key} ({c['kind']}): target {json.dumps(c['target_row'])} | "
-                         f"source {json.dumps(c['source_row'])}")
+            lines.append(f"  {key} ({c['kind']}): target {jsonio.dumps(c['target_row'])} | "
+                         f"source {jsonio.dumps(c['source_row'])}")
         if t.conflicts > 5:
             lines.append(f"  and {t.conflicts - 5:,} more (all counted in --json and the report)")
     if t.target_only:

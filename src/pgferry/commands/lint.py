@@ -12,11 +12,11 @@ path runs this in well under 150 ms).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pgferry import jsonio
 from pgferry.errors import BadInput
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class LintResult:
     def to_dict(self) -> dict[str, Any]:
         from pgferry.lint import service
 
-        out: dict[str, Any] = json.loads(service.render(self.linted, "json"))
+        out: dict[str, Any] = jsonio.loads(service.render(self.linted, "json"))
         return out
 
 

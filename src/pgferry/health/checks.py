@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from pgferry.config import Config, HealthThresholds, pg_duration
 from pgferry.errors import PgferryError
@@ -99,16 +100,19 @@ TYPE_MAX = {"smallint": 32767, "integer": 2147483647}
 
 def connect(target: Target, th: HealthThresholds) -> Conn:
     """One autocommit connection within ``timeout``; PgferryError (redacted) when none."""
-    deadline = time.monotonic() + th.seconds("timeout")
-    while True:
+    timeout = th.seconds("timeout")
+    deadline = time.monotonic() + timeout
+
+    def attempt() -> Conn:
         left = deadline - time.monotonic()
-        try:
-            return psycopg.connect(target.dsn, autocommit=True, application_name=APP,
-                                   connect_timeout=max(2, math.ceil(left)))
-        except psycopg.Error as e:
-            if not is_transient(e) or deadline - time.monotonic() < 0.25:
-                raise map_db_error(e, f"cannot connect to {target.display}") from None
-            time.sleep(0.2)
+        return psycopg.connect(target.dsn, autocommit=True, application_name=APP,
+                               connect_timeout=max(2, math.ceil(left)))
+
+    try:  # a transient failure is tried again while a quarter second or more is left
+        return Retrying(retry=retry_if_exception(is_transient), wait=wait_fixed(0.2),
+                        stop=stop_after_delay(max(0.0, timeout - 0.25)), reraise=True)(attempt)
+    except psycopg.Error as e:
+        raise map_db_error(e, f"cannot connect to {target.display}") from None
 
 
 def server(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:

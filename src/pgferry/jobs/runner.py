@@ -79,6 +79,27 @@ class Recorder:
         self._polled = time.monotonic()
         self._percent = Percent()
         self.errors: list[str] = []
+        # one flush at a time: the events reach the table in the order they came
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def start(self) -> Recorder:
+        """Flush every ``FLUSH_S`` in the background too: an operation that falls silent (a
+        long COPY, a wait on a lock) still shows the events it published before."""
+        def loop() -> None:
+            while not self._stop.wait(self.FLUSH_S):
+                if self._buf:
+                    self.flush()
+
+        self._timer = threading.Thread(target=loop, name=f"events-{self.run_id}", daemon=True)
+        self._timer.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._timer is not None:
+            self._timer.join(5)
 
     def __call__(self, event: Event) -> None:
         self.add(event.to_dict())
@@ -100,13 +121,14 @@ class Recorder:
         self(RunStep(message, step, state))
 
     def flush(self) -> None:
-        with self._lock:
-            items, self._buf = self._buf, []
-            self._flushed = time.monotonic()
-        try:
-            runs.add_events(self.ctl, self.run_id, items)
-        except PgferryError as e:  # the control database hiccuped: the run goes on
-            self.errors.append(e.message)
+        with self._flush_lock:
+            with self._lock:
+                items, self._buf = self._buf, []
+                self._flushed = time.monotonic()
+            try:
+                runs.add_events(self.ctl, self.run_id, items)
+            except PgferryError as e:  # the control database hiccuped: the run goes on
+                self.errors.append(e.message)
 
     def check_cancel(self) -> None:
         if time.monotonic() - self._polled < self.CANCEL_POLL_S:
@@ -190,11 +212,12 @@ def execute(cfg: Config, ctl: Control, run_id: str, *,
     run = runs.get(ctl, run_id)
     if run is None or run.final or run.state == "awaiting_approval":
         return run
-    rec = Recorder(ctl, run_id, also, cfg=cfg)
+    rec = Recorder(ctl, run_id, also, cfg=cfg).start()
     if run.cancel_requested:
         return finish(ctl, run_id, rec, "cancelled", None, None, "cancelled before it started")
     try:
         if _needs_new_approval(cfg, ctl, run, rec):
+            rec.stop()
             rec.flush()
             return runs.get(ctl, run_id)
     except PgferryError as e:
@@ -229,6 +252,7 @@ def finish(ctl: Control, run_id: str, rec: Recorder, state: runs.State, exit_cod
            result: dict[str, Any] | None, error: str | None) -> runs.Run | None:
     """The run's last event (``complete`` or ``error``) and its final state; then one
     ``service run`` row in the environment's journal (:func:`journal_run`)."""
+    rec.stop()
     kind = "complete" if state in ("succeeded", "problem") else "error"
     rec.add({"type": kind, "state": state, "exit_code": exit_code, "error": error,
              "at": time.time()})

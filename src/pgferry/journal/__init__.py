@@ -22,7 +22,6 @@ Contract:
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -31,8 +30,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from pgferry import jsonio
 from pgferry.errors import PgferryError, ProblemFound, Refused
 from pgferry.journal import chain
 from pgferry.journal import schema as schema
@@ -77,7 +78,7 @@ def scrub(value: Any, key: str = "") -> Any:
 
 
 def _json(value: Mapping[str, Any] | None) -> Jsonb:
-    return Jsonb(scrub(json.loads(json.dumps(dict(value or {}), default=str))))
+    return Jsonb(scrub(jsonio.loads(jsonio.dumps(dict(value or {}), default=str))))
 
 
 def _insert(conn: psycopg.Connection[Any], phase: Phase, run_id: int | None, command: str,
@@ -298,9 +299,8 @@ def read(target: Target, limit: int = 50) -> list[dict[str, Any]]:
         kind, log, _ = schema.state(c)
         if kind is None:
             return []
-        cur = c.execute(_READ if log else _READ_LEGACY, [limit])
-        names = [d.name for d in cur.description or []]
-        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        return c.cursor(row_factory=dict_row).execute(_READ if log else _READ_LEGACY,
+                                                      [limit]).fetchall()
 
 
 def verify(target: Target) -> chain.ChainReport:

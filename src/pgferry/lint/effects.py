@@ -1,35 +1,34 @@
-"""What a statement changes in the lint run's picture, and how it sits in transactions.
+"""What a statement changes in the lint run's picture, and explicit transaction blocks.
 
 Contract: pure functions over :class:`~pgferry.lint.model.Stmt` and
 :class:`~pgferry.lint.model.Context`. The engine calls :func:`apply` after the
-rules have seen a statement, so rules see the state *before* it.
+rules have seen a statement, so rules see the state *before* it. Whether a statement
+runs in a transaction is the SQL front end's verdict (:mod:`pgferry.sqltext.model`),
+the same the runner acts on.
 """
 
 from __future__ import annotations
 
 from pgferry.lint.model import Context, Node, Stmt
-from pgferry.lint.nodes import (
+from pgferry.sqltext import classify
+from pgferry.sqltext.nodes import (
     alter_cmds,
     constraints,
-    defnames,
     list_name,
     qualname,
     type_text,
     unwrap,
 )
 
-_BEGIN = {"TRANS_STMT_BEGIN", "TRANS_STMT_START"}
-_END = {"TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE",
-        "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"}
 DATA_KINDS = {"UpdateStmt", "DeleteStmt", "InsertStmt", "MergeStmt"}
 
 
 def is_begin(st: Stmt) -> bool:
-    return st.kind == "TransactionStmt" and st.node.get("kind") in _BEGIN
+    return classify.tx_control(st.kind, st.node) == "begin"
 
 
 def ends_tx(st: Stmt) -> bool:
-    return st.kind == "TransactionStmt" and st.node.get("kind") in _END
+    return classify.tx_control(st.kind, st.node) == "end"
 
 
 def tx_depth_after(st: Stmt, depth: int) -> int:
@@ -40,35 +39,6 @@ def tx_depth_after(st: Stmt, depth: int) -> int:
     if ends_tx(st):
         return 0
     return depth
-
-
-def non_transactional(st: Stmt) -> bool:
-    """True for statements PostgreSQL (or the runner) will not run inside a transaction.
-
-    Mirrors ``pgferry.migrate.statements._non_tx`` (the runner's rule) on JSON trees.
-    """
-    n = st.node
-    if st.kind == "IndexStmt" or st.kind == "DropStmt":
-        return bool(n.get("concurrent"))
-    if st.kind == "ReindexStmt":
-        return "concurrently" in defnames(n.get("params")) or n.get("kind") in (
-            "REINDEX_OBJECT_DATABASE", "REINDEX_OBJECT_SYSTEM")
-    if st.kind == "VacuumStmt":
-        return bool(n.get("is_vacuumcmd"))
-    if st.kind == "AlterEnumStmt":
-        return bool(n.get("newVal")) and not n.get("oldVal")  # as the runner: ADD VALUE only
-    if st.kind in ("CreatedbStmt", "DropdbStmt", "AlterSystemStmt", "CreateTableSpaceStmt",
-                   "DropTableSpaceStmt", "CreateSubscriptionStmt", "DropSubscriptionStmt"):
-        return True
-    if st.kind == "ClusterStmt":
-        return not n.get("relation")
-    if st.kind == "AlterTableStmt":
-        for cmd in alter_cmds(n):
-            if cmd.get("subtype") == "AT_DetachPartition":
-                _, pc = unwrap(cmd.get("def"))
-                if pc.get("concurrent"):
-                    return True
-    return False
 
 
 def not_null_check_column(con: Node) -> str | None:
@@ -83,38 +53,61 @@ def not_null_check_column(con: Node) -> str | None:
     return None
 
 
-def apply(st: Stmt, cx: Context) -> None:
-    """Record what ``st`` creates or changes (tables, column types, checks)."""
+def _create(st: Stmt, cx: Context) -> None:
     n = st.node
-    if st.kind == "CreateStmt":
-        table = qualname(n.get("relation"))
-        if _exists_already(n, cx, table):
-            return
+    table = qualname(n.get("relation"))
+    if _exists_already(n, cx, table):
+        return
+    cx.add_created(table)
+    for elt in n.get("tableElts") or []:
+        if "ColumnDef" in elt:
+            cd = elt["ColumnDef"]
+            cx.set_column_type(table, cd.get("colname", ""), type_text(cd.get("typeName")))
+
+
+def _create_as(st: Stmt, cx: Context) -> None:
+    _, into = unwrap(st.node.get("into"))
+    table = qualname(into.get("rel"))
+    if not _exists_already(st.node, cx, table):
         cx.add_created(table)
-        for elt in n.get("tableElts") or []:
-            if "ColumnDef" in elt:
-                cd = elt["ColumnDef"]
-                cx.set_column_type(table, cd.get("colname", ""), type_text(cd.get("typeName")))
-    elif st.kind == "CreateTableAsStmt":
-        _, into = unwrap(n.get("into"))
-        table = qualname(into.get("rel"))
-        if not _exists_already(n, cx, table):
-            cx.add_created(table)
-    elif st.kind == "IndexStmt" and n.get("idxname"):
-        table = qualname(n.get("relation"))
-        cx.add_index(f"{table.split('.', 1)[0]}.{n['idxname']}", table)
-    elif st.kind == "DropStmt" and n.get("removeType") == "OBJECT_TABLE":
-        for obj in n.get("objects") or []:
-            cx.drop_created(qualified(list_name(obj)))
-    elif st.kind == "DropStmt" and n.get("removeType") == "OBJECT_INDEX":
-        for obj in n.get("objects") or []:
-            cx.drop_index(qualified(list_name(obj)))
-    elif st.kind == "AlterTableStmt" and n.get("objtype") == "OBJECT_TABLE":
-        _apply_alter(st, cx, qualname(n.get("relation")))
-    elif st.kind == "RenameStmt" and n.get("renameType") == "OBJECT_TABLE":
+
+
+def _index(st: Stmt, cx: Context) -> None:
+    if st.node.get("idxname"):
+        table = qualname(st.node.get("relation"))
+        cx.add_index(f"{table.split('.', 1)[0]}.{st.node['idxname']}", table)
+
+
+def _drop(st: Stmt, cx: Context) -> None:
+    what = st.node.get("removeType")
+    if what in ("OBJECT_TABLE", "OBJECT_INDEX"):
+        drop = cx.drop_created if what == "OBJECT_TABLE" else cx.drop_index
+        for obj in st.node.get("objects") or []:
+            drop(qualified(list_name(obj)))
+
+
+def _alter(st: Stmt, cx: Context) -> None:
+    if st.node.get("objtype") == "OBJECT_TABLE":
+        _apply_alter(st, cx, qualname(st.node.get("relation")))
+
+
+def _rename(st: Stmt, cx: Context) -> None:
+    n = st.node
+    if n.get("renameType") == "OBJECT_TABLE":
         old = qualname(n.get("relation"))
         if cx.is_new(old):  # a new table keeps being new under its new name
             cx.add_created(f"{old.split('.', 1)[0]}.{n.get('newname', '')}")
+
+
+_APPLY = {"CreateStmt": _create, "CreateTableAsStmt": _create_as, "IndexStmt": _index,
+          "DropStmt": _drop, "AlterTableStmt": _alter, "RenameStmt": _rename}
+
+
+def apply(st: Stmt, cx: Context) -> None:
+    """Record what ``st`` creates or changes (tables, column types, checks)."""
+    fn = _APPLY.get(st.kind)
+    if fn is not None:
+        fn(st, cx)
 
 
 def qualified(name: str) -> str:
@@ -128,28 +121,33 @@ def _exists_already(n: Node, cx: Context, table: str) -> bool:
     return bool(n.get("if_not_exists")) and cx.pending and cx.in_catalog(table)
 
 
+def _alter_action(cx: Context, table: str, cmd: Node) -> None:
+    """What one ALTER TABLE action records."""
+    sub = cmd.get("subtype")
+    kind, body = unwrap(cmd.get("def"))
+    if sub == "AT_AddColumn" and kind == "ColumnDef":
+        cx.set_column_type(table, body.get("colname", ""), type_text(body.get("typeName")))
+        for con in constraints(body):
+            if con.get("contype") == "CONSTR_CHECK":
+                _note_check(cx, table, con)
+    elif sub == "AT_AlterColumnType" and kind == "ColumnDef":
+        cx.set_column_type(table, cmd.get("name", ""), type_text(body.get("typeName")))
+    elif sub == "AT_AddConstraint" and kind == "Constraint":
+        if body.get("skip_validation") and body.get("conname"):
+            cx.tx_not_valid[body["conname"]] = table
+        if body.get("contype") == "CONSTR_CHECK":
+            _note_check(cx, table, body)
+    elif sub == "AT_ValidateConstraint":
+        col = cx.nn_check_column(table, cmd.get("name", ""))
+        if col:
+            cx.add_validated_not_null(table, col)
+
+
 def _apply_alter(st: Stmt, cx: Context, table: str) -> None:
     ddl = False
     for cmd in alter_cmds(st.node):
-        sub = cmd.get("subtype")
-        kind, body = unwrap(cmd.get("def"))
-        if sub == "AT_AddColumn" and kind == "ColumnDef":
-            cx.set_column_type(table, body.get("colname", ""), type_text(body.get("typeName")))
-            for con in constraints(body):
-                if con.get("contype") == "CONSTR_CHECK":
-                    _note_check(cx, table, con)
-        elif sub == "AT_AlterColumnType" and kind == "ColumnDef":
-            cx.set_column_type(table, cmd.get("name", ""), type_text(body.get("typeName")))
-        elif sub == "AT_AddConstraint" and kind == "Constraint":
-            if body.get("skip_validation") and body.get("conname"):
-                cx.tx_not_valid[body["conname"]] = table
-            if body.get("contype") == "CONSTR_CHECK":
-                _note_check(cx, table, body)
-        elif sub == "AT_ValidateConstraint":
-            col = cx.nn_check_column(table, cmd.get("name", ""))
-            if col:
-                cx.add_validated_not_null(table, col)
-        if sub not in ("AT_ValidateConstraint",):
+        _alter_action(cx, table, cmd)
+        if cmd.get("subtype") != "AT_ValidateConstraint":
             ddl = True
     if ddl and st.in_tx and not cx.is_new(table):
         cx.tx_ddl_tables.add(table)

@@ -9,11 +9,15 @@ Contract:
   pending (not in ``applied``): see :class:`~pgferry.lint.model.Context`. It returns
   :class:`~pgferry.lint.model.Finding` lists; unparsable SQL raises
   :class:`~pgferry.errors.SqlParseError` naming file, line and the parser's words.
-- Parsing uses pglast's JSON path (``parse_sql_json``, decoded by orjson): plain
-  dicts are several times cheaper to build than pglast's per-node Python objects.
-- The transaction model is the runner's: a file runs in one transaction unless it
-  holds a statement that cannot (CONCURRENTLY, VACUUM, ALTER TYPE ADD VALUE ...);
-  explicit BEGIN ... COMMIT blocks count too.
+- Parsing and the transaction model are the one SQL front end's
+  (:func:`pgferry.sqltext.model.split`, which the runner uses too): pglast's JSON
+  path (plain dicts are several times cheaper to build than pglast's per-node Python
+  objects); a file runs in one transaction unless it holds a statement that cannot
+  (CONCURRENTLY, VACUUM, an ADD VALUE whose label the file then uses ...); explicit
+  BEGIN ... COMMIT blocks count too.
+- A finding's impact names the lock its rule weighs, or the statement's own lock on
+  that table when the statement takes a stronger one (an ``ALTER TABLE`` holds the
+  strongest lock of all its actions while each of them works).
 """
 
 from __future__ import annotations
@@ -22,12 +26,9 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from pgferry.errors import SqlParseError
-from pgferry.lint import effects, pgparse, suppress
+from pgferry.lint import effects, suppress
 from pgferry.lint.impact import impact_of
 from pgferry.lint.model import (
     BIG_TABLE_ROWS,
@@ -41,8 +42,12 @@ from pgferry.lint.model import (
     Stmt,
 )
 from pgferry.lint.rules import ALL_RULES
+from pgferry.sqltext.classify import stronger
+from pgferry.sqltext.model import split
 
-_LEAD = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
+if TYPE_CHECKING:
+    from pgferry.config import LintConfig
+
 _SPACE = re.compile(r"\s+")
 #: Finding.sort_key, as a C-level getter
 _SORT_KEY = attrgetter("path", "line", "column", "code")
@@ -60,12 +65,10 @@ class Settings:
     big_table_rows: int = BIG_TABLE_ROWS
 
     @classmethod
-    def from_config(cls, lint: Any) -> Settings:
-        """From a :class:`~pgferry.config.LintConfig` (or anything with those attributes)."""
-        if lint is None:
-            return cls()
+    def from_config(cls, lint: LintConfig) -> Settings:
+        """From pgferry.toml's ``[lint]`` (:class:`~pgferry.config.LintConfig`)."""
         return cls(list(lint.disable), list(lint.enable), dict(lint.severity), lint.pg_version,
-                   getattr(lint, "big_table_rows", BIG_TABLE_ROWS))
+                   lint.big_table_rows)
 
 
 _INDEX: dict[str, type[Rule]] = {}
@@ -154,10 +157,8 @@ class Linter:
         self._walk(path, text, check=False)
 
     def _walk(self, path: str, text: str, check: bool) -> list[Finding]:
-        data = text.encode("utf-8")
-        stmts = parse(path, text, data)
-        info = FileInfo(path, text, data, transactional=not any(
-            effects.non_transactional(s) for s in stmts))
+        info = split(text, path, pg_major=self.pg_version)
+        stmts = info.statements
         cx = self.cx
         cx.file, cx.stmts = info, stmts
         cx.pending = path not in self.applied
@@ -167,8 +168,6 @@ class Linter:
         raw: list[tuple[Rule, Hit, Stmt | None]] = []
         depth = 0
         for st in stmts:
-            st.explicit_tx = depth > 0
-            st.in_tx = st.explicit_tx or info.transactional
             if check:
                 rules = self.by_kind.get(st.kind, self.every)
                 if st.kind == "AlterTableStmt":
@@ -219,7 +218,11 @@ class Linter:
                 st.cache["text"] = text
         impact = ""
         if self.catalog is not None and hit.table:
-            impact = impact_of(self.catalog, hit.table, rule.lock, hit.work if hit.work is not None
+            lock = rule.lock
+            held = st.table_lock if st is not None and lock else None
+            if held is not None and held[0] == hit.table:
+                lock = stronger(lock, held[1])
+            impact = impact_of(self.catalog, hit.table, lock, hit.work if hit.work is not None
                                else rule.work)
         severity = self._severity[rule.name]
         if hit.severity is not None and rule.name not in self._chosen:
@@ -227,29 +230,3 @@ class Linter:
         return Finding(rule.name, rule.code, severity, info.path, line,
                        col, hit.message or rule.message, rule.help, text, impact, None,
                        st.index if st else None)
-
-
-def position(info: FileInfo, offset: int) -> tuple[int, int]:
-    """1-based (line, column) of a byte offset."""
-    return info.position(offset)
-
-
-def parse(path: str, text: str, data: bytes | None = None) -> list[Stmt]:
-    """The statements of ``text``; SqlParseError names file:line and the parser's message."""
-    pg = pgparse.parser()
-    data = text.encode("utf-8") if data is None else data
-    try:
-        tree = orjson.loads(pg.parse_sql_json(text))  # ~1.5x json.loads on these trees
-    except pg.ParseError as e:
-        msg, where = (e.args + (None,))[:2] if e.args else (str(e), None)
-        line = text[: where if isinstance(where, int) else 0].count("\n") + 1
-        raise SqlParseError(f"{path}:{line}: {msg}", path=path, line=line) from None
-    out: list[Stmt] = []
-    for i, raw in enumerate(tree.get("stmts", [])):
-        loc = raw.get("stmt_location", 0)
-        length = raw.get("stmt_len", 0)
-        end = loc + length if length else len(data.rstrip())
-        start = _LEAD.match(data, loc).end()  # type: ignore[union-attr]
-        kind, body = next(iter(raw["stmt"].items()))
-        out.append(Stmt(kind, body, start, max(end, start), i))
-    return out

@@ -47,7 +47,7 @@ def check_migrations(files: list[MigrationFile], cfg: Config, target: Target | N
     """Unsuppressed findings for ``files`` in run order (see the module docstring)."""
     if catalog is None and target is not None:
         catalog = snapshot_target(target)
-    linter = Linter(Settings.from_config(getattr(cfg, "lint", None)), catalog=catalog)
+    linter = Linter(Settings.from_config(cfg.lint), catalog=catalog)
     out: list[Finding] = []
     for mf in files:
         path = str(mf.path)

@@ -4,7 +4,8 @@ Contract:
 - A :class:`Rule` is one small class: ``code``, ``name``, ``severity``, one-line
   ``message``, ``help`` (the safe way, one line), the PostgreSQL versions it
   applies to, the node kinds it looks at, and :meth:`Rule.check`, which reads
-  one :class:`Stmt` and the run's :class:`Context` and yields :class:`Hit`.
+  one statement (:class:`~pgferry.sqltext.model.Statement`, the one SQL front end's,
+  also the runner's) and the run's :class:`Context` and yields :class:`Hit`.
   Its docstring is its documentation (anti-pattern and safe rewrite as SQL).
 - Rules are pure: they read parse trees (pglast's JSON form, plain dicts) and
   the optional catalog snapshot, and never touch a database, a file or a clock.
@@ -17,11 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from pgferry.sqltext.model import SqlFile, Statement
+from pgferry.sqltext.nodes import DEFAULT_SCHEMA as DEFAULT_SCHEMA
+from pgferry.sqltext.nodes import Node as Node
+
 if TYPE_CHECKING:
     from pgferry.lint.snapshot import Snapshot
 
-Node = dict[str, Any]
-DEFAULT_SCHEMA = "public"
 #: the PostgreSQL version rules assume without a target or ``--pg-version``
 DEFAULT_PG = 18
 #: ``[lint] big_table_rows``: a table with more rows (catalog estimate) is big
@@ -77,56 +80,11 @@ class Hit:
     severity: Severity | None = None  # overrides the rule's default (not a [lint] severity)
 
 
-@dataclass(slots=True)
-class Stmt:
-    """One parsed statement of a file."""
-
-    kind: str  # pglast node name, e.g. "AlterTableStmt"
-    node: Node
-    start: int  # byte offset of the first token (comments skipped)
-    end: int  # byte offset after the last token
-    index: int  # position in the file (0-based)
-    in_tx: bool = False  # runs inside a transaction (explicit BEGIN or the runner's)
-    explicit_tx: bool = False  # inside an explicit BEGIN ... COMMIT of the file
-    cache: dict[str, Any] = field(default_factory=dict, repr=False)
-
-
-@dataclass
-class FileInfo:
-    """Per-file facts the engine works out before rules run."""
-
-    path: str
-    text: str
-    data: bytes
-    #: the runner wraps the file in one transaction (no CONCURRENTLY, VACUUM, ...)
-    transactional: bool = True
-    _bols: list[int] | None = field(default=None, repr=False)  # byte offset of each line
-
-    def text_at(self, start: int, end: int) -> str:
-        return self.data[start:end].decode("utf-8", "replace")
-
-    def position(self, offset: int) -> tuple[int, int]:
-        """1-based (line, column in characters) of a byte offset; O(log lines) in big files."""
-        data = self.data
-        offset = max(0, min(offset, len(data)))
-        if len(data) <= 65536:  # a C-level scan beats building a line index
-            line = data.count(b"\n", 0, offset) + 1
-            bol = data.rfind(b"\n", 0, offset) + 1
-        else:
-            from bisect import bisect_right
-
-            if self._bols is None:
-                self._bols = [0]
-                find = data.find
-                i = find(b"\n")
-                while i >= 0:
-                    self._bols.append(i + 1)
-                    i = find(b"\n", i + 1)
-            line = bisect_right(self._bols, offset)
-            bol = self._bols[line - 1]
-        if len(data) == len(self.text):  # ASCII: bytes are characters
-            return line, offset - bol + 1
-        return line, len(data[bol:offset].decode("utf-8", "replace")) + 1
+#: a statement as the one SQL front end gives it (lint rules read ``kind``, ``node``,
+#: ``start``/``end``, ``in_tx``/``explicit_tx``, and keep scratch data in ``cache``)
+Stmt = Statement
+#: a parsed file (its text, bytes, statements and whether it runs in one transaction)
+FileInfo = SqlFile
 
 
 @dataclass
@@ -199,8 +157,6 @@ class Context:
         t = self.catalog.tables.get(table)
         return t is not None and t.heap_bytes == 0
 
-    def is_new_or_empty(self, table: str) -> bool:
-        return self.is_new(table) or self.is_empty(table)
 
     def existing(self, table: str) -> bool:
         """True when ``table`` may hold rows that other sessions use right now

@@ -103,7 +103,7 @@ def lint_many(linter: Linter, count: int, load: Load, jobs: int) -> list[Finding
         return linter.lint_files(load(i) for i in range(count))
     import bisect  # noqa: F401 - what a child would import lazily, imported before the fork
 
-    from pgferry.lint.pgparse import parser
+    from pgferry.sqltext.parser import parser
 
     parser()
     first = round(count / jobs * 0.75)

@@ -7,9 +7,9 @@ whose rules carry each rule's help and documentation anchor.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from pgferry import jsonio
 from pgferry.lint.model import Finding, Rule
 
 DOCS = "docs/lint.md"
@@ -65,12 +65,7 @@ def as_json(findings: list[Finding], files: int, meta: dict[str, Any], skipped: 
         "findings": live,
         "suppressed": quiet,
     }
-    import orjson  # the same bytes as json.dumps(ensure_ascii=False), ~20x faster
-
-    try:
-        return orjson.dumps(obj).decode("utf-8")
-    except orjson.JSONEncodeError:  # e.g. a path with undecodable bytes (surrogates)
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return jsonio.dumps(obj)
 
 
 def sarif(findings: list[Finding], rules: list[type[Rule]], version: str) -> str:
@@ -112,7 +107,7 @@ def sarif(findings: list[Finding], rules: list[type[Rule]], version: str) -> str
             "results": results,
         }],
     }
-    return json.dumps(log, indent=1, ensure_ascii=False)
+    return jsonio.dumps(log, pretty=True)
 
 
 def rule_list(rules: list[type[Rule]], fmt: str) -> str:
@@ -122,7 +117,7 @@ def rule_list(rules: list[type[Rule]], fmt: str) -> str:
 
         return markdown(rules)
     if fmt in ("json", "sarif"):
-        return json.dumps({"rules": [{
+        return jsonio.dumps({"rules": [{
             "code": r.code, "name": r.name, "severity": r.severity, "message": r.message,
             "help": r.help, "pg_versions": r.versions(), "default": not r.opt_in,
             "squawk": list(r.squawk)} for r in rules]})

@@ -69,7 +69,33 @@ def _config_file(req: Request) -> Path:
     return Path(req.config_path or os.environ.get("PGFERRY_CONFIG") or "pgferry.toml")
 
 
-_LINT_KEYS = {"disable", "enable", "severity", "pg_version", "big_table_rows"}
+#: the keys of :class:`pgferry.config.LintConfig` (a test holds them equal)
+LINT_KEYS = frozenset({"disable", "enable", "severity", "pg_version", "big_table_rows"})
+
+
+def _strings(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def plain_lint(lint: Any) -> Settings | None:
+    """``[lint]`` as :class:`Settings` when it is plainly what
+    :class:`pgferry.config.LintConfig` accepts unchanged, else None (then the pydantic
+    model decides, and says what is wrong). Importing pydantic would more than double a
+    one-file lint's start-up, so this narrow check runs first; a property test holds that
+    whatever it accepts the model accepts, with the same result."""
+    if not isinstance(lint, dict) or not set(lint) <= LINT_KEYS:
+        return None
+    severity = lint.get("severity", {})
+    pg_version = lint.get("pg_version")
+    rows = lint.get("big_table_rows", BIG_TABLE_ROWS)
+    if not (_strings(lint.get("disable", [])) and _strings(lint.get("enable", []))
+            and isinstance(severity, dict)
+            and all(v in ("error", "warning") for v in severity.values())
+            and (pg_version is None or type(pg_version) is int)
+            and type(rows) is int and rows >= 0):
+        return None
+    return Settings(list(lint.get("disable", [])), list(lint.get("enable", [])),
+                    dict(severity), pg_version, rows)
 
 
 def light_config(req: Request) -> LightConfig:
@@ -79,33 +105,28 @@ def light_config(req: Request) -> LightConfig:
         if req.config_path:
             raise ConfigError(f"no config file at {p}; run `pgferry init` to create one")
         return LightConfig(Path.cwd())
+    settings = None
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
-        lint = data.get("lint", {})
-        rows = lint.get("big_table_rows", 0)
-        ok = set(lint) <= _LINT_KEYS and all(
-            isinstance(lint.get(k, []), list) for k in ("disable", "enable")) and isinstance(
-            lint.get("severity", {}), dict) and all(
-            v in ("error", "warning") for v in lint.get("severity", {}).values()) and isinstance(
-            lint.get("pg_version", 0), int) and type(rows) is int and rows >= 0
+        settings = plain_lint(data.get("lint", {}))
         mdir = data.get("migrate", {}).get("dir", "migrations")
-        ok = ok and isinstance(mdir, str)
+        ok = settings is not None and isinstance(mdir, str)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, AttributeError):
         ok = False
-    if not ok:  # let the real loader produce its precise message (key and line)
+    if not ok or settings is None:  # the real loader produces its precise message
         from pgferry.config import load_config
 
         cfg = load_config(p)
         return LightConfig(cfg.root, cfg.migrate.dir, Settings.from_config(cfg.lint))
-    return LightConfig(p.resolve().parent, mdir, Settings(
-        list(lint.get("disable", [])), list(lint.get("enable", [])),
-        dict(lint.get("severity", {})), lint.get("pg_version"),
-        lint.get("big_table_rows", BIG_TABLE_ROWS)))
+    return LightConfig(p.resolve().parent, mdir, settings)
 
 
-def _read(p: Path) -> str:
+def _read(p: Path, content: dict[Path, bytes] | None = None) -> str:
+    """A file's text (from ``content`` when selecting the files read it already)."""
+    data = content.get(p) if content else None
     try:
-        return p.read_bytes().decode("utf-8").removeprefix("\ufeff")
+        return (data if data is not None else p.read_bytes()).decode("utf-8").removeprefix(
+            "\ufeff")
     except OSError as e:
         raise BadInput(f"cannot read {p}: {e.strerror}") from None
     except UnicodeDecodeError as e:
@@ -167,7 +188,7 @@ def lint(req: Request, env: EnvMode | None = None) -> Linted:
     paths = chosen.paths
     linter = Linter(settings, catalog=snap, pg_version=req.pg_version,
                     applied={_show(p) for p in chosen.applied})
-    findings = _lint(linter, paths, req.jobs)
+    findings = _lint(linter, paths, req.jobs, chosen.content)
     meta = {"pg_version": linter.pg_version, "env": req.env,
             "catalog": (snap.source or req.catalog) if snap else None}
     header = ""
@@ -193,12 +214,14 @@ def render(linted: Linted, fmt: str) -> str:
     return report.text(linted.findings, linted.files, linted.header, linted.skipped)
 
 
-def _lint(linter: Linter, paths: list[Path], jobs: int | None) -> list[Finding]:
+def _lint(linter: Linter, paths: list[Path], jobs: int | None,
+          content: dict[Path, bytes] | None = None) -> list[Finding]:
     """Serial for a few files; forked workers for many (same findings, same order)."""
     if len(paths) < parallel.MIN_FILES or jobs == 1:
-        return linter.lint_files((_show(p), _read(p)) for p in paths)
-    return parallel.lint_many(linter, len(paths), lambda i: (_show(paths[i]), _read(paths[i])),
-                     jobs or parallel.default_jobs())
+        return linter.lint_files((_show(p), _read(p, content)) for p in paths)
+    return parallel.lint_many(linter, len(paths),
+                              lambda i: (_show(paths[i]), _read(paths[i], content)),
+                              jobs or parallel.default_jobs())
 
 
 def _show(p: Path, _cwd: list[str] = []) -> str:  # noqa: B006 - a one-slot cache

@@ -2,8 +2,10 @@
 
 Contract:
 - :func:`take` reads one database's catalog once (every schema except the
-  system ones and ``pgferry``) through a connection the caller opened, and
-  returns a :class:`Snapshot` of plain data. Nothing else in lint talks to a server.
+  system ones and ``pgferry``) through a connection the caller opened, with the one
+  catalog reader (:func:`pgferry.pg.catalog.read`, its lint view), and
+  :func:`from_catalog` turns that into a :class:`Snapshot` of plain data. Nothing
+  else in lint talks to a server.
 - :meth:`Snapshot.to_json` / :func:`load` write and read it as JSON, so CI can
   lint against production's shape without production credentials
   (``pgferry lint --catalog FILE``).
@@ -16,34 +18,20 @@ Contract:
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pgferry import jsonio
 from pgferry.errors import BadInput
+from pgferry.pg.catalog_types import Check as Check
+from pgferry.pg.catalog_types import Index as Index
 
 if TYPE_CHECKING:
     from pgferry.migrate.files import MigrationFile
+    from pgferry.pg.catalog_types import Catalog
 
 FORMAT = "pgferry-lint-catalog/1"
-VOLATILITY = {"i": "immutable", "s": "stable", "v": "volatile"}
-
-
-@dataclass
-class Check:
-    name: str
-    definition: str
-    validated: bool
-    not_null_column: str | None = None  # set for CHECK (col IS NOT NULL)
-
-
-@dataclass
-class Index:
-    name: str
-    columns: list[str]
-    unique: bool
-    valid: bool
 
 
 @dataclass
@@ -119,14 +107,14 @@ class Snapshot:
         return self.functions.get(f"{schema}.{name}" if schema else name)
 
     def to_json(self) -> str:
-        return json.dumps({"format": FORMAT, **asdict(self)}, indent=1, sort_keys=True)
+        return jsonio.dumps({"format": FORMAT, **asdict(self)}, pretty=True, sort_keys=True)
 
 
 def load(path: Path) -> Snapshot:
     """Read a snapshot written by ``pgferry lint --catalog FILE``; BadInput when it is not one."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        data = jsonio.loads(path.read_bytes())
+    except (OSError, jsonio.DecodeError) as e:
         raise BadInput(f"cannot read catalog snapshot {path}: {e}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise BadInput(f"{path} is not a pgferry lint catalog snapshot "
@@ -153,102 +141,23 @@ def from_dict(data: dict[str, Any]) -> Snapshot:
                     {k: list(v) for k, v in data.get("enums", {}).items()}, history)
 
 
-_SCHEMAS = """
-SELECT nspname FROM pg_namespace
-WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgferry')
-  AND nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
-"""
-
-# A partitioned parent has no storage of its own: sum its leaves (pg_partition_tree, 12+).
-_TABLES = """
-SELECT c.oid, n.nspname || '.' || c.relname,
-       CASE WHEN c.relkind = 'p' THEN coalesce((
-           SELECT sum(greatest(l.reltuples, 0)) FROM pg_partition_tree(c.oid) t
-           JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), 0)
-       ELSE c.reltuples END::bigint,
-       CASE WHEN c.relkind = 'p' THEN coalesce((
-           SELECT sum(pg_total_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t
-           WHERE t.isleaf), 0)
-       ELSE pg_total_relation_size(c.oid) END::bigint,
-       CASE WHEN c.relkind = 'p' THEN coalesce((
-           SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t
-           WHERE t.isleaf), 0)
-       ELSE pg_relation_size(c.oid) END::bigint,
-       c.relkind::text
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname = ANY(%s)
-"""
-
-_COLUMNS = """
-SELECT attrelid, attname, format_type(atttypid, atttypmod), attnotnull
-FROM pg_attribute WHERE attrelid = ANY(%s) AND attnum > 0 AND NOT attisdropped
-ORDER BY attrelid, attnum
-"""
-
-_CHECKS = """
-SELECT conrelid, conname, pg_get_constraintdef(oid), convalidated,
-       CASE WHEN array_length(conkey, 1) = 1 THEN
-           (SELECT attname FROM pg_attribute WHERE attrelid = conrelid AND attnum = conkey[1])
-       END
-FROM pg_constraint WHERE conrelid = ANY(%s) AND contype = 'c'
-"""
-
-_INDEXES = """
-SELECT i.indrelid, ic.relname, i.indisunique, i.indisvalid,
-       ARRAY(SELECT coalesce(a.attname, '(expression)')
-             FROM unnest(i.indkey) WITH ORDINALITY k(n, o)
-             LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
-             ORDER BY k.o)
-FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
-WHERE i.indrelid = ANY(%s)
-"""
-
-_FUNCTIONS = """
-SELECT n.nspname, p.proname, p.provolatile::text
-FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-WHERE n.nspname = ANY(%s) OR n.nspname = 'pg_catalog'
-"""
-
-_ENUMS = """
-SELECT n.nspname || '.' || t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
-FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
-JOIN pg_namespace n ON n.oid = t.typnamespace
-WHERE n.nspname = ANY(%s) GROUP BY 1
-"""
-
-_RANK = {"i": 0, "s": 1, "v": 2}
-
-
-def _nn_column(definition: str, column: str | None) -> str | None:
-    if column is None:
-        return None
-    norm = " ".join(definition.replace("(", " ").replace(")", " ").split()).lower()
-    quoted = column if column.islower() and column.isidentifier() else f'"{column}"'
-    return column if norm == f"check {quoted.lower()} is not null" else None
+def from_catalog(cat: Catalog, source: str = "", now: str = "") -> Snapshot:
+    """The snapshot of a catalog read with ``for_lint`` (:func:`pgferry.pg.catalog.read`)."""
+    snap = Snapshot(cat.server_version, now, source, functions=dict(cat.functions),
+                    enums={k: list(v) for k, v in cat.enums.items()})
+    for name, t in cat.tables.items():
+        m = t.measured
+        if m is None:  # pg_class's page counts cannot tell an empty table from a new one
+            raise ValueError(f"{name}: the lint snapshot needs a catalog read for lint")
+        snap.tables[name] = TableInfo(
+            name, m.rows, m.total_bytes, m.heap_bytes, {c.name: c.type for c in t.columns},
+            [c.name for c in t.columns if c.not_null], list(t.checks), list(t.indexes),
+            kind=t.kind)
+    return snap
 
 
 def take(conn: Any, source: str = "", now: str = "") -> Snapshot:
     """Read the catalog through ``conn`` (a psycopg connection) into a :class:`Snapshot`."""
-    schemas = [r[0] for r in conn.execute(_SCHEMAS)]
-    snap = Snapshot(int(conn.info.server_version), now, source)
-    by_oid: dict[int, TableInfo] = {}
-    for oid, name, rows, total, heap, kind in conn.execute(_TABLES, [schemas]):
-        by_oid[oid] = snap.tables[name] = TableInfo(name, rows, total, heap, kind=kind)
-    oids = list(by_oid)
-    if oids:
-        for rel, col, typ, notnull in conn.execute(_COLUMNS, [oids]):
-            by_oid[rel].columns[col] = typ
-            if notnull:
-                by_oid[rel].not_null.append(col)
-        for rel, name, definition, validated, col in conn.execute(_CHECKS, [oids]):
-            by_oid[rel].checks.append(
-                Check(name, definition, validated, _nn_column(definition, col)))
-        for rel, name, unique, valid, cols in conn.execute(_INDEXES, [oids]):
-            by_oid[rel].indexes.append(Index(name, list(cols), unique, valid))
-    for schema, name, vol in conn.execute(_FUNCTIONS, [schemas]):
-        for key in (f"{schema}.{name}", name):
-            if _RANK[vol] > _RANK.get(snap.functions.get(key, "i"), 0) or key not in snap.functions:
-                snap.functions[key] = vol
-    for name, labels in conn.execute(_ENUMS, [schemas]):
-        snap.enums[name] = list(labels)
-    return snap
+    from pgferry.pg import catalog
+
+    return from_catalog(catalog.read(conn, for_lint=True), source, now)

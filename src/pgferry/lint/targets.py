@@ -33,6 +33,8 @@ class Targets:
     paths: list[Path]
     applied: set[Path] = field(default_factory=set)
     skipped: int = 0
+    #: the bytes of the files selecting them read already (migration files), by path
+    content: dict[Path, bytes] = field(default_factory=dict)
 
 
 #: a file to lint and the migration its name describes (None: other SQL)
@@ -57,9 +59,10 @@ def migration_of(path: Path) -> MigrationFile | None:
     from pgferry.migrate.files import parse_name
 
     try:
-        return parse_name(path)
+        mf = parse_name(path)
     except BadInput:
         return None
+    return mf.read() if mf is not None else None
 
 
 def _order_key(entry: Entry) -> tuple[int, tuple[int, ...], str, str]:
@@ -106,7 +109,8 @@ def select(raw_paths: list[str], default_dir: Path, history: History | None = No
     # one directory alone is in run order already
     entries = listed if not named and len(raw_paths) <= 1 else _run_order(
         [*named, *listed], cwd)
-    out = Targets([p for p, _ in entries])
+    out = Targets([p for p, _ in entries],
+                  content={p: m.content for p, m in entries if m is not None and m.content})
     if history is None:
         return out
     by_name = {_key(p, cwd) for p, _ in named}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from pgferry.lint.model import Node
-from pgferry.lint.nodes import type_name
+from pgferry.sqltext.nodes import type_name
 
 _ALIASES = {
     "character varying": "varchar", "character": "bpchar", "char": "bpchar",

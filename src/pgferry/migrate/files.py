@@ -1,6 +1,6 @@
 """Migration files: Flyway naming, version order, Flyway's checksum, templates, pgferry.sum.
 
-Contract (pure apart from reading the directory):
+Contract (pure apart from reading the directory and its files):
 - ``V<version>__<desc>.sql`` (versioned), ``U<version>__<desc>.sql`` (undo),
   ``R__<desc>.sql`` (repeatable), and templates ``VXXX__<desc>.sql`` /
   ``UXXX__<desc>.sql`` that ``migrate number`` turns into real versions.
@@ -8,6 +8,9 @@ Contract (pure apart from reading the directory):
   ``1 == 1.0``); two files with the same version are a :class:`BadInput`.
 - :func:`flyway_checksum` is Flyway's: CRC32 over each line's UTF-8 bytes,
   line terminators and a leading BOM excluded, as a signed 32-bit int.
+- Reading is explicit: :func:`scan` reads every migration file it lists
+  (:meth:`MigrationFile.read`); :func:`parse_name` only names one. A file's text and
+  checksum are computed from the bytes read, so the planners do no I/O.
 """
 
 from __future__ import annotations
@@ -101,12 +104,24 @@ class MigrationFile:
     def script(self) -> str:
         return self.path.name
 
-    @cached_property
+    #: the file's bytes once :meth:`read` ran (:func:`scan` reads every file it lists)
+    content: bytes | None = field(default=None, repr=False, compare=False)
+
+    def read(self) -> MigrationFile:
+        """Read the file (once): the one I/O of a migration file. Its text and checksum
+        are then plain data, so the planners that compare them do no I/O."""
+        if self.content is None:
+            try:
+                self.content = self.path.read_bytes()
+            except OSError as e:
+                raise BadInput(f"cannot read {self.path}: {e.strerror}") from None
+        return self
+
+    @property
     def data(self) -> bytes:
-        try:
-            return self.path.read_bytes()
-        except OSError as e:
-            raise BadInput(f"cannot read {self.path}: {e.strerror}") from None
+        if self.content is None:
+            raise RuntimeError(f"{self.script} has not been read (MigrationFile.read)")
+        return self.content
 
     @cached_property
     def sql(self) -> str:
@@ -167,7 +182,8 @@ def parse_name(path: Path) -> MigrationFile | None:
 
 
 def scan(directory: Path) -> MigrationSet:
-    """Read ``directory`` (not recursive); BadInput on duplicate versions."""
+    """Read ``directory`` (not recursive) and every migration file in it; BadInput on
+    duplicate versions or a file that cannot be read."""
     if not directory.is_dir():
         raise BadInput(f"migrations directory {directory} does not exist; run `pgferry init`")
     ms = MigrationSet(directory)
@@ -183,6 +199,7 @@ def scan(directory: Path) -> MigrationSet:
             if path.suffix == ".sql":
                 ms.ignored.append(path)
             continue
+        mf.read()
         if mf.is_template:
             if mf.kind == "V":
                 ms.templates.append(mf)

@@ -2,40 +2,27 @@
 
 Contract: :func:`ensure_table` creates the table exactly as Flyway does on
 PostgreSQL (so Flyway can adopt a database pgferry migrated, and the other way
-round); :func:`read` returns its rows ([] when the table is absent);
+round); :func:`read` returns its rows as
+:class:`~pgferry.migrate.history_rows.HistoryRow` ([] when the table is absent);
 :func:`insert` appends a row with the next ``installed_rank``. Callers own the
 transaction. Identifiers are always quoted with :mod:`psycopg.sql`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row
 
-# Flyway's row types used here
-SQL = "SQL"
-UNDO_SQL = "UNDO_SQL"  # Flyway Teams' undo row; the free Flyway cannot read it
-DELETE = "DELETE"  # Flyway's repair: a migration marked deleted (every edition reads it)
-BASELINE = "BASELINE"
-BASELINE_SCRIPT = "<< Flyway Baseline >>"
-
-
-@dataclass
-class HistoryRow:
-    installed_rank: int
-    version: str | None
-    description: str
-    type: str
-    script: str
-    checksum: int | None
-    installed_by: str
-    installed_on: datetime
-    execution_time: int
-    success: bool
+from pgferry.migrate.history_rows import BASELINE as BASELINE
+from pgferry.migrate.history_rows import BASELINE_SCRIPT as BASELINE_SCRIPT
+from pgferry.migrate.history_rows import DELETE as DELETE
+from pgferry.migrate.history_rows import SQL as SQL
+from pgferry.migrate.history_rows import UNDO_SQL as UNDO_SQL
+from pgferry.migrate.history_rows import HistoryRow as HistoryRow
+from pgferry.migrate.history_rows import undo_row as undo_row
 
 
 def _names(schema: str, table: str) -> dict[str, sql.Composable]:
@@ -88,13 +75,13 @@ def read(conn: psycopg.Connection[Any], schema: str, table: str) -> list[History
     """All rows in ``installed_rank`` order; [] when the table does not exist."""
     if not exists(conn, schema, table):
         return []
-    cur = conn.execute(
+    cur = conn.cursor(row_factory=class_row(HistoryRow)).execute(
         sql.SQL(
             "SELECT installed_rank, version, description, type, script, checksum, installed_by,"
             " installed_on, execution_time, success FROM {} ORDER BY installed_rank"
         ).format(sql.Identifier(schema, table))
     )
-    return [HistoryRow(*r) for r in cur.fetchall()]
+    return cur.fetchall()
 
 
 def insert(
@@ -126,22 +113,3 @@ def insert(
     ).fetchone()
     assert row is not None
     return int(row[0])
-
-
-def undo_row(mode: str, success: bool, undoes: HistoryRow | None, description: str,
-             script: str, checksum: int | None, ms: int
-             ) -> tuple[str, str, str, int | None, int]:
-    """(type, description, script, checksum, execution_time) of the row an undo records.
-
-    ``flyway`` (the default): the row Flyway's own repair writes to mark a migration deleted
-    (``JdbcTableSchemaHistory.delete``): type ``DELETE`` with the undone row's description,
-    script and checksum and execution time 0, which every Flyway edition reads (the version
-    is then pending again). A failed undo is a failed ``DELETE`` row naming the undo file
-    (Flyway's validate reports it and its repair removes it, as for any failed migration).
-    ``flyway-teams``: Flyway Teams' own ``UNDO_SQL`` row for the undo file.
-    """
-    if mode == "flyway-teams":
-        return UNDO_SQL, description, script, checksum, ms
-    if success and undoes is not None:
-        return DELETE, undoes.description, undoes.script, undoes.checksum, 0
-    return DELETE, description, script, checksum, ms

@@ -31,6 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from tenacity import (
+    Retrying,
+    retry_if_result,
+    stop_after_delay,
+    wait_exponential,
+    wait_fixed,
+)
 
 from pgferry.errors import LockUnavailable
 from pgferry.pg.connect import connect, map_db_error
@@ -99,30 +106,34 @@ class MigrationLock:
         rows = self.conn.execute(_HOLDER_SQL, [u >> 32, u & 0xFFFFFFFF]).fetchall()
         return [Holder(r[0], r[1], r[2], r[3]) for r in rows]
 
+    def _try(self) -> bool:
+        assert self.conn is not None
+        got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()
+        return bool(got and got[0])
+
     def acquire(self) -> None:
         self.conn = connect(self.dsn, autocommit=True, application_name=self.app)
         start = time.monotonic()
-        delay = 0.05
         try:
             if self.conn.info.server_version >= 140000:
                 # a hosted server's idle_session_timeout must not end this session (and the
                 # lock) while a long statement runs on the work connection
                 self.conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
-            while True:
-                got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", [self.key]).fetchone()
-                if got and got[0]:
-                    self.waited = time.monotonic() - start
-                    return
-                if time.monotonic() - start >= self.wait:
-                    holders = self.holders()
-                    who = ", ".join(str(h) for h in holders) or "a session that just ended"
-                    raise LockUnavailable(
-                        f"another migration run holds the migration lock: {who}; "
-                        f"waited {self.wait:g}s (raise [migrate] lock_wait to wait longer)",
-                        holders=[h.__dict__ for h in holders],
-                    )
-                time.sleep(delay)
-                delay = min(delay * 1.5, 1.0)
+            # try again after 50 ms, then 1.5x longer each time (at most 1 s), for `wait` s
+            tries = Retrying(retry=retry_if_result(lambda got: not got),
+                             wait=wait_exponential(multiplier=0.05, exp_base=1.5, max=1.0),
+                             stop=stop_after_delay(self.wait),
+                             retry_error_callback=lambda _state: False)
+            if tries(self._try):
+                self.waited = time.monotonic() - start
+                return
+            holders = self.holders()
+            who = ", ".join(str(h) for h in holders) or "a session that just ended"
+            raise LockUnavailable(
+                f"another migration run holds the migration lock: {who}; "
+                f"waited {self.wait:g}s (raise [migrate] lock_wait to wait longer)",
+                holders=[h.__dict__ for h in holders],
+            )
         except psycopg.Error as e:
             self.release()
             raise map_db_error(e, "while taking the migration lock") from None
@@ -265,11 +276,13 @@ def terminate_orphans(conn: psycopg.Connection[Any], key: int, own_pids: set[int
     pids = [r[0] for r in rows]
     for pid in pids:
         conn.execute("SELECT pg_terminate_backend(%s)", [pid])
-    deadline = time.monotonic() + 10
-    while pids and time.monotonic() < deadline:
-        left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
-                            [pids]).fetchone()
-        if not left or left[0] == 0:
-            break
-        time.sleep(0.05)
+
+    def left() -> int:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
+                           [pids]).fetchone()
+        return int(row[0]) if row else 0
+
+    if pids:  # until the server no longer lists them (at most 10 s)
+        Retrying(retry=retry_if_result(lambda n: n > 0), wait=wait_fixed(0.05),
+                 stop=stop_after_delay(10), retry_error_callback=lambda _state: 0)(left)
     return pids

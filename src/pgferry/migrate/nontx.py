@@ -24,6 +24,7 @@ from pgferry.migrate.leftovers import drop_leftovers
 from pgferry.migrate.locks import Waiting
 from pgferry.migrate.plan import Step
 from pgferry.migrate.statements import ParsedFile, Statement
+from pgferry.pg import errors as pgerrors
 
 if TYPE_CHECKING:
     from pgferry.migrate.runner import FileResult, Runner
@@ -89,7 +90,7 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
         else:  # nothing applied (a failed concurrent build is cleaned up on retry)
             forget_quietly(r, step)
             tail = f"nothing of this file was applied; fix the cause and run `{again}` again"
-        if e.sqlstate == "55P03":
+        if pgerrors.lock_timeout(e):
             raise r._lock_error(step, stmt, attempts, seen,
                                 "statement" + (f"; {tail}" if n else "")) from None
         raise r._server_error(step, stmt, e, tail) from None

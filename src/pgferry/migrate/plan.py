@@ -53,7 +53,7 @@ from typing import Literal
 
 from pgferry.errors import BadInput
 from pgferry.migrate.files import MigrationFile, MigrationKind, MigrationSet, Version
-from pgferry.migrate.history import BASELINE, DELETE, UNDO_SQL, HistoryRow
+from pgferry.migrate.history_rows import BASELINE, DELETE, UNDO_SQL, HistoryRow
 
 State = Literal[
     "applied", "pending", "failed", "ignored", "missing", "checksum_mismatch", "template",

@@ -5,7 +5,8 @@ statement in autocommit mode, so a failure (or a SIGKILL) can leave it half
 applied. The runner records, per file, the digests of the statements that
 completed and, when one fails, which statement and why.
 
-Layout (one row per history table and script; pgferry owns it)::
+Layout (one row per history table and script; created with the rest of pgferry's
+schema by :mod:`pgferry.pg.ownschema`)::
 
     CREATE TABLE pgferry.migration_progress (
         history_schema text, history_table text, script text,  -- primary key
@@ -42,31 +43,10 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import class_row
 
 TABLE = "pgferry.migration_progress"
 INTERRUPTED = "interrupted: the pgferry process running it died"
-
-DDL = """
-CREATE SCHEMA IF NOT EXISTS pgferry;
-CREATE TABLE IF NOT EXISTS pgferry.migration_progress (
-    history_schema   text NOT NULL,
-    history_table    text NOT NULL,
-    script           text NOT NULL,
-    version          text,
-    checksum         integer,
-    state            text NOT NULL CHECK (state IN ('running', 'failed', 'repaired')),
-    statements_total integer NOT NULL,
-    statements_done  integer NOT NULL DEFAULT 0,
-    done_digests     text[] NOT NULL DEFAULT '{}',
-    failed_statement integer,
-    failed_line      integer,
-    error            text,
-    runner_pid       integer,
-    updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (history_schema, history_table, script)
-);
-"""
-
 
 @dataclass
 class Progress:
@@ -99,22 +79,24 @@ class Progress:
 
 
 def ensure(conn: psycopg.Connection[Any]) -> None:
-    if conn.execute("SELECT to_regclass(%s)", [TABLE]).fetchone() == (None,):
-        conn.execute(DDL)
+    """pgferry's schema, this table included (:mod:`pgferry.pg.ownschema`); a journal
+    trigger it had to re-create is journaled."""
+    from pgferry import journal
+
+    journal.ensure(conn)
 
 
 def read_progress(conn: psycopg.Connection[Any], schema: str, table: str) -> list[Progress]:
     """Progress rows for this history table, by script ([] when none or no table)."""
     if conn.execute("SELECT to_regclass(%s)", [TABLE]).fetchone() == (None,):
         return []
-    rows = conn.execute(
+    return conn.cursor(row_factory=class_row(Progress)).execute(
         "SELECT history_schema, history_table, script, version, checksum, state,"
         " statements_total, statements_done, done_digests, failed_statement, failed_line,"
         " error, runner_pid, updated_at FROM pgferry.migration_progress"
         " WHERE history_schema = %s AND history_table = %s ORDER BY script",
         [schema, table],
     ).fetchall()
-    return [Progress(*r) for r in rows]
 
 
 def forget(conn: psycopg.Connection[Any], schema: str, table: str,

@@ -68,6 +68,7 @@ from pgferry.migrate.plan import Step
 from pgferry.migrate.settings import FileResult as FileResult
 from pgferry.migrate.settings import RunSettings as RunSettings
 from pgferry.migrate.statements import ParsedFile, Statement
+from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import (
     APP_NAME,
     Target,
@@ -88,10 +89,6 @@ def label(step: Step) -> str:
     return f"{v}{step.description}"
 
 
-def _is_lock_timeout(e: BaseException) -> bool:
-    return isinstance(e, psycopg.Error) and e.sqlstate == "55P03"
-
-
 def server_message(e: psycopg.Error, *, detail: bool = True) -> str:
     """The server's message (and, with ``detail``, its DETAIL in parentheses) on one line,
     redacted: for the progress table and ``status``. Errors shown to the user carry the
@@ -105,7 +102,7 @@ def server_message(e: psycopg.Error, *, detail: bool = True) -> str:
 
 def _retryable(e: BaseException) -> bool:
     """Lock timeout, or a deadlock the server broke by cancelling us: roll back, try again."""
-    return isinstance(e, psycopg.Error) and e.sqlstate in ("55P03", "40P01")
+    return pgerrors.retry_statement(e)
 
 
 class Runner:
@@ -336,7 +333,7 @@ class Runner:
                         finally:
                             seen = w.seen or seen
         except psycopg.Error as e:
-            if _is_lock_timeout(e):
+            if pgerrors.lock_timeout(e):
                 raise self._lock_error(step, current, attempts, seen) from None
             raise self._server_error(step, current, e, "nothing of this file was applied "
                                      "(its transaction was rolled back)") from None

@@ -1,78 +1,43 @@
-"""Introspection: tables, columns, keys, foreign keys, sequences, triggers, sizes.
+"""The one catalog reader: tables, columns, keys, foreign keys, sequences, triggers, sizes.
 
-Contract: :func:`tables` reads the catalog of one database for the given
-schemas and returns :class:`Table` objects keyed by ``"schema.table"``.
-Partitioned tables appear through their parent only (leaves are skipped);
-pgferry's own schema is never included. Everything is plain data, so the
-sync and lint planners can work on it without a connection.
+Contract:
+- :func:`read` reads the catalog of one database once and returns a
+  :class:`~pgferry.pg.catalog_types.Catalog` of plain data (the types live in
+  :mod:`pgferry.pg.catalog_types`, free of the driver). ``schemas=None`` means every
+  user schema. pgferry's own schema is never included.
+- Two views of the same reader. The default is what sync plans with: ordinary and
+  partitioned (parent) tables, partitions through their parent only, sizes from
+  ``pg_class`` so that reading never waits behind another session's lock.
+  ``for_lint=True`` is what catalog-aware lint needs on top: partitions and
+  materialized views too, CHECK constraints, indexes, function volatility, enum
+  labels, and measured sizes (:class:`~pgferry.pg.catalog_types.Measured`: exact sizes
+  from the size functions, which take ACCESS SHARE on each table; a partitioned table
+  summed over its leaves). :mod:`pgferry.lint.snapshot` derives its snapshot from it.
+- :func:`tables` is the sync view's tables by ``"schema.table"``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
+from pgferry.pg.catalog_types import Catalog as Catalog
+from pgferry.pg.catalog_types import Check as Check
+from pgferry.pg.catalog_types import Column as Column
+from pgferry.pg.catalog_types import ForeignKey as ForeignKey
+from pgferry.pg.catalog_types import Index as Index
+from pgferry.pg.catalog_types import Measured as Measured
+from pgferry.pg.catalog_types import Table as Table
 
-@dataclass(frozen=True)
-class Column:
-    name: str
-    type: str  # format_type(), e.g. "character varying(20)", "timestamp with time zone"
-    not_null: bool
-    has_default: bool
-    identity: str  # "" | "a" (ALWAYS) | "d" (BY DEFAULT)
-    generated: str  # "" | "s" (stored generated) | "v" (virtual generated, PostgreSQL 18)
-    type_oid: int = 0
-    #: pg_type.typtype: b(ase), e(num), d(omain), c(omposite), r(ange), m(ultirange), p(seudo)
-    typtype: str = "b"
-
-
-@dataclass(frozen=True)
-class ForeignKey:
-    name: str
-    columns: tuple[str, ...]
-    ref_table: str  # "schema.table"
-    ref_columns: tuple[str, ...]
-    deferrable: bool
-    validated: bool
-
-
-@dataclass
-class Table:
-    schema: str
-    name: str
-    columns: list[Column] = field(default_factory=list)
-    primary_key: tuple[str, ...] = ()
-    unique_keys: list[tuple[str, ...]] = field(default_factory=list)
-    foreign_keys: list[ForeignKey] = field(default_factory=list)
-    sequences: dict[str, str] = field(default_factory=dict)  # column -> "schema.sequence"
-    #: user triggers that fire in an ordinary session (enabled, or ENABLE ALWAYS)
-    user_triggers: list[str] = field(default_factory=list)
-    #: their pg_trigger.tgenabled ("O" enabled, "A" always), to re-enable them as they were
-    trigger_modes: dict[str, str] = field(default_factory=dict)
-    partitioned: bool = False
-    row_estimate: int = 0
-    total_bytes: int = 0
-    owner: str = ""
-    #: row-level security filters what the connected role sees in (or may write to) this table
-    #: (``row_security_active``: policies enabled and the role neither owns it, unless
-    #: FORCE ROW LEVEL SECURITY, nor has BYPASSRLS)
-    rls_active: bool = False
-    #: sequences the table's column defaults call (``DEFAULT nextval('s')``) that no column
-    #: owns: column -> "schema.sequence"
-    default_sequences: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def qualname(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    def column(self, name: str) -> Column | None:
-        return next((c for c in self.columns if c.name == name), None)
-
+_SCHEMAS = """
+SELECT nspname FROM pg_namespace
+WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgferry')
+  AND nspname NOT LIKE 'pg\\_temp\\_%' AND nspname NOT LIKE 'pg\\_toast\\_temp\\_%'
+"""
 
 _TABLES = """
-SELECT c.oid, n.nspname, c.relname, c.relkind = 'p',
+SELECT c.oid, n.nspname, c.relname, c.relkind::text,
        greatest(c.reltuples, 0)::bigint,
        -- sizes from pg_class (table, TOAST, indexes; partitions summed): the size functions
        -- would lock each table and wait behind another session's ACCESS EXCLUSIVE
@@ -86,9 +51,28 @@ SELECT c.oid, n.nspname, c.relname, c.relkind = 'p',
          * current_setting('block_size')::bigint,
        pg_get_userbyid(c.relowner), row_security_active(c.oid)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
-  AND n.nspname = ANY(%s) AND n.nspname <> 'pgferry'
+WHERE c.relkind = ANY(%(kinds)s) AND (%(partitions)s OR NOT c.relispartition)
+  AND n.nspname = ANY(%(schemas)s) AND n.nspname <> 'pgferry'
 ORDER BY n.nspname, c.relname
+"""
+
+# Lint only. A partitioned parent has no storage of its own: sum its leaves
+# (pg_partition_tree, 12+). The size functions lock each table (ACCESS SHARE).
+_MEASURED = """
+SELECT c.oid,
+       CASE WHEN c.relkind = 'p' THEN coalesce((
+           SELECT sum(greatest(l.reltuples, 0)) FROM pg_partition_tree(c.oid) t
+           JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf), 0)
+       ELSE c.reltuples END::bigint,
+       CASE WHEN c.relkind = 'p' THEN coalesce((
+           SELECT sum(pg_total_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t
+           WHERE t.isleaf), 0)
+       ELSE pg_total_relation_size(c.oid) END::bigint,
+       CASE WHEN c.relkind = 'p' THEN coalesce((
+           SELECT sum(pg_relation_size(t.relid)) FROM pg_partition_tree(c.oid) t
+           WHERE t.isleaf), 0)
+       ELSE pg_relation_size(c.oid) END::bigint
+FROM pg_class c WHERE c.oid = ANY(%s)
 """
 
 _COLUMNS = """
@@ -145,16 +129,76 @@ ORDER BY tgrelid, tgname
 """
 
 
-def tables(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, Table]:
-    """Every ordinary and partitioned (parent) table of ``schemas``, by ``schema.table``."""
+_CHECKS = """
+SELECT conrelid, conname, pg_get_constraintdef(oid), convalidated,
+       CASE WHEN array_length(conkey, 1) = 1 THEN
+           (SELECT attname FROM pg_attribute WHERE attrelid = conrelid AND attnum = conkey[1])
+       END
+FROM pg_constraint WHERE conrelid = ANY(%s) AND contype = 'c'
+"""
+
+_INDEXES = """
+SELECT i.indrelid, ic.relname, i.indisunique, i.indisvalid,
+       ARRAY(SELECT coalesce(a.attname, '(expression)')
+             FROM unnest(i.indkey) WITH ORDINALITY k(n, o)
+             LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
+             ORDER BY k.o)
+FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+WHERE i.indrelid = ANY(%s)
+"""
+
+_FUNCTIONS = """
+SELECT n.nspname, p.proname, p.provolatile::text
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = ANY(%s) OR n.nspname = 'pg_catalog'
+"""
+
+_ENUMS = """
+SELECT n.nspname || '.' || t.typname, array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid
+JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = ANY(%s) GROUP BY 1
+"""
+
+_RANK = {"i": 0, "s": 1, "v": 2}
+
+
+def _nn_column(definition: str, column: str | None) -> str | None:
+    """The column of ``CHECK (column IS NOT NULL)``, else None."""
+    if column is None:
+        return None
+    norm = " ".join(definition.replace("(", " ").replace(")", " ").split()).lower()
+    quoted = column if column.islower() and column.isidentifier() else f'"{column}"'
+    return column if norm == f"check {quoted.lower()} is not null" else None
+
+
+def read(conn: psycopg.Connection[Any], schemas: list[str] | None = None, *,
+         for_lint: bool = False) -> Catalog:
+    """The catalog of ``schemas`` (None: every user schema) as seen through ``conn``; see
+    the module docstring for what ``for_lint`` adds."""
+    if schemas is None:
+        schemas = [r[0] for r in conn.execute(_SCHEMAS)]
+    cat = Catalog(int(conn.info.server_version))
     by_oid: dict[int, Table] = {}
-    for oid, schema, name, partitioned, rows, size, owner, rls in conn.execute(
-            _TABLES, [schemas]):
-        by_oid[oid] = Table(schema, name, partitioned=partitioned, row_estimate=rows,
-                            total_bytes=size, owner=owner, rls_active=bool(rls))
+    params = {"schemas": schemas, "kinds": ["r", "p", "m"] if for_lint else ["r", "p"],
+              "partitions": for_lint}
+    for oid, schema, name, kind, rows, size, owner, rls in conn.execute(_TABLES, params):
+        by_oid[oid] = Table(schema, name, kind=kind, row_estimate=rows, total_bytes=size,
+                            owner=owner, rls_active=bool(rls))
     oids = list(by_oid)
-    if not oids:
-        return {}
+    if oids:
+        _structure(conn, by_oid, oids)
+        if for_lint:
+            _lint_facts(conn, by_oid, oids)
+    if for_lint:
+        _routines(conn, cat, schemas)
+    cat.tables = {t.qualname: t for t in by_oid.values()}
+    return cat
+
+
+def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]
+               ) -> None:
+    """Columns, keys, foreign keys, sequences and triggers of the tables."""
     for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype in conn.execute(
             _COLUMNS, [oids]):
         by_oid[rel].columns.append(Column(name, typ, notnull, hasdef, ident, gen, typoid,
@@ -179,9 +223,30 @@ def tables(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, Table
     for rel, tg, mode in conn.execute(_TRIGGERS, [oids]):
         by_oid[rel].user_triggers.append(tg)
         by_oid[rel].trigger_modes[tg] = mode
-    return {t.qualname: t for t in by_oid.values()}
 
 
-def server_version_num(conn: psycopg.Connection[Any]) -> int:
-    """``server_version_num`` as an int (e.g. 180001)."""
-    return int(conn.info.server_version)
+def _lint_facts(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]
+                ) -> None:
+    """Measured sizes, CHECK constraints and indexes."""
+    for rel, rows, total, heap in conn.execute(_MEASURED, [oids]):
+        by_oid[rel].measured = Measured(rows, total, heap)
+    for rel, name, definition, validated, col in conn.execute(_CHECKS, [oids]):
+        by_oid[rel].checks.append(Check(name, definition, validated, _nn_column(definition, col)))
+    for rel, name, unique, valid, cols in conn.execute(_INDEXES, [oids]):
+        by_oid[rel].indexes.append(Index(name, list(cols), unique, valid))
+
+
+def _routines(conn: psycopg.Connection[Any], cat: Catalog, schemas: list[str]) -> None:
+    """Function volatility (the most volatile overload wins) and enum labels."""
+    for schema, name, vol in conn.execute(_FUNCTIONS, [schemas]):
+        for key in (f"{schema}.{name}", name):
+            if _RANK[vol] > _RANK.get(cat.functions.get(key, "i"), 0) or key not in cat.functions:
+                cat.functions[key] = vol
+    for name, labels in conn.execute(_ENUMS, [schemas]):
+        cat.enums[name] = list(labels)
+
+
+def tables(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, Table]:
+    """Every ordinary and partitioned (parent) table of ``schemas``, by ``schema.table``."""
+    return read(conn, schemas).tables
+

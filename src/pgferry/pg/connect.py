@@ -1,4 +1,4 @@
-"""Connections, DSN redaction, SQLSTATE mapping and transient-error retry.
+"""Connections, DSN redaction and transient-error retry.
 
 Contract:
 - :func:`redact` removes passwords from any text (URLs and ``password=`` pairs,
@@ -15,10 +15,12 @@ Contract:
   :class:`~pgferry.errors.Unreachable` (exit 3). A failed login, a missing
   database and a DSN that does not parse fail at once with
   :class:`~pgferry.errors.CannotConnect` (exit 2), in one sentence naming the
-  environment (how a failure is classified: :mod:`pgferry.pg.connerrors`).
-- :func:`map_db_error` turns a driver error into a
-  :class:`~pgferry.errors.PgferryError` by SQLSTATE, keeping the server's DETAIL
-  and HINT, each on its own line after the message (and in ``details``).
+  environment (how a failure is classified: :func:`pgferry.pg.errors.connect_failure`).
+  The error's ``details["attempts"]`` says how many times the server was asked (0: the
+  URL was refused before any attempt).
+- Driver errors are decided by class in :mod:`pgferry.pg.errors` (``map_db_error``,
+  ``is_transient`` and the DETAIL/HINT helpers are re-exported here for the callers
+  that connect and map in one place).
 """
 
 from __future__ import annotations
@@ -37,19 +39,17 @@ from tenacity import (
 )
 
 from pgferry.config import Config, EnvironmentConfig
-from pgferry.errors import (
-    BadInput,
-    CannotConnect,
-    LockUnavailable,
-    OperationFailed,
-    PgferryError,
-    Unreachable,
-)
-from pgferry.pg import connerrors
+from pgferry.errors import BadInput, CannotConnect, PgferryError, Unreachable
+from pgferry.pg import errors as pgerrors
+from pgferry.pg.errors import map_db_error as map_db_error
+from pgferry.pg.errors import server_lines as server_lines
+from pgferry.pg.errors import with_server_lines as with_server_lines
 from pgferry.redaction import redact as redact
 from pgferry.redaction import redact_dsn, register_dsn
 
 APP_NAME = "pgferry"
+#: :func:`pgferry.pg.errors.transient` (the name its callers know)
+is_transient = pgerrors.transient
 #: environment name by DSN, filled by :func:`resolve_env`, so a connection error can name
 #: the environment without every caller passing it
 _ENV_OF: dict[str, str] = {}
@@ -81,10 +81,6 @@ class Target:
         """The DSN without its password, for messages and logs."""
         return redact_dsn(self.dsn)
 
-    @property
-    def is_local(self) -> bool:
-        """True when the server is on this machine (socket, localhost, loopback)."""
-        return is_local_dsn(self.dsn)
 
     def __repr__(self) -> str:
         dsn = redact_dsn(self._dsn) if self._dsn is not None else "(not started)"
@@ -112,8 +108,8 @@ def parse_dsn(dsn: str) -> dict[str, str]:
         return conninfo.conninfo_to_dict(dsn)  # type: ignore[return-value]
     except psycopg.ProgrammingError as e:
         raise CannotConnect(
-            f"the URL of {_env_label(dsn)} does not parse ({connerrors.reason(e)}); "
-            + _URL_HELP, kind="bad_url") from None
+            f"the URL of {_env_label(dsn)} does not parse ({pgerrors.connect_reason(e)}); "
+            + _URL_HELP, kind="bad_url", attempts=0) from None
 
 
 _URL_HELP = ("fix it, percent-encoding special characters in the password "
@@ -147,7 +143,7 @@ def resolve_env(cfg: Config, name: str) -> Target:
             if port.strip() and not (port.strip().isdigit() and 0 < int(port) < 65536):
                 raise CannotConnect(
                     f"the URL of {_env_label(dsn)} has port {port.strip()!r}, which is not a "
-                    "number from 1 to 65535; " + _URL_HELP, kind="bad_url")
+                    "number from 1 to 65535; " + _URL_HELP, kind="bad_url", attempts=0)
         return Target(name, dsn, env.protected, embedded=False)
 
     def start() -> str:
@@ -158,27 +154,6 @@ def resolve_env(cfg: Config, name: str) -> Target:
             idle_stop=cfg.embedded.idle_stop.total_seconds())
 
     return Target(name, None, env.protected, embedded=True, start=start)
-
-
-# SQLSTATEs worth a retry: connection trouble, serialization failure, deadlock, shutdowns.
-_TRANSIENT = {"40001", "40P01", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006",
-              "08001", "08004"}
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for errors where trying again may work (connection loss, deadlock, shutdown).
-
-    A connection-time failure without SQLSTATE is transient only when
-    :func:`pgferry.pg.connerrors.classify` says so (not a failed login, a missing
-    database or a bad URL).
-    """
-    if not isinstance(exc, psycopg.Error):
-        return False
-    state = exc.sqlstate
-    if state is None:
-        return isinstance(exc, psycopg.OperationalError) and \
-            connerrors.classify(exc) == "transient"
-    return state in _TRANSIENT or state.startswith("08")
 
 
 def connect(
@@ -196,28 +171,41 @@ def connect(
     resolved to this DSN).
     """
     kwargs.setdefault("connect_timeout", 10)
+    retrying = Retrying(
+        retry=retry_if_exception(lambda e: pgerrors.connect_failure(e) == "transient"),
+        wait=wait_random_exponential(multiplier=0.2, max=3),
+        stop=stop_after_delay(retry_for),
+        reraise=True,
+    )
     try:
-        for attempt in Retrying(
-            retry=retry_if_exception(lambda e: connerrors.classify(e) == "transient"),
-            wait=wait_random_exponential(multiplier=0.2, max=3),
-            stop=stop_after_delay(retry_for),
-            reraise=True,
-        ):
+        for attempt in retrying:
             with attempt:
                 return psycopg.connect(
                     dsn, autocommit=autocommit, application_name=application_name, **kwargs
                 )
     except psycopg.Error as e:
-        raise connect_error(e, dsn, env, retry_for) from None
+        err = connect_error(e, dsn, env, retry_for)
+        # how many times the server was asked: 1 for what is never retried (``--json``
+        # shows it in ``details``)
+        err.details["attempts"] = int(retrying.statistics.get("attempt_number", 1))
+        raise err from None
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def connect_error(e: psycopg.Error, dsn: str, env: str | None = None,
                   retried: float = 0.0) -> PgferryError:
-    """One sentence for a failed connection, naming the environment and what to do."""
+    """One sentence for a failed connection, naming the environment and what to do; the
+    error's :attr:`~pgferry.errors.PgferryError.env` names it too."""
+    err = _connect_error(e, dsn, env, retried)
+    err.env = env or _ENV_OF.get(dsn)
+    return err
+
+
+def _connect_error(e: psycopg.Error, dsn: str, env: str | None, retried: float
+                   ) -> PgferryError:
     where = _env_label(dsn, env)
-    kind = connerrors.classify(e)
-    why = redact(connerrors.reason(e))
+    kind = pgerrors.connect_failure(e)
+    why = redact(pgerrors.connect_reason(e))
     if kind == "auth":
         return CannotConnect(
             f"cannot log in to {where}: {why}; check the user and password of its URL "
@@ -235,56 +223,18 @@ def connect_error(e: psycopg.Error, dsn: str, env: str | None = None,
     return map_db_error(e, f"cannot connect to {where}")
 
 
-def server_lines(exc: psycopg.Error) -> tuple[str | None, str | None]:
-    """The server's DETAIL and HINT of ``exc`` (redacted, whitespace kept), or None."""
-    d = exc.diag
-    if d is None:
-        return None, None
-    detail = redact(d.message_detail.strip()) if d.message_detail else None
-    hint = redact(d.message_hint.strip()) if d.message_hint else None
-    return detail or None, hint or None
-
-
-def with_server_lines(message: str, exc: psycopg.Error) -> str:
-    """``message`` followed by the server's DETAIL and HINT, each on its own line."""
-    detail, hint = server_lines(exc)
-    return message + (f"\nDETAIL: {detail}" if detail else "") + (f"\nHINT: {hint}" if hint else "")
-
-
-def map_db_error(exc: psycopg.Error, context: str = "") -> PgferryError:
-    """A driver error as a pgferry error, chosen by SQLSTATE; the message is redacted.
-
-    The server's DETAIL and HINT follow the message, each on its own line, and are in
-    ``details`` (``detail``, ``hint``) for ``--json`` and the journal.
-    """
-    state = exc.sqlstate or ""
-    diag = exc.diag
-    text = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
-    text = redact(text.splitlines()[0] if text else type(exc).__name__)
-    msg = with_server_lines(f"{context}: {text}" if context else text, exc)
-    details: dict[str, Any] = {"sqlstate": state} if state else {}
-    detail, hint = server_lines(exc)
-    details.update({k: v for k, v in (("detail", detail), ("hint", hint)) if v})
-    if state == "55P03":
-        return LockUnavailable(msg, **details)
-    if state in ("28P01", "28000"):
-        return CannotConnect(msg, **details)
-    if state.startswith("08") or state in ("57P01", "57P02", "57P03") or (
-        not state and isinstance(exc, psycopg.OperationalError)
-    ):
-        return Unreachable(msg, **details)
-    return OperationFailed(msg, **details)
-
-
 def os_user() -> str:
-    """The operating-system user running pgferry (from the process's real uid, not from
-    variables anyone can set), for the journal."""
+    """The operating-system user running pgferry, for the journal: the account of the
+    process's real uid (not a variable anyone can set); where the uid has no account (a
+    container's arbitrary uid), :func:`getpass.getuser`'s answer, else "unknown"."""
+    import getpass
+
     try:
         import pwd
 
         return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):  # pragma: no cover (no pwd database: Windows, containers)
-        for var in ("USER", "LOGNAME", "USERNAME"):
-            if os.environ.get(var):
-                return os.environ[var]
-        return "unknown"
+    except (ImportError, KeyError):  # pragma: no cover (no pwd entry: Windows, containers)
+        try:
+            return getpass.getuser()
+        except (OSError, KeyError, ImportError):
+            return "unknown"

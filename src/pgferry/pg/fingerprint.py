@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.rows import class_row
 from psycopg.types.json import Jsonb
 
 OBJECTS_SQL = r"""
@@ -98,17 +99,6 @@ SELECT kind || ' ' || name, md5(coalesce(def, '')) FROM (
 ) o
 """
 
-TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS pgferry.schema_fingerprint (
-    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
-    version     text,
-    fingerprint text        NOT NULL,
-    objects     jsonb       NOT NULL
-)
-"""
-
-
 @dataclass
 class Recorded:
     at: datetime
@@ -131,9 +121,10 @@ def digest(objs: dict[str, str]) -> str:
 
 def record(conn: psycopg.Connection[Any], version: str | None) -> None:
     """Append the schema's fingerprint now (autocommit connection)."""
+    from pgferry.pg import ownschema
+
     objs = objects(conn)
-    conn.execute("CREATE SCHEMA IF NOT EXISTS pgferry")
-    conn.execute(TABLE_SQL)
+    ownschema.ensure(conn)
     conn.execute("INSERT INTO pgferry.schema_fingerprint (version, fingerprint, objects)"
                  " VALUES (%s, %s, %s)", [version, digest(objs), Jsonb(objs)])
 
@@ -142,9 +133,9 @@ def latest(conn: psycopg.Connection[Any]) -> Recorded | None:
     """The newest recorded fingerprint, or None (none recorded, or no table yet)."""
     if conn.execute("SELECT to_regclass('pgferry.schema_fingerprint')").fetchone() == (None,):
         return None
-    row = conn.execute("SELECT at, version, fingerprint, objects FROM pgferry.schema_fingerprint"
-                       " ORDER BY id DESC LIMIT 1").fetchone()
-    return Recorded(*row) if row else None
+    return conn.cursor(row_factory=class_row(Recorded)).execute(
+        "SELECT at, version, fingerprint, objects FROM pgferry.schema_fingerprint"
+        " ORDER BY id DESC LIMIT 1").fetchone()
 
 
 def compare(recorded: dict[str, str], now: dict[str, str]

@@ -9,8 +9,9 @@ Contract:
   until ``pgferry embedded stop``).
 - The watcher is a small detached process (``python -m pgferry.pg.idle DIR
   SECONDS``, its pid in ``<dir>/idle-watch.pid``). Every few seconds it asks the
-  server how many client sessions it has; the server is idle from the later of
-  the last time it saw one and the last :func:`used` mark. Idle for ``SECONDS``:
+  server how many client sessions it has, and renews the ``last-used`` mark when it
+  sees one (so the mark says when the server was last seen in use, by a command or a
+  client); the server is idle from that mark. Idle for ``SECONDS``:
   it stops the server (``pg_ctl stop -m fast``: there is no client left) and
   exits. It also exits when the server was stopped by someone else.
 - :func:`stop_watcher` ends it (``pgferry embedded stop`` calls it).
@@ -126,6 +127,8 @@ def watch(root: Path, idle_stop: float) -> None:
         now = time.time()
         if clients:
             last_seen = now
+            with contextlib.suppress(OSError):  # a client counts as a use: mark it
+                os.utime(root / MARK)
         with contextlib.suppress(OSError):
             last_seen = max(last_seen, (root / MARK).stat().st_mtime)
         if clients == 0 and now - last_seen >= idle_stop:

@@ -21,30 +21,17 @@ Contract:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from queue import Queue
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
 
 from pgferry.pg.connect import connect
+from pgferry.pg.copy_writer import BoundedWriter as _Writer
 from pgferry.sync.plan import TablePlan
 
 Key = tuple[Any, ...]
 _FLUSH = 1 << 18
-
-
-class _Writer(QueuedLibpqWriter):
-    """psycopg's threaded COPY writer with a short queue: at most ~4 MB in flight.
-
-    (The default queue holds 1,024 buffers; with 256 kB buffers a slow target
-    would let the process grow by 256 MB. A flat memory profile matters more.)
-    """
-
-    def __init__(self, cursor: psycopg.Cursor[Any]) -> None:
-        super().__init__(cursor)
-        self._queue = Queue(maxsize=16)  # type: ignore[assignment]
 
 
 class SourceSnapshot:

@@ -18,7 +18,7 @@ from typing import Any
 
 from psycopg import sql
 
-from pgferry.pg.catalog import Column
+from pgferry.pg.catalog_types import Column
 
 _TEXT_OIDS = {25, 1043, 1042, 19}  # text, varchar, bpchar, name
 _FIRST_USER_OID = 16384  # FirstNormalObjectId: built-in types have smaller oids

@@ -39,7 +39,7 @@ from typing import Any
 from psycopg import sql
 
 from pgferry.errors import BadInput
-from pgferry.pg.catalog import Column, Table
+from pgferry.pg.catalog_types import Column, Table
 from pgferry.sync.mask_sql import (
     COL_MARK,
     HASH_TYPES,

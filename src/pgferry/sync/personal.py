@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pgferry.errors import Refused
-from pgferry.pg.catalog import Table
+from pgferry.pg.catalog_types import Table
 
 if TYPE_CHECKING:
     from pgferry.sync.masking import MaskRules

@@ -21,12 +21,14 @@ either side); identity columns keep their values (``OVERRIDING SYSTEM VALUE``).
 from __future__ import annotations
 
 import fnmatch
+import heapq
 from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 from typing import Literal
 
 from pgferry.config import SyncConfig, SyncTableConfig
 from pgferry.errors import BadInput
-from pgferry.pg.catalog import Column, Table
+from pgferry.pg.catalog_types import Column, Table
 
 Mode = Literal["incremental", "full", "verify"]
 Strategy = Literal["full", "checksum", "watermark", "verify"]
@@ -320,41 +322,51 @@ def _strategy(t: TablePlan, tc: SyncTableConfig, mode: Mode) -> None:
 
 
 def _order(plans: dict[str, TablePlan]) -> tuple[list[str], list[list[str]]]:
-    """Topological order parents first (Tarjan SCCs, stable by name) and the cycles found."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    on: set[str] = set()
-    sccs: list[list[str]] = []
-    counter = [0]
+    """Parents first, and the FK cycles found (each sorted by name).
 
-    def visit(v: str) -> None:  # recursion depth = FK chain length, small in practice
-        index[v] = low[v] = counter[0]
-        counter[0] += 1
-        stack.append(v)
-        on.add(v)
-        for w in sorted(plans[v].parents):
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            comp: list[str] = []
-            while True:
-                w = stack.pop()
-                on.discard(w)
-                comp.append(w)
-                if w == v:
-                    break
-            sccs.append(sorted(comp))
+    :class:`graphlib.TopologicalSorter` orders the tables; a cycle it reports is merged
+    into one node, until none is left, so each cycle ends up as one group (its strongly
+    connected component) placed after everything it references. Of the tables whose
+    parents are all placed, the first by name comes next (the order does not depend on
+    dict order).
+    """
+    group = {qn: qn for qn in plans}  # table -> the name its merged group goes by
 
-    for v in sorted(plans):
-        if v not in index:
-            visit(v)
-    # Tarjan emits an SCC only after every SCC it depends on: parents come first.
-    order = [n for comp in sccs for n in comp]
-    return order, [c for c in sccs if len(c) > 1]
+    def find(qn: str) -> str:
+        while group[qn] != qn:
+            group[qn] = group[group[qn]]
+            qn = group[qn]
+        return qn
+
+    while True:
+        graph: dict[str, set[str]] = {find(qn): set() for qn in plans}
+        for qn, t in plans.items():
+            g = find(qn)
+            graph[g] |= {find(p) for p in t.parents if p in plans and find(p) != g}
+        sorter = TopologicalSorter(graph)
+        try:
+            sorter.prepare()
+        except CycleError as e:
+            cycle = [find(qn) for qn in e.args[1]]
+            for g in cycle[1:]:
+                group[g] = cycle[0]
+            continue
+        break
+    members: dict[str, list[str]] = {}
+    for qn in sorted(plans):
+        members.setdefault(find(qn), []).append(qn)
+    order: list[str] = []
+    cycles: list[list[str]] = []
+    ready: list[tuple[str, str]] = []  # (first name of the group, group), smallest first
+    while sorter.is_active():
+        for g in sorter.get_ready():
+            heapq.heappush(ready, (members[g][0], g))
+        _, g = heapq.heappop(ready)
+        order += members[g]
+        if len(members[g]) > 1:
+            cycles.append(members[g])
+        sorter.done(g)
+    return order, cycles
 
 
 def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConfig, *,

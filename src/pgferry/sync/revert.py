@@ -25,6 +25,7 @@ from psycopg import sql
 
 from pgferry.errors import BadInput, OperationFailed, Refused
 from pgferry.pg import catalog
+from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import Target, connect, map_db_error
 from pgferry.sync import locks, session
 
@@ -158,7 +159,7 @@ def _run_steps(conn: psycopg.Connection[Any], run_id: str, tables: dict[str, cat
                 with conn.transaction():
                     _apply(conn, run_id, tables[n], results[n], step)
             except psycopg.Error as e:
-                if not (e.sqlstate or "").startswith("23") or conn.broken:
+                if not pgerrors.integrity(e) or conn.broken:
                     raise
                 vars(results[n]).update(counts)
                 left.append((n, step))

@@ -1,7 +1,8 @@
 """What a sync remembers inside the target: watermarks, checkpoints and dead letters.
 
-Contract: :func:`ensure` creates ``pgferry.sync_state``, ``pgferry.dead_letters``
-and ``pgferry.before_images`` (idempotent). State rows are keyed by the source
+Contract: ``pgferry.sync_state``, ``pgferry.dead_letters`` and
+``pgferry.before_images`` are part of pgferry's schema (:mod:`pgferry.pg.ownschema`);
+:func:`ensure` brings it to its version. State rows are keyed by the source
 environment and ``schema.table``; they are written on the *same connection and
 transaction* as the batch they describe, so a checkpoint or watermark is
 stored if and only if its batch committed. Dead letters are rows the target
@@ -22,56 +23,11 @@ from psycopg.types.json import Jsonb
 
 from pgferry import journal
 
-SCHEMA_SQL = """
-CREATE TABLE IF NOT EXISTS pgferry.sync_state (
-    source        text        NOT NULL,
-    table_name    text        NOT NULL,
-    strategy      text        NOT NULL,
-    watermark     text,
-    inflight_xids bigint[]    NOT NULL DEFAULT '{}',
-    checkpoint    jsonb,
-    updated_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
-    PRIMARY KEY (source, table_name, strategy)
-);
-CREATE TABLE IF NOT EXISTS pgferry.dead_letters (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
-    run_id     text        NOT NULL,
-    source     text        NOT NULL,
-    table_name text        NOT NULL,
-    key        jsonb       NOT NULL,
-    row_data   jsonb       NOT NULL,
-    error      text        NOT NULL,
-    sqlstate   text        NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS pgferry.before_images (
-    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
-    run_id     text        NOT NULL,
-    source     text        NOT NULL,
-    table_name text        NOT NULL,
-    action     text        NOT NULL CHECK (action IN ('insert', 'update', 'delete')),
-    key        jsonb       NOT NULL,
-    row_data   jsonb,
-    after_hash text
-);
-CREATE INDEX IF NOT EXISTS before_images_run ON pgferry.before_images (run_id, table_name);
-CREATE INDEX IF NOT EXISTS before_images_at ON pgferry.before_images (at);
-"""
-
-_LOCK = 0x70677374
-
 
 def ensure(conn: psycopg.Connection[Any]) -> None:
-    """Create the journal, ``sync_state`` and ``dead_letters`` if missing (autocommit conn)."""
+    """Create (or upgrade) pgferry's schema, ``sync_state`` and ``dead_letters`` included
+    (autocommit conn); journals a journal trigger it had to re-create."""
     journal.ensure(conn)
-    if conn.execute("SELECT to_regclass('pgferry.before_images') IS NOT NULL").fetchone() == (
-        True,
-    ):
-        return
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK])
-        conn.execute(SCHEMA_SQL)
 
 
 @dataclass

@@ -41,7 +41,8 @@ from tenacity import (
 )
 
 from pgferry.errors import LockUnavailable, PgferryError, Unreachable
-from pgferry.pg.connect import connect, is_transient, map_db_error, redact
+from pgferry.pg import errors as pgerrors
+from pgferry.pg.connect import Target, connect, is_transient, map_db_error, redact
 from pgferry.sync import compare, events, multiset, sequences, session, watermark, write
 from pgferry.sync.context import RunContext
 from pgferry.sync.plan import TablePlan
@@ -59,7 +60,7 @@ def _retryable(e: BaseException) -> bool:
     # 55P03: a lock the writer waited WRITER_LOCK_TIMEOUT for (it does not queue behind a
     # long transaction and stall the application's writes); tried again like a lost link
     return (isinstance(e, Unreachable | LockUnavailable) or is_transient(e)
-            or (isinstance(e, psycopg.Error) and e.sqlstate == "55P03"))
+            or pgerrors.lock_timeout(e))
 
 
 def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
@@ -161,7 +162,7 @@ def _write_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
                 r.error = (f"rolled back with {culprit}, which failed (tables tied by foreign "
                            "keys commit together); nothing was changed in this table")
         if isinstance(err, Unreachable) or (isinstance(e, psycopg.Error) and is_transient(e)):
-            side = ctx.source if ctx.source.display in err.message else ctx.target
+            side = _failed_side(ctx, link, err)
             ctx.abort = (f"{side.name} stopped answering and retries for {ctx.retry_for:g}s did "
                          f"not help ({err.message}); run the same command again to continue "
                          "with the tables that did not commit")
@@ -178,6 +179,16 @@ def _write_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
         ctx.event(events.TableFinished(
             r.table, r.status, r.inserted, r.updated, r.deleted, r.unchanged,
             r.dead_lettered, r.duration_s, r.error))
+
+
+def _failed_side(ctx: RunContext, link: Link, err: PgferryError) -> Target:
+    """The environment that stopped answering, by which connection failed: the one a
+    failed connection attempt was for, else the side whose connection of ``link`` broke
+    (the target when neither did: its writes are what a lost statement was doing)."""
+    if err.env is not None:
+        return ctx.source if err.env == ctx.source.name else ctx.target
+    src = link.src
+    return ctx.source if (src.broken or src.closed) and not link.tgt.broken else ctx.target
 
 
 def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
@@ -237,7 +248,7 @@ def _deletes(link: Link, r: TableResult, ops: list[compare.DeleteOp]) -> bool:
                 op(r)
         return True
     except psycopg.Error as e:
-        if e.sqlstate != "23503" or link.tgt.broken:
+        if not pgerrors.foreign_key(e) or link.tgt.broken:
             raise
         r.deleted = before
         return False

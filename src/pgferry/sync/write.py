@@ -22,6 +22,7 @@ import psycopg
 from psycopg import sql
 
 from pgferry.errors import OperationFailed
+from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import is_transient, redact
 from pgferry.sync.copy import cols, table_ident
 from pgferry.sync.plan import TablePlan
@@ -36,15 +37,10 @@ _NUMBERED = "pgferry_stage_n"
 _NO_EQ = ("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle", "citext")
 
 
-# SQLSTATE classes a single row can cause: data exceptions, integrity violations, errors
-# raised by triggers and functions. Anything else (a cancel, a lost connection, disk full,
-# a permission) fails the batch as a whole instead of being bisected.
-_ROW_CLASSES = ("22", "23", "P0", "38", "39", "2F", "44")
-
-
-def row_error(exc: psycopg.Error) -> bool:
-    """True when ``exc`` may come from one bad row (worth bisecting the batch)."""
-    return (exc.sqlstate or "")[:2] in _ROW_CLASSES
+# errors a single row can cause (data exceptions, integrity violations, errors raised by
+# triggers and functions: pgferry.pg.errors.ROW). Anything else (a cancel, a lost
+# connection, disk full, a permission) fails the batch as a whole instead of being bisected.
+row_error = pgerrors.row_error
 
 
 class ReferencedByUnselected(OperationFailed):
@@ -273,7 +269,7 @@ def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
         if is_transient(e) or conn.broken or not row_error(e):
             raise
         if lo == hi:
-            if defer and e.sqlstate == "23503":
+            if defer and pgerrors.foreign_key(e):
                 _put_aside(conn, t, numbered, lo)
                 counts.later += 1
             else:

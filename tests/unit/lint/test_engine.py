@@ -10,10 +10,11 @@ import pytest
 from pgferry.errors import ConfigError, SqlParseError
 from pgferry.lint import report
 from pgferry.lint.engine import Linter, Settings
+from pgferry.lint.model import Finding
 from pgferry.lint.rules import ALL_RULES
 
 
-def rules_of(findings: list, live: bool = True) -> list[tuple[str, int]]:
+def rules_of(findings: list[Finding], live: bool = True) -> list[tuple[str, int]]:
     return [(f.rule, f.line) for f in findings if (f.suppressed is None) == live]
 
 

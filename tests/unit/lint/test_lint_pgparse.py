@@ -9,7 +9,7 @@ import textwrap
 
 SCRIPT = textwrap.dedent("""
     import sys
-    from pgferry.lint.pgparse import parser
+    from pgferry.sqltext.parser import parser
 
     p = parser()
     assert sorted(k for k in sys.modules if k.startswith("pglast")) == [
@@ -49,6 +49,6 @@ def test_light_parser_load_leaves_pglast_whole() -> None:
 def test_after_an_ordinary_import_the_ordinary_module_is_used() -> None:
     import pglast.parser
 
-    from pgferry.lint.pgparse import parser
+    from pgferry.sqltext.parser import parser
 
     assert parser() is pglast.parser

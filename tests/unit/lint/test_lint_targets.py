@@ -101,6 +101,7 @@ def hist(tmp_path: Path) -> Path:
 
     views = parse_name(d / "R__views.sql")
     assert views is not None
+    views.read()
     write_catalog(tmp_path / "prod.json", LEADS, {
         "applied": {"1": None}, "repeatable": {"views": views.checksum}, "baseline": None})
     write_catalog(tmp_path / "no-history.json", LEADS)

@@ -1,7 +1,8 @@
 """Every rule, tested as data: tests/unit/lint/cases/<rule>.yaml holds failing and passing SQL.
 
-A failing case must produce the rule (on the listed lines, when given); a passing
-case must not. Cases can set ``pg_version`` and an inline ``catalog`` (the JSON
+A failing case lists the lines the rule fires on, once per finding (``lines: [1, 1]``:
+two findings on line 1), and must produce exactly those; a passing case must produce
+none. Cases can set ``pg_version`` and an inline ``catalog`` (the JSON
 form of a snapshot) to exercise version gates and catalog-mode pruning.
 """
 
@@ -50,9 +51,9 @@ def lint(rule: str, case: dict[str, Any]) -> list[Any]:
 def test_rule_case(rule: str, case_id: str, case: dict[str, Any]) -> None:
     found = [f for f in lint(rule, case) if f.rule == rule and f.suppressed is None]
     if case["kind"] == "fail":
-        assert found, f"{rule} should fire on:\n{case['sql']}"
-        if "lines" in case:
-            assert sorted({f.line for f in found}) == case["lines"]
+        assert "lines" in case, f"{rule} {case_id}: list the lines it fires on (lines: [...])"
+        assert sorted(f.line for f in found) == case["lines"], (
+            f"{rule} should fire on lines {case['lines']} of:\n{case['sql']}\n{found}")
     else:
         assert not found, f"{rule} should not fire on:\n{case['sql']}\n{found}"
 

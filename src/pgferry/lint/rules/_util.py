@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Node, Stmt
-from pgferry.lint.nodes import alter_cmds, qualname, unwrap
+from pgferry.sqltext.nodes import alter_cmds, qualname, unwrap
 
 _LEAD = re.compile(rb"(?:\s+|--[^\n]*|/\*.*?\*/)*", re.S)
 
@@ -25,7 +25,7 @@ def cmd_offsets(cx: Context, st: Stmt) -> list[int]:
     info = cx.file
     rel = (st.node.get("relation") or {}).get("location", -1)
     if info is not None and rel >= 0:
-        from pgferry.lint.pgparse import parser
+        from pgferry.sqltext.parser import parser
 
         scan = parser().scan
         raw = info.data[st.start:st.end]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Hit, Node, Rule, Stmt
-from pgferry.lint.nodes import constraints, func_calls, loc, type_name, type_text
 from pgferry.lint.rules._util import alter_actions
 from pgferry.lint.rules.volatility import is_volatile
 from pgferry.lint.types import binary_coercible
+from pgferry.sqltext.nodes import constraints, func_calls, loc, type_name, type_text
 
 
 def _added_columns(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, int]]:
@@ -351,7 +351,7 @@ class RenamingColumn(Rule):
     squawk = ("renaming-column",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
-        from pgferry.lint.nodes import qualname
+        from pgferry.sqltext.nodes import qualname
 
         n = st.node
         if n.get("renameType") == "OBJECT_COLUMN":

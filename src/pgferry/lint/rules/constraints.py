@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Hit, Node, Rule, Stmt
-from pgferry.lint.nodes import constraints, loc
 from pgferry.lint.rules._util import alter_actions
+from pgferry.sqltext.nodes import constraints, loc
 
 
 def _added(cx: Context, st: Stmt) -> Iterator[tuple[str, Node, int]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pgferry.lint.model import Context, Hit, Node, Rule, Stmt
-from pgferry.lint.nodes import loc, type_name
 from pgferry.lint.rules._util import alter_actions, column_defs
+from pgferry.sqltext.nodes import loc, type_name
 
 
 def _types(cx: Context, st: Stmt) -> list[tuple[str, str, list[int], int | None]]:

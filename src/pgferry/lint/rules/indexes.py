@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 from pgferry.lint.effects import qualified
 from pgferry.lint.model import Context, Hit, Rule, Stmt
-from pgferry.lint.nodes import defnames, list_name, qualname
 from pgferry.lint.rules._util import alter_actions
+from pgferry.sqltext.nodes import defnames, list_name, qualname
 
 
 def _index_table(cx: Context, index: str) -> str | None:

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 from pgferry.lint.effects import DATA_KINDS
 from pgferry.lint.model import Context, Hit, Rule, Stmt
-from pgferry.lint.nodes import defnames, loc, qualname, unwrap
 from pgferry.lint.rules._util import alter_actions
+from pgferry.sqltext.nodes import defnames, loc, qualname, unwrap
 
 
 class RequireEnumValueOrdering(Rule):
@@ -111,7 +111,7 @@ class IdentifierTooLong(Rule):
         text = raw.decode("utf-8", "replace")
         if not _LONG.search(text):
             return
-        from pgferry.lint.pgparse import parser
+        from pgferry.sqltext.parser import parser
 
         scan = parser().scan
         for tok in scan(text):

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from pgferry.lint.effects import qualified
 from pgferry.lint.model import Context, Hit, Rule, Stmt
-from pgferry.lint.nodes import list_name, names, qualname, unwrap
+from pgferry.sqltext.nodes import list_name, names, qualname, unwrap
 
 
 class BanDropTable(Rule):
@@ -243,7 +243,7 @@ class EnumLabelMismatch(Rule):
     Catalog mode only: pgferry compares the statement with the enum's labels in
     the target. ``ADD VALUE 'x'`` without ``IF NOT EXISTS`` when 'x' exists,
     ``BEFORE``/``AFTER`` a label that does not exist, or ``RENAME VALUE`` of a
-    missing label all stop the migration half-way (ADD VALUE runs outside a
+    missing label all stop the migration (half-way, when the file runs outside a
     transaction).
 
     Anti-pattern (status already has 'paused')::

@@ -1,8 +1,9 @@
 """Rules about transactions, re-runnable statements and timeouts.
 
 pgferry's runner wraps each file in one transaction unless the file holds a
-statement that cannot run in one (CONCURRENTLY, VACUUM, ALTER TYPE ADD VALUE);
-then it runs the statements one by one. These rules judge a file by that model.
+statement that cannot run in one (CONCURRENTLY, VACUUM, an ALTER TYPE ADD VALUE whose
+new label the same file uses); then it runs the statements one by one. These rules
+judge a file by that model, which is the runner's own (:mod:`pgferry.sqltext.model`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from collections.abc import Iterator
 
 from pgferry.lint import effects
 from pgferry.lint.model import Context, Hit, Rule, Stmt
-from pgferry.lint.nodes import unwrap
 from pgferry.lint.rules._util import alter_actions
+from pgferry.sqltext.nodes import unwrap
 
 
 class BanUncommittedTransaction(Rule):
@@ -111,7 +112,8 @@ class PreferRobustStmts(Rule):
     """Outside a transaction, a statement that fails half-way must be safe to re-run.
 
     pgferry runs a file statement by statement (no transaction) when it holds
-    CONCURRENTLY, VACUUM or ALTER TYPE ADD VALUE; then every statement needs
+    CONCURRENTLY, VACUUM or an ALTER TYPE ADD VALUE whose label the file then uses;
+    then every statement needs
     IF [NOT] EXISTS so a retry after a failure does not stop on "already exists".
     Files that run in a transaction are not reported.
 
@@ -144,19 +146,24 @@ class PreferRobustStmts(Rule):
             if not n.get("if_not_exists") and n.get("idxname") and (
                     n.get("concurrent") or not st.in_tx):
                 yield Hit(None)
-        elif st.in_tx:
-            return
-        elif st.kind == "RenameStmt":
-            if n.get("renameType") in ("OBJECT_TABLE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT"):
-                yield Hit(None, message="RENAME outside a transaction cannot be re-run")
-        elif st.kind == "CreateStmt":
-            _, rv = unwrap({"RangeVar": n.get("relation") or {}})
-            temp_drop = rv.get("relpersistence") == "t" and n.get("oncommit") == "ONCOMMIT_DROP"
-            if not n.get("if_not_exists") and not temp_drop:
-                yield Hit(None)
-        elif n.get("removeType") in ("OBJECT_INDEX", "OBJECT_TABLE", "OBJECT_TYPE"):
-            if not n.get("missing_ok"):
-                yield Hit(None)
+        elif not st.in_tx:
+            yield from _robust_other(st)
+
+
+def _robust_other(st: Stmt) -> Iterator[Hit]:
+    """RENAME, CREATE TABLE, DROP outside a transaction: re-runnable or not."""
+    n = st.node
+    if st.kind == "RenameStmt":
+        if n.get("renameType") in ("OBJECT_TABLE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT"):
+            yield Hit(None, message="RENAME outside a transaction cannot be re-run")
+    elif st.kind == "CreateStmt":
+        _, rv = unwrap({"RangeVar": n.get("relation") or {}})
+        temp_drop = rv.get("relpersistence") == "t" and n.get("oncommit") == "ONCOMMIT_DROP"
+        if not n.get("if_not_exists") and not temp_drop:
+            yield Hit(None)
+    elif n.get("removeType") in ("OBJECT_INDEX", "OBJECT_TABLE", "OBJECT_TYPE"):
+        if not n.get("missing_ok"):
+            yield Hit(None)
 
 
 _LOCKING = {"AlterTableStmt", "IndexStmt", "DropStmt", "TruncateStmt", "RenameStmt",

@@ -1,8 +1,8 @@
 """Small readers for pglast's JSON parse trees (plain dicts: ``{"NodeName": {...}}``).
 
-Contract: pure functions, no pglast import (the engine parses; rules read dicts).
-Names come back as the parser folded them; tables are ``schema.table`` with
-``public`` when unqualified.
+Contract: pure functions, no pglast import (:mod:`pgferry.sqltext.model` parses; the
+classifiers and lint rules read dicts). Names come back as the parser folded them;
+tables are ``schema.table`` with ``public`` when unqualified.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from pgferry.lint.model import DEFAULT_SCHEMA, Node
+Node = dict[str, Any]
+#: the schema an unqualified name resolves to in messages and lookups
+DEFAULT_SCHEMA = "public"
 
-INT4 = {"int4", "int", "integer"}
-INT2 = {"int2", "smallint"}
-SERIALS = {"serial", "serial4", "serial2", "smallserial", "bigserial", "serial8"}
 
 
 def unwrap(node: Any) -> tuple[str, Node]:
@@ -122,11 +121,6 @@ def defnames(options: list[Any] | None) -> set[str]:
     """The names in a list of DefElem (``VACUUM (FULL)``, ``REINDEX (CONCURRENTLY)``)."""
     return {unwrap(o)[1].get("defname", "") for o in options or []}
 
-
-def funcname(body: Node) -> str:
-    """A FuncCall's unqualified name (lower case as parsed)."""
-    parts = names(body.get("funcname"))
-    return parts[-1] if parts else ""
 
 
 def func_calls(expr: Any) -> Iterator[tuple[str, str, Node]]:

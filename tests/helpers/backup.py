@@ -1,16 +1,18 @@
-"""Shared by the backup tests: a project with data in prod, and small helpers."""
+"""Shared by the backup tests: prod's data, what a restore must keep, and small helpers.
+
+(The ``bproj`` and ``createdb_role`` fixtures are in ``tests/integration/conftest.py``.)
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
-from psycopg import sql as q
+from psycopg import sql as psql
 
-from tests.conftest import ROLE, Project, Result, write_project
+from tests.helpers import Cli, Project, run, sql
 
 SCHEMA = """
 CREATE TABLE customers (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL);
@@ -28,18 +30,13 @@ INSERT INTO "odd Schema"."Mixed Case" SELECT g, jsonb_build_object('g', g)
 COUNTS = {"public.customers": 300, "public.orders": 4000, "odd Schema.Mixed Case": 25}
 
 
-def sql(dsn: str, text: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(text)  # type: ignore[arg-type]
-
-
 def counts(dsn: str) -> dict[str, int]:
     out = {}
     with psycopg.connect(dsn, autocommit=True) as c:
         for name in COUNTS:
             schema, table = name.split(".", 1)
-            row = c.execute(q.SQL("SELECT count(*) FROM {}.{}").format(
-                q.Identifier(schema), q.Identifier(table))).fetchone()
+            row = c.execute(psql.SQL("SELECT count(*) FROM {}.{}").format(
+                psql.Identifier(schema), psql.Identifier(table))).fetchone()
             out[name] = int(row[0]) if row else 0
     return out
 
@@ -59,34 +56,6 @@ def fingerprint(dsn: str) -> dict[str, Any]:
     return {"rels": rels, "orders": orders}
 
 
-@pytest.fixture(scope="session")
-def createdb_role(pg_admin_dsn: str, role: str) -> str:
-    """The test role may create databases (scratch databases of a test restore, --into-new),
-    as a hosted database's owner role usually may (Neon, RDS)."""
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        c.execute(q.SQL("ALTER ROLE {} CREATEDB").format(q.Identifier(ROLE)))
-    return role
-
-
-@pytest.fixture
-def bproj(tmp_path: Path, make_db: Callable[..., str], createdb_role: str,
-          pg_admin_dsn: str) -> Iterator[Project]:
-    """dev and a protected prod with data; databases the test makes by name are dropped."""
-    p = write_project(tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")})
-    sql(p.dsns["prod"], SCHEMA)
-    yield p
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        for (name,) in c.execute("SELECT datname FROM pg_database WHERE datname LIKE"
-                                 " 'bk\\_new\\_%' OR datname LIKE 'pgferry\\_restoretest\\_%'"
-                                 ).fetchall():
-            c.execute(q.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                q.Identifier(name)))
-
-
-def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
-    return cli("--config", str(p.config), *args)
-
-
 def backups_dir(p: Project, env: str) -> Path:
     return p.root / "backups" / env
 
@@ -98,17 +67,15 @@ def scratch_databases(dsn: str) -> list[str]:
 
 
 def wait_scratch_gone(dsn: str, timeout: float = 60) -> None:
-    """Test restores drop their scratch database from a detached process: wait for it."""
-    import time
-
+    """Test restores drop their scratch database from a detached process: wait until the
+    server's catalog no longer lists it."""
     deadline = time.monotonic() + timeout
     while scratch_databases(dsn):
         assert time.monotonic() < deadline, f"scratch databases left: {scratch_databases(dsn)}"
         time.sleep(0.1)
 
 
-def backed_up(cli: Callable[..., Result], p: Project, change: str
-              ) -> tuple[str, str, dict[str, Any]]:
+def backed_up(cli: Cli, p: Project, change: str) -> tuple[str, str, dict[str, Any]]:
     """Back up prod, then run ``change`` on it: (prod's DSN, backup id, prod's fingerprint)."""
     dsn = p.dsns["prod"]
     bid = run(cli, p, "backup", "create", "--env", "prod", "--json").json["id"]

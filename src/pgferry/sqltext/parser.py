@@ -1,7 +1,10 @@
-"""pglast's parser, loaded without what the lint engine never uses (a third of start-up).
+"""pglast's parser, loaded without what pgferry's SQL front end never uses (a third of
+lint's start-up): the one place pgferry reaches into pglast's packaging.
 
-Contract: :func:`parser` returns the ``pglast.parser`` extension module (the
-engine calls ``parse_sql_json``, ``scan`` and catches ``ParseError``). Importing
+Contract: :func:`parser` returns the ``pglast.parser`` extension module (the front
+end calls ``parse_sql_json`` and ``scan`` and catches ``ParseError``);
+:func:`tree` parses a text into pglast's JSON tree as plain dicts, and
+:func:`error_at` reads a ``ParseError``'s message and character position. Importing
 it the ordinary way first runs ``pglast/__init__``, which imports every enum
 module, and the extension's own ``from . import ast, enums``: ~35 ms of the
 ~110 ms a one-file lint takes, for classes the JSON path never touches.
@@ -18,7 +21,11 @@ modules load on first use:
   real module and takes over its namespace the first time an attribute is read.
 
 Anything unexpected (another pglast layout, an error while loading) undoes the
-placeholder and falls back to the ordinary import: slower, never wrong.
+placeholder and falls back to the ordinary import: slower, never wrong. That would
+happen quietly, so ``tests/unit/lint/test_lint_pgparse.py`` asserts in a fresh
+interpreter that the light path is taken (exactly ``pglast``, ``pglast.error`` and
+``pglast.parser`` loaded) and that pglast stays whole for everyone else: a pglast
+upgrade that changes its layout fails that test instead of slowing lint down.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from __future__ import annotations
 import sys
 import types
 from typing import Any
+
+from pgferry.jsonio import loads as _loads
 
 _LATER = ("pglast.ast", "pglast.enums")
 
@@ -69,7 +78,7 @@ def parser() -> Any:
         return ordinary
     try:
         return _light()
-    except Exception:  # pragma: no cover - a pglast this module does not know
+    except Exception:  # noqa: BLE001 # pragma: no cover - a pglast this module does not know
         for name in ("pglast", "pglast.parser", "pglast.error", *_LATER):
             sys.modules.pop(name, None)
         from pglast import parser as ordinary
@@ -108,3 +117,16 @@ def _light() -> Any:
         for name in _LATER:  # the stand-ins must not answer for the real modules
             pkg.__dict__.pop(name.rsplit(".", 1)[1], None)
     return mod_parser
+
+
+def tree(text: str) -> dict[str, Any]:
+    """``text`` parsed into pglast's JSON tree (plain dicts); raises the parser's
+    ``ParseError`` (see :func:`error_at`)."""
+    result: dict[str, Any] = _loads(parser().parse_sql_json(text))
+    return result
+
+
+def error_at(e: BaseException) -> tuple[str, int | None]:
+    """A ``ParseError``'s message and 0-based character position in the text (or None)."""
+    message, pos = (e.args + (None,))[:2] if e.args else ("syntax error", None)
+    return str(message), pos if isinstance(pos, int) else None

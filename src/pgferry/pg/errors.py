@@ -1,0 +1,261 @@
+"""Driver errors by class: every decision pgferry takes from a psycopg error, in one table.
+
+Contract:
+- The table below names the conditions pgferry acts on as ``psycopg.errors`` classes
+  (one class per SQLSTATE, or every class of a SQLSTATE class where the decision is
+  about the class). Code elsewhere asks the functions here (:func:`lock_timeout`,
+  :func:`transient`, :func:`row_error` ...) and never compares SQLSTATE strings or
+  reads a server message to decide.
+- :func:`map_db_error` turns a driver error into a
+  :class:`~pgferry.errors.PgferryError` by class, keeping the server's DETAIL and HINT,
+  each on its own line after the message (and in ``details``), redacted.
+- :func:`connect_failure` sorts a failed ``psycopg.connect`` into ``transient``,
+  ``auth``, ``no_database``, ``bad_url`` or ``other`` (see its docstring): the one place
+  that reads message text, because libpq reports errors raised while a connection
+  starts without a SQLSTATE. :func:`connect_reason` is the useful part of that message.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+import psycopg
+from psycopg import errors as e_
+
+from pgferry.errors import (
+    CannotConnect,
+    LockUnavailable,
+    OperationFailed,
+    PgferryError,
+    Unreachable,
+)
+from pgferry.redaction import redact
+
+ErrorClasses = tuple[type[psycopg.Error], ...]
+
+
+def _sqlstate_class(*prefixes: str) -> ErrorClasses:
+    """Every psycopg error class of these SQLSTATE classes (the first two characters)."""
+    return tuple(sorted(
+        (c for c in vars(e_).values() if isinstance(c, type) and issubclass(c, psycopg.Error)
+         and (getattr(c, "sqlstate", None) or "")[:2] in prefixes),
+        key=lambda c: str(c.sqlstate)))
+
+
+# -- the table --------------------------------------------------------------------------------
+
+#: 55P03: ``lock_timeout`` (or NOWAIT) gave up on a lock
+LOCK_TIMEOUT: ErrorClasses = (e_.LockNotAvailable,)
+#: 40P01: the server broke a deadlock by cancelling this statement
+DEADLOCK: ErrorClasses = (e_.DeadlockDetected,)
+#: 40001: a serializable or repeatable-read transaction lost a race
+SERIALIZATION: ErrorClasses = (e_.SerializationFailure,)
+#: 23503: a foreign key refused a row (or the delete of a referenced one)
+FOREIGN_KEY: ErrorClasses = (e_.ForeignKeyViolation,)
+#: class 23: any integrity constraint (psycopg's IntegrityError is exactly that class)
+INTEGRITY: ErrorClasses = (psycopg.IntegrityError,)
+#: class 08: the connection itself failed
+CONNECTION: ErrorClasses = _sqlstate_class("08")
+#: 57P01-57P03: the server is shutting down, crashed, or not accepting connections yet
+SERVER_GOING: ErrorClasses = (e_.AdminShutdown, e_.CrashShutdown, e_.CannotConnectNow)
+#: 53300: too many connections (a slot frees up soon)
+TOO_MANY: ErrorClasses = (e_.TooManyConnections,)
+#: 28000, 28P01: the login was refused
+LOGIN: ErrorClasses = (e_.InvalidAuthorizationSpecification, e_.InvalidPassword)
+#: 3D000: no such database
+NO_DATABASE: ErrorClasses = (e_.InvalidCatalogName,)
+#: what one row can cause: data exceptions (22, psycopg's DataError), integrity
+#: violations (23), errors raised by triggers and functions (P0, 38, 39, 2F), a view's
+#: WITH CHECK OPTION (44). Anything else (a cancel, a lost connection, disk full, a
+#: permission) is about the batch as a whole.
+ROW: ErrorClasses = (psycopg.DataError, psycopg.IntegrityError,
+                     *_sqlstate_class("P0", "38", "39", "2F", "44"))
+#: worth trying again: the connection or the server went away, a deadlock, a
+#: serialization failure
+TRANSIENT: ErrorClasses = (*CONNECTION, *SERVER_GOING, *TOO_MANY, *DEADLOCK, *SERIALIZATION)
+
+
+def lock_timeout(e: BaseException) -> bool:
+    """A lock could not be had in time (55P03)."""
+    return isinstance(e, LOCK_TIMEOUT)
+
+
+def retry_statement(e: BaseException) -> bool:
+    """Roll back and try again: a lock timeout, or a deadlock the server broke."""
+    return isinstance(e, LOCK_TIMEOUT + DEADLOCK)
+
+
+def foreign_key(e: BaseException) -> bool:
+    return isinstance(e, FOREIGN_KEY)
+
+
+def integrity(e: BaseException) -> bool:
+    return isinstance(e, INTEGRITY)
+
+
+def row_error(e: BaseException) -> bool:
+    """True when ``e`` may come from one bad row (worth bisecting a batch)."""
+    return isinstance(e, ROW)
+
+
+def transient(e: BaseException) -> bool:
+    """True for errors where trying again may work (connection loss, deadlock, shutdown).
+
+    A connection-time failure without SQLSTATE is transient only when
+    :func:`connect_failure` says so (not a failed login, a missing database or a bad URL).
+    """
+    if not isinstance(e, psycopg.Error):
+        return False
+    if e.sqlstate is None:
+        return isinstance(e, psycopg.OperationalError) and connect_failure(e) == "transient"
+    return isinstance(e, TRANSIENT)
+
+
+# -- one sentence for the user ----------------------------------------------------------------
+
+def server_lines(exc: psycopg.Error) -> tuple[str | None, str | None]:
+    """The server's DETAIL and HINT of ``exc`` (redacted, whitespace kept), or None."""
+    d = exc.diag
+    if d is None:
+        return None, None
+    detail = redact(d.message_detail.strip()) if d.message_detail else None
+    hint = redact(d.message_hint.strip()) if d.message_hint else None
+    return detail or None, hint or None
+
+
+def with_server_lines(message: str, exc: psycopg.Error) -> str:
+    """``message`` followed by the server's DETAIL and HINT, each on its own line."""
+    detail, hint = server_lines(exc)
+    return message + (f"\nDETAIL: {detail}" if detail else "") + (f"\nHINT: {hint}" if hint else "")
+
+
+def map_db_error(exc: psycopg.Error, context: str = "") -> PgferryError:
+    """A driver error as a pgferry error, chosen by class; the message is redacted.
+
+    The server's DETAIL and HINT follow the message, each on its own line, and are in
+    ``details`` (``detail``, ``hint``) for ``--json`` and the journal.
+    """
+    state = exc.sqlstate or ""
+    diag = exc.diag
+    text = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
+    text = redact(text.splitlines()[0] if text else type(exc).__name__)
+    msg = with_server_lines(f"{context}: {text}" if context else text, exc)
+    details: dict[str, Any] = {"sqlstate": state} if state else {}
+    detail, hint = server_lines(exc)
+    details.update({k: v for k, v in (("detail", detail), ("hint", hint)) if v})
+    if isinstance(exc, LOCK_TIMEOUT):
+        return LockUnavailable(msg, **details)
+    if isinstance(exc, LOGIN):
+        return CannotConnect(msg, **details)
+    if isinstance(exc, CONNECTION + SERVER_GOING) or (
+            not state and isinstance(exc, psycopg.OperationalError)):
+        return Unreachable(msg, **details)
+    return OperationFailed(msg, **details)
+
+
+# -- failed connection attempts ---------------------------------------------------------------
+
+ConnectFailure = Literal["transient", "auth", "no_database", "bad_url", "other"]
+
+# English texts of PostgreSQL's auth.c/postinit.c/postmaster.c and of libpq's
+# fe-connect.c, checked in this order: a temporary DNS failure is transient although it
+# names a host.
+_TRANSIENT_TEXT = (
+    "temporary failure in name resolution", "the database system is starting up",
+    "the database system is shutting down", "the database system is in recovery mode",
+    "not yet accepting connections", "too many clients", "remaining connection slots",
+    "connection refused", "no such file or directory", "timeout expired", "timed out",
+    "server closed the connection", "connection reset", "network is unreachable",
+    "no route to host", "could not receive data", "could not send data",
+    "ssl syscall error", "terminating connection",
+)
+_AUTH_TEXT = (
+    "password authentication failed", "no password supplied", "authentication failed for",
+    "no pg_hba.conf entry", "pg_hba.conf rejects", "is not permitted to log in",
+    "password has expired", "certificate authentication failed", "scram",
+)
+_AUTH_RE = re.compile(r'role ".*" does not exist')
+_NO_DB_RE = re.compile(r'database ".*" does not exist')
+_BAD_URL_TEXT = (
+    "invalid port number", "invalid integer value", "servname not supported",
+    "invalid connection option", "invalid sslmode value", "invalid value for parameter",
+    "missing \"=\"", "unterminated quoted string", "invalid uri", "invalid percent-encoded",
+    "unexpected spaces", "name or service not known", "nodename nor servname",
+    "no address associated with hostname", "could not translate host name",
+    "failed to resolve host", "invalid target_session_attrs", "invalid gssencmode",
+    "invalid channel_binding", "invalid load_balance_hosts",
+)
+
+
+def connect_failure(exc: BaseException) -> ConnectFailure:
+    """What kind of connection failure ``exc`` is.
+
+    ``transient``    the server is not reachable *yet*: refused, no socket, starting up,
+                     shutting down, in recovery, too many connections, a network timeout
+                     or reset, a temporary DNS failure. :func:`pgferry.pg.connect.connect`
+                     retries these with backoff, up to ``retry_for`` seconds, then exit 3.
+    ``auth``         the server refused the login (28P01/28000): wrong password, no
+                     password, unknown role, no pg_hba.conf entry. Never retried:
+                     repeated failed logins lock accounts on some hosts. Exit 2.
+    ``no_database``  the database does not exist (3D000). Exit 2.
+    ``bad_url``      the DSN itself is wrong: it does not parse, a port that is not a
+                     port, an unknown option or sslmode, a host name that does not exist.
+                     Exit 2.
+    ``other``        any other error (not retried; mapped by class).
+
+    An error with a SQLSTATE (a failure after the connection started) is classified by
+    its class. Without one, the server's FATAL text and libpq's own words are all there
+    is; a server running with another ``lc_messages`` sends translated FATAL texts, and
+    for those ``pgconn.used_password`` (the server asked for a password and got one,
+    then said FATAL) and ``pgconn.needs_password`` (it asked and got none) still
+    identify a failed login.
+    """
+    if isinstance(exc, psycopg.ProgrammingError) and not exc.sqlstate:  # DSN did not parse
+        return "bad_url"
+    if not isinstance(exc, psycopg.Error):
+        return "other"
+    if exc.sqlstate:
+        return _failure_by_class(exc)
+    if not isinstance(exc, psycopg.OperationalError):
+        return "other"
+    return _failure_by_text(exc)
+
+
+def _failure_by_class(exc: psycopg.Error) -> ConnectFailure:
+    if isinstance(exc, LOGIN):
+        return "auth"
+    if isinstance(exc, NO_DATABASE):
+        return "no_database"
+    return "transient" if isinstance(exc, CONNECTION + SERVER_GOING + TOO_MANY) else "other"
+
+
+def _failure_by_text(exc: psycopg.Error) -> ConnectFailure:
+    text = str(exc).lower()
+    if "temporary failure in name resolution" in text:  # names a host, but may pass
+        return "transient"
+    if _NO_DB_RE.search(text):
+        return "no_database"
+    if any(m in text for m in _AUTH_TEXT) or _AUTH_RE.search(text):
+        return "auth"
+    if any(m in text for m in _BAD_URL_TEXT):
+        return "bad_url"
+    if any(m in text for m in _TRANSIENT_TEXT):
+        return "transient"
+    pgconn = getattr(exc, "pgconn", None)
+    if pgconn is not None and "fatal" in text and (pgconn.used_password or pgconn.needs_password):
+        return "auth"  # a translated FATAL right after the server asked for a password
+    # anything else without a SQLSTATE happened on the way to the server: worth a retry
+    return "transient"
+
+
+def connect_reason(exc: BaseException) -> str:
+    """The useful part of libpq's message, one line, with quoted tokens of a DSN that did not
+    parse removed (libpq quotes the offending piece, which may be part of the password)."""
+    text = " ".join(str(exc).split())
+    text = re.sub(r"^connection (failed|is bad): ", "", text)
+    text = re.sub(r'^connection to server (at|on socket) .*? failed: ', "", text)
+    text = text.replace("FATAL: ", "").strip()
+    if isinstance(exc, psycopg.ProgrammingError):
+        text = re.sub(r'"[^"]*"', '"…"', text)
+    return text.removesuffix(".") or type(exc).__name__

@@ -1,0 +1,32 @@
+"""What the health tests share: a schema, the command, and readers of its output."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import Cli, Project, Result
+
+SCHEMA = """
+CREATE TABLE cases (
+    id    bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    title text NOT NULL
+);
+"""
+
+
+def health(cli: Cli, p: Project, env: str = "prod", *args: str) -> Result:
+    return cli("--config", str(p.config), "health", "--env", env, *args)
+
+
+def checks(r: Result) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in r.json["checks"]}
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for fam in text_string_to_metric_families(text):
+        name = fam.name + ("_total" if fam.type == "counter" else "")  # as exposed
+        out[name] = out.get(name, []) + [(s.labels, s.value) for s in fam.samples]
+    return out

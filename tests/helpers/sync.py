@@ -1,0 +1,111 @@
+"""Data and small readers the sync and verify tests share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql as psql
+
+from tests.helpers import Project
+
+SCHEMA = """
+CREATE TABLE customers (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL,
+    email text, updated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE orders (id serial PRIMARY KEY, customer_id bigint NOT NULL REFERENCES customers,
+    amount numeric(12,2) NOT NULL, doc jsonb, blob bytea,
+    total numeric GENERATED ALWAYS AS (amount * 2) STORED);
+CREATE TABLE order_lines (order_id int REFERENCES orders ON DELETE CASCADE, line int,
+    sku text NOT NULL, PRIMARY KEY (order_id, line));
+CREATE TABLE nokey (a int, b text);
+"""
+
+DATA = """
+INSERT INTO customers (name, email) SELECT 'c' || g, 'c' || g || '@x.org'
+    FROM generate_series(1, 300) g;
+INSERT INTO orders (customer_id, amount, doc, blob)
+    SELECT 1 + g % 300, g, jsonb_build_object('g', g), '\\x00ff'::bytea
+    FROM generate_series(1, 1200) g;
+INSERT INTO order_lines SELECT o, l, 'sku' || l FROM generate_series(1, 1200) o,
+    generate_series(1, 2) l;
+INSERT INTO nokey SELECT g, 'n' || g FROM generate_series(1, 50) g;
+"""
+
+TABLES = ("customers", "orders", "order_lines", "nokey")
+
+
+def rows(dsn: str, table: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn) as c:
+        return c.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()  # noqa: S608
+
+
+def same(p: Project, tables: tuple[str, ...] = TABLES) -> None:
+    for t in tables:
+        assert rows(p.dsns["dev"], t) == rows(p.dsns["prod"], t), t
+
+
+@dataclass
+class Spec:
+    """A TableSpec for tests (same attributes as sync.plan.TablePlan)."""
+
+    name: str
+    key: tuple[str, ...]
+    columns: list[str]
+    schema: str = "public"
+    where: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def qualname(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+#: rows :func:`fill` writes
+SCATTERED_ROWS = 6000
+
+# (DDL, key columns, key expressions of g: the rows, and a new row's key)
+KINDS = {
+    "bigint": (
+        "CREATE TABLE k (id bigint PRIMARY KEY, g int, v text, n numeric)",
+        ("id",),
+        "g::bigint * 1000003",
+        "g::bigint * 1000003 + 1",
+    ),
+    "uuid": (
+        "CREATE TABLE k (id uuid PRIMARY KEY, g int, v text, n numeric)",
+        ("id",),
+        "md5(g::text)::uuid",
+        "md5('new' || g)::uuid",
+    ),
+    "text": (
+        "CREATE TABLE k (id text PRIMARY KEY, g int, v text, n numeric)",
+        ("id",),
+        "'key-' || g",
+        "'key-' || g || '-new'",
+    ),
+    "composite": (
+        "CREATE TABLE k (tenant int, code text, g int, v text, n numeric, "
+        "PRIMARY KEY (tenant, code))",
+        ("tenant", "code"),
+        "g % 7, 'c' || g",
+        "g % 7 + 100, 'c' || g",
+    ),
+}
+FILL = "INSERT INTO k SELECT {}, g, 'v' || g, g / 7.0 FROM generate_series(1, %s) g WHERE {}"
+
+
+def fill(c: psycopg.Connection[Any], key: str, where: str = "TRUE") -> None:
+    # the fragments go into a query with a parameter: their % must be doubled
+    frags = (psql.SQL(f.replace("%", "%%")) for f in (key, where))
+    c.execute(psql.SQL(FILL).format(*frags), [SCATTERED_ROWS])
+
+
+#: a table with a watermark column, and the [sync] settings that sync it by watermark
+WATERMARK_DDL = """CREATE TABLE events (id int PRIMARY KEY, v text,
+                              updated_at timestamptz NOT NULL DEFAULT now());"""
+WATERMARK_CONF = """[sync]
+overlap = "0s"
+[sync.tables."public.events"]
+watermark = "updated_at"
+"""
