@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import ROOT, Project, _db_factory
-from tests.integration.dashboard_helpers import dashboard_project, serve
-from tests.integration.service_helpers import Server, wait_run
+from tests.helpers import ROOT, Project
+from tests.helpers.dashboard import dashboard_project, serve
+from tests.helpers.service import Server, wait_run
 
 CHROMIUM = os.environ.get("PGFERRY_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 IMG = ROOT / "docs" / "img"
@@ -39,15 +39,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard_browser")]
 
 
 @pytest.fixture(scope="module")
-def service(pg_admin_dsn: str, role: str, tmp_path_factory: pytest.TempPathFactory
+def service(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[tuple[Project, Server, dict[str, str]]]:
-    factory = _db_factory(pg_admin_dsn, "dashb")
-    p = dashboard_project(tmp_path_factory.mktemp("dashb") / "proj", next(factory), ROWS)
-    try:
-        for srv, toks in serve(p):
-            yield p, srv, toks
-    finally:
-        next(factory, None)
+    p = dashboard_project(tmp_path_factory.mktemp("dashb") / "proj", make_db_module, ROWS)
+    for srv, toks in serve(p):
+        yield p, srv, toks
 
 
 @pytest.fixture(scope="module")

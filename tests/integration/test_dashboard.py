@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-from tests.conftest import Project, _db_factory
-from tests.integration.dashboard_helpers import dashboard_project, form_csrf, login, serve
-from tests.integration.service_helpers import SECRET, Server, sse, wait_run
+from tests.helpers import Project
+from tests.helpers.dashboard import dashboard_project, form_csrf, login, serve
+from tests.helpers.service import SECRET, Server, sse, wait_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard")]
 
@@ -33,15 +33,11 @@ Svc = tuple[Project, Server, dict[str, str]]
 
 
 @pytest.fixture(scope="module")
-def service(pg_admin_dsn: str, role: str, tmp_path_factory: pytest.TempPathFactory
+def service(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[Svc]:
-    factory = _db_factory(pg_admin_dsn, "dash")
-    p = dashboard_project(tmp_path_factory.mktemp("dash") / "proj", next(factory))
-    try:
-        for srv, toks in serve(p):
-            yield p, srv, toks
-    finally:
-        next(factory, None)
+    p = dashboard_project(tmp_path_factory.mktemp("dash") / "proj", make_db_module)
+    for srv, toks in serve(p):
+        yield p, srv, toks
 
 
 @pytest.fixture
@@ -56,7 +52,7 @@ def tok(service: Svc) -> dict[str, str]:
 
 def _control(p: Project, query: str, args: list[Any] | None = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(p.dsns["control"], autocommit=True) as c:
-        cur = c.execute(query, args)  # type: ignore[arg-type]
+        cur = c.execute(query, args)
         return cur.fetchall() if cur.description else []
 
 

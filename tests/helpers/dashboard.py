@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import psycopg
 
-from tests.conftest import Project
-from tests.integration.service_helpers import Server, make_project, seed, tokens
+from tests.helpers import Project
+from tests.helpers.service import Server, make_project, seed, tokens
 
 THRESHOLDS = """
 [health.tables."public.items"]
