@@ -87,6 +87,13 @@ def _db_factory(admin_dsn: str, default: str) -> Iterator[Callable[..., str]]:
                 sql.Identifier(name)))
 
 
+@pytest.fixture(scope="module")
+def make_db_module(pg_admin_dsn: str, role: str) -> Iterator[Callable[..., str]]:  # noqa: ARG001
+    """Factory like ``make_db`` for a module's shared fixture (one ``pgferry serve`` per module);
+    the databases go when the module's tests are done."""
+    yield from _db_factory(pg_admin_dsn, "m")
+
+
 @pytest.fixture(scope="session")
 def pg15_admin_dsn() -> Iterator[str]:
     """PostgreSQL 15 (Debian's postgresql-15), for cross-version tests."""

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.service_helpers import Server, make_project, seed, tokens, wait_run
+from tests.helpers.service import Server, make_project, seed, tokens, wait_run
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,6 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
         else:
             raise AssertionError("the sync never wrote a batch")
         srv.kill()
-        assert c.get  # the old client is useless now
         with psycopg.connect(p.dsns["control"], autocommit=True) as conn:
             state = conn.execute("SELECT state FROM pgferry_control.runs WHERE id = %s",
                                  [rid]).fetchone()

@@ -12,15 +12,15 @@ professional migration's ``data`` (``migratedCount``, ``errors``, ``report``).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import Project, _db_factory
-from tests.integration.service_helpers import Server, make_project, seed, sse, tokens, wait_run
+from tests.helpers import Project
+from tests.helpers.service import Server, make_project, seed, sse, tokens, wait_run
 
 pytestmark = pytest.mark.slow
 
@@ -44,13 +44,12 @@ retry = "1s"
 
 
 @pytest.fixture(scope="module")
-def service(pg_admin_dsn: str, role: str, tmp_path_factory: pytest.TempPathFactory  # noqa: ARG001
+def service(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
             ) -> Iterator[tuple[Project, Server, dict[str, str]]]:
     from pgferry.commands import migrate_run
     from pgferry.config import load_config
 
-    factory = _db_factory(pg_admin_dsn, "svr")
-    make = next(factory)
+    make = make_db_module
     p = make_project(tmp_path_factory.mktemp("svr") / "proj", make, more=("qa",))
     cfg = load_config(p.config)
     for env in ("dev", "prod", "qa"):
@@ -64,12 +63,11 @@ def service(pg_admin_dsn: str, role: str, tmp_path_factory: pytest.TempPathFacto
         yield p, srv, toks
     finally:
         srv.stop()
-        next(factory, None)
 
 
 def _prod(p: Project, query: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
-        return c.execute(query).fetchall()  # type: ignore[arg-type]
+        return c.execute(query).fetchall()
 
 
 def _at(text: str) -> datetime:

@@ -6,15 +6,15 @@ reason by the next worker, lands in the dead letters, and a retry carries it out
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import Project, _db_factory
-from tests.integration.service_helpers import (
+from tests.helpers import Project, wait_for
+from tests.helpers.service import (
     Server,
     WorkerProc,
     make_project,
@@ -35,13 +35,12 @@ env = "dev"
 
 
 @pytest.fixture(scope="module")
-def setup(pg_admin_dsn: str, role: str, tmp_path_factory: pytest.TempPathFactory  # noqa: ARG001
+def setup(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[Project, Server, dict[str, str]]]:
     from pgferry.commands import backup, migrate_run
     from pgferry.config import load_config
 
-    factory = _db_factory(pg_admin_dsn, "svw")
-    make = next(factory)
+    make = make_db_module
     p = make_project(tmp_path_factory.mktemp("svw") / "proj", make, SCHEDULE)
     p.config.write_text(p.config.read_text().replace("protected = true\n", ""))
     cfg = load_config(p.config)
@@ -55,7 +54,6 @@ def setup(pg_admin_dsn: str, role: str, tmp_path_factory: pytest.TempPathFactory
         yield p, srv, toks
     finally:
         srv.stop()
-        next(factory, None)
 
 
 def test_schedules_run_in_the_worker_one_copy_at_a_time(
@@ -94,7 +92,10 @@ def test_worker_killed_mid_restore_marks_it_failed_then_a_retry_restores(
         assert r.status_code == 202, r.text
         rid = r.json()["id"]
         wait_run(c, rid, states=("running",), timeout=60)
-        time.sleep(2)  # the emergency backup first, then pg_restore waits on the lock
+        # the emergency backup first, then the restore waits on the lock
+        wait_for(p.dsns["prod"], "SELECT count(*) > 0 FROM pg_stat_activity WHERE"
+                 " datname = current_database() AND wait_event_type = 'Lock'",
+                 what="the restore waiting on the lock")
         w.kill()
         # the killed worker's pg_restore is an orphan: end its session as an operator would
         with psycopg.connect(p.dsns["prod"], autocommit=True) as admin:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pgferry.jobs.progress import Percent
 
 
 def test_sync_tables_rows_and_the_end() -> None:
     p = Percent()
-    seen = [p.update(e) for e in [
+    events: list[dict[str, Any]] = [
         {"type": "step", "message": "queued"},
         {"type": "run_started", "tables": ["a", "b"]},
         {"type": "table_started", "table": "a", "total_rows": 100},
@@ -19,7 +21,8 @@ def test_sync_tables_rows_and_the_end() -> None:
         {"type": "table_finished", "table": "b"},
         {"type": "run_finished"},
         {"type": "complete"},
-    ]]
+    ]
+    seen = [p.update(e) for e in events]
     assert seen == [None, 0.0, 0.0, 25.0, 49.5, 50.0, 50.0, 50.0, 100.0, None, 100.0]
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.conftest import Project, write_project
+from tests.helpers import Project, write_project
 
 SECRET = "Sup3rSecretPw42"
 
