@@ -19,6 +19,9 @@ _.updated_at
 _.estimated_rows  # sync result and plan
 _.estimated_bytes
 _.ranges_differing  # sync verify result
+_.last_batch_size  # backfill run result (to_dict)
+_.table_name  # backfill state row
+_.key_column
 _.approver  # policy.Approval: the slot the admin service fills (issue 14)
 _.plan_hash
 

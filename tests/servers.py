@@ -138,3 +138,23 @@ def stop(root: Path, major: int) -> None:
         subprocess.run(_as_user([str(b / "pg_ctl"), "-D", str(root / "data"), "-m", "fast",
                                  "-w", "stop"]), check=False, capture_output=True, timeout=60)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def start_standby(primary: Path, major: int) -> tuple[Path, str]:
+    """A streaming standby of the server :func:`start` made in ``primary`` (its default
+    ``pg_hba.conf`` lets local connections replicate): (its directory, a superuser DSN)."""
+    b = bindir(major)
+    if b is None:
+        raise RuntimeError(f"PostgreSQL {major} is not at hand ({fetch(major)})")
+    root = Path(tempfile.mkdtemp(prefix=f"pg{major}-standby-", dir="/tmp"))
+    root.chmod(0o777)
+    data = root / "data"
+    subprocess.run(_as_user([str(b / "pg_basebackup"), "-D", str(data), "-h", str(primary),
+                             "-U", "postgres", "-R", "-X", "stream", "-c", "fast"]),
+                   check=True, capture_output=True, timeout=120)
+    with open(data / "postgresql.auto.conf", "a", encoding="utf-8") as f:
+        f.write(f"unix_socket_directories = '{root}'\nhot_standby = on\n"
+                "wal_receiver_status_interval = 1s\n")
+    subprocess.run(_as_user([str(b / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
+                             "-w", "start"]), check=True, capture_output=True, timeout=60)
+    return root, f"host={root} user=postgres dbname=postgres"

@@ -121,6 +121,8 @@ class MigrateConfig(_Model):
     #: removed migration: every Flyway edition reads it) or "flyway-teams" (an UNDO_SQL row,
     #: which only Flyway's paid editions read)
     undo_history: Literal["flyway", "flyway-teams"] = "flyway"
+    #: SQL assertion files run by `migrate test` (relative to the config file)
+    tests_dir: str = "tests"
 
 
 
@@ -447,6 +449,119 @@ class ScheduleConfig(_Model):
         return [e for e in (self.env, self.source, self.target) if e]
 
 
+class ContractConfig(_Model):
+    """``[contract]``: how the guards of contract-phase migrations are judged."""
+
+    #: ``require-no-clients``: `migrate up --contract` watches pg_stat_activity this long
+    clients_window: DurationField = Duration("5min")
+    #: ... taking a sample this often
+    clients_interval: DurationField = Duration("15s")
+    #: statement_timeout of each guard query (``require``), run read-only
+    guard_timeout: DurationField = Duration("30s")
+
+
+class BackfillConfig(_Model):
+    """``[backfill]``: how ``pgferry backfill run`` pages, paces and protects production."""
+
+    dir: str = "backfills"
+    #: keys per batch to start with (batches then grow or shrink toward target_duration)
+    batch_size: int = Field(20_000, ge=1)
+    min_batch: int = Field(100, ge=1)
+    max_batch: int = Field(1_000_000, ge=1)
+    #: each batch should take about this long ("0": never change the batch size)
+    target_duration: DurationField = Duration("200ms")
+    lock_timeout: DurationField = Duration("250ms")
+    statement_timeout: DurationField = Duration("30s")
+    #: retries of a batch after a lock timeout or deadlock (it shrinks each time)
+    lock_retries: int = Field(8, ge=0, le=100)
+    #: pause while a standby's replay lag is above this (where pg_stat_replication shows it)
+    max_replication_lag: DurationField = Duration("10s")
+    #: how long one pause lasts before the signals are sampled again
+    pause: DurationField = Duration("5s")
+    #: pausing longer than this in a row stops the backfill (exit 3, resumable)
+    max_pause: DurationField = Duration("10min")
+    #: keep what each batch changed, so a gate (or `backfill revert`) can undo it
+    keep_before_images: bool = True
+    keep_before_images_for: DurationField = Duration("14d")
+
+
+class GatesConfig(_Model):
+    """``[gates]``: where gate metrics come from and how often they are read."""
+
+    prometheus_url: str | None = None
+    #: how often every gate is evaluated (during backfills and watch windows)
+    interval: DurationField = Duration("15s")
+    #: the watch window of `migrate up --watch`
+    watch: DurationField = Duration("10min")
+    #: HTTP timeout of one Prometheus query
+    timeout: DurationField = Duration("5s")
+    #: a gate that cannot be read (Prometheus down, no data, SQL error): "pause" a backfill
+    #: until it can, or "ignore" it (a warning either way)
+    on_unknown: Literal["pause", "ignore"] = "pause"
+
+
+
+GATE_PRESETS: dict[str, dict[str, Any]] = {
+    # p95 latency above twice its SLO for 10 minutes: roll back (the multi-window burn-rate
+    # practice of SRE workbooks, reduced to one window a deploy can wait for)
+    "latency": {"promql": "max(app:http_request_duration_seconds:p95_5m)",
+                "for_": Duration("10min"), "action": "rollback"},
+    # more than 2% of requests failing for 5 minutes: roll back
+    "errors": {"promql": "max(app:http_requests:error_ratio_5m)", "threshold": 0.02,
+               "for_": Duration("5min"), "action": "rollback"},
+    # deadlocks rising in the database: pause (a backfill waits them out)
+    "deadlocks": {"sql": "SELECT deadlocks FROM pg_stat_database "
+                         "WHERE datname = current_database()",
+                  "delta": True, "threshold": 0, "for_": Duration("0s"), "action": "pause"},
+}
+
+
+class GateConfig(_Model):
+    """``[[gate]]``: a metric that pauses, stops or rolls back a change when it goes bad."""
+
+    name: str
+    #: "latency" (needs slo), "errors" or "deadlocks": fills the keys not given
+    preset: Literal["latency", "errors", "deadlocks"] | None = None
+    promql: str | None = None
+    sql: str | None = None
+    threshold: float | None = None
+    #: how the value is compared with the threshold: fires when ``value OP threshold``
+    op: Literal[">", ">=", "<", "<="] = ">"
+    #: compare the increase since the previous sample (a counter), not the value
+    delta: bool = False
+    for_: DurationField = Field(Duration("0s"), alias="for")
+    action: Literal["pause", "abort", "rollback"] | None = None
+    #: the latency SLO (preset "latency": fires above twice this)
+    slo: DurationField | None = None
+    envs: list[str] = Field(default_factory=list)
+    during: list[Literal["backfill", "watch"]] = Field(
+        default_factory=lambda: ["backfill", "watch"])  # type: ignore[arg-type]
+
+
+    @model_validator(mode="after")
+    def _complete(self) -> GateConfig:
+        given = self.model_fields_set
+        for key, value in GATE_PRESETS.get(self.preset or "", {}).items():
+            if key not in given and not (key in ("promql", "sql") and
+                                         ({"promql", "sql"} & given)):
+                setattr(self, key, value)
+        if self.preset == "latency" and self.threshold is None:
+            if self.slo is None:
+                raise ValueError('preset "latency" needs slo (e.g. slo = "300ms")')
+            self.threshold = 2 * self.slo.total_seconds()
+        if (self.promql is None) == (self.sql is None):
+            raise ValueError("give exactly one of promql and sql")
+        if self.threshold is None:
+            raise ValueError("give a threshold")
+        if self.action is None:
+            raise ValueError('give an action: "pause", "abort" or "rollback"')
+        return self
+
+    @property
+    def for_seconds(self) -> float:
+        return self.for_.total_seconds()
+
+
 class Config(_Model):
     environments: dict[str, EnvironmentConfig] = Field(default_factory=dict)
     migrate: MigrateConfig = Field(default_factory=MigrateConfig)
@@ -459,6 +574,10 @@ class Config(_Model):
     control: ControlConfig = Field(default_factory=ControlConfig)
     service: ServiceConfig = Field(default_factory=ServiceConfig)
     schedule: list[ScheduleConfig] = Field(default_factory=list)
+    contract: ContractConfig = Field(default_factory=ContractConfig)
+    backfill: BackfillConfig = Field(default_factory=BackfillConfig)
+    gates: GatesConfig = Field(default_factory=GatesConfig)
+    gate: list[GateConfig] = Field(default_factory=list)
 
     # not from the file
     path: Path | None = Field(None, exclude=True)
@@ -484,6 +603,16 @@ class Config(_Model):
     def backup_dir(self) -> Path:
         """The backup root: ``[backup] dir``, relative to the config file."""
         return (self.root / self.backup.dir).resolve()
+
+    @property
+    def backfills_dir(self) -> Path:
+        """``[backfill] dir``, relative to the config file."""
+        return (self.root / self.backfill.dir).resolve()
+
+    @property
+    def tests_dir(self) -> Path:
+        """``[migrate] tests_dir``: the SQL assertion files of `migrate test`."""
+        return (self.root / self.migrate.tests_dir).resolve()
 
     @property
     def embedded_dir(self) -> Path:
@@ -611,6 +740,7 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
     cfg.path = p.resolve()
     cfg.text = text
     _check_health(cfg, p, text)
+    _check_gates(cfg, p, text)
     for name in cfg.environments:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
             raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: environment name "
@@ -686,3 +816,25 @@ def _check_health(cfg: Config, p: Path, text: str) -> None:
                 raise ConfigError(f"{p}:{line_of(text, loc)}: {'.'.join(loc)}: name the table "
                                   f'as schema.table, e.g. [health.tables."public.{name}"]',
                                   key=".".join(loc))
+
+
+def _check_gates(cfg: Config, p: Path, text: str) -> None:
+    """``[[gate]]`` entries: unique names, configured environments, a Prometheus to ask."""
+    starts = [n for n, ln in enumerate(text.splitlines(), 1)
+              if ln.strip().replace(" ", "") == "[[gate]]"]
+    seen: set[str] = set()
+    for i, g in enumerate(cfg.gate):
+        where = f"{p}:{starts[i]}" if i < len(starts) else str(p)
+        if g.name in seen:
+            raise ConfigError(f"{where}: gate #{i + 1}: a second gate named {g.name!r}; "
+                              "give each [[gate]] its own name", key=f"gate.{i}.name")
+        seen.add(g.name)
+        for env in g.envs:
+            if env not in cfg.environments:
+                known = ", ".join(sorted(cfg.environments)) or "none"
+                raise ConfigError(f"{where}: gate {g.name!r}: envs names {env!r}, which is not "
+                                  f"a configured environment (configured: {known})",
+                                  key=f"gate.{i}.envs")
+        if g.promql is not None and not cfg.gates.prometheus_url:
+            raise ConfigError(f"{where}: gate {g.name!r} is a PromQL gate, but [gates] "
+                              "prometheus_url is not set", key=f"gate.{i}.promql")

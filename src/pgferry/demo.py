@@ -108,8 +108,16 @@ def _backup_steps() -> list[DemoStep]:
     return steps()
 
 
+def _zdt_steps() -> list[DemoStep]:
+    # a rename in prod, expand -> backfill -> contract, then migrate test: demo_zdt
+    from pgferry.demo_zdt import steps
+
+    return steps()
+
+
 STEPS += _sync_steps()
 STEPS += _backup_steps()
+STEPS += _zdt_steps()
 
 
 def step_service(d: Demo) -> None:

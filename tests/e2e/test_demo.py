@@ -91,12 +91,24 @@ def test_demo_runs_the_migration_story(
         assert f"http://127.0.0.1:8765/api/admin/{route}" in p.stdout, route
     assert "token create --name you --role admin" in p.stdout and " serve &" in p.stdout
     assert (demo_dir / "migrations" / "V10__lead_row_level_security.sql").is_file()
+    # then a rename in prod, expand -> backfill -> contract: the contract file is held until
+    # its backfill completed, and released by --contract (issue 17)
+    zdt = "rename legal cases jurisdiction to jurisdiction code"
+    assert f"held V14 {zdt} 2 contract (contract): after backfill: " \
+           "rename_legal_cases_jurisdiction_to_jurisdiction_code has not run in prod" in p.stderr
+    assert "held (contract)" in p.stdout
+    assert "prod: backfill rename_legal_cases_jurisdiction_to_jurisdiction_code completed: " \
+           "2,025 rows over 2,025 keys" in p.stdout
+    assert f"released V14 {zdt} 2 contract (contract): every guard passed" in p.stderr
+    assert "migrate test: 15 migration(s) applied, 3 proven by up, undo, up" in p.stdout
 
     emb = demo_dir / ".pgferry"
     for env, db in (("dev", "legal_dev"), ("prod", "legal_prod")):
         s = _state(embedded.ensure_database(emb, db))
-        # every versioned file (1..12) and the repeatable view, all successful
-        assert s["history"] == (12, 13, 0, 1), (env, s)
+        # every versioned file (1..12; in prod also the rename's 13 and 14) and the
+        # repeatable view, all successful
+        want = (14, 15, 0, 1) if env == "prod" else (12, 13, 0, 1)
+        assert s["history"] == want, (env, s)
         tables = set(s["tables"])
         assert APP_TABLES <= tables, (env, tables)
         # the migrations' tables live in public, not in pgferry's own schema
@@ -108,6 +120,8 @@ def test_demo_runs_the_migration_story(
             "dead_letters",
             "before_images",
             "schema_fingerprint",
+            "backfill_state",
+            "backfill_images",
             "schema_version",
         }, tables
         assert ("migrate up", "ok") in s["journal"], (env, s["journal"])

@@ -36,11 +36,14 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert p.returncode == 0, p.stderr[-2000:]
     demo = json.loads(p.stdout)
     titles = [s["title"] for s in demo["steps"]]
-    assert titles[-14:-4] == ["seed dev", "verify finds the gap", "prod health before the sync",
+    i = titles.index("backup prod")  # the backup and zero-downtime steps follow the sync's
+    assert titles[i - 10:i] == ["seed dev", "verify finds the gap", "prod health before the sync",
                             "sync dev -> prod", "verify again", "prod health after the sync",
                             "a mistaken sync into prod", "sync revert",
                             "a conflict stops the sync", "--on-conflict target"]
-    commands = [(o["command"], o["exit_code"]) for o in demo["outputs"]][-12:-3]
+    outs = demo["outputs"]
+    j = next(k for k, o in enumerate(outs) if o["command"].startswith("pgferry backup create"))
+    commands = [(o["command"], o["exit_code"]) for o in outs][j - 9:j]
     # verify finds the gap, health degraded, sync, verify clean, health optimal, the
     # mistaken sync, its revert, the sync that stops at a conflict (exit 1), the one that
     # keeps prod's row
@@ -48,14 +51,14 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     assert commands[6][0].startswith("pgferry sync revert ")
     assert commands[2][0].startswith("pgferry sync dev prod --yes --report ")
     assert commands[1][0] == commands[4][0] == "pgferry health --env prod"
-    before, after = demo["outputs"][-11]["output"], demo["outputs"][-8]["output"]
+    before, after = outs[j - 8]["output"], outs[j - 5]["output"]
     assert (before["status"], after["status"]) == ("degraded", "optimal")
     rows = {c["name"]: c for c in before["checks"]}["rows:public.legal_cases"]
     assert rows["message"] == "public.legal_cases has 0 rows, below degraded_below = 1"
     assert {c["name"]: c for c in after["checks"]}["rows:public.legal_cases"]["value"] == "2025"
     assert demo["results"]["health"]["before"]["status"] == "degraded"
     assert demo["results"]["health"]["after"]["status"] == "optimal"
-    stopped = demo["outputs"][-5]["output"]
+    stopped = outs[j - 2]["output"]
     cases = {t["table"]: t for t in stopped["tables"]}["public.legal_cases"]
     assert cases["status"] == "conflicts" and cases["conflicts"] == 1
     assert cases["conflict_rows"][0]["target_row"]["title"].endswith("(corrected by legal ops)")
@@ -84,15 +87,19 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
 
 @pytest.mark.slow
 def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
-    """The backup steps alone (after the migration and sync steps they need), in-process."""
+    """The backup steps (after the migration and sync steps they need), in-process; then, in
+    the same run, the zero-downtime rename (issue 17): the contract is held after the expand,
+    released after the backfill; migrate test proves the undos."""
     from pgferry import demo
     from pgferry.cli.common import State
 
     res = demo.run(demo_dir, State(json=True))
     titles = [s["title"] for s in res["steps"]]
-    assert titles[-4:] == ["backup prod", "test-restore the backup", "list backups",
-                           "the admin service"]
-    outs = res["outputs"][-3:]
+    i = titles.index("backup prod")
+    assert titles[i:i + 3] == ["backup prod", "test-restore the backup", "list backups"]
+    j = next(k for k, o in enumerate(res["outputs"])
+             if o["command"].startswith("pgferry backup create"))
+    outs = res["outputs"][j:j + 3]
     assert [o["command"] for o in outs] == [
         "pgferry backup create --env prod --tag demo",
         "pgferry backup verify latest --env prod --restore-test",
@@ -110,3 +117,30 @@ def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
     from tests.helpers.backup import wait_scratch_gone
 
     wait_scratch_gone(embedded.superuser_dsn(demo_dir / ".pgferry"))
+
+    # the zero-downtime steps close the demo
+    titles = [s["title"] for s in res["steps"]]
+    assert titles[-5:] == ["scaffold a rename", "expand; the contract is held", "backfill",
+                           "contract released", "migrate test"]
+    outs = res["outputs"][-7:]
+    assert [o["command"].split(" --env")[0] for o in outs] == [
+        "pgferry migrate new --expand-contract rename legal_cases.jurisdiction to "
+        "jurisdiction_code", "pgferry migrate number", "pgferry migrate up",
+        "pgferry migrate status",
+        "pgferry backfill run rename_legal_cases_jurisdiction_to_jurisdiction_code",
+        "pgferry migrate up", "pgferry migrate test"]
+    assert [o["exit_code"] for o in outs] == [0] * 7
+    up, status = outs[2]["output"], outs[3]["output"]
+    assert [a["script"] for a in up["applied"]] == [
+        "V13__rename_legal_cases_jurisdiction_to_jurisdiction_code_1_expand.sql"]
+    assert [h["version"] for h in up["held"]] == ["14"] and up["held"][0]["ready"] is False
+    held = [e for e in status["entries"] if e["state"] == "held"]
+    assert [e["version"] for e in held] == ["14"]
+    assert held[0]["held_by"].startswith("after backfill: rename_legal_cases_jurisdiction_to_")
+    assert outs[4]["output"]["rows"] == 2025 and outs[4]["output"]["status"] == "completed"
+    assert [r["version"] for r in outs[5]["output"]["released"]] == ["14"]
+    assert outs[6]["output"]["undo_checked"][-2:] == [
+        "V13__rename_legal_cases_jurisdiction_to_jurisdiction_code_1_expand.sql",
+        "V14__rename_legal_cases_jurisdiction_to_jurisdiction_code_2_contract.sql"]
+    z = res["results"]["zdt"]
+    assert (z["backfilled"], z["released"], z["current_version"]) == (2025, True, 14)

@@ -9,8 +9,9 @@ import psycopg
 import pytest
 from psycopg import sql as psql
 
-from tests.helpers import ROLE, Project, sql, write_project
+from tests.helpers import ROLE, Project, prom, sql, write_project
 from tests.helpers.backup import SCHEMA as BACKUP_SCHEMA
+from tests.helpers.zdt import EXTRA as ZDT_EXTRA
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +36,19 @@ def bproj(tmp_path: Path, make_db: Callable[..., str], createdb_role: str,
                                  ).fetchall():
             c.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
                 psql.Identifier(name)))
+
+
+@pytest.fixture
+def zproj(tmp_path: Path, make_db: Callable[..., str]) -> Iterator[Project]:
+    """dev and a protected prod, with a backfills/ directory and short windows (zero-downtime
+    tests)."""
+    p = write_project(tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")},
+                      extra=ZDT_EXTRA)
+    (p.root / "backfills").mkdir()
+    yield p
+
+
+@pytest.fixture(scope="session")
+def prometheus() -> Iterator[prom.Prometheus]:
+    """A real Prometheus on 127.0.0.1 scraping an exporter the test sets (skips without it)."""
+    yield from prom.start()

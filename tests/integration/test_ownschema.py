@@ -53,6 +53,9 @@ INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data, err
 """
 V1_TABLES = ["dead_letters", "before_images", "journal_log", "migration_progress",
              "schema_fingerprint", "schema_version", "sync_state"]
+#: every table of the newest version (2 adds the backfills' checkpoints and before-images)
+TABLES = [*V1_TABLES, "backfill_images", "backfill_state"]
+NEWEST = [(s.version, s.description) for s in STEPS]
 
 
 def _tables(dsn: str) -> list[str]:
@@ -68,9 +71,10 @@ def test_an_earlier_schema_is_upgraded_in_place_and_keeps_its_data(
     p.write("V1__t.sql", "CREATE TABLE t (id bigint PRIMARY KEY);\n")
     r = run(cli, p, "migrate", "up", "-e", "dev")
     assert r.code == 0, r.err
-    assert sorted(_tables(db)) == sorted(V1_TABLES)
-    assert q(db, "SELECT version, pgferry, installed_by FROM pgferry.schema_version") == [
-        (1, __version__, "pgferry_test")]
+    assert sorted(_tables(db)) == sorted(TABLES)
+    assert q(db, "SELECT version, pgferry, installed_by FROM pgferry.schema_version"
+                 " ORDER BY 1") == [(1, __version__, "pgferry_test"),
+                                    (2, __version__, "pgferry_test")]
     # the earlier journal's runs come first, in order, then the new one
     assert q(db, "SELECT command, outcome, error FROM pgferry.journal ORDER BY id") == [
         ("migrate up", "ok", None), ("sync", "failed", "boom"), ("migrate up", "ok", None)]
@@ -88,13 +92,17 @@ def _step_t3(conn: psycopg.Connection[Any]) -> None:
     conn.execute("INSERT INTO pgferry.t2 VALUES (3)")  # needs version 2's table
 
 
-LATER = (*STEPS, Upgrade(2, "a table", _step_t2), Upgrade(3, "a row in it", _step_t3))
+N = len(STEPS)
+LATER = (*STEPS, Upgrade(N + 1, "a table", _step_t2), Upgrade(N + 2, "a row in it", _step_t3))
 
 
 def test_steps_apply_in_order_once_and_never_backwards(db: str) -> None:
     with psycopg.connect(db, autocommit=True) as c:
-        assert ownschema.ensure(c, LATER[:2]) == []
-        assert ownschema.state(c).recorded == 2
+        assert ownschema.ensure(c, LATER[:1]) == []  # an older pgferry: version 1 only
+        assert ownschema.state(c).recorded == 1
+        assert q(db, "SELECT to_regclass('pgferry.backfill_state')") == [(None,)]
+        assert ownschema.ensure(c, LATER[:N + 1]) == []
+        assert ownschema.state(c).recorded == N + 1
         assert ownschema.ensure(c, LATER) == []
         assert ownschema.ensure(c, LATER) == []  # current: nothing runs again
         assert c.execute("SELECT step FROM pgferry.t2 ORDER BY 1").fetchall() == [(2,), (3,)]
@@ -102,7 +110,7 @@ def test_steps_apply_in_order_once_and_never_backwards(db: str) -> None:
                          " ORDER BY 1").fetchall() == [(s.version, s.description) for s in LATER]
         # an older pgferry meeting the newer schema leaves it as it is
         assert ownschema.ensure(c, STEPS) == []
-        assert ownschema.state(c).recorded == 3
+        assert ownschema.state(c).recorded == N + 2
 
 
 def test_a_dropped_journal_trigger_is_re_created_and_named(db: str) -> None:
@@ -145,8 +153,8 @@ def test_two_processes_upgrading_at_once(db: str, earlier: bool) -> None:
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0 and "warning" not in err, err
-    assert q(db, "SELECT version FROM pgferry.schema_version") == [(1,)]
-    assert sorted(_tables(db)) == sorted(V1_TABLES)
+    assert q(db, "SELECT version, description FROM pgferry.schema_version ORDER BY 1") == NEWEST
+    assert sorted(_tables(db)) == sorted(TABLES)
     commands = [r[0] for r in q(db, "SELECT command FROM pgferry.journal ORDER BY id")]
     assert commands == (["migrate up", "sync"] if earlier else []) + ["race", "race"]
 
@@ -177,12 +185,12 @@ def test_a_role_that_does_not_own_the_schema(db: str, writer: str,
     journal.append(Target("dev", writer), "as writer", outcome="ok")
     assert q(db, "SELECT command, db_role FROM pgferry.journal") == [
         ("as writer", "pgferry_writer")]
-    # an unversioned schema that holds all of version 1 counts as version 1 for it
+    # an unversioned schema that holds all of the newest version counts as that version
     q(db, "DROP TABLE pgferry.schema_version")
     journal.append(Target("dev", writer), "again", outcome="ok")
     assert len(q(db, "SELECT 1 FROM pgferry.journal")) == 2
     # an upgrade it may not make: one sentence saying who can
     with psycopg.connect(writer, autocommit=True) as c, pytest.raises(BadInput) as e:
         ownschema.ensure(c, LATER)
-    assert "version 1" in e.value.message and "needs version 3" in e.value.message
+    assert f"at version {N} " in e.value.message and f"needs version {N + 2}" in e.value.message
     assert "'pgferry_writer' may not change it" in e.value.message

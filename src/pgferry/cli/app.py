@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {  # in the order --help lists them: the story's orde
     "demo": "pgferry.demo",  # the story drives the command line: it sits above it
     "env": "pgferry.cli.env",
     "migrate": "pgferry.cli.migrate",
+    "backfill": "pgferry.cli.backfill",
     "lint": "pgferry.cli.lint",
     "sync": "pgferry.cli.sync",
     "verify": "pgferry.cli.sync",

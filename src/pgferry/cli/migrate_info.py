@@ -6,7 +6,7 @@ Thin: arguments in, :mod:`pgferry.commands.migrate_info` called, its result rend
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -41,7 +41,33 @@ STATE_STYLE = {
     "below_baseline": "dim",
     "undone": "yellow",
     "future": "magenta",
+    "held": "magenta",
 }
+
+
+def _state_label(s: status_mod.Status, e: Any) -> str:
+    """The State column: a held contract file says whether its guards pass; a failed
+    non-transactional file where it stopped."""
+    label = str(e.state).replace("_", " ")
+    if e.state == "held":
+        label = "held (contract, ready)" if s.ready(e) else "held (contract)"
+    where = s.failed_at(e)
+    if where is not None:
+        label += (
+            f" (statement {where['statement']} of {where['statements_total']})"
+            if where.get("statement")
+            else f" ({where.get('statements_done')} of {where.get('statements_total')} done)"
+        )
+    return label
+
+
+def _render_held(s: status_mod.Status, entries: list[Any], out: Console) -> None:
+    """One line per held contract file: the guard that holds it, or that all pass."""
+    for e in entries:
+        reason = s.held_reason(e) if e.state == "held" else None
+        if reason is not None:
+            out.print(f"[magenta]held[/]     {escape(e.script or e.description)}: "
+                      f"{escape(reason)}")
 
 
 def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -> None:
@@ -66,14 +92,7 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
             version = "R"
         else:
             version = str(e.version) if e.version is not None else ""
-        label = e.state.replace("_", " ")
-        where = s.failed_at(e)
-        if where is not None:
-            label += (
-                f" (statement {where['statement']} of {where['statements_total']})"
-                if where.get("statement")
-                else f" ({where.get('statements_done')} of {where.get('statements_total')} done)"
-            )
+        label = _state_label(s, e)
         row = e.row
         t.add_row(
             version,
@@ -88,6 +107,7 @@ def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -
     counts = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(s.counts().items()))
     out.print(f"current version: {s.current or 'none'}   ({counts or 'no migrations'})")
     out.print(f"{files.SUM_FILE}: {s.sum_state}")
+    _render_held(s, entries, out)
     for w in status_mod.warnings(s):
         out.print(f"[yellow]warning[/]  {escape(w)}")
     for p in status_mod.problems(s):
@@ -140,11 +160,22 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         description: Annotated[str, typer.Argument(help="What the migration does.")],
         undo: Annotated[bool, typer.Option("--undo", help="Also create UXXX__<desc>.sql.")] = False,
+        expand_contract: Annotated[bool, typer.Option(
+            "--expand-contract", help="Scaffold a zero-downtime change from a recipe: rename "
+            "T.C to N; change type of T.C to TYPE; add not null to T.C default V; split T into "
+            "N (C, ...).")] = False,
+        table: Annotated[str | None, typer.Option(
+            "--table", help="With --expand-contract: the table, when the description names "
+            "only a column.")] = None,
+        env: EnvOpt = None,
         json_: JsonOpt = False,
     ) -> None:
         """Create a template VXXX__<desc>.sql (numbered later by `migrate number`)."""
         st = state(ctx, json_)
-        res = cmd.new(st.config(), description, undo=undo)
+        if expand_contract:
+            res = cmd.new_expand_contract(st.config(), description, table=table, env=env)
+        else:
+            res = cmd.new(st.config(), description, undo=undo)
 
         def render(out: Console) -> None:
             for p in res.created:

@@ -14,6 +14,7 @@ from rich.console import Console
 from pgferry.cli.common import EnvOpt, JsonOpt, State, YesOpt, sigterm_interrupts, state
 from pgferry.cli.progress import MigrationLines
 from pgferry.commands import migrate_run as cmd
+from pgferry.events import Event
 
 TargetOpt = Annotated[str | None, typer.Option("--target", help="Apply up to this version.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check and show, change nothing.")]
@@ -25,6 +26,30 @@ OutOfOrderOpt = Annotated[bool, typer.Option(
     "(the history is ahead of the files), as Flyway's outOfOrder.")]
 UnsafeOpt = Annotated[bool, typer.Option(
     "--allow-unsafe", help="Run despite lint errors on a protected env (needs --reason).")]
+ContractOpt = Annotated[bool, typer.Option(
+    "--contract", help="Also apply contract-phase files whose guards pass (exit 1 while one "
+    "is still held).")]
+OverrideGuardsOpt = Annotated[bool, typer.Option(
+    "--override-guards", help="With --contract: apply contract files although a guard does "
+    "not pass (needs --reason; journaled).")]
+WatchOpt = Annotated[bool, typer.Option(
+    "--watch", help="After applying, watch the [[gate]] entries for [gates] watch; a "
+    "rollback gate that fires runs the U files of what this run applied.")]
+WatchForOpt = Annotated[str | None, typer.Option(
+    "--watch-for", help="The watch window (e.g. 10min); implies --watch.")]
+
+
+def held_lines(res: dict[str, Any]) -> list[str]:
+    """One line per held contract file (plan, up), and per released one."""
+    out = []
+    for d in res.get("held") or []:
+        v = f"V{d['version']} " if d.get("version") else ""
+        out.append(f"held {v}{d['description']} (contract): {d['reason']}")
+    for d in res.get("released") or []:
+        v = f"V{d['version']} " if d.get("version") else ""
+        how = "guards overridden" if d.get("overridden") else "every guard passed"
+        out.append(f"released {v}{d['description']} (contract): {how}")
+    return out
 
 
 def _render_plan(out: Console, res: dict[str, Any]) -> None:
@@ -36,12 +61,15 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
               f"{s['history_table'].split('.')[0]})")
     for w in res["warnings"]:
         out.print(f"-- warning: {w}")
+    for line in held_lines({"held": res.get("held")}):
+        out.print(f"-- {line}", soft_wrap=True, markup=False)
     if not res["steps"]:
         out.print("-- nothing to apply")
     for step in res["steps"]:
         tx = step["mode"] == "transaction"
         why = "" if tx else f" ({', '.join(step['non_transactional'])}), statement by statement"
-        out.print(f"\n-- {step['script']}: {step['mode']}{why}"
+        phase = f" [{step['phase']}]" if step.get("phase") else ""
+        out.print(f"\n-- {step['script']}: {step['mode']}{why}{phase}"
                   + (f" [template from {step['file']}]" if step["template"] else ""))
         for f in step["findings"]:
             out.print(f"-- lint {f['severity']} {f['rule']} (line {f['line']}): {f['message']}")
@@ -64,13 +92,28 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
             out.print("COMMIT;")
 
 
-def _run(st: State, opts: cmd.RunOptions, *, undo: bool) -> None:
+def _run(st: State, opts: cmd.RunOptions, *, undo: bool, watch_for: str | None = None,
+         watch: bool = False) -> None:
+    from pgferry.commands import migrate_watch
+
     cfg = st.config()
+    notices = st.notices()
     with sigterm_interrupts(), MigrationLines(st.err, "undone" if undo else "applied") as lines:
-        verb = cmd.undo if undo else cmd.up
-        res = verb(cfg, opts, progress=lines, confirm=st.confirm())
+
+        def progress(event: Event) -> None:
+            lines(event)
+            notices(event)
+
+        if watch or watch_for:
+            res: Any = migrate_watch.up(cfg, opts, watch_for=watch_for, progress=progress,
+                                        confirm=st.confirm())
+        else:
+            verb = cmd.undo if undo else cmd.up
+            res = verb(cfg, opts, progress=progress, confirm=st.confirm())
     for w in res.warnings:
         st.err.print(f"warning: {w}", soft_wrap=True)
+    for line in held_lines(res.to_dict()):
+        st.err.print(line, soft_wrap=True, markup=False)
 
     def render(out: Console) -> None:
         if res.dry_run:
@@ -89,10 +132,11 @@ def register(app: typer.Typer) -> None:
 
     @app.command("plan")
     def plan_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
-                 out_of_order: OutOfOrderOpt = False, json_: JsonOpt = False) -> None:
+                 out_of_order: OutOfOrderOpt = False, contract: ContractOpt = False,
+                 json_: JsonOpt = False) -> None:
         """Show the exact SQL `up` would run, in order, with transaction mode and settings."""
         st = state(ctx, json_)
-        res = cmd.plan(st.config(), cmd.PlanOptions(env, target, out_of_order))
+        res = cmd.plan(st.config(), cmd.PlanOptions(env, target, out_of_order, contract))
         d = res.to_dict()
         st.emit(d, lambda out: _render_plan(out, d))
 
@@ -101,11 +145,15 @@ def register(app: typer.Typer) -> None:
                dry_run: DryRunOpt = False, yes: YesOpt = False,
                override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
                allow_unsafe: UnsafeOpt = False, out_of_order: OutOfOrderOpt = False,
+               contract: ContractOpt = False, override_guards: OverrideGuardsOpt = False,
+               watch: WatchOpt = False, watch_for: WatchForOpt = None,
                json_: JsonOpt = False) -> None:
         """Apply pending migrations (each file in its own transaction, under a lock)."""
         _run(state(ctx, json_), cmd.RunOptions(
             env, target=target, dry_run=dry_run, yes=yes, override_blackout=override_blackout,
-            reason=reason, allow_unsafe=allow_unsafe, out_of_order=out_of_order), undo=False)
+            reason=reason, allow_unsafe=allow_unsafe, out_of_order=out_of_order,
+            contract=contract, override_guards=override_guards), undo=False,
+            watch=watch, watch_for=watch_for)
 
     @app.command("undo")
     def undo_cmd(ctx: typer.Context, env: EnvOpt = None,

@@ -10,8 +10,11 @@ the policy decision (:func:`pgferry.commands.base.authorize`), the journal rows
 and the events; it never prints, prompts or exits. The verbs:
 
 - :mod:`.migrate_run`: ``plan``, ``up``, ``undo``
-- :mod:`.migrate_info`: ``new``, ``number``, ``write_sum``, ``status``, ``validate``,
-  ``baseline``, ``repair``
+- :mod:`.migrate_watch`: ``up`` (``migrate up --watch``: the gates, then a rollback)
+- :mod:`.migrate_info`: ``new``, ``new_expand_contract``, ``number``, ``write_sum``,
+  ``status``, ``validate``, ``baseline``, ``repair``
+- :mod:`.migrate_test`: ``test``, ``bench``
+- :mod:`.backfill`: ``run``, ``revert``, ``status``
 - :mod:`.lint`: ``lint``
 - :mod:`.sync`: ``sync``, ``verify``, ``revert``
 - :mod:`.backup`: ``create``, ``listing``, ``verify``, ``restore``, ``prune``

@@ -49,6 +49,36 @@ def new(cfg: Config, description: str, *, undo: bool = False,
                      f"{cfg.migrate.dir}/{files.SUM_FILE}")
 
 
+def new_expand_contract(cfg: Config, description: str, *, table: str | None = None,
+                        env: str | None = None, today: date | None = None) -> NewResult:
+    """``migrate new --expand-contract``: the five files of a zero-downtime recipe
+    (:mod:`pgferry.migrate.recipes`), written from the catalog of ``env``."""
+    import psycopg
+
+    from pgferry.errors import BadInput
+    from pgferry.migrate import recipe_sql, recipes
+    from pgferry.pg.connect import connect, map_db_error
+
+    spec = recipes.parse(description, table)
+    if not cfg.migrations_dir.is_dir():
+        raise BadInput(f"migrations directory {cfg.migrations_dir} does not exist; run "
+                       "`pgferry init`")
+    target = base.target(cfg, env)
+    try:
+        with connect(target.dsn, autocommit=True) as c:
+            facts = recipes.read_facts(c, spec)
+    except psycopg.Error as e:
+        raise map_db_error(e, f"cannot read the catalog of {target.name}") from None
+    slug = recipes.slug_of(spec)
+    rendered = recipe_sql.files_for(spec, facts, slug, (today or date.today()).isoformat())
+    written = recipes.write(cfg.migrations_dir, cfg.backfills_dir, rendered)
+    files.write_sum(files.scan(cfg.migrations_dir))
+    rel = [str(p.relative_to(cfg.root)) if p.is_relative_to(cfg.root) else str(p)
+           for p in written]
+    return NewResult(rel, cfg.migrations_dir / files.SUM_FILE,
+                     f"{cfg.migrate.dir}/{files.SUM_FILE}")
+
+
 @dataclass
 class NumberResult:
     dry_run: bool

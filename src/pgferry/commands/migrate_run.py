@@ -11,6 +11,13 @@ exists; the run itself is journaled (``migrate up``/``migrate undo``: applied
 files, durations, override reasons) and publishes
 :mod:`pgferry.migrate.events` to ``progress``. ``--dry-run`` checks everything
 (a blackout window refuses it too, unjournaled) and changes nothing.
+
+Contract-phase files (:mod:`pgferry.migrate.contract`) are held unless ``contract`` and
+their guards pass (judged before the lock — watching ``pg_stat_activity`` for the
+``[contract] clients_window`` — and again under it); ``override_guards`` (with
+``--contract`` and a reason) applies them anyway and journals the guards that did not
+pass. With ``contract``, a file still held ends the run with
+:class:`~pgferry.errors.ProblemFound` (exit 1) after the rest was applied.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from typing import Any
 
 from pgferry.commands import base
 from pgferry.config import Config
-from pgferry.errors import BadInput
-from pgferry.events import Subscriber
+from pgferry.errors import BadInput, ProblemFound
+from pgferry.events import Notice, Subscriber
+from pgferry.migrate import contract as contract_mod
 from pgferry.migrate import files, preflight, service
 from pgferry.migrate.files import MigrationFile, Version
 from pgferry.migrate.plan import current_version
@@ -48,6 +56,8 @@ class PlanOptions:
     #: apply up to this version (``--target``)
     target: str | None = None
     out_of_order: bool = False
+    #: show contract files whose guards pass as part of the plan (``--contract``)
+    contract: bool = False
 
 
 @dataclass
@@ -57,10 +67,13 @@ class PlanResult:
     settings: dict[str, Any]
     steps: list[dict[str, Any]]
     warnings: list[str]
+    #: contract files held back, with their guards
+    held: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"env": self.env, "current_version": self.current_version,
-                "settings": self.settings, "steps": self.steps, "warnings": self.warnings}
+                "settings": self.settings, "steps": self.steps, "held": self.held,
+                "warnings": self.warnings}
 
 
 def lint_gate(cfg: Config, target: Target) -> service.LintFiles:
@@ -81,13 +94,22 @@ def plan(cfg: Config, opts: PlanOptions) -> PlanResult:
     rows, failed = service.read_history(cfg, target)
     p = service.prepare(target, ms, rows, failed, version=version, strict=False,
                         lint=lint_gate(cfg, target), out_of_order=opts.out_of_order)
+    contract_mod.hold(cfg, target, ms, p, contract=opts.contract)
     p.warnings += service.sum_warnings(cfg, ms, strict=False) + preflight.notes(p.steps)
     preflight.check(target, p.steps)
     s = RunSettings.from_config(cfg)
     return PlanResult(target.name, service.version_text(current_version(rows)),
                       service.settings_dict(s),
-                      [service.step_dict(st, pf, s, p.findings.get(st.file.script, []))
-                       for st, pf in p.steps], p.warnings)
+                      [_step(st, pf, s, p) for st, pf in p.steps], p.warnings,
+                      [d.to_dict() for d in p.held])
+
+
+def _step(step: Any, pf: Any, s: RunSettings, p: service.PreparedSteps) -> dict[str, Any]:
+    """A step as ``plan`` shows it, with the phase its header declares."""
+    d = service.step_dict(step, pf, s, p.findings.get(step.file.script, []))
+    h = p.headers.get(step.file.script)
+    d["phase"] = h.phase if h is not None else None
+    return d
 
 
 @dataclass(frozen=True)
@@ -106,6 +128,12 @@ class RunOptions:
     reason: str | None = None
     allow_unsafe: bool = False
     out_of_order: bool = False
+    #: up: also apply contract-phase files whose guards pass (``--contract``)
+    contract: bool = False
+    #: up: apply contract files whatever their guards say (needs ``contract`` and ``reason``)
+    override_guards: bool = False
+    #: undo: exactly these applied versions (a gate's rollback of what one run applied)
+    only: tuple[str, ...] = ()
 
 
 @dataclass
@@ -121,13 +149,18 @@ class RunResult:
     duration_ms: int = 0
     #: the ``[migrate]`` settings (a dry run is rendered as a plan)
     settings: dict[str, Any] = field(default_factory=dict)
+    #: contract files held back / released by this run, with their guards
+    held: list[dict[str, Any]] = field(default_factory=list)
+    released: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"ok": True, "env": self.env, "command": self.command,
-                             "dry_run": self.dry_run, "warnings": self.warnings}
+                             "dry_run": self.dry_run, "warnings": self.warnings,
+                             "held": self.held}
         if self.dry_run:
             return {**d, "steps": self.steps, "current_version": self.current_version}
         return {**d, "applied": [x.to_dict() for x in self.applied],
+                "released": self.released,
                 "current_version": self.current_version, "duration_ms": self.duration_ms}
 
 
@@ -141,7 +174,10 @@ def _arguments(opts: RunOptions, undo: bool, env: str) -> dict[str, Any]:
     args.update(dry_run=opts.dry_run, yes=opts.yes, override_blackout=opts.override_blackout,
                 reason=opts.reason, allow_unsafe=opts.allow_unsafe)
     if not undo:
-        args["out_of_order"] = opts.out_of_order
+        args.update(out_of_order=opts.out_of_order, contract=opts.contract,
+                    override_guards=opts.override_guards)
+    elif opts.only:
+        args["only"] = list(opts.only)
     return args
 
 
@@ -163,10 +199,15 @@ def undo(cfg: Config, opts: RunOptions, *, now: datetime | None = None,
 
 
 def run(cfg: Config, opts: RunOptions, *, undo: bool, now: datetime | None = None,
-        progress: Subscriber | None = None, confirm: base.Confirm | None = None) -> RunResult:
-    """``migrate up`` (or ``undo``): policy, checks, then apply under the lock, journaled."""
+        progress: Subscriber | None = None, confirm: base.Confirm | None = None,
+        journal_arguments: dict[str, Any] | None = None) -> RunResult:
+    """``migrate up`` (or ``undo``): policy, checks, then apply under the lock, journaled.
+
+    ``journal_arguments`` go into the journal row's arguments too (a gate's rollback says
+    which gate and why)."""
     from pgferry import journal
 
+    only = _only(opts)
     when = base.now_or(now)
     command = "migrate undo" if undo else "migrate up"
     req = WriteRequest(command, "", False, yes=opts.yes, override_blackout=opts.override_blackout,
@@ -178,7 +219,7 @@ def run(cfg: Config, opts: RunOptions, *, undo: bool, now: datetime | None = Non
     to = parse_version(opts.to, "--to")
     target = base.target(cfg, opts.env)
     req = replace(req, env=target.name, protected=target.protected)
-    arguments = _arguments(opts, undo, target.name)
+    arguments = {**_arguments(opts, undo, target.name), **(journal_arguments or {})}
     if opts.dry_run:  # changes nothing: only a window refuses it (as it always did)
         d = decide(cfg, req, when, ("blackout",))
         if (err := d.error()) is not None:
@@ -202,18 +243,28 @@ def run(cfg: Config, opts: RunOptions, *, undo: bool, now: datetime | None = Non
         # the gate only refuses on protected envs; elsewhere `migrate plan`/`lint` show findings
         gated = target.protected or opts.dry_run
         pre = service.prepare(target, ms, rows, failed, version=version, undo=undo, to=to,
-                              lint=lint if gated else None, out_of_order=opts.out_of_order)
+                              lint=lint if gated else None, out_of_order=opts.out_of_order,
+                              only=only)
         check(pre)
+
+    if not undo:  # guards first, without the lock: watching for old clients may take minutes
+        contract_mod.hold(cfg, target, ms, pre, contract=opts.contract,
+                          override=opts.override_guards,
+                          watch=opts.contract and not opts.dry_run, on_wait=_notice(progress))
     preflight.check(target, pre.steps)
     warnings += pre.warnings + preflight.notes(pre.steps)
     s = RunSettings.from_config(cfg)
     result = RunResult(target.name, command, opts.dry_run, warnings,
                        service.version_text(current_version(rows)),
                        settings=service.settings_dict(s))
+    result.held = [d.to_dict() for d in pre.held]
     if opts.dry_run:
-        result.steps = [service.step_dict(st, pf, s, pre.findings.get(st.file.script, []))
-                        for st, pf in pre.steps]
+        result.steps = [_step(st, pf, s, pre) for st, pf in pre.steps]
         return result
+
+    def judge(p: service.PreparedSteps, conn: Any) -> None:
+        contract_mod.hold(cfg, target, ms, p, conn=conn, contract=opts.contract,
+                          override=opts.override_guards)
     start = time.monotonic()
     with journal.operation(target, command, arguments) as op:
         if window is not None:
@@ -225,8 +276,48 @@ def run(cfg: Config, opts: RunOptions, *, undo: bool, now: datetime | None = Non
         done = service.apply(cfg, target, ms, pre, undo=undo, version=version, to=to,
                              out_of_order=opts.out_of_order, lint=lint if target.protected
                              else None, check=check, publish=progress, warnings=warnings,
-                             details=op.details)
+                             details=op.details, only=only,
+                             judge=None if undo else judge)
         result.applied, result.current_version = done.results, done.current_version
         result.duration_ms = int((time.monotonic() - start) * 1000)
         op.details["current_version"] = result.current_version
+        _contract_outcome(result, done, opts, op.details)
     return result
+
+
+def _only(opts: RunOptions) -> set[Version] | None:
+    """The versions of ``only``; BadInput for ``--override-guards`` without what it needs."""
+    if opts.override_guards and not (opts.contract and (opts.reason or "").strip()):
+        raise BadInput('--override-guards needs --contract and --reason "why it is safe now"')
+    if not opts.only:
+        return None
+    return {v for v in (parse_version(x, "only") for x in opts.only) if v is not None}
+
+
+def _notice(progress: Subscriber | None) -> Any:
+    def notice(text: str) -> None:
+        if progress is not None:
+            progress(Notice(text))
+
+    return notice
+
+
+def _contract_outcome(result: RunResult, done: service.Applied, opts: RunOptions,
+                      details: dict[str, Any]) -> None:
+    """The held and released contract files into the result and the journal; with
+    ``--contract``, a file still held is ProblemFound (exit 1)."""
+    result.held = [d.to_dict() for d in done.held]
+    result.released = [d.to_dict() for d in done.released]
+    if result.held:
+        details["held"] = result.held
+    overridden = [d for d in result.released if d["overridden"]]
+    if overridden:
+        details["guard_override"] = {"reason": opts.reason, "files": overridden}
+    if opts.contract and result.held:
+        n = len(result.applied)
+        held = "; ".join(f"{d.step.script} ({d.describe()})" for d in done.held)
+        raise ProblemFound(
+            f"{result.env}: applied {n} migration{'s' if n != 1 else ''}; "
+            f"{len(done.held)} contract file(s) still held: {held}",
+            applied=[x.to_dict() for x in result.applied], held=result.held,
+            current_version=result.current_version)

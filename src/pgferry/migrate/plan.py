@@ -18,6 +18,10 @@ Contract (no I/O, no clock; data in, data out):
   ``missing``            applied, but its file is gone
   ``future``             applied, no file, and above the highest file version
   ``template``           a ``VXXX__`` file; ``version`` is the one it would get
+  ``held``               a contract-phase file (``-- pgferry:phase contract``) not applied:
+                         ``up`` holds it until its guards pass and ``--contract`` is given
+                         (:mod:`pgferry.migrate.contract`); never ``ignored``, so expand
+                         files above it may be applied first
   ``outdated``           a repeatable whose file changed since it last ran
   ``baseline``           the ``BASELINE`` row itself
   ``below_baseline``     a file at or below the baseline version (never runs)
@@ -40,7 +44,7 @@ Contract (no I/O, no clock; data in, data out):
 - :func:`pending`: the :class:`Step` list ``up`` runs, in order: versioned
   (pending or undone, and with ``out_of_order`` also ignored ones, up to
   ``target``), then templates when allowed, then repeatables that are new or
-  outdated.
+  outdated. Held contract files are steps too; the service decides whether they run.
 - :func:`undo_steps`: the ``U`` files ``undo`` runs, newest version first;
   raises :class:`~pgferry.errors.BadInput` before anything runs when a version
   has no undo file.
@@ -54,10 +58,11 @@ from typing import Literal
 from pgferry.errors import BadInput
 from pgferry.migrate.files import MigrationFile, MigrationKind, MigrationSet, Version
 from pgferry.migrate.history_rows import BASELINE, DELETE, UNDO_SQL, HistoryRow
+from pgferry.migrate.phases import declares_contract
 
 State = Literal[
     "applied", "pending", "failed", "ignored", "missing", "checksum_mismatch", "template",
-    "outdated", "baseline", "below_baseline", "undone", "future",
+    "outdated", "baseline", "below_baseline", "undone", "future", "held",
 ]
 #: states ``migrate validate`` treats as a problem
 PROBLEM_STATES = frozenset({"failed", "missing", "checksum_mismatch", "ignored"})
@@ -263,6 +268,8 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
             state = "applied" if same else "checksum_mismatch"
         elif base is not None and v <= base:
             state = "below_baseline"
+        elif declares_contract(f.sql):
+            state, row = "held", h.undone.get(v)
         elif current is not None and v < current:
             state, row = "ignored", h.undone.get(v)
         elif v in h.undone:
@@ -333,7 +340,8 @@ def pending(
     """
     entries = classify(ms, rows)
     steps: list[Step] = []
-    runnable = ("pending", "undone", "ignored") if out_of_order else ("pending", "undone")
+    runnable = ("pending", "undone", "held", "ignored") if out_of_order else (
+        "pending", "undone", "held")
     for e in entries:
         if e.kind != "V" or e.file is None or e.state not in runnable:
             continue
@@ -363,15 +371,21 @@ def pending(
     return steps
 
 
-def undo_steps(ms: MigrationSet, rows: list[HistoryRow], *, to: Version | None = None
-               ) -> list[Step]:
+def undo_steps(ms: MigrationSet, rows: list[HistoryRow], *, to: Version | None = None,
+               only: set[Version] | None = None) -> list[Step]:
     """The undo files to run, newest first: every applied version above ``to``
-    (default: only the newest applied version). BadInput when one lacks a U file."""
+    (default: only the newest applied version), or exactly the applied versions in
+    ``only`` (a gate's rollback of one run). BadInput when one lacks a U file."""
     h = fold(rows)
     applied = sorted(h.applied, reverse=True)
     if not applied:
         raise BadInput("nothing to undo: no applied versioned migration")
-    if to is None:
+    if only is not None:
+        chosen = [v for v in applied if v in only]
+        if not chosen:
+            raise BadInput("nothing to undo: none of " + ", ".join(map(str, sorted(only)))
+                           + " is applied")
+    elif to is None:
         chosen = applied[:1]
     else:
         chosen = [v for v in applied if v > to]

@@ -17,7 +17,9 @@ runs. Order of checks for ``up``/``undo`` (all before anything runs):
 5. the files are linted by the ``lint`` function the caller passes (the lint
    gate; the caller judges the findings with :func:`pgferry.policy.decide`);
 6. the target has every extension the files create and a version whose grammar
-   they use (:mod:`pgferry.migrate.preflight`) → else BadInput (exit 2).
+   they use (:mod:`pgferry.migrate.preflight`) → else BadInput (exit 2);
+7. every file's phase header is valid, and contract-phase files are held unless the
+   caller releases them (:func:`pgferry.migrate.contract.hold`, passed in as ``judge``).
 
 Then :func:`apply`, under the migration lock, reads the history again
 (another run may have applied files meanwhile), prepares what is left (the
@@ -82,6 +84,11 @@ class PreparedSteps:
     findings: dict[str, list[LintFinding]] = field(default_factory=dict)
     rows: list[HistoryRow] = field(default_factory=list)
     failed: dict[str, Any] = field(default_factory=dict)
+    #: script -> its phase header (:class:`pgferry.migrate.phases.Header`), once judged
+    headers: dict[str, Any] = field(default_factory=dict)
+    #: contract files held back / released (:class:`pgferry.migrate.contract.ContractDecision`)
+    held: list[Any] = field(default_factory=list)
+    released: list[Any] = field(default_factory=list)
 
     def lint_errors(self) -> list[tuple[str, LintFinding]]:
         """(script, finding) of every error-level finding: what the gate refuses on."""
@@ -167,8 +174,8 @@ def _lint(lint: LintFiles | None, steps: list[tuple[Step, ParsedFile]]
 def prepare(target: Target, ms: MigrationSet, rows: list[HistoryRow],
             failed: dict[str, Any], *, version: Version | None = None, undo: bool = False,
             to: Version | None = None, strict: bool = True, lint: LintFiles | None = None,
-            linted: dict[str, list[LintFinding]] | None = None, out_of_order: bool = False
-            ) -> PreparedSteps:
+            linted: dict[str, list[LintFinding]] | None = None, out_of_order: bool = False,
+            only: set[Version] | None = None) -> PreparedSteps:
     """The steps to run, parsed and checked (see the module docstring).
 
     ``strict=False`` (``migrate plan``) turns refusals into warnings; ``lint``
@@ -182,7 +189,7 @@ def prepare(target: Target, ms: MigrationSet, rows: list[HistoryRow],
             raise
         p.warnings.append(e.message)
     if undo:
-        steps = undo_steps(ms, rows, to=to)
+        steps = undo_steps(ms, rows, to=to, only=only)
     else:
         steps = pending(ms, rows, target=version, allow_templates=True,
                         out_of_order=out_of_order)
@@ -246,13 +253,22 @@ def step_dict(step: Step, pf: ParsedFile, s: RunSettings, findings: Sequence[Lin
 class Applied:
     results: list[FileResult]
     current_version: str | None
+    #: contract files held back / released under the lock
+    held: list[Any] = field(default_factory=list)
+    released: list[Any] = field(default_factory=list)
+
+
+#: judges the contract steps of a prepared run on a connection, and takes the held ones
+#: out (:func:`pgferry.migrate.contract.hold`)
+Judge = Callable[[PreparedSteps, Any], None]
 
 
 def apply(cfg: Config, target: Target, ms: MigrationSet, pre: PreparedSteps, *,
           undo: bool = False, version: Version | None = None, to: Version | None = None,
           out_of_order: bool = False, lint: LintFiles | None = None,
           check: Callable[[PreparedSteps], None], publish: Subscriber | None = None,
-          warnings: list[str], details: dict[str, Any]) -> Applied:
+          warnings: list[str], details: dict[str, Any], only: set[Version] | None = None,
+          judge: Judge | None = None) -> Applied:
     """Under the migration lock: settle an interrupted run, prepare again (``check``
     judges it), run the steps. ``warnings`` grows and ``details`` (the journal's)
     gets what happened, also when it raises."""
@@ -265,8 +281,10 @@ def apply(cfg: Config, target: Target, ms: MigrationSet, pre: PreparedSteps, *,
         if interrupted:
             details["interrupted"] = interrupted
         p = prepare(target, ms, rows, failed, version=version, undo=undo, to=to, lint=lint,
-                    linted=pre.findings, out_of_order=out_of_order)
+                    linted=pre.findings, out_of_order=out_of_order, only=only)
         check(p)
+        if judge is not None:  # again under the lock (one sample of clients)
+            judge(p, r.work)
         try:
             results = r.apply(p.steps, undo=undo)
         except PgferryError as e:  # --json and the journal say which files did get applied
@@ -278,7 +296,7 @@ def apply(cfg: Config, target: Target, ms: MigrationSet, pre: PreparedSteps, *,
         after = version_text(current_version(r.history()))
         # the schema as the migrations left it, for `pgferry health`'s drift check
         warnings += fingerprint.after_migrate(r.work, bool(results), after)
-    return Applied(results, after)
+    return Applied(results, after, p.held, p.released)
 
 
 def _journal_entry(x: FileResult) -> dict[str, Any]:

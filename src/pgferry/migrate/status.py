@@ -8,6 +8,9 @@ Contract:
   current version, the state of ``pgferry.sum``, and for a failed
   non-transactional file the statement it stopped at (from the runner's
   progress table, when the runner recorded one).
+- A contract file not applied is ``held``; :func:`collect` judges its guards once
+  (read-only, one sample of ``pg_stat_activity``: :mod:`pgferry.migrate.guards`) and
+  keeps the results in :attr:`Status.guards` (``ready`` when every guard passes).
 - :func:`problems` is pure: the list ``validate`` exits 1 on (a changed,
   deleted or failed migration; one below the current version that is not
   applied, as Flyway's validate; a stale ``pgferry.sum``), and :func:`warnings`
@@ -46,6 +49,28 @@ class Status:
     sum_state: str
     failed_statements: dict[str, dict[str, Any]] = field(default_factory=dict)
     undo_history: str = "flyway"  # [migrate] undo_history
+    #: held contract files: script -> their guards' results (or a bad header's message)
+    guards: dict[str, list[dict[str, Any]] | str] = field(default_factory=dict)
+
+    def held_reason(self, e: Entry) -> str | None:
+        """For a held entry: why it is held (or that every guard passes)."""
+        g = self.guards.get(e.script or "")
+        if g is None:
+            return None
+        if isinstance(g, str):
+            return f"bad header: {g}"
+        bad = [r for r in g if not r["ok"]]
+        if not g:
+            return "no guards; `migrate up --contract` applies it"
+        if not bad:
+            return "every guard passes; `migrate up --contract` applies it"
+        first = bad[0]
+        text = f"{first['label']}: {first['why']}"
+        return text + (f"; {first['hint']}" if first.get("hint") else "")
+
+    def ready(self, e: Entry) -> bool:
+        g = self.guards.get(e.script or "")
+        return isinstance(g, list) and all(r["ok"] for r in g)
 
     @cached_property
     def current(self) -> str | None:
@@ -85,6 +110,11 @@ class Status:
             where = self.failed_at(e)
             if where is not None:
                 d["failed_statement"] = where
+            if e.state == "held":
+                g = self.guards.get(e.script or "")
+                d["guards"] = g if isinstance(g, list) else []
+                d["ready"] = self.ready(e)
+                d["held_by"] = self.held_reason(e)
             out_entries.append(d)
         return {
             "ok": not problems_,
@@ -120,9 +150,42 @@ def collect(cfg: Config, target: Target) -> Status:
         with connect(target.dsn, autocommit=True) as conn:
             rows = read_history(conn, cfg)
             failed = failed_statements(conn, cfg) if any(not r.success for r in rows) else {}
+            s = build(cfg, target.name, ms, rows, failed)
+            s.guards = held_guards(conn, cfg, target.name, s)
     except psycopg.Error as e:
         raise map_db_error(e, f"cannot read the migration history of {target.name}") from None
-    return build(cfg, target.name, ms, rows, failed)
+    return s
+
+
+def held_guards(conn: psycopg.Connection[Any], cfg: Config, env: str, s: Status
+                ) -> dict[str, list[dict[str, Any]] | str]:
+    """The guards of every held contract file, judged now (one sample of clients)."""
+    from pgferry.errors import BadInput
+    from pgferry.migrate import guards
+    from pgferry.migrate.phases import parse_header
+
+    out: dict[str, list[dict[str, Any]] | str] = {}
+    held = [e for e in s.entries if e.state == "held" and e.file is not None]
+    if not held:
+        return out
+    conds = []
+    headers = {}
+    for e in held:
+        assert e.file is not None
+        try:
+            headers[e.file.script] = parse_header(e.file.sql, e.file.script)
+        except BadInput as err:
+            out[e.file.script] = err.message
+            continue
+        conds += [g.arg for g in headers[e.file.script].guards if g.kind == "require_no_clients"]
+    seen = guards.watch_clients(conn, conds, 0, 0) if conds else guards.Sightings()
+    for e in held:
+        assert e.file is not None
+        h = headers.get(e.file.script)
+        if h is not None:
+            out[e.file.script] = [r.to_dict() for r in guards.evaluate(
+                conn, cfg, env, s.ms, s.rows, e.version, h, seen)]
+    return out
 
 
 def build(

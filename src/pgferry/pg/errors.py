@@ -49,6 +49,10 @@ def _sqlstate_class(*prefixes: str) -> ErrorClasses:
 LOCK_TIMEOUT: ErrorClasses = (e_.LockNotAvailable,)
 #: 40P01: the server broke a deadlock by cancelling this statement
 DEADLOCK: ErrorClasses = (e_.DeadlockDetected,)
+#: 57014: statement_timeout (or a cancel request) ended the statement
+STATEMENT_TIMEOUT: ErrorClasses = (e_.QueryCanceled,)
+#: class 42: syntax error or access rule violation (a query that cannot run as written)
+BAD_QUERY: ErrorClasses = _sqlstate_class("42")
 #: 40001: a serializable or repeatable-read transaction lost a race
 SERIALIZATION: ErrorClasses = (e_.SerializationFailure,)
 #: 23503: a foreign key refused a row (or the delete of a referenced one)
@@ -84,6 +88,27 @@ def lock_timeout(e: BaseException) -> bool:
 def retry_statement(e: BaseException) -> bool:
     """Roll back and try again: a lock timeout, or a deadlock the server broke."""
     return isinstance(e, LOCK_TIMEOUT + DEADLOCK)
+
+
+def batch_retry(e: BaseException) -> str | None:
+    """Why a batch (a backfill's) is worth trying again, smaller: ``lock timeout``,
+    ``deadlock`` or ``statement timeout``; None for anything else."""
+    if isinstance(e, LOCK_TIMEOUT):
+        return "lock timeout"
+    if isinstance(e, DEADLOCK):
+        return "deadlock"
+    if isinstance(e, STATEMENT_TIMEOUT):
+        return "statement timeout"
+    return None
+
+
+def statement_timeout(e: BaseException) -> bool:
+    return isinstance(e, STATEMENT_TIMEOUT)
+
+
+def bad_query(e: BaseException) -> bool:
+    """The query cannot run as written: a syntax error, an undefined object, no privilege."""
+    return isinstance(e, BAD_QUERY)
 
 
 def foreign_key(e: BaseException) -> bool:

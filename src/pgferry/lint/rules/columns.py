@@ -231,7 +231,9 @@ class BanDropColumn(Rule):
 
     code, name, severity = "PF006", "ban-drop-column", "warning"
     message = "DROP COLUMN breaks clients that still use the column; the data is gone"
-    help = "Stop using the column in the application first, then drop it in a later release."
+    help = ("Stop using the column in the application first, then drop it in a later release "
+            "(a file with `-- pgferry:phase contract` and a `require-no-clients` guard waits "
+            "for that).")
     kinds = ("AlterTableStmt",)
     subtypes = frozenset({"AT_DropColumn"})
     lock = "ACCESS EXCLUSIVE"
@@ -292,7 +294,9 @@ class ChangingColumnType(Rule):
 
     code, name, severity = "PF008", "changing-column-type", "error"
     message = "ALTER COLUMN TYPE rewrites the table and its indexes under ACCESS EXCLUSIVE"
-    help = "Add a new column, keep it in sync with a trigger, backfill, then swap."
+    help = ("Add a new column, keep it in sync with a trigger, backfill, then swap (`pgferry "
+            "migrate new --expand-contract \"change type of TABLE.COLUMN to TYPE\"` scaffolds "
+            "it).")
     kinds = ("AlterTableStmt",)
     subtypes = frozenset({"AT_AlterColumnType"})
     lock, work = "ACCESS EXCLUSIVE", "rewrite"
@@ -346,7 +350,8 @@ class RenamingColumn(Rule):
     message = ("RENAME COLUMN breaks running clients that use the old name: expand, "
                "dual-write, contract instead")
     help = ("Expand: add the new column; dual-write: write both, backfill, move readers; "
-            "contract: drop the old column in a later release.")
+            "contract: drop the old column in a later release (`pgferry migrate new "
+            "--expand-contract \"rename TABLE.OLD to NEW\"` scaffolds the three steps).")
     kinds = ("RenameStmt",)
     squawk = ("renaming-column",)
 

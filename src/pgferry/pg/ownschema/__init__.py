@@ -3,7 +3,8 @@
 Contract:
 - Every object pgferry keeps in a target is created here, by version: :data:`STEPS` is
   the ordered list of upgrades (version, description, what it does; the SQL of each
-  lives in its module, :mod:`pgferry.pg.ownschema.v1` ...). ``pgferry.schema_version``
+  lives in its module, :mod:`pgferry.pg.ownschema.v1`, :mod:`~pgferry.pg.ownschema.v2`
+  ...). ``pgferry.schema_version``
   records the versions applied (when, by which role, by which pgferry).
 - :func:`ensure` brings the schema to the newest version: under the advisory lock
   :data:`~pgferry.pg.ownschema.v1.CHAIN_LOCK` (the one earlier pgferry versions took for
@@ -20,7 +21,7 @@ Contract:
   only add.
 - A role that may write pgferry's tables but not create in its schema (not its owner)
   works where the schema is current (an unversioned schema that already holds all of
-  version 1 counts as version 1 for it); where it is older,
+  version 1, or of versions 1 and 2, counts as that version for it); where it is older,
   :class:`~pgferry.errors.BadInput` says to run pgferry once as the schema's owner.
 - :func:`exists` says whether a journal exists (any layout). Commands that must create
   nothing (``verify``) ask it first and never call :func:`ensure` on a database without
@@ -38,7 +39,7 @@ import psycopg
 from psycopg import errors as e_
 
 from pgferry.errors import BadInput
-from pgferry.pg.ownschema import v1
+from pgferry.pg.ownschema import v1, v2
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class Upgrade:
 STEPS: tuple[Upgrade, ...] = (
     Upgrade(1, "journal, migration progress, sync state, dead letters, before-images, "
                "schema fingerprints", v1.apply),
+    Upgrade(2, "backfill checkpoints and before-images", v2.apply),
 )
 
 _VERSION_SQL = """
@@ -77,7 +79,9 @@ SELECT to_regclass('pgferry.schema_version') IS NOT NULL,
        AND to_regclass('pgferry.sync_state') IS NOT NULL
        AND to_regclass('pgferry.dead_letters') IS NOT NULL
        AND to_regclass('pgferry.before_images') IS NOT NULL
-       AND to_regclass('pgferry.schema_fingerprint') IS NOT NULL
+       AND to_regclass('pgferry.schema_fingerprint') IS NOT NULL,
+       to_regclass('pgferry.backfill_state') IS NOT NULL
+       AND to_regclass('pgferry.backfill_images') IS NOT NULL
 """
 
 
@@ -89,14 +93,18 @@ class SchemaState:
     journal_kind: str | None  # relkind of pgferry.journal: "v", "r" (before the chain), None
     triggers: tuple[str, ...]  # the journal's enabled triggers
     whole_v1: bool  # every object of version 1 is there
+    whole_v2: bool = False  # ... and of version 2
 
     @property
     def version(self) -> int:
         """The version the schema has: recorded, else 1 when it holds all of version 1
-        (an earlier pgferry made it), else 0 (none, or an earlier pgferry's part)."""
+        (an earlier pgferry made it; 2 when it holds version 2's too), else 0 (none, or an
+        earlier pgferry's part)."""
         if self.recorded is not None:
             return self.recorded
-        return 1 if self.whole_v1 and self.journal_kind == "v" else 0
+        if not (self.whole_v1 and self.journal_kind == "v"):
+            return 0
+        return 2 if self.whole_v2 else 1
 
     def triggers_whole(self) -> bool:
         return self.journal_kind != "v" or self.triggers == v1.TRIGGERS
@@ -110,7 +118,7 @@ def state(conn: psycopg.Connection[Any]) -> SchemaState:
     if row[0]:
         got = conn.execute("SELECT max(version) FROM pgferry.schema_version").fetchone()
         recorded = int(got[0]) if got and got[0] is not None else 0
-    return SchemaState(recorded, row[1], tuple(row[2]), bool(row[3]))
+    return SchemaState(recorded, row[1], tuple(row[2]), bool(row[3]), bool(row[4]))
 
 
 def exists(conn: psycopg.Connection[Any]) -> bool:

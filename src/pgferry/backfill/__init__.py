@@ -1,0 +1,1 @@
+"""Batched backfills: ``backfills/NAME.sql`` run in keyset batches, paced and resumable."""
