@@ -33,7 +33,8 @@ from pathlib import Path
 import psycopg
 
 from bench._doc import finish
-from bench.sync import fill, must, schema, timed
+from bench.backup_data import fill, schema
+from bench.sync_run import must, timed
 from pgferry.pg import binaries, embedded
 
 JOBS = 2

@@ -192,6 +192,10 @@ class SyncConfig(_Model):
     #: load an empty target table after a TRUNCATE (COPY FREEZE: faster, but readers wait
     #: on ACCESS EXCLUSIVE until the table commits); default: true, false on protected targets
     block_readers: bool | None = None
+    #: load an empty target table with its secondary indexes (and unique constraints) set
+    #: aside, then build them after the load, --jobs at a time; needs block_readers; never
+    #: on protected targets; default: true
+    defer_indexes: bool | None = None
     #: save every row a sync updates or deletes in pgferry.before_images, for `sync revert`;
     #: default: true on protected targets
     keep_before_images: bool | None = None

@@ -120,8 +120,9 @@ def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
 
     # the zero-downtime steps close the demo
     titles = [s["title"] for s in res["steps"]]
-    assert titles[-5:] == ["scaffold a rename", "expand; the contract is held", "backfill",
-                           "contract released", "migrate test"]
+    # then the last step prints how to start the admin service (it runs no command)
+    assert titles[-6:] == ["scaffold a rename", "expand; the contract is held", "backfill",
+                           "contract released", "migrate test", "the admin service"]
     outs = res["outputs"][-7:]
     assert [o["command"].split(" --env")[0] for o in outs] == [
         "pgferry migrate new --expand-contract rename legal_cases.jurisdiction to "

@@ -10,19 +10,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_sync_runs_and_every_incremental_run_leaves_the_sides_equal() -> None:
+    # two shapes: the narrow one, and the wide one with its extra rounds (issues 9 and 18)
     r = subprocess.run(
-        [sys.executable, "-m", "bench", "sync", "--rows", "2000"],
+        [sys.executable, "-m", "bench", "sync", "--shape", "narrow,wide", "--rows", "2000"],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
-    # each incremental run is followed by a verify, which must find the sides equal
-    after = [line for line in out.splitlines() if "incremental" in line and "verify after" in line]
+    # each incremental run (checksum, watermark; per shape) is followed by a verify, which
+    # must find the sides equal
+    after = [line for line in out.splitlines() if "verify after:" in line]
     assert len(after) == 4 and all(line.endswith("verify after: exit 0") for line in after), after
     assert "verify after the" not in out  # the bench's own note when verify found differences
-    for measure in ("floor 1: hash every row", "floor 2: the source's own writes",
-                    "floor 3: a Python process", "floors 1 + 2 + 3", "floors 2 + 3 for the "
-                    "watermark round", "peak RSS full sync",
+    for measure in ("floor: binary COPY relay", "floor: hash every row once",
+                    "floor: the source's own writes of the 1% (checksum round)",
+                    "floor: a Python process", "pgferry verify (identical) / hash-once floor",
+                    "peer: reladiff / pgferry verify", "pg_dump \\| pg_restore",
+                    "pgferry incremental watermark", "peak RSS of pgferry",
                     "incremental checksum keeping before-images / without",
                     "incremental checksum with conflict detection / without"):
-        assert f"| {measure}" in out, measure
+        assert f"| {measure}" in out or measure in out, measure
+    for shape in ("### narrow:", "### wide:"):
+        assert shape in out

@@ -53,8 +53,9 @@ INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data, err
 """
 V1_TABLES = ["dead_letters", "before_images", "journal_log", "migration_progress",
              "schema_fingerprint", "schema_version", "sync_state"]
-#: every table of the newest version (2 adds the backfills' checkpoints and before-images)
-TABLES = [*V1_TABLES, "backfill_images", "backfill_state"]
+#: every table of the newest version (2 adds the backfills' checkpoints and before-images,
+#: 3 the index definitions a sync set aside)
+TABLES = [*V1_TABLES, "backfill_images", "backfill_state", "set_aside"]
 NEWEST = [(s.version, s.description) for s in STEPS]
 
 
@@ -74,7 +75,8 @@ def test_an_earlier_schema_is_upgraded_in_place_and_keeps_its_data(
     assert sorted(_tables(db)) == sorted(TABLES)
     assert q(db, "SELECT version, pgferry, installed_by FROM pgferry.schema_version"
                  " ORDER BY 1") == [(1, __version__, "pgferry_test"),
-                                    (2, __version__, "pgferry_test")]
+                                    (2, __version__, "pgferry_test"),
+                                    (3, __version__, "pgferry_test")]
     # the earlier journal's runs come first, in order, then the new one
     assert q(db, "SELECT command, outcome, error FROM pgferry.journal ORDER BY id") == [
         ("migrate up", "ok", None), ("sync", "failed", "boom"), ("migrate up", "ok", None)]

@@ -48,7 +48,8 @@ def test_identical_tables_match_row_for_row(pair: Any) -> None:
     d = diff_table(src, tgt, ITEMS, chunk_rows=500)
     assert d.identical
     assert (d.matched, d.source_rows, d.target_rows) == (3000, 3000, 3000)
-    assert d.first_keys == [] and d.chunks == 6 and d.chunks_differing == 0
+    # the whole table's sums matched: one scan a side, no chunk was needed
+    assert d.first_keys == [] and d.chunks == 1 and d.chunks_differing == 0
     assert d.source_checksum == d.target_checksum
     assert d.source_checksum.startswith("3000:")
     # idle connections are left idle: verify opened and ended its own transaction
@@ -182,7 +183,8 @@ def test_bisection_finds_three_scattered_differences_in_50k_rows(pair: Any) -> N
     # bisection narrowed each difference to a small range instead of a whole chunk
     assert len(ranges) == 3
     assert all(r.source_rows <= 64 and r.target_rows == r.source_rows for r in ranges)
-    assert progress[-1] == (50000, 50000) and len(progress) >= 3
+    assert progress[-1] == (50000, 50000) and len(progress) >= 2
+    assert [a for a, _ in progress] == sorted(a for a, _ in progress)
 
 
 def test_one_side_empty(pair: Any) -> None:
@@ -325,24 +327,29 @@ def test_sampled_chunk_boundaries_on_an_analyzed_table(pair: Any) -> None:
     assert (d.only_in_source, d.differing, d.matched) == (2, 1, 39997)
 
 
-def test_dense_differences_switch_to_signatures(pair: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("expect_changes", [False, True])
+def test_dense_differences_are_settled_by_signatures(
+        pair: Any, monkeypatch: pytest.MonkeyPatch, expect_changes: bool) -> None:
     src, tgt = pair
     from pgferry.sync import checksum
 
-    whole: list[bool] = []  # per signatures call: did it read every chunk of its batch?
+    calls: list[str] = []  # the whole-table reads, in order
     fetched: list[int] = []  # rows read back by key per call
-    real, real_rows = checksum.signatures, checksum.rows_in_subs
+    real_rows = checksum.rows_in_subs
 
-    def spy(*args: Any, **kw: Any) -> Any:
-        whole.append(kw.get("buckets") is None)
-        return real(*args, **kw)
+    def spy(name: str, real: Any) -> Any:
+        def wrapped(*args: Any, **kw: Any) -> Any:
+            calls.append(name)
+            return real(*args, **kw)
+        return wrapped
 
     def spy_rows(*args: Any, **kw: Any) -> Any:
         got = real_rows(*args, **kw)
         fetched.append(len(got))
         return got
 
-    monkeypatch.setattr(checksum, "signatures", spy)
+    for name in ("sums", "bucket_sums", "signatures", "signature_stream"):
+        monkeypatch.setattr(checksum, name, spy(name, getattr(checksum, name)))
     monkeypatch.setattr(checksum, "rows_in_subs", spy_rows)
     both(pair, "CREATE TABLE d (id int PRIMARY KEY, v text)")
     both(pair, "INSERT INTO d SELECT g, 'v' || g FROM generate_series(1, 20000) g")
@@ -358,6 +365,7 @@ def test_dense_differences_switch_to_signatures(pair: Any, monkeypatch: pytest.M
         batch_rows=5000,
         key_limit=3,
         on_range=ranges.append,
+        expect_changes=expect_changes,
     )
     assert (d.differing, d.only_in_source, d.only_in_target) == (400, 20, 0)
     assert d.matched == 20000 - 420 and d.chunks_differing == d.chunks == 40
@@ -368,11 +376,16 @@ def test_dense_differences_switch_to_signatures(pair: Any, monkeypatch: pytest.M
     ]
     listed = sorted(k.key[0] for r in ranges for k in r.diffs or [])
     assert listed == sorted({*range(50, 20001, 50), *range(1, 20000, 1000)})
-    # the probe batch (4 chunks) found differences everywhere: later batches were read as
-    # signatures right away (once per side and batch), not as sums first
-    assert whole.count(False) == 2 and whole.count(True) == 2 * 4
+    if expect_changes:
+        # a sync: every chunk's signature in one scan a side, streamed
+        assert calls == ["signature_stream"] * 2
+    else:
+        # verify: the whole table's sums (one scan a side) differ, then every chunk's sums,
+        # then the signatures of all the differing chunks in one more scan a side
+        assert calls == ["sums"] * 2 + ["bucket_sums"] * 2 + ["signatures"] * 2
     # only the rows of differing sub-buckets (2.5 to 5 rows each) were read back by key
-    # (3,970 here), not every row of the differing chunks (40,000)
+    # (3,970 here), not every row of the differing chunks (40,000), in one call a side
+    assert len(fetched) == 2
     assert 400 * 2 + 20 <= sum(fetched) <= 40_000 // 8
 
 

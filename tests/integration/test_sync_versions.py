@@ -23,9 +23,10 @@ CREATE TABLE wide (
     id bigint PRIMARY KEY, i int, s smallint, b boolean, n numeric, f float8, r real,
     t text, v varchar(20), c char(4), by bytea, d date, ts timestamp, tz timestamptz,
     tm time, ttz timetz, iv interval, u uuid, j jsonb, js json, a int[], ta text[],
-    m mood, ip inet, mn money, big bigint
+    m mood, ip inet, mn money, big bigint, i8a bigint[], na numeric[], tza timestamptz[]
 );
 CREATE TABLE pair_key (a text, b date, x int, PRIMARY KEY (a, b));
+CREATE TABLE bkey (k bytea PRIMARY KEY, v int);
 """
 
 DATA = """
@@ -36,7 +37,9 @@ INSERT INTO wide SELECT g, g * 7, (g % 300)::smallint, g % 2 = 0, g * 1.000001 -
     time '00:00' + g * interval '1 second', timetz '12:00+02', g * interval '1 day 1 hour',
     md5(g::text)::uuid, jsonb_build_object('g', g, 'k', 'v'), ('{"g": ' || g || '}')::json,
     ARRAY[g, g + 1], ARRAY['x' || g], (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::mood,
-    ('10.0.' || (g % 250) || '.1')::inet, (g * 1.25)::money, g * 4294967296 + 5
+    ('10.0.' || (g % 250) || '.1')::inet, (g * 1.25)::money, g * 4294967296 + 5,
+    ARRAY[g * 4294967296 + 5, g], ARRAY[g - 1500.5],
+    ARRAY[timestamptz '2020-01-01' + g * interval '1 s']
 FROM generate_series(1, 3000) g;
 INSERT INTO wide (id, n, f, tz, by, big) VALUES
     (-1, 'NaN', 'NaN', 'infinity', '\\x', -9223372036854775808),
@@ -44,6 +47,7 @@ INSERT INTO wide (id, n, f, tz, by, big) VALUES
     (-3, '0.5', 'Infinity', '9999-12-31 23:59:59.999999+00', '\\x00', 0);
 INSERT INTO pair_key SELECT 'k' || (g % 50), date '2020-01-01' + g, g
 FROM generate_series(1, 2000) g;
+INSERT INTO bkey SELECT int4send(g), g FROM generate_series(1, 500) g;
 """
 
 CHANGES = """
@@ -56,6 +60,11 @@ UPDATE wide SET m = 'happy' WHERE id = 30;           -- an enum label ('sad' bef
 DELETE FROM wide WHERE id = 40;
 INSERT INTO wide (id, t) VALUES (5000, 'new');
 UPDATE pair_key SET x = -x WHERE a = 'k7';
+UPDATE wide SET i8a = ARRAY[i8a[1] + 1, i8a[2]] WHERE id = 50;   -- 64-bit array elements
+UPDATE wide SET na = ARRAY[-na[1]] WHERE id = 60;                -- a numeric array's sign
+UPDATE wide SET tza = ARRAY[tza[1] + interval '1 microsecond'] WHERE id = 70;
+UPDATE bkey SET v = -v WHERE k = int4send(7);                     -- bytea keys
+DELETE FROM bkey WHERE k = int4send(8);
 """
 
 
@@ -90,11 +99,11 @@ def test_verify_and_sync_between_versions(
 
     r = run("sync", "a", "b", "--mode", "full")
     assert r.code == 0, r.err + r.out
-    for t in ("wide", "pair_key"):
+    for t in ("wide", "pair_key", "bkey"):
         assert _rows(src, t) == _rows(tgt, t)
     r = run("verify", "a", "b")
     assert r.code == 0, r.out  # identical data hashes alike on both versions
-    assert r.json["totals"]["matched"] == 3003 + 2000
+    assert r.json["totals"]["matched"] == 3003 + 2000 + 500
 
     changes = CHANGES
     if src == vold and old < 14:  # 13 has no numeric infinity: NaN -> a tiny number there
@@ -104,8 +113,10 @@ def test_verify_and_sync_between_versions(
     assert r.code == 1
     by = {t["table"]: t for t in r.json["tables"]}
     keys = sorted(k["key"]["id"] for k in by["public.wide"]["first_differing_keys"])
-    assert keys == [-3, -1, 10, 20, 30, 40, 5000], by["public.wide"]
+    assert keys == [-3, -1, 10, 20, 30, 40, 50, 60, 70, 5000], by["public.wide"]
     assert by["public.pair_key"]["differing"] == 40
+    assert (by["public.bkey"]["differing"], by["public.bkey"]["only_in_source"],
+            by["public.bkey"]["only_in_target"]) == (1, 0, 1)
 
     r = run("sync", "a", "b")  # incremental: the checksum strategy across versions
     by = {t["table"]: t for t in r.json["tables"]}
@@ -116,8 +127,10 @@ def test_verify_and_sync_between_versions(
         w = by["public.wide"]
         assert [d["key"] for d in w["dead_letters"]] == [{"id": -1}], w
         assert w["dead_letters"][0]["sqlstate"] == "22P02"
-        assert (w["updated"], w["inserted"], w["deleted"]) == (4, 1, 1), w
-        assert _rows(src, "pair_key") == _rows(tgt, "pair_key")
+        assert (w["updated"], w["inserted"], w["deleted"]) == (7, 1, 1), w
+        assert (by["public.bkey"]["updated"], by["public.bkey"]["deleted"]) == (1, 1)
+        for t in ("pair_key", "bkey"):
+            assert _rows(src, t) == _rows(tgt, t)
         differ = set(_rows(src, "wide")) ^ set(_rows(tgt, "wide"))
         assert len(differ) == 2 and all(x.startswith("(-1,") for x in differ), differ
         r = run("verify", "a", "b")
@@ -125,8 +138,9 @@ def test_verify_and_sync_between_versions(
         return
     assert r.code == 0, r.err + r.out
     assert (by["public.wide"]["updated"], by["public.wide"]["inserted"],
-            by["public.wide"]["deleted"]) == (5, 1, 1)
-    for t in ("wide", "pair_key"):
+            by["public.wide"]["deleted"]) == (8, 1, 1)
+    assert (by["public.bkey"]["updated"], by["public.bkey"]["deleted"]) == (1, 1)
+    for t in ("wide", "pair_key", "bkey"):
         assert _rows(src, t) == _rows(tgt, t)
     assert run("verify", "a", "b").code == 0
 
@@ -171,3 +185,36 @@ def test_conflicts_revert_and_watermark_with_postgresql_13(
     with psycopg.connect(prod) as c:
         assert c.execute("SELECT v FROM c WHERE id IN (7, 8) ORDER BY id").fetchall() == [
             ("fixed in prod",), ("v8",)]
+
+
+@pytest.mark.parametrize(("old", "version"), [(15, 2), (13, 3)])
+def test_both_sides_hash_with_the_version_the_older_server_has(
+        old: int, version: int, make_db: Callable[..., str],
+        request: pytest.FixtureRequest) -> None:
+    """hash_record_extended is new in 14: with a 13 side both sides use version 3."""
+    from pgferry.sync import sides
+
+    v18, vold = make_db("h18"), request.getfixturevalue(f"make_db{old}")(f"h{old}")
+    for dsn in (v18, vold):
+        _sql(dsn, "CREATE TABLE t (id bigint PRIMARY KEY, a bigint[], n numeric)")
+    with psycopg.connect(v18) as a, psycopg.connect(vold) as b:
+        for x, y in ((a, b), (b, a)):
+            s1, s2 = sides.agree(sides.side(x, "public", "t", ["id"], ["id", "a", "n"]),
+                                 sides.side(y, "public", "t", ["id"], ["id", "a", "n"]))
+            assert s1.hash_version == s2.hash_version == version
+            for s, conn in ((s1, x), (s2, y)):
+                text = s.row_hash().as_string(conn)
+                assert ("hash_record_extended" in text) == (version == 2)
+                # every hash the comparison uses runs on its own server
+                conn.execute(sql_of(s, conn)).fetchall()
+
+
+def sql_of(s: object, conn: psycopg.Connection[object]) -> str:
+    from psycopg import sql as S
+
+    from pgferry.sync.sides import Side
+
+    assert isinstance(s, Side)
+    lateral, x = s.hashed()
+    return S.SQL("SELECT count(*), {x}, bit_or({k}) FROM {t} {lat}").format(
+        x=x, k=s.key_hash(), t=s.table, lat=lateral).as_string(conn)

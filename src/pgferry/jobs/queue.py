@@ -63,7 +63,7 @@ def _deferrer(ctl: Control) -> App:
         return app
 
 
-def defer(ctl: Control, run: runs.Run) -> int:
+def defer(ctl: Control, run: runs.ServiceRun) -> int:
     """Queue ``run``; its procrastinate job id (stored with the run)."""
     op = KINDS[run.kind]
     env = op.env(op.args.model_validate(run.arguments))

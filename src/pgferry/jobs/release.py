@@ -33,7 +33,7 @@ def _production(cfg: Config) -> str:
 
 def run_here(cfg: Config, *, env: str | None, source: str | None, tables: list[str],
              resume: str | None, yes: bool, confirm: base.Confirm | None, who: str,
-             progress: Subscriber | None = None) -> runs.Run:
+             progress: Subscriber | None = None) -> runs.ServiceRun:
     """Run (or resume) a release in this process; the run as it ended."""
     ctl = Control(cfg).ensure()
     try:

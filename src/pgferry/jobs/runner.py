@@ -176,7 +176,7 @@ def with_retries(cfg: Config, ctl: Control, env: str, rec: Recorder,
     return retrying(attempt)
 
 
-def _needs_new_approval(cfg: Config, ctl: Control, run: runs.Run, rec: Recorder) -> bool:
+def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Recorder) -> bool:
     """Judge the approval of a protected write against the plan as it is now."""
     from pgferry import policy
 
@@ -206,7 +206,7 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.Run, rec: Recorder)
 
 
 def execute(cfg: Config, ctl: Control, run_id: str, *,
-            also: Subscriber | None = None) -> runs.Run | None:
+            also: Subscriber | None = None) -> runs.ServiceRun | None:
     """Carry run ``run_id`` to its end (see the module docstring); the run as it ended.
     ``also`` gets every event too (``pgferry release`` prints them)."""
     run = runs.get(ctl, run_id)
@@ -238,7 +238,7 @@ def execute(cfg: Config, ctl: Control, run_id: str, *,
                   out.error)
 
 
-def _operate(cfg: Config, ctl: Control, run: runs.Run, rec: Recorder) -> Outcome:
+def _operate(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Recorder) -> Outcome:
     op = KINDS[run.kind]
     a = op.args.model_validate(run.arguments)
     if run.kind == "release":
@@ -249,7 +249,7 @@ def _operate(cfg: Config, ctl: Control, run: runs.Run, rec: Recorder) -> Outcome
 
 
 def finish(ctl: Control, run_id: str, rec: Recorder, state: runs.State, exit_code: int | None,
-           result: dict[str, Any] | None, error: str | None) -> runs.Run | None:
+           result: dict[str, Any] | None, error: str | None) -> runs.ServiceRun | None:
     """The run's last event (``complete`` or ``error``) and its final state; then one
     ``service run`` row in the environment's journal (:func:`journal_run`)."""
     rec.stop()
@@ -269,7 +269,7 @@ _JOURNAL_OUTCOME: dict[str, Outcome_] = {"succeeded": "ok", "problem": "problem"
                                          "rejected": "refused"}
 
 
-def journal_run(cfg: Config, run: runs.Run) -> None:
+def journal_run(cfg: Config, run: runs.ServiceRun) -> None:
     """Who asked for the run and who approved it, in the journal of the environment it
     acted on (where that journal exists), beside the command's own row: the command's row
     says what changed, this one says on whose word. Never fails the run."""

@@ -1,6 +1,6 @@
 """Runs: every operation the service starts, with its state, plan, approval and events.
 
-Contract: a run is one row of ``pgferry_control.runs`` (:class:`Run`); its progress
+Contract: a run is one row of ``pgferry_control.runs`` (:class:`ServiceRun`); its progress
 events are rows of ``pgferry_control.run_events`` in the order they were published
 (``seq``), kept with the run so a stream can be replayed from the start. States:
 
@@ -59,7 +59,7 @@ def state_of(exit_code: int) -> State:
 
 
 @dataclass
-class Run:
+class ServiceRun:
     id: str
     kind: str
     env: str
@@ -125,8 +125,8 @@ def _iso(d: datetime | None) -> str | None:
     return d.isoformat() if d is not None else None
 
 
-def _run(row: Mapping[str, Any] | None) -> Run | None:
-    return Run(**row) if row is not None else None
+def _run(row: Mapping[str, Any] | None) -> ServiceRun | None:
+    return ServiceRun(**row) if row is not None else None
 
 
 def new_id() -> str:
@@ -138,7 +138,7 @@ def create(ctl: Control, *, kind: str, env: str, arguments: Mapping[str, Any],
            plan: Mapping[str, Any] | None = None, plan_hash: str | None = None,
            idempotency_key: str | None = None, request_hash: str | None = None,
            schedule: str | None = None, decided_reason: str | None = None,
-           error: str | None = None, exit_code: int | None = None) -> tuple[Run, bool]:
+           error: str | None = None, exit_code: int | None = None) -> tuple[ServiceRun, bool]:
     """A new run, or (with ``idempotency_key``) the run that key made before."""
     rid = new_id()
     final = state in FINAL
@@ -171,14 +171,14 @@ def create(ctl: Control, *, kind: str, env: str, arguments: Mapping[str, Any],
     return run, True
 
 
-def by_key(ctl: Control, key: str) -> Run | None:
+def by_key(ctl: Control, key: str) -> ServiceRun | None:
     with ctl.conn() as c:
         return _run(c.execute(
             f"SELECT {_COLUMNS} FROM pgferry_control.runs WHERE idempotency_key = %s",  # noqa: S608
             [key]).fetchone())
 
 
-def get(ctl: Control, run_id: str) -> Run | None:
+def get(ctl: Control, run_id: str) -> ServiceRun | None:
     with ctl.conn() as c:
         return _run(c.execute(
             f"SELECT {_COLUMNS} FROM pgferry_control.runs WHERE id = %s",  # noqa: S608
@@ -187,7 +187,7 @@ def get(ctl: Control, run_id: str) -> Run | None:
 
 def listing(ctl: Control, *, limit: int = 50, state: str | None = None,
             env: str | None = None, kind: str | None = None,
-            before: datetime | None = None) -> list[Run]:
+            before: datetime | None = None) -> list[ServiceRun]:
     """The newest runs (filters are optional), newest first."""
     with ctl.conn() as c:
         rows = c.execute(
@@ -202,7 +202,7 @@ def listing(ctl: Control, *, limit: int = 50, state: str | None = None,
     return [r for r in map(_run, rows) if r is not None]
 
 
-def dead_letters(ctl: Control, limit: int = 100) -> list[Run]:
+def dead_letters(ctl: Control, limit: int = 100) -> list[ServiceRun]:
     """Failed runs, newest first: what failed for good and waits to be looked at or retried."""
     return listing(ctl, limit=limit, state="failed")
 
@@ -213,7 +213,7 @@ _SETTABLE = {"state", "plan", "plan_hash", "approved_by", "approved_at", "decide
 
 
 def update(ctl: Control, run_id: str, *, expect: Iterable[str] | None = None,
-           **fields: Any) -> Run | None:
+           **fields: Any) -> ServiceRun | None:
     """Set ``fields`` of the run; with ``expect``, only while its state is one of those
     (None: the run was not in such a state; nothing changed)."""
     from psycopg import sql

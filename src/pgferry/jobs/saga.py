@@ -168,7 +168,7 @@ UNDO: dict[str, Callable[[Config, ReleaseArgs, dict[str, Any], str | None], dict
     "migrate": _undo_migrate, "sync": _undo_sync}
 
 
-def execute(cfg: Config, ctl: Control, run: runs.Run, a: Args, rec: Any) -> Outcome:
+def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) -> Outcome:
     """Run the saga of ``run`` from where it stands (see the module docstring)."""
     assert isinstance(a, ReleaseArgs)
     steps = _steps(ctl, run.id)
@@ -200,7 +200,7 @@ def execute(cfg: Config, ctl: Control, run: runs.Run, a: Args, rec: Any) -> Outc
                                         "steps": report}, error)
 
 
-def _compensate(cfg: Config, ctl: Control, run: runs.Run, a: ReleaseArgs, rec: Any,
+def _compensate(cfg: Config, ctl: Control, run: runs.ServiceRun, a: ReleaseArgs, rec: Any,
                 failed: str) -> None:
     steps = _steps(ctl, run.id)
     backup_id = (steps["backup"]["result"] or {}).get("backup")

@@ -105,7 +105,7 @@ def plan_of(cfg: Config, op: RunKind, a: Args) -> tuple[dict[str, Any], str]:
 
 def submit(cfg: Config, ctl: Control, kind: str, arguments: Mapping[str, Any],
            caller: Caller, *, idempotency_key: str | None = None,
-           now: datetime | None = None) -> tuple[runs.Run, bool]:
+           now: datetime | None = None) -> tuple[runs.ServiceRun, bool]:
     """Start a run (or find the one this Idempotency-Key started); (run, created)."""
     op, a = validate(cfg, kind, arguments)
     args = a.model_dump()
@@ -154,7 +154,7 @@ def submit(cfg: Config, ctl: Control, kind: str, arguments: Mapping[str, Any],
     return runs.get(ctl, run.id) or run, created
 
 
-def _get(ctl: Control, run_id: str) -> runs.Run:
+def _get(ctl: Control, run_id: str) -> runs.ServiceRun:
     run = runs.get(ctl, run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r}", field="id")
@@ -162,7 +162,7 @@ def _get(ctl: Control, run_id: str) -> runs.Run:
 
 
 def approve(cfg: Config, ctl: Control, run_id: str, caller: Caller, *,
-            plan_hash: str | None = None) -> runs.Run:
+            plan_hash: str | None = None) -> runs.ServiceRun:
     """Approve the run's plan (see the module docstring)."""
     run = _get(ctl, run_id)
     if run.state != "awaiting_approval":
@@ -198,7 +198,7 @@ def approve(cfg: Config, ctl: Control, run_id: str, caller: Caller, *,
     return runs.get(ctl, run_id) or done
 
 
-def reject(ctl: Control, run_id: str, caller: Caller, reason: str) -> runs.Run:
+def reject(ctl: Control, run_id: str, caller: Caller, reason: str) -> runs.ServiceRun:
     if not reason.strip():
         raise BadInput("a rejection needs a reason", field="reason")
     run = _get(ctl, run_id)
@@ -213,7 +213,7 @@ def reject(ctl: Control, run_id: str, caller: Caller, reason: str) -> runs.Run:
     return done
 
 
-def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.Run:
+def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
     """Cancel a run that has not started; ask a running one to stop (its next event)."""
     run = _get(ctl, run_id)
     if run.final:
@@ -232,7 +232,7 @@ def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.Run:
     return asked
 
 
-def retry(ctl: Control, run_id: str, caller: Caller) -> runs.Run:
+def retry(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
     """Queue a failed or cancelled run again (a dead letter)."""
     run = _get(ctl, run_id)
     done = runs.update(ctl, run_id, expect=["failed", "cancelled"], state="queued",

@@ -82,7 +82,7 @@ class Reject(Body):
     reason: str
 
 
-def run_view(run: runs.Run) -> dict[str, Any]:
+def run_view(run: runs.ServiceRun) -> dict[str, Any]:
     d = run.to_dict()
     if run.kind == "professional_migration":
         d["data"] = (run.result or {}).get("data") or {
@@ -92,7 +92,7 @@ def run_view(run: runs.Run) -> dict[str, Any]:
     return d
 
 
-async def _wait(request: Request, run: runs.Run, wait: float) -> runs.Run:
+async def _wait(request: Request, run: runs.ServiceRun, wait: float) -> runs.ServiceRun:
     svc = service(request)
     deadline = anyio.current_time() + wait
     while wait and not run.final and run.state != "awaiting_approval" \
@@ -175,7 +175,7 @@ def dead_letters(request: Request, caller: Viewer) -> JSONResponse:  # noqa: ARG
                                     runs.dead_letters(service(request).ctl)]})
 
 
-def _run(request: Request, run_id: str) -> runs.Run:
+def _run(request: Request, run_id: str) -> runs.ServiceRun:
     run = runs.get(service(request).ctl, run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r}")

@@ -1,79 +1,68 @@
-"""How :func:`pgferry.sync.verify.diff_table` divides a table into batches and runs them.
+"""How :func:`pgferry.sync.verify.diff_table` reads a table in physical batches.
 
-Contract: :func:`plan_batches` cuts the chunks into batches (a small probe
-first); :func:`run_parallel` runs the batches after the probe on several
-connection pairs at once, each batch counting into its own counters, returned
-in batch (key) order. Nothing here talks to a database itself.
+Contract: a table's heap is cut into consecutive block ranges
+(:func:`pgferry.sync.checksum.block_ranges`, one list per side: the two sides
+store their rows differently); batch ``k`` reads the ``k``-th range of each
+side, so every row is read exactly once, in one sequential pass, whatever the
+order of its keys on the disk (a key range would make a table of random keys
+read every page once per range). Sums over physical slices add up to the sums
+over the whole table, so batches can run on several connection pairs at once
+(:func:`run`) and merge in any order. Nothing here talks to a database itself.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from pgferry.sync.chunks import Sums
+from pgferry.sync.checksum import Blocks
 
-#: one batch's counters (a :class:`pgferry.sync.verify.TableDiff`)
-C = TypeVar("C")
+R = TypeVar("R")
 
 
-def run_parallel(
-    n: int,
-    pairs: int,
-    batch: Callable[[int, int, C, bool], tuple[Sums, Sums, bool]],
-    dense: bool,
-    new_part: Callable[[], C],
-) -> list[tuple[Sums, Sums, C]]:
-    """Batches ``1..n-1`` on ``pairs`` connection pairs at once; sums and counters in order.
+def count(estimate: int | None, batch_rows: int, pairs: int) -> int:
+    """How many batches: about ``batch_rows`` rows each, at least two a pair with helpers."""
+    n = -(-(estimate or 0) // max(1, batch_rows))
+    if pairs > 1:
+        n = max(n, 2 * pairs)
+    return max(1, n)
 
-    Each pair takes the next batch not yet taken; each batch counts into its
-    own counters (``new_part()``), which the caller merges in key order. The
-    first error stops the pairs from taking more batches and is raised.
+
+def pick(ranges: Sequence[Blocks], k: int) -> Blocks | None:
+    """Side's block range of batch ``k`` (None: that side has fewer ranges, nothing to read)."""
+    return ranges[k] if k < len(ranges) else None
+
+
+def run(n: int, pairs: int, batch: Callable[[int, int], R]) -> list[R]:
+    """``batch(k, pair)`` for ``k`` in ``0..n-1`` on ``pairs`` pairs at once; results in order.
+
+    Each pair takes the next batch not yet taken. The first error stops the pairs
+    from taking more batches and is raised.
     """
-    results: list[tuple[Sums, Sums, C] | None] = [None] * n
-    taken = iter(range(1, n))
+    if pairs <= 1 or n <= 1:
+        return [batch(k, 0) for k in range(n)]
+    results: list[R | None] = [None] * n
+    taken = iter(range(n))
     lock = threading.Lock()
     failed: list[BaseException] = []
 
-    def run(i: int) -> None:
-        mine = dense
+    def work(i: int) -> None:
         while not failed:
             with lock:
                 k = next(taken, None)
             if k is None:
                 return
-            part = new_part()
             try:
-                a, b, mine = batch(k, i, part, mine)
+                results[k] = batch(k, i)
             except BaseException as e:
                 failed.append(e)
                 raise
-            results[k] = (a, b, part)
 
     with ThreadPoolExecutor(pairs) as pool:
-        futures = [pool.submit(run, i) for i in range(pairs)]
-        for f in futures:
+        for f in [pool.submit(work, i) for i in range(pairs)]:
             f.exception()
     if failed:
         raise failed[0]
-    return [r for r in results[1:] if r is not None]
-
-
-def plan_batches(n: int, chunk_rows: int, batch_rows: int) -> list[tuple[int, int]]:
-    """``[start, end)`` chunk indices of the batches: a small first one, then ~batch_rows each.
-
-    The first batch (a tenth of the table at most) is a probe: when it finds
-    differences in many chunks, the rest of the table is read as signatures
-    right away instead of sums first and signatures after.
-    """
-    per = max(1, batch_rows // chunk_rows)
-    first = min(per, max(1, n // 10))
-    out = [(0, min(n, first))]
-    rest = n - out[0][1]
-    if rest > 0:
-        k = -(-rest // per)
-        size = -(-rest // k)
-        out += [(i, min(n, i + size)) for i in range(out[0][1], n, size)]
-    return out
+    return [r for r in results if r is not None]

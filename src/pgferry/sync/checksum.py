@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 from array import array
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import psycopg
@@ -38,9 +38,11 @@ from pgferry.sync.sides import (
 )
 
 __all__ = [
+    "Blocks",
     "ColumnInfo",
     "Side",
     "agree",
+    "block_ranges",
     "boundaries",
     "bucket_sums",
     "CANONICAL",
@@ -51,8 +53,22 @@ __all__ = [
     "rows_in_subs",
     "sampled_boundaries",
     "side",
+    "signature_stream",
     "signatures",
+    "sums",
 ]
+
+#: a range of heap blocks ``[lo, hi)`` (None: open), a physical slice of a table (and of each
+#: of its partitions): the rows of a table are cut into such slices to read them in batches,
+#: each slice read once, whatever the order of the keys on the disk
+Blocks = tuple[int | None, int | None]
+WHOLE: Blocks = (None, None)
+
+_PAGES = """
+SELECT coalesce(max(c.relpages), 0)::bigint FROM pg_class c
+WHERE c.oid = %(t)s::regclass
+   OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %(t)s::regclass)
+"""
 
 
 #: planner settings of the :func:`signatures` query
@@ -61,6 +77,54 @@ SIGNATURE_SETTINGS = {
     "max_parallel_workers_per_gather": "0",
     "work_mem": "64MB",
 }
+
+
+def block_ranges(conn: psycopg.Connection[Any], s: Side, n: int) -> list[Blocks]:
+    """``n`` consecutive block ranges covering ``s``'s table (fewer for a small one).
+
+    From the catalog's page count (of the largest partition, as a block range
+    applies to every partition); the last range is open, so pages added since the
+    last ``ANALYZE`` or ``VACUUM`` are read too. One range on PostgreSQL 13, which has
+    no TID range scan: each range would be a scan of the whole table.
+    """
+    if s.server_version < 140000:
+        return [WHOLE]
+    row = conn.execute(_PAGES, {"t": s.table.as_string(conn)}).fetchone()
+    pages = int(row[0]) if row else 0
+    n = max(1, min(n, pages // 8))
+    if n == 1:
+        return [WHOLE]
+    step = -(-pages // n)
+    return [(None if i == 0 else i * step, None if i == n - 1 else (i + 1) * step)
+            for i in range(n)]
+
+
+def _in_blocks(blocks: Blocks) -> tuple[sql.Composable, list[Any]]:
+    """``ctid`` within ``blocks`` (a TID range scan; PostgreSQL 14 or later), and its params."""
+    parts: list[sql.Composable] = []
+    params: list[Any] = []
+    for bound, op in zip(blocks, (">=", "<"), strict=True):
+        if bound is not None:
+            parts.append(sql.SQL("ctid {} %s::tid").format(sql.SQL(op)))
+            params.append(f"({bound},0)")
+    if not parts:
+        return sql.SQL("TRUE"), params
+    return sql.SQL(" AND ").join(parts), params
+
+
+def sums(conn: psycopg.Connection[Any], s: Side, blocks: Blocks = WHOLE) -> Sums:
+    """Row count and XOR of the row hashes of ``s``'s rows in ``blocks``: one scan, no grouping.
+
+    The least a comparison can read; when both sides' sums of the whole table
+    agree, every row matches.
+    """
+    pred, params = s.predicate(KeyRange())
+    bpred, bparams = _in_blocks(blocks)
+    lateral, x = s.hashed()
+    q = sql.SQL("SELECT count(*), {x} FROM {table} {lat} WHERE {pred} AND {b}").format(
+        x=x, table=s.table, lat=lateral, pred=pred, b=bpred)
+    row = conn.execute(q, [*params, *bparams]).fetchone()
+    return Sums(int(row[0]), int(row[1] or 0)) if row and row[0] else Sums()
 
 
 def boundaries(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, step: int) -> list[Key]:
@@ -100,30 +164,33 @@ def sampled_boundaries(
 
 
 def bucket_sums(
-    conn: psycopg.Connection[Any], s: Side, rng: KeyRange, bounds: Sequence[Key]
+    conn: psycopg.Connection[Any], s: Side, rng: KeyRange, bounds: Sequence[Key],
+    blocks: Blocks = WHOLE,
 ) -> list[Sums]:
     """The :class:`Sums` of each of the ``len(bounds) + 1`` pieces of ``rng`` cut at ``bounds``.
 
-    One scan with ``width_bucket``. The planner cannot know there are only a
-    few buckets: it would sort the whole table (to disk) to group it, and it
-    would not aggregate in parallel workers. Both are corrected for this one
-    statement (``enable_sort``, ``parallel_tuple_cost``), then restored.
+    One scan with ``width_bucket`` (of the rows in ``blocks`` only, a physical
+    slice of the table). The planner cannot know there are only a few buckets: it
+    would sort the whole table (to disk) to group it, and it would not aggregate
+    in parallel workers. Both are corrected for this one statement
+    (``enable_sort``, ``parallel_tuple_cost``), then restored.
     """
     pred, params = s.predicate(rng)
+    bpred, bparams = _in_blocks(blocks)
     out = [Sums() for _ in range(len(bounds) + 1)]
     lateral, x = s.hashed()
     if not bounds:
-        q = sql.SQL("SELECT 0, count(*), {x} FROM {table} {lat} WHERE {pred}").format(
-            x=x, table=s.table, lat=lateral, pred=pred
+        q = sql.SQL("SELECT 0, count(*), {x} FROM {table} {lat} WHERE {pred} AND {bp}").format(
+            x=x, table=s.table, lat=lateral, pred=pred, bp=bpred
         )
-        rows = conn.execute(q, params).fetchall()
+        rows = conn.execute(q, [*params, *bparams]).fetchall()
     else:
         bexpr, aparams = piece_of(s, bounds)
         q = sql.SQL(
-            "SELECT {b}, count(*), {x} FROM {table} {lat} WHERE {pred} GROUP BY 1"
-        ).format(b=bexpr, x=x, table=s.table, lat=lateral, pred=pred)
+            "SELECT {b}, count(*), {x} FROM {table} {lat} WHERE {pred} AND {bp} GROUP BY 1"
+        ).format(b=bexpr, x=x, table=s.table, lat=lateral, pred=pred, bp=bpred)
         with settings(conn, enable_sort="off", parallel_tuple_cost="0"):
-            rows = conn.execute(q, [*aparams, *params]).fetchall()
+            rows = conn.execute(q, [*aparams, *params, *bparams]).fetchall()
     for b, n, x in rows:
         if n:
             out[b] = Sums(int(n), int(x or 0))
@@ -135,8 +202,9 @@ def piece_of(s: Side, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]
 
     ``width_bucket`` over the bounds. With a composite key, comparing row
     values costs more than hashing a row, so the bucket comes from the first
-    key column alone, which is exact unless that value is the first column of
-    a bound; only those rows are placed by comparing whole keys.
+    key column alone (a binary search), which is exact unless that value is the
+    first column of the bound it lands on (one more comparison: the bound at
+    that position); only those rows are placed by comparing whole keys.
     """
     if not bounds:
         return sql.SQL("0"), []
@@ -146,11 +214,10 @@ def piece_of(s: Side, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]
         return whole, list(aparams)
     first = s.key_exprs()[0]
     firsts = sql.SQL("%s::{}[]").format(s.key[0].type)
-    expr = sql.SQL("CASE WHEN {k} = ANY({f}) THEN {whole} ELSE width_bucket({k}, {f}) END").format(
-        k=first, f=firsts, whole=whole
-    )
+    expr = sql.SQL("CASE WHEN {k} = ({f})[width_bucket({k}, {f})] THEN {whole} "
+                   "ELSE width_bucket({k}, {f}) END").format(k=first, f=firsts, whole=whole)
     col = [b[0] for b in bounds]
-    return expr, [col, *aparams, col]
+    return expr, [col, col, *aparams, col]
 
 
 def signatures(
@@ -175,6 +242,16 @@ def signatures(
     hardly be fewer than the rows they read; ``work_mem`` is raised for this
     statement so the grouping of ~``ROWS_PER_SUB`` rows a group stays in memory.
     """
+    q, qparams = _signature_query(s, rng, bounds, bits, buckets)
+    out: dict[int, Signature] = {}
+    with settings(conn, **SIGNATURE_SETTINGS):
+        for b, n, x, subs, xors in conn.execute(q, qparams, binary=True):
+            out[b] = Signature(int(n), int(x), _array("h", subs), _array("q", xors))
+    return out
+
+
+def _signature_query(s: Side, rng: KeyRange, bounds: Sequence[Key], bits: int,
+                     buckets: Sequence[int] | None = None) -> tuple[sql.Composed, list[Any]]:
     pred, params = s.predicate(rng)
     bexpr, aparams = piece_of(s, bounds)
     lateral, x = s.hashed()
@@ -202,11 +279,29 @@ def signatures(
         pred=pred,
         filt=filt,
     )
-    out: dict[int, Signature] = {}
-    with settings(conn, **SIGNATURE_SETTINGS):
-        for b, n, x, subs, xors in conn.execute(q, [*aparams, *params, *fparams], binary=True):
-            out[b] = Signature(int(n), int(x), _array("h", subs), _array("q", xors))
-    return out
+    return q, [*aparams, *params, *fparams]
+
+
+def signature_stream(conn: psycopg.Connection[Any], s: Side, bounds: Sequence[Key], bits: int,
+                     *, fetch: int = 32
+                     ) -> Generator[tuple[int, Signature], None, None]:
+    """``(piece, Signature)`` of every non-empty piece of the table, in piece order.
+
+    :func:`signatures` of the whole table in one scan, read through a server-side
+    cursor ``fetch`` pieces at a time, so that only a few pieces' signatures are in
+    memory at once, however big the table. The first ``next()`` waits for the scan
+    (the server groups every row before it sends the first piece). Runs in the
+    connection's open transaction; its planner settings hold until the iterator
+    is exhausted or closed.
+    """
+    q, params = _signature_query(s, KeyRange(), bounds, bits)
+    q = sql.SQL("{} ORDER BY 1").format(q)
+    with settings(conn, **SIGNATURE_SETTINGS), conn.cursor(
+            "pgferry_signatures", binary=True) as cur:
+        cur.execute(q, params)
+        while rows := cur.fetchmany(fetch):
+            for b, n, x, subs, xors in rows:
+                yield b, Signature(int(n), int(x), _array("h", subs), _array("q", xors))
 
 
 def rows_in_subs(

@@ -84,10 +84,13 @@ class Signature:
 
 @dataclass(frozen=True)
 class KeyDiff:
-    """One differing key: ``kind`` says how it differs."""
+    """One differing key: ``kind`` says how it differs; its row hashes on each side (None:
+    no row there, or not read)."""
 
     kind: DiffKind
     key: Key
+    src_hash: int | None = field(default=None, compare=False, repr=False)
+    tgt_hash: int | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self, names: Sequence[str]) -> dict[str, Any]:
         """JSON-ready: ``{"kind": ..., "key": {column: value}}`` (non-JSON values as text)."""
@@ -127,12 +130,13 @@ def classify(source: Iterable[tuple[Key, int]], target: Mapping[Key, int]) -> Le
         seen.add(key)
         other = target.get(key)
         if other is None:
-            leaf.diffs.append(KeyDiff("only_in_source", key))
+            leaf.diffs.append(KeyDiff("only_in_source", key, h))
         elif other != h:
-            leaf.diffs.append(KeyDiff("differing", key))
+            leaf.diffs.append(KeyDiff("differing", key, h, other))
         else:
             leaf.matched += 1
-    leaf.diffs += [KeyDiff("only_in_target", k) for k in target if k not in seen]
+    leaf.diffs += [KeyDiff("only_in_target", k, None, h) for k, h in target.items()
+                   if k not in seen]
     return leaf
 
 

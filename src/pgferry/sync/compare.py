@@ -71,15 +71,18 @@ class Upserts:
 
 
 def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], None],
-         on_range: Callable[[Any], None] | None = None, *, in_unit: bool = False) -> Any:
+         on_range: Callable[[Any], None] | None = None, *, in_unit: bool = False,
+         expect_changes: bool = False) -> Any:
     """The :class:`~pgferry.sync.verify.TableDiff` of ``t`` (progress in rows compared).
 
     ``in_unit``: compare inside the unit's open write transaction (a sync); else in
     a ``REPEATABLE READ READ ONLY`` transaction of its own (verify, the dry run,
-    the check after a sync). Either way a big table that starts while workers are
-    idle is compared on helper connection pairs too — within a unit only while it
-    has written nothing yet (the helpers import the transaction's snapshot, which
-    does not see its own writes).
+    the check after a sync). ``expect_changes``: start with every chunk's
+    signature (a sync) instead of the whole table's sums (see
+    :func:`pgferry.sync.verify.diff_table`). Without it, a big table that starts
+    while workers are idle reads its whole-table sums on helper connection pairs
+    too — within a unit only while it has written nothing yet (the helpers import
+    the transaction's snapshot, which does not see its own writes).
     """
     from pgferry.sync import verify
 
@@ -95,7 +98,8 @@ def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], No
                                  key_limit=ctx.opts.key_limit,
                                  source_exprs={c: e for c, e in ctx.masks.get(
                                      t.qualname, {}).items() if c in t.columns} or None,
-                                 on_progress=on_progress, on_range=on_range, workers=workers)
+                                 on_progress=on_progress, on_range=on_range, workers=workers,
+                                 expect_changes=expect_changes)
 
     if in_unit and link.dirty:
         return run([])
@@ -104,7 +108,8 @@ def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], No
         link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     helpers: list[Link] = []
     spare = 0
-    if link.helpers is not None and t.key and t.row_estimate >= PARALLEL_MIN_ROWS:
+    if (link.helpers is not None and t.key and t.row_estimate >= PARALLEL_MIN_ROWS
+            and not expect_changes):
         spare = ctx.spare(link.parts - 1)
     try:
         if spare:
@@ -160,6 +165,8 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
     ranges: list[tuple[Any, bool]] = []  # (DiffRange without keys if dense, dense?)
     work = Upserts()
     delete: list[Any] = []
+    # the comparison's row hashes of the listed keys (the conflicts step needs no other read)
+    known: dict[Any, tuple[int | None, int | None]] | None = {} if track else None
 
     def collect(rg: Any) -> None:
         rows = max(rg.source_rows, rg.target_rows)
@@ -170,14 +177,20 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
             if d.kind == "only_in_target":
                 if t.deletes:
                     delete.append(d.key)
+                else:
+                    continue
             elif not keys_only:
                 work.keys.append(d.key)
+            else:
+                continue
+            if known is not None:
+                known[d.key] = (d.src_hash, d.tgt_hash)
 
     spec = replace(t, columns=list(t.key)) if keys_only else t
     # the bar counts each row once: as it is compared here (the load phase that follows
     # writes some of these same rows and does not count them again)
     found = diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
-                 on_range=collect, in_unit=True)
+                 on_range=collect, in_unit=True, expect_changes=True)
     work.found = found
     if not keys_only:
         work.source_rows = found.source_rows
@@ -188,7 +201,7 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
             deletes=delete,
             src_ranges=[src_side.predicate(rg.range) for rg, _ in ranges if rg.source_rows],
             tgt_ranges=[tgt_side.predicate(rg.range) for rg, _ in ranges
-                        if rg.target_rows and t.deletes])
+                        if rg.target_rows and t.deletes], known=known)
         if cl.stop:
             work.stopped = True
             return work
@@ -219,7 +232,7 @@ def _base_rows(ctx: RunContext, t: TablePlan, link: Link) -> bool:
     from pgferry.sync import conflicts
 
     src, tgt = sides(ctx, t, link)
-    if not conflicts.usable(link.tgt, link.ctx.source, t, conflicts.spec_of(link.tgt, t, tgt)):
+    if not conflicts.usable(link.tgt, link.ctx.source, t, tgt):
         return False
     row = link.tgt.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
         conflicts.base_ident(link.ctx.source, t))).fetchone()

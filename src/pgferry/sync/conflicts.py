@@ -85,34 +85,62 @@ class Classified:
     first: list[dict[str, Any]] = field(default_factory=list)
     #: the table must not be written (conflicts under "stop")
     stop: bool = False
+    #: the row hash version the base was read with (1: rebuilt after the writes)
+    version: int = 2
 
 
 def _tmp(kind: str, t: TablePlan) -> sql.Identifier:
     return sql.Identifier(f"pgferry_{kind}_{t.order}")
 
 
-def base_ident(source: str, t: TablePlan) -> sql.Identifier:
+def base_name(source: str, t: TablePlan) -> str:
     digest = hashlib.sha1(f"{source}|{t.qualname}".encode()).hexdigest()[:16]
-    return sql.Identifier("pgferry", f"base_{digest}")
+    return f"base_{digest}"
 
 
-def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side) -> str:
-    """What the base's hashes depend on: key, columns, types and how each is hashed."""
-    text = "|".join([_LAYOUT, t.qualname, ",".join(t.key), tgt.row_hash().as_string(conn),
-                     tgt.key_row_hash().as_string(conn)])
+def base_ident(source: str, t: TablePlan) -> sql.Identifier:
+    return sql.Identifier("pgferry", base_name(source, t))
+
+
+def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side,
+            version: int | None = None) -> str:
+    """What the base's hashes depend on: key, columns, types and how each is hashed.
+
+    ``version``: of the row hash (:mod:`pgferry.sync.rowhash`; the comparison's,
+    :attr:`Side.hash_version`, when None); a base made by an earlier release, or
+    with a PostgreSQL 13 side (version 3), has the spec of that version.
+    """
+    text = "|".join([_LAYOUT, t.qualname, ",".join(t.key), tgt.row_hash(version).as_string(conn),
+                     tgt.key_row_hash(version).as_string(conn)])
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def usable(conn: psycopg.Connection[Any], source: str, t: TablePlan, spec: str) -> bool:
-    """A base exists for ``t`` and its hashes were made the way they are made now."""
+def version_of(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Side) -> int:
+    """The row hash version of ``t``'s base, 0 when there is no usable base.
+
+    Usable: it exists and its hashes were made the way version 2 (or, by an
+    earlier release, version 1) makes them for the table as it is now. A version 1
+    base is read once with the version 1 hash and then rebuilt (:func:`rebuild`) in
+    the comparison's version. A version 2 base is not usable while a side runs
+    PostgreSQL 13 (``tgt.hash_version`` 3): that server cannot compute it.
+    """
     if conn.execute("SELECT to_regclass('pgferry.sync_state')").fetchone() == (None,):
-        return False  # nothing synced into this database yet (a dry run writes nothing)
+        return 0  # nothing synced into this database yet (a dry run writes nothing)
     mark = state.read(conn, source, t.qualname, "base")
-    if not mark.checkpoint or mark.checkpoint.get("spec") != spec:
-        return False
+    spec = (mark.checkpoint or {}).get("spec")
+    # the comparison's own version first; version 2 only where both servers have it
+    tried = (2, 1, 3) if tgt.hash_version == 2 else (3, 1)
+    version = next((v for v in tried if spec == spec_of(conn, t, tgt, v)), 0)
+    if not version:
+        return 0
     row = conn.execute("SELECT to_regclass(%s)", [
         base_ident(source, t).as_string(conn)]).fetchone()
-    return bool(row and row[0])
+    return version if row and row[0] else 0
+
+
+def usable(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Side) -> bool:
+    """A base exists for ``t`` and its hashes can be compared (:func:`version_of`)."""
+    return version_of(conn, source, t, tgt) > 0
 
 
 def _keys(alias: str, t: TablePlan) -> sql.Composable:
@@ -124,30 +152,37 @@ def _where(t: TablePlan) -> sql.Composable:
         else sql.SQL("")
 
 
-def _hash_of(t: TablePlan, tgt: Side, alias: str) -> sql.Composable:
+def _hash_of(t: TablePlan, tgt: Side, alias: str, version: int | None = None
+             ) -> sql.Composable:
     """The target's row hash of the row whose key equals ``alias``'s (NULL when none)."""
     return sql.SQL("(SELECT {h} FROM {tbl} WHERE ({k}) = {a}{w})").format(
-        h=tgt.row_hash(), tbl=table_ident(t), k=cols(t.key), a=_keys(alias, t), w=_where(t))
+        h=tgt.row_hash(version), tbl=table_ident(t), k=cols(t.key), a=_keys(alias, t),
+        w=_where(t))
 
 
 def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Side,
              tgt: Side, *, keys: list[Any], deletes: list[Any],
              src_ranges: list[tuple[sql.Composable, list[Any]]],
-             tgt_ranges: list[tuple[sql.Composable, list[Any]]]) -> Classified:
+             tgt_ranges: list[tuple[sql.Composable, list[Any]]],
+             known: dict[Any, tuple[int | None, int | None]] | None = None) -> Classified:
     """Classify every row the comparison found different (see the module docstring).
 
     ``keys`` / ``deletes``: the differing keys (source side / only on the target);
     ``src_ranges`` / ``tgt_ranges``: predicates of the ranges found different as a
-    whole, on each side. Runs in the unit's transaction on the target; leaves the
-    temp tables ``pgferry_cls_N`` (classification) and ``pgferry_skip_N`` (keys
-    the writes must leave alone) for the rest of the transaction.
+    whole, on each side. ``known``: the comparison's own row hashes (source,
+    target; None: no row) of those keys, read in the same snapshots: they are
+    copied to the target as they are instead of being read and hashed again.
+    Runs in the unit's transaction on the target; leaves the temp tables
+    ``pgferry_cls_N`` (classification) and ``pgferry_skip_N`` (keys the writes must
+    leave alone) for the rest of the transaction.
     """
     from pgferry.sync.tables import key_match
 
     conn, source = link.tgt, link.ctx.source
     out = Classified()
     base = base_ident(source, t)
-    if not usable(conn, source, t, spec_of(conn, t, tgt)):
+    out.version = version = version_of(conn, source, t, tgt)
+    if not version:
         out.known = False
         return out
     sh, touch, cls, skip = (_tmp(k, t) for k in ("srch", "touch", "cls", "skip"))
@@ -159,21 +194,32 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     # conflicts kept earlier are looked at again (they may be settled now: both sides agree)
     held = [tuple(r) for r in conn.execute(sql.SQL("SELECT {} FROM {} WHERE pgferry_open").format(
         cols(t.key), base))]
-    keys = [*keys, *held]
+    th = _tmp("tgth", t)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(th))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(th, like))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD pgferry_h int8, ADD pgferry_seen bool NOT NULL "
+                         "DEFAULT true").format(th))
+    if known is not None and version == tgt.hash_version:
+        _copy_known(conn, t, sh, th, known)
+        keys, deletes = [k for k in held if k not in known], []
+    else:
+        keys = [*keys, *held]
     # the source's hashes of the rows concerned, streamed into the target's temp table
     sel = sql.SQL("SELECT {k}, {h} FROM {tbl} WHERE {p}")
     n = max(1, 60000 // max(1, len(t.key)))
     for batch in (keys[i:i + n] for i in range(0, len(keys), n)):
         p, params = key_match(t, batch)
-        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(), tbl=table_ident(t),
+        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(version),
+                                        tbl=table_ident(t),
                                         p=sql.SQL("{}{}").format(p, _where(t))), params, sh,
              [*t.key, "pgferry_h"], binary=t.binary_copy)
     for p, params in src_ranges:
-        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(), tbl=table_ident(t),
-                                        p=p), params, sh, [*t.key, "pgferry_h"],
-             binary=t.binary_copy)
+        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(version),
+                                        tbl=table_ident(t), p=p),
+             params, sh, [*t.key, "pgferry_h"], binary=t.binary_copy)
     # every key concerned: the source's, the target-only ones, the target rows of ranges
     conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), sh))
+    conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), th))
     for batch in (deletes[i:i + n] for i in range(0, len(deletes), n)):
         p, params = key_match(t, batch)
         conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
@@ -186,10 +232,12 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(cls))
     conn.execute(sql.SQL(
         "CREATE TEMP TABLE {cls} ON COMMIT DROP AS SELECT k.*, s.pgferry_h AS pgferry_s, "
-        "{th} AS pgferry_t, b.pgferry_h AS pgferry_b FROM (SELECT DISTINCT * FROM {touch}) k "
-        "LEFT JOIN {sh} s ON {sk} = {kk} LEFT JOIN {base} b ON {bk} = {kk}").format(
-        cls=cls, th=_hash_of(t, tgt, "k"), touch=touch, sh=sh, sk=_keys("s", t),
-        kk=_keys("k", t), base=base, bk=_keys("b", t)))
+        "CASE WHEN x.pgferry_seen THEN x.pgferry_h ELSE {th} END AS pgferry_t, "
+        "b.pgferry_h AS pgferry_b FROM (SELECT DISTINCT * FROM {touch}) k "
+        "LEFT JOIN (SELECT DISTINCT * FROM {sh}) s ON {sk} = {kk} "
+        "LEFT JOIN {tk} x ON {xk} = {kk} LEFT JOIN {base} b ON {bk} = {kk}").format(
+        cls=cls, th=_hash_of(t, tgt, "k", version), touch=touch, sh=sh, sk=_keys("s", t),
+        kk=_keys("k", t), tk=th, xk=_keys("x", t), base=base, bk=_keys("b", t)))
     decision = sql.SQL(
         "CASE WHEN pgferry_s IS NOT DISTINCT FROM pgferry_t THEN 'same' "
         "WHEN pgferry_b IS NOT DISTINCT FROM pgferry_t THEN 'normal' "
@@ -213,6 +261,19 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     if out.conflicts:
         out.first = _first(link, t, masks, cls, decision)
     return out
+
+
+def _copy_known(conn: psycopg.Connection[Any], t: TablePlan, sh: sql.Identifier,
+                th: sql.Identifier, known: dict[Any, tuple[int | None, int | None]]) -> None:
+    """The comparison's hashes of the differing keys into ``sh`` (source) and ``th`` (target)."""
+    names = [*t.key, "pgferry_h"]
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sh, cols(names))) as cp:
+        for key, (s, _) in known.items():
+            if s is not None:
+                cp.write_row((*key, s))
+    with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(th, cols(names))) as cp:
+        for key, (_, tt) in known.items():
+            cp.write_row((*key, tt))
 
 
 def _first(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
@@ -251,12 +312,19 @@ def skip_filter(t: TablePlan, alias: sql.Composable) -> sql.Composable:
         ka=sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(k)) for k in t.key))
 
 
-def update_base(link: Link, t: TablePlan, tgt: Side) -> None:
+def update_base(link: Link, t: TablePlan, tgt: Side, version: int | None = None, *,
+                written_as_staged: bool = False) -> None:
     """After the table's writes: the base of every row now equal to the source's is that row.
 
     Rows left alone keep their base (see the module docstring); a conflict kept is
     marked open, so that every later sync looks at it again, and closed (its base
-    moved) once both sides agree.
+    moved) once both sides agree. ``version``: the row hash version the base holds
+    (a version 1 base keeps version 1 while it holds kept rows, whose base is known
+    only in that version; :func:`rebuild` makes a base of the comparison's version
+    otherwise).
+    ``written_as_staged``: no row of the table was dead-lettered and no user trigger
+    fired, so every row the writes did not leave alone now is the source's row (its
+    hash need not be read again).
     """
     conn, base = link.tgt, base_ident(link.ctx.source, t)
     cls, skip = _tmp("cls", t), _tmp("skip", t)
@@ -272,7 +340,9 @@ def update_base(link: Link, t: TablePlan, tgt: Side) -> None:
         "NOT c.pgferry_kept AND c.pgferry_equal AND c.pgferry_s IS NOT NULL "
         "ON CONFLICT ({keys}) DO UPDATE SET pgferry_h = excluded.pgferry_h, "
         "pgferry_open = false").format(
-        skip=skip, xk=_keys("x", t), kk=_keys("k", t), now=_hash_of(t, tgt, "k"), cls=cls,
+        skip=skip, xk=_keys("x", t), kk=_keys("k", t),
+        now=sql.SQL("k.pgferry_s") if written_as_staged else _hash_of(t, tgt, "k", version),
+        cls=cls,
         base=base, bk=_keys("b", t), ck=_keys("c", t), keys=cols(t.key), cc=cols(t.key, "c")))
 
 
@@ -286,5 +356,8 @@ def rebuild(link: Link, t: TablePlan, tgt: Side) -> None:
                                            tbl=table_ident(t), w=_where(t)))
     conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}), ADD pgferry_open boolean NOT NULL "
                          "DEFAULT false").format(base, cols(t.key)))
+    # open conflicts are looked up on every sync: a (nearly always empty) partial index
+    conn.execute(sql.SQL("CREATE INDEX {} ON {} ({}) WHERE pgferry_open").format(
+        sql.Identifier(f"{base_name(source, t)}_open"), base, cols(t.key)))
     state.write(conn, source, t.qualname, "base", state.Mark(
         None, [], {"table": base.as_string(conn), "spec": spec_of(conn, t, tgt)}))

@@ -75,6 +75,16 @@ class Sigs:
     tgt: dict[int, Signature]
 
 
+@dataclass
+class Wants:
+    """The sub-buckets to read back per piece (``bits``: sub-bucket bits), and how many
+    sub-buckets of each piece hold rows (to estimate the rows a read returns)."""
+
+    bits: int
+    subs: dict[int, list[int]]
+    filled: dict[int, int]
+
+
 class Counters(Protocol):
     table: str
     matched: int
@@ -136,33 +146,32 @@ class Differ:
         ss: Sequence[Sums],
         ts: Sequence[Sums],
         sigs: Sigs | None = None,
+        wants: Wants | None = None,
     ) -> None:
         """Decide every piece of ``outer`` cut at ``bounds``, given both sides' sums.
 
         ``sigs``: both sides' signatures of these pieces when the caller read
         them with the sums; else they are read for the pieces that need them.
+        ``wants``: instead, the differing sub-buckets of every piece whose sums
+        differ (found from signatures the caller read and compared itself).
         """
         pieces = split(outer, bounds)
-        small = [
-            j
-            for j, (a, b) in enumerate(zip(ss, ts, strict=True))
-            if a != b and a.rows and b.rows and max(a.rows, b.rows) <= self.list_rows
-        ]
-        if small and sigs is None:
-            bits = sub_bits(max(max(ss[j].rows, ts[j].rows) for j in small))
-            if len(small) <= 2 or len(small) * 4 < len(pieces):
-                # few pieces: read only their ranges
-                sigs = Sigs(bits, {}, {})
-                for j in small:
-                    got = self.both(partial(ck.signatures, rng=pieces[j], bounds=(), bits=bits))
-                    for mine, side in zip((sigs.src, sigs.tgt), got, strict=True):
-                        if side:
-                            mine[j] = side[0]
-            else:
-                got = self.both(
-                    partial(ck.signatures, rng=outer, bounds=bounds, bits=bits, buckets=small)
-                )
-                sigs = Sigs(bits, *got)
+        if wants is not None:
+            small = [j for j, (a, b) in enumerate(zip(ss, ts, strict=True))
+                     if a != b and a.rows and b.rows]
+        else:
+            small = [
+                j
+                for j, (a, b) in enumerate(zip(ss, ts, strict=True))
+                if a != b and a.rows and b.rows and max(a.rows, b.rows) <= self.list_rows
+            ]
+        if small and sigs is None and wants is None:
+            sigs = self._signatures(outer, bounds, pieces, ss, ts, small)
+        if wants is None and sigs is not None:
+            wants = Wants(sigs.bits, {j: differing_subs(sigs.src.get(j), sigs.tgt.get(j))
+                                      for j in small},
+                          {j: max(len(sig.subs) if sig is not None else 0 for sig in
+                                  (sigs.src.get(j), sigs.tgt.get(j))) for j in small})
         # the keys of changed rows are read group by group (a bounded number of rows at a
         # time), each group when the walk below reaches its first piece
         found: dict[int, list[KeyDiff]] = {}
@@ -174,13 +183,31 @@ class Differ:
                 self._one_sided(rng, a.rows, b.rows)
             elif j in smalls:
                 if j not in found:
-                    assert sigs is not None
-                    found = self._changed_rows(bounds, pieces, ss, ts, small[smalls[j] :], sigs)
+                    assert wants is not None
+                    found = self._changed_rows(bounds, pieces, ss, ts, small[smalls[j] :], wants)
                 diffs = found.pop(j)
                 self.out.matched += a.rows - sum(1 for d in diffs if d.kind != "only_in_target")
                 self._record(rng, a.rows, b.rows, diffs)
             else:
                 self._split(rng, a.rows, b.rows)
+
+    def _signatures(self, outer: KeyRange, bounds: Sequence[Key], pieces: Sequence[KeyRange],
+                    ss: Sequence[Sums], ts: Sequence[Sums], small: list[int]) -> Sigs:
+        """Both sides' signatures of the pieces ``small`` of ``outer`` cut at ``bounds``."""
+        bits = sub_bits(max(max(ss[j].rows, ts[j].rows) for j in small))
+        if len(small) <= 2 or len(small) * 4 < len(pieces):
+            # few pieces: read only their ranges
+            sigs = Sigs(bits, {}, {})
+            for j in small:
+                got = self.both(partial(ck.signatures, rng=pieces[j], bounds=(), bits=bits))
+                for mine, side in zip((sigs.src, sigs.tgt), got, strict=True):
+                    if side:
+                        mine[j] = side[0]
+            return sigs
+        got = self.both(
+            partial(ck.signatures, rng=outer, bounds=bounds, bits=bits, buckets=small)
+        )
+        return Sigs(bits, *got)
 
     def _changed_rows(
         self,
@@ -189,26 +216,36 @@ class Differ:
         ss: Sequence[Sums],
         ts: Sequence[Sums],
         todo: list[int],
-        sigs: Sigs,
+        wants: Wants,
     ) -> dict[int, list[KeyDiff]]:
         """The differing keys of the first pieces of ``todo`` (see the module docstring).
 
         Takes pieces until about :data:`GROUP_ROWS` rows are to be read, so
         memory stays bounded however much differs; returns ``{piece: diffs}``.
         """
-        wants: dict[int, list[int]] = {}
+        group: list[int] = []
         reading = 0
         for j in todo:
             if reading >= GROUP_ROWS:
                 break
-            a, b = sigs.src.get(j), sigs.tgt.get(j)
-            wants[j] = subs = differing_subs(a, b)
-            for sig, n in ((a, ss[j].rows), (b, ts[j].rows)):
-                reading += len(subs) * n // max(1, len(sig.subs) if sig is not None else 1)
-        group = list(wants)
+            group.append(j)
+            subs, filled = wants.subs.get(j, []), max(1, wants.filled.get(j, 0))
+            for n in (ss[j].rows, ts[j].rows):
+                reading += len(subs) * n // max(1, min(filled, n))
+        rows = self._fetch_rows(bounds, pieces, group, wants)
+        out: dict[int, list[KeyDiff]] = {}
+        for j, (srows, trows) in rows.items():
+            if not (wants.subs.get(j) and accounts_for(srows, trows, ss[j], ts[j])):
+                srows, trows = self.both(partial(ck.row_hashes, rng=pieces[j]))
+            out[j] = classify(srows, dict(trows)).diffs
+        return out
+
+    def _fetch_rows(self, bounds: Sequence[Key], pieces: Sequence[KeyRange], group: list[int],
+                    wants: Wants) -> dict[int, tuple[Rows, Rows]]:
+        """Both sides' ``(key, row hash)`` of the differing sub-buckets of ``group``'s pieces."""
         first, span = group[0], group[-1] - group[0] + 1
         rows: dict[int, tuple[Rows, Rows]] = {j: ([], []) for j in group}
-        fetch = {j: subs for j, subs in wants.items() if subs}
+        fetch = {j: wants.subs[j] for j in group if wants.subs.get(j)}
         if len(fetch) <= 2 or len(fetch) * 4 < span:
             # few pieces: read only their ranges
             for j, subs in fetch.items():
@@ -217,8 +254,8 @@ class Differ:
                         ck.rows_in_subs,
                         rng=pieces[j],
                         bounds=(),
-                        bits=sigs.bits,
-                        wanted=sub_bitset({0: subs}, sigs.bits, 1),
+                        bits=wants.bits,
+                        wanted=sub_bitset({0: subs}, wants.bits, 1),
                     )
                 )
                 for part, side in zip(rows[j], got, strict=True):
@@ -232,9 +269,9 @@ class Differ:
                     ck.rows_in_subs,
                     rng=KeyRange(pieces[first].lo, pieces[group[-1]].hi),
                     bounds=bounds[first : group[-1]],
-                    bits=sigs.bits,
+                    bits=wants.bits,
                     wanted=sub_bitset(
-                        {j - first: subs for j, subs in fetch.items()}, sigs.bits, span
+                        {j - first: subs for j, subs in fetch.items()}, wants.bits, span
                     ),
                     scan=True,
                 )
@@ -242,12 +279,7 @@ class Differ:
             for i, side in enumerate(got):
                 for piece, k, h in side:
                     rows[first + piece][i].append((k, h))
-        out: dict[int, list[KeyDiff]] = {}
-        for j, (srows, trows) in rows.items():
-            if not (wants[j] and accounts_for(srows, trows, ss[j], ts[j])):
-                srows, trows = self.both(partial(ck.row_hashes, rng=pieces[j]))
-            out[j] = classify(srows, dict(trows)).diffs
-        return out
+        return rows
 
     def _split(self, rng: KeyRange, ns: int, nt: int) -> None:
         conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)

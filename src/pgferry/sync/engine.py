@@ -36,8 +36,8 @@ from psycopg import sql
 
 from pgferry.config import Config
 from pgferry.pg import catalog
-from pgferry.pg.connect import Target, connect
-from pgferry.sync import events, locks, masking, state, workers
+from pgferry.pg.connect import Target, connect, map_db_error
+from pgferry.sync import aside, events, locks, masking, state, workers
 from pgferry.sync.context import RunContext
 from pgferry.sync.copy import SourceSnapshot
 from pgferry.sync.plan import Mode, SyncPlan, build_plan
@@ -185,6 +185,22 @@ def _fill(result: SyncResult, plan: SyncPlan, opts: Options) -> None:
             r.status = "planned"
 
 
+def _recover(target: Target, plan: SyncPlan, jobs: int, result: SyncResult) -> None:
+    """Rebuild what an interrupted run left set aside (:func:`pgferry.sync.aside.recover`)."""
+    try:
+        rebuilt, elsewhere = aside.recover(target.dsn, [t.qualname for t in plan.runnable],
+                                           jobs)
+    except psycopg.Error as e:
+        raise map_db_error(e, "rebuilding the indexes an interrupted sync set aside") from None
+    if rebuilt:
+        result.warnings.append("rebuilt index(es) an interrupted sync had set aside: "
+                               + ", ".join(rebuilt))
+    if elsewhere:
+        result.warnings.append("an interrupted sync set aside indexes of "
+                               + ", ".join(elsewhere) + " (see pgferry.set_aside); the next "
+                               "sync of those tables rebuilds them")
+
+
 @dataclass
 class Started:
     """A planned run with its source snapshot open (see :func:`start`)."""
@@ -255,6 +271,7 @@ def execute(run: Started) -> None:
             lock = locks.acquire(target, [t.qualname for t in plan.runnable],
                                  cfg.sync.lock_wait.total_seconds(),
                                  result.run_id)
+            _recover(target, plan, ctx.jobs, result)
         ctx.event(events.RunStarted(source.name, target.name, opts.mode,
                                     [t.qualname for t in plan.tables]))
         for w in result.warnings:

@@ -101,9 +101,15 @@ class TablePlan:
     #: and target types whose input can refuse a value the source holds (enum labels,
     #: domain checks, composite and other user-defined types)
     text_columns: list[str] = field(default_factory=list)
+    #: text columns of an enum type (the same on both sides): binary COPY carries their
+    #: labels, so the fast path into an empty table may still go in binary
+    enum_columns: list[str] = field(default_factory=list)
     #: an empty target table may be loaded after a TRUNCATE (COPY FREEZE), which holds
     #: ACCESS EXCLUSIVE until the table commits: readers wait ([sync] block_readers)
     block_readers: bool = True
+    #: an empty target table is loaded with its secondary indexes set aside, rebuilt after
+    #: the unit commits ([sync] defer_indexes; never on a protected target)
+    defer_indexes: bool = False
     #: save every row this run updates or deletes in pgferry.before_images (sync revert)
     before_images: bool = False
     #: masked columns -> the rule's text (filled by the engine)
@@ -144,6 +150,7 @@ class TablePlan:
             "locks": self.locks(), "before_images": self.before_images,
             "masked": dict(self.masked), "on_conflict": self.on_conflict,
             "keep_target_changes": self.keep_target_changes, "conflicts_tracked": self.track,
+            "defer_indexes": self.defer_indexes,
         }
 
     def locks(self) -> list[str]:
@@ -153,6 +160,10 @@ class TablePlan:
             if self.block_readers and not self.referenced and not self.partitioned:
                 out.append("ACCESS EXCLUSIVE while loading when the target table is empty "
                            "(TRUNCATE + COPY FREEZE: readers wait)")
+            if self.defer_indexes:
+                out.append("when the target table is empty: ACCESS EXCLUSIVE while loading "
+                           "without its secondary indexes, then SHARE until they are rebuilt "
+                           "(readers go on, other writers wait)")
             if self.triggers == "disable" and self.user_triggers:
                 out.append("SHARE ROW EXCLUSIVE (DISABLE TRIGGER) until the table commits: "
                            "other writers wait")
@@ -288,6 +299,8 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
             t.text_columns.append(c.name)
         elif _text_input(c):
             t.text_columns.append(c.name)
+            if c.typtype == "e" and s.typtype == "e":
+                t.enum_columns.append(c.name)
         if c.identity == "a":
             t.identity_always = True
             t.always_columns.append(c.name)
@@ -389,6 +402,8 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
     """
     names, warnings, missing = select_tables(source, target, cfg, tables, exclude, history)
     block = cfg.block_readers if cfg.block_readers is not None else not protected
+    # never on a protected target: its indexes are not dropped, whatever the config says
+    defer = (cfg.defer_indexes is not False) and block and not protected and mode != "verify"
     images = cfg.keep_before_images if cfg.keep_before_images is not None else protected
     for qn in cfg.table:
         if qn not in source and qn not in target:
@@ -404,7 +419,8 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
                       deletes=tc.deletes, triggers=tc.triggers, partitioned=tgt.partitioned,
                       user_triggers=list(tgt.user_triggers), row_estimate=src.row_estimate,
                       total_bytes=src.total_bytes, trigger_modes=dict(tgt.trigger_modes),
-                      block_readers=block, before_images=images and mode != "verify")
+                      block_readers=block, before_images=images and mode != "verify",
+                      defer_indexes=defer)
         _columns(t, src, tgt)
         for k in key:
             if k not in t.columns:

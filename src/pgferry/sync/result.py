@@ -105,6 +105,8 @@ class TableResult:
     #: rows only the target changed since the last sync, and rows left as the target has them
     target_only: int = 0
     kept: int = 0
+    #: secondary indexes loaded without and rebuilt after the unit ([sync] defer_indexes)
+    rebuilt_indexes: list[str] = field(default_factory=list)
 
     @property
     def written(self) -> int:

@@ -6,26 +6,27 @@ Contract: :func:`side` inspects a table on a connection and returns a
 parameters); :func:`agree` makes the two sides of a comparison hash and
 order alike. Reading the catalog is all that happens on the connection.
 
-Row hash: each synced column (key columns included) hashed on the server
-with its type's own 64-bit hash function seeded with its position (bigint,
-timestamps, time and money by exact expressions of their own, as their own
-functions fold to 32 bits), the XOR of those hashed once more
-(:meth:`Side.row_hash`), so almost no
-value is formatted as text and float or date output settings cannot matter. Hash
-equality follows the type's equality (``1.5`` and ``1.50`` as numeric are
-equal; numeric's sign and NaN/infinity, which its hash function leaves out,
-are added). A column is hashed as ``col::text`` on both sides instead when its
-type has no hash function (json, point, composite, range), hashes an OID
-(enums: the same label has another OID in another database) or folds case
-(citext: ``'Alice'`` and ``'alice'`` are equal but not identical), when the two
-sides declare different types or hash the type with different functions (another
-server version: PostgreSQL 15 hashes bytea through a function SQL cannot call;
-renamed functions that give the same values count as the same), or when a
-select expression replaces it (a
-masking rule); for those, :data:`CANONICAL` holds the text output settings
-(UTC, ISO dates, shortest exact floats, hex bytea) the comparison pins with
-:func:`settings`. Names containing ``%`` are refused (psycopg would read
-them as placeholders).
+Row hash (:meth:`Side.row_hash`, built by :mod:`pgferry.sync.rowhash`): one
+``hash_record_extended`` call per row over the synced columns (key columns
+included), each hashed by its type's own 64-bit hash function inside the
+server, so almost no value is formatted as text and float or date output
+settings cannot matter. A column is hashed as ``col::text`` on both sides
+instead when its type has no hash function (json, point, composite, range),
+hashes an OID (enums: the same label has another OID in another database) or
+folds case (citext), when the two sides declare different types or hash the
+type with different functions (renamed functions that give the same values
+count as the same), or when a select expression replaces it (a masking
+rule); for those, :data:`CANONICAL` holds the text output settings (UTC, ISO
+dates, shortest exact floats, hex bytea) the comparison pins with
+:func:`settings`. Names containing ``%`` are refused (psycopg would read them
+as placeholders).
+
+Hash versions (:attr:`Side.hash_version`): version 2 is the ``hash_record_extended``
+hash above, which PostgreSQL 13 lacks (it is new in 14). When either side of a
+comparison runs 13, :func:`agree` makes *both* sides use version 3: the per-column
+hash of earlier releases (version 1, :func:`rowhash.row_hash_v1`; numeric's classes
+without the infinities 13 does not have) with arrays of 64-bit types and of numeric
+hashed as text, so the two sides always hash with one function.
 
 Combining row hashes (:meth:`Side.xor_agg`, :meth:`Side.hashed`): ``bit_xor``, or
 on PostgreSQL 13, which lacks it, the same XOR built from 32 ``sum`` aggregates of two
@@ -54,7 +55,11 @@ from psycopg import sql
 from psycopg.pq import TransactionStatus
 
 from pgferry.errors import BadInput
+from pgferry.sync import rowhash
 from pgferry.sync.chunks import Key, KeyRange
+
+#: the first server version with ``hash_record_extended`` (the row hash of version 2)
+HASH_RECORD_SINCE = 140000
 
 #: the settings the text form of values depends on (for columns hashed as text)
 CANONICAL = {
@@ -87,8 +92,19 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
            JOIN pg_am m ON m.oid = o.opcmethod
            WHERE et.oid = bt.typelem AND et.typtype = 'b' AND m.amname = 'hash'
              AND o.opcdefault)),
-       -- the type's 64-bit hash function (support function 2 of its default hash opclass)
-       (SELECT pn.nspname || '.' || pr.proname
+       -- the type's 64-bit hash function (support function 2 of its default hash opclass),
+       -- and whether SQL can call it with the value ('t'/'f' after a colon): PostgreSQL 15
+       -- hashes date with hashint4extended(integer), bool with hashcharextended("char") and
+       -- bytea with hashvarlenaextended(internal), which hash_record_extended calls but SQL
+       -- cannot call with a date, a bool, a bytea
+       (SELECT pn.nspname || '.' || pr.proname || ':' || (
+                   pr.proargtypes[0] = bt.oid
+                   OR pr.proargtypes[0] IN ('anyenum'::regtype, 'anyarray'::regtype,
+                                            'anyrange'::regtype,
+                                            to_regtype('anymultirange'))  -- none on 13
+                   OR EXISTS (SELECT 1 FROM pg_cast
+                              WHERE castsource = bt.oid AND casttarget = pr.proargtypes[0])
+               )::text
         FROM pg_opclass o
         JOIN pg_am m ON m.oid = o.opcmethod AND m.amname = 'hash'
         JOIN pg_amproc p ON p.amprocfamily = o.opcfamily AND p.amprocnum = 2
@@ -96,28 +112,26 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
         JOIN pg_proc pr ON pr.oid = p.amproc
         JOIN pg_namespace pn ON pn.oid = pr.pronamespace
         WHERE o.opcdefault
-          -- callable from SQL with the value: PostgreSQL 15 hashes date with
-          -- hashint4extended(integer), bool with hashcharextended("char") and bytea with
-          -- hashvarlenaextended(internal), which SQL cannot call with a date, a bool, a bytea
-          AND (pr.proargtypes[0] = bt.oid
-               OR pr.proargtypes[0] IN ('anyenum'::regtype, 'anyarray'::regtype,
-                                        'anyrange'::regtype,
-                                        to_regtype('anymultirange'))  -- none on 13
-               OR EXISTS (SELECT 1 FROM pg_cast
-                          WHERE castsource = bt.oid AND casttarget = pr.proargtypes[0]))
           AND (o.opcintype = bt.oid
               OR o.opcintype IN (SELECT casttarget FROM pg_cast
                                  WHERE castsource = bt.oid AND castmethod = 'b')
               OR (bt.typtype = 'e' AND o.opcintype = 'anyenum'::regtype)
               OR (bt.typcategory = 'A' AND o.opcintype = 'anyarray'::regtype))
-        ORDER BY o.opcintype = bt.oid DESC
-        LIMIT 1)
+        ORDER BY o.opcintype = bt.oid DESC,
+                 -- a function that takes the value itself first (v1 hashed with it)
+                 pr.proargtypes[0] = bt.oid DESC
+        LIMIT 1),
+       btn.nspname || '.' || bt.typname,
+       (SELECT en.nspname || '.' || et.typname FROM pg_type et
+        JOIN pg_namespace en ON en.oid = et.typnamespace
+        WHERE bt.typcategory = 'A' AND et.oid = bt.typelem)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 JOIN pg_type t ON t.oid = a.atttypid
 JOIN pg_namespace tn ON tn.oid = t.typnamespace
 JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+JOIN pg_namespace btn ON btn.oid = bt.typnamespace
 LEFT JOIN pg_collation co ON co.oid = a.attcollation
 WHERE n.nspname = %s AND c.relname = %s AND a.attname = ANY(%s)
 """
@@ -130,8 +144,6 @@ WHERE c.oid = %(t)s::regclass
 """
 
 
-#: numeric's 64-bit hash function, which ignores the sign (see :meth:`Side.row_hash`)
-_NUMERIC_HASH = ("pg_catalog", "hash_numeric_extended")
 #: enum hash functions hash the label's OID, which differs between databases
 _ENUM_HASH = ("pg_catalog", "hashenumextended")
 
@@ -139,42 +151,20 @@ _ENUM_HASH = ("pg_catalog", "hashenumextended")
 #: are hashed as text, so that a sync makes them identical, not merely equal
 _FOLDING_HASHES = {"citext_hash_extended"}
 
-#: 64-bit types whose own hash function folds the value to 32 bits (2^32 + 4 and 5 share a
-#: hash): hashed by an exact expression of their own instead, with functions every
-#: supported server has (PostgreSQL 14-18 give the same values)
-_WIDE = {"pg_catalog.int8", "pg_catalog.timestamptz", "pg_catalog.timestamp",
-         "pg_catalog.time", "pg_catalog.money"}
-
 #: hash functions that newer servers renamed without changing their values (PostgreSQL 16
-#: gave date, bool, xid and cid functions of their own): one name per value
+#: gave date, bool, xid and cid functions of their own; 17 gave bytea one SQL can call):
+#: one name per value
 _SAME_HASH = {
     "hashdateextended": "hashint4extended",
     "hashboolextended": "hashcharextended",
     "hashxidextended": "hashint4extended",
     "hashcidextended": "hashint4extended",
+    "hashbyteaextended": "hashvarlenaextended",
 }
 
 
 def _canon(fn: tuple[str, str] | None) -> tuple[str, str] | None:
     return None if fn is None else (fn[0], _SAME_HASH.get(fn[1], fn[1]))
-
-
-def _wide_hash(type_name: str, e: sql.Composable, seed: sql.Composable) -> sql.Composable:
-    """An exact 64-bit hash of a value of a :data:`_WIDE` type (NULL for NULL)."""
-    f8 = sql.Identifier("pg_catalog", "hashfloat8extended")
-    if type_name == "pg_catalog.int8":
-        # the value as the seed: hash_uint32_extended mixes all 64 bits of a seed in
-        return sql.SQL("pg_catalog.hashint8extended({s}, {e})").format(e=e, s=seed)
-    if type_name == "pg_catalog.time":
-        return sql.SQL("{f}(pg_catalog.date_part('epoch', {e}), {s})").format(f=f8, e=e, s=seed)
-    if type_name == "pg_catalog.money":
-        return sql.SQL("pg_catalog.hashtextextended(({e})::numeric::text, {s})").format(
-            e=e, s=seed)
-    # timestamps: the epoch in seconds (exact to the microsecond until about 2242) and the
-    # microseconds within the minute (always exact) together pin the value down
-    return sql.SQL("({f}(pg_catalog.date_part('epoch', {e}), {s}) # "
-                   "{f}(pg_catalog.date_part('microseconds', {e}), ({s}) + 1000003))").format(
-        f=f8, e=e, s=seed)
 
 
 @dataclass(frozen=True)
@@ -189,6 +179,11 @@ class ColumnInfo:
     hashable: bool
     #: the type's extended hash function, e.g. ("pg_catalog", "hashint8extended")
     hash_fn: tuple[str, str] | None = None
+    #: SQL can call ``hash_fn`` with a value of the column (else only hash_record_extended can)
+    callable: bool = True
+    #: the type, or a domain's base type ("pg_catalog.int8"), and an array's element type
+    base_name: str = ""
+    element_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -202,10 +197,16 @@ class Side:
     where: sql.Composable | None = None
     #: compare keys in COLLATE "C" (the two sides' key collations differ)
     collate_c: bool = False
-    #: columns hashed as text (see the module docstring)
+    #: columns hashed as text (see :mod:`pgferry.sync.rowhash`)
     as_text: frozenset[str] = frozenset()
+    #: the same for the row hash of earlier releases (:func:`rowhash.row_hash_v1`)
+    as_text_v1: frozenset[str] = frozenset()
     #: the server's version number (``server_version_num``): PostgreSQL 13 has no bit_xor
+    #: and no hash_record_extended
     server_version: int = 180000
+    #: the row hash this comparison uses (2, or 3 when either side runs PostgreSQL 13;
+    #: set by :func:`agree`)
+    hash_version: int = 2
 
     # -- expressions -------------------------------------------------------------------------
     def collate(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
@@ -227,7 +228,9 @@ class Side:
         return sql.SQL("ROW({})").format(sql.SQL(", ").join(exprs))
 
     def _param_tuple(self) -> sql.Composable:
-        ps = [self.collate(k, sql.SQL("%s::{}").format(k.type)) for k in self.key]
+        # CAST, not ::, which binds tighter than a minus sign: a predicate bound on the
+        # client (COPY takes no parameters) would read -2147483648::int4 as -(2147483648)
+        ps = [self.collate(k, sql.SQL("CAST(%s AS {})").format(k.type)) for k in self.key]
         return ps[0] if len(ps) == 1 else sql.SQL("ROW({})").format(sql.SQL(", ").join(ps))
 
     def xor_agg(self, value: sql.Composable) -> sql.Composable:
@@ -262,78 +265,23 @@ class Side:
         return (lateral.format(self.row_hash()),
                 self.xor_agg(sql.SQL("pgferry_l.pgferry_h")))
 
-    def row_hash(self) -> sql.Composable:
-        """The 64-bit hash of a row's synced columns (``bigint``).
+    def row_hash(self, version: int | None = None) -> sql.Composable:
+        """The 64-bit hash of a row's synced columns (:mod:`pgferry.sync.rowhash`).
 
-        Each column goes through its type's own 64-bit hash function seeded with
-        its position (NULL counts as the position itself); the XOR of those is
-        hashed once more (given as the *seed* of ``hashint8extended``, whose
-        ``hash_uint32_extended`` mixes all 64 bits of a seed in), so the row hash
-        is not linear in the columns (two rows trading a value change their
-        chunk's XOR) nor short of bits (a double would keep 53: numeric's special
-        values, whose hash is the seed itself, then differ in the low bits only). Often cheaper than
-        ``hash_record_extended(ROW(...))``, which builds a row value first (a
-        quarter on a wide jsonb table, even on a narrow one). A final
-        ``hashint8extended`` would fold the XOR to 32 bits first: a million rows
-        then share dozens of hashes (tested against). Every function used exists
-        on PostgreSQL 13 to 18 and gives the same value there, so two servers of
-        different versions compare.
+        ``version``: 1, 2 or 3; :attr:`hash_version` (the comparison's) when None.
         """
-        parts: list[sql.Composable] = []
-        for i, c in enumerate(self.columns, 1):
-            e = self.exprs.get(c.name, sql.Identifier(c.name))
-            if c.name in self.as_text or not c.hashable or c.hash_fn is None:
-                fn = sql.Identifier("pg_catalog", "hashtextextended")
-                e = sql.SQL("({})::text").format(e)
-            else:
-                fn = sql.Identifier(*c.hash_fn)
-            seed: sql.Composable = sql.SQL("{}::int8").format(sql.Literal(i))
-            if c.type_name in _WIDE and c.name not in self.as_text and c.hashable:
-                parts.append(sql.SQL("coalesce({}, {})").format(
-                    _wide_hash(c.type_name, e, seed), sql.Literal(i)))
-                continue
-            if c.hash_fn == _NUMERIC_HASH and c.name not in self.as_text:
-                # numeric's hash leaves out the sign (3 and -3 share it) and gives NaN and
-                # both infinities one hash: the class goes into the seed
-                # (PostgreSQL 13 has NaN but no numeric infinity: the same classes there)
-                seed = sql.SQL(
-                    "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} < 'Infinity' THEN 0 "
-                    "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END" if self.server_version >= 140000
-                    else "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} = 'NaN' THEN 3 "
-                    "ELSE 0 END"
-                ).format(i=sql.Literal(i), e=e)
-            parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, sql.Literal(i)))
-        return sql.SQL("pg_catalog.hashint8extended(0, {})").format(sql.SQL(" # ").join(parts))
+        version = version or self.hash_version
+        if version == 2:
+            return rowhash.row_hash(self)
+        return rowhash.row_hash_v1(self, exact=version == 3)
 
-    def key_row_hash(self) -> sql.Composable:
+    def key_row_hash(self, version: int | None = None) -> sql.Composable:
         """An exact 64-bit hash of the key alone: :meth:`row_hash` over the key columns."""
-        return replace(self, columns=self.key).row_hash()
+        return replace(self, columns=self.key).row_hash(version)
 
     def key_hash(self) -> sql.Composable:
-        """A 64-bit hash of a row's key (``bigint``), equal on both sides for equal keys.
-
-        Each key column through its type's 64-bit hash function seeded with its
-        position (as text when the row hash takes it as text), XORed; collatable
-        values in ``COLLATE "C"``, so the collation (which may differ between the
-        sides) cannot change it. Only its low bits are used, as a sub-bucket.
-        """
-        parts: list[sql.Composable] = []
-        c_collation = sql.Identifier("C")
-        for i, k in enumerate(self.key, 1):
-            e: sql.Composable = sql.Identifier(k.name)
-            if k.name in self.as_text or not k.hashable or k.hash_fn is None:
-                fn = sql.Identifier("pg_catalog", "hashtextextended")
-                e = sql.SQL("({})::text COLLATE {}").format(e, c_collation)
-            else:
-                fn = sql.Identifier(*k.hash_fn)
-                if k.collatable:
-                    e = sql.SQL("{} COLLATE {}").format(e, c_collation)
-            parts.append(
-                sql.SQL("coalesce({}({}, {}::int8), {})").format(
-                    fn, e, sql.Literal(i), sql.Literal(i)
-                )
-            )
-        return sql.SQL("({})").format(sql.SQL(" # ").join(parts))
+        """A 64-bit hash of a row's key, equal on both sides (:func:`rowhash.key_hash`)."""
+        return rowhash.key_hash(self)
 
     def predicate(self, rng: KeyRange) -> tuple[sql.Composable, list[Any]]:
         """``WHERE`` clause text for ``rng`` (and the table's ``where``) and its parameters."""
@@ -410,12 +358,14 @@ def side(
 def _column(r: Sequence[Any]) -> ColumnInfo:
     """A :data:`_COLUMNS` row as a :class:`ColumnInfo` (see the module docstring on hashing)."""
     fn: tuple[str, str] | None = None
+    callable = False
     if r[6]:
-        fschema, _, fname = r[6].partition(".")
-        fn = (fschema, fname)
+        qualified, _, can_call = r[6].rpartition(":")
+        fschema, _, fname = qualified.partition(".")
+        fn, callable = (fschema, fname), can_call == "true"
     hashable = bool(r[5]) and fn is not None and fn != _ENUM_HASH and fn[1] not in _FOLDING_HASHES
     return ColumnInfo(r[0], sql.Identifier(r[1], r[2]), f"{r[1]}.{r[2]}", bool(r[3]), r[4],
-                      hashable, fn)
+                      hashable, fn, callable, r[7], r[8])
 
 
 def agree(a: Side, b: Side) -> tuple[Side, Side]:
@@ -423,23 +373,30 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
 
     A column is hashed as text on both sides when either side cannot hash its
     type, the declared types differ, the hash functions differ (other server
-    versions), or either side replaces it by an
-    expression; keys compare in ``COLLATE "C"`` when the key collations differ.
+    versions), or either side replaces it by an expression; keys compare in
+    ``COLLATE "C"`` when the key collations differ. (The row hash of earlier
+    releases, which also needed hash functions SQL can call:
+    :attr:`Side.as_text_v1`.) Both use version 3 of the row hash (version 1 without
+    its blind spots) when either runs PostgreSQL 13, which has no
+    ``hash_record_extended``.
     """
     bcols = {c.name: c for c in (*b.key, *b.columns)}
-    text = frozenset(
-        c.name
-        for c in (*a.key, *a.columns)
-        if not (c.hashable and bcols[c.name].hashable)
-        or c.type_name != bcols[c.name].type_name
-        or _canon(c.hash_fn) != _canon(bcols[c.name].hash_fn)
-        or c.name in a.exprs
-        or c.name in b.exprs
-    )
+
+    def differ(c: ColumnInfo, v1: bool) -> bool:
+        o = bcols[c.name]
+        return (not (c.hashable and o.hashable and (not v1 or (c.callable and o.callable)))
+                or c.type_name != o.type_name
+                or _canon(c.hash_fn) != _canon(o.hash_fn)
+                or c.name in a.exprs or c.name in b.exprs)
+
+    every = (*a.key, *a.columns)
+    text = frozenset(c.name for c in every if differ(c, False))
+    text_v1 = frozenset(c.name for c in every if differ(c, True))
     collate_c = [k.collation for k in a.key] != [k.collation for k in b.key]
+    version = 2 if min(a.server_version, b.server_version) >= HASH_RECORD_SINCE else 3
     return (
-        replace(a, as_text=text, collate_c=collate_c),
-        replace(b, as_text=text, collate_c=collate_c),
+        replace(a, as_text=text, as_text_v1=text_v1, collate_c=collate_c, hash_version=version),
+        replace(b, as_text=text, as_text_v1=text_v1, collate_c=collate_c, hash_version=version),
     )
 
 

@@ -1,7 +1,8 @@
 """What a sync remembers inside the target: watermarks, checkpoints and dead letters.
 
-Contract: ``pgferry.sync_state``, ``pgferry.dead_letters`` and
-``pgferry.before_images`` are part of pgferry's schema (:mod:`pgferry.pg.ownschema`);
+Contract: ``pgferry.sync_state``, ``pgferry.dead_letters``,
+``pgferry.before_images`` and ``pgferry.set_aside`` (:mod:`pgferry.sync.aside`) are part
+of pgferry's schema (:mod:`pgferry.pg.ownschema`);
 :func:`ensure` brings it to its version. State rows are keyed by the source
 environment and ``schema.table``; they are written on the *same connection and
 transaction* as the batch they describe, so a checkpoint or watermark is

@@ -26,7 +26,7 @@ table with ``before_images`` the deleted rows are saved in the same statement.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -56,6 +56,17 @@ class Link:
     #: the unit's transaction has written something (a comparison may then no longer be
     #: spread over helper connections, whose snapshot would not see those writes)
     dirty: bool = False
+    #: the target's DSN (for the set-aside records, committed on a connection of their own)
+    target_dsn: str = ""
+    #: what this unit's loads set aside (:mod:`pgferry.sync.aside`), rebuilt after its commit,
+    #: and the tables whose set-aside definitions were recorded (forgotten on a rollback)
+    aside: list[Any] = field(default_factory=list)
+    recorded: list[str] = field(default_factory=list)
+    #: tables that held rows when this unit began (emptied by its deletes, they still never
+    #: have their indexes set aside: another session may be reading them)
+    had_rows: set[str] = field(default_factory=set)
+    #: the rebuild of what the committed unit set aside (an :class:`aside.RebuildGuard`)
+    guard: Any = None
 
 
 def _binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
@@ -90,6 +101,7 @@ def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
     """Delete target rows (within ``where``) whose key the source does not have."""
     if not t.key or is_empty(link, t):
         return
+    link.had_rows.add(t.qualname)
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), src_where(t))
     pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types and t.binary_copy)
@@ -107,14 +119,20 @@ def is_empty(link: Link, t: TablePlan) -> bool:
 
 
 def _fast_binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
-    """COPY straight into the table in binary: same types, nothing to parse on the target."""
-    return t.same_types and t.binary_copy and not masks and not t.text_columns
+    """COPY straight into the table in binary: same types, nothing to parse on the target.
+
+    Enum columns are no exception: their binary form is the label, which the target
+    looks up as its text input would (a label it lacks fails the row either way).
+    """
+    return (t.same_types and t.binary_copy and not masks
+            and all(c in t.enum_columns for c in t.text_columns))
 
 
 def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
               progress: Progress) -> None:
     """Make the target table hold the source's rows (deletes already done for keyed tables)."""
     if not t.key and not is_empty(link, t):
+        link.had_rows.add(t.qualname)
         link.dirty = True
         res.deleted += write.delete_all(link.tgt, t, link.ctx)
     if is_empty(link, t) and not t.where and not t.skip:
@@ -122,10 +140,17 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
         # lets COPY FREEZE write frozen rows (no later vacuum pass); it takes ACCESS
         # EXCLUSIVE until the table commits, so only where readers may wait
         freeze = t.block_readers and not t.referenced and not t.partitioned
+        aside = _set_aside(link, t)
         try:
             with link.tgt.transaction():
                 if freeze:
                     link.tgt.execute(sql.SQL("TRUNCATE {}").format(table_ident(t)))
+                if aside is not None:
+                    # in this subtransaction: a row that fails the fast path rolls the drops
+                    # back with it, and the batches load with every index in place
+                    from pgferry.sync import aside as aside_mod
+
+                    aside_mod.drop(link.tgt, aside)
                 est = _Estimate(t, progress)
                 n = pipe(link.src, link.tgt, select_sql(t, masks, src_where(t)), [],
                          table_ident(t), t.columns, binary=_fast_binary(t, masks),
@@ -133,6 +158,8 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
                 if t.before_images and n:
                     write.images_of_inserts(link.tgt, t, link.ctx)
                 est.settle(n)
+            if aside is not None:
+                link.aside.append(aside)
             link.dirty = True
             res.inserted += n
             res.source_rows += n
@@ -142,12 +169,30 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
                 raise
             res.warnings.append("a row failed the fast COPY path; loading in batches to "
                                 "isolate bad rows")
+            if aside is not None:  # the rollback to the savepoint put the indexes back
+                from pgferry.sync import aside as aside_mod
+
+                aside_mod.forget(link.target_dsn, [t.qualname])
+                link.recorded.remove(t.qualname)
     if not t.key:
         stage = stage_range(link, t, masks, sql.SQL("true"), [])
         c = _apply(link, t, stage, res)
         progress(c.staged)
     else:
         _batches(link, t, masks, res, progress)
+
+
+def _set_aside(link: Link, t: TablePlan) -> Any:
+    """What an empty ``t`` loads without, recorded (and committed) before it is dropped."""
+    if not (t.defer_indexes and link.target_dsn) or t.qualname in link.had_rows:
+        return None
+    from pgferry.sync import aside
+
+    s = aside.plan(link.tgt, link.src, t)
+    if s is not None:
+        aside.record(link.target_dsn, link.ctx.run_id, s)
+        link.recorded.append(t.qualname)
+    return s
 
 
 def flush_later(link: Link, t: TablePlan, res: TableResult) -> None:

@@ -5,7 +5,7 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
 
     diff_table(src, tgt, table, *, chunk_rows=20_000, key_limit=20, list_rows=50_000,
                fanout=16, batch_rows=1_000_000, source_exprs=None, target_exprs=None,
-               on_progress=None, on_range=None, workers=()) -> TableDiff
+               on_progress=None, on_range=None, workers=(), expect_changes=False) -> TableDiff
 
 - ``src`` / ``tgt``: open :class:`psycopg.Connection` objects to the source
   and the target. **Transactions**: when a connection is already inside a
@@ -25,34 +25,40 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
   select expressions hashed instead of the plain column, e.g. the masking
   expression the sync selected on the source (the target then holds its
   result, so pass it as ``source_exprs`` only).
-- ``chunk_rows``: rows per chunk. Chunk boundaries are source keys (every
-  ``chunk_rows``-th key, or quantiles of a 1% row sample for big analyzed
-  tables); each server computes every chunk's row count and XOR of 64-bit
-  row hashes in one scan per batch of ``batch_rows`` rows. A chunk whose
-  checksum differs and holds at most ``list_rows`` rows a side is settled by
-  its *signature*: the XOR of the row hashes per sub-bucket of ~5 rows
-  (grouped by a hash of the key), 10 bytes a sub-bucket; only the rows of
-  sub-buckets that differ are then read (key and row hash) and classified
-  by key. A bigger one is cut into ``fanout`` pieces at keys of the side
-  with more rows and compared again (bisection). A piece empty on one side
-  is never fetched: all its rows exist only on the other. When the first
-  batch (a tenth of the table) shows differences in many chunks, the rest is
-  read as signatures directly, in the same scan as the sums. Details:
+- ``expect_changes``: how the comparison starts (the result is the same
+  either way; only the cost differs). False (verify, the check after a sync):
+  each server first reads every row once and sends only its count and the XOR
+  of the 64-bit row hashes — the least any comparison can read; equal sums
+  end the comparison. Otherwise, or with ``expect_changes`` (a sync), the
+  table is cut into chunks whose boundaries are source keys (every
+  ``chunk_rows``-th key, or quantiles of a row sample for big analyzed
+  tables). Without ``expect_changes`` each server then computes every chunk's
+  count and XOR (one scan); a chunk whose checksum differs and holds at most
+  ``list_rows`` rows a side is settled by its *signature*: the XOR of the row
+  hashes per sub-bucket of ~5 rows (grouped by a hash of the key), 10 bytes a
+  sub-bucket; only the rows of sub-buckets that differ are then read (key and
+  row hash) and classified by key. A bigger one is cut into ``fanout`` pieces
+  at keys of the side with more rows and compared again (bisection). With
+  ``expect_changes`` every chunk's signature is read in the first scan, and
+  streamed (a few chunks in memory at a time), so a table where 1% of the rows
+  changed at random is settled in two scans a side. A piece empty on one side
+  is never fetched: all its rows exist only on the other. Scans that read the
+  whole table go in physical batches of ~``batch_rows`` rows (block ranges,
+  :mod:`pgferry.sync.batches`), each row read once. Details:
   :mod:`pgferry.sync.differ`, :mod:`pgferry.sync.checksum`,
-  :mod:`pgferry.sync.sides`, :mod:`pgferry.sync.batches`.
+  :mod:`pgferry.sync.sides`, :mod:`pgferry.sync.rowhash`.
 - ``key_limit``: how many differing keys :attr:`TableDiff.first_keys` keeps.
 - ``on_progress(rows_done, rows_total)``: called as chunks are compared
   (source rows; the total is an estimate until the end).
 - ``workers``: more ``(source, target)`` connection pairs whose transactions
-  share the snapshots of ``src`` and ``tgt`` (the caller sets them up); the
-  first batch runs on ``src``/``tgt``, the others on all pairs at once, and
-  the counters and first keys are merged in key order, so the result is the
-  same as with one pair. ``on_range`` and ``on_progress`` are then called from
-  several threads, one call at a time.
-- ``on_range(DiffRange)``: called for every differing range (in key order
-  within a batch) with the complete list of its differing keys, or with
-  ``diffs=None`` when one side of the range is empty (every row of the range
-  is then on one side only). The checksum strategy copies exactly these
+  share the snapshots of ``src`` and ``tgt`` (the caller sets them up): the
+  physical batches of the whole-table sums are read on all pairs at once; the
+  rest runs on ``src``/``tgt``, so the result is the same as with one pair.
+  ``on_progress`` is then called from several threads, one call at a time.
+- ``on_range(DiffRange)``: called for every differing range (in key order)
+  with the complete list of its differing keys, or with ``diffs=None`` when
+  one side of the range is empty (every row of the range is then on one side
+  only). The checksum strategy copies exactly these
   ranges/keys; to select a range's rows build the predicate with
   :meth:`pgferry.sync.sides.Side.predicate` (``TableDiff.source_side``).
 
@@ -68,10 +74,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -79,10 +84,20 @@ from psycopg.pq import TransactionStatus
 
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import map_db_error
+from pgferry.sync import batches
 from pgferry.sync import checksum as ck
-from pgferry.sync.batches import plan_batches, run_parallel
-from pgferry.sync.chunks import KeyDiff, KeyRange, Sums, split, sub_bits, table_checksum
-from pgferry.sync.differ import Differ, DiffRange, Sigs
+from pgferry.sync.chunks import (
+    Key,
+    KeyDiff,
+    KeyRange,
+    Sums,
+    differing_subs,
+    sub_bits,
+    table_checksum,
+)
+from pgferry.sync.differ import Differ, DiffRange, Wants
+
+T = TypeVar("T")
 
 __all__ = ["DiffRange", "TableDiff", "TableSpec", "diff_table", "reading"]
 
@@ -215,16 +230,11 @@ def diff_table(
     on_progress: Callable[[int, int], None] | None = None,
     on_range: Callable[[DiffRange], None] | None = None,
     workers: Sequence[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]] = (),
+    expect_changes: bool = False,
 ) -> TableDiff:
-    """Compare ``table`` on ``src`` and ``tgt`` chunk by chunk (see the module docstring).
+    """Compare ``table`` on ``src`` and ``tgt`` (see the module docstring).
 
-    ``batch_rows`` bounds how many rows one checksum query covers (progress is
-    reported between batches). ``workers``: more (source, target) connection
-    pairs, each inside a transaction that shares the snapshot of ``src``
-    (respectively ``tgt``); the batches after the first are then compared on
-    all pairs at once (key ranges in parallel) and the results merged in key
-    order, the same as one pair would give. Server errors raise the mapped
-    pgferry error.
+    Server errors raise the mapped pgferry error.
     """
     started = time.monotonic()
     out = TableDiff(table.qualname, tuple(table.key))
@@ -234,120 +244,158 @@ def diff_table(
             for conn in (src, tgt, *(c for pair in workers for c in pair)):
                 stack.enter_context(reading(conn))
             s, t = ck.agree(
-                ck.side(
-                    src,
-                    table.schema,
-                    table.name,
-                    table.key,
-                    table.columns,
-                    exprs=source_exprs,
-                    where=table.where,
-                ),
-                ck.side(
-                    tgt,
-                    table.schema,
-                    table.name,
-                    table.key,
-                    table.columns,
-                    exprs=target_exprs,
-                    where=table.where,
-                ),
+                ck.side(src, table.schema, table.name, table.key, table.columns,
+                        exprs=source_exprs, where=table.where),
+                ck.side(tgt, table.schema, table.name, table.key, table.columns,
+                        exprs=target_exprs, where=table.where),
             )
             out.source_side, out.target_side = s, t
             pairs = [(src, tgt), *workers]
             pools = [stack.enter_context(ThreadPoolExecutor(1)) for _ in pairs]
-            lock = threading.Lock()
-            emit = on_range
-            if on_range is not None and workers:
-
-                def emit(r: DiffRange) -> None:
-                    with lock:
-                        on_range(r)
-
-            def differ(i: int, counters: TableDiff) -> Differ:
-                return Differ(
-                    pairs[i][0],
-                    pairs[i][1],
-                    s,
-                    t,
-                    counters,
-                    pools[i],
-                    list_rows=max(1, list_rows),
-                    fanout=max(2, fanout),
-                    key_limit=key_limit,
-                    on_range=emit,
-                )
-
+            run = _Comparison(pairs, pools, s, t, out, list_rows=max(1, list_rows),
+                       fanout=max(2, fanout), key_limit=key_limit, on_range=on_range,
+                       on_progress=on_progress)
             estimate = ck.estimate_rows(src, s)
+            run.total = estimate or 0
+            if not expect_changes:
+                whole = run.whole_sums(batch_rows)
+                if whole[0] == whole[1]:  # every row matches: one scan a side was enough
+                    out.matched, out.chunks = whole[0].rows, 1
+                    _finish(out, *whole)
+                    out.duration_s = time.monotonic() - started
+                    return out
             if estimate is not None and estimate >= 20 * chunk_rows:
                 bounds = ck.sampled_boundaries(src, s, estimate, chunk_rows)
             else:
                 bounds = ck.boundaries(src, s, KeyRange(), chunk_rows)
-            chunks = split(KeyRange(), bounds)
-            out.chunks = len(chunks)
-            total = estimate or len(chunks) * chunk_rows  # for progress only
-            if workers:
-                # at least two batches a pair, so that the pairs share the work evenly
-                batch_rows = min(batch_rows, max(chunk_rows, -(-total // (2 * len(pairs)))))
-            batches = plan_batches(len(chunks), chunk_rows, batch_rows)
-            done = [0]
-
-            def batch(k: int, pair: int, part: TableDiff, dense: bool) -> tuple[Sums, Sums, bool]:
-                """Compare batch ``k`` on pair ``pair``, counting into ``part``.
-
-                Returns the batch's sums and whether differences are everywhere.
-                """
-                d = differ(pair, part)
-                i, j = batches[k]
-                group = chunks[i:j]
-                outer = KeyRange(group[0].lo, group[-1].hi)
-                inner = bounds[i : j - 1]
-                bits = sub_bits(chunk_rows)
-                sigs = None
-                if dense:
-                    # differences are everywhere: read every chunk's signature right away
-                    # instead of sums first and signatures of the differing chunks after
-                    sigs = Sigs(
-                        bits, *d.both(partial(ck.signatures, rng=outer, bounds=inner, bits=bits))
-                    )
-                    ss, ts = (
-                        [sig[x].sums if x in sig else Sums() for x in range(len(group))]
-                        for sig in (sigs.src, sigs.tgt)
-                    )
-                else:
-                    ss, ts = d.both(partial(ck.bucket_sums, rng=outer, bounds=inner))
-                ssum, tsum, ndiff = Sums(), Sums(), 0
-                for a, b in zip(ss, ts, strict=True):
-                    ssum, tsum = ssum + a, tsum + b
-                    part.source_rows += a.rows
-                    part.target_rows += b.rows
-                    ndiff += a != b
-                part.chunks_differing += ndiff
-                d.settle(outer, inner, ss, ts, sigs)
-                if on_progress is not None:
-                    with lock:
-                        done[0] += ssum.rows
-                        on_progress(min(done[0], total), max(total, done[0]))
-                return ssum, tsum, dense or (ndiff >= 2 and ndiff * 4 >= len(group))
-
-            # the first batch (a probe) on the first pair: it says whether differences are
-            # everywhere; the rest in order on one pair, or spread over all pairs
-            ssum, tsum, dense = batch(0, 0, out, False)
-            if not workers:
-                for k in range(1, len(batches)):
-                    a, b, dense = batch(k, 0, out, dense)
-                    ssum, tsum = ssum + a, tsum + b
+            out.chunks = len(bounds) + 1
+            if expect_changes:
+                ss, ts, wants = run.signatures(bounds, sub_bits(chunk_rows))
+                run.differ(0).settle(KeyRange(), bounds, ss, ts, wants=wants)
             else:
-                parts = run_parallel(len(batches), len(pairs), batch, dense,
-                                     lambda: TableDiff(out.table, out.key))
-                for a, b, part in parts:
-                    ssum, tsum = ssum + a, tsum + b
-                    out.add(part, key_limit)
-            out.source_checksum = table_checksum(ssum)
-            out.target_checksum = table_checksum(tsum)
+                ss, ts = run.chunk_sums(bounds, batch_rows)
+                run.differ(0).settle(KeyRange(), bounds, ss, ts)
+            out.chunks_differing = sum(a != b for a, b in zip(ss, ts, strict=True))
+            _finish(out, sum(ss, Sums()), sum(ts, Sums()))
     except psycopg.Error as e:
         raise map_db_error(e, f"verify {table.qualname}") from None
     out.duration_s = time.monotonic() - started
     if on_progress is not None:
         on_progress(out.source_rows, out.source_rows)
     return out
+
+
+def _finish(out: TableDiff, ssum: Sums, tsum: Sums) -> None:
+    out.source_rows, out.target_rows = ssum.rows, tsum.rows
+    out.source_checksum = table_checksum(ssum)
+    out.target_checksum = table_checksum(tsum)
+
+
+class _Comparison:
+    """One :func:`diff_table` call's connections, sides, counters and passes."""
+
+    def __init__(self, pairs: list[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]],
+                 pools: list[ThreadPoolExecutor], s: ck.Side, t: ck.Side, out: TableDiff, *,
+                 list_rows: int, fanout: int, key_limit: int,
+                 on_range: Callable[[DiffRange], None] | None,
+                 on_progress: Callable[[int, int], None] | None) -> None:
+        self.pairs, self.pools, self.src_side, self.tgt_side, self.out = pairs, pools, s, t, out
+        self.list_rows, self.fanout, self.key_limit = list_rows, fanout, key_limit
+        self.on_range, self.on_progress = on_range, on_progress
+        self.lock = threading.Lock()
+        self.total = 0
+        self.done = 0
+        self.reported = False  # progress is reported by the first pass only
+
+    def differ(self, i: int) -> Differ:
+        return Differ(self.pairs[i][0], self.pairs[i][1], self.src_side, self.tgt_side, self.out,
+                      self.pools[i], list_rows=self.list_rows, fanout=self.fanout,
+                      key_limit=self.key_limit, on_range=self.on_range)
+
+    def _progress(self, rows: int) -> None:
+        if self.on_progress is None or self.reported:
+            return
+        with self.lock:
+            self.done += rows
+            self.on_progress(min(self.done, self.total), max(self.total, self.done))
+
+    def _batched(self, batch_rows: int, f: Callable[..., T]) -> list[tuple[T, T]]:
+        """``f(conn, side, blocks)`` on both sides for every physical batch, over the pairs."""
+        n = batches.count(self.total, batch_rows, len(self.pairs))
+        ranges = [ck.block_ranges(c, sd, n) for c, sd in ((self.pairs[0][0], self.src_side),
+                                                          (self.pairs[0][1], self.tgt_side))]
+        n = max(map(len, ranges))
+
+        def one(k: int, i: int) -> tuple[T | None, T | None]:
+            src, tgt = self.pairs[i]
+            bs, bt = batches.pick(ranges[0], k), batches.pick(ranges[1], k)
+            fut = self.pools[i].submit(f, src, self.src_side, bs) if bs is not None else None
+            tv = f(tgt, self.tgt_side, bt) if bt is not None else None
+            return (fut.result() if fut is not None else None), tv
+
+        return batches.run(n, len(self.pairs), one)  # type: ignore[arg-type]
+
+    def whole_sums(self, batch_rows: int) -> tuple[Sums, Sums]:
+        """Count and XOR of every row of each side: one scan, nothing grouped."""
+        def f(conn: psycopg.Connection[Any], sd: ck.Side, blocks: ck.Blocks) -> Sums:
+            got = ck.sums(conn, sd, blocks)
+            if sd is self.src_side:
+                self._progress(got.rows)
+            return got
+
+        got = self._batched(batch_rows, f)
+        self.reported = True
+        return (sum((a for a, _ in got if a is not None), Sums()),
+                sum((b for _, b in got if b is not None), Sums()))
+
+    def chunk_sums(self, bounds: Sequence[Key], batch_rows: int
+                   ) -> tuple[list[Sums], list[Sums]]:
+        """Count and XOR of every chunk of each side: one scan with ``width_bucket``."""
+        def f(conn: psycopg.Connection[Any], sd: ck.Side, blocks: ck.Blocks) -> list[Sums]:
+            got = ck.bucket_sums(conn, sd, KeyRange(), bounds, blocks)
+            if sd is self.src_side:
+                self._progress(sum(x.rows for x in got))
+            return got
+
+        n = len(bounds) + 1
+        ss, ts = [Sums()] * n, [Sums()] * n
+        for a, b in self._batched(batch_rows, f):
+            if a is not None:
+                ss = [x + y for x, y in zip(ss, a, strict=True)]
+            if b is not None:
+                ts = [x + y for x, y in zip(ts, b, strict=True)]
+        self.reported = True
+        return ss, ts
+
+    def signatures(self, bounds: Sequence[Key], bits: int
+                   ) -> tuple[list[Sums], list[Sums], Wants]:
+        """Every chunk's signature on both sides (one scan each), streamed and compared.
+
+        Keeps only what a later step needs: the sums per chunk and the differing
+        sub-buckets of the chunks whose sums differ.
+        """
+        n = len(bounds) + 1
+        ss, ts = [Sums()] * n, [Sums()] * n
+        wants = Wants(bits, {}, {})
+        (src, tgt), pool = self.pairs[0], self.pools[0]
+        with closing(ck.signature_stream(src, self.src_side, bounds, bits)) as sgen, \
+                closing(ck.signature_stream(tgt, self.tgt_side, bounds, bits)) as tgen:
+            fut = pool.submit(next, sgen, None)  # both servers scan at the same time
+            b = next(tgen, None)
+            a = fut.result()
+            while a is not None or b is not None:
+                j = min(x[0] for x in (a, b) if x is not None)
+                sa = a[1] if a is not None and a[0] == j else None
+                sb = b[1] if b is not None and b[0] == j else None
+                if sa is not None:
+                    ss[j] = sa.sums
+                    self._progress(sa.rows)
+                    a = next(sgen, None)
+                if sb is not None:
+                    ts[j] = sb.sums
+                    b = next(tgen, None)
+                if sa is not None and sb is not None and sa.sums != sb.sums:
+                    wants.subs[j] = differing_subs(sa, sb)
+                    wants.filled[j] = max(len(sa.subs), len(sb.subs))
+        self.reported = True
+        return ss, ts, wants

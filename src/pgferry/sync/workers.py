@@ -43,7 +43,7 @@ from tenacity import (
 from pgferry.errors import LockUnavailable, PgferryError, Unreachable
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import Target, connect, is_transient, map_db_error, redact
-from pgferry.sync import compare, events, multiset, sequences, session, watermark, write
+from pgferry.sync import aside, compare, events, multiset, sequences, session, watermark, write
 from pgferry.sync.context import RunContext
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
@@ -77,12 +77,23 @@ def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
 def _new_link(ctx: RunContext) -> Link:
     tgt = _writer(ctx)
     return Link(ctx.snapshot.worker(), tgt, write.WriteContext(ctx.run_id, ctx.source.name),
-                ctx.batch_size, helpers=lambda: _new_link(ctx), parts=ctx.jobs)
+                ctx.batch_size, helpers=lambda: _new_link(ctx), parts=ctx.jobs,
+                target_dsn=ctx.target.dsn)
 
 
 def _heal(ctx: RunContext, link: Link) -> None:
-    """Make ``link`` usable again after an error: roll back, reconnect what broke."""
+    """Make ``link`` usable again after an error: roll back, reconnect what broke.
+
+    What the unit set aside came back with the rollback: its records are dropped.
+    """
     link.dirty = False
+    _drop_guard(link)
+    if link.recorded:
+        with contextlib.suppress(PgferryError, psycopg.Error):
+            aside.forget(ctx.target.dsn, link.recorded)
+    link.aside.clear()
+    link.recorded.clear()
+    link.had_rows.clear()
     for name in ("src", "tgt"):
         conn: psycopg.Connection[Any] = getattr(link, name)
         st = conn.info.transaction_status
@@ -148,6 +159,7 @@ def _write_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
                 _run_unit(ctx, unit, link, current)
         for t, r in zip(unit, results, strict=True):
             _settle(t, r)
+        _rebuild(ctx, link, results)
     except (PgferryError, psycopg.Error) as e:
         err = e if isinstance(e, PgferryError) else map_db_error(
             e, current[-1].qualname if current else ", ".join(t.qualname for t in unit))
@@ -234,9 +246,52 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
             op(r)
     for t in unit:
         write.triggers(tgt, t, enable=True)
+    if link.aside:
+        # queued before the commit: from the commit on, other writers wait for the rebuild
+        link.guard = aside.RebuildGuard(ctx.target.dsn, [s.table for s in link.aside],
+                                 [i for s in link.aside for i in s.items], ctx.jobs)
     current.clear()
     tgt.commit()
     link.dirty = False
+    link.aside.clear()
+    link.recorded.clear()
+    link.had_rows.clear()
+
+
+def _drop_guard(link: Link) -> None:
+    if link.guard is not None:
+        link.guard.close()
+        link.guard = None
+
+
+def _rebuild(ctx: RunContext, link: Link, results: list[TableResult]) -> None:
+    """After the unit committed: build what its loads set aside (--jobs at a time).
+
+    A failure here leaves the rows synced and the definitions recorded in
+    ``pgferry.set_aside``: the table is reported failed, and the next sync of it
+    rebuilds them before anything else.
+    """
+    guard, link.guard = link.guard, None
+    if guard is None:
+        return
+    by = {r.table: r for r in results}
+    try:
+        built = guard.rebuild()
+        for name in built:
+            for table in guard.tables:
+                schema = table.split(".", 1)[0]
+                if any(i.name == f"{schema}.{name}" and i.table == table for i in guard.items):
+                    by[table].rebuilt_indexes.append(name)
+    except (PgferryError, psycopg.Error) as e:
+        err = e if isinstance(e, PgferryError) else map_db_error(e, ", ".join(guard.tables))
+        for table in guard.tables:
+            r = by[table]
+            r.status = "failed"
+            r.error = redact(f"the rows are synced, but rebuilding the indexes set aside for "
+                             f"the load failed: {err.message}; their definitions are kept in "
+                             "pgferry.set_aside and the next sync of this table rebuilds them")
+    finally:
+        guard.close()
 
 
 def _deletes(link: Link, r: TableResult, ops: list[compare.DeleteOp]) -> bool:
@@ -304,17 +359,22 @@ def _load(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
     flush_later(link, t, r)
     r.unchanged = max(0, r.source_rows - r.inserted - r.updated - r.dead_lettered)
     if t.track and t.strategy == "checksum":
-        _base(ctx, t, link, work)
+        _base(ctx, t, link, work, r)
 
 
-def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
+def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any, r: TableResult) -> None:
     """After a tracked table's writes: move its base, or make one (the first sync)."""
     from pgferry.sync import conflicts
 
     if ctx.opts.rebase:  # the target as it is now is the common state of every row
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
-    elif work is not None and work.classified is not None and work.classified.known:
-        conflicts.update_base(link, t, work.found.target_side)
+    elif work is not None and work.classified is not None and work.classified.known and (
+            work.classified.version == work.found.target_side.hash_version
+            or work.classified.kept):
+        # a base of an earlier release's row hash stays in it while it holds kept rows
+        fired = t.triggers == "enable" and bool(t.user_triggers)
+        conflicts.update_base(link, t, work.found.target_side, work.classified.version,
+                              written_as_staged=not (r.dead_lettered or fired))
     else:
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
 
@@ -328,8 +388,7 @@ def _note_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
         return
     if work is None:  # an empty target: no conflict there, if a base says what was synced
         tgt = compare.sides(ctx, t, link)[1]
-        r.conflicts_known = conflicts.usable(link.tgt, link.ctx.source, t,
-                                             conflicts.spec_of(link.tgt, t, tgt))
+        r.conflicts_known = conflicts.usable(link.tgt, link.ctx.source, t, tgt)
         return
     cl = work.classified
     if cl is None or not cl.known:

@@ -21,7 +21,7 @@ Contract:
   only add.
 - A role that may write pgferry's tables but not create in its schema (not its owner)
   works where the schema is current (an unversioned schema that already holds all of
-  version 1, or of versions 1 and 2, counts as that version for it); where it is older,
+  version 1, or of versions 1 and 2, or 1 to 3, counts as that version for it); where it is older,
   :class:`~pgferry.errors.BadInput` says to run pgferry once as the schema's owner.
 - :func:`exists` says whether a journal exists (any layout). Commands that must create
   nothing (``verify``) ask it first and never call :func:`ensure` on a database without
@@ -39,7 +39,7 @@ import psycopg
 from psycopg import errors as e_
 
 from pgferry.errors import BadInput
-from pgferry.pg.ownschema import v1, v2
+from pgferry.pg.ownschema import v1, v2, v3
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ STEPS: tuple[Upgrade, ...] = (
     Upgrade(1, "journal, migration progress, sync state, dead letters, before-images, "
                "schema fingerprints", v1.apply),
     Upgrade(2, "backfill checkpoints and before-images", v2.apply),
+    Upgrade(3, "index definitions a sync set aside", v3.apply),
 )
 
 _VERSION_SQL = """
@@ -81,7 +82,8 @@ SELECT to_regclass('pgferry.schema_version') IS NOT NULL,
        AND to_regclass('pgferry.before_images') IS NOT NULL
        AND to_regclass('pgferry.schema_fingerprint') IS NOT NULL,
        to_regclass('pgferry.backfill_state') IS NOT NULL
-       AND to_regclass('pgferry.backfill_images') IS NOT NULL
+       AND to_regclass('pgferry.backfill_images') IS NOT NULL,
+       to_regclass('pgferry.set_aside') IS NOT NULL
 """
 
 
@@ -94,17 +96,20 @@ class SchemaState:
     triggers: tuple[str, ...]  # the journal's enabled triggers
     whole_v1: bool  # every object of version 1 is there
     whole_v2: bool = False  # ... and of version 2
+    whole_v3: bool = False  # ... and of version 3
 
     @property
     def version(self) -> int:
         """The version the schema has: recorded, else 1 when it holds all of version 1
-        (an earlier pgferry made it; 2 when it holds version 2's too), else 0 (none, or an
+        (an earlier pgferry made it; 2 or 3 when it holds those versions too), else 0 (none, or an
         earlier pgferry's part)."""
         if self.recorded is not None:
             return self.recorded
         if not (self.whole_v1 and self.journal_kind == "v"):
             return 0
-        return 2 if self.whole_v2 else 1
+        if not self.whole_v2:
+            return 1
+        return 3 if self.whole_v3 else 2
 
     def triggers_whole(self) -> bool:
         return self.journal_kind != "v" or self.triggers == v1.TRIGGERS
@@ -118,7 +123,8 @@ def state(conn: psycopg.Connection[Any]) -> SchemaState:
     if row[0]:
         got = conn.execute("SELECT max(version) FROM pgferry.schema_version").fetchone()
         recorded = int(got[0]) if got and got[0] is not None else 0
-    return SchemaState(recorded, row[1], tuple(row[2]), bool(row[3]), bool(row[4]))
+    return SchemaState(recorded, row[1], tuple(row[2]), bool(row[3]), bool(row[4]),
+                       bool(row[5]))
 
 
 def exists(conn: psycopg.Connection[Any]) -> bool:

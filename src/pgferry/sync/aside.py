@@ -1,0 +1,340 @@
+"""Secondary indexes set aside while an empty table is loaded, then rebuilt in parallel.
+
+Contract: on an unprotected target (``[sync] defer_indexes``, on by default;
+never on a protected target, which :func:`pgferry.sync.plan.build_plan` sees to),
+the fast path into an *empty* table (:func:`pgferry.sync.tables.full_load`) loads
+it without the indexes it does not need while loading, and builds them after the
+unit commits, several at a time — as pgcopydb and ``pg_restore`` do. Building an
+index once over loaded rows costs far less than maintaining it row by row.
+
+- :func:`plan` reads the target's catalog (and the source's, for unique indexes)
+  and says what may be set aside: every valid index but the primary key and
+  the index of the sync key, that no foreign key references and that is not the
+  replica identity or the clustered index; a unique index or a (non-deferrable)
+  unique constraint only when the source has the same one (so its rows satisfy
+  it); on a partitioned table, plain and unique indexes (not constraints), each
+  rebuilt per partition and attached. Foreign keys, check and exclusion
+  constraints stay: they decide, row by row, which rows are dead letters.
+- :func:`record` writes every definition (``pg_get_indexdef``, and the ``ALTER
+  TABLE ... ADD CONSTRAINT ... USING INDEX`` or ``ALTER INDEX ... ATTACH
+  PARTITION`` that completes it) into ``pgferry.set_aside`` and **commits**,
+  before anything is dropped.
+- :func:`drop` drops them inside the fast path's subtransaction: if the load
+  fails on a row, the rollback to it puts them back before the load in batches
+  (whose dead letters need every unique index in place).
+- :class:`RebuildGuard` takes over after the unit: a connection that queues ``LOCK
+  TABLE ... IN SHARE MODE`` before the unit commits, so that from the commit on
+  no other session writes to the table until its indexes are back (readers go
+  on; index builds take the same SHARE lock). :meth:`RebuildGuard.rebuild` builds
+  the indexes on ``jobs`` connections at once (each ``CREATE INDEX`` takes the
+  SHARE lock too), then completes the constraints and partition attachments on
+  the guard, deletes the records and commits.
+- :func:`recover`: a run that died between the drop and the rebuild leaves the
+  definitions in ``pgferry.set_aside``; the next sync of those tables rebuilds
+  whatever is missing before it does anything else (and warns about recorded
+  tables it does not sync).
+
+Definitions are the server's own ``pg_get_indexdef`` / ``pg_get_constraintdef``
+text (identifiers quoted by the server), executed as they are, as ``pg_restore``
+executes a dump's; every other name goes through :class:`psycopg.sql.Identifier`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.pg.connect import connect
+
+if TYPE_CHECKING:
+    from pgferry.sync.plan import TablePlan
+
+_INDEXES = """
+SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
+       con.conname, con.contype::text, coalesce(con.condeferrable, false),
+       ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(n, o)
+             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o),
+       i.indisprimary OR i.indisreplident OR i.indisclustered OR NOT i.indisvalid
+           OR NOT i.indisready
+           OR EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f'
+                      AND f.conindid = i.indexrelid),
+       ic.relkind = 'I',
+       -- a partitioned index's partition indexes: schema, name, definition, on a leaf?
+       ARRAY(SELECT ARRAY[pn.nspname::text, pc.relname::text, pg_get_indexdef(pc.oid),
+                          (tc.relkind = 'r')::text]
+             FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid
+             JOIN pg_namespace pn ON pn.oid = pc.relnamespace
+             JOIN pg_index pi ON pi.indexrelid = pc.oid
+             JOIN pg_class tc ON tc.oid = pi.indrelid
+             WHERE h.inhparent = i.indexrelid ORDER BY pc.relname)
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+     AND con.contype IN ('p', 'u', 'x')
+WHERE i.indrelid = %s::regclass
+ORDER BY ic.relname
+"""
+
+
+@dataclass(frozen=True)
+class RebuildStep:
+    """One statement of a rebuild (its steps: :mod:`pgferry.pg.ownschema.v3`)."""
+
+    table: str  # schema.table
+    name: str  # schema-qualified name of the index (or of the object the step completes)
+    step: int
+    definition: str
+    needs: str  # schema-qualified index that exists once this step is done
+
+
+@dataclass
+class SetAside:
+    """What :func:`plan` set aside for one table: the drops and the rebuild steps."""
+
+    table: str
+    drops: list[sql.Composed]
+    items: list[RebuildStep]
+
+    @property
+    def names(self) -> list[str]:
+        return [i.name.split(".", 1)[1] for i in self.items if i.step == 1]
+
+
+def plan(tgt: psycopg.Connection[Any], src: psycopg.Connection[Any], t: TablePlan
+         ) -> SetAside | None:
+    """What the target table ``t`` can load without (see the module docstring); None: nothing."""
+    ident = sql.Identifier(t.schema, t.name).as_string(tgt)
+    source = {r[0]: r[1] for r in src.execute(_INDEXES, [ident])}
+    out = SetAside(t.qualname, [], [])
+    q = sql.Identifier
+    for (name, idef, unique, conname, contype, deferrable, cols, keep, partitioned,
+         children) in tgt.execute(_INDEXES, [ident]):
+        if keep or tuple(cols) == tuple(t.key) or (unique and source.get(name) != idef):
+            continue  # needed, referenced, special, or a uniqueness the source may not hold
+        full = f"{t.schema}.{name}"
+        if conname is not None:
+            if contype != "u" or deferrable or t.partitioned:
+                continue
+            out.drops.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                q(t.schema, t.name), q(conname)))
+            out.items.append(RebuildStep(t.qualname, full, 1, idef, full))
+            out.items.append(RebuildStep(t.qualname, f"{t.schema}.{conname}", 2, sql.SQL(
+                "ALTER TABLE {} ADD CONSTRAINT {} UNIQUE USING INDEX {}").format(
+                q(t.schema, t.name), q(conname), q(name)).as_string(tgt), full))
+            continue
+        if partitioned:
+            if not children or any(leaf != "true" for *_, leaf in children):
+                continue  # a partition that is partitioned itself: left in place
+            out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
+            out.items.append(RebuildStep(t.qualname, full, 0, idef, full))
+            for cschema, cname, cdef, _ in children:
+                child = f"{cschema}.{cname}"
+                out.items.append(RebuildStep(t.qualname, child, 1, cdef, child))
+                out.items.append(RebuildStep(t.qualname, child, 2, sql.SQL(
+                    "ALTER INDEX {} ATTACH PARTITION {}").format(
+                    q(t.schema, name), q(cschema, cname)).as_string(tgt), full))
+            continue
+        out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
+        out.items.append(RebuildStep(t.qualname, full, 1, idef, full))
+    return out if out.items else None
+
+
+def record(dsn: str, run_id: str, s: SetAside) -> None:
+    """Write the definitions into ``pgferry.set_aside`` and commit (before any drop)."""
+    with connect(dsn, autocommit=True, application_name="pgferry sync set-aside") as c:
+        with c.transaction():
+            for i in s.items:
+                c.execute(
+                    "INSERT INTO pgferry.set_aside (table_name, name, step, definition, needs,"
+                    " run_id) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (table_name, name,"
+                    " step) DO UPDATE SET definition = excluded.definition,"
+                    " needs = excluded.needs, run_id = excluded.run_id, at = clock_timestamp()",
+                    [i.table, i.name, i.step, i.definition, i.needs, run_id])
+
+
+def forget(dsn: str, tables: Sequence[str]) -> None:
+    """Delete the records of ``tables`` (their drops rolled back: nothing is missing)."""
+    with connect(dsn, autocommit=True, application_name="pgferry sync set-aside") as c:
+        c.execute("DELETE FROM pgferry.set_aside WHERE table_name = ANY(%s)", [list(tables)])
+
+
+def drop(conn: psycopg.Connection[Any], s: SetAside) -> None:
+    """Drop what was set aside (inside the caller's transaction; the record is committed)."""
+    for d in s.drops:
+        conn.execute(d)
+
+
+def _exists(conn: psycopg.Connection[Any], qualified: str) -> bool:
+    """Does the index (or constraint, for a step-2 constraint) ``schema.name`` exist?"""
+    schema, name = qualified.split(".", 1)
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s)", [schema, name]).fetchone()
+    return bool(row and row[0])
+
+
+def _attached(conn: psycopg.Connection[Any], parent: str, child: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)"
+        " AND inhparent = to_regclass(%s))",
+        [sql.Identifier(*child.split(".", 1)).as_string(conn),
+         sql.Identifier(*parent.split(".", 1)).as_string(conn)]).fetchone()
+    return bool(row and row[0])
+
+
+def _constraint(conn: psycopg.Connection[Any], table: str, qualified: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s)"
+        " AND conname = %s)",
+        [sql.Identifier(*table.split(".", 1)).as_string(conn),
+         qualified.split(".", 1)[1]]).fetchone()
+    return bool(row and row[0])
+
+
+def _done(conn: psycopg.Connection[Any], i: RebuildStep) -> bool:
+    """Is step ``i`` done already (its index built, its constraint or attachment there)?"""
+    if i.step != 2:
+        return _exists(conn, i.name)
+    if i.definition.startswith("ALTER INDEX"):
+        return _attached(conn, i.needs, i.name)
+    return _constraint(conn, i.table, i.name)
+
+
+class RebuildGuard:
+    """The rebuild of one unit's set-aside tables (see the module docstring)."""
+
+    def __init__(self, dsn: str, tables: Sequence[str], items: Sequence[RebuildStep], jobs: int,
+                 *, queue_before: bool = True) -> None:
+        from pgferry.sync import session
+
+        self.dsn, self.tables, self.items, self.jobs = dsn, list(tables), list(items), jobs
+        self.conn = connect(dsn, application_name="pgferry sync rebuild")
+        session.pin(self.conn)
+        self._locked = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if queue_before:
+            self._thread = threading.Thread(target=self._lock, daemon=True)
+            self._thread.start()
+            self._wait_queued()
+        else:
+            self._lock()
+
+    def _lock(self) -> None:
+        try:
+            names = sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in self.tables)
+            self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(names))
+        except BaseException as e:  # noqa: BLE001 - reported by rebuild()
+            self._error = e
+        finally:
+            self._locked.set()
+
+    def _wait_queued(self, timeout: float = 5.0) -> None:
+        """Return once the guard's lock request waits in the queue (or holds the lock)."""
+        pid = self.conn.info.backend_pid
+        deadline = time.monotonic() + timeout
+        with connect(self.dsn, autocommit=True, application_name="pgferry sync rebuild") as c:
+            while time.monotonic() < deadline and not self._locked.is_set():
+                row = c.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND "
+                                "NOT granted)", [pid]).fetchone()
+                if row and row[0]:
+                    return
+                time.sleep(0.005)
+
+    def close(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.conn.cancel_safe(timeout=2)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
+
+    def rebuild(self) -> list[str]:
+        """Build what is missing, complete constraints and attachments, forget the records.
+
+        Returns the names of the indexes built. Runs once the unit committed (or
+        rolled back: then nothing is missing, and only the records go).
+        """
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        c = self.conn
+        todo = [i for i in self.items if not _done(c, i)]
+        for i in (i for i in todo if i.step == 0):
+            c.execute(sql.SQL(i.definition))
+        builds = [i for i in todo if i.step == 1]
+        _build(self.dsn, builds, self.jobs, c)
+        for i in (i for i in todo if i.step == 2):
+            c.execute(sql.SQL(i.definition))
+        c.execute("DELETE FROM pgferry.set_aside WHERE table_name = ANY(%s)", [self.tables])
+        c.commit()
+        return [i.name.split(".", 1)[1] for i in builds]
+
+
+def _build(dsn: str, builds: list[RebuildStep], jobs: int, guard: psycopg.Connection[Any]) -> None:
+    """``CREATE INDEX`` each of ``builds``, ``jobs`` at a time (on the guard alone for one)."""
+    if not builds:
+        return
+    if jobs <= 1 or len(builds) == 1:
+        for i in builds:
+            guard.execute(sql.SQL(i.definition))
+        return
+    from pgferry.sync import session
+
+    lock = threading.Lock()
+    queue = list(builds)
+
+    def work() -> None:
+        with connect(dsn, autocommit=True, application_name="pgferry sync rebuild") as b:
+            # several builds share the cores: none of them starts parallel workers of its own
+            session.pin(b, extra={"max_parallel_maintenance_workers": "0"})
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    i = queue.pop(0)
+                b.execute(sql.SQL(i.definition))
+
+    with ThreadPoolExecutor(min(jobs, len(builds))) as pool:
+        for f in [pool.submit(work) for _ in range(min(jobs, len(builds)))]:
+            f.result()
+
+
+def pending(conn: psycopg.Connection[Any]) -> dict[str, list[RebuildStep]]:
+    """The recorded steps per table (``pgferry.set_aside``; none when it does not exist)."""
+    if conn.execute("SELECT to_regclass('pgferry.set_aside')").fetchone() == (None,):
+        return {}
+    out: dict[str, list[RebuildStep]] = {}
+    for t, name, step, definition, needs in conn.execute(
+            "SELECT table_name, name, step, definition, needs FROM pgferry.set_aside"
+            " ORDER BY table_name, step, name"):
+        out.setdefault(t, []).append(RebuildStep(t, name, step, definition, needs))
+    return out
+
+
+def recover(dsn: str, tables: Sequence[str], jobs: int) -> tuple[list[str], list[str]]:
+    """Rebuild what an interrupted run left set aside for ``tables``; (rebuilt, elsewhere).
+
+    ``elsewhere``: recorded tables this run does not sync (the caller warns).
+    """
+    with connect(dsn, autocommit=True, application_name="pgferry sync rebuild") as c:
+        recorded = pending(c)
+    mine = {t: items for t, items in recorded.items() if t in set(tables)}
+    rebuilt: list[str] = []
+    if mine:
+        g = RebuildGuard(dsn, list(mine), [i for items in mine.values() for i in items], jobs,
+                  queue_before=False)
+        try:
+            rebuilt = g.rebuild()
+        finally:
+            g.close()
+    return rebuilt, sorted(set(recorded) - set(mine))

@@ -1,0 +1,223 @@
+"""Empty target tables load with their secondary indexes set aside, rebuilt after (issue 16).
+
+Never on a protected target, never on a table that holds rows; a crash between the
+drop and the rebuild leaves the definitions in ``pgferry.set_aside``, and the next
+sync rebuilds them. Whether an index was set aside shows in its OID: a rebuilt
+index is a new relation.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import Project, Result, sql, write_project
+from tests.helpers.sync import rows
+
+SCHEMA = """
+CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE items (
+    id bigint PRIMARY KEY, parent_id int REFERENCES parent (id), code text NOT NULL,
+    qty int, note text, tags jsonb
+);
+CREATE INDEX items_parent_idx ON items (parent_id);
+CREATE UNIQUE INDEX items_code_key ON items (code);
+CREATE INDEX items_note_lower_idx ON items (lower(note)) WHERE qty > 2;
+CREATE INDEX items_tags_idx ON items USING gin (tags);
+ALTER TABLE items ADD CONSTRAINT items_code_qty UNIQUE (code, qty);
+CREATE TABLE part (id int NOT NULL, day date NOT NULL, v text, PRIMARY KEY (id, day))
+    PARTITION BY RANGE (day);
+CREATE TABLE part_a PARTITION OF part FOR VALUES FROM ('2024-01-01') TO ('2024-07-01');
+CREATE TABLE part_b PARTITION OF part FOR VALUES FROM ('2024-07-01') TO ('2025-01-01');
+CREATE INDEX part_v_idx ON part (v);
+"""
+DATA = """
+INSERT INTO parent SELECT g, 'p' || g FROM generate_series(1, 50) g;
+INSERT INTO items SELECT g, g % 50 + 1, 'c' || g, g % 7, 'Note ' || g,
+    jsonb_build_object('k', g % 5) FROM generate_series(1, 3000) g;
+INSERT INTO part SELECT g, date '2024-01-01' + g % 360, 'v' || g FROM generate_series(1, 2000) g;
+"""
+TABLES = ("parent", "items", "part")
+SET_ASIDE = {"items_parent_idx", "items_code_key", "items_note_lower_idx", "items_tags_idx",
+             "items_code_qty", "part_a_v_idx", "part_b_v_idx"}
+
+
+def indexes(dsn: str) -> dict[str, tuple[int, str]]:
+    """Every index of the public schema: name -> (OID, definition)."""
+    with psycopg.connect(dsn) as c:
+        return {r[0]: (r[1], r[2]) for r in c.execute(
+            "SELECT c.relname, c.oid::int, pg_get_indexdef(c.oid) FROM pg_index i JOIN pg_class c"
+            " ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public'")}
+
+
+def constraints(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as c:
+        return sorted(f"{r[0]} {r[1]}" for r in c.execute(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+            " WHERE connamespace = 'public'::regnamespace"))
+
+
+def recorded(dsn: str) -> list[str]:
+    with psycopg.connect(dsn) as c:
+        if c.execute("SELECT to_regclass('pgferry.set_aside')").fetchone() == (None,):
+            return []
+        return sorted(r[0] for r in c.execute("SELECT name FROM pgferry.set_aside"))
+
+
+def definitions(dsn: str) -> dict[str, str]:
+    return {n: d for n, (_, d) in indexes(dsn).items()}
+
+
+@pytest.fixture
+def proj(tmp_path: Any, make_db: Callable[..., str]) -> Project:
+    p = write_project(tmp_path / "p", {"dev": make_db("sdev"), "stage": make_db("sstage"),
+                                       "prod": make_db("sprod")}, protected=("prod",))
+    for dsn in p.dsns.values():
+        sql(dsn, SCHEMA)
+    sql(p.dsns["dev"], DATA)
+    return p
+
+
+def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
+    return cli("--config", str(p.config), "--json", *args)
+
+
+def test_an_empty_table_loads_without_its_indexes_and_gets_them_back(
+        proj: Project, cli: Callable[..., Result]) -> None:
+    before = indexes(proj.dsns["stage"])
+    r = run(cli, proj, "sync", "dev", "stage", "--mode", "full")
+    assert r.code == 0, r.err + r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    rebuilt = {n for t in by.values() for n in t["rebuilt_indexes"]}
+    assert rebuilt == SET_ASIDE
+    after = indexes(proj.dsns["stage"])
+    # every index is back as it was defined (names included), each a new relation
+    assert definitions(proj.dsns["stage"]) == definitions(proj.dsns["dev"])
+    assert constraints(proj.dsns["stage"]) == constraints(proj.dsns["dev"])
+    changed = {n for n in after if after[n][0] != before[n][0]}
+    assert changed == SET_ASIDE | {"part_v_idx"}
+    # the primary keys (the sync's keys) were never dropped
+    assert all(before[n][0] == after[n][0] for n in ("parent_pkey", "items_pkey", "part_pkey"))
+    assert recorded(proj.dsns["stage"]) == []
+    for t in TABLES:
+        assert rows(proj.dsns["dev"], t) == rows(proj.dsns["stage"], t)
+    assert run(cli, proj, "verify", "dev", "stage").code == 0
+    # the plan says which lock this takes
+    r = run(cli, proj, "sync", "dev", "stage", "--dry-run")
+    plan = {t["table"]: t for t in r.json["options"]["plan"]["tables"]}
+    assert plan["public.items"]["defer_indexes"] is True
+    assert any("rebuilt" in lock for lock in plan["public.items"]["locks"])
+
+
+def test_never_on_a_protected_target(proj: Project, cli: Callable[..., Result]) -> None:
+    before = indexes(proj.dsns["prod"])
+    r = run(cli, proj, "sync", "dev", "prod", "--mode", "full", "--yes")
+    assert r.code == 0, r.err + r.out
+    assert all(t["rebuilt_indexes"] == [] for t in r.json["tables"])
+    assert indexes(proj.dsns["prod"]) == before  # not one index was dropped
+    assert recorded(proj.dsns["prod"]) == []
+    for t in TABLES:
+        assert rows(proj.dsns["dev"], t) == rows(proj.dsns["prod"], t)
+
+
+def test_never_on_a_table_that_has_rows(proj: Project, cli: Callable[..., Result]) -> None:
+    sql(proj.dsns["stage"], "INSERT INTO parent VALUES (999, 'stray');"
+                            "INSERT INTO items (id, code) VALUES (99999, 'stray')")
+    before = indexes(proj.dsns["stage"])
+    r = run(cli, proj, "sync", "dev", "stage", "--mode", "full")
+    assert r.code == 0, r.err + r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert by["public.items"]["rebuilt_indexes"] == [] == by["public.parent"]["rebuilt_indexes"]
+    after = indexes(proj.dsns["stage"])
+    assert all(after[n] == before[n] for n in before if n.startswith(("items", "parent")))
+    # the partitioned table was empty: its index was set aside and rebuilt
+    assert after["part_a_v_idx"][0] != before["part_a_v_idx"][0]
+    for t in TABLES:
+        assert rows(proj.dsns["dev"], t) == rows(proj.dsns["stage"], t)
+
+
+def test_defer_indexes_false_keeps_them(tmp_path: Any, make_db: Callable[..., str],
+                                        cli: Callable[..., Result]) -> None:
+    p = write_project(tmp_path / "k", {"dev": make_db("kdev"), "stage": make_db("kstage")},
+                      protected=(), extra="[sync]\ndefer_indexes = false\n")
+    for dsn in p.dsns.values():
+        sql(dsn, SCHEMA)
+    sql(p.dsns["dev"], DATA)
+    before = indexes(p.dsns["stage"])
+    r = run(cli, p, "sync", "dev", "stage", "--mode", "full")
+    assert r.code == 0, r.err + r.out
+    assert indexes(p.dsns["stage"]) == before
+
+
+def test_a_row_that_fails_the_fast_path_loads_with_every_index_in_place(
+        proj: Project, cli: Callable[..., Result]) -> None:
+    # a check only the target has: COPY fails on one row, the batches isolate it
+    sql(proj.dsns["stage"], "ALTER TABLE items ADD CONSTRAINT no_13 CHECK (id <> 13)")
+    before = indexes(proj.dsns["stage"])
+    r = run(cli, proj, "sync", "dev", "stage", "--mode", "full")
+    assert r.code == 1, r.err + r.out
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert by["public.items"]["dead_lettered"] == 1
+    assert by["public.items"]["rebuilt_indexes"] == []
+    after = indexes(proj.dsns["stage"])
+    assert all(after[n] == before[n] for n in before if n.startswith("items"))
+    assert "items" not in " ".join(recorded(proj.dsns["stage"]))
+
+
+def _wait_for(dsn: str, proc: Any, pattern: str) -> int:
+    """Wait (up to 60 s) until a pgferry backend runs a query matching ``pattern``; its pid."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while time.monotonic() < deadline:
+            row = c.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE "
+                            "'pgferry%%' AND state = 'active' AND query ~ %s",
+                            [pattern]).fetchone()
+            if row:
+                return int(row[0])
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+    raise AssertionError(f"no pgferry backend ran {pattern!r}")
+
+
+def test_sigkill_between_drop_and_rebuild_leaves_the_definitions_and_the_rerun_rebuilds(
+        proj: Project, pg_admin_dsn: str) -> None:
+    stage = proj.dsns["stage"]
+    # an index that takes seconds to build (a slow function in its expression)
+    slow = ("CREATE FUNCTION slow_len(text) RETURNS int IMMUTABLE LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(0.003); RETURN length($1); END $$;"
+            "CREATE INDEX items_slow_idx ON items (slow_len(code));")
+    sql(stage, slow)
+    sql(proj.dsns["dev"], slow)
+    want = definitions(proj.dsns["dev"])
+    proc = proj.popen("sync", "dev", "stage", "--mode", "full", "--jobs", "1")
+    _wait_for(stage, proc, "CREATE INDEX items_slow_idx")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:  # the build dies with it
+        c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                  "application_name LIKE 'pgferry%'")
+    deadline = time.monotonic() + 30
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        while c.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE "
+                        "'pgferry%'").fetchone() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # the load committed (the rows are the source's), the index is missing, its definition
+    # is recorded where the next sync finds it
+    assert rows(proj.dsns["dev"], "items") == rows(stage, "items")
+    assert "items_slow_idx" not in indexes(stage)
+    assert "public.items_slow_idx" in recorded(stage)
+    r = proj.run("sync", "dev", "stage", "--json")
+    assert r.code == 0, r.err + r.out
+    assert any("rebuilt index(es) an interrupted sync had set aside" in w
+               for w in r.json["warnings"])
+    assert definitions(stage) == want
+    assert constraints(stage) == constraints(proj.dsns["dev"])
+    assert recorded(stage) == []
+    assert proj.run("verify", "dev", "stage").code == 0
