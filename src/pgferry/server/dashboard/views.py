@@ -161,7 +161,7 @@ def migrations(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  
                           if f.get("severity") == "error")}
 
 
-def _rows_of(run: runs.Run) -> float | None:
+def _rows_of(run: runs.ServiceRun) -> float | None:
     totals = (run.result or {}).get("totals") or {}
     rows = totals.get("source_rows")
     if rows is None:
