@@ -77,6 +77,8 @@ class Project:
         return subprocess.Popen(
             [sys.executable, "-m", "pgferry", "--config", str(self.config), *args],
             cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            # a process a test has to stop by force (SIGABRT) prints every thread's stack
+            env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         )
 
 

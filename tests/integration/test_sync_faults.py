@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -264,7 +265,12 @@ def test_sigterm_cancels_rolls_back_and_journals(pair: Project) -> None:
             longest = max(longest, row[0])
             time.sleep(0.02)
     assert longest < 15, ("the running statement was not cancelled", longest)
-    out, err = proc.communicate(timeout=30)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler: where each thread waits
+        out, err = proc.communicate(timeout=30)
+        raise AssertionError("sync did not exit within 30 s of its cancel:\n" + err) from None
     assert proc.returncode == 3, err
     assert "interrupted" in err
     with psycopg.connect(pair.dsns["prod"]) as c:
