@@ -136,6 +136,10 @@ def test_every_form_needs_the_csrf_token_of_its_session(service: Svc) -> None:
     r = olga.post("/runs", data={**args, "csrf": other})
     assert r.status_code == 403 and "reload" in r.text
     assert olga.post("/logout", data={}).status_code == 403
+    # the API's writes carry no CSRF token: the session cookie alone may read, not write
+    assert olga.get("/api/runs").status_code == 200
+    r = olga.post("/api/runs", json={"kind": "health", "arguments": {"env": "dev"}})
+    assert r.status_code == 403 and "Bearer" in r.json()["message"], r.text
     assert _control(p, "SELECT count(*) FROM pgferry_control.runs")[0][0] == before
     # the same form sent twice (a double click) is one run
     html = olga.get("/runs").text
