@@ -25,14 +25,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from pgferry import jsonio
+
+#: where a front end may stop an operation (a cancel asked through the admin service):
+#: ``"poll"`` at this event when it last asked a while ago; ``"now"`` ask at this event
+#: whatever the last answer's age (the last moment before a commit); ``"never"`` the event
+#: reports what already happened (a commit), so stopping there would report a write as
+#: not made
+StopPoint = Literal["poll", "now", "never"]
 
 
 @dataclass(frozen=True)
 class Event:
     """Base of all events; ``at`` is the wall-clock time (epoch seconds)."""
+
+    stop_point: ClassVar[StopPoint] = "poll"
 
     at: float = field(default_factory=time.time, kw_only=True)
 

@@ -34,6 +34,15 @@ def _events(p: Any, run_id: str) -> list[dict[str, Any]]:
                                         " WHERE run_id = %s ORDER BY seq", [run_id])]
 
 
+def _copying(p: Any) -> bool:
+    """Rows are going into prod's items (an empty table is loaded by one COPY, whose
+    batches are counted when it ends)."""
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
+        row = c.execute("SELECT count(*) FROM pg_stat_progress_copy"
+                        " WHERE relid = 'items'::regclass AND tuples_processed > 0").fetchone()
+    return bool(row and row[0])
+
+
 def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
         tmp_path: Path, make_db: Any) -> None:
     # prod unprotected here: the run starts without an approval (four eyes: test_service_api)
@@ -42,6 +51,15 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
     p.config.write_text(text)
     n = 150_000
     seed(p.dsns["dev"], n)
+    # prod's rows go in slowly while slow_load holds a row: the kill always meets the load
+    # (a fast machine once finished the whole table first); the restarted run goes at speed
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE slow_load (on_ bool); INSERT INTO slow_load VALUES (true);"
+                     " CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                     " IF EXISTS (SELECT FROM slow_load) THEN PERFORM pg_sleep(0.002); END IF;"
+                     " RETURN NEW; END $$;"
+                     " CREATE TRIGGER slow BEFORE INSERT ON items FOR EACH ROW"
+                     " EXECUTE FUNCTION slow()")
     tok = tokens(p, olga="operator")
     srv = Server(p).start()
     try:
@@ -52,7 +70,7 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
         rid = r.json()["id"]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # kill once rows are being written
-            if any(e["type"] == "batch_written" for e in _events(p, rid)):
+            if any(e["type"] == "batch_written" for e in _events(p, rid)) or _copying(p):
                 break
             time.sleep(0.05)
         else:
@@ -64,6 +82,10 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
         assert state == ("running",)
     finally:
         srv.stop()
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        # the killed load is rolled back: nothing half-written
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+        conn.execute("DELETE FROM slow_load")
     again = Server(p, port=srv.port).start()
     try:
         c = again.client(tok["olga"])

@@ -105,7 +105,8 @@ class Recorder:
         self.add(event.to_dict())
         if self.also is not None:
             self.also(event)
-        self.check_cancel()
+        if event.stop_point != "never":
+            self.check_cancel(now=event.stop_point == "now")
 
     def add(self, item: dict[str, Any]) -> None:
         with self._lock:
@@ -130,8 +131,8 @@ class Recorder:
             except PgferryError as e:  # the control database hiccuped: the run goes on
                 self.errors.append(e.message)
 
-    def check_cancel(self) -> None:
-        if time.monotonic() - self._polled < self.CANCEL_POLL_S:
+    def check_cancel(self, *, now: bool = False) -> None:
+        if not now and time.monotonic() - self._polled < self.CANCEL_POLL_S:
             return
         self._polled = time.monotonic()
         try:

@@ -2,7 +2,7 @@
 
 Contract: the engine publishes these :class:`~pgferry.events.Event` kinds
 (:class:`RunStarted`, :class:`TableStarted`, :class:`BatchWritten`,
-:class:`TableFinished`, :class:`Warning`, :class:`RunFinished`) to a
+:class:`Committing`, :class:`TableFinished`, :class:`Warning`, :class:`RunFinished`) to a
 :class:`~pgferry.events.Channel`; ``event.to_dict()`` is what the admin service
 streams. The terminal renderer is :class:`pgferry.cli.progress.SyncBars`.
 :class:`Channel`, :class:`Collector`, :class:`Queued`, :class:`Event` and
@@ -52,7 +52,19 @@ class BatchWritten(Event):
 
 
 @dataclass(frozen=True)
+class Committing(Event):
+    """The tables of one unit are written and about to commit: the last moment a cancel
+    leaves them as they were."""
+
+    stop_point = "now"
+
+    tables: list[str]
+
+
+@dataclass(frozen=True)
 class TableFinished(Event):
+    stop_point = "never"
+
     table: str
     status: TableStatus = "ok"
     inserted: int = 0
@@ -72,6 +84,8 @@ class Warning(Event):  # noqa: A001 - the event's name in the stream is "warning
 
 @dataclass(frozen=True)
 class RunFinished(Event):
+    stop_point = "never"
+
     outcome: Outcome
     exit_code: int
     duration_s: float = 0.0

@@ -251,6 +251,7 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
         link.guard = aside.RebuildGuard(ctx.target.dsn, [s.table for s in link.aside],
                                  [i for s in link.aside for i in s.items], ctx.jobs)
     current.clear()
+    ctx.event(events.Committing([t.qualname for t in unit]))
     tgt.commit()
     link.dirty = False
     link.aside.clear()
