@@ -185,7 +185,7 @@ async def _asyncio_load(host: str, port: int, path: str, headers: dict[str, str]
                 if conn is None:
                     conn = await asyncio.open_connection(host, port)
                 ok = await asyncio.wait_for(one(*conn), 30)
-            except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError):
                 ok, conn = False, None
             lat.append((time.perf_counter() - t) * 1000)
             errors += not ok
