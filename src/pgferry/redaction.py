@@ -31,11 +31,16 @@ MIN_SECRET = 4
 _secrets: set[str] = set()
 #: the secrets, longest first (a secret inside a longer one must not break the longer one)
 _ordered: tuple[str, ...] = ()
-#: what any of the three shapes needs somewhere in the text: most text has neither, and a
-#: response of the admin service redacts thousands of strings
-_MAYBE = re.compile(r"://|password", re.I)
 #: what JSON writes escaped (orjson: nothing else, not even non-ASCII)
 _JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+
+
+def _maybe_shaped(text: str) -> bool:
+    """Whether ``text`` has what any of the three shapes needs: most text has neither, and
+    an answer of the admin service holds thousands of strings. (``casefold``, not
+    ``lower``: the shapes' ``re.I`` also takes a long s, U+017F, for an s; substring
+    tests are several times faster than one ``re.I`` alternation.)"""
+    return "://" in text or "password" in text.casefold()
 
 
 def register_secret(secret: str | None) -> None:
@@ -92,7 +97,7 @@ def redact(text: str) -> str:
     for secret in _ordered:
         if secret in text:
             text = text.replace(secret, "***")
-    if _MAYBE.search(text) is None:
+    if not _maybe_shaped(text):
         return text
     text = _URL_PW.sub(lambda m: m["pre"] + "***" + m["at"], text)
     text = _QUERY_PW.sub(lambda m: m["pre"] + "***", text)
@@ -105,7 +110,7 @@ def may_need_redaction(json_text: str) -> bool:
     nothing. One search over the text instead of one per string (JSON escapes only ``"``,
     ``\\`` and control characters: a shape's marks and most secrets read the same
     inside it; a secret holding one of those makes the answer True)."""
-    if _MAYBE.search(json_text) is not None:
+    if _maybe_shaped(json_text):
         return True
     return any(s in json_text or _JSON_ESCAPED.search(s) is not None for s in _ordered)
 
