@@ -277,6 +277,13 @@ def markdown(results: list[Result], clients: int, seconds: float, generator: str
              "| route | requests | req/s | p50 ms | p95 ms | p99 ms | errors |",
              "|---|---|---|---|---|---|---|"]
     lines += [r.row() for r in results]
+    lines += ["", f"With {clients} clients always waiting, the mean latency is {clients} / "
+              "(answers per second) (Little's law): p95 < 50 ms needs at least a mean under 50 ms, "
+              f"that is more than {clients / 0.05:,.0f} answers a second from the one server "
+              "process. What one answer costs here (wall time per answer, one route at a "
+              "time):", ""]
+    lines += [f"- {r.name}: {1000 * r.seconds / max(r.requests, 1):.2f} ms, so a mean of "
+              f"{clients * 1000 * r.seconds / max(r.requests, 1):.0f} ms" for r in results]
     return "\n".join(lines) + "\n"
 
 
