@@ -53,3 +53,6 @@ _.idle_in_transaction_critical
 _.all_commands  # cli/app: every command, imported (docs and tests)
 _.of  # events.Collector
 _.set_key  # sync/masking
+
+# read by the dashboard's templates (jinja2), not by Python
+_.nonce  # server/dashboard/views.Action: the form's idempotency nonce

@@ -136,8 +136,9 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
                   "environments, as runs with live progress and four-eyes approvals.")
     app.state.service = svc
     _handlers(app)
-    from pgferry.server import routes_read, routes_runs
+    from pgferry.server import dashboard, routes_read, routes_runs
 
     app.include_router(routes_read.router)
     app.include_router(routes_runs.router)
+    app.include_router(dashboard.router)  # the pages at / (issue 15)
     return app

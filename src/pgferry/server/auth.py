@@ -45,6 +45,9 @@ class TooManyFailures(PgferryError):
     http_status = 429
 
 
+_SAFE = ("GET", "HEAD", "OPTIONS")
+
+
 def address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -66,6 +69,13 @@ def identify(svc: Service, request: Request) -> tokens.Token:
         raise TooManyFailures(f"too many failed attempts from {addr}; try again in "
                               f"{wait:.0f} s", retry_after=int(wait) + 1)
     got = _presented(request)
+    if (got is not None and got[0] == "session" and request.method not in _SAFE
+            and request.url.path.startswith("/api/")):
+        # a browser's cookie rides along with any page's request to this site; the API's
+        # writes carry no CSRF token, so they take the bearer header only (the dashboard's
+        # forms post to its own routes, which check theirs)
+        raise Forbidden("the API changes nothing for a browser session; send "
+                        "Authorization: Bearer <token> (pgferry token create)")
     token: tokens.Token | None = None
     if got is not None and got[0] in ("bearer", "session"):
         key = f"{got[0]}:{tokens.hash_secret(got[1])}"
