@@ -61,6 +61,12 @@ def _presented(request: Request) -> tuple[str, str] | None:
     return ("session", cookie) if cookie else None
 
 
+def _session_write(got: tuple[str, str] | None, request: Request) -> bool:
+    """A browser session asking the API to change something (refused: see :func:`identify`)."""
+    return (got is not None and got[0] == "session" and request.method not in _SAFE
+            and request.url.path.startswith("/api/"))
+
+
 def identify(svc: Service, request: Request) -> tokens.Token:
     """The token behind the request, or :class:`AuthError` (journaled, counted)."""
     addr = address(request)
@@ -69,8 +75,7 @@ def identify(svc: Service, request: Request) -> tokens.Token:
         raise TooManyFailures(f"too many failed attempts from {addr}; try again in "
                               f"{wait:.0f} s", retry_after=int(wait) + 1)
     got = _presented(request)
-    if (got is not None and got[0] == "session" and request.method not in _SAFE
-            and request.url.path.startswith("/api/")):
+    if _session_write(got, request):
         # a browser's cookie rides along with any page's request to this site; the API's
         # writes carry no CSRF token, so they take the bearer header only (the dashboard's
         # forms post to its own routes, which check theirs)
@@ -100,8 +105,8 @@ def known(svc: Service, request: Request) -> tokens.Token | None:
     """The token behind the request when the cache holds it and the address is not
     blocked (no database asked); None when :func:`identify` has to decide."""
     got = _presented(request)
-    if got is None or got[0] not in ("bearer", "session") or \
-            svc.limiter.blocked_for(address(request)) > 0:
+    if got is None or got[0] not in ("bearer", "session") or _session_write(got, request) \
+            or svc.limiter.blocked_for(address(request)) > 0:
         return None
     return svc.tokens.get(f"{got[0]}:{tokens.hash_secret(got[1])}")
 
