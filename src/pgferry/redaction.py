@@ -29,15 +29,29 @@ _KV_PW = re.compile(r"(?P<pre>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*
 _QUERY_PW = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]*)", re.I)
 MIN_SECRET = 4
 _secrets: set[str] = set()
+#: the secrets, longest first (a secret inside a longer one must not break the longer one)
+_ordered: tuple[str, ...] = ()
+#: what JSON writes escaped (orjson: nothing else, not even non-ASCII)
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+
+
+def _maybe_shaped(text: str) -> bool:
+    """Whether ``text`` has what any of the three shapes needs: most text has neither, and
+    an answer of the admin service holds thousands of strings. (``casefold``, not
+    ``lower``: the shapes' ``re.I`` also takes a long s, U+017F, for an s; substring
+    tests are several times faster than one ``re.I`` alternation.)"""
+    return "://" in text or "password" in text.casefold()
 
 
 def register_secret(secret: str | None) -> None:
     """Remember ``secret`` (and its percent-encoded/decoded forms) so :func:`redact` hides it."""
+    global _ordered
     if not secret:
         return
     for form in (secret, unquote(secret), quote(secret, safe="")):
         if len(form) >= MIN_SECRET:
             _secrets.add(form)
+    _ordered = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def dsn_password(dsn: str) -> str | None:
@@ -80,12 +94,25 @@ def redact_dsn(dsn: str) -> str:
 
 def redact(text: str) -> str:
     """``text`` with every password in a URL or ``password=...`` replaced by ``***``."""
-    for secret in sorted(_secrets, key=len, reverse=True):
+    for secret in _ordered:
         if secret in text:
             text = text.replace(secret, "***")
+    if not _maybe_shaped(text):
+        return text
     text = _URL_PW.sub(lambda m: m["pre"] + "***" + m["at"], text)
     text = _QUERY_PW.sub(lambda m: m["pre"] + "***", text)
     return _KV_PW.sub(lambda m: m["pre"] + "***", text)
+
+
+def may_need_redaction(json_text: str) -> bool:
+    """False when no string inside ``json_text`` (a JSON text) holds anything
+    :func:`redact` would replace: then :func:`redact_tree` of what it encodes would change
+    nothing. One search over the text instead of one per string (JSON escapes only ``"``,
+    ``\\`` and control characters: a shape's marks and most secrets read the same
+    inside it; a secret holding one of those makes the answer True)."""
+    if _maybe_shaped(json_text):
+        return True
+    return any(s in json_text or _JSON_ESCAPED.search(s) is not None for s in _ordered)
 
 
 def redact_tree(value: Any) -> Any:

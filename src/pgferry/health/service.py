@@ -31,12 +31,10 @@ def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Heal
     from pgferry.pg.connect import resolve_env
 
     th = cfg.health.thresholds(env)  # also: ConfigError for an unknown env
+    hit = cached(cfg, env, now=now) if use_cache else None
+    if hit is not None:
+        return hit
     key = (str(cfg.path), env)
-    with _lock:
-        hit = _cache.get(key)
-    if use_cache and hit is not None and \
-            0 <= (now - hit.checked_at).total_seconds() < th.seconds("cache_interval"):
-        return replace(hit, cached=True)
     try:
         target = resolve_env(cfg, env)
     except OperationFailed as e:  # the embedded server would not start: unreachable
@@ -48,3 +46,15 @@ def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Heal
     with _lock:
         _cache[key] = report
     return report
+
+
+def cached(cfg: Config, env: str, *, now: datetime) -> HealthReport | None:
+    """The cached report of ``env`` (``cached: true``) while it is fresh at ``now``, else
+    None; never touches a database (an event loop may call it)."""
+    th = cfg.health.thresholds(env)  # also: ConfigError for an unknown env
+    with _lock:
+        hit = _cache.get((str(cfg.path), env))
+    if hit is not None and \
+            0 <= (now - hit.checked_at).total_seconds() < th.seconds("cache_interval"):
+        return replace(hit, cached=True)
+    return None

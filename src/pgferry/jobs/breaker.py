@@ -65,10 +65,9 @@ def _judge(cfg: Config, env: str, row: dict[str, Any] | None, now: datetime) -> 
 def states(cfg: Config, ctl: Control, *, fresh: bool = False) -> dict[str, Breaker]:
     """Every configured environment's breaker."""
     key = ctl.dsn
-    with _lock:
-        hit = _cache.get(key)
-    if not fresh and hit is not None and time.monotonic() - hit[0] < 1.0:
-        return hit[1]
+    hit = None if fresh else cached_states(ctl)
+    if hit is not None:
+        return hit
     with ctl.conn() as c:
         rows = {r["env"]: r for r in c.execute(
             "SELECT env, failures, opened_at, last_error FROM pgferry_control.breakers")}
@@ -77,6 +76,14 @@ def states(cfg: Config, ctl: Control, *, fresh: bool = False) -> dict[str, Break
     with _lock:
         _cache[key] = (time.monotonic(), out)
     return out
+
+
+def cached_states(ctl: Control) -> dict[str, Breaker] | None:
+    """What :func:`states` answers while its in-process copy is fresh (no query), else
+    None."""
+    with _lock:
+        hit = _cache.get(ctl.dsn)
+    return hit[1] if hit is not None and time.monotonic() - hit[0] < 1.0 else None
 
 
 def check(cfg: Config, ctl: Control, env: str) -> Breaker:

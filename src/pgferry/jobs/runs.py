@@ -40,6 +40,9 @@ _COLUMNS = ("id, kind, env, arguments, state, requested_by, requested_from, plan
             " approved_by, approved_at, decided_reason, idempotency_key, request_hash, job_id,"
             " attempts, schedule, result, error, exit_code, cancel_requested, created_at,"
             " started_at, finished_at")
+#: what :meth:`ServiceRun.summary` shows: a listing need not carry plans and results
+_SUMMARY = ("id, kind, env, arguments, state, requested_by, approved_by, schedule, attempts,"
+            " exit_code, error, created_at, started_at, finished_at")
 
 
 class IdempotencyConflict(BadInput):
@@ -187,11 +190,12 @@ def get(ctl: Control, run_id: str) -> ServiceRun | None:
 
 def listing(ctl: Control, *, limit: int = 50, state: str | None = None,
             env: str | None = None, kind: str | None = None,
-            before: datetime | None = None) -> list[ServiceRun]:
-    """The newest runs (filters are optional), newest first."""
+            before: datetime | None = None, brief: bool = False) -> list[ServiceRun]:
+    """The newest runs (filters are optional), newest first; ``brief``: only what
+    :meth:`ServiceRun.summary` shows is read (no plan, no result)."""
     with ctl.conn() as c:
         rows = c.execute(
-            f"SELECT {_COLUMNS} FROM pgferry_control.runs"  # noqa: S608
+            f"SELECT {_SUMMARY if brief else _COLUMNS} FROM pgferry_control.runs"  # noqa: S608
             " WHERE (%(state)s::text IS NULL OR state = %(state)s)"
             " AND (%(env)s::text IS NULL OR env = %(env)s)"
             " AND (%(kind)s::text IS NULL OR kind = %(kind)s)"

@@ -9,13 +9,17 @@ Contract: :func:`require` is a FastAPI dependency for a minimum role. It reads
   within ``auth_window``, until the window has passed (counted in this process),
 
 each refusal journaled in the control journal with the caller's address. A token
-found is cached for a second (a revoked token stops working within a second).
+found is cached for a second (a revoked token stops working within a second). The
+dependency runs on the event loop: only a token not in that cache, or a refusal (it is
+journaled), goes to a thread for the control database; a thread hop per request cost
+more than the rest of the check.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+import anyio
 from fastapi import Request
 
 from pgferry.errors import PgferryError
@@ -57,6 +61,12 @@ def _presented(request: Request) -> tuple[str, str] | None:
     return ("session", cookie) if cookie else None
 
 
+def _session_write(got: tuple[str, str] | None, request: Request) -> bool:
+    """A browser session asking the API to change something (refused: see :func:`identify`)."""
+    return (got is not None and got[0] == "session" and request.method not in _SAFE
+            and request.url.path.startswith("/api/"))
+
+
 def identify(svc: Service, request: Request) -> tokens.Token:
     """The token behind the request, or :class:`AuthError` (journaled, counted)."""
     addr = address(request)
@@ -65,8 +75,7 @@ def identify(svc: Service, request: Request) -> tokens.Token:
         raise TooManyFailures(f"too many failed attempts from {addr}; try again in "
                               f"{wait:.0f} s", retry_after=int(wait) + 1)
     got = _presented(request)
-    if (got is not None and got[0] == "session" and request.method not in _SAFE
-            and request.url.path.startswith("/api/")):
+    if _session_write(got, request):
         # a browser's cookie rides along with any page's request to this site; the API's
         # writes carry no CSRF token, so they take the bearer header only (the dashboard's
         # forms post to its own routes, which check theirs)
@@ -92,20 +101,41 @@ def identify(svc: Service, request: Request) -> tokens.Token:
     return token
 
 
-def require(role: str) -> Callable[[Request], Caller]:
+def known(svc: Service, request: Request) -> tokens.Token | None:
+    """The token behind the request when the cache holds it and the address is not
+    blocked (no database asked); None when :func:`identify` has to decide."""
+    got = _presented(request)
+    if got is None or got[0] not in ("bearer", "session") or _session_write(got, request) \
+            or svc.limiter.blocked_for(address(request)) > 0:
+        return None
+    return svc.tokens.get(f"{got[0]}:{tokens.hash_secret(got[1])}")
+
+
+def authorize(request: Request, role: str) -> Caller:
+    """The caller, who must hold ``role`` or a higher one (blocking: it may ask the
+    control database); :class:`AuthError`, :class:`Forbidden`, :class:`TooManyFailures`."""
+    svc: Service = request.app.state.service
+    token = identify(svc, request)
+    caller = Caller(token.name, token.role, address(request))
+    if tokens.rank(token.role) < tokens.rank(role):
+        audit(svc.ctl, "http 403", caller, outcome="refused", exit_code=4,
+              details={"path": request.url.path, "method": request.method,
+                       "needs": role})
+        raise Forbidden(f"{token.name} has role {token.role}; this needs {role} or above",
+                        needs=role, role=token.role)
+    request.state.caller = caller
+    return caller
+
+
+def require(role: str) -> Callable[[Request], Awaitable[Caller]]:
     """A dependency: the caller, who must hold ``role`` or a higher one."""
 
-    def dependency(request: Request) -> Caller:
-        svc: Service = request.app.state.service
-        token = identify(svc, request)
-        caller = Caller(token.name, token.role, address(request))
-        if tokens.rank(token.role) < tokens.rank(role):
-            audit(svc.ctl, "http 403", caller, outcome="refused", exit_code=4,
-                  details={"path": request.url.path, "method": request.method,
-                           "needs": role})
-            raise Forbidden(f"{token.name} has role {token.role}; this needs {role} or above",
-                            needs=role, role=token.role)
-        request.state.caller = caller
-        return caller
+    async def dependency(request: Request) -> Caller:
+        token = known(request.app.state.service, request)
+        if token is not None and tokens.rank(token.role) >= tokens.rank(role):
+            caller = Caller(token.name, token.role, address(request))
+            request.state.caller = caller
+            return caller
+        return await anyio.to_thread.run_sync(authorize, request, role)
 
     return dependency

@@ -159,11 +159,14 @@ async def run_create(request: Request, body: RunRequest, caller: Operator,
 
 
 @router.get("/api/runs", tags=["runs"])
-def run_list(request: Request, caller: Viewer, state: str | None = None,  # noqa: ARG001
-             env: str | None = None, kind: str | None = None,
-             limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
+async def run_list(request: Request, caller: Viewer, state: str | None = None,  # noqa: ARG001
+                   env: str | None = None, kind: str | None = None,
+                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
     """The newest runs, newest first."""
-    found = runs.listing(service(request).ctl, limit=limit, state=state, env=env, kind=kind)
+    ctl = service(request).ctl
+    # only the query goes to a thread: the answer is made on the event loop
+    found = await anyio.to_thread.run_sync(lambda: runs.listing(
+        ctl, limit=limit, state=state, env=env, kind=kind, brief=True))
     return ok({"ok": True, "runs": [r.summary() for r in found]})
 
 

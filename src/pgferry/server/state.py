@@ -51,6 +51,20 @@ class Service:
         with self._guard:
             return self._locks.setdefault(env, threading.Lock())
 
+    def cached_health(self, env: str) -> tuple[HealthReport, dict[str, Any]] | None:
+        """What :meth:`health` answers when both the health cache and the breakers' cache
+        are fresh and the breaker is closed, without any I/O (the event loop calls it);
+        else None."""
+        from pgferry.health import service as health_service
+        from pgferry.jobs import breaker
+
+        states = breaker.cached_states(self.ctl)
+        b = states.get(env) if states is not None else None
+        if b is None or b.state != "closed":
+            return None
+        rep = health_service.cached(self.cfg, env, now=datetime.now(UTC))
+        return (rep, b.to_dict()) if rep is not None else None
+
     def health(self, env: str) -> tuple[HealthReport | None, dict[str, Any]]:
         """The health report of ``env`` (cached) and its circuit breaker; no report while
         the breaker is open."""
