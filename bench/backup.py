@@ -51,7 +51,9 @@ def project(work: Path) -> Path:
     cfg.write_text(
         '[environments.bench]\ndatabase = "b_src"\n\n'
         f'[embedded]\ndir = "{work / "pg"}"\n\n'
-        f'[backup]\ndir = "{work / "backups"}"\njobs = {JOBS}\n', encoding="utf-8")
+        f'[backup]\ndir = "{work / "backups"}"\njobs = {JOBS}\n',
+        encoding="utf-8",
+    )
     return cfg
 
 
@@ -59,8 +61,9 @@ def wait_for_scratch_drop(pg: Path, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     with psycopg.connect(embedded.superuser_dsn(pg), autocommit=True) as c:
         while time.monotonic() < deadline:
-            row = c.execute("SELECT count(*) FROM pg_database WHERE datname LIKE"
-                            " 'pgferry\\_restoretest\\_%'").fetchone()
+            row = c.execute(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'pgferry\\_restoretest\\_%'"
+            ).fetchone()
             if row == (0,):
                 return
             time.sleep(0.05)
@@ -84,8 +87,13 @@ def bench(rows: int, rounds: int, work: Path) -> dict[str, object]:
     pg_restore = binaries.find("pg_restore", 18)
     conninfo, env = binaries.libpq_args(src)
     comp = "zstd" if binaries.supports_zstd(pg_dump.path) else "gzip"
-    times: dict[str, list[float]] = {"create": [], "pg_dump": [], "verify": [],
-                                     "pg_restore": [], "drop": []}
+    times: dict[str, list[float]] = {
+        "create": [],
+        "pg_dump": [],
+        "verify": [],
+        "pg_restore": [],
+        "drop": [],
+    }
     sizes: dict[str, int] = {}
 
     def one_round(r: int) -> None:
@@ -93,26 +101,60 @@ def bench(rows: int, rounds: int, work: Path) -> dict[str, object]:
         plain = work / f"plain{r}"
 
         def ours() -> None:
-            run = must(timed(pgferry(cfg, "--json", "backup", "create", "--env", "bench",
-                                     "--jobs", str(JOBS))), "pgferry backup create")
+            run = must(
+                timed(
+                    pgferry(
+                        cfg, "--json", "backup", "create", "--env", "bench", "--jobs", str(JOBS)
+                    )
+                ),
+                "pgferry backup create",
+            )
             times["create"].append(run.seconds)
             print(f"  pgferry backup create: {run.seconds:.2f}s", flush=True)
 
         def theirs() -> None:
-            run = must(timed([str(pg_dump.path), "-Fd", "-j", str(JOBS), "-Z", comp, "-f",
-                              str(plain), "-d", conninfo], env=env), "pg_dump")
+            run = must(
+                timed(
+                    [
+                        str(pg_dump.path),
+                        "-Fd",
+                        "-j",
+                        str(JOBS),
+                        "-Z",
+                        comp,
+                        "-f",
+                        str(plain),
+                        "-d",
+                        conninfo,
+                    ],
+                    env=env,
+                ),
+                "pg_dump",
+            )
             times["pg_dump"].append(run.seconds)
             print(f"  pg_dump -Fd -j {JOBS}: {run.seconds:.2f}s", flush=True)
 
-        for step in ((ours, theirs) if r % 2 == 0 else (theirs, ours)):
+        for step in (ours, theirs) if r % 2 == 0 else (theirs, ours):
             step()
         latest = sorted((work / "backups" / "bench").iterdir())[-1]
         sizes.update(pgferry=du(latest), pg_dump=du(plain))
 
         def verify() -> None:
-            run = must(timed(pgferry(cfg, "--json", "backup", "verify", latest.name,
-                                     "--restore-test", "--jobs", str(JOBS))),
-                       "pgferry backup verify --restore-test")
+            run = must(
+                timed(
+                    pgferry(
+                        cfg,
+                        "--json",
+                        "backup",
+                        "verify",
+                        latest.name,
+                        "--restore-test",
+                        "--jobs",
+                        str(JOBS),
+                    )
+                ),
+                "pgferry backup verify --restore-test",
+            )
             times["verify"].append(run.seconds)
             print(f"  pgferry backup verify --restore-test: {run.seconds:.2f}s", flush=True)
             # its scratch database is dropped by a detached process after the command
@@ -127,14 +169,18 @@ def bench(rows: int, rounds: int, work: Path) -> dict[str, object]:
             name = f"b_restore{r}"
             dsn = embedded.ensure_database(pg, name)  # an empty database, before the clock
             ci, env2 = binaries.libpq_args(dsn)
-            run = must(timed([str(pg_restore.path), "-j", str(JOBS), "--no-owner", "-d", ci,
-                              str(plain)], env=env2), "pg_restore")
+            run = must(
+                timed(
+                    [str(pg_restore.path), "-j", str(JOBS), "--no-owner", "-d", ci, str(plain)],
+                    env=env2,
+                ),
+                "pg_restore",
+            )
             times["pg_restore"].append(run.seconds)
-            print(f"  pg_restore -j {JOBS} into an empty database: {run.seconds:.2f}s",
-                  flush=True)
+            print(f"  pg_restore -j {JOBS} into an empty database: {run.seconds:.2f}s", flush=True)
             embedded.drop_database(pg, name)
 
-        for step in ((verify, restore) if r % 2 == 0 else (restore, verify)):
+        for step in (verify, restore) if r % 2 == 0 else (restore, verify):
             step()
         shutil.rmtree(plain)
 
@@ -142,16 +188,24 @@ def bench(rows: int, rounds: int, work: Path) -> dict[str, object]:
         one_round(r)
     # what every pgferry command pays before it does anything: interpreter, imports,
     # config, the embedded server's handle (best of three)
-    times["startup"] = [must(timed(pgferry(cfg, "backup", "list", "--env", "bench")),
-                             "pgferry backup list").seconds for _ in range(3)]
+    times["startup"] = [
+        must(timed(pgferry(cfg, "backup", "list", "--env", "bench")), "pgferry backup list").seconds
+        for _ in range(3)
+    ]
     with psycopg.connect(src) as c:
         row = c.execute("SELECT pg_database_size(current_database())").fetchone()
-    return {"times": times, "sizes": sizes, "db_bytes": int(row[0]) if row else 0,
-            "compression": comp, "pg_dump": str(pg_dump)}
+    return {
+        "times": times,
+        "sizes": sizes,
+        "db_bytes": int(row[0]) if row else 0,
+        "compression": comp,
+        "pg_dump": str(pg_dump),
+    }
 
 
-def markdown(res: dict[str, object], rows: int, rounds: int, seconds: float,
-             load: tuple[float, float]) -> str:
+def markdown(
+    res: dict[str, object], rows: int, rounds: int, seconds: float, load: tuple[float, float]
+) -> str:
     times: dict[str, list[float]] = res["times"]  # type: ignore[assignment]
     sizes: dict[str, int] = res["sizes"]  # type: ignore[assignment]
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -173,25 +227,40 @@ def markdown(res: dict[str, object], rows: int, rounds: int, seconds: float,
 
     def row(what: str, a: str, b: str, goal: float) -> None:
         ratio = med[a] / med[b]
-        each = (f"{', '.join(f'{x:.2f}' for x in times[a])} vs "
-                f"{', '.join(f'{x:.2f}' for x in times[b])}")
-        lines.append(f"| {what} | {med[a]:.2f}s | {med[b]:.2f}s | {ratio:.2f} | <= {goal} | "
-                     f"{'met' if ratio <= goal else 'MISSED'} |")
-        print(f"{what}: {med[a]:.2f}s vs {med[b]:.2f}s = {ratio:.2f} (goal <= {goal}); "
-              f"rounds: {each}", flush=True)
+        each = (
+            f"{', '.join(f'{x:.2f}' for x in times[a])} vs "
+            f"{', '.join(f'{x:.2f}' for x in times[b])}"
+        )
+        lines.append(
+            f"| {what} | {med[a]:.2f}s | {med[b]:.2f}s | {ratio:.2f} | <= {goal} | "
+            f"{'met' if ratio <= goal else 'MISSED'} |"
+        )
+        print(
+            f"{what}: {med[a]:.2f}s vs {med[b]:.2f}s = {ratio:.2f} (goal <= {goal}); "
+            f"rounds: {each}",
+            flush=True,
+        )
 
     row("`backup create` / `pg_dump -Fd -j 2`", "create", "pg_dump", 1.1)
-    row("`backup verify --restore-test` / `pg_restore -j 2` into an empty database",
-        "verify", "pg_restore", 1.2)
+    row(
+        "`backup verify --restore-test` / `pg_restore -j 2` into an empty database",
+        "verify",
+        "pg_restore",
+        1.2,
+    )
     drop = statistics.median(times["drop"])
     both = (med["verify"] + drop) / med["pg_restore"]
-    lines.append(f"| the same, counting the scratch database's drop after the command returned "
-                 f"(+{drop:.2f}s) | {med['verify'] + drop:.2f}s | {med['pg_restore']:.2f}s | "
-                 f"{both:.2f} | - | |")
+    lines.append(
+        f"| the same, counting the scratch database's drop after the command returned "
+        f"(+{drop:.2f}s) | {med['verify'] + drop:.2f}s | {med['pg_restore']:.2f}s | "
+        f"{both:.2f} | - | |"
+    )
     print(f"verify + scratch drop: {med['verify'] + drop:.2f}s = {both:.2f}", flush=True)
     start = min(times["startup"])
-    lines.append(f"| pgferry start-up alone (`backup list`: interpreter, imports, config; best "
-                 f"of 3) | {start:.2f}s | | | | |")
+    lines.append(
+        f"| pgferry start-up alone (`backup list`: interpreter, imports, config; best "
+        f"of 3) | {start:.2f}s | | | | |"
+    )
     lines += [
         "",
         f"Every round: create {', '.join(f'{x:.2f}' for x in times['create'])} s, pg_dump "
@@ -215,11 +284,15 @@ def markdown(res: dict[str, object], rows: int, rounds: int, seconds: float,
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench backup", description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=int,
-                    default=int(os.environ.get("PGFERRY_BENCH_ROWS", "2000000")))
+    ap.add_argument(
+        "--rows", type=int, default=int(os.environ.get("PGFERRY_BENCH_ROWS", "2000000"))
+    )
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--write-doc", action="store_true",
-                    help="replace the '## Backup' section of docs/benchmarks.md")
+    ap.add_argument(
+        "--write-doc",
+        action="store_true",
+        help="replace the '## Backup' section of docs/benchmarks.md",
+    )
     args = ap.parse_args(list(argv) if argv is not None else None)
     work = Path(tempfile.mkdtemp(prefix="pgfbb-", dir="/tmp"))
     load0 = os.getloadavg()[0]
@@ -229,8 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         embedded.stop(work / "pg")
         shutil.rmtree(work, ignore_errors=True)
-    section = markdown(res, args.rows, args.rounds, time.perf_counter() - started,
-                       (load0, os.getloadavg()[0]))
+    section = markdown(
+        res, args.rows, args.rounds, time.perf_counter() - started, (load0, os.getloadavg()[0])
+    )
     return finish("Backup", section, args.write_doc)
 
 

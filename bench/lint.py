@@ -98,6 +98,7 @@ def squawk_map() -> dict[str, set[str]]:
 
 # -- classification of differences --------------------------------------------
 
+
 def _facts(text: str) -> dict[str, Any]:
     from pgferry.sqltext.model import split
 
@@ -111,8 +112,11 @@ def _facts(text: str) -> dict[str, Any]:
 
 def _retyped_before(line_text: str, file_text: str) -> bool:
     stmt = line_text.strip()
-    return "TYPE" in stmt.upper() and file_text.count(stmt) > 1 and file_text.index(
-        stmt) < file_text.rindex(stmt)
+    return (
+        "TYPE" in stmt.upper()
+        and file_text.count(stmt) > 1
+        and file_text.index(stmt) < file_text.rindex(stmt)
+    )
 
 
 def classify(rule: str, side: str, line_text: str, file_text: str) -> str | None:
@@ -125,24 +129,33 @@ def classify(rule: str, side: str, line_text: str, file_text: str) -> str | None
         return "table created earlier in the same file (no rows, nobody uses it yet)"
     if rule == "transaction-nesting" and side == "pgferry" and f["transactional"]:
         return "BEGIN/COMMIT inside the transaction pgferry already runs the file in"
-    if rule == "constraint-missing-not-valid" and side == "squawk" and re.search(
-            r"UNIQUE|PRIMARY KEY|EXCLUDE", lt):
+    if (
+        rule == "constraint-missing-not-valid"
+        and side == "squawk"
+        and re.search(r"UNIQUE|PRIMARY KEY|EXCLUDE", lt)
+    ):
         return "UNIQUE/PRIMARY KEY cannot be NOT VALID; reported by their own rules"
     if rule == "constraint-missing-not-valid" and side == "squawk" and "FOREIGN KEY" in lt:
         return "a FOREIGN KEY without NOT VALID is reported once, by adding-foreign-key-constraint"
-    if rule == "changing-column-type" and side == "squawk" and _retyped_before(
-            line_text, file_text):
+    if (
+        rule == "changing-column-type"
+        and side == "squawk"
+        and _retyped_before(line_text, file_text)
+    ):
         return "the column already has that type (changed earlier in the file): no rewrite"
     if rule == "constraint-missing-not-valid" and side == "pgferry" and "VALIDATE" in lt:
         return "VALIDATE in the same (per-file) transaction as ADD ... NOT VALID"
     if rule in ("require-lock-timeout", "require-statement-timeout"):
-        return ("squawk also counts CREATE DOMAIN / DROP DATABASE as the first lock-taking "
-                "statement; pgferry only statements that lock a table")
+        return (
+            "squawk also counts CREATE DOMAIN / DROP DATABASE as the first lock-taking "
+            "statement; pgferry only statements that lock a table"
+        )
     return None
 
 
-def agreement(corpus: list[Path], pf: list[dict[str, Any]], sq: list[dict[str, Any]]
-              ) -> dict[str, Any]:
+def agreement(
+    corpus: list[Path], pf: list[dict[str, Any]], sq: list[dict[str, Any]]
+) -> dict[str, Any]:
     mapping = squawk_map()
     texts = {p.name: p.read_text(encoding="utf-8") for p in corpus}
     per_rule: dict[str, dict[str, Any]] = {}
@@ -159,7 +172,8 @@ def agreement(corpus: list[Path], pf: list[dict[str, Any]], sq: list[dict[str, A
         p_set = {(Path(f["path"]).name, f["line"]) for f in pf if f["rule"] in ours}
         both = s_set & p_set
         diffs = [("squawk", x) for x in sorted(s_set - p_set)] + [
-            ("pgferry", x) for x in sorted(p_set - s_set)]
+            ("pgferry", x) for x in sorted(p_set - s_set)
+        ]
         explained = 0
         for side, (fname, line) in diffs:
             text = texts.get(fname, "")
@@ -170,10 +184,18 @@ def agreement(corpus: list[Path], pf: list[dict[str, Any]], sq: list[dict[str, A
                 categories[f"{sname}: {why}"] += 1
             else:
                 unexplained.append(f"{sname} only in {side}: {fname}:{line}: {line_text.strip()}")
-        per_rule[sname] = {"both": len(both), "squawk_only": len(s_set - p_set),
-                           "pgferry_only": len(p_set - s_set), "explained": explained}
-    return {"rules": per_rule, "categories": dict(categories), "unexplained": unexplained,
-            "squawk_only_rules": sorted(squawk_only_rules)}
+        per_rule[sname] = {
+            "both": len(both),
+            "squawk_only": len(s_set - p_set),
+            "pgferry_only": len(p_set - s_set),
+            "explained": explained,
+        }
+    return {
+        "rules": per_rule,
+        "categories": dict(categories),
+        "unexplained": unexplained,
+        "squawk_only_rules": sorted(squawk_only_rules),
+    }
 
 
 def compile_bytecode() -> bool:
@@ -197,8 +219,11 @@ def run(count: int, runs: int) -> dict[str, Any]:
     corpus_dir = WORK / "lint-corpus"
     corpus = lint_corpus.write(corpus_dir, count)
     cfg = WORK / "lint-bench.toml"
-    cfg.write_text('[lint]\nenable = ["require-lock-timeout", "require-statement-timeout"]\n'
-                   '[migrate]\ndir = "lint-corpus"\n', encoding="utf-8")
+    cfg.write_text(
+        '[lint]\nenable = ["require-lock-timeout", "require-statement-timeout"]\n'
+        '[migrate]\ndir = "lint-corpus"\n',
+        encoding="utf-8",
+    )
     pf_cmd = [str(PGFERRY), "--config", str(cfg), "lint", "--format", "json", str(corpus_dir)]
     sq_cmd = [str(SQUAWK), "--reporter", "json", *[str(p) for p in corpus]]
     pf_t, pf_cpu, pf_proc = best_of(pf_cmd, runs)
@@ -210,28 +235,50 @@ def run(count: int, runs: int) -> dict[str, Any]:
     hist = history(cfg, runs)
     one = corpus[0]
     one_pf, one_pf_cpu, one_pf_min = median_of(
-        [str(PGFERRY), "--config", str(cfg), "lint", str(one)], 15)
+        [str(PGFERRY), "--config", str(cfg), "lint", str(one)], 15
+    )
     one_sq, one_sq_cpu, one_sq_min = median_of([str(SQUAWK), str(one)], 15)
     one_bare, one_bare_cpu, _ = median_of([sys.executable, "-c", "pass"], 15)
     return {
-        "files": len(corpus), "statements": sum(p.read_text().count(";") for p in corpus),
-        "load": os.getloadavg()[0], "cpus": os.cpu_count(),
-        "pgferry_s": pf_t, "squawk_s": sq_t, "ratio": pf_t / sq_t,
-        "pgferry_cpu_s": pf_cpu, "squawk_cpu_s": sq_cpu, "cpu_ratio": pf_cpu / sq_cpu,
-        "pgferry_findings": len(pf), "squawk_findings": len(sq),
-        "single_pgferry_ms": one_pf * 1000, "single_squawk_ms": one_sq * 1000,
-        "single_pgferry_cpu_ms": one_pf_cpu * 1000, "single_squawk_cpu_ms": one_sq_cpu * 1000,
-        "single_pgferry_min_ms": one_pf_min * 1000, "single_squawk_min_ms": one_sq_min * 1000,
-        "python_startup_ms": one_bare * 1000, "python_startup_cpu_ms": one_bare_cpu * 1000,
-        "agreement": agreement(corpus, pf, sq), "compiled": compiled, "history": hist,
+        "files": len(corpus),
+        "statements": sum(p.read_text().count(";") for p in corpus),
+        "load": os.getloadavg()[0],
+        "cpus": os.cpu_count(),
+        "pgferry_s": pf_t,
+        "squawk_s": sq_t,
+        "ratio": pf_t / sq_t,
+        "pgferry_cpu_s": pf_cpu,
+        "squawk_cpu_s": sq_cpu,
+        "cpu_ratio": pf_cpu / sq_cpu,
+        "pgferry_findings": len(pf),
+        "squawk_findings": len(sq),
+        "single_pgferry_ms": one_pf * 1000,
+        "single_squawk_ms": one_sq * 1000,
+        "single_pgferry_cpu_ms": one_pf_cpu * 1000,
+        "single_squawk_cpu_ms": one_sq_cpu * 1000,
+        "single_pgferry_min_ms": one_pf_min * 1000,
+        "single_squawk_min_ms": one_sq_min * 1000,
+        "python_startup_ms": one_bare * 1000,
+        "python_startup_cpu_ms": one_bare_cpu * 1000,
+        "agreement": agreement(corpus, pf, sq),
+        "compiled": compiled,
+        "history": hist,
     }
 
 
 def history(cfg: Path, runs: int) -> dict[str, Any]:
     """Step 4 of the module docstring: a history of files that build on each other."""
     files, catalog = lint_history.write(WORK / "lint-history")
-    base = [str(PGFERRY), "--config", str(cfg), "lint", "--catalog", str(catalog),
-            "--format", "json"]
+    base = [
+        str(PGFERRY),
+        "--config",
+        str(cfg),
+        "lint",
+        "--catalog",
+        str(catalog),
+        "--format",
+        "json",
+    ]
     every_t, every_cpu, every = best_of([*base, "--all", str(WORK / "lint-history")], runs)
     ci_t, ci_cpu, ci = best_of([*base, str(WORK / "lint-history")], runs)
     sq_t, sq_cpu, sq = best_of([str(SQUAWK), "--reporter", "json", *map(str, files)], runs)
@@ -240,12 +287,19 @@ def history(cfg: Path, runs: int) -> dict[str, Any]:
             raise SystemExit(f"pgferry lint failed ({proc.returncode}): {proc.stderr}")
     every_out, ci_out = json.loads(every.stdout), json.loads(ci.stdout)
     return {
-        "files": len(files), "statements": sum(p.read_text().count(";") for p in files),
-        "pending": ci_out["files"], "skipped": ci_out["skipped"],
+        "files": len(files),
+        "statements": sum(p.read_text().count(";") for p in files),
+        "pending": ci_out["files"],
+        "skipped": ci_out["skipped"],
         "tables": len(json.loads(catalog.read_text())["tables"]),
-        "all_s": every_t, "all_cpu_s": every_cpu, "ci_s": ci_t, "ci_cpu_s": ci_cpu,
-        "squawk_s": sq_t, "squawk_cpu_s": sq_cpu,
-        "all_findings": len(every_out["findings"]), "ci_findings": len(ci_out["findings"]),
+        "all_s": every_t,
+        "all_cpu_s": every_cpu,
+        "ci_s": ci_t,
+        "ci_cpu_s": ci_cpu,
+        "squawk_s": sq_t,
+        "squawk_cpu_s": sq_cpu,
+        "all_findings": len(every_out["findings"]),
+        "ci_findings": len(ci_out["findings"]),
         "squawk_findings": len(json.loads(sq.stdout or "[]")),
     }
 
@@ -269,9 +323,15 @@ def render(res: dict[str, Any]) -> str:
         "recipe (`pgferry lint --catalog FILE`) only the files the target has not run.",
         "CPU is user+sys of the command and its workers (getrusage); wall clock depends on",
         f"the machine's load, which was {res['load']:.1f} on {res['cpus']} cores during this run.",
-        *(["pgferry's bytecode was compiled first, as `pip install` does (the sandbox sets",
-           "PYTHONDONTWRITEBYTECODE=1, so an editable checkout would recompile on every start)."]
-          if res.get("compiled") else []),
+        *(
+            [
+                "pgferry's bytecode was compiled first, as `pip install` does (the sandbox sets",
+                "PYTHONDONTWRITEBYTECODE=1, so an editable "
+                "checkout would recompile on every start).",
+            ]
+            if res.get("compiled")
+            else []
+        ),
         "",
         "| measure | pgferry | squawk | ratio | goal |",
         "|---|---|---|---|---|",
@@ -302,16 +362,24 @@ def render(res: dict[str, Any]) -> str:
         "|---|---|---|---|---|",
     ]
     for name, r in sorted(ag["rules"].items()):
-        rows.append(f"| {name} | {r['both']} | {r['squawk_only']} | {r['pgferry_only']} | "
-                    f"{r['explained']} |")
-    rows += ["", "Every difference falls in a deliberate category (see docs/lint.md, "
-             "\"Where pgferry differs from squawk\"):", ""]
+        rows.append(
+            f"| {name} | {r['both']} | {r['squawk_only']} | {r['pgferry_only']} | "
+            f"{r['explained']} |"
+        )
+    rows += [
+        "",
+        "Every difference falls in a deliberate category (see docs/lint.md, "
+        '"Where pgferry differs from squawk"):',
+        "",
+    ]
     for cat, n in sorted(ag["categories"].items()):
         rows.append(f"- {cat}: {n}")
     rows += ["", f"Unexplained differences: {len(ag['unexplained'])}."]
     if ag["squawk_only_rules"]:
-        rows.append(f"squawk rules pgferry has no counterpart for in this corpus: "
-                    f"{', '.join(ag['squawk_only_rules'])}.")
+        rows.append(
+            f"squawk rules pgferry has no counterpart for in this corpus: "
+            f"{', '.join(ag['squawk_only_rules'])}."
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -337,8 +405,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench lint", description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=1000)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--write-doc", action="store_true",
-                    help="replace the '## Lint' section of docs/benchmarks.md")
+    ap.add_argument(
+        "--write-doc",
+        action="store_true",
+        help="replace the '## Lint' section of docs/benchmarks.md",
+    )
     ap.add_argument("--show", type=int, default=20, help="unexplained differences to print")
     args = ap.parse_args(list(argv) if argv is not None else None)
     WORK.mkdir(parents=True, exist_ok=True)

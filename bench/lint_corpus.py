@@ -35,16 +35,25 @@ TEMPLATES: list[tuple[str, int]] = [
     ("ALTER TABLE {t} RENAME COLUMN name TO full_name;", 2),
     ("ALTER TABLE {t} RENAME TO {t}_old;", 1),
     ("ALTER TABLE {t} ADD CONSTRAINT {t}_user_fk FOREIGN KEY (user_id) REFERENCES users (id);", 3),
-    ("ALTER TABLE {t} ADD CONSTRAINT {t}_user_fk2 FOREIGN KEY (user_id) REFERENCES users (id) "
-     "NOT VALID;", 2),
+    (
+        "ALTER TABLE {t} ADD CONSTRAINT {t}_user_fk2 FOREIGN KEY (user_id) REFERENCES users (id) "
+        "NOT VALID;",
+        2,
+    ),
     ("ALTER TABLE {t} ADD CONSTRAINT {t}_qty_pos CHECK (qty > 0);", 3),
-    ("ALTER TABLE {t} ADD CONSTRAINT {t}_qty_nn CHECK (qty IS NOT NULL) NOT VALID;\n"
-     "ALTER TABLE {t} VALIDATE CONSTRAINT {t}_qty_nn;", 1),
+    (
+        "ALTER TABLE {t} ADD CONSTRAINT {t}_qty_nn CHECK (qty IS NOT NULL) NOT VALID;\n"
+        "ALTER TABLE {t} VALIDATE CONSTRAINT {t}_qty_nn;",
+        1,
+    ),
     ("ALTER TABLE {t} ADD CONSTRAINT {t}_email_key UNIQUE (email);", 2),
     ("ALTER TABLE {t} ADD CONSTRAINT {t}_email_key2 UNIQUE USING INDEX {t}_email_idx;", 1),
     ("ALTER TABLE {t} ADD PRIMARY KEY (id);", 1),
-    ("ALTER TABLE {t}\n    ADD COLUMN a1 text,\n    ALTER COLUMN b1 SET NOT NULL,\n"
-     "    DROP COLUMN c1;", 2),
+    (
+        "ALTER TABLE {t}\n    ADD COLUMN a1 text,\n    ALTER COLUMN b1 SET NOT NULL,\n"
+        "    DROP COLUMN c1;",
+        2,
+    ),
     ("CREATE INDEX {t}_created_idx ON {t} (created_at);", 4),
     ("CREATE INDEX {t}_wide_idx ON {t} (a, b, c, d);", 1),
     ("CREATE UNIQUE INDEX {t}_lower_email ON {t} (lower(email));", 1),
@@ -63,13 +72,22 @@ TEMPLATES: list[tuple[str, int]] = [
     ("UPDATE {t} SET qty = 0 WHERE id < 1000;", 2),
     ("CREATE DOMAIN {t}_positive AS bigint CHECK (VALUE > 0);", 1),
     ("ALTER DOMAIN {t}_dom ADD CONSTRAINT positive CHECK (VALUE > 0);", 1),
-    ("CREATE TABLE {n} (\n    id serial PRIMARY KEY,\n    name varchar(50) NOT NULL,\n"
-     "    code char(3),\n    happened_at timestamp,\n    qty int,\n    small smallint,\n"
-     "    payload jsonb\n);", 4),
-    ("CREATE TABLE IF NOT EXISTS {n} (\n    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-     "\n    name text NOT NULL,\n    at timestamptz NOT NULL DEFAULT now()\n);", 4),
-    ("CREATE TABLE {n}_with_a_name_that_is_much_too_long_for_postgresql_identifiers_x (id bigint);",
-     1),
+    (
+        "CREATE TABLE {n} (\n    id serial PRIMARY KEY,\n    name varchar(50) NOT NULL,\n"
+        "    code char(3),\n    happened_at timestamp,\n    qty int,\n    small smallint,\n"
+        "    payload jsonb\n);",
+        4,
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS {n} (\n    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+        "\n    name text NOT NULL,\n    at timestamptz NOT NULL DEFAULT now()\n);",
+        4,
+    ),
+    (
+        "CREATE TABLE {n}_with_a_name_that_is_much_too_long_for_postgresql_identifiers_x "
+        "(id bigint);",
+        1,
+    ),
     ("SELECT count(*) FROM {t};", 2),
     ("INSERT INTO {t} (id, qty) VALUES (1, 2);", 2),
     ("DROP DATABASE {t}_db;", 1),

@@ -48,10 +48,38 @@ class _Project:
         return self.tables[min(k - 1, int(k * self.rng.random() ** 0.6))]
 
 
-NOUNS = ["accounts", "invoices", "customers", "orders", "payments", "shipments", "products",
-         "prices", "contracts", "tickets", "messages", "sessions", "audits", "reports", "teams",
-         "projects", "tasks", "comments", "documents", "webhooks", "refunds", "coupons",
-         "addresses", "subscriptions", "plans", "usages", "alerts", "tags", "devices", "tokens"]
+NOUNS = [
+    "accounts",
+    "invoices",
+    "customers",
+    "orders",
+    "payments",
+    "shipments",
+    "products",
+    "prices",
+    "contracts",
+    "tickets",
+    "messages",
+    "sessions",
+    "audits",
+    "reports",
+    "teams",
+    "projects",
+    "tasks",
+    "comments",
+    "documents",
+    "webhooks",
+    "refunds",
+    "coupons",
+    "addresses",
+    "subscriptions",
+    "plans",
+    "usages",
+    "alerts",
+    "tags",
+    "devices",
+    "tokens",
+]
 _ADDED = re.compile(r"c\d+")  # the columns later files added (c12, ...)
 
 
@@ -62,19 +90,30 @@ def _fill(template: str, table: str) -> str:
 
 def _create(p: _Project) -> list[str]:
     name = f"{p.rng.choice(NOUNS)}_{p.uid()}"
-    t = _Table(name, {"id": "bigint", "name": "text", "status": "text",
-                      "created_at": "timestamp with time zone"})
-    lines = [f"CREATE TABLE {name} (",
-             "    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"]
+    t = _Table(
+        name,
+        {
+            "id": "bigint",
+            "name": "text",
+            "status": "text",
+            "created_at": "timestamp with time zone",
+        },
+    )
+    lines = [
+        f"CREATE TABLE {name} (",
+        "    id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,",
+    ]
     parent = p.pick() if p.tables and p.rng.random() < 0.7 else None
     if parent is not None:
         fk = f"{parent.name.rsplit('_', 1)[0]}_id"
         t.cols[fk] = "bigint"
         lines.append(f"    {fk:<10} bigint NOT NULL REFERENCES {parent.name} (id),")
-    lines += ["    name       text NOT NULL,",
-              "    status     text NOT NULL DEFAULT 'new',",
-              "    created_at timestamptz NOT NULL DEFAULT now()",
-              ");"]
+    lines += [
+        "    name       text NOT NULL,",
+        "    status     text NOT NULL DEFAULT 'new',",
+        "    created_at timestamptz NOT NULL DEFAULT now()",
+        ");",
+    ]
     out = ["\n".join(lines)]
     if parent is not None:
         idx = f"{name}_{fk}_idx"
@@ -102,26 +141,34 @@ def _change(p: _Project) -> list[str]:
         idx = f"{t.name}_{col}_idx"
         t.cols[col] = "text"
         t.indexes.append(idx)
-        return [f"ALTER TABLE {t.name} ADD COLUMN IF NOT EXISTS {col} text;",
-                f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {idx} ON {t.name} ({col});"]
+        return [
+            f"ALTER TABLE {t.name} ADD COLUMN IF NOT EXISTS {col} text;",
+            f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {idx} ON {t.name} ({col});",
+        ]
     if roll < 0.47 and len(p.tables) > 1:
         other = p.pick()
         con = f"{t.name}_{col}_fk"
         t.cols[col] = "bigint"
         p.not_valid.append((t.name, con))
-        return [f"ALTER TABLE {t.name} ADD COLUMN {col} bigint;",
-                f"ALTER TABLE {t.name} ADD CONSTRAINT {con}\n"
-                f"    FOREIGN KEY ({col}) REFERENCES {other.name} (id) NOT VALID;"]
+        return [
+            f"ALTER TABLE {t.name} ADD COLUMN {col} bigint;",
+            f"ALTER TABLE {t.name} ADD CONSTRAINT {con}\n"
+            f"    FOREIGN KEY ({col}) REFERENCES {other.name} (id) NOT VALID;",
+        ]
     if roll < 0.53 and p.not_valid:
         table, con = p.not_valid.pop(0)
         return [f"ALTER TABLE {table} VALIDATE CONSTRAINT {con};"]
     if roll < 0.60:
-        return [_fill("UPDATE {t} SET status = 'active'\n"
-                      "WHERE status = 'new' AND id BETWEEN 1 AND 10000;", t.name)]
+        return [
+            _fill(
+                "UPDATE {t} SET status = 'active'\n"
+                "WHERE status = 'new' AND id BETWEEN 1 AND 10000;",
+                t.name,
+            )
+        ]
     if roll < 0.66:
         con = f"{t.name}_name_len"
-        return [f"ALTER TABLE {t.name} ADD CONSTRAINT {con} CHECK (length(name) < 500) "
-                "NOT VALID;"]
+        return [f"ALTER TABLE {t.name} ADD CONSTRAINT {con} CHECK (length(name) < 500) NOT VALID;"]
     if roll < 0.70:
         text_cols = [c for c, ty in t.cols.items() if ty == "text" and c != "name"]
         if text_cols:
@@ -137,8 +184,10 @@ def _change(p: _Project) -> list[str]:
         t.cols[col] = "uuid"
         return [f"ALTER TABLE {t.name} ADD COLUMN {col} uuid DEFAULT gen_random_uuid();"]
     if roll < 0.84 and "status" in t.cols:
-        return [f"ALTER TABLE {t.name} ALTER COLUMN status SET NOT NULL;",
-                _fill("UPDATE {t} SET status = lower(status);", t.name)]
+        return [
+            f"ALTER TABLE {t.name} ALTER COLUMN status SET NOT NULL;",
+            _fill("UPDATE {t} SET status = lower(status);", t.name),
+        ]
     if roll < 0.88:
         extra = [c for c in t.cols if _ADDED.fullmatch(c)]
         if extra:
@@ -182,13 +231,16 @@ def _file(p: _Project, i: int) -> str:
 
 def _view(p: _Project, n: int) -> str:
     t = p.pick()
-    return (f"-- reporting view {n}, recreated when it changes\n"
-            f"CREATE OR REPLACE VIEW report_{n} AS\n"
-            f"SELECT status, count(*) AS n FROM {t.name} GROUP BY status;\n")
+    return (
+        f"-- reporting view {n}, recreated when it changes\n"
+        f"CREATE OR REPLACE VIEW report_{n} AS\n"
+        f"SELECT status, count(*) AS n FROM {t.name} GROUP BY status;\n"
+    )
 
 
-def write(directory: Path, count: int = 320, pending: int = 20, seed: int = 7
-          ) -> tuple[list[Path], Path]:
+def write(
+    directory: Path, count: int = 320, pending: int = 20, seed: int = 7
+) -> tuple[list[Path], Path]:
     """Write ``count`` versioned files, 3 repeatable ones and the catalog snapshot (whose
     history has all but the last ``pending`` versions applied); returns (files, catalog)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -219,15 +271,29 @@ def write(directory: Path, count: int = 320, pending: int = 20, seed: int = 7
         assert mf is not None
         runs[mf.description] = flyway_checksum(path.read_bytes()) + (path == repeatable[1])
     catalog = directory.parent / f"{directory.name}-catalog.json"
-    catalog.write_text(json.dumps({
-        "format": FORMAT, "server_version": 180004, "source": "prod",
-        "taken_at": "2026-01-01T00:00:00+00:00", "tables": snapshot_tables,
-        "history": {"applied": applied, "repeatable": runs, "baseline": None},
-    }, indent=1), encoding="utf-8")
+    catalog.write_text(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "server_version": 180004,
+                "source": "prod",
+                "taken_at": "2026-01-01T00:00:00+00:00",
+                "tables": snapshot_tables,
+                "history": {"applied": applied, "repeatable": runs, "baseline": None},
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
     return files + repeatable, catalog
 
 
 def _shape(t: _Table) -> dict[str, object]:
     heap = max(8192, t.rows * 90)
-    return {"rows": t.rows, "heap_bytes": heap, "total_bytes": int(heap * 1.4),
-            "columns": dict(t.cols), "not_null": ["id", "name", "status", "created_at"]}
+    return {
+        "rows": t.rows,
+        "heap_bytes": heap,
+        "total_bytes": int(heap * 1.4),
+        "columns": dict(t.cols),
+        "not_null": ["id", "name", "status", "created_at"],
+    }

@@ -81,8 +81,10 @@ class Result:
     errors: int
 
     def row(self) -> str:
-        return (f"| {self.name} | {self.requests:,} | {self.requests / self.seconds:,.0f} | "
-                f"{self.p50:.1f} | {self.p95:.1f} | {self.p99:.1f} | {self.errors} |")
+        return (
+            f"| {self.name} | {self.requests:,} | {self.requests / self.seconds:,.0f} | "
+            f"{self.p50:.1f} | {self.p95:.1f} | {self.p99:.1f} | {self.errors} |"
+        )
 
 
 def _port() -> int:
@@ -95,14 +97,17 @@ def project(work: Path) -> Path:
     root = work / "proj"
     (root / "migrations").mkdir(parents=True)
     (root / "migrations" / "V1__items.sql").write_text(
-        "CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL);\n", encoding="utf-8")
+        "CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL);\n", encoding="utf-8"
+    )
     cfg = root / "pgferry.toml"
     cfg.write_text(
         '[environments.dev]\ndatabase = "bs_dev"\n\n'
         '[environments.prod]\ndatabase = "bs_prod"\nprotected = true\n\n'
         f'[embedded]\ndir = "{work / "pg"}"\n\n'
         '[control]\ndatabase = "bs_control"\n\n'
-        '[health]\ncache_interval = "30s"\n', encoding="utf-8")
+        '[health]\ncache_interval = "30s"\n',
+        encoding="utf-8",
+    )
     return cfg
 
 
@@ -125,10 +130,17 @@ def prepare(cfg_path: Path, runs: int) -> str:
     ctl = Control(cfg).ensure()
     try:
         for i in range(runs):
-            runs_mod.create(ctl, kind="verify", env="prod", requested_by="bench",
-                            arguments={"source": "dev", "target": "prod", "tables": []},
-                            state="succeeded", exit_code=0, idempotency_key=f"bench-{i}",
-                            request_hash="bench")
+            runs_mod.create(
+                ctl,
+                kind="verify",
+                env="prod",
+                requested_by="bench",
+                arguments={"source": "dev", "target": "prod", "tables": []},
+                state="succeeded",
+                exit_code=0,
+                idempotency_key=f"bench-{i}",
+                request_hash="bench",
+            )
         return tokens.create(ctl, "bench", "viewer").secret
     finally:
         ctl.close()
@@ -141,24 +153,36 @@ def pct(values: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(round(q / 100 * (len(s) - 1))))]
 
 
-def wrk(url: str, headers: dict[str, str], clients: int, seconds: float, name: str,
-        tmp: Path) -> Result:
+def wrk(
+    url: str, headers: dict[str, str], clients: int, seconds: float, name: str, tmp: Path
+) -> Result:
     script = tmp / "report.lua"
     script.write_text(WRK_REPORT, encoding="utf-8")
-    cmd = ["wrk", "-c", str(clients), "-t", "2", "-d", f"{max(1, round(seconds))}s",
-           "--latency", "-s", str(script)]
+    cmd = [
+        "wrk",
+        "-c",
+        str(clients),
+        "-t",
+        "2",
+        "-d",
+        f"{max(1, round(seconds))}s",
+        "--latency",
+        "-s",
+        str(script),
+    ]
     for k, v in headers.items():
         cmd += ["-H", f"{k}: {v}"]
-    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True,
-                         timeout=seconds + 60).stdout
+    out = subprocess.run(
+        [*cmd, url], capture_output=True, text=True, check=True, timeout=seconds + 60
+    ).stdout
     line = next(x for x in out.splitlines() if x.startswith("BENCH "))
     n, dur_us, p50, p95, p99, errors = line.split()[1:]
-    return Result(name, int(n), int(dur_us) / 1e6, float(p50), float(p95), float(p99),
-                  int(errors))
+    return Result(name, int(n), int(dur_us) / 1e6, float(p50), float(p95), float(p99), int(errors))
 
 
-async def _asyncio_load(host: str, port: int, path: str, headers: dict[str, str],
-                        clients: int, seconds: float) -> tuple[list[float], int]:
+async def _asyncio_load(
+    host: str, port: int, path: str, headers: dict[str, str], clients: int, seconds: float
+) -> tuple[list[float], int]:
     """Keep-alive GETs of ``path`` from ``clients`` raw asyncio connections."""
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
     request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{head}\r\n".encode()
@@ -196,12 +220,14 @@ async def _asyncio_load(host: str, port: int, path: str, headers: dict[str, str]
     return lat, errors
 
 
-def python_load(url: str, headers: dict[str, str], clients: int, seconds: float,
-                name: str) -> Result:
+def python_load(
+    url: str, headers: dict[str, str], clients: int, seconds: float, name: str
+) -> Result:
     u = httpx.URL(url)
     t0 = time.monotonic()
-    lat, errors = asyncio.run(_asyncio_load(u.host, u.port or 80, u.raw_path.decode(),
-                                            headers, clients, seconds))
+    lat, errors = asyncio.run(
+        _asyncio_load(u.host, u.port or 80, u.raw_path.decode(), headers, clients, seconds)
+    )
     took = time.monotonic() - t0
     return Result(name, len(lat), took, pct(lat, 50), pct(lat, 95), pct(lat, 99), errors)
 
@@ -221,8 +247,9 @@ def wait_up(url: str, proc: subprocess.Popen[bytes]) -> None:
 
 @contextmanager
 def running(cmd: list[str], cwd: Path, probe: str) -> Iterator[None]:
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ})
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ}
+    )
     try:
         wait_up(probe, proc)
         yield
@@ -248,16 +275,20 @@ def measure(args: argparse.Namespace, tmp: Path, generator: str) -> list[Result]
 
     results = []
     port = _port()
-    with running([sys.executable, "-c", FLOOR_APP, str(port)], tmp,
-                 f"http://127.0.0.1:{port}/api/floor"):
+    with running(
+        [sys.executable, "-c", FLOOR_APP, str(port)], tmp, f"http://127.0.0.1:{port}/api/floor"
+    ):
         results.append(ask(f"http://127.0.0.1:{port}/api/floor", {}, FLOOR))
     cfg = project(tmp)
     try:
         auth = {"Authorization": f"Bearer {prepare(cfg, args.runs)}"}
         port = _port()
         url = f"http://127.0.0.1:{port}"
-        with running([sys.executable, "-m", "pgferry", "--config", str(cfg), "serve",
-                      "--port", str(port)], cfg.parent, url + "/api/health"):
+        with running(
+            [sys.executable, "-m", "pgferry", "--config", str(cfg), "serve", "--port", str(port)],
+            cfg.parent,
+            url + "/api/health",
+        ):
             for route in ROUTES:
                 results.append(ask(url + route, auth, f"`GET {route}`"))
     finally:
@@ -265,25 +296,37 @@ def measure(args: argparse.Namespace, tmp: Path, generator: str) -> list[Result]
     return results
 
 
-def markdown(results: list[Result], clients: int, seconds: float, generator: str,
-             loads: tuple[str, str]) -> str:
-    lines = ["## Service", "",
-             f"{clients} concurrent keep-alive clients for {seconds:g} s per route against "
-             "`pgferry serve` on 127.0.0.1 (in-process worker idle), one route at a time; "
-             f"generator: {generator}; goal p95 < 50 ms, zero errors. The floor row is a bare "
-             "uvicorn + Starlette app answering `{}`, same generator, same settings. "
-             f"Load average (1/5/15 min) before: {loads[0]}, after: {loads[1]} "
-             f"({os.cpu_count()} cores).", "",
-             "| route | requests | req/s | p50 ms | p95 ms | p99 ms | errors |",
-             "|---|---|---|---|---|---|---|"]
+def markdown(
+    results: list[Result], clients: int, seconds: float, generator: str, loads: tuple[str, str]
+) -> str:
+    lines = [
+        "## Service",
+        "",
+        f"{clients} concurrent keep-alive clients for {seconds:g} s per route against "
+        "`pgferry serve` on 127.0.0.1 (in-process worker idle), one route at a time; "
+        f"generator: {generator}; goal p95 < 50 ms, zero errors. The floor row is a bare "
+        "uvicorn + Starlette app answering `{}`, same generator, same settings. "
+        f"Load average (1/5/15 min) before: {loads[0]}, after: {loads[1]} "
+        f"({os.cpu_count()} cores).",
+        "",
+        "| route | requests | req/s | p50 ms | p95 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
     lines += [r.row() for r in results]
-    lines += ["", f"With {clients} clients always waiting, the mean latency is {clients} / "
-              "(answers per second) (Little's law): p95 < 50 ms needs at least a mean under 50 ms, "
-              f"that is more than {clients / 0.05:,.0f} answers a second from the one server "
-              "process. What one answer costs here (wall time per answer, one route at a "
-              "time):", ""]
-    lines += [f"- {r.name}: {1000 * r.seconds / max(r.requests, 1):.2f} ms, so a mean of "
-              f"{clients * 1000 * r.seconds / max(r.requests, 1):.0f} ms" for r in results]
+    lines += [
+        "",
+        f"With {clients} clients always waiting, the mean latency is {clients} / "
+        "(answers per second) (Little's law): p95 < 50 ms needs at least a mean under 50 ms, "
+        f"that is more than {clients / 0.05:,.0f} answers a second from the one server "
+        "process. What one answer costs here (wall time per answer, one route at a "
+        "time):",
+        "",
+    ]
+    lines += [
+        f"- {r.name}: {1000 * r.seconds / max(r.requests, 1):.2f} ms, so a mean of "
+        f"{clients * 1000 * r.seconds / max(r.requests, 1):.0f} ms"
+        for r in results
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -298,8 +341,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     generator = args.generator
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"
-    label = ("wrk (-t 2, Lua only to print p95)" if generator == "wrk" else
-             "asyncio keep-alive client (raw streams, in the bench's process)")
+    label = (
+        "wrk (-t 2, Lua only to print p95)"
+        if generator == "wrk"
+        else "asyncio keep-alive client (raw streams, in the bench's process)"
+    )
     before = load_avg()
     print(f"generator: {label}; load average before: {before}", flush=True)
     with tempfile.TemporaryDirectory(prefix="pgfb-", dir="/tmp") as tmp:

@@ -75,8 +75,14 @@ class ShapeResult:
     goals: dict[str, tuple[str, bool]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def add(self, what: str, measured: str, goal: str = "-", ok: bool | None = None,
-            key: str | None = None) -> None:
+    def add(
+        self,
+        what: str,
+        measured: str,
+        goal: str = "-",
+        ok: bool | None = None,
+        key: str | None = None,
+    ) -> None:
         line = Line(what, measured, goal, ok)
         self.lines.append(line)
         if key is not None and ok is not None:
@@ -164,17 +170,25 @@ def hash_floor(src: str, tgt: str, shape: Shape) -> tuple[float, str]:
             s = sides.side(c, "public", t.name, t.key, t.cols)
             s, _ = sides.agree(s, s)
             out["pgferry"].append(s.row_hash())
-            cols = [sql.SQL("({})::text").format(sql.Identifier(x.name)) if not x.hashable
-                    else sql.Identifier(x.name) for x in s.columns]
-            out["hash_record_extended"].append(sql.SQL(
-                "hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(cols)))
+            cols = [
+                sql.SQL("({})::text").format(sql.Identifier(x.name))
+                if not x.hashable
+                else sql.Identifier(x.name)
+                for x in s.columns
+            ]
+            out["hash_record_extended"].append(
+                sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(cols))
+            )
         return out
 
     def one(dsn: str, hashes: list[sql.Composable]) -> None:
         with psycopg.connect(dsn, autocommit=True) as c:
             for t, h in zip(shape.tables, hashes, strict=True):
-                c.execute(sql.SQL("SELECT count(*), bit_xor({}) FROM {}").format(
-                    h, sql.Identifier(t.name))).fetchall()
+                c.execute(
+                    sql.SQL("SELECT count(*), bit_xor({}) FROM {}").format(
+                        h, sql.Identifier(t.name)
+                    )
+                ).fetchall()
 
     with psycopg.connect(src) as c:
         variants = exprs(c)
@@ -196,8 +210,16 @@ def reladiff(src: str, tgt: str, host: str, shape: Shape) -> Run:
     """reladiff over every table (hashdiff, JOBS threads); wall time summed, max RSS."""
     runs: list[Run] = []
     for t in shape.tables:
-        cmd = [str(Path(sys.executable).parent / "reladiff"), src, t.name, tgt, t.name,
-               "--stats", "-j", str(JOBS)]
+        cmd = [
+            str(Path(sys.executable).parent / "reladiff"),
+            src,
+            t.name,
+            tgt,
+            t.name,
+            "--stats",
+            "-j",
+            str(JOBS),
+        ]
         for k in t.key:
             cmd += ["-k", k]
         for c in t.cols:
@@ -206,11 +228,13 @@ def reladiff(src: str, tgt: str, host: str, shape: Shape) -> Run:
         r = must(timed(cmd, env={"PGHOST": host}), f"reladiff {t.name}")
         # reladiff logs some refusals (a key type it cannot use) and still exits 0
         if "ERROR" in r.err or " rows unchanged" not in r.out:
-            raise SystemExit(f"reladiff {t.name} did not compare:\n{r.out[-1000:]}\n"
-                             f"{r.err[-1000:]}")
+            raise SystemExit(
+                f"reladiff {t.name} did not compare:\n{r.out[-1000:]}\n{r.err[-1000:]}"
+            )
         runs.append(r)
-    return Run(sum(r.seconds for r in runs), max(r.rss_mb for r in runs), 0,
-               "\n".join(r.out for r in runs))
+    return Run(
+        sum(r.seconds for r in runs), max(r.rss_mb for r in runs), 0, "\n".join(r.out for r in runs)
+    )
 
 
 def url(dsn: str) -> str:
@@ -222,13 +246,21 @@ def url(dsn: str) -> str:
 def indexes(dsn: str) -> list[str]:
     """Every index and constraint definition of the public schema (names included)."""
     with psycopg.connect(dsn) as c:
-        idx = [r[0] for r in c.execute(
-            "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON "
-            "c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
-            "n.nspname = 'public' ORDER BY 1")]
-        con = [r[0] for r in c.execute(
-            "SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) "
-            "FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1")]
+        idx = [
+            r[0]
+            for r in c.execute(
+                "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i JOIN pg_class c ON "
+                "c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE "
+                "n.nspname = 'public' ORDER BY 1"
+            )
+        ]
+        con = [
+            r[0]
+            for r in c.execute(
+                "SELECT conrelid::regclass || ' ' || conname || ' ' || pg_get_constraintdef(oid) "
+                "FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1"
+            )
+        ]
     return idx + con
 
 
@@ -258,48 +290,82 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
         run_sql(dsn["src"], t.fill, {"n": max(10, int(rows * t.share))})
     run_sql(dsn["src"], "VACUUM ANALYZE")
     with psycopg.connect(dsn["src"]) as c:
-        size = c.execute("SELECT pg_size_pretty(pg_database_size(current_database()))"
-                         ).fetchone()
-    print(f"   generated in {time.perf_counter() - t0:.1f}s; database {size[0] if size else '?'}",
-          flush=True)
+        size = c.execute("SELECT pg_size_pretty(pg_database_size(current_database()))").fetchone()
+    print(
+        f"   generated in {time.perf_counter() - t0:.1f}s; database {size[0] if size else '?'}",
+        flush=True,
+    )
     envs = {"src": dsn["src"], "tgt": dsn["tgt"]}
     cfg = project(work / shape.name / "p", envs)
-    cfg_keep = project(work / shape.name / "keep", {"src": dsn["src"], "tgt": dsn["aux"]},
-                       sync="defer_indexes = false")
-    wm = "".join(f'[sync.tables."public.{t.name}"]\nwatermark = "{t.watermark}"\n'
-                 "deletes = false\n\n" for t in shape.tables)
+    cfg_keep = project(
+        work / shape.name / "keep",
+        {"src": dsn["src"], "tgt": dsn["aux"]},
+        sync="defer_indexes = false",
+    )
+    wm = "".join(
+        f'[sync.tables."public.{t.name}"]\nwatermark = "{t.watermark}"\ndeletes = false\n\n'
+        for t in shape.tables
+    )
     cfg_wm = project(work / shape.name / "wm", envs, tables=wm)
     tables = [t.name for t in shape.tables]
 
     # -- full copies -----------------------------------------------------------------------
-    relay = must(timed([sys.executable, "-c", RELAY, dsn["src"], dsn["aux"], *tables]),
-                 "COPY relay")
+    relay = must(
+        timed([sys.executable, "-c", RELAY, dsn["src"], dsn["aux"], *tables]), "COPY relay"
+    )
     truncate(dsn["aux"], shape)
-    keep = must(timed(pgferry(cfg_keep, "sync", "src", "tgt", "--mode", "full")),
-                "pgferry full (indexes kept)")
-    dump = must(timed(["bash", "-o", "pipefail", "-c",
-                       f"{bin_path('pg_dump')} -Fc -d \"$1\" | {bin_path('pg_restore')} "
-                       "-d \"$2\"", "bench", dsn["src"], dsn["dump"]]),
-                "pg_dump | pg_restore")
+    keep = must(
+        timed(pgferry(cfg_keep, "sync", "src", "tgt", "--mode", "full")),
+        "pgferry full (indexes kept)",
+    )
+    dump = must(
+        timed(
+            [
+                "bash",
+                "-o",
+                "pipefail",
+                "-c",
+                f'{bin_path("pg_dump")} -Fc -d "$1" | {bin_path("pg_restore")} -d "$2"',
+                "bench",
+                dsn["src"],
+                dsn["dump"],
+            ]
+        ),
+        "pg_dump | pg_restore",
+    )
     full = must(timed(pgferry(cfg, "sync", "src", "tgt", "--mode", "full")), "pgferry full")
     if indexes(dsn["tgt"]) != indexes(dsn["src"]):
-        raise SystemExit(f"{shape.name}: the target's indexes differ from the source's after "
-                         "the full sync")
+        raise SystemExit(
+            f"{shape.name}: the target's indexes differ from the source's after the full sync"
+        )
     rebuilt = [i for t in json.loads(full.out)["tables"] for i in t["rebuilt_indexes"]]
-    res.add("floor: binary COPY relay, table by table, into the empty tables (a process)",
-            f"{relay.seconds:.2f}s")
-    res.add("pgferry full sync, indexes kept (`defer_indexes = false`, the protected path) "
-            "/ COPY relay floor", f"{keep.seconds:.2f}s / {relay.seconds:.2f}s = "
-            f"{keep.seconds / relay.seconds:.2f}", "<= 1.05", keep.seconds / relay.seconds <= 1.05,
-            key="full")
-    res.add("peer: `pg_dump -Fc | pg_restore` (schema and data, into an empty database)",
-            f"{dump.seconds:.2f}s")
-    res.add(f"pgferry full sync, {len(rebuilt)} index(es) set aside and rebuilt / "
-            "pg_dump | pg_restore", f"{full.seconds:.2f}s / {dump.seconds:.2f}s = "
-            f"{full.seconds / dump.seconds:.2f}", "<= 0.7", full.seconds / dump.seconds <= 0.7,
-            key="deferred")
-    res.add("the same / COPY relay floor", f"{full.seconds:.2f}s / {relay.seconds:.2f}s = "
-            f"{full.seconds / relay.seconds:.2f}")
+    res.add(
+        "floor: binary COPY relay, table by table, into the empty tables (a process)",
+        f"{relay.seconds:.2f}s",
+    )
+    res.add(
+        "pgferry full sync, indexes kept (`defer_indexes = false`, the protected path) "
+        "/ COPY relay floor",
+        f"{keep.seconds:.2f}s / {relay.seconds:.2f}s = {keep.seconds / relay.seconds:.2f}",
+        "<= 1.05",
+        keep.seconds / relay.seconds <= 1.05,
+        key="full",
+    )
+    res.add(
+        "peer: `pg_dump -Fc | pg_restore` (schema and data, into an empty database)",
+        f"{dump.seconds:.2f}s",
+    )
+    res.add(
+        f"pgferry full sync, {len(rebuilt)} index(es) set aside and rebuilt / pg_dump | pg_restore",
+        f"{full.seconds:.2f}s / {dump.seconds:.2f}s = {full.seconds / dump.seconds:.2f}",
+        "<= 0.7",
+        full.seconds / dump.seconds <= 0.7,
+        key="deferred",
+    )
+    res.add(
+        "the same / COPY relay floor",
+        f"{full.seconds:.2f}s / {relay.seconds:.2f}s = {full.seconds / relay.seconds:.2f}",
+    )
 
     # -- verify ----------------------------------------------------------------------------
     run_sql(dsn["tgt"], "VACUUM ANALYZE")
@@ -307,16 +373,26 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
     vers = [must(timed(pgferry(cfg, "verify", "src", "tgt")), "pgferry verify") for _ in range(2)]
     rels = [reladiff(url(dsn["src"]), url(dsn["tgt"]), host, shape) for _ in range(2)]
     ver, rel = min(vers, key=lambda r: r.seconds), min(rels, key=lambda r: r.seconds)
-    start = min(must(timed([sys.executable, "-c", START, dsn["src"], dsn["tgt"]]), "start").seconds
-                for _ in range(3))
+    start = min(
+        must(timed([sys.executable, "-c", START, dsn["src"], dsn["tgt"]]), "start").seconds
+        for _ in range(3)
+    )
     res.add(f"floor: hash every row once on both sides at once ({variant})", f"{floor:.2f}s")
     res.add("floor: a Python process that imports psycopg and connects to both", f"{start:.2f}s")
-    res.add("pgferry verify (identical) / hash-once floor",
-            f"{ver.seconds:.2f}s / {floor:.2f}s = {ver.seconds / floor:.2f}", "<= 1.3",
-            ver.seconds / floor <= 1.3, key="verify")
-    res.add("peer: reladiff / pgferry verify", f"{rel.seconds:.2f}s / {ver.seconds:.2f}s = "
-            f"{rel.seconds / ver.seconds:.1f}", ">= 3", rel.seconds / ver.seconds >= 3,
-            key="reladiff")
+    res.add(
+        "pgferry verify (identical) / hash-once floor",
+        f"{ver.seconds:.2f}s / {floor:.2f}s = {ver.seconds / floor:.2f}",
+        "<= 1.3",
+        ver.seconds / floor <= 1.3,
+        key="verify",
+    )
+    res.add(
+        "peer: reladiff / pgferry verify",
+        f"{rel.seconds:.2f}s / {ver.seconds:.2f}s = {rel.seconds / ver.seconds:.1f}",
+        ">= 3",
+        rel.seconds / ver.seconds >= 3,
+        key="reladiff",
+    )
 
     # -- incremental rounds ------------------------------------------------------------------
     must(timed(pgferry(cfg, "sync", "src", "tgt")), "incremental (first: builds the base)")
@@ -324,12 +400,19 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
     inc = must(timed(pgferry(cfg, "sync", "src", "tgt")), "incremental checksum")
     after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after", (0, 1))
     least = floor + writes + start
-    print(f"    {changed:,} rows changed (writes {writes:.2f}s); incremental {inc.seconds:.2f}s; "
-          f"verify after: exit {after.code}", flush=True)
+    print(
+        f"    {changed:,} rows changed (writes {writes:.2f}s); incremental {inc.seconds:.2f}s; "
+        f"verify after: exit {after.code}",
+        flush=True,
+    )
     res.add("floor: the source's own writes of the 1% (checksum round)", f"{writes:.2f}s")
-    res.add("pgferry incremental checksum (1% changed) / its floor (hash-once + writes + "
-            "start-up)", f"{inc.seconds:.2f}s / {least:.2f}s = {inc.seconds / least:.2f}",
-            "<= 1.5", inc.seconds / least <= 1.5 and after.code == 0, key="checksum")
+    res.add(
+        "pgferry incremental checksum (1% changed) / its floor (hash-once + writes + start-up)",
+        f"{inc.seconds:.2f}s / {least:.2f}s = {inc.seconds / least:.2f}",
+        "<= 1.5",
+        inc.seconds / least <= 1.5 and after.code == 0,
+        key="checksum",
+    )
     if after.code:
         res.notes.append("verify after the checksum round found differences")
     runs = [keep, full, *vers, inc]
@@ -340,18 +423,30 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
     wmr = must(timed(pgferry(cfg_wm, "sync", "src", "tgt")), "incremental watermark")
     after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after", (0, 1))
     least = writes + start
-    print(f"    {changed:,} rows changed (writes {writes:.2f}s); watermark {wmr.seconds:.2f}s; "
-          f"verify after: exit {after.code}", flush=True)
+    print(
+        f"    {changed:,} rows changed (writes {writes:.2f}s); watermark {wmr.seconds:.2f}s; "
+        f"verify after: exit {after.code}",
+        flush=True,
+    )
     res.add("floor: the source's own writes of the 1% (watermark round)", f"{writes:.2f}s")
-    res.add("pgferry incremental watermark (1% changed) / its floor (writes + start-up)",
-            f"{wmr.seconds:.2f}s / {least:.2f}s = {wmr.seconds / least:.2f}", "<= 1.2",
-            wmr.seconds / least <= 1.2 and after.code == 0, key="watermark")
+    res.add(
+        "pgferry incremental watermark (1% changed) / its floor (writes + start-up)",
+        f"{wmr.seconds:.2f}s / {least:.2f}s = {wmr.seconds / least:.2f}",
+        "<= 1.2",
+        wmr.seconds / least <= 1.2 and after.code == 0,
+        key="watermark",
+    )
     if after.code:
         res.notes.append("verify after the watermark round found differences")
     runs.append(wmr)
     peak = rss_note(runs)
-    res.add("peak RSS of pgferry (largest of its runs above)", f"{peak:.0f} MB", "< 300 MB",
-            peak < 300, key="rss")
+    res.add(
+        "peak RSS of pgferry (largest of its runs above)",
+        f"{peak:.0f} MB",
+        "< 300 MB",
+        peak < 300,
+        key="rss",
+    )
     res.add("reladiff peak RSS", f"{rel.rss_mb:.0f} MB")
     res.seconds = time.perf_counter() - started
     res.load_after = os.getloadavg()[0]
@@ -360,8 +455,15 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
     return res
 
 
-def extra_rounds(res: ShapeResult, work: Path, envs: dict[str, str], cfg: Path, shape: Shape,
-                 dsn: dict[str, str], plain: float) -> list[Run]:
+def extra_rounds(
+    res: ShapeResult,
+    work: Path,
+    envs: dict[str, str],
+    cfg: Path,
+    shape: Shape,
+    dsn: dict[str, str],
+    plain: float,
+) -> list[Run]:
     """Issues 9 and 18: the cost of before-images and of conflict detection (one more round
     each, 1% changed)."""
     cfg_bi = project(work / shape.name / "bi", envs, sync="keep_before_images = true")
@@ -369,14 +471,20 @@ def extra_rounds(res: ShapeResult, work: Path, envs: dict[str, str], cfg: Path, 
     change(dsn["src"], shape, "checksum", 8)
     bi = must(timed(pgferry(cfg_bi, "sync", "src", "tgt")), "incremental (before-images)")
     bi_after = must(timed(pgferry(cfg, "verify", "src", "tgt")), "verify after", (0, 1))
-    res.add("incremental checksum keeping before-images / without (1% changed each)",
-            f"{bi.seconds:.2f}s / {plain:.2f}s = {bi.seconds / plain:.2f}", "<= 1.3",
-            bi.seconds / plain <= 1.3 and bi_after.code == 0)
+    res.add(
+        "incremental checksum keeping before-images / without (1% changed each)",
+        f"{bi.seconds:.2f}s / {plain:.2f}s = {bi.seconds / plain:.2f}",
+        "<= 1.3",
+        bi.seconds / plain <= 1.3 and bi_after.code == 0,
+    )
     change(dsn["src"], shape, "checksum", 9)
     nt = must(timed(pgferry(cfg_nt, "sync", "src", "tgt")), "incremental (untracked)")
-    res.add("incremental checksum with conflict detection / without (1% changed each)",
-            f"{plain:.2f}s / {nt.seconds:.2f}s = {plain / nt.seconds:.2f}", "<= 1.1",
-            plain / nt.seconds <= 1.1)
+    res.add(
+        "incremental checksum with conflict detection / without (1% changed each)",
+        f"{plain:.2f}s / {nt.seconds:.2f}s = {plain / nt.seconds:.2f}",
+        "<= 1.1",
+        plain / nt.seconds <= 1.1,
+    )
     # the untracked run left no base: the next tracked run would rebuild it (untimed)
     must(timed(pgferry(cfg, "sync", "src", "tgt")), "incremental (rebuilds the base)")
     return [bi, nt]
@@ -389,8 +497,9 @@ def tiny_start(work: Path) -> float:
     for v in d.values():
         run_sql(v, "CREATE TABLE one (id int PRIMARY KEY); INSERT INTO one VALUES (1)")
     cfg = project(work / "tiny", {"src": d["src"], "tgt": d["tgt"]})
-    took = min(must(timed(pgferry(cfg, "verify", "src", "tgt")), "tiny verify").seconds
-               for _ in range(3))
+    took = min(
+        must(timed(pgferry(cfg, "verify", "src", "tgt")), "tiny verify").seconds for _ in range(3)
+    )
     for k in d:
         embedded.drop_database(pg, f"tiny_{k}")
     return took
@@ -401,8 +510,9 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def markdown(results: list[ShapeResult], seconds: float, load: tuple[float, float],
-             fixed: float) -> str:
+def markdown(
+    results: list[ShapeResult], seconds: float, load: tuple[float, float], fixed: float
+) -> str:
     shapes = [r.shape.name for r in results]
     out = [
         "## Sync",
@@ -426,12 +536,17 @@ def markdown(results: list[ShapeResult], seconds: float, load: tuple[float, floa
             cells.append("-" if got is None else f"{got[0]} {'met' if got[1] else 'MISSED'}")
         out.append(f"| {cell(what)} ({goal}) | " + " | ".join(cells) + " |")
     for r in results:
-        out += ["", f"### {r.shape.name}: {r.shape.what}", "",
-                f"{r.rows:,} rows; {r.seconds:.0f}s; load {r.load_before:.1f} before, "
-                f"{r.load_after:.1f} after.", "",
-                "| measure | result | goal | |", "|---|---|---|---|",
-                *[f"| {cell(x.what)} | {cell(x.measured)} | {x.goal} | {x.verdict} |"
-                  for x in r.lines]]
+        out += [
+            "",
+            f"### {r.shape.name}: {r.shape.what}",
+            "",
+            f"{r.rows:,} rows; {r.seconds:.0f}s; load {r.load_before:.1f} before, "
+            f"{r.load_after:.1f} after.",
+            "",
+            "| measure | result | goal | |",
+            "|---|---|---|---|",
+            *[f"| {cell(x.what)} | {cell(x.measured)} | {x.goal} | {x.verdict} |" for x in r.lines],
+        ]
         out += [f"- {n}" for n in r.notes]
     out += ["", METHOD]
     return "\n".join(out) + "\n"
@@ -453,25 +568,34 @@ METHOD = (
     "connection per table, only the writes timed: the target has to make the same writes); "
     "the incremental run is timed and `verify` after it must exit 0; the checksum floor is "
     "hash-once + those writes + the Python start-up; (4) the same with the watermark strategy "
-    "(`deletes = false`, `overlap = \"0s\"`; 0.9% updated, 0.1% inserted; an untimed first run "
+    '(`deletes = false`, `overlap = "0s"`; 0.9% updated, 0.1% inserted; an untimed first run '
     "stores the watermark); its floor is the writes + the Python start-up."
 )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="bench sync", description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", default="all",
-                    help="comma-separated shapes, or all: " + ", ".join(
-                        s for s in SHAPES if not SHAPES[s].big))
+    ap.add_argument(
+        "--shape",
+        default="all",
+        help="comma-separated shapes, or all: " + ", ".join(s for s in SHAPES if not SHAPES[s].big),
+    )
     ap.add_argument("--big", action="store_true", help="add 10M narrow rows (shape big)")
-    ap.add_argument("--rows", type=int, default=None,
-                    help="rows per shape (default: each shape's own)")
-    ap.add_argument("--write-doc", action="store_true",
-                    help="replace the '## Sync' section of docs/benchmarks.md")
+    ap.add_argument(
+        "--rows", type=int, default=None, help="rows per shape (default: each shape's own)"
+    )
+    ap.add_argument(
+        "--write-doc",
+        action="store_true",
+        help="replace the '## Sync' section of docs/benchmarks.md",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the temp server and data")
     args = ap.parse_args(list(argv) if argv is not None else None)
-    chosen = ([s for s in SHAPES if not SHAPES[s].big] if args.shape == "all"
-              else [s.strip() for s in args.shape.split(",") if s.strip()])
+    chosen = (
+        [s for s in SHAPES if not SHAPES[s].big]
+        if args.shape == "all"
+        else [s.strip() for s in args.shape.split(",") if s.strip()]
+    )
     unknown = [s for s in chosen if s not in SHAPES]
     if unknown:
         raise SystemExit(f"unknown shape(s) {', '.join(unknown)}; have {', '.join(SHAPES)}")
@@ -490,8 +614,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep:
             embedded.stop(work / "pg")
             shutil.rmtree(work, ignore_errors=True)
-    section = markdown(results, time.perf_counter() - started, (load0, os.getloadavg()[0]),
-                       fixed)
+    section = markdown(results, time.perf_counter() - started, (load0, os.getloadavg()[0]), fixed)
     print()
     print(section)
     if args.write_doc:

@@ -78,22 +78,28 @@ def change(dsn: str, shape: Shape, strategy: str, rnd: int) -> tuple[int, float]
         n = 0
         with psycopg.connect(dsn) as c:
             for kind, where in picks:
-                c.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} "
-                                  "WHERE {}").format(sql.Identifier(f"pick_{kind}"), keys, table,
-                                                     sql.SQL(where)), {"r": rnd})
+                c.execute(
+                    sql.SQL(
+                        "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WHERE {}"
+                    ).format(sql.Identifier(f"pick_{kind}"), keys, table, sql.SQL(where)),
+                    {"r": rnd},
+                )
                 c.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(f"pick_{kind}")))
             ready.wait()
             for kind, _ in picks:
                 picked = sql.SQL("({}) IN (SELECT {} FROM {})").format(
-                    keys, keys, sql.Identifier(f"pick_{kind}"))
+                    keys, keys, sql.Identifier(f"pick_{kind}")
+                )
                 if kind == "update":
-                    q = sql.SQL("UPDATE {} SET {} WHERE {}").format(table, sql.SQL(t.update),
-                                                                     picked)
+                    q = sql.SQL("UPDATE {} SET {} WHERE {}").format(
+                        table, sql.SQL(t.update), picked
+                    )
                 elif kind == "delete":
                     q = sql.SQL("DELETE FROM {} WHERE {}").format(table, picked)
                 else:
                     q = sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
-                        table, sql.SQL(t.insert), table, picked)
+                        table, sql.SQL(t.insert), table, picked
+                    )
                 n += c.execute(q, {"r": rnd}).rowcount
             c.commit()
         done.wait()

@@ -54,9 +54,13 @@ CREATE INDEX narrow_rev_idx ON narrow (rev);
 CREATE INDEX narrow_a_idx ON narrow (a);
 """
 NARROW = Table(
-    "narrow", ("id",), ("id", "a", "b", "rev"),
+    "narrow",
+    ("id",),
+    ("id", "a", "b", "rev"),
     "INSERT INTO narrow SELECT g, g %% 1000, g %% 77, g FROM generate_series(1, %(n)s) g",
-    1.0, "rev", "id",
+    1.0,
+    "rev",
+    "id",
     "b = b + 1, rev = nextval('narrow_rev')",
     "id + 1000000000::bigint * (%(r)s + 1), a, b, nextval('narrow_rev')",
 )
@@ -73,9 +77,20 @@ CREATE INDEX cases_court_filed_idx ON cases (court, filed_on);
 CREATE INDEX cases_updated_idx ON cases (updated_at);
 """
 WIDE = Table(
-    "cases", ("id",),
-    ("id", "docket", "court", "status", "amount", "tags", "filed_on", "decided_at", "body",
-     "updated_at"),
+    "cases",
+    ("id",),
+    (
+        "id",
+        "docket",
+        "court",
+        "status",
+        "amount",
+        "tags",
+        "filed_on",
+        "decided_at",
+        "body",
+        "updated_at",
+    ),
     """INSERT INTO cases
 SELECT g, 'D-' || g, 'Court ' || (g %% 97), (enum_range(NULL::case_status))[g %% 5 + 1],
        (g * 37 %% 10000000) / 100.0, ARRAY['t' || g %% 13, 'x' || g %% 7],
@@ -83,7 +98,9 @@ SELECT g, 'D-' || g, 'Court ' || (g %% 97), (enum_range(NULL::case_status))[g %%
        repeat(md5(g::text), 9) || ' ' || substr(md5((g * 3)::text), 1, 10),
        timestamptz '2024-01-01' + g * interval '1 second'
 FROM generate_series(1, %(n)s) g""",
-    1.0, "updated_at", "id",
+    1.0,
+    "updated_at",
+    "id",
     "body = body || ' (edited)', status = 'appealed', updated_at = clock_timestamp()",
     "id + 1000000000::bigint * (%(r)s + 1), docket || '/' || %(r)s, court, status, amount, tags, "
     "filed_on, decided_at, body, clock_timestamp()",
@@ -96,7 +113,9 @@ CREATE INDEX docs_meta_idx ON docs USING gin (meta jsonb_path_ops);
 CREATE INDEX docs_updated_idx ON docs (updated_at);
 """
 DOCS = Table(
-    "docs", ("id",), ("id", "meta", "blob", "updated_at"),
+    "docs",
+    ("id",),
+    ("id", "meta", "blob", "updated_at"),
     """INSERT INTO docs
 SELECT g, jsonb_build_object('kind', (ARRAY['invoice', 'letter', 'memo'])[g %% 3 + 1],
            'n', g, 'owner', 'user' || g %% 5000, 'tags', jsonb_build_array('t' || g %% 10,
@@ -105,7 +124,9 @@ SELECT g, jsonb_build_object('kind', (ARRAY['invoice', 'letter', 'memo'])[g %% 3
        decode(repeat(md5(g::text), 16), 'hex'),
        timestamptz '2024-01-01' + g * interval '1 second'
 FROM generate_series(1, %(n)s) g""",
-    1.0, "updated_at", "id",
+    1.0,
+    "updated_at",
+    "id",
     "meta = meta || '{\"edited\": true}', updated_at = clock_timestamp()",
     "id + 1000000000::bigint * (%(r)s + 1), meta, blob, clock_timestamp()",
 )
@@ -117,14 +138,18 @@ CREATE INDEX events_account_idx ON events (account);
 CREATE INDEX events_updated_idx ON events (updated_at);
 """
 UUID = Table(
-    "events", ("id",), ("id", "seq", "account", "kind", "at", "payload", "updated_at"),
+    "events",
+    ("id",),
+    ("id", "seq", "account", "kind", "at", "payload", "updated_at"),
     """INSERT INTO events
 SELECT md5('event' || g)::uuid, g, g %% 10000 + 1, (ARRAY['login', 'view', 'buy'])[g %% 3 + 1],
        timestamptz '2024-02-01' + g * interval '2 seconds',
        jsonb_build_object('ip', '10.0.' || g %% 256 || '.' || g %% 200, 'ms', g %% 977),
        timestamptz '2024-06-01' + g * interval '1 second'
 FROM generate_series(1, %(n)s) g""",
-    1.0, "updated_at", "seq",
+    1.0,
+    "updated_at",
+    "seq",
     "payload = payload || '{\"edited\": true}', updated_at = clock_timestamp()",
     "md5('new' || %(r)s || id::text)::uuid, seq, account, kind, at, payload, clock_timestamp()",
 )
@@ -137,53 +162,95 @@ CREATE INDEX line_items_sku_idx ON line_items (sku);
 CREATE INDEX line_items_updated_idx ON line_items (updated_at);
 """
 COMPOSITE = Table(
-    "line_items", ("order_id", "line"),
+    "line_items",
+    ("order_id", "line"),
     ("order_id", "line", "sku", "qty", "price", "note", "updated_at"),
     """INSERT INTO line_items
 SELECT g / 5, g %% 5, 'SKU-' || (g %% 5000), g %% 9 + 1, (g %% 10000) / 100.0 + 0.99,
        CASE WHEN g %% 4 = 0 THEN NULL ELSE 'note for line ' || g END,
        timestamptz '2024-06-01' + g * interval '1 second'
 FROM generate_series(1, %(n)s) g""",
-    1.0, "updated_at", "(order_id * 5 + line)",
+    1.0,
+    "updated_at",
+    "(order_id * 5 + line)",
     "qty = qty + 1, updated_at = clock_timestamp()",
     "order_id + 1000000000::bigint * (%(r)s + 1), line, sku, qty, price, note, clock_timestamp()",
 )
 
-PARTITIONED_DDL = """
+PARTITIONED_DDL = (
+    """
 CREATE TABLE readings (id bigint NOT NULL, region int NOT NULL, sensor int NOT NULL,
                        value float8, note text, updated_at timestamptz NOT NULL,
                        PRIMARY KEY (id, region)) PARTITION BY LIST (region);
-""" + "".join(
-    f"CREATE TABLE readings_{r} PARTITION OF readings FOR VALUES IN ({r});\n" for r in range(8)
-) + """
+"""
+    + "".join(
+        f"CREATE TABLE readings_{r} PARTITION OF readings FOR VALUES IN ({r});\n" for r in range(8)
+    )
+    + """
 CREATE INDEX readings_sensor_idx ON readings (sensor);
 CREATE INDEX readings_updated_idx ON readings (updated_at);
 """
+)
 PARTITIONED = Table(
-    "readings", ("id", "region"), ("id", "region", "sensor", "value", "note", "updated_at"),
+    "readings",
+    ("id", "region"),
+    ("id", "region", "sensor", "value", "note", "updated_at"),
     """INSERT INTO readings
 SELECT g, g %% 8, g %% 500, g / 7.0, CASE WHEN g %% 3 = 0 THEN 'checked' END,
        timestamptz '2024-06-01' + g * interval '1 second'
 FROM generate_series(1, %(n)s) g""",
-    1.0, "updated_at", "id",
+    1.0,
+    "updated_at",
+    "id",
     "value = value + 1, updated_at = clock_timestamp()",
     "id + 1000000000::bigint * (%(r)s + 1), region, sensor, value, note, clock_timestamp()",
 )
 
-SHAPES: dict[str, Shape] = {s.name: s for s in (
-    Shape("narrow", "a bigint key and three ints (two secondary indexes)", 4_000_000,
-          NARROW_DDL, (NARROW,)),
-    Shape("wide", "legal-case rows: a 300-byte text body, an enum, numeric, text[], date, "
-          "timestamptz (a unique and two other secondary indexes)", 1_000_000,
-          WIDE_DDL, (WIDE,)),
-    Shape("jsonb", "jsonb- and bytea-heavy rows (~1 kB; a GIN index)", 500_000,
-          DOCS_DDL, (DOCS,)),
-    Shape("uuid", "uuid keys in random order on disk, jsonb payload", 1_500_000,
-          UUID_DDL, (UUID,)),
-    Shape("composite", "a two-column key (order, line), numeric, nullable text", 2_000_000,
-          COMPOSITE_DDL, (COMPOSITE,)),
-    Shape("partitioned", "a table partitioned by region (8 list partitions), key (id, region)",
-          2_000_000, PARTITIONED_DDL, (PARTITIONED,)),
-    Shape("big", "10M narrow rows (the curve; only with --big)", 10_000_000, NARROW_DDL,
-          (NARROW,), big=True),
-)}
+SHAPES: dict[str, Shape] = {
+    s.name: s
+    for s in (
+        Shape(
+            "narrow",
+            "a bigint key and three ints (two secondary indexes)",
+            4_000_000,
+            NARROW_DDL,
+            (NARROW,),
+        ),
+        Shape(
+            "wide",
+            "legal-case rows: a 300-byte text body, an enum, numeric, text[], date, "
+            "timestamptz (a unique and two other secondary indexes)",
+            1_000_000,
+            WIDE_DDL,
+            (WIDE,),
+        ),
+        Shape(
+            "jsonb", "jsonb- and bytea-heavy rows (~1 kB; a GIN index)", 500_000, DOCS_DDL, (DOCS,)
+        ),
+        Shape(
+            "uuid", "uuid keys in random order on disk, jsonb payload", 1_500_000, UUID_DDL, (UUID,)
+        ),
+        Shape(
+            "composite",
+            "a two-column key (order, line), numeric, nullable text",
+            2_000_000,
+            COMPOSITE_DDL,
+            (COMPOSITE,),
+        ),
+        Shape(
+            "partitioned",
+            "a table partitioned by region (8 list partitions), key (id, region)",
+            2_000_000,
+            PARTITIONED_DDL,
+            (PARTITIONED,),
+        ),
+        Shape(
+            "big",
+            "10M narrow rows (the curve; only with --big)",
+            10_000_000,
+            NARROW_DDL,
+            (NARROW,),
+            big=True,
+        ),
+    )
+}

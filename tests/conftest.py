@@ -75,16 +75,20 @@ def _db_factory(admin_dsn: str, default: str) -> Iterator[Callable[..., str]]:
     def make(prefix: str = default) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(admin_dsn, autocommit=True) as c:
-            c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(ROLE)))
+            c.execute(
+                sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                    sql.Identifier(name), sql.Identifier(ROLE)
+                )
+            )
         made.append(name)
         return embedded.role_dsn(admin_dsn, ROLE, name)
 
     yield make
     with psycopg.connect(admin_dsn, autocommit=True) as c:
         for name in made:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+            c.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +101,9 @@ def make_db_module(pg_admin_dsn: str, role: str) -> Iterator[Callable[..., str]]
 @pytest.fixture(scope="session")
 def pg15_admin_dsn() -> Iterator[str]:
     """PostgreSQL 15 (Debian's postgresql-15), for cross-version tests."""
-    yield from _other_server(15, "apt install postgresql-15 (.ci/run installs it when it "
-                                 "runs as root with apt)")
+    yield from _other_server(
+        15, "apt install postgresql-15 (.ci/run installs it when it runs as root with apt)"
+    )
 
 
 @pytest.fixture
@@ -144,8 +149,9 @@ def project(tmp_path: Path, make_db: Callable[..., str]) -> Project:
 
 
 @pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-        ) -> Callable[..., Result]:
+def cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., Result]:
     """Run pgferry in-process (fast); use Project.run for a real subprocess."""
     from pgferry.cli.app import main
 

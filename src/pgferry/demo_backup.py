@@ -28,39 +28,51 @@ def _catalog(d: Demo) -> list[Any]:
 def step_create(d: Demo) -> None:
     from pgferry.demo_sync import CASES, SOURCES, UPDATES
 
-    d.say("Back up prod: pg_dump in directory format, every table's rows counted in the dump's "
-          "own snapshot, a sha256 of every file, and the manifest written last.")
+    d.say(
+        "Back up prod: pg_dump in directory format, every table's rows counted in the dump's "
+        "own snapshot, a sha256 of every file, and the manifest written last."
+    )
     d.cli("backup", "create", "--env", "prod", "--tag", "demo")
     found = _catalog(d)
     if len(found) != 1 or found[0].manifest is None:
         raise OperationFailed(f"after backup create prod has {len(found)} complete backups")
     tables = found[0].manifest.tables
-    want = {"public.data_sources": SOURCES, "public.legal_cases": CASES,
-            "public.regulatory_updates": UPDATES}
+    want = {
+        "public.data_sources": SOURCES,
+        "public.legal_cases": CASES,
+        "public.regulatory_updates": UPDATES,
+    }
     got = {t: tables.get(t) for t in want}
     if got != want:
         raise OperationFailed(f"the backup of prod counted {got}, expected {want}")
-    d.results["backup"] = {"id": found[0].id, "size_bytes": found[0].size_bytes,
-                           "tables": len(tables), "rows": got}
+    d.results["backup"] = {
+        "id": found[0].id,
+        "size_bytes": found[0].size_bytes,
+        "tables": len(tables),
+        "rows": got,
+    }
 
 
 def step_verify(d: Demo) -> None:
-    d.say("A backup nobody restored is a hope. verify --restore-test re-hashes every file, "
-          "restores into a scratch database, compares every table's row count with the "
-          "manifest, and drops the scratch database.")
+    d.say(
+        "A backup nobody restored is a hope. verify --restore-test re-hashes every file, "
+        "restores into a scratch database, compares every table's row count with the "
+        "manifest, and drops the scratch database."
+    )
     obj = d.cli("backup", "verify", "latest", "--env", "prod", "--restore-test")
     info = _catalog(d)[0]
     if not info.verification.restore_test_ok:
-        raise OperationFailed(f"the test restore of {info.id} failed: "
-                              f"{info.verification.problems}")
+        raise OperationFailed(f"the test restore of {info.id} failed: {info.verification.problems}")
     d.results["backup"]["restore_test_ok"] = True
     if obj is not None:
         d.results["backup"]["tables_compared"] = obj.get("tables_compared")
 
 
 def step_list(d: Demo) -> None:
-    d.say("The catalog: state, retention slot, and how old the newest (restore-tested) "
-          "backup is, which is what the health check reads.")
+    d.say(
+        "The catalog: state, retention slot, and how old the newest (restore-tested) "
+        "backup is, which is what the health check reads."
+    )
     d.cli("backup", "list", "--env", "prod")
 
 

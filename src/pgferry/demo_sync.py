@@ -130,8 +130,10 @@ def _dsn(d: Demo, env: str) -> str:
 
 
 def step_seed(d: Demo) -> None:
-    d.say(f"Seed dev with {CASES:,} legal cases, {UPDATES:,} regulatory updates and "
-          f"{SOURCES} data sources (generated, the same on every run). prod stays empty.")
+    d.say(
+        f"Seed dev with {CASES:,} legal cases, {UPDATES:,} regulatory updates and "
+        f"{SOURCES} data sources (generated, the same on every run). prod stays empty."
+    )
     dev = seed(_dsn(d, "dev"))
     prod = counts(_dsn(d, "prod"))
     for table in TABLES:
@@ -142,8 +144,10 @@ def step_seed(d: Demo) -> None:
 
 
 def step_verify_gap(d: Demo) -> None:
-    d.say("verify compares the two sides with chunked checksums computed on each server; "
-          "rows only in dev are the gap (exit 1: done, and it found a problem).")
+    d.say(
+        "verify compares the two sides with chunked checksums computed on each server; "
+        "rows only in dev are the gap (exit 1: done, and it found a problem)."
+    )
     obj = d.cli("verify", "dev", "prod", expect=(1,))
     if obj is not None:
         d.results["sync"]["verify_before"] = obj.get("totals")
@@ -151,8 +155,10 @@ def step_verify_gap(d: Demo) -> None:
 
 def step_sync(d: Demo) -> None:
     report = d.directory / REPORT
-    d.say("An incremental sync closes the gap: parents first, in batches through COPY, "
-          "upserts that skip unchanged rows; prod is protected, hence --yes.")
+    d.say(
+        "An incremental sync closes the gap: parents first, in batches through COPY, "
+        "upserts that skip unchanged rows; prod is protected, hence --yes."
+    )
     obj = d.cli("sync", "dev", "prod", "--yes", "--report", str(report))
     if not report.is_file():
         raise OperationFailed(f"the sync did not write its report to {report}")
@@ -182,20 +188,25 @@ def _health(d: Demo, expect: str, code: int) -> None:
     from pgferry.health import service
 
     d.cli("health", "--env", "prod", expect=(code,))
-    report = service.run(load_config(d.config_path), "prod", now=datetime.now(UTC),
-                         use_cache=False)
+    report = service.run(load_config(d.config_path), "prod", now=datetime.now(UTC), use_cache=False)
     rows = report.check("rows:public.legal_cases")
     d.results.setdefault("health", {})["after" if code == 0 else "before"] = {
-        "status": report.status, "legal_cases": rows.value, "message": rows.message}
+        "status": report.status,
+        "legal_cases": rows.value,
+        "message": rows.message,
+    }
     if report.status != expect:
-        raise OperationFailed(f"prod health is {report.status}, expected {expect}: "
-                              + "; ".join(c.message for c in report.checks
-                                          if c.status in ("degraded", "critical")))
+        raise OperationFailed(
+            f"prod health is {report.status}, expected {expect}: "
+            + "; ".join(c.message for c in report.checks if c.status in ("degraded", "critical"))
+        )
 
 
 def step_health_before(d: Demo) -> None:
-    d.say("Health checks on prod: the server answers, the migrations are applied, but "
-          "public.legal_cases has 0 rows and pgferry.toml says below 1 is degraded (exit 1).")
+    d.say(
+        "Health checks on prod: the server answers, the migrations are applied, but "
+        "public.legal_cases has 0 rows and pgferry.toml says below 1 is degraded (exit 1)."
+    )
     _health(d, "degraded", 1)
 
 
@@ -219,12 +230,15 @@ def step_mistake(d: Demo) -> None:
     with psycopg.connect(dev, autocommit=True) as conn:
         conn.execute(MISTAKE_SQL)
     before = _one(prod, SUMMARIES_SQL)
-    d.say(f"A bad script in dev blanks the summaries of the first 300 updates "
-          f"({MISTAKE_SQL}), and the next sync carries it into prod. prod is protected, so "
-          f"the sync keeps every row it changes, as it was, in pgferry.before_images.")
+    d.say(
+        f"A bad script in dev blanks the summaries of the first 300 updates "
+        f"({MISTAKE_SQL}), and the next sync carries it into prod. prod is protected, so "
+        f"the sync keeps every row it changes, as it was, in pgferry.before_images."
+    )
     obj = d.cli("sync", "dev", "prod", "--yes")
     run_id = (obj or {}).get("run_id") or _one(
-        prod, "SELECT run_id FROM pgferry.before_images ORDER BY id DESC LIMIT 1")
+        prod, "SELECT run_id FROM pgferry.before_images ORDER BY id DESC LIMIT 1"
+    )
     after = _one(prod, SUMMARIES_SQL)
     d.say(f"prod summaries: {before:,} before the sync, {after:,} after it.")
     if after != _one(dev, SUMMARIES_SQL) or after >= before:
@@ -234,8 +248,10 @@ def step_mistake(d: Demo) -> None:
 
 def step_revert(d: Demo) -> None:
     run_id = d.results["sync"]["mistake"]["run_id"]
-    d.say("sync revert puts back every row that run changed (it refuses if one changed "
-          "since): a minute of work instead of a restore.")
+    d.say(
+        "sync revert puts back every row that run changed (it refuses if one changed "
+        "since): a minute of work instead of a restore."
+    )
     d.cli("sync", "revert", str(run_id), "--env", "prod", "--yes")
     back = _one(_dsn(d, "prod"), SUMMARIES_SQL)
     d.say(f"prod summaries after the revert: {back:,}.")
@@ -258,9 +274,11 @@ def step_conflict(d: Demo) -> None:
         conn.execute(CORRECT_SQL, ["Globex v. Doe (refiled)"])
     with psycopg.connect(prod, autocommit=True) as conn:
         conn.execute(CORRECT_SQL, ["Globex v. Doe (corrected by legal ops)"])
-    d.say("Someone corrects case 7's title by hand in prod, while dev changes the same row. "
-          "The next sync finds the conflict: prod is protected, so on_conflict = \"stop\" "
-          "leaves legal_cases as it is and lists the conflict (exit 1).")
+    d.say(
+        "Someone corrects case 7's title by hand in prod, while dev changes the same row. "
+        'The next sync finds the conflict: prod is protected, so on_conflict = "stop" '
+        "leaves legal_cases as it is and lists the conflict (exit 1)."
+    )
     d.cli("sync", "dev", "prod", "--yes", expect=(1,))
     title = _one(prod, "SELECT title FROM legal_cases WHERE id = 7")
     if title != "Globex v. Doe (corrected by legal ops)":

@@ -68,8 +68,7 @@ def check(cfg: Config, only: str | None = None, connect_db: bool = True) -> list
     return reports
 
 
-def _check_url(cfg: Config, name: str, values: dict[str, str], rep: EnvReport
-               ) -> Target | None:
+def _check_url(cfg: Config, name: str, values: dict[str, str], rep: EnvReport) -> Target | None:
     """The environment's url checked (variables, placeholders, TLS): its target, or None
     with the problems in ``rep``."""
     import os
@@ -82,8 +81,9 @@ def _check_url(cfg: Config, name: str, values: dict[str, str], rep: EnvReport
         if val is None:
             rep.problems.append(f"{name}: variable {var} (line {line}) is not set")
         elif is_placeholder(val):
-            rep.problems.append(f"{name}: variable {var} (line {line}) holds a "
-                                f"placeholder value, not a real one")
+            rep.problems.append(
+                f"{name}: variable {var} (line {line}) holds a placeholder value, not a real one"
+            )
     if rep.problems:
         return None
     try:
@@ -121,8 +121,12 @@ def _probe(target: Target, rep: EnvReport) -> None:
             assert row is not None
             rep.server_version, rep.role = row[0], row[1]
             rep.privileges = {
-                "superuser": row[2], "createdb": row[3], "createrole": row[4],
-                "create_schema": row[5], "temp_tables": row[6], "owns_database": row[7],
+                "superuser": row[2],
+                "createdb": row[3],
+                "createrole": row[4],
+                "create_schema": row[5],
+                "temp_tables": row[6],
+                "owns_database": row[7],
             }
     except PgferryError as e:
         rep.problems.append(f"{target.name}: {e.message}")
@@ -147,7 +151,13 @@ def template(cfg: Config) -> str:
 
 def report_dict(rep: EnvReport) -> dict[str, Any]:
     return {
-        "env": rep.env, "ok": rep.ok, "protected": rep.protected, "embedded": rep.embedded,
-        "dsn": rep.dsn, "server_version": rep.server_version, "role": rep.role,
-        "privileges": rep.privileges, "problems": rep.problems,
+        "env": rep.env,
+        "ok": rep.ok,
+        "protected": rep.protected,
+        "embedded": rep.embedded,
+        "dsn": rep.dsn,
+        "server_version": rep.server_version,
+        "role": rep.role,
+        "privileges": rep.privileges,
+        "problems": rep.problems,
     }

@@ -23,8 +23,7 @@ from typing import Any
 import orjson
 
 DecodeError = orjson.JSONDecodeError
-_BASE = (orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
-         | orjson.OPT_PASSTHROUGH_DATACLASS)
+_BASE = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def _plain(default: Callable[[Any], Any] | None) -> Callable[[Any], Any]:
@@ -53,11 +52,17 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def dumps(obj: Any, *, pretty: bool = False, sort_keys: bool = False,
-          default: Callable[[Any], Any] | None = None) -> str:
+def dumps(
+    obj: Any,
+    *,
+    pretty: bool = False,
+    sort_keys: bool = False,
+    default: Callable[[Any], Any] | None = None,
+) -> str:
     """``obj`` as JSON text (UTF-8 characters as they are, not escaped)."""
-    opts = _BASE | (orjson.OPT_INDENT_2 if pretty else 0) | (
-        orjson.OPT_SORT_KEYS if sort_keys else 0)
+    opts = (
+        _BASE | (orjson.OPT_INDENT_2 if pretty else 0) | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    )
     try:
         return orjson.dumps(obj, default=_plain(default), option=opts).decode("utf-8")
     except orjson.JSONEncodeError:

@@ -152,38 +152,47 @@ def _blank(text: str | None) -> bool:
 
 def _input(req: WriteRequest) -> Decision | None:
     if req.allow_unsafe and _blank(req.unsafe_reason):
-        return Decision(Verdict.BAD_INPUT,
-                        "--allow-unsafe needs --reason \"why this is safe here\"")
+        return Decision(Verdict.BAD_INPUT, '--allow-unsafe needs --reason "why this is safe here"')
     if req.override_blackout and _blank(req.reason):
-        return Decision(Verdict.BAD_INPUT,
-                        "--override-blackout needs --reason \"why this cannot wait\"")
+        return Decision(
+            Verdict.BAD_INPUT, '--override-blackout needs --reason "why this cannot wait"'
+        )
     return None
 
 
-def _blackout(cfg: Config, req: WriteRequest, now: datetime
-              ) -> tuple[Decision | None, Blackout | None]:
+def _blackout(
+    cfg: Config, req: WriteRequest, now: datetime
+) -> tuple[Decision | None, Blackout | None]:
     w = active_window(cfg.blackout, req.env, now)
     if w is None:
         return None, None
     if req.override_blackout and not _blank(req.reason):
         return None, w
-    return Decision(Verdict.REFUSE,
-                    f"environment {req.env!r} is in a blackout window ({describe(w)}); "
-                    "wait, or pass --override-blackout --reason \"...\"",
-                    {"env": req.env, "blackout": describe(w)}), None
+    return Decision(
+        Verdict.REFUSE,
+        f"environment {req.env!r} is in a blackout window ({describe(w)}); "
+        'wait, or pass --override-blackout --reason "..."',
+        {"env": req.env, "blackout": describe(w)},
+    ), None
 
 
 def _protected(req: WriteRequest) -> Decision | None:
     if req.yes:
         return None
     if req.protected:
-        return Decision(Verdict.CONFIRM,
-                        f"environment {req.env!r} is protected: {req.what} needs --yes",
-                        {"env": req.env}, prompt=f"{req.env} is protected. {req.what}?")
+        return Decision(
+            Verdict.CONFIRM,
+            f"environment {req.env!r} is protected: {req.what} needs --yes",
+            {"env": req.env},
+            prompt=f"{req.env} is protected. {req.what}?",
+        )
     if req.rewrites_history:
-        return Decision(Verdict.CONFIRM,
-                        f"{req.what} rewrites the migration history of {req.env!r}: run again "
-                        "with --yes", {"env": req.env}, prompt=f"{req.what} in {req.env}?")
+        return Decision(
+            Verdict.CONFIRM,
+            f"{req.what} rewrites the migration history of {req.env!r}: run again with --yes",
+            {"env": req.env},
+            prompt=f"{req.what} in {req.env}?",
+        )
     return None
 
 
@@ -198,8 +207,9 @@ def _lint_gate(req: WriteRequest) -> tuple[Decision | None, tuple[GateFinding, .
         Verdict.REFUSE,
         f"lint gate: {len(errors)} error finding(s) on protected {req.env}: {first}"
         + ("; ..." if len(errors) > 3 else "")
-        + ". Fix them, or pass --allow-unsafe --reason \"...\"",
-        {"findings": [dict(f.detail) for f in errors]}), ()
+        + '. Fix them, or pass --allow-unsafe --reason "..."',
+        {"findings": [dict(f.detail) for f in errors]},
+    ), ()
 
 
 def _approval(req: WriteRequest) -> Decision | None:
@@ -207,25 +217,31 @@ def _approval(req: WriteRequest) -> Decision | None:
         return None
     a = req.approval
     if a is None:
-        return Decision(Verdict.NEEDS_APPROVAL,
-                        f"{req.what} on {req.env} needs a second person's approval",
-                        {"env": req.env, "plan_hash": req.plan_hash})
+        return Decision(
+            Verdict.NEEDS_APPROVAL,
+            f"{req.what} on {req.env} needs a second person's approval",
+            {"env": req.env, "plan_hash": req.plan_hash},
+        )
     if req.requested_by is not None and a.approver == req.requested_by:
-        return Decision(Verdict.REFUSE,
-                        f"{a.approver} asked for {req.what} and cannot approve it too: "
-                        "a second person must", {"env": req.env, "approver": a.approver})
+        return Decision(
+            Verdict.REFUSE,
+            f"{a.approver} asked for {req.what} and cannot approve it too: a second person must",
+            {"env": req.env, "approver": a.approver},
+        )
     if req.plan_hash is not None and a.plan_hash != req.plan_hash:
-        return Decision(Verdict.NEEDS_APPROVAL,
-                        f"the plan of {req.what} on {req.env} changed since it was approved "
-                        f"(approved {a.plan_hash[:12]}, now {req.plan_hash[:12]}); "
-                        "it needs a new approval",
-                        {"env": req.env, "plan_hash": req.plan_hash,
-                         "approved_plan_hash": a.plan_hash})
+        return Decision(
+            Verdict.NEEDS_APPROVAL,
+            f"the plan of {req.what} on {req.env} changed since it was approved "
+            f"(approved {a.plan_hash[:12]}, now {req.plan_hash[:12]}); "
+            "it needs a new approval",
+            {"env": req.env, "plan_hash": req.plan_hash, "approved_plan_hash": a.plan_hash},
+        )
     return None
 
 
-def decide(cfg: Config, req: WriteRequest, now: datetime,
-           rules: Collection[str] = RULES) -> Decision:
+def decide(
+    cfg: Config, req: WriteRequest, now: datetime, rules: Collection[str] = RULES
+) -> Decision:
     """Judge ``req`` at ``now`` by ``rules`` (names of :data:`PolicyRule`; see the module
     docstring); pure."""
     unknown = set(rules) - set(RULES)

@@ -59,7 +59,7 @@ def dsn_password(dsn: str) -> str | None:
     text = dsn.strip()
     m = re.match(r"^[a-z][a-z0-9+.-]*://", text, re.I)
     if m:
-        rest = text[m.end():]
+        rest = text[m.end() :]
         userinfo = rest[: rest.rfind("@")] if "@" in rest else ""
         pw = userinfo.split(":", 1)[1] if ":" in userinfo else None
         q = _QUERY_PW.search(text)
@@ -82,10 +82,10 @@ def redact_dsn(dsn: str) -> str:
     """``dsn`` for display: its password replaced by ``***``, even when it does not parse."""
     text = dsn.strip()
     m = re.match(r"^[a-z][a-z0-9+.-]*://", text, re.I)
-    if m and "@" in text[m.end():]:
-        rest = text[m.end():]
+    if m and "@" in text[m.end() :]:
+        rest = text[m.end() :]
         at = rest.rfind("@")
-        userinfo, host = rest[:at], rest[at + 1:]
+        userinfo, host = rest[:at], rest[at + 1 :]
         if ":" in userinfo:
             userinfo = userinfo.split(":", 1)[0] + ":***"
         return redact(f"{m.group(0)}{userinfo}@{host}")

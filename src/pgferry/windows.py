@@ -82,7 +82,7 @@ def parse_weekly(text: str) -> Weekly:
     """``"Fri 16:00 - Mon 06:00"`` → :class:`Weekly`; ValueError with a clear message."""
     m = _WEEKLY_RE.match(text)
     if not m:
-        raise ValueError(f"weekly {text!r} is not like \"Fri 16:00 - Mon 06:00\"")
+        raise ValueError(f'weekly {text!r} is not like "Fri 16:00 - Mon 06:00"')
     d1, h1, m1, d2, h2, m2 = m.groups()
     for h, mi in ((h1, m1), (h2, m2)):
         if int(h) > 24 or int(mi) > 59 or (int(h) == 24 and int(mi) != 0):
@@ -98,19 +98,24 @@ def zone(b: Window) -> tzinfo:
     try:
         return ZoneInfo(b.timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"timezone {b.timezone!r} is not an IANA zone (e.g. Europe/Berlin)"
-                         ) from None
+        raise ValueError(
+            f"timezone {b.timezone!r} is not an IANA zone (e.g. Europe/Berlin)"
+        ) from None
 
 
 def _instant(value: str | date | datetime, tz: tzinfo, end: bool) -> datetime:
     """A bound as an aware datetime; a date ``to`` covers its whole day."""
     if isinstance(value, str):
         try:
-            value = date.fromisoformat(value) if len(value.strip()) == 10 else \
-                datetime.fromisoformat(value.strip())
+            value = (
+                date.fromisoformat(value)
+                if len(value.strip()) == 10
+                else datetime.fromisoformat(value.strip())
+            )
         except ValueError:
-            raise ValueError(f"{value!r} is not a date (2026-12-24) or datetime "
-                             "(2026-12-24T16:00+01:00)") from None
+            raise ValueError(
+                f"{value!r} is not a date (2026-12-24) or datetime (2026-12-24T16:00+01:00)"
+            ) from None
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=tz)
     day = value + timedelta(days=1) if end else value
@@ -164,7 +169,8 @@ def describe(b: Window) -> str:
     if b.weekly:
         parts.append(f"weekly {b.weekly.strip()} ({b.timezone})")
     if b.from_ is not None or b.to is not None:
-        parts.append(f"{b.from_ or '…'} .. {b.to or '…'}"
-                     + ("" if b.weekly else f" ({b.timezone})"))
+        parts.append(
+            f"{b.from_ or '…'} .. {b.to or '…'}" + ("" if b.weekly else f" ({b.timezone})")
+        )
     text = ", ".join(parts)
     return f"{text}: {b.reason}" if b.reason else text

@@ -30,17 +30,22 @@ IMG = ROOT / "docs" / "img"
 ROWS = 60_000
 
 if not Path(CHROMIUM).exists():
-    pytest.skip(f"chromium is not installed ({CHROMIUM}): apt install chromium, or set "
-                "PGFERRY_CHROMIUM; .ci/run installs it", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: "
-                               "pip install -e '.[test]'")
+    pytest.skip(
+        f"chromium is not installed ({CHROMIUM}): apt install chromium, or set "
+        "PGFERRY_CHROMIUM; .ci/run installs it",
+        allow_module_level=True,
+    )
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="Playwright is not installed: pip install -e '.[test]'"
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard_browser")]
 
 
 @pytest.fixture(scope="module")
-def service(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[tuple[Project, Server, dict[str, str]]]:
+def service(
+    make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Project, Server, dict[str, str]]]:
     p = dashboard_project(tmp_path_factory.mktemp("dashb") / "proj", make_db_module, ROWS)
     for srv, toks in serve(p):
         yield p, srv, toks
@@ -61,10 +66,14 @@ def browser() -> Iterator[Any]:
 def _history(srv: Server, tok: dict[str, str]) -> None:
     """What a team's dashboard has seen by lunchtime: runs finished, a backup verified, and
     a change to prod someone else asked for."""
-    olga = httpx.Client(base_url=srv.url, timeout=120,
-                        headers={"Authorization": f"Bearer {tok['olga']}"})
-    for kind, args in (("health", {"env": "dev"}), ("backup_verify", {"env": "dev"}),
-                       ("verify", {"source": "dev", "target": "staging"})):
+    olga = httpx.Client(
+        base_url=srv.url, timeout=120, headers={"Authorization": f"Bearer {tok['olga']}"}
+    )
+    for kind, args in (
+        ("health", {"env": "dev"}),
+        ("backup_verify", {"env": "dev"}),
+        ("verify", {"source": "dev", "target": "staging"}),
+    ):
         r = olga.post("/api/runs", json={"kind": kind, "arguments": args})
         assert r.status_code == 202, r.text
         wait_run(olga, r.json()["id"])
@@ -73,7 +82,8 @@ def _history(srv: Server, tok: dict[str, str]) -> None:
 
 
 def test_log_in_start_a_verify_watch_it_reach_100_and_see_every_page(
-        service: tuple[Project, Server, dict[str, str]], browser: Any) -> None:
+    service: tuple[Project, Server, dict[str, str]], browser: Any
+) -> None:
     p, srv, tok = service
     _history(srv, tok)
     IMG.mkdir(parents=True, exist_ok=True)
@@ -113,28 +123,38 @@ def test_log_in_start_a_verify_watch_it_reach_100_and_see_every_page(
     page.wait_for_function(
         "id => { const b = document.querySelector(`.progress[data-run='${id}'] progress`);"
         " return b && b.value === 100 && b.closest('.progress').dataset.done === 'true'; }",
-        arg=run_id, timeout=90_000)
+        arg=run_id,
+        timeout=90_000,
+    )
     assert box.locator(".pct").inner_text() == "100%"
     seen = [float(v) for r, v in page.evaluate("window.__seen") if r == run_id and v]
     assert any(0 < v < 100 for v in seen), seen  # it moved before it filled
     assert box.locator(".state").inner_text() == "succeeded"
     log = page.locator(f"[data-log-for='{run_id}'] li").all_inner_texts()
-    assert all(any(f"{t} finished: ok" in x for x in log) for t in ("public.items",
-                                                                     "public.notes")), log
+    assert all(
+        any(f"{t} finished: ok" in x for x in log) for t in ("public.items", "public.notes")
+    ), log
     assert any("run ended: succeeded" in x for x in log), log
     page.screenshot(path=str(IMG / "dashboard-run.png"), full_page=True)
 
-    shots = {"environments": "/", "migrations": "/migrations?env=prod", "runs": "/runs",
-             "approvals": "/approvals", "backups": "/backups?env=dev",
-             "journal": "/journal?env=dev"}
+    shots = {
+        "environments": "/",
+        "migrations": "/migrations?env=prod",
+        "runs": "/runs",
+        "approvals": "/approvals",
+        "backups": "/backups?env=dev",
+        "journal": "/journal?env=dev",
+    }
     for name, path in shots.items():
         page.goto(srv.url + path)
         assert page.locator("h1").inner_text() == name.capitalize()
         page.screenshot(path=str(IMG / f"dashboard-{name}.png"), full_page=True)
     # alice may approve olga's change to prod: the button names the run and the environment
     page.goto(srv.url + "/approvals")
-    assert page.locator("button.approve").first.inner_text() == \
-        "Approve: run migrate up on prod as planned"
+    assert (
+        page.locator("button.approve").first.inner_text()
+        == "Approve: run migrate up on prod as planned"
+    )
     assert page.locator(".env.protected").count() >= 1
     assert not errors, errors  # no script error, no CSP violation
     ctx.close()

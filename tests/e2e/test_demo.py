@@ -94,11 +94,15 @@ def test_demo_runs_the_migration_story(
     # then a rename in prod, expand -> backfill -> contract: the contract file is held until
     # its backfill completed, and released by --contract (issue 17)
     zdt = "rename legal cases jurisdiction to jurisdiction code"
-    assert f"held V14 {zdt} 2 contract (contract): after backfill: " \
-           "rename_legal_cases_jurisdiction_to_jurisdiction_code has not run in prod" in p.stderr
+    assert (
+        f"held V14 {zdt} 2 contract (contract): after backfill: "
+        "rename_legal_cases_jurisdiction_to_jurisdiction_code has not run in prod" in p.stderr
+    )
     assert "held (contract)" in p.stdout
-    assert "prod: backfill rename_legal_cases_jurisdiction_to_jurisdiction_code completed: " \
-           "2,025 rows over 2,025 keys" in p.stdout
+    assert (
+        "prod: backfill rename_legal_cases_jurisdiction_to_jurisdiction_code completed: "
+        "2,025 rows over 2,025 keys" in p.stdout
+    )
     assert f"released V14 {zdt} 2 contract (contract): every guard passed" in p.stderr
     assert "migrate test: 15 migration(s) applied, 3 proven by up, undo, up" in p.stdout
 

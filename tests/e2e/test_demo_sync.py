@@ -30,20 +30,32 @@ def demo_dir() -> Iterator[Path]:
 @pytest.mark.slow
 def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     """One run (the text-mode demo runs in tests/e2e/test_demo.py): figures, bars, report."""
-    p = subprocess.run([sys.executable, "-m", "pgferry", "--json", "demo", "--dir",
-                        str(demo_dir)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "COLUMNS": "160"})
+    p = subprocess.run(
+        [sys.executable, "-m", "pgferry", "--json", "demo", "--dir", str(demo_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert p.returncode == 0, p.stderr[-2000:]
     demo = json.loads(p.stdout)
     titles = [s["title"] for s in demo["steps"]]
     i = titles.index("backup prod")  # the backup and zero-downtime steps follow the sync's
-    assert titles[i - 10:i] == ["seed dev", "verify finds the gap", "prod health before the sync",
-                            "sync dev -> prod", "verify again", "prod health after the sync",
-                            "a mistaken sync into prod", "sync revert",
-                            "a conflict stops the sync", "--on-conflict target"]
+    assert titles[i - 10 : i] == [
+        "seed dev",
+        "verify finds the gap",
+        "prod health before the sync",
+        "sync dev -> prod",
+        "verify again",
+        "prod health after the sync",
+        "a mistaken sync into prod",
+        "sync revert",
+        "a conflict stops the sync",
+        "--on-conflict target",
+    ]
     outs = demo["outputs"]
     j = next(k for k, o in enumerate(outs) if o["command"].startswith("pgferry backup create"))
-    commands = [(o["command"], o["exit_code"]) for o in outs][j - 9:j]
+    commands = [(o["command"], o["exit_code"]) for o in outs][j - 9 : j]
     # verify finds the gap, health degraded, sync, verify clean, health optimal, the
     # mistaken sync, its revert, the sync that stops at a conflict (exit 1), the one that
     # keeps prod's row
@@ -81,8 +93,11 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
     # already) and the revert brought them back
     assert res["mistake"]["after"] == res["mistake"]["before"] - 267
     assert res["reverted"] == res["mistake"]["before"]
-    assert res["conflict_kept"] == res["conflict_stopped"] == (
-        "Globex v. Doe (corrected by legal ops)")
+    assert (
+        res["conflict_kept"]
+        == res["conflict_stopped"]
+        == ("Globex v. Doe (corrected by legal ops)")
+    )
 
 
 @pytest.mark.slow
@@ -96,18 +111,23 @@ def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
     res = demo.run(demo_dir, State(json=True))
     titles = [s["title"] for s in res["steps"]]
     i = titles.index("backup prod")
-    assert titles[i:i + 3] == ["backup prod", "test-restore the backup", "list backups"]
-    j = next(k for k, o in enumerate(res["outputs"])
-             if o["command"].startswith("pgferry backup create"))
-    outs = res["outputs"][j:j + 3]
+    assert titles[i : i + 3] == ["backup prod", "test-restore the backup", "list backups"]
+    j = next(
+        k for k, o in enumerate(res["outputs"]) if o["command"].startswith("pgferry backup create")
+    )
+    outs = res["outputs"][j : j + 3]
     assert [o["command"] for o in outs] == [
         "pgferry backup create --env prod --tag demo",
         "pgferry backup verify latest --env prod --restore-test",
-        "pgferry backup list --env prod"]
+        "pgferry backup list --env prod",
+    ]
     assert [o["exit_code"] for o in outs] == [0, 0, 0]
     b = res["results"]["backup"]
-    assert b["rows"] == {"public.data_sources": 12, "public.legal_cases": 2025,
-                         "public.regulatory_updates": 5654}
+    assert b["rows"] == {
+        "public.data_sources": 12,
+        "public.legal_cases": 2025,
+        "public.regulatory_updates": 5654,
+    }
     assert b["restore_test_ok"] is True and b["tables_compared"] == b["tables"]
     listed = outs[2]["output"]["backups"]
     assert [x["state"] for x in listed] == ["restore-tested"] and listed[0]["tag"] == "demo"
@@ -121,19 +141,30 @@ def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
     # the zero-downtime steps close the demo
     titles = [s["title"] for s in res["steps"]]
     # then the last step prints how to start the admin service (it runs no command)
-    assert titles[-6:] == ["scaffold a rename", "expand; the contract is held", "backfill",
-                           "contract released", "migrate test", "the admin service"]
+    assert titles[-6:] == [
+        "scaffold a rename",
+        "expand; the contract is held",
+        "backfill",
+        "contract released",
+        "migrate test",
+        "the admin service",
+    ]
     outs = res["outputs"][-7:]
     assert [o["command"].split(" --env")[0] for o in outs] == [
         "pgferry migrate new --expand-contract rename legal_cases.jurisdiction to "
-        "jurisdiction_code", "pgferry migrate number", "pgferry migrate up",
+        "jurisdiction_code",
+        "pgferry migrate number",
+        "pgferry migrate up",
         "pgferry migrate status",
         "pgferry backfill run rename_legal_cases_jurisdiction_to_jurisdiction_code",
-        "pgferry migrate up", "pgferry migrate test"]
+        "pgferry migrate up",
+        "pgferry migrate test",
+    ]
     assert [o["exit_code"] for o in outs] == [0] * 7
     up, status = outs[2]["output"], outs[3]["output"]
     assert [a["script"] for a in up["applied"]] == [
-        "V13__rename_legal_cases_jurisdiction_to_jurisdiction_code_1_expand.sql"]
+        "V13__rename_legal_cases_jurisdiction_to_jurisdiction_code_1_expand.sql"
+    ]
     assert [h["version"] for h in up["held"]] == ["14"] and up["held"][0]["ready"] is False
     held = [e for e in status["entries"] if e["state"] == "held"]
     assert [e["version"] for e in held] == ["14"]
@@ -142,6 +173,7 @@ def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
     assert [r["version"] for r in outs[5]["output"]["released"]] == ["14"]
     assert outs[6]["output"]["undo_checked"][-2:] == [
         "V13__rename_legal_cases_jurisdiction_to_jurisdiction_code_1_expand.sql",
-        "V14__rename_legal_cases_jurisdiction_to_jurisdiction_code_2_contract.sql"]
+        "V14__rename_legal_cases_jurisdiction_to_jurisdiction_code_2_contract.sql",
+    ]
     z = res["results"]["zdt"]
     assert (z["backfilled"], z["released"], z["current_version"]) == (2025, True, 14)

@@ -63,12 +63,21 @@ class Project:
         p.write_text(text, encoding="utf-8")
         return p
 
-    def run(self, *args: str, input: str | None = None, timeout: float = 120,
-            env: dict[str, str] | None = None) -> Result:
+    def run(
+        self,
+        *args: str,
+        input: str | None = None,
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+    ) -> Result:
         """Run the real ``pgferry`` command in a subprocess (for exit codes, signals)."""
         p = subprocess.run(
             [sys.executable, "-m", "pgferry", "--config", str(self.config), *args],
-            cwd=self.root, capture_output=True, text=True, input=input, timeout=timeout,
+            cwd=self.root,
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
             env={**os.environ, **(env or {})},
         )
         return Result(p.returncode, p.stdout, p.stderr)
@@ -76,14 +85,18 @@ class Project:
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "pgferry", "--config", str(self.config), *args],
-            cwd=self.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=self.root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
             # a process a test has to stop by force (SIGABRT) prints every thread's stack
             env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         )
 
 
-def write_project(root: Path, dsns: dict[str, str], protected: tuple[str, ...] = ("prod",),
-                  extra: str = "") -> Project:
+def write_project(
+    root: Path, dsns: dict[str, str], protected: tuple[str, ...] = ("prod",), extra: str = ""
+) -> Project:
     lines = []
     for name, dsn in dsns.items():
         lines += [f"[environments.{name}]", f"url = {json.dumps(dsn)}"]
@@ -125,8 +138,15 @@ def one(dsn: str, query: Query, params: Any = None) -> Any:
     return rows[0][0] if rows else None
 
 
-def wait_for(dsn: str, query: str, params: Any = None, *, timeout: float = 60,
-             alive: Any = None, what: str = "") -> None:
+def wait_for(
+    dsn: str,
+    query: str,
+    params: Any = None,
+    *,
+    timeout: float = 60,
+    alive: Any = None,
+    what: str = "",
+) -> None:
     """Poll until the server shows a condition: ``query``'s first value is true.
 
     ``alive`` (a ``subprocess.Popen``): fail at once, with its output, if it ends first.
@@ -147,8 +167,15 @@ def wait_for(dsn: str, query: str, params: Any = None, *, timeout: float = 60,
             time.sleep(0.02)
 
 
-def statements_seen(dsn: str, application_name: str, pattern: str, count: int, *,
-                    alive: Any = None, timeout: float = 60) -> None:
+def statements_seen(
+    dsn: str,
+    application_name: str,
+    pattern: str,
+    count: int,
+    *,
+    alive: Any = None,
+    timeout: float = 60,
+) -> None:
     """Wait until a session of ``application_name`` has started ``count`` statements
     matching ``pattern`` (distinct ``query_start`` in pg_stat_activity): that many batches
     are under way or done."""
@@ -159,11 +186,12 @@ def statements_seen(dsn: str, application_name: str, pattern: str, count: int, *
     with psycopg.connect(dsn, autocommit=True) as c:
         while len(seen) < count:
             for (start,) in c.execute(
-                    "SELECT query_start FROM pg_stat_activity WHERE application_name = %s"
-                    " AND state = 'active' AND query ~ %s", [application_name, pattern]):
+                "SELECT query_start FROM pg_stat_activity WHERE application_name = %s"
+                " AND state = 'active' AND query ~ %s",
+                [application_name, pattern],
+            ):
                 seen.add(start)
             if alive is not None and alive.poll() is not None:
-                raise AssertionError(f"ended after {len(seen)} statement(s): "
-                                     f"{alive.communicate()}")
+                raise AssertionError(f"ended after {len(seen)} statement(s): {alive.communicate()}")
             assert time.monotonic() < deadline, f"saw {len(seen)} of {count} statements"
             time.sleep(0.01)

@@ -35,8 +35,11 @@ def counts(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn, autocommit=True) as c:
         for name in COUNTS:
             schema, table = name.split(".", 1)
-            row = c.execute(psql.SQL("SELECT count(*) FROM {}.{}").format(
-                psql.Identifier(schema), psql.Identifier(table))).fetchone()
+            row = c.execute(
+                psql.SQL("SELECT count(*) FROM {}.{}").format(
+                    psql.Identifier(schema), psql.Identifier(table)
+                )
+            ).fetchone()
             out[name] = int(row[0]) if row else 0
     return out
 
@@ -62,8 +65,12 @@ def backups_dir(p: Project, env: str) -> Path:
 
 def scratch_databases(dsn: str) -> list[str]:
     with psycopg.connect(dsn, autocommit=True) as c:
-        return [r[0] for r in c.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'pgferry\\_restoretest\\_%'")]
+        return [
+            r[0]
+            for r in c.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'pgferry\\_restoretest\\_%'"
+            )
+        ]
 
 
 def wait_scratch_gone(dsn: str, timeout: float = 60) -> None:

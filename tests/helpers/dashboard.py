@@ -20,28 +20,42 @@ THRESHOLDS = """
 degraded_below = {degraded}
 critical_below = {critical}
 """
-ROLES = {"vera": "viewer", "olga": "operator", "alice": "approver", "bob": "approver",
-         "root": "admin"}
+ROLES = {
+    "vera": "viewer",
+    "olga": "operator",
+    "alice": "approver",
+    "bob": "approver",
+    "root": "admin",
+}
 
 
 def dashboard_project(root: Path, make: Callable[[str], str], rows: int = 500) -> Project:
     from pgferry.commands import backup, migrate_run
     from pgferry.config import load_config
 
-    p = make_project(root, make, extra=THRESHOLDS.format(
-        degraded=rows * 5 // 6, critical=rows // 6), more=("staging",))
+    p = make_project(
+        root,
+        make,
+        extra=THRESHOLDS.format(degraded=rows * 5 // 6, critical=rows // 6),
+        more=("staging",),
+    )
     cfg = load_config(p.config)
     migrate_run.up(cfg, migrate_run.RunOptions(env="prod", yes=True))
     # prod stays one behind; int (not bigint) is a lint warning the migrations page shows
-    p.write("V2__items_weight.sql", "ALTER TABLE items ADD COLUMN weight int;\n"
-            "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL);\n")
+    p.write(
+        "V2__items_weight.sql",
+        "ALTER TABLE items ADD COLUMN weight int;\n"
+        "CREATE TABLE notes (id bigint PRIMARY KEY, body text NOT NULL);\n",
+    )
     cfg = load_config(p.config)
     for env in ("dev", "staging"):
         migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
         seed(p.dsns[env], rows)
         with psycopg.connect(p.dsns[env], autocommit=True) as c:
-            c.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, %s) g",
-                      [rows // 10])
+            c.execute(
+                "INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, %s) g",
+                [rows // 10],
+            )
     backup.create(cfg, backup.CreateOptions(env="dev"))
     return p
 

@@ -110,10 +110,13 @@ def _free_port() -> int:
 def start(auth: tuple[str, str] | None = None) -> Iterator[Prometheus]:
     """Prometheus and its exporter for as long as the generator runs; skips where it cannot
     be had. ``auth``: the API asks for HTTP basic auth with this user and password."""
-    if not (Path(BINARY).is_file() and os.access(BINARY, os.X_OK)) and \
-            not shutil.which("prometheus"):
-        pytest.skip("Prometheus is not installed: apt install prometheus (Debian's package; "
-                    ".ci/run installs it when it runs as root)")
+    if not (Path(BINARY).is_file() and os.access(BINARY, os.X_OK)) and not shutil.which(
+        "prometheus"
+    ):
+        pytest.skip(
+            "Prometheus is not installed: apt install prometheus (Debian's package; "
+            ".ci/run installs it when it runs as root)"
+        )
     binary = BINARY if Path(BINARY).is_file() else str(shutil.which("prometheus"))
     exporter = Exporter()
     exporter.set("app_p95_seconds", 0.1)
@@ -135,17 +138,26 @@ scrape_configs:
         (root / "web.yml").write_text(f"basic_auth_users:\n  {auth[0]}: '{hashed}'\n")
         web = [f"--web.config.file={root / 'web.yml'}"]
     proc = subprocess.Popen(
-        [binary, f"--config.file={root / 'prometheus.yml'}",
-         f"--storage.tsdb.path={root / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
-         "--log.level=error", *web],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=root)
+        [
+            binary,
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=error",
+            *web,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=root,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
         while True:
             try:
-                with urllib.request.urlopen(Prometheus(url, exporter, auth)._get("/-/ready"),
-                                            timeout=1) as r:
+                with urllib.request.urlopen(
+                    Prometheus(url, exporter, auth)._get("/-/ready"), timeout=1
+                ) as r:
                     if r.status == 200:
                         break
             except OSError:

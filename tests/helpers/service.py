@@ -45,12 +45,16 @@ cache_interval = "60s"
 """
 
 
-def make_project(root: Path, make: Callable[[str], str], extra: str = "",
-                 more: tuple[str, ...] = ()) -> Project:
+def make_project(
+    root: Path, make: Callable[[str], str], extra: str = "", more: tuple[str, ...] = ()
+) -> Project:
     # prod's URL carries a password (the embedded server trusts local sockets, so it is
     # never checked): no response, event or log line may show it
-    dsns = {"dev": make("dev"), "prod": make("prod") + f" password={SECRET}",
-            **{name: make(name) for name in more}}
+    dsns = {
+        "dev": make("dev"),
+        "prod": make("prod") + f" password={SECRET}",
+        **{name: make(name) for name in more},
+    }
     control = make("ctl")
     p = write_project(root, dsns, extra=SERVICE.format(control=control) + extra)
     p.write("V1__items.sql", "CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL);\n")
@@ -86,15 +90,29 @@ class Server:
     def start(self, timeout: float = 60) -> Server:
         log = open(self.project.root / f"serve-{self.port}.log", "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pgferry", "--config", str(self.project.config), "serve",
-             "--port", str(self.port), *self.args],
-            cwd=self.project.root, stdout=log, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "pgferry",
+                "--config",
+                str(self.project.config),
+                "serve",
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
+            cwd=self.project.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"pgferry serve exited {self.proc.returncode}: "
-                                   + self.log()[-2000:])
+                raise RuntimeError(
+                    f"pgferry serve exited {self.proc.returncode}: " + self.log()[-2000:]
+                )
             try:
                 if httpx.get(self.url + "/api/health", timeout=1).status_code == 200:
                     return self
@@ -127,9 +145,12 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
-def wait_run(c: httpx.Client, run_id: str, states: tuple[str, ...] = (
-        "succeeded", "problem", "failed", "cancelled", "rejected"),
-             timeout: float = 90) -> dict[str, Any]:
+def wait_run(
+    c: httpx.Client,
+    run_id: str,
+    states: tuple[str, ...] = ("succeeded", "problem", "failed", "cancelled", "rejected"),
+    timeout: float = 90,
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     run: dict[str, Any] = {}
     while time.monotonic() < deadline:
@@ -159,8 +180,11 @@ def sse(c: httpx.Client, run_id: str, timeout: float = 60) -> list[tuple[str, di
 
 def seed(dsn: str, n: int) -> None:
     with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute("INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, %s) g"
-                  " ON CONFLICT DO NOTHING", [n])
+        c.execute(
+            "INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, %s) g"
+            " ON CONFLICT DO NOTHING",
+            [n],
+        )
 
 
 @dataclass
@@ -174,8 +198,12 @@ class WorkerProc:
         log = open(self.project.root / "worker.log", "a")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pgferry", "--config", str(self.project.config), "worker"],
-            cwd=self.project.root, stdout=log, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            cwd=self.project.root,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         return self
 
     def kill(self) -> None:

@@ -62,8 +62,7 @@ class Load:
                 except psycopg.Error as e:
                     self.errors.append(f"{e.sqlstate}: {str(e).strip().splitlines()[0]}")
                     if conn.broken or conn.closed:
-                        conn = psycopg.connect(self.dsn, autocommit=True,
-                                               application_name=self.app)
+                        conn = psycopg.connect(self.dsn, autocommit=True, application_name=self.app)
                 time.sleep(self.pause)
         finally:
             conn.close()
@@ -124,7 +123,10 @@ def state(dsn: str, name: str) -> dict[str, Any]:
 
 def journal(dsn: str, command: str) -> list[dict[str, Any]]:
     with psycopg.connect(dsn, autocommit=True) as c:
-        cur = c.execute("SELECT outcome, exit_code, arguments, details, error"
-                        " FROM pgferry.journal WHERE command = %s ORDER BY id", [command])
+        cur = c.execute(
+            "SELECT outcome, exit_code, arguments, details, error"
+            " FROM pgferry.journal WHERE command = %s ORDER BY id",
+            [command],
+        )
         names = [d.name for d in cur.description or []]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

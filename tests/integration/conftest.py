@@ -24,26 +24,30 @@ def createdb_role(pg_admin_dsn: str, role: str) -> str:
 
 
 @pytest.fixture
-def bproj(tmp_path: Path, make_db: Callable[..., str], createdb_role: str,
-          pg_admin_dsn: str) -> Iterator[Project]:
+def bproj(
+    tmp_path: Path, make_db: Callable[..., str], createdb_role: str, pg_admin_dsn: str
+) -> Iterator[Project]:
     """dev and a protected prod with data; databases the test makes by name are dropped."""
     p = write_project(tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")})
     sql(p.dsns["prod"], BACKUP_SCHEMA)
     yield p
     with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        for (name,) in c.execute("SELECT datname FROM pg_database WHERE datname LIKE"
-                                 " 'bk\\_new\\_%' OR datname LIKE 'pgferry\\_restoretest\\_%'"
-                                 ).fetchall():
-            c.execute(psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                psql.Identifier(name)))
+        for (name,) in c.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE"
+            " 'bk\\_new\\_%' OR datname LIKE 'pgferry\\_restoretest\\_%'"
+        ).fetchall():
+            c.execute(
+                psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(name))
+            )
 
 
 @pytest.fixture
 def zproj(tmp_path: Path, make_db: Callable[..., str]) -> Iterator[Project]:
     """dev and a protected prod, with a backfills/ directory and short windows (zero-downtime
     tests)."""
-    p = write_project(tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      extra=ZDT_EXTRA)
+    p = write_project(
+        tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")}, extra=ZDT_EXTRA
+    )
     (p.root / "backfills").mkdir()
     yield p
 

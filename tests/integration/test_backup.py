@@ -24,15 +24,29 @@ from tests.helpers.backup import (
 
 
 def test_create_writes_a_complete_manifest_with_counts_of_its_snapshot(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     r = run(cli, bproj, "backup", "create", "--env", "prod", "--tag", "nightly", "--json")
     assert r.code == 0, r.err
     out = r.json
     d = Path(out["path"])
     assert d.parent == backups_dir(bproj, "prod")
     m = json.loads((d / "manifest.json").read_text())
-    for key in ("id", "env", "database", "started_at", "finished_at", "size_bytes", "tables",
-                "files", "server_version", "pg_dump_version", "tool_version", "tag", "keep"):
+    for key in (
+        "id",
+        "env",
+        "database",
+        "started_at",
+        "finished_at",
+        "size_bytes",
+        "tables",
+        "files",
+        "server_version",
+        "pg_dump_version",
+        "tool_version",
+        "tag",
+        "keep",
+    ):
         assert key in m, key
     assert m["env"] == "prod" and m["tag"] == "nightly" and m["keep"] is False
     assert m["started_at"].endswith("Z") and m["finished_at"] >= m["started_at"]
@@ -52,7 +66,8 @@ def test_create_writes_a_complete_manifest_with_counts_of_its_snapshot(
 
 
 def test_counts_are_those_of_the_dump_while_rows_are_written(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     # a writer commits while the dump runs: counts and dump must both be of the snapshot
     import threading
     from concurrent.futures import ThreadPoolExecutor
@@ -81,7 +96,8 @@ def test_counts_are_those_of_the_dump_while_rows_are_written(
 
 
 def test_list_verify_and_restore_test_write_the_sidecar_only(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
     d = backups_dir(bproj, "prod") / bid
     manifest_before = (d / "manifest.json").read_bytes()
@@ -95,8 +111,13 @@ def test_list_verify_and_restore_test_write_the_sidecar_only(
     assert "restore test" in r.out and "3 tables" not in r.err
     side = json.loads((d / "verification.json").read_text())
     assert side["restore_test_ok"] is True and side["restore_tested_at"]
-    assert set(side) == {"verified_at", "verify_ok", "restore_tested_at", "restore_test_ok",
-                         "problems"}
+    assert set(side) == {
+        "verified_at",
+        "verify_ok",
+        "restore_tested_at",
+        "restore_test_ok",
+        "problems",
+    }
     assert (d / "manifest.json").read_bytes() == manifest_before
     # the scratch database is dropped (by a detached process, once the result is written)
     wait_scratch_gone(bproj.dsns["prod"])
@@ -112,7 +133,8 @@ def test_list_verify_and_restore_test_write_the_sidecar_only(
 
 
 def test_restore_in_place_keeps_an_emergency_backup(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     dsn = bproj.dsns["prod"]
     bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
     before = fingerprint(dsn)
@@ -132,10 +154,12 @@ def test_restore_in_place_keeps_an_emergency_backup(
 
 
 def test_restore_into_new_leaves_the_old_database_alone(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders")
-    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--into-new", "bk_new_a",
-            "--json")
+    r = run(
+        cli, bproj, "backup", "restore", bid, "--env", "prod", "--into-new", "bk_new_a", "--json"
+    )
     assert r.code == 0, r.out + r.err
     assert r.json["database"] == "bk_new_a" and r.json["emergency_backup"] is None
     assert fingerprint(dsn) == before
@@ -147,15 +171,25 @@ def test_restore_into_new_leaves_the_old_database_alone(
 
 
 def test_restore_of_some_tables_into_another_env(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
     dev = bproj.dsns["dev"]
     from tests.helpers.backup import SCHEMA
 
     sql(dev, SCHEMA.split("INSERT", 1)[0])
     sql(dev, "INSERT INTO customers (name) VALUES ('only dev')")
-    r = run(cli, bproj, "backup", "restore", bid, "--env", "dev", "--tables",
-            "public.customers,public.orders")
+    r = run(
+        cli,
+        bproj,
+        "backup",
+        "restore",
+        bid,
+        "--env",
+        "dev",
+        "--tables",
+        "public.customers,public.orders",
+    )
     assert r.code == 0, r.out + r.err
     got = counts(dev)
     assert got["public.customers"] == 300 and got["public.orders"] == 4000
@@ -165,9 +199,11 @@ def test_restore_of_some_tables_into_another_env(
 
 
 def test_prune_applies_keep_and_dry_run_changes_nothing(
-        bproj: Project, cli: Callable[..., Result]) -> None:
-    ids = [run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
-           for _ in range(3)]
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    ids = [
+        run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"] for _ in range(3)
+    ]
     kept = run(cli, bproj, "backup", "create", "--env", "prod", "--keep", "--json").json["id"]
     # all four are of today: daily keeps the newest of the day (the kept one), and the
     # kept flag; min_count 2 keeps the newest other one
@@ -184,7 +220,8 @@ def test_prune_applies_keep_and_dry_run_changes_nothing(
 
 
 def test_a_restore_test_drops_scratch_databases_a_crash_left_behind(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     dsn = bproj.dsns["prod"]
     old = "pgferry_restoretest_1700000000_dead01"
     fresh = f"pgferry_restoretest_{int(time.time())}_live01"
@@ -205,9 +242,13 @@ def test_a_restore_test_drops_scratch_databases_a_crash_left_behind(
 
 
 def test_restoring_tables_does_not_fire_their_triggers(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     # an updated_at-style trigger on the target would stamp every restored row
-    dsn, bid, _ = backed_up(cli, bproj, """
+    dsn, bid, _ = backed_up(
+        cli,
+        bproj,
+        """
         CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS
         $$ BEGIN NEW.name := 'stamped'; RETURN NEW; END $$;
         CREATE TRIGGER stamp BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
@@ -215,17 +256,31 @@ def test_restoring_tables_does_not_fire_their_triggers(
         CREATE TRIGGER always BEFORE INSERT ON customers FOR EACH ROW EXECUTE FUNCTION stamp();
         ALTER TABLE customers DISABLE TRIGGER off;
         ALTER TABLE customers ENABLE ALWAYS TRIGGER always;
-        DELETE FROM orders; DELETE FROM customers""")
-    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes", "--tables",
-            "public.customers,public.orders")
+        DELETE FROM orders; DELETE FROM customers""",
+    )
+    r = run(
+        cli,
+        bproj,
+        "backup",
+        "restore",
+        bid,
+        "--env",
+        "prod",
+        "--yes",
+        "--tables",
+        "public.customers,public.orders",
+    )
     assert r.code == 0, r.out + r.err
     with psycopg.connect(dsn) as c:
-        assert c.execute("SELECT count(*) FROM customers WHERE name = 'stamped'"
-                         ).fetchone() == (0,)
-        modes: dict[str, str] = dict(c.execute(
-            "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'customers'::regclass"
-            " AND NOT tgisinternal").fetchall())
+        assert c.execute("SELECT count(*) FROM customers WHERE name = 'stamped'").fetchone() == (0,)
+        modes: dict[str, str] = dict(
+            c.execute(
+                "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid = 'customers'::regclass"
+                " AND NOT tgisinternal"
+            ).fetchall()
+        )
         assert modes == {"stamp": "O", "off": "D", "always": "A"}  # as they were
         c.execute("INSERT INTO customers (name) VALUES ('new')")
-        assert c.execute("SELECT name FROM customers ORDER BY id DESC LIMIT 1"
-                         ).fetchone() == ("stamped",)
+        assert c.execute("SELECT name FROM customers ORDER BY id DESC LIMIT 1").fetchone() == (
+            "stamped",
+        )

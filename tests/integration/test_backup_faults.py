@@ -22,13 +22,15 @@ from tests.helpers.backup import backed_up, fingerprint
 
 def journal(dsn: str) -> list[tuple[str, str]]:
     with psycopg.connect(dsn) as c:
-        return [(a, b) for a, b in c.execute(
-            "SELECT command, outcome FROM pgferry.journal ORDER BY id")]
+        return [
+            (a, b) for a, b in c.execute("SELECT command, outcome FROM pgferry.journal ORDER BY id")
+        ]
 
 
 @pytest.mark.slow
 def test_sigkill_during_create_leaves_nothing_usable_and_the_next_run_cleans_it(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     dsn = bproj.dsns["prod"]
     holder = psycopg.connect(dsn)
     holder.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")  # the dump waits on it
@@ -42,11 +44,14 @@ def test_sigkill_during_create_leaves_nothing_usable_and_the_next_run_cleans_it(
             time.sleep(0.1)
         else:
             pytest.fail("the backup never started")
-        blocked = ("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                   " AND %s = ANY(pg_blocking_pids(pid))")
+        blocked = (
+            "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND %s = ANY(pg_blocking_pids(pid))"
+        )
         holder_pid = holder.info.backend_pid
-        wait_for(dsn, blocked, [holder_pid], alive=p,
-                 what="pg_dump waiting for the table it must read")
+        wait_for(
+            dsn, blocked, [holder_pid], alive=p, what="pg_dump waiting for the table it must read"
+        )
         dump_pids = [r[0] for r in q(dsn, blocked, [holder_pid])]
         p.send_signal(signal.SIGKILL)
         p.wait(30)
@@ -54,8 +59,12 @@ def test_sigkill_during_create_leaves_nothing_usable_and_the_next_run_cleans_it(
         holder.rollback()
         holder.close()
     # pg_dump dies with its parent: once its session is gone nothing writes there any more
-    wait_for(dsn, "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY(%s)", [dump_pids],
-             what="pg_dump's session to end")
+    wait_for(
+        dsn,
+        "SELECT count(*) = 0 FROM pg_stat_activity WHERE pid = ANY(%s)",
+        [dump_pids],
+        what="pg_dump's session to end",
+    )
     killed = dirs[0].parent
     assert killed.is_dir() and not (killed / "manifest.json").exists()
     assert list_backups(bproj.root / "backups", "prod") == []
@@ -71,7 +80,8 @@ def test_sigkill_during_create_leaves_nothing_usable_and_the_next_run_cleans_it(
 
 
 def test_a_flipped_byte_fails_verify_naming_the_file_and_restore_refuses(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     dsn = bproj.dsns["prod"]
     out = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json
     d = Path(out["path"])
@@ -97,18 +107,21 @@ def test_a_flipped_byte_fails_verify_naming_the_file_and_restore_refuses(
 
 
 def test_a_restore_that_fails_half_way_leaves_the_target_as_it_was(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     # after the backup: rows change, and a new table refers to orders, so dropping orders
     # (the restore's clean step, after it dropped other objects) fails
     dsn, bid, before = backed_up(
-        cli, bproj, "DELETE FROM orders WHERE id > 3000; UPDATE customers SET name = 'changed';"
-        "CREATE TABLE refunds (order_id bigint REFERENCES orders); INSERT INTO refunds VALUES (1)")
+        cli,
+        bproj,
+        "DELETE FROM orders WHERE id > 3000; UPDATE customers SET name = 'changed';"
+        "CREATE TABLE refunds (order_id bigint REFERENCES orders); INSERT INTO refunds VALUES (1)",
+    )
     r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes")
     assert r.code == 3, r.out + r.err
     assert "rolled back" in r.err and "emergency backup" in r.err
     assert fingerprint(dsn) == before
-    emergency = [i for i in list_backups(bproj.root / "backups", "prod")
-                 if i.tag == "pre-restore"]
+    emergency = [i for i in list_backups(bproj.root / "backups", "prod") if i.tag == "pre-restore"]
     assert len(emergency) == 1 and emergency[0].keep and emergency[0].id in r.err
     assert emergency[0].manifest and emergency[0].manifest.tables["public.orders"] == 3000
     assert journal(dsn)[-1] == ("backup restore", "failed")
@@ -121,8 +134,11 @@ def mount(tmp_path: Path) -> Iterator[Callable[[Path, str], None]]:
 
     def do(where: Path, options: str) -> None:
         where.mkdir(parents=True, exist_ok=True)
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                           capture_output=True, text=True)
+        p = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+        )
         if p.returncode != 0:
             pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip()}); needs root")
         done.append(where)
@@ -133,10 +149,13 @@ def mount(tmp_path: Path) -> Iterator[Callable[[Path, str], None]]:
 
 
 def test_a_full_disk_is_exit_3_with_the_path_and_nothing_listed(
-        bproj: Project, cli: Callable[..., Result],
-        mount: Callable[[Path, str], None]) -> None:
-    sql(bproj.dsns["prod"], "INSERT INTO orders SELECT g, 1, 1, md5(g::text) ||"
-           " md5((g*7)::text) FROM generate_series(10001, 40000) g")
+    bproj: Project, cli: Callable[..., Result], mount: Callable[[Path, str], None]
+) -> None:
+    sql(
+        bproj.dsns["prod"],
+        "INSERT INTO orders SELECT g, 1, 1, md5(g::text) ||"
+        " md5((g*7)::text) FROM generate_series(10001, 40000) g",
+    )
     mount(bproj.root / "backups", "size=160k")
     r = run(cli, bproj, "backup", "create", "--env", "prod")
     assert r.code == 3, r.out + r.err
@@ -146,8 +165,8 @@ def test_a_full_disk_is_exit_3_with_the_path_and_nothing_listed(
 
 
 def test_a_read_only_backup_dir_is_exit_3_with_the_path(
-        bproj: Project, cli: Callable[..., Result],
-        mount: Callable[[Path, str], None]) -> None:
+    bproj: Project, cli: Callable[..., Result], mount: Callable[[Path, str], None]
+) -> None:
     mount(bproj.root / "backups", "ro,size=1m")
     r = run(cli, bproj, "backup", "create", "--env", "prod")
     assert r.code == 3, r.out + r.err
@@ -155,8 +174,8 @@ def test_a_read_only_backup_dir_is_exit_3_with_the_path(
 
 
 def test_no_pg_dump_new_enough_is_exit_2_with_the_fix(
-        bproj: Project, cli: Callable[..., Result], tmp_path: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    bproj: Project, cli: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PGFERRY_PG_BIN", str(tmp_path / "nowhere"))
     r = run(cli, bproj, "backup", "create", "--env", "prod")
     assert r.code == 2 and "no pg_dump found in $PGFERRY_PG_BIN" in r.err
@@ -170,13 +189,16 @@ def test_no_pg_dump_new_enough_is_exit_2_with_the_fix(
     monkeypatch.setenv("PGFERRY_PG_BIN", str(old))
     r = run(cli, bproj, "backup", "create", "--env", "prod")
     assert r.code == 2, r.err
-    assert "pg_dump must be at least as new as the server (PostgreSQL 18) but only pg_dump 15" \
-        in r.err and "apt install postgresql-client-18" in r.err
+    assert (
+        "pg_dump must be at least as new as the server (PostgreSQL 18) but only pg_dump 15" in r.err
+        and "apt install postgresql-client-18" in r.err
+    )
     assert list_backups(bproj.root / "backups", "prod", include_incomplete=True) == []
 
 
 def test_restore_onto_protected_without_yes_is_refused_untouched(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders")
     r = bproj.run("backup", "restore", bid, "--env", "prod")
     assert r.code == 4 and "protected" in r.err and "--yes" in r.err
@@ -187,27 +209,46 @@ def test_restore_onto_protected_without_yes_is_refused_untouched(
 
 
 def test_restore_in_a_blackout_window_is_refused_unless_overridden(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
-    bproj.config.write_text(bproj.config.read_text() + '\n[[blackout]]\nfrom = "2020-01-01"\n'
-                            'envs = ["prod"]\nreason = "freeze"\n')
+    bproj.config.write_text(
+        bproj.config.read_text() + '\n[[blackout]]\nfrom = "2020-01-01"\n'
+        'envs = ["prod"]\nreason = "freeze"\n'
+    )
     r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes")
     assert r.code == 4 and "blackout window" in r.err and "freeze" in r.err
     assert len(list_backups(bproj.root / "backups", "prod")) == 1
-    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes",
-            "--override-blackout", "--reason", "restore after the incident")
+    r = run(
+        cli,
+        bproj,
+        "backup",
+        "restore",
+        bid,
+        "--env",
+        "prod",
+        "--yes",
+        "--override-blackout",
+        "--reason",
+        "restore after the incident",
+    )
     assert r.code == 0, r.err
     with psycopg.connect(bproj.dsns["prod"]) as c:
-        rows = c.execute("SELECT command, outcome, details->'blackout_override'->>'reason',"
-                         " details->>'reason' FROM pgferry.journal WHERE command IN "
-                         "('backup restore', 'blackout override') ORDER BY id").fetchall()
-    assert rows == [("backup restore", "refused", None, None),
-                    ("blackout override", "ok", None, "restore after the incident"),
-                    ("backup restore", "ok", "restore after the incident", None)], rows
+        rows = c.execute(
+            "SELECT command, outcome, details->'blackout_override'->>'reason',"
+            " details->>'reason' FROM pgferry.journal WHERE command IN "
+            "('backup restore', 'blackout override') ORDER BY id"
+        ).fetchall()
+    assert rows == [
+        ("backup restore", "refused", None, None),
+        ("blackout override", "ok", None, "restore after the incident"),
+        ("backup restore", "ok", "restore after the incident", None),
+    ], rows
 
 
 def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(
-        bproj: Project, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    bproj: Project, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bproj.config.write_text(bproj.config.read_text() + "\n[backup]\nencrypt = true\n")
     monkeypatch.delenv("PGFERRY_BACKUP_KEY", raising=False)
     r = run(cli, bproj, "backup", "create", "--env", "prod")
@@ -235,12 +276,25 @@ def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(
 
 
 def test_restoring_a_table_others_refer_to_is_rolled_back_with_the_fix(
-        bproj: Project, cli: Callable[..., Result]) -> None:
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
     dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders WHERE id > 10")
-    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes",
-            "--tables", "public.customers")
+    r = run(
+        cli,
+        bproj,
+        "backup",
+        "restore",
+        bid,
+        "--env",
+        "prod",
+        "--yes",
+        "--tables",
+        "public.customers",
+    )
     assert r.code == 3, r.out + r.err
-    assert "cannot truncate a table referenced in a foreign key constraint (list the tables " \
+    assert (
+        "cannot truncate a table referenced in a foreign key constraint (list the tables "
         "that refer to it in --tables too, or use --into-new)" in r.err
+    )
     assert "psql:" not in r.err and "ERROR:" not in r.err
     assert fingerprint(dsn) == before

@@ -13,7 +13,11 @@ def test_bench_sync_runs_and_every_incremental_run_leaves_the_sides_equal() -> N
     # two shapes: the narrow one, and the wide one with its extra rounds (issues 9 and 18)
     r = subprocess.run(
         [sys.executable, "-m", "bench", "sync", "--shape", "narrow,wide", "--rows", "2000"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
@@ -22,13 +26,19 @@ def test_bench_sync_runs_and_every_incremental_run_leaves_the_sides_equal() -> N
     after = [line for line in out.splitlines() if "verify after:" in line]
     assert len(after) == 4 and all(line.endswith("verify after: exit 0") for line in after), after
     assert "verify after the" not in out  # the bench's own note when verify found differences
-    for measure in ("floor: binary COPY relay", "floor: hash every row once",
-                    "floor: the source's own writes of the 1% (checksum round)",
-                    "floor: a Python process", "pgferry verify (identical) / hash-once floor",
-                    "peer: reladiff / pgferry verify", "pg_dump \\| pg_restore",
-                    "pgferry incremental watermark", "peak RSS of pgferry",
-                    "incremental checksum keeping before-images / without",
-                    "incremental checksum with conflict detection / without"):
+    for measure in (
+        "floor: binary COPY relay",
+        "floor: hash every row once",
+        "floor: the source's own writes of the 1% (checksum round)",
+        "floor: a Python process",
+        "pgferry verify (identical) / hash-once floor",
+        "peer: reladiff / pgferry verify",
+        "pg_dump \\| pg_restore",
+        "pgferry incremental watermark",
+        "peak RSS of pgferry",
+        "incremental checksum keeping before-images / without",
+        "incremental checksum with conflict detection / without",
+    ):
         assert f"| {measure}" in out or measure in out, measure
     for shape in ("### narrow:", "### wide:"):
         assert shape in out

@@ -32,7 +32,11 @@ def test_tables(db: str) -> None:
     assert child.column("total").generated == "s"  # type: ignore[union-attr]
     fk = child.foreign_keys[0]
     assert (fk.columns, fk.ref_table, fk.ref_columns, fk.deferrable) == (
-        ("parent_id",), "public.parent", ("id",), True)
+        ("parent_id",),
+        "public.parent",
+        ("id",),
+        True,
+    )
     assert events.partitioned and events.primary_key == ("id", "at")
     assert events.sequences == {"id": "public.events_id_seq"}
 

@@ -26,8 +26,9 @@ def q(dsn: str, query: str) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
-def test_migrate_up_through_the_command_layer(project: Project,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_migrate_up_through_the_command_layer(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
     project.write("V1__a.sql", "CREATE TABLE a (id int PRIMARY KEY);")
     project.write("V2__b.sql", "CREATE TABLE b (id int PRIMARY KEY);")
     cfg = load_config(project.config)
@@ -41,17 +42,22 @@ def test_migrate_up_through_the_command_layer(project: Project,
         migrate_run.up(cfg, migrate_run.RunOptions(env="prod"), confirm=no)
     assert [x.prompt for x in asked] == ["prod is protected. migrate up?"]
     got = Collector()
-    res = migrate_run.up(cfg, migrate_run.RunOptions(env="prod"), confirm=lambda _: True,
-                         progress=got)
+    res = migrate_run.up(
+        cfg, migrate_run.RunOptions(env="prod"), confirm=lambda _: True, progress=got
+    )
     assert isinstance(res, migrate_run.RunResult)
     assert (res.env, res.current_version, [x.script for x in res.applied]) == (
-        "prod", "2", ["V1__a.sql", "V2__b.sql"])
+        "prod",
+        "2",
+        ["V1__a.sql", "V2__b.sql"],
+    )
     assert res.to_dict()["applied"][0]["script"] == "V1__a.sql"
     started = got.of(MigrationStarted)
     assert [(e.label, e.index, e.total) for e in started] == [("V1 a", 1, 2), ("V2 b", 2, 2)]
     assert [e.mode for e in got.of(MigrationFinished)] == ["transaction", "transaction"]
-    assert all(e.to_dict()["type"] in ("migration_started", "migration_finished")
-               for e in got.events)
+    assert all(
+        e.to_dict()["type"] in ("migration_started", "migration_finished") for e in got.events
+    )
     journal = q(project.dsns["prod"], "SELECT command, outcome FROM pgferry.journal ORDER BY id")
     assert journal == [("migrate up", "ok")]  # the refusal came before any journal existed
     assert capsys.readouterr() == ("", "")  # a command prints nothing
@@ -69,7 +75,8 @@ def test_validate_and_repair_report_in_their_results(project: Project) -> None:
         migrate_info.repair(cfg, migrate_info.RewriteOptions("dev"), progress=notes)
     assert [e.message for e in notes.of(Notice)] == [
         f"will realign 1 V1__a.sql: checksum {v.status.rows[0].checksum} → "
-        f"{v.status.ms.versioned[0].checksum}"]
+        f"{v.status.ms.versioned[0].checksum}"
+    ]
     r = migrate_info.repair(cfg, migrate_info.RewriteOptions("dev", yes=True))
     assert r.changed and r.to_dict()["realigned"][0]["script"] == "V1__a.sql"
     assert migrate_info.validate(cfg, "dev").exit_code == 0
@@ -111,5 +118,7 @@ def test_backup_restore_asks_the_policy_first(project: Project) -> None:
     created = backup_cmd.create(cfg, backup_cmd.CreateOptions("prod"))
     with pytest.raises(Refused, match="protected: restore backup .* into prod needs --yes"):
         backup_cmd.restore(cfg, backup_cmd.RestoreOptions(created.manifest.id, "prod"))
-    assert q(project.dsns["prod"], "SELECT command, outcome FROM pgferry.journal ORDER BY id") \
-        == [("backup create", "ok"), ("backup restore", "refused")]
+    assert q(project.dsns["prod"], "SELECT command, outcome FROM pgferry.journal ORDER BY id") == [
+        ("backup create", "ok"),
+        ("backup restore", "refused"),
+    ]

@@ -35,14 +35,22 @@ def password_role(pg_admin_dsn: str) -> Iterator[dict[str, str]]:
     with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
         hba = Path(str(c.execute("SHOW hba_file").fetchone()[0]))  # type: ignore[index]
         c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(PW_ROLE)))
-        c.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-            sql.Identifier(PW_ROLE), sql.Literal(PASSWORD)))
-        c.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
-            sql.Identifier("pw_db"), sql.Identifier(PW_ROLE)))
+        c.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(PW_ROLE), sql.Literal(PASSWORD)
+            )
+        )
+        c.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier("pw_db"), sql.Identifier(PW_ROLE)
+            )
+        )
         try:
             before = hba.read_text()
-            hba.write_text(f"local all {PW_ROLE} scram-sha-256\n"
-                           f"host all {PW_ROLE} all scram-sha-256\n" + before)
+            hba.write_text(
+                f"local all {PW_ROLE} scram-sha-256\n"
+                f"host all {PW_ROLE} all scram-sha-256\n" + before
+            )
         except OSError:
             pytest.skip(f"cannot edit {hba} of the test server")
         reloaded_after = c.execute("SELECT clock_timestamp()").fetchone()
@@ -58,7 +66,6 @@ def password_role(pg_admin_dsn: str) -> Iterator[dict[str, str]]:
         c.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(PW_ROLE)))
 
 
-
 def _wait_for_reload(dsn: str, after: Any) -> None:
     """Until the postmaster has read the edited pg_hba.conf: a new session inherits its
     configuration, so its pg_conf_load_time() moves past ``after``."""
@@ -71,6 +78,7 @@ def _wait_for_reload(dsn: str, after: Any) -> None:
         assert time.monotonic() < deadline, "the server never reloaded its configuration"
         time.sleep(0.02)
 
+
 def url(pw: dict[str, str], password: str, db: str = "pw_db") -> str:
     return f"postgresql://{PW_ROLE}:{password}@localhost{pw['port']}/{db}{pw['query']}"
 
@@ -79,8 +87,9 @@ def one_env(tmp_path: Path, dsn: str) -> Project:
     return write_project(tmp_path / "p", {"staging": dsn})
 
 
-def test_right_password_connects(password_role: dict[str, str], tmp_path: Path,
-                                 cli: Callable[..., Result]) -> None:
+def test_right_password_connects(
+    password_role: dict[str, str], tmp_path: Path, cli: Callable[..., Result]
+) -> None:
     p = one_env(tmp_path, url(password_role, quote(PASSWORD, safe="")))
     r = cli("--config", str(p.config), "migrate", "status", "--json")
     assert r.code == 0, r.err
@@ -88,11 +97,13 @@ def test_right_password_connects(password_role: dict[str, str], tmp_path: Path,
 
 @pytest.mark.parametrize("case", ["wrong password", "no password", "missing database"])
 def test_login_and_database_failures_are_not_retried(
-        case: str, password_role: dict[str, str], tmp_path: Path,
-        cli: Callable[..., Result]) -> None:
-    dsn = {"wrong password": url(password_role, WRONG),
-           "no password": url(password_role, "").replace(f"{PW_ROLE}:@", f"{PW_ROLE}@"),
-           "missing database": url(password_role, PASSWORD, "no_such_db")}[case]
+    case: str, password_role: dict[str, str], tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    dsn = {
+        "wrong password": url(password_role, WRONG),
+        "no password": url(password_role, "").replace(f"{PW_ROLE}:@", f"{PW_ROLE}@"),
+        "missing database": url(password_role, PASSWORD, "no_such_db"),
+    }[case]
     p = one_env(tmp_path, dsn)
     for args in (["migrate", "status"], ["migrate", "up"], ["journal"]):
         for json_ in ([], ["--json"]):
@@ -139,20 +150,41 @@ def test_connect_classifies_a_missing_database(password_role: dict[str, str]) ->
 
 
 # passwords written raw into the URL, with every character that breaks a URL
-SECRETS = ["Alpha7%zzBravo", "Charlie8 Delta9", "Echo1@Foxtrot2:Golf3/Hotel4?India5#Juliet6",
-           "Kilo7%Lima8@Mike9:Nov0/Osc1?Pap2#Que3 Rom4", "Sierra5 Tango6@host:1/db?x#"]
+SECRETS = [
+    "Alpha7%zzBravo",
+    "Charlie8 Delta9",
+    "Echo1@Foxtrot2:Golf3/Hotel4?India5#Juliet6",
+    "Kilo7%Lima8@Mike9:Nov0/Osc1?Pap2#Que3 Rom4",
+    "Sierra5 Tango6@host:1/db?x#",
+]
 
 
 @pytest.mark.parametrize("secret", SECRETS)
-def test_passwords_in_unparsable_urls_never_show(secret: str, tmp_path: Path,
-                                                 cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "p", {"dev": f"postgresql://app:{secret}@localhost:1/app",
-                                       "prod": f"postgresql://app:{secret}@localhost:1/app"})
-    pieces = [secret, *[w for w in re.split(r"[%@:/?# ]", secret) if len(w) >= 4
-                        and w not in ("host", "Host")]]
-    runs = [("migrate", "status"), ("migrate", "up"), ("migrate", "plan"),
-            ("migrate", "validate"), ("journal",), ("env", "check"), ("sync", "dev", "prod"),
-            ("verify", "dev", "prod"), ("migrate", "repair", "--yes")]
+def test_passwords_in_unparsable_urls_never_show(
+    secret: str, tmp_path: Path, cli: Callable[..., Result]
+) -> None:
+    p = write_project(
+        tmp_path / "p",
+        {
+            "dev": f"postgresql://app:{secret}@localhost:1/app",
+            "prod": f"postgresql://app:{secret}@localhost:1/app",
+        },
+    )
+    pieces = [
+        secret,
+        *[w for w in re.split(r"[%@:/?# ]", secret) if len(w) >= 4 and w not in ("host", "Host")],
+    ]
+    runs = [
+        ("migrate", "status"),
+        ("migrate", "up"),
+        ("migrate", "plan"),
+        ("migrate", "validate"),
+        ("journal",),
+        ("env", "check"),
+        ("sync", "dev", "prod"),
+        ("verify", "dev", "prod"),
+        ("migrate", "repair", "--yes"),
+    ]
     for args in runs:
         for json_ in ([], ["--json"]):
             r = cli("--config", str(p.config), *args, *json_)

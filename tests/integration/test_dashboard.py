@@ -33,8 +33,9 @@ Svc = tuple[Project, Server, dict[str, str]]
 
 
 @pytest.fixture(scope="module")
-def service(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[Svc]:
+def service(
+    make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Svc]:
     p = dashboard_project(tmp_path_factory.mktemp("dash") / "proj", make_db_module)
     for srv, toks in serve(p):
         yield p, srv, toks
@@ -58,12 +59,12 @@ def _control(p: Project, query: str, args: list[Any] | None = None) -> list[tupl
 
 def _start(c: httpx.Client, page: str, **fields: str) -> httpx.Response:
     html = c.get(page).text
-    return c.post("/runs", data={"csrf": form_csrf(html), "nonce": "n" + str(time.time()),
-                                 **fields})
+    return c.post(
+        "/runs", data={"csrf": form_csrf(html), "nonce": "n" + str(time.time()), **fields}
+    )
 
 
-def test_pages_need_a_session_and_the_login_sets_a_strict_expiring_cookie(
-        service: Svc) -> None:
+def test_pages_need_a_session_and_the_login_sets_a_strict_expiring_cookie(service: Svc) -> None:
     p, srv, tok = service
     anon = httpx.Client(base_url=srv.url, timeout=30)
     r = anon.get("/migrations?env=prod")
@@ -78,11 +79,13 @@ def test_pages_need_a_session_and_the_login_sets_a_strict_expiring_cookie(
     csrf = form_csrf(anon.get("/login").text)
     r = anon.post("/login", data={"csrf": csrf, "token": "pgf_wrong"})
     assert r.status_code == 401 and "wrong" in r.text
-    refused = _control(p, "SELECT arguments->>'address', details->>'path' FROM pgferry.journal"
-                       " WHERE command = 'http 401' AND details->>'path' = '/login'")
+    refused = _control(
+        p,
+        "SELECT arguments->>'address', details->>'path' FROM pgferry.journal"
+        " WHERE command = 'http 401' AND details->>'path' = '/login'",
+    )
     assert refused and refused[-1][0] == "127.0.0.1"
-    r = anon.post("/login", data={"csrf": csrf, "token": tok["vera"],
-                                  "next": "//evil.example/"})
+    r = anon.post("/login", data={"csrf": csrf, "token": tok["vera"], "next": "//evil.example/"})
     assert r.status_code == 303 and r.headers["location"] == "/"  # never off-site
     cookie = next(v for v in r.headers.get_list("set-cookie") if v.startswith("pgferry_session="))
     flags = {x.strip().split("=")[0].lower() for x in cookie.split(";")}
@@ -91,11 +94,21 @@ def test_pages_need_a_session_and_the_login_sets_a_strict_expiring_cookie(
     assert anon.get("/").status_code == 200
 
 
-def test_every_page_shows_its_concern_with_security_headers(srv: Server,
-                                                             tok: dict[str, str]) -> None:
+def test_every_page_shows_its_concern_with_security_headers(
+    srv: Server, tok: dict[str, str]
+) -> None:
     c = login(srv, tok["olga"])
-    pages = {p: c.get(p) for p in ("/", "/migrations?env=prod", "/runs", "/approvals",
-                                   "/backups?env=dev", "/journal?env=dev")}
+    pages = {
+        p: c.get(p)
+        for p in (
+            "/",
+            "/migrations?env=prod",
+            "/runs",
+            "/approvals",
+            "/backups?env=dev",
+            "/journal?env=dev",
+        )
+    }
     for path, r in pages.items():
         assert r.status_code == 200, (path, r.text[-2000:])
         csp = r.headers["content-security-policy"]
@@ -149,8 +162,7 @@ def test_every_form_needs_the_csrf_token_of_its_session(service: Svc) -> None:
     assert r1.headers["location"] == r2.headers["location"]
 
 
-def test_a_viewer_sees_no_usable_button_and_is_refused(srv: Server,
-                                                       tok: dict[str, str]) -> None:
+def test_a_viewer_sees_no_usable_button_and_is_refused(srv: Server, tok: dict[str, str]) -> None:
     vera = login(srv, tok["vera"])
     html = vera.get("/runs").text
     assert "disabled" in html and "needs operator" in html
@@ -173,19 +185,22 @@ def test_the_requester_sees_no_approve_button_and_is_refused(service: Svc) -> No
     # the button hidden is not the guard: the service refuses the requester
     r = alice.post(f"/runs/{rid}/approve", data={"csrf": form_csrf(mine)})
     assert r.status_code == 403, r.text
-    assert _control(p, "SELECT state FROM pgferry_control.runs WHERE id = %s",
-                    [rid])[0][0] == "awaiting_approval"
+    assert (
+        _control(p, "SELECT state FROM pgferry_control.runs WHERE id = %s", [rid])[0][0]
+        == "awaiting_approval"
+    )
     theirs = bob.get("/approvals").text
     # the plan: the exact SQL, and its hash
     assert f"/runs/{rid}/approve" in theirs and "ADD COLUMN weight int" in theirs
-    shown = re.search(rf'/runs/{rid}/approve".*?name="plan_hash" value="([0-9a-f]+)"',
-                      theirs, re.S)
+    shown = re.search(rf'/runs/{rid}/approve".*?name="plan_hash" value="([0-9a-f]+)"', theirs, re.S)
     assert shown
-    r = bob.post(f"/runs/{rid}/approve", data={"csrf": form_csrf(theirs),
-                                               "plan_hash": shown.group(1)})
+    r = bob.post(
+        f"/runs/{rid}/approve", data={"csrf": form_csrf(theirs), "plan_hash": shown.group(1)}
+    )
     assert r.status_code == 303 and r.headers["location"] == f"/runs/{rid}"
-    api = httpx.Client(base_url=srv.url, headers={"Authorization": f"Bearer {tok['vera']}"},
-                       timeout=60)
+    api = httpx.Client(
+        base_url=srv.url, headers={"Authorization": f"Bearer {tok['vera']}"}, timeout=60
+    )
     run = wait_run(api, rid)
     assert run["state"] == "succeeded" and run["approved_by"] == "bob", run
 
@@ -210,8 +225,11 @@ def test_an_ended_or_expired_session_goes_back_to_the_login(service: Svc) -> Non
     p, srv, tok = service
     c = login(srv, tok["vera"])
     assert c.get("/journal").status_code == 200
-    _control(p, "UPDATE pgferry_control.sessions SET expires_at = now() - interval '1 s'"
-             " WHERE token_id = (SELECT id FROM pgferry_control.tokens WHERE name = 'vera')")
+    _control(
+        p,
+        "UPDATE pgferry_control.sessions SET expires_at = now() - interval '1 s'"
+        " WHERE token_id = (SELECT id FROM pgferry_control.tokens WHERE name = 'vera')",
+    )
     # the service's token cache keeps a found session for a second: ask until it lets go
     deadline = time.monotonic() + 15
     while (r := c.get("/journal")).status_code == 200 and time.monotonic() < deadline:
@@ -222,7 +240,10 @@ def test_an_ended_or_expired_session_goes_back_to_the_login(service: Svc) -> Non
     assert c.post("/logout", data={"csrf": form_csrf(html)}).status_code == 303
     old = c.cookies.get("pgferry_session")
     assert old is None  # the browser was told to forget it
-    gone = _control(p, "SELECT count(*) FROM pgferry_control.sessions s JOIN"
-                    " pgferry_control.tokens t ON t.id = s.token_id WHERE t.name = 'vera'"
-                    " AND s.expires_at > now()")[0][0]
+    gone = _control(
+        p,
+        "SELECT count(*) FROM pgferry_control.sessions s JOIN"
+        " pgferry_control.tokens t ON t.id = s.token_id WHERE t.name = 'vera'"
+        " AND s.expires_at > now()",
+    )[0][0]
     assert gone == 0

@@ -31,17 +31,22 @@ def project_dir(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     root = tmp_path / "proj"
     (root / "migrations").mkdir(parents=True)
     (root / "pgferry.toml").write_text(
-        f'[environments.dev]\n\n[environments.prod]\nprotected = true\n\n'
-        f'[embedded]\ndir = "{data}"\n')
+        f"[environments.dev]\n\n[environments.prod]\nprotected = true\n\n"
+        f'[embedded]\ndir = "{data}"\n'
+    )
     yield root, data
     embedded.stop(data)
     shutil.rmtree(data, ignore_errors=True)
 
 
 def run(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pgferry", "--config",
-                           str(root / "pgferry.toml"), *args], cwd=root, text=True,
-                          capture_output=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pgferry", "--config", str(root / "pgferry.toml"), *args],
+        cwd=root,
+        text=True,
+        capture_output=True,
+        timeout=120,
+    )
 
 
 def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
@@ -52,16 +57,22 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def pgferry(root: Path, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "pgferry", "--config",
-                             str(root / "pgferry.toml"), *args], cwd=root, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pgferry", "--config", str(root / "pgferry.toml"), *args],
+        cwd=root,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_five_parallel_commands_on_a_new_project(project_dir: tuple[Path, Path]) -> None:
     root, _ = project_dir
     (root / "migrations" / "V1__t.sql").write_text("CREATE TABLE t (id int);\n")
-    procs = [pgferry(root, "migrate", "status", "--env", env, "--json")
-             for env in ("dev", "prod", "dev", "prod", "dev")]
+    procs = [
+        pgferry(root, "migrate", "status", "--env", env, "--json")
+        for env in ("dev", "prod", "dev", "prod", "dev")
+    ]
     results = [(p.wait(120), *p.communicate()) for p in procs]
     for code, _out, err in results:
         assert code == 0, err
@@ -73,8 +84,12 @@ def test_not_started_for_a_command_that_fails_first(project_dir: tuple[Path, Pat
     root, data = project_dir
     (root / "migrations" / "V1__a.sql").write_text("SELECT 1;\n")
     (root / "migrations" / "V1.0__b.sql").write_text("SELECT 2;\n")  # a duplicate version
-    for args in (["migrate", "up"], ["migrate", "up", "--target", "x"],
-                 ["migrate", "up", "--allow-unsafe"], ["journal", "--env", "nope"]):
+    for args in (
+        ["migrate", "up"],
+        ["migrate", "up", "--target", "x"],
+        ["migrate", "up", "--allow-unsafe"],
+        ["journal", "--env", "nope"],
+    ):
         r = run(root, *args)
         assert r.returncode == 2, (args, r.stderr)
     assert not embedded.is_running(data) and not (data / "pgdata" / "postmaster.pid").exists()
@@ -107,8 +122,16 @@ def test_embedded_url_and_psql(project_dir: tuple[Path, Path]) -> None:
     assert r.returncode == 0, r.stderr
     url = json.loads(r.stdout)["url"]
     assert url.startswith("postgresql://pgferry@/pgferry_prod?host=")
-    r = run(root, "embedded", "psql", "--env", "prod", "-At", "-c",
-            "SELECT current_user || ' ' || current_database()")
+    r = run(
+        root,
+        "embedded",
+        "psql",
+        "--env",
+        "prod",
+        "-At",
+        "-c",
+        "SELECT current_user || ' ' || current_database()",
+    )
     assert r.returncode == 0 and r.stdout.strip() == "pgferry pgferry_prod", r.stderr
     r = run(root, "embedded", "psql", "-c", "SELECT nope")  # psql's own exit code
     assert r.returncode == 1 and "nope" in r.stderr

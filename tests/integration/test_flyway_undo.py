@@ -33,8 +33,7 @@ import psycopg
 from tests.helpers import Project, Result
 
 Cli = Callable[..., Result]
-COMMUNITY_TYPES = {"SCHEMA", "BASELINE", "DELETE", "SQL", "JDBC", "SCRIPT", "UNDO_SCRIPT",
-                   "CUSTOM"}
+COMMUNITY_TYPES = {"SCHEMA", "BASELINE", "DELETE", "SQL", "JDBC", "SCRIPT", "UNDO_SCRIPT", "CUSTOM"}
 FILES = {
     "V1__create_cases.sql": "CREATE TABLE cases (id bigint PRIMARY KEY);\n",
     "V2__add_case_title.sql": "ALTER TABLE cases ADD COLUMN title text;\n",
@@ -52,8 +51,13 @@ def crc(name: str) -> int:
 V1 = ("1", "create cases", "SQL", "V1__create_cases.sql", crc("V1__create_cases.sql"))
 V2 = ("2", "add case title", "SQL", "V2__add_case_title.sql", crc("V2__add_case_title.sql"))
 # JdbcTableSchemaHistory.delete(): the applied row's version, description, script, checksum
-V2_DELETED = ("2", "add case title", "DELETE", "V2__add_case_title.sql",
-              crc("V2__add_case_title.sql"))
+V2_DELETED = (
+    "2",
+    "add case title",
+    "DELETE",
+    "V2__add_case_title.sql",
+    crc("V2__add_case_title.sql"),
+)
 #: (installed_rank, version, description, type, script, checksum, a DELETE row with execution
 #: time 0, success)
 FLYWAY_ROWS = [
@@ -72,7 +76,8 @@ def rows(dsn: str) -> list[tuple[Any, ...]]:
         return c.execute(
             "SELECT installed_rank, version, description, type, script, checksum,"
             " type = 'DELETE' AND execution_time = 0, success FROM flyway_schema_history"
-            " WHERE installed_by = current_user ORDER BY installed_rank").fetchall()
+            " WHERE installed_by = current_user ORDER BY installed_rank"
+        ).fetchall()
 
 
 def flyway_info(history: list[tuple[Any, ...]], files: list[str]) -> dict[str, str]:
@@ -88,8 +93,11 @@ def flyway_info(history: list[tuple[Any, ...]], files: list[str]) -> dict[str, s
             continue
         applied.append([version, False])
     live = {v for v, deleted in applied if not deleted}
-    return {f.split("__")[0][1:]: "success" if f.split("__")[0][1:] in live else "pending"
-            for f in files if f.startswith("V")}
+    return {
+        f.split("__")[0][1:]: "success" if f.split("__")[0][1:] in live else "pending"
+        for f in files
+        if f.startswith("V")
+    }
 
 
 def setup(p: Project, extra: str = "") -> Callable[..., Result]:
@@ -102,6 +110,7 @@ def setup(p: Project, extra: str = "") -> Callable[..., Result]:
         r = cli("--config", str(p.config), "migrate", *args, "--env", "dev")
         assert r.code == 0, (args, r.err)
         return r
+
     return m
 
 
@@ -130,9 +139,11 @@ def test_undo_plan_names_the_row_it_writes(project: Project, cli: Cli) -> None:
     m = setup(project)
     m(cli, "up")
     r = m(cli, "undo", "--dry-run")
-    assert (f"-- record in history: version 2, type DELETE (marks V2__add_case_title.sql "
-            f"undone, as Flyway's repair marks a deleted migration), checksum "
-            f"{crc('V2__add_case_title.sql')}") in r.out
+    assert (
+        f"-- record in history: version 2, type DELETE (marks V2__add_case_title.sql "
+        f"undone, as Flyway's repair marks a deleted migration), checksum "
+        f"{crc('V2__add_case_title.sql')}"
+    ) in r.out
 
 
 def test_flyway_teams_keeps_undo_sql_rows(project: Project, cli: Cli) -> None:
@@ -141,8 +152,12 @@ def test_flyway_teams_keeps_undo_sql_rows(project: Project, cli: Cli) -> None:
     m(cli, "up")
     m(cli, "undo")
     m(cli, "up")
-    assert rows(dev) == [(1, *V1, False, True), (2, *V2, False, True), (3, *U2, False, True),
-                         (4, *V2, False, True)]
+    assert rows(dev) == [
+        (1, *V1, False, True),
+        (2, *V2, False, True),
+        (3, *U2, False, True),
+        (4, *V2, False, True),
+    ]
 
 
 def test_repair_converts_undo_sql_rows(project: Project, cli: Cli) -> None:
@@ -150,15 +165,21 @@ def test_repair_converts_undo_sql_rows(project: Project, cli: Cli) -> None:
     dev = project.dsns["dev"]
     m(cli, "up")
     m(cli, "undo")  # an UNDO_SQL row, as Flyway Teams (or an earlier pgferry) writes it
-    project.config.write_text(project.config.read_text().replace(
-        'undo_history = "flyway-teams"', ""))
+    project.config.write_text(
+        project.config.read_text().replace('undo_history = "flyway-teams"', "")
+    )
     st = m(cli, "status", "--json").json  # still read, and the version is undone
     assert {e["script"]: e["state"] for e in st["entries"]}["V2__add_case_title.sql"] == "undone"
     assert any("UNDO_SQL" in w and "migrate repair" in w for w in st["warnings"])
     r = m(cli, "repair", "--yes", "--json")
-    assert r.json["converted_undo"] == [{"installed_rank": 3, "version": "2",
-                                         "script": "U2__add_case_title.sql",
-                                         "becomes": "V2__add_case_title.sql"}]
+    assert r.json["converted_undo"] == [
+        {
+            "installed_rank": 3,
+            "version": "2",
+            "script": "U2__add_case_title.sql",
+            "becomes": "V2__add_case_title.sql",
+        }
+    ]
     assert rows(dev) == FLYWAY_ROWS[:3]
     m(cli, "up")
     m(cli, "undo")

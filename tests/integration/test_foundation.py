@@ -24,16 +24,17 @@ def test_env_check_ok(project: Project, cli: Callable[..., Result]) -> None:
     assert envs["prod"]["privileges"]["owns_database"] is True
 
 
-def test_env_check_problems(tmp_path: Path, cli: Callable[..., Result],
-                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_env_check_problems(
+    tmp_path: Path, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "p"
     root.mkdir()
     (root / "pgferry.toml").write_text(
-        "[environments.a]\nurl = \"${A_URL}\"\n\n"
-        "[environments.b]\nurl = \"${B_URL}\"\n\n"
-        "[environments.c]\nurl = \"postgresql://app:s3cret@db.example.com/app\"\n"
+        '[environments.a]\nurl = "${A_URL}"\n\n'
+        '[environments.b]\nurl = "${B_URL}"\n\n'
+        '[environments.c]\nurl = "postgresql://app:s3cret@db.example.com/app"\n'
         "protected = true\n\n"
-        "[environments.d]\nurl = \"postgresql://app:changeme@localhost:1/app\"\n"
+        '[environments.d]\nurl = "postgresql://app:changeme@localhost:1/app"\n'
     )
     (root / ".env").write_text("B_URL=your-database-url-here\n")
     monkeypatch.delenv("A_URL", raising=False)
@@ -68,19 +69,28 @@ def test_unknown_env_and_bad_toml(project: Project, cli: Callable[..., Result]) 
     assert r.code == 2 and "malformed TOML" in r.err and len(r.err.strip().splitlines()) == 1
 
 
-def test_journal_append_only_and_redacted(db: str, cli: Callable[..., Result],
-                                          tmp_path: Path) -> None:
+def test_journal_append_only_and_redacted(
+    db: str, cli: Callable[..., Result], tmp_path: Path
+) -> None:
     target = Target("dev", db)
-    journal.append(target, "test", outcome="ok",
-                   arguments={"url": "postgresql://u:hunter2@h/db", "token": "abc"},
-                   details={"note": "password=hunter2 host=x"})
+    journal.append(
+        target,
+        "test",
+        outcome="ok",
+        arguments={"url": "postgresql://u:hunter2@h/db", "token": "abc"},
+        details={"note": "password=hunter2 host=x"},
+    )
     with psycopg.connect(db, autocommit=True) as c:
-        row = c.execute("SELECT arguments::text || details::text, os_user, db_role"
-                        " FROM pgferry.journal").fetchone()
+        row = c.execute(
+            "SELECT arguments::text || details::text, os_user, db_role FROM pgferry.journal"
+        ).fetchone()
         assert row is not None and "hunter2" not in row[0] and "abc" not in row[0]
         assert row[2] == "pgferry_test"
-        for stmt in ("UPDATE pgferry.journal_log SET outcome = 'failed'",
-                     "DELETE FROM pgferry.journal_log", "TRUNCATE pgferry.journal_log"):
+        for stmt in (
+            "UPDATE pgferry.journal_log SET outcome = 'failed'",
+            "DELETE FROM pgferry.journal_log",
+            "TRUNCATE pgferry.journal_log",
+        ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute(stmt)
         with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState):  # the view of runs
@@ -92,7 +102,8 @@ def test_journal_append_only_and_redacted(db: str, cli: Callable[..., Result],
 
 def test_redact() -> None:
     assert redact("postgresql://app:p%40ss@db:5432/x?sslmode=require") == (
-        "postgresql://app:***@db:5432/x?sslmode=require")
+        "postgresql://app:***@db:5432/x?sslmode=require"
+    )
     assert redact("host=db password='a b' user=x") == "host=db password=*** user=x"
     assert redact("postgresql://h/db?password=zz&x=1") == "postgresql://h/db?password=***&x=1"
 
@@ -112,10 +123,15 @@ def test_journal_operation_records_outcomes(db: str) -> None:
         with pytest.raises(type(exc)), journal.operation(target, "cmd", {}):
             raise exc
     with psycopg.connect(db) as c:
-        rows = c.execute("SELECT command, outcome, exit_code, details->>'error'"
-                         " FROM pgferry.journal ORDER BY id").fetchall()
-    assert rows == [("cmd ok", "ok", 0, None), ("cmd", "bad_input", 2, "bad"),
-                    ("cmd", "refused", 4, "no"), ("cmd", "failed", 3, "RuntimeError: boom")]
+        rows = c.execute(
+            "SELECT command, outcome, exit_code, details->>'error' FROM pgferry.journal ORDER BY id"
+        ).fetchall()
+    assert rows == [
+        ("cmd ok", "ok", 0, None),
+        ("cmd", "bad_input", 2, "bad"),
+        ("cmd", "refused", 4, "no"),
+        ("cmd", "failed", 3, "RuntimeError: boom"),
+    ]
 
 
 def test_embedded_role_creates_in_public(tmp_path: Path) -> None:
@@ -129,8 +145,9 @@ def test_embedded_role_creates_in_public(tmp_path: Path) -> None:
             c.execute("CREATE SCHEMA pgferry")  # as journal.ensure does
             c.execute("CREATE TABLE t (id int)")
             assert c.execute("SELECT to_regclass('public.t')").fetchone() != (None,)
-            assert c.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-                             ).fetchone() == (False,)
+            assert c.execute(
+                "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+            ).fetchone() == (False,)
     finally:
         embedded.stop(root)
         import shutil

@@ -28,18 +28,23 @@ optimal = 3
 degraded_below = 1
 """
 METRICS = {
-    "pgferry_health_status", "pgferry_check_status", "pgferry_table_rows",
-    "pgferry_db_latency_seconds", "pgferry_backup_last_success_timestamp_seconds",
+    "pgferry_health_status",
+    "pgferry_check_status",
+    "pgferry_table_rows",
+    "pgferry_db_latency_seconds",
+    "pgferry_backup_last_success_timestamp_seconds",
     "pgferry_backup_last_restore_test_timestamp_seconds",
-    "pgferry_sync_last_success_timestamp_seconds", "pgferry_sync_rows_total",
-    "pgferry_migrations_pending", "pgferry_dead_letters", "pgferry_run_duration_seconds",
+    "pgferry_sync_last_success_timestamp_seconds",
+    "pgferry_sync_rows_total",
+    "pgferry_migrations_pending",
+    "pgferry_dead_letters",
+    "pgferry_run_duration_seconds",
 }
 
 
 @pytest.fixture
 def proj(tmp_path: Path, make_db: Callable[..., str]) -> Project:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      extra=EXTRA)
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, extra=EXTRA)
     p.write("V1__cases.sql", SCHEMA)
     return p
 
@@ -63,8 +68,9 @@ def test_statuses_exit_codes_and_formats(proj: Project, cli: Callable[..., Resul
     sql(proj.dsns["prod"], "DELETE FROM cases WHERE id = 1")
     r = health(cli, proj, "prod", "--format", "json")
     assert (r.code, r.json["status"]) == (0, "healthy")
-    assert checks(r)["rows:public.cases"]["message"] == \
-        "public.cases has 2 rows, short of optimal = 3"
+    assert (
+        checks(r)["rows:public.cases"]["message"] == "public.cases has 2 rows, short of optimal = 3"
+    )
     r = health(cli, proj, "prod", "--format", "prometheus")
     assert r.code == 0
     m = samples(r.out)
@@ -80,31 +86,39 @@ def test_statuses_exit_codes_and_formats(proj: Project, cli: Callable[..., Resul
     assert health(cli, proj, "prod", "--format", "yaml").code == 2
     r = health(cli, proj, "prod", "--json", "--format", "prometheus")
     assert r.code == 2 and r.json["message"] == (
-        "--json and --format prometheus ask for two different outputs; pass one of them")
+        "--json and --format prometheus ask for two different outputs; pass one of them"
+    )
     assert health(cli, proj, "qa").code == 2
 
 
 def test_schema_drift_names_the_object_until_a_migration_makes_it(
-        proj: Project, cli: Callable[..., Result]) -> None:
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     up = ("--config", str(proj.config), "migrate", "up", "--env", "dev")
     assert cli(*up).code == 0
     assert checks(health(cli, proj, "dev", "--json"))["schema_drift"]["status"] == "optimal"
-    sql(proj.dsns["dev"], "ALTER TABLE cases ADD COLUMN note text;"
-                          " CREATE INDEX cases_title ON cases (title)")
+    sql(
+        proj.dsns["dev"],
+        "ALTER TABLE cases ADD COLUMN note text; CREATE INDEX cases_title ON cases (title)",
+    )
     c = checks(health(cli, proj, "dev", "--json"))["schema_drift"]
     assert c["status"] == "degraded", c
     assert "table public.cases changed" in c["message"]
     assert "index public.cases_title added" in c["message"]
     sql(proj.dsns["dev"], "INSERT INTO cases (title) VALUES ('data is not schema')")
-    proj.write("V2__note.sql", "ALTER TABLE cases ADD COLUMN IF NOT EXISTS note text;\n"
-               "CREATE INDEX IF NOT EXISTS cases_title ON cases (title);\n")
+    proj.write(
+        "V2__note.sql",
+        "ALTER TABLE cases ADD COLUMN IF NOT EXISTS note text;\n"
+        "CREATE INDEX IF NOT EXISTS cases_title ON cases (title);\n",
+    )
     assert cli(*up).code == 0
     c = checks(health(cli, proj, "dev", "--json"))["schema_drift"]
     assert c["status"] == "optimal" and "(version 2)" in c["message"], c
 
 
 def test_sync_outcomes_dead_letters_and_their_metrics(
-        proj: Project, cli: Callable[..., Result]) -> None:
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     for env in ("dev", "prod"):
         sql(proj.dsns[env], SCHEMA)
     sql(proj.dsns["dev"], "INSERT INTO cases (title) VALUES ('a'), ('b'), ('refused')")
@@ -118,8 +132,9 @@ def test_sync_outcomes_dead_letters_and_their_metrics(
     assert c["sync"]["status"] == "optimal" and c["sync"]["value"].startswith("problem ")
     m = samples(health(cli, proj, "prod", "--format", "prometheus").out)
     assert m["pgferry_dead_letters"] == [({"env": "prod"}, 1.0)]
-    assert ({"env": "prod", "table": "public.cases", "result": "inserted"}, 2.0) in \
-        m["pgferry_sync_rows_total"]
+    assert ({"env": "prod", "table": "public.cases", "result": "inserted"}, 2.0) in m[
+        "pgferry_sync_rows_total"
+    ]
     last = m["pgferry_sync_last_success_timestamp_seconds"]
     assert [lbl for lbl, _ in last] == [{"source": "dev", "target": "prod"}]
     assert abs(last[0][1] - datetime.now(UTC).timestamp()) < 120
@@ -129,40 +144,77 @@ def test_sync_outcomes_dead_letters_and_their_metrics(
     assert c["dead_letters"]["status"] == "optimal", c["dead_letters"]  # a clean sync since
     target = resolve_env(load_config(proj.config), "prod")
     for _ in range(4):
-        journal.append(target, "sync", outcome="failed", exit_code=3,
-                       arguments={"source": "dev", "target": "prod"},
-                       details={"error": "cannot connect"})
+        journal.append(
+            target,
+            "sync",
+            outcome="failed",
+            exit_code=3,
+            arguments={"source": "dev", "target": "prod"},
+            details={"error": "cannot connect"},
+        )
     one = checks(health(cli, proj, "prod", "--json"))["sync"]
     assert one["status"] == "degraded" and "(4 in a row)" in one["message"], one
     m = samples(health(cli, proj, "prod", "--format", "prometheus").out)
     assert m["pgferry_sync_consecutive_failures"] == [({"source": "dev", "target": "prod"}, 4.0)]
 
 
-def _backup(root: Path, env: str, bid: str, finished: datetime,
-            tested: datetime | None = None, manifest: bool = True) -> None:
+def _backup(
+    root: Path,
+    env: str,
+    bid: str,
+    finished: datetime,
+    tested: datetime | None = None,
+    manifest: bool = True,
+) -> None:
     d = root / "backups" / env / bid
     d.mkdir(parents=True)
     if manifest:
-        m = Manifest(id=bid, env=env, database="prod",
-                     started_at=(finished - timedelta(minutes=2)).isoformat(),
-                     finished_at=finished.isoformat(), size_bytes=1234, tables={}, files={},
-                     server_version="18", pg_dump_version="18", tool_version="test")
+        m = Manifest(
+            id=bid,
+            env=env,
+            database="prod",
+            started_at=(finished - timedelta(minutes=2)).isoformat(),
+            finished_at=finished.isoformat(),
+            size_bytes=1234,
+            tables={},
+            files={},
+            server_version="18",
+            pg_dump_version="18",
+            tool_version="test",
+        )
         (d / "manifest.json").write_text(json.dumps(m.to_dict()))
     if tested is not None:
-        (d / "verification.json").write_text(json.dumps({
-            "verified_at": tested.isoformat(), "verify_ok": True,
-            "restore_tested_at": tested.isoformat(), "restore_test_ok": True}))
+        (d / "verification.json").write_text(
+            json.dumps(
+                {
+                    "verified_at": tested.isoformat(),
+                    "verify_ok": True,
+                    "restore_tested_at": tested.isoformat(),
+                    "restore_test_ok": True,
+                }
+            )
+        )
 
 
 def test_backups_from_the_catalog(proj: Project, cli: Callable[..., Result]) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    _backup(proj.root, "prod", "20261120T0000Z", now - timedelta(hours=30),
-            tested=now - timedelta(days=9))
+    _backup(
+        proj.root,
+        "prod",
+        "20261120T0000Z",
+        now - timedelta(hours=30),
+        tested=now - timedelta(days=9),
+    )
     c = checks(health(cli, proj, "prod", "--json"))
     assert c["backups"]["status"] == "degraded" and "30.0 h old" in c["backups"]["message"]
     assert c["restore_test"]["status"] == "degraded"
-    _backup(proj.root, "prod", "20261122T0000Z", now - timedelta(hours=1),
-            tested=now - timedelta(minutes=30))
+    _backup(
+        proj.root,
+        "prod",
+        "20261122T0000Z",
+        now - timedelta(hours=1),
+        tested=now - timedelta(minutes=30),
+    )
     _backup(proj.root, "prod", "20261122T0100Z", now, manifest=False)  # still running
     r = health(cli, proj, "prod", "--json")
     c = checks(r)
@@ -170,19 +222,23 @@ def test_backups_from_the_catalog(proj: Project, cli: Callable[..., Result]) -> 
     assert c["backups"]["value"] == "3600 s" or c["backups"]["value"].endswith(" min")
     m = samples(health(cli, proj, "prod", "--format", "prometheus").out)
     assert m["pgferry_backup_last_success_timestamp_seconds"] == [
-        ({"env": "prod"}, (now - timedelta(hours=1)).timestamp())]
+        ({"env": "prod"}, (now - timedelta(hours=1)).timestamp())
+    ]
     assert m["pgferry_backup_last_restore_test_timestamp_seconds"] == [
-        ({"env": "prod"}, (now - timedelta(minutes=30)).timestamp())]
+        ({"env": "prod"}, (now - timedelta(minutes=30)).timestamp())
+    ]
     assert checks(health(cli, proj, "dev", "--json"))["backups"]["status"] == "unknown"
     # a damaged manifest is not a complete backup, and breaks nothing
     _backup(proj.root, "prod", "20261122T0200Z", now)
     (proj.root / "backups/prod/20261122T0200Z/manifest.json").write_text(
-        '{"id": "x", "finished_at": "yesterday"}')
+        '{"id": "x", "finished_at": "yesterday"}'
+    )
     assert checks(health(cli, proj, "prod", "--json"))["backups"]["status"] == "optimal"
 
 
-def test_backups_taken_by_pgferry_backup(proj: Project, cli: Callable[..., Result],
-                                         createdb_role: str, pg_admin_dsn: str) -> None:
+def test_backups_taken_by_pgferry_backup(
+    proj: Project, cli: Callable[..., Result], createdb_role: str, pg_admin_dsn: str
+) -> None:
     """The health check reads what `pgferry backup` writes: a fresh backup is optimal, its
     restore test is missing until `backup verify --restore-test`, and [backup] min_size and
     max_age are the figures it judges by."""
@@ -190,8 +246,16 @@ def test_backups_taken_by_pgferry_backup(proj: Project, cli: Callable[..., Resul
     c = checks(health(cli, proj, "prod", "--json"))
     assert c["backups"]["status"] == "optimal", c["backups"]
     assert (c["restore_test"]["status"], c["restore_test"]["value"]) == ("degraded", "never")
-    r = cli("backup", "verify", "latest", "--env", "prod", "--restore-test",
-            "--config", str(proj.config))
+    r = cli(
+        "backup",
+        "verify",
+        "latest",
+        "--env",
+        "prod",
+        "--restore-test",
+        "--config",
+        str(proj.config),
+    )
     assert r.code == 0, r.out
     wait_scratch_gone(pg_admin_dsn)
     c = checks(health(cli, proj, "prod", "--json"))
@@ -209,9 +273,14 @@ def test_backups_taken_by_pgferry_backup(proj: Project, cli: Callable[..., Resul
 
 
 def test_the_service_answers_from_its_cache_within_the_interval(
-        tmp_path: Path, make_db: Callable[..., str]) -> None:
-    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(),
-                      extra='[health.tables."public.cases"]\ndegraded_below = 1\n')
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    p = write_project(
+        tmp_path / "p",
+        {"prod": make_db("prod")},
+        protected=(),
+        extra='[health.tables."public.cases"]\ndegraded_below = 1\n',
+    )
     sql(p.dsns["prod"], SCHEMA)
     sql(p.dsns["prod"], "INSERT INTO cases (title) VALUES ('a')")
     cfg = load_config(p.config)
@@ -223,5 +292,7 @@ def test_the_service_answers_from_its_cache_within_the_interval(
     assert again.cached and again.status == first.status and again.checked_at == t0
     fresh = service.run(cfg, "prod", now=t0 + timedelta(seconds=15))
     assert not fresh.cached and fresh.check("rows:public.cases").status == "degraded"
-    assert service.run(cfg, "prod", now=t0 + timedelta(seconds=16), use_cache=False).status \
+    assert (
+        service.run(cfg, "prod", now=t0 + timedelta(seconds=16), use_cache=False).status
         == "degraded"
+    )

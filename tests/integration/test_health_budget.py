@@ -31,7 +31,8 @@ def example_settings() -> str:
 
 
 def test_a_health_run_on_the_example_database_stays_under_200_ms(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     p = write_project(tmp_path / "p", {"prod": make_db("prod")}, extra=example_settings())
     for f in (EXAMPLE / "migrations").iterdir():
         shutil.copy(f, p.migrations / f.name)
@@ -44,12 +45,15 @@ def test_a_health_run_on_the_example_database_stays_under_200_ms(
         report = service.run(cfg, "prod", now=datetime.now(UTC), use_cache=False)
         walls.append(time.perf_counter() - t0)
         gathers.append(report.duration_s)
-    assert report.status == "optimal", [(c.name, c.message) for c in report.checks
-                                        if c.status != "optimal"]
+    assert report.status == "optimal", [
+        (c.name, c.message) for c in report.checks if c.status != "optimal"
+    ]
     assert report.check("rows:public.legal_cases").value == str(CASES)
     ms = sorted(round(w * 1000, 1) for w in walls)
-    print(f"health run on the example database: median {statistics.median(ms)} ms, "
-          f"best {ms[0]} ms, worst {ms[-1]} ms ({len(report.checks)} checks)")
+    print(
+        f"health run on the example database: median {statistics.median(ms)} ms, "
+        f"best {ms[0]} ms, worst {ms[-1]} ms ({len(report.checks)} checks)"
+    )
     # the best of seven: a shared 2-core machine may stall any single run
     assert ms[0] < BUDGET_S * 1000, ms
     assert statistics.median(ms) < BUDGET_S * 1000 * 1.5, ms

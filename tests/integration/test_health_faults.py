@@ -24,16 +24,19 @@ TABLE = '[health.tables."public.cases"]\noptimal = 3\ndegraded_below = 1\n'
 
 @pytest.fixture
 def prod(tmp_path: Path, make_db: Callable[..., str]) -> Project:
-    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(),
-                      extra='[health]\ncache_interval = "0s"\n' + TABLE)
+    p = write_project(
+        tmp_path / "p",
+        {"prod": make_db("prod")},
+        protected=(),
+        extra='[health]\ncache_interval = "0s"\n' + TABLE,
+    )
     sql(p.dsns["prod"], SCHEMA)
     sql(p.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 5) g")
     return p
 
 
 @pytest.mark.slow
-def test_server_stopped_is_critical_within_the_timeout_without_a_traceback(
-        tmp_path: Path) -> None:
+def test_server_stopped_is_critical_within_the_timeout_without_a_traceback(tmp_path: Path) -> None:
     """prod lives on its own embedded server, which is stopped between two runs."""
     root = Path(tempfile.mkdtemp(prefix="pghd-", dir="/tmp"))
     try:
@@ -41,8 +44,9 @@ def test_server_stopped_is_critical_within_the_timeout_without_a_traceback(
         with psycopg.connect(su, autocommit=True) as c:
             embedded.ensure_role(c, ROLE)
             c.execute(q.SQL("CREATE DATABASE hdown OWNER {}").format(q.Identifier(ROLE)))
-        p = write_project(tmp_path / "p", {"prod": embedded.role_dsn(su, ROLE, "hdown")},
-                          protected=())
+        p = write_project(
+            tmp_path / "p", {"prod": embedded.role_dsn(su, ROLE, "hdown")}, protected=()
+        )
         r = p.run("health", "--env", "prod", "--json")
         assert r.json["checks"][0]["status"] == "optimal", r.out + r.err
         embedded.stop(root)
@@ -55,8 +59,11 @@ def test_server_stopped_is_critical_within_the_timeout_without_a_traceback(
             print(args, f"{took:.2f} s in all")
             if args == ("--json",):
                 first = r.json["checks"][0]
-                assert (r.json["status"], first["name"], first["status"]) == \
-                    ("critical", "reachability", "critical")
+                assert (r.json["status"], first["name"], first["status"]) == (
+                    "critical",
+                    "reachability",
+                    "critical",
+                )
                 assert first["message"].startswith("prod did not answer: cannot connect to ")
                 assert "password" not in first["message"]
                 assert r.json["duration_ms"] <= 3000 + 500, r.json["duration_ms"]
@@ -77,15 +84,17 @@ def stats_role(pg_admin_dsn: str) -> Iterator[str]:
     """A login role that is a member of pg_read_all_stats (dropped afterwards)."""
     name = f"pgf_stats_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        c.execute(q.SQL("CREATE ROLE {} LOGIN IN ROLE pg_read_all_stats").format(
-            q.Identifier(name)))
+        c.execute(
+            q.SQL("CREATE ROLE {} LOGIN IN ROLE pg_read_all_stats").format(q.Identifier(name))
+        )
     yield name
     with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
         c.execute(q.SQL("DROP ROLE {}").format(q.Identifier(name)))
 
 
 def test_a_role_without_pg_read_all_stats_gets_unknown_with_the_grant(
-        prod: Project, pg_admin_dsn: str, stats_role: str, cli: Callable[..., Result]) -> None:
+    prod: Project, pg_admin_dsn: str, stats_role: str, cli: Callable[..., Result]
+) -> None:
     dbname = psycopg.conninfo.conninfo_to_dict(prod.dsns["prod"])["dbname"]
     other = psycopg.connect(embedded.role_dsn(pg_admin_dsn, "postgres", str(dbname)))
     try:
@@ -96,11 +105,18 @@ def test_a_role_without_pg_read_all_stats_gets_unknown_with_the_grant(
             assert "session(s) of other roles are hidden from pgferry_test" in c[name]["message"]
             assert c[name]["fix"].startswith("GRANT pg_read_all_stats TO pgferry_test")
         assert c["blocked_sessions"]["status"] == "optimal"  # pg_locks needs no privilege
-        p2 = write_project(prod.root.parent / "p2", {"prod": embedded.role_dsn(
-            pg_admin_dsn, stats_role, str(dbname))}, protected=())
-        wait_for(pg_admin_dsn, "SELECT clock_timestamp() - state_change >= interval '1 s'"
-                 " FROM pg_stat_activity WHERE pid = %s", [other.info.backend_pid],
-                 what="the other session idle in its transaction for a second")
+        p2 = write_project(
+            prod.root.parent / "p2",
+            {"prod": embedded.role_dsn(pg_admin_dsn, stats_role, str(dbname))},
+            protected=(),
+        )
+        wait_for(
+            pg_admin_dsn,
+            "SELECT clock_timestamp() - state_change >= interval '1 s'"
+            " FROM pg_stat_activity WHERE pid = %s",
+            [other.info.backend_pid],
+            what="the other session idle in its transaction for a second",
+        )
         c = checks(health(cli, p2, "prod", "--json"))
         for name in ("long_transactions", "idle_in_transaction"):
             assert c[name]["status"] == "optimal", c[name]
@@ -119,28 +135,36 @@ def _hold(dsn: str, started: threading.Event, release: threading.Event, pid: lis
 
 
 def test_a_session_holding_a_lock_makes_blocked_sessions_degraded_naming_it(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     # the realistic default (30 s) for dev; 2 s for prod, so the test need not wait 40 s
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra='[health]\ncache_interval = "0s"\n'
-                      '[health.environments.prod]\nblocked_warn = "2s"\n')
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "prod": make_db("prod")},
+        protected=(),
+        extra='[health]\ncache_interval = "0s"\n[health.environments.prod]\nblocked_warn = "2s"\n',
+    )
     sql(p.dsns["prod"], SCHEMA)
     sql(p.dsns["prod"], "INSERT INTO cases (title) VALUES ('a')")
     started, release, holder = threading.Event(), threading.Event(), []  # type: ignore[var-annotated]
     t = threading.Thread(target=_hold, args=(p.dsns["prod"], started, release, holder))
     t.start()
     waiter = psycopg.connect(p.dsns["prod"], autocommit=True)
-    w = threading.Thread(target=lambda: waiter.execute(
-        "UPDATE cases SET title = 'waiting' WHERE id = 1"))
+    w = threading.Thread(
+        target=lambda: waiter.execute("UPDATE cases SET title = 'waiting' WHERE id = 1")
+    )
     try:
         assert started.wait(30)
         w.start()
         _wait_for_waiter(p.dsns["prod"])
         c = checks(health(cli, p, "prod", "--json"))["blocked_sessions"]
         assert c["status"] == "optimal", c  # not 2 s yet
-        wait_for(p.dsns["prod"], "SELECT count(*) FROM pg_locks WHERE NOT granted"
-                 " AND clock_timestamp() - waitstart >= interval '2 s'",
-                 what="the UPDATE waiting for 2 s")  # as the check reads it
+        wait_for(
+            p.dsns["prod"],
+            "SELECT count(*) FROM pg_locks WHERE NOT granted"
+            " AND clock_timestamp() - waitstart >= interval '2 s'",
+            what="the UPDATE waiting for 2 s",
+        )  # as the check reads it
         r = health(cli, p, "prod", "--json")
         c = checks(r)["blocked_sessions"]
         assert r.code == 1 and c["status"] == "degraded", c
@@ -166,7 +190,8 @@ def _wait_for_waiter(dsn: str) -> None:
 
 
 def test_a_table_emptied_is_degraded_naming_the_table_and_the_threshold(
-        prod: Project, cli: Callable[..., Result]) -> None:
+    prod: Project, cli: Callable[..., Result]
+) -> None:
     assert health(cli, prod).code == 0
     sql(prod.dsns["prod"], "DELETE FROM cases")
     r = health(cli, prod)
@@ -183,7 +208,8 @@ def test_a_table_emptied_is_degraded_naming_the_table_and_the_threshold(
 
 
 def test_a_table_the_role_cannot_read_is_unknown_with_the_grant(
-        prod: Project, cli: Callable[..., Result]) -> None:
+    prod: Project, cli: Callable[..., Result]
+) -> None:
     sql(prod.dsns["prod"], "REVOKE SELECT ON cases FROM pgferry_test")
     c = checks(health(cli, prod, "prod", "--json"))["rows:public.cases"]
     assert c["status"] == "unknown", c
@@ -192,11 +218,18 @@ def test_a_table_the_role_cannot_read_is_unknown_with_the_grant(
 
 
 def test_a_count_past_statement_timeout_is_unknown_and_estimate_is_free(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(), extra=(
-        '[health]\ncache_interval = "0s"\nstatement_timeout = "100ms"\n'
-        '[health.tables."public.slow"]\ndegraded_below = 1\n'
-        '[health.tables."public.cases"]\ndegraded_below = 1\nestimate = true\n'))
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    p = write_project(
+        tmp_path / "p",
+        {"prod": make_db("prod")},
+        protected=(),
+        extra=(
+            '[health]\ncache_interval = "0s"\nstatement_timeout = "100ms"\n'
+            '[health.tables."public.slow"]\ndegraded_below = 1\n'
+            '[health.tables."public.cases"]\ndegraded_below = 1\nestimate = true\n'
+        ),
+    )
     sql(p.dsns["prod"], SCHEMA)
     sql(p.dsns["prod"], "CREATE VIEW slow AS SELECT 1 AS x FROM pg_sleep(0.5)")
     sql(p.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 50) g;")

@@ -23,7 +23,6 @@ from tests.helpers import Project, Result, q, write_project
 Cli = Callable[..., Result]
 
 
-
 def runs(dsn: str) -> list[tuple[Any, ...]]:
     return q(dsn, "SELECT command, outcome, exit_code, error FROM pgferry.journal ORDER BY id")
 
@@ -48,16 +47,20 @@ def test_start_and_end_rows_who_and_errors(db: str, monkeypatch: pytest.MonkeyPa
     with journal.operation(t, "summary", {}) as op:  # a caller's outcome and its summary agree
         op.outcome, op.exit_code, op.details["ok"] = "failed", 3, True
     assert runs(db) == [
-        ("cmd", "ok", 0, None), ("bad", "bad_input", 2, "no such thing"),
+        ("cmd", "ok", 0, None),
+        ("bad", "bad_input", 2, "no such thing"),
         ("stopped", "failed", 3, "interrupted (Ctrl-C or SIGTERM)"),
-        ("summary", "failed", 3, "failed (exit 3)")]
+        ("summary", "failed", 3, "failed (exit 3)"),
+    ]
     assert q(db, "SELECT details->>'ok' FROM pgferry.journal WHERE command = 'summary'") == [
-        ("false",)]
+        ("false",)
+    ]
     import pwd
 
     me = pwd.getpwuid(os.getuid()).pw_name
     assert q(db, "SELECT DISTINCT os_user, db_role FROM pgferry.journal_log") == [
-        (me, "pgferry_test")]
+        (me, "pgferry_test")
+    ]
     assert q(db, "SELECT count(*) FROM pgferry.journal_log WHERE phase = 'end'") == [(4,)]
 
 
@@ -66,8 +69,9 @@ def slow_up(project: Project) -> subprocess.Popen[str]:
     project.write("V1__slow.sql", "SELECT pg_sleep(30);")
     p = project.popen("migrate", "up")
     deadline = time.monotonic() + 20
-    while not q(project.dsns["dev"], "SELECT 1 FROM pg_stat_activity"
-                                     " WHERE query = 'SELECT pg_sleep(30)'"):
+    while not q(
+        project.dsns["dev"], "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'"
+    ):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     return p
@@ -83,7 +87,7 @@ def test_a_killed_run_shows_as_died(project: Project, cli: Cli) -> None:
     while runs(dev)[0][1] == "running":
         assert time.monotonic() < deadline
         time.sleep(0.1)
-    (cmd, outcome, _, error), = runs(dev)
+    ((cmd, outcome, _, error),) = runs(dev)
     assert (cmd, outcome) == ("migrate up", "died")
     assert error.startswith("the run ended without finishing")
     r = cli("--config", str(project.config), "journal")
@@ -98,8 +102,7 @@ def test_sigterm_carries_its_error(project: Project) -> None:
     assert runs(dev) == [("migrate up", "failed", 3, "interrupted (Ctrl-C or SIGTERM)")]
 
 
-def test_chain_verify_finds_changed_removed_and_backdated_rows(project: Project,
-                                                               cli: Cli) -> None:
+def test_chain_verify_finds_changed_removed_and_backdated_rows(project: Project, cli: Cli) -> None:
     dev = project.dsns["dev"]
     for i in range(1, 5):
         project.write(f"V{i}__m{i}.sql", f"CREATE TABLE m{i} ();")
@@ -108,8 +111,10 @@ def test_chain_verify_finds_changed_removed_and_backdated_rows(project: Project,
     assert r.code == 0 and r.json["ok"] and r.json["rows"] == 8, r.out
     head = r.json["head"]
     r = cli("--config", str(project.config), "journal", "verify")
-    assert f"dev: the journal is intact (8 rows, chain unbroken, append-only triggers in place);"\
+    assert (
+        f"dev: the journal is intact (8 rows, chain unbroken, append-only triggers in place);"
         f" head {head}" in r.out
+    )
     ids = [i for (i,) in q(dev, "SELECT id FROM pgferry.journal_log ORDER BY id")]
     with psycopg.connect(dev, autocommit=True) as c:  # the owner edits a row behind the trigger
         c.execute("ALTER TABLE pgferry.journal_log DISABLE TRIGGER journal_append_only")
@@ -120,19 +125,28 @@ def test_chain_verify_finds_changed_removed_and_backdated_rows(project: Project,
         "trigger journal_append_only of pgferry.journal_log was dropped or disabled, so rows "
         "could be changed or removed unseen; the next pgferry command that writes here "
         "re-creates it",
-        f"row {ids[3]} was changed after it was written: its hash does not match its content"]
+        f"row {ids[3]} was changed after it was written: its hash does not match its content",
+    ]
     with psycopg.connect(dev, autocommit=True) as c:  # ... and removes another
         c.execute("DELETE FROM pgferry.journal_log WHERE id IN (%s, %s)", [ids[3], ids[5]])
     r = verify(cli, project)
     assert r.json["problems"][1] == (
         f"a row was removed between row {ids[2]} and row {ids[4]}: row {ids[4]} chains to a "
-        "row that is gone")
+        "row that is gone"
+    )
     # the next command that writes re-creates the trigger and says so in the journal
     assert cli("--config", str(project.config), "migrate", "up").code == 0
-    assert q(dev, "SELECT command, outcome, error FROM pgferry.journal WHERE command ="
-                  " 'journal'") == [("journal", "problem", "trigger journal_append_only of "
-                                     "pgferry.journal_log was dropped or disabled; pgferry "
-                                     "re-created it")]
+    assert q(
+        dev, "SELECT command, outcome, error FROM pgferry.journal WHERE command = 'journal'"
+    ) == [
+        (
+            "journal",
+            "problem",
+            "trigger journal_append_only of "
+            "pgferry.journal_log was dropped or disabled; pgferry "
+            "re-created it",
+        )
+    ]
     r = verify(cli, project)
     assert len(r.json["problems"]) == 1 and "was removed" in r.json["problems"][0]
 
@@ -141,12 +155,16 @@ def test_backdated_insert_is_out_of_order(project: Project, cli: Cli) -> None:
     dev = project.dsns["dev"]
     project.write("V1__a.sql", "CREATE TABLE a ();")
     assert cli("--config", str(project.config), "migrate", "up").code == 0
-    q(dev, "INSERT INTO pgferry.journal_log (at, phase, os_user, env, command, outcome)"
-           " VALUES ('2020-01-01', 'once', 'root', 'dev', 'migrate up', 'ok')")
+    q(
+        dev,
+        "INSERT INTO pgferry.journal_log (at, phase, os_user, env, command, outcome)"
+        " VALUES ('2020-01-01', 'once', 'root', 'dev', 'migrate up', 'ok')",
+    )
     r = verify(cli, project)
     assert r.code == 1
-    assert "was inserted out of order: it is dated 2020-01-01T00:00:00+00:00" in \
-        r.json["problems"][0]
+    assert (
+        "was inserted out of order: it is dated 2020-01-01T00:00:00+00:00" in r.json["problems"][0]
+    )
 
 
 def test_verify_never_creates_the_journal(project: Project, cli: Cli) -> None:
@@ -156,7 +174,9 @@ def test_verify_never_creates_the_journal(project: Project, cli: Cli) -> None:
 
 
 def test_the_earlier_layout_is_upgraded(db: str, tmp_path: Path, cli: Cli) -> None:
-    q(db, """CREATE SCHEMA pgferry;
+    q(
+        db,
+        """CREATE SCHEMA pgferry;
         CREATE TABLE pgferry.journal (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
             at timestamptz NOT NULL DEFAULT clock_timestamp(), os_user text NOT NULL,
             db_role text NOT NULL DEFAULT current_user, env text NOT NULL, command text NOT NULL,
@@ -165,18 +185,25 @@ def test_the_earlier_layout_is_upgraded(db: str, tmp_path: Path, cli: Cli) -> No
             details jsonb NOT NULL DEFAULT '{}');
         INSERT INTO pgferry.journal (at, os_user, env, command, outcome, details) VALUES
             ('2026-01-01', 'ann', 'dev', 'migrate up', 'ok', '{}'),
-            ('2026-01-02', 'bob', 'dev', 'sync', 'failed', '{"error": "boom"}');""")
+            ('2026-01-02', 'bob', 'dev', 'sync', 'failed', '{"error": "boom"}');""",
+    )
     p = write_project(tmp_path / "p", {"dev": db})
     assert verify(cli, p).code == 1  # no chain yet
     journal.append(Target("dev", db), "test", outcome="ok")
-    assert runs(db) == [("migrate up", "ok", 0, None), ("sync", "failed", 0, "boom"),
-                        ("test", "ok", 0, None)]
+    assert runs(db) == [
+        ("migrate up", "ok", 0, None),
+        ("sync", "failed", 0, "boom"),
+        ("test", "ok", 0, None),
+    ]
     assert verify(cli, p).code == 0
 
 
 def test_refusals_are_journaled(tmp_path: Path, make_db: Callable[..., str], cli: Cli) -> None:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      extra='[[blackout]]\nfrom = 2020-01-01\nenvs = ["dev"]\nreason = "freeze"\n')
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "prod": make_db("prod")},
+        extra='[[blackout]]\nfrom = 2020-01-01\nenvs = ["dev"]\nreason = "freeze"\n',
+    )
     prod, dev = p.dsns["prod"], p.dsns["dev"]
     p.write("V1__a.sql", "CREATE TABLE a ();")
 
@@ -191,8 +218,10 @@ def test_refusals_are_journaled(tmp_path: Path, make_db: Callable[..., str], cli
     assert m("up", "--env", "prod", "--yes").code == 4
     assert m("repair", "--env", "prod").code == 4  # repair without --yes
     assert [(c, o, e) for c, o, e, _ in runs(prod)][1:] == [
-        ("migrate up", "refused", 4), ("migrate up", "refused", 4),
-        ("migrate repair", "refused", 4)]
+        ("migrate up", "refused", 4),
+        ("migrate up", "refused", 4),
+        ("migrate repair", "refused", 4),
+    ]
     errors = [e for *_, e in runs(prod)][1:]
     assert "protected: migrate up needs --yes" in errors[0]
     assert "validate failed" in errors[1] and "repair the migration history" in errors[2]
@@ -206,16 +235,24 @@ def test_refusals_are_journaled(tmp_path: Path, make_db: Callable[..., str], cli
     r = m("up", "--env", "dev", "--override-blackout", "--reason", "INC-1")
     assert r.code == 0, r.err
     assert [(c, o) for c, o, *_ in runs(dev)] == [
-        ("setup", "ok"), ("migrate up", "refused"), ("blackout override", "ok"),
-        ("migrate up", "ok")]
-    assert q(dev, "SELECT details->>'reason', details->>'command' FROM pgferry.journal"
-                  " WHERE command = 'blackout override'") == [("INC-1", "migrate up")]
+        ("setup", "ok"),
+        ("migrate up", "refused"),
+        ("blackout override", "ok"),
+        ("migrate up", "ok"),
+    ]
+    assert q(
+        dev,
+        "SELECT details->>'reason', details->>'command' FROM pgferry.journal"
+        " WHERE command = 'blackout override'",
+    ) == [("INC-1", "migrate up")]
 
 
 def test_a_freeze_covers_sync(tmp_path: Path, make_db: Callable[..., str], cli: Cli) -> None:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      extra='[[blackout]]\nfrom = 2020-01-01\nenvs = ["prod"]\n'
-                            'reason = "year-end freeze"\n')
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "prod": make_db("prod")},
+        extra='[[blackout]]\nfrom = 2020-01-01\nenvs = ["prod"]\nreason = "year-end freeze"\n',
+    )
     dev, prod = p.dsns["dev"], p.dsns["prod"]
     for dsn in (dev, prod):
         q(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
@@ -233,20 +270,27 @@ def test_a_freeze_covers_sync(tmp_path: Path, make_db: Callable[..., str], cli: 
     assert sync("--override-blackout").code == 2  # needs --reason
     assert sync("--mode", "verify").code == 1  # reads only: not refused
     assert sync("--dry-run").code == 0
-    r = cli("--config", str(p.config), "sync", "dev", "prod", "--override-blackout",
-            "--reason", "INC-7")  # protected, no --yes: refused (and journaled) all the same
+    r = cli(
+        "--config", str(p.config), "sync", "dev", "prod", "--override-blackout", "--reason", "INC-7"
+    )  # protected, no --yes: refused (and journaled) all the same
     assert r.code == 4 and "needs --yes" in r.err
     r = sync("--mode", "full", "--override-blackout", "--reason", "INC-7 restore")
     assert r.code == 0, r.err
     assert q(prod, "SELECT id FROM t ORDER BY id") == [(1,)]
     got = [(c, o) for c, o, *_ in runs(prod) if c != "verify"]  # (verify journals itself)
-    assert got[:6] == [("setup", "ok"), ("sync", "refused"), ("sync", "refused"),
-                       ("blackout override", "ok"), ("sync", "refused"),
-                       ("blackout override", "ok")]
+    assert got[:6] == [
+        ("setup", "ok"),
+        ("sync", "refused"),
+        ("sync", "refused"),
+        ("blackout override", "ok"),
+        ("sync", "refused"),
+        ("blackout override", "ok"),
+    ]
 
 
 def test_a_finding_is_not_an_error_and_the_listing_shows_the_counts(
-        tmp_path: Path, make_db: Callable[..., str], cli: Cli) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Cli
+) -> None:
     """A verify or sync that finds something (exit 1) is journaled as a problem with its counts,
     not as an error: `pgferry journal` shows what it found on the row's line."""
     p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")})
@@ -260,7 +304,9 @@ def test_a_finding_is_not_an_error_and_the_listing_shows_the_counts(
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--yes")
     assert r.code == 1 and "changed on both sides" in r.out, r.out
     assert [x for x in runs(prod) if x[0] == "sync"] == [
-        ("sync", "ok", 0, None), ("sync", "problem", 1, None)]
+        ("sync", "ok", 0, None),
+        ("sync", "problem", 1, None),
+    ]
     listing = cli("--config", str(p.config), "journal", "--env", "prod")
     assert listing.code == 0, listing.err
     lines = [ln for ln in listing.out.splitlines() if " sync " in ln]

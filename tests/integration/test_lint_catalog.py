@@ -62,7 +62,9 @@ def test_snapshot_reads_sizes_checks_functions_enums(shaped_db: str, tmp_path: P
     assert "title" in t.not_null
     assert t.not_null_proven("email") and not t.not_null_proven("title")
     assert {c.name: c.validated for c in t.checks} == {
-        "legal_cases_email_nn": True, "legal_cases_title_len": False}
+        "legal_cases_email_nn": True,
+        "legal_cases_title_len": False,
+    }
     assert {i.name for i in t.indexes} == {"legal_cases_pkey", "legal_cases_court"}
     assert snap.tables["public.empty_docs"].heap_bytes == 0
     assert snap.functions["public.stable_fn"] == "s" and snap.functions["volatile_fn"] == "v"
@@ -75,13 +77,15 @@ def test_snapshot_reads_sizes_checks_functions_enums(shaped_db: str, tmp_path: P
 
 
 def test_catalog_drops_false_positives_and_keeps_real_ones(shaped_db: str) -> None:
-    sql = ("ALTER TABLE legal_cases ALTER COLUMN court TYPE text;\n"          # binary coercible
-           "ALTER TABLE legal_cases ALTER COLUMN email SET NOT NULL;\n"       # validated check
-           "CREATE INDEX empty_docs_body ON empty_docs (body);\n"             # empty table
-           "ALTER TABLE legal_cases ADD COLUMN a int DEFAULT stable_fn();\n"  # STABLE user fn
-           "ALTER TABLE legal_cases ADD COLUMN b int DEFAULT volatile_fn();\n"
-           "ALTER TABLE legal_cases ALTER COLUMN court TYPE varchar(10);\n"   # shrinks: rewrite
-           "CREATE INDEX legal_cases_title ON legal_cases (title);\n")
+    sql = (
+        "ALTER TABLE legal_cases ALTER COLUMN court TYPE text;\n"  # binary coercible
+        "ALTER TABLE legal_cases ALTER COLUMN email SET NOT NULL;\n"  # validated check
+        "CREATE INDEX empty_docs_body ON empty_docs (body);\n"  # empty table
+        "ALTER TABLE legal_cases ADD COLUMN a int DEFAULT stable_fn();\n"  # STABLE user fn
+        "ALTER TABLE legal_cases ADD COLUMN b int DEFAULT volatile_fn();\n"
+        "ALTER TABLE legal_cases ALTER COLUMN court TYPE varchar(10);\n"  # shrinks: rewrite
+        "CREATE INDEX legal_cases_title ON legal_cases (title);\n"
+    )
     static = Linter().lint_text("V9.sql", sql)
     assert rules(static).count("changing-column-type") == 2
     assert "adding-not-nullable-field" in rules(static)
@@ -91,8 +95,10 @@ def test_catalog_drops_false_positives_and_keeps_real_ones(shaped_db: str) -> No
     found = Linter(catalog=take(shaped_db)).lint_text("V9.sql", sql)
     by_line = {(f.line, f.rule): f for f in found if f.suppressed is None}
     assert sorted(k for k in by_line if not k[1].startswith("prefer-")) == [
-        (5, "adding-field-with-default"), (6, "changing-column-type"),
-        (7, "require-concurrent-index-creation")]
+        (5, "adding-field-with-default"),
+        (6, "changing-column-type"),
+        (7, "require-concurrent-index-creation"),
+    ]
     rewrite = by_line[(6, "changing-column-type")].impact
     assert rewrite.startswith("rewrites public.legal_cases (")
     assert "~20k rows) under ACCESS EXCLUSIVE: blocks reads and writes for" in rewrite
@@ -101,36 +107,61 @@ def test_catalog_drops_false_positives_and_keeps_real_ones(shaped_db: str) -> No
     assert "under SHARE: blocks writes for" in index
 
 
-def test_lint_env_and_catalog_file_via_cli(project: Any, cli: Callable[..., Any],
-                                           tmp_path: Path) -> None:
+def test_lint_env_and_catalog_file_via_cli(
+    project: Any, cli: Callable[..., Any], tmp_path: Path
+) -> None:
     with psycopg.connect(project.dsns["dev"], autocommit=True) as c:
         c.execute(SCHEMA)
-    project.write("V1__shrink_court.sql",
-                  "ALTER TABLE legal_cases ALTER COLUMN court TYPE varchar(10);\n")
-    project.write("V2__widen_court.sql",
-                  "-- pgferry:ignore prefer-text-field -- fixed-width court codes\n"
-                  "ALTER TABLE legal_cases ALTER COLUMN title TYPE varchar(300);\n")
+    project.write(
+        "V1__shrink_court.sql", "ALTER TABLE legal_cases ALTER COLUMN court TYPE varchar(10);\n"
+    )
+    project.write(
+        "V2__widen_court.sql",
+        "-- pgferry:ignore prefer-text-field -- fixed-width court codes\n"
+        "ALTER TABLE legal_cases ALTER COLUMN title TYPE varchar(300);\n",
+    )
     snap_file = tmp_path / "prod-shape.json"
     cfg = str(project.config)
 
-    r = cli("--config", cfg, "lint", "--env", "dev", "--catalog", str(snap_file),
-            "--format", "json", cwd=project.root)
+    r = cli(
+        "--config",
+        cfg,
+        "lint",
+        "--env",
+        "dev",
+        "--catalog",
+        str(snap_file),
+        "--format",
+        "json",
+        cwd=project.root,
+    )
     assert r.code == 1, r.err
     out = json.loads(r.out)
     assert out["env"] == "dev" and out["files"] == 2
     assert [(Path(f["path"]).name, f["rule"]) for f in out["findings"]] == [
         ("V1__shrink_court.sql", "changing-column-type"),
-        ("V1__shrink_court.sql", "prefer-text-field")]
+        ("V1__shrink_court.sql", "prefer-text-field"),
+    ]
     assert "public.legal_cases (" in out["findings"][0]["impact"]
     assert out["suppressed"][0]["suppressed"] == "fixed-width court codes"
     assert json.loads(snap_file.read_text())["format"] == "pgferry-lint-catalog/1"
 
     # CI: the same answer from the snapshot file, without database credentials
-    r2 = cli("--config", cfg, "lint", "--catalog", str(snap_file), "--json",
-             str(project.migrations), cwd=project.root)
+    r2 = cli(
+        "--config",
+        cfg,
+        "lint",
+        "--catalog",
+        str(snap_file),
+        "--json",
+        str(project.migrations),
+        cwd=project.root,
+    )
     assert r2.code == 1
     assert [f["rule"] for f in json.loads(r2.out)["findings"]] == [
-        "changing-column-type", "prefer-text-field"]
+        "changing-column-type",
+        "prefer-text-field",
+    ]
 
     # dev is not protected: up runs despite the errors; then nothing is pending
     up = cli("--config", cfg, "migrate", "up", "--env", "dev", cwd=project.root)
@@ -141,10 +172,11 @@ def test_lint_env_and_catalog_file_via_cli(project: Any, cli: Callable[..., Any]
     assert "no pending migrations for dev" in r3.out
 
 
-def test_bad_catalog_file_is_bad_input(project: Any, cli: Callable[..., Any],
-                                       tmp_path: Path) -> None:
+def test_bad_catalog_file_is_bad_input(
+    project: Any, cli: Callable[..., Any], tmp_path: Path
+) -> None:
     bad = tmp_path / "x.json"
-    bad.write_text("{\"format\": \"something else\"}")
+    bad.write_text('{"format": "something else"}')
     project.write("V1__a.sql", "SELECT 1;\n")
     r = cli("--config", str(project.config), "lint", "--catalog", str(bad), cwd=project.root)
     assert r.code == 2
@@ -154,45 +186,69 @@ def test_bad_catalog_file_is_bad_input(project: Any, cli: Callable[..., Any],
 def test_partitioned_table_sizes_come_from_its_partitions(db: str) -> None:
     with psycopg.connect(db, autocommit=True) as c:
         c.execute("CREATE TABLE events (id bigint, at date NOT NULL) PARTITION BY RANGE (at)")
-        c.execute("CREATE TABLE events_2025 PARTITION OF events "
-                  "FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')")
-        c.execute("CREATE TABLE events_2026 PARTITION OF events "
-                  "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')")
-        c.execute("INSERT INTO events SELECT g, date '2025-01-01' + (g % 700) "
-                  "FROM generate_series(1, 30000) g")
+        c.execute(
+            "CREATE TABLE events_2025 PARTITION OF events "
+            "FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')"
+        )
+        c.execute(
+            "CREATE TABLE events_2026 PARTITION OF events "
+            "FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')"
+        )
+        c.execute(
+            "INSERT INTO events SELECT g, date '2025-01-01' + (g % 700) "
+            "FROM generate_series(1, 30000) g"
+        )
         c.execute("ANALYZE events")
     snap = take(db)
     parent = snap.tables["public.events"]
     assert parent.kind == "p"
     assert parent.heap_bytes > 0 and parent.rows == 30000
-    assert parent.total_bytes == sum(snap.tables[f"public.events_{y}"].total_bytes
-                                     for y in (2025, 2026))
-    [f] = [f for f in Linter(catalog=snap).lint_text(
-        "V1.sql", "CREATE INDEX events_at ON events (at);\n") if f.suppressed is None]
+    assert parent.total_bytes == sum(
+        snap.tables[f"public.events_{y}"].total_bytes for y in (2025, 2026)
+    )
+    [f] = [
+        f
+        for f in Linter(catalog=snap).lint_text(
+            "V1.sql", "CREATE INDEX events_at ON events (at);\n"
+        )
+        if f.suppressed is None
+    ]
     assert f.rule == "require-concurrent-index-creation"
     assert "CONCURRENTLY does not work on the parent" in f.message
     assert f.impact.startswith("builds an index on public.events (")
 
 
 def test_enum_labels_from_the_catalog(shaped_db: str) -> None:
-    sql = ("ALTER TYPE case_status ADD VALUE 'open';\n"
-           "ALTER TYPE case_status ADD VALUE IF NOT EXISTS 'stayed' BEFORE 'clsoed';\n"
-           "ALTER TYPE case_status ADD VALUE IF NOT EXISTS 'settled' AFTER 'open';\n")
-    found = [(f.line, f.message) for f in Linter(catalog=take(shaped_db)).lint_text("V.sql", sql)
-             if f.rule == "enum-label-mismatch"]
+    sql = (
+        "ALTER TYPE case_status ADD VALUE 'open';\n"
+        "ALTER TYPE case_status ADD VALUE IF NOT EXISTS 'stayed' BEFORE 'clsoed';\n"
+        "ALTER TYPE case_status ADD VALUE IF NOT EXISTS 'settled' AFTER 'open';\n"
+    )
+    found = [
+        (f.line, f.message)
+        for f in Linter(catalog=take(shaped_db)).lint_text("V.sql", sql)
+        if f.rule == "enum-label-mismatch"
+    ]
     assert found == [
         (1, "public.case_status already has label 'open': ADD VALUE fails (add IF NOT EXISTS)"),
-        (2, "public.case_status has no label 'clsoed' to add 'stayed' BEFORE "
-            "(labels: open, closed)")]
+        (
+            2,
+            "public.case_status has no label 'clsoed' to add 'stayed' BEFORE "
+            "(labels: open, closed)",
+        ),
+    ]
 
 
 def test_catalog_file_records_history_and_ci_skips_applied_files(
-        project: Any, cli: Callable[..., Any], tmp_path: Path) -> None:
+    project: Any, cli: Callable[..., Any], tmp_path: Path
+) -> None:
     """The CI recipe: `lint --env prod --catalog FILE` once, then `lint --catalog FILE`.
     The file carries the history, so CI skips V1 (applied) and knows leads is an old table
     with rows: V2's blocking index is reported, with its impact."""
-    project.write("V1__leads.sql", "CREATE TABLE leads (id bigint, region text);\n"
-                                   "CREATE INDEX leads_id ON leads (id);\n")
+    project.write(
+        "V1__leads.sql",
+        "CREATE TABLE leads (id bigint, region text);\nCREATE INDEX leads_id ON leads (id);\n",
+    )
     cfg = str(project.config)
     assert cli("--config", cfg, "migrate", "up", "--env", "dev", cwd=project.root).code == 0
     with psycopg.connect(project.dsns["dev"], autocommit=True) as c:
@@ -201,27 +257,50 @@ def test_catalog_file_records_history_and_ci_skips_applied_files(
     project.write("V2__leads_region.sql", "CREATE INDEX leads_region ON leads (region);\n")
     snap_file = tmp_path / "prod-shape.json"
 
-    r = cli("--config", cfg, "lint", "--env", "dev", "--catalog", str(snap_file),
-            "--format", "json", cwd=project.root)
+    r = cli(
+        "--config",
+        cfg,
+        "lint",
+        "--env",
+        "dev",
+        "--catalog",
+        str(snap_file),
+        "--format",
+        "json",
+        cwd=project.root,
+    )
     assert r.code == 1, r.err
     assert r.json["files"] == 1
     history = json.loads(snap_file.read_text())["history"]
     assert list(history["applied"]) == ["1"] and history["baseline"] is None
 
-    ci = cli("--config", cfg, "lint", "--catalog", str(snap_file), "--format", "json",
-             cwd=project.root)
+    ci = cli(
+        "--config", cfg, "lint", "--catalog", str(snap_file), "--format", "json", cwd=project.root
+    )
     assert ci.code == 1
     assert (ci.json["files"], ci.json["skipped"]) == (1, 1)
     [f] = ci.json["findings"]
-    assert (Path(f["path"]).name, f["rule"]) == ("V2__leads_region.sql",
-                                                 "require-concurrent-index-creation")
+    assert (Path(f["path"]).name, f["rule"]) == (
+        "V2__leads_region.sql",
+        "require-concurrent-index-creation",
+    )
     assert "~20k rows) under SHARE" in f["impact"]
     assert ci.json["findings"] == r.json["findings"]
 
-    every = cli("--config", cfg, "lint", "--catalog", str(snap_file), "--format", "json",
-                "--all", cwd=project.root)
+    every = cli(
+        "--config",
+        cfg,
+        "lint",
+        "--catalog",
+        str(snap_file),
+        "--format",
+        "json",
+        "--all",
+        cwd=project.root,
+    )
     assert (every.json["files"], every.json["skipped"]) == (2, 0)
     assert every.json["findings"] == ci.json["findings"]
-    env_all = cli("--config", cfg, "lint", "--env", "dev", "--all", "--format", "json",
-                  cwd=project.root)
+    env_all = cli(
+        "--config", cfg, "lint", "--env", "dev", "--all", "--format", "json", cwd=project.root
+    )
     assert env_all.json["files"] == 2 and env_all.json["findings"] == ci.json["findings"]

@@ -40,20 +40,26 @@ def vacuuming_server() -> Iterator[str]:
 
 def autovacuum_on(admin: str, table: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(admin, autocommit=True) as c:
-        return c.execute("SELECT pid FROM pg_stat_activity WHERE backend_type ="
-                         " 'autovacuum worker' AND query LIKE %s", [f"%{table}%"]).fetchall()
+        return c.execute(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type ="
+            " 'autovacuum worker' AND query LIKE %s",
+            [f"%{table}%"],
+        ).fetchall()
 
 
 def crawling_vacuum(admin: str, app: str, table: str) -> None:
     """Make autovacuum start on ``table`` and crawl (about 0.1 s per page)."""
     with psycopg.connect(app, autocommit=True) as c:
-        c.execute(sql.SQL(
-            "CREATE TABLE {t} (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);"
-            " INSERT INTO {t} SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;"
-            " UPDATE {t} SET v = v || 'y';"
-            " ALTER TABLE {t} SET (autovacuum_enabled = true, autovacuum_vacuum_threshold = 0,"
-            " autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_delay = 100,"
-            " autovacuum_vacuum_cost_limit = 1)").format(t=sql.Identifier(table)))
+        c.execute(
+            sql.SQL(
+                "CREATE TABLE {t} (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);"
+                " INSERT INTO {t} SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;"
+                " UPDATE {t} SET v = v || 'y';"
+                " ALTER TABLE {t} SET (autovacuum_enabled = true, autovacuum_vacuum_threshold = 0,"
+                " autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_delay = 100,"
+                " autovacuum_vacuum_cost_limit = 1)"
+            ).format(t=sql.Identifier(table))
+        )
     deadline = time.monotonic() + 60
     while not autovacuum_on(admin, table):
         assert time.monotonic() < deadline, "autovacuum never started"
@@ -62,8 +68,11 @@ def crawling_vacuum(admin: str, app: str, table: str) -> None:
 
 def project_on(tmp_path: Path, admin: str, retries: int) -> Project:
     dsn = embedded.role_dsn(admin, ROLE, "av")
-    return write_project(tmp_path / "p", {"dev": dsn},
-                         extra=f'[migrate]\nlock_timeout = "250ms"\nlock_retries = {retries}\n')
+    return write_project(
+        tmp_path / "p",
+        {"dev": dsn},
+        extra=f'[migrate]\nlock_timeout = "250ms"\nlock_retries = {retries}\n',
+    )
 
 
 def test_autovacuum_is_named_when_it_blocks(vacuuming_server: str, tmp_path: Path) -> None:
@@ -76,8 +85,9 @@ def test_autovacuum_is_named_when_it_blocks(vacuuming_server: str, tmp_path: Pat
     assert "an autovacuum worker" in r.err and "insufficient privilege" not in r.err
 
 
-def test_retry_waits_past_deadlock_timeout_for_autovacuum(vacuuming_server: str,
-                                                          tmp_path: Path) -> None:
+def test_retry_waits_past_deadlock_timeout_for_autovacuum(
+    vacuuming_server: str, tmp_path: Path
+) -> None:
     p = project_on(tmp_path, vacuuming_server, 2)
     crawling_vacuum(vacuuming_server, p.dsns["dev"], "busy")
     p.write("V1__alter.sql", "ALTER TABLE busy ADD COLUMN extra int;")

@@ -9,8 +9,10 @@ from tests.helpers import Project, Result
 
 Cli = Callable[..., Result]
 
-RAISE = ("DO $$ BEGIN RAISE EXCEPTION 'cannot go on' USING DETAIL = E'first line\\nsecond line',"
-         " HINT = 'do this instead'; END $$;\n")
+RAISE = (
+    "DO $$ BEGIN RAISE EXCEPTION 'cannot go on' USING DETAIL = E'first line\\nsecond line',"
+    " HINT = 'do this instead'; END $$;\n"
+)
 
 
 def test_detail_and_hint_each_on_its_own_line(project: Project, cli: Cli) -> None:

@@ -21,16 +21,19 @@ def test_history_ahead_of_the_files(project: Project, cli: Cli) -> None:
     project.write("V1__a.sql", "CREATE TABLE a ();")
     assert m("up").code == 0
     with psycopg.connect(dev, autocommit=True) as c:  # another branch applied V99 here
-        c.execute("INSERT INTO flyway_schema_history (installed_rank, version, description,"
-                  " type, script, checksum, installed_by, execution_time, success)"
-                  " VALUES (2, '99', 'later', 'SQL', 'V99__later.sql', 1, 'x', 1, true)")
+        c.execute(
+            "INSERT INTO flyway_schema_history (installed_rank, version, description,"
+            " type, script, checksum, installed_by, execution_time, success)"
+            " VALUES (2, '99', 'later', 'SQL', 'V99__later.sql', 1, 'x', 1, true)"
+        )
     project.write("V5__new.sql", "CREATE TABLE new ();")
     r = m("up", "--json")
     assert r.code == 1, r.err
     assert r.err.strip() == (
         "error: the history of dev is ahead of the files: 5 (V5__new.sql) is not applied and "
         "below its current version 99, so nothing was run; apply it anyway with "
-        "--out-of-order (Flyway's outOfOrder), or renumber above 99")
+        "--out-of-order (Flyway's outOfOrder), or renumber above 99"
+    )
     assert r.json["details"]["versions"] == ["5"]
     r = m("validate")
     assert r.code == 1 and "5 V5__new.sql: not applied and below the current version 99" in r.out

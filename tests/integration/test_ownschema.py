@@ -51,8 +51,15 @@ INSERT INTO pgferry.sync_state (source, table_name, strategy, watermark)
 INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data, error)
     VALUES ('r1', 'qa', 'public.t', '{"id": 1}', '{"id": 1}', 'bad value');
 """
-V1_TABLES = ["dead_letters", "before_images", "journal_log", "migration_progress",
-             "schema_fingerprint", "schema_version", "sync_state"]
+V1_TABLES = [
+    "dead_letters",
+    "before_images",
+    "journal_log",
+    "migration_progress",
+    "schema_fingerprint",
+    "schema_version",
+    "sync_state",
+]
 #: every table of the newest version (2 adds the backfills' checkpoints and before-images,
 #: 3 the index definitions a sync set aside)
 TABLES = [*V1_TABLES, "backfill_images", "backfill_state", "set_aside"]
@@ -60,26 +67,39 @@ NEWEST = [(s.version, s.description) for s in STEPS]
 
 
 def _tables(dsn: str) -> list[str]:
-    return [r[0] for r in q(dsn, "SELECT relname::text FROM pg_class c JOIN pg_namespace n"
-                                 " ON n.oid = c.relnamespace WHERE n.nspname = 'pgferry'"
-                                 " AND c.relkind = 'r' ORDER BY 1")]
+    return [
+        r[0]
+        for r in q(
+            dsn,
+            "SELECT relname::text FROM pg_class c JOIN pg_namespace n"
+            " ON n.oid = c.relnamespace WHERE n.nspname = 'pgferry'"
+            " AND c.relkind = 'r' ORDER BY 1",
+        )
+    ]
 
 
 def test_an_earlier_schema_is_upgraded_in_place_and_keeps_its_data(
-        db: str, tmp_path: Path, cli: Cli) -> None:
+    db: str, tmp_path: Path, cli: Cli
+) -> None:
     q(db, EARLIER)
     p = write_project(tmp_path / "p", {"dev": db})
     p.write("V1__t.sql", "CREATE TABLE t (id bigint PRIMARY KEY);\n")
     r = run(cli, p, "migrate", "up", "-e", "dev")
     assert r.code == 0, r.err
     assert sorted(_tables(db)) == sorted(TABLES)
-    assert q(db, "SELECT version, pgferry, installed_by FROM pgferry.schema_version"
-                 " ORDER BY 1") == [(1, __version__, "pgferry_test"),
-                                    (2, __version__, "pgferry_test"),
-                                    (3, __version__, "pgferry_test")]
+    assert q(
+        db, "SELECT version, pgferry, installed_by FROM pgferry.schema_version ORDER BY 1"
+    ) == [
+        (1, __version__, "pgferry_test"),
+        (2, __version__, "pgferry_test"),
+        (3, __version__, "pgferry_test"),
+    ]
     # the earlier journal's runs come first, in order, then the new one
     assert q(db, "SELECT command, outcome, error FROM pgferry.journal ORDER BY id") == [
-        ("migrate up", "ok", None), ("sync", "failed", "boom"), ("migrate up", "ok", None)]
+        ("migrate up", "ok", None),
+        ("sync", "failed", "boom"),
+        ("migrate up", "ok", None),
+    ]
     assert q(db, "SELECT source, watermark FROM pgferry.sync_state") == [("qa", "2026-01-02")]
     assert q(db, "SELECT error FROM pgferry.dead_letters") == [("bad value",)]
     assert run(cli, p, "journal", "verify", "-e", "dev").code == 0
@@ -103,13 +123,14 @@ def test_steps_apply_in_order_once_and_never_backwards(db: str) -> None:
         assert ownschema.ensure(c, LATER[:1]) == []  # an older pgferry: version 1 only
         assert ownschema.state(c).recorded == 1
         assert q(db, "SELECT to_regclass('pgferry.backfill_state')") == [(None,)]
-        assert ownschema.ensure(c, LATER[:N + 1]) == []
+        assert ownschema.ensure(c, LATER[: N + 1]) == []
         assert ownschema.state(c).recorded == N + 1
         assert ownschema.ensure(c, LATER) == []
         assert ownschema.ensure(c, LATER) == []  # current: nothing runs again
         assert c.execute("SELECT step FROM pgferry.t2 ORDER BY 1").fetchall() == [(2,), (3,)]
-        assert c.execute("SELECT version, description FROM pgferry.schema_version"
-                         " ORDER BY 1").fetchall() == [(s.version, s.description) for s in LATER]
+        assert c.execute(
+            "SELECT version, description FROM pgferry.schema_version ORDER BY 1"
+        ).fetchall() == [(s.version, s.description) for s in LATER]
         # an older pgferry meeting the newer schema leaves it as it is
         assert ownschema.ensure(c, STEPS) == []
         assert ownschema.state(c).recorded == N + 2
@@ -134,8 +155,14 @@ journal.append(Target("dev", sys.argv[1]), "race", outcome="ok")
 
 def _waiters(dsn: str) -> int:
     """Sessions waiting for pgferry's schema lock (as the server shows them)."""
-    return int(q(dsn, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
-                      " AND NOT granted AND objid = %s", [CHAIN_LOCK])[0][0])
+    return int(
+        q(
+            dsn,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            " AND NOT granted AND objid = %s",
+            [CHAIN_LOCK],
+        )[0][0]
+    )
 
 
 @pytest.mark.parametrize("earlier", [False, True])
@@ -144,12 +171,20 @@ def test_two_processes_upgrading_at_once(db: str, earlier: bool) -> None:
         q(db, EARLIER)
     with psycopg.connect(db, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", [CHAIN_LOCK])
-        procs = [subprocess.Popen([sys.executable, "-c", RACER, db], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", RACER, db],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
         deadline = time.monotonic() + 60
         while _waiters(db) < 2:  # both are past their fast path, queued on the lock
             assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
-                p.communicate() for p in procs]
+                p.communicate() for p in procs
+            ]
             time.sleep(0.02)
         holder.execute("SELECT pg_advisory_unlock(%s)", [CHAIN_LOCK])
     for p in procs:
@@ -171,22 +206,29 @@ def writer(pg_admin_dsn: str, db: str) -> str:
     with psycopg.connect(db, autocommit=True) as c:
         ownschema.ensure(c)
         dbname = c.info.dbname
-        c.execute(psql.SQL("GRANT CONNECT ON DATABASE {} TO pgferry_writer").format(
-            psql.Identifier(dbname)))
-        c.execute("GRANT USAGE ON SCHEMA pgferry TO pgferry_writer;"
-                  " GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA pgferry TO pgferry_writer;"
-                  " GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgferry TO pgferry_writer")
+        c.execute(
+            psql.SQL("GRANT CONNECT ON DATABASE {} TO pgferry_writer").format(
+                psql.Identifier(dbname)
+            )
+        )
+        c.execute(
+            "GRANT USAGE ON SCHEMA pgferry TO pgferry_writer;"
+            " GRANT SELECT, INSERT ON ALL TABLES IN SCHEMA pgferry TO pgferry_writer;"
+            " GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA pgferry TO pgferry_writer"
+        )
     return embedded.role_dsn(pg_admin_dsn, "pgferry_writer", dbname)
 
 
-def test_a_role_that_does_not_own_the_schema(db: str, writer: str,
-                                             make_db: Callable[..., str]) -> None:
+def test_a_role_that_does_not_own_the_schema(
+    db: str, writer: str, make_db: Callable[..., str]
+) -> None:
     from pgferry import journal
     from pgferry.pg.connect import Target
 
     journal.append(Target("dev", writer), "as writer", outcome="ok")
     assert q(db, "SELECT command, db_role FROM pgferry.journal") == [
-        ("as writer", "pgferry_writer")]
+        ("as writer", "pgferry_writer")
+    ]
     # an unversioned schema that holds all of the newest version counts as that version
     q(db, "DROP TABLE pgferry.schema_version")
     journal.append(Target("dev", writer), "again", outcome="ok")

@@ -37,8 +37,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def service(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[tuple[Project, Server, dict[str, str]]]:
+def service(
+    make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Project, Server, dict[str, str]]]:
     from pgferry.commands import migrate_run
     from pgferry.config import load_config
 
@@ -48,8 +49,9 @@ def service(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPat
     for env in ("dev", "prod", "qa"):
         migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
     seed(p.dsns["dev"], 500)
-    toks = tokens(p, viewer="viewer", alice="approver", bob="approver", olga="operator",
-                  root="admin")
+    toks = tokens(
+        p, viewer="viewer", alice="approver", bob="approver", olga="operator", root="admin"
+    )
     srv = Server(p).start()
     try:
         yield p, srv, toks
@@ -69,10 +71,13 @@ def tok(service: tuple[Project, Server, dict[str, str]]) -> dict[str, str]:
 
 def _journal(p: Project) -> list[dict[str, Any]]:
     with psycopg.connect(p.dsns["control"], autocommit=True) as c:
-        cur = c.execute("SELECT command, outcome, arguments, details FROM pgferry.journal"
-                        " ORDER BY id")
-        return [dict(zip(["command", "outcome", "arguments", "details"], r, strict=True))
-                for r in cur.fetchall()]
+        cur = c.execute(
+            "SELECT command, outcome, arguments, details FROM pgferry.journal ORDER BY id"
+        )
+        return [
+            dict(zip(["command", "outcome", "arguments", "details"], r, strict=True))
+            for r in cur.fetchall()
+        ]
 
 
 def test_liveness_needs_no_token_and_unknown_paths_are_json_404(srv: Server) -> None:
@@ -86,13 +91,15 @@ def test_liveness_needs_no_token_and_unknown_paths_are_json_404(srv: Server) -> 
 
 
 def test_tokens_roles_and_refusals_are_json_and_journaled(
-        service: tuple[Project, Server, dict[str, str]]) -> None:
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
     p, srv, tok = service
     anon = srv.client()
     r = anon.get("/api/runs")
     assert r.status_code == 401 and r.json()["error"] == "AuthError"
-    r = srv.client(tok["viewer"]).post("/api/admin/environment-sync", json={
-        "mode": "verify", "source": "dev", "target": "prod"})
+    r = srv.client(tok["viewer"]).post(
+        "/api/admin/environment-sync", json={"mode": "verify", "source": "dev", "target": "prod"}
+    )
     assert r.status_code == 403 and "viewer" in r.json()["message"]
     rows = _journal(p)
     refused = [x for x in rows if x["command"] in ("http 401", "http 403")]
@@ -103,14 +110,19 @@ def test_tokens_roles_and_refusals_are_json_and_journaled(
 
 def test_validation_errors_are_422_naming_the_field(srv: Server, tok: dict[str, str]) -> None:
     c = srv.client(tok["olga"])
-    r = c.post("/api/admin/environment-sync", content=b'{"mode": "full", "source": ',
-               headers={"content-type": "application/json"})
+    r = c.post(
+        "/api/admin/environment-sync",
+        content=b'{"mode": "full", "source": ',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422 and r.json()["field"] == "body", r.text
-    r = c.post("/api/admin/environment-sync",
-               json={"mode": "sideways", "source": "dev", "target": "prod"})
+    r = c.post(
+        "/api/admin/environment-sync", json={"mode": "sideways", "source": "dev", "target": "prod"}
+    )
     assert r.status_code == 422 and r.json()["field"] == "mode", r.text
-    r = c.post("/api/admin/environment-sync",
-               json={"mode": "full", "source": "dev", "target": "staging"})
+    r = c.post(
+        "/api/admin/environment-sync", json={"mode": "full", "source": "dev", "target": "staging"}
+    )
     assert r.status_code == 422 and r.json()["field"] == "target", r.text
     assert "staging" in r.json()["message"]
     r = c.post("/api/runs", json={"kind": "sync", "arguments": {"source": "dev"}})
@@ -118,12 +130,12 @@ def test_validation_errors_are_422_naming_the_field(srv: Server, tok: dict[str, 
 
 
 def test_same_idempotency_key_is_one_run_and_another_body_is_422(
-        srv: Server, tok: dict[str, str]) -> None:
+    srv: Server, tok: dict[str, str]
+) -> None:
     c = srv.client(tok["olga"])
     body = {"mode": "verify", "source": "dev", "target": "prod", "tables": ["public.items"]}
     h = {"Idempotency-Key": "verify-once-1"}
-    first, second = (c.post("/api/admin/environment-sync", json=body, headers=h)
-                     for _ in range(2))
+    first, second = (c.post("/api/admin/environment-sync", json=body, headers=h) for _ in range(2))
     assert first.status_code == second.status_code == 202
     assert first.json()["id"] == second.json()["id"]
     assert second.headers.get("Idempotent-Replayed") == "true"
@@ -136,7 +148,8 @@ def test_same_idempotency_key_is_one_run_and_another_body_is_422(
 
 
 def test_four_eyes_requester_403_plan_changed_409_then_approved_run(
-        service: tuple[Project, Server, dict[str, str]]) -> None:
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
     p, srv, tok = service
     alice, bob = srv.client(tok["alice"]), srv.client(tok["bob"])
     p.write("V2__note.sql", "ALTER TABLE items ADD COLUMN note text;\n")
@@ -167,23 +180,29 @@ def test_four_eyes_requester_403_plan_changed_409_then_approved_run(
     audit = [x for x in _journal(p) if x["command"] == "approve"]
     assert [x["outcome"] for x in audit[-2:]] == ["refused", "ok"]
     # prod's own journal: the migration, and on whose word it ran
-    with psycopg.connect(p.dsns["prod"].replace(f" password={SECRET}", ""),
-                         autocommit=True) as conn:
-        rows = conn.execute("SELECT command, outcome, arguments FROM pgferry.journal"
-                            " WHERE command IN ('migrate up', 'service run') AND"
-                            " (arguments->>'run' = %s OR command = 'migrate up')"
-                            " ORDER BY id DESC LIMIT 2", [rid]).fetchall()
+    with psycopg.connect(
+        p.dsns["prod"].replace(f" password={SECRET}", ""), autocommit=True
+    ) as conn:
+        rows = conn.execute(
+            "SELECT command, outcome, arguments FROM pgferry.journal"
+            " WHERE command IN ('migrate up', 'service run') AND"
+            " (arguments->>'run' = %s OR command = 'migrate up')"
+            " ORDER BY id DESC LIMIT 2",
+            [rid],
+        ).fetchall()
     assert [(c, o) for c, o, _ in rows] == [("service run", "ok"), ("migrate up", "ok")]
     assert rows[0][2]["requested_by"] == "alice" and rows[0][2]["approved_by"] == "bob"
 
 
 def test_approved_sync_into_prod_streams_its_events_replayed_from_the_start(
-        service: tuple[Project, Server, dict[str, str]]) -> None:
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
     p, srv, tok = service
     olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
-    r = olga.post("/api/admin/environment-sync", json={
-        "mode": "incremental", "source": "dev", "target": "prod",
-        "tables": ["public.items"]})
+    r = olga.post(
+        "/api/admin/environment-sync",
+        json={"mode": "incremental", "source": "dev", "target": "prod", "tables": ["public.items"]},
+    )
     assert r.status_code == 202, r.text
     run = r.json()["run"]
     assert run["state"] == "awaiting_approval"
@@ -198,8 +217,13 @@ def test_approved_sync_into_prod_streams_its_events_replayed_from_the_start(
     assert names[-1] == "batch:complete" and set(names[:-1]) == {"batch:progress"}
     types = [d["type"] for _, d in events]
     assert types[0] == "run_step"  # replayed from the start: awaiting approval first
-    assert {"run_started", "table_started", "batch_written", "table_finished",
-            "run_finished"} <= set(types)
+    assert {
+        "run_started",
+        "table_started",
+        "batch_written",
+        "table_finished",
+        "run_finished",
+    } <= set(types)
     percents = [d["percent"] for _, d in events if "percent" in d]  # for progress bars
     assert percents == sorted(percents) and percents[-1] == 100.0 and 0 < len(percents)
     with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
@@ -209,8 +233,10 @@ def test_approved_sync_into_prod_streams_its_events_replayed_from_the_start(
 def test_rejection_keeps_its_reason(srv: Server, tok: dict[str, str]) -> None:
     olga, alice = srv.client(tok["olga"]), srv.client(tok["alice"])
     # (a waiting run: a full sync into protected prod)
-    r = olga.post("/api/runs", json={"kind": "sync", "arguments": {
-        "source": "dev", "target": "prod", "mode": "full"}})
+    r = olga.post(
+        "/api/runs",
+        json={"kind": "sync", "arguments": {"source": "dev", "target": "prod", "mode": "full"}},
+    )
     assert r.status_code == 202, r.text
     rid = r.json()["id"]
     assert r.json()["state"] == "awaiting_approval"
@@ -225,20 +251,29 @@ def test_rejection_keeps_its_reason(srv: Server, tok: dict[str, str]) -> None:
 
 def test_cancel_a_waiting_run_and_retry_a_failed_one(srv: Server, tok: dict[str, str]) -> None:
     olga = srv.client(tok["olga"])
-    r = olga.post("/api/runs", json={"kind": "backup_restore",
-                                     "arguments": {"env": "prod", "backup_id": "latest"}})
+    r = olga.post(
+        "/api/runs",
+        json={"kind": "backup_restore", "arguments": {"env": "prod", "backup_id": "latest"}},
+    )
     assert r.status_code in (400, 422), r.text  # no backup of prod yet: said before queueing
     # (a waiting run: a full sync into protected prod)
-    r = olga.post("/api/runs", json={"kind": "sync", "arguments": {
-        "source": "dev", "target": "prod", "mode": "full"}})
+    r = olga.post(
+        "/api/runs",
+        json={"kind": "sync", "arguments": {"source": "dev", "target": "prod", "mode": "full"}},
+    )
     assert r.status_code == 202, r.text
     rid = r.json()["id"]
     r = olga.post(f"/api/runs/{rid}/cancel")
     assert r.status_code == 200 and r.json()["run"]["state"] == "cancelled"
     assert olga.post(f"/api/runs/{rid}/cancel").status_code == 409
     # a run that fails for good: verify of a table dev does not have
-    r = olga.post("/api/runs", json={"kind": "verify", "arguments": {
-        "source": "dev", "target": "prod", "tables": ["public.nope"]}})
+    r = olga.post(
+        "/api/runs",
+        json={
+            "kind": "verify",
+            "arguments": {"source": "dev", "target": "prod", "tables": ["public.nope"]},
+        },
+    )
     failed = wait_run(olga, r.json()["id"])
     assert failed["state"] == "failed" and failed["error"]
     dead = olga.get("/api/dead-letters").json()["runs"]
@@ -252,23 +287,30 @@ def test_cancel_a_waiting_run_and_retry_a_failed_one(srv: Server, tok: dict[str,
 def test_environments_and_reads_hold_no_password(srv: Server, tok: dict[str, str]) -> None:
     c = srv.client(tok["viewer"])
     envs = c.get("/api/environments").json()["environments"]
-    assert {e["name"]: e["protected"] for e in envs} == {"dev": False, "prod": True,
-                                                         "qa": False}
+    assert {e["name"]: e["protected"] for e in envs} == {"dev": False, "prod": True, "qa": False}
     assert all(e["breaker"]["state"] == "closed" for e in envs)
     assert next(e for e in envs if e["name"] == "prod")["production"] is True
-    for path in ("/api/environments", "/api/migrations?env=prod", "/api/backups?env=prod",
-                 "/api/journal?env=prod", "/api/runs", "/api/audit"):
+    for path in (
+        "/api/environments",
+        "/api/migrations?env=prod",
+        "/api/backups?env=prod",
+        "/api/journal?env=prod",
+        "/api/runs",
+        "/api/audit",
+    ):
         r = c.get(path)
         assert r.status_code == 200, (path, r.text)
         assert SECRET not in r.text, path
     assert c.get("/api/migrations?env=prod").json()["env"] == "prod"
 
 
-def test_metrics_need_a_token_and_expose_health_and_runs(srv: Server, tok: dict[str, str]
-                                                         ) -> None:
+def test_metrics_need_a_token_and_expose_health_and_runs(srv: Server, tok: dict[str, str]) -> None:
     assert srv.client().get("/metrics").status_code == 401
-    r = srv.client(tok["olga"]).post("/api/runs", params={"wait": 60}, json={
-        "kind": "verify", "arguments": {"source": "dev", "target": "qa"}})
+    r = srv.client(tok["olga"]).post(
+        "/api/runs",
+        params={"wait": 60},
+        json={"kind": "verify", "arguments": {"source": "dev", "target": "qa"}},
+    )
     assert r.status_code == 200 and r.json()["run"]["state"] == "problem", r.text
     text = srv.client(tok["viewer"]).get("/metrics").text
     assert 'pgferry_health_status{env="prod"}' in text
@@ -279,8 +321,9 @@ def test_metrics_need_a_token_and_expose_health_and_runs(srv: Server, tok: dict[
 def _sessions(admin: str, dbname: str) -> int:
     with psycopg.connect(admin, autocommit=True) as c:
         c.execute("SELECT pg_stat_force_next_flush()")
-        row = c.execute("SELECT sessions FROM pg_stat_database WHERE datname = %s",
-                        [dbname]).fetchone()
+        row = c.execute(
+            "SELECT sessions FROM pg_stat_database WHERE datname = %s", [dbname]
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -290,7 +333,8 @@ def _db(dsn: str) -> str:
 
 
 def test_200_concurrent_production_health_cost_one_health_run(
-        service: tuple[Project, Server, dict[str, str]], pg_admin_dsn: str) -> None:
+    service: tuple[Project, Server, dict[str, str]], pg_admin_dsn: str
+) -> None:
     """Counted on the server: pg_stat_database.sessions of the environment's database. One
     health run opens a known number of sessions (measured on dev, cold); 200 concurrent
     requests on qa's cold cache must open no more than that (the cache interval is 60 s).
@@ -310,11 +354,15 @@ def test_200_concurrent_production_health_cost_one_health_run(
     assert one_run >= 1
 
     async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=srv.url, timeout=60, headers={
-                "Authorization": f"Bearer {tok['viewer']}"},
-                limits=httpx.Limits(max_connections=200)) as ac:
-            return await asyncio.gather(*(ac.get("/api/admin/production-health",
-                                                 params={"env": "qa"}) for _ in range(200)))
+        async with httpx.AsyncClient(
+            base_url=srv.url,
+            timeout=60,
+            headers={"Authorization": f"Bearer {tok['viewer']}"},
+            limits=httpx.Limits(max_connections=200),
+        ) as ac:
+            return await asyncio.gather(
+                *(ac.get("/api/admin/production-health", params={"env": "qa"}) for _ in range(200))
+            )
 
     before = settle(prod)
     answers = asyncio.run(burst())
@@ -326,8 +374,9 @@ def test_200_concurrent_production_health_cost_one_health_run(
     assert settle(prod) - before <= one_run
 
 
-def test_token_management_by_admin_only(service: tuple[Project, Server, dict[str, str]],
-                                        tmp_path: Path) -> None:
+def test_token_management_by_admin_only(
+    service: tuple[Project, Server, dict[str, str]], tmp_path: Path
+) -> None:
     p, srv, tok = service
     assert srv.client(tok["alice"]).get("/api/tokens").status_code == 403
     root = srv.client(tok["root"])
@@ -349,14 +398,16 @@ def test_token_management_by_admin_only(service: tuple[Project, Server, dict[str
     assert r.code == 0 and "pgf_" not in r.out
 
 
-def test_no_secret_in_any_answer_event_or_log(service: tuple[Project, Server, dict[str, str]]
-                                              ) -> None:
+def test_no_secret_in_any_answer_event_or_log(
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
     p, srv, tok = service
     c = srv.client(tok["viewer"])
     for run in c.get("/api/runs", params={"limit": 500}).json()["runs"]:
         assert SECRET not in c.get(f"/api/runs/{run['id']}").text
     with psycopg.connect(p.dsns["control"], autocommit=True) as conn:
-        stored = conn.execute("SELECT string_agg(data::text, '') FROM"
-                              " pgferry_control.run_events").fetchone()
+        stored = conn.execute(
+            "SELECT string_agg(data::text, '') FROM pgferry_control.run_events"
+        ).fetchone()
     assert stored is not None and SECRET not in (stored[0] or "")
     assert SECRET not in srv.log()

@@ -30,23 +30,31 @@ def _project(tmp_path: Path, make_db: Any, extra: str = "") -> Any:
 
 def _events(p: Any, run_id: str) -> list[dict[str, Any]]:
     with psycopg.connect(p.dsns["control"], autocommit=True) as c:
-        return [r[0] for r in c.execute("SELECT data FROM pgferry_control.run_events"
-                                        " WHERE run_id = %s ORDER BY seq", [run_id])]
+        return [
+            r[0]
+            for r in c.execute(
+                "SELECT data FROM pgferry_control.run_events WHERE run_id = %s ORDER BY seq",
+                [run_id],
+            )
+        ]
 
 
 def _copying(p: Any) -> bool:
     """Rows are going into prod's items (an empty table is loaded by one COPY, whose
     batches are counted when it ends)."""
     with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
-        row = c.execute("SELECT count(*) FROM pg_stat_progress_copy"
-                        " WHERE relid = 'items'::regclass AND tuples_processed > 0").fetchone()
+        row = c.execute(
+            "SELECT count(*) FROM pg_stat_progress_copy"
+            " WHERE relid = 'items'::regclass AND tuples_processed > 0"
+        ).fetchone()
     return bool(row and row[0])
 
 
 def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
-        tmp_path: Path, make_db: Any) -> None:
+    tmp_path: Path, make_db: Any
+) -> None:
     # prod unprotected here: the run starts without an approval (four eyes: test_service_api)
-    p = _project(tmp_path, make_db, '\n[sync]\nbatch_size = 100\njobs = 1\n')
+    p = _project(tmp_path, make_db, "\n[sync]\nbatch_size = 100\njobs = 1\n")
     text = p.config.read_text().replace("protected = true\n", "")
     p.config.write_text(text)
     n = 150_000
@@ -54,18 +62,22 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
     # prod's rows go in slowly while slow_load holds a row: the kill always meets the load
     # (a fast machine once finished the whole table first); the restarted run goes at speed
     with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
-        conn.execute("CREATE TABLE slow_load (on_ bool); INSERT INTO slow_load VALUES (true);"
-                     " CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                     " IF EXISTS (SELECT FROM slow_load) THEN PERFORM pg_sleep(0.002); END IF;"
-                     " RETURN NEW; END $$;"
-                     " CREATE TRIGGER slow BEFORE INSERT ON items FOR EACH ROW"
-                     " EXECUTE FUNCTION slow()")
+        conn.execute(
+            "CREATE TABLE slow_load (on_ bool); INSERT INTO slow_load VALUES (true);"
+            " CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF EXISTS (SELECT FROM slow_load) THEN PERFORM pg_sleep(0.002); END IF;"
+            " RETURN NEW; END $$;"
+            " CREATE TRIGGER slow BEFORE INSERT ON items FOR EACH ROW"
+            " EXECUTE FUNCTION slow()"
+        )
     tok = tokens(p, olga="operator")
     srv = Server(p).start()
     try:
         c = srv.client(tok["olga"])
-        r = c.post("/api/admin/environment-sync", json={
-            "mode": "full", "source": "dev", "target": "prod", "tables": ["public.items"]})
+        r = c.post(
+            "/api/admin/environment-sync",
+            json={"mode": "full", "source": "dev", "target": "prod", "tables": ["public.items"]},
+        )
         assert r.status_code == 202, r.text
         rid = r.json()["id"]
         deadline = time.monotonic() + 60
@@ -77,8 +89,9 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
             raise AssertionError("the sync never wrote a batch")
         srv.kill()
         with psycopg.connect(p.dsns["control"], autocommit=True) as conn:
-            state = conn.execute("SELECT state FROM pgferry_control.runs WHERE id = %s",
-                                 [rid]).fetchone()
+            state = conn.execute(
+                "SELECT state FROM pgferry_control.runs WHERE id = %s", [rid]
+            ).fetchone()
         assert state == ("running",)
     finally:
         srv.stop()
@@ -97,17 +110,18 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
         again.stop()
     with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
         count, distinct, total = conn.execute(
-            "SELECT count(*), count(DISTINCT id), sum(id) FROM items").fetchone() or (0, 0, 0)
-        journal = conn.execute("SELECT outcome FROM pgferry.journal WHERE command = 'sync'"
-                               " ORDER BY id").fetchall()
+            "SELECT count(*), count(DISTINCT id), sum(id) FROM items"
+        ).fetchone() or (0, 0, 0)
+        journal = conn.execute(
+            "SELECT outcome FROM pgferry.journal WHERE command = 'sync' ORDER BY id"
+        ).fetchall()
     assert count == distinct == n and total == n * (n + 1) // 2
     # the killed attempt is in prod's journal as a run that died, then the one that ended
     assert [o for (o,) in journal][-1] == "ok"
     assert len(journal) == 2
 
 
-def test_failed_token_checks_are_rate_limited_per_address(tmp_path: Path, make_db: Any
-                                                         ) -> None:
+def test_failed_token_checks_are_rate_limited_per_address(tmp_path: Path, make_db: Any) -> None:
     p = _project(tmp_path, make_db)
     tok = tokens(p, viewer="viewer")
     srv = Server(p, args=("--no-worker",)).start()
@@ -133,13 +147,22 @@ def test_cancel_a_running_sync_stops_it_at_its_next_event(tmp_path: Path, make_d
     srv = Server(p).start()
     try:
         c = srv.client(tok["olga"])
-        r = c.post("/api/admin/environment-sync", json={
-            "mode": "incremental", "source": "dev", "target": "prod",
-            "tables": ["public.items"]})
+        r = c.post(
+            "/api/admin/environment-sync",
+            json={
+                "mode": "incremental",
+                "source": "dev",
+                "target": "prod",
+                "tables": ["public.items"],
+            },
+        )
         rid = r.json()["id"]
-        wait_for(p.dsns["prod"], "SELECT count(*) > 0 FROM pg_stat_activity WHERE"
-                 " datname = current_database() AND wait_event = 'advisory'",
-                 what="the sync waiting on the other one")
+        wait_for(
+            p.dsns["prod"],
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE"
+            " datname = current_database() AND wait_event = 'advisory'",
+            what="the sync waiting on the other one",
+        )
         r = c.post(f"/api/runs/{rid}/cancel")
         assert r.status_code == 200 and r.json()["run"]["cancel_requested"] is True, r.text
         assert r.json()["run"]["state"] == "running"
@@ -151,13 +174,13 @@ def test_cancel_a_running_sync_stops_it_at_its_next_event(tmp_path: Path, make_d
     assert run["state"] == "cancelled" and run["error"] == "cancelled", run
     with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
-        rows = conn.execute("SELECT outcome FROM pgferry.journal WHERE command = 'sync'"
-                            ).fetchall()
+        rows = conn.execute("SELECT outcome FROM pgferry.journal WHERE command = 'sync'").fetchall()
     assert ("ok",) not in rows
 
 
 def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
-        tmp_path: Path, make_db: Any) -> None:
+    tmp_path: Path, make_db: Any
+) -> None:
     p = _project(tmp_path, make_db)
     p.config.write_text(p.config.read_text().replace("protected = true\n", ""))
     seed(p.dsns["dev"], 200)
@@ -169,15 +192,18 @@ def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
     srv = Server(p).start()
     try:
         c = srv.client(tok["olga"])
-        r = c.post("/api/releases", json={"env": "prod", "source": "dev",
-                                          "tables": ["public.items"]})
+        r = c.post(
+            "/api/releases", json={"env": "prod", "source": "dev", "tables": ["public.items"]}
+        )
         assert r.status_code == 202 and r.json()["state"] == "queued", r.text
         rid = r.json()["id"]
         deadline = time.monotonic() + 60
-        while not any(e.get("step") == "sync" and e.get("state") == "running"
-                      for e in _events(p, rid)):
+        while not any(
+            e.get("step") == "sync" and e.get("state") == "running" for e in _events(p, rid)
+        ):
             assert time.monotonic() < deadline, [
-                (e["type"], e.get("message")) for e in _events(p, rid)]
+                (e["type"], e.get("message")) for e in _events(p, rid)
+            ]
             time.sleep(0.1)
         srv.kill()
     finally:
@@ -196,5 +222,6 @@ def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
     assert len(list((p.root / "backups" / "prod").iterdir())) == 1  # one pre-release backup
     with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM items").fetchone() == (200,)
-        assert conn.execute("SELECT count(*) FROM flyway_schema_history"
-                            " WHERE version = '2' AND success").fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*) FROM flyway_schema_history WHERE version = '2' AND success"
+        ).fetchone() == (1,)

@@ -44,8 +44,9 @@ retry = "1s"
 
 
 @pytest.fixture(scope="module")
-def service(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
-            ) -> Iterator[tuple[Project, Server, dict[str, str]]]:
+def service(
+    make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Project, Server, dict[str, str]]]:
     from pgferry.commands import migrate_run
     from pgferry.config import load_config
 
@@ -75,11 +76,13 @@ def _at(text: str) -> datetime:
 
 
 def test_backup_of_production_runs_at_once_streams_and_is_listed(
-        service: tuple[Project, Server, dict[str, str]]) -> None:
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
     _, srv, tok = service
     olga = srv.client(tok["olga"])
-    r = olga.post("/api/runs", json={"kind": "backup_create",
-                                     "arguments": {"env": "prod", "tag": "api"}})
+    r = olga.post(
+        "/api/runs", json={"kind": "backup_create", "arguments": {"env": "prod", "tag": "api"}}
+    )
     assert r.status_code == 202 and r.json()["state"] in ("queued", "running"), r.text
     rid = r.json()["id"]
     assert r.json()["links"]["events"] == f"/api/runs/{rid}/events"
@@ -94,11 +97,16 @@ def test_backup_of_production_runs_at_once_streams_and_is_listed(
 
 
 def test_runs_on_one_environment_never_overlap(
-        service: tuple[Project, Server, dict[str, str]]) -> None:
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
     _, srv, tok = service
     olga = srv.client(tok["olga"])
-    ids = [olga.post("/api/runs", json={"kind": "backup_create", "arguments": {"env": "dev"}}
-                     ).json()["id"] for _ in range(3)]
+    ids = [
+        olga.post("/api/runs", json={"kind": "backup_create", "arguments": {"env": "dev"}}).json()[
+            "id"
+        ]
+        for _ in range(3)
+    ]
     done = [wait_run(olga, i) for i in ids]
     assert all(d["state"] == "succeeded" for d in done), done
     spans = sorted((_at(d["started_at"]), _at(d["finished_at"])) for d in done)
@@ -107,22 +115,36 @@ def test_runs_on_one_environment_never_overlap(
 
 
 def test_a_blackout_window_refuses_a_write_at_once_and_journals_it(
-        service: tuple[Project, Server, dict[str, str]]) -> None:
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
     p, srv, tok = service
     olga = srv.client(tok["olga"])
-    r = olga.post("/api/admin/environment-sync", json={
-        "mode": "full", "source": "dev", "target": "qa"})
+    r = olga.post(
+        "/api/admin/environment-sync", json={"mode": "full", "source": "dev", "target": "qa"}
+    )
     assert r.status_code == 403 and "blackout" in r.json()["message"], r.text
-    assert olga.post("/api/admin/environment-sync", json={  # reading is fine
-        "mode": "verify", "source": "dev", "target": "qa"}).status_code == 202
+    assert (
+        olga.post(
+            "/api/admin/environment-sync",
+            json={  # reading is fine
+                "mode": "verify",
+                "source": "dev",
+                "target": "qa",
+            },
+        ).status_code
+        == 202
+    )
     with psycopg.connect(p.dsns["qa"], autocommit=True) as c:
-        row = c.execute("SELECT outcome, arguments FROM pgferry.journal WHERE command = 'sync'"
-                        " ORDER BY id DESC LIMIT 1").fetchone()
+        row = c.execute(
+            "SELECT outcome, arguments FROM pgferry.journal WHERE command = 'sync'"
+            " ORDER BY id DESC LIMIT 1"
+        ).fetchone()
     assert row is not None and row[0] == "refused" and row[1]["requested_by"] == "olga"
 
 
 def test_release_saga_then_a_failed_release_compensated_then_professional_migration(
-        service: tuple[Project, Server, dict[str, str]]) -> None:
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
     p, srv, tok = service
     olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
     # 1. a release: backup, V2, the rows, verify, health; one approval for the whole plan
@@ -132,17 +154,28 @@ def test_release_saga_then_a_failed_release_compensated_then_professional_migrat
     run = r.json()["run"]
     assert run["state"] == "awaiting_approval" and run["env"] == "prod"
     assert [s["step"] for s in run["plan"]["steps"]] == [
-        "backup", "migrate", "sync", "verify", "health"]
+        "backup",
+        "migrate",
+        "sync",
+        "verify",
+        "health",
+    ]
     assert bob.post(f"/api/runs/{run['id']}/approve").status_code == 200
     done = wait_run(bob, run["id"], timeout=120)
     assert done["state"] == "succeeded", done
     assert [(s["step"], s["state"]) for s in done["result"]["steps"]] == [
-        ("backup", "done"), ("migrate", "done"), ("sync", "done"), ("verify", "done"),
-        ("health", "done")]
+        ("backup", "done"),
+        ("migrate", "done"),
+        ("sync", "done"),
+        ("verify", "done"),
+        ("health", "done"),
+    ]
     assert _prod(p, "SELECT count(*) FROM items") == [(300,)]
     # 2. a release whose sync fails (V3's check refuses every new row): undone newest first
-    p.write("V3__short.sql", "ALTER TABLE items ADD CONSTRAINT v_short"
-            " CHECK (length(v) < 5) NOT VALID;\n")
+    p.write(
+        "V3__short.sql",
+        "ALTER TABLE items ADD CONSTRAINT v_short CHECK (length(v) < 5) NOT VALID;\n",
+    )
     p.write("U3__short.sql", "ALTER TABLE items DROP CONSTRAINT v_short;\n")
     seed(p.dsns["dev"], 400)
     r = olga.post("/api/releases", json={"source": "dev", "tables": ["public.items"]})
@@ -161,8 +194,11 @@ def test_release_saga_then_a_failed_release_compensated_then_professional_migrat
     # 3. the professional migration: migrate up (nothing pending), then dev's new rows
     (p.root / "migrations" / "V3__short.sql").unlink()
     (p.root / "migrations" / "U3__short.sql").unlink()
-    r = olga.post("/api/admin/professional-migration", params={"wait": 30}, json={
-        "sync": {"source": "dev", "tables": ["public.items"]}})
+    r = olga.post(
+        "/api/admin/professional-migration",
+        params={"wait": 30},
+        json={"sync": {"source": "dev", "tables": ["public.items"]}},
+    )
     assert r.status_code == 200 and r.json()["state"] == "awaiting_approval", r.text
     rid = r.json()["id"]
     assert bob.post(f"/api/runs/{rid}/approve").status_code == 200
@@ -175,19 +211,22 @@ def test_release_saga_then_a_failed_release_compensated_then_professional_migrat
 
 
 def test_an_unreachable_environment_opens_its_circuit_breaker_then_calls_fail_fast(
-        service: tuple[Project, Server, dict[str, str]]) -> None:
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
     _, srv, tok = service
     olga = srv.client(tok["olga"])
-    r = olga.post("/api/runs", json={"kind": "verify", "arguments": {
-        "source": "dev", "target": "gone"}})
+    r = olga.post(
+        "/api/runs", json={"kind": "verify", "arguments": {"source": "dev", "target": "gone"}}
+    )
     first = wait_run(olga, r.json()["id"], timeout=60)
     assert first["state"] == "failed" and "cannot connect" in first["error"], first
     envs = {e["name"]: e for e in olga.get("/api/environments").json()["environments"]}
     assert envs["gone"]["breaker"]["state"] == "open", envs["gone"]
     assert envs["gone"]["breaker"]["failures"] >= 1 and envs["dev"]["breaker"]["state"] == "closed"
     t0 = time.monotonic()
-    r = olga.post("/api/runs", json={"kind": "verify", "arguments": {
-        "source": "dev", "target": "gone"}})
+    r = olga.post(
+        "/api/runs", json={"kind": "verify", "arguments": {"source": "dev", "target": "gone"}}
+    )
     second = wait_run(olga, r.json()["id"], timeout=30)
     assert second["state"] == "failed" and "fail fast" in second["error"], second
     assert time.monotonic() - t0 < 10  # no connection tried

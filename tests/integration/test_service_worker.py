@@ -35,8 +35,9 @@ env = "dev"
 
 
 @pytest.fixture(scope="module")
-def setup(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[tuple[Project, Server, dict[str, str]]]:
+def setup(
+    make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Project, Server, dict[str, str]]]:
     from pgferry.commands import backup, migrate_run
     from pgferry.config import load_config
 
@@ -57,7 +58,8 @@ def setup(make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathF
 
 
 def test_schedules_run_in_the_worker_one_copy_at_a_time(
-        setup: tuple[Project, Server, dict[str, str]]) -> None:
+    setup: tuple[Project, Server, dict[str, str]],
+) -> None:
     p, srv, tok = setup
     c = srv.client(tok["olga"])
     w = WorkerProc(p).start()
@@ -71,16 +73,23 @@ def test_schedules_run_in_the_worker_one_copy_at_a_time(
     finally:
         w.stop()
     assert len(done) >= 2, done
-    assert all(r["requested_by"] == "schedule:health-dev" and r["env"] == "dev"
-               and r["state"] in ("succeeded", "problem") for r in done), done
-    spans = sorted((datetime.fromisoformat(r["started_at"]),
-                    datetime.fromisoformat(r["finished_at"])) for r in done)
+    assert all(
+        r["requested_by"] == "schedule:health-dev"
+        and r["env"] == "dev"
+        and r["state"] in ("succeeded", "problem")
+        for r in done
+    ), done
+    spans = sorted(
+        (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
+        for r in done
+    )
     for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
         assert start >= end, spans
 
 
 def test_worker_killed_mid_restore_marks_it_failed_then_a_retry_restores(
-        setup: tuple[Project, Server, dict[str, str]]) -> None:
+    setup: tuple[Project, Server, dict[str, str]],
+) -> None:
     p, srv, tok = setup
     c = srv.client(tok["olga"])
     w = WorkerProc(p).start()
@@ -93,15 +102,21 @@ def test_worker_killed_mid_restore_marks_it_failed_then_a_retry_restores(
         rid = r.json()["id"]
         wait_run(c, rid, states=("running",), timeout=60)
         # the emergency backup first, then the restore waits on the lock
-        wait_for(p.dsns["prod"], "SELECT count(*) > 0 FROM pg_stat_activity WHERE"
-                 " datname = current_database() AND wait_event_type = 'Lock'",
-                 what="the restore waiting on the lock")
+        wait_for(
+            p.dsns["prod"],
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE"
+            " datname = current_database() AND wait_event_type = 'Lock'",
+            what="the restore waiting on the lock",
+        )
         w.kill()
         # the killed worker's pg_restore is an orphan: end its session as an operator would
         with psycopg.connect(p.dsns["prod"], autocommit=True) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                          " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                          " AND pid <> %s", [hold.info.backend_pid])
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND pid <> %s",
+                [hold.info.backend_pid],
+            )
         w = WorkerProc(p).start()  # the next worker finds the stalled job (3 s silence)
         failed = wait_run(c, rid, timeout=90)
     finally:

@@ -39,8 +39,11 @@ def label(dsn: str, key: int) -> Any:
 @pytest.fixture
 def proj(tmp_path: Path, make_db: Callable[..., str]) -> Project:
     """dev, qa (unprotected) and prod (protected); one sync from dev into each."""
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "qa": make_db("qa"),
-                                       "prod": make_db("prod")}, protected=("prod",))
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "qa": make_db("qa"), "prod": make_db("prod")},
+        protected=("prod",),
+    )
     for dsn in p.dsns.values():
         sql(dsn, SCHEMA)
     sql(p.dsns["dev"], DATA)
@@ -56,8 +59,9 @@ def ref(r: Result) -> dict[str, Any]:
     return tables["public.ref"]
 
 
-def test_the_first_sync_cannot_know_the_next_one_can(proj: Project, cli: Callable[..., Result]
-                                                     ) -> None:
+def test_the_first_sync_cannot_know_the_next_one_can(
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     r = run(cli, proj, "sync", "dev", "qa", "--dry-run")
     assert ref(r)["conflicts_known"] is False
     text = cli("--config", str(proj.config), "sync", "dev", "qa", "--dry-run").out
@@ -68,15 +72,21 @@ def test_the_first_sync_cannot_know_the_next_one_can(proj: Project, cli: Callabl
 
 
 def test_target_only_changes_are_written_back_or_kept_and_listed(
-        proj: Project, cli: Callable[..., Result]) -> None:
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     assert run(cli, proj, "sync", "dev", "qa").code == 0
-    sql(proj.dsns["qa"], "UPDATE ref SET label = 'hand' WHERE id = 1;"
+    sql(
+        proj.dsns["qa"],
+        "UPDATE ref SET label = 'hand' WHERE id = 1;"
         "INSERT INTO ref VALUES (500, 'qa only', 1);"
-        "DELETE FROM item WHERE ref_id = 2; DELETE FROM ref WHERE id = 2;")
+        "DELETE FROM item WHERE ref_id = 2; DELETE FROM ref WHERE id = 2;",
+    )
     r = run(cli, proj, "sync", "dev", "qa", "--dry-run")
     assert (ref(r)["conflicts"], ref(r)["target_only"]) == (0, 3)
-    proj.config.write_text(proj.config.read_text(encoding="utf-8")
-                           + "\n[sync]\nkeep_target_changes = true\n", encoding="utf-8")
+    proj.config.write_text(
+        proj.config.read_text(encoding="utf-8") + "\n[sync]\nkeep_target_changes = true\n",
+        encoding="utf-8",
+    )
     r = run(cli, proj, "sync", "dev", "qa", "--verify-after")
     assert r.code == 1, r.out  # done; the check after finds the kept rows differ, as they do
     t = ref(r)
@@ -85,8 +95,12 @@ def test_target_only_changes_are_written_back_or_kept_and_listed(
     assert "kept 3 target row(s)" in t["note"]
     assert label(proj.dsns["qa"], 1) == "hand" and label(proj.dsns["qa"], 500) == "qa only"
     assert label(proj.dsns["qa"], 2) is None
-    proj.config.write_text(proj.config.read_text(encoding="utf-8").replace(
-        "keep_target_changes = true", "keep_target_changes = false"), encoding="utf-8")
+    proj.config.write_text(
+        proj.config.read_text(encoding="utf-8").replace(
+            "keep_target_changes = true", "keep_target_changes = false"
+        ),
+        encoding="utf-8",
+    )
     r = run(cli, proj, "sync", "dev", "qa")  # the default: written back to the source's rows
     assert r.code == 0, r.out
     assert (ref(r)["conflicts"], ref(r)["target_only"]) == (0, 3)
@@ -95,16 +109,17 @@ def test_target_only_changes_are_written_back_or_kept_and_listed(
 
 EDITS = {  # the same keys changed on both sides since the last sync
     "dev": "UPDATE ref SET label = 'dev' WHERE id IN (3, 4, 6);"
-           "DELETE FROM item WHERE ref_id = 5; DELETE FROM ref WHERE id = 5;",
+    "DELETE FROM item WHERE ref_id = 5; DELETE FROM ref WHERE id = 5;",
     "target": "UPDATE ref SET label = 'prod fix' WHERE id IN (3, 5);"  # 3: both; 5: src gone
-              "DELETE FROM item WHERE ref_id = 4; DELETE FROM ref WHERE id = 4;"  # 4: src changed
-              "UPDATE ref SET rate = 99 WHERE id = 7;",  # 7: target only
+    "DELETE FROM item WHERE ref_id = 4; DELETE FROM ref WHERE id = 4;"  # 4: src changed
+    "UPDATE ref SET rate = 99 WHERE id = 7;",  # 7: target only
 }
 
 
 @pytest.mark.parametrize("env", ["prod", "qa"])
 def test_conflicts_stop_on_protected_targets_and_the_source_wins_elsewhere(
-        proj: Project, cli: Callable[..., Result], env: str) -> None:
+    proj: Project, cli: Callable[..., Result], env: str
+) -> None:
     yes = ("--yes",) if env == "prod" else ()
     assert run(cli, proj, "sync", "dev", env, *yes).code == 0
     sql(proj.dsns["dev"], EDITS["dev"])
@@ -121,8 +136,10 @@ def test_conflicts_stop_on_protected_targets_and_the_source_wins_elsewhere(
         assert rows(proj.dsns[env]) == before
         c3 = next(c for c in t["conflict_rows"] if c["key"]["id"] == 3)
         assert c3["target_row"]["label"] == "prod fix" and c3["source_row"]["label"] == "dev"
-        details = one(proj.dsns[env], "SELECT details FROM pgferry.journal WHERE command ="
-                      " 'sync' ORDER BY id DESC LIMIT 1")
+        details = one(
+            proj.dsns[env],
+            "SELECT details FROM pgferry.journal WHERE command = 'sync' ORDER BY id DESC LIMIT 1",
+        )
         assert {x["table"]: x for x in details["tables"]}["public.ref"]["conflicts"] == 3
     else:  # elsewhere the source wins, and the overwritten rows are kept for sync revert
         assert r.code == 0, r.out
@@ -132,8 +149,9 @@ def test_conflicts_stop_on_protected_targets_and_the_source_wins_elsewhere(
         assert label(proj.dsns[env], 3) == "prod fix" and label(proj.dsns[env], 4) is None
 
 
-def test_on_conflict_target_keeps_the_target_rows(proj: Project, cli: Callable[..., Result]
-                                                  ) -> None:
+def test_on_conflict_target_keeps_the_target_rows(
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     assert run(cli, proj, "sync", "dev", "prod", "--yes").code == 0
     sql(proj.dsns["dev"], EDITS["dev"])
     sql(proj.dsns["prod"], EDITS["target"])
@@ -150,7 +168,8 @@ def test_on_conflict_target_keeps_the_target_rows(proj: Project, cli: Callable[.
     item = {t["table"]: t for t in r.json["tables"]}["public.item"]
     assert r.code == 1 and item["dead_lettered"] == 4
     assert [x for x in rows(proj.dsns["prod"], "item") if x[1] != 4] == [
-        x for x in rows(proj.dsns["dev"], "item") if x[1] != 4]
+        x for x in rows(proj.dsns["dev"], "item") if x[1] != 4
+    ]
     # a kept conflict stays one: kept again by the next run, not written back as a change
     # made on the target only
     r = run(cli, proj, "sync", "dev", "prod", "--yes", "--on-conflict", "target")
@@ -162,8 +181,9 @@ def test_on_conflict_target_keeps_the_target_rows(proj: Project, cli: Callable[.
     assert rows(proj.dsns["prod"]) == rows(proj.dsns["dev"])
 
 
-def test_freeze_and_many_transactions_change_nothing(proj: Project, cli: Callable[..., Result]
-                                                     ) -> None:
+def test_freeze_and_many_transactions_change_nothing(
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     assert run(cli, proj, "sync", "dev", "qa").code == 0
     sql(proj.dsns["dev"], "UPDATE ref SET label = 'dev' WHERE id IN (8, 9)")
     sql(proj.dsns["qa"], "UPDATE ref SET label = 'qa' WHERE id = 9")
@@ -178,14 +198,16 @@ def test_freeze_and_many_transactions_change_nothing(proj: Project, cli: Callabl
 def test_a_killed_run_invents_no_conflict(proj: Project, cli: Callable[..., Result]) -> None:
     assert run(cli, proj, "sync", "dev", "qa").code == 0
     sql(proj.dsns["dev"], "UPDATE ref SET label = label || '!' WHERE id <= 20")
-    sql(proj.dsns["qa"], """
+    sql(
+        proj.dsns["qa"],
+        """
         CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
         $$ BEGIN PERFORM pg_sleep(0.2); RETURN NEW; END $$;
-        CREATE TRIGGER slow BEFORE UPDATE ON ref FOR EACH ROW EXECUTE FUNCTION slow();""")
+        CREATE TRIGGER slow BEFORE UPDATE ON ref FOR EACH ROW EXECUTE FUNCTION slow();""",
+    )
     proc = proj.popen("sync", "dev", "qa", "--batch-size", "2")
     # a second batch has started: the first one's writes are done (uncommitted)
-    statements_seen(proj.dsns["qa"], "pgferry sync writer", "INSERT INTO .*ref", 2,
-                    alive=proc)
+    statements_seen(proj.dsns["qa"], "pgferry sync writer", "INSERT INTO .*ref", 2, alive=proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     sql(proj.dsns["qa"], "DROP TRIGGER slow ON ref")
@@ -194,8 +216,9 @@ def test_a_killed_run_invents_no_conflict(proj: Project, cli: Callable[..., Resu
     assert (ref(r)["conflicts"], ref(r)["target_only"], ref(r)["updated"]) == (0, 0, 20)
 
 
-def test_the_report_has_a_conflicts_section(proj: Project, cli: Callable[..., Result],
-                                            tmp_path: Path) -> None:
+def test_the_report_has_a_conflicts_section(
+    proj: Project, cli: Callable[..., Result], tmp_path: Path
+) -> None:
     assert run(cli, proj, "sync", "dev", "prod", "--yes").code == 0
     sql(proj.dsns["dev"], EDITS["dev"])
     sql(proj.dsns["prod"], EDITS["target"])
@@ -209,7 +232,8 @@ def test_the_report_has_a_conflicts_section(proj: Project, cli: Callable[..., Re
 
 
 def test_a_kept_conflict_is_settled_when_both_sides_agree(
-        proj: Project, cli: Callable[..., Result]) -> None:
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     assert run(cli, proj, "sync", "dev", "prod", "--yes").code == 0
     sql(proj.dsns["dev"], "UPDATE ref SET label = 'dev' WHERE id = 3")
     sql(proj.dsns["prod"], "UPDATE ref SET label = 'prod fix' WHERE id = 3")
@@ -223,8 +247,7 @@ def test_a_kept_conflict_is_settled_when_both_sides_agree(
     assert r.code == 0 and ref(r)["conflicts"] == 0 and label(proj.dsns["prod"], 3) == "dev again"
 
 
-def test_rebase_after_the_same_fix_on_both_sides(proj: Project, cli: Callable[..., Result]
-                                                 ) -> None:
+def test_rebase_after_the_same_fix_on_both_sides(proj: Project, cli: Callable[..., Result]) -> None:
     assert run(cli, proj, "sync", "dev", "prod", "--yes").code == 0
     fix = "UPDATE ref SET rate = rate + 1 WHERE id <= 10"  # a data fix run in both places
     sql(proj.dsns["dev"], fix)
@@ -233,8 +256,10 @@ def test_rebase_after_the_same_fix_on_both_sides(proj: Project, cli: Callable[..
     r = run(cli, proj, "sync", "dev", "prod", "--yes", "--dry-run")
     assert ref(r)["conflicts"] == 1  # the base still holds the rows before the fix
     assert run(cli, proj, "sync", "dev", "prod", "--yes", "--tables", "public.item").code == 0
-    assert run(cli, proj, "sync", "dev", "prod", "--yes", "--on-conflict", "source",
-               "--rebase").code == 0
+    assert (
+        run(cli, proj, "sync", "dev", "prod", "--yes", "--on-conflict", "source", "--rebase").code
+        == 0
+    )
     sql(proj.dsns["dev"], "UPDATE ref SET label = 'dev 2' WHERE id IN (2, 5)")
     r = run(cli, proj, "sync", "dev", "prod", "--yes")
     assert r.code == 0 and ref(r)["conflicts"] == 0 and ref(r)["updated"] == 2

@@ -38,8 +38,7 @@ def label(dsn: str, key: int) -> Any:
 
 @pytest.fixture
 def proj(tmp_path: Path, make_db: Callable[..., str]) -> Project:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "qa": make_db("qa")},
-                      protected=())
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "qa": make_db("qa")}, protected=())
     for dsn in p.dsns.values():
         sql(dsn, SCHEMA)
     sql(p.dsns["dev"], DATA)
@@ -56,14 +55,23 @@ def ref(r: Result) -> dict[str, Any]:
 
 
 def _plan(qualname: str = "public.ref") -> TablePlan:
-    return TablePlan(schema="public", name="ref", qualname=qualname, key=("id",),
-                     columns=["id", "label", "rate"], mode="incremental", strategy="checksum")
+    return TablePlan(
+        schema="public",
+        name="ref",
+        qualname=qualname,
+        key=("id",),
+        columns=["id", "label", "rate"],
+        mode="incremental",
+        strategy="checksum",
+    )
 
 
 def _spec(dsn: str) -> Any:
     with psycopg.connect(dsn) as c:
-        row = c.execute("SELECT checkpoint FROM pgferry.sync_state WHERE table_name = "
-                        "'public.ref' AND strategy = 'base'").fetchone()
+        row = c.execute(
+            "SELECT checkpoint FROM pgferry.sync_state WHERE table_name = "
+            "'public.ref' AND strategy = 'base'"
+        ).fetchone()
         return row[0]["spec"] if row else None
 
 
@@ -74,27 +82,36 @@ def make_v1(dsn: str) -> None:
         s, _ = sides.agree(*(sides.side(c, "public", "ref", ["id"], t.columns),) * 2)
         base = conflicts.base_ident("dev", t)
         # the hash in a subquery of its own: its column names are the table's, unqualified
-        c.execute(S.SQL("UPDATE {} b SET pgferry_h = r.pgferry_v1 FROM (SELECT id AS "
-                        "pgferry_id, {} AS pgferry_v1 FROM ref) r WHERE r.pgferry_id = b.id"
-                        ).format(base, s.row_hash(1)))
+        c.execute(
+            S.SQL(
+                "UPDATE {} b SET pgferry_h = r.pgferry_v1 FROM (SELECT id AS "
+                "pgferry_id, {} AS pgferry_v1 FROM ref) r WHERE r.pgferry_id = b.id"
+            ).format(base, s.row_hash(1))
+        )
         spec = conflicts.spec_of(c, t, s, 1)
-        c.execute("UPDATE pgferry.sync_state SET checkpoint = checkpoint || %s::jsonb WHERE "
-                  "table_name = 'public.ref' AND strategy = 'base'",
-                  [json.dumps({"spec": spec})])
+        c.execute(
+            "UPDATE pgferry.sync_state SET checkpoint = checkpoint || %s::jsonb WHERE "
+            "table_name = 'public.ref' AND strategy = 'base'",
+            [json.dumps({"spec": spec})],
+        )
         c.commit()
         assert conflicts.version_of(c, "dev", t, s) == 1
 
 
 def test_a_v1_base_still_stops_at_a_conflict_then_becomes_v2(
-        proj: Project, cli: Callable[..., Result]) -> None:
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     assert run(cli, proj, "sync", "dev", "qa").code == 0
     v2 = _spec(proj.dsns["qa"])
     make_v1(proj.dsns["qa"])
     assert _spec(proj.dsns["qa"]) != v2
     # the same row changed on both sides since the last sync: a conflict
     sql(proj.dsns["qa"], "UPDATE ref SET label = 'fixed in qa' WHERE id = 3")
-    sql(proj.dsns["dev"], "UPDATE ref SET label = 'changed in dev' WHERE id = 3;"
-                          "UPDATE ref SET rate = 99 WHERE id = 4")
+    sql(
+        proj.dsns["dev"],
+        "UPDATE ref SET label = 'changed in dev' WHERE id = 3;"
+        "UPDATE ref SET rate = 99 WHERE id = 4",
+    )
     before = rows(proj.dsns["qa"])
     r = run(cli, proj, "sync", "dev", "qa", "--on-conflict", "stop")
     assert r.code == 1, r.err + r.out

@@ -26,18 +26,25 @@ INSERT INTO orders (id, customer_id, amount) VALUES (99999, 99999, 1);
 INSERT INTO orders (id, customer_id, amount, doc, blob)
     VALUES (1, 2, 1, '{"g": 1}', '\\x00ff');  -- the same as on the source
 """
-SLOW = STRAY + """
+SLOW = (
+    STRAY
+    + """
 CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
 $$ BEGIN PERFORM pg_sleep(0.002); RETURN NEW; END $$;
 CREATE TRIGGER slow BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION slow();
 """
+)
 TABLES3 = ("customers", "orders", "order_lines")
 
 
 @pytest.fixture
 def pair(tmp_path, make_db: Callable[..., str]) -> Project:  # type: ignore[no-untyped-def]
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra='[sync]\nexclude = ["public.nokey"]\n')
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "prod": make_db("prod")},
+        protected=(),
+        extra='[sync]\nexclude = ["public.nokey"]\n',
+    )
     sql(p.dsns["dev"], SCHEMA + DATA)
     sql(p.dsns["prod"], SCHEMA)
     return p
@@ -48,12 +55,12 @@ def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
 
 
 def count(dsn: str, table: str) -> int:
-    return int(one(dsn, psql.SQL("SELECT count(*) FROM {}").format(
-        psql.Identifier(*table.split(".")))))
+    return int(
+        one(dsn, psql.SQL("SELECT count(*) FROM {}").format(psql.Identifier(*table.split("."))))
+    )
 
 
-def test_target_only_check_dead_letters_the_row(pair: Project, cli: Callable[..., Result]
-                                                ) -> None:
+def test_target_only_check_dead_letters_the_row(pair: Project, cli: Callable[..., Result]) -> None:
     sql(pair.dsns["prod"], "ALTER TABLE orders ADD CONSTRAINT small CHECK (amount <> 77)")
     for mode in ("full", "incremental"):
         r = run(cli, pair, "sync", "dev", "prod", "--mode", mode, "--batch-size", "500")
@@ -67,16 +74,23 @@ def test_target_only_check_dead_letters_the_row(pair: Project, cli: Callable[...
     # the line items of order 77 cannot land either (FK) and are dead-lettered too
     assert count(pair.dsns["prod"], "order_lines") == 2398
     with psycopg.connect(pair.dsns["prod"]) as c:
-        dl = c.execute("SELECT table_name, key, row_data->>'amount', error FROM"
-                       " pgferry.dead_letters WHERE table_name = 'public.orders'").fetchall()
+        dl = c.execute(
+            "SELECT table_name, key, row_data->>'amount', error FROM"
+            " pgferry.dead_letters WHERE table_name = 'public.orders'"
+        ).fetchall()
     assert dl[0][1] == {"id": 77} and dl[0][2] == "77.00" and "small" in dl[0][3]
 
 
 def test_disabled_triggers_are_reenabled_also_on_failure(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra='[sync]\nexclude = ["public.nokey"]\n'
-                      '[sync.tables."public.orders"]\ntriggers = "disable"\n')
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "prod": make_db("prod")},
+        protected=(),
+        extra='[sync]\nexclude = ["public.nokey"]\n'
+        '[sync.tables."public.orders"]\ntriggers = "disable"\n',
+    )
     sql(p.dsns["dev"], SCHEMA + DATA)
     boom = """CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS
         $$ BEGIN RAISE EXCEPTION 'trigger fired'; END $$;
@@ -88,8 +102,7 @@ def test_disabled_triggers_are_reenabled_also_on_failure(
     same(p, TABLES3)
     # now make the load fail after the triggers were disabled: a customers row goes missing
     sql(p.dsns["dev"], "UPDATE orders SET amount = amount + 1 WHERE id < 5")
-    sql(p.dsns["prod"], "ALTER TABLE orders ADD CONSTRAINT c CHECK (amount < 2)"
-        " NOT VALID")
+    sql(p.dsns["prod"], "ALTER TABLE orders ADD CONSTRAINT c CHECK (amount < 2) NOT VALID")
     r = run(cli, p, "sync", "dev", "prod")
     assert r.code == 1, r.err + r.out
     with psycopg.connect(p.dsns["prod"]) as c:
@@ -103,22 +116,28 @@ def _terminate_writer_when(dsn: str, cond: Callable[[], bool], killed: list[int]
         time.sleep(0.02)
     with psycopg.connect(dsn, autocommit=True) as c:
         for _ in range(200):
-            got = c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
-                            " application_name = 'pgferry sync writer' AND state = 'active'"
-                            " AND datname = current_database()").fetchall()
+            got = c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+                " application_name = 'pgferry sync writer' AND state = 'active'"
+                " AND datname = current_database()"
+            ).fetchall()
             if got:
                 killed.append(len(got))
                 return
             time.sleep(0.01)
 
 
-def test_terminated_target_backend_is_retried(pair: Project, cli: Callable[..., Result]
-                                              ) -> None:
+def test_terminated_target_backend_is_retried(pair: Project, cli: Callable[..., Result]) -> None:
     sql(pair.dsns["prod"], SLOW)
     killed: list[int] = []
-    th = threading.Thread(target=_terminate_writer_when, args=(
-        pair.dsns["prod"], lambda: _writer_busy(pair.dsns["prod"], r"INSERT INTO .*orders"),
-        killed))
+    th = threading.Thread(
+        target=_terminate_writer_when,
+        args=(
+            pair.dsns["prod"],
+            lambda: _writer_busy(pair.dsns["prod"], r"INSERT INTO .*orders"),
+            killed,
+        ),
+    )
     th.start()
     r = run(cli, pair, "sync", "dev", "prod", "--batch-size", "200", "--jobs", "1")
     th.join()
@@ -130,14 +149,14 @@ def test_terminated_target_backend_is_retried(pair: Project, cli: Callable[..., 
     same(pair, TABLES3)
 
 
-def test_sigkill_mid_unit_leaves_every_table_as_it_was_and_rerun_completes(
-        pair: Project) -> None:
+def test_sigkill_mid_unit_leaves_every_table_as_it_was_and_rerun_completes(pair: Project) -> None:
     sql(pair.dsns["prod"], SLOW)
     before = {t: rows(pair.dsns["prod"], t) for t in TABLES3}
     proc = pair.popen("sync", "dev", "prod", "--batch-size", "100", "--jobs", "1", "--json")
     # a second batch of orders has started: the first is written (uncommitted)
-    statements_seen(pair.dsns["prod"], "pgferry sync writer", r"INSERT INTO .*orders", 2,
-                    alive=proc)
+    statements_seen(
+        pair.dsns["prod"], "pgferry sync writer", r"INSERT INTO .*orders", 2, alive=proc
+    )
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # customers, orders and order_lines are tied by foreign keys: one transaction, which
@@ -152,10 +171,17 @@ def test_sigkill_mid_unit_leaves_every_table_as_it_was_and_rerun_completes(
     same(pair, TABLES3)
 
 
-def test_bad_mask_rule_exits_2_before_any_write(tmp_path, make_db: Callable[..., str],  # type: ignore[no-untyped-def]
-                                                cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra='[sync.mask]\n"public.customers.email" = "scramble"\n')
+def test_bad_mask_rule_exits_2_before_any_write(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    cli: Callable[..., Result],
+) -> None:
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "prod": make_db("prod")},
+        protected=(),
+        extra='[sync.mask]\n"public.customers.email" = "scramble"\n',
+    )
     sql(p.dsns["dev"], SCHEMA + DATA)
     sql(p.dsns["prod"], SCHEMA)
     r = run(cli, p, "sync", "dev", "prod")
@@ -166,10 +192,13 @@ def test_bad_mask_rule_exits_2_before_any_write(tmp_path, make_db: Callable[...,
 
 
 def test_delete_referenced_by_unselected_table_fails_that_table(
-        pair: Project, cli: Callable[..., Result]) -> None:
+    pair: Project, cli: Callable[..., Result]
+) -> None:
     assert run(cli, pair, "sync", "dev", "prod", "--mode", "full").code == 0
-    sql(pair.dsns["dev"], "DELETE FROM order_lines WHERE order_id = 3; "
-        "DELETE FROM orders WHERE id = 3")
+    sql(
+        pair.dsns["dev"],
+        "DELETE FROM order_lines WHERE order_id = 3; DELETE FROM orders WHERE id = 3",
+    )
     sql(pair.dsns["dev"], "UPDATE customers SET name = 'changed' WHERE id = 5")
     r = run(cli, pair, "sync", "dev", "prod", "--tables", "public.orders,public.customers")
     assert r.code == 3, r.out
@@ -185,8 +214,9 @@ def test_delete_referenced_by_unselected_table_fails_that_table(
         assert c.execute("SELECT name FROM customers WHERE id = 5").fetchone() != ("changed",)
 
 
-def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: Callable[..., str],
-                                                   tmp_path: Path) -> None:
+def test_target_down_then_exit_3_and_rerun_resumes(
+    pg_admin_dsn: str, make_db: Callable[..., str], tmp_path: Path
+) -> None:
     """The target lives on its own embedded server, stopped mid-run: the sync retries for
     [sync] retry (3 s), then exits 3; after a restart the rerun completes."""
     import shutil
@@ -202,8 +232,12 @@ def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: C
             embedded.ensure_role(c, "pgferry_test")
             c.execute(psql.SQL("CREATE DATABASE tdown OWNER pgferry_test"))
         target = embedded.role_dsn(su, "pgferry_test", "tdown")
-        p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": target}, protected=(),
-                          extra='[sync]\nexclude = ["public.nokey"]\nretry = "3s"\n')
+        p = write_project(
+            tmp_path / "p",
+            {"dev": make_db("dev"), "prod": target},
+            protected=(),
+            extra='[sync]\nexclude = ["public.nokey"]\nretry = "3s"\n',
+        )
         sql(p.dsns["dev"], SCHEMA + DATA)
         sql(target, SCHEMA + SLOW)
         proc = p.popen("sync", "dev", "prod", "--batch-size", "100", "--jobs", "1", "--json")
@@ -232,18 +266,27 @@ def test_target_down_then_exit_3_and_rerun_resumes(pg_admin_dsn: str, make_db: C
 
 def _writer_busy(dsn: str, query_pattern: str) -> bool:
     with psycopg.connect(dsn, autocommit=True) as c:
-        return bool(c.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
-            " AND state = 'active' AND query ~ %s", [query_pattern]).fetchone())
+        return bool(
+            c.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
+                " AND state = 'active' AND query ~ %s",
+                [query_pattern],
+            ).fetchone()
+        )
 
 
 def _wait_for_writer(dsn: str, proc: Any, query_pattern: str) -> None:
     """Wait (up to 60 s) until the sync's writer is active on a query matching the regex."""
     deadline = time.monotonic() + 60
     with psycopg.connect(dsn, autocommit=True) as c:
-        while time.monotonic() < deadline and not c.execute(
+        while (
+            time.monotonic() < deadline
+            and not c.execute(
                 "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
-                " AND state = 'active' AND query ~ %s", [query_pattern]).fetchone():
+                " AND state = 'active' AND query ~ %s",
+                [query_pattern],
+            ).fetchone()
+        ):
             assert proc.poll() is None, proc.communicate()
             time.sleep(0.02)
 
@@ -252,16 +295,21 @@ def test_sigterm_cancels_rolls_back_and_journals(pair: Project) -> None:
     sql(pair.dsns["prod"], SLOW.replace("0.002", "0.04"))  # a batch of 500 takes 20 s
     proc = pair.popen("sync", "dev", "prod", "--batch-size", "500", "--jobs", "1")
     _wait_for_writer(pair.dsns["prod"], proc, r"^WITH up AS \(INSERT")
-    (pid,), = q(pair.dsns["prod"], "SELECT pid FROM pg_stat_activity WHERE application_name ="
-                                   " 'pgferry sync writer' AND state = 'active'")
+    ((pid,),) = q(
+        pair.dsns["prod"],
+        "SELECT pid FROM pg_stat_activity WHERE application_name ="
+        " 'pgferry sync writer' AND state = 'active'",
+    )
     proc.send_signal(signal.SIGTERM)
     # the server shows the statement end long before the 20 s it needs to complete
     longest = 0.0
     with psycopg.connect(pair.dsns["prod"], autocommit=True) as c:
         while row := c.execute(
-                "SELECT extract(epoch FROM clock_timestamp() - query_start)::float8"
-                " FROM pg_stat_activity WHERE pid = %s AND state = 'active'"
-                " AND query ~ '^WITH up AS \\(INSERT'", [pid]).fetchone():
+            "SELECT extract(epoch FROM clock_timestamp() - query_start)::float8"
+            " FROM pg_stat_activity WHERE pid = %s AND state = 'active'"
+            " AND query ~ '^WITH up AS \\(INSERT'",
+            [pid],
+        ).fetchone():
             longest = max(longest, row[0])
             time.sleep(0.02)
     assert longest < 15, ("the running statement was not cancelled", longest)
@@ -274,16 +322,19 @@ def test_sigterm_cancels_rolls_back_and_journals(pair: Project) -> None:
     assert proc.returncode == 3, err
     assert "interrupted" in err
     with psycopg.connect(pair.dsns["prod"]) as c:
-        assert c.execute("SELECT outcome, exit_code FROM pgferry.journal WHERE command = 'sync'"
-                         " ORDER BY id DESC LIMIT 1").fetchone() == ("failed", 3)
+        assert c.execute(
+            "SELECT outcome, exit_code FROM pgferry.journal WHERE command = 'sync'"
+            " ORDER BY id DESC LIMIT 1"
+        ).fetchone() == ("failed", 3)
     sql(pair.dsns["prod"], "DROP TRIGGER slow ON orders")
     r = pair.run("sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
     same(pair, TABLES3)
 
 
-def test_lock_held_elsewhere_is_waited_out(pair: Project, cli: Callable[..., Result],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lock_held_elsewhere_is_waited_out(
+    pair: Project, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pgferry.sync import workers
 
     monkeypatch.setattr(workers, "WRITER_LOCK_TIMEOUT", "300ms")

@@ -35,11 +35,14 @@ def test_full_into_empty_then_changes(synced: Project, cli: Callable[..., Result
         # a sequence never moves backwards: the target's is ahead and stays there
         c.execute("SELECT setval('customers_id_seq', 1000000)")
     # change the source: update, delete (children and parent), insert
-    sql(p.dsns["dev"], """
+    sql(
+        p.dsns["dev"],
+        """
         UPDATE customers SET name = 'changed' WHERE id = 5;
         DELETE FROM order_lines WHERE order_id = 7; DELETE FROM orders WHERE id = 7;
         INSERT INTO orders (customer_id, amount) VALUES (3, 99);
-        DELETE FROM nokey WHERE a > 40;""")
+        DELETE FROM nokey WHERE a > 40;""",
+    )
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", "full", "--yes", "--json")
     assert r.code == 0, r.err + r.out
     by = {t["table"]: t for t in r.json["tables"]}
@@ -86,11 +89,20 @@ def test_dry_run_text_shows_the_plan(synced: Project, cli: Callable[..., Result]
     sql(synced.dsns["dev"], "ALTER TABLE customers ADD COLUMN note text")
     r = cli("--config", str(synced.config), "sync", "dev", "prod", "--dry-run")
     assert r.code == 0, r.err
-    for part in ("plan: incremental dev -> prod", "public.customers", "checksum",
-                 "source only: note", "stopped:", "no primary key"):
+    for part in (
+        "plan: incremental dev -> prod",
+        "public.customers",
+        "checksum",
+        "source only: note",
+        "stopped:",
+        "no primary key",
+    ):
         assert part in r.out, (part, r.out)
-    assert r.out.index("public.customers") < r.out.index("public.orders") < r.out.index(
-        "public.order_lines")
+    assert (
+        r.out.index("public.customers")
+        < r.out.index("public.orders")
+        < r.out.index("public.order_lines")
+    )
 
 
 PART = """CREATE TABLE m (id int, at date NOT NULL, v text, PRIMARY KEY (id, at))
@@ -100,11 +112,16 @@ PART = """CREATE TABLE m (id int, at date NOT NULL, v text, PRIMARY KEY (id, at)
 
 
 def test_partitioned_table_through_its_parent_and_report(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=())
-    sql(p.dsns["dev"], PART + "INSERT INTO m SELECT g, date '2024-06-01' + g, 'v'"  # noqa: S608
-        " FROM generate_series(1, 400) g")
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=()
+    )
+    sql(
+        p.dsns["dev"],
+        PART + "INSERT INTO m SELECT g, date '2024-06-01' + g, 'v'"  # noqa: S608
+        " FROM generate_series(1, 400) g",
+    )
     sql(p.dsns["prod"], PART)
     report = tmp_path / "report.md"
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json", "--report", str(report))
@@ -120,13 +137,20 @@ def test_partitioned_table_through_its_parent_and_report(
 
 
 def test_where_filter_with_percent_limits_rows_and_deletes(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     ddl = "CREATE TABLE w (id int PRIMARY KEY, email text);"
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra='[sync.tables."public.w"]\n'
-                      "where = \"email LIKE '%@keep.org'\"\n")
-    sql(p.dsns["dev"], ddl + "INSERT INTO w SELECT g, 'u' || g || CASE WHEN g % 2 = 0"  # noqa: S608
-        " THEN '@keep.org' ELSE '@skip.org' END FROM generate_series(1, 20) g")
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "prod": make_db("prod")},
+        protected=(),
+        extra='[sync.tables."public.w"]\nwhere = "email LIKE \'%@keep.org\'"\n',
+    )
+    sql(
+        p.dsns["dev"],
+        ddl + "INSERT INTO w SELECT g, 'u' || g || CASE WHEN g % 2 = 0"  # noqa: S608
+        " THEN '@keep.org' ELSE '@skip.org' END FROM generate_series(1, 20) g",
+    )
     # on the target: a row outside the filter that must stay, one inside that must go
     sql(p.dsns["prod"], ddl + "INSERT INTO w VALUES (100, 'x@skip.org'), (102, 'y@keep.org')")  # noqa: S608
     for mode in ("incremental", "full"):

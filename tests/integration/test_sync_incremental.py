@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -14,9 +15,12 @@ from tests.helpers.sync import DATA, SCHEMA, rows, same
 
 @pytest.fixture
 def pair(tmp_path, make_db: Callable[..., str]) -> Project:  # type: ignore[no-untyped-def]
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra='[sync.tables."public.customers"]\n'
-                      'watermark = "updated_at"\n')
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "prod": make_db("prod")},
+        protected=(),
+        extra='[sync.tables."public.customers"]\nwatermark = "updated_at"\n',
+    )
     sql(p.dsns["dev"], SCHEMA + DATA)
     sql(p.dsns["prod"], SCHEMA)
     return p
@@ -26,8 +30,7 @@ def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
     return cli("--config", str(p.config), *args, "--json")
 
 
-def test_verify_then_incremental_closes_the_gap(pair: Project, cli: Callable[..., Result]
-                                                ) -> None:
+def test_verify_then_incremental_closes_the_gap(pair: Project, cli: Callable[..., Result]) -> None:
     r = run(cli, pair, "verify", "dev", "prod", "--tables", "public.orders,public.order_lines")
     assert r.code == 1, r.err
     by = {t["table"]: t for t in r.json["tables"]}
@@ -45,18 +48,26 @@ def test_verify_then_incremental_closes_the_gap(pair: Project, cli: Callable[...
     # no key: compared as a multiset of rows, and the incremental sync left it out
     assert by["public.nokey"]["status"] == "differs" and "multiset" in by["public.nokey"]["note"]
     assert {t: by[t]["status"] for t in by if t != "public.nokey"} == {
-        "public.customers": "ok", "public.orders": "ok", "public.order_lines": "ok"}
-    assert run(cli, pair, "sync", "dev", "prod", "--mode", "full", "--tables",
-               "public.nokey").code == 0
+        "public.customers": "ok",
+        "public.orders": "ok",
+        "public.order_lines": "ok",
+    }
+    assert (
+        run(cli, pair, "sync", "dev", "prod", "--mode", "full", "--tables", "public.nokey").code
+        == 0
+    )
     r = run(cli, pair, "verify", "dev", "prod")
     assert r.code == 0, r.out
     assert {t["table"]: t for t in r.json["tables"]}["public.nokey"]["matched"] == 50
     # a second run with few changes touches only them
-    sql(pair.dsns["dev"], """
+    sql(
+        pair.dsns["dev"],
+        """
         UPDATE orders SET amount = amount + 1 WHERE id IN (10, 500);
         DELETE FROM order_lines WHERE order_id = 900 AND line = 2;
         INSERT INTO order_lines VALUES (900, 3, 'new');
-        UPDATE customers SET name = 'x', updated_at = now() WHERE id = 9;""")
+        UPDATE customers SET name = 'x', updated_at = now() WHERE id = 9;""",
+    )
     sql(pair.dsns["prod"], "INSERT INTO order_lines VALUES (901, 9, 'stray')")
     r = run(cli, pair, "sync", "dev", "prod", "--exclude", "public.nokey")
     assert r.code == 0, r.err + r.out
@@ -67,8 +78,9 @@ def test_verify_then_incremental_closes_the_gap(pair: Project, cli: Callable[...
     assert by["public.customers"]["updated"] == 1
     same(pair, ("customers", "orders", "order_lines"))
     with psycopg.connect(pair.dsns["prod"]) as c:
-        wm = c.execute("SELECT watermark FROM pgferry.sync_state WHERE table_name ="
-                       " 'public.customers'").fetchone()
+        wm = c.execute(
+            "SELECT watermark FROM pgferry.sync_state WHERE table_name = 'public.customers'"
+        ).fetchone()
         assert wm is not None and wm[0]
         ops = c.execute("SELECT command, outcome FROM pgferry.journal ORDER BY id").fetchall()
     assert ("sync", "ok") in ops and ("verify", "problem") in ops
@@ -84,14 +96,19 @@ def test_unknown_table_and_env_exit_2(pair: Project, cli: Callable[..., Result])
 
 def test_dense_changes_copy_whole_ranges(pair: Project, cli: Callable[..., Result]) -> None:
     assert run(cli, pair, "sync", "dev", "prod", "--exclude", "public.nokey").code == 0
-    sql(pair.dsns["dev"], """
+    sql(
+        pair.dsns["dev"],
+        """
         UPDATE orders SET amount = amount + 1;
         DELETE FROM order_lines WHERE order_id BETWEEN 100 AND 600;
         DELETE FROM orders WHERE id BETWEEN 100 AND 600;
         INSERT INTO orders (id, customer_id, amount)
-            SELECT g, 1, 5 FROM generate_series(5000, 5400) g;""")
-    sql(pair.dsns["prod"], "INSERT INTO order_lines SELECT o, 7, 'x' FROM"
-        " generate_series(601, 900) o")
+            SELECT g, 1, 5 FROM generate_series(5000, 5400) g;""",
+    )
+    sql(
+        pair.dsns["prod"],
+        "INSERT INTO order_lines SELECT o, 7, 'x' FROM generate_series(601, 900) o",
+    )
     r = run(cli, pair, "sync", "dev", "prod", "--exclude", "public.nokey")
     assert r.code == 0, r.err + r.out
     by = {t["table"]: t for t in r.json["tables"]}
@@ -102,8 +119,10 @@ def test_dense_changes_copy_whole_ranges(pair: Project, cli: Callable[..., Resul
     same(pair, ("customers", "orders", "order_lines"))
 
 
-def test_the_progress_bar_counts_each_row_once(tmp_path, make_db: Callable[..., str]  # type: ignore[no-untyped-def]
-                                               ) -> None:
+def test_the_progress_bar_counts_each_row_once(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+) -> None:
     """The rows the progress events report add up to the source's rows, whether the run
     loads an empty table or compares and then writes the differing rows."""
     from pgferry.config import load_config

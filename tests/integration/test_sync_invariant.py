@@ -39,8 +39,9 @@ DRIFTS: list[tuple[str, str, list[str]]] = [
     ("numeric", "numeric", ["1.50", "-0.001", "NaN", "NULL"]),
 ]
 SRC_TYPES = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'wild'); CREATE DOMAIN small AS int;"
-TGT_TYPES = ("CREATE TYPE mood AS ENUM ('sad', 'ok'); "
-             "CREATE DOMAIN small AS int CHECK (VALUE < 100);")
+TGT_TYPES = (
+    "CREATE TYPE mood AS ENUM ('sad', 'ok'); CREATE DOMAIN small AS int CHECK (VALUE < 100);"
+)
 
 
 @dataclass
@@ -73,18 +74,24 @@ def _value(c: int, i: int) -> str:
 
 
 def _build(conn: psycopg.Connection[Any], schema: str, spec: Spec, side: str) -> None:
-    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; "
-                         "SET search_path = {s}").format(s=sql.Identifier(schema)))
+    conn.execute(
+        sql.SQL(
+            "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; SET search_path = {s}"
+        ).format(s=sql.Identifier(schema))
+    )
     conn.execute(SRC_TYPES if side == "src" else TGT_TYPES)
-    cols = ", ".join(f"c{i} {DRIFTS[c][0 if side == 'src' else 1]}"
-                     for i, c in enumerate(spec.columns))
+    cols = ", ".join(
+        f"c{i} {DRIFTS[c][0 if side == 'src' else 1]}" for i, c in enumerate(spec.columns)
+    )
     conn.execute(f"CREATE TABLE p (id int PRIMARY KEY, {cols})")
     if spec.child:
         conn.execute("CREATE TABLE ch (id int PRIMARY KEY, pid int REFERENCES p, note text)")
     rows = spec.src_rows if side == "src" else spec.tgt_rows
     for k, vals in rows.items():
-        values = [_value(c, i) if side == "src" else _target_value(c, i)
-                  for c, i in zip(spec.columns, vals, strict=True)]
+        values = [
+            _value(c, i) if side == "src" else _target_value(c, i)
+            for c, i in zip(spec.columns, vals, strict=True)
+        ]
         conn.execute(f"INSERT INTO p VALUES ({k}, {', '.join(values)})")  # noqa: S608
     if spec.child:
         for k in rows:  # every parent has a child with the same key
@@ -110,30 +117,45 @@ def _rows(dsn: str, schema: str, table: str) -> dict[Any, tuple[Any, ...]]:
         found = c.execute("SELECT to_regclass(%s)", [f"{schema}.{table}"]).fetchone()
         if not (found and found[0]):
             return {}
-        cur = c.execute(sql.SQL("SELECT t.id, t::text FROM {} t").format(
-            sql.Identifier(schema, table)))
+        cur = c.execute(
+            sql.SQL("SELECT t.id, t::text FROM {} t").format(sql.Identifier(schema, table))
+        )
         return {r[0]: r[1] for r in cur}
 
 
 _counter = itertools.count()
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(spec=specs(), mode=st.sampled_from(["incremental", "full"]), batch=st.integers(1, 7))
 def test_each_table_equals_the_source_or_is_unchanged(
-        tmp_path: Path, make_db: Callable[..., str], spec: Spec, mode: str, batch: int) -> None:
+    tmp_path: Path, make_db: Callable[..., str], spec: Spec, mode: str, batch: int
+) -> None:
     dbs = _dbs(make_db)
     schema = f"ex{next(_counter)}"
-    with psycopg.connect(dbs[0], autocommit=True) as a, \
-            psycopg.connect(dbs[1], autocommit=True) as b:
+    with (
+        psycopg.connect(dbs[0], autocommit=True) as a,
+        psycopg.connect(dbs[1], autocommit=True) as b,
+    ):
         _build(a, schema, spec, "src")
         _build(b, schema, spec, "tgt")
-    p = write_project(tmp_path / schema, {"dev": dbs[0], "prod": dbs[1]}, protected=(),
-                      extra=f'[sync]\nschemas = ["{schema}"]\n')
+    p = write_project(
+        tmp_path / schema,
+        {"dev": dbs[0], "prod": dbs[1]},
+        protected=(),
+        extra=f'[sync]\nschemas = ["{schema}"]\n',
+    )
     before = {t: _rows(dbs[1], schema, t) for t in ("p", "ch")}
-    res = engine.run(load_config(p.config), Target("dev", dbs[0]), Target("prod", dbs[1]),
-                     engine.Options(mode=mode, batch_size=batch))  # type: ignore[arg-type]
+    res = engine.run(
+        load_config(p.config),
+        Target("dev", dbs[0]),
+        Target("prod", dbs[1]),
+        engine.Options(mode=mode, batch_size=batch),  # type: ignore[arg-type]
+    )
     after = {t: _rows(dbs[1], schema, t) for t in ("p", "ch")}
     source = {t: _rows(dbs[0], schema, t) for t in ("p", "ch")}
     for r in res.tables:
@@ -149,8 +171,11 @@ def test_each_table_equals_the_source_or_is_unchanged(
                 assert after[t].get(k) == before[t].get(k), (r.table, k)
             else:
                 assert after[t].get(k) == source[t].get(k), (r.table, k, res.to_dict())
-        assert r.inserted + r.updated + r.unchanged + r.dead_lettered == r.source_rows \
-            == len(source[t]), r
+        assert (
+            r.inserted + r.updated + r.unchanged + r.dead_lettered
+            == r.source_rows
+            == len(source[t])
+        ), r
         assert r.deleted == len(set(before[t]) - set(source[t]))
 
 
@@ -159,9 +184,14 @@ def _dead(dsn: str, run_id: str, table: str) -> set[int]:
         found = c.execute("SELECT to_regclass('pgferry.dead_letters')").fetchone()
         if not (found and found[0]):
             return set()
-        return {int(r[0]) for r in c.execute(
-            "SELECT key->>'id' FROM pgferry.dead_letters WHERE run_id = %s AND table_name = %s",
-            [run_id, table])}
+        return {
+            int(r[0])
+            for r in c.execute(
+                "SELECT key->>'id' FROM pgferry.dead_letters WHERE run_id = %s AND table_name = %s",
+                [run_id, table],
+            )
+        }
+
 
 _made: dict[int, tuple[str, str]] = {}
 

@@ -18,14 +18,18 @@ SCHEMA = "CREATE TABLE pairs (a int, b int, v text, PRIMARY KEY (a, b));"
 
 
 def test_a_range_bounded_at_the_least_int4_is_copied(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     dev, qa = make_db("kbdev"), make_db("kbqa")
     p = write_project(tmp_path / "p", {"dev": dev, "qa": qa}, protected=())
     for dsn in (dev, qa):
         sql(dsn, SCHEMA)
     # every key's second column is the least int4: every chunk bound is (a, -2147483648)
-    sql(dev, "INSERT INTO pairs SELECT g, -2147483648, 'v' || g FROM generate_series(1, 50000) g;"
-             "ANALYZE pairs")
+    sql(
+        dev,
+        "INSERT INTO pairs SELECT g, -2147483648, 'v' || g FROM generate_series(1, 50000) g;"
+        "ANALYZE pairs",
+    )
     r = cli("--config", str(p.config), "--json", "sync", "dev", "qa", "--mode", "full")
     assert r.code == 0, r.err + r.out
     # whole chunks missing on the target: their ranges are copied by their bounds

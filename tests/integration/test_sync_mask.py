@@ -49,27 +49,33 @@ def conn(db: str) -> Any:
 
 
 def _has_citext(c: psycopg.Connection[Any]) -> bool:
-    return bool(c.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'citext'"
-                          ).fetchone())
+    return bool(c.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'citext'").fetchone())
 
 
-def masked(c: psycopg.Connection[Any], table: str, rules: dict[str, str], key: str = KEY,
-           order: str = "id") -> list[dict[str, Any]]:
+def masked(
+    c: psycopg.Connection[Any], table: str, rules: dict[str, str], key: str = KEY, order: str = "id"
+) -> list[dict[str, Any]]:
     t = catalog.tables(c, ["public"])[f"public.{table}"]
     r = compile_rules(rules)
     masks = mask_expressions(r, t.qualname, t.columns, key, key_columns=t.primary_key)
     set_key(c, key)
     probe(c, t.qualname, t.columns, masks, r)
     q = sql.SQL("SELECT {} FROM {} ORDER BY {}").format(
-        select_list(t.columns, masks), sql.Identifier(table), sql.Identifier(order))
+        select_list(t.columns, masks), sql.Identifier(table), sql.Identifier(order)
+    )
     cur = c.cursor(row_factory=psycopg.rows.dict_row)
     return list(cur.execute(q))
 
 
-RULES = {"public.users.email": "email", "public.users.work_email": "keep_domain_email",
-         "public.users.full_name": "name", "public.users.phone": "phone",
-         "public.users.ext_id": "hash", "public.users.big": "hash",
-         "*.orders.customer_email": "email"}
+RULES = {
+    "public.users.email": "email",
+    "public.users.work_email": "keep_domain_email",
+    "public.users.full_name": "name",
+    "public.users.phone": "phone",
+    "public.users.ext_id": "hash",
+    "public.users.big": "hash",
+    "*.orders.customer_email": "email",
+}
 
 
 def test_deterministic_across_tables_and_runs(conn: Any, db: str) -> None:
@@ -94,8 +100,10 @@ def test_unique_stays_unique_and_raw_values_are_gone(conn: Any) -> None:
     for col in ("email", "work_email", "full_name", "phone", "ext_id", "big"):
         assert len({r[col] for r in rows}) == 5000, col
     for r in rows:
-        assert not any("mail.example.com" in str(r[c]) or "Person" in str(r[c])
-                       or "+44" in str(r[c]) for c in ("email", "full_name", "phone")), r
+        assert not any(
+            "mail.example.com" in str(r[c]) or "Person" in str(r[c]) or "+44" in str(r[c])
+            for c in ("email", "full_name", "phone")
+        ), r
     r1 = rows[0]
     assert re.fullmatch(r"u_[0-9a-f]{16}@example\.invalid", r1["email"])
     assert re.fullmatch(r"u_[0-9a-f]{16}@corp1\.io", r1["work_email"])
@@ -114,12 +122,18 @@ def test_null_stays_null_and_keep_domain_without_at(conn: Any) -> None:
 
 
 def test_null_fixed_sql_and_redact_rules(conn: Any) -> None:
-    rows = masked(conn, "users", {
-        "public.users.born": "null", "public.users.score": "fixed:7",
-        "public.users.code": "fixed:50% off", "public.users.note": "redact",
-        "public.users.full_name": "sql:upper(left({col}, 1)) || '.'",
-        "public.users.phone": "sql:md5({key} || phone)",
-    })
+    rows = masked(
+        conn,
+        "users",
+        {
+            "public.users.born": "null",
+            "public.users.score": "fixed:7",
+            "public.users.code": "fixed:50% off",
+            "public.users.note": "redact",
+            "public.users.full_name": "sql:upper(left({col}, 1)) || '.'",
+            "public.users.phone": "sql:md5({key} || phone)",
+        },
+    )
     r = rows[3]
     assert r["born"] is None and r["score"] == 7 and r["code"] == "50% off"
     assert r["note"] == "******" and r["full_name"] == "P."
@@ -132,10 +146,15 @@ def test_masked_values_fit_the_target_columns(conn: Any) -> None:
     t = catalog.tables(conn, ["public"])["public.users"]
     masks = mask_expressions(compile_rules(RULES), t.qualname, t.columns, KEY)
     cols = sql.SQL(", ").join(sql.Identifier(c.name) for c in t.columns)
-    conn.execute(sql.SQL("INSERT INTO target_users ({}) SELECT {} FROM users").format(
-        cols, select_list(t.columns, masks)))
-    assert conn.execute("SELECT count(*), count(DISTINCT email) FROM target_users"
-                        ).fetchone() == (5001, 5000)
+    conn.execute(
+        sql.SQL("INSERT INTO target_users ({}) SELECT {} FROM users").format(
+            cols, select_list(t.columns, masks)
+        )
+    )
+    assert conn.execute("SELECT count(*), count(DISTINCT email) FROM target_users").fetchone() == (
+        5001,
+        5000,
+    )
 
 
 PROBE_CASES = [
@@ -161,28 +180,37 @@ def test_probe_finds_rules_the_server_rejects(conn: Any) -> None:
 def test_column_type_checks_against_the_real_catalog(conn: Any) -> None:
     t = catalog.tables(conn, ["public"])["public.users"]
     with pytest.raises(BadInput, match="needs a text column, but public.users.score is integer"):
-        mask_expressions(compile_rules({"public.users.score": "email"}), t.qualname,
-                         t.columns, KEY)
+        mask_expressions(compile_rules({"public.users.score": "email"}), t.qualname, t.columns, KEY)
     with pytest.raises(BadInput, match="target column is NOT NULL"):
-        mask_expressions(compile_rules({"public.users.code": "null"}), t.qualname,
-                         t.columns, KEY)
+        mask_expressions(compile_rules({"public.users.code": "null"}), t.qualname, t.columns, KEY)
 
 
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(values=st.lists(st.text(st.characters(exclude_categories=["Cs"],
-                                             exclude_characters="\x00"), max_size=40),
-                       min_size=1, max_size=60, unique=True))
-def test_property_distinct_inputs_stay_distinct_and_repeatable(conn: Any,
-                                                                values: list[str]) -> None:
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    values=st.lists(
+        st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=40),
+        min_size=1,
+        max_size=60,
+        unique=True,
+    )
+)
+def test_property_distinct_inputs_stay_distinct_and_repeatable(
+    conn: Any, values: list[str]
+) -> None:
     """Any distinct texts (unicode, empty, '@'-laden) mask to distinct, repeatable values."""
-    t = catalog.Table("public", "v", columns=[catalog.Column("x", "text", False, False, "", "",
-                                                             25)])
+    t = catalog.Table(
+        "public", "v", columns=[catalog.Column("x", "text", False, False, "", "", 25)]
+    )
     rules = compile_rules({"public.v.x": "email"})
-    exprs = [mask_expressions(compile_rules({"public.v.x": r}), "public.v", t.columns, KEY)["x"]
-             for r in ("email", "keep_domain_email", "name", "phone", "hash")]
+    exprs = [
+        mask_expressions(compile_rules({"public.v.x": r}), "public.v", t.columns, KEY)["x"]
+        for r in ("email", "keep_domain_email", "name", "phone", "hash")
+    ]
     q = sql.SQL("SELECT {} FROM unnest(%s::text[]) AS v(x) ORDER BY x").format(
-        sql.SQL(", ").join(exprs))
+        sql.SQL(", ").join(exprs)
+    )
     first = conn.execute(q, [values]).fetchall()
     assert conn.execute(q, [values]).fetchall() == first
     for i in range(len(exprs)):
@@ -200,6 +228,9 @@ def test_domain_over_text_is_masked_and_checked_by_the_server(conn: Any) -> None
     rows = masked(conn, "contacts", {"public.contacts.mail": "email"})
     assert all(re.fullmatch(r"u_[0-9a-f]{16}@example\.invalid", r["mail"]) for r in rows)
     # the name rule's output is longer than the domain allows: the probe says so (exit 2)
-    with pytest.raises(BadInput, match=r"'public.contacts.nick' = 'name' does not work on "
-                                       r"public.contacts.nick: value for domain short_t"):
+    with pytest.raises(
+        BadInput,
+        match=r"'public.contacts.nick' = 'name' does not work on "
+        r"public.contacts.nick: value for domain short_t",
+    ):
         masked(conn, "contacts", {"public.contacts.nick": "name"})

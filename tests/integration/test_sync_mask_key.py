@@ -26,23 +26,33 @@ def _server_log(admin_dsn: str) -> Path | None:
     return log if log.is_file() else None
 
 
-def test_the_key_is_never_in_sql_text(tmp_path: Path, make_db: Callable[..., str],
-                                      pg_admin_dsn: str, cli: Callable[..., Result],
-                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_key_is_never_in_sql_text(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    pg_admin_dsn: str,
+    cli: Callable[..., Result],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     p: Project = write_project(
-        tmp_path / "p", {"prod": make_db("prod"), "staging": make_db("staging")},
+        tmp_path / "p",
+        {"prod": make_db("prod"), "staging": make_db("staging")},
         protected=("prod",),
         extra='[sync.mask]\n"public.people.email" = "email"\n'
-              '"public.people.note" = "sql:CASE WHEN {col} = \'boom\' '
-              'THEN (1 / (length({col}) - 4))::text ELSE md5({key} || {col}) END"\n')
-    ddl = ("CREATE TABLE people (id int PRIMARY KEY, email text, note text);"
-           "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
-           "$$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$;"
-           "CREATE TRIGGER slow BEFORE INSERT ON people FOR EACH ROW EXECUTE FUNCTION slow();")
+        '"public.people.note" = "sql:CASE WHEN {col} = \'boom\' '
+        'THEN (1 / (length({col}) - 4))::text ELSE md5({key} || {col}) END"\n',
+    )
+    ddl = (
+        "CREATE TABLE people (id int PRIMARY KEY, email text, note text);"
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.05); RETURN NEW; END $$;"
+        "CREATE TRIGGER slow BEFORE INSERT ON people FOR EACH ROW EXECUTE FUNCTION slow();"
+    )
     for dsn in p.dsns.values():
         sql(dsn, ddl)
-    sql(p.dsns["prod"], "INSERT INTO people SELECT g, 'p' || g || '@x.org', 'n' || g "
-                        "FROM generate_series(1, 30) g")
+    sql(
+        p.dsns["prod"],
+        "INSERT INTO people SELECT g, 'p' || g || '@x.org', 'n' || g FROM generate_series(1, 30) g",
+    )
     monkeypatch.setenv("PGFERRY_MASK_KEY", KEY)
     # while a sync runs, every query any session shows
     seen: list[str] = []
@@ -51,8 +61,12 @@ def test_the_key_is_never_in_sql_text(tmp_path: Path, make_db: Callable[..., str
     def watch() -> None:
         with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
             while not stop.is_set():
-                seen.extend(r[0] or "" for r in c.execute(
-                    "SELECT query FROM pg_stat_activity WHERE application_name LIKE 'pgferry%'"))
+                seen.extend(
+                    r[0] or ""
+                    for r in c.execute(
+                        "SELECT query FROM pg_stat_activity WHERE application_name LIKE 'pgferry%'"
+                    )
+                )
                 time.sleep(0.01)
 
     th = threading.Thread(target=watch)

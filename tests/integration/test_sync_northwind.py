@@ -11,12 +11,26 @@ import pytest
 from tests.helpers import SHARED_DATA, Result, write_project
 
 NORTHWIND = SHARED_DATA / "northwind.sql"
-TABLES = ["categories", "customer_customer_demo", "customer_demographics", "customers",
-          "employees", "employee_territories", "order_details", "orders", "products", "region",
-          "shippers", "suppliers", "territories", "us_states"]
+TABLES = [
+    "categories",
+    "customer_customer_demo",
+    "customer_demographics",
+    "customers",
+    "employees",
+    "employee_territories",
+    "order_details",
+    "orders",
+    "products",
+    "region",
+    "shippers",
+    "suppliers",
+    "territories",
+    "us_states",
+]
 
-pytestmark = pytest.mark.skipif(not NORTHWIND.is_file(),
-                                reason=f"test data {NORTHWIND} is absent (../shared/data)")
+pytestmark = pytest.mark.skipif(
+    not NORTHWIND.is_file(), reason=f"test data {NORTHWIND} is absent (../shared/data)"
+)
 
 
 def load(dsn: str) -> None:
@@ -26,12 +40,15 @@ def load(dsn: str) -> None:
 
 def dump(dsn: str) -> dict[str, list[tuple[object, ...]]]:
     with psycopg.connect(dsn) as c:
-        return {t: c.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()  # noqa: S608
-                for t in TABLES}
+        return {
+            t: c.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()  # noqa: S608
+            for t in TABLES
+        }
 
 
-def test_northwind_full_then_incremental(tmp_path: Path, make_db: Callable[..., str],
-                                         cli: Callable[..., Result]) -> None:
+def test_northwind_full_then_incremental(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     dev, prod = make_db("nwdev"), make_db("nwprod")
     load(dev)
     load(prod)

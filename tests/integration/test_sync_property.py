@@ -27,8 +27,11 @@ op = st.one_of(
 def apply(c: psycopg.Connection, ops: list[tuple[str, tuple[int, str], str, int]]) -> None:
     for kind, (k1, k2), v, n in ops:
         if kind == "put":
-            c.execute("INSERT INTO kv VALUES (%s, %s, %s, %s) ON CONFLICT (k1, k2) DO UPDATE"
-                      " SET v = excluded.v, n = excluded.n", [k1, k2, v.replace("\x00", ""), n])
+            c.execute(
+                "INSERT INTO kv VALUES (%s, %s, %s, %s) ON CONFLICT (k1, k2) DO UPDATE"
+                " SET v = excluded.v, n = excluded.n",
+                [k1, k2, v.replace("\x00", ""), n],
+            )
         else:
             c.execute("DELETE FROM kv WHERE k1 = %s AND k2 = %s", [k1, k2])
 
@@ -43,12 +46,22 @@ def envs(tmp_path: Path, make_db: Callable[..., str]) -> tuple[Path, str, str]:
     return p.config, dev, prod
 
 
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(src_ops=st.lists(op, max_size=25), tgt_ops=st.lists(op, max_size=25),
-       mode=st.sampled_from(["incremental", "full"]), batch=st.integers(1, 8))
-def test_sync_then_verify_is_identical(envs: tuple[Path, str, str], src_ops: list, tgt_ops: list,  # type: ignore[type-arg]
-                                       mode: str, batch: int) -> None:
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    src_ops=st.lists(op, max_size=25),
+    tgt_ops=st.lists(op, max_size=25),
+    mode=st.sampled_from(["incremental", "full"]),
+    batch=st.integers(1, 8),
+)
+def test_sync_then_verify_is_identical(
+    envs: tuple[Path, str, str],
+    src_ops: list[tuple[str, tuple[int, str], str, int]],
+    tgt_ops: list[tuple[str, tuple[int, str], str, int]],
+    mode: str,
+    batch: int,
+) -> None:
     config, dev, prod = envs
     with psycopg.connect(dev, autocommit=True) as a, psycopg.connect(prod, autocommit=True) as b:
         apply(a, src_ops)
@@ -61,5 +74,5 @@ def test_sync_then_verify_is_identical(envs: tuple[Path, str, str], src_ops: lis
     kv = check.table("public.kv")
     assert (kv.differing, kv.only_in_source, kv.only_in_target) == (0, 0, 0)
     with psycopg.connect(dev) as a, psycopg.connect(prod) as b:
-        q = "SELECT * FROM kv ORDER BY k1, k2 COLLATE \"C\""
+        q = 'SELECT * FROM kv ORDER BY k1, k2 COLLATE "C"'
         assert a.execute(q).fetchall() == b.execute(q).fetchall()

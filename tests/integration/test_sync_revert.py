@@ -40,9 +40,10 @@ FROM generate_series(250, 400) g;
 def snapshot(dsn: str) -> dict[str, list[str]]:
     with psycopg.connect(dsn) as c:
         c.execute("SET TimeZone = 'UTC'; SET extra_float_digits = 3")
-        return {t: sorted(r[0] for r in c.execute(
-            f"SELECT x::text FROM {t} x"))  # noqa: S608
-            for t in ("customers", "orders")}
+        return {
+            t: sorted(r[0] for r in c.execute(f"SELECT x::text FROM {t} x"))  # noqa: S608
+            for t in ("customers", "orders")
+        }
 
 
 def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
@@ -51,8 +52,11 @@ def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
 
 @pytest.fixture
 def proj(tmp_path: Path, make_db: Callable[..., str]) -> Project:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod"),
-                                       "qa": make_db("qa")}, protected=("prod",))
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "prod": make_db("prod"), "qa": make_db("qa")},
+        protected=("prod",),
+    )
     for dsn in p.dsns.values():
         sql(dsn, SCHEMA)
     sql(p.dsns["dev"], DEV)
@@ -67,31 +71,38 @@ def test_revert_puts_every_row_back(proj: Project, cli: Callable[..., Result]) -
     run_id = r.json["run_id"]
     by = {t["table"]: t for t in r.json["tables"]}
     assert by["public.customers"]["before_images"] is True
-    assert (by["public.customers"]["inserted"], by["public.customers"]["updated"],
-            by["public.customers"]["deleted"]) == (19, 5, 20)
+    assert (
+        by["public.customers"]["inserted"],
+        by["public.customers"]["updated"],
+        by["public.customers"]["deleted"],
+    ) == (19, 5, 20)
     assert snapshot(proj.dsns["prod"]) == snapshot(proj.dsns["dev"])
     # protected: --yes needed; a dry run changes nothing
     assert run(cli, proj, "sync", "revert", run_id).code == 4
     r = run(cli, proj, "sync", "revert", run_id, "--dry-run")
     # customers: 19 inserted, 20 deleted, 5 updated; orders: 249, 100 and 51
-    assert r.code == 0 and r.json["totals"] == {"removed": 19 + 249, "reinserted": 20 + 100,
-                                                "restored": 5 + 51}
+    assert r.code == 0 and r.json["totals"] == {
+        "removed": 19 + 249,
+        "reinserted": 20 + 100,
+        "restored": 5 + 51,
+    }
     assert snapshot(proj.dsns["prod"]) == snapshot(proj.dsns["dev"])
     r = run(cli, proj, "sync", "revert", run_id, "--yes")  # the env is found by the run id
     assert r.code == 0, r.out + r.err
     assert snapshot(proj.dsns["prod"]) == before
     with psycopg.connect(proj.dsns["prod"]) as c:
-        assert c.execute("SELECT count(*) FROM pgferry.before_images WHERE run_id = %s",
-                         [run_id]).fetchone() == (0,)
-        assert c.execute("SELECT command, outcome FROM pgferry.journal ORDER BY id DESC "
-                         "LIMIT 1").fetchone() == ("sync revert", "ok")
+        assert c.execute(
+            "SELECT count(*) FROM pgferry.before_images WHERE run_id = %s", [run_id]
+        ).fetchone() == (0,)
+        assert c.execute(
+            "SELECT command, outcome FROM pgferry.journal ORDER BY id DESC LIMIT 1"
+        ).fetchone() == ("sync revert", "ok")
     # reverted once: a second time says what happened
     r = run(cli, proj, "sync", "revert", run_id, "--env", "prod", "--yes")
     assert r.code == 2 and "reverted already" in r.err
 
 
-def test_revert_refuses_when_a_row_changed_since(proj: Project, cli: Callable[..., Result]
-                                                 ) -> None:
+def test_revert_refuses_when_a_row_changed_since(proj: Project, cli: Callable[..., Result]) -> None:
     r = run(cli, proj, "sync", "dev", "prod", "--yes")
     run_id = r.json["run_id"]
     sql(proj.dsns["prod"], "UPDATE customers SET name = 'fixed by hand' WHERE id = 30")
@@ -102,26 +113,32 @@ def test_revert_refuses_when_a_row_changed_since(proj: Project, cli: Callable[..
     assert '"id": 30' in r.err and "nothing was reverted" in r.err
     assert snapshot(proj.dsns["prod"]) == after
     # a row the run deleted, inserted again by someone: also a change
-    sql(proj.dsns["prod"], "UPDATE customers SET name = 'c30' WHERE id = 30;"
-        "INSERT INTO customers (id, name) VALUES (80, 'back')")
+    sql(
+        proj.dsns["prod"],
+        "UPDATE customers SET name = 'c30' WHERE id = 30;"
+        "INSERT INTO customers (id, name) VALUES (80, 'back')",
+    )
     r = run(cli, proj, "sync", "revert", run_id, "--env", "prod", "--yes")
     assert r.code == 4 and '"id": 80' in r.err
 
 
-def test_images_only_where_asked_and_they_expire(proj: Project, cli: Callable[..., Result]
-                                                 ) -> None:
+def test_images_only_where_asked_and_they_expire(proj: Project, cli: Callable[..., Result]) -> None:
     r = run(cli, proj, "sync", "dev", "qa")  # unprotected: none by default
     assert r.code == 0
     with psycopg.connect(proj.dsns["qa"]) as c:
         assert c.execute("SELECT count(*) FROM pgferry.before_images").fetchone() == (0,)
-    proj.config.write_text(proj.config.read_text(encoding="utf-8")
-                           + "\n[sync]\nkeep_before_images = true\n", encoding="utf-8")
+    proj.config.write_text(
+        proj.config.read_text(encoding="utf-8") + "\n[sync]\nkeep_before_images = true\n",
+        encoding="utf-8",
+    )
     sql(proj.dsns["dev"], "UPDATE customers SET name = name || '!' WHERE id <= 3")
     r = run(cli, proj, "sync", "dev", "qa")
     assert r.json["tables"][0]["updated"] == 3
     with psycopg.connect(proj.dsns["qa"], autocommit=True) as c:
-        assert c.execute("SELECT count(*), min(action) FROM pgferry.before_images"
-                         ).fetchone() == (3, "update")
+        assert c.execute("SELECT count(*), min(action) FROM pgferry.before_images").fetchone() == (
+            3,
+            "update",
+        )
         c.execute("UPDATE pgferry.before_images SET at = now() - interval '15 days'")
     sql(proj.dsns["dev"], "UPDATE customers SET name = name || '?' WHERE id = 4")
     run(cli, proj, "sync", "dev", "qa")  # expires the 15-day-old ones (default 14d)
@@ -129,8 +146,9 @@ def test_images_only_where_asked_and_they_expire(proj: Project, cli: Callable[..
         assert c.execute("SELECT count(*) FROM pgferry.before_images").fetchone() == (1,)
 
 
-def test_revert_of_a_load_into_empty_tables(tmp_path: Path, make_db: Callable[..., str],
-                                            cli: Callable[..., Result]) -> None:
+def test_revert_of_a_load_into_empty_tables(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")})
     for dsn in p.dsns.values():
         sql(dsn, SCHEMA)

@@ -44,24 +44,40 @@ INSERT INTO items SELECT g, g % 50 + 1, 'c' || g, g % 7, 'Note ' || g,
 INSERT INTO part SELECT g, date '2024-01-01' + g % 360, 'v' || g FROM generate_series(1, 2000) g;
 """
 TABLES = ("parent", "items", "part")
-SET_ASIDE = {"items_parent_idx", "items_code_key", "items_note_lower_idx", "items_tags_idx",
-             "items_code_qty", "part_a_v_idx", "part_b_v_idx"}
+SET_ASIDE = {
+    "items_parent_idx",
+    "items_code_key",
+    "items_note_lower_idx",
+    "items_tags_idx",
+    "items_code_qty",
+    "part_a_v_idx",
+    "part_b_v_idx",
+}
 
 
 def indexes(dsn: str) -> dict[str, tuple[int, str]]:
     """Every index of the public schema: name -> (OID, definition)."""
     with psycopg.connect(dsn) as c:
-        return {r[0]: (r[1], r[2]) for r in c.execute(
-            "SELECT c.relname, c.oid::int, pg_get_indexdef(c.oid) FROM pg_index i JOIN pg_class c"
-            " ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = 'public'")}
+        return {
+            r[0]: (r[1], r[2])
+            for r in c.execute(
+                "SELECT c.relname, c.oid::int, pg_get_indexdef(c.oid) "
+                "FROM pg_index i JOIN pg_class c"
+                " ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public'"
+            )
+        }
 
 
 def constraints(dsn: str) -> list[str]:
     with psycopg.connect(dsn) as c:
-        return sorted(f"{r[0]} {r[1]}" for r in c.execute(
-            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-            " WHERE connamespace = 'public'::regnamespace"))
+        return sorted(
+            f"{r[0]} {r[1]}"
+            for r in c.execute(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE connamespace = 'public'::regnamespace"
+            )
+        )
 
 
 def recorded(dsn: str) -> list[str]:
@@ -77,8 +93,11 @@ def definitions(dsn: str) -> dict[str, str]:
 
 @pytest.fixture
 def proj(tmp_path: Any, make_db: Callable[..., str]) -> Project:
-    p = write_project(tmp_path / "p", {"dev": make_db("sdev"), "stage": make_db("sstage"),
-                                       "prod": make_db("sprod")}, protected=("prod",))
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("sdev"), "stage": make_db("sstage"), "prod": make_db("sprod")},
+        protected=("prod",),
+    )
     for dsn in p.dsns.values():
         sql(dsn, SCHEMA)
     sql(p.dsns["dev"], DATA)
@@ -90,7 +109,8 @@ def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
 
 
 def test_an_empty_table_loads_without_its_indexes_and_gets_them_back(
-        proj: Project, cli: Callable[..., Result]) -> None:
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     before = indexes(proj.dsns["stage"])
     r = run(cli, proj, "sync", "dev", "stage", "--mode", "full")
     assert r.code == 0, r.err + r.out
@@ -128,8 +148,11 @@ def test_never_on_a_protected_target(proj: Project, cli: Callable[..., Result]) 
 
 
 def test_never_on_a_table_that_has_rows(proj: Project, cli: Callable[..., Result]) -> None:
-    sql(proj.dsns["stage"], "INSERT INTO parent VALUES (999, 'stray');"
-                            "INSERT INTO items (id, code) VALUES (99999, 'stray')")
+    sql(
+        proj.dsns["stage"],
+        "INSERT INTO parent VALUES (999, 'stray');"
+        "INSERT INTO items (id, code) VALUES (99999, 'stray')",
+    )
     before = indexes(proj.dsns["stage"])
     r = run(cli, proj, "sync", "dev", "stage", "--mode", "full")
     assert r.code == 0, r.err + r.out
@@ -143,10 +166,15 @@ def test_never_on_a_table_that_has_rows(proj: Project, cli: Callable[..., Result
         assert rows(proj.dsns["dev"], t) == rows(proj.dsns["stage"], t)
 
 
-def test_defer_indexes_false_keeps_them(tmp_path: Any, make_db: Callable[..., str],
-                                        cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "k", {"dev": make_db("kdev"), "stage": make_db("kstage")},
-                      protected=(), extra="[sync]\ndefer_indexes = false\n")
+def test_defer_indexes_false_keeps_them(
+    tmp_path: Any, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    p = write_project(
+        tmp_path / "k",
+        {"dev": make_db("kdev"), "stage": make_db("kstage")},
+        protected=(),
+        extra="[sync]\ndefer_indexes = false\n",
+    )
     for dsn in p.dsns.values():
         sql(dsn, SCHEMA)
     sql(p.dsns["dev"], DATA)
@@ -157,7 +185,8 @@ def test_defer_indexes_false_keeps_them(tmp_path: Any, make_db: Callable[..., st
 
 
 def test_a_row_that_fails_the_fast_path_loads_with_every_index_in_place(
-        proj: Project, cli: Callable[..., Result]) -> None:
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     # a check only the target has: COPY fails on one row, the batches isolate it
     sql(proj.dsns["stage"], "ALTER TABLE items ADD CONSTRAINT no_13 CHECK (id <> 13)")
     before = indexes(proj.dsns["stage"])
@@ -176,9 +205,11 @@ def _wait_for(dsn: str, proc: Any, pattern: str) -> int:
     deadline = time.monotonic() + 60
     with psycopg.connect(dsn, autocommit=True) as c:
         while time.monotonic() < deadline:
-            row = c.execute("SELECT pid FROM pg_stat_activity WHERE application_name LIKE "
-                            "'pgferry%%' AND state = 'active' AND query ~ %s",
-                            [pattern]).fetchone()
+            row = c.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE "
+                "'pgferry%%' AND state = 'active' AND query ~ %s",
+                [pattern],
+            ).fetchone()
             if row:
                 return int(row[0])
             assert proc.poll() is None, proc.communicate()
@@ -187,12 +218,15 @@ def _wait_for(dsn: str, proc: Any, pattern: str) -> int:
 
 
 def test_sigkill_between_drop_and_rebuild_leaves_the_definitions_and_the_rerun_rebuilds(
-        proj: Project, pg_admin_dsn: str) -> None:
+    proj: Project, pg_admin_dsn: str
+) -> None:
     stage = proj.dsns["stage"]
     # an index that takes seconds to build (a slow function in its expression)
-    slow = ("CREATE FUNCTION slow_len(text) RETURNS int IMMUTABLE LANGUAGE plpgsql AS "
-            "$$ BEGIN PERFORM pg_sleep(0.003); RETURN length($1); END $$;"
-            "CREATE INDEX items_slow_idx ON items (slow_len(code));")
+    slow = (
+        "CREATE FUNCTION slow_len(text) RETURNS int IMMUTABLE LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.003); RETURN length($1); END $$;"
+        "CREATE INDEX items_slow_idx ON items (slow_len(code));"
+    )
     sql(stage, slow)
     sql(proj.dsns["dev"], slow)
     want = definitions(proj.dsns["dev"])
@@ -201,12 +235,18 @@ def test_sigkill_between_drop_and_rebuild_leaves_the_definitions_and_the_rerun_r
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     with psycopg.connect(pg_admin_dsn, autocommit=True) as c:  # the build dies with it
-        c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-                  "application_name LIKE 'pgferry%'")
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+            "application_name LIKE 'pgferry%'"
+        )
     deadline = time.monotonic() + 30
     with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        while c.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE "
-                        "'pgferry%'").fetchone() and time.monotonic() < deadline:
+        while (
+            c.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pgferry%'"
+            ).fetchone()
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
     # the load committed (the rows are the source's), the index is missing, its definition
     # is recorded where the next sync finds it
@@ -215,8 +255,9 @@ def test_sigkill_between_drop_and_rebuild_leaves_the_definitions_and_the_rerun_r
     assert "public.items_slow_idx" in recorded(stage)
     r = proj.run("sync", "dev", "stage", "--json")
     assert r.code == 0, r.err + r.out
-    assert any("rebuilt index(es) an interrupted sync had set aside" in w
-               for w in r.json["warnings"])
+    assert any(
+        "rebuilt index(es) an interrupted sync had set aside" in w for w in r.json["warnings"]
+    )
     assert definitions(stage) == want
     assert constraints(stage) == constraints(proj.dsns["dev"])
     assert recorded(stage) == []

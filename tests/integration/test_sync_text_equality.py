@@ -18,12 +18,14 @@ FROM generate_series(1, 300) g;
 """
 
 
-def test_citext_case_change_is_found_and_written(tmp_path: Path, make_db: Callable[..., str],
-                                                 cli: Callable[..., Result]) -> None:
+def test_citext_case_change_is_found_and_written(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     # 'Alice@X' = 'alice@x' as citext, so its hash and IS DISTINCT FROM would call the rows
     # the same: verify must still report them, and a sync must make them identical
-    p = write_project(tmp_path / "p", {"dev": make_db("cdev"), "prod": make_db("cprod")},
-                      protected=())
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("cdev"), "prod": make_db("cprod")}, protected=()
+    )
     sql(p.dsns["dev"], CITEXT)
     sql(p.dsns["prod"], CITEXT)
     sql(p.dsns["prod"], "UPDATE people SET email = lower(email) WHERE id % 50 = 0")
@@ -44,17 +46,24 @@ def test_citext_case_change_is_found_and_written(tmp_path: Path, make_db: Callab
 
 
 def test_percent_in_a_name_stops_that_table_in_one_sentence(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     # psycopg reads % inside a quoted identifier as a placeholder: the table is stopped by the
     # plan with a clear message, the other tables are synced
-    ddl = 'CREATE TABLE "odd%name" (id int PRIMARY KEY, v text); CREATE TABLE fine (id int ' \
+    ddl = (
+        'CREATE TABLE "odd%name" (id int PRIMARY KEY, v text); CREATE TABLE fine (id int '
         'PRIMARY KEY, "pct%" int);CREATE TABLE ok (id int PRIMARY KEY, v int);'
-    p = write_project(tmp_path / "p", {"dev": make_db("pdev"), "prod": make_db("pprod")},
-                      protected=())
+    )
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("pdev"), "prod": make_db("pprod")}, protected=()
+    )
     sql(p.dsns["dev"], ddl)
     sql(p.dsns["prod"], ddl)
-    sql(p.dsns["dev"], """INSERT INTO "odd%name" VALUES (1, 'a'); INSERT INTO ok VALUES (1, 1),
-        (2, 2);""")
+    sql(
+        p.dsns["dev"],
+        """INSERT INTO "odd%name" VALUES (1, 'a'); INSERT INTO ok VALUES (1, 1),
+        (2, 2);""",
+    )
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--mode", "full", "--json")
     assert r.code == 3, r.err + r.out
     by = {t["table"]: t for t in r.json["tables"]}

@@ -18,14 +18,17 @@ from tests.helpers import Project, Result, sql, write_project
 
 def fetch(dsn: str, q: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as c:
-        c.execute("SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres';"
-                  "SET extra_float_digits = 3; SET bytea_output = 'hex'")
+        c.execute(
+            "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET IntervalStyle = 'postgres';"
+            "SET extra_float_digits = 3; SET bytea_output = 'hex'"
+        )
         return c.execute(q).fetchall()
 
 
 def project(tmp_path: Path, make_db: Callable[..., str], extra: str = "") -> Project:
-    return write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                         protected=(), extra=extra)
+    return write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=extra
+    )
 
 
 def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
@@ -47,28 +50,37 @@ INSERT INTO v VALUES
 
 
 def test_values_survive_odd_database_settings_on_both_sides(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     """Rows copied as text (an enum column makes the whole COPY text) keep their values,
     whatever DateStyle, float digits, IntervalStyle, TimeZone or bytea_output the
     databases set (issue 9, item 5)."""
     p = project(tmp_path, make_db)
-    odd = {"dev": ("SQL, DMY", "0", "sql_standard", "Asia/Kolkata", "escape"),
-           "prod": ("SQL, MDY", "-5", "iso_8601", "America/New_York", "escape")}
+    odd = {
+        "dev": ("SQL, DMY", "0", "sql_standard", "Asia/Kolkata", "escape"),
+        "prod": ("SQL, MDY", "-5", "iso_8601", "America/New_York", "escape"),
+    }
     for env, (ds, efd, ivs, tz, bo) in odd.items():
         dsn = p.dsns[env]
         db = dsn.split("dbname=")[1].split()[0]
-        sql(dsn, VALUES + f"ALTER DATABASE {db} SET DateStyle = '{ds}';"
+        sql(
+            dsn,
+            VALUES + f"ALTER DATABASE {db} SET DateStyle = '{ds}';"
             f"ALTER DATABASE {db} SET extra_float_digits = {efd};"
             f"ALTER DATABASE {db} SET IntervalStyle = '{ivs}';"
             f"ALTER DATABASE {db} SET TimeZone = '{tz}';"
-            f"ALTER DATABASE {db} SET bytea_output = '{bo}';")
+            f"ALTER DATABASE {db} SET bytea_output = '{bo}';",
+        )
     sql(p.dsns["dev"], ROWS)
     want = fetch(p.dsns["dev"], "SELECT * FROM v ORDER BY id")
     r = run(cli, p, "sync", "dev", "prod")  # empty target: the COPY fast path, as text
     assert r.code == 0, r.out + r.err
     assert fetch(p.dsns["prod"], "SELECT * FROM v ORDER BY id") == want
-    sql(p.dsns["dev"], "UPDATE v SET d = '2026-03-04', f = 0.1 + 0.2, tz = tz + interval "
-        "'1 microsecond', i = i + interval '1 second' WHERE id = 1")
+    sql(
+        p.dsns["dev"],
+        "UPDATE v SET d = '2026-03-04', f = 0.1 + 0.2, tz = tz + interval "
+        "'1 microsecond', i = i + interval '1 second' WHERE id = 1",
+    )
     want = fetch(p.dsns["dev"], "SELECT * FROM v ORDER BY id")
     r = run(cli, p, "sync", "dev", "prod")  # through the staging table, text columns cast
     assert r.code == 0, r.out + r.err
@@ -78,21 +90,28 @@ def test_values_survive_odd_database_settings_on_both_sides(
 
 
 def test_bad_values_are_dead_letters_and_the_rest_is_synced(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     """Item 2: a value the target refuses (type drift, a domain CHECK, an enum label the
     target lacks) is one dead letter; the other rows, deletes included, are synced."""
     p = project(tmp_path, make_db)
-    sql(p.dsns["dev"], """
+    sql(
+        p.dsns["dev"],
+        """
         CREATE TYPE lbl AS ENUM ('x', 'y', 'z');
         CREATE DOMAIN small AS int;
         CREATE TABLE t (id int PRIMARY KEY, v text, s small, l lbl);
         INSERT INTO t VALUES (1, '1', 1, 'x'), (2, 'abc', 2, 'x'), (3, '3', 3, 'x'),
-                             (4, '4', 400, 'x'), (5, '5', 5, 'z');""")
-    sql(p.dsns["prod"], """
+                             (4, '4', 400, 'x'), (5, '5', 5, 'z');""",
+    )
+    sql(
+        p.dsns["prod"],
+        """
         CREATE TYPE lbl AS ENUM ('x', 'y');
         CREATE DOMAIN small AS int CHECK (VALUE < 100);
         CREATE TABLE t (id int PRIMARY KEY, v int, s small, l lbl);
-        INSERT INTO t VALUES (9, 9, 9, 'y');""")
+        INSERT INTO t VALUES (9, 9, 9, 'y');""",
+    )
     for mode in ("incremental", "full"):
         r = run(cli, p, "sync", "dev", "prod", "--mode", mode)
         assert r.code == 1, r.out + r.err  # done, and it found a problem
@@ -100,31 +119,38 @@ def test_bad_values_are_dead_letters_and_the_rest_is_synced(
         assert t["status"] == "dead_letters"
         assert sorted(d["key"]["id"] for d in t["dead_letters"]) == [2, 4, 5]
         assert fetch(p.dsns["prod"], "SELECT id, v, s, l::text FROM t ORDER BY id") == [
-            (1, 1, 1, "x"), (3, 3, 3, "x")]  # the target-only row 9 went, as it should
+            (1, 1, 1, "x"),
+            (3, 3, 3, "x"),
+        ]  # the target-only row 9 went, as it should
         assert t["inserted"] + t["updated"] + t["unchanged"] + t["dead_lettered"] == 5
         assert any("apply the migrations first" in f for f in t["findings"])
     with psycopg.connect(p.dsns["prod"]) as c:
-        letters = c.execute("SELECT key->>'id', sqlstate, row_data FROM pgferry.dead_letters "
-                            "ORDER BY id").fetchall()
+        letters = c.execute(
+            "SELECT key->>'id', sqlstate, row_data FROM pgferry.dead_letters ORDER BY id"
+        ).fetchall()
     assert {(k, s[:2]) for k, s, _ in letters} >= {("2", "22"), ("4", "23"), ("5", "22")}
     assert any(row["v"] == "abc" for _, _, row in letters)  # the value as it was
 
 
 def test_a_table_that_fails_after_its_deletes_is_left_as_it_was(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     """Item 2: a failure that is not a bad row (here a trigger raising 42501) rolls the
     whole table back, its deletes included; it is never reported failed after changing."""
     p = project(tmp_path, make_db)
     for dsn in p.dsns.values():
         sql(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
     sql(p.dsns["dev"], "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 100) g")
-    sql(p.dsns["prod"], """
+    sql(
+        p.dsns["prod"],
+        """
         INSERT INTO t SELECT g, 'old' FROM generate_series(50, 120) g;
         CREATE FUNCTION deny() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN IF NEW.id = 10 THEN
             RAISE EXCEPTION 'not allowed' USING ERRCODE = 'insufficient_privilege';
         END IF; RETURN NEW; END $$;
-        CREATE TRIGGER deny BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION deny();""")
+        CREATE TRIGGER deny BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION deny();""",
+    )
     before = fetch(p.dsns["prod"], "SELECT * FROM t ORDER BY id")
     r = run(cli, p, "sync", "dev", "prod")
     assert r.code == 3, r.out + r.err
@@ -135,13 +161,20 @@ def test_a_table_that_fails_after_its_deletes_is_left_as_it_was(
 
 
 def test_key_type_drift_stops_the_table_before_any_write(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     """Item 8: text keys on one side, bigint on the other: stopped, one sentence."""
     p = project(tmp_path, make_db)
-    sql(p.dsns["dev"], "CREATE TABLE t (id text PRIMARY KEY, v int);"
-        "INSERT INTO t SELECT g::text, g FROM generate_series(1, 30) g;")
-    sql(p.dsns["prod"], "CREATE TABLE t (id bigint PRIMARY KEY, v int);"
-        "INSERT INTO t SELECT g, g FROM generate_series(1, 20) g;")
+    sql(
+        p.dsns["dev"],
+        "CREATE TABLE t (id text PRIMARY KEY, v int);"
+        "INSERT INTO t SELECT g::text, g FROM generate_series(1, 30) g;",
+    )
+    sql(
+        p.dsns["prod"],
+        "CREATE TABLE t (id bigint PRIMARY KEY, v int);"
+        "INSERT INTO t SELECT g, g FROM generate_series(1, 20) g;",
+    )
     for mode in ("incremental", "full"):
         r = run(cli, p, "sync", "dev", "prod", "--mode", mode)
         assert r.code == 3
@@ -152,16 +185,22 @@ def test_key_type_drift_stops_the_table_before_any_write(
 
 
 def test_virtual_generated_columns_are_skipped(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     """Item 20: PostgreSQL 18's virtual generated columns (the default kind) on both sides."""
     p = project(tmp_path, make_db)
     for env in ("dev", "prod"):
-        sql(p.dsns[env], "CREATE TABLE t (id int PRIMARY KEY, a int, "
+        sql(
+            p.dsns[env],
+            "CREATE TABLE t (id int PRIMARY KEY, a int, "
             "twice int GENERATED ALWAYS AS (a * 2), kept int GENERATED ALWAYS AS (a + 1) "
-            "STORED)")
+            "STORED)",
+        )
     with psycopg.connect(p.dsns["dev"]) as c:
-        kinds = c.execute("SELECT attname, attgenerated FROM pg_attribute WHERE attrelid = "
-                          "'t'::regclass AND attgenerated <> '' ORDER BY 1").fetchall()
+        kinds = c.execute(
+            "SELECT attname, attgenerated FROM pg_attribute WHERE attrelid = "
+            "'t'::regclass AND attgenerated <> '' ORDER BY 1"
+        ).fetchall()
     assert kinds == [("kept", "s"), ("twice", "v")]
     sql(p.dsns["dev"], "INSERT INTO t (id, a) SELECT g, g FROM generate_series(1, 40) g")
     for mode in ("full", "incremental"):
@@ -176,24 +215,32 @@ def test_virtual_generated_columns_are_skipped(
 
 
 def test_a_sequence_used_by_defaults_but_owned_by_no_column_moves_forward(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
     """Item 21: DEFAULT nextval('shared_seq') in two tables, no OWNED BY."""
     p = project(tmp_path, make_db)
-    ddl = ("CREATE SEQUENCE shared_seq;"
-           "CREATE TABLE a (id bigint PRIMARY KEY DEFAULT nextval('shared_seq'), v text);"
-           "CREATE TABLE b (id bigint PRIMARY KEY DEFAULT nextval('shared_seq'), v text);")
+    ddl = (
+        "CREATE SEQUENCE shared_seq;"
+        "CREATE TABLE a (id bigint PRIMARY KEY DEFAULT nextval('shared_seq'), v text);"
+        "CREATE TABLE b (id bigint PRIMARY KEY DEFAULT nextval('shared_seq'), v text);"
+    )
     for env in ("dev", "prod"):
         sql(p.dsns[env], ddl)
-    sql(p.dsns["dev"], "INSERT INTO a (v) SELECT 'a' FROM generate_series(1, 30);"
-        "INSERT INTO b (v) SELECT 'b' FROM generate_series(1, 20);")
+    sql(
+        p.dsns["dev"],
+        "INSERT INTO a (v) SELECT 'a' FROM generate_series(1, 30);"
+        "INSERT INTO b (v) SELECT 'b' FROM generate_series(1, 20);",
+    )
     r = run(cli, p, "sync", "dev", "prod", "--dry-run")
     plan = {t["table"]: t for t in r.json["options"]["plan"]["tables"]}
     assert plan["public.a"]["sequences"] == {"id": "public.shared_seq|public.shared_seq"}
     assert run(cli, p, "sync", "dev", "prod").code == 0
     # the first insert on the target does not collide with a synced row
     sql(p.dsns["prod"], "INSERT INTO a (v) VALUES ('new'); INSERT INTO b (v) VALUES ('new')")
-    assert fetch(p.dsns["prod"], "SELECT max(id) FROM a UNION ALL SELECT max(id) FROM b"
-                 ) == [(51,), (52,)]
+    assert fetch(p.dsns["prod"], "SELECT max(id) FROM a UNION ALL SELECT max(id) FROM b") == [
+        (51,),
+        (52,),
+    ]
     # and it never moves backwards
     assert run(cli, p, "sync", "dev", "prod", "--tables", "public.b").code == 0
     assert fetch(p.dsns["prod"], "SELECT last_value FROM shared_seq") == [(52,)]

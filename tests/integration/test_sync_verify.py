@@ -329,7 +329,8 @@ def test_sampled_chunk_boundaries_on_an_analyzed_table(pair: Any) -> None:
 
 @pytest.mark.parametrize("expect_changes", [False, True])
 def test_dense_differences_are_settled_by_signatures(
-        pair: Any, monkeypatch: pytest.MonkeyPatch, expect_changes: bool) -> None:
+    pair: Any, monkeypatch: pytest.MonkeyPatch, expect_changes: bool
+) -> None:
     src, tgt = pair
     from pgferry.sync import checksum
 
@@ -341,6 +342,7 @@ def test_dense_differences_are_settled_by_signatures(
         def wrapped(*args: Any, **kw: Any) -> Any:
             calls.append(name)
             return real(*args, **kw)
+
         return wrapped
 
     def spy_rows(*args: Any, **kw: Any) -> Any:

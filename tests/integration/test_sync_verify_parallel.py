@@ -40,8 +40,9 @@ def _appender(out: list[tuple[int, int]]) -> Callable[[int, int], None]:
     return lambda a, b: out.append((a, b))
 
 
-def _snapshot_pairs(dsns: tuple[str, str], n: int, stack: ExitStack
-                    ) -> list[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]]:
+def _snapshot_pairs(
+    dsns: tuple[str, str], n: int, stack: ExitStack
+) -> list[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]]:
     """``n`` (source, target) pairs; all sources share one snapshot, all targets another."""
     pairs: list[list[psycopg.Connection[Any]]] = [[], []]
     for side, dsn in enumerate(dsns):
@@ -60,8 +61,9 @@ def _snapshot_pairs(dsns: tuple[str, str], n: int, stack: ExitStack
 
 @pytest.mark.parametrize("kind", ["bigint", "composite"])
 @pytest.mark.parametrize("dense", [False, True])
-def test_parallel_pairs_give_what_one_pair_gives(dsns: tuple[str, str], kind: str,
-                                                 dense: bool) -> None:
+def test_parallel_pairs_give_what_one_pair_gives(
+    dsns: tuple[str, str], kind: str, dense: bool
+) -> None:
     ddl, key, expr, new = KINDS[kind]
     for dsn in dsns:
         with psycopg.connect(dsn, autocommit=True) as c:
@@ -69,8 +71,9 @@ def test_parallel_pairs_give_what_one_pair_gives(dsns: tuple[str, str], kind: st
             fill(c, expr)
     with psycopg.connect(dsns[1], autocommit=True) as c:
         fill(c, new, "g % 41 = 3")  # rows only in the target
-        for change in CHANGES if not dense else [*CHANGES, "UPDATE k SET v = v || '?' "
-                                                 "WHERE g % 11 = 0"]:
+        for change in (
+            CHANGES if not dense else [*CHANGES, "UPDATE k SET v = v || '?' WHERE g % 11 = 0"]
+        ):
             c.execute(change)
     spec = Spec("k", key, [*key, "g", "v", "n"])
     got: list[tuple[Any, ...]] = []
@@ -81,12 +84,26 @@ def test_parallel_pairs_give_what_one_pair_gives(dsns: tuple[str, str], kind: st
             (src, tgt), *more = _snapshot_pairs(dsns, n, stack)
             # chunk_rows: 20 chunks would exceed the table, so the boundaries are exact keys
             # (not a random sample) and both runs cut the same ranges
-            d = diff_table(src, tgt, spec, chunk_rows=400, batch_rows=1000, key_limit=15,
-                           workers=more, on_range=seen.append,
-                           on_progress=_appender(progress))
-        ranges = sorted((str(r.range), r.source_rows, r.target_rows,
-                         None if r.diffs is None else sorted(map(str, r.diffs)))
-                        for r in seen)
+            d = diff_table(
+                src,
+                tgt,
+                spec,
+                chunk_rows=400,
+                batch_rows=1000,
+                key_limit=15,
+                workers=more,
+                on_range=seen.append,
+                on_progress=_appender(progress),
+            )
+        ranges = sorted(
+            (
+                str(r.range),
+                r.source_rows,
+                r.target_rows,
+                None if r.diffs is None else sorted(map(str, r.diffs)),
+            )
+            for r in seen
+        )
         got.append((d.to_dict() | {"duration_s": 0}, ranges))
         assert d.differing and d.only_in_target and d.only_in_source
         assert d.chunks >= 12
@@ -95,8 +112,11 @@ def test_parallel_pairs_give_what_one_pair_gives(dsns: tuple[str, str], kind: st
 
 
 def test_verify_reads_a_big_table_on_idle_workers(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    cli: Callable[..., Result],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(compare, "PARALLEL_MIN_ROWS", 1000)
     used: list[int] = []
     real = verify.diff_table
@@ -106,16 +126,20 @@ def test_verify_reads_a_big_table_on_idle_workers(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(verify, "diff_table", spy)
-    p = write_project(tmp_path / "p", {"dev": make_db("bdev"), "prod": make_db("bprod")},
-                      protected=())
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("bdev"), "prod": make_db("bprod")}, protected=()
+    )
     ddl = "CREATE TABLE big (id int PRIMARY KEY, v text, n int);"
     fill_sql = "INSERT INTO big SELECT g, 'v' || g, g FROM generate_series(1, 20000) g;"
     for dsn in p.dsns.values():
         run_sql(dsn, ddl)
         run_sql(dsn, fill_sql)
     run_sql(p.dsns["dev"], "ANALYZE big")
-    run_sql(p.dsns["prod"], "UPDATE big SET v = 'old' WHERE id % 97 = 0; DELETE FROM big WHERE "
-            "id % 89 = 1; INSERT INTO big VALUES (99999, 'extra', 0);")
+    run_sql(
+        p.dsns["prod"],
+        "UPDATE big SET v = 'old' WHERE id % 97 = 0; DELETE FROM big WHERE "
+        "id % 89 = 1; INSERT INTO big VALUES (99999, 'extra', 0);",
+    )
     cfg = ("--config", str(p.config))
     r = cli(*cfg, "verify", "dev", "prod", "--jobs", "3", "--json")
     assert r.code == 1, r.err + r.out

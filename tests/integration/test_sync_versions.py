@@ -80,11 +80,17 @@ def _rows(dsn: str, table: str) -> list[str]:
         return sorted(r[0] for r in c.execute(f"SELECT x::text FROM {table} x"))  # noqa: S608
 
 
-@pytest.mark.parametrize(("old", "direction"), [(15, "18->old"), (15, "old->18"),
-                                              (13, "18->old"), (13, "old->18")])
+@pytest.mark.parametrize(
+    ("old", "direction"), [(15, "18->old"), (15, "old->18"), (13, "18->old"), (13, "old->18")]
+)
 def test_verify_and_sync_between_versions(
-        old: int, direction: str, tmp_path: Path, make_db: Callable[..., str],
-        request: pytest.FixtureRequest, cli: Callable[..., Result]) -> None:
+    old: int,
+    direction: str,
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    request: pytest.FixtureRequest,
+    cli: Callable[..., Result],
+) -> None:
     v18, vold = make_db("v18"), request.getfixturevalue(f"make_db{old}")(f"v{old}")
     src, tgt = (v18, vold) if direction == "18->old" else (vold, v18)
     with psycopg.connect(vold) as co, psycopg.connect(v18) as c18:
@@ -115,8 +121,11 @@ def test_verify_and_sync_between_versions(
     keys = sorted(k["key"]["id"] for k in by["public.wide"]["first_differing_keys"])
     assert keys == [-3, -1, 10, 20, 30, 40, 50, 60, 70, 5000], by["public.wide"]
     assert by["public.pair_key"]["differing"] == 40
-    assert (by["public.bkey"]["differing"], by["public.bkey"]["only_in_source"],
-            by["public.bkey"]["only_in_target"]) == (1, 0, 1)
+    assert (
+        by["public.bkey"]["differing"],
+        by["public.bkey"]["only_in_source"],
+        by["public.bkey"]["only_in_target"],
+    ) == (1, 0, 1)
 
     r = run("sync", "a", "b")  # incremental: the checksum strategy across versions
     by = {t["table"]: t for t in r.json["tables"]}
@@ -137,8 +146,11 @@ def test_verify_and_sync_between_versions(
         assert r.code == 1 and r.json["totals"]["differing"] == 1, r.out
         return
     assert r.code == 0, r.err + r.out
-    assert (by["public.wide"]["updated"], by["public.wide"]["inserted"],
-            by["public.wide"]["deleted"]) == (8, 1, 1)
+    assert (
+        by["public.wide"]["updated"],
+        by["public.wide"]["inserted"],
+        by["public.wide"]["deleted"],
+    ) == (8, 1, 1)
     assert (by["public.bkey"]["updated"], by["public.bkey"]["deleted"]) == (1, 1)
     for t in ("wide", "pair_key", "bkey"):
         assert _rows(src, t) == _rows(tgt, t)
@@ -147,21 +159,36 @@ def test_verify_and_sync_between_versions(
 
 @pytest.mark.parametrize("direction", ["18->13", "13->18"])
 def test_conflicts_revert_and_watermark_with_postgresql_13(
-        direction: str, tmp_path: Path, make_db: Callable[..., str],
-        make_db13: Callable[..., str], cli: Callable[..., Result]) -> None:
+    direction: str,
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    make_db13: Callable[..., str],
+    cli: Callable[..., Result],
+) -> None:
     """A protected target on either side of 13: the conflict base, the stop, the source
     winning with before-images, `sync revert`, and the watermark strategy's fence."""
     v18, v13 = make_db("v18"), make_db13("v13")
     dev, prod = (v18, v13) if direction == "18->13" else (v13, v18)
-    p = write_project(tmp_path / "p", {"dev": dev, "prod": prod}, extra=(
-        '[sync.tables."public.ev"]\nstrategy = "watermark"\nwatermark = "at"\n'
-        '[sync]\noverlap = "0s"\n'))
+    p = write_project(
+        tmp_path / "p",
+        {"dev": dev, "prod": prod},
+        extra=(
+            '[sync.tables."public.ev"]\nstrategy = "watermark"\nwatermark = "at"\n'
+            '[sync]\noverlap = "0s"\n'
+        ),
+    )
     for dsn in (dev, prod):
-        _sql(dsn, "CREATE TABLE c (id int PRIMARY KEY, v text);"
-                  "CREATE TABLE ev (id int PRIMARY KEY, v text,"
-                  " at timestamptz NOT NULL DEFAULT clock_timestamp())")
-    _sql(dev, "INSERT INTO c SELECT g, 'v' || g FROM generate_series(1, 500) g;"
-              "INSERT INTO ev (id, v) SELECT g, 'e' || g FROM generate_series(1, 300) g")
+        _sql(
+            dsn,
+            "CREATE TABLE c (id int PRIMARY KEY, v text);"
+            "CREATE TABLE ev (id int PRIMARY KEY, v text,"
+            " at timestamptz NOT NULL DEFAULT clock_timestamp())",
+        )
+    _sql(
+        dev,
+        "INSERT INTO c SELECT g, 'v' || g FROM generate_series(1, 500) g;"
+        "INSERT INTO ev (id, v) SELECT g, 'e' || g FROM generate_series(1, 300) g",
+    )
 
     def run(*args: str) -> Result:
         return cli("--config", str(p.config), "--json", *args)
@@ -169,9 +196,12 @@ def test_conflicts_revert_and_watermark_with_postgresql_13(
     r = run("sync", "dev", "prod", "--yes")
     assert r.code == 0, r.err + r.out
     _sql(prod, "UPDATE c SET v = 'fixed in prod' WHERE id = 7")
-    _sql(dev, "UPDATE c SET v = 'changed in dev' WHERE id = 7;"
-              "UPDATE c SET v = 'dev only' WHERE id = 8;"
-              "INSERT INTO ev (id, v) VALUES (301, 'late')")
+    _sql(
+        dev,
+        "UPDATE c SET v = 'changed in dev' WHERE id = 7;"
+        "UPDATE c SET v = 'dev only' WHERE id = 8;"
+        "INSERT INTO ev (id, v) VALUES (301, 'late')",
+    )
     r = run("sync", "dev", "prod", "--yes")
     by = {t["table"]: t for t in r.json["tables"]}
     assert r.code == 1 and by["public.c"]["status"] == "conflicts", r.out
@@ -184,13 +214,15 @@ def test_conflicts_revert_and_watermark_with_postgresql_13(
     assert r.code == 0, r.err + r.out
     with psycopg.connect(prod) as c:
         assert c.execute("SELECT v FROM c WHERE id IN (7, 8) ORDER BY id").fetchall() == [
-            ("fixed in prod",), ("v8",)]
+            ("fixed in prod",),
+            ("v8",),
+        ]
 
 
 @pytest.mark.parametrize(("old", "version"), [(15, 2), (13, 3)])
 def test_both_sides_hash_with_the_version_the_older_server_has(
-        old: int, version: int, make_db: Callable[..., str],
-        request: pytest.FixtureRequest) -> None:
+    old: int, version: int, make_db: Callable[..., str], request: pytest.FixtureRequest
+) -> None:
     """hash_record_extended is new in 14: with a 13 side both sides use version 3."""
     from pgferry.sync import sides
 
@@ -199,8 +231,10 @@ def test_both_sides_hash_with_the_version_the_older_server_has(
         _sql(dsn, "CREATE TABLE t (id bigint PRIMARY KEY, a bigint[], n numeric)")
     with psycopg.connect(v18) as a, psycopg.connect(vold) as b:
         for x, y in ((a, b), (b, a)):
-            s1, s2 = sides.agree(sides.side(x, "public", "t", ["id"], ["id", "a", "n"]),
-                                 sides.side(y, "public", "t", ["id"], ["id", "a", "n"]))
+            s1, s2 = sides.agree(
+                sides.side(x, "public", "t", ["id"], ["id", "a", "n"]),
+                sides.side(y, "public", "t", ["id"], ["id", "a", "n"]),
+            )
             assert s1.hash_version == s2.hash_version == version
             for s, conn in ((s1, x), (s2, y)):
                 text = s.row_hash().as_string(conn)
@@ -216,5 +250,8 @@ def sql_of(s: object, conn: psycopg.Connection[object]) -> str:
 
     assert isinstance(s, Side)
     lateral, x = s.hashed()
-    return S.SQL("SELECT count(*), {x}, bit_or({k}) FROM {t} {lat}").format(
-        x=x, k=s.key_hash(), t=s.table, lat=lateral).as_string(conn)
+    return (
+        S.SQL("SELECT count(*), {x}, bit_or({k}) FROM {t} {lat}")
+        .format(x=x, k=s.key_hash(), t=s.table, lat=lateral)
+        .as_string(conn)
+    )

@@ -14,26 +14,37 @@ from tests.helpers.sync import rows
 
 
 def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra=CONF)
-    sql(p.dsns["dev"], DDL + "INSERT INTO events SELECT g, 'v'"  # noqa: S608
-        " FROM generate_series(1, 100) g")
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=CONF
+    )
+    sql(
+        p.dsns["dev"],
+        DDL + "INSERT INTO events SELECT g, 'v'"  # noqa: S608
+        " FROM generate_series(1, 100) g",
+    )
     sql(p.dsns["prod"], DDL)
     late = psycopg.connect(p.dsns["dev"])
     # a transaction that started early (its now() is old) and commits after the sync
     late.execute("INSERT INTO events (id, v) VALUES (1000, 'late')")
-    wait_for(p.dsns["dev"], "SELECT clock_timestamp() > xact_start FROM pg_stat_activity"
-             " WHERE pid = %s", [late.info.backend_pid], what="the late transaction's start "
-             "to be in the past")
+    wait_for(
+        p.dsns["dev"],
+        "SELECT clock_timestamp() > xact_start FROM pg_stat_activity WHERE pid = %s",
+        [late.info.backend_pid],
+        what="the late transaction's start to be in the past",
+    )
     sql(p.dsns["dev"], "INSERT INTO events (id, v) VALUES (101, 'later but committed')")
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
     assert len(rows(p.dsns["prod"], "events")) == 101
     late.commit()
     late.close()
-    sql(p.dsns["dev"], "UPDATE events SET v = 'w', updated_at = now() WHERE id = 7;"
-        " DELETE FROM events WHERE id IN (3, 4)")
+    sql(
+        p.dsns["dev"],
+        "UPDATE events SET v = 'w', updated_at = now() WHERE id = 7;"
+        " DELETE FROM events WHERE id IN (3, 4)",
+    )
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
     ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
@@ -44,30 +55,43 @@ def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
     # nothing changed: a third run writes nothing (the overlap re-reads are free) and the
     # watermark does not move backwards
     before = one(p.dsns["prod"], "SELECT watermark FROM pgferry.sync_state")
-    sql(p.dsns["prod"], "UPDATE pgferry.sync_state SET watermark = (watermark::timestamptz"
-        " + interval '1 s')::text")  # as if the last row seen were newer than any read now
+    sql(
+        p.dsns["prod"],
+        "UPDATE pgferry.sync_state SET watermark = (watermark::timestamptz + interval '1 s')::text",
+    )  # as if the last row seen were newer than any read now
     p.config.write_text(p.config.read_text().replace('overlap = "0s"', 'overlap = "1h"'))
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     with psycopg.connect(p.dsns["prod"]) as c:
-        after = c.execute("SELECT watermark::timestamptz - %s::timestamptz FROM"
-                          " pgferry.sync_state", [before]).fetchone()
+        after = c.execute(
+            "SELECT watermark::timestamptz - %s::timestamptz FROM pgferry.sync_state", [before]
+        ).fetchone()
     assert after == (__import__("datetime").timedelta(seconds=1),)
     ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
     assert (ev["inserted"], ev["updated"]) == (0, 0)
-    [(wm, xids)] = q(p.dsns["prod"], "SELECT watermark, inflight_xids FROM pgferry.sync_state"
-                     " WHERE table_name = 'public.events'")
+    [(wm, xids)] = q(
+        p.dsns["prod"],
+        "SELECT watermark, inflight_xids FROM pgferry.sync_state"
+        " WHERE table_name = 'public.events'",
+    )
     assert wm is not None and isinstance(xids, list)  # other databases may hold xids
 
 
 def test_first_run_into_a_filled_table_compares_instead_of_copying(
-        tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra=CONF)
-    data = ("INSERT INTO events SELECT g, 'v', timestamptz '2024-01-01' + g * interval '1 s'"
-            " FROM generate_series(1, 100) g;")
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=CONF
+    )
+    data = (
+        "INSERT INTO events SELECT g, 'v', timestamptz '2024-01-01' + g * interval '1 s'"
+        " FROM generate_series(1, 100) g;"
+    )
     sql(p.dsns["dev"], DDL + data)
-    sql(p.dsns["prod"], DDL + data + "UPDATE events SET v = 'old' WHERE id = 5;"  # noqa: S608
-        "INSERT INTO events VALUES (500, 'gone', now());")
+    sql(
+        p.dsns["prod"],
+        DDL + data + "UPDATE events SET v = 'old' WHERE id = 5;"  # noqa: S608
+        "INSERT INTO events VALUES (500, 'gone', now());",
+    )
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     assert r.code == 0, r.err + r.out
     ev = r.json["tables"][0]
@@ -78,14 +102,22 @@ def test_first_run_into_a_filled_table_compares_instead_of_copying(
     assert wm is not None and wm[0].startswith("2024-01-01 00:01:40")
 
 
-def test_atomic_with_a_watermark_table(tmp_path: Path, make_db: Callable[..., str],
-                                       cli: Callable[..., Result]) -> None:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra=CONF)
-    sql(p.dsns["dev"], DDL + "CREATE TABLE other (id int PRIMARY KEY);"  # noqa: S608
-        "INSERT INTO events VALUES (1, 'a', now()); INSERT INTO other VALUES (1)")
-    sql(p.dsns["prod"], DDL + "CREATE TABLE other (id int PRIMARY KEY);"  # noqa: S608
-        "INSERT INTO events VALUES (9, 'z', now()); INSERT INTO other VALUES (2)")
+def test_atomic_with_a_watermark_table(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=CONF
+    )
+    sql(
+        p.dsns["dev"],
+        DDL + "CREATE TABLE other (id int PRIMARY KEY);"  # noqa: S608
+        "INSERT INTO events VALUES (1, 'a', now()); INSERT INTO other VALUES (1)",
+    )
+    sql(
+        p.dsns["prod"],
+        DDL + "CREATE TABLE other (id int PRIMARY KEY);"  # noqa: S608
+        "INSERT INTO events VALUES (9, 'z', now()); INSERT INTO other VALUES (2)",
+    )
     for i in range(2):  # the first run compares (filled table), the second reads the watermark
         if i:
             sql(p.dsns["dev"], "INSERT INTO events VALUES (2, 'b', now() + interval '1 h')")

@@ -53,14 +53,16 @@ def early(dsn: str) -> Iterator[psycopg.Connection[object]]:
 
 @pytest.fixture
 def proj(tmp_path: Path, make_db: Callable[..., str]) -> Project:
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")},
-                      protected=(), extra=CONF)
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=CONF
+    )
     setup(p)
     return p
 
 
 def test_a_row_written_in_a_savepoint_after_the_snapshot_is_copied_later(
-        proj: Project, cli: Callable[..., Result]) -> None:
+    proj: Project, cli: Callable[..., Result]
+) -> None:
     with early(proj.dsns["dev"]) as tx:
         sync(cli, proj)  # its snapshot sees tx in progress
         tx.execute("SAVEPOINT s1")
@@ -86,16 +88,24 @@ def test_nested_orm_style_transactions(proj: Project, cli: Callable[..., Result]
     sync(cli, proj)
     with psycopg.connect(proj.dsns["prod"]) as c:
         assert c.execute("SELECT v FROM events WHERE id = 5").fetchone() == (
-            "changed in a savepoint",)
+            "changed in a savepoint",
+        )
     assert ids(proj.dsns["prod"]) == ids(proj.dsns["dev"])
 
 
 def test_a_prepared_transaction_committed_after_the_sync(
-        tmp_path: Path, make_db15: Callable[..., str], make_db: Callable[..., str],
-        cli: Callable[..., Result]) -> None:
+    tmp_path: Path,
+    make_db15: Callable[..., str],
+    make_db: Callable[..., str],
+    cli: Callable[..., Result],
+) -> None:
     """Two-phase commit (the PostgreSQL 15 test server allows prepared transactions)."""
-    p = write_project(tmp_path / "p2", {"dev": make_db15("dev"), "prod": make_db("prod")},
-                      protected=(), extra=CONF)
+    p = write_project(
+        tmp_path / "p2",
+        {"dev": make_db15("dev"), "prod": make_db("prod")},
+        protected=(),
+        extra=CONF,
+    )
     setup(p)
     try:
         with early(p.dsns["dev"]) as tx:
@@ -107,8 +117,9 @@ def test_a_prepared_transaction_committed_after_the_sync(
         sql(p.dsns["dev"], "COMMIT PREPARED 'pgferry_fence_test'")
     finally:  # a prepared transaction left behind would keep the database from dropping
         with psycopg.connect(p.dsns["dev"], autocommit=True) as c:
-            if c.execute("SELECT 1 FROM pg_prepared_xacts WHERE gid = 'pgferry_fence_test'"
-                         ).fetchone():
+            if c.execute(
+                "SELECT 1 FROM pg_prepared_xacts WHERE gid = 'pgferry_fence_test'"
+            ).fetchone():
                 c.execute("ROLLBACK PREPARED 'pgferry_fence_test'")
     r = sync(cli, p)
     assert r.json["tables"][0]["inserted"] == 1

@@ -35,40 +35,61 @@ FROM generate_series(1, 6000) g;
 
 def touch(conn: psycopg.Connection[Any], rnd: random.Random) -> None:
     """The application: touches rows the backfill works on (row locks meet)."""
-    conn.execute("UPDATE counter SET touched = touched + 1 WHERE id = %s",
-                 [rnd.randint(1, ROWS)])
+    conn.execute("UPDATE counter SET touched = touched + 1 WHERE id = %s", [rnd.randint(1, ROWS)])
 
 
 def _project(p: Project) -> str:
     dev = p.dsns["dev"]
     sql(dev, SCHEMA)
-    backfill(p, "bump", "-- not idempotent on purpose: a batch run twice shows\n"
-                        "UPDATE counter SET n = n + 1 WHERE id BETWEEN :lo AND :hi\n")
-    backfill(p, "copy_email", "UPDATE counter SET email_address = email\n"
-                              "WHERE id BETWEEN :lo AND :hi AND email_address IS NULL\n")
+    backfill(
+        p,
+        "bump",
+        "-- not idempotent on purpose: a batch run twice shows\n"
+        "UPDATE counter SET n = n + 1 WHERE id BETWEEN :lo AND :hi\n",
+    )
+    backfill(
+        p,
+        "copy_email",
+        "UPDATE counter SET email_address = email\n"
+        "WHERE id BETWEEN :lo AND :hi AND email_address IS NULL\n",
+    )
     return dev
 
 
-def test_batches_adapt_and_where_limits_them(zproj: Project,
-                                             cli: Callable[..., Result]) -> None:
+def test_batches_adapt_and_where_limits_them(zproj: Project, cli: Callable[..., Result]) -> None:
     dev = _project(zproj)
     cfg = ("--config", str(zproj.config))
     with Load(dev, touch) as load:
-        r = cli(*cfg, "backfill", "run", "bump", "-e", "dev", "--where", "territory = 'EU'",
-                "--batch-size", "100", "--target-duration", "50ms", "--json")
+        r = cli(
+            *cfg,
+            "backfill",
+            "run",
+            "bump",
+            "-e",
+            "dev",
+            "--where",
+            "territory = 'EU'",
+            "--batch-size",
+            "100",
+            "--target-duration",
+            "50ms",
+            "--json",
+        )
         assert r.code == 0, r.err
         res = r.json
         assert res["status"] == "completed" and res["rows"] == ROWS // 3
         assert res["last_batch_size"] > 100  # grew toward 50 ms batches
         assert "rows/s" in r.err
-        assert one(dev, "SELECT count(*) FROM counter WHERE n = 1 AND territory = 'EU'") \
-            == ROWS // 3
+        assert (
+            one(dev, "SELECT count(*) FROM counter WHERE n = 1 AND territory = 'EU'") == ROWS // 3
+        )
         assert one(dev, "SELECT count(*) FROM counter WHERE n <> 0 AND territory <> 'EU'") == 0
         again = cli(*cfg, "backfill", "run", "bump", "-e", "dev", "--where", "territory = 'EU'")
         assert again.code == 0 and "complete already" in again.out
         st = cli(*cfg, "backfill", "status", "-e", "dev", "--json").json
         assert [(b["name"], b["scope"], b["status"]) for b in st["backfills"]] == [
-            ("bump", "territory = 'EU'", "completed")]
+            ("bump", "territory = 'EU'", "completed")
+        ]
         assert st["never_run"] == ["copy_email"]
     load.check()
     # a --where run is not the whole table: a guard's `after backfill bump` still waits
@@ -76,18 +97,27 @@ def test_batches_adapt_and_where_limits_them(zproj: Project,
 
 
 def test_sigkill_mid_backfill_then_resume_loses_and_doubles_nothing(
-        zproj: Project, cli: Callable[..., Result]) -> None:
+    zproj: Project, cli: Callable[..., Result]
+) -> None:
     dev = _project(zproj)
     # slow batches (a sleep per row), so the kill lands in the middle of the run
-    backfill(zproj, "bump", "UPDATE counter SET n = n + 1\n"
-                            "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0002) IS NOT NULL\n")
+    backfill(
+        zproj,
+        "bump",
+        "UPDATE counter SET n = n + 1\n"
+        "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0002) IS NOT NULL\n",
+    )
     with Load(dev, touch) as load:
-        proc = zproj.popen("backfill", "run", "bump", "-e", "dev", "--batch-size", "150",
-                           "--target-duration", "0")
+        proc = zproj.popen(
+            "backfill", "run", "bump", "-e", "dev", "--batch-size", "150", "--target-duration", "0"
+        )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            done = one(dev, "SELECT batches FROM pgferry.backfill_state WHERE name = 'bump'") \
-                if one(dev, "SELECT to_regclass('pgferry.backfill_state') IS NOT NULL") else 0
+            done = (
+                one(dev, "SELECT batches FROM pgferry.backfill_state WHERE name = 'bump'")
+                if one(dev, "SELECT to_regclass('pgferry.backfill_state') IS NOT NULL")
+                else 0
+            )
             if done and done >= 5:
                 break
             time.sleep(0.02)
@@ -119,8 +149,7 @@ def _hold(dsn: str, key: int, seconds: float, started: threading.Event) -> None:
         c.rollback()
 
 
-def test_a_held_lock_is_retried_then_reported(zproj: Project,
-                                              cli: Callable[..., Result]) -> None:
+def test_a_held_lock_is_retried_then_reported(zproj: Project, cli: Callable[..., Result]) -> None:
     dev = _project(zproj)
     cfg = ("--config", str(zproj.config))
     started = threading.Event()
@@ -129,8 +158,19 @@ def test_a_held_lock_is_retried_then_reported(zproj: Project,
         t = threading.Thread(target=_hold, args=(dev, 2500, 1.0, started))
         t.start()
         started.wait(5)
-        r = cli(*cfg, "backfill", "run", "copy_email", "-e", "dev", "--batch-size", "1000",
-                "--target-duration", "0", "--json")
+        r = cli(
+            *cfg,
+            "backfill",
+            "run",
+            "copy_email",
+            "-e",
+            "dev",
+            "--batch-size",
+            "1000",
+            "--target-duration",
+            "0",
+            "--json",
+        )
         t.join()
         assert r.code == 0, r.err
         assert r.json["retries"] >= 1
@@ -139,14 +179,28 @@ def test_a_held_lock_is_retried_then_reported(zproj: Project,
 
         # held longer than the retries last: exit 3, naming the holder; then it resumes
         sql(dev, "UPDATE counter SET email_address = NULL")
-        (zproj.config).write_text(zproj.config.read_text().replace(
-            'lock_timeout = "100ms"', 'lock_timeout = "100ms"\nlock_retries = 1'))
+        (zproj.config).write_text(
+            zproj.config.read_text().replace(
+                'lock_timeout = "100ms"', 'lock_timeout = "100ms"\nlock_retries = 1'
+            )
+        )
         started.clear()
         t = threading.Thread(target=_hold, args=(dev, 4200, 4.0, started))
         t.start()
         started.wait(5)
-        r = cli(*cfg, "backfill", "run", "copy_email", "-e", "dev", "--batch-size", "1000",
-                "--target-duration", "0", "--restart")
+        r = cli(
+            *cfg,
+            "backfill",
+            "run",
+            "copy_email",
+            "-e",
+            "dev",
+            "--batch-size",
+            "1000",
+            "--target-duration",
+            "0",
+            "--restart",
+        )
         assert r.code == 3, r.err
         assert "could not get" in r.err and "nightly-report" in r.err
         assert "stopped after 4 batch(es) (checkpoint kept: run it again to resume)" in r.err
@@ -170,14 +224,20 @@ for = "0s"
 action = "rollback"
 """
     zproj.config.write_text(zproj.config.read_text() + gate)
-    backfill(zproj, "copy_email", "UPDATE counter SET email_address = email\n"
-                                  "WHERE id BETWEEN :lo AND :hi AND email_address IS NULL\n"
-                                  "  AND pg_sleep(0.0002) IS NOT NULL\n")
+    backfill(
+        zproj,
+        "copy_email",
+        "UPDATE counter SET email_address = email\n"
+        "WHERE id BETWEEN :lo AND :hi AND email_address IS NULL\n"
+        "  AND pg_sleep(0.0002) IS NOT NULL\n",
+    )
     sql(dev, "UPDATE counter SET email_address = 'kept' WHERE id = 1")
 
     def flip() -> None:
-        while not (one(dev, "SELECT to_regclass('pgferry.backfill_state') IS NOT NULL")
-                   and (one(dev, "SELECT batches FROM pgferry.backfill_state") or 0) >= 3):
+        while not (
+            one(dev, "SELECT to_regclass('pgferry.backfill_state') IS NOT NULL")
+            and (one(dev, "SELECT batches FROM pgferry.backfill_state") or 0) >= 3
+        ):
             time.sleep(0.02)
         sql(dev, "UPDATE counter SET email_address = 'changed by the app' WHERE id = 2")
         sql(dev, "UPDATE knob SET v = 1")
@@ -185,8 +245,19 @@ action = "rollback"
     with Load(dev, touch) as load:
         t = threading.Thread(target=flip)
         t.start()
-        r = cli("--config", str(zproj.config), "backfill", "run", "copy_email", "-e", "dev",
-                "--batch-size", "200", "--target-duration", "0")
+        r = cli(
+            "--config",
+            str(zproj.config),
+            "backfill",
+            "run",
+            "copy_email",
+            "-e",
+            "dev",
+            "--batch-size",
+            "200",
+            "--target-duration",
+            "0",
+        )
         t.join()
         assert r.code == 3, r.err
         assert "gate 'app errors' fired: value 1 > 0 (action rollback)" in r.err
@@ -226,9 +297,13 @@ def test_revert_by_hand(zproj: Project, cli: Callable[..., Result]) -> None:
 def test_split_table_insert_backfill_reverts(zproj: Project, cli: Callable[..., Result]) -> None:
     dev = _project(zproj)
     sql(dev, "CREATE TABLE profiles (id bigint PRIMARY KEY, email text)")
-    backfill(zproj, "profiles", "INSERT INTO profiles (id, email)\n"
-                                "SELECT id, email FROM counter WHERE id BETWEEN :lo AND :hi\n"
-                                "ON CONFLICT (id) DO NOTHING\n")
+    backfill(
+        zproj,
+        "profiles",
+        "INSERT INTO profiles (id, email)\n"
+        "SELECT id, email FROM counter WHERE id BETWEEN :lo AND :hi\n"
+        "ON CONFLICT (id) DO NOTHING\n",
+    )
     sql(dev, "INSERT INTO profiles VALUES (10, 'already there')")
     cfg = ("--config", str(zproj.config))
     with Load(dev, touch) as load:
@@ -241,19 +316,33 @@ def test_split_table_insert_backfill_reverts(zproj: Project, cli: Callable[..., 
         assert (r.json["rows"], r.json["kept"]) == (ROWS - 2, 1)
     load.check()
     assert sql(dev, "SELECT id, email FROM profiles ORDER BY id") == [
-        (10, "already there"), (20, "edited")]
+        (10, "already there"),
+        (20, "edited"),
+    ]
 
 
 BAD = [
     ("bad1", "UPDATE counter SET n = 1 WHERE id = :lo\n", "never uses :hi"),
-    ("bad2", "UPDATE counter SET n = 1 WHERE id BETWEEN :lo AND :hi; SELECT 1;\n",
-     "backfills/bad2.sql: a backfill is one statement, this file has 2"),
-    ("bad3", "SELECT * FROM counter WHERE id BETWEEN :lo AND :hi\n",
-     "backfills/bad3.sql: a backfill is one statement that writes rows"),
-    ("bad4", "UPDATE counter SET n = WHERE id BETWEEN :lo AND :hi\n",
-     "backfills/bad4.sql:1: syntax error at or near \"WHERE\""),
-    ("bad5", "-- pgferry:tabel counter\nUPDATE counter SET n = 1 WHERE id BETWEEN :lo AND :hi\n",
-     "backfills/bad5.sql:1: unknown directive pgferry:tabel in a backfill"),
+    (
+        "bad2",
+        "UPDATE counter SET n = 1 WHERE id BETWEEN :lo AND :hi; SELECT 1;\n",
+        "backfills/bad2.sql: a backfill is one statement, this file has 2",
+    ),
+    (
+        "bad3",
+        "SELECT * FROM counter WHERE id BETWEEN :lo AND :hi\n",
+        "backfills/bad3.sql: a backfill is one statement that writes rows",
+    ),
+    (
+        "bad4",
+        "UPDATE counter SET n = WHERE id BETWEEN :lo AND :hi\n",
+        'backfills/bad4.sql:1: syntax error at or near "WHERE"',
+    ),
+    (
+        "bad5",
+        "-- pgferry:tabel counter\nUPDATE counter SET n = 1 WHERE id BETWEEN :lo AND :hi\n",
+        "backfills/bad5.sql:1: unknown directive pgferry:tabel in a backfill",
+    ),
 ]
 
 
@@ -263,8 +352,7 @@ def test_bad_backfill_files_are_bad_input(zproj: Project, cli: Callable[..., Res
     for name, text, want in BAD:
         backfill(zproj, name, text)
         r = cli(*cfg, "backfill", "run", name, "-e", "dev")
-        assert r.code == 2 and want in r.err and len(r.err.strip().splitlines()) == 1, \
-            (name, r.err)
+        assert r.code == 2 and want in r.err and len(r.err.strip().splitlines()) == 1, (name, r.err)
     r = cli(*cfg, "backfill", "run", "nope", "-e", "dev")
     assert r.code == 2 and "there is no backfills/nope.sql (there are: bad1" in r.err
     r = cli(*cfg, "backfill", "run", "bump", "-e", "dev", "--where", "1; DROP TABLE counter")
@@ -273,24 +361,40 @@ def test_bad_backfill_files_are_bad_input(zproj: Project, cli: Callable[..., Res
     assert r.code == 2 and json.loads(r.out)["exit_code"] == 2
 
 
-def test_revert_stops_at_a_batch_a_constraint_forbids(zproj: Project,
-                                                      cli: Callable[..., Result]) -> None:
+def test_revert_stops_at_a_batch_a_constraint_forbids(
+    zproj: Project, cli: Callable[..., Result]
+) -> None:
     """An expand's NOT VALID check forbids putting NULLs back: the revert says so and keeps
     the checkpoint (the rows stay as the backfill left them, which is what the trigger
     writes anyway)."""
     dev = _project(zproj)
     cfg = ("--config", str(zproj.config))
     with Load(dev, touch) as load:
-        r = cli(*cfg, "backfill", "run", "copy_email", "-e", "dev", "--batch-size", "2000",
-                "--target-duration", "0")
+        r = cli(
+            *cfg,
+            "backfill",
+            "run",
+            "copy_email",
+            "-e",
+            "dev",
+            "--batch-size",
+            "2000",
+            "--target-duration",
+            "0",
+        )
         assert r.code == 0, r.err
-        sql(dev, "ALTER TABLE counter ADD CONSTRAINT email_address_set "
-                 "CHECK (email_address IS NOT NULL) NOT VALID")
+        sql(
+            dev,
+            "ALTER TABLE counter ADD CONSTRAINT email_address_set "
+            "CHECK (email_address IS NOT NULL) NOT VALID",
+        )
         r = cli(*cfg, "backfill", "revert", "copy_email", "-e", "dev")
         assert r.code == 3
-        assert "reverted in dev: 0 batch(es), 0 row(s) put back; batch 3 and the ones before " \
-               "it stay as the backfill left them: their old values break constraint " \
-               "email_address_set" in r.err
+        assert (
+            "reverted in dev: 0 batch(es), 0 row(s) put back; batch 3 and the ones before "
+            "it stay as the backfill left them: their old values break constraint "
+            "email_address_set" in r.err
+        )
     load.check()
     assert one(dev, "SELECT count(*) FROM counter WHERE email_address IS NULL") == 0
     st = state(dev, "copy_email")
@@ -300,8 +404,11 @@ def test_revert_stops_at_a_batch_a_constraint_forbids(zproj: Project,
 def _deadlock(dsn: str) -> int:
     """Two sessions lock two rows in opposite orders: the server breaks the deadlock by
     failing one of them (which is what pg_stat_database.deadlocks counts)."""
-    sql(dsn, "CREATE TABLE IF NOT EXISTS pair (id int PRIMARY KEY); "
-             "INSERT INTO pair VALUES (1), (2) ON CONFLICT DO NOTHING")
+    sql(
+        dsn,
+        "CREATE TABLE IF NOT EXISTS pair (id int PRIMARY KEY); "
+        "INSERT INTO pair VALUES (1), (2) ON CONFLICT DO NOTHING",
+    )
     failed: list[str] = []
     barrier = threading.Barrier(2)
 
@@ -324,10 +431,15 @@ def _deadlock(dsn: str) -> int:
 
 
 def test_a_deadlock_in_the_database_pauses_the_backfill(
-        zproj: Project, cli: Callable[..., Result]) -> None:
+    zproj: Project, cli: Callable[..., Result]
+) -> None:
     dev = _project(zproj)
-    backfill(zproj, "bump", "UPDATE counter SET n = n + 1\n"
-                            "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0003) IS NOT NULL\n")
+    backfill(
+        zproj,
+        "bump",
+        "UPDATE counter SET n = n + 1\n"
+        "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0003) IS NOT NULL\n",
+    )
     with Load(dev, touch) as load:
         started = threading.Event()
 
@@ -338,8 +450,20 @@ def test_a_deadlock_in_the_database_pauses_the_backfill(
 
         t = threading.Thread(target=deadlock_after_two_batches)
         t.start()
-        r = cli("--config", str(zproj.config), "backfill", "run", "bump", "-e", "dev",
-                "--batch-size", "300", "--target-duration", "0", "--json")
+        r = cli(
+            "--config",
+            str(zproj.config),
+            "backfill",
+            "run",
+            "bump",
+            "-e",
+            "dev",
+            "--batch-size",
+            "300",
+            "--target-duration",
+            "0",
+            "--json",
+        )
         t.join()
         assert started.is_set()
         assert r.code == 0, r.err
@@ -359,8 +483,11 @@ def _wait_batches(dsn: str, name: str, n: int, timeout: float = 30) -> None:
 def _lock_queue(dsn: str, seconds: float) -> None:
     """A report holds a row lock of another table; an application session queues behind it
     for ``seconds`` (what pg_locks shows as a waiting session)."""
-    sql(dsn, "CREATE TABLE IF NOT EXISTS settings (id int PRIMARY KEY, v int); "
-             "INSERT INTO settings VALUES (1, 0) ON CONFLICT DO NOTHING")
+    sql(
+        dsn,
+        "CREATE TABLE IF NOT EXISTS settings (id int PRIMARY KEY, v int); "
+        "INSERT INTO settings VALUES (1, 0) ON CONFLICT DO NOTHING",
+    )
     held = threading.Event()
 
     def waiter() -> None:
@@ -379,19 +506,37 @@ def _lock_queue(dsn: str, seconds: float) -> None:
 
 
 def test_sessions_waiting_for_locks_pause_the_backfill(
-        zproj: Project, cli: Callable[..., Result]) -> None:
+    zproj: Project, cli: Callable[..., Result]
+) -> None:
     dev = _project(zproj)
-    backfill(zproj, "bump", "UPDATE counter SET n = n + 1\n"
-                            "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0005) IS NOT NULL\n")
+    backfill(
+        zproj,
+        "bump",
+        "UPDATE counter SET n = n + 1\n"
+        "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0005) IS NOT NULL\n",
+    )
     with Load(dev, touch) as load:
+
         def queue_after_two_batches() -> None:
             _wait_batches(dev, "bump", 2)
             _lock_queue(dev, 3.0)
 
         t = threading.Thread(target=queue_after_two_batches)
         t.start()
-        r = cli("--config", str(zproj.config), "backfill", "run", "bump", "-e", "dev",
-                "--batch-size", "300", "--target-duration", "0", "--json")
+        r = cli(
+            "--config",
+            str(zproj.config),
+            "backfill",
+            "run",
+            "bump",
+            "-e",
+            "dev",
+            "--batch-size",
+            "300",
+            "--target-duration",
+            "0",
+            "--json",
+        )
         t.join()
         assert r.code == 0, r.err
         # a session waits longer than a second: the backfill waits with it, then goes on
@@ -424,10 +569,12 @@ def with_standby(tmp_path: Path) -> Iterator[tuple[Project, str]]:
             c.execute(psql.SQL("GRANT pg_read_all_stats TO {}").format(psql.Identifier(ROLE)))
             c.execute(psql.SQL("CREATE DATABASE dev OWNER {}").format(psql.Identifier(ROLE)))
         sroot, standby = servers.start_standby(root, 15)
-        extra = EXTRA.replace('lock_timeout = "100ms"',
-                              'lock_timeout = "100ms"\nmax_replication_lag = "1s"')
-        p = write_project(tmp_path / "proj", {"dev": embedded.role_dsn(admin, ROLE, "dev")},
-                          extra=extra)
+        extra = EXTRA.replace(
+            'lock_timeout = "100ms"', 'lock_timeout = "100ms"\nmax_replication_lag = "1s"'
+        )
+        p = write_project(
+            tmp_path / "proj", {"dev": embedded.role_dsn(admin, ROLE, "dev")}, extra=extra
+        )
         (p.root / "backfills").mkdir()
         yield p, standby
     finally:
@@ -436,12 +583,17 @@ def with_standby(tmp_path: Path) -> Iterator[tuple[Project, str]]:
         servers.stop(root, 15)
 
 
-def test_replication_lag_pauses_the_backfill(with_standby: tuple[Project, str],
-                                             cli: Callable[..., Result]) -> None:
+def test_replication_lag_pauses_the_backfill(
+    with_standby: tuple[Project, str], cli: Callable[..., Result]
+) -> None:
     p, standby = with_standby
     dev = _project(p)
-    backfill(p, "bump", "UPDATE counter SET n = n + 1\n"
-                        "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0005) IS NOT NULL\n")
+    backfill(
+        p,
+        "bump",
+        "UPDATE counter SET n = n + 1\n"
+        "WHERE id BETWEEN :lo AND :hi AND pg_sleep(0.0005) IS NOT NULL\n",
+    )
 
     def stall_replay() -> None:
         """The standby stops replaying for 4 s (as a long query on a replica would hold it);
@@ -455,8 +607,20 @@ def test_replication_lag_pauses_the_backfill(with_standby: tuple[Project, str],
     with Load(dev, touch) as load:
         t = threading.Thread(target=stall_replay)
         t.start()
-        r = cli("--config", str(p.config), "backfill", "run", "bump", "-e", "dev",
-                "--batch-size", "300", "--target-duration", "0", "--json")
+        r = cli(
+            "--config",
+            str(p.config),
+            "backfill",
+            "run",
+            "bump",
+            "-e",
+            "dev",
+            "--batch-size",
+            "300",
+            "--target-duration",
+            "0",
+            "--json",
+        )
         t.join()
         assert r.code == 0, r.err
         assert re.search(r"pausing: replication lag \d+\.\ds \(limit 1s\)", r.err), r.err

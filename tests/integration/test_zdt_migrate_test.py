@@ -19,13 +19,17 @@ U2 = "DROP INDEX leads_score;\nALTER TABLE leads DROP COLUMN source;\n"
 
 def _scratch_left(p: Project, admin: str) -> list[str]:
     with psycopg.connect(admin, autocommit=True) as c:
-        return [r[0] for r in c.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'pgferry\\_migratetest\\_%'")]
+        return [
+            r[0]
+            for r in c.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'pgferry\\_migratetest\\_%'"
+            )
+        ]
 
 
 def test_migrate_test_proves_undo_files_and_runs_assertions(
-        zproj: Project, createdb_role: str, pg_admin_dsn: str,
-        cli: Callable[..., Result]) -> None:
+    zproj: Project, createdb_role: str, pg_admin_dsn: str, cli: Callable[..., Result]
+) -> None:
     p = zproj
     cfg = ("--config", str(p.config), "migrate", "test", "-e", "dev")
     p.write("V1__leads.sql", V1)
@@ -38,13 +42,16 @@ def test_migrate_test_proves_undo_files_and_runs_assertions(
         "SELECT column_name FROM information_schema.columns\n"
         " WHERE table_name = 'leads' AND column_name = 'email' AND is_nullable = 'YES';\n"
         "INSERT INTO leads VALUES (1, 'a@x', 5, 'web');\n"
-        "SELECT id FROM leads WHERE score > 10;\n")
+        "SELECT id FROM leads WHERE score > 10;\n"
+    )
     r = cli(*cfg)
     assert r.code == 0, r.err
     assert "ok  V2__lead_source.sql: up, undo (U2__lead_source.sql), up: same schema" in r.err
     assert "ok  tests/leads.sql: 3 statement(s)" in r.err
-    assert "2 migration(s) applied, 1 proven by up, undo, up (1 without an undo file); " \
-           "1 assertion file(s) passed" in r.out
+    assert (
+        "2 migration(s) applied, 1 proven by up, undo, up (1 without an undo file); "
+        "1 assertion file(s) passed" in r.out
+    )
     # the assertion files ran in a transaction that was rolled back, on a scratch database
     # that is gone again; dev itself was never touched
     assert _scratch_left(p, pg_admin_dsn) == []
@@ -55,22 +62,30 @@ def test_migrate_test_proves_undo_files_and_runs_assertions(
     p.write("U2__lead_source.sql", "ALTER TABLE leads DROP COLUMN source;\n")
     r = cli(*cfg)
     assert r.code == 1
-    assert "U2__lead_source.sql does not restore what V2__lead_source.sql changed: left " \
-           "behind: index public.leads_score" in r.err
-    p.write("U2__lead_source.sql", "DROP INDEX leads_score;\nALTER TABLE leads DROP COLUMN "
-            "source;\nALTER TABLE leads ADD COLUMN note text;\n")
+    assert (
+        "U2__lead_source.sql does not restore what V2__lead_source.sql changed: left "
+        "behind: index public.leads_score" in r.err
+    )
+    p.write(
+        "U2__lead_source.sql",
+        "DROP INDEX leads_score;\nALTER TABLE leads DROP COLUMN "
+        "source;\nALTER TABLE leads ADD COLUMN note text;\n",
+    )
     r = cli(*cfg)
     assert r.code == 1 and "left behind: column public.leads.note" in r.err
     p.write("U2__lead_source.sql", U2)
 
     # an assertion that returns a row: exit 1 naming the first failing file and line
-    (tests / "leads.sql").write_text("INSERT INTO leads VALUES (1, 'a@x', 50, 'web');\n"
-                                     "SELECT id, score FROM leads WHERE score > 10;\n")
+    (tests / "leads.sql").write_text(
+        "INSERT INTO leads VALUES (1, 'a@x', 50, 'web');\n"
+        "SELECT id, score FROM leads WHERE score > 10;\n"
+    )
     (tests / "more.sql").write_text("SELECT 1 AS never_reached;\n")
     r = cli(*cfg, "--json")
     assert r.code == 1
-    assert r.json["message"] == "tests/leads.sql:2: the assertion returned 1 row(s): " \
-                                "(id=1, score=50)"
+    assert (
+        r.json["message"] == "tests/leads.sql:2: the assertion returned 1 row(s): (id=1, score=50)"
+    )
     assert _scratch_left(p, pg_admin_dsn) == []
 
     # a migration that fails on an empty database is a finding too
@@ -78,21 +93,40 @@ def test_migrate_test_proves_undo_files_and_runs_assertions(
     (tests / "leads.sql").unlink()
     (tests / "more.sql").unlink()
     r = cli(*cfg)
-    assert r.code == 1 and "V3__bad.sql:1 (statement 1): relation \"nope\" does not exist" \
-        in r.err and "(on an empty scratch database)" in r.err
+    assert (
+        r.code == 1
+        and 'V3__bad.sql:1 (statement 1): relation "nope" does not exist' in r.err
+        and "(on an empty scratch database)" in r.err
+    )
 
 
 def test_migrate_bench_reports_percentiles_and_gates_on_p95(
-        zproj: Project, createdb_role: str, cli: Callable[..., Result], tmp_path: Path) -> None:
+    zproj: Project, createdb_role: str, cli: Callable[..., Result], tmp_path: Path
+) -> None:
     p = zproj
     p.write("V1__leads.sql", V1)
     script = tmp_path / "insert.sql"
-    script.write_text("\\set id random(1, 100000000)\n"
-                      "INSERT INTO leads VALUES (:id, 'x', 1) ON CONFLICT DO NOTHING;\n")
+    script.write_text(
+        "\\set id random(1, 100000000)\n"
+        "INSERT INTO leads VALUES (:id, 'x', 1) ON CONFLICT DO NOTHING;\n"
+    )
     seed = tmp_path / "seed.sql"
     seed.write_text("INSERT INTO leads SELECT g, 'seed', 0 FROM generate_series(1, 100) g;\n")
-    base = ("--config", str(p.config), "migrate", "bench", str(script), "-e", "dev",
-            "--clients", "2", "--transactions", "100", "--seed", str(seed))
+    base = (
+        "--config",
+        str(p.config),
+        "migrate",
+        "bench",
+        str(script),
+        "-e",
+        "dev",
+        "--clients",
+        "2",
+        "--transactions",
+        "100",
+        "--seed",
+        str(seed),
+    )
     r = cli(*base, "--p95", "5s", "--json")
     assert r.code == 0, r.err
     res = r.json
@@ -115,15 +149,18 @@ PGTAP_CONTROL = Path("/usr/share/postgresql/15/extension/pgtap.control")
 
 
 def test_a_pgtap_file_without_pgtap_on_the_server_is_bad_input(
-        zproj: Project, createdb_role: str, cli: Callable[..., Result]) -> None:
+    zproj: Project, createdb_role: str, cli: Callable[..., Result]
+) -> None:
     """The embedded server has no pgTAP: a file in pgTAP's style is refused, not passed."""
     zproj.write("V1__leads.sql", V1)
     (zproj.root / "tests").mkdir()
     (zproj.root / "tests" / "tap.sql").write_text(TAP)
     r = cli("--config", str(zproj.config), "migrate", "test", "-e", "dev")
     assert r.code == 2, r.err
-    assert "tests/tap.sql uses pgTAP (plan/no_plan), but the server has no pgtap extension" \
-        in r.err and len(r.err.strip().splitlines()) == 1
+    assert (
+        "tests/tap.sql uses pgTAP (plan/no_plan), but the server has no pgtap extension" in r.err
+        and len(r.err.strip().splitlines()) == 1
+    )
 
 
 @pytest.fixture
@@ -136,16 +173,19 @@ def pgtap_dsn() -> Iterator[str]:
     if reason is not None:
         pytest.skip(f"PostgreSQL 15 cannot be had here: {reason}; apt install postgresql-15")
     if not PGTAP_CONTROL.is_file():
-        pytest.skip("pgTAP is not installed for PostgreSQL 15: apt install postgresql-15-pgtap "
-                    "(.ci/run installs it when it runs as root with apt)")
+        pytest.skip(
+            "pgTAP is not installed for PostgreSQL 15: apt install postgresql-15-pgtap "
+            "(.ci/run installs it when it runs as root with apt)"
+        )
     root, admin = servers.start(15)
     try:
         with psycopg.connect(admin, autocommit=True) as c:
             embedded.ensure_role(c, ROLE)
             c.execute(sql.SQL("ALTER ROLE {} CREATEDB").format(sql.Identifier(ROLE)))
         # in template1: the scratch database of `migrate test` is made from it
-        with psycopg.connect(embedded.role_dsn(admin, "postgres", "template1"),
-                             autocommit=True) as c:
+        with psycopg.connect(
+            embedded.role_dsn(admin, "postgres", "template1"), autocommit=True
+        ) as c:
             c.execute("CREATE EXTENSION pgtap")
         with psycopg.connect(admin, autocommit=True) as c:
             c.execute(sql.SQL("CREATE DATABASE dev OWNER {}").format(sql.Identifier(ROLE)))
@@ -154,8 +194,9 @@ def pgtap_dsn() -> Iterator[str]:
         servers.stop(root, 15)
 
 
-def test_migrate_test_runs_pgtap_files(tmp_path: Path, pgtap_dsn: str,
-                                       cli: Callable[..., Result]) -> None:
+def test_migrate_test_runs_pgtap_files(
+    tmp_path: Path, pgtap_dsn: str, cli: Callable[..., Result]
+) -> None:
     p = write_project(tmp_path / "proj", {"dev": pgtap_dsn})
     p.write("V1__leads.sql", V1)
     tests = p.root / "tests"
@@ -164,13 +205,15 @@ def test_migrate_test_runs_pgtap_files(tmp_path: Path, pgtap_dsn: str,
     cfg = ("--config", str(p.config), "migrate", "test", "-e", "dev")
     r = cli(*cfg, "--json")
     assert r.code == 0, r.err
-    assert r.json["tests"] == [{"file": "tests/tap.sql", "ok": True, "statements": 5,
-                                "pgtap": True}]
+    assert r.json["tests"] == [
+        {"file": "tests/tap.sql", "ok": True, "statements": 5, "pgtap": True}
+    ]
     assert "ok  tests/tap.sql: 5 statement(s) (pgTAP)" in cli(*cfg).err
 
     # a failing test: exit 1 with pgTAP's own `not ok` line
-    (tests / "tap.sql").write_text(TAP.replace("col_is_null('leads', 'score')",
-                                               "col_is_null('leads', 'email')"))
+    (tests / "tap.sql").write_text(
+        TAP.replace("col_is_null('leads', 'score')", "col_is_null('leads', 'email')")
+    )
     r = cli(*cfg)
     assert r.code == 1
     assert "tests/tap.sql: pgTAP: not ok 3 - Column leads.email should allow NULL" in r.err

@@ -55,13 +55,20 @@ def _rename_new(c: psycopg.Connection[Any], rnd: random.Random) -> None:
     if rnd.random() < 0.4:
         c.execute("INSERT INTO users (email_address) VALUES (%s)", [f"v2-{rnd.random()}"])
     else:
-        c.execute("UPDATE users SET email_address = %s WHERE id = %s",
-                  [f"v2-{rnd.random()}", _id(rnd)])
+        c.execute(
+            "UPDATE users SET email_address = %s WHERE id = %s", [f"v2-{rnd.random()}", _id(rnd)]
+        )
 
 
 def _rename_check(dsn: str) -> None:
-    cols = {r[0]: r[1] for r in sql(dsn, "SELECT column_name, is_nullable FROM "
-                                         "information_schema.columns WHERE table_name = 'users'")}
+    cols = {
+        r[0]: r[1]
+        for r in sql(
+            dsn,
+            "SELECT column_name, is_nullable FROM "
+            "information_schema.columns WHERE table_name = 'users'",
+        )
+    }
     assert "email" not in cols and cols["email_address"] == "NO"
     assert one(dsn, "SELECT count(*) FROM users WHERE email_address LIKE 'u%@x'") > 0
 
@@ -81,14 +88,25 @@ def _type_new(c: psycopg.Connection[Any], rnd: random.Random) -> None:
 
 
 def _type_check(dsn: str) -> None:
-    assert one(dsn, "SELECT data_type FROM information_schema.columns WHERE table_name = "
-                    "'users' AND column_name = 'amount'") == "bigint"
-    assert one(dsn, "SELECT column_default FROM information_schema.columns WHERE "
-                    "table_name = 'users' AND column_name = 'amount'") == "0"
+    assert (
+        one(
+            dsn,
+            "SELECT data_type FROM information_schema.columns WHERE table_name = "
+            "'users' AND column_name = 'amount'",
+        )
+        == "bigint"
+    )
+    assert (
+        one(
+            dsn,
+            "SELECT column_default FROM information_schema.columns WHERE "
+            "table_name = 'users' AND column_name = 'amount'",
+        )
+        == "0"
+    )
     sql(dsn, "UPDATE users SET amount = 5000000000 WHERE id = 1")
     # every row kept its value (the load only added one per update): none is NULL or below
-    assert one(dsn, "SELECT count(*) FROM users WHERE id <= %s AND amount < id",
-               [ROWS]) == 0
+    assert one(dsn, "SELECT count(*) FROM users WHERE id <= %s AND amount < id", [ROWS]) == 0
 
 
 def _nn_old(c: psycopg.Connection[Any], rnd: random.Random) -> None:
@@ -106,8 +124,14 @@ def _nn_new(c: psycopg.Connection[Any], rnd: random.Random) -> None:
 
 
 def _nn_check(dsn: str) -> None:
-    assert one(dsn, "SELECT is_nullable FROM information_schema.columns WHERE table_name = "
-                    "'users' AND column_name = 'note'") == "NO"
+    assert (
+        one(
+            dsn,
+            "SELECT is_nullable FROM information_schema.columns WHERE table_name = "
+            "'users' AND column_name = 'note'",
+        )
+        == "NO"
+    )
     assert one(dsn, "SELECT count(*) FROM users WHERE note = ''") > 0
 
 
@@ -123,34 +147,43 @@ def _split_new(c: psycopg.Connection[Any], rnd: random.Random) -> None:
         with c.transaction():
             row = c.execute("INSERT INTO users (email) VALUES ('s') RETURNING id").fetchone()
             assert row is not None
-            c.execute("INSERT INTO user_profiles (id, bio) VALUES (%s, %s)",
-                      [row[0], f"v2-{rnd.random()}"])
+            c.execute(
+                "INSERT INTO user_profiles (id, bio) VALUES (%s, %s)",
+                [row[0], f"v2-{rnd.random()}"],
+            )
     else:
-        c.execute("INSERT INTO user_profiles (id, bio) VALUES (%s, %s) ON CONFLICT (id) DO "
-                  "UPDATE SET bio = excluded.bio", [_id(rnd), f"v2-{rnd.random()}"])
+        c.execute(
+            "INSERT INTO user_profiles (id, bio) VALUES (%s, %s) ON CONFLICT (id) DO "
+            "UPDATE SET bio = excluded.bio",
+            [_id(rnd), f"v2-{rnd.random()}"],
+        )
 
 
 def _split_check(dsn: str) -> None:
-    assert one(dsn, "SELECT count(*) FROM information_schema.columns WHERE table_name = "
-                    "'users' AND column_name = 'bio'") == 0
+    assert (
+        one(
+            dsn,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = "
+            "'users' AND column_name = 'bio'",
+        )
+        == 0
+    )
     # every original bio (even ids) moved, with the values the load wrote since
     assert one(dsn, "SELECT count(*) FROM user_profiles WHERE id <= %s", [ROWS]) >= ROWS // 2
 
 
 CASES = {
-    "rename": Case("rename users.email to email_address", _rename_old, _rename_new,
-                   _rename_check),
-    "change_type": Case("change type of users.amount to bigint", _type_old, _type_new,
-                        _type_check),
+    "rename": Case("rename users.email to email_address", _rename_old, _rename_new, _rename_check),
+    "change_type": Case("change type of users.amount to bigint", _type_old, _type_new, _type_check),
     "not_null": Case("add not null to users.note default ''", _nn_old, _nn_new, _nn_check),
-    "split": Case("split users into user_profiles (bio)", _split_old, _split_new,
-                  _split_check),
+    "split": Case("split users into user_profiles (bio)", _split_old, _split_new, _split_check),
 }
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_recipe_under_concurrent_writes(name: str, zproj: Project, createdb_role: str,
-                                        cli: Callable[..., Result]) -> None:
+def test_recipe_under_concurrent_writes(
+    name: str, zproj: Project, createdb_role: str, cli: Callable[..., Result]
+) -> None:
     case = CASES[name]
     p, dev = zproj, zproj.dsns["dev"]
     cfg = ("--config", str(p.config))
@@ -159,23 +192,34 @@ def test_recipe_under_concurrent_writes(name: str, zproj: Project, createdb_role
     r = cli(*cfg, "migrate", "new", "--expand-contract", case.description, "-e", "dev")
     assert r.code == 0, r.err
     created = r.out.split()
-    slug = next(c for c in created if c.startswith("backfills/"))[len("backfills/"):-4]
+    slug = next(c for c in created if c.startswith("backfills/"))[len("backfills/") : -4]
     assert sum(1 for c in created if "XXX__" in c) == 4  # V and U, expand and contract
     # as the contract file says: name the old application in its require-no-clients guard
     contract = next(p.migrations.glob("VXXX__*_2_contract.sql"))
     text = contract.read_text()
     example = "-- -- pgferry:require-no-clients application_name LIKE 'myapp-v1%'"
     assert example in text
-    contract.write_text(text.replace(example, "-- pgferry:require-no-clients "
-                                              "application_name LIKE 'app-v1%'"))
+    contract.write_text(
+        text.replace(example, "-- pgferry:require-no-clients application_name LIKE 'app-v1%'")
+    )
     assert cli(*cfg, "migrate", "sum").code == 0
 
     with Load(dev, case.old) as load:
         r = cli(*cfg, "migrate", "up", "-e", "dev")
         assert r.code == 0, r.err
         assert "1 expand (transaction)" in r.err and f"held V3 {slug.replace('_', ' ')}" in r.err
-        b = cli(*cfg, "backfill", "run", slug, "-e", "dev", "--batch-size", "700",
-                "--target-duration", "0")
+        b = cli(
+            *cfg,
+            "backfill",
+            "run",
+            slug,
+            "-e",
+            "dev",
+            "--batch-size",
+            "700",
+            "--target-duration",
+            "0",
+        )
         assert b.code == 0, b.err
         # the old application still runs: its writes are kept in step, but it holds the
         # contract back

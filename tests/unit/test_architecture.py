@@ -31,12 +31,20 @@ def test_no_single_letter_attributes() -> None:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.ClassDef):  # annotated fields (dataclasses)
-                bad += [f"{path.name}:{n.lineno} {node.name}.{n.target.id}" for n in node.body
-                        if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
-                        and len(n.target.id) == 1]
-            if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) \
-                    and isinstance(node.value, ast.Name) and node.value.id == "self" \
-                    and len(node.attr) == 1:
+                bad += [
+                    f"{path.name}:{n.lineno} {node.name}.{n.target.id}"
+                    for n in node.body
+                    if isinstance(n, ast.AnnAssign)
+                    and isinstance(n.target, ast.Name)
+                    and len(n.target.id) == 1
+                ]
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.ctx, ast.Store)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "self"
+                and len(node.attr) == 1
+            ):
                 bad.append(f"{path.name}:{node.lineno} self.{node.attr}")
     # still there in modules other open work is rewriting (issue 16: sync's differ; issue 11
     # part B: the lint worker pool): they go with that work
@@ -46,9 +54,10 @@ def test_no_single_letter_attributes() -> None:
 
 
 def test_commands_import_no_terminal_and_lint_stays_light() -> None:
-    code = ("import sys\nimport pgferry.commands.lint, pgferry.commands.base\n"
-            "print([m for m in ('typer', 'rich', 'click', 'psycopg', 'pydantic')"
-            " if m in sys.modules])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys\nimport pgferry.commands.lint, pgferry.commands.base\n"
+        "print([m for m in ('typer', 'rich', 'click', 'psycopg', 'pydantic')"
+        " if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

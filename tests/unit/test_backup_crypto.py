@@ -48,8 +48,7 @@ def test_tampering_truncation_and_renaming_fail(tmp_path: Path, key: crypto.Key)
             crypto.decrypt_file(tmp_path / "x", tmp_path / "y", key, name)
 
 
-def test_wrong_or_missing_key_is_exit_2(key: crypto.Key, monkeypatch: pytest.MonkeyPatch
-                                        ) -> None:
+def test_wrong_or_missing_key_is_exit_2(key: crypto.Key, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(crypto.ENV_VAR, "another key")
     with pytest.raises(BadInput, match="is not the key backup b1 was encrypted with") as e:
         crypto.Key.open(key.params, "b1")

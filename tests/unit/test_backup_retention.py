@@ -20,12 +20,23 @@ def item(i: int, at: datetime, keep: bool = False, verified: bool = False) -> It
 items_st = st.lists(
     st.tuples(
         st.integers(min_value=0, max_value=900 * 24 * 60),  # minutes before NOW
-        st.booleans(), st.booleans(),
-    ), max_size=60,
-).map(lambda xs: [item(i, NOW - timedelta(minutes=m), k and i % 5 == 0, v and i % 3 == 0)
-                  for i, (m, k, v) in enumerate(xs)])
-policy_st = st.builds(Policy, daily=st.integers(0, 8), weekly=st.integers(0, 5),
-                      monthly=st.integers(0, 13), min_count=st.integers(1, 4))
+        st.booleans(),
+        st.booleans(),
+    ),
+    max_size=60,
+).map(
+    lambda xs: [
+        item(i, NOW - timedelta(minutes=m), k and i % 5 == 0, v and i % 3 == 0)
+        for i, (m, k, v) in enumerate(xs)
+    ]
+)
+policy_st = st.builds(
+    Policy,
+    daily=st.integers(0, 8),
+    weekly=st.integers(0, 5),
+    monthly=st.integers(0, 13),
+    min_count=st.integers(1, 4),
+)
 zones = st.sampled_from(["UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe"])
 
 
@@ -46,8 +57,11 @@ def test_properties(items: list[Item], policy: Policy, tz: str) -> None:
     if verified:
         assert max(verified, key=lambda i: (i.at, i.id)).id in d.keep
     # no slot holds more than its policy, and no slot kind holds two of one period
-    for kind, n in (("daily", policy.daily), ("weekly", policy.weekly),
-                    ("monthly", policy.monthly)):
+    for kind, n in (
+        ("daily", policy.daily),
+        ("weekly", policy.weekly),
+        ("monthly", policy.monthly),
+    ):
         filled = [i for i, s in d.slots.items() if kind in s]
         assert len(filled) <= n, (kind, filled)
     # pruning twice changes nothing
@@ -74,8 +88,11 @@ def test_daily_weekly_monthly_slots_and_min_count() -> None:
 
 
 def test_two_backups_a_day_keep_the_newest_of_the_day() -> None:
-    xs = [item(0, NOW.replace(hour=1)), item(1, NOW.replace(hour=9)),
-          item(2, NOW.replace(hour=5) - timedelta(days=1))]
+    xs = [
+        item(0, NOW.replace(hour=1)),
+        item(1, NOW.replace(hour=9)),
+        item(2, NOW.replace(hour=5) - timedelta(days=1)),
+    ]
     d = plan(xs, NOW, Policy(daily=7, weekly=0, monthly=0))
     assert sorted(d.keep) == ["b0001", "b0002"] and d.delete == ["b0000"]
 
@@ -98,16 +115,24 @@ def test_month_and_year_ends_and_dst() -> None:
     d = plan([a, b], now, Policy(daily=0, weekly=0, monthly=2), "UTC")
     assert d.keep == ["b0000"] and d.delete == ["b0001"]  # both December in UTC
     # the night the clocks go back (2026-10-25 in Berlin) is one day of 25 hours
-    night = [item(i, datetime(2026, 10, 25, 0, 30, tzinfo=berlin) + timedelta(hours=h))
-             for i, h in enumerate((0, 1, 2, 3, 23))]
-    d = plan(night, datetime(2026, 10, 26, 12, tzinfo=UTC), Policy(daily=1, weekly=0,
-             monthly=0), "Europe/Berlin")
+    night = [
+        item(i, datetime(2026, 10, 25, 0, 30, tzinfo=berlin) + timedelta(hours=h))
+        for i, h in enumerate((0, 1, 2, 3, 23))
+    ]
+    d = plan(
+        night,
+        datetime(2026, 10, 26, 12, tzinfo=UTC),
+        Policy(daily=1, weekly=0, monthly=0),
+        "Europe/Berlin",
+    )
     assert d.keep == ["b0004"]  # 23:30 local is still the 25th
 
 
 def test_kept_and_newest_verified_survive() -> None:
-    xs = [item(i, NOW - timedelta(days=400 + i), keep=(i == 5), verified=(i in (3, 8)))
-          for i in range(10)]
+    xs = [
+        item(i, NOW - timedelta(days=400 + i), keep=(i == 5), verified=(i in (3, 8)))
+        for i in range(10)
+    ]
     xs.append(item(99, NOW))
     d = plan(xs, NOW, Policy(daily=1, weekly=0, monthly=0))
     assert sorted(d.keep) == ["b0003", "b0005", "b0099"]

@@ -38,8 +38,9 @@ def test_version_loads_no_driver_parser_or_engine() -> None:
 
 def test_a_group_without_a_verb_shows_plain_help_and_exits_2() -> None:
     for group in ("migrate", "env", "embedded"):
-        out = subprocess.run([sys.executable, "-m", "pgferry", group], capture_output=True,
-                             text=True)
+        out = subprocess.run(
+            [sys.executable, "-m", "pgferry", group], capture_output=True, text=True
+        )
         text = out.stdout + out.stderr
         assert out.returncode == 2, (group, text)
         assert f"Usage: pgferry {group} [OPTIONS] COMMAND" in text

@@ -83,8 +83,9 @@ def test_sync_tables_both_forms(tmp_path: Path) -> None:
     assert cfg.sync.table["public.a"].key == ["id"]
 
 
-@pytest.mark.parametrize(("text", "ms"), [("250ms", 250), ("5s", 5000), ("2min", 120000),
-                                          ("1h", 3600000), ("100", 100)])
+@pytest.mark.parametrize(
+    ("text", "ms"), [("250ms", 250), ("5s", 5000), ("2min", 120000), ("1h", 3600000), ("100", 100)]
+)
 def test_parse_duration(text: str, ms: int) -> None:
     assert parse_duration(text).total_seconds() * 1000 == ms
 
@@ -97,8 +98,13 @@ def test_backup_defaults_and_keep_policy(tmp_path: Path) -> None:
     assert (k.daily, k.weekly, k.monthly, k.min_count) == (7, 4, 12, 1)
     assert cfg.backup.encrypt is False
     assert str(cfg.backup.max_age) == "26h" and cfg.backup.min_size == 0
-    cfg = load_config(write(tmp_path, '[backup]\ndir = "/srv/b"\nmin_size = "10MB"\n'
-                            '[backup.keep]\ndaily = 3\nmin_count = 2\n'))
+    cfg = load_config(
+        write(
+            tmp_path,
+            '[backup]\ndir = "/srv/b"\nmin_size = "10MB"\n'
+            "[backup.keep]\ndaily = 3\nmin_count = 2\n",
+        )
+    )
     assert cfg.backup_dir == Path("/srv/b") and cfg.backup.min_size_bytes == 10_000_000
     assert (cfg.backup.keep.daily, cfg.backup.keep.weekly, cfg.backup.keep.min_count) == (3, 4, 2)
 
@@ -107,7 +113,7 @@ def test_backup_bad_values_name_the_line(tmp_path: Path) -> None:
     p = write(tmp_path, '[backup]\nmax_age = "soon"\n')
     with pytest.raises(ConfigError, match=r":2: backup.max_age: 'soon' is not a duration"):
         load_config(p)
-    p = write(tmp_path, '[backup.keep]\nmin_count = 0\n')
+    p = write(tmp_path, "[backup.keep]\nmin_count = 0\n")
     with pytest.raises(ConfigError, match=r":2: backup.keep.min_count"):
         load_config(p)
     p = write(tmp_path, '[backup]\nmin_size = "lots"\n')

@@ -19,8 +19,7 @@ def _docs() -> str:
     return "\n".join(parts)
 
 
-def _commands(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[
-        tuple[tuple[str, ...], Any]]:
+def _commands(cmd: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
     if hasattr(cmd, "commands"):
         subs = getattr(cmd, "all_commands", cmd.commands)  # the root imports lazily
         for name, sub in subs.items():

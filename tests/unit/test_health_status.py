@@ -25,21 +25,30 @@ from pgferry.health.rules import Status
 from pgferry.health.status import LEVELS, HealthCheck, evaluate, overall
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-TH = HealthThresholds(tables={"public.legal_cases": HealthTableConfig(
-    optimal=2000, degraded_below=1)})
+TH = HealthThresholds(
+    tables={"public.legal_cases": HealthTableConfig(optimal=2000, degraded_below=1)}
+)
 
 
 def facts(**kw: object) -> HealthFacts:
     """A healthy, reachable environment; keywords change one part."""
     base: dict[str, object] = dict(
-        env="prod", checked_at=NOW, reachable=True, latency_s=0.002, role="app",
-        read_all_stats=True, server_version=180000, max_connections=100, backends=5,
-        xid_age=1000, mxid_age=10, statements=[],
+        env="prod",
+        checked_at=NOW,
+        reachable=True,
+        latency_s=0.002,
+        role="app",
+        read_all_stats=True,
+        server_version=180000,
+        max_connections=100,
+        backends=5,
+        xid_age=1000,
+        mxid_age=10,
+        statements=[],
         migrations=Migrations(current="12"),
         drift=Drift(recorded_at=NOW - timedelta(days=1), version="12"),
         sync=Sync(runs=[SyncRun("dev", "ok", NOW - timedelta(hours=1), 1.0, "r1")]),
-        backups=Backups("backups/prod", True, 3, NOW - timedelta(hours=2),
-                        NOW - timedelta(days=1)),
+        backups=Backups("backups/prod", True, 3, NOW - timedelta(hours=2), NOW - timedelta(days=1)),
         tables={"public.legal_cases": TableRows(2025)},
     )
     base.update(kw)
@@ -54,17 +63,35 @@ def test_all_well_is_optimal_with_every_check_named() -> None:
     rep = evaluate(facts(), TH, NOW)
     assert rep.status == "optimal", [(c.name, c.status, c.message) for c in rep.checks]
     names = [c.name for c in rep.checks]
-    assert names == ["reachability", "connections", "long_transactions", "idle_in_transaction",
-                     "blocked_sessions", "wraparound", "sequences", "invalid_indexes",
-                     "tables_without_pk", "slow_statements", "migrations", "schema_drift",
-                     "backups", "restore_test", "sync", "dead_letters",
-                     "rows:public.legal_cases"]
+    assert names == [
+        "reachability",
+        "connections",
+        "long_transactions",
+        "idle_in_transaction",
+        "blocked_sessions",
+        "wraparound",
+        "sequences",
+        "invalid_indexes",
+        "tables_without_pk",
+        "slow_statements",
+        "migrations",
+        "schema_drift",
+        "backups",
+        "restore_test",
+        "sync",
+        "dead_letters",
+        "rows:public.legal_cases",
+    ]
     assert all(c.status == "optimal" for c in rep.checks)
 
 
 def test_unreachable_is_critical_and_the_rest_unknown_with_the_reason() -> None:
-    f = HealthFacts(env="prod", checked_at=NOW, reachable=False,
-              error="cannot connect to host=/tmp/x: No such file or directory")
+    f = HealthFacts(
+        env="prod",
+        checked_at=NOW,
+        reachable=False,
+        error="cannot connect to host=/tmp/x: No such file or directory",
+    )
     rep = evaluate(f, TH, NOW)
     assert rep.status == "critical"
     first, *rest = rep.checks
@@ -93,8 +120,14 @@ def test_data_thresholds_between_degraded_and_optimal_are_healthy() -> None:
     assert est.status == "optimal" and est.value == "~500"
     gone = by(facts(tables={"public.t": TableRows(None, missing=True)}), th)["rows:public.t"]
     assert gone.status == "degraded" and "does not exist" in gone.message
-    slow = by(facts(tables={"public.t": TableRows(None, error="canceling statement due to "
-                                                  "statement timeout")}), th)["rows:public.t"]
+    slow = by(
+        facts(
+            tables={
+                "public.t": TableRows(None, error="canceling statement due to statement timeout")
+            }
+        ),
+        th,
+    )["rows:public.t"]
     assert slow.status == "unknown" and "estimate = true" in slow.fix
 
 
@@ -103,11 +136,12 @@ def test_blocked_session_names_the_blocking_pid() -> None:
     c = by(facts(waiters=[w]))["blocked_sessions"]
     assert c.status == "degraded" and "777" in c.message and "4242" in c.message
     assert "pg_terminate_backend(777)" in c.fix or "777" in c.fix
-    assert by(facts(waiters=[Waiter(4242, [777], 5.0, "")]))["blocked_sessions"].status == \
-        "optimal"
+    assert by(facts(waiters=[Waiter(4242, [777], 5.0, "")]))["blocked_sessions"].status == "optimal"
     fast = HealthThresholds(blocked_warn="2s")
-    assert by(facts(waiters=[Waiter(4242, [777], 5.0, "")]), fast)["blocked_sessions"].status \
+    assert (
+        by(facts(waiters=[Waiter(4242, [777], 5.0, "")]), fast)["blocked_sessions"].status
         == "degraded"
+    )
 
 
 def test_hidden_sessions_without_pg_read_all_stats_are_unknown_with_the_grant() -> None:
@@ -118,10 +152,15 @@ def test_hidden_sessions_without_pg_read_all_stats_are_unknown_with_the_grant() 
         assert "GRANT pg_read_all_stats TO monitor" in c[name].fix
     # what it can see is still judged: an old transaction of its own is critical anyway
     old = Session(1, "monitor", "psql", "active", 3600.0, 3600.0, "SELECT 1")
-    assert by(facts(read_all_stats=False, hidden_sessions=3, role="monitor",
-                    sessions=[old]))["long_transactions"].status == "critical"
-    assert by(facts(read_all_stats=False, hidden_sessions=0))["long_transactions"].status \
-        == "optimal"
+    assert (
+        by(facts(read_all_stats=False, hidden_sessions=3, role="monitor", sessions=[old]))[
+            "long_transactions"
+        ].status
+        == "critical"
+    )
+    assert (
+        by(facts(read_all_stats=False, hidden_sessions=0))["long_transactions"].status == "optimal"
+    )
 
 
 def test_server_thresholds() -> None:
@@ -150,24 +189,34 @@ def test_slow_statements_unknown_without_the_extension() -> None:
 
 
 def test_migrations_and_drift() -> None:
-    assert by(facts(migrations=Migrations("12", failed=["V13__x.sql"])))["migrations"].status \
+    assert (
+        by(facts(migrations=Migrations("12", failed=["V13__x.sql"])))["migrations"].status
         == "critical"
+    )
     c = by(facts(migrations=Migrations("11", pending=["V12__y.sql"])))["migrations"]
     assert c.status == "degraded" and c.value == "1 pending"
     assert "pgferry migrate up --env prod" in c.fix
-    assert by(facts(migrations=Migrations("12", mismatched=["V3__z.sql"])))["migrations"] \
-        .status == "degraded"
+    assert (
+        by(facts(migrations=Migrations("12", mismatched=["V3__z.sql"])))["migrations"].status
+        == "degraded"
+    )
     none = by(facts(drift=Drift(recorded_at=None)))["schema_drift"]
     assert none.status == "unknown" and "migrate up" in none.fix
-    drift = by(facts(drift=Drift(NOW, "12", changed=["table public.leads"],
-                                 added=["index public.x"])))["schema_drift"]
+    drift = by(
+        facts(drift=Drift(NOW, "12", changed=["table public.leads"], added=["index public.x"]))
+    )["schema_drift"]
     assert drift.status == "degraded" and "table public.leads" in drift.message
 
 
 def test_backups_restore_tests_and_sync() -> None:
     assert by(facts(backups=Backups("backups/prod", False)))["backups"].status == "unknown"
-    stale = by(facts(backups=Backups("backups/prod", True, 1, NOW - timedelta(hours=30),
-                                     NOW - timedelta(days=1))))
+    stale = by(
+        facts(
+            backups=Backups(
+                "backups/prod", True, 1, NOW - timedelta(hours=30), NOW - timedelta(days=1)
+            )
+        )
+    )
     assert stale["backups"].status == "degraded" and "26h" in stale["backups"].message
     never = by(facts(backups=Backups("backups/prod", True, 1, NOW, None)))
     assert never["restore_test"].status == "degraded"
@@ -176,15 +225,20 @@ def test_backups_restore_tests_and_sync() -> None:
     assert c["sync"].status == "degraded" and "4 in a row" in c["sync"].message
     assert by(facts(sync=Sync()))["sync"].status == "optimal"
     aged = HealthThresholds(sync_max_age="1h")
-    assert by(facts(sync=Sync(runs=[SyncRun("dev", "ok", NOW - timedelta(hours=2), 1, "r")])),
-              aged)["sync"].status == "degraded"
+    assert (
+        by(facts(sync=Sync(runs=[SyncRun("dev", "ok", NOW - timedelta(hours=2), 1, "r")])), aged)[
+            "sync"
+        ].status
+        == "degraded"
+    )
     dl = by(facts(sync=Sync(dead_letters=3, dead_letter_tables={"public.orders": 3})))
     assert dl["dead_letters"].status == "degraded" and "public.orders" in dl["dead_letters"].message
 
 
 def test_a_check_that_could_not_run_is_unknown_never_ok() -> None:
-    c = by(facts(failures={"sequences": "permission denied for table pg_sequences"},
-                 sequences=[]))["sequences"]
+    c = by(facts(failures={"sequences": "permission denied for table pg_sequences"}, sequences=[]))[
+        "sequences"
+    ]
     assert c.status == "unknown" and "permission denied" in c.message
 
 
@@ -193,8 +247,10 @@ LEVEL = st.sampled_from(list(LEVELS))
 
 @given(st.lists(st.tuples(LEVEL, st.booleans()), min_size=1, max_size=8))
 def test_overall_follows_the_issue_s_rules(parts: list[tuple[Status, bool]]) -> None:
-    checks = [HealthCheck(f"c{i}", s, kind="data" if data else "server")
-              for i, (s, data) in enumerate(parts)]
+    checks = [
+        HealthCheck(f"c{i}", s, kind="data" if data else "server")
+        for i, (s, data) in enumerate(parts)
+    ]
     got = overall(checks)
     statuses = [c.status for c in checks]
     if "critical" in statuses:

@@ -12,6 +12,5 @@ def test_planners_import_no_driver_and_no_parser() -> None:
         "import pgferry.migrate.plan, pgferry.sync.plan, pgferry.backup.retention\n"
         "print([m for m in ('psycopg', 'psycopg_pool', 'pglast') if m in sys.modules])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -32,4 +32,5 @@ def test_psycopg_copy_writer_base() -> None:
     assert list(inspect.signature(LibpqWriter.write).parameters) == ["self", "data"]
     assert list(inspect.signature(LibpqWriter.finish).parameters) == ["self", "exc"]
 
+
 # pglast's light load (pgferry.sqltext.parser): tests/unit/lint/test_lint_pgparse.py

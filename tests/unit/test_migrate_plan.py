@@ -37,12 +37,26 @@ class H:
     def __init__(self) -> None:
         self.rows: list[HistoryRow] = []
 
-    def add(self, version: str | None, script: str, checksum: int | None, *, type: str = "SQL",
-            success: bool = True, description: str | None = None) -> H:
-        desc = description if description is not None else script.split("__", 1)[-1][:-4].replace(
-            "_", " ")
-        self.rows.append(HistoryRow(len(self.rows) + 1, version, desc, type, script, checksum,
-                                    "me", T0, 5, success))
+    def add(
+        self,
+        version: str | None,
+        script: str,
+        checksum: int | None,
+        *,
+        type: str = "SQL",
+        success: bool = True,
+        description: str | None = None,
+    ) -> H:
+        desc = (
+            description
+            if description is not None
+            else script.split("__", 1)[-1][:-4].replace("_", " ")
+        )
+        self.rows.append(
+            HistoryRow(
+                len(self.rows) + 1, version, desc, type, script, checksum, "me", T0, 5, success
+            )
+        )
         return self
 
 
@@ -51,8 +65,16 @@ def states(entries: list) -> dict[str, str]:  # type: ignore[type-arg]
 
 
 def test_fresh_database_everything_pending(tmp_path: Path) -> None:
-    ms = mk(tmp_path, {"V1__a.sql": "a", "V1.1__b.sql": "b", "V2__c.sql": "c",
-                       "R__view.sql": "v", "U2__c.sql": "u"})
+    ms = mk(
+        tmp_path,
+        {
+            "V1__a.sql": "a",
+            "V1.1__b.sql": "b",
+            "V2__c.sql": "c",
+            "R__view.sql": "v",
+            "U2__c.sql": "u",
+        },
+    )
     assert {e.state for e in classify(ms, [])} == {"pending"}
     steps = pending(ms, [])
     assert [s.script for s in steps] == ["V1__a.sql", "V1.1__b.sql", "V2__c.sql", "R__view.sql"]
@@ -61,22 +83,44 @@ def test_fresh_database_everything_pending(tmp_path: Path) -> None:
 
 
 def test_states(tmp_path: Path) -> None:
-    ms = mk(tmp_path, {"V1__a.sql": "a", "V2__b.sql": "b", "V3__c.sql": "c", "V5__e.sql": "e",
-                       "V6__f.sql": "f", "R__r1.sql": "r1", "R__r2.sql": "r2", "R__r3.sql": "r3"})
+    ms = mk(
+        tmp_path,
+        {
+            "V1__a.sql": "a",
+            "V2__b.sql": "b",
+            "V3__c.sql": "c",
+            "V5__e.sql": "e",
+            "V6__f.sql": "f",
+            "R__r1.sql": "r1",
+            "R__r2.sql": "r2",
+            "R__r3.sql": "r3",
+        },
+    )
     f = {m.script: m.checksum for m in [*ms.versioned, *ms.repeatable]}
-    h = (H().add("1", "V1__a.sql", f["V1__a.sql"])
-         .add("2", "V2__b.sql", 12345)             # edited since
-         .add("4", "V4__d.sql", 1)                 # file deleted
-         .add("5", "V5__e.sql", f["V5__e.sql"])
-         .add(None, "R__r1.sql", f["R__r1.sql"])
-         .add(None, "R__r2.sql", 99)                # changed → outdated
-         .add("6", "V6__f.sql", f["V6__f.sql"], success=False)
-         .add("9", "V9__z.sql", 7))                # future
+    h = (
+        H()
+        .add("1", "V1__a.sql", f["V1__a.sql"])
+        .add("2", "V2__b.sql", 12345)  # edited since
+        .add("4", "V4__d.sql", 1)  # file deleted
+        .add("5", "V5__e.sql", f["V5__e.sql"])
+        .add(None, "R__r1.sql", f["R__r1.sql"])
+        .add(None, "R__r2.sql", 99)  # changed → outdated
+        .add("6", "V6__f.sql", f["V6__f.sql"], success=False)
+        .add("9", "V9__z.sql", 7)
+    )  # future
     s = states(classify(ms, h.rows))
-    assert s == {"V1__a.sql": "applied", "V2__b.sql": "checksum_mismatch",
-                 "V3__c.sql": "ignored", "V4__d.sql": "missing", "V5__e.sql": "applied",
-                 "V6__f.sql": "failed", "V9__z.sql": "future", "R__r1.sql": "applied",
-                 "R__r2.sql": "outdated", "R__r3.sql": "pending"}
+    assert s == {
+        "V1__a.sql": "applied",
+        "V2__b.sql": "checksum_mismatch",
+        "V3__c.sql": "ignored",
+        "V4__d.sql": "missing",
+        "V5__e.sql": "applied",
+        "V6__f.sql": "failed",
+        "V9__z.sql": "future",
+        "R__r1.sql": "applied",
+        "R__r2.sql": "outdated",
+        "R__r3.sql": "pending",
+    }
     assert current_version(h.rows) == Version("9")
     # ignored (out of order) files are not applied by default
     assert [st.script for st in pending(ms, h.rows)] == ["R__r2.sql", "R__r3.sql"]
@@ -109,29 +153,42 @@ def test_undo_without_file_stops_before_anything(tmp_path: Path) -> None:
 
 def test_baseline(tmp_path: Path) -> None:
     ms = mk(tmp_path, {"V1__a.sql": "a", "V2__b.sql": "b", "V3__c.sql": "c"})
-    h = H().add("2", "<< Flyway Baseline >>", None, type="BASELINE",
-                description="<< Flyway Baseline >>")
+    h = H().add(
+        "2", "<< Flyway Baseline >>", None, type="BASELINE", description="<< Flyway Baseline >>"
+    )
     s = classify(ms, h.rows)
     assert [(e.script, e.state) for e in s] == [
-        ("V1__a.sql", "below_baseline"), ("<< Flyway Baseline >>", "baseline"),
-        ("V2__b.sql", "below_baseline"), ("V3__c.sql", "pending")]
+        ("V1__a.sql", "below_baseline"),
+        ("<< Flyway Baseline >>", "baseline"),
+        ("V2__b.sql", "below_baseline"),
+        ("V3__c.sql", "pending"),
+    ]
     assert current_version(h.rows) == Version("2")
     assert [x.script for x in pending(ms, h.rows)] == ["V3__c.sql"]
 
 
 def test_target_and_templates(tmp_path: Path) -> None:
-    ms = mk(tmp_path, {"V1__a.sql": "a", "V2__b.sql": "b", "VXXX__zz.sql": "z",
-                       "VXXX__aa.sql": "y"})
+    ms = mk(
+        tmp_path, {"V1__a.sql": "a", "V2__b.sql": "b", "VXXX__zz.sql": "z", "VXXX__aa.sql": "y"}
+    )
     assert [x.script for x in pending(ms, [], target=Version("1"), allow_templates=False)] == [
-        "V1__a.sql"]
+        "V1__a.sql"
+    ]
     steps = pending(ms, [])
     assert [(x.script, str(x.version), x.template) for x in steps] == [
-        ("V1__a.sql", "1", False), ("V2__b.sql", "2", False),
-        ("V3__aa.sql", "3", True), ("V4__zz.sql", "4", True)]
-    assert template_versions(ms, Version("7.5")) == {"VXXX__aa.sql": Version("8"),
-                                                      "VXXX__zz.sql": Version("9")}
+        ("V1__a.sql", "1", False),
+        ("V2__b.sql", "2", False),
+        ("V3__aa.sql", "3", True),
+        ("V4__zz.sql", "4", True),
+    ]
+    assert template_versions(ms, Version("7.5")) == {
+        "VXXX__aa.sql": Version("8"),
+        "VXXX__zz.sql": Version("9"),
+    }
     assert [x.version for x in pending(ms, [], template_start=Version("10"))][2:] == [
-        Version("11"), Version("12")]
+        Version("11"),
+        Version("12"),
+    ]
     # once applied under its number, a template is recognised as applied, not re-numbered
     h = H()
     for x in steps:
@@ -183,8 +240,12 @@ def test_failed_repeatable_and_missing_repeatable(tmp_path: Path) -> None:
 
 def test_flyway_delete_rows_hide_missing_migrations(tmp_path: Path) -> None:
     ms = mk(tmp_path, {"V1__a.sql": "a"})
-    h = (H().add("1", "V1__a.sql", ms.versioned[0].checksum).add("2", "V2__gone.sql", 5)
-         .add("2", "V2__gone.sql", 5, type="DELETE"))
+    h = (
+        H()
+        .add("1", "V1__a.sql", ms.versioned[0].checksum)
+        .add("2", "V2__gone.sql", 5)
+        .add("2", "V2__gone.sql", 5, type="DELETE")
+    )
     assert states(classify(ms, h.rows)) == {"V1__a.sql": "applied"}
     assert current_version(h.rows) == Version("1")
 
@@ -207,4 +268,10 @@ def test_a_delete_row_undoes_like_flyways_mark_as_deleted(tmp_path: Path) -> Non
     h.add("2", "U2__b.sql", 7, type="UNDO_SQL")
     (c,) = undo_conversions(h.rows)
     assert (c.installed_rank, c.version, c.script, c.becomes, c.checksum, c.description) == (
-        5, "2", "U2__b.sql", "V2__b.sql", f["V2__b.sql"], h.rows[3].description)
+        5,
+        "2",
+        "U2__b.sql",
+        "V2__b.sql",
+        f["V2__b.sql"],
+        h.rows[3].description,
+    )

@@ -26,14 +26,33 @@ def test_lock_key_is_flywayish_and_per_table() -> None:
 def test_blockers_in_words() -> None:
     from pgferry.migrate.locks import Waiting
 
-    other = {"pid": 7, "application_name": "", "state": "", "query": "<insufficient privilege>",
-             "user": "", "backend_type": ""}
-    av = {"pid": 8, "application_name": "", "state": "", "query": "<insufficient privilege>",
-          "user": "", "backend_type": "autovacuum worker"}
-    mine = {"pid": 9, "application_name": "psql", "state": "idle in transaction",
-            "query": "LOCK t", "user": "app", "backend_type": "client backend"}
+    other = {
+        "pid": 7,
+        "application_name": "",
+        "state": "",
+        "query": "<insufficient privilege>",
+        "user": "",
+        "backend_type": "",
+    }
+    av = {
+        "pid": 8,
+        "application_name": "",
+        "state": "",
+        "query": "<insufficient privilege>",
+        "user": "",
+        "backend_type": "autovacuum worker",
+    }
+    mine = {
+        "pid": 9,
+        "application_name": "psql",
+        "state": "idle in transaction",
+        "query": "LOCK t",
+        "user": "app",
+        "backend_type": "client backend",
+    }
     w = Waiting("t", "AccessExclusiveLock", "relation", [other, av, mine])
     assert w.describe() == (
         "AccessExclusiveLock on t, held by pid 7 (no application_name); pid 8, an autovacuum "
-        "worker; pid 9 (psql, user app, idle in transaction, 'LOCK t')")
+        "worker; pid 9 (psql, user app, idle in transaction, 'LOCK t')"
+    )
     assert w.autovacuum and not Waiting("t", "x", "relation", [other]).autovacuum

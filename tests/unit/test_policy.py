@@ -34,26 +34,41 @@ FREEZE = {"weekly": "Fri 16:00 - Mon 06:00", "envs": ["prod"], "reason": "weeken
 
 
 def config(*windows: Mapping[str, object]) -> Config:
-    return Config.model_validate({"environments": {"dev": {}, "prod": {"protected": True}},
-                                  "blackout": list(windows)})
+    return Config.model_validate(
+        {"environments": {"dev": {}, "prod": {"protected": True}}, "blackout": list(windows)}
+    )
 
 
-finding = st.builds(GateFinding, script=st.sampled_from(["V1__a.sql", "V2__b.sql"]),
-                    line=st.integers(1, 99), rule=st.sampled_from(["r1", "r2"]),
-                    message=st.text(max_size=20))
+finding = st.builds(
+    GateFinding,
+    script=st.sampled_from(["V1__a.sql", "V2__b.sql"]),
+    line=st.integers(1, 99),
+    rule=st.sampled_from(["r1", "r2"]),
+    message=st.text(max_size=20),
+)
 reason = st.one_of(st.none(), st.just(""), st.just("  "), st.text(min_size=1, max_size=10))
 requests = st.builds(
-    WriteRequest, command=st.sampled_from(["migrate up", "sync", "backup restore"]),
-    env=st.sampled_from(["dev", "prod"]), protected=st.booleans(), yes=st.booleans(),
-    override_blackout=st.booleans(), reason=reason, rewrites_history=st.booleans(),
-    allow_unsafe=st.booleans(), unsafe_reason=reason,
+    WriteRequest,
+    command=st.sampled_from(["migrate up", "sync", "backup restore"]),
+    env=st.sampled_from(["dev", "prod"]),
+    protected=st.booleans(),
+    yes=st.booleans(),
+    override_blackout=st.booleans(),
+    reason=reason,
+    rewrites_history=st.booleans(),
+    allow_unsafe=st.booleans(),
+    unsafe_reason=reason,
     lint_errors=st.one_of(st.none(), st.lists(finding, max_size=4).map(tuple)),
     requires_approval=st.booleans(),
-    approval=st.one_of(st.none(), st.builds(Approval, st.just("bob"), st.just("h"))))
-windows = st.lists(st.sampled_from([FREEZE, {"from": "2020-01-01", "reason": "all"},
-                                    {"from": "2030-01-01"}]), max_size=2)
-moments = st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 1, 1),
-                       timezones=st.just(UTC))
+    approval=st.one_of(st.none(), st.builds(Approval, st.just("bob"), st.just("h"))),
+)
+windows = st.lists(
+    st.sampled_from([FREEZE, {"from": "2020-01-01", "reason": "all"}, {"from": "2030-01-01"}]),
+    max_size=2,
+)
+moments = st.datetimes(
+    min_value=datetime(2025, 1, 1), max_value=datetime(2027, 1, 1), timezones=st.just(UTC)
+)
 
 
 def blank(text: str | None) -> bool:
@@ -63,7 +78,8 @@ def blank(text: str | None) -> bool:
 @settings(max_examples=400, deadline=None)
 @given(requests, windows, moments)
 def test_every_request_gets_one_decision_and_a_matching_error(
-        req: WriteRequest, ws: list[dict[str, object]], now: datetime) -> None:
+    req: WriteRequest, ws: list[dict[str, object]], now: datetime
+) -> None:
     cfg = config(*ws)
     d = decide(cfg, req, now)
     assert d == decide(cfg, req, now)  # pure: the same question, the same answer
@@ -78,12 +94,14 @@ def test_every_request_gets_one_decision_and_a_matching_error(
 
 @settings(max_examples=400, deadline=None)
 @given(requests, windows, moments)
-def test_the_rules_in_their_order(req: WriteRequest, ws: list[dict[str, object]],
-                                  now: datetime) -> None:
+def test_the_rules_in_their_order(
+    req: WriteRequest, ws: list[dict[str, object]], now: datetime
+) -> None:
     cfg = config(*ws)
     d = decide(cfg, req, now)
-    bad_input = ((req.allow_unsafe and blank(req.unsafe_reason))
-                 or (req.override_blackout and blank(req.reason)))
+    bad_input = (req.allow_unsafe and blank(req.unsafe_reason)) or (
+        req.override_blackout and blank(req.reason)
+    )
     if bad_input:
         assert d.verdict is Verdict.BAD_INPUT
         return
@@ -112,14 +130,18 @@ def test_the_rules_in_their_order(req: WriteRequest, ws: list[dict[str, object]]
 
 @settings(max_examples=300, deadline=None)
 @given(requests, windows, moments)
-def test_more_consent_never_refuses_more(req: WriteRequest, ws: list[dict[str, object]],
-                                         now: datetime) -> None:
+def test_more_consent_never_refuses_more(
+    req: WriteRequest, ws: list[dict[str, object]], now: datetime
+) -> None:
     """--yes, an approval, or removing lint errors never turns an allowed write into a
     refused one; a protected or frozen environment never allows more than an open one."""
     cfg = config(*ws)
     before = decide(cfg, req, now)
-    for more in (replace(req, yes=True), replace(req, lint_errors=()),
-                 replace(req, approval=Approval("bob", "h"))):
+    for more in (
+        replace(req, yes=True),
+        replace(req, lint_errors=()),
+        replace(req, approval=Approval("bob", "h")),
+    ):
         if before.allowed:
             assert decide(cfg, more, now).allowed
     if decide(cfg, replace(req, protected=True), now).allowed:
@@ -130,9 +152,16 @@ def test_more_consent_never_refuses_more(req: WriteRequest, ws: list[dict[str, o
 
 @given(requests, moments)
 def test_an_open_unprotected_environment_without_findings_is_allowed(
-        req: WriteRequest, now: datetime) -> None:
-    req = replace(req, protected=False, rewrites_history=False, override_blackout=False,
-                  allow_unsafe=False, requires_approval=False)
+    req: WriteRequest, now: datetime
+) -> None:
+    req = replace(
+        req,
+        protected=False,
+        rewrites_history=False,
+        override_blackout=False,
+        allow_unsafe=False,
+        requires_approval=False,
+    )
     assert decide(config(), req, now).allowed
 
 
@@ -152,9 +181,12 @@ def test_messages_the_command_line_shows() -> None:
     d = decide(cfg, up, NOW)
     assert d.verdict is Verdict.REFUSE and d.message == (
         "environment 'prod' is in a blackout window (weekly Fri 16:00 - Mon 06:00 (UTC): "
-        "weekend freeze); wait, or pass --override-blackout --reason \"...\"")
-    assert d.details == {"env": "prod", "blackout": "weekly Fri 16:00 - Mon 06:00 (UTC): "
-                                                   "weekend freeze"}
+        'weekend freeze); wait, or pass --override-blackout --reason "..."'
+    )
+    assert d.details == {
+        "env": "prod",
+        "blackout": "weekly Fri 16:00 - Mon 06:00 (UTC): weekend freeze",
+    }
     d = decide(cfg, replace(up, override_blackout=True, reason="INC-1"), NOW)
     assert d.verdict is Verdict.CONFIRM and d.window_text is not None
     assert d.message == "environment 'prod' is protected: migrate up needs --yes"
@@ -164,12 +196,19 @@ def test_messages_the_command_line_shows() -> None:
     d = decide(cfg, repair, later)
     assert d.message == "repair rewrites the migration history of 'dev': run again with --yes"
     assert d.prompt == "repair in dev?"
-    gate = replace(up, yes=True, lint_errors=tuple(
-        GateFinding(f"V{i}__x.sql", i, "rule", "bad", {"line": i}) for i in range(1, 5)))
+    gate = replace(
+        up,
+        yes=True,
+        lint_errors=tuple(
+            GateFinding(f"V{i}__x.sql", i, "rule", "bad", {"line": i}) for i in range(1, 5)
+        ),
+    )
     d = decide(cfg, gate, later)
-    assert d.message == ("lint gate: 4 error finding(s) on protected prod: V1__x.sql:1 rule: bad; "
-                         "V2__x.sql:2 rule: bad; V3__x.sql:3 rule: bad; .... Fix them, or pass "
-                         "--allow-unsafe --reason \"...\"")
+    assert d.message == (
+        "lint gate: 4 error finding(s) on protected prod: V1__x.sql:1 rule: bad; "
+        "V2__x.sql:2 rule: bad; V3__x.sql:3 rule: bad; .... Fix them, or pass "
+        '--allow-unsafe --reason "..."'
+    )
     d = decide(cfg, replace(gate, allow_unsafe=True, unsafe_reason="reviewed"), later)
     assert d.allowed and len(d.unsafe) == 4
     d = decide(cfg, replace(gate, allow_unsafe=True), later)
@@ -180,8 +219,9 @@ def test_messages_the_command_line_shows() -> None:
 
 
 def test_the_policy_imports_no_driver() -> None:
-    code = ("import sys\nimport pgferry.policy\n"
-            "print([m for m in ('psycopg', 'rich', 'typer') if m in sys.modules])\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True)
+    code = (
+        "import sys\nimport pgferry.policy\n"
+        "print([m for m in ('psycopg', 'rich', 'typer') if m in sys.modules])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -37,9 +37,9 @@ def test_runner_and_linter_see_the_same_statements(tmp_path: Path, text: str) ->
     linter.lint_text("V1__x.sql", text)
     seen = linter.cx.file
     assert isinstance(seen, SqlFile)
-    assert [(s.kind, s.start, s.end, s.line, s.text, s.non_tx, s.in_tx)
-            for s in seen.statements] == [
-        (s.kind, s.start, s.end, s.line, s.text, s.non_tx, s.in_tx) for s in pf.statements]
+    assert [
+        (s.kind, s.start, s.end, s.line, s.text, s.non_tx, s.in_tx) for s in seen.statements
+    ] == [(s.kind, s.start, s.end, s.line, s.text, s.non_tx, s.in_tx) for s in pf.statements]
     assert seen.transactional == pf.transactional
     assert seen.notes == pf.notes
 
@@ -64,8 +64,9 @@ def test_the_gate_judges_add_value_as_the_runner_runs_it() -> None:
     text = "ALTER TYPE mood ADD VALUE 'meh';\nCREATE TABLE t (a int);\n"
     rules = [f.rule for f in Linter(Settings()).lint_text("V1__x.sql", text)]
     assert "prefer-robust-stmts" not in rules
-    rules11 = [(f.rule, f.line) for f in Linter(Settings(), pg_version=11).lint_text(
-        "V1__x.sql", text)]
+    rules11 = [
+        (f.rule, f.line) for f in Linter(Settings(), pg_version=11).lint_text("V1__x.sql", text)
+    ]
     assert ("prefer-robust-stmts", 2) in rules11
 
 
@@ -75,26 +76,38 @@ def _lock(sql: str) -> tuple[str, str] | None:
     return table_lock(st.kind, node)
 
 
-@pytest.mark.parametrize(("sql", "lock"), [
-    ("ALTER TABLE t ADD COLUMN a int", "ACCESS EXCLUSIVE"),
-    ("ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES p NOT VALID",
-     "SHARE ROW EXCLUSIVE"),
-    ("ALTER TABLE t VALIDATE CONSTRAINT f", "SHARE UPDATE EXCLUSIVE"),
-    ("ALTER TABLE t VALIDATE CONSTRAINT f, ADD COLUMN b int", "ACCESS EXCLUSIVE"),
-    ("ALTER TABLE t ALTER COLUMN a SET STATISTICS 100", "SHARE UPDATE EXCLUSIVE"),
-    ("ALTER TABLE t DISABLE TRIGGER x", "SHARE ROW EXCLUSIVE"),
-    ("ALTER TABLE p DETACH PARTITION c CONCURRENTLY", "SHARE UPDATE EXCLUSIVE"),
-    ("CREATE INDEX i ON s.t (a)", "SHARE"),
-    ("CREATE INDEX CONCURRENTLY i ON t (a)", "SHARE UPDATE EXCLUSIVE"),
-    ("CREATE TRIGGER x BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
-     "SHARE ROW EXCLUSIVE"),
-    ("UPDATE t SET a = 1", "ROW EXCLUSIVE"),
-    ("REINDEX TABLE t", "SHARE"),
-    ("REINDEX TABLE CONCURRENTLY t", "SHARE UPDATE EXCLUSIVE"),
-])
+@pytest.mark.parametrize(
+    ("sql", "lock"),
+    [
+        ("ALTER TABLE t ADD COLUMN a int", "ACCESS EXCLUSIVE"),
+        (
+            "ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES p NOT VALID",
+            "SHARE ROW EXCLUSIVE",
+        ),
+        ("ALTER TABLE t VALIDATE CONSTRAINT f", "SHARE UPDATE EXCLUSIVE"),
+        ("ALTER TABLE t VALIDATE CONSTRAINT f, ADD COLUMN b int", "ACCESS EXCLUSIVE"),
+        ("ALTER TABLE t ALTER COLUMN a SET STATISTICS 100", "SHARE UPDATE EXCLUSIVE"),
+        ("ALTER TABLE t DISABLE TRIGGER x", "SHARE ROW EXCLUSIVE"),
+        ("ALTER TABLE p DETACH PARTITION c CONCURRENTLY", "SHARE UPDATE EXCLUSIVE"),
+        ("CREATE INDEX i ON s.t (a)", "SHARE"),
+        ("CREATE INDEX CONCURRENTLY i ON t (a)", "SHARE UPDATE EXCLUSIVE"),
+        (
+            "CREATE TRIGGER x BEFORE INSERT ON t FOR EACH ROW EXECUTE FUNCTION f()",
+            "SHARE ROW EXCLUSIVE",
+        ),
+        ("UPDATE t SET a = 1", "ROW EXCLUSIVE"),
+        ("REINDEX TABLE t", "SHARE"),
+        ("REINDEX TABLE CONCURRENTLY t", "SHARE UPDATE EXCLUSIVE"),
+    ],
+)
 def test_table_lock(sql: str, lock: str) -> None:
-    table = "s.t" if " s.t " in sql else "public.p" if sql.startswith("ALTER TABLE p ") else (
-        "public.t")
+    table = (
+        "s.t"
+        if " s.t " in sql
+        else "public.p"
+        if sql.startswith("ALTER TABLE p ")
+        else ("public.t")
+    )
     assert _lock(sql) == (table, lock)
 
 
@@ -107,17 +120,25 @@ def test_stronger() -> None:
 def test_impact_names_the_lock_the_statement_holds() -> None:
     """A foreign key added in an ALTER TABLE that also adds a column scans under the
     statement's ACCESS EXCLUSIVE, not the SHARE ROW EXCLUSIVE a lone FK takes."""
-    cat = from_dict({"server_version": 180000, "tables": {
-        "public.t": {"rows": 10_000_000, "total_bytes": 2 << 30, "heap_bytes": 2 << 30},
-        "public.p": {"rows": 10, "total_bytes": 8192, "heap_bytes": 8192}}})
+    cat = from_dict(
+        {
+            "server_version": 180000,
+            "tables": {
+                "public.t": {"rows": 10_000_000, "total_bytes": 2 << 30, "heap_bytes": 2 << 30},
+                "public.p": {"rows": 10, "total_bytes": 8192, "heap_bytes": 8192},
+            },
+        }
+    )
 
     def impact(sql: str) -> str:
         found = Linter(Settings(), catalog=cat).lint_text("f.sql", sql)
-        return next(f.impact for f in found if f.rule == "adding-foreign-key-constraint"
-                    and f.impact.startswith("scans public.t"))
+        return next(
+            f.impact
+            for f in found
+            if f.rule == "adding-foreign-key-constraint" and f.impact.startswith("scans public.t")
+        )
 
     lone = impact("ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES p;")
     assert "under SHARE ROW EXCLUSIVE: blocks writes" in lone
-    both = impact("ALTER TABLE t ADD COLUMN b int, ADD CONSTRAINT f FOREIGN KEY (a) "
-                  "REFERENCES p;")
+    both = impact("ALTER TABLE t ADD COLUMN b int, ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES p;")
     assert "under ACCESS EXCLUSIVE: blocks reads and writes" in both

@@ -28,7 +28,8 @@ def test_the_cases_of_the_issue() -> None:
 
 @given(b=rows, s=rows, t=rows)
 def test_a_conflict_needs_both_sides_changed_and_different(
-        b: int | None, s: int | None, t: int | None) -> None:
+    b: int | None, s: int | None, t: int | None
+) -> None:
     d = decide(b, s, t)
     assert (d == "same") == (s == t)
     if d == "conflict":

@@ -18,8 +18,11 @@ from pgferry.cli.sync import _cells, _say
 from pgferry.sync import events
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "pgferry"
-MODULES = [*sorted((SRC / "sync").glob("*.py")), SRC / "cli" / "sync.py",
-           SRC / "commands" / "sync.py"]
+MODULES = [
+    *sorted((SRC / "sync").glob("*.py")),
+    SRC / "cli" / "sync.py",
+    SRC / "commands" / "sync.py",
+]
 
 
 def _templates() -> list[str]:
@@ -27,8 +30,9 @@ def _templates() -> list[str]:
     for path in MODULES:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.JoinedStr):
-                text = "".join(str(v.value) if isinstance(v, ast.Constant) else "X"
-                               for v in node.values)
+                text = "".join(
+                    str(v.value) if isinstance(v, ast.Constant) else "X" for v in node.values
+                )
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                 text = node.value
             else:

@@ -17,18 +17,35 @@ def with_tables(tables: dict[str, SyncTableConfig]) -> SyncConfig:
     return SyncConfig.model_validate({"tables_config": tables})
 
 
-def col(name: str, typ: str = "integer", *, not_null: bool = False, default: bool = False,
-        identity: str = "", generated: str = "") -> Column:
+def col(
+    name: str,
+    typ: str = "integer",
+    *,
+    not_null: bool = False,
+    default: bool = False,
+    identity: str = "",
+    generated: str = "",
+) -> Column:
     return Column(name, typ, not_null, default, identity, generated)
 
 
-def table(qn: str, cols: list[Column] | None = None, pk: tuple[str, ...] = ("id",),
-          fks: list[tuple[str, bool]] | None = None) -> Table:
+def table(
+    qn: str,
+    cols: list[Column] | None = None,
+    pk: tuple[str, ...] = ("id",),
+    fks: list[tuple[str, bool]] | None = None,
+) -> Table:
     schema, name = qn.split(".")
-    return Table(schema, name, columns=cols or [col("id", not_null=True), col("ref")],
-                 primary_key=pk,
-                 foreign_keys=[ForeignKey(f"fk_{name}_{r.split('.')[1]}", ("ref",), r, ("id",),
-                                          deferrable, True) for r, deferrable in fks or []])
+    return Table(
+        schema,
+        name,
+        columns=cols or [col("id", not_null=True), col("ref")],
+        primary_key=pk,
+        foreign_keys=[
+            ForeignKey(f"fk_{name}_{r.split('.')[1]}", ("ref",), r, ("id",), deferrable, True)
+            for r, deferrable in fks or []
+        ],
+    )
 
 
 def cat(*tables: Table) -> dict[str, Table]:
@@ -41,8 +58,10 @@ def test_selection_tables_win_over_exclude_and_unknown_is_bad_input() -> None:
     assert [t.qualname for t in build_plan(side, side, cfg).tables] == ["public.a", "public.c"]
     p = build_plan(side, side, cfg, tables=["public.b"])
     assert [t.qualname for t in p.tables] == ["public.b"]
-    assert [t.qualname for t in build_plan(side, side, cfg, tables=["b", "public.c"]).tables
-            ] == ["public.b", "public.c"]
+    assert [t.qualname for t in build_plan(side, side, cfg, tables=["b", "public.c"]).tables] == [
+        "public.b",
+        "public.c",
+    ]
     with pytest.raises(BadInput, match="public.zzz"):
         build_plan(side, side, cfg, tables=["public.zzz"])
     with pytest.raises(BadInput, match="nope"):
@@ -50,24 +69,42 @@ def test_selection_tables_win_over_exclude_and_unknown_is_bad_input() -> None:
 
 
 def test_tables_on_one_side_only_source_is_a_finding_target_a_warning() -> None:
-    p = build_plan(cat(table("public.a"), table("public.s")),
-                   cat(table("public.a"), table("public.t")), SyncConfig())
+    p = build_plan(
+        cat(table("public.a"), table("public.s")),
+        cat(table("public.a"), table("public.t")),
+        SyncConfig(),
+    )
     assert [t.qualname for t in p.tables] == ["public.a"]
     # a source table the target lacks is schema drift (exit 1): apply the migrations first
     assert p.missing_tables == ["public.s"]
-    assert p.findings == ["public.s exists on the source but not on the target: apply the "
-                          "migrations first"]
+    assert p.findings == [
+        "public.s exists on the source but not on the target: apply the migrations first"
+    ]
     assert any("public.t exists only on the target" in w for w in p.warnings)
     # an excluded one is not
-    assert build_plan(cat(table("public.a"), table("public.s")), cat(table("public.a")),
-                      SyncConfig(exclude=["public.s"])).findings == []
+    assert (
+        build_plan(
+            cat(table("public.a"), table("public.s")),
+            cat(table("public.a")),
+            SyncConfig(exclude=["public.s"]),
+        ).findings
+        == []
+    )
 
 
 def test_columns_intersection_generated_identity_and_not_null() -> None:
-    src = table("public.a", [col("id", not_null=True), col("x"), col("only_src"),
-                             col("g", generated="s")])
-    tgt = table("public.a", [col("id", not_null=True, identity="a"), col("x", "bigint"),
-                             col("g", generated="s"), col("opt")])
+    src = table(
+        "public.a", [col("id", not_null=True), col("x"), col("only_src"), col("g", generated="s")]
+    )
+    tgt = table(
+        "public.a",
+        [
+            col("id", not_null=True, identity="a"),
+            col("x", "bigint"),
+            col("g", generated="s"),
+            col("opt"),
+        ],
+    )
     t = build_plan(cat(src), cat(tgt), SyncConfig()).tables[0]
     assert t.columns == ["id", "x"]
     assert t.identity_always and not t.same_types
@@ -92,8 +129,10 @@ def test_no_key_only_full_and_config_key() -> None:
 
 
 def test_strategy_per_table() -> None:
-    side = cat(table("public.a", [col("id", not_null=True), col("ref"), col("ts", "timestamp")]),
-               table("public.b"))
+    side = cat(
+        table("public.a", [col("id", not_null=True), col("ref"), col("ts", "timestamp")]),
+        table("public.b"),
+    )
     cfg = with_tables({"public.a": SyncTableConfig(watermark="ts")})
     by = {t.qualname: t for t in build_plan(side, side, cfg).tables}
     assert by["public.a"].strategy == "watermark" and by["public.b"].strategy == "checksum"
@@ -104,27 +143,30 @@ def test_strategy_per_table() -> None:
 
 
 def test_fk_order_parents_first_and_unselected_referencers() -> None:
-    side = cat(table("public.child", fks=[("public.parent", False)]), table("public.parent"),
-               table("public.grand", fks=[("public.child", False)]),
-               table("public.self", fks=[("public.self", False)]))
+    side = cat(
+        table("public.child", fks=[("public.parent", False)]),
+        table("public.parent"),
+        table("public.grand", fks=[("public.child", False)]),
+        table("public.self", fks=[("public.self", False)]),
+    )
     p = build_plan(side, side, SyncConfig())
     order = [t.qualname for t in p.tables]
-    assert order.index("public.parent") < order.index("public.child") < order.index(
-        "public.grand")
+    assert order.index("public.parent") < order.index("public.child") < order.index("public.grand")
     assert p.table("public.self").self_referencing and not p.table("public.self").error
     p = build_plan(side, side, SyncConfig(), tables=["public.parent", "public.child"])
-    assert p.table("public.child").referenced_by_unselected == [
-        ("public.grand", ("ref",), ("id",))]
+    assert p.table("public.child").referenced_by_unselected == [("public.grand", ("ref",), ("id",))]
     assert p.table("public.parent").referenced
 
 
 def test_cycles_deferrable_ok_else_named_with_fix() -> None:
-    soft = cat(table("public.a", fks=[("public.b", True)]),
-               table("public.b", fks=[("public.a", True)]))
+    soft = cat(
+        table("public.a", fks=[("public.b", True)]), table("public.b", fks=[("public.a", True)])
+    )
     p = build_plan(soft, soft, SyncConfig())
     assert all(t.error is None and t.cycle == ["public.a", "public.b"] for t in p.tables)
-    hard = cat(table("public.a", fks=[("public.b", False)]),
-               table("public.b", fks=[("public.a", True)]))
+    hard = cat(
+        table("public.a", fks=[("public.b", False)]), table("public.b", fks=[("public.a", True)])
+    )
     p = build_plan(hard, hard, SyncConfig())
     assert p.cycles == [["public.a", "public.b"]]
     err = p.table("public.b").error or ""
@@ -147,14 +189,24 @@ def test_order_respects_every_acyclic_edge(edges: list[tuple[int, int]]) -> None
 
 
 def test_migration_history_is_left_out_unless_named() -> None:
-    side = cat(table("public.a"), table("public.flyway_schema_history",
-                                        [col("installed_rank", not_null=True)],
-                                        pk=("installed_rank",)))
+    side = cat(
+        table("public.a"),
+        table(
+            "public.flyway_schema_history",
+            [col("installed_rank", not_null=True)],
+            pk=("installed_rank",),
+        ),
+    )
     p = build_plan(side, side, SyncConfig(), history="public.flyway_schema_history")
     assert [t.qualname for t in p.tables] == ["public.a"]
     assert not p.warnings  # leaving it out is the rule, not a surprise worth a warning
-    p = build_plan(side, side, SyncConfig(), history="public.flyway_schema_history",
-                   tables=["public.flyway_schema_history"])
+    p = build_plan(
+        side,
+        side,
+        SyncConfig(),
+        history="public.flyway_schema_history",
+        tables=["public.flyway_schema_history"],
+    )
     assert [t.qualname for t in p.tables] == ["public.flyway_schema_history"]
 
 

@@ -30,9 +30,15 @@ T0 = datetime(2026, 11, 22, 1, 0, 0, tzinfo=UTC)
 
 
 def sample() -> SyncResult:
-    r = SyncResult("dev", "prod", source_display="postgresql://app:s3cret@db.dev/app",
-                   target_display="postgresql://app:***@db.prod/app", mode="incremental",
-                   started_at=T0, finished_at=T0 + timedelta(seconds=3.5))
+    r = SyncResult(
+        "dev",
+        "prod",
+        source_display="postgresql://app:s3cret@db.dev/app",
+        target_display="postgresql://app:***@db.prod/app",
+        mode="incremental",
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=3.5),
+    )
     a = r.table("public.legal_cases")
     a.strategy, a.status, a.inserted, a.updated, a.unchanged = "checksum", "ok", 2025, 3, 10
     a.checksum_source = a.checksum_target = "9f8e7d6c5b4a39281706"
@@ -40,7 +46,7 @@ def sample() -> SyncResult:
     a.masked = {"client_email": "email"}
     b = r.table("public.leads")
     b.strategy, b.status, b.inserted, b.dead_lettered = "watermark", "dead_letters", 7, 1
-    b.dead_letters = [DeadLetter({"id": 42}, "new row violates check constraint \"x|y\"")]
+    b.dead_letters = [DeadLetter({"id": 42}, 'new row violates check constraint "x|y"')]
     b.warnings = ["target table has user triggers: touch_updated_at"]
     return r
 
@@ -70,7 +76,12 @@ def test_json_has_per_table_counts_and_no_password() -> None:
     assert d["totals"]["inserted"] == 2032 and d["totals"]["dead_lettered"] == 1
     lc = d["tables"][0]
     assert (lc["table"], lc["inserted"], lc["updated"], lc["unchanged"], lc["written"]) == (
-        "public.legal_cases", 2025, 3, 10, 2028)
+        "public.legal_cases",
+        2025,
+        3,
+        10,
+        2028,
+    )
     assert lc["checksums_match"] is True
     assert d["duration_s"] == 3.5
     assert d["started_at"] == "2026-11-22T01:00:00+00:00"
@@ -81,8 +92,10 @@ def test_markdown_report() -> None:
     assert "s3cret" not in md
     assert md.startswith("# pgferry sync: dev → prod\n")
     assert "- **outcome**: done, with problems (see below) (exit 1)" in md
-    assert ("| public.legal_cases | checksum | ok | 2,025 | 3 | 0 | 10 | 0 | "
-            "`9f8e7d6c5b4a` = source | 1.25 s |") in md
+    assert (
+        "| public.legal_cases | checksum | ok | 2,025 | 3 | 0 | 10 | 0 | "
+        "`9f8e7d6c5b4a` = source | 1.25 s |"
+    ) in md
     assert "| **total** |  |  | 2,032 | 3 | 0 | 10 | 1 |  | 3.50 s |" in md
     # the pipe inside the error does not break the table
     assert '| public.leads | id=42 | new row violates check constraint "x\\|y" |' in md
@@ -93,21 +106,24 @@ def test_markdown_report() -> None:
     # "matches" only where the check after the sync ran (a check that could have failed)
     assert "not compared again after the sync: public.legal_cases" in report.markdown(ok)
     ok.tables[0].checked_after = True
-    assert ("- **outcome**: ok — the target matches the source, masked columns as masked "
-            "(exit 0)") in report.markdown(ok)
+    assert (
+        "- **outcome**: ok — the target matches the source, masked columns as masked (exit 0)"
+    ) in report.markdown(ok)
 
 
 def test_markdown_verify_report() -> None:
     r = SyncResult("dev", "prod", mode="verify", started_at=T0, finished_at=T0)
     t = r.table("public.legal_cases")
     t.status, t.only_in_source = "differs", 2025
-    t.first_differing_keys = [{"kind": "only_in_source", "key": {"id": 1}},
-                              {"kind": "differing", "key": {"tenant": "a", "id": 2}}, 3]
+    t.first_differing_keys = [
+        {"kind": "only_in_source", "key": {"id": 1}},
+        {"kind": "differing", "key": {"tenant": "a", "id": 2}},
+        3,
+    ]
     md = report.markdown(r)
     assert md.startswith("# pgferry verify: dev → prod")
     assert "| public.legal_cases | differs | 0 | 0 | 2,025 | 0 | 0.00 s |" in md
-    assert ("| public.legal_cases | id=1 (only in source); tenant=a, id=2 (differing); 3 |"
-            in md)
+    assert "| public.legal_cases | id=1 (only in source); tenant=a, id=2 (differing); 3 |" in md
 
 
 def test_write_is_atomic_and_checked_early(tmp_path: Path) -> None:
@@ -130,6 +146,7 @@ def test_channel_is_thread_safe_and_survives_a_broken_subscriber() -> None:
         raise RuntimeError("boom")
 
     ch.subscribe(broken)
+
     def publish_many() -> None:
         for _ in range(500):
             ch.publish(BatchWritten("public.t", 1))
@@ -181,4 +198,8 @@ def test_queued_subscriber_and_sse_for_the_admin_stream() -> None:
     head, data, end = msg.split("\n", 2)
     assert (head, end) == ("event: warning", "\n")  # one event, one data line, a blank line
     assert data.startswith("data: ") and json.loads(data.removeprefix("data: ")) == {
-        "type": "warning", "at": 1.5, "message": "has triggers", "table": "public.t"}
+        "type": "warning",
+        "at": 1.5,
+        "message": "has triggers",
+        "table": "public.t",
+    }

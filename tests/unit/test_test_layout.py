@@ -29,7 +29,10 @@ def test_no_test_module_imports_another_test_module() -> None:
     wrong = []
     for path in sorted(TESTS.rglob("*.py")):
         for line, name in _imports(path):
-            if name != "tests" and name.startswith("tests.") and not any(
-                    name == a or name.startswith(a + ".") for a in ALLOWED):
+            if (
+                name != "tests"
+                and name.startswith("tests.")
+                and not any(name == a or name.startswith(a + ".") for a in ALLOWED)
+            ):
                 wrong.append(f"{path.relative_to(TESTS.parent)}:{line}: {name}")
     assert not wrong, "import helpers from tests.helpers instead:\n" + "\n".join(wrong)

@@ -20,18 +20,26 @@ TESTS = RULES.with_name("pgferry-gates.rules.test.yml")
 def _promtool() -> str:
     tool = shutil.which("promtool")
     if tool is None:
-        pytest.skip("promtool is not installed: apt install prometheus "
-                    "(.ci/run installs it when it runs as root with apt)")
+        pytest.skip(
+            "promtool is not installed: apt install prometheus "
+            "(.ci/run installs it when it runs as root with apt)"
+        )
     return tool
 
 
 def test_promtool_checks_and_tests_the_gate_rules() -> None:
-    out = subprocess.run([_promtool(), "check", "rules", str(RULES)], capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [_promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS: 4 rules found" in out.stdout
-    out = subprocess.run([_promtool(), "test", "rules", TESTS.name], capture_output=True,
-                         text=True, timeout=60, cwd=TESTS.parent)
+    out = subprocess.run(
+        [_promtool(), "test", "rules", TESTS.name],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=TESTS.parent,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -177,8 +177,9 @@ def _parse(text: str, where: str) -> Any:
     except ParseError as e:
         msg, pos = (e.args + (None,))[:2] if e.args else ("syntax error", None)
         line = text.count("\n", 0, int(pos)) + 1 if isinstance(pos, int) else None
-        raise BadInput(f"{where}{f':{line}' if line else ''}: {msg}", file=where,
-                       line=line) from None
+        raise BadInput(
+            f"{where}{f':{line}' if line else ''}: {msg}", file=where, line=line
+        ) from None
     return stmts
 
 
@@ -191,9 +192,14 @@ def _with_where(bf: BackfillFile, condition: str) -> str:
     cond = where_node(condition)
     holder: Any = stmt.selectStmt if isinstance(stmt, ast.InsertStmt) else stmt
     old = holder.whereClause
-    holder.whereClause = cond if old is None else ast.BoolExpr(
-        boolop=ast.BoolExprType.AND_EXPR if hasattr(ast, "BoolExprType") else 0,
-        args=(old, cond))
+    holder.whereClause = (
+        cond
+        if old is None
+        else ast.BoolExpr(
+            boolop=ast.BoolExprType.AND_EXPR if hasattr(ast, "BoolExprType") else 0,
+            args=(old, cond),
+        )
+    )
     return str(RawStream()(stmt))
 
 
@@ -226,8 +232,10 @@ def _header(text: str, where: str) -> tuple[tuple[str | None, str] | None, str |
                 raise BadInput(f"{where}:{n}: write `-- pgferry:key column` (one column)", line=n)
             key = rest
         elif name not in ("ignore", "ignore-file"):
-            raise BadInput(f"{where}:{n}: unknown directive pgferry:{name} in a backfill "
-                           "(known: table, key)", line=n)
+            raise BadInput(
+                f"{where}:{n}: unknown directive pgferry:{name} in a backfill (known: table, key)",
+                line=n,
+            )
     return table, key
 
 
@@ -244,10 +252,19 @@ def load(cfg: Config, name: str) -> BackfillFile:
     path = path_of(cfg, name)
     rel = f"{cfg.backfill.dir}/{name}.sql"
     if not path.is_file():
-        known = sorted(p.stem for p in cfg.backfills_dir.glob("*.sql")) \
-            if cfg.backfills_dir.is_dir() else []
-        raise BadInput(f"there is no {rel}" + (f" (there are: {', '.join(known)})" if known
-                                               else f" ({cfg.backfills_dir} has no backfill)"))
+        known = (
+            sorted(p.stem for p in cfg.backfills_dir.glob("*.sql"))
+            if cfg.backfills_dir.is_dir()
+            else []
+        )
+        raise BadInput(
+            f"there is no {rel}"
+            + (
+                f" (there are: {', '.join(known)})"
+                if known
+                else f" ({cfg.backfills_dir} has no backfill)"
+            )
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -256,14 +273,16 @@ def load(cfg: Config, name: str) -> BackfillFile:
     dollar = rewrite(text, _PARAMS)
     for token in (":lo", ":hi"):
         if rewrite(text, {token: "\x00"}).count("\x00") == 0:
-            raise BadInput(f"{rel}: the statement never uses {token}; a backfill runs over a key "
-                           "range: write e.g. `WHERE id BETWEEN :lo AND :hi`")
+            raise BadInput(
+                f"{rel}: the statement never uses {token}; a backfill runs over a key "
+                "range: write e.g. `WHERE id BETWEEN :lo AND :hi`"
+            )
     stmts = _parse(dollar, rel)
     if len(stmts) != 1:
         raise BadInput(f"{rel}: a backfill is one statement, this file has {len(stmts)}")
     raw = stmts[0]
     start = raw.stmt_location or 0
-    body = dollar[start:start + raw.stmt_len] if raw.stmt_len else dollar[start:]
+    body = dollar[start : start + raw.stmt_len] if raw.stmt_len else dollar[start:]
     stmt: Any = raw.stmt
     kind: Kind
     cols: list[str] = []
@@ -274,21 +293,31 @@ def load(cfg: Config, name: str) -> BackfillFile:
     elif isinstance(stmt, ast.DeleteStmt):
         kind, target = "delete", _rangevar(stmt.relation)
         paged = target
-    elif isinstance(stmt, ast.InsertStmt) and isinstance(stmt.selectStmt, ast.SelectStmt) \
-            and stmt.selectStmt.fromClause and stmt.relation is not None:
+    elif (
+        isinstance(stmt, ast.InsertStmt)
+        and isinstance(stmt.selectStmt, ast.SelectStmt)
+        and stmt.selectStmt.fromClause
+        and stmt.relation is not None
+    ):
         kind, target = "insert", _rangevar(stmt.relation)
         if stmt.returningClause is not None:
-            raise BadInput(f"{rel}: drop the RETURNING clause: pgferry adds its own to record "
-                           "what each batch inserted")
+            raise BadInput(
+                f"{rel}: drop the RETURNING clause: pgferry adds its own to record "
+                "what each batch inserted"
+            )
         if stmt.relation.alias is not None:
             raise BadInput(f"{rel}: write the INSERT's target table without an alias")
         first = stmt.selectStmt.fromClause[0]
         paged = _rangevar(first) if isinstance(first, ast.RangeVar) else target
         if not isinstance(first, ast.RangeVar) and table is None:
-            raise BadInput(f"{rel}: name the table whose keys are paged with "
-                           "`-- pgferry:table schema.table`")
+            raise BadInput(
+                f"{rel}: name the table whose keys are paged with `-- pgferry:table schema.table`"
+            )
     else:
-        raise BadInput(f"{rel}: a backfill is one statement that writes rows: an UPDATE, a "
-                       "DELETE, or an INSERT of a query's rows")
-    return BackfillFile(name, path, text, kind, table or paged, target, key, cols,
-                        body.strip().rstrip(";").strip())
+        raise BadInput(
+            f"{rel}: a backfill is one statement that writes rows: an UPDATE, a "
+            "DELETE, or an INSERT of a query's rows"
+        )
+    return BackfillFile(
+        name, path, text, kind, table or paged, target, key, cols, body.strip().rstrip(";").strip()
+    )

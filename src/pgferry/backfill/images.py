@@ -70,11 +70,17 @@ class Capture:
         if self.bf.kind != "update":
             return
         t = self.bf.table
-        conn.execute(sql.SQL(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
-            "SELECT {} AS key, {} AS before FROM {} WITH NO DATA").format(
-            TEMP, sql.Identifier(*[p for p in t if p], self.key),
-            _cols_json(t, self.bf.set_columns), _rel(t)))
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS "
+                "SELECT {} AS key, {} AS before FROM {} WITH NO DATA"
+            ).format(
+                TEMP,
+                sql.Identifier(*[p for p in t if p], self.key),
+                _cols_json(t, self.bf.set_columns),
+                _rel(t),
+            )
+        )
 
     def before(self, conn: psycopg.Connection[Any], params: dict[str, Any]) -> None:
         """In the batch's transaction, before the statement: lock and copy the range."""
@@ -82,12 +88,20 @@ class Capture:
             return
         t = self.bf.table
         where = sql.SQL(" AND ({})").format(sql.SQL(self.where)) if self.where else sql.SQL("")
-        conn.execute(sql.SQL(
-            "INSERT INTO {} SELECT {}, {} FROM {} WHERE {} BETWEEN %(lo)s AND %(hi)s{} "
-            "FOR UPDATE").format(
-            TEMP, sql.Identifier(*[p for p in t if p], self.key),
-            _cols_json(t, self.bf.set_columns), _rel(t),
-            sql.Identifier(*[p for p in t if p], self.key), where), params)
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} SELECT {}, {} FROM {} WHERE {} BETWEEN %(lo)s AND %(hi)s{} "
+                "FOR UPDATE"
+            ).format(
+                TEMP,
+                sql.Identifier(*[p for p in t if p], self.key),
+                _cols_json(t, self.bf.set_columns),
+                _rel(t),
+                sql.Identifier(*[p for p in t if p], self.key),
+                where,
+            ),
+            params,
+        )
 
     def statement(self, text: str, pk: list[str]) -> sql.Composed | sql.SQL:
         """The statement to run: as written, or (INSERT) recording what it inserted."""
@@ -97,10 +111,16 @@ class Capture:
             "WITH pgferry_inserted AS ({} RETURNING to_jsonb({}.*) AS row) "
             "INSERT INTO pgferry.backfill_images (name, scope, run_id, batch, key, before, after)"
             " SELECT %(bf_name)s, %(bf_scope)s, %(bf_run)s, %(bf_batch)s, {}, 'null'::jsonb, row"
-            " FROM pgferry_inserted").format(
-            sql.SQL(text), sql.Identifier(self.bf.target[1]),
-            sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-                sql.SQL("{}, row->{}").format(sql.Literal(c), sql.Literal(c)) for c in pk)))
+            " FROM pgferry_inserted"
+        ).format(
+            sql.SQL(text),
+            sql.Identifier(self.bf.target[1]),
+            sql.SQL("jsonb_build_object({})").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{}, row->{}").format(sql.Literal(c), sql.Literal(c)) for c in pk
+                )
+            ),
+        )
 
     def after(self, conn: psycopg.Connection[Any], batch: int) -> int:
         """In the batch's transaction, after the statement: record the changed rows."""
@@ -108,12 +128,17 @@ class Capture:
             return 0
         t = self.bf.table
         now = _cols_json(t, self.bf.set_columns)
-        cur = conn.execute(sql.SQL(
-            "INSERT INTO pgferry.backfill_images (name, scope, run_id, batch, key, before, after)"
-            " SELECT %s, %s, %s, %s, jsonb_build_object(%s::text, b.key), b.before, {now}"
-            " FROM {tmp} b JOIN {t} ON {k} = b.key WHERE b.before IS DISTINCT FROM {now}").format(
-            now=now, tmp=TEMP, t=_rel(t), k=sql.Identifier(*[p for p in t if p], self.key)),
-            [self.name, self.scope, self.run_id, batch, self.key])
+        cur = conn.execute(
+            sql.SQL(
+                "INSERT INTO pgferry.backfill_images (name, "
+                "scope, run_id, batch, key, before, after)"
+                " SELECT %s, %s, %s, %s, jsonb_build_object(%s::text, b.key), b.before, {now}"
+                " FROM {tmp} b JOIN {t} ON {k} = b.key WHERE b.before IS DISTINCT FROM {now}"
+            ).format(
+                now=now, tmp=TEMP, t=_rel(t), k=sql.Identifier(*[p for p in t if p], self.key)
+            ),
+            [self.name, self.scope, self.run_id, batch, self.key],
+        )
         return cur.rowcount
 
 
@@ -133,44 +158,71 @@ class Reverted:
 
 
 def _batches(conn: psycopg.Connection[Any], name: str, scope: str) -> list[int]:
-    return [int(r[0]) for r in conn.execute(
-        "SELECT DISTINCT batch FROM pgferry.backfill_images WHERE name = %s AND scope = %s"
-        " ORDER BY 1 DESC", [name, scope])]
+    return [
+        int(r[0])
+        for r in conn.execute(
+            "SELECT DISTINCT batch FROM pgferry.backfill_images WHERE name = %s AND scope = %s"
+            " ORDER BY 1 DESC",
+            [name, scope],
+        )
+    ]
 
 
-def _put_back(conn: psycopg.Connection[Any], bf: BackfillFile, key: str, pk: list[str],
-              args: list[Any]) -> int:
+def _put_back(
+    conn: psycopg.Connection[Any], bf: BackfillFile, key: str, pk: list[str], args: list[Any]
+) -> int:
     """One batch's rows back as they were (in the caller's transaction); how many."""
     if bf.kind == "update":
         t = bf.table
-        cur = conn.execute(sql.SQL(
-            "UPDATE {t} SET {sets} FROM pgferry.backfill_images i,"
-            " LATERAL jsonb_populate_record(NULL::{t}, i.before) r,"
-            " LATERAL jsonb_populate_record(NULL::{t}, i.key) k"
-            " WHERE i.name = %s AND i.scope = %s AND i.batch = %s"
-            " AND {tk} = k.{key} AND {now} = i.after").format(
-            t=_rel(t), key=sql.Identifier(key),
-            tk=sql.Identifier(*[p for p in t if p], key),
-            now=_cols_json(t, bf.set_columns),
-            sets=sql.SQL(", ").join(sql.SQL("{} = r.{}").format(
-                sql.Identifier(c), sql.Identifier(c)) for c in bf.set_columns)), args)
+        cur = conn.execute(
+            sql.SQL(
+                "UPDATE {t} SET {sets} FROM pgferry.backfill_images i,"
+                " LATERAL jsonb_populate_record(NULL::{t}, i.before) r,"
+                " LATERAL jsonb_populate_record(NULL::{t}, i.key) k"
+                " WHERE i.name = %s AND i.scope = %s AND i.batch = %s"
+                " AND {tk} = k.{key} AND {now} = i.after"
+            ).format(
+                t=_rel(t),
+                key=sql.Identifier(key),
+                tk=sql.Identifier(*[p for p in t if p], key),
+                now=_cols_json(t, bf.set_columns),
+                sets=sql.SQL(", ").join(
+                    sql.SQL("{} = r.{}").format(sql.Identifier(c), sql.Identifier(c))
+                    for c in bf.set_columns
+                ),
+            ),
+            args,
+        )
         return cur.rowcount
     t = bf.target
     match = sql.SQL(" AND ").join(
-        sql.SQL("{} = k.{}").format(sql.Identifier(*[p for p in t if p], c),
-                                    sql.Identifier(c)) for c in pk)
-    cur = conn.execute(sql.SQL(
-        "DELETE FROM {t} USING pgferry.backfill_images i,"
-        " LATERAL jsonb_populate_record(NULL::{t}, i.key) k"
-        " WHERE i.name = %s AND i.scope = %s AND i.batch = %s"
-        " AND {match} AND to_jsonb({tn}.*) = i.after").format(
-        t=_rel(t), match=match, tn=sql.Identifier(t[1])), args)
+        sql.SQL("{} = k.{}").format(sql.Identifier(*[p for p in t if p], c), sql.Identifier(c))
+        for c in pk
+    )
+    cur = conn.execute(
+        sql.SQL(
+            "DELETE FROM {t} USING pgferry.backfill_images i,"
+            " LATERAL jsonb_populate_record(NULL::{t}, i.key) k"
+            " WHERE i.name = %s AND i.scope = %s AND i.batch = %s"
+            " AND {match} AND to_jsonb({tn}.*) = i.after"
+        ).format(t=_rel(t), match=match, tn=sql.Identifier(t[1])),
+        args,
+    )
     return cur.rowcount
 
 
-def revert(conn: psycopg.Connection[Any], bf: BackfillFile, key: str, pk: list[str],
-           name: str, scope: str, *, lock_timeout: str, retries: int = 8,
-           on_batch: Callable[[int, int, int], None] | None = None) -> Reverted:
+def revert(
+    conn: psycopg.Connection[Any],
+    bf: BackfillFile,
+    key: str,
+    pk: list[str],
+    name: str,
+    scope: str,
+    *,
+    lock_timeout: str,
+    retries: int = 8,
+    on_batch: Callable[[int, int, int], None] | None = None,
+) -> Reverted:
     """Put the recorded batches of ``name``/``scope`` back, newest first (see above); a lock
     timeout or deadlock is retried; a batch whose old values break a constraint stops it."""
     import random
@@ -185,25 +237,37 @@ def revert(conn: psycopg.Connection[Any], bf: BackfillFile, key: str, pk: list[s
                     conn.execute("SELECT set_config('lock_timeout', %s, true)", [lock_timeout])
                     total = conn.execute(
                         "SELECT count(*) FROM pgferry.backfill_images WHERE name = %s"
-                        " AND scope = %s AND batch = %s", args).fetchone()
+                        " AND scope = %s AND batch = %s",
+                        args,
+                    ).fetchone()
                     done = _put_back(conn, bf, key, pk, args)
-                    conn.execute("DELETE FROM pgferry.backfill_images WHERE name = %s"
-                                 " AND scope = %s AND batch = %s", args)
+                    conn.execute(
+                        "DELETE FROM pgferry.backfill_images WHERE name = %s"
+                        " AND scope = %s AND batch = %s",
+                        args,
+                    )
                 break
             except psycopg.errors.IntegrityError as e:
                 out.stopped_at = batch
                 out.constraint = (e.diag.constraint_name if e.diag else None) or e.sqlstate
-                row = conn.execute(
-                    sql.SQL("SELECT max((jsonb_populate_record(NULL::{t}, key)).{k})::text"
+                row = (
+                    conn.execute(
+                        sql.SQL(
+                            "SELECT max((jsonb_populate_record(NULL::{t}, key)).{k})::text"
                             " FROM pgferry.backfill_images WHERE name = %s AND scope = %s"
-                            " AND batch = %s").format(t=_rel(bf.table), k=sql.Identifier(key)),
-                    args).fetchone() if bf.kind == "update" else None
+                            " AND batch = %s"
+                        ).format(t=_rel(bf.table), k=sql.Identifier(key)),
+                        args,
+                    ).fetchone()
+                    if bf.kind == "update"
+                    else None
+                )
                 out.last_key = str(row[0]) if row and row[0] is not None else None
                 return out
             except psycopg.Error as e:
                 if not pg_errors.retry_statement(e) or attempt == retries:
                     raise
-                time.sleep(random.uniform(0, min(5.0, 0.1 * 2 ** attempt)))
+                time.sleep(random.uniform(0, min(5.0, 0.1 * 2**attempt)))
         n = int(total[0]) if total else 0
         out.batches += 1
         out.rows += done
@@ -215,6 +279,9 @@ def revert(conn: psycopg.Connection[Any], bf: BackfillFile, key: str, pk: list[s
 
 def expire(conn: psycopg.Connection[Any], older_than_s: float) -> int:
     """Drop images older than ``older_than_s`` seconds."""
-    cur = conn.execute("DELETE FROM pgferry.backfill_images WHERE at < clock_timestamp() - "
-                       "make_interval(secs => %s)", [older_than_s])
+    cur = conn.execute(
+        "DELETE FROM pgferry.backfill_images WHERE at < clock_timestamp() - "
+        "make_interval(secs => %s)",
+        [older_than_s],
+    )
     return cur.rowcount

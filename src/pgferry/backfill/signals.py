@@ -38,5 +38,6 @@ def read(conn: psycopg.Connection[Any], own_pids: list[int]) -> Signals:
     else:
         row = conn.execute(_SIGNALS_SQL_13, [own_pids]).fetchone()
     assert row is not None
-    return Signals(int(row[0] or 0), int(row[1] or 0),
-                   float(row[2]) if row[2] is not None else None)
+    return Signals(
+        int(row[0] or 0), int(row[1] or 0), float(row[2]) if row[2] is not None else None
+    )

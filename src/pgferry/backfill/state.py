@@ -73,9 +73,11 @@ def ensure(conn: psycopg.Connection[Any]) -> None:
     journal.ensure(conn)
 
 
-_SELECT = ("SELECT name, scope, checksum, table_name, key_column, status, last_key, end_key,"
-           " batches, rows, keys, estimate, batch_size, run_id, started_at, updated_at,"
-           " completed_at, error FROM pgferry.backfill_state")
+_SELECT = (
+    "SELECT name, scope, checksum, table_name, key_column, status, last_key, end_key,"
+    " batches, rows, keys, estimate, batch_size, run_id, started_at, updated_at,"
+    " completed_at, error FROM pgferry.backfill_state"
+)
 
 
 def read(conn: psycopg.Connection[Any], name: str, scope: str = "") -> BackfillState | None:

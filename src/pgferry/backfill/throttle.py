@@ -39,14 +39,15 @@ class Signals:
     replication_lag: float | None  # seconds, the largest replay_lag; None when not visible
 
 
-def pause_reason(baseline: Signals, previous: Signals, now: Signals,
-                 max_lag: float) -> str | None:
+def pause_reason(baseline: Signals, previous: Signals, now: Signals, max_lag: float) -> str | None:
     if now.deadlocks > previous.deadlocks:
         n = now.deadlocks - previous.deadlocks
         return f"{n} deadlock{'s' if n != 1 else ''} in the database since the last batch"
     if now.lock_waiters > baseline.lock_waiters:
-        return (f"{now.lock_waiters} session(s) waiting for locks (before the backfill: "
-                f"{baseline.lock_waiters})")
+        return (
+            f"{now.lock_waiters} session(s) waiting for locks (before the backfill: "
+            f"{baseline.lock_waiters})"
+        )
     if now.replication_lag is not None and now.replication_lag > max_lag:
         return f"replication lag {now.replication_lag:.1f}s (limit {max_lag:g}s)"
     return None

@@ -58,13 +58,20 @@ class BackupInfo:
         m = self.manifest
         v = self.verification
         return {
-            "id": self.id, "env": self.env, "path": str(self.path), "complete": self.complete,
+            "id": self.id,
+            "env": self.env,
+            "path": str(self.path),
+            "complete": self.complete,
             "in_progress": self.in_progress,
             "started_at": m.started_at if m else None,
             "finished_at": m.finished_at if m else None,
-            "size_bytes": self.size_bytes, "tables": len(m.tables) if m else 0,
-            "rows": sum(m.tables.values()) if m else 0, "tag": self.tag, "keep": self.keep,
-            "encrypted": bool(m and m.encryption), "verification": v.to_dict(),
+            "size_bytes": self.size_bytes,
+            "tables": len(m.tables) if m else 0,
+            "rows": sum(m.tables.values()) if m else 0,
+            "tag": self.tag,
+            "keep": self.keep,
+            "encrypted": bool(m and m.encryption),
+            "verification": v.to_dict(),
         }
 
 
@@ -84,7 +91,11 @@ def _info(store: LocalStorage, env: str, backup_id: str) -> BackupInfo:
         except (TypeError, ValueError):  # missing required keys: not a complete backup
             manifest = None
     return BackupInfo(
-        id=backup_id, env=env, path=d, complete=manifest is not None, manifest=manifest,
+        id=backup_id,
+        env=env,
+        path=d,
+        complete=manifest is not None,
+        manifest=manifest,
         verification=Verification.from_dict(store.read_json(env, backup_id, SIDECAR)),
         in_progress=manifest is None and _locked(d / LOCK),
     )
@@ -97,8 +108,9 @@ def list_backups(root: Path, env: str, include_incomplete: bool = False) -> list
     if not include_incomplete:
         infos = [i for i in infos if i.complete]
     # ids sort by time; a complete backup's own start time wins where they disagree
-    return sorted(infos, key=lambda i: (i.started_at.isoformat() if i.started_at else "",
-                                        i.id), reverse=True)
+    return sorted(
+        infos, key=lambda i: (i.started_at.isoformat() if i.started_at else "", i.id), reverse=True
+    )
 
 
 def envs(root: Path) -> list[str]:
@@ -115,17 +127,23 @@ def find(root: Path, backup_id: str, env: str | None) -> BackupInfo:
             raise BadInput("`latest` needs --env (or --from) to say whose backups")
         found = list_backups(root, env)
         if not found:
-            raise BadInput(f"environment {env!r} has no complete backup under {root}; take one "
-                           f"with `pgferry backup create --env {env}`")
+            raise BadInput(
+                f"environment {env!r} has no complete backup under {root}; take one "
+                f"with `pgferry backup create --env {env}`"
+            )
         return found[0]
     for name in ([env] if env else []) + [e for e in envs(root) if e != env]:
         d = root / name / backup_id
         if d.is_dir():
             info = _info(LocalStorage(root), name, backup_id)
             if not info.complete:
-                raise BadInput(f"backup {backup_id} of {name} is not complete (it has no "
-                               "manifest: interrupted or still running); pick another with "
-                               f"`pgferry backup list --env {name}`")
+                raise BadInput(
+                    f"backup {backup_id} of {name} is not complete (it has no "
+                    "manifest: interrupted or still running); pick another with "
+                    f"`pgferry backup list --env {name}`"
+                )
             return info
-    raise BadInput(f"no backup {backup_id!r} under {root}; see `pgferry backup list"
-                   f"{' --env ' + env if env else ''}`")
+    raise BadInput(
+        f"no backup {backup_id!r} under {root}; see `pgferry backup list"
+        f"{' --env ' + env if env else ''}`"
+    )

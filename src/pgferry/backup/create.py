@@ -63,9 +63,15 @@ class Created:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "id": self.manifest.id, "env": self.manifest.env,
-                "path": str(self.path), "cleaned": self.cleaned,
-                "seconds": round(self.seconds, 3), "manifest": self.manifest.to_dict()}
+        return {
+            "ok": True,
+            "id": self.manifest.id,
+            "env": self.manifest.env,
+            "path": str(self.path),
+            "cleaned": self.cleaned,
+            "seconds": round(self.seconds, 3),
+            "manifest": self.manifest.to_dict(),
+        }
 
 
 def new_id(now: datetime) -> str:
@@ -74,8 +80,9 @@ def new_id(now: datetime) -> str:
 
 
 def server_major(conn: psycopg.Connection[Any]) -> tuple[int, str]:
-    row = conn.execute("SELECT current_setting('server_version_num')::int,"
-                       " current_setting('server_version')").fetchone()
+    row = conn.execute(
+        "SELECT current_setting('server_version_num')::int, current_setting('server_version')"
+    ).fetchone()
     assert row is not None
     return row[0] // 10000, str(row[1]).split()[0]
 
@@ -102,6 +109,7 @@ def _files(base: Path) -> list[Path]:
 
 def seal(staging: Path, d: Path, key: crypto.Key | None, jobs: int) -> dict[str, dict[str, Any]]:
     """Hash every dump file (or encrypt it into ``d/dump``): {relative path: sha256, size}."""
+
     def one(p: Path) -> tuple[str, dict[str, Any]]:
         rel = f"{DUMP}/{p.relative_to(staging).as_posix()}"
         if key is None:
@@ -123,44 +131,80 @@ def seal(staging: Path, d: Path, key: crypto.Key | None, jobs: int) -> dict[str,
 def count_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for schema, name in conn.execute(TABLES_SQL).fetchall():
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-            sql.Identifier(schema), sql.Identifier(name))).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(name)
+            )
+        ).fetchone()
         counts[f"{schema}.{name}"] = int(row[0]) if row else 0
     return counts
 
 
-def dump(pg_dump: binaries.Binary, target: Target, out: Path, snapshot: str, jobs: int,
-         compression: str) -> subprocess.Popen[bytes]:
+def dump(
+    pg_dump: binaries.Binary, target: Target, out: Path, snapshot: str, jobs: int, compression: str
+) -> subprocess.Popen[bytes]:
     conninfo, env = binaries.libpq_args(target.dsn)
     return subprocess.Popen(
-        [str(pg_dump.path), "-Fd", "-j", str(jobs), "-Z", compression, "--snapshot", snapshot,
-         "-f", str(out), "-d", conninfo],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-        preexec_fn=binaries.die_with_parent)
+        [
+            str(pg_dump.path),
+            "-Fd",
+            "-j",
+            str(jobs),
+            "-Z",
+            compression,
+            "--snapshot",
+            snapshot,
+            "-f",
+            str(out),
+            "-d",
+            conninfo,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        preexec_fn=binaries.die_with_parent,
+    )
 
 
 def _failure(stderr: bytes, rc: int, d: Path) -> OperationFailed:
     lines = [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
-    disk = [ln for ln in lines if any(s in ln for s in (
-        "No space left", "Permission denied", "Read-only file system", "Disk quota"))]
+    disk = [
+        ln
+        for ln in lines
+        if any(
+            s in ln
+            for s in ("No space left", "Permission denied", "Read-only file system", "Disk quota")
+        )
+    ]
     if disk:
         why = redact(disk[0].rsplit(": ", 1)[-1])
-        return OperationFailed(f"cannot write the backup at {d}: {why}; free space or fix "
-                               "the permissions of [backup] dir", path=str(d))
+        return OperationFailed(
+            f"cannot write the backup at {d}: {why}; free space or fix "
+            "the permissions of [backup] dir",
+            path=str(d),
+        )
     errors = [ln for ln in lines if "error" in ln.lower()] or lines
     text = redact(errors[0] if errors else f"exit code {rc}").removeprefix("pg_dump: ")
     return OperationFailed(f"pg_dump failed: {text}; nothing was kept", path=str(d))
 
 
-def run_create(cfg: Config, target: Target, *, tag: str | None = None, keep: bool = False,
-               jobs: int | None = None, note: Callable[[str], None] | None = None) -> Created:
+def run_create(
+    cfg: Config,
+    target: Target,
+    *,
+    tag: str | None = None,
+    keep: bool = False,
+    jobs: int | None = None,
+    note: Callable[[str], None] | None = None,
+) -> Created:
     """Take a backup of ``target`` (see the module docstring); not journaled."""
     t0 = time.monotonic()
     store = LocalStorage(cfg.backup_dir)
     cleaned = prepare_root(store, target.name)
     if cleaned and note:
-        note(f"removed {len(cleaned)} interrupted backup(s) of {target.name}: "
-             + ", ".join(cleaned))
+        note(
+            f"removed {len(cleaned)} interrupted backup(s) of {target.name}: " + ", ".join(cleaned)
+        )
     jobs = jobs or cfg.backup.jobs
     key = crypto.Key.new() if cfg.backup.encrypt else None
     conn = connect(target.dsn, autocommit=True)
@@ -191,9 +235,15 @@ def run_create(cfg: Config, target: Target, *, tag: str | None = None, keep: boo
     return Created(manifest, d, cleaned, time.monotonic() - t0)
 
 
-def _dump_into(conn: psycopg.Connection[Any], d: Path, target: Target,
-               pg_dump: binaries.Binary, jobs: int, compression: str,
-               key: crypto.Key | None) -> Manifest:
+def _dump_into(
+    conn: psycopg.Connection[Any],
+    d: Path,
+    target: Target,
+    pg_dump: binaries.Binary,
+    jobs: int,
+    compression: str,
+    key: crypto.Key | None,
+) -> Manifest:
     staging = d / (DUMP if key is None else ".plain")
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     row = conn.execute("SELECT pg_export_snapshot(), current_database()").fetchone()
@@ -217,7 +267,17 @@ def _dump_into(conn: psycopg.Connection[Any], d: Path, target: Target,
     except OSError as e:
         raise writable_failure(d, e) from None
     return Manifest(
-        id="", env=target.name, database=str(database), started_at="", finished_at="",
-        size_bytes=sum(f["size"] for f in files.values()), tables=counts, files=files,
-        server_version="", pg_dump_version=pg_dump.version, tool_version=__version__,
-        compression=compression, encryption=key.params if key else None)
+        id="",
+        env=target.name,
+        database=str(database),
+        started_at="",
+        finished_at="",
+        size_bytes=sum(f["size"] for f in files.values()),
+        tables=counts,
+        files=files,
+        server_version="",
+        pg_dump_version=pg_dump.version,
+        tool_version=__version__,
+        compression=compression,
+        encryption=key.params if key else None,
+    )

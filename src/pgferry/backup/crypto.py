@@ -50,8 +50,10 @@ class Key:
     def _passphrase() -> bytes:
         value = os.environ.get(ENV_VAR, "")
         if not value:
-            raise BadInput(f"[backup] encrypt is on but ${ENV_VAR} is not set; export the "
-                           "backup key (keep a copy outside this machine)")
+            raise BadInput(
+                f"[backup] encrypt is on but ${ENV_VAR} is not set; export the "
+                "backup key (keep a copy outside this machine)"
+            )
         return value.encode()
 
     @staticmethod
@@ -66,23 +68,36 @@ class Key:
     def new(cls) -> Key:
         salt = os.urandom(16)
         secret = cls._derive(cls._passphrase(), salt, _SCRYPT)
-        return cls(secret, {"scheme": SCHEME, "kdf": "scrypt", **_SCRYPT,
-                            "salt": salt.hex(), "check": cls._check(secret)})
+        return cls(
+            secret,
+            {
+                "scheme": SCHEME,
+                "kdf": "scrypt",
+                **_SCRYPT,
+                "salt": salt.hex(),
+                "check": cls._check(secret),
+            },
+        )
 
     @classmethod
     def open(cls, params: dict[str, Any], backup: str) -> Key:
         if params.get("scheme") != SCHEME:
-            raise BadInput(f"backup {backup} is encrypted with {params.get('scheme')!r}, "
-                           "which this pgferry cannot read; use a newer pgferry")
+            raise BadInput(
+                f"backup {backup} is encrypted with {params.get('scheme')!r}, "
+                "which this pgferry cannot read; use a newer pgferry"
+            )
         secret = cls._derive(cls._passphrase(), bytes.fromhex(params["salt"]), params)
         if not hmac.compare_digest(cls._check(secret), params["check"]):
-            raise BadInput(f"${ENV_VAR} is not the key backup {backup} was encrypted with; "
-                           "export the key that was set when it was taken")
+            raise BadInput(
+                f"${ENV_VAR} is not the key backup {backup} was encrypted with; "
+                "export the key that was set when it was taken"
+            )
         return cls(secret, params)
 
     def file_aead(self, salt: bytes) -> AESGCM:
-        sub = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt,
-                   info=b"pgferry backup file").derive(self.secret)
+        sub = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=salt, info=b"pgferry backup file"
+        ).derive(self.secret)
         return AESGCM(sub)
 
 
@@ -127,12 +142,15 @@ def decrypt_file(src: Path, dst: Path, key: Key, name: str) -> None:
     with open(src, "rb") as fin, open(dst, "wb") as fout:
         head = fin.read(len(MAGIC) + 16)
         if len(head) < len(MAGIC) + 16 or not head.startswith(MAGIC):
-            raise ProblemFound(f"{name} is not a pgferry-encrypted file; the backup is damaged",
-                               file=name)
-        aead = key.file_aead(head[len(MAGIC):])
+            raise ProblemFound(
+                f"{name} is not a pgferry-encrypted file; the backup is damaged", file=name
+            )
+        aead = key.file_aead(head[len(MAGIC) :])
         try:
             for i, (sealed, last) in enumerate(_chunks(fin, CHUNK + TAG)):
                 fout.write(aead.decrypt(_nonce(i, last), sealed, name.encode()))
         except InvalidTag:
-            raise ProblemFound(f"{name} does not decrypt (changed, truncated or damaged); "
-                               "the backup is damaged", file=name) from None
+            raise ProblemFound(
+                f"{name} does not decrypt (changed, truncated or damaged); the backup is damaged",
+                file=name,
+            ) from None

@@ -54,15 +54,23 @@ class Restored:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "id": self.backup.id, "from_env": self.backup.env, "env": self.env,
-                "database": self.database, "tables": self.tables or "all",
-                "emergency_backup": self.emergency_id,
-                "emergency_path": str(self.emergency_path) if self.emergency_path else None,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "ok": True,
+            "id": self.backup.id,
+            "from_env": self.backup.env,
+            "env": self.env,
+            "database": self.database,
+            "tables": self.tables or "all",
+            "emergency_backup": self.emergency_id,
+            "emergency_path": str(self.emergency_path) if self.emergency_path else None,
+            "seconds": round(self.seconds, 3),
+        }
 
 
-_PREFIX = re.compile(r"^(psql:\S*?:\d+: )?(pg_restore: )?(error: )?(could not execute query: )?"
-                     r"(ERROR:\s+)?")
+_PREFIX = re.compile(
+    r"^(psql:\S*?:\d+: )?(pg_restore: )?(error: )?(could not execute query: )?"
+    r"(ERROR:\s+)?"
+)
 
 
 def _error(stderr: str, rc: int) -> str:
@@ -90,13 +98,16 @@ def _owned_sequences(conn: psycopg.Connection[Any], tables: list[str]) -> dict[s
             "SELECT s.relname FROM pg_depend d JOIN pg_class s ON s.oid = d.objid"
             " JOIN pg_class c ON c.oid = d.refobjid JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE s.relkind = 'S' AND d.deptype IN ('a', 'i') AND n.nspname = %s"
-            " AND c.relname = %s", [schema, name]).fetchall()
+            " AND c.relname = %s",
+            [schema, name],
+        ).fetchall()
         out.setdefault(schema, []).extend(r[0] for r in rows)
     return out
 
 
-def _restore_tables(target: Target, dump: Path, pg_restore: binaries.Binary,
-                    tables: list[str]) -> None:
+def _restore_tables(
+    target: Target, dump: Path, pg_restore: binaries.Binary, tables: list[str]
+) -> None:
     """TRUNCATE the tables and load their rows (and sequences) in one psql transaction."""
     psql = binaries.find("psql", pg_restore.major)
     with connect(target.dsn, autocommit=True) as c:
@@ -105,16 +116,24 @@ def _restore_tables(target: Target, dump: Path, pg_restore: binaries.Binary,
         # the rows go back as they were: user triggers that fire now (an updated_at
         # stamp, an audit row) are off while they load and on again after, in the same
         # transaction; disabled ones stay as they are
-        toggles = [(ident, sql.Identifier(name), sql.SQL("ALWAYS " if mode == "A" else ""))
-                   for ident in idents for name, mode in c.execute(
-                       "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid ="
-                       " to_regclass(%s) AND NOT tgisinternal AND tgenabled IN ('O', 'A')",
-                       [ident.as_string(c)]).fetchall()]
+        toggles = [
+            (ident, sql.Identifier(name), sql.SQL("ALWAYS " if mode == "A" else ""))
+            for ident in idents
+            for name, mode in c.execute(
+                "SELECT tgname, tgenabled FROM pg_trigger WHERE tgrelid ="
+                " to_regclass(%s) AND NOT tgisinternal AND tgenabled IN ('O', 'A')",
+                [ident.as_string(c)],
+            ).fetchall()
+        ]
         prelude = sql.SQL("TRUNCATE {};\n").format(sql.SQL(", ").join(idents)).as_string(c)
-        prelude += "".join(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {};\n").format(t, g)
-                           .as_string(c) for t, g, _ in toggles)
-        coda = "".join(sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {};\n").format(t, a, g)
-                       .as_string(c) for t, g, a in toggles)
+        prelude += "".join(
+            sql.SQL("ALTER TABLE {} DISABLE TRIGGER {};\n").format(t, g).as_string(c)
+            for t, g, _ in toggles
+        )
+        coda = "".join(
+            sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {};\n").format(t, a, g).as_string(c)
+            for t, g, a in toggles
+        )
     script = [prelude.encode()]
     by_schema: dict[str, list[str]] = {}
     for t in tables:
@@ -126,14 +145,31 @@ def _restore_tables(target: Target, dump: Path, pg_restore: binaries.Binary,
             args += ["-t", n]
         p = subprocess.run([*args, str(dump)], capture_output=True, check=False)
         if p.returncode != 0:
-            raise OperationFailed(f"pg_restore could not read the tables of schema {schema}: "
-                                  f"{_error(p.stderr.decode(errors='replace'), p.returncode)}")
+            raise OperationFailed(
+                f"pg_restore could not read the tables of schema {schema}: "
+                f"{_error(p.stderr.decode(errors='replace'), p.returncode)}"
+            )
         script.append(p.stdout)
     script.append(coda.encode())
     conninfo, env = binaries.libpq_args(target.dsn)
-    p = subprocess.run([str(psql.path), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                        "--single-transaction", "-d", conninfo, "-f", "-"],
-                       input=b"".join(script), capture_output=True, env=env, check=False)
+    p = subprocess.run(
+        [
+            str(psql.path),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+            "-d",
+            conninfo,
+            "-f",
+            "-",
+        ],
+        input=b"".join(script),
+        capture_output=True,
+        env=env,
+        check=False,
+    )
     if p.returncode != 0:
         raise _Failed(_error(p.stderr.decode(errors="replace"), p.returncode))
 
@@ -145,8 +181,9 @@ class _Failed(Exception):
 def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> None:
     # pgferry's own schema (the target's journal and sync state) stays as it is: -N leaves
     # out what is in it, the list leaves out the schema itself
-    toc = subprocess.run([str(pg_restore.path), "-l", str(dump)], capture_output=True,
-                         text=True, check=False)
+    toc = subprocess.run(
+        [str(pg_restore.path), "-l", str(dump)], capture_output=True, text=True, check=False
+    )
     if toc.returncode != 0:
         raise _Failed(_error(toc.stderr, toc.returncode))
     keep = [ln if not _OWN_SCHEMA.match(ln) else ";" + ln for ln in toc.stdout.splitlines()]
@@ -155,10 +192,27 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> Non
     listing = Path(f.name)
     try:
         conninfo, env = binaries.libpq_args(target.dsn)
-        p = subprocess.run([str(pg_restore.path), "--clean", "--if-exists",
-                            "--single-transaction", "--exit-on-error", "--no-owner",
-                            "-N", "pgferry", "-L", str(listing), "-d", conninfo, str(dump)],
-                           capture_output=True, text=True, env=env, check=False)
+        p = subprocess.run(
+            [
+                str(pg_restore.path),
+                "--clean",
+                "--if-exists",
+                "--single-transaction",
+                "--exit-on-error",
+                "--no-owner",
+                "-N",
+                "pgferry",
+                "-L",
+                str(listing),
+                "-d",
+                conninfo,
+                str(dump),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
     finally:
         listing.unlink(missing_ok=True)
     if p.returncode != 0:
@@ -168,26 +222,50 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> Non
 _OWN_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - pgferry ")
 
 
-def _into_new(cfg: Config, target: Target, dump: Path, pg_restore: binaries.Binary,
-              name: str, jobs: int) -> None:
+def _into_new(
+    cfg: Config, target: Target, dump: Path, pg_restore: binaries.Binary, name: str, jobs: int
+) -> None:
     if scratch.exists(target, name):
-        raise BadInput(f"database {name} already exists on {target.name}'s server; name a new "
-                       "one with --into-new (nothing was changed)")
+        raise BadInput(
+            f"database {name} already exists on {target.name}'s server; name a new "
+            "one with --into-new (nothing was changed)"
+        )
     dsn = scratch.create_database(cfg, target, name)
     conninfo, env = binaries.libpq_args(dsn)
-    p = subprocess.run([str(pg_restore.path), "-j", str(jobs), "--exit-on-error", "--no-owner",
-                        "-d", conninfo, str(dump)], capture_output=True, text=True, env=env,
-                       check=False)
+    p = subprocess.run(
+        [
+            str(pg_restore.path),
+            "-j",
+            str(jobs),
+            "--exit-on-error",
+            "--no-owner",
+            "-d",
+            conninfo,
+            str(dump),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if p.returncode != 0:
         scratch.drop_database(cfg, target, name)
-        raise OperationFailed(f"the restore into new database {name} failed and it was dropped "
-                              f"again: {_error(p.stderr, p.returncode)}; {target.name} was not "
-                              "touched")
+        raise OperationFailed(
+            f"the restore into new database {name} failed and it was dropped "
+            f"again: {_error(p.stderr, p.returncode)}; {target.name} was not "
+            "touched"
+        )
 
 
-def prepare(cfg: Config, target: Target, info: BackupInfo, *, tables: list[str] | None = None,
-            into_new: str | None = None, jobs: int | None = None
-            ) -> tuple[Restored, binaries.Binary]:
+def prepare(
+    cfg: Config,
+    target: Target,
+    info: BackupInfo,
+    *,
+    tables: list[str] | None = None,
+    into_new: str | None = None,
+    jobs: int | None = None,
+) -> tuple[Restored, binaries.Binary]:
     """Check a restore of ``info`` into ``target`` (nothing is written): the tables named
     are in the backup, and the backup's files and table of contents are intact."""
     m = info.manifest
@@ -195,21 +273,26 @@ def prepare(cfg: Config, target: Target, info: BackupInfo, *, tables: list[str] 
     tables = list(tables or [])
     unknown = [t for t in tables if t not in m.tables]
     if unknown:
-        raise BadInput(f"backup {info.id} has no table {', '.join(unknown)}; its tables: "
-                       f"{', '.join(sorted(m.tables)) or 'none'}")
+        raise BadInput(
+            f"backup {info.id} has no table {', '.join(unknown)}; its tables: "
+            f"{', '.join(sorted(m.tables)) or 'none'}"
+        )
     if tables and into_new:
         raise BadInput("--tables and --into-new go separately: --into-new restores everything")
     problems = check(info, cfg.backup_dir, jobs or cfg.backup.jobs)
     if problems:
-        raise ProblemFound(f"backup {info.id} is damaged: {problems[0]}; nothing was "
-                           "restored, pick another with `pgferry backup list`",
-                           problems=problems)
+        raise ProblemFound(
+            f"backup {info.id} is damaged: {problems[0]}; nothing was "
+            "restored, pick another with `pgferry backup list`",
+            problems=problems,
+        )
     pg_restore = pg_restore_for(m)
     return Restored(info, target.name, into_new or _database(target), tables), pg_restore
 
 
-def into_new(cfg: Config, target: Target, res: Restored, pg_restore: binaries.Binary,
-             jobs: int | None = None) -> None:
+def into_new(
+    cfg: Config, target: Target, res: Restored, pg_restore: binaries.Binary, jobs: int | None = None
+) -> None:
     """Restore ``res.backup`` into the new database ``res.database`` on ``target``'s server."""
     with plain_dump(res.backup, cfg.backup_dir) as dump:
         _into_new(cfg, target, dump, pg_restore, res.database, jobs or cfg.backup.jobs)
@@ -228,4 +311,5 @@ def replace(cfg: Config, target: Target, res: Restored, pg_restore: binaries.Bin
             f"the restore into {target.name} failed and was rolled back, so "
             f"{target.name} is as it was: {e}; the emergency backup is "
             f"{res.emergency_id} at {res.emergency_path}",
-            emergency_backup=res.emergency_id) from None
+            emergency_backup=res.emergency_id,
+        ) from None

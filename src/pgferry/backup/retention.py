@@ -53,8 +53,9 @@ class RetentionPlan:
     reasons: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _newest_per_period(items: Sequence[Item], period: Callable[[Item], Hashable],
-                       n: int) -> list[str]:
+def _newest_per_period(
+    items: Sequence[Item], period: Callable[[Item], Hashable], n: int
+) -> list[str]:
     """The newest item of each of the ``n`` most recent periods that hold one."""
     seen: dict[Hashable, str] = {}
     for it in items:  # newest first: the first of a period is its newest
@@ -66,8 +67,12 @@ def _newest_per_period(items: Sequence[Item], period: Callable[[Item], Hashable]
     return list(seen.values())
 
 
-def _always(ordered: list[Item], policy: Policy, why: Callable[[str, str], None],
-            reasons: dict[str, list[str]]) -> None:
+def _always(
+    ordered: list[Item],
+    policy: Policy,
+    why: Callable[[str, str], None],
+    reasons: dict[str, list[str]],
+) -> None:
     """What is kept whatever the slots say: kept ones, the newest, the newest verified, and
     the newest up to min_count."""
     for it in ordered:
@@ -95,8 +100,9 @@ def plan(items: Sequence[Item], now: datetime, policy: Policy, tz: str = "UTC") 
         at = it.at if it.at.tzinfo else it.at.replace(tzinfo=UTC)
         return at.astimezone(zone)
 
-    ordered = sorted(items, key=lambda i: (i.at if i.at.tzinfo else i.at.replace(tzinfo=UTC),
-                                           i.id), reverse=True)
+    ordered = sorted(
+        items, key=lambda i: (i.at if i.at.tzinfo else i.at.replace(tzinfo=UTC), i.id), reverse=True
+    )
     d = RetentionPlan()
     reasons: dict[str, list[str]] = {}
 

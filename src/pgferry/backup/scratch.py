@@ -42,8 +42,10 @@ def _role(c: psycopg.Connection[Any]) -> str:
 
 def exists(target: Target, database: str) -> bool:
     with connect(target.dsn, autocommit=True) as c:
-        return c.execute("SELECT 1 FROM pg_database WHERE datname = %s",
-                         [database]).fetchone() is not None
+        return (
+            c.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
+            is not None
+        )
 
 
 def create_database(cfg: Config, target: Target, database: str) -> str:
@@ -60,7 +62,8 @@ def create_database(cfg: Config, target: Target, database: str) -> str:
             raise OperationFailed(
                 f"role {role} may not create databases, which a test restore and --into-new "
                 f"need; grant it with ALTER ROLE {role} CREATEDB (or restore in place)",
-                role=role) from None
+                role=role,
+            ) from None
         except psycopg.Error as e:
             raise map_db_error(e, f"cannot create database {database}") from None
     return dsn_for(target, database)
@@ -73,8 +76,9 @@ def drop_database(cfg: Config, target: Target, database: str) -> None:
         embedded.drop_database(cfg.embedded_dir, database)
         return
     with connect(target.dsn, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-            sql.Identifier(database)))
+        c.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+        )
 
 
 PREFIX = "pgferry_restoretest_"
@@ -91,8 +95,12 @@ def drop_leftovers(cfg: Config, target: Target, older_than_s: float = 3600) -> l
     dropped = []
     admin = _admin_dsn(cfg, target)
     with connect(admin, autocommit=True) as c:
-        names = [r[0] for r in c.execute(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [PREFIX])]
+        names = [
+            r[0]
+            for r in c.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", [PREFIX]
+            )
+        ]
         for name in names:
             stamp = name.removeprefix(PREFIX).split("_", 1)[0]
             if not stamp.isdigit() or time.time() - int(stamp) < older_than_s:
@@ -115,11 +123,18 @@ def _admin_dsn(cfg: Config, target: Target) -> str:
 
 def drop_later(cfg: Config, target: Target, database: str) -> None:
     """Drop ``database`` from a detached process (the DSN goes through its environment)."""
-    env = {**os.environ, "PGFERRY_DROP": jsonio.dumps(
-        {"dsn": _admin_dsn(cfg, target), "database": database})}
-    subprocess.Popen([sys.executable, "-m", "pgferry.backup.scratch"], env=env,
-                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                     stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "PGFERRY_DROP": jsonio.dumps({"dsn": _admin_dsn(cfg, target), "database": database}),
+    }
+    subprocess.Popen(
+        [sys.executable, "-m", "pgferry.backup.scratch"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def _drop_main() -> None:  # pragma: no cover (runs detached)
@@ -129,12 +144,19 @@ def _drop_main() -> None:  # pragma: no cover (runs detached)
 
     def drop() -> None:
         with psycopg.connect(job["dsn"], autocommit=True, application_name="pgferry") as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(job["database"])))
+            c.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                    sql.Identifier(job["database"])
+                )
+            )
 
     # the server may be restarting: try for ten minutes, then leave it to drop_leftovers
-    Retrying(retry=retry_if_exception_type(psycopg.Error), wait=wait_fixed(2),
-             stop=stop_after_delay(600), retry_error_callback=lambda _state: None)(drop)
+    Retrying(
+        retry=retry_if_exception_type(psycopg.Error),
+        wait=wait_fixed(2),
+        stop=stop_after_delay(600),
+        retry_error_callback=lambda _state: None,
+    )(drop)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,13 +24,17 @@ from pgferry.config import Config
 
 def policy(cfg: Config) -> retention.Policy:
     k = cfg.backup.keep
-    return retention.Policy(daily=k.daily, weekly=k.weekly, monthly=k.monthly,
-                            min_count=k.min_count)
+    return retention.Policy(
+        daily=k.daily, weekly=k.weekly, monthly=k.monthly, min_count=k.min_count
+    )
 
 
 def items(infos: list[BackupInfo]) -> list[retention.Item]:
-    return [retention.Item(i.id, i.started_at, i.keep, i.verified)
-            for i in infos if i.complete and i.started_at is not None]
+    return [
+        retention.Item(i.id, i.started_at, i.keep, i.verified)
+        for i in infos
+        if i.complete and i.started_at is not None
+    ]
 
 
 def state(i: BackupInfo) -> str:
@@ -53,8 +57,7 @@ class Listing:
     freshness: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "env": self.env, "backups": self.backups,
-                "freshness": self.freshness}
+        return {"ok": True, "env": self.env, "backups": self.backups, "freshness": self.freshness}
 
 
 def listing(cfg: Config, env: str, now: datetime, include_incomplete: bool = False) -> Listing:
@@ -100,17 +103,22 @@ class Pruned:
     reasons: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "env": self.env, "dry_run": self.dry_run, "deleted": self.deleted,
-                "kept": self.kept, "interrupted_removed": self.interrupted,
-                "reasons": self.reasons}
+        return {
+            "ok": True,
+            "env": self.env,
+            "dry_run": self.dry_run,
+            "deleted": self.deleted,
+            "kept": self.kept,
+            "interrupted_removed": self.interrupted,
+            "reasons": self.reasons,
+        }
 
 
 def run_prune(cfg: Config, env: str, now: datetime, dry_run: bool = False) -> Pruned:
     store = LocalStorage(cfg.backup_dir)
     infos = list_backups(cfg.backup_dir, env)
     plan = retention.plan(items(infos), now, policy(cfg), cfg.backup.timezone)
-    res = Pruned(env, dry_run, list(plan.delete), list(plan.keep), store.stale(env),
-                 plan.reasons)
+    res = Pruned(env, dry_run, list(plan.delete), list(plan.keep), store.stale(env), plan.reasons)
     if not dry_run:
         for backup_id in res.deleted + res.interrupted:
             store.delete(env, backup_id)

@@ -79,8 +79,11 @@ def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
 def writable_failure(path: Path, e: OSError) -> OperationFailed:
     """An OSError writing under the backup root as one sentence naming the path (exit 3)."""
     where = Path(e.filename) if getattr(e, "filename", None) else path
-    return OperationFailed(f"cannot write the backup at {where}: {e.strerror or e}; free space "
-                           "or fix the permissions of [backup] dir", path=str(where))
+    return OperationFailed(
+        f"cannot write the backup at {where}: {e.strerror or e}; free space "
+        "or fix the permissions of [backup] dir",
+        path=str(where),
+    )
 
 
 class LocalStorage:
@@ -99,8 +102,9 @@ class LocalStorage:
         d = self.env_dir(env)
         if not d.is_dir():
             return []
-        return sorted((p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                      reverse=True)
+        return sorted(
+            (p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")), reverse=True
+        )
 
     def read_json(self, env: str, backup_id: str, name: str) -> dict[str, Any] | None:
         p = self.local(env, backup_id) / name

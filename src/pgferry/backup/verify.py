@@ -60,12 +60,19 @@ class Verified:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "id": self.info.id, "env": self.info.env,
-                "path": str(self.info.path), "files_checked": self.files_checked,
-                "verify_ok": self.ok, "restore_test": self.restore_test,
-                "restore_test_ok": self.restore_test_ok,
-                "tables_compared": self.tables_compared, "problems": self.problems,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "ok": self.ok,
+            "id": self.info.id,
+            "env": self.info.env,
+            "path": str(self.info.path),
+            "files_checked": self.files_checked,
+            "verify_ok": self.ok,
+            "restore_test": self.restore_test,
+            "restore_test_ok": self.restore_test_ok,
+            "tables_compared": self.tables_compared,
+            "problems": self.problems,
+            "seconds": round(self.seconds, 3),
+        }
 
 
 def check_files(info: BackupInfo, jobs: int = 2) -> list[str]:
@@ -124,8 +131,9 @@ def plain_dump(info: BackupInfo, root: Path) -> Iterator[Path]:
 
 def toc_entries(pg_restore: binaries.Binary, dump: Path) -> tuple[list[str], str | None]:
     """``pg_restore --list``'s lines, or the error that kept it from reading the archive."""
-    p = subprocess.run([str(pg_restore.path), "--list", str(dump)], capture_output=True,
-                       text=True, check=False)
+    p = subprocess.run(
+        [str(pg_restore.path), "--list", str(dump)], capture_output=True, text=True, check=False
+    )
     if p.returncode != 0:
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         return [], lines[-1] if lines else f"exit code {p.returncode}"
@@ -137,8 +145,9 @@ def check_toc(pg_restore: binaries.Binary, dump: Path, m: Manifest) -> list[str]
     if err is not None:
         return [f"the table of contents does not read: {err}"]
     data = " ".join(ln for ln in lines if " TABLE DATA " in ln)
-    missing = [t for t in m.tables
-               if f" TABLE DATA {t.split('.', 1)[0]} {t.split('.', 1)[1]} " not in data]
+    missing = [
+        t for t in m.tables if f" TABLE DATA {t.split('.', 1)[0]} {t.split('.', 1)[1]} " not in data
+    ]
     return [f"table {t} has no data in the archive's table of contents" for t in missing]
 
 
@@ -156,8 +165,11 @@ def count_tables(dsn: str, tables: list[str], jobs: int = 1) -> dict[str, int | 
                     return
                 schema, table = name.split(".", 1)
                 try:
-                    row = c.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(
-                        sql.Identifier(schema), sql.Identifier(table))).fetchone()
+                    row = c.execute(
+                        sql.SQL("SELECT count(*) FROM {}.{}").format(
+                            sql.Identifier(schema), sql.Identifier(table)
+                        )
+                    ).fetchone()
                     out[name] = int(row[0]) if row else None
                 except psycopg.errors.UndefinedTable:
                     out[name] = None
@@ -168,9 +180,15 @@ def count_tables(dsn: str, tables: list[str], jobs: int = 1) -> dict[str, int | 
     return out
 
 
-def restore_test(cfg: Config, target: Target, info: BackupInfo, dump: Path,
-                 pg_restore: binaries.Binary, jobs: int,
-                 checks: Callable[[], list[str]] = list) -> tuple[list[str], int]:
+def restore_test(
+    cfg: Config,
+    target: Target,
+    info: BackupInfo,
+    dump: Path,
+    pg_restore: binaries.Binary,
+    jobs: int,
+    checks: Callable[[], list[str]] = list,
+) -> tuple[list[str], int]:
     """Restore into a scratch database and compare row counts; (problems, tables compared).
 
     ``checks`` (the file and table-of-contents checks) run while pg_restore works; when
@@ -183,9 +201,13 @@ def restore_test(cfg: Config, target: Target, info: BackupInfo, dump: Path,
     dsn = scratch.create_database(cfg, target, name)
     try:
         conn, env = binaries.libpq_args(dsn)
-        proc = subprocess.Popen([str(pg_restore.path), "-j", str(jobs), "--no-owner", "-d",
-                                 conn, str(dump)], stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(
+            [str(pg_restore.path), "-j", str(jobs), "--no-owner", "-d", conn, str(dump)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         try:
             problems = checks()
             if problems:
@@ -199,15 +221,18 @@ def restore_test(cfg: Config, target: Target, info: BackupInfo, dump: Path,
             return problems, 0
         if proc.returncode != 0:
             errs = [ln for ln in err.splitlines() if "error" in ln.lower()]
-            problems.append("the test restore reported errors: "
-                            + redact(errs[0] if errs else f"exit code {proc.returncode}"))
+            problems.append(
+                "the test restore reported errors: "
+                + redact(errs[0] if errs else f"exit code {proc.returncode}")
+            )
         got = count_tables(dsn, list(m.tables), jobs)
         for t, want in m.tables.items():
             if got[t] is None:
                 problems.append(f"table {t} is missing after the test restore")
             elif got[t] != want:
-                problems.append(f"table {t} has {got[t]} rows after the test restore, the "
-                                f"manifest says {want}")
+                problems.append(
+                    f"table {t} has {got[t]} rows after the test restore, the manifest says {want}"
+                )
         return problems, len(m.tables)
     finally:
         scratch.drop_later(cfg, target, name)
@@ -224,8 +249,14 @@ def check(info: BackupInfo, root: Path, jobs: int = 2) -> list[str]:
         return check_toc(pg_restore_for(m), dump, m)
 
 
-def verify(cfg: Config, info: BackupInfo, *, restore: bool = False, target: Target | None = None,
-           jobs: int | None = None) -> Verified:
+def verify(
+    cfg: Config,
+    info: BackupInfo,
+    *,
+    restore: bool = False,
+    target: Target | None = None,
+    jobs: int | None = None,
+) -> Verified:
     """Verify ``info`` (and with ``restore``, test-restore it on ``target``'s server)."""
     t0 = time.monotonic()
     jobs = jobs or cfg.backup.jobs
@@ -243,8 +274,9 @@ def verify(cfg: Config, info: BackupInfo, *, restore: bool = False, target: Targ
             def checks() -> list[str]:
                 return check_files(info, jobs) or check_toc(pg_restore, dump, m)
 
-            res.problems, res.tables_compared = restore_test(cfg, target, info, dump,
-                                                             pg_restore, jobs, checks)
+            res.problems, res.tables_compared = restore_test(
+                cfg, target, info, dump, pg_restore, jobs, checks
+            )
             res.restore_test_ok = not res.problems
         else:
             res.problems = check_files(info, jobs)
@@ -254,14 +286,19 @@ def verify(cfg: Config, info: BackupInfo, *, restore: bool = False, target: Targ
                     res.problems = check_toc(pg_restore, dump, m)
                     if restore and not res.problems and target is not None:
                         res.problems, res.tables_compared = restore_test(
-                            cfg, target, info, dump, pg_restore, jobs)
+                            cfg, target, info, dump, pg_restore, jobs
+                        )
                         res.restore_test_ok = not res.problems
     except ProblemFound as e:  # a file that does not decrypt
         res.problems.append(e.message)
     now = iso(datetime.now(UTC))
-    side = Verification(verified_at=now, verify_ok=res.ok, problems=res.problems,
-                        restore_tested_at=previous.restore_tested_at,
-                        restore_test_ok=previous.restore_test_ok)
+    side = Verification(
+        verified_at=now,
+        verify_ok=res.ok,
+        problems=res.problems,
+        restore_tested_at=previous.restore_tested_at,
+        restore_test_ok=previous.restore_test_ok,
+    )
     if restore:
         side.restore_tested_at, side.restore_test_ok = now, res.ok and res.restore_test_ok
     store.write_json(info.env, info.id, SIDECAR, side.to_dict())

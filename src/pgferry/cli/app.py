@@ -151,16 +151,19 @@ def hoist_globals(args: list[str]) -> list[str]:
             break
         if name in GLOBAL_VALUES:
             take = 1 if "=" in a else 2
-            front += args[i:i + take]
+            front += args[i : i + take]
             i += take
             continue
-        if a in GLOBAL_FLAGS and (cmd is None or getattr(cmd, "commands", None) is not None
-                                  or not any(a in p.opts for p in cmd.params)):
+        if a in GLOBAL_FLAGS and (
+            cmd is None
+            or getattr(cmd, "commands", None) is not None
+            or not any(a in p.opts for p in cmd.params)
+        ):
             front.append(a)
             i += 1
             continue
         if a == "-c" and not rest:  # the root's short --config, before the command only
-            front += args[i:i + 2]
+            front += args[i : i + 2]
             i += 2
             continue
         rest.append(a)
@@ -171,8 +174,9 @@ def hoist_globals(args: list[str]) -> list[str]:
         elif cmd is not None and hasattr(cmd, "get_command"):
             cmd = cmd.get_command(None, a)  # a sub-command (None: unknown, click says so)
             if cmd is not None and (getattr(cmd, "context_settings", None) or {}).get(
-                    "ignore_unknown_options"):
-                rest += args[i + 1:]  # a pass-through command: the rest is its own
+                "ignore_unknown_options"
+            ):
+                rest += args[i + 1 :]  # a pass-through command: the rest is its own
                 break
         i += 1
     return front + rest
@@ -224,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the last line of defence: one sentence, no traceback
         if debug:
             traceback.print_exc()
-        print(f"error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",
-              file=sys.stderr)
+        print(
+            f"error: {type(e).__name__}: {redact(str(e))} (run with --debug for details)",
+            file=sys.stderr,
+        )
         return 3

@@ -35,8 +35,12 @@ if TYPE_CHECKING:  # imported where used: a command loads only what it needs
     from pgferry.events import Event
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-EnvOpt = Annotated[str | None, typer.Option(
-    "--env", "-e", help="Environment from pgferry.toml (default: the only one, else 'dev').")]
+EnvOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--env", "-e", help="Environment from pgferry.toml (default: the only one, else 'dev')."
+    ),
+]
 YesOpt = Annotated[
     bool, typer.Option("--yes", "-y", help="Confirm a write to a protected environment.")
 ]
@@ -119,8 +123,9 @@ def console(stderr: bool = False) -> Console:
 
     stream = sys.stderr if stderr else sys.stdout
     piped = not stream.isatty() and "COLUMNS" not in os.environ
-    return Console(stderr=stderr, highlight=False, soft_wrap=not stderr,
-                   width=120 if piped else None)
+    return Console(
+        stderr=stderr, highlight=False, soft_wrap=not stderr, width=120 if piped else None
+    )
 
 
 def _default(o: Any) -> Any:

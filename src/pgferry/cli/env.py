@@ -48,8 +48,12 @@ def template(
     """Write .env.template listing every variable the config uses."""
     st = state(ctx, json_)
     res = cmd.template(st.config(), output)
-    st.emit(res.to_dict(), lambda out: out.print(
-        f"wrote {res.path} ({len(res.variables)} variables: {', '.join(res.variables)})"))
+    st.emit(
+        res.to_dict(),
+        lambda out: out.print(
+            f"wrote {res.path} ({len(res.variables)} variables: {', '.join(res.variables)})"
+        ),
+    )
 
 
 def register(root: typer.Typer) -> None:

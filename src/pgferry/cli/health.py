@@ -14,8 +14,13 @@ from pgferry.cli.common import EnvOpt, JsonOpt, state
 from pgferry.commands.health import health
 from pgferry.errors import BadInput
 
-STYLE = {"optimal": "green", "healthy": "green", "degraded": "yellow", "critical": "bold red",
-         "unknown": "magenta"}
+STYLE = {
+    "optimal": "green",
+    "healthy": "green",
+    "degraded": "yellow",
+    "critical": "bold red",
+    "unknown": "magenta",
+}
 
 
 FORMATS = ("text", "json", "prometheus")
@@ -32,8 +37,9 @@ def _write_atomically(path: Path, text: str) -> None:
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except OSError as e:
-        raise BadInput(f"cannot write {path}: {e.strerror or e}; pick a directory you can "
-                       "write to") from None
+        raise BadInput(
+            f"cannot write {path}: {e.strerror or e}; pick a directory you can write to"
+        ) from None
 
 
 def register(app: typer.Typer) -> None:
@@ -41,12 +47,23 @@ def register(app: typer.Typer) -> None:
     def health_cmd(
         ctx: typer.Context,
         env: EnvOpt = None,
-        fmt: Annotated[str, typer.Option(
-            "--format", "-f", help="text (default), json, or prometheus (exposition text).",
-        )] = "text",
-        output: Annotated[Path | None, typer.Option(
-            "--output", "-o", help="Write the output to this file (atomically) instead of "
-            "stdout, e.g. for node_exporter's textfile collector.")] = None,
+        fmt: Annotated[
+            str,
+            typer.Option(
+                "--format",
+                "-f",
+                help="text (default), json, or prometheus (exposition text).",
+            ),
+        ] = "text",
+        output: Annotated[
+            Path | None,
+            typer.Option(
+                "--output",
+                "-o",
+                help="Write the output to this file (atomically) instead of "
+                "stdout, e.g. for node_exporter's textfile collector.",
+            ),
+        ] = None,
         json_: JsonOpt = False,
     ) -> None:
         """Check an environment: exit 0 when optimal or healthy, 1 when degraded or critical."""
@@ -54,8 +71,9 @@ def register(app: typer.Typer) -> None:
             raise BadInput(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
         st = state(ctx, json_ or fmt == "json")
         if st.json and fmt == "prometheus":
-            raise BadInput("--json and --format prometheus ask for two different outputs; "
-                           "pass one of them")
+            raise BadInput(
+                "--json and --format prometheus ask for two different outputs; pass one of them"
+            )
         # a command line asks now: the cache is for the service a scraper polls
         report = health(st.config(), env)
         if fmt == "prometheus":
@@ -82,16 +100,22 @@ def render(report: object, out: Console) -> None:
 
     assert isinstance(report, HealthReport)
     cached = ", cached" if report.cached else ""
-    out.print(f"[bold]{report.env}: [{STYLE[report.status]}]{report.status}[/][/] "
-              f"({len(report.checks)} checks in {report.duration_s * 1000:.0f} ms{cached})")
+    out.print(
+        f"[bold]{report.env}: [{STYLE[report.status]}]{report.status}[/][/] "
+        f"({len(report.checks)} checks in {report.duration_s * 1000:.0f} ms{cached})"
+    )
     heads = ["check", "status", "value", "threshold", "message"]
     cells = [[c.name, c.status, c.value, c.threshold, c.message] for c in report.checks]
     widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(heads[:-1])]
     for row in [heads, *cells]:
         line = "  ".join(v.ljust(w) for v, w in zip(row[:-1], widths, strict=True))
         style = STYLE.get(row[1], "bold")
-        out.print(f"{line}  {row[-1]}".rstrip(), style=style if row is not heads else "bold",
-                  markup=False, highlight=False)
+        out.print(
+            f"{line}  {row[-1]}".rstrip(),
+            style=style if row is not heads else "bold",
+            markup=False,
+            highlight=False,
+        )
     todo = [c for c in report.checks if c.fix and c.status != "optimal"]
     if todo:
         out.print("\nwhat to do:", style="bold")

@@ -12,9 +12,16 @@ from pgferry.cli.common import EnvOpt, JsonOpt, state
 from pgferry.commands import journal as cmd
 
 _SHOWN_ELSEWHERE = {"ok", "outcome", "exit_code", "duration_s", "started_at", "finished_at"}
-_TOTALS_SHOWN = ("inserted", "updated", "deleted", "dead_lettered", "differing",
-                 "only_in_source", "only_in_target", "conflicts")
-
+_TOTALS_SHOWN = (
+    "inserted",
+    "updated",
+    "deleted",
+    "dead_lettered",
+    "differing",
+    "only_in_source",
+    "only_in_target",
+    "conflicts",
+)
 
 
 def summary(details: dict[str, Any]) -> str:
@@ -24,8 +31,11 @@ def summary(details: dict[str, Any]) -> str:
     parts = []
     totals = details.get("totals")
     if isinstance(totals, dict):  # a sync or verify: what it found and did, first
-        parts += [f"{k}: {v}" for k, v in totals.items()
-                  if k in _TOTALS_SHOWN and isinstance(v, int) and v]
+        parts += [
+            f"{k}: {v}"
+            for k, v in totals.items()
+            if k in _TOTALS_SHOWN and isinstance(v, int) and v
+        ]
     for k, v in details.items():
         if k in _SHOWN_ELSEWHERE:
             continue
@@ -47,25 +57,35 @@ def _show(ctx: typer.Context, env: str | None, limit: int, json_: bool) -> None:
         if not rows:
             out.print(f"the journal of {res.env} is empty")
             return
-        cells = [[str(r["id"]), r["at"].strftime("%Y-%m-%d %H:%M:%S"),
-                  f"{r['os_user']} as {r['db_role']}", r["command"], r["outcome"],
-                  f"{r['duration_ms'] or 0} ms" if r["duration_ms"] is not None else "",
-                  summary({**r["details"], "error": r.get("error") or r["details"].get("error")})]
-                 for r in rows]
+        cells = [
+            [
+                str(r["id"]),
+                r["at"].strftime("%Y-%m-%d %H:%M:%S"),
+                f"{r['os_user']} as {r['db_role']}",
+                r["command"],
+                r["outcome"],
+                f"{r['duration_ms'] or 0} ms" if r["duration_ms"] is not None else "",
+                summary({**r["details"], "error": r.get("error") or r["details"].get("error")}),
+            ]
+            for r in rows
+        ]
         heads = ["id", "when", "who", "command", "outcome", "took", "details"]
         widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
         # plain aligned columns: a rich table squeezes them unreadably on narrow screens
         for line in [heads, *cells]:
-            out.print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True))
-                      .rstrip(), markup=False)
+            out.print(
+                "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip(),
+                markup=False,
+            )
 
     st.emit(res.to_dict(), render)
 
 
 def register(app: typer.Typer) -> None:
     """Add ``pgferry journal`` (show) and ``pgferry journal verify`` to ``app``."""
-    sub = typer.Typer(help="The append-only journal of an environment.",
-                      invoke_without_command=True)
+    sub = typer.Typer(
+        help="The append-only journal of an environment.", invoke_without_command=True
+    )
     app.add_typer(sub, name="journal")
 
     @sub.callback()
@@ -93,11 +113,12 @@ def register(app: typer.Typer) -> None:
             for p in rep.problems:
                 out.print(f"problem  {p}", markup=False)
             if rep.exists and rep.ok:
-                out.print(f"{name}: the journal is intact ({rep.rows} rows, chain "
-                          f"unbroken, append-only triggers in place); head {rep.head}")
+                out.print(
+                    f"{name}: the journal is intact ({rep.rows} rows, chain "
+                    f"unbroken, append-only triggers in place); head {rep.head}"
+                )
             elif rep.exists:
-                out.print(f"{name}: the journal was tampered with "
-                          f"({len(rep.problems)} problem(s))")
+                out.print(f"{name}: the journal was tampered with ({len(rep.problems)} problem(s))")
 
         st.emit(res.to_dict(), render)
         if res.exit_code:

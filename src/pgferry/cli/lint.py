@@ -40,34 +40,72 @@ def register(app: "typer.Typer") -> None:
     @app.command("lint", help=_HELP)
     def lint(
         ctx: typer.Context,
-        paths: Annotated[list[Path] | None, typer.Argument(
-            help="SQL files or migration directories.", show_default=False)] = None,
-        env: Annotated[str | None, typer.Option(
-            "--env", "-e", help="Lint the pending migrations of this env against its catalog.")
+        paths: Annotated[
+            list[Path] | None,
+            typer.Argument(help="SQL files or migration directories.", show_default=False),
         ] = None,
-        catalog: Annotated[str | None, typer.Option(
-            "--catalog", help="Catalog snapshot JSON: written with --env, read without.")
+        env: Annotated[
+            str | None,
+            typer.Option(
+                "--env", "-e", help="Lint the pending migrations of this env against its catalog."
+            ),
         ] = None,
-        fmt: Annotated[str, typer.Option(
-            "--format", "-f", help="text, json or sarif (markdown with --list-rules).")
+        catalog: Annotated[
+            str | None,
+            typer.Option(
+                "--catalog", help="Catalog snapshot JSON: written with --env, read without."
+            ),
+        ] = None,
+        fmt: Annotated[
+            str,
+            typer.Option(
+                "--format", "-f", help="text, json or sarif (markdown with --list-rules)."
+            ),
         ] = "text",
-        pg_version: Annotated[int | None, typer.Option(
-            "--pg-version", help="PostgreSQL major version to lint for (default: target's, "
-            "else [lint] pg_version, else 18).")] = None,
-        list_rules: Annotated[bool, typer.Option(
-            "--list-rules", help="List the rules instead of linting.")] = False,
-        jobs: Annotated[int | None, typer.Option(
-            "--jobs", "-j", min=1, help="Processes to lint many files on (default: one per "
-            "CPU; 1: no worker processes).", show_default=False)] = None,
-        all_files: Annotated[bool, typer.Option(
-            "--all", help="Directory mode: lint the files the catalog's history marks as "
-            "applied too (skipped by default).")] = False,
+        pg_version: Annotated[
+            int | None,
+            typer.Option(
+                "--pg-version",
+                help="PostgreSQL major version to lint for (default: target's, "
+                "else [lint] pg_version, else 18).",
+            ),
+        ] = None,
+        list_rules: Annotated[
+            bool, typer.Option("--list-rules", help="List the rules instead of linting.")
+        ] = False,
+        jobs: Annotated[
+            int | None,
+            typer.Option(
+                "--jobs",
+                "-j",
+                min=1,
+                help="Processes to lint many files on (default: one per "
+                "CPU; 1: no worker processes).",
+                show_default=False,
+            ),
+        ] = None,
+        all_files: Annotated[
+            bool,
+            typer.Option(
+                "--all",
+                help="Directory mode: lint the files the catalog's history marks as "
+                "applied too (skipped by default).",
+            ),
+        ] = False,
         json_: JsonOpt = False,
     ) -> None:
         st = state(ctx, json_)
-        opts = LintOptions([str(p) for p in paths or []], env, catalog,
-                           "json" if st.json and fmt == "text" else fmt, pg_version, list_rules,
-                           str(st.config_path) if st.config_path else None, jobs, all_files)
+        opts = LintOptions(
+            [str(p) for p in paths or []],
+            env,
+            catalog,
+            "json" if st.json and fmt == "text" else fmt,
+            pg_version,
+            list_rules,
+            str(st.config_path) if st.config_path else None,
+            jobs,
+            all_files,
+        )
         code = _run(opts)
         if code:
             raise typer.Exit(code)
@@ -82,8 +120,16 @@ def _run(opts: LintOptions) -> int:
 
 
 _GLOBAL_VALUE = {"--config", "-c"}
-_VALUE = {"--env": "env", "-e": "env", "--catalog": "catalog", "--format": "fmt",
-          "-f": "fmt", "--pg-version": "pg_version", "--jobs": "jobs", "-j": "jobs"}
+_VALUE = {
+    "--env": "env",
+    "-e": "env",
+    "--catalog": "catalog",
+    "--format": "fmt",
+    "-f": "fmt",
+    "--pg-version": "pg_version",
+    "--jobs": "jobs",
+    "-j": "jobs",
+}
 
 
 _FLAGS = {"--list-rules": "list_rules", "--all": "all"}
@@ -91,15 +137,30 @@ _FLAGS = {"--list-rules": "list_rules", "--all": "all"}
 
 def _scan_fast(argv: list[str]) -> dict[str, Any] | None:
     """The tokens of ``[global opts] lint [opts] [paths]`` as raw options; None: not ours."""
-    opts: dict[str, Any] = {"paths": [], "env": None, "catalog": None, "fmt": "text",
-                            "pg_version": None, "list_rules": False, "config": None,
-                            "json": False, "debug": False, "jobs": None, "all": False}
+    opts: dict[str, Any] = {
+        "paths": [],
+        "env": None,
+        "catalog": None,
+        "fmt": "text",
+        "pg_version": None,
+        "list_rules": False,
+        "config": None,
+        "json": False,
+        "debug": False,
+        "jobs": None,
+        "all": False,
+    }
     i, seen_lint = 0, False
     while i < len(argv):
         a = argv[i]
         key, eq, val = a.partition("=")
-        name = ("config" if key in _GLOBAL_VALUE and not seen_lint
-                else _VALUE.get(key) if seen_lint else None)
+        name = (
+            "config"
+            if key in _GLOBAL_VALUE and not seen_lint
+            else _VALUE.get(key)
+            if seen_lint
+            else None
+        )
         if not seen_lint and a == "lint":
             seen_lint = True
         elif a == "--json" or (a == "--debug" and not seen_lint):
@@ -114,7 +175,7 @@ def _scan_fast(argv: list[str]) -> dict[str, Any] | None:
         elif seen_lint and a in _FLAGS:
             opts[_FLAGS[a]] = True
         elif seen_lint and a == "--":
-            opts["paths"] += argv[i + 1:]
+            opts["paths"] += argv[i + 1 :]
             break
         elif seen_lint and not a.startswith("-"):
             opts["paths"].append(a)
@@ -150,9 +211,19 @@ def fast_main(argv: list[str]) -> int | None:
 
     config = opts["config"] or os.environ.get("PGFERRY_CONFIG") or None  # as Typer's envvar
     try:
-        return _run(LintOptions(opts["paths"], opts["env"], opts["catalog"], opts["fmt"],
-                                opts["pg_version"], opts["list_rules"], config, opts["jobs"],
-                                opts["all"]))
+        return _run(
+            LintOptions(
+                opts["paths"],
+                opts["env"],
+                opts["catalog"],
+                opts["fmt"],
+                opts["pg_version"],
+                opts["list_rules"],
+                config,
+                opts["jobs"],
+                opts["all"],
+            )
+        )
     except PgferryError as e:
         return _fail(e, opts["json"], opts["debug"])
 

@@ -66,8 +66,7 @@ def _render_held(s: status_mod.Status, entries: list[Any], out: Console) -> None
     for e in entries:
         reason = s.held_reason(e) if e.state == "held" else None
         if reason is not None:
-            out.print(f"[magenta]held[/]     {escape(e.script or e.description)}: "
-                      f"{escape(reason)}")
+            out.print(f"[magenta]held[/]     {escape(e.script or e.description)}: {escape(reason)}")
 
 
 def _render_status(s: status_mod.Status, out: Console, show_all: bool = False) -> None:
@@ -137,8 +136,10 @@ def _render_validate(res: cmd.ValidateResult, out: Console) -> None:
         return
     s = res.status
     n = sum(1 for e in s.entries if e.state == "applied")
-    out.print(f"{res.env}: ok — {n} applied migration(s) match their files, "
-              f"current version {s.current or 'none'}, {files.SUM_FILE} {s.sum_state}")
+    out.print(
+        f"{res.env}: ok — {n} applied migration(s) match their files, "
+        f"current version {s.current or 'none'}, {files.SUM_FILE} {s.sum_state}"
+    )
 
 
 def _render_repair(res: cmd.RepairResult, out: Console) -> None:
@@ -148,8 +149,11 @@ def _render_repair(res: cmd.RepairResult, out: Console) -> None:
     done = res.plan
     for line in cmd.repair_lines(done, done=True):
         out.print(line)
-    out.print(f"{res.env}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned"
-              + (f", {len(done.convert)} converted" if done.convert else "") + ")")
+    out.print(
+        f"{res.env}: repaired ({len(done.remove)} removed, {len(done.realign)} realigned"
+        + (f", {len(done.convert)} converted" if done.convert else "")
+        + ")"
+    )
 
 
 def register(app: typer.Typer) -> None:
@@ -160,13 +164,22 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         description: Annotated[str, typer.Argument(help="What the migration does.")],
         undo: Annotated[bool, typer.Option("--undo", help="Also create UXXX__<desc>.sql.")] = False,
-        expand_contract: Annotated[bool, typer.Option(
-            "--expand-contract", help="Scaffold a zero-downtime change from a recipe: rename "
-            "T.C to N; change type of T.C to TYPE; add not null to T.C default V; split T into "
-            "N (C, ...).")] = False,
-        table: Annotated[str | None, typer.Option(
-            "--table", help="With --expand-contract: the table, when the description names "
-            "only a column.")] = None,
+        expand_contract: Annotated[
+            bool,
+            typer.Option(
+                "--expand-contract",
+                help="Scaffold a zero-downtime change from a recipe: rename "
+                "T.C to N; change type of T.C to TYPE; add not null to T.C default V; split T into "
+                "N (C, ...).",
+            ),
+        ] = False,
+        table: Annotated[
+            str | None,
+            typer.Option(
+                "--table",
+                help="With --expand-contract: the table, when the description names only a column.",
+            ),
+        ] = None,
         env: EnvOpt = None,
         json_: JsonOpt = False,
     ) -> None:
@@ -200,8 +213,12 @@ def register(app: typer.Typer) -> None:
         """Rewrite migrations/pgferry.sum from the files on disk."""
         st = state(ctx, json_)
         res = cmd.write_sum(st.config())
-        st.emit(res.to_dict(), lambda out: out.print(
-            f"wrote {res.path} ({res.files} files, was {res.was}): {res.total}"))
+        st.emit(
+            res.to_dict(),
+            lambda out: out.print(
+                f"wrote {res.path} ({res.files} files, was {res.was}): {res.total}"
+            ),
+        )
 
     @app.command("status")
     def status_cmd(
@@ -246,13 +263,21 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Adopt an existing database: record Flyway's BASELINE row at --version."""
         st = state(ctx, json_)
-        done = cmd.baseline(st.config(), version, cmd.RewriteOptions(env, yes, override_blackout,
-                                                                      reason),
-                            description=description, confirm=st.confirm())
+        done = cmd.baseline(
+            st.config(),
+            version,
+            cmd.RewriteOptions(env, yes, override_blackout, reason),
+            description=description,
+            confirm=st.confirm(),
+        )
         res = done.baseline
-        st.emit(done.to_dict(), lambda out: out.print(
-            f"{res.env}: baselined at version {res.version} ({res.description}); "
-            "files at or below it will not run here"))
+        st.emit(
+            done.to_dict(),
+            lambda out: out.print(
+                f"{res.env}: baselined at version {res.version} ({res.description}); "
+                "files at or below it will not run here"
+            ),
+        )
 
     @app.command("repair")
     def repair_cmd(
@@ -266,6 +291,10 @@ def register(app: typer.Typer) -> None:
         """Remove failed rows and realign checksums to the files (asks --yes)."""
         st = state(ctx, json_)
         # the rows a repair will change are said before it asks (not under --json)
-        res = cmd.repair(st.config(), cmd.RewriteOptions(env, yes, override_blackout, reason),
-                         progress=None if st.json else st.notices(), confirm=st.confirm())
+        res = cmd.repair(
+            st.config(),
+            cmd.RewriteOptions(env, yes, override_blackout, reason),
+            progress=None if st.json else st.notices(),
+            confirm=st.confirm(),
+        )
         st.emit(res.to_dict(), lambda out: _render_repair(res, out))

@@ -18,25 +18,50 @@ from pgferry.events import Event
 
 TargetOpt = Annotated[str | None, typer.Option("--target", help="Apply up to this version.")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check and show, change nothing.")]
-OverrideOpt = Annotated[bool, typer.Option("--override-blackout",
-                                           help="Run inside a blackout window (needs --reason).")]
+OverrideOpt = Annotated[
+    bool, typer.Option("--override-blackout", help="Run inside a blackout window (needs --reason).")
+]
 ReasonOpt = Annotated[str | None, typer.Option("--reason", help="Why; goes into the journal.")]
-OutOfOrderOpt = Annotated[bool, typer.Option(
-    "--out-of-order", help="Also apply versions below the current one that are not applied "
-    "(the history is ahead of the files), as Flyway's outOfOrder.")]
-UnsafeOpt = Annotated[bool, typer.Option(
-    "--allow-unsafe", help="Run despite lint errors on a protected env (needs --reason).")]
-ContractOpt = Annotated[bool, typer.Option(
-    "--contract", help="Also apply contract-phase files whose guards pass (exit 1 while one "
-    "is still held).")]
-OverrideGuardsOpt = Annotated[bool, typer.Option(
-    "--override-guards", help="With --contract: apply contract files although a guard does "
-    "not pass (needs --reason; journaled).")]
-WatchOpt = Annotated[bool, typer.Option(
-    "--watch", help="After applying, watch the [[gate]] entries for [gates] watch; a "
-    "rollback gate that fires runs the U files of what this run applied.")]
-WatchForOpt = Annotated[str | None, typer.Option(
-    "--watch-for", help="The watch window (e.g. 10min); implies --watch.")]
+OutOfOrderOpt = Annotated[
+    bool,
+    typer.Option(
+        "--out-of-order",
+        help="Also apply versions below the current one that are not applied "
+        "(the history is ahead of the files), as Flyway's outOfOrder.",
+    ),
+]
+UnsafeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-unsafe", help="Run despite lint errors on a protected env (needs --reason)."
+    ),
+]
+ContractOpt = Annotated[
+    bool,
+    typer.Option(
+        "--contract",
+        help="Also apply contract-phase files whose guards pass (exit 1 while one is still held).",
+    ),
+]
+OverrideGuardsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--override-guards",
+        help="With --contract: apply contract files although a guard does "
+        "not pass (needs --reason; journaled).",
+    ),
+]
+WatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--watch",
+        help="After applying, watch the [[gate]] entries for [gates] watch; a "
+        "rollback gate that fires runs the U files of what this run applied.",
+    ),
+]
+WatchForOpt = Annotated[
+    str | None, typer.Option("--watch-for", help="The watch window (e.g. 10min); implies --watch.")
+]
 
 
 def held_lines(res: dict[str, Any]) -> list[str]:
@@ -54,11 +79,13 @@ def held_lines(res: dict[str, Any]) -> list[str]:
 
 def _render_plan(out: Console, res: dict[str, Any]) -> None:
     s = res["settings"]
-    out.print(f"-- plan for {res['env']} (current version: {res['current_version'] or 'none'}; "
-              f"history {s['history_table']}; lock_timeout {s['lock_timeout']}, "
-              f"statement_timeout {s['statement_timeout'] or 'server default'}, "
-              f"{s['lock_retries']} lock retries; search_path starts with "
-              f"{s['history_table'].split('.')[0]})")
+    out.print(
+        f"-- plan for {res['env']} (current version: {res['current_version'] or 'none'}; "
+        f"history {s['history_table']}; lock_timeout {s['lock_timeout']}, "
+        f"statement_timeout {s['statement_timeout'] or 'server default'}, "
+        f"{s['lock_retries']} lock retries; search_path starts with "
+        f"{s['history_table'].split('.')[0]})"
+    )
     for w in res["warnings"]:
         out.print(f"-- warning: {w}")
     for line in held_lines({"held": res.get("held")}):
@@ -69,8 +96,10 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
         tx = step["mode"] == "transaction"
         why = "" if tx else f" ({', '.join(step['non_transactional'])}), statement by statement"
         phase = f" [{step['phase']}]" if step.get("phase") else ""
-        out.print(f"\n-- {step['script']}: {step['mode']}{why}{phase}"
-                  + (f" [template from {step['file']}]" if step["template"] else ""))
+        out.print(
+            f"\n-- {step['script']}: {step['mode']}{why}{phase}"
+            + (f" [template from {step['file']}]" if step["template"] else "")
+        )
         for f in step["findings"]:
             out.print(f"-- lint {f['severity']} {f['rule']} (line {f['line']}): {f['message']}")
         if tx:
@@ -82,18 +111,28 @@ def _render_plan(out: Console, res: dict[str, Any]) -> None:
         h = step["history_row"]
         version = h["version"] or "NULL"
         if h["type"] == "DELETE":
-            out.print(f"-- record in history: version {version}, type DELETE (marks "
-                      f"{h['script']} undone, as Flyway's repair marks a deleted migration), "
-                      f"checksum {h['checksum']}")
+            out.print(
+                f"-- record in history: version {version}, type DELETE (marks "
+                f"{h['script']} undone, as Flyway's repair marks a deleted migration), "
+                f"checksum {h['checksum']}"
+            )
         else:
-            out.print(f"-- record in history: version {version}, type {h['type']}, script "
-                      f"{h['script']}, checksum {h['checksum']}")
+            out.print(
+                f"-- record in history: version {version}, type {h['type']}, script "
+                f"{h['script']}, checksum {h['checksum']}"
+            )
         if tx:
             out.print("COMMIT;")
 
 
-def _run(st: State, opts: cmd.RunOptions, *, undo: bool, watch_for: str | None = None,
-         watch: bool = False) -> None:
+def _run(
+    st: State,
+    opts: cmd.RunOptions,
+    *,
+    undo: bool,
+    watch_for: str | None = None,
+    watch: bool = False,
+) -> None:
     from pgferry.commands import migrate_watch
 
     cfg = st.config()
@@ -105,8 +144,9 @@ def _run(st: State, opts: cmd.RunOptions, *, undo: bool, watch_for: str | None =
             notices(event)
 
         if watch or watch_for:
-            res: Any = migrate_watch.up(cfg, opts, watch_for=watch_for, progress=progress,
-                                        confirm=st.confirm())
+            res: Any = migrate_watch.up(
+                cfg, opts, watch_for=watch_for, progress=progress, confirm=st.confirm()
+            )
         else:
             verb = cmd.undo if undo else cmd.up
             res = verb(cfg, opts, progress=progress, confirm=st.confirm())
@@ -121,8 +161,10 @@ def _run(st: State, opts: cmd.RunOptions, *, undo: bool, watch_for: str | None =
             return
         n = len(res.applied)
         what = "undid" if undo else "applied"
-        out.print(f"{res.env}: {what} {n} migration{'s' if n != 1 else ''} in "
-                  f"{res.duration_ms} ms; current version {res.current_version or 'none'}")
+        out.print(
+            f"{res.env}: {what} {n} migration{'s' if n != 1 else ''} in "
+            f"{res.duration_ms} ms; current version {res.current_version or 'none'}"
+        )
 
     st.emit(res.to_dict(), render)
 
@@ -131,9 +173,14 @@ def register(app: typer.Typer) -> None:
     """Add this module's verbs to the ``migrate`` app."""
 
     @app.command("plan")
-    def plan_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
-                 out_of_order: OutOfOrderOpt = False, contract: ContractOpt = False,
-                 json_: JsonOpt = False) -> None:
+    def plan_cmd(
+        ctx: typer.Context,
+        env: EnvOpt = None,
+        target: TargetOpt = None,
+        out_of_order: OutOfOrderOpt = False,
+        contract: ContractOpt = False,
+        json_: JsonOpt = False,
+    ) -> None:
         """Show the exact SQL `up` would run, in order, with transaction mode and settings."""
         st = state(ctx, json_)
         res = cmd.plan(st.config(), cmd.PlanOptions(env, target, out_of_order, contract))
@@ -141,28 +188,67 @@ def register(app: typer.Typer) -> None:
         st.emit(d, lambda out: _render_plan(out, d))
 
     @app.command("up")
-    def up_cmd(ctx: typer.Context, env: EnvOpt = None, target: TargetOpt = None,
-               dry_run: DryRunOpt = False, yes: YesOpt = False,
-               override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
-               allow_unsafe: UnsafeOpt = False, out_of_order: OutOfOrderOpt = False,
-               contract: ContractOpt = False, override_guards: OverrideGuardsOpt = False,
-               watch: WatchOpt = False, watch_for: WatchForOpt = None,
-               json_: JsonOpt = False) -> None:
+    def up_cmd(
+        ctx: typer.Context,
+        env: EnvOpt = None,
+        target: TargetOpt = None,
+        dry_run: DryRunOpt = False,
+        yes: YesOpt = False,
+        override_blackout: OverrideOpt = False,
+        reason: ReasonOpt = None,
+        allow_unsafe: UnsafeOpt = False,
+        out_of_order: OutOfOrderOpt = False,
+        contract: ContractOpt = False,
+        override_guards: OverrideGuardsOpt = False,
+        watch: WatchOpt = False,
+        watch_for: WatchForOpt = None,
+        json_: JsonOpt = False,
+    ) -> None:
         """Apply pending migrations (each file in its own transaction, under a lock)."""
-        _run(state(ctx, json_), cmd.RunOptions(
-            env, target=target, dry_run=dry_run, yes=yes, override_blackout=override_blackout,
-            reason=reason, allow_unsafe=allow_unsafe, out_of_order=out_of_order,
-            contract=contract, override_guards=override_guards), undo=False,
-            watch=watch, watch_for=watch_for)
+        _run(
+            state(ctx, json_),
+            cmd.RunOptions(
+                env,
+                target=target,
+                dry_run=dry_run,
+                yes=yes,
+                override_blackout=override_blackout,
+                reason=reason,
+                allow_unsafe=allow_unsafe,
+                out_of_order=out_of_order,
+                contract=contract,
+                override_guards=override_guards,
+            ),
+            undo=False,
+            watch=watch,
+            watch_for=watch_for,
+        )
 
     @app.command("undo")
-    def undo_cmd(ctx: typer.Context, env: EnvOpt = None,
-                 to: Annotated[str | None, typer.Option(
-                     "--to", help="Undo every applied version above this one.")] = None,
-                 dry_run: DryRunOpt = False, yes: YesOpt = False,
-                 override_blackout: OverrideOpt = False, reason: ReasonOpt = None,
-                 allow_unsafe: UnsafeOpt = False, json_: JsonOpt = False) -> None:
+    def undo_cmd(
+        ctx: typer.Context,
+        env: EnvOpt = None,
+        to: Annotated[
+            str | None, typer.Option("--to", help="Undo every applied version above this one.")
+        ] = None,
+        dry_run: DryRunOpt = False,
+        yes: YesOpt = False,
+        override_blackout: OverrideOpt = False,
+        reason: ReasonOpt = None,
+        allow_unsafe: UnsafeOpt = False,
+        json_: JsonOpt = False,
+    ) -> None:
         """Run U files newest first (default: the newest applied version only)."""
-        _run(state(ctx, json_), cmd.RunOptions(
-            env, to=to, dry_run=dry_run, yes=yes, override_blackout=override_blackout,
-            reason=reason, allow_unsafe=allow_unsafe), undo=True)
+        _run(
+            state(ctx, json_),
+            cmd.RunOptions(
+                env,
+                to=to,
+                dry_run=dry_run,
+                yes=yes,
+                override_blackout=override_blackout,
+                reason=reason,
+                allow_unsafe=allow_unsafe,
+            ),
+            undo=True,
+        )

@@ -52,8 +52,9 @@ class Notices:
 class _Rows(ProgressColumn):
     def render(self, task: Task) -> Text:
         if task.finished and task.fields.get("status"):
-            return Text(f"{int(task.fields.get('rows', task.completed)):,} rows",
-                        style="progress.download")
+            return Text(
+                f"{int(task.fields.get('rows', task.completed)):,} rows", style="progress.download"
+            )
         total = f"{int(task.total):,}" if task.total else "?"
         return Text(f"{int(task.completed):,}/{total} rows", style="progress.download")
 
@@ -125,15 +126,21 @@ class SyncBars:
             done = int(task.completed)
             took = event.duration_s or task.elapsed or 0.0
             # the estimate was only an estimate: the bar ends at what was really done
-            self.progress.update(tid, total=done or 1, completed=done or 1,
-                                 status=event.status, rows=done,
-                                 rate=done / took if done and took > 0 else None)
+            self.progress.update(
+                tid,
+                total=done or 1,
+                completed=done or 1,
+                status=event.status,
+                rows=done,
+                rate=done / took if done and took > 0 else None,
+            )
             self.progress.stop_task(tid)
         elif isinstance(event, Warning):
             where = f"{event.table}: " if event.table else ""
             # the message is text, not markup: "[sync.tables...]" must print as it is
-            self.progress.console.print(f"[yellow]warning[/]: {escape(where + event.message)}",
-                                        markup=True, highlight=False)
+            self.progress.console.print(
+                f"[yellow]warning[/]: {escape(where + event.message)}", markup=True, highlight=False
+            )
 
 
 class MigrationLines:
@@ -154,18 +161,27 @@ class MigrationLines:
     def __call__(self, event: Event) -> None:
         if isinstance(event, MigrationStarted):
             if self.bar is None and event.total > BAR_AFTER and sys.stderr.isatty():
-                self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
-                                    TextColumn("{task.completed}/{task.total}"),
-                                    TimeElapsedColumn(), console=self.console, transient=True)
+                self.bar = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TextColumn("{task.completed}/{task.total}"),
+                    TimeElapsedColumn(),
+                    console=self.console,
+                    transient=True,
+                )
                 self.bar.start()
                 self.task = self.bar.add_task(self.verb, total=event.total)
         elif isinstance(event, LockRetry):
-            self.console.print(f"{event.label}: could not get a lock in time (attempt "
-                               f"{event.attempt}/{event.max_attempts}); retrying after a "
-                               "backoff", soft_wrap=True)
+            self.console.print(
+                f"{event.label}: could not get a lock in time (attempt "
+                f"{event.attempt}/{event.max_attempts}); retrying after a "
+                "backoff",
+                soft_wrap=True,
+            )
         elif isinstance(event, MigrationFinished):
-            extra = f", resumed after statement {event.resumed_after}" if event.resumed_after \
-                else ""
+            extra = (
+                f", resumed after statement {event.resumed_after}" if event.resumed_after else ""
+            )
             extra += f", {event.attempts} attempts" if event.attempts > 1 else ""
             if event.dropped_invalid_indexes:
                 extra += ", dropped INVALID index " + ", ".join(event.dropped_invalid_indexes)

@@ -32,8 +32,9 @@ def register(app: typer.Typer) -> None:
 
         st.emit(res.to_dict(), render)
 
-    embedded_app = typer.Typer(help="The embedded PostgreSQL server under .pgferry/.",
-                               no_args_is_help=True)
+    embedded_app = typer.Typer(
+        help="The embedded PostgreSQL server under .pgferry/.", no_args_is_help=True
+    )
     app.add_typer(embedded_app, name="embedded")
 
     @embedded_app.command("status")
@@ -43,8 +44,10 @@ def register(app: typer.Typer) -> None:
         res = cmd.embedded_status(st.config(required=False))
 
         def render(out: Console) -> None:
-            out.print(f"embedded server {'running' if res.running else 'stopped'}: {res.dir}"
-                      f" (stops after {res.idle_stop} without a client; [embedded] idle_stop)")
+            out.print(
+                f"embedded server {'running' if res.running else 'stopped'}: {res.dir}"
+                f" (stops after {res.idle_stop} without a client; [embedded] idle_stop)"
+            )
 
         st.emit(res.to_dict(), render)
 
@@ -53,8 +56,9 @@ def register(app: typer.Typer) -> None:
         """Stop the embedded server (it starts again on the next command that needs it)."""
         st = state(ctx, json_)
         res = cmd.embedded_stop(st.config(required=False))
-        st.emit(res.to_dict(),
-                lambda out: out.print("stopped" if res.stopped else "was not running"))
+        st.emit(
+            res.to_dict(), lambda out: out.print("stopped" if res.stopped else "was not running")
+        )
 
     @embedded_app.command("url")
     def url_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -> None:
@@ -64,7 +68,8 @@ def register(app: typer.Typer) -> None:
         st.emit(res.to_dict(), lambda out: out.print(res.url, markup=False))
 
     @embedded_app.command(
-        "psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+        "psql", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+    )
     def psql_cmd(ctx: typer.Context, env: EnvOpt = None) -> None:
         """Open the embedded server's own psql on an environment; more arguments go to psql."""
         import subprocess

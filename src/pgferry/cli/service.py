@@ -33,12 +33,19 @@ def _serve(app: typer.Typer) -> None:
     @app.command("serve")
     def serve(
         ctx: typer.Context,
-        host: Annotated[str | None, typer.Option(
-            "--host", help="Address to bind (default [service] host: 127.0.0.1).")] = None,
-        port: Annotated[int | None, typer.Option(
-            "--port", help="Port (default [service] port: 8765; 0: any free one).")] = None,
-        no_worker: Annotated[bool, typer.Option(
-            "--no-worker", help="Do not run jobs in this process (run `pgferry worker`).")
+        host: Annotated[
+            str | None,
+            typer.Option("--host", help="Address to bind (default [service] host: 127.0.0.1)."),
+        ] = None,
+        port: Annotated[
+            int | None,
+            typer.Option("--port", help="Port (default [service] port: 8765; 0: any free one)."),
+        ] = None,
+        no_worker: Annotated[
+            bool,
+            typer.Option(
+                "--no-worker", help="Do not run jobs in this process (run `pgferry worker`)."
+            ),
         ] = False,
     ) -> None:
         """Run the admin HTTP API (OpenAPI at /docs) and, by default, a worker."""
@@ -50,19 +57,28 @@ def _serve(app: typer.Typer) -> None:
         cfg = st.config()
         bind = host or cfg.service.host
         if bind not in ("127.0.0.1", "localhost", "::1"):
-            st.note(f"warning: binding {bind}: the API is reachable from other machines; "
-                    "put TLS in front of it")
-        uvicorn.run(create_app(cfg, worker=not no_worker), host=bind,
-                    port=cfg.service.port if port is None else port, log_level="warning",
-                    access_log=False, timeout_graceful_shutdown=10)
+            st.note(
+                f"warning: binding {bind}: the API is reachable from other machines; "
+                "put TLS in front of it"
+            )
+        uvicorn.run(
+            create_app(cfg, worker=not no_worker),
+            host=bind,
+            port=cfg.service.port if port is None else port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
 
 
 def _worker(app: typer.Typer) -> None:
     @app.command("worker")
     def worker(
         ctx: typer.Context,
-        concurrency: Annotated[int | None, typer.Option(
-            "--concurrency", help="Jobs at once (default [service] concurrency).")] = None,
+        concurrency: Annotated[
+            int | None,
+            typer.Option("--concurrency", help="Jobs at once (default [service] concurrency)."),
+        ] = None,
     ) -> None:
         """Run queued jobs and the [[schedule]] entries until SIGINT or SIGTERM."""
         import asyncio
@@ -98,8 +114,9 @@ def _token(app: typer.Typer) -> None:
     def create(
         ctx: typer.Context,
         name: Annotated[str, typer.Option("--name", help="Whose token (a person or a bot).")],
-        role: Annotated[str, typer.Option(
-            "--role", help="viewer, operator, approver or admin.")] = "viewer",
+        role: Annotated[
+            str, typer.Option("--role", help="viewer, operator, approver or admin.")
+        ] = "viewer",
         json_: JsonOpt = False,
     ) -> None:
         """Make a token; it is printed once, only its hash is kept."""
@@ -112,6 +129,7 @@ def _token(app: typer.Typer) -> None:
         made = tokens.create(ctl, name, role)
         audit(ctl, "token create", _me(), details={"name": name, "role": role})
         ctl.close()
+
         def render(out: Any) -> None:
             out.print(made.secret, soft_wrap=True)
             st.note(f"token {name!r} ({role}) made: it is shown once; only its hash is kept")
@@ -139,8 +157,10 @@ def _token(app: typer.Typer) -> None:
             for t in found:
                 used = t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"
                 gone = f"  revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else ""
-                out.print(f"{t.name:<20} {t.role:<9} created {t.created_at:%Y-%m-%d %H:%M}"
-                          f"  last used {used}{gone}")
+                out.print(
+                    f"{t.name:<20} {t.role:<9} created {t.created_at:%Y-%m-%d %H:%M}"
+                    f"  last used {used}{gone}"
+                )
 
         st.emit({"ok": True, "tokens": [t.to_dict() for t in found]}, render)
 
@@ -173,15 +193,28 @@ def _release(app: typer.Typer) -> None:
     @app.command("release")
     def release(
         ctx: typer.Context,
-        env: Annotated[str | None, typer.Option(
-            "--env", "-e", help="The environment to release to (default: production).")] = None,
-        source: Annotated[str | None, typer.Option(
-            "--from", help="Where the rows come from (e.g. dev).")] = None,
-        tables: Annotated[list[str] | None, typer.Option(
-            "--table", "-t", help="A table to sync (repeat; default [service] "
-            "release_tables, else [sync] tables).")] = None,
-        resume: Annotated[str | None, typer.Option(
-            "--resume", help="Carry on the release run RUN_ID where it stopped.")] = None,
+        env: Annotated[
+            str | None,
+            typer.Option(
+                "--env", "-e", help="The environment to release to (default: production)."
+            ),
+        ] = None,
+        source: Annotated[
+            str | None, typer.Option("--from", help="Where the rows come from (e.g. dev).")
+        ] = None,
+        tables: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--table",
+                "-t",
+                help="A table to sync (repeat; default [service] "
+                "release_tables, else [sync] tables).",
+            ),
+        ] = None,
+        resume: Annotated[
+            str | None,
+            typer.Option("--resume", help="Carry on the release run RUN_ID where it stopped."),
+        ] = None,
         yes: YesOpt = False,
         json_: JsonOpt = False,
     ) -> None:
@@ -192,13 +225,19 @@ def _release(app: typer.Typer) -> None:
         cfg = st.config()
         if resume is None and source is None:
             raise BadInput("name the source with --from (e.g. --from dev)")
-        run = release_mod.run_here(cfg, env=env, source=source, tables=list(tables or []),
-                                   resume=resume, yes=yes, confirm=st.confirm(),
-                                   who=f"cli:{getpass.getuser()}",
-                                   progress=None if st.json else _echo(st))
+        run = release_mod.run_here(
+            cfg,
+            env=env,
+            source=source,
+            tables=list(tables or []),
+            resume=resume,
+            yes=yes,
+            confirm=st.confirm(),
+            who=f"cli:{getpass.getuser()}",
+            progress=None if st.json else _echo(st),
+        )
         result = run.to_dict()
-        st.emit({"ok": run.state == "succeeded", **result},
-                lambda out: _render(out, result))
+        st.emit({"ok": run.state == "succeeded", **result}, lambda out: _render(out, result))
         if run.state != "succeeded":
             raise typer.Exit(run.exit_code or 3)
 
@@ -218,5 +257,6 @@ def _render(out: Any, run: dict[str, Any]) -> None:
         comp = s.get("compensation") or {}
         extra = f"  compensation: {comp.get('action')}" if comp else ""
         out.print(f"{s['step']:<8} {s['state']}{extra}")
-    out.print(f"release {run['id']}: {run['state']}"
-              + (f" ({run['error']})" if run.get("error") else ""))
+    out.print(
+        f"release {run['id']}: {run['state']}" + (f" ({run['error']})" if run.get("error") else "")
+    )

@@ -26,10 +26,16 @@ if TYPE_CHECKING:  # the engine is imported when a command runs: fast start-up f
     from pgferry.sync.result import SyncResult
 
 ModeOpt = Annotated[str, typer.Option("--mode", "-m", help="incremental | full | verify")]
-TablesOpt = Annotated[str | None, typer.Option(
-    "--tables", "-t", help="Comma-separated schema.table list (wins over exclude).")]
-ExcludeOpt = Annotated[list[str] | None, typer.Option(
-    "--exclude", help="schema.table to leave out (repeatable, comma-separated allowed).")]
+TablesOpt = Annotated[
+    str | None,
+    typer.Option("--tables", "-t", help="Comma-separated schema.table list (wins over exclude)."),
+]
+ExcludeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude", help="schema.table to leave out (repeatable, comma-separated allowed)."
+    ),
+]
 ReportOpt = Annotated[Path | None, typer.Option("--report", help="Write a Markdown report here.")]
 
 
@@ -48,41 +54,72 @@ def conflict_lines(t: Any, on_conflict: str, keep: bool) -> list[str]:
 
     lines = []
     if t.conflicts:
-        what = {"stop": "the table is left as it was; choose with --on-conflict source (the "
-                "source wins, the target's rows are kept for sync revert) or target (the "
-                "target's rows stay)", "source": "the source's rows win; the target's are kept "
-                "for sync revert", "target": "the target's rows stay"}
-        lines.append(f"conflicts: {t.table}: {t.conflicts} row(s) changed on both sides since "
-                     f"the last sync (on_conflict = {on_conflict}: {what[on_conflict]})")
+        what = {
+            "stop": "the table is left as it was; choose with --on-conflict source (the "
+            "source wins, the target's rows are kept for sync revert) or target (the "
+            "target's rows stay)",
+            "source": "the source's rows win; the target's are kept for sync revert",
+            "target": "the target's rows stay",
+        }
+        lines.append(
+            f"conflicts: {t.table}: {t.conflicts} row(s) changed on both sides since "
+            f"the last sync (on_conflict = {on_conflict}: {what[on_conflict]})"
+        )
         for c in t.conflict_rows[:5]:
             key = ", ".join(f"{k}={v}" for k, v in c["key"].items())
-            lines.append(f"  {key} ({c['kind']}): target {jsonio.dumps(c['target_row'])} | "
-                         f"source {jsonio.dumps(c['source_row'])}")
+            lines.append(
+                f"  {key} ({c['kind']}): target {jsonio.dumps(c['target_row'])} | "
+                f"source {jsonio.dumps(c['source_row'])}"
+            )
         if t.conflicts > 5:
             lines.append(f"  and {t.conflicts - 5:,} more (all counted in --json and the report)")
     if t.target_only:
-        lines.append(f"{t.table}: {t.target_only} row(s) changed only on the target since the "
-                     "last sync: " + ("kept as they are (keep_target_changes)" if keep
-                                      else "written back to the source's rows"))
+        lines.append(
+            f"{t.table}: {t.target_only} row(s) changed only on the target since the "
+            "last sync: "
+            + (
+                "kept as they are (keep_target_changes)"
+                if keep
+                else "written back to the source's rows"
+            )
+        )
     return lines
 
 
 def _unknown(out: Console, result: SyncResult) -> None:
     unknown = [t.table for t in result.tables if t.conflicts_known is False]
     if unknown:
-        _say(out, f"conflicts cannot be known yet (no earlier sync from {result.source}) for: "
-             + ", ".join(unknown))
+        _say(
+            out,
+            f"conflicts cannot be known yet (no earlier sync from {result.source}) for: "
+            + ", ".join(unknown),
+        )
 
 
 def _plan_table(result: SyncResult, plan: dict[str, Any]) -> RichTable:
-    tbl = RichTable(title=Text(f"plan: {result.mode} {result.source} -> {result.target} "
-                               "(dry run, nothing written)"))
-    heads = ("#", "table", "strategy", "key", "insert", "update", "delete", "conflicts",
-             "columns", "status")
+    tbl = RichTable(
+        title=Text(
+            f"plan: {result.mode} {result.source} -> {result.target} (dry run, nothing written)"
+        )
+    )
+    heads = (
+        "#",
+        "table",
+        "strategy",
+        "key",
+        "insert",
+        "update",
+        "delete",
+        "conflicts",
+        "columns",
+        "status",
+    )
     for h in heads:
-        tbl.add_column(h, justify="right" if h in ("#", "insert", "update", "delete",
-                                                   "conflicts") else "left",
-                       no_wrap=h == "table")
+        tbl.add_column(
+            h,
+            justify="right" if h in ("#", "insert", "update", "delete", "conflicts") else "left",
+            no_wrap=h == "table",
+        )
     by = {t.table: t for t in result.tables}
     for t in plan.get("tables", []):
         r = by.get(t["table"])
@@ -92,14 +129,31 @@ def _plan_table(result: SyncResult, plan: dict[str, Any]) -> RichTable:
         if t["missing_on_source"]:
             diff.append("target only: " + ", ".join(t["missing_on_source"]))
         counted = r is not None and r.status != "failed" and not t["error"]
-        nums = ([f"{r.would_insert:,}", f"{r.would_update:,}", f"{r.would_delete:,}",
-                 "?" if r.conflicts_known is False else f"{r.conflicts:,}"
-                 if t["conflicts_tracked"] else "-"]
-                if counted and r is not None else ["-", "-", "-", "-"])
-        tbl.add_row(*_cells(t["order"] + 1, t["table"], t["strategy"], ",".join(t["key"]) or "-",
-                            *nums, "; ".join(diff) or f"{len(t['columns'])} same",
-                            "stopped" if t["error"] else "failed" if r and r.status == "failed"
-                            else "ready"))
+        nums = (
+            [
+                f"{r.would_insert:,}",
+                f"{r.would_update:,}",
+                f"{r.would_delete:,}",
+                "?"
+                if r.conflicts_known is False
+                else f"{r.conflicts:,}"
+                if t["conflicts_tracked"]
+                else "-",
+            ]
+            if counted and r is not None
+            else ["-", "-", "-", "-"]
+        )
+        tbl.add_row(
+            *_cells(
+                t["order"] + 1,
+                t["table"],
+                t["strategy"],
+                ",".join(t["key"]) or "-",
+                *nums,
+                "; ".join(diff) or f"{len(t['columns'])} same",
+                "stopped" if t["error"] else "failed" if r and r.status == "failed" else "ready",
+            )
+        )
     return tbl
 
 
@@ -123,8 +177,10 @@ def _plan_table_lines(result: SyncResult, t: dict[str, Any]) -> list[str]:
     if r is not None:
         lines += conflict_lines(r, t["on_conflict"], t["keep_target_changes"])
     if t["masked"]:
-        lines.append(f"{name}: masked: " + ", ".join(f"{c} ({rule})" for c, rule in
-                                                    sorted(t["masked"].items())))
+        lines.append(
+            f"{name}: masked: "
+            + ", ".join(f"{c} ({rule})" for c, rule in sorted(t["masked"].items()))
+        )
     lines += [f"warning: {name}: {w}" for w in t["warnings"]]
     return lines
 
@@ -142,8 +198,10 @@ def _plan_summary(tables: list[dict[str, Any]]) -> list[str]:
         lines.append("sequences moved forward after the data: " + ", ".join(seqs))
     images = [t["table"] for t in tables if t["before_images"]]
     if images:
-        lines.append("before-images kept (sync revert): " + (
-            "every table" if len(images) == len(tables) else ", ".join(images)))
+        lines.append(
+            "before-images kept (sync revert): "
+            + ("every table" if len(images) == len(tables) else ", ".join(images))
+        )
     return lines
 
 
@@ -168,14 +226,20 @@ def _result_table(result: SyncResult) -> RichTable:
     tbl = RichTable(title=Text(f"{result.mode} {result.source} -> {result.target}"))
     tbl.add_column("table")
     tbl.add_column("strategy")
-    heads = (["matched", "differing", "only source", "only target"] if verify
-             else ["inserted", "updated", "deleted", "unchanged", "dead"])
+    heads = (
+        ["matched", "differing", "only source", "only target"]
+        if verify
+        else ["inserted", "updated", "deleted", "unchanged", "dead"]
+    )
     for h in heads:
         tbl.add_column(h, justify="right")
     tbl.add_column("status")
     for t in result.tables:
-        nums = ([t.matched, t.differing, t.only_in_source, t.only_in_target] if verify
-                else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered])
+        nums = (
+            [t.matched, t.differing, t.only_in_source, t.only_in_target]
+            if verify
+            else [t.inserted, t.updated, t.deleted, t.unchanged, t.dead_lettered]
+        )
         status = t.status + (f": {t.error}" if t.error else "")
         if t.status == "conflicts":  # the conflict lines below say the rest
             status = f"stopped: {t.conflicts} conflict(s), unchanged"
@@ -190,23 +254,30 @@ def _result_table_lines(result: SyncResult, t: Any, policy: dict[str, Any]) -> l
     from pgferry.sync.report import key_text
 
     verify = result.mode == "verify"
-    lines = conflict_lines(t, policy.get("on_conflict", "source"),
-                           policy.get("keep_target_changes", False))
+    lines = conflict_lines(
+        t, policy.get("on_conflict", "source"), policy.get("keep_target_changes", False)
+    )
     lines += [f"drift: {t.table}: {f}" for f in t.findings]
     lines += [f"warning: {t.table}: {w}" for w in t.warnings]
     if t.checksums_match is not None and not verify:
-        lines.append(f"{t.table}: checksums after: source {t.checksum_source}, target "
-                     f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})")
+        lines.append(
+            f"{t.table}: checksums after: source {t.checksum_source}, target "
+            f"{t.checksum_target} ({'match' if t.checksums_match else 'DIFFER'})"
+        )
     lines += [f"dead letter: {t.table} {d.key}: {d.error}" for d in t.dead_letters[:5]]
     if t.dead_lettered > 5:
-        lines.append(f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
-                     "pgferry.dead_letters on the target, and in --report)")
+        lines.append(
+            f"dead letter: {t.table}: {t.dead_lettered - 5} more (all in "
+            "pgferry.dead_letters on the target, and in --report)"
+        )
     if verify and t.first_differing_keys:
         keys = t.first_differing_keys
         more = t.differing + t.only_in_source + t.only_in_target - min(len(keys), 5)
-        lines.append(f"{t.table}: first differing keys: "
-                     + "; ".join(key_text(k) for k in keys[:5])
-                     + (f"; and {more:,} more" if more > 0 else ""))
+        lines.append(
+            f"{t.table}: first differing keys: "
+            + "; ".join(key_text(k) for k in keys[:5])
+            + (f"; and {more:,} more" if more > 0 else "")
+        )
     return lines
 
 
@@ -229,11 +300,14 @@ def _render(result: SyncResult) -> Any:
             _say(out, f"warning: {w}")
         if result.error:
             _say(out, f"error: {result.error}")
-        if result.mode != "verify" and any(t.before_images and t.written
-                                           for t in result.tables):
-            _say(out, f"run {result.run_id}: undo with `pgferry sync revert {result.run_id} "
-                 f"--env {result.target} --yes`")
+        if result.mode != "verify" and any(t.before_images and t.written for t in result.tables):
+            _say(
+                out,
+                f"run {result.run_id}: undo with `pgferry sync revert {result.run_id} "
+                f"--env {result.target} --yes`",
+            )
         _say(out, f"{result.derive_outcome()} in {result.duration_s:.1f}s")
+
     return render
 
 
@@ -285,37 +359,67 @@ def register(app: typer.Typer) -> None:
         mode: ModeOpt = "incremental",
         tables: TablesOpt = None,
         exclude: ExcludeOpt = None,
-        batch_size: Annotated[int | None, typer.Option(
-            "--batch-size", min=1, help="Rows per write batch (default [sync] batch_size).")
+        batch_size: Annotated[
+            int | None,
+            typer.Option(
+                "--batch-size", min=1, help="Rows per write batch (default [sync] batch_size)."
+            ),
         ] = None,
-        jobs: Annotated[int | None, typer.Option(
-            "--jobs", "-j", min=1, max=64, help="Workers over tables and key ranges.")] = None,
+        jobs: Annotated[
+            int | None,
+            typer.Option("--jobs", "-j", min=1, max=64, help="Workers over tables and key ranges."),
+        ] = None,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
         report: ReportOpt = None,
         json_: JsonOpt = False,
         yes: YesOpt = False,
-        atomic: Annotated[bool, typer.Option("--atomic", help="All tables in one transaction."
-                                             )] = False,
-        no_mask: Annotated[bool, typer.Option("--no-mask", help="Copy personal columns "
-                                              "unmasked (needs --reason).")] = False,
-        reason: Annotated[str | None, typer.Option(
-            "--reason", help="Why --no-mask and/or --override-blackout (one --reason serves "
-            "both; recorded in the journal).")] = None,
-        override_blackout: Annotated[bool, typer.Option(
-            "--override-blackout", help="Write into TARGET inside one of its blackout "
-            "windows (needs --reason).")] = False,
-        on_conflict: Annotated[str | None, typer.Option(
-            "--on-conflict", help="What a row changed on the target since the last sync does: "
-            "stop (the table stays as it was), source (it is overwritten, kept for sync "
-            "revert), target (it stays). Default [sync] on_conflict: stop on protected "
-            "targets, else source.")] = None,
-        rebase: Annotated[bool, typer.Option(
-            "--rebase", help="After this sync, take every row as the target then holds it as "
-            "the state the next sync finds conflicts against (after both sides were changed "
-            "the same way by hand; drops conflicts kept with on_conflict = target).")] = False,
-        verify_after: Annotated[bool, typer.Option(
-            "--verify-after", help="Compare each table again after its load (checksums "
-            "after; exit 1 when anything still differs). On whenever --report is given.")
+        atomic: Annotated[
+            bool, typer.Option("--atomic", help="All tables in one transaction.")
+        ] = False,
+        no_mask: Annotated[
+            bool, typer.Option("--no-mask", help="Copy personal columns unmasked (needs --reason).")
+        ] = False,
+        reason: Annotated[
+            str | None,
+            typer.Option(
+                "--reason",
+                help="Why --no-mask and/or --override-blackout (one --reason serves "
+                "both; recorded in the journal).",
+            ),
+        ] = None,
+        override_blackout: Annotated[
+            bool,
+            typer.Option(
+                "--override-blackout",
+                help="Write into TARGET inside one of its blackout windows (needs --reason).",
+            ),
+        ] = False,
+        on_conflict: Annotated[
+            str | None,
+            typer.Option(
+                "--on-conflict",
+                help="What a row changed on the target since the last sync does: "
+                "stop (the table stays as it was), source (it is overwritten, kept for sync "
+                "revert), target (it stays). Default [sync] on_conflict: stop on protected "
+                "targets, else source.",
+            ),
+        ] = None,
+        rebase: Annotated[
+            bool,
+            typer.Option(
+                "--rebase",
+                help="After this sync, take every row as the target then holds it as "
+                "the state the next sync finds conflicts against (after both sides were changed "
+                "the same way by hand; drops conflicts kept with on_conflict = target).",
+            ),
+        ] = False,
+        verify_after: Annotated[
+            bool,
+            typer.Option(
+                "--verify-after",
+                help="Compare each table again after its load (checksums "
+                "after; exit 1 when anything still differs). On whenever --report is given.",
+            ),
         ] = False,
     ) -> None:
         """Make TARGET hold what SOURCE holds (incremental, full) or compare them (verify).
@@ -326,10 +430,24 @@ def register(app: typer.Typer) -> None:
         from pgferry.commands import sync as cmd
 
         opts = cmd.SyncOptions(
-            source, target, mode, _split(tables), _split(exclude), batch_size=batch_size,
-            jobs=jobs, dry_run=dry_run, yes=yes, atomic=atomic, no_mask=no_mask, reason=reason,
-            override_blackout=override_blackout, on_conflict=on_conflict, rebase=rebase,
-            verify_after=verify_after, report=report)
+            source,
+            target,
+            mode,
+            _split(tables),
+            _split(exclude),
+            batch_size=batch_size,
+            jobs=jobs,
+            dry_run=dry_run,
+            yes=yes,
+            atomic=atomic,
+            no_mask=no_mask,
+            reason=reason,
+            override_blackout=override_blackout,
+            on_conflict=on_conflict,
+            rebase=rebase,
+            verify_after=verify_after,
+            report=report,
+        )
         cfg, confirm = st.config(), _confirm(st)
         if dry_run:  # the plan only: no progress bars
             result = cmd.sync(cfg, opts, confirm=confirm)
@@ -346,8 +464,9 @@ def register(app: typer.Typer) -> None:
         target: Annotated[str, typer.Argument(metavar="TARGET", help="Target environment.")],
         tables: TablesOpt = None,
         exclude: ExcludeOpt = None,
-        jobs: Annotated[int | None, typer.Option(
-            "--jobs", "-j", min=1, max=64, help="Tables compared at once.")] = None,
+        jobs: Annotated[
+            int | None, typer.Option("--jobs", "-j", min=1, max=64, help="Tables compared at once.")
+        ] = None,
         report: ReportOpt = None,
         json_: JsonOpt = False,
     ) -> None:
@@ -366,36 +485,64 @@ def register_revert(app: typer.Typer) -> None:
     @app.command("revert")
     def revert_cmd(
         ctx: typer.Context,
-        run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="The sync run to undo "
-                                              "(its id is in the report, --json and journal).")],
-        env: Annotated[str | None, typer.Option(
-            "--env", "-e", help="The environment the run wrote to (default: the one "
-            "whose before-images hold RUN_ID).")] = None,
+        run_id: Annotated[
+            str,
+            typer.Argument(
+                metavar="RUN_ID",
+                help="The sync run to undo (its id is in the report, --json and journal).",
+            ),
+        ],
+        env: Annotated[
+            str | None,
+            typer.Option(
+                "--env",
+                "-e",
+                help="The environment the run wrote to (default: the one "
+                "whose before-images hold RUN_ID).",
+            ),
+        ] = None,
         yes: YesOpt = False,
-        dry_run: Annotated[bool, typer.Option(
-            "--dry-run", help="Check and count, then roll back: nothing is changed.")] = False,
-        override_blackout: Annotated[bool, typer.Option(
-            "--override-blackout", help="Revert inside one of the environment's blackout "
-            "windows (needs --reason).")] = False,
-        reason: Annotated[str | None, typer.Option(
-            "--reason", help="Why --override-blackout (recorded in the journal).")] = None,
+        dry_run: Annotated[
+            bool,
+            typer.Option("--dry-run", help="Check and count, then roll back: nothing is changed."),
+        ] = False,
+        override_blackout: Annotated[
+            bool,
+            typer.Option(
+                "--override-blackout",
+                help="Revert inside one of the environment's blackout windows (needs --reason).",
+            ),
+        ] = False,
+        reason: Annotated[
+            str | None,
+            typer.Option("--reason", help="Why --override-blackout (recorded in the journal)."),
+        ] = None,
         json_: JsonOpt = False,
     ) -> None:
         """Put back every row one sync changed (its before-images), unless one changed since."""
         from pgferry.commands import sync as cmd
 
         st = state(ctx, json_)
-        res = cmd.revert(st.config(), cmd.RevertOptions(run_id, env, yes, dry_run,
-                                                        override_blackout, reason),
-                         confirm=st.confirm())
+        res = cmd.revert(
+            st.config(),
+            cmd.RevertOptions(run_id, env, yes, dry_run, override_blackout, reason),
+            confirm=st.confirm(),
+        )
 
         def render(out: Console) -> None:
             verb = "would put back" if dry_run else "put back"
             for t in res.tables:
-                _say(out, f"{t.table}: {verb}: {t.removed} inserted row(s) removed, "
-                     f"{t.reinserted} deleted row(s) inserted again, {t.restored} updated "
-                     "row(s) restored")
+                _say(
+                    out,
+                    f"{t.table}: {verb}: {t.removed} inserted row(s) removed, "
+                    f"{t.reinserted} deleted row(s) inserted again, {t.restored} updated "
+                    "row(s) restored",
+                )
             tot = res.to_dict()["totals"]
-            _say(out, f"{'dry run: nothing changed' if dry_run else 'reverted'} sync run "
-                 f"{run_id} in {res.env}: {sum(tot.values())} row(s)")
+            _say(
+                out,
+                f"{'dry run: nothing changed' if dry_run else 'reverted'} sync run "
+                f"{run_id} in {res.env}: {sum(tot.values())} row(s)",
+            )
+
         st.emit(res.to_dict(), render)

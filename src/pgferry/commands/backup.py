@@ -51,22 +51,29 @@ def create(cfg: Config, opts: CreateOptions, *, progress: Subscriber | None = No
     return _create(cfg, base.target(cfg, opts.env), opts, progress)
 
 
-def _create(cfg: Config, target: Target, opts: CreateOptions,
-            progress: Subscriber | None) -> Created:
+def _create(
+    cfg: Config, target: Target, opts: CreateOptions, progress: Subscriber | None
+) -> Created:
     from pgferry import journal
     from pgferry.backup.create import run_create
 
     args = {"tag": opts.tag, "keep": opts.keep, "jobs": opts.jobs}
     with journal.operation(target, "backup create", args) as op:
-        res = run_create(cfg, target, tag=opts.tag, keep=opts.keep, jobs=opts.jobs,
-                         note=_say(progress))
-        op.details.update(id=res.manifest.id, size_bytes=res.manifest.size_bytes,
-                          tables=len(res.manifest.tables), path=str(res.path))
+        res = run_create(
+            cfg, target, tag=opts.tag, keep=opts.keep, jobs=opts.jobs, note=_say(progress)
+        )
+        op.details.update(
+            id=res.manifest.id,
+            size_bytes=res.manifest.size_bytes,
+            tables=len(res.manifest.tables),
+            path=str(res.path),
+        )
     return res
 
 
-def listing(cfg: Config, env: str, *, include_incomplete: bool = False,
-            now: datetime | None = None) -> Listing:
+def listing(
+    cfg: Config, env: str, *, include_incomplete: bool = False, now: datetime | None = None
+) -> Listing:
     """``backup list``: ENV's backups (state, retention slots) and their freshness."""
     from pgferry.backup import service
 
@@ -117,9 +124,14 @@ class RestoreOptions:
     jobs: int | None = None
 
 
-def restore(cfg: Config, opts: RestoreOptions, *, now: datetime | None = None,
-            progress: Subscriber | None = None,
-            confirm: base.Confirm | None = None) -> Restored:
+def restore(
+    cfg: Config,
+    opts: RestoreOptions,
+    *,
+    now: datetime | None = None,
+    progress: Subscriber | None = None,
+    confirm: base.Confirm | None = None,
+) -> Restored:
     """``backup restore``: verified first, an emergency backup first, all or nothing."""
     from pgferry import journal
     from pgferry.backup import catalog
@@ -127,20 +139,36 @@ def restore(cfg: Config, opts: RestoreOptions, *, now: datetime | None = None,
 
     t0 = time.monotonic()
     target = base.target(cfg, opts.env)
-    info = catalog.find(cfg.backup_dir, opts.backup_id,
-                        opts.from_env or (opts.env if opts.backup_id == "latest" else None))
+    info = catalog.find(
+        cfg.backup_dir,
+        opts.backup_id,
+        opts.from_env or (opts.env if opts.backup_id == "latest" else None),
+    )
     names = list(opts.tables)
-    what = f"restore backup {info.id} into {opts.env}" + (f" ({', '.join(names)})" if names
-                                                           else "")
+    what = f"restore backup {info.id} into {opts.env}" + (f" ({', '.join(names)})" if names else "")
     arguments = {"id": info.id, "tables": names, "into_new": opts.into_new}
     # --into-new leaves the environment's database alone: no --yes needed for it
-    req = WriteRequest("backup restore", target.name, target.protected and not opts.into_new,
-                  action=what, yes=opts.yes, override_blackout=opts.override_blackout,
-                  reason=opts.reason)
-    decision = base.authorize(cfg, target, req, now=base.now_or(now), confirm=confirm,
-                              arguments=arguments, rules=("input", "blackout", "protected"))
-    res, pg_restore = restore_mod.prepare(cfg, target, info, tables=names,
-                                          into_new=opts.into_new, jobs=opts.jobs)
+    req = WriteRequest(
+        "backup restore",
+        target.name,
+        target.protected and not opts.into_new,
+        action=what,
+        yes=opts.yes,
+        override_blackout=opts.override_blackout,
+        reason=opts.reason,
+    )
+    decision = base.authorize(
+        cfg,
+        target,
+        req,
+        now=base.now_or(now),
+        confirm=confirm,
+        arguments=arguments,
+        rules=("input", "blackout", "protected"),
+    )
+    res, pg_restore = restore_mod.prepare(
+        cfg, target, info, tables=names, into_new=opts.into_new, jobs=opts.jobs
+    )
     args = {"id": info.id, "from_env": info.env, "tables": names, "into_new": opts.into_new}
     if opts.into_new:
         # the environment's database is left alone; its journal (if it has one) says so
@@ -150,13 +178,14 @@ def restore(cfg: Config, opts: RestoreOptions, *, now: datetime | None = None,
         res.seconds = time.monotonic() - t0
         return res
     _say(progress)(f"taking an emergency backup of {target.name} first")
-    emergency = _create(cfg, target, CreateOptions(target.name, tag="pre-restore", keep=True),
-                        None)
+    emergency = _create(cfg, target, CreateOptions(target.name, tag="pre-restore", keep=True), None)
     res.emergency_id, res.emergency_path = emergency.manifest.id, emergency.path
     with journal.operation(target, "backup restore", args) as op:
         if decision.window is not None:
-            op.details["blackout_override"] = {"window": decision.window_text,
-                                               "reason": opts.reason}
+            op.details["blackout_override"] = {
+                "window": decision.window_text,
+                "reason": opts.reason,
+            }
         op.details.update(emergency_backup=res.emergency_id)
         restore_mod.replace(cfg, target, res, pg_restore)
         op.details.update(res.to_dict())
@@ -164,8 +193,7 @@ def restore(cfg: Config, opts: RestoreOptions, *, now: datetime | None = None,
     return res
 
 
-def prune(cfg: Config, env: str, *, dry_run: bool = False,
-          now: datetime | None = None) -> Pruned:
+def prune(cfg: Config, env: str, *, dry_run: bool = False, now: datetime | None = None) -> Pruned:
     """``backup prune``: delete what ``[backup.keep]`` no longer keeps, journaled in ENV
     (where its journal exists) unless a dry run."""
     from pgferry import journal
@@ -177,6 +205,7 @@ def prune(cfg: Config, env: str, *, dry_run: bool = False,
         return run_prune(cfg, target.name, when, True)
     with journal.operation(target, "backup prune", {"dry_run": dry_run}, create=False) as op:
         res = run_prune(cfg, target.name, when)
-        op.details.update(deleted=res.deleted, kept=len(res.kept),
-                          interrupted_removed=res.interrupted)
+        op.details.update(
+            deleted=res.deleted, kept=len(res.kept), interrupted_removed=res.interrupted
+        )
     return res

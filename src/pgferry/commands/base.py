@@ -69,8 +69,9 @@ def target(cfg: Config, env: str | None) -> Target:
     return resolve_env(cfg, pick_env(cfg, env))
 
 
-def refuse(target: Target, command: str, error: PgferryError,
-           arguments: Mapping[str, Any] | None = None) -> PgferryError:
+def refuse(
+    target: Target, command: str, error: PgferryError, arguments: Mapping[str, Any] | None = None
+) -> PgferryError:
     """``error``, journaled in ``target`` where its journal exists (then raise it)."""
     from pgferry import journal
 
@@ -78,25 +79,37 @@ def refuse(target: Target, command: str, error: PgferryError,
     return error
 
 
-def _journal_override(target: Target, req: WriteRequest, decision: Decision,
-                      arguments: Mapping[str, Any] | None) -> None:
+def _journal_override(
+    target: Target, req: WriteRequest, decision: Decision, arguments: Mapping[str, Any] | None
+) -> None:
     import psycopg
 
     from pgferry import journal
 
     try:
-        journal.append(target, "blackout override", outcome="ok", create=False,
-                       arguments=arguments,
-                       details={"command": req.command, "window": decision.window_text,
-                                "reason": req.reason})
+        journal.append(
+            target,
+            "blackout override",
+            outcome="ok",
+            create=False,
+            arguments=arguments,
+            details={"command": req.command, "window": decision.window_text, "reason": req.reason},
+        )
     except (PgferryError, psycopg.Error) as e:  # the override stands all the same
         journal.warn(target, e)
 
 
-def authorize(cfg: Config, target: Target, req: WriteRequest, *, now: datetime,
-              rules: Collection[str] | None = None, confirm: Confirm | None = None,
-              ask: Callable[[Decision], bool] | None = None,
-              arguments: Mapping[str, Any] | None = None) -> Decision:
+def authorize(
+    cfg: Config,
+    target: Target,
+    req: WriteRequest,
+    *,
+    now: datetime,
+    rules: Collection[str] | None = None,
+    confirm: Confirm | None = None,
+    ask: Callable[[Decision], bool] | None = None,
+    arguments: Mapping[str, Any] | None = None,
+) -> Decision:
     """Decide ``req`` and act on it (see the module docstring).
 
     ``ask`` replaces the plain question to ``confirm`` (``sync`` shows a preview
@@ -109,8 +122,11 @@ def authorize(cfg: Config, target: Target, req: WriteRequest, *, now: datetime,
     if d.window is not None:
         _journal_override(target, req, d, arguments)
     if d.verdict is policy.Verdict.CONFIRM and (ask is not None or confirm is not None):
-        agreed = ask(d) if ask is not None else (
-            confirm is not None and confirm(Question(req.env, d.prompt)))
+        agreed = (
+            ask(d)
+            if ask is not None
+            else (confirm is not None and confirm(Question(req.env, d.prompt)))
+        )
         if agreed:
             rest = [r for r in chosen if r not in ("input", "blackout")]
             d = replace(policy.decide(cfg, replace(req, yes=True), now, rest), window=d.window)

@@ -29,8 +29,10 @@ class EnvCheckResult:
         return 1 if self.problems else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": not self.problems,
-                "environments": [envcheck.report_dict(r) for r in self.reports]}
+        return {
+            "ok": not self.problems,
+            "environments": [envcheck.report_dict(r) for r in self.reports],
+        }
 
 
 def check(cfg: Config, env: str | None = None) -> EnvCheckResult:

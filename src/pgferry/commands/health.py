@@ -18,8 +18,9 @@ if TYPE_CHECKING:
     from pgferry.health.status import HealthReport
 
 
-def health(cfg: Config, env: str | None = None, *, now: datetime | None = None,
-           use_cache: bool = False) -> HealthReport:
+def health(
+    cfg: Config, env: str | None = None, *, now: datetime | None = None, use_cache: bool = False
+) -> HealthReport:
     """Check ``env``: every check of :mod:`pgferry.health` and the status they add up to."""
     from pgferry.health import service
 

@@ -60,8 +60,17 @@ class LintResult:
 def _request(opts: LintOptions) -> Request:
     from pgferry.lint.service import Request
 
-    return Request(list(opts.paths), opts.env, opts.catalog, opts.fmt, opts.pg_version,
-                   opts.list_rules, opts.config_path, opts.jobs, opts.all_files)
+    return Request(
+        list(opts.paths),
+        opts.env,
+        opts.catalog,
+        opts.fmt,
+        opts.pg_version,
+        opts.list_rules,
+        opts.config_path,
+        opts.jobs,
+        opts.all_files,
+    )
 
 
 def _env_mode(opts: LintOptions) -> EnvMode:
@@ -86,8 +95,9 @@ def _env_mode(opts: LintOptions) -> EnvMode:
         try:
             Path(opts.catalog).write_text(snap.to_json(), encoding="utf-8")
         except OSError as e:
-            raise BadInput(f"cannot write the catalog snapshot to {opts.catalog}: "
-                           f"{e.strerror}") from None
+            raise BadInput(
+                f"cannot write the catalog snapshot to {opts.catalog}: {e.strerror}"
+            ) from None
     pending_files = None
     if not opts.paths and not opts.all_files:
         pending_files = [s.file.path for s in pending(scan(cfg.migrations_dir), rows)]

@@ -38,19 +38,27 @@ class NewResult:
         return {"ok": True, "created": self.created, "sum": str(self.sum)}
 
 
-def new(cfg: Config, description: str, *, undo: bool = False,
-        today: date | None = None) -> NewResult:
+def new(
+    cfg: Config, description: str, *, undo: bool = False, today: date | None = None
+) -> NewResult:
     """``migrate new``: a template ``VXXX__<desc>.sql`` (and ``UXXX`` with ``undo``)."""
-    written = templates.new(cfg.migrations_dir, description, undo=undo,
-                            today=(today or date.today()).isoformat())
-    rel = [str(p.relative_to(cfg.root)) if p.is_relative_to(cfg.root) else str(p)
-           for p in written]
-    return NewResult(rel, cfg.migrations_dir / files.SUM_FILE,
-                     f"{cfg.migrate.dir}/{files.SUM_FILE}")
+    written = templates.new(
+        cfg.migrations_dir, description, undo=undo, today=(today or date.today()).isoformat()
+    )
+    rel = [str(p.relative_to(cfg.root)) if p.is_relative_to(cfg.root) else str(p) for p in written]
+    return NewResult(
+        rel, cfg.migrations_dir / files.SUM_FILE, f"{cfg.migrate.dir}/{files.SUM_FILE}"
+    )
 
 
-def new_expand_contract(cfg: Config, description: str, *, table: str | None = None,
-                        env: str | None = None, today: date | None = None) -> NewResult:
+def new_expand_contract(
+    cfg: Config,
+    description: str,
+    *,
+    table: str | None = None,
+    env: str | None = None,
+    today: date | None = None,
+) -> NewResult:
     """``migrate new --expand-contract``: the five files of a zero-downtime recipe
     (:mod:`pgferry.migrate.recipes`), written from the catalog of ``env``."""
     import psycopg
@@ -61,8 +69,9 @@ def new_expand_contract(cfg: Config, description: str, *, table: str | None = No
 
     spec = recipes.parse(description, table)
     if not cfg.migrations_dir.is_dir():
-        raise BadInput(f"migrations directory {cfg.migrations_dir} does not exist; run "
-                       "`pgferry init`")
+        raise BadInput(
+            f"migrations directory {cfg.migrations_dir} does not exist; run `pgferry init`"
+        )
     target = base.target(cfg, env)
     try:
         with connect(target.dsn, autocommit=True) as c:
@@ -73,10 +82,10 @@ def new_expand_contract(cfg: Config, description: str, *, table: str | None = No
     rendered = recipe_sql.files_for(spec, facts, slug, (today or date.today()).isoformat())
     written = recipes.write(cfg.migrations_dir, cfg.backfills_dir, rendered)
     files.write_sum(files.scan(cfg.migrations_dir))
-    rel = [str(p.relative_to(cfg.root)) if p.is_relative_to(cfg.root) else str(p)
-           for p in written]
-    return NewResult(rel, cfg.migrations_dir / files.SUM_FILE,
-                     f"{cfg.migrate.dir}/{files.SUM_FILE}")
+    rel = [str(p.relative_to(cfg.root)) if p.is_relative_to(cfg.root) else str(p) for p in written]
+    return NewResult(
+        rel, cfg.migrations_dir / files.SUM_FILE, f"{cfg.migrate.dir}/{files.SUM_FILE}"
+    )
 
 
 @dataclass
@@ -93,14 +102,18 @@ class NumberResult:
     def to_dict(self) -> dict[str, Any]:
         if not self.had_templates:
             return {"ok": True, "renames": [], "environments": [], "dry_run": self.dry_run}
-        return {"ok": True, "dry_run": self.dry_run,
-                "renames": [r.to_dict() for r in self.renames],
-                "environments": [e.to_dict() for e in self.environments],
-                "orphan_undo": self.orphan_undo}
+        return {
+            "ok": True,
+            "dry_run": self.dry_run,
+            "renames": [r.to_dict() for r in self.renames],
+            "environments": [e.to_dict() for e in self.environments],
+            "orphan_undo": self.orphan_undo,
+        }
 
 
-def number(cfg: Config, *, dry_run: bool = False,
-           progress: Subscriber | None = None) -> NumberResult:
+def number(
+    cfg: Config, *, dry_run: bool = False, progress: Subscriber | None = None
+) -> NumberResult:
     """``migrate number``: every VXXX/UXXX template gets the next free version (above every
     file and every version applied in any environment it can reach)."""
     say = progress or ignore
@@ -110,8 +123,7 @@ def number(cfg: Config, *, dry_run: bool = False,
     envs = templates.env_versions(cfg, ms)
     for e in envs:
         if e.error:
-            say(Notice(f"warning: {e.env} not reachable, its versions are not counted: "
-                       f"{e.error}"))
+            say(Notice(f"warning: {e.env} not reachable, its versions are not counted: {e.error}"))
     applied = [e.version for e in envs if e.version is not None]
     renames = templates.plan_numbering(ms, max(applied, default=None), templates.merged_keep(envs))
     if not dry_run:
@@ -119,9 +131,14 @@ def number(cfg: Config, *, dry_run: bool = False,
     orphans = templates.orphan_undo_templates(ms)
     for o in orphans:
         say(Notice(f"warning: {o} has no VXXX file of the same description; left as it is"))
-    return NumberResult(dry_run, renames, envs, orphans,
-                        str(ms.highest) if ms.highest is not None else None,
-                        sum_shown=f"{cfg.migrate.dir}/{files.SUM_FILE}")
+    return NumberResult(
+        dry_run,
+        renames,
+        envs,
+        orphans,
+        str(ms.highest) if ms.highest is not None else None,
+        sum_shown=f"{cfg.migrate.dir}/{files.SUM_FILE}",
+    )
 
 
 @dataclass
@@ -132,8 +149,13 @@ class SumResult:
     total: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "path": str(self.path), "was": self.was, "files": self.files,
-                "total": self.total}
+        return {
+            "ok": True,
+            "path": str(self.path),
+            "was": self.was,
+            "files": self.files,
+            "total": self.total,
+        }
 
 
 def write_sum(cfg: Config) -> SumResult:
@@ -165,9 +187,14 @@ class ValidateResult:
         return 1 if self.problems else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": not self.problems, "env": self.env,
-                "current_version": self.status.current, "sum": self.status.sum_state,
-                "problems": self.problems, "warnings": self.warnings}
+        return {
+            "ok": not self.problems,
+            "env": self.env,
+            "current_version": self.status.current,
+            "sum": self.status.sum_state,
+            "problems": self.problems,
+            "warnings": self.warnings,
+        }
 
 
 def validate(cfg: Config, env: str | None = None) -> ValidateResult:
@@ -196,25 +223,36 @@ class BaselineDone:
         return {"ok": True, **self.baseline.to_dict()}
 
 
-def baseline(cfg: Config, version: str, opts: RewriteOptions, *,
-             description: str = BASELINE_SCRIPT, now: datetime | None = None,
-             confirm: base.Confirm | None = None) -> BaselineDone:
+def baseline(
+    cfg: Config,
+    version: str,
+    opts: RewriteOptions,
+    *,
+    description: str = BASELINE_SCRIPT,
+    now: datetime | None = None,
+    confirm: base.Confirm | None = None,
+) -> BaselineDone:
     """``migrate baseline``: adopt an existing database at ``version`` (Flyway's BASELINE)."""
     from pgferry import journal
 
     when = base.now_or(now)
     target = base.target(cfg, opts.env)
     command = "migrate baseline"
-    req = WriteRequest(command, target.name, target.protected,
-                  action=f"baseline {target.name} at version {version}", yes=opts.yes,
-                  override_blackout=opts.override_blackout, reason=opts.reason)
+    req = WriteRequest(
+        command,
+        target.name,
+        target.protected,
+        action=f"baseline {target.name} at version {version}",
+        yes=opts.yes,
+        override_blackout=opts.override_blackout,
+        reason=opts.reason,
+    )
     window = base.authorize(cfg, target, req, now=when, rules=("input", "blackout"))
     base.authorize(cfg, target, req, now=when, rules=("protected",), confirm=confirm)
     args: dict[str, Any] = {"version": version, "description": description, "yes": opts.yes}
     with journal.operation(target, command, args) as op:
         if window.window is not None:
-            op.details["blackout_override"] = {"reason": opts.reason,
-                                               "window": window.window_text}
+            op.details["blackout_override"] = {"reason": opts.reason, "window": window.window_text}
         res = admin.baseline(cfg, target, version, description)
         op.details.update(res.to_dict())
     return BaselineDone(res)
@@ -234,30 +272,52 @@ class RepairResult:
 
 def repair_lines(plan: admin.RepairPlan, done: bool) -> list[str]:
     """What a repair changes (``done``) or will change, one line per history row."""
-    remove, realign, convert = (("removed", "realigned", "converted") if done
-                                else ("will remove", "will realign", "will convert"))
-    return ([f"{remove} failed row {r.installed_rank}: {r.version or ''} {r.script}"
-             for r in plan.remove]
-            + [f"{realign} {a.version} {a.script}: checksum {a.old_checksum} → {a.new_checksum}"
-               for a in plan.realign]
-            + [f"{convert} UNDO_SQL row {c.installed_rank} ({c.script}) into the DELETE row "
-               f"Flyway reads for {c.version} {c.becomes}" for c in plan.convert])
+    remove, realign, convert = (
+        ("removed", "realigned", "converted")
+        if done
+        else ("will remove", "will realign", "will convert")
+    )
+    return (
+        [
+            f"{remove} failed row {r.installed_rank}: {r.version or ''} {r.script}"
+            for r in plan.remove
+        ]
+        + [
+            f"{realign} {a.version} {a.script}: checksum {a.old_checksum} → {a.new_checksum}"
+            for a in plan.realign
+        ]
+        + [
+            f"{convert} UNDO_SQL row {c.installed_rank} ({c.script}) into the DELETE row "
+            f"Flyway reads for {c.version} {c.becomes}"
+            for c in plan.convert
+        ]
+    )
 
 
-def repair(cfg: Config, opts: RewriteOptions, *, now: datetime | None = None,
-           progress: Subscriber | None = None,
-           confirm: base.Confirm | None = None) -> RepairResult:
+def repair(
+    cfg: Config,
+    opts: RewriteOptions,
+    *,
+    now: datetime | None = None,
+    progress: Subscriber | None = None,
+    confirm: base.Confirm | None = None,
+) -> RepairResult:
     """``migrate repair``: remove failed rows, realign checksums to the files (needs --yes)."""
     from pgferry import journal
 
     when = base.now_or(now)
     target = base.target(cfg, opts.env)
     name, command = target.name, "migrate repair"
-    req = WriteRequest(command, name, target.protected, yes=opts.yes,
-                  override_blackout=opts.override_blackout, reason=opts.reason,
-                  rewrites_history=True,
-                  action=f"repair the migration history of {name}" if target.protected
-                  else "repair")
+    req = WriteRequest(
+        command,
+        name,
+        target.protected,
+        yes=opts.yes,
+        override_blackout=opts.override_blackout,
+        reason=opts.reason,
+        rewrites_history=True,
+        action=f"repair the migration history of {name}" if target.protected else "repair",
+    )
     window = base.authorize(cfg, target, req, now=when, rules=("input", "blackout"))
     plan = admin.read_plan(cfg, target)
     if plan.empty:
@@ -268,8 +328,7 @@ def repair(cfg: Config, opts: RewriteOptions, *, now: datetime | None = None,
     base.authorize(cfg, target, req, now=when, rules=("protected",), confirm=confirm)
     with journal.operation(target, command, {"yes": opts.yes}) as op:
         if window.window is not None:
-            op.details["blackout_override"] = {"reason": opts.reason,
-                                               "window": window.window_text}
+            op.details["blackout_override"] = {"reason": opts.reason, "window": window.window_text}
         done = admin.repair(cfg, target)
         op.details.update(done.to_dict())
     return RepairResult(name, done, not done.empty)

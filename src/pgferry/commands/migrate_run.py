@@ -71,9 +71,14 @@ class PlanResult:
     held: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"env": self.env, "current_version": self.current_version,
-                "settings": self.settings, "steps": self.steps, "held": self.held,
-                "warnings": self.warnings}
+        return {
+            "env": self.env,
+            "current_version": self.current_version,
+            "settings": self.settings,
+            "steps": self.steps,
+            "held": self.held,
+            "warnings": self.warnings,
+        }
 
 
 def lint_gate(cfg: Config, target: Target) -> service.LintFiles:
@@ -92,16 +97,28 @@ def plan(cfg: Config, opts: PlanOptions) -> PlanResult:
     version = parse_version(opts.target, "--target")
     ms = files.scan(cfg.migrations_dir)
     rows, failed = service.read_history(cfg, target)
-    p = service.prepare(target, ms, rows, failed, version=version, strict=False,
-                        lint=lint_gate(cfg, target), out_of_order=opts.out_of_order)
+    p = service.prepare(
+        target,
+        ms,
+        rows,
+        failed,
+        version=version,
+        strict=False,
+        lint=lint_gate(cfg, target),
+        out_of_order=opts.out_of_order,
+    )
     contract_mod.hold(cfg, target, ms, p, contract=opts.contract)
     p.warnings += service.sum_warnings(cfg, ms, strict=False) + preflight.notes(p.steps)
     preflight.check(target, p.steps)
     s = RunSettings.from_config(cfg)
-    return PlanResult(target.name, service.version_text(current_version(rows)),
-                      service.settings_dict(s),
-                      [_step(st, pf, s, p) for st, pf in p.steps], p.warnings,
-                      [d.to_dict() for d in p.held])
+    return PlanResult(
+        target.name,
+        service.version_text(current_version(rows)),
+        service.settings_dict(s),
+        [_step(st, pf, s, p) for st, pf in p.steps],
+        p.warnings,
+        [d.to_dict() for d in p.held],
+    )
 
 
 def _step(step: Any, pf: Any, s: RunSettings, p: service.PreparedSteps) -> dict[str, Any]:
@@ -154,14 +171,23 @@ class RunResult:
     released: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"ok": True, "env": self.env, "command": self.command,
-                             "dry_run": self.dry_run, "warnings": self.warnings,
-                             "held": self.held}
+        d: dict[str, Any] = {
+            "ok": True,
+            "env": self.env,
+            "command": self.command,
+            "dry_run": self.dry_run,
+            "warnings": self.warnings,
+            "held": self.held,
+        }
         if self.dry_run:
             return {**d, "steps": self.steps, "current_version": self.current_version}
-        return {**d, "applied": [x.to_dict() for x in self.applied],
-                "released": self.released,
-                "current_version": self.current_version, "duration_ms": self.duration_ms}
+        return {
+            **d,
+            "applied": [x.to_dict() for x in self.applied],
+            "released": self.released,
+            "current_version": self.current_version,
+            "duration_ms": self.duration_ms,
+        }
 
 
 def _arguments(opts: RunOptions, undo: bool, env: str) -> dict[str, Any]:
@@ -171,36 +197,64 @@ def _arguments(opts: RunOptions, undo: bool, env: str) -> dict[str, Any]:
         args["to"] = opts.to
     else:
         args["target"] = opts.target
-    args.update(dry_run=opts.dry_run, yes=opts.yes, override_blackout=opts.override_blackout,
-                reason=opts.reason, allow_unsafe=opts.allow_unsafe)
+    args.update(
+        dry_run=opts.dry_run,
+        yes=opts.yes,
+        override_blackout=opts.override_blackout,
+        reason=opts.reason,
+        allow_unsafe=opts.allow_unsafe,
+    )
     if not undo:
-        args.update(out_of_order=opts.out_of_order, contract=opts.contract,
-                    override_guards=opts.override_guards)
+        args.update(
+            out_of_order=opts.out_of_order,
+            contract=opts.contract,
+            override_guards=opts.override_guards,
+        )
     elif opts.only:
         args["only"] = list(opts.only)
     return args
 
 
 def _gate_findings(p: service.PreparedSteps) -> tuple[GateFinding, ...]:
-    return tuple(GateFinding(script, f.line, f.rule, f.message, f.to_dict())
-                 for script, f in p.lint_errors())
+    return tuple(
+        GateFinding(script, f.line, f.rule, f.message, f.to_dict()) for script, f in p.lint_errors()
+    )
 
 
-def up(cfg: Config, opts: RunOptions, *, now: datetime | None = None,
-       progress: Subscriber | None = None, confirm: base.Confirm | None = None) -> RunResult:
+def up(
+    cfg: Config,
+    opts: RunOptions,
+    *,
+    now: datetime | None = None,
+    progress: Subscriber | None = None,
+    confirm: base.Confirm | None = None,
+) -> RunResult:
     """``migrate up``: apply pending migrations, each file in its own transaction."""
     return run(cfg, opts, undo=False, now=now, progress=progress, confirm=confirm)
 
 
-def undo(cfg: Config, opts: RunOptions, *, now: datetime | None = None,
-         progress: Subscriber | None = None, confirm: base.Confirm | None = None) -> RunResult:
+def undo(
+    cfg: Config,
+    opts: RunOptions,
+    *,
+    now: datetime | None = None,
+    progress: Subscriber | None = None,
+    confirm: base.Confirm | None = None,
+) -> RunResult:
     """``migrate undo``: run U files newest first (default: the newest applied version)."""
     return run(cfg, opts, undo=True, now=now, progress=progress, confirm=confirm)
 
 
-def run(cfg: Config, opts: RunOptions, *, undo: bool, now: datetime | None = None,
-        progress: Subscriber | None = None, confirm: base.Confirm | None = None,
-        journal_arguments: dict[str, Any] | None = None) -> RunResult:
+def run(
+    cfg: Config,
+    opts: RunOptions,
+    *,
+    undo: bool,
+    now: datetime | None = None,
+    progress: Subscriber | None = None,
+    confirm: base.Confirm | None = None,
+    journal_arguments: dict[str, Any] | None = None,
+) -> RunResult:
     """``migrate up`` (or ``undo``): policy, checks, then apply under the lock, journaled.
 
     ``journal_arguments`` go into the journal row's arguments too (a gate's rollback says
@@ -210,8 +264,16 @@ def run(cfg: Config, opts: RunOptions, *, undo: bool, now: datetime | None = Non
     only = _only(opts)
     when = base.now_or(now)
     command = "migrate undo" if undo else "migrate up"
-    req = WriteRequest(command, "", False, yes=opts.yes, override_blackout=opts.override_blackout,
-                  reason=opts.reason, allow_unsafe=opts.allow_unsafe, unsafe_reason=opts.reason)
+    req = WriteRequest(
+        command,
+        "",
+        False,
+        yes=opts.yes,
+        override_blackout=opts.override_blackout,
+        reason=opts.reason,
+        allow_unsafe=opts.allow_unsafe,
+        unsafe_reason=opts.reason,
+    )
     early = decide(cfg, req, when, ("input",)).error()
     if early is not None:  # bad input before any database is resolved
         raise early
@@ -226,14 +288,20 @@ def run(cfg: Config, opts: RunOptions, *, undo: bool, now: datetime | None = Non
             raise err
         window = d.window_text
     else:
-        window = base.authorize(cfg, target, req, now=when, confirm=confirm, arguments=arguments,
-                                rules=("input", "blackout", "protected")).window_text
+        window = base.authorize(
+            cfg,
+            target,
+            req,
+            now=when,
+            confirm=confirm,
+            arguments=arguments,
+            rules=("input", "blackout", "protected"),
+        ).window_text
     lint = lint_gate(cfg, target)
     ms = files.scan(cfg.migrations_dir)
 
     def check(p: service.PreparedSteps) -> None:
-        err = decide(cfg, replace(req, lint_errors=_gate_findings(p)), when,
-                     ("lint_gate",)).error()
+        err = decide(cfg, replace(req, lint_errors=_gate_findings(p)), when, ("lint_gate",)).error()
         if err is not None:
             raise err
 
@@ -242,42 +310,79 @@ def run(cfg: Config, opts: RunOptions, *, undo: bool, now: datetime | None = Non
         rows, failed = service.read_history(cfg, target)
         # the gate only refuses on protected envs; elsewhere `migrate plan`/`lint` show findings
         gated = target.protected or opts.dry_run
-        pre = service.prepare(target, ms, rows, failed, version=version, undo=undo, to=to,
-                              lint=lint if gated else None, out_of_order=opts.out_of_order,
-                              only=only)
+        pre = service.prepare(
+            target,
+            ms,
+            rows,
+            failed,
+            version=version,
+            undo=undo,
+            to=to,
+            lint=lint if gated else None,
+            out_of_order=opts.out_of_order,
+            only=only,
+        )
         check(pre)
 
     if not undo:  # guards first, without the lock: watching for old clients may take minutes
-        contract_mod.hold(cfg, target, ms, pre, contract=opts.contract,
-                          override=opts.override_guards,
-                          watch=opts.contract and not opts.dry_run, on_wait=_notice(progress))
+        contract_mod.hold(
+            cfg,
+            target,
+            ms,
+            pre,
+            contract=opts.contract,
+            override=opts.override_guards,
+            watch=opts.contract and not opts.dry_run,
+            on_wait=_notice(progress),
+        )
     preflight.check(target, pre.steps)
     warnings += pre.warnings + preflight.notes(pre.steps)
     s = RunSettings.from_config(cfg)
-    result = RunResult(target.name, command, opts.dry_run, warnings,
-                       service.version_text(current_version(rows)),
-                       settings=service.settings_dict(s))
+    result = RunResult(
+        target.name,
+        command,
+        opts.dry_run,
+        warnings,
+        service.version_text(current_version(rows)),
+        settings=service.settings_dict(s),
+    )
     result.held = [d.to_dict() for d in pre.held]
     if opts.dry_run:
         result.steps = [_step(st, pf, s, pre) for st, pf in pre.steps]
         return result
 
     def judge(p: service.PreparedSteps, conn: Any) -> None:
-        contract_mod.hold(cfg, target, ms, p, conn=conn, contract=opts.contract,
-                          override=opts.override_guards)
+        contract_mod.hold(
+            cfg, target, ms, p, conn=conn, contract=opts.contract, override=opts.override_guards
+        )
+
     start = time.monotonic()
     with journal.operation(target, command, arguments) as op:
         if window is not None:
             op.details["blackout_override"] = {"window": window, "reason": opts.reason}
         errors = pre.lint_errors()
         if opts.allow_unsafe and errors:
-            op.details["allow_unsafe"] = {"reason": opts.reason,
-                                          "findings": [f.to_dict() for _, f in errors]}
-        done = service.apply(cfg, target, ms, pre, undo=undo, version=version, to=to,
-                             out_of_order=opts.out_of_order, lint=lint if target.protected
-                             else None, check=check, publish=progress, warnings=warnings,
-                             details=op.details, only=only,
-                             judge=None if undo else judge)
+            op.details["allow_unsafe"] = {
+                "reason": opts.reason,
+                "findings": [f.to_dict() for _, f in errors],
+            }
+        done = service.apply(
+            cfg,
+            target,
+            ms,
+            pre,
+            undo=undo,
+            version=version,
+            to=to,
+            out_of_order=opts.out_of_order,
+            lint=lint if target.protected else None,
+            check=check,
+            publish=progress,
+            warnings=warnings,
+            details=op.details,
+            only=only,
+            judge=None if undo else judge,
+        )
         result.applied, result.current_version = done.results, done.current_version
         result.duration_ms = int((time.monotonic() - start) * 1000)
         op.details["current_version"] = result.current_version
@@ -302,8 +407,9 @@ def _notice(progress: Subscriber | None) -> Any:
     return notice
 
 
-def _contract_outcome(result: RunResult, done: service.Applied, opts: RunOptions,
-                      details: dict[str, Any]) -> None:
+def _contract_outcome(
+    result: RunResult, done: service.Applied, opts: RunOptions, details: dict[str, Any]
+) -> None:
     """The held and released contract files into the result and the journal; with
     ``--contract``, a file still held is ProblemFound (exit 1)."""
     result.held = [d.to_dict() for d in done.held]
@@ -319,5 +425,7 @@ def _contract_outcome(result: RunResult, done: service.Applied, opts: RunOptions
         raise ProblemFound(
             f"{result.env}: applied {n} migration{'s' if n != 1 else ''}; "
             f"{len(done.held)} contract file(s) still held: {held}",
-            applied=[x.to_dict() for x in result.applied], held=result.held,
-            current_version=result.current_version)
+            applied=[x.to_dict() for x in result.applied],
+            held=result.held,
+            current_version=result.current_version,
+        )

@@ -25,8 +25,7 @@ from pgferry.pg.connect import Target
 PREFIX = "pgferry_migratetest_"
 
 
-def scratch(cfg: Config, env: str | None, keep: bool = False
-            ) -> AbstractContextManager[Target]:
+def scratch(cfg: Config, env: str | None, keep: bool = False) -> AbstractContextManager[Target]:
     """An empty database on ``env``'s server (the role needs CREATEDB; default: the
     embedded server), dropped afterwards unless ``keep``."""
     target = base.target(cfg, env) if env else None
@@ -39,11 +38,15 @@ def scratch(cfg: Config, env: str | None, keep: bool = False
         name = f"{PREFIX}{int(time.time())}_{secrets.token_hex(3)}"
         if target is None:
             idle = cfg.embedded.idle_stop.total_seconds()
-            t = Target("scratch", embedded.ensure_database(cfg.embedded_dir, name,
-                                                           idle_stop=idle), embedded=True)
+            t = Target(
+                "scratch",
+                embedded.ensure_database(cfg.embedded_dir, name, idle_stop=idle),
+                embedded=True,
+            )
         else:
-            t = Target("scratch", bscratch.create_database(cfg, target, name),
-                       embedded=target.embedded)
+            t = Target(
+                "scratch", bscratch.create_database(cfg, target, name), embedded=target.embedded
+            )
         try:
             yield t
         finally:
@@ -72,13 +75,15 @@ class TestResult:
         return self.data
 
 
-def test(cfg: Config, env: str | None = None, *, keep: bool = False,
-         progress: Subscriber | None = None) -> TestResult:
+def test(
+    cfg: Config, env: str | None = None, *, keep: bool = False, progress: Subscriber | None = None
+) -> TestResult:
     """``migrate test``: up, undo, up of every migration, then ``tests/*.sql``."""
     from pgferry.migrate import testing
 
-    return TestResult(testing.run(cfg, lambda: scratch(cfg, env, keep), keep=keep,
-                                  on_note=_note(progress)))
+    return TestResult(
+        testing.run(cfg, lambda: scratch(cfg, env, keep), keep=keep, on_note=_note(progress))
+    )
 
 
 @dataclass(frozen=True)
@@ -93,12 +98,20 @@ class BenchOptions:
     keep: bool = False
 
 
-def bench(cfg: Config, opts: BenchOptions, *, progress: Subscriber | None = None
-          ) -> TestResult:
+def bench(cfg: Config, opts: BenchOptions, *, progress: Subscriber | None = None) -> TestResult:
     """``migrate bench``: a pgbench script's p50/p95/p99 on the migrated scratch database."""
     from pgferry.migrate import bench as bench_mod
 
-    return TestResult(bench_mod.run(cfg, lambda: scratch(cfg, opts.env, opts.keep), opts.script,
-                                    p95=opts.p95, clients=opts.clients, seconds=opts.time,
-                                    transactions=opts.transactions, seed=opts.seed,
-                                    on_note=_note(progress)))
+    return TestResult(
+        bench_mod.run(
+            cfg,
+            lambda: scratch(cfg, opts.env, opts.keep),
+            opts.script,
+            p95=opts.p95,
+            clients=opts.clients,
+            seconds=opts.time,
+            transactions=opts.transactions,
+            seed=opts.seed,
+            on_note=_note(progress),
+        )
+    )

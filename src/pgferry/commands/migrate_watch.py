@@ -52,36 +52,48 @@ class WatchResult(run_cmd.RunResult):
 def _check_undo(cfg: Config, opts: run_cmd.RunOptions) -> None:
     """Every versioned file ``up`` would apply has an undo file (BadInput otherwise)."""
     ms = files.scan(cfg.migrations_dir)
-    planned = run_cmd.plan(cfg, run_cmd.PlanOptions(opts.env, opts.target, opts.out_of_order,
-                                                    opts.contract))
+    planned = run_cmd.plan(
+        cfg, run_cmd.PlanOptions(opts.env, opts.target, opts.out_of_order, opts.contract)
+    )
     lacking = []
     for step in planned.steps:
         if step["kind"] != "V":
             continue
         v = Version.parse(step["version"])
-        if not (v in ms.undo or (step["template"] and step["description"] in
-                                 ms.undo_templates)):
+        if not (v in ms.undo or (step["template"] and step["description"] in ms.undo_templates)):
             lacking.append(step["script"])
     if lacking:
         one = len(lacking) == 1
         raise BadInput(
             "--watch with a rollback gate needs an undo file (U<version>__<desc>.sql) for every "
             f"file it applies, and {', '.join(lacking)} {'has' if one else 'have'} none; "
-            f"write {'it' if one else 'them'}, or give the gates action abort", files=lacking)
+            f"write {'it' if one else 'them'}, or give the gates action abort",
+            files=lacking,
+        )
 
 
-def up(cfg: Config, opts: run_cmd.RunOptions, *, watch_for: str | None = None,
-       now: datetime | None = None, progress: Subscriber | None = None,
-       confirm: base.Confirm | None = None, clock: Callable[[], float] = time.monotonic,
-       sleep: Callable[[float], None] = time.sleep) -> WatchResult:
+def up(
+    cfg: Config,
+    opts: run_cmd.RunOptions,
+    *,
+    watch_for: str | None = None,
+    now: datetime | None = None,
+    progress: Subscriber | None = None,
+    confirm: base.Confirm | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WatchResult:
     """``migrate up`` followed by the watch window (see the module docstring)."""
     import psycopg
 
     from pgferry import journal
 
     try:
-        window = parse_duration(watch_for).total_seconds() if watch_for \
+        window = (
+            parse_duration(watch_for).total_seconds()
+            if watch_for
             else cfg.gates.watch.total_seconds()
+        )
     except ValueError as e:
         raise BadInput(f"--watch-for: {e}") from None
     note: Subscriber = progress or (lambda _e: None)
@@ -103,8 +115,12 @@ def up(cfg: Config, opts: run_cmd.RunOptions, *, watch_for: str | None = None,
             res.watch["skipped"] = "dry run" if opts.dry_run else "nothing was applied"
             return res
         if not gates:
-            note(Notice("warning: --watch, but no [[gate]] applies to this environment during "
-                        "a watch; nothing to watch"))
+            note(
+                Notice(
+                    "warning: --watch, but no [[gate]] applies to this environment during "
+                    "a watch; nothing to watch"
+                )
+            )
             res.watch["skipped"] = "no gate"
             return res
         applied = [a.script for a in ran.applied]
@@ -112,7 +128,8 @@ def up(cfg: Config, opts: run_cmd.RunOptions, *, watch_for: str | None = None,
         with journal.operation(target, "migrate watch", watch_args) as op:
             firing = _watch(gates, window, note, clock, sleep)
             op.details["readings"] = res.watch["readings"] = {
-                k: v.value for k, v in gates.last_readings.items()}
+                k: v.value for k, v in gates.last_readings.items()
+            }
             res.watch["fired"] = firing.to_dict() if firing is not None else None
             if firing is None:
                 op.details["outcome"] = "no gate fired"
@@ -122,24 +139,50 @@ def up(cfg: Config, opts: run_cmd.RunOptions, *, watch_for: str | None = None,
     return res  # (not reached: _act raises)
 
 
-def _act(cfg: Config, opts: run_cmd.RunOptions, target: Target, ran: run_cmd.RunResult,
-         firing: Firing, details: dict[str, Any], note: Subscriber, now: datetime | None,
-         progress: Subscriber | None) -> None:
+def _act(
+    cfg: Config,
+    opts: run_cmd.RunOptions,
+    target: Target,
+    ran: run_cmd.RunResult,
+    firing: Firing,
+    details: dict[str, Any],
+    note: Subscriber,
+    now: datetime | None,
+    progress: Subscriber | None,
+) -> None:
     """Abort or roll back after a firing; raises OperationFailed (exit 3) either way."""
     if firing.action == "abort":
         raise OperationFailed(
             f"{firing.describe()} during the watch of {target.name}; the applied migrations "
             "stay (nothing was undone): decide, and `pgferry migrate undo` if they must go",
-            gate=firing.to_dict())
+            gate=firing.to_dict(),
+        )
     versions = tuple(a.version for a in ran.applied if a.version)
     note(Notice(f"rolling back: {firing.describe()}"))
-    undo_opts = replace(opts, yes=True, dry_run=False, allow_unsafe=True,
-                        reason=f"automatic rollback: {firing.describe()}", only=versions,
-                        contract=False, override_guards=False, target=None, to=None)
-    undone = run_cmd.run(cfg, undo_opts, undo=True, now=now, progress=progress,
-                         journal_arguments={"rollback_of": [a.script for a in ran.applied],
-                                            "gate": firing.gate.name,
-                                            "value": firing.value})
+    undo_opts = replace(
+        opts,
+        yes=True,
+        dry_run=False,
+        allow_unsafe=True,
+        reason=f"automatic rollback: {firing.describe()}",
+        only=versions,
+        contract=False,
+        override_guards=False,
+        target=None,
+        to=None,
+    )
+    undone = run_cmd.run(
+        cfg,
+        undo_opts,
+        undo=True,
+        now=now,
+        progress=progress,
+        journal_arguments={
+            "rollback_of": [a.script for a in ran.applied],
+            "gate": firing.gate.name,
+            "value": firing.value,
+        },
+    )
     details["rolled_back"] = [u.script for u in undone.applied]
     left = [a.script for a in ran.applied if not a.version]
     raise OperationFailed(
@@ -147,16 +190,27 @@ def _act(cfg: Config, opts: run_cmd.RunOptions, target: Target, ran: run_cmd.Run
         + ", ".join(details["rolled_back"])
         + f"; {target.name} is at version {undone.current_version or 'none'}"
         + (f" ({', '.join(left)} has no undo and stays)" if left else ""),
-        gate=firing.to_dict(), rolled_back=details["rolled_back"],
-        current_version=undone.current_version)
+        gate=firing.to_dict(),
+        rolled_back=details["rolled_back"],
+        current_version=undone.current_version,
+    )
 
 
-def _watch(gates: GateSet, window: float, note: Subscriber, clock: Callable[[], float],
-           sleep: Callable[[float], None]) -> Firing | None:
+def _watch(
+    gates: GateSet,
+    window: float,
+    note: Subscriber,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> Firing | None:
     """Read the gates until the window ends or one fires abort/rollback; that firing."""
     start = clock()
-    note(Notice(f"watching {len(gates.gates)} gate(s) for {_fmt(window)}: "
-                + ", ".join(g.name for g in gates.gates)))
+    note(
+        Notice(
+            f"watching {len(gates.gates)} gate(s) for {_fmt(window)}: "
+            + ", ".join(g.name for g in gates.gates)
+        )
+    )
     last_line = start
     breaching: set[str] = set()
     first = True

@@ -44,16 +44,21 @@ class EmbeddedStatus:
     idle_stop: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "running": self.running, "dir": str(self.dir),
-                "idle_stop": self.idle_stop}
+        return {
+            "ok": True,
+            "running": self.running,
+            "dir": str(self.dir),
+            "idle_stop": self.idle_stop,
+        }
 
 
 def embedded_status(cfg: Config) -> EmbeddedStatus:
     """``embedded status``: is the embedded server running, and where is its data?"""
     from pgferry.pg import embedded
 
-    return EmbeddedStatus(embedded.is_running(cfg.embedded_dir), cfg.embedded_dir,
-                          str(cfg.embedded.idle_stop))
+    return EmbeddedStatus(
+        embedded.is_running(cfg.embedded_dir), cfg.embedded_dir, str(cfg.embedded.idle_stop)
+    )
 
 
 @dataclass
@@ -75,8 +80,10 @@ def embedded_target(cfg: Config, env: str | None) -> Target:
     """An environment on the embedded server (started if needed), else BadInput."""
     t = base.target(cfg, env)
     if not t.embedded:
-        raise BadInput(f"environment {t.name!r} has a url, it is not on the embedded server; "
-                       "use your own psql with that URL")
+        raise BadInput(
+            f"environment {t.name!r} has a url, it is not on the embedded server; "
+            "use your own psql with that URL"
+        )
     return t
 
 

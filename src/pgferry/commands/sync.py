@@ -73,23 +73,45 @@ def _check(opts: SyncOptions) -> None:
 
 def _engine_options(opts: SyncOptions) -> engine.Options:
     mode: Literal["incremental", "full", "verify"] = (
-        "full" if opts.mode == "full" else "verify" if opts.mode == "verify" else "incremental")
-    return engine.Options(mode=mode, tables=list(opts.tables), exclude=list(opts.exclude),
-                          batch_size=opts.batch_size, jobs=opts.jobs, dry_run=opts.dry_run,
-                          atomic=opts.atomic, on_conflict=opts.on_conflict, rebase=opts.rebase,
-                          no_mask_reason=opts.reason if opts.no_mask else None,
-                          # a report is the proof: it carries the checksums after
-                          verify_after=opts.verify_after or opts.report is not None)
+        "full" if opts.mode == "full" else "verify" if opts.mode == "verify" else "incremental"
+    )
+    return engine.Options(
+        mode=mode,
+        tables=list(opts.tables),
+        exclude=list(opts.exclude),
+        batch_size=opts.batch_size,
+        jobs=opts.jobs,
+        dry_run=opts.dry_run,
+        atomic=opts.atomic,
+        on_conflict=opts.on_conflict,
+        rebase=opts.rebase,
+        no_mask_reason=opts.reason if opts.no_mask else None,
+        # a report is the proof: it carries the checksums after
+        verify_after=opts.verify_after or opts.report is not None,
+    )
 
 
-def sync(cfg: Config, opts: SyncOptions, *, now: datetime | None = None,
-         progress: Subscriber | None = None, confirm: base.Confirm | None = None) -> SyncResult:
+def sync(
+    cfg: Config,
+    opts: SyncOptions,
+    *,
+    now: datetime | None = None,
+    progress: Subscriber | None = None,
+    confirm: base.Confirm | None = None,
+) -> SyncResult:
     """Make TARGET hold what SOURCE holds (incremental, full) or compare them (verify)."""
     return _sync(cfg, opts, _engine_options(opts), now=now, progress=progress, confirm=confirm)
 
 
-def _sync(cfg: Config, opts: SyncOptions, eopts: engine.Options, *, now: datetime | None,
-          progress: Subscriber | None, confirm: base.Confirm | None) -> SyncResult:
+def _sync(
+    cfg: Config,
+    opts: SyncOptions,
+    eopts: engine.Options,
+    *,
+    now: datetime | None,
+    progress: Subscriber | None,
+    confirm: base.Confirm | None,
+) -> SyncResult:
     from pgferry.sync import report as sync_report
 
     _check(opts)
@@ -97,10 +119,19 @@ def _sync(cfg: Config, opts: SyncOptions, eopts: engine.Options, *, now: datetim
     writes = opts.mode != "verify" and not opts.dry_run
     if writes:  # a freeze covers every write (exit 4, journaled)
         tgt = base.target(cfg, opts.target)
-        base.authorize(cfg, tgt, WriteRequest("sync", tgt.name, tgt.protected,
-                                         override_blackout=opts.override_blackout,
-                                         reason=opts.reason), now=when,
-                       rules=("input", "blackout"))
+        base.authorize(
+            cfg,
+            tgt,
+            WriteRequest(
+                "sync",
+                tgt.name,
+                tgt.protected,
+                override_blackout=opts.override_blackout,
+                reason=opts.reason,
+            ),
+            now=when,
+            rules=("input", "blackout"),
+        )
     src, tgt = base.target(cfg, opts.source), base.target(cfg, opts.target)
     if opts.report is not None:
         sync_report.check_writable(opts.report)
@@ -111,27 +142,40 @@ def _sync(cfg: Config, opts: SyncOptions, eopts: engine.Options, *, now: datetim
         def ask(d: Decision) -> bool:  # noqa: ARG001 - show what would change, then ask
             assert confirm is not None
             preview = engine.run(cfg, src, tgt, replace(eopts, dry_run=True))
-            agreed = confirm(base.Question(tgt.name, f"{opts.target} is protected. Apply these "
-                                           f"changes ({action})?", preview,
-                                           ask=not preview.exit_code))
+            agreed = confirm(
+                base.Question(
+                    tgt.name,
+                    f"{opts.target} is protected. Apply these changes ({action})?",
+                    preview,
+                    ask=not preview.exit_code,
+                )
+            )
             if preview.exit_code:
-                raise Refused(f"the preview of {action} did not complete (exit "
-                              f"{preview.exit_code}); nothing was written", env=opts.target)
+                raise Refused(
+                    f"the preview of {action} did not complete (exit "
+                    f"{preview.exit_code}); nothing was written",
+                    env=opts.target,
+                )
             if not agreed:
-                raise Refused(f"environment {opts.target!r} is protected: {action} was not "
-                              "confirmed; nothing was written", env=opts.target)
+                raise Refused(
+                    f"environment {opts.target!r} is protected: {action} was not "
+                    "confirmed; nothing was written",
+                    env=opts.target,
+                )
             return True
 
-        base.authorize(cfg, tgt, req, now=when, rules=("protected",),
-                       ask=ask if confirm is not None else None)
+        base.authorize(
+            cfg, tgt, req, now=when, rules=("protected",), ask=ask if confirm is not None else None
+        )
     result = _run(cfg, src, tgt, eopts, progress)
     if opts.report is not None:
         sync_report.write(opts.report, result)
     return result
 
 
-def _run(cfg: Config, src: Target, tgt: Target, opts: engine.Options,
-         progress: Subscriber | None) -> SyncResult:
+def _run(
+    cfg: Config, src: Target, tgt: Target, opts: engine.Options, progress: Subscriber | None
+) -> SyncResult:
     """The engine's run, journaled (a dry run is not)."""
     from pgferry import journal
     from pgferry.events import Channel
@@ -146,8 +190,9 @@ def _run(cfg: Config, src: Target, tgt: Target, opts: engine.Options,
         verify = opts.mode == "verify"
         result = run.result
         # verify is read-only on both sides: it journals only where a journal exists
-        with journal.operation(tgt, "verify" if verify else "sync", run.arguments,
-                               create=not verify) as op:
+        with journal.operation(
+            tgt, "verify" if verify else "sync", run.arguments, create=not verify
+        ) as op:
             try:
                 engine.execute(run)
             finally:
@@ -166,13 +211,20 @@ class VerifyOptions:
     report: Path | None = None
 
 
-def verify(cfg: Config, opts: VerifyOptions, *,
-           progress: Subscriber | None = None) -> SyncResult:
+def verify(cfg: Config, opts: VerifyOptions, *, progress: Subscriber | None = None) -> SyncResult:
     """Compare SOURCE and TARGET table by table (chunked checksums); exit 1 when they differ."""
-    sopts = SyncOptions(opts.source, opts.target, "verify", opts.tables, opts.exclude,
-                        jobs=opts.jobs, report=opts.report)
-    eopts = engine.Options(mode="verify", tables=list(opts.tables), exclude=list(opts.exclude),
-                           jobs=opts.jobs)
+    sopts = SyncOptions(
+        opts.source,
+        opts.target,
+        "verify",
+        opts.tables,
+        opts.exclude,
+        jobs=opts.jobs,
+        report=opts.report,
+    )
+    eopts = engine.Options(
+        mode="verify", tables=list(opts.tables), exclude=list(opts.exclude), jobs=opts.jobs
+    )
     return _sync(cfg, sopts, eopts, now=None, progress=progress, confirm=None)
 
 
@@ -187,8 +239,13 @@ class RevertOptions:
     reason: str | None = None
 
 
-def revert(cfg: Config, opts: RevertOptions, *, now: datetime | None = None,
-           confirm: base.Confirm | None = None) -> Any:
+def revert(
+    cfg: Config,
+    opts: RevertOptions,
+    *,
+    now: datetime | None = None,
+    confirm: base.Confirm | None = None,
+) -> Any:
     """``sync revert``: put back every row one sync changed (its before-images), unless one
     changed since. Returns :class:`pgferry.sync.revert.RevertResult`."""
     from pgferry import journal
@@ -198,11 +255,23 @@ def revert(cfg: Config, opts: RevertOptions, *, now: datetime | None = None,
     if opts.reason and not opts.override_blackout:
         raise BadInput("--reason goes with --override-blackout")
     if not opts.dry_run:
-        req = WriteRequest("sync revert", tgt.name, tgt.protected,
-                      action=f"sync revert {opts.run_id} in {tgt.name}", yes=opts.yes,
-                      override_blackout=opts.override_blackout, reason=opts.reason)
-        base.authorize(cfg, tgt, req, now=base.now_or(now), confirm=confirm,
-                       rules=("input", "blackout", "protected"))
+        req = WriteRequest(
+            "sync revert",
+            tgt.name,
+            tgt.protected,
+            action=f"sync revert {opts.run_id} in {tgt.name}",
+            yes=opts.yes,
+            override_blackout=opts.override_blackout,
+            reason=opts.reason,
+        )
+        base.authorize(
+            cfg,
+            tgt,
+            req,
+            now=base.now_or(now),
+            confirm=confirm,
+            rules=("input", "blackout", "protected"),
+        )
     wait = cfg.sync.lock_wait.total_seconds()
     if opts.dry_run:
         return revert_mod.revert(tgt, opts.run_id, lock_wait_s=wait, dry_run=True)
@@ -226,15 +295,19 @@ def find_run(cfg: Config, run_id: str) -> Target:
             with connect(t.dsn, autocommit=True, retry_for=0) as c:
                 if c.execute("SELECT to_regclass('pgferry.before_images')").fetchone() == (None,):
                     continue
-                if c.execute("SELECT 1 FROM pgferry.before_images WHERE run_id = %s LIMIT 1",
-                             [run_id]).fetchone():
+                if c.execute(
+                    "SELECT 1 FROM pgferry.before_images WHERE run_id = %s LIMIT 1", [run_id]
+                ).fetchone():
                     hits.append(t)
         except (PgferryError, psycopg.Error):
             continue  # an environment that cannot be reached cannot hold it for us either
     if len(hits) == 1:
         return hits[0]
     if not hits:
-        raise BadInput(f"no environment holds before-images of sync run {run_id!r}; check the "
-                       "run id (the report, --json or pgferry journal) or name it with --env")
-    raise BadInput(f"sync run {run_id!r} is in {', '.join(t.name for t in hits)}; name one with "
-                   "--env")
+        raise BadInput(
+            f"no environment holds before-images of sync run {run_id!r}; check the "
+            "run id (the report, --json or pgferry journal) or name it with --env"
+        )
+    raise BadInput(
+        f"sync run {run_id!r} is in {', '.join(t.name for t in hits)}; name one with --env"
+    )

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from pgferry.config import GateConfig
 
 _OPS: dict[str, Callable[[float, float], bool]] = {
-    ">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+    ">": operator.gt,
+    ">=": operator.ge,
+    "<": operator.lt,
+    "<=": operator.le,
+}
 
 
 @dataclass(frozen=True)
@@ -37,15 +41,24 @@ class Firing:
     def describe(self) -> str:
         what = "increase" if self.gate.delta else "value"
         held = f" for {_fmt(self.breached_for)}" if self.gate.for_seconds > 0 else ""
-        return (f"gate {self.gate.name!r} fired: {what} {self.value:g} {self.gate.op} "
-                f"{self.gate.threshold:g}{held} (action {self.action})")
+        return (
+            f"gate {self.gate.name!r} fired: {what} {self.value:g} {self.gate.op} "
+            f"{self.gate.threshold:g}{held} (action {self.action})"
+        )
 
     def to_dict(self) -> dict[str, object]:
-        return {"gate": self.gate.name, "value": self.value, "op": self.gate.op,
-                "threshold": self.gate.threshold, "for_s": self.gate.for_seconds,
-                "breached_for_s": round(self.breached_for, 3), "action": self.action,
-                "source": "promql" if self.gate.promql is not None else "sql",
-                "query": self.gate.promql or self.gate.sql, "message": self.describe()}
+        return {
+            "gate": self.gate.name,
+            "value": self.value,
+            "op": self.gate.op,
+            "threshold": self.gate.threshold,
+            "for_s": self.gate.for_seconds,
+            "breached_for_s": round(self.breached_for, 3),
+            "action": self.action,
+            "source": "promql" if self.gate.promql is not None else "sql",
+            "query": self.gate.promql or self.gate.sql,
+            "message": self.describe(),
+        }
 
 
 def _fmt(seconds: float) -> str:

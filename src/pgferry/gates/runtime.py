@@ -38,12 +38,19 @@ class Poll:
 
 
 class GateSet:
-    def __init__(self, cfg: Config, env: str, during: str,
-                 conn: psycopg.Connection[Any] | None, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        env: str,
+        during: str,
+        conn: psycopg.Connection[Any] | None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cfg, self.conn, self.clock = cfg, conn, clock
         self.gates: list[GateConfig] = [
-            g for g in cfg.gate if (not g.envs or env in g.envs) and during in g.during]
+            g for g in cfg.gate if (not g.envs or env in g.envs) and during in g.during
+        ]
         self.interval = cfg.gates.interval.total_seconds()
         #: [gates] with its URL's ${VAR}s resolved (a token kept in .env or the environment)
         self.sources = cfg.gates

@@ -55,8 +55,9 @@ def _request(base: str, query: str) -> urllib.request.Request:
         pair = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
         headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode()
         parts = parts._replace(netloc=host)
-    url = urllib.parse.urlunsplit(parts) + "/api/v1/query?" + urllib.parse.urlencode(
-        {"query": query})
+    url = (
+        urllib.parse.urlunsplit(parts) + "/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    )
     return urllib.request.Request(url, headers=headers)
 
 
@@ -71,15 +72,22 @@ def prometheus(cfg: GatesConfig, query: str) -> Reading:
         try:
             body = json.loads(e.read().decode("utf-8"))
         except (ValueError, OSError):
-            why = " (check the user and password in [gates] prometheus_url)" \
-                if e.code in (401, 403) else ""
+            why = (
+                " (check the user and password in [gates] prometheus_url)"
+                if e.code in (401, 403)
+                else ""
+            )
             return Reading(None, f"Prometheus answered HTTP {e.code}{why}")
-        return Reading(None, f"Prometheus rejected the query: {body.get('error', e.code)}",
-                       bad_query=body.get("errorType") == "bad_data")
+        return Reading(
+            None,
+            f"Prometheus rejected the query: {body.get('error', e.code)}",
+            bad_query=body.get("errorType") == "bad_data",
+        )
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
-        return Reading(None, f"Prometheus at {redact(cfg.prometheus_url)} did not answer "
-                       f"({reason})")
+        return Reading(
+            None, f"Prometheus at {redact(cfg.prometheus_url)} did not answer ({reason})"
+        )
     data = body.get("data") or {}
     kind, result = data.get("resultType"), data.get("result")
     values: list[float] = []
@@ -103,8 +111,9 @@ def sql_value(conn: psycopg.Connection[Any], cfg: GatesConfig, query: str) -> Re
             row = conn.execute(sql.SQL(query)).fetchone()
     except psycopg.Error as e:
         msg = (e.diag.message_primary if e.diag else None) or str(e)
-        return Reading(None, f"the query failed: {redact(msg).strip()}",
-                       bad_query=pg_errors.bad_query(e))
+        return Reading(
+            None, f"the query failed: {redact(msg).strip()}", bad_query=pg_errors.bad_query(e)
+        )
     if row is None or row[0] is None:
         return Reading(None, "no data (the query returned no value)")
     try:
@@ -122,15 +131,18 @@ def read(gate: GateConfig, cfg: GatesConfig, conn: psycopg.Connection[Any] | Non
     return sql_value(conn, cfg, gate.sql)
 
 
-def check(gates: list[GateConfig], cfg: GatesConfig, conn: psycopg.Connection[Any] | None
-          ) -> dict[str, Reading]:
+def check(
+    gates: list[GateConfig], cfg: GatesConfig, conn: psycopg.Connection[Any] | None
+) -> dict[str, Reading]:
     """Read each gate once; BadInput (exit 2) for a query its source rejects."""
     out = {}
     for g in gates:
         r = read(g, cfg, conn)
         if r.bad_query:
-            raise BadInput(f"gate {g.name!r}: {r.error}; fix its "
-                           f"{'promql' if g.promql is not None else 'sql'} in pgferry.toml",
-                           gate=g.name)
+            raise BadInput(
+                f"gate {g.name!r}: {r.error}; fix its "
+                f"{'promql' if g.promql is not None else 'sql'} in pgferry.toml",
+                gate=g.name,
+            )
         out[g.name] = r
     return out

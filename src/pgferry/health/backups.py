@@ -48,7 +48,10 @@ def read(cfg: Config, env: str) -> Backups:
         last = max(checked, key=lambda x: x[0])[1]
         if not last.verification.verify_ok:
             out.last_verify_failed = last.id
-    tested = [at for _, i in done if i.verification.restore_test_ok
-              and (at := _when(i.verification.restore_tested_at))]
+    tested = [
+        at
+        for _, i in done
+        if i.verification.restore_test_ok and (at := _when(i.verification.restore_tested_at))
+    ]
     out.last_restore_test = max(tested, default=None)
     return out

@@ -105,12 +105,20 @@ def connect(target: Target, th: HealthThresholds) -> Conn:
 
     def attempt() -> Conn:
         left = deadline - time.monotonic()
-        return psycopg.connect(target.dsn, autocommit=True, application_name=APP,
-                               connect_timeout=max(2, math.ceil(left)))
+        return psycopg.connect(
+            target.dsn,
+            autocommit=True,
+            application_name=APP,
+            connect_timeout=max(2, math.ceil(left)),
+        )
 
     try:  # a transient failure is tried again while a quarter second or more is left
-        return Retrying(retry=retry_if_exception(is_transient), wait=wait_fixed(0.2),
-                        stop=stop_after_delay(max(0.0, timeout - 0.25)), reraise=True)(attempt)
+        return Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=wait_fixed(0.2),
+            stop=stop_after_delay(max(0.0, timeout - 0.25)),
+            reraise=True,
+        )(attempt)
     except psycopg.Error as e:
         raise map_db_error(e, f"cannot connect to {target.display}") from None
 
@@ -118,18 +126,30 @@ def connect(target: Target, th: HealthThresholds) -> Conn:
 def server(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     row = conn.execute(SERVER_SQL).fetchone()
     assert row is not None
-    (f.role, f.read_all_stats, f.server_version, f.max_connections, f.backends,
-     f.hidden_sessions, f.xid_age, f.mxid_age) = row
+    (
+        f.role,
+        f.read_all_stats,
+        f.server_version,
+        f.max_connections,
+        f.backends,
+        f.hidden_sessions,
+        f.xid_age,
+        f.mxid_age,
+    ) = row
 
 
 def sessions(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
-    f.sessions = [fx.Session(pid, role or "", app or "", state or "", xact, since, q or "")
-                  for pid, role, app, state, xact, since, q in conn.execute(SESSIONS_SQL)]
+    f.sessions = [
+        fx.Session(pid, role or "", app or "", state or "", xact, since, q or "")
+        for pid, role, app, state, xact, since, q in conn.execute(SESSIONS_SQL)
+    ]
 
 
 def waiters(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
-    f.waiters = [fx.Waiter(pid, list(blocking or []), waited or 0.0, q)
-                 for pid, blocking, waited, q in conn.execute(WAITERS_SQL)]
+    f.waiters = [
+        fx.Waiter(pid, list(blocking or []), waited or 0.0, q)
+        for pid, blocking, waited, q in conn.execute(WAITERS_SQL)
+    ]
 
 
 def sequences(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
@@ -155,21 +175,30 @@ def indexes(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> No
 def primary_keys(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     keyed = {t for t, tc in cfg.sync.table.items() if tc.key}
     skip = set(cfg.sync.exclude) | keyed | {f"{cfg.migrate.schema_}.{cfg.migrate.history_table}"}
-    f.tables_without_pk = [t for (t,) in conn.execute(NO_PK_SQL, [cfg.sync.schemas])
-                           if t not in skip and (not cfg.sync.tables or t in cfg.sync.tables)]
+    f.tables_without_pk = [
+        t
+        for (t,) in conn.execute(NO_PK_SQL, [cfg.sync.schemas])
+        if t not in skip and (not cfg.sync.tables or t in cfg.sync.tables)
+    ]
 
 
 def statements(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
-    row = conn.execute("SELECT extnamespace::regnamespace::text FROM pg_extension"
-                       " WHERE extname = 'pg_stat_statements'").fetchone()
+    row = conn.execute(
+        "SELECT extnamespace::regnamespace::text FROM pg_extension"
+        " WHERE extname = 'pg_stat_statements'"
+    ).fetchone()
     if row is None:
         return  # f.statements stays None: the extension is absent
     view = sql.Identifier(row[0].strip('"'), "pg_stat_statements")
-    q = sql.SQL("SELECT query, calls, mean_exec_time, total_exec_time FROM {} WHERE dbid ="
-                " (SELECT oid FROM pg_database WHERE datname = current_database())"
-                " AND mean_exec_time > %s ORDER BY total_exec_time DESC LIMIT 20").format(view)
-    f.statements = [fx.SlowStatement(q or "", int(c), float(m), float(t))
-                    for q, c, m, t in conn.execute(q, [th.slow_query_ms])]
+    q = sql.SQL(
+        "SELECT query, calls, mean_exec_time, total_exec_time FROM {} WHERE dbid ="
+        " (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND mean_exec_time > %s ORDER BY total_exec_time DESC LIMIT 20"
+    ).format(view)
+    f.statements = [
+        fx.SlowStatement(q or "", int(c), float(m), float(t))
+        for q, c, m, t in conn.execute(q, [th.slow_query_ms])
+    ]
 
 
 def migrations(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
@@ -185,8 +214,11 @@ def migrations(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) ->
         return [e.script or e.description for e in s.entries if e.state in states]
 
     f.migrations = fx.Migrations(
-        current=s.current, pending=named("pending", "undone", "outdated", "template"),
-        failed=named("failed"), mismatched=named("checksum_mismatch", "missing"))
+        current=s.current,
+        pending=named("pending", "undone", "outdated", "template"),
+        failed=named("failed"),
+        mismatched=named("checksum_mismatch", "missing"),
+    )
 
 
 def drift(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
@@ -201,19 +233,26 @@ def drift(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None
 def tables(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     names = sorted(th.tables)
     parts = [n.split(".", 1) for n in names]
-    found = dict(conn.execute(TABLES_SQL, [[p[0] for p in parts], [p[1] for p in parts]])
-                 .fetchall())
+    found = dict(
+        conn.execute(TABLES_SQL, [[p[0] for p in parts], [p[1] for p in parts]]).fetchall()
+    )
     for name, (schema, table) in zip(names, parts, strict=True):
         if name not in found:
             f.tables[name] = fx.TableRows(None, missing=True)
         elif th.tables[name].estimate:
             n = found[name]
-            f.tables[name] = (fx.TableRows(int(n), estimated=True) if n >= 0 else fx.TableRows(
-                None, error="it was never analyzed, so pg_class has no estimate; run ANALYZE"))
+            f.tables[name] = (
+                fx.TableRows(int(n), estimated=True)
+                if n >= 0
+                else fx.TableRows(
+                    None, error="it was never analyzed, so pg_class has no estimate; run ANALYZE"
+                )
+            )
         else:
             try:
-                row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(
-                    sql.Identifier(schema, table))).fetchone()
+                row = conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+                ).fetchone()
                 f.tables[name] = fx.TableRows(int(row[0]) if row else 0)
             except psycopg.Error as e:
                 if conn.broken:
@@ -264,9 +303,11 @@ def gather(cfg: Config, target: Target, th: HealthThresholds, now: datetime) -> 
             conn.execute("SELECT 1")
             f.latency_s = time.monotonic() - t0
             f.reachable = True
-            conn.execute("SELECT set_config('statement_timeout', %s, false),"
-                         " set_config('lock_timeout', %s, false)",
-                         [pg_duration(th.statement_timeout), pg_duration(th.statement_timeout)])
+            conn.execute(
+                "SELECT set_config('statement_timeout', %s, false),"
+                " set_config('lock_timeout', %s, false)",
+                [pg_duration(th.statement_timeout), pg_duration(th.statement_timeout)],
+            )
         except psycopg.Error as e:
             f.reachable, f.error = False, _reason(e)
         for feeds, part in PARTS if f.reachable else []:

@@ -62,8 +62,10 @@ def sync(conn: psycopg.Connection[Any], f: HealthFacts, cfg: Config, th: HealthT
     s = f.sync = Sync()
     if not _exists(conn, "pgferry.journal"):
         return
-    s.runs = [SyncRun(src, outcome, at, ms / 1000 if ms is not None else None, run_id)
-              for src, outcome, at, ms, run_id in conn.execute(RUNS_SQL)]
+    s.runs = [
+        SyncRun(src, outcome, at, ms / 1000 if ms is not None else None, run_id)
+        for src, outcome, at, ms, run_id in conn.execute(RUNS_SQL)
+    ]
     s.rows = {(t, k): int(n) for t, k, n in conn.execute(ROWS_SQL)}
     done = next((r for r in s.runs if r.duration_s is not None), None)
     if done is not None and done.duration_s is not None:

@@ -32,8 +32,11 @@ class ReportCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         g = {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in GAUGES}
-        rows = CounterMetricFamily("pgferry_sync_rows", "Rows every sync into the environment "
-                                   "wrote, by table and result.", labels=["env", "table", "result"])
+        rows = CounterMetricFamily(
+            "pgferry_sync_rows",
+            "Rows every sync into the environment wrote, by table and result.",
+            labels=["env", "table", "result"],
+        )
         for r in self.reports:
             f, env = r.facts, r.env
             g["pgferry_health_status"].add_metric([env], LEVELS[r.status])
@@ -47,10 +50,12 @@ class ReportCollector(Collector):
             b = f.backups
             if b is not None and b.last_complete is not None:
                 g["pgferry_backup_last_success_timestamp_seconds"].add_metric(
-                    [env], b.last_complete.timestamp())
+                    [env], b.last_complete.timestamp()
+                )
             if b is not None and b.last_restore_test is not None:
                 g["pgferry_backup_last_restore_test_timestamp_seconds"].add_metric(
-                    [env], b.last_restore_test.timestamp())
+                    [env], b.last_restore_test.timestamp()
+                )
             if f.migrations is not None:
                 g["pgferry_migrations_pending"].add_metric([env], len(f.migrations.pending))
             if f.sync is not None:
@@ -62,8 +67,9 @@ class ReportCollector(Collector):
         yield rows
 
     @staticmethod
-    def _sync(g: dict[str, GaugeMetricFamily], rows: CounterMetricFamily, env: str,
-              r: HealthReport) -> None:
+    def _sync(
+        g: dict[str, GaugeMetricFamily], rows: CounterMetricFamily, env: str, r: HealthReport
+    ) -> None:
         s = r.facts.sync
         assert s is not None
         by_source: dict[str, list[SyncRun]] = {}
@@ -74,8 +80,10 @@ class ReportCollector(Collector):
         for source, runs in by_source.items():
             failed = next((i for i, x in enumerate(runs) if x.outcome in COMPLETED), len(runs))
             done = next((x for x in runs if x.outcome in COMPLETED and x.finished_at), None)
-            sources[source] = (failed, done.finished_at.timestamp()
-                               if done and done.finished_at else None)
+            sources[source] = (
+                failed,
+                done.finished_at.timestamp() if done and done.finished_at else None,
+            )
         for source, (failed, last) in sorted(sources.items()):
             g["pgferry_sync_consecutive_failures"].add_metric([source, env], failed)
             if last is not None:
@@ -85,26 +93,53 @@ class ReportCollector(Collector):
 
 
 GAUGES: list[tuple[str, str, list[str]]] = [
-    ("pgferry_health_status", "Overall health: 0 optimal, 1 healthy, 2 degraded, 3 critical.",
-     ["env"]),
-    ("pgferry_check_status", "One check: 0 optimal, 1 healthy, 2 degraded, 3 critical, "
-     "-1 unknown (could not run).", ["env", "check"]),
-    ("pgferry_table_rows", "Rows of a [health.tables] table (exact, or the estimate).",
-     ["env", "table"]),
+    (
+        "pgferry_health_status",
+        "Overall health: 0 optimal, 1 healthy, 2 degraded, 3 critical.",
+        ["env"],
+    ),
+    (
+        "pgferry_check_status",
+        "One check: 0 optimal, 1 healthy, 2 degraded, 3 critical, -1 unknown (could not run).",
+        ["env", "check"],
+    ),
+    (
+        "pgferry_table_rows",
+        "Rows of a [health.tables] table (exact, or the estimate).",
+        ["env", "table"],
+    ),
     ("pgferry_db_latency_seconds", "Round trip of SELECT 1.", ["env"]),
-    ("pgferry_backup_last_success_timestamp_seconds", "When the newest complete backup "
-     "finished.", ["env"]),
-    ("pgferry_backup_last_restore_test_timestamp_seconds", "When a backup was last "
-     "restore-tested successfully.", ["env"]),
-    ("pgferry_sync_last_success_timestamp_seconds", "When the last sync from source into "
-     "target ran to its end.", ["source", "target"]),
-    ("pgferry_sync_consecutive_failures", "Syncs from source into target that failed in a row "
-     "(0 after one that ran to its end).", ["source", "target"]),
+    (
+        "pgferry_backup_last_success_timestamp_seconds",
+        "When the newest complete backup finished.",
+        ["env"],
+    ),
+    (
+        "pgferry_backup_last_restore_test_timestamp_seconds",
+        "When a backup was last restore-tested successfully.",
+        ["env"],
+    ),
+    (
+        "pgferry_sync_last_success_timestamp_seconds",
+        "When the last sync from source into target ran to its end.",
+        ["source", "target"],
+    ),
+    (
+        "pgferry_sync_consecutive_failures",
+        "Syncs from source into target that failed in a row (0 after one that ran to its end).",
+        ["source", "target"],
+    ),
     ("pgferry_migrations_pending", "Migrations not applied yet.", ["env"]),
-    ("pgferry_dead_letters", "Rows a sync could not write, waiting in pgferry.dead_letters.",
-     ["env"]),
-    ("pgferry_run_duration_seconds", "How long the last run of each kind took (health: this "
-     "one).", ["env", "kind"]),
+    (
+        "pgferry_dead_letters",
+        "Rows a sync could not write, waiting in pgferry.dead_letters.",
+        ["env"],
+    ),
+    (
+        "pgferry_run_duration_seconds",
+        "How long the last run of each kind took (health: this one).",
+        ["env", "kind"],
+    ),
 ]
 
 

@@ -38,8 +38,13 @@ def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Heal
     try:
         target = resolve_env(cfg, env)
     except OperationFailed as e:  # the embedded server would not start: unreachable
-        facts = HealthFacts(env=env, checked_at=now, reachable=False, error=e.message,
-                      backups=backups.read(cfg, env))
+        facts = HealthFacts(
+            env=env,
+            checked_at=now,
+            reachable=False,
+            error=e.message,
+            backups=backups.read(cfg, env),
+        )
     else:
         facts = checks.gather(cfg, target, th, now)
     report = status.evaluate(facts, th, now)
@@ -54,7 +59,8 @@ def cached(cfg: Config, env: str, *, now: datetime) -> HealthReport | None:
     th = cfg.health.thresholds(env)  # also: ConfigError for an unknown env
     with _lock:
         hit = _cache.get((str(cfg.path), env))
-    if hit is not None and \
-            0 <= (now - hit.checked_at).total_seconds() < th.seconds("cache_interval"):
+    if hit is not None and 0 <= (now - hit.checked_at).total_seconds() < th.seconds(
+        "cache_interval"
+    ):
         return replace(hit, cached=True)
     return None

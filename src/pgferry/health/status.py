@@ -27,8 +27,13 @@ from pgferry.health.facts import HealthFacts
 from pgferry.health.rules import Status
 
 #: the metric value of each status: higher is worse; unknown is -1 (never reads as ok)
-LEVELS: dict[Status, int] = {"optimal": 0, "healthy": 1, "degraded": 2, "critical": 3,
-                             "unknown": -1}
+LEVELS: dict[Status, int] = {
+    "optimal": 0,
+    "healthy": 1,
+    "degraded": 2,
+    "critical": 3,
+    "unknown": -1,
+}
 
 
 @dataclass
@@ -97,9 +102,14 @@ def evaluate(facts: HealthFacts, th: HealthThresholds, now: datetime) -> HealthR
         if not facts.reachable and name != "reachability" and name not in rules.OFFLINE:
             checks.append(HealthCheck(name, "unknown", message=rules.NOT_REACHED))
         elif name in facts.failures:
-            checks.append(HealthCheck(name, "unknown",
-                                      message=f"could not run: {facts.failures[name]}",
-                                fix=rules.fix_for_failure(facts, facts.failures[name])))
+            checks.append(
+                HealthCheck(
+                    name,
+                    "unknown",
+                    message=f"could not run: {facts.failures[name]}",
+                    fix=rules.fix_for_failure(facts, facts.failures[name]),
+                )
+            )
         else:
             checks.append(HealthCheck(name, *rule(facts, th, now)))
     for table, cfg in sorted(th.tables.items()):
@@ -110,5 +120,6 @@ def evaluate(facts: HealthFacts, th: HealthThresholds, now: datetime) -> HealthR
         else:
             verdict = rules.table_rows(facts, table, cfg)
         checks.append(HealthCheck(name, *verdict, kind="data"))
-    return HealthReport(facts.env, overall(checks), checks, facts.checked_at, facts.duration_s,
-                  facts)
+    return HealthReport(
+        facts.env, overall(checks), checks, facts.checked_at, facts.duration_s, facts
+    )

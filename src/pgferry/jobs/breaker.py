@@ -41,10 +41,13 @@ class Breaker:
     retry_at: datetime | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"state": self.state, "failures": self.failures,
-                "opened_at": self.opened_at.isoformat() if self.opened_at else None,
-                "retry_at": self.retry_at.isoformat() if self.retry_at else None,
-                "last_error": self.last_error}
+        return {
+            "state": self.state,
+            "failures": self.failures,
+            "opened_at": self.opened_at.isoformat() if self.opened_at else None,
+            "retry_at": self.retry_at.isoformat() if self.retry_at else None,
+            "last_error": self.last_error,
+        }
 
 
 _cache: dict[str, tuple[float, dict[str, Breaker]]] = {}
@@ -69,8 +72,12 @@ def states(cfg: Config, ctl: Control, *, fresh: bool = False) -> dict[str, Break
     if hit is not None:
         return hit
     with ctl.conn() as c:
-        rows = {r["env"]: r for r in c.execute(
-            "SELECT env, failures, opened_at, last_error FROM pgferry_control.breakers")}
+        rows = {
+            r["env"]: r
+            for r in c.execute(
+                "SELECT env, failures, opened_at, last_error FROM pgferry_control.breakers"
+            )
+        }
     now = datetime.now(UTC)
     out = {env: _judge(cfg, env, rows.get(env), now) for env in cfg.environments}
     with _lock:
@@ -93,7 +100,9 @@ def check(cfg: Config, ctl: Control, env: str) -> Breaker:
         raise CircuitOpen(
             f"environment {env!r} failed {b.failures} time(s) in a row (last: {b.last_error}); "
             f"calls to it fail fast until {b.retry_at:%H:%M:%S} UTC (circuit breaker)",
-            env=env, breaker=b.to_dict())
+            env=env,
+            breaker=b.to_dict(),
+        )
     return b
 
 
@@ -102,8 +111,11 @@ def record(cfg: Config, ctl: Control, env: str, *, ok: bool, error: str | None =
     and the N-th in a row (or one in half-open) opens it."""
     with ctl.conn() as c:
         if ok:
-            c.execute("UPDATE pgferry_control.breakers SET failures = 0, opened_at = NULL,"
-                      " updated_at = now() WHERE env = %s AND failures > 0", [env])
+            c.execute(
+                "UPDATE pgferry_control.breakers SET failures = 0, opened_at = NULL,"
+                " updated_at = now() WHERE env = %s AND failures > 0",
+                [env],
+            )
         else:
             c.execute(
                 "INSERT INTO pgferry_control.breakers AS b (env, failures, last_error, opened_at)"
@@ -111,7 +123,11 @@ def record(cfg: Config, ctl: Control, env: str, *, ok: bool, error: str | None =
                 " ON CONFLICT (env) DO UPDATE SET failures = b.failures + 1,"
                 " last_error = %(err)s, updated_at = now(),"
                 " opened_at = CASE WHEN b.failures + 1 >= %(n)s THEN now() ELSE b.opened_at END",
-                {"env": env, "err": redact(error or "unreachable")[:500],
-                 "n": cfg.service.breaker_failures})
+                {
+                    "env": env,
+                    "err": redact(error or "unreachable")[:500],
+                    "n": cfg.service.breaker_failures,
+                },
+            )
     with _lock:
         _cache.pop(ctl.dsn, None)

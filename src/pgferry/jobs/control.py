@@ -121,8 +121,9 @@ def target(cfg: Config) -> Target:
     def start() -> str:
         from pgferry.pg import embedded
 
-        return embedded.ensure_database(cfg.embedded_dir, database,
-                                        idle_stop=0)  # the service keeps its server up
+        return embedded.ensure_database(
+            cfg.embedded_dir, database, idle_stop=0
+        )  # the service keeps its server up
 
     return Target("control", None, protected=False, embedded=True, start=start)
 
@@ -167,9 +168,16 @@ class Control:
         with self._lock:
             if self._pool is None:
                 self._pool = ConnectionPool(
-                    self.dsn, min_size=1, max_size=self._max, open=True,
-                    kwargs={"autocommit": True, "application_name": "pgferry service",
-                            "row_factory": dict_row})
+                    self.dsn,
+                    min_size=1,
+                    max_size=self._max,
+                    open=True,
+                    kwargs={
+                        "autocommit": True,
+                        "application_name": "pgferry service",
+                        "row_factory": dict_row,
+                    },
+                )
             return self._pool
 
     @contextmanager
@@ -181,8 +189,10 @@ class Control:
         except psycopg.OperationalError as e:
             from pgferry.errors import Unreachable
 
-            raise Unreachable(f"the control database does not answer: "
-                              f"{redact(str(e)).splitlines()[0] if str(e) else e}") from None
+            raise Unreachable(
+                f"the control database does not answer: "
+                f"{redact(str(e)).splitlines()[0] if str(e) else e}"
+            ) from None
 
     def close(self) -> None:
         with self._lock:

@@ -30,8 +30,11 @@ class Args(BaseModel):
 
     def named_envs(self) -> dict[str, str]:
         """Every environment the arguments name, by field (``sync.source``)."""
-        return {k: v for k in ("env", "source", "target")
-                if isinstance(v := getattr(self, k, None), str)}
+        return {
+            k: v
+            for k in ("env", "source", "target")
+            if isinstance(v := getattr(self, k, None), str)
+        }
 
 
 class EnvArgs(Args):
@@ -142,22 +145,32 @@ def _migrate_plan(cfg: Config, a: Args, undo: bool) -> Plan:
     from pgferry.commands import migrate_run
 
     assert isinstance(a, MigrateUpArgs | MigrateUndoArgs)
-    opts = migrate_run.RunOptions(env=a.env, dry_run=True,
-                                  target=getattr(a, "target", None), to=getattr(a, "to", None))
+    opts = migrate_run.RunOptions(
+        env=a.env, dry_run=True, target=getattr(a, "target", None), to=getattr(a, "to", None)
+    )
     res = migrate_run.run(cfg, opts, undo=undo)
     steps = res.steps or []
-    return {"kind": "migrate_undo" if undo else "migrate_up", "env": a.env,
-            "current_version": res.current_version, "steps": steps, "warnings": res.warnings,
-            "hashed": [{k: s.get(k) for k in ("kind", "version", "script", "checksum")}
-                       | {"sql": [x["sql"] for x in s.get("statements", [])]} for s in steps]}
+    return {
+        "kind": "migrate_undo" if undo else "migrate_up",
+        "env": a.env,
+        "current_version": res.current_version,
+        "steps": steps,
+        "warnings": res.warnings,
+        "hashed": [
+            {k: s.get(k) for k in ("kind", "version", "script", "checksum")}
+            | {"sql": [x["sql"] for x in s.get("statements", [])]}
+            for s in steps
+        ],
+    }
 
 
 def _migrate(cfg: Config, a: Args, progress: Subscriber, undo: bool) -> Outcome:
     from pgferry.commands import migrate_run
 
     assert isinstance(a, MigrateUpArgs | MigrateUndoArgs)
-    opts = migrate_run.RunOptions(env=a.env, yes=True, target=getattr(a, "target", None),
-                                  to=getattr(a, "to", None))
+    opts = migrate_run.RunOptions(
+        env=a.env, yes=True, target=getattr(a, "target", None), to=getattr(a, "to", None)
+    )
     res = migrate_run.run(cfg, opts, undo=undo, progress=progress)
     return Outcome(0, res.to_dict())
 
@@ -168,8 +181,7 @@ def _migrate(cfg: Config, a: Args, progress: Subscriber, undo: bool) -> Outcome:
 def _sync_options(a: SyncArgs, **kw: Any) -> Any:
     from pgferry.commands.sync import SyncOptions
 
-    return SyncOptions(a.source, a.target, a.mode, list(a.tables),
-                       on_conflict=a.on_conflict, **kw)
+    return SyncOptions(a.source, a.target, a.mode, list(a.tables), on_conflict=a.on_conflict, **kw)
 
 
 def _sync_plan(cfg: Config, a: Args) -> Plan:
@@ -177,23 +189,43 @@ def _sync_plan(cfg: Config, a: Args) -> Plan:
 
     assert isinstance(a, SyncArgs)
     res = sync.sync(cfg, _sync_options(a, dry_run=True))
-    tables = [{"table": t.table, "strategy": t.strategy, "estimated_rows": t.estimated_rows,
-               "would_insert": t.would_insert, "would_update": t.would_update,
-               "would_delete": t.would_delete, "conflicts": t.conflicts, "status": t.status}
-              for t in res.tables]
-    return {"kind": "sync", "source": a.source, "target": a.target, "mode": a.mode,
-            "tables": tables, "warnings": res.warnings, "exit_code": res.exit_code,
-            # what moves is the plan; how many rows it moves is shown, not approved
-            "hashed": {"mode": a.mode, "on_conflict": a.on_conflict,
-                       "tables": [[t["table"], t["strategy"]] for t in tables]}}
+    tables = [
+        {
+            "table": t.table,
+            "strategy": t.strategy,
+            "estimated_rows": t.estimated_rows,
+            "would_insert": t.would_insert,
+            "would_update": t.would_update,
+            "would_delete": t.would_delete,
+            "conflicts": t.conflicts,
+            "status": t.status,
+        }
+        for t in res.tables
+    ]
+    return {
+        "kind": "sync",
+        "source": a.source,
+        "target": a.target,
+        "mode": a.mode,
+        "tables": tables,
+        "warnings": res.warnings,
+        "exit_code": res.exit_code,
+        # what moves is the plan; how many rows it moves is shown, not approved
+        "hashed": {
+            "mode": a.mode,
+            "on_conflict": a.on_conflict,
+            "tables": [[t["table"], t["strategy"]] for t in tables],
+        },
+    }
 
 
 def _sync(cfg: Config, a: Args, progress: Subscriber) -> Outcome:
     from pgferry.commands import sync
 
     assert isinstance(a, SyncArgs)
-    res = sync.sync(cfg, _sync_options(a, yes=True, verify_after=a.mode != "verify"),
-                    progress=progress)
+    res = sync.sync(
+        cfg, _sync_options(a, yes=True, verify_after=a.mode != "verify"), progress=progress
+    )
     return Outcome(res.exit_code, res.to_dict(), res.error)
 
 
@@ -201,8 +233,9 @@ def _verify(cfg: Config, a: Args, progress: Subscriber) -> Outcome:
     from pgferry.commands import sync
 
     assert isinstance(a, VerifyArgs)
-    res = sync.verify(cfg, sync.VerifyOptions(a.source, a.target, list(a.tables)),
-                      progress=progress)
+    res = sync.verify(
+        cfg, sync.VerifyOptions(a.source, a.target, list(a.tables)), progress=progress
+    )
     return Outcome(res.exit_code, res.to_dict(), res.error)
 
 
@@ -212,8 +245,13 @@ def _revert_plan(cfg: Config, a: Args) -> Plan:
     assert isinstance(a, RevertArgs)
     res = sync.revert(cfg, sync.RevertOptions(a.run_id, a.env, dry_run=True))
     d: dict[str, Any] = res.to_dict()
-    return {"kind": "sync_revert", "env": a.env, "run_id": a.run_id, "revert": d,
-            "hashed": {"run_id": a.run_id, "revert": d}}
+    return {
+        "kind": "sync_revert",
+        "env": a.env,
+        "run_id": a.run_id,
+        "revert": d,
+        "hashed": {"run_id": a.run_id, "revert": d},
+    }
 
 
 def _revert(cfg: Config, a: Args, progress: Subscriber) -> Outcome:  # noqa: ARG001
@@ -252,9 +290,16 @@ def _restore_plan(cfg: Config, a: Args) -> Plan:
     info = catalog.find(cfg.backup_dir, a.backup_id, a.env if a.backup_id == "latest" else None)
     m = info.manifest
     tables = m.to_dict().get("tables") if m is not None else None
-    return {"kind": "backup_restore", "env": a.env, "backup": info.id, "from_env": info.env,
-            "tables": a.tables, "into_new": a.into_new, "manifest_tables": tables,
-            "hashed": {"backup": info.id, "tables": a.tables, "into_new": a.into_new}}
+    return {
+        "kind": "backup_restore",
+        "env": a.env,
+        "backup": info.id,
+        "from_env": info.env,
+        "tables": a.tables,
+        "into_new": a.into_new,
+        "manifest_tables": tables,
+        "hashed": {"backup": info.id, "tables": a.tables, "into_new": a.into_new},
+    }
 
 
 def _backup_restore(cfg: Config, a: Args, progress: Subscriber) -> Outcome:
@@ -262,9 +307,13 @@ def _backup_restore(cfg: Config, a: Args, progress: Subscriber) -> Outcome:
 
     assert isinstance(a, BackupRestoreArgs)
     plan = _restore_plan(cfg, a)  # "latest" is the backup the approver saw
-    res = backup.restore(cfg, backup.RestoreOptions(plan["backup"], a.env, tables=a.tables,
-                                                    into_new=a.into_new, yes=True),
-                         progress=progress)
+    res = backup.restore(
+        cfg,
+        backup.RestoreOptions(
+            plan["backup"], a.env, tables=a.tables, into_new=a.into_new, yes=True
+        ),
+        progress=progress,
+    )
     return Outcome(0, res.to_dict())
 
 
@@ -320,8 +369,13 @@ def _pro_plan(cfg: Config, a: Args) -> Plan:
     mig = _migrate_plan(cfg, MigrateUpArgs(env=a.env), False)
     sa = _pro_sync(a)
     syn = _sync_plan(cfg, sa) if sa is not None else None
-    return {"kind": "professional_migration", "env": a.env, "migrate": mig, "sync": syn,
-            "hashed": {"migrate": mig["hashed"], "sync": syn["hashed"] if syn else None}}
+    return {
+        "kind": "professional_migration",
+        "env": a.env,
+        "migrate": mig,
+        "sync": syn,
+        "hashed": {"migrate": mig["hashed"], "sync": syn["hashed"] if syn else None},
+    }
 
 
 def _pro(cfg: Config, a: Args, progress: Subscriber) -> Outcome:
@@ -344,12 +398,18 @@ def _pro(cfg: Config, a: Args, progress: Subscriber) -> Outcome:
         t = res.totals()
         migrated = t["inserted"] + t["updated"]
         errors = ([res.error] if res.error else []) + [
-            f"{x.table}: {x.error or x.status}" for x in res.tables
-            if x.error or x.status not in ("ok", "unchanged")]
+            f"{x.table}: {x.error or x.status}"
+            for x in res.tables
+            if x.error or x.status not in ("ok", "unchanged")
+        ]
         text, code = report.markdown(res), res.exit_code
-    out["data"] = {"migratedCount": migrated, "duration": round(time.monotonic() - t0, 3),
-                   "errors": errors, "report": text,
-                   "migrations": [f.script for f in mig.applied]}
+    out["data"] = {
+        "migratedCount": migrated,
+        "duration": round(time.monotonic() - t0, 3),
+        "errors": errors,
+        "report": text,
+        "migrations": [f.script for f in mig.applied],
+    }
     return Outcome(code, out, errors[0] if errors else None)
 
 
@@ -361,14 +421,25 @@ def release_plan(cfg: Config, a: ReleaseArgs) -> dict[str, Any]:
     """The release saga's plan: every step (:mod:`pgferry.jobs.saga`), hashed as one."""
     mig = _migrate_plan(cfg, MigrateUpArgs(env=a.env), False)
     syn = _sync_plan(cfg, SyncArgs(source=a.source, target=a.env, tables=release_tables(cfg, a)))
-    steps = [{"step": "backup", "env": a.env},
-             {"step": "migrate", **mig},
-             {"step": "sync", **syn},
-             {"step": "verify", "source": a.source, "target": a.env},
-             {"step": "health", "env": a.env, "fails_on": "critical"}]
-    return {"kind": "release", "env": a.env, "source": a.source, "steps": steps,
-            "hashed": {"env": a.env, "source": a.source, "migrate": mig["hashed"],
-                       "sync": syn["hashed"]}}
+    steps = [
+        {"step": "backup", "env": a.env},
+        {"step": "migrate", **mig},
+        {"step": "sync", **syn},
+        {"step": "verify", "source": a.source, "target": a.env},
+        {"step": "health", "env": a.env, "fails_on": "critical"},
+    ]
+    return {
+        "kind": "release",
+        "env": a.env,
+        "source": a.source,
+        "steps": steps,
+        "hashed": {
+            "env": a.env,
+            "source": a.source,
+            "migrate": mig["hashed"],
+            "sync": syn["hashed"],
+        },
+    }
 
 
 def _release_plan(cfg: Config, a: Args) -> Plan:
@@ -380,24 +451,62 @@ def _release(cfg: Config, a: Args, progress: Subscriber) -> Outcome:  # noqa: AR
     raise AssertionError("a release runs as a saga (pgferry.jobs.saga), not as one command")
 
 
-KINDS: dict[str, RunKind] = {o.name: o for o in [
-    RunKind("migrate_up", MigrateUpArgs, "migrate up", _env, _writes_env,
-              lambda c, a, p: _migrate(c, a, p, False), lambda c, a: _migrate_plan(c, a, False)),
-    RunKind("migrate_undo", MigrateUndoArgs, "migrate undo", _env, _writes_env,
-              lambda c, a, p: _migrate(c, a, p, True), lambda c, a: _migrate_plan(c, a, True)),
-    RunKind("sync", SyncArgs, "sync", _env, _writes_sync, _sync, _sync_plan),
-    RunKind("verify", VerifyArgs, "verify", _env, _never, _verify),
-    RunKind("sync_revert", RevertArgs, "sync revert", _env, _writes_env, _revert,
-              _revert_plan, resumable=False),
-    RunKind("backup_create", BackupCreateArgs, "backup create", _env, _never,
-              _backup_create),
-    RunKind("backup_verify", BackupVerifyArgs, "backup verify", _env, _never,
-              _backup_verify),
-    RunKind("backup_restore", BackupRestoreArgs, "backup restore", _env, _writes_env,
-              _backup_restore, _restore_plan, resumable=False),
-    RunKind("backup_prune", EnvArgs, "backup prune", _env, _never, _backup_prune),
-    RunKind("health", EnvArgs, "health", _env, _never, _health),
-    RunKind("professional_migration", ProMigrationArgs, "migrate up", _env, _writes_env,
-              _pro, _pro_plan),
-    RunKind("release", ReleaseArgs, "release", _env, _writes_env, _release, _release_plan),
-]}
+KINDS: dict[str, RunKind] = {
+    o.name: o
+    for o in [
+        RunKind(
+            "migrate_up",
+            MigrateUpArgs,
+            "migrate up",
+            _env,
+            _writes_env,
+            lambda c, a, p: _migrate(c, a, p, False),
+            lambda c, a: _migrate_plan(c, a, False),
+        ),
+        RunKind(
+            "migrate_undo",
+            MigrateUndoArgs,
+            "migrate undo",
+            _env,
+            _writes_env,
+            lambda c, a, p: _migrate(c, a, p, True),
+            lambda c, a: _migrate_plan(c, a, True),
+        ),
+        RunKind("sync", SyncArgs, "sync", _env, _writes_sync, _sync, _sync_plan),
+        RunKind("verify", VerifyArgs, "verify", _env, _never, _verify),
+        RunKind(
+            "sync_revert",
+            RevertArgs,
+            "sync revert",
+            _env,
+            _writes_env,
+            _revert,
+            _revert_plan,
+            resumable=False,
+        ),
+        RunKind("backup_create", BackupCreateArgs, "backup create", _env, _never, _backup_create),
+        RunKind("backup_verify", BackupVerifyArgs, "backup verify", _env, _never, _backup_verify),
+        RunKind(
+            "backup_restore",
+            BackupRestoreArgs,
+            "backup restore",
+            _env,
+            _writes_env,
+            _backup_restore,
+            _restore_plan,
+            resumable=False,
+        ),
+        RunKind("backup_prune", EnvArgs, "backup prune", _env, _never, _backup_prune),
+        RunKind("health", EnvArgs, "health", _env, _never, _health),
+        RunKind(
+            "professional_migration",
+            ProMigrationArgs,
+            "migrate up",
+            _env,
+            _writes_env,
+            _pro,
+            _pro_plan,
+        ),
+        RunKind("release", ReleaseArgs, "release", _env, _writes_env, _release, _release_plan),
+    ]
+}

@@ -67,8 +67,11 @@ def defer(ctl: Control, run: runs.ServiceRun) -> int:
     """Queue ``run``; its procrastinate job id (stored with the run)."""
     op = KINDS[run.kind]
     env = op.env(op.args.model_validate(run.arguments))
-    job_id = _deferrer(ctl).configure_task(
-        RUN_TASK, queue=QUEUE, lock=env_lock(env)).defer(run_id=run.id)
+    job_id = (
+        _deferrer(ctl)
+        .configure_task(RUN_TASK, queue=QUEUE, lock=env_lock(env))
+        .defer(run_id=run.id)
+    )
     runs.update(ctl, run.id, job_id=job_id)
     return int(job_id)
 
@@ -91,9 +94,13 @@ def schedule_run(s: ScheduleConfig) -> tuple[str, dict[str, Any]]:
         if s.operation == "sync":
             a["mode"] = s.mode
         return s.operation, a
-    kind = {"backup": "backup_create", "backup_verify": "backup_verify",
-            "backup_prune": "backup_prune", "health": "health",
-            "migrate_up": "migrate_up"}[s.operation]
+    kind = {
+        "backup": "backup_create",
+        "backup_verify": "backup_verify",
+        "backup_prune": "backup_prune",
+        "health": "health",
+        "migrate_up": "migrate_up",
+    }[s.operation]
     args: dict[str, Any] = {"env": s.env}
     if s.operation == "backup" and s.prune:
         args["prune"] = True
@@ -110,8 +117,15 @@ def schedule_env(s: ScheduleConfig) -> str:
 class Worker:
     """A procrastinate worker running pgferry's jobs (and schedules, and the sweep)."""
 
-    def __init__(self, cfg: Config, ctl: Control, *, name: str | None = None,
-                 concurrency: int | None = None, schedules: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        ctl: Control,
+        *,
+        name: str | None = None,
+        concurrency: int | None = None,
+        schedules: bool = True,
+    ) -> None:
         self.cfg, self.ctl = cfg, ctl
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.concurrency = concurrency or cfg.service.concurrency
@@ -123,8 +137,11 @@ class Worker:
         self.error: BaseException | None = None
 
     def _app(self, schedules: bool) -> App:
-        app = App(connector=PsycopgConnector(conninfo=self.ctl.dsn,
-                                             kwargs={"application_name": "pgferry worker"}))
+        app = App(
+            connector=PsycopgConnector(
+                conninfo=self.ctl.dsn, kwargs={"application_name": "pgferry worker"}
+            )
+        )
         cfg, ctl = self.cfg, self.ctl
 
         @app.task(name=RUN_TASK, queue=QUEUE, pass_context=True)
@@ -137,18 +154,29 @@ class Worker:
             if s is None:
                 return  # removed from the config since it was queued
             kind, args = schedule_run(s)
-            run, _ = runs.create(ctl, kind=kind, env=schedule_env(s), arguments=args,
-                                 requested_by=f"schedule:{name}", state="queued",
-                                 schedule=name,
-                                 idempotency_key=f"schedule:{name}:{timestamp}",
-                                 request_hash=runs.digest([kind, args]))
+            run, _ = runs.create(
+                ctl,
+                kind=kind,
+                env=schedule_env(s),
+                arguments=args,
+                requested_by=f"schedule:{name}",
+                state="queued",
+                schedule=name,
+                idempotency_key=f"schedule:{name}:{timestamp}",
+                request_hash=runs.digest([kind, args]),
+            )
             runner.execute(cfg, ctl, run.id)
 
         if schedules:
             for s in self.cfg.schedule:
-                app.periodic(cron=s.cron, periodic_id=s.name, queue=QUEUE,
-                             lock=env_lock(schedule_env(s)), queueing_lock=f"schedule:{s.name}",
-                             task_kwargs={"name": s.name})(schedule_task)
+                app.periodic(
+                    cron=s.cron,
+                    periodic_id=s.name,
+                    queue=QUEUE,
+                    lock=env_lock(schedule_env(s)),
+                    queueing_lock=f"schedule:{s.name}",
+                    task_kwargs={"name": s.name},
+                )(schedule_task)
         return app
 
     # -- taking over the jobs of workers that died --------------------------------------
@@ -158,29 +186,43 @@ class Worker:
         seconds = self.cfg.service.stalled_after.total_seconds()
         taken: list[str] = []
         for job in await self.app.job_manager.get_stalled_jobs(
-                queue=QUEUE, seconds_since_heartbeat=seconds):
+            queue=QUEUE, seconds_since_heartbeat=seconds
+        ):
             run_id = job.task_kwargs.get("run_id")
             run = runs.get(self.ctl, str(run_id)) if run_id else None
             op = KINDS.get(run.kind) if run else None
             assert job.id is not None
             if run is None or op is None or run.final:
                 await self.app.job_manager.finish_job_by_id_async(
-                    job.id, status=_failed(), delete_job=False)
+                    job.id, status=_failed(), delete_job=False
+                )
                 continue
             if op.resumable:
-                await self.app.job_manager.retry_job_by_id_async(
-                    job.id, retry_at=_now())
+                await self.app.job_manager.retry_job_by_id_async(job.id, retry_at=_now())
                 runs.update(self.ctl, run.id, state="queued")
-                runner.announce(self.ctl, run.id, "the worker running it stopped (killed or "
-                                "lost); queued again to resume", "resume", "queued")
+                runner.announce(
+                    self.ctl,
+                    run.id,
+                    "the worker running it stopped (killed or lost); queued again to resume",
+                    "resume",
+                    "queued",
+                )
             else:
                 await self.app.job_manager.finish_job_by_id_async(
-                    job.id, status=_failed(), delete_job=False)
+                    job.id, status=_failed(), delete_job=False
+                )
                 rec = runner.Recorder(self.ctl, run.id, cfg=self.cfg)
-                runner.finish(self.ctl, run.id, rec, "failed", 3, None,
-                              f"the worker running this {run.kind} stopped (killed or lost) "
-                              "before it ended; it is not resumed (not safe to repeat): "
-                              "check the environment and its journal, then retry")
+                runner.finish(
+                    self.ctl,
+                    run.id,
+                    rec,
+                    "failed",
+                    3,
+                    None,
+                    f"the worker running this {run.kind} stopped (killed or lost) "
+                    "before it ended; it is not resumed (not safe to repeat): "
+                    "check the environment and its journal, then retry",
+                )
             taken.append(run.id)
         return taken
 
@@ -203,11 +245,16 @@ class Worker:
             self.started.set()
             try:
                 await self.app.run_worker_async(
-                    queues=[QUEUE], name=self.name, concurrency=self.concurrency,
-                    install_signal_handlers=False, shutdown_graceful_timeout=5,
+                    queues=[QUEUE],
+                    name=self.name,
+                    concurrency=self.concurrency,
+                    install_signal_handlers=False,
+                    shutdown_graceful_timeout=5,
                     update_heartbeat_interval=self.cfg.service.heartbeat.total_seconds(),
                     stalled_worker_timeout=self.cfg.service.stalled_after.total_seconds(),
-                    listen_notify=True, fetch_job_polling_interval=1.0)
+                    listen_notify=True,
+                    fetch_job_polling_interval=1.0,
+                )
             finally:
                 sweeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -224,8 +271,9 @@ class Worker:
 
     def start(self) -> Worker:
         """Run on a daemon thread (the in-process worker of ``pgferry serve``)."""
-        self._thread = threading.Thread(target=self._thread_main, name="pgferry-worker",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._thread_main, name="pgferry-worker", daemon=True
+        )
         self._thread.start()
         self.started.wait(30)
         if self.error is not None:

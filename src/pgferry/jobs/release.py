@@ -31,9 +31,18 @@ def _production(cfg: Config) -> str:
     raise BadInput("name the environment with --env (no single production configured)")
 
 
-def run_here(cfg: Config, *, env: str | None, source: str | None, tables: list[str],
-             resume: str | None, yes: bool, confirm: base.Confirm | None, who: str,
-             progress: Subscriber | None = None) -> runs.ServiceRun:
+def run_here(
+    cfg: Config,
+    *,
+    env: str | None,
+    source: str | None,
+    tables: list[str],
+    resume: str | None,
+    yes: bool,
+    confirm: base.Confirm | None,
+    who: str,
+    progress: Subscriber | None = None,
+) -> runs.ServiceRun:
     """Run (or resume) a release in this process; the run as it ended."""
     ctl = Control(cfg).ensure()
     try:
@@ -49,14 +58,27 @@ def run_here(cfg: Config, *, env: str | None, source: str | None, tables: list[s
 
             validate(cfg, "release", {"env": name, "source": source, "tables": tables})
             tgt = base.target(cfg, name)
-            req = policy.WriteRequest("release", name, tgt.protected, yes=yes,
-                                      action=f"release from {source} into {name}")
-            base.authorize(cfg, tgt, req, now=datetime.now(UTC), confirm=confirm,
-                           rules=("input", "blackout", "protected"))
-            run, _ = runs.create(ctl, kind="release", env=name,
-                                 arguments={"env": name, "source": source, "tables": tables},
-                                 # the command line's --yes is the consent (runner)
-                                 requested_by=who, requested_from="cli", state="queued")
+            req = policy.WriteRequest(
+                "release", name, tgt.protected, yes=yes, action=f"release from {source} into {name}"
+            )
+            base.authorize(
+                cfg,
+                tgt,
+                req,
+                now=datetime.now(UTC),
+                confirm=confirm,
+                rules=("input", "blackout", "protected"),
+            )
+            run, _ = runs.create(
+                ctl,
+                kind="release",
+                env=name,
+                arguments={"env": name, "source": source, "tables": tables},
+                # the command line's --yes is the consent (runner)
+                requested_by=who,
+                requested_from="cli",
+                state="queued",
+            )
         done = runner.execute(cfg, ctl, run.id, also=progress)
         assert done is not None
         return done

@@ -68,8 +68,14 @@ class Recorder:
     FLUSH_S = 0.25
     CANCEL_POLL_S = 0.25
 
-    def __init__(self, ctl: Control, run_id: str, also: Subscriber | None = None, *,
-                 cfg: Config | None = None) -> None:
+    def __init__(
+        self,
+        ctl: Control,
+        run_id: str,
+        also: Subscriber | None = None,
+        *,
+        cfg: Config | None = None,
+    ) -> None:
         self.ctl, self.run_id, self.also = ctl, run_id, also
         #: where the run's environment is, to journal the run there at its end
         self.cfg = cfg
@@ -87,6 +93,7 @@ class Recorder:
     def start(self) -> Recorder:
         """Flush every ``FLUSH_S`` in the background too: an operation that falls silent (a
         long COPY, a wait on a lock) still shows the events it published before."""
+
         def loop() -> None:
             while not self._stop.wait(self.FLUSH_S):
                 if self._buf:
@@ -147,15 +154,18 @@ def _transient(e: BaseException) -> bool:
     return isinstance(e, Unreachable) and not isinstance(e, breaker.CircuitOpen)
 
 
-def with_retries(cfg: Config, ctl: Control, env: str, rec: Recorder,
-                 fn: Any) -> Outcome:
+def with_retries(cfg: Config, ctl: Control, env: str, rec: Recorder, fn: Any) -> Outcome:
     """``fn()`` with the breaker asked first and transient failures retried."""
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0
-        rec.say(f"attempt {state.attempt_number} failed ({redact(str(exc))}); "
-                f"trying again in {wait:.1f} s", step="retry", state="retrying")
+        rec.say(
+            f"attempt {state.attempt_number} failed ({redact(str(exc))}); "
+            f"trying again in {wait:.1f} s",
+            step="retry",
+            state="retrying",
+        )
 
     def attempt() -> Outcome:
         breaker.check(cfg, ctl, env)
@@ -170,10 +180,13 @@ def with_retries(cfg: Config, ctl: Control, env: str, rec: Recorder,
 
     retrying = Retrying(
         retry=retry_if_exception(_transient),
-        wait=wait_random_exponential(multiplier=0.5, max=cfg.service.retry_max_wait
-                                     .total_seconds()),
-        stop=stop_after_attempt(cfg.service.retries + 1), reraise=True,
-        before_sleep=before_sleep)
+        wait=wait_random_exponential(
+            multiplier=0.5, max=cfg.service.retry_max_wait.total_seconds()
+        ),
+        stop=stop_after_attempt(cfg.service.retries + 1),
+        reraise=True,
+        before_sleep=before_sleep,
+    )
     return retrying(attempt)
 
 
@@ -190,15 +203,28 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Re
         return False
     plan = op.plan(cfg, a)
     now_hash = runs.digest(plan.get("hashed", plan))
-    approval = (policy.Approval(run.approved_by, run.plan_hash or "")
-                if run.approved_by else None)
-    req = policy.WriteRequest(op.command, op.env(a), True, yes=True, requires_approval=True,
-                              approval=approval, plan_hash=now_hash,
-                              requested_by=run.requested_by)
+    approval = policy.Approval(run.approved_by, run.plan_hash or "") if run.approved_by else None
+    req = policy.WriteRequest(
+        op.command,
+        op.env(a),
+        True,
+        yes=True,
+        requires_approval=True,
+        approval=approval,
+        plan_hash=now_hash,
+        requested_by=run.requested_by,
+    )
     d = policy.decide(cfg, req, datetime.now(UTC), ("approval",))
     if d.verdict is policy.Verdict.NEEDS_APPROVAL:
-        runs.update(ctl, run.id, state="awaiting_approval", plan=plan, plan_hash=now_hash,
-                    approved_by=None, approved_at=None)
+        runs.update(
+            ctl,
+            run.id,
+            state="awaiting_approval",
+            plan=plan,
+            plan_hash=now_hash,
+            approved_by=None,
+            approved_at=None,
+        )
         rec.say(d.message, step="approval", state="awaiting_approval")
         return True
     if (err := d.error()) is not None:
@@ -206,8 +232,9 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Re
     return False
 
 
-def execute(cfg: Config, ctl: Control, run_id: str, *,
-            also: Subscriber | None = None) -> runs.ServiceRun | None:
+def execute(
+    cfg: Config, ctl: Control, run_id: str, *, also: Subscriber | None = None
+) -> runs.ServiceRun | None:
     """Carry run ``run_id`` to its end (see the module docstring); the run as it ended.
     ``also`` gets every event too (``pgferry release`` prints them)."""
     run = runs.get(ctl, run_id)
@@ -223,8 +250,9 @@ def execute(cfg: Config, ctl: Control, run_id: str, *,
             return runs.get(ctl, run_id)
     except PgferryError as e:
         return finish(ctl, run_id, rec, "failed", e.exit_code, None, e.message)
-    started = runs.update(ctl, run_id, state="running", attempts=run.attempts + 1,
-                          started_at="now()")
+    started = runs.update(
+        ctl, run_id, state="running", attempts=run.attempts + 1, started_at="now()"
+    )
     assert started is not None
     rec.say(f"{run.kind} started (attempt {started.attempts})", step="run", state="running")
     try:
@@ -235,8 +263,9 @@ def execute(cfg: Config, ctl: Control, run_id: str, *,
         return finish(ctl, run_id, rec, "failed", e.exit_code, e.details or None, e.message)
     except Exception as e:  # noqa: BLE001 - a run ends with its error recorded, always
         return finish(ctl, run_id, rec, "failed", 3, None, f"{type(e).__name__}: {e}")
-    return finish(ctl, run_id, rec, runs.state_of(out.exit_code), out.exit_code, out.result,
-                  out.error)
+    return finish(
+        ctl, run_id, rec, runs.state_of(out.exit_code), out.exit_code, out.result, out.error
+    )
 
 
 def _operate(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Recorder) -> Outcome:
@@ -249,25 +278,44 @@ def _operate(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Recorder) -> 
     return with_retries(cfg, ctl, op.env(a), rec, lambda: op.run(cfg, a, rec))
 
 
-def finish(ctl: Control, run_id: str, rec: Recorder, state: runs.State, exit_code: int | None,
-           result: dict[str, Any] | None, error: str | None) -> runs.ServiceRun | None:
+def finish(
+    ctl: Control,
+    run_id: str,
+    rec: Recorder,
+    state: runs.State,
+    exit_code: int | None,
+    result: dict[str, Any] | None,
+    error: str | None,
+) -> runs.ServiceRun | None:
     """The run's last event (``complete`` or ``error``) and its final state; then one
     ``service run`` row in the environment's journal (:func:`journal_run`)."""
     rec.stop()
     kind = "complete" if state in ("succeeded", "problem") else "error"
-    rec.add({"type": kind, "state": state, "exit_code": exit_code, "error": error,
-             "at": time.time()})
+    rec.add(
+        {"type": kind, "state": state, "exit_code": exit_code, "error": error, "at": time.time()}
+    )
     rec.flush()
-    run = runs.update(ctl, run_id, state=state, exit_code=exit_code, result=result,
-                      error=error, finished_at="now()")
+    run = runs.update(
+        ctl,
+        run_id,
+        state=state,
+        exit_code=exit_code,
+        result=result,
+        error=error,
+        finished_at="now()",
+    )
     if run is not None and rec.cfg is not None:
         journal_run(rec.cfg, run)
     return run
 
 
-_JOURNAL_OUTCOME: dict[str, Outcome_] = {"succeeded": "ok", "problem": "problem",
-                                         "failed": "failed", "cancelled": "failed",
-                                         "rejected": "refused"}
+_JOURNAL_OUTCOME: dict[str, Outcome_] = {
+    "succeeded": "ok",
+    "problem": "problem",
+    "failed": "failed",
+    "cancelled": "failed",
+    "rejected": "refused",
+}
 
 
 def journal_run(cfg: Config, run: runs.ServiceRun) -> None:
@@ -288,14 +336,26 @@ def journal_run(cfg: Config, run: runs.ServiceRun) -> None:
         outcome = "refused"
     try:
         journal.append(
-            tgt, "service run", outcome=outcome, exit_code=run.exit_code or 0,
-            create=False, retry_for=1,
+            tgt,
+            "service run",
+            outcome=outcome,
+            exit_code=run.exit_code or 0,
+            create=False,
+            retry_for=1,
             duration_ms=int(run.duration_s * 1000) if run.duration_s is not None else None,
-            arguments={"run": run.id, "kind": run.kind, "arguments": run.arguments,
-                       "requested_by": run.requested_by, "requested_from": run.requested_from,
-                       "approved_by": run.approved_by, "plan_hash": run.plan_hash,
-                       "schedule": run.schedule},
-            details={"state": run.state, "attempts": run.attempts}, error=run.error)
+            arguments={
+                "run": run.id,
+                "kind": run.kind,
+                "arguments": run.arguments,
+                "requested_by": run.requested_by,
+                "requested_from": run.requested_from,
+                "approved_by": run.approved_by,
+                "plan_hash": run.plan_hash,
+                "schedule": run.schedule,
+            },
+            details={"state": run.state, "attempts": run.attempts},
+            error=run.error,
+        )
     except (PgferryError, psycopg.Error) as e:
         journal.warn(tgt, e)
 

@@ -33,16 +33,28 @@ from pgferry.errors import BadInput
 from pgferry.jobs.control import Control
 from pgferry.redaction import redact, redact_tree
 
-State = Literal["awaiting_approval", "rejected", "queued", "running", "succeeded", "problem",
-                "failed", "cancelled"]
+State = Literal[
+    "awaiting_approval",
+    "rejected",
+    "queued",
+    "running",
+    "succeeded",
+    "problem",
+    "failed",
+    "cancelled",
+]
 FINAL: frozenset[str] = frozenset({"rejected", "succeeded", "problem", "failed", "cancelled"})
-_COLUMNS = ("id, kind, env, arguments, state, requested_by, requested_from, plan, plan_hash,"
-            " approved_by, approved_at, decided_reason, idempotency_key, request_hash, job_id,"
-            " attempts, schedule, result, error, exit_code, cancel_requested, created_at,"
-            " started_at, finished_at")
+_COLUMNS = (
+    "id, kind, env, arguments, state, requested_by, requested_from, plan, plan_hash,"
+    " approved_by, approved_at, decided_reason, idempotency_key, request_hash, job_id,"
+    " attempts, schedule, result, error, exit_code, cancel_requested, created_at,"
+    " started_at, finished_at"
+)
 #: what :meth:`ServiceRun.summary` shows: a listing need not carry plans and results
-_SUMMARY = ("id, kind, env, arguments, state, requested_by, approved_by, schedule, attempts,"
-            " exit_code, error, created_at, started_at, finished_at")
+_SUMMARY = (
+    "id, kind, env, arguments, state, requested_by, approved_by, schedule, attempts,"
+    " exit_code, error, created_at, started_at, finished_at"
+)
 
 
 class IdempotencyConflict(BadInput):
@@ -102,26 +114,46 @@ class ServiceRun:
     def summary(self) -> dict[str, Any]:
         """The run without its plan and result (lists)."""
         return {
-            "id": self.id, "kind": self.kind, "env": self.env, "state": self.state,
-            "arguments": self.arguments, "requested_by": self.requested_by,
-            "approved_by": self.approved_by, "schedule": self.schedule,
-            "attempts": self.attempts, "exit_code": self.exit_code, "error": self.error,
-            "created_at": _iso(self.created_at), "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at), "duration_s": self.duration_s,
+            "id": self.id,
+            "kind": self.kind,
+            "env": self.env,
+            "state": self.state,
+            "arguments": self.arguments,
+            "requested_by": self.requested_by,
+            "approved_by": self.approved_by,
+            "schedule": self.schedule,
+            "attempts": self.attempts,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+            "duration_s": self.duration_s,
             "links": links(self.id),
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.summary(), "requested_from": self.requested_from, "plan": self.plan,
-                "plan_hash": self.plan_hash, "approved_at": _iso(self.approved_at),
-                "reason": self.decided_reason, "cancel_requested": self.cancel_requested,
-                "result": self.result}
+        return {
+            **self.summary(),
+            "requested_from": self.requested_from,
+            "plan": self.plan,
+            "plan_hash": self.plan_hash,
+            "approved_at": _iso(self.approved_at),
+            "reason": self.decided_reason,
+            "cancel_requested": self.cancel_requested,
+            "result": self.result,
+        }
 
 
 def links(run_id: str) -> dict[str, str]:
     base = f"/api/runs/{run_id}"
-    return {"self": base, "events": f"{base}/events", "cancel": f"{base}/cancel",
-            "approve": f"{base}/approve", "reject": f"{base}/reject"}
+    return {
+        "self": base,
+        "events": f"{base}/events",
+        "cancel": f"{base}/cancel",
+        "approve": f"{base}/approve",
+        "reject": f"{base}/reject",
+    }
 
 
 def _iso(d: datetime | None) -> str | None:
@@ -136,12 +168,24 @@ def new_id() -> str:
     return secrets.token_hex(6)
 
 
-def create(ctl: Control, *, kind: str, env: str, arguments: Mapping[str, Any],
-           requested_by: str, state: State, requested_from: str | None = None,
-           plan: Mapping[str, Any] | None = None, plan_hash: str | None = None,
-           idempotency_key: str | None = None, request_hash: str | None = None,
-           schedule: str | None = None, decided_reason: str | None = None,
-           error: str | None = None, exit_code: int | None = None) -> tuple[ServiceRun, bool]:
+def create(
+    ctl: Control,
+    *,
+    kind: str,
+    env: str,
+    arguments: Mapping[str, Any],
+    requested_by: str,
+    state: State,
+    requested_from: str | None = None,
+    plan: Mapping[str, Any] | None = None,
+    plan_hash: str | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    schedule: str | None = None,
+    decided_reason: str | None = None,
+    error: str | None = None,
+    exit_code: int | None = None,
+) -> tuple[ServiceRun, bool]:
     """A new run, or (with ``idempotency_key``) the run that key made before."""
     rid = new_id()
     final = state in FINAL
@@ -154,10 +198,25 @@ def create(ctl: Control, *, kind: str, env: str, arguments: Mapping[str, Any],
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,"
                 " CASE WHEN %s THEN now() END)"
                 f" RETURNING {_COLUMNS}",
-                [rid, kind, env, Jsonb(redact_tree(dict(arguments))), state, requested_by,
-                 requested_from, Jsonb(redact_tree(dict(plan))) if plan is not None else None,
-                 plan_hash, idempotency_key, request_hash, schedule, decided_reason,
-                 redact(error) if error else None, exit_code, final]).fetchone()
+                [
+                    rid,
+                    kind,
+                    env,
+                    Jsonb(redact_tree(dict(arguments))),
+                    state,
+                    requested_by,
+                    requested_from,
+                    Jsonb(redact_tree(dict(plan))) if plan is not None else None,
+                    plan_hash,
+                    idempotency_key,
+                    request_hash,
+                    schedule,
+                    decided_reason,
+                    redact(error) if error else None,
+                    exit_code,
+                    final,
+                ],
+            ).fetchone()
         except psycopg.errors.UniqueViolation:
             if idempotency_key is None:
                 raise
@@ -167,7 +226,9 @@ def create(ctl: Control, *, kind: str, env: str, arguments: Mapping[str, Any],
                 raise IdempotencyConflict(
                     f"Idempotency-Key {idempotency_key!r} was used for another request "
                     f"(run {old.id}); use a new key for a new request",
-                    field="Idempotency-Key", run=old.id) from None
+                    field="Idempotency-Key",
+                    run=old.id,
+                ) from None
             return old, False
     run = _run(row)
     assert run is not None
@@ -176,21 +237,34 @@ def create(ctl: Control, *, kind: str, env: str, arguments: Mapping[str, Any],
 
 def by_key(ctl: Control, key: str) -> ServiceRun | None:
     with ctl.conn() as c:
-        return _run(c.execute(
-            f"SELECT {_COLUMNS} FROM pgferry_control.runs WHERE idempotency_key = %s",  # noqa: S608
-            [key]).fetchone())
+        return _run(
+            c.execute(
+                f"SELECT {_COLUMNS} FROM pgferry_control.runs WHERE idempotency_key = %s",  # noqa: S608
+                [key],
+            ).fetchone()
+        )
 
 
 def get(ctl: Control, run_id: str) -> ServiceRun | None:
     with ctl.conn() as c:
-        return _run(c.execute(
-            f"SELECT {_COLUMNS} FROM pgferry_control.runs WHERE id = %s",  # noqa: S608
-            [run_id]).fetchone())
+        return _run(
+            c.execute(
+                f"SELECT {_COLUMNS} FROM pgferry_control.runs WHERE id = %s",  # noqa: S608
+                [run_id],
+            ).fetchone()
+        )
 
 
-def listing(ctl: Control, *, limit: int = 50, state: str | None = None,
-            env: str | None = None, kind: str | None = None,
-            before: datetime | None = None, brief: bool = False) -> list[ServiceRun]:
+def listing(
+    ctl: Control,
+    *,
+    limit: int = 50,
+    state: str | None = None,
+    env: str | None = None,
+    kind: str | None = None,
+    before: datetime | None = None,
+    brief: bool = False,
+) -> list[ServiceRun]:
     """The newest runs (filters are optional), newest first; ``brief``: only what
     :meth:`ServiceRun.summary` shows is read (no plan, no result)."""
     with ctl.conn() as c:
@@ -201,8 +275,8 @@ def listing(ctl: Control, *, limit: int = 50, state: str | None = None,
             " AND (%(kind)s::text IS NULL OR kind = %(kind)s)"
             " AND (%(before)s::timestamptz IS NULL OR created_at < %(before)s)"
             " ORDER BY created_at DESC, id LIMIT %(limit)s",
-            {"state": state, "env": env, "kind": kind, "before": before,
-             "limit": limit}).fetchall()
+            {"state": state, "env": env, "kind": kind, "before": before, "limit": limit},
+        ).fetchall()
     return [r for r in map(_run, rows) if r is not None]
 
 
@@ -211,13 +285,27 @@ def dead_letters(ctl: Control, limit: int = 100) -> list[ServiceRun]:
     return listing(ctl, limit=limit, state="failed")
 
 
-_SETTABLE = {"state", "plan", "plan_hash", "approved_by", "approved_at", "decided_reason",
-             "job_id", "attempts", "result", "error", "exit_code", "cancel_requested",
-             "started_at", "finished_at"}
+_SETTABLE = {
+    "state",
+    "plan",
+    "plan_hash",
+    "approved_by",
+    "approved_at",
+    "decided_reason",
+    "job_id",
+    "attempts",
+    "result",
+    "error",
+    "exit_code",
+    "cancel_requested",
+    "started_at",
+    "finished_at",
+}
 
 
-def update(ctl: Control, run_id: str, *, expect: Iterable[str] | None = None,
-           **fields: Any) -> ServiceRun | None:
+def update(
+    ctl: Control, run_id: str, *, expect: Iterable[str] | None = None, **fields: Any
+) -> ServiceRun | None:
     """Set ``fields`` of the run; with ``expect``, only while its state is one of those
     (None: the run was not in such a state; nothing changed)."""
     from psycopg import sql
@@ -243,7 +331,8 @@ def update(ctl: Control, run_id: str, *, expect: Iterable[str] | None = None,
         where = sql.SQL("id = %s AND state = ANY(%s)")
         values.append(list(expect))
     query = sql.SQL("UPDATE pgferry_control.runs SET {} WHERE {} RETURNING {}").format(
-        sql.SQL(", ").join(parts), where, sql.SQL(_COLUMNS))
+        sql.SQL(", ").join(parts), where, sql.SQL(_COLUMNS)
+    )
     with ctl.conn() as c:
         return _run(c.execute(query, values).fetchone())
 
@@ -255,14 +344,18 @@ def add_events(ctl: Control, run_id: str, events: list[dict[str, Any]]) -> None:
     with ctl.conn() as c, c.cursor() as cur:
         cur.executemany(
             "INSERT INTO pgferry_control.run_events (run_id, type, data) VALUES (%s, %s, %s)",
-            [(run_id, str(e.get("type", "notice")), Jsonb(redact_tree(e))) for e in events])
+            [(run_id, str(e.get("type", "notice")), Jsonb(redact_tree(e))) for e in events],
+        )
 
 
-def events(ctl: Control, run_id: str, after: int = 0, limit: int = 1000
-           ) -> list[tuple[int, dict[str, Any]]]:
+def events(
+    ctl: Control, run_id: str, after: int = 0, limit: int = 1000
+) -> list[tuple[int, dict[str, Any]]]:
     """The run's events after ``seq`` ``after``, oldest first: (seq, event dict)."""
     with ctl.conn() as c:
         rows = c.execute(
             "SELECT seq, data FROM pgferry_control.run_events WHERE run_id = %s AND seq > %s"
-            " ORDER BY seq LIMIT %s", [run_id, after, limit]).fetchall()
+            " ORDER BY seq LIMIT %s",
+            [run_id, after, limit],
+        ).fetchall()
     return [(int(r["seq"]), dict(r["data"])) for r in rows]

@@ -43,18 +43,29 @@ STEPS = ("backup", "migrate", "sync", "verify", "health")
 
 def _steps(ctl: Control, run_id: str) -> dict[str, dict[str, Any]]:
     with ctl.conn() as c:
-        c.execute("INSERT INTO pgferry_control.saga_steps (run_id, idx, name, state)"
-                  " SELECT %s, i - 1, n, 'pending' FROM unnest(%s::text[]) WITH ORDINALITY"
-                  " AS s(n, i) ON CONFLICT DO NOTHING", [run_id, list(STEPS)])
-        rows = c.execute("SELECT name, state, result, compensation FROM"
-                         " pgferry_control.saga_steps WHERE run_id = %s ORDER BY idx",
-                         [run_id]).fetchall()
+        c.execute(
+            "INSERT INTO pgferry_control.saga_steps (run_id, idx, name, state)"
+            " SELECT %s, i - 1, n, 'pending' FROM unnest(%s::text[]) WITH ORDINALITY"
+            " AS s(n, i) ON CONFLICT DO NOTHING",
+            [run_id, list(STEPS)],
+        )
+        rows = c.execute(
+            "SELECT name, state, result, compensation FROM"
+            " pgferry_control.saga_steps WHERE run_id = %s ORDER BY idx",
+            [run_id],
+        ).fetchall()
     return {r["name"]: dict(r) for r in rows}
 
 
-def _set(ctl: Control, run_id: str, name: str, state: str, *,
-         result: dict[str, Any] | None = None,
-         compensation: dict[str, Any] | None = None) -> None:
+def _set(
+    ctl: Control,
+    run_id: str,
+    name: str,
+    state: str,
+    *,
+    result: dict[str, Any] | None = None,
+    compensation: dict[str, Any] | None = None,
+) -> None:
     with ctl.conn() as c:
         c.execute(
             "UPDATE pgferry_control.saga_steps SET state = %s,"
@@ -62,9 +73,16 @@ def _set(ctl: Control, run_id: str, name: str, state: str, *,
             " started_at = CASE WHEN %s = 'running' THEN now() ELSE started_at END,"
             " finished_at = CASE WHEN %s <> 'running' THEN now() END"
             " WHERE run_id = %s AND name = %s",
-            [state, Jsonb(redact_tree(result)) if result is not None else None,
-             Jsonb(redact_tree(compensation)) if compensation is not None else None,
-             state, state, run_id, name])
+            [
+                state,
+                Jsonb(redact_tree(result)) if result is not None else None,
+                Jsonb(redact_tree(compensation)) if compensation is not None else None,
+                state,
+                state,
+                run_id,
+                name,
+            ],
+        )
 
 
 # -- the steps -----------------------------------------------------------------------
@@ -77,8 +95,9 @@ class StepFailed(PgferryError):
 def _backup(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
     from pgferry.commands import backup
 
-    res = backup.create(cfg, backup.CreateOptions(a.env, tag="pre-release", keep=True),
-                        progress=rec)
+    res = backup.create(
+        cfg, backup.CreateOptions(a.env, tag="pre-release", keep=True), progress=rec
+    )
     return {"backup": res.manifest.id, "path": str(res.path)}
 
 
@@ -87,28 +106,42 @@ def _migrate(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
 
     before = migrate_info.status(cfg, a.env).current
     res = migrate_run.up(cfg, migrate_run.RunOptions(env=a.env, yes=True), progress=rec)
-    return {"version_before": before, "current_version": res.current_version,
-            "applied": [f.to_dict() for f in res.applied]}
+    return {
+        "version_before": before,
+        "current_version": res.current_version,
+        "applied": [f.to_dict() for f in res.applied],
+    }
 
 
 def _sync(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
     from pgferry.commands import sync
 
-    res = sync.sync(cfg, sync.SyncOptions(a.source, a.env, "incremental", release_tables(cfg, a),
-                                          yes=True), progress=rec)
-    out = {"run_id": res.run_id, "outcome": res.derive_outcome(), "totals": res.totals(),
-           "before_images": any(t.before_images for t in res.tables)}
+    res = sync.sync(
+        cfg,
+        sync.SyncOptions(a.source, a.env, "incremental", release_tables(cfg, a), yes=True),
+        progress=rec,
+    )
+    out = {
+        "run_id": res.run_id,
+        "outcome": res.derive_outcome(),
+        "totals": res.totals(),
+        "before_images": any(t.before_images for t in res.tables),
+    }
     if res.exit_code:
-        raise StepFailed(f"sync ended {res.derive_outcome()} (exit {res.exit_code}): "
-                         f"{res.error or 'see its tables'}", **out)
+        raise StepFailed(
+            f"sync ended {res.derive_outcome()} (exit {res.exit_code}): "
+            f"{res.error or 'see its tables'}",
+            **out,
+        )
     return out
 
 
 def _verify(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
     from pgferry.commands import sync
 
-    res = sync.verify(cfg, sync.VerifyOptions(a.source, a.env, release_tables(cfg, a)),
-                      progress=rec)
+    res = sync.verify(
+        cfg, sync.VerifyOptions(a.source, a.env, release_tables(cfg, a)), progress=rec
+    )
     out = {"outcome": res.derive_outcome(), "totals": res.totals()}
     if res.exit_code:
         raise StepFailed(f"verify: {a.source} and {a.env} differ after the sync", **out)
@@ -119,23 +152,30 @@ def _health(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:  # noqa: A
     from pgferry.commands import health
 
     rep = health.health(cfg, a.env)
-    out = {"status": rep.status,
-           "not_ok": [c.name for c in rep.checks if c.status in ("degraded", "critical")]}
+    out = {
+        "status": rep.status,
+        "not_ok": [c.name for c in rep.checks if c.status in ("degraded", "critical")],
+    }
     if rep.status == "critical":
         raise StepFailed(f"health of {a.env} is critical: {', '.join(out['not_ok'])}", **out)
     return out
 
 
 RUN: dict[str, Callable[[Config, ReleaseArgs, Any], dict[str, Any]]] = {
-    "backup": _backup, "migrate": _migrate, "sync": _sync, "verify": _verify,
-    "health": _health}
+    "backup": _backup,
+    "migrate": _migrate,
+    "sync": _sync,
+    "verify": _verify,
+    "health": _health,
+}
 
 
 # -- compensations ----------------------------------------------------------------
 
 
-def _undo_migrate(cfg: Config, a: ReleaseArgs, done: dict[str, Any],
-                  backup_id: str | None) -> dict[str, Any]:
+def _undo_migrate(
+    cfg: Config, a: ReleaseArgs, done: dict[str, Any], backup_id: str | None
+) -> dict[str, Any]:
     from pgferry.commands import migrate_run
     from pgferry.migrate import files
 
@@ -146,26 +186,35 @@ def _undo_migrate(cfg: Config, a: ReleaseArgs, done: dict[str, Any],
     undoable = {str(v) for v in ms.undo}
     missing = [f["script"] for f in applied if str(f.get("version")) not in undoable]
     if missing:
-        return {"action": "manual", "why": f"no U file for {', '.join(missing)}",
-                "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes"}
+        return {
+            "action": "manual",
+            "why": f"no U file for {', '.join(missing)}",
+            "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes",
+        }
     to = done.get("version_before")
     res = migrate_run.undo(cfg, migrate_run.RunOptions(env=a.env, yes=True, to=to or "0"))
     return {"action": "migrate undo", "to": to, "current_version": res.current_version}
 
 
-def _undo_sync(cfg: Config, a: ReleaseArgs, done: dict[str, Any],
-               backup_id: str | None) -> dict[str, Any]:
+def _undo_sync(
+    cfg: Config, a: ReleaseArgs, done: dict[str, Any], backup_id: str | None
+) -> dict[str, Any]:
     from pgferry.commands import sync
 
     if not done.get("before_images"):
-        return {"action": "manual", "why": "the sync kept no before-images",
-                "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes"}
+        return {
+            "action": "manual",
+            "why": "the sync kept no before-images",
+            "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes",
+        }
     res = sync.revert(cfg, sync.RevertOptions(done["run_id"], a.env, yes=True))
     return {"action": "sync revert", "run_id": done["run_id"], "result": res.to_dict()}
 
 
 UNDO: dict[str, Callable[[Config, ReleaseArgs, dict[str, Any], str | None], dict[str, Any]]] = {
-    "migrate": _undo_migrate, "sync": _undo_sync}
+    "migrate": _undo_migrate,
+    "sync": _undo_sync,
+}
 
 
 def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) -> Outcome:
@@ -194,17 +243,26 @@ def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) 
     if failed is not None:
         _compensate(cfg, ctl, run, a, rec, failed)
     final = _steps(ctl, run.id)
-    report = [{"step": n, "state": final[n]["state"], "result": final[n]["result"],
-               "compensation": final[n]["compensation"]} for n in STEPS]
-    return Outcome(3 if failed else 0, {"ok": failed is None, "failed_step": failed,
-                                        "steps": report}, error)
+    report = [
+        {
+            "step": n,
+            "state": final[n]["state"],
+            "result": final[n]["result"],
+            "compensation": final[n]["compensation"],
+        }
+        for n in STEPS
+    ]
+    return Outcome(
+        3 if failed else 0, {"ok": failed is None, "failed_step": failed, "steps": report}, error
+    )
 
 
-def _compensate(cfg: Config, ctl: Control, run: runs.ServiceRun, a: ReleaseArgs, rec: Any,
-                failed: str) -> None:
+def _compensate(
+    cfg: Config, ctl: Control, run: runs.ServiceRun, a: ReleaseArgs, rec: Any, failed: str
+) -> None:
     steps = _steps(ctl, run.id)
     backup_id = (steps["backup"]["result"] or {}).get("backup")
-    for name in reversed(STEPS[:STEPS.index(failed)]):
+    for name in reversed(STEPS[: STEPS.index(failed)]):
         st = steps[name]
         if st["state"] != "done" or st["compensation"] is not None:
             continue  # not done, or compensated before the worker died
@@ -216,11 +274,17 @@ def _compensate(cfg: Config, ctl: Control, run: runs.ServiceRun, a: ReleaseArgs,
             try:
                 comp = undo(cfg, a, st["result"] or {}, backup_id)
             except PgferryError as e:
-                comp = {"action": "failed", "error": redact(e.message),
-                        "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes"}
+                comp = {
+                    "action": "failed",
+                    "error": redact(e.message),
+                    "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes",
+                }
         _set(ctl, run.id, name, "compensated", compensation=comp)
         rec.say(f"{name}: compensation {comp['action']}", step=name, state="compensated")
         if comp["action"] in ("manual", "failed"):
-            rec.say(f"stopped: undo by hand from backup {backup_id}: {comp.get('restore')}",
-                    step=name, state="stopped")
+            rec.say(
+                f"stopped: undo by hand from backup {backup_id}: {comp.get('restore')}",
+                step=name,
+                state="stopped",
+            )
             break

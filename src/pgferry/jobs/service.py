@@ -66,17 +66,28 @@ class Caller:
     address: str | None = None
 
 
-def audit(ctl: Control, command: str, caller: Caller, *, outcome: str = "ok",
-          details: Mapping[str, Any] | None = None, exit_code: int = 0) -> None:
+def audit(
+    ctl: Control,
+    command: str,
+    caller: Caller,
+    *,
+    outcome: str = "ok",
+    details: Mapping[str, Any] | None = None,
+    exit_code: int = 0,
+) -> None:
     """One row in the control journal (who, from where, what)."""
     from pgferry import journal
 
     try:
-        journal.append(ctl.target, command, outcome=outcome,  # type: ignore[arg-type]
-                       exit_code=exit_code,
-                       arguments={"caller": caller.name, "role": caller.role,
-                                  "address": caller.address},
-                       details=dict(details or {}), retry_for=1)
+        journal.append(
+            ctl.target,
+            command,
+            outcome=outcome,  # type: ignore[arg-type]
+            exit_code=exit_code,
+            arguments={"caller": caller.name, "role": caller.role, "address": caller.address},
+            details=dict(details or {}),
+            retry_for=1,
+        )
     except PgferryError as e:
         journal.warn(ctl.target, e)
 
@@ -86,14 +97,14 @@ def validate(cfg: Config, kind: str, arguments: Mapping[str, Any]) -> tuple[RunK
     the field that names an unknown environment."""
     op = KINDS.get(kind)
     if op is None:
-        raise ConfigError(f"unknown run kind {kind!r} (kinds: {', '.join(KINDS)})",
-                          field="kind")
+        raise ConfigError(f"unknown run kind {kind!r} (kinds: {', '.join(KINDS)})", field="kind")
     a = op.args.model_validate(dict(arguments))
     for fld, name in a.named_envs().items():
         if name not in cfg.environments:
             known = ", ".join(sorted(cfg.environments)) or "none"
-            raise ConfigError(f"{fld}: unknown environment {name!r} (configured: {known})",
-                              field=fld)
+            raise ConfigError(
+                f"{fld}: unknown environment {name!r} (configured: {known})", field=fld
+            )
     return op, a
 
 
@@ -103,9 +114,16 @@ def plan_of(cfg: Config, op: RunKind, a: Args) -> tuple[dict[str, Any], str]:
     return plan, runs.digest(plan.get("hashed", plan))
 
 
-def submit(cfg: Config, ctl: Control, kind: str, arguments: Mapping[str, Any],
-           caller: Caller, *, idempotency_key: str | None = None,
-           now: datetime | None = None) -> tuple[runs.ServiceRun, bool]:
+def submit(
+    cfg: Config,
+    ctl: Control,
+    kind: str,
+    arguments: Mapping[str, Any],
+    caller: Caller,
+    *,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> tuple[runs.ServiceRun, bool]:
     """Start a run (or find the one this Idempotency-Key started); (run, created)."""
     op, a = validate(cfg, kind, arguments)
     args = a.model_dump()
@@ -117,7 +135,9 @@ def submit(cfg: Config, ctl: Control, kind: str, arguments: Mapping[str, Any],
                 raise runs.IdempotencyConflict(
                     f"Idempotency-Key {idempotency_key!r} was used for another request "
                     f"(run {old.id}); use a new key for a new request",
-                    field="Idempotency-Key", run=old.id)
+                    field="Idempotency-Key",
+                    run=old.id,
+                )
             return old, False
     env = op.env(a)
     state: runs.State = "queued"
@@ -126,31 +146,67 @@ def submit(cfg: Config, ctl: Control, kind: str, arguments: Mapping[str, Any],
     if op.writes(cfg, a):
         when = now or datetime.now(UTC)
         tgt = base.target(cfg, env)
-        req = policy.WriteRequest(op.command, env, tgt.protected, yes=True,
-                                  action=f"{kind} on {env} (via the service, by {caller.name})")
-        base.authorize(cfg, tgt, req, now=when, rules=("input", "blackout"),
-                       arguments={"run_kind": kind, "requested_by": caller.name})
+        req = policy.WriteRequest(
+            op.command,
+            env,
+            tgt.protected,
+            yes=True,
+            action=f"{kind} on {env} (via the service, by {caller.name})",
+        )
+        base.authorize(
+            cfg,
+            tgt,
+            req,
+            now=when,
+            rules=("input", "blackout"),
+            arguments={"run_kind": kind, "requested_by": caller.name},
+        )
     if needs_approval(cfg, op, a):
         when = now or datetime.now(UTC)
         tgt = base.target(cfg, env)
         plan, plan_hash = plan_of(cfg, op, a)
-        d = policy.decide(cfg, policy.WriteRequest(
-            op.command, env, tgt.protected, yes=True, requires_approval=True,
-            plan_hash=plan_hash, requested_by=caller.name), when, ("approval",))
+        d = policy.decide(
+            cfg,
+            policy.WriteRequest(
+                op.command,
+                env,
+                tgt.protected,
+                yes=True,
+                requires_approval=True,
+                plan_hash=plan_hash,
+                requested_by=caller.name,
+            ),
+            when,
+            ("approval",),
+        )
         if d.verdict is policy.Verdict.NEEDS_APPROVAL:
             state = "awaiting_approval"
-    run, created = runs.create(ctl, kind=kind, env=env, arguments=args,
-                               requested_by=caller.name, requested_from=caller.address,
-                               state=state, plan=plan, plan_hash=plan_hash,
-                               idempotency_key=idempotency_key, request_hash=request_hash)
+    run, created = runs.create(
+        ctl,
+        kind=kind,
+        env=env,
+        arguments=args,
+        requested_by=caller.name,
+        requested_from=caller.address,
+        state=state,
+        plan=plan,
+        plan_hash=plan_hash,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
     if created:
         if state == "queued":
             runner.announce(ctl, run.id, f"queued by {caller.name}", "queue", "queued")
             queue.defer(ctl, run)
         else:
-            runner.announce(ctl, run.id, f"{kind} on protected {env} waits for a second "
-                            f"person's approval (plan {plan_hash and plan_hash[:12]})",
-                            "approval", "awaiting_approval")
+            runner.announce(
+                ctl,
+                run.id,
+                f"{kind} on protected {env} waits for a second "
+                f"person's approval (plan {plan_hash and plan_hash[:12]})",
+                "approval",
+                "awaiting_approval",
+            )
     return runs.get(ctl, run.id) or run, created
 
 
@@ -161,8 +217,9 @@ def _get(ctl: Control, run_id: str) -> runs.ServiceRun:
     return run
 
 
-def approve(cfg: Config, ctl: Control, run_id: str, caller: Caller, *,
-            plan_hash: str | None = None) -> runs.ServiceRun:
+def approve(
+    cfg: Config, ctl: Control, run_id: str, caller: Caller, *, plan_hash: str | None = None
+) -> runs.ServiceRun:
     """Approve the run's plan (see the module docstring)."""
     run = _get(ctl, run_id)
     if run.state != "awaiting_approval":
@@ -170,30 +227,68 @@ def approve(cfg: Config, ctl: Control, run_id: str, caller: Caller, *,
     op, a = validate(cfg, run.kind, run.arguments)
     seen = plan_hash or run.plan_hash or ""
     plan, now_hash = plan_of(cfg, op, a)
-    d = policy.decide(cfg, policy.WriteRequest(
-        op.command, run.env, True, yes=True, action=f"{run.kind} on {run.env}",
-        requires_approval=True, approval=policy.Approval(caller.name, seen),
-        plan_hash=now_hash, requested_by=run.requested_by), datetime.now(UTC), ("approval",))
+    d = policy.decide(
+        cfg,
+        policy.WriteRequest(
+            op.command,
+            run.env,
+            True,
+            yes=True,
+            action=f"{run.kind} on {run.env}",
+            requires_approval=True,
+            approval=policy.Approval(caller.name, seen),
+            plan_hash=now_hash,
+            requested_by=run.requested_by,
+        ),
+        datetime.now(UTC),
+        ("approval",),
+    )
     if d.verdict is policy.Verdict.REFUSE:
-        audit(ctl, "approve", caller, outcome="refused", exit_code=4,
-              details={"run": run_id, "error": d.message})
+        audit(
+            ctl,
+            "approve",
+            caller,
+            outcome="refused",
+            exit_code=4,
+            details={"run": run_id, "error": d.message},
+        )
         raise Refused(d.message, run=run_id)
     if d.verdict is policy.Verdict.NEEDS_APPROVAL or run.plan_hash != now_hash:
         runs.update(ctl, run_id, plan=plan, plan_hash=now_hash)
-        runner.announce(ctl, run_id, f"approval by {caller.name} refused: the plan changed "
-                        f"(now {now_hash[:12]}); approve the new plan", "approval",
-                        "awaiting_approval")
-        raise PlanChanged(f"the plan of run {run_id} changed since it was shown "
-                          f"(approved {seen[:12]}, now {now_hash[:12]}): look at the new "
-                          "plan and approve it", plan_hash=now_hash, approved_plan_hash=seen)
-    done = runs.update(ctl, run_id, expect=["awaiting_approval"], state="queued",
-                       approved_by=caller.name, approved_at="now()")
+        runner.announce(
+            ctl,
+            run_id,
+            f"approval by {caller.name} refused: the plan changed "
+            f"(now {now_hash[:12]}); approve the new plan",
+            "approval",
+            "awaiting_approval",
+        )
+        raise PlanChanged(
+            f"the plan of run {run_id} changed since it was shown "
+            f"(approved {seen[:12]}, now {now_hash[:12]}): look at the new "
+            "plan and approve it",
+            plan_hash=now_hash,
+            approved_plan_hash=seen,
+        )
+    done = runs.update(
+        ctl,
+        run_id,
+        expect=["awaiting_approval"],
+        state="queued",
+        approved_by=caller.name,
+        approved_at="now()",
+    )
     if done is None:
         raise Conflict(f"run {run_id} is no longer awaiting approval")
-    audit(ctl, "approve", caller, details={"run": run_id, "plan_hash": now_hash,
-                                           "requested_by": run.requested_by})
-    runner.announce(ctl, run_id, f"approved by {caller.name} (plan {now_hash[:12]})",
-                    "approval", "queued")
+    audit(
+        ctl,
+        "approve",
+        caller,
+        details={"run": run_id, "plan_hash": now_hash, "requested_by": run.requested_by},
+    )
+    runner.announce(
+        ctl, run_id, f"approved by {caller.name} (plan {now_hash[:12]})", "approval", "queued"
+    )
     queue.defer(ctl, done)
     return runs.get(ctl, run_id) or done
 
@@ -202,13 +297,19 @@ def reject(ctl: Control, run_id: str, caller: Caller, reason: str) -> runs.Servi
     if not reason.strip():
         raise BadInput("a rejection needs a reason", field="reason")
     run = _get(ctl, run_id)
-    done = runs.update(ctl, run_id, expect=["awaiting_approval"], state="rejected",
-                       decided_reason=reason, approved_by=None, finished_at="now()")
+    done = runs.update(
+        ctl,
+        run_id,
+        expect=["awaiting_approval"],
+        state="rejected",
+        decided_reason=reason,
+        approved_by=None,
+        finished_at="now()",
+    )
     if done is None:
         raise Conflict(f"run {run_id} is {run.state}, not awaiting approval", state=run.state)
     audit(ctl, "reject", caller, details={"run": run_id, "reason": reason})
-    runner.announce(ctl, run_id, f"rejected by {caller.name}: {reason}", "approval",
-                    "rejected")
+    runner.announce(ctl, run_id, f"rejected by {caller.name}: {reason}", "approval", "rejected")
     runs.add_events(ctl, run_id, [{"type": "error", "state": "rejected", "error": reason}])
     return done
 
@@ -218,16 +319,26 @@ def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
     run = _get(ctl, run_id)
     if run.final:
         raise Conflict(f"run {run_id} already ended ({run.state})", state=run.state)
-    done = runs.update(ctl, run_id, expect=["awaiting_approval", "queued"], state="cancelled",
-                       cancel_requested=True, error=f"cancelled by {caller.name}",
-                       finished_at="now()")
+    done = runs.update(
+        ctl,
+        run_id,
+        expect=["awaiting_approval", "queued"],
+        state="cancelled",
+        cancel_requested=True,
+        error=f"cancelled by {caller.name}",
+        finished_at="now()",
+    )
     if done is not None:
-        runs.add_events(ctl, run_id, [{"type": "error", "state": "cancelled",
-                                       "error": f"cancelled by {caller.name}"}])
+        runs.add_events(
+            ctl,
+            run_id,
+            [{"type": "error", "state": "cancelled", "error": f"cancelled by {caller.name}"}],
+        )
         return done
     asked = runs.update(ctl, run_id, cancel_requested=True)
-    runner.announce(ctl, run_id, f"cancel asked by {caller.name}: stops at its next event",
-                    "cancel", "running")
+    runner.announce(
+        ctl, run_id, f"cancel asked by {caller.name}: stops at its next event", "cancel", "running"
+    )
     assert asked is not None
     return asked
 
@@ -235,11 +346,21 @@ def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
 def retry(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
     """Queue a failed or cancelled run again (a dead letter)."""
     run = _get(ctl, run_id)
-    done = runs.update(ctl, run_id, expect=["failed", "cancelled"], state="queued",
-                       error=None, exit_code=None, cancel_requested=False, finished_at=None)
+    done = runs.update(
+        ctl,
+        run_id,
+        expect=["failed", "cancelled"],
+        state="queued",
+        error=None,
+        exit_code=None,
+        cancel_requested=False,
+        finished_at=None,
+    )
     if done is None:
-        raise Conflict(f"run {run_id} is {run.state}: only a failed or cancelled run is "
-                       "retried", state=run.state)
+        raise Conflict(
+            f"run {run_id} is {run.state}: only a failed or cancelled run is retried",
+            state=run.state,
+        )
     runner.announce(ctl, run_id, f"retried by {caller.name}", "retry", "queued")
     queue.defer(ctl, done)
     return runs.get(ctl, run_id) or done

@@ -49,10 +49,14 @@ class Token:
     revoked_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "role": self.role,
-                "created_at": self.created_at.isoformat(),
-                "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
-                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "role": self.role,
+            "created_at": self.created_at.isoformat(),
+            "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None,
+            "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -78,28 +82,36 @@ def create(ctl: Control, name: str, role: str) -> NewToken:
         try:
             row = c.execute(
                 f"INSERT INTO pgferry_control.tokens (name, role, hash) VALUES (%s, %s, %s)"  # noqa: S608
-                f" RETURNING {_COLS}", [name, role, hash_secret(secret)]).fetchone()
+                f" RETURNING {_COLS}",
+                [name, role, hash_secret(secret)],
+            ).fetchone()
         except psycopg.errors.UniqueViolation:
-            raise BadInput(f"a live token is named {name!r}; revoke it first or pick another "
-                           "name", field="name") from None
+            raise BadInput(
+                f"a live token is named {name!r}; revoke it first or pick another name",
+                field="name",
+            ) from None
     assert row is not None
     return NewToken(Token(**row), secret)
 
 
 def listing(ctl: Control, *, include_revoked: bool = False) -> list[Token]:
     with ctl.conn() as c:
-        rows = c.execute(f"SELECT {_COLS} FROM pgferry_control.tokens"  # noqa: S608
-                         " WHERE %s OR revoked_at IS NULL ORDER BY id",
-                         [include_revoked]).fetchall()
+        rows = c.execute(
+            f"SELECT {_COLS} FROM pgferry_control.tokens"  # noqa: S608
+            " WHERE %s OR revoked_at IS NULL ORDER BY id",
+            [include_revoked],
+        ).fetchall()
     return [Token(**r) for r in rows]
 
 
 def revoke(ctl: Control, name: str) -> int:
     """Revoke the live token called ``name`` (and its sessions); how many were revoked."""
     with ctl.conn() as c:
-        rows = c.execute("UPDATE pgferry_control.tokens SET revoked_at = now()"
-                         " WHERE name = %s AND revoked_at IS NULL RETURNING id",
-                         [name]).fetchall()
+        rows = c.execute(
+            "UPDATE pgferry_control.tokens SET revoked_at = now()"
+            " WHERE name = %s AND revoked_at IS NULL RETURNING id",
+            [name],
+        ).fetchall()
         ids = [r["id"] for r in rows]
         if ids:
             c.execute("DELETE FROM pgferry_control.sessions WHERE token_id = ANY(%s)", [ids])
@@ -115,19 +127,26 @@ def check(ctl: Control, secret: str) -> Token | None:
             f"UPDATE pgferry_control.tokens SET last_used_at = now()"  # noqa: S608
             " WHERE hash = %s AND revoked_at IS NULL"
             " AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"
-            f" RETURNING {_COLS}", [hash_secret(secret)]).fetchone()
+            f" RETURNING {_COLS}",
+            [hash_secret(secret)],
+        ).fetchone()
         if row is None:
-            row = c.execute(f"SELECT {_COLS} FROM pgferry_control.tokens"  # noqa: S608
-                            " WHERE hash = %s AND revoked_at IS NULL",
-                            [hash_secret(secret)]).fetchone()
+            row = c.execute(
+                f"SELECT {_COLS} FROM pgferry_control.tokens"  # noqa: S608
+                " WHERE hash = %s AND revoked_at IS NULL",
+                [hash_secret(secret)],
+            ).fetchone()
     return Token(**row) if row is not None else None
 
 
 def new_session(ctl: Control, token: Token, ttl: timedelta) -> str:
     value = secrets.token_urlsafe(32)
     with ctl.conn() as c:
-        c.execute("INSERT INTO pgferry_control.sessions (hash, token_id, expires_at)"
-                  " VALUES (%s, %s, now() + %s)", [hash_secret(value), token.id, ttl])
+        c.execute(
+            "INSERT INTO pgferry_control.sessions (hash, token_id, expires_at)"
+            " VALUES (%s, %s, now() + %s)",
+            [hash_secret(value), token.id, ttl],
+        )
     return value
 
 
@@ -137,7 +156,8 @@ def check_session(ctl: Control, value: str) -> Token | None:
             f"SELECT {', '.join('t.' + x.strip() for x in _COLS.split(','))}"  # noqa: S608
             " FROM pgferry_control.sessions s JOIN pgferry_control.tokens t ON t.id = s.token_id"
             " WHERE s.hash = %s AND s.expires_at > now() AND t.revoked_at IS NULL",
-            [hash_secret(value)]).fetchone()
+            [hash_secret(value)],
+        ).fetchone()
     return Token(**row) if row is not None else None
 
 

@@ -44,9 +44,11 @@ Phase = Literal["start", "end", "once"]
 #: how a run ended (``running``: a start row whose end has not come, or never will: died)
 Outcome = Literal["ok", "problem", "bad_input", "failed", "refused", "running", "planned"]
 _OUTCOMES: dict[int, Outcome] = {1: "problem", 2: "bad_input", 4: "refused"}
-_INSERT = ("INSERT INTO pgferry.journal_log (phase, run_id, os_user, env, command, arguments,"
-           " outcome, exit_code, duration_ms, error, details)"
-           " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id")
+_INSERT = (
+    "INSERT INTO pgferry.journal_log (phase, run_id, os_user, env, command, arguments,"
+    " outcome, exit_code, duration_ms, error, details)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id"
+)
 
 
 def ensure(conn: psycopg.Connection[Any]) -> None:
@@ -56,9 +58,20 @@ def ensure(conn: psycopg.Connection[Any]) -> None:
     """
     restored = schema.ensure(conn)
     if restored:
-        _insert(conn, "once", None, "journal", {}, "problem", 1, None,
-                f"trigger {', '.join(restored)} of pgferry.journal_log was dropped or disabled; "
-                "pgferry re-created it", {"restored_triggers": restored}, env="")
+        _insert(
+            conn,
+            "once",
+            None,
+            "journal",
+            {},
+            "problem",
+            1,
+            None,
+            f"trigger {', '.join(restored)} of pgferry.journal_log was dropped or disabled; "
+            "pgferry re-created it",
+            {"restored_triggers": restored},
+            env="",
+        )
 
 
 def scrub(value: Any, key: str = "") -> Any:
@@ -81,16 +94,39 @@ def _json(value: Mapping[str, Any] | None) -> Jsonb:
     return Jsonb(scrub(jsonio.loads(jsonio.dumps(dict(value or {}), default=str))))
 
 
-def _insert(conn: psycopg.Connection[Any], phase: Phase, run_id: int | None, command: str,
-            arguments: Mapping[str, Any] | None, outcome: Outcome, exit_code: int | None,
-            duration_ms: int | None, error: str | None, details: Mapping[str, Any] | None,
-            *, env: str) -> int:
+def _insert(
+    conn: psycopg.Connection[Any],
+    phase: Phase,
+    run_id: int | None,
+    command: str,
+    arguments: Mapping[str, Any] | None,
+    outcome: Outcome,
+    exit_code: int | None,
+    duration_ms: int | None,
+    error: str | None,
+    details: Mapping[str, Any] | None,
+    *,
+    env: str,
+) -> int:
     """One chained row; the chain lock is taken first, so ids follow the chain's order."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [schema.CHAIN_LOCK])
-        row = conn.execute(_INSERT, [
-            phase, run_id, os_user(), env, command, _json(arguments), outcome, exit_code,
-            duration_ms, redact(error) if error else None, _json(details)]).fetchone()
+        row = conn.execute(
+            _INSERT,
+            [
+                phase,
+                run_id,
+                os_user(),
+                env,
+                command,
+                _json(arguments),
+                outcome,
+                exit_code,
+                duration_ms,
+                redact(error) if error else None,
+                _json(details),
+            ],
+        ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -98,8 +134,9 @@ def _insert(conn: psycopg.Connection[Any], phase: Phase, run_id: int | None, com
 def _open(target: Target, create: bool, retry_for: float = 5) -> psycopg.Connection[Any] | None:
     """A connection to write the journal on, or None where there is none and ``create`` is
     False."""
-    c = connect(target.dsn, autocommit=True, retry_for=retry_for,
-                application_name="pgferry journal")
+    c = connect(
+        target.dsn, autocommit=True, retry_for=retry_for, application_name="pgferry journal"
+    )
     try:
         if not create and not schema.exists(c):
             c.close()
@@ -137,8 +174,19 @@ def append(
             if not create and not schema.exists(c):
                 return
             ensure(c)
-        _insert(c, "once", None, command, arguments, outcome, exit_code, duration_ms, error,
-                details, env=target.name)
+        _insert(
+            c,
+            "once",
+            None,
+            command,
+            arguments,
+            outcome,
+            exit_code,
+            duration_ms,
+            error,
+            details,
+            env=target.name,
+        )
     finally:
         if conn is None:
             c.close()
@@ -146,29 +194,41 @@ def append(
 
 def warn(target: Target, e: BaseException) -> None:
     """One stderr line: the journal of ``target`` could not be written (the command goes on)."""
-    print(f"warning: could not write the journal of {target.name}: "
-          f"{redact(str(e)).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+    print(
+        f"warning: could not write the journal of {target.name}: "
+        f"{redact(str(e)).splitlines()[0] if str(e) else type(e).__name__}",
+        file=sys.stderr,
+    )
 
 
-def refused(target: Target, command: str, error: PgferryError,
-            arguments: Mapping[str, Any] | None = None) -> None:
+def refused(
+    target: Target, command: str, error: PgferryError, arguments: Mapping[str, Any] | None = None
+) -> None:
     """Journal a command that was stopped before it ran, where the journal exists: refused by
     policy (``refused``, exit 4) or stopped by a check that found a problem (``problem``)."""
     if getattr(error, "journaled", False):
         return
     try:
-        append(target, command, outcome=_OUTCOMES.get(error.exit_code, "failed"),
-               arguments=arguments,
-               exit_code=error.exit_code, details={"error": error.message, **error.details},
-               create=False, error=error.message, retry_for=1)  # the refusal must not wait
+        append(
+            target,
+            command,
+            outcome=_OUTCOMES.get(error.exit_code, "failed"),
+            arguments=arguments,
+            exit_code=error.exit_code,
+            details={"error": error.message, **error.details},
+            create=False,
+            error=error.message,
+            retry_for=1,
+        )  # the refusal must not wait
         error.journaled = True  # type: ignore[attr-defined]
     except (PgferryError, psycopg.Error) as e:
         warn(target, e)
 
 
 @contextmanager
-def refusals(target: Target, command: str,
-             arguments: Mapping[str, Any] | None = None) -> Iterator[None]:
+def refusals(
+    target: Target, command: str, arguments: Mapping[str, Any] | None = None
+) -> Iterator[None]:
     """Journal a :class:`~pgferry.errors.Refused` (or a
     :class:`~pgferry.errors.ProblemFound` of a check) raised in the block, see :func:`refused`."""
     try:
@@ -193,8 +253,9 @@ class _Run:
     id: int
 
 
-def _start(target: Target, command: str, arguments: Mapping[str, Any] | None,
-           create: bool) -> _Run | None:
+def _start(
+    target: Target, command: str, arguments: Mapping[str, Any] | None, create: bool
+) -> _Run | None:
     c = _open(target, create)
     if c is None:
         return None
@@ -202,10 +263,20 @@ def _start(target: Target, command: str, arguments: Mapping[str, Any] | None,
         if c.info.server_version >= 140000:  # the session (and its lock) must outlive idling
             c.execute("SELECT set_config('idle_session_timeout', '0', false)")
         with c.transaction():  # the lock is held before the row is visible
-            run_id = _insert(c, "start", None, command, arguments, "running", None, None,
-                             None, None, env=target.name)
-            c.execute("SELECT pg_advisory_lock(%s, %s)",
-                      [schema.RUN_LOCK, run_id % 2147483647])
+            run_id = _insert(
+                c,
+                "start",
+                None,
+                command,
+                arguments,
+                "running",
+                None,
+                None,
+                None,
+                None,
+                env=target.name,
+            )
+            c.execute("SELECT pg_advisory_lock(%s, %s)", [schema.RUN_LOCK, run_id % 2147483647])
     except BaseException:
         c.close()
         raise
@@ -221,22 +292,48 @@ def _error_of(op: Operation) -> str | None:
     return str(err) if err else f"{op.outcome} (exit {op.exit_code})"
 
 
-def _finish(target: Target, run: _Run | None, command: str,
-            arguments: Mapping[str, Any] | None, op: Operation, ms: int, create: bool) -> None:
+def _finish(
+    target: Target,
+    run: _Run | None,
+    command: str,
+    arguments: Mapping[str, Any] | None,
+    op: Operation,
+    ms: int,
+    create: bool,
+) -> None:
     if "ok" in op.details:  # a caller's summary must not contradict the outcome
         op.details["ok"] = op.outcome == "ok"
     err = _error_of(op)
     if run is None:
-        append(target, command, outcome=op.outcome, arguments=arguments,
-               exit_code=op.exit_code, duration_ms=ms, details=op.details, create=create,
-               error=err)
+        append(
+            target,
+            command,
+            outcome=op.outcome,
+            arguments=arguments,
+            exit_code=op.exit_code,
+            duration_ms=ms,
+            details=op.details,
+            create=create,
+            error=err,
+        )
         return
     try:
         conn = run.conn
         if conn.broken or conn.closed:
             conn = _open(target, True) or conn
-        _insert(conn, "end", run.id, command, None, op.outcome, op.exit_code, ms, err,
-                op.details, env=target.name)
+        _insert(
+            conn,
+            "end",
+            run.id,
+            command,
+            None,
+            op.outcome,
+            op.exit_code,
+            ms,
+            err,
+            op.details,
+            env=target.name,
+        )
         if conn is not run.conn:
             conn.close()
     finally:
@@ -245,7 +342,10 @@ def _finish(target: Target, run: _Run | None, command: str,
 
 @contextmanager
 def operation(
-    target: Target, command: str, arguments: Mapping[str, Any] | None = None, *,
+    target: Target,
+    command: str,
+    arguments: Mapping[str, Any] | None = None,
+    *,
     create: bool = True,
 ) -> Iterator[Operation]:
     """Journal the block in ``target``: a start row now, the outcome when it ends (also
@@ -280,17 +380,22 @@ def operation(
         raise
     finally:
         try:
-            _finish(target, run, command, arguments, op,
-                    int((time.monotonic() - start) * 1000), create)
+            _finish(
+                target, run, command, arguments, op, int((time.monotonic() - start) * 1000), create
+            )
         except (PgferryError, psycopg.Error) as e:
             warn(target, e)
 
 
-_READ = ("SELECT id, at, os_user, db_role, env, command, arguments, outcome, exit_code,"
-         " duration_ms, details, error, finished_at FROM pgferry.journal"
-         " ORDER BY id DESC LIMIT %s")
-_READ_LEGACY = ("SELECT id, at, os_user, db_role, env, command, arguments, outcome, exit_code,"
-                " duration_ms, details FROM pgferry.journal ORDER BY id DESC LIMIT %s")
+_READ = (
+    "SELECT id, at, os_user, db_role, env, command, arguments, outcome, exit_code,"
+    " duration_ms, details, error, finished_at FROM pgferry.journal"
+    " ORDER BY id DESC LIMIT %s"
+)
+_READ_LEGACY = (
+    "SELECT id, at, os_user, db_role, env, command, arguments, outcome, exit_code,"
+    " duration_ms, details FROM pgferry.journal ORDER BY id DESC LIMIT %s"
+)
 
 
 def read(target: Target, limit: int = 50) -> list[dict[str, Any]]:
@@ -299,8 +404,11 @@ def read(target: Target, limit: int = 50) -> list[dict[str, Any]]:
         kind, log, _ = schema.state(c)
         if kind is None:
             return []
-        return c.cursor(row_factory=dict_row).execute(_READ if log else _READ_LEGACY,
-                                                      [limit]).fetchall()
+        return (
+            c.cursor(row_factory=dict_row)
+            .execute(_READ if log else _READ_LEGACY, [limit])
+            .fetchall()
+        )
 
 
 def verify(target: Target) -> chain.ChainReport:

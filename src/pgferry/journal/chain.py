@@ -34,9 +34,21 @@ from pgferry.journal import schema
 
 #: the fields in hash order, as SQL expressions over pgferry.journal_log
 FIELDS = (
-    "id::text", "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')", "phase",
-    "run_id::text", "os_user", "db_role", "env", "command", "arguments::text", "outcome",
-    "exit_code::text", "duration_ms::text", "error", "details::text", "prev_hash",
+    "id::text",
+    "to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')",
+    "phase",
+    "run_id::text",
+    "os_user",
+    "db_role",
+    "env",
+    "command",
+    "arguments::text",
+    "outcome",
+    "exit_code::text",
+    "duration_ms::text",
+    "error",
+    "details::text",
+    "prev_hash",
 )
 
 
@@ -70,19 +82,24 @@ def check(rows: list[Row]) -> str | None:
     prev: Row | None = None
     for r in rows:
         if row_hash(r.fields) != r.row_hash:
-            return (f"row {r.id} was changed after it was written: its hash does not match "
-                    "its content")
+            return (
+                f"row {r.id} was changed after it was written: its hash does not match its content"
+            )
         want = prev.row_hash if prev else ""
         if r.prev_hash != want:
             other = by_hash.get(r.prev_hash)
             if other is not None and other is not r:
-                return (f"row {r.id} was inserted out of order: it chains to row {other.id}, "
-                        f"not to row {prev.id if prev else 'none'} before it")
+                return (
+                    f"row {r.id} was inserted out of order: it chains to row {other.id}, "
+                    f"not to row {prev.id if prev else 'none'} before it"
+                )
             before = f"between row {prev.id} and row {r.id}" if prev else f"before row {r.id}"
             return f"a row was removed {before}: row {r.id} chains to a row that is gone"
         if prev is not None and r.at < prev.at:
-            return (f"row {r.id} was inserted out of order: it is dated {r.at.isoformat()}, "
-                    f"before row {prev.id} ({prev.at.isoformat()})")
+            return (
+                f"row {r.id} was inserted out of order: it is dated {r.at.isoformat()}, "
+                f"before row {prev.id} ({prev.at.isoformat()})"
+            )
         prev = r
     return None
 
@@ -99,8 +116,13 @@ class ChainReport:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "exists": self.exists, "rows": self.rows, "head": self.head,
-                "problems": self.problems}
+        return {
+            "ok": self.ok,
+            "exists": self.exists,
+            "rows": self.rows,
+            "head": self.head,
+            "problems": self.problems,
+        }
 
 
 def verify(conn: psycopg.Connection[Any]) -> ChainReport:
@@ -109,19 +131,26 @@ def verify(conn: psycopg.Connection[Any]) -> ChainReport:
     if not log:
         if kind is None:
             return ChainReport(exists=False)
-        return ChainReport(exists=True, problems=[
-            "the journal has the layout before the hash chain, so nothing can be verified; "
-            "the next pgferry command that writes to this database upgrades it"])
+        return ChainReport(
+            exists=True,
+            problems=[
+                "the journal has the layout before the hash chain, so nothing can be verified; "
+                "the next pgferry command that writes to this database upgrades it"
+            ],
+        )
     cur = conn.execute(_ROWS_SQL)
-    rows = [Row(r[0], r[1], list(r[2:2 + len(FIELDS)]), r[2 + len(FIELDS) - 1], r[-1])
-            for r in cur.fetchall()]
+    rows = [
+        Row(r[0], r[1], list(r[2 : 2 + len(FIELDS)]), r[2 + len(FIELDS) - 1], r[-1])
+        for r in cur.fetchall()
+    ]
     rep = ChainReport(exists=True, rows=len(rows), head=rows[-1].row_hash if rows else None)
     missing = [t for t in schema.TRIGGERS if t not in triggers]
     if missing:
         rep.problems.append(
             f"trigger {', '.join(missing)} of pgferry.journal_log was dropped or disabled, "
             "so rows could be changed or removed unseen; the next pgferry command that writes "
-            "here re-creates it")
+            "here re-creates it"
+        )
     broken = check(rows)
     if broken:
         rep.problems.append(broken)

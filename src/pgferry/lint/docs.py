@@ -40,18 +40,29 @@ def _doc(rule: type[Rule]) -> str:
 
 
 def markdown(rules: list[type[Rule]]) -> str:
-    lines = ["| code | rule | severity | PostgreSQL | default | squawk |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| code | rule | severity | PostgreSQL | default | squawk |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rules:
-        lines.append(f"| {r.code} | [{r.name}](#{r.name}) | {r.severity} | {r.versions()} | "
-                     f"{'off (opt-in)' if r.opt_in else 'on'} | "
-                     f"{', '.join(r.squawk) or '—'} |")
+        lines.append(
+            f"| {r.code} | [{r.name}](#{r.name}) | {r.severity} | {r.versions()} | "
+            f"{'off (opt-in)' if r.opt_in else 'on'} | "
+            f"{', '.join(r.squawk) or '—'} |"
+        )
     for r in rules:
-        lines += ["", f"### {r.name}", "",
-                  f"`{r.code}` · {r.severity} · PostgreSQL {r.versions()}"
-                  + (" · opt-in" if r.opt_in else "")
-                  + (f" · lock: {r.lock}" if r.lock else ""), "",
-                  f"> {r.message}", "", _doc(r)]
+        lines += [
+            "",
+            f"### {r.name}",
+            "",
+            f"`{r.code}` · {r.severity} · PostgreSQL {r.versions()}"
+            + (" · opt-in" if r.opt_in else "")
+            + (f" · lock: {r.lock}" if r.lock else ""),
+            "",
+            f"> {r.message}",
+            "",
+            _doc(r),
+        ]
         if r.help:
             lines += ["", f"Safe way: {r.help}"]
     return "\n".join(lines) + "\n"

@@ -99,8 +99,14 @@ def _rename(st: Stmt, cx: Context) -> None:
             cx.add_created(f"{old.split('.', 1)[0]}.{n.get('newname', '')}")
 
 
-_APPLY = {"CreateStmt": _create, "CreateTableAsStmt": _create_as, "IndexStmt": _index,
-          "DropStmt": _drop, "AlterTableStmt": _alter, "RenameStmt": _rename}
+_APPLY = {
+    "CreateStmt": _create,
+    "CreateTableAsStmt": _create_as,
+    "IndexStmt": _index,
+    "DropStmt": _drop,
+    "AlterTableStmt": _alter,
+    "RenameStmt": _rename,
+}
 
 
 def apply(st: Stmt, cx: Context) -> None:
@@ -161,4 +167,3 @@ def _note_check(cx: Context, table: str, con: Node) -> None:
         cx.add_nn_check(table, con["conname"], col)
     if not con.get("skip_validation"):
         cx.add_validated_not_null(table, col)
-

@@ -67,8 +67,13 @@ class Settings:
     @classmethod
     def from_config(cls, lint: LintConfig) -> Settings:
         """From pgferry.toml's ``[lint]`` (:class:`~pgferry.config.LintConfig`)."""
-        return cls(list(lint.disable), list(lint.enable), dict(lint.severity), lint.pg_version,
-                   lint.big_table_rows)
+        return cls(
+            list(lint.disable),
+            list(lint.enable),
+            dict(lint.severity),
+            lint.pg_version,
+            lint.big_table_rows,
+        )
 
 
 _INDEX: dict[str, type[Rule]] = {}
@@ -90,12 +95,16 @@ def active_rules(settings: Settings, pg_version: int) -> list[Rule]:
         if key not in known:
             from pgferry.errors import ConfigError
 
-            raise ConfigError(f"[lint] names an unknown rule {key!r}; "
-                              "see `pgferry lint --list-rules`")
+            raise ConfigError(
+                f"[lint] names an unknown rule {key!r}; see `pgferry lint --list-rules`"
+            )
     off = {known[k].name for k in settings.disable}
     on = {known[k].name for k in settings.enable}
-    return [r() for r in ALL_RULES
-            if r.name not in off and (not r.opt_in or r.name in on) and r.applies(pg_version)]
+    return [
+        r()
+        for r in ALL_RULES
+        if r.name not in off and (not r.opt_in or r.name in on) and r.applies(pg_version)
+    ]
 
 
 def severity_of(rule: type[Rule] | Rule, settings: Settings) -> Severity:
@@ -109,8 +118,13 @@ class Linter:
     says ran already; the tables they create are not new in later files.
     """
 
-    def __init__(self, settings: Settings | None = None, catalog: Any = None,
-                 pg_version: int | None = None, applied: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        catalog: Any = None,
+        pg_version: int | None = None,
+        applied: Collection[str] = (),
+    ) -> None:
         self.settings = settings or Settings()
         self.catalog = catalog
         #: paths (as given to lint_text) the catalog's history says ran already
@@ -129,16 +143,20 @@ class Linter:
                 self.by_kind.setdefault(k, []).append(r)
         for k in self.by_kind:
             self.by_kind[k] += self.every
-        self.cx = Context(pg_version=self.pg_version, catalog=catalog,
-                          big_table_rows=self.settings.big_table_rows)
+        self.cx = Context(
+            pg_version=self.pg_version, catalog=catalog, big_table_rows=self.settings.big_table_rows
+        )
         self._by_subs: dict[frozenset[str], list[Rule]] = {}
         self._active = {r.name for r in self.rules}
         # only the rules that look at a file as a whole are asked at its end
         self._finishers = [r for r in self.rules if type(r).finish is not Rule.finish]
         self._severity = {r.name: severity_of(r, self.settings) for r in self.rules}
         # a rule's own per-finding severity (Hit.severity) yields to the team's [lint] choice
-        self._chosen = {r.name for r in self.rules
-                        if r.name in self.settings.severity or r.code in self.settings.severity}
+        self._chosen = {
+            r.name
+            for r in self.rules
+            if r.name in self.settings.severity or r.code in self.settings.severity
+        }
 
     def lint_files(self, items: Iterable[tuple[str, str]]) -> list[Finding]:
         """Lint (path, text) pairs in order; SqlParseError stops at the first bad file."""
@@ -194,16 +212,15 @@ class Linter:
 
     def _alter_rules(self, st: Stmt, rules: list[Rule]) -> list[Rule]:
         """The ALTER TABLE rules that read one of the statement's action subtypes."""
-        subs = frozenset(c.get("AlterTableCmd", {}).get("subtype")
-                         for c in st.node.get("cmds", ()))
+        subs = frozenset(c.get("AlterTableCmd", {}).get("subtype") for c in st.node.get("cmds", ()))
         found = self._by_subs.get(subs)
         if found is None:
-            found = self._by_subs[subs] = [
-                r for r in rules if not r.subtypes or r.subtypes & subs]
+            found = self._by_subs[subs] = [r for r in rules if not r.subtypes or r.subtypes & subs]
         return found
 
-    def _finding(self, info: FileInfo, stmts: list[Stmt], rule: Rule, hit: Hit,
-                 st: Stmt | None) -> Finding:
+    def _finding(
+        self, info: FileInfo, stmts: list[Stmt], rule: Rule, hit: Hit, st: Stmt | None
+    ) -> Finding:
         if st is None and hit.loc is not None:  # a file-level finding: tie it to its statement
             st = next((s for s in reversed(stmts) if s.start <= hit.loc), None)
         offset = hit.loc if hit.loc is not None else (st.start if st else len(info.data))
@@ -222,11 +239,23 @@ class Linter:
             held = st.table_lock if st is not None and lock else None
             if held is not None and held[0] == hit.table:
                 lock = stronger(lock, held[1])
-            impact = impact_of(self.catalog, hit.table, lock, hit.work if hit.work is not None
-                               else rule.work)
+            impact = impact_of(
+                self.catalog, hit.table, lock, hit.work if hit.work is not None else rule.work
+            )
         severity = self._severity[rule.name]
         if hit.severity is not None and rule.name not in self._chosen:
             severity = hit.severity
-        return Finding(rule.name, rule.code, severity, info.path, line,
-                       col, hit.message or rule.message, rule.help, text, impact, None,
-                       st.index if st else None)
+        return Finding(
+            rule.name,
+            rule.code,
+            severity,
+            info.path,
+            line,
+            col,
+            hit.message or rule.message,
+            rule.help,
+            text,
+            impact,
+            None,
+            st.index if st else None,
+        )

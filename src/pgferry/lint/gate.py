@@ -38,12 +38,18 @@ def snapshot_target(target: Target) -> Snapshot:
     from pgferry.pg.connect import connect
 
     with connect(target.dsn, autocommit=True, application_name="pgferry lint") as conn:
-        return snapshot.take(conn, source=target.name,
-                             now=datetime.now(UTC).isoformat(timespec="seconds"))
+        return snapshot.take(
+            conn, source=target.name, now=datetime.now(UTC).isoformat(timespec="seconds")
+        )
 
 
-def check_migrations(files: list[MigrationFile], cfg: Config, target: Target | None = None,
-                     *, catalog: Snapshot | None = None) -> list[Finding]:
+def check_migrations(
+    files: list[MigrationFile],
+    cfg: Config,
+    target: Target | None = None,
+    *,
+    catalog: Snapshot | None = None,
+) -> list[Finding]:
     """Unsuppressed findings for ``files`` in run order (see the module docstring)."""
     if catalog is None and target is not None:
         catalog = snapshot_target(target)
@@ -55,8 +61,18 @@ def check_migrations(files: list[MigrationFile], cfg: Config, target: Target | N
             found = linter.lint_text(path, mf.sql)
         except SqlParseError as e:
             line = int(e.details.get("line", 1))
-            out.append(Finding("syntax-error", "PF000", "error", path, line, 1, e.message,
-                               "Fix the statement; the message quotes PostgreSQL's parser."))
+            out.append(
+                Finding(
+                    "syntax-error",
+                    "PF000",
+                    "error",
+                    path,
+                    line,
+                    1,
+                    e.message,
+                    "Fix the statement; the message quotes PostgreSQL's parser.",
+                )
+            )
             continue
         except BadInput as e:
             out.append(Finding("syntax-error", "PF000", "error", path, 1, 1, e.message))

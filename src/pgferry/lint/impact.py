@@ -36,8 +36,11 @@ def human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("bytes", "kB", "MB", "GB", "TB"):
         if size < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit in ("bytes", "kB") or size >= 10 else (
-                f"{size:.1f} {unit}")
+            return (
+                f"{size:.0f} {unit}"
+                if unit in ("bytes", "kB") or size >= 10
+                else (f"{size:.1f} {unit}")
+            )
         size /= 1024
     return f"{n} bytes"  # pragma: no cover
 
@@ -79,8 +82,11 @@ def impact_of(catalog: Any, table: str, lock: str, work: str) -> str:
     if not work:
         if not lock:
             return ""
-        return f"takes {lock} on {size}: {blocks} while it waits and runs" if blocks else (
-            f"takes {lock} on {size}")
+        return (
+            f"takes {lock} on {size}: {blocks} while it waits and runs"
+            if blocks
+            else (f"takes {lock} on {size}")
+        )
     secs = estimate_seconds(t.total_bytes, work)
     cold = " (longer if the table is not in cache)" if work == "scan" else ""
     return f"{_VERB[work]} {size} under {lock}: {blocks} for {human_seconds(secs)}{cold}"

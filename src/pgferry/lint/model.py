@@ -53,9 +53,15 @@ class Finding:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "rule": self.rule, "code": self.code, "severity": self.severity,
-            "path": self.path, "line": self.line, "column": self.column,
-            "message": self.message, "help": self.help, "statement": self.statement,
+            "rule": self.rule,
+            "code": self.code,
+            "severity": self.severity,
+            "path": self.path,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message,
+            "help": self.help,
+            "statement": self.statement,
         }
         if self.impact:
             d["impact"] = self.impact
@@ -157,7 +163,6 @@ class Context:
         t = self.catalog.tables.get(table)
         return t is not None and t.heap_bytes == 0
 
-
     def existing(self, table: str) -> bool:
         """True when ``table`` may hold rows that other sessions use right now
         (not created in this run, not empty in the catalog)."""
@@ -235,9 +240,13 @@ class Context:
 
     def save_state(self) -> tuple[Any, ...]:
         """A copy of the state that carries from file to file (see :meth:`restore_state`)."""
-        return (set(self.created), {t: dict(c) for t, c in self.columns.items()},
-                dict(self.nn_checks), {t: set(c) for t, c in self.nn_validated.items()},
-                dict(self.indexes))
+        return (
+            set(self.created),
+            {t: dict(c) for t, c in self.columns.items()},
+            dict(self.nn_checks),
+            {t: set(c) for t, c in self.nn_validated.items()},
+            dict(self.indexes),
+        )
 
     def restore_state(self, saved: tuple[Any, ...]) -> None:
         """Go back to a :meth:`save_state` copy (which stays untouched, for reuse)."""

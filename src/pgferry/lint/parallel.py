@@ -66,8 +66,9 @@ class _Result:
 
     __slots__ = ("stream", "found", "touched", "written")
 
-    def __init__(self, stream: int, found: list[Finding], touched: set[str],
-                 written: set[str]) -> None:
+    def __init__(
+        self, stream: int, found: list[Finding], touched: set[str], written: set[str]
+    ) -> None:
         self.stream = stream  # >= 0: worker number; < 0: -1 - the parent's chunk number
         self.found = found
         self.touched = touched
@@ -162,8 +163,7 @@ class _Counters:
         _close(self.fd)
 
 
-def _lint_tracked(linter: Linter, path: str, text: str) -> tuple[list[Finding], set[str],
-                                                                 set[str]]:
+def _lint_tracked(linter: Linter, path: str, text: str) -> tuple[list[Finding], set[str], set[str]]:
     cx = linter.cx
     cx.touched, cx.written = set(), set()
     try:
@@ -173,8 +173,7 @@ def _lint_tracked(linter: Linter, path: str, text: str) -> tuple[list[Finding], 
         cx.touched = cx.written = None
 
 
-def _fork(linter: Linter, load: Load, plan: _Plan, shared: _Counters, n: int
-          ) -> tuple[int, int]:
+def _fork(linter: Linter, load: Load, plan: _Plan, shared: _Counters, n: int) -> tuple[int, int]:
     r, w = os.pipe()
     try:  # room for the whole result: the worker writes it in one go, and exits
         import fcntl
@@ -209,7 +208,7 @@ def _fork(linter: Linter, load: Load, plan: _Plan, shared: _Counters, n: int
             data = marshal.dumps(results)
             view = memoryview(_SIZE.pack(len(data)) + data)
             while view:
-                view = view[os.write(w, view):]
+                view = view[os.write(w, view) :]
     except BaseException:  # pragma: no cover
         code = 1
     finally:  # pragma: no cover
@@ -256,9 +255,11 @@ class _Inbox:
             if len(self.buf) < end:
                 return
             try:
-                results: Any = marshal.loads(bytes(self.buf[_SIZE.size:end]))
-                got = {i: _Result(self.n, [Finding(*f) for f in found], touched, wrote)
-                       for i, found, touched, wrote in results}
+                results: Any = marshal.loads(bytes(self.buf[_SIZE.size : end]))
+                got = {
+                    i: _Result(self.n, [Finding(*f) for f in found], touched, wrote)
+                    for i, found, touched, wrote in results
+                }
             except Exception:
                 self.bad = True
                 return
@@ -266,8 +267,9 @@ class _Inbox:
             self.into.update(got)
 
 
-def _run_parent(linter: Linter, load: Load, plan: _Plan, shared: _Counters,
-                workers: list[tuple[int, int]]) -> list[Finding]:
+def _run_parent(
+    linter: Linter, load: Load, plan: _Plan, shared: _Counters, workers: list[tuple[int, int]]
+) -> list[Finding]:
     out: list[Finding] = []
     first_written: set[str] = set()
     for i in range(plan.first):  # exact: no file comes before these
@@ -299,8 +301,14 @@ def _run_parent(linter: Linter, load: Load, plan: _Plan, shared: _Counters,
     return out + _merge(linter, load, plan, results, first_written, len(inboxes))
 
 
-def _merge(linter: Linter, load: Load, plan: _Plan, results: dict[int, _Result],
-           first_written: set[str], n_workers: int) -> list[Finding]:
+def _merge(
+    linter: Linter,
+    load: Load,
+    plan: _Plan,
+    results: dict[int, _Result],
+    first_written: set[str],
+    n_workers: int,
+) -> list[Finding]:
     """Files ``plan.first ..`` in order: each result stands when its stream's state lacked
     no table the file touched; else the file is linted again from the true state."""
     out: list[Finding] = []

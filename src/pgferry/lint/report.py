@@ -49,8 +49,7 @@ def text(findings: list[Finding], files: int, header: str = "", skipped: int = 0
     return "\n".join(out)
 
 
-def as_json(findings: list[Finding], files: int, meta: dict[str, Any], skipped: int = 0
-            ) -> str:
+def as_json(findings: list[Finding], files: int, meta: dict[str, Any], skipped: int = 0) -> str:
     live: list[dict[str, Any]] = []
     quiet: list[dict[str, Any]] = []
     for f in findings:
@@ -75,25 +74,31 @@ def sarif(findings: list[Finding], rules: list[type[Rule]], version: str) -> str
     rule_objs = []
     for name in used:
         r = by_name.get(name)
-        rule_objs.append({
-            "id": name,
-            "name": name,
-            "shortDescription": {"text": r.message if r else name},
-            "help": {"text": r.help if r else ""},
-            # SARIF wants absolute URIs here; the docs live in the repository instead
-            "properties": {"code": r.code if r else "", "docs": f"{DOCS}#{name}"},
-            "defaultConfiguration": {"level": r.severity if r else "warning"},
-        })
+        rule_objs.append(
+            {
+                "id": name,
+                "name": name,
+                "shortDescription": {"text": r.message if r else name},
+                "help": {"text": r.help if r else ""},
+                # SARIF wants absolute URIs here; the docs live in the repository instead
+                "properties": {"code": r.code if r else "", "docs": f"{DOCS}#{name}"},
+                "defaultConfiguration": {"level": r.severity if r else "warning"},
+            }
+        )
     results = []
     for f in findings:
         res: dict[str, Any] = {
             "ruleId": f.rule,
             "level": f.severity,
             "message": {"text": f.message + (f" ({f.impact})" if f.impact else "")},
-            "locations": [{"physicalLocation": {
-                "artifactLocation": {"uri": f.path},
-                "region": {"startLine": f.line, "startColumn": f.column},
-            }}],
+            "locations": [
+                {
+                    "physicalLocation": {
+                        "artifactLocation": {"uri": f.path},
+                        "region": {"startLine": f.line, "startColumn": f.column},
+                    }
+                }
+            ],
         }
         if f.suppressed is not None:
             res["suppressions"] = [{"kind": "inSource", "justification": f.suppressed}]
@@ -101,11 +106,14 @@ def sarif(findings: list[Finding], rules: list[type[Rule]], version: str) -> str
     log = {
         "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
         "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {"name": "pgferry-lint", "version": version,
-                                "rules": rule_objs}},
-            "results": results,
-        }],
+        "runs": [
+            {
+                "tool": {
+                    "driver": {"name": "pgferry-lint", "version": version, "rules": rule_objs}
+                },
+                "results": results,
+            }
+        ],
     }
     return jsonio.dumps(log, pretty=True)
 
@@ -117,11 +125,26 @@ def rule_list(rules: list[type[Rule]], fmt: str) -> str:
 
         return markdown(rules)
     if fmt in ("json", "sarif"):
-        return jsonio.dumps({"rules": [{
-            "code": r.code, "name": r.name, "severity": r.severity, "message": r.message,
-            "help": r.help, "pg_versions": r.versions(), "default": not r.opt_in,
-            "squawk": list(r.squawk)} for r in rules]})
+        return jsonio.dumps(
+            {
+                "rules": [
+                    {
+                        "code": r.code,
+                        "name": r.name,
+                        "severity": r.severity,
+                        "message": r.message,
+                        "help": r.help,
+                        "pg_versions": r.versions(),
+                        "default": not r.opt_in,
+                        "squawk": list(r.squawk),
+                    }
+                    for r in rules
+                ]
+            }
+        )
     width = max(len(r.name) for r in rules)
-    lines = [f"{r.code}  {r.name:<{width}}  {r.severity:<7}  "
-             f"{'opt-in ' if r.opt_in else ''}{r.message}" for r in rules]
+    lines = [
+        f"{r.code}  {r.name:<{width}}  {r.severity:<7}  {'opt-in ' if r.opt_in else ''}{r.message}"
+        for r in rules
+    ]
     return "\n".join(lines)

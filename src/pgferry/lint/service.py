@@ -88,14 +88,23 @@ def plain_lint(lint: Any) -> Settings | None:
     severity = lint.get("severity", {})
     pg_version = lint.get("pg_version")
     rows = lint.get("big_table_rows", BIG_TABLE_ROWS)
-    if not (_strings(lint.get("disable", [])) and _strings(lint.get("enable", []))
-            and isinstance(severity, dict)
-            and all(v in ("error", "warning") for v in severity.values())
-            and (pg_version is None or type(pg_version) is int)
-            and type(rows) is int and rows >= 0):
+    if not (
+        _strings(lint.get("disable", []))
+        and _strings(lint.get("enable", []))
+        and isinstance(severity, dict)
+        and all(v in ("error", "warning") for v in severity.values())
+        and (pg_version is None or type(pg_version) is int)
+        and type(rows) is int
+        and rows >= 0
+    ):
         return None
-    return Settings(list(lint.get("disable", [])), list(lint.get("enable", [])),
-                    dict(severity), pg_version, rows)
+    return Settings(
+        list(lint.get("disable", [])),
+        list(lint.get("enable", [])),
+        dict(severity),
+        pg_version,
+        rows,
+    )
 
 
 def light_config(req: Request) -> LightConfig:
@@ -125,8 +134,7 @@ def _read(p: Path, content: dict[Path, bytes] | None = None) -> str:
     """A file's text (from ``content`` when selecting the files read it already)."""
     data = content.get(p) if content else None
     try:
-        return (data if data is not None else p.read_bytes()).decode("utf-8").removeprefix(
-            "\ufeff")
+        return (data if data is not None else p.read_bytes()).decode("utf-8").removeprefix("\ufeff")
     except OSError as e:
         raise BadInput(f"cannot read {p}: {e.strerror}") from None
     except UnicodeDecodeError as e:
@@ -183,18 +191,28 @@ def lint(req: Request, env: EnvMode | None = None) -> Linted:
     if pending_files is not None:
         chosen = targets.Targets(pending_files)
     else:
-        chosen = targets.select(req.paths, lc.migrations_dir, snap.history if snap else None,
-                                req.all_files)
+        chosen = targets.select(
+            req.paths, lc.migrations_dir, snap.history if snap else None, req.all_files
+        )
     paths = chosen.paths
-    linter = Linter(settings, catalog=snap, pg_version=req.pg_version,
-                    applied={_show(p) for p in chosen.applied})
+    linter = Linter(
+        settings,
+        catalog=snap,
+        pg_version=req.pg_version,
+        applied={_show(p) for p in chosen.applied},
+    )
     findings = _lint(linter, paths, req.jobs, chosen.content)
-    meta = {"pg_version": linter.pg_version, "env": req.env,
-            "catalog": (snap.source or req.catalog) if snap else None}
+    meta = {
+        "pg_version": linter.pg_version,
+        "env": req.env,
+        "catalog": (snap.source or req.catalog) if snap else None,
+    }
     header = ""
     if snap is not None:
-        header = (f"catalog: {snap.source or req.catalog} (PostgreSQL {snap.major}, "
-                  f"{len(snap.tables)} tables)")
+        header = (
+            f"catalog: {snap.source or req.catalog} (PostgreSQL {snap.major}, "
+            f"{len(snap.tables)} tables)"
+        )
     if req.env and pending_files is not None and not paths:
         header = (header + "\n" if header else "") + f"no pending migrations for {req.env}"
     return Linted(findings, len(paths), meta, chosen.skipped, header)
@@ -214,14 +232,18 @@ def render(linted: Linted, fmt: str) -> str:
     return report.text(linted.findings, linted.files, linted.header, linted.skipped)
 
 
-def _lint(linter: Linter, paths: list[Path], jobs: int | None,
-          content: dict[Path, bytes] | None = None) -> list[Finding]:
+def _lint(
+    linter: Linter, paths: list[Path], jobs: int | None, content: dict[Path, bytes] | None = None
+) -> list[Finding]:
     """Serial for a few files; forked workers for many (same findings, same order)."""
     if len(paths) < parallel.MIN_FILES or jobs == 1:
         return linter.lint_files((_show(p), _read(p, content)) for p in paths)
-    return parallel.lint_many(linter, len(paths),
-                              lambda i: (_show(paths[i]), _read(paths[i], content)),
-                              jobs or parallel.default_jobs())
+    return parallel.lint_many(
+        linter,
+        len(paths),
+        lambda i: (_show(paths[i]), _read(paths[i], content)),
+        jobs or parallel.default_jobs(),
+    )
 
 
 def _show(p: Path, _cwd: list[str] = []) -> str:  # noqa: B006 - a one-slot cache
@@ -229,4 +251,4 @@ def _show(p: Path, _cwd: list[str] = []) -> str:  # noqa: B006 - a one-slot cach
     if not _cwd:
         _cwd.append(os.getcwd().rstrip("/") + "/")
     text = str(p)
-    return text[len(_cwd[0]):] if text.startswith(_cwd[0]) else text
+    return text[len(_cwd[0]) :] if text.startswith(_cwd[0]) else text

@@ -67,7 +67,8 @@ class History:
 
         if mf.kind == "R":
             return mf.description in self.repeatable and (
-                self.repeatable[mf.description] == mf.checksum)
+                self.repeatable[mf.description] == mf.checksum
+            )
         if mf.kind != "V" or mf.version is None:  # undo files and templates are not run by up
             return False
         if self.baseline is not None and mf.version <= Version(self.baseline):
@@ -83,9 +84,11 @@ def history_of(rows: list[Any]) -> History:
     from pgferry.migrate.plan import fold
 
     h = fold(rows)
-    return History({str(v): r.checksum for v, r in h.applied.items()},
-                   {d: r.checksum for d, r in h.repeatable.items()},
-                   str(h.baseline_version) if h.baseline_version is not None else None)
+    return History(
+        {str(v): r.checksum for v, r in h.applied.items()},
+        {d: r.checksum for d, r in h.repeatable.items()},
+        str(h.baseline_version) if h.baseline_version is not None else None,
+    )
 
 
 @dataclass
@@ -117,8 +120,9 @@ def load(path: Path) -> Snapshot:
     except (OSError, jsonio.DecodeError) as e:
         raise BadInput(f"cannot read catalog snapshot {path}: {e}") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BadInput(f"{path} is not a pgferry lint catalog snapshot "
-                       f"(expected format {FORMAT!r})")
+        raise BadInput(
+            f"{path} is not a pgferry lint catalog snapshot (expected format {FORMAT!r})"
+        )
     try:
         return from_dict(data)
     except (KeyError, TypeError, ValueError) as e:
@@ -134,25 +138,48 @@ def from_dict(data: dict[str, Any]) -> Snapshot:
         t["indexes"] = [Index(**i) for i in t.get("indexes", [])]
         tables[name] = TableInfo(**t)
     hist = data.get("history")
-    history = None if hist is None else History(
-        dict(hist.get("applied", {})), dict(hist.get("repeatable", {})), hist.get("baseline"))
-    return Snapshot(int(data["server_version"]), data.get("taken_at", ""),
-                    data.get("source", ""), tables, dict(data.get("functions", {})),
-                    {k: list(v) for k, v in data.get("enums", {}).items()}, history)
+    history = (
+        None
+        if hist is None
+        else History(
+            dict(hist.get("applied", {})), dict(hist.get("repeatable", {})), hist.get("baseline")
+        )
+    )
+    return Snapshot(
+        int(data["server_version"]),
+        data.get("taken_at", ""),
+        data.get("source", ""),
+        tables,
+        dict(data.get("functions", {})),
+        {k: list(v) for k, v in data.get("enums", {}).items()},
+        history,
+    )
 
 
 def from_catalog(cat: Catalog, source: str = "", now: str = "") -> Snapshot:
     """The snapshot of a catalog read with ``for_lint`` (:func:`pgferry.pg.catalog.read`)."""
-    snap = Snapshot(cat.server_version, now, source, functions=dict(cat.functions),
-                    enums={k: list(v) for k, v in cat.enums.items()})
+    snap = Snapshot(
+        cat.server_version,
+        now,
+        source,
+        functions=dict(cat.functions),
+        enums={k: list(v) for k, v in cat.enums.items()},
+    )
     for name, t in cat.tables.items():
         m = t.measured
         if m is None:  # pg_class's page counts cannot tell an empty table from a new one
             raise ValueError(f"{name}: the lint snapshot needs a catalog read for lint")
         snap.tables[name] = TableInfo(
-            name, m.rows, m.total_bytes, m.heap_bytes, {c.name: c.type for c in t.columns},
-            [c.name for c in t.columns if c.not_null], list(t.checks), list(t.indexes),
-            kind=t.kind)
+            name,
+            m.rows,
+            m.total_bytes,
+            m.heap_bytes,
+            {c.name: c.type for c in t.columns},
+            [c.name for c in t.columns if c.not_null],
+            list(t.checks),
+            list(t.indexes),
+            kind=t.kind,
+        )
     return snap
 
 

@@ -49,8 +49,7 @@ def find(info: FileInfo, stmts: list[Stmt]) -> list[Ignore]:
         m = _IGNORE.search(text)
         if m:
             rules = [r.strip() for r in m["rules"].split(",")]
-            ig = Ignore(lineno, m.start() + 1, rules, (m["reason"] or "").strip(),
-                        bool(m["file"]))
+            ig = Ignore(lineno, m.start() + 1, rules, (m["reason"] or "").strip(), bool(m["file"]))
             if not ig.whole_file:
                 at = offset + len(text[: m.start()].encode("utf-8"))
                 trailing = bool(text[: m.start()].strip())
@@ -64,8 +63,13 @@ def find(info: FileInfo, stmts: list[Stmt]) -> list[Ignore]:
     return out
 
 
-def apply(info: FileInfo, stmts: list[Stmt], findings: list[Finding], active: set[str],
-          known: dict[str, type[Rule]]) -> list[Finding]:
+def apply(
+    info: FileInfo,
+    stmts: list[Stmt],
+    findings: list[Finding],
+    active: set[str],
+    known: dict[str, type[Rule]],
+) -> list[Finding]:
     """Mark suppressed findings and add ``unused-ignore`` findings."""
     ignores = find(info, stmts)
     if not ignores:
@@ -87,8 +91,16 @@ def apply(info: FileInfo, stmts: list[Stmt], findings: list[Finding], active: se
                 continue
             else:
                 why = f"pgferry:ignore {rule.name} suppresses nothing; remove it"
-            extra.append(Finding(UNUSED, UNUSED_CODE, "warning", info.path, ig.line, ig.column,
-                                 why, "Delete the comment, or move it before the statement "
-                                 "it is meant for."))
+            extra.append(
+                Finding(
+                    UNUSED,
+                    UNUSED_CODE,
+                    "warning",
+                    info.path,
+                    ig.line,
+                    ig.column,
+                    why,
+                    "Delete the comment, or move it before the statement it is meant for.",
+                )
+            )
     return findings + extra
-

@@ -90,8 +90,9 @@ def _run_order(entries: list[Entry], cwd: str) -> list[Entry]:
     return sorted(seen.values(), key=_order_key)
 
 
-def select(raw_paths: list[str], default_dir: Path, history: History | None = None,
-           all_files: bool = False) -> Targets:
+def select(
+    raw_paths: list[str], default_dir: Path, history: History | None = None, all_files: bool = False
+) -> Targets:
     """PATHS as given on the command line (see the module docstring)."""
     named: list[Entry] = []
     listed: list[Entry] = []  # found in a directory
@@ -107,10 +108,11 @@ def select(raw_paths: list[str], default_dir: Path, history: History | None = No
             raise BadInput(f"{raw}: no such file or directory")
     cwd = os.getcwd()
     # one directory alone is in run order already
-    entries = listed if not named and len(raw_paths) <= 1 else _run_order(
-        [*named, *listed], cwd)
-    out = Targets([p for p, _ in entries],
-                  content={p: m.content for p, m in entries if m is not None and m.content})
+    entries = listed if not named and len(raw_paths) <= 1 else _run_order([*named, *listed], cwd)
+    out = Targets(
+        [p for p, _ in entries],
+        content={p: m.content for p, m in entries if m is not None and m.content},
+    )
     if history is None:
         return out
     by_name = {_key(p, cwd) for p, _ in named}

@@ -14,11 +14,21 @@ from pgferry.lint.model import Node
 from pgferry.sqltext.nodes import type_name
 
 _ALIASES = {
-    "character varying": "varchar", "character": "bpchar", "char": "bpchar",
-    "integer": "int4", "int": "int4", "smallint": "int2", "bigint": "int8",
-    "timestamp without time zone": "timestamp", "timestamp with time zone": "timestamptz",
-    "time without time zone": "time", "time with time zone": "timetz",
-    "double precision": "float8", "real": "float4", "boolean": "bool", "decimal": "numeric",
+    "character varying": "varchar",
+    "character": "bpchar",
+    "char": "bpchar",
+    "integer": "int4",
+    "int": "int4",
+    "smallint": "int2",
+    "bigint": "int8",
+    "timestamp without time zone": "timestamp",
+    "timestamp with time zone": "timestamptz",
+    "time without time zone": "time",
+    "time with time zone": "timetz",
+    "double precision": "float8",
+    "real": "float4",
+    "boolean": "bool",
+    "decimal": "numeric",
     "bit varying": "varbit",
 }
 _CATALOG = re.compile(r"^(?P<name>[^(\[]+?)\s*(?:\((?P<mods>[^)]*)\))?\s*(?P<arr>\[\])?$")

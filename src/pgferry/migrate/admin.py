@@ -160,8 +160,12 @@ class Convert:
     checksum: int | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"installed_rank": self.installed_rank, "version": self.version,
-                "script": self.script, "becomes": self.becomes}
+        return {
+            "installed_rank": self.installed_rank,
+            "version": self.version,
+            "script": self.script,
+            "becomes": self.becomes,
+        }
 
 
 @dataclass
@@ -201,8 +205,9 @@ def undo_conversions(rows: list[HistoryRow]) -> list[Convert]:
             continue
         if r.type == UNDO_SQL:
             done = last.pop(r.version, None)
-            _, desc, script, checksum, _ = undo_row("flyway", True, done, r.description,
-                                                    r.script, r.checksum, 0)
+            _, desc, script, checksum, _ = undo_row(
+                "flyway", True, done, r.description, r.script, r.checksum, 0
+            )
             out.append(Convert(r.installed_rank, r.version, r.script, desc, script, checksum))
         elif r.type not in (DELETE, BASELINE, "SCHEMA"):
             last[r.version] = r
@@ -211,8 +216,9 @@ def undo_conversions(rows: list[HistoryRow]) -> list[Convert]:
     return out
 
 
-def plan_repair(env: str, ms: MigrationSet, rows: list[HistoryRow],
-                undo_history: str = "flyway") -> RepairPlan:
+def plan_repair(
+    env: str, ms: MigrationSet, rows: list[HistoryRow], undo_history: str = "flyway"
+) -> RepairPlan:
     """What repair would change (pure). With ``undo_history = "flyway"`` it also converts
     ``UNDO_SQL`` rows (Flyway Teams', or an earlier pgferry's) into the ``DELETE`` rows the
     free Flyway reads."""
@@ -283,11 +289,11 @@ def repair(cfg: Config, target: Target) -> RepairPlan:
                 )
             for c in plan.convert:
                 conn.execute(
-                    sql.SQL("UPDATE {} SET type = %s, description = %s, script = %s,"
-                            " checksum = %s, execution_time = 0 WHERE installed_rank = %s"
-                            ).format(t),
-                    [DELETE, c.description[:200], c.becomes[:1000], c.checksum,
-                     c.installed_rank],
+                    sql.SQL(
+                        "UPDATE {} SET type = %s, description = %s, script = %s,"
+                        " checksum = %s, execution_time = 0 WHERE installed_rank = %s"
+                    ).format(t),
+                    [DELETE, c.description[:200], c.becomes[:1000], c.checksum, c.installed_rank],
                 )
             _clear_progress(conn, cfg, sorted({r.script for r in plan.remove}))
     except psycopg.Error as e:

@@ -29,8 +29,7 @@ from pgferry.pg import binaries
 from pgferry.pg.connect import Target, connect, redact
 
 
-def percentiles(latencies_ms: list[float], ps: tuple[int, ...] = (50, 95, 99)
-                ) -> dict[str, float]:
+def percentiles(latencies_ms: list[float], ps: tuple[int, ...] = (50, 95, 99)) -> dict[str, float]:
     """Nearest-rank percentiles of ``latencies_ms`` (pure); empty input gives {}."""
     if not latencies_ms:
         return {}
@@ -53,10 +52,18 @@ def read_logs(directory: Path) -> list[float]:
     return out
 
 
-def run(cfg: Config, scratch: testing.Scratch, script: Path, *, p95: str | None = None,
-        clients: int = 4, seconds: str | None = "10s", transactions: int | None = None,
-        seed: Path | None = None,
-        on_note: testing.Note = testing.quiet) -> dict[str, Any]:
+def run(
+    cfg: Config,
+    scratch: testing.Scratch,
+    script: Path,
+    *,
+    p95: str | None = None,
+    clients: int = 4,
+    seconds: str | None = "10s",
+    transactions: int | None = None,
+    seed: Path | None = None,
+    on_note: testing.Note = testing.quiet,
+) -> dict[str, Any]:
     if not script.is_file():
         raise BadInput(f"no pgbench script at {script}")
     if seed is not None and not seed.is_file():
@@ -72,35 +79,63 @@ def run(cfg: Config, scratch: testing.Scratch, script: Path, *, p95: str | None 
         pgbench = binaries.find("pgbench", major)
         conninfo, env = binaries.libpq_args(t.dsn)
         with tempfile.TemporaryDirectory(prefix="pgferry-bench-") as tmp:
-            args = [str(pgbench.path), "-n", "-f", str(script.resolve()), "-c", str(clients),
-                    "-j", str(max(1, min(clients, 4))), "-l", "--log-prefix",
-                    str(Path(tmp) / "pgbench_log")]
-            args += ["-t", str(transactions)] if transactions else \
-                ["-T", str(max(1, int(parse_duration(seconds or "10s").total_seconds())))]
-            on_note(f"pgbench {pgbench.version}: {script.name}, {clients} client(s), "
-                    + (f"{transactions} transaction(s) each" if transactions
-                       else f"{seconds}") + f", on {len(proof.applied)} migration(s)")
-            p = subprocess.run([*args, conninfo], cwd=tmp, env=env, capture_output=True,
-                               text=True, check=False)
+            args = [
+                str(pgbench.path),
+                "-n",
+                "-f",
+                str(script.resolve()),
+                "-c",
+                str(clients),
+                "-j",
+                str(max(1, min(clients, 4))),
+                "-l",
+                "--log-prefix",
+                str(Path(tmp) / "pgbench_log"),
+            ]
+            args += (
+                ["-t", str(transactions)]
+                if transactions
+                else ["-T", str(max(1, int(parse_duration(seconds or "10s").total_seconds())))]
+            )
+            on_note(
+                f"pgbench {pgbench.version}: {script.name}, {clients} client(s), "
+                + (f"{transactions} transaction(s) each" if transactions else f"{seconds}")
+                + f", on {len(proof.applied)} migration(s)"
+            )
+            p = subprocess.run(
+                [*args, conninfo], cwd=tmp, env=env, capture_output=True, text=True, check=False
+            )
             lat = read_logs(Path(tmp))
         out_text = p.stdout + p.stderr
         failed = re.search(r"number of failed transactions: (\d+)", out_text)
         if p.returncode != 0 or (failed and int(failed.group(1)) > 0):
-            line = next((ln for ln in p.stderr.splitlines() if ln.strip()), "") or \
-                f"exit code {p.returncode}"
-            raise OperationFailed(f"pgbench failed on {script.name}: {redact(line.strip())}",
-                                  returncode=p.returncode)
+            line = (
+                next((ln for ln in p.stderr.splitlines() if ln.strip()), "")
+                or f"exit code {p.returncode}"
+            )
+            raise OperationFailed(
+                f"pgbench failed on {script.name}: {redact(line.strip())}", returncode=p.returncode
+            )
         tps = re.search(r"tps = ([0-9.]+)", out_text)
     pct = percentiles(lat)
-    res = {"ok": True, "script": str(script), "clients": clients, "transactions": len(lat),
-           "tps": float(tps.group(1)) if tps else None, "latency_ms": pct,
-           "p95_limit_ms": limit_ms, "migrations": len(proof.applied),
-           "pgbench": pgbench.version}
+    res = {
+        "ok": True,
+        "script": str(script),
+        "clients": clients,
+        "transactions": len(lat),
+        "tps": float(tps.group(1)) if tps else None,
+        "latency_ms": pct,
+        "p95_limit_ms": limit_ms,
+        "migrations": len(proof.applied),
+        "pgbench": pgbench.version,
+    }
     if limit_ms is not None and pct.get("p95", 0.0) > limit_ms:
-        raise ProblemFound(f"{script.name}: p95 {pct['p95']:.2f} ms is above --p95 {p95} "
-                           f"(p50 {pct['p50']:.2f} ms, p99 {pct['p99']:.2f} ms over "
-                           f"{len(lat)} transactions)", **{k: v for k, v in res.items()
-                                                           if k != "ok"})
+        raise ProblemFound(
+            f"{script.name}: p95 {pct['p95']:.2f} ms is above --p95 {p95} "
+            f"(p50 {pct['p50']:.2f} ms, p99 {pct['p99']:.2f} ms over "
+            f"{len(lat)} transactions)",
+            **{k: v for k, v in res.items() if k != "ok"},
+        )
     return res
 
 

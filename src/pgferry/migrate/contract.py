@@ -84,11 +84,16 @@ class ContractDecision:
         return text + (f" (and {len(bad) - 1} more guard(s))" if len(bad) > 1 else "")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"script": self.step.script, "version": str(self.step.version)
-                if self.step.version is not None else None,
-                "description": self.step.description, "ready": self.ok,
-                "applied": self.run, "overridden": self.overridden,
-                "reason": self.describe(), "guards": [r.to_dict() for r in self.results]}
+        return {
+            "script": self.step.script,
+            "version": str(self.step.version) if self.step.version is not None else None,
+            "description": self.step.description,
+            "ready": self.ok,
+            "applied": self.run,
+            "overridden": self.overridden,
+            "reason": self.describe(),
+            "guards": [r.to_dict() for r in self.results],
+        }
 
 
 def headers(cfg: Config, steps: list[tuple[Step, ParsedFile]]) -> dict[str, Header]:
@@ -103,69 +108,112 @@ def headers(cfg: Config, steps: list[tuple[Step, ParsedFile]]) -> dict[str, Head
                 raise BadInput(
                     f"{step.file.script}:{g.line}: pgferry:after backfill {g.arg} names "
                     f"{cfg.backfill.dir}/{g.arg}.sql, which does not exist; write it or fix "
-                    "the name", file=step.file.script, line=g.line)
+                    "the name",
+                    file=step.file.script,
+                    line=g.line,
+                )
         out[step.file.script] = h
     return out
 
 
-def judge(cfg: Config, conn: psycopg.Connection[Any], env: str, ms: MigrationSet,
-          rows: list[HistoryRow], steps: list[tuple[Step, ParsedFile]],
-          hdrs: dict[str, Header], *, contract: bool = False, override: bool = False,
-          watch: bool = False, on_wait: Callable[[str], None] | None = None
-          ) -> list[ContractDecision]:
+def judge(
+    cfg: Config,
+    conn: psycopg.Connection[Any],
+    env: str,
+    ms: MigrationSet,
+    rows: list[HistoryRow],
+    steps: list[tuple[Step, ParsedFile]],
+    hdrs: dict[str, Header],
+    *,
+    contract: bool = False,
+    override: bool = False,
+    watch: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> list[ContractDecision]:
     """A :class:`ContractDecision` for every contract step (see the module docstring)."""
-    decisions = [ContractDecision(s, hdrs[s.file.script]) for s, _ in steps
-                 if s.file.script in hdrs and hdrs[s.file.script].contract]
+    decisions = [
+        ContractDecision(s, hdrs[s.file.script])
+        for s, _ in steps
+        if s.file.script in hdrs and hdrs[s.file.script].contract
+    ]
     if not decisions:
         return []
     for d in decisions:  # everything but the clients first: a held file needs no watching
-        d.results = guards.evaluate(conn, cfg, env, ms, rows, d.step.version, d.header,
-                                    Sightings())
+        d.results = guards.evaluate(conn, cfg, env, ms, rows, d.step.version, d.header, Sightings())
     conds = [g.arg for d in decisions for g in d.header.guards if g.kind == "require_no_clients"]
     if conds:
         window = cfg.contract.clients_window.total_seconds()
         interval = cfg.contract.clients_interval.total_seconds()
-        eager = [g.arg for d in decisions for g in d.header.guards
-                 if g.kind == "require_no_clients"
-                 and all(r.ok for r in d.results if r.guard.kind != "require_no_clients")]
+        eager = [
+            g.arg
+            for d in decisions
+            for g in d.header.guards
+            if g.kind == "require_no_clients"
+            and all(r.ok for r in d.results if r.guard.kind != "require_no_clients")
+        ]
         long = watch and contract and not override and bool(eager)
 
         def tick(done: float, total: float, left: int) -> None:
             if on_wait is not None:
-                on_wait(f"watching pg_stat_activity for old clients: {int(done)}s of "
-                        f"{int(total)}s, none seen yet ({left} condition(s))")
+                on_wait(
+                    f"watching pg_stat_activity for old clients: {int(done)}s of "
+                    f"{int(total)}s, none seen yet ({left} condition(s))"
+                )
 
         if long and on_wait is not None:
-            on_wait(f"watching pg_stat_activity for {int(window)}s before releasing contract "
-                    "files ([contract] clients_window)")
-        sightings = guards.watch_clients(conn, conds if not long else eager,
-                                         window if long else 0, interval, tick)
+            on_wait(
+                f"watching pg_stat_activity for {int(window)}s before releasing contract "
+                "files ([contract] clients_window)"
+            )
+        sightings = guards.watch_clients(
+            conn, conds if not long else eager, window if long else 0, interval, tick
+        )
         if long:  # conditions not watched (their file is held anyway): one sample
             rest = [c for c in conds if c not in eager]
             if rest:
                 sightings.seen.update(guards.watch_clients(conn, rest, 0, interval).seen)
         for d in decisions:
-            d.results = [guards.evaluate(conn, cfg, env, ms, rows, d.step.version,
-                                         Header(d.header.phase, (r.guard,)), sightings)[0]
-                         if r.guard.kind == "require_no_clients" else r for r in d.results]
+            d.results = [
+                guards.evaluate(
+                    conn,
+                    cfg,
+                    env,
+                    ms,
+                    rows,
+                    d.step.version,
+                    Header(d.header.phase, (r.guard,)),
+                    sightings,
+                )[0]
+                if r.guard.kind == "require_no_clients"
+                else r
+                for r in d.results
+            ]
     for d in decisions:
         d.run = contract and (d.ok or override)
         d.overridden = d.run and not d.ok
     return decisions
 
 
-def split(steps: list[tuple[Step, ParsedFile]], decisions: list[ContractDecision]
-          ) -> tuple[list[tuple[Step, ParsedFile]], list[ContractDecision]]:
+def split(
+    steps: list[tuple[Step, ParsedFile]], decisions: list[ContractDecision]
+) -> tuple[list[tuple[Step, ParsedFile]], list[ContractDecision]]:
     """(steps that run, decisions of the held ones) — pure."""
     held = {d.step.file.script for d in decisions if not d.run}
-    return ([x for x in steps if x[0].file.script not in held],
-            [d for d in decisions if not d.run])
+    return ([x for x in steps if x[0].file.script not in held], [d for d in decisions if not d.run])
 
 
-def hold(cfg: Config, target: Target, ms: MigrationSet, p: PreparedSteps, *,
-         conn: psycopg.Connection[Any] | None = None, contract: bool = False,
-         override: bool = False, watch: bool = False,
-         on_wait: Callable[[str], None] | None = None) -> None:
+def hold(
+    cfg: Config,
+    target: Target,
+    ms: MigrationSet,
+    p: PreparedSteps,
+    *,
+    conn: psycopg.Connection[Any] | None = None,
+    contract: bool = False,
+    override: bool = False,
+    watch: bool = False,
+    on_wait: Callable[[str], None] | None = None,
+) -> None:
     """Judge the contract steps of a prepared run and take the held ones out of
     ``p.steps`` (into ``p.held``; the released ones into ``p.released``). Validates every
     step's header first (BadInput). ``conn``: judge on it (under the migration lock), else
@@ -176,8 +224,19 @@ def hold(cfg: Config, target: Target, ms: MigrationSet, p: PreparedSteps, *,
         return
 
     def run_on(c: psycopg.Connection[Any]) -> list[ContractDecision]:
-        return judge(cfg, c, target.name, ms, p.rows, p.steps, p.headers, contract=contract,
-                     override=override, watch=watch, on_wait=on_wait)
+        return judge(
+            cfg,
+            c,
+            target.name,
+            ms,
+            p.rows,
+            p.steps,
+            p.headers,
+            contract=contract,
+            override=override,
+            watch=watch,
+            on_wait=on_wait,
+        )
 
     if conn is not None:
         decisions = run_on(conn)

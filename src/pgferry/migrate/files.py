@@ -28,9 +28,7 @@ from pgferry.errors import BadInput
 
 TEMPLATE_VERSION = "XXX"
 SUM_FILE = "pgferry.sum"
-NAME_RE = re.compile(
-    r"^(?P<kind>[VUR])(?P<version>[0-9][0-9._]*|XXX)?__(?P<desc>.+)\.sql$"
-)
+NAME_RE = re.compile(r"^(?P<kind>[VUR])(?P<version>[0-9][0-9._]*|XXX)?__(?P<desc>.+)\.sql$")
 _LINE_SPLIT = re.compile(r"\r\n|\r|\n")
 _PART_SPLIT = re.compile(r"[._]")
 
@@ -190,8 +188,11 @@ def scan(directory: Path) -> MigrationSet:
     seen: dict[tuple[str, Version], Path] = {}
     # scandir: file type from the directory entry, and names sort faster than Paths
     with os.scandir(directory) as it:
-        names = sorted(e.name for e in it if e.is_file() and e.name.endswith(".sql")
-                       and not e.name.startswith("."))
+        names = sorted(
+            e.name
+            for e in it
+            if e.is_file() and e.name.endswith(".sql") and not e.name.startswith(".")
+        )
     for name in names:
         path = directory / name
         mf = parse_name(path) if path.suffix == ".sql" else None
@@ -238,8 +239,13 @@ def sum_text(ms: MigrationSet) -> str:
     conflict instead of merging two migrations that were never run together.
     """
     files = sorted(
-        [*ms.versioned, *ms.undo.values(), *ms.repeatable, *ms.templates,
-         *ms.undo_templates.values()],
+        [
+            *ms.versioned,
+            *ms.undo.values(),
+            *ms.repeatable,
+            *ms.templates,
+            *ms.undo_templates.values(),
+        ],
         key=lambda m: m.script,
     )
     lines = [f"{m.script} h1:{hashlib.sha256(m.data).hexdigest()}" for m in files]

@@ -47,8 +47,13 @@ class GuardResult:
     hint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.guard.to_dict(), "label": self.guard.label, "ok": self.ok, "why": self.why,
-                **({"hint": self.hint} if self.hint else {})}
+        return {
+            **self.guard.to_dict(),
+            "label": self.guard.label,
+            "ok": self.ok,
+            "why": self.why,
+            **({"hint": self.hint} if self.hint else {}),
+        }
 
 
 @dataclass
@@ -63,13 +68,24 @@ class Sightings:
 def _sample(conn: psycopg.Connection[Any], condition: str) -> list[dict[str, Any]]:
     query = sql.SQL(CLIENT_QUERY).format(sql.SQL(condition))
     rows = conn.execute(query).fetchall()
-    return [{"pid": r[0], "user": r[1], "application_name": r[2],
-             "backend_start": r[3].isoformat() if r[3] else None} for r in rows]
+    return [
+        {
+            "pid": r[0],
+            "user": r[1],
+            "application_name": r[2],
+            "backend_start": r[3].isoformat() if r[3] else None,
+        }
+        for r in rows
+    ]
 
 
-def watch_clients(conn: psycopg.Connection[Any], conditions: list[str], window: float,
-                  interval: float, on_tick: Callable[[float, float, int], None] | None = None
-                  ) -> Sightings:
+def watch_clients(
+    conn: psycopg.Connection[Any],
+    conditions: list[str],
+    window: float,
+    interval: float,
+    on_tick: Callable[[float, float, int], None] | None = None,
+) -> Sightings:
     """Sample ``pg_stat_activity`` for each condition every ``interval`` seconds for
     ``window`` seconds (once when 0); stops early once every condition was seen."""
     out = Sightings()
@@ -106,25 +122,31 @@ def _fmt(seconds: float) -> str:
     return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
 
 
-def _after_backfill(conn: psycopg.Connection[Any], cfg: Config, env: str, g: Guard
-                    ) -> GuardResult:
+def _after_backfill(conn: psycopg.Connection[Any], cfg: Config, env: str, g: Guard) -> GuardResult:
     if not (cfg.backfills_dir / f"{g.arg}.sql").is_file():
-        return GuardResult(g, False, f"there is no {cfg.backfill.dir}/{g.arg}.sql",
-                           f"write {cfg.backfill.dir}/{g.arg}.sql, or fix the guard's name")
+        return GuardResult(
+            g,
+            False,
+            f"there is no {cfg.backfill.dir}/{g.arg}.sql",
+            f"write {cfg.backfill.dir}/{g.arg}.sql, or fix the guard's name",
+        )
     st = bf_state.read(conn, g.arg, "")
     run = f"`pgferry backfill run {g.arg} --env {env}`"
     if st is None:
         return GuardResult(g, False, f"{g.arg} has not run in {env}", f"run {run}")
     if st.status != "completed":
-        return GuardResult(g, False, f"{g.arg} is not completed in {env} ({st.describe()})",
-                           f"run {run}" + (" (it resumes)" if st.status != "reverted" else ""))
+        return GuardResult(
+            g,
+            False,
+            f"{g.arg} is not completed in {env} ({st.describe()})",
+            f"run {run}" + (" (it resumes)" if st.status != "reverted" else ""),
+        )
     return GuardResult(g, True, f"{g.arg} {st.describe()}")
 
 
 def _require(conn: psycopg.Connection[Any], cfg: Config, g: Guard) -> GuardResult:
     timeout = f"{int(cfg.contract.guard_timeout.total_seconds() * 1000)}ms"
-    query = sql.SQL("SELECT * FROM ({}) AS pgferry_require LIMIT 3").format(
-        sql.SQL(g.arg))
+    query = sql.SQL("SELECT * FROM ({}) AS pgferry_require LIMIT 3").format(sql.SQL(g.arg))
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
@@ -134,14 +156,19 @@ def _require(conn: psycopg.Connection[Any], cfg: Config, g: Guard) -> GuardResul
             names = [d.name for d in cur.description or []]
     except psycopg.Error as e:
         msg = redact((e.diag.message_primary if e.diag else None) or str(e)).strip()
-        return GuardResult(g, False, f"the require query failed: {msg}",
-                           "fix the query in the file's header")
+        return GuardResult(
+            g, False, f"the require query failed: {msg}", "fix the query in the file's header"
+        )
     if not rows:
         return GuardResult(g, True, "the require query returns no row")
     first = ", ".join(f"{n}={v!r}" for n, v in zip(names, rows[0], strict=False))
     more = " (and more)" if len(rows) > 1 else ""
-    return GuardResult(g, False, f"the require query still returns rows, e.g. ({first}){more}",
-                       "finish the backfill, or fix the rows it names")
+    return GuardResult(
+        g,
+        False,
+        f"the require query still returns rows, e.g. ({first}){more}",
+        "finish the backfill, or fix the rows it names",
+    )
 
 
 def _clients(g: Guard, sightings: Sightings | None, window: float) -> GuardResult:
@@ -150,23 +177,38 @@ def _clients(g: Guard, sightings: Sightings | None, window: float) -> GuardResul
     found = sightings.seen.get(g.arg)
     if found:
         if "error" in found[0]:
-            return GuardResult(g, False, f"the condition failed: {found[0]['error']}",
-                               "fix the condition in the file's header")
+            return GuardResult(
+                g,
+                False,
+                f"the condition failed: {found[0]['error']}",
+                "fix the condition in the file's header",
+            )
         s = found[0]
-        who = f"pid {s['pid']} ({s['application_name'] or 'no application_name'}, " \
-              f"user {s['user']})"
+        who = f"pid {s['pid']} ({s['application_name'] or 'no application_name'}, user {s['user']})"
         n = len(found)
-        return GuardResult(g, False, f"{n} session{'s' if n != 1 else ''} match, e.g. {who}",
-                           "wait until the old application version is gone")
+        return GuardResult(
+            g,
+            False,
+            f"{n} session{'s' if n != 1 else ''} match, e.g. {who}",
+            "wait until the old application version is gone",
+        )
     if sightings.watched_s + 0.5 < window:
-        return GuardResult(g, True, f"no matching session now ({sightings.samples} sample); "
-                           f"`migrate up --contract` watches for {_fmt(window)} first")
-    return GuardResult(g, True, f"no matching session in {sightings.samples} samples over "
-                       f"{_fmt(sightings.watched_s)}")
+        return GuardResult(
+            g,
+            True,
+            f"no matching session now ({sightings.samples} sample); "
+            f"`migrate up --contract` watches for {_fmt(window)} first",
+        )
+    return GuardResult(
+        g,
+        True,
+        f"no matching session in {sightings.samples} samples over {_fmt(sightings.watched_s)}",
+    )
 
 
-def expand_row(ms: MigrationSet, rows: list[HistoryRow], version: Version | None
-               ) -> HistoryRow | None:
+def expand_row(
+    ms: MigrationSet, rows: list[HistoryRow], version: Version | None
+) -> HistoryRow | None:
     """The applied row of the expand a contract at ``version`` belongs to (see the module
     docstring), or None."""
     applied = fold(rows).applied
@@ -183,12 +225,21 @@ def expand_row(ms: MigrationSet, rows: list[HistoryRow], version: Version | None
     return applied[below[0]] if below else None
 
 
-def _wait(conn: psycopg.Connection[Any], ms: MigrationSet, rows: list[HistoryRow],
-          version: Version | None, g: Guard) -> GuardResult:
+def _wait(
+    conn: psycopg.Connection[Any],
+    ms: MigrationSet,
+    rows: list[HistoryRow],
+    version: Version | None,
+    g: Guard,
+) -> GuardResult:
     row = expand_row(ms, rows, version)
     if row is None:
-        return GuardResult(g, False, "its expand is not applied here yet",
-                           "apply the expand first (`pgferry migrate up`)")
+        return GuardResult(
+            g,
+            False,
+            "its expand is not applied here yet",
+            "apply the expand first (`pgferry migrate up`)",
+        )
     now = conn.execute("SELECT localtimestamp").fetchone()
     assert now is not None
     age = (now[0] - row.installed_on).total_seconds()
@@ -196,13 +247,24 @@ def _wait(conn: psycopg.Connection[Any], ms: MigrationSet, rows: list[HistoryRow
     if age >= g.seconds:
         return GuardResult(g, True, f"{name} was applied {_fmt(age)} ago")
     left = timedelta(seconds=g.seconds - age)
-    return GuardResult(g, False, f"{name} was applied {_fmt(age)} ago, {g.arg} are needed",
-                       f"wait {_fmt(left.total_seconds())} more")
+    return GuardResult(
+        g,
+        False,
+        f"{name} was applied {_fmt(age)} ago, {g.arg} are needed",
+        f"wait {_fmt(left.total_seconds())} more",
+    )
 
 
-def evaluate(conn: psycopg.Connection[Any], cfg: Config, env: str, ms: MigrationSet,
-             rows: list[HistoryRow], version: Version | None, header: Header,
-             sightings: Sightings | None) -> list[GuardResult]:
+def evaluate(
+    conn: psycopg.Connection[Any],
+    cfg: Config,
+    env: str,
+    ms: MigrationSet,
+    rows: list[HistoryRow],
+    version: Version | None,
+    header: Header,
+    sightings: Sightings | None,
+) -> list[GuardResult]:
     """Every guard of ``header`` judged now (``conn``: autocommit; only reads)."""
     window = cfg.contract.clients_window.total_seconds()
     out: list[GuardResult] = []

@@ -108,8 +108,16 @@ def insert(
             " SELECT coalesce(max(installed_rank), 0) + 1, %s, %s, %s, %s, %s, %s, %s, %s FROM {}"
             " RETURNING installed_rank"
         ).format(t, t),
-        [version, description[:200], type, script[:1000], checksum, installed_by[:100],
-         execution_time, success],
+        [
+            version,
+            description[:200],
+            type,
+            script[:1000],
+            checksum,
+            installed_by[:100],
+            execution_time,
+            success,
+        ],
     ).fetchone()
     assert row is not None
     return int(row[0])

@@ -31,9 +31,15 @@ class HistoryRow:
     success: bool
 
 
-def undo_row(mode: str, success: bool, undoes: HistoryRow | None, description: str,
-             script: str, checksum: int | None, ms: int
-             ) -> tuple[str, str, str, int | None, int]:
+def undo_row(
+    mode: str,
+    success: bool,
+    undoes: HistoryRow | None,
+    description: str,
+    script: str,
+    checksum: int | None,
+    ms: int,
+) -> tuple[str, str, str, int | None, int]:
     """(type, description, script, checksum, execution_time) of the row an undo records.
 
     ``flyway`` (the default): the row Flyway's own repair writes to mark a migration deleted

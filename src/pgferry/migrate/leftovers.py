@@ -59,24 +59,28 @@ def _probe_sql(stmt: Statement) -> str | None:
     if not isinstance(node, ast.IndexStmt):
         return None
     node.concurrent, node.if_not_exists, node.idxname = False, False, f"{PROBE}_i"
-    node.relation = ast.RangeVar(relname=PROBE, schemaname="pg_temp", inh=True,
-                                 relpersistence="t")
+    node.relation = ast.RangeVar(relname=PROBE, schemaname="pg_temp", inh=True, relpersistence="t")
     return str(RawStream()(node))
 
 
-def _wanted_shape(conn: psycopg.Connection[Any], stmt: Statement, table: tuple[str, str]
-                  ) -> tuple[bool, str] | None:
+def _wanted_shape(
+    conn: psycopg.Connection[Any], stmt: Statement, table: tuple[str, str]
+) -> tuple[bool, str] | None:
     """The statement's definition as the server prints it (probe rolled back), or None."""
     probe = _probe_sql(stmt)
     if probe is None:
         return None
     try:
         with conn.transaction(force_rollback=True):
-            conn.execute(sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
-                sql.Identifier(PROBE), sql.Identifier(*table)))
+            conn.execute(
+                sql.SQL("CREATE TEMP TABLE {} (LIKE {})").format(
+                    sql.Identifier(PROBE), sql.Identifier(*table)
+                )
+            )
             conn.execute(probe.encode())
-            row = conn.execute("SELECT pg_get_indexdef(%s::regclass)",
-                               [f"pg_temp.{PROBE}_i"]).fetchone()
+            row = conn.execute(
+                "SELECT pg_get_indexdef(%s::regclass)", [f"pg_temp.{PROBE}_i"]
+            ).fetchone()
     except psycopg.Error:
         return None  # no TEMP privilege, a lock timeout ...: fall back to the name
     return shape(str(row[0])) if row else None
@@ -94,14 +98,18 @@ def drop_leftovers(conn: psycopg.Connection[Any], stmt: Statement) -> list[str]:
     if any(r[1] != name for r in rows):
         table = conn.execute(
             "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n"
-            " ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)", [stmt.index_table]
+            " ON n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
+            [stmt.index_table],
         ).fetchone()
         if table is not None:
             wanted = _wanted_shape(conn, stmt, (str(table[0]), str(table[1])))
     dropped = []
     for schema, index, indexdef in rows:
         if index == name or (wanted is not None and shape(indexdef) == wanted):
-            conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
-                sql.Identifier(schema, index)))
+            conn.execute(
+                sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                    sql.Identifier(schema, index)
+                )
+            )
             dropped.append(f"{schema}.{index}")
     return dropped

@@ -57,7 +57,7 @@ def _java_hash(text: str) -> int:
     h = 0
     units = text.encode("utf-16-be")
     for i in range(0, len(units), 2):
-        h = (31 * h + int.from_bytes(units[i:i + 2], "big")) & 0xFFFFFFFF
+        h = (31 * h + int.from_bytes(units[i : i + 2], "big")) & 0xFFFFFFFF
     return h - (1 << 32) if h >= (1 << 31) else h
 
 
@@ -123,10 +123,12 @@ class MigrationLock:
                 # lock) while a long statement runs on the work connection
                 self.conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
             # try again after 50 ms, then 1.5x longer each time (at most 1 s), for `wait` s
-            tries = Retrying(retry=retry_if_result(lambda got: not got),
-                             wait=wait_exponential(multiplier=0.05, exp_base=1.5, max=1.0),
-                             stop=stop_after_delay(self.wait),
-                             retry_error_callback=lambda _state: False)
+            tries = Retrying(
+                retry=retry_if_result(lambda got: not got),
+                wait=wait_exponential(multiplier=0.05, exp_base=1.5, max=1.0),
+                stop=stop_after_delay(self.wait),
+                retry_error_callback=lambda _state: False,
+            )
             if tries(self._try):
                 self.waited = time.monotonic() - start
                 return
@@ -181,11 +183,16 @@ def terminate_orphans(conn: psycopg.Connection[Any], key: int, own_pids: set[int
         conn.execute("SELECT pg_terminate_backend(%s)", [pid])
 
     def left() -> int:
-        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)",
-                           [pids]).fetchone()
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+        ).fetchone()
         return int(row[0]) if row else 0
 
     if pids:  # until the server no longer lists them (at most 10 s)
-        Retrying(retry=retry_if_result(lambda n: n > 0), wait=wait_fixed(0.05),
-                 stop=stop_after_delay(10), retry_error_callback=lambda _state: 0)(left)
+        Retrying(
+            retry=retry_if_result(lambda n: n > 0),
+            wait=wait_fixed(0.05),
+            stop=stop_after_delay(10),
+            retry_error_callback=lambda _state: 0,
+        )(left)
     return pids

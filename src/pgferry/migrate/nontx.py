@@ -39,13 +39,15 @@ def resume_point(step: Step, pf: ParsedFile, prog: progress.Progress | None) -> 
                 f"{step.script}: statement {i + 1} was applied in an earlier, failed run and "
                 "has changed since; restore it, or restart the file from its first "
                 "statement (pgferry.migrate.progress.forget) once the database matches",
-                script=step.script, statement=i + 1,
+                script=step.script,
+                statement=i + 1,
             )
     return len(prog.done_digests)
 
 
-def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
-                    prog: progress.Progress | None) -> FileResult:
+def run_autocommit(
+    r: Runner, step: Step, pf: ParsedFile, undo: bool, prog: progress.Progress | None
+) -> FileResult:
     c, s = r.work, r.settings
     version = str(step.version) if step.version is not None else None
     resume = resume_point(step, pf, prog)
@@ -53,9 +55,16 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
     retries, dropped = 0, []
     again = "migrate undo" if undo else "migrate up"
     progress.ensure(c)
-    progress.start(c, s.schema, s.table, script=step.script, version=version,
-                   checksum=step.checksum, total=len(pf.statements),
-                   runner_pid=r.lock.conn.info.backend_pid if r.lock.conn else 0)
+    progress.start(
+        c,
+        s.schema,
+        s.table,
+        script=step.script,
+        version=version,
+        checksum=step.checksum,
+        total=len(pf.statements),
+        runner_pid=r.lock.conn.info.backend_pid if r.lock.conn else 0,
+    )
     stmt: Statement | None = None
     seen: Waiting | None = None
     attempts = 0
@@ -77,22 +86,26 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
         ms = int((time.monotonic() - start) * 1000)
         r._check_lock(step)
         with c.transaction():
-            rank = r._history_row(version, step.description, step.script, step.checksum,
-                                  ms, True, undo, step.undoes)
+            rank = r._history_row(
+                version, step.description, step.script, step.checksum, ms, True, undo, step.undoes
+            )
             progress.forget(c, s.schema, s.table, step.script)
     except psycopg.Error as e:
         n = stmt.index if stmt else 0
         if n:  # partly applied: Flyway's failed row, `repair` needed before a re-run
             record_failure(r, step, stmt, e, undo, int((time.monotonic() - start) * 1000))
-            tail = (f"this file runs outside a transaction: statements 1-{n} are applied and "
-                    f"recorded; fix the cause, run `pgferry migrate repair`, then `{again}` "
-                    f"resumes at statement {n + 1}")
+            tail = (
+                f"this file runs outside a transaction: statements 1-{n} are applied and "
+                f"recorded; fix the cause, run `pgferry migrate repair`, then `{again}` "
+                f"resumes at statement {n + 1}"
+            )
         else:  # nothing applied (a failed concurrent build is cleaned up on retry)
             forget_quietly(r, step)
             tail = f"nothing of this file was applied; fix the cause and run `{again}` again"
         if pgerrors.lock_timeout(e):
-            raise r._lock_error(step, stmt, attempts, seen,
-                                "statement" + (f"; {tail}" if n else "")) from None
+            raise r._lock_error(
+                step, stmt, attempts, seen, "statement" + (f"; {tail}" if n else "")
+            ) from None
         raise r._server_error(step, stmt, e, tail) from None
     finally:
         if not c.closed and not c.broken:
@@ -100,24 +113,46 @@ def run_autocommit(r: Runner, step: Step, pf: ParsedFile, undo: bool,
             c.execute("RESET statement_timeout")
     from pgferry.migrate.runner import FileResult  # runner imports this module
 
-    return FileResult(step.script, version, step.kind, "autocommit",
-                      int((time.monotonic() - start) * 1000), 1 + retries,
-                      len(pf.statements), resumed_after=resume, installed_rank=rank,
-                      dropped_invalid_indexes=dropped)
+    return FileResult(
+        step.script,
+        version,
+        step.kind,
+        "autocommit",
+        int((time.monotonic() - start) * 1000),
+        1 + retries,
+        len(pf.statements),
+        resumed_after=resume,
+        installed_rank=rank,
+        dropped_invalid_indexes=dropped,
+    )
 
 
-def record_failure(r: Runner, step: Step, stmt: Statement | None, e: psycopg.Error,
-                    undo: bool, ms: int) -> None:
+def record_failure(
+    r: Runner, step: Step, stmt: Statement | None, e: psycopg.Error, undo: bool, ms: int
+) -> None:
     """Flyway's ``success = false`` row plus where it stopped (best effort)."""
     from pgferry.migrate.runner import server_message
 
     try:
         with r.work.transaction():
-            progress.failed(r.work, r.settings.schema, r.settings.table, step.script,
-                            statement=stmt.index + 1 if stmt else None,
-                            line=stmt.line if stmt else None, error=server_message(e))
-            r._history_row(str(step.version) if step.version is not None else None,
-                              step.description, step.script, step.checksum, ms, False, undo)
+            progress.failed(
+                r.work,
+                r.settings.schema,
+                r.settings.table,
+                step.script,
+                statement=stmt.index + 1 if stmt else None,
+                line=stmt.line if stmt else None,
+                error=server_message(e),
+            )
+            r._history_row(
+                str(step.version) if step.version is not None else None,
+                step.description,
+                step.script,
+                step.checksum,
+                ms,
+                False,
+                undo,
+            )
     except psycopg.Error:
         pass  # the connection is gone; the next run settles the 'running' row
 

@@ -55,8 +55,12 @@ class Guard:
 
     @property
     def label(self) -> str:
-        return {"after_backfill": "after backfill", "require": "require",
-                "require_no_clients": "require-no-clients", "wait": "wait"}[self.kind]
+        return {
+            "after_backfill": "after backfill",
+            "require": "require",
+            "require_no_clients": "require-no-clients",
+            "wait": "wait",
+        }[self.kind]
 
     def describe(self) -> str:
         return {
@@ -67,8 +71,7 @@ class Guard:
         }[self.kind]
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "arg": self.arg, "line": self.line,
-                "directive": self.describe()}
+        return {"kind": self.kind, "arg": self.arg, "line": self.line, "directive": self.describe()}
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,16 @@ def _check_query(sql: str, where: str, what: str) -> None:
     if len(stmts) != 1:
         raise BadInput(f"{where}: {what} must be one query, not {len(stmts)} statements")
     if not isinstance(stmts[0].stmt, ast.SelectStmt):
-        raise BadInput(f"{where}: {what} must be a query (SELECT ...) that returns the rows "
-                       "that are still wrong")
+        raise BadInput(
+            f"{where}: {what} must be a query (SELECT ...) that returns the rows "
+            "that are still wrong"
+        )
 
 
-CLIENT_QUERY = ("SELECT pid, usename, application_name, backend_start FROM pg_stat_activity"
-                " WHERE datname = current_database() AND pid <> pg_backend_pid() AND ({})")
+CLIENT_QUERY = (
+    "SELECT pid, usename, application_name, backend_start FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid() AND ({})"
+)
 
 
 def client_query(condition: str) -> str:
@@ -156,28 +163,47 @@ def parse_header(text: str, where: str) -> Header:
         if name in LINT_DIRECTIVES:
             continue
         if name not in ("phase", *GUARDS):
-            raise BadInput(f"{at}: unknown directive pgferry:{name} (known: phase, after "
-                           "backfill, require, require-no-clients, wait; pgferry:ignore is the "
-                           "linter's)", file=where, line=n)
+            raise BadInput(
+                f"{at}: unknown directive pgferry:{name} (known: phase, after "
+                "backfill, require, require-no-clients, wait; pgferry:ignore is the "
+                "linter's)",
+                file=where,
+                line=n,
+            )
         if n > first:
-            raise BadInput(f"{at}: pgferry:{name} must be in the file's header, above the "
-                           f"first statement (line {first})", file=where, line=n)
+            raise BadInput(
+                f"{at}: pgferry:{name} must be in the file's header, above the "
+                f"first statement (line {first})",
+                file=where,
+                line=n,
+            )
         if name == "phase":
             if rest not in ("expand", "contract"):
-                raise BadInput(f"{at}: unknown phase {rest!r} (write `-- pgferry:phase expand` "
-                               "or `-- pgferry:phase contract`)", file=where, line=n)
+                raise BadInput(
+                    f"{at}: unknown phase {rest!r} (write `-- pgferry:phase expand` "
+                    "or `-- pgferry:phase contract`)",
+                    file=where,
+                    line=n,
+                )
             if phase is not None:
-                raise BadInput(f"{at}: a second pgferry:phase (the first is on line "
-                               f"{phase_line})", file=where, line=n)
+                raise BadInput(
+                    f"{at}: a second pgferry:phase (the first is on line {phase_line})",
+                    file=where,
+                    line=n,
+                )
             phase, phase_line = rest, n  # type: ignore[assignment]
             continue
         guards.append(_guard(name, rest, at, n))
     if guards and phase != "contract":
         g = guards[0]
-        raise BadInput(f"{where}:{g.line}: pgferry:{g.describe().split()[0]} guards a contract "
-                       "file: add `-- pgferry:phase contract` to the header (guards of "
-                       f"{'an expand' if phase == 'expand' else 'a'} file would never be "
-                       "checked)", file=where, line=g.line)
+        raise BadInput(
+            f"{where}:{g.line}: pgferry:{g.describe().split()[0]} guards a contract "
+            "file: add `-- pgferry:phase contract` to the header (guards of "
+            f"{'an expand' if phase == 'expand' else 'a'} file would never be "
+            "checked)",
+            file=where,
+            line=g.line,
+        )
     return Header(phase, tuple(guards), phase_line)
 
 
@@ -185,8 +211,11 @@ def _guard(name: str, rest: str, at: str, n: int) -> Guard:
     if name == "after":
         parts = rest.split()
         if len(parts) != 2 or parts[0] != "backfill" or not NAME_RE.fullmatch(parts[1]):
-            raise BadInput(f"{at}: write `-- pgferry:after backfill NAME` (NAME: the file "
-                           "backfills/NAME.sql without .sql)", line=n)
+            raise BadInput(
+                f"{at}: write `-- pgferry:after backfill NAME` (NAME: the file "
+                "backfills/NAME.sql without .sql)",
+                line=n,
+            )
         return Guard("after_backfill", parts[1], n)
     if name == "wait":
         try:
@@ -194,14 +223,20 @@ def _guard(name: str, rest: str, at: str, n: int) -> Guard:
         except ValueError:
             seconds = -1
         if seconds <= 0 or not re.search(r"[a-z]\s*$", rest):
-            raise BadInput(f"{at}: pgferry:wait needs a duration with its unit, e.g. "
-                           f"`-- pgferry:wait 24h` (got {rest!r})", line=n)
+            raise BadInput(
+                f"{at}: pgferry:wait needs a duration with its unit, e.g. "
+                f"`-- pgferry:wait 24h` (got {rest!r})",
+                line=n,
+            )
         return Guard("wait", rest, n, seconds)
     sql = rest.rstrip().rstrip(";").rstrip()
     if not sql:
-        example = (REQUIRE_EXAMPLE if name == "require" else
-                   "a pg_stat_activity condition, e.g. "
-                   "`-- pgferry:require-no-clients application_name LIKE 'app-v1%'`")
+        example = (
+            REQUIRE_EXAMPLE
+            if name == "require"
+            else "a pg_stat_activity condition, e.g. "
+            "`-- pgferry:require-no-clients application_name LIKE 'app-v1%'`"
+        )
         raise BadInput(f"{at}: pgferry:{name} needs {example}", line=n)
     if name == "require":
         _check_query(sql, at, "the pgferry:require query")

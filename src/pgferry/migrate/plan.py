@@ -61,8 +61,19 @@ from pgferry.migrate.history_rows import BASELINE, DELETE, UNDO_SQL, HistoryRow
 from pgferry.migrate.phases import declares_contract
 
 State = Literal[
-    "applied", "pending", "failed", "ignored", "missing", "checksum_mismatch", "template",
-    "outdated", "baseline", "below_baseline", "undone", "future", "held",
+    "applied",
+    "pending",
+    "failed",
+    "ignored",
+    "missing",
+    "checksum_mismatch",
+    "template",
+    "outdated",
+    "baseline",
+    "below_baseline",
+    "undone",
+    "future",
+    "held",
 ]
 #: states ``migrate validate`` treats as a problem
 PROBLEM_STATES = frozenset({"failed", "missing", "checksum_mismatch", "ignored"})
@@ -215,13 +226,16 @@ def template_versions(
 
 def applied_template_versions(ms: MigrationSet, rows: list[HistoryRow]) -> dict[str, Version]:
     """Templates applied in this history, with the version ``up`` recorded them under."""
-    return {s: Version.parse(r.version) for s, r in _applied_templates(ms, fold(rows)).items()
-            if r.version}
+    return {
+        s: Version.parse(r.version)
+        for s, r in _applied_templates(ms, fold(rows)).items()
+        if r.version
+    }
 
 
 def numbered_script(template: MigrationFile, version: Version) -> str:
     """The file name a template will have once numbered (``VXXX__a.sql`` → ``V7__a.sql``)."""
-    return template.kind + str(version) + template.script[len(template.kind) + 3:]
+    return template.kind + str(version) + template.script[len(template.kind) + 3 :]
 
 
 def _applied_templates(ms: MigrationSet, h: HistoryView) -> dict[str, HistoryRow]:
@@ -287,28 +301,52 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
             kind: MigrationKind = "U" if row.type in (UNDO_SQL, DELETE) else "V"
             entries.append(Entry("failed", v, row.description, row.script, None, row, kind))
     if h.baseline is not None:
-        entries.append(Entry("baseline", base, h.baseline.description, h.baseline.script, None,
-                             h.baseline, "V"))
+        entries.append(
+            Entry(
+                "baseline", base, h.baseline.description, h.baseline.script, None, h.baseline, "V"
+            )
+        )
     entries.sort(key=lambda e: (e.version.parts if e.version else (), e.state != "baseline"))
 
     numbers = template_versions(
-        ms, template_base(ms, rows) if applied_templates else current,
-        {s: Version.parse(r.version) for s, r in applied_templates.items() if r.version})
+        ms,
+        template_base(ms, rows) if applied_templates else current,
+        {s: Version.parse(r.version) for s, r in applied_templates.items() if r.version},
+    )
     for t in sorted(ms.templates, key=lambda m: m.script):
         if t.script in applied_templates:
             row = applied_templates[t.script]
-            entries.append(Entry("applied", Version.parse(row.version or "0"), t.description,
-                                 t.script, t, row, "V"))
+            entries.append(
+                Entry(
+                    "applied",
+                    Version.parse(row.version or "0"),
+                    t.description,
+                    t.script,
+                    t,
+                    row,
+                    "V",
+                )
+            )
         else:
-            entries.append(Entry("template", numbers[t.script], t.description, t.script, t,
-                                 None, "V"))
+            entries.append(
+                Entry("template", numbers[t.script], t.description, t.script, t, None, "V")
+            )
 
     seen: set[str] = set()
     for f in ms.repeatable:
         seen.add(f.description)
         if f.description in h.repeatable_failed:
-            entries.append(Entry("failed", None, f.description, f.script, f,
-                                 h.repeatable_failed[f.description], "R"))
+            entries.append(
+                Entry(
+                    "failed",
+                    None,
+                    f.description,
+                    f.script,
+                    f,
+                    h.repeatable_failed[f.description],
+                    "R",
+                )
+            )
         elif f.description not in h.repeatable:
             entries.append(Entry("pending", None, f.description, f.script, f, None, "R"))
         else:
@@ -340,16 +378,26 @@ def pending(
     """
     entries = classify(ms, rows)
     steps: list[Step] = []
-    runnable = ("pending", "undone", "held", "ignored") if out_of_order else (
-        "pending", "undone", "held")
+    runnable = (
+        ("pending", "undone", "held", "ignored") if out_of_order else ("pending", "undone", "held")
+    )
     for e in entries:
         if e.kind != "V" or e.file is None or e.state not in runnable:
             continue
         assert e.version is not None
         if target is not None and e.version > target:
             continue
-        steps.append(Step("V", e.file, e.version, e.description, e.script or e.file.script,
-                          e.file.checksum, reason=e.state))
+        steps.append(
+            Step(
+                "V",
+                e.file,
+                e.version,
+                e.description,
+                e.script or e.file.script,
+                e.file.checksum,
+                reason=e.state,
+            )
+        )
     if allow_templates:
         start = template_start
         cur = template_base(ms, rows)
@@ -362,17 +410,35 @@ def pending(
             v = numbers[e.file.script]
             if target is not None and v > target:
                 continue
-            steps.append(Step("V", e.file, v, e.description, numbered_script(e.file, v),
-                              e.file.checksum, template=True, reason="template"))
+            steps.append(
+                Step(
+                    "V",
+                    e.file,
+                    v,
+                    e.description,
+                    numbered_script(e.file, v),
+                    e.file.checksum,
+                    template=True,
+                    reason="template",
+                )
+            )
     for e in entries:
         if e.kind == "R" and e.file is not None and e.state in ("pending", "outdated"):
-            steps.append(Step("R", e.file, None, e.description, e.file.script,
-                              e.file.checksum, reason=e.state))
+            steps.append(
+                Step(
+                    "R", e.file, None, e.description, e.file.script, e.file.checksum, reason=e.state
+                )
+            )
     return steps
 
 
-def undo_steps(ms: MigrationSet, rows: list[HistoryRow], *, to: Version | None = None,
-               only: set[Version] | None = None) -> list[Step]:
+def undo_steps(
+    ms: MigrationSet,
+    rows: list[HistoryRow],
+    *,
+    to: Version | None = None,
+    only: set[Version] | None = None,
+) -> list[Step]:
     """The undo files to run, newest first: every applied version above ``to``
     (default: only the newest applied version), or exactly the applied versions in
     ``only`` (a gate's rollback of one run). BadInput when one lacks a U file."""
@@ -383,8 +449,9 @@ def undo_steps(ms: MigrationSet, rows: list[HistoryRow], *, to: Version | None =
     if only is not None:
         chosen = [v for v in applied if v in only]
         if not chosen:
-            raise BadInput("nothing to undo: none of " + ", ".join(map(str, sorted(only)))
-                           + " is applied")
+            raise BadInput(
+                "nothing to undo: none of " + ", ".join(map(str, sorted(only))) + " is applied"
+            )
     elif to is None:
         chosen = applied[:1]
     else:
@@ -399,12 +466,14 @@ def undo_steps(ms: MigrationSet, rows: list[HistoryRow], *, to: Version | None =
         if u is None:
             lacking.append(f"{v} ({row.script})")
             continue
-        steps.append(Step("U", u, v, u.description, u.script, u.checksum, reason="undo",
-                          undoes=row))
+        steps.append(
+            Step("U", u, v, u.description, u.script, u.checksum, reason="undo", undoes=row)
+        )
     if lacking:
         raise BadInput(
             "cannot undo: no undo file (U<version>__<desc>.sql) for version "
-            + ", ".join(lacking) + "; nothing was run",
+            + ", ".join(lacking)
+            + "; nothing was run",
             versions=[x.split(" ")[0] for x in lacking],
         )
     return steps

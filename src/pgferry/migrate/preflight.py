@@ -60,12 +60,17 @@ def read_facts(conn: psycopg.Connection[Any], wanted: list[str]) -> Facts:
 
 
 def _extension_advice(target: Target, name: str) -> str:
-    uuid = (" (for UUIDs use gen_random_uuid(), built into PostgreSQL since 13)"
-            if name in UUID_EXTENSIONS else "")
+    uuid = (
+        " (for UUIDs use gen_random_uuid(), built into PostgreSQL since 13)"
+        if name in UUID_EXTENSIONS
+        else ""
+    )
     where = f"point environments.{target.name}.url at a server that has it"
     if target.embedded:
-        return (f"the embedded server ships without pgcrypto and uuid-ossp: drop the extension"
-                f"{uuid}, or {where}")
+        return (
+            f"the embedded server ships without pgcrypto and uuid-ossp: drop the extension"
+            f"{uuid}, or {where}"
+        )
     return f"install it on that server or ask its provider to enable it{uuid}, or {where}"
 
 
@@ -78,13 +83,15 @@ def problems(target: Target, facts: Facts, steps: list[tuple[Step, ParsedFile]])
                 out.append(
                     f"{step.script}:{st.line} creates extension {st.extension!r}, which the "
                     f"server of {target.name} (PostgreSQL {facts.version}) does not have; "
-                    + _extension_advice(target, st.extension))
+                    + _extension_advice(target, st.extension)
+                )
             for feature, major in st.needs:
                 if major > facts.major:
                     out.append(
                         f"{step.script}:{st.line} uses {feature}, which needs PostgreSQL "
                         f"{major}, but {target.name} runs PostgreSQL {facts.version}; rewrite "
-                        f"it for PostgreSQL {facts.major} or upgrade the server")
+                        f"it for PostgreSQL {facts.major} or upgrade the server"
+                    )
     return out
 
 
@@ -100,8 +107,11 @@ def check(target: Target, steps: list[tuple[Step, ParsedFile]]) -> None:
         raise map_db_error(e, f"cannot read the server facts of {target.name}") from None
     found = problems(target, facts, steps)
     if found:
-        raise BadInput(f"cannot migrate {target.name}, nothing was applied: "
-                       + "; ".join(found), problems=found, server_version=facts.version)
+        raise BadInput(
+            f"cannot migrate {target.name}, nothing was applied: " + "; ".join(found),
+            problems=found,
+            server_version=facts.version,
+        )
 
 
 def notes(steps: list[tuple[Step, ParsedFile]]) -> list[str]:
@@ -110,7 +120,9 @@ def notes(steps: list[tuple[Step, ParsedFile]]) -> list[str]:
     for step, pf in steps:
         out += [f"{step.script}: {n}" for n in pf.notes]
         if not pf.statements:
-            out.append(f"{step.script} has no SQL statement (empty, or only comments): it would "
-                       "be recorded as applied, and editing it afterwards is a checksum "
-                       "mismatch; write its SQL first")
+            out.append(
+                f"{step.script} has no SQL statement (empty, or only comments): it would "
+                "be recorded as applied, and editing it afterwards is a checksum "
+                "mismatch; write its SQL first"
+            )
     return out

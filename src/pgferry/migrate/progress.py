@@ -48,6 +48,7 @@ from psycopg.rows import class_row
 TABLE = "pgferry.migration_progress"
 INTERRUPTED = "interrupted: the pgferry process running it died"
 
+
 @dataclass
 class Progress:
     history_schema: str
@@ -67,15 +68,21 @@ class Progress:
 
     def describe(self) -> str:
         if self.state == "failed" and self.error == INTERRUPTED:
-            return (f"{self.script}: interrupted at statement {self.failed_statement} of "
-                    f"{self.statements_total} ({self.statements_done} completed)")
+            return (
+                f"{self.script}: interrupted at statement {self.failed_statement} of "
+                f"{self.statements_total} ({self.statements_done} completed)"
+            )
         if self.state == "failed":
             line = f" (line {self.failed_line})" if self.failed_line else ""
-            return (f"{self.script}: statement {self.failed_statement} of "
-                    f"{self.statements_total}{line} failed: {self.error}; "
-                    f"{self.statements_done} completed")
-        return (f"{self.script}: interrupted after {self.statements_done} of "
-                f"{self.statements_total} statements")
+            return (
+                f"{self.script}: statement {self.failed_statement} of "
+                f"{self.statements_total}{line} failed: {self.error}; "
+                f"{self.statements_done} completed"
+            )
+        return (
+            f"{self.script}: interrupted after {self.statements_done} of "
+            f"{self.statements_total} statements"
+        )
 
 
 def ensure(conn: psycopg.Connection[Any]) -> None:
@@ -90,17 +97,22 @@ def read_progress(conn: psycopg.Connection[Any], schema: str, table: str) -> lis
     """Progress rows for this history table, by script ([] when none or no table)."""
     if conn.execute("SELECT to_regclass(%s)", [TABLE]).fetchone() == (None,):
         return []
-    return conn.cursor(row_factory=class_row(Progress)).execute(
-        "SELECT history_schema, history_table, script, version, checksum, state,"
-        " statements_total, statements_done, done_digests, failed_statement, failed_line,"
-        " error, runner_pid, updated_at FROM pgferry.migration_progress"
-        " WHERE history_schema = %s AND history_table = %s ORDER BY script",
-        [schema, table],
-    ).fetchall()
+    return (
+        conn.cursor(row_factory=class_row(Progress))
+        .execute(
+            "SELECT history_schema, history_table, script, version, checksum, state,"
+            " statements_total, statements_done, done_digests, failed_statement, failed_line,"
+            " error, runner_pid, updated_at FROM pgferry.migration_progress"
+            " WHERE history_schema = %s AND history_table = %s ORDER BY script",
+            [schema, table],
+        )
+        .fetchall()
+    )
 
 
-def forget(conn: psycopg.Connection[Any], schema: str, table: str,
-           script: str | None = None) -> int:
+def forget(
+    conn: psycopg.Connection[Any], schema: str, table: str, script: str | None = None
+) -> int:
     """Forget progress (all scripts, or one) so the file restarts from its first statement."""
     if conn.execute("SELECT to_regclass(%s)", [TABLE]).fetchone() == (None,):
         return 0
@@ -112,8 +124,17 @@ def forget(conn: psycopg.Connection[Any], schema: str, table: str,
     return cur.rowcount
 
 
-def start(conn: psycopg.Connection[Any], schema: str, table: str, *, script: str,
-          version: str | None, checksum: int, total: int, runner_pid: int) -> None:
+def start(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    *,
+    script: str,
+    version: str | None,
+    checksum: int,
+    total: int,
+    runner_pid: int,
+) -> None:
     """Mark a file running (keeps completed statements of an earlier attempt)."""
     conn.execute(
         "INSERT INTO pgferry.migration_progress (history_schema, history_table, script, version,"
@@ -126,8 +147,9 @@ def start(conn: psycopg.Connection[Any], schema: str, table: str, *, script: str
     )
 
 
-def mark_repaired(conn: psycopg.Connection[Any], schema: str, table: str,
-                  scripts: list[str]) -> int:
+def mark_repaired(
+    conn: psycopg.Connection[Any], schema: str, table: str, scripts: list[str]
+) -> int:
     """The failure was cleared (``repair``): keep completed statements so ``up`` resumes."""
     if not scripts or conn.execute("SELECT to_regclass(%s)", [TABLE]).fetchone() == (None,):
         return 0
@@ -139,8 +161,9 @@ def mark_repaired(conn: psycopg.Connection[Any], schema: str, table: str,
     return cur.rowcount
 
 
-def step_done(conn: psycopg.Connection[Any], schema: str, table: str, script: str,
-              digest: str) -> None:
+def step_done(
+    conn: psycopg.Connection[Any], schema: str, table: str, script: str, digest: str
+) -> None:
     conn.execute(
         "UPDATE pgferry.migration_progress SET statements_done = statements_done + 1,"
         " done_digests = done_digests || %s::text, updated_at = clock_timestamp()"
@@ -149,8 +172,16 @@ def step_done(conn: psycopg.Connection[Any], schema: str, table: str, script: st
     )
 
 
-def failed(conn: psycopg.Connection[Any], schema: str, table: str, script: str, *,
-           statement: int | None, line: int | None, error: str) -> None:
+def failed(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    table: str,
+    script: str,
+    *,
+    statement: int | None,
+    line: int | None,
+    error: str,
+) -> None:
     conn.execute(
         "UPDATE pgferry.migration_progress SET state = 'failed', failed_statement = %s,"
         " failed_line = %s, error = %s, updated_at = clock_timestamp()"

@@ -43,8 +43,12 @@ Kind = Literal["rename", "change_type", "not_null", "split"]
 
 _ID = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"[^"]+")'
 _QUAL = rf"(?:{_ID}\.)?{_ID}"
-FORMS = ('rename TABLE.COLUMN to NEW_NAME', 'change type of TABLE.COLUMN to TYPE',
-         "add not null to TABLE.COLUMN default VALUE", 'split TABLE into NEW_TABLE (COL, ...)')
+FORMS = (
+    "rename TABLE.COLUMN to NEW_NAME",
+    "change type of TABLE.COLUMN to TYPE",
+    "add not null to TABLE.COLUMN default VALUE",
+    "split TABLE into NEW_TABLE (COL, ...)",
+)
 
 
 @dataclass
@@ -72,8 +76,10 @@ def _table_col(text: str, table: str | None) -> tuple[str | None, str, str]:
     parts = _split_qual(text)
     if len(parts) == 1:
         if not table:
-            raise BadInput(f"name the table of column {parts[0]!r}: write TABLE.{parts[0]}, "
-                           "or pass --table TABLE")
+            raise BadInput(
+                f"name the table of column {parts[0]!r}: write TABLE.{parts[0]}, "
+                "or pass --table TABLE"
+            )
         tparts = _split_qual(table)
         return (tparts[0] if len(tparts) == 2 else None), tparts[-1], parts[0]
     if len(parts) == 2:
@@ -110,18 +116,27 @@ def _expr_ok(text: str) -> str:
 def parse(description: str, table: str | None = None) -> Spec:
     """The recipe a description asks for (see the module docstring); BadInput otherwise."""
     d = " ".join(description.split())
-    m = re.fullmatch(rf"rename(?: column)? ({_QUAL}(?:\.{_ID})?) to ({_ID})"
-                     rf"(?: (?:on|in) ({_QUAL}))?", d, re.IGNORECASE)
+    m = re.fullmatch(
+        rf"rename(?: column)? ({_QUAL}(?:\.{_ID})?) to ({_ID})"
+        rf"(?: (?:on|in) ({_QUAL}))?",
+        d,
+        re.IGNORECASE,
+    )
     if m:
         schema, t, col = _table_col(m[1], m[3] or table)
         return Spec("rename", schema, t, col, _unquote(m[2]), description=d)
-    m = re.fullmatch(rf"change(?: (?:the )?type of)? ({_QUAL}(?:\.{_ID})?)(?: type)? to (.+)",
-                     d, re.IGNORECASE)
+    m = re.fullmatch(
+        rf"change(?: (?:the )?type of)? ({_QUAL}(?:\.{_ID})?)(?: type)? to (.+)", d, re.IGNORECASE
+    )
     if m:
         schema, t, col = _table_col(m[1], table)
         return Spec("change_type", schema, t, col, _type_ok(m[2]), description=d)
-    m = re.fullmatch(rf"(?:add not null to|set|make) ({_QUAL}(?:\.{_ID})?)(?: not null)?"
-                     r"(?: default (.+))?", d, re.IGNORECASE)
+    m = re.fullmatch(
+        rf"(?:add not null to|set|make) ({_QUAL}(?:\.{_ID})?)(?: not null)?"
+        r"(?: default (.+))?",
+        d,
+        re.IGNORECASE,
+    )
     if m and ("not null" in d.lower()):
         schema, t, col = _table_col(m[1], table)
         if not m[2]:
@@ -133,10 +148,17 @@ def parse(description: str, table: str | None = None) -> Spec:
         cols = [_unquote(c.strip()) for c in m[3].split(",") if c.strip()]
         if not cols or not all(re.fullmatch(_ID, c.strip()) for c in m[3].split(",")):
             raise BadInput(f"list the columns that move: split {m[1]} into {m[2]} (col, ...)")
-        return Spec("split", parts[0] if len(parts) == 2 else None, parts[-1],
-                    new=_unquote(m[2]), columns=cols, description=d)
-    raise BadInput(f"--expand-contract knows four recipes: {'; '.join(FORMS)} "
-                   f"(got {description!r})")
+        return Spec(
+            "split",
+            parts[0] if len(parts) == 2 else None,
+            parts[-1],
+            new=_unquote(m[2]),
+            columns=cols,
+            description=d,
+        )
+    raise BadInput(
+        f"--expand-contract knows four recipes: {'; '.join(FORMS)} (got {description!r})"
+    )
 
 
 @dataclass
@@ -181,29 +203,45 @@ def read_facts(conn: psycopg.Connection[Any], spec: Spec) -> RecipeFacts:
     from psycopg import sql
 
     name = sql.Identifier(*[p for p in (spec.schema, spec.table) if p]).as_string(conn)
-    row = conn.execute("SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON "
-                       "n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)", [name]).fetchone()
+    row = conn.execute(
+        "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON "
+        "n.oid = c.relnamespace WHERE c.oid = to_regclass(%s)",
+        [name],
+    ).fetchone()
     if row is None:
-        raise BadInput(f"table {name} does not exist in this environment; migrate it first, "
-                       "or name the table with its schema")
-    cols = {r[0]: RecipeColumn(r[0], r[1], r[2], r[3], r[4], r[5], list(r[6]))
-            for r in conn.execute(_FACTS, [name]).fetchall()}
-    pk = [(str(r[0]), str(r[1])) for r in conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i"
-        " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
-        " WHERE i.indrelid = %s::regclass AND i.indisprimary"
-        " ORDER BY array_position(i.indkey, a.attnum)", [name]).fetchall()]
+        raise BadInput(
+            f"table {name} does not exist in this environment; migrate it first, "
+            "or name the table with its schema"
+        )
+    cols = {
+        r[0]: RecipeColumn(r[0], r[1], r[2], r[3], r[4], r[5], list(r[6]))
+        for r in conn.execute(_FACTS, [name]).fetchall()
+    }
+    pk = [
+        (str(r[0]), str(r[1]))
+        for r in conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_index i"
+            " JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)"
+            " WHERE i.indrelid = %s::regclass AND i.indisprimary"
+            " ORDER BY array_position(i.indkey, a.attnum)",
+            [name],
+        ).fetchall()
+    ]
     f = RecipeFacts(str(row[0]), spec.table, pk, cols)
     wanted = spec.columns if spec.kind == "split" else [spec.column]
     for c in wanted:
         if c not in cols:
             raise BadInput(f"{name} has no column {c!r} (it has: {', '.join(cols)})")
         if cols[c].identity or cols[c].generated:
-            raise BadInput(f"{name}.{c} is an identity or generated column; the recipes move "
-                           "plain columns only")
+            raise BadInput(
+                f"{name}.{c} is an identity or generated column; the recipes move "
+                "plain columns only"
+            )
     if len(pk) != 1:
-        raise BadInput(f"{name} needs a single-column primary key for the backfill's key "
-                       f"ranges (it has {len(pk) or 'no'} primary key column(s))")
+        raise BadInput(
+            f"{name} needs a single-column primary key for the backfill's key "
+            f"ranges (it has {len(pk) or 'no'} primary key column(s))"
+        )
     if spec.kind == "rename" and spec.new in cols:
         raise BadInput(f"{name} has a column {spec.new!r} already")
     if spec.kind == "split" and spec.column in [p for p, _ in pk]:
@@ -222,8 +260,12 @@ def slug_of(spec: Spec) -> str:
 def write(directory: Path, backfills: Path, rendered: dict[str, str]) -> list[Path]:
     """Write the rendered files (names relative to the migrations dir, or ``backfills/...``);
     nothing is written when one exists already."""
-    paths = {name: (backfills / name.split("/", 1)[1]) if name.startswith("backfills/")
-             else directory / name for name in rendered}
+    paths = {
+        name: (backfills / name.split("/", 1)[1])
+        if name.startswith("backfills/")
+        else directory / name
+        for name in rendered
+    }
     clash = [str(p) for p in paths.values() if p.exists()]
     if clash:
         raise BadInput(f"{', '.join(clash)} exists already; pick another description")

@@ -82,7 +82,6 @@ from pgferry.pg.connect import (
 AUTOVACUUM_MARGIN_MS = 500
 
 
-
 def label(step: Step) -> str:
     """How progress lines name a file: ``V3 add email``, ``U3 add email``, ``R refresh view``."""
     v = f"{step.kind}{step.version} " if step.version is not None else "R "
@@ -108,14 +107,23 @@ def _retryable(e: BaseException) -> bool:
 class Runner:
     """Executes steps on ``target`` while holding the migration lock (a context manager)."""
 
-    def __init__(self, target: Target, settings: RunSettings, *,
-                 on_event: Subscriber | None = None, application_name: str | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        target: Target,
+        settings: RunSettings,
+        *,
+        on_event: Subscriber | None = None,
+        application_name: str | None = None,
+    ) -> None:
         self.target, self.settings = target, settings
         self.on_event: Subscriber = on_event or ignore
         self.key = lock_key(settings.schema, settings.table)
-        self.lock = MigrationLock(target.dsn, self.key, wait=settings.lock_wait,
-                                  application_name=application_name or f"{APP_NAME} migrate")
+        self.lock = MigrationLock(
+            target.dsn,
+            self.key,
+            wait=settings.lock_wait,
+            application_name=application_name or f"{APP_NAME} migrate",
+        )
         self.conn: psycopg.Connection[Any] | None = None
         self.pid = 0
         self.role = ""
@@ -131,21 +139,25 @@ class Runner:
             assert lc is not None
             lock_pid = lc.info.backend_pid
             self.orphans = terminate_orphans(lc, self.key, {lock_pid})
-            self.conn = connect(self.target.dsn, autocommit=True,
-                                application_name=work_app_name(self.key))
+            self.conn = connect(
+                self.target.dsn, autocommit=True, application_name=work_app_name(self.key)
+            )
             self.pid = self.conn.info.backend_pid
             if self.conn.info.server_version >= 140000:
-                self.conn.execute("SELECT set_config('client_connection_check_interval',"
-                                  " '1000', false)")
+                self.conn.execute(
+                    "SELECT set_config('client_connection_check_interval', '1000', false)"
+                )
             # Unqualified names resolve to [migrate] schema first (as Flyway does with its
             # default schema): else "$user" in search_path sends CREATE TABLE into a schema
             # named like the role (the embedded role `pgferry` meets schema `pgferry`).
             self.conn.execute(
                 "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'),"
-                " false)", [psycopg.sql.Identifier(self.settings.schema).as_string(self.conn)])
+                " false)",
+                [psycopg.sql.Identifier(self.settings.schema).as_string(self.conn)],
+            )
             row = self.conn.execute(
-                "SELECT current_user, setting::int FROM pg_settings"
-                " WHERE name = 'deadlock_timeout'").fetchone()
+                "SELECT current_user, setting::int FROM pg_settings WHERE name = 'deadlock_timeout'"
+            ).fetchone()
             if row:
                 self.role, self.deadlock_timeout_ms = str(row[0]), int(row[1])
             with self.conn.transaction():
@@ -193,16 +205,23 @@ class Runner:
             desc = mf.description if mf else p.script
             undo = bool(mf and mf.kind == "U")
             with self.work.transaction():
-                progress.failed(self.work, self.settings.schema, self.settings.table, p.script,
-                                statement=p.statements_done + 1, line=None,
-                                error=progress.INTERRUPTED)
+                progress.failed(
+                    self.work,
+                    self.settings.schema,
+                    self.settings.table,
+                    p.script,
+                    statement=p.statements_done + 1,
+                    line=None,
+                    error=progress.INTERRUPTED,
+                )
                 self._history_row(p.version, desc, p.script, p.checksum, 0, False, undo)
             out.append(p.describe())
         return out
 
     # -- execution ---------------------------------------------------------------
-    def apply(self, steps: list[tuple[Step, ParsedFile]], *, undo: bool = False
-              ) -> list[FileResult]:
+    def apply(
+        self, steps: list[tuple[Step, ParsedFile]], *, undo: bool = False
+    ) -> list[FileResult]:
         """Run ``steps`` in order; stops at the first failure (raising). Returns results."""
         done = self.done  # kept on the runner, so a caller still sees them after a failure
         known = {p.script: p for p in self.progress_rows()}
@@ -215,9 +234,20 @@ class Runner:
             else:
                 r = nontx.run_autocommit(self, step, pf, undo, known.get(step.script))
             done.append(r)
-            self.on_event(MigrationFinished(
-                step.script, label(step), i, total, r.mode, r.duration_ms, undo, r.attempts,
-                r.resumed_after, list(r.dropped_invalid_indexes)))
+            self.on_event(
+                MigrationFinished(
+                    step.script,
+                    label(step),
+                    i,
+                    total,
+                    r.mode,
+                    r.duration_ms,
+                    undo,
+                    r.attempts,
+                    r.resumed_after,
+                    list(r.dropped_invalid_indexes),
+                )
+            )
         return done
 
     def _check_lock(self, step: Step) -> None:
@@ -232,21 +262,26 @@ class Runner:
             raise OperationFailed(
                 f"lost the migration lock (its connection was closed or terminated); stopped "
                 f"at {step.script}, which is not recorded as applied; run `pgferry migrate up` "
-                "again", script=step.script,
+                "again",
+                script=step.script,
             ) from None
 
     def _retrying(self, step: Step) -> Retrying:
         """Retry lock timeouts/deadlocks with exponential backoff and jitter, reporting each."""
 
         def report(rs: RetryCallState) -> None:
-            self.on_event(LockRetry(step.script, label(step), rs.attempt_number,
-                                    self.settings.lock_retries + 1))
+            self.on_event(
+                LockRetry(
+                    step.script, label(step), rs.attempt_number, self.settings.lock_retries + 1
+                )
+            )
 
         return Retrying(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(self.settings.lock_retries + 1),
-            wait=wait_random_exponential(multiplier=max(self.settings.lock_timeout_s, 0.05),
-                                         max=10),
+            wait=wait_random_exponential(
+                multiplier=max(self.settings.lock_timeout_s, 0.05), max=10
+            ),
             before_sleep=report,
             reraise=True,
         )
@@ -257,34 +292,55 @@ class Runner:
         lt = self.settings.lock_timeout_s
         return LockWatcher(self.lock.conn, self.pid, min(max(lt / 3, 0.05), 1.0) if lt else 1.0)
 
-    def _history_row(self, version: str | None, description: str, script: str,
-                     checksum: int | None, ms: int, success: bool, undo: bool,
-                     undoes: HistoryRow | None = None) -> int:
+    def _history_row(
+        self,
+        version: str | None,
+        description: str,
+        script: str,
+        checksum: int | None,
+        ms: int,
+        success: bool,
+        undo: bool,
+        undoes: HistoryRow | None = None,
+    ) -> int:
         """Flyway's row for a file; for an undo, see :func:`undo_row`."""
         kind = SQL
         if undo:
             kind, description, script, checksum, ms = undo_row(
-                self.settings.undo_history, success, undoes, description, script, checksum, ms)
+                self.settings.undo_history, success, undoes, description, script, checksum, ms
+            )
         return history.insert(
-            self.work, self.settings.schema, self.settings.table, version=version,
+            self.work,
+            self.settings.schema,
+            self.settings.table,
+            version=version,
             description=description,
-            type=kind, script=script, checksum=checksum,
-            installed_by=self.role, execution_time=ms, success=success,
+            type=kind,
+            script=script,
+            checksum=checksum,
+            installed_by=self.role,
+            execution_time=ms,
+            success=success,
         )
 
-    def _lock_error(self, step: Step, stmt: Statement | None, attempts: int,
-                    seen: Any, scope: str = "file") -> LockUnavailable:
+    def _lock_error(
+        self, step: Step, stmt: Statement | None, attempts: int, seen: Any, scope: str = "file"
+    ) -> LockUnavailable:
         what = seen.describe() if seen else "a lock (its holder had gone when sampled)"
         at = f" at line {stmt.line}" if stmt else ""
-        av = ("; autovacuum did not yield even after deadlock_timeout (a vacuum against "
-              "transaction-id wraparound never does: let it finish)"
-              if seen is not None and seen.autovacuum else "")
+        av = (
+            "; autovacuum did not yield even after deadlock_timeout (a vacuum against "
+            "transaction-id wraparound never does: let it finish)"
+            if seen is not None and seen.autovacuum
+            else ""
+        )
         return LockUnavailable(
             f"{step.script}{at}: could not get {what} within lock_timeout "
             f"{self.settings.lock_timeout} after {attempts} attempts{av}; nothing of this {scope} "
             "was "
             "applied. Retry when the blocking session is done, or raise [migrate] lock_retries",
-            script=step.script, line=stmt.line if stmt else None,
+            script=step.script,
+            line=stmt.line if stmt else None,
             lock=seen.__dict__ if seen else None,
         )
 
@@ -301,9 +357,11 @@ class Runner:
         """``SET [LOCAL] lock_timeout / statement_timeout`` in one round trip."""
         lt = lock_timeout or self.settings.lock_timeout
         if self.settings.statement_timeout:
-            self.work.execute("SELECT set_config('lock_timeout', %s, %s),"
-                              " set_config('statement_timeout', %s, %s)",
-                              [lt, local, self.settings.statement_timeout, local])
+            self.work.execute(
+                "SELECT set_config('lock_timeout', %s, %s),"
+                " set_config('statement_timeout', %s, %s)",
+                [lt, local, self.settings.statement_timeout, local],
+            )
         else:
             self.work.execute("SELECT set_config('lock_timeout', %s, %s)", [lt, local])
 
@@ -321,36 +379,62 @@ class Runner:
                     with self._watcher() as w:
                         try:
                             with c.transaction():
-                                self._set_timeouts(local=True,
-                                                   lock_timeout=self.lock_timeout_for(seen))
+                                self._set_timeouts(
+                                    local=True, lock_timeout=self.lock_timeout_for(seen)
+                                )
                                 for current in pf.statements:
                                     c.execute(current.text.encode())
                                 ms = int((time.monotonic() - t0) * 1000)
                                 self._check_lock(step)  # commit only while we hold the lock
-                                rank = self._history_row(version, step.description, step.script,
-                                                         step.checksum, ms, True, undo,
-                                                         step.undoes)
+                                rank = self._history_row(
+                                    version,
+                                    step.description,
+                                    step.script,
+                                    step.checksum,
+                                    ms,
+                                    True,
+                                    undo,
+                                    step.undoes,
+                                )
                         finally:
                             seen = w.seen or seen
         except psycopg.Error as e:
             if pgerrors.lock_timeout(e):
                 raise self._lock_error(step, current, attempts, seen) from None
-            raise self._server_error(step, current, e, "nothing of this file was applied "
-                                     "(its transaction was rolled back)") from None
-        return FileResult(step.script, version, step.kind, "transaction",
-                          int((time.monotonic() - start) * 1000), attempts,
-                          len(pf.statements), installed_rank=rank)
+            raise self._server_error(
+                step,
+                current,
+                e,
+                "nothing of this file was applied (its transaction was rolled back)",
+            ) from None
+        return FileResult(
+            step.script,
+            version,
+            step.kind,
+            "transaction",
+            int((time.monotonic() - start) * 1000),
+            attempts,
+            len(pf.statements),
+            installed_rank=rank,
+        )
 
-    def _server_error(self, step: Step, stmt: Statement | None, e: psycopg.Error,
-                      tail: str) -> OperationFailed:
+    def _server_error(
+        self, step: Step, stmt: Statement | None, e: psycopg.Error, tail: str
+    ) -> OperationFailed:
         err = map_db_error(e)
         at = f":{stmt.line}" if stmt else ""
         n = f" (statement {stmt.index + 1})" if stmt else ""
         text = f"{step.script}{at}{n}: {server_message(e, detail=False)}; {tail}"
-        return OperationFailed(with_server_lines(text, e), script=step.script,
-                               line=stmt.line if stmt else None, **err.details)
+        return OperationFailed(
+            with_server_lines(text, e),
+            script=step.script,
+            line=stmt.line if stmt else None,
+            **err.details,
+        )
+
 
 # -- hooks for repair and status ------------------------------------------------
+
 
 def clear_progress(conn: psycopg.Connection[Any], cfg: Config, scripts: list[str]) -> int:
     """``repair`` calls this after deleting failed rows: keep completed statements, mark the
@@ -363,8 +447,12 @@ def failed_statements(conn: psycopg.Connection[Any], cfg: Config) -> dict[str, d
     out = {}
     for p in progress.read_progress(conn, cfg.migrate.schema_, cfg.migrate.history_table):
         out[p.script] = {
-            "state": p.state, "statement": p.failed_statement, "line": p.failed_line,
-            "error": p.error, "statements_done": p.statements_done,
-            "statements_total": p.statements_total, "describe": p.describe(),
+            "state": p.state,
+            "statement": p.failed_statement,
+            "line": p.failed_line,
+            "error": p.error,
+            "statements_done": p.statements_done,
+            "statements_total": p.statements_total,
+            "describe": p.describe(),
         }
     return out

@@ -92,8 +92,9 @@ class PreparedSteps:
 
     def lint_errors(self) -> list[tuple[str, LintFinding]]:
         """(script, finding) of every error-level finding: what the gate refuses on."""
-        return [(script, f) for script, fs in self.findings.items() for f in fs
-                if f.severity == "error"]
+        return [
+            (script, f) for script, fs in self.findings.items() for f in fs if f.severity == "error"
+        ]
 
 
 def read_history(cfg: Config, target: Target) -> tuple[list[HistoryRow], dict[str, Any]]:
@@ -123,15 +124,21 @@ def _problem_text(entries: list[Any], failed: dict[str, Any]) -> list[str]:
     return out
 
 
-def _validate(ms: MigrationSet, rows: list[HistoryRow], failed: dict[str, Any], env: str,
-              out_of_order: bool = False) -> list[str]:
+def _validate(
+    ms: MigrationSet,
+    rows: list[HistoryRow],
+    failed: dict[str, Any],
+    env: str,
+    out_of_order: bool = False,
+) -> list[str]:
     """Refused when the history cannot be trusted; ProblemFound (exit 1) when it is ahead of
     the files (as Flyway's validate) unless ``out_of_order``; returns warnings otherwise."""
     entries = classify(ms, rows)
     bad = [e for e in entries if e.state in REFUSE_STATES]
     if bad:
         raise Refused(
-            "validate failed, nothing was run: " + "; ".join(_problem_text(bad, failed))
+            "validate failed, nothing was run: "
+            + "; ".join(_problem_text(bad, failed))
             + ". Restore the files, or run `pgferry migrate repair` (failed rows, checksums)",
             problems=[e.to_dict() for e in bad],
         )
@@ -147,7 +154,9 @@ def _validate(ms: MigrationSet, rows: list[HistoryRow], failed: dict[str, Any], 
         f"{'is' if len(behind) == 1 else 'are'} not applied and below its current version "
         f"{current}, so nothing was run; apply {'it' if len(behind) == 1 else 'them'} anyway "
         f"with --out-of-order (Flyway's outOfOrder), or renumber above {current}",
-        versions=[str(e.version) for e in behind], current_version=str(current))
+        versions=[str(e.version) for e in behind],
+        current_version=str(current),
+    )
 
 
 def sum_warnings(cfg: Config, ms: MigrationSet, *, strict: bool = True) -> list[str]:
@@ -155,14 +164,15 @@ def sum_warnings(cfg: Config, ms: MigrationSet, *, strict: bool = True) -> list[
     state = files.sum_state(ms)
     if state == "ok":
         return []
-    msg = (f"migrations/{files.SUM_FILE} is {state}; run `pgferry migrate sum` and commit it")
+    msg = f"migrations/{files.SUM_FILE} is {state}; run `pgferry migrate sum` and commit it"
     if strict and cfg.migrate.strict_sum:
         raise Refused(f"{msg} ([migrate] strict_sum = true refuses to run)", sum_state=state)
     return [msg]
 
 
-def _lint(lint: LintFiles | None, steps: list[tuple[Step, ParsedFile]]
-          ) -> dict[str, list[LintFinding]]:
+def _lint(
+    lint: LintFiles | None, steps: list[tuple[Step, ParsedFile]]
+) -> dict[str, list[LintFinding]]:
     if lint is None or not steps:
         return {}
     by: dict[str, list[LintFinding]] = {s.file.script: [] for s, _ in steps}
@@ -171,11 +181,21 @@ def _lint(lint: LintFiles | None, steps: list[tuple[Step, ParsedFile]]
     return by
 
 
-def prepare(target: Target, ms: MigrationSet, rows: list[HistoryRow],
-            failed: dict[str, Any], *, version: Version | None = None, undo: bool = False,
-            to: Version | None = None, strict: bool = True, lint: LintFiles | None = None,
-            linted: dict[str, list[LintFinding]] | None = None, out_of_order: bool = False,
-            only: set[Version] | None = None) -> PreparedSteps:
+def prepare(
+    target: Target,
+    ms: MigrationSet,
+    rows: list[HistoryRow],
+    failed: dict[str, Any],
+    *,
+    version: Version | None = None,
+    undo: bool = False,
+    to: Version | None = None,
+    strict: bool = True,
+    lint: LintFiles | None = None,
+    linted: dict[str, list[LintFinding]] | None = None,
+    out_of_order: bool = False,
+    only: set[Version] | None = None,
+) -> PreparedSteps:
     """The steps to run, parsed and checked (see the module docstring).
 
     ``strict=False`` (``migrate plan``) turns refusals into warnings; ``lint``
@@ -191,14 +211,15 @@ def prepare(target: Target, ms: MigrationSet, rows: list[HistoryRow],
     if undo:
         steps = undo_steps(ms, rows, to=to, only=only)
     else:
-        steps = pending(ms, rows, target=version, allow_templates=True,
-                        out_of_order=out_of_order)
+        steps = pending(ms, rows, target=version, allow_templates=True, out_of_order=out_of_order)
         templates = [s for s in steps if s.template]
         if templates and target.protected:
             names = ", ".join(s.file.script for s in templates)
-            msg = (f"{target.name} is protected and {names} "
-                   f"{'is a template' if len(templates) == 1 else 'are templates'}: "
-                   "number them first (`pgferry migrate number`) and commit the result")
+            msg = (
+                f"{target.name} is protected and {names} "
+                f"{'is a template' if len(templates) == 1 else 'are templates'}: "
+                "number them first (`pgferry migrate number`) and commit the result"
+            )
             if strict:
                 raise Refused(msg, templates=[s.file.script for s in templates])
             p.warnings.append(msg)
@@ -214,9 +235,13 @@ def prepare(target: Target, ms: MigrationSet, rows: list[HistoryRow],
 
 def settings_dict(s: RunSettings) -> dict[str, Any]:
     """The ``[migrate]`` settings as ``migrate plan`` shows them."""
-    return {"lock_timeout": s.lock_timeout, "statement_timeout": s.statement_timeout,
-            "lock_retries": s.lock_retries, "lock_wait_s": s.lock_wait,
-            "history_table": f"{s.schema}.{s.table}"}
+    return {
+        "lock_timeout": s.lock_timeout,
+        "statement_timeout": s.statement_timeout,
+        "lock_retries": s.lock_retries,
+        "lock_wait_s": s.lock_wait,
+        "history_table": f"{s.schema}.{s.table}",
+    }
 
 
 def version_text(v: Version | None) -> str | None:
@@ -228,23 +253,28 @@ def _history_record(step: Step, s: RunSettings) -> dict[str, Any]:
     kind, desc, script = "SQL", step.description, step.script
     checksum: int | None = step.checksum
     if step.kind == "U":
-        kind, desc, script, checksum, _ = undo_row(s.undo_history, True, step.undoes, desc,
-                                                   script, checksum, 0)
-    return {"type": kind, "version": version_text(step.version), "description": desc,
-            "script": script,
-            "checksum": checksum}
+        kind, desc, script, checksum, _ = undo_row(
+            s.undo_history, True, step.undoes, desc, script, checksum, 0
+        )
+    return {
+        "type": kind,
+        "version": version_text(step.version),
+        "description": desc,
+        "script": script,
+        "checksum": checksum,
+    }
 
 
-def step_dict(step: Step, pf: ParsedFile, s: RunSettings, findings: Sequence[LintFinding]
-              ) -> dict[str, Any]:
+def step_dict(
+    step: Step, pf: ParsedFile, s: RunSettings, findings: Sequence[LintFinding]
+) -> dict[str, Any]:
     return {
         **step.to_dict(),
         "history_row": _history_record(step, s),
         "mode": pf.mode,
         "non_transactional": pf.reasons,
         "settings": s.session_sql(local=pf.transactional),
-        "statements": [{"line": x.line, "sql": x.text, "non_tx": x.non_tx}
-                       for x in pf.statements],
+        "statements": [{"line": x.line, "sql": x.text, "non_tx": x.non_tx} for x in pf.statements],
         "findings": [f.to_dict() for f in findings],
     }
 
@@ -263,12 +293,24 @@ class Applied:
 Judge = Callable[[PreparedSteps, Any], None]
 
 
-def apply(cfg: Config, target: Target, ms: MigrationSet, pre: PreparedSteps, *,
-          undo: bool = False, version: Version | None = None, to: Version | None = None,
-          out_of_order: bool = False, lint: LintFiles | None = None,
-          check: Callable[[PreparedSteps], None], publish: Subscriber | None = None,
-          warnings: list[str], details: dict[str, Any], only: set[Version] | None = None,
-          judge: Judge | None = None) -> Applied:
+def apply(
+    cfg: Config,
+    target: Target,
+    ms: MigrationSet,
+    pre: PreparedSteps,
+    *,
+    undo: bool = False,
+    version: Version | None = None,
+    to: Version | None = None,
+    out_of_order: bool = False,
+    lint: LintFiles | None = None,
+    check: Callable[[PreparedSteps], None],
+    publish: Subscriber | None = None,
+    warnings: list[str],
+    details: dict[str, Any],
+    only: set[Version] | None = None,
+    judge: Judge | None = None,
+) -> Applied:
     """Under the migration lock: settle an interrupted run, prepare again (``check``
     judges it), run the steps. ``warnings`` grows and ``details`` (the journal's)
     gets what happened, also when it raises."""
@@ -280,8 +322,19 @@ def apply(cfg: Config, target: Target, ms: MigrationSet, pre: PreparedSteps, *,
         failed = failed_statements(r.work, cfg) if interrupted else pre.failed
         if interrupted:
             details["interrupted"] = interrupted
-        p = prepare(target, ms, rows, failed, version=version, undo=undo, to=to, lint=lint,
-                    linted=pre.findings, out_of_order=out_of_order, only=only)
+        p = prepare(
+            target,
+            ms,
+            rows,
+            failed,
+            version=version,
+            undo=undo,
+            to=to,
+            lint=lint,
+            linted=pre.findings,
+            out_of_order=out_of_order,
+            only=only,
+        )
         check(p)
         if judge is not None:  # again under the lock (one sample of clients)
             judge(p, r.work)
@@ -300,6 +353,11 @@ def apply(cfg: Config, target: Target, ms: MigrationSet, pre: PreparedSteps, *,
 
 
 def _journal_entry(x: FileResult) -> dict[str, Any]:
-    return {"script": x.script, "version": x.version, "mode": x.mode,
-            "duration_ms": x.duration_ms, "attempts": x.attempts,
-            **({"resumed_after": x.resumed_after} if x.resumed_after else {})}
+    return {
+        "script": x.script,
+        "version": x.version,
+        "mode": x.mode,
+        "duration_ms": x.duration_ms,
+        "attempts": x.attempts,
+        **({"resumed_after": x.resumed_after} if x.resumed_after else {}),
+    }

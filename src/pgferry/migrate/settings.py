@@ -30,10 +30,15 @@ class RunSettings:
     @classmethod
     def from_config(cls, cfg: Config) -> RunSettings:
         m = cfg.migrate
-        return cls(m.schema_, m.history_table, pg_duration(m.lock_timeout),
-                   pg_duration(m.statement_timeout) if m.statement_timeout else None,
-                   m.lock_retries, m.lock_wait.total_seconds(),
-                   m.undo_history)
+        return cls(
+            m.schema_,
+            m.history_table,
+            pg_duration(m.lock_timeout),
+            pg_duration(m.statement_timeout) if m.statement_timeout else None,
+            m.lock_retries,
+            m.lock_wait.total_seconds(),
+            m.undo_history,
+        )
 
     @property
     def lock_timeout_s(self) -> float:
@@ -63,5 +68,3 @@ class FileResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-

@@ -59,7 +59,8 @@ def _split(text: str, where: str) -> SqlFile:
                 f"{where}:{st.line}: transaction control ({st.text.split()[0].upper()}) is "
                 "not allowed in a migration; pgferry runs each file in its own transaction"
                 " (or statement by statement when it holds CREATE INDEX CONCURRENTLY & co.)",
-                file=where, line=st.line,
+                file=where,
+                line=st.line,
             )
     return f
 

@@ -157,8 +157,9 @@ def collect(cfg: Config, target: Target) -> Status:
     return s
 
 
-def held_guards(conn: psycopg.Connection[Any], cfg: Config, env: str, s: Status
-                ) -> dict[str, list[dict[str, Any]] | str]:
+def held_guards(
+    conn: psycopg.Connection[Any], cfg: Config, env: str, s: Status
+) -> dict[str, list[dict[str, Any]] | str]:
     """The guards of every held contract file, judged now (one sample of clients)."""
     from pgferry.errors import BadInput
     from pgferry.migrate import guards
@@ -183,8 +184,10 @@ def held_guards(conn: psycopg.Connection[Any], cfg: Config, env: str, s: Status
         assert e.file is not None
         h = headers.get(e.file.script)
         if h is not None:
-            out[e.file.script] = [r.to_dict() for r in guards.evaluate(
-                conn, cfg, env, s.ms, s.rows, e.version, h, seen)]
+            out[e.file.script] = [
+                r.to_dict()
+                for r in guards.evaluate(conn, cfg, env, s.ms, s.rows, e.version, h, seen)
+            ]
     return out
 
 

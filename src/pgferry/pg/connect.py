@@ -64,8 +64,15 @@ class Target:
 
     __slots__ = ("name", "protected", "embedded", "_dsn", "_start")
 
-    def __init__(self, name: str, dsn: str | None = None, protected: bool = False,
-                 embedded: bool = False, *, start: Callable[[], str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        dsn: str | None = None,
+        protected: bool = False,
+        embedded: bool = False,
+        *,
+        start: Callable[[], str] | None = None,
+    ) -> None:
         self.name, self.protected, self.embedded = name, protected, embedded
         self._dsn, self._start = dsn, start
 
@@ -81,17 +88,22 @@ class Target:
         """The DSN without its password, for messages and logs."""
         return redact_dsn(self.dsn)
 
-
     def __repr__(self) -> str:
         dsn = redact_dsn(self._dsn) if self._dsn is not None else "(not started)"
-        return (f"Target(name={self.name!r}, dsn={dsn!r}, protected={self.protected}, "
-                f"embedded={self.embedded})")
+        return (
+            f"Target(name={self.name!r}, dsn={dsn!r}, protected={self.protected}, "
+            f"embedded={self.embedded})"
+        )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Target):
             return NotImplemented
         return (self.name, self.dsn, self.protected, self.embedded) == (
-            other.name, other.dsn, other.protected, other.embedded)
+            other.name,
+            other.dsn,
+            other.protected,
+            other.embedded,
+        )
 
     def __hash__(self) -> int:
         return hash((self.name, self.protected, self.embedded))
@@ -109,11 +121,16 @@ def parse_dsn(dsn: str) -> dict[str, str]:
     except psycopg.ProgrammingError as e:
         raise CannotConnect(
             f"the URL of {_env_label(dsn)} does not parse ({pgerrors.connect_reason(e)}); "
-            + _URL_HELP, kind="bad_url", attempts=0) from None
+            + _URL_HELP,
+            kind="bad_url",
+            attempts=0,
+        ) from None
 
 
-_URL_HELP = ("fix it, percent-encoding special characters in the password "
-             "(% as %25, @ as %40, : as %3A, / as %2F, ? as %3F, # as %23, space as %20)")
+_URL_HELP = (
+    "fix it, percent-encoding special characters in the password "
+    "(% as %25, @ as %40, : as %3A, / as %2F, ? as %3F, # as %23, space as %20)"
+)
 
 
 def is_local_dsn(dsn: str) -> bool:
@@ -143,15 +160,20 @@ def resolve_env(cfg: Config, name: str) -> Target:
             if port.strip() and not (port.strip().isdigit() and 0 < int(port) < 65536):
                 raise CannotConnect(
                     f"the URL of {_env_label(dsn)} has port {port.strip()!r}, which is not a "
-                    "number from 1 to 65535; " + _URL_HELP, kind="bad_url", attempts=0)
+                    "number from 1 to 65535; " + _URL_HELP,
+                    kind="bad_url",
+                    attempts=0,
+                )
         return Target(name, dsn, env.protected, embedded=False)
 
     def start() -> str:
         from pgferry.pg import embedded
 
         return embedded.ensure_database(
-            cfg.embedded_dir, env.database or f"pgferry_{name}",
-            idle_stop=cfg.embedded.idle_stop.total_seconds())
+            cfg.embedded_dir,
+            env.database or f"pgferry_{name}",
+            idle_stop=cfg.embedded.idle_stop.total_seconds(),
+        )
 
     return Target(name, None, env.protected, embedded=True, start=start)
 
@@ -192,8 +214,9 @@ def connect(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def connect_error(e: psycopg.Error, dsn: str, env: str | None = None,
-                  retried: float = 0.0) -> PgferryError:
+def connect_error(
+    e: psycopg.Error, dsn: str, env: str | None = None, retried: float = 0.0
+) -> PgferryError:
     """One sentence for a failed connection, naming the environment and what to do; the
     error's :attr:`~pgferry.errors.PgferryError.env` names it too."""
     err = _connect_error(e, dsn, env, retried)
@@ -201,25 +224,30 @@ def connect_error(e: psycopg.Error, dsn: str, env: str | None = None,
     return err
 
 
-def _connect_error(e: psycopg.Error, dsn: str, env: str | None, retried: float
-                   ) -> PgferryError:
+def _connect_error(e: psycopg.Error, dsn: str, env: str | None, retried: float) -> PgferryError:
     where = _env_label(dsn, env)
     kind = pgerrors.connect_failure(e)
     why = redact(pgerrors.connect_reason(e))
     if kind == "auth":
         return CannotConnect(
             f"cannot log in to {where}: {why}; check the user and password of its URL "
-            "(not retried: repeated failed logins lock accounts on some hosts)", kind=kind)
+            "(not retried: repeated failed logins lock accounts on some hosts)",
+            kind=kind,
+        )
     if kind == "no_database":
         return CannotConnect(
             f"cannot connect to {where}: {why}; create the database or fix the database "
-            "name in its URL", kind=kind)
+            "name in its URL",
+            kind=kind,
+        )
     if kind == "bad_url":
         return CannotConnect(f"cannot connect to {where}: {why}; {_URL_HELP}", kind=kind)
     if kind == "transient":
         return Unreachable(
             f"cannot connect to {where} (retried for {retried:g}s): {why}; check that the "
-            "server is running and reachable", kind=kind)
+            "server is running and reachable",
+            kind=kind,
+        )
     return map_db_error(e, f"cannot connect to {where}")
 
 

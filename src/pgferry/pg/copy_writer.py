@@ -48,8 +48,9 @@ class BoundedWriter(LibpqWriter):
 
     def write(self, data: Any) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._send, daemon=True,
-                                            name="pgferry-copy-writer")
+            self._thread = threading.Thread(
+                target=self._send, daemon=True, name="pgferry-copy-writer"
+            )
             self._thread.start()
         if self._error is not None:
             raise self._error
@@ -58,7 +59,7 @@ class BoundedWriter(LibpqWriter):
         else:
             view = memoryview(data)
             for i in range(0, len(view), PIECE):
-                self._buffers.put(view[i:i + PIECE])
+                self._buffers.put(view[i : i + PIECE])
 
     def finish(self, exc: BaseException | None = None) -> None:
         self._buffers.put(b"")

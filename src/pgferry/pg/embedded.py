@@ -74,17 +74,20 @@ def ensure_role(admin: psycopg.Connection[Any], role: str) -> None:
     """
     row = admin.execute(
         "SELECT coalesce(array_to_string(rolconfig, ','), '') FROM pg_roles WHERE rolname = %s",
-        [role]).fetchone()
+        [role],
+    ).fetchone()
     if row is None:
         with contextlib.suppress(psycopg.errors.DuplicateObject):
             admin.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER").format(sql.Identifier(role)))
     if row is None or "search_path=" not in row[0]:
-        admin.execute(sql.SQL("ALTER ROLE {} SET search_path = public").format(
-            sql.Identifier(role)))
+        admin.execute(
+            sql.SQL("ALTER ROLE {} SET search_path = public").format(sql.Identifier(role))
+        )
 
 
-def ensure_database(root: Path, database: str, role: str = APP_ROLE, *,
-                    idle_stop: float | None = None) -> str:
+def ensure_database(
+    root: Path, database: str, role: str = APP_ROLE, *, idle_stop: float | None = None
+) -> str:
     """Make sure ``database`` exists on the embedded server, owned by ``role``; its DSN.
 
     Race-free: parallel commands on a new project serialize on a session advisory lock of
@@ -100,8 +103,9 @@ def ensure_database(root: Path, database: str, role: str = APP_ROLE, *,
                 "SELECT 1 FROM pg_database WHERE datname = %s", [database]
             ).fetchone()
             if not exists:
-                with contextlib.suppress(psycopg.errors.DuplicateDatabase,
-                                         psycopg.errors.UniqueViolation):
+                with contextlib.suppress(
+                    psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation
+                ):
                     admin.execute(
                         sql.SQL("CREATE DATABASE {} OWNER {}").format(
                             sql.Identifier(database), sql.Identifier(role)

@@ -37,10 +37,18 @@ ErrorClasses = tuple[type[psycopg.Error], ...]
 
 def _sqlstate_class(*prefixes: str) -> ErrorClasses:
     """Every psycopg error class of these SQLSTATE classes (the first two characters)."""
-    return tuple(sorted(
-        (c for c in vars(e_).values() if isinstance(c, type) and issubclass(c, psycopg.Error)
-         and (getattr(c, "sqlstate", None) or "")[:2] in prefixes),
-        key=lambda c: str(c.sqlstate)))
+    return tuple(
+        sorted(
+            (
+                c
+                for c in vars(e_).values()
+                if isinstance(c, type)
+                and issubclass(c, psycopg.Error)
+                and (getattr(c, "sqlstate", None) or "")[:2] in prefixes
+            ),
+            key=lambda c: str(c.sqlstate),
+        )
+    )
 
 
 # -- the table --------------------------------------------------------------------------------
@@ -73,8 +81,11 @@ NO_DATABASE: ErrorClasses = (e_.InvalidCatalogName,)
 #: violations (23), errors raised by triggers and functions (P0, 38, 39, 2F), a view's
 #: WITH CHECK OPTION (44). Anything else (a cancel, a lost connection, disk full, a
 #: permission) is about the batch as a whole.
-ROW: ErrorClasses = (psycopg.DataError, psycopg.IntegrityError,
-                     *_sqlstate_class("P0", "38", "39", "2F", "44"))
+ROW: ErrorClasses = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    *_sqlstate_class("P0", "38", "39", "2F", "44"),
+)
 #: worth trying again: the connection or the server went away, a deadlock, a
 #: serialization failure
 TRANSIENT: ErrorClasses = (*CONNECTION, *SERVER_GOING, *TOO_MANY, *DEADLOCK, *SERIALIZATION)
@@ -139,6 +150,7 @@ def transient(e: BaseException) -> bool:
 
 # -- one sentence for the user ----------------------------------------------------------------
 
+
 def server_lines(exc: psycopg.Error) -> tuple[str | None, str | None]:
     """The server's DETAIL and HINT of ``exc`` (redacted, whitespace kept), or None."""
     d = exc.diag
@@ -174,7 +186,8 @@ def map_db_error(exc: psycopg.Error, context: str = "") -> PgferryError:
     if isinstance(exc, LOGIN):
         return CannotConnect(msg, **details)
     if isinstance(exc, CONNECTION + SERVER_GOING) or (
-            not state and isinstance(exc, psycopg.OperationalError)):
+        not state and isinstance(exc, psycopg.OperationalError)
+    ):
         return Unreachable(msg, **details)
     return OperationFailed(msg, **details)
 
@@ -187,29 +200,60 @@ ConnectFailure = Literal["transient", "auth", "no_database", "bad_url", "other"]
 # fe-connect.c, checked in this order: a temporary DNS failure is transient although it
 # names a host.
 _TRANSIENT_TEXT = (
-    "temporary failure in name resolution", "the database system is starting up",
-    "the database system is shutting down", "the database system is in recovery mode",
-    "not yet accepting connections", "too many clients", "remaining connection slots",
-    "connection refused", "no such file or directory", "timeout expired", "timed out",
-    "server closed the connection", "connection reset", "network is unreachable",
-    "no route to host", "could not receive data", "could not send data",
-    "ssl syscall error", "terminating connection",
+    "temporary failure in name resolution",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "not yet accepting connections",
+    "too many clients",
+    "remaining connection slots",
+    "connection refused",
+    "no such file or directory",
+    "timeout expired",
+    "timed out",
+    "server closed the connection",
+    "connection reset",
+    "network is unreachable",
+    "no route to host",
+    "could not receive data",
+    "could not send data",
+    "ssl syscall error",
+    "terminating connection",
 )
 _AUTH_TEXT = (
-    "password authentication failed", "no password supplied", "authentication failed for",
-    "no pg_hba.conf entry", "pg_hba.conf rejects", "is not permitted to log in",
-    "password has expired", "certificate authentication failed", "scram",
+    "password authentication failed",
+    "no password supplied",
+    "authentication failed for",
+    "no pg_hba.conf entry",
+    "pg_hba.conf rejects",
+    "is not permitted to log in",
+    "password has expired",
+    "certificate authentication failed",
+    "scram",
 )
 _AUTH_RE = re.compile(r'role ".*" does not exist')
 _NO_DB_RE = re.compile(r'database ".*" does not exist')
 _BAD_URL_TEXT = (
-    "invalid port number", "invalid integer value", "servname not supported",
-    "invalid connection option", "invalid sslmode value", "invalid value for parameter",
-    "missing \"=\"", "unterminated quoted string", "invalid uri", "invalid percent-encoded",
-    "unexpected spaces", "name or service not known", "nodename nor servname",
-    "no address associated with hostname", "could not translate host name",
-    "failed to resolve host", "invalid target_session_attrs", "invalid gssencmode",
-    "invalid channel_binding", "invalid load_balance_hosts",
+    "invalid port number",
+    "invalid integer value",
+    "servname not supported",
+    "invalid connection option",
+    "invalid sslmode value",
+    "invalid value for parameter",
+    'missing "="',
+    "unterminated quoted string",
+    "invalid uri",
+    "invalid percent-encoded",
+    "unexpected spaces",
+    "name or service not known",
+    "nodename nor servname",
+    "no address associated with hostname",
+    "could not translate host name",
+    "failed to resolve host",
+    "invalid target_session_attrs",
+    "invalid gssencmode",
+    "invalid channel_binding",
+    "invalid load_balance_hosts",
 )
 
 
@@ -279,7 +323,7 @@ def connect_reason(exc: BaseException) -> str:
     parse removed (libpq quotes the offending piece, which may be part of the password)."""
     text = " ".join(str(exc).split())
     text = re.sub(r"^connection (failed|is bad): ", "", text)
-    text = re.sub(r'^connection to server (at|on socket) .*? failed: ', "", text)
+    text = re.sub(r"^connection to server (at|on socket) .*? failed: ", "", text)
     text = text.replace("FATAL: ", "").strip()
     if isinstance(exc, psycopg.ProgrammingError):
         text = re.sub(r'"[^"]*"', '"…"', text)

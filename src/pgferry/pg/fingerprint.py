@@ -99,6 +99,7 @@ SELECT kind || ' ' || name, md5(coalesce(def, '')) FROM (
 ) o
 """
 
+
 @dataclass
 class Recorded:
     at: datetime
@@ -115,8 +116,9 @@ def objects(conn: psycopg.Connection[Any]) -> dict[str, str]:
 def digest(objs: dict[str, str]) -> str:
     import hashlib
 
-    return hashlib.sha256("\n".join(f"{k} {v}" for k, v in sorted(objs.items())).encode()
-                          ).hexdigest()
+    return hashlib.sha256(
+        "\n".join(f"{k} {v}" for k, v in sorted(objs.items())).encode()
+    ).hexdigest()
 
 
 def record(conn: psycopg.Connection[Any], version: str | None) -> None:
@@ -125,28 +127,36 @@ def record(conn: psycopg.Connection[Any], version: str | None) -> None:
 
     objs = objects(conn)
     ownschema.ensure(conn)
-    conn.execute("INSERT INTO pgferry.schema_fingerprint (version, fingerprint, objects)"
-                 " VALUES (%s, %s, %s)", [version, digest(objs), Jsonb(objs)])
+    conn.execute(
+        "INSERT INTO pgferry.schema_fingerprint (version, fingerprint, objects)"
+        " VALUES (%s, %s, %s)",
+        [version, digest(objs), Jsonb(objs)],
+    )
 
 
 def latest(conn: psycopg.Connection[Any]) -> Recorded | None:
     """The newest recorded fingerprint, or None (none recorded, or no table yet)."""
     if conn.execute("SELECT to_regclass('pgferry.schema_fingerprint')").fetchone() == (None,):
         return None
-    return conn.cursor(row_factory=class_row(Recorded)).execute(
-        "SELECT at, version, fingerprint, objects FROM pgferry.schema_fingerprint"
-        " ORDER BY id DESC LIMIT 1").fetchone()
+    return (
+        conn.cursor(row_factory=class_row(Recorded))
+        .execute(
+            "SELECT at, version, fingerprint, objects FROM pgferry.schema_fingerprint"
+            " ORDER BY id DESC LIMIT 1"
+        )
+        .fetchone()
+    )
 
 
-def compare(recorded: dict[str, str], now: dict[str, str]
-            ) -> tuple[list[str], list[str], list[str]]:
+def compare(
+    recorded: dict[str, str], now: dict[str, str]
+) -> tuple[list[str], list[str], list[str]]:
     """(changed, added, removed) object names, each sorted. Pure."""
     changed = sorted(k for k in recorded.keys() & now.keys() if recorded[k] != now[k])
     return changed, sorted(now.keys() - recorded.keys()), sorted(recorded.keys() - now.keys())
 
 
-def after_migrate(conn: psycopg.Connection[Any], applied: bool, version: str | None
-                  ) -> list[str]:
+def after_migrate(conn: psycopg.Connection[Any], applied: bool, version: str | None) -> list[str]:
     """``migrate up``'s last step: record the fingerprint; a warning instead of failing."""
     try:
         if applied or latest(conn) is None:
@@ -155,5 +165,7 @@ def after_migrate(conn: psycopg.Connection[Any], applied: bool, version: str | N
     except psycopg.Error as e:
         from pgferry.redaction import redact
 
-        return [f"could not record the schema fingerprint ({redact(str(e)).strip()}); "
-                "`pgferry health` cannot tell schema drift until a later `migrate up` does"]
+        return [
+            f"could not record the schema fingerprint ({redact(str(e)).strip()}); "
+            "`pgferry health` cannot tell schema drift until a later `migrate up` does"
+        ]

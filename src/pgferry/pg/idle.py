@@ -79,8 +79,12 @@ def ensure_watcher(root: Path, idle_stop: float) -> None:
                 os.kill(known[0], signal.SIGTERM)
         p = subprocess.Popen(  # detached: it outlives this command, by design
             [sys.executable, "-m", "pgferry.pg.idle", str(root), f"{idle_stop:g}"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True, close_fds=True, cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
         )
         (root / PIDFILE).write_text(f"{p.pid} {idle_stop:g}\n", encoding="utf-8")
 
@@ -105,10 +109,16 @@ def _clients(root: Path) -> int | None:
     if info is None:
         return None
     try:
-        with psycopg.connect(info.get_uri(), autocommit=True, connect_timeout=5,
-                             application_name="pgferry idle watch") as c:
-            row = c.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type ="
-                            " 'client backend' AND pid <> pg_backend_pid()").fetchone()
+        with psycopg.connect(
+            info.get_uri(),
+            autocommit=True,
+            connect_timeout=5,
+            application_name="pgferry idle watch",
+        ) as c:
+            row = c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type ="
+                " 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchone()
             return int(row[0]) if row else 0
     except psycopg.Error:
         return None

@@ -97,8 +97,16 @@ class LockWatcher:
         blockers = []
         if row[3]:
             for b in self.conn.execute(_BLOCKER_SQL, [list(row[3])]).fetchall():
-                blockers.append({"pid": b[0], "application_name": b[1], "state": b[2],
-                                 "query": b[3], "user": b[4], "backend_type": b[5]})
+                blockers.append(
+                    {
+                        "pid": b[0],
+                        "application_name": b[1],
+                        "state": b[2],
+                        "query": b[3],
+                        "user": b[4],
+                        "backend_type": b[5],
+                    }
+                )
         self.seen = Waiting(row[0], row[1], row[2], blockers)
 
     def _run(self) -> None:
@@ -115,5 +123,3 @@ class LockWatcher:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-
-

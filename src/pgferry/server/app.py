@@ -67,18 +67,31 @@ def validation_body(errors: list[Any]) -> dict[str, Any]:
         msg = "unknown field"
     else:
         msg = str(first.get("msg", "invalid"))
-    return {"ok": False, "error": "BadInput", "message": f"{fld}: {msg}", "field": fld,
-            "exit_code": 2,
-            "details": redact_tree([{"field": _field(tuple(e.get("loc", ()))),
-                                     "message": e.get("msg"), "type": e.get("type")}
-                                    for e in errors])}
+    return {
+        "ok": False,
+        "error": "BadInput",
+        "message": f"{fld}: {msg}",
+        "field": fld,
+        "exit_code": 2,
+        "details": redact_tree(
+            [
+                {
+                    "field": _field(tuple(e.get("loc", ()))),
+                    "message": e.get("msg"),
+                    "type": e.get("type"),
+                }
+                for e in errors
+            ]
+        ),
+    }
 
 
 def _handlers(app: FastAPI) -> None:
     @app.exception_handler(PgferryError)
     async def pgferry_error(request: Request, e: PgferryError) -> JSONResponse:  # noqa: ARG001
-        headers = ({"Retry-After": str(e.details["retry_after"])}
-                   if "retry_after" in e.details else None)
+        headers = (
+            {"Retry-After": str(e.details["retry_after"])} if "retry_after" in e.details else None
+        )
         return JSONResponse(error_body(e), status_code=status_of(e), headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -92,25 +105,44 @@ def _handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, e: HTTPException) -> JSONResponse:
-        msg = (f"no route {request.method} {request.url.path}" if e.status_code == 404
-               else str(e.detail))
-        return JSONResponse({"ok": False, "error": "NotFound" if e.status_code == 404
-                             else "HTTPError", "message": msg, "exit_code": 2},
-                            status_code=e.status_code)
+        msg = (
+            f"no route {request.method} {request.url.path}"
+            if e.status_code == 404
+            else str(e.detail)
+        )
+        return JSONResponse(
+            {
+                "ok": False,
+                "error": "NotFound" if e.status_code == 404 else "HTTPError",
+                "message": msg,
+                "exit_code": 2,
+            },
+            status_code=e.status_code,
+        )
 
     @app.exception_handler(Exception)
     async def crash(request: Request, e: Exception) -> JSONResponse:  # noqa: ARG001
         log.error("unexpected error: %s", redact(f"{type(e).__name__}: {e}"))
-        return JSONResponse({"ok": False, "error": type(e).__name__,
-                             "message": redact(str(e)) or type(e).__name__, "exit_code": 3},
-                            status_code=500)
+        return JSONResponse(
+            {
+                "ok": False,
+                "error": type(e).__name__,
+                "message": redact(str(e)) or type(e).__name__,
+                "exit_code": 3,
+            },
+            status_code=500,
+        )
 
 
 def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
     """The admin service for ``cfg`` (see the module docstring)."""
     ctl = Control(cfg, max_size=16)
-    svc = Service(cfg, ctl, Limiter(cfg.service.auth_failures,
-                                    cfg.service.auth_window.total_seconds()), TokenCache())
+    svc = Service(
+        cfg,
+        ctl,
+        Limiter(cfg.service.auth_failures, cfg.service.auth_window.total_seconds()),
+        TokenCache(),
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:  # noqa: ARG001
@@ -131,9 +163,13 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
             close_deferrers()
             ctl.close()
 
-    app = FastAPI(title="pgferry admin service", version=__version__, lifespan=lifespan,
-                  description="Migrations, syncs, backups and health of a team's PostgreSQL "
-                  "environments, as runs with live progress and four-eyes approvals.")
+    app = FastAPI(
+        title="pgferry admin service",
+        version=__version__,
+        lifespan=lifespan,
+        description="Migrations, syncs, backups and health of a team's PostgreSQL "
+        "environments, as runs with live progress and four-eyes approvals.",
+    )
     app.state.service = svc
     _handlers(app)
     from pgferry.server import dashboard, routes_read, routes_runs

@@ -63,8 +63,12 @@ def _presented(request: Request) -> tuple[str, str] | None:
 
 def _session_write(got: tuple[str, str] | None, request: Request) -> bool:
     """A browser session asking the API to change something (refused: see :func:`identify`)."""
-    return (got is not None and got[0] == "session" and request.method not in _SAFE
-            and request.url.path.startswith("/api/"))
+    return (
+        got is not None
+        and got[0] == "session"
+        and request.method not in _SAFE
+        and request.url.path.startswith("/api/")
+    )
 
 
 def identify(svc: Service, request: Request) -> tokens.Token:
@@ -72,31 +76,46 @@ def identify(svc: Service, request: Request) -> tokens.Token:
     addr = address(request)
     wait = svc.limiter.blocked_for(addr)
     if wait > 0:
-        raise TooManyFailures(f"too many failed attempts from {addr}; try again in "
-                              f"{wait:.0f} s", retry_after=int(wait) + 1)
+        raise TooManyFailures(
+            f"too many failed attempts from {addr}; try again in {wait:.0f} s",
+            retry_after=int(wait) + 1,
+        )
     got = _presented(request)
     if _session_write(got, request):
         # a browser's cookie rides along with any page's request to this site; the API's
         # writes carry no CSRF token, so they take the bearer header only (the dashboard's
         # forms post to its own routes, which check theirs)
-        raise Forbidden("the API changes nothing for a browser session; send "
-                        "Authorization: Bearer <token> (pgferry token create)")
+        raise Forbidden(
+            "the API changes nothing for a browser session; send "
+            "Authorization: Bearer <token> (pgferry token create)"
+        )
     token: tokens.Token | None = None
     if got is not None and got[0] in ("bearer", "session"):
         key = f"{got[0]}:{tokens.hash_secret(got[1])}"
         token = svc.tokens.get(key)
         if token is None:
-            token = (tokens.check(svc.ctl, got[1]) if got[0] == "bearer"
-                     else tokens.check_session(svc.ctl, got[1]))
+            token = (
+                tokens.check(svc.ctl, got[1])
+                if got[0] == "bearer"
+                else tokens.check_session(svc.ctl, got[1])
+            )
             if token is not None:
                 svc.tokens.put(key, token)
     if token is None:
         svc.limiter.fail(addr)
-        why = ("no token: send Authorization: Bearer <token> (pgferry token create)"
-               if got is None else "the token is wrong, revoked or expired")
-        audit(svc.ctl, "http 401", Caller("anonymous", "", addr), outcome="refused",
-              exit_code=4, details={"path": request.url.path, "method": request.method,
-                                    "error": why})
+        why = (
+            "no token: send Authorization: Bearer <token> (pgferry token create)"
+            if got is None
+            else "the token is wrong, revoked or expired"
+        )
+        audit(
+            svc.ctl,
+            "http 401",
+            Caller("anonymous", "", addr),
+            outcome="refused",
+            exit_code=4,
+            details={"path": request.url.path, "method": request.method, "error": why},
+        )
         raise AuthError(why)
     return token
 
@@ -105,8 +124,12 @@ def known(svc: Service, request: Request) -> tokens.Token | None:
     """The token behind the request when the cache holds it and the address is not
     blocked (no database asked); None when :func:`identify` has to decide."""
     got = _presented(request)
-    if got is None or got[0] not in ("bearer", "session") or _session_write(got, request) \
-            or svc.limiter.blocked_for(address(request)) > 0:
+    if (
+        got is None
+        or got[0] not in ("bearer", "session")
+        or _session_write(got, request)
+        or svc.limiter.blocked_for(address(request)) > 0
+    ):
         return None
     return svc.tokens.get(f"{got[0]}:{tokens.hash_secret(got[1])}")
 
@@ -118,11 +141,19 @@ def authorize(request: Request, role: str) -> Caller:
     token = identify(svc, request)
     caller = Caller(token.name, token.role, address(request))
     if tokens.rank(token.role) < tokens.rank(role):
-        audit(svc.ctl, "http 403", caller, outcome="refused", exit_code=4,
-              details={"path": request.url.path, "method": request.method,
-                       "needs": role})
-        raise Forbidden(f"{token.name} has role {token.role}; this needs {role} or above",
-                        needs=role, role=token.role)
+        audit(
+            svc.ctl,
+            "http 403",
+            caller,
+            outcome="refused",
+            exit_code=4,
+            details={"path": request.url.path, "method": request.method, "needs": role},
+        )
+        raise Forbidden(
+            f"{token.name} has role {token.role}; this needs {role} or above",
+            needs=role,
+            role=token.role,
+        )
     request.state.caller = caller
     return caller
 

@@ -24,25 +24,36 @@ class RunCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         from pgferry.jobs import breaker
 
-        runs = GaugeMetricFamily("pgferry_service_runs", "Runs in the control database, by "
-                                 "kind and state.", labels=["kind", "state"])
-        took = SummaryMetricFamily("pgferry_service_run_duration_seconds", "How long the "
-                                   "finished runs took, by kind.", labels=["kind"])
+        runs = GaugeMetricFamily(
+            "pgferry_service_runs",
+            "Runs in the control database, by kind and state.",
+            labels=["kind", "state"],
+        )
+        took = SummaryMetricFamily(
+            "pgferry_service_run_duration_seconds",
+            "How long the finished runs took, by kind.",
+            labels=["kind"],
+        )
         with self.svc.ctl.conn() as c:
-            for r in c.execute("SELECT kind, state, count(*) AS n FROM pgferry_control.runs"
-                               " GROUP BY 1, 2 ORDER BY 1, 2"):
+            for r in c.execute(
+                "SELECT kind, state, count(*) AS n FROM pgferry_control.runs"
+                " GROUP BY 1, 2 ORDER BY 1, 2"
+            ):
                 runs.add_metric([r["kind"], r["state"]], r["n"])
             for r in c.execute(
-                    "SELECT kind, count(*) AS n, coalesce(sum(extract(epoch FROM"
-                    " finished_at - started_at)), 0)::float8 AS s FROM pgferry_control.runs"
-                    " WHERE finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY 1"
-                    " ORDER BY 1"):
+                "SELECT kind, count(*) AS n, coalesce(sum(extract(epoch FROM"
+                " finished_at - started_at)), 0)::float8 AS s FROM pgferry_control.runs"
+                " WHERE finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY 1"
+                " ORDER BY 1"
+            ):
                 took.add_metric([r["kind"]], r["n"], r["s"])
         yield runs
         yield took
-        brk = GaugeMetricFamily("pgferry_circuit_breaker_open", "1 while calls to the "
-                                "environment fail fast (open), 0.5 half-open, 0 closed.",
-                                labels=["env"])
+        brk = GaugeMetricFamily(
+            "pgferry_circuit_breaker_open",
+            "1 while calls to the environment fail fast (open), 0.5 half-open, 0 closed.",
+            labels=["env"],
+        )
         for env, b in sorted(breaker.states(self.svc.cfg, self.svc.ctl).items()):
             brk.add_metric([env], {"open": 1.0, "half_open": 0.5}.get(b.state, 0.0))
         yield brk

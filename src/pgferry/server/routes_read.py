@@ -68,8 +68,7 @@ def env_or_production(svc: Service, env: str | None) -> str:
     name = env or svc.production
     if name not in svc.cfg.environments:
         known = ", ".join(sorted(svc.cfg.environments)) or "none"
-        raise ConfigError(f"env: unknown environment {name!r} (configured: {known})",
-                          field="env")
+        raise ConfigError(f"env: unknown environment {name!r} (configured: {known})", field="env")
     return name
 
 
@@ -86,38 +85,73 @@ def liveness(request: Request) -> JSONResponse:
         control = f"unreachable: {e}"
     w = svc.worker
     worker = "off" if w is None else ("running" if w.error is None else f"stopped: {w.error}")
-    return ok({"ok": control == "ok", "status": "ok" if control == "ok" else "degraded",
-               "version": __version__, "control": control, "worker": worker},
-              200 if control == "ok" else 503)
+    return ok(
+        {
+            "ok": control == "ok",
+            "status": "ok" if control == "ok" else "degraded",
+            "version": __version__,
+            "control": control,
+            "worker": worker,
+        },
+        200 if control == "ok" else 503,
+    )
 
 
-def production_health(svc: Service, env: str,
-                      known: tuple[HealthReport, dict[str, Any]] | None = None
-                      ) -> dict[str, Any]:
+def production_health(
+    svc: Service, env: str, known: tuple[HealthReport, dict[str, Any]] | None = None
+) -> dict[str, Any]:
     """The answer of ``/api/admin/production-health`` (``known``: the cached report and
     breaker, when :meth:`Service.cached_health` had them)."""
     rep, brk = known if known is not None else svc.health(env)
     now = datetime.now(UTC).isoformat()
     if rep is None:
-        return {"ok": False, "env": env, "status": "critical", "cached": False,
-                "timestamp": now, "breaker": brk, "tables": {},
-                "checks": [{"name": "circuit_breaker", "status": "critical",
-                            "message": f"calls to {env} fail fast until {brk['retry_at']}: "
-                            f"{brk['failures']} failures in a row ({brk['last_error']})"}]}
+        return {
+            "ok": False,
+            "env": env,
+            "status": "critical",
+            "cached": False,
+            "timestamp": now,
+            "breaker": brk,
+            "tables": {},
+            "checks": [
+                {
+                    "name": "circuit_breaker",
+                    "status": "critical",
+                    "message": f"calls to {env} fail fast until {brk['retry_at']}: "
+                    f"{brk['failures']} failures in a row ({brk['last_error']})",
+                }
+            ],
+        }
     d = rep.to_dict()
-    checks = [*d["checks"], {"name": "circuit_breaker", "status": "optimal" if
-                             brk["state"] == "closed" else "degraded",
-                             "value": brk["state"], "message": f"breaker {brk['state']}",
-                             "kind": "server"}]
-    return {"ok": d["ok"], "env": env, "status": d["status"], "checks": checks,
-            "tables": {t: r.rows for t, r in sorted(rep.facts.tables.items())},
-            "timestamp": d["checked_at"], "cached": d["cached"],
-            "duration_ms": d["duration_ms"], "breaker": brk}
+    checks = [
+        *d["checks"],
+        {
+            "name": "circuit_breaker",
+            "status": "optimal" if brk["state"] == "closed" else "degraded",
+            "value": brk["state"],
+            "message": f"breaker {brk['state']}",
+            "kind": "server",
+        },
+    ]
+    return {
+        "ok": d["ok"],
+        "env": env,
+        "status": d["status"],
+        "checks": checks,
+        "tables": {t: r.rows for t, r in sorted(rep.facts.tables.items())},
+        "timestamp": d["checked_at"],
+        "cached": d["cached"],
+        "duration_ms": d["duration_ms"],
+        "breaker": brk,
+    }
 
 
 @router.get("/api/admin/production-health", tags=["admin"])
-async def admin_production_health(request: Request, caller: Viewer,  # noqa: ARG001
-                                  env: str | None = None) -> JSONResponse:
+async def admin_production_health(
+    request: Request,
+    caller: Viewer,  # noqa: ARG001
+    env: str | None = None,
+) -> JSONResponse:
     """The health report of production (``[service] production``; ``?env=`` for another)."""
     svc = service(request)
     name = env_or_production(svc, env)
@@ -142,19 +176,32 @@ def environments(request: Request, caller: Viewer) -> JSONResponse:  # noqa: ARG
     out = []
     for name, e in svc.cfg.environments.items():
         try:
-            where = redact_dsn(svc.cfg.resolve(e.url, f"environments.{name}.url")) if e.url \
+            where = (
+                redact_dsn(svc.cfg.resolve(e.url, f"environments.{name}.url"))
+                if e.url
                 else f"embedded database {e.database or 'pgferry_' + name}"
+            )
         except Exception as err:  # noqa: BLE001 - a missing variable is shown, not raised
             where = f"unresolved: {err}"
-        out.append({"name": name, "protected": e.protected, "production": name == prod,
-                    "embedded": not e.url, "where": where,
-                    "breaker": states[name].to_dict()})
+        out.append(
+            {
+                "name": name,
+                "protected": e.protected,
+                "production": name == prod,
+                "embedded": not e.url,
+                "where": where,
+                "breaker": states[name].to_dict(),
+            }
+        )
     return ok({"ok": True, "environments": out})
 
 
 @router.get("/api/migrations", tags=["read"])
-def migrations(request: Request, caller: Viewer, env: str | None = None  # noqa: ARG001
-               ) -> JSONResponse:
+def migrations(
+    request: Request,
+    caller: Viewer,  # noqa: ARG001
+    env: str | None = None,
+) -> JSONResponse:
     """``migrate status`` of one environment (default: production)."""
     from pgferry.commands import migrate_info
 
@@ -163,8 +210,11 @@ def migrations(request: Request, caller: Viewer, env: str | None = None  # noqa:
 
 
 @router.get("/api/backups", tags=["read"])
-def backups(request: Request, caller: Viewer, env: str | None = None  # noqa: ARG001
-            ) -> JSONResponse:
+def backups(
+    request: Request,
+    caller: Viewer,  # noqa: ARG001
+    env: str | None = None,
+) -> JSONResponse:
     """``backup list`` of one environment (default: production)."""
     from pgferry.commands import backup
 
@@ -173,8 +223,12 @@ def backups(request: Request, caller: Viewer, env: str | None = None  # noqa: AR
 
 
 @router.get("/api/journal", tags=["read"])
-def journal(request: Request, caller: Viewer, env: str | None = None,  # noqa: ARG001
-            limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
+def journal(
+    request: Request,
+    caller: Viewer,  # noqa: ARG001
+    env: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JSONResponse:
     """The newest journal rows of one environment (default: production)."""
     from pgferry.commands import journal as journal_cmd
 
@@ -183,8 +237,11 @@ def journal(request: Request, caller: Viewer, env: str | None = None,  # noqa: A
 
 
 @router.get("/api/audit", tags=["read"])
-def audit_log(request: Request, caller: Viewer,  # noqa: ARG001
-              limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
+def audit_log(
+    request: Request,
+    caller: Viewer,  # noqa: ARG001
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JSONResponse:
     """The control database's journal: refused requests, approvals, tokens."""
     from pgferry import journal as journal_mod
 
@@ -200,8 +257,9 @@ def metrics(request: Request) -> PlainTextResponse:
     svc = service(request)
     if svc.cfg.service.metrics_auth:
         authorize(request, "viewer")
-    return PlainTextResponse(metrics_mod.exposition(svc),
-                             media_type="text/plain; version=0.0.4; charset=utf-8")
+    return PlainTextResponse(
+        metrics_mod.exposition(svc), media_type="text/plain; version=0.0.4; charset=utf-8"
+    )
 
 
 # -- tokens and sessions ----------------------------------------------------------------
@@ -243,8 +301,13 @@ def session_create(request: Request) -> JSONResponse:
     token = identify(svc, request)
     value = tokens.new_session(svc.ctl, token, svc.cfg.service.session_ttl)
     resp = ok({"ok": True, "name": token.name, "role": token.role})
-    resp.set_cookie(SESSION_COOKIE, value, httponly=True, samesite="strict",
-                    max_age=int(svc.cfg.service.session_ttl.total_seconds()))
+    resp.set_cookie(
+        SESSION_COOKIE,
+        value,
+        httponly=True,
+        samesite="strict",
+        max_age=int(svc.cfg.service.session_ttl.total_seconds()),
+    )
     return resp
 
 

@@ -86,7 +86,11 @@ def run_view(run: runs.ServiceRun) -> dict[str, Any]:
     d = run.to_dict()
     if run.kind == "professional_migration":
         d["data"] = (run.result or {}).get("data") or {
-            "migratedCount": 0, "duration": None, "errors": [], "report": None}
+            "migratedCount": 0,
+            "duration": None,
+            "errors": [],
+            "report": None,
+        }
         if run.error and run.error not in d["data"]["errors"]:
             d["data"]["errors"] = [*d["data"]["errors"], run.error]
     return d
@@ -95,45 +99,67 @@ def run_view(run: runs.ServiceRun) -> dict[str, Any]:
 async def _wait(request: Request, run: runs.ServiceRun, wait: float) -> runs.ServiceRun:
     svc = service(request)
     deadline = anyio.current_time() + wait
-    while wait and not run.final and run.state != "awaiting_approval" \
-            and anyio.current_time() < deadline:
+    while (
+        wait
+        and not run.final
+        and run.state != "awaiting_approval"
+        and anyio.current_time() < deadline
+    ):
         await asyncio.sleep(0.2)
         now = await anyio.to_thread.run_sync(runs.get, svc.ctl, run.id)
         run = now if now is not None else run
     return run
 
 
-async def _submit(request: Request, kind: str, arguments: dict[str, Any], caller: Caller,
-                  key: str | None, wait: float) -> JSONResponse:
+async def _submit(
+    request: Request,
+    kind: str,
+    arguments: dict[str, Any],
+    caller: Caller,
+    key: str | None,
+    wait: float,
+) -> JSONResponse:
     svc = service(request)
     run, created = await anyio.to_thread.run_sync(
-        lambda: jobs.submit(svc.cfg, svc.ctl, kind, arguments, caller, idempotency_key=key))
+        lambda: jobs.submit(svc.cfg, svc.ctl, kind, arguments, caller, idempotency_key=key)
+    )
     run = await _wait(request, run, wait)
     status = 200 if wait and (run.final or run.state == "awaiting_approval") else 202
-    resp = ok({"ok": True, "id": run.id, "state": run.state, "run": run_view(run),
-               "links": runs.links(run.id), **({"data": run_view(run)["data"]}
-                                               if kind == "professional_migration" else {})},
-              status)
+    resp = ok(
+        {
+            "ok": True,
+            "id": run.id,
+            "state": run.state,
+            "run": run_view(run),
+            "links": runs.links(run.id),
+            **({"data": run_view(run)["data"]} if kind == "professional_migration" else {}),
+        },
+        status,
+    )
     if not created:
         resp.headers["Idempotent-Replayed"] = "true"
     return resp
 
 
 @router.post("/api/admin/environment-sync", tags=["admin"], status_code=202)
-async def environment_sync(request: Request, body: EnvironmentSync, caller: Operator,
-                           key: IdemKey = None, wait: Wait = 0) -> JSONResponse:
+async def environment_sync(
+    request: Request, body: EnvironmentSync, caller: Operator, key: IdemKey = None, wait: Wait = 0
+) -> JSONResponse:
     """Sync (incremental, full) or verify ``source`` into ``target``."""
     if body.mode == "verify":
-        args: dict[str, Any] = {"source": body.source, "target": body.target,
-                                "tables": body.tables}
+        args: dict[str, Any] = {"source": body.source, "target": body.target, "tables": body.tables}
         return await _submit(request, "verify", args, caller, key, wait)
     return await _submit(request, "sync", body.model_dump(), caller, key, wait)
 
 
 @router.post("/api/admin/professional-migration", tags=["admin"], status_code=202)
-async def professional_migration(request: Request, body: ProfessionalMigration,
-                                 caller: Operator, key: IdemKey = None,
-                                 wait: Wait = 0) -> JSONResponse:
+async def professional_migration(
+    request: Request,
+    body: ProfessionalMigration,
+    caller: Operator,
+    key: IdemKey = None,
+    wait: Wait = 0,
+) -> JSONResponse:
     """``migrate up`` on production, then (with ``sync``) the source's rows into it."""
     env = env_or_production(service(request), body.env)
     args = {"env": env, "sync": body.sync.model_dump() if body.sync else None}
@@ -141,8 +167,9 @@ async def professional_migration(request: Request, body: ProfessionalMigration,
 
 
 @router.post("/api/releases", tags=["runs"], status_code=202)
-async def release(request: Request, body: ReleaseRequest, caller: Operator,
-                  key: IdemKey = None, wait: Wait = 0) -> JSONResponse:
+async def release(
+    request: Request, body: ReleaseRequest, caller: Operator, key: IdemKey = None, wait: Wait = 0
+) -> JSONResponse:
     """The release saga: backup → migrate up → sync → verify → health."""
     env = env_or_production(service(request), body.env)
     args = {"env": env, "source": body.source, "tables": body.tables}
@@ -150,8 +177,9 @@ async def release(request: Request, body: ReleaseRequest, caller: Operator,
 
 
 @router.post("/api/runs", tags=["runs"], status_code=202)
-async def run_create(request: Request, body: RunRequest, caller: Operator,
-                     key: IdemKey = None, wait: Wait = 0) -> JSONResponse:
+async def run_create(
+    request: Request, body: RunRequest, caller: Operator, key: IdemKey = None, wait: Wait = 0
+) -> JSONResponse:
     """Any operation: ``kind`` (migrate_up, migrate_undo, sync, verify, sync_revert,
     backup_create, backup_verify, backup_restore, backup_prune, health, release,
     professional_migration) and its ``arguments``."""
@@ -159,14 +187,20 @@ async def run_create(request: Request, body: RunRequest, caller: Operator,
 
 
 @router.get("/api/runs", tags=["runs"])
-async def run_list(request: Request, caller: Viewer, state: str | None = None,  # noqa: ARG001
-                   env: str | None = None, kind: str | None = None,
-                   limit: Annotated[int, Query(ge=1, le=500)] = 50) -> JSONResponse:
+async def run_list(
+    request: Request,
+    caller: Viewer,  # noqa: ARG001
+    state: str | None = None,
+    env: str | None = None,
+    kind: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> JSONResponse:
     """The newest runs, newest first."""
     ctl = service(request).ctl
     # only the query goes to a thread: the answer is made on the event loop
-    found = await anyio.to_thread.run_sync(lambda: runs.listing(
-        ctl, limit=limit, state=state, env=env, kind=kind, brief=True))
+    found = await anyio.to_thread.run_sync(
+        lambda: runs.listing(ctl, limit=limit, state=state, env=env, kind=kind, brief=True)
+    )
     return ok({"ok": True, "runs": [r.summary() for r in found]})
 
 
@@ -174,8 +208,7 @@ async def run_list(request: Request, caller: Viewer, state: str | None = None,  
 def dead_letters(request: Request, caller: Viewer) -> JSONResponse:  # noqa: ARG001
     """Runs that failed for good, with their errors; ``POST /api/runs/{id}/retry`` queues
     one again."""
-    return ok({"ok": True, "runs": [r.summary() for r in
-                                    runs.dead_letters(service(request).ctl)]})
+    return ok({"ok": True, "runs": [r.summary() for r in runs.dead_letters(service(request).ctl)]})
 
 
 def _run(request: Request, run_id: str) -> runs.ServiceRun:
@@ -192,20 +225,24 @@ def run_get(request: Request, run_id: str, caller: Viewer) -> JSONResponse:  # n
 
 
 @router.post("/api/runs/{run_id}/approve", tags=["approvals"])
-def run_approve(request: Request, run_id: str, caller: Approver,
-                body: Approve | None = None) -> JSONResponse:
+def run_approve(
+    request: Request, run_id: str, caller: Approver, body: Approve | None = None
+) -> JSONResponse:
     """Approve the run's plan (a different person than who asked; bound to the plan hash)."""
     svc = service(request)
-    run = jobs.approve(svc.cfg, svc.ctl, run_id, caller,
-                       plan_hash=body.plan_hash if body else None)
+    run = jobs.approve(svc.cfg, svc.ctl, run_id, caller, plan_hash=body.plan_hash if body else None)
     return ok({"ok": True, "run": run_view(run)})
 
 
 @router.post("/api/runs/{run_id}/reject", tags=["approvals"])
 def run_reject(request: Request, run_id: str, body: Reject, caller: Approver) -> JSONResponse:
     """Reject the run, with a reason."""
-    return ok({"ok": True, "run": run_view(jobs.reject(service(request).ctl, run_id, caller,
-                                                         body.reason))})
+    return ok(
+        {
+            "ok": True,
+            "run": run_view(jobs.reject(service(request).ctl, run_id, caller, body.reason)),
+        }
+    )
 
 
 @router.post("/api/runs/{run_id}/cancel", tags=["runs"])
@@ -223,8 +260,7 @@ def run_retry(request: Request, run_id: str, caller: Operator) -> JSONResponse:
 
 def sse_name(event: dict[str, Any]) -> str:
     kind = event.get("type")
-    return {"complete": "batch:complete", "error": "batch:error"}.get(str(kind),
-                                                                      "batch:progress")
+    return {"complete": "batch:complete", "error": "batch:error"}.get(str(kind), "batch:progress")
 
 
 def sse_message(seq: int, event: dict[str, Any]) -> str:
@@ -233,9 +269,13 @@ def sse_message(seq: int, event: dict[str, Any]) -> str:
 
 
 @router.get("/api/runs/{run_id}/events", tags=["runs"])
-async def run_events(request: Request, run_id: str, caller: Viewer,  # noqa: ARG001
-                     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-                     after: int = 0) -> StreamingResponse:
+async def run_events(
+    request: Request,
+    run_id: str,
+    caller: Viewer,  # noqa: ARG001
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: int = 0,
+) -> StreamingResponse:
     """Server-Sent Events of the run, replayed from its start, then live."""
     svc = service(request)
     await anyio.to_thread.run_sync(_run, request, run_id)
@@ -256,8 +296,10 @@ async def run_events(request: Request, run_id: str, caller: Viewer,  # noqa: ARG
                 return
             if ended or not batch:  # the stream ends when the run has and nothing is left
                 run = await anyio.to_thread.run_sync(runs.get, svc.ctl, run_id)
-                if run is None or (run.final and not await anyio.to_thread.run_sync(
-                        runs.events, svc.ctl, run_id, seen)):
+                if run is None or (
+                    run.final
+                    and not await anyio.to_thread.run_sync(runs.events, svc.ctl, run_id, seen)
+                ):
                     return
                 idle += SSE_POLL_S
                 if idle >= 15:
@@ -265,5 +307,8 @@ async def run_events(request: Request, run_id: str, caller: Viewer,  # noqa: ARG
                     yield ": keep-alive\n\n"
             await asyncio.sleep(SSE_POLL_S)
 
-    return StreamingResponse(stream(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -43,9 +43,15 @@ class Service:
         protected = [n for n, e in self.cfg.environments.items() if e.protected]
         if len(protected) == 1:
             return protected[0]
-        raise BadInput("set [service] production: "
-                       + ("no environment is protected" if not protected else
-                          f"several are protected ({', '.join(protected)})"), field="env")
+        raise BadInput(
+            "set [service] production: "
+            + (
+                "no environment is protected"
+                if not protected
+                else f"several are protected ({', '.join(protected)})"
+            ),
+            field="env",
+        )
 
     def _lock_of(self, env: str) -> threading.Lock:
         with self._guard:
@@ -79,7 +85,12 @@ class Service:
         if not rep.cached:
             reach = next((c for c in rep.checks if c.name == "reachability"), None)
             ok = reach is None or reach.status != "critical"
-            breaker.record(self.cfg, self.ctl, env, ok=ok,
-                           error=None if ok else (reach.message if reach else None))
+            breaker.record(
+                self.cfg,
+                self.ctl,
+                env,
+                ok=ok,
+                error=None if ok else (reach.message if reach else None),
+            )
             b = breaker.states(self.cfg, self.ctl, fresh=True).get(env)
         return rep, (b.to_dict() if b is not None else {"state": "closed", "failures": 0})

@@ -22,12 +22,20 @@ from typing import Literal
 from pgferry.sqltext.nodes import Node, alter_cmds, defnames, qualname, unwrap, walk
 
 _BEGIN = {"TRANS_STMT_BEGIN", "TRANS_STMT_START"}
-_END = {"TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE",
-        "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"}
+_END = {
+    "TRANS_STMT_COMMIT",
+    "TRANS_STMT_ROLLBACK",
+    "TRANS_STMT_PREPARE",
+    "TRANS_STMT_COMMIT_PREPARED",
+    "TRANS_STMT_ROLLBACK_PREPARED",
+}
 _NEVER_IN_TX = {
-    "CreatedbStmt": "CREATE DATABASE", "DropdbStmt": "DROP DATABASE",
-    "AlterSystemStmt": "ALTER SYSTEM", "CreateTableSpaceStmt": "CREATE TABLESPACE",
-    "DropTableSpaceStmt": "DROP TABLESPACE", "CreateSubscriptionStmt": "CREATE SUBSCRIPTION",
+    "CreatedbStmt": "CREATE DATABASE",
+    "DropdbStmt": "DROP DATABASE",
+    "AlterSystemStmt": "ALTER SYSTEM",
+    "CreateTableSpaceStmt": "CREATE TABLESPACE",
+    "DropTableSpaceStmt": "DROP TABLESPACE",
+    "CreateSubscriptionStmt": "CREATE SUBSCRIPTION",
     "DropSubscriptionStmt": "DROP SUBSCRIPTION",
 }
 
@@ -75,24 +83,45 @@ def adds_enum_value(kind: str, n: Node) -> str | None:
 
 def string_constants(n: Node) -> set[str]:
     """Every string constant in a statement (where a new enum label could be used)."""
-    return {str(body["sval"].get("sval", "")) for kind, body in walk(n)
-            if kind == "A_Const" and isinstance(body.get("sval"), dict)}
+    return {
+        str(body["sval"].get("sval", ""))
+        for kind, body in walk(n)
+        if kind == "A_Const" and isinstance(body.get("sval"), dict)
+    }
 
 
 # -- locks ------------------------------------------------------------------------------------
 
 #: PostgreSQL's table lock modes, weakest first
-LOCK_MODES = ("ACCESS SHARE", "ROW SHARE", "ROW EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE",
-              "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE")
+LOCK_MODES = (
+    "ACCESS SHARE",
+    "ROW SHARE",
+    "ROW EXCLUSIVE",
+    "SHARE UPDATE EXCLUSIVE",
+    "SHARE",
+    "SHARE ROW EXCLUSIVE",
+    "EXCLUSIVE",
+    "ACCESS EXCLUSIVE",
+)
 _RANK = {m: i for i, m in enumerate(LOCK_MODES)}
 _AE, _SUE, _SRE = "ACCESS EXCLUSIVE", "SHARE UPDATE EXCLUSIVE", "SHARE ROW EXCLUSIVE"
 #: ALTER TABLE actions that take less than ACCESS EXCLUSIVE (the documentation's list)
 _ALTER_LOCK = {
-    "AT_SetStatistics": _SUE, "AT_ValidateConstraint": _SUE, "AT_ClusterOn": _SUE,
-    "AT_DropCluster": _SUE, "AT_SetRelOptions": _SUE, "AT_ResetRelOptions": _SUE,
-    "AT_AttachPartition": _SUE, "AT_EnableTrig": _SRE, "AT_EnableAlwaysTrig": _SRE,
-    "AT_EnableReplicaTrig": _SRE, "AT_DisableTrig": _SRE, "AT_EnableTrigAll": _SRE,
-    "AT_DisableTrigAll": _SRE, "AT_EnableTrigUser": _SRE, "AT_DisableTrigUser": _SRE,
+    "AT_SetStatistics": _SUE,
+    "AT_ValidateConstraint": _SUE,
+    "AT_ClusterOn": _SUE,
+    "AT_DropCluster": _SUE,
+    "AT_SetRelOptions": _SUE,
+    "AT_ResetRelOptions": _SUE,
+    "AT_AttachPartition": _SUE,
+    "AT_EnableTrig": _SRE,
+    "AT_EnableAlwaysTrig": _SRE,
+    "AT_EnableReplicaTrig": _SRE,
+    "AT_DisableTrig": _SRE,
+    "AT_EnableTrigAll": _SRE,
+    "AT_DisableTrigAll": _SRE,
+    "AT_EnableTrigUser": _SRE,
+    "AT_DisableTrigUser": _SRE,
 }
 _DATA = {"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"}
 
@@ -107,8 +136,11 @@ def _alter_lock(n: Node) -> str:
     for cmd in alter_cmds(n):
         sub = cmd.get("subtype", "")
         kind, body = unwrap(cmd.get("def"))
-        if sub == "AT_AddConstraint" and kind == "Constraint" and body.get(
-                "contype") == "CONSTR_FOREIGN":
+        if (
+            sub == "AT_AddConstraint"
+            and kind == "Constraint"
+            and body.get("contype") == "CONSTR_FOREIGN"
+        ):
             m = _SRE
         elif sub == "AT_DetachPartition" and body.get("concurrent"):
             m = _SUE
@@ -131,7 +163,8 @@ def table_lock(kind: str, n: Node) -> tuple[str, str] | None:
         return qualname(n.get("relation")), "ROW EXCLUSIVE"
     if kind == "ReindexStmt" and n.get("relation"):
         return qualname(n.get("relation")), (
-            _SUE if "concurrently" in defnames(n.get("params")) else "SHARE")
+            _SUE if "concurrently" in defnames(n.get("params")) else "SHARE"
+        )
     if kind == "ClusterStmt" and n.get("relation"):
         return qualname(n.get("relation")), _AE
     return None

@@ -31,12 +31,19 @@ FEATURES: dict[str, int] = {
     "WITHOUT OVERLAPS / PERIOD in a key": 18,
     "RETURNING old.* / new.*": 18,
 }
-_SQL_JSON = {"JsonIsPredicate", "JsonObjectConstructor", "JsonArrayConstructor",
-             "JsonArrayQueryConstructor", "JsonObjectAgg", "JsonArrayAgg"}
+_SQL_JSON = {
+    "JsonIsPredicate",
+    "JsonObjectConstructor",
+    "JsonArrayConstructor",
+    "JsonArrayQueryConstructor",
+    "JsonObjectAgg",
+    "JsonArrayAgg",
+}
 
 
-def _walk(kind: str, node: Any, path: tuple[str, ...] = ()
-          ) -> Iterator[tuple[str, Node, tuple[str, ...]]]:
+def _walk(
+    kind: str, node: Any, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, Node, tuple[str, ...]]]:
     """Every node under (and including) ``node`` as (kind, body, keys that lead to it)."""
     stack: list[tuple[str, Any, tuple[str, ...]]] = [(kind, node, path)]
     while stack:
@@ -97,17 +104,24 @@ def _column_ref(n: Node, path: tuple[str, ...]) -> Iterator[str]:
 def _always(feature: str) -> Callable[[Node, tuple[str, ...]], Iterator[str]]:
     def found(_n: Node, _path: tuple[str, ...]) -> Iterator[str]:
         yield feature
+
     return found
 
 
 #: node kind -> the features it can show
 _BY_KIND: dict[str, Callable[[Node, tuple[str, ...]], Iterator[str]]] = {
-    "MergeStmt": _merge, "MergeWhenClause": _merge_when,
-    "Constraint": lambda n, _path: _constraint(n), "IndexStmt": _index, "ViewStmt": _view,
-    "ColumnRef": _column_ref, "JsonTable": _always("JSON_TABLE"),
+    "MergeStmt": _merge,
+    "MergeWhenClause": _merge_when,
+    "Constraint": lambda n, _path: _constraint(n),
+    "IndexStmt": _index,
+    "ViewStmt": _view,
+    "ColumnRef": _column_ref,
+    "JsonTable": _always("JSON_TABLE"),
     "JsonFuncExpr": _always("SQL/JSON query functions (JSON_EXISTS, JSON_QUERY, JSON_VALUE)"),
-    **{k: _always("SQL/JSON predicates and constructors (IS JSON, JSON_OBJECT, JSON_ARRAY)")
-       for k in _SQL_JSON},
+    **{
+        k: _always("SQL/JSON predicates and constructors (IS JSON, JSON_OBJECT, JSON_ARRAY)")
+        for k in _SQL_JSON
+    },
 }
 
 

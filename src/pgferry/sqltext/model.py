@@ -60,7 +60,7 @@ class Statement:
     @property
     def text(self) -> str:
         """The statement as the runner sends it (no leading comments, no ``;``)."""
-        return self.data[self.start:self.end].decode("utf-8", "replace").strip()
+        return self.data[self.start : self.end].decode("utf-8", "replace").strip()
 
     @property
     def line(self) -> int:
@@ -149,8 +149,9 @@ class SqlFile:
         return line, len(data[bol:offset].decode("utf-8", "replace")) + 1
 
 
-def split(text: str, path: str, data: bytes | None = None, *,
-          pg_major: int | None = None) -> SqlFile:
+def split(
+    text: str, path: str, data: bytes | None = None, *, pg_major: int | None = None
+) -> SqlFile:
     """Parse ``text`` (``data``: its UTF-8 bytes, when the caller has them) into a
     :class:`SqlFile`; :class:`~pgferry.errors.SqlParseError` names ``path``, the line and
     the parser's message. ``pg_major``: the server's major version, when known and older
@@ -163,8 +164,9 @@ def split(text: str, path: str, data: bytes | None = None, *,
         message, pos = parser.error_at(e)
         line = text.count("\n", 0, pos) + 1 if pos is not None else None
         at = f":{line}" if line else ""
-        raise SqlParseError(f"{path}{at}: {message}", file=path, line=line,
-                            parser_message=message) from None
+        raise SqlParseError(
+            f"{path}{at}: {message}", file=path, line=line, parser_message=message
+        ) from None
     f = SqlFile(path, text, data)
     out = f.statements
     lead = _LEAD.match
@@ -197,8 +199,7 @@ def _enum_additions(f: SqlFile, pg_major: int | None) -> None:
         if pg_major is not None and pg_major < 12:
             st.non_tx = "ALTER TYPE ... ADD VALUE (PostgreSQL 11 and older)"
             continue
-        user = next((s for s in stmts[i + 1:] if label in classify.string_constants(s.node)),
-                    None)
+        user = next((s for s in stmts[i + 1 :] if label in classify.string_constants(s.node)), None)
         if user is None:
             continue
         st.non_tx = f"ALTER TYPE ... ADD VALUE '{label}' used at line {user.line}"
@@ -206,7 +207,8 @@ def _enum_additions(f: SqlFile, pg_major: int | None) -> None:
             f"line {st.line} adds enum value '{label}' and line {user.line} uses it: "
             "PostgreSQL cannot use a new enum value before the transaction that added it "
             "commits, so this file runs outside a transaction, statement by statement; move "
-            "the use into a later file to keep this one atomic")
+            "the use into a later file to keep this one atomic"
+        )
 
 
 def _transactions(f: SqlFile, control: bool) -> None:

@@ -15,7 +15,6 @@ Node = dict[str, Any]
 DEFAULT_SCHEMA = "public"
 
 
-
 def unwrap(node: Any) -> tuple[str, Node]:
     """``{"Kind": {...}}`` → ``("Kind", {...})``."""
     if isinstance(node, dict) and len(node) == 1:
@@ -120,7 +119,6 @@ def alter_cmds(stmt: Node) -> list[Node]:
 def defnames(options: list[Any] | None) -> set[str]:
     """The names in a list of DefElem (``VACUUM (FULL)``, ``REINDEX (CONCURRENTLY)``)."""
     return {unwrap(o)[1].get("defname", "") for o in options or []}
-
 
 
 def func_calls(expr: Any) -> Iterator[tuple[str, str, Node]]:

@@ -108,27 +108,47 @@ class SetAside:
         return [i.name.split(".", 1)[1] for i in self.items if i.step == 1]
 
 
-def plan(tgt: psycopg.Connection[Any], src: psycopg.Connection[Any], t: TablePlan
-         ) -> SetAside | None:
+def plan(
+    tgt: psycopg.Connection[Any], src: psycopg.Connection[Any], t: TablePlan
+) -> SetAside | None:
     """What the target table ``t`` can load without (see the module docstring); None: nothing."""
     ident = sql.Identifier(t.schema, t.name).as_string(tgt)
     source = {r[0]: r[1] for r in src.execute(_INDEXES, [ident])}
     out = SetAside(t.qualname, [], [])
     q = sql.Identifier
-    for (name, idef, unique, conname, contype, deferrable, cols, keep, partitioned,
-         children) in tgt.execute(_INDEXES, [ident]):
+    for (
+        name,
+        idef,
+        unique,
+        conname,
+        contype,
+        deferrable,
+        cols,
+        keep,
+        partitioned,
+        children,
+    ) in tgt.execute(_INDEXES, [ident]):
         if keep or tuple(cols) == tuple(t.key) or (unique and source.get(name) != idef):
             continue  # needed, referenced, special, or a uniqueness the source may not hold
         full = f"{t.schema}.{name}"
         if conname is not None:
             if contype != "u" or deferrable or t.partitioned:
                 continue
-            out.drops.append(sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
-                q(t.schema, t.name), q(conname)))
+            out.drops.append(
+                sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(q(t.schema, t.name), q(conname))
+            )
             out.items.append(RebuildStep(t.qualname, full, 1, idef, full))
-            out.items.append(RebuildStep(t.qualname, f"{t.schema}.{conname}", 2, sql.SQL(
-                "ALTER TABLE {} ADD CONSTRAINT {} UNIQUE USING INDEX {}").format(
-                q(t.schema, t.name), q(conname), q(name)).as_string(tgt), full))
+            out.items.append(
+                RebuildStep(
+                    t.qualname,
+                    f"{t.schema}.{conname}",
+                    2,
+                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} UNIQUE USING INDEX {}")
+                    .format(q(t.schema, t.name), q(conname), q(name))
+                    .as_string(tgt),
+                    full,
+                )
+            )
             continue
         if partitioned:
             if not children or any(leaf != "true" for *_, leaf in children):
@@ -138,9 +158,17 @@ def plan(tgt: psycopg.Connection[Any], src: psycopg.Connection[Any], t: TablePla
             for cschema, cname, cdef, _ in children:
                 child = f"{cschema}.{cname}"
                 out.items.append(RebuildStep(t.qualname, child, 1, cdef, child))
-                out.items.append(RebuildStep(t.qualname, child, 2, sql.SQL(
-                    "ALTER INDEX {} ATTACH PARTITION {}").format(
-                    q(t.schema, name), q(cschema, cname)).as_string(tgt), full))
+                out.items.append(
+                    RebuildStep(
+                        t.qualname,
+                        child,
+                        2,
+                        sql.SQL("ALTER INDEX {} ATTACH PARTITION {}")
+                        .format(q(t.schema, name), q(cschema, cname))
+                        .as_string(tgt),
+                        full,
+                    )
+                )
             continue
         out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
         out.items.append(RebuildStep(t.qualname, full, 1, idef, full))
@@ -157,7 +185,8 @@ def record(dsn: str, run_id: str, s: SetAside) -> None:
                     " run_id) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (table_name, name,"
                     " step) DO UPDATE SET definition = excluded.definition,"
                     " needs = excluded.needs, run_id = excluded.run_id, at = clock_timestamp()",
-                    [i.table, i.name, i.step, i.definition, i.needs, run_id])
+                    [i.table, i.name, i.step, i.definition, i.needs, run_id],
+                )
 
 
 def forget(dsn: str, tables: Sequence[str]) -> None:
@@ -177,7 +206,9 @@ def _exists(conn: psycopg.Connection[Any], qualified: str) -> bool:
     schema, name = qualified.split(".", 1)
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = %s)", [schema, name]).fetchone()
+        " WHERE n.nspname = %s AND c.relname = %s)",
+        [schema, name],
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -185,8 +216,11 @@ def _attached(conn: psycopg.Connection[Any], parent: str, child: str) -> bool:
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)"
         " AND inhparent = to_regclass(%s))",
-        [sql.Identifier(*child.split(".", 1)).as_string(conn),
-         sql.Identifier(*parent.split(".", 1)).as_string(conn)]).fetchone()
+        [
+            sql.Identifier(*child.split(".", 1)).as_string(conn),
+            sql.Identifier(*parent.split(".", 1)).as_string(conn),
+        ],
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -194,8 +228,8 @@ def _constraint(conn: psycopg.Connection[Any], table: str, qualified: str) -> bo
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s)"
         " AND conname = %s)",
-        [sql.Identifier(*table.split(".", 1)).as_string(conn),
-         qualified.split(".", 1)[1]]).fetchone()
+        [sql.Identifier(*table.split(".", 1)).as_string(conn), qualified.split(".", 1)[1]],
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -211,8 +245,15 @@ def _done(conn: psycopg.Connection[Any], i: RebuildStep) -> bool:
 class RebuildGuard:
     """The rebuild of one unit's set-aside tables (see the module docstring)."""
 
-    def __init__(self, dsn: str, tables: Sequence[str], items: Sequence[RebuildStep], jobs: int,
-                 *, queue_before: bool = True) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        tables: Sequence[str],
+        items: Sequence[RebuildStep],
+        jobs: int,
+        *,
+        queue_before: bool = True,
+    ) -> None:
         from pgferry.sync import session
 
         self.dsn, self.tables, self.items, self.jobs = dsn, list(tables), list(items), jobs
@@ -243,8 +284,9 @@ class RebuildGuard:
         deadline = time.monotonic() + timeout
         with connect(self.dsn, autocommit=True, application_name="pgferry sync rebuild") as c:
             while time.monotonic() < deadline and not self._locked.is_set():
-                row = c.execute("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND "
-                                "NOT granted)", [pid]).fetchone()
+                row = c.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted)", [pid]
+                ).fetchone()
                 if row and row[0]:
                     return
                 time.sleep(0.005)
@@ -315,8 +357,9 @@ def pending(conn: psycopg.Connection[Any]) -> dict[str, list[RebuildStep]]:
         return {}
     out: dict[str, list[RebuildStep]] = {}
     for t, name, step, definition, needs in conn.execute(
-            "SELECT table_name, name, step, definition, needs FROM pgferry.set_aside"
-            " ORDER BY table_name, step, name"):
+        "SELECT table_name, name, step, definition, needs FROM pgferry.set_aside"
+        " ORDER BY table_name, step, name"
+    ):
         out.setdefault(t, []).append(RebuildStep(t, name, step, definition, needs))
     return out
 
@@ -331,8 +374,9 @@ def recover(dsn: str, tables: Sequence[str], jobs: int) -> tuple[list[str], list
     mine = {t: items for t, items in recorded.items() if t in set(tables)}
     rebuilt: list[str] = []
     if mine:
-        g = RebuildGuard(dsn, list(mine), [i for items in mine.values() for i in items], jobs,
-                  queue_before=False)
+        g = RebuildGuard(
+            dsn, list(mine), [i for items in mine.values() for i in items], jobs, queue_before=False
+        )
         try:
             rebuilt = g.rebuild()
         finally:

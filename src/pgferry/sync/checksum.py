@@ -95,8 +95,9 @@ def block_ranges(conn: psycopg.Connection[Any], s: Side, n: int) -> list[Blocks]
     if n == 1:
         return [WHOLE]
     step = -(-pages // n)
-    return [(None if i == 0 else i * step, None if i == n - 1 else (i + 1) * step)
-            for i in range(n)]
+    return [
+        (None if i == 0 else i * step, None if i == n - 1 else (i + 1) * step) for i in range(n)
+    ]
 
 
 def _in_blocks(blocks: Blocks) -> tuple[sql.Composable, list[Any]]:
@@ -122,7 +123,8 @@ def sums(conn: psycopg.Connection[Any], s: Side, blocks: Blocks = WHOLE) -> Sums
     bpred, bparams = _in_blocks(blocks)
     lateral, x = s.hashed()
     q = sql.SQL("SELECT count(*), {x} FROM {table} {lat} WHERE {pred} AND {b}").format(
-        x=x, table=s.table, lat=lateral, pred=pred, b=bpred)
+        x=x, table=s.table, lat=lateral, pred=pred, b=bpred
+    )
     row = conn.execute(q, [*params, *bparams]).fetchone()
     return Sums(int(row[0]), int(row[1] or 0)) if row and row[0] else Sums()
 
@@ -164,7 +166,10 @@ def sampled_boundaries(
 
 
 def bucket_sums(
-    conn: psycopg.Connection[Any], s: Side, rng: KeyRange, bounds: Sequence[Key],
+    conn: psycopg.Connection[Any],
+    s: Side,
+    rng: KeyRange,
+    bounds: Sequence[Key],
     blocks: Blocks = WHOLE,
 ) -> list[Sums]:
     """The :class:`Sums` of each of the ``len(bounds) + 1`` pieces of ``rng`` cut at ``bounds``.
@@ -214,8 +219,9 @@ def piece_of(s: Side, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]
         return whole, list(aparams)
     first = s.key_exprs()[0]
     firsts = sql.SQL("%s::{}[]").format(s.key[0].type)
-    expr = sql.SQL("CASE WHEN {k} = ({f})[width_bucket({k}, {f})] THEN {whole} "
-                   "ELSE width_bucket({k}, {f}) END").format(k=first, f=firsts, whole=whole)
+    expr = sql.SQL(
+        "CASE WHEN {k} = ({f})[width_bucket({k}, {f})] THEN {whole} ELSE width_bucket({k}, {f}) END"
+    ).format(k=first, f=firsts, whole=whole)
     col = [b[0] for b in bounds]
     return expr, [col, col, *aparams, col]
 
@@ -250,8 +256,9 @@ def signatures(
     return out
 
 
-def _signature_query(s: Side, rng: KeyRange, bounds: Sequence[Key], bits: int,
-                     buckets: Sequence[int] | None = None) -> tuple[sql.Composed, list[Any]]:
+def _signature_query(
+    s: Side, rng: KeyRange, bounds: Sequence[Key], bits: int, buckets: Sequence[int] | None = None
+) -> tuple[sql.Composed, list[Any]]:
     pred, params = s.predicate(rng)
     bexpr, aparams = piece_of(s, bounds)
     lateral, x = s.hashed()
@@ -282,9 +289,9 @@ def _signature_query(s: Side, rng: KeyRange, bounds: Sequence[Key], bits: int,
     return q, [*aparams, *params, *fparams]
 
 
-def signature_stream(conn: psycopg.Connection[Any], s: Side, bounds: Sequence[Key], bits: int,
-                     *, fetch: int = 32
-                     ) -> Generator[tuple[int, Signature], None, None]:
+def signature_stream(
+    conn: psycopg.Connection[Any], s: Side, bounds: Sequence[Key], bits: int, *, fetch: int = 32
+) -> Generator[tuple[int, Signature], None, None]:
     """``(piece, Signature)`` of every non-empty piece of the table, in piece order.
 
     :func:`signatures` of the whole table in one scan, read through a server-side
@@ -296,8 +303,10 @@ def signature_stream(conn: psycopg.Connection[Any], s: Side, bounds: Sequence[Ke
     """
     q, params = _signature_query(s, KeyRange(), bounds, bits)
     q = sql.SQL("{} ORDER BY 1").format(q)
-    with settings(conn, **SIGNATURE_SETTINGS), conn.cursor(
-            "pgferry_signatures", binary=True) as cur:
+    with (
+        settings(conn, **SIGNATURE_SETTINGS),
+        conn.cursor("pgferry_signatures", binary=True) as cur,
+    ):
         cur.execute(q, params)
         while rows := cur.fetchmany(fetch):
             for b, n, x, subs, xors in rows:

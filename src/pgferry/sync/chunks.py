@@ -135,8 +135,9 @@ def classify(source: Iterable[tuple[Key, int]], target: Mapping[Key, int]) -> Le
             leaf.diffs.append(KeyDiff("differing", key, h, other))
         else:
             leaf.matched += 1
-    leaf.diffs += [KeyDiff("only_in_target", k, None, h) for k, h in target.items()
-                   if k not in seen]
+    leaf.diffs += [
+        KeyDiff("only_in_target", k, None, h) for k, h in target.items() if k not in seen
+    ]
     return leaf
 
 

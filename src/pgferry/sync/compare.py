@@ -70,9 +70,16 @@ class Upserts:
     stopped: bool = False
 
 
-def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], None],
-         on_range: Callable[[Any], None] | None = None, *, in_unit: bool = False,
-         expect_changes: bool = False) -> Any:
+def diff(
+    ctx: RunContext,
+    t: TablePlan,
+    link: Link,
+    progress: Callable[[int], None],
+    on_range: Callable[[Any], None] | None = None,
+    *,
+    in_unit: bool = False,
+    expect_changes: bool = False,
+) -> Any:
     """The :class:`~pgferry.sync.verify.TableDiff` of ``t`` (progress in rows compared).
 
     ``in_unit``: compare inside the unit's open write transaction (a sync); else in
@@ -94,12 +101,19 @@ def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], No
             last[0] = done
 
     def run(workers: list[tuple[Any, Any]]) -> Any:
-        return verify.diff_table(link.src, link.tgt, t, chunk_rows=ctx.opts.chunk_rows,
-                                 key_limit=ctx.opts.key_limit,
-                                 source_exprs={c: e for c, e in ctx.masks.get(
-                                     t.qualname, {}).items() if c in t.columns} or None,
-                                 on_progress=on_progress, on_range=on_range, workers=workers,
-                                 expect_changes=expect_changes)
+        return verify.diff_table(
+            link.src,
+            link.tgt,
+            t,
+            chunk_rows=ctx.opts.chunk_rows,
+            key_limit=ctx.opts.key_limit,
+            source_exprs={c: e for c, e in ctx.masks.get(t.qualname, {}).items() if c in t.columns}
+            or None,
+            on_progress=on_progress,
+            on_range=on_range,
+            workers=workers,
+            expect_changes=expect_changes,
+        )
 
     if in_unit and link.dirty:
         return run([])
@@ -108,8 +122,12 @@ def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], No
         link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     helpers: list[Link] = []
     spare = 0
-    if (link.helpers is not None and t.key and t.row_estimate >= PARALLEL_MIN_ROWS
-            and not expect_changes):
+    if (
+        link.helpers is not None
+        and t.key
+        and t.row_estimate >= PARALLEL_MIN_ROWS
+        and not expect_changes
+    ):
         spare = ctx.spare(link.parts - 1)
     try:
         if spare:
@@ -123,7 +141,8 @@ def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], No
                 helpers.append(link.helpers())
                 helpers[-1].tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 helpers[-1].tgt.execute(
-                    sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0])))
+                    sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0]))
+                )
         return run([(h.src, h.tgt) for h in helpers])
     finally:
         if not in_unit:
@@ -134,8 +153,9 @@ def diff(ctx: RunContext, t: TablePlan, link: Link, progress: Callable[[int], No
         ctx.give_back(spare)
 
 
-def verify_table(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
-                 progress: Callable[[int], None]) -> None:
+def verify_table(
+    ctx: RunContext, t: TablePlan, link: Link, r: TableResult, progress: Callable[[int], None]
+) -> None:
     """``--mode verify`` for one table: fill the verify counts and the checksums."""
     found = diff(ctx, t, link, progress)
     found.fill(r)
@@ -143,9 +163,13 @@ def verify_table(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
         r.status = "differs"
 
 
-def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
-                     progress: Callable[[int], None], keys_only: bool = False
-                     ) -> Upserts | None:
+def checksum_compare(
+    ctx: RunContext,
+    t: TablePlan,
+    link: Link,
+    progress: Callable[[int], None],
+    keys_only: bool = False,
+) -> Upserts | None:
     """Compare chunk checksums: what to delete (as :attr:`Upserts.deletes`) and to copy.
 
     Runs in the unit's transaction before any write of the table; writes nothing
@@ -189,19 +213,34 @@ def checksum_compare(ctx: RunContext, t: TablePlan, link: Link,
     spec = replace(t, columns=list(t.key)) if keys_only else t
     # the bar counts each row once: as it is compared here (the load phase that follows
     # writes some of these same rows and does not count them again)
-    found = diff(ctx, spec, link, progress if not keys_only else (lambda n: None),
-                 on_range=collect, in_unit=True, expect_changes=True)
+    found = diff(
+        ctx,
+        spec,
+        link,
+        progress if not keys_only else (lambda n: None),
+        on_range=collect,
+        in_unit=True,
+        expect_changes=True,
+    )
     work.found = found
     if not keys_only:
         work.source_rows = found.source_rows
     src_side, tgt_side = found.source_side, found.target_side
     if track and src_side is not None and tgt_side is not None:
         work.classified = cl = conflicts.classify(
-            link, t, ctx.masks.get(t.qualname, {}), src_side, tgt_side, keys=work.keys,
+            link,
+            t,
+            ctx.masks.get(t.qualname, {}),
+            src_side,
+            tgt_side,
+            keys=work.keys,
             deletes=delete,
             src_ranges=[src_side.predicate(rg.range) for rg, _ in ranges if rg.source_rows],
-            tgt_ranges=[tgt_side.predicate(rg.range) for rg, _ in ranges
-                        if rg.target_rows and t.deletes], known=known)
+            tgt_ranges=[
+                tgt_side.predicate(rg.range) for rg, _ in ranges if rg.target_rows and t.deletes
+            ],
+            known=known,
+        )
         if cl.stop:
             work.stopped = True
             return work
@@ -234,8 +273,9 @@ def _base_rows(ctx: RunContext, t: TablePlan, link: Link) -> bool:
     src, tgt = sides(ctx, t, link)
     if not conflicts.usable(link.tgt, link.ctx.source, t, tgt):
         return False
-    row = link.tgt.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
-        conflicts.base_ident(link.ctx.source, t))).fetchone()
+    row = link.tgt.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(conflicts.base_ident(link.ctx.source, t))
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -244,24 +284,36 @@ def sides(ctx: RunContext, t: TablePlan, link: Link) -> tuple[Any, Any]:
     from pgferry.sync import checksum as ck
 
     masks = {c: e for c, e in ctx.masks.get(t.qualname, {}).items() if c in t.columns}
-    return ck.agree(ck.side(link.src, t.schema, t.name, t.key, t.columns, exprs=masks or None,
-                            where=t.where),
-                    ck.side(link.tgt, t.schema, t.name, t.key, t.columns, where=t.where))
+    return ck.agree(
+        ck.side(link.src, t.schema, t.name, t.key, t.columns, exprs=masks or None, where=t.where),
+        ck.side(link.tgt, t.schema, t.name, t.key, t.columns, where=t.where),
+    )
 
 
-def _missing(link: Link, t: TablePlan, source: tuple[sql.Composable, list[Any]],
-             target: tuple[sql.Composable, list[Any]], r: TableResult) -> None:
+def _missing(
+    link: Link,
+    t: TablePlan,
+    source: tuple[sql.Composable, list[Any]],
+    target: tuple[sql.Composable, list[Any]],
+    r: TableResult,
+) -> None:
     delete_missing_range(link, t, r, source, target)
 
 
-def _range(link: Link, t: TablePlan, where: sql.Composable, params: list[Any],
-           r: TableResult) -> None:
+def _range(
+    link: Link, t: TablePlan, where: sql.Composable, params: list[Any], r: TableResult
+) -> None:
     delete_range(link, t, r, where, params)
 
 
-def checksum_upserts(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
-                     r: TableResult, work: Upserts | None,
-                     progress: Callable[[int], None]) -> None:
+def checksum_upserts(
+    link: Link,
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    r: TableResult,
+    work: Upserts | None,
+    progress: Callable[[int], None],
+) -> None:
     """Copy the differing keys and the source-only ranges found by the comparison.
 
     Afterwards the counts add up: inserted + updated + unchanged + dead-lettered

@@ -102,16 +102,24 @@ def base_ident(source: str, t: TablePlan) -> sql.Identifier:
     return sql.Identifier("pgferry", base_name(source, t))
 
 
-def spec_of(conn: psycopg.Connection[Any], t: TablePlan, tgt: Side,
-            version: int | None = None) -> str:
+def spec_of(
+    conn: psycopg.Connection[Any], t: TablePlan, tgt: Side, version: int | None = None
+) -> str:
     """What the base's hashes depend on: key, columns, types and how each is hashed.
 
     ``version``: of the row hash (:mod:`pgferry.sync.rowhash`; the comparison's,
     :attr:`Side.hash_version`, when None); a base made by an earlier release, or
     with a PostgreSQL 13 side (version 3), has the spec of that version.
     """
-    text = "|".join([_LAYOUT, t.qualname, ",".join(t.key), tgt.row_hash(version).as_string(conn),
-                     tgt.key_row_hash(version).as_string(conn)])
+    text = "|".join(
+        [
+            _LAYOUT,
+            t.qualname,
+            ",".join(t.key),
+            tgt.row_hash(version).as_string(conn),
+            tgt.key_row_hash(version).as_string(conn),
+        ]
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -133,8 +141,7 @@ def version_of(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Si
     version = next((v for v in tried if spec == spec_of(conn, t, tgt, v)), 0)
     if not version:
         return 0
-    row = conn.execute("SELECT to_regclass(%s)", [
-        base_ident(source, t).as_string(conn)]).fetchone()
+    row = conn.execute("SELECT to_regclass(%s)", [base_ident(source, t).as_string(conn)]).fetchone()
     return version if row and row[0] else 0
 
 
@@ -148,23 +155,31 @@ def _keys(alias: str, t: TablePlan) -> sql.Composable:
 
 
 def _where(t: TablePlan) -> sql.Composable:
-    return sql.SQL(" AND ({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where \
-        else sql.SQL("")
+    return (
+        sql.SQL(" AND ({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where else sql.SQL("")
+    )
 
 
-def _hash_of(t: TablePlan, tgt: Side, alias: str, version: int | None = None
-             ) -> sql.Composable:
+def _hash_of(t: TablePlan, tgt: Side, alias: str, version: int | None = None) -> sql.Composable:
     """The target's row hash of the row whose key equals ``alias``'s (NULL when none)."""
     return sql.SQL("(SELECT {h} FROM {tbl} WHERE ({k}) = {a}{w})").format(
-        h=tgt.row_hash(version), tbl=table_ident(t), k=cols(t.key), a=_keys(alias, t),
-        w=_where(t))
+        h=tgt.row_hash(version), tbl=table_ident(t), k=cols(t.key), a=_keys(alias, t), w=_where(t)
+    )
 
 
-def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Side,
-             tgt: Side, *, keys: list[Any], deletes: list[Any],
-             src_ranges: list[tuple[sql.Composable, list[Any]]],
-             tgt_ranges: list[tuple[sql.Composable, list[Any]]],
-             known: dict[Any, tuple[int | None, int | None]] | None = None) -> Classified:
+def classify(
+    link: Link,
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    src: Side,
+    tgt: Side,
+    *,
+    keys: list[Any],
+    deletes: list[Any],
+    src_ranges: list[tuple[sql.Composable, list[Any]]],
+    tgt_ranges: list[tuple[sql.Composable, list[Any]]],
+    known: dict[Any, tuple[int | None, int | None]] | None = None,
+) -> Classified:
     """Classify every row the comparison found different (see the module docstring).
 
     ``keys`` / ``deletes``: the differing keys (source side / only on the target);
@@ -192,13 +207,20 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
         conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(name, like))
     conn.execute(sql.SQL("ALTER TABLE {} ADD pgferry_h int8").format(sh))
     # conflicts kept earlier are looked at again (they may be settled now: both sides agree)
-    held = [tuple(r) for r in conn.execute(sql.SQL("SELECT {} FROM {} WHERE pgferry_open").format(
-        cols(t.key), base))]
+    held = [
+        tuple(r)
+        for r in conn.execute(
+            sql.SQL("SELECT {} FROM {} WHERE pgferry_open").format(cols(t.key), base)
+        )
+    ]
     th = _tmp("tgth", t)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(th))
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(th, like))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD pgferry_h int8, ADD pgferry_seen bool NOT NULL "
-                         "DEFAULT true").format(th))
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {} ADD pgferry_h int8, ADD pgferry_seen bool NOT NULL DEFAULT true"
+        ).format(th)
+    )
     if known is not None and version == tgt.hash_version:
         _copy_known(conn, t, sh, th, known)
         keys, deletes = [k for k in held if k not in known], []
@@ -207,55 +229,104 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     # the source's hashes of the rows concerned, streamed into the target's temp table
     sel = sql.SQL("SELECT {k}, {h} FROM {tbl} WHERE {p}")
     n = max(1, 60000 // max(1, len(t.key)))
-    for batch in (keys[i:i + n] for i in range(0, len(keys), n)):
+    for batch in (keys[i : i + n] for i in range(0, len(keys), n)):
         p, params = key_match(t, batch)
-        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(version),
-                                        tbl=table_ident(t),
-                                        p=sql.SQL("{}{}").format(p, _where(t))), params, sh,
-             [*t.key, "pgferry_h"], binary=t.binary_copy)
+        pipe(
+            link.src,
+            conn,
+            sel.format(
+                k=cols(t.key),
+                h=src.row_hash(version),
+                tbl=table_ident(t),
+                p=sql.SQL("{}{}").format(p, _where(t)),
+            ),
+            params,
+            sh,
+            [*t.key, "pgferry_h"],
+            binary=t.binary_copy,
+        )
     for p, params in src_ranges:
-        pipe(link.src, conn, sel.format(k=cols(t.key), h=src.row_hash(version),
-                                        tbl=table_ident(t), p=p),
-             params, sh, [*t.key, "pgferry_h"], binary=t.binary_copy)
+        pipe(
+            link.src,
+            conn,
+            sel.format(k=cols(t.key), h=src.row_hash(version), tbl=table_ident(t), p=p),
+            params,
+            sh,
+            [*t.key, "pgferry_h"],
+            binary=t.binary_copy,
+        )
     # every key concerned: the source's, the target-only ones, the target rows of ranges
     conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), sh))
     conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {}").format(touch, cols(t.key), th))
-    for batch in (deletes[i:i + n] for i in range(0, len(deletes), n)):
+    for batch in (deletes[i : i + n] for i in range(0, len(deletes), n)):
         p, params = key_match(t, batch)
-        conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
-            touch, cols(t.key), table_ident(t), p), params)
-    conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_open").format(
-        touch, cols(t.key), base))
+        conn.execute(
+            sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
+                touch, cols(t.key), table_ident(t), p
+            ),
+            params,
+        )
+    conn.execute(
+        sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_open").format(
+            touch, cols(t.key), base
+        )
+    )
     for p, params in tgt_ranges:
-        conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
-            touch, cols(t.key), table_ident(t), p), params)
+        conn.execute(
+            sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE {}").format(
+                touch, cols(t.key), table_ident(t), p
+            ),
+            params,
+        )
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(cls))
-    conn.execute(sql.SQL(
-        "CREATE TEMP TABLE {cls} ON COMMIT DROP AS SELECT k.*, s.pgferry_h AS pgferry_s, "
-        "CASE WHEN x.pgferry_seen THEN x.pgferry_h ELSE {th} END AS pgferry_t, "
-        "b.pgferry_h AS pgferry_b FROM (SELECT DISTINCT * FROM {touch}) k "
-        "LEFT JOIN (SELECT DISTINCT * FROM {sh}) s ON {sk} = {kk} "
-        "LEFT JOIN {tk} x ON {xk} = {kk} LEFT JOIN {base} b ON {bk} = {kk}").format(
-        cls=cls, th=_hash_of(t, tgt, "k", version), touch=touch, sh=sh, sk=_keys("s", t),
-        kk=_keys("k", t), tk=th, xk=_keys("x", t), base=base, bk=_keys("b", t)))
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {cls} ON COMMIT DROP AS SELECT k.*, s.pgferry_h AS pgferry_s, "
+            "CASE WHEN x.pgferry_seen THEN x.pgferry_h ELSE {th} END AS pgferry_t, "
+            "b.pgferry_h AS pgferry_b FROM (SELECT DISTINCT * FROM {touch}) k "
+            "LEFT JOIN (SELECT DISTINCT * FROM {sh}) s ON {sk} = {kk} "
+            "LEFT JOIN {tk} x ON {xk} = {kk} LEFT JOIN {base} b ON {bk} = {kk}"
+        ).format(
+            cls=cls,
+            th=_hash_of(t, tgt, "k", version),
+            touch=touch,
+            sh=sh,
+            sk=_keys("s", t),
+            kk=_keys("k", t),
+            tk=th,
+            xk=_keys("x", t),
+            base=base,
+            bk=_keys("b", t),
+        )
+    )
     decision = sql.SQL(
         "CASE WHEN pgferry_s IS NOT DISTINCT FROM pgferry_t THEN 'same' "
         "WHEN pgferry_b IS NOT DISTINCT FROM pgferry_t THEN 'normal' "
         "WHEN pgferry_b IS NOT DISTINCT FROM pgferry_s THEN 'target_only' "
-        "ELSE 'conflict' END")
-    counts = dict(conn.execute(sql.SQL(
-        "SELECT d, count(*) FROM (SELECT {} AS d FROM {}) x GROUP BY d").format(
-        decision, cls)).fetchall())
+        "ELSE 'conflict' END"
+    )
+    counts = dict(
+        conn.execute(
+            sql.SQL("SELECT d, count(*) FROM (SELECT {} AS d FROM {}) x GROUP BY d").format(
+                decision, cls
+            )
+        ).fetchall()
+    )
     out.conflicts = int(counts.get("conflict", 0))
     out.target_only = int(counts.get("target_only", 0))
     keep = ["conflict"] if t.on_conflict in ("stop", "target") else []
     if t.keep_target_changes:
         keep.append("target_only")
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(skip))
-    conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WHERE {} = "
-                         "ANY(%s::text[])").format(skip, cols(t.key), cls, decision), [keep])
+    conn.execute(
+        sql.SQL(
+            "CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WHERE {} = ANY(%s::text[])"
+        ).format(skip, cols(t.key), cls, decision),
+        [keep],
+    )
     out.kept = out.conflicts * (t.on_conflict == "target") + (
-        out.target_only if t.keep_target_changes else 0)
+        out.target_only if t.keep_target_changes else 0
+    )
     out.stop = out.conflicts > 0 and t.on_conflict == "stop"
     t.skip = out.kept > 0
     if out.conflicts:
@@ -263,8 +334,13 @@ def classify(link: Link, t: TablePlan, masks: dict[str, sql.Composable], src: Si
     return out
 
 
-def _copy_known(conn: psycopg.Connection[Any], t: TablePlan, sh: sql.Identifier,
-                th: sql.Identifier, known: dict[Any, tuple[int | None, int | None]]) -> None:
+def _copy_known(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    sh: sql.Identifier,
+    th: sql.Identifier,
+    known: dict[Any, tuple[int | None, int | None]],
+) -> None:
     """The comparison's hashes of the differing keys into ``sh`` (source) and ``th`` (target)."""
     names = [*t.key, "pgferry_h"]
     with conn.cursor().copy(sql.SQL("COPY {} ({}) FROM STDIN").format(sh, cols(names))) as cp:
@@ -276,28 +352,47 @@ def _copy_known(conn: psycopg.Connection[Any], t: TablePlan, sh: sql.Identifier,
             cp.write_row((*key, tt))
 
 
-def _first(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
-           cls: sql.Identifier, decision: sql.Composable) -> list[dict[str, Any]]:
+def _first(
+    link: Link,
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    cls: sql.Identifier,
+    decision: sql.Composable,
+) -> list[dict[str, Any]]:
     """The first conflicts, each with the target's row and the source's (masked) row."""
     from pgferry.sync.tables import key_match
 
-    rows = link.tgt.execute(sql.SQL(
-        "SELECT {k}, pgferry_s IS NULL, pgferry_t IS NULL FROM {cls} WHERE {d} = 'conflict' "
-        "ORDER BY {k} LIMIT {n}").format(k=cols(t.key), cls=cls, d=decision,
-                                         n=sql.Literal(SHOWN))).fetchall()
+    rows = link.tgt.execute(
+        sql.SQL(
+            "SELECT {k}, pgferry_s IS NULL, pgferry_t IS NULL FROM {cls} WHERE {d} = 'conflict' "
+            "ORDER BY {k} LIMIT {n}"
+        ).format(k=cols(t.key), cls=cls, d=decision, n=sql.Literal(SHOWN))
+    ).fetchall()
     out = []
     for r in rows:
-        key = tuple(r[:len(t.key)])
+        key = tuple(r[: len(t.key)])
         no_src, no_tgt = r[len(t.key)], r[len(t.key) + 1]
         p, params = key_match(t, [key])
-        trow = link.tgt.execute(sql.SQL("SELECT to_jsonb(pgferry_r) FROM {} pgferry_r WHERE {}")
-                                .format(table_ident(t), p), params).fetchone()
-        srow = link.src.execute(sql.SQL("SELECT to_jsonb(pgferry_r) FROM ({}) pgferry_r").format(
-            select_sql(t, masks, p)), params).fetchone()
-        out.append({"key": dict(zip(t.key, map(_plain, key), strict=True)),
-                    "kind": "delete" if no_src else "insert" if no_tgt else "update",
-                    "target_row": trow[0] if trow else None,
-                    "source_row": srow[0] if srow else None})
+        trow = link.tgt.execute(
+            sql.SQL("SELECT to_jsonb(pgferry_r) FROM {} pgferry_r WHERE {}").format(
+                table_ident(t), p
+            ),
+            params,
+        ).fetchone()
+        srow = link.src.execute(
+            sql.SQL("SELECT to_jsonb(pgferry_r) FROM ({}) pgferry_r").format(
+                select_sql(t, masks, p)
+            ),
+            params,
+        ).fetchone()
+        out.append(
+            {
+                "key": dict(zip(t.key, map(_plain, key), strict=True)),
+                "kind": "delete" if no_src else "insert" if no_tgt else "update",
+                "target_row": trow[0] if trow else None,
+                "source_row": srow[0] if srow else None,
+            }
+        )
     return out
 
 
@@ -308,12 +403,20 @@ def _plain(v: Any) -> Any:
 def skip_filter(t: TablePlan, alias: sql.Composable) -> sql.Composable:
     """``NOT EXISTS`` a row of the skip table with ``alias``'s key (for upserts and deletes)."""
     return sql.SQL("NOT EXISTS (SELECT 1 FROM {s} pgferry_k WHERE ({kk}) = ({ka}))").format(
-        s=_tmp("skip", t), kk=cols(t.key, "pgferry_k"),
-        ka=sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(k)) for k in t.key))
+        s=_tmp("skip", t),
+        kk=cols(t.key, "pgferry_k"),
+        ka=sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(k)) for k in t.key),
+    )
 
 
-def update_base(link: Link, t: TablePlan, tgt: Side, version: int | None = None, *,
-                written_as_staged: bool = False) -> None:
+def update_base(
+    link: Link,
+    t: TablePlan,
+    tgt: Side,
+    version: int | None = None,
+    *,
+    written_as_staged: bool = False,
+) -> None:
     """After the table's writes: the base of every row now equal to the source's is that row.
 
     Rows left alone keep their base (see the module docstring); a conflict kept is
@@ -328,22 +431,33 @@ def update_base(link: Link, t: TablePlan, tgt: Side, version: int | None = None,
     """
     conn, base = link.tgt, base_ident(link.ctx.source, t)
     cls, skip = _tmp("cls", t), _tmp("skip", t)
-    conn.execute(sql.SQL(
-        "WITH c AS (SELECT k.*, EXISTS (SELECT 1 FROM {skip} x WHERE {xk} = {kk}) AS pgferry_kept,"
-        " {now} IS NOT DISTINCT FROM k.pgferry_s AS pgferry_equal FROM {cls} k), "
-        "gone AS (DELETE FROM {base} b USING c WHERE {bk} = {ck} AND NOT c.pgferry_kept AND "
-        "c.pgferry_equal AND c.pgferry_s IS NULL RETURNING 1), "
-        "held AS (UPDATE {base} b SET pgferry_open = true FROM c WHERE {bk} = {ck} AND "
-        "c.pgferry_kept AND c.pgferry_b IS DISTINCT FROM c.pgferry_s AND c.pgferry_b IS "
-        "DISTINCT FROM c.pgferry_t RETURNING 1) "
-        "INSERT INTO {base} ({keys}, pgferry_h) SELECT {cc}, c.pgferry_s FROM c WHERE "
-        "NOT c.pgferry_kept AND c.pgferry_equal AND c.pgferry_s IS NOT NULL "
-        "ON CONFLICT ({keys}) DO UPDATE SET pgferry_h = excluded.pgferry_h, "
-        "pgferry_open = false").format(
-        skip=skip, xk=_keys("x", t), kk=_keys("k", t),
-        now=sql.SQL("k.pgferry_s") if written_as_staged else _hash_of(t, tgt, "k", version),
-        cls=cls,
-        base=base, bk=_keys("b", t), ck=_keys("c", t), keys=cols(t.key), cc=cols(t.key, "c")))
+    conn.execute(
+        sql.SQL(
+            "WITH c AS (SELECT k.*, EXISTS (SELECT 1 FROM "
+            "{skip} x WHERE {xk} = {kk}) AS pgferry_kept,"
+            " {now} IS NOT DISTINCT FROM k.pgferry_s AS pgferry_equal FROM {cls} k), "
+            "gone AS (DELETE FROM {base} b USING c WHERE {bk} = {ck} AND NOT c.pgferry_kept AND "
+            "c.pgferry_equal AND c.pgferry_s IS NULL RETURNING 1), "
+            "held AS (UPDATE {base} b SET pgferry_open = true FROM c WHERE {bk} = {ck} AND "
+            "c.pgferry_kept AND c.pgferry_b IS DISTINCT FROM c.pgferry_s AND c.pgferry_b IS "
+            "DISTINCT FROM c.pgferry_t RETURNING 1) "
+            "INSERT INTO {base} ({keys}, pgferry_h) SELECT {cc}, c.pgferry_s FROM c WHERE "
+            "NOT c.pgferry_kept AND c.pgferry_equal AND c.pgferry_s IS NOT NULL "
+            "ON CONFLICT ({keys}) DO UPDATE SET pgferry_h = excluded.pgferry_h, "
+            "pgferry_open = false"
+        ).format(
+            skip=skip,
+            xk=_keys("x", t),
+            kk=_keys("k", t),
+            now=sql.SQL("k.pgferry_s") if written_as_staged else _hash_of(t, tgt, "k", version),
+            cls=cls,
+            base=base,
+            bk=_keys("b", t),
+            ck=_keys("c", t),
+            keys=cols(t.key),
+            cc=cols(t.key, "c"),
+        )
+    )
 
 
 def rebuild(link: Link, t: TablePlan, tgt: Side) -> None:
@@ -351,13 +465,26 @@ def rebuild(link: Link, t: TablePlan, tgt: Side) -> None:
     conn, source = link.tgt, link.ctx.source
     base = base_ident(source, t)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(base))
-    conn.execute(sql.SQL("CREATE TABLE {b} AS SELECT {k}, {h} AS pgferry_h FROM {tbl} WHERE "
-                         "true{w}").format(b=base, k=cols(t.key), h=tgt.row_hash(),
-                                           tbl=table_ident(t), w=_where(t)))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({}), ADD pgferry_open boolean NOT NULL "
-                         "DEFAULT false").format(base, cols(t.key)))
+    conn.execute(
+        sql.SQL("CREATE TABLE {b} AS SELECT {k}, {h} AS pgferry_h FROM {tbl} WHERE true{w}").format(
+            b=base, k=cols(t.key), h=tgt.row_hash(), tbl=table_ident(t), w=_where(t)
+        )
+    )
+    conn.execute(
+        sql.SQL(
+            "ALTER TABLE {} ADD PRIMARY KEY ({}), ADD pgferry_open boolean NOT NULL DEFAULT false"
+        ).format(base, cols(t.key))
+    )
     # open conflicts are looked up on every sync: a (nearly always empty) partial index
-    conn.execute(sql.SQL("CREATE INDEX {} ON {} ({}) WHERE pgferry_open").format(
-        sql.Identifier(f"{base_name(source, t)}_open"), base, cols(t.key)))
-    state.write(conn, source, t.qualname, "base", state.Mark(
-        None, [], {"table": base.as_string(conn), "spec": spec_of(conn, t, tgt)}))
+    conn.execute(
+        sql.SQL("CREATE INDEX {} ON {} ({}) WHERE pgferry_open").format(
+            sql.Identifier(f"{base_name(source, t)}_open"), base, cols(t.key)
+        )
+    )
+    state.write(
+        conn,
+        source,
+        t.qualname,
+        "base",
+        state.Mark(None, [], {"table": base.as_string(conn), "spec": spec_of(conn, t, tgt)}),
+    )

@@ -42,8 +42,7 @@ class SourceSnapshot:
     parameter.
     """
 
-    def __init__(self, dsn: str, *, retry_for: float = 10.0, mask_key: str | None = None
-                 ) -> None:
+    def __init__(self, dsn: str, *, retry_for: float = 10.0, mask_key: str | None = None) -> None:
         self.dsn = dsn
         self.retry_for = retry_for
         self.mask_key = mask_key
@@ -109,12 +108,14 @@ def key_range(t: TablePlan, lo: Key | None, hi: Key | None) -> tuple[sql.Composa
     params: list[Any] = []
     k = sql.SQL("({})").format(cols(t.key))
     if lo is not None:
-        parts.append(sql.SQL("{} > ({})").format(k, sql.SQL(", ").join(
-            sql.Placeholder() for _ in lo)))
+        parts.append(
+            sql.SQL("{} > ({})").format(k, sql.SQL(", ").join(sql.Placeholder() for _ in lo))
+        )
         params.extend(lo)
     if hi is not None:
-        parts.append(sql.SQL("{} <= ({})").format(k, sql.SQL(", ").join(
-            sql.Placeholder() for _ in hi)))
+        parts.append(
+            sql.SQL("{} <= ({})").format(k, sql.SQL(", ").join(sql.Placeholder() for _ in hi))
+        )
         params.extend(hi)
     return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")), params
 
@@ -131,8 +132,14 @@ def where_clause(t: TablePlan, extra: sql.Composable | None = None) -> sql.Compo
     return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
 
 
-def select_sql(t: TablePlan, masks: dict[str, sql.Composable], where: sql.Composable,
-               order: bool = False, *, staged: bool = False) -> sql.Composed:
+def select_sql(
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    where: sql.Composable,
+    order: bool = False,
+    *,
+    staged: bool = False,
+) -> sql.Composed:
     """``SELECT <synced columns, masked where configured> FROM t WHERE ...``.
 
     ``staged``: the rows go into a staging table (:func:`pgferry.sync.write.staging`),
@@ -144,18 +151,27 @@ def select_sql(t: TablePlan, masks: dict[str, sql.Composable], where: sql.Compos
         e: sql.Composable = masks[c] if c in masks else sql.Identifier(c)
         if staged and c in t.text_columns:
             e = sql.SQL("CAST(({}) AS text)").format(e)
-        exprs.append(sql.SQL("{} AS {}").format(e, sql.Identifier(c))
-                     if (c in masks or (staged and c in t.text_columns)) else e)
+        exprs.append(
+            sql.SQL("{} AS {}").format(e, sql.Identifier(c))
+            if (c in masks or (staged and c in t.text_columns))
+            else e
+        )
     q = sql.SQL("SELECT {} FROM {} WHERE {}").format(
-        sql.SQL(", ").join(exprs), table_ident(t), where)
+        sql.SQL(", ").join(exprs), table_ident(t), where
+    )
     if order and t.key:
         q = sql.SQL("{} ORDER BY {}").format(q, cols(t.key))
     return q
 
 
-def next_bound(src: psycopg.Connection[Any], t: TablePlan, lo: Key | None, rows: int,
-               hi: Key | None = None,
-               extra: tuple[sql.Composable, list[Any]] | None = None) -> Key | None:
+def next_bound(
+    src: psycopg.Connection[Any],
+    t: TablePlan,
+    lo: Key | None,
+    rows: int,
+    hi: Key | None = None,
+    extra: tuple[sql.Composable, list[Any]] | None = None,
+) -> Key | None:
     """The key of the ``rows``-th row after ``lo`` (capped by ``hi``), or None when past the end.
 
     When fewer than ``rows`` remain, the last remaining key is returned, so
@@ -165,17 +181,32 @@ def next_bound(src: psycopg.Connection[Any], t: TablePlan, lo: Key | None, rows:
     if extra is not None:
         rng = sql.SQL("({}) AND {}").format(extra[0], rng)
         params = [*extra[1], *params]
-    q = sql.SQL("SELECT {k} FROM (SELECT {k} FROM {t} WHERE {w} ORDER BY {k} LIMIT {n}) s"
-                " ORDER BY {kd} LIMIT 1").format(
-        k=cols(t.key), t=table_ident(t), w=where_clause(t, rng), n=sql.Literal(rows),
-        kd=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in t.key))
+    q = sql.SQL(
+        "SELECT {k} FROM (SELECT {k} FROM {t} WHERE {w} ORDER BY {k} LIMIT {n}) s"
+        " ORDER BY {kd} LIMIT 1"
+    ).format(
+        k=cols(t.key),
+        t=table_ident(t),
+        w=where_clause(t, rng),
+        n=sql.Literal(rows),
+        kd=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in t.key),
+    )
     row = src.execute(q, params).fetchone()
     return tuple(row) if row is not None else None
 
 
-def pipe(src: psycopg.Connection[Any], tgt: psycopg.Connection[Any], select: sql.Composable,
-         params: Sequence[Any], dest: sql.Composable, dest_cols: Sequence[str], *, binary: bool,
-         freeze: bool = False, on_chunk: Callable[[int], None] | None = None) -> int:
+def pipe(
+    src: psycopg.Connection[Any],
+    tgt: psycopg.Connection[Any],
+    select: sql.Composable,
+    params: Sequence[Any],
+    dest: sql.Composable,
+    dest_cols: Sequence[str],
+    *,
+    binary: bool,
+    freeze: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
+) -> int:
     """Stream ``select`` on ``src`` into ``dest (dest_cols)`` on ``tgt``; returns rows copied."""
     fmt = sql.SQL("binary" if binary else "text")
     out_q = sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(select, fmt)
@@ -186,8 +217,7 @@ def pipe(src: psycopg.Connection[Any], tgt: psycopg.Connection[Any], select: sql
     # writer thread feed the target while this thread reads the source (both overlap).
     # COPY takes no server-side parameters: bind them here (always, so %% becomes %)
     bound = psycopg.ClientCursor(src).mogrify(out_q, list(params))
-    with scur.copy(bound) as out, tcur.copy(
-            in_q, writer=_Writer(tcur)) as inp:
+    with scur.copy(bound) as out, tcur.copy(in_q, writer=_Writer(tcur)) as inp:
         buf = bytearray()
         for data in out:
             buf += data

@@ -157,8 +157,11 @@ class Differ:
         """
         pieces = split(outer, bounds)
         if wants is not None:
-            small = [j for j, (a, b) in enumerate(zip(ss, ts, strict=True))
-                     if a != b and a.rows and b.rows]
+            small = [
+                j
+                for j, (a, b) in enumerate(zip(ss, ts, strict=True))
+                if a != b and a.rows and b.rows
+            ]
         else:
             small = [
                 j
@@ -168,10 +171,17 @@ class Differ:
         if small and sigs is None and wants is None:
             sigs = self._signatures(outer, bounds, pieces, ss, ts, small)
         if wants is None and sigs is not None:
-            wants = Wants(sigs.bits, {j: differing_subs(sigs.src.get(j), sigs.tgt.get(j))
-                                      for j in small},
-                          {j: max(len(sig.subs) if sig is not None else 0 for sig in
-                                  (sigs.src.get(j), sigs.tgt.get(j))) for j in small})
+            wants = Wants(
+                sigs.bits,
+                {j: differing_subs(sigs.src.get(j), sigs.tgt.get(j)) for j in small},
+                {
+                    j: max(
+                        len(sig.subs) if sig is not None else 0
+                        for sig in (sigs.src.get(j), sigs.tgt.get(j))
+                    )
+                    for j in small
+                },
+            )
         # the keys of changed rows are read group by group (a bounded number of rows at a
         # time), each group when the walk below reaches its first piece
         found: dict[int, list[KeyDiff]] = {}
@@ -191,8 +201,15 @@ class Differ:
             else:
                 self._split(rng, a.rows, b.rows)
 
-    def _signatures(self, outer: KeyRange, bounds: Sequence[Key], pieces: Sequence[KeyRange],
-                    ss: Sequence[Sums], ts: Sequence[Sums], small: list[int]) -> Sigs:
+    def _signatures(
+        self,
+        outer: KeyRange,
+        bounds: Sequence[Key],
+        pieces: Sequence[KeyRange],
+        ss: Sequence[Sums],
+        ts: Sequence[Sums],
+        small: list[int],
+    ) -> Sigs:
         """Both sides' signatures of the pieces ``small`` of ``outer`` cut at ``bounds``."""
         bits = sub_bits(max(max(ss[j].rows, ts[j].rows) for j in small))
         if len(small) <= 2 or len(small) * 4 < len(pieces):
@@ -204,9 +221,7 @@ class Differ:
                     if side:
                         mine[j] = side[0]
             return sigs
-        got = self.both(
-            partial(ck.signatures, rng=outer, bounds=bounds, bits=bits, buckets=small)
-        )
+        got = self.both(partial(ck.signatures, rng=outer, bounds=bounds, bits=bits, buckets=small))
         return Sigs(bits, *got)
 
     def _changed_rows(
@@ -240,8 +255,9 @@ class Differ:
             out[j] = classify(srows, dict(trows)).diffs
         return out
 
-    def _fetch_rows(self, bounds: Sequence[Key], pieces: Sequence[KeyRange], group: list[int],
-                    wants: Wants) -> dict[int, tuple[Rows, Rows]]:
+    def _fetch_rows(
+        self, bounds: Sequence[Key], pieces: Sequence[KeyRange], group: list[int], wants: Wants
+    ) -> dict[int, tuple[Rows, Rows]]:
         """Both sides' ``(key, row hash)`` of the differing sub-buckets of ``group``'s pieces."""
         first, span = group[0], group[-1] - group[0] + 1
         rows: dict[int, tuple[Rows, Rows]] = {j: ([], []) for j in group}

@@ -72,17 +72,28 @@ class Options:
     rebase: bool = False
 
 
-def _masks(plan: SyncPlan, src: dict[str, catalog.Table],
-           tgt: dict[str, catalog.Table], conn: psycopg.Connection[Any],
-           rules: masking.MaskRules, key: str | None) -> dict[str, dict[str, sql.Composable]]:
+def _masks(
+    plan: SyncPlan,
+    src: dict[str, catalog.Table],
+    tgt: dict[str, catalog.Table],
+    conn: psycopg.Connection[Any],
+    rules: masking.MaskRules,
+    key: str | None,
+) -> dict[str, dict[str, sql.Composable]]:
     out: dict[str, dict[str, sql.Composable]] = {}
     if not rules:
         return out
     for t in plan.tables:
         s = src[t.qualname]
         columns = [c for c in s.columns if c.name in t.columns]
-        m = masking.mask_expressions(rules, t.qualname, columns, key,
-                                     target_columns=tgt[t.qualname].columns, key_columns=t.key)
+        m = masking.mask_expressions(
+            rules,
+            t.qualname,
+            columns,
+            key,
+            target_columns=tgt[t.qualname].columns,
+            key_columns=t.key,
+        )
         if m:
             masking.probe(conn, t.qualname, columns, m, rules)
             out[t.qualname] = m
@@ -92,9 +103,9 @@ def _masks(plan: SyncPlan, src: dict[str, catalog.Table],
     return out
 
 
-def _catalogs(cfg: Config, snap: SourceSnapshot, target: Target
-              ) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table],
-                         dict[str, catalog.Table], str, int]:
+def _catalogs(
+    cfg: Config, snap: SourceSnapshot, target: Target
+) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table], dict[str, catalog.Table], str, int]:
     src = catalog.tables(snap.coordinator, cfg.sync.schemas)
     with connect(target.dsn, autocommit=True) as c:
         schemas = [r[0] for r in c.execute(_USER_SCHEMAS)]
@@ -130,16 +141,27 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
     rules = rules_for(cfg, source, target)
     # --no-mask copies unmasked, but the rules are still checked (a bad rule is bad input);
     # the key is then only a stand-in for that check
-    key = (("x" * masking.MIN_KEY_LENGTH if opts.no_mask_reason else masking.mask_key(
-        cfg.dotenv())) if rules.needs_key else None)
+    key = (
+        ("x" * masking.MIN_KEY_LENGTH if opts.no_mask_reason else masking.mask_key(cfg.dotenv()))
+        if rules.needs_key
+        else None
+    )
     snap = SourceSnapshot(source.dsn, retry_for=retry, mask_key=key)
     try:
         src, tgt, everything, trole, tversion = _catalogs(cfg, snap, target)
-        plan = build_plan(src, tgt, cfg.sync, mode=opts.mode, tables=opts.tables or None,
-                          exclude=opts.exclude or None, referencing=everything,
-                          history=f"{cfg.migrate.schema_}.{cfg.migrate.history_table}",
-                          protected=target.protected, roles=(snap.role, trole),
-                          on_conflict=opts.on_conflict)
+        plan = build_plan(
+            src,
+            tgt,
+            cfg.sync,
+            mode=opts.mode,
+            tables=opts.tables or None,
+            exclude=opts.exclude or None,
+            referencing=everything,
+            history=f"{cfg.migrate.schema_}.{cfg.migrate.history_table}",
+            protected=target.protected,
+            roles=(snap.role, trole),
+            on_conflict=opts.on_conflict,
+        )
         if snap.coordinator.info.server_version // 10000 != tversion // 10000:
             for t in plan.tables:
                 t.across_versions()
@@ -148,9 +170,17 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
             masks, rules = {}, masking.MaskRules()
             for t in plan.tables:
                 t.masked.clear()
-        unmasked = masking.refuse_unmasked(
-            rules, {t.qualname: src[t.qualname] for t in plan.tables}, source=source,
-            target=target, no_mask_reason=opts.no_mask_reason) if opts.mode != "verify" else []
+        unmasked = (
+            masking.refuse_unmasked(
+                rules,
+                {t.qualname: src[t.qualname] for t in plan.tables},
+                source=source,
+                target=target,
+                no_mask_reason=opts.no_mask_reason,
+            )
+            if opts.mode != "verify"
+            else []
+        )
         for t in plan.tables:
             s = src[t.qualname]
             for c, seq in {**s.default_sequences, **s.sequences}.items():
@@ -169,8 +199,7 @@ def _fill(result: SyncResult, plan: SyncPlan, opts: Options) -> None:
     for n in plan.missing_tables:
         r = result.table(n)
         r.status = "missing"
-        r.findings.append("exists on the source but not on the target: apply the migrations "
-                          "first")
+        r.findings.append("exists on the source but not on the target: apply the migrations first")
     for t in plan.tables:
         r = result.table(t.qualname)
         r.mode, r.strategy = t.mode, t.strategy
@@ -188,17 +217,20 @@ def _fill(result: SyncResult, plan: SyncPlan, opts: Options) -> None:
 def _recover(target: Target, plan: SyncPlan, jobs: int, result: SyncResult) -> None:
     """Rebuild what an interrupted run left set aside (:func:`pgferry.sync.aside.recover`)."""
     try:
-        rebuilt, elsewhere = aside.recover(target.dsn, [t.qualname for t in plan.runnable],
-                                           jobs)
+        rebuilt, elsewhere = aside.recover(target.dsn, [t.qualname for t in plan.runnable], jobs)
     except psycopg.Error as e:
         raise map_db_error(e, "rebuilding the indexes an interrupted sync set aside") from None
     if rebuilt:
-        result.warnings.append("rebuilt index(es) an interrupted sync had set aside: "
-                               + ", ".join(rebuilt))
+        result.warnings.append(
+            "rebuilt index(es) an interrupted sync had set aside: " + ", ".join(rebuilt)
+        )
     if elsewhere:
-        result.warnings.append("an interrupted sync set aside indexes of "
-                               + ", ".join(elsewhere) + " (see pgferry.set_aside); the next "
-                               "sync of those tables rebuilds them")
+        result.warnings.append(
+            "an interrupted sync set aside indexes of "
+            + ", ".join(elsewhere)
+            + " (see pgferry.set_aside); the next "
+            "sync of those tables rebuilds them"
+        )
 
 
 @dataclass
@@ -216,37 +248,82 @@ class Started:
 
 
 @contextmanager
-def start(cfg: Config, source: Target, target: Target, opts: Options,
-          channel: events.Channel | None = None) -> Iterator[Started]:
+def start(
+    cfg: Config,
+    source: Target,
+    target: Target,
+    opts: Options,
+    channel: events.Channel | None = None,
+) -> Iterator[Started]:
     """Plan the run (nothing written); the snapshot closes when the block ends."""
-    result = SyncResult(source.name, target.name, source.display, target.display,
-                        mode=opts.mode, dry_run=opts.dry_run,
-                        started_at=datetime.now(UTC), no_mask_reason=opts.no_mask_reason,
-                        run_id=uuid.uuid4().hex[:12])
+    result = SyncResult(
+        source.name,
+        target.name,
+        source.display,
+        target.display,
+        mode=opts.mode,
+        dry_run=opts.dry_run,
+        started_at=datetime.now(UTC),
+        no_mask_reason=opts.no_mask_reason,
+        run_id=uuid.uuid4().hex[:12],
+    )
     batch = opts.batch_size or cfg.sync.batch_size
     jobs = 1 if opts.atomic else (opts.jobs or cfg.sync.jobs)
-    result.options = {"batch_size": batch, "jobs": jobs, "tables": opts.tables,
-                      "exclude": opts.exclude, "atomic": opts.atomic,
-                      "on_conflict": opts.on_conflict}
+    result.options = {
+        "batch_size": batch,
+        "jobs": jobs,
+        "tables": opts.tables,
+        "exclude": opts.exclude,
+        "atomic": opts.atomic,
+        "on_conflict": opts.on_conflict,
+    }
     prep = prepare(cfg, source, target, opts)
     plan, snap = prep.plan, prep.snapshot
     try:
         _fill(result, plan, opts)
         result.options["table_policies"] = [
-            {"table": t.qualname, "on_conflict": t.on_conflict,
-             "keep_target_changes": t.keep_target_changes} for t in plan.tables if t.track]
+            {
+                "table": t.qualname,
+                "on_conflict": t.on_conflict,
+                "keep_target_changes": t.keep_target_changes,
+            }
+            for t in plan.tables
+            if t.track
+        ]
         if prep.unmasked:
-            result.warnings.append(f"copied unmasked ({opts.no_mask_reason}): "
-                                   + ", ".join(prep.unmasked))
-        retry = (opts.retry_for if opts.retry_for is not None
-                 else cfg.sync.retry.total_seconds())
-        ctx = RunContext(cfg, source, target, opts, plan, prep.masks, snap, result,
-                         result.run_id, channel or events.Channel(), batch,
-                         retry, cfg.sync.overlap.total_seconds(), jobs=jobs)
-        args = {"source": source.name, "target": target.name, "mode": opts.mode,
-                "tables": opts.tables, "exclude": opts.exclude, "batch_size": batch,
-                "jobs": jobs, "atomic": opts.atomic, "no_mask_reason": opts.no_mask_reason,
-                "run_id": result.run_id, "on_conflict": opts.on_conflict}
+            result.warnings.append(
+                f"copied unmasked ({opts.no_mask_reason}): " + ", ".join(prep.unmasked)
+            )
+        retry = opts.retry_for if opts.retry_for is not None else cfg.sync.retry.total_seconds()
+        ctx = RunContext(
+            cfg,
+            source,
+            target,
+            opts,
+            plan,
+            prep.masks,
+            snap,
+            result,
+            result.run_id,
+            channel or events.Channel(),
+            batch,
+            retry,
+            cfg.sync.overlap.total_seconds(),
+            jobs=jobs,
+        )
+        args = {
+            "source": source.name,
+            "target": target.name,
+            "mode": opts.mode,
+            "tables": opts.tables,
+            "exclude": opts.exclude,
+            "batch_size": batch,
+            "jobs": jobs,
+            "atomic": opts.atomic,
+            "no_mask_reason": opts.no_mask_reason,
+            "run_id": result.run_id,
+            "on_conflict": opts.on_conflict,
+        }
         yield Started(ctx, plan, args)
     finally:
         snap.close()
@@ -268,12 +345,18 @@ def execute(run: Started) -> None:
             with connect(target.dsn, autocommit=True, retry_for=ctx.retry_for) as tc:
                 state.ensure(tc)
                 state.expire_images(tc, cfg.sync.keep_before_images_for.total_seconds())
-            lock = locks.acquire(target, [t.qualname for t in plan.runnable],
-                                 cfg.sync.lock_wait.total_seconds(),
-                                 result.run_id)
+            lock = locks.acquire(
+                target,
+                [t.qualname for t in plan.runnable],
+                cfg.sync.lock_wait.total_seconds(),
+                result.run_id,
+            )
             _recover(target, plan, ctx.jobs, result)
-        ctx.event(events.RunStarted(source.name, target.name, opts.mode,
-                                    [t.qualname for t in plan.tables]))
+        ctx.event(
+            events.RunStarted(
+                source.name, target.name, opts.mode, [t.qualname for t in plan.tables]
+            )
+        )
         for w in result.warnings:
             ctx.event(events.Warning(w))
         workers.execute(ctx, ctx.jobs)
@@ -281,12 +364,16 @@ def execute(run: Started) -> None:
         if lock is not None:
             lock.close()
         result.finished_at = datetime.now(UTC)
-        ctx.event(events.RunFinished(result.derive_outcome(), result.exit_code,
-                                     result.duration_s))
+        ctx.event(events.RunFinished(result.derive_outcome(), result.exit_code, result.duration_s))
 
 
-def run(cfg: Config, source: Target, target: Target, opts: Options,
-        channel: events.Channel | None = None) -> SyncResult:
+def run(
+    cfg: Config,
+    source: Target,
+    target: Target,
+    opts: Options,
+    channel: events.Channel | None = None,
+) -> SyncResult:
     """Plan and execute a sync (or verify, or a dry run) of ``source`` into ``target``;
     not journaled (:func:`pgferry.commands.sync.sync` is the journaled command)."""
     with start(cfg, source, target, opts, channel) as started:

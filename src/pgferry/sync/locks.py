@@ -50,11 +50,13 @@ class RunLock:
 
 def acquire(target: Target, tables: list[str], wait_s: float, run_id: str) -> RunLock:
     """Lock ``tables`` on ``target`` for this run (waiting up to ``wait_s`` seconds each)."""
-    conn = connect(target.dsn, autocommit=True,
-                   application_name=f"pgferry sync {run_id} pid {os.getpid()}")
+    conn = connect(
+        target.dsn, autocommit=True, application_name=f"pgferry sync {run_id} pid {os.getpid()}"
+    )
     try:
-        conn.execute("SELECT set_config('lock_timeout', %s, false)",
-                     [f"{max(1, int(wait_s * 1000))}ms"])
+        conn.execute(
+            "SELECT set_config('lock_timeout', %s, false)", [f"{max(1, int(wait_s * 1000))}ms"]
+        )
         for name in sorted(set(tables)):
             row = conn.execute("SELECT hashtext(%s)", [name]).fetchone()
             key = int(row[0]) if row else 0
@@ -62,12 +64,17 @@ def acquire(target: Target, tables: list[str], wait_s: float, run_id: str) -> Ru
                 conn.execute("SELECT pg_advisory_lock(%s, %s)", [NAMESPACE, key])
             except psycopg.errors.LockNotAvailable:
                 who = conn.execute(_HOLDER, [NAMESPACE, key]).fetchone()
-                holder = (f"{who[1]} (server pid {who[0]}, session started {who[2]})" if who
-                          else "another sync")
+                holder = (
+                    f"{who[1]} (server pid {who[0]}, session started {who[2]})"
+                    if who
+                    else "another sync"
+                )
                 raise LockUnavailable(
                     f"another sync is writing {name} in {target.name}: {holder}; waited "
                     f"{wait_s:g}s ([sync] lock_wait); run again when it has finished",
-                    table=name, env=target.name) from None
+                    table=name,
+                    env=target.name,
+                ) from None
     except BaseException:
         conn.close()
         raise

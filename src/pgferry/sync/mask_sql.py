@@ -25,15 +25,50 @@ _FIRST_USER_OID = 16384  # FirstNormalObjectId: built-in types have smaller oids
 HASH_TYPES = {"uuid": 2950, "bigint": 20, "bytea": 17}
 _LEN_RE = re.compile(r"^(?:character varying|character|varchar|char)\((\d+)\)")
 
-FIRST_NAMES = ("Ada", "Alan", "Grace", "Linus", "Edsger", "Barbara", "Donald", "Frances",
-               "Dennis", "Margaret", "Ken", "Radia", "John", "Hedy", "Tim", "Katherine")
-LAST_NAMES = ("Lovelace", "Turing", "Hopper", "Torvalds", "Dijkstra", "Liskov", "Knuth",
-              "Allen", "Ritchie", "Hamilton", "Thompson", "Perlman", "Backus", "Lamarr",
-              "Berners", "Johnson")
+FIRST_NAMES = (
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Edsger",
+    "Barbara",
+    "Donald",
+    "Frances",
+    "Dennis",
+    "Margaret",
+    "Ken",
+    "Radia",
+    "John",
+    "Hedy",
+    "Tim",
+    "Katherine",
+)
+LAST_NAMES = (
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Ritchie",
+    "Hamilton",
+    "Thompson",
+    "Perlman",
+    "Backus",
+    "Lamarr",
+    "Berners",
+    "Johnson",
+)
 # the longest name the ``name`` rule can produce
 _NAME_LEN = max(map(len, FIRST_NAMES)) + 1 + max(map(len, LAST_NAMES)) + 1 + 10
-OUT_LEN = {"email": 2 + 16 + len("@example.invalid"), "phone": 7 + 12, "name": _NAME_LEN,
-            "hash": 16}
+OUT_LEN = {
+    "email": 2 + 16 + len("@example.invalid"),
+    "phone": 7 + 12,
+    "name": _NAME_LEN,
+    "hash": 16,
+}
 
 KEY_MARK = "pgferry_mask_key_7f3a"
 COL_MARK = "pgferry_mask_col_7f3a"
@@ -48,7 +83,8 @@ def text_literal(value: str) -> sql.Composable:
     if "%" not in value:
         return sql.Literal(value)
     return sql.SQL("convert_from(decode({}, 'hex'), 'UTF8')").format(
-        sql.Literal(value.encode().hex()))
+        sql.Literal(value.encode().hex())
+    )
 
 
 class Secret(sql.Composable):
@@ -73,7 +109,12 @@ class Secret(sql.Composable):
 
 def is_text(col: Column) -> bool:
     return col.type_oid in _TEXT_OIDS or col.type.split("(")[0] in (
-        "text", "character varying", "character", "citext", "name")
+        "text",
+        "character varying",
+        "character",
+        "citext",
+        "name",
+    )
 
 
 def user_type(col: Column) -> bool:
@@ -90,7 +131,8 @@ def max_len(col: Column) -> int | None:
 def _digest(col: sql.Composable, key: sql.Composable) -> sql.Composed:
     """``sha256(key || value)`` as bytea: the one hash every rule derives from."""
     return sql.SQL("sha256(convert_to(CAST({} AS text) || CAST({} AS text), 'UTF8'))").format(
-        key, col)
+        key, col
+    )
 
 
 def _hex(col: sql.Composable, key: sql.Composable, n: int = 64) -> sql.Composed:
@@ -110,26 +152,34 @@ def expression(kind: str, arg: str, col: Column, key: sql.Composable) -> sql.Com
     if kind == "keep_domain_email":
         return sql.SQL(
             "'u_' || {} || '@' || coalesce(substring(CAST({} AS text) from '@([^@]*)$'), "
-            "'example.invalid')").format(_hex(c, key, 16), c)
+            "'example.invalid')"
+        ).format(_hex(c, key, 16), c)
     if kind == "name":
         d = _digest(c, key)
         return sql.SQL(
             "({first})[1 + mod(get_byte({d}, 0), {nf})] || ' ' || "
             "({last})[1 + mod(get_byte({d}, 1), {nl})] || ' ' || "
-            "encode(substring({d} from 3 for 5), 'hex')").format(
-            first=_array(FIRST_NAMES), last=_array(LAST_NAMES), d=d,
-            nf=sql.Literal(len(FIRST_NAMES)), nl=sql.Literal(len(LAST_NAMES)))
+            "encode(substring({d} from 3 for 5), 'hex')"
+        ).format(
+            first=_array(FIRST_NAMES),
+            last=_array(LAST_NAMES),
+            d=d,
+            nf=sql.Literal(len(FIRST_NAMES)),
+            nl=sql.Literal(len(LAST_NAMES)),
+        )
     if kind == "phone":
         # 48 bits of the hash as a number, shown as 12 decimal digits
         return sql.SQL(
             "'+1-555-' || lpad(CAST(mod(CAST(CAST(('x' || {}) AS bit(48)) AS bigint), "
-            "1000000000000) AS text), 12, '0')").format(_hex(c, key, 12))
+            "1000000000000) AS text), 12, '0')"
+        ).format(_hex(c, key, 12))
     if kind == "hash":
         if col.type_oid == HASH_TYPES["uuid"] or col.type == "uuid":
             return sql.SQL("CAST({} AS uuid)").format(_hex(c, key, 32))
         if col.type_oid == HASH_TYPES["bigint"] or col.type == "bigint":
-            return sql.SQL("CAST(CAST(('x' || {}) AS bit(64)) AS bigint) & 9223372036854775807"
-                           ).format(_hex(c, key, 16))
+            return sql.SQL(
+                "CAST(CAST(('x' || {}) AS bit(64)) AS bigint) & 9223372036854775807"
+            ).format(_hex(c, key, 16))
         if col.type_oid == HASH_TYPES["bytea"] or col.type == "bytea":
             return _digest(c, key)
         n = min(64, max_len(col) or 64)

@@ -105,8 +105,9 @@ class MaskRule:
         return sum(ch not in "*?[]" for ch in self.pattern)
 
     def matches(self, schema: str, table: str, column: str) -> bool:
-        return all(fnmatchcase(v, p) for v, p in zip((schema, table, column), self.parts,
-                                                     strict=True))
+        return all(
+            fnmatchcase(v, p) for v, p in zip((schema, table, column), self.parts, strict=True)
+        )
 
 
 @dataclass(frozen=True)
@@ -120,8 +121,9 @@ class MaskRules:
 
     @property
     def needs_key(self) -> bool:
-        return any(r.kind in _NEEDS_KEY or (r.kind == "sql" and "{key}" in r.arg)
-                   for r in self.rules)
+        return any(
+            r.kind in _NEEDS_KEY or (r.kind == "sql" and "{key}" in r.arg) for r in self.rules
+        )
 
     def direction(self, source: Any, target: Any) -> MaskRules:
         """The rules that apply from ``source`` into ``target`` (:class:`Target` objects).
@@ -133,10 +135,13 @@ class MaskRules:
         """
         bad = [r for r in self.rules if target.protected and target.name in r.targets]
         if bad:
-            raise BadInput(f"[sync.mask] {bad[0].pattern!r} names the protected environment "
-                           f"{target.name!r} in its targets: masking would overwrite its real "
-                           "data with masked values; remove it from targets (masking is for "
-                           "copies that leave a protected environment)", key=bad[0].pattern)
+            raise BadInput(
+                f"[sync.mask] {bad[0].pattern!r} names the protected environment "
+                f"{target.name!r} in its targets: masking would overwrite its real "
+                "data with masked values; remove it from targets (masking is for "
+                "copies that leave a protected environment)",
+                key=bad[0].pattern,
+            )
         return MaskRules(tuple(r for r in self.rules if r.applies(source, target)))
 
     def rule_for(self, table_qualname: str, column: str) -> MaskRule | None:
@@ -148,8 +153,11 @@ class MaskRules:
     def unused(self, tables: Iterable[Table]) -> list[str]:
         """Warnings for patterns that match no column of ``tables``."""
         cols = [(t.schema, t.name, c.name) for t in tables for c in t.columns]
-        return [f"[sync.mask] {r.pattern!r} matches no column of the synced tables"
-                for r in self.rules if not any(r.matches(*c) for c in cols)]
+        return [
+            f"[sync.mask] {r.pattern!r} matches no column of the synced tables"
+            for r in self.rules
+            if not any(r.matches(*c) for c in cols)
+        ]
 
     def warnings(self, tables: Iterable[Table]) -> list[str]:
         """What the plan should warn about: unused patterns, and rules that collapse values
@@ -162,13 +170,13 @@ class MaskRules:
                 for c in cols:
                     r = self.rule_for(t.qualname, c)
                     if r is not None and r.kind in _COLLAPSING:
-                        out.append(f"[sync.mask] {r.pattern!r} = {r.spec!r} on "
-                                   f"{t.qualname}.{c}, which is under a UNIQUE constraint: "
-                                   f"equal masked values will be dead-lettered; use a hash-based "
-                                   f"rule (email, name, phone, hash) to keep values unique")
+                        out.append(
+                            f"[sync.mask] {r.pattern!r} = {r.spec!r} on "
+                            f"{t.qualname}.{c}, which is under a UNIQUE constraint: "
+                            f"equal masked values will be dead-lettered; use a hash-based "
+                            f"rule (email, name, phone, hash) to keep values unique"
+                        )
         return out
-
-
 
 
 def _parse_expression(key: str, text: str) -> str:
@@ -184,17 +192,36 @@ def _parse_expression(key: str, text: str) -> str:
     except pglast.parser.ParseError as e:
         raise BadInput(f"[sync.mask] {key!r}: sql: is not an SQL expression ({e})") from None
     stmt: Any = stmts[0].stmt if len(stmts) == 1 else None
-    clauses = ("fromClause", "whereClause", "groupClause", "havingClause", "sortClause",
-               "limitCount", "limitOffset", "windowClause", "withClause", "intoClause",
-               "distinctClause", "valuesLists", "lockingClause", "larg")
-    if (type(stmt).__name__ != "SelectStmt" or len(stmt.targetList or ()) != 1
-            or any(getattr(stmt, c, None) for c in clauses)):
-        raise BadInput(f"[sync.mask] {key!r}: sql: must be exactly one expression, "
-                       f"not a statement or a list")
+    clauses = (
+        "fromClause",
+        "whereClause",
+        "groupClause",
+        "havingClause",
+        "sortClause",
+        "limitCount",
+        "limitOffset",
+        "windowClause",
+        "withClause",
+        "intoClause",
+        "distinctClause",
+        "valuesLists",
+        "lockingClause",
+        "larg",
+    )
+    if (
+        type(stmt).__name__ != "SelectStmt"
+        or len(stmt.targetList or ()) != 1
+        or any(getattr(stmt, c, None) for c in clauses)
+    ):
+        raise BadInput(
+            f"[sync.mask] {key!r}: sql: must be exactly one expression, not a statement or a list"
+        )
     text = str(RawStream()(stmt.targetList[0].val))
     if "%" in text:  # psycopg would read it as a placeholder in a query with parameters
-        raise BadInput(f"[sync.mask] {key!r}: sql: may not contain '%'; use mod(a, b) for the "
-                       f"modulo and chr(37) for a literal percent sign")
+        raise BadInput(
+            f"[sync.mask] {key!r}: sql: may not contain '%'; use mod(a, b) for the "
+            f"modulo and chr(37) for a literal percent sign"
+        )
     return text
 
 
@@ -212,23 +239,28 @@ def compile_rules(mask_config: Mapping[str, Any]) -> MaskRules:
             raw, targets = value.rule, tuple(value.targets)
         parts = pattern.split(".")
         if len(parts) != 3 or not all(parts):
-            raise BadInput(f"[sync.mask] {pattern!r}: the key must be \"schema.table.column\" "
-                           f"(wildcards allowed, e.g. \"*.*.email\")", key=pattern)
+            raise BadInput(
+                f'[sync.mask] {pattern!r}: the key must be "schema.table.column" '
+                f'(wildcards allowed, e.g. "*.*.email")',
+                key=pattern,
+            )
         if not isinstance(raw, str):
             raise BadInput(f"[sync.mask] {pattern!r}: the rule must be a string", key=pattern)
         kind, sep, arg = raw.strip().partition(":")
         kind = kind.strip()
         if kind not in RULES:
             known = ", ".join(k + ":..." if k in ("fixed", "sql") else k for k in RULES)
-            raise BadInput(f"[sync.mask] {pattern!r}: unknown rule {raw!r} (known: {known})",
-                           key=pattern)
+            raise BadInput(
+                f"[sync.mask] {pattern!r}: unknown rule {raw!r} (known: {known})", key=pattern
+            )
         if kind in ("fixed", "sql") and not sep:
-            raise BadInput(f"[sync.mask] {pattern!r}: {kind} needs a value, e.g. "
-                           f"{'fixed:n/a' if kind == 'fixed' else 'sql:left({col}, 1)'}",
-                           key=pattern)
+            raise BadInput(
+                f"[sync.mask] {pattern!r}: {kind} needs a value, e.g. "
+                f"{'fixed:n/a' if kind == 'fixed' else 'sql:left({col}, 1)'}",
+                key=pattern,
+            )
         if kind not in ("fixed", "sql") and sep:
-            raise BadInput(f"[sync.mask] {pattern!r}: rule {kind!r} takes no argument",
-                           key=pattern)
+            raise BadInput(f"[sync.mask] {pattern!r}: rule {kind!r} takes no argument", key=pattern)
         if kind == "sql":
             arg = _parse_expression(pattern, arg)
         rules.append(MaskRule(pattern, kind, arg, raw.strip(), targets))
@@ -240,11 +272,11 @@ def mask_key(dotenv: Mapping[str, str] | None = None) -> str:
     key = os.environ.get(KEY_ENV) or (dotenv or {}).get(KEY_ENV) or ""
     if len(key) < MIN_KEY_LENGTH:
         what = "is not set" if not key else f"is shorter than {MIN_KEY_LENGTH} characters"
-        raise BadInput(f"{KEY_ENV} {what}: masking rules need a secret key so masked values are "
-                       f"deterministic and cannot be guessed; set it in the environment or .env")
+        raise BadInput(
+            f"{KEY_ENV} {what}: masking rules need a secret key so masked values are "
+            f"deterministic and cannot be guessed; set it in the environment or .env"
+        )
     return key
-
-
 
 
 def set_key(conn: Any, key: str) -> None:
@@ -252,29 +284,44 @@ def set_key(conn: Any, key: str) -> None:
     conn.execute("SELECT set_config('pgferry.mask_key', %s, false)", [key])
 
 
-def _check_fit(where: str, rule: MaskRule, col: Column, target: Column | None,
-               key_columns: Sequence[str]) -> None:
+def _check_fit(
+    where: str, rule: MaskRule, col: Column, target: Column | None, key_columns: Sequence[str]
+) -> None:
     if col.name in key_columns:
-        raise BadInput(f"[sync.mask] {rule.pattern!r} masks {where}, a key column of the sync; "
-                       f"mask a non-key column or sync this table with another key")
+        raise BadInput(
+            f"[sync.mask] {rule.pattern!r} masks {where}, a key column of the sync; "
+            f"mask a non-key column or sync this table with another key"
+        )
     if rule.kind in _TEXT_ONLY and not (is_text(col) or user_type(col)):
-        raise BadInput(f"[sync.mask] {rule.pattern!r}: rule {rule.kind!r} needs a text column, "
-                       f"but {where} is {col.type}")
-    if rule.kind == "hash" and not (is_text(col) or user_type(col)) and (
-            col.type not in HASH_TYPES):
-        raise BadInput(f"[sync.mask] {rule.pattern!r}: rule 'hash' needs a text, uuid, bigint or "
-                       f"bytea column, but {where} is {col.type}")
-    limits = [n for c in (col, target) if c is not None and is_text(c)
-              if (n := max_len(c)) is not None]
+        raise BadInput(
+            f"[sync.mask] {rule.pattern!r}: rule {rule.kind!r} needs a text column, "
+            f"but {where} is {col.type}"
+        )
+    if (
+        rule.kind == "hash"
+        and not (is_text(col) or user_type(col))
+        and (col.type not in HASH_TYPES)
+    ):
+        raise BadInput(
+            f"[sync.mask] {rule.pattern!r}: rule 'hash' needs a text, uuid, bigint or "
+            f"bytea column, but {where} is {col.type}"
+        )
+    limits = [
+        n for c in (col, target) if c is not None and is_text(c) if (n := max_len(c)) is not None
+    ]
     limit = min(limits, default=None)
     need = OUT_LEN.get("email" if rule.kind == "keep_domain_email" else rule.kind)
     if limit is not None and need is not None and limit < need:
-        raise BadInput(f"[sync.mask] {rule.pattern!r}: {where} is {col.type}, too short for the "
-                       f"{rule.kind!r} rule's {need} characters; widen it or use another rule")
+        raise BadInput(
+            f"[sync.mask] {rule.pattern!r}: {where} is {col.type}, too short for the "
+            f"{rule.kind!r} rule's {need} characters; widen it or use another rule"
+        )
     nn = target if target is not None else col
     if rule.kind == "null" and nn.not_null:
-        raise BadInput(f"[sync.mask] {rule.pattern!r}: rule 'null' on {where}, but the target "
-                       f"column is NOT NULL; use fixed:<value> or another rule")
+        raise BadInput(
+            f"[sync.mask] {rule.pattern!r}: rule 'null' on {where}, but the target "
+            f"column is NOT NULL; use fixed:<value> or another rule"
+        )
 
 
 def mask_expressions(
@@ -301,8 +348,7 @@ def mask_expressions(
     applied = [(c, r) for c in columns if (r := rules.rule_for(table_qualname, c.name))]
     if not applied:
         return out
-    needs = any(r.kind in _NEEDS_KEY or (r.kind == "sql" and KEY_MARK in r.arg)
-                for _, r in applied)
+    needs = any(r.kind in _NEEDS_KEY or (r.kind == "sql" and KEY_MARK in r.arg) for _, r in applied)
     if needs and not key:
         raise BadInput(f"{KEY_ENV} is not set: masking rules need a secret key")
     secret = Secret(key or "")
@@ -318,8 +364,13 @@ def mask_expressions(
     return out
 
 
-def probe(conn: Any, table_qualname: str, columns: Sequence[Column],
-          masks: Mapping[str, sql.Composable], rules: MaskRules) -> None:
+def probe(
+    conn: Any,
+    table_qualname: str,
+    columns: Sequence[Column],
+    masks: Mapping[str, sql.Composable],
+    rules: MaskRules,
+) -> None:
     """Have the source server evaluate each mask on one row (``LIMIT 1``; only a count
     comes back).
 
@@ -335,9 +386,9 @@ def probe(conn: Any, table_qualname: str, columns: Sequence[Column],
     for column, expr in masks.items():
         # the outer count() forces evaluation; the plain first column makes an aggregate
         # in the expression an error, as it would be in the copy's SELECT
-        q = sql.SQL("SELECT count({c}) FROM (SELECT {first}, {expr} AS {c} FROM {t} LIMIT 1) "
-                    "AS probe").format(c=sql.Identifier(column), first=first, expr=expr,
-                                       t=sql.Identifier(schema, name))
+        q = sql.SQL(
+            "SELECT count({c}) FROM (SELECT {first}, {expr} AS {c} FROM {t} LIMIT 1) AS probe"
+        ).format(c=sql.Identifier(column), first=first, expr=expr, t=sql.Identifier(schema, name))
         try:
             with conn.transaction():
                 conn.execute(q)
@@ -345,14 +396,20 @@ def probe(conn: Any, table_qualname: str, columns: Sequence[Column],
             rule = rules.rule_for(table_qualname, column)
             spec = f"{rule.pattern!r} = {rule.spec!r}" if rule else column
             msg = (e.diag.message_primary or str(e)).splitlines()[0]
-            raise BadInput(f"[sync.mask] {spec} does not work on {table_qualname}.{column}: "
-                           f"{msg}", sqlstate=e.sqlstate or "") from None
+            raise BadInput(
+                f"[sync.mask] {spec} does not work on {table_qualname}.{column}: {msg}",
+                sqlstate=e.sqlstate or "",
+            ) from None
 
 
 def select_list(columns: Sequence[Column], masks: Mapping[str, sql.Composable]) -> sql.Composed:
     """``col1, expr AS col2, ...``: the source SELECT list with masks in place."""
-    items = [sql.SQL("{} AS {}").format(masks[c.name], sql.Identifier(c.name))
-             if c.name in masks else sql.Identifier(c.name) for c in columns]
+    items = [
+        sql.SQL("{} AS {}").format(masks[c.name], sql.Identifier(c.name))
+        if c.name in masks
+        else sql.Identifier(c.name)
+        for c in columns
+    ]
     return sql.SQL(", ").join(items)
 
 
@@ -365,7 +422,17 @@ from pgferry.sync.personal import (  # noqa: E402
 )
 
 __all__ = [
-    "KEY_ENV", "RULES", "MaskRule", "MaskRules", "compile_rules", "mask_expressions", "mask_key",
-    "personal_columns_unmasked", "personal_kind", "probe", "refuse_unmasked", "select_list",
+    "KEY_ENV",
+    "RULES",
+    "MaskRule",
+    "MaskRules",
+    "compile_rules",
+    "mask_expressions",
+    "mask_key",
+    "personal_columns_unmasked",
+    "personal_kind",
+    "probe",
+    "refuse_unmasked",
+    "select_list",
     "unmasked_message",
 ]

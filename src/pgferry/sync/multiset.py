@@ -49,15 +49,18 @@ class Multiset:
         r.matched = self.source_rows if self.identical else 0
         r.source_rows = self.source_rows
         if not self.identical:
-            r.note = (f"no key: compared as multisets of rows ({self.source_rows:,} rows on the "
-                      f"source, {self.target_rows:,} on the target); which rows differ is not "
-                      "known")
+            r.note = (
+                f"no key: compared as multisets of rows ({self.source_rows:,} rows on the "
+                f"source, {self.target_rows:,} on the target); which rows differ is not "
+                "known"
+            )
 
 
 def _digest(conn: psycopg.Connection[Any], s: ck.Side) -> tuple[int, int]:
     pred, params = s.predicate(KeyRange())
     q = sql.SQL("SELECT count(*), coalesce(sum({h}), 0)::text FROM {t} WHERE {p}").format(
-        h=s.row_hash(), t=s.table, p=pred)
+        h=s.row_hash(), t=s.table, p=pred
+    )
     row = conn.execute(q, params).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]) % _MOD
@@ -72,9 +75,17 @@ def compare(ctx: RunContext, t: TablePlan, link: Link) -> Multiset:
     try:
         with reading(link.src), reading(link.tgt):
             a, b = ck.agree(
-                ck.side(link.src, t.schema, t.name, pseudo, t.columns, exprs=masks or None,
-                        where=t.where),
-                ck.side(link.tgt, t.schema, t.name, pseudo, t.columns, where=t.where))
+                ck.side(
+                    link.src,
+                    t.schema,
+                    t.name,
+                    pseudo,
+                    t.columns,
+                    exprs=masks or None,
+                    where=t.where,
+                ),
+                ck.side(link.tgt, t.schema, t.name, pseudo, t.columns, where=t.where),
+            )
             sn, sd = _digest(link.src, a)
             tn, td = _digest(link.tgt, b)
     except psycopg.Error as e:

@@ -23,19 +23,41 @@ if TYPE_CHECKING:
 # Column names that look personal. Anchored at the end (email_verified is not an email).
 _PERSONAL = [
     ("email", re.compile(r"(^|_)e_?mail(_?addr(ess)?)?(_\d+)?$")),
-    ("phone", re.compile(r"(phone|mobile|msisdn|(^|_)fax|(^|_)tel(ephone)?)(_?(number|no|num))?"
-                         r"(_\d+)?$")),
-    ("name", re.compile(r"((^|_)(first|last|full|given|family|middle|maiden|nick|contact|"
-                        r"person|customer|client|display|legal|user)_?name|surname|forename)$")),
-    ("address", re.compile(r"(address|street|postcode|postal_?code|(^|_)zip(_?code)?)"
-                           r"(_?line)?(_?\d+)?$")),
-    ("iban", re.compile(r"(^|_)(iban|ssn|passport(_?(number|no))?|national_id|tax_id|"
-                        r"card_?number|account_?number)$")),
+    (
+        "phone",
+        re.compile(
+            r"(phone|mobile|msisdn|(^|_)fax|(^|_)tel(ephone)?)(_?(number|no|num))?"
+            r"(_\d+)?$"
+        ),
+    ),
+    (
+        "name",
+        re.compile(
+            r"((^|_)(first|last|full|given|family|middle|maiden|nick|contact|"
+            r"person|customer|client|display|legal|user)_?name|surname|forename)$"
+        ),
+    ),
+    (
+        "address",
+        re.compile(
+            r"(address|street|postcode|postal_?code|(^|_)zip(_?code)?)"
+            r"(_?line)?(_?\d+)?$"
+        ),
+    ),
+    (
+        "iban",
+        re.compile(
+            r"(^|_)(iban|ssn|passport(_?(number|no))?|national_id|tax_id|"
+            r"card_?number|account_?number)$"
+        ),
+    ),
     ("birth", re.compile(r"(birth|(^|_)dob$|birthday)")),
 ]
 # a bare "name" column is personal only in tables that hold people
-_PEOPLE = re.compile(r"(user|customer|person|people|contact|client|lead|employee|patient|"
-                     r"member|staff|author|applicant|candidate|subscriber|tenant|guest)s?$")
+_PEOPLE = re.compile(
+    r"(user|customer|person|people|contact|client|lead|employee|patient|"
+    r"member|staff|author|applicant|candidate|subscriber|tenant|guest)s?$"
+)
 
 
 def personal_kind(table: str, column: str) -> str | None:
@@ -49,13 +71,19 @@ def personal_kind(table: str, column: str) -> str | None:
     return None
 
 
-def personal_columns_unmasked(rules: MaskRules, tables: Iterable[Table] | Mapping[str, Table]
-                              ) -> list[str]:
+def personal_columns_unmasked(
+    rules: MaskRules, tables: Iterable[Table] | Mapping[str, Table]
+) -> list[str]:
     """``schema.table.column`` of every personal-looking column no rule covers, sorted."""
     ts = tables.values() if isinstance(tables, Mapping) else tables
-    found = [f"{t.qualname}.{c.name}" for t in ts for c in t.columns
-             if not c.generated and personal_kind(t.name, c.name)
-             and rules.rule_for(t.qualname, c.name) is None]
+    found = [
+        f"{t.qualname}.{c.name}"
+        for t in ts
+        for c in t.columns
+        if not c.generated
+        and personal_kind(t.name, c.name)
+        and rules.rule_for(t.qualname, c.name) is None
+    ]
     return sorted(found)
 
 
@@ -63,9 +91,11 @@ def unmasked_message(columns: Sequence[str], source: str, target: str) -> str:
     """One sentence: what is refused and the two ways out."""
     shown = ", ".join(columns[:8]) + (f" and {len(columns) - 8} more" if len(columns) > 8 else "")
     example = columns[0] if columns else "public.users.email"
-    return (f"refusing to copy personal-looking columns from protected {source!r} to unprotected "
-            f"{target!r} without masking: {shown}; add rules under [sync.mask] "
-            f"(e.g. \"{example}\" = \"{_suggest(example)}\") or pass --no-mask --reason TEXT")
+    return (
+        f"refusing to copy personal-looking columns from protected {source!r} to unprotected "
+        f"{target!r} without masking: {shown}; add rules under [sync.mask] "
+        f'(e.g. "{example}" = "{_suggest(example)}") or pass --no-mask --reason TEXT'
+    )
 
 
 def _suggest(qualcol: str) -> str:
@@ -74,8 +104,14 @@ def _suggest(qualcol: str) -> str:
     return {"email": "email", "phone": "phone", "name": "name"}.get(kind or "", "redact")
 
 
-def refuse_unmasked(rules: MaskRules, tables: Iterable[Table] | Mapping[str, Table], *,
-                    source: Any, target: Any, no_mask_reason: str | None = None) -> list[str]:
+def refuse_unmasked(
+    rules: MaskRules,
+    tables: Iterable[Table] | Mapping[str, Table],
+    *,
+    source: Any,
+    target: Any,
+    no_mask_reason: str | None = None,
+) -> list[str]:
     """Refuse (exit 4) a protected → unprotected sync that would copy personal data unmasked.
 
     ``source``/``target`` are :class:`~pgferry.pg.connect.Target`. Returns the unmasked

@@ -137,19 +137,33 @@ class TablePlan:
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "table": self.qualname, "order": self.order, "mode": self.mode,
-            "strategy": self.strategy, "key": list(self.key), "columns": list(self.columns),
-            "watermark": self.watermark, "where": self.where, "deletes": self.deletes,
-            "triggers": self.triggers, "estimated_rows": self.row_estimate,
-            "estimated_bytes": self.total_bytes, "missing_on_target": self.missing_on_target,
-            "missing_on_source": self.missing_on_source, "cycle": self.cycle,
-            "warnings": list(self.warnings), "error": self.error,
-            "findings": list(self.findings), "sequences": dict(self.sequences),
+            "table": self.qualname,
+            "order": self.order,
+            "mode": self.mode,
+            "strategy": self.strategy,
+            "key": list(self.key),
+            "columns": list(self.columns),
+            "watermark": self.watermark,
+            "where": self.where,
+            "deletes": self.deletes,
+            "triggers": self.triggers,
+            "estimated_rows": self.row_estimate,
+            "estimated_bytes": self.total_bytes,
+            "missing_on_target": self.missing_on_target,
+            "missing_on_source": self.missing_on_source,
+            "cycle": self.cycle,
+            "warnings": list(self.warnings),
+            "error": self.error,
+            "findings": list(self.findings),
+            "sequences": dict(self.sequences),
             "user_triggers": list(self.user_triggers) if self.triggers == "enable" else [],
             "text_columns": list(self.text_columns),
-            "locks": self.locks(), "before_images": self.before_images,
-            "masked": dict(self.masked), "on_conflict": self.on_conflict,
-            "keep_target_changes": self.keep_target_changes, "conflicts_tracked": self.track,
+            "locks": self.locks(),
+            "before_images": self.before_images,
+            "masked": dict(self.masked),
+            "on_conflict": self.on_conflict,
+            "keep_target_changes": self.keep_target_changes,
+            "conflicts_tracked": self.track,
             "defer_indexes": self.defer_indexes,
         }
 
@@ -158,15 +172,21 @@ class TablePlan:
         out = []
         if self.mode != "verify" and self.strategy != "verify":
             if self.block_readers and not self.referenced and not self.partitioned:
-                out.append("ACCESS EXCLUSIVE while loading when the target table is empty "
-                           "(TRUNCATE + COPY FREEZE: readers wait)")
+                out.append(
+                    "ACCESS EXCLUSIVE while loading when the target table is empty "
+                    "(TRUNCATE + COPY FREEZE: readers wait)"
+                )
             if self.defer_indexes:
-                out.append("when the target table is empty: ACCESS EXCLUSIVE while loading "
-                           "without its secondary indexes, then SHARE until they are rebuilt "
-                           "(readers go on, other writers wait)")
+                out.append(
+                    "when the target table is empty: ACCESS EXCLUSIVE while loading "
+                    "without its secondary indexes, then SHARE until they are rebuilt "
+                    "(readers go on, other writers wait)"
+                )
             if self.triggers == "disable" and self.user_triggers:
-                out.append("SHARE ROW EXCLUSIVE (DISABLE TRIGGER) until the table commits: "
-                           "other writers wait")
+                out.append(
+                    "SHARE ROW EXCLUSIVE (DISABLE TRIGGER) until the table commits: "
+                    "other writers wait"
+                )
         return out
 
 
@@ -192,13 +212,19 @@ class SyncPlan:
         return [t for t in self.tables if t.error is None]
 
     def to_dict(self) -> dict[str, object]:
-        return {"mode": self.mode, "tables": [t.to_dict() for t in self.tables],
-                "warnings": list(self.warnings), "cycles": self.cycles,
-                "findings": list(self.findings), "missing_tables": list(self.missing_tables)}
+        return {
+            "mode": self.mode,
+            "tables": [t.to_dict() for t in self.tables],
+            "warnings": list(self.warnings),
+            "cycles": self.cycles,
+            "findings": list(self.findings),
+            "missing_tables": list(self.missing_tables),
+        }
 
 
-def _match(patterns: list[str], names: list[str], schemas: list[str], what: str,
-           strict: bool) -> list[str]:
+def _match(
+    patterns: list[str], names: list[str], schemas: list[str], what: str, strict: bool
+) -> list[str]:
     """Names matching ``patterns`` (``schema.table``, ``*`` allowed; bare names search schemas)."""
     out: list[str] = []
     for p in patterns:
@@ -208,16 +234,23 @@ def _match(patterns: list[str], names: list[str], schemas: list[str], what: str,
         cands = [p] if "." in p else [f"{s}.{p}" for s in schemas]
         hits = [n for n in names if any(fnmatch.fnmatchcase(n, c) for c in cands)]
         if not hits and strict:
-            raise BadInput(f"{what} names table {p!r}, which is not in "
-                           f"{'schema ' + p.split('.')[0] if '.' in p else ', '.join(schemas)}"
-                           " on both source and target; name tables as schema.table")
+            raise BadInput(
+                f"{what} names table {p!r}, which is not in "
+                f"{'schema ' + p.split('.')[0] if '.' in p else ', '.join(schemas)}"
+                " on both source and target; name tables as schema.table"
+            )
         out.extend(h for h in hits if h not in out)
     return out
 
 
-def select_tables(source: dict[str, Table], target: dict[str, Table], cfg: SyncConfig,
-                  tables: list[str] | None = None, exclude: list[str] | None = None,
-                  history: str | None = None) -> tuple[list[str], list[str], list[str]]:
+def select_tables(
+    source: dict[str, Table],
+    target: dict[str, Table],
+    cfg: SyncConfig,
+    tables: list[str] | None = None,
+    exclude: list[str] | None = None,
+    history: str | None = None,
+) -> tuple[list[str], list[str], list[str]]:
     """The selected ``schema.table`` names, selection warnings and source tables the target lacks.
 
     BadInput on unknown names. ``history`` (the migration history table) is never
@@ -228,8 +261,11 @@ def select_tables(source: dict[str, Table], target: dict[str, Table], cfg: SyncC
     both = sorted(set(source) & set(target))
     warnings: list[str] = []
     missing: list[str] = []
-    if history in both and not tables and not (
-            cfg.tables and _match(cfg.tables, [history], cfg.schemas, "", strict=False)):
+    if (
+        history in both
+        and not tables
+        and not (cfg.tables and _match(cfg.tables, [history], cfg.schemas, "", strict=False))
+    ):
         both.remove(history)  # expected, so no warning on every run (docs/sync.md says it)
     if tables:
         chosen = _match(tables, both, cfg.schemas, "--tables", strict=True)
@@ -277,25 +313,32 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
         if s is None:
             t.missing_on_source.append(c.name)
             if c.not_null and not c.has_default and not c.identity:
-                t.error = (f"{t.qualname}: target column {c.name} is NOT NULL without a default "
-                           "and does not exist on the source; add a default on the target or "
-                           "the column on the source")
+                t.error = (
+                    f"{t.qualname}: target column {c.name} is NOT NULL without a default "
+                    "and does not exist on the source; add a default on the target or "
+                    "the column on the source"
+                )
             else:
-                t.warnings.append(f"target column {c.name} is not on the source; it keeps "
-                                  "its default")
+                t.warnings.append(
+                    f"target column {c.name} is not on the source; it keeps its default"
+                )
             continue
         if s.generated:
-            t.warnings.append(f"column {c.name} is generated on the source but not on the "
-                              "target; it is not synced")
+            t.warnings.append(
+                f"column {c.name} is generated on the source but not on the "
+                "target; it is not synced"
+            )
             continue
         cols.append(c.name)
         t.column_types[c.name] = c.type
         t.source_types[c.name] = s.type
         if s.type != c.type:
             t.same_types = False
-            t.findings.append(f"column {c.name} is {s.type} on the source and {c.type} on the "
-                              "target: apply the migrations first (until then it is copied as "
-                              "text, and a value the target refuses becomes a dead letter)")
+            t.findings.append(
+                f"column {c.name} is {s.type} on the source and {c.type} on the "
+                "target: apply the migrations first (until then it is copied as "
+                "text, and a value the target refuses becomes a dead letter)"
+            )
             t.text_columns.append(c.name)
         elif _text_input(c):
             t.text_columns.append(c.name)
@@ -308,8 +351,10 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
     for c in src.columns:
         if c.name not in tgt_names and not c.generated:
             t.missing_on_target.append(c.name)
-            t.findings.append(f"source column {c.name} is not on the target: apply the "
-                              "migrations first (until then it is not synced)")
+            t.findings.append(
+                f"source column {c.name} is not on the target: apply the "
+                "migrations first (until then it is not synced)"
+            )
     t.columns = cols
 
 
@@ -323,15 +368,20 @@ def _strategy(t: TablePlan, tc: SyncTableConfig, mode: Mode) -> None:
     else:
         t.strategy = "checksum"
     if t.strategy == "watermark" and not tc.watermark:
-        raise BadInput(f"[sync.tables.\"{t.qualname}\"] strategy = \"watermark\" needs "
-                       "watermark = \"column\"")
+        raise BadInput(
+            f'[sync.tables."{t.qualname}"] strategy = "watermark" needs watermark = "column"'
+        )
     if t.watermark and t.watermark not in t.columns:
-        raise BadInput(f"[sync.tables.\"{t.qualname}\"] watermark column {t.watermark!r} is "
-                       "not a synced column of the table")
+        raise BadInput(
+            f'[sync.tables."{t.qualname}"] watermark column {t.watermark!r} is '
+            "not a synced column of the table"
+        )
     if not t.key and t.strategy not in ("full", "verify") and t.error is None:
-        t.error = (f"{t.qualname} has no primary key and no [sync.tables] key, so it can be "
-                   "synced only in full mode (--mode full); verify compares it as a multiset "
-                   "of rows")
+        t.error = (
+            f"{t.qualname} has no primary key and no [sync.tables] key, so it can be "
+            "synced only in full mode (--mode full); verify compares it as a multiset "
+            "of rows"
+        )
 
 
 def _order(plans: dict[str, TablePlan]) -> tuple[list[str], list[list[str]]]:
@@ -382,13 +432,20 @@ def _order(plans: dict[str, TablePlan]) -> tuple[list[str], list[list[str]]]:
     return order, cycles
 
 
-def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConfig, *,
-               mode: Mode = "incremental", tables: list[str] | None = None,
-               exclude: list[str] | None = None,
-               referencing: dict[str, Table] | None = None,
-               history: str | None = None, protected: bool = False,
-               roles: tuple[str, str] = ("", ""), on_conflict: str | None = None
-               ) -> SyncPlan:
+def build_plan(
+    source: dict[str, Table],
+    target: dict[str, Table],
+    cfg: SyncConfig,
+    *,
+    mode: Mode = "incremental",
+    tables: list[str] | None = None,
+    exclude: list[str] | None = None,
+    referencing: dict[str, Table] | None = None,
+    history: str | None = None,
+    protected: bool = False,
+    roles: tuple[str, str] = ("", ""),
+    on_conflict: str | None = None,
+) -> SyncPlan:
     """The plan for syncing ``source`` into ``target`` (see the module docstring).
 
     ``referencing`` is the target's catalog over *all* its schemas (default:
@@ -407,20 +464,34 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
     images = cfg.keep_before_images if cfg.keep_before_images is not None else protected
     for qn in cfg.table:
         if qn not in source and qn not in target:
-            warnings.append(f"[sync.tables.\"{qn}\"] names a table that exists on neither side")
+            warnings.append(f'[sync.tables."{qn}"] names a table that exists on neither side')
     selected = set(names)
     plans: dict[str, TablePlan] = {}
     for qn in names:
         src, tgt = source[qn], target[qn]
         tc = _table_cfg(cfg, qn)
         key = tuple(tc.key) if tc.key else tgt.primary_key
-        t = TablePlan(schema=tgt.schema, name=tgt.name, qualname=qn, key=key, columns=[],
-                      mode=mode, strategy="checksum", watermark=tc.watermark, where=tc.where,
-                      deletes=tc.deletes, triggers=tc.triggers, partitioned=tgt.partitioned,
-                      user_triggers=list(tgt.user_triggers), row_estimate=src.row_estimate,
-                      total_bytes=src.total_bytes, trigger_modes=dict(tgt.trigger_modes),
-                      block_readers=block, before_images=images and mode != "verify",
-                      defer_indexes=defer)
+        t = TablePlan(
+            schema=tgt.schema,
+            name=tgt.name,
+            qualname=qn,
+            key=key,
+            columns=[],
+            mode=mode,
+            strategy="checksum",
+            watermark=tc.watermark,
+            where=tc.where,
+            deletes=tc.deletes,
+            triggers=tc.triggers,
+            partitioned=tgt.partitioned,
+            user_triggers=list(tgt.user_triggers),
+            row_estimate=src.row_estimate,
+            total_bytes=src.total_bytes,
+            trigger_modes=dict(tgt.trigger_modes),
+            block_readers=block,
+            before_images=images and mode != "verify",
+            defer_indexes=defer,
+        )
         _columns(t, src, tgt)
         for k in key:
             if k not in t.columns:
@@ -428,48 +499,67 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
         t.text_columns = [c for c in t.text_columns if c not in key]
         for k in key:
             if t.source_types.get(k) != t.column_types.get(k):
-                t.error = (f"{qn}: key column {k} is {t.source_types.get(k)} on the source and "
-                           f"{t.column_types.get(k)} on the target, so keys would not match (every "
-                           "row would look deleted and inserted again); apply the migrations "
-                           "first; nothing is written to this table")
+                t.error = (
+                    f"{qn}: key column {k} is {t.source_types.get(k)} on the source and "
+                    f"{t.column_types.get(k)} on the target, so keys would not match (every "
+                    "row would look deleted and inserted again); apply the migrations "
+                    "first; nothing is written to this table"
+                )
                 break
         for side, cat, role in (("source", src, roles[0]), ("target", tgt, roles[1])):
             if cat.rls_active and t.error is None:
                 who = f"role {role}" if role else "the connecting role"
-                t.error = (f"{qn}: row-level security on the {side} shows {who} only some rows "
-                           "(a sync would delete the rows it cannot see, a verify would compare "
-                           f"a subset); grant {role or 'the role'} BYPASSRLS or make it the "
-                           "table's owner (without FORCE ROW LEVEL SECURITY), or leave the table "
-                           "out")
+                t.error = (
+                    f"{qn}: row-level security on the {side} shows {who} only some rows "
+                    "(a sync would delete the rows it cannot see, a verify would compare "
+                    f"a subset); grant {role or 'the role'} BYPASSRLS or make it the "
+                    "table's owner (without FORCE ROW LEVEL SECURITY), or leave the table "
+                    "out"
+                )
         if tc.key is None and src.primary_key != tgt.primary_key:
-            t.warnings.append(f"primary key differs: source {list(src.primary_key)}, target "
-                              f"{list(tgt.primary_key)}; the target's is used")
+            t.warnings.append(
+                f"primary key differs: source {list(src.primary_key)}, target "
+                f"{list(tgt.primary_key)}; the target's is used"
+            )
         _strategy(t, tc, mode)
-        t.on_conflict = (on_conflict or tc.on_conflict or cfg.on_conflict
-                         or ("stop" if protected else "source"))
-        t.keep_target_changes = bool(tc.keep_target_changes if tc.keep_target_changes is not None
-                                     else cfg.keep_target_changes)
+        t.on_conflict = (
+            on_conflict or tc.on_conflict or cfg.on_conflict or ("stop" if protected else "source")
+        )
+        t.keep_target_changes = bool(
+            tc.keep_target_changes
+            if tc.keep_target_changes is not None
+            else cfg.keep_target_changes
+        )
         t.track = cfg.track_conflicts and bool(key) and t.strategy in ("checksum", "verify")
-        if (t.on_conflict != "source" or t.keep_target_changes) and t.strategy in (
-                "watermark", "full") and mode != "verify":
-            t.warnings.append(f"conflicts are looked for with the checksum strategy only; this "
-                              f"{t.strategy} table makes the target equal to the source")
+        if (
+            (t.on_conflict != "source" or t.keep_target_changes)
+            and t.strategy in ("watermark", "full")
+            and mode != "verify"
+        ):
+            t.warnings.append(
+                f"conflicts are looked for with the checksum strategy only; this "
+                f"{t.strategy} table makes the target equal to the source"
+            )
         odd = [n for n in (t.schema, t.name, *t.columns) if "%" in n]
         if odd:
             # psycopg reads a % in a quoted identifier as a placeholder in every statement
             # with parameters: stop this table in one sentence rather than with a driver error
-            t.error = (f"names containing '%' cannot be synced yet ({', '.join(odd)}); "
-                       "rename them or leave the table out")
+            t.error = (
+                f"names containing '%' cannot be synced yet ({', '.join(odd)}); "
+                "rename them or leave the table out"
+            )
         if t.where and t.strategy != "verify":
-            t.warnings.append(f"only rows WHERE {t.where} are synced; deletes are limited to "
-                              "them")
-        t.sequences = {c: s for c, s in {**tgt.default_sequences, **tgt.sequences}.items()
-                       if c in t.columns}
+            t.warnings.append(f"only rows WHERE {t.where} are synced; deletes are limited to them")
+        t.sequences = {
+            c: s for c, s in {**tgt.default_sequences, **tgt.sequences}.items() if c in t.columns
+        }
         # triggers = "disable" is what the user asked for: no warning for it
         if t.user_triggers and mode != "verify" and t.triggers != "disable":
-            t.warnings.append(f"user triggers {', '.join(t.user_triggers)} fire on the "
-                              "target (a trigger that sets updated_at makes verify differ; "
-                              "set triggers = \"disable\" for this table)")
+            t.warnings.append(
+                f"user triggers {', '.join(t.user_triggers)} fire on the "
+                "target (a trigger that sets updated_at makes verify differ; "
+                'set triggers = "disable" for this table)'
+            )
         for fk in tgt.foreign_keys:
             if fk.ref_table == qn:
                 t.self_referencing = True
@@ -488,27 +578,43 @@ def build_plan(source: dict[str, Table], target: dict[str, Table], cfg: SyncConf
     hard: list[list[str]] = []
     for comp in cycles:
         members = set(comp)
-        fks = [(qn, fk) for qn in comp for fk in target[qn].foreign_keys
-               if fk.ref_table in members and fk.ref_table != qn]
+        fks = [
+            (qn, fk)
+            for qn in comp
+            for fk in target[qn].foreign_keys
+            if fk.ref_table in members and fk.ref_table != qn
+        ]
         stiff = [f"{qn}.{fk.name}" for qn, fk in fks if not fk.deferrable]
         for qn in comp:
             plans[qn].cycle = list(comp)
         if stiff:
             hard.append(comp)
-            msg = (f"foreign keys form a cycle {' -> '.join(comp + [comp[0]])} and "
-                   f"{', '.join(stiff)} {'is' if len(stiff) == 1 else 'are'} not deferrable; "
-                   "fix: ALTER TABLE ... ALTER CONSTRAINT ... DEFERRABLE (or exclude one table)")
+            msg = (
+                f"foreign keys form a cycle {' -> '.join(comp + [comp[0]])} and "
+                f"{', '.join(stiff)} {'is' if len(stiff) == 1 else 'are'} not deferrable; "
+                "fix: ALTER TABLE ... ALTER CONSTRAINT ... DEFERRABLE (or exclude one table)"
+            )
             for qn in comp:
                 plans[qn].error = plans[qn].error or msg
         else:
             for qn in comp:
-                plans[qn].warnings.append(f"in FK cycle {' -> '.join(comp + [comp[0]])}; "
-                                          "constraints are deferred to commit")
+                plans[qn].warnings.append(
+                    f"in FK cycle {' -> '.join(comp + [comp[0]])}; "
+                    "constraints are deferred to commit"
+                )
     ordered = []
     for i, qn in enumerate(order):
         plans[qn].order = i
         ordered.append(plans[qn])
-    findings = [f"{n} exists on the source but not on the target: apply the migrations first"
-                for n in missing]
-    return SyncPlan(mode=mode, tables=ordered, warnings=warnings, cycles=hard,
-                    findings=findings, missing_tables=missing)
+    findings = [
+        f"{n} exists on the source but not on the target: apply the migrations first"
+        for n in missing
+    ]
+    return SyncPlan(
+        mode=mode,
+        tables=ordered,
+        warnings=warnings,
+        cycles=hard,
+        findings=findings,
+        missing_tables=missing,
+    )

@@ -79,14 +79,30 @@ def key_text(item: Any) -> str:
 
 
 #: columns of text (left-aligned); the others hold numbers
-_LEFT = ("table", "strategy", "status", "checksum after", "column", "rule", "key", "error",
-         "first differing keys", "known", "kind", "target row", "source row", "note")
+_LEFT = (
+    "table",
+    "strategy",
+    "status",
+    "checksum after",
+    "column",
+    "rule",
+    "key",
+    "error",
+    "first differing keys",
+    "known",
+    "kind",
+    "target row",
+    "source row",
+    "note",
+)
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     right = {i for i, h in enumerate(headers) if h not in _LEFT}
-    lines = ["| " + " | ".join(headers) + " |",
-             "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|"]
+    lines = [
+        "| " + " | ".join(headers) + " |",
+        "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|",
+    ]
     lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return lines
 
@@ -96,16 +112,27 @@ def markdown(result: SyncResult) -> str:
     outcome = result.derive_outcome()
     verify = result.mode == "verify"
     title = "verify" if verify else "sync"
-    masked_note = (", masked columns as masked" if outcome == "ok"
-                   and any(t.masked for t in result.tables) else "")
+    masked_note = (
+        ", masked columns as masked"
+        if outcome == "ok" and any(t.masked for t in result.tables)
+        else ""
+    )
     words = _OUTCOME_WORDS[outcome]
-    unchecked = [t.table for t in result.tables
-                 if not verify and not result.dry_run and t.status != "failed"
-                 and t.checked_after is not True]
+    unchecked = [
+        t.table
+        for t in result.tables
+        if not verify
+        and not result.dry_run
+        and t.status != "failed"
+        and t.checked_after is not True
+    ]
     if outcome == "ok" and unchecked:
         # the claim "matches" needs the check that could have failed
-        words = ("ok — written; not compared again after the sync: " + ", ".join(unchecked)
-                 + " (use --verify-after)")
+        words = (
+            "ok — written; not compared again after the sync: "
+            + ", ".join(unchecked)
+            + " (use --verify-after)"
+        )
     out = [f"# pgferry {title}: {result.source} → {result.target}", ""]
     summary = [
         ["source", f"{result.source} (`{redact(result.source_display)}`)"],
@@ -120,8 +147,13 @@ def markdown(result: SyncResult) -> str:
     if result.run_id:
         summary.append(["run id", f"`{result.run_id}`"])
     if any(t.before_images for t in result.tables) and not verify and not result.dry_run:
-        summary.append(["undo", f"`pgferry sync revert {result.run_id} --env {result.target} "
-                                "--yes` puts back every row this run changed"])
+        summary.append(
+            [
+                "undo",
+                f"`pgferry sync revert {result.run_id} --env {result.target} "
+                "--yes` puts back every row this run changed",
+            ]
+        )
     if result.no_mask_reason:
         summary.append(["unmasked copy", f"--no-mask, reason: {result.no_mask_reason}"])
     out += [f"- **{k}**: {v}" for k, v in summary]
@@ -131,47 +163,145 @@ def markdown(result: SyncResult) -> str:
     tot = result.totals()
     out += ["", "## Tables", ""]
     if verify:
-        rows = [[t.table, t.status, _n(t.matched), _n(t.differing), _n(t.only_in_source),
-                 _n(t.only_in_target), f"{t.duration_s:.2f} s"] for t in result.tables]
-        rows.append(["**total**", "", _n(tot["matched"]), _n(tot["differing"]),
-                     _n(tot["only_in_source"]), _n(tot["only_in_target"]),
-                     f"{result.duration_s:.2f} s"])
-        out += _table(["table", "status", "matched", "differing", "only in source",
-                       "only in target", "duration"], rows)
+        rows = [
+            [
+                t.table,
+                t.status,
+                _n(t.matched),
+                _n(t.differing),
+                _n(t.only_in_source),
+                _n(t.only_in_target),
+                f"{t.duration_s:.2f} s",
+            ]
+            for t in result.tables
+        ]
+        rows.append(
+            [
+                "**total**",
+                "",
+                _n(tot["matched"]),
+                _n(tot["differing"]),
+                _n(tot["only_in_source"]),
+                _n(tot["only_in_target"]),
+                f"{result.duration_s:.2f} s",
+            ]
+        )
+        out += _table(
+            [
+                "table",
+                "status",
+                "matched",
+                "differing",
+                "only in source",
+                "only in target",
+                "duration",
+            ],
+            rows,
+        )
     else:
-        rows = [[t.table, t.strategy or t.mode, t.status, _n(t.inserted), _n(t.updated),
-                 _n(t.deleted), _n(t.unchanged), _n(t.dead_lettered), _checksum(t),
-                 f"{t.duration_s:.2f} s"] for t in result.tables]
-        rows.append(["**total**", "", "", _n(tot["inserted"]), _n(tot["updated"]),
-                     _n(tot["deleted"]), _n(tot["unchanged"]), _n(tot["dead_lettered"]), "",
-                     f"{result.duration_s:.2f} s"])
-        out += _table(["table", "strategy", "status", "inserted", "updated", "deleted",
-                       "unchanged", "dead-lettered", "checksum after", "duration"], rows)
+        rows = [
+            [
+                t.table,
+                t.strategy or t.mode,
+                t.status,
+                _n(t.inserted),
+                _n(t.updated),
+                _n(t.deleted),
+                _n(t.unchanged),
+                _n(t.dead_lettered),
+                _checksum(t),
+                f"{t.duration_s:.2f} s",
+            ]
+            for t in result.tables
+        ]
+        rows.append(
+            [
+                "**total**",
+                "",
+                "",
+                _n(tot["inserted"]),
+                _n(tot["updated"]),
+                _n(tot["deleted"]),
+                _n(tot["unchanged"]),
+                _n(tot["dead_lettered"]),
+                "",
+                f"{result.duration_s:.2f} s",
+            ]
+        )
+        out += _table(
+            [
+                "table",
+                "strategy",
+                "status",
+                "inserted",
+                "updated",
+                "deleted",
+                "unchanged",
+                "dead-lettered",
+                "checksum after",
+                "duration",
+            ],
+            rows,
+        )
 
     differing = [t for t in result.tables if t.first_differing_keys]
     if differing:
         out += ["", "## First differing keys", ""]
-        out += _table(["table", "first differing keys"],
-                      [[t.table, "; ".join(map(key_text, t.first_differing_keys[:10]))]
-                       for t in differing])
+        out += _table(
+            ["table", "first differing keys"],
+            [[t.table, "; ".join(map(key_text, t.first_differing_keys[:10]))] for t in differing],
+        )
 
     drift = [f"{t.table}: {f}" for t in result.tables for f in t.findings] + result.findings
     if drift:
-        out += ["", "## Schema drift", "",
-                "The two sides' schemas differ; the migrations have not run on both:", ""]
+        out += [
+            "",
+            "## Schema drift",
+            "",
+            "The two sides' schemas differ; the migrations have not run on both:",
+            "",
+        ]
         out += [f"- {_cell(d)}" for d in drift]
     clash = [t for t in result.tables if t.conflicts or t.conflicts_known is False or t.kept]
     if clash:
-        out += ["", "## Conflicts", "",
-                "Rows changed on the target since the last sync that this sync would change "
-                "(`on_conflict`: stop, source or target).", ""]
-        out += _table(["table", "conflicts", "only the target changed", "kept as the target has "
-                       "them", "known"],
-                      [[t.table, _n(t.conflicts), _n(t.target_only), _n(t.kept),
-                        "no: first sync" if t.conflicts_known is False else "yes"]
-                       for t in clash])
-        rows = [[t.table, ", ".join(f"{k}={v}" for k, v in c["key"].items()), c["kind"],
-                 c["target_row"], c["source_row"]] for t in clash for c in t.conflict_rows]
+        out += [
+            "",
+            "## Conflicts",
+            "",
+            "Rows changed on the target since the last sync that this sync would change "
+            "(`on_conflict`: stop, source or target).",
+            "",
+        ]
+        out += _table(
+            [
+                "table",
+                "conflicts",
+                "only the target changed",
+                "kept as the target has them",
+                "known",
+            ],
+            [
+                [
+                    t.table,
+                    _n(t.conflicts),
+                    _n(t.target_only),
+                    _n(t.kept),
+                    "no: first sync" if t.conflicts_known is False else "yes",
+                ]
+                for t in clash
+            ],
+        )
+        rows = [
+            [
+                t.table,
+                ", ".join(f"{k}={v}" for k, v in c["key"].items()),
+                c["kind"],
+                c["target_row"],
+                c["source_row"],
+            ]
+            for t in clash
+            for c in t.conflict_rows
+        ]
         if rows:
             out += [""] + _table(["table", "key", "kind", "target row", "source row"], rows)
     notes = [(t.table, t.note) for t in result.tables if t.note]
@@ -186,19 +316,32 @@ def markdown(result: SyncResult) -> str:
 
     masked = [(t.table, c, r) for t in result.tables for c, r in sorted(t.masked.items())]
     if masked:
-        out += ["", "## Masked columns", "",
-                "Masked inside the source SELECT; raw values did not leave the source server.",
-                ""]
+        out += [
+            "",
+            "## Masked columns",
+            "",
+            "Masked inside the source SELECT; raw values did not leave the source server.",
+            "",
+        ]
         out += _table(["table", "column", "rule"], [list(m) for m in masked])
 
     letters = [(t.table, d) for t in result.tables for d in t.dead_letters]
     if letters or tot["dead_lettered"]:
-        out += ["", "## Dead letters", "",
-                f"{_n(tot['dead_lettered'])} row(s) could not be written; they are in "
-                f"`pgferry.dead_letters` on {result.target}. The first ones:", ""]
-        out += _table(["table", "key", "error"],
-                      [[tb, ", ".join(f"{k}={v}" for k, v in d.key.items()), d.error]
-                       for tb, d in letters[:50]])
+        out += [
+            "",
+            "## Dead letters",
+            "",
+            f"{_n(tot['dead_lettered'])} row(s) could not be written; they are in "
+            f"`pgferry.dead_letters` on {result.target}. The first ones:",
+            "",
+        ]
+        out += _table(
+            ["table", "key", "error"],
+            [
+                [tb, ", ".join(f"{k}={v}" for k, v in d.key.items()), d.error]
+                for tb, d in letters[:50]
+            ],
+        )
 
     warnings = [f"{t.table}: {w}" for t in result.tables for w in t.warnings] + result.warnings
     if warnings:

@@ -28,8 +28,17 @@ from typing import Any, Literal
 
 from pgferry.sync.plan import Mode, Strategy
 
-TableStatus = Literal["pending", "ok", "dead_letters", "differs", "failed", "skipped", "planned",
-                      "missing", "conflicts"]
+TableStatus = Literal[
+    "pending",
+    "ok",
+    "dead_letters",
+    "differs",
+    "failed",
+    "skipped",
+    "planned",
+    "missing",
+    "conflicts",
+]
 Outcome = Literal["ok", "problem", "failed", "refused", "planned"]
 
 _EXIT = {"ok": 0, "planned": 0, "problem": 1, "failed": 3, "refused": 4}
@@ -162,9 +171,23 @@ class SyncResult:
         return t
 
     def totals(self) -> dict[str, int]:
-        keys = ("inserted", "updated", "deleted", "unchanged", "dead_lettered", "matched",
-                "differing", "only_in_source", "only_in_target", "source_rows",
-                "would_insert", "would_update", "would_delete", "conflicts", "kept")
+        keys = (
+            "inserted",
+            "updated",
+            "deleted",
+            "unchanged",
+            "dead_lettered",
+            "matched",
+            "differing",
+            "only_in_source",
+            "only_in_target",
+            "source_rows",
+            "would_insert",
+            "would_update",
+            "would_delete",
+            "conflicts",
+            "kept",
+        )
         return {k: sum(int(getattr(t, k)) for t in self.tables) for k in keys}
 
     @property
@@ -182,7 +205,10 @@ class SyncResult:
         if self.error or any(t.status == "failed" for t in self.tables):
             return "failed"
         if self.findings or any(
-            t.dead_lettered or t.differing or t.only_in_source or t.only_in_target
+            t.dead_lettered
+            or t.differing
+            or t.only_in_source
+            or t.only_in_target
             or t.status in ("dead_letters", "differs", "missing", "conflicts")
             or t.checksums_match is False
             or t.findings

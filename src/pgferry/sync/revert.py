@@ -50,10 +50,17 @@ class RevertResult:
     dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "run_id": self.run_id, "env": self.env, "dry_run": self.dry_run,
-                "tables": [vars(t) for t in self.tables],
-                "totals": {k: sum(getattr(t, k) for t in self.tables)
-                           for k in ("removed", "reinserted", "restored")}}
+        return {
+            "ok": True,
+            "run_id": self.run_id,
+            "env": self.env,
+            "dry_run": self.dry_run,
+            "tables": [vars(t) for t in self.tables],
+            "totals": {
+                k: sum(getattr(t, k) for t in self.tables)
+                for k in ("removed", "reinserted", "restored")
+            },
+        }
 
 
 def _ident(qualname: str) -> sql.Identifier:
@@ -66,8 +73,11 @@ def _order(tables: dict[str, catalog.Table], names: list[str]) -> list[str]:
     out: list[str] = []
     todo = sorted(names)
     while todo:
-        ready = [n for n in todo if not any(
-            fk.ref_table in todo and fk.ref_table != n for fk in tables[n].foreign_keys)]
+        ready = [
+            n
+            for n in todo
+            if not any(fk.ref_table in todo and fk.ref_table != n for fk in tables[n].foreign_keys)
+        ]
         nxt = ready[0] if ready else todo[0]  # a cycle: deferrable FKs make it work
         out.append(nxt)
         todo.remove(nxt)
@@ -79,7 +89,9 @@ def _key_match(t: catalog.Table, alias: str, json: sql.Composable) -> sql.Compos
     rec = sql.SQL("jsonb_populate_record(NULL::{}, {})").format(_ident(t.qualname), json)
     return sql.SQL("({}) = (SELECT {} FROM {} AS k)").format(
         sql.SQL(", ").join(sql.Identifier(alias, k) for k in t.primary_key),
-        sql.SQL(", ").join(sql.Identifier("k", k) for k in t.primary_key), rec)
+        sql.SQL(", ").join(sql.Identifier("k", k) for k in t.primary_key),
+        rec,
+    )
 
 
 def _changed(conn: psycopg.Connection[Any], run_id: str, t: catalog.Table) -> tuple[int, Any]:
@@ -89,8 +101,8 @@ def _changed(conn: psycopg.Connection[Any], run_id: str, t: catalog.Table) -> tu
         "SELECT count(*), min(b.key::text) FROM {images} b WHERE b.run_id = %s AND "
         "b.table_name = %s AND CASE WHEN b.action = 'delete' THEN EXISTS "
         "(SELECT 1 FROM {t} pgferry_x WHERE {m}) ELSE NOT EXISTS (SELECT 1 FROM {t} pgferry_x "
-        "WHERE {m} AND md5(to_jsonb(pgferry_x)::text) = b.after_hash) END").format(
-        images=_IMAGES, t=ti, m=_key_match(t, "pgferry_x", sql.SQL("b.key")))
+        "WHERE {m} AND md5(to_jsonb(pgferry_x)::text) = b.after_hash) END"
+    ).format(images=_IMAGES, t=ti, m=_key_match(t, "pgferry_x", sql.SQL("b.key")))
     row = conn.execute(q, [run_id, t.qualname]).fetchone()
     return (int(row[0]), row[1]) if row else (0, None)
 
@@ -106,42 +118,66 @@ def _columns(t: catalog.Table, *, update: bool) -> list[str]:
     return out
 
 
-def _apply(conn: psycopg.Connection[Any], run_id: str, t: catalog.Table,
-           res: TableRevert, step: str) -> None:
+def _apply(
+    conn: psycopg.Connection[Any], run_id: str, t: catalog.Table, res: TableRevert, step: str
+) -> None:
     ti = _ident(t.qualname)
     args = [run_id, t.qualname]
-    rows = sql.SQL("(SELECT (jsonb_populate_record(NULL::{t}, b.row_data)).* FROM {images} b "
-                   "WHERE b.run_id = %s AND b.table_name = %s AND b.action = {a})")
+    rows = sql.SQL(
+        "(SELECT (jsonb_populate_record(NULL::{t}, b.row_data)).* FROM {images} b "
+        "WHERE b.run_id = %s AND b.table_name = %s AND b.action = {a})"
+    )
     if step == "remove":
-        cur = conn.execute(sql.SQL(
-            "DELETE FROM {t} x USING {images} b WHERE b.run_id = %s AND b.table_name = %s AND "
-            "b.action = 'insert' AND {m}").format(t=ti, images=_IMAGES,
-                                                  m=_key_match(t, "x", sql.SQL("b.key"))), args)
+        cur = conn.execute(
+            sql.SQL(
+                "DELETE FROM {t} x USING {images} b WHERE b.run_id = %s AND b.table_name = %s AND "
+                "b.action = 'insert' AND {m}"
+            ).format(t=ti, images=_IMAGES, m=_key_match(t, "x", sql.SQL("b.key"))),
+            args,
+        )
         res.removed += max(cur.rowcount, 0)
     elif step == "reinsert":
         cols = _columns(t, update=False)
-        override = sql.SQL(" OVERRIDING SYSTEM VALUE") if any(
-            c.identity == "a" for c in t.columns) else sql.SQL("")
-        cur = conn.execute(sql.SQL("INSERT INTO {t} ({c}){o} SELECT {c} FROM {r} r").format(
-            t=ti, c=sql.SQL(", ").join(map(sql.Identifier, cols)), o=override,
-            r=rows.format(t=ti, images=_IMAGES, a=sql.Literal("delete"))), args)
+        override = (
+            sql.SQL(" OVERRIDING SYSTEM VALUE")
+            if any(c.identity == "a" for c in t.columns)
+            else sql.SQL("")
+        )
+        cur = conn.execute(
+            sql.SQL("INSERT INTO {t} ({c}){o} SELECT {c} FROM {r} r").format(
+                t=ti,
+                c=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                o=override,
+                r=rows.format(t=ti, images=_IMAGES, a=sql.Literal("delete")),
+            ),
+            args,
+        )
         res.reinserted += max(cur.rowcount, 0)
     else:
         cols = _columns(t, update=True)
         if not cols:
             return
-        cur = conn.execute(sql.SQL("UPDATE {t} x SET ({c}) = ROW({rc}) FROM {r} r WHERE ({xk}) = "
-                                   "({rk})").format(
-            t=ti, c=sql.SQL(", ").join(map(sql.Identifier, cols)),
-            rc=sql.SQL(", ").join(sql.Identifier("r", c) for c in cols),
-            r=rows.format(t=ti, images=_IMAGES, a=sql.Literal("update")),
-            xk=sql.SQL(", ").join(sql.Identifier("x", k) for k in t.primary_key),
-            rk=sql.SQL(", ").join(sql.Identifier("r", k) for k in t.primary_key)), args)
+        cur = conn.execute(
+            sql.SQL("UPDATE {t} x SET ({c}) = ROW({rc}) FROM {r} r WHERE ({xk}) = ({rk})").format(
+                t=ti,
+                c=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                rc=sql.SQL(", ").join(sql.Identifier("r", c) for c in cols),
+                r=rows.format(t=ti, images=_IMAGES, a=sql.Literal("update")),
+                xk=sql.SQL(", ").join(sql.Identifier("x", k) for k in t.primary_key),
+                rk=sql.SQL(", ").join(sql.Identifier("r", k) for k in t.primary_key),
+            ),
+            args,
+        )
         res.restored += max(cur.rowcount, 0)
 
 
-def _run_steps(conn: psycopg.Connection[Any], run_id: str, tables: dict[str, catalog.Table],
-               results: dict[str, TableRevert], steps: list[tuple[str, str]]) -> None:
+def _run_steps(
+    conn: psycopg.Connection[Any],
+    run_id: str,
+    tables: dict[str, catalog.Table],
+    results: dict[str, TableRevert],
+    steps: list[tuple[str, str]],
+) -> None:
     """Run the steps, each in a savepoint, in passes until all are done.
 
     The order above suits most data (rows the run deleted come back first, so the
@@ -170,35 +206,49 @@ def _run_steps(conn: psycopg.Connection[Any], run_id: str, tables: dict[str, cat
         pending = left
 
 
-def revert(target: Target, run_id: str, *, lock_wait_s: float = 60.0,
-           dry_run: bool = False) -> RevertResult:
+def revert(
+    target: Target, run_id: str, *, lock_wait_s: float = 60.0, dry_run: bool = False
+) -> RevertResult:
     """Revert sync run ``run_id`` on ``target`` (see the module docstring)."""
     out = RevertResult(run_id, target.name, dry_run=dry_run)
     with connect(target.dsn, application_name="pgferry sync revert") as conn:
         session.pin(conn, lock_timeout="5s")
         if conn.execute("SELECT to_regclass('pgferry.before_images')").fetchone() == (None,):
-            raise BadInput(f"{target.name} holds no before-images: no sync into it kept any "
-                           "(they are kept on protected targets and with [sync] "
-                           "keep_before_images = true)")
-        names = [r[0] for r in conn.execute(
-            "SELECT DISTINCT table_name FROM pgferry.before_images WHERE run_id = %s ORDER BY 1",
-            [run_id])]
+            raise BadInput(
+                f"{target.name} holds no before-images: no sync into it kept any "
+                "(they are kept on protected targets and with [sync] "
+                "keep_before_images = true)"
+            )
+        names = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT table_name FROM "
+                "pgferry.before_images WHERE run_id = %s ORDER BY 1",
+                [run_id],
+            )
+        ]
         conn.commit()
         if not names:
-            raise BadInput(f"no before-images of sync run {run_id!r} in {target.name}: check the "
-                           f"run id (pgferry journal --env {target.name}); a run that was "
-                           "reverted already, or is older than [sync] keep_before_images_for, "
-                           "has none")
+            raise BadInput(
+                f"no before-images of sync run {run_id!r} in {target.name}: check the "
+                f"run id (pgferry journal --env {target.name}); a run that was "
+                "reverted already, or is older than [sync] keep_before_images_for, "
+                "has none"
+            )
         schemas = sorted({n.partition(".")[0] for n in names})
         tables = catalog.tables(conn, schemas)
         gone = [n for n in names if n not in tables]
         if gone:
-            raise BadInput(f"sync run {run_id} changed {gone[0]}, which no longer exists in "
-                           f"{target.name}; nothing was reverted")
+            raise BadInput(
+                f"sync run {run_id} changed {gone[0]}, which no longer exists in "
+                f"{target.name}; nothing was reverted"
+            )
         for n in names:
             if not tables[n].primary_key:
-                raise BadInput(f"{n} has no primary key: its rows cannot be matched to their "
-                               "before-images; nothing was reverted")
+                raise BadInput(
+                    f"{n} has no primary key: its rows cannot be matched to their "
+                    "before-images; nothing was reverted"
+                )
         conn.commit()
         lock = locks.acquire(target, names, lock_wait_s, f"revert-{run_id}")
         try:
@@ -213,9 +263,14 @@ def revert(target: Target, run_id: str, *, lock_wait_s: float = 60.0,
                         f"{n}: {changed} row(s) changed since sync run {run_id} (first key "
                         f"{first}); reverting would overwrite those changes, so nothing was "
                         "reverted; compare with `pgferry verify` and fix by hand or sync again",
-                        table=n, changed=changed)
-            steps = ([(n, "reinsert") for n in order] + [(n, "restore") for n in order]
-                     + [(n, "remove") for n in reversed(order)])
+                        table=n,
+                        changed=changed,
+                    )
+            steps = (
+                [(n, "reinsert") for n in order]
+                + [(n, "restore") for n in order]
+                + [(n, "remove") for n in reversed(order)]
+            )
             _run_steps(conn, run_id, tables, results, steps)
             if dry_run:
                 conn.rollback()
@@ -226,8 +281,7 @@ def revert(target: Target, run_id: str, *, lock_wait_s: float = 60.0,
         except psycopg.Error as e:
             conn.rollback()
             err = map_db_error(e, f"sync revert {run_id}")
-            raise OperationFailed(f"{err.message}; nothing was reverted",
-                                  **err.details) from None
+            raise OperationFailed(f"{err.message}; nothing was reverted", **err.details) from None
         except BaseException:
             conn.rollback()
             raise

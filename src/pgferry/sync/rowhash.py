@@ -70,13 +70,20 @@ SEND = {
 _ROW_MAX = 1000
 
 #: v1: 64-bit types hashed by an exact expression of their own
-_WIDE = {"pg_catalog.int8", "pg_catalog.timestamptz", "pg_catalog.timestamp",
-         "pg_catalog.time", "pg_catalog.money"}
+_WIDE = {
+    "pg_catalog.int8",
+    "pg_catalog.timestamptz",
+    "pg_catalog.timestamp",
+    "pg_catalog.time",
+    "pg_catalog.money",
+}
 
 
 def _numeric_class(e: sql.Composable) -> sql.Composable:
-    return sql.SQL("CASE WHEN {e} < 0 THEN 1 WHEN {e} < 'Infinity' THEN 0 "
-                   "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END").format(e=e)
+    return sql.SQL(
+        "CASE WHEN {e} < 0 THEN 1 WHEN {e} < 'Infinity' THEN 0 "
+        "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END"
+    ).format(e=e)
 
 
 def _elements(s: Side, c: ColumnInfo) -> list[sql.Composable]:
@@ -97,15 +104,16 @@ def _elements(s: Side, c: ColumnInfo) -> list[sql.Composable]:
 
 def _record(elements: list[sql.Composable]) -> sql.Composable:
     if len(elements) > _ROW_MAX:  # nested row values, each hashed by its elements
-        elements = [_record(elements[i:i + _ROW_MAX]) for i in range(0, len(elements), _ROW_MAX)]
+        elements = [_record(elements[i : i + _ROW_MAX]) for i in range(0, len(elements), _ROW_MAX)]
     return sql.SQL("ROW({})").format(sql.SQL(", ").join(elements))
 
 
 def row_hash(s: Side) -> sql.Composable:
     """The 64-bit hash of a row's synced columns (``bigint``; see the module docstring)."""
     elements = [e for c in s.columns for e in _elements(s, c)]
-    return sql.SQL("pg_catalog.hashint8extended(0, pg_catalog.hash_record_extended({}, 0))"
-                   ).format(_record(elements))
+    return sql.SQL("pg_catalog.hashint8extended(0, pg_catalog.hash_record_extended({}, 0))").format(
+        _record(elements)
+    )
 
 
 def key_hash(s: Side) -> sql.Composable:
@@ -135,17 +143,21 @@ def key_hash(s: Side) -> sql.Composable:
             if k.collatable:
                 e = sql.SQL("{} COLLATE {}").format(e, c_collation)
             if not k.callable:
-                parts.append(sql.SQL(
-                    "CASE WHEN {e} IS NULL THEN {i} ELSE "
-                    "pg_catalog.hash_record_extended(ROW({e}), {i}::int8) END").format(
-                    e=e, i=sql.Literal(i)))
+                parts.append(
+                    sql.SQL(
+                        "CASE WHEN {e} IS NULL THEN {i} ELSE "
+                        "pg_catalog.hash_record_extended(ROW({e}), {i}::int8) END"
+                    ).format(e=e, i=sql.Literal(i))
+                )
                 continue
-        parts.append(sql.SQL("coalesce({}({}, {}::int8), {})").format(
-            fn, e, sql.Literal(i), sql.Literal(i)))
+        parts.append(
+            sql.SQL("coalesce({}({}, {}::int8), {})").format(fn, e, sql.Literal(i), sql.Literal(i))
+        )
     return sql.SQL("({})").format(sql.SQL(" # ").join(parts))
 
 
 # -- version 1 (earlier releases), for conflicts bases written with it ---------------------------
+
 
 def _wide_hash(type_name: str, e: sql.Composable, seed: sql.Composable) -> sql.Composable:
     """v1: an exact 64-bit hash of a value of a :data:`_WIDE` type (NULL for NULL)."""
@@ -155,11 +167,11 @@ def _wide_hash(type_name: str, e: sql.Composable, seed: sql.Composable) -> sql.C
     if type_name == "pg_catalog.time":
         return sql.SQL("{f}(pg_catalog.date_part('epoch', {e}), {s})").format(f=f8, e=e, s=seed)
     if type_name == "pg_catalog.money":
-        return sql.SQL("pg_catalog.hashtextextended(({e})::numeric::text, {s})").format(
-            e=e, s=seed)
-    return sql.SQL("({f}(pg_catalog.date_part('epoch', {e}), {s}) # "
-                   "{f}(pg_catalog.date_part('microseconds', {e}), ({s}) + 1000003))").format(
-        f=f8, e=e, s=seed)
+        return sql.SQL("pg_catalog.hashtextextended(({e})::numeric::text, {s})").format(e=e, s=seed)
+    return sql.SQL(
+        "({f}(pg_catalog.date_part('epoch', {e}), {s}) # "
+        "{f}(pg_catalog.date_part('microseconds', {e}), ({s}) + 1000003))"
+    ).format(f=f8, e=e, s=seed)
 
 
 def row_hash_v1(s: Side, *, exact: bool = False) -> sql.Composable:
@@ -185,17 +197,18 @@ def row_hash_v1(s: Side, *, exact: bool = False) -> sql.Composable:
         seed: sql.Composable = sql.SQL("{}::int8").format(sql.Literal(i))
         wide = c.base_name if exact else c.type_name
         if wide in _WIDE and c.name not in s.as_text_v1 and hashable:
-            parts.append(sql.SQL("coalesce({}, {})").format(
-                _wide_hash(wide, e, seed), sql.Literal(i)))
+            parts.append(
+                sql.SQL("coalesce({}, {})").format(_wide_hash(wide, e, seed), sql.Literal(i))
+            )
             continue
         if c.hash_fn == NUMERIC_HASH and c.name not in s.as_text_v1:
             # PostgreSQL 13 has NaN but no numeric infinity (the literal would not parse
             # there): the same classes for every value it can hold
             seed = sql.SQL(
                 "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} < 'Infinity' THEN 0 "
-                "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END" if s.server_version >= 140000
-                else "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} = 'NaN' THEN 3 "
-                "ELSE 0 END"
+                "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END"
+                if s.server_version >= 140000
+                else "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} = 'NaN' THEN 3 ELSE 0 END"
             ).format(i=sql.Literal(i), e=e)
         parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, sql.Literal(i)))
     return sql.SQL("pg_catalog.hashint8extended(0, {})").format(sql.SQL(" # ").join(parts))

@@ -27,8 +27,9 @@ def _ident(qualname: str) -> sql.Identifier:
 
 def _used(conn: psycopg.Connection[Any], seq: str) -> int | None:
     """The last value the sequence handed out, or None when it has not been used yet."""
-    row = conn.execute(sql.SQL("SELECT last_value, is_called FROM {}").format(_ident(seq))
-                       ).fetchone()
+    row = conn.execute(
+        sql.SQL("SELECT last_value, is_called FROM {}").format(_ident(seq))
+    ).fetchone()
     return int(row[0]) if row and row[1] else None
 
 
@@ -45,14 +46,21 @@ def advance(src: psycopg.Connection[Any], target_dsn: str, tables: list[TablePla
     with connect(target_dsn, autocommit=True) as tgt:
         for t, col, spec in todo:
             tseq, _, sseq = spec.partition("|")
-            row = tgt.execute(sql.SQL("SELECT max({})::bigint FROM {}").format(
-                sql.Identifier(col), table_ident(t))).fetchone()
+            row = tgt.execute(
+                sql.SQL("SELECT max({})::bigint FROM {}").format(
+                    sql.Identifier(col), table_ident(t)
+                )
+            ).fetchone()
             have = _used(tgt, tseq)
-            wanted = [v for v in (_used(src, sseq) if sseq else None,
-                                  row[0] if row else None, have) if v is not None]
+            wanted = [
+                v
+                for v in (_used(src, sseq) if sseq else None, row[0] if row else None, have)
+                if v is not None
+            ]
             if not wanted or (have is not None and max(wanted) <= have):
                 continue  # nothing used anywhere, or already far enough: never move back
-            tgt.execute("SELECT setval(%s::regclass, %s, true)",
-                        [_ident(tseq).as_string(tgt), max(wanted)])
+            tgt.execute(
+                "SELECT setval(%s::regclass, %s, true)", [_ident(tseq).as_string(tgt), max(wanted)]
+            )
             n += 1
     return n

@@ -52,8 +52,13 @@ _NEWER = (("idle_session_timeout", "0", 140000), ("transaction_timeout", "0", 17
 MASK_KEY_SETTING = "pgferry.mask_key"
 
 
-def pin(conn: psycopg.Connection[Any], *, lock_timeout: str | None = None,
-        mask_key: str | None = None, extra: dict[str, str] | None = None) -> None:
+def pin(
+    conn: psycopg.Connection[Any],
+    *,
+    lock_timeout: str | None = None,
+    mask_key: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> None:
     """Pin the run's session settings on ``conn`` (idle; commits when not autocommit)."""
     values = dict(PINNED)
     for name, value, since in _NEWER:

@@ -248,8 +248,11 @@ class Side:
         for i in range(32):
             lanes = sql.SQL("sum(({v} >> {i}) & 4294967297)").format(v=value, i=sql.Literal(i))
             bits.append(sql.SQL("(mod({s}, 2)::int8 << {i})").format(s=lanes, i=sql.Literal(i)))
-            bits.append(sql.SQL("(mod(div({s}, 4294967296), 2)::int8 << {j})").format(
-                s=lanes, j=sql.Literal(i + 32)))
+            bits.append(
+                sql.SQL("(mod(div({s}, 4294967296), 2)::int8 << {j})").format(
+                    s=lanes, j=sql.Literal(i + 32)
+                )
+            )
         return sql.SQL("({})").format(sql.SQL(" | ").join(bits))
 
     def hashed(self) -> tuple[sql.Composable, sql.Composable]:
@@ -262,8 +265,7 @@ class Side:
         if self.server_version >= 140000:
             return sql.SQL(""), self.xor_agg(self.row_hash())
         lateral = sql.SQL("CROSS JOIN LATERAL (SELECT {} AS pgferry_h OFFSET 0) AS pgferry_l")
-        return (lateral.format(self.row_hash()),
-                self.xor_agg(sql.SQL("pgferry_l.pgferry_h")))
+        return (lateral.format(self.row_hash()), self.xor_agg(sql.SQL("pgferry_l.pgferry_h")))
 
     def row_hash(self, version: int | None = None) -> sql.Composable:
         """The 64-bit hash of a row's synced columns (:mod:`pgferry.sync.rowhash`).
@@ -364,8 +366,18 @@ def _column(r: Sequence[Any]) -> ColumnInfo:
         fschema, _, fname = qualified.partition(".")
         fn, callable = (fschema, fname), can_call == "true"
     hashable = bool(r[5]) and fn is not None and fn != _ENUM_HASH and fn[1] not in _FOLDING_HASHES
-    return ColumnInfo(r[0], sql.Identifier(r[1], r[2]), f"{r[1]}.{r[2]}", bool(r[3]), r[4],
-                      hashable, fn, callable, r[7], r[8])
+    return ColumnInfo(
+        r[0],
+        sql.Identifier(r[1], r[2]),
+        f"{r[1]}.{r[2]}",
+        bool(r[3]),
+        r[4],
+        hashable,
+        fn,
+        callable,
+        r[7],
+        r[8],
+    )
 
 
 def agree(a: Side, b: Side) -> tuple[Side, Side]:
@@ -384,10 +396,13 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
 
     def differ(c: ColumnInfo, v1: bool) -> bool:
         o = bcols[c.name]
-        return (not (c.hashable and o.hashable and (not v1 or (c.callable and o.callable)))
-                or c.type_name != o.type_name
-                or _canon(c.hash_fn) != _canon(o.hash_fn)
-                or c.name in a.exprs or c.name in b.exprs)
+        return (
+            not (c.hashable and o.hashable and (not v1 or (c.callable and o.callable)))
+            or c.type_name != o.type_name
+            or _canon(c.hash_fn) != _canon(o.hash_fn)
+            or c.name in a.exprs
+            or c.name in b.exprs
+        )
 
     every = (*a.key, *a.columns)
     text = frozenset(c.name for c in every if differ(c, False))

@@ -51,8 +51,9 @@ def read(conn: psycopg.Connection[Any], source: str, table: str, strategy: str) 
     return Mark(row[0], list(row[1] or []), row[2])
 
 
-def write(conn: psycopg.Connection[Any], source: str, table: str, strategy: str,
-          mark: Mark) -> None:
+def write(
+    conn: psycopg.Connection[Any], source: str, table: str, strategy: str, mark: Mark
+) -> None:
     """Upsert the state row (call inside the batch's transaction)."""
     conn.execute(
         "INSERT INTO pgferry.sync_state (source, table_name, strategy, watermark, inflight_xids,"
@@ -60,13 +61,21 @@ def write(conn: psycopg.Connection[Any], source: str, table: str, strategy: str,
         " ON CONFLICT (source, table_name, strategy) DO UPDATE SET watermark = excluded.watermark,"
         " inflight_xids = excluded.inflight_xids, checkpoint = excluded.checkpoint,"
         " updated_at = clock_timestamp()",
-        [source, table, strategy, mark.watermark, mark.inflight_xids,
-         Jsonb(mark.checkpoint) if mark.checkpoint is not None else None],
+        [
+            source,
+            table,
+            strategy,
+            mark.watermark,
+            mark.inflight_xids,
+            Jsonb(mark.checkpoint) if mark.checkpoint is not None else None,
+        ],
     )
 
 
 def expire_images(conn: psycopg.Connection[Any], older_than_s: float) -> int:
     """Delete before-images older than ``older_than_s`` seconds; how many went."""
-    cur = conn.execute("DELETE FROM pgferry.before_images"
-                       " WHERE at < clock_timestamp() - %s * interval '1 second'", [older_than_s])
+    cur = conn.execute(
+        "DELETE FROM pgferry.before_images WHERE at < clock_timestamp() - %s * interval '1 second'",
+        [older_than_s],
+    )
     return max(cur.rowcount, 0)

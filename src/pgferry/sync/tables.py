@@ -82,11 +82,23 @@ def add_counts(res: TableResult, c: write.Counts) -> None:
     res.dead_letters.extend(c.dead[: max(0, 20 - len(res.dead_letters))])
 
 
-def stage_range(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
-                rng: sql.Composable, params: list[Any]) -> sql.Identifier:
+def stage_range(
+    link: Link,
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    rng: sql.Composable,
+    params: list[Any],
+) -> sql.Identifier:
     stage = write.staging(link.tgt, t)
-    pipe(link.src, link.tgt, select_sql(t, masks, src_where(t, rng), staged=True), params,
-         stage, t.columns, binary=_binary(t, masks))
+    pipe(
+        link.src,
+        link.tgt,
+        select_sql(t, masks, src_where(t, rng), staged=True),
+        params,
+        stage,
+        t.columns,
+        binary=_binary(t, masks),
+    )
     return stage
 
 
@@ -105,16 +117,18 @@ def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), src_where(t))
     pipe(link.src, link.tgt, kq, [], keys, t.key, binary=t.same_types and t.binary_copy)
-    rng = sql.SQL("({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where \
-        else sql.SQL("true")
+    rng = (
+        sql.SQL("({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where else sql.SQL("true")
+    )
     link.dirty = True
     res.deleted += write.delete_missing(link.tgt, t, link.ctx, keys, rng, [])
 
 
 def is_empty(link: Link, t: TablePlan) -> bool:
     """True when the target table has no row (read in the link's transaction)."""
-    row = link.tgt.execute(sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(
-        table_ident(t))).fetchone()
+    row = link.tgt.execute(
+        sql.SQL("SELECT NOT EXISTS (SELECT 1 FROM {})").format(table_ident(t))
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -124,12 +138,17 @@ def _fast_binary(t: TablePlan, masks: dict[str, sql.Composable]) -> bool:
     Enum columns are no exception: their binary form is the label, which the target
     looks up as its text input would (a label it lacks fails the row either way).
     """
-    return (t.same_types and t.binary_copy and not masks
-            and all(c in t.enum_columns for c in t.text_columns))
+    return (
+        t.same_types
+        and t.binary_copy
+        and not masks
+        and all(c in t.enum_columns for c in t.text_columns)
+    )
 
 
-def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
-              progress: Progress) -> None:
+def full_load(
+    link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult, progress: Progress
+) -> None:
     """Make the target table hold the source's rows (deletes already done for keyed tables)."""
     if not t.key and not is_empty(link, t):
         link.had_rows.add(t.qualname)
@@ -152,9 +171,17 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
 
                     aside_mod.drop(link.tgt, aside)
                 est = _Estimate(t, progress)
-                n = pipe(link.src, link.tgt, select_sql(t, masks, src_where(t)), [],
-                         table_ident(t), t.columns, binary=_fast_binary(t, masks),
-                         freeze=freeze, on_chunk=est)
+                n = pipe(
+                    link.src,
+                    link.tgt,
+                    select_sql(t, masks, src_where(t)),
+                    [],
+                    table_ident(t),
+                    t.columns,
+                    binary=_fast_binary(t, masks),
+                    freeze=freeze,
+                    on_chunk=est,
+                )
                 if t.before_images and n:
                     write.images_of_inserts(link.tgt, t, link.ctx)
                 est.settle(n)
@@ -167,8 +194,9 @@ def full_load(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: T
         except psycopg.Error as e:
             if is_transient(e) or link.tgt.broken or link.src.broken or not write.row_error(e):
                 raise
-            res.warnings.append("a row failed the fast COPY path; loading in batches to "
-                                "isolate bad rows")
+            res.warnings.append(
+                "a row failed the fast COPY path; loading in batches to isolate bad rows"
+            )
             if aside is not None:  # the rollback to the savepoint put the indexes back
                 from pgferry.sync import aside as aside_mod
 
@@ -228,8 +256,14 @@ class _Estimate:
             self.progress(total - self.sent)
 
 
-def _batches(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
-             progress: Progress, extra: tuple[sql.Composable, list[Any]] | None = None) -> None:
+def _batches(
+    link: Link,
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    res: TableResult,
+    progress: Progress,
+    extra: tuple[sql.Composable, list[Any]] | None = None,
+) -> None:
     """Copy the source rows (within ``extra``) in key-range batches of ``batch_size``."""
     lo: Key | None = None
     while (hi := next_bound(link.src, t, lo, link.batch_size, extra=extra)) is not None:
@@ -243,15 +277,26 @@ def _batches(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: Ta
         lo = hi
 
 
-def copy_range(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
-               where: sql.Composable, params: list[Any], progress: Progress) -> None:
+def copy_range(
+    link: Link,
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    res: TableResult,
+    where: sql.Composable,
+    params: list[Any],
+    progress: Progress,
+) -> None:
     """Copy every source row matching ``where`` (a range the target lacks), batch by batch."""
     _batches(link, t, masks, res, progress, extra=(where, params))
 
 
-def delete_missing_range(link: Link, t: TablePlan, res: TableResult,
-                         source: tuple[sql.Composable, list[Any]],
-                         target: tuple[sql.Composable, list[Any]]) -> None:
+def delete_missing_range(
+    link: Link,
+    t: TablePlan,
+    res: TableResult,
+    source: tuple[sql.Composable, list[Any]],
+    target: tuple[sql.Composable, list[Any]],
+) -> None:
     """Delete target rows in a range whose key the source's same range does not hold."""
     keys = write.key_staging(link.tgt, t)
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), source[0])
@@ -260,8 +305,9 @@ def delete_missing_range(link: Link, t: TablePlan, res: TableResult,
     res.deleted += write.delete_missing(link.tgt, t, link.ctx, keys, target[0], target[1])
 
 
-def delete_range(link: Link, t: TablePlan, res: TableResult, where: sql.Composable,
-                 params: list[Any]) -> None:
+def delete_range(
+    link: Link, t: TablePlan, res: TableResult, where: sql.Composable, params: list[Any]
+) -> None:
     """Delete the target rows matching ``where`` (a range the source no longer has)."""
     link.dirty = True
     res.deleted += write.delete_rows(link.tgt, t, link.ctx, where, params)
@@ -278,7 +324,8 @@ def key_match(t: TablePlan, keys: Sequence[Key]) -> tuple[sql.Composable, list[A
     types = [t.column_types.get(k, "") for k in t.key]
     if t.same_types and all(types) and not any(typ.endswith("]") for typ in types):
         arrays = sql.SQL(", ").join(
-            sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(typ)) for typ in types)
+            sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(typ)) for typ in types
+        )
         match = sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(cols(t.key), arrays)
         return match, [list(column) for column in zip(*keys, strict=True)]
     row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in t.key))
@@ -286,18 +333,25 @@ def key_match(t: TablePlan, keys: Sequence[Key]) -> tuple[sql.Composable, list[A
     return sql.SQL("({}) IN ({})").format(cols(t.key), values), [v for k in keys for v in k]
 
 
-def apply_keys(link: Link, t: TablePlan, masks: dict[str, sql.Composable], res: TableResult,
-               upsert: Sequence[Key], delete: Sequence[Key], progress: Progress) -> None:
+def apply_keys(
+    link: Link,
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    res: TableResult,
+    upsert: Sequence[Key],
+    delete: Sequence[Key],
+    progress: Progress,
+) -> None:
     """Copy the rows of ``upsert`` keys from the source and delete ``delete`` keys, in batches."""
     # a statement takes at most 65535 parameters
     n = max(1, min(link.batch_size, 60000 // max(1, len(t.key))))
     for i in range(0, len(delete), n):
-        chunk = list(delete[i:i + n])
+        chunk = list(delete[i : i + n])
         rng, params = key_match(t, chunk)
         delete_range(link, t, res, rng, params)
         progress(len(chunk))
     for i in range(0, len(upsert), n):
-        chunk = list(upsert[i:i + n])
+        chunk = list(upsert[i : i + n])
         rng, params = key_match(t, chunk)
         stage = stage_range(link, t, masks, rng, params)
         _apply(link, t, stage, res)

@@ -244,17 +244,40 @@ def diff_table(
             for conn in (src, tgt, *(c for pair in workers for c in pair)):
                 stack.enter_context(reading(conn))
             s, t = ck.agree(
-                ck.side(src, table.schema, table.name, table.key, table.columns,
-                        exprs=source_exprs, where=table.where),
-                ck.side(tgt, table.schema, table.name, table.key, table.columns,
-                        exprs=target_exprs, where=table.where),
+                ck.side(
+                    src,
+                    table.schema,
+                    table.name,
+                    table.key,
+                    table.columns,
+                    exprs=source_exprs,
+                    where=table.where,
+                ),
+                ck.side(
+                    tgt,
+                    table.schema,
+                    table.name,
+                    table.key,
+                    table.columns,
+                    exprs=target_exprs,
+                    where=table.where,
+                ),
             )
             out.source_side, out.target_side = s, t
             pairs = [(src, tgt), *workers]
             pools = [stack.enter_context(ThreadPoolExecutor(1)) for _ in pairs]
-            run = _Comparison(pairs, pools, s, t, out, list_rows=max(1, list_rows),
-                       fanout=max(2, fanout), key_limit=key_limit, on_range=on_range,
-                       on_progress=on_progress)
+            run = _Comparison(
+                pairs,
+                pools,
+                s,
+                t,
+                out,
+                list_rows=max(1, list_rows),
+                fanout=max(2, fanout),
+                key_limit=key_limit,
+                on_range=on_range,
+                on_progress=on_progress,
+            )
             estimate = ck.estimate_rows(src, s)
             run.total = estimate or 0
             if not expect_changes:
@@ -294,11 +317,20 @@ def _finish(out: TableDiff, ssum: Sums, tsum: Sums) -> None:
 class _Comparison:
     """One :func:`diff_table` call's connections, sides, counters and passes."""
 
-    def __init__(self, pairs: list[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]],
-                 pools: list[ThreadPoolExecutor], s: ck.Side, t: ck.Side, out: TableDiff, *,
-                 list_rows: int, fanout: int, key_limit: int,
-                 on_range: Callable[[DiffRange], None] | None,
-                 on_progress: Callable[[int, int], None] | None) -> None:
+    def __init__(
+        self,
+        pairs: list[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]],
+        pools: list[ThreadPoolExecutor],
+        s: ck.Side,
+        t: ck.Side,
+        out: TableDiff,
+        *,
+        list_rows: int,
+        fanout: int,
+        key_limit: int,
+        on_range: Callable[[DiffRange], None] | None,
+        on_progress: Callable[[int, int], None] | None,
+    ) -> None:
         self.pairs, self.pools, self.src_side, self.tgt_side, self.out = pairs, pools, s, t, out
         self.list_rows, self.fanout, self.key_limit = list_rows, fanout, key_limit
         self.on_range, self.on_progress = on_range, on_progress
@@ -308,9 +340,18 @@ class _Comparison:
         self.reported = False  # progress is reported by the first pass only
 
     def differ(self, i: int) -> Differ:
-        return Differ(self.pairs[i][0], self.pairs[i][1], self.src_side, self.tgt_side, self.out,
-                      self.pools[i], list_rows=self.list_rows, fanout=self.fanout,
-                      key_limit=self.key_limit, on_range=self.on_range)
+        return Differ(
+            self.pairs[i][0],
+            self.pairs[i][1],
+            self.src_side,
+            self.tgt_side,
+            self.out,
+            self.pools[i],
+            list_rows=self.list_rows,
+            fanout=self.fanout,
+            key_limit=self.key_limit,
+            on_range=self.on_range,
+        )
 
     def _progress(self, rows: int) -> None:
         if self.on_progress is None or self.reported:
@@ -322,8 +363,10 @@ class _Comparison:
     def _batched(self, batch_rows: int, f: Callable[..., T]) -> list[tuple[T, T]]:
         """``f(conn, side, blocks)`` on both sides for every physical batch, over the pairs."""
         n = batches.count(self.total, batch_rows, len(self.pairs))
-        ranges = [ck.block_ranges(c, sd, n) for c, sd in ((self.pairs[0][0], self.src_side),
-                                                          (self.pairs[0][1], self.tgt_side))]
+        ranges = [
+            ck.block_ranges(c, sd, n)
+            for c, sd in ((self.pairs[0][0], self.src_side), (self.pairs[0][1], self.tgt_side))
+        ]
         n = max(map(len, ranges))
 
         def one(k: int, i: int) -> tuple[T | None, T | None]:
@@ -337,6 +380,7 @@ class _Comparison:
 
     def whole_sums(self, batch_rows: int) -> tuple[Sums, Sums]:
         """Count and XOR of every row of each side: one scan, nothing grouped."""
+
         def f(conn: psycopg.Connection[Any], sd: ck.Side, blocks: ck.Blocks) -> Sums:
             got = ck.sums(conn, sd, blocks)
             if sd is self.src_side:
@@ -345,12 +389,14 @@ class _Comparison:
 
         got = self._batched(batch_rows, f)
         self.reported = True
-        return (sum((a for a, _ in got if a is not None), Sums()),
-                sum((b for _, b in got if b is not None), Sums()))
+        return (
+            sum((a for a, _ in got if a is not None), Sums()),
+            sum((b for _, b in got if b is not None), Sums()),
+        )
 
-    def chunk_sums(self, bounds: Sequence[Key], batch_rows: int
-                   ) -> tuple[list[Sums], list[Sums]]:
+    def chunk_sums(self, bounds: Sequence[Key], batch_rows: int) -> tuple[list[Sums], list[Sums]]:
         """Count and XOR of every chunk of each side: one scan with ``width_bucket``."""
+
         def f(conn: psycopg.Connection[Any], sd: ck.Side, blocks: ck.Blocks) -> list[Sums]:
             got = ck.bucket_sums(conn, sd, KeyRange(), bounds, blocks)
             if sd is self.src_side:
@@ -367,8 +413,7 @@ class _Comparison:
         self.reported = True
         return ss, ts
 
-    def signatures(self, bounds: Sequence[Key], bits: int
-                   ) -> tuple[list[Sums], list[Sums], Wants]:
+    def signatures(self, bounds: Sequence[Key], bits: int) -> tuple[list[Sums], list[Sums], Wants]:
         """Every chunk's signature on both sides (one scan each), streamed and compared.
 
         Keeps only what a later step needs: the sums per chunk and the differing
@@ -378,8 +423,10 @@ class _Comparison:
         ss, ts = [Sums()] * n, [Sums()] * n
         wants = Wants(bits, {}, {})
         (src, tgt), pool = self.pairs[0], self.pools[0]
-        with closing(ck.signature_stream(src, self.src_side, bounds, bits)) as sgen, \
-                closing(ck.signature_stream(tgt, self.tgt_side, bounds, bits)) as tgen:
+        with (
+            closing(ck.signature_stream(src, self.src_side, bounds, bits)) as sgen,
+            closing(ck.signature_stream(tgt, self.tgt_side, bounds, bits)) as tgen,
+        ):
             fut = pool.submit(next, sgen, None)  # both servers scan at the same time
             b = next(tgen, None)
             a = fut.result()

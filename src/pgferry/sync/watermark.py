@@ -48,8 +48,13 @@ _FENCE_HORIZON = 2**31 - 50_000_000
 
 def fence_clause(fence: int) -> tuple[sql.Composable, list[Any]]:
     """``xmin`` at or after ``fence`` (a 64-bit xid), in the server's modulo-2^32 order."""
-    return (sql.SQL("(xmin::text::bigint >= 3 AND mod(xmin::text::bigint - %s + 4294967296, "
-                    "4294967296) < 2147483648)"), [fence & 0xFFFFFFFF])
+    return (
+        sql.SQL(
+            "(xmin::text::bigint >= 3 AND mod(xmin::text::bigint - %s + 4294967296, "
+            "4294967296) < 2147483648)"
+        ),
+        [fence & 0xFFFFFFFF],
+    )
 
 
 def fence_of(snap: SourceSnapshot) -> list[int]:
@@ -62,9 +67,16 @@ def fence_usable(mark: state.Mark, snap: SourceSnapshot) -> bool:
     return not mark.inflight_xids or snap.xmax - min(mark.inflight_xids) < _FENCE_HORIZON
 
 
-def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
-                   res: TableResult, progress: Progress, *, overlap_s: float,
-                   snap: SourceSnapshot) -> None:
+def watermark_sync(
+    link: Link,
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    res: TableResult,
+    progress: Progress,
+    *,
+    overlap_s: float,
+    snap: SourceSnapshot,
+) -> None:
     """Upsert rows changed since the stored watermark (minus overlap) and late commits.
 
     The caller has checked :func:`fence_usable` (else it compares the table).
@@ -103,13 +115,18 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
         where: list[sql.Composable] = [lower] if lower is not None else []
         p = list(params)
         if last is not None:
-            where.append(sql.SQL("({}) > ({})").format(ocols, sql.SQL(", ").join(
-                sql.Placeholder() for _ in last)))
+            where.append(
+                sql.SQL("({}) > ({})").format(
+                    ocols, sql.SQL(", ").join(sql.Placeholder() for _ in last)
+                )
+            )
             p += last
-        cond = sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where) if where \
+        cond = (
+            sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where)
+            if where
             else sql.SQL("true")
-        row = src.execute(_batch_end(t, order, src_where(t, cond), link.batch_size),
-                          p).fetchone()
+        )
+        row = src.execute(_batch_end(t, order, src_where(t, cond), link.batch_size), p).fetchone()
         if row is None:
             break
         last = list(row[:-2])
@@ -117,8 +134,9 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
         # the batch is exactly the rows up to ``last`` in (watermark, key) order: the
         # (watermark, key) range (previous last, this last], an index range on the
         # watermark column, not a list of keys
-        upper = sql.SQL("({}) <= ({})").format(ocols, sql.SQL(", ").join(
-            sql.Placeholder() for _ in order))
+        upper = sql.SQL("({}) <= ({})").format(
+            ocols, sql.SQL(", ").join(sql.Placeholder() for _ in order)
+        )
         rng = sql.SQL("({}) AND {}").format(cond, upper)
         stage = stage_range(link, t, masks, rng, [*p, *last])
         _apply(link, t, stage, res)
@@ -129,24 +147,31 @@ def watermark_sync(link: Link, t: TablePlan, masks: dict[str, sql.Composable],
     if top is not None and mark.watermark is not None and top != mark.watermark:
         # rows read only through the overlap window are older: never move backwards
         typ = sql.SQL(t.column_types.get(t.watermark) or "text")
-        row = src.execute(sql.SQL("SELECT greatest(CAST(%s AS {t}), CAST(%s AS {t}))::text")
-                          .format(t=typ), [top, mark.watermark]).fetchone()
+        row = src.execute(
+            sql.SQL("SELECT greatest(CAST(%s AS {t}), CAST(%s AS {t}))::text").format(t=typ),
+            [top, mark.watermark],
+        ).fetchone()
         final_top = row[0] if row else final_top
     state.write(tgt, source, qn, "watermark", state.Mark(final_top, fence_of(snap), None))
 
 
-def _batch_end(t: TablePlan, order: list[str], where: sql.Composable, size: int
-               ) -> sql.Composed:
+def _batch_end(t: TablePlan, order: list[str], where: sql.Composable, size: int) -> sql.Composed:
     """The last ``(watermark, key)`` of the next batch, its watermark as text, and its size.
 
     Only that one row crosses the wire, not the batch's keys.
     """
     assert t.watermark is not None
-    return sql.SQL("SELECT {o}, {w}::text AS pgferry_wm, count(*) OVER () FROM (SELECT {o}"
-                   " FROM {t} WHERE {c} ORDER BY {o} LIMIT {lim}) b ORDER BY {od} LIMIT 1").format(
-        o=cols(order), w=sql.Identifier(t.watermark), t=table_ident(t), c=where,
+    return sql.SQL(
+        "SELECT {o}, {w}::text AS pgferry_wm, count(*) OVER () FROM (SELECT {o}"
+        " FROM {t} WHERE {c} ORDER BY {o} LIMIT {lim}) b ORDER BY {od} LIMIT 1"
+    ).format(
+        o=cols(order),
+        w=sql.Identifier(t.watermark),
+        t=table_ident(t),
+        c=where,
         lim=sql.Literal(size),
-        od=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in order))
+        od=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in order),
+    )
 
 
 def read_mark(link: Link, t: TablePlan) -> state.Mark:
@@ -157,7 +182,13 @@ def read_mark(link: Link, t: TablePlan) -> state.Mark:
 def store_initial(link: Link, t: TablePlan, snap: SourceSnapshot) -> None:
     """After a complete copy or comparison: the snapshot's max watermark and its fence."""
     assert t.watermark is not None
-    row = link.src.execute(sql.SQL("SELECT max({})::text FROM {}").format(
-        sql.Identifier(t.watermark), table_ident(t))).fetchone()
-    state.write(link.tgt, link.ctx.source, t.qualname, "watermark",
-                state.Mark(row[0] if row else None, fence_of(snap), None))
+    row = link.src.execute(
+        sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(t.watermark), table_ident(t))
+    ).fetchone()
+    state.write(
+        link.tgt,
+        link.ctx.source,
+        t.qualname,
+        "watermark",
+        state.Mark(row[0] if row else None, fence_of(snap), None),
+    )

@@ -52,20 +52,31 @@ from pgferry.sync.tables import Link, flush_later, full_deletes, full_load, is_e
 #: lock_timeout of the writer sessions (DISABLE TRIGGER, TRUNCATE of an empty table, rows)
 WRITER_LOCK_TIMEOUT = "5s"
 
-_COUNTERS = ("inserted", "updated", "deleted", "unchanged", "dead_lettered", "source_rows",
-             "conflicts", "target_only", "kept")
+_COUNTERS = (
+    "inserted",
+    "updated",
+    "deleted",
+    "unchanged",
+    "dead_lettered",
+    "source_rows",
+    "conflicts",
+    "target_only",
+    "kept",
+)
 
 
 def _retryable(e: BaseException) -> bool:
     # 55P03: a lock the writer waited WRITER_LOCK_TIMEOUT for (it does not queue behind a
     # long transaction and stall the application's writes); tried again like a lost link
-    return (isinstance(e, Unreachable | LockUnavailable) or is_transient(e)
-            or pgerrors.lock_timeout(e))
+    return (
+        isinstance(e, Unreachable | LockUnavailable) or is_transient(e) or pgerrors.lock_timeout(e)
+    )
 
 
 def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
-    c = connect(ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0),
-                application_name="pgferry sync writer")
+    c = connect(
+        ctx.target.dsn, retry_for=min(ctx.retry_for, 5.0), application_name="pgferry sync writer"
+    )
     try:
         session.pin(c, lock_timeout=WRITER_LOCK_TIMEOUT)
     except BaseException:
@@ -76,9 +87,15 @@ def _writer(ctx: RunContext) -> psycopg.Connection[Any]:
 
 def _new_link(ctx: RunContext) -> Link:
     tgt = _writer(ctx)
-    return Link(ctx.snapshot.worker(), tgt, write.WriteContext(ctx.run_id, ctx.source.name),
-                ctx.batch_size, helpers=lambda: _new_link(ctx), parts=ctx.jobs,
-                target_dsn=ctx.target.dsn)
+    return Link(
+        ctx.snapshot.worker(),
+        tgt,
+        write.WriteContext(ctx.run_id, ctx.source.name),
+        ctx.batch_size,
+        helpers=lambda: _new_link(ctx),
+        parts=ctx.jobs,
+        target_dsn=ctx.target.dsn,
+    )
 
 
 def _heal(ctx: RunContext, link: Link) -> None:
@@ -114,17 +131,21 @@ def _retrying(ctx: RunContext, results: list[TableResult]) -> Retrying:
         exc = rs.outcome.exception() if rs.outcome else None
         code = getattr(exc, "sqlstate", None) or type(exc).__name__
         for r in results:
-            r.warnings.append(f"transient error ({code}) on attempt {rs.attempt_number}; "
-                              "retried")
+            r.warnings.append(f"transient error ({code}) on attempt {rs.attempt_number}; retried")
 
-    return Retrying(retry=retry_if_exception(_retryable),
-                    wait=wait_random_exponential(multiplier=0.1, max=2),
-                    stop=stop_after_delay(ctx.retry_for), reraise=True, before_sleep=note)
+    return Retrying(
+        retry=retry_if_exception(_retryable),
+        wait=wait_random_exponential(multiplier=0.1, max=2),
+        stop=stop_after_delay(ctx.retry_for),
+        reraise=True,
+        before_sleep=note,
+    )
 
 
 def _progress(ctx: RunContext, t: TablePlan) -> Callable[[int], None]:
     def progress(n: int) -> None:
         ctx.event(events.BatchWritten(t.qualname, n))
+
     return progress
 
 
@@ -153,31 +174,45 @@ def _write_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
                 if not first:
                     _heal(ctx, link)
                     _reset(results)
-                    ctx.event(events.Warning("transient error; retrying "
-                                             + ", ".join(t.qualname for t in unit)))
+                    ctx.event(
+                        events.Warning(
+                            "transient error; retrying " + ", ".join(t.qualname for t in unit)
+                        )
+                    )
                 first = False
                 _run_unit(ctx, unit, link, current)
         for t, r in zip(unit, results, strict=True):
             _settle(t, r)
         _rebuild(ctx, link, results)
     except (PgferryError, psycopg.Error) as e:
-        err = e if isinstance(e, PgferryError) else map_db_error(
-            e, current[-1].qualname if current else ", ".join(t.qualname for t in unit))
+        err = (
+            e
+            if isinstance(e, PgferryError)
+            else map_db_error(
+                e, current[-1].qualname if current else ", ".join(t.qualname for t in unit)
+            )
+        )
         culprit = current[-1].qualname if current else None
         _reset(results)
         for t, r in zip(unit, results, strict=True):
             r.status = "failed"
             if culprit is None or t.qualname == culprit:
-                r.error = redact(f"{err.message}; nothing was changed in this table "
-                                 "(its transaction rolled back)")
+                r.error = redact(
+                    f"{err.message}; nothing was changed in this table "
+                    "(its transaction rolled back)"
+                )
             else:
-                r.error = (f"rolled back with {culprit}, which failed (tables tied by foreign "
-                           "keys commit together); nothing was changed in this table")
+                r.error = (
+                    f"rolled back with {culprit}, which failed (tables tied by foreign "
+                    "keys commit together); nothing was changed in this table"
+                )
         if isinstance(err, Unreachable) or (isinstance(e, psycopg.Error) and is_transient(e)):
             side = _failed_side(ctx, link, err)
-            ctx.abort = (f"{side.name} stopped answering and retries for {ctx.retry_for:g}s did "
-                         f"not help ({err.message}); run the same command again to continue "
-                         "with the tables that did not commit")
+            ctx.abort = (
+                f"{side.name} stopped answering and retries for {ctx.retry_for:g}s did "
+                f"not help ({err.message}); run the same command again to continue "
+                "with the tables that did not commit"
+            )
         try:
             _heal(ctx, link)
         except PgferryError as e2:
@@ -188,9 +223,19 @@ def _write_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
     if ctx.opts.verify_after:
         _verify_after(ctx, unit, link)
     for r in results:
-        ctx.event(events.TableFinished(
-            r.table, r.status, r.inserted, r.updated, r.deleted, r.unchanged,
-            r.dead_lettered, r.duration_s, r.error))
+        ctx.event(
+            events.TableFinished(
+                r.table,
+                r.status,
+                r.inserted,
+                r.updated,
+                r.deleted,
+                r.unchanged,
+                r.dead_lettered,
+                r.duration_s,
+                r.error,
+            )
+        )
 
 
 def _failed_side(ctx: RunContext, link: Link, err: PgferryError) -> Target:
@@ -203,8 +248,7 @@ def _failed_side(ctx: RunContext, link: Link, err: PgferryError) -> Target:
     return ctx.source if (src.broken or src.closed) and not link.tgt.broken else ctx.target
 
 
-def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
-              current: list[TablePlan]) -> None:
+def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link, current: list[TablePlan]) -> None:
     """One attempt: compare, then delete children first, load parents first, commit.
 
     Every table is compared (and its conflicts classified) before any write. A
@@ -248,8 +292,12 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link,
         write.triggers(tgt, t, enable=True)
     if link.aside:
         # queued before the commit: from the commit on, other writers wait for the rebuild
-        link.guard = aside.RebuildGuard(ctx.target.dsn, [s.table for s in link.aside],
-                                 [i for s in link.aside for i in s.items], ctx.jobs)
+        link.guard = aside.RebuildGuard(
+            ctx.target.dsn,
+            [s.table for s in link.aside],
+            [i for s in link.aside for i in s.items],
+            ctx.jobs,
+        )
     current.clear()
     ctx.event(events.Committing([t.qualname for t in unit]))
     tgt.commit()
@@ -288,9 +336,11 @@ def _rebuild(ctx: RunContext, link: Link, results: list[TableResult]) -> None:
         for table in guard.tables:
             r = by[table]
             r.status = "failed"
-            r.error = redact(f"the rows are synced, but rebuilding the indexes set aside for "
-                             f"the load failed: {err.message}; their definitions are kept in "
-                             "pgferry.set_aside and the next sync of this table rebuilds them")
+            r.error = redact(
+                f"the rows are synced, but rebuilding the indexes set aside for "
+                f"the load failed: {err.message}; their definitions are kept in "
+                "pgferry.set_aside and the next sync of this table rebuilds them"
+            )
     finally:
         guard.close()
 
@@ -310,8 +360,7 @@ def _deletes(link: Link, r: TableResult, ops: list[compare.DeleteOp]) -> bool:
         return False
 
 
-def _prepare(ctx: RunContext, t: TablePlan, link: Link
-             ) -> tuple[Any, list[compare.DeleteOp]]:
+def _prepare(ctx: RunContext, t: TablePlan, link: Link) -> tuple[Any, list[compare.DeleteOp]]:
     """A table's first step (children first): compare; what to copy, and the deletes."""
     r = ctx.result.table(t.qualname)
     progress = _progress(ctx, t)
@@ -324,12 +373,15 @@ def _prepare(ctx: RunContext, t: TablePlan, link: Link
     if t.strategy == "watermark":
         mark = watermark.read_mark(link, t)
         if (mark.watermark is None and not is_empty(link, t)) or not watermark.fence_usable(
-                mark, ctx.snapshot):
+            mark, ctx.snapshot
+        ):
             # first run into a table that already holds rows, or the fence is too old to
             # trust: compare instead of copying everything, then remember the snapshot's mark
             if mark.watermark is not None:
-                r.warnings.append("more than 2^31 transactions since the last run: the table "
-                                  "was compared instead of read by watermark")
+                r.warnings.append(
+                    "more than 2^31 transactions since the last run: the table "
+                    "was compared instead of read by watermark"
+                )
             work = compare.checksum_compare(ctx, t, link, progress)
             return ("compare", work), work.deletes if work is not None else []
         if t.deletes:
@@ -351,8 +403,9 @@ def _load(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
         flush_later(link, t, r)
         watermark.store_initial(link, t, ctx.snapshot)
     elif t.strategy == "watermark":
-        watermark.watermark_sync(link, t, masks, r, progress, overlap_s=ctx.overlap_s,
-                                 snap=ctx.snapshot)
+        watermark.watermark_sync(
+            link, t, masks, r, progress, overlap_s=ctx.overlap_s, snap=ctx.snapshot
+        )
     elif work is not None and work.stopped:
         return  # conflicts under on_conflict = "stop": this table is left as it was
     else:
@@ -369,19 +422,26 @@ def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any, r: TableResult) 
 
     if ctx.opts.rebase:  # the target as it is now is the common state of every row
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
-    elif work is not None and work.classified is not None and work.classified.known and (
-            work.classified.version == work.found.target_side.hash_version
-            or work.classified.kept):
+    elif (
+        work is not None
+        and work.classified is not None
+        and work.classified.known
+        and (work.classified.version == work.found.target_side.hash_version or work.classified.kept)
+    ):
         # a base of an earlier release's row hash stays in it while it holds kept rows
         fired = t.triggers == "enable" and bool(t.user_triggers)
-        conflicts.update_base(link, t, work.found.target_side, work.classified.version,
-                              written_as_staged=not (r.dead_lettered or fired))
+        conflicts.update_base(
+            link,
+            t,
+            work.found.target_side,
+            work.classified.version,
+            written_as_staged=not (r.dead_lettered or fired),
+        )
     else:
         conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
 
 
-def _note_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult,
-                    work: Any) -> None:
+def _note_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult, work: Any) -> None:
     """What the conflicts step found, on the table's result."""
     from pgferry.sync import conflicts
 
@@ -409,14 +469,24 @@ def _settle(t: TablePlan, r: TableResult) -> None:
     if r.status not in ("pending", "ok"):
         return
     if r.kept:
-        r.note = (f"kept {r.kept} target row(s) as they are (" + ", ".join(
-            w for w, n in ((f"on_conflict = \"{t.on_conflict}\"", r.conflicts),
-                           ("keep_target_changes", r.target_only if t.keep_target_changes
-                            else 0)) if n) + ")")
+        r.note = (
+            f"kept {r.kept} target row(s) as they are ("
+            + ", ".join(
+                w
+                for w, n in (
+                    (f'on_conflict = "{t.on_conflict}"', r.conflicts),
+                    ("keep_target_changes", r.target_only if t.keep_target_changes else 0),
+                )
+                if n
+            )
+            + ")"
+        )
     r.status = "dead_letters" if r.dead_lettered else "ok"
     if t.triggers == "enable" and t.user_triggers and r.written:
-        r.note = (f"user triggers fired ({', '.join(t.user_triggers)}): the target may differ "
-                  "from the source")
+        r.note = (
+            f"user triggers fired ({', '.join(t.user_triggers)}): the target may differ "
+            "from the source"
+        )
 
 
 def _verify_after(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
@@ -451,8 +521,12 @@ def _verify_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
     start = time.monotonic()
     ctx.event(events.TableStarted(t.qualname, "verify", t.row_estimate))
     try:
-        if ctx.opts.dry_run and t.track and t.strategy == "checksum" and _dry_conflicts(
-                ctx, t, link, r):
+        if (
+            ctx.opts.dry_run
+            and t.track
+            and t.strategy == "checksum"
+            and _dry_conflicts(ctx, t, link, r)
+        ):
             pass
         elif t.key:
             found = compare.diff(ctx, t, link, _progress(ctx, t))
@@ -468,8 +542,12 @@ def _verify_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
             if ctx.opts.dry_run and not m.identical:
                 r.would_insert, r.would_delete = m.source_rows, m.target_rows
         if not ctx.opts.dry_run:
-            r.status = "ok" if r.checksums_match is not False and not (
-                r.differing or r.only_in_source or r.only_in_target) else "differs"
+            r.status = (
+                "ok"
+                if r.checksums_match is not False
+                and not (r.differing or r.only_in_source or r.only_in_target)
+                else "differs"
+            )
     except (PgferryError, psycopg.Error) as e:
         err = e if isinstance(e, PgferryError) else map_db_error(e, t.qualname)
         r.status, r.error = "failed", redact(err.message)
@@ -479,8 +557,7 @@ def _verify_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
             ctx.abort = ctx.abort or e2.message
     finally:
         r.duration_s += time.monotonic() - start
-        ctx.event(events.TableFinished(r.table, r.status, 0, 0, 0, 0, 0, r.duration_s,
-                                       r.error))
+        ctx.event(events.TableFinished(r.table, r.status, 0, 0, 0, 0, 0, r.duration_s, r.error))
 
 
 def _dry_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult) -> bool:
@@ -502,15 +579,20 @@ def _dry_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult) ->
         _note_conflicts(ctx, t, link, r, work)
         if work.stopped:
             r.status, r.error = "planned", None
-            r.note = (f"{r.conflicts} conflict(s): on_conflict = \"stop\" would leave this "
-                      "table as it is")
+            r.note = (
+                f'{r.conflicts} conflict(s): on_conflict = "stop" would leave this table as it is'
+            )
         return True
     finally:
         link.tgt.rollback()
 
 
-def _schedule(ctx: RunContext, units: list[list[TablePlan]], jobs: int,
-              run: Callable[[RunContext, list[TablePlan], Link], None]) -> None:
+def _schedule(
+    ctx: RunContext,
+    units: list[list[TablePlan]],
+    jobs: int,
+    run: Callable[[RunContext, list[TablePlan], Link], None],
+) -> None:
     """Run ``units`` on ``jobs`` workers (units are independent of each other)."""
     links: list[Link] = []
     free: list[Link] = []
@@ -583,8 +665,11 @@ def units(tables: list[TablePlan]) -> list[list[TablePlan]]:
 
 
 def execute(ctx: RunContext, jobs: int) -> None:
-    runnable = [t for t in ctx.plan.runnable
-                if ctx.result.table(t.qualname).status in ("pending", "planned")]
+    runnable = [
+        t
+        for t in ctx.plan.runnable
+        if ctx.result.table(t.qualname).status in ("pending", "planned")
+    ]
     if ctx.opts.mode == "verify" or ctx.opts.dry_run:
         _schedule(ctx, [[t] for t in runnable], jobs, _verify_unit)
     elif ctx.opts.atomic:
@@ -595,13 +680,17 @@ def execute(ctx: RunContext, jobs: int) -> None:
         ctx.result.error = ctx.abort
     if ctx.opts.mode != "verify" and not ctx.opts.dry_run and ctx.abort is None:
         try:
-            sequences.advance(ctx.snapshot.coordinator, ctx.target.dsn,
-                              [t for t in runnable
-                               if ctx.result.table(t.qualname).status != "failed"])
+            sequences.advance(
+                ctx.snapshot.coordinator,
+                ctx.target.dsn,
+                [t for t in runnable if ctx.result.table(t.qualname).status != "failed"],
+            )
         except (psycopg.Error, PgferryError) as e:
             err = map_db_error(e, "") if isinstance(e, psycopg.Error) else e
-            ctx.result.error = (f"the data is synced, but moving the sequences forward failed: "
-                                f"{err.message}; run the same command again")
+            ctx.result.error = (
+                f"the data is synced, but moving the sequences forward failed: "
+                f"{err.message}; run the same command again"
+            )
 
 
 def _atomic(ctx: RunContext, runnable: list[TablePlan]) -> None:

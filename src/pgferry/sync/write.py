@@ -77,10 +77,17 @@ def staging(conn: psycopg.Connection[Any], t: TablePlan, name: str = STAGE) -> s
     its enum lacks, a domain check, a text that is no number) fails one row, which
     is dead-lettered, instead of the whole ``COPY``.
     """
-    items = [sql.SQL("CAST({c} AS text) AS {c}").format(c=sql.Identifier(c))
-             if c in t.text_columns else sql.Identifier(c) for c in t.columns]
-    return _temp(conn, f"{name}_{t.order}", sql.SQL("SELECT {} FROM {} WITH NO DATA").format(
-        sql.SQL(", ").join(items), table_ident(t)))
+    items = [
+        sql.SQL("CAST({c} AS text) AS {c}").format(c=sql.Identifier(c))
+        if c in t.text_columns
+        else sql.Identifier(c)
+        for c in t.columns
+    ]
+    return _temp(
+        conn,
+        f"{name}_{t.order}",
+        sql.SQL("SELECT {} FROM {} WITH NO DATA").format(sql.SQL(", ").join(items), table_ident(t)),
+    )
 
 
 def _temp(conn: psycopg.Connection[Any], name: str, shape: sql.Composable) -> sql.Identifier:
@@ -112,8 +119,11 @@ def _typed(t: TablePlan, prefix: str | None = None) -> sql.Composable:
 
 
 def key_staging(conn: psycopg.Connection[Any], t: TablePlan) -> sql.Identifier:
-    return _temp(conn, f"{KEYS}_{t.order}", sql.SQL("SELECT {} FROM {} WITH NO DATA").format(
-        cols(t.key), table_ident(t)))
+    return _temp(
+        conn,
+        f"{KEYS}_{t.order}",
+        sql.SQL("SELECT {} FROM {} WITH NO DATA").format(cols(t.key), table_ident(t)),
+    )
 
 
 def _cmp(t: TablePlan, alias: str, names: list[str]) -> sql.Composed:
@@ -128,8 +138,11 @@ def _cmp(t: TablePlan, alias: str, names: list[str]) -> sql.Composed:
 
 def _key_json(t: TablePlan, alias: str) -> sql.Composable:
     keys = t.key or tuple(t.columns)
-    return sql.SQL("jsonb_build_object({})").format(sql.SQL(", ").join(
-        sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier(alias, k)) for k in keys))
+    return sql.SQL("jsonb_build_object({})").format(
+        sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier(alias, k)) for k in keys
+        )
+    )
 
 
 def _row_hash(alias: str) -> sql.Composable:
@@ -137,12 +150,15 @@ def _row_hash(alias: str) -> sql.Composable:
     return sql.SQL("md5(to_jsonb({})::text)").format(sql.Identifier(alias))
 
 
-_IMAGES = sql.SQL("INSERT INTO pgferry.before_images (run_id, source, table_name, action, key,"
-                  " row_data, after_hash) ")
+_IMAGES = sql.SQL(
+    "INSERT INTO pgferry.before_images (run_id, source, table_name, action, key,"
+    " row_data, after_hash) "
+)
 
 
-def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable,
-                ctx: WriteContext | None = None) -> sql.Composed:
+def _upsert_sql(
+    t: TablePlan, source: sql.Composable, where: sql.Composable, ctx: WriteContext | None = None
+) -> sql.Composed:
     """The upsert of ``source`` rows matching ``where``: one row (inserted, updated).
 
     With ``t.before_images`` (and a ``ctx``), every row it changes is saved in
@@ -154,16 +170,22 @@ def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable,
     # aliases that a whole-row reference (to_jsonb(x)) uses are pgferry_*: a user column
     # of the same name would win over the row
     insert = sql.SQL("INSERT INTO {t} AS pgferry_t ({c}){o} SELECT {v} FROM {s} WHERE {w}").format(
-        t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where, v=_typed(t))
+        t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where, v=_typed(t)
+    )
     if t.key:
         upd = [c for c in t.value_columns if c not in t.always_columns]
         if upd:
-            conflict = sql.SQL(" ON CONFLICT ({k}) DO UPDATE SET {set} WHERE {a} IS DISTINCT FROM"
-                               " {b}").format(
+            conflict = sql.SQL(
+                " ON CONFLICT ({k}) DO UPDATE SET {set} WHERE {a} IS DISTINCT FROM {b}"
+            ).format(
                 k=cols(t.key),
-                set=sql.SQL(", ").join(sql.SQL("{} = excluded.{}").format(
-                    sql.Identifier(c), sql.Identifier(c)) for c in upd),
-                a=_cmp(t, "pgferry_t", upd), b=_cmp(t, "excluded", upd))
+                set=sql.SQL(", ").join(
+                    sql.SQL("{} = excluded.{}").format(sql.Identifier(c), sql.Identifier(c))
+                    for c in upd
+                ),
+                a=_cmp(t, "pgferry_t", upd),
+                b=_cmp(t, "excluded", upd),
+            )
         else:
             conflict = sql.SQL(" ON CONFLICT ({}) DO NOTHING").format(cols(t.key))
         insert = sql.SQL("{}{}").format(insert, conflict)
@@ -179,15 +201,27 @@ def _upsert_sql(t: TablePlan, source: sql.Composable, where: sql.Composable,
             "LEFT JOIN old ON ({ko}) = ({ku})) "
             "SELECT count(*) FILTER (WHERE old.pgferry_row IS NULL), "
             "count(*) FILTER (WHERE old.pgferry_row IS NOT NULL) "
-            "FROM up LEFT JOIN old ON ({ko}) = ({ku})").format(
-            kc=kc, tbl=table_ident(t), kt=_typed_keys(t), s=source, w=where, ins=insert,
-            kr=cols(t.key, "pgferry_t"), h=_row_hash("pgferry_t"), images=_IMAGES,
+            "FROM up LEFT JOIN old ON ({ko}) = ({ku})"
+        ).format(
+            kc=kc,
+            tbl=table_ident(t),
+            kt=_typed_keys(t),
+            s=source,
+            w=where,
+            ins=insert,
+            kr=cols(t.key, "pgferry_t"),
+            h=_row_hash("pgferry_t"),
+            images=_IMAGES,
             kj=_key_json(t, "up"),
-            ko=cols(t.key, "old"), ku=cols(t.key, "up"))
+            ko=cols(t.key, "old"),
+            ku=cols(t.key, "up"),
+        )
     if t.partitioned:  # no system columns in RETURNING there: count the changed rows only
         return sql.SQL("WITH up AS ({} RETURNING 1) SELECT count(*), 0 FROM up").format(insert)
-    return sql.SQL("WITH up AS ({} RETURNING (xmax = 0) AS ins) SELECT count(*) FILTER"
-                   " (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM up").format(insert)
+    return sql.SQL(
+        "WITH up AS ({} RETURNING (xmax = 0) AS ins) SELECT count(*) FILTER"
+        " (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM up"
+    ).format(insert)
 
 
 def _typed_keys(t: TablePlan) -> sql.Composable:
@@ -203,32 +237,46 @@ def _skipping(t: TablePlan, stage: sql.Identifier) -> sql.Composable:
     return skip_filter(t, stage)
 
 
-def _upsert(conn: psycopg.Connection[Any], t: TablePlan, source: sql.Identifier,
-            where: sql.Composable, ctx: WriteContext | None = None) -> tuple[int, int]:
+def _upsert(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    source: sql.Identifier,
+    where: sql.Composable,
+    ctx: WriteContext | None = None,
+) -> tuple[int, int]:
     """Run the upsert of ``source`` rows matching ``where``: (inserted, updated)."""
     q = _upsert_sql(t, source, where, ctx)
     if t.before_images and ctx is not None and t.key:
         return _run(conn, q, [ctx.run_id, ctx.source, t.qualname])
     if not (t.partitioned and t.key):
         return _run(conn, q)
-    row = conn.execute(sql.SQL(
-        "SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE ({xk}) = ({sk})))"
-        " FROM {s} s WHERE {w}").format(t=table_ident(t), xk=cols(t.key, "x"),
-                                        sk=cols(t.key, "s"), s=source, w=where)).fetchone()
+    row = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM {t} x WHERE ({xk}) = ({sk})))"
+            " FROM {s} s WHERE {w}"
+        ).format(t=table_ident(t), xk=cols(t.key, "x"), sk=cols(t.key, "s"), s=source, w=where)
+    ).fetchone()
     new = int(row[0]) if row else 0
     changed, _ = _run(conn, q)
     return new, changed - new
 
 
-def _run(conn: psycopg.Connection[Any], q: sql.Composed, params: list[Any] | None = None
-         ) -> tuple[int, int]:
+def _run(
+    conn: psycopg.Connection[Any], q: sql.Composed, params: list[Any] | None = None
+) -> tuple[int, int]:
     row = conn.execute(q, params).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
 
-def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
-          stage: sql.Identifier, *, defer: bool | None = None) -> Counts:
+def apply(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    ctx: WriteContext,
+    stage: sql.Identifier,
+    *,
+    defer: bool | None = None,
+) -> Counts:
     """Upsert the staged rows into ``t``; bad rows are bisected out into dead letters.
 
     In a self-referencing table (``defer``, the default there) a row whose parent
@@ -246,19 +294,40 @@ def apply(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
     except psycopg.Error as e:
         if is_transient(e) or conn.broken or not row_error(e):
             raise
-    numbered = _temp(conn, f"{_NUMBERED}_{t.order}", sql.SQL(
-        "SELECT 0::int8 AS pgferry_n, * FROM {} WITH NO DATA").format(stage))
-    conn.execute(sql.SQL("INSERT INTO {} SELECT row_number() OVER (), * FROM {}").format(
-        numbered, stage))
-    _bisect(conn, t, ctx, numbered, 1, counts.staged, counts,
-            t.self_referencing if defer is None else defer)
+    numbered = _temp(
+        conn,
+        f"{_NUMBERED}_{t.order}",
+        sql.SQL("SELECT 0::int8 AS pgferry_n, * FROM {} WITH NO DATA").format(stage),
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {} SELECT row_number() OVER (), * FROM {}").format(numbered, stage)
+    )
+    _bisect(
+        conn,
+        t,
+        ctx,
+        numbered,
+        1,
+        counts.staged,
+        counts,
+        t.self_referencing if defer is None else defer,
+    )
     return counts
 
 
-def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
-            numbered: sql.Identifier, lo: int, hi: int, counts: Counts, defer: bool) -> None:
+def _bisect(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    ctx: WriteContext,
+    numbered: sql.Identifier,
+    lo: int,
+    hi: int,
+    counts: Counts,
+    defer: bool,
+) -> None:
     where = sql.SQL("pgferry_n BETWEEN {} AND {} AND {}").format(
-        sql.Literal(lo), sql.Literal(hi), _skipping(t, numbered))
+        sql.Literal(lo), sql.Literal(hi), _skipping(t, numbered)
+    )
     try:
         with conn.transaction():
             ins, upd = _upsert(conn, t, numbered, where, ctx)
@@ -280,15 +349,26 @@ def _bisect(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
     _bisect(conn, t, ctx, numbered, mid + 1, hi, counts, defer)
 
 
-def _put_aside(conn: psycopg.Connection[Any], t: TablePlan, numbered: sql.Identifier,
-               n: int) -> None:
-    items = [sql.SQL("CAST({c} AS text) AS {c}").format(c=sql.Identifier(c))
-             if c in t.text_columns else sql.Identifier(c) for c in t.columns]
-    conn.execute(sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA"
-                         ).format(sql.Identifier(LATER), sql.SQL(", ").join(items),
-                                  table_ident(t)))
-    conn.execute(sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_n = %s").format(
-        sql.Identifier(LATER), cols(t.columns), numbered), [n])
+def _put_aside(
+    conn: psycopg.Connection[Any], t: TablePlan, numbered: sql.Identifier, n: int
+) -> None:
+    items = [
+        sql.SQL("CAST({c} AS text) AS {c}").format(c=sql.Identifier(c))
+        if c in t.text_columns
+        else sql.Identifier(c)
+        for c in t.columns
+    ]
+    conn.execute(
+        sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
+            sql.Identifier(LATER), sql.SQL(", ").join(items), table_ident(t)
+        )
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_n = %s").format(
+            sql.Identifier(LATER), cols(t.columns), numbered
+        ),
+        [n],
+    )
 
 
 def flush_later(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> Counts:
@@ -320,47 +400,70 @@ def flush_later(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) 
     return total
 
 
-def _dead(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext, numbered: sql.Identifier,
-          n: int, exc: psycopg.Error, counts: Counts) -> None:
+def _dead(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    ctx: WriteContext,
+    numbered: sql.Identifier,
+    n: int,
+    exc: psycopg.Error,
+    counts: Counts,
+) -> None:
     keys = t.key or tuple(t.columns)
     diag = exc.diag
     msg = redact((diag.message_primary if diag and diag.message_primary else str(exc)).strip())
     sqlstate = exc.sqlstate or ""
     # the row goes from the staging table to the dead letters on the server: values keep
     # their exact text (numeric scale, timestamps) instead of a trip through Python
-    q = sql.SQL("INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data,"
-                " error, sqlstate) SELECT %s, %s, %s, jsonb_build_object({}),"
-                " to_jsonb(pgferry_s) - 'pgferry_n', %s, %s FROM {} pgferry_s"
-                " WHERE pgferry_n = %s RETURNING key").format(
-        sql.SQL(", ").join(sql.SQL("{}, {}").format(sql.Literal(k),
-                                                    sql.Identifier("pgferry_s", k))
-                           for k in keys), numbered)
+    q = sql.SQL(
+        "INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data,"
+        " error, sqlstate) SELECT %s, %s, %s, jsonb_build_object({}),"
+        " to_jsonb(pgferry_s) - 'pgferry_n', %s, %s FROM {} pgferry_s"
+        " WHERE pgferry_n = %s RETURNING key"
+    ).format(
+        sql.SQL(", ").join(
+            sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier("pgferry_s", k)) for k in keys
+        ),
+        numbered,
+    )
     row = conn.execute(q, [ctx.run_id, ctx.source, t.qualname, msg, sqlstate, n]).fetchone()
     assert row is not None
     counts.dead.append(DeadLetter(key=row[0], error=msg, sqlstate=sqlstate))
 
 
-def check_unselected(conn: psycopg.Connection[Any], t: TablePlan, doomed: sql.Composable,
-                     params: list[Any]) -> None:
+def check_unselected(
+    conn: psycopg.Connection[Any], t: TablePlan, doomed: sql.Composable, params: list[Any]
+) -> None:
     """Fail when a table outside the selection references a row about to be deleted.
 
     ``doomed`` is a ``SELECT`` of the rows (aliased ``t``) the caller will delete.
     """
     for other, fk_cols, ref_cols in t.referenced_by_unselected:
         schema, name = other.split(".", 1)
-        q = sql.SQL("SELECT 1 FROM {o} u WHERE ({fk}) IN (SELECT {ref} FROM ({d}) t) LIMIT 1"
-                    ).format(o=sql.Identifier(schema, name), fk=cols(fk_cols, "u"),
-                             ref=cols(ref_cols, "t"), d=doomed)
+        q = sql.SQL(
+            "SELECT 1 FROM {o} u WHERE ({fk}) IN (SELECT {ref} FROM ({d}) t) LIMIT 1"
+        ).format(
+            o=sql.Identifier(schema, name), fk=cols(fk_cols, "u"), ref=cols(ref_cols, "t"), d=doomed
+        )
         if conn.execute(q, params).fetchone():
             raise ReferencedByUnselected(
                 f"{t.qualname}: rows deleted at the source are still referenced by {other}, "
                 f"which is not in the selection; add {other} to --tables or delete those rows "
-                "there first (nothing was changed in this table)", table=t.qualname,
-                referenced_by=other)
+                "there first (nothing was changed in this table)",
+                table=t.qualname,
+                referenced_by=other,
+            )
 
 
-def delete_rows(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
-                where: sql.Composable, params: list[Any], *, check: bool = True) -> int:
+def delete_rows(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    ctx: WriteContext,
+    where: sql.Composable,
+    params: list[Any],
+    *,
+    check: bool = True,
+) -> int:
     """Delete the rows of ``t`` (aliased ``t``) matching ``where``; how many went.
 
     Fails first when a table outside the selection references one of them
@@ -378,19 +481,27 @@ def delete_rows(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
     if not t.before_images:
         cur = conn.execute(delete, params)
         return max(cur.rowcount, 0)
-    q = sql.SQL("WITH pgferry_d AS ({del_} RETURNING t.*), saved AS ({images} SELECT %s, %s, "
-                "%s, 'delete', {kj}, to_jsonb(pgferry_d), NULL FROM pgferry_d) "
-                "SELECT count(*) FROM pgferry_d").format(
-        del_=delete, images=_IMAGES, kj=_key_json(t, "pgferry_d"))
+    q = sql.SQL(
+        "WITH pgferry_d AS ({del_} RETURNING t.*), saved AS ({images} SELECT %s, %s, "
+        "%s, 'delete', {kj}, to_jsonb(pgferry_d), NULL FROM pgferry_d) "
+        "SELECT count(*) FROM pgferry_d"
+    ).format(del_=delete, images=_IMAGES, kj=_key_json(t, "pgferry_d"))
     row = conn.execute(q, [*params, ctx.run_id, ctx.source, t.qualname]).fetchone()
     return int(row[0]) if row else 0
 
 
-def delete_missing(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext,
-                   keys: sql.Identifier, range_sql: sql.Composable, params: list[Any]) -> int:
+def delete_missing(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    ctx: WriteContext,
+    keys: sql.Identifier,
+    range_sql: sql.Composable,
+    params: list[Any],
+) -> int:
     """Delete target rows in ``range_sql`` whose key is not in the ``keys`` temp table."""
     match = sql.SQL("NOT EXISTS (SELECT 1 FROM {k} k WHERE ({kc}) = ({tc}))").format(
-        k=keys, kc=cols(t.key, "k"), tc=cols(t.key, "t"))
+        k=keys, kc=cols(t.key, "k"), tc=cols(t.key, "t")
+    )
     return delete_rows(conn, t, ctx, sql.SQL("{} AND {}").format(range_sql, match), params)
 
 
@@ -400,8 +511,7 @@ def delete_all(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -
     TRUNCATE (never CASCADE) when nothing references the table, readers may wait
     (``block_readers``) and no before-images are kept; otherwise a DELETE.
     """
-    if (not t.referenced and not t.partitioned and t.block_readers
-            and not t.before_images):
+    if not t.referenced and not t.partitioned and t.block_readers and not t.before_images:
         n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(t))).fetchone()
         # TRUNCATE (no CASCADE: nothing references it) also allows COPY FREEZE afterwards.
         conn.execute(sql.SQL("TRUNCATE {}").format(table_ident(t)))
@@ -411,10 +521,17 @@ def delete_all(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -
 
 def images_of_inserts(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> None:
     """Record every row of ``t`` as inserted by this run (after a COPY into an empty table)."""
-    conn.execute(sql.SQL("{images} SELECT %s, %s, %s, 'insert', {kj}, NULL, {h} FROM {tbl} "
-                         "pgferry_t").format(images=_IMAGES, kj=_key_json(t, "pgferry_t"),
-                                             h=_row_hash("pgferry_t"), tbl=table_ident(t)),
-                 [ctx.run_id, ctx.source, t.qualname])
+    conn.execute(
+        sql.SQL(
+            "{images} SELECT %s, %s, %s, 'insert', {kj}, NULL, {h} FROM {tbl} pgferry_t"
+        ).format(
+            images=_IMAGES,
+            kj=_key_json(t, "pgferry_t"),
+            h=_row_hash("pgferry_t"),
+            tbl=table_ident(t),
+        ),
+        [ctx.run_id, ctx.source, t.qualname],
+    )
 
 
 def triggers(conn: psycopg.Connection[Any], t: TablePlan, enable: bool) -> None:
@@ -432,5 +549,8 @@ def triggers(conn: psycopg.Connection[Any], t: TablePlan, enable: bool) -> None:
             verb = sql.SQL("ENABLE ALWAYS")
         else:
             verb = sql.SQL("ENABLE")
-        conn.execute(sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
-            table_ident(t), verb, sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
+                table_ident(t), verb, sql.Identifier(name)
+            )
+        )

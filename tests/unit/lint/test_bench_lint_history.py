@@ -19,11 +19,12 @@ def test_history_corpus_and_its_catalog(cli: Callable[..., Any], tmp_path: Path)
     assert ci.code in (0, 1), ci.err
     # the last 6 versioned files, the new repeatable and the one changed since it ran
     assert (ci.json["files"], ci.json["skipped"]) == (8, 55)
-    every = cli("lint", "--catalog", catalog.name, "--format", "json", "--all", "hist",
-                cwd=tmp_path)
+    every = cli(
+        "lint", "--catalog", catalog.name, "--format", "json", "--all", "hist", cwd=tmp_path
+    )
     assert (every.json["files"], every.json["skipped"]) == (63, 0)
     # the corpus has hazards on old tables, which the catalog sizes
-    blocking = [f for f in every.json["findings"]
-                if f["rule"] == "require-concurrent-index-creation"]
-    assert blocking and all(f["impact"].startswith("builds an index on public.")
-                            for f in blocking)
+    blocking = [
+        f for f in every.json["findings"] if f["rule"] == "require-concurrent-index-creation"
+    ]
+    assert blocking and all(f["impact"].startswith("builds an index on public.") for f in blocking)

@@ -12,9 +12,11 @@ import pytest
 
 from pgferry.cli.lint import _parse_fast, fast_main
 
-UNSAFE = ("CREATE TABLE IF NOT EXISTS t (id bigint);\n"
-          "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid();\n"
-          "ALTER TABLE users ADD COLUMN nick varchar(20);\n")
+UNSAFE = (
+    "CREATE TABLE IF NOT EXISTS t (id bigint);\n"
+    "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid();\n"
+    "ALTER TABLE users ADD COLUMN nick varchar(20);\n"
+)
 
 
 @pytest.fixture
@@ -28,8 +30,9 @@ def proj(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def both(cli: Callable[..., Any], capsys: pytest.CaptureFixture[str], cwd: Path,
-         *args: str) -> tuple[Any, tuple[int | None, str, str]]:
+def both(
+    cli: Callable[..., Any], capsys: pytest.CaptureFixture[str], cwd: Path, *args: str
+) -> tuple[Any, tuple[int | None, str, str]]:
     slow = cli(*args, cwd=cwd)
     capsys.readouterr()
     code = fast_main(list(args))
@@ -37,21 +40,25 @@ def both(cli: Callable[..., Any], capsys: pytest.CaptureFixture[str], cwd: Path,
     return slow, (code, cap.out, cap.err)
 
 
-@pytest.mark.parametrize("args", [
-    ("lint",),
-    ("lint", "migrations/V1__a.sql"),
-    ("--json", "lint"),
-    ("lint", "--format", "sarif", "migrations"),
-    ("lint", "--pg-version", "10", "migrations/V1__a.sql"),
-    ("lint", "bad.sql"),
-    ("--json", "lint", "bad.sql"),
-    ("lint", "nope.sql"),
-    ("lint", "--list-rules"),
-    ("lint", "--list-rules", "--format", "markdown"),
-    ("lint", "--all", "--format", "json", "migrations"),
-])
-def test_fast_path_matches_typer(cli: Callable[..., Any], capsys: pytest.CaptureFixture[str],
-                                 proj: Path, args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("lint",),
+        ("lint", "migrations/V1__a.sql"),
+        ("--json", "lint"),
+        ("lint", "--format", "sarif", "migrations"),
+        ("lint", "--pg-version", "10", "migrations/V1__a.sql"),
+        ("lint", "bad.sql"),
+        ("--json", "lint", "bad.sql"),
+        ("lint", "nope.sql"),
+        ("lint", "--list-rules"),
+        ("lint", "--list-rules", "--format", "markdown"),
+        ("lint", "--all", "--format", "json", "migrations"),
+    ],
+)
+def test_fast_path_matches_typer(
+    cli: Callable[..., Any], capsys: pytest.CaptureFixture[str], proj: Path, args: tuple[str, ...]
+) -> None:
     slow, (code, out, err) = both(cli, capsys, proj, *args)
     assert (code, out, err) == (slow.code, slow.out, slow.err)
 
@@ -73,8 +80,9 @@ def test_exit_codes_and_default_targets(cli: Callable[..., Any], proj: Path) -> 
     assert bad.err.strip() == 'error: bad.sql:2: syntax error at or near "ADDD"'
 
 
-def test_bad_lint_config_names_key_and_line(cli: Callable[..., Any], proj: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_lint_config_names_key_and_line(
+    cli: Callable[..., Any], proj: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     (proj / "pgferry.toml").write_text('[lint]\ndisable = "prefer-text-field"\n')
     slow, (code, out, err) = both(cli, capsys, proj, "lint")
     assert code == slow.code == 2
@@ -85,8 +93,11 @@ def test_bad_lint_config_names_key_and_line(cli: Callable[..., Any], proj: Path,
 
 
 def test_pgferry_config_variable_is_honoured_on_both_paths(
-        cli: Callable[..., Any], capsys: pytest.CaptureFixture[str], proj: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: Callable[..., Any],
+    capsys: pytest.CaptureFixture[str],
+    proj: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("PGFERRY_CONFIG", str(proj / "missing.toml"))
     slow, (code, out, err) = both(cli, capsys, proj, "lint")
     assert code == slow.code == 2
@@ -98,9 +109,18 @@ def test_fast_parser_defers_what_it_does_not_know() -> None:
     assert _parse_fast(["migrate", "new", "lint"]) is None
     assert _parse_fast(["lint", "--format", "xml"]) is None
     assert _parse_fast(["-c", "x.toml", "--json", "lint", "-e", "dev", "a.sql"]) == {
-        "paths": ["a.sql"], "env": "dev", "catalog": None, "fmt": "json", "pg_version": None,
-        "list_rules": False, "config": "x.toml", "json": True, "debug": False, "jobs": None,
-        "all": False}
+        "paths": ["a.sql"],
+        "env": "dev",
+        "catalog": None,
+        "fmt": "json",
+        "pg_version": None,
+        "list_rules": False,
+        "config": "x.toml",
+        "json": True,
+        "debug": False,
+        "jobs": None,
+        "all": False,
+    }
     assert _parse_fast(["lint", "-j", "2", "a.sql"])["jobs"] == 2  # type: ignore[index]
     assert _parse_fast(["lint", "--jobs=0", "a.sql"]) is None  # Typer explains the bad value
 
@@ -110,4 +130,5 @@ def test_list_rules_json(cli: Callable[..., Any], proj: Path) -> None:
     rules = json.loads(r.out)["rules"]
     assert len(rules) >= 45
     assert {"code": "PF040", "name": "require-concurrent-index-creation"}.items() <= rules[
-        [x["name"] for x in rules].index("require-concurrent-index-creation")].items()
+        [x["name"] for x in rules].index("require-concurrent-index-creation")
+    ].items()

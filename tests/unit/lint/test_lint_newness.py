@@ -12,12 +12,13 @@ from pgferry.lint.engine import Linter
 from pgferry.lint.snapshot import Snapshot, from_dict
 
 OLD_TABLE_HAZARDS = {
-    "V2__idx.sql": ("CREATE INDEX leads_region ON leads (region);\n",
-                    "require-concurrent-index-creation"),
+    "V2__idx.sql": (
+        "CREATE INDEX leads_region ON leads (region);\n",
+        "require-concurrent-index-creation",
+    ),
     "V3__drop.sql": ("ALTER TABLE leads DROP COLUMN region;\n", "ban-drop-column"),
     "V4__type.sql": ("ALTER TABLE leads ALTER COLUMN id TYPE int;\n", "changing-column-type"),
-    "V5__rename_col.sql": ("ALTER TABLE leads RENAME COLUMN id TO lead_id;\n",
-                           "renaming-column"),
+    "V5__rename_col.sql": ("ALTER TABLE leads RENAME COLUMN id TO lead_id;\n", "renaming-column"),
     "V6__rename.sql": ("ALTER TABLE leads RENAME TO prospects;\n", "renaming-table"),
 }
 CREATE = ("V1__leads.sql", "CREATE TABLE leads (id bigint, region text);\n")
@@ -28,8 +29,12 @@ def live(findings: list[Any]) -> list[tuple[str, str]]:
 
 
 def catalog(**tables: dict[str, Any]) -> Snapshot:
-    return from_dict({"server_version": 180000, "tables": {
-        f"public.{name}": {"heap_bytes": 8192, **t} for name, t in tables.items()}})
+    return from_dict(
+        {
+            "server_version": 180000,
+            "tables": {f"public.{name}": {"heap_bytes": 8192, **t} for name, t in tables.items()},
+        }
+    )
 
 
 @pytest.mark.parametrize("name", sorted(OLD_TABLE_HAZARDS))
@@ -64,8 +69,9 @@ def test_a_table_the_catalog_has_is_not_new_because_a_pending_file_creates_it() 
     """The issue's case: the catalog says leads has 300k rows (28 MB); V1 (not known to be
     applied) creates it; V2's blocking index must still be reported, with its impact."""
     snap = catalog(leads={"rows": 300_000, "total_bytes": 28 << 20, "heap_bytes": 20 << 20})
-    found = Linter(catalog=snap).lint_files([CREATE, ("V2__idx.sql", OLD_TABLE_HAZARDS[
-        "V2__idx.sql"][0])])
+    found = Linter(catalog=snap).lint_files(
+        [CREATE, ("V2__idx.sql", OLD_TABLE_HAZARDS["V2__idx.sql"][0])]
+    )
     [f] = [f for f in found if f.rule == "require-concurrent-index-creation"]
     assert f.path == "V2__idx.sql" and f.severity == "error"
     assert f.impact.startswith("builds an index on public.leads (28 MB, ~300k rows) under SHARE")
@@ -73,17 +79,23 @@ def test_a_table_the_catalog_has_is_not_new_because_a_pending_file_creates_it() 
 
 def test_create_table_if_not_exists_of_a_table_the_catalog_has_is_not_new() -> None:
     snap = catalog(leads={"rows": 300_000, "total_bytes": 28 << 20, "heap_bytes": 20 << 20})
-    sql = ("CREATE TABLE IF NOT EXISTS leads (id bigint, region text);\n"
-           "CREATE INDEX leads_region ON leads (region);\n")
+    sql = (
+        "CREATE TABLE IF NOT EXISTS leads (id bigint, region text);\n"
+        "CREATE INDEX leads_region ON leads (region);\n"
+    )
     assert ("V1.sql", "require-concurrent-index-creation") in live(
-        Linter(catalog=snap).lint_text("V1.sql", sql))
+        Linter(catalog=snap).lint_text("V1.sql", sql)
+    )
     # without a catalog pgferry cannot know: the file created it
     assert not live(Linter().lint_text("V1.sql", sql))
 
 
 def test_a_table_dropped_by_a_pending_file_is_no_longer_new() -> None:
-    files = [CREATE, ("V2__drop.sql", "DROP TABLE leads;\n"),
-             ("V3__again.sql", "CREATE INDEX leads_region ON leads (region);\n")]
+    files = [
+        CREATE,
+        ("V2__drop.sql", "DROP TABLE leads;\n"),
+        ("V3__again.sql", "CREATE INDEX leads_region ON leads (region);\n"),
+    ]
     found = live(Linter(catalog=catalog()).lint_files(files))
     assert found == [("V3__again.sql", "require-concurrent-index-creation")]
 
@@ -92,13 +104,21 @@ def test_drop_index_on_a_new_table_is_exempt_like_create_index() -> None:
     """The adopted history: V1 created leads and an index, V2 replaced the index. On a
     target that lacks leads (all pending), neither is reported; without a catalog (leads
     may be old) both are; an applied V1 makes leads an existing table."""
-    files = [("V1__leads.sql", "CREATE TABLE leads (id bigint, region text);\n"
-                               "CREATE INDEX leads_region ON leads (region);\n"),
-             ("V2__reindex.sql", "DROP INDEX leads_region;\n"
-                                 "CREATE INDEX leads_region2 ON leads (region, id);\n")]
+    files = [
+        (
+            "V1__leads.sql",
+            "CREATE TABLE leads (id bigint, region text);\n"
+            "CREATE INDEX leads_region ON leads (region);\n",
+        ),
+        (
+            "V2__reindex.sql",
+            "DROP INDEX leads_region;\nCREATE INDEX leads_region2 ON leads (region, id);\n",
+        ),
+    ]
     assert not live(Linter(catalog=catalog()).lint_files(files))
-    hazards = [("V2__reindex.sql", "require-concurrent-index-deletion"),
-               ("V2__reindex.sql", "require-concurrent-index-creation")]
+    hazards = [
+        ("V2__reindex.sql", "require-concurrent-index-deletion"),
+        ("V2__reindex.sql", "require-concurrent-index-creation"),
+    ]
     assert live(Linter().lint_files(files)) == hazards
-    assert live(Linter(catalog=catalog(), applied={"V1__leads.sql"}).lint_files(files)
-                ) == hazards
+    assert live(Linter(catalog=catalog(), applied={"V1__leads.sql"}).lint_files(files)) == hazards

@@ -37,19 +37,32 @@ STATEMENTS = [
 ]
 SETTINGS = Settings(enable=["require-lock-timeout", "require-statement-timeout"])
 #: a target where t0 and t1 have rows, t2 is empty and the others do not exist yet
-CATALOG = from_dict({"server_version": 180000, "tables": {
-    "public.t0": {"rows": 5000, "heap_bytes": 1 << 20, "total_bytes": 2 << 20,
-                  "columns": {"email": "character varying(20)"},
-                  "indexes": [{"name": "t0_email", "columns": ["email"], "unique": False,
-                               "valid": True}]},
-    "public.t1": {"rows": 80, "heap_bytes": 8192, "total_bytes": 16384},
-    "public.t2": {"rows": 0, "heap_bytes": 0, "total_bytes": 8192}}})
+CATALOG = from_dict(
+    {
+        "server_version": 180000,
+        "tables": {
+            "public.t0": {
+                "rows": 5000,
+                "heap_bytes": 1 << 20,
+                "total_bytes": 2 << 20,
+                "columns": {"email": "character varying(20)"},
+                "indexes": [
+                    {"name": "t0_email", "columns": ["email"], "unique": False, "valid": True}
+                ],
+            },
+            "public.t1": {"rows": 80, "heap_bytes": 8192, "total_bytes": 16384},
+            "public.t2": {"rows": 0, "heap_bytes": 0, "total_bytes": 8192},
+        },
+    }
+)
 #: files the catalog's history says ran: their tables are not new in later files
 APPLIED = frozenset(f"V{i}__f.sql" for i in range(1, 400, 7))
 #: without a catalog only the per-file state matters; with one (and an applied history),
 #: tables pending files create carry from file to file
-MODES = {"plain": lambda: Linter(SETTINGS),
-         "catalog": lambda: Linter(SETTINGS, catalog=CATALOG, applied=APPLIED)}
+MODES = {
+    "plain": lambda: Linter(SETTINGS),
+    "catalog": lambda: Linter(SETTINGS, catalog=CATALOG, applied=APPLIED),
+}
 
 
 def corpus(n: int, tables: int, seed: int) -> list[tuple[str, str]]:
@@ -57,9 +70,12 @@ def corpus(n: int, tables: int, seed: int) -> list[tuple[str, str]]:
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        body = [rng.choice(STATEMENTS).format(a=f"t{rng.randrange(tables)}",
-                                              b=f"t{rng.randrange(tables)}")
-                for _ in range(rng.randint(1, 5))]
+        body = [
+            rng.choice(STATEMENTS).format(
+                a=f"t{rng.randrange(tables)}", b=f"t{rng.randrange(tables)}"
+            )
+            for _ in range(rng.randint(1, 5))
+        ]
         out.append((f"V{i + 1}__f.sql", "\n".join(body) + "\n"))
     return out
 
@@ -68,9 +84,12 @@ def serial(items: list[tuple[str, str]], mode: str = "catalog") -> list[dict[str
     return [f.to_dict() for f in MODES[mode]().lint_files(items)]
 
 
-def parallel(items: list[tuple[str, str]], jobs: int,
-             load: Callable[[int], tuple[str, str]] | None = None, mode: str = "catalog"
-             ) -> list[dict[str, Any]]:
+def parallel(
+    items: list[tuple[str, str]],
+    jobs: int,
+    load: Callable[[int], tuple[str, str]] | None = None,
+    mode: str = "catalog",
+) -> list[dict[str, Any]]:
     found = lint_many(MODES[mode](), len(items), load or (lambda i: items[i]), jobs)
     return [f.to_dict() for f in found]
 
@@ -78,8 +97,7 @@ def parallel(items: list[tuple[str, str]], jobs: int,
 @pytest.mark.parametrize("mode", sorted(MODES))
 @pytest.mark.parametrize("jobs", [2, 3, 5])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_files_that_share_tables_lint_as_in_one_process(seed: int, jobs: int, mode: str
-                                                        ) -> None:
+def test_files_that_share_tables_lint_as_in_one_process(seed: int, jobs: int, mode: str) -> None:
     items = corpus(MIN_FILES * 3, tables=6, seed=seed)
     want = serial(items, mode)
     # the case is real: linted without the earlier files' state, the later files differ
@@ -99,20 +117,24 @@ def test_with_a_catalog_new_tables_cross_files_and_applied_files_do_not_count() 
         items = corpus(MIN_FILES * 3, tables=6, seed=seed)
         plain = {(f["path"], f["line"]) for f in serial(items, "plain") if f["rule"] == index}
         both = {(f["path"], f["line"]) for f in serial(items, "catalog") if f["rule"] == index}
-        everything_pending = {(f.path, f.line) for f in Linter(SETTINGS, catalog=CATALOG)
-                              .lint_files(items) if f.rule == index}
+        everything_pending = {
+            (f.path, f.line)
+            for f in Linter(SETTINGS, catalog=CATALOG).lint_files(items)
+            if f.rule == index
+        }
         # (not a subset of plain: CREATE TABLE IF NOT EXISTS of a catalog table is not new)
         assert everything_pending <= both and both != plain
         strict.append(everything_pending < both)
     assert any(strict)
 
 
-def test_parent_replays_accepted_files_before_taking_over(monkeypatch: pytest.MonkeyPatch
-                                                         ) -> None:
+def test_parent_replays_accepted_files_before_taking_over(monkeypatch: pytest.MonkeyPatch) -> None:
     n = MIN_FILES * 2
     items = [("V0__shared.sql", "CREATE TABLE shared (id int);\n")]
-    items += [(f"V{i}__u.sql", f"CREATE TABLE u{i} (id int);\nCREATE INDEX u{i}_x ON u{i} (id);\n")
-              for i in range(1, n)]
+    items += [
+        (f"V{i}__u.sql", f"CREATE TABLE u{i} (id int);\nCREATE INDEX u{i}_x ON u{i} (id);\n")
+        for i in range(1, n)
+    ]
     late, later = n - 20, n - 10
     # needs file 0's state: a worker alone would call "shared" an existing table
     items[late] = (f"V{late}__s.sql", "CREATE INDEX shared_x ON shared (id);\n")
@@ -206,8 +228,13 @@ def test_cli_jobs_give_the_same_output(cli: Callable[..., Any], tmp_path: Path) 
     assert bad.code == 2 and "--jobs" in bad.err
 
 
-def merged(items: list[tuple[str, str]], plan: _Plan, owner: dict[int, int], workers: int,
-           lose: Sequence[int] = ()) -> list[dict[str, Any]]:
+def merged(
+    items: list[tuple[str, str]],
+    plan: _Plan,
+    owner: dict[int, int],
+    workers: int,
+    lose: Sequence[int] = (),
+) -> list[dict[str, Any]]:
     """What lint_many gives when chunk c was linted by ``owner[c]`` (-1: the parent), as
     the processes would have, and the results of files ``lose`` never arrived."""
     parent = MODES["catalog"]()
@@ -251,14 +278,17 @@ def test_after_a_stale_file_its_stream_is_not_trusted() -> None:
     """A stream that missed the DROP sees t7 as new, so its RENAME makes t9 new too. The
     truth has no t9, and the index on it needs CONCURRENTLY: once the RENAME is found
     stale, nothing more from that stream may be trusted (t9 is no table the DROP wrote)."""
-    items = [("V1.sql", "CREATE TABLE t7 (id bigint);\n"),
-             ("V2.sql", "DROP TABLE t7;\n"),
-             ("V3.sql", "SELECT 1;\n"),
-             ("V4.sql", "ALTER TABLE t7 RENAME TO t9;\n"),
-             ("V5.sql", "CREATE INDEX t9_i ON t9 (id);\n")]
+    items = [
+        ("V1.sql", "CREATE TABLE t7 (id bigint);\n"),
+        ("V2.sql", "DROP TABLE t7;\n"),
+        ("V3.sql", "SELECT 1;\n"),
+        ("V4.sql", "ALTER TABLE t7 RENAME TO t9;\n"),
+        ("V5.sql", "CREATE INDEX t9_i ON t9 (id);\n"),
+    ]
     want = serial(items)
     assert [f["path"] for f in want if f["rule"] == "require-concurrent-index-creation"] == [
-        "V5.sql"]
+        "V5.sql"
+    ]
     # the parent's chunk (V4, V5) starts from V1's state and missed the worker's V2
     assert merged(items, _Plan(5, 1, 2), {0: 0, 1: -1}, 1) == want
     # a worker's stream (V1 | V4, V5) missed the parent's chunk (V2, V3)

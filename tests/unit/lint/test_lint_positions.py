@@ -39,6 +39,9 @@ def test_big_files_use_the_line_index(line: str) -> None:
 
 def test_a_finding_deep_in_a_big_file() -> None:
     text = "SELECT 'é';\n" * 7000 + "  CREATE INDEX i ON t (a);\n"
-    [f] = [f for f in Linter().lint_text("big.sql", text)
-           if f.rule == "require-concurrent-index-creation"]
+    [f] = [
+        f
+        for f in Linter().lint_text("big.sql", text)
+        if f.rule == "require-concurrent-index-creation"
+    ]
     assert (f.line, f.column) == (7001, 3)

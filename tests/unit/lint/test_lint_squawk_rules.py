@@ -23,8 +23,9 @@ pytestmark = pytest.mark.skipif(not SQUAWK.exists(), reason="squawk-cli is not i
 #: squawk rule -> a statement that triggers it
 PROBES: dict[str, str] = {
     "adding-field-with-default": "ALTER TABLE t ADD COLUMN c uuid DEFAULT gen_random_uuid();",
-    "adding-foreign-key-constraint":
-        "ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id);",
+    "adding-foreign-key-constraint": (
+        "ALTER TABLE t ADD CONSTRAINT fk FOREIGN KEY (a) REFERENCES u (id);"
+    ),
     "adding-not-nullable-field": "ALTER TABLE t ALTER COLUMN a SET NOT NULL;",
     "adding-required-field": "ALTER TABLE t ADD COLUMN b bigint NOT NULL;",
     "adding-serial-primary-key-field": "ALTER TABLE t ADD PRIMARY KEY (id);",
@@ -45,8 +46,9 @@ PROBES: dict[str, str] = {
     "ban-alter-system-options": "ALTER SYSTEM SET work_mem = '1MB';",
     "ban-alter-view-options": "ALTER VIEW v SET (security_barrier = true);",
     "ban-char-field": "CREATE TABLE t2 (a char(2));",
-    "ban-concurrent-index-creation-in-transaction":
-        "BEGIN;\nCREATE INDEX CONCURRENTLY i ON t (a);\nCOMMIT;",
+    "ban-concurrent-index-creation-in-transaction": (
+        "BEGIN;\nCREATE INDEX CONCURRENTLY i ON t (a);\nCOMMIT;"
+    ),
     "ban-create-domain-with-constraint": "CREATE DOMAIN d AS bigint CHECK (VALUE > 0);",
     "ban-create-policy": "CREATE POLICY p ON t USING (true);",
     "ban-detach-inheritance": "ALTER TABLE t NO INHERIT p;",
@@ -106,8 +108,12 @@ PG_VERSION = {"prefer-repack": "19"}
 def squawk_rules(sql: str, tmp: Path, *args: str) -> set[str]:
     f = tmp / "probe.sql"
     f.write_text(sql + "\n", encoding="utf-8")
-    r = subprocess.run([str(SQUAWK), "--reporter", "json", *args, str(f)],
-                       capture_output=True, text=True, check=False)
+    r = subprocess.run(
+        [str(SQUAWK), "--reporter", "json", *args, str(f)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode in (0, 1), r.stderr
     return {x["rule_name"] for x in json.loads(r.stdout or "[]")}
 
@@ -127,8 +133,9 @@ def doc_table() -> dict[str, tuple[str, str]]:
 
 
 def test_the_doc_lists_every_squawk_rule_with_its_real_default(tmp_path: Path) -> None:
-    version = subprocess.run([str(SQUAWK), "--version"], capture_output=True, text=True,
-                             check=True).stdout.split()[-1]
+    version = subprocess.run(
+        [str(SQUAWK), "--version"], capture_output=True, text=True, check=True
+    ).stdout.split()[-1]
     assert f"squawk {version}" in DOC.read_text(encoding="utf-8")
     rows = doc_table()
     assert sorted(rows) == sorted(PROBES)
@@ -139,8 +146,7 @@ def test_the_doc_lists_every_squawk_rule_with_its_real_default(tmp_path: Path) -
         assert on or rule in squawk_rules(sql, tmp_path, *opts, "--include", rule), rule
         said = rows[rule][0]
         if said.startswith("on") != on or (not on and said != "opt-in"):
-            wrong.append(f"{rule}: doc says {said!r}, squawk {version}: "
-                         f"{'on' if on else 'opt-in'}")
+            wrong.append(f"{rule}: doc says {said!r}, squawk {version}: {'on' if on else 'opt-in'}")
     assert not wrong, wrong
 
 

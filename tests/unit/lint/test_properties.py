@@ -39,8 +39,7 @@ STATEMENTS = [
 ]
 
 files = st.lists(st.sampled_from(STATEMENTS), min_size=1, max_size=12)
-ALL = Settings(enable=["require-lock-timeout", "require-statement-timeout",
-                       "require-table-schema"])
+ALL = Settings(enable=["require-lock-timeout", "require-statement-timeout", "require-table-schema"])
 
 
 @settings(max_examples=150, deadline=None)
@@ -65,14 +64,15 @@ def test_ignore_file_of_every_rule_silences_everything(stmts: list[str]) -> None
     head = f"-- pgferry:ignore-file {', '.join(rules)} -- accepted\n"
     found = Linter(ALL).lint_text("x.sql", head + sql)
     assert all(f.suppressed == "accepted" for f in found), [
-        (f.rule, f.line) for f in found if f.suppressed is None]
+        (f.rule, f.line) for f in found if f.suppressed is None
+    ]
 
 
 @settings(max_examples=100, deadline=None)
-@given(files, st.lists(st.sampled_from(["", "-- note", "/* block */"]), min_size=12,
-                       max_size=12))
+@given(files, st.lists(st.sampled_from(["", "-- note", "/* block */"]), min_size=12, max_size=12))
 def test_comments_and_blank_lines_do_not_change_what_is_found(
-        stmts: list[str], fillers: list[str]) -> None:
+    stmts: list[str], fillers: list[str]
+) -> None:
     plain = "\n".join(stmts) + "\n"
     padded = "\n".join(f"{fill}\n{s}" for s, fill in zip(stmts, fillers, strict=False)) + "\n"
     a = sorted((f.rule, f.statement) for f in Linter(ALL).lint_text("x.sql", plain))

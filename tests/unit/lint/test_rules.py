@@ -39,11 +39,14 @@ def lint(rule: str, case: dict[str, Any]) -> list[Any]:
     catalog = None
     if "catalog" in case:
         raw = case["catalog"]
-        catalog = from_dict({"server_version": 180000, **raw,
-                             "tables": {k: {"heap_bytes": 8192, **v}
-                                        for k, v in raw.get("tables", {}).items()}})
-    linter = Linter(Settings(enable=[rule]), catalog=catalog,
-                    pg_version=case.get("pg_version", 18))
+        catalog = from_dict(
+            {
+                "server_version": 180000,
+                **raw,
+                "tables": {k: {"heap_bytes": 8192, **v} for k, v in raw.get("tables", {}).items()},
+            }
+        )
+    linter = Linter(Settings(enable=[rule]), catalog=catalog, pg_version=case.get("pg_version", 18))
     return linter.lint_text("case.sql", case["sql"])
 
 
@@ -53,7 +56,8 @@ def test_rule_case(rule: str, case_id: str, case: dict[str, Any]) -> None:
     if case["kind"] == "fail":
         assert "lines" in case, f"{rule} {case_id}: list the lines it fires on (lines: [...])"
         assert sorted(f.line for f in found) == case["lines"], (
-            f"{rule} should fire on lines {case['lines']} of:\n{case['sql']}\n{found}")
+            f"{rule} should fire on lines {case['lines']} of:\n{case['sql']}\n{found}"
+        )
     else:
         assert not found, f"{rule} should not fire on:\n{case['sql']}\n{found}"
 

@@ -6,6 +6,11 @@ from pgferry.lint.model import Rule
 from pgferry.lint.rules import columns, constraints, datatypes, indexes, misc, objects, transactions
 
 ALL_RULES: list[type[Rule]] = [
-    *columns.RULES, *datatypes.RULES, *constraints.RULES, *indexes.RULES, *objects.RULES,
-    *transactions.RULES, *misc.RULES,
+    *columns.RULES,
+    *datatypes.RULES,
+    *constraints.RULES,
+    *indexes.RULES,
+    *objects.RULES,
+    *transactions.RULES,
+    *misc.RULES,
 ]

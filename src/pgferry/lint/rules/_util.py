@@ -28,10 +28,10 @@ def cmd_offsets(cx: Context, st: Stmt) -> list[int]:
         from pgferry.sqltext.parser import parser
 
         scan = parser().scan
-        raw = info.data[st.start:st.end]
+        raw = info.data[st.start : st.end]
         text = raw.decode("utf-8", "replace")
         ascii_ = len(raw) == len(text)
-        rel_char = len(info.data[st.start:rel].decode("utf-8", "replace"))
+        rel_char = len(info.data[st.start : rel].decode("utf-8", "replace"))
         toks = [t for t in scan(text) if t.name not in ("SQL_COMMENT", "C_COMMENT")]
         i = next((k for k, t in enumerate(toks) if t.start >= rel_char), len(toks))
         i += 1  # the relation's first name part
@@ -82,7 +82,7 @@ def _first_action(cx: Context, st: Stmt) -> int:
     """Where the only action of a one-action ALTER TABLE starts: the scanner is not needed
     unless the statement spans lines (then the action may be on a later line)."""
     info = cx.file
-    if info is not None and b"\n" in info.data[st.start:st.end]:
+    if info is not None and b"\n" in info.data[st.start : st.end]:
         return cmd_offsets(cx, st)[0]
     return st.start
 

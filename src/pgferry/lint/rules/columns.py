@@ -57,15 +57,26 @@ class AddingFieldWithDefault(Rule):
                 if cx.pg_version < 11:
                     if "A_Const" in (expr or {}) and (expr or {})["A_Const"].get("isnull"):
                         continue
-                    yield Hit(loc(con), table, "ADD COLUMN with a DEFAULT rewrites the table "
-                              f"before PostgreSQL 11 (linting for {cx.pg_version})")
+                    yield Hit(
+                        loc(con),
+                        table,
+                        "ADD COLUMN with a DEFAULT rewrites the table "
+                        f"before PostgreSQL 11 (linting for {cx.pg_version})",
+                    )
                     continue
-                bad = [f"{s + '.' if s else ''}{n}()" for s, n, _ in func_calls(expr)
-                       if is_volatile(cx, s, n)]
+                bad = [
+                    f"{s + '.' if s else ''}{n}()"
+                    for s, n, _ in func_calls(expr)
+                    if is_volatile(cx, s, n)
+                ]
                 if bad:
                     where = _expr_loc(expr) or loc(con)
-                    yield Hit(where, table, f"ADD COLUMN default {bad[0]} is volatile: it "
-                              "rewrites the table under ACCESS EXCLUSIVE")
+                    yield Hit(
+                        where,
+                        table,
+                        f"ADD COLUMN default {bad[0]} is volatile: it "
+                        "rewrites the table under ACCESS EXCLUSIVE",
+                    )
 
 
 def _expr_loc(expr: Node | None) -> int | None:
@@ -99,11 +110,12 @@ class AddingRequiredField(Rule):
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         for table, col, off in _added_columns(cx, st):
             kinds = {c.get("contype") for c in constraints(col)}
-            if "CONSTR_NOTNULL" in kinds and not kinds & {
-                "CONSTR_DEFAULT", "CONSTR_GENERATED", "CONSTR_IDENTITY"
-            } and type_name(col.get("typeName"))[0] not in ("serial", "bigserial",
-                                                              "smallserial", "serial4",
-                                                              "serial8", "serial2"):
+            if (
+                "CONSTR_NOTNULL" in kinds
+                and not kinds & {"CONSTR_DEFAULT", "CONSTR_GENERATED", "CONSTR_IDENTITY"}
+                and type_name(col.get("typeName"))[0]
+                not in ("serial", "bigserial", "smallserial", "serial4", "serial8", "serial2")
+            ):
                 yield Hit(off, table)
 
 
@@ -129,8 +141,10 @@ class AddingNotNullableField(Rule):
 
     code, name, severity = "PF003", "adding-not-nullable-field", "error"
     message = "SET NOT NULL scans the whole table under ACCESS EXCLUSIVE"
-    help = ("Add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it in the next migration, "
-            "then SET NOT NULL (PostgreSQL 12+ skips the scan).")
+    help = (
+        "Add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it in the next migration, "
+        "then SET NOT NULL (PostgreSQL 12+ skips the scan)."
+    )
     kinds = ("AlterTableStmt",)
     subtypes = frozenset({"AT_SetNotNull"})
     lock, work = "ACCESS EXCLUSIVE", "scan"
@@ -144,8 +158,9 @@ class AddingNotNullableField(Rule):
             if cx.pg_version >= 12 and cx.validated_not_null(table, col):
                 continue
             t = cx.catalog.tables.get(table) if cx.catalog else None
-            if t is not None and (col in t.not_null or (
-                    cx.pg_version >= 12 and t.not_null_proven(col))):
+            if t is not None and (
+                col in t.not_null or (cx.pg_version >= 12 and t.not_null_proven(col))
+            ):
                 continue
             yield Hit(off, table)
 
@@ -175,8 +190,10 @@ class AddingStoredGeneratedColumn(Rule):
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         for table, col, _ in _added_columns(cx, st):
             for con in constraints(col):
-                if con.get("contype") == "CONSTR_GENERATED" and con.get("generated_kind",
-                                                                         "s") == "s":
+                if (
+                    con.get("contype") == "CONSTR_GENERATED"
+                    and con.get("generated_kind", "s") == "s"
+                ):
                     yield Hit(loc(con), table)
 
 
@@ -208,8 +225,14 @@ class AddingIdentityColumn(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         for table, col, off in _added_columns(cx, st):
-            serial = type_name(col.get("typeName"))[0] in ("serial", "bigserial", "smallserial",
-                                                           "serial2", "serial4", "serial8")
+            serial = type_name(col.get("typeName"))[0] in (
+                "serial",
+                "bigserial",
+                "smallserial",
+                "serial2",
+                "serial4",
+                "serial8",
+            )
             ident = any(c.get("contype") == "CONSTR_IDENTITY" for c in constraints(col))
             if serial or ident:
                 yield Hit(off, table)
@@ -231,9 +254,11 @@ class BanDropColumn(Rule):
 
     code, name, severity = "PF006", "ban-drop-column", "warning"
     message = "DROP COLUMN breaks clients that still use the column; the data is gone"
-    help = ("Stop using the column in the application first, then drop it in a later release "
-            "(a file with `-- pgferry:phase contract` and a `require-no-clients` guard waits "
-            "for that).")
+    help = (
+        "Stop using the column in the application first, then drop it in a later release "
+        "(a file with `-- pgferry:phase contract` and a `require-no-clients` guard waits "
+        "for that)."
+    )
     kinds = ("AlterTableStmt",)
     subtypes = frozenset({"AT_DropColumn"})
     lock = "ACCESS EXCLUSIVE"
@@ -294,9 +319,11 @@ class ChangingColumnType(Rule):
 
     code, name, severity = "PF008", "changing-column-type", "error"
     message = "ALTER COLUMN TYPE rewrites the table and its indexes under ACCESS EXCLUSIVE"
-    help = ("Add a new column, keep it in sync with a trigger, backfill, then swap (`pgferry "
-            "migrate new --expand-contract \"change type of TABLE.COLUMN to TYPE\"` scaffolds "
-            "it).")
+    help = (
+        "Add a new column, keep it in sync with a trigger, backfill, then swap (`pgferry "
+        'migrate new --expand-contract "change type of TABLE.COLUMN to TYPE"` scaffolds '
+        "it)."
+    )
     kinds = ("AlterTableStmt",)
     subtypes = frozenset({"AT_AlterColumnType"})
     lock, work = "ACCESS EXCLUSIVE", "rewrite"
@@ -317,9 +344,11 @@ class ChangingColumnType(Rule):
             where = loc(tn) if tn else None
             msg = None
             if old is None and tn and type_name(tn)[0] in _MAYBE_FREE:
-                msg = (f"ALTER COLUMN {col} TYPE {type_text(tn)}: rewrites the table under "
-                       "ACCESS EXCLUSIVE unless the current type is binary-coercible (e.g. "
-                       "varchar(n) to text); lint with --env or --catalog to know")
+                msg = (
+                    f"ALTER COLUMN {col} TYPE {type_text(tn)}: rewrites the table under "
+                    "ACCESS EXCLUSIVE unless the current type is binary-coercible (e.g. "
+                    "varchar(n) to text); lint with --env or --catalog to know"
+                )
             yield Hit(where if where is not None else off, table, msg)
 
 
@@ -347,11 +376,15 @@ class RenamingColumn(Rule):
     """
 
     code, name, severity = "PF009", "renaming-column", "error"
-    message = ("RENAME COLUMN breaks running clients that use the old name: expand, "
-               "dual-write, contract instead")
-    help = ("Expand: add the new column; dual-write: write both, backfill, move readers; "
-            "contract: drop the old column in a later release (`pgferry migrate new "
-            "--expand-contract \"rename TABLE.OLD to NEW\"` scaffolds the three steps).")
+    message = (
+        "RENAME COLUMN breaks running clients that use the old name: expand, "
+        "dual-write, contract instead"
+    )
+    help = (
+        "Expand: add the new column; dual-write: write both, backfill, move readers; "
+        "contract: drop the old column in a later release (`pgferry migrate new "
+        '--expand-contract "rename TABLE.OLD to NEW"` scaffolds the three steps).'
+    )
     kinds = ("RenameStmt",)
     squawk = ("renaming-column",)
 
@@ -363,14 +396,24 @@ class RenamingColumn(Rule):
             table = qualname(n.get("relation"))
             if not cx.is_new(table):
                 old, new = n.get("subname", ""), n.get("newname", "")
-                yield Hit(None, table, f"RENAME COLUMN {old} TO {new} breaks every running "
-                          f"client that uses {old}: expand (add {new}), dual-write (write "
-                          f"both, backfill, move readers), then contract (drop {old}) in a "
-                          "later release")
+                yield Hit(
+                    None,
+                    table,
+                    f"RENAME COLUMN {old} TO {new} breaks every running "
+                    f"client that uses {old}: expand (add {new}), dual-write (write "
+                    f"both, backfill, move readers), then contract (drop {old}) in a "
+                    "later release",
+                )
 
 
 RULES: list[type[Rule]] = [
-    AddingFieldWithDefault, AddingRequiredField, AddingNotNullableField,
-    AddingStoredGeneratedColumn, AddingIdentityColumn, BanDropColumn, BanDropNotNull,
-    ChangingColumnType, RenamingColumn,
+    AddingFieldWithDefault,
+    AddingRequiredField,
+    AddingNotNullableField,
+    AddingStoredGeneratedColumn,
+    AddingIdentityColumn,
+    BanDropColumn,
+    BanDropNotNull,
+    ChangingColumnType,
+    RenamingColumn,
 ]

@@ -89,9 +89,13 @@ class ConstraintMissingNotValid(Rule):
             if cmd.get("subtype") == "AT_ValidateConstraint" and st.in_tx:
                 name = cmd.get("name", "")
                 if cx.tx_not_valid.get(name) == table:
-                    yield Hit(off, table, f"VALIDATE CONSTRAINT {name} in the same transaction "
-                              "that added it NOT VALID keeps the table locked while it scans",
-                              work="scan")
+                    yield Hit(
+                        off,
+                        table,
+                        f"VALIDATE CONSTRAINT {name} in the same transaction "
+                        "that added it NOT VALID keeps the table locked while it scans",
+                        work="scan",
+                    )
 
 
 class DisallowedUniqueConstraint(Rule):
@@ -233,7 +237,11 @@ class BanAlterDomainWithAddConstraint(Rule):
 
 
 RULES: list[type[Rule]] = [
-    AddingForeignKeyConstraint, ConstraintMissingNotValid, DisallowedUniqueConstraint,
-    AddingPrimaryKeyConstraint, BanExclusionConstraint, BanCreateDomainWithConstraint,
+    AddingForeignKeyConstraint,
+    ConstraintMissingNotValid,
+    DisallowedUniqueConstraint,
+    AddingPrimaryKeyConstraint,
+    BanExclusionConstraint,
+    BanCreateDomainWithConstraint,
     BanAlterDomainWithAddConstraint,
 ]

@@ -14,8 +14,9 @@ def _types(cx: Context, st: Stmt) -> list[tuple[str, str, list[int], int | None]
     cached = st.cache.get("types")
     if cached is not None:
         return cached  # type: ignore[no-any-return]
-    tns: list[tuple[str, Node]] = [(t, c["typeName"]) for t, c, _ in column_defs(cx, st)
-                                   if c.get("typeName")]
+    tns: list[tuple[str, Node]] = [
+        (t, c["typeName"]) for t, c, _ in column_defs(cx, st) if c.get("typeName")
+    ]
     if st.kind == "AlterTableStmt":
         for table, cmd, kind, body, _ in alter_actions(cx, st):
             if cmd.get("subtype") == "AT_AlterColumnType" and kind == "ColumnDef":
@@ -37,8 +38,13 @@ class _TypeRule(Rule):
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         # a plain function, not a generator: seven of these run on every CREATE/ALTER
-        return iter([Hit(where, table) for table, name, mods, where in _types(cx, st)
-                     if name in self.bad and (mods or not self.needs_mods)])
+        return iter(
+            [
+                Hit(where, table)
+                for table, name, mods, where in _types(cx, st)
+                if name in self.bad and (mods or not self.needs_mods)
+            ]
+        )
 
 
 class BanCharField(_TypeRule):
@@ -200,6 +206,12 @@ class PreferBigInt(_TypeRule):
 
 
 RULES: list[type[Rule]] = [
-    BanCharField, PreferTextField, PreferTimestamptz, PreferBigintOverInt,
-    PreferBigintOverSmallint, PreferIdentity, PreferJsonb, PreferBigInt,
+    BanCharField,
+    PreferTextField,
+    PreferTimestamptz,
+    PreferBigintOverInt,
+    PreferBigintOverSmallint,
+    PreferIdentity,
+    PreferJsonb,
+    PreferBigInt,
 ]

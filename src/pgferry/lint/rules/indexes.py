@@ -53,10 +53,14 @@ class RequireConcurrentIndexCreation(Rule):
         if not st.node.get("concurrent") and cx.existing(table):
             t = cx.catalog.tables.get(table) if cx.catalog else None
             if t is not None and t.kind == "p" and st.node.get("relation", {}).get("inh", True):
-                yield Hit(None, table, f"CREATE INDEX on partitioned {table} blocks writes to "
-                          "every partition; CONCURRENTLY does not work on the parent: CREATE "
-                          "INDEX ON ONLY the parent, build each partition's index CONCURRENTLY, "
-                          "then ALTER INDEX ... ATTACH PARTITION")
+                yield Hit(
+                    None,
+                    table,
+                    f"CREATE INDEX on partitioned {table} blocks writes to "
+                    "every partition; CONCURRENTLY does not work on the parent: CREATE "
+                    "INDEX ON ONLY the parent, build each partition's index CONCURRENTLY, "
+                    "then ALTER INDEX ... ATTACH PARTITION",
+                )
             else:
                 yield Hit(None, table)
 
@@ -195,7 +199,10 @@ class IndexTooManyColumns(Rule):
 
 
 RULES: list[type[Rule]] = [
-    RequireConcurrentIndexCreation, RequireConcurrentIndexDeletion, RequireConcurrentReindex,
-    RequireConcurrentPartitionDetach, BanConcurrentIndexCreationInTransaction,
+    RequireConcurrentIndexCreation,
+    RequireConcurrentIndexDeletion,
+    RequireConcurrentReindex,
+    RequireConcurrentPartitionDetach,
+    BanConcurrentIndexCreationInTransaction,
     IndexTooManyColumns,
 ]

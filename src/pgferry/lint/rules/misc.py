@@ -88,10 +88,22 @@ class IdentifierTooLong(Rule):
     code, name, severity = "PF072", "identifier-too-long", "error"
     message = "identifier longer than 63 bytes: PostgreSQL truncates it silently"
     help = "Use a name of at most 63 bytes."
-    kinds = ("CreateStmt", "AlterTableStmt", "IndexStmt", "RenameStmt", "CreateDomainStmt",
-             "CreateEnumStmt", "CompositeTypeStmt", "CreateSeqStmt", "ViewStmt",
-             "CreateFunctionStmt", "CreateTrigStmt", "CreateSchemaStmt", "CreateTableAsStmt",
-             "AlterDomainStmt")
+    kinds = (
+        "CreateStmt",
+        "AlterTableStmt",
+        "IndexStmt",
+        "RenameStmt",
+        "CreateDomainStmt",
+        "CreateEnumStmt",
+        "CompositeTypeStmt",
+        "CreateSeqStmt",
+        "ViewStmt",
+        "CreateFunctionStmt",
+        "CreateTrigStmt",
+        "CreateSchemaStmt",
+        "CreateTableAsStmt",
+        "AlterDomainStmt",
+    )
     squawk = ("identifier-too-long",)
 
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
@@ -107,7 +119,7 @@ class IdentifierTooLong(Rule):
 
     def _scan(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         assert cx.file is not None
-        raw = cx.file.data[st.start:st.end]
+        raw = cx.file.data[st.start : st.end]
         text = raw.decode("utf-8", "replace")
         if not _LONG.search(text):
             return
@@ -117,12 +129,15 @@ class IdentifierTooLong(Rule):
         for tok in scan(text):
             if tok.name != "IDENT":
                 continue
-            word = text[tok.start:tok.end + 1]
+            word = text[tok.start : tok.end + 1]
             size = len(word.strip('"').replace('""', '"').encode("utf-8"))
             if size > 63:
-                at = st.start + len(text[:tok.start].encode("utf-8"))
-                yield Hit(at, message=f"identifier {word[:24]}... is {size} bytes; "
-                          "PostgreSQL keeps 63 and truncates the rest silently")
+                at = st.start + len(text[: tok.start].encode("utf-8"))
+                yield Hit(
+                    at,
+                    message=f"identifier {word[:24]}... is {size} bytes; "
+                    "PostgreSQL keeps 63 and truncates the rest silently",
+                )
 
 
 class PreferRepack(Rule):
@@ -237,9 +252,14 @@ class BackfillWithoutWhere(Rule):
             from pgferry.lint.impact import human_rows
 
             verb = "UPDATE" if st.kind == "UpdateStmt" else "DELETE"
-            yield Hit(None, table, f"{verb} without WHERE changes every row of {table} "
-                      f"({human_rows(t.rows)}, over big_table_rows {cx.big_table_rows:,}) "
-                      "in one transaction", severity="error")
+            yield Hit(
+                None,
+                table,
+                f"{verb} without WHERE changes every row of {table} "
+                f"({human_rows(t.rows)}, over big_table_rows {cx.big_table_rows:,}) "
+                "in one transaction",
+                severity="error",
+            )
         else:
             yield Hit(None, table)
 
@@ -281,8 +301,12 @@ class DataChangeWithDdl(Rule):
     def finish(self, cx: Context) -> Iterator[Hit]:
         for table, (at, count) in cx.scratch.get("data_after_ddl", {}).items():
             more = f" ({count} data-changing statements in this file)" if count > 1 else ""
-            yield Hit(at, table, f"data change after ALTER TABLE {table} in the same "
-                      f"transaction: its ACCESS EXCLUSIVE lock is held until commit{more}")
+            yield Hit(
+                at,
+                table,
+                f"data change after ALTER TABLE {table} in the same "
+                f"transaction: its ACCESS EXCLUSIVE lock is held until commit{more}",
+            )
 
 
 class SyntaxError_(Rule):
@@ -314,7 +338,14 @@ class UnusedIgnore(Rule):
 
 
 RULES: list[type[Rule]] = [
-    RequireEnumValueOrdering, BanDuplicateColumnAssignments, IdentifierTooLong, PreferRepack,
-    SetLoggedUnlogged, CreateTriggerOnExistingTable, BackfillWithoutWhere, DataChangeWithDdl,
-    SyntaxError_, UnusedIgnore,
+    RequireEnumValueOrdering,
+    BanDuplicateColumnAssignments,
+    IdentifierTooLong,
+    PreferRepack,
+    SetLoggedUnlogged,
+    CreateTriggerOnExistingTable,
+    BackfillWithoutWhere,
+    DataChangeWithDdl,
+    SyntaxError_,
+    UnusedIgnore,
 ]

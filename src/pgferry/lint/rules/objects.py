@@ -112,10 +112,14 @@ class RenamingTable(Rule):
     """
 
     code, name, severity = "PF053", "renaming-table", "error"
-    message = ("RENAME TABLE breaks running clients that use the old name: expand, "
-               "dual-write, contract instead")
-    help = ("Expand: rename and create a view with the old name in the same migration; "
-            "move clients; contract: drop the view in a later release.")
+    message = (
+        "RENAME TABLE breaks running clients that use the old name: expand, "
+        "dual-write, contract instead"
+    )
+    help = (
+        "Expand: rename and create a view with the old name in the same migration; "
+        "move clients; contract: drop the view in a later release."
+    )
     kinds = ("RenameStmt",)
     squawk = ("renaming-table",)
 
@@ -124,10 +128,14 @@ class RenamingTable(Rule):
             table = qualname(st.node.get("relation"))
             if not cx.is_new(table):
                 old, new = table.split(".", 1)[1], st.node.get("newname", "")
-                yield Hit(None, table, f"RENAME TABLE {old} TO {new} breaks every running "
-                          f"client that uses {old}: expand (rename and create a view {old} "
-                          "in the same migration), dual-write (both names work while "
-                          "clients move), then contract (drop the view) in a later release")
+                yield Hit(
+                    None,
+                    table,
+                    f"RENAME TABLE {old} TO {new} breaks every running "
+                    f"client that uses {old}: expand (rename and create a view {old} "
+                    "in the same migration), dual-write (both names work while "
+                    "clients move), then contract (drop the view) in a later release",
+                )
 
 
 class RenamingEnumValue(Rule):
@@ -177,10 +185,16 @@ class RenamingSchema(Rule):
             yield Hit(None)
 
 
-_OBJECTS = {"OBJECT_VIEW": "view", "OBJECT_MATVIEW": "materialized view",
-            "OBJECT_FUNCTION": "function", "OBJECT_PROCEDURE": "procedure",
-            "OBJECT_TYPE": "type", "OBJECT_SEQUENCE": "sequence", "OBJECT_DOMAIN": "domain",
-            "OBJECT_INDEX": "index"}
+_OBJECTS = {
+    "OBJECT_VIEW": "view",
+    "OBJECT_MATVIEW": "materialized view",
+    "OBJECT_FUNCTION": "function",
+    "OBJECT_PROCEDURE": "procedure",
+    "OBJECT_TYPE": "type",
+    "OBJECT_SEQUENCE": "sequence",
+    "OBJECT_DOMAIN": "domain",
+    "OBJECT_INDEX": "index",
+}
 
 
 class RenamingObject(Rule):
@@ -207,8 +221,7 @@ class RenamingObject(Rule):
     def check(self, st: Stmt, cx: Context) -> Iterator[Hit]:
         what = _OBJECTS.get(st.node.get("renameType", ""))
         if what:
-            yield Hit(None, message=f"renaming a {what} breaks clients that still use the old "
-                      "name")
+            yield Hit(None, message=f"renaming a {what} breaks clients that still use the old name")
 
 
 class RequireTableSchema(Rule):
@@ -272,19 +285,33 @@ class EnumLabelMismatch(Rule):
         new, old, near = n.get("newVal"), n.get("oldVal"), n.get("newValNeighbor")
         if old:
             if old not in labels:
-                yield Hit(None, message=f"{key} has no label {old!r} to rename "
-                          f"(labels: {', '.join(labels)})")
+                yield Hit(
+                    None,
+                    message=f"{key} has no label {old!r} to rename (labels: {', '.join(labels)})",
+                )
             return
         if new in labels and not n.get("skipIfNewValExists"):
-            yield Hit(None, message=f"{key} already has label {new!r}: ADD VALUE fails "
-                      "(add IF NOT EXISTS)")
+            yield Hit(
+                None,
+                message=f"{key} already has label {new!r}: ADD VALUE fails (add IF NOT EXISTS)",
+            )
         if near and near not in labels:
-            yield Hit(None, message=f"{key} has no label {near!r} to add {new!r} "
-                      f"{'AFTER' if n.get('newValIsAfter') else 'BEFORE'} "
-                      f"(labels: {', '.join(labels)})")
+            yield Hit(
+                None,
+                message=f"{key} has no label {near!r} to add {new!r} "
+                f"{'AFTER' if n.get('newValIsAfter') else 'BEFORE'} "
+                f"(labels: {', '.join(labels)})",
+            )
 
 
 RULES: list[type[Rule]] = [
-    BanDropTable, BanDropDatabase, BanTruncateCascade, RenamingTable, RenamingEnumValue,
-    RenamingSchema, RenamingObject, RequireTableSchema, EnumLabelMismatch,
+    BanDropTable,
+    BanDropDatabase,
+    BanTruncateCascade,
+    RenamingTable,
+    RenamingEnumValue,
+    RenamingSchema,
+    RenamingObject,
+    RequireTableSchema,
+    EnumLabelMismatch,
 ]

@@ -143,8 +143,11 @@ class PreferRobustStmts(Rule):
                 for _ in _robust_alter(st, cx):
                     pass
         elif st.kind == "IndexStmt":
-            if not n.get("if_not_exists") and n.get("idxname") and (
-                    n.get("concurrent") or not st.in_tx):
+            if (
+                not n.get("if_not_exists")
+                and n.get("idxname")
+                and (n.get("concurrent") or not st.in_tx)
+            ):
                 yield Hit(None)
         elif not st.in_tx:
             yield from _robust_other(st)
@@ -166,9 +169,19 @@ def _robust_other(st: Stmt) -> Iterator[Hit]:
             yield Hit(None)
 
 
-_LOCKING = {"AlterTableStmt", "IndexStmt", "DropStmt", "TruncateStmt", "RenameStmt",
-            "AlterDomainStmt", "ReindexStmt", "CreateTrigStmt", "AlterEnumStmt", "VacuumStmt",
-            "ClusterStmt"}
+_LOCKING = {
+    "AlterTableStmt",
+    "IndexStmt",
+    "DropStmt",
+    "TruncateStmt",
+    "RenameStmt",
+    "AlterDomainStmt",
+    "ReindexStmt",
+    "CreateTrigStmt",
+    "AlterEnumStmt",
+    "VacuumStmt",
+    "ClusterStmt",
+}
 
 
 class _RequireSetting(Rule):
@@ -231,6 +244,9 @@ class RequireStatementTimeout(_RequireSetting):
 
 
 RULES: list[type[Rule]] = [
-    BanUncommittedTransaction, TransactionNesting, PreferRobustStmts, RequireLockTimeout,
+    BanUncommittedTransaction,
+    TransactionNesting,
+    PreferRobustStmts,
+    RequireLockTimeout,
     RequireStatementTimeout,
 ]

@@ -53,8 +53,11 @@ class Upgrade:
 
 #: every version, oldest first; a newer pgferry appends (never edits a released one)
 STEPS: tuple[Upgrade, ...] = (
-    Upgrade(1, "journal, migration progress, sync state, dead letters, before-images, "
-               "schema fingerprints", v1.apply),
+    Upgrade(
+        1,
+        "journal, migration progress, sync state, dead letters, before-images, schema fingerprints",
+        v1.apply,
+    ),
     Upgrade(2, "backfill checkpoints and before-images", v2.apply),
     Upgrade(3, "index definitions a sync set aside", v3.apply),
 )
@@ -123,14 +126,15 @@ def state(conn: psycopg.Connection[Any]) -> SchemaState:
     if row[0]:
         got = conn.execute("SELECT max(version) FROM pgferry.schema_version").fetchone()
         recorded = int(got[0]) if got and got[0] is not None else 0
-    return SchemaState(recorded, row[1], tuple(row[2]), bool(row[3]), bool(row[4]),
-                       bool(row[5]))
+    return SchemaState(recorded, row[1], tuple(row[2]), bool(row[3]), bool(row[4]), bool(row[5]))
 
 
 def exists(conn: psycopg.Connection[Any]) -> bool:
     """True when this database has pgferry's journal (any layout)."""
-    row = conn.execute("SELECT to_regclass('pgferry.journal') IS NOT NULL"
-                       " OR to_regclass('pgferry.journal_log') IS NOT NULL").fetchone()
+    row = conn.execute(
+        "SELECT to_regclass('pgferry.journal') IS NOT NULL"
+        " OR to_regclass('pgferry.journal_log') IS NOT NULL"
+    ).fetchone()
     return bool(row and row[0])
 
 
@@ -157,7 +161,10 @@ def ensure(conn: psycopg.Connection[Any], steps: Sequence[Upgrade] = STEPS) -> l
                 f"pgferry needs version {newest}, but the role {conn.info.user!r} may not "
                 f"change it ({(e.diag.message_primary or str(e)).strip()}); run any pgferry "
                 "command that writes once as the owner of schema pgferry (or of the "
-                "database) to upgrade it", schema_version=st.version, needed=newest) from None
+                "database) to upgrade it",
+                schema_version=st.version,
+                needed=newest,
+            ) from None
 
 
 def _upgrade(conn: psycopg.Connection[Any], st: SchemaState, steps: Sequence[Upgrade]) -> list[str]:
@@ -170,9 +177,11 @@ def _upgrade(conn: psycopg.Connection[Any], st: SchemaState, steps: Sequence[Upg
         if step.version <= start:
             continue
         step.apply(conn)
-        conn.execute("INSERT INTO pgferry.schema_version (version, description, pgferry)"
-                     " VALUES (%s, %s, %s) ON CONFLICT (version) DO NOTHING",
-                     [step.version, step.description, __version__])
+        conn.execute(
+            "INSERT INTO pgferry.schema_version (version, description, pgferry)"
+            " VALUES (%s, %s, %s) ON CONFLICT (version) DO NOTHING",
+            [step.version, step.description, __version__],
+        )
     restored: list[str] = []
     if st.journal_kind == "v" and not st.triggers_whole():
         restored = [t for t in v1.TRIGGERS if t not in st.triggers]

@@ -200,8 +200,9 @@ CREATE TABLE IF NOT EXISTS pgferry.schema_fingerprint (
 
 def journal_kind(conn: psycopg.Connection[Any]) -> str | None:
     """relkind of ``pgferry.journal``: "v" (the view), "r" (the earlier table) or None."""
-    row = conn.execute("SELECT relkind::text FROM pg_class"
-                       " WHERE oid = to_regclass('pgferry.journal')").fetchone()
+    row = conn.execute(
+        "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('pgferry.journal')"
+    ).fetchone()
     return row[0] if row else None
 
 

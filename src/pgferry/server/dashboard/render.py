@@ -35,8 +35,10 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
-STATIC = {"dashboard.js": "text/javascript; charset=utf-8",
-          "dashboard.css": "text/css; charset=utf-8"}
+STATIC = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+}
 MAX_FORM_BYTES = 64 * 1024
 
 
@@ -57,15 +59,17 @@ def _when(value: Any) -> str:
 
 
 def _pretty(value: Any) -> str:
-    return json.dumps(redact_tree(value), indent=2, sort_keys=True, default=str,
-                      ensure_ascii=False)
+    return json.dumps(redact_tree(value), indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
 @cache
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("pgferry.server", "templates"),
-                      autoescape=select_autoescape(["html"]), trim_blocks=True,
-                      lstrip_blocks=True)
+    env = Environment(
+        loader=PackageLoader("pgferry.server", "templates"),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["when"] = _when
     env.filters["pretty"] = _pretty
     # charts are SVG the chart module escaped itself
@@ -73,8 +77,9 @@ def environment() -> Environment:
     return env
 
 
-def html(template: str, context: dict[str, Any], status: int = 200,
-         headers: dict[str, str] | None = None) -> HTMLResponse:
+def html(
+    template: str, context: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None
+) -> HTMLResponse:
     body = environment().get_template(template).render(**context)
     return HTMLResponse(body, status_code=status, headers={**HEADERS, **(headers or {})})
 
@@ -84,8 +89,11 @@ def static(name: str) -> Response:
     if kind is None:
         return Response("not found", status_code=404, media_type="text/plain")
     body = resources.files("pgferry.server").joinpath("static", name).read_bytes()
-    return Response(body, media_type=kind, headers={"Cache-Control": "no-cache",
-                                                     "X-Content-Type-Options": "nosniff"})
+    return Response(
+        body,
+        media_type=kind,
+        headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 async def read_form(request: Request) -> dict[str, str]:

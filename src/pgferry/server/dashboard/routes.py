@@ -35,8 +35,14 @@ from pgferry.server.state import Service
 
 router = APIRouter(include_in_schema=False)
 View = Callable[[Service, Caller, Request], dict[str, Any]]
-NAV = (("/", "Environments"), ("/migrations", "Migrations"), ("/runs", "Runs"),
-       ("/approvals", "Approvals"), ("/backups", "Backups"), ("/journal", "Journal"))
+NAV = (
+    ("/", "Environments"),
+    ("/migrations", "Migrations"),
+    ("/runs", "Runs"),
+    ("/approvals", "Approvals"),
+    ("/backups", "Backups"),
+    ("/journal", "Journal"),
+)
 
 
 def _svc(request: Request) -> Service:
@@ -55,18 +61,25 @@ def _to_login(request: Request, forget: bool = False) -> Response:
 def _base(request: Request, who: Caller | None, title: str) -> dict[str, Any]:
     waiting = 0
     if who is not None:
-        waiting = sum(1 for r in runs.listing(_svc(request).ctl, limit=200,
-                                              state="awaiting_approval")
-                      if r.requested_by != who.name)
-    return {"who": who, "title": title, "nav": NAV, "path": request.url.path,
-            "csrf": session.csrf_token(request), "version": __version__,
-            "waiting": waiting,
-            "can_operate": who is not None and session.can(who, "operator"),
-            "can_approve": who is not None and session.can(who, "approver")}
+        waiting = sum(
+            1
+            for r in runs.listing(_svc(request).ctl, limit=200, state="awaiting_approval")
+            if r.requested_by != who.name
+        )
+    return {
+        "who": who,
+        "title": title,
+        "nav": NAV,
+        "path": request.url.path,
+        "csrf": session.csrf_token(request),
+        "version": __version__,
+        "waiting": waiting,
+        "can_operate": who is not None and session.can(who, "operator"),
+        "can_approve": who is not None and session.can(who, "approver"),
+    }
 
 
-def _error(request: Request, who: Caller | None, e: PgferryError | ValidationError
-           ) -> Response:
+def _error(request: Request, who: Caller | None, e: PgferryError | ValidationError) -> Response:
     if isinstance(e, ValidationError):
         err = e.errors()[0] if e.errors() else {"loc": (), "msg": "invalid"}
         where = ".".join(str(x) for x in err.get("loc", ())) or "form"
@@ -75,10 +88,17 @@ def _error(request: Request, who: Caller | None, e: PgferryError | ValidationErr
         status, name, msg = e.http_status, type(e).__name__, e.message
         if status == 400 and "field" in e.details:
             status = 422
-    headers = ({"Retry-After": str(e.details["retry_after"])}
-               if isinstance(e, PgferryError) and "retry_after" in e.details else None)
-    ctx = {**_base(request, who, "Refused" if status in (401, 403) else "Error"),
-           "status": status, "error": name, "message": msg}
+    headers = (
+        {"Retry-After": str(e.details["retry_after"])}
+        if isinstance(e, PgferryError) and "retry_after" in e.details
+        else None
+    )
+    ctx = {
+        **_base(request, who, "Refused" if status in (401, 403) else "Error"),
+        "status": status,
+        "error": name,
+        "message": msg,
+    }
     return render.html("error.html", ctx, status, headers)
 
 
@@ -145,8 +165,12 @@ def static_file(name: str) -> Response:
 
 def _login_form(request: Request, status: int = 200, message: str = "") -> Response:
     token, new = session.login_form_token(request)
-    ctx = {**_base(request, None, "Log in"), "login_csrf": token, "message": message,
-           "next": session.safe_next(request.query_params.get("next"))}
+    ctx = {
+        **_base(request, None, "Log in"),
+        "login_csrf": token,
+        "message": message,
+        "next": session.safe_next(request.query_params.get("next")),
+    }
     resp = render.html("login.html", ctx, status)
     if new is not None:
         session.set_login_cookie(request, resp, new)
@@ -193,8 +217,11 @@ async def _act(request: Request, role: str, act: Act) -> Response:
             raise AuthError("no session: log in first")
         session.check_csrf(request, form)
         if not session.can(who, role):
-            raise Forbidden(f"{who.name} has role {who.role}; this needs {role} or above",
-                            needs=role, role=who.role)
+            raise Forbidden(
+                f"{who.name} has role {who.role}; this needs {role} or above",
+                needs=role,
+                role=who.role,
+            )
         where = await anyio.to_thread.run_sync(act, svc, who, form)
     except AuthError:
         return _to_login(request, forget=True)
@@ -208,8 +235,11 @@ def _start(svc: Service, who: Caller, form: dict[str, str]) -> str:
     kind = form.get("kind", "")
     # the same form sent twice (a double click, a reload) is one run; other arguments
     # from the same page are another run
-    key = f"dashboard:{who.name}:{form.get('nonce', '')}:{runs.digest([kind, args])[:16]}" \
-        if form.get("nonce") else None
+    key = (
+        f"dashboard:{who.name}:{form.get('nonce', '')}:{runs.digest([kind, args])[:16]}"
+        if form.get("nonce")
+        else None
+    )
     run, _ = jobs.submit(svc.cfg, svc.ctl, kind, args, who, idempotency_key=key)
     return f"/runs/{run.id}"
 
@@ -218,6 +248,7 @@ def _approve(run_id: str) -> Act:
     def act(svc: Service, who: Caller, form: dict[str, str]) -> str:
         jobs.approve(svc.cfg, svc.ctl, run_id, who, plan_hash=form.get("plan_hash") or None)
         return f"/runs/{run_id}"
+
     return act
 
 
@@ -225,6 +256,7 @@ def _reject(run_id: str) -> Act:
     def act(svc: Service, who: Caller, form: dict[str, str]) -> str:
         jobs.reject(svc.ctl, run_id, who, form.get("reason", ""))
         return f"/runs/{run_id}"
+
     return act
 
 
@@ -232,6 +264,7 @@ def _cancel(run_id: str) -> Act:
     def act(svc: Service, who: Caller, form: dict[str, str]) -> str:  # noqa: ARG001
         jobs.cancel(svc.ctl, run_id, who)
         return f"/runs/{run_id}"
+
     return act
 
 
@@ -239,6 +272,7 @@ def _retry(run_id: str) -> Act:
     def act(svc: Service, who: Caller, form: dict[str, str]) -> str:  # noqa: ARG001
         jobs.retry(svc.ctl, run_id, who)
         return f"/runs/{run_id}"
+
     return act
 
 

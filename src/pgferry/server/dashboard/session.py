@@ -69,8 +69,9 @@ def check_csrf(request: Request, form: dict[str, str]) -> None:
     want = csrf_token(request)
     got = form.get("csrf", "")
     if not want or not hmac.compare_digest(want, got):
-        raise CsrfRefused("this form is stale or did not come from this dashboard: reload "
-                          "the page and try again")
+        raise CsrfRefused(
+            "this form is stale or did not come from this dashboard: reload the page and try again"
+        )
 
 
 def login_form_token(request: Request) -> tuple[str, str | None]:
@@ -86,35 +87,57 @@ def _secure(request: Request) -> bool:
 
 
 def set_login_cookie(request: Request, resp: Response, value: str) -> None:
-    resp.set_cookie(LOGIN_COOKIE, value, max_age=LOGIN_TTL_S, httponly=True,
-                    samesite="strict", secure=_secure(request), path="/login")
+    resp.set_cookie(
+        LOGIN_COOKIE,
+        value,
+        max_age=LOGIN_TTL_S,
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/login",
+    )
 
 
 def set_session_cookie(request: Request, resp: Response, svc: Service, value: str) -> None:
-    resp.set_cookie(SESSION_COOKIE, value, max_age=int(svc.cfg.service.session_ttl
-                                                       .total_seconds()),
-                    httponly=True, samesite="strict", secure=_secure(request), path="/")
+    resp.set_cookie(
+        SESSION_COOKIE,
+        value,
+        max_age=int(svc.cfg.service.session_ttl.total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+        path="/",
+    )
 
 
 def login(svc: Service, request: Request, form: dict[str, str]) -> tuple[tokens.Token, str]:
     """Check the login form (CSRF, failure limit, token); the token and a new session."""
     cookie = request.cookies.get(LOGIN_COOKIE, "")
     if not cookie or not hmac.compare_digest(_digest("login", cookie), form.get("csrf", "")):
-        raise CsrfRefused("the login form expired or did not come from this dashboard: "
-                          "reload the page and try again")
+        raise CsrfRefused(
+            "the login form expired or did not come from this dashboard: "
+            "reload the page and try again"
+        )
     addr = address(request)
     wait = svc.limiter.blocked_for(addr)
     if wait > 0:
-        raise TooManyFailures(f"too many failed attempts from {addr}; try again in "
-                              f"{wait:.0f} s", retry_after=int(wait) + 1)
+        raise TooManyFailures(
+            f"too many failed attempts from {addr}; try again in {wait:.0f} s",
+            retry_after=int(wait) + 1,
+        )
     secret = form.get("token", "").strip()
     token = tokens.check(svc.ctl, secret) if secret else None
     if token is None:
         svc.limiter.fail(addr)
         why = "the token is wrong, revoked or expired" if secret else "no token given"
-        audit(svc.ctl, "http 401", Caller("anonymous", "", addr), outcome="refused",
-              exit_code=4, details={"path": request.url.path, "method": "POST",
-                                    "error": why})
+        audit(
+            svc.ctl,
+            "http 401",
+            Caller("anonymous", "", addr),
+            outcome="refused",
+            exit_code=4,
+            details={"path": request.url.path, "method": "POST", "error": why},
+        )
         raise LoginRefused(f"{why}: paste a token made with `pgferry token create`")
     value = tokens.new_session(svc.ctl, token, svc.cfg.service.session_ttl)
     audit(svc.ctl, "dashboard login", Caller(token.name, token.role, addr))

@@ -56,8 +56,9 @@ class Action:
         return ""
 
 
-def action(svc: Service, kind: str, args: dict[str, Any], label: str,
-           danger: bool = False) -> Action:
+def action(
+    svc: Service, kind: str, args: dict[str, Any], label: str, danger: bool = False
+) -> Action:
     op = KINDS[kind]
     a = op.args.model_validate(args)
     env = op.env(a)
@@ -80,8 +81,13 @@ def _health(svc: Service, env: str) -> dict[str, Any]:
     try:
         return routes_read.production_health(svc, env)
     except PgferryError as e:
-        return {"env": env, "status": "unknown", "tables": {}, "error": e.message,
-                "checks": [{"name": "health", "status": "unknown", "message": e.message}]}
+        return {
+            "env": env,
+            "status": "unknown",
+            "tables": {},
+            "error": e.message,
+            "checks": [{"name": "health", "status": "unknown", "message": e.message}],
+        }
 
 
 def row_bars(svc: Service, healths: dict[str, dict[str, Any]]) -> list[charts.Bar]:
@@ -92,11 +98,19 @@ def row_bars(svc: Service, healths: dict[str, dict[str, Any]]) -> list[charts.Ba
         status = {c["name"]: c["status"] for c in h.get("checks", [])}
         for table, rows in sorted(h.get("tables", {}).items()):
             t = th.get(table)
-            levels = (("critical below", t.critical_below), ("degraded below",
-                      t.degraded_below), ("optimal at", t.optimal)) if t else ()
+            levels = (
+                (
+                    ("critical below", t.critical_below),
+                    ("degraded below", t.degraded_below),
+                    ("optimal at", t.optimal),
+                )
+                if t
+                else ()
+            )
             marks = tuple((name, float(v)) for name, v in levels if v is not None)
-            bars.append(charts.Bar(table, env, float(rows or 0), marks,
-                                   status.get(f"rows:{table}", "")))
+            bars.append(
+                charts.Bar(table, env, float(rows or 0), marks, status.get(f"rows:{table}", ""))
+            )
     return bars
 
 
@@ -105,12 +119,14 @@ def environments(svc: Service, who: Caller, request: Request) -> dict[str, Any]:
     healths = {e["name"]: _health(svc, e["name"]) for e in envs}
     for e in envs:
         e["health"] = healths[e["name"]]
-        e["actions"] = [action(svc, "health", {"env": e["name"]},
-                               f"Check the health of {e['name']} now")]
-    chart = charts.grouped_bars(row_bars(svc, healths), label="Rows per table and "
-                                "environment, with the health thresholds",
-                                empty="no table has row thresholds: add "
-                                "[health.tables.\"schema.table\"] to pgferry.toml")
+        e["actions"] = [
+            action(svc, "health", {"env": e["name"]}, f"Check the health of {e['name']} now")
+        ]
+    chart = charts.grouped_bars(
+        row_bars(svc, healths),
+        label="Rows per table and environment, with the health thresholds",
+        empty='no table has row thresholds: add [health.tables."schema.table"] to pgferry.toml',
+    )
     return {"envs": envs, "rows_chart": chart}
 
 
@@ -126,8 +142,10 @@ def pick_env(svc: Service, request: Request) -> str:
 
 
 def _env_tabs(svc: Service, current: str) -> list[dict[str, Any]]:
-    return [{"name": n, "protected": e.protected, "current": n == current}
-            for n, e in svc.cfg.environments.items()]
+    return [
+        {"name": n, "protected": e.protected, "current": n == current}
+        for n, e in svc.cfg.environments.items()
+    ]
 
 
 def migrations(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  # noqa: ARG001
@@ -139,9 +157,11 @@ def migrations(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  
     findings: dict[str, list[dict[str, Any]]] = {}
     lint_error = None
     try:
-        res = lint_cmd.lint(lint_cmd.LintOptions(
-            env=env, fmt="json", jobs=1,
-            config_path=str(svc.cfg.path) if svc.cfg.path else None))
+        res = lint_cmd.lint(
+            lint_cmd.LintOptions(
+                env=env, fmt="json", jobs=1, config_path=str(svc.cfg.path) if svc.cfg.path else None
+            )
+        )
         for f in res.to_dict().get("findings", []):
             findings.setdefault(str(f.get("path", "")).rsplit("/", 1)[-1], []).append(f)
     except PgferryError as e:
@@ -152,13 +172,24 @@ def migrations(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  
     acts = []
     if pending:
         n = len(pending)
-        acts.append(action(svc, "migrate_up", {"env": env},
-                           f"Apply {n} pending migration{'s' if n > 1 else ''} to {env}",
-                           danger=True))
-    return {"env": env, "tabs": _env_tabs(svc, env), "mig": status, "pending": pending,
-            "lint_error": lint_error, "actions": acts,
-            "errors": sum(1 for fs in findings.values() for f in fs
-                          if f.get("severity") == "error")}
+        acts.append(
+            action(
+                svc,
+                "migrate_up",
+                {"env": env},
+                f"Apply {n} pending migration{'s' if n > 1 else ''} to {env}",
+                danger=True,
+            )
+        )
+    return {
+        "env": env,
+        "tabs": _env_tabs(svc, env),
+        "mig": status,
+        "pending": pending,
+        "lint_error": lint_error,
+        "actions": acts,
+        "errors": sum(1 for fs in findings.values() for f in fs if f.get("severity") == "error"),
+    }
 
 
 def _rows_of(run: runs.ServiceRun) -> float | None:
@@ -171,27 +202,52 @@ def _rows_of(run: runs.ServiceRun) -> float | None:
 
 def run_charts(svc: Service, now: datetime) -> dict[str, str]:
     since = now - timedelta(days=CHART_DAYS)
-    done = [r for r in runs.listing(svc.ctl, limit=500)
-            if r.finished_at is not None and r.finished_at >= since
-            and r.duration_s is not None]
-    took = [charts.Point(r.finished_at, r.duration_s, f"{r.kind} on {r.env} ({r.state}): "
-                         f"{r.duration_s:.2f} s", r.state)
-            for r in done if r.finished_at and r.duration_s is not None]
+    done = [
+        r
+        for r in runs.listing(svc.ctl, limit=500)
+        if r.finished_at is not None and r.finished_at >= since and r.duration_s is not None
+    ]
+    took = [
+        charts.Point(
+            r.finished_at,
+            r.duration_s,
+            f"{r.kind} on {r.env} ({r.state}): {r.duration_s:.2f} s",
+            r.state,
+        )
+        for r in done
+        if r.finished_at and r.duration_s is not None
+    ]
     speed = []
     for r in done:
         rows = _rows_of(r)
         if rows and r.duration_s and r.finished_at:
-            speed.append(charts.Point(r.finished_at, rows / r.duration_s,
-                                      f"{r.kind} on {r.env}: {rows:,.0f} rows in "
-                                      f"{r.duration_s:.2f} s ({rows / r.duration_s:,.0f}"
-                                      " rows/s)", r.state))
+            speed.append(
+                charts.Point(
+                    r.finished_at,
+                    rows / r.duration_s,
+                    f"{r.kind} on {r.env}: {rows:,.0f} rows in "
+                    f"{r.duration_s:.2f} s ({rows / r.duration_s:,.0f}"
+                    " rows/s)",
+                    r.state,
+                )
+            )
     return {
-        "durations": charts.timeline(took, label=f"Run durations, last {CHART_DAYS} days",
-                                     since=since, until=now, unit="seconds",
-                                     empty="no run finished in the last 30 days"),
-        "speed": charts.timeline(speed, label=f"Rows per second of syncs and verifies, "
-                                 f"last {CHART_DAYS} days", since=since, until=now,
-                                 unit="rows/s", empty="no sync or verify in the last 30 days"),
+        "durations": charts.timeline(
+            took,
+            label=f"Run durations, last {CHART_DAYS} days",
+            since=since,
+            until=now,
+            unit="seconds",
+            empty="no run finished in the last 30 days",
+        ),
+        "speed": charts.timeline(
+            speed,
+            label=f"Rows per second of syncs and verifies, last {CHART_DAYS} days",
+            since=since,
+            until=now,
+            unit="rows/s",
+            empty="no sync or verify in the last 30 days",
+        ),
     }
 
 
@@ -203,22 +259,38 @@ def pair_actions(svc: Service) -> list[dict[str, Any]]:
     src, tgt = names[0], names[1]
     protected = [n for n, e in svc.cfg.environments.items() if e.protected]
     return [
-        {"kind": "verify", "mode": None, "source": src, "target": tgt,
-         "template": "Verify {target} against {source} (reads only)",
-         "label": f"Verify {tgt} against {src} (reads only)"},
-        {"kind": "sync", "mode": "incremental", "source": src, "target": tgt,
-         "template": "Sync {source} into {target} (writes to {target})",
-         "label": f"Sync {src} into {tgt} (writes to {tgt})", "protected": protected},
+        {
+            "kind": "verify",
+            "mode": None,
+            "source": src,
+            "target": tgt,
+            "template": "Verify {target} against {source} (reads only)",
+            "label": f"Verify {tgt} against {src} (reads only)",
+        },
+        {
+            "kind": "sync",
+            "mode": "incremental",
+            "source": src,
+            "target": tgt,
+            "template": "Sync {source} into {target} (writes to {target})",
+            "label": f"Sync {src} into {tgt} (writes to {tgt})",
+            "protected": protected,
+        },
     ]
 
 
 def runs_page(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  # noqa: ARG001
     state = request.query_params.get("state") or None
     listed = runs.listing(svc.ctl, limit=100, state=state)
-    return {"runs": [r.summary() for r in listed], "state": state,
-            "charts": run_charts(svc, datetime.now(UTC)), "forms": pair_actions(svc),
-            "envs": _env_tabs(svc, ""), "nonce": secrets.token_urlsafe(9),
-            "states": sorted(runs.FINAL | {"queued", "running", "awaiting_approval"})}
+    return {
+        "runs": [r.summary() for r in listed],
+        "state": state,
+        "charts": run_charts(svc, datetime.now(UTC)),
+        "forms": pair_actions(svc),
+        "envs": _env_tabs(svc, ""),
+        "nonce": secrets.token_urlsafe(9),
+        "states": sorted(runs.FINAL | {"queued", "running", "awaiting_approval"}),
+    }
 
 
 def run_page(svc: Service, who: Caller, request: Request) -> dict[str, Any]:
@@ -228,11 +300,16 @@ def run_page(svc: Service, who: Caller, request: Request) -> dict[str, Any]:
     run = runs.get(svc.ctl, run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r}", field="id")
-    return {"run": run.to_dict(), "protected": svc.cfg.environments[run.env].protected
-            if run.env in svc.cfg.environments else False,
-            "can_approve": run.state == "awaiting_approval" and can(who, "approver")
-            and run.requested_by != who.name,
-            "own": run.requested_by == who.name}
+    return {
+        "run": run.to_dict(),
+        "protected": svc.cfg.environments[run.env].protected
+        if run.env in svc.cfg.environments
+        else False,
+        "can_approve": run.state == "awaiting_approval"
+        and can(who, "approver")
+        and run.requested_by != who.name,
+        "own": run.requested_by == who.name,
+    }
 
 
 def approvals(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  # noqa: ARG001
@@ -257,25 +334,53 @@ def backups(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  # n
     for name, lst in listings.items():
         f = lst.get("freshness") or {}
         tested = f.get("newest_restore_tested_age_s")
-        ages.append(charts.LimitBar(name, f.get("newest_complete_age_s"), max_age,
-                                    note="no complete backup",
-                                    extra=(("newest restore-tested",
-                                            float(tested)),) if tested is not None else ()))
-    chart = charts.limit_bars(ages, label=f"Age of each environment's newest complete backup "
-                              f"against [backup] max_age ({charts.duration_text(max_age)})")
+        ages.append(
+            charts.LimitBar(
+                name,
+                f.get("newest_complete_age_s"),
+                max_age,
+                note="no complete backup",
+                extra=(("newest restore-tested", float(tested)),) if tested is not None else (),
+            )
+        )
+    chart = charts.limit_bars(
+        ages,
+        label=f"Age of each environment's newest complete backup "
+        f"against [backup] max_age ({charts.duration_text(max_age)})",
+    )
     here = listings.get(env, {"backups": [], "freshness": {}})
     expired = sum(1 for b in here["backups"] if "expired" in b.get("flags", []))
-    acts = [action(svc, "backup_create", {"env": env}, f"Back up {env} now"),
-            action(svc, "backup_verify", {"env": env},
-                   f"Verify the newest backup of {env} (checksums)"),
-            action(svc, "backup_verify", {"env": env, "restore_test": True},
-                   f"Test-restore the newest backup of {env} into a scratch database")]
+    acts = [
+        action(svc, "backup_create", {"env": env}, f"Back up {env} now"),
+        action(
+            svc, "backup_verify", {"env": env}, f"Verify the newest backup of {env} (checksums)"
+        ),
+        action(
+            svc,
+            "backup_verify",
+            {"env": env, "restore_test": True},
+            f"Test-restore the newest backup of {env} into a scratch database",
+        ),
+    ]
     if expired:
-        acts.append(action(svc, "backup_prune", {"env": env},
-                           f"Delete {expired} expired backup{'s' if expired > 1 else ''} of "
-                           f"{env} ([backup.keep])", danger=True))
-    return {"env": env, "tabs": _env_tabs(svc, env), "listing": here, "ages_chart": chart,
-            "actions": acts, "max_age_s": max_age}
+        acts.append(
+            action(
+                svc,
+                "backup_prune",
+                {"env": env},
+                f"Delete {expired} expired backup{'s' if expired > 1 else ''} of "
+                f"{env} ([backup.keep])",
+                danger=True,
+            )
+        )
+    return {
+        "env": env,
+        "tabs": _env_tabs(svc, env),
+        "listing": here,
+        "ages_chart": chart,
+        "actions": acts,
+        "max_age_s": max_age,
+    }
 
 
 def journal(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  # noqa: ARG001
@@ -289,5 +394,10 @@ def journal(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  # n
         limit = 50
     entries = journal_cmd.show(svc.cfg, env, limit).to_dict()["entries"]
     audit = journal_mod.read(svc.ctl.target, limit)
-    return {"env": env, "tabs": _env_tabs(svc, env), "entries": entries, "audit": audit,
-            "limit": limit}
+    return {
+        "env": env,
+        "tabs": _env_tabs(svc, env),
+        "entries": entries,
+        "audit": audit,
+        "limit": limit,
+    }
