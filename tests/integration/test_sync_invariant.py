@@ -37,6 +37,7 @@ DRIFTS: list[tuple[str, str, list[str]]] = [
     ("mood", "mood", ["sad", "ok", "wild", "NULL"]),  # 'wild' only on the source
     ("int", "small", ["1", "99", "150", "NULL"]),  # small: CHECK (VALUE < 100) on the target
     ("numeric", "numeric", ["1.50", "-0.001", "NaN", "NULL"]),
+    ("float8", "float8", ["0", "1.5", "NaN", "NULL"]),  # 0 hashes as NULL does in ROW()
 ]
 SRC_TYPES = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'wild'); CREATE DOMAIN small AS int;"
 TGT_TYPES = (

@@ -45,6 +45,50 @@ def test_citext_case_change_is_found_and_written(
     assert cli(*cfg, "verify", "dev", "prod").code == 0
 
 
+ZEROS = """
+CREATE TABLE m (id int PRIMARY KEY, f8 float8, f4 float4, n numeric);
+INSERT INTO m SELECT g, g, g, g FROM generate_series(1, 40) g;
+"""
+
+
+def test_null_and_the_values_whose_hash_is_nulls_are_told_apart(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    # inside ROW(...) a NULL hashes as 0, and so do float 0 and -0 and numeric NaN and
+    # infinities (their hash functions return the seed): each pair must still differ
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("zdev"), "prod": make_db("zprod")}, protected=()
+    )
+    sql(p.dsns["dev"], ZEROS)
+    sql(p.dsns["prod"], ZEROS)
+    sql(
+        p.dsns["dev"],
+        "UPDATE m SET f8 = NULL WHERE id IN (1, 2); UPDATE m SET f4 = NULL WHERE id = 3;"
+        "UPDATE m SET n = NULL WHERE id IN (4, 5); UPDATE m SET f8 = 0 WHERE id = 6;"
+        "UPDATE m SET n = 'NaN' WHERE id = 7",
+    )
+    sql(
+        p.dsns["prod"],
+        "UPDATE m SET f8 = 0 WHERE id = 1; UPDATE m SET f8 = '-0' WHERE id = 2;"
+        "UPDATE m SET f4 = 0 WHERE id = 3; UPDATE m SET n = 'NaN' WHERE id = 4;"
+        "UPDATE m SET n = '-Infinity' WHERE id = 5; UPDATE m SET f8 = NULL WHERE id = 6;"
+        "UPDATE m SET n = NULL WHERE id = 7",
+    )
+    cfg = ("--config", str(p.config))
+    r = cli(*cfg, "verify", "dev", "prod", "--json")
+    assert r.code == 1, r.err + r.out
+    (t,) = r.json["tables"]
+    assert (t["differing"], t["matched"]) == (7, 33)
+    r = cli(*cfg, "sync", "dev", "prod", "--json")
+    assert r.code == 0, r.err + r.out
+    (t,) = r.json["tables"]
+    assert (t["updated"], t["inserted"], t["deleted"]) == (7, 0, 0)
+    text = "SELECT id, f8::text, f4::text, n::text FROM m ORDER BY id"  # NaN != NaN in Python
+    with psycopg.connect(p.dsns["dev"]) as a, psycopg.connect(p.dsns["prod"]) as b:
+        assert a.execute(text).fetchall() == b.execute(text).fetchall()
+    assert cli(*cfg, "verify", "dev", "prod").code == 0
+
+
 def test_percent_in_a_name_stops_that_table_in_one_sentence(
     tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
 ) -> None:

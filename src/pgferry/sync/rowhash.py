@@ -27,8 +27,10 @@ row carries a value that does not:
   hash) are hashed by their binary send form (``int8send(x)``), exact; arrays of
   them by ``array_send``;
 - numeric's hash leaves out the sign (3 and -3 share it) and gives NaN and both
-  infinities one hash: a small class number (negative, finite, +Infinity, NaN)
-  rides along; arrays of numeric are hashed as text.
+  infinities one hash, the hash ROW(...) gives NULL: a small class number
+  (negative, finite, +Infinity, NaN, NULL) rides along; arrays of numeric are
+  hashed as text;
+- floats' hash gives 0 and -0 the hash of NULL: ``x IS NULL`` rides along.
 
 Hash equality follows the type's equality (``1.5`` and ``1.50`` are equal
 numerics), as the sync's ``IS DISTINCT FROM`` does, so a difference the sync
@@ -79,9 +81,14 @@ _WIDE = {
 }
 
 
+#: hash functions that give a non-NULL value the hash of NULL inside ROW(...) (0 for seed
+#: 0): floats' for 0 and -0, numeric's for NaN and both infinities
+FLOAT_HASHES = {("pg_catalog", "hashfloat4extended"), ("pg_catalog", "hashfloat8extended")}
+
+
 def _numeric_class(e: sql.Composable) -> sql.Composable:
     return sql.SQL(
-        "CASE WHEN {e} < 0 THEN 1 WHEN {e} < 'Infinity' THEN 0 "
+        "CASE WHEN {e} IS NULL THEN 4 WHEN {e} < 0 THEN 1 WHEN {e} < 'Infinity' THEN 0 "
         "WHEN {e} = 'Infinity' THEN 2 ELSE 3 END"
     ).format(e=e)
 
@@ -99,6 +106,8 @@ def _elements(s: Side, c: ColumnInfo) -> list[sql.Composable]:
         return [sql.SQL("({})::text").format(e)]
     if c.hash_fn == NUMERIC_HASH:
         return [e, _numeric_class(e)]
+    if c.hash_fn in FLOAT_HASHES:
+        return [e, sql.SQL("({}) IS NULL").format(e)]
     return [e]
 
 
