@@ -90,6 +90,32 @@ def test_liveness_needs_no_token_and_unknown_paths_are_json_404(srv: Server) -> 
     assert c.get("/docs").status_code == 200  # OpenAPI
 
 
+def _outward_address() -> str | None:
+    """This machine's address on its first non-loopback interface (no packet is sent)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # TEST-NET-1: only picks the route
+        except OSError:
+            return None
+        addr = str(s.getsockname()[0])
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def test_serve_binds_to_loopback_by_default(srv: Server) -> None:
+    # the helper starts `pgferry serve --port N` with no --host: the default
+    import socket
+
+    assert httpx.get(srv.url + "/api/health", timeout=5).status_code == 200
+    addr = _outward_address()
+    if addr is None:
+        pytest.skip("this machine has no non-loopback IPv4 address to try")
+    with socket.socket() as s:
+        s.settimeout(5)
+        assert s.connect_ex((addr, srv.port)) != 0, f"pgferry serve answers on {addr}"
+
+
 def test_tokens_roles_and_refusals_are_json_and_journaled(
     service: tuple[Project, Server, dict[str, str]],
 ) -> None:
