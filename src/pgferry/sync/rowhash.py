@@ -40,7 +40,8 @@ would not write is never reported.
 XOR, kept verbatim): a conflicts base written with it is still read with it
 once, then rebuilt in the comparison's version (:mod:`pgferry.sync.conflicts`).
 Version 3 is version 1 without its blind spots (arrays of 64-bit types and of
-numeric hashed as text), the hash of every comparison with a PostgreSQL 13 side,
+numeric hashed as text; a NULL stands for -i, not for the seed i that float 0,
+time 00:00 and numeric NaN hash to), the hash of every comparison with a PostgreSQL 13 side,
 which has no ``hash_record_extended``.
 :func:`key_hash` spreads rows over sub-buckets by key, alike on both sides.
 """
@@ -204,11 +205,13 @@ def row_hash_v1(s: Side, *, exact: bool = False) -> sql.Composable:
         else:
             fn = sql.Identifier(*c.hash_fn)
         seed: sql.Composable = sql.SQL("{}::int8").format(sql.Literal(i))
+        # a NULL's stand-in: version 1 used the seed itself, which is also the hash floats'
+        # and time's functions give 0 (00:00) and numeric's gives NaN (the seed): version 3
+        # takes -i, which no such value hashes to
+        null = sql.Literal(-i if exact else i)
         wide = c.base_name if exact else c.type_name
         if wide in _WIDE and c.name not in s.as_text_v1 and hashable:
-            parts.append(
-                sql.SQL("coalesce({}, {})").format(_wide_hash(wide, e, seed), sql.Literal(i))
-            )
+            parts.append(sql.SQL("coalesce({}, {})").format(_wide_hash(wide, e, seed), null))
             continue
         if c.hash_fn == NUMERIC_HASH and c.name not in s.as_text_v1:
             # PostgreSQL 13 has NaN but no numeric infinity (the literal would not parse
@@ -219,5 +222,5 @@ def row_hash_v1(s: Side, *, exact: bool = False) -> sql.Composable:
                 if s.server_version >= 140000
                 else "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} = 'NaN' THEN 3 ELSE 0 END"
             ).format(i=sql.Literal(i), e=e)
-        parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, sql.Literal(i)))
+        parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, null))
     return sql.SQL("pg_catalog.hashint8extended(0, {})").format(sql.SQL(" # ").join(parts))
