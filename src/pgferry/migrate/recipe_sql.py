@@ -100,6 +100,25 @@ def _contract_head(c: _Ctx, require: str, ignores: str, why: str) -> str:
     )
 
 
+def _backfill_head(c: _Ctx) -> str:
+    """The first lines of every recipe's backfill file: what it is and how it runs."""
+    return (
+        f"-- Expand-contract, step 2 of 3 (backfill): {c.spec.description}\n"
+        f"-- Run by `pgferry backfill run {c.slug} --env ENV` in batches of keys "
+        ":lo..:hi.\n"
+    )
+
+
+def _undo_added_column(c: _Ctx, tbl: str, col: str, trg: str, fn: str, chk: str | None) -> str:
+    """Undo of an expand that added ``col`` with a copying trigger (and a NOT NULL check)."""
+    return (
+        f"-- Undo of step 1: {c.spec.description}\n\n"
+        f"DROP TRIGGER {trg} ON {tbl};\nDROP FUNCTION {fn}();\n"
+        + (f"ALTER TABLE {tbl} DROP CONSTRAINT {chk};\n" if chk is not None else "")
+        + f"ALTER TABLE {tbl} DROP COLUMN {col};\n"
+    )
+
+
 def _not_null_steps(c: _Ctx, col: str, chk: str) -> str:
     return (
         f"ALTER TABLE {c.table} VALIDATE CONSTRAINT {chk};\n"
@@ -147,17 +166,10 @@ def _rename(c: _Ctx) -> dict[str, str]:
         + "\n"
         + body
     )
-    u_expand = (
-        f"-- Undo of step 1: {c.spec.description}\n\n"
-        f"DROP TRIGGER {trg} ON {tbl};\nDROP FUNCTION {fn}();\n"
-        + (f"ALTER TABLE {tbl} DROP CONSTRAINT {chk};\n" if col.not_null else "")
-        + f"ALTER TABLE {tbl} DROP COLUMN {n};\n"
-    )
+    u_expand = _undo_added_column(c, tbl, n, trg, fn, chk if col.not_null else None)
     backfill = (
-        f"-- Expand-contract, step 2 of 3 (backfill): {c.spec.description}\n"
-        f"-- Run by `pgferry backfill run {c.slug} --env ENV` in batches of keys "
-        ":lo..:hi.\n"
-        f"UPDATE {tbl} SET {n} = {o}\nWHERE {c.PK} BETWEEN :lo AND :hi AND {n} IS DISTINCT "
+        _backfill_head(c)
+        + f"UPDATE {tbl} SET {n} = {o}\nWHERE {c.PK} BETWEEN :lo AND :hi AND {n} IS DISTINCT "
         f"FROM {o}\n"
     )
     contract = (
@@ -246,17 +258,10 @@ def _change_type(c: _Ctx) -> dict[str, str]:
         + "\n"
         + body
     )
-    u_expand = (
-        f"-- Undo of step 1: {c.spec.description}\n\n"
-        f"DROP TRIGGER {trg} ON {tbl};\nDROP FUNCTION {fn}();\n"
-        + (f"ALTER TABLE {tbl} DROP CONSTRAINT {chk};\n" if col.not_null else "")
-        + f"ALTER TABLE {tbl} DROP COLUMN {n};\n"
-    )
+    u_expand = _undo_added_column(c, tbl, n, trg, fn, chk if col.not_null else None)
     backfill = (
-        f"-- Expand-contract, step 2 of 3 (backfill): {c.spec.description}\n"
-        f"-- Run by `pgferry backfill run {c.slug} --env ENV` in batches of keys "
-        ":lo..:hi.\n"
-        f"UPDATE {tbl} SET {n} = {o}::{to}\nWHERE {c.PK} BETWEEN :lo AND :hi AND {n} "
+        _backfill_head(c)
+        + f"UPDATE {tbl} SET {n} = {o}::{to}\nWHERE {c.PK} BETWEEN :lo AND :hi AND {n} "
         f"IS DISTINCT FROM {o}::{to}\n"
     )
     contract = (
@@ -343,10 +348,8 @@ def _not_null(c: _Ctx) -> dict[str, str]:
         + ("" if col.default else f"ALTER TABLE {tbl} ALTER COLUMN {a} DROP DEFAULT;\n")
     )
     backfill = (
-        f"-- Expand-contract, step 2 of 3 (backfill): {c.spec.description}\n"
-        f"-- Run by `pgferry backfill run {c.slug} --env ENV` in batches of keys "
-        ":lo..:hi.\n"
-        f"UPDATE {tbl} SET {a} = {d}\nWHERE {c.PK} BETWEEN :lo AND :hi AND {a} IS NULL\n"
+        _backfill_head(c)
+        + f"UPDATE {tbl} SET {a} = {d}\nWHERE {c.PK} BETWEEN :lo AND :hi AND {a} IS NULL\n"
     )
     contract = (
         _contract_head(
@@ -437,10 +440,7 @@ def _split(c: _Ctx) -> dict[str, str]:
     )
     any_set = " OR ".join(f"{x} IS NOT NULL" for x in qc)
     backfill = (
-        f"-- Expand-contract, step 2 of 3 (backfill): {c.spec.description}\n"
-        f"-- Run by `pgferry backfill run {c.slug} --env ENV` in batches of keys "
-        ":lo..:hi.\n"
-        f"INSERT INTO {N} ({c.PK}, {tup})\nSELECT {c.PK}, {tup} FROM {tbl}\n"
+        _backfill_head(c) + f"INSERT INTO {N} ({c.PK}, {tup})\nSELECT {c.PK}, {tup} FROM {tbl}\n"
         f"WHERE {c.PK} BETWEEN :lo AND :hi AND ({any_set})\n"
         f"ON CONFLICT ({c.PK}) DO NOTHING\n"
     )
