@@ -24,6 +24,17 @@ import pytest
 BINARY = os.environ.get("PGFERRY_PROMETHEUS", "/usr/bin/prometheus")
 
 
+def promtool() -> str:
+    """Debian's ``promtool`` (package prometheus); the test skips, naming it, where missing."""
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.skip(
+            "promtool is not installed: apt install prometheus "
+            "(.ci/run installs it when it runs as root with apt)"
+        )
+    return tool
+
+
 class Exporter:
     """``/metrics`` with the values the test sets (gauges without labels)."""
 

@@ -4,32 +4,20 @@ they should (promtool test rules), on the metric names pgferry health exports.""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from pgferry.health.metrics import GAUGES
+from tests.helpers.prom import promtool
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "examples" / "prometheus" / "pgferry.rules.yml"
 TESTS = RULES.with_name("pgferry.rules.test.yml")
 
 
-def _promtool() -> str:
-    tool = shutil.which("promtool")
-    if tool is None:
-        pytest.skip(
-            "promtool is not installed: apt install prometheus "
-            "(.ci/run installs it when it runs as root with apt)"
-        )
-    return tool
-
-
 def test_promtool_checks_the_rules() -> None:
     out = subprocess.run(
-        [_promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+        [promtool(), "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "SUCCESS: 9 rules found" in out.stdout
@@ -37,7 +25,7 @@ def test_promtool_checks_the_rules() -> None:
 
 def test_promtool_unit_tests_fire_each_alert_when_it_should() -> None:
     out = subprocess.run(
-        [_promtool(), "test", "rules", TESTS.name],
+        [promtool(), "test", "rules", TESTS.name],
         capture_output=True,
         text=True,
         timeout=60,
