@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import lint_corpus, lint_history
+from bench._bytecode import compile_bytecode
 from bench._doc import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,22 +197,6 @@ def agreement(
         "unexplained": unexplained,
         "squawk_only_rules": sorted(squawk_only_rules),
     }
-
-
-def compile_bytecode() -> bool:
-    """Compile pgferry's modules, as ``pip install`` does; True when that was needed.
-
-    An editable checkout under PYTHONDONTWRITEBYTECODE=1 (this project's sandbox sets
-    it) never writes .pyc files, so every start would recompile ~4,000 lines of the
-    lint path (~30 ms): a cost no installed pgferry pays.
-    """
-    import compileall
-
-    import pgferry
-
-    missing = os.environ.get("PYTHONDONTWRITEBYTECODE") == "1"
-    compileall.compile_dir(Path(pgferry.__file__).parent, quiet=1)
-    return missing
 
 
 def run(count: int, runs: int) -> dict[str, Any]:

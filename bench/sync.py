@@ -41,6 +41,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from bench._bytecode import compile_bytecode
 from bench._doc import write_section
 from bench.sync_run import Run, change, must, timed
 from bench.sync_shapes import SHAPES, Shape
@@ -605,6 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load0 = os.getloadavg()[0]
     started = time.perf_counter()
     results: list[ShapeResult] = []
+    compile_bytecode()  # as `pip install` does: every start reads .pyc, none compiles
     try:
         fixed = tiny_start(work)
         for name in chosen:

@@ -1,5 +1,3 @@
-import sys
+from pgferry.cli.entry import entry
 
-from pgferry.cli.app import main
-
-sys.exit(main())
+entry()
