@@ -250,6 +250,18 @@ def test_blackout_refuses_and_override_is_journaled(tmp_path: Any, make_db: Any,
     r = run(cli, p, "up", "-e", "prod", "--yes")
     assert r.code == 4 and "blackout window" in r.err and "year-end freeze" in r.err
     assert run(cli, p, "undo", "-e", "prod", "--yes").code == 4
+    # a dry run changes nothing, so the window does not refuse it (as for sync --dry-run);
+    # it says that the real run would be refused, and nothing was applied
+    r = run(cli, p, "up", "-e", "prod", "--dry-run", "--json")
+    assert r.code == 0, r.err
+    assert [s["version"] for s in r.json["steps"]] == ["1"]
+    assert (
+        "blackout window" in r.json["warnings"][0]
+        and "real run is refused" in (r.json["warnings"][0])
+    )
+    r = run(cli, p, "up", "-e", "prod", "--dry-run")
+    assert r.code == 0 and "a real run is refused" in r.out + r.err
+    assert q(p.dsns["prod"], "SELECT to_regclass('public.a') IS NULL") == [(True,)]
     assert run(cli, p, "up", "-e", "dev").code == 0  # other envs are not affected
     r = run(cli, p, "up", "-e", "prod", "--yes", "--override-blackout")
     assert r.code == 2 and "--reason" in r.err

@@ -10,7 +10,8 @@ again under the migration lock. A refusal is journaled where the journal
 exists; the run itself is journaled (``migrate up``/``migrate undo``: applied
 files, durations, override reasons) and publishes
 :mod:`pgferry.migrate.events` to ``progress``. ``--dry-run`` checks everything
-(a blackout window refuses it too, unjournaled) and changes nothing.
+and changes nothing; inside a blackout window it is not refused (as ``sync --dry-run``
+is not) but its first warning says a real run would be.
 
 Contract-phase files (:mod:`pgferry.migrate.contract`) are held unless ``contract`` and
 their guards pass (judged before the lock — watching ``pg_stat_activity`` for the
@@ -282,11 +283,16 @@ def run(
     target = base.target(cfg, opts.env)
     req = replace(req, env=target.name, protected=target.protected)
     arguments = {**_arguments(opts, undo, target.name), **(journal_arguments or {})}
-    if opts.dry_run:  # changes nothing: only a window refuses it (as it always did)
+    in_window: str | None = None
+    if opts.dry_run:  # changes nothing, so no window refuses it: it says what a run would meet
         d = decide(cfg, req, when, ("blackout",))
-        if (err := d.error()) is not None:
-            raise err
         window = d.window_text
+        if d.error() is not None:
+            in_window = (
+                f"environment {target.name!r} is in a blackout window"
+                f" ({d.details['blackout']}): this dry run changes nothing; a real run is"
+                ' refused (wait, or pass --override-blackout --reason "...")'
+            )
     else:
         window = base.authorize(
             cfg,
@@ -337,6 +343,8 @@ def run(
         )
     preflight.check(target, pre.steps)
     warnings += pre.warnings + preflight.notes(pre.steps)
+    if in_window is not None:
+        warnings.insert(0, in_window)
     s = RunSettings.from_config(cfg)
     result = RunResult(
         target.name,
