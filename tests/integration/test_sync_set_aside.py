@@ -200,6 +200,58 @@ def test_a_row_that_fails_the_fast_path_loads_with_every_index_in_place(
     assert "items" not in " ".join(recorded(proj.dsns["stage"]))
 
 
+def test_a_unique_index_the_loaded_rows_may_not_hold_stays(
+    tmp_path: Any,
+    make_db: Callable[..., str],
+    cli: Callable[..., Result],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # items.code is masked to one value, and labels.name is citext on the target only:
+    # the source's unique indexes say nothing of the rows the load writes there, so they
+    # stay in place and the load meets the duplicates (dead letters) instead of loading
+    # them, committing and failing to rebuild the index (which left duplicates in the
+    # table and its uniqueness gone, exit 3)
+    monkeypatch.setenv("PGFERRY_MASK_KEY", "k" * 32)
+    p = write_project(
+        tmp_path / "m",
+        {"dev": make_db("udev"), "stage": make_db("ustage")},
+        protected=(),
+        extra='[sync.mask]\n"public.items.code" = { rule = "fixed:x", targets = ["stage"] }\n',
+    )
+    labels = "CREATE TABLE labels (id int PRIMARY KEY, name text NOT NULL, n int);"
+    labels += "CREATE UNIQUE INDEX labels_name_key ON labels (name);"
+    labels += "CREATE INDEX labels_n_idx ON labels (n);"
+    for dsn in p.dsns.values():
+        sql(dsn, SCHEMA + labels)
+    sql(p.dsns["stage"], "CREATE EXTENSION IF NOT EXISTS citext")
+    sql(p.dsns["stage"], "ALTER TABLE labels ALTER name TYPE citext")
+    sql(p.dsns["dev"], DATA)
+    sql(p.dsns["dev"], "INSERT INTO labels VALUES (1, 'a', 1), (2, 'A', 2), (3, 'b', 3)")
+    before = indexes(p.dsns["stage"])
+    r = run(
+        cli,
+        p,
+        "sync",
+        "dev",
+        "stage",
+        "--mode",
+        "full",
+        "--tables",
+        "public.parent,public.items,public.labels",
+    )
+    assert r.code == 1, r.err + r.out  # dead letters and the type finding, not a failure
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert [by[t]["status"] for t in ("public.items", "public.labels")].count("failed") == 0
+    assert (by["public.items"]["dead_lettered"], by["public.labels"]["dead_lettered"]) == (2999, 1)
+    after = indexes(p.dsns["stage"])
+    for n in ("items_code_key", "items_code_qty", "labels_name_key"):
+        assert after[n] == before[n]  # never dropped
+    assert recorded(p.dsns["stage"]) == []
+    with psycopg.connect(p.dsns["stage"]) as c:
+        assert c.execute("SELECT count(*), count(DISTINCT code) FROM items").fetchone() == (1, 1)
+        assert c.execute("SELECT count(*) FROM labels").fetchone() == (2,)
+
+
 def _wait_for(dsn: str, proc: Any, pattern: str) -> int:
     """Wait (up to 60 s) until a pgferry backend runs a query matching ``pattern``; its pid."""
     deadline = time.monotonic() + 60

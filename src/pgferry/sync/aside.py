@@ -11,8 +11,9 @@ index once over loaded rows costs far less than maintaining it row by row.
   and says what may be set aside: every valid index but the primary key and
   the index of the sync key, that no foreign key references and that is not the
   replica identity or the clustered index; a unique index or a (non-deferrable)
-  unique constraint only when the source has the same one (so its rows satisfy
-  it); on a partitioned table, plain and unique indexes (not constraints), each
+  unique constraint only when the source has the same one and the load writes the
+  source's values of its columns as they are (synced, same types, not masked), so its
+  rows satisfy it; on a partitioned table, plain and unique indexes (not constraints), each
   rebuilt per partition and attached. Foreign keys, check and exclusion
   constraints stay: they decide, row by row, which rows are dead letters.
 - :func:`record` writes every definition (``pg_get_indexdef``, and the ``ALTER
@@ -74,7 +75,8 @@ SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
              JOIN pg_namespace pn ON pn.oid = pc.relnamespace
              JOIN pg_index pi ON pi.indexrelid = pc.oid
              JOIN pg_class tc ON tc.oid = pi.indrelid
-             WHERE h.inhparent = i.indexrelid ORDER BY pc.relname)
+             WHERE h.inhparent = i.indexrelid ORDER BY pc.relname),
+       i.indexprs IS NOT NULL
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
@@ -127,9 +129,12 @@ def plan(
         keep,
         partitioned,
         children,
+        expressions,
     ) in tgt.execute(_INDEXES, [ident]):
-        if keep or tuple(cols) == tuple(t.key) or (unique and source.get(name) != idef):
-            continue  # needed, referenced, special, or a uniqueness the source may not hold
+        if keep or tuple(cols) == tuple(t.key):
+            continue  # needed, referenced or special
+        if unique and not _holds(t, source.get(name) == idef, cols, expressions):
+            continue  # a uniqueness the loaded rows may not hold
         full = f"{t.schema}.{name}"
         if conname is not None:
             if contype != "u" or deferrable or t.partitioned:
@@ -173,6 +178,24 @@ def plan(
         out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
         out.items.append(RebuildStep(t.qualname, full, 1, idef, full))
     return out if out.items else None
+
+
+def _holds(t: TablePlan, same_on_source: bool, cols: Sequence[str], expressions: bool) -> bool:
+    """Do the rows a load writes satisfy a unique index the source has too?
+
+    Only when they are the source's rows as they are: the same index on the source, and
+    every column it covers synced, of the same type on both sides and not masked (a
+    ``fixed:`` or ``redact`` rule makes equal values; a target-only or unsynced column
+    gets its default in every row; a type that differs may compare otherwise, citext).
+    An index on expressions may read any column: kept when any column is masked or
+    differs in type.
+    """
+    if not same_on_source:
+        return False
+    for c in cols:
+        if c not in t.columns or c in t.masked or t.source_types.get(c) != t.column_types.get(c):
+            return False
+    return not (expressions and (t.masked or not t.same_types))
 
 
 def record(dsn: str, run_id: str, s: SetAside) -> None:
