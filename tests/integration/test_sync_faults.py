@@ -279,15 +279,18 @@ def _wait_for_writer(dsn: str, proc: Any, query_pattern: str) -> None:
     """Wait (up to 60 s) until the sync's writer is active on a query matching the regex."""
     deadline = time.monotonic() + 60
     with psycopg.connect(dsn, autocommit=True) as c:
-        while (
-            time.monotonic() < deadline
-            and not c.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
-                " AND state = 'active' AND query ~ %s",
-                [query_pattern],
-            ).fetchone()
-        ):
+        while not c.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
+            " AND state = 'active' AND query ~ %s",
+            [query_pattern],
+        ).fetchone():
             assert proc.poll() is None, proc.communicate()
+            if time.monotonic() > deadline:  # say what the sync's sessions were doing
+                seen = c.execute(
+                    "SELECT application_name, state, left(query, 120) FROM pg_stat_activity"
+                    " WHERE application_name LIKE 'pgferry%%'"
+                ).fetchall()
+                raise AssertionError(f"no writer ran {query_pattern!r} within 60 s: {seen}")
             time.sleep(0.02)
 
 

@@ -45,6 +45,7 @@ INSERT INTO part SELECT g, date '2024-01-01' + g % 360, 'v' || g FROM generate_s
 """
 TABLES = ("parent", "items", "part")
 SET_ASIDE = {
+    "items_pkey",
     "items_parent_idx",
     "items_code_key",
     "items_note_lower_idx",
@@ -123,8 +124,10 @@ def test_an_empty_table_loads_without_its_indexes_and_gets_them_back(
     assert constraints(proj.dsns["stage"]) == constraints(proj.dsns["dev"])
     changed = {n for n in after if after[n][0] != before[n][0]}
     assert changed == SET_ASIDE | {"part_v_idx"}
-    # the primary keys (the sync's keys) were never dropped
-    assert all(before[n][0] == after[n][0] for n in ("parent_pkey", "items_pkey", "part_pkey"))
+    # the primary key a foreign key references and a partitioned table's were never
+    # dropped; items' was, and is back as its constraint
+    assert all(before[n][0] == after[n][0] for n in ("parent_pkey", "part_pkey"))
+    assert "items_pkey PRIMARY KEY (id)" in constraints(proj.dsns["stage"])
     assert recorded(proj.dsns["stage"]) == []
     for t in TABLES:
         assert rows(proj.dsns["dev"], t) == rows(proj.dsns["stage"], t)
@@ -305,6 +308,9 @@ def test_sigkill_between_drop_and_rebuild_leaves_the_definitions_and_the_rerun_r
     assert rows(proj.dsns["dev"], "items") == rows(stage, "items")
     assert "items_slow_idx" not in indexes(stage)
     assert "public.items_slow_idx" in recorded(stage)
+    # and the table has no primary key: the rerun plans with the one recorded (else it
+    # would refuse an incremental sync of a table without a key)
+    assert not [c for c in constraints(stage) if c.startswith("items_pkey")]
     r = proj.run("sync", "dev", "stage", "--json")
     assert r.code == 0, r.err + r.out
     assert any(

@@ -8,14 +8,16 @@ unit commits, several at a time — as pgcopydb and ``pg_restore`` do. Building 
 index once over loaded rows costs far less than maintaining it row by row.
 
 - :func:`plan` reads the target's catalog (and the source's, for unique indexes)
-  and says what may be set aside: every valid index but the primary key and
-  the index of the sync key, that no foreign key references and that is not the
-  replica identity or the clustered index; a unique index or a (non-deferrable)
-  unique constraint only when the source has the same one and the load writes the
-  source's values of its columns as they are (synced, same types, not masked), so its
-  rows satisfy it; on a partitioned table, plain and unique indexes (not constraints), each
-  rebuilt per partition and attached. Foreign keys, check and exclusion
-  constraints stay: they decide, row by row, which rows are dead letters.
+  and says what may be set aside: every valid index that no foreign key references
+  and that is not the replica identity or the clustered index; a unique index, a
+  (non-deferrable) unique constraint or the primary key (nothing in the load's unit
+  looks a row up by key; a run that finds it set aside plans with the source's and
+  rebuilds it first, :func:`primary_keys_set_aside`) only when the source has the same
+  one and the load writes the source's values of its columns as they are (synced, same
+  types, not masked), so its rows satisfy it; on a partitioned table, plain and unique
+  indexes (not constraints), each rebuilt per partition and attached. Foreign keys,
+  check and exclusion constraints stay: they decide, row by row, which rows are dead
+  letters.
 - :func:`record` writes every definition (``pg_get_indexdef``, and the ``ALTER
   TABLE ... ADD CONSTRAINT ... USING INDEX`` or ``ALTER INDEX ... ATTACH
   PARTITION`` that completes it) into ``pgferry.set_aside`` and **commits**,
@@ -63,7 +65,7 @@ SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
        con.conname, con.contype::text, coalesce(con.condeferrable, false),
        ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(n, o)
              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n ORDER BY k.o),
-       i.indisprimary OR i.indisreplident OR i.indisclustered OR NOT i.indisvalid
+       i.indisreplident OR i.indisclustered OR NOT i.indisvalid
            OR NOT i.indisready
            OR EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f'
                       AND f.conindid = i.indexrelid),
@@ -84,6 +86,12 @@ LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.
 WHERE i.indrelid = %s::regclass
 ORDER BY ic.relname
 """
+
+
+#: the constraints an index completes that may be set aside, and how each is added back
+#: (a primary key's columns stay NOT NULL when it is dropped, on every version, so adding
+#: it back does not scan the table)
+_ADD = {"p": sql.SQL("PRIMARY KEY"), "u": sql.SQL("UNIQUE")}
 
 
 @dataclass(frozen=True)
@@ -131,13 +139,13 @@ def plan(
         children,
         expressions,
     ) in tgt.execute(_INDEXES, [ident]):
-        if keep or tuple(cols) == tuple(t.key):
-            continue  # needed, referenced or special
+        if keep or (tuple(cols) == tuple(t.key) and contype != "p"):
+            continue  # referenced or special, or the sync key's unique index (planned with)
         if unique and not _holds(t, source.get(name) == idef, cols, expressions):
             continue  # a uniqueness the loaded rows may not hold
         full = f"{t.schema}.{name}"
         if conname is not None:
-            if contype != "u" or deferrable or t.partitioned:
+            if contype not in _ADD or deferrable or t.partitioned:
                 continue
             out.drops.append(
                 sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(q(t.schema, t.name), q(conname))
@@ -148,8 +156,8 @@ def plan(
                     t.qualname,
                     f"{t.schema}.{conname}",
                     2,
-                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} UNIQUE USING INDEX {}")
-                    .format(q(t.schema, t.name), q(conname), q(name))
+                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} {} USING INDEX {}")
+                    .format(q(t.schema, t.name), q(conname), _ADD[contype], q(name))
                     .as_string(tgt),
                     full,
                 )
@@ -385,6 +393,15 @@ def pending(conn: psycopg.Connection[Any]) -> dict[str, list[RebuildStep]]:
     ):
         out.setdefault(t, []).append(RebuildStep(t, name, step, definition, needs))
     return out
+
+
+def primary_keys_set_aside(conn: psycopg.Connection[Any]) -> list[str]:
+    """Tables whose primary key an interrupted run set aside (recorded, not yet rebuilt)."""
+    return [
+        table
+        for table, steps in pending(conn).items()
+        if any(i.step == 2 and " PRIMARY KEY USING INDEX " in i.definition for i in steps)
+    ]
 
 
 def recover(dsn: str, tables: Sequence[str], jobs: int) -> tuple[list[str], list[str]]:

@@ -112,6 +112,12 @@ def _catalogs(
         everything = catalog.tables(c, schemas)
         row = c.execute("SELECT current_user").fetchone()
         version = c.info.server_version
+        # a primary key an interrupted run set aside is planned with: the run rebuilds it
+        # (:func:`_recover`) before it writes; it was set aside only where the source has
+        # the same one
+        for name in aside.primary_keys_set_aside(c):
+            if name in everything and name in src and not everything[name].primary_key:
+                everything[name].primary_key = src[name].primary_key
     tgt = {k: v for k, v in everything.items() if v.schema in cfg.sync.schemas}
     return src, tgt, everything, str(row[0]) if row else "", version
 
