@@ -5,7 +5,7 @@ run's snapshot and a target connection inside the unit's open transaction),
 the table's plan, its masking expressions and its
 :class:`~pgferry.sync.result.TableResult`, and fills the counters. None of
 them commits: a unit (a table, or the tables foreign keys tie together) is one
-target transaction, committed by :mod:`pgferry.sync.workers` once every table
+target transaction, committed by :mod:`pgferry.sync.unit_write` once every table
 of it is done, so a table either ends up synced or exactly as it was.
 
 - :func:`full_load` writes the whole table. Into an empty table it streams one
