@@ -19,7 +19,7 @@ from pgferry.sync import events
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "pgferry"
 MODULES = [
-    *sorted((SRC / "sync").glob("*.py")),
+    *sorted((SRC / "sync").rglob("*.py")),
     SRC / "cli" / "sync.py",
     SRC / "commands" / "sync.py",
 ]
