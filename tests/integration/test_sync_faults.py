@@ -338,9 +338,9 @@ def test_sigterm_cancels_rolls_back_and_journals(pair: Project) -> None:
 def test_lock_held_elsewhere_is_waited_out(
     pair: Project, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pgferry.sync import workers
+    from pgferry.sync import links
 
-    monkeypatch.setattr(workers, "WRITER_LOCK_TIMEOUT", "300ms")
+    monkeypatch.setattr(links, "WRITER_LOCK_TIMEOUT", "300ms")
     holder = psycopg.connect(pair.dsns["prod"])
     holder.execute("LOCK TABLE orders IN SHARE MODE")  # reads go on, writes wait
     timer = threading.Timer(1.5, holder.rollback)

@@ -14,13 +14,14 @@ from pathlib import Path
 from rich.console import Console
 
 from pgferry.cli.progress import SyncBars
-from pgferry.cli.sync import _cells, _say
+from pgferry.cli.sync_render import cells, say
 from pgferry.sync import events
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "pgferry"
 MODULES = [
-    *sorted((SRC / "sync").glob("*.py")),
+    *sorted((SRC / "sync").rglob("*.py")),
     SRC / "cli" / "sync.py",
+    SRC / "cli" / "sync_render.py",
     SRC / "commands" / "sync.py",
 ]
 
@@ -58,10 +59,10 @@ def test_lines_and_table_cells_keep_brackets() -> None:
 
     for text in _templates():
         con, buf = _console()
-        _say(con, text)
+        say(con, text)
         table = Table()
         table.add_column("c")
-        table.add_row(*_cells(text))
+        table.add_row(*cells(text))
         con.print(table)
         printed = buf.getvalue()
         assert printed.count(text) == 2, text  # once as a line, once in the table

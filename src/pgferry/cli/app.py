@@ -69,7 +69,7 @@ class LazyGroup(TyperGroup):
     def resolve_command(self, ctx: Any, args: list[str]) -> Any:
         # `pgferry sync revert RUN_ID`: sync takes SOURCE TARGET, so revert is not a
         # sub-command of a group; it is resolved here, before sync would read "revert" as
-        # its SOURCE (an environment cannot be called "revert", see config.py)
+        # its SOURCE (an environment cannot be called "revert", see config/loading.py)
         if len(args) >= 2 and args[0] == "sync" and args[1] == "revert":
             return "sync revert", self.revert_command(), args[2:]
         return super().resolve_command(ctx, args)

@@ -20,7 +20,8 @@ from typing import Any
 
 from pgferry.backfill import files
 from pgferry.backfill.images import Reverted
-from pgferry.backfill.runner import BackfillOptions, BackfillResult, GateStop, Run
+from pgferry.backfill.runner import BackfillResult, GateStop, Run
+from pgferry.backfill.session import BackfillOptions
 from pgferry.commands import base
 from pgferry.config import Config, parse_duration
 from pgferry.errors import BadInput, OperationFailed

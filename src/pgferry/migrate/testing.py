@@ -133,7 +133,8 @@ def apply_one(r: Runner, step: Step, undo: bool = False) -> None:
 def _backfills(cfg: Config, t: Target, step: Step, proof: Proof, on_note: Note) -> None:
     """Run the backfills a contract file waits for (its ``after backfill`` guards) first."""
     from pgferry.backfill import files as bf_files
-    from pgferry.backfill.runner import BackfillOptions, Run
+    from pgferry.backfill.runner import Run
+    from pgferry.backfill.session import BackfillOptions
     from pgferry.migrate.phases import parse_header
 
     if step.kind != "V":

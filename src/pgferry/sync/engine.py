@@ -9,7 +9,7 @@ source snapshot (:class:`~pgferry.sync.copy.SourceSnapshot`) and plans the run;
 
 - a sync takes the run's table locks (:mod:`pgferry.sync.locks`: one sync at a
   time per target table) and runs the tables in units, each one target
-  transaction (:mod:`pgferry.sync.workers`): every table ends up synced or
+  transaction (:mod:`pgferry.sync.unit_write`): every table ends up synced or
   exactly as it was;
 - ``verify`` and ``--dry-run`` only compare, read-only on both sides, and
   count what differs: what a sync would insert, update and delete.

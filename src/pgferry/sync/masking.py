@@ -229,7 +229,7 @@ def compile_rules(mask_config: Mapping[str, Any]) -> MaskRules:
     """Validate ``[sync.mask]`` and compile it; BadInput names the first bad key.
 
     A value is the rule (``"email"``) or a table ``{ rule = "email", targets = [...] }``
-    (:class:`pgferry.config.MaskRuleConfig`).
+    (:class:`pgferry.config.sections.MaskRuleConfig`).
     """
     rules = []
     for pattern, value in mask_config.items():

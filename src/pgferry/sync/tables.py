@@ -5,7 +5,7 @@ run's snapshot and a target connection inside the unit's open transaction),
 the table's plan, its masking expressions and its
 :class:`~pgferry.sync.result.TableResult`, and fills the counters. None of
 them commits: a unit (a table, or the tables foreign keys tie together) is one
-target transaction, committed by :mod:`pgferry.sync.workers` once every table
+target transaction, committed by :mod:`pgferry.sync.unit_write` once every table
 of it is done, so a table either ends up synced or exactly as it was.
 
 - :func:`full_load` writes the whole table. Into an empty table it streams one
@@ -19,7 +19,7 @@ of it is done, so a table either ends up synced or exactly as it was.
 - :func:`apply_keys`, :func:`copy_range`, :func:`delete_range` and
   :func:`delete_missing_range` write the checksum strategy's differences.
 
-Every delete goes through :func:`pgferry.sync.write.delete_rows`, so on a
+Every delete goes through :func:`pgferry.sync.deletes.delete_rows`, so on a
 table with ``before_images`` the deleted rows are saved in the same statement.
 """
 
@@ -33,7 +33,7 @@ import psycopg
 from psycopg import sql
 
 from pgferry.pg.connect import is_transient
-from pgferry.sync import write
+from pgferry.sync import deletes, upserts, write
 from pgferry.sync.copy import Key, cols, key_range, next_bound, pipe, select_sql, table_ident
 from pgferry.sync.copy import where_clause as src_where
 from pgferry.sync.plan import TablePlan
@@ -104,7 +104,7 @@ def stage_range(
 
 def _apply(link: Link, t: TablePlan, stage: sql.Identifier, res: TableResult) -> write.Counts:
     link.dirty = True
-    c = write.apply(link.tgt, t, link.ctx, stage)
+    c = upserts.apply(link.tgt, t, link.ctx, stage)
     add_counts(res, c)
     return c
 
@@ -121,7 +121,7 @@ def full_deletes(link: Link, t: TablePlan, res: TableResult) -> None:
         sql.SQL("({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where else sql.SQL("true")
     )
     link.dirty = True
-    res.deleted += write.delete_missing(link.tgt, t, link.ctx, keys, rng, [])
+    res.deleted += deletes.delete_missing(link.tgt, t, link.ctx, keys, rng, [])
 
 
 def is_empty(link: Link, t: TablePlan) -> bool:
@@ -153,7 +153,7 @@ def full_load(
     if not t.key and not is_empty(link, t):
         link.had_rows.add(t.qualname)
         link.dirty = True
-        res.deleted += write.delete_all(link.tgt, t, link.ctx)
+        res.deleted += deletes.delete_all(link.tgt, t, link.ctx)
     if is_empty(link, t) and not t.where and not t.skip:
         # TRUNCATE of an empty table nothing references, in this subtransaction, is what
         # lets COPY FREEZE write frozen rows (no later vacuum pass); it takes ACCESS
@@ -183,7 +183,7 @@ def full_load(
                     on_chunk=est,
                 )
                 if t.before_images and n:
-                    write.images_of_inserts(link.tgt, t, link.ctx)
+                    upserts.images_of_inserts(link.tgt, t, link.ctx)
                 est.settle(n)
             if aside is not None:
                 link.aside.append(aside)
@@ -227,7 +227,7 @@ def flush_later(link: Link, t: TablePlan, res: TableResult) -> None:
     """Write the rows of a self-referencing table whose parent came in a later batch."""
     if not t.self_referencing:
         return
-    c = write.flush_later(link.tgt, t, link.ctx)
+    c = upserts.flush_later(link.tgt, t, link.ctx)
     res.inserted += c.inserted
     res.updated += c.updated
     res.dead_lettered += len(c.dead)
@@ -302,7 +302,7 @@ def delete_missing_range(
     kq = sql.SQL("SELECT {} FROM {} WHERE {}").format(cols(t.key), table_ident(t), source[0])
     pipe(link.src, link.tgt, kq, source[1], keys, t.key, binary=t.same_types and t.binary_copy)
     link.dirty = True
-    res.deleted += write.delete_missing(link.tgt, t, link.ctx, keys, target[0], target[1])
+    res.deleted += deletes.delete_missing(link.tgt, t, link.ctx, keys, target[0], target[1])
 
 
 def delete_range(
@@ -310,7 +310,7 @@ def delete_range(
 ) -> None:
     """Delete the target rows matching ``where`` (a range the source no longer has)."""
     link.dirty = True
-    res.deleted += write.delete_rows(link.tgt, t, link.ctx, where, params)
+    res.deleted += deletes.delete_rows(link.tgt, t, link.ctx, where, params)
 
 
 def key_match(t: TablePlan, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:

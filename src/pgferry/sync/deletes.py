@@ -1,0 +1,113 @@
+"""Deleting target rows a sync's source no longer has, never breaking a reference.
+
+Contract: every function runs inside the caller's open transaction on the
+target connection and never commits. :func:`delete_missing` removes rows
+whose key the source no longer has, after checking that no table outside the
+selection still references them (:class:`ReferencedByUnselected`); every delete goes
+through :func:`delete_rows`, which saves the deleted rows in ``pgferry.before_images``
+by the same statement when the table keeps them. :func:`delete_all` empties a table.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.errors import OperationFailed
+from pgferry.sync.copy import cols, table_ident
+from pgferry.sync.plan import TablePlan
+from pgferry.sync.write import IMAGES, WriteContext, key_json
+
+
+class ReferencedByUnselected(OperationFailed):
+    """A delete would break (or cascade into) a table outside the selection."""
+
+
+def check_unselected(
+    conn: psycopg.Connection[Any], t: TablePlan, doomed: sql.Composable, params: list[Any]
+) -> None:
+    """Fail when a table outside the selection references a row about to be deleted.
+
+    ``doomed`` is a ``SELECT`` of the rows (aliased ``t``) the caller will delete.
+    """
+    for other, fk_cols, ref_cols in t.referenced_by_unselected:
+        schema, name = other.split(".", 1)
+        q = sql.SQL(
+            "SELECT 1 FROM {o} u WHERE ({fk}) IN (SELECT {ref} FROM ({d}) t) LIMIT 1"
+        ).format(
+            o=sql.Identifier(schema, name), fk=cols(fk_cols, "u"), ref=cols(ref_cols, "t"), d=doomed
+        )
+        if conn.execute(q, params).fetchone():
+            raise ReferencedByUnselected(
+                f"{t.qualname}: rows deleted at the source are still referenced by {other}, "
+                f"which is not in the selection; add {other} to --tables or delete those rows "
+                "there first (nothing was changed in this table)",
+                table=t.qualname,
+                referenced_by=other,
+            )
+
+
+def delete_rows(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    ctx: WriteContext,
+    where: sql.Composable,
+    params: list[Any],
+    *,
+    check: bool = True,
+) -> int:
+    """Delete the rows of ``t`` (aliased ``t``) matching ``where``; how many went.
+
+    Fails first when a table outside the selection references one of them
+    (:func:`check_unselected`). With ``t.before_images`` the deleted rows are saved
+    in ``pgferry.before_images`` by the same statement.
+    """
+    if t.skip:  # rows the conflicts step keeps as the target has them
+        from pgferry.sync.conflicts import skip_filter
+
+        where = sql.SQL("({}) AND {}").format(where, skip_filter(t, sql.Identifier("t")))
+    if check:
+        doomed = sql.SQL("SELECT * FROM {} t WHERE {}").format(table_ident(t), where)
+        check_unselected(conn, t, doomed, params)
+    delete = sql.SQL("DELETE FROM {} t WHERE {}").format(table_ident(t), where)
+    if not t.before_images:
+        cur = conn.execute(delete, params)
+        return max(cur.rowcount, 0)
+    q = sql.SQL(
+        "WITH pgferry_d AS ({del_} RETURNING t.*), saved AS ({images} SELECT %s, %s, "
+        "%s, 'delete', {kj}, to_jsonb(pgferry_d), NULL FROM pgferry_d) "
+        "SELECT count(*) FROM pgferry_d"
+    ).format(del_=delete, images=IMAGES, kj=key_json(t, "pgferry_d"))
+    row = conn.execute(q, [*params, ctx.run_id, ctx.source, t.qualname]).fetchone()
+    return int(row[0]) if row else 0
+
+
+def delete_missing(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    ctx: WriteContext,
+    keys: sql.Identifier,
+    range_sql: sql.Composable,
+    params: list[Any],
+) -> int:
+    """Delete target rows in ``range_sql`` whose key is not in the ``keys`` temp table."""
+    match = sql.SQL("NOT EXISTS (SELECT 1 FROM {k} k WHERE ({kc}) = ({tc}))").format(
+        k=keys, kc=cols(t.key, "k"), tc=cols(t.key, "t")
+    )
+    return delete_rows(conn, t, ctx, sql.SQL("{} AND {}").format(range_sql, match), params)
+
+
+def delete_all(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> int:
+    """Empty ``t`` (full mode without a key).
+
+    TRUNCATE (never CASCADE) when nothing references the table, readers may wait
+    (``block_readers``) and no before-images are kept; otherwise a DELETE.
+    """
+    if not t.referenced and not t.partitioned and t.block_readers and not t.before_images:
+        n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(table_ident(t))).fetchone()
+        # TRUNCATE (no CASCADE: nothing references it) also allows COPY FREEZE afterwards.
+        conn.execute(sql.SQL("TRUNCATE {}").format(table_ident(t)))
+        return int(n[0]) if n else 0
+    return delete_rows(conn, t, ctx, sql.SQL("true"), [])
