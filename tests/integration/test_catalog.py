@@ -73,3 +73,34 @@ def test_one_reader_two_views(db: str) -> None:
     assert snap.tables["public.t"].heap_bytes == t.measured.heap_bytes
     assert snap.tables["public.p"].heap_bytes > 0 and snap.tables["public.p"].kind == "p"
     assert snap.tables["public.t"].not_null == ["id"]
+
+
+def test_row_estimates_of_tables_never_analyzed(db: str) -> None:
+    # reltuples is -1 until a table is first vacuumed or analyzed (PostgreSQL 14+): the
+    # estimate falls back to the statistics' live rows; a partitioned table sums its
+    # leaves (one of them partitioned itself); an analyzed table keeps reltuples
+    with psycopg.connect(db, autocommit=True) as c:
+        c.execute("""
+            CREATE TABLE fresh (id int PRIMARY KEY) WITH (autovacuum_enabled = off);
+            CREATE TABLE done (id int PRIMARY KEY) WITH (autovacuum_enabled = off);
+            CREATE TABLE parts (id int, k int) PARTITION BY LIST (k);
+            CREATE TABLE parts_1 PARTITION OF parts FOR VALUES IN (1)
+                WITH (autovacuum_enabled = off);
+            CREATE TABLE parts_2 PARTITION OF parts FOR VALUES IN (2, 3) PARTITION BY LIST (k);
+            CREATE TABLE parts_2a PARTITION OF parts_2 FOR VALUES IN (2)
+                WITH (autovacuum_enabled = off);
+            CREATE TABLE parts_3 PARTITION OF parts_2 FOR VALUES IN (3)
+                WITH (autovacuum_enabled = off);
+            INSERT INTO fresh SELECT generate_series(1, 3000);
+            INSERT INTO done SELECT generate_series(1, 200);
+            INSERT INTO parts SELECT g, 1 + g % 3 FROM generate_series(1, 900) g;
+            ANALYZE done;
+        """)
+    with psycopg.connect(db, autocommit=True) as c:  # the inserting session has flushed
+        assert c.execute("SELECT reltuples FROM pg_class WHERE relname = 'fresh'").fetchone() == (
+            -1,
+        )
+        ts = catalog.tables(c, ["public"])
+    assert ts["public.fresh"].row_estimate == 3000
+    assert ts["public.done"].row_estimate == 200
+    assert ts["public.parts"].row_estimate == 900

@@ -38,7 +38,15 @@ WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast', 'pgferry')
 
 _TABLES = """
 SELECT c.oid, n.nspname, c.relname, c.relkind::text,
-       greatest(c.reltuples, 0)::bigint,
+       -- rows, partitions summed: reltuples, or where it is unknown (-1: never vacuumed or
+       -- analyzed, PostgreSQL 14+) the statistics' count of live rows, which every insert
+       -- keeps and no lock guards (a table loaded since the last ANALYZE is not "0 rows")
+       (SELECT coalesce(sum(CASE WHEN r.reltuples >= 0 THEN r.reltuples
+                                 ELSE pg_stat_get_live_tuples(r.oid) END), 0)
+        FROM pg_class r
+        WHERE CASE WHEN c.relkind = 'p'
+                   THEN r.oid IN (SELECT t.relid FROM pg_partition_tree(c.oid) t WHERE t.isleaf)
+                   ELSE r.oid = c.oid END)::bigint,
        -- sizes from pg_class (table, TOAST, indexes; partitions summed): the size functions
        -- would lock each table and wait behind another session's ACCESS EXCLUSIVE
        (SELECT coalesce(sum(r.relpages::bigint + coalesce(tr.relpages, 0)

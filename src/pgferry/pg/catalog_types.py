@@ -78,7 +78,8 @@ class Table:
     trigger_modes: dict[str, str] = field(default_factory=dict)
     #: relkind: "r" table, "p" partitioned, "m" materialized view (lint reads those too)
     kind: str = "r"
-    #: reltuples of the relation itself, never negative (an estimate for planning and progress)
+    #: rows (partitions summed): reltuples, or the statistics' live rows where reltuples is
+    #: unknown; never negative (an estimate for planning and progress)
     row_estimate: int = 0
     #: heap, TOAST and indexes from pg_class (partitions summed): read without taking a lock
     total_bytes: int = 0
