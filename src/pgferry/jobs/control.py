@@ -5,14 +5,16 @@ Contract: :func:`target` resolves ``[control]`` (``url``, else the database
 :class:`Control` holds a small connection pool on it and :meth:`Control.ensure`
 creates, idempotently and under an advisory lock, procrastinate's schema (the job
 queue, in ``public``) and pgferry's tables in schema ``pgferry_control``: tokens and
-sessions, runs with their events, saga steps and circuit breakers. Everything runs as
-the control database's own (non-superuser) role. The control journal (who was
-refused, tokens made and revoked) is pgferry's ordinary hash-chained journal
+sessions, runs with their events (and the runs' version, bumped by a trigger whenever a
+run row changes: :mod:`pgferry.jobs.runs_version`), saga steps and circuit breakers.
+Everything runs as the control database's own (non-superuser) role. The control journal
+(who was refused, tokens made and revoked) is pgferry's ordinary hash-chained journal
 (:mod:`pgferry.journal`) in this database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -96,6 +98,30 @@ CREATE TABLE IF NOT EXISTS pgferry_control.saga_steps (
     finished_at timestamptz,
     PRIMARY KEY (run_id, idx)
 );
+-- the runs' version: one row, bumped in the transaction of every statement that changes
+-- runs (whichever process or session it is), so a reader that sees the same version as
+-- before knows no run changed since; epoch tells a re-created table from the old one
+CREATE TABLE IF NOT EXISTS pgferry_control.runs_version (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    epoch uuid NOT NULL DEFAULT gen_random_uuid(),
+    v bigint NOT NULL DEFAULT 0
+);
+INSERT INTO pgferry_control.runs_version DEFAULT VALUES ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION pgferry_control.runs_changed() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE pgferry_control.runs_version SET v = v + 1;
+    RETURN NULL;
+END $$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgname = 'runs_changed'
+                   AND tgrelid = 'pgferry_control.runs'::regclass) THEN
+        CREATE TRIGGER runs_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+            ON pgferry_control.runs FOR EACH STATEMENT
+            EXECUTE FUNCTION pgferry_control.runs_changed();
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS pgferry_control.breakers (
     env text PRIMARY KEY,
     failures int NOT NULL DEFAULT 0,
@@ -189,10 +215,21 @@ class Control:
         except psycopg.OperationalError as e:
             from pgferry.errors import Unreachable
 
+            self._drop_broken()
             raise Unreachable(
                 f"the control database does not answer: "
                 f"{redact(str(e)).splitlines()[0] if str(e) else e}"
             ) from None
+
+    def _drop_broken(self) -> None:
+        """After a connection failed: the pool's other idle connections are tested and the
+        broken ones replaced (a control database that restarted ended them all; else each
+        would fail one request before the pool noticed)."""
+        with self._lock:
+            pool = self._pool
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.check()
 
     def close(self) -> None:
         with self._lock:

@@ -30,8 +30,10 @@ from pgferry import __version__
 from pgferry.config import Config
 from pgferry.errors import BadInput, PgferryError
 from pgferry.jobs.control import Control
+from pgferry.jobs.runs_version import VersionReader
 from pgferry.redaction import redact, redact_tree
 from pgferry.server.guard import Limiter, TokenCache
+from pgferry.server.runs_cache import AnswerCache
 from pgferry.server.state import Service
 
 log = logging.getLogger("pgferry.server")
@@ -142,6 +144,8 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
         ctl,
         Limiter(cfg.service.auth_failures, cfg.service.auth_window.total_seconds()),
         TokenCache(),
+        VersionReader(ctl),
+        AnswerCache(),
     )
 
     @asynccontextmanager
@@ -161,6 +165,7 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
             from pgferry.jobs.queue import close_deferrers
 
             close_deferrers()
+            await svc.runs_version.close()
             ctl.close()
 
     app = FastAPI(
