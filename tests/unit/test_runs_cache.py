@@ -1,7 +1,9 @@
 """The kept answers of ``GET /api/runs`` (:class:`pgferry.server.runs_cache.AnswerCache`):
 served only at the version they were made at and only for their own key (the role is in
 it); one making per key and version however many ask at once; a failed making not kept;
-the least recently used key dropped first."""
+the least recently used key dropped first. And which queries the short way past FastAPI's
+routing (:mod:`pgferry.server.fastpath`) answers itself: only those it reads exactly as
+the route would."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import asyncio
 
 import pytest
 
+from pgferry.server.fastpath import _query
 from pgferry.server.runs_cache import AnswerCache
 
 
@@ -80,3 +83,36 @@ def test_a_failed_making_is_not_kept_and_old_keys_go_first() -> None:
         assert await cache.answer("c", "e:1", lambda: m("c")) == b"c@3"
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("raw", "read"),
+    [
+        (b"", {}),
+        (b"limit=5&state=failed", {"limit": "5", "state": "failed"}),
+        (b"env=&kind=sync", {"env": "", "kind": "sync"}),
+        (b"env=d%C3%A9v", {"env": "dév"}),  # as Starlette reads it: escapes are UTF-8
+        (b"limit=500", {"limit": "500"}),
+    ],
+)
+def test_the_short_way_reads_a_plain_query_as_the_route_does(
+    raw: bytes, read: dict[str, str]
+) -> None:
+    assert _query(raw) == read
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"limit=0",
+        b"limit=501",
+        b"limit=x",
+        b"limit=%2B5",
+        b"limit=%EF%BC%95",
+        b"state=a&state=b",
+        b"page=2",
+        b"limit=5&before=x",
+    ],
+)
+def test_the_short_way_leaves_to_the_route_what_it_must_judge(raw: bytes) -> None:
+    assert _query(raw) is None

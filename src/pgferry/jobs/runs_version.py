@@ -4,8 +4,9 @@ Contract: ``pgferry_control.runs_version`` holds one row, bumped by a statement 
 on ``pgferry_control.runs`` in the transaction of every statement that inserts, updates
 or deletes runs (:mod:`pgferry.jobs.control`), whichever process or session wrote
 them: the server, a ``pgferry worker`` elsewhere, ``pgferry release`` on a laptop, SQL
-by hand. Two reads that return the same value saw the same runs. (A sequence would not do: ``nextval`` is not rolled back and is seen before the
-writer commits, so a reader could pair the new value with the old rows.)
+by hand. Two reads that return the same value saw the same runs. (A sequence would not
+do: ``nextval`` is seen before the writer commits and is not rolled back, so a reader
+could pair the new value with the old rows.)
 
 :class:`VersionReader` reads it for the coroutines of one event loop over one
 connection of its own, and every value it gives a caller comes from a query that

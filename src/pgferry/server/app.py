@@ -28,30 +28,16 @@ from starlette.exceptions import HTTPException
 
 from pgferry import __version__
 from pgferry.config import Config
-from pgferry.errors import BadInput, PgferryError
+from pgferry.errors import PgferryError
 from pgferry.jobs.control import Control
 from pgferry.jobs.runs_version import VersionReader
 from pgferry.redaction import redact, redact_tree
+from pgferry.server.error_reply import error_response
 from pgferry.server.guard import Limiter, TokenCache
 from pgferry.server.runs_cache import AnswerCache
 from pgferry.server.state import Service
 
 log = logging.getLogger("pgferry.server")
-
-
-def error_body(e: PgferryError) -> dict[str, Any]:
-    body: dict[str, Any] = {"ok": False, **e.to_dict()}
-    if "field" in e.details:
-        body["field"] = e.details["field"]
-    return dict(redact_tree(body))
-
-
-def status_of(e: PgferryError) -> int:
-    # bad input about one field of a request (an unknown environment) is 422, as the
-    # body's own validation errors are
-    if isinstance(e, BadInput) and "field" in e.details and e.http_status == 400:
-        return 422
-    return e.http_status
 
 
 def _field(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -91,10 +77,7 @@ def validation_body(errors: list[Any]) -> dict[str, Any]:
 def _handlers(app: FastAPI) -> None:
     @app.exception_handler(PgferryError)
     async def pgferry_error(request: Request, e: PgferryError) -> JSONResponse:  # noqa: ARG001
-        headers = (
-            {"Retry-After": str(e.details["retry_after"])} if "retry_after" in e.details else None
-        )
-        return JSONResponse(error_body(e), status_code=status_of(e), headers=headers)
+        return error_response(e)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, e: RequestValidationError) -> JSONResponse:  # noqa: ARG001
@@ -177,6 +160,9 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
     )
     app.state.service = svc
     _handlers(app)
+    from pgferry.server.fastpath import RunsFastPath
+
+    app.add_middleware(RunsFastPath, service=svc)  # GET /api/runs of a known token
     from pgferry.server import dashboard, routes_read, routes_runs
 
     app.include_router(routes_read.router)

@@ -31,6 +31,7 @@ from pgferry.jobs.service import Caller, NotFound
 from pgferry.redaction import redact_tree
 from pgferry.server.auth import require
 from pgferry.server.routes_read import env_or_production, ok, service
+from pgferry.server.state import Service
 
 router = APIRouter()
 Viewer = Annotated[Caller, Depends(require("viewer"))]
@@ -195,6 +196,24 @@ def _listing_body(
     return bytes(ok({"ok": True, "runs": [r.summary() for r in found]}).body)
 
 
+async def listing_answer(
+    svc: Service, role: str, state: str | None, env: str | None, kind: str | None, limit: int
+) -> bytes:
+    """The body of ``GET /api/runs`` for a caller of ``role``: kept while no run changed
+    (:mod:`pgferry.server.runs_cache`), else made in a thread; Unreachable (503) when
+    the control database does not answer."""
+
+    def make() -> Awaitable[bytes]:
+        return anyio.to_thread.run_sync(_listing_body, svc.ctl, state, env, kind, limit)
+
+    try:
+        # read after this request came: any run changed before it is in the answer
+        version = await svc.runs_version.read()
+    except Unreachable:
+        return await make()  # answered (or refused) the way it was without kept answers
+    return await svc.runs_answers.answer((role, state, env, kind, limit), version, make)
+
+
 @router.get("/api/runs", tags=["runs"])
 async def run_list(
     request: Request,
@@ -205,19 +224,7 @@ async def run_list(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     """The newest runs, newest first."""
-    svc = service(request)
-
-    def make() -> Awaitable[bytes]:
-        return anyio.to_thread.run_sync(_listing_body, svc.ctl, state, env, kind, limit)
-
-    try:
-        # read after this request came: any run changed before it is in the answer
-        version = await svc.runs_version.read()
-    except Unreachable:
-        body = await make()  # answered (or refused: 503) the way it was without the cache
-    else:
-        key = (caller.role, state, env, kind, limit)
-        body = await svc.runs_answers.answer(key, version, make)
+    body = await listing_answer(service(request), caller.role, state, env, kind, limit)
     return Response(body, media_type="application/json")
 
 
