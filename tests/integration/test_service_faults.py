@@ -7,6 +7,7 @@ tokens from one address (429)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -367,3 +368,37 @@ def test_server_killed_mid_compensation_resumes_it_without_repeating_one(
     for command in ("backup create", "migrate up", "sync", "sync revert", "migrate undo"):
         assert done.count(command) == 1, (command, journal)
     assert [o for c, o in journal if c == "verify"] == ["problem"], journal
+
+
+def test_serve_stops_at_once_when_the_control_database_is_gone(
+    tmp_path: Path, make_db: Any, pg_admin_dsn: str
+) -> None:
+    # nothing can record its end any more: SIGTERM stops serve within seconds (it waited
+    # out the worker's and each pool's timeouts, ten seconds and more), with one line
+    from psycopg import sql
+
+    p = _project(tmp_path, make_db)
+    srv = Server(p).start()
+    name = psycopg.conninfo.conninfo_to_dict(p.dsns["control"])["dbname"]
+    assert isinstance(name, str) and srv.proc is not None
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    assert srv.client().get("/api/health").status_code == 503
+    before = len(srv.log())
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    try:
+        srv.proc.wait(30)
+    finally:
+        srv.stop()
+    took = time.monotonic() - t0
+    said = [
+        line
+        for line in srv.log()[before:].splitlines()
+        # the pool's own reconnect attempts, until it is closed
+        if line.strip() and not line.startswith("error connecting in 'pool-")
+    ]
+    assert took < 5, (took, said)
+    assert len(said) == 1, said
+    assert said[0].startswith("pgferry serve: stopping without the control database (")
+    assert f'database "{name}" does not exist' in said[0]

@@ -31,6 +31,9 @@ from pgferry.redaction import register_dsn
 
 #: the advisory lock under which the schema is created (two processes starting at once)
 SCHEMA_LOCK = 7_140_014
+#: seconds a caller waits for a pooled connection before the control database counts as
+#: not answering
+POOL_WAIT_S = 5.0
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS pgferry_control;
@@ -197,6 +200,9 @@ class Control:
                     self.dsn,
                     min_size=1,
                     max_size=self._max,
+                    # a request waits this long for a connection, then Unreachable (503);
+                    # not psycopg_pool's 30 s while the control database refuses
+                    timeout=POOL_WAIT_S,
                     open=True,
                     kwargs={
                         "autocommit": True,
@@ -221,6 +227,25 @@ class Control:
                 f"{redact(str(e)).splitlines()[0] if str(e) else e}"
             ) from None
 
+    def unanswered(self, timeout_s: float = 2.0) -> str | None:
+        """Why the control database does not answer now (one sentence, no password), or
+        None when it does: one connection of its own, bounded by ``timeout_s``."""
+        try:
+            with psycopg.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=max(1, round(timeout_s)),
+                application_name="pgferry control probe",
+            ) as c:
+                c.execute("SELECT 1")
+        except psycopg.Error as e:
+            text = redact(str(e)).strip()
+            # libpq's first line says which socket or host; the reason is the last FATAL
+            fatal = [line for line in text.splitlines() if "FATAL:" in line]
+            why = (fatal[-1].split("FATAL:", 1)[1] if fatal else text.splitlines()[0]).strip()
+            return why or type(e).__name__
+        return None
+
     def _drop_broken(self) -> None:
         """After a connection failed: the pool's other idle connections are tested and the
         broken ones replaced (a control database that restarted ended them all; else each
@@ -231,8 +256,9 @@ class Control:
             with contextlib.suppress(Exception):
                 pool.check()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the pool, waiting up to ``timeout`` seconds for its background workers."""
         with self._lock:
             if self._pool is not None:
-                self._pool.close()
+                self._pool.close(timeout)
                 self._pool = None

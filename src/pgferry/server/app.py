@@ -119,6 +119,37 @@ def _handlers(app: FastAPI) -> None:
         )
 
 
+#: how long stopping waits for the worker and the pools when the control database is gone
+GONE_WAIT_S = 1.0
+#: the loggers that repeat, while stopping, what the one line said (reconnect attempts)
+_NOISY = ("psycopg.pool", "procrastinate")
+
+
+async def _shut_down(svc: Service) -> None:
+    """Stop the worker and close the pools. With the control database gone there is
+    nothing to wait for (no job can record its end): one line says so and the process
+    stops within seconds instead of waiting out each pool's and the worker's timeouts."""
+    import anyio
+
+    from pgferry.jobs.queue import close_deferrers
+
+    why = await anyio.to_thread.run_sync(svc.ctl.unanswered)
+    wait = 10.0 if why is None else GONE_WAIT_S
+    if why is not None:
+        log.error(
+            "pgferry serve: stopping without the control database (%s): "
+            "runs in flight are taken over by the next worker",
+            why,
+        )
+        for name in _NOISY:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    if svc.worker is not None:
+        await anyio.to_thread.run_sync(svc.worker.stop, wait)
+    await anyio.to_thread.run_sync(close_deferrers)
+    await svc.runs_version.close()
+    svc.ctl.close(5.0 if why is None else GONE_WAIT_S)
+
+
 def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
     """The admin service for ``cfg`` (see the module docstring)."""
     ctl = Control(cfg, max_size=16)
@@ -143,13 +174,7 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
         try:
             yield
         finally:
-            if svc.worker is not None:
-                await anyio.to_thread.run_sync(svc.worker.stop)
-            from pgferry.jobs.queue import close_deferrers
-
-            close_deferrers()
-            await svc.runs_version.close()
-            ctl.close()
+            await _shut_down(svc)
 
     app = FastAPI(
         title="pgferry admin service",
