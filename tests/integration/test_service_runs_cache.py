@@ -162,6 +162,15 @@ def test_the_short_way_and_the_route_answer_the_same_bytes(setup: Setup) -> None
     for bad in ("0", "501", "x", "-1"):
         r = c.get("/api/runs", params={"limit": bad})
         assert r.status_code == 422 and r.json()["field"] == "limit", r.text
+    # production's health, once its report is in the cache: the same bytes both ways too
+    first = c.get("/api/admin/production-health")
+    assert first.status_code == 200, first.text
+    short = c.get("/api/admin/production-health")
+    routed = c.get("/api/admin/production-health", params={"page": "x"})
+    assert short.status_code == routed.status_code == 200
+    assert short.json()["cached"] is True and short.content == routed.content
+    r = c.get("/api/admin/production-health", params={"env": "nowhere"})
+    assert r.status_code == 422 and r.json()["field"] == "env", r.text
 
 
 def test_no_kept_answer_while_the_control_database_refuses_then_fresh_again(

@@ -11,7 +11,7 @@ import asyncio
 
 import pytest
 
-from pgferry.server.fastpath import _query
+from pgferry.server.fastpath import HEALTH, PARAMS, _query
 from pgferry.server.runs_cache import AnswerCache
 
 
@@ -116,3 +116,10 @@ def test_the_short_way_reads_a_plain_query_as_the_route_does(
 )
 def test_the_short_way_leaves_to_the_route_what_it_must_judge(raw: bytes) -> None:
     assert _query(raw) is None
+
+
+def test_the_short_way_reads_production_healths_one_parameter() -> None:
+    assert _query(b"", PARAMS[HEALTH]) == {}
+    assert _query(b"env=prod", PARAMS[HEALTH]) == {"env": "prod"}
+    assert _query(b"env=prod&env=dev", PARAMS[HEALTH]) is None
+    assert _query(b"limit=5", PARAMS[HEALTH]) is None

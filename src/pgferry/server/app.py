@@ -185,9 +185,9 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
     )
     app.state.service = svc
     _handlers(app)
-    from pgferry.server.fastpath import RunsFastPath
+    from pgferry.server.fastpath import FastPath
 
-    app.add_middleware(RunsFastPath, service=svc)  # GET /api/runs of a known token
+    app.add_middleware(FastPath, service=svc)  # the hot reads of a known token
     from pgferry.server import dashboard, routes_read, routes_runs
 
     app.include_router(routes_read.router)
