@@ -335,9 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--runs", type=int, default=200)
-    ap.add_argument(
-        "--route", action="append", choices=ROUTES, help="only this route (repeatable)"
-    )
+    ap.add_argument("--route", action="append", choices=ROUTES, help="only this route (repeatable)")
     ap.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args(list(argv or []))
