@@ -11,7 +11,8 @@ dependency solving and middleware (most of what a kept answer cost):
 - ``/api/runs``: :func:`pgferry.server.routes_runs.listing_answer` (kept answers while
   no run changed);
 - ``/api/admin/production-health``: when the health and breaker caches are fresh
-  (:meth:`pgferry.server.state.Service.cached_health`), the route's answer from them.
+  (:meth:`pgferry.server.state.Service.cached_health`), the route's answer from them,
+  made once per report and breaker state (a report is known by the time it was made).
 
 Anything else goes on to the app untouched and the route answers it: a token seen for
 the first time (its check and ``last_used_at``), a refusal (401/403/429, journaled), a
@@ -77,7 +78,15 @@ async def _health(svc: Service, role: str, q: Query) -> bytes | None:  # noqa: A
     cached = svc.cached_health(name)
     if cached is None:
         return None  # a health run to make (in a thread): the route's
-    return bytes(ok(production_health(svc, name, cached)).body)
+    # the answer is made of the report and the breaker alone: made once per report
+    rep, brk = cached
+    made_of = (rep.checked_at, tuple(sorted(brk.items())))
+    kept = svc.health_answers.get(name)
+    if kept is not None and kept[0] == made_of:
+        return kept[1]
+    body = bytes(ok(production_health(svc, name, cached)).body)
+    svc.health_answers[name] = (made_of, body)
+    return body
 
 
 HANDLERS: dict[str, Callable[[Service, str, Query], Awaitable[bytes | None]]] = {

@@ -39,6 +39,10 @@ class Service:
     runs_version: VersionReader
     runs_answers: AnswerCache
     worker: Worker | None = None
+    #: the answer of production-health made from one cached report and breaker state,
+    #: per environment (the report's time and the breaker say whether it still holds)
+    health_answers: dict[str, tuple[Any, bytes]] = field(default_factory=dict)
+    _intervals: dict[str, float] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -75,7 +79,11 @@ class Service:
         b = states.get(env) if states is not None else None
         if b is None or b.state != "closed":
             return None
-        rep = health_service.cached(self.cfg, env, now=datetime.now(UTC))
+        interval = self._intervals.get(env)
+        if interval is None:  # the config does not change while the service runs
+            interval = self.cfg.health.thresholds(env).seconds("cache_interval")
+            self._intervals[env] = interval
+        rep = health_service.cached(self.cfg, env, now=datetime.now(UTC), interval_s=interval)
         return (rep, b.to_dict()) if rep is not None else None
 
     def health(self, env: str) -> tuple[HealthReport | None, dict[str, Any]]:
