@@ -119,6 +119,18 @@ def _handlers(app: FastAPI) -> None:
         )
 
 
+def _freeze_startup() -> None:
+    """Move what start-up made (FastAPI's and pydantic's models, routes, the modules) out of
+    the collector's reach: the oldest generation's collections walked all of it, pauses
+    that were the slowest answers under load (``GET /api/runs`` in a 10 s bench run: p95
+    34 and 65 ms without, 4 and 6 ms with; cycles made while serving are still
+    collected)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 #: how long stopping waits for the worker and the pools when the control database is gone
 GONE_WAIT_S = 1.0
 #: the loggers that repeat, while stopping, what the one line said (reconnect attempts)
@@ -171,6 +183,7 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
             from pgferry.jobs.queue import Worker
 
             svc.worker = await anyio.to_thread.run_sync(lambda: Worker(cfg, ctl).start())
+        _freeze_startup()
         try:
             yield
         finally:
