@@ -10,8 +10,8 @@ answered for ``--seconds`` (default 30). It prints p50/p95/p99 latency per route
 requests per second and errors (non-2xx answers and socket errors); the goal is
 p95 < 50 ms and zero errors. A floor row comes first: a bare uvicorn + Starlette app
 answering ``{}``, measured by the same generator with the same settings, i.e. what this
-machine can do at all. ``--write-doc`` replaces the "## Service" section of
-docs/benchmarks.md with the table.
+machine can do at all. ``--route`` measures only the routes named (after the floor).
+``--write-doc`` replaces the "## Service" section of docs/benchmarks.md with the table.
 
 The load generator is wrk (C, ``apt-get install wrk``; ``.ci/run`` installs it) when it
 is on PATH, else a lean asyncio client (raw streams, one connection per client) in this
@@ -289,7 +289,7 @@ def measure(args: argparse.Namespace, tmp: Path, generator: str) -> list[Result]
             cfg.parent,
             url + "/api/health",
         ):
-            for route in ROUTES:
+            for route in args.route or ROUTES:
                 results.append(ask(url + route, auth, f"`GET {route}`"))
     finally:
         embedded.stop(tmp / "pg")
@@ -335,9 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--route", action="append", choices=ROUTES, help="only this route (repeatable)")
     ap.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
     ap.add_argument("--write-doc", action="store_true")
     args = ap.parse_args(list(argv or []))
+    if args.write_doc and args.route:
+        ap.error("--write-doc measures every route: leave out --route")
     generator = args.generator
     if generator == "auto":
         generator = "wrk" if shutil.which("wrk") else "python"

@@ -1,9 +1,13 @@
 """The admin service under faults, with real processes: the server killed (SIGKILL) in the
-middle of a sync and started again (the run resumes to its end, nothing lost or doubled),
-and a flood of wrong tokens from one address (429)."""
+middle of a sync and started again (the run resumes to its end, nothing lost or doubled);
+in the middle of an approved release's saga (it resumes without a new approval and
+repeats no finished step); in the middle of a release's compensation (the compensation
+cut short carries on, no finished step or compensation runs again); and a flood of wrong
+tokens from one address (429)."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -181,11 +185,12 @@ def test_cancel_a_running_sync_stops_it_at_its_next_event(tmp_path: Path, make_d
 def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
     tmp_path: Path, make_db: Any
 ) -> None:
+    # prod protected: approved once, the resumed run is not asked again although V2, which
+    # its plan showed, is applied by then (its own progress is no change of plan)
     p = _project(tmp_path, make_db)
-    p.config.write_text(p.config.read_text().replace("protected = true\n", ""))
     seed(p.dsns["dev"], 200)
     p.write("V2__tags.sql", "CREATE TABLE tags (id bigint PRIMARY KEY);\n")
-    tok = tokens(p, olga="operator")
+    tok = tokens(p, olga="operator", bob="approver")
     # another sync "holds" items (its advisory lock): the release's sync step waits on it
     hold = psycopg.connect(p.dsns["prod"], autocommit=True)
     hold.execute("SELECT pg_advisory_lock(x'70677379'::int, hashtext('public.items'))")
@@ -195,8 +200,9 @@ def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
         r = c.post(
             "/api/releases", json={"env": "prod", "source": "dev", "tables": ["public.items"]}
         )
-        assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+        assert r.status_code == 202 and r.json()["state"] == "awaiting_approval", r.text
         rid = r.json()["id"]
+        assert srv.client(tok["bob"]).post(f"/api/runs/{rid}/approve").status_code == 200
         deadline = time.monotonic() + 60
         while not any(
             e.get("step") == "sync" and e.get("state") == "running" for e in _events(p, rid)
@@ -225,3 +231,174 @@ def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
         assert conn.execute(
             "SELECT count(*) FROM flyway_schema_history WHERE version = '2' AND success"
         ).fetchone() == (1,)
+
+
+#: the undo of V2 waits on this advisory lock while the test holds it
+UNDO_GATE = 4242
+
+
+def _control(p: Any, query: str, args: list[Any]) -> list[tuple[Any, ...]]:
+    with psycopg.connect(p.dsns["control"], autocommit=True) as c:
+        return c.execute(query, args).fetchall()
+
+
+def _waiting_on(p: Any, lock: int) -> bool:
+    """A session of prod waits on the advisory lock ``lock``."""
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND objid = %s",
+            [lock],
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def test_server_killed_mid_compensation_resumes_it_without_repeating_one(
+    tmp_path: Path, make_db: Any
+) -> None:
+    # a release into protected prod whose verify fails after its sync wrote (a trigger in
+    # prod adds a row of its own to every load): the compensation reverts the sync, then
+    # undoes V2, whose U file waits on an advisory lock the test holds; the server is killed
+    # there and started again
+    p = _project(tmp_path, make_db, '\n[migrate]\nlock_timeout = "60s"\n')
+    seed(p.dsns["dev"], 200)
+    p.write(
+        "V2__short.sql",
+        "ALTER TABLE items ADD CONSTRAINT v_short CHECK (length(v) < 100) NOT VALID;\n",
+    )
+    p.write(
+        "U2__short.sql",
+        f"SELECT pg_advisory_xact_lock({UNDO_GATE});\nALTER TABLE items DROP CONSTRAINT v_short;\n",
+    )
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION one_more() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF pg_trigger_depth() < 2 THEN"
+            " INSERT INTO items VALUES (-1, 'not from dev') ON CONFLICT DO NOTHING; END IF;"
+            " RETURN NULL; END $$;"
+            " CREATE TRIGGER one_more AFTER INSERT ON items FOR EACH STATEMENT"
+            " EXECUTE FUNCTION one_more()"
+        )
+    tok = tokens(p, olga="operator", bob="approver")
+    gate = psycopg.connect(p.dsns["prod"], autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(%s)", [UNDO_GATE])
+    srv = Server(p).start()
+    try:
+        olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
+        r = olga.post("/api/releases", json={"source": "dev", "tables": ["public.items"]})
+        assert r.status_code == 202 and r.json()["state"] == "awaiting_approval", r.text
+        rid = r.json()["id"]
+        assert bob.post(f"/api/runs/{rid}/approve").status_code == 200
+        deadline = time.monotonic() + 120
+        while not _waiting_on(p, UNDO_GATE):  # the compensation's undo of V2, at the gate
+            run = bob.get(f"/api/runs/{rid}").json()["run"]
+            assert run["state"] in ("queued", "running"), (run, _events(p, rid))
+            assert time.monotonic() < deadline, _events(p, rid)
+            time.sleep(0.1)
+        srv.kill()
+    finally:
+        srv.stop()
+    steps = dict(
+        _control(
+            p,
+            "SELECT name, state || coalesce(' ' || (compensation ->> 'action'), '')"
+            " FROM pgferry_control.saga_steps WHERE run_id = %s",
+            [rid],
+        )
+    )
+    assert steps == {
+        "backup": "done",
+        "migrate": "done",
+        "sync": "compensated sync revert",
+        "verify": "failed",
+        "health": "pending",
+    }, steps
+    # the killed server's session still waits on the gate: end it, as an operator would,
+    # then open the gate
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid() AND pid <> %s",
+            [gate.info.backend_pid],
+        )
+    gate.close()
+    again = Server(p, port=srv.port).start()
+    try:
+        run = wait_run(again.client(tok["olga"]), rid, timeout=120)
+    finally:
+        again.stop()
+    assert run["state"] == "failed" and run["attempts"] == 2, run
+    assert run["error"].startswith("verify"), run
+    got = {
+        s["step"]: (s["state"], (s["compensation"] or {}).get("action"))
+        for s in run["result"]["steps"]
+    }
+    assert got == {
+        "backup": ("compensated", "none"),
+        "migrate": ("compensated", "migrate undo"),
+        "sync": ("compensated", "sync revert"),
+        "verify": ("failed", None),
+        "health": ("pending", None),
+    }, got
+    said = [e.get("message", "") for e in _events(p, rid)]
+    assert any(e.get("step") == "resume" for e in _events(p, rid))
+    # the second attempt: no step again, no compensation again but the one cut short
+    second = said[said.index("release started (attempt 2)") :]
+    assert [m for m in second if m.endswith(("started", "compensating", "done"))] == [
+        "migrate: compensating"
+    ], second
+    assert "migrate: compensation migrate undo" in second
+    assert "backup: compensation none" in second
+    assert not [m for m in second if m.startswith("sync:")], second
+    assert len(list((p.root / "backups" / "prod").iterdir())) == 1
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        journal = conn.execute(
+            "SELECT command, outcome FROM pgferry.journal ORDER BY id"
+        ).fetchall()
+        # as before the release: the revert took out what the sync's transaction wrote
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_constraint WHERE conname = 'v_short'"
+        ).fetchone() == (0,)
+        assert conn.execute(
+            "SELECT count(*) FROM flyway_schema_history WHERE version = '2' AND type = 'DELETE'"
+        ).fetchone() == (1,)
+    journal = journal[journal.index(("backup create", "ok")) :]  # the release's rows
+    done = [c for c, o in journal if o == "ok"]
+    for command in ("backup create", "migrate up", "sync", "sync revert", "migrate undo"):
+        assert done.count(command) == 1, (command, journal)
+    assert [o for c, o in journal if c == "verify"] == ["problem"], journal
+
+
+def test_serve_stops_at_once_when_the_control_database_is_gone(
+    tmp_path: Path, make_db: Any, pg_admin_dsn: str
+) -> None:
+    # nothing can record its end any more: SIGTERM stops serve within seconds (it waited
+    # out the worker's and each pool's timeouts, ten seconds and more), with one line
+    from psycopg import sql
+
+    p = _project(tmp_path, make_db)
+    srv = Server(p).start()
+    name = psycopg.conninfo.conninfo_to_dict(p.dsns["control"])["dbname"]
+    assert isinstance(name, str) and srv.proc is not None
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    assert srv.client().get("/api/health").status_code == 503
+    before = len(srv.log())
+    t0 = time.monotonic()
+    srv.proc.send_signal(signal.SIGTERM)
+    try:
+        srv.proc.wait(30)
+    finally:
+        srv.stop()
+    took = time.monotonic() - t0
+    said = [
+        line
+        for line in srv.log()[before:].splitlines()
+        # the pool's own reconnect attempts, until it is closed
+        if line.strip() and not line.startswith("error connecting in 'pool-")
+    ]
+    assert took < 5, (took, said)
+    assert len(said) == 1, said
+    assert said[0].startswith("pgferry serve: stopping without the control database (")
+    assert f'database "{name}" does not exist' in said[0]

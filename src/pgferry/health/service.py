@@ -53,14 +53,17 @@ def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Heal
     return report
 
 
-def cached(cfg: Config, env: str, *, now: datetime) -> HealthReport | None:
+def cached(
+    cfg: Config, env: str, *, now: datetime, interval_s: float | None = None
+) -> HealthReport | None:
     """The cached report of ``env`` (``cached: true``) while it is fresh at ``now``, else
-    None; never touches a database (an event loop may call it)."""
-    th = cfg.health.thresholds(env)  # also: ConfigError for an unknown env
+    None; never touches a database (an event loop may call it). ``interval_s``: the
+    environment's ``cache_interval`` when the caller knows it (reading the thresholds
+    is most of a call's cost)."""
+    if interval_s is None:
+        interval_s = cfg.health.thresholds(env).seconds("cache_interval")
     with _lock:
         hit = _cache.get((str(cfg.path), env))
-    if hit is not None and 0 <= (now - hit.checked_at).total_seconds() < th.seconds(
-        "cache_interval"
-    ):
+    if hit is not None and 0 <= (now - hit.checked_at).total_seconds() < interval_s:
         return replace(hit, cached=True)
     return None

@@ -5,14 +5,16 @@ Contract: :func:`target` resolves ``[control]`` (``url``, else the database
 :class:`Control` holds a small connection pool on it and :meth:`Control.ensure`
 creates, idempotently and under an advisory lock, procrastinate's schema (the job
 queue, in ``public``) and pgferry's tables in schema ``pgferry_control``: tokens and
-sessions, runs with their events, saga steps and circuit breakers. Everything runs as
-the control database's own (non-superuser) role. The control journal (who was
-refused, tokens made and revoked) is pgferry's ordinary hash-chained journal
+sessions, runs with their events (and the runs' version, bumped by a trigger whenever a
+run row changes: :mod:`pgferry.jobs.runs_version`), saga steps and circuit breakers.
+Everything runs as the control database's own (non-superuser) role. The control journal
+(who was refused, tokens made and revoked) is pgferry's ordinary hash-chained journal
 (:mod:`pgferry.journal`) in this database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +31,9 @@ from pgferry.redaction import register_dsn
 
 #: the advisory lock under which the schema is created (two processes starting at once)
 SCHEMA_LOCK = 7_140_014
+#: seconds a caller waits for a pooled connection before the control database counts as
+#: not answering
+POOL_WAIT_S = 5.0
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS pgferry_control;
@@ -96,6 +101,30 @@ CREATE TABLE IF NOT EXISTS pgferry_control.saga_steps (
     finished_at timestamptz,
     PRIMARY KEY (run_id, idx)
 );
+-- the runs' version: one row, bumped in the transaction of every statement that changes
+-- runs (whichever process or session it is), so a reader that sees the same version as
+-- before knows no run changed since; epoch tells a re-created table from the old one
+CREATE TABLE IF NOT EXISTS pgferry_control.runs_version (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    epoch uuid NOT NULL DEFAULT gen_random_uuid(),
+    v bigint NOT NULL DEFAULT 0
+);
+INSERT INTO pgferry_control.runs_version DEFAULT VALUES ON CONFLICT DO NOTHING;
+CREATE OR REPLACE FUNCTION pgferry_control.runs_changed() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE pgferry_control.runs_version SET v = v + 1;
+    RETURN NULL;
+END $$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgname = 'runs_changed'
+                   AND tgrelid = 'pgferry_control.runs'::regclass) THEN
+        CREATE TRIGGER runs_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+            ON pgferry_control.runs FOR EACH STATEMENT
+            EXECUTE FUNCTION pgferry_control.runs_changed();
+    END IF;
+END $$;
 CREATE TABLE IF NOT EXISTS pgferry_control.breakers (
     env text PRIMARY KEY,
     failures int NOT NULL DEFAULT 0,
@@ -171,6 +200,9 @@ class Control:
                     self.dsn,
                     min_size=1,
                     max_size=self._max,
+                    # a request waits this long for a connection, then Unreachable (503);
+                    # not psycopg_pool's 30 s while the control database refuses
+                    timeout=POOL_WAIT_S,
                     open=True,
                     kwargs={
                         "autocommit": True,
@@ -189,13 +221,44 @@ class Control:
         except psycopg.OperationalError as e:
             from pgferry.errors import Unreachable
 
+            self._drop_broken()
             raise Unreachable(
                 f"the control database does not answer: "
                 f"{redact(str(e)).splitlines()[0] if str(e) else e}"
             ) from None
 
-    def close(self) -> None:
+    def unanswered(self, timeout_s: float = 2.0) -> str | None:
+        """Why the control database does not answer now (one sentence, no password), or
+        None when it does: one connection of its own, bounded by ``timeout_s``."""
+        try:
+            with psycopg.connect(
+                self.dsn,
+                autocommit=True,
+                connect_timeout=max(1, round(timeout_s)),
+                application_name="pgferry control probe",
+            ) as c:
+                c.execute("SELECT 1")
+        except psycopg.Error as e:
+            text = redact(str(e)).strip()
+            # libpq's first line says which socket or host; the reason is the last FATAL
+            fatal = [line for line in text.splitlines() if "FATAL:" in line]
+            why = (fatal[-1].split("FATAL:", 1)[1] if fatal else text.splitlines()[0]).strip()
+            return why or type(e).__name__
+        return None
+
+    def _drop_broken(self) -> None:
+        """After a connection failed: the pool's other idle connections are tested and the
+        broken ones replaced (a control database that restarted ended them all; else each
+        would fail one request before the pool noticed)."""
+        with self._lock:
+            pool = self._pool
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.check()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the pool, waiting up to ``timeout`` seconds for its background workers."""
         with self._lock:
             if self._pool is not None:
-                self._pool.close()
+                self._pool.close(timeout)
                 self._pool = None

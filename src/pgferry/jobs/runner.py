@@ -8,6 +8,8 @@ Contract: :func:`execute` takes a run id and carries the run to a final state:
    (:func:`pgferry.policy.decide`, rule ``approval``) against its plan as it is *now*:
    a plan that changed since the approval sends the run back to ``awaiting_approval``
    with the new plan (it does not start); a schedule's run is approved by the config;
+   a release resumed after its worker died is judged without its own progress (the
+   migrations its saga applied) and not at all while it compensates (it only undoes);
 3. the environment's circuit breaker is asked (:mod:`pgferry.jobs.breaker`), then the
    operation runs (:mod:`pgferry.jobs.operations`, a release: :mod:`pgferry.jobs.saga`)
    retrying transient failures (the database unreachable) with exponential backoff and
@@ -202,7 +204,12 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Re
     if not needs_approval(cfg, op, a) or op.plan is None:
         return False
     plan = op.plan(cfg, a)
-    now_hash = runs.digest(plan.get("hashed", plan))
+    hashed = plan.get("hashed", plan)
+    if run.kind == "release" and run.approved_by and run.attempts > 0:
+        hashed = _release_resumed(ctl, run, hashed)
+        if hashed is None:
+            return False
+    now_hash = runs.digest(hashed)
     approval = policy.Approval(run.approved_by, run.plan_hash or "") if run.approved_by else None
     req = policy.WriteRequest(
         op.command,
@@ -230,6 +237,25 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Re
     if (err := d.error()) is not None:
         raise err
     return False
+
+
+def _release_resumed(
+    ctl: Control, run: runs.ServiceRun, hashed: dict[str, Any]
+) -> dict[str, Any] | None:
+    """What a release resumed after its worker died is judged by: its own progress is no
+    change of plan. None when it is compensating (it only undoes what the approval
+    covered); with its migrate step done, the migrations it applied stand for the part of
+    the plan they were (planned now, they are gone from it; a file added since is not
+    applied by this run: the step is not repeated)."""
+    from pgferry.jobs import saga
+
+    done = saga.states(ctl, run.id)
+    if "failed" in done.values():
+        return None
+    approved = (run.plan or {}).get("hashed") or {}
+    if done.get("migrate") == "done" and "migrate" in approved:
+        return {**hashed, "migrate": approved["migrate"]}
+    return hashed
 
 
 def execute(

@@ -57,6 +57,15 @@ def _steps(ctl: Control, run_id: str) -> dict[str, dict[str, Any]]:
     return {r["name"]: dict(r) for r in rows}
 
 
+def states(ctl: Control, run_id: str) -> dict[str, str]:
+    """Each step's state as the run's saga left it (nothing for a saga not begun)."""
+    with ctl.conn() as c:
+        rows = c.execute(
+            "SELECT name, state FROM pgferry_control.saga_steps WHERE run_id = %s", [run_id]
+        ).fetchall()
+    return {r["name"]: r["state"] for r in rows}
+
+
 def _set(
     ctl: Control,
     run_id: str,

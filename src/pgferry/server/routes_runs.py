@@ -15,20 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Depends, Header, Query, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from pgferry.errors import Unreachable
 from pgferry.jobs import runs
 from pgferry.jobs import service as jobs
+from pgferry.jobs.control import Control
 from pgferry.jobs.service import Caller, NotFound
 from pgferry.redaction import redact_tree
 from pgferry.server.auth import require
 from pgferry.server.routes_read import env_or_production, ok, service
+from pgferry.server.state import Service
 
 router = APIRouter()
 Viewer = Annotated[Caller, Depends(require("viewer"))]
@@ -186,22 +189,43 @@ async def run_create(
     return await _submit(request, body.kind, body.arguments, caller, key, wait)
 
 
+def _listing_body(
+    ctl: Control, state: str | None, env: str | None, kind: str | None, limit: int
+) -> bytes:
+    found = runs.listing(ctl, limit=limit, state=state, env=env, kind=kind, brief=True)
+    return bytes(ok({"ok": True, "runs": [r.summary() for r in found]}).body)
+
+
+async def listing_answer(
+    svc: Service, role: str, state: str | None, env: str | None, kind: str | None, limit: int
+) -> bytes:
+    """The body of ``GET /api/runs`` for a caller of ``role``: kept while no run changed
+    (:mod:`pgferry.server.runs_cache`), else made in a thread; Unreachable (503) when
+    the control database does not answer."""
+
+    def make() -> Awaitable[bytes]:
+        return anyio.to_thread.run_sync(_listing_body, svc.ctl, state, env, kind, limit)
+
+    try:
+        # read after this request came: any run changed before it is in the answer
+        version = await svc.runs_version.read()
+    except Unreachable:
+        return await make()  # answered (or refused) the way it was without kept answers
+    return await svc.runs_answers.answer((role, state, env, kind, limit), version, make)
+
+
 @router.get("/api/runs", tags=["runs"])
 async def run_list(
     request: Request,
-    caller: Viewer,  # noqa: ARG001
+    caller: Viewer,
     state: str | None = None,
     env: str | None = None,
     kind: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> JSONResponse:
+) -> Response:
     """The newest runs, newest first."""
-    ctl = service(request).ctl
-    # only the query goes to a thread: the answer is made on the event loop
-    found = await anyio.to_thread.run_sync(
-        lambda: runs.listing(ctl, limit=limit, state=state, env=env, kind=kind, brief=True)
-    )
-    return ok({"ok": True, "runs": [r.summary() for r in found]})
+    body = await listing_answer(service(request), caller.role, state, env, kind, limit)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/api/dead-letters", tags=["runs"])

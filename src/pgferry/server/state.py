@@ -5,7 +5,9 @@ Contract: one :class:`Service` per app (``app.state.service``), made by
 health report the ``/api/admin`` routes and ``/metrics`` share: the health
 capability's own cache (``[health] cache_interval``) behind a per-environment lock,
 so a burst of requests makes one health run per interval, not one each; an
-environment whose circuit breaker is open is not asked at all.
+environment whose circuit breaker is open is not asked at all. ``runs_answers`` keeps
+the answers of ``GET /api/runs`` while ``runs_version`` says no run changed
+(:mod:`pgferry.server.runs_cache`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from pgferry.jobs.control import Control
 if TYPE_CHECKING:
     from pgferry.health.status import HealthReport
     from pgferry.jobs.queue import Worker
+    from pgferry.jobs.runs_version import VersionReader
     from pgferry.server.guard import Limiter, TokenCache
+    from pgferry.server.runs_cache import AnswerCache
 
 
 @dataclass
@@ -31,7 +35,14 @@ class Service:
     ctl: Control
     limiter: Limiter
     tokens: TokenCache
+    #: fresh reads of the runs' version and the answers of GET /api/runs made at one
+    runs_version: VersionReader
+    runs_answers: AnswerCache
     worker: Worker | None = None
+    #: the answer of production-health made from one cached report and breaker state,
+    #: per environment (the report's time and the breaker say whether it still holds)
+    health_answers: dict[str, tuple[Any, bytes]] = field(default_factory=dict)
+    _intervals: dict[str, float] = field(default_factory=dict)
     _locks: dict[str, threading.Lock] = field(default_factory=dict)
     _guard: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,7 +79,11 @@ class Service:
         b = states.get(env) if states is not None else None
         if b is None or b.state != "closed":
             return None
-        rep = health_service.cached(self.cfg, env, now=datetime.now(UTC))
+        interval = self._intervals.get(env)
+        if interval is None:  # the config does not change while the service runs
+            interval = self.cfg.health.thresholds(env).seconds("cache_interval")
+            self._intervals[env] = interval
+        rep = health_service.cached(self.cfg, env, now=datetime.now(UTC), interval_s=interval)
         return (rep, b.to_dict()) if rep is not None else None
 
     def health(self, env: str) -> tuple[HealthReport | None, dict[str, Any]]:
