@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from html import escape
 
+# durations read as the health report writes them (45 s, 12 min, 5.5 h, 3.0 d)
+from pgferry.health.rules.verdict import dur as duration_text
+
 #: one colour per series, in order (readable on white, distinct for common colour blindness)
 PALETTE = ("#2f6fb3", "#e08a1e", "#3a9e5c", "#8b5fbf", "#c2474f", "#6b7785")
 STATE_COLOURS = {
@@ -82,17 +85,6 @@ def _num(v: float) -> str:
     if a >= 100 or v == int(v):
         return f"{v:.0f}"
     return f"{v:.2g}" if a < 1 else f"{v:.1f}"
-
-
-def duration_text(seconds: float) -> str:
-    """Seconds as the largest unit that reads well: 45 s, 12 min, 5.5 h, 3.0 d."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} d"
 
 
 def nice_max(v: float) -> float:
