@@ -5,8 +5,9 @@ What is asserted: a backup of production over the API (no approval: it writes no
 to the environment) with its events streamed; two runs on one environment never overlap
 (the procrastinate lock per environment); a blackout window refuses a write at once (403,
 journaled in the environment); the release saga approved once and run step by step, then
-a release whose sync fails and is compensated newest first (``migrate undo``); the
-professional migration's ``data`` (``migratedCount``, ``errors``, ``report``).
+a release whose sync fails and is compensated newest first (``sync revert`` of the rows
+it committed, ``migrate undo``); the professional migration's ``data``
+(``migratedCount``, ``errors``, ``report``).
 """
 
 from __future__ import annotations
@@ -171,10 +172,11 @@ def test_release_saga_then_a_failed_release_compensated_then_professional_migrat
         ("health", "done"),
     ]
     assert _prod(p, "SELECT count(*) FROM items") == [(300,)]
-    # 2. a release whose sync fails (V3's check refuses every new row): undone newest first
+    # 2. a release whose sync fails (V3's check refuses half the new rows: dead letters,
+    # the other half committed): undone newest first, the failed sync's own rows first
     p.write(
         "V3__short.sql",
-        "ALTER TABLE items ADD CONSTRAINT v_short CHECK (length(v) < 5) NOT VALID;\n",
+        "ALTER TABLE items ADD CONSTRAINT v_short CHECK (id <= 350) NOT VALID;\n",
     )
     p.write("U3__short.sql", "ALTER TABLE items DROP CONSTRAINT v_short;\n")
     seed(p.dsns["dev"], 400)
@@ -186,6 +188,8 @@ def test_release_saga_then_a_failed_release_compensated_then_professional_migrat
     assert failed["state"] == "failed" and failed["error"].startswith("sync"), failed
     steps = {s["step"]: s for s in failed["result"]["steps"]}
     assert steps["sync"]["state"] == "failed"
+    assert steps["sync"]["result"]["totals"]["inserted"] == 50
+    assert steps["sync"]["compensation"]["action"] == "sync revert"
     assert steps["migrate"]["state"] == "compensated"
     assert steps["migrate"]["compensation"]["action"] == "migrate undo"
     assert steps["backup"]["compensation"]["action"] == "none"

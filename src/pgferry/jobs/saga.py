@@ -8,7 +8,9 @@ steps in order, each a :mod:`pgferry.commands` call, and keeps each step's state
 ``pgferry_control.saga_steps``: a step that ended is never run again when the run
 resumes after its worker died; a step that was running is run again (each is safe to
 repeat: ``migrate up`` applies what is left, ``sync`` upserts, a backup is one more).
-When a step fails, the steps before it are compensated newest first, each once:
+When a step fails, the steps before it are compensated newest first, each once, after
+the failed step itself where it wrote (a sync that ended with dead letters or a failed
+table keeps what its other units committed: it is reverted first; it stays ``failed``):
 
 - ``sync``: ``sync revert`` of that sync from its before-images;
 - ``migrate``: ``migrate undo`` back to the version before, when every applied file
@@ -266,15 +268,29 @@ def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) 
     )
 
 
+def _wrote(st: dict[str, Any]) -> bool:
+    """Did a failed step leave writes behind? A sync that ended with dead letters or a
+    failed table did: the units that committed before it stay written."""
+    t = (st["result"] or {}).get("totals") or {}
+    return bool((st["result"] or {}).get("run_id")) and any(
+        t.get(k) for k in ("inserted", "updated", "deleted")
+    )
+
+
 def _compensate(
     cfg: Config, ctl: Control, run: runs.ServiceRun, a: ReleaseArgs, rec: Any, failed: str
 ) -> None:
     steps = _steps(ctl, run.id)
     backup_id = (steps["backup"]["result"] or {}).get("backup")
-    for name in reversed(STEPS[: STEPS.index(failed)]):
+    for name in reversed(STEPS[: STEPS.index(failed) + 1]):
         st = steps[name]
-        if st["state"] != "done" or st["compensation"] is not None:
-            continue  # not done, or compensated before the worker died
+        if st["compensation"] is not None:
+            continue  # compensated before the worker died
+        # the failed step itself is undone too where it wrote (it keeps its state
+        # "failed": a resumed run finds the failure by it)
+        state = "failed" if name == failed else "compensated"
+        if st["state"] != "done" and not (name == failed and _wrote(st)):
+            continue
         undo = UNDO.get(name)
         if undo is None:
             comp: dict[str, Any] = {"action": "none", "why": "changes nothing"}
@@ -288,8 +304,8 @@ def _compensate(
                     "error": redact(e.message),
                     "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes",
                 }
-        _set(ctl, run.id, name, "compensated", compensation=comp)
-        rec.say(f"{name}: compensation {comp['action']}", step=name, state="compensated")
+        _set(ctl, run.id, name, state, compensation=comp)
+        rec.say(f"{name}: compensation {comp['action']}", step=name, state=state)
         if comp["action"] in ("manual", "failed"):
             rec.say(
                 f"stopped: undo by hand from backup {backup_id}: {comp.get('restore')}",
