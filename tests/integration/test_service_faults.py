@@ -402,3 +402,55 @@ def test_serve_stops_at_once_when_the_control_database_is_gone(
     assert len(said) == 1, said
     assert said[0].startswith("pgferry serve: stopping without the control database (")
     assert f'database "{name}" does not exist' in said[0]
+
+
+def test_a_resumed_approved_migration_is_not_sent_back_for_the_files_it_applied(
+    tmp_path: Path, make_db: Any
+) -> None:
+    # an approved migrate_up of V2 and V3 on protected prod whose worker died after V2:
+    # run again, what is left (V3) is the end of the approved plan, so it goes on without
+    # a second approval; a file added since is a change of plan (awaiting_approval again)
+    from pgferry.config import load_config
+    from pgferry.jobs import runner, runs
+    from pgferry.jobs.control import Control
+    from pgferry.jobs.operations import KINDS
+
+    p = _project(tmp_path, make_db)
+    p.write("V2__tags.sql", "CREATE TABLE tags (id bigint PRIMARY KEY);\n")
+    p.write("V3__notes.sql", "CREATE TABLE notes (id bigint PRIMARY KEY);\n")
+    assert p.run("migrate", "up", "-e", "prod", "--yes", "--target", "1").code == 0
+    cfg = load_config(p.config)
+    ctl = Control(cfg).ensure()
+    try:
+        op, args = KINDS["migrate_up"], {"env": "prod"}
+
+        def approved_run() -> str:
+            plan = op.plan(cfg, op.args.model_validate(args))  # type: ignore[misc]
+            run, _ = runs.create(
+                ctl,
+                kind="migrate_up",
+                env="prod",
+                arguments=args,
+                requested_by="olga",
+                state="queued",
+                plan=plan,
+                plan_hash=runs.digest(plan["hashed"]),
+            )
+            # approved by bob; its first attempt applied V2, then the worker died
+            runs.update(ctl, run.id, approved_by="bob", approved_at="now()", attempts=1)
+            return run.id
+
+        rid = approved_run()
+        assert p.run("migrate", "up", "-e", "prod", "--yes", "--target", "2").code == 0
+        done = runner.execute(cfg, ctl, rid)
+        assert done is not None and done.state == "succeeded", done
+        with psycopg.connect(p.dsns["prod"]) as c:
+            assert c.execute("SELECT to_regclass('public.notes') IS NOT NULL").fetchone() == (True,)
+        # the same, but a V5 appeared after the approval: the plan changed
+        p.write("V4__a.sql", "CREATE TABLE a4 (id int);\n")
+        rid = approved_run()
+        p.write("V5__b.sql", "CREATE TABLE b5 (id int);\n")
+        again = runner.execute(cfg, ctl, rid)
+        assert again is not None and again.state == "awaiting_approval", again
+    finally:
+        ctl.close()

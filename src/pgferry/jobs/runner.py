@@ -9,7 +9,8 @@ Contract: :func:`execute` takes a run id and carries the run to a final state:
    a plan that changed since the approval sends the run back to ``awaiting_approval``
    with the new plan (it does not start); a schedule's run is approved by the config;
    a release resumed after its worker died is judged without its own progress (the
-   migrations its saga applied) and not at all while it compensates (it only undoes);
+   migrations its saga applied) and not at all while it compensates (it only undoes), a
+   migration run by whether what is left is the end of the approved plan;
 3. the environment's circuit breaker is asked (:mod:`pgferry.jobs.breaker`), then the
    operation runs (:mod:`pgferry.jobs.operations`, a release: :mod:`pgferry.jobs.saga`)
    retrying transient failures (the database unreachable) with exponential backoff and
@@ -209,6 +210,8 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Re
         hashed = _release_resumed(ctl, run, hashed)
         if hashed is None:
             return False
+    elif run.kind in ("migrate_up", "migrate_undo") and run.approved_by and run.attempts > 0:
+        hashed = _migrate_resumed(run, hashed)
     now_hash = runs.digest(hashed)
     approval = policy.Approval(run.approved_by, run.plan_hash or "") if run.approved_by else None
     req = policy.WriteRequest(
@@ -255,6 +258,19 @@ def _release_resumed(
     approved = (run.plan or {}).get("hashed") or {}
     if done.get("migrate") == "done" and "migrate" in approved:
         return {**hashed, "migrate": approved["migrate"]}
+    return hashed
+
+
+def _migrate_resumed(run: runs.ServiceRun, hashed: Any) -> Any:
+    """What a migration run resumed after its worker died is judged by: the files its first
+    attempt applied are gone from a plan made now; when what is left is the end of the
+    approved plan, exactly, the approval stands (a file added or changed since is a change
+    of plan)."""
+    approved = (run.plan or {}).get("hashed")
+    if not isinstance(approved, list) or not isinstance(hashed, list):
+        return hashed
+    if len(hashed) <= len(approved) and approved[len(approved) - len(hashed) :] == hashed:
+        return approved
     return hashed
 
 
