@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pgferry.health.rules.verdict import dur
 from pgferry.server.dashboard import charts
 
 NS = "{http://www.w3.org/2000/svg}"
@@ -94,7 +95,7 @@ def test_figures_read_as_people_read_them() -> None:
         20.0,
         100_000.0,
     ]
-    assert [charts.duration_text(s) for s in (45, 720, 5.5 * 3600, 3 * 86400)] == [
+    assert [dur(s) for s in (45, 720, 5.5 * 3600, 3 * 86400)] == [
         "45 s",
         "12 min",
         "5.5 h",

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from html import escape
 
 # durations read as the health report writes them (45 s, 12 min, 5.5 h, 3.0 d)
-from pgferry.health.rules.verdict import dur as duration_text
+from pgferry.health.rules.verdict import dur
 
 #: one colour per series, in order (readable on white, distinct for common colour blindness)
 PALETTE = ("#2f6fb3", "#e08a1e", "#3a9e5c", "#8b5fbf", "#c2474f", "#6b7785")
@@ -270,7 +270,7 @@ def limit_bars(
             )
         else:
             over = i.value > i.limit
-            tip = f"{i.label}: {unit} {duration_text(i.value)}, limit {duration_text(i.limit)}" + (
+            tip = f"{i.label}: {unit} {dur(i.value)}, limit {dur(i.limit)}" + (
                 " (over the limit)" if over else ""
             )
             out.append(
@@ -278,18 +278,18 @@ def limit_bars(
                 f'y="{y0 + 3}" width="{max(1.0, x(i.value) - left):.1f}" height="16" '
                 f'fill="{"#c2474f" if over else "#3a9e5c"}"><title>{_e(tip)}</title>'
                 f'</rect><text class="value" x="{x(i.value) + 6:.1f}" y="{y0 + 15}">'
-                f"{_e(duration_text(i.value))}</text>"
+                f"{_e(dur(i.value))}</text>"
             )
         for name, v in i.extra:
             out.append(
                 f'<circle class="extra" cx="{x(v):.1f}" cy="{y0 + 11}" r="4" '
-                f'fill="#2f6fb3"><title>{_e(f"{i.label}: {name} {duration_text(v)}")}'
+                f'fill="#2f6fb3"><title>{_e(f"{i.label}: {name} {dur(v)}")}'
                 "</title></circle>"
             )
         out.append(
             f'<line class="limit" x1="{x(i.limit):.1f}" x2="{x(i.limit):.1f}" '
             f'y1="{y0}" y2="{y0 + row - 4}" stroke="#c2474f" stroke-width="2" '
-            f'stroke-dasharray="4 2"><title>{_e(f"limit {duration_text(i.limit)}")}'
+            f'stroke-dasharray="4 2"><title>{_e(f"limit {dur(i.limit)}")}'
             "</title></line>"
         )
     return _svg(width, height, label, out, "limits")

@@ -20,6 +20,7 @@ from typing import Any
 from fastapi import Request
 
 from pgferry.errors import PgferryError
+from pgferry.health.rules.verdict import dur
 from pgferry.jobs import runs
 from pgferry.jobs.operations import KINDS
 from pgferry.jobs.service import Caller
@@ -346,7 +347,7 @@ def backups(svc: Service, who: Caller, request: Request) -> dict[str, Any]:  # n
     chart = charts.limit_bars(
         ages,
         label=f"Age of each environment's newest complete backup "
-        f"against [backup] max_age ({charts.duration_text(max_age)})",
+        f"against [backup] max_age ({dur(max_age)})",
     )
     here = listings.get(env, {"backups": [], "freshness": {}})
     expired = sum(1 for b in here["backups"] if "expired" in b.get("flags", []))
