@@ -16,6 +16,7 @@ data, the sequences the synced columns use move forward (:mod:`pgferry.sync.sequ
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
@@ -63,10 +64,7 @@ def _schedule(
                     # no new unit starts; running statements are cancelled, so their
                     # transactions roll back now instead of at the end of the unit
                     ctx.abort = "interrupted"
-                    for lk in running.values():
-                        for conn in (lk.tgt, lk.src):
-                            with contextlib.suppress(Exception):
-                                conn.cancel_safe(timeout=2)
+                    _cancel_until_done(running)
                     raise
                 for f in finished:
                     link = running.pop(f)
@@ -84,6 +82,24 @@ def _schedule(
             r = ctx.result.table(t.qualname)
             if r.status == "pending":
                 r.status, r.error = "failed", f"not started: {ctx.abort or 'run aborted'}"
+
+
+def _cancel_until_done(running: dict[Future[None], Link], patience: float = 60.0) -> None:
+    """Cancel the running units' statements until their units have ended.
+
+    A cancel request that reaches a backend between two statements cancels nothing, and
+    the unit goes on to its next statement: so it is sent again every second, until every
+    unit has ended (they roll back) or ``patience`` runs out.
+    """
+    deadline = time.monotonic() + patience
+    while running:
+        for lk in running.values():
+            for conn in (lk.tgt, lk.src):
+                with contextlib.suppress(Exception):
+                    conn.cancel_safe(timeout=2)
+        _, left = wait(running, timeout=1.0)
+        if not left or time.monotonic() > deadline:
+            return
 
 
 def units(tables: list[TablePlan]) -> list[list[TablePlan]]:
