@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,37 @@ INSERT INTO nokey SELECT g, 'n' || g FROM generate_series(1, 50) g;
 """
 
 TABLES = ("customers", "orders", "order_lines", "nokey")
+
+#: the sync's writer sessions (``application_name``)
+WRITER = "pgferry sync writer"
+
+
+def active_backend(c: psycopg.Connection[Any], pattern: str, app: str = "pgferry%") -> int | None:
+    """The pid of a session whose ``application_name`` is LIKE ``app``, active on a query
+    matching the regex ``pattern``; None when there is none."""
+    row = c.execute(
+        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE %s"
+        " AND state = 'active' AND query ~ %s",
+        [app, pattern],
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def wait_for_backend(dsn: str, proc: Any, pattern: str, app: str = "pgferry%") -> int:
+    """Wait (up to 60 s) until :func:`active_backend` finds one, while ``proc`` runs; its
+    pid. On timeout the error says what pgferry's sessions were doing."""
+    deadline = time.monotonic() + 60
+    with psycopg.connect(dsn, autocommit=True) as c:
+        while (pid := active_backend(c, pattern, app)) is None:
+            assert proc.poll() is None, proc.communicate()
+            if time.monotonic() > deadline:
+                seen = c.execute(
+                    "SELECT application_name, state, left(query, 120) FROM pg_stat_activity"
+                    " WHERE application_name LIKE 'pgferry%%'"
+                ).fetchall()
+                raise AssertionError(f"no {app} session ran {pattern!r} within 60 s: {seen}")
+            time.sleep(0.02)
+    return pid
 
 
 def rows(dsn: str, table: str) -> list[tuple[Any, ...]]:

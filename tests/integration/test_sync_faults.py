@@ -9,14 +9,21 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 from psycopg import sql as psql
 
 from tests.helpers import Project, Result, one, q, sql, statements_seen, write_project
-from tests.helpers.sync import DATA, SCHEMA, rows, same
+from tests.helpers.sync import (
+    DATA,
+    SCHEMA,
+    WRITER,
+    active_backend,
+    rows,
+    same,
+    wait_for_backend,
+)
 
 # a stray parent and child on the target: the tables are not empty (no fast path), and
 # the incremental sync must delete the child before the parent
@@ -127,6 +134,11 @@ def _terminate_writer_when(dsn: str, cond: Callable[[], bool], killed: list[int]
             time.sleep(0.01)
 
 
+def _writer_busy(dsn: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        return active_backend(c, r"INSERT INTO .*orders", WRITER) is not None
+
+
 def test_terminated_target_backend_is_retried(pair: Project, cli: Callable[..., Result]) -> None:
     sql(pair.dsns["prod"], SLOW)
     killed: list[int] = []
@@ -134,7 +146,7 @@ def test_terminated_target_backend_is_retried(pair: Project, cli: Callable[..., 
         target=_terminate_writer_when,
         args=(
             pair.dsns["prod"],
-            lambda: _writer_busy(pair.dsns["prod"], r"INSERT INTO .*orders"),
+            lambda: _writer_busy(pair.dsns["prod"]),
             killed,
         ),
     )
@@ -241,7 +253,7 @@ def test_target_down_then_exit_3_and_rerun_resumes(
         sql(p.dsns["dev"], SCHEMA + DATA)
         sql(target, SCHEMA + SLOW)
         proc = p.popen("sync", "dev", "prod", "--batch-size", "100", "--jobs", "1", "--json")
-        _wait_for_writer(target, proc, r"INSERT INTO .*orders")
+        wait_for_backend(target, proc, r"INSERT INTO .*orders", WRITER)
         embedded.stop(root)
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 3, err + out
@@ -264,40 +276,10 @@ def test_target_down_then_exit_3_and_rerun_resumes(
         subprocess.run(["true"], check=False)
 
 
-def _writer_busy(dsn: str, query_pattern: str) -> bool:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        return bool(
-            c.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
-                " AND state = 'active' AND query ~ %s",
-                [query_pattern],
-            ).fetchone()
-        )
-
-
-def _wait_for_writer(dsn: str, proc: Any, query_pattern: str) -> None:
-    """Wait (up to 60 s) until the sync's writer is active on a query matching the regex."""
-    deadline = time.monotonic() + 60
-    with psycopg.connect(dsn, autocommit=True) as c:
-        while not c.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'pgferry sync writer'"
-            " AND state = 'active' AND query ~ %s",
-            [query_pattern],
-        ).fetchone():
-            assert proc.poll() is None, proc.communicate()
-            if time.monotonic() > deadline:  # say what the sync's sessions were doing
-                seen = c.execute(
-                    "SELECT application_name, state, left(query, 120) FROM pg_stat_activity"
-                    " WHERE application_name LIKE 'pgferry%%'"
-                ).fetchall()
-                raise AssertionError(f"no writer ran {query_pattern!r} within 60 s: {seen}")
-            time.sleep(0.02)
-
-
 def test_sigterm_cancels_rolls_back_and_journals(pair: Project) -> None:
     sql(pair.dsns["prod"], SLOW.replace("0.002", "0.04"))  # a batch of 500 takes 20 s
     proc = pair.popen("sync", "dev", "prod", "--batch-size", "500", "--jobs", "1")
-    _wait_for_writer(pair.dsns["prod"], proc, r"^WITH up AS \(INSERT")
+    wait_for_backend(pair.dsns["prod"], proc, r"^WITH up AS \(INSERT", WRITER)
     ((pid,),) = q(
         pair.dsns["prod"],
         "SELECT pid FROM pg_stat_activity WHERE application_name ="
@@ -359,7 +341,7 @@ def test_lock_held_elsewhere_is_waited_out(
 def test_sigkill_in_full_mode_rolls_the_table_back_and_rerun_completes(pair: Project) -> None:
     sql(pair.dsns["prod"], SLOW)
     proc = pair.popen("sync", "dev", "prod", "--mode", "full", "--jobs", "1")
-    _wait_for_writer(pair.dsns["prod"], proc, "(INSERT|COPY).*orders")
+    wait_for_backend(pair.dsns["prod"], proc, "(INSERT|COPY).*orders", WRITER)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     # customers and orders are tied by a foreign key: one transaction, rolled back whole

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from tests.helpers import Project, Result, sql, write_project
-from tests.helpers.sync import rows
+from tests.helpers.sync import rows, wait_for_backend
 
 SCHEMA = """
 CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL);
@@ -255,23 +255,6 @@ def test_a_unique_index_the_loaded_rows_may_not_hold_stays(
         assert c.execute("SELECT count(*) FROM labels").fetchone() == (2,)
 
 
-def _wait_for(dsn: str, proc: Any, pattern: str) -> int:
-    """Wait (up to 60 s) until a pgferry backend runs a query matching ``pattern``; its pid."""
-    deadline = time.monotonic() + 60
-    with psycopg.connect(dsn, autocommit=True) as c:
-        while time.monotonic() < deadline:
-            row = c.execute(
-                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE "
-                "'pgferry%%' AND state = 'active' AND query ~ %s",
-                [pattern],
-            ).fetchone()
-            if row:
-                return int(row[0])
-            assert proc.poll() is None, proc.communicate()
-            time.sleep(0.02)
-    raise AssertionError(f"no pgferry backend ran {pattern!r}")
-
-
 def test_sigkill_between_drop_and_rebuild_leaves_the_definitions_and_the_rerun_rebuilds(
     proj: Project, pg_admin_dsn: str
 ) -> None:
@@ -286,7 +269,7 @@ def test_sigkill_between_drop_and_rebuild_leaves_the_definitions_and_the_rerun_r
     sql(proj.dsns["dev"], slow)
     want = definitions(proj.dsns["dev"])
     proc = proj.popen("sync", "dev", "stage", "--mode", "full", "--jobs", "1")
-    _wait_for(stage, proc, "CREATE INDEX items_slow_idx")
+    wait_for_backend(stage, proc, "CREATE INDEX items_slow_idx")
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     with psycopg.connect(pg_admin_dsn, autocommit=True) as c:  # the build dies with it
