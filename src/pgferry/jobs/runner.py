@@ -206,12 +206,13 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Re
         return False
     plan = op.plan(cfg, a)
     hashed = plan.get("hashed", plan)
-    if run.kind == "release" and run.approved_by and run.attempts > 0:
-        hashed = _release_resumed(ctl, run, hashed)
-        if hashed is None:
-            return False
-    elif run.kind in ("migrate_up", "migrate_undo") and run.approved_by and run.attempts > 0:
-        hashed = _migrate_resumed(run, hashed)
+    if run.approved_by and run.attempts > 0:  # approved, resumed after its worker died
+        if run.kind == "release":
+            hashed = _release_resumed(ctl, run, hashed)
+            if hashed is None:
+                return False
+        elif run.kind in ("migrate_up", "migrate_undo"):
+            hashed = _migrate_resumed(run, hashed)
     now_hash = runs.digest(hashed)
     approval = policy.Approval(run.approved_by, run.plan_hash or "") if run.approved_by else None
     req = policy.WriteRequest(
