@@ -37,7 +37,7 @@ from psycopg import sql
 from pgferry.config import Config
 from pgferry.pg import catalog
 from pgferry.pg.connect import Target, connect, map_db_error
-from pgferry.sync import aside, events, locks, masking, state, workers
+from pgferry.sync import aside, events, locks, masking, rebuild, state, workers
 from pgferry.sync.context import RunContext
 from pgferry.sync.copy import SourceSnapshot
 from pgferry.sync.plan import Mode, SyncPlan, build_plan
@@ -221,9 +221,9 @@ def _fill(result: SyncResult, plan: SyncPlan, opts: Options) -> None:
 
 
 def _recover(target: Target, plan: SyncPlan, jobs: int, result: SyncResult) -> None:
-    """Rebuild what an interrupted run left set aside (:func:`pgferry.sync.aside.recover`)."""
+    """Rebuild what an interrupted run left set aside (:func:`pgferry.sync.rebuild.recover`)."""
     try:
-        rebuilt, elsewhere = aside.recover(target.dsn, [t.qualname for t in plan.runnable], jobs)
+        rebuilt, elsewhere = rebuild.recover(target.dsn, [t.qualname for t in plan.runnable], jobs)
     except psycopg.Error as e:
         raise map_db_error(e, "rebuilding the indexes an interrupted sync set aside") from None
     if rebuilt:

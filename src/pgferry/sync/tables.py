@@ -65,7 +65,7 @@ class Link:
     #: tables that held rows when this unit began (emptied by its deletes, they still never
     #: have their indexes set aside: another session may be reading them)
     had_rows: set[str] = field(default_factory=set)
-    #: the rebuild of what the committed unit set aside (an :class:`aside.RebuildGuard`)
+    #: the rebuild of what the committed unit set aside (an :class:`rebuild.RebuildGuard`)
     guard: Any = None
 
 

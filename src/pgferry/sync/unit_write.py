@@ -33,7 +33,7 @@ from tenacity import (
 from pgferry.errors import LockUnavailable, PgferryError, Unreachable
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import Target, is_transient, map_db_error, redact
-from pgferry.sync import aside, compare, events, multiset, write
+from pgferry.sync import compare, events, multiset, rebuild, write
 from pgferry.sync.context import RunContext
 from pgferry.sync.links import heal
 from pgferry.sync.plan import TablePlan
@@ -221,7 +221,7 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link, current: list[
         write.triggers(tgt, t, enable=True)
     if link.aside:
         # queued before the commit: from the commit on, other writers wait for the rebuild
-        link.guard = aside.RebuildGuard(
+        link.guard = rebuild.RebuildGuard(
             ctx.target.dsn,
             [s.table for s in link.aside],
             [i for s in link.aside for i in s.items],

@@ -1,0 +1,199 @@
+"""Building back what :mod:`pgferry.sync.aside` set aside: after the unit, or after a crash.
+
+Contract: :class:`RebuildGuard` takes over after a unit that set indexes aside: a
+connection that queues ``LOCK TABLE ... IN SHARE MODE`` before the unit commits, so
+that from the commit on no other session writes to the table until its indexes are back
+(readers go on; index builds take the same SHARE lock). :meth:`RebuildGuard.rebuild`
+builds the indexes on ``jobs`` connections at once (each ``CREATE INDEX`` takes the
+SHARE lock too), then completes the constraints and partition attachments on the guard,
+deletes the records and commits. :func:`recover`: a run that died between the drop and
+the rebuild leaves the definitions in ``pgferry.set_aside``; the next sync of those
+tables rebuilds whatever is missing (steps already done are skipped) before it does
+anything else. Definitions run as the server wrote them (``pg_get_indexdef``), as
+``pg_restore`` runs a dump's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.pg.connect import connect
+from pgferry.sync.aside import RebuildStep, pending
+
+
+def _exists(conn: psycopg.Connection[Any], qualified: str) -> bool:
+    """Does the index (or constraint, for a step-2 constraint) ``schema.name`` exist?"""
+    schema, name = qualified.split(".", 1)
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s)",
+        [schema, name],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _attached(conn: psycopg.Connection[Any], parent: str, child: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhrelid = to_regclass(%s)"
+        " AND inhparent = to_regclass(%s))",
+        [
+            sql.Identifier(*child.split(".", 1)).as_string(conn),
+            sql.Identifier(*parent.split(".", 1)).as_string(conn),
+        ],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _constraint(conn: psycopg.Connection[Any], table: str, qualified: str) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s)"
+        " AND conname = %s)",
+        [sql.Identifier(*table.split(".", 1)).as_string(conn), qualified.split(".", 1)[1]],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _done(conn: psycopg.Connection[Any], i: RebuildStep) -> bool:
+    """Is step ``i`` done already (its index built, its constraint or attachment there)?"""
+    if i.step != 2:
+        return _exists(conn, i.name)
+    if i.definition.startswith("ALTER INDEX"):
+        return _attached(conn, i.needs, i.name)
+    return _constraint(conn, i.table, i.name)
+
+
+class RebuildGuard:
+    """The rebuild of one unit's set-aside tables (see the module docstring)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        tables: Sequence[str],
+        items: Sequence[RebuildStep],
+        jobs: int,
+        *,
+        queue_before: bool = True,
+    ) -> None:
+        from pgferry.sync import session
+
+        self.dsn, self.tables, self.items, self.jobs = dsn, list(tables), list(items), jobs
+        self.conn = connect(dsn, application_name="pgferry sync rebuild")
+        session.pin(self.conn)
+        self._locked = threading.Event()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if queue_before:
+            self._thread = threading.Thread(target=self._lock, daemon=True)
+            self._thread.start()
+            self._wait_queued()
+        else:
+            self._lock()
+
+    def _lock(self) -> None:
+        try:
+            names = sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in self.tables)
+            self.conn.execute(sql.SQL("LOCK TABLE {} IN SHARE MODE").format(names))
+        except BaseException as e:  # noqa: BLE001 - reported by rebuild()
+            self._error = e
+        finally:
+            self._locked.set()
+
+    def _wait_queued(self, timeout: float = 5.0) -> None:
+        """Return once the guard's lock request waits in the queue (or holds the lock)."""
+        pid = self.conn.info.backend_pid
+        deadline = time.monotonic() + timeout
+        with connect(self.dsn, autocommit=True, application_name="pgferry sync rebuild") as c:
+            while time.monotonic() < deadline and not self._locked.is_set():
+                row = c.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE pid = %s AND NOT granted)", [pid]
+                ).fetchone()
+                if row and row[0]:
+                    return
+                time.sleep(0.005)
+
+    def close(self) -> None:
+        with contextlib.suppress(psycopg.Error):
+            self.conn.cancel_safe(timeout=2)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        with contextlib.suppress(psycopg.Error):
+            self.conn.close()
+
+    def rebuild(self) -> list[str]:
+        """Build what is missing, complete constraints and attachments, forget the records.
+
+        Returns the names of the indexes built. Runs once the unit committed (or
+        rolled back: then nothing is missing, and only the records go).
+        """
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        c = self.conn
+        todo = [i for i in self.items if not _done(c, i)]
+        for i in (i for i in todo if i.step == 0):
+            c.execute(sql.SQL(i.definition))
+        builds = [i for i in todo if i.step == 1]
+        _build(self.dsn, builds, self.jobs, c)
+        for i in (i for i in todo if i.step == 2):
+            c.execute(sql.SQL(i.definition))
+        c.execute("DELETE FROM pgferry.set_aside WHERE table_name = ANY(%s)", [self.tables])
+        c.commit()
+        return [i.name.split(".", 1)[1] for i in builds]
+
+
+def _build(dsn: str, builds: list[RebuildStep], jobs: int, guard: psycopg.Connection[Any]) -> None:
+    """``CREATE INDEX`` each of ``builds``, ``jobs`` at a time (on the guard alone for one)."""
+    if not builds:
+        return
+    if jobs <= 1 or len(builds) == 1:
+        for i in builds:
+            guard.execute(sql.SQL(i.definition))
+        return
+    from pgferry.sync import session
+
+    lock = threading.Lock()
+    queue = list(builds)
+
+    def work() -> None:
+        with connect(dsn, autocommit=True, application_name="pgferry sync rebuild") as b:
+            # several builds share the cores: none of them starts parallel workers of its own
+            session.pin(b, extra={"max_parallel_maintenance_workers": "0"})
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    i = queue.pop(0)
+                b.execute(sql.SQL(i.definition))
+
+    with ThreadPoolExecutor(min(jobs, len(builds))) as pool:
+        for f in [pool.submit(work) for _ in range(min(jobs, len(builds)))]:
+            f.result()
+
+
+def recover(dsn: str, tables: Sequence[str], jobs: int) -> tuple[list[str], list[str]]:
+    """Rebuild what an interrupted run left set aside for ``tables``; (rebuilt, elsewhere).
+
+    ``elsewhere``: recorded tables this run does not sync (the caller warns).
+    """
+    with connect(dsn, autocommit=True, application_name="pgferry sync rebuild") as c:
+        recorded = pending(c)
+    mine = {t: items for t, items in recorded.items() if t in set(tables)}
+    rebuilt: list[str] = []
+    if mine:
+        g = RebuildGuard(
+            dsn, list(mine), [i for items in mine.values() for i in items], jobs, queue_before=False
+        )
+        try:
+            rebuilt = g.rebuild()
+        finally:
+            g.close()
+    return rebuilt, sorted(set(recorded) - set(mine))
