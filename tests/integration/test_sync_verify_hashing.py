@@ -1,9 +1,14 @@
 """Row hashes that a type's own hash function would get wrong: numeric signs, enum OIDs,
-bigints and timestamps whose halves fold alike."""
+bigints and timestamps whose halves fold alike (and the bigints a verify may hash as they
+are: every value, on both sides, where the fold changes nothing)."""
 
 from __future__ import annotations
 
 from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pgferry.sync.verify import diff_table
 from tests.helpers.sync import Spec
@@ -69,3 +74,89 @@ def test_bigint_and_timestamp_values_that_fold_alike(pair: Any) -> None:
     d = diff_table(src, tgt, Spec("f", ("id",), ["id", "n", "t"]))
     assert sorted(k.key[0] for k in d.first_keys) == [1, 2]
     assert (d.differing, d.matched) == (2, 1)
+
+
+def _int8_pair(pair: Any, values: list[tuple[int | None, int | None]], *, index: bool) -> Spec:
+    """Table ``w`` (bigint key, bigint ``n``) on both sides: row i holds ``values[i]``."""
+    for c in pair:
+        c.execute("DROP TABLE IF EXISTS w")
+        c.execute("CREATE TABLE w (id bigint PRIMARY KEY, n bigint)")
+        if index:
+            c.execute("CREATE INDEX w_n ON w (n)")
+    for c, side in zip(pair, (0, 1), strict=True):
+        c.cursor().executemany(
+            "INSERT INTO w VALUES (%s, %s)", [(i, v[side]) for i, v in enumerate(values)]
+        )
+    return Spec("w", ("id",), ["id", "n"])
+
+
+def test_small_bigints_are_hashed_as_they_are_and_differences_still_show(pair: Any) -> None:
+    # every value of id and n fits in 32 bits on both sides: the fold of
+    # hashint8extended changes nothing there, so a verify hashes them as they are
+    values = [(v, v) for v in (0, 1, -(2**31), 2**31 - 1, None, 42)]
+    spec = _int8_pair(pair, values, index=True)
+    d = diff_table(pair[0], pair[1], spec)
+    assert d.source_side is not None and d.source_side.plain_int8 == {"id", "n"}
+    assert d.identical and d.matched == len(values)
+    pair[1].execute("UPDATE w SET n = 43 WHERE id = 5")
+    pair[1].execute("UPDATE w SET n = 0 WHERE id = 4")  # NULL against 0
+    d = diff_table(pair[0], pair[1], spec)
+    assert sorted(k.key[0] for k in d.first_keys) == [4, 5]
+    # a sync's comparison keeps the exact hash: its conflicts base stores row hashes
+    d = diff_table(pair[0], pair[1], spec, expect_changes=True)
+    assert d.source_side is not None and d.source_side.plain_int8 == frozenset()
+    assert (d.differing, d.matched) == (2, len(values) - 2)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [(0, 2**32 + 1), (5, 5 - 2**32), (-1, 2**32 - 1), (2**31, -(2**31))],
+    ids=["high-half", "negative", "minus-one", "sign"],
+)
+def test_bigints_that_would_fold_alike_keep_the_exact_hash(pair: Any, a: int, b: int) -> None:
+    # two values the server's own bigint hash cannot tell apart, one on each side: the
+    # ranges read before the comparison rule the plain hash out for the column
+    src, _ = pair
+    ((alike,),) = src.execute(
+        "SELECT hash_record_extended(ROW(%s::int8), 0) = hash_record_extended(ROW(%s::int8), 0)",
+        [a, b],
+    ).fetchall()
+    assert alike  # the server's own hash cannot tell them apart
+    spec = _int8_pair(pair, [(1, 1), (a, b), (7, 7)], index=True)
+    d = diff_table(pair[0], pair[1], spec)
+    assert d.source_side is not None and "n" not in d.source_side.plain_int8
+    assert "id" in d.source_side.plain_int8
+    assert [k.key[0] for k in d.first_keys] == [1] and (d.differing, d.matched) == (1, 2)
+
+
+def test_a_bigint_no_index_leads_keeps_the_exact_hash(pair: Any) -> None:
+    spec = _int8_pair(pair, [(1, 1), (2, 3)], index=False)
+    d = diff_table(pair[0], pair[1], spec)
+    assert d.source_side is not None and d.source_side.plain_int8 == {"id"}
+    assert (d.differing, d.matched) == (1, 1)
+
+
+_EDGES = [0, 1, -1, 2**31 - 1, -(2**31), 2**31, 2**32 - 1, 2**32, 2**32 + 1, -(2**32) + 5, 5]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from(_EDGES), st.integers(-(2**63), 2**63 - 1)),
+            st.one_of(st.none(), st.sampled_from(_EDGES), st.integers(-(2**33), 2**33)),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_verify_reports_exactly_the_rows_whose_bigints_differ(
+    pair: Any, rows: list[tuple[int | None, int | None]]
+) -> None:
+    # the invariant: a verify says equal of a row exactly when its values are equal,
+    # whichever hash (plain or exact) the ranges of the values chose
+    spec = _int8_pair(pair, rows, index=True)
+    d = diff_table(pair[0], pair[1], spec)
+    assert sorted(k.key[0] for k in d.first_keys) == [i for i, (a, b) in enumerate(rows) if a != b]

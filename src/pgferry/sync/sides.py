@@ -207,6 +207,9 @@ class Side:
     #: the row hash this comparison uses (2, or 3 when either side runs PostgreSQL 13;
     #: set by :func:`agree`)
     hash_version: int = 2
+    #: bigint columns whose values all fold to distinct 32-bit halves, hashed as they are
+    #: in a comparison that keeps no hash (set by :func:`pgferry.sync.small_ints.plain_int8`)
+    plain_int8: frozenset[str] = frozenset()
 
     # -- expressions -------------------------------------------------------------------------
     def collate(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
