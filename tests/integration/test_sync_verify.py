@@ -336,7 +336,7 @@ def test_dense_differences_are_settled_by_signatures(
 
     calls: list[str] = []  # the whole-table reads, in order
     fetched: list[int] = []  # rows read back by key per call
-    real_rows = checksum.rows_in_subs
+    real_rows, real_stream = checksum.rows_in_subs, checksum.sub_rows_stream
 
     def spy(name: str, real: Any) -> Any:
         def wrapped(*args: Any, **kw: Any) -> Any:
@@ -350,9 +350,16 @@ def test_dense_differences_are_settled_by_signatures(
         fetched.append(len(got))
         return got
 
+    def spy_stream(*args: Any, **kw: Any) -> Any:
+        fetched.append(0)
+        for row in real_stream(*args, **kw):
+            fetched[-1] += 1
+            yield row
+
     for name in ("sums", "bucket_sums", "signatures", "signature_stream"):
         monkeypatch.setattr(checksum, name, spy(name, getattr(checksum, name)))
     monkeypatch.setattr(checksum, "rows_in_subs", spy_rows)
+    monkeypatch.setattr(checksum, "sub_rows_stream", spy_stream)
     both(pair, "CREATE TABLE d (id int PRIMARY KEY, v text)")
     both(pair, "INSERT INTO d SELECT g, 'v' || g FROM generate_series(1, 20000) g")
     # every 50th row changed, every 1000th missing: all chunks differ, sparsely
@@ -386,7 +393,7 @@ def test_dense_differences_are_settled_by_signatures(
         # then the signatures of all the differing chunks in one more scan a side
         assert calls == ["sums"] * 2 + ["bucket_sums"] * 2 + ["signatures"] * 2
     # only the rows of differing sub-buckets (2.5 to 5 rows each) were read back by key
-    # (3,970 here), not every row of the differing chunks (40,000), in one call a side
+    # (3,970 here), not every row of the differing chunks (40,000), in one stream a side
     assert len(fetched) == 2
     assert 400 * 2 + 20 <= sum(fetched) <= 40_000 // 8
 

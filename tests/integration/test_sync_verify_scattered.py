@@ -51,14 +51,20 @@ def test_scattered_differences_in_every_chunk(
     }
     assert all(want.values())
     fetched: list[int] = []
-    real = checksum.rows_in_subs
+    real, real_stream = checksum.rows_in_subs, checksum.sub_rows_stream
 
     def spy(*args: Any, **kw: Any) -> Any:
         got = real(*args, **kw)
         fetched.append(len(got))
         return got
 
+    def stream_spy(*args: Any, **kw: Any) -> Any:
+        for row in real_stream(*args, **kw):
+            fetched.append(1)
+            yield row
+
     monkeypatch.setattr(checksum, "rows_in_subs", spy)
+    monkeypatch.setattr(checksum, "sub_rows_stream", stream_spy)
     ranges: list[DiffRange] = []
     d = diff_table(
         src,
@@ -95,6 +101,7 @@ def test_a_piece_the_read_rows_do_not_explain_is_read_whole(
     lost: list[Any] = []
     whole: list[Any] = []
     real_rows, real_whole = checksum.rows_in_subs, checksum.row_hashes
+    real_stream = checksum.sub_rows_stream
 
     def lossy(conn: psycopg.Connection[Any], *args: Any, **kw: Any) -> Any:
         # one row of the target goes missing from what the server sent, as if it had
@@ -104,11 +111,19 @@ def test_a_piece_the_read_rows_do_not_explain_is_read_whole(
             lost.append(got.pop())
         return got
 
+    def lossy_stream(conn: psycopg.Connection[Any], *args: Any, **kw: Any) -> Any:
+        for row in real_stream(conn, *args, **kw):
+            if conn is tgt and not lost:
+                lost.append(row)
+                continue
+            yield row
+
     def spy(*args: Any, **kw: Any) -> Any:
         whole.append(kw.get("rng"))
         return real_whole(*args, **kw)
 
     monkeypatch.setattr(checksum, "rows_in_subs", lossy)
+    monkeypatch.setattr(checksum, "sub_rows_stream", lossy_stream)
     monkeypatch.setattr(checksum, "row_hashes", spy)
     d = diff_table(src, tgt, Spec("k", ("id",), ["id", "v"]), chunk_rows=500, key_limit=100)
     assert lost and len(whole) == 2  # the one piece, read whole on both sides

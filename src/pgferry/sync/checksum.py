@@ -53,6 +53,7 @@ __all__ = [
     "rows_in_subs",
     "sampled_boundaries",
     "side",
+    "sub_rows_stream",
     "signature_stream",
     "signatures",
     "sums",
@@ -313,6 +314,33 @@ def signature_stream(
                 yield b, Signature(int(n), int(x), _array("h", subs), _array("q", xors))
 
 
+def _sub_rows_query(
+    s: Side, rng: KeyRange, bounds: Sequence[Key], bits: int, wanted: bytes
+) -> tuple[sql.Composed, list[Any]]:
+    pred, params = s.predicate(rng)
+    bexpr, aparams = piece_of(s, bounds)
+    q = sql.SQL(
+        "SELECT {b}, {names}, {h} FROM {table} WHERE {pred} AND "
+        "get_bit(%s::bytea, ({b}::int8 << {bits}) | ({kh} & {mask})) = 1 ORDER BY {order}"
+    ).format(
+        b=bexpr,
+        names=s.key_names(),
+        h=s.row_hash(),
+        table=s.table,
+        pred=pred,
+        bits=sql.Literal(bits),
+        kh=s.key_hash(),
+        mask=sql.Literal((1 << bits) - 1),
+        order=sql.SQL(", ").join(s.key_exprs()),
+    )
+    return q, [*aparams, *params, wanted, *aparams]
+
+
+#: planner settings of a read of many pieces' rows: a (parallel) sequential scan, as reading
+#: the span costs less than walking its index (random heap reads, one process)
+_SCAN = {"enable_indexscan": "off", "enable_bitmapscan": "off", "parallel_tuple_cost": "0"}
+
+
 def rows_in_subs(
     conn: psycopg.Connection[Any],
     s: Side,
@@ -333,31 +361,37 @@ def rows_in_subs(
     sequential scan; the planner would otherwise walk the key index to return
     the few rows in key order, one process, random heap reads.
     """
-    pred, params = s.predicate(rng)
+    q, params = _sub_rows_query(s, rng, bounds, bits, wanted)
     nk = len(s.key)
-    bexpr, aparams = piece_of(s, bounds)
-    q = sql.SQL(
-        "SELECT {b}, {names}, {h} FROM {table} WHERE {pred} AND "
-        "get_bit(%s::bytea, ({b}::int8 << {bits}) | ({kh} & {mask})) = 1 ORDER BY {order}"
-    ).format(
-        b=bexpr,
-        names=s.key_names(),
-        h=s.row_hash(),
-        table=s.table,
-        pred=pred,
-        bits=sql.Literal(bits),
-        kh=s.key_hash(),
-        mask=sql.Literal((1 << bits) - 1),
-        order=sql.SQL(", ").join(s.key_exprs()),
-    )
-    planner = (
-        {"enable_indexscan": "off", "enable_bitmapscan": "off", "parallel_tuple_cost": "0"}
-        if scan
-        else {}
-    )
-    with settings(conn, **planner):
-        rows = conn.execute(q, [*aparams, *params, wanted, *aparams], binary=True).fetchall()
+    with settings(conn, **(_SCAN if scan else {})):
+        rows = conn.execute(q, params, binary=True).fetchall()
     return [(r[0], tuple(r[1 : 1 + nk]), r[1 + nk]) for r in rows]
+
+
+def sub_rows_stream(
+    conn: psycopg.Connection[Any],
+    s: Side,
+    rng: KeyRange,
+    bounds: Sequence[Key],
+    bits: int,
+    wanted: bytes,
+    *,
+    name: str,
+    fetch: int = 10_000,
+) -> Generator[tuple[int, Key, int], None, None]:
+    """:func:`rows_in_subs` of a large span (``scan``), read through server-side cursor
+    ``name`` ``fetch`` rows at a time: one scan of the span however many rows it returns,
+    and only ``fetch`` of them in memory at once. The first ``next()`` waits for the scan
+    and the sort of the wanted rows. Runs in the connection's open transaction; its
+    planner settings hold until the iterator is exhausted or closed.
+    """
+    q, params = _sub_rows_query(s, rng, bounds, bits, wanted)
+    nk = len(s.key)
+    with settings(conn, **_SCAN), conn.cursor(name, binary=True) as cur:
+        cur.execute(q, params)
+        while rows := cur.fetchmany(fetch):
+            for r in rows:
+                yield r[0], tuple(r[1 : 1 + nk]), r[1 + nk]
 
 
 def _array(typecode: str, data: bytes | None) -> array[int]:

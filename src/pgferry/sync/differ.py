@@ -27,8 +27,9 @@ Everything runs in the callers' transactions; nothing is written.
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -85,6 +86,10 @@ class Wants:
     filled: dict[int, int]
 
 
+#: rows of one side fetched at once from a stream of changed rows (~100 bytes each in memory)
+STREAM_FETCH = 10_000
+
+
 class Counters(Protocol):
     table: str
     matched: int
@@ -93,11 +98,6 @@ class Counters(Protocol):
     only_in_target: int
     first_keys: list[KeyDiff]
     ranges_differing: int
-
-
-#: rows (of both sides) whose keys are read back at once (~100 bytes each in memory): bounds
-#: memory when a range differs everywhere; each group is one more scan of its span
-GROUP_ROWS = 250_000
 
 
 def accounts_for(srows: Rows, trows: Rows, a: Sums, b: Sums) -> bool:
@@ -182,24 +182,24 @@ class Differ:
                     for j in small
                 },
             )
-        # the keys of changed rows are read group by group (a bounded number of rows at a
-        # time), each group when the walk below reaches its first piece
-        found: dict[int, list[KeyDiff]] = {}
-        smalls = {j: i for i, j in enumerate(small)}
-        for j, (rng, a, b) in enumerate(zip(pieces, ss, ts, strict=True)):
-            if a == b:
-                self.out.matched += a.rows
-            elif not (a.rows and b.rows):
-                self._one_sided(rng, a.rows, b.rows)
-            elif j in smalls:
-                if j not in found:
-                    assert wants is not None
-                    found = self._changed_rows(bounds, pieces, ss, ts, small[smalls[j] :], wants)
-                diffs = found.pop(j)
-                self.out.matched += a.rows - sum(1 for d in diffs if d.kind != "only_in_target")
-                self._record(rng, a.rows, b.rows, diffs)
-            else:
-                self._split(rng, a.rows, b.rows)
+        # the keys of changed rows are read as the walk below reaches their pieces: streamed
+        # in key order (one scan a side), or piece by piece when few pieces differ
+        reader = _SubRows(self, bounds, pieces, small, wants) if small and wants else None
+        try:
+            for j, (rng, a, b) in enumerate(zip(pieces, ss, ts, strict=True)):
+                if a == b:
+                    self.out.matched += a.rows
+                elif not (a.rows and b.rows):
+                    self._one_sided(rng, a.rows, b.rows)
+                elif reader is not None and j in reader.small:
+                    diffs = self._changed_rows(pieces[j], a, b, reader.take(j))
+                    self.out.matched += a.rows - sum(1 for d in diffs if d.kind != "only_in_target")
+                    self._record(rng, a.rows, b.rows, diffs)
+                else:
+                    self._split(rng, a.rows, b.rows)
+        finally:
+            if reader is not None:
+                reader.close()
 
     def _signatures(
         self,
@@ -225,77 +225,18 @@ class Differ:
         return Sigs(bits, *got)
 
     def _changed_rows(
-        self,
-        bounds: Sequence[Key],
-        pieces: Sequence[KeyRange],
-        ss: Sequence[Sums],
-        ts: Sequence[Sums],
-        todo: list[int],
-        wants: Wants,
-    ) -> dict[int, list[KeyDiff]]:
-        """The differing keys of the first pieces of ``todo`` (see the module docstring).
+        self, rng: KeyRange, a: Sums, b: Sums, rows: tuple[Rows, Rows] | None
+    ) -> list[KeyDiff]:
+        """The differing keys of one piece, from its rows in the differing sub-buckets.
 
-        Takes pieces until about :data:`GROUP_ROWS` rows are to be read, so
-        memory stays bounded however much differs; returns ``{piece: diffs}``.
+        ``rows`` None (no sub-bucket differs), or rows that do not account for the whole
+        difference of the sums (rows changed between two reads, a hash collision): the
+        piece is read whole and compared row by row.
         """
-        group: list[int] = []
-        reading = 0
-        for j in todo:
-            if reading >= GROUP_ROWS:
-                break
-            group.append(j)
-            subs, filled = wants.subs.get(j, []), max(1, wants.filled.get(j, 0))
-            for n in (ss[j].rows, ts[j].rows):
-                reading += len(subs) * n // max(1, min(filled, n))
-        rows = self._fetch_rows(bounds, pieces, group, wants)
-        out: dict[int, list[KeyDiff]] = {}
-        for j, (srows, trows) in rows.items():
-            if not (wants.subs.get(j) and accounts_for(srows, trows, ss[j], ts[j])):
-                srows, trows = self.both(partial(ck.row_hashes, rng=pieces[j]))
-            out[j] = classify(srows, dict(trows)).diffs
-        return out
-
-    def _fetch_rows(
-        self, bounds: Sequence[Key], pieces: Sequence[KeyRange], group: list[int], wants: Wants
-    ) -> dict[int, tuple[Rows, Rows]]:
-        """Both sides' ``(key, row hash)`` of the differing sub-buckets of ``group``'s pieces."""
-        first, span = group[0], group[-1] - group[0] + 1
-        rows: dict[int, tuple[Rows, Rows]] = {j: ([], []) for j in group}
-        fetch = {j: wants.subs[j] for j in group if wants.subs.get(j)}
-        if len(fetch) <= 2 or len(fetch) * 4 < span:
-            # few pieces: read only their ranges
-            for j, subs in fetch.items():
-                got = self.both(
-                    partial(
-                        ck.rows_in_subs,
-                        rng=pieces[j],
-                        bounds=(),
-                        bits=wants.bits,
-                        wanted=sub_bitset({0: subs}, wants.bits, 1),
-                    )
-                )
-                for part, side in zip(rows[j], got, strict=True):
-                    part += [(k, h) for _, k, h in side]
-        elif fetch:
-            # many: one pass over the group's span, the server says which piece each row is
-            # in; a (parallel) sequential scan, as reading the span costs less than walking
-            # its index
-            got = self.both(
-                partial(
-                    ck.rows_in_subs,
-                    rng=KeyRange(pieces[first].lo, pieces[group[-1]].hi),
-                    bounds=bounds[first : group[-1]],
-                    bits=wants.bits,
-                    wanted=sub_bitset(
-                        {j - first: subs for j, subs in fetch.items()}, wants.bits, span
-                    ),
-                    scan=True,
-                )
-            )
-            for i, side in enumerate(got):
-                for piece, k, h in side:
-                    rows[first + piece][i].append((k, h))
-        return rows
+        if rows is None or not accounts_for(*rows, a, b):
+            rows = self.both(partial(ck.row_hashes, rng=rng))
+        srows, trows = rows
+        return classify(srows, dict(trows)).diffs
 
     def _split(self, rng: KeyRange, ns: int, nt: int) -> None:
         conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)
@@ -337,3 +278,85 @@ class Differ:
         self.out.ranges_differing += 1
         if self.on_range is not None:
             self.on_range(r)
+
+
+class _SubRows:
+    """Both sides' rows in the differing sub-buckets of the pieces ``small``, by piece.
+
+    Few pieces (at most two, or under a quarter of the pieces they span): each piece's
+    range is read when asked for (its index walked). Otherwise one stream a side over
+    the span of them all (:func:`pgferry.sync.checksum.sub_rows_stream`: one scan a side,
+    however many rows differ; memory bounded by its fetch size), both sides' first reads
+    at once; pieces must then be asked for in ascending order.
+    """
+
+    _names = itertools.count()
+
+    def __init__(
+        self,
+        d: Differ,
+        bounds: Sequence[Key],
+        pieces: Sequence[KeyRange],
+        small: list[int],
+        wants: Wants,
+    ) -> None:
+        self.differ, self.pieces, self.wants = d, pieces, wants
+        self.small = frozenset(small)
+        self.fetch = {j: wants.subs[j] for j in small if wants.subs.get(j)}
+        self.first = min(self.fetch, default=0)
+        span = max(self.fetch, default=0) - self.first + 1
+        self.streams: list[Generator[tuple[int, Key, int], None, None]] = []
+        self.ahead: list[tuple[int, Key, int] | None] = []
+        if len(self.fetch) > 2 and len(self.fetch) * 4 >= span:
+            last = self.first + span - 1
+            wanted = sub_bitset(
+                {j - self.first: subs for j, subs in self.fetch.items()}, wants.bits, span
+            )
+            name = f"pgferry_subrows_{next(self._names)}"
+            rng = KeyRange(pieces[self.first].lo, pieces[last].hi)
+            self.streams = [
+                ck.sub_rows_stream(
+                    c,
+                    sd,
+                    rng,
+                    bounds[self.first : last],
+                    wants.bits,
+                    wanted,
+                    name=name,
+                    fetch=STREAM_FETCH,
+                )
+                for c, sd in ((d.src, d.s), (d.tgt, d.t))
+            ]
+            fut = d.pool.submit(next, self.streams[0], None)  # both servers scan at once
+            tgt = next(self.streams[1], None)
+            self.ahead = [fut.result(), tgt]
+
+    def take(self, j: int) -> tuple[Rows, Rows] | None:
+        """Both sides' rows of piece ``j`` (None: no sub-bucket of it differs)."""
+        subs = self.fetch.get(j)
+        if not subs:
+            return None
+        if not self.streams:
+            got = self.differ.both(
+                partial(
+                    ck.rows_in_subs,
+                    rng=self.pieces[j],
+                    bounds=(),
+                    bits=self.wants.bits,
+                    wanted=sub_bitset({0: subs}, self.wants.bits, 1),
+                )
+            )
+            return [(k, h) for _, k, h in got[0]], [(k, h) for _, k, h in got[1]]
+        out: tuple[Rows, Rows] = ([], [])
+        for i, stream in enumerate(self.streams):
+            row = self.ahead[i]
+            while row is not None and self.first + row[0] <= j:
+                if self.first + row[0] == j:
+                    out[i].append((row[1], row[2]))
+                row = next(stream, None)
+            self.ahead[i] = row
+        return out
+
+    def close(self) -> None:
+        for stream in self.streams:
+            stream.close()
