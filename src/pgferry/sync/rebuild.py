@@ -5,12 +5,18 @@ connection that queues ``LOCK TABLE ... IN SHARE MODE`` before the unit commits,
 that from the commit on no other session writes to the table until its indexes are back
 (readers go on; index builds take the same SHARE lock). :meth:`RebuildGuard.rebuild`
 builds the indexes on ``jobs`` connections at once (each ``CREATE INDEX`` takes the
-SHARE lock too), then completes the constraints and partition attachments on the guard,
-deletes the records and commits. :func:`recover`: a run that died between the drop and
-the rebuild leaves the definitions in ``pgferry.set_aside``; the next sync of those
-tables rebuilds whatever is missing (steps already done are skipped) before it does
-anything else. Definitions run as the server wrote them (``pg_get_indexdef``), as
-``pg_restore`` runs a dump's.
+SHARE lock too), the costliest first (:attr:`~pgferry.sync.aside.RebuildStep.cost`),
+then completes the constraints and partition attachments on the guard, deletes the
+records and commits. The costliest build is the one the others finish before: it may
+start ``jobs - 1`` parallel workers (``max_parallel_maintenance_workers``), which get
+the cores the smaller builds leave; every other build runs without (see :func:`_build`).
+With ``memory`` (``[sync] maintenance_work_mem``) every build runs with that
+``maintenance_work_mem``; by default with the server's.
+
+:func:`recover`: a run that died between the drop and the rebuild leaves the
+definitions in ``pgferry.set_aside``; the next sync of those tables rebuilds whatever
+is missing (steps already done are skipped) before it does anything else. Definitions
+run as the server wrote them (``pg_get_indexdef``), as ``pg_restore`` runs a dump's.
 """
 
 from __future__ import annotations
@@ -81,10 +87,12 @@ class RebuildGuard:
         jobs: int,
         *,
         queue_before: bool = True,
+        memory: str | None = None,
     ) -> None:
         from pgferry.sync import session
 
         self.dsn, self.tables, self.items, self.jobs = dsn, list(tables), list(items), jobs
+        self.memory = memory
         self.conn = connect(dsn, application_name="pgferry sync rebuild")
         session.pin(self.conn)
         self._locked = threading.Event()
@@ -142,7 +150,7 @@ class RebuildGuard:
         for i in (i for i in todo if i.step == 0):
             c.execute(sql.SQL(i.definition))
         builds = [i for i in todo if i.step == 1]
-        _build(self.dsn, builds, self.jobs, c)
+        _build(self.dsn, builds, self.jobs, c, self.memory)
         for i in (i for i in todo if i.step == 2):
             c.execute(sql.SQL(i.definition))
         c.execute("DELETE FROM pgferry.set_aside WHERE table_name = ANY(%s)", [self.tables])
@@ -150,36 +158,71 @@ class RebuildGuard:
         return [i.name.split(".", 1)[1] for i in builds]
 
 
-def _build(dsn: str, builds: list[RebuildStep], jobs: int, guard: psycopg.Connection[Any]) -> None:
-    """``CREATE INDEX`` each of ``builds``, ``jobs`` at a time (on the guard alone for one)."""
+def _settings(workers: int, memory: str | None) -> dict[str, str]:
+    """A build session's settings: its parallel workers, and the configured memory."""
+    out = {"max_parallel_maintenance_workers": str(workers)}
+    if memory is not None:
+        out["maintenance_work_mem"] = memory
+    return out
+
+
+def _build(
+    dsn: str,
+    builds: list[RebuildStep],
+    jobs: int,
+    guard: psycopg.Connection[Any],
+    memory: str | None = None,
+) -> None:
+    """``CREATE INDEX`` each of ``builds``, costliest first, ``jobs`` at a time.
+
+    One build, or ``jobs`` 1: on the guard, one after the other, with the server's
+    parallel workers (as ``pg_restore`` builds). Else on ``jobs`` connections: the
+    costliest build takes ``jobs - 1`` workers, as it is the one left running once the
+    smaller ones are done (a GIN build of 500k jsonb rows: 4.8 s alone without workers,
+    3.0 s with); the others take none, since they share the cores with it.
+    """
     if not builds:
-        return
-    if jobs <= 1 or len(builds) == 1:
-        for i in builds:
-            guard.execute(sql.SQL(i.definition))
         return
     from pgferry.sync import session
 
+    queue = sorted(builds, key=lambda i: -i.cost)
+    if jobs <= 1 or len(queue) == 1:
+        if memory is not None:
+            guard.execute("SELECT set_config('maintenance_work_mem', %s, false)", [memory])
+        for i in queue:
+            guard.execute(sql.SQL(i.definition))
+        return
+
     lock = threading.Lock()
-    queue = list(builds)
+    first = queue[0]
 
     def work() -> None:
         with connect(dsn, autocommit=True, application_name="pgferry sync rebuild") as b:
-            # several builds share the cores: none of them starts parallel workers of its own
-            session.pin(b, extra={"max_parallel_maintenance_workers": "0"})
+            session.pin(b, extra=_settings(0, memory))
+            workers = 0
             while True:
                 with lock:
                     if not queue:
                         return
                     i = queue.pop(0)
+                want = jobs - 1 if i is first else 0
+                if want != workers:
+                    b.execute(
+                        "SELECT set_config('max_parallel_maintenance_workers', %s, false)",
+                        [str(want)],
+                    )
+                    workers = want
                 b.execute(sql.SQL(i.definition))
 
-    with ThreadPoolExecutor(min(jobs, len(builds))) as pool:
-        for f in [pool.submit(work) for _ in range(min(jobs, len(builds)))]:
+    n = min(jobs, len(queue))
+    with ThreadPoolExecutor(n) as pool:
+        for f in [pool.submit(work) for _ in range(n)]:
             f.result()
 
 
-def recover(dsn: str, tables: Sequence[str], jobs: int) -> tuple[list[str], list[str]]:
+def recover(
+    dsn: str, tables: Sequence[str], jobs: int, memory: str | None = None
+) -> tuple[list[str], list[str]]:
     """Rebuild what an interrupted run left set aside for ``tables``; (rebuilt, elsewhere).
 
     ``elsewhere``: recorded tables this run does not sync (the caller warns).
@@ -190,7 +233,12 @@ def recover(dsn: str, tables: Sequence[str], jobs: int) -> tuple[list[str], list
     rebuilt: list[str] = []
     if mine:
         g = RebuildGuard(
-            dsn, list(mine), [i for items in mine.values() for i in items], jobs, queue_before=False
+            dsn,
+            list(mine),
+            [i for items in mine.values() for i in items],
+            jobs,
+            queue_before=False,
+            memory=memory,
         )
         try:
             rebuilt = g.rebuild()

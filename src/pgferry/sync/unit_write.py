@@ -226,6 +226,7 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link, current: list[
             [s.table for s in link.aside],
             [i for s in link.aside for i in s.items],
             ctx.jobs,
+            memory=ctx.cfg.sync.rebuild_memory,
         )
     current.clear()
     ctx.event(events.Committing([t.qualname for t in unit]))
