@@ -8,8 +8,9 @@ builds the indexes on ``jobs`` connections at once (each ``CREATE INDEX`` takes 
 SHARE lock too), the costliest first (:attr:`~pgferry.sync.aside.RebuildStep.cost`),
 then completes the constraints and partition attachments on the guard, deletes the
 records and commits. The costliest build is the one the others finish before: it may
-start ``jobs - 1`` parallel workers (``max_parallel_maintenance_workers``), which get
-the cores the smaller builds leave; every other build runs without (see :func:`_build`).
+start ``jobs - 1`` parallel workers (``max_parallel_maintenance_workers``; fewer while
+other units of the run still wait to start), which get the cores the smaller builds
+leave; every other build runs without (see :func:`_build`).
 With ``memory`` (``[sync] maintenance_work_mem``) every build runs with that
 ``maintenance_work_mem``; by default with the server's.
 
@@ -135,11 +136,13 @@ class RebuildGuard:
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
 
-    def rebuild(self) -> list[str]:
+    def rebuild(self, workers: int | None = None) -> list[str]:
         """Build what is missing, complete constraints and attachments, forget the records.
 
         Returns the names of the indexes built. Runs once the unit committed (or
-        rolled back: then nothing is missing, and only the records go).
+        rolled back: then nothing is missing, and only the records go). ``workers``: the
+        costliest build's parallel workers when several build at once (default ``jobs``
+        - 1: the run's other workers are idle).
         """
         if self._thread is not None:
             self._thread.join()
@@ -150,7 +153,8 @@ class RebuildGuard:
         for i in (i for i in todo if i.step == 0):
             c.execute(sql.SQL(i.definition))
         builds = [i for i in todo if i.step == 1]
-        _build(self.dsn, builds, self.jobs, c, self.memory)
+        most = self.jobs - 1 if workers is None else workers
+        _build(self.dsn, builds, self.jobs, c, self.memory, most)
         for i in (i for i in todo if i.step == 2):
             c.execute(sql.SQL(i.definition))
         c.execute("DELETE FROM pgferry.set_aside WHERE table_name = ANY(%s)", [self.tables])
@@ -172,14 +176,16 @@ def _build(
     jobs: int,
     guard: psycopg.Connection[Any],
     memory: str | None = None,
+    workers: int = 0,
 ) -> None:
     """``CREATE INDEX`` each of ``builds``, costliest first, ``jobs`` at a time.
 
     One build, or ``jobs`` 1: on the guard, one after the other, with the server's
     parallel workers (as ``pg_restore`` builds). Else on ``jobs`` connections: the
-    costliest build takes ``jobs - 1`` workers, as it is the one left running once the
-    smaller ones are done (a GIN build of 500k jsonb rows: 4.8 s alone without workers,
-    3.0 s with); the others take none, since they share the cores with it.
+    costliest build takes ``workers`` (``jobs`` - 1 unless other units still load), as it
+    is the one left running once the smaller ones are done (a GIN build of 500k jsonb
+    rows: 4.8 s alone without workers, 3.0 s with); the others take none, since they
+    share the cores with it.
     """
     if not builds:
         return
@@ -199,19 +205,19 @@ def _build(
     def work() -> None:
         with connect(dsn, autocommit=True, application_name="pgferry sync rebuild") as b:
             session.pin(b, extra=_settings(0, memory))
-            workers = 0
+            now = 0
             while True:
                 with lock:
                     if not queue:
                         return
                     i = queue.pop(0)
-                want = jobs - 1 if i is first else 0
-                if want != workers:
+                want = workers if i is first else 0
+                if want != now:
                     b.execute(
                         "SELECT set_config('max_parallel_maintenance_workers', %s, false)",
                         [str(want)],
                     )
-                    workers = want
+                    now = want
                 b.execute(sql.SQL(i.definition))
 
     n = min(jobs, len(queue))
