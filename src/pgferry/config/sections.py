@@ -129,9 +129,9 @@ class SyncConfig(_Model):
     #: conflicts are found; false: no conflict detection, and no storage for it
     track_conflicts: bool = True
     #: maintenance_work_mem of the sessions that build set-aside indexes back, in
-    #: PostgreSQL's units ("256MB", binary: 1MB = 1024kB); default: the server's. Each of
-    #: the --jobs builds may use this much; more helps a btree build of many rows a
-    #: little and can slow a GIN build down (docs/configuration.md)
+    #: PostgreSQL's units ("256MB", binary: 1MB = 1024kB); default: up to 256MB for a
+    #: btree build, the server's for others (pgferry.sync.rebuild._memory). Each of the
+    #: --jobs builds may use this much (docs/configuration.md)
     maintenance_work_mem: str | None = None
 
     @field_validator("maintenance_work_mem")
@@ -143,7 +143,7 @@ class SyncConfig(_Model):
 
     @property
     def rebuild_memory(self) -> str | None:
-        """``maintenance_work_mem`` in kB as PostgreSQL reads it, or None (the server's)."""
+        """``maintenance_work_mem`` in kB as PostgreSQL reads it, or None (pgferry's default)."""
         if self.maintenance_work_mem is None:
             return None
         return f"{pg_kilobytes(self.maintenance_work_mem)}kB"

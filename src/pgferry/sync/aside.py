@@ -102,6 +102,8 @@ class RebuildStep:
     #: a build's estimated cost (:func:`_weight` x the source table's bytes), which orders
     #: the builds, biggest first; 0 when unknown (steps read back from the records)
     cost: int = field(default=0, compare=False)
+    #: a build's index access method ("btree", "gin", ...); "" when unknown
+    method: str = field(default="", compare=False)
 
 
 @dataclass
@@ -152,7 +154,7 @@ def plan(
             out.drops.append(
                 sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(q(t.schema, t.name), q(conname))
             )
-            out.items.append(RebuildStep(t.qualname, full, 1, idef, full, cost))
+            out.items.append(RebuildStep(t.qualname, full, 1, idef, full, cost, am))
             out.items.append(
                 RebuildStep(
                     t.qualname,
@@ -172,7 +174,7 @@ def plan(
             out.items.append(RebuildStep(t.qualname, full, 0, idef, full))
             for cschema, cname, cdef, _ in children:
                 child = f"{cschema}.{cname}"
-                out.items.append(RebuildStep(t.qualname, child, 1, cdef, child, cost))
+                out.items.append(RebuildStep(t.qualname, child, 1, cdef, child, cost, am))
                 out.items.append(
                     RebuildStep(
                         t.qualname,
@@ -186,7 +188,7 @@ def plan(
                 )
             continue
         out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
-        out.items.append(RebuildStep(t.qualname, full, 1, idef, full, cost))
+        out.items.append(RebuildStep(t.qualname, full, 1, idef, full, cost, am))
     return out if out.items else None
 
 
