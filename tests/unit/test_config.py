@@ -119,3 +119,18 @@ def test_backup_bad_values_name_the_line(tmp_path: Path) -> None:
     p = write(tmp_path, '[backup]\nmin_size = "lots"\n')
     with pytest.raises(ConfigError, match=r":2: backup.min_size: 'lots' is not a size"):
         load_config(p)
+
+
+def test_sync_maintenance_work_mem_in_postgresql_units(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, '[sync]\nmaintenance_work_mem = "96MB"\n'))
+    assert cfg.sync.rebuild_memory == "98304kB"
+    assert load_config(write(tmp_path, "[sync]\n")).sync.rebuild_memory is None
+    for bad, why in (
+        ("lots", "is not a memory size in PostgreSQL's units"),
+        ("512", "is not a memory size in PostgreSQL's units"),
+        ("512kB", "is not between 1MB and 2TB"),
+        ("3TB", "is not between 1MB and 2TB"),
+    ):
+        p = write(tmp_path, f'[sync]\njobs = 2\nmaintenance_work_mem = "{bad}"\n')
+        with pytest.raises(ConfigError, match=f":3: sync.maintenance_work_mem: '{bad}' {why}"):
+            load_config(p)

@@ -9,6 +9,7 @@ more than one section (a blackout naming an environment) is checked when the fil
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from typing import Literal
 
@@ -127,6 +128,39 @@ class SyncConfig(_Model):
     #: keep pgferry.sync_base (what each synced row was after the last sync), which is how
     #: conflicts are found; false: no conflict detection, and no storage for it
     track_conflicts: bool = True
+    #: maintenance_work_mem of the sessions that build set-aside indexes back, in
+    #: PostgreSQL's units ("256MB", binary: 1MB = 1024kB); default: up to 256MB for a
+    #: btree build, the server's for others (pgferry.sync.rebuild._memory). Each of the
+    #: --jobs builds may use this much (docs/configuration.md)
+    maintenance_work_mem: str | None = None
+
+    @field_validator("maintenance_work_mem")
+    @classmethod
+    def _check_memory(cls, v: str | None) -> str | None:
+        if v is not None:
+            pg_kilobytes(v)
+        return v
+
+    @property
+    def rebuild_memory(self) -> str | None:
+        """``maintenance_work_mem`` in kB as PostgreSQL reads it, or None (pgferry's default)."""
+        if self.maintenance_work_mem is None:
+            return None
+        return f"{pg_kilobytes(self.maintenance_work_mem)}kB"
+
+
+_PG_SIZE = re.compile(r"^\s*(\d+)\s*(kB|MB|GB|TB)\s*$")
+
+
+def pg_kilobytes(value: str) -> int:
+    """A memory setting in PostgreSQL's units (``64MB``), in kB, between 1MB and 2TB."""
+    m = _PG_SIZE.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a memory size in PostgreSQL's units (e.g. 256MB, 1GB)")
+    kb = int(m.group(1)) * {"kB": 1, "MB": 1 << 10, "GB": 1 << 20, "TB": 1 << 30}[m.group(2)]
+    if not 1024 <= kb <= 2**31 - 1:
+        raise ValueError(f"{value!r} is not between 1MB and 2TB (PostgreSQL's limits)")
+    return kb
 
 
 class BackupKeepConfig(_Model):

@@ -38,7 +38,7 @@ executes a dump's; every other name goes through :class:`psycopg.sql.Identifier`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -67,9 +67,16 @@ SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
              JOIN pg_index pi ON pi.indexrelid = pc.oid
              JOIN pg_class tc ON tc.oid = pi.indrelid
              WHERE h.inhparent = i.indexrelid ORDER BY pc.relname),
-       i.indexprs IS NOT NULL
+       i.indexprs IS NOT NULL,
+       -- what one build costs per row, roughly (:func:`_weight`): its access method, and
+       -- whether it sorts variable-length values or computes expressions
+       am.amname::text,
+       i.indexprs IS NOT NULL OR EXISTS (
+           SELECT 1 FROM unnest(i.indkey) k(n) JOIN pg_attribute a
+           ON a.attrelid = i.indrelid AND a.attnum = k.n WHERE a.attlen = -1)
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_am am ON am.oid = ic.relam
 LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
      AND con.contype IN ('p', 'u', 'x')
 WHERE i.indrelid = %s::regclass
@@ -92,6 +99,11 @@ class RebuildStep:
     step: int
     definition: str
     needs: str  # schema-qualified index that exists once this step is done
+    #: a build's estimated cost (:func:`_weight` x the source table's bytes), which orders
+    #: the builds, biggest first; 0 when unknown (steps read back from the records)
+    cost: int = field(default=0, compare=False)
+    #: a build's index access method ("btree", "gin", ...); "" when unknown
+    method: str = field(default="", compare=False)
 
 
 @dataclass
@@ -127,7 +139,10 @@ def plan(
         partitioned,
         children,
         expressions,
+        am,
+        varlena,
     ) in tgt.execute(_INDEXES, [ident]):
+        cost = _weight(am, varlena) * max(t.total_bytes, 1)
         if keep or (tuple(cols) == tuple(t.key) and contype != "p"):
             continue  # referenced or special, or the sync key's unique index (planned with)
         if unique and not _holds(t, source.get(name) == idef, cols, expressions):
@@ -139,7 +154,7 @@ def plan(
             out.drops.append(
                 sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(q(t.schema, t.name), q(conname))
             )
-            out.items.append(RebuildStep(t.qualname, full, 1, idef, full))
+            out.items.append(RebuildStep(t.qualname, full, 1, idef, full, cost, am))
             out.items.append(
                 RebuildStep(
                     t.qualname,
@@ -159,7 +174,7 @@ def plan(
             out.items.append(RebuildStep(t.qualname, full, 0, idef, full))
             for cschema, cname, cdef, _ in children:
                 child = f"{cschema}.{cname}"
-                out.items.append(RebuildStep(t.qualname, child, 1, cdef, child))
+                out.items.append(RebuildStep(t.qualname, child, 1, cdef, child, cost, am))
                 out.items.append(
                     RebuildStep(
                         t.qualname,
@@ -173,8 +188,21 @@ def plan(
                 )
             continue
         out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
-        out.items.append(RebuildStep(t.qualname, full, 1, idef, full))
+        out.items.append(RebuildStep(t.qualname, full, 1, idef, full, cost, am))
     return out if out.items else None
+
+
+def _weight(am: str, varlena: bool) -> int:
+    """How much one row costs a build of this kind, relatively (orders the builds only).
+
+    GIN, GiST and SP-GiST builds cost several times a btree's per row (a GIN build of
+    jsonb took 10x the btree of a timestamptz on the same rows); a btree that sorts
+    variable-length values (text, numeric) or computes expressions about 3x one of
+    fixed-width values.
+    """
+    if am in ("gin", "gist", "spgist"):
+        return 8
+    return 3 if varlena else 1
 
 
 def _holds(t: TablePlan, same_on_source: bool, cols: Sequence[str], expressions: bool) -> bool:

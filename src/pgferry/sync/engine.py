@@ -220,10 +220,14 @@ def _fill(result: SyncResult, plan: SyncPlan, opts: Options) -> None:
             r.status = "planned"
 
 
-def _recover(target: Target, plan: SyncPlan, jobs: int, result: SyncResult) -> None:
+def _recover(
+    target: Target, plan: SyncPlan, jobs: int, result: SyncResult, memory: str | None
+) -> None:
     """Rebuild what an interrupted run left set aside (:func:`pgferry.sync.rebuild.recover`)."""
     try:
-        rebuilt, elsewhere = rebuild.recover(target.dsn, [t.qualname for t in plan.runnable], jobs)
+        rebuilt, elsewhere = rebuild.recover(
+            target.dsn, [t.qualname for t in plan.runnable], jobs, memory
+        )
     except psycopg.Error as e:
         raise map_db_error(e, "rebuilding the indexes an interrupted sync set aside") from None
     if rebuilt:
@@ -357,7 +361,7 @@ def execute(run: Started) -> None:
                 cfg.sync.lock_wait.total_seconds(),
                 result.run_id,
             )
-            _recover(target, plan, ctx.jobs, result)
+            _recover(target, plan, ctx.jobs, result, ctx.cfg.sync.rebuild_memory)
         ctx.event(
             events.RunStarted(
                 source.name, target.name, opts.mode, [t.qualname for t in plan.tables]

@@ -226,6 +226,7 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link, current: list[
             [s.table for s in link.aside],
             [i for s in link.aside for i in s.items],
             ctx.jobs,
+            memory=ctx.cfg.sync.rebuild_memory,
         )
     current.clear()
     ctx.event(events.Committing([t.qualname for t in unit]))
@@ -247,8 +248,10 @@ def _rebuild(ctx: RunContext, link: Link, results: list[TableResult]) -> None:
     if guard is None:
         return
     by = {r.table: r for r in results}
+    # the costliest build's parallel workers: the run's idle workers, once no unit waits
+    workers = ctx.spare(ctx.jobs - 1)
     try:
-        built = guard.rebuild()
+        built = guard.rebuild(workers)
         for name in built:
             for table in guard.tables:
                 schema = table.split(".", 1)[0]
@@ -265,6 +268,7 @@ def _rebuild(ctx: RunContext, link: Link, results: list[TableResult]) -> None:
                 "pgferry.set_aside and the next sync of this table rebuilds them"
             )
     finally:
+        ctx.give_back(workers)
         guard.close()
 
 
