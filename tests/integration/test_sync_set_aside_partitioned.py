@@ -285,3 +285,42 @@ def test_readers_go_on_while_the_partitions_keys_build(proj: Project) -> None:
             proc.wait()
     assert proc.returncode == 0, err + out
     assert catalog(stage) == catalog(dev)
+
+
+KEYS = {
+    # storage parameters, which pg_get_constraintdef leaves out, and INCLUDE
+    "include": "CREATE TABLE t (id int, d date, v text, PRIMARY KEY (id, d) INCLUDE (v)"
+    " WITH (fillfactor = 70)) PARTITION BY RANGE (d);",
+    "nulls not distinct": "CREATE TABLE t (id int, d date, v text,"
+    " CONSTRAINT t_u UNIQUE NULLS NOT DISTINCT (v, d)) PARTITION BY RANGE (d);",
+    # a GiST key: USING INDEX takes only a b-tree, so it stays
+    "without overlaps": "CREATE EXTENSION IF NOT EXISTS btree_gist; CREATE TABLE t (id int,"
+    " d date, v daterange, PRIMARY KEY (id, d, v WITHOUT OVERLAPS)) PARTITION BY RANGE (d);",
+    "without overlaps, not partitioned": "CREATE EXTENSION IF NOT EXISTS btree_gist;"
+    " CREATE TABLE t (id int, d date, v daterange, PRIMARY KEY (id, v WITHOUT OVERLAPS));",
+}
+
+
+@pytest.mark.parametrize("key", list(KEYS))
+def test_keys_of_every_kind_come_back_as_they_were(
+    key: str, tmp_path: Any, make_db: Callable[..., str]
+) -> None:
+    p = write_project(tmp_path / "k", {"dev": make_db("kd"), "stage": make_db("ks")})
+    ddl = KEYS[key]
+    if "not partitioned" not in key:
+        ddl += "CREATE TABLE t_a PARTITION OF t FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
+    for dsn in p.dsns.values():
+        sql(dsn, ddl)
+    value = "'v' || g" if "overlaps" not in key else "daterange(date '2024-01-01' + g, NULL)"
+    sql(
+        p.dsns["dev"],
+        f"INSERT INTO t (id, d, v) SELECT g, date '2024-01-01' + g % 300, {value}"  # noqa: S608
+        " FROM generate_series(1, 500) g",
+    )
+    before = oids(p.dsns["stage"])
+    r = p.run("sync", "dev", "stage", "--mode", "full", "--json")
+    assert r.code == 0, r.err + r.out
+    changed = {n for n, o in oids(p.dsns["stage"]).items() if o != before[n]}
+    assert bool(changed) == ("overlaps" not in key)
+    assert catalog(p.dsns["stage"]) == catalog(p.dsns["dev"])
+    assert rows(p.dsns["dev"], "t") == rows(p.dsns["stage"], "t")

@@ -14,7 +14,8 @@ index once over loaded rows costs far less than maintaining it row by row.
   looks a row up by key; a run that finds it set aside plans with the source's and
   rebuilds it first, :func:`primary_keys_set_aside`) only when the source has the same
   one and the load writes the source's values of its columns as they are (synced, same
-  types, not masked), so its rows satisfy it; on a partitioned table whose partitions
+  types, not masked), so its rows satisfy it (a constraint: only on a b-tree, which
+  ``USING INDEX`` takes; ``WITHOUT OVERLAPS`` keys stay); on a partitioned table whose partitions
   are all leaves, indexes and (on the same terms) its primary key and unique
   constraints, each rebuilt per partition and attached, keys as ``pg_dump`` restores
   them (:func:`_partitioned_constraint`). Foreign keys, check and exclusion
@@ -80,7 +81,8 @@ SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
        i.indexprs IS NOT NULL OR EXISTS (
            SELECT 1 FROM unnest(i.indkey) k(n) JOIN pg_attribute a
            ON a.attrelid = i.indrelid AND a.attnum = k.n WHERE a.attlen = -1),
-       pg_get_constraintdef(con.oid)
+       -- a constraint's definition leaves out its index's storage parameters
+       pg_get_constraintdef(con.oid), coalesce(ic.reloptions, '{}')
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_am am ON am.oid = ic.relam
@@ -149,6 +151,7 @@ def plan(
         am,
         varlena,
         condef,
+        options,
     ) in tgt.execute(_INDEXES, [ident]):
         cost = _weight(am, varlena) * max(t.total_bytes, 1)
         if keep or (tuple(cols) == tuple(t.key) and contype != "p"):
@@ -158,11 +161,12 @@ def plan(
         if partitioned and (not children or any(c[3] != "true" for c in children)):
             continue  # a partition that is partitioned itself: left in place
         full = f"{t.schema}.{name}"
-        if conname is not None and (contype not in _ADD or deferrable):
-            continue
+        if conname is not None and (contype not in _ADD or deferrable or am != "btree"):
+            continue  # ADD CONSTRAINT ... USING INDEX takes a b-tree (not WITHOUT OVERLAPS)
         if conname is not None and partitioned:
+            added = _with_options(condef, options)
             _partitioned_constraint(
-                tgt, t, out, (name, conname, contype, condef), children, cost, am
+                tgt, t, out, (name, conname, contype, added), children, cost, am
             )
         elif conname is not None:
             out.drops.append(
@@ -216,11 +220,25 @@ def _weight(am: str, varlena: bool) -> int:
     return 3 if varlena else 1
 
 
+def _with_options(condef: str, options: Sequence[str]) -> sql.Composable:
+    """``pg_get_constraintdef`` text and its index's storage parameters (``WITH (...)``,
+    which it leaves out; a key's definition ends with its columns: nothing deferrable)."""
+    if not options:
+        return sql.SQL(condef)
+    pairs = [o.split("=", 1) for o in options]
+    return sql.SQL("{} WITH ({})").format(
+        sql.SQL(condef),
+        sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in pairs
+        ),
+    )
+
+
 def _partitioned_constraint(
     tgt: psycopg.Connection[Any],
     t: TablePlan,
     out: SetAside,
-    key: tuple[str, str, str, str],
+    key: tuple[str, str, str, sql.Composable],
     children: Sequence[Sequence[str]],
     cost: int,
     am: str,
@@ -250,7 +268,7 @@ def _partitioned_constraint(
             f"{t.schema}.{conname}",
             2,
             sql.SQL("ALTER TABLE ONLY {} ADD CONSTRAINT {} {}")
-            .format(q(t.schema, t.name), q(conname), sql.SQL(condef))
+            .format(q(t.schema, t.name), q(conname), condef)
             .as_string(tgt),
             full,
         )
