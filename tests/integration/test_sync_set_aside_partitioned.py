@@ -122,6 +122,25 @@ def same_after(dev: str, stage: str, statements: str) -> None:
     assert catalog(stage) == catalog(dev)
 
 
+def kill(proc: Any, admin: str) -> None:
+    """SIGKILL pgferry, and end its sessions (a build or a lock wait outlives its client)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with psycopg.connect(admin, autocommit=True) as c:
+        c.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+            "application_name LIKE 'pgferry%'"
+        )
+        deadline = time.monotonic() + 30
+        while (
+            c.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pgferry%'"
+            ).fetchone()
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.05)
+
+
 def test_a_partitioned_key_and_unique_constraint_are_set_aside_and_come_back_as_they_were(
     proj: Project, cli: Callable[..., Result]
 ) -> None:
@@ -211,21 +230,7 @@ def test_sigkill_while_the_partitioned_key_is_missing_and_the_rerun_rebuilds_it(
     want = catalog(dev)
     proc = proj.popen("sync", "dev", "stage", "--mode", "full", "--jobs", "2")
     wait_for_backend(stage, proc, "CREATE INDEX part_b_slow")
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        c.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
-            "application_name LIKE 'pgferry%'"
-        )
-        deadline = time.monotonic() + 30
-        while (
-            c.execute(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'pgferry%'"
-            ).fetchone()
-            and time.monotonic() < deadline
-        ):
-            time.sleep(0.05)
+    kill(proc, pg_admin_dsn)
     assert rows(dev, "part") == rows(stage, "part")
     got = catalog(stage)
     # the parent's key is missing (the guard's transaction died), a partition's index
@@ -244,6 +249,41 @@ def test_sigkill_while_the_partitioned_key_is_missing_and_the_rerun_rebuilds_it(
     assert catalog(stage) == want
     assert recorded(stage) == []
     assert proj.run("verify", "dev", "stage").code == 0
+
+
+def test_sigkill_during_the_load_leaves_records_the_rerun_finds_done(
+    proj: Project, pg_admin_dsn: str
+) -> None:
+    dev, stage = proj.dsns["dev"], proj.dsns["stage"]
+    # a check that takes a millisecond a row: the load runs for seconds, its key dropped
+    # and every step of the rebuild recorded (and committed)
+    slow = (
+        "CREATE FUNCTION slow_ok(int) RETURNS bool LANGUAGE plpgsql AS "
+        "$$ BEGIN PERFORM pg_sleep(0.001); RETURN true; END $$;"
+        "ALTER TABLE part ADD CONSTRAINT part_slow CHECK (slow_ok(n));"
+    )
+    sql(stage, slow)
+    sql(dev, slow)
+    want = catalog(dev)
+    proc = proj.popen("sync", "dev", "stage", "--mode", "full", "--tables", "public.part")
+    wait_for_backend(stage, proc, "^COPY")
+    time.sleep(0.3)
+    kill(proc, pg_admin_dsn)
+    assert {"public.part_pkey", "public.part_a_pkey", "public.part_b_own_pk"} <= set(
+        recorded(stage)
+    )
+    assert catalog(stage) == want  # the load rolled back, and the drops with it
+    assert rows(stage, "part") == []
+    # the rerun finds every step done (so repeats none: an ADD CONSTRAINT run again would
+    # fail on the name), forgets the records, sets the key aside again for its own load
+    r = proj.run("sync", "dev", "stage", "--mode", "full", "--json")
+    assert r.code == 0, r.err + r.out
+    assert not any("interrupted sync" in w for w in r.json["warnings"])
+    by = {t["table"]: t for t in r.json["tables"]}
+    assert "part_b_own_pk" in by["public.part"]["rebuilt_indexes"]
+    assert catalog(stage) == want
+    assert recorded(stage) == []
+    assert rows(dev, "part") == rows(stage, "part")
 
 
 def test_on_postgresql_15(tmp_path: Any, make_db15: Callable[..., str]) -> None:
