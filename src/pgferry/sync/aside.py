@@ -14,14 +14,17 @@ index once over loaded rows costs far less than maintaining it row by row.
   looks a row up by key; a run that finds it set aside plans with the source's and
   rebuilds it first, :func:`primary_keys_set_aside`) only when the source has the same
   one and the load writes the source's values of its columns as they are (synced, same
-  types, not masked), so its rows satisfy it; on a partitioned table, plain and unique
-  indexes (not constraints), each rebuilt per partition and attached. Foreign keys,
-  check and exclusion constraints stay: they decide, row by row, which rows are dead
-  letters.
+  types, not masked), so its rows satisfy it (a constraint: only on a b-tree, which
+  ``USING INDEX`` takes; ``WITHOUT OVERLAPS`` keys stay); on a partitioned table whose partitions
+  are all leaves, indexes and (on the same terms) its primary key and unique
+  constraints, each rebuilt per partition and attached, keys as ``pg_dump`` restores
+  them (:func:`_partitioned_constraint`). Foreign keys, check and exclusion
+  constraints stay: they decide, row by row, which rows are dead letters.
 - :func:`record` writes every definition (``pg_get_indexdef``, and the ``ALTER
   TABLE ... ADD CONSTRAINT ... USING INDEX`` or ``ALTER INDEX ... ATTACH
-  PARTITION`` that completes it) into ``pgferry.set_aside`` and **commits**,
-  before anything is dropped.
+  PARTITION`` that completes it; a partitioned key's own ``ALTER TABLE ONLY ... ADD
+  CONSTRAINT``) into ``pgferry.set_aside`` and **commits**, before anything is
+  dropped.
 - :func:`drop` drops them inside the fast path's subtransaction: if the load
   fails on a row, the rollback to it puts them back before the load in batches
   (whose dead letters need every unique index in place).
@@ -59,13 +62,17 @@ SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
            OR EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f'
                       AND f.conindid = i.indexrelid),
        ic.relkind = 'I',
-       -- a partitioned index's partition indexes: schema, name, definition, on a leaf?
+       -- a partitioned index's partition indexes: schema, name, definition, on a leaf?,
+       -- the partition's name and the name of the constraint the index completes there
        ARRAY(SELECT ARRAY[pn.nspname::text, pc.relname::text, pg_get_indexdef(pc.oid),
-                          (tc.relkind = 'r')::text]
+                          (tc.relkind = 'r')::text, tc.relname::text,
+                          coalesce(cc.conname::text, '')]
              FROM pg_inherits h JOIN pg_class pc ON pc.oid = h.inhrelid
              JOIN pg_namespace pn ON pn.oid = pc.relnamespace
              JOIN pg_index pi ON pi.indexrelid = pc.oid
              JOIN pg_class tc ON tc.oid = pi.indrelid
+             LEFT JOIN pg_constraint cc ON cc.conindid = pc.oid AND cc.conrelid = tc.oid
+                  AND cc.contype IN ('p', 'u')
              WHERE h.inhparent = i.indexrelid ORDER BY pc.relname),
        i.indexprs IS NOT NULL,
        -- what one build costs per row, roughly (:func:`_weight`): its access method, and
@@ -73,7 +80,9 @@ SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
        am.amname::text,
        i.indexprs IS NOT NULL OR EXISTS (
            SELECT 1 FROM unnest(i.indkey) k(n) JOIN pg_attribute a
-           ON a.attrelid = i.indrelid AND a.attnum = k.n WHERE a.attlen = -1)
+           ON a.attrelid = i.indrelid AND a.attnum = k.n WHERE a.attlen = -1),
+       -- a constraint's definition leaves out its index's storage parameters
+       pg_get_constraintdef(con.oid), coalesce(ic.reloptions, '{}')
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_am am ON am.oid = ic.relam
@@ -141,16 +150,25 @@ def plan(
         expressions,
         am,
         varlena,
+        condef,
+        options,
     ) in tgt.execute(_INDEXES, [ident]):
         cost = _weight(am, varlena) * max(t.total_bytes, 1)
         if keep or (tuple(cols) == tuple(t.key) and contype != "p"):
             continue  # referenced or special, or the sync key's unique index (planned with)
         if unique and not _holds(t, source.get(name) == idef, cols, expressions):
             continue  # a uniqueness the loaded rows may not hold
+        if partitioned and (not children or any(c[3] != "true" for c in children)):
+            continue  # a partition that is partitioned itself: left in place
         full = f"{t.schema}.{name}"
-        if conname is not None:
-            if contype not in _ADD or deferrable or t.partitioned:
-                continue
+        if conname is not None and (contype not in _ADD or deferrable or am != "btree"):
+            continue  # ADD CONSTRAINT ... USING INDEX takes a b-tree (not WITHOUT OVERLAPS)
+        if conname is not None and partitioned:
+            added = _with_options(condef, options)
+            _partitioned_constraint(
+                tgt, t, out, (name, conname, contype, added), children, cost, am
+            )
+        elif conname is not None:
             out.drops.append(
                 sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(q(t.schema, t.name), q(conname))
             )
@@ -166,13 +184,10 @@ def plan(
                     full,
                 )
             )
-            continue
-        if partitioned:
-            if not children or any(leaf != "true" for *_, leaf in children):
-                continue  # a partition that is partitioned itself: left in place
+        elif partitioned:
             out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
             out.items.append(RebuildStep(t.qualname, full, 0, idef, full))
-            for cschema, cname, cdef, _ in children:
+            for cschema, cname, cdef, *_ in children:
                 child = f"{cschema}.{cname}"
                 out.items.append(RebuildStep(t.qualname, child, 1, cdef, child, cost, am))
                 out.items.append(
@@ -186,9 +201,9 @@ def plan(
                         full,
                     )
                 )
-            continue
-        out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
-        out.items.append(RebuildStep(t.qualname, full, 1, idef, full, cost, am))
+        else:
+            out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
+            out.items.append(RebuildStep(t.qualname, full, 1, idef, full, cost, am))
     return out if out.items else None
 
 
@@ -203,6 +218,86 @@ def _weight(am: str, varlena: bool) -> int:
     if am in ("gin", "gist", "spgist"):
         return 8
     return 3 if varlena else 1
+
+
+def _with_options(condef: str, options: Sequence[str]) -> sql.Composable:
+    """``pg_get_constraintdef`` text and its index's storage parameters (``WITH (...)``,
+    which it leaves out; a key's definition ends with its columns: nothing deferrable)."""
+    if not options:
+        return sql.SQL(condef)
+    pairs = [o.split("=", 1) for o in options]
+    return sql.SQL("{} WITH ({})").format(
+        sql.SQL(condef),
+        sql.SQL(", ").join(
+            sql.SQL("{} = {}").format(sql.Identifier(k), sql.Literal(v)) for k, v in pairs
+        ),
+    )
+
+
+def _partitioned_constraint(
+    tgt: psycopg.Connection[Any],
+    t: TablePlan,
+    out: SetAside,
+    key: tuple[str, str, str, sql.Composable],
+    children: Sequence[Sequence[str]],
+    cost: int,
+    am: str,
+) -> None:
+    """A partitioned table's primary key or unique constraint, set aside as pg_dump does it.
+
+    Dropped on the parent (which drops every partition's); rebuilt as each partition's
+    unique index (step 1, the builds, in parallel: ``CREATE INDEX`` takes the SHARE lock
+    the guard holds, where ``ALTER TABLE ... ADD CONSTRAINT`` would wait for the guard),
+    then on the guard the parent's own constraint ``ALTER TABLE ONLY`` (an invalid index
+    until every partition's is attached) and each partition's ``USING INDEX`` (step 2),
+    and the attachments (step 3), each with the name it had. The parent's constraint
+    comes after the builds, not before them as a partitioned index does (step 0): it
+    takes ACCESS EXCLUSIVE, and readers go on while the indexes build.
+    """
+    if any(not c[5] for c in children):
+        return  # a partition's index completes no constraint there: cannot be attached
+    name, conname, contype, condef = key  # the parent's index, constraint, type, definition
+    q = sql.Identifier
+    full = f"{t.schema}.{name}"
+    out.drops.append(
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(q(t.schema, t.name), q(conname))
+    )
+    out.items.append(
+        RebuildStep(
+            t.qualname,
+            f"{t.schema}.{conname}",
+            2,
+            sql.SQL("ALTER TABLE ONLY {} ADD CONSTRAINT {} {}")
+            .format(q(t.schema, t.name), q(conname), condef)
+            .as_string(tgt),
+            full,
+        )
+    )
+    for cschema, cname, cdef, _, ctable, cconname in children:
+        child = f"{cschema}.{cname}"
+        out.items.append(RebuildStep(t.qualname, child, 1, cdef, child, cost, am))
+        out.items.append(
+            RebuildStep(
+                t.qualname,
+                f"{cschema}.{cconname}",
+                2,
+                sql.SQL("ALTER TABLE ONLY {} ADD CONSTRAINT {} {} USING INDEX {}")
+                .format(q(cschema, ctable), q(cconname), _ADD[contype], q(cname))
+                .as_string(tgt),
+                child,
+            )
+        )
+        out.items.append(
+            RebuildStep(
+                t.qualname,
+                child,
+                3,
+                sql.SQL("ALTER INDEX {} ATTACH PARTITION {}")
+                .format(q(t.schema, name), q(cschema, cname))
+                .as_string(tgt),
+                full,
+            )
+        )
 
 
 def _holds(t: TablePlan, same_on_source: bool, cols: Sequence[str], expressions: bool) -> bool:
@@ -264,8 +359,10 @@ def pending(conn: psycopg.Connection[Any]) -> dict[str, list[RebuildStep]]:
 
 def primary_keys_set_aside(conn: psycopg.Connection[Any]) -> list[str]:
     """Tables whose primary key an interrupted run set aside (recorded, not yet rebuilt)."""
-    return [
-        table
-        for table, steps in pending(conn).items()
-        if any(i.step == 2 and " PRIMARY KEY USING INDEX " in i.definition for i in steps)
-    ]
+    return [table for table, steps in pending(conn).items() if any(map(_adds_key, steps))]
+
+
+def _adds_key(i: RebuildStep) -> bool:
+    """Does step ``i`` add a primary key (``USING INDEX``, or a partitioned table's own)?"""
+    d = i.definition
+    return i.step == 2 and d.startswith("ALTER TABLE") and " PRIMARY KEY " in d

@@ -60,22 +60,30 @@ def _attached(conn: psycopg.Connection[Any], parent: str, child: str) -> bool:
     return bool(row and row[0])
 
 
-def _constraint(conn: psycopg.Connection[Any], table: str, qualified: str) -> bool:
+def _constraint(conn: psycopg.Connection[Any], index: str, qualified: str) -> bool:
+    """Does constraint ``schema.name`` exist, completed by ``index`` (on a table or on one
+    of a partitioned table's partitions)?"""
     row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s)"
-        " AND conname = %s)",
-        [sql.Identifier(*table.split(".", 1)).as_string(conn), qualified.split(".", 1)[1]],
+        "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conindid = to_regclass(%s)"
+        " AND contype IN ('p', 'u') AND conname = %s)",
+        [sql.Identifier(*index.split(".", 1)).as_string(conn), qualified.split(".", 1)[1]],
     ).fetchone()
     return bool(row and row[0])
 
 
 def _done(conn: psycopg.Connection[Any], i: RebuildStep) -> bool:
-    """Is step ``i`` done already (its index built, its constraint or attachment there)?"""
-    if i.step != 2:
+    """Is step ``i`` done already (its index built, its constraint or attachment there)?
+
+    Step 0 (a partitioned table's own index) and 1 (an index build): the index exists;
+    2 and 3: the partition's index is attached to the parent's (``ALTER INDEX ...
+    ATTACH``), or the constraint exists on the index it was added with (``needs``: a
+    partitioned table's own constraint builds it, with the constraint's name).
+    """
+    if i.step < 2:
         return _exists(conn, i.name)
     if i.definition.startswith("ALTER INDEX"):
         return _attached(conn, i.needs, i.name)
-    return _constraint(conn, i.table, i.name)
+    return _constraint(conn, i.needs, i.name)
 
 
 class RebuildGuard:
@@ -156,7 +164,9 @@ class RebuildGuard:
         builds = [i for i in todo if i.step == 1]
         most = self.jobs - 1 if workers is None else workers
         _build(self.dsn, builds, self.jobs, c, self.memory, most)
-        for i in (i for i in todo if i.step == 2):
+        # 2: constraints (a partitioned table's own and its partitions'), 3: the
+        # attachments of a partitioned key, once both sides of each are there
+        for i in sorted((i for i in todo if i.step >= 2), key=lambda i: i.step):
             c.execute(sql.SQL(i.definition))
         c.execute("DELETE FROM pgferry.set_aside WHERE table_name = ANY(%s)", [self.tables])
         c.commit()

@@ -17,7 +17,8 @@ CREATE TABLE IF NOT EXISTS pgferry.set_aside (
     table_name text        NOT NULL,
     name       text        NOT NULL,
     -- 0: a partitioned table's own index (ON ONLY), 1: an index build, 2: a constraint or
-    -- a partition index attached, on the guard
+    -- a partition index attached, 3: a partition's key attached to its partitioned
+    -- table's (once both are there, 2), on the guard
     step       int         NOT NULL,
     definition text        NOT NULL,
     -- the index (schema-qualified) that must exist for this step to be done
