@@ -323,26 +323,39 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
         timed(pgferry(cfg_keep, "sync", "src", "tgt", "--mode", "full")),
         "pgferry full (indexes kept)",
     )
-    dump = must(
-        timed(
-            [
-                "bash",
-                "-o",
-                "pipefail",
-                "-c",
-                f'{bin_path("pg_dump")} -Fc -d "$1" | {bin_path("pg_restore")} -d "$2"',
-                "bench",
-                dsn["src"],
-                dsn["dump"],
-            ]
-        ),
-        "pg_dump | pg_restore",
-    )
-    full = must(timed(pgferry(cfg, "sync", "src", "tgt", "--mode", "full")), "pgferry full")
-    if indexes(dsn["tgt"]) != indexes(dsn["src"]):
-        raise SystemExit(
-            f"{shape.name}: the target's indexes differ from the source's after the full sync"
+    # pg_dump | pg_restore and pgferry's full sync, alternated, twice each: the best counts
+    dumps, fulls = [], []
+    for i in range(2):
+        if i:
+            embedded.drop_database(pg, names["dump"])
+            dsn["dump"] = embedded.ensure_database(pg, names["dump"])
+            truncate(dsn["tgt"], shape)
+        dumps.append(
+            must(
+                timed(
+                    [
+                        "bash",
+                        "-o",
+                        "pipefail",
+                        "-c",
+                        f'{bin_path("pg_dump")} -Fc -d "$1" | {bin_path("pg_restore")} -d "$2"',
+                        "bench",
+                        dsn["src"],
+                        dsn["dump"],
+                    ]
+                ),
+                "pg_dump | pg_restore",
+            )
         )
+        fulls.append(
+            must(timed(pgferry(cfg, "sync", "src", "tgt", "--mode", "full")), "pgferry full")
+        )
+        if indexes(dsn["tgt"]) != indexes(dsn["src"]):
+            raise SystemExit(
+                f"{shape.name}: the target's indexes differ from the source's after the full sync"
+            )
+    dump = min(dumps, key=lambda r: r.seconds)
+    full = min(fulls, key=lambda r: r.seconds)
     rebuilt = [i for t in json.loads(full.out)["tables"] for i in t["rebuilt_indexes"]]
     res.add(
         "floor: binary COPY relay, table by table, into the empty tables (a process)",
@@ -357,11 +370,12 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
         key="full",
     )
     res.add(
-        "peer: `pg_dump -Fc | pg_restore` (schema and data, into an empty database)",
+        "peer: `pg_dump -Fc | pg_restore` (schema and data, into an empty database; best of 2)",
         f"{dump.seconds:.2f}s",
     )
     res.add(
-        f"pgferry full sync, {len(rebuilt)} index(es) set aside and rebuilt / pg_dump | pg_restore",
+        f"pgferry full sync, {len(rebuilt)} index(es) set aside and rebuilt (best of 2) "
+        "/ pg_dump | pg_restore",
         f"{full.seconds:.2f}s / {dump.seconds:.2f}s = {full.seconds / dump.seconds:.2f}",
         "<= 0.7",
         full.seconds / dump.seconds <= 0.7,
@@ -586,7 +600,9 @@ METHOD = (
     "false` loads it again; `pg_dump -Fc | pg_restore` copies schema and data into an empty "
     "database; `pgferry sync --mode full` loads the target by default (indexes set aside and "
     "rebuilt), and the target's index and constraint definitions are checked equal to the "
-    "source's; (2) the hash-once floor reads both databases at once, twice per variant; "
+    "source's; these two run twice each, alternated (the copy dropped and the target emptied "
+    "in between), the best counts; (2) the hash-once floor reads both databases at once, "
+    "twice per variant; "
     "`pgferry verify` and `reladiff SRC t TGT t -k KEY -c COLS --stats -j 2` (per table, "
     "summed) run twice each, the best counts; (3) an untimed incremental run builds the "
     "conflicts base; 1% of the rows change at the source (0.8% updated, 0.1% deleted, 0.1% "
