@@ -141,3 +141,45 @@ overlap = "0s"
 [sync.tables."public.events"]
 watermark = "updated_at"
 """
+
+
+# -- the target's catalog, as the set-aside tests compare it ----------------------------------
+
+
+def indexes(dsn: str) -> dict[str, tuple[int, str]]:
+    """Every index of the public schema: name -> (OID, definition)."""
+    with psycopg.connect(dsn) as c:
+        return {
+            r[0]: (r[1], r[2])
+            for r in c.execute(
+                "SELECT c.relname, c.oid::int, pg_get_indexdef(c.oid) "
+                "FROM pg_index i JOIN pg_class c"
+                " ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public'"
+            )
+        }
+
+
+def definitions(dsn: str) -> dict[str, str]:
+    """Every index of the public schema: name -> definition."""
+    return {n: d for n, (_, d) in indexes(dsn).items()}
+
+
+def constraints(dsn: str) -> list[str]:
+    """Every constraint of the public schema: "name definition", sorted."""
+    with psycopg.connect(dsn) as c:
+        return sorted(
+            f"{r[0]} {r[1]}"
+            for r in c.execute(
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+                " WHERE connamespace = 'public'::regnamespace"
+            )
+        )
+
+
+def recorded(dsn: str) -> list[str]:
+    """The names pgferry.set_aside holds (what an interrupted sync left to rebuild)."""
+    with psycopg.connect(dsn) as c:
+        if c.execute("SELECT to_regclass('pgferry.set_aside')").fetchone() == (None,):
+            return []
+        return sorted(r[0] for r in c.execute("SELECT name FROM pgferry.set_aside"))

@@ -156,8 +156,14 @@ def test_backup_then_prune_and_incremental_sync_schedules_end_to_end_one_copy_ea
     # each backup pruned what [backup.keep] does not keep: one is left, the newest
     left = sorted(x.name for x in (p.root / "backups" / "prod").iterdir())
     assert len(left) == 1, left
-    newest = max(backups, key=lambda r: r["finished_at"])
-    result = _control(p, "SELECT result FROM pgferry_control.runs WHERE id = %s", [newest["id"]])
+    # the newest backup run the worker finished before it stopped (the cron may have fired
+    # again after the three above were seen finished)
+    result = _control(
+        p,
+        "SELECT result FROM pgferry_control.runs WHERE schedule = %s AND state = 'succeeded'"
+        " ORDER BY finished_at DESC LIMIT 1",
+        ["prod-backup"],
+    )
     assert result["id"] == left[0] and result["prune"]["kept"] == [left[0]], result
     with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
         journal = conn.execute(

@@ -14,8 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tests.helpers import Result, q, run_json, sql, write_project
-from tests.helpers.sync import rows
-from tests.integration.test_sync_set_aside import constraints, definitions, recorded
+from tests.helpers.sync import constraints, definitions, recorded, rows
 
 BUILT_WITH = """
 CREATE FUNCTION built_with(x anyelement, workers int, memory bigint) RETURNS anyelement

@@ -18,7 +18,14 @@ import psycopg
 import pytest
 
 from tests.helpers import Project, Result, sql, write_project
-from tests.helpers.sync import rows, wait_for_backend
+from tests.helpers.sync import (
+    constraints,
+    definitions,
+    indexes,
+    recorded,
+    rows,
+    wait_for_backend,
+)
 
 SCHEMA = """
 CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL);
@@ -56,42 +63,6 @@ SET_ASIDE = {
     "part_a_pkey",
     "part_b_pkey",
 }
-
-
-def indexes(dsn: str) -> dict[str, tuple[int, str]]:
-    """Every index of the public schema: name -> (OID, definition)."""
-    with psycopg.connect(dsn) as c:
-        return {
-            r[0]: (r[1], r[2])
-            for r in c.execute(
-                "SELECT c.relname, c.oid::int, pg_get_indexdef(c.oid) "
-                "FROM pg_index i JOIN pg_class c"
-                " ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = 'public'"
-            )
-        }
-
-
-def constraints(dsn: str) -> list[str]:
-    with psycopg.connect(dsn) as c:
-        return sorted(
-            f"{r[0]} {r[1]}"
-            for r in c.execute(
-                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
-                " WHERE connamespace = 'public'::regnamespace"
-            )
-        )
-
-
-def recorded(dsn: str) -> list[str]:
-    with psycopg.connect(dsn) as c:
-        if c.execute("SELECT to_regclass('pgferry.set_aside')").fetchone() == (None,):
-            return []
-        return sorted(r[0] for r in c.execute("SELECT name FROM pgferry.set_aside"))
-
-
-def definitions(dsn: str) -> dict[str, str]:
-    return {n: d for n, (_, d) in indexes(dsn).items()}
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.helpers import Project, Result, sql, write_project
-from tests.helpers.sync import rows, wait_for_backend
+from tests.helpers.sync import recorded, rows, wait_for_backend
 
 SCHEMA = """
 CREATE TABLE part (id int NOT NULL, day date, v text, n int,
@@ -89,13 +89,6 @@ def catalog(dsn: str) -> dict[str, Any]:
 def oids(dsn: str) -> dict[str, int]:
     with psycopg.connect(dsn) as c:
         return {r[0]: r[1] for r in c.execute(INDEXES)}
-
-
-def recorded(dsn: str) -> list[str]:
-    with psycopg.connect(dsn) as c:
-        if c.execute("SELECT to_regclass('pgferry.set_aside')").fetchone() == (None,):
-            return []
-        return sorted(r[0] for r in c.execute("SELECT name FROM pgferry.set_aside"))
 
 
 @pytest.fixture
