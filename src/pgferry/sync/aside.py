@@ -190,17 +190,7 @@ def plan(
             for cschema, cname, cdef, *_ in children:
                 child = f"{cschema}.{cname}"
                 out.items.append(RebuildStep(t.qualname, child, 1, cdef, child, cost, am))
-                out.items.append(
-                    RebuildStep(
-                        t.qualname,
-                        child,
-                        2,
-                        sql.SQL("ALTER INDEX {} ATTACH PARTITION {}")
-                        .format(q(t.schema, name), q(cschema, cname))
-                        .as_string(tgt),
-                        full,
-                    )
-                )
+                out.items.append(_attach(tgt, t, name, (cschema, cname), 2))
         else:
             out.drops.append(sql.SQL("DROP INDEX {}").format(q(t.schema, name)))
             out.items.append(RebuildStep(t.qualname, full, 1, idef, full, cost, am))
@@ -218,6 +208,22 @@ def _weight(am: str, varlena: bool) -> int:
     if am in ("gin", "gist", "spgist"):
         return 8
     return 3 if varlena else 1
+
+
+def _attach(
+    tgt: psycopg.Connection[Any], t: TablePlan, parent: str, child: tuple[str, str], step: int
+) -> RebuildStep:
+    """The step attaching partition index ``child`` (schema, name) to ``t``'s ``parent``."""
+    q = sql.Identifier
+    return RebuildStep(
+        t.qualname,
+        ".".join(child),
+        step,
+        sql.SQL("ALTER INDEX {} ATTACH PARTITION {}")
+        .format(q(t.schema, parent), q(*child))
+        .as_string(tgt),
+        f"{t.schema}.{parent}",
+    )
 
 
 def _with_options(condef: str, options: Sequence[str]) -> sql.Composable:
@@ -287,17 +293,7 @@ def _partitioned_constraint(
                 child,
             )
         )
-        out.items.append(
-            RebuildStep(
-                t.qualname,
-                child,
-                3,
-                sql.SQL("ALTER INDEX {} ATTACH PARTITION {}")
-                .format(q(t.schema, name), q(cschema, cname))
-                .as_string(tgt),
-                full,
-            )
-        )
+        out.items.append(_attach(tgt, t, name, (cschema, cname), 3))
 
 
 def _holds(t: TablePlan, same_on_source: bool, cols: Sequence[str], expressions: bool) -> bool:
