@@ -337,7 +337,8 @@ def _sub_rows_query(
 
 
 #: planner settings of a read of many pieces' rows: a (parallel) sequential scan, as reading
-#: the span costs less than walking its index (random heap reads, one process)
+#: the span costs less than walking its index to return the few rows in key order (random
+#: heap reads, one process)
 _SCAN = {"enable_indexscan": "off", "enable_bitmapscan": "off", "parallel_tuple_cost": "0"}
 
 
@@ -348,23 +349,19 @@ def rows_in_subs(
     bounds: Sequence[Key],
     bits: int,
     wanted: bytes,
-    *,
-    scan: bool = False,
 ) -> list[tuple[int, Key, int]]:
     """``(piece, key, row hash)`` of the rows of ``rng`` in the wanted sub-buckets, in key order.
 
     ``piece`` numbers the pieces of ``rng`` cut at ``bounds`` (0 without
     bounds); a row is wanted when bit ``(piece << bits) | sub-bucket`` of
     ``wanted`` is set (:func:`pgferry.sync.chunks.sub_bitset`). Every row of
-    ``rng`` is read, but only the wanted ones are hashed and sent. ``scan``:
-    ``rng`` is a large part of the table, so read it with a (parallel)
-    sequential scan; the planner would otherwise walk the key index to return
-    the few rows in key order, one process, random heap reads.
+    ``rng`` is read, but only the wanted ones are hashed and sent; the planner
+    picks how (a small range: its key index). A large span is read by
+    :func:`sub_rows_stream`.
     """
     q, params = _sub_rows_query(s, rng, bounds, bits, wanted)
     nk = len(s.key)
-    with settings(conn, **(_SCAN if scan else {})):
-        rows = conn.execute(q, params, binary=True).fetchall()
+    rows = conn.execute(q, params, binary=True).fetchall()
     return [(r[0], tuple(r[1 : 1 + nk]), r[1 + nk]) for r in rows]
 
 
@@ -379,7 +376,7 @@ def sub_rows_stream(
     name: str,
     fetch: int = 10_000,
 ) -> Generator[tuple[int, Key, int], None, None]:
-    """:func:`rows_in_subs` of a large span (``scan``), read through server-side cursor
+    """:func:`rows_in_subs` of a large span (a sequential scan), read through server-side cursor
     ``name`` ``fetch`` rows at a time: one scan of the span however many rows it returns,
     and only ``fetch`` of them in memory at once. The first ``next()`` waits for the scan
     and the sort of the wanted rows. Runs in the connection's open transaction; its

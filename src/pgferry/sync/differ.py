@@ -78,12 +78,10 @@ class Sigs:
 
 @dataclass
 class Wants:
-    """The sub-buckets to read back per piece (``bits``: sub-bucket bits), and how many
-    sub-buckets of each piece hold rows (to estimate the rows a read returns)."""
+    """The sub-buckets to read back per piece (``bits``: sub-bucket bits)."""
 
     bits: int
     subs: dict[int, list[int]]
-    filled: dict[int, int]
 
 
 #: rows of one side fetched at once from a stream of changed rows (~100 bytes each in memory)
@@ -172,15 +170,7 @@ class Differ:
             sigs = self._signatures(outer, bounds, pieces, ss, ts, small)
         if wants is None and sigs is not None:
             wants = Wants(
-                sigs.bits,
-                {j: differing_subs(sigs.src.get(j), sigs.tgt.get(j)) for j in small},
-                {
-                    j: max(
-                        len(sig.subs) if sig is not None else 0
-                        for sig in (sigs.src.get(j), sigs.tgt.get(j))
-                    )
-                    for j in small
-                },
+                sigs.bits, {j: differing_subs(sigs.src.get(j), sigs.tgt.get(j)) for j in small}
             )
         # the keys of changed rows are read as the walk below reaches their pieces: streamed
         # in key order (one scan a side), or piece by piece when few pieces differ

@@ -423,7 +423,7 @@ class _Comparison:
         """
         n = len(bounds) + 1
         ss, ts = [Sums()] * n, [Sums()] * n
-        wants = Wants(bits, {}, {})
+        wants = Wants(bits, {})
         (src, tgt), pool = self.pairs[0], self.pools[0]
         with (
             closing(ck.signature_stream(src, self.src_side, bounds, bits)) as sgen,
@@ -445,6 +445,5 @@ class _Comparison:
                     b = next(tgen, None)
                 if sa is not None and sb is not None and sa.sums != sb.sums:
                     wants.subs[j] = differing_subs(sa, sb)
-                    wants.filled[j] = max(len(sa.subs), len(sb.subs))
         self.reported = True
         return ss, ts, wants
