@@ -4,7 +4,8 @@ Contract: a duration in pgferry.toml is text (``250ms``, ``5s``, ``2min``, ``1h`
 number of milliseconds, as in PostgreSQL's settings; :func:`parse_duration` reads it,
 :class:`Duration` keeps the text it was written as, and a :data:`DurationField` parses it
 once when the config loads. A size is ``10MB``, ``512kB``, ``1GiB`` or a bare number of bytes
-(:func:`parse_size`). Every section model derives from ``_Model``: an unknown key is an
+(:func:`parse_size`); a PostgreSQL memory setting (binary units) by
+:func:`pg_kilobytes`. Every section model derives from ``_Model``: an unknown key is an
 error, and a field may be given by its alias.
 """
 
@@ -111,3 +112,19 @@ def parse_size(value: str | int) -> int:
     if not m:
         raise ValueError(f"{value!r} is not a size (examples: 0, 512kB, 10MB, 1GiB)")
     return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+
+
+#: a memory setting as PostgreSQL writes it: its units are binary (1MB = 1024kB), unlike
+#: :func:`parse_size`
+_PG_SIZE = re.compile(r"^\s*(\d+)\s*(kB|MB|GB|TB)\s*$")
+
+
+def pg_kilobytes(value: str) -> int:
+    """A memory setting in PostgreSQL's units (``64MB``), in kB, between 1MB and 2TB."""
+    m = _PG_SIZE.match(value)
+    if not m:
+        raise ValueError(f"{value!r} is not a memory size in PostgreSQL's units (e.g. 256MB, 1GB)")
+    kb = int(m.group(1)) * {"kB": 1, "MB": 1 << 10, "GB": 1 << 20, "TB": 1 << 30}[m.group(2)]
+    if not 1024 <= kb <= 2**31 - 1:
+        raise ValueError(f"{value!r} is not between 1MB and 2TB (PostgreSQL's limits)")
+    return kb

@@ -9,13 +9,12 @@ more than one section (a blackout naming an environment) is checked when the fil
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from pgferry.config.fields import Duration, DurationField, _Model, parse_size
+from pgferry.config.fields import Duration, DurationField, _Model, parse_size, pg_kilobytes
 
 
 class EnvironmentConfig(_Model):
@@ -147,20 +146,6 @@ class SyncConfig(_Model):
         if self.maintenance_work_mem is None:
             return None
         return f"{pg_kilobytes(self.maintenance_work_mem)}kB"
-
-
-_PG_SIZE = re.compile(r"^\s*(\d+)\s*(kB|MB|GB|TB)\s*$")
-
-
-def pg_kilobytes(value: str) -> int:
-    """A memory setting in PostgreSQL's units (``64MB``), in kB, between 1MB and 2TB."""
-    m = _PG_SIZE.match(value)
-    if not m:
-        raise ValueError(f"{value!r} is not a memory size in PostgreSQL's units (e.g. 256MB, 1GB)")
-    kb = int(m.group(1)) * {"kB": 1, "MB": 1 << 10, "GB": 1 << 20, "TB": 1 << 30}[m.group(2)]
-    if not 1024 <= kb <= 2**31 - 1:
-        raise ValueError(f"{value!r} is not between 1MB and 2TB (PostgreSQL's limits)")
-    return kb
 
 
 class BackupKeepConfig(_Model):

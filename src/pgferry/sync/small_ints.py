@@ -67,13 +67,13 @@ def _candidates(s: Side) -> list[str]:
 def _ranges(conn: psycopg.Connection[Any], s: Side, names: list[str]) -> dict[str, tuple[Any, Any]]:
     """``(min, max)`` of each of ``names`` that leads a btree index of ``s``'s table."""
     table = s.table.as_string(conn)
-    indexed = [r[0] for r in conn.execute(_LEADING, [table, names])]
+    indexed = sorted(r[0] for r in conn.execute(_LEADING, [table, names]))
     if not indexed:
         return {}
-    cols = [sql.SQL("min({c}), max({c})").format(c=sql.Identifier(n)) for n in sorted(indexed)]
+    cols = [sql.SQL("min({c}), max({c})").format(c=sql.Identifier(n)) for n in indexed]
     row = conn.execute(sql.SQL("SELECT {} FROM {}").format(sql.SQL(", ").join(cols), s.table))
     got = row.fetchone() or ()
-    return {n: (got[2 * i], got[2 * i + 1]) for i, n in enumerate(sorted(indexed))}
+    return {n: (got[2 * i], got[2 * i + 1]) for i, n in enumerate(indexed)}
 
 
 def _folds_nothing(*bounds: tuple[Any, Any]) -> bool:
