@@ -195,3 +195,24 @@ def statements_seen(
                 raise AssertionError(f"ended after {len(seen)} statement(s): {alive.communicate()}")
             assert time.monotonic() < deadline, f"saw {len(seen)} of {count} statements"
             time.sleep(0.01)
+
+
+class ServerLog:
+    """The test server's log from the moment this was made: what the server wrote while an
+    operation ran (its warnings go there, not to pgferry). Read as the superuser from the
+    data directory's ``log`` file, where the embedded server writes it."""
+
+    def __init__(self, admin_dsn: str) -> None:
+        self.admin_dsn = admin_dsn
+        size = one(admin_dsn, "SELECT size FROM pg_stat_file('log', true)")
+        self.start: int | None = None if size is None else int(size)
+
+    def since(self) -> str:
+        assert self.start is not None
+        size = int(one(self.admin_dsn, "SELECT size FROM pg_stat_file('log')"))
+        text = one(
+            self.admin_dsn,
+            "SELECT convert_from(pg_read_binary_file('log', %s, %s), 'UTF8')",
+            [self.start, size - self.start],
+        )
+        return str(text)

@@ -40,7 +40,7 @@ from pgferry.backup.storage import MANIFEST, LocalStorage, sha256_file, writable
 from pgferry.config import Config
 from pgferry.errors import OperationFailed
 from pgferry.pg import binaries
-from pgferry.pg.connect import Target, connect, map_db_error, redact
+from pgferry.pg.connect import Target, begin_repeatable_read, connect, map_db_error, redact
 
 DUMP = "dump"
 #: tables whose rows pg_dump dumps: ordinary tables and partitions, outside system
@@ -245,7 +245,7 @@ def _dump_into(
     key: crypto.Key | None,
 ) -> Manifest:
     staging = d / (DUMP if key is None else ".plain")
-    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    begin_repeatable_read(conn, read_only=True)
     row = conn.execute("SELECT pg_export_snapshot(), current_database()").fetchone()
     assert row is not None
     snapshot, database = row

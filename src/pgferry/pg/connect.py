@@ -21,6 +21,8 @@ Contract:
 - Driver errors are decided by class in :mod:`pgferry.pg.errors` (``map_db_error``,
   ``is_transient`` and the DETAIL/HINT helpers are re-exported here for the callers
   that connect and map in one place).
+- :func:`begin_repeatable_read` opens a snapshot transaction on a connection in either
+  mode without the server's warning about a second ``BEGIN``.
 """
 
 from __future__ import annotations
@@ -212,6 +214,19 @@ def connect(
         err.details["attempts"] = int(retrying.statistics.get("attempt_number", 1))
         raise err from None
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def begin_repeatable_read(conn: psycopg.Connection[Any], *, read_only: bool = False) -> None:
+    """Open a REPEATABLE READ transaction (``read_only``: READ ONLY too) on ``conn``.
+
+    On an autocommit connection that is ``BEGIN ISOLATION LEVEL ...``. Otherwise psycopg
+    opens the transaction itself with a plain ``BEGIN`` before the first statement, so the
+    level is set with ``SET TRANSACTION``: a second ``BEGIN`` would put the server's
+    "there is already a transaction in progress" warning into its log on every run.
+    """
+    mode = "READ ONLY" if read_only else "READ WRITE"
+    verb = "BEGIN" if conn.autocommit else "SET TRANSACTION"
+    conn.execute(f"{verb} ISOLATION LEVEL REPEATABLE READ {mode}")
 
 
 def connect_error(

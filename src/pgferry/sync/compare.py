@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg import sql
 
+from pgferry.pg.connect import begin_repeatable_read
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
 from pgferry.sync.tables import (
@@ -119,7 +120,7 @@ def diff(
         return run([])
     if not in_unit:
         link.tgt.rollback()
-        link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        begin_repeatable_read(link.tgt, read_only=True)
     helpers: list[Link] = []
     spare = 0
     if (
@@ -139,7 +140,7 @@ def diff(
             assert link.helpers is not None
             for _ in range(spare):
                 helpers.append(link.helpers())
-                helpers[-1].tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                begin_repeatable_read(helpers[-1].tgt, read_only=True)
                 helpers[-1].tgt.execute(
                     sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(row[0]))
                 )

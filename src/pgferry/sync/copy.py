@@ -26,7 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.pg.connect import connect
+from pgferry.pg.connect import begin_repeatable_read, connect
 from pgferry.pg.copy_writer import BoundedWriter as _Writer
 from pgferry.sync.plan import TablePlan
 
@@ -48,7 +48,7 @@ class SourceSnapshot:
         self.mask_key = mask_key
         self.coordinator = self._connect("pgferry sync coordinator")
         c = self.coordinator
-        c.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        begin_repeatable_read(c, read_only=True)
         row = c.execute(
             "SELECT pg_export_snapshot(), pg_snapshot_xmin(pg_current_snapshot())::text::bigint,"
             " ARRAY(SELECT x::text::bigint FROM pg_snapshot_xip(pg_current_snapshot()) x),"
@@ -77,7 +77,7 @@ class SourceSnapshot:
     def worker(self) -> psycopg.Connection[Any]:
         """A new source connection whose transaction reads the shared snapshot."""
         w = self._connect("pgferry sync worker")
-        w.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        begin_repeatable_read(w, read_only=True)
         w.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.id)))
         return w
 

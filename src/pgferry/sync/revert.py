@@ -26,7 +26,7 @@ from psycopg import sql
 from pgferry.errors import BadInput, OperationFailed, Refused
 from pgferry.pg import catalog
 from pgferry.pg import errors as pgerrors
-from pgferry.pg.connect import Target, connect, map_db_error
+from pgferry.pg.connect import Target, begin_repeatable_read, connect, map_db_error
 from pgferry.sync import locks, session
 
 _IMAGES = sql.SQL("pgferry.before_images")
@@ -254,7 +254,7 @@ def revert(
         try:
             order = _order(tables, names)
             results = {n: TableRevert(n) for n in order}
-            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            begin_repeatable_read(conn)
             conn.execute("SET CONSTRAINTS ALL DEFERRED")
             for n in order:
                 changed, first = _changed(conn, run_id, tables[n])

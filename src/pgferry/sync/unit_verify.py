@@ -13,7 +13,7 @@ import time
 import psycopg
 
 from pgferry.errors import PgferryError
-from pgferry.pg.connect import map_db_error, redact
+from pgferry.pg.connect import begin_repeatable_read, map_db_error, redact
 from pgferry.sync import compare, events, multiset
 from pgferry.sync.context import RunContext
 from pgferry.sync.links import heal
@@ -74,7 +74,7 @@ def _dry_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult) ->
     transaction rolled back (it writes temp tables only). False when the target is empty
     and has no base (the plain comparison then counts)."""
     link.tgt.rollback()
-    link.tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    begin_repeatable_read(link.tgt)
     try:
         work = compare.checksum_compare(ctx, t, link, batch_progress(ctx, t))
         if work is None:

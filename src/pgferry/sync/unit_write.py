@@ -32,7 +32,7 @@ from tenacity import (
 
 from pgferry.errors import LockUnavailable, PgferryError, Unreachable
 from pgferry.pg import errors as pgerrors
-from pgferry.pg.connect import Target, is_transient, map_db_error, redact
+from pgferry.pg.connect import Target, begin_repeatable_read, is_transient, map_db_error, redact
 from pgferry.sync import compare, events, multiset, rebuild, write
 from pgferry.sync.context import RunContext
 from pgferry.sync.links import heal
@@ -187,7 +187,7 @@ def _run_unit(ctx: RunContext, unit: list[TablePlan], link: Link, current: list[
     again after every load of the unit, children first.
     """
     tgt = link.tgt
-    tgt.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    begin_repeatable_read(tgt)
     # deferrable FKs (cycles, self-references) are checked at commit
     tgt.execute("SET CONSTRAINTS ALL DEFERRED")
     for t in unit:
