@@ -14,12 +14,13 @@ index once over loaded rows costs far less than maintaining it row by row.
   looks a row up by key; a run that finds it set aside plans with the source's and
   rebuilds it first, :func:`primary_keys_set_aside`) only when the source has the same
   one and the load writes the source's values of its columns as they are (synced, same
-  types, not masked), so its rows satisfy it (a constraint: only on a b-tree, which
-  ``USING INDEX`` takes; ``WITHOUT OVERLAPS`` keys stay); on a partitioned table whose partitions
-  are all leaves, indexes and (on the same terms) its primary key and unique
-  constraints, each rebuilt per partition and attached, keys as ``pg_dump`` restores
-  them (:func:`_partitioned_constraint`). Foreign keys, check and exclusion
-  constraints stay: they decide, row by row, which rows are dead letters.
+  types, not masked, no nondeterministic collation on the target), so its rows satisfy
+  it (a constraint: only on a b-tree, which ``USING INDEX`` takes; ``WITHOUT OVERLAPS``
+  keys stay); on a partitioned table whose partitions are all leaves, indexes and (on
+  the same terms) its primary key and unique constraints, each rebuilt per partition
+  and attached, keys as ``pg_dump`` restores them (:func:`_partitioned_constraint`).
+  Foreign keys, check and exclusion constraints stay: they decide, row by row, which
+  rows are dead letters.
 - :func:`record` writes every definition (``pg_get_indexdef``, and the ``ALTER
   TABLE ... ADD CONSTRAINT ... USING INDEX`` or ``ALTER INDEX ... ATTACH
   PARTITION`` that completes it; a partitioned key's own ``ALTER TABLE ONLY ... ADD
@@ -82,7 +83,11 @@ SELECT ic.relname, pg_get_indexdef(i.indexrelid), i.indisunique,
            SELECT 1 FROM unnest(i.indkey) k(n) JOIN pg_attribute a
            ON a.attrelid = i.indrelid AND a.attnum = k.n WHERE a.attlen = -1),
        -- a constraint's definition leaves out its index's storage parameters
-       pg_get_constraintdef(con.oid), coalesce(ic.reloptions, '{}')
+       pg_get_constraintdef(con.oid), coalesce(ic.reloptions, '{}'),
+       -- a nondeterministic collation (ICU, case- or accent-insensitive) makes values
+       -- equal that the source's index tells apart: its uniqueness does not carry over
+       EXISTS (SELECT 1 FROM unnest(i.indcollation) k(c)
+               JOIN pg_collation co ON co.oid = k.c WHERE NOT co.collisdeterministic)
 FROM pg_index i
 JOIN pg_class ic ON ic.oid = i.indexrelid
 JOIN pg_am am ON am.oid = ic.relam
@@ -152,11 +157,12 @@ def plan(
         varlena,
         condef,
         options,
+        loose,
     ) in tgt.execute(_INDEXES, [ident]):
         cost = _weight(am, varlena) * max(t.total_bytes, 1)
         if keep or (tuple(cols) == tuple(t.key) and contype != "p"):
             continue  # referenced or special, or the sync key's unique index (planned with)
-        if unique and not _holds(t, source.get(name) == idef, cols, expressions):
+        if unique and (loose or not _holds(t, source.get(name) == idef, cols, expressions)):
             continue  # a uniqueness the loaded rows may not hold
         if partitioned and (not children or any(c[3] != "true" for c in children)):
             continue  # a partition that is partitioned itself: left in place
