@@ -85,8 +85,10 @@ FROM pg_class c WHERE c.oid = ANY(%s)
 
 _COLUMNS = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef,
-       a.attidentity::text, a.attgenerated::text, a.atttypid::int, t.typtype::text
+       a.attidentity::text, a.attgenerated::text, a.atttypid::int, t.typtype::text,
+       coalesce(NOT co.collisdeterministic, false)
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
@@ -217,10 +219,12 @@ def read(
 
 def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
     """Columns, keys, foreign keys, sequences and triggers of the tables."""
-    for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype in conn.execute(
+    for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose in conn.execute(
         _COLUMNS, [oids]
     ):
-        by_oid[rel].columns.append(Column(name, typ, notnull, hasdef, ident, gen, typoid, typtype))
+        by_oid[rel].columns.append(
+            Column(name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose)
+        )
     for rel, kind, cname, cols, ref, refcols, deferrable, validated in conn.execute(
         _CONSTRAINTS, [oids]
     ):

@@ -21,6 +21,9 @@ class Column:
     type_oid: int = 0
     #: pg_type.typtype: b(ase), e(num), d(omain), c(omposite), r(ange), m(ultirange), p(seudo)
     typtype: str = "b"
+    #: its collation is nondeterministic (ICU, e.g. case-insensitive): values it calls
+    #: equal may differ byte for byte
+    nondeterministic: bool = False
 
 
 @dataclass(frozen=True)

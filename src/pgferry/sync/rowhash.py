@@ -31,7 +31,11 @@ row carries a value that does not:
   infinities one hash, the hash ROW(...) gives NULL: a small class number
   (negative, finite, +Infinity, NaN, NULL) rides along; arrays of numeric are
   hashed as text;
-- floats' hash gives 0 and -0 the hash of NULL: ``x IS NULL`` rides along.
+- floats' hash gives 0 and -0 the hash of NULL: ``x IS NULL`` rides along;
+- a nondeterministic collation (ICU, e.g. case-insensitive) hashes a text by its sort
+  key, which differs from the same bytes' hash under any other collation: a column with
+  one on either side is hashed in ``COLLATE "C"`` (:attr:`Side.bytewise`; version 3
+  too), so equal bytes hash alike and 'Alice' differs from 'alice', as a citext does.
 
 Hash equality follows the type's equality (``1.5`` and ``1.50`` are equal
 numerics), as the sync's ``IS DISTINCT FROM`` does, so a difference the sync
@@ -95,11 +99,18 @@ def _numeric_class(e: sql.Composable) -> sql.Composable:
     ).format(e=e)
 
 
+def _bytes(s: Side, c: ColumnInfo, e: sql.Composable) -> sql.Composable:
+    """``e`` (a collatable value of ``c``) in ``COLLATE "C"`` when ``c`` is hashed byte for byte."""
+    if c.name in s.bytewise:
+        return sql.SQL("{} COLLATE {}").format(e, sql.Identifier("C"))
+    return e
+
+
 def _elements(s: Side, c: ColumnInfo) -> list[sql.Composable]:
     """What column ``c`` contributes to the ROW(...) that :func:`row_hash` hashes."""
     e = s.exprs.get(c.name, sql.Identifier(c.name))
     if c.name in s.as_text or not c.hashable:
-        return [sql.SQL("({})::text").format(e)]
+        return [_bytes(s, c, sql.SQL("({})::text").format(e))]
     if c.name in s.plain_int8:  # every value in a range the fold leaves alone
         return [e]
     if c.base_name in SEND:
@@ -112,7 +123,7 @@ def _elements(s: Side, c: ColumnInfo) -> list[sql.Composable]:
         return [e, _numeric_class(e)]
     if c.hash_fn in FLOAT_HASHES:
         return [e, sql.SQL("({}) IS NULL").format(e)]
-    return [e]
+    return [_bytes(s, c, e)]
 
 
 def _record(elements: list[sql.Composable]) -> sql.Composable:
@@ -207,6 +218,8 @@ def row_hash_v1(s: Side, *, exact: bool = False) -> sql.Composable:
             e = sql.SQL("({})::text").format(e)
         else:
             fn = sql.Identifier(*c.hash_fn)
+        if exact:  # version 3; version 1 stays as it was
+            e = _bytes(s, c, e)
         seed: sql.Composable = sql.SQL("{}::int8").format(sql.Literal(i))
         # a NULL's stand-in: version 1 used the seed itself, which is also the hash floats'
         # and time's functions give 0 (00:00) and numeric's gives NaN (the seed): version 3

@@ -124,7 +124,8 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
        btn.nspname || '.' || bt.typname,
        (SELECT en.nspname || '.' || et.typname FROM pg_type et
         JOIN pg_namespace en ON en.oid = et.typnamespace
-        WHERE bt.typcategory = 'A' AND et.oid = bt.typelem)
+        WHERE bt.typcategory = 'A' AND et.oid = bt.typelem),
+       coalesce(co.collisdeterministic, true)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -184,6 +185,9 @@ class ColumnInfo:
     #: the type, or a domain's base type ("pg_catalog.int8"), and an array's element type
     base_name: str = ""
     element_name: str | None = None
+    #: its collation is deterministic (equal means the same bytes); an ICU collation such
+    #: as a case-insensitive one is not, and hashes by its sort key
+    deterministic: bool = True
 
 
 @dataclass(frozen=True)
@@ -210,6 +214,9 @@ class Side:
     #: bigint columns whose values all fold to distinct 32-bit halves, hashed as they are
     #: in a comparison that keeps no hash (set by :func:`pgferry.sync.small_ints.plain_int8`)
     plain_int8: frozenset[str] = frozenset()
+    #: collatable columns hashed in ``COLLATE "C"``: their collation is nondeterministic on
+    #: either side (set by :func:`agree`)
+    bytewise: frozenset[str] = frozenset()
 
     # -- expressions -------------------------------------------------------------------------
     def collate(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
@@ -380,6 +387,7 @@ def _column(r: Sequence[Any]) -> ColumnInfo:
         callable,
         r[7],
         r[8],
+        bool(r[9]),
     )
 
 
@@ -389,7 +397,9 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     A column is hashed as text on both sides when either side cannot hash its
     type, the declared types differ, the hash functions differ (other server
     versions), or either side replaces it by an expression; keys compare in
-    ``COLLATE "C"`` when the key collations differ. (The row hash of earlier
+    ``COLLATE "C"`` when the key collations differ. A column whose collation is
+    nondeterministic on either side is hashed in ``COLLATE "C"`` (:attr:`Side.bytewise`).
+    (The row hash of earlier
     releases, which also needed hash functions SQL can call:
     :attr:`Side.as_text_v1`.) Both use version 3 of the row hash (version 1 without
     its blind spots) when either runs PostgreSQL 13, which has no
@@ -412,10 +422,26 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     text_v1 = frozenset(c.name for c in every if differ(c, True))
     collate_c = [k.collation for k in a.key] != [k.collation for k in b.key]
     version = 2 if min(a.server_version, b.server_version) >= HASH_RECORD_SINCE else 3
-    return (
-        replace(a, as_text=text, as_text_v1=text_v1, collate_c=collate_c, hash_version=version),
-        replace(b, as_text=text, as_text_v1=text_v1, collate_c=collate_c, hash_version=version),
+    # a nondeterministic collation hashes by its sort key (and 'a' = 'A' under a
+    # case-insensitive one): such columns are hashed byte for byte on both sides
+    bytewise = frozenset(
+        c.name
+        for c in every
+        if (c.collatable or c.name in text)
+        and not (c.deterministic and bcols[c.name].deterministic)
     )
+
+    def agreed(s: Side) -> Side:
+        return replace(
+            s,
+            as_text=text,
+            as_text_v1=text_v1,
+            collate_c=collate_c,
+            hash_version=version,
+            bytewise=bytewise,
+        )
+
+    return agreed(a), agreed(b)
 
 
 def estimate_rows(conn: psycopg.Connection[Any], s: Side) -> int | None:

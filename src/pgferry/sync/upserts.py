@@ -60,6 +60,8 @@ def _cmp(t: TablePlan, alias: str, names: list[str]) -> sql.Composed:
         e: sql.Composable = sql.Identifier(alias, c)
         if t.column_types.get(c, "").split("(")[0].rsplit(".", 1)[-1].strip('"') in _NO_EQ:
             e = sql.SQL("{}::text").format(e)
+        if c in t.bytewise_columns:  # a nondeterministic collation: byte for byte
+            e = sql.SQL("{} COLLATE {}").format(e, sql.Identifier("C"))
         parts.append(e)
     return sql.SQL("ROW({})").format(sql.SQL(", ").join(parts))
 

@@ -59,6 +59,8 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
             continue
         cols.append(c.name)
         t.column_types[c.name] = c.type
+        if c.nondeterministic:
+            t.bytewise_columns.append(c.name)
         t.source_types[c.name] = s.type
         if s.type != c.type:
             t.same_types = False
@@ -186,6 +188,15 @@ def build_plan(
                     "first; nothing is written to this table"
                 )
                 break
+        src_loose = {c.name for c in src.columns if c.nondeterministic}
+        loose_keys = [k for k in key if k in t.bytewise_columns and k not in src_loose]
+        if loose_keys and t.error is None:
+            t.error = (
+                f"{qn}: key column {loose_keys[0]} has a nondeterministic collation on the "
+                "target (values such as 'A' and 'a' are one key there) but not on the "
+                "source, so two source rows could be written to one target row; give "
+                "both sides the same collation first; nothing is written to this table"
+            )
         for side, cat, role in (("source", src, roles[0]), ("target", tgt, roles[1])):
             if cat.rls_active and t.error is None:
                 who = f"role {role}" if role else "the connecting role"

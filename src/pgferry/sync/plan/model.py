@@ -85,6 +85,10 @@ class TablePlan:
     #: text columns of an enum type (the same on both sides): binary COPY carries their
     #: labels, so the fast path into an empty table may still go in binary
     enum_columns: list[str] = field(default_factory=list)
+    #: columns whose target collation is nondeterministic (ICU, case-insensitive): a
+    #: write compares them byte for byte (``COLLATE "C"``), so that a change its
+    #: collation calls equal ('Alice' to 'alice') is written, not skipped
+    bytewise_columns: list[str] = field(default_factory=list)
     #: an empty target table may be loaded after a TRUNCATE (COPY FREEZE), which holds
     #: ACCESS EXCLUSIVE until the table commits: readers wait ([sync] block_readers)
     block_readers: bool = True
