@@ -332,11 +332,11 @@ def test_dense_differences_are_settled_by_signatures(
     pair: Any, monkeypatch: pytest.MonkeyPatch, expect_changes: bool
 ) -> None:
     src, tgt = pair
-    from pgferry.sync import checksum
+    from pgferry.sync import checksum, readback
 
     calls: list[str] = []  # the whole-table reads, in order
     fetched: list[int] = []  # rows read back by key per call
-    real_rows, real_stream = checksum.rows_in_subs, checksum.sub_rows_stream
+    real_rows, real_stream = readback.rows_in_subs, readback.sub_rows_stream
 
     def spy(name: str, real: Any) -> Any:
         def wrapped(*args: Any, **kw: Any) -> Any:
@@ -358,8 +358,8 @@ def test_dense_differences_are_settled_by_signatures(
 
     for name in ("sums", "bucket_sums", "signatures", "signature_stream"):
         monkeypatch.setattr(checksum, name, spy(name, getattr(checksum, name)))
-    monkeypatch.setattr(checksum, "rows_in_subs", spy_rows)
-    monkeypatch.setattr(checksum, "sub_rows_stream", spy_stream)
+    monkeypatch.setattr(readback, "rows_in_subs", spy_rows)
+    monkeypatch.setattr(readback, "sub_rows_stream", spy_stream)
     both(pair, "CREATE TABLE d (id int PRIMARY KEY, v text)")
     both(pair, "INSERT INTO d SELECT g, 'v' || g FROM generate_series(1, 20000) g")
     # every 50th row changed, every 1000th missing: all chunks differ, sparsely

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from pgferry.sync import checksum
+from pgferry.sync import checksum, readback
 from pgferry.sync.verify import DiffRange, diff_table
 from tests.helpers.sync import KINDS, Spec, fill
 
@@ -51,7 +51,7 @@ def test_scattered_differences_in_every_chunk(
     }
     assert all(want.values())
     fetched: list[int] = []
-    real, real_stream = checksum.rows_in_subs, checksum.sub_rows_stream
+    real, real_stream = readback.rows_in_subs, readback.sub_rows_stream
 
     def spy(*args: Any, **kw: Any) -> Any:
         got = real(*args, **kw)
@@ -63,8 +63,8 @@ def test_scattered_differences_in_every_chunk(
             fetched.append(1)
             yield row
 
-    monkeypatch.setattr(checksum, "rows_in_subs", spy)
-    monkeypatch.setattr(checksum, "sub_rows_stream", stream_spy)
+    monkeypatch.setattr(readback, "rows_in_subs", spy)
+    monkeypatch.setattr(readback, "sub_rows_stream", stream_spy)
     ranges: list[DiffRange] = []
     d = diff_table(
         src,
@@ -100,8 +100,8 @@ def test_a_piece_the_read_rows_do_not_explain_is_read_whole(
     tgt.execute("UPDATE k SET v = 'x' WHERE id % 97 = 0")
     lost: list[Any] = []
     whole: list[Any] = []
-    real_rows, real_whole = checksum.rows_in_subs, checksum.row_hashes
-    real_stream = checksum.sub_rows_stream
+    real_rows, real_whole = readback.rows_in_subs, readback.row_hashes
+    real_stream = readback.sub_rows_stream
 
     def lossy(conn: psycopg.Connection[Any], *args: Any, **kw: Any) -> Any:
         # one row of the target goes missing from what the server sent, as if it had
@@ -122,9 +122,9 @@ def test_a_piece_the_read_rows_do_not_explain_is_read_whole(
         whole.append(kw.get("rng"))
         return real_whole(*args, **kw)
 
-    monkeypatch.setattr(checksum, "rows_in_subs", lossy)
-    monkeypatch.setattr(checksum, "sub_rows_stream", lossy_stream)
-    monkeypatch.setattr(checksum, "row_hashes", spy)
+    monkeypatch.setattr(readback, "rows_in_subs", lossy)
+    monkeypatch.setattr(readback, "sub_rows_stream", lossy_stream)
+    monkeypatch.setattr(readback, "row_hashes", spy)
     d = diff_table(src, tgt, Spec("k", ("id",), ["id", "v"]), chunk_rows=500, key_limit=100)
     assert lost and len(whole) == 2  # the one piece, read whole on both sides
     assert d.differing == 3000 // 97 and d.only_in_source == d.only_in_target == 0

@@ -39,6 +39,7 @@ import psycopg
 
 from pgferry.errors import OperationFailed
 from pgferry.sync import checksum as ck
+from pgferry.sync import readback
 from pgferry.sync.chunks import (
     DiffKind,
     Key,
@@ -224,7 +225,7 @@ class Differ:
         piece is read whole and compared row by row.
         """
         if rows is None or not accounts_for(*rows, a, b):
-            rows = self.both(partial(ck.row_hashes, rng=rng))
+            rows = self.both(partial(readback.row_hashes, rng=rng))
         srows, trows = rows
         return classify(srows, dict(trows)).diffs
 
@@ -251,7 +252,7 @@ class Differ:
         room = self.key_limit - len(out.first_keys)
         if room > 0:
             conn, sd = (self.src, self.s) if ns else (self.tgt, self.t)
-            out.first_keys += [KeyDiff(kind, k) for k in ck.first_keys(conn, sd, rng, room)]
+            out.first_keys += [KeyDiff(kind, k) for k in readback.first_keys(conn, sd, rng, room)]
         self._emit(DiffRange(rng, ns, nt, None))
 
     def _record(self, rng: KeyRange, ns: int, nt: int, diffs: list[KeyDiff]) -> None:
@@ -275,7 +276,7 @@ class _SubRows:
 
     Few pieces (at most two, or under a quarter of the pieces they span): each piece's
     range is read when asked for (its index walked). Otherwise one stream a side over
-    the span of them all (:func:`pgferry.sync.checksum.sub_rows_stream`: one scan a side,
+    the span of them all (:func:`pgferry.sync.readback.sub_rows_stream`: one scan a side,
     however many rows differ; memory bounded by its fetch size), both sides' first reads
     at once; pieces must then be asked for in ascending order.
     """
@@ -305,7 +306,7 @@ class _SubRows:
             name = f"pgferry_subrows_{next(self._names)}"
             rng = KeyRange(pieces[self.first].lo, pieces[last].hi)
             self.streams = [
-                ck.sub_rows_stream(
+                readback.sub_rows_stream(
                     c,
                     sd,
                     rng,
@@ -329,7 +330,7 @@ class _SubRows:
         if not self.streams:
             got = self.differ.both(
                 partial(
-                    ck.rows_in_subs,
+                    readback.rows_in_subs,
                     rng=self.pieces[j],
                     bounds=(),
                     bits=self.wants.bits,
