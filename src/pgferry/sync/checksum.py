@@ -27,9 +27,9 @@ import psycopg
 from psycopg import sql
 
 from pgferry.sync.chunks import Key, KeyRange, Signature, Sums
+from pgferry.sync.columns import ColumnInfo
 from pgferry.sync.sides import (
     CANONICAL,
-    ColumnInfo,
     Side,
     agree,
     estimate_rows,

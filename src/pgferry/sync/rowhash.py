@@ -58,7 +58,8 @@ from typing import TYPE_CHECKING
 from psycopg import sql
 
 if TYPE_CHECKING:
-    from pgferry.sync.sides import ColumnInfo, Side
+    from pgferry.sync.columns import ColumnInfo
+    from pgferry.sync.sides import Side
 
 #: numeric's 64-bit hash function, which ignores the sign
 NUMERIC_HASH = ("pg_catalog", "hash_numeric_extended")

@@ -1,0 +1,160 @@
+"""What one server says about the columns a comparison hashes: types, collations, hashing.
+
+Contract: :func:`read_columns` reads, in one catalog query, each wanted column's type
+(a domain's base type, an array's element type), whether it is collatable and in
+which collation (comparable across servers; whether that collation is deterministic),
+whether its type has a default hash operator class and which 64-bit hash function
+that is (and whether SQL can call it with the value), as a :class:`ColumnInfo`;
+:func:`canon` names hash functions that newer servers renamed without changing their
+values by one name. What the comparison makes of it: :mod:`pgferry.sync.sides`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+_COLUMNS = """
+SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
+       CASE WHEN a.attcollation = 0 THEN ''
+            WHEN co.collname = 'default' THEN (
+                SELECT 'default:' || d.datcollate || ':' || coalesce(
+                    to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale', '')
+                FROM pg_database d WHERE d.datname = current_database())
+            ELSE co.collname END,
+       -- hashable: the (domain's base) type, or an array's element type, is an enum or has
+       -- a default hash operator class, directly or through a binary-coercible cast
+       bt.typtype = 'e'
+       OR (bt.typtype = 'b' AND bt.typcategory <> 'A' AND EXISTS (
+           SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
+           WHERE m.amname = 'hash' AND o.opcdefault AND (o.opcintype = bt.oid OR
+                 o.opcintype IN (SELECT casttarget FROM pg_cast
+                                 WHERE castsource = bt.oid AND castmethod = 'b'))))
+       OR (bt.typcategory = 'A' AND EXISTS (
+           SELECT 1 FROM pg_type et JOIN pg_opclass o ON o.opcintype = et.oid
+           JOIN pg_am m ON m.oid = o.opcmethod
+           WHERE et.oid = bt.typelem AND et.typtype = 'b' AND m.amname = 'hash'
+             AND o.opcdefault)),
+       -- the type's 64-bit hash function (support function 2 of its default hash opclass),
+       -- and whether SQL can call it with the value ('t'/'f' after a colon): PostgreSQL 15
+       -- hashes date with hashint4extended(integer), bool with hashcharextended("char") and
+       -- bytea with hashvarlenaextended(internal), which hash_record_extended calls but SQL
+       -- cannot call with a date, a bool, a bytea
+       (SELECT pn.nspname || '.' || pr.proname || ':' || (
+                   pr.proargtypes[0] = bt.oid
+                   OR pr.proargtypes[0] IN ('anyenum'::regtype, 'anyarray'::regtype,
+                                            'anyrange'::regtype,
+                                            to_regtype('anymultirange'))  -- none on 13
+                   OR EXISTS (SELECT 1 FROM pg_cast
+                              WHERE castsource = bt.oid AND casttarget = pr.proargtypes[0])
+               )::text
+        FROM pg_opclass o
+        JOIN pg_am m ON m.oid = o.opcmethod AND m.amname = 'hash'
+        JOIN pg_amproc p ON p.amprocfamily = o.opcfamily AND p.amprocnum = 2
+             AND p.amproclefttype = o.opcintype
+        JOIN pg_proc pr ON pr.oid = p.amproc
+        JOIN pg_namespace pn ON pn.oid = pr.pronamespace
+        WHERE o.opcdefault
+          AND (o.opcintype = bt.oid
+              OR o.opcintype IN (SELECT casttarget FROM pg_cast
+                                 WHERE castsource = bt.oid AND castmethod = 'b')
+              OR (bt.typtype = 'e' AND o.opcintype = 'anyenum'::regtype)
+              OR (bt.typcategory = 'A' AND o.opcintype = 'anyarray'::regtype))
+        ORDER BY o.opcintype = bt.oid DESC,
+                 -- a function that takes the value itself first (v1 hashed with it)
+                 pr.proargtypes[0] = bt.oid DESC
+        LIMIT 1),
+       btn.nspname || '.' || bt.typname,
+       (SELECT en.nspname || '.' || et.typname FROM pg_type et
+        JOIN pg_namespace en ON en.oid = et.typnamespace
+        WHERE bt.typcategory = 'A' AND et.oid = bt.typelem),
+       coalesce(co.collisdeterministic, true)
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+JOIN pg_type t ON t.oid = a.atttypid
+JOIN pg_namespace tn ON tn.oid = t.typnamespace
+JOIN pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+JOIN pg_namespace btn ON btn.oid = bt.typnamespace
+LEFT JOIN pg_collation co ON co.oid = a.attcollation
+WHERE n.nspname = %s AND c.relname = %s AND a.attname = ANY(%s)
+"""
+
+#: enum hash functions hash the label's OID, which differs between databases
+_ENUM_HASH = ("pg_catalog", "hashenumextended")
+
+#: hash functions that fold case ('Alice' and 'alice' as citext share a hash): such columns
+#: are hashed as text, so that a sync makes them identical, not merely equal
+_FOLDING_HASHES = {"citext_hash_extended"}
+
+#: hash functions that newer servers renamed without changing their values (PostgreSQL 16
+#: gave date, bool, xid and cid functions of their own; 17 gave bytea one SQL can call):
+#: one name per value
+_SAME_HASH = {
+    "hashdateextended": "hashint4extended",
+    "hashboolextended": "hashcharextended",
+    "hashxidextended": "hashint4extended",
+    "hashcidextended": "hashint4extended",
+    "hashbyteaextended": "hashvarlenaextended",
+}
+
+
+def canon(fn: tuple[str, str] | None) -> tuple[str, str] | None:
+    return None if fn is None else (fn[0], _SAME_HASH.get(fn[1], fn[1]))
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """What one side says about one synced column."""
+
+    name: str
+    type: sql.Composable  # the type, e.g. "pg_catalog"."int8"
+    type_name: str  # "pg_catalog.int8", comparable across servers
+    collatable: bool
+    collation: str  # "" when not collatable; comparable across servers
+    hashable: bool
+    #: the type's extended hash function, e.g. ("pg_catalog", "hashint8extended")
+    hash_fn: tuple[str, str] | None = None
+    #: SQL can call ``hash_fn`` with a value of the column (else only hash_record_extended can)
+    callable: bool = True
+    #: the type, or a domain's base type ("pg_catalog.int8"), and an array's element type
+    base_name: str = ""
+    element_name: str | None = None
+    #: its collation is deterministic (equal means the same bytes); an ICU collation such
+    #: as a case-insensitive one is not, and hashes by its sort key
+    deterministic: bool = True
+
+
+def _column(r: Sequence[Any]) -> ColumnInfo:
+    """A :data:`_COLUMNS` row as a :class:`ColumnInfo` (see the module docstring on hashing)."""
+    fn: tuple[str, str] | None = None
+    callable = False
+    if r[6]:
+        qualified, _, can_call = r[6].rpartition(":")
+        fschema, _, fname = qualified.partition(".")
+        fn, callable = (fschema, fname), can_call == "true"
+    hashable = bool(r[5]) and fn is not None and fn != _ENUM_HASH and fn[1] not in _FOLDING_HASHES
+    return ColumnInfo(
+        r[0],
+        sql.Identifier(r[1], r[2]),
+        f"{r[1]}.{r[2]}",
+        bool(r[3]),
+        r[4],
+        hashable,
+        fn,
+        callable,
+        r[7],
+        r[8],
+        bool(r[9]),
+    )
+
+
+def read_columns(
+    conn: psycopg.Connection[Any], schema: str, name: str, wanted: Sequence[str]
+) -> dict[str, ColumnInfo]:
+    """The wanted columns of ``schema.name`` that exist, by name."""
+    return {r[0]: _column(r) for r in conn.execute(_COLUMNS, [schema, name, list(wanted)])}
