@@ -46,6 +46,58 @@ def test_citext_case_change_is_found_and_written(
     assert cli(*cfg, "verify", "dev", "prod").code == 0
 
 
+INTERVALS = """
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TABLE plans (id int PRIMARY KEY, period interval, periods interval[],
+                    slot interval day to second, aliases citext[], docs json[]);
+INSERT INTO plans SELECT g, '30 days', ARRAY['24 hours'::interval], '1 day', ARRAY['Ann'],
+       ARRAY['{"a": 1}'::json]
+FROM generate_series(1, 200) g;
+"""
+
+
+@pytest.mark.parametrize("target", ["18", "15"])
+def test_intervals_citext_arrays_and_json_arrays_changed_are_found_and_written(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    cli: Callable[..., Result],
+    request: pytest.FixtureRequest,
+    target: str,
+) -> None:
+    # '1 mon' = '30 days' and '1 day' = '24 hours' as intervals, yet a timestamp plus
+    # either lands on another day: a billing period changed from one to the other must
+    # be reported and written, as a citext's case is (and so in a citext array); a json[]
+    # column (json has no equality) made every incremental sync of its table fail
+    other = make_db("idev") if target == "18" else request.getfixturevalue("make_db15")("i15")
+    p = write_project(tmp_path / "p", {"dev": make_db("idev"), "prod": other}, protected=())
+    for env in ("dev", "prod"):
+        sql(p.dsns[env], INTERVALS)
+    sql(
+        p.dsns["dev"],
+        "UPDATE plans SET period = '1 mon' WHERE id = 3;"
+        "UPDATE plans SET periods = ARRAY['1 day'::interval] WHERE id = 4;"
+        "UPDATE plans SET slot = '24 hours' WHERE id = 5;"
+        "UPDATE plans SET aliases = ARRAY['ann'] WHERE id = 6;"
+        "UPDATE plans SET docs = ARRAY['{\"a\": 2}'::json] WHERE id = 7",
+    )
+    cfg = ("--config", str(p.config))
+    r = cli(*cfg, "verify", "dev", "prod", "--json")
+    assert r.code == 1, r.err + r.out
+    (t,) = r.json["tables"]
+    assert (t["differing"], t["matched"]) == (5, 195)
+    r = cli(*cfg, "sync", "dev", "prod", "--json")
+    assert r.code == 0, r.err + r.out
+    (t,) = r.json["tables"]
+    assert (t["updated"], t["inserted"], t["deleted"]) == (5, 0, 0)
+    text = (
+        "SELECT id, period::text, periods::text, slot::text, aliases::text, docs::text"
+        " FROM plans ORDER BY id"
+    )
+    with psycopg.connect(p.dsns["dev"]) as a, psycopg.connect(p.dsns["prod"]) as b:
+        assert a.execute(text).fetchall() == b.execute(text).fetchall()
+    assert cli(*cfg, "verify", "dev", "prod").code == 0
+
+
 ZEROS = """
 CREATE TABLE m (id int PRIMARY KEY, f8 float8, f4 float4, n numeric);
 INSERT INTO m SELECT g, g, g, g FROM generate_series(1, 40) g;

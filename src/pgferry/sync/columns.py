@@ -87,9 +87,12 @@ WHERE n.nspname = %s AND c.relname = %s AND a.attname = ANY(%s)
 #: enum hash functions hash the label's OID, which differs between databases
 _ENUM_HASH = ("pg_catalog", "hashenumextended")
 
-#: hash functions that fold case ('Alice' and 'alice' as citext share a hash): such columns
-#: are hashed as text, so that a sync makes them identical, not merely equal
-_FOLDING_HASHES = {"citext_hash_extended"}
+#: hash functions whose equality is looser than identity: citext folds case ('Alice' and
+#: 'alice' share a hash), interval counts a month as 30 days and a day as 24 hours ('1 mon'
+#: = '30 days', yet a date plus either lands elsewhere): such columns, and arrays of
+#: those types, are hashed as text, so that a sync makes them identical, not merely equal
+_FOLDING_HASHES = {"citext_hash_extended", "interval_hash_extended"}
+_FOLDING_ELEMENTS = {"citext", "interval"}
 
 #: hash functions that newer servers renamed without changing their values (PostgreSQL 16
 #: gave date, bool, xid and cid functions of their own; 17 gave bytea one SQL can call):
@@ -137,7 +140,9 @@ def _column(r: Sequence[Any]) -> ColumnInfo:
         qualified, _, can_call = r[6].rpartition(":")
         fschema, _, fname = qualified.partition(".")
         fn, callable = (fschema, fname), can_call == "true"
-    hashable = bool(r[5]) and fn is not None and fn != _ENUM_HASH and fn[1] not in _FOLDING_HASHES
+    folding = fn is not None and fn[1] in _FOLDING_HASHES
+    folding = folding or (r[8] or "").rsplit(".", 1)[-1] in _FOLDING_ELEMENTS
+    hashable = bool(r[5]) and fn is not None and fn != _ENUM_HASH and not folding
     return ColumnInfo(
         r[0],
         sql.Identifier(r[1], r[2]),

@@ -19,7 +19,8 @@ row carries a value that does not:
 
 - enums are hashed by label (``::text``): their hash function hashes the
   label's OID, which differs between databases; so are citext (its hash folds
-  case), json, composite, range and other types without a default hash operator
+  case) and interval ('1 mon' and '30 days' are equal), arrays of either, json,
+  composite, range and other types without a default hash operator
   class, and any column a masking rule replaces, or whose type or hash function
   differs between the two sides;
 - the 64-bit types whose hash folds to 32 bits (``bigint``, ``timestamp``,

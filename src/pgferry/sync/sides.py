@@ -13,7 +13,8 @@ server, so almost no value is formatted as text and float or date output
 settings cannot matter. A column is hashed as ``col::text`` on both sides
 instead when its type has no hash function (json, point, composite, range),
 hashes an OID (enums: the same label has another OID in another database) or
-folds case (citext), when the two sides declare different types or hash the
+calls values equal that are not identical (citext folds case; interval counts a
+month as 30 days; and arrays of those), when the two sides declare different types or hash the
 type with different functions (renamed functions that give the same values
 count as the same), or when a select expression replaces it (a masking
 rule); for those, :data:`CANONICAL` holds the text output settings (UTC, ISO
