@@ -86,7 +86,12 @@ FROM pg_class c WHERE c.oid = ANY(%s)
 _COLUMNS = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef,
        a.attidentity::text, a.attgenerated::text, a.atttypid::int, t.typtype::text,
-       coalesce(NOT co.collisdeterministic, false)
+       coalesce(NOT co.collisdeterministic, false),
+       -- a composite, range or multirange (a domain over one, an array of them)
+       EXISTS (SELECT 1 FROM pg_type bt
+               LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A'
+               WHERE bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+                 AND (bt.typtype IN ('c', 'r', 'm') OR et.typtype IN ('c', 'r', 'm')))
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_collation co ON co.oid = a.attcollation
 WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
@@ -219,11 +224,11 @@ def read(
 
 def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
     """Columns, keys, foreign keys, sequences and triggers of the tables."""
-    for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose in conn.execute(
+    for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose, parts in conn.execute(
         _COLUMNS, [oids]
     ):
         by_oid[rel].columns.append(
-            Column(name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose)
+            Column(name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose, parts)
         )
     for rel, kind, cname, cols, ref, refcols, deferrable, validated in conn.execute(
         _CONSTRAINTS, [oids]

@@ -24,6 +24,9 @@ class Column:
     #: its collation is nondeterministic (ICU, e.g. case-insensitive): values it calls
     #: equal may differ byte for byte
     nondeterministic: bool = False
+    #: a composite, range or multirange (or a domain over one, an array of them): its
+    #: equality is its parts', which may be missing (json) or looser than identity
+    structured: bool = False
 
 
 @dataclass(frozen=True)

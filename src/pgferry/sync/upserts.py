@@ -37,29 +37,6 @@ from pgferry.sync.write import (
 
 LATER = "pgferry_later"
 _NUMBERED = "pgferry_stage_n"
-# Types without an equality operator, or whose equality is looser than identity (citext:
-# 'Alice' = 'alice'; interval: '1 mon' = '30 days'), and arrays of them: compare their text
-# form, so that such a change is written.
-_NO_EQ = (
-    "json",
-    "xml",
-    "point",
-    "line",
-    "lseg",
-    "box",
-    "path",
-    "polygon",
-    "circle",
-    "citext",
-    "interval",
-)
-
-
-def _type_word(type_text: str) -> str:
-    """The bare name of a ``format_type`` text: "interval" for "interval day to second"
-    or "interval[]", "citext" for "public.citext"."""
-    word = type_text.split("[")[0].split("(")[0].split(" ")[0]
-    return word.rsplit(".", 1)[-1].strip('"')
 
 
 def _typed(t: TablePlan, prefix: str | None = None) -> sql.Composable:
@@ -78,7 +55,7 @@ def _cmp(t: TablePlan, alias: str, names: list[str]) -> sql.Composed:
     parts = []
     for c in names:
         e: sql.Composable = sql.Identifier(alias, c)
-        if _type_word(t.column_types.get(c, "")) in _NO_EQ:
+        if c in t.text_compare:  # no equality, or a looser one than identity
             e = sql.SQL("{}::text").format(e)
         if c in t.bytewise_columns:  # a nondeterministic collation: byte for byte
             e = sql.SQL("{} COLLATE {}").format(e, sql.Identifier("C"))

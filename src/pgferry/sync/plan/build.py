@@ -25,6 +25,33 @@ def _table_cfg(cfg: SyncConfig, qualname: str) -> SyncTableConfig:
 _FIRST_USER_OID = 16384
 
 
+#: types without an equality operator, or whose equality is looser than identity (citext:
+#: 'Alice' = 'alice'; interval: '1 mon' = '30 days'): a write compares their text form (and
+#: that of arrays of them), so that such a change is written
+NO_EQUALITY = frozenset(
+    (
+        "json",
+        "xml",
+        "point",
+        "line",
+        "lseg",
+        "box",
+        "path",
+        "polygon",
+        "circle",
+        "citext",
+        "interval",
+    )
+)
+
+
+def _type_word(type_text: str) -> str:
+    """The bare name of a ``format_type`` text: "interval" for "interval day to second"
+    or "interval[]", "citext" for "public.citext"."""
+    word = type_text.split("[")[0].split("(")[0].split(" ")[0]
+    return word.rsplit(".", 1)[-1].strip('"')
+
+
 def _text_input(c: Column) -> bool:
     """True when the target's input of this type can refuse a value a source of the same
     type name holds: enum labels, domain checks, composite and other user-defined types."""
@@ -61,6 +88,8 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
         t.column_types[c.name] = c.type
         if c.nondeterministic:
             t.bytewise_columns.append(c.name)
+        if c.structured or _type_word(c.type) in NO_EQUALITY:
+            t.text_compare.append(c.name)
         t.source_types[c.name] = s.type
         if s.type != c.type:
             t.same_types = False

@@ -89,6 +89,10 @@ class TablePlan:
     #: write compares them byte for byte (``COLLATE "C"``), so that a change its
     #: collation calls equal ('Alice' to 'alice') is written, not skipped
     bytewise_columns: list[str] = field(default_factory=list)
+    #: columns a write compares by their text form: types without equality (json, xml,
+    #: geometric), whose equality is looser than identity (citext, interval; composite,
+    #: range and multirange values, whose parts may be either), arrays of those
+    text_compare: list[str] = field(default_factory=list)
     #: an empty target table may be loaded after a TRUNCATE (COPY FREEZE), which holds
     #: ACCESS EXCLUSIVE until the table commits: readers wait ([sync] block_readers)
     block_readers: bool = True
