@@ -215,3 +215,51 @@ def test_percent_in_a_name_stops_that_table_in_one_sentence(
     assert rows(p.dsns["prod"], "ok") == [(1, 1), (2, 2)]
     with psycopg.connect(p.dsns["prod"]) as c:
         assert c.execute('SELECT count(*) FROM "odd%name"').fetchone() == (0,)
+
+
+SHAPES = """
+CREATE TABLE a (id int PRIMARY KEY, i int[], t text[], u uuid[], f float8[]);
+INSERT INTO a SELECT g, '{1,2}', '{x,y}', ARRAY['00000000-0000-0000-0000-000000000001'::uuid],
+       '{1.5}'
+FROM generate_series(1, 30) g;
+"""
+
+
+@pytest.mark.parametrize("target", ["18", "13"])
+def test_arrays_of_another_shape_are_told_apart(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    cli: Callable[..., Result],
+    request: pytest.FixtureRequest,
+    target: str,
+) -> None:
+    # an array's hash function hashes its elements only: '{{1,2}}' (two dimensions) and
+    # '{1,2}', or '[0:1]={1,2}' (another lower bound) and '{1,2}', hashed alike though
+    # they differ: verify called such rows identical and a sync left them as they were;
+    # so did a float array's 0 and NULL
+    make_prod = make_db if target == "18" else request.getfixturevalue("make_db13")
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("adev"), "prod": make_prod("aprod")}, protected=()
+    )
+    for env in ("dev", "prod"):
+        sql(p.dsns[env], SHAPES)
+    sql(
+        p.dsns["dev"],
+        "UPDATE a SET i = '{{1,2}}' WHERE id = 1; UPDATE a SET i = '[0:1]={1,2}' WHERE id = 2;"
+        "UPDATE a SET t = '{{x},{y}}' WHERE id = 3;"
+        "UPDATE a SET u = '[5:5]={00000000-0000-0000-0000-000000000001}' WHERE id = 4;"
+        "UPDATE a SET f = '{0}' WHERE id = 5",
+    )
+    sql(p.dsns["prod"], "UPDATE a SET f = '{NULL}' WHERE id = 5")  # 0 hashed as NULL did
+    cfg = ("--config", str(p.config))
+    r = cli(*cfg, "verify", "dev", "prod", "--json")
+    assert r.code == 1, r.err + r.out
+    (t,) = r.json["tables"]
+    assert (t["differing"], t["matched"]) == (5, 25)
+    r = cli(*cfg, "sync", "dev", "prod", "--json")
+    assert r.code == 0, r.err + r.out
+    assert r.json["tables"][0]["updated"] == 5
+    text = "SELECT id, i::text, t::text, u::text, f::text FROM a ORDER BY id"
+    with psycopg.connect(p.dsns["dev"]) as a, psycopg.connect(p.dsns["prod"]) as b:
+        assert a.execute(text).fetchall() == b.execute(text).fetchall()
+    assert cli(*cfg, "verify", "dev", "prod").code == 0

@@ -32,7 +32,11 @@ row carries a value that does not:
   infinities one hash, the hash ROW(...) gives NULL: a small class number
   (negative, finite, +Infinity, NaN, NULL) rides along; arrays of numeric are
   hashed as text;
-- floats' hash gives 0 and -0 the hash of NULL: ``x IS NULL`` rides along;
+- floats' hash gives 0 and -0 the hash of NULL: ``x IS NULL`` rides along; arrays of
+  floats, whose 0 hashes as a NULL element, are hashed as text;
+- an array's hash covers its elements, not its shape: ``array_dims`` rides along, so
+  '{{1,2}}', '{1,2}' and '[0:1]={1,2}' differ (arrays hashed by ``array_send`` or as
+  text carry it already);
 - a nondeterministic collation (ICU, e.g. case-insensitive) hashes a text by its sort
   key, which differs from the same bytes' hash under any other collation: a column with
   one on either side is hashed in ``COLLATE "C"`` (:attr:`Side.bytewise`; version 3
@@ -108,6 +112,19 @@ def _bytes(s: Side, c: ColumnInfo, e: sql.Composable) -> sql.Composable:
     return e
 
 
+#: array element types hashed as text: numeric (its hash leaves out the sign), floats (0
+#: hashes as a NULL element does)
+_TEXT_ELEMENTS = {"pg_catalog.numeric", "pg_catalog.float4", "pg_catalog.float8"}
+
+
+def _dims(e: sql.Composable) -> sql.Composable:
+    """An array's dimensions ('[1:2]'), which its hash leaves out ('{{1,2}}', '{1,2}' and
+    '[0:1]={1,2}' hash alike)."""
+    # in COLLATE "C": the text result takes the array's collation, which may be
+    # nondeterministic (and then hashes by its sort key)
+    return sql.SQL("pg_catalog.array_dims({}) COLLATE {}").format(e, sql.Identifier("C"))
+
+
 def _elements(s: Side, c: ColumnInfo) -> list[sql.Composable]:
     """What column ``c`` contributes to the ROW(...) that :func:`row_hash` hashes."""
     e = s.exprs.get(c.name, sql.Identifier(c.name))
@@ -119,12 +136,14 @@ def _elements(s: Side, c: ColumnInfo) -> list[sql.Composable]:
         return [sql.SQL("{}({})").format(sql.Identifier("pg_catalog", SEND[c.base_name]), e)]
     if c.element_name in SEND:
         return [sql.SQL("pg_catalog.array_send({})").format(e)]
-    if c.element_name == "pg_catalog.numeric":
+    if c.element_name in _TEXT_ELEMENTS:
         return [sql.SQL("({})::text").format(e)]
     if c.hash_fn == NUMERIC_HASH:
         return [e, _numeric_class(e)]
     if c.hash_fn in FLOAT_HASHES:
         return [e, sql.SQL("({}) IS NULL").format(e)]
+    if c.element_name is not None:
+        return [_bytes(s, c, e), _dims(e)]
     return [_bytes(s, c, e)]
 
 
@@ -206,16 +225,18 @@ def row_hash_v1(s: Side, *, exact: bool = False) -> sql.Composable:
     Columns are hashed as text per :attr:`Side.as_text_v1` (v1 could call only hash
     functions that take the value from SQL). ``exact`` (version 3, the hash of a
     comparison with a PostgreSQL 13 side): arrays whose element hash loses
-    information (64-bit types folded to 32 bits, numeric without its sign) are
-    hashed as text, and a domain over a 64-bit type as that type, so that no
-    change to such a value goes unseen.
+    information (64-bit types folded to 32 bits, numeric without its sign, floats whose
+    0 hashes as a NULL element) are hashed as text, other arrays with their dimensions,
+    and a domain over a 64-bit type as that type, so that no change to such a value
+    goes unseen.
     """
     parts: list[sql.Composable] = []
     for i, c in enumerate(s.columns, 1):
         e = s.exprs.get(c.name, sql.Identifier(c.name))
         hashable = c.hashable and c.callable
-        lossy = exact and (c.element_name in SEND or c.element_name == "pg_catalog.numeric")
-        if c.name in s.as_text_v1 or not hashable or c.hash_fn is None or lossy:
+        lossy = exact and (c.element_name in SEND or c.element_name in _TEXT_ELEMENTS)
+        texty = c.name in s.as_text_v1 or not hashable or c.hash_fn is None or lossy
+        if texty or c.hash_fn is None:
             fn = sql.Identifier("pg_catalog", "hashtextextended")
             e = sql.SQL("({})::text").format(e)
         else:
@@ -241,4 +262,11 @@ def row_hash_v1(s: Side, *, exact: bool = False) -> sql.Composable:
                 else "{i}::int8 * 4 + CASE WHEN {e} < 0 THEN 1 WHEN {e} = 'NaN' THEN 3 ELSE 0 END"
             ).format(i=sql.Literal(i), e=e)
         parts.append(sql.SQL("coalesce({}({}, {}), {})").format(fn, e, seed, null))
+        if exact and c.element_name is not None and not texty:
+            dims = sql.Literal(-1_000_003 * i)  # a seed no column's part uses
+            parts.append(
+                sql.SQL("coalesce(pg_catalog.hashtextextended({}, {}::int8), {})").format(
+                    _dims(e), dims, null
+                )
+            )
     return sql.SQL("pg_catalog.hashint8extended(0, {})").format(sql.SQL(" # ").join(parts))

@@ -45,6 +45,10 @@ NO_EQUALITY = frozenset(
 )
 
 
+#: an array of floats compares by its text: 0 = -0 inside it, and it is hashed as text
+_FLOATS = frozenset(("real", "double", "float4", "float8"))
+
+
 def _type_word(type_text: str) -> str:
     """The bare name of a ``format_type`` text: "interval" for "interval day to second"
     or "interval[]", "citext" for "public.citext"."""
@@ -88,7 +92,8 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
         t.column_types[c.name] = c.type
         if c.nondeterministic:
             t.bytewise_columns.append(c.name)
-        if c.structured or _type_word(c.type) in NO_EQUALITY:
+        word = _type_word(c.type)
+        if c.structured or word in NO_EQUALITY or (c.type.endswith("]") and word in _FLOATS):
             t.text_compare.append(c.name)
         t.source_types[c.name] = s.type
         if s.type != c.type:

@@ -91,7 +91,8 @@ class TablePlan:
     bytewise_columns: list[str] = field(default_factory=list)
     #: columns a write compares by their text form: types without equality (json, xml,
     #: geometric), whose equality is looser than identity (citext, interval; composite,
-    #: range and multirange values, whose parts may be either), arrays of those
+    #: range and multirange values, whose parts may be either), arrays of those, and of
+    #: floats (0 = -0 inside them; hashed as text too)
     text_compare: list[str] = field(default_factory=list)
     #: an empty target table may be loaded after a TRUNCATE (COPY FREEZE), which holds
     #: ACCESS EXCLUSIVE until the table commits: readers wait ([sync] block_readers)
