@@ -128,6 +128,7 @@ def _sync(
                 "sync",
                 tgt.name,
                 tgt.protected,
+                yes=opts.yes,
                 override_blackout=opts.override_blackout,
                 reason=opts.reason,
             ),
