@@ -274,9 +274,10 @@ def approve(
             "approval",
             "awaiting_approval",
         )
-        # whole hashes: a typo may be anywhere in them
+        # whole hashes: a typo may be anywhere in them (what was sent, up to a hash's length)
+        sent = seen if len(seen) <= len(now_hash) else seen[: len(now_hash)] + "..."
         raise PlanHashMismatch(
-            f"the plan_hash sent ({seen}) is not the hash of the plan of run {run_id} "
+            f"the plan_hash sent ({sent}) is not the hash of the plan of run {run_id} "
             f"({now_hash}), which has not changed since it was shown: check the hash, "
             "or look at the plan again and approve it with its plan_hash",
             plan_hash=now_hash,
