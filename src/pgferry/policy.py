@@ -13,7 +13,9 @@ The rules, in the order they are judged (the first that does not allow wins):
 2. ``blackout``: inside an active ``[[blackout]]`` window of the environment
    (:mod:`pgferry.windows`) → :attr:`Verdict.REFUSE` (exit 4, naming the
    window), unless overridden with a reason; then the decision carries the
-   :attr:`Decision.window` it let through, for the journal.
+   :attr:`Decision.window` it let through, for the journal. It is judged before
+   ``protected``, so nobody is asked to confirm a write the window refuses; a
+   request that would need ``--yes`` too is told so in the same refusal.
 3. ``protected``: a protected environment (or, for a history rewrite such as
    ``migrate repair``, any environment) without ``--yes`` →
    :attr:`Verdict.CONFIRM`: a front end that can ask a person asks
@@ -168,10 +170,16 @@ def _blackout(
         return None, None
     if req.override_blackout and not _blank(req.reason):
         return None, w
+    # what the protected rule would ask next, said now: one refusal names all it takes
+    yes = ""
+    if not req.yes and req.protected:
+        yes = f" and --yes ({req.env!r} is protected)"
+    elif not req.yes and req.rewrites_history:
+        yes = f" and --yes ({req.what} rewrites the migration history)"
     return Decision(
         Verdict.REFUSE,
         f"environment {req.env!r} is in a blackout window ({describe(w)}); "
-        'wait, or pass --override-blackout --reason "..."',
+        f'wait, or pass --override-blackout --reason "..."{yes}',
         {"env": req.env, "blackout": describe(w)},
     ), None
 

@@ -246,6 +246,74 @@ def test_restore_in_a_blackout_window_is_refused_unless_overridden(
     ], rows
 
 
+def test_restore_into_protected_prod_in_a_blackout_judges_the_window_before_yes(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """backup restore's checks go in every writer's order (docs/backups.md, pgferry.policy):
+    the window first, then --yes; a refusal by the window names --yes too when it is
+    missing, and nobody is asked to confirm a restore the window refuses."""
+    from pgferry.commands import backup as cmd
+    from pgferry.config import load_config
+    from pgferry.errors import Refused
+
+    dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders")
+    bproj.config.write_text(
+        bproj.config.read_text() + '\n[[blackout]]\nfrom = "2020-01-01"\n'
+        'envs = ["prod"]\nreason = "freeze"\n'
+    )
+    restore = ("backup", "restore", bid, "--env", "prod")
+    # no --yes, in the window: refused by the window (exit 4), which says all it takes
+    r = run(cli, bproj, *restore)
+    assert r.code == 4 and "blackout window" in r.err and "freeze" in r.err, r.err
+    assert "--override-blackout --reason" in r.err and "and --yes ('prod' is protected)" in r.err
+    # migrate up and sync say the same, in the same order
+    for other in (("migrate", "up", "--env", "prod"), ("sync", "dev", "prod")):
+        o = run(cli, bproj, *other)
+        assert o.code == 4 and "and --yes ('prod' is protected)" in o.err, o.err
+    # --yes: still the window (exit 4), and nothing more to ask for
+    r = run(cli, bproj, *restore, "--yes")
+    assert r.code == 4 and "blackout window" in r.err and "--yes" not in r.err, r.err
+    # the window overridden (with a reason), no --yes: now the protected environment (exit 4)
+    r = run(cli, bproj, *restore, "--override-blackout", "--reason", "INC-9")
+    assert r.code == 4 and "is protected" in r.err and "needs --yes" in r.err, r.err
+    assert "blackout window" not in r.err
+    # --into-new leaves prod's database alone: no --yes, but the window still refuses it
+    r = run(cli, bproj, *restore, "--into-new", "bk_new_blackout")
+    assert r.code == 4 and "blackout window" in r.err and "--yes" not in r.err, r.err
+    # nothing was touched: no restore, no emergency backup, no new database
+    assert fingerprint(dsn) == before
+    assert len(list_backups(bproj.root / "backups", "prod")) == 1
+    assert q(dsn, "SELECT 1 FROM pg_database WHERE datname = 'bk_new_blackout'") == []
+    assert journal(dsn)[1:] == [
+        ("backup restore", "refused"),
+        ("migrate up", "refused"),
+        ("sync", "refused"),
+        ("backup restore", "refused"),
+        ("blackout override", "ok"),
+        ("backup restore", "refused"),
+        ("backup restore", "refused"),
+    ]
+    # at a terminal: the window refuses before any question; overridden, the question comes
+    cfg = load_config(bproj.config)
+    asked: list[str] = []
+
+    def confirm(question: object) -> bool:
+        asked.append(str(getattr(question, "prompt", "")))
+        return False
+
+    with pytest.raises(Refused, match="blackout window") as e:
+        cmd.restore(cfg, cmd.RestoreOptions(bid, "prod"), confirm=confirm)
+    assert e.value.exit_code == 4 and asked == []
+    with pytest.raises(Refused, match="needs --yes"):
+        cmd.restore(
+            cfg,
+            cmd.RestoreOptions(bid, "prod", override_blackout=True, reason="INC-9"),
+            confirm=confirm,
+        )
+    assert asked == [f"prod is protected. restore backup {bid} into prod?"]
+    assert fingerprint(dsn) == before
+
+
 def test_encrypted_backups_round_trip_and_a_wrong_key_is_exit_2(
     bproj: Project, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:

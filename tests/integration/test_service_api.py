@@ -4,9 +4,10 @@
 What is asserted: JSON everywhere (404, 401, 403, 422 naming the field), tokens and roles
 (401/403 journaled with the caller's address, a limit on failures), Idempotency-Key (one
 run; 422 for another body), four eyes (the requester approving is 403, a plan that changed
-is 409, a rejection keeps its reason), SSE replayed from the start with the issue's event
-names, cancel, the dead letters and retry, /metrics, and 200 concurrent GETs of
-production-health costing the database one health run.
+is 409, a mistyped plan_hash is 409 and not called a change, a rejection keeps its reason),
+SSE replayed from the start with the issue's event names, cancel, the dead letters and
+retry, /metrics, and 200 concurrent GETs of production-health costing the database one
+health run.
 """
 
 from __future__ import annotations
@@ -194,6 +195,8 @@ def test_four_eyes_requester_403_plan_changed_409_then_approved_run(
     p.write("U3__flag.sql", "ALTER TABLE items DROP COLUMN flag;\n")
     r = bob.post(f"/api/runs/{rid}/approve", json={"plan_hash": shown})
     assert r.status_code == 409, r.text
+    assert r.json()["error"] == "PlanChanged" and r.json()["exit_code"] == 4
+    assert "changed since it was shown" in r.json()["message"]
     assert r.json()["details"]["plan_hash"] != shown
     now = bob.get(f"/api/runs/{rid}").json()["run"]
     assert now["state"] == "awaiting_approval" and now["approved_by"] is None
@@ -437,3 +440,32 @@ def test_no_secret_in_any_answer_event_or_log(
         ).fetchone()
     assert stored is not None and SECRET not in (stored[0] or "")
     assert SECRET not in srv.log()
+
+
+def test_a_plan_hash_that_is_not_the_shown_plans_is_409_and_not_a_plan_change(
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
+    _, srv, tok = service
+    alice, bob = srv.client(tok["alice"]), srv.client(tok["bob"])
+    r = alice.post("/api/runs", json={"kind": "migrate_up", "arguments": {"env": "prod"}})
+    assert r.status_code == 202, r.text
+    run = r.json()["run"]
+    rid, shown = run["id"], run["plan_hash"]
+    assert run["state"] == "awaiting_approval" and shown
+    # bob mistypes the hash he looked at: the plan did not change, his hash is wrong
+    typo = shown[:-1] + ("0" if shown[-1] != "0" else "1")
+    r = bob.post(f"/api/runs/{rid}/approve", json={"plan_hash": typo})
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["error"] == "PlanHashMismatch" and body["exit_code"] == 4, body
+    assert body["message"].startswith(f"the plan_hash sent ({typo}) is not the hash"), body
+    assert f"({shown})" in body["message"], body
+    assert "has not changed since it was shown" in body["message"], body
+    assert body["details"] == {"plan_hash": shown, "sent_plan_hash": typo}
+    now = bob.get(f"/api/runs/{rid}").json()["run"]
+    assert now["state"] == "awaiting_approval" and now["approved_by"] is None
+    assert now["plan_hash"] == shown  # the run waits with the plan it showed
+    # with the hash of the plan shown, the same approver's approval goes through
+    r = bob.post(f"/api/runs/{rid}/approve", json={"plan_hash": shown})
+    assert r.status_code == 200 and r.json()["run"]["approved_by"] == "bob", r.text
+    assert wait_run(bob, rid)["state"] == "succeeded"

@@ -178,7 +178,7 @@ def test_a_subset_of_rules_judges_only_those(req: WriteRequest, rules: list[str]
 def test_messages_the_command_line_shows() -> None:
     cfg = config(FREEZE)
     up = WriteRequest("migrate up", "prod", True)
-    d = decide(cfg, up, NOW)
+    d = decide(cfg, replace(up, yes=True), NOW)
     assert d.verdict is Verdict.REFUSE and d.message == (
         "environment 'prod' is in a blackout window (weekly Fri 16:00 - Mon 06:00 (UTC): "
         'weekend freeze); wait, or pass --override-blackout --reason "..."'
@@ -187,6 +187,17 @@ def test_messages_the_command_line_shows() -> None:
         "env": "prod",
         "blackout": "weekly Fri 16:00 - Mon 06:00 (UTC): weekend freeze",
     }
+    # the window is judged first; what --yes would add is said in the same refusal
+    d = decide(cfg, up, NOW)
+    assert d.verdict is Verdict.REFUSE and d.message == (
+        "environment 'prod' is in a blackout window (weekly Fri 16:00 - Mon 06:00 (UTC): "
+        'weekend freeze); wait, or pass --override-blackout --reason "..." and --yes '
+        "('prod' is protected)"
+    )
+    rewrite = WriteRequest("migrate repair", "prod", False, action="repair", rewrites_history=True)
+    assert decide(cfg, rewrite, NOW).message.endswith(
+        '--reason "..." and --yes (repair rewrites the migration history)'
+    )
     d = decide(cfg, replace(up, override_blackout=True, reason="INC-1"), NOW)
     assert d.verdict is Verdict.CONFIRM and d.window_text is not None
     assert d.message == "environment 'prod' is protected: migrate up needs --yes"

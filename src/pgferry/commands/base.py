@@ -12,6 +12,7 @@ Contract:
   decision says, journaling it in the target (where its journal exists): the
   blackout override it let through (a ``blackout override`` row), a refusal
   (a ``refused`` row, exit 4) — then returns the decision, or raises.
+- :func:`blackout_warning` is what a dry run says instead of a blackout refusal.
 """
 
 from __future__ import annotations
@@ -97,6 +98,24 @@ def _journal_override(
         )
     except (PgferryError, psycopg.Error) as e:  # the override stands all the same
         journal.warn(target, e)
+
+
+def blackout_warning(cfg: Config, req: WriteRequest, now: datetime) -> str | None:
+    """A dry run's first warning when ``req.env`` is in a blackout window; else None.
+
+    A dry run changes nothing, so no window refuses it (``migrate up|undo --dry-run``,
+    ``sync --dry-run``); it says instead that the real run would be refused (not when
+    ``req`` overrides the window with a reason)."""
+    from pgferry import policy
+
+    d = policy.decide(cfg, req, now, ("blackout",))
+    if d.error() is None:
+        return None
+    return (
+        f"environment {req.env!r} is in a blackout window ({d.details['blackout']}): this"
+        " dry run changes nothing; a real run is refused (wait, or pass"
+        ' --override-blackout --reason "...")'
+    )
 
 
 def authorize(

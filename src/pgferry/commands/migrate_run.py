@@ -284,15 +284,9 @@ def run(
     req = replace(req, env=target.name, protected=target.protected)
     arguments = {**_arguments(opts, undo, target.name), **(journal_arguments or {})}
     in_window: str | None = None
+    window: str | None = None
     if opts.dry_run:  # changes nothing, so no window refuses it: it says what a run would meet
-        d = decide(cfg, req, when, ("blackout",))
-        window = d.window_text
-        if d.error() is not None:
-            in_window = (
-                f"environment {target.name!r} is in a blackout window"
-                f" ({d.details['blackout']}): this dry run changes nothing; a real run is"
-                ' refused (wait, or pass --override-blackout --reason "...")'
-            )
+        in_window = base.blackout_warning(cfg, req, when)
     else:
         window = base.authorize(
             cfg,

@@ -5,6 +5,8 @@ and TARGET differ, a known mode, a writable report), then — for anything that
 writes (not ``verify``, not ``--dry-run``) — asks the policy: the target's
 blackout window, then ``--yes`` for a protected target (a front end that can
 ask gets the read-only preview, a dry run's result, in its :class:`Question`).
+A ``--dry-run`` changes nothing, so a blackout window does not refuse it (as it
+does not refuse ``migrate up --dry-run``); its first warning says a real run is.
 It runs the engine (:mod:`pgferry.sync.engine`) publishing
 :mod:`pgferry.sync.events` to ``progress``, journals the run in the target (a
 sync always; ``verify`` where a journal exists; a dry run never), writes the
@@ -126,6 +128,7 @@ def _sync(
                 "sync",
                 tgt.name,
                 tgt.protected,
+                yes=opts.yes,
                 override_blackout=opts.override_blackout,
                 reason=opts.reason,
             ),
@@ -135,6 +138,19 @@ def _sync(
     src, tgt = base.target(cfg, opts.source), base.target(cfg, opts.target)
     if opts.report is not None:
         sync_report.check_writable(opts.report)
+    in_window: str | None = None
+    if opts.dry_run and opts.mode != "verify":  # not refused: it says what a run would meet
+        in_window = base.blackout_warning(
+            cfg,
+            WriteRequest(
+                "sync",
+                tgt.name,
+                tgt.protected,
+                override_blackout=opts.override_blackout,
+                reason=opts.reason,
+            ),
+            when,
+        )
     if writes:
         action = f"sync {opts.mode} from {opts.source} into {opts.target}"
         req = WriteRequest("sync", tgt.name, tgt.protected, action=action, yes=opts.yes)
@@ -168,6 +184,8 @@ def _sync(
             cfg, tgt, req, now=when, rules=("protected",), ask=ask if confirm is not None else None
         )
     result = _run(cfg, src, tgt, eopts, progress)
+    if in_window is not None:
+        result.warnings.insert(0, in_window)
     if opts.report is not None:
         sync_report.write(opts.report, result)
     return result

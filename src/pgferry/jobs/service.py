@@ -13,8 +13,11 @@ Contract:
   queued at once (:func:`pgferry.jobs.queue.defer`).
 - :func:`approve` binds the approval to the plan hash: the plan is made again; the
   person who asked cannot approve (:class:`~pgferry.errors.Refused`, 403); a plan that
-  changed since it was shown (or a ``plan_hash`` the approver sends that is not the
-  run's) is :class:`PlanChanged` (409) and the run keeps waiting with the new plan.
+  changed since it was shown (the stored hash is not the plan's now) is
+  :class:`PlanChanged` (409) and the run keeps waiting with the new plan; a
+  ``plan_hash`` the approver sends that is not the hash of the plan shown, which has not
+  changed (a typo, another run's hash), is :class:`PlanHashMismatch` (409) and the run
+  keeps waiting with its plan as it was.
 - :func:`reject` needs a reason; :func:`cancel` ends a run that has not started and
   asks a running one to stop at its next event; :func:`retry` queues a failed or
   cancelled run again (the dead letters).
@@ -41,6 +44,14 @@ from pgferry.jobs.operations import KINDS, Args, RunKind, needs_approval
 
 class PlanChanged(PgferryError):
     """The plan is not the one approved or shown (HTTP 409): it needs a new approval."""
+
+    exit_code = 4
+    http_status = 409
+
+
+class PlanHashMismatch(PgferryError):
+    """The ``plan_hash`` an approver sent is not the hash of the run's plan, which has not
+    changed since it was shown (HTTP 409): check the hash or look at the plan again."""
 
     exit_code = 4
     http_status = 409
@@ -253,6 +264,25 @@ def approve(
             details={"run": run_id, "error": d.message},
         )
         raise Refused(d.message, run=run_id)
+    if d.verdict is policy.Verdict.NEEDS_APPROVAL and run.plan_hash == now_hash:
+        # the plan is the one shown: it is the approver's hash that is not its hash
+        runner.announce(
+            ctl,
+            run_id,
+            f"approval by {caller.name} refused: the plan_hash sent is not that of the "
+            f"plan shown ({now_hash[:12]}), which has not changed",
+            "approval",
+            "awaiting_approval",
+        )
+        # whole hashes: a typo may be anywhere in them (what was sent, up to a hash's length)
+        sent = seen if len(seen) <= len(now_hash) else seen[: len(now_hash)] + "..."
+        raise PlanHashMismatch(
+            f"the plan_hash sent ({sent}) is not the hash of the plan of run {run_id} "
+            f"({now_hash}), which has not changed since it was shown: check the hash, "
+            "or look at the plan again and approve it with its plan_hash",
+            plan_hash=now_hash,
+            sent_plan_hash=seen,
+        )
     if d.verdict is policy.Verdict.NEEDS_APPROVAL or run.plan_hash != now_hash:
         runs.update(ctl, run_id, plan=plan, plan_hash=now_hash)
         runner.announce(
@@ -265,7 +295,7 @@ def approve(
         )
         raise PlanChanged(
             f"the plan of run {run_id} changed since it was shown "
-            f"(approved {seen[:12]}, now {now_hash[:12]}): look at the new "
+            f"(shown {(run.plan_hash or '')[:12]}, now {now_hash[:12]}): look at the new "
             "plan and approve it",
             plan_hash=now_hash,
             approved_plan_hash=seen,
