@@ -15,6 +15,7 @@ Markdown report when asked, and returns the :class:`~pgferry.sync.result.SyncRes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +57,9 @@ class SyncOptions:
     verify_after: bool = False
     #: write the Markdown report here (it carries the checksums after: verify_after is on)
     report: Path | None = None
+    #: the run's id, chosen before it starts (:func:`pgferry.sync.engine.new_run_id`), so
+    #: the caller knows it even when the sync raises; default: a new one
+    run_id: str | None = None
 
 
 def _check(opts: SyncOptions) -> None:
@@ -69,6 +73,8 @@ def _check(opts: SyncOptions) -> None:
         raise BadInput("SOURCE and TARGET are the same environment")
     if opts.mode not in MODES:
         raise BadInput(f"--mode {opts.mode!r}: use incremental, full or verify")
+    if opts.run_id is not None and not re.fullmatch(r"[0-9a-f]{12}", opts.run_id):
+        raise BadInput(f"run id {opts.run_id!r}: a sync run id is 12 lowercase hex digits")
 
 
 def _engine_options(opts: SyncOptions) -> engine.Options:
@@ -88,6 +94,7 @@ def _engine_options(opts: SyncOptions) -> engine.Options:
         no_mask_reason=opts.reason if opts.no_mask else None,
         # a report is the proof: it carries the checksums after
         verify_after=opts.verify_after or opts.report is not None,
+        run_id=opts.run_id,
     )
 
 
