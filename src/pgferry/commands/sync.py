@@ -10,7 +10,9 @@ It runs the engine (:mod:`pgferry.sync.engine`) publishing
 sync always; ``verify`` where a journal exists; a dry run never), writes the
 Markdown report when asked, and returns the :class:`~pgferry.sync.result.SyncResult`
 (its ``exit_code``: 0 ok, 1 differences or dead letters, 3 failed).
-:func:`revert` undoes one sync from its before-images, by the same policy.
+:func:`revert` undoes one sync from its before-images, by the same policy;
+:func:`runs_with_images` says which runs hold before-images in an environment and
+:func:`keeps_before_images` whether a sync into it keeps them.
 """
 
 from __future__ import annotations
@@ -318,3 +320,18 @@ def find_run(cfg: Config, run_id: str) -> Target:
     raise BadInput(
         f"sync run {run_id!r} is in {', '.join(t.name for t in hits)}; name one with --env"
     )
+
+
+def keeps_before_images(cfg: Config, env: str) -> bool:
+    """Does a sync into ``env`` keep before-images of every row it changes (``[sync]
+    keep_before_images``, by default on a protected target)? Then a run's before-images,
+    written in the transaction of the rows they describe, are exactly what it committed."""
+    keep = cfg.sync.keep_before_images
+    return keep if keep is not None else base.target(cfg, env).protected
+
+
+def runs_with_images(cfg: Config, env: str, run_ids: list[str]) -> list[str]:
+    """Those of ``run_ids`` that hold before-images in ``env`` (in the order given)."""
+    from pgferry.sync import revert as revert_mod
+
+    return revert_mod.runs_with_images(base.target(cfg, env), run_ids)
