@@ -8,19 +8,29 @@ steps in order, each a :mod:`pgferry.commands` call, and keeps each step's state
 ``pgferry_control.saga_steps``: a step that ended is never run again when the run
 resumes after its worker died; a step that was running is run again (each is safe to
 repeat: ``migrate up`` applies what is left, ``sync`` upserts, a backup is one more).
+A step fails when it ends with a problem or raises anything (a driver error too).
 When a step fails, the steps before it are compensated newest first, each once, after
-the failed step itself where it wrote (a sync that ended with dead letters or a failed
-table keeps what its other units committed: it is reverted first; it stays ``failed``):
+the failed step itself where it wrote (a sync keeps what its units committed before it
+ended with dead letters or a failed table, or raised: it is reverted first; it stays
+``failed``):
 
-- ``sync``: ``sync revert`` of that sync from its before-images;
+- ``sync``: ``sync revert`` of each of its attempts, newest first. The saga chose each
+  attempt's run id before that sync started and kept it in the step, so a sync that
+  raised, or whose worker died, is known by its run id all the same; the before-images
+  the target holds of those runs are what they committed (on a target that keeps them,
+  they are written in the rows' own transaction). A target that keeps none while the
+  sync may have written, or a revert that refuses (a row changed since), stops the saga;
 - ``migrate``: ``migrate undo`` back to the version before, when every applied file
-  has its U file; else the saga stops and points at the backup;
+  has its U file; else the saga stops;
 - ``backup``, ``verify``, ``health`` change nothing: nothing to undo (the backup stays,
   it is the way back).
 
 ``verify`` fails on any difference; ``health`` fails on ``critical`` only (degraded is
 reported, and does not undo a release). The run ends ``failed`` when a step failed
-(each step's outcome and compensation in its result), ``succeeded`` otherwise.
+(each step's outcome and compensation in its result; ``compensated`` says whether every
+compensation finished), ``succeeded`` otherwise. A compensation that stopped leaves the
+rest as it stands: the run's error says, in one sentence, which step it could not undo
+and the pre-release backup to restore.
 """
 
 from __future__ import annotations
