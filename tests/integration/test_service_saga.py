@@ -12,6 +12,7 @@ and the sync raises (a driver error, not a result with a failed table).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers.service import Server, make_project, tokens, wait_run
+from tests.helpers.service import SECRET, Server, make_project, tokens, wait_run
 
 pytestmark = pytest.mark.slow
 
@@ -130,7 +131,9 @@ def _release_whose_sync_raises(
     finally:
         hold.close()
         srv.stop()
-    return run, _events(p, rid)
+    events = _events(p, rid)
+    assert SECRET not in json.dumps([run, events]) and SECRET not in srv.log()
+    return run, events
 
 
 def test_a_sync_that_raised_after_a_unit_committed_is_reverted_by_the_compensation(
