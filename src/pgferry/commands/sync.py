@@ -12,11 +12,14 @@ It runs the engine (:mod:`pgferry.sync.engine`) publishing
 sync always; ``verify`` where a journal exists; a dry run never), writes the
 Markdown report when asked, and returns the :class:`~pgferry.sync.result.SyncResult`
 (its ``exit_code``: 0 ok, 1 differences or dead letters, 3 failed).
-:func:`revert` undoes one sync from its before-images, by the same policy.
+:func:`revert` undoes one sync from its before-images, by the same policy;
+:func:`runs_with_images` says which runs hold before-images in an environment and
+:func:`keeps_before_images` whether a sync into it keeps them.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -58,6 +61,9 @@ class SyncOptions:
     verify_after: bool = False
     #: write the Markdown report here (it carries the checksums after: verify_after is on)
     report: Path | None = None
+    #: the run's id, chosen before it starts (:func:`pgferry.sync.engine.new_run_id`), so
+    #: the caller knows it even when the sync raises; default: a new one
+    run_id: str | None = None
 
 
 def _check(opts: SyncOptions) -> None:
@@ -71,6 +77,8 @@ def _check(opts: SyncOptions) -> None:
         raise BadInput("SOURCE and TARGET are the same environment")
     if opts.mode not in MODES:
         raise BadInput(f"--mode {opts.mode!r}: use incremental, full or verify")
+    if opts.run_id is not None and not re.fullmatch(r"[0-9a-f]{12}", opts.run_id):
+        raise BadInput(f"run id {opts.run_id!r}: a sync run id is 12 lowercase hex digits")
 
 
 def _engine_options(opts: SyncOptions) -> engine.Options:
@@ -90,6 +98,7 @@ def _engine_options(opts: SyncOptions) -> engine.Options:
         no_mask_reason=opts.reason if opts.no_mask else None,
         # a report is the proof: it carries the checksums after
         verify_after=opts.verify_after or opts.report is not None,
+        run_id=opts.run_id,
     )
 
 
@@ -329,3 +338,18 @@ def find_run(cfg: Config, run_id: str) -> Target:
     raise BadInput(
         f"sync run {run_id!r} is in {', '.join(t.name for t in hits)}; name one with --env"
     )
+
+
+def keeps_before_images(cfg: Config, env: str) -> bool:
+    """Does a sync into ``env`` keep before-images of every row it changes (``[sync]
+    keep_before_images``, by default on a protected target)? Then a run's before-images,
+    written in the transaction of the rows they describe, are exactly what it committed."""
+    keep = cfg.sync.keep_before_images
+    return keep if keep is not None else base.target(cfg, env).protected
+
+
+def runs_with_images(cfg: Config, env: str, run_ids: list[str]) -> list[str]:
+    """Those of ``run_ids`` that hold before-images in ``env`` (in the order given)."""
+    from pgferry.sync import revert as revert_mod
+
+    return revert_mod.runs_with_images(base.target(cfg, env), run_ids)

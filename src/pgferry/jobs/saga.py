@@ -8,19 +8,29 @@ steps in order, each a :mod:`pgferry.commands` call, and keeps each step's state
 ``pgferry_control.saga_steps``: a step that ended is never run again when the run
 resumes after its worker died; a step that was running is run again (each is safe to
 repeat: ``migrate up`` applies what is left, ``sync`` upserts, a backup is one more).
+A step fails when it ends with a problem or raises anything (a driver error too).
 When a step fails, the steps before it are compensated newest first, each once, after
-the failed step itself where it wrote (a sync that ended with dead letters or a failed
-table keeps what its other units committed: it is reverted first; it stays ``failed``):
+the failed step itself where it wrote (a sync keeps what its units committed before it
+ended with dead letters or a failed table, or raised: it is reverted first; it stays
+``failed``):
 
-- ``sync``: ``sync revert`` of that sync from its before-images;
+- ``sync``: ``sync revert`` of each of its attempts, newest first. The saga chose each
+  attempt's run id before that sync started and kept it in the step, so a sync that
+  raised, or whose worker died, is known by its run id all the same; the before-images
+  the target holds of those runs are what they committed (on a target that keeps them,
+  they are written in the rows' own transaction). A target that keeps none while the
+  sync may have written, or a revert that refuses (a row changed since), stops the saga;
 - ``migrate``: ``migrate undo`` back to the version before, when every applied file
-  has its U file; else the saga stops and points at the backup;
+  has its U file; else the saga stops;
 - ``backup``, ``verify``, ``health`` change nothing: nothing to undo (the backup stays,
   it is the way back).
 
 ``verify`` fails on any difference; ``health`` fails on ``critical`` only (degraded is
 reported, and does not undo a release). The run ends ``failed`` when a step failed
-(each step's outcome and compensation in its result), ``succeeded`` otherwise.
+(each step's outcome and compensation in its result; ``compensated`` says whether every
+compensation finished), ``succeeded`` otherwise. A compensation that stopped leaves the
+rest as it stands: the run's error says, in one sentence, which step it could not undo
+and the pre-release backup to restore.
 """
 
 from __future__ import annotations
@@ -103,7 +113,12 @@ class StepFailed(PgferryError):
     """A step ended with a problem (verify found differences, health is critical)."""
 
 
-def _backup(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
+def _backup(
+    cfg: Config,
+    a: ReleaseArgs,
+    rec: Any,
+    started: dict[str, Any],  # noqa: ARG001
+) -> dict[str, Any]:
     from pgferry.commands import backup
 
     res = backup.create(
@@ -112,7 +127,12 @@ def _backup(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
     return {"backup": res.manifest.id, "path": str(res.path)}
 
 
-def _migrate(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
+def _migrate(
+    cfg: Config,
+    a: ReleaseArgs,
+    rec: Any,
+    started: dict[str, Any],  # noqa: ARG001
+) -> dict[str, Any]:
     from pgferry.commands import migrate_info, migrate_run
 
     before = migrate_info.status(cfg, a.env).current
@@ -124,16 +144,25 @@ def _migrate(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
     }
 
 
-def _sync(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
+def _sync(cfg: Config, a: ReleaseArgs, rec: Any, started: dict[str, Any]) -> dict[str, Any]:
     from pgferry.commands import sync
 
+    run_ids = started["run_ids"]
     res = sync.sync(
         cfg,
-        sync.SyncOptions(a.source, a.env, "incremental", release_tables(cfg, a), yes=True),
+        sync.SyncOptions(
+            a.source,
+            a.env,
+            "incremental",
+            release_tables(cfg, a),
+            yes=True,
+            run_id=run_ids[-1],
+        ),
         progress=rec,
     )
     out = {
         "run_id": res.run_id,
+        "run_ids": run_ids,
         "outcome": res.derive_outcome(),
         "totals": res.totals(),
         "before_images": any(t.before_images for t in res.tables),
@@ -147,7 +176,12 @@ def _sync(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
     return out
 
 
-def _verify(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
+def _verify(
+    cfg: Config,
+    a: ReleaseArgs,
+    rec: Any,
+    started: dict[str, Any],  # noqa: ARG001
+) -> dict[str, Any]:
     from pgferry.commands import sync
 
     res = sync.verify(
@@ -159,7 +193,12 @@ def _verify(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:
     return out
 
 
-def _health(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:  # noqa: ARG001
+def _health(
+    cfg: Config,
+    a: ReleaseArgs,
+    rec: Any,  # noqa: ARG001
+    started: dict[str, Any],  # noqa: ARG001
+) -> dict[str, Any]:
     from pgferry.commands import health
 
     rep = health.health(cfg, a.env)
@@ -172,7 +211,7 @@ def _health(cfg: Config, a: ReleaseArgs, rec: Any) -> dict[str, Any]:  # noqa: A
     return out
 
 
-RUN: dict[str, Callable[[Config, ReleaseArgs, Any], dict[str, Any]]] = {
+RUN: dict[str, Callable[[Config, ReleaseArgs, Any, dict[str, Any]], dict[str, Any]]] = {
     "backup": _backup,
     "migrate": _migrate,
     "sync": _sync,
@@ -207,25 +246,80 @@ def _undo_migrate(
     return {"action": "migrate undo", "to": to, "current_version": res.current_version}
 
 
+def _run_ids(done: dict[str, Any]) -> list[str]:
+    """The run ids of every attempt of the sync step, oldest first."""
+    ids = done.get("run_ids") or ([done["run_id"]] if done.get("run_id") else [])
+    return [str(i) for i in ids]
+
+
+def _may_have_written(done: dict[str, Any], run_id: str) -> bool:
+    """Could sync run ``run_id`` have committed rows? Unknown (so yes) unless the step's
+    sync returned, with its counts, as that run."""
+    if done.get("run_id") != run_id or "totals" not in done:
+        return True  # it raised, or its worker died: its counts never came back
+    t = done["totals"] or {}
+    return any(t.get(k) for k in ("inserted", "updated", "deleted"))
+
+
 def _undo_sync(
     cfg: Config, a: ReleaseArgs, done: dict[str, Any], backup_id: str | None
 ) -> dict[str, Any]:
+    """Revert every attempt of the sync step from its before-images, newest first.
+
+    The run ids come from the step itself (the saga chose each before its sync started),
+    so a sync that raised, or whose worker died, is reverted too. Which of them committed
+    anything, the target's before-images say: on a target that keeps them they are
+    written in the transaction of the rows they describe."""
     from pgferry.commands import sync
 
-    if not done.get("before_images"):
+    ids = _run_ids(done)
+    held = sync.runs_with_images(cfg, a.env, ids)
+    if not sync.keeps_before_images(cfg, a.env) and any(
+        i not in held and _may_have_written(done, i) for i in ids
+    ):
         return {
             "action": "manual",
             "why": "the sync kept no before-images",
+            "run_ids": ids,
             "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes",
         }
-    res = sync.revert(cfg, sync.RevertOptions(done["run_id"], a.env, yes=True))
-    return {"action": "sync revert", "run_id": done["run_id"], "result": res.to_dict()}
+    if not held:
+        return {"action": "none", "why": "the sync committed nothing", "run_ids": ids}
+    reverted = []
+    for run_id in reversed(held):
+        res = sync.revert(cfg, sync.RevertOptions(run_id, a.env, yes=True))
+        reverted.append(res.to_dict())
+    return {"action": "sync revert", "run_ids": ids, "reverted": reverted}
 
 
 UNDO: dict[str, Callable[[Config, ReleaseArgs, dict[str, Any], str | None], dict[str, Any]]] = {
     "migrate": _undo_migrate,
     "sync": _undo_sync,
 }
+
+
+def _begin(name: str, before: dict[str, Any]) -> dict[str, Any]:
+    """What a step records as it starts: the sync its run id, chosen now (after the run
+    ids of its earlier attempts, whose worker died), so that whatever it committed can
+    be reverted even when it raises."""
+    if name != "sync":
+        return {}
+    from pgferry.sync.engine import new_run_id
+
+    return {"run_ids": [*_run_ids(before), new_run_id()]}
+
+
+def _message(e: Exception) -> str:
+    """One line for an exception a step raised (a driver error mapped by its SQLSTATE)."""
+    import psycopg
+
+    from pgferry.pg.errors import map_db_error
+
+    if isinstance(e, PgferryError):
+        return redact(e.message)
+    if isinstance(e, psycopg.Error):
+        return map_db_error(e).message
+    return redact(f"{type(e).__name__}: {e}")
 
 
 def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) -> Outcome:
@@ -238,21 +332,24 @@ def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) 
         if steps[name]["state"] == "done":
             rec.say(f"{name}: done before, not repeated", step=name, state="done")
             continue
-        _set(ctl, run.id, name, "running")
+        started = _begin(name, steps[name]["result"] or {})
+        _set(ctl, run.id, name, "running", result=started)
         rec.say(f"{name}: started", step=name, state="running")
         try:
-            result = RUN[name](cfg, a, rec)
-        except PgferryError as e:
-            error = f"{name}: {redact(e.message)}"
-            _set(ctl, run.id, name, "failed", result={"error": error, **e.details})
+            result = RUN[name](cfg, a, rec, started)
+        except Exception as e:  # noqa: BLE001 - a step that raised failed: compensate
+            error = f"{name}: {_message(e)}"
+            details = e.details if isinstance(e, PgferryError) else {}
+            _set(ctl, run.id, name, "failed", result={**started, **details, "error": error})
             rec.say(error, step=name, state="failed")
             failed = name
             break
         _set(ctl, run.id, name, "done", result=result)
         steps[name] = {**steps[name], "state": "done", "result": result}
         rec.say(f"{name}: done", step=name, state="done")
-    if failed is not None:
-        _compensate(cfg, ctl, run, a, rec, failed)
+    stopped = _compensate(cfg, ctl, run, a, rec, failed) if failed is not None else None
+    if stopped is not None:
+        error = f"{error}; {stopped}"
     final = _steps(ctl, run.id)
     report = [
         {
@@ -264,27 +361,36 @@ def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) 
         for n in STEPS
     ]
     return Outcome(
-        3 if failed else 0, {"ok": failed is None, "failed_step": failed, "steps": report}, error
+        3 if failed else 0,
+        {
+            "ok": failed is None,
+            "failed_step": failed,
+            # every compensation finished (None: nothing failed, nothing to compensate)
+            "compensated": None if failed is None else stopped is None,
+            "steps": report,
+        },
+        error,
     )
 
 
 def _wrote(st: dict[str, Any]) -> bool:
-    """Did a failed step leave writes behind? A sync that ended with dead letters or a
-    failed table did: the units that committed before it stay written."""
-    t = (st["result"] or {}).get("totals") or {}
-    return bool((st["result"] or {}).get("run_id")) and any(
-        t.get(k) for k in ("inserted", "updated", "deleted")
-    )
+    """May a failed step have left writes behind? A sync that started may have: the units
+    it committed before it failed or raised stay (its undo reverts what its run ids hold)."""
+    return bool(_run_ids(st["result"] or {}))
 
 
 def _compensate(
     cfg: Config, ctl: Control, run: runs.ServiceRun, a: ReleaseArgs, rec: Any, failed: str
-) -> None:
+) -> str | None:
+    """Undo the steps up to ``failed``, newest first; None when every undo finished, else
+    the sentence that says where it stopped and the way back."""
     steps = _steps(ctl, run.id)
     backup_id = (steps["backup"]["result"] or {}).get("backup")
     for name in reversed(STEPS[: STEPS.index(failed) + 1]):
         st = steps[name]
         if st["compensation"] is not None:
+            if st["compensation"]["action"] in ("manual", "failed"):
+                return _stopped(name, st["compensation"])  # stopped there before
             continue  # compensated before the worker died
         # the failed step itself is undone too where it wrote (it keeps its state
         # "failed": a resumed run finds the failure by it)
@@ -312,4 +418,16 @@ def _compensate(
                 step=name,
                 state="stopped",
             )
-            break
+            return _stopped(name, comp)
+    return None
+
+
+def _stopped(name: str, comp: dict[str, Any]) -> str:
+    """Where the compensation stopped, and the way back (the rest of one sentence): the
+    undo's own advice is left out here, it stays in the step's compensation."""
+    why = str(comp.get("why") or comp.get("error") or "it has no undo")
+    why = why.split("; ")[0].split(". ")[0]
+    return (
+        f"the compensation could not undo {name} ({why}) and stopped there: restore the "
+        f"pre-release backup with `{comp.get('restore')}`"
+    )

@@ -18,7 +18,9 @@ The journal (a sync journals the run in the target; verify where a journal
 already exists; a dry run writes nothing at all) is the command layer's
 (:mod:`pgferry.commands.sync`), around :func:`execute`, with
 :attr:`Started.arguments`. :func:`run` is :func:`start` and :func:`execute` in
-one, unjournaled (tests, previews). The result is a
+one, unjournaled (tests, previews). The run's id is :attr:`Options.run_id` when the
+caller chose it beforehand (:func:`new_run_id`; the release saga does, so it knows the
+run even when it raises), else a new one. The result is a
 :class:`~pgferry.sync.result.SyncResult`; the caller maps it to an exit code.
 """
 
@@ -47,6 +49,11 @@ _USER_SCHEMAS = """SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\
 AND nspname NOT IN ('information_schema', 'pgferry')"""
 
 
+def new_run_id() -> str:
+    """A new sync run id (12 hex digits): the journal's, dead letters', before-images'."""
+    return uuid.uuid4().hex[:12]
+
+
 @dataclass
 class Options:
     """What the command line asked for (config supplies the defaults)."""
@@ -70,6 +77,9 @@ class Options:
     #: --rebase: after the writes, the target as it is is what each row was "after the last
     #: sync" (conflicts are found against it next time)
     rebase: bool = False
+    #: the run's id, chosen by the caller before the run starts (a release's saga keeps it,
+    #: so it can revert what the run committed even when the run raises); default: a new one
+    run_id: str | None = None
 
 
 def _masks(
@@ -275,7 +285,7 @@ def start(
         dry_run=opts.dry_run,
         started_at=datetime.now(UTC),
         no_mask_reason=opts.no_mask_reason,
-        run_id=uuid.uuid4().hex[:12],
+        run_id=opts.run_id or new_run_id(),
     )
     batch = opts.batch_size or cfg.sync.batch_size
     jobs = 1 if opts.atomic else (opts.jobs or cfg.sync.jobs)

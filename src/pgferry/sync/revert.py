@@ -13,6 +13,8 @@ the rows it updated (parents first), deletes the rows it inserted (children
 first) — a step a constraint refuses waits for the others (:func:`_run_steps`)
 —, deletes the run's before-images and commits. Sequences are not moved
 back (they never move backwards). The caller journals the outcome.
+:func:`runs_with_images` says which of some runs hold before-images (what a revert
+can put back).
 """
 
 from __future__ import annotations
@@ -204,6 +206,25 @@ def _run_steps(
             _apply(conn, run_id, tables[n], results[n], step)  # raises the real error
             left = left[1:]
         pending = left
+
+
+def runs_with_images(target: Target, run_ids: list[str]) -> list[str]:
+    """Those of ``run_ids`` that have before-images in ``target`` (in the order given): the
+    runs a revert can put back; none when the target holds no before-images at all."""
+    try:
+        with connect(target.dsn, autocommit=True) as conn:
+            if conn.execute("SELECT to_regclass('pgferry.before_images')").fetchone() == (None,):
+                return []
+            held = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT DISTINCT run_id FROM pgferry.before_images WHERE run_id = ANY(%s)",
+                    [run_ids],
+                )
+            }
+    except psycopg.Error as e:
+        raise map_db_error(e, f"reading the before-images of {target.name}") from None
+    return [r for r in run_ids if r in held]
 
 
 def revert(

@@ -1,0 +1,234 @@
+"""A release whose sync raises after it committed a unit, on real databases and a real
+``pgferry serve``: the compensation reverts what that sync committed (its run id is chosen
+by the saga before the sync starts), and where it cannot, the run says so and stops.
+
+How the sync is made to raise, deterministically: the release syncs two tables that no
+foreign key ties, on two workers, so each is a unit of its own. The test holds a SHARE lock
+on prod's ``notes``: ``items`` commits, ``notes`` waits for its lock. Then the test ends
+the sync's source sessions (its snapshot's coordinator and workers, found by their
+``application_name``): the ``notes`` unit's next attempt cannot read the snapshot again
+and the sync raises (a driver error, not a result with a failed table).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers.service import SECRET, Server, make_project, tokens, wait_run
+
+pytestmark = pytest.mark.slow
+
+#: application_name of the sync's source sessions (pgferry.sync.copy.SourceSnapshot)
+SOURCE_SESSIONS = ("pgferry sync coordinator", "pgferry sync worker")
+
+
+def _project(tmp_path: Path, make_db: Any, sync: str = "") -> Any:
+    from pgferry.commands import migrate_run
+    from pgferry.config import load_config
+
+    p = make_project(tmp_path / "proj", make_db, "\n[sync]\njobs = 2\n" + sync)
+    p.write("V2__notes.sql", "CREATE TABLE notes (id bigint PRIMARY KEY, v text NOT NULL);\n")
+    p.write("U2__notes.sql", "DROP TABLE notes;\n")
+    cfg = load_config(p.config)
+    for env in ("dev", "prod"):
+        migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
+    with psycopg.connect(p.dsns["dev"], autocommit=True) as c:
+        c.execute("INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, 300) g")
+        c.execute("INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 50) g")
+    # prod before the release: rows the sync updates, a row only prod has, fewer rows
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
+        c.execute("INSERT INTO items SELECT g, 'old ' || g FROM generate_series(1, 100) g")
+        c.execute("INSERT INTO items VALUES (1000, 'only in prod')")
+        c.execute("INSERT INTO notes SELECT g, 'old note ' || g FROM generate_series(1, 10) g")
+    # the release's own migration, undone by the compensation
+    p.write(
+        "V3__short.sql",
+        "ALTER TABLE items ADD CONSTRAINT v_short CHECK (length(v) < 100) NOT VALID;\n",
+    )
+    p.write("U3__short.sql", "ALTER TABLE items DROP CONSTRAINT v_short;\n")
+    return p
+
+
+#: V3's constraint is there (1) or not (0); V3 was undone (1) or not (0)
+_V_SHORT = "SELECT count(*) FROM pg_constraint WHERE conname = 'v_short'"
+_UNDONE = "SELECT count(*) FROM flyway_schema_history WHERE version = '3' AND type = 'DELETE'"
+
+
+def _contents(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        return {
+            "items": c.execute("SELECT id, v FROM items ORDER BY id").fetchall(),
+            "notes": c.execute("SELECT id, v FROM notes ORDER BY id").fetchall(),
+        }
+
+
+def _one(dsn: str, query: str, args: list[Any] | None = None) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(query, args).fetchone()
+    return row[0] if row else None
+
+
+def _events(p: Any, run_id: str) -> list[dict[str, Any]]:
+    with psycopg.connect(p.dsns["control"], autocommit=True) as c:
+        return [
+            r[0]
+            for r in c.execute(
+                "SELECT data FROM pgferry_control.run_events WHERE run_id = %s ORDER BY seq",
+                [run_id],
+            )
+        ]
+
+
+def _release_whose_sync_raises(
+    p: Any, change_after_commit: str | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run a release into protected prod whose sync raises once ``items`` committed (and
+    ``notes`` waits on the test's lock); ``change_after_commit`` runs in prod then, before
+    the sync raises. The run as it ended, and its events."""
+    tok = tokens(p, olga="operator", bob="approver")
+    hold = psycopg.connect(p.dsns["prod"])  # its transaction holds the lock until closed
+    hold.execute("LOCK TABLE notes IN SHARE MODE")  # readers (pg_dump) pass, writers wait
+    srv = Server(p).start()
+    try:
+        olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
+        r = olga.post(
+            "/api/releases", json={"source": "dev", "tables": ["public.items", "public.notes"]}
+        )
+        assert r.status_code == 202 and r.json()["state"] == "awaiting_approval", r.text
+        rid = r.json()["id"]
+        assert bob.post(f"/api/runs/{rid}/approve").status_code == 200
+        deadline = time.monotonic() + 120
+        # the items unit committed; the notes unit waits for the test's lock
+        while not (
+            _one(p.dsns["prod"], "SELECT count(*) FROM items WHERE v LIKE 'row %'") == 300
+            and _one(
+                p.dsns["prod"],
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'notes'::regclass",
+            )
+        ):
+            run = bob.get(f"/api/runs/{rid}").json()["run"]
+            assert run["state"] in ("queued", "running"), (run, _events(p, rid))
+            assert time.monotonic() < deadline, _events(p, rid)
+            time.sleep(0.05)
+        if change_after_commit is not None:
+            with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
+                c.execute(change_after_commit)
+        with psycopg.connect(p.dsns["dev"], autocommit=True) as c:
+            ended = c.execute(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))"
+                " FROM pg_stat_activity WHERE datname = current_database()"
+                " AND application_name = ANY(%s)",
+                [list(SOURCE_SESSIONS)],
+            ).fetchone()
+        assert ended is not None and ended[0] >= 2, ended  # the coordinator and a worker
+        run = wait_run(bob, rid, timeout=120)
+    finally:
+        hold.close()
+        srv.stop()
+    events = _events(p, rid)
+    assert SECRET not in json.dumps([run, events]) and SECRET not in srv.log()
+    return run, events
+
+
+def test_a_sync_that_raised_after_a_unit_committed_is_reverted_by_the_compensation(
+    tmp_path: Path, make_db: Any
+) -> None:
+    p = _project(tmp_path, make_db)
+    before = _contents(p.dsns["prod"])
+    run, events = _release_whose_sync_raises(p)
+    assert run["state"] == "failed" and run["exit_code"] == 3, run
+    # the run names the failure: the sync raised
+    assert run["error"].startswith("sync: "), run
+    result = run["result"]
+    assert result is not None and result["ok"] is False and result["failed_step"] == "sync"
+    assert result["compensated"] is True
+    steps = {s["step"]: s for s in result["steps"]}
+    sync = steps["sync"]
+    assert sync["state"] == "failed" and sync["result"]["error"] == run["error"], sync
+    # the sync raised (no counts came back), and the run id the saga gave it before it
+    # started is there all the same, with its revert
+    assert "totals" not in sync["result"], sync
+    run_ids = sync["result"]["run_ids"]
+    assert len(run_ids) == 1, sync
+    comp = sync["compensation"]
+    assert comp["action"] == "sync revert" and comp["run_ids"] == run_ids, comp
+    # 200 rows inserted, 100 updated, prod's own row 1000 deleted: all put back
+    assert comp["reverted"][0]["totals"] == {"removed": 200, "reinserted": 1, "restored": 100}
+    assert steps["migrate"]["state"] == "compensated", steps["migrate"]
+    assert steps["migrate"]["compensation"]["action"] == "migrate undo"
+    assert steps["backup"]["compensation"] == {"action": "none", "why": "changes nothing"}
+    assert (steps["verify"]["state"], steps["health"]["state"]) == ("pending", "pending")
+    # prod is as it was before the release: every row of both tables, no V3
+    assert _contents(p.dsns["prod"]) == before
+    assert _one(p.dsns["prod"], _V_SHORT) == 0
+    assert _one(p.dsns["prod"], _UNDONE) == 1
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
+        journal = c.execute(
+            "SELECT command, outcome, arguments ->> 'run_id' FROM pgferry.journal"
+            " WHERE command IN ('sync', 'sync revert') ORDER BY id"
+        ).fetchall()
+    assert journal == [("sync", "failed", run_ids[0]), ("sync revert", "ok", run_ids[0])]
+    # nothing claims success
+    said = [e.get("message", "") for e in events]
+    assert "sync: compensation sync revert" in said and "migrate: compensation migrate undo" in said
+    assert not [
+        e for e in events if e.get("state") in ("succeeded", "done") and e.get("step") == "sync"
+    ]
+    assert events[-1]["type"] == "error" and events[-1]["state"] == "failed", events[-1]
+
+
+def test_a_raised_sync_that_cannot_be_reverted_stops_the_saga_and_says_so(
+    tmp_path: Path, make_db: Any
+) -> None:
+    # a row the sync wrote is changed in prod before the sync raises: the revert refuses
+    # (it would overwrite that change), so the saga stops there and points at the backup
+    p = _project(tmp_path, make_db)
+    run, events = _release_whose_sync_raises(
+        p, change_after_commit="UPDATE items SET v = 'changed by hand' WHERE id = 5"
+    )
+    assert run["state"] == "failed" and run["exit_code"] == 3, run
+    result = run["result"]
+    assert result["ok"] is False and result["failed_step"] == "sync"
+    assert result["compensated"] is False
+    steps = {s["step"]: s for s in result["steps"]}
+    comp = steps["sync"]["compensation"]
+    assert comp["action"] == "failed", comp
+    assert "changed since sync run" in comp["error"], comp
+    backup = steps["backup"]["result"]["backup"]
+    assert comp["restore"] == f"pgferry backup restore {backup} --env prod --yes"
+    # stopped: the migration is not undone under rows the saga could not put back
+    assert steps["migrate"]["state"] == "done" and steps["migrate"]["compensation"] is None
+    # one sentence that says the compensation could not finish, and the way back
+    assert "could not" in run["error"] and f"pgferry backup restore {backup}" in run["error"], run
+    assert run["error"].count(". ") == 0, run
+    # nothing was reverted: what the sync committed is there, with the hand-made change
+    assert _one(p.dsns["prod"], "SELECT v FROM items WHERE id = 5") == "changed by hand"
+    assert _one(p.dsns["prod"], "SELECT count(*) FROM items WHERE v LIKE 'row %'") == 299
+    assert (_one(p.dsns["prod"], _V_SHORT), _one(p.dsns["prod"], _UNDONE)) == (1, 0)
+    said = [e.get("message", "") for e in events]
+    assert any(m.startswith("stopped: ") for m in said), said
+    assert events[-1]["type"] == "error" and events[-1]["state"] == "failed", events[-1]
+
+
+def test_a_raised_sync_that_kept_no_before_images_stops_the_saga_and_says_so(
+    tmp_path: Path, make_db: Any
+) -> None:
+    # prod keeps no before-images (the config says so): what the sync committed before it
+    # raised cannot be put back, and nothing says how much that was
+    p = _project(tmp_path, make_db, "keep_before_images = false\n")
+    run, _ = _release_whose_sync_raises(p)
+    assert run["state"] == "failed" and run["exit_code"] == 3, run
+    result = run["result"]
+    assert result["compensated"] is False and result["failed_step"] == "sync"
+    steps = {s["step"]: s for s in result["steps"]}
+    comp = steps["sync"]["compensation"]
+    assert comp["action"] == "manual" and comp["why"] == "the sync kept no before-images"
+    assert steps["migrate"]["compensation"] is None
+    assert "could not undo sync (the sync kept no before-images)" in run["error"], run
+    assert _one(p.dsns["prod"], "SELECT count(*) FROM items WHERE v LIKE 'row %'") == 300
