@@ -20,13 +20,15 @@ Contract:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from pgferry.pg.connect import begin_repeatable_read, connect
+from pgferry.errors import OperationFailed
+from pgferry.pg.connect import begin_repeatable_read, connect, redact
 from pgferry.pg.copy_writer import BoundedWriter as _Writer
 from pgferry.sync.plan import TablePlan
 
@@ -75,15 +77,41 @@ class SourceSnapshot:
         return c
 
     def worker(self) -> psycopg.Connection[Any]:
-        """A new source connection whose transaction reads the shared snapshot."""
+        """A new source connection whose transaction reads the shared snapshot.
+
+        :class:`~pgferry.errors.OperationFailed` (exit 3) when the snapshot is gone: its
+        coordinator's session on the source ended (a failover, ``pg_terminate_backend``,
+        a timeout), so no new session can read the source as the run saw it.
+        """
         w = self._connect("pgferry sync worker")
-        begin_repeatable_read(w, read_only=True)
-        w.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.id)))
+        try:
+            begin_repeatable_read(w, read_only=True)
+            w.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(self.id)))
+        except psycopg.Error as e:
+            w.close()
+            if self._alive():
+                raise
+            raise OperationFailed(
+                "the run's snapshot of the source is gone (its session on the source "
+                f"ended: {redact(str(e).splitlines()[0] if str(e) else type(e).__name__)}); "
+                "the tables not synced yet were left as they were: run the sync again"
+            ) from None
         return w
 
-    def close(self) -> None:
+    def _alive(self) -> bool:
+        """Does the coordinator's session, which holds the snapshot, still answer?"""
         try:
-            self.coordinator.rollback()
+            self.coordinator.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    def close(self) -> None:
+        """End the coordinator's transaction (read only: nothing to keep) and its session;
+        a session the source already ended is only closed."""
+        try:
+            with contextlib.suppress(psycopg.Error):
+                self.coordinator.rollback()
         finally:
             self.coordinator.close()
 
