@@ -57,3 +57,31 @@ def test_dry_runs_in_a_blackout_window_are_not_refused_and_say_a_real_run_is(
     assert r.code == 0 and not any("blackout" in w for w in r.json["warnings"]), r.json
     r = run_json(cli, p, "migrate", "up", "--env", "qa", "--dry-run")
     assert r.code == 0 and not any("blackout" in w for w in r.json["warnings"]), r.json
+
+
+def test_a_revert_dry_run_in_a_blackout_window_says_a_real_revert_is_refused(
+    tmp_path: Path, make_db: Callable[..., str], cli: Cli
+) -> None:
+    p = write_project(tmp_path / "p", {n: make_db(n) for n in ("dev", "prod")}, extra=BLACKOUT)
+    dev, prod = p.dsns["dev"], p.dsns["prod"]
+    for dsn in p.dsns.values():
+        sql(dsn, "CREATE TABLE t (id int PRIMARY KEY, v text)")
+    sql(dev, "INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 5) g")
+    sql(prod, "INSERT INTO t VALUES (9, 'x')")
+    r = run_json(
+        cli, p, "sync", "dev", "prod", "--yes", "--override-blackout", "--reason", "hotfix"
+    )
+    assert r.code == 0, r.err
+    run_id = r.json["run_id"]
+    r = run_json(cli, p, "sync", "revert", run_id, "--dry-run")
+    assert r.code == 0, r.err
+    assert r.json["dry_run"] is True
+    assert (r.json["totals"]["removed"], r.json["totals"]["reinserted"]) == (5, 1)
+    assert r.json["warnings"][0].startswith("environment 'prod' is in a blackout window (")
+    assert REFUSED in r.json["warnings"][0]
+    r = run(cli, p, "sync", "revert", run_id, "--dry-run")
+    assert r.code == 0 and REFUSED in r.out + r.err, r.out + r.err
+    # the real revert is refused by the window; the rows stay as the sync wrote them
+    r = run(cli, p, "sync", "revert", run_id, "--yes")
+    assert r.code == 4 and "blackout window" in r.err
+    assert q(prod, "SELECT count(*), min(id) FROM t") == [(5, 1)]

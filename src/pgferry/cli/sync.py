@@ -258,6 +258,8 @@ def register_revert(app: typer.Typer) -> None:
 
         def render(out: Console) -> None:
             verb = "would put back" if dry_run else "put back"
+            for w in res.warnings:
+                say(out, f"warning: {w}")
             for t in res.tables:
                 say(
                     out,

@@ -300,8 +300,18 @@ def revert(
             rules=("input", "blackout", "protected"),
         )
     wait = cfg.sync.lock_wait.total_seconds()
-    if opts.dry_run:
-        return revert_mod.revert(tgt, opts.run_id, lock_wait_s=wait, dry_run=True)
+    if opts.dry_run:  # not refused in a blackout window: it says a real revert would be
+        res = revert_mod.revert(tgt, opts.run_id, lock_wait_s=wait, dry_run=True)
+        req = WriteRequest(
+            "sync revert",
+            tgt.name,
+            tgt.protected,
+            override_blackout=opts.override_blackout,
+            reason=opts.reason,
+        )
+        window = base.blackout_warning(cfg, req, base.now_or(now))
+        res.warnings += [window] if window is not None else []
+        return res
     with journal.operation(tgt, "sync revert", {"run_id": opts.run_id}) as op:
         res = revert_mod.revert(tgt, opts.run_id, lock_wait_s=wait)
         op.details.update(res.to_dict())

@@ -50,6 +50,7 @@ class RevertResult:
     env: str
     tables: list[TableRevert] = field(default_factory=list)
     dry_run: bool = False
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +58,7 @@ class RevertResult:
             "run_id": self.run_id,
             "env": self.env,
             "dry_run": self.dry_run,
+            "warnings": list(self.warnings),
             "tables": [vars(t) for t in self.tables],
             "totals": {
                 k: sum(getattr(t, k) for t in self.tables)
