@@ -8,8 +8,27 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers import Result, sql, write_project
+from tests.helpers import Project, Result, sql, write_project
 from tests.helpers.sync import rows
+
+
+def _pair(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    request: pytest.FixtureRequest,
+    target: str,
+    schema: str,
+) -> Project:
+    """dev on the test server and prod on PostgreSQL ``target`` ("18": the test server,
+    else a server of that version), both with ``schema``; prod is not protected."""
+    make_prod = make_db if target == "18" else request.getfixturevalue(f"make_db{target}")
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_prod("prod")}, protected=()
+    )
+    for env in ("dev", "prod"):
+        sql(p.dsns[env], schema)
+    return p
+
 
 CITEXT = """
 CREATE EXTENSION IF NOT EXISTS citext;
@@ -68,10 +87,7 @@ def test_intervals_citext_arrays_and_json_arrays_changed_are_found_and_written(
     # either lands on another day: a billing period changed from one to the other must
     # be reported and written, as a citext's case is (and so in a citext array); a json[]
     # column (json has no equality) made every incremental sync of its table fail
-    other = make_db("idev") if target == "18" else request.getfixturevalue("make_db15")("i15")
-    p = write_project(tmp_path / "p", {"dev": make_db("idev"), "prod": other}, protected=())
-    for env in ("dev", "prod"):
-        sql(p.dsns[env], INTERVALS)
+    p = _pair(tmp_path, make_db, request, target, INTERVALS)
     sql(
         p.dsns["dev"],
         "UPDATE plans SET period = '1 mon' WHERE id = 3;"
@@ -150,13 +166,8 @@ def test_null_and_the_values_whose_hash_is_nulls_are_told_apart(
     # inside ROW(...) a NULL hashes as 0, and so do float 0 and -0 and numeric NaN and
     # infinities (their hash functions return the seed); in row hash version 3 (a
     # PostgreSQL 13 side) a NULL was the seed itself: each pair must still differ
-    make_prod = make_db if target == "18" else request.getfixturevalue("make_db13")
     inf = "-Infinity" if target == "18" else "NaN"  # 13 has no numeric infinity
-    p = write_project(
-        tmp_path / "p", {"dev": make_db("zdev"), "prod": make_prod("zprod")}, protected=()
-    )
-    sql(p.dsns["dev"], ZEROS)
-    sql(p.dsns["prod"], ZEROS)
+    p = _pair(tmp_path, make_db, request, target, ZEROS)
     sql(
         p.dsns["dev"],
         "UPDATE m SET f8 = NULL WHERE id IN (1, 2); UPDATE m SET f4 = NULL WHERE id = 3;"
@@ -237,12 +248,7 @@ def test_arrays_of_another_shape_are_told_apart(
     # '{1,2}', or '[0:1]={1,2}' (another lower bound) and '{1,2}', hashed alike though
     # they differ: verify called such rows identical and a sync left them as they were;
     # so did a float array's 0 and NULL
-    make_prod = make_db if target == "18" else request.getfixturevalue("make_db13")
-    p = write_project(
-        tmp_path / "p", {"dev": make_db("adev"), "prod": make_prod("aprod")}, protected=()
-    )
-    for env in ("dev", "prod"):
-        sql(p.dsns[env], SHAPES)
+    p = _pair(tmp_path, make_db, request, target, SHAPES)
     sql(
         p.dsns["dev"],
         "UPDATE a SET i = '{{1,2}}' WHERE id = 1; UPDATE a SET i = '[0:1]={1,2}' WHERE id = 2;"

@@ -128,38 +128,23 @@ def _sync(
     _check(opts)
     when = base.now_or(now)
     writes = opts.mode != "verify" and not opts.dry_run
+    tgt = base.target(cfg, opts.target)
+    window = WriteRequest(
+        "sync",
+        tgt.name,
+        tgt.protected,
+        yes=opts.yes,
+        override_blackout=opts.override_blackout,
+        reason=opts.reason,
+    )
     if writes:  # a freeze covers every write (exit 4, journaled)
-        tgt = base.target(cfg, opts.target)
-        base.authorize(
-            cfg,
-            tgt,
-            WriteRequest(
-                "sync",
-                tgt.name,
-                tgt.protected,
-                yes=opts.yes,
-                override_blackout=opts.override_blackout,
-                reason=opts.reason,
-            ),
-            now=when,
-            rules=("input", "blackout"),
-        )
-    src, tgt = base.target(cfg, opts.source), base.target(cfg, opts.target)
+        base.authorize(cfg, tgt, window, now=when, rules=("input", "blackout"))
+    src = base.target(cfg, opts.source)
     if opts.report is not None:
         sync_report.check_writable(opts.report)
     in_window: str | None = None
     if opts.dry_run and opts.mode != "verify":  # not refused: it says what a run would meet
-        in_window = base.blackout_warning(
-            cfg,
-            WriteRequest(
-                "sync",
-                tgt.name,
-                tgt.protected,
-                override_blackout=opts.override_blackout,
-                reason=opts.reason,
-            ),
-            when,
-        )
+        in_window = base.blackout_warning(cfg, window, when)
     if writes:
         action = f"sync {opts.mode} from {opts.source} into {opts.target}"
         req = WriteRequest("sync", tgt.name, tgt.protected, action=action, yes=opts.yes)
