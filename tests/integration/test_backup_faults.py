@@ -289,10 +289,12 @@ def test_restore_into_protected_prod_in_a_blackout_judges_the_window_before_yes(
         ("migrate up", "refused"),
         ("sync", "refused"),
         ("backup restore", "refused"),
-        ("blackout override", "ok"),
         ("backup restore", "refused"),
         ("backup restore", "refused"),
-    ]
+    ]  # an override is journaled only for a write that goes ahead: none here
+    r = run(cli, bproj, "sync", "dev", "prod", "--override-blackout", "--reason", "INC-9")
+    assert r.code == 4 and "needs --yes" in r.err, r.err
+    assert journal(dsn)[-1] == ("sync", "refused")
     # at a terminal: the window refuses before any question; overridden, the question comes
     cfg = load_config(bproj.config)
     asked: list[str] = []

@@ -272,7 +272,7 @@ def test_a_freeze_covers_sync(tmp_path: Path, make_db: Callable[..., str], cli: 
     assert sync("--dry-run").code == 0
     r = cli(
         "--config", str(p.config), "sync", "dev", "prod", "--override-blackout", "--reason", "INC-7"
-    )  # protected, no --yes: refused (and journaled) all the same
+    )  # protected, no --yes: refused (and journaled as refused, not as an override)
     assert r.code == 4 and "needs --yes" in r.err
     r = sync("--mode", "full", "--override-blackout", "--reason", "INC-7 restore")
     assert r.code == 0, r.err
@@ -282,9 +282,9 @@ def test_a_freeze_covers_sync(tmp_path: Path, make_db: Callable[..., str], cli: 
         ("setup", "ok"),
         ("sync", "refused"),
         ("sync", "refused"),
-        ("blackout override", "ok"),
         ("sync", "refused"),
         ("blackout override", "ok"),
+        ("sync", "ok"),
     ]
 
 

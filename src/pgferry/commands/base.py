@@ -10,8 +10,9 @@ Contract:
   a pipe, the HTTP service) a decision that needs a confirmation is a refusal.
 - :func:`authorize` asks :func:`pgferry.policy.decide` and does what the
   decision says, journaling it in the target (where its journal exists): the
-  blackout override it let through (a ``blackout override`` row), a refusal
-  (a ``refused`` row, exit 4) — then returns the decision, or raises.
+  blackout override it let through (a ``blackout override`` row, once every rule it
+  judged allows the write: an override refused for ``--yes`` is not journaled as
+  one), a refusal (a ``refused`` row, exit 4) — then returns the decision, or raises.
 - :func:`blackout_warning` is what a dry run says instead of a blackout refusal.
 """
 
@@ -138,8 +139,6 @@ def authorize(
 
     chosen = policy.RULES if rules is None else rules
     d = policy.decide(cfg, req, now, chosen)
-    if d.window is not None:
-        _journal_override(target, req, d, arguments)
     if d.verdict is policy.Verdict.CONFIRM and (ask is not None or confirm is not None):
         agreed = (
             ask(d)
@@ -150,6 +149,8 @@ def authorize(
             rest = [r for r in chosen if r not in ("input", "blackout")]
             d = replace(policy.decide(cfg, replace(req, yes=True), now, rest), window=d.window)
     if d.allowed:
+        if d.window is not None:  # journaled once the write may go ahead, not before
+            _journal_override(target, req, d, arguments)
         return d
     err = d.error()
     assert err is not None

@@ -138,7 +138,10 @@ def _sync(
         reason=opts.reason,
     )
     if writes:  # a freeze covers every write (exit 4, journaled)
-        base.authorize(cfg, tgt, window, now=when, rules=("input", "blackout"))
+        # nobody to ask: --yes is judged here too, so that an override is journaled only
+        # for a sync that goes ahead (with someone to ask, after the preview, below)
+        rules = ("input", "blackout") + (("protected",) if confirm is None else ())
+        base.authorize(cfg, tgt, window, now=when, rules=rules)
     src = base.target(cfg, opts.source)
     if opts.report is not None:
         sync_report.check_writable(opts.report)
