@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import sql as psql
 
-from tests.helpers import Project, Result, one, q, sql, statements_seen, write_project
+from tests.helpers import Project, Result, one, sql, statements_seen, write_project
 from tests.helpers.sync import (
     DATA,
     SCHEMA,
@@ -279,12 +279,9 @@ def test_target_down_then_exit_3_and_rerun_resumes(
 def test_sigterm_cancels_rolls_back_and_journals(pair: Project) -> None:
     sql(pair.dsns["prod"], SLOW.replace("0.002", "0.04"))  # a batch of 500 takes 20 s
     proc = pair.popen("sync", "dev", "prod", "--batch-size", "500", "--jobs", "1")
-    wait_for_backend(pair.dsns["prod"], proc, r"^WITH up AS \(INSERT", WRITER)
-    ((pid,),) = q(
-        pair.dsns["prod"],
-        "SELECT pid FROM pg_stat_activity WHERE application_name ="
-        " 'pgferry sync writer' AND state = 'active'",
-    )
+    # the slow table's upsert (another table's quick one may end before it is looked at)
+    upsert = r'^WITH up AS \(INSERT INTO "public"\."orders"'
+    pid = wait_for_backend(pair.dsns["prod"], proc, upsert, WRITER)
     proc.send_signal(signal.SIGTERM)
     # the server shows the statement end long before the 20 s it needs to complete
     longest = 0.0
