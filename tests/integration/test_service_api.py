@@ -208,6 +208,7 @@ def test_four_eyes_requester_403_plan_changed_409_then_approved_run(
     assert done["result"]["current_version"] == "3"
     audit = [x for x in _journal(p) if x["command"] == "approve"]
     assert [x["outcome"] for x in audit[-2:]] == ["refused", "ok"]
+    assert "changed since it was shown" in audit[-2]["details"]["error"], audit
     # prod's own journal: the migration, and on whose word it ran
     with psycopg.connect(
         p.dsns["prod"].replace(f" password={SECRET}", ""), autocommit=True
@@ -445,7 +446,7 @@ def test_no_secret_in_any_answer_event_or_log(
 def test_a_plan_hash_that_is_not_the_shown_plans_is_409_and_not_a_plan_change(
     service: tuple[Project, Server, dict[str, str]],
 ) -> None:
-    _, srv, tok = service
+    p, srv, tok = service
     alice, bob = srv.client(tok["alice"]), srv.client(tok["bob"])
     r = alice.post("/api/runs", json={"kind": "migrate_up", "arguments": {"env": "prod"}})
     assert r.status_code == 202, r.text
@@ -465,6 +466,9 @@ def test_a_plan_hash_that_is_not_the_shown_plans_is_409_and_not_a_plan_change(
     now = bob.get(f"/api/runs/{rid}").json()["run"]
     assert now["state"] == "awaiting_approval" and now["approved_by"] is None
     assert now["plan_hash"] == shown  # the run waits with the plan it showed
+    refused = [x for x in _journal(p) if x["command"] == "approve"][-1]
+    assert refused["outcome"] == "refused", refused  # in the control journal, as others are
+    assert refused["details"]["error"].startswith(f"the plan_hash sent ({typo})"), refused
     # with the hash of the plan shown, the same approver's approval goes through
     r = bob.post(f"/api/runs/{rid}/approve", json={"plan_hash": shown})
     assert r.status_code == 200 and r.json()["run"]["approved_by"] == "bob", r.text

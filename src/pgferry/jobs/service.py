@@ -228,6 +228,18 @@ def _get(ctl: Control, run_id: str) -> runs.ServiceRun:
     return run
 
 
+def _refused_approval(ctl: Control, caller: Caller, run_id: str, e: PgferryError) -> None:
+    """A refused approval in the control journal, as a refusal of any other kind is."""
+    audit(
+        ctl,
+        "approve",
+        caller,
+        outcome="refused",
+        exit_code=e.exit_code,
+        details={"run": run_id, "error": e.message},
+    )
+
+
 def approve(
     cfg: Config, ctl: Control, run_id: str, caller: Caller, *, plan_hash: str | None = None
 ) -> runs.ServiceRun:
@@ -276,13 +288,15 @@ def approve(
         )
         # whole hashes: a typo may be anywhere in them (what was sent, up to a hash's length)
         sent = seen if len(seen) <= len(now_hash) else seen[: len(now_hash)] + "..."
-        raise PlanHashMismatch(
+        mismatch = PlanHashMismatch(
             f"the plan_hash sent ({sent}) is not the hash of the plan of run {run_id} "
             f"({now_hash}), which has not changed since it was shown: check the hash, "
             "or look at the plan again and approve it with its plan_hash",
             plan_hash=now_hash,
             sent_plan_hash=seen,
         )
+        _refused_approval(ctl, caller, run_id, mismatch)
+        raise mismatch
     if d.verdict is policy.Verdict.NEEDS_APPROVAL or run.plan_hash != now_hash:
         runs.update(ctl, run_id, plan=plan, plan_hash=now_hash)
         runner.announce(
@@ -293,13 +307,15 @@ def approve(
             "approval",
             "awaiting_approval",
         )
-        raise PlanChanged(
+        changed = PlanChanged(
             f"the plan of run {run_id} changed since it was shown "
             f"(shown {(run.plan_hash or '')[:12]}, now {now_hash[:12]}): look at the new "
             "plan and approve it",
             plan_hash=now_hash,
             approved_plan_hash=seen,
         )
+        _refused_approval(ctl, caller, run_id, changed)
+        raise changed
     done = runs.update(
         ctl,
         run_id,
