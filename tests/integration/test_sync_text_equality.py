@@ -30,6 +30,26 @@ def _pair(
     return p
 
 
+def _found_then_written(
+    cli: Callable[..., Result], p: Project, differing: int, matched: int, text: str
+) -> None:
+    """verify reports ``differing`` rows (and ``matched`` alike, exit 1); a sync writes
+    exactly those; the text forms (``text``, a query run on both sides) are equal after;
+    verify then exits 0."""
+    cfg = ("--config", str(p.config))
+    r = cli(*cfg, "verify", "dev", "prod", "--json")
+    assert r.code == 1, r.err + r.out
+    (t,) = r.json["tables"]
+    assert (t["differing"], t["matched"]) == (differing, matched)
+    r = cli(*cfg, "sync", "dev", "prod", "--yes", "--json")
+    assert r.code == 0, r.err + r.out
+    (t,) = r.json["tables"]
+    assert (t["updated"], t["inserted"], t["deleted"]) == (differing, 0, 0)
+    with psycopg.connect(p.dsns["dev"]) as a, psycopg.connect(p.dsns["prod"]) as b:
+        assert a.execute(text).fetchall() == b.execute(text).fetchall()
+    assert cli(*cfg, "verify", "dev", "prod").code == 0
+
+
 CITEXT = """
 CREATE EXTENSION IF NOT EXISTS citext;
 CREATE TABLE people (id int PRIMARY KEY, email citext NOT NULL, note text);
@@ -96,22 +116,11 @@ def test_intervals_citext_arrays_and_json_arrays_changed_are_found_and_written(
         "UPDATE plans SET aliases = ARRAY['ann'] WHERE id = 6;"
         "UPDATE plans SET docs = ARRAY['{\"a\": 2}'::json] WHERE id = 7",
     )
-    cfg = ("--config", str(p.config))
-    r = cli(*cfg, "verify", "dev", "prod", "--json")
-    assert r.code == 1, r.err + r.out
-    (t,) = r.json["tables"]
-    assert (t["differing"], t["matched"]) == (5, 195)
-    r = cli(*cfg, "sync", "dev", "prod", "--json")
-    assert r.code == 0, r.err + r.out
-    (t,) = r.json["tables"]
-    assert (t["updated"], t["inserted"], t["deleted"]) == (5, 0, 0)
     text = (
         "SELECT id, period::text, periods::text, slot::text, aliases::text, docs::text"
         " FROM plans ORDER BY id"
     )
-    with psycopg.connect(p.dsns["dev"]) as a, psycopg.connect(p.dsns["prod"]) as b:
-        assert a.execute(text).fetchall() == b.execute(text).fetchall()
-    assert cli(*cfg, "verify", "dev", "prod").code == 0
+    _found_then_written(cli, p, 5, 195, text)
 
 
 STRUCTURED = """
@@ -137,16 +146,7 @@ def test_composite_and_range_values_compare_by_their_text(
         "UPDATE c SET r = numrange(2.0, 3.00) WHERE id = 2;"
         "UPDATE c SET ps = ARRAY[ROW(1.50, '{}')::price] WHERE id = 3",
     )
-    cfg = ("--config", str(p.config))
-    r = cli(*cfg, "verify", "dev", "prod", "--json")
-    assert r.code == 1 and r.json["tables"][0]["differing"] == 3, r.err + r.out
-    r = cli(*cfg, "sync", "dev", "prod", "--yes", "--json")
-    assert r.code == 0, r.err + r.out
-    assert r.json["tables"][0]["updated"] == 3
-    text = "SELECT id, p::text, r::text, ps::text FROM c ORDER BY id"
-    with psycopg.connect(p.dsns["dev"]) as a, psycopg.connect(p.dsns["prod"]) as b:
-        assert a.execute(text).fetchall() == b.execute(text).fetchall()
-    assert cli(*cfg, "verify", "dev", "prod").code == 0
+    _found_then_written(cli, p, 3, 47, "SELECT id, p::text, r::text, ps::text FROM c ORDER BY id")
 
 
 ZEROS = """
@@ -182,19 +182,8 @@ def test_null_and_the_values_whose_hash_is_nulls_are_told_apart(
     )
     with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
         c.execute("UPDATE m SET n = %s::numeric WHERE id = 5", [inf])
-    cfg = ("--config", str(p.config))
-    r = cli(*cfg, "verify", "dev", "prod", "--json")
-    assert r.code == 1, r.err + r.out
-    (t,) = r.json["tables"]
-    assert (t["differing"], t["matched"]) == (7, 33)
-    r = cli(*cfg, "sync", "dev", "prod", "--json")
-    assert r.code == 0, r.err + r.out
-    (t,) = r.json["tables"]
-    assert (t["updated"], t["inserted"], t["deleted"]) == (7, 0, 0)
     text = "SELECT id, f8::text, f4::text, n::text FROM m ORDER BY id"  # NaN != NaN in Python
-    with psycopg.connect(p.dsns["dev"]) as a, psycopg.connect(p.dsns["prod"]) as b:
-        assert a.execute(text).fetchall() == b.execute(text).fetchall()
-    assert cli(*cfg, "verify", "dev", "prod").code == 0
+    _found_then_written(cli, p, 7, 33, text)
 
 
 def test_percent_in_a_name_stops_that_table_in_one_sentence(
@@ -257,15 +246,6 @@ def test_arrays_of_another_shape_are_told_apart(
         "UPDATE a SET f = '{0}' WHERE id = 5",
     )
     sql(p.dsns["prod"], "UPDATE a SET f = '{NULL}' WHERE id = 5")  # 0 hashed as NULL did
-    cfg = ("--config", str(p.config))
-    r = cli(*cfg, "verify", "dev", "prod", "--json")
-    assert r.code == 1, r.err + r.out
-    (t,) = r.json["tables"]
-    assert (t["differing"], t["matched"]) == (5, 25)
-    r = cli(*cfg, "sync", "dev", "prod", "--json")
-    assert r.code == 0, r.err + r.out
-    assert r.json["tables"][0]["updated"] == 5
-    text = "SELECT id, i::text, t::text, u::text, f::text FROM a ORDER BY id"
-    with psycopg.connect(p.dsns["dev"]) as a, psycopg.connect(p.dsns["prod"]) as b:
-        assert a.execute(text).fetchall() == b.execute(text).fetchall()
-    assert cli(*cfg, "verify", "dev", "prod").code == 0
+    _found_then_written(
+        cli, p, 5, 25, "SELECT id, i::text, t::text, u::text, f::text FROM a ORDER BY id"
+    )
