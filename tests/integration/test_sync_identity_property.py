@@ -84,9 +84,9 @@ def envs(tmp_path: Path, make_db: Callable[..., str]) -> tuple[Path, str, str]:
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(pairs=st.lists(pair, min_size=1, max_size=12))
+@given(pairs=st.lists(pair, min_size=1, max_size=12), mode=st.sampled_from(["incremental", "full"]))
 def test_verify_reports_exactly_the_rows_not_identical_and_sync_makes_them_so(
-    envs: tuple[Path, str, str], pairs: list[tuple[dict[str, Any], Any]]
+    envs: tuple[Path, str, str], pairs: list[tuple[dict[str, Any], Any]], mode: str
 ) -> None:
     config, dev, prod = envs
     src = {i: s for i, (s, _) in enumerate(pairs)}
@@ -108,7 +108,7 @@ def test_verify_reports_exactly_the_rows_not_identical_and_sync_makes_them_so(
         len(src) - len(tgt),
         0,
     ), (differing, a_text, b_text)
-    res = engine.run(cfg, source, target, engine.Options(mode="incremental"))
+    res = engine.run(cfg, source, target, engine.Options(mode=mode))  # type: ignore[arg-type]
     assert res.exit_code == 0, res.to_dict()
     t = res.table("public.v")
     assert (t.updated, t.inserted) == (len(differing), len(src) - len(tgt))
