@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql as S
 
-from pgferry.sync import conflicts, sides
+from pgferry.sync import conflict_base, sides
 from pgferry.sync.plan import TablePlan
 from tests.helpers import Project, Result, sql, write_project
 
@@ -80,7 +80,7 @@ def make_v1(dsn: str) -> None:
     t = _plan()
     with psycopg.connect(dsn) as c:
         s, _ = sides.agree(*(sides.side(c, "public", "ref", ["id"], t.columns),) * 2)
-        base = conflicts.base_ident("dev", t)
+        base = conflict_base.base_ident("dev", t)
         # the hash in a subquery of its own: its column names are the table's, unqualified
         c.execute(
             S.SQL(
@@ -88,14 +88,14 @@ def make_v1(dsn: str) -> None:
                 "pgferry_id, {} AS pgferry_v1 FROM ref) r WHERE r.pgferry_id = b.id"
             ).format(base, s.row_hash(1))
         )
-        spec = conflicts.spec_of(c, t, s, 1)
+        spec = conflict_base.spec_of(c, t, s, 1)
         c.execute(
             "UPDATE pgferry.sync_state SET checkpoint = checkpoint || %s::jsonb WHERE "
             "table_name = 'public.ref' AND strategy = 'base'",
             [json.dumps({"spec": spec})],
         )
         c.commit()
-        assert conflicts.version_of(c, "dev", t, s) == 1
+        assert conflict_base.version_of(c, "dev", t, s) == 1
 
 
 def test_a_v1_base_still_stops_at_a_conflict_then_becomes_v2(

@@ -269,13 +269,15 @@ def _uncounted(n: int) -> None:
 
 def _base_rows(ctx: RunContext, t: TablePlan, link: Link) -> bool:
     """A usable base with rows exists: an empty target then means rows were deleted there."""
-    from pgferry.sync import conflicts
+    from pgferry.sync import conflict_base
 
     src, tgt = sides(ctx, t, link)
-    if not conflicts.usable(link.tgt, link.ctx.source, t, tgt):
+    if not conflict_base.usable(link.tgt, link.ctx.source, t, tgt):
         return False
     row = link.tgt.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(conflicts.base_ident(link.ctx.source, t))
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(
+            conflict_base.base_ident(link.ctx.source, t)
+        )
     ).fetchone()
     return bool(row and row[0])
 

@@ -23,13 +23,13 @@ Python), and decides (:func:`decide`, pure):
 A missing key in the base means the row did not exist then; a missing row
 (s or t) is a delete or a row not created yet. The rows to leave alone go into
 a temp table the writes exclude (``TablePlan.skip``). After the table's writes,
-:func:`update_base` moves the base of every classified row the write made equal
-to the source's row to that row. A kept row keeps its base: a conflict kept
-under ``"target"`` is a conflict again on the next sync (kept again while the
-policy says so; stopped at, under ``"stop"``), and a kept target change stays a
-target-only change. No usable base yet (the first sync,
-or columns or types changed since), :func:`rebuild` makes one from the target
-once it is written, and conflicts could not be known for that run.
+:func:`~pgferry.sync.conflict_base.update_base` moves the base of every classified
+row the write made equal to the source's row to that row. A kept row keeps its base:
+a conflict kept under ``"target"`` is a conflict again on the next sync (kept again
+while the policy says so; stopped at, under ``"stop"``), and a kept target change
+stays a target-only change. No usable base yet (the first sync, or columns or types
+changed since), :func:`~pgferry.sync.conflict_base.rebuild` makes one from the
+target once it is written, and conflicts could not be known for that run.
 
 Exact, whatever happens between two syncs: no transaction ids are compared, so
 wraparound, ``VACUUM FREEZE`` or a killed run (its transaction rolled back,
@@ -39,14 +39,20 @@ row; a sync reads and writes it only for the rows that differ.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import psycopg
 from psycopg import sql
 
-from pgferry.sync import state
+from pgferry.sync.conflict_base import (
+    base_ident,
+    hash_of,
+    key_of,
+    tmp,
+    version_of,
+    where,
+)
 from pgferry.sync.copy import cols, pipe, select_sql, table_ident
 
 if TYPE_CHECKING:
@@ -55,8 +61,6 @@ if TYPE_CHECKING:
     from pgferry.sync.tables import Link
 
 Decision = Literal["same", "normal", "target_only", "conflict"]
-#: the layout of the base tables (part of their spec: an older layout is rebuilt)
-_LAYOUT = "base v2: key, pgferry_h, pgferry_open"
 #: conflicts listed per table in the result (all are counted)
 SHOWN = 20
 
@@ -87,84 +91,6 @@ class Classified:
     stop: bool = False
     #: the row hash version the base was read with (1: rebuilt after the writes)
     version: int = 2
-
-
-def _tmp(kind: str, t: TablePlan) -> sql.Identifier:
-    return sql.Identifier(f"pgferry_{kind}_{t.order}")
-
-
-def base_name(source: str, t: TablePlan) -> str:
-    digest = hashlib.sha1(f"{source}|{t.qualname}".encode()).hexdigest()[:16]
-    return f"base_{digest}"
-
-
-def base_ident(source: str, t: TablePlan) -> sql.Identifier:
-    return sql.Identifier("pgferry", base_name(source, t))
-
-
-def spec_of(
-    conn: psycopg.Connection[Any], t: TablePlan, tgt: Side, version: int | None = None
-) -> str:
-    """What the base's hashes depend on: key, columns, types and how each is hashed.
-
-    ``version``: of the row hash (:mod:`pgferry.sync.rowhash`; the comparison's,
-    :attr:`Side.hash_version`, when None); a base made by an earlier release, or
-    with a PostgreSQL 13 side (version 3), has the spec of that version.
-    """
-    text = "|".join(
-        [
-            _LAYOUT,
-            t.qualname,
-            ",".join(t.key),
-            tgt.row_hash(version).as_string(conn),
-            tgt.key_row_hash(version).as_string(conn),
-        ]
-    )
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def version_of(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Side) -> int:
-    """The row hash version of ``t``'s base, 0 when there is no usable base.
-
-    Usable: it exists and its hashes were made the way version 2 (or, by an
-    earlier release, version 1) makes them for the table as it is now. A version 1
-    base is read once with the version 1 hash and then rebuilt (:func:`rebuild`) in
-    the comparison's version. A version 2 base is not usable while a side runs
-    PostgreSQL 13 (``tgt.hash_version`` 3): that server cannot compute it.
-    """
-    if conn.execute("SELECT to_regclass('pgferry.sync_state')").fetchone() == (None,):
-        return 0  # nothing synced into this database yet (a dry run writes nothing)
-    mark = state.read(conn, source, t.qualname, "base")
-    spec = (mark.checkpoint or {}).get("spec")
-    # the comparison's own version first; version 2 only where both servers have it
-    tried = (2, 1, 3) if tgt.hash_version == 2 else (3, 1)
-    version = next((v for v in tried if spec == spec_of(conn, t, tgt, v)), 0)
-    if not version:
-        return 0
-    row = conn.execute("SELECT to_regclass(%s)", [base_ident(source, t).as_string(conn)]).fetchone()
-    return version if row and row[0] else 0
-
-
-def usable(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Side) -> bool:
-    """A base exists for ``t`` and its hashes can be compared (:func:`version_of`)."""
-    return version_of(conn, source, t, tgt) > 0
-
-
-def _keys(alias: str, t: TablePlan) -> sql.Composable:
-    return sql.SQL("({})").format(cols(t.key, alias))
-
-
-def _where(t: TablePlan) -> sql.Composable:
-    return (
-        sql.SQL(" AND ({})").format(sql.SQL(t.where.replace("%", "%%"))) if t.where else sql.SQL("")
-    )
-
-
-def _hash_of(t: TablePlan, tgt: Side, alias: str, version: int | None = None) -> sql.Composable:
-    """The target's row hash of the row whose key equals ``alias``'s (NULL when none)."""
-    return sql.SQL("(SELECT {h} FROM {tbl} WHERE ({k}) = {a}{w})").format(
-        h=tgt.row_hash(version), tbl=table_ident(t), k=cols(t.key), a=_keys(alias, t), w=_where(t)
-    )
 
 
 def classify(
@@ -200,7 +126,7 @@ def classify(
     if not version:
         out.known = False
         return out
-    sh, touch, cls, skip = (_tmp(k, t) for k in ("srch", "touch", "cls", "skip"))
+    sh, touch, cls, skip = (tmp(k, t) for k in ("srch", "touch", "cls", "skip"))
     like = sql.SQL("SELECT {} FROM {} WITH NO DATA").format(cols(t.key), table_ident(t))
     for name in (sh, touch):
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
@@ -213,7 +139,7 @@ def classify(
             sql.SQL("SELECT {} FROM {} WHERE pgferry_open").format(cols(t.key), base)
         )
     ]
-    th = _tmp("tgth", t)
+    th = tmp("tgth", t)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(th))
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(th, like))
     conn.execute(
@@ -238,7 +164,7 @@ def classify(
                 k=cols(t.key),
                 h=src.row_hash(version),
                 tbl=table_ident(t),
-                p=sql.SQL("{}{}").format(p, _where(t)),
+                p=sql.SQL("{}{}").format(p, where(t)),
             ),
             params,
             sh,
@@ -288,15 +214,15 @@ def classify(
             "LEFT JOIN {tk} x ON {xk} = {kk} LEFT JOIN {base} b ON {bk} = {kk}"
         ).format(
             cls=cls,
-            th=_hash_of(t, tgt, "k", version),
+            th=hash_of(t, tgt, "k", version),
             touch=touch,
             sh=sh,
-            sk=_keys("s", t),
-            kk=_keys("k", t),
+            sk=key_of("s", t),
+            kk=key_of("k", t),
             tk=th,
-            xk=_keys("x", t),
+            xk=key_of("x", t),
             base=base,
-            bk=_keys("b", t),
+            bk=key_of("b", t),
         )
     )
     decision = sql.SQL(
@@ -403,88 +329,7 @@ def _plain(v: Any) -> Any:
 def skip_filter(t: TablePlan, alias: sql.Composable) -> sql.Composable:
     """``NOT EXISTS`` a row of the skip table with ``alias``'s key (for upserts and deletes)."""
     return sql.SQL("NOT EXISTS (SELECT 1 FROM {s} pgferry_k WHERE ({kk}) = ({ka}))").format(
-        s=_tmp("skip", t),
+        s=tmp("skip", t),
         kk=cols(t.key, "pgferry_k"),
         ka=sql.SQL(", ").join(sql.SQL("{}.{}").format(alias, sql.Identifier(k)) for k in t.key),
-    )
-
-
-def update_base(
-    link: Link,
-    t: TablePlan,
-    tgt: Side,
-    version: int | None = None,
-    *,
-    written_as_staged: bool = False,
-) -> None:
-    """After the table's writes: the base of every row now equal to the source's is that row.
-
-    Rows left alone keep their base (see the module docstring); a conflict kept is
-    marked open, so that every later sync looks at it again, and closed (its base
-    moved) once both sides agree. ``version``: the row hash version the base holds
-    (a version 1 base keeps version 1 while it holds kept rows, whose base is known
-    only in that version; :func:`rebuild` makes a base of the comparison's version
-    otherwise).
-    ``written_as_staged``: no row of the table was dead-lettered and no user trigger
-    fired, so every row the writes did not leave alone now is the source's row (its
-    hash need not be read again).
-    """
-    conn, base = link.tgt, base_ident(link.ctx.source, t)
-    cls, skip = _tmp("cls", t), _tmp("skip", t)
-    conn.execute(
-        sql.SQL(
-            "WITH c AS (SELECT k.*, EXISTS (SELECT 1 FROM "
-            "{skip} x WHERE {xk} = {kk}) AS pgferry_kept,"
-            " {now} IS NOT DISTINCT FROM k.pgferry_s AS pgferry_equal FROM {cls} k), "
-            "gone AS (DELETE FROM {base} b USING c WHERE {bk} = {ck} AND NOT c.pgferry_kept AND "
-            "c.pgferry_equal AND c.pgferry_s IS NULL RETURNING 1), "
-            "held AS (UPDATE {base} b SET pgferry_open = true FROM c WHERE {bk} = {ck} AND "
-            "c.pgferry_kept AND c.pgferry_b IS DISTINCT FROM c.pgferry_s AND c.pgferry_b IS "
-            "DISTINCT FROM c.pgferry_t RETURNING 1) "
-            "INSERT INTO {base} ({keys}, pgferry_h) SELECT {cc}, c.pgferry_s FROM c WHERE "
-            "NOT c.pgferry_kept AND c.pgferry_equal AND c.pgferry_s IS NOT NULL "
-            "ON CONFLICT ({keys}) DO UPDATE SET pgferry_h = excluded.pgferry_h, "
-            "pgferry_open = false"
-        ).format(
-            skip=skip,
-            xk=_keys("x", t),
-            kk=_keys("k", t),
-            now=sql.SQL("k.pgferry_s") if written_as_staged else _hash_of(t, tgt, "k", version),
-            cls=cls,
-            base=base,
-            bk=_keys("b", t),
-            ck=_keys("c", t),
-            keys=cols(t.key),
-            cc=cols(t.key, "c"),
-        )
-    )
-
-
-def rebuild(link: Link, t: TablePlan, tgt: Side) -> None:
-    """Make the base of ``t`` from the target as it is now (after the table's writes)."""
-    conn, source = link.tgt, link.ctx.source
-    base = base_ident(source, t)
-    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(base))
-    conn.execute(
-        sql.SQL("CREATE TABLE {b} AS SELECT {k}, {h} AS pgferry_h FROM {tbl} WHERE true{w}").format(
-            b=base, k=cols(t.key), h=tgt.row_hash(), tbl=table_ident(t), w=_where(t)
-        )
-    )
-    conn.execute(
-        sql.SQL(
-            "ALTER TABLE {} ADD PRIMARY KEY ({}), ADD pgferry_open boolean NOT NULL DEFAULT false"
-        ).format(base, cols(t.key))
-    )
-    # open conflicts are looked up on every sync: a (nearly always empty) partial index
-    conn.execute(
-        sql.SQL("CREATE INDEX {} ON {} ({}) WHERE pgferry_open").format(
-            sql.Identifier(f"{base_name(source, t)}_open"), base, cols(t.key)
-        )
-    )
-    state.write(
-        conn,
-        source,
-        t.qualname,
-        "base",
-        state.Mark(None, [], {"table": base.as_string(conn), "spec": spec_of(conn, t, tgt)}),
     )

@@ -85,10 +85,10 @@ def load(ctx: RunContext, t: TablePlan, link: Link, work: Any) -> None:
 
 def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any, r: TableResult) -> None:
     """After a tracked table's writes: move its base, or make one (the first sync)."""
-    from pgferry.sync import conflicts
+    from pgferry.sync import conflict_base
 
     if ctx.opts.rebase:  # the target as it is now is the common state of every row
-        conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
+        conflict_base.rebuild(link, t, compare.sides(ctx, t, link)[1])
     elif (
         work is not None
         and work.classified is not None
@@ -97,7 +97,7 @@ def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any, r: TableResult) 
     ):
         # a base of an earlier release's row hash stays in it while it holds kept rows
         fired = t.triggers == "enable" and bool(t.user_triggers)
-        conflicts.update_base(
+        conflict_base.update_base(
             link,
             t,
             work.found.target_side,
@@ -105,18 +105,18 @@ def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any, r: TableResult) 
             written_as_staged=not (r.dead_lettered or fired),
         )
     else:
-        conflicts.rebuild(link, t, compare.sides(ctx, t, link)[1])
+        conflict_base.rebuild(link, t, compare.sides(ctx, t, link)[1])
 
 
 def note_conflicts(ctx: RunContext, t: TablePlan, link: Link, r: TableResult, work: Any) -> None:
     """What the conflicts step found, on the table's result."""
-    from pgferry.sync import conflicts
+    from pgferry.sync import conflict_base
 
     if not t.track:
         return
     if work is None:  # an empty target: no conflict there, if a base says what was synced
         tgt = compare.sides(ctx, t, link)[1]
-        r.conflicts_known = conflicts.usable(link.tgt, link.ctx.source, t, tgt)
+        r.conflicts_known = conflict_base.usable(link.tgt, link.ctx.source, t, tgt)
         return
     cl = work.classified
     if cl is None or not cl.known:
