@@ -269,16 +269,16 @@ def revert(
     tgt = base.target(cfg, opts.env) if opts.env else find_run(cfg, opts.run_id)
     if opts.reason and not opts.override_blackout:
         raise BadInput("--reason goes with --override-blackout")
+    req = WriteRequest(
+        "sync revert",
+        tgt.name,
+        tgt.protected,
+        action=f"sync revert {opts.run_id} in {tgt.name}",
+        yes=opts.yes,
+        override_blackout=opts.override_blackout,
+        reason=opts.reason,
+    )
     if not opts.dry_run:
-        req = WriteRequest(
-            "sync revert",
-            tgt.name,
-            tgt.protected,
-            action=f"sync revert {opts.run_id} in {tgt.name}",
-            yes=opts.yes,
-            override_blackout=opts.override_blackout,
-            reason=opts.reason,
-        )
         base.authorize(
             cfg,
             tgt,
@@ -290,13 +290,6 @@ def revert(
     wait = cfg.sync.lock_wait.total_seconds()
     if opts.dry_run:  # not refused in a blackout window: it says a real revert would be
         res = revert_mod.revert(tgt, opts.run_id, lock_wait_s=wait, dry_run=True)
-        req = WriteRequest(
-            "sync revert",
-            tgt.name,
-            tgt.protected,
-            override_blackout=opts.override_blackout,
-            reason=opts.reason,
-        )
         window = base.blackout_warning(cfg, req, base.now_or(now))
         res.warnings += [window] if window is not None else []
         return res

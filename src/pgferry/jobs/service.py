@@ -267,15 +267,9 @@ def approve(
         ("approval",),
     )
     if d.verdict is policy.Verdict.REFUSE:
-        audit(
-            ctl,
-            "approve",
-            caller,
-            outcome="refused",
-            exit_code=4,
-            details={"run": run_id, "error": d.message},
-        )
-        raise Refused(d.message, run=run_id)
+        refused = Refused(d.message, run=run_id)
+        _refused_approval(ctl, caller, run_id, refused)
+        raise refused
     if d.verdict is policy.Verdict.NEEDS_APPROVAL and run.plan_hash == now_hash:
         # the plan is the one shown: it is the approver's hash that is not its hash
         runner.announce(

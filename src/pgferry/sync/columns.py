@@ -18,6 +18,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgferry.sync.plan.build import LOOSE_EQUALITY
+
 _COLUMNS = """
 SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
        CASE WHEN a.attcollation = 0 THEN ''
@@ -92,7 +94,6 @@ _ENUM_HASH = ("pg_catalog", "hashenumextended")
 #: = '30 days', yet a date plus either lands elsewhere): such columns, and arrays of
 #: those types, are hashed as text, so that a sync makes them identical, not merely equal
 _FOLDING_HASHES = {"citext_hash_extended", "interval_hash_extended"}
-_FOLDING_ELEMENTS = {"citext", "interval"}
 
 #: hash functions that newer servers renamed without changing their values (PostgreSQL 16
 #: gave date, bool, xid and cid functions of their own; 17 gave bytea one SQL can call):
@@ -141,7 +142,7 @@ def _column(r: Sequence[Any]) -> ColumnInfo:
         fschema, _, fname = qualified.partition(".")
         fn, callable = (fschema, fname), can_call == "true"
     folding = fn is not None and fn[1] in _FOLDING_HASHES
-    folding = folding or (r[8] or "").rsplit(".", 1)[-1] in _FOLDING_ELEMENTS
+    folding = folding or (r[8] or "").rsplit(".", 1)[-1] in LOOSE_EQUALITY
     hashable = bool(r[5]) and fn is not None and fn != _ENUM_HASH and not folding
     return ColumnInfo(
         r[0],

@@ -25,23 +25,15 @@ def _table_cfg(cfg: SyncConfig, qualname: str) -> SyncTableConfig:
 _FIRST_USER_OID = 16384
 
 
-#: types without an equality operator, or whose equality is looser than identity (citext:
-#: 'Alice' = 'alice'; interval: '1 mon' = '30 days'): a write compares their text form (and
-#: that of arrays of them), so that such a change is written
-NO_EQUALITY = frozenset(
-    (
-        "json",
-        "xml",
-        "point",
-        "line",
-        "lseg",
-        "box",
-        "path",
-        "polygon",
-        "circle",
-        "citext",
-        "interval",
-    )
+#: types whose equality is looser than identity (citext: 'Alice' = 'alice'; interval:
+#: '1 mon' = '30 days'): hashed (:mod:`pgferry.sync.columns`) and compared as text, they and
+#: arrays of them, so that such a change is reported and written
+LOOSE_EQUALITY = frozenset(("citext", "interval"))
+#: those, and types without an equality operator: a write compares their text form (and
+#: that of arrays of them)
+NO_EQUALITY = (
+    frozenset(("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"))
+    | LOOSE_EQUALITY
 )
 
 
