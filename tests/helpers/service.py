@@ -145,6 +145,18 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
+def run_events(p: Project, run_id: str) -> list[dict[str, Any]]:
+    """Every event of run ``run_id`` as the control database keeps it, in order."""
+    with psycopg.connect(p.dsns["control"], autocommit=True) as c:
+        return [
+            r[0]
+            for r in c.execute(
+                "SELECT data FROM pgferry_control.run_events WHERE run_id = %s ORDER BY seq",
+                [run_id],
+            )
+        ]
+
+
 def wait_run(
     c: httpx.Client,
     run_id: str,

@@ -67,6 +67,37 @@ def wait_for_backend(dsn: str, proc: Any, pattern: str, app: str = "pgferry%") -
     return pid
 
 
+#: application_name of a sync's source sessions (pgferry.sync.copy.SourceSnapshot): the
+#: coordinator that holds the run's snapshot, and the workers that import it
+SOURCE_SESSIONS = ("pgferry sync coordinator", "pgferry sync worker")
+
+
+def end_source_sessions(dsn: str) -> int:
+    """End every source session of a running sync in ``dsn``'s database (as a failover or
+    an admin's ``pg_terminate_backend`` would); how many were ended."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))"
+            " FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name = ANY(%s)",
+            [list(SOURCE_SESSIONS)],
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def ddl_pair(tmp_path: Any, make_db: Any, ddl: str) -> tuple[Any, str, str]:
+    """A project of two fresh databases, dev and an unprotected prod, both with ``ddl``:
+    (its config path, dev's DSN, prod's DSN)."""
+    from tests.helpers import write_project
+
+    dev, prod = make_db("dev"), make_db("prod")
+    for dsn in (dev, prod):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(ddl)
+    p = write_project(tmp_path / "p", {"dev": dev, "prod": prod}, protected=())
+    return p.config, dev, prod
+
+
 def rows(dsn: str, table: str) -> list[tuple[Any, ...]]:
     with psycopg.connect(dsn) as c:
         return c.execute(f"SELECT * FROM {table} ORDER BY 1, 2").fetchall()  # noqa: S608

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from tests.helpers import wait_for
-from tests.helpers.service import Server, make_project, seed, tokens, wait_run
+from tests.helpers.service import Server, make_project, run_events, seed, tokens, wait_run
 
 pytestmark = pytest.mark.slow
 
@@ -30,17 +30,6 @@ def _project(tmp_path: Path, make_db: Any, extra: str = "") -> Any:
     for env in ("dev", "prod"):
         migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
     return p
-
-
-def _events(p: Any, run_id: str) -> list[dict[str, Any]]:
-    with psycopg.connect(p.dsns["control"], autocommit=True) as c:
-        return [
-            r[0]
-            for r in c.execute(
-                "SELECT data FROM pgferry_control.run_events WHERE run_id = %s ORDER BY seq",
-                [run_id],
-            )
-        ]
 
 
 def _copying(p: Any) -> bool:
@@ -86,7 +75,7 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
         rid = r.json()["id"]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # kill once rows are being written
-            if any(e["type"] == "batch_written" for e in _events(p, rid)) or _copying(p):
+            if any(e["type"] == "batch_written" for e in run_events(p, rid)) or _copying(p):
                 break
             time.sleep(0.05)
         else:
@@ -109,7 +98,7 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
         run = wait_run(c, rid, timeout=120)
         assert run["state"] == "succeeded", run
         assert run["attempts"] == 2
-        assert any(e.get("step") == "resume" for e in _events(p, rid))
+        assert any(e.get("step") == "resume" for e in run_events(p, rid))
     finally:
         again.stop()
     with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
@@ -205,10 +194,10 @@ def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
         assert srv.client(tok["bob"]).post(f"/api/runs/{rid}/approve").status_code == 200
         deadline = time.monotonic() + 60
         while not any(
-            e.get("step") == "sync" and e.get("state") == "running" for e in _events(p, rid)
+            e.get("step") == "sync" and e.get("state") == "running" for e in run_events(p, rid)
         ):
             assert time.monotonic() < deadline, [
-                (e["type"], e.get("message")) for e in _events(p, rid)
+                (e["type"], e.get("message")) for e in run_events(p, rid)
             ]
             time.sleep(0.1)
         srv.kill()
@@ -222,7 +211,7 @@ def test_server_killed_mid_release_resumes_the_saga_without_repeating_a_step(
         again.stop()
     assert run["state"] == "succeeded", run
     assert [s["state"] for s in run["result"]["steps"]] == ["done"] * 5
-    said = [e.get("message", "") for e in _events(p, rid)]
+    said = [e.get("message", "") for e in run_events(p, rid)]
     assert "backup: done before, not repeated" in said
     assert "migrate: done before, not repeated" in said
     assert len(list((p.root / "backups" / "prod").iterdir())) == 1  # one pre-release backup
@@ -292,8 +281,8 @@ def test_server_killed_mid_compensation_resumes_it_without_repeating_one(
         deadline = time.monotonic() + 120
         while not _waiting_on(p, UNDO_GATE):  # the compensation's undo of V2, at the gate
             run = bob.get(f"/api/runs/{rid}").json()["run"]
-            assert run["state"] in ("queued", "running"), (run, _events(p, rid))
-            assert time.monotonic() < deadline, _events(p, rid)
+            assert run["state"] in ("queued", "running"), (run, run_events(p, rid))
+            assert time.monotonic() < deadline, run_events(p, rid)
             time.sleep(0.1)
         srv.kill()
     finally:
@@ -340,8 +329,8 @@ def test_server_killed_mid_compensation_resumes_it_without_repeating_one(
         "verify": ("failed", None),
         "health": ("pending", None),
     }, got
-    said = [e.get("message", "") for e in _events(p, rid)]
-    assert any(e.get("step") == "resume" for e in _events(p, rid))
+    said = [e.get("message", "") for e in run_events(p, rid)]
+    assert any(e.get("step") == "resume" for e in run_events(p, rid))
     # the second attempt: no step again, no compensation again but the one cut short
     second = said[said.index("release started (attempt 2)") :]
     assert [m for m in second if m.endswith(("started", "compensating", "done"))] == [

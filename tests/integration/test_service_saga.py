@@ -22,12 +22,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers.service import SECRET, Server, make_project, tokens, wait_run
+from tests.helpers.service import SECRET, Server, make_project, run_events, tokens, wait_run
+from tests.helpers.sync import end_source_sessions
 
 pytestmark = pytest.mark.slow
-
-#: application_name of the sync's source sessions (pgferry.sync.copy.SourceSnapshot)
-SOURCE_SESSIONS = ("pgferry sync coordinator", "pgferry sync worker")
 
 
 def _project(tmp_path: Path, make_db: Any, sync: str = "") -> Any:
@@ -76,17 +74,6 @@ def _one(dsn: str, query: str, args: list[Any] | None = None) -> Any:
     return row[0] if row else None
 
 
-def _events(p: Any, run_id: str) -> list[dict[str, Any]]:
-    with psycopg.connect(p.dsns["control"], autocommit=True) as c:
-        return [
-            r[0]
-            for r in c.execute(
-                "SELECT data FROM pgferry_control.run_events WHERE run_id = %s ORDER BY seq",
-                [run_id],
-            )
-        ]
-
-
 def _release_whose_sync_raises(
     p: Any, change_after_commit: str | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -115,25 +102,19 @@ def _release_whose_sync_raises(
             )
         ):
             run = bob.get(f"/api/runs/{rid}").json()["run"]
-            assert run["state"] in ("queued", "running"), (run, _events(p, rid))
-            assert time.monotonic() < deadline, _events(p, rid)
+            assert run["state"] in ("queued", "running"), (run, run_events(p, rid))
+            assert time.monotonic() < deadline, run_events(p, rid)
             time.sleep(0.05)
         if change_after_commit is not None:
             with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
                 c.execute(change_after_commit)
-        with psycopg.connect(p.dsns["dev"], autocommit=True) as c:
-            ended = c.execute(
-                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))"
-                " FROM pg_stat_activity WHERE datname = current_database()"
-                " AND application_name = ANY(%s)",
-                [list(SOURCE_SESSIONS)],
-            ).fetchone()
-        assert ended is not None and ended[0] >= 2, ended  # the coordinator and a worker
+        ended = end_source_sessions(p.dsns["dev"])
+        assert ended >= 2, ended  # the coordinator and a worker
         run = wait_run(bob, rid, timeout=120)
     finally:
         hold.close()
         srv.stop()
-    events = _events(p, rid)
+    events = run_events(p, rid)
     assert SECRET not in json.dumps([run, events]) and SECRET not in srv.log()
     return run, events
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pgferry.config import load_config
 from pgferry.pg.connect import Target
 from pgferry.sync import engine
-from tests.helpers import write_project
+from tests.helpers.sync import ddl_pair
 
 POOLS: dict[str, tuple[str, list[str | None]]] = {
     "iv": ("interval", ["1 mon", "30 days", "1 day", "24 hours", "0", None]),
@@ -73,12 +73,7 @@ def _text(dsn: str) -> dict[int, tuple[Any, ...]]:
 
 @pytest.fixture
 def envs(tmp_path: Path, make_db: Callable[..., str]) -> tuple[Path, str, str]:
-    dev, prod = make_db("dev"), make_db("prod")
-    for dsn in (dev, prod):
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute(DDL)
-    p = write_project(tmp_path / "p", {"dev": dev, "prod": prod}, protected=())
-    return p.config, dev, prod
+    return ddl_pair(tmp_path, make_db, DDL)
 
 
 @settings(

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pgferry.config import load_config
 from pgferry.pg.connect import Target
 from pgferry.sync import engine
-from tests.helpers import write_project
+from tests.helpers.sync import ddl_pair
 
 DDL = """CREATE TABLE kv (k1 int, k2 text, v text, n numeric, PRIMARY KEY (k1, k2));"""
 
@@ -38,12 +38,7 @@ def apply(c: psycopg.Connection, ops: list[tuple[str, tuple[int, str], str, int]
 
 @pytest.fixture
 def envs(tmp_path: Path, make_db: Callable[..., str]) -> tuple[Path, str, str]:
-    dev, prod = make_db("dev"), make_db("prod")
-    for dsn in (dev, prod):
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute(DDL)
-    p = write_project(tmp_path / "p", {"dev": dev, "prod": prod}, protected=())
-    return p.config, dev, prod
+    return ddl_pair(tmp_path, make_db, DDL)
 
 
 @settings(

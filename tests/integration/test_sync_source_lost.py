@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 
 from tests.helpers import Project, one, sql, write_project
+from tests.helpers.sync import end_source_sessions
 
 SCHEMA = """
 CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL);
@@ -28,7 +29,6 @@ DATA = """
 INSERT INTO items SELECT g, 'row ' || g FROM generate_series(1, 300) g;
 INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 200) g;
 """
-SOURCE_SESSIONS = ["pgferry sync coordinator", "pgferry sync worker"]
 
 
 def test_a_lost_source_snapshot_fails_the_rest_in_one_sentence(
@@ -58,14 +58,7 @@ def test_a_lost_source_snapshot_fails_the_rest_in_one_sentence(
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "items never committed"
             time.sleep(0.05)
-        ended = one(
-            p.dsns["dev"],
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 10000))"
-            " FROM pg_stat_activity WHERE datname = current_database()"
-            " AND application_name = ANY(%s)",
-            [SOURCE_SESSIONS],
-        )
-        assert ended >= 2
+        assert end_source_sessions(p.dsns["dev"]) >= 2  # the coordinator and a worker
     finally:
         hold.close()
     out, err = proc.communicate(timeout=120)
