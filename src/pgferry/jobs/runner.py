@@ -48,6 +48,7 @@ from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS, Outcome, needs_approval
 from pgferry.jobs.progress import Percent
 from pgferry.journal import Outcome as Outcome_
+from pgferry.pg.errors import error_message
 from pgferry.redaction import redact
 
 
@@ -305,7 +306,7 @@ def execute(
     except PgferryError as e:
         return finish(ctl, run_id, rec, "failed", e.exit_code, e.details or None, e.message)
     except Exception as e:  # noqa: BLE001 - a run ends with its error recorded, always
-        return finish(ctl, run_id, rec, "failed", 3, None, f"{type(e).__name__}: {e}")
+        return finish(ctl, run_id, rec, "failed", 3, None, error_message(e))
     return finish(
         ctl, run_id, rec, runs.state_of(out.exit_code), out.exit_code, out.result, out.error
     )

@@ -45,6 +45,7 @@ from pgferry.errors import PgferryError
 from pgferry.jobs import runs
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import Args, Outcome, ReleaseArgs, release_tables
+from pgferry.pg.errors import error_message
 from pgferry.redaction import redact, redact_tree
 
 STEPS = ("backup", "migrate", "sync", "verify", "health")
@@ -309,19 +310,6 @@ def _begin(name: str, before: dict[str, Any]) -> dict[str, Any]:
     return {"run_ids": [*_run_ids(before), new_run_id()]}
 
 
-def _message(e: Exception) -> str:
-    """One line for an exception a step raised (a driver error mapped by its SQLSTATE)."""
-    import psycopg
-
-    from pgferry.pg.errors import map_db_error
-
-    if isinstance(e, PgferryError):
-        return redact(e.message)
-    if isinstance(e, psycopg.Error):
-        return map_db_error(e).message
-    return redact(f"{type(e).__name__}: {e}")
-
-
 def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) -> Outcome:
     """Run the saga of ``run`` from where it stands (see the module docstring)."""
     assert isinstance(a, ReleaseArgs)
@@ -338,7 +326,7 @@ def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) 
         try:
             result = RUN[name](cfg, a, rec, started)
         except Exception as e:  # noqa: BLE001 - a step that raised failed: compensate
-            error = f"{name}: {_message(e)}"
+            error = f"{name}: {error_message(e)}"
             details = e.details if isinstance(e, PgferryError) else {}
             _set(ctl, run.id, name, "failed", result={**started, **details, "error": error})
             rec.say(error, step=name, state="failed")

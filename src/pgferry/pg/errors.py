@@ -13,6 +13,8 @@ Contract:
   ``auth``, ``no_database``, ``bad_url`` or ``other`` (see its docstring): the one place
   that reads message text, because libpq reports errors raised while a connection
   starts without a SQLSTATE. :func:`connect_reason` is the useful part of that message.
+- :func:`error_message` is the one line for any exception an operation raised: pgferry's
+  own message, a driver error mapped by its class, else the type and text, redacted.
 """
 
 from __future__ import annotations
@@ -165,6 +167,15 @@ def with_server_lines(message: str, exc: psycopg.Error) -> str:
     """``message`` followed by the server's DETAIL and HINT, each on its own line."""
     detail, hint = server_lines(exc)
     return message + (f"\nDETAIL: {detail}" if detail else "") + (f"\nHINT: {hint}" if hint else "")
+
+
+def error_message(exc: Exception) -> str:
+    """One line for an exception an operation raised (see the module docstring)."""
+    if isinstance(exc, PgferryError):
+        return redact(exc.message)
+    if isinstance(exc, psycopg.Error):
+        return map_db_error(exc).message
+    return redact(f"{type(exc).__name__}: {exc}")
 
 
 def map_db_error(exc: psycopg.Error, context: str = "") -> PgferryError:
