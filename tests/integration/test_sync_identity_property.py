@@ -5,7 +5,8 @@ makes them identical.
 the kinds that fooled the comparison before: equal but not identical (interval '1 mon' and
 '30 days', citext 'Ann' and 'ann', the same range written another way), arrays of another
 shape ('{{1,2}}', '{1,2}', '[0:1]={1,2}'), a float array's 0, -0 and NULL, a composite
-with a json field (json has no equality) and 1.5 against 1.50 inside it, and NULLs.
+with a json field (json has no equality) and 1.5 against 1.50 inside it or in a numeric
+array, a domain over a domain over interval, box (whose = compares areas), and NULLs.
 Top-level numeric, float and jsonb keep their type's equality by design (docs/sync.md,
 "Equal or identical") and are not drawn here.
 """
@@ -35,10 +36,14 @@ POOLS: dict[str, tuple[str, list[str | None]]] = {
     "tx": ("text", ["a", "A", "", None]),
     "ts": ("timestamptz", ["2026-01-01 00:00+00", "2026-01-01 01:00+01", None]),
     "cp": ("price", ["(1.5,{})", "(1.50,{})", '(1.5,"{""a"": 1}")', "(,)", None]),
+    "dd": ("dur", ["1 mon", "30 days", "1 day", "24 hours", None]),
+    "na": ("numeric[]", ["{1.5}", "{1.50}", "{NaN}", "{}", None]),
+    "bx": ("box", ["(2,2),(0,0)", "(4,1),(0,0)", None]),
 }
 COLS = list(POOLS)
 DDL = (
     "CREATE EXTENSION IF NOT EXISTS citext; CREATE TYPE price AS (amount numeric, meta json);"
+    "CREATE DOMAIN dur0 AS interval; CREATE DOMAIN dur AS dur0;"
     "CREATE TABLE v (id int PRIMARY KEY, "
     + ", ".join(f"{c} {t}" for c, (t, _) in POOLS.items())
     + ")"

@@ -249,3 +249,64 @@ def test_arrays_of_another_shape_are_told_apart(
     _found_then_written(
         cli, p, 5, 25, "SELECT id, i::text, t::text, u::text, f::text FROM a ORDER BY id"
     )
+
+
+DOMAINS = """
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE DOMAIN dur AS interval; CREATE DOMAIN dur2 AS dur; CREATE DOMAIN js AS json;
+CREATE DOMAIN ci AS citext; CREATE DOMAIN bx AS box; CREATE DOMAIN fl AS float8;
+CREATE TABLE vals (id int PRIMARY KEY, d dur, d2 dur2, da dur[], j js, c ci, b bx,
+    na numeric[], fa fl[], s txid_snapshot);
+INSERT INTO vals SELECT g, '1 mon', '1 day', '{1 mon}', '{"a":1}', 'Ann', '(2,2),(0,0)',
+    '{1.5}', '{0}', '10:20:' FROM generate_series(1, 50) g;
+"""
+
+
+@pytest.mark.parametrize("target", ["18", "15", "13"])
+def test_domains_numeric_arrays_and_types_without_equality_are_found_and_written(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    cli: Callable[..., Result],
+    request: pytest.FixtureRequest,
+    target: str,
+) -> None:
+    # the write compared a domain by its name, not its base type: a domain over interval,
+    # citext or box (box's = compares areas) was reported by verify and never written, a
+    # domain over json made every sync of its table fail; so did txid_snapshot (no
+    # equality at all); 1.5 and 1.50 inside a numeric array, and 0 and -0 in an array of
+    # a domain over float8, were reported and never written
+    p = _pair(tmp_path, make_db, request, target, DOMAINS)
+    sql(
+        p.dsns["prod"],
+        "UPDATE vals SET d = '30 days' WHERE id = 1;"
+        "UPDATE vals SET d2 = '24 hours' WHERE id = 2;"
+        "UPDATE vals SET da = '{30 days}' WHERE id = 3;"
+        "UPDATE vals SET j = '{\"a\": 1}' WHERE id = 4;"
+        "UPDATE vals SET c = 'ann' WHERE id = 5;"
+        "UPDATE vals SET b = '(4,1),(0,0)' WHERE id = 6;"
+        "UPDATE vals SET na = '{1.50}' WHERE id = 7;"
+        "UPDATE vals SET fa = '{-0}' WHERE id = 8;"
+        "UPDATE vals SET s = '10:21:' WHERE id = 9",
+    )
+    _found_then_written(cli, p, 9, 41, "SELECT id, vals::text FROM vals ORDER BY id")
+
+
+XML = """
+CREATE TABLE x (id int PRIMARY KEY, doc xml, docs xml[]);
+INSERT INTO x SELECT g, '<a/>', '{<a/>}' FROM generate_series(1, 20) g;
+"""
+
+
+def test_xml_columns_are_compared_and_written(
+    tmp_path: Path, make_db15: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    # (the embedded build has no libxml: both sides on PostgreSQL 15) xml has no hash
+    # and no equality; its binary cast to text is only by assignment, which the server
+    # does not use to find a hash: verify of an xml column failed, and a sync of an
+    # xml[] column too
+    p = write_project(tmp_path / "p", {"dev": make_db15("xdev"), "prod": make_db15("xprod")})
+    for env in ("dev", "prod"):
+        sql(p.dsns[env], XML)
+    sql(p.dsns["prod"], "UPDATE x SET doc = '<a></a>' WHERE id = 1;")
+    sql(p.dsns["prod"], "UPDATE x SET docs = '{<a></a>}' WHERE id = 2;")
+    _found_then_written(cli, p, 2, 18, "SELECT id, x::text FROM x ORDER BY id")

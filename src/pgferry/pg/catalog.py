@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from pgferry.pg.catalog_types import LOOSE_EQUALITY
 from pgferry.pg.catalog_types import Catalog as Catalog
 from pgferry.pg.catalog_types import Check as Check
 from pgferry.pg.catalog_types import Column as Column
@@ -87,14 +88,32 @@ _COLUMNS = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef,
        a.attidentity::text, a.attgenerated::text, a.atttypid::int, t.typtype::text,
        coalesce(NOT co.collisdeterministic, false),
-       -- a composite, range or multirange (a domain over one, an array of them)
-       EXISTS (SELECT 1 FROM pg_type bt
-               LEFT JOIN pg_type et ON et.oid = bt.typelem AND bt.typcategory = 'A'
-               WHERE bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-                 AND (bt.typtype IN ('c', 'r', 'm') OR et.typtype IN ('c', 'r', 'm')))
+       -- compared by its text when written: walk from the column's type through domains
+       -- (each level) and an array's element type to the type x that holds the values;
+       -- a composite, range or multirange, a type with no default btree operator class
+       -- (no equality, as json, or none that is identity, as box's area), one whose
+       -- equality is looser than identity (citext, interval), or floats or numeric
+       -- inside an array (0 = -0 and 1.5 = 1.50 there, which the hash tells apart)
+       (WITH RECURSIVE walk(oid, in_array) AS (
+            SELECT a.atttypid, false
+            UNION ALL
+            SELECT CASE WHEN w.typtype = 'd' THEN w.typbasetype ELSE w.typelem END,
+                   walk.in_array OR w.typtype <> 'd'
+            FROM walk JOIN pg_type w ON w.oid = walk.oid
+            WHERE w.typtype = 'd' OR (w.typcategory = 'A' AND w.typelem <> 0))
+        SELECT x.typtype IN ('c', 'r', 'm') OR x.typname = ANY(%(loose)s)
+               OR (walk.in_array AND x.oid = ANY('{float4,float8,numeric}'::regtype[]))
+               OR NOT (x.typtype = 'e' OR EXISTS (
+                   SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
+                   WHERE m.amname = 'btree' AND o.opcdefault
+                     AND (o.opcintype = x.oid OR o.opcintype IN (
+                         SELECT casttarget FROM pg_cast
+                         WHERE castsource = x.oid AND castmethod = 'b' AND castcontext = 'i'))))
+        FROM walk JOIN pg_type x ON x.oid = walk.oid
+        WHERE NOT (x.typtype = 'd' OR (x.typcategory = 'A' AND x.typelem <> 0)))
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_collation co ON co.oid = a.attcollation
-WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
+WHERE a.attrelid = ANY(%(oids)s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
 """
 
@@ -224,11 +243,11 @@ def read(
 
 def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
     """Columns, keys, foreign keys, sequences and triggers of the tables."""
-    for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose, parts in conn.execute(
-        _COLUMNS, [oids]
+    for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose, text in conn.execute(
+        _COLUMNS, {"oids": oids, "loose": sorted(LOOSE_EQUALITY)}
     ):
         by_oid[rel].columns.append(
-            Column(name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose, parts)
+            Column(name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose, text)
         )
     for rel, kind, cname, cols, ref, refcols, deferrable, validated in conn.execute(
         _CONSTRAINTS, [oids]

@@ -9,6 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+#: types whose equality is looser than identity (citext: 'Alice' = 'alice'; interval:
+#: '1 mon' = '30 days'): the sync hashes (:mod:`pgferry.sync.columns`) and compares them
+#: as text, they and arrays of them, so that such a change is reported and written
+LOOSE_EQUALITY = frozenset(("citext", "interval"))
+
 
 @dataclass(frozen=True)
 class Column:
@@ -24,9 +29,11 @@ class Column:
     #: its collation is nondeterministic (ICU, e.g. case-insensitive): values it calls
     #: equal may differ byte for byte
     nondeterministic: bool = False
-    #: a composite, range or multirange (or a domain over one, an array of them): its
-    #: equality is its parts', which may be missing (json) or looser than identity
-    structured: bool = False
+    #: written only when its text differs (the comparison's hash tells such values
+    #: apart): its values (through domains and arrays) have no equality, or one looser
+    #: than identity: composite, range, multirange, json, box, citext, interval; floats
+    #: and numeric inside an array (see _COLUMNS in pgferry.pg.catalog)
+    compare_text: bool = False
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.sync.plan.build import LOOSE_EQUALITY
+from pgferry.pg.catalog_types import LOOSE_EQUALITY
 
 _COLUMNS = """
 SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
@@ -29,13 +29,16 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
                 FROM pg_database d WHERE d.datname = current_database())
             ELSE co.collname END,
        -- hashable: the (domain's base) type, or an array's element type, is an enum or has
-       -- a default hash operator class, directly or through a binary-coercible cast
+       -- a default hash operator class, directly or through an implicit binary-coercible
+       -- cast, as the server looks one up (varchar's is text's; xml's cast to text is
+       -- binary but only by assignment, so the server finds no hash for xml)
        bt.typtype = 'e'
        OR (bt.typtype = 'b' AND bt.typcategory <> 'A' AND EXISTS (
            SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
            WHERE m.amname = 'hash' AND o.opcdefault AND (o.opcintype = bt.oid OR
                  o.opcintype IN (SELECT casttarget FROM pg_cast
-                                 WHERE castsource = bt.oid AND castmethod = 'b'))))
+                                 WHERE castsource = bt.oid AND castmethod = 'b'
+                                   AND castcontext = 'i'))))
        OR (bt.typcategory = 'A' AND EXISTS (
            SELECT 1 FROM pg_type et JOIN pg_opclass o ON o.opcintype = et.oid
            JOIN pg_am m ON m.oid = o.opcmethod
@@ -63,7 +66,8 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
         WHERE o.opcdefault
           AND (o.opcintype = bt.oid
               OR o.opcintype IN (SELECT casttarget FROM pg_cast
-                                 WHERE castsource = bt.oid AND castmethod = 'b')
+                                 WHERE castsource = bt.oid AND castmethod = 'b'
+                                   AND castcontext = 'i')
               OR (bt.typtype = 'e' AND o.opcintype = 'anyenum'::regtype)
               OR (bt.typcategory = 'A' AND o.opcintype = 'anyarray'::regtype))
         ORDER BY o.opcintype = bt.oid DESC,

@@ -25,29 +25,6 @@ def _table_cfg(cfg: SyncConfig, qualname: str) -> SyncTableConfig:
 _FIRST_USER_OID = 16384
 
 
-#: types whose equality is looser than identity (citext: 'Alice' = 'alice'; interval:
-#: '1 mon' = '30 days'): hashed (:mod:`pgferry.sync.columns`) and compared as text, they and
-#: arrays of them, so that such a change is reported and written
-LOOSE_EQUALITY = frozenset(("citext", "interval"))
-#: those, and types without an equality operator: a write compares their text form (and
-#: that of arrays of them)
-NO_EQUALITY = (
-    frozenset(("json", "xml", "point", "line", "lseg", "box", "path", "polygon", "circle"))
-    | LOOSE_EQUALITY
-)
-
-
-#: an array of floats compares by its text: 0 = -0 inside it, and it is hashed as text
-_FLOATS = frozenset(("real", "double", "float4", "float8"))
-
-
-def _type_word(type_text: str) -> str:
-    """The bare name of a ``format_type`` text: "interval" for "interval day to second"
-    or "interval[]", "citext" for "public.citext"."""
-    word = type_text.split("[")[0].split("(")[0].split(" ")[0]
-    return word.rsplit(".", 1)[-1].strip('"')
-
-
 def _text_input(c: Column) -> bool:
     """True when the target's input of this type can refuse a value a source of the same
     type name holds: enum labels, domain checks, composite and other user-defined types."""
@@ -84,8 +61,7 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
         t.column_types[c.name] = c.type
         if c.nondeterministic:
             t.bytewise_columns.append(c.name)
-        word = _type_word(c.type)
-        if c.structured or word in NO_EQUALITY or (c.type.endswith("]") and word in _FLOATS):
+        if c.compare_text:
             t.text_compare.append(c.name)
         t.source_types[c.name] = s.type
         if s.type != c.type:
