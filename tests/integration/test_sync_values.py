@@ -184,6 +184,32 @@ def test_key_type_drift_stops_the_table_before_any_write(
         assert fetch(p.dsns["prod"], "SELECT count(*), sum(v) FROM t") == [(20, 210)]
 
 
+def test_a_key_that_allows_null_stops_the_table_before_any_write(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    # a configured key on a nullable unique column: a NULL key matches no row, so a full
+    # sync into the filled table deleted the target's NULL-key rows, wrote none of the
+    # source's back and said ok; an incremental one failed on its conflicts base
+    p = project(tmp_path, make_db, extra='[sync.tables."public.people"]\nkey = ["email"]\n')
+    for env in ("dev", "prod"):
+        sql(
+            p.dsns[env],
+            "CREATE TABLE people (email text UNIQUE, name text);"
+            "INSERT INTO people VALUES ('a@x', 'A'), (NULL, 'N1'), (NULL, 'N2');",
+        )
+    sql(p.dsns["prod"], "UPDATE people SET name = 'changed' WHERE email IS NULL")
+    for mode in ("full", "incremental"):
+        r = run(cli, p, "sync", "dev", "prod", "--mode", mode)
+        assert r.code == 3, r.out
+        err = r.json["tables"][0]["error"]
+        assert "key column email allows NULL on the target" in err, err
+        assert "nothing is written" in err
+        assert fetch(p.dsns["prod"], "SELECT count(*) FROM people WHERE name = 'changed'") == [(2,)]
+    r = run(cli, p, "verify", "dev", "prod")  # a verify still compares (NULL keys alike)
+    assert r.code == 1, r.out
+    assert (r.json["tables"][0]["matched"], r.json["tables"][0]["differing"]) == (1, 2)
+
+
 def test_virtual_generated_columns_are_skipped(
     tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
 ) -> None:

@@ -190,6 +190,14 @@ def build_plan(
                     "first; nothing is written to this table"
                 )
                 break
+        nullable = [c.name for c in tgt.columns if c.name in key and not c.not_null]
+        if nullable and mode != "verify" and t.error is None:
+            t.error = (
+                f"{qn}: key column {nullable[0]} allows NULL on the target, and a NULL key "
+                "matches no row (such rows would be deleted and never written back); make "
+                f'it NOT NULL or name another key in [sync.tables."{qn}"]; nothing is '
+                "written to this table"
+            )
         src_loose = {c.name for c in src.columns if c.nondeterministic}
         loose_keys = [k for k in key if k in t.bytewise_columns and k not in src_loose]
         if loose_keys and t.error is None:
