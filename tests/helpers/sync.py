@@ -85,12 +85,15 @@ def end_source_sessions(dsn: str) -> int:
     return int(row[0]) if row else 0
 
 
-def ddl_pair(tmp_path: Any, make_db: Any, ddl: str) -> tuple[Any, str, str]:
+def ddl_pair(
+    tmp_path: Any, make_db: Any, ddl: str, make_target: Any = None
+) -> tuple[Any, str, str]:
     """A project of two fresh databases, dev and an unprotected prod, both with ``ddl``:
-    (its config path, dev's DSN, prod's DSN)."""
+    (its config path, dev's DSN, prod's DSN). ``make_target``: prod's maker (another
+    server), when not ``make_db``."""
     from tests.helpers import write_project
 
-    dev, prod = make_db("dev"), make_db("prod")
+    dev, prod = make_db("dev"), (make_target or make_db)("prod")
     for dsn in (dev, prod):
         with psycopg.connect(dsn, autocommit=True) as c:
             c.execute(ddl)

@@ -130,10 +130,16 @@ def boundaries(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, step: int)
     """Every ``step``-th key of ``rng`` in key order (the first keys of the 2nd, 3rd... piece)."""
     pred, params = s.predicate(rng)
     q = sql.SQL(
-        "SELECT {names} FROM (SELECT {names}, row_number() OVER (ORDER BY {order}) AS "
+        "SELECT {values} FROM (SELECT {names}, row_number() OVER (ORDER BY {order}) AS "
         "pgferry_rn FROM {table} WHERE {pred}) s WHERE (s.pgferry_rn - 1) %% %s = 0 AND "
         "s.pgferry_rn > 1 ORDER BY s.pgferry_rn"
-    ).format(names=s.key_names(), order=sql.SQL(", ").join(s.key_exprs()), table=s.table, pred=pred)
+    ).format(
+        values=s.key_values("s"),
+        names=s.key_names(),
+        order=sql.SQL(", ").join(s.key_exprs()),
+        table=s.table,
+        pred=pred,
+    )
     return [tuple(r) for r in conn.execute(q, [*params, step])]
 
 
@@ -155,10 +161,16 @@ def sampled_boundaries(
     per_chunk = max(1, round(estimate * pct / 100 / chunks))
     pred, params = s.predicate(KeyRange())
     q = sql.SQL(
-        "SELECT {names} FROM (SELECT {names}, row_number() OVER (ORDER BY {order}) AS "
+        "SELECT {values} FROM (SELECT {names}, row_number() OVER (ORDER BY {order}) AS "
         "pgferry_rn FROM {table} TABLESAMPLE SYSTEM (%s) WHERE {pred}) s "
         "WHERE s.pgferry_rn %% %s = 0 ORDER BY s.pgferry_rn"
-    ).format(names=s.key_names(), order=sql.SQL(", ").join(s.key_exprs()), table=s.table, pred=pred)
+    ).format(
+        values=s.key_values("s"),
+        names=s.key_names(),
+        order=sql.SQL(", ").join(s.key_exprs()),
+        table=s.table,
+        pred=pred,
+    )
     return [tuple(r) for r in conn.execute(q, [pct, *params, per_chunk])]
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import Format
 
 from pgferry.pg.catalog_types import LOOSE_EQUALITY
 
@@ -78,7 +79,8 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
        (SELECT en.nspname || '.' || et.typname FROM pg_type et
         JOIN pg_namespace en ON en.oid = et.typnamespace
         WHERE bt.typcategory = 'A' AND et.oid = bt.typelem),
-       coalesce(co.collisdeterministic, true)
+       coalesce(co.collisdeterministic, true),
+       bt.oid::int8
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -135,6 +137,11 @@ class ColumnInfo:
     #: its collation is deterministic (equal means the same bytes); an ICU collation such
     #: as a case-insensitive one is not, and hashes by its sort key
     deterministic: bool = True
+    #: psycopg reads its values (the base type's, as a result row names it) in binary;
+    #: a key column psycopg has no loader for (citext, an enum, pg_lsn) would come back
+    #: as the raw bytes of its binary form, which as a parameter are a bytea: such a key
+    #: is read as text (:meth:`pgferry.sync.sides.Side.key_values`)
+    loadable: bool = True
 
 
 def _column(r: Sequence[Any]) -> ColumnInfo:
@@ -160,6 +167,7 @@ def _column(r: Sequence[Any]) -> ColumnInfo:
         r[7],
         r[8],
         bool(r[9]),
+        psycopg.adapters.get_loader(r[10], Format.BINARY) is not None,
     )
 
 

@@ -31,7 +31,7 @@ def _sub_rows_query(
         "get_bit(%s::bytea, ({b}::int8 << {bits}) | ({kh} & {mask})) = 1 ORDER BY {order}"
     ).format(
         b=bexpr,
-        names=s.key_names(),
+        names=s.key_values(),
         h=s.row_hash(),
         table=s.table,
         pred=pred,
@@ -103,7 +103,7 @@ def row_hashes(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> list[tu
     pred, params = s.predicate(rng)
     nk = len(s.key)
     q = sql.SQL("SELECT {names}, {h} FROM {table} WHERE {pred} ORDER BY {order}").format(
-        names=s.key_names(),
+        names=s.key_values(),
         h=s.row_hash(),
         table=s.table,
         pred=pred,
@@ -119,6 +119,6 @@ def first_keys(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, limit: int
         return []
     pred, params = s.predicate(rng)
     q = sql.SQL("SELECT {names} FROM {table} WHERE {pred} ORDER BY {order} LIMIT %s").format(
-        names=s.key_names(), table=s.table, pred=pred, order=sql.SQL(", ").join(s.key_exprs())
+        names=s.key_values(), table=s.table, pred=pred, order=sql.SQL(", ").join(s.key_exprs())
     )
     return [tuple(r) for r in conn.execute(q, [*params, limit])]

@@ -119,6 +119,20 @@ class Side:
     def key_names(self) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(k.name) for k in self.key)
 
+    def key_values(self, alias: str | None = None) -> sql.Composable:
+        """The key columns as a select list that reads them into Python: a column psycopg
+        has no binary loader for as its text (``::text``, which a parameter cast back to
+        the type reads alike), under a name of its own, so that an ``ORDER BY`` of the
+        bare column still orders by the column, not by the text. ``alias``: the columns
+        are those of a subquery of that name."""
+        out: list[sql.Composable] = []
+        for i, k in enumerate(self.key):
+            col: sql.Composable = sql.Identifier(alias, k.name) if alias else sql.Identifier(k.name)
+            if not k.loadable:
+                col = sql.SQL("({})::text AS {}").format(col, sql.Identifier(f"pgferry_key{i}"))
+            out.append(col)
+        return sql.SQL(", ").join(out)
+
     def key_exprs(self) -> list[sql.Composable]:
         return [self.collate(k, sql.Identifier(k.name)) for k in self.key]
 

@@ -85,7 +85,8 @@ def _upsert_sql(
         t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where, v=_typed(t)
     )
     if t.key:
-        upd = [c for c in t.value_columns if c not in t.always_columns]
+        # a key matched by a looser equality than identity is written in place too
+        upd = [c for c in t.loose_keys + t.value_columns if c not in t.always_columns]
         if upd:
             conflict = sql.SQL(
                 " ON CONFLICT ({k}) DO UPDATE SET {set} WHERE {a} IS DISTINCT FROM {b}"

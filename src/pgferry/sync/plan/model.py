@@ -125,6 +125,13 @@ class TablePlan:
         """Synced columns that are not key columns (the ones an upsert may update)."""
         return [c for c in self.columns if c not in self.key]
 
+    @property
+    def loose_keys(self) -> list[str]:
+        """Key columns whose equality is looser than identity (citext, interval, a
+        nondeterministic collation): a row matched by such a key may still hold another
+        spelling of it ('ann@x' for 'Ann@x'), which an upsert also writes."""
+        return [k for k in self.key if k in self.text_compare or k in self.bytewise_columns]
+
     def to_dict(self) -> dict[str, object]:
         return {
             "table": self.qualname,
