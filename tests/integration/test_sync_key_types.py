@@ -1,11 +1,13 @@
-"""Keys of types psycopg has no loader for (citext, an enum, pg_lsn), and keys whose
-equality is looser than identity, through every step of a sync that reads keys back.
+"""Keys of types psycopg has no loader for (citext, an enum, pg_lsn) or cannot hold
+('infinity' dates and timestamps), and keys whose equality is looser than identity,
+through every step of a sync that reads keys back, conflict tracking included.
 
 psycopg reads a value of a type it does not know, in binary, as the raw bytes of its
 binary form; sent back as a parameter those bytes are a bytea. So a key list built from
 such keys matched nothing: a citext-keyed table's changes found by key were neither
 written nor deleted while the sync said ok, and an enum or pg_lsn key failed every sync
-of its table ("cannot cast type bytea[] to mood[]").
+of its table ("cannot cast type bytea[] to mood[]"); an 'infinity' date key failed
+every verify and sync of its table ("date too small").
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ CREATE TABLE moods (k mood PRIMARY KEY, v int);
 CREATE TABLE lsns (k pg_lsn PRIMARY KEY, v int);
 CREATE TABLE pairs (m mood, c citext, v int, PRIMARY KEY (m, c));
 CREATE TABLE periods (k interval PRIMARY KEY, v int);
+CREATE TABLE days (d date, at timestamptz, v int, PRIMARY KEY (d, at));
 """
 
 ROWS = """
@@ -39,6 +42,9 @@ INSERT INTO lsns SELECT (g || '/0')::pg_lsn, 1 FROM generate_series(1, 300) g;
 INSERT INTO pairs SELECT (ARRAY['sad', 'ok', 'happy']::mood[])[1 + g % 3], 'K' || g, 1
 FROM generate_series(1, 600) g;
 INSERT INTO periods SELECT make_interval(days => g), 1 FROM generate_series(1, 100) g;
+INSERT INTO days SELECT '2026-01-01'::date + g, '2026-01-01 12:00+00', 1
+FROM generate_series(1, 200) g;
+INSERT INTO days VALUES ('infinity', 'infinity', 1), ('-infinity', '-infinity', 1);
 """
 
 #: on the source: changes, deletes and inserts scattered over the key space; on the
@@ -51,6 +57,7 @@ UPDATE moods SET v = 2 WHERE k = 'ok';
 UPDATE lsns SET v = 2 WHERE k = '3/0'; DELETE FROM lsns WHERE k = '250/0';
 UPDATE pairs SET v = 2 WHERE c = 'K7'; DELETE FROM pairs WHERE c IN ('K8', 'K400');
 UPDATE periods SET k = '1 mon' WHERE k = '30 days';
+UPDATE days SET v = 2 WHERE d IN ('infinity', '-infinity', '2026-03-01');
 """
 TARGET = """
 UPDATE people SET name = 'prod' WHERE email = 'user9@x.org';
@@ -58,7 +65,7 @@ UPDATE people SET email = 'USER11@x.org' WHERE email = 'user11@x.org';
 UPDATE pairs SET c = 'k20' WHERE c = 'K20';
 """
 
-TABLES = ("people", "moods", "lsns", "pairs", "periods")
+TABLES = ("people", "moods", "lsns", "pairs", "periods", "days")
 
 
 def _text(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -98,3 +105,15 @@ def test_keys_psycopg_cannot_read_are_matched_written_and_deleted(
     assert _text(prod) == _text(dev)
     after = engine.run(cfg, source, tgt, engine.Options(mode="verify", **opts))  # type: ignore[arg-type]
     assert after.exit_code == 0, after.to_dict()
+    # a second sync reads the conflicts base: a row both sides changed is a conflict
+    # (the source wins on an unprotected target), one only the source changed is not
+    with psycopg.connect(dev, autocommit=True) as c:
+        c.execute("UPDATE people SET name = 'dev' WHERE email IN ('user20@x.org', 'user21@x.org')")
+        c.execute("UPDATE days SET v = 3 WHERE d = 'infinity'")
+    with psycopg.connect(prod, autocommit=True) as c:
+        c.execute("UPDATE people SET name = 'ops' WHERE email = 'user20@x.org'")
+        c.execute("UPDATE days SET v = 4 WHERE d = 'infinity'")
+    res = engine.run(cfg, source, tgt, engine.Options(mode="incremental", **opts))  # type: ignore[arg-type]
+    assert res.exit_code == 0, [(x.table, x.error) for x in res.tables]
+    assert (res.table("public.people").conflicts, res.table("public.days").conflicts) == (1, 1)
+    assert _text(prod) == _text(dev)

@@ -113,6 +113,12 @@ _SAME_HASH = {
 }
 
 
+#: types psycopg reads into Python types that cannot hold all their values
+_UNBOUNDED = frozenset(
+    f"pg_catalog.{t}" for t in ("date", "timestamp", "timestamptz", "time", "timetz", "interval")
+)
+
+
 def canon(fn: tuple[str, str] | None) -> tuple[str, str] | None:
     return None if fn is None else (fn[0], _SAME_HASH.get(fn[1], fn[1]))
 
@@ -137,10 +143,11 @@ class ColumnInfo:
     #: its collation is deterministic (equal means the same bytes); an ICU collation such
     #: as a case-insensitive one is not, and hashes by its sort key
     deterministic: bool = True
-    #: psycopg reads its values (the base type's, as a result row names it) in binary;
-    #: a key column psycopg has no loader for (citext, an enum, pg_lsn) would come back
-    #: as the raw bytes of its binary form, which as a parameter are a bytea: such a key
-    #: is read as text (:meth:`pgferry.sync.sides.Side.key_values`)
+    #: psycopg reads every value of it (the base type's, as a result row names it) in
+    #: binary and back: a type it has no loader for (citext, an enum, pg_lsn) comes back
+    #: as the raw bytes of its binary form, which as a parameter are a bytea, and dates,
+    #: times and intervals can hold what Python's cannot ('infinity', '24:00', months):
+    #: such a key is read as text (:meth:`pgferry.sync.sides.Side.key_values`)
     loadable: bool = True
 
 
@@ -167,7 +174,7 @@ def _column(r: Sequence[Any]) -> ColumnInfo:
         r[7],
         r[8],
         bool(r[9]),
-        psycopg.adapters.get_loader(r[10], Format.BINARY) is not None,
+        psycopg.adapters.get_loader(r[10], Format.BINARY) is not None and r[7] not in _UNBOUNDED,
     )
 
 

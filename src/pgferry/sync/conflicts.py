@@ -136,7 +136,7 @@ def classify(
     held = [
         tuple(r)
         for r in conn.execute(
-            sql.SQL("SELECT {} FROM {} WHERE pgferry_open").format(cols(t.key), base)
+            sql.SQL("SELECT {} FROM {} WHERE pgferry_open").format(tgt.key_values(), base)
         )
     ]
     th = tmp("tgth", t)
@@ -256,7 +256,7 @@ def classify(
     out.stop = out.conflicts > 0 and t.on_conflict == "stop"
     t.skip = out.kept > 0
     if out.conflicts:
-        out.first = _first(link, t, masks, cls, decision)
+        out.first = _first(link, t, tgt, masks, cls, decision)
     return out
 
 
@@ -281,6 +281,7 @@ def _copy_known(
 def _first(
     link: Link,
     t: TablePlan,
+    tgt: Side,
     masks: dict[str, sql.Composable],
     cls: sql.Identifier,
     decision: sql.Composable,
@@ -290,9 +291,9 @@ def _first(
 
     rows = link.tgt.execute(
         sql.SQL(
-            "SELECT {k}, pgferry_s IS NULL, pgferry_t IS NULL FROM {cls} WHERE {d} = 'conflict' "
+            "SELECT {v}, pgferry_s IS NULL, pgferry_t IS NULL FROM {cls} WHERE {d} = 'conflict' "
             "ORDER BY {k} LIMIT {n}"
-        ).format(k=cols(t.key), cls=cls, d=decision, n=sql.Literal(SHOWN))
+        ).format(v=tgt.key_values(), k=cols(t.key), cls=cls, d=decision, n=sql.Literal(SHOWN))
     ).fetchall()
     out = []
     for r in rows:
