@@ -26,6 +26,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.string import TextLoader
 
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import begin_repeatable_read, connect, redact
@@ -130,20 +131,27 @@ def cols(names: Sequence[str], prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
+#: date, timestamp, timestamptz, time, timetz and interval: values Python's types cannot
+#: hold ('infinity', '24:00', months), read as text where keys are read back
+_UNBOUNDED_OIDS = (1082, 1114, 1184, 1083, 1266, 1186)
+
+
 def key_range(t: TablePlan, lo: Key | None, hi: Key | None) -> tuple[sql.Composable, list[Any]]:
-    """``(key) > lo AND (key) <= hi`` (either side optional) and its parameters."""
+    """``(key) > lo AND (key) <= hi`` (either side optional) and its parameters, each
+    cast to its column's type (a key may be read back as text: :func:`next_bound`)."""
     parts: list[sql.Composable] = []
     params: list[Any] = []
     k = sql.SQL("({})").format(cols(t.key))
+    # the type text is the target's own format_type() output, not user input; key types
+    # are the same on both sides (the plan stops a table where they are not)
+    bound = sql.SQL(", ").join(
+        sql.SQL("CAST(%s AS {})").format(sql.SQL(t.column_types[c])) for c in t.key
+    )
     if lo is not None:
-        parts.append(
-            sql.SQL("{} > ({})").format(k, sql.SQL(", ").join(sql.Placeholder() for _ in lo))
-        )
+        parts.append(sql.SQL("{} > ({})").format(k, bound))
         params.extend(lo)
     if hi is not None:
-        parts.append(
-            sql.SQL("{} <= ({})").format(k, sql.SQL(", ").join(sql.Placeholder() for _ in hi))
-        )
+        parts.append(sql.SQL("{} <= ({})").format(k, bound))
         params.extend(hi)
     return (sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")), params
 
@@ -219,7 +227,10 @@ def next_bound(
         n=sql.Literal(rows),
         kd=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in t.key),
     )
-    row = src.execute(q, params).fetchone()
+    cur = src.cursor()
+    for oid in _UNBOUNDED_OIDS:  # a domain's values come back as its base type's
+        cur.adapters.register_loader(oid, TextLoader)
+    row = cur.execute(q, params).fetchone()
     return tuple(row) if row is not None else None
 
 
