@@ -125,14 +125,19 @@ def _restore_tables(
                 [ident.as_string(c)],
             ).fetchall()
         ]
-        prelude = sql.SQL("TRUNCATE {};\n").format(sql.SQL(", ").join(idents)).as_string(c)
+        # BEGIN and COMMIT are the script's own, not psql's --single-transaction: that
+        # commits at the end of its input, and a pgferry killed half-way is an end of input
+        prelude = sql.SQL("BEGIN;\nTRUNCATE {};\n").format(sql.SQL(", ").join(idents)).as_string(c)
         prelude += "".join(
             sql.SQL("ALTER TABLE {} DISABLE TRIGGER {};\n").format(t, g).as_string(c)
             for t, g, _ in toggles
         )
-        coda = "".join(
-            sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {};\n").format(t, a, g).as_string(c)
-            for t, g, a in toggles
+        coda = (
+            "".join(
+                sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {};\n").format(t, a, g).as_string(c)
+                for t, g, a in toggles
+            )
+            + "COMMIT;\n"
         )
     script = [prelude.encode()]
     by_schema: dict[str, list[str]] = {}
@@ -159,7 +164,6 @@ def _restore_tables(
             "-q",
             "-v",
             "ON_ERROR_STOP=1",
-            "--single-transaction",
             "-d",
             conninfo,
             "-f",

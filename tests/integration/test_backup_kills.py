@@ -1,0 +1,57 @@
+"""Backup operations killed half-way, on a real server: what is left must be what it was."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import psycopg
+import pytest
+
+from tests.helpers import Project, Result, q, run, sql, wait_for
+
+GATED = """
+CREATE TABLE big (id bigint PRIMARY KEY, note text);
+INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 200000) g;
+-- a row the restore loads waits on an advisory lock the test holds (a slow server)
+CREATE FUNCTION gate(i bigint) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN IF i = 100 THEN PERFORM pg_advisory_xact_lock_shared(4242); END IF; RETURN true; END $$;
+ALTER TABLE big ADD CHECK (gate(id));
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_tables_restore_leaves_the_tables_as_they_were(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """pgferry feeds psql the rows through a pipe: killed half-way, psql read an end of
+    input, and a --single-transaction psql commits at the end of its input, so the TRUNCATE
+    and half of the rows were committed. The transaction must end only with its COMMIT."""
+    dsn = bproj.dsns["prod"]
+    sql(dsn, GATED)
+    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    sql(dsn, "DELETE FROM big WHERE id > 1000")
+    holder = psycopg.connect(dsn, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(4242)")
+    p = bproj.popen("backup", "restore", bid, "--env", "prod", "--yes", "--tables", "public.big")
+    try:
+        wait_for(
+            dsn,
+            "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            alive=p,
+            timeout=120,
+            what="the restore's COPY waiting at the gate",
+        )
+        assert p.poll() is None
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    finally:
+        holder.execute("SELECT pg_advisory_unlock(4242)")
+        holder.close()
+    wait_for(
+        dsn,
+        "SELECT count(*) = 0 FROM pg_stat_activity WHERE query LIKE 'COPY public.big%%'"
+        " AND pid <> pg_backend_pid()",
+        what="the restore's session to end",
+    )
+    assert q(dsn, "SELECT count(*), max(id) FROM big") == [(1000, 1000)]
