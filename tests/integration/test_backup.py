@@ -284,3 +284,18 @@ def test_restoring_tables_does_not_fire_their_triggers(
         assert c.execute("SELECT name FROM customers ORDER BY id DESC LIMIT 1").fetchone() == (
             "stamped",
         )
+
+
+def test_create_and_prune_delete_only_directories_pgferry_made(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """An interrupted backup is a directory pgferry named and left without a manifest; a
+    directory someone else keeps under the backup root (an old cron job's dumps) is not."""
+    theirs = backups_dir(bproj, "prod") / "cron-pg_dump-2026-11"
+    theirs.mkdir(parents=True)
+    (theirs / "prod.sql").write_text("-- a dump taken by hand\n")
+    r = run(cli, bproj, "backup", "create", "--env", "prod", "--json")
+    assert r.code == 0 and r.json["cleaned"] == [], r.out + r.err
+    r = run(cli, bproj, "backup", "prune", "--env", "prod", "--json")
+    assert r.code == 0 and r.json["interrupted_removed"] == [], r.out + r.err
+    assert (theirs / "prod.sql").read_text() == "-- a dump taken by hand\n"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,9 @@ from pgferry.errors import OperationFailed
 MANIFEST = "manifest.json"
 SIDECAR = "verification.json"
 LOCK = ".in-progress"
+#: the names :func:`pgferry.backup.create.new_id` gives; only such a directory can be a
+#: backup pgferry left half-written (anything else under the root is someone else's)
+BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}")
 
 
 class Storage(Protocol):
@@ -129,7 +133,7 @@ class LocalStorage:
         out = []
         for backup_id in self.ids(env):
             d = self.local(env, backup_id)
-            if (d / MANIFEST).exists():
+            if not BACKUP_ID.fullmatch(backup_id) or (d / MANIFEST).exists():
                 continue
             if not _locked(d / LOCK):
                 out.append(backup_id)
