@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.backup import crypto, scratch
+from pgferry.backup import crypto, loading, scratch
 from pgferry.backup.catalog import BackupInfo
 from pgferry.backup.manifest import Manifest, Verification, iso
 from pgferry.backup.storage import SIDECAR, LocalStorage, sha256_file
@@ -200,30 +200,23 @@ def restore_test(
     name = scratch.scratch_name()
     dsn = scratch.create_database(cfg, target, name)
     try:
-        conn, env = binaries.libpq_args(dsn)
-        proc = subprocess.Popen(
-            [str(pg_restore.path), "-j", str(jobs), "--no-owner", "-d", conn, str(dump)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        proc = loading.start(pg_restore, ["-j", str(jobs), "--no-owner"], dsn, dump)
         try:
             problems = checks()
             if problems:
                 proc.kill()
-            _, err = proc.communicate()
+            rc, err = proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         if problems:
             return problems, 0
-        if proc.returncode != 0:
+        if rc != 0:
             errs = [ln for ln in err.splitlines() if "error" in ln.lower()]
             problems.append(
                 "the test restore reported errors: "
-                + redact(errs[0] if errs else f"exit code {proc.returncode}")
+                + redact(errs[0] if errs else f"exit code {rc}")
             )
         got = count_tables(dsn, list(m.tables), jobs)
         for t, want in m.tables.items():
