@@ -299,3 +299,23 @@ def test_create_and_prune_delete_only_directories_pgferry_made(
     r = run(cli, bproj, "backup", "prune", "--env", "prod", "--json")
     assert r.code == 0 and r.json["interrupted_removed"] == [], r.out + r.err
     assert (theirs / "prod.sql").read_text() == "-- a dump taken by hand\n"
+
+
+def test_restore_latest_run_again_does_not_undo_the_restore(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """A restore's emergency backup is the newest backup of the environment: `restore latest`
+    run a second time (a retry, a runbook step done twice) restored it, the damaged data the
+    first restore had replaced, and said it was done."""
+    dsn = bproj.dsns["prod"]
+    first = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    sql(dsn, "DELETE FROM orders WHERE id > 100")
+    r = run(cli, bproj, "backup", "restore", "latest", "--env", "prod", "--yes")
+    assert r.code == 0 and counts(dsn) == COUNTS, r.out + r.err
+    r = run(cli, bproj, "backup", "restore", "latest", "--env", "prod", "--yes", "--json")
+    assert r.code == 0 and r.json["id"] == first, r.out + r.err
+    assert counts(dsn) == COUNTS
+    emergency = [i for i in list_backups(bproj.root / "backups", "prod") if i.tag == "pre-restore"]
+    # by its id, an emergency backup is restored as any other (that is how a restore is undone)
+    r = run(cli, bproj, "backup", "restore", emergency[-1].id, "--env", "prod", "--yes")
+    assert r.code == 0 and counts(dsn)["public.orders"] == 100, r.out + r.err

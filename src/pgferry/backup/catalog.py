@@ -4,7 +4,8 @@ Contract: :func:`list_backups` ``(root, env)`` returns the backups of ``env``
 under the backup root ``root``, newest first, as :class:`BackupInfo`; only
 complete ones (a readable ``manifest.json``) unless ``include_incomplete``.
 It never writes. :func:`find` resolves an id (or ``latest``) for the other
-commands, raising :class:`~pgferry.errors.BadInput` naming ``backup list``.
+commands, raising :class:`~pgferry.errors.BadInput` naming ``backup list``;
+:func:`find_to_restore` too, where ``latest`` is never a restore's emergency backup.
 """
 
 from __future__ import annotations
@@ -147,3 +148,19 @@ def find(root: Path, backup_id: str, env: str | None) -> BackupInfo:
         f"no backup {backup_id!r} under {root}; see `pgferry backup list"
         f"{' --env ' + env if env else ''}`"
     )
+
+
+def find_to_restore(root: Path, backup_id: str, env: str | None) -> BackupInfo:
+    """:func:`find` for a restore, where ``latest`` is the newest backup that is not a
+    restore's emergency backup (tag ``pre-restore``): restoring that would undo the restore
+    (a ``restore latest`` run twice, a retried run); it is named by id."""
+    if backup_id != "latest" or env is None:
+        return find(root, backup_id, env)
+    found = [i for i in list_backups(root, env) if i.tag != "pre-restore"]
+    if not found:
+        raise BadInput(
+            f"environment {env!r} has no complete backup under {root} but emergency "
+            "backups of restores; name one by id, or take one with "
+            f"`pgferry backup create --env {env}`"
+        )
+    return found[0]

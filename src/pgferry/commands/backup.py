@@ -139,7 +139,7 @@ def restore(
 
     t0 = time.monotonic()
     target = base.target(cfg, opts.env)
-    info = catalog.find(
+    info = catalog.find_to_restore(
         cfg.backup_dir,
         opts.backup_id,
         opts.from_env or (opts.env if opts.backup_id == "latest" else None),
