@@ -368,3 +368,25 @@ def test_restoring_a_table_others_refer_to_is_rolled_back_with_the_fix(
     )
     assert "psql:" not in r.err and "ERROR:" not in r.err
     assert fingerprint(dsn) == before
+
+
+def test_a_truncated_manifest_is_a_damaged_backup_not_an_interrupted_one(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    dsn = bproj.dsns["prod"]
+    out = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json
+    manifest = Path(out["path"]) / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:200])
+    r = run(cli, bproj, "backup", "verify", out["id"])
+    assert r.code == 1 and "manifest.json" in r.err and "damaged" in r.err, r.out + r.err
+    assert "interrupted" not in r.err
+    sql(dsn, "DELETE FROM orders WHERE id > 10")
+    before = fingerprint(dsn)
+    r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
+    assert r.code == 1 and "manifest.json" in r.err, r.err
+    assert "nothing was checked or restored" in r.err
+    assert fingerprint(dsn) == before
+    r = run(cli, bproj, "backup", "list", "--env", "prod", "--all", "--json")
+    assert [b["state"] for b in r.json["backups"]] == ["damaged"], r.json
+    run(cli, bproj, "backup", "prune", "--env", "prod")
+    assert manifest.exists()  # a damaged backup is the operator's to look at, not deleted

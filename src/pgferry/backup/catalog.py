@@ -4,7 +4,8 @@ Contract: :func:`list_backups` ``(root, env)`` returns the backups of ``env``
 under the backup root ``root``, newest first, as :class:`BackupInfo`; only
 complete ones (a readable ``manifest.json``) unless ``include_incomplete``.
 It never writes. :func:`find` resolves an id (or ``latest``) for the other
-commands, raising :class:`~pgferry.errors.BadInput` naming ``backup list``;
+commands, raising :class:`~pgferry.errors.BadInput` naming ``backup list``
+(:class:`~pgferry.errors.ProblemFound`, exit 1, for a manifest that does not read);
 :func:`find_to_restore` too, where ``latest`` is never a restore's emergency backup.
 """
 
@@ -17,7 +18,7 @@ from typing import Any
 
 from pgferry.backup.manifest import Manifest, Verification, parse_iso
 from pgferry.backup.storage import LOCK, MANIFEST, SIDECAR, LocalStorage, _locked
-from pgferry.errors import BadInput
+from pgferry.errors import BadInput, ProblemFound
 
 
 @dataclass
@@ -30,6 +31,9 @@ class BackupInfo:
     verification: Verification
     #: for an incomplete backup: True while a process is still writing it
     in_progress: bool = False
+    #: for an incomplete backup: its manifest.json is there but does not read (changed,
+    #: truncated): not an interrupted backup, and nothing can be checked or restored
+    damaged: bool = False
 
     @property
     def started_at(self) -> datetime | None:
@@ -99,6 +103,7 @@ def _info(store: LocalStorage, env: str, backup_id: str) -> BackupInfo:
         manifest=manifest,
         verification=Verification.from_dict(store.read_json(env, backup_id, SIDECAR)),
         in_progress=manifest is None and _locked(d / LOCK),
+        damaged=manifest is None and (d / MANIFEST).exists(),
     )
 
 
@@ -137,6 +142,12 @@ def find(root: Path, backup_id: str, env: str | None) -> BackupInfo:
         d = root / name / backup_id
         if d.is_dir():
             info = _info(LocalStorage(root), name, backup_id)
+            if info.damaged:
+                raise ProblemFound(
+                    f"backup {backup_id} of {name} is damaged: its manifest.json does not "
+                    "read (changed or truncated), so nothing was checked or restored; pick "
+                    f"another with `pgferry backup list --env {name}`"
+                )
             if not info.complete:
                 raise BadInput(
                     f"backup {backup_id} of {name} is not complete (it has no "

@@ -39,7 +39,7 @@ def items(infos: list[BackupInfo]) -> list[retention.Item]:
 
 def state(i: BackupInfo) -> str:
     if not i.complete:
-        return "in progress" if i.in_progress else "interrupted"
+        return "damaged" if i.damaged else "in progress" if i.in_progress else "interrupted"
     v = i.verification
     if v.verified_at and not v.verify_ok:
         return "verify failed"
