@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql as q
 
 from pgferry.backup.catalog import list_backups
@@ -319,3 +320,29 @@ def test_restore_latest_run_again_does_not_undo_the_restore(
     # by its id, an emergency backup is restored as any other (that is how a restore is undone)
     r = run(cli, bproj, "backup", "restore", emergency[-1].id, "--env", "prod", "--yes")
     assert r.code == 0 and counts(dsn)["public.orders"] == 100, r.out + r.err
+
+
+@pytest.mark.slow
+def test_create_is_not_cut_short_by_a_database_s_idle_timeout(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """create's snapshot transaction idles while pg_dump reads in it: a database default
+    idle_in_transaction_session_timeout (or a role's statement_timeout) ended it, and a good
+    dump was thrown away as a failed backup."""
+    dsn = bproj.dsns["prod"]
+    sql(
+        dsn,
+        "INSERT INTO orders SELECT g, 1, 1, repeat(md5(g::text), 4)"
+        " FROM generate_series(10001, 400000) g",
+    )
+    with psycopg.connect(dsn, autocommit=True) as c:
+        name = c.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        c.execute(
+            q.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '200ms'").format(
+                q.Identifier(name[0])
+            )
+        )
+    r = run(cli, bproj, "backup", "create", "--env", "prod", "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["manifest"]["tables"]["public.orders"] == 4000 + 390000
