@@ -55,3 +55,36 @@ def test_sigkill_during_a_tables_restore_leaves_the_tables_as_they_were(
         what="the restore's session to end",
     )
     assert q(dsn, "SELECT count(*), max(id) FROM big") == [(1000, 1000)]
+
+
+@pytest.mark.slow
+def test_prune_leaves_a_backup_a_restore_is_using(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """An incident restore of an old backup (one retention expires) while the nightly prune
+    runs: prune deleted the backup under the restore, the one that was needed."""
+    dsn = bproj.dsns["prod"]
+    old = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    sql(dsn, "DELETE FROM orders WHERE id > 10")
+    run(cli, bproj, "backup", "create", "--env", "prod")
+    holder = psycopg.connect(dsn)
+    holder.execute("LOCK TABLE orders IN ACCESS SHARE MODE")  # the restore's TRUNCATE waits
+    p = bproj.popen("backup", "restore", old, "--env", "prod", "--yes", "--tables", "public.orders")
+    try:
+        wait_for(
+            dsn,
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE 'TRUNCATE%%'",
+            alive=p,
+            what="the restore waiting to empty orders",
+        )
+        r = run(cli, bproj, "backup", "prune", "--env", "prod", "--json")
+        assert r.code == 0 and old not in r.json["deleted"], r.out + r.err
+    finally:
+        holder.rollback()
+        holder.close()
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, out + err
+    assert q(dsn, "SELECT count(*) FROM orders") == [(4000,)]
+    r = run(cli, bproj, "backup", "prune", "--env", "prod", "--json")
+    assert r.code == 0 and old in r.json["deleted"], r.out + r.err

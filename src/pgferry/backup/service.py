@@ -120,6 +120,11 @@ def run_prune(cfg: Config, env: str, now: datetime, dry_run: bool = False) -> Pr
     plan = retention.plan(items(infos), now, policy(cfg), cfg.backup.timezone)
     res = Pruned(env, dry_run, list(plan.delete), list(plan.keep), store.stale(env), plan.reasons)
     if not dry_run:
-        for backup_id in res.deleted + res.interrupted:
+        for backup_id in list(res.deleted):
+            if not store.delete_unused(env, backup_id):  # a verify or restore reads it
+                res.deleted.remove(backup_id)
+                res.kept.append(backup_id)
+                res.reasons[backup_id] = ["in use"]
+        for backup_id in res.interrupted:
             store.delete(env, backup_id)
     return res
