@@ -390,3 +390,23 @@ def test_a_truncated_manifest_is_a_damaged_backup_not_an_interrupted_one(
     assert [b["state"] for b in r.json["backups"]] == ["damaged"], r.json
     run(cli, bproj, "backup", "prune", "--env", "prod")
     assert manifest.exists()  # a damaged backup is the operator's to look at, not deleted
+
+
+def test_a_backup_found_damaged_is_no_longer_the_newest_restore_tested(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """verify keeps the last restore test's result in the sidecar; a backup whose files no
+    longer match must not go on counting as the restore-tested one (list, health)."""
+    out = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json
+    r = run(cli, bproj, "backup", "verify", out["id"], "--restore-test")
+    assert r.code == 0, r.out + r.err
+    data = max((Path(out["path"]) / "dump").glob("*.dat.gz"), key=lambda f: f.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data.write_bytes(bytes(raw))
+    assert run(cli, bproj, "backup", "verify", out["id"]).code == 1
+    fresh = run(cli, bproj, "backup", "list", "--env", "prod", "--json").json["freshness"]
+    assert fresh["newest_restore_tested"] is None, fresh
+    r = run(cli, bproj, "health", "--env", "prod", "--json")
+    checks = {c["name"]: c for c in r.json["checks"]}
+    assert checks["restore_test"]["status"] != "optimal", checks["restore_test"]

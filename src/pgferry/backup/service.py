@@ -72,7 +72,8 @@ def listing(cfg: Config, env: str, now: datetime, include_incomplete: bool = Fal
         d["kept_because"] = plan.reasons.get(i.id, [])
         out.backups.append(d)
     complete = [i for i in infos if i.complete]
-    tested = [i for i in complete if i.verification.restore_test_ok]
+    # a restore test proves a backup only while its files still check out
+    tested = [i for i in complete if i.verification.restore_test_ok and i.verification.verify_ok]
     max_age = cfg.backup.max_age.total_seconds()
 
     def age(i: BackupInfo | None) -> float | None:
