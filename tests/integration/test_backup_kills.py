@@ -88,3 +88,37 @@ def test_prune_leaves_a_backup_a_restore_is_using(
     assert q(dsn, "SELECT count(*) FROM orders") == [(4000,)]
     r = run(cli, bproj, "backup", "prune", "--env", "prod", "--json")
     assert r.code == 0 and old in r.json["deleted"], r.out + r.err
+
+
+@pytest.mark.slow
+def test_a_killed_restore_of_an_encrypted_backup_leaves_no_plaintext_for_long(
+    bproj: Project, cli: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """restore decrypts into .decrypted-* under the backup root; a SIGKILL left that
+    plaintext copy there for good. The next command that decrypts removes it."""
+    bproj.config.write_text(bproj.config.read_text() + "\n[backup]\nencrypt = true\n")
+    monkeypatch.setenv("PGFERRY_BACKUP_KEY", "s3cret-backup-key")
+    dsn = bproj.dsns["prod"]
+    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    holder = psycopg.connect(dsn)
+    holder.execute("LOCK TABLE orders IN ACCESS SHARE MODE")  # the restore's DROP waits
+    p = bproj.popen("backup", "restore", bid, "--env", "prod", "--yes")
+    try:
+        wait_for(
+            dsn,
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND pid <> pg_backend_pid()",
+            alive=p,
+            what="the restore waiting on orders",
+        )
+        left = list((bproj.root / "backups").glob(".decrypted-*"))
+        assert left
+        p.send_signal(signal.SIGKILL)
+        p.wait(30)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert all(d.exists() for d in left)
+    r = run(cli, bproj, "backup", "verify", bid)
+    assert r.code == 0, r.out + r.err
+    assert not list((bproj.root / "backups").glob(".decrypted-*"))

@@ -19,6 +19,8 @@ not decrypt is a problem naming it).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import secrets
 import shutil
 import subprocess
@@ -36,7 +38,7 @@ from psycopg import sql
 from pgferry.backup import crypto, loading, scratch
 from pgferry.backup.catalog import BackupInfo
 from pgferry.backup.manifest import Manifest, Verification, iso
-from pgferry.backup.storage import SIDECAR, LocalStorage, sha256_file
+from pgferry.backup.storage import LOCK, SIDECAR, LocalStorage, _locked, sha256_file
 from pgferry.config import Config
 from pgferry.errors import ProblemFound
 from pgferry.pg import binaries
@@ -117,9 +119,15 @@ def plain_dump(info: BackupInfo, root: Path) -> Iterator[Path]:
         yield info.path / DUMP
         return
     key = crypto.Key.open(m.encryption, info.id)
+    # a copy a killed pgferry left (nobody holds its lock) is plaintext: it goes first
+    for old in root.glob(".decrypted-*"):
+        if old.is_dir() and not _locked(old / LOCK):
+            shutil.rmtree(old, ignore_errors=True)
     tmp = root / f".decrypted-{info.id}-{secrets.token_hex(3)}"
     tmp.mkdir(mode=0o700, parents=True)
+    held = os.open(tmp / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        fcntl.flock(held, fcntl.LOCK_EX)
         for rel in m.files:
             out = tmp / Path(rel).relative_to(DUMP)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +135,7 @@ def plain_dump(info: BackupInfo, root: Path) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(held)
 
 
 def toc_entries(pg_restore: binaries.Binary, dump: Path) -> tuple[list[str], str | None]:
