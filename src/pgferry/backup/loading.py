@@ -63,21 +63,17 @@ class Loading:
 
     def wait(self) -> tuple[int, str]:
         """(exit code, stderr): the last process's code, else the first that failed."""
-        try:
-            if self.feeder is not None:
-                self.feeder.join()
-            codes = [p.wait() for p in self.procs]
-            err = b"".join(_read(f) for f in self.errs).decode(errors="replace")
-        finally:
-            for f in self.errs:
-                f.close()
+        if self.feeder is not None:
+            self.feeder.join()
+        codes = [p.wait() for p in self.procs]
+        err = b"".join(_read(f) for f in self.errs).decode(errors="replace")
         failed = [c for c in codes if c != 0]
         return (codes[-1] or (failed[0] if failed else 0)), err
 
 
 def _read(f: IO[bytes]) -> bytes:
     f.seek(0)
-    return f.read()
+    return f.read()  # (a TemporaryFile: gone when it is closed or collected)
 
 
 def start(pg_restore: binaries.Binary, args: list[str], dsn: str, dump: Path) -> Loading:
