@@ -410,3 +410,23 @@ def test_a_backup_found_damaged_is_no_longer_the_newest_restore_tested(
     r = run(cli, bproj, "health", "--env", "prod", "--json")
     checks = {c["name"]: c for c in r.json["checks"]}
     assert checks["restore_test"]["status"] != "optimal", checks["restore_test"]
+
+
+def test_an_emergency_backup_that_fails_stops_the_restore(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """The backup root read-only (a full or remounted disk): the emergency backup cannot be
+    written, so the restore does not go ahead, and the message says so."""
+    dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders WHERE id > 10")
+    root = str(bproj.root / "backups")
+    if subprocess.run(["mount", "--bind", root, root], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here; needs root")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", root], check=True)
+        r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes")
+    finally:
+        subprocess.run(["umount", root], check=False)
+    assert r.code == 3, r.out + r.err
+    assert "emergency backup" in r.err and "nothing was restored" in r.err, r.err
+    assert fingerprint(dsn) == before
+    assert journal(dsn)[-1] == ("backup create", "failed")

@@ -106,8 +106,8 @@ def prepare_root(store: LocalStorage, env: str) -> list[str]:
         probe = d / f".write-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as e:
-        raise writable_failure(d, e) from None
+    except OSError as e:  # named by the directory, not the probe file
+        raise writable_failure(d, OSError(e.errno, e.strerror)) from None
     cleaned = store.stale(env)
     for backup_id in cleaned:
         store.delete(env, backup_id)

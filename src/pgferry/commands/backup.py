@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pgferry.commands import base
 from pgferry.config import Config
+from pgferry.errors import PgferryError
 from pgferry.events import Notice, Subscriber, ignore
 from pgferry.policy import WriteRequest
 
@@ -198,7 +199,16 @@ def _restore(
             op.details.update(res.to_dict())
         return res
     _say(progress)(f"taking an emergency backup of {target.name} first")
-    emergency = _create(cfg, target, CreateOptions(target.name, tag="pre-restore", keep=True), None)
+    try:
+        emergency = _create(
+            cfg, target, CreateOptions(target.name, tag="pre-restore", keep=True), None
+        )
+    except PgferryError as e:  # the restore does not go ahead without it: say so
+        e.message = (
+            f"the emergency backup of {target.name} failed, so nothing was restored: {e.message}"
+        )
+        e.args = (e.message,)
+        raise
     res.emergency_id, res.emergency_path = emergency.manifest.id, emergency.path
     with journal.operation(target, "backup restore", args) as op:
         if decision.window is not None:
