@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 from psycopg import sql as q
 
 from pgferry.backup.catalog import list_backups
@@ -284,3 +285,64 @@ def test_restoring_tables_does_not_fire_their_triggers(
         assert c.execute("SELECT name FROM customers ORDER BY id DESC LIMIT 1").fetchone() == (
             "stamped",
         )
+
+
+def test_create_and_prune_delete_only_directories_pgferry_made(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """An interrupted backup is a directory pgferry named and left without a manifest; a
+    directory someone else keeps under the backup root (an old cron job's dumps) is not."""
+    theirs = backups_dir(bproj, "prod") / "cron-pg_dump-2026-11"
+    theirs.mkdir(parents=True)
+    (theirs / "prod.sql").write_text("-- a dump taken by hand\n")
+    r = run(cli, bproj, "backup", "create", "--env", "prod", "--json")
+    assert r.code == 0 and r.json["cleaned"] == [], r.out + r.err
+    r = run(cli, bproj, "backup", "prune", "--env", "prod", "--json")
+    assert r.code == 0 and r.json["interrupted_removed"] == [], r.out + r.err
+    assert (theirs / "prod.sql").read_text() == "-- a dump taken by hand\n"
+
+
+def test_restore_latest_run_again_does_not_undo_the_restore(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """A restore's emergency backup is the newest backup of the environment: `restore latest`
+    run a second time (a retry, a runbook step done twice) restored it, the damaged data the
+    first restore had replaced, and said it was done."""
+    dsn = bproj.dsns["prod"]
+    first = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    sql(dsn, "DELETE FROM orders WHERE id > 100")
+    r = run(cli, bproj, "backup", "restore", "latest", "--env", "prod", "--yes")
+    assert r.code == 0 and counts(dsn) == COUNTS, r.out + r.err
+    r = run(cli, bproj, "backup", "restore", "latest", "--env", "prod", "--yes", "--json")
+    assert r.code == 0 and r.json["id"] == first, r.out + r.err
+    assert counts(dsn) == COUNTS
+    emergency = [i for i in list_backups(bproj.root / "backups", "prod") if i.tag == "pre-restore"]
+    # by its id, an emergency backup is restored as any other (that is how a restore is undone)
+    r = run(cli, bproj, "backup", "restore", emergency[-1].id, "--env", "prod", "--yes")
+    assert r.code == 0 and counts(dsn)["public.orders"] == 100, r.out + r.err
+
+
+@pytest.mark.slow
+def test_create_is_not_cut_short_by_a_database_s_idle_timeout(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """create's snapshot transaction idles while pg_dump reads in it: a database default
+    idle_in_transaction_session_timeout (or a role's statement_timeout) ended it, and a good
+    dump was thrown away as a failed backup."""
+    dsn = bproj.dsns["prod"]
+    sql(
+        dsn,
+        "INSERT INTO orders SELECT g, 1, 1, repeat(md5(g::text), 4)"
+        " FROM generate_series(10001, 400000) g",
+    )
+    with psycopg.connect(dsn, autocommit=True) as c:
+        name = c.execute("SELECT current_database()").fetchone()
+        assert name is not None
+        c.execute(
+            q.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '200ms'").format(
+                q.Identifier(name[0])
+            )
+        )
+    r = run(cli, bproj, "backup", "create", "--env", "prod", "--json")
+    assert r.code == 0, r.out + r.err
+    assert r.json["manifest"]["tables"]["public.orders"] == 4000 + 390000

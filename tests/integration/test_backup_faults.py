@@ -368,3 +368,65 @@ def test_restoring_a_table_others_refer_to_is_rolled_back_with_the_fix(
     )
     assert "psql:" not in r.err and "ERROR:" not in r.err
     assert fingerprint(dsn) == before
+
+
+def test_a_truncated_manifest_is_a_damaged_backup_not_an_interrupted_one(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    dsn = bproj.dsns["prod"]
+    out = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json
+    manifest = Path(out["path"]) / "manifest.json"
+    manifest.write_bytes(manifest.read_bytes()[:200])
+    r = run(cli, bproj, "backup", "verify", out["id"])
+    assert r.code == 1 and "manifest.json" in r.err and "damaged" in r.err, r.out + r.err
+    assert "interrupted" not in r.err
+    sql(dsn, "DELETE FROM orders WHERE id > 10")
+    before = fingerprint(dsn)
+    r = run(cli, bproj, "backup", "restore", out["id"], "--env", "prod", "--yes")
+    assert r.code == 1 and "manifest.json" in r.err, r.err
+    assert "nothing was checked or restored" in r.err
+    assert fingerprint(dsn) == before
+    r = run(cli, bproj, "backup", "list", "--env", "prod", "--all", "--json")
+    assert [b["state"] for b in r.json["backups"]] == ["damaged"], r.json
+    run(cli, bproj, "backup", "prune", "--env", "prod")
+    assert manifest.exists()  # a damaged backup is the operator's to look at, not deleted
+
+
+def test_a_backup_found_damaged_is_no_longer_the_newest_restore_tested(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """verify keeps the last restore test's result in the sidecar; a backup whose files no
+    longer match must not go on counting as the restore-tested one (list, health)."""
+    out = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json
+    r = run(cli, bproj, "backup", "verify", out["id"], "--restore-test")
+    assert r.code == 0, r.out + r.err
+    data = max((Path(out["path"]) / "dump").glob("*.dat.gz"), key=lambda f: f.stat().st_size)
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data.write_bytes(bytes(raw))
+    assert run(cli, bproj, "backup", "verify", out["id"]).code == 1
+    fresh = run(cli, bproj, "backup", "list", "--env", "prod", "--json").json["freshness"]
+    assert fresh["newest_restore_tested"] is None, fresh
+    r = run(cli, bproj, "health", "--env", "prod", "--json")
+    checks = {c["name"]: c for c in r.json["checks"]}
+    assert checks["restore_test"]["status"] != "optimal", checks["restore_test"]
+
+
+def test_an_emergency_backup_that_fails_stops_the_restore(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """The backup root read-only (a full or remounted disk): the emergency backup cannot be
+    written, so the restore does not go ahead, and the message says so."""
+    dsn, bid, before = backed_up(cli, bproj, "DELETE FROM orders WHERE id > 10")
+    root = str(bproj.root / "backups")
+    if subprocess.run(["mount", "--bind", root, root], capture_output=True).returncode != 0:
+        pytest.skip("cannot bind-mount here; needs root")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", root], check=True)
+        r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes")
+    finally:
+        subprocess.run(["umount", root], check=False)
+    assert r.code == 3, r.out + r.err
+    assert "emergency backup" in r.err and "nothing was restored" in r.err, r.err
+    assert fingerprint(dsn) == before
+    assert journal(dsn)[-1] == ("backup create", "failed")

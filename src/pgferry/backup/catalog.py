@@ -4,7 +4,9 @@ Contract: :func:`list_backups` ``(root, env)`` returns the backups of ``env``
 under the backup root ``root``, newest first, as :class:`BackupInfo`; only
 complete ones (a readable ``manifest.json``) unless ``include_incomplete``.
 It never writes. :func:`find` resolves an id (or ``latest``) for the other
-commands, raising :class:`~pgferry.errors.BadInput` naming ``backup list``.
+commands, raising :class:`~pgferry.errors.BadInput` naming ``backup list``
+(:class:`~pgferry.errors.ProblemFound`, exit 1, for a manifest that does not read);
+:func:`find_to_restore` too, where ``latest`` is never a restore's emergency backup.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from pgferry.backup.manifest import Manifest, Verification, parse_iso
 from pgferry.backup.storage import LOCK, MANIFEST, SIDECAR, LocalStorage, _locked
-from pgferry.errors import BadInput
+from pgferry.errors import BadInput, ProblemFound
 
 
 @dataclass
@@ -29,6 +31,9 @@ class BackupInfo:
     verification: Verification
     #: for an incomplete backup: True while a process is still writing it
     in_progress: bool = False
+    #: for an incomplete backup: its manifest.json is there but does not read (changed,
+    #: truncated): not an interrupted backup, and nothing can be checked or restored
+    damaged: bool = False
 
     @property
     def started_at(self) -> datetime | None:
@@ -98,6 +103,7 @@ def _info(store: LocalStorage, env: str, backup_id: str) -> BackupInfo:
         manifest=manifest,
         verification=Verification.from_dict(store.read_json(env, backup_id, SIDECAR)),
         in_progress=manifest is None and _locked(d / LOCK),
+        damaged=manifest is None and (d / MANIFEST).exists(),
     )
 
 
@@ -136,6 +142,12 @@ def find(root: Path, backup_id: str, env: str | None) -> BackupInfo:
         d = root / name / backup_id
         if d.is_dir():
             info = _info(LocalStorage(root), name, backup_id)
+            if info.damaged:
+                raise ProblemFound(
+                    f"backup {backup_id} of {name} is damaged: its manifest.json does not "
+                    "read (changed or truncated), so nothing was checked or restored; pick "
+                    f"another with `pgferry backup list --env {name}`"
+                )
             if not info.complete:
                 raise BadInput(
                     f"backup {backup_id} of {name} is not complete (it has no "
@@ -147,3 +159,19 @@ def find(root: Path, backup_id: str, env: str | None) -> BackupInfo:
         f"no backup {backup_id!r} under {root}; see `pgferry backup list"
         f"{' --env ' + env if env else ''}`"
     )
+
+
+def find_to_restore(root: Path, backup_id: str, env: str | None) -> BackupInfo:
+    """:func:`find` for a restore, where ``latest`` is the newest backup that is not a
+    restore's emergency backup (tag ``pre-restore``): restoring that would undo the restore
+    (a ``restore latest`` run twice, a retried run); it is named by id."""
+    if backup_id != "latest" or env is None:
+        return find(root, backup_id, env)
+    found = [i for i in list_backups(root, env) if i.tag != "pre-restore"]
+    if not found:
+        raise BadInput(
+            f"environment {env!r} has no complete backup under {root} but emergency "
+            "backups of restores; name one by id, or take one with "
+            f"`pgferry backup create --env {env}`"
+        )
+    return found[0]

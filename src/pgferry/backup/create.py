@@ -87,6 +87,17 @@ def server_major(conn: psycopg.Connection[Any]) -> tuple[int, str]:
     return row[0] // 10000, str(row[1]).split()[0]
 
 
+def no_timeouts(conn: psycopg.Connection[Any], major: int) -> None:
+    """The snapshot transaction idles while pg_dump reads in it, and counts every table: a
+    role's or database's timeouts must not end it (pg_dump sets its own sessions' so too)."""
+    names = ["statement_timeout", "idle_in_transaction_session_timeout"]
+    names += ["transaction_timeout"] if major >= 17 else []
+    conn.execute(
+        "SELECT " + ", ".join("set_config(%s, '0', false)" for _ in names),
+        names,
+    )
+
+
 def prepare_root(store: LocalStorage, env: str) -> list[str]:
     """Make ``<root>/<env>`` (exit 3 naming it if it cannot be written); clean dead backups."""
     d = store.env_dir(env)
@@ -95,8 +106,8 @@ def prepare_root(store: LocalStorage, env: str) -> list[str]:
         probe = d / f".write-probe-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-    except OSError as e:
-        raise writable_failure(d, e) from None
+    except OSError as e:  # named by the directory, not the probe file
+        raise writable_failure(d, OSError(e.errno, e.strerror)) from None
     cleaned = store.stale(env)
     for backup_id in cleaned:
         store.delete(env, backup_id)
@@ -210,6 +221,7 @@ def run_create(
     conn = connect(target.dsn, autocommit=True)
     try:
         major, server_version = server_major(conn)
+        no_timeouts(conn, major)
         pg_dump = binaries.find("pg_dump", major)
         compression = "zstd" if binaries.supports_zstd(pg_dump.path) else "gzip"
         started = datetime.now(UTC)

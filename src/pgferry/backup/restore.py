@@ -34,7 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.backup import scratch
+from pgferry.backup import loading, scratch
 from pgferry.backup.catalog import BackupInfo
 from pgferry.backup.verify import check, pg_restore_for, plain_dump
 from pgferry.config import Config
@@ -111,6 +111,7 @@ def _restore_tables(
     """TRUNCATE the tables and load their rows (and sequences) in one psql transaction."""
     psql = binaries.find("psql", pg_restore.major)
     with connect(target.dsn, autocommit=True) as c:
+        older = c.info.server_version // 10000 < loading.TRANSACTION_TIMEOUT
         seqs = _owned_sequences(c, tables)
         idents = [sql.Identifier(*t.split(".", 1)) for t in tables]
         # the rows go back as they were: user triggers that fire now (an updated_at
@@ -125,14 +126,19 @@ def _restore_tables(
                 [ident.as_string(c)],
             ).fetchall()
         ]
-        prelude = sql.SQL("TRUNCATE {};\n").format(sql.SQL(", ").join(idents)).as_string(c)
+        # BEGIN and COMMIT are the script's own, not psql's --single-transaction: that
+        # commits at the end of its input, and a pgferry killed half-way is an end of input
+        prelude = sql.SQL("BEGIN;\nTRUNCATE {};\n").format(sql.SQL(", ").join(idents)).as_string(c)
         prelude += "".join(
             sql.SQL("ALTER TABLE {} DISABLE TRIGGER {};\n").format(t, g).as_string(c)
             for t, g, _ in toggles
         )
-        coda = "".join(
-            sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {};\n").format(t, a, g).as_string(c)
-            for t, g, a in toggles
+        coda = (
+            "".join(
+                sql.SQL("ALTER TABLE {} ENABLE {}TRIGGER {};\n").format(t, a, g).as_string(c)
+                for t, g, a in toggles
+            )
+            + "COMMIT;\n"
         )
     script = [prelude.encode()]
     by_schema: dict[str, list[str]] = {}
@@ -149,7 +155,10 @@ def _restore_tables(
                 f"pg_restore could not read the tables of schema {schema}: "
                 f"{_error(p.stderr.decode(errors='replace'), p.returncode)}"
             )
-        script.append(p.stdout)
+        rows = p.stdout
+        if older:
+            rows = b"".join(loading.strip_newer_settings(rows.splitlines(keepends=True)))
+        script.append(rows)
     script.append(coda.encode())
     conninfo, env = binaries.libpq_args(target.dsn)
     p = subprocess.run(
@@ -159,7 +168,6 @@ def _restore_tables(
             "-q",
             "-v",
             "ON_ERROR_STOP=1",
-            "--single-transaction",
             "-d",
             conninfo,
             "-f",
@@ -191,10 +199,9 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> Non
         f.write("\n".join(keep) + "\n")
     listing = Path(f.name)
     try:
-        conninfo, env = binaries.libpq_args(target.dsn)
-        p = subprocess.run(
+        rc, err = loading.run(
+            pg_restore,
             [
-                str(pg_restore.path),
                 "--clean",
                 "--if-exists",
                 "--single-transaction",
@@ -204,19 +211,14 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> Non
                 "pgferry",
                 "-L",
                 str(listing),
-                "-d",
-                conninfo,
-                str(dump),
             ],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
+            target.dsn,
+            dump,
         )
     finally:
         listing.unlink(missing_ok=True)
-    if p.returncode != 0:
-        raise _Failed(_error(p.stderr, p.returncode))
+    if rc != 0:
+        raise _Failed(_error(err, rc))
 
 
 _OWN_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - pgferry ")
@@ -231,29 +233,12 @@ def _into_new(
             "one with --into-new (nothing was changed)"
         )
     dsn = scratch.create_database(cfg, target, name)
-    conninfo, env = binaries.libpq_args(dsn)
-    p = subprocess.run(
-        [
-            str(pg_restore.path),
-            "-j",
-            str(jobs),
-            "--exit-on-error",
-            "--no-owner",
-            "-d",
-            conninfo,
-            str(dump),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if p.returncode != 0:
+    rc, err = loading.run(pg_restore, ["-j", str(jobs), "--exit-on-error", "--no-owner"], dsn, dump)
+    if rc != 0:
         scratch.drop_database(cfg, target, name)
         raise OperationFailed(
             f"the restore into new database {name} failed and it was dropped "
-            f"again: {_error(p.stderr, p.returncode)}; {target.name} was not "
-            "touched"
+            f"again: {_error(err, rc)}; {target.name} was not touched"
         )
 
 

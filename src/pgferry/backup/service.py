@@ -39,7 +39,7 @@ def items(infos: list[BackupInfo]) -> list[retention.Item]:
 
 def state(i: BackupInfo) -> str:
     if not i.complete:
-        return "in progress" if i.in_progress else "interrupted"
+        return "damaged" if i.damaged else "in progress" if i.in_progress else "interrupted"
     v = i.verification
     if v.verified_at and not v.verify_ok:
         return "verify failed"
@@ -72,7 +72,8 @@ def listing(cfg: Config, env: str, now: datetime, include_incomplete: bool = Fal
         d["kept_because"] = plan.reasons.get(i.id, [])
         out.backups.append(d)
     complete = [i for i in infos if i.complete]
-    tested = [i for i in complete if i.verification.restore_test_ok]
+    # a restore test proves a backup only while its files still check out
+    tested = [i for i in complete if i.verification.restore_test_ok and i.verification.verify_ok]
     max_age = cfg.backup.max_age.total_seconds()
 
     def age(i: BackupInfo | None) -> float | None:
@@ -120,6 +121,11 @@ def run_prune(cfg: Config, env: str, now: datetime, dry_run: bool = False) -> Pr
     plan = retention.plan(items(infos), now, policy(cfg), cfg.backup.timezone)
     res = Pruned(env, dry_run, list(plan.delete), list(plan.keep), store.stale(env), plan.reasons)
     if not dry_run:
-        for backup_id in res.deleted + res.interrupted:
+        for backup_id in list(res.deleted):
+            if not store.delete_unused(env, backup_id):  # a verify or restore reads it
+                res.deleted.remove(backup_id)
+                res.kept.append(backup_id)
+                res.reasons[backup_id] = ["in use"]
+        for backup_id in res.interrupted:
             store.delete(env, backup_id)
     return res

@@ -11,7 +11,10 @@ store: a staging copy).
 :class:`LocalStorage` keeps ``<root>/<env>/<id>/``. While a backup is being
 written its directory holds ``.in-progress``, locked with ``flock`` by the
 writing process: a directory without a manifest whose lock nobody holds was
-left by a process that died, and :meth:`LocalStorage.stale` finds it.
+left by a process that died, and :meth:`LocalStorage.stale` finds it (only
+among names pgferry gives backups). A verify or restore holds ``.in-use``
+(shared) while it reads a complete backup, and prune deletes through
+:meth:`LocalStorage.delete_unused`, which leaves such a backup alone.
 JSON files are written atomically: a temp file, fsync, rename, fsync of the
 directory.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +36,12 @@ from pgferry.errors import OperationFailed
 MANIFEST = "manifest.json"
 SIDECAR = "verification.json"
 LOCK = ".in-progress"
+#: held (shared) by whoever reads a complete backup (verify, restore); prune deletes a
+#: backup only when it can take it exclusively
+IN_USE = ".in-use"
+#: the names :func:`pgferry.backup.create.new_id` gives; only such a directory can be a
+#: backup pgferry left half-written (anything else under the root is someone else's)
+BACKUP_ID = re.compile(r"\d{8}T\d{6}Z-[0-9a-f]{4}")
 
 
 class Storage(Protocol):
@@ -40,6 +50,8 @@ class Storage(Protocol):
     def read_json(self, env: str, backup_id: str, name: str) -> dict[str, Any] | None: ...
     def write_json(self, env: str, backup_id: str, name: str, obj: dict[str, Any]) -> None: ...
     def delete(self, env: str, backup_id: str) -> None: ...
+    def using(self, env: str, backup_id: str) -> contextlib.AbstractContextManager[None]: ...
+    def delete_unused(self, env: str, backup_id: str) -> bool: ...
     def stale(self, env: str) -> list[str]: ...
 
 
@@ -124,12 +136,43 @@ class LocalStorage:
             (d / MANIFEST).unlink()
         shutil.rmtree(d, ignore_errors=True)
 
+    @contextlib.contextmanager
+    def using(self, env: str, backup_id: str) -> Iterator[None]:
+        """Hold the backup's in-use lock (shared) while it is read: prune leaves it alone."""
+        try:
+            fd = os.open(self.local(env, backup_id) / IN_USE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:  # a read-only copy of the backups: prune cannot delete it either
+            yield
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def delete_unused(self, env: str, backup_id: str) -> bool:
+        """Delete the backup unless a verify or restore is reading it (then False)."""
+        try:
+            fd = os.open(self.local(env, backup_id) / IN_USE, os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            return True  # already gone
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        try:  # held while deleting: a restore that starts now waits, then finds it gone
+            self.delete(env, backup_id)
+        finally:
+            os.close(fd)
+        return True
+
     def stale(self, env: str) -> list[str]:
         """Backups without a manifest that no running process is writing (died mid-way)."""
         out = []
         for backup_id in self.ids(env):
             d = self.local(env, backup_id)
-            if (d / MANIFEST).exists():
+            if not BACKUP_ID.fullmatch(backup_id) or (d / MANIFEST).exists():
                 continue
             if not _locked(d / LOCK):
                 out.append(backup_id)

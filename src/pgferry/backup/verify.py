@@ -19,6 +19,8 @@ not decrypt is a problem naming it).
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import secrets
 import shutil
 import subprocess
@@ -33,10 +35,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.backup import crypto, scratch
+from pgferry.backup import crypto, loading, scratch
 from pgferry.backup.catalog import BackupInfo
 from pgferry.backup.manifest import Manifest, Verification, iso
-from pgferry.backup.storage import SIDECAR, LocalStorage, sha256_file
+from pgferry.backup.storage import LOCK, SIDECAR, LocalStorage, _locked, sha256_file
 from pgferry.config import Config
 from pgferry.errors import ProblemFound
 from pgferry.pg import binaries
@@ -117,9 +119,15 @@ def plain_dump(info: BackupInfo, root: Path) -> Iterator[Path]:
         yield info.path / DUMP
         return
     key = crypto.Key.open(m.encryption, info.id)
+    # a copy a killed pgferry left (nobody holds its lock) is plaintext: it goes first
+    for old in root.glob(".decrypted-*"):
+        if old.is_dir() and not _locked(old / LOCK):
+            shutil.rmtree(old, ignore_errors=True)
     tmp = root / f".decrypted-{info.id}-{secrets.token_hex(3)}"
     tmp.mkdir(mode=0o700, parents=True)
+    held = os.open(tmp / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
+        fcntl.flock(held, fcntl.LOCK_EX)
         for rel in m.files:
             out = tmp / Path(rel).relative_to(DUMP)
             out.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +135,7 @@ def plain_dump(info: BackupInfo, root: Path) -> Iterator[Path]:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        os.close(held)
 
 
 def toc_entries(pg_restore: binaries.Binary, dump: Path) -> tuple[list[str], str | None]:
@@ -200,30 +209,23 @@ def restore_test(
     name = scratch.scratch_name()
     dsn = scratch.create_database(cfg, target, name)
     try:
-        conn, env = binaries.libpq_args(dsn)
-        proc = subprocess.Popen(
-            [str(pg_restore.path), "-j", str(jobs), "--no-owner", "-d", conn, str(dump)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
-        )
+        proc = loading.start(pg_restore, ["-j", str(jobs), "--no-owner"], dsn, dump)
         try:
             problems = checks()
             if problems:
                 proc.kill()
-            _, err = proc.communicate()
+            rc, err = proc.wait()
         except BaseException:
             proc.kill()
             proc.wait()
             raise
         if problems:
             return problems, 0
-        if proc.returncode != 0:
+        if rc != 0:
             errs = [ln for ln in err.splitlines() if "error" in ln.lower()]
             problems.append(
                 "the test restore reported errors: "
-                + redact(errs[0] if errs else f"exit code {proc.returncode}")
+                + redact(errs[0] if errs else f"exit code {rc}")
             )
         got = count_tables(dsn, list(m.tables), jobs)
         for t, want in m.tables.items():

@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING
 
 from pgferry.commands import base
 from pgferry.config import Config
+from pgferry.errors import PgferryError
 from pgferry.events import Notice, Subscriber, ignore
 from pgferry.policy import WriteRequest
 
 if TYPE_CHECKING:  # the backup modules load when a verb runs
+    from pgferry.backup.catalog import BackupInfo
     from pgferry.backup.create import Created
     from pgferry.backup.restore import Restored
     from pgferry.backup.service import Listing, Pruned
@@ -96,18 +98,20 @@ def verify(cfg: Config, opts: BackupVerifyOptions) -> Verified:
     from pgferry import journal
     from pgferry.backup import catalog
     from pgferry.backup import verify as verify_mod
+    from pgferry.backup.storage import LocalStorage
 
     info = catalog.find(cfg.backup_dir, opts.backup_id, opts.env)
-    if not opts.restore_test:
-        return verify_mod.verify(cfg, info, jobs=opts.jobs)
-    target = base.target(cfg, info.env)
-    args = {"id": info.id, "restore_test": True}
-    with journal.operation(target, "backup verify", args, create=False) as op:
-        res = verify_mod.verify(cfg, info, restore=True, target=target, jobs=opts.jobs)
-        op.details.update(res.to_dict())
-        if not res.ok:
-            op.outcome, op.exit_code = "problem", 1
-    return res
+    with LocalStorage(cfg.backup_dir).using(info.env, info.id):  # prune leaves it meanwhile
+        if not opts.restore_test:
+            return verify_mod.verify(cfg, info, jobs=opts.jobs)
+        target = base.target(cfg, info.env)
+        args = {"id": info.id, "restore_test": True}
+        with journal.operation(target, "backup verify", args, create=False) as op:
+            res = verify_mod.verify(cfg, info, restore=True, target=target, jobs=opts.jobs)
+            op.details.update(res.to_dict())
+            if not res.ok:
+                op.outcome, op.exit_code = "problem", 1
+        return res
 
 
 @dataclass(frozen=True)
@@ -133,17 +137,35 @@ def restore(
     confirm: base.Confirm | None = None,
 ) -> Restored:
     """``backup restore``: verified first, an emergency backup first, all or nothing."""
-    from pgferry import journal
     from pgferry.backup import catalog
-    from pgferry.backup import restore as restore_mod
+    from pgferry.backup.storage import LocalStorage
 
     t0 = time.monotonic()
     target = base.target(cfg, opts.env)
-    info = catalog.find(
+    info = catalog.find_to_restore(
         cfg.backup_dir,
         opts.backup_id,
         opts.from_env or (opts.env if opts.backup_id == "latest" else None),
     )
+    with LocalStorage(cfg.backup_dir).using(info.env, info.id):  # prune leaves it meanwhile
+        res = _restore(cfg, opts, target, info, now=now, progress=progress, confirm=confirm)
+    res.seconds = time.monotonic() - t0
+    return res
+
+
+def _restore(
+    cfg: Config,
+    opts: RestoreOptions,
+    target: Target,
+    info: BackupInfo,
+    *,
+    now: datetime | None,
+    progress: Subscriber | None,
+    confirm: base.Confirm | None,
+) -> Restored:
+    from pgferry import journal
+    from pgferry.backup import restore as restore_mod
+
     names = list(opts.tables)
     what = f"restore backup {info.id} into {opts.env}" + (f" ({', '.join(names)})" if names else "")
     arguments = {"id": info.id, "tables": names, "into_new": opts.into_new}
@@ -175,10 +197,18 @@ def restore(
         with journal.operation(target, "backup restore", args, create=False) as op:
             restore_mod.into_new(cfg, target, res, pg_restore, opts.jobs)
             op.details.update(res.to_dict())
-        res.seconds = time.monotonic() - t0
         return res
     _say(progress)(f"taking an emergency backup of {target.name} first")
-    emergency = _create(cfg, target, CreateOptions(target.name, tag="pre-restore", keep=True), None)
+    try:
+        emergency = _create(
+            cfg, target, CreateOptions(target.name, tag="pre-restore", keep=True), None
+        )
+    except PgferryError as e:  # the restore does not go ahead without it: say so
+        e.message = (
+            f"the emergency backup of {target.name} failed, so nothing was restored: {e.message}"
+        )
+        e.args = (e.message,)
+        raise
     res.emergency_id, res.emergency_path = emergency.manifest.id, emergency.path
     with journal.operation(target, "backup restore", args) as op:
         if decision.window is not None:
@@ -189,7 +219,6 @@ def restore(
         op.details.update(emergency_backup=res.emergency_id)
         restore_mod.replace(cfg, target, res, pg_restore)
         op.details.update(res.to_dict())
-    res.seconds = time.monotonic() - t0
     return res
 
 

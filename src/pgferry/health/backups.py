@@ -51,7 +51,9 @@ def read(cfg: Config, env: str) -> Backups:
     tested = [
         at
         for _, i in done
-        if i.verification.restore_test_ok and (at := _when(i.verification.restore_tested_at))
+        if i.verification.restore_test_ok
+        and i.verification.verify_ok  # a restore test proves it while its files check out
+        and (at := _when(i.verification.restore_tested_at))
     ]
     out.last_restore_test = max(tested, default=None)
     return out

@@ -287,7 +287,9 @@ def _restore_plan(cfg: Config, a: Args) -> Plan:
     from pgferry.backup import catalog
 
     assert isinstance(a, BackupRestoreArgs)
-    info = catalog.find(cfg.backup_dir, a.backup_id, a.env if a.backup_id == "latest" else None)
+    info = catalog.find_to_restore(
+        cfg.backup_dir, a.backup_id, a.env if a.backup_id == "latest" else None
+    )
     m = info.manifest
     tables = m.to_dict().get("tables") if m is not None else None
     return {
