@@ -162,3 +162,48 @@ def test_revert_of_a_load_into_empty_tables(
 def test_unknown_run(proj: Project, cli: Callable[..., Result]) -> None:
     r = run(cli, proj, "sync", "revert", "nosuchrun", "--yes")
     assert r.code == 2 and "no environment holds before-images of sync run 'nosuchrun'" in r.err
+
+
+KEYED = """
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE people (email citext PRIMARY KEY, name text);
+CREATE TABLE days (d date, m mood, v int, PRIMARY KEY (d, m));
+INSERT INTO people SELECT 'user' || g || '@x.org', 'n' FROM generate_series(1, 40) g;
+INSERT INTO days SELECT '2026-01-01'::date + g, 'ok', 1 FROM generate_series(1, 40) g;
+INSERT INTO days VALUES ('infinity', 'sad', 1), ('-infinity', 'happy', 1);
+"""
+
+
+@pytest.mark.parametrize("mode", ["incremental", "full"])
+def test_revert_puts_back_rows_keyed_by_citext_enums_and_infinity(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result], mode: str
+) -> None:
+    # a key only spelled otherwise ('USER3@x.org' for 'user3@x.org') is written by the sync
+    # (in place, or as a delete and an insert) and must come back as it was spelled
+    p = write_project(tmp_path / "p", {"dev": make_db("kdev"), "prod": make_db("kprod")})
+    for dsn in p.dsns.values():
+        sql(dsn, KEYED)
+    sql(
+        p.dsns["prod"],
+        "UPDATE people SET email = 'USER3@x.org' WHERE email = 'user3@x.org';"
+        "UPDATE people SET name = 'prod' WHERE email = 'user4@x.org';"
+        "DELETE FROM people WHERE email = 'user5@x.org';"
+        "UPDATE days SET v = 9 WHERE d = 'infinity'; DELETE FROM days WHERE d = '-infinity'",
+    )
+    sql(p.dsns["dev"], "INSERT INTO people VALUES ('new@x.org', 'n')")
+
+    def text(dsn: str) -> list[list[str]]:
+        with psycopg.connect(dsn) as c:
+            return [
+                sorted(r[0] for r in c.execute(f"SELECT x::text FROM {t} x"))  # noqa: S608
+                for t in ("people", "days")
+            ]
+
+    before = text(p.dsns["prod"])
+    r = run(cli, p, "sync", "dev", "prod", "--yes", "--mode", mode)
+    assert r.code == 0, r.out + r.err
+    assert text(p.dsns["prod"]) == text(p.dsns["dev"])
+    r = run(cli, p, "sync", "revert", r.json["run_id"], "--yes")
+    assert r.code == 0, r.out + r.err
+    assert text(p.dsns["prod"]) == before

@@ -88,12 +88,32 @@ def _order(tables: dict[str, catalog.Table], names: list[str]) -> list[str]:
     return out
 
 
+def _loose_keys(t: catalog.Table) -> list[str]:
+    """Key columns whose equality is looser than identity (citext, interval, an ICU
+    collation): 'ann@x' and 'Ann@x' are one key there, yet another row to put back."""
+    return [
+        c.name
+        for c in t.columns
+        if c.name in t.primary_key and (c.compare_text or c.nondeterministic)
+    ]
+
+
 def _key_match(t: catalog.Table, alias: str, json: sql.Composable) -> sql.Composable:
-    """``alias``'s key equals the key in the jsonb ``json`` (typed through the table's row)."""
+    """``alias``'s key is the key in the jsonb ``json`` (typed through the table's row):
+    equal, and a key column of :func:`_loose_keys` identical too (by its text)."""
     rec = sql.SQL("jsonb_populate_record(NULL::{}, {})").format(_ident(t.qualname), json)
-    return sql.SQL("({}) = (SELECT {} FROM {} AS k)").format(
+    match = sql.SQL("({}) = (SELECT {} FROM {} AS k)").format(
         sql.SQL(", ").join(sql.Identifier(alias, k) for k in t.primary_key),
         sql.SQL(", ").join(sql.Identifier("k", k) for k in t.primary_key),
+        rec,
+    )
+    loose = _loose_keys(t)
+    if not loose:
+        return match
+    return sql.SQL("{} AND ({}) = (SELECT {} FROM {} AS k)").format(
+        match,
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(alias, k)) for k in loose),
+        sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier("k", k)) for k in loose),
         rec,
     )
 
@@ -116,8 +136,10 @@ def _columns(t: catalog.Table, *, update: bool) -> list[str]:
     for c in t.columns:
         if c.generated:
             continue
-        if update and (c.name in t.primary_key or c.identity == "a"):
+        if update and c.identity == "a":
             continue
+        if update and c.name in t.primary_key and c.name not in _loose_keys(t):
+            continue  # the row is found by it (a loose one may have been respelled)
         out.append(c.name)
     return out
 
@@ -161,14 +183,28 @@ def _apply(
         cols = _columns(t, update=True)
         if not cols:
             return
+        if _loose_keys(t):
+            # found by the key it was written with (b.key): a loose key column may have
+            # been respelled by the sync, and gets its old spelling back
+            r = sql.SQL(
+                "(SELECT (jsonb_populate_record(NULL::{t}, b.row_data)).*, b.key AS "
+                "pgferry_key FROM {images} b WHERE b.run_id = %s AND b.table_name = %s "
+                "AND b.action = 'update')"
+            ).format(t=ti, images=_IMAGES)
+            m = _key_match(t, "x", sql.SQL("r.pgferry_key"))
+        else:  # a join on the key, which the planner can hash
+            r = rows.format(t=ti, images=_IMAGES, a=sql.Literal("update"))
+            m = sql.SQL("({}) = ({})").format(
+                sql.SQL(", ").join(sql.Identifier("x", k) for k in t.primary_key),
+                sql.SQL(", ").join(sql.Identifier("r", k) for k in t.primary_key),
+            )
         cur = conn.execute(
-            sql.SQL("UPDATE {t} x SET ({c}) = ROW({rc}) FROM {r} r WHERE ({xk}) = ({rk})").format(
+            sql.SQL("UPDATE {t} x SET ({c}) = ROW({rc}) FROM {r} r WHERE {m}").format(
                 t=ti,
                 c=sql.SQL(", ").join(map(sql.Identifier, cols)),
                 rc=sql.SQL(", ").join(sql.Identifier("r", c) for c in cols),
-                r=rows.format(t=ti, images=_IMAGES, a=sql.Literal("update")),
-                xk=sql.SQL(", ").join(sql.Identifier("x", k) for k in t.primary_key),
-                rk=sql.SQL(", ").join(sql.Identifier("r", k) for k in t.primary_key),
+                r=r,
+                m=m,
             ),
             args,
         )
