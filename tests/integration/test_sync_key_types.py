@@ -117,3 +117,39 @@ def test_keys_psycopg_cannot_read_are_matched_written_and_deleted(
     assert res.exit_code == 0, [(x.table, x.error) for x in res.tables]
     assert (res.table("public.people").conflicts, res.table("public.days").conflicts) == (1, 1)
     assert _text(prod) == _text(dev)
+
+
+def test_a_respelled_citext_key_is_rewritten_in_place_keeping_what_references_it(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    # 'Ann@x' on the source, 'ann@x' on the target: one key to the server, two to the
+    # comparison. Deleting 'ann@x' and inserting 'Ann@x' would take the target's own
+    # orders of it (ON DELETE CASCADE; deletes = false keeps them otherwise) with it
+    ddl = (
+        "CREATE EXTENSION IF NOT EXISTS citext;"
+        "CREATE TABLE people (email citext PRIMARY KEY, name text);"
+        "CREATE TABLE orders (id int PRIMARY KEY,"
+        " email citext REFERENCES people ON DELETE CASCADE ON UPDATE CASCADE);"
+        "INSERT INTO people SELECT 'u' || g || '@x', 'n' FROM generate_series(1, 50) g;"
+    )
+    config, dev, prod = ddl_pair(tmp_path, make_db, ddl)
+    with open(config, "a", encoding="utf-8") as f:
+        f.write('\n[sync.tables."public.orders"]\ndeletes = false\n')
+    with psycopg.connect(dev, autocommit=True) as c:
+        c.execute("UPDATE people SET email = 'U7@x', name = 'seven' WHERE email = 'u7@x'")
+    with psycopg.connect(prod, autocommit=True) as c:
+        c.execute("INSERT INTO orders VALUES (1, 'u7@x'), (2, 'u8@x')")  # the target's own
+    cfg = load_config(config)
+    source, tgt = Target("dev", dev), Target("prod", prod)
+    res = engine.run(cfg, source, tgt, engine.Options(mode="incremental"))
+    assert res.exit_code == 0, [(t.table, t.error) for t in res.tables]
+    people = res.table("public.people")
+    assert (people.updated, people.inserted, people.deleted) == (1, 0, 0), people
+    with psycopg.connect(prod) as c:
+        assert c.execute("SELECT name FROM people WHERE email::text = 'U7@x'").fetchall() == [
+            ("seven",)
+        ]
+        assert c.execute("SELECT id, email::text FROM orders ORDER BY id").fetchall() == [
+            (1, "U7@x"),  # ON UPDATE CASCADE carried the new spelling
+            (2, "u8@x"),
+        ]

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql
 
 from pgferry.pg.connect import begin_repeatable_read
+from pgferry.sync import write
+from pgferry.sync.copy import cols
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
 from pgferry.sync.tables import (
@@ -35,6 +37,7 @@ from pgferry.sync.tables import (
     delete_range,
     full_load,
     is_empty,
+    key_match,
 )
 
 if TYPE_CHECKING:
@@ -259,8 +262,33 @@ def checksum_compare(
         elif not rg.source_rows:
             work.deletes.append(partial(_range, link, t, where, params))
     if delete:
-        work.deletes.append(lambda r: apply_keys(link, t, {}, r, [], delete, _uncounted))
+        spared = work.keys if t.loose_keys else []
+        work.deletes.append(partial(_delete_keys, link, t, delete, spared))
     return work
+
+
+def _delete_keys(
+    link: Link, t: TablePlan, delete: list[Any], spared: list[Any], r: TableResult
+) -> None:
+    """Delete the target rows of ``delete`` keys, but none whose key equals one of the
+    ``spared`` keys the load writes: with a key whose equality is looser than identity
+    ('ann@x' = 'Ann@x'), the load rewrites that row in place, where a delete and an
+    insert would take the rows that reference it (ON DELETE CASCADE) with it."""
+    if not spared:
+        apply_keys(link, t, {}, r, [], delete, _uncounted)
+        return
+    keys = write.key_staging(link.tgt, t)
+    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(keys, cols(t.key))
+    with link.tgt.cursor().copy(copy) as cp:
+        for k in spared:
+            cp.write_row(k)
+    kept = sql.SQL("NOT EXISTS (SELECT 1 FROM {k} k WHERE ({kc}) = ({tc}))").format(
+        k=keys, kc=cols(t.key, "k"), tc=cols(t.key, "t")
+    )
+    n = max(1, min(link.batch_size, 60000 // max(1, len(t.key))))
+    for i in range(0, len(delete), n):
+        match, params = key_match(t, delete[i : i + n])
+        delete_range(link, t, r, sql.SQL("{} AND {}").format(match, kept), params)
 
 
 def _uncounted(n: int) -> None:
