@@ -4,11 +4,13 @@ Contract: :func:`run_autocommit` runs a file whose statements cannot run in
 a transaction block (``CREATE INDEX CONCURRENTLY`` & co.) on the runner's work
 connection with session-level ``lock_timeout``/``statement_timeout``; each
 completed statement is recorded in ``pgferry.migration_progress`` (see
-:mod:`pgferry.migrate.progress`). A failure writes Flyway's ``success = false``
-row and where it stopped; a later run resumes after the completed statements
-(their digests must still match) and first drops the INVALID index a failed
-concurrent build of the statement left behind, found by name or by definition
-(:mod:`pgferry.migrate.leftovers`).
+:mod:`pgferry.migrate.progress`): a statement that can run in a transaction commits in
+one with its record, so a run that dies or fails between the two never leaves it
+applied but unrecorded (the next run would apply it again). A failure writes
+Flyway's ``success = false`` row and where it stopped; a later run resumes after
+the completed statements (their digests must still match) and first drops the
+INVALID index a failed concurrent build of the statement left behind, found by
+name or by definition (:mod:`pgferry.migrate.leftovers`).
 """
 
 from __future__ import annotations
@@ -78,11 +80,19 @@ def run_autocommit(
                     dropped += drop_leftovers(c, stmt)
                     with r._watcher() as w:
                         try:
-                            c.execute(stmt.text.encode())
+                            if stmt.non_tx:  # its record can only follow it
+                                c.execute(stmt.text.encode())
+                            else:  # it commits with its record: a re-run never repeats it
+                                with c.transaction():
+                                    c.execute(stmt.text.encode())
+                                    progress.step_done(
+                                        c, s.schema, s.table, step.script, stmt.digest
+                                    )
                         finally:
                             seen = w.seen or seen
             retries += attempts - 1
-            progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
+            if stmt.non_tx:
+                progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
         ms = int((time.monotonic() - start) * 1000)
         r._check_lock(step)
         with c.transaction():

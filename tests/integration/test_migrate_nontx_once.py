@@ -1,0 +1,103 @@
+"""A statement of a non-transactional file that can run in a transaction is applied exactly
+once: it commits together with its progress record, so a run that dies (or fails) between
+the two cannot leave it applied but unrecorded, to be run again by the next ``up``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.helpers import q, wait_for, write_project
+
+pytestmark = pytest.mark.slow
+
+SLOW_UPDATE = (
+    "UPDATE acct SET balance = balance + 100 WHERE (SELECT true FROM pg_sleep({s}));\n"
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS acct_balance ON acct (balance);\n"
+)
+
+
+ACTIVE = (
+    "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
+    " AND query LIKE 'UPDATE acct%%' AND state = 'active' AND pid <> pg_backend_pid()"
+)
+IDLE = (
+    "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = current_database()"
+    " AND query LIKE 'UPDATE acct%%' AND state = 'active' AND pid <> pg_backend_pid()"
+)
+
+
+def test_sigkill_during_a_transactional_statement_on_13_applies_it_once(
+    tmp_path: Path, make_db13: Callable[..., str]
+) -> None:
+    """PostgreSQL 13 has no client_connection_check_interval: a killed client's autocommit
+    UPDATE runs to its end and commits. The next ``up`` must not run it a second time."""
+    dev = make_db13("dev")
+    p = write_project(tmp_path / "p", {"dev": dev})
+    p.write(
+        "V1__acct.sql",
+        "CREATE TABLE acct (id int PRIMARY KEY, balance int);\nINSERT INTO acct VALUES (1, 0);\n",
+    )
+    assert p.run("migrate", "up", "-e", "dev").code == 0
+    p.write("V2__credit.sql", SLOW_UPDATE.format(s=2))
+    proc = p.popen("migrate", "up", "-e", "dev")
+    wait_for(dev, ACTIVE, timeout=20, what="the UPDATE to run")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    # the orphaned statement finishes on the server (nothing cancels it on 13)
+    wait_for(dev, IDLE, timeout=20, what="the orphaned UPDATE to end")
+    time.sleep(0.5)
+    r = p.run("migrate", "up", "-e", "dev")
+    if r.code == 4:  # refused as interrupted: repair, then resume
+        assert p.run("migrate", "repair", "-e", "dev", "--yes").code == 0
+        r = p.run("migrate", "up", "-e", "dev")
+    assert r.code == 0, r.err
+    assert q(dev, "SELECT balance FROM acct") == [(100,)]
+
+
+def test_progress_write_failing_after_a_statement_does_not_claim_nothing_applied(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """The statement commits, then recording it fails (here: a lock on its progress row
+    outlasts lock_timeout). The run said "nothing of this file was applied" and forgot the
+    progress, so the next ``up`` ran the UPDATE again."""
+    dev = make_db("dev")
+    p = write_project(tmp_path / "p", {"dev": dev}, extra="[migrate]\nlock_retries = 0\n")
+    p.write(
+        "V1__acct.sql",
+        "CREATE TABLE acct (id int PRIMARY KEY, balance int);\nINSERT INTO acct VALUES (1, 0);\n",
+    )
+    assert p.run("migrate", "up", "-e", "dev").code == 0
+    p.write("V2__credit.sql", SLOW_UPDATE.format(s=1.5))
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_progress_row() -> None:
+        wait_for(dev, ACTIVE, timeout=20, what="the UPDATE to run")
+        with psycopg.connect(dev) as c:
+            c.execute("SELECT 1 FROM pgferry.migration_progress FOR UPDATE")
+            held.set()
+            release.wait(20)
+
+    t = threading.Thread(target=hold_progress_row)
+    t.start()
+    try:
+        r = p.run("migrate", "up", "-e", "dev")
+    finally:
+        release.set()
+        t.join()
+    assert held.is_set()
+    assert r.code == 3, r.err
+    # what the run says is so: the UPDATE rolled back with its record, nothing recorded
+    assert "nothing of this statement was applied" in r.err, r.err
+    assert q(dev, "SELECT balance FROM acct") == [(0,)]
+    r = p.run("migrate", "up", "-e", "dev")
+    assert r.code == 0, r.err
+    assert q(dev, "SELECT balance FROM acct") == [(100,)]
