@@ -458,11 +458,15 @@ def undo_steps(
         chosen = [v for v in applied if v > to]
         if not chosen:
             raise BadInput(f"nothing to undo: no applied version above {to}")
+    # an undo template undoes only its own template, applied here under a number
+    templates = {id(r) for r in _applied_templates(ms, h).values()}
     steps: list[Step] = []
     lacking: list[str] = []
     for v in chosen:
         row = h.applied[v]
-        u = ms.undo.get(v) or ms.undo_templates.get(row.description)
+        u = ms.undo.get(v)
+        if u is None and id(row) in templates:
+            u = ms.undo_templates.get(row.description)
         if u is None:
             lacking.append(f"{v} ({row.script})")
             continue
