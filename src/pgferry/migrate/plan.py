@@ -239,12 +239,17 @@ def numbered_script(template: MigrationFile, version: Version) -> str:
 
 
 def _applied_templates(ms: MigrationSet, h: HistoryView) -> dict[str, HistoryRow]:
-    """Templates already applied here (same description and checksum, version without file)."""
+    """Templates already applied here: a version without a file whose row has the template's
+    description and either its checksum or the script ``up`` recorded it under
+    (:func:`numbered_script`), so a template edited after it was applied is still that
+    template (changed since, as any applied file can be), not a new one to apply again."""
     files = ms.by_version()
     out: dict[str, HistoryRow] = {}
     for t in ms.templates:
         for v, row in h.applied.items():
-            if v not in files and row.description == t.description and row.checksum == t.checksum:
+            if v in files or row.description != t.description:
+                continue
+            if row.checksum == t.checksum or row.script == numbered_script(t, v):
                 out[t.script] = row
                 break
     return out
@@ -318,7 +323,7 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
             row = applied_templates[t.script]
             entries.append(
                 Entry(
-                    "applied",
+                    "applied" if row.checksum in (None, t.checksum) else "checksum_mismatch",
                     Version.parse(row.version or "0"),
                     t.description,
                     t.script,
