@@ -143,18 +143,7 @@ class Runner:
                 self.target.dsn, autocommit=True, application_name=work_app_name(self.key)
             )
             self.pid = self.conn.info.backend_pid
-            if self.conn.info.server_version >= 140000:
-                self.conn.execute(
-                    "SELECT set_config('client_connection_check_interval', '1000', false)"
-                )
-            # Unqualified names resolve to [migrate] schema first (as Flyway does with its
-            # default schema): else "$user" in search_path sends CREATE TABLE into a schema
-            # named like the role (the embedded role `pgferry` meets schema `pgferry`).
-            self.conn.execute(
-                "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'),"
-                " false)",
-                [psycopg.sql.Identifier(self.settings.schema).as_string(self.conn)],
-            )
+            self._session()
             row = self.conn.execute(
                 "SELECT current_user, setting::int FROM pg_settings WHERE name = 'deadlock_timeout'"
             ).fetchone()
@@ -169,6 +158,24 @@ class Runner:
             self.__exit__()
             raise
         return self
+
+    def _session(self, *, reset: bool = False) -> None:
+        """The work session every file starts from; ``reset`` first undoes what a file set
+        for the session (``SET search_path``, ``SET ROLE`` ... persist after its commit), so
+        a file runs alike whether earlier files ran in the same run or in another one."""
+        c = self.work
+        if reset:
+            c.execute("RESET ALL")
+            c.execute("RESET ROLE")
+        if c.info.server_version >= 140000:
+            c.execute("SELECT set_config('client_connection_check_interval', '1000', false)")
+        # Unqualified names resolve to [migrate] schema first (as Flyway does with its
+        # default schema): else "$user" in search_path sends CREATE TABLE into a schema
+        # named like the role (the embedded role `pgferry` meets schema `pgferry`).
+        c.execute(
+            "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'), false)",
+            [psycopg.sql.Identifier(self.settings.schema).as_string(c)],
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.conn is not None:
@@ -234,6 +241,7 @@ class Runner:
             else:
                 r = nontx.run_autocommit(self, step, pf, undo, known.get(step.script))
             done.append(r)
+            self._session(reset=True)
             self.on_event(
                 MigrationFinished(
                     step.script,
