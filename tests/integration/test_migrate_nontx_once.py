@@ -101,3 +101,21 @@ def test_progress_write_failing_after_a_statement_does_not_claim_nothing_applied
     r = p.run("migrate", "up", "-e", "dev")
     assert r.code == 0, r.err
     assert q(dev, "SELECT balance FROM acct") == [(100,)]
+
+
+def test_a_do_block_that_commits_still_runs_in_a_non_transactional_file(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """A DO block or CALL may COMMIT in batches: it keeps running on its own, in autocommit
+    (in a transaction it would fail with 'invalid transaction termination')."""
+    dev = make_db("dev")
+    p = write_project(tmp_path / "p", {"dev": dev})
+    p.write(
+        "V1__batches.sql",
+        "CREATE TABLE b (id bigint);\n"
+        "DO $$ BEGIN FOR i IN 1..3 LOOP INSERT INTO b VALUES (i); COMMIT; END LOOP; END $$;\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS b_id ON b (id);\n",
+    )
+    r = p.run("migrate", "up", "-e", "dev")
+    assert r.code == 0, r.err
+    assert q(dev, "SELECT count(*) FROM b") == [(3,)]

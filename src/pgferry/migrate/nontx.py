@@ -4,9 +4,10 @@ Contract: :func:`run_autocommit` runs a file whose statements cannot run in
 a transaction block (``CREATE INDEX CONCURRENTLY`` & co.) on the runner's work
 connection with session-level ``lock_timeout``/``statement_timeout``; each
 completed statement is recorded in ``pgferry.migration_progress`` (see
-:mod:`pgferry.migrate.progress`): a statement that can run in a transaction commits in
-one with its record, so a run that dies or fails between the two never leaves it
-applied but unrecorded (the next run would apply it again). A failure writes
+:mod:`pgferry.migrate.progress`): a statement that can run in a transaction (and
+cannot commit by itself, as a ``CALL`` or ``DO`` can) commits in one with its
+record, so a run that dies or fails between the two never leaves it applied but
+unrecorded (the next run would apply it again). A failure writes
 Flyway's ``success = false`` row and where it stopped; a later run resumes after
 the completed statements (their digests must still match) and first drops the
 INVALID index a failed concurrent build of the statement left behind, found by
@@ -30,6 +31,16 @@ from pgferry.pg import errors as pgerrors
 
 if TYPE_CHECKING:
     from pgferry.migrate.runner import FileResult, Runner
+
+
+#: statements that may COMMIT themselves (a procedure or DO block committing in batches)
+SELF_COMMITTING = frozenset({"CallStmt", "DoStmt"})
+
+
+def alone(stmt: Statement) -> bool:
+    """Runs in autocommit on its own, its progress recorded after it; every other statement
+    commits in one transaction with its progress record."""
+    return bool(stmt.non_tx) or stmt.kind in SELF_COMMITTING
 
 
 def resume_point(step: Step, pf: ParsedFile, prog: progress.Progress | None) -> int:
@@ -80,7 +91,7 @@ def run_autocommit(
                     dropped += drop_leftovers(c, stmt)
                     with r._watcher() as w:
                         try:
-                            if stmt.non_tx:  # its record can only follow it
+                            if alone(stmt):  # its record can only follow it
                                 c.execute(stmt.text.encode())
                             else:  # it commits with its record: a re-run never repeats it
                                 with c.transaction():
@@ -91,7 +102,7 @@ def run_autocommit(
                         finally:
                             seen = w.seen or seen
             retries += attempts - 1
-            if stmt.non_tx:
+            if alone(stmt):
                 progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
         ms = int((time.monotonic() - start) * 1000)
         r._check_lock(step)
