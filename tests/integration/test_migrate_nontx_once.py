@@ -119,3 +119,60 @@ def test_a_do_block_that_commits_still_runs_in_a_non_transactional_file(
     r = p.run("migrate", "up", "-e", "dev")
     assert r.code == 0, r.err
     assert q(dev, "SELECT count(*) FROM b") == [(3,)]
+
+
+def test_history_write_failing_after_the_last_statement_is_not_nothing_applied(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """Every statement of the file completed, then its history row could not be written
+    (here: a session holds the history table past lock_timeout). The run said "nothing of
+    this file was applied" and forgot its progress, so each later ``up`` ran the
+    CREATE INDEX CONCURRENTLY again and failed on the index it had built."""
+    dev = make_db("dev")
+    p = write_project(tmp_path / "p", {"dev": dev}, extra="[migrate]\nlock_retries = 0\n")
+    p.write(
+        "V1__t.sql",
+        "CREATE TABLE t (a int);\nINSERT INTO t VALUES (1), (2), (3);\n"
+        "CREATE FUNCTION slow(x int) RETURNS int IMMUTABLE LANGUAGE plpgsql"
+        " AS $$ BEGIN PERFORM pg_sleep(0.3); RETURN x; END $$;\n",
+    )
+    assert p.run("migrate", "up", "-e", "dev").code == 0
+    p.write("V2__idx.sql", "CREATE INDEX CONCURRENTLY t_slow ON t (slow(a));\n")
+    held = threading.Event()
+    release = threading.Event()
+
+    def hold_history() -> None:
+        wait_for(
+            dev,
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX%%'"
+            " AND state = 'active'",
+            timeout=20,
+        )
+        with psycopg.connect(dev) as c:  # LOCK takes no snapshot: the build goes on
+            c.execute("LOCK TABLE flyway_schema_history IN ROW EXCLUSIVE MODE")
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold_history)
+    t.start()
+    try:
+        r = p.run("migrate", "up", "-e", "dev")
+    finally:
+        release.set()
+        t.join()
+    assert held.is_set()
+    assert r.code == 3, r.err
+    assert "nothing of this" not in r.err, r.err
+    assert "all 1 statements are applied" in r.err, r.err
+    assert q(dev, "SELECT indisvalid FROM pg_index WHERE indexrelid = 't_slow'::regclass") == [
+        (True,)
+    ]
+    r = p.run("migrate", "up", "-e", "dev")
+    if r.code == 4:  # the failed row: repair, then up records the file
+        assert p.run("migrate", "repair", "-e", "dev", "--yes").code == 0
+        r = p.run("migrate", "up", "-e", "dev")
+    assert r.code == 0, r.err
+    assert q(dev, "SELECT script FROM flyway_schema_history WHERE success ORDER BY 1") == [
+        ("V1__t.sql",),
+        ("V2__idx.sql",),
+    ]

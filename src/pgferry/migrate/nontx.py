@@ -63,7 +63,7 @@ def run_autocommit(
 ) -> FileResult:
     c, s = r.work, r.settings
     version = str(step.version) if step.version is not None else None
-    resume = resume_point(step, pf, prog)
+    resume, total = resume_point(step, pf, prog), len(pf.statements)
     start = time.monotonic()
     retries, dropped = 0, []
     again = "migrate undo" if undo else "migrate up"
@@ -75,12 +75,12 @@ def run_autocommit(
         script=step.script,
         version=version,
         checksum=step.checksum,
-        total=len(pf.statements),
+        total=total,
         runner_pid=r.lock.conn.info.backend_pid if r.lock.conn else 0,
     )
     stmt: Statement | None = None
     seen: Waiting | None = None
-    attempts = 0
+    attempts, completed = 0, resume
     try:
         for stmt in pf.statements[resume:]:
             attempts, seen = 0, None
@@ -104,6 +104,7 @@ def run_autocommit(
             retries += attempts - 1
             if alone(stmt):
                 progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
+            completed += 1
         ms = int((time.monotonic() - start) * 1000)
         r._check_lock(step)
         with c.transaction():
@@ -112,7 +113,16 @@ def run_autocommit(
             )
             progress.forget(c, s.schema, s.table, step.script)
     except psycopg.Error as e:
-        n = stmt.index if stmt else 0
+        n = completed
+        if n == total:  # all applied, the history row not: a failed row, `repair` records it
+            record_failure(r, step, None, e, undo, int((time.monotonic() - start) * 1000))
+            raise r._server_error(
+                step,
+                None,
+                e,
+                f"all {n} statements are applied and recorded, but the history row of the file "
+                f"could not be written; run `pgferry migrate repair`, then `{again}` records it",
+            ) from None
         if n:  # partly applied: Flyway's failed row, `repair` needed before a re-run
             record_failure(r, step, stmt, e, undo, int((time.monotonic() - start) * 1000))
             tail = (

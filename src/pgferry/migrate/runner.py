@@ -217,7 +217,9 @@ class Runner:
                     self.settings.schema,
                     self.settings.table,
                     p.script,
-                    statement=p.statements_done + 1,
+                    statement=(
+                        p.statements_done + 1 if p.statements_done < p.statements_total else None
+                    ),
                     line=None,
                     error=progress.INTERRUPTED,
                 )
