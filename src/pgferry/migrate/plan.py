@@ -7,7 +7,8 @@ Contract (no I/O, no clock; data in, data out):
   without a file, with a Flyway-like ``state``:
 
   ``applied``            applied and the file is unchanged
-  ``checksum_mismatch``  applied, but the file was edited since
+  ``checksum_mismatch``  applied, but the file was edited (or renamed: its description
+                         differs, as Flyway's validate reports) since
   ``pending``            not applied yet (will run)
   ``undone``             applied, then undone (a ``DELETE`` or ``UNDO_SQL`` row; pending
                          again)
@@ -283,7 +284,9 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
         if v in h.failed:
             state, row = "failed", h.failed[v]
         elif v in h.applied:
+            # Flyway's validate compares the description too: a renamed file is changed
             same = h.applied[v].checksum in (None, f.checksum)
+            same = same and h.applied[v].description == f.description[:200]
             state = "applied" if same else "checksum_mismatch"
         elif base is not None and v <= base:
             state = "below_baseline"

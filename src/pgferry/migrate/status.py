@@ -225,9 +225,11 @@ def problems(s: Status) -> list[str]:
         name = _name(e)
         if e.state == "checksum_mismatch":
             assert e.file is not None and e.row is not None
+            what = f"checksum {e.row.checksum} in history, {e.file.checksum} on disk"
+            if e.row.checksum in (None, e.file.checksum):
+                what = f"description {e.row.description!r} in history, {e.description!r} on disk"
             out.append(
-                f"{name}: changed after it was applied (checksum {e.row.checksum} in "
-                f"history, {e.file.checksum} on disk); restore the file, or run "
+                f"{name}: changed after it was applied ({what}); restore the file, or run "
                 "`migrate repair` if the change is cosmetic"
             )
         elif e.state == "missing":
