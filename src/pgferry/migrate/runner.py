@@ -50,7 +50,7 @@ from tenacity import (
 )
 
 from pgferry.config import Config
-from pgferry.errors import LockUnavailable, OperationFailed
+from pgferry.errors import BadInput, LockUnavailable, OperationFailed
 from pgferry.events import Subscriber, ignore
 from pgferry.migrate import history, nontx, progress
 from pgferry.migrate.events import LockRetry, MigrationFinished, MigrationStarted
@@ -149,6 +149,7 @@ class Runner:
             ).fetchone()
             if row:
                 self.role, self.deadlock_timeout_ms = str(row[0]), int(row[1])
+            self._no_history_elsewhere()
             with self.conn.transaction():
                 history.ensure_table(self.conn, self.settings.schema, self.settings.table)
         except psycopg.Error as e:
@@ -158,6 +159,22 @@ class Runner:
             self.__exit__()
             raise
         return self
+
+    def _no_history_elsewhere(self) -> None:
+        """BadInput when the configured history table is missing but one of its name is in
+        another schema: starting an empty history here would apply every file again."""
+        schema, table = self.settings.schema, self.settings.table
+        if history.exists(self.work, schema, table):
+            return
+        other = history.elsewhere(self.work, schema, table)
+        if other:
+            raise BadInput(
+                f"{self.target.name} has no {schema}.{table}, but {', '.join(other)} exists: "
+                "a migration history written with another default schema; set [migrate] "
+                "schema to that schema, or, if it is another application's, start this one "
+                "with `pgferry migrate baseline --version 0`",
+                history=other,
+            )
 
     def _session(self, *, reset: bool = False) -> None:
         """The work session every file starts from; ``reset`` first undoes what a file set
