@@ -34,6 +34,9 @@ def test_up_refuses_when_the_history_is_in_another_schema(project: Project) -> N
                 execution_time=1,
                 success=True,
             )
+    v = project.run("migrate", "validate", "-e", "dev")
+    assert v.code == 1, v.out + v.err
+    assert "but app.flyway_schema_history exists" in v.out + v.err
     r = project.run("migrate", "up", "-e", "dev")
     assert r.code == 2, r.err
     assert "but app.flyway_schema_history exists" in r.err and "[migrate] schema" in r.err
