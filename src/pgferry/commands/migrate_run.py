@@ -24,6 +24,7 @@ pass. With ``contract``, a file still held ends the run with
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -378,7 +379,7 @@ def run(
             to=to,
             out_of_order=opts.out_of_order,
             lint=lint if target.protected else None,
-            check=check,
+            check=_under_lock(cfg, req, now, check),
             publish=progress,
             warnings=warnings,
             details=op.details,
@@ -390,6 +391,25 @@ def run(
         op.details["current_version"] = result.current_version
         _contract_outcome(result, done, opts, op.details)
     return result
+
+
+def _under_lock(
+    cfg: Config,
+    req: WriteRequest,
+    now: datetime | None,
+    check: Callable[[service.PreparedSteps], None],
+) -> Callable[[service.PreparedSteps], None]:
+    """``check`` for the steps prepared under the lock, and the blackout window judged again
+    at that moment: a window may have begun while the run waited (for the lock, for
+    contract guards)."""
+
+    def locked(p: service.PreparedSteps) -> None:
+        check(p)
+        err = decide(cfg, req, base.now_or(now), ("blackout",)).error()
+        if err is not None:
+            raise err
+
+    return locked
 
 
 def _only(opts: RunOptions) -> set[Version] | None:

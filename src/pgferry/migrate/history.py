@@ -41,6 +41,21 @@ def exists(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
     return row is not None
 
 
+def elsewhere(conn: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
+    """Tables named ``table`` with Flyway's history columns in schemas other than ``schema``
+    (quoted ``"schema"."table"``): a history written with another default schema."""
+    rows = conn.execute(
+        "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relname = %s AND n.nspname <> %s AND c.relkind IN ('r', 'p')"
+        " AND (SELECT count(*) FROM pg_attribute a WHERE a.attrelid = c.oid AND NOT"
+        " a.attisdropped AND a.attname IN ('installed_rank', 'checksum', 'success')) = 3"
+        " ORDER BY 1",
+        [table, schema],
+    ).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def ensure_table(conn: psycopg.Connection[Any], schema: str, table: str) -> None:
     """Create the history table (and its schema) as Flyway would, if it is missing."""
     if exists(conn, schema, table):

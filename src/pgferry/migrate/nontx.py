@@ -4,11 +4,14 @@ Contract: :func:`run_autocommit` runs a file whose statements cannot run in
 a transaction block (``CREATE INDEX CONCURRENTLY`` & co.) on the runner's work
 connection with session-level ``lock_timeout``/``statement_timeout``; each
 completed statement is recorded in ``pgferry.migration_progress`` (see
-:mod:`pgferry.migrate.progress`). A failure writes Flyway's ``success = false``
-row and where it stopped; a later run resumes after the completed statements
-(their digests must still match) and first drops the INVALID index a failed
-concurrent build of the statement left behind, found by name or by definition
-(:mod:`pgferry.migrate.leftovers`).
+:mod:`pgferry.migrate.progress`): a statement that can run in a transaction (and
+cannot commit by itself, as a ``CALL`` or ``DO`` can) commits in one with its
+record, so a run that dies or fails between the two never leaves it applied but
+unrecorded (the next run would apply it again). A failure writes
+Flyway's ``success = false`` row and where it stopped; a later run resumes after
+the completed statements (their digests must still match) and first drops the
+INVALID index a failed concurrent build of the statement left behind, found by
+name or by definition (:mod:`pgferry.migrate.leftovers`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,16 @@ from pgferry.pg import errors as pgerrors
 
 if TYPE_CHECKING:
     from pgferry.migrate.runner import FileResult, Runner
+
+
+#: statements that may COMMIT themselves (a procedure or DO block committing in batches)
+SELF_COMMITTING = frozenset({"CallStmt", "DoStmt"})
+
+
+def alone(stmt: Statement) -> bool:
+    """Runs in autocommit on its own, its progress recorded after it; every other statement
+    commits in one transaction with its progress record."""
+    return bool(stmt.non_tx) or stmt.kind in SELF_COMMITTING
 
 
 def resume_point(step: Step, pf: ParsedFile, prog: progress.Progress | None) -> int:
@@ -50,7 +63,7 @@ def run_autocommit(
 ) -> FileResult:
     c, s = r.work, r.settings
     version = str(step.version) if step.version is not None else None
-    resume = resume_point(step, pf, prog)
+    resume, total = resume_point(step, pf, prog), len(pf.statements)
     start = time.monotonic()
     retries, dropped = 0, []
     again = "migrate undo" if undo else "migrate up"
@@ -62,12 +75,12 @@ def run_autocommit(
         script=step.script,
         version=version,
         checksum=step.checksum,
-        total=len(pf.statements),
+        total=total,
         runner_pid=r.lock.conn.info.backend_pid if r.lock.conn else 0,
     )
     stmt: Statement | None = None
     seen: Waiting | None = None
-    attempts = 0
+    attempts, completed = 0, resume
     try:
         for stmt in pf.statements[resume:]:
             attempts, seen = 0, None
@@ -78,11 +91,20 @@ def run_autocommit(
                     dropped += drop_leftovers(c, stmt)
                     with r._watcher() as w:
                         try:
-                            c.execute(stmt.text.encode())
+                            if alone(stmt):  # its record can only follow it
+                                c.execute(stmt.text.encode())
+                            else:  # it commits with its record: a re-run never repeats it
+                                with c.transaction():
+                                    c.execute(stmt.text.encode())
+                                    progress.step_done(
+                                        c, s.schema, s.table, step.script, stmt.digest
+                                    )
                         finally:
                             seen = w.seen or seen
             retries += attempts - 1
-            progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
+            if alone(stmt):
+                progress.step_done(c, s.schema, s.table, step.script, stmt.digest)
+            completed += 1
         ms = int((time.monotonic() - start) * 1000)
         r._check_lock(step)
         with c.transaction():
@@ -91,7 +113,16 @@ def run_autocommit(
             )
             progress.forget(c, s.schema, s.table, step.script)
     except psycopg.Error as e:
-        n = stmt.index if stmt else 0
+        n = completed
+        if n == total:  # all applied, the history row not: a failed row, `repair` records it
+            record_failure(r, step, None, e, undo, int((time.monotonic() - start) * 1000))
+            raise r._server_error(
+                step,
+                None,
+                e,
+                f"all {n} statements are applied and recorded, but the history row of the file "
+                f"could not be written; run `pgferry migrate repair`, then `{again}` records it",
+            ) from None
         if n:  # partly applied: Flyway's failed row, `repair` needed before a re-run
             record_failure(r, step, stmt, e, undo, int((time.monotonic() - start) * 1000))
             tail = (

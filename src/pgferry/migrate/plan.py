@@ -7,7 +7,8 @@ Contract (no I/O, no clock; data in, data out):
   without a file, with a Flyway-like ``state``:
 
   ``applied``            applied and the file is unchanged
-  ``checksum_mismatch``  applied, but the file was edited since
+  ``checksum_mismatch``  applied, but the file was edited (or renamed: its description
+                         differs, as Flyway's validate reports) since
   ``pending``            not applied yet (will run)
   ``undone``             applied, then undone (a ``DELETE`` or ``UNDO_SQL`` row; pending
                          again)
@@ -239,12 +240,17 @@ def numbered_script(template: MigrationFile, version: Version) -> str:
 
 
 def _applied_templates(ms: MigrationSet, h: HistoryView) -> dict[str, HistoryRow]:
-    """Templates already applied here (same description and checksum, version without file)."""
+    """Templates already applied here: a version without a file whose row has the template's
+    description and either its checksum or the script ``up`` recorded it under
+    (:func:`numbered_script`), so a template edited after it was applied is still that
+    template (changed since, as any applied file can be), not a new one to apply again."""
     files = ms.by_version()
     out: dict[str, HistoryRow] = {}
     for t in ms.templates:
         for v, row in h.applied.items():
-            if v not in files and row.description == t.description and row.checksum == t.checksum:
+            if v in files or row.description != t.description:
+                continue
+            if row.checksum == t.checksum or row.script == numbered_script(t, v):
                 out[t.script] = row
                 break
     return out
@@ -278,7 +284,9 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
         if v in h.failed:
             state, row = "failed", h.failed[v]
         elif v in h.applied:
+            # Flyway's validate compares the description too: a renamed file is changed
             same = h.applied[v].checksum in (None, f.checksum)
+            same = same and h.applied[v].description == f.description[:200]
             state = "applied" if same else "checksum_mismatch"
         elif base is not None and v <= base:
             state = "below_baseline"
@@ -318,7 +326,7 @@ def classify(ms: MigrationSet, rows: list[HistoryRow]) -> list[Entry]:
             row = applied_templates[t.script]
             entries.append(
                 Entry(
-                    "applied",
+                    "applied" if row.checksum in (None, t.checksum) else "checksum_mismatch",
                     Version.parse(row.version or "0"),
                     t.description,
                     t.script,
@@ -458,11 +466,15 @@ def undo_steps(
         chosen = [v for v in applied if v > to]
         if not chosen:
             raise BadInput(f"nothing to undo: no applied version above {to}")
+    # an undo template undoes only its own template, applied here under a number
+    templates = {id(r) for r in _applied_templates(ms, h).values()}
     steps: list[Step] = []
     lacking: list[str] = []
     for v in chosen:
         row = h.applied[v]
-        u = ms.undo.get(v) or ms.undo_templates.get(row.description)
+        u = ms.undo.get(v)
+        if u is None and id(row) in templates:
+            u = ms.undo_templates.get(row.description)
         if u is None:
             lacking.append(f"{v} ({row.script})")
             continue

@@ -67,6 +67,11 @@ class Progress:
     updated_at: datetime
 
     def describe(self) -> str:
+        if self.state == "failed" and self.failed_statement is None:
+            return (
+                f"{self.script}: all {self.statements_total} statements completed, then its "
+                f"history row could not be written: {self.error}"
+            )
         if self.state == "failed" and self.error == INTERRUPTED:
             return (
                 f"{self.script}: interrupted at statement {self.failed_statement} of "

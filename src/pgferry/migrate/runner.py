@@ -50,7 +50,7 @@ from tenacity import (
 )
 
 from pgferry.config import Config
-from pgferry.errors import LockUnavailable, OperationFailed
+from pgferry.errors import BadInput, LockUnavailable, OperationFailed
 from pgferry.events import Subscriber, ignore
 from pgferry.migrate import history, nontx, progress
 from pgferry.migrate.events import LockRetry, MigrationFinished, MigrationStarted
@@ -143,23 +143,13 @@ class Runner:
                 self.target.dsn, autocommit=True, application_name=work_app_name(self.key)
             )
             self.pid = self.conn.info.backend_pid
-            if self.conn.info.server_version >= 140000:
-                self.conn.execute(
-                    "SELECT set_config('client_connection_check_interval', '1000', false)"
-                )
-            # Unqualified names resolve to [migrate] schema first (as Flyway does with its
-            # default schema): else "$user" in search_path sends CREATE TABLE into a schema
-            # named like the role (the embedded role `pgferry` meets schema `pgferry`).
-            self.conn.execute(
-                "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'),"
-                " false)",
-                [psycopg.sql.Identifier(self.settings.schema).as_string(self.conn)],
-            )
+            self._session()
             row = self.conn.execute(
                 "SELECT current_user, setting::int FROM pg_settings WHERE name = 'deadlock_timeout'"
             ).fetchone()
             if row:
                 self.role, self.deadlock_timeout_ms = str(row[0]), int(row[1])
+            self._no_history_elsewhere()
             with self.conn.transaction():
                 history.ensure_table(self.conn, self.settings.schema, self.settings.table)
         except psycopg.Error as e:
@@ -169,6 +159,40 @@ class Runner:
             self.__exit__()
             raise
         return self
+
+    def _no_history_elsewhere(self) -> None:
+        """BadInput when the configured history table is missing but one of its name is in
+        another schema: starting an empty history here would apply every file again."""
+        schema, table = self.settings.schema, self.settings.table
+        if history.exists(self.work, schema, table):
+            return
+        other = history.elsewhere(self.work, schema, table)
+        if other:
+            raise BadInput(
+                f"{self.target.name} has no {schema}.{table}, but {', '.join(other)} exists: "
+                "a migration history written with another default schema; set [migrate] "
+                "schema to that schema, or, if it is another application's, start this one "
+                "with `pgferry migrate baseline --version 0`",
+                history=other,
+            )
+
+    def _session(self, *, reset: bool = False) -> None:
+        """The work session every file starts from; ``reset`` first undoes what a file set
+        for the session (``SET search_path``, ``SET ROLE`` ... persist after its commit), so
+        a file runs alike whether earlier files ran in the same run or in another one."""
+        c = self.work
+        if reset:
+            c.execute("RESET ALL")
+            c.execute("RESET ROLE")
+        if c.info.server_version >= 140000:
+            c.execute("SELECT set_config('client_connection_check_interval', '1000', false)")
+        # Unqualified names resolve to [migrate] schema first (as Flyway does with its
+        # default schema): else "$user" in search_path sends CREATE TABLE into a schema
+        # named like the role (the embedded role `pgferry` meets schema `pgferry`).
+        c.execute(
+            "SELECT set_config('search_path', %s || ', ' || current_setting('search_path'), false)",
+            [psycopg.sql.Identifier(self.settings.schema).as_string(c)],
+        )
 
     def __exit__(self, *exc: object) -> None:
         if self.conn is not None:
@@ -210,7 +234,9 @@ class Runner:
                     self.settings.schema,
                     self.settings.table,
                     p.script,
-                    statement=p.statements_done + 1,
+                    statement=(
+                        p.statements_done + 1 if p.statements_done < p.statements_total else None
+                    ),
                     line=None,
                     error=progress.INTERRUPTED,
                 )
@@ -234,6 +260,7 @@ class Runner:
             else:
                 r = nontx.run_autocommit(self, step, pf, undo, known.get(step.script))
             done.append(r)
+            self._session(reset=True)
             self.on_event(
                 MigrationFinished(
                     step.script,

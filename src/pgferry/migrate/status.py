@@ -51,6 +51,8 @@ class Status:
     undo_history: str = "flyway"  # [migrate] undo_history
     #: held contract files: script -> their guards' results (or a bad header's message)
     guards: dict[str, list[dict[str, Any]] | str] = field(default_factory=dict)
+    #: tables of the history's name in other schemas, when the history table is missing
+    elsewhere: list[str] = field(default_factory=list)
 
     def held_reason(self, e: Entry) -> str | None:
         """For a held entry: why it is held (or that every guard passes)."""
@@ -152,6 +154,12 @@ def collect(cfg: Config, target: Target) -> Status:
             failed = failed_statements(conn, cfg) if any(not r.success for r in rows) else {}
             s = build(cfg, target.name, ms, rows, failed)
             s.guards = held_guards(conn, cfg, target.name, s)
+            if not rows and not history.exists(
+                conn, cfg.migrate.schema_, cfg.migrate.history_table
+            ):
+                s.elsewhere = history.elsewhere(
+                    conn, cfg.migrate.schema_, cfg.migrate.history_table
+                )
     except psycopg.Error as e:
         raise map_db_error(e, f"cannot read the migration history of {target.name}") from None
     return s
@@ -225,9 +233,11 @@ def problems(s: Status) -> list[str]:
         name = _name(e)
         if e.state == "checksum_mismatch":
             assert e.file is not None and e.row is not None
+            what = f"checksum {e.row.checksum} in history, {e.file.checksum} on disk"
+            if e.row.checksum in (None, e.file.checksum):
+                what = f"description {e.row.description!r} in history, {e.description!r} on disk"
             out.append(
-                f"{name}: changed after it was applied (checksum {e.row.checksum} in "
-                f"history, {e.file.checksum} on disk); restore the file, or run "
+                f"{name}: changed after it was applied ({what}); restore the file, or run "
                 "`migrate repair` if the change is cosmetic"
             )
         elif e.state == "missing":
@@ -245,6 +255,12 @@ def problems(s: Status) -> list[str]:
             out.append(
                 f"{name}: failed{at}; fix the cause, run `migrate repair`, then `migrate up`"
             )
+    if s.elsewhere:
+        out.append(
+            f"no {s.history_table}, but {', '.join(s.elsewhere)} exists: a migration history "
+            "written with another default schema; set [migrate] schema to that schema, or, "
+            "if it is another application's, `pgferry migrate baseline --version 0`"
+        )
     if s.sum_state == "stale":
         out.append(
             f"{files.SUM_FILE} is stale: migration files changed since it was "

@@ -1,0 +1,49 @@
+"""A blackout window that begins while ``migrate up`` waits for the migration lock refuses
+the run: the window is judged again, under the lock, just before anything runs."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from pgferry.migrate.locks import lock_key
+from tests.helpers import q, write_project
+
+
+def test_window_that_begins_while_waiting_for_the_lock_refuses(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    dev = make_db("dev")
+    begins = datetime.now(UTC) + timedelta(seconds=4)
+    p = write_project(
+        tmp_path / "p",
+        {"dev": dev},
+        extra=(
+            f'[[blackout]]\nfrom = "{begins.isoformat(timespec="seconds")}"\nreason = "freeze"\n'
+        ),
+    )
+    p.write("V1__t.sql", "CREATE TABLE t (id bigint);\n")
+    held = threading.Event()
+
+    def hold_lock() -> None:  # another run holds the migration lock until the window began
+        with psycopg.connect(dev, autocommit=True) as c:
+            c.execute("SELECT pg_advisory_lock(%s)", [lock_key("public", "flyway_schema_history")])
+            held.set()
+            while datetime.now(UTC) < begins + timedelta(seconds=1):
+                time.sleep(0.1)
+
+    t = threading.Thread(target=hold_lock)
+    t.start()
+    held.wait(10)
+    try:
+        r = p.run("migrate", "up", "-e", "dev")
+    finally:
+        t.join()
+    assert r.code == 4, r.err
+    assert "blackout window" in r.err
+    assert q(dev, "SELECT to_regclass('t')") == [(None,)]
