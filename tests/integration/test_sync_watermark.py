@@ -59,6 +59,12 @@ def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
         p.dsns["prod"],
         "UPDATE pgferry.sync_state SET watermark = (watermark::timestamptz + interval '1 s')::text",
     )  # as if the last row seen were newer than any read now
+    wait_for(  # (and not later than the source's clock, past which a mark is not kept)
+        p.dsns["dev"],
+        "SELECT now() > %s::timestamptz + interval '1 s'",
+        [before],
+        what="the source's clock to pass the moved mark",
+    )
     p.config.write_text(p.config.read_text().replace('overlap = "0s"', 'overlap = "1h"'))
     r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
     with psycopg.connect(p.dsns["prod"]) as c:
@@ -127,3 +133,49 @@ def test_atomic_with_a_watermark_table(
     with psycopg.connect(p.dsns["prod"]) as c:
         assert c.execute("SELECT count(*) FROM events").fetchone() == (2,)
         assert c.execute("SELECT id FROM other").fetchall() == [(1,)]
+
+
+TEXT = "SELECT e::text FROM events e ORDER BY id"
+
+
+def test_a_row_stamped_in_the_future_does_not_hide_later_changes(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    # a client clock years ahead, or 'infinity': the mark was the newest stamp, so every
+    # real change after it lay below the mark and was never read while the sync said ok;
+    # an 'infinity' stamp failed every run ("timestamp too large")
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=CONF
+    )
+    sql(
+        p.dsns["dev"],
+        DDL + "INSERT INTO events SELECT g, 'v', now() - interval '1 day'"  # noqa: S608
+        " FROM generate_series(1, 50) g;"
+        "INSERT INTO events VALUES (98, 'ahead', now() + interval '3 years')",
+    )
+    sql(p.dsns["prod"], DDL)
+
+    def sync() -> dict[str, object]:
+        r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
+        assert r.code == 0, r.err + r.out
+        (t,) = r.json["tables"]
+        return dict(t)
+
+    assert sync()["inserted"] == 51
+    sql(p.dsns["dev"], "UPDATE events SET v = 'w', updated_at = now() WHERE id = 5")
+    assert sync()["updated"] == 1
+    sql(p.dsns["dev"], "INSERT INTO events VALUES (99, 'forever', 'infinity')")
+    assert sync()["inserted"] == 1
+    sql(p.dsns["dev"], "UPDATE events SET v = 'x', updated_at = now() WHERE id = 6")
+    assert sync()["updated"] == 1
+    assert q(p.dsns["dev"], TEXT) == q(p.dsns["prod"], TEXT)
+    # a mark stored in the future by an earlier release: the table is compared once
+    sql(
+        p.dsns["prod"],
+        "UPDATE pgferry.sync_state SET watermark = (now() + interval '2 years')::text",
+    )
+    sql(p.dsns["dev"], "UPDATE events SET v = 'y', updated_at = now() WHERE id = 7")
+    t = sync()
+    assert t["updated"] == 1, t
+    assert any("later than the source's clock" in w for w in t["warnings"]), t  # type: ignore[attr-defined]
+    assert q(p.dsns["dev"], TEXT) == q(p.dsns["prod"], TEXT)

@@ -133,7 +133,7 @@ def cols(names: Sequence[str], prefix: str | None = None) -> sql.Composed:
 
 #: date, timestamp, timestamptz, time, timetz and interval: values Python's types cannot
 #: hold ('infinity', '24:00', months), read as text where keys are read back
-_UNBOUNDED_OIDS = (1082, 1114, 1184, 1083, 1266, 1186)
+UNBOUNDED_OIDS = (1082, 1114, 1184, 1083, 1266, 1186)
 
 
 def key_range(t: TablePlan, lo: Key | None, hi: Key | None) -> tuple[sql.Composable, list[Any]]:
@@ -228,7 +228,7 @@ def next_bound(
         kd=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in t.key),
     )
     cur = src.cursor()
-    for oid in _UNBOUNDED_OIDS:  # a domain's values come back as its base type's
+    for oid in UNBOUNDED_OIDS:  # a domain's values come back as its base type's
         cur.adapters.register_loader(oid, TextLoader)
     row = cur.execute(q, params).fetchone()
     return tuple(row) if row is not None else None

@@ -39,15 +39,22 @@ def prepare(ctx: RunContext, t: TablePlan, link: Link) -> tuple[Any, list[compar
         return work, work.deletes if work is not None else []
     if t.strategy == "watermark":
         mark = watermark.read_mark(link, t)
-        if (mark.watermark is None and not is_empty(link, t)) or not watermark.fence_usable(
-            mark, ctx.snapshot
-        ):
-            # first run into a table that already holds rows, or the fence is too old to
-            # trust: compare instead of copying everything, then remember the snapshot's mark
-            if mark.watermark is not None:
+        stale = not watermark.fence_usable(mark, ctx.snapshot)
+        ahead = watermark.ahead(link, t, mark)
+        if (mark.watermark is None and not is_empty(link, t)) or stale or ahead:
+            # first run into a table that already holds rows, the fence is too old to trust,
+            # or the mark is in the future: compare instead of copying everything (or
+            # reading from the mark), then remember the snapshot's mark
+            if stale:
                 r.warnings.append(
                     "more than 2^31 transactions since the last run: the table "
                     "was compared instead of read by watermark"
+                )
+            if ahead:
+                r.warnings.append(
+                    f"the stored watermark ({mark.watermark}) is later than the source's "
+                    "clock (a row stamped in the future had moved it there), so rows "
+                    "changed since could have been skipped: the table was compared instead"
                 )
             work = compare.checksum_compare(ctx, t, link, progress)
             return ("compare", work), work.deletes if work is not None else []

@@ -26,9 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import sql
+from psycopg.types.string import TextLoader
 
 from pgferry.sync import state
-from pgferry.sync.copy import SourceSnapshot, cols, table_ident
+from pgferry.sync.copy import UNBOUNDED_OIDS, SourceSnapshot, cols, table_ident
 from pgferry.sync.copy import where_clause as src_where
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
@@ -67,6 +68,39 @@ def fence_usable(mark: state.Mark, snap: SourceSnapshot) -> bool:
     return not mark.inflight_xids or snap.xmax - min(mark.inflight_xids) < _FENCE_HORIZON
 
 
+def _type(t: TablePlan) -> sql.Composable:
+    """The watermark column's type (the target's format_type() text, not user input)."""
+    assert t.watermark is not None
+    return sql.SQL(t.column_types.get(t.watermark) or "text")
+
+
+def _timed(t: TablePlan) -> bool:
+    """The watermark is a time (timestamp, timestamptz, date): one the source's clock bounds."""
+    assert t.watermark is not None
+    return any(w in (t.column_types.get(t.watermark) or "") for w in ("timestamp", "date"))
+
+
+def _capped(t: TablePlan, value: sql.Composable) -> sql.Composable:
+    """``value`` (a watermark) as text, no later than the source transaction's clock when it
+    is a time: a row stamped in the future ('infinity', a client's clock years ahead) would
+    otherwise carry the mark past every real change after it, which no run would read."""
+    if not _timed(t):
+        return sql.SQL("({})::text").format(value)
+    return sql.SQL("least({v}, CAST(now() AS {t}))::text").format(v=value, t=_type(t))
+
+
+def ahead(link: Link, t: TablePlan, mark: state.Mark) -> bool:
+    """The stored watermark is later than the source's clock (stored before marks were
+    capped, by a row stamped in the future): reading from it would skip real changes."""
+    if mark.watermark is None or not _timed(t):
+        return False
+    row = link.src.execute(
+        sql.SQL("SELECT CAST(%s AS {t}) > CAST(now() AS {t})").format(t=_type(t)),
+        [mark.watermark],
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def watermark_sync(
     link: Link,
     t: TablePlan,
@@ -94,9 +128,8 @@ def watermark_sync(
     lower: sql.Composable | None = None
     params: list[Any] = []
     if mark.watermark is not None:
-        # the type name comes from the target's catalog (format_type), not from the user
-        typ = sql.SQL(t.column_types.get(t.watermark) or "text")
-        if any(w in (t.column_types.get(t.watermark) or "") for w in ("timestamp", "date")):
+        typ = _type(t)
+        if _timed(t):
             lower = sql.SQL("{} >= CAST(%s AS {}) - %s * interval '1 second'").format(wm, typ)
             params = [mark.watermark, overlap_s]
         else:
@@ -109,24 +142,28 @@ def watermark_sync(
         copy_range(link, t, masks, res, late, [*fparams, *params], progress)
     order = [t.watermark, *[k for k in t.key if k != t.watermark]]
     ocols = cols(order)
+    # a batch's last (watermark, key) is read back as text where Python cannot hold it
+    # ('infinity'), and sent back cast to each column's type
+    bound = sql.SQL(", ").join(
+        sql.SQL("CAST(%s AS {})").format(sql.SQL(t.column_types[c])) for c in order
+    )
     last: list[Any] | None = None
     top = mark.watermark
     while True:
         where: list[sql.Composable] = [lower] if lower is not None else []
         p = list(params)
         if last is not None:
-            where.append(
-                sql.SQL("({}) > ({})").format(
-                    ocols, sql.SQL(", ").join(sql.Placeholder() for _ in last)
-                )
-            )
+            where.append(sql.SQL("({}) > ({})").format(ocols, bound))
             p += last
         cond = (
             sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where)
             if where
             else sql.SQL("true")
         )
-        row = src.execute(_batch_end(t, order, src_where(t, cond), link.batch_size), p).fetchone()
+        cur = src.cursor()
+        for oid in UNBOUNDED_OIDS:
+            cur.adapters.register_loader(oid, TextLoader)
+        row = cur.execute(_batch_end(t, order, src_where(t, cond), link.batch_size), p).fetchone()
         if row is None:
             break
         last = list(row[:-2])
@@ -134,9 +171,7 @@ def watermark_sync(
         # the batch is exactly the rows up to ``last`` in (watermark, key) order: the
         # (watermark, key) range (previous last, this last], an index range on the
         # watermark column, not a list of keys
-        upper = sql.SQL("({}) <= ({})").format(
-            ocols, sql.SQL(", ").join(sql.Placeholder() for _ in order)
-        )
+        upper = sql.SQL("({}) <= ({})").format(ocols, bound)
         rng = sql.SQL("({}) AND {}").format(cond, upper)
         stage = stage_range(link, t, masks, rng, [*p, *last])
         _apply(link, t, stage, res)
@@ -144,12 +179,15 @@ def watermark_sync(
         if n < link.batch_size:  # a short batch was the last one
             break
     final_top = top if top is not None else mark.watermark
-    if top is not None and mark.watermark is not None and top != mark.watermark:
-        # rows read only through the overlap window are older: never move backwards
-        typ = sql.SQL(t.column_types.get(t.watermark) or "text")
+    if top is not None:
+        # rows read only through the overlap window are older: never move backwards (nor
+        # past the source's clock)
+        typ = _type(t)
         row = src.execute(
-            sql.SQL("SELECT greatest(CAST(%s AS {t}), CAST(%s AS {t}))::text").format(t=typ),
-            [top, mark.watermark],
+            sql.SQL("SELECT {}").format(
+                _capped(t, sql.SQL("greatest(CAST(%s AS {t}), CAST(%s AS {t}))").format(t=typ))
+            ),
+            [top, mark.watermark if mark.watermark is not None else top],
         ).fetchone()
         final_top = row[0] if row else final_top
     state.write(tgt, source, qn, "watermark", state.Mark(final_top, fence_of(snap), None))
@@ -183,7 +221,9 @@ def store_initial(link: Link, t: TablePlan, snap: SourceSnapshot) -> None:
     """After a complete copy or comparison: the snapshot's max watermark and its fence."""
     assert t.watermark is not None
     row = link.src.execute(
-        sql.SQL("SELECT max({})::text FROM {}").format(sql.Identifier(t.watermark), table_ident(t))
+        sql.SQL("SELECT {} FROM {}").format(
+            _capped(t, sql.SQL("max({})").format(sql.Identifier(t.watermark))), table_ident(t)
+        )
     ).fetchone()
     state.write(
         link.tgt,
