@@ -88,3 +88,15 @@ def backed_up(cli: Cli, p: Project, change: str) -> tuple[str, str, dict[str, An
     bid = run(cli, p, "backup", "create", "--env", "prod", "--json").json["id"]
     sql(dsn, change)
     return dsn, bid, fingerprint(dsn)
+
+
+def drop_scratch_databases(admin_dsn: str) -> None:
+    """Drop the databases restores made by name (``--into-new bk_new_*``, restore tests)."""
+    with psycopg.connect(admin_dsn, autocommit=True) as c:
+        for (name,) in c.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE"
+            " 'bk\\_new\\_%' OR datname LIKE 'pgferry\\_restoretest\\_%'"
+        ).fetchall():
+            c.execute(
+                psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(name))
+            )

@@ -11,6 +11,7 @@ from psycopg import sql as psql
 
 from tests.helpers import ROLE, Project, prom, sql, write_project
 from tests.helpers.backup import SCHEMA as BACKUP_SCHEMA
+from tests.helpers.backup import drop_scratch_databases
 from tests.helpers.zdt import EXTRA as ZDT_EXTRA
 
 
@@ -31,14 +32,7 @@ def bproj(
     p = write_project(tmp_path / "proj", {"dev": make_db("dev"), "prod": make_db("prod")})
     sql(p.dsns["prod"], BACKUP_SCHEMA)
     yield p
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        for (name,) in c.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE"
-            " 'bk\\_new\\_%' OR datname LIKE 'pgferry\\_restoretest\\_%'"
-        ).fetchall():
-            c.execute(
-                psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(name))
-            )
+    drop_scratch_databases(pg_admin_dsn)
 
 
 @pytest.fixture

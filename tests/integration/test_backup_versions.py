@@ -10,7 +10,7 @@ import pytest
 from psycopg import sql as psql
 
 from tests.helpers import ROLE, Project, Result, run, sql, write_project
-from tests.helpers.backup import COUNTS, SCHEMA, counts, fingerprint
+from tests.helpers.backup import COUNTS, SCHEMA, counts, drop_scratch_databases, fingerprint
 
 
 @pytest.fixture(params=[15, 13])
@@ -22,14 +22,7 @@ def old_proj(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Project
     p = write_project(tmp_path / "old", {"prod": make("prod")})
     sql(p.dsns["prod"], SCHEMA)
     yield p
-    with psycopg.connect(admin, autocommit=True) as c:
-        for (name,) in c.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE"
-            " 'bk\\_new\\_%' OR datname LIKE 'pgferry\\_restoretest\\_%'"
-        ).fetchall():
-            c.execute(
-                psql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psql.Identifier(name))
-            )
+    drop_scratch_databases(admin)
 
 
 def test_create_verify_and_every_restore_on_an_older_server(
