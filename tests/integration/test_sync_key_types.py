@@ -77,7 +77,7 @@ def _text(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
-@pytest.mark.parametrize("target", ["18", "15"])
+@pytest.mark.parametrize("target", ["18", "15", "13"])
 def test_keys_psycopg_cannot_read_are_matched_written_and_deleted(
     tmp_path: Path,
     make_db: Callable[..., str],
