@@ -59,8 +59,9 @@ def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
 
 
 def sync(conn: psycopg.Connection[Any], f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
-    s = f.sync = Sync()
+    s = Sync()  # set on f only once every query ran: a half-read Sync would export zeros
     if not _exists(conn, "pgferry.journal"):
+        f.sync = s
         return
     s.runs = [
         SyncRun(src, outcome, at, ms / 1000 if ms is not None else None, run_id)
@@ -76,3 +77,4 @@ def sync(conn: psycopg.Connection[Any], f: HealthFacts, cfg: Config, th: HealthT
     if _exists(conn, "pgferry.dead_letters"):
         s.dead_letter_tables = {t: int(n) for t, n in conn.execute(DEAD_SQL)}
         s.dead_letters = sum(s.dead_letter_tables.values())
+    f.sync = s

@@ -1,0 +1,82 @@
+"""Health must not say "fine" (or "0 rows") when what it judges is hidden from its role:
+row-level security, a journal it may not read."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql as q
+
+from pgferry import journal
+from pgferry.config import load_config
+from pgferry.pg import embedded
+from pgferry.pg.connect import resolve_env
+from tests.helpers import Project, Result, sql, write_project
+from tests.helpers.health import SCHEMA, checks, health, samples
+
+TABLE = '[health.tables."public.cases"]\noptimal = 3\ndegraded_below = 1\n'
+EXTRA = '[health]\ncache_interval = "0s"\n' + TABLE
+
+
+@pytest.fixture
+def monitor(pg_admin_dsn: str) -> Iterator[str]:
+    """A login role that is neither the owner nor a superuser (dropped afterwards)."""
+    name = f"pgf_mon_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        c.execute(q.SQL("CREATE ROLE {} LOGIN").format(q.Identifier(name)))
+    yield name
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        dbs = c.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall()
+        for (db,) in dbs:  # its grants, wherever the test made them
+            with psycopg.connect(psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=db)) as d:
+                d.execute(q.SQL("DROP OWNED BY {}").format(q.Identifier(name)))
+        c.execute(q.SQL("DROP ROLE {}").format(q.Identifier(name)))
+
+
+def _as(p: Project, pg_admin_dsn: str, role: str, env: str = "prod") -> Project:
+    """The same project, with ``env`` reached as ``role``."""
+    db = str(psycopg.conninfo.conninfo_to_dict(p.dsns[env])["dbname"])
+    return write_project(
+        p.root.parent / f"as-{role}",
+        {**p.dsns, env: embedded.role_dsn(pg_admin_dsn, role, db)},
+        protected=(),
+        extra=EXTRA,
+    )
+
+
+def test_a_journal_the_role_cannot_read_is_unknown_not_no_sync(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    pg_admin_dsn: str,
+    monitor: str,
+    cli: Callable[..., Result],
+) -> None:
+    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(), extra=EXTRA)
+    sql(p.dsns["prod"], SCHEMA)
+    sql(p.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 5) g")
+    sql(p.dsns["prod"], f"GRANT SELECT ON cases TO {monitor}")
+    target = resolve_env(load_config(p.config), "prod")
+    for _ in range(4):
+        journal.append(
+            target,
+            "sync",
+            outcome="failed",
+            exit_code=3,
+            arguments={"source": "dev", "target": "prod"},
+            details={"error": "cannot connect"},
+        )
+    c = checks(health(cli, p, "prod", "--json"))["sync"]
+    assert c["status"] == "degraded" and "(4 in a row)" in c["message"], c  # as the owner
+    mon = _as(p, pg_admin_dsn, monitor)
+    r = health(cli, mon, "prod", "--json")
+    c = checks(r)
+    for name in ("sync", "dead_letters"):
+        assert c[name]["status"] == "unknown", c[name]
+        assert c[name]["message"] == "could not run: permission denied for schema pgferry"
+    m = samples(health(cli, mon, "prod", "--format", "prometheus").out)
+    assert not m.get("pgferry_dead_letters"), m["pgferry_dead_letters"]
+    assert not m.get("pgferry_sync_consecutive_failures"), m
