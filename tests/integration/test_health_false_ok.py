@@ -48,6 +48,36 @@ def _as(p: Project, pg_admin_dsn: str, role: str, env: str = "prod") -> Project:
     )
 
 
+def test_rows_hidden_by_row_level_security_are_unknown_not_zero(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    pg_admin_dsn: str,
+    monitor: str,
+    cli: Callable[..., Result],
+) -> None:
+    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(), extra=EXTRA)
+    sql(p.dsns["prod"], SCHEMA)
+    sql(p.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 5) g")
+    sql(p.dsns["prod"], f"GRANT SELECT ON cases TO {monitor}")
+    sql(p.dsns["prod"], "ALTER TABLE cases ENABLE ROW LEVEL SECURITY")  # no policy for monitor
+    mon = _as(p, pg_admin_dsn, monitor)
+    r = health(cli, mon, "prod", "--json")
+    c = checks(r)["rows:public.cases"]
+    assert c["status"] == "unknown", c  # it has 5 rows; the role sees none
+    assert "row-level security" in c["message"], c
+    assert monitor in c["fix"], c
+    m = samples(health(cli, mon, "prod", "--format", "prometheus").out)
+    assert "pgferry_table_rows" not in m or not m["pgferry_table_rows"], m
+    # the owner (RLS not forced) still counts them
+    c = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
+    assert (c["status"], c["value"]) == ("optimal", "5"), c
+    # forced on the owner too, with a policy that hides some rows: still not a count
+    sql(p.dsns["prod"], "ALTER TABLE cases FORCE ROW LEVEL SECURITY")
+    sql(p.dsns["prod"], "CREATE POLICY newest ON cases USING (id > 3)")
+    c = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
+    assert c["status"] == "unknown", c
+
+
 def test_a_journal_the_role_cannot_read_is_unknown_not_no_sync(
     tmp_path: Path,
     make_db: Callable[..., str],

@@ -89,7 +89,7 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
 ORDER BY 1
 """
 TABLES_SQL = """
-SELECT w.s || '.' || w.t, c.reltuples::bigint
+SELECT w.s || '.' || w.t, c.reltuples::bigint, row_security_active(c.oid)
 FROM unnest(%s::text[], %s::text[]) AS w(s, t)
 JOIN pg_namespace n ON n.nspname = w.s JOIN pg_class c ON c.relnamespace = n.oid
      AND c.relname = w.t AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
@@ -233,14 +233,13 @@ def drift(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None
 def tables(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     names = sorted(th.tables)
     parts = [n.split(".", 1) for n in names]
-    found = dict(
-        conn.execute(TABLES_SQL, [[p[0] for p in parts], [p[1] for p in parts]]).fetchall()
-    )
+    rows = conn.execute(TABLES_SQL, [[p[0] for p in parts], [p[1] for p in parts]])
+    found = {name: (n, rls) for name, n, rls in rows}
     for name, (schema, table) in zip(names, parts, strict=True):
         if name not in found:
             f.tables[name] = fx.TableRows(None, missing=True)
         elif th.tables[name].estimate:
-            n = found[name]
+            n = found[name][0]
             f.tables[name] = (
                 fx.TableRows(int(n), estimated=True)
                 if n >= 0
@@ -248,6 +247,8 @@ def tables(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> Non
                     None, error="it was never analyzed, so pg_class has no estimate; run ANALYZE"
                 )
             )
+        elif found[name][1]:  # count(*) would count only the rows its policies show the role
+            f.tables[name] = fx.TableRows(None, hidden_by_rls=True)
         else:
             try:
                 row = conn.execute(

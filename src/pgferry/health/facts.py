@@ -60,6 +60,7 @@ class TableRows:
     estimated: bool = False
     missing: bool = False  # the table does not exist
     error: str | None = None  # why it could not be counted (timeout, privilege)
+    hidden_by_rls: bool = False  # row-level security applies to the role: count(*) would lie
 
 
 @dataclass
