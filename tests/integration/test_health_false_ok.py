@@ -110,3 +110,53 @@ def test_a_journal_the_role_cannot_read_is_unknown_not_no_sync(
     m = samples(health(cli, mon, "prod", "--format", "prometheus").out)
     assert not m.get("pgferry_dead_letters"), m["pgferry_dead_letters"]
     assert not m.get("pgferry_sync_consecutive_failures"), m
+
+
+def test_a_refused_sync_does_not_hide_the_failures_before_it(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """A sync refused by policy (a blackout window) did not run: the syncs that failed
+    before it are still failing, as pgferry_sync_consecutive_failures says."""
+    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(), extra=EXTRA)
+    sql(p.dsns["prod"], SCHEMA)
+    sql(p.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 5) g")
+    target = resolve_env(load_config(p.config), "prod")
+    args = {"source": "dev", "target": "prod"}
+    journal.append(target, "sync", outcome="ok", exit_code=0, arguments=args, details={})
+    for _ in range(4):
+        journal.append(
+            target,
+            "sync",
+            outcome="failed",
+            exit_code=3,
+            arguments=args,
+            details={"error": "cannot connect"},
+        )
+    journal.append(
+        target,
+        "sync",
+        outcome="refused",
+        exit_code=4,
+        arguments=args,
+        details={"error": "prod is in a blackout window"},
+    )
+    r = health(cli, p, "prod", "--json")
+    c = checks(r)["sync"]
+    assert (r.code, c["status"]) == (1, "degraded"), c
+    assert "(4 in a row)" in c["message"], c
+    m = samples(health(cli, p, "prod", "--format", "prometheus").out)
+    assert m["pgferry_sync_consecutive_failures"] == [({"source": "dev", "target": "prod"}, 4.0)]
+    # a sync stopped by bad input (exit 2) did not sync either: the metric counts it, so does
+    # the check
+    journal.append(
+        target,
+        "sync",
+        outcome="bad_input",
+        exit_code=2,
+        arguments=args,
+        details={"error": "public.nope is not a table of dev"},
+    )
+    c = checks(health(cli, p, "prod", "--json"))["sync"]
+    assert c["status"] == "degraded" and "(5 in a row)" in c["message"], c
+    m = samples(health(cli, p, "prod", "--format", "prometheus").out)
+    assert m["pgferry_sync_consecutive_failures"] == [({"source": "dev", "target": "prod"}, 5.0)]

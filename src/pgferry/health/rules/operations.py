@@ -159,10 +159,12 @@ def restore_test(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict
 
 def sync(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     s, limit = f.sync, (f"newer than {th.sync_max_age}" if th.sync_max_age else "")
-    runs = [r for r in (s.runs if s else []) if r.outcome != "running"]
+    # a running sync has not ended, a refused one never ran: neither ends a run of failures
+    # (as pgferry_sync_consecutive_failures counts them)
+    runs = [r for r in (s.runs if s else []) if r.outcome not in ("running", "refused")]
     failed = 0
-    for r in runs:
-        if r.outcome not in ("failed", "died"):
+    for r in runs:  # bad_input: it did not sync either (a wrong table name, a bad mask)
+        if r.outcome not in ("failed", "died", "bad_input"):
             break
         failed += 1
     if failed:
