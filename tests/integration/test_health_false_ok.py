@@ -17,6 +17,7 @@ from pgferry.pg import embedded
 from pgferry.pg.connect import resolve_env
 from tests.helpers import Project, Result, sql, write_project
 from tests.helpers.health import SCHEMA, checks, health, samples
+from tests.helpers.service import Server, make_project, tokens
 
 TABLE = '[health.tables."public.cases"]\noptimal = 3\ndegraded_below = 1\n'
 EXTRA = '[health]\ncache_interval = "0s"\n' + TABLE
@@ -160,3 +161,31 @@ def test_a_refused_sync_does_not_hide_the_failures_before_it(
     assert c["status"] == "degraded" and "(5 in a row)" in c["message"], c
     m = samples(health(cli, p, "prod", "--format", "prometheus").out)
     assert m["pgferry_sync_consecutive_failures"] == [({"source": "dev", "target": "prod"}, 5.0)]
+
+
+def test_metrics_of_a_production_behind_an_open_breaker_say_critical_not_nothing(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """Production stops answering: its breaker opens after one failure, and /metrics must
+    go on saying critical (PgferryHealthCritical fires after 2 min), not drop the series."""
+    p = make_project(tmp_path / "p", make_db)
+    text = p.config.read_text().replace(
+        "[service]\n", '[service]\nproduction = "gone"\nbreaker_failures = 1\n'
+    )
+    p.config.write_text(
+        text + '[environments.gone]\nurl = "host=127.0.0.1 port=1 dbname=gone user=gone"\n'
+    )
+    tok = tokens(p, viewer="viewer")
+    srv = Server(p).start()
+    try:
+        c = srv.client(tok["viewer"])
+        for scrape in range(3):  # the first finds it down and opens the breaker
+            m = samples(c.get("/metrics").text)
+            assert m["pgferry_health_status"] == [({"env": "gone"}, 3.0)], (scrape, m)
+            assert ({"env": "gone", "check": "reachability"}, 3.0) in m["pgferry_check_status"]
+        assert m["pgferry_circuit_breaker_open"] == [
+            ({"env": n}, 1.0 if n == "gone" else 0.0) for n in ("dev", "gone", "prod")
+        ], m["pgferry_circuit_breaker_open"]
+        assert "fail fast" in c.get("/api/admin/production-health").text
+    finally:
+        srv.stop()
