@@ -15,7 +15,7 @@ from pgferry import journal
 from pgferry.config import load_config
 from pgferry.pg import embedded
 from pgferry.pg.connect import resolve_env
-from tests.helpers import Project, Result, sql, write_project
+from tests.helpers import Project, Result, sql, wait_for, write_project
 from tests.helpers.health import SCHEMA, checks, health, samples
 from tests.helpers.service import Server, make_project, tokens
 
@@ -189,3 +189,36 @@ def test_metrics_of_a_production_behind_an_open_breaker_say_critical_not_nothing
         assert "fail fast" in c.get("/api/admin/production-health").text
     finally:
         srv.stop()
+
+
+def test_an_estimate_on_postgresql_13_of_a_table_never_analyzed_is_unknown_not_zero(
+    tmp_path: Path, make_db13: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """Before PostgreSQL 14 pg_class.reltuples is 0, not -1, until the first VACUUM or
+    ANALYZE: 50 rows read as '~0'."""
+    p = write_project(
+        tmp_path / "p",
+        {"prod": make_db13("prod")},
+        protected=(),
+        extra='[health]\ncache_interval = "0s"\n'
+        '[health.tables."public.cases"]\ndegraded_below = 1\nestimate = true\n',
+    )
+    sql(p.dsns["prod"], SCHEMA)
+    sql(p.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 50) g")
+    r = health(cli, p, "prod", "--json")
+    c = checks(r)["rows:public.cases"]
+    assert c["status"] == "unknown" and "run ANALYZE" in c["message"], c
+    m = samples(health(cli, p, "prod", "--format", "prometheus").out)
+    assert not m.get("pgferry_table_rows"), m["pgferry_table_rows"]
+    sql(p.dsns["prod"], "ANALYZE cases")
+    c = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
+    assert (c["status"], c["value"]) == ("optimal", "~50"), c
+    sql(p.dsns["prod"], "DELETE FROM cases")
+    sql(p.dsns["prod"], "VACUUM cases")  # emptied and vacuumed: a real 0 is still a 0
+    wait_for(
+        p.dsns["prod"],
+        "SELECT last_vacuum IS NOT NULL FROM pg_stat_user_tables WHERE relname = 'cases'",
+        what="the statistics collector to show the VACUUM",
+    )
+    c = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
+    assert (c["status"], c["value"]) == ("degraded", "~0"), c
