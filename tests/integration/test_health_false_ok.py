@@ -222,3 +222,20 @@ def test_an_estimate_on_postgresql_13_of_a_table_never_analyzed_is_unknown_not_z
     )
     c = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
     assert (c["status"], c["value"]) == ("degraded", "~0"), c
+
+
+def test_a_sequence_feeding_an_integer_column_by_default_only_is_bounded_by_it(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """A bigint sequence a column uses as its DEFAULT without being OWNED BY it (created by
+    hand, or shared by two tables) runs out where the integer column does."""
+    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(), extra=EXTRA)
+    sql(
+        p.dsns["prod"],
+        "CREATE SEQUENCE ticket_no; CREATE TABLE tickets"
+        " (id integer PRIMARY KEY DEFAULT nextval('ticket_no'), t text);"
+        " SELECT setval('ticket_no', 2100000000); INSERT INTO tickets (t) VALUES ('a')",
+    )
+    c = checks(health(cli, p, "prod", "--json"))["sequences"]
+    assert c["status"] == "critical", c  # 97.8% of 2,147,483,647
+    assert "public.ticket_no" in c["message"] and "of 2,147,483,647" in c["message"], c

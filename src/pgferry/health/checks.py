@@ -67,11 +67,19 @@ SELECT format('%I.%I', n.nspname, c.relname), s.seqincrement, s.seqmin, s.seqmax
        has_sequence_privilege(c.oid, 'SELECT,USAGE'),
        CASE WHEN has_sequence_privilege(c.oid, 'SELECT,USAGE')
             THEN pg_sequence_last_value(c.oid) END,
-       (SELECT format_type(a.atttypid, NULL) FROM pg_depend d
-        JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-          AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-          AND d.refobjsubid > 0 LIMIT 1)
+       -- the types of the columns it feeds: its owner's (serial, identity), and every
+       -- column whose DEFAULT calls it (a sequence made by hand, or shared)
+       ARRAY(SELECT format_type(a.atttypid, NULL) FROM pg_depend d
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+               AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+               AND d.refobjsubid > 0
+             UNION
+             SELECT format_type(a.atttypid, NULL) FROM pg_depend d
+             JOIN pg_attrdef ad ON ad.oid = d.objid
+             JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+             WHERE d.classid = 'pg_attrdef'::regclass
+               AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid)
 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname <> 'pgferry'
@@ -161,14 +169,14 @@ def waiters(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> No
 
 
 def sequences(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
-    for name, inc, lo, hi, readable, last, col in conn.execute(SEQUENCES_SQL):
+    for name, inc, lo, hi, readable, last, cols in conn.execute(SEQUENCES_SQL):
         if not readable:
             f.unreadable_sequences.append(name)
             continue
         if last is None:  # never used
             continue
         if inc > 0:
-            limit = min(hi, TYPE_MAX.get(col or "", hi))
+            limit = min([hi, *(TYPE_MAX.get(col, hi) for col in cols or [])])
             used = (last - lo) / max(1, limit - lo)
         else:
             limit = lo
