@@ -3,9 +3,12 @@ row-level security, a journal it may not read."""
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import suppress
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -239,3 +242,69 @@ def test_a_sequence_feeding_an_integer_column_by_default_only_is_bounded_by_it(
     c = checks(health(cli, p, "prod", "--json"))["sequences"]
     assert c["status"] == "critical", c  # 97.8% of 2,147,483,647
     assert "public.ticket_no" in c["message"] and "of 2,147,483,647" in c["message"], c
+
+
+def test_blocked_sessions_on_postgresql_13_are_timed_or_unknown(
+    tmp_path: Path, make_db13: Callable[..., str], pg13_admin_dsn: str, cli: Callable[..., Result]
+) -> None:
+    """PostgreSQL 13 has no pg_locks.waitstart: the check could not run at all ('column
+    l.waitstart does not exist'). It times its own role's waiters from pg_stat_activity, and
+    says unknown for another role's, which it may not time."""
+    p = write_project(
+        tmp_path / "p",
+        {"prod": make_db13("prod")},
+        protected=(),
+        extra=EXTRA + '[health.environments.prod]\nblocked_warn = "2s"\n',
+    )
+    sql(p.dsns["prod"], SCHEMA)
+    sql(p.dsns["prod"], "INSERT INTO cases (title) VALUES ('a')")
+    db = str(psycopg.conninfo.conninfo_to_dict(p.dsns["prod"])["dbname"])
+    holder = psycopg.connect(p.dsns["prod"])
+    holder.execute("UPDATE cases SET title = 'held' WHERE id = 1")
+    waiters: list[psycopg.Connection[Any]] = []
+    try:
+        own = _wait_for_lock(p.dsns["prod"], holder, waiters)
+        c = checks(health(cli, p, "prod", "--json"))["blocked_sessions"]
+        assert c["status"] == "optimal", c  # its own role's waiter: timed, not 2 s yet
+        wait_for(
+            holder.info.dsn,
+            "SELECT clock_timestamp() - state_change > interval '2.2 s'"
+            " FROM pg_stat_activity WHERE pid = %s",
+            [own.info.backend_pid],
+            what="the UPDATE waiting 2 s",
+        )
+        c = checks(health(cli, p, "prod", "--json"))["blocked_sessions"]
+        assert c["status"] == "degraded", c
+        assert f"held by pid {holder.info.backend_pid}" in c["message"], c
+        own.cancel_safe()  # now only a superuser's session waits
+        _wait_for_lock(psycopg.conninfo.make_conninfo(pg13_admin_dsn, dbname=db), holder, waiters)
+        c = checks(health(cli, p, "prod", "--json"))["blocked_sessions"]
+        assert c["status"] == "unknown", c
+        assert "1 session(s) of other roles wait for a lock" in c["message"], c
+        assert c["fix"].startswith("GRANT pg_read_all_stats TO pgferry_test"), c
+    finally:
+        holder.close()
+        for w in waiters:
+            w.close()
+
+
+def _wait_for_lock(
+    dsn: str, holder: psycopg.Connection[Any], waiters: list[psycopg.Connection[Any]]
+) -> psycopg.Connection[Any]:
+    """A session of ``dsn`` whose UPDATE waits for the row ``holder`` locked."""
+    w = psycopg.connect(dsn, autocommit=True)
+    waiters.append(w)
+
+    def update() -> None:
+        with suppress(psycopg.Error):  # cancelled, or the holder went away
+            w.execute("UPDATE cases SET title = 'w' WHERE id = 1")
+
+    threading.Thread(target=update, daemon=True).start()
+    wait_for(
+        holder.info.dsn,
+        "SELECT count(*) = 1 FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE NOT l.granted AND a.pid = %s",
+        [w.info.backend_pid],
+        what="the UPDATE waiting",
+    )
+    return w

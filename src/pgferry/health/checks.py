@@ -62,6 +62,16 @@ FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE NOT l.granted AND a.datname = current_database()
 GROUP BY l.pid
 """
+# PostgreSQL 13 has no pg_locks.waitstart: a waiter waits since its statement began at
+# most (state_change), which only its own role or pg_read_all_stats may see (else NULL)
+WAITERS_SQL_13 = """
+SELECT l.pid, pg_blocking_pids(l.pid),
+       extract(epoch FROM clock_timestamp() - max(a.state_change))::float8,
+       coalesce(nullif(max(a.query), '<insufficient privilege>'), '')
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE NOT l.granted AND a.datname = current_database()
+GROUP BY l.pid
+"""
 SEQUENCES_SQL = """
 SELECT format('%I.%I', n.nspname, c.relname), s.seqincrement, s.seqmin, s.seqmax,
        has_sequence_privilege(c.oid, 'SELECT,USAGE'),
@@ -162,9 +172,10 @@ def sessions(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> N
 
 
 def waiters(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
+    query = WAITERS_SQL if conn.info.server_version >= 140000 else WAITERS_SQL_13
     f.waiters = [
-        fx.Waiter(pid, list(blocking or []), waited or 0.0, q)
-        for pid, blocking, waited, q in conn.execute(WAITERS_SQL)
+        fx.Waiter(pid, list(blocking or []), waited, q)
+        for pid, blocking, waited, q in conn.execute(query)
     ]
 
 

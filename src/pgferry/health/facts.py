@@ -32,7 +32,9 @@ class Waiter:
 
     pid: int
     blocking: list[int]
-    waited_s: float
+    #: None: not known (PostgreSQL 13, which has no pg_locks.waitstart, and a session of
+    #: another role without pg_read_all_stats)
+    waited_s: float | None
     query: str  # '' when the role may not see it
 
 

@@ -129,13 +129,22 @@ def idle_in_transaction(f: HealthFacts, th: HealthThresholds, now: datetime) -> 
 
 def blocked_sessions(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     limit = f"waiting > {th.blocked_warn}"
-    late = sorted(
-        (w for w in f.waiters if w.waited_s >= th.seconds("blocked_warn")),
-        key=lambda w: -w.waited_s,
-    )
+    timed = [(w, w.waited_s) for w in f.waiters if w.waited_s is not None]
+    late = [w for w, s in sorted(timed, key=lambda x: -x[1]) if s >= th.seconds("blocked_warn")]
+    untimed = len(f.waiters) - len(timed)
+    if not late and untimed:
+        return (
+            "unknown",
+            f"{len(f.waiters)} waiting",
+            limit,
+            f"{untimed} session(s) of other roles wait for a lock, and PostgreSQL "
+            f"{f.server_version // 10000} hides since when from {f.role}",
+            f"{grant(f)}, so their waits can be timed",
+        )
     if not late:
         return "optimal", f"{len(f.waiters)} waiting", limit, "no session waits long for a lock", ""
     w = late[0]
+    assert w.waited_s is not None
     blockers = ", ".join(map(str, w.blocking)) or "unknown"
     first = w.blocking[0] if w.blocking else w.pid
     query = f": {_short(w.query)}" if w.query else ""
