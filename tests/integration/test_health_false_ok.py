@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import suppress
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,35 @@ def _wait_for_lock(
         what="the UPDATE waiting",
     )
     return w
+
+
+def test_a_dead_letter_after_a_clean_sync_counts_whatever_the_syncing_clock_says(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """The clean sync's finished_at is the syncing machine's clock; the dead letter's at is
+    the server's. A sync host 10 minutes fast made a dead letter written after the clean
+    sync look older than it, so it was not counted."""
+    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(), extra=EXTRA)
+    sql(p.dsns["prod"], SCHEMA)
+    sql(p.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 5) g")
+    target = resolve_env(load_config(p.config), "prod")
+    fast = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    journal.append(
+        target,
+        "sync",
+        outcome="ok",
+        exit_code=0,
+        arguments={"source": "dev", "target": "prod", "run_id": "a"},
+        details={
+            "run_id": "a",
+            "finished_at": fast,
+            "tables": [{"table": "public.cases", "status": "ok", "inserted": 5}],
+        },
+    )
+    sql(
+        p.dsns["prod"],
+        "INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data, error)"
+        " VALUES ('b', 'dev', 'public.cases', '{\"id\": 6}', '{}', 'violates no_refused')",
+    )
+    c = checks(health(cli, p, "prod", "--json"))["dead_letters"]
+    assert c["status"] == "degraded" and "public.cases (1)" in c["message"], c
