@@ -341,3 +341,36 @@ def test_a_dead_letter_after_a_clean_sync_counts_whatever_the_syncing_clock_says
     )
     c = checks(health(cli, p, "prod", "--json"))["dead_letters"]
     assert c["status"] == "degraded" and "public.cases (1)" in c["message"], c
+
+
+def test_wraparound_counts_the_oldest_database_of_the_server(
+    tmp_path: Path, make_db: Callable[..., str], pg_admin_dsn: str, cli: Callable[..., Result]
+) -> None:
+    """Wraparound stops writes to the whole server: a neglected sibling database nearing it
+    is prod's problem too, though prod's own age is small."""
+    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(), extra=EXTRA)
+    sibling = make_db("sibling")
+    db = psycopg.conninfo.conninfo_to_dict(p.dsns["prod"])["dbname"]
+    other = str(psycopg.conninfo.conninfo_to_dict(sibling)["dbname"])
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        for _ in range(300):  # 300 transaction IDs go by
+            conn.execute("SELECT txid_current()")
+    with psycopg.connect(
+        psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=db), autocommit=True
+    ) as conn:
+        conn.execute("VACUUM (FREEZE)")  # prod is frozen now: its own age is about 0
+        prod_age, sib_age = conn.execute(
+            "SELECT (SELECT age(datfrozenxid) FROM pg_database WHERE datname = %s),"
+            " (SELECT age(datfrozenxid) FROM pg_database WHERE datname = %s)",
+            [db, other],
+        ).fetchone() or (0, 0)
+    assert prod_age < 100 <= 300 <= sib_age, (prod_age, sib_age)
+    p.config.write_text(
+        p.config.read_text()
+        + "[health.environments.prod]\nwraparound_warn = 200\nwraparound_critical = 100000\n"
+    )
+    c = checks(health(cli, p, "prod", "--json"))["wraparound"]
+    assert c["status"] == "degraded", c
+    # sibling, or another as old (postgres, template1): not prod, whose age is about 0
+    assert c["message"].startswith("database ") and f"database {db}'" not in c["message"], c
+    assert "stops writes to every database of the server" in c["message"], c

@@ -41,8 +41,12 @@ SELECT current_user,
        (SELECT count(*) FROM pg_stat_activity WHERE usesysid IS NOT NULL),
        (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
             AND usesysid IS NOT NULL AND state IS NULL AND pid <> pg_backend_pid()),
-       (SELECT age(datfrozenxid) FROM pg_database WHERE datname = current_database()),
-       (SELECT mxid_age(datminmxid) FROM pg_database WHERE datname = current_database())
+       -- wraparound stops writes to every database of the server: the oldest of them counts
+       (SELECT max(age(datfrozenxid)) FROM pg_database),
+       (SELECT max(mxid_age(datminmxid)) FROM pg_database),
+       nullif((SELECT datname FROM pg_database
+               ORDER BY greatest(age(datfrozenxid), mxid_age(datminmxid)) DESC LIMIT 1),
+              current_database())
 """
 SESSIONS_SQL = """
 SELECT pid, usename, application_name, state,
@@ -161,6 +165,7 @@ def server(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> Non
         f.hidden_sessions,
         f.xid_age,
         f.mxid_age,
+        f.oldest_database,
     ) = row
 
 

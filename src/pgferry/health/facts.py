@@ -136,8 +136,10 @@ class HealthFacts:
     hidden_sessions: int = 0
     sessions: list[Session] = field(default_factory=list)
     waiters: list[Waiter] = field(default_factory=list)
+    #: the oldest ages of any database of the server (wraparound stops them all)
     xid_age: int | None = None
     mxid_age: int | None = None
+    oldest_database: str | None = None  # the database they are from, when not this one
     sequences: list[SequenceUse] = field(default_factory=list)
     unreadable_sequences: list[str] = field(default_factory=list)
     invalid_indexes: list[str] = field(default_factory=list)

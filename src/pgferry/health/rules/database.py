@@ -166,14 +166,15 @@ def wraparound(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     limit = f"{th.wraparound_warn:,} / {th.wraparound_critical:,}"
     if status == "optimal":
         return status, value, limit, "transaction ID and multixact ages are far from wraparound", ""
+    where = f"database {f.oldest_database}" if f.oldest_database else "the database"
     return (
         status,
         value,
         limit,
-        f"the database's {'multixact' if mxid > xid else 'xid'} age "
-        f"{max(xid, mxid):,} nears wraparound (2,147,483,648)",
-        "VACUUM (FREEZE) its oldest tables and end what holds the xmin horizon back "
-        "(long transactions, prepared transactions, replication slots)",
+        f"{where}'s {'multixact' if mxid > xid else 'xid'} age {max(xid, mxid):,} nears "
+        "wraparound (2,147,483,648), which stops writes to every database of the server",
+        f"VACUUM (FREEZE) the oldest tables of {where} and end what holds the xmin horizon "
+        "back (long transactions, prepared transactions, replication slots)",
     )
 
 
