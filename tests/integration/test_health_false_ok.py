@@ -243,6 +243,16 @@ def test_a_sequence_feeding_an_integer_column_by_default_only_is_bounded_by_it(
     c = checks(health(cli, p, "prod", "--json"))["sequences"]
     assert c["status"] == "critical", c  # 97.8% of 2,147,483,647
     assert "public.ticket_no" in c["message"] and "of 2,147,483,647" in c["message"], c
+    # counting down, into an integer column: it ends at -2,147,483,648
+    sql(
+        p.dsns["prod"],
+        "DROP TABLE tickets; DROP SEQUENCE ticket_no; CREATE SEQUENCE down INCREMENT -1;"
+        " CREATE TABLE refunds (id integer PRIMARY KEY DEFAULT nextval('down'), t text);"
+        " SELECT setval('down', -2100000000); INSERT INTO refunds (t) VALUES ('a')",
+    )
+    c = checks(health(cli, p, "prod", "--json"))["sequences"]
+    assert c["status"] == "critical", c
+    assert "public.down" in c["message"] and "of -2,147,483,648" in c["message"], c
 
 
 def test_blocked_sessions_on_postgresql_13_are_timed_or_unknown(

@@ -195,8 +195,8 @@ def sequences(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> 
             limit = min([hi, *(TYPE_MAX.get(col, hi) for col in cols or [])])
             used = (last - lo) / max(1, limit - lo)
         else:
-            limit = lo
-            used = (hi - last) / max(1, hi - lo)
+            limit = max([lo, *(-TYPE_MAX.get(col, -lo) - 1 for col in cols or [])])
+            used = (hi - last) / max(1, hi - limit)
         f.sequences.append(fx.SequenceUse(name, 100.0 * used, int(last), int(limit)))
 
 
