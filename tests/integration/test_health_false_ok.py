@@ -3,6 +3,7 @@ row-level security, a journal it may not read."""
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ import pytest
 from psycopg import sql as q
 
 from pgferry import journal
+from pgferry.backup.manifest import Manifest
 from pgferry.config import load_config
 from pgferry.pg import embedded
 from pgferry.pg.connect import resolve_env
@@ -384,3 +386,57 @@ def test_wraparound_counts_the_oldest_database_of_the_server(
     # sibling, or another as old (postgres, template1): not prod, whose age is about 0
     assert c["message"].startswith("database ") and f"database {db}'" not in c["message"], c
     assert "stops writes to every database of the server" in c["message"], c
+
+
+def test_a_backup_or_sync_dated_in_the_future_is_unknown_not_fresh(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """A backup made, or a sync run, on a machine whose clock is 3 days fast looked fresh
+    for 3 more days after the last real one, however stale it was."""
+    p = write_project(
+        tmp_path / "p",
+        {"prod": make_db("prod")},
+        protected=(),
+        extra=EXTRA + '[health.environments.prod]\nsync_max_age = "1h"\n',
+    )
+    now = datetime.now(UTC).replace(microsecond=0)
+    ahead = now + timedelta(days=3)
+    d = p.root / "backups" / "prod" / "20261206T0000Z"
+    d.mkdir(parents=True)
+    m = Manifest(
+        id=d.name,
+        env="prod",
+        database="prod",
+        started_at=ahead.isoformat(),
+        finished_at=ahead.isoformat(),
+        size_bytes=1234,
+        tables={},
+        files={},
+        server_version="18",
+        pg_dump_version="18",
+        tool_version="test",
+    )
+    (d / "manifest.json").write_text(json.dumps(m.to_dict()))
+    (d / "verification.json").write_text(
+        json.dumps(
+            {
+                "verified_at": ahead.isoformat(),
+                "verify_ok": True,
+                "restore_tested_at": ahead.isoformat(),
+                "restore_test_ok": True,
+            }
+        )
+    )
+    target = resolve_env(load_config(p.config), "prod")
+    journal.append(
+        target,
+        "sync",
+        outcome="ok",
+        exit_code=0,
+        arguments={"source": "dev", "target": "prod"},
+        details={"finished_at": ahead.isoformat(), "tables": []},
+    )
+    c = checks(health(cli, p, "prod", "--json"))
+    for name in ("backups", "restore_test", "sync"):
+        assert c[name]["status"] == "unknown", c[name]
+        assert "is dated 3.0 d in the future" in c[name]["message"], c[name]
