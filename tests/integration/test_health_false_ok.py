@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import psycopg
 import pytest
@@ -78,6 +79,18 @@ def test_rows_hidden_by_row_level_security_are_unknown_not_zero(
     # the owner (RLS not forced) still counts them
     c = checks(health(cli, p, "prod", "--json"))["rows:public.cases"]
     assert (c["status"], c["value"]) == ("optimal", "5"), c
+    # the dashboard's rows chart: not a bar of "0 rows"
+    from pgferry.health import service as health_service
+    from pgferry.server.dashboard import charts, views
+
+    cfg = load_config(mon.config)
+    rep = health_service.run(cfg, "prod", now=datetime.now(UTC), use_cache=False)
+    seen = {"checks": [c.to_dict() for c in rep.checks], "tables": {"public.cases": None}}
+    assert {t: r.rows for t, r in rep.facts.tables.items()} == seen["tables"]
+    svg = charts.grouped_bars(
+        views.row_bars(cast(Any, SimpleNamespace(cfg=cfg)), {"prod": seen}), label="r"
+    )
+    assert "public.cases in prod: not counted" in svg and "0 rows" not in svg, svg
     # forced on the owner too, with a policy that hides some rows: still not a count
     sql(p.dsns["prod"], "ALTER TABLE cases FORCE ROW LEVEL SECURITY")
     sql(p.dsns["prod"], "CREATE POLICY newest ON cases USING (id > 3)")
