@@ -115,14 +115,15 @@ SELECT w.s || '.' || w.t,
        -- before PostgreSQL 14 reltuples is 0, not -1, until the first VACUUM or ANALYZE
        CASE WHEN c.reltuples <> 0 OR c.relpages > 0
                  OR current_setting('server_version_num')::int >= 140000
-                 OR coalesce(s.last_vacuum, s.last_autovacuum, s.last_analyze,
-                             s.last_autoanalyze) IS NOT NULL
-            THEN c.reltuples::bigint ELSE -1 END,
+            THEN c.reltuples::bigint
+            WHEN (SELECT coalesce(s.last_vacuum, s.last_autovacuum, s.last_analyze,
+                                  s.last_autoanalyze)
+                  FROM pg_stat_all_tables s WHERE s.relid = c.oid) IS NOT NULL
+            THEN 0 ELSE -1 END,
        row_security_active(c.oid)
 FROM unnest(%s::text[], %s::text[]) AS w(s, t)
 JOIN pg_namespace n ON n.nspname = w.s JOIN pg_class c ON c.relnamespace = n.oid
      AND c.relname = w.t AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
-LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid
 """
 #: the largest value of a column type a sequence can feed
 TYPE_MAX = {"smallint": 32767, "integer": 2147483647}
