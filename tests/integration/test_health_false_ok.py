@@ -453,3 +453,33 @@ def test_a_backup_or_sync_dated_in_the_future_is_unknown_not_fresh(
     for name in ("backups", "restore_test", "sync"):
         assert c[name]["status"] == "unknown", c[name]
         assert "is dated 3.0 d in the future" in c[name]["message"], c[name]
+
+
+def test_a_forgotten_prepared_transaction_is_a_long_transaction(
+    tmp_path: Path, make_db15: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """A prepared transaction belongs to no session, so pg_stat_activity does not show it;
+    it holds its locks and the xmin horizon until someone ends it."""
+    p = write_project(
+        tmp_path / "p",
+        {"prod": make_db15("prod")},
+        protected=(),
+        extra=EXTRA + '[health.environments.prod]\nlong_transaction_warn = "1s"\n',
+    )
+    sql(p.dsns["prod"], SCHEMA)
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO cases (title) VALUES ('half')")
+        conn.execute("PREPARE TRANSACTION 'forgotten'")
+    try:
+        wait_for(
+            p.dsns["prod"],
+            "SELECT clock_timestamp() - prepared > interval '1.2 s' FROM pg_prepared_xacts",
+            what="the prepared transaction 1 s old",
+        )
+        c = checks(health(cli, p, "prod", "--json"))["long_transactions"]
+        assert c["status"] == "degraded", c
+        assert "prepared transaction 'forgotten' (pgferry_test)" in c["message"], c
+        assert "ROLLBACK PREPARED 'forgotten'" in c["fix"], c
+    finally:
+        sql(p.dsns["prod"], "ROLLBACK PREPARED 'forgotten'")

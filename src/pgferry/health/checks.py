@@ -56,6 +56,12 @@ FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
   AND backend_type = 'client backend'
 """
+# a prepared transaction belongs to no session: it holds its locks and the xmin horizon
+# until someone commits or rolls it back (pg_prepared_xacts is readable by every role)
+PREPARED_SQL = """
+SELECT gid, owner, extract(epoch FROM clock_timestamp() - prepared)::float8
+FROM pg_prepared_xacts WHERE database = current_database()
+"""
 # pg_locks and pg_blocking_pids need no privilege: waiters are seen whoever they are
 WAITERS_SQL = """
 SELECT l.pid, pg_blocking_pids(l.pid),
@@ -175,6 +181,10 @@ def sessions(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> N
         fx.Session(pid, role or "", app or "", state or "", xact, since, q or "")
         for pid, role, app, state, xact, since, q in conn.execute(SESSIONS_SQL)
     ]
+
+
+def prepared(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
+    f.prepared = [fx.Prepared(gid, owner, age) for gid, owner, age in conn.execute(PREPARED_SQL)]
 
 
 def waiters(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
@@ -299,6 +309,7 @@ Part = Callable[[Conn, HealthFacts, Config, HealthThresholds], None]
 PARTS: list[tuple[tuple[str, ...], Part]] = [
     (("connections", "wraparound", "long_transactions", "idle_in_transaction"), server),
     (("long_transactions", "idle_in_transaction"), sessions),
+    (("long_transactions",), prepared),
     (("blocked_sessions",), waiters),
     (("sequences",), sequences),
     (("invalid_indexes",), indexes),

@@ -27,6 +27,15 @@ class Session:
 
 
 @dataclass
+class Prepared:
+    """A prepared transaction (``pg_prepared_xacts``): open until committed or rolled back."""
+
+    gid: str
+    owner: str
+    age_s: float
+
+
+@dataclass
 class Waiter:
     """A session waiting for a lock (``pg_locks``, ``pg_blocking_pids``)."""
 
@@ -135,6 +144,7 @@ class HealthFacts:
     #: pg_read_all_stats): their transactions and states are hidden
     hidden_sessions: int = 0
     sessions: list[Session] = field(default_factory=list)
+    prepared: list[Prepared] = field(default_factory=list)
     waiters: list[Waiter] = field(default_factory=list)
     #: the oldest ages of any database of the server (wraparound stops them all)
     xid_age: int | None = None

@@ -100,6 +100,20 @@ def _sessions(
 
 def long_transactions(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     rows = [(s, s.xact_age_s) for s in f.sessions if s.xact_age_s is not None]
+    p = max(f.prepared, key=lambda p: p.age_s, default=None)
+    if p is not None and p.age_s >= max([a for _, a in rows], default=0.0):
+        status = _level(
+            p.age_s, th.seconds("long_transaction_warn"), th.seconds("long_transaction_critical")
+        )
+        if status != "optimal":
+            return (
+                status,
+                dur(p.age_s),
+                f"{th.long_transaction_warn} / {th.long_transaction_critical}",
+                f"prepared transaction '{p.gid}' ({p.owner}) has been open for {dur(p.age_s)}, "
+                "holding its locks and the xmin horizon",
+                f"find what prepared it; then COMMIT PREPARED or ROLLBACK PREPARED '{p.gid}'",
+            )
     return _sessions(
         f,
         th,
