@@ -1,5 +1,8 @@
-"""Health must not say "fine" (or "0 rows") when what it judges is hidden from its role:
-row-level security, a journal it may not read."""
+"""Health must not say "fine" (or "0 rows") when the truth is unknown or bad: rows hidden by
+row-level security, a journal the role may not read, a refused sync between failures, an open
+circuit breaker on /metrics, PostgreSQL 13's reltuples and pg_locks, sequences behind integer
+defaults, dead letters and backups dated by another machine's clock, a sibling database near
+wraparound, a forgotten prepared transaction."""
 
 from __future__ import annotations
 
