@@ -41,8 +41,12 @@ SELECT current_user,
        (SELECT count(*) FROM pg_stat_activity WHERE usesysid IS NOT NULL),
        (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
             AND usesysid IS NOT NULL AND state IS NULL AND pid <> pg_backend_pid()),
-       (SELECT age(datfrozenxid) FROM pg_database WHERE datname = current_database()),
-       (SELECT mxid_age(datminmxid) FROM pg_database WHERE datname = current_database())
+       -- wraparound stops writes to every database of the server: the oldest of them counts
+       (SELECT max(age(datfrozenxid)) FROM pg_database),
+       (SELECT max(mxid_age(datminmxid)) FROM pg_database),
+       nullif((SELECT datname FROM pg_database
+               ORDER BY greatest(age(datfrozenxid), mxid_age(datminmxid)) DESC LIMIT 1),
+              current_database())
 """
 SESSIONS_SQL = """
 SELECT pid, usename, application_name, state,
@@ -51,6 +55,12 @@ SELECT pid, usename, application_name, state,
 FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND xact_start IS NOT NULL
   AND backend_type = 'client backend'
+"""
+# a prepared transaction belongs to no session: it holds its locks and the xmin horizon
+# until someone commits or rolls it back (pg_prepared_xacts is readable by every role)
+PREPARED_SQL = """
+SELECT gid, owner, extract(epoch FROM clock_timestamp() - prepared)::float8
+FROM pg_prepared_xacts WHERE database = current_database()
 """
 # pg_locks and pg_blocking_pids need no privilege: waiters are seen whoever they are
 WAITERS_SQL = """
@@ -62,16 +72,34 @@ FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE NOT l.granted AND a.datname = current_database()
 GROUP BY l.pid
 """
+# PostgreSQL 13 has no pg_locks.waitstart: a waiter waits since its statement began at
+# most (state_change), which only its own role or pg_read_all_stats may see (else NULL)
+WAITERS_SQL_13 = """
+SELECT l.pid, pg_blocking_pids(l.pid),
+       extract(epoch FROM clock_timestamp() - max(a.state_change))::float8,
+       coalesce(nullif(max(a.query), '<insufficient privilege>'), '')
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE NOT l.granted AND a.datname = current_database()
+GROUP BY l.pid
+"""
 SEQUENCES_SQL = """
 SELECT format('%I.%I', n.nspname, c.relname), s.seqincrement, s.seqmin, s.seqmax,
        has_sequence_privilege(c.oid, 'SELECT,USAGE'),
        CASE WHEN has_sequence_privilege(c.oid, 'SELECT,USAGE')
             THEN pg_sequence_last_value(c.oid) END,
-       (SELECT format_type(a.atttypid, NULL) FROM pg_depend d
-        JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-          AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-          AND d.refobjsubid > 0 LIMIT 1)
+       -- the types of the columns it feeds: its owner's (serial, identity), and every
+       -- column whose DEFAULT calls it (a sequence made by hand, or shared)
+       ARRAY(SELECT format_type(a.atttypid, NULL) FROM pg_depend d
+             JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+             WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+               AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+               AND d.refobjsubid > 0
+             UNION
+             SELECT format_type(a.atttypid, NULL) FROM pg_depend d
+             JOIN pg_attrdef ad ON ad.oid = d.objid
+             JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
+             WHERE d.classid = 'pg_attrdef'::regclass
+               AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid)
 FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname <> 'pgferry'
@@ -89,7 +117,16 @@ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND n.nspname = ANY(%s)
 ORDER BY 1
 """
 TABLES_SQL = """
-SELECT w.s || '.' || w.t, c.reltuples::bigint
+SELECT w.s || '.' || w.t,
+       -- before PostgreSQL 14 reltuples is 0, not -1, until the first VACUUM or ANALYZE
+       CASE WHEN c.reltuples <> 0 OR c.relpages > 0
+                 OR current_setting('server_version_num')::int >= 140000
+            THEN c.reltuples::bigint
+            WHEN (SELECT coalesce(s.last_vacuum, s.last_autovacuum, s.last_analyze,
+                                  s.last_autoanalyze)
+                  FROM pg_stat_all_tables s WHERE s.relid = c.oid) IS NOT NULL
+            THEN 0 ELSE -1 END,
+       row_security_active(c.oid)
 FROM unnest(%s::text[], %s::text[]) AS w(s, t)
 JOIN pg_namespace n ON n.nspname = w.s JOIN pg_class c ON c.relnamespace = n.oid
      AND c.relname = w.t AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
@@ -135,6 +172,7 @@ def server(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> Non
         f.hidden_sessions,
         f.xid_age,
         f.mxid_age,
+        f.oldest_database,
     ) = row
 
 
@@ -145,26 +183,31 @@ def sessions(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> N
     ]
 
 
+def prepared(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
+    f.prepared = [fx.Prepared(gid, owner, age) for gid, owner, age in conn.execute(PREPARED_SQL)]
+
+
 def waiters(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
+    query = WAITERS_SQL if conn.info.server_version >= 140000 else WAITERS_SQL_13
     f.waiters = [
-        fx.Waiter(pid, list(blocking or []), waited or 0.0, q)
-        for pid, blocking, waited, q in conn.execute(WAITERS_SQL)
+        fx.Waiter(pid, list(blocking or []), waited, q)
+        for pid, blocking, waited, q in conn.execute(query)
     ]
 
 
 def sequences(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
-    for name, inc, lo, hi, readable, last, col in conn.execute(SEQUENCES_SQL):
+    for name, inc, lo, hi, readable, last, cols in conn.execute(SEQUENCES_SQL):
         if not readable:
             f.unreadable_sequences.append(name)
             continue
         if last is None:  # never used
             continue
         if inc > 0:
-            limit = min(hi, TYPE_MAX.get(col or "", hi))
+            limit = min([hi, *(TYPE_MAX.get(col, hi) for col in cols or [])])
             used = (last - lo) / max(1, limit - lo)
         else:
-            limit = lo
-            used = (hi - last) / max(1, hi - lo)
+            limit = max([lo, *(-TYPE_MAX.get(col, -lo) - 1 for col in cols or [])])
+            used = (hi - last) / max(1, hi - limit)
         f.sequences.append(fx.SequenceUse(name, 100.0 * used, int(last), int(limit)))
 
 
@@ -233,14 +276,13 @@ def drift(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None
 def tables(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     names = sorted(th.tables)
     parts = [n.split(".", 1) for n in names]
-    found = dict(
-        conn.execute(TABLES_SQL, [[p[0] for p in parts], [p[1] for p in parts]]).fetchall()
-    )
+    rows = conn.execute(TABLES_SQL, [[p[0] for p in parts], [p[1] for p in parts]])
+    found = {name: (n, rls) for name, n, rls in rows}
     for name, (schema, table) in zip(names, parts, strict=True):
         if name not in found:
             f.tables[name] = fx.TableRows(None, missing=True)
         elif th.tables[name].estimate:
-            n = found[name]
+            n = found[name][0]
             f.tables[name] = (
                 fx.TableRows(int(n), estimated=True)
                 if n >= 0
@@ -248,6 +290,8 @@ def tables(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> Non
                     None, error="it was never analyzed, so pg_class has no estimate; run ANALYZE"
                 )
             )
+        elif found[name][1]:  # count(*) would count only the rows its policies show the role
+            f.tables[name] = fx.TableRows(None, hidden_by_rls=True)
         else:
             try:
                 row = conn.execute(
@@ -265,6 +309,7 @@ Part = Callable[[Conn, HealthFacts, Config, HealthThresholds], None]
 PARTS: list[tuple[tuple[str, ...], Part]] = [
     (("connections", "wraparound", "long_transactions", "idle_in_transaction"), server),
     (("long_transactions", "idle_in_transaction"), sessions),
+    (("long_transactions",), prepared),
     (("blocked_sessions",), waiters),
     (("sequences",), sequences),
     (("invalid_indexes",), indexes),

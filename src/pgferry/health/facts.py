@@ -27,12 +27,23 @@ class Session:
 
 
 @dataclass
+class Prepared:
+    """A prepared transaction (``pg_prepared_xacts``): open until committed or rolled back."""
+
+    gid: str
+    owner: str
+    age_s: float
+
+
+@dataclass
 class Waiter:
     """A session waiting for a lock (``pg_locks``, ``pg_blocking_pids``)."""
 
     pid: int
     blocking: list[int]
-    waited_s: float
+    #: None: not known (PostgreSQL 13, which has no pg_locks.waitstart, and a session of
+    #: another role without pg_read_all_stats)
+    waited_s: float | None
     query: str  # '' when the role may not see it
 
 
@@ -60,6 +71,7 @@ class TableRows:
     estimated: bool = False
     missing: bool = False  # the table does not exist
     error: str | None = None  # why it could not be counted (timeout, privilege)
+    hidden_by_rls: bool = False  # row-level security applies to the role: count(*) would lie
 
 
 @dataclass
@@ -132,9 +144,12 @@ class HealthFacts:
     #: pg_read_all_stats): their transactions and states are hidden
     hidden_sessions: int = 0
     sessions: list[Session] = field(default_factory=list)
+    prepared: list[Prepared] = field(default_factory=list)
     waiters: list[Waiter] = field(default_factory=list)
+    #: the oldest ages of any database of the server (wraparound stops them all)
     xid_age: int | None = None
     mxid_age: int | None = None
+    oldest_database: str | None = None  # the database they are from, when not this one
     sequences: list[SequenceUse] = field(default_factory=list)
     unreadable_sequences: list[str] = field(default_factory=list)
     invalid_indexes: list[str] = field(default_factory=list)

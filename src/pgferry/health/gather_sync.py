@@ -4,7 +4,7 @@ Contract: :func:`sync` reads the newest ``sync`` rows of ``pgferry.journal`` (it
 details hold the run's result: ``outcome``, ``finished_at``, ``totals``, ``tables``,
 ``run_id``), the rows every sync wrote by table and result, the duration of the
 last sync and ``migrate up``, and the dead letters still waiting: those of a table
-with no clean sync (table status ``ok``) finished after them. An environment
+with no clean sync (table status ``ok``) begun after them, by the server's clock. An environment
 where no sync ever ran has none of these tables: empty facts, not an error.
 The journal is read by column names that the one-row-per-run layout and the
 earlier table share, so either works.
@@ -35,10 +35,11 @@ CROSS JOIN unnest(ARRAY['inserted', 'updated', 'deleted', 'unchanged', 'dead_let
 WHERE j.command = 'sync' AND t ? k
 GROUP BY 1, 2
 """
+# a clean sync's time is the server's (j.at, when it began), as the dead letters' is: the
+# finished_at in its details is the syncing machine's clock, which may run fast
 DEAD_SQL = """
 WITH clean AS (
-    SELECT t->>'table' AS table_name,
-           max(coalesce((j.details->>'finished_at')::timestamptz, j.at)) AS at
+    SELECT t->>'table' AS table_name, max(j.at) AS at
     FROM pgferry.journal j CROSS JOIN LATERAL jsonb_array_elements(
         CASE WHEN jsonb_typeof(j.details->'tables') = 'array' THEN j.details->'tables'
              ELSE '[]'::jsonb END) t
@@ -59,8 +60,9 @@ def _exists(conn: psycopg.Connection[Any], name: str) -> bool:
 
 
 def sync(conn: psycopg.Connection[Any], f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
-    s = f.sync = Sync()
+    s = Sync()  # set on f only once every query ran: a half-read Sync would export zeros
     if not _exists(conn, "pgferry.journal"):
+        f.sync = s
         return
     s.runs = [
         SyncRun(src, outcome, at, ms / 1000 if ms is not None else None, run_id)
@@ -76,3 +78,4 @@ def sync(conn: psycopg.Connection[Any], f: HealthFacts, cfg: Config, th: HealthT
     if _exists(conn, "pgferry.dead_letters"):
         s.dead_letter_tables = {t: int(n) for t, n in conn.execute(DEAD_SQL)}
         s.dead_letters = sum(s.dead_letter_tables.values())
+    f.sync = s

@@ -21,6 +21,7 @@ from pgferry.errors import OperationFailed
 from pgferry.health import backups, checks, status
 from pgferry.health.facts import HealthFacts
 from pgferry.health.status import HealthReport
+from pgferry.pg.connect import redact
 
 _cache: dict[tuple[str, str], HealthReport] = {}
 _lock = threading.Lock()
@@ -38,19 +39,24 @@ def run(cfg: Config, env: str, *, now: datetime, use_cache: bool = True) -> Heal
     try:
         target = resolve_env(cfg, env)
     except OperationFailed as e:  # the embedded server would not start: unreachable
-        facts = HealthFacts(
-            env=env,
-            checked_at=now,
-            reachable=False,
-            error=e.message,
-            backups=backups.read(cfg, env),
-        )
+        report = unreachable(cfg, env, now=now, why=e.message)
     else:
-        facts = checks.gather(cfg, target, th, now)
-    report = status.evaluate(facts, th, now)
+        report = status.evaluate(checks.gather(cfg, target, th, now), th, now)
     with _lock:
         _cache[key] = report
     return report
+
+
+def unreachable(cfg: Config, env: str, *, now: datetime, why: str) -> HealthReport:
+    """The report of ``env`` when it cannot be asked (its embedded server would not start,
+    its circuit breaker is open): critical, reachability failed with ``why``, the backup
+    checks still read from disk. Not cached."""
+    facts = HealthFacts(env=env, checked_at=now, reachable=False, error=why)
+    try:
+        facts.backups = backups.read(cfg, env)
+    except OSError as e:
+        facts.failures["backups"] = facts.failures["restore_test"] = redact(str(e))
+    return status.evaluate(facts, cfg.health.thresholds(env), now)
 
 
 def cached(

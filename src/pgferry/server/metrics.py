@@ -9,6 +9,7 @@ the control database.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
@@ -61,13 +62,22 @@ class RunCollector(Collector):
 
 def exposition(svc: Service) -> str:
     from pgferry.health.metrics import ReportCollector
+    from pgferry.health.service import unreachable
 
     reg = CollectorRegistry(auto_describe=False)
     reports = []
     try:
-        rep, _ = svc.health(svc.production)
-        if rep is not None:
-            reports.append(rep)
+        env = svc.production
+        rep, brk = svc.health(env)
+        if rep is None:  # its breaker is open: not asked, and down as far as anyone knows
+            rep = unreachable(
+                svc.cfg,
+                env,
+                now=datetime.now(UTC),
+                why=f"calls to {env} fail fast until {brk['retry_at']}: "
+                f"{brk['failures']} failures in a row ({brk['last_error']})",
+            )
+        reports.append(rep)
     except Exception:  # noqa: BLE001 - no production configured: the service's own metrics
         pass
     reg.register(ReportCollector(reports))

@@ -100,6 +100,20 @@ def _sessions(
 
 def long_transactions(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     rows = [(s, s.xact_age_s) for s in f.sessions if s.xact_age_s is not None]
+    p = max(f.prepared, key=lambda p: p.age_s, default=None)
+    if p is not None and p.age_s >= max([a for _, a in rows], default=0.0):
+        status = _level(
+            p.age_s, th.seconds("long_transaction_warn"), th.seconds("long_transaction_critical")
+        )
+        if status != "optimal":
+            return (
+                status,
+                dur(p.age_s),
+                f"{th.long_transaction_warn} / {th.long_transaction_critical}",
+                f"prepared transaction '{p.gid}' ({p.owner}) has been open for {dur(p.age_s)}, "
+                "holding its locks and the xmin horizon",
+                f"find what prepared it; then COMMIT PREPARED or ROLLBACK PREPARED '{p.gid}'",
+            )
     return _sessions(
         f,
         th,
@@ -129,13 +143,22 @@ def idle_in_transaction(f: HealthFacts, th: HealthThresholds, now: datetime) -> 
 
 def blocked_sessions(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     limit = f"waiting > {th.blocked_warn}"
-    late = sorted(
-        (w for w in f.waiters if w.waited_s >= th.seconds("blocked_warn")),
-        key=lambda w: -w.waited_s,
-    )
+    timed = [(w, w.waited_s) for w in f.waiters if w.waited_s is not None]
+    late = [w for w, s in sorted(timed, key=lambda x: -x[1]) if s >= th.seconds("blocked_warn")]
+    untimed = len(f.waiters) - len(timed)
+    if not late and untimed:
+        return (
+            "unknown",
+            f"{len(f.waiters)} waiting",
+            limit,
+            f"{untimed} session(s) of other roles wait for a lock, and PostgreSQL "
+            f"{f.server_version // 10000} hides since when from {f.role}",
+            f"{grant(f)}, so their waits can be timed",
+        )
     if not late:
         return "optimal", f"{len(f.waiters)} waiting", limit, "no session waits long for a lock", ""
     w = late[0]
+    assert w.waited_s is not None
     blockers = ", ".join(map(str, w.blocking)) or "unknown"
     first = w.blocking[0] if w.blocking else w.pid
     query = f": {_short(w.query)}" if w.query else ""
@@ -157,14 +180,15 @@ def wraparound(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     limit = f"{th.wraparound_warn:,} / {th.wraparound_critical:,}"
     if status == "optimal":
         return status, value, limit, "transaction ID and multixact ages are far from wraparound", ""
+    where = f"database {f.oldest_database}" if f.oldest_database else "the database"
     return (
         status,
         value,
         limit,
-        f"the database's {'multixact' if mxid > xid else 'xid'} age "
-        f"{max(xid, mxid):,} nears wraparound (2,147,483,648)",
-        "VACUUM (FREEZE) its oldest tables and end what holds the xmin horizon back "
-        "(long transactions, prepared transactions, replication slots)",
+        f"{where}'s {'multixact' if mxid > xid else 'xid'} age {max(xid, mxid):,} nears "
+        "wraparound (2,147,483,648), which stops writes to every database of the server",
+        f"VACUUM (FREEZE) the oldest tables of {where} and end what holds the xmin horizon "
+        "back (long transactions, prepared transactions, replication slots)",
     )
 
 

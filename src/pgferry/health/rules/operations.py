@@ -88,6 +88,23 @@ def _age(now: datetime, at: datetime | None) -> float:
     return (now - at).total_seconds() if at else float("inf")
 
 
+#: how far in the future a recorded time may be (clocks a little apart) before it is doubted
+SKEW_S = 300.0
+
+
+def _ahead(what: str, age: float, limit: str) -> Verdict:
+    """A time recorded by another machine's clock lies ahead of this one's: its age, and so
+    whether it is stale, is not known."""
+    return (
+        "unknown",
+        f"{dur(-age)} ahead",
+        limit,
+        f"{what} is dated {dur(-age)} in the future: this machine's clock and the one that "
+        "recorded it disagree",
+        "set both clocks right (NTP), then run pgferry health again",
+    )
+
+
 def backups(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     b, limit = f.backups, f"newer than {th.backup_max_age}"
     if b is None or not b.exists:
@@ -125,6 +142,8 @@ def backups(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
             f"({b.too_small[0]}) is {b.too_small[1]} bytes, below [backup] min_size",
             "check what the last backup left out (`pgferry backup list`) and the database's size",
         )
+    if age < -SKEW_S:
+        return _ahead(f"the newest complete backup of {f.env}", age, limit)
     if age > th.seconds("backup_max_age"):
         return (
             "degraded",
@@ -145,6 +164,8 @@ def restore_test(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict
     if b.last_restore_test is None:
         return "degraded", "never", limit, f"no backup of {f.env} was ever restore-tested", fix
     age = _age(now, b.last_restore_test)
+    if age < -SKEW_S:
+        return _ahead(f"the last restore test of {f.env}", age, limit)
     if age > th.seconds("restore_test_max_age"):
         return (
             "degraded",
@@ -159,10 +180,12 @@ def restore_test(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict
 
 def sync(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     s, limit = f.sync, (f"newer than {th.sync_max_age}" if th.sync_max_age else "")
-    runs = [r for r in (s.runs if s else []) if r.outcome != "running"]
+    # a running sync has not ended, a refused one never ran: neither ends a run of failures
+    # (as pgferry_sync_consecutive_failures counts them)
+    runs = [r for r in (s.runs if s else []) if r.outcome not in ("running", "refused")]
     failed = 0
-    for r in runs:
-        if r.outcome not in ("failed", "died"):
+    for r in runs:  # bad_input: it did not sync either (a wrong table name, a bad mask)
+        if r.outcome not in ("failed", "died", "bad_input"):
             break
         failed += 1
     if failed:
@@ -187,6 +210,8 @@ def sync(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
             )
         return "optimal", "none", limit, f"no sync into {f.env} is recorded", ""
     age = _age(now, done.finished_at)
+    if age < -SKEW_S:
+        return _ahead(f"the last sync into {f.env}", age, limit)
     if th.sync_max_age and age > th.sync_max_age.total_seconds():
         return (
             "degraded",

@@ -37,6 +37,15 @@ def table_rows(f: HealthFacts, table: str, cfg: HealthTableConfig) -> Verdict:
             f"apply the migrations (`pgferry migrate up --env {f.env}`) or fix the name in "
             f'[health.tables."{table}"]',
         )
+    if t.hidden_by_rls:
+        return (
+            "unknown",
+            "",
+            limit,
+            f"{table} was not counted: row-level security hides its rows from {f.role}",
+            f'set estimate = true in [health.tables."{table}"] (pg_class.reltuples), or '
+            f"connect as a role that bypasses row-level security (ALTER ROLE {f.role} BYPASSRLS)",
+        )
     if t.rows is None:
         if "permission denied" in (t.error or ""):
             fix = f"GRANT SELECT ON {table} TO {f.role}"

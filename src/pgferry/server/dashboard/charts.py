@@ -39,7 +39,7 @@ STATE_COLOURS = {
 class Bar:
     group: str
     series: str
-    value: float
+    value: float | None  # None: not known (the table could not be counted), never drawn as 0
     #: thresholds drawn across this bar: (name, value)
     marks: tuple[tuple[str, float], ...] = ()
     #: optimal, healthy, degraded, critical or unknown (a CSS class; the colour says it too)
@@ -119,7 +119,7 @@ def grouped_bars(
     groups = list(dict.fromkeys(b.group for b in bars))
     series = list(dict.fromkeys(b.series for b in bars))
     colour = {s: PALETTE[i % len(PALETTE)] for i, s in enumerate(series)}
-    top = nice_max(max([b.value for b in bars] + [v for b in bars for _, v in b.marks]))
+    top = nice_max(max([b.value or 0.0 for b in bars] + [v for b in bars for _, v in b.marks]))
     left, right, head, foot = 56, 12, 28, 46
     bw = 22
     gw = bw * len(series) + 18
@@ -145,12 +145,12 @@ def grouped_bars(
             if b is None:
                 continue
             x = gx + si * bw
-            tip = f"{g} in {s}: {b.value:,.0f} rows" + "".join(
-                f"; {n} {v:,.0f}" for n, v in b.marks
-            )
+            rows = "not counted" if b.value is None else f"{b.value:,.0f} rows"
+            tip = f"{g} in {s}: {rows}" + "".join(f"; {n} {v:,.0f}" for n, v in b.marks)
+            top_y = y(b.value or 0.0)
             out.append(
-                f'<rect class="bar {_e(b.status)}" x="{x}" y="{y(b.value):.1f}" '
-                f'width="{bw - 4}" height="{max(0.0, y(0) - y(b.value)):.1f}" '
+                f'<rect class="bar {_e(b.status)}" x="{x}" y="{top_y:.1f}" '
+                f'width="{bw - 4}" height="{max(0.0, y(0) - top_y):.1f}" '
                 f'fill="{colour[s]}"><title>{_e(tip)}</title></rect>'
             )
             for n, v in b.marks:

@@ -110,7 +110,13 @@ def row_bars(svc: Service, healths: dict[str, dict[str, Any]]) -> list[charts.Ba
             )
             marks = tuple((name, float(v)) for name, v in levels if v is not None)
             bars.append(
-                charts.Bar(table, env, float(rows or 0), marks, status.get(f"rows:{table}", ""))
+                charts.Bar(
+                    table,
+                    env,
+                    None if rows is None else float(rows),  # not counted: not 0 rows
+                    marks,
+                    status.get(f"rows:{table}", ""),
+                )
             )
     return bars
 
