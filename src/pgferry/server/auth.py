@@ -17,6 +17,7 @@ more than the rest of the check.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 
 import anyio
@@ -49,7 +50,14 @@ _SAFE = ("GET", "HEAD", "OPTIONS")
 
 
 def address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The caller's IP address, or "unknown". Never anything else: the runs keep it as
+    ``requested_from``, where ``cli`` marks a ``pgferry release --yes`` (its consent), and
+    a forwarded-for header names the client with any text it likes."""
+    host = request.client.host if request.client else ""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return "unknown"
 
 
 def _presented(request: Request) -> tuple[str, str] | None:

@@ -1,0 +1,67 @@
+"""The admin service's promises under attack, against a real ``pgferry serve`` process and
+real databases: what a caller sends (headers, names) cannot stand in for a second person's
+approval.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from tests.helpers import Project
+from tests.helpers.service import Server, make_project, seed, tokens, wait_run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def service(
+    make_db_module: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Project, Server, dict[str, str]]]:
+    from pgferry.commands import migrate_run
+    from pgferry.config import load_config
+
+    p = make_project(tmp_path_factory.mktemp("sec") / "proj", make_db_module)
+    cfg = load_config(p.config)
+    for env in ("dev", "prod"):
+        migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
+    seed(p.dsns["dev"], 50)
+    toks = tokens(p, olga="operator", bob="approver")
+    srv = Server(p).start()
+    try:
+        yield p, srv, toks
+    finally:
+        srv.stop()
+
+
+def _prod_rows(p: Project) -> int:
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
+        row = c.execute("SELECT count(*) FROM items").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_forwarded_for_header_is_no_command_line_consent(
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
+    """``requested_from = 'cli'`` is how a ``pgferry release --yes`` run carries its
+    consent; an HTTP caller naming itself ``cli`` in X-Forwarded-For (trusted from
+    127.0.0.1) must not get it: cancelled and retried, its run still waits for approval."""
+    p, srv, tok = service
+    olga = srv.client(tok["olga"])
+    r = olga.post(
+        "/api/runs",
+        json={"kind": "sync", "arguments": {"source": "dev", "target": "prod", "mode": "full"}},
+        headers={"X-Forwarded-For": "cli"},
+    )
+    assert r.status_code == 202 and r.json()["state"] == "awaiting_approval", r.text
+    rid = r.json()["id"]
+    assert olga.post(f"/api/runs/{rid}/cancel").status_code == 200
+    assert olga.post(f"/api/runs/{rid}/retry").status_code == 202
+    run = wait_run(olga, rid, states=("awaiting_approval", "succeeded", "problem", "failed"))
+    assert run["state"] == "awaiting_approval", run
+    assert run["approved_by"] is None
+    assert _prod_rows(p) == 0
+
