@@ -65,3 +65,30 @@ def test_a_forwarded_for_header_is_no_command_line_consent(
     assert run["approved_by"] is None
     assert _prod_rows(p) == 0
 
+
+def test_a_forwarded_for_header_neither_hides_the_caller_nor_escapes_the_failure_limit(
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
+    """Every caller of a service bound to 127.0.0.1 is local: a header it sends names no
+    other address. Wrong tokens, each 'from' another address, are counted against the
+    real one (``auth_failures = 5``) and journaled with it. (A server of its own: the
+    limit is per process, and would block the module's other tests.)"""
+    p, _, _ = service
+    own = Server(p).start()
+    try:
+        c = own.client("pgf_wrong")
+        codes = [
+            c.get("/api/runs", headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
+            for i in range(1, 8)
+        ]
+    finally:
+        own.stop()
+    assert codes[:5] == [401] * 5 and codes[5:] == [429, 429], codes
+    with psycopg.connect(p.dsns["control"], autocommit=True) as conn:
+        addrs = {
+            r[0]
+            for r in conn.execute(
+                "SELECT arguments->>'address' FROM pgferry.journal WHERE command = 'http 401'"
+            )
+        }
+    assert addrs == {"127.0.0.1"}, addrs
