@@ -28,7 +28,7 @@ def service(
     for env in ("dev", "prod"):
         migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
     seed(p.dsns["dev"], 50)
-    toks = tokens(p, olga="operator", bob="approver")
+    toks = tokens(p, olga="operator", bob="approver", root="admin")
     srv = Server(p).start()
     try:
         yield p, srv, toks
@@ -92,3 +92,35 @@ def test_a_forwarded_for_header_neither_hides_the_caller_nor_escapes_the_failure
             )
         }
     assert addrs == {"127.0.0.1"}, addrs
+
+
+def test_the_requester_cannot_approve_under_another_spelling_of_their_name(
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
+    """Four eyes compare people, not spellings: a token named "Bob" or "bob " is not made
+    while "bob" is live (422 naming the name), and one made before that rule (here: put in
+    by SQL) cannot approve bob's run (403)."""
+    import hashlib
+
+    p, srv, tok = service
+    root, bob = srv.client(tok["root"]), srv.client(tok["bob"])
+    for name in ("Bob", "bob ", " BOB"):
+        r = root.post("/api/tokens", json={"name": name, "role": "approver"})
+        assert r.status_code == 422 and r.json()["field"] == "name", (name, r.text)
+    secret = "pgf_an_old_token_of_bob_in_capitals_0000000000"
+    with psycopg.connect(p.dsns["control"], autocommit=True) as c:
+        c.execute(
+            "INSERT INTO pgferry_control.tokens (name, role, hash) VALUES ('Bob ', 'approver', %s)",
+            [hashlib.sha256(secret.encode()).hexdigest()],
+        )
+    r = bob.post(
+        "/api/runs",
+        json={"kind": "sync", "arguments": {"source": "dev", "target": "prod", "mode": "full"}},
+    )
+    assert r.status_code == 202 and r.json()["state"] == "awaiting_approval", r.text
+    rid = r.json()["id"]
+    r = srv.client(secret).post(f"/api/runs/{rid}/approve")
+    assert r.status_code == 403 and "second person" in r.json()["message"], r.text
+    run = bob.get(f"/api/runs/{rid}").json()["run"]
+    assert run["state"] == "awaiting_approval" and run["approved_by"] is None
+    assert bob.post(f"/api/runs/{rid}/cancel").status_code == 200
