@@ -124,3 +124,25 @@ def test_the_requester_cannot_approve_under_another_spelling_of_their_name(
     run = bob.get(f"/api/runs/{rid}").json()["run"]
     assert run["state"] == "awaiting_approval" and run["approved_by"] is None
     assert bob.post(f"/api/runs/{rid}/cancel").status_code == 200
+
+
+def test_a_write_without_a_token_is_401_whatever_its_body(
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
+    """The token is judged before the body is read: a POST with no token and a body that is
+    not JSON is 401 (journaled with the address), not a 422 that tells an anonymous caller
+    about the route's body and leaves no trace."""
+    p, srv, _ = service
+    anon = srv.client()
+    r = anon.post(
+        "/api/runs/nosuch/approve",
+        content=b'{"plan_hash": ',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 401 and r.json()["error"] == "AuthError", r.text
+    with psycopg.connect(p.dsns["control"], autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT arguments->>'address', details->>'method' FROM pgferry.journal"
+            " WHERE command = 'http 401' AND details->>'path' = '/api/runs/nosuch/approve'"
+        ).fetchone()
+    assert row == ("127.0.0.1", "POST"), row
