@@ -5,12 +5,15 @@ approval.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
-from tests.helpers import Project
+from tests.helpers import Project, wait_for
 from tests.helpers.service import Server, make_project, seed, tokens, wait_run
 
 pytestmark = pytest.mark.slow
@@ -146,3 +149,68 @@ def test_a_write_without_a_token_is_401_whatever_its_body(
             " WHERE command = 'http 401' AND details->>'path' = '/api/runs/nosuch/approve'"
         ).fetchone()
     assert row == ("127.0.0.1", "POST"), row
+
+
+#: sessions of the control database waiting on a lock, whose statement holds this text
+WAITING = (
+    "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
+    " AND wait_event_type = 'Lock' AND query LIKE %s"
+)
+
+
+def test_a_run_cancelled_as_its_worker_picks_it_up_stays_cancelled(
+    make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    """The cancel of a queued run lands just as the worker has read the run and is about to
+    start it: a first sync into qa holds the environment (the test holds qa's table), a
+    second waits queued behind it; the test holds the second's row while its cancel, then
+    the worker's start of it, queue up on the row. The cancel said 'cancelled' (200): the
+    run must end cancelled and never start (not be started over it, nor left running)."""
+    import threading
+
+    from pgferry.commands import migrate_run
+    from pgferry.config import load_config
+    from tests.helpers.service import run_events
+
+    p = make_project(tmp_path / "proj", make_db, more=("qa",))
+    cfg = load_config(p.config)
+    for env in ("dev", "qa"):
+        migrate_run.up(cfg, migrate_run.RunOptions(env=env, yes=True))
+    seed(p.dsns["dev"], 50)
+    srv = Server(p).start()
+    try:
+        olga = srv.client(tokens(p, olga="operator")["olga"])
+        sync = {"kind": "sync", "arguments": {"source": "dev", "target": "qa", "mode": "full"}}
+        answers: list[httpx.Response] = []
+        with (
+            psycopg.connect(p.dsns["qa"]) as table,
+            psycopg.connect(p.dsns["control"]) as row,
+        ):
+            table.execute("LOCK TABLE items IN ACCESS EXCLUSIVE MODE")
+            first = olga.post("/api/runs", json=sync).json()["id"]
+            wait_for(p.dsns["qa"], WAITING, ["%items%"], timeout=30)
+            r = olga.post("/api/runs", json=sync)
+            assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+            rid = r.json()["id"]
+            row.execute("SELECT 1 FROM pgferry_control.runs WHERE id = %s FOR UPDATE", [rid])
+            cancel = threading.Thread(
+                target=lambda: answers.append(olga.post(f"/api/runs/{rid}/cancel"))
+            )
+            cancel.start()
+            # the cancel's update waits (it sets cancel_requested); then the first sync
+            # ends and the worker's start of the second (it counts the attempt) waits
+            wait_for(p.dsns["control"], WAITING, ['%"cancel_requested" = %'], timeout=20)
+            table.rollback()
+            wait_for(p.dsns["control"], WAITING, ['%"attempts"%'], timeout=60)
+            time.sleep(0.5)
+            row.commit()
+        cancel.join(20)
+        assert answers and answers[0].status_code == 200, answers
+        assert answers[0].json()["run"]["state"] == "cancelled"
+        assert wait_run(olga, first)["state"] == "succeeded"
+        time.sleep(3)  # the worker has had its chance to start it
+        run = olga.get(f"/api/runs/{rid}").json()["run"]
+        types = [e["type"] for e in run_events(p, rid)]
+        assert run["state"] == "cancelled" and "run_started" not in types, (run, types)
+    finally:
+        srv.stop()
