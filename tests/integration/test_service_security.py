@@ -214,3 +214,57 @@ def test_a_run_cancelled_as_its_worker_picks_it_up_stays_cancelled(
         assert run["state"] == "cancelled" and "run_started" not in types, (run, types)
     finally:
         srv.stop()
+
+
+def test_a_plan_changed_under_a_racing_approval_does_not_ride_on_it(
+    make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    """Two approvers at once: bob approves the plan he saw (V2); meanwhile V3 appears and
+    root's approval of the same run finds the plan changed. The test holds the run's row
+    while bob's approval, then root's refusal, queue up on it. Bob's approval is of V2
+    alone: V3 must not run on it (the run waits for an approval of the new plan)."""
+    import threading
+
+    from pgferry.commands import migrate_run
+    from pgferry.config import load_config
+
+    p = make_project(tmp_path / "proj", make_db)
+    migrate_run.up(load_config(p.config), migrate_run.RunOptions(env="prod", yes=True))
+    toks = tokens(p, olga="operator", bob="approver", root="admin")
+    srv = Server(p).start()
+    try:
+        olga, bob, root = (srv.client(toks[n]) for n in ("olga", "bob", "root"))
+        p.write("V2__a.sql", "CREATE TABLE a (id int PRIMARY KEY);\n")
+        r = olga.post("/api/runs", json={"kind": "migrate_up", "arguments": {"env": "prod"}})
+        assert r.status_code == 202 and r.json()["state"] == "awaiting_approval", r.text
+        rid, shown = r.json()["id"], r.json()["run"]["plan_hash"]
+        answers: dict[str, httpx.Response] = {}
+
+        def approve(name: str, c: httpx.Client) -> threading.Thread:
+            t = threading.Thread(
+                target=lambda: answers.__setitem__(
+                    name, c.post(f"/api/runs/{rid}/approve", json={"plan_hash": shown})
+                )
+            )
+            t.start()
+            return t
+
+        with psycopg.connect(p.dsns["control"]) as row:
+            row.execute("SELECT 1 FROM pgferry_control.runs WHERE id = %s FOR UPDATE", [rid])
+            first = approve("bob", bob)
+            wait_for(p.dsns["control"], WAITING, ['%"approved_at" = now()%'], timeout=30)
+            p.write("V3__b.sql", "CREATE TABLE b (id int PRIMARY KEY);\n")
+            second = approve("root", root)
+            wait_for(p.dsns["control"], WAITING, ['%"plan" = %'], timeout=30)
+            row.commit()
+        first.join(30)
+        second.join(30)
+        assert answers["bob"].status_code == 200, answers["bob"].text
+        assert answers["root"].status_code == 409, answers["root"].text
+        run = wait_run(bob, rid, states=("awaiting_approval", "succeeded", "failed"))
+        with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
+            made = c.execute("SELECT to_regclass('b') IS NOT NULL").fetchone()
+        assert made == (False,), f"V3 ran on an approval of V2 alone: {run}"
+        assert run["state"] == "awaiting_approval", run
+    finally:
+        srv.stop()

@@ -14,7 +14,9 @@ Contract:
 - :func:`approve` binds the approval to the plan hash: the plan is made again; the
   person who asked cannot approve (:class:`~pgferry.errors.Refused`, 403); a plan that
   changed since it was shown (the stored hash is not the plan's now) is
-  :class:`PlanChanged` (409) and the run keeps waiting with the new plan; a
+  :class:`PlanChanged` (409) and the run keeps waiting with the new plan (when another
+  approval came first, :class:`Conflict`: the new plan is not stored under that approval,
+  the runner sends the run back for one); a
   ``plan_hash`` the approver sends that is not the hash of the plan shown, which has not
   changed (a typo, another run's hash), is :class:`PlanHashMismatch` (409) and the run
   keeps waiting with its plan as it was.
@@ -292,7 +294,14 @@ def approve(
         _refused_approval(ctl, caller, run_id, mismatch)
         raise mismatch
     if d.verdict is policy.Verdict.NEEDS_APPROVAL or run.plan_hash != now_hash:
-        runs.update(ctl, run_id, plan=plan, plan_hash=now_hash)
+        # only while it waits: a run approved meanwhile keeps the hash its approver saw
+        # (the runner sends it back for approval, the plan being another now)
+        if (
+            runs.update(ctl, run_id, expect=["awaiting_approval"], plan=plan, plan_hash=now_hash)
+            is None
+        ):
+            now = _get(ctl, run_id)
+            raise Conflict(f"run {run_id} is {now.state}, not awaiting approval", state=now.state)
         runner.announce(
             ctl,
             run_id,
