@@ -268,3 +268,51 @@ def test_a_plan_changed_under_a_racing_approval_does_not_ride_on_it(
         assert run["state"] == "awaiting_approval", run
     finally:
         srv.stop()
+
+
+HEALTH_EVERY_2S = """
+[[schedule]]
+name = "health-dev"
+cron = "* * * * * */2"
+operation = "health"
+env = "dev"
+"""
+
+
+def test_a_schedules_idempotency_keys_are_not_for_callers(
+    make_db: Callable[..., str], tmp_path: Path
+) -> None:
+    """A schedule's run is made with the key ``schedule:NAME:TIMESTAMP`` (its cron tick): a
+    caller who sent those keys first (the ticks are known in advance) made the schedule's
+    ticks find another request under them and fail, so the scheduled runs did not happen.
+    Such a key is 422 naming Idempotency-Key, and the schedule keeps running."""
+    from pgferry.commands import migrate_run
+    from pgferry.config import load_config
+
+    p = make_project(tmp_path / "proj", make_db, extra=HEALTH_EVERY_2S)
+    migrate_run.up(load_config(p.config), migrate_run.RunOptions(env="dev", yes=True))
+    olga = tokens(p, olga="operator")["olga"]
+    srv = Server(p).start()
+    try:
+        c = srv.client(olga)
+        now = int(time.time())
+        ticks = [t for t in range(now + 3, now + 13) if t % 2 == 0]
+        codes = [
+            c.post(
+                "/api/runs",
+                json={"kind": "verify", "arguments": {"source": "dev", "target": "dev"}},
+                headers={"Idempotency-Key": f"schedule:health-dev:{t}"},
+            ).status_code
+            for t in ticks
+        ]
+        time.sleep(max(0.0, ticks[-1] + 2 - time.time()))
+        with psycopg.connect(p.dsns["control"], autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pgferry_control.runs WHERE schedule = 'health-dev'"
+                " AND idempotency_key = ANY(%s)",
+                [[f"schedule:health-dev:{t}" for t in ticks]],
+            ).fetchone()
+        assert row is not None and row[0] >= len(ticks) - 1, (row, ticks, codes)
+        assert codes == [422] * len(ticks), codes
+    finally:
+        srv.stop()

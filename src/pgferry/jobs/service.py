@@ -5,7 +5,8 @@ Contract:
 
 - :func:`submit` validates the arguments (:mod:`pgferry.jobs.operations`; unknown
   environments are :class:`~pgferry.errors.ConfigError` naming the field), honours the
-  Idempotency-Key (:func:`pgferry.jobs.runs.create`), and asks the policy: a write (to
+  Idempotency-Key (:func:`pgferry.jobs.runs.create`; one beginning ``schedule:`` is the
+  schedules' own, refused), and asks the policy: a write (to
   any environment) is judged by its blackout window now (a refusal is journaled in the
   environment and raised: exit 4, HTTP 403); a write to a protected environment then —
   the plan made and hashed — by the ``approval`` rule, which sends it to
@@ -138,6 +139,13 @@ def submit(
     now: datetime | None = None,
 ) -> tuple[runs.ServiceRun, bool]:
     """Start a run (or find the one this Idempotency-Key started); (run, created)."""
+    if idempotency_key and idempotency_key.startswith("schedule:"):
+        # the schedules' own (pgferry.jobs.queue): taken first, a tick would find them used
+        raise BadInput(
+            f"Idempotency-Key {idempotency_key!r}: keys beginning 'schedule:' are the "
+            "schedules' own; use another key",
+            field="Idempotency-Key",
+        )
     op, a = validate(cfg, kind, arguments)
     args = a.model_dump()
     request_hash = runs.digest([kind, args])
