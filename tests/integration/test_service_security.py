@@ -1,6 +1,9 @@
-"""The admin service's promises under attack, against a real ``pgferry serve`` process and
-real databases: what a caller sends (headers, names) cannot stand in for a second person's
-approval.
+"""The admin service's promises under attack, against real ``pgferry serve`` (and worker)
+processes and real databases: what a caller sends (a forwarded-for header, another spelling
+of a name, a schedule's Idempotency-Key, a body without a token) cannot stand in for a
+second person's approval, hide the caller or stop a schedule; and races held open with row
+locks (a cancel as the worker starts the run, two approvers at once) end as the answers
+said.
 """
 
 from __future__ import annotations
