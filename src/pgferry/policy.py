@@ -30,7 +30,8 @@ The rules, in the order they are judged (the first that does not allow wins):
    :attr:`WriteRequest.approval`, or with one for another plan than
    :attr:`WriteRequest.plan_hash` (the plan changed since it was approved) →
    :attr:`Verdict.NEEDS_APPROVAL`; an approval by the person who asked
-   (:attr:`WriteRequest.requested_by`) → :attr:`Verdict.REFUSE`.
+   (:attr:`WriteRequest.requested_by`, whatever its case or surrounding blanks:
+   :func:`same_person`) → :attr:`Verdict.REFUSE`.
 
 A command that learns things in stages (the plan needs the database, which is
 only read once the window allows it) judges a subset with ``rules=``: the
@@ -220,6 +221,12 @@ def _lint_gate(req: WriteRequest) -> tuple[Decision | None, tuple[GateFinding, .
     ), ()
 
 
+def same_person(a: str, b: str) -> bool:
+    """Whether two names (of tokens, OS users) are one person's: "Alice", "alice " and
+    "alice" are."""
+    return a.strip().casefold() == b.strip().casefold()
+
+
 def _approval(req: WriteRequest) -> Decision | None:
     if not req.requires_approval:
         return None
@@ -230,7 +237,7 @@ def _approval(req: WriteRequest) -> Decision | None:
             f"{req.what} on {req.env} needs a second person's approval",
             {"env": req.env, "plan_hash": req.plan_hash},
         )
-    if req.requested_by is not None and a.approver == req.requested_by:
+    if req.requested_by is not None and same_person(a.approver, req.requested_by):
         return Decision(
             Verdict.REFUSE,
             f"{a.approver} asked for {req.what} and cannot approve it too: a second person must",

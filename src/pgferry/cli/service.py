@@ -13,6 +13,7 @@ interrupted.
 from __future__ import annotations
 
 import getpass
+import os
 import signal
 from typing import Annotated, Any
 
@@ -68,6 +69,10 @@ def _serve(app: typer.Typer) -> None:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=10,
+            # the caller's address is the socket's: a forwarded-for header is any local
+            # process's say-so (it would spoof the journal and escape the failure limit),
+            # believed only from the proxies FORWARDED_ALLOW_IPS names (uvicorn's variable)
+            proxy_headers=bool(os.environ.get("FORWARDED_ALLOW_IPS")),
         )
 
 

@@ -2,8 +2,8 @@
 
 Contract: :func:`execute` takes a run id and carries the run to a final state:
 
-1. a run already final, or cancelled while queued, is left as it is (a job delivered
-   twice does nothing twice);
+1. a run already final, or cancelled while queued (also in the moment between its being
+   read and started), is left as it is (a job delivered twice does nothing twice);
 2. a run that writes to a protected environment is judged again by the policy
    (:func:`pgferry.policy.decide`, rule ``approval``) against its plan as it is *now*:
    a plan that changed since the approval sends the run back to ``awaiting_approval``
@@ -231,6 +231,7 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Re
         runs.update(
             ctl,
             run.id,
+            expect=["queued", "running"],  # a run cancelled meanwhile stays cancelled
             state="awaiting_approval",
             plan=plan,
             plan_hash=now_hash,
@@ -292,14 +293,25 @@ def execute(
             rec.stop()
             rec.flush()
             return runs.get(ctl, run_id)
+    except RunCancelled:
+        return finish(ctl, run_id, rec, "cancelled", 3, None, "cancelled")
     except PgferryError as e:
         return finish(ctl, run_id, rec, "failed", e.exit_code, None, e.message)
+    # only a run still to do: one cancelled since it was read stays cancelled
     started = runs.update(
-        ctl, run_id, state="running", attempts=run.attempts + 1, started_at="now()"
+        ctl,
+        run_id,
+        expect=["queued", "running"],
+        state="running",
+        attempts=run.attempts + 1,
+        started_at="now()",
     )
-    assert started is not None
-    rec.say(f"{run.kind} started (attempt {started.attempts})", step="run", state="running")
+    if started is None:
+        rec.stop()
+        rec.flush()
+        return runs.get(ctl, run_id)
     try:
+        rec.say(f"{run.kind} started (attempt {started.attempts})", step="run", state="running")
         out = _operate(cfg, ctl, started, rec)
     except RunCancelled:
         return finish(ctl, run_id, rec, "cancelled", 3, None, "cancelled")

@@ -5,7 +5,8 @@ Contract:
 
 - :func:`submit` validates the arguments (:mod:`pgferry.jobs.operations`; unknown
   environments are :class:`~pgferry.errors.ConfigError` naming the field), honours the
-  Idempotency-Key (:func:`pgferry.jobs.runs.create`), and asks the policy: a write (to
+  Idempotency-Key (:func:`pgferry.jobs.runs.create`; one beginning ``schedule:`` is the
+  schedules' own, refused), and asks the policy: a write (to
   any environment) is judged by its blackout window now (a refusal is journaled in the
   environment and raised: exit 4, HTTP 403); a write to a protected environment then —
   the plan made and hashed — by the ``approval`` rule, which sends it to
@@ -14,7 +15,9 @@ Contract:
 - :func:`approve` binds the approval to the plan hash: the plan is made again; the
   person who asked cannot approve (:class:`~pgferry.errors.Refused`, 403); a plan that
   changed since it was shown (the stored hash is not the plan's now) is
-  :class:`PlanChanged` (409) and the run keeps waiting with the new plan; a
+  :class:`PlanChanged` (409) and the run keeps waiting with the new plan (when another
+  approval came first, :class:`Conflict`: the new plan is not stored under that approval,
+  the runner sends the run back for one); a
   ``plan_hash`` the approver sends that is not the hash of the plan shown, which has not
   changed (a typo, another run's hash), is :class:`PlanHashMismatch` (409) and the run
   keeps waiting with its plan as it was.
@@ -136,6 +139,13 @@ def submit(
     now: datetime | None = None,
 ) -> tuple[runs.ServiceRun, bool]:
     """Start a run (or find the one this Idempotency-Key started); (run, created)."""
+    if idempotency_key and idempotency_key.startswith("schedule:"):
+        # the schedules' own (pgferry.jobs.queue): taken first, a tick would find them used
+        raise BadInput(
+            f"Idempotency-Key {idempotency_key!r}: keys beginning 'schedule:' are the "
+            "schedules' own; use another key",
+            field="Idempotency-Key",
+        )
     op, a = validate(cfg, kind, arguments)
     args = a.model_dump()
     request_hash = runs.digest([kind, args])
@@ -292,7 +302,14 @@ def approve(
         _refused_approval(ctl, caller, run_id, mismatch)
         raise mismatch
     if d.verdict is policy.Verdict.NEEDS_APPROVAL or run.plan_hash != now_hash:
-        runs.update(ctl, run_id, plan=plan, plan_hash=now_hash)
+        # only while it waits: a run approved meanwhile keeps the hash its approver saw
+        # (the runner sends it back for approval, the plan being another now)
+        if (
+            runs.update(ctl, run_id, expect=["awaiting_approval"], plan=plan, plan_hash=now_hash)
+            is None
+        ):
+            now = _get(ctl, run_id)
+            raise Conflict(f"run {run_id} is {now.state}, not awaiting approval", state=now.state)
         runner.announce(
             ctl,
             run_id,

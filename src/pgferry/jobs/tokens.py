@@ -1,7 +1,8 @@
 """API tokens and sessions: made once, stored as a hash, checked on every request.
 
 Contract: :func:`create` makes a token ``pgf_<43 random characters>`` (256 bits) and
-returns it once; the control database keeps only its sha256 (a token is random, not a
+returns it once (its name stripped; no two live tokens have names equal but for case: a
+name stands for a person); the control database keeps only its sha256 (a token is random, not a
 password a person chose: a fast hash of it cannot be guessed back), with its name,
 role, creation and last-use times. :func:`check` finds the live (not revoked) token
 of a presented secret, or None; :func:`revoke` ends every live token of a name.
@@ -75,10 +76,23 @@ _COLS = "id, name, role, created_at, last_used_at, revoked_at"
 def create(ctl: Control, name: str, role: str) -> NewToken:
     if role not in ROLES:
         raise BadInput(f"--role {role!r}: use {', '.join(ROLES)}", field="role")
-    if not name.strip():
+    name = name.strip()
+    if not name:
         raise BadInput("--name is empty", field="name")
     secret = PREFIX + secrets.token_urlsafe(32)
     with ctl.conn() as c:
+        # a name is a person (four eyes): "Alice" is not made while "alice" is live
+        taken = c.execute(
+            "SELECT name FROM pgferry_control.tokens"
+            " WHERE lower(btrim(name)) = lower(%s) AND revoked_at IS NULL",
+            [name],
+        ).fetchone()
+        if taken is not None:
+            raise BadInput(
+                f"a live token is named {taken['name']!r}, the same name as {name!r}; "
+                "revoke it first or pick another name",
+                field="name",
+            )
         try:
             row = c.execute(
                 f"INSERT INTO pgferry_control.tokens (name, role, hash) VALUES (%s, %s, %s)"  # noqa: S608

@@ -201,6 +201,9 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
     from pgferry.server.fastpath import FastPath
 
     app.add_middleware(FastPath, service=svc)  # the hot reads of a known token
+    from pgferry.server.auth import CallerFirst
+
+    app.add_middleware(CallerFirst, service=svc)  # no body read for an unknown caller
     from pgferry.server import dashboard, routes_read, routes_runs
 
     app.include_router(routes_read.router)

@@ -8,7 +8,10 @@ Contract: :func:`require` is a FastAPI dependency for a minimum role. It reads
 - 429 (JSON, ``Retry-After``) once an address failed ``[service] auth_failures`` times
   within ``auth_window``, until the window has passed (counted in this process),
 
-each refusal journaled in the control journal with the caller's address. A token
+each refusal journaled in the control journal with the caller's address.
+:class:`CallerFirst` asks the same before an API write's body is read: FastAPI reads and
+parses a body before it solves the dependencies, so a body that is not JSON was a 422 to
+a caller without a token (not journaled, not counted), and any body was read for one. A token
 found is cached for a second (a revoked token stops working within a second). The
 dependency runs on the event loop: only a token not in that cache, or a refusal (it is
 journaled), goes to a thread for the control database; a thread hop per request cost
@@ -17,14 +20,17 @@ more than the rest of the check.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 
 import anyio
 from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pgferry.errors import PgferryError
 from pgferry.jobs import tokens
 from pgferry.jobs.service import Caller, audit
+from pgferry.server.error_reply import error_response
 from pgferry.server.state import Service
 
 SESSION_COOKIE = "pgferry_session"
@@ -49,7 +55,14 @@ _SAFE = ("GET", "HEAD", "OPTIONS")
 
 
 def address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The caller's IP address, or "unknown". Never anything else: the runs keep it as
+    ``requested_from``, where ``cli`` marks a ``pgferry release --yes`` (its consent), and
+    a forwarded-for header names the client with any text it likes."""
+    host = request.client.host if request.client else ""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return "unknown"
 
 
 def _presented(request: Request) -> tuple[str, str] | None:
@@ -170,3 +183,29 @@ def require(role: str) -> Callable[[Request], Awaitable[Caller]]:
         return await anyio.to_thread.run_sync(authorize, request, role)
 
     return dependency
+
+
+class CallerFirst:
+    """An ASGI middleware: an ``/api/`` request that may change something (not ``GET``,
+    ``HEAD``, ``OPTIONS``; ``/api/sessions`` judges its own) is refused, as
+    :func:`identify` refuses, before its body is read. The route then checks the role
+    (the token found is in the cache)."""
+
+    def __init__(self, app: ASGIApp, service: Service) -> None:
+        self.app, self.svc = app, service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] not in _SAFE
+            and scope["path"].startswith("/api/")
+            and scope["path"] != "/api/sessions"
+        ):
+            request = Request(scope)
+            if known(self.svc, request) is None:
+                try:
+                    await anyio.to_thread.run_sync(identify, self.svc, request)
+                except PgferryError as e:
+                    await error_response(e)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
