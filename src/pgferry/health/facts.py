@@ -27,7 +27,7 @@ class Session:
 
 
 @dataclass
-class Prepared:
+class PreparedXact:
     """A prepared transaction (``pg_prepared_xacts``): open until committed or rolled back."""
 
     gid: str
@@ -144,7 +144,7 @@ class HealthFacts:
     #: pg_read_all_stats): their transactions and states are hidden
     hidden_sessions: int = 0
     sessions: list[Session] = field(default_factory=list)
-    prepared: list[Prepared] = field(default_factory=list)
+    prepared: list[PreparedXact] = field(default_factory=list)
     waiters: list[Waiter] = field(default_factory=list)
     #: the oldest ages of any database of the server (wraparound stops them all)
     xid_age: int | None = None
