@@ -184,7 +184,9 @@ def sessions(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> N
 
 
 def prepared(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
-    f.prepared = [fx.PreparedXact(gid, owner, age) for gid, owner, age in conn.execute(PREPARED_SQL)]
+    f.prepared = [
+        fx.PreparedXact(gid, owner, age) for gid, owner, age in conn.execute(PREPARED_SQL)
+    ]
 
 
 def waiters(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
