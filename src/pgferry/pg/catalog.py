@@ -87,34 +87,38 @@ FROM pg_class c WHERE c.oid = ANY(%s)
 _COLUMNS = """
 SELECT a.attrelid, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef,
        a.attidentity::text, a.attgenerated::text, a.atttypid::int, t.typtype::text,
-       coalesce(NOT co.collisdeterministic, false),
-       -- compared by its text when written: walk from the column's type through domains
-       -- (each level) and an array's element type to the type x that holds the values;
-       -- a composite, range or multirange, a type with no default btree operator class
-       -- (no equality, as json, or none that is identity, as box's area), one whose
-       -- equality is looser than identity (citext, interval), or floats or numeric
-       -- inside an array (0 = -0 and 1.5 = 1.50 there, which the hash tells apart)
-       (WITH RECURSIVE walk(oid, in_array) AS (
-            SELECT a.atttypid, false
-            UNION ALL
-            SELECT CASE WHEN w.typtype = 'd' THEN w.typbasetype ELSE w.typelem END,
-                   walk.in_array OR w.typtype <> 'd'
-            FROM walk JOIN pg_type w ON w.oid = walk.oid
-            WHERE w.typtype = 'd' OR (w.typcategory = 'A' AND w.typelem <> 0))
-        SELECT x.typtype IN ('c', 'r', 'm') OR x.typname = ANY(%(loose)s)
-               OR (walk.in_array AND x.oid = ANY('{float4,float8,numeric}'::regtype[]))
-               OR NOT (x.typtype = 'e' OR EXISTS (
-                   SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
-                   WHERE m.amname = 'btree' AND o.opcdefault
-                     AND (o.opcintype = x.oid OR o.opcintype IN (
-                         SELECT casttarget FROM pg_cast
-                         WHERE castsource = x.oid AND castmethod = 'b' AND castcontext = 'i'))))
-        FROM walk JOIN pg_type x ON x.oid = walk.oid
-        WHERE NOT (x.typtype = 'd' OR (x.typcategory = 'A' AND x.typelem <> 0)))
+       coalesce(NOT co.collisdeterministic, false)
 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_collation co ON co.oid = a.attcollation
-WHERE a.attrelid = ANY(%(oids)s) AND a.attnum > 0 AND NOT a.attisdropped
+WHERE a.attrelid = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attrelid, a.attnum
+"""
+
+#: per type (of the columns read): compared by its text when written. Walk from the type
+#: through domains (each level) and an array's element type to the type x that holds the
+#: values; a composite, range or multirange, a type with no default btree operator class (no
+#: equality, as json, or none that is identity, as box's area), one whose equality is
+#: looser than identity (citext, interval), or floats or numeric inside an array (0 = -0
+#: and 1.5 = 1.50 there, which the hash tells apart). Once per type, not per column.
+_TEXT_COMPARED = """
+WITH RECURSIVE walk(root, oid, in_array) AS (
+    SELECT t, t, false FROM unnest(%(types)s::oid[]) AS t
+    UNION ALL
+    SELECT walk.root, CASE WHEN w.typtype = 'd' THEN w.typbasetype ELSE w.typelem END,
+           walk.in_array OR w.typtype <> 'd'
+    FROM walk JOIN pg_type w ON w.oid = walk.oid
+    WHERE w.typtype = 'd' OR (w.typcategory = 'A' AND w.typelem <> 0))
+SELECT walk.root::int,
+       x.typtype IN ('c', 'r', 'm') OR x.typname = ANY(%(loose)s)
+       OR (walk.in_array AND x.oid = ANY('{float4,float8,numeric}'::regtype[]))
+       OR NOT (x.typtype = 'e' OR EXISTS (
+           SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
+           WHERE m.amname = 'btree' AND o.opcdefault
+             AND (o.opcintype = x.oid OR o.opcintype IN (
+                 SELECT casttarget FROM pg_cast
+                 WHERE castsource = x.oid AND castmethod = 'b' AND castcontext = 'i'))))
+FROM walk JOIN pg_type x ON x.oid = walk.oid
+WHERE NOT (x.typtype = 'd' OR (x.typcategory = 'A' AND x.typelem <> 0))
 """
 
 _CONSTRAINTS = """
@@ -243,11 +247,25 @@ def read(
 
 def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
     """Columns, keys, foreign keys, sequences and triggers of the tables."""
-    for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose, text in conn.execute(
-        _COLUMNS, {"oids": oids, "loose": sorted(LOOSE_EQUALITY)}
-    ):
+    rows = conn.execute(_COLUMNS, [oids]).fetchall()
+    types = sorted({r[7] for r in rows})
+    text = dict(
+        conn.execute(_TEXT_COMPARED, {"types": types, "loose": sorted(LOOSE_EQUALITY)}).fetchall()
+    )
+    for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose in rows:
         by_oid[rel].columns.append(
-            Column(name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose, text)
+            Column(
+                name,
+                typ,
+                notnull,
+                hasdef,
+                ident,
+                gen,
+                typoid,
+                typtype,
+                loose,
+                text.get(typoid, True),
+            )
         )
     for rel, kind, cname, cols, ref, refcols, deferrable, validated in conn.execute(
         _CONSTRAINTS, [oids]
