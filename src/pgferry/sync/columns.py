@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.pq import Format
+from psycopg.types.string import TextLoader
 
 from pgferry.pg.catalog_types import LOOSE_EQUALITY
 
@@ -113,10 +114,18 @@ _SAME_HASH = {
 }
 
 
-#: types psycopg reads into Python types that cannot hold all their values
-_UNBOUNDED = frozenset(
-    f"pg_catalog.{t}" for t in ("date", "timestamp", "timestamptz", "time", "timetz", "interval")
-)
+#: date, timestamp, timestamptz, time, timetz and interval (built-in OIDs): psycopg reads
+#: them into Python types that cannot hold all their values ('infinity', '24:00', months)
+UNBOUNDED_OIDS = frozenset((1082, 1114, 1184, 1083, 1266, 1186))
+
+
+def text_times(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+    """A cursor of ``conn`` that reads the :data:`UNBOUNDED_OIDS` types as text (a domain's
+    values come back as its base type's), for keys read back and sent again cast."""
+    cur = conn.cursor()
+    for oid in UNBOUNDED_OIDS:
+        cur.adapters.register_loader(oid, TextLoader)
+    return cur
 
 
 def canon(fn: tuple[str, str] | None) -> tuple[str, str] | None:
@@ -174,7 +183,8 @@ def _column(r: Sequence[Any]) -> ColumnInfo:
         r[7],
         r[8],
         bool(r[9]),
-        psycopg.adapters.get_loader(r[10], Format.BINARY) is not None and r[7] not in _UNBOUNDED,
+        psycopg.adapters.get_loader(r[10], Format.BINARY) is not None
+        and r[10] not in UNBOUNDED_OIDS,
     )
 
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.string import TextLoader
 
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import begin_repeatable_read, connect, redact
 from pgferry.pg.copy_writer import BoundedWriter as _Writer
+from pgferry.sync.columns import text_times
 from pgferry.sync.plan import TablePlan
 
 Key = tuple[Any, ...]
@@ -131,9 +131,14 @@ def cols(names: Sequence[str], prefix: str | None = None) -> sql.Composed:
     return sql.SQL(", ").join(sql.Identifier(n) for n in names)
 
 
-#: date, timestamp, timestamptz, time, timetz and interval: values Python's types cannot
-#: hold ('infinity', '24:00', months), read as text where keys are read back
-UNBOUNDED_OIDS = (1082, 1114, 1184, 1083, 1266, 1186)
+def typed_params(t: TablePlan, names: Sequence[str]) -> sql.Composed:
+    """One ``CAST(%s AS type)`` per column of ``names``: a value read back as text (see
+    :func:`pgferry.sync.columns.text_times`) goes to the server as its column's type. The
+    type text is the target's own format_type() output, not user input; key types are the
+    same on both sides (the plan stops a table where they are not)."""
+    return sql.SQL(", ").join(
+        sql.SQL("CAST(%s AS {})").format(sql.SQL(t.column_types[c])) for c in names
+    )
 
 
 def key_range(t: TablePlan, lo: Key | None, hi: Key | None) -> tuple[sql.Composable, list[Any]]:
@@ -142,11 +147,7 @@ def key_range(t: TablePlan, lo: Key | None, hi: Key | None) -> tuple[sql.Composa
     parts: list[sql.Composable] = []
     params: list[Any] = []
     k = sql.SQL("({})").format(cols(t.key))
-    # the type text is the target's own format_type() output, not user input; key types
-    # are the same on both sides (the plan stops a table where they are not)
-    bound = sql.SQL(", ").join(
-        sql.SQL("CAST(%s AS {})").format(sql.SQL(t.column_types[c])) for c in t.key
-    )
+    bound = typed_params(t, t.key)
     if lo is not None:
         parts.append(sql.SQL("{} > ({})").format(k, bound))
         params.extend(lo)
@@ -227,10 +228,7 @@ def next_bound(
         n=sql.Literal(rows),
         kd=sql.SQL(", ").join(sql.SQL("{} DESC").format(sql.Identifier(c)) for c in t.key),
     )
-    cur = src.cursor()
-    for oid in UNBOUNDED_OIDS:  # a domain's values come back as its base type's
-        cur.adapters.register_loader(oid, TextLoader)
-    row = cur.execute(q, params).fetchone()
+    row = text_times(src).execute(q, params).fetchone()
     return tuple(row) if row is not None else None
 
 

@@ -26,10 +26,10 @@ from __future__ import annotations
 from typing import Any
 
 from psycopg import sql
-from psycopg.types.string import TextLoader
 
 from pgferry.sync import state
-from pgferry.sync.copy import UNBOUNDED_OIDS, SourceSnapshot, cols, table_ident
+from pgferry.sync.columns import text_times
+from pgferry.sync.copy import SourceSnapshot, cols, table_ident, typed_params
 from pgferry.sync.copy import where_clause as src_where
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
@@ -144,9 +144,7 @@ def watermark_sync(
     ocols = cols(order)
     # a batch's last (watermark, key) is read back as text where Python cannot hold it
     # ('infinity'), and sent back cast to each column's type
-    bound = sql.SQL(", ").join(
-        sql.SQL("CAST(%s AS {})").format(sql.SQL(t.column_types[c])) for c in order
-    )
+    bound = typed_params(t, order)
     last: list[Any] | None = None
     top = mark.watermark
     while True:
@@ -160,10 +158,8 @@ def watermark_sync(
             if where
             else sql.SQL("true")
         )
-        cur = src.cursor()
-        for oid in UNBOUNDED_OIDS:
-            cur.adapters.register_loader(oid, TextLoader)
-        row = cur.execute(_batch_end(t, order, src_where(t, cond), link.batch_size), p).fetchone()
+        batch_end = _batch_end(t, order, src_where(t, cond), link.batch_size)
+        row = text_times(src).execute(batch_end, p).fetchone()
         if row is None:
             break
         last = list(row[:-2])
