@@ -37,7 +37,6 @@ from pgferry.sync.tables import (
     delete_range,
     full_load,
     is_empty,
-    key_match,
 )
 
 if TYPE_CHECKING:
@@ -274,21 +273,17 @@ def _delete_keys(
     ``spared`` keys the load writes: with a key whose equality is looser than identity
     ('ann@x' = 'Ann@x'), the load rewrites that row in place, where a delete and an
     insert would take the rows that reference it (ON DELETE CASCADE) with it."""
-    if not spared:
-        apply_keys(link, t, {}, r, [], delete, _uncounted)
-        return
-    keys = write.key_staging(link.tgt, t)
-    copy = sql.SQL("COPY {} ({}) FROM STDIN").format(keys, cols(t.key))
-    with link.tgt.cursor().copy(copy) as cp:
-        for k in spared:
-            cp.write_row(k)
-    kept = sql.SQL("NOT EXISTS (SELECT 1 FROM {k} k WHERE ({kc}) = ({tc}))").format(
-        k=keys, kc=cols(t.key, "k"), tc=cols(t.key, "t")
-    )
-    n = max(1, min(link.batch_size, 60000 // max(1, len(t.key))))
-    for i in range(0, len(delete), n):
-        match, params = key_match(t, delete[i : i + n])
-        delete_range(link, t, r, sql.SQL("{} AND {}").format(match, kept), params)
+    keep = None
+    if spared:
+        keys = write.key_staging(link.tgt, t)
+        copy = sql.SQL("COPY {} ({}) FROM STDIN").format(keys, cols(t.key))
+        with link.tgt.cursor().copy(copy) as cp:
+            for k in spared:
+                cp.write_row(k)
+        keep = sql.SQL("EXISTS (SELECT 1 FROM {k} k WHERE ({kc}) = ({tc}))").format(
+            k=keys, kc=cols(t.key, "k"), tc=cols(t.key, "t")
+        )
+    apply_keys(link, t, {}, r, [], delete, _uncounted, keep=keep)
 
 
 def _uncounted(n: int) -> None:

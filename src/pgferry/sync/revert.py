@@ -133,12 +133,13 @@ def _changed(conn: psycopg.Connection[Any], run_id: str, t: catalog.Table) -> tu
 
 def _columns(t: catalog.Table, *, update: bool) -> list[str]:
     out = []
+    loose = _loose_keys(t)
     for c in t.columns:
         if c.generated:
             continue
         if update and c.identity == "a":
             continue
-        if update and c.name in t.primary_key and c.name not in _loose_keys(t):
+        if update and c.name in t.primary_key and c.name not in loose:
             continue  # the row is found by it (a loose one may have been respelled)
         out.append(c.name)
     return out

@@ -341,13 +341,17 @@ def apply_keys(
     upsert: Sequence[Key],
     delete: Sequence[Key],
     progress: Progress,
+    keep: sql.Composable | None = None,
 ) -> None:
-    """Copy the rows of ``upsert`` keys from the source and delete ``delete`` keys, in batches."""
+    """Copy the rows of ``upsert`` keys from the source and delete ``delete`` keys, in batches
+    (but no row that matches ``keep``, a condition on the target's row ``t``)."""
     # a statement takes at most 65535 parameters
     n = max(1, min(link.batch_size, 60000 // max(1, len(t.key))))
     for i in range(0, len(delete), n):
         chunk = list(delete[i : i + n])
         rng, params = key_match(t, chunk)
+        if keep is not None:
+            rng = sql.SQL("{} AND NOT {}").format(rng, keep)
         delete_range(link, t, res, rng, params)
         progress(len(chunk))
     for i in range(0, len(upsert), n):
