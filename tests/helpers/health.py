@@ -30,3 +30,18 @@ def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
         name = fam.name + ("_total" if fam.type == "counter" else "")  # as exposed
         out[name] = out.get(name, []) + [(s.labels, s.value) for s in fam.samples]
     return out
+
+
+def failed_syncs(target: Any, n: int = 4) -> None:
+    """Journal ``n`` syncs from dev into ``target`` that failed ("cannot connect")."""
+    from pgferry import journal
+
+    for _ in range(n):
+        journal.append(
+            target,
+            "sync",
+            outcome="failed",
+            exit_code=3,
+            arguments={"source": "dev", "target": "prod"},
+            details={"error": "cannot connect"},
+        )

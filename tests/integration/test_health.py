@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from pgferry import journal
 from pgferry.backup.manifest import Manifest
 from pgferry.config import load_config
 from pgferry.health import service
 from pgferry.pg.connect import resolve_env
 from tests.helpers import Project, Result, sql, write_project
 from tests.helpers.backup import wait_scratch_gone
-from tests.helpers.health import SCHEMA, checks, health, samples
+from tests.helpers.health import SCHEMA, checks, failed_syncs, health, samples
 
 EXTRA = """
 [health]
@@ -143,15 +142,7 @@ def test_sync_outcomes_dead_letters_and_their_metrics(
     c = checks(health(cli, proj, "prod", "--json"))
     assert c["dead_letters"]["status"] == "optimal", c["dead_letters"]  # a clean sync since
     target = resolve_env(load_config(proj.config), "prod")
-    for _ in range(4):
-        journal.append(
-            target,
-            "sync",
-            outcome="failed",
-            exit_code=3,
-            arguments={"source": "dev", "target": "prod"},
-            details={"error": "cannot connect"},
-        )
+    failed_syncs(target)
     one = checks(health(cli, proj, "prod", "--json"))["sync"]
     assert one["status"] == "degraded" and "(4 in a row)" in one["message"], one
     m = samples(health(cli, proj, "prod", "--format", "prometheus").out)

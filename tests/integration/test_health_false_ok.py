@@ -26,7 +26,7 @@ from pgferry.config import load_config
 from pgferry.pg import embedded
 from pgferry.pg.connect import resolve_env
 from tests.helpers import Project, Result, sql, wait_for, write_project
-from tests.helpers.health import SCHEMA, checks, health, samples
+from tests.helpers.health import SCHEMA, checks, failed_syncs, health, samples
 from tests.helpers.service import Server, make_project, tokens
 
 TABLE = '[health.tables."public.cases"]\noptimal = 3\ndegraded_below = 1\n'
@@ -113,15 +113,7 @@ def test_a_journal_the_role_cannot_read_is_unknown_not_no_sync(
     sql(p.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 5) g")
     sql(p.dsns["prod"], f"GRANT SELECT ON cases TO {monitor}")
     target = resolve_env(load_config(p.config), "prod")
-    for _ in range(4):
-        journal.append(
-            target,
-            "sync",
-            outcome="failed",
-            exit_code=3,
-            arguments={"source": "dev", "target": "prod"},
-            details={"error": "cannot connect"},
-        )
+    failed_syncs(target)
     c = checks(health(cli, p, "prod", "--json"))["sync"]
     assert c["status"] == "degraded" and "(4 in a row)" in c["message"], c  # as the owner
     mon = _as(p, pg_admin_dsn, monitor)
@@ -146,15 +138,7 @@ def test_a_refused_sync_does_not_hide_the_failures_before_it(
     target = resolve_env(load_config(p.config), "prod")
     args = {"source": "dev", "target": "prod"}
     journal.append(target, "sync", outcome="ok", exit_code=0, arguments=args, details={})
-    for _ in range(4):
-        journal.append(
-            target,
-            "sync",
-            outcome="failed",
-            exit_code=3,
-            arguments=args,
-            details={"error": "cannot connect"},
-        )
+    failed_syncs(target)
     journal.append(
         target,
         "sync",
