@@ -327,12 +327,28 @@ def test_sampled_chunk_boundaries_on_an_analyzed_table(pair: Any) -> None:
     assert (d.only_in_source, d.differing, d.matched) == (2, 1, 39997)
 
 
-@pytest.mark.parametrize("expect_changes", [False, True])
+@pytest.mark.parametrize("way", ["verify", "signatures", "packed"])
 def test_dense_differences_are_settled_by_signatures(
-    pair: Any, monkeypatch: pytest.MonkeyPatch, expect_changes: bool
+    pair: Any, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
+    """Every chunk differs, sparsely. Verify and a sync whose keys cannot be packed read
+    signatures and then only the rows of differing sub-buckets; a sync with an integer
+    key reads each piece of 20 chunks once a side, packed."""
     src, tgt = pair
-    from pgferry.sync import checksum, readback
+    from pgferry.sync import checksum, packed, readback
+
+    expect_changes = way != "verify"
+    if way == "signatures":  # as for a text key: the packed reads do not apply
+        monkeypatch.setattr(packed, "packable", lambda s, t: False)
+    reads: list[int] = []  # rows of each packed read
+    real_read = packed.read
+
+    def spy_read(*args: Any, **kw: Any) -> Any:
+        got = real_read(*args, **kw)
+        reads.append(got.rows)
+        return got
+
+    monkeypatch.setattr(packed, "read", spy_read)
 
     calls: list[str] = []  # the whole-table reads, in order
     fetched: list[int] = []  # rows read back by key per call
@@ -377,7 +393,8 @@ def test_dense_differences_are_settled_by_signatures(
         expect_changes=expect_changes,
     )
     assert (d.differing, d.only_in_source, d.only_in_target) == (400, 20, 0)
-    assert d.matched == 20000 - 420 and d.chunks_differing == d.chunks == 40
+    pieces = 2 if way == "packed" else 40  # of 20 chunks of 500 rows, or of 500 rows
+    assert d.matched == 20000 - 420 and d.chunks_differing == d.chunks == pieces
     assert [(k.kind, k.key) for k in d.first_keys] == [
         ("only_in_source", (1,)),
         ("differing", (50,)),
@@ -385,6 +402,12 @@ def test_dense_differences_are_settled_by_signatures(
     ]
     listed = sorted(k.key[0] for r in ranges for k in r.diffs or [])
     assert listed == sorted({*range(50, 20001, 50), *range(1, 20000, 1000)})
+    if way == "packed":
+        # every row's key and hash, once a side, in two pieces; nothing else read
+        assert calls == [] and fetched == []
+        assert sorted(reads) == [9990, 9990, 10000, 10000]
+        return
+    assert reads == []
     if expect_changes:
         # a sync: every chunk's signature in one scan a side, streamed
         assert calls == ["signature_stream"] * 2

@@ -39,7 +39,7 @@ import psycopg
 
 from pgferry.errors import OperationFailed
 from pgferry.sync import checksum as ck
-from pgferry.sync import readback
+from pgferry.sync import packed, readback
 from pgferry.sync.chunks import (
     DiffKind,
     Key,
@@ -97,6 +97,10 @@ class Counters(Protocol):
     only_in_target: int
     first_keys: list[KeyDiff]
     ranges_differing: int
+
+
+def _sums(rows: Rows) -> Sums:
+    return Sums(len(rows), functools.reduce(operator.xor, (h for _, h in rows), 0))
 
 
 def accounts_for(srows: Rows, trows: Rows, a: Sums, b: Sums) -> bool:
@@ -191,6 +195,35 @@ class Differ:
         finally:
             if reader is not None:
                 reader.close()
+
+    def settle_packed(self, rng: KeyRange, a: packed.Packed, b: packed.Packed) -> tuple[Sums, Sums]:
+        """Decide the range ``rng`` from both sides' packed reads (:mod:`pgferry.sync.packed`);
+        both sides' sums of it. A read that cannot be matched (a NULL key) is read again row
+        by row."""
+        got = packed.compare(self.s, a, b)
+        if got is None:
+            srows, trows = self.both(partial(readback.row_hashes, rng=rng))
+            # rows alike on both sides match, NULL keys too (they are not told apart by key)
+            alike = set(srows) & set(trows)
+            leaf = classify(
+                [r for r in srows if r not in alike],
+                {k: h for k, h in trows if (k, h) not in alike},
+            )
+            got = packed.Compared(
+                _sums(srows),
+                _sums(trows),
+                leaf.matched + sum(1 for r in srows if r in alike),
+                leaf.diffs,
+            )
+        ns, nt = got.source.rows, got.target.rows
+        if not got.diffs:
+            self.out.matched += ns
+        elif not (ns and nt):
+            self._one_sided(rng, ns, nt)
+        else:
+            self.out.matched += got.matched
+            self._record(rng, ns, nt, got.diffs)
+        return got.source, got.target
 
     def _signatures(
         self,

@@ -41,7 +41,12 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
   at keys of the side with more rows and compared again (bisection). With
   ``expect_changes`` every chunk's signature is read in the first scan, and
   streamed (a few chunks in memory at a time), so a table where 1% of the rows
-  changed at random is settled in two scans a side. A piece empty on one side
+  changed at random is settled in two scans a side; and when every key column
+  is an integer or a uuid (declared alike on both sides), pieces of
+  ``PACK_CHUNKS`` chunks are read instead, once a side, every row's key and row
+  hash packed into one ``bytea`` and matched in numpy
+  (:mod:`pgferry.sync.packed`): one scan a side, nothing grouped, the next piece
+  read while one is matched. A piece empty on one side
   is never fetched: all its rows exist only on the other. Scans that read the
   whole table go in physical batches of ~``batch_rows`` rows (block ranges,
   :mod:`pgferry.sync.batches`), each row read once. Details:
@@ -73,7 +78,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -84,7 +89,7 @@ from psycopg.pq import TransactionStatus
 
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import map_db_error
-from pgferry.sync import batches, small_ints
+from pgferry.sync import batches, packed, small_ints
 from pgferry.sync import checksum as ck
 from pgferry.sync.chunks import (
     Key,
@@ -92,12 +97,16 @@ from pgferry.sync.chunks import (
     KeyRange,
     Sums,
     differing_subs,
+    split,
     sub_bits,
     table_checksum,
 )
 from pgferry.sync.differ import Differ, DiffRange, Wants
 
 T = TypeVar("T")
+
+#: a sync whose keys can be packed reads pieces of this many chunks at once
+PACK_CHUNKS = 20
 
 __all__ = ["DiffRange", "TableDiff", "TableSpec", "diff_table", "reading"]
 
@@ -289,12 +298,17 @@ def diff_table(
                     _finish(out, *whole)
                     out.duration_s = time.monotonic() - started
                     return out
-            if estimate is not None and estimate >= 20 * chunk_rows:
-                bounds = ck.sampled_boundaries(src, s, estimate, chunk_rows)
+            # a sync with integer or uuid keys reads pieces of PACK_CHUNKS chunks packed
+            packing = expect_changes and packed.packable(s, t)
+            step = chunk_rows * PACK_CHUNKS if packing else chunk_rows
+            if estimate is not None and estimate >= 20 * step:
+                bounds = ck.sampled_boundaries(src, s, estimate, step)
             else:
-                bounds = ck.boundaries(src, s, KeyRange(), chunk_rows)
+                bounds = ck.boundaries(src, s, KeyRange(), step)
             out.chunks = len(bounds) + 1
-            if expect_changes:
+            if packing:
+                ss, ts = run.packed(bounds)
+            elif expect_changes:
                 ss, ts, wants = run.signatures(bounds, sub_bits(chunk_rows))
                 run.differ(0).settle(KeyRange(), bounds, ss, ts, wants=wants)
             else:
@@ -412,6 +426,34 @@ class _Comparison:
                 ss = [x + y for x, y in zip(ss, a, strict=True)]
             if b is not None:
                 ts = [x + y for x, y in zip(ts, b, strict=True)]
+        self.reported = True
+        return ss, ts
+
+    def packed(self, bounds: Sequence[Key]) -> tuple[list[Sums], list[Sums]]:
+        """Every piece cut at ``bounds`` read packed on both sides and matched
+        (:mod:`pgferry.sync.packed`): one scan a side, both servers reading the next piece
+        while this one is matched."""
+        pieces = split(KeyRange(), bounds)
+        (src, tgt), d = self.pairs[0], self.differ(0)
+        ss: list[Sums] = []
+        ts: list[Sums] = []
+        with ThreadPoolExecutor(2) as pool:
+
+            def start(rng: KeyRange) -> tuple[Future[packed.Packed], Future[packed.Packed]]:
+                return (
+                    pool.submit(packed.read, src, self.src_side, rng),
+                    pool.submit(packed.read, tgt, self.tgt_side, rng),
+                )
+
+            ahead = start(pieces[0])
+            for j, rng in enumerate(pieces):
+                a, b = ahead[0].result(), ahead[1].result()
+                if j + 1 < len(pieces):
+                    ahead = start(pieces[j + 1])
+                sa, sb = d.settle_packed(rng, a, b)
+                ss.append(sa)
+                ts.append(sb)
+                self._progress(sa.rows)
         self.reported = True
         return ss, ts
 

@@ -1,0 +1,179 @@
+"""A range compared by its rows in one scan a side: every (key, row hash), packed and matched.
+
+Contract: :func:`packable` says whether two sides' keys can be packed (every key
+column an integer or a uuid, declared alike on both sides); :func:`read` runs one
+query on a connection the caller owns, inside whatever transaction it is in, and
+returns the range's row count and its rows as one ``bytea``: per row the binary
+form of each key column (``int8send`` ...) and of the 64-bit row hash
+(:meth:`pgferry.sync.sides.Side.row_hash`), aggregated with ``string_agg`` in no
+particular order; :func:`compare` matches two such reads in numpy (no Python
+object per row) and returns both sides' :class:`~pgferry.sync.chunks.Sums` and the
+differing keys as :class:`~pgferry.sync.chunks.KeyDiff` (with both row hashes).
+
+Why: a sync expects about every chunk to hold a change, so reading chunk sums, then
+signatures per sub-bucket and then the rows of the differing sub-buckets costs a
+grouped aggregate and a second scan; one scan that returns 16 bytes a row costs
+little more than the hash itself (bench/sync.py; docs/benchmarks.md).
+
+Keys match by their bytes, which for these types is equality; a read whose bytes do
+not hold ``count`` rows (a NULL key) is reported as such (None) and the caller reads
+the range row by row instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import sql
+
+from pgferry.sync.chunks import Key, KeyDiff, KeyRange, Sums
+from pgferry.sync.sides import Side
+
+if TYPE_CHECKING:
+    import numpy as np
+
+#: key types packed: (send function, bytes, numpy big-endian type or None for raw bytes)
+_TYPES: dict[str, tuple[str, int, str | None]] = {
+    "pg_catalog.int2": ("int2send", 2, ">i2"),
+    "pg_catalog.int4": ("int4send", 4, ">i4"),
+    "pg_catalog.int8": ("int8send", 8, ">i8"),
+    "pg_catalog.uuid": ("uuid_send", 16, None),
+}
+
+
+@dataclass(frozen=True)
+class Packed:
+    """One side's read of one range: its row count and the packed rows (see the module)."""
+
+    rows: int
+    data: bytes
+
+
+def packable(s: Side, t: Side) -> bool:
+    """Can both sides' keys be packed: integers or uuids, of the same types on both sides?"""
+    if len(s.key) != len(t.key):
+        return False
+    return all(
+        a.type_name in _TYPES and a.type_name == b.type_name
+        for a, b in zip(s.key, t.key, strict=True)
+    )
+
+
+def _width(s: Side) -> int:
+    return sum(_TYPES[k.type_name][1] for k in s.key) + 8
+
+
+def read(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> Packed:
+    """The rows of ``rng`` on ``s`` packed (see the module docstring): one scan."""
+    pred, params = s.predicate(rng)
+    parts: list[sql.Composable] = [
+        sql.SQL("pg_catalog.{}({})").format(
+            sql.Identifier(_TYPES[k.type_name][0]), sql.Identifier(k.name)
+        )
+        for k in s.key
+    ]
+    parts.append(sql.SQL("pg_catalog.int8send(({})::int8)").format(s.row_hash()))
+    q = sql.SQL(
+        "SELECT count(*), pg_catalog.string_agg({row}, ''::bytea) FROM {table} WHERE {pred}"
+    ).format(row=sql.SQL(" || ").join(parts), table=s.table, pred=pred)
+    row = conn.execute(q, params, binary=True).fetchone()
+    assert row is not None
+    return Packed(int(row[0]), bytes(row[1] or b""))
+
+
+@dataclass
+class Compared:
+    """Both sides' sums of one range, its matching rows and its differing keys (key order:
+    the source's differing and missing keys first, then the target's extra ones)."""
+
+    source: Sums
+    target: Sums
+    matched: int
+    diffs: list[KeyDiff]
+
+
+def compare(s: Side, a: Packed, b: Packed) -> Compared | None:
+    """Match two reads of one range (None: a read does not hold its count of rows)."""
+    import numpy as np
+
+    width = _width(s)
+    if len(a.data) != a.rows * width or len(b.data) != b.rows * width:
+        return None
+    dtype = _dtype(s)
+    ra, rb = np.frombuffer(a.data, dtype=dtype), np.frombuffer(b.data, dtype=dtype)
+    ha, hb = ra["h"].astype(np.int64), rb["h"].astype(np.int64)
+    ka, kb = _keys(s, ra), _keys(s, rb)
+    common, ia, ib = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
+    changed = ha[ia] != hb[ib]
+    only_a = np.ones(len(ka), dtype=bool)
+    only_a[ia] = False
+    only_b = np.ones(len(kb), dtype=bool)
+    only_b[ib] = False
+    diffs = [
+        KeyDiff("differing", k, x, y)
+        for k, x, y in zip(
+            _decode(s, ra[ia[changed]]),
+            ha[ia[changed]].tolist(),
+            hb[ib[changed]].tolist(),
+            strict=True,
+        )
+    ]
+    diffs += [
+        KeyDiff("only_in_source", k, x, None)
+        for k, x in zip(_decode(s, ra[only_a]), ha[only_a].tolist(), strict=True)
+    ]
+    diffs.sort(key=lambda d: d.key)
+    extra = [
+        KeyDiff("only_in_target", k, None, y)
+        for k, y in zip(_decode(s, rb[only_b]), hb[only_b].tolist(), strict=True)
+    ]
+    extra.sort(key=lambda d: d.key)
+    return Compared(
+        Sums(a.rows, _xor(ha)),
+        Sums(b.rows, _xor(hb)),
+        len(common) - int(changed.sum()),
+        diffs + extra,
+    )
+
+
+def _dtype(s: Side) -> np.dtype[Any]:
+    import numpy as np
+
+    fields: list[tuple[str, str]] = []
+    for i, k in enumerate(s.key):
+        _, n, kind = _TYPES[k.type_name]
+        fields.append((f"k{i}", kind or f"V{n}"))
+    fields.append(("h", ">i8"))
+    return np.dtype(fields)
+
+
+def _keys(s: Side, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """One comparable value per row for its key: a native integer, or the key's bytes."""
+    import numpy as np
+
+    if len(s.key) == 1 and _TYPES[s.key[0].type_name][2] is not None:
+        return rows["k0"].astype(np.int64)
+    n = _width(s) - 8
+    raw = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), n + 8)[:, :n]
+    return np.ascontiguousarray(raw).view(f"S{n}").reshape(len(rows))
+
+
+def _decode(s: Side, rows: np.ndarray[Any, Any]) -> list[Key]:
+    """The keys of ``rows`` as psycopg reads them (ints, UUIDs)."""
+    cols: list[list[Any]] = []
+    for i, k in enumerate(s.key):
+        values = rows[f"k{i}"]
+        if _TYPES[k.type_name][2] is None:
+            cols.append([uuid.UUID(bytes=bytes(v)) for v in values])
+        else:
+            cols.append(values.tolist())
+    return list(zip(*cols, strict=True)) if cols else []
+
+
+def _xor(h: np.ndarray[Any, Any]) -> int:
+    import numpy as np
+
+    return int(np.bitwise_xor.reduce(h)) if len(h) else 0
