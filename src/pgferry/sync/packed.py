@@ -66,9 +66,8 @@ def _width(s: Side) -> int:
     return sum(_TYPES[k.type_name][1] for k in s.key) + 8
 
 
-def read(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> Packed:
-    """The rows of ``rng`` on ``s`` packed (see the module docstring): one scan."""
-    pred, params = s.predicate(rng)
+def _packed_rows(s: Side) -> sql.Composable:
+    """``count(*)`` and the aggregate of the packed rows (see the module docstring)."""
     parts: list[sql.Composable] = [
         sql.SQL("pg_catalog.{}({})").format(
             sql.Identifier(_TYPES[k.type_name][0]), sql.Identifier(k.name)
@@ -76,12 +75,34 @@ def read(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> Packed:
         for k in s.key
     ]
     parts.append(sql.SQL("pg_catalog.int8send(({})::int8)").format(s.row_hash()))
-    q = sql.SQL(
-        "SELECT count(*), pg_catalog.string_agg({row}, ''::bytea) FROM {table} WHERE {pred}"
-    ).format(row=sql.SQL(" || ").join(parts), table=s.table, pred=pred)
+    return sql.SQL("count(*), pg_catalog.string_agg({}, ''::bytea)").format(
+        sql.SQL(" || ").join(parts)
+    )
+
+
+def read(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> Packed:
+    """The rows of ``rng`` on ``s`` packed (see the module docstring): one scan."""
+    pred, params = s.predicate(rng)
+    q = sql.SQL("SELECT {rows} FROM {table} WHERE {pred}").format(
+        rows=_packed_rows(s), table=s.table, pred=pred
+    )
     row = conn.execute(q, params, binary=True).fetchone()
     assert row is not None
     return Packed(int(row[0]), bytes(row[1] or b""))
+
+
+_CORRELATION = """
+SELECT correlation FROM pg_catalog.pg_stats
+WHERE schemaname = %s AND tablename = %s AND attname = %s
+ORDER BY inherited DESC LIMIT 1
+"""
+
+
+def in_key_order(conn: psycopg.Connection[Any], schema: str, table: str, s: Side) -> bool:
+    """Are the table's rows stored about in key order (its statistics' correlation of the
+    first key column; unknown counts as yes), so that a key range reads few pages?"""
+    row = conn.execute(_CORRELATION, [schema, table, s.key[0].name]).fetchone()
+    return row is None or row[0] is None or abs(float(row[0])) >= 0.9
 
 
 @dataclass

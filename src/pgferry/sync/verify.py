@@ -298,10 +298,17 @@ def diff_table(
                     _finish(out, *whole)
                     out.duration_s = time.monotonic() - started
                     return out
-            # a sync with integer or uuid keys reads pieces of PACK_CHUNKS chunks packed
-            packing = expect_changes and packed.packable(s, t)
+            # a sync with integer or uuid keys, of a table stored about in key order, reads
+            # pieces of PACK_CHUNKS chunks packed, by key range (rows scattered over the disk
+            # would make each piece read most pages: signatures read the table once)
+            packing = (
+                expect_changes
+                and packed.packable(s, t)
+                and packed.in_key_order(src, table.schema, table.name, s)
+            )
             step = chunk_rows * PACK_CHUNKS if packing else chunk_rows
-            if estimate is not None and estimate >= 20 * step:
+            # (sampled for a table of 20 chunks or more: an exact cut reads every key)
+            if estimate is not None and estimate >= 20 * chunk_rows:
                 bounds = ck.sampled_boundaries(src, s, estimate, step)
             else:
                 bounds = ck.boundaries(src, s, KeyRange(), step)
@@ -437,7 +444,9 @@ class _Comparison:
         (src, tgt), d = self.pairs[0], self.differ(0)
         ss: list[Sums] = []
         ts: list[Sums] = []
-        with ThreadPoolExecutor(2) as pool:
+        # one process a side: both servers already read at once (workers would share the cores)
+        serial = {"max_parallel_workers_per_gather": "0"}
+        with ck.settings(src, **serial), ck.settings(tgt, **serial), ThreadPoolExecutor(2) as pool:
 
             def start(rng: KeyRange) -> tuple[Future[packed.Packed], Future[packed.Packed]]:
                 return (
