@@ -307,8 +307,11 @@ def diff_table(
                 and packed.in_key_order(src, table.schema, table.name, s)
             )
             step = chunk_rows * PACK_CHUNKS if packing else chunk_rows
+            now = packed.rows_now(src, s) if packing else None
+            if now is not None and now <= packed.ONE_PIECE_CHUNKS * chunk_rows:
+                bounds = []  # one piece, one sequential scan a side
             # (sampled for a table of 20 chunks or more: an exact cut reads every key)
-            if estimate is not None and estimate >= 20 * chunk_rows:
+            elif estimate is not None and estimate >= 20 * chunk_rows:
                 bounds = ck.sampled_boundaries(src, s, estimate, step)
             else:
                 bounds = ck.boundaries(src, s, KeyRange(), step)
@@ -444,8 +447,12 @@ class _Comparison:
         (src, tgt), d = self.pairs[0], self.differ(0)
         ss: list[Sums] = []
         ts: list[Sums] = []
-        # one process a side: both servers already read at once (workers would share the cores)
+        # one process a side: both servers already read at once (workers would share the
+        # cores); and each piece by its key index: a piece of a third of the table read by a
+        # sequential scan would read the whole table, once per piece
         serial = {"max_parallel_workers_per_gather": "0"}
+        if bounds:
+            serial["enable_seqscan"] = "off"
         with ck.settings(src, **serial), ck.settings(tgt, **serial), ThreadPoolExecutor(2) as pool:
 
             def start(rng: KeyRange) -> tuple[Future[packed.Packed], Future[packed.Packed]]:
@@ -455,6 +462,8 @@ class _Comparison:
                 )
 
             ahead = start(pieces[0])
+            import numpy  # noqa: F401 - imported while the servers read (~0.1 s)
+
             for j, rng in enumerate(pieces):
                 a, b = ahead[0].result(), ahead[1].result()
                 if j + 1 < len(pieces):
