@@ -278,3 +278,37 @@ def packed_side(conn: psycopg.Connection[Any], spec: Spec) -> Any:
     from pgferry.sync import checksum
 
     return checksum.side(conn, spec.schema, spec.name, spec.key, spec.columns)
+
+
+def test_a_range_far_bigger_on_the_target_is_not_held_in_memory(
+    pair: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the pieces are cut from the source; a target holding 30 times its rows would make
+    # one read hold them all: a read stops past its cap and the range is cut and compared
+    # by sums and signatures instead
+    src, tgt = pair
+    reads: list[int] = []
+    real = packed.read
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        got = real(*args, **kw)
+        reads.append(got.rows)
+        return got
+
+    monkeypatch.setattr(packed, "read", spy)
+    src.execute("CREATE TABLE big (id int PRIMARY KEY, v int, w text)")
+    src.execute("INSERT INTO big SELECT g * 30, g, 'x' FROM generate_series(1, 100) g")
+    tgt.execute("CREATE TABLE big (id int PRIMARY KEY, v int, w text)")
+    tgt.execute("INSERT INTO big SELECT g, g / 30, 'x' FROM generate_series(1, 3000) g")
+    spec = Spec(("id",), "big")
+    got = diff_table(src, tgt, spec, chunk_rows=5, expect_changes=True)
+    cap = packed.MAX_CHUNKS * 5
+    assert max(reads) == cap + 1  # cut short
+    other = _unpacked(src, tgt, spec, chunk_rows=5, expect_changes=True)
+    assert (got.only_in_target, got.differing, got.matched) == (2900, 0, 100)
+    assert (got.only_in_target, got.differing, got.matched, got.target_checksum) == (
+        other.only_in_target,
+        other.differing,
+        other.matched,
+        other.target_checksum,
+    )

@@ -196,10 +196,15 @@ class Differ:
             if reader is not None:
                 reader.close()
 
-    def settle_packed(self, rng: KeyRange, a: packed.Packed, b: packed.Packed) -> tuple[Sums, Sums]:
+    def settle_packed(
+        self, rng: KeyRange, a: packed.Packed, b: packed.Packed, cap: int
+    ) -> tuple[Sums, Sums]:
         """Decide the range ``rng`` from both sides' packed reads (:mod:`pgferry.sync.packed`);
-        both sides' sums of it. A read that cannot be matched (a NULL key) is read again row
-        by row."""
+        both sides' sums of it. A read of more than ``cap`` rows (cut short) is decided by
+        sums and signatures, cut into pieces; a read that cannot be matched (a NULL key)
+        is read again row by row."""
+        if a.rows > cap or b.rows > cap:
+            return self._split(rng, a.rows, b.rows)
         got = packed.compare(self.s, a, b)
         if got is None:
             srows, trows = self.both(partial(readback.row_hashes, rng=rng))
@@ -262,7 +267,9 @@ class Differ:
         srows, trows = rows
         return classify(srows, dict(trows)).diffs
 
-    def _split(self, rng: KeyRange, ns: int, nt: int) -> None:
+    def _split(self, rng: KeyRange, ns: int, nt: int) -> tuple[Sums, Sums]:
+        """Cut ``rng`` (``ns`` / ``nt`` rows a side, or more) into ``fanout`` pieces and
+        decide them; both sides' sums of it."""
         conn, sd = (self.src, self.s) if ns >= nt else (self.tgt, self.t)
         step = -(-max(ns, nt) // self.fanout)
         bounds = ck.boundaries(conn, sd, rng, step)
@@ -273,6 +280,7 @@ class Differ:
             )
         ss, ts = self.both(partial(ck.bucket_sums, rng=rng, bounds=bounds))
         self.settle(rng, bounds, ss, ts)
+        return sum(ss, Sums()), sum(ts, Sums())
 
     # -- reporting ----------------------------------------------------------------------------
     def _one_sided(self, rng: KeyRange, ns: int, nt: int) -> None:

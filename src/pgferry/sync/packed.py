@@ -66,8 +66,8 @@ def _width(s: Side) -> int:
     return sum(_TYPES[k.type_name][1] for k in s.key) + 8
 
 
-def _packed_rows(s: Side) -> sql.Composable:
-    """``count(*)`` and the aggregate of the packed rows (see the module docstring)."""
+def _packed_row(s: Side) -> sql.Composable:
+    """One row packed: its key columns' and its row hash's binary forms, concatenated."""
     parts: list[sql.Composable] = [
         sql.SQL("pg_catalog.{}({})").format(
             sql.Identifier(_TYPES[k.type_name][0]), sql.Identifier(k.name)
@@ -75,17 +75,21 @@ def _packed_rows(s: Side) -> sql.Composable:
         for k in s.key
     ]
     parts.append(sql.SQL("pg_catalog.int8send(({})::int8)").format(s.row_hash()))
-    return sql.SQL("count(*), pg_catalog.string_agg({}, ''::bytea)").format(
-        sql.SQL(" || ").join(parts)
-    )
+    return sql.SQL(" || ").join(parts)
 
 
-def read(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> Packed:
-    """The rows of ``rng`` on ``s`` packed (see the module docstring): one scan."""
+def read(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, cap: int) -> Packed:
+    """The rows of ``rng`` on ``s`` packed (see the module docstring): one scan.
+
+    At most ``cap`` + 1 rows are read: a count above ``cap`` says the range is too big to
+    hold (the sides differ that much: a sample of the source cut the ranges), and the
+    caller compares it otherwise.
+    """
     pred, params = s.predicate(rng)
-    q = sql.SQL("SELECT {rows} FROM {table} WHERE {pred}").format(
-        rows=_packed_rows(s), table=s.table, pred=pred
-    )
+    q = sql.SQL(
+        "SELECT count(*), pg_catalog.string_agg(p, ''::bytea) FROM "
+        "(SELECT {row} AS p FROM {table} WHERE {pred} LIMIT {n}) AS pgferry_packed"
+    ).format(row=_packed_row(s), table=s.table, pred=pred, n=sql.Literal(cap + 1))
     row = conn.execute(q, params, binary=True).fetchone()
     assert row is not None
     return Packed(int(row[0]), bytes(row[1] or b""))
@@ -95,6 +99,11 @@ def read(conn: psycopg.Connection[Any], s: Side, rng: KeyRange) -> Packed:
 #: side (a key range of a third of a table read by its index costs more per row than the
 #: whole table read in order): at the default 10,000-row chunks, 1M rows, 16 to 40 MB a side
 ONE_PIECE_CHUNKS = 100
+
+#: a packed read holds at most this many chunks' rows (2M at the default chunks, 32 to 48
+#: MB): a range bigger on either side (a target that holds far more rows than the source's
+#: sample cut for) is compared by sums and signatures, cut into pieces
+MAX_CHUNKS = 200
 
 _ROWS_NOW = """
 SELECT CASE WHEN bool_and(c.reltuples >= 0) THEN sum(

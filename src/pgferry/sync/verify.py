@@ -307,8 +307,10 @@ def diff_table(
                 and packed.in_key_order(src, table.schema, table.name, s)
             )
             step = chunk_rows * PACK_CHUNKS if packing else chunk_rows
-            now = packed.rows_now(src, s) if packing else None
-            if now is not None and now <= packed.ONE_PIECE_CHUNKS * chunk_rows:
+            # (either side's rows: a target may hold far more than the source)
+            now = [packed.rows_now(c, sd) for c, sd in ((src, s), (tgt, t))] if packing else []
+            counted = [n for n in now if n is not None]
+            if len(counted) == 2 and max(counted) <= packed.ONE_PIECE_CHUNKS * chunk_rows:
                 bounds = []  # one piece, one sequential scan a side
             # (sampled for a table of 20 chunks or more: an exact cut reads every key)
             elif estimate is not None and estimate >= 20 * chunk_rows:
@@ -317,7 +319,7 @@ def diff_table(
                 bounds = ck.boundaries(src, s, KeyRange(), step)
             out.chunks = len(bounds) + 1
             if packing:
-                ss, ts = run.packed(bounds)
+                ss, ts = run.packed(bounds, packed.MAX_CHUNKS * chunk_rows)
             elif expect_changes:
                 ss, ts, wants = run.signatures(bounds, sub_bits(chunk_rows))
                 run.differ(0).settle(KeyRange(), bounds, ss, ts, wants=wants)
@@ -439,10 +441,11 @@ class _Comparison:
         self.reported = True
         return ss, ts
 
-    def packed(self, bounds: Sequence[Key]) -> tuple[list[Sums], list[Sums]]:
+    def packed(self, bounds: Sequence[Key], cap: int) -> tuple[list[Sums], list[Sums]]:
         """Every piece cut at ``bounds`` read packed on both sides and matched
         (:mod:`pgferry.sync.packed`): one scan a side, both servers reading the next piece
-        while this one is matched."""
+        while this one is matched; a piece of more than ``cap`` rows on a side is compared
+        by sums and signatures instead (memory)."""
         pieces = split(KeyRange(), bounds)
         (src, tgt), d = self.pairs[0], self.differ(0)
         ss: list[Sums] = []
@@ -457,8 +460,8 @@ class _Comparison:
 
             def start(rng: KeyRange) -> tuple[Future[packed.Packed], Future[packed.Packed]]:
                 return (
-                    pool.submit(packed.read, src, self.src_side, rng),
-                    pool.submit(packed.read, tgt, self.tgt_side, rng),
+                    pool.submit(packed.read, src, self.src_side, rng, cap),
+                    pool.submit(packed.read, tgt, self.tgt_side, rng, cap),
                 )
 
             ahead = start(pieces[0])
@@ -468,7 +471,7 @@ class _Comparison:
                 a, b = ahead[0].result(), ahead[1].result()
                 if j + 1 < len(pieces):
                     ahead = start(pieces[j + 1])
-                sa, sb = d.settle_packed(rng, a, b)
+                sa, sb = d.settle_packed(rng, a, b, cap)
                 ss.append(sa)
                 ts.append(sb)
                 self._progress(sa.rows)
