@@ -163,9 +163,12 @@ def rebuild(link: Link, t: TablePlan, tgt: Side) -> None:
     base = base_ident(source, t)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(base))
     conn.execute(
-        sql.SQL("CREATE TABLE {b} AS SELECT {k}, {h} AS pgferry_h FROM {tbl} WHERE true{w}").format(
-            b=base, k=cols(t.key), h=tgt.row_hash(), tbl=table_ident(t), w=where(t)
-        )
+        sql.SQL(
+            # room on every page: a later sync moves the base of the rows it wrote in place
+            # (a HOT update), instead of a new row version and index entry elsewhere
+            "CREATE TABLE {b} WITH (fillfactor = 85) AS SELECT {k}, {h} AS pgferry_h "
+            "FROM {tbl} WHERE true{w}"
+        ).format(b=base, k=cols(t.key), h=tgt.row_hash(), tbl=table_ident(t), w=where(t))
     )
     conn.execute(
         sql.SQL(
