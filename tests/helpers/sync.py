@@ -217,3 +217,17 @@ def recorded(dsn: str) -> list[str]:
         if c.execute("SELECT to_regclass('pgferry.set_aside')").fetchone() == (None,):
             return []
         return sorted(r[0] for r in c.execute("SELECT name FROM pgferry.set_aside"))
+
+
+def results_of(monkeypatch: Any, module: Any, name: str) -> list[Any]:
+    """Every result ``module.name`` returns from now on (it still runs, as it is)."""
+    seen: list[Any] = []
+    real = getattr(module, name)
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        got = real(*args, **kw)
+        seen.append(got)
+        return got
+
+    monkeypatch.setattr(module, name, spy)
+    return seen

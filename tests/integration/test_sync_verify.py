@@ -12,7 +12,7 @@ from psycopg.pq import TransactionStatus
 
 from pgferry.errors import BadInput
 from pgferry.sync.verify import DiffRange, diff_table
-from tests.helpers.sync import Spec
+from tests.helpers.sync import Spec, results_of
 
 
 def both(pair: tuple[psycopg.Connection[Any], ...], stmt: str) -> None:
@@ -340,15 +340,7 @@ def test_dense_differences_are_settled_by_signatures(
     expect_changes = way != "verify"
     if way == "signatures":  # as for a text key: the packed reads do not apply
         monkeypatch.setattr(packed, "packable", lambda s, t: False)
-    reads: list[int] = []  # rows of each packed read
-    real_read = packed.read
-
-    def spy_read(*args: Any, **kw: Any) -> Any:
-        got = real_read(*args, **kw)
-        reads.append(got.rows)
-        return got
-
-    monkeypatch.setattr(packed, "read", spy_read)
+    reads = results_of(monkeypatch, packed, "read")
 
     calls: list[str] = []  # the whole-table reads, in order
     fetched: list[int] = []  # rows read back by key per call
@@ -405,7 +397,7 @@ def test_dense_differences_are_settled_by_signatures(
     if way == "packed":
         # every row's key and hash, once a side, in two pieces; nothing else read
         assert calls == [] and fetched == []
-        assert sorted(reads) == [9990, 9990, 10000, 10000]
+        assert sorted(r.rows for r in reads) == [9990, 9990, 10000, 10000]
         return
     assert reads == []
     if expect_changes:

@@ -126,17 +126,24 @@ def rows_now(conn: psycopg.Connection[Any], s: Side) -> int | None:
 
 
 _CORRELATION = """
-SELECT correlation FROM pg_catalog.pg_stats
-WHERE schemaname = %s AND tablename = %s AND attname = %s
-ORDER BY inherited DESC LIMIT 1
+SELECT min(abs(s.correlation)) FROM pg_catalog.pg_stats s
+JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
+JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
+WHERE NOT s.inherited AND s.attname = %(a)s
+  AND (c.oid = %(t)s::regclass
+       OR c.oid IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = %(t)s::regclass))
 """
 
 
-def in_key_order(conn: psycopg.Connection[Any], schema: str, table: str, s: Side) -> bool:
-    """Are the table's rows stored about in key order (its statistics' correlation of the
-    first key column; unknown counts as yes), so that a key range reads few pages?"""
-    row = conn.execute(_CORRELATION, [schema, table, s.key[0].name]).fetchone()
-    return row is None or row[0] is None or abs(float(row[0])) >= 0.9
+def in_key_order(conn: psycopg.Connection[Any], s: Side) -> bool:
+    """Are the table's rows stored about in key order, so that a key range reads few pages?
+
+    The correlation of the first key column in the statistics of the table, or of each of
+    its partitions (the least of them; a partitioned table's own statistics mix its
+    partitions); unknown (never analyzed) counts as yes.
+    """
+    row = conn.execute(_CORRELATION, {"a": s.key[0].name, "t": s.table.as_string(conn)}).fetchone()
+    return row is None or row[0] is None or float(row[0]) >= 0.9
 
 
 @dataclass

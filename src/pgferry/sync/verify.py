@@ -301,11 +301,7 @@ def diff_table(
             # a sync with integer or uuid keys, of a table stored about in key order, reads
             # pieces of PACK_CHUNKS chunks packed, by key range (rows scattered over the disk
             # would make each piece read most pages: signatures read the table once)
-            packing = (
-                expect_changes
-                and packed.packable(s, t)
-                and packed.in_key_order(src, table.schema, table.name, s)
-            )
+            packing = expect_changes and packed.packable(s, t) and packed.in_key_order(src, s)
             step = chunk_rows * PACK_CHUNKS if packing else chunk_rows
             # (either side's rows: a target may hold far more than the source)
             now = [packed.rows_now(c, sd) for c, sd in ((src, s), (tgt, t))] if packing else []
