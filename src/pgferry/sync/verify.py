@@ -78,7 +78,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -439,40 +439,18 @@ class _Comparison:
 
     def packed(self, bounds: Sequence[Key], cap: int) -> tuple[list[Sums], list[Sums]]:
         """Every piece cut at ``bounds`` read packed on both sides and matched
-        (:mod:`pgferry.sync.packed`): one scan a side, both servers reading the next piece
-        while this one is matched; a piece of more than ``cap`` rows on a side is compared
-        by sums and signatures instead (memory)."""
-        pieces = split(KeyRange(), bounds)
+        (:func:`pgferry.sync.packed.compare_pieces`)."""
         (src, tgt), d = self.pairs[0], self.differ(0)
-        ss: list[Sums] = []
-        ts: list[Sums] = []
-        # one process a side: both servers already read at once (workers would share the
-        # cores); and each piece by its key index: a piece of a third of the table read by a
-        # sequential scan would read the whole table, once per piece
-        serial = {"max_parallel_workers_per_gather": "0"}
-        if bounds:  # (a bitmap scan reads a range's pages in order: faster than walking it)
-            serial.update(enable_seqscan="off", enable_indexscan="off")
-        with ck.settings(src, **serial), ck.settings(tgt, **serial), ThreadPoolExecutor(2) as pool:
-
-            def start(rng: KeyRange) -> tuple[Future[packed.Packed], Future[packed.Packed]]:
-                return (
-                    pool.submit(packed.read, src, self.src_side, rng, cap),
-                    pool.submit(packed.read, tgt, self.tgt_side, rng, cap),
-                )
-
-            ahead = start(pieces[0])
-            import numpy  # noqa: F401 - imported while the servers read (~0.1 s)
-
-            for j, rng in enumerate(pieces):
-                a, b = ahead[0].result(), ahead[1].result()
-                if j + 1 < len(pieces):
-                    ahead = start(pieces[j + 1])
-                sa, sb = d.settle_packed(rng, a, b, cap)
-                ss.append(sa)
-                ts.append(sb)
-                self._progress(sa.rows)
+        got = packed.compare_pieces(
+            (src, self.src_side),
+            (tgt, self.tgt_side),
+            split(KeyRange(), bounds),
+            cap,
+            lambda rng, a, b: d.settle_packed(rng, a, b, cap),
+            self._progress,
+        )
         self.reported = True
-        return ss, ts
+        return got
 
     def signatures(self, bounds: Sequence[Key], bits: int) -> tuple[list[Sums], list[Sums], Wants]:
         """Every chunk's signature on both sides (one scan each), streamed and compared.
