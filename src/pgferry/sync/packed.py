@@ -129,6 +129,13 @@ def rows_now(conn: psycopg.Connection[Any], s: Side) -> int | None:
     return None if row is None or row[0] is None else int(row[0])
 
 
+def one_piece(sides: Sequence[tuple[psycopg.Connection[Any], Side]], rows: int) -> bool:
+    """Does each side count at most ``rows`` rows (:func:`rows_now`; a target may hold far
+    more than the source)? Unknown counts as no."""
+    counts = [rows_now(conn, s) for conn, s in sides]
+    return all(n is not None and n <= rows for n in counts)
+
+
 _CORRELATION = """
 SELECT min(abs(s.correlation)) FROM pg_catalog.pg_stats s
 JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname

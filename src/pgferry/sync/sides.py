@@ -210,22 +210,20 @@ class Side:
         # with a composite key, the bounds of its first column too: implied by the row
         # comparison, they let the planner see that a range is a small part of the table (a
         # row comparison alone is estimated at a third of it: a whole scan per range)
-        if rng.lo is not None:
-            parts.append(sql.SQL("{} >= {}").format(self.key_tuple(), self._param_tuple()))
-            params += list(rng.lo)
+        for bound, whole, first in ((rng.lo, ">=", ">="), (rng.hi, "<", "<=")):
+            if bound is None:
+                continue
+            parts.append(
+                sql.SQL("{} {} {}").format(self.key_tuple(), sql.SQL(whole), self._param_tuple())
+            )
+            params += list(bound)
             if len(self.key) > 1:
                 parts.append(
-                    sql.SQL("{} >= {}").format(self.key_exprs()[0], self._param_tuple(self.key[:1]))
+                    sql.SQL("{} {} {}").format(
+                        self.key_exprs()[0], sql.SQL(first), self._param_tuple(self.key[:1])
+                    )
                 )
-                params.append(rng.lo[0])
-        if rng.hi is not None:
-            parts.append(sql.SQL("{} < {}").format(self.key_tuple(), self._param_tuple()))
-            params += list(rng.hi)
-            if len(self.key) > 1:
-                parts.append(
-                    sql.SQL("{} <= {}").format(self.key_exprs()[0], self._param_tuple(self.key[:1]))
-                )
-                params.append(rng.hi[0])
+                params.append(bound[0])
         if self.where is not None:
             parts.append(sql.SQL("({})").format(self.where))
         if not parts:

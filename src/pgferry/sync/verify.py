@@ -303,10 +303,9 @@ def diff_table(
             # would make each piece read most pages: signatures read the table once)
             packing = expect_changes and packed.packable(s, t) and packed.in_key_order(src, s)
             step = chunk_rows * PACK_CHUNKS if packing else chunk_rows
-            # (either side's rows: a target may hold far more than the source)
-            now = [packed.rows_now(c, sd) for c, sd in ((src, s), (tgt, t))] if packing else []
-            counted = [n for n in now if n is not None]
-            if len(counted) == 2 and max(counted) <= packed.ONE_PIECE_CHUNKS * chunk_rows:
+            if packing and packed.one_piece(
+                ((src, s), (tgt, t)), packed.ONE_PIECE_CHUNKS * chunk_rows
+            ):
                 bounds = []  # one piece, one sequential scan a side
             # (sampled for a table of 20 chunks or more: an exact cut reads every key)
             elif estimate is not None and estimate >= 20 * chunk_rows:
