@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from pgferry.backup.manifest import Manifest
 from pgferry.config import load_config
 from pgferry.health import service
 from pgferry.pg.connect import resolve_env
 from tests.helpers import Project, Result, sql, write_project
 from tests.helpers.backup import wait_scratch_gone
-from tests.helpers.health import SCHEMA, checks, failed_syncs, health, samples
+from tests.helpers.health import SCHEMA, checks, failed_syncs, fake_backup, health, samples
 
 EXTRA = """
 [health]
@@ -149,47 +147,9 @@ def test_sync_outcomes_dead_letters_and_their_metrics(
     assert m["pgferry_sync_consecutive_failures"] == [({"source": "dev", "target": "prod"}, 4.0)]
 
 
-def _backup(
-    root: Path,
-    env: str,
-    bid: str,
-    finished: datetime,
-    tested: datetime | None = None,
-    manifest: bool = True,
-) -> None:
-    d = root / "backups" / env / bid
-    d.mkdir(parents=True)
-    if manifest:
-        m = Manifest(
-            id=bid,
-            env=env,
-            database="prod",
-            started_at=(finished - timedelta(minutes=2)).isoformat(),
-            finished_at=finished.isoformat(),
-            size_bytes=1234,
-            tables={},
-            files={},
-            server_version="18",
-            pg_dump_version="18",
-            tool_version="test",
-        )
-        (d / "manifest.json").write_text(json.dumps(m.to_dict()))
-    if tested is not None:
-        (d / "verification.json").write_text(
-            json.dumps(
-                {
-                    "verified_at": tested.isoformat(),
-                    "verify_ok": True,
-                    "restore_tested_at": tested.isoformat(),
-                    "restore_test_ok": True,
-                }
-            )
-        )
-
-
 def test_backups_from_the_catalog(proj: Project, cli: Callable[..., Result]) -> None:
     now = datetime.now(UTC).replace(microsecond=0)
-    _backup(
+    fake_backup(
         proj.root,
         "prod",
         "20261120T0000Z",
@@ -199,14 +159,14 @@ def test_backups_from_the_catalog(proj: Project, cli: Callable[..., Result]) -> 
     c = checks(health(cli, proj, "prod", "--json"))
     assert c["backups"]["status"] == "degraded" and "30.0 h old" in c["backups"]["message"]
     assert c["restore_test"]["status"] == "degraded"
-    _backup(
+    fake_backup(
         proj.root,
         "prod",
         "20261122T0000Z",
         now - timedelta(hours=1),
         tested=now - timedelta(minutes=30),
     )
-    _backup(proj.root, "prod", "20261122T0100Z", now, manifest=False)  # still running
+    fake_backup(proj.root, "prod", "20261122T0100Z", now, manifest=False)  # still running
     r = health(cli, proj, "prod", "--json")
     c = checks(r)
     assert (c["backups"]["status"], c["restore_test"]["status"]) == ("optimal", "optimal")
@@ -220,14 +180,14 @@ def test_backups_from_the_catalog(proj: Project, cli: Callable[..., Result]) -> 
     ]
     assert checks(health(cli, proj, "dev", "--json"))["backups"]["status"] == "unknown"
     # a damaged manifest is not a complete backup, and breaks nothing
-    _backup(proj.root, "prod", "20261122T0200Z", now)
+    fake_backup(proj.root, "prod", "20261122T0200Z", now)
     (proj.root / "backups/prod/20261122T0200Z/manifest.json").write_text(
         '{"id": "x", "finished_at": "yesterday"}'
     )
     assert checks(health(cli, proj, "prod", "--json"))["backups"]["status"] == "optimal"
 
 
-def test_backups_taken_by_pgferry_backup(
+def test_backups_taken_by_pgferryfake_backup(
     proj: Project, cli: Callable[..., Result], createdb_role: str, pg_admin_dsn: str
 ) -> None:
     """The health check reads what `pgferry backup` writes: a fresh backup is optimal, its

@@ -6,7 +6,6 @@ wraparound, a forgotten prepared transaction."""
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,12 +20,11 @@ import pytest
 from psycopg import sql as q
 
 from pgferry import journal
-from pgferry.backup.manifest import Manifest
 from pgferry.config import load_config
 from pgferry.pg import embedded
 from pgferry.pg.connect import resolve_env
 from tests.helpers import Project, Result, sql, wait_for, write_project
-from tests.helpers.health import SCHEMA, checks, failed_syncs, health, samples
+from tests.helpers.health import SCHEMA, checks, failed_syncs, fake_backup, health, samples
 from tests.helpers.service import Server, make_project, tokens
 
 TABLE = '[health.tables."public.cases"]\noptimal = 3\ndegraded_below = 1\n'
@@ -401,32 +399,7 @@ def test_a_backup_or_sync_dated_in_the_future_is_unknown_not_fresh(
     )
     now = datetime.now(UTC).replace(microsecond=0)
     ahead = now + timedelta(days=3)
-    d = p.root / "backups" / "prod" / "20261206T0000Z"
-    d.mkdir(parents=True)
-    m = Manifest(
-        id=d.name,
-        env="prod",
-        database="prod",
-        started_at=ahead.isoformat(),
-        finished_at=ahead.isoformat(),
-        size_bytes=1234,
-        tables={},
-        files={},
-        server_version="18",
-        pg_dump_version="18",
-        tool_version="test",
-    )
-    (d / "manifest.json").write_text(json.dumps(m.to_dict()))
-    (d / "verification.json").write_text(
-        json.dumps(
-            {
-                "verified_at": ahead.isoformat(),
-                "verify_ok": True,
-                "restore_tested_at": ahead.isoformat(),
-                "restore_test_ok": True,
-            }
-        )
-    )
+    fake_backup(p.root, "prod", "20261206T0000Z", ahead, tested=ahead)
     target = resolve_env(load_config(p.config), "prod")
     journal.append(
         target,

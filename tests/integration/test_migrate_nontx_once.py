@@ -8,7 +8,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -32,6 +33,28 @@ IDLE = (
     "SELECT count(*) = 0 FROM pg_stat_activity WHERE datname = current_database()"
     " AND query LIKE 'UPDATE acct%%' AND state = 'active' AND pid <> pg_backend_pid()"
 )
+
+
+@contextmanager
+def holding(dsn: str, when: str, take: str, what: str) -> Iterator[threading.Event]:
+    """While the block runs: once ``when`` is true in ``dsn``, a session runs ``take`` (a
+    lock it holds until the block ends); yields an event set once it holds it."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        wait_for(dsn, when, timeout=20, what=what)
+        with psycopg.connect(dsn) as c:
+            c.execute(take)
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    try:
+        yield held
+    finally:
+        release.set()
+        t.join()
 
 
 def test_sigkill_during_a_transactional_statement_on_13_applies_it_once(
@@ -76,23 +99,10 @@ def test_progress_write_failing_after_a_statement_does_not_claim_nothing_applied
     )
     assert p.run("migrate", "up", "-e", "dev").code == 0
     p.write("V2__credit.sql", SLOW_UPDATE.format(s=1.5))
-    held = threading.Event()
-    release = threading.Event()
-
-    def hold_progress_row() -> None:
-        wait_for(dev, ACTIVE, timeout=20, what="the UPDATE to run")
-        with psycopg.connect(dev) as c:
-            c.execute("SELECT 1 FROM pgferry.migration_progress FOR UPDATE")
-            held.set()
-            release.wait(20)
-
-    t = threading.Thread(target=hold_progress_row)
-    t.start()
-    try:
+    with holding(
+        dev, ACTIVE, "SELECT 1 FROM pgferry.migration_progress FOR UPDATE", "the UPDATE to run"
+    ) as held:
         r = p.run("migrate", "up", "-e", "dev")
-    finally:
-        release.set()
-        t.join()
     assert held.is_set()
     assert r.code == 3, r.err
     # what the run says is so: the UPDATE rolled back with its record, nothing recorded
@@ -138,28 +148,15 @@ def test_history_write_failing_after_the_last_statement_is_not_nothing_applied(
     )
     assert p.run("migrate", "up", "-e", "dev").code == 0
     p.write("V2__idx.sql", "CREATE INDEX CONCURRENTLY t_slow ON t (slow(a));\n")
-    held = threading.Event()
-    release = threading.Event()
-
-    def hold_history() -> None:
-        wait_for(
-            dev,
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX%%'"
-            " AND state = 'active'",
-            timeout=20,
-        )
-        with psycopg.connect(dev) as c:  # LOCK takes no snapshot: the build goes on
-            c.execute("LOCK TABLE flyway_schema_history IN ROW EXCLUSIVE MODE")
-            held.set()
-            release.wait(30)
-
-    t = threading.Thread(target=hold_history)
-    t.start()
-    try:
+    building = (
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX%%'"
+        " AND state = 'active'"
+    )
+    # LOCK takes no snapshot: the build goes on
+    with holding(
+        dev, building, "LOCK TABLE flyway_schema_history IN ROW EXCLUSIVE MODE", "the build"
+    ) as held:
         r = p.run("migrate", "up", "-e", "dev")
-    finally:
-        release.set()
-        t.join()
     assert held.is_set()
     assert r.code == 3, r.err
     assert "nothing of this" not in r.err, r.err

@@ -7,24 +7,28 @@ from pathlib import Path
 
 import psycopg
 
-from tests.helpers import Result, one, q, sql, wait_for, write_project
+from tests.helpers import Project, Result, one, q, sql, wait_for, write_project
 from tests.helpers.sync import WATERMARK_CONF as CONF
 from tests.helpers.sync import WATERMARK_DDL as DDL
 from tests.helpers.sync import rows
 
 
-def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
-    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
-) -> None:
+def _events(tmp_path: Path, make_db: Callable[..., str], rows: str) -> Project:
+    """dev and prod with the events table (watermark config); ``rows`` run on dev only."""
     p = write_project(
         tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=CONF
     )
-    sql(
-        p.dsns["dev"],
-        DDL + "INSERT INTO events SELECT g, 'v'"  # noqa: S608
-        " FROM generate_series(1, 100) g",
-    )
+    sql(p.dsns["dev"], DDL + rows)
     sql(p.dsns["prod"], DDL)
+    return p
+
+
+def test_late_commit_is_not_missed_and_unchanged_rows_cost_nothing(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    p = _events(
+        tmp_path, make_db, "INSERT INTO events SELECT g, 'v' FROM generate_series(1, 100) g"
+    )
     late = psycopg.connect(p.dsns["dev"])
     # a transaction that started early (its now() is old) and commits after the sync
     late.execute("INSERT INTO events (id, v) VALUES (1000, 'late')")
@@ -144,16 +148,12 @@ def test_a_row_stamped_in_the_future_does_not_hide_later_changes(
     # a client clock years ahead, or 'infinity': the mark was the newest stamp, so every
     # real change after it lay below the mark and was never read while the sync said ok;
     # an 'infinity' stamp failed every run ("timestamp too large")
-    p = write_project(
-        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=CONF
-    )
-    sql(
-        p.dsns["dev"],
-        DDL + "INSERT INTO events SELECT g, 'v', now() - interval '1 day'"  # noqa: S608
-        " FROM generate_series(1, 50) g;"
+    p = _events(
+        tmp_path,
+        make_db,
+        "INSERT INTO events SELECT g, 'v', now() - interval '1 day' FROM generate_series(1, 50) g;"
         "INSERT INTO events VALUES (98, 'ahead', now() + interval '3 years')",
     )
-    sql(p.dsns["prod"], DDL)
 
     def sync() -> dict[str, object]:
         r = cli("--config", str(p.config), "sync", "dev", "prod", "--json")
