@@ -42,8 +42,11 @@ def exists(conn: psycopg.Connection[Any], schema: str, table: str) -> bool:
 
 
 def elsewhere(conn: psycopg.Connection[Any], schema: str, table: str) -> list[str]:
-    """Tables named ``table`` with Flyway's history columns in schemas other than ``schema``
-    (quoted ``"schema"."table"``): a history written with another default schema."""
+    """When ``schema.table`` does not exist: tables named ``table`` with Flyway's history
+    columns in other schemas (quoted ``"schema"."table"``), a history written with another
+    default schema (see :func:`elsewhere_advice`)."""
+    if exists(conn, schema, table):
+        return []
     rows = conn.execute(
         "SELECT format('%%I.%%I', n.nspname, c.relname) FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -54,6 +57,15 @@ def elsewhere(conn: psycopg.Connection[Any], schema: str, table: str) -> list[st
         [table, schema],
     ).fetchall()
     return [str(r[0]) for r in rows]
+
+
+def elsewhere_advice(table: str, other: list[str]) -> str:
+    """What to do about :func:`elsewhere`'s ``other`` histories when ``table`` is missing."""
+    return (
+        f"no {table}, but {', '.join(other)} exists: a migration history written with another "
+        "default schema; set [migrate] schema to that schema, or, if it is another "
+        "application's, start this one with `pgferry migrate baseline --version 0`"
+    )
 
 
 def ensure_table(conn: psycopg.Connection[Any], schema: str, table: str) -> None:

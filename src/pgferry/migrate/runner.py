@@ -164,17 +164,10 @@ class Runner:
         """BadInput when the configured history table is missing but one of its name is in
         another schema: starting an empty history here would apply every file again."""
         schema, table = self.settings.schema, self.settings.table
-        if history.exists(self.work, schema, table):
-            return
         other = history.elsewhere(self.work, schema, table)
         if other:
-            raise BadInput(
-                f"{self.target.name} has no {schema}.{table}, but {', '.join(other)} exists: "
-                "a migration history written with another default schema; set [migrate] "
-                "schema to that schema, or, if it is another application's, start this one "
-                "with `pgferry migrate baseline --version 0`",
-                history=other,
-            )
+            advice = history.elsewhere_advice(f"{schema}.{table}", other)
+            raise BadInput(f"{self.target.name}: {advice}", history=other)
 
     def _session(self, *, reset: bool = False) -> None:
         """The work session every file starts from; ``reset`` first undoes what a file set

@@ -154,9 +154,7 @@ def collect(cfg: Config, target: Target) -> Status:
             failed = failed_statements(conn, cfg) if any(not r.success for r in rows) else {}
             s = build(cfg, target.name, ms, rows, failed)
             s.guards = held_guards(conn, cfg, target.name, s)
-            if not rows and not history.exists(
-                conn, cfg.migrate.schema_, cfg.migrate.history_table
-            ):
+            if not rows:
                 s.elsewhere = history.elsewhere(
                     conn, cfg.migrate.schema_, cfg.migrate.history_table
                 )
@@ -256,11 +254,7 @@ def problems(s: Status) -> list[str]:
                 f"{name}: failed{at}; fix the cause, run `migrate repair`, then `migrate up`"
             )
     if s.elsewhere:
-        out.append(
-            f"no {s.history_table}, but {', '.join(s.elsewhere)} exists: a migration history "
-            "written with another default schema; set [migrate] schema to that schema, or, "
-            "if it is another application's, `pgferry migrate baseline --version 0`"
-        )
+        out.append(history.elsewhere_advice(s.history_table, s.elsewhere))
     if s.sum_state == "stale":
         out.append(
             f"{files.SUM_FILE} is stale: migration files changed since it was "
