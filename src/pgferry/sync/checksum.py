@@ -30,6 +30,7 @@ from pgferry.sync.chunks import Key, KeyRange, Signature, Sums
 from pgferry.sync.columns import ColumnInfo
 from pgferry.sync.sides import (
     CANONICAL,
+    TABLE_OR_PARTITION,
     Side,
     agree,
     estimate_rows,
@@ -61,11 +62,9 @@ __all__ = [
 Blocks = tuple[int | None, int | None]
 WHOLE: Blocks = (None, None)
 
-_PAGES = """
-SELECT coalesce(max(c.relpages), 0)::bigint FROM pg_class c
-WHERE c.oid = %(t)s::regclass
-   OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %(t)s::regclass)
-"""
+_PAGES = sql.SQL("SELECT coalesce(max(c.relpages), 0)::bigint FROM pg_class c WHERE {}").format(
+    TABLE_OR_PARTITION
+)
 
 
 #: planner settings of the :func:`signatures` query

@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from pgferry.sync.chunks import Key, KeyDiff, KeyRange, Sums
-from pgferry.sync.sides import Side, settings
+from pgferry.sync.sides import TABLE_OR_PARTITION, Side, settings
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,16 +109,15 @@ ONE_PIECE_CHUNKS = 100
 #: sample cut for) is compared by sums and signatures, cut into pieces
 MAX_CHUNKS = 200
 
-_ROWS_NOW = """
+_ROWS_NOW = sql.SQL("""
 SELECT CASE WHEN bool_and(c.reltuples >= 0) THEN sum(
     CASE WHEN c.relpages > 0
          THEN c.reltuples * (pg_catalog.pg_relation_size(c.oid)
                              / pg_catalog.current_setting('block_size')::int) / c.relpages
          ELSE 0 END)::int8 END
 FROM pg_catalog.pg_class c
-WHERE c.oid = %(t)s::regclass
-   OR c.oid IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = %(t)s::regclass)
-"""
+WHERE {}
+""").format(TABLE_OR_PARTITION)
 
 
 def rows_now(conn: psycopg.Connection[Any], s: Side) -> int | None:
@@ -136,14 +135,12 @@ def one_piece(sides: Sequence[tuple[psycopg.Connection[Any], Side]], rows: int) 
     return all(n is not None and n <= rows for n in counts)
 
 
-_CORRELATION = """
+_CORRELATION = sql.SQL("""
 SELECT min(abs(s.correlation)) FROM pg_catalog.pg_stats s
 JOIN pg_catalog.pg_namespace n ON n.nspname = s.schemaname
 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = s.tablename
-WHERE NOT s.inherited AND s.attname = %(a)s
-  AND (c.oid = %(t)s::regclass
-       OR c.oid IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = %(t)s::regclass))
-"""
+WHERE NOT s.inherited AND s.attname = %(a)s AND {}
+""").format(TABLE_OR_PARTITION)
 
 
 def in_key_order(conn: psycopg.Connection[Any], s: Side) -> bool:

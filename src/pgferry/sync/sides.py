@@ -73,12 +73,16 @@ CANONICAL = {
     "lc_monetary": "C",
 }
 
-_ESTIMATE = """
+#: a ``pg_class c`` row of table ``%(t)s`` or of one of its partitions (a catalog read of a
+#: table counts its partitions: a partitioned table holds no rows itself)
+TABLE_OR_PARTITION = sql.SQL("""(c.oid = %(t)s::regclass
+   OR c.oid IN (SELECT inhrelid FROM pg_catalog.pg_inherits WHERE inhparent = %(t)s::regclass))""")
+
+_ESTIMATE = sql.SQL("""
 SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint, bool_and(c.reltuples >= 0)
 FROM pg_class c
-WHERE c.oid = %(t)s::regclass
-   OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = %(t)s::regclass)
-"""
+WHERE {}
+""").format(TABLE_OR_PARTITION)
 
 
 @dataclass(frozen=True)
