@@ -131,6 +131,7 @@ def pgferry(cfg: Path, *args: str) -> list[str]:
 RELAY = """
 import sys, psycopg
 from psycopg.copy import QueuedLibpqWriter
+from pgferry.pg.copy_reader import blocks
 src, tgt, tables = sys.argv[1], sys.argv[2], sys.argv[3:]
 with psycopg.connect(src) as s, psycopg.connect(tgt) as t:
     for name in tables:
@@ -140,14 +141,8 @@ with psycopg.connect(src) as s, psycopg.connect(tgt) as t:
             psycopg.sql.Identifier(name))
         tc = t.cursor()
         with s.cursor().copy(q) as out, tc.copy(w, writer=QueuedLibpqWriter(tc)) as inp:
-            buf = bytearray()
-            for data in out:
-                buf += data
-                if len(buf) >= 1 << 18:
-                    inp.write(bytes(buf))
-                    buf.clear()
-            if buf:
-                inp.write(bytes(buf))
+            for block in blocks(out):
+                inp.write(block)
         t.commit()
 """
 
@@ -601,9 +596,10 @@ def markdown(
 METHOD = (
     "How it was measured, per shape: the source is generated and analyzed; (1) the COPY relay "
     "floor copies every table into an empty copy of the schema (indexes in place) with binary "
-    "`COPY`, one table after the other, in a Python process (psycopg, the same threaded writer "
-    "pgferry uses); the copy is emptied and `pgferry sync --mode full` with `defer_indexes = "
-    "false` loads it again; `pg_dump -Fc | pg_restore` copies schema and data into an empty "
+    "`COPY`, one table after the other, in a Python process (psycopg, a threaded "
+    "writer, and pgferry's block reader of the source's rows); the copy is emptied and "
+    "`pgferry sync --mode full` with `defer_indexes = false` loads it again; "
+    "`pg_dump -Fc | pg_restore` copies schema and data into an empty "
     "database; `pgferry sync --mode full` loads the target by default (indexes set aside and "
     "rebuilt), and the target's index and constraint definitions are checked equal to the "
     "source's; these two run twice each, alternated (the copy dropped and the target emptied "

@@ -29,12 +29,12 @@ from psycopg import sql
 
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import begin_repeatable_read, connect, redact
+from pgferry.pg.copy_reader import blocks
 from pgferry.pg.copy_writer import BoundedWriter as _Writer
 from pgferry.sync.columns import text_times
 from pgferry.sync.plan import TablePlan
 
 Key = tuple[Any, ...]
-_FLUSH = 1 << 18
 
 
 class SourceSnapshot:
@@ -250,19 +250,13 @@ def pipe(
     opts = sql.SQL("FORMAT {}{}").format(fmt, sql.SQL(", FREEZE") if freeze else sql.SQL(""))
     in_q = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(dest, cols(dest_cols), opts)
     scur, tcur = src.cursor(), tgt.cursor()
-    # The source sends one message per row; gather them into ~256 kB writes, and let a
-    # writer thread feed the target while this thread reads the source (both overlap).
+    # The source sends one message per row; read them in ~256 kB blocks (copy_reader), and
+    # let a writer thread feed the target while this thread reads the source (both overlap).
     # COPY takes no server-side parameters: bind them here (always, so %% becomes %)
     bound = psycopg.ClientCursor(src).mogrify(out_q, list(params))
     with scur.copy(bound) as out, tcur.copy(in_q, writer=_Writer(tcur)) as inp:
-        buf = bytearray()
-        for data in out:
-            buf += data
-            if len(buf) >= _FLUSH:
-                inp.write(bytes(buf))
-                if on_chunk is not None:
-                    on_chunk(len(buf))
-                buf.clear()
-        if buf:
-            inp.write(bytes(buf))
+        for block in blocks(out):
+            inp.write(block)
+            if on_chunk is not None:
+                on_chunk(len(block))
     return max(tcur.rowcount, 0)
