@@ -4,7 +4,8 @@ Contract: :func:`blocks` iterates over the data of a COPY begun with ``cursor.co
 in blocks of about ``size`` bytes (whole rows: the server sends one message a row), and
 leaves the connection as ``Copy.read()`` does: the COPY ended and its result taken, or
 the server's error raised as psycopg raises it (:func:`psycopg.errors.error_from_result`;
-a lost connection is psycopg's ``OperationalError``).
+a lost connection is psycopg's ``OperationalError``). The source cursor's ``rowcount``
+is not kept (a relay counts the rows the target took).
 
 Why: ``Copy.read()`` runs a generator through the connection's wait for every row, about
 0.5 µs of Python a row. Reading 4M narrow rows took 2.9 s of CPU where the server sent
