@@ -33,4 +33,16 @@ def test_psycopg_copy_writer_base() -> None:
     assert list(inspect.signature(LibpqWriter.finish).parameters) == ["self", "exc"]
 
 
+def test_psycopg_copy_reader_calls() -> None:
+    """pgferry.pg.copy_reader takes rows with PGconn.get_copy_data (async: 1) and raises a
+    COPY's error result with psycopg.errors.error_from_result, as psycopg itself does."""
+    from psycopg import errors, pq
+
+    assert list(inspect.signature(errors.error_from_result).parameters) == [
+        "result",
+        "encoding",
+    ]
+    assert callable(pq.PGconn.get_copy_data) and callable(pq.PGconn.consume_input)
+
+
 # pglast's light load (pgferry.sqltext.parser): tests/unit/lint/test_lint_pgparse.py

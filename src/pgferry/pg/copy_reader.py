@@ -63,7 +63,7 @@ def _take_result(conn: psycopg.Connection[Any]) -> None:
             if (res := pgconn.get_result()) is None:
                 break
             last = res
-    if last is None or last.status != pq.ExecStatus.COMMAND_OK:
-        if last is None:
-            raise psycopg.OperationalError("the server ended a COPY without a result")
+    if last is None:
+        raise psycopg.OperationalError("the server ended a COPY without a result")
+    if last.status != pq.ExecStatus.COMMAND_OK:
         raise psycopg.errors.error_from_result(last, encoding=conn.info.encoding)
