@@ -430,3 +430,51 @@ def test_an_emergency_backup_that_fails_stops_the_restore(
     assert "emergency backup" in r.err and "nothing was restored" in r.err, r.err
     assert fingerprint(dsn) == before
     assert journal(dsn)[-1] == ("backup create", "failed")
+
+
+def test_a_verify_of_a_read_only_copy_reports_and_says_it_was_not_recorded(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    """A read-only copy of the backups (a remounted disk, a restore-only host) can still be
+    verified: the result is reported with its exit code, plus one sentence that it could not
+    be recorded (no traceback); no sidecar or temp file appears, and the catalog keeps
+    showing no verification."""
+    dsn, bid, _ = backed_up(cli, bproj, "SELECT 1")
+    root = bproj.root / "backups"
+    d = root / "prod" / bid
+    if subprocess.run(["mount", "--bind", str(root), str(root)], capture_output=True).returncode:
+        pytest.skip("cannot bind-mount here; needs root")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(root)], check=True)
+        r = run(cli, bproj, "backup", "verify", bid, "--env", "prod", "--json")
+        human = run(cli, bproj, "backup", "verify", bid, "--env", "prod")
+    finally:
+        subprocess.run(["umount", str(root)], check=False)
+    assert r.code == 0, r.out + r.err
+    assert r.json["ok"] and r.json["files_checked"] > 0 and r.json["recorded"] is False
+    [w] = r.json["warnings"]
+    assert str(d / "verification.json") in w and "Read-only file system" in w, w
+    assert human.code == 0 and "Traceback" not in human.err
+    assert "warning: the result could not be recorded" in human.out, human.out
+    assert not (d / "verification.json").exists()
+    assert [p.name for p in d.iterdir() if p.name.startswith(".")] in ([], [".in-use"])
+    [info] = list_backups(root, "prod")
+    assert info.verification is not None and info.verification.verified_at is None
+    # writable again: the same verify records its result
+    r = run(cli, bproj, "backup", "verify", bid, "--env", "prod", "--json")
+    assert r.code == 0 and r.json["recorded"] is True and r.json["warnings"] == []
+    assert json.loads((d / "verification.json").read_text())["verify_ok"] is True
+
+
+def test_a_json_write_that_fills_the_disk_leaves_no_temp_file(
+    tmp_path: Path, mount: Callable[[Path, str], None]
+) -> None:
+    """A manifest or verification.json that does not fit raises, and leaves neither a
+    half-written temp file nor the file itself (a leftover would count as an added file)."""
+    from pgferry.backup.storage import write_json_atomic
+
+    where = tmp_path / "full"
+    mount(where, "size=16k")
+    with pytest.raises(OSError, match="No space left"):
+        write_json_atomic(where / "verification.json", {"problems": ["x" * 100] * 1000})
+    assert list(where.iterdir()) == []

@@ -79,12 +79,17 @@ def fsync_dir(path: Path) -> None:
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     """``obj`` as ``path``, all or nothing: temp file, fsync, rename, fsync the directory."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(jsonio.dumps(obj, pretty=True))
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(jsonio.dumps(obj, pretty=True))
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):  # a full disk leaves no half-written temp file
+            tmp.unlink()
+        raise
     fsync_dir(path.parent)
 
 

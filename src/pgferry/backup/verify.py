@@ -56,6 +56,10 @@ class Verified:
     restore_test_ok: bool = False
     tables_compared: int = 0
     seconds: float = 0.0
+    #: the result is in ``verification.json`` (False: the backup directory is read-only
+    #: or full; ``warnings`` says so, and health still sees the previous verification)
+    recorded: bool = True
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -73,6 +77,8 @@ class Verified:
             "restore_test_ok": self.restore_test_ok,
             "tables_compared": self.tables_compared,
             "problems": self.problems,
+            "recorded": self.recorded,
+            "warnings": self.warnings,
             "seconds": round(self.seconds, 3),
         }
 
@@ -303,7 +309,14 @@ def verify(
     )
     if restore:
         side.restore_tested_at, side.restore_test_ok = now, res.ok and res.restore_test_ok
-    store.write_json(info.env, info.id, SIDECAR, side.to_dict())
-    info.verification = side
+    try:
+        store.write_json(info.env, info.id, SIDECAR, side.to_dict())
+        info.verification = side
+    except OSError as e:  # a read-only copy of the backups, or a full disk: still a verify
+        res.recorded = False
+        res.warnings.append(
+            f"the result could not be recorded in {info.path / SIDECAR}: {e.strerror or e}; "
+            "`backup list` and `pgferry health` still show the previous verification"
+        )
     res.seconds = time.monotonic() - t0
     return res

@@ -191,6 +191,8 @@ def verify_cmd(
             what += f", restore test: {res.tables_compared} tables' row counts compared"
         verdict = "ok" if res.ok else "FAILED"
         _say(out, f"backup {info.id} of {info.env}: {verdict} ({what}) in {res.seconds:.1f}s")
+        for w in res.warnings:
+            _say(out, f"warning: {w}")
 
     st.emit(res.to_dict(), render)
     if not res.ok:
