@@ -61,3 +61,29 @@ def test_global_options_after_the_command(project: Project, cli: Cli) -> None:
     assert r.code == 0 and r.json["entries"][0]["command"] == "migrate up", r.err
     r = cli("env", "check", "--config", cfg)
     assert r.code == 0, r.err
+
+
+def test_undo_after_out_of_order_takes_back_the_last_applied(project: Project, cli: Cli) -> None:
+    """V2 applied out of order after V3: `migrate undo` runs U2 (Flyway's undo: the most
+    recently applied), not U3; V3's table stays."""
+    dev = project.dsns["dev"]
+
+    def m(*args: str) -> Result:
+        return cli("--config", str(project.config), "migrate", *args)
+
+    for v, t in ((1, "a"), (3, "c")):
+        project.write(f"V{v}__{t}.sql", f"CREATE TABLE {t} ();")
+        project.write(f"U{v}__{t}.sql", f"DROP TABLE {t};")
+    assert m("up").code == 0
+    project.write("V2__b.sql", "CREATE TABLE b ();")
+    project.write("U2__b.sql", "DROP TABLE b;")
+    assert m("up", "--out-of-order").code == 0
+    r = m("undo", "--json")
+    assert r.code == 0, r.err
+    assert [u["script"] for u in r.json["applied"]] == ["U2__b.sql"], r.json
+    with psycopg.connect(dev) as c:
+        tables = c.execute(
+            "SELECT array_agg(relname ORDER BY relname) FROM pg_class"
+            " WHERE relname IN ('a', 'b', 'c') AND relkind = 'r'"
+        ).fetchone()
+    assert tables == (["a", "c"],)

@@ -140,6 +140,28 @@ def test_undo_makes_version_pending_again(tmp_path: Path) -> None:
     assert states(classify(ms, h.rows))["V2__b.sql"] == "applied"
 
 
+def test_undo_takes_back_the_most_recently_applied_first(tmp_path: Path) -> None:
+    """V2 applied out of order after V3 (``--out-of-order``): a plain undo takes back V2,
+    as Flyway's undo does (the most recently applied), not the highest version; ``--to``
+    and a gate's ``only`` run theirs backwards in applied order too."""
+    files = {f"{p}{v}__{n}.sql": n for v, n in ((1, "a"), (2, "b"), (3, "c")) for p in "VU"}
+    ms = mk(tmp_path, files)
+    f = {m.script: m.checksum for m in ms.versioned}
+    h = H().add("1", "V1__a.sql", f["V1__a.sql"]).add("3", "V3__c.sql", f["V3__c.sql"])
+    h.add("2", "V2__b.sql", f["V2__b.sql"])
+    assert [x.script for x in undo_steps(ms, h.rows)] == ["U2__b.sql"]
+    assert [x.script for x in undo_steps(ms, h.rows, to=Version("1"))] == [
+        "U2__b.sql",
+        "U3__c.sql",
+    ]
+    assert [x.script for x in undo_steps(ms, h.rows, only={Version("3"), Version("1")})] == [
+        "U3__c.sql",
+        "U1__a.sql",
+    ]
+    h.add("2", "U2__b.sql", ms.undo[Version("2")].checksum, type="UNDO_SQL")
+    assert [x.script for x in undo_steps(ms, h.rows)] == ["U3__c.sql"]
+
+
 def test_undo_without_file_stops_before_anything(tmp_path: Path) -> None:
     ms = mk(tmp_path, {"V1__a.sql": "a", "V2__b.sql": "b", "U2__b.sql": "u"})
     f = {m.script: m.checksum for m in ms.versioned}

@@ -46,7 +46,7 @@ Contract (no I/O, no clock; data in, data out):
   (pending or undone, and with ``out_of_order`` also ignored ones, up to
   ``target``), then templates when allowed, then repeatables that are new or
   outdated. Held contract files are steps too; the service decides whether they run.
-- :func:`undo_steps`: the ``U`` files ``undo`` runs, newest version first;
+- :func:`undo_steps`: the ``U`` files ``undo`` runs, the most recently applied first;
   raises :class:`~pgferry.errors.BadInput` before anything runs when a version
   has no undo file.
 """
@@ -447,11 +447,15 @@ def undo_steps(
     to: Version | None = None,
     only: set[Version] | None = None,
 ) -> list[Step]:
-    """The undo files to run, newest first: every applied version above ``to``
-    (default: only the newest applied version), or exactly the applied versions in
-    ``only`` (a gate's rollback of one run). BadInput when one lacks a U file."""
+    """The undo files to run, the most recently applied first: every applied version above
+    ``to`` (default: only the most recently applied one), or exactly the applied versions
+    in ``only`` (a gate's rollback of one run). BadInput when one lacks a U file.
+
+    Applied order, not version order: a version applied out of order (``--out-of-order``)
+    after a higher one is what a plain undo takes back, as Flyway's undo ("the most recently
+    applied versioned migration"): undoing is running what was applied backwards."""
     h = fold(rows)
-    applied = sorted(h.applied, reverse=True)
+    applied = sorted(h.applied, key=lambda v: h.applied[v].installed_rank, reverse=True)
     if not applied:
         raise BadInput("nothing to undo: no applied versioned migration")
     if only is not None:
