@@ -381,7 +381,8 @@ class _Comparison:
             return
         with self.lock:
             self.done += rows
-            self.on_progress(min(self.done, self.total), max(self.total, self.done))
+            # rows past a stale estimate count too: the bar ends at what was compared
+            self.on_progress(self.done, max(self.total, self.done))
 
     def _batched(self, batch_rows: int, f: Callable[..., T]) -> list[tuple[T, T]]:
         """``f(conn, side, blocks)`` on both sides for every physical batch, over the pairs."""
