@@ -238,7 +238,7 @@ def register(app: typer.Typer) -> None:
         allow_unsafe: UnsafeOpt = False,
         json_: JsonOpt = False,
     ) -> None:
-        """Run U files newest first (default: the newest applied version only)."""
+        """Run U files, the most recently applied first (default: that one only)."""
         _run(
             state(ctx, json_),
             cmd.RunOptions(

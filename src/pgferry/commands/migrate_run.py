@@ -243,7 +243,7 @@ def undo(
     progress: Subscriber | None = None,
     confirm: base.Confirm | None = None,
 ) -> RunResult:
-    """``migrate undo``: run U files newest first (default: the newest applied version)."""
+    """``migrate undo``: run U files, the most recently applied first (default: that one)."""
     return run(cfg, opts, undo=True, now=now, progress=progress, confirm=confirm)
 
 
