@@ -279,7 +279,12 @@ def test_rejection_keeps_its_reason(srv: Server, tok: dict[str, str]) -> None:
     assert sse(alice, rid)[-1][0] == "batch:error"
 
 
-def test_cancel_a_waiting_run_and_retry_a_failed_one(srv: Server, tok: dict[str, str]) -> None:
+def test_cancel_a_waiting_run_and_retry_a_failed_one(
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
+    """Each cancel and retry, and each refused one, is in the control journal: who, which
+    run, from which state."""
+    p, srv, tok = service
     olga = srv.client(tok["olga"])
     r = olga.post(
         "/api/runs",
@@ -312,6 +317,27 @@ def test_cancel_a_waiting_run_and_retry_a_failed_one(srv: Server, tok: dict[str,
     assert r.status_code == 202 and r.json()["state"] in ("queued", "running")
     again = wait_run(olga, failed["id"])
     assert again["state"] == "failed" and again["attempts"] == 2
+    r = olga.post(f"/api/runs/{rid}/retry")  # a cancelled run, too (it waits for approval)
+    assert r.status_code == 202 and r.json()["state"] in ("queued", "awaiting_approval"), r.text
+    assert olga.post(f"/api/runs/{again['id']}/cancel").status_code == 409  # it ended
+    assert olga.post(f"/api/runs/{rid}/cancel").status_code == 200
+    mine = [
+        (x["command"], x["outcome"], x["details"].get("run"), x["details"].get("state"))
+        for x in _journal(p)
+        if x["command"] in ("cancel", "retry") and x["details"].get("run") in (rid, failed["id"])
+    ]
+    assert mine == [
+        ("cancel", "ok", rid, "awaiting_approval"),
+        ("cancel", "refused", rid, None),
+        ("retry", "ok", failed["id"], "failed"),
+        ("retry", "ok", rid, "cancelled"),
+        ("cancel", "refused", failed["id"], None),
+        ("cancel", "ok", rid, mine[-1][3]),
+    ], mine
+    assert mine[-1][3] in ("queued", "awaiting_approval")
+    assert all(
+        x["arguments"]["caller"] == "olga" for x in _journal(p) if x["command"] == "cancel"
+    )
 
 
 def test_environments_and_reads_hold_no_password(srv: Server, tok: dict[str, str]) -> None:

@@ -238,11 +238,14 @@ def _get(ctl: Control, run_id: str) -> runs.ServiceRun:
     return run
 
 
-def _refused_approval(ctl: Control, caller: Caller, run_id: str, e: PgferryError) -> None:
-    """A refused approval in the control journal, as a refusal of any other kind is."""
+def _refused(
+    ctl: Control, caller: Caller, run_id: str, e: PgferryError, command: str = "approve"
+) -> None:
+    """A refused approval (cancel, retry) in the control journal, as a refusal of any other
+    kind is."""
     audit(
         ctl,
-        "approve",
+        command,
         caller,
         outcome="refused",
         exit_code=e.exit_code,
@@ -278,7 +281,7 @@ def approve(
     )
     if d.verdict is policy.Verdict.REFUSE:
         refused = Refused(d.message, run=run_id)
-        _refused_approval(ctl, caller, run_id, refused)
+        _refused(ctl, caller, run_id, refused)
         raise refused
     if d.verdict is policy.Verdict.NEEDS_APPROVAL and run.plan_hash == now_hash:
         # the plan is the one shown: it is the approver's hash that is not its hash
@@ -299,7 +302,7 @@ def approve(
             plan_hash=now_hash,
             sent_plan_hash=seen,
         )
-        _refused_approval(ctl, caller, run_id, mismatch)
+        _refused(ctl, caller, run_id, mismatch)
         raise mismatch
     if d.verdict is policy.Verdict.NEEDS_APPROVAL or run.plan_hash != now_hash:
         # only while it waits: a run approved meanwhile keeps the hash its approver saw
@@ -325,7 +328,7 @@ def approve(
             plan_hash=now_hash,
             approved_plan_hash=seen,
         )
-        _refused_approval(ctl, caller, run_id, changed)
+        _refused(ctl, caller, run_id, changed)
         raise changed
     done = runs.update(
         ctl,
@@ -375,7 +378,9 @@ def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
     """Cancel a run that has not started; ask a running one to stop (its next event)."""
     run = _get(ctl, run_id)
     if run.final:
-        raise Conflict(f"run {run_id} already ended ({run.state})", state=run.state)
+        ended = Conflict(f"run {run_id} already ended ({run.state})", state=run.state)
+        _refused(ctl, caller, run_id, ended, "cancel")
+        raise ended
     done = runs.update(
         ctl,
         run_id,
@@ -391,12 +396,14 @@ def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
             run_id,
             [{"type": "error", "state": "cancelled", "error": f"cancelled by {caller.name}"}],
         )
+        audit(ctl, "cancel", caller, details={"run": run_id, "state": run.state})
         return done
     asked = runs.update(ctl, run_id, cancel_requested=True)
     runner.announce(
         ctl, run_id, f"cancel asked by {caller.name}: stops at its next event", "cancel", "running"
     )
     assert asked is not None
+    audit(ctl, "cancel", caller, details={"run": run_id, "state": asked.state, "asked": True})
     return asked
 
 
@@ -414,10 +421,13 @@ def retry(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
         finished_at=None,
     )
     if done is None:
-        raise Conflict(
+        not_ended = Conflict(
             f"run {run_id} is {run.state}: only a failed or cancelled run is retried",
             state=run.state,
         )
+        _refused(ctl, caller, run_id, not_ended, "retry")
+        raise not_ended
+    audit(ctl, "retry", caller, details={"run": run_id, "state": run.state})
     runner.announce(ctl, run_id, f"retried by {caller.name}", "retry", "queued")
     queue.defer(ctl, done)
     return runs.get(ctl, run_id) or done
