@@ -47,3 +47,45 @@ def test_window_that_begins_while_waiting_for_the_lock_refuses(
     assert r.code == 4, r.err
     assert "blackout window" in r.err
     assert q(dev, "SELECT to_regclass('t')") == [(None,)]
+
+
+def test_baseline_and_repair_that_wait_into_a_window_are_refused(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """The same for the two commands that rewrite the history: judged again under the lock,
+    before anything is written (the history is as it was)."""
+    dev, fresh = make_db("dev"), make_db("fresh")
+    begins = datetime.now(UTC) + timedelta(seconds=6)
+    window = f'[[blackout]]\nfrom = "{begins.isoformat(timespec="seconds")}"\nreason = "freeze"\n'
+    p = write_project(tmp_path / "p", {"dev": dev, "fresh": fresh}, extra=window)
+    p.write("V1__t.sql", "CREATE TABLE t (id bigint);\n")
+    assert p.run("migrate", "up", "-e", "dev").code == 0
+    p.write("V1__t.sql", "CREATE TABLE t (id bigint); -- edited\n")  # repair would realign
+    history = "SELECT version, checksum FROM flyway_schema_history ORDER BY installed_rank"
+    before = q(dev, history)
+    assert p.run("migrate", "validate", "-e", "dev").code == 1  # the checksum differs
+    held = threading.Event()
+
+    def hold_lock(dsn: str) -> None:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("SELECT pg_advisory_lock(%s)", [lock_key("public", "flyway_schema_history")])
+            held.set()
+            while datetime.now(UTC) < begins + timedelta(seconds=1):
+                time.sleep(0.1)
+
+    holders = [threading.Thread(target=hold_lock, args=(d,)) for d in (dev, fresh)]
+    for t in holders:
+        held.clear()
+        t.start()
+        held.wait(10)
+    try:
+        repair = p.run("migrate", "repair", "-e", "dev", "--yes")
+        baseline = p.run("migrate", "baseline", "-e", "fresh", "--version", "1")
+    finally:
+        for t in holders:
+            t.join()
+    for r in (repair, baseline):
+        assert r.code == 4, r.out + r.err
+        assert "blackout window" in r.err, r.err
+    assert q(dev, history) == before
+    assert q(fresh, "SELECT to_regclass('flyway_schema_history')") == [(None,)]

@@ -335,9 +335,7 @@ def test_cancel_a_waiting_run_and_retry_a_failed_one(
         ("cancel", "ok", rid, mine[-1][3]),
     ], mine
     assert mine[-1][3] in ("queued", "awaiting_approval")
-    assert all(
-        x["arguments"]["caller"] == "olga" for x in _journal(p) if x["command"] == "cancel"
-    )
+    assert all(x["arguments"]["caller"] == "olga" for x in _journal(p) if x["command"] == "cancel")
 
 
 def test_environments_and_reads_hold_no_password(srv: Server, tok: dict[str, str]) -> None:

@@ -119,6 +119,20 @@ def blackout_warning(cfg: Config, req: WriteRequest, now: datetime) -> str | Non
     )
 
 
+def blackout_again(cfg: Config, req: WriteRequest, now: datetime | None) -> Callable[[], None]:
+    """A check that judges ``req``'s blackout window again when it is called: under a lock
+    the command waited for (or after a question), a window may have begun meanwhile.
+    ``now``: the command's own (tests); None reads the clock at the call."""
+    from pgferry import policy
+
+    def check() -> None:
+        err = policy.decide(cfg, req, now_or(now), ("blackout",)).error()
+        if err is not None:
+            raise err
+
+    return check
+
+
 def authorize(
     cfg: Config,
     target: Target,

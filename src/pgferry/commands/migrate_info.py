@@ -253,7 +253,9 @@ def baseline(
     with journal.operation(target, command, args) as op:
         if window.window is not None:
             op.details["blackout_override"] = {"reason": opts.reason, "window": window.window_text}
-        res = admin.baseline(cfg, target, version, description)
+        res = admin.baseline(
+            cfg, target, version, description, under_lock=base.blackout_again(cfg, req, now)
+        )
         op.details.update(res.to_dict())
     return BaselineDone(res)
 
@@ -329,6 +331,6 @@ def repair(
     with journal.operation(target, command, {"yes": opts.yes}) as op:
         if window.window is not None:
             op.details["blackout_override"] = {"reason": opts.reason, "window": window.window_text}
-        done = admin.repair(cfg, target)
+        done = admin.repair(cfg, target, under_lock=base.blackout_again(cfg, req, now))
         op.details.update(done.to_dict())
     return RepairResult(name, done, not done.empty)

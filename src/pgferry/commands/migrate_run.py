@@ -403,11 +403,11 @@ def _under_lock(
     at that moment: a window may have begun while the run waited (for the lock, for
     contract guards)."""
 
+    again = base.blackout_again(cfg, req, now)
+
     def locked(p: service.PreparedSteps) -> None:
         check(p)
-        err = decide(cfg, req, base.now_or(now), ("blackout",)).error()
-        if err is not None:
-            raise err
+        again()
 
     return locked
 

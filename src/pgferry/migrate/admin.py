@@ -27,6 +27,7 @@ blackout) and the journal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,9 +90,15 @@ class BaselineResult:
 
 
 def baseline(
-    cfg: Config, target: Target, version: str, description: str = BASELINE_SCRIPT
+    cfg: Config,
+    target: Target,
+    version: str,
+    description: str = BASELINE_SCRIPT,
+    *,
+    under_lock: Callable[[], None] | None = None,
 ) -> BaselineResult:
-    """Insert the BASELINE row into an empty (or absent) history table."""
+    """Insert the BASELINE row into an empty (or absent) history table. ``under_lock`` runs
+    once the migration lock is held, before anything is written (and may refuse)."""
     v = Version.parse(version)
     if not description.strip():
         raise BadInput("--description must not be empty")
@@ -102,6 +109,8 @@ def baseline(
             connect(target.dsn) as conn,
             conn.transaction(),
         ):
+            if under_lock is not None:
+                under_lock()
             history.ensure_table(conn, schema, table)
             conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(_table(cfg)))
             rows = history.read(conn, schema, table)
@@ -257,8 +266,11 @@ def _clear_progress(conn: psycopg.Connection[Any], cfg: Config, scripts: list[st
     return runner.clear_progress(conn, cfg, scripts) if scripts else 0
 
 
-def repair(cfg: Config, target: Target) -> RepairPlan:
-    """Plan and apply the repair in one transaction; returns what was done."""
+def repair(
+    cfg: Config, target: Target, *, under_lock: Callable[[], None] | None = None
+) -> RepairPlan:
+    """Plan and apply the repair in one transaction; returns what was done. ``under_lock``
+    runs once the migration lock is held, before anything is read or written."""
     ms = files.scan(cfg.migrations_dir)
     schema, table = cfg.migrate.schema_, cfg.migrate.history_table
     t = _table(cfg)
@@ -268,6 +280,8 @@ def repair(cfg: Config, target: Target) -> RepairPlan:
             connect(target.dsn) as conn,
             conn.transaction(),
         ):
+            if under_lock is not None:
+                under_lock()
             if not history.exists(conn, schema, table):
                 return RepairPlan(target.name)
             # the migration lock keeps `up` out; the table lock keeps out anything else
