@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -55,7 +56,7 @@ def test_baseline_and_repair_that_wait_into_a_window_are_refused(
     """The same for the two commands that rewrite the history: judged again under the lock,
     before anything is written (the history is as it was)."""
     dev, fresh = make_db("dev"), make_db("fresh")
-    begins = datetime.now(UTC) + timedelta(seconds=6)
+    begins = datetime.now(UTC) + timedelta(seconds=5)
     window = f'[[blackout]]\nfrom = "{begins.isoformat(timespec="seconds")}"\nreason = "freeze"\n'
     p = write_project(tmp_path / "p", {"dev": dev, "fresh": fresh}, extra=window)
     p.write("V1__t.sql", "CREATE TABLE t (id bigint);\n")
@@ -78,13 +79,16 @@ def test_baseline_and_repair_that_wait_into_a_window_are_refused(
         held.clear()
         t.start()
         held.wait(10)
-    try:
-        repair = p.run("migrate", "repair", "-e", "dev", "--yes")
-        baseline = p.run("migrate", "baseline", "-e", "fresh", "--version", "1")
-    finally:
+    args = {
+        "repair": ("migrate", "repair", "-e", "dev", "--yes"),
+        "baseline": ("migrate", "baseline", "-e", "fresh", "--version", "1"),
+    }
+    with ThreadPoolExecutor(2) as pool:  # both start before the window, and wait in it
+        runs = {k: pool.submit(p.run, *a) for k, a in args.items()}
         for t in holders:
             t.join()
-    for r in (repair, baseline):
+        results = {k: f.result() for k, f in runs.items()}
+    for r in results.values():
         assert r.code == 4, r.out + r.err
         assert "blackout window" in r.err, r.err
     assert q(dev, history) == before
