@@ -32,7 +32,7 @@ from typing import Any
 from procrastinate import App, JobContext, PsycopgConnector, SyncPsycopgConnector
 
 from pgferry.config import Config, ScheduleConfig
-from pgferry.jobs import runner, runs
+from pgferry.jobs import claim, runner, runs
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS
 
@@ -146,7 +146,8 @@ class Worker:
 
         @app.task(name=RUN_TASK, queue=QUEUE, pass_context=True)
         def run_task(context: JobContext, run_id: str) -> None:  # noqa: ARG001
-            runner.execute(cfg, ctl, run_id)
+            with contextlib.suppress(claim.RunElsewhere):  # it goes on there; not twice
+                runner.execute(cfg, ctl, run_id)
 
         @app.task(name=SCHEDULE_TASK, queue=QUEUE, pass_context=True)
         def schedule_task(context: JobContext, timestamp: int, name: str) -> None:  # noqa: ARG001

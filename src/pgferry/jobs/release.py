@@ -18,7 +18,7 @@ from pgferry.commands import base
 from pgferry.config import Config
 from pgferry.errors import BadInput
 from pgferry.events import Subscriber
-from pgferry.jobs import runner, runs
+from pgferry.jobs import claim, runner, runs
 from pgferry.jobs.control import Control
 
 
@@ -50,6 +50,8 @@ def run_here(
             run = runs.get(ctl, resume)
             if run is None or run.kind != "release":
                 raise BadInput(f"no release run {resume!r}")
+            if claim.held_elsewhere(ctl, run.id):  # said before touching it (runner checks)
+                raise claim.elsewhere(run.id)
             if not run.final:
                 runs.update(ctl, run.id, state="queued")
         else:

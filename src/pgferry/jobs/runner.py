@@ -43,7 +43,7 @@ from tenacity import (
 from pgferry.config import Config
 from pgferry.errors import PgferryError, Unreachable
 from pgferry.events import Event, Notice, Subscriber
-from pgferry.jobs import breaker, runs
+from pgferry.jobs import breaker, claim, runs
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS, Outcome, needs_approval
 from pgferry.jobs.progress import Percent
@@ -283,6 +283,16 @@ def execute(
     """Carry run ``run_id`` to its end (see the module docstring); the run as it ended.
     ``also`` gets every event too (``pgferry release`` prints them)."""
     run = runs.get(ctl, run_id)
+    if run is None or run.final or run.state == "awaiting_approval":
+        return run
+    with claim.claim(ctl, run_id):  # RunElsewhere: another process carries it now
+        return _execute(cfg, ctl, run_id, also)
+
+
+def _execute(
+    cfg: Config, ctl: Control, run_id: str, also: Subscriber | None
+) -> runs.ServiceRun | None:
+    run = runs.get(ctl, run_id)  # again, held: it may have moved on meanwhile
     if run is None or run.final or run.state == "awaiting_approval":
         return run
     rec = Recorder(ctl, run_id, also, cfg=cfg).start()
