@@ -1,6 +1,8 @@
 """Execute one run: the body of every job, whichever worker picks it up.
 
-Contract: :func:`execute` takes a run id and carries the run to a final state:
+Contract: :func:`execute` takes a run id and carries the run to a final state, holding
+its claim (:mod:`pgferry.jobs.claim`; one another process carries raises
+:class:`~pgferry.jobs.claim.RunElsewhere` and is left alone):
 
 1. a run already final, or cancelled while queued (also in the moment between its being
    read and started), is left as it is (a job delivered twice does nothing twice);
