@@ -154,6 +154,39 @@ def test_a_write_without_a_token_is_401_whatever_its_body(
     assert row == ("127.0.0.1", "POST"), row
 
 
+def test_a_body_past_the_limit_is_413_before_it_is_held(
+    service: tuple[Project, Server, dict[str, str]],
+) -> None:
+    """The dashboard's login reads a body before any token is known: one that says it is
+    bigger than the service accepts is 413 at once (any path); one that does not say
+    (chunked) is stopped at the limit, with or without a token; the server goes on."""
+    from pgferry.server.body_limit import MAX_BODY
+
+    _, srv, tok = service
+    anon, olga = srv.client(), srv.client(tok["olga"])
+    big = b"x" * (MAX_BODY + 1)
+    r = anon.post("/api/sessions", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "BodyTooLarge", r.text
+    assert r.json()["message"] == (
+        f"the request body is {MAX_BODY + 1:,} bytes; the service accepts at most "
+        f"{MAX_BODY:,} bytes"
+    )
+
+    def chunked() -> Iterator[bytes]:
+        for _ in range(MAX_BODY // 65536 + 2):
+            yield b" " * 65536
+
+    for client, path, kind in (
+        (anon, "/login", "application/x-www-form-urlencoded"),
+        (olga, "/api/runs", "application/json"),
+    ):
+        r = client.post(path, content=chunked(), headers={"content-type": kind})
+        assert r.status_code == 413, (path, r.text)
+        assert f"over {MAX_BODY:,} bytes" in r.json()["message"], r.text
+    r = olga.post("/api/runs", json={"kind": "health", "arguments": {"env": "dev"}})
+    assert r.status_code == 202, r.text  # a body under the limit, as before
+
+
 #: sessions of the control database waiting on a lock, whose statement holds this text
 WAITING = (
     "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"

@@ -204,6 +204,9 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
     from pgferry.server.auth import CallerFirst
 
     app.add_middleware(CallerFirst, service=svc)  # no body read for an unknown caller
+    from pgferry.server.body_limit import BodyLimit
+
+    app.add_middleware(BodyLimit)  # outermost: no body past MAX_BODY, known caller or not
     from pgferry.server import dashboard, routes_read, routes_runs
 
     app.include_router(routes_read.router)
