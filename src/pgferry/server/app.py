@@ -198,15 +198,17 @@ def create_app(cfg: Config, *, worker: bool = True) -> FastAPI:
     )
     app.state.service = svc
     _handlers(app)
+    from pgferry.server.body_limit import BodyLimit
+
+    # innermost (each middleware added wraps the ones before): every body is read below
+    # it, known caller or not, and the two above read none, so their answers skip it
+    app.add_middleware(BodyLimit)  # no body past MAX_BODY
     from pgferry.server.fastpath import FastPath
 
     app.add_middleware(FastPath, service=svc)  # the hot reads of a known token
     from pgferry.server.auth import CallerFirst
 
     app.add_middleware(CallerFirst, service=svc)  # no body read for an unknown caller
-    from pgferry.server.body_limit import BodyLimit
-
-    app.add_middleware(BodyLimit)  # outermost: no body past MAX_BODY, known caller or not
     from pgferry.server import dashboard, routes_read, routes_runs
 
     app.include_router(routes_read.router)

@@ -1,15 +1,16 @@
 """The most a request body may hold: :data:`MAX_BODY` bytes, or 413 before more is read.
 
-Contract: :class:`BodyLimit` is an ASGI middleware. A request whose ``Content-Length``
-says more than :data:`MAX_BODY` is answered 413 (:class:`BodyTooLarge`, JSON, one
-sentence) without its body being read; one that sends more than that without saying so
-(chunked) is stopped by the reader at the first byte past it, with the same 413
-(raised as FastAPI's ``HTTPException``, which FastAPI passes on as it is while it reads
-a body, and the app's handler answers in JSON).
+Contract: :class:`BodyLimit` is an ASGI middleware, below every other (none of them
+reads a body; the hot reads :mod:`pgferry.server.fastpath` answers never reach it). A
+request whose ``Content-Length`` says more than :data:`MAX_BODY` is answered 413
+(:class:`BodyTooLarge`, JSON, one sentence) without its body being read; one that sends
+more than that without saying so (chunked) is stopped by the reader at the first byte
+past it, with the same 413 (raised as FastAPI's ``HTTPException``, which FastAPI passes
+on as it is while it reads a body, and the app's handler answers in JSON).
 
-Why: login (``/api/sessions``, the dashboard's form) reads a body before any token is
-known, and every other write reads one once a token is; without a bound, one request
-could make the server hold as much as it is sent. pgferry's largest real body is a run's
+Why: the dashboard's login form reads a body before any token is known, and every
+other write reads one once a token is; without a bound, one request could make the
+server hold as much as it is sent. pgferry's largest real body is a run's
 arguments, a few kilobytes.
 """
 
