@@ -231,3 +231,27 @@ def results_of(monkeypatch: Any, module: Any, name: str) -> list[Any]:
 
     monkeypatch.setattr(module, name, spy)
     return seen
+
+
+def slow_len(dsn: str, seconds_a_row: float, index: str | None = None) -> None:
+    """(Re)define ``slow_len(text)``: ``length``, after a sleep of that many seconds a row.
+
+    ``index`` (DDL that uses ``slow_len``: an index or a check), when given, runs after it.
+    A test builds its index with the function fast (0) and makes it slow afterwards, so
+    that it waits for the one slow build it kills, not for every build before it (an
+    index's or a check's definition does not hold the function's body).
+    """
+    body = (
+        psql.SQL("BEGIN PERFORM pg_sleep({}); RETURN length($1); END").format(seconds_a_row)
+        if seconds_a_row
+        else psql.SQL("BEGIN RETURN length($1); END")
+    )
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(
+            psql.SQL(
+                "CREATE OR REPLACE FUNCTION slow_len(text) RETURNS int IMMUTABLE "
+                "LANGUAGE plpgsql AS {}"
+            ).format(psql.Literal(body.as_string(c)))
+        )
+        if index:
+            c.execute(index.encode())

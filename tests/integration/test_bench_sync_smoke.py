@@ -10,9 +10,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_sync_runs_and_every_incremental_run_leaves_the_sides_equal() -> None:
-    # two shapes: the narrow one, and the wide one with its extra rounds (issues 9 and 18)
+    # one shape: the wide one, the only one with every round (the extra rounds of issues 9
+    # and 18); each shape costs ~15 s of process starts, whatever its rows
     r = subprocess.run(
-        [sys.executable, "-m", "bench", "sync", "--shape", "narrow,wide", "--rows", "2000"],
+        [sys.executable, "-m", "bench", "sync", "--shape", "wide", "--rows", "2000"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -21,10 +22,10 @@ def test_bench_sync_runs_and_every_incremental_run_leaves_the_sides_equal() -> N
     )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     out = r.stdout
-    # each incremental run (checksum, watermark; per shape) is followed by a verify, which
-    # must find the sides equal
+    # each incremental run (checksum, watermark) is followed by a verify, which must find
+    # the sides equal
     after = [line for line in out.splitlines() if "verify after:" in line]
-    assert len(after) == 4 and all(line.endswith("verify after: exit 0") for line in after), after
+    assert len(after) == 2 and all(line.endswith("verify after: exit 0") for line in after), after
     assert "verify after the" not in out  # the bench's own note when verify found differences
     for measure in (
         "floor: binary COPY relay",
@@ -40,5 +41,4 @@ def test_bench_sync_runs_and_every_incremental_run_leaves_the_sides_equal() -> N
         "incremental checksum with conflict detection / without",
     ):
         assert f"| {measure}" in out or measure in out, measure
-    for shape in ("### narrow:", "### wide:"):
-        assert shape in out
+    assert "### wide:" in out

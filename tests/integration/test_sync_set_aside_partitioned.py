@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from tests.helpers import Project, Result, sql, write_project
-from tests.helpers.sync import recorded, rows, wait_for_backend
+from tests.helpers.sync import recorded, rows, slow_len, wait_for_backend
 
 SCHEMA = """
 CREATE TABLE part (id int NOT NULL, day date, v text, n int,
@@ -214,13 +214,11 @@ def test_sigkill_while_the_partitioned_key_is_missing_and_the_rerun_rebuilds_it(
     # a partitioned index whose partitions take seconds each (a slow function, built
     # first: the costliest); while it builds, a reader of the table starts, for whom the
     # guard's ADD CONSTRAINT waits once every build is done (and committed, by the jobs)
-    slow = (
-        "CREATE FUNCTION slow_len(text) RETURNS int IMMUTABLE LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(0.003); RETURN length($1); END $$;"
-        "CREATE INDEX part_slow_idx ON part (slow_len(v));"
-    )
-    sql(stage, slow)
-    sql(dev, slow)
+    # (built while the function is fast: the sync's builds are the slow ones)
+    index = "CREATE INDEX part_slow_idx ON part (slow_len(v))"
+    slow_len(stage, 0, index)
+    slow_len(dev, 0, index)
+    slow_len(stage, 0.003)
     want = catalog(dev)
     proc = proj.popen("sync", "dev", "stage", "--mode", "full", "--jobs", "2")
     wait_for_backend(stage, proc, "CREATE INDEX part_._slow")
@@ -255,13 +253,11 @@ def test_sigkill_during_the_load_leaves_records_the_rerun_finds_done(
     dev, stage = proj.dsns["dev"], proj.dsns["stage"]
     # a check that takes a millisecond a row: the load runs for seconds, its key dropped
     # and every step of the rebuild recorded (and committed)
-    slow = (
-        "CREATE FUNCTION slow_ok(int) RETURNS bool LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(0.001); RETURN true; END $$;"
-        "ALTER TABLE part ADD CONSTRAINT part_slow CHECK (slow_ok(n));"
-    )
-    sql(stage, slow)
-    sql(dev, slow)
+    # (added while the function is fast: the sync's load is the slow one)
+    check = "ALTER TABLE part ADD CONSTRAINT part_slow CHECK (slow_len(n::text) >= 0)"
+    slow_len(stage, 0, check)
+    slow_len(dev, 0, check)
+    slow_len(stage, 0.001)
     want = catalog(dev)
     proc = proj.popen("sync", "dev", "stage", "--mode", "full", "--tables", "public.part")
     wait_for_backend(stage, proc, "^COPY")
@@ -272,6 +268,7 @@ def test_sigkill_during_the_load_leaves_records_the_rerun_finds_done(
     )
     assert catalog(stage) == want  # the load rolled back, and the drops with it
     assert rows(stage, "part") == []
+    slow_len(stage, 0)  # the rerun's load need not be slow
     # the rerun finds every step done (so repeats none: an ADD CONSTRAINT run again would
     # fail on the name), forgets the records, sets the key aside again for its own load
     r = proj.run("sync", "dev", "stage", "--mode", "full", "--json")
@@ -303,13 +300,10 @@ def test_readers_go_on_while_the_partitions_keys_build(proj: Project) -> None:
     dev, stage = proj.dsns["dev"], proj.dsns["stage"]
     # a slow partitioned index built on the guard after the key's partitions (one job):
     # the parent's own key, which takes ACCESS EXCLUSIVE, is added after every build
-    slow = (
-        "CREATE FUNCTION slow_len(text) RETURNS int IMMUTABLE LANGUAGE plpgsql AS "
-        "$$ BEGIN PERFORM pg_sleep(0.002); RETURN length($1); END $$;"
-        "CREATE INDEX part_slow_idx ON part (slow_len(v));"
-    )
-    sql(stage, slow)
-    sql(dev, slow)
+    index = "CREATE INDEX part_slow_idx ON part (slow_len(v))"
+    slow_len(stage, 0, index)
+    slow_len(dev, 0, index)
+    slow_len(stage, 0.002)
     proc = proj.popen("sync", "dev", "stage", "--mode", "full", "--jobs", "1")
     try:
         wait_for_backend(stage, proc, "CREATE INDEX part_a_slow")
