@@ -54,3 +54,38 @@ def test_verify_exits_1_on_differences_and_0_when_identical(
     }
     assert by["public.c"]["checksum_source"] != by["public.c"]["checksum_target"]
     assert by["public.u"]["checksum_source"] != by["public.u"]["checksum_target"]
+
+
+def test_a_piped_verify_prints_a_line_per_table_and_loads_no_rich(
+    tmp_path: Path, make_db: Callable[..., str]
+) -> None:
+    """stderr is not a terminal (cron, CI, a pipe): one plain line per table as it ends,
+    the warnings as they come, and rich (~0.05 s of a start) is not imported."""
+    import subprocess
+    import sys
+
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")})
+    for dsn in p.dsns.values():
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(SCHEMA)
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
+        c.execute("CREATE TABLE extra (id int PRIMARY KEY); INSERT INTO extra VALUES (1)")
+        c.execute("DELETE FROM u WHERE id = md5('3')::uuid")
+    code = (
+        "import sys\n"
+        "from pgferry.cli.app import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "rich = sorted(m for m in sys.modules if m == 'rich' or m.startswith('rich.'))\n"
+        "sys.stderr.write(f'rich: {rich}\\n')\n"
+        "sys.exit(rc)\n"
+    )
+    args = ["--config", str(p.config), "--json", "verify", "dev", "prod"]
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    assert r.returncode == 1, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[-1] == "rich: []", lines
+    tables = sorted(line.split(" in ")[0] for line in lines if line.startswith("public."))
+    assert tables == ["public.c: 3,000 rows", "public.u: 3,000 rows"], lines  # the source's
+    assert any(line.startswith("public.c: ") and line.endswith(", ok") for line in lines)
+    assert any(line.startswith("public.u: ") and line.endswith(", differs") for line in lines)
+    assert "warning: public.extra exists only on the target; left untouched" in lines, lines

@@ -74,3 +74,36 @@ def test_progress_warnings_keep_brackets() -> None:
         with SyncBars(con) as bars:
             bars(events.Warning(text, table="public.t"))
         assert f"public.t: {text}" in buf.getvalue(), text
+
+
+def test_plain_lines_keep_brackets_and_count_rows() -> None:
+    from pgferry.cli.lines import SyncLines, rows_text
+
+    buf = io.StringIO()
+    with SyncLines(buf) as lines:
+        for text in _templates():
+            lines(events.Warning(text, table="public.t"))
+        lines(events.TableStarted("public.one", total_rows=5))
+        lines(events.BatchWritten("public.one", 1))
+        lines(events.TableFinished("public.one", "ok", duration_s=0.5))
+        lines(events.TableStarted("public.two"))
+        lines(events.BatchWritten("public.two", 1500))
+        lines(events.BatchWritten("public.two", 500))
+        lines(events.TableFinished("public.two", "failed", duration_s=0.0))
+    out = buf.getvalue().splitlines()
+    for text in _templates():
+        assert f"warning: public.t: {text}" in out, text
+    assert out[-2:] == [
+        "public.one: 1 row in 0.50 s, 2 rows/s, ok",
+        "public.two: 2,000 rows in 0.00 s, failed",
+    ]
+    assert (rows_text(0), rows_text(1), rows_text(1234)) == ("0 rows", "1 row", "1,234 rows")
+
+
+def test_a_bar_ends_at_1_row_not_1_rows() -> None:
+    con, buf = _console()
+    with SyncBars(con) as bars:
+        bars(events.TableStarted("public.one", total_rows=1))
+        bars(events.BatchWritten("public.one", 1))
+        bars(events.TableFinished("public.one", "ok", duration_s=0.1))
+    assert " 1 row " in buf.getvalue() and "1 rows" not in buf.getvalue(), buf.getvalue()

@@ -31,6 +31,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from pgferry.cli.lines import rows_text
 from pgferry.events import Event, Notice
 from pgferry.migrate.events import LockRetry, MigrationFinished, MigrationStarted
 from pgferry.sync.events import BatchWritten, TableFinished, TableStarted, Warning
@@ -53,7 +54,7 @@ class _Rows(ProgressColumn):
     def render(self, task: Task) -> Text:
         if task.finished and task.fields.get("status"):
             return Text(
-                f"{int(task.fields.get('rows', task.completed)):,} rows", style="progress.download"
+                rows_text(int(task.fields.get("rows", task.completed))), style="progress.download"
             )
         total = f"{int(task.total):,}" if task.total else "?"
         return Text(f"{int(task.completed):,}/{total} rows", style="progress.download")

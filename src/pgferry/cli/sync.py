@@ -2,25 +2,29 @@
 :mod:`pgferry.commands.sync`.
 
 Contract: arguments are parsed into the command's options; the command runs
-with a rich progress bar per table on stderr (a person at a terminal is shown
-the preview of a write into a protected TARGET and asked); the result is
-printed (one JSON object under ``--json``; for a person: :mod:`pgferry.cli.sync_render`).
+with a rich progress bar per table on a terminal's stderr (a line per table on
+any other: :mod:`pgferry.cli.lines`; a person at a terminal is shown the preview
+of a write into a protected TARGET and asked); the result is printed (one JSON
+object under ``--json``; for a person: :mod:`pgferry.cli.sync_render`). rich is
+imported only to draw on a terminal or for a person.
 Exit code: the result's (0 ok, 1 differences or dead letters, 3 failed); bad input 2 and
 refusals 4 come from the errors the command raises before any write.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from pgferry.cli.common import JsonOpt, State, YesOpt, sigterm_interrupts, state
-from pgferry.cli.sync_render import renderer, say
 
 if TYPE_CHECKING:  # the engine is imported when a command runs: fast start-up for the others
+    from rich.console import Console
+
     from pgferry.commands.base import Confirm, Question
     from pgferry.sync.result import SyncResult
 
@@ -58,19 +62,37 @@ def _confirm(st: State) -> Confirm | None:
         return None
 
     def confirm(q: Question) -> bool:
-        renderer(q.preview)(st.err)
+        _render(q.preview)(st.err)
         return q.ask and ask(q)
 
     return confirm
 
 
+def _render(result: SyncResult) -> Callable[[Console], None]:
+    """Draw ``result`` for a person (rich and the renderer are imported when it is drawn)."""
+
+    def render(out: Console) -> None:
+        from pgferry.cli.sync_render import renderer
+
+        renderer(result)(out)
+
+    return render
+
+
 def _run(st: State, run: Any) -> None:
     """Run ``run(progress)``, render its result; exit with the result's code."""
-    from pgferry.cli.progress import SyncBars
+    progress: Any
+    if sys.stderr.isatty():
+        from pgferry.cli.progress import SyncBars
 
-    with sigterm_interrupts(), SyncBars(st.err) as bars:
+        progress = SyncBars(st.err)
+    else:
+        from pgferry.cli.lines import SyncLines
+
+        progress = SyncLines(sys.stderr)
+    with sigterm_interrupts(), progress as bars:
         result = run(bars)
-    st.emit(_as_json(result), renderer(result))
+    st.emit(_as_json(result), _render(result))
     if result.exit_code:
         raise typer.Exit(result.exit_code)
 
@@ -178,7 +200,7 @@ def register(app: typer.Typer) -> None:
         cfg, confirm = st.config(), _confirm(st)
         if dry_run:  # the plan only: no progress bars
             result = cmd.sync(cfg, opts, confirm=confirm)
-            st.emit(_as_json(result), renderer(result))
+            st.emit(_as_json(result), _render(result))
             if result.exit_code:
                 raise typer.Exit(result.exit_code)
             return
@@ -257,6 +279,8 @@ def register_revert(app: typer.Typer) -> None:
         )
 
         def render(out: Console) -> None:
+            from pgferry.cli.sync_render import say
+
             verb = "would put back" if dry_run else "put back"
             for w in res.warnings:
                 say(out, f"warning: {w}")
