@@ -196,3 +196,24 @@ def test_passwords_in_unparsable_urls_never_show(
             for piece in pieces:
                 assert piece not in r.out + r.err, (args, piece, r.out + r.err)
     assert "does not parse" in r.err or "percent-encod" in r.err or "port" in r.err
+
+
+def test_an_unreachable_target_is_retried_for_sync_retry_not_10_s(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """``[sync] retry`` bounds the target's first connection too (it was always 10 s: a
+    configured 1 s waited 10, a configured 5 minutes gave up after 10)."""
+    p = write_project(
+        tmp_path / "p",
+        {"dev": make_db("dev"), "gone": "host=127.0.0.1 port=1 dbname=gone user=gone"},
+        protected=(),
+        extra='[sync]\nretry = "1s"\n',
+    )
+    for args in (("verify", "dev", "gone"), ("sync", "dev", "gone")):
+        t0 = time.monotonic()
+        r = cli("--config", str(p.config), "--json", *args)
+        took = time.monotonic() - t0
+        assert r.code == 3, (args, r.err)
+        assert "cannot connect to environment 'gone'" in r.json["message"], r.json
+        assert "(retried for 1s)" in r.json["message"], r.json
+        assert took < 8, (args, took)  # 1 s of retries; it was 10 s

@@ -114,10 +114,12 @@ def _masks(
 
 
 def _catalogs(
-    cfg: Config, snap: SourceSnapshot, target: Target
+    cfg: Config, snap: SourceSnapshot, target: Target, retry: float
 ) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table], dict[str, catalog.Table], str, int]:
     src = catalog.tables(snap.coordinator, cfg.sync.schemas)
-    with connect(target.dsn, autocommit=True) as c:
+    # retried as long as the source's first connection (``[sync] retry``), not the
+    # connection's own default (10 s), whatever the configuration said
+    with connect(target.dsn, autocommit=True, retry_for=retry) as c:
         schemas = [r[0] for r in c.execute(_USER_SCHEMAS)]
         everything = catalog.tables(c, schemas)
         row = c.execute("SELECT current_user").fetchone()
@@ -164,7 +166,7 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
     )
     snap = SourceSnapshot(source.dsn, retry_for=retry, mask_key=key)
     try:
-        src, tgt, everything, trole, tversion = _catalogs(cfg, snap, target)
+        src, tgt, everything, trole, tversion = _catalogs(cfg, snap, target, retry)
         plan = build_plan(
             src,
             tgt,
