@@ -34,10 +34,7 @@ def ctl_project(tmp_path: Path, make_db: Callable[..., str]) -> Iterator[tuple[P
 def _held(ctl: Control, run_id: str) -> psycopg.Connection:
     """Another process carrying ``run_id``: its claim, held on a connection of its own."""
     c = psycopg.connect(ctl.dsn, autocommit=True)
-    got = c.execute(
-        "SELECT pg_try_advisory_lock(%s, hashtext(%s))", [claim._SPACE, run_id]
-    ).fetchone()
-    assert got == (True,)
+    assert claim._try(c, run_id)  # the lock a claim takes, taken here
     return c
 
 

@@ -31,8 +31,8 @@ class BodyTooLarge(BadInput):
     http_status = 413
 
 
-def _sentence(size: str) -> str:
-    return f"the request body is {size}; the service accepts at most {MAX_BODY:,} bytes"
+def _sentence(size: str, limit: int) -> str:
+    return f"the request body is {size}; the service accepts at most {limit:,} bytes"
 
 
 class BodyLimit:
@@ -49,7 +49,7 @@ class BodyLimit:
         if length.isdigit() and int(length) > self.limit:
             from pgferry.server.error_reply import error_response
 
-            e = BodyTooLarge(_sentence(f"{int(length):,} bytes"), limit=self.limit)
+            e = BodyTooLarge(_sentence(f"{int(length):,} bytes", self.limit), limit=self.limit)
             await error_response(e)(scope, receive, send)
             return
         seen = 0
@@ -60,7 +60,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise HTTPException(413, _sentence(f"over {self.limit:,} bytes"))
+                    raise HTTPException(413, _sentence(f"over {self.limit:,} bytes", self.limit))
             return message
 
         await self.app(scope, bounded, send)

@@ -81,6 +81,10 @@ class Options:
     #: so it can revert what the run committed even when the run raises); default: a new one
     run_id: str | None = None
 
+    def retry(self, cfg: Config) -> float:
+        """Seconds of retries: ``retry_for``, else ``[sync] retry``."""
+        return self.retry_for if self.retry_for is not None else cfg.sync.retry.total_seconds()
+
 
 def _masks(
     plan: SyncPlan,
@@ -155,7 +159,7 @@ def rules_for(cfg: Config, source: Target, target: Target) -> masking.MaskRules:
 
 def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepared:
     """Open the snapshot, read both catalogs, plan, check masks. Nothing is written."""
-    retry = opts.retry_for if opts.retry_for is not None else cfg.sync.retry.total_seconds()
+    retry = opts.retry(cfg)
     rules = rules_for(cfg, source, target)
     # --no-mask copies unmasked, but the rules are still checked (a bad rule is bad input);
     # the key is then only a stand-in for that check
@@ -316,7 +320,7 @@ def start(
             result.warnings.append(
                 f"copied unmasked ({opts.no_mask_reason}): " + ", ".join(prep.unmasked)
             )
-        retry = opts.retry_for if opts.retry_for is not None else cfg.sync.retry.total_seconds()
+        retry = opts.retry(cfg)
         ctx = RunContext(
             cfg,
             source,
