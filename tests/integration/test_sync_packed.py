@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from pgferry.sync import packed
 from pgferry.sync.verify import diff_table
@@ -229,13 +230,17 @@ def test_a_null_key_is_compared_row_by_row(pair: Any, monkeypatch: pytest.Monkey
     )
 
 
-def test_rows_out_of_key_order_are_compared_by_signatures(
+def test_rows_out_of_key_order_are_compared_by_signatures_without_slices(
     pair: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # uuid keys stored in random order: a key range would read most of the table's pages,
-    # once per piece; the statistics' correlation says so, and signatures read it once
+    # once per piece; the statistics' correlation says so. Where the table cannot be read
+    # in physical slices (PostgreSQL 13: no TID range scan), signatures read it once
+    from pgferry.sync import streamed
+
     src, tgt = pair
     reads = results_of(monkeypatch, packed, "read")
+    monkeypatch.setattr(streamed, "possible", lambda s, t: False)
     for c in pair:
         c.execute("CREATE TABLE r (id uuid PRIMARY KEY, v int)")
         c.execute("INSERT INTO r SELECT md5(g::text)::uuid, g FROM generate_series(1, 3000) g")
@@ -243,14 +248,14 @@ def test_rows_out_of_key_order_are_compared_by_signatures(
     tgt.execute("UPDATE r SET v = 0 WHERE v % 100 = 7")
     spec = Spec("r", ("id",), ["id", "v"])
     assert not packed.in_key_order(src, packed_side(src, spec))
-    got = diff_table(src, tgt, spec, chunk_rows=100, expect_changes=True)
+    got = diff_table(src, tgt, spec, chunk_rows=20, expect_changes=True)
     assert reads == [] and (got.differing, got.matched) == (30, 2970)
-    # the same table rewritten in key order is read packed
+    # the same table rewritten in key order is read packed, by key range
     for c in pair:
         c.execute("CLUSTER r USING r_pkey")
         c.execute("ANALYZE r")
     assert packed.in_key_order(src, packed_side(src, spec))
-    again = diff_table(src, tgt, spec, chunk_rows=100, expect_changes=True)
+    again = diff_table(src, tgt, spec, chunk_rows=20, expect_changes=True)
     assert reads and (again.differing, again.matched) == (30, 2970)
 
 
@@ -304,3 +309,106 @@ def test_a_partitioned_table_is_in_key_order_when_each_partition_is(pair: Any) -
     assert packed.in_key_order(src, packed_side(src, spec))
     got = diff_table(src, tgt, spec, chunk_rows=50, expect_changes=True)
     assert (got.differing, got.matched) == (82, 8000 - 82)
+
+
+@pytest.mark.parametrize("shape", ["int8", "uuid", "int4_int8"])
+def test_a_table_read_in_physical_slices_lists_exactly_the_differing_keys(
+    pair: Any, monkeypatch: pytest.MonkeyPatch, shape: str
+) -> None:
+    # bigger than one piece, read in slices of its heap blocks (pgferry.sync.streamed): the
+    # rows a sync changed moved on both sides, each its own way, and the target holds more
+    # dead rows (so its slices hold fewer rows): rows wait for the other side's slices
+    from pgferry.sync import streamed
+
+    src, tgt = pair
+    reads = results_of(monkeypatch, packed, "read")
+    given_up = results_of(monkeypatch, streamed, "compare")
+    types = KEYS[shape]
+    rows = {tuple(_value(t, n + i) for i, t in enumerate(types)): (n % 7, "x") for n in range(6000)}
+    keys = list(rows)
+    key = tuple(f"k{i}" for i in range(len(types)))
+    spec = Spec(f"s{next(_names)}", key, [*key, "v", "w"])
+    for c in pair:
+        _make(c, spec.name, types, rows)
+    t_rows = dict(rows)
+    table = sql.Identifier(spec.name)
+    where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in key)
+    writes: dict[tuple[psycopg.Connection[Any], str], list[Any]] = {}
+    for i, k in enumerate(keys):
+        if i % 97 == 5:  # changed at the source: the row moves to the table's end
+            writes.setdefault((src, "SET v = v + 1"), []).append(k)
+        elif i % 89 == 3:  # changed at the target
+            writes.setdefault((tgt, "SET w = 'y'"), []).append(k)
+            t_rows[k] = (rows[k][0], "y")
+        elif i % 83 == 1:
+            writes.setdefault((tgt, "DELETE"), []).append(k)
+            del t_rows[k]
+        elif i % 13 == 0:  # rewritten alike on the target: moved, and dead rows left behind
+            writes.setdefault((tgt, "SET v = v"), []).append(k)
+    for (conn, what), ks in writes.items():
+        q = (
+            sql.SQL("DELETE FROM {} WHERE {}").format(table, where)
+            if what == "DELETE"
+            else sql.SQL("UPDATE {} {} WHERE {}").format(table, sql.SQL(what), where)
+        )
+        conn.cursor().executemany(q, ks)
+    s_rows = {k: (v + 1 if i % 97 == 5 else v, w) for i, (k, (v, w)) in enumerate(rows.items())}
+    new = [tuple(_value(t, 9000 + n + i) for i, t in enumerate(types)) for n in range(20)]
+    src.cursor().executemany(
+        sql.SQL("INSERT INTO {} VALUES ({})").format(
+            table, sql.SQL(", ").join(sql.Placeholder() * (len(key) + 2))
+        ),
+        [(*k, 1, "n") for k in new],
+    )
+    s_rows.update((k, (1, "n")) for k in new)
+    held: list[int] = []
+    add = streamed.Matcher.add
+
+    def spy(m: Any, a: Any, b: Any) -> bool:
+        ok = add(m, a, b)
+        held.append(len(m.pending[0]) + len(m.pending[1]))
+        return ok
+
+    monkeypatch.setattr(streamed.Matcher, "add", spy)
+    for c in pair:
+        c.execute(f"ANALYZE {spec.name}")
+    truth = _truth(s_rows, t_rows)
+    d, found = _compare(src, tgt, spec, 10)
+    assert given_up and given_up[0] is not None  # read in slices, and not given up
+    assert len(reads) > 2 and len({r.rows for r in reads}) > 1
+    assert max(held) > 0 and held[-1] == len(truth) - d.differing  # rows waited
+    assert found <= truth and d.only_in_source + d.only_in_target + d.differing == len(truth)
+    assert d.matched == len(s_rows.keys() & t_rows.keys()) - d.differing
+    other = _unpacked(src, tgt, spec, chunk_rows=10, expect_changes=True)
+    assert (d.source_checksum, d.target_checksum, d.matched, d.differing, d.chunks_differing) == (
+        other.source_checksum,
+        other.target_checksum,
+        other.matched,
+        other.differing,
+        d.chunks_differing,
+    )
+
+
+def test_slices_too_far_apart_give_up_and_the_table_is_compared_by_key_range(
+    pair: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the target holds its rows in the reverse order: every row waits for the other side's
+    # last slices, past what the comparison holds (MAX_CHUNKS chunks): it gives up, and
+    # the table (in key order at the source) is compared in pieces by key range instead
+    from pgferry.sync import streamed
+
+    src, tgt = pair
+    given_up = results_of(monkeypatch, streamed, "compare")
+    reads = results_of(monkeypatch, packed, "read")
+    src.execute("CREATE TABLE rv (id bigint PRIMARY KEY, v int)")
+    src.execute("INSERT INTO rv SELECT g, g FROM generate_series(1, 8000) g")
+    tgt.execute("CREATE TABLE rv (id bigint PRIMARY KEY, v int)")
+    tgt.execute("INSERT INTO rv SELECT g, g FROM generate_series(8000, 1, -1) g")
+    tgt.execute("UPDATE rv SET v = 0 WHERE id % 100 = 0")
+    for c in pair:
+        c.execute("ANALYZE rv")
+    spec = Spec("rv", ("id",), ["id", "v"])
+    got = diff_table(src, tgt, spec, chunk_rows=5, expect_changes=True)
+    assert given_up == [None]
+    assert any(r.rows <= packed.MAX_CHUNKS * 5 for r in reads)
+    assert (got.differing, got.matched, got.only_in_source, got.only_in_target) == (80, 7920, 0, 0)

@@ -44,6 +44,7 @@ __all__ = [
     "Side",
     "agree",
     "block_ranges",
+    "in_blocks",
     "boundaries",
     "bucket_sums",
     "CANONICAL",
@@ -96,7 +97,7 @@ def block_ranges(conn: psycopg.Connection[Any], s: Side, n: int) -> list[Blocks]
     ]
 
 
-def _in_blocks(blocks: Blocks) -> tuple[sql.Composable, list[Any]]:
+def in_blocks(blocks: Blocks) -> tuple[sql.Composable, list[Any]]:
     """``ctid`` within ``blocks`` (a TID range scan; PostgreSQL 14 or later), and its params."""
     parts: list[sql.Composable] = []
     params: list[Any] = []
@@ -116,7 +117,7 @@ def sums(conn: psycopg.Connection[Any], s: Side, blocks: Blocks = WHOLE) -> Sums
     agree, every row matches.
     """
     pred, params = s.predicate(KeyRange())
-    bpred, bparams = _in_blocks(blocks)
+    bpred, bparams = in_blocks(blocks)
     lateral, x = s.hashed()
     q = sql.SQL("SELECT count(*), {x} FROM {table} {lat} WHERE {pred} AND {b}").format(
         x=x, table=s.table, lat=lateral, pred=pred, b=bpred
@@ -189,7 +190,7 @@ def bucket_sums(
     (``enable_sort``, ``parallel_tuple_cost``), then restored.
     """
     pred, params = s.predicate(rng)
-    bpred, bparams = _in_blocks(blocks)
+    bpred, bparams = in_blocks(blocks)
     out = [Sums() for _ in range(len(bounds) + 1)]
     lateral, x = s.hashed()
     if not bounds:

@@ -220,6 +220,10 @@ class Differ:
                 leaf.matched + sum(1 for r in srows if r in alike),
                 leaf.diffs,
             )
+        return self.settle_compared(rng, got)
+
+    def settle_compared(self, rng: KeyRange, got: packed.Compared) -> tuple[Sums, Sums]:
+        """Record the range ``rng`` as matched (its differing keys known); its sums."""
         ns, nt = got.source.rows, got.target.rows
         if not got.diffs:
             self.out.matched += ns

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql
 
+from pgferry.sync.checksum import WHOLE, Blocks, in_blocks
 from pgferry.sync.chunks import Key, KeyDiff, KeyRange, Sums
 from pgferry.sync.sides import TABLE_OR_PARTITION, Side, settings
 
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 #: key types packed: (send function, bytes, numpy big-endian type or None for raw bytes)
-_TYPES: dict[str, tuple[str, int, str | None]] = {
+TYPES: dict[str, tuple[str, int, str | None]] = {
     "pg_catalog.int2": ("int2send", 2, ">i2"),
     "pg_catalog.int4": ("int4send", 4, ">i4"),
     "pg_catalog.int8": ("int8send", 8, ">i8"),
@@ -61,20 +62,20 @@ def packable(s: Side, t: Side) -> bool:
     if len(s.key) != len(t.key):
         return False
     return all(
-        a.type_name in _TYPES and a.type_name == b.type_name
+        a.type_name in TYPES and a.type_name == b.type_name
         for a, b in zip(s.key, t.key, strict=True)
     )
 
 
-def _width(s: Side) -> int:
-    return sum(_TYPES[k.type_name][1] for k in s.key) + 8
+def width(s: Side) -> int:
+    return sum(TYPES[k.type_name][1] for k in s.key) + 8
 
 
 def _packed_row(s: Side) -> sql.Composable:
     """One row packed: its key columns' and its row hash's binary forms, concatenated."""
     parts: list[sql.Composable] = [
         sql.SQL("pg_catalog.{}({})").format(
-            sql.Identifier(_TYPES[k.type_name][0]), sql.Identifier(k.name)
+            sql.Identifier(TYPES[k.type_name][0]), sql.Identifier(k.name)
         )
         for k in s.key
     ]
@@ -82,19 +83,23 @@ def _packed_row(s: Side) -> sql.Composable:
     return sql.SQL(" || ").join(parts)
 
 
-def read(conn: psycopg.Connection[Any], s: Side, rng: KeyRange, cap: int) -> Packed:
-    """The rows of ``rng`` on ``s`` packed (see the module docstring): one scan.
+def read(
+    conn: psycopg.Connection[Any], s: Side, rng: KeyRange, cap: int, blocks: Blocks = WHOLE
+) -> Packed:
+    """The rows of ``rng`` on ``s`` (in the heap blocks ``blocks``) packed (see the module
+    docstring): one scan.
 
     At most ``cap`` + 1 rows are read: a count above ``cap`` says the range is too big to
     hold (the sides differ that much: a sample of the source cut the ranges), and the
     caller compares it otherwise.
     """
     pred, params = s.predicate(rng)
+    bpred, bparams = in_blocks(blocks)
     q = sql.SQL(
         "SELECT count(*), pg_catalog.string_agg(p, ''::bytea) FROM "
-        "(SELECT {row} AS p FROM {table} WHERE {pred} LIMIT {n}) AS pgferry_packed"
-    ).format(row=_packed_row(s), table=s.table, pred=pred, n=sql.Literal(cap + 1))
-    row = conn.execute(q, params, binary=True).fetchone()
+        "(SELECT {row} AS p FROM {table} WHERE {pred} AND {b} LIMIT {n}) AS pgferry_packed"
+    ).format(row=_packed_row(s), table=s.table, pred=pred, b=bpred, n=sql.Literal(cap + 1))
+    row = conn.execute(q, [*params, *bparams], binary=True).fetchone()
     assert row is not None
     return Packed(int(row[0]), bytes(row[1] or b""))
 
@@ -218,13 +223,13 @@ def compare(s: Side, a: Packed, b: Packed) -> Compared | None:
     """Match two reads of one range (None: a read does not hold its count of rows)."""
     import numpy as np
 
-    width = _width(s)
-    if len(a.data) != a.rows * width or len(b.data) != b.rows * width:
+    size = width(s)
+    if len(a.data) != a.rows * size or len(b.data) != b.rows * size:
         return None
-    dtype = _dtype(s)
-    ra, rb = np.frombuffer(a.data, dtype=dtype), np.frombuffer(b.data, dtype=dtype)
+    rtype = dtype(s)
+    ra, rb = np.frombuffer(a.data, dtype=rtype), np.frombuffer(b.data, dtype=rtype)
     ha, hb = ra["h"].astype(np.int64), rb["h"].astype(np.int64)
-    ia, ib = _match(_keys(s, ra), _keys(s, rb))
+    ia, ib = match(_keys(s, ra), _keys(s, rb))
     changed = ha[ia] != hb[ib]
     only_a = np.ones(len(ra), dtype=bool)
     only_a[ia] = False
@@ -233,7 +238,7 @@ def compare(s: Side, a: Packed, b: Packed) -> Compared | None:
     diffs = [
         KeyDiff("differing", k, x, y)
         for k, x, y in zip(
-            _decode(s, ra[ia[changed]]),
+            decode(s, ra[ia[changed]]),
             ha[ia[changed]].tolist(),
             hb[ib[changed]].tolist(),
             strict=True,
@@ -241,12 +246,12 @@ def compare(s: Side, a: Packed, b: Packed) -> Compared | None:
     ]
     diffs += [
         KeyDiff("only_in_source", k, x, None)
-        for k, x in zip(_decode(s, ra[only_a]), ha[only_a].tolist(), strict=True)
+        for k, x in zip(decode(s, ra[only_a]), ha[only_a].tolist(), strict=True)
     ]
     diffs.sort(key=lambda d: d.key)
     extra = [
         KeyDiff("only_in_target", k, None, y)
-        for k, y in zip(_decode(s, rb[only_b]), hb[only_b].tolist(), strict=True)
+        for k, y in zip(decode(s, rb[only_b]), hb[only_b].tolist(), strict=True)
     ]
     extra.sort(key=lambda d: d.key)
     return Compared(
@@ -257,37 +262,75 @@ def compare(s: Side, a: Packed, b: Packed) -> Compared | None:
     )
 
 
-def _match(
+def match(
     ka: np.ndarray[Any, Any], kb: np.ndarray[Any, Any]
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """The positions ``(ia, ib)`` of the keys found on both sides (``ka[ia] == kb[ib]``).
 
-    Integer keys read in key order (a table stored so, read by a sequential scan or its
-    key index) are merged by binary search; others are sorted first.
+    Keys are unique on each side. Integer keys are merged by binary search, each side
+    sorted first unless it is in key order already (a table stored so, read by a
+    sequential scan or its key index; a stable sort finds the runs of a side stored about
+    so). Other keys (bytes) are matched the same way by a 64-bit number folded from their
+    bytes, and every pair found is checked byte for byte; when two keys fold alike (on
+    one side, or a pair that differs) they are sorted as bytes instead.
     """
     import numpy as np
 
-    if (
-        ka.dtype == np.int64
-        and len(ka)
-        and len(kb)
-        and bool((ka[1:] > ka[:-1]).all())
-        and bool((kb[1:] > kb[:-1]).all())
-    ):
-        i = np.searchsorted(ka, kb)
-        np.minimum(i, len(ka) - 1, out=i)
-        found = ka[i] == kb
-        return i[found], np.flatnonzero(found)
+    if not (len(ka) and len(kb)):
+        return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+    if ka.dtype == np.int64:
+        merged = _merge(ka, kb)
+        assert merged is not None
+        return merged
+    fa, fb = _fold(ka), _fold(kb)
+    got = _merge(fa, fb, unique=True)
+    if got is not None and bool((ka[got[0]] == kb[got[1]]).all()):
+        return got
     _, ia, ib = np.intersect1d(ka, kb, assume_unique=True, return_indices=True)
     return ia, ib
 
 
-def _dtype(s: Side) -> np.dtype[Any]:
+def _merge(ka: Any, kb: Any, *, unique: bool = False) -> tuple[Any, Any] | None:
+    """:func:`match` of two int64 arrays; None when ``unique`` and a side holds a value twice."""
+    import numpy as np
+
+    oa = None if bool((ka[1:] > ka[:-1]).all()) else np.argsort(ka, kind="stable")
+    ob = None if bool((kb[1:] > kb[:-1]).all()) else np.argsort(kb, kind="stable")
+    sa = ka if oa is None else ka[oa]
+    sb = kb if ob is None else kb[ob]
+    if unique and any(
+        o is not None and bool((x[1:] == x[:-1]).any()) for o, x in ((oa, sa), (ob, sb))
+    ):
+        return None
+    i = np.searchsorted(sa, sb)
+    np.minimum(i, len(sa) - 1, out=i)
+    found = sa[i] == sb
+    ia, ib = i[found], np.flatnonzero(found)
+    return (ia if oa is None else oa[ia]), (ib if ob is None else ob[ib])
+
+
+def _fold(keys: Any) -> Any:
+    """A 64-bit number per key of bytes (``S<n>``), from all of its bytes."""
+    import numpy as np
+
+    n = keys.dtype.itemsize
+    raw = np.ascontiguousarray(keys).view(np.uint8).reshape(len(keys), n)
+    if n % 8:
+        raw = np.concatenate((raw, np.zeros((len(keys), 8 - n % 8), dtype=np.uint8)), axis=1)
+    words = np.ascontiguousarray(raw).view(">u8").astype(np.uint64)
+    h = words[:, 0].copy()
+    for w in words[:, 1:].T:
+        h *= np.uint64(0x9E3779B97F4A7C15)
+        h ^= w
+    return h.view(np.int64)
+
+
+def dtype(s: Side) -> np.dtype[Any]:
     import numpy as np
 
     fields: list[tuple[str, str]] = []
     for i, k in enumerate(s.key):
-        _, n, kind = _TYPES[k.type_name]
+        _, n, kind = TYPES[k.type_name]
         fields.append((f"k{i}", kind or f"V{n}"))
     fields.append(("h", ">i8"))
     return np.dtype(fields)
@@ -297,19 +340,19 @@ def _keys(s: Side, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """One comparable value per row for its key: a native integer, or the key's bytes."""
     import numpy as np
 
-    if len(s.key) == 1 and _TYPES[s.key[0].type_name][2] is not None:
+    if len(s.key) == 1 and TYPES[s.key[0].type_name][2] is not None:
         return rows["k0"].astype(np.int64)
-    n = _width(s) - 8
+    n = width(s) - 8
     raw = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), n + 8)[:, :n]
     return np.ascontiguousarray(raw).view(f"S{n}").reshape(len(rows))
 
 
-def _decode(s: Side, rows: np.ndarray[Any, Any]) -> list[Key]:
+def decode(s: Side, rows: np.ndarray[Any, Any]) -> list[Key]:
     """The keys of ``rows`` as psycopg reads them (ints, UUIDs)."""
     cols: list[list[Any]] = []
     for i, k in enumerate(s.key):
         values = rows[f"k{i}"]
-        if _TYPES[k.type_name][2] is None:
+        if TYPES[k.type_name][2] is None:
             cols.append([uuid.UUID(bytes=bytes(v)) for v in values])
         else:
             cols.append(values.tolist())

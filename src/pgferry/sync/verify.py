@@ -89,7 +89,7 @@ from psycopg.pq import TransactionStatus
 
 from pgferry.errors import OperationFailed
 from pgferry.pg.connect import map_db_error
-from pgferry.sync import batches, packed, small_ints
+from pgferry.sync import batches, packed, small_ints, streamed
 from pgferry.sync import checksum as ck
 from pgferry.sync.chunks import (
     Key,
@@ -298,22 +298,40 @@ def diff_table(
                     _finish(out, *whole)
                     out.duration_s = time.monotonic() - started
                     return out
-            # a sync with integer or uuid keys, of a table stored about in key order, reads
-            # pieces of PACK_CHUNKS chunks packed, by key range (rows scattered over the disk
-            # would make each piece read most pages: signatures read the table once)
-            packing = expect_changes and packed.packable(s, t) and packed.in_key_order(src, s)
-            step = chunk_rows * PACK_CHUNKS if packing else chunk_rows
-            if packing and packed.one_piece(
+            # a sync with integer or uuid keys reads them packed: a table of up to
+            # ONE_PIECE_CHUNKS chunks as one piece (one sequential scan a side), a bigger one
+            # in physical slices (PostgreSQL 14: pgferry.sync.streamed), or else, stored
+            # about in key order, in pieces of PACK_CHUNKS chunks by key range (rows
+            # scattered over the disk would make each piece read most pages: signatures
+            # read the table once)
+            sliced = expect_changes and streamed.possible(s, t)
+            packing = (
+                expect_changes and packed.packable(s, t) and (sliced or packed.in_key_order(src, s))
+            )
+            one = packing and packed.one_piece(
                 ((src, s), (tgt, t)), packed.ONE_PIECE_CHUNKS * chunk_rows
-            ):
-                bounds = []  # one piece, one sequential scan a side
-            # (sampled for a table of 20 chunks or more: an exact cut reads every key)
-            elif estimate is not None and estimate >= 20 * chunk_rows:
-                bounds = ck.sampled_boundaries(src, s, estimate, step)
-            else:
-                bounds = ck.boundaries(src, s, KeyRange(), step)
+            )
+
+            def cut(step: int) -> list[Key]:
+                if one:
+                    return []  # one piece, one sequential scan a side
+                # (sampled for a table of 20 chunks or more: an exact cut reads every key)
+                if estimate is not None and estimate >= 20 * chunk_rows:
+                    return ck.sampled_boundaries(src, s, estimate, step)
+                return ck.boundaries(src, s, KeyRange(), step)
+
+            bounds = cut(chunk_rows * PACK_CHUNKS if packing else chunk_rows)
+            got = None
+            if sliced and not one:
+                cap = packed.MAX_CHUNKS * chunk_rows
+                got = run.streamed(bounds, -(-(estimate or 0) // (chunk_rows * PACK_CHUNKS)), cap)
+                if got is None and not packed.in_key_order(src, s):
+                    packing = False  # too many rows moved: signatures, as without slices
+                    bounds = cut(chunk_rows)
             out.chunks = len(bounds) + 1
-            if packing:
+            if got is not None:
+                ss, ts = got
+            elif packing:
                 ss, ts = run.packed(bounds, packed.MAX_CHUNKS * chunk_rows)
             elif expect_changes:
                 ss, ts, wants = run.signatures(bounds, sub_bits(chunk_rows))
@@ -451,6 +469,42 @@ class _Comparison:
         )
         self.reported = True
         return got
+
+    def streamed(
+        self, bounds: Sequence[Key], slices: int, limit: int
+    ) -> tuple[list[Sums], list[Sums]] | None:
+        """The table read in physical slices and matched (:func:`pgferry.sync.streamed.compare`),
+        each range of ``bounds`` settled; None: given up, nothing recorded (the rows it
+        counted for the progress bar are taken back)."""
+        (src, tgt), d = self.pairs[0], self.differ(0)
+        counted = 0
+
+        def progress(rows: int) -> None:
+            nonlocal counted
+            counted += rows
+            self._progress(rows)
+
+        got = streamed.compare(
+            (src, self.src_side),
+            (tgt, self.tgt_side),
+            bounds,
+            slices=max(1, slices),
+            cap=limit,
+            limit=limit,
+            progress=progress,
+        )
+        if got is None:
+            with self.lock:
+                self.done -= counted
+            return None
+        ss: list[Sums] = []
+        ts: list[Sums] = []
+        for rng, compared in got:
+            a, b = d.settle_compared(rng, compared)
+            ss.append(a)
+            ts.append(b)
+        self.reported = True
+        return ss, ts
 
     def signatures(self, bounds: Sequence[Key], bits: int) -> tuple[list[Sums], list[Sums], Wants]:
         """Every chunk's signature on both sides (one scan each), streamed and compared.
