@@ -1,11 +1,12 @@
 """A sync's comparison of tables keyed by integers or uuids: every piece read once a side,
-packed, and matched in numpy (pgferry.sync.packed).
+packed, and matched in numpy (pgferry.sync.packed), by key range or in physical slices
+(pgferry.sync.streamed).
 
 Invariant: the differing keys it reports are exactly those of a row-by-row comparison of
 both tables, of each kind, and both sides' checksums and counts equal those of the same
 comparison without packing (signatures), for any key of those types (negative and extreme
-values, several columns), any differences and any piece size, on PostgreSQL 18, 15 and 13
-(whose row hash is another function).
+values, several columns), any differences, any piece size and rows stored in key order
+or not, on PostgreSQL 18, 15 and 13 (whose row hash is another function).
 """
 
 from __future__ import annotations
@@ -60,14 +61,19 @@ def _value(kind: str, n: int) -> Any:
 
 
 def _make(
-    conn: psycopg.Connection[Any], name: str, types: tuple[str, ...], rows: dict[Any, Any]
+    conn: psycopg.Connection[Any],
+    name: str,
+    types: tuple[str, ...],
+    rows: dict[Any, Any],
+    ordered: bool = True,
 ) -> None:
     names = [f"k{i}" for i in range(len(types))]
     cols = ", ".join(f"{n} {t}" for n, t in zip(names, types, strict=True))
     conn.execute(f"CREATE TABLE {name} ({cols}, v int, w text, PRIMARY KEY ({', '.join(names)}))")
-    # in key order, as the packed comparison wants them stored (statistics will say so)
+    # in key order, as the packed comparison by key range wants them stored (statistics
+    # will say so), or in the order given
     with conn.cursor().copy(f"COPY {name} ({', '.join(names)}, v, w) FROM STDIN") as cp:
-        for key, (v, w) in sorted(rows.items()):
+        for key, (v, w) in sorted(rows.items()) if ordered else rows.items():
             cp.write_row((*key, v, w))
     conn.execute(f"ANALYZE {name}")
 
@@ -106,11 +112,12 @@ def _check(
     s_rows: dict[Any, Any],
     t_rows: dict[Any, Any],
     chunk: int,
+    ordered: bool = True,
 ) -> None:
     key = tuple(f"k{i}" for i in range(len(types)))
     spec = Spec(f"t{next(_names)}", key, [*key, "v", "w"])
-    _make(src, spec.name, types, s_rows)
-    _make(tgt, spec.name, types, t_rows)
+    _make(src, spec.name, types, s_rows, ordered)
+    _make(tgt, spec.name, types, t_rows, ordered)
     truth = _truth(s_rows, t_rows)
     with pytest.MonkeyPatch.context() as m:
         reads = results_of(m, packed, "read")
@@ -152,6 +159,7 @@ rows_strategy = st.dictionaries(
         max_size=40,
     ),
     chunk=st.integers(1, 15),
+    ordered=st.booleans(),
 )
 def test_packed_comparison_lists_exactly_the_differing_keys(
     pair: Any,
@@ -159,6 +167,7 @@ def test_packed_comparison_lists_exactly_the_differing_keys(
     base: dict[int, Any],
     changes: list[tuple[str, int]],
     chunk: int,
+    ordered: bool,
 ) -> None:
     src, tgt = pair
     types = KEYS[shape]
@@ -176,10 +185,11 @@ def test_packed_comparison_lists_exactly_the_differing_keys(
             s_rows[k] = (n, "new")
         elif k in t_rows:
             t_rows[k] = (t_rows[k][0] + 1, t_rows[k][1])
-    # (rows stored out of key order are compared by signatures: this test is of the packed)
+    # stored in key order (read by key ranges), or in the order the rows came (read in
+    # one piece or in physical slices: pgferry.sync.streamed)
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(packed, "in_key_order", lambda *a: True)
-        _check(src, tgt, types, s_rows, t_rows, chunk)
+        m.setattr(packed, "in_key_order", lambda *a: ordered)
+        _check(src, tgt, types, s_rows, t_rows, chunk, ordered)
 
 
 @pytest.mark.parametrize("target", ["15", "13"])
@@ -336,12 +346,14 @@ def test_a_table_read_in_physical_slices_lists_exactly_the_differing_keys(
     reads = results_of(monkeypatch, packed, "read")
     given_up = results_of(monkeypatch, streamed, "compare")
     types = KEYS[shape]
-    rows = {tuple(_value(t, n + i) for i, t in enumerate(types)): (n % 7, "x") for n in range(6000)}
+    # stored out of key order, alike on both sides (a target a full sync loaded)
+    order = sorted(range(6000), key=lambda n: (n * 7919) % 6007)
+    rows = {tuple(_value(t, n + i) for i, t in enumerate(types)): (n % 7, "x") for n in order}
     keys = list(rows)
     key = tuple(f"k{i}" for i in range(len(types)))
     spec = Spec(f"s{next(_names)}", key, [*key, "v", "w"])
     for c in pair:
-        _make(c, spec.name, types, rows)
+        _make(c, spec.name, types, rows, ordered=False)
     t_rows = dict(rows)
     table = sql.Identifier(spec.name)
     where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in key)
@@ -401,26 +413,31 @@ def test_a_table_read_in_physical_slices_lists_exactly_the_differing_keys(
     )
 
 
-def test_slices_too_far_apart_give_up_and_the_table_is_compared_by_key_range(
+def test_slices_too_far_apart_give_up_and_the_table_is_compared_by_signatures(
     pair: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # the target holds its rows in the reverse order: every row waits for the other side's
-    # last slices, past what the comparison holds (MAX_CHUNKS chunks): it gives up, and
-    # the table (in key order at the source) is compared in pieces by key range instead
+    # rows stored out of key order, the target's in the reverse of the source's order:
+    # every row waits for the other side's last slices, past what the comparison holds
+    # (MAX_CHUNKS chunks): it gives up, and the table is compared by signatures instead
     from pgferry.sync import streamed
 
     src, tgt = pair
     given_up = results_of(monkeypatch, streamed, "compare")
     reads = results_of(monkeypatch, packed, "read")
-    src.execute("CREATE TABLE rv (id bigint PRIMARY KEY, v int)")
-    src.execute("INSERT INTO rv SELECT g, g FROM generate_series(1, 8000) g")
-    tgt.execute("CREATE TABLE rv (id bigint PRIMARY KEY, v int)")
-    tgt.execute("INSERT INTO rv SELECT g, g FROM generate_series(8000, 1, -1) g")
+    for c, order in ((src, "ASC"), (tgt, "DESC")):
+        c.execute("CREATE TABLE rv (id bigint PRIMARY KEY, v int)")
+        c.execute(
+            "INSERT INTO rv SELECT g, g FROM generate_series(1, 8000) g "  # noqa: S608
+            f"ORDER BY (g * 7919) % 8009 {order}"
+        )
     tgt.execute("UPDATE rv SET v = 0 WHERE id % 100 = 0")
     for c in pair:
         c.execute("ANALYZE rv")
     spec = Spec("rv", ("id",), ["id", "v"])
+    assert not packed.in_key_order(src, packed_side(src, spec))
     got = diff_table(src, tgt, spec, chunk_rows=5, expect_changes=True)
     assert given_up == [None]
-    assert any(r.rows <= packed.MAX_CHUNKS * 5 for r in reads)
+    # it gave up by the middle of the table (the rows held, at their rate so far, would
+    # pass the limit by the end), not after reading it all
+    assert 0 < sum(r.rows for r in reads) <= 8000
     assert (got.differing, got.matched, got.only_in_source, got.only_in_target) == (80, 7920, 0, 0)

@@ -10,18 +10,22 @@ side's next slices; what still waits at the end is on one side only. It returns,
 range of ``bounds`` (:func:`pgferry.sync.chunks.split`), both sides' sums and the
 differing keys with both row hashes (:class:`pgferry.sync.packed.Compared`, as
 :func:`pgferry.sync.packed.compare` returns them for one range), or None when it gives
-up: more than ``limit`` rows pending or differing at once (memory), a slice of more than
-``cap`` rows, or a read that cannot be matched (a NULL key). Nothing is reported before
+up: more than ``limit`` rows pending or differing at once (memory; or, from a quarter of
+the slices on, that many by the end at the rate so far), a slice of more than ``cap``
+rows, or a read that cannot be matched (a NULL key). Nothing is reported before
 the end, so a caller that is given None compares the table another way and has lost only
 the reads. Everything runs in the callers' transactions (one snapshot a side); nothing
 is written.
 
-Why: the other ways read a table by key ranges (its key index: a bitmap scan per piece,
-about a fifth slower a row than one sequential pass, bench/sync.py) or, when its rows are
-not stored in key order (uuid keys), by signatures and then the differing sub-buckets'
-rows by key. A target loaded by a sync holds its rows in the source's physical order
-(a full sync copies them in that order), and the rows a sync changes since move on both
-sides alike, so few rows wait, whatever the order of the keys.
+Why: a table whose rows are not stored in key order (random uuids) cannot be read by key
+ranges (each range would read most pages), and was compared by signatures: a grouped
+scan a side, then the rows of the differing sub-buckets read again by key. A target
+loaded by a sync holds its rows in the source's physical order (a full sync copies them
+in that order), so few rows wait, whatever the order of the keys: 1.5M uuid rows with
+1% changed, 6.7 s -> 5.2 s a sync (docs/benchmarks.md). A table stored in key order is
+read by key ranges all the same (pgferry.sync.verify): its rows read as fast either way,
+and there the rows moved since the load (to the end of either side) wait here until the
+end, which costs more matching.
 """
 
 from __future__ import annotations
@@ -139,7 +143,11 @@ class Matcher:
             keep = np.ones(len(r), dtype=bool)
             keep[idx] = False
             self.pending[i] = r[keep]
-        return len(self.pending[0]) + len(self.pending[1]) + self.n_changed <= self.limit
+        return self.held() <= self.limit
+
+    def held(self) -> int:
+        """The rows held now: pending on either side, or differing."""
+        return len(self.pending[0]) + len(self.pending[1]) + self.n_changed
 
     def finish(self) -> Iterator[tuple[KeyRange, packed.Compared]]:
         """Every range's sums and differing keys, in key order (one range's keys at a time)."""
@@ -246,7 +254,9 @@ def compare(
                 return None
             if k + 1 < n:
                 ahead = start(k + 1)
-            if not m.add(a, b):
+            # give up as soon as the rows held would pass the limit, or when a quarter of
+            # the table is read and, held at the rate so far, they would by the end
+            if not m.add(a, b) or ((k + 1) * 4 >= n and m.held() * n > limit * (k + 1)):
                 if k + 1 < n:
                     ahead[0].result(), ahead[1].result()  # the connections are free again
                 return None
