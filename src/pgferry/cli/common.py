@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from numbers import Integral, Real
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -135,6 +136,11 @@ def _default(o: Any) -> Any:
         return o.total_seconds()
     if isinstance(o, Decimal):
         return str(o)
+    # a count or a measure from numpy (the comparison's) stays a number, not its text
+    if isinstance(o, Integral):
+        return int(o)
+    if isinstance(o, Real):
+        return float(o)
     if isinstance(o, Path):
         return str(o)
     if isinstance(o, set | frozenset):

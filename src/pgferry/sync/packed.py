@@ -255,8 +255,8 @@ def compare(s: Side, a: Packed, b: Packed) -> Compared | None:
     ]
     extra.sort(key=lambda d: d.key)
     return Compared(
-        Sums(a.rows, _xor(ha)),
-        Sums(b.rows, _xor(hb)),
+        Sums(a.rows, xor(ha)),
+        Sums(b.rows, xor(hb)),
         len(ia) - int(changed.sum()),
         diffs + extra,
     )
@@ -359,7 +359,8 @@ def decode(s: Side, rows: np.ndarray[Any, Any]) -> list[Key]:
     return list(zip(*cols, strict=True)) if cols else []
 
 
-def _xor(h: np.ndarray[Any, Any]) -> int:
+def xor(h: np.ndarray[Any, Any]) -> int:
+    """The XOR of the row hashes ``h`` (0 for none)."""
     import numpy as np
 
     return int(np.bitwise_xor.reduce(h)) if len(h) else 0

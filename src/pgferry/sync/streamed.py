@@ -167,7 +167,7 @@ class Matcher:
         tat, trows = grouped(self.pending[1])
         h = [drows["h"].astype(np.int64), srows["h"].astype(np.int64), trows["h"].astype(np.int64)]
         # the XOR of the rows that match, the same on both sides (see the class)
-        alike = self.xor[0] ^ _xor(h[0]) ^ _xor(h[1])
+        alike = self.xor[0] ^ packed.xor(h[0]) ^ packed.xor(h[1])
         for r, rng in enumerate(self.ranges):
             d, sr, tr = (
                 slice(dat[r], dat[r + 1]),
@@ -198,18 +198,18 @@ class Matcher:
             yield (
                 rng,
                 packed.Compared(
-                    Sums(same + n_d + (sr.stop - sr.start), first ^ _xor(h[0][d]) ^ _xor(h[1][sr])),
-                    Sums(same + n_d + (tr.stop - tr.start), first ^ _xor(dh[d]) ^ _xor(h[2][tr])),
+                    Sums(
+                        same + n_d + (sr.stop - sr.start),
+                        first ^ packed.xor(h[0][d]) ^ packed.xor(h[1][sr]),
+                    ),
+                    Sums(
+                        same + n_d + (tr.stop - tr.start),
+                        first ^ packed.xor(dh[d]) ^ packed.xor(h[2][tr]),
+                    ),
                     same,
                     diffs + extra,
                 ),
             )
-
-
-def _xor(h: Any) -> int:
-    import numpy as np
-
-    return int(np.bitwise_xor.reduce(h)) if len(h) else 0
 
 
 def compare(
