@@ -229,7 +229,7 @@ def compare(s: Side, a: Packed, b: Packed) -> Compared | None:
     rtype = dtype(s)
     ra, rb = np.frombuffer(a.data, dtype=rtype), np.frombuffer(b.data, dtype=rtype)
     ha, hb = ra["h"].astype(np.int64), rb["h"].astype(np.int64)
-    ia, ib = match(_keys(s, ra), _keys(s, rb))
+    ia, ib = match(keys(s, ra), keys(s, rb))
     changed = ha[ia] != hb[ib]
     only_a = np.ones(len(ra), dtype=bool)
     only_a[ia] = False
@@ -336,15 +336,36 @@ def dtype(s: Side) -> np.dtype[Any]:
     return np.dtype(fields)
 
 
-def _keys(s: Side, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """One comparable value per row for its key: a native integer, or the key's bytes."""
+def native_key(s: Side) -> bool:
+    """Is the key one integer column (compared as a native int64, not as bytes)?"""
+    return len(s.key) == 1 and TYPES[s.key[0].type_name][2] is not None
+
+
+def keys(s: Side, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """One value per row that sorts as the server sorts its key: a native integer, or the
+    key's bytes with each integer's sign bit flipped (uuids sort by their bytes)."""
     import numpy as np
 
-    if len(s.key) == 1 and TYPES[s.key[0].type_name][2] is not None:
+    if native_key(s):
         return rows["k0"].astype(np.int64)
     n = width(s) - 8
-    raw = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), n + 8)[:, :n]
-    return np.ascontiguousarray(raw).view(f"S{n}").reshape(len(rows))
+    raw = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), n + 8)[:, :n].copy()
+    at = 0
+    for k in s.key:
+        _, size, kind = TYPES[k.type_name]
+        if kind is not None:
+            raw[:, at] ^= 0x80
+        at += size
+    return raw.view(f"S{n}").reshape(len(rows))
+
+
+def key_bytes(s: Side, key: Key) -> bytes:
+    """A key as :func:`keys` makes the bytes of a row's (same order)."""
+    out = b""
+    for k, v in zip(s.key, key, strict=True):
+        _, n, kind = TYPES[k.type_name]
+        out += v.bytes if kind is None else (int(v) + (1 << (8 * n - 1))).to_bytes(n, "big")
+    return out
 
 
 def decode(s: Side, rows: np.ndarray[Any, Any]) -> list[Key]:

@@ -63,12 +63,11 @@ class Matcher:
         self.side, self.limit = s, limit
         self.dtype = packed.dtype(s)
         self.width = packed.width(s)
-        self.int_key = len(s.key) == 1 and packed.TYPES[s.key[0].type_name][2] is not None
         self.ranges = split(KeyRange(), bounds)
         self.bounds = (
             np.array([b[0] for b in bounds], dtype=np.int64)
-            if self.int_key
-            else np.array([self._encode(b) for b in bounds], dtype=f"S{self.width - 8}")
+            if packed.native_key(s)
+            else np.array([packed.key_bytes(s, b) for b in bounds], dtype=f"S{self.width - 8}")
         )
         self.matched = np.zeros(len(self.ranges), dtype=np.int64)
         self.xor = [0, 0]  # of every row read, a side
@@ -79,31 +78,9 @@ class Matcher:
         self.n_changed = 0
 
     # -- keys in the server's order ------------------------------------------------------
-    def _encode(self, key: Key) -> bytes:
-        """A bound as the bytes :meth:`keys` makes of a row's key (same order)."""
-        out = b""
-        for k, v in zip(self.side.key, key, strict=True):
-            _, n, kind = packed.TYPES[k.type_name]
-            out += v.bytes if kind is None else (int(v) + (1 << (8 * n - 1))).to_bytes(n, "big")
-        return out
-
     def keys(self, rows: Any) -> Any:
-        """One value per row that sorts as the server sorts its key: a native integer, or
-        the key's bytes with each integer's sign bit flipped (uuids sort by their bytes)."""
-        import numpy as np
-
-        if self.int_key:
-            return rows["k0"].astype(np.int64)
-        n = self.width - 8
-        raw = np.ascontiguousarray(rows).view(np.uint8).reshape(len(rows), self.width)[:, :n]
-        raw = raw.copy()
-        at = 0
-        for k in self.side.key:
-            _, size, kind = packed.TYPES[k.type_name]
-            if kind is not None:
-                raw[:, at] ^= 0x80
-            at += size
-        return raw.view(f"S{n}").reshape(len(rows))
+        """:func:`pgferry.sync.packed.keys` of ``rows``: bounds and keys sort alike."""
+        return packed.keys(self.side, rows)
 
     def range_of(self, keys: Any) -> Any:
         """The number of the range (of ``bounds``) of each key."""

@@ -318,9 +318,9 @@ def diff_table(
                 return ck.boundaries(src, s, KeyRange(), step)
 
             bounds = cut(chunk_rows * PACK_CHUNKS if packing else chunk_rows)
+            cap = packed.MAX_CHUNKS * chunk_rows
             got = None
             if sliced and not one:
-                cap = packed.MAX_CHUNKS * chunk_rows
                 got = run.streamed(bounds, -(-(estimate or 0) // (chunk_rows * PACK_CHUNKS)), cap)
                 if got is None:  # too many rows moved: signatures, as without slices
                     packing = False
@@ -329,7 +329,7 @@ def diff_table(
             if got is not None:
                 ss, ts = got
             elif packing:
-                ss, ts = run.packed(bounds, packed.MAX_CHUNKS * chunk_rows)
+                ss, ts = run.packed(bounds, cap)
             elif expect_changes:
                 ss, ts, wants = run.signatures(bounds, sub_bits(chunk_rows))
                 run.differ(0).settle(KeyRange(), bounds, ss, ts, wants=wants)
