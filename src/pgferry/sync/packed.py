@@ -9,8 +9,8 @@ form of each key column (``int8send`` ...) and of the 64-bit row hash
 (:meth:`pgferry.sync.sides.Side.row_hash`), aggregated with ``string_agg`` in no
 particular order; :func:`compare` matches two such reads in numpy (no Python
 object per row) and returns both sides' :class:`~pgferry.sync.chunks.Sums` and the
-differing keys as :class:`~pgferry.sync.chunks.KeyDiff` (with both row hashes);
-:func:`compare_pieces` reads and settles the pieces of a table, both servers at once.
+differing keys as :class:`~pgferry.sync.chunks.KeyDiff` (with both row hashes).
+:mod:`pgferry.sync.ahead` reads a table's pieces (or slices) on both servers at once.
 
 Why: a sync expects about every chunk to hold a change, so reading chunk sums, then
 signatures per sub-bucket and then the rows of the differing sub-buckets costs a
@@ -25,8 +25,7 @@ the range row by row instead.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +34,7 @@ from psycopg import sql
 
 from pgferry.sync.checksum import WHOLE, Blocks, in_blocks
 from pgferry.sync.chunks import Key, KeyDiff, KeyRange, Sums
-from pgferry.sync.sides import TABLE_OR_PARTITION, Side, settings
+from pgferry.sync.sides import TABLE_OR_PARTITION, Side
 
 if TYPE_CHECKING:
     import numpy as np
@@ -157,55 +156,6 @@ def in_key_order(conn: psycopg.Connection[Any], s: Side) -> bool:
     """
     row = conn.execute(_CORRELATION, {"a": s.key[0].name, "t": s.table.as_string(conn)}).fetchone()
     return row is None or row[0] is None or float(row[0]) >= 0.9
-
-
-#: what decides a piece from both sides' reads: both sides' sums of it
-Settle = Callable[[KeyRange, Packed, Packed], tuple[Sums, Sums]]
-
-
-def compare_pieces(
-    src: tuple[psycopg.Connection[Any], Side],
-    tgt: tuple[psycopg.Connection[Any], Side],
-    pieces: Sequence[KeyRange],
-    cap: int,
-    settle: Settle,
-    progress: Callable[[int], None],
-) -> tuple[list[Sums], list[Sums]]:
-    """Read every piece on both sides (:func:`read`, at most ``cap`` + 1 rows each) and
-    ``settle`` it; both sides' sums per piece. Both servers read the next piece while one
-    is settled; ``progress`` gets each piece's source rows."""
-    ss: list[Sums] = []
-    ts: list[Sums] = []
-    # one process a side: both servers already read at once (workers would share the
-    # cores); and several pieces each by its key index (a bitmap scan, its pages in order):
-    # a piece of a third of the table read by a sequential scan reads the whole table
-    serial = {"max_parallel_workers_per_gather": "0"}
-    if len(pieces) > 1:
-        serial.update(enable_seqscan="off", enable_indexscan="off")
-    with (
-        settings(src[0], **serial),
-        settings(tgt[0], **serial),
-        ThreadPoolExecutor(2) as pool,
-    ):
-
-        def start(rng: KeyRange) -> tuple[Future[Packed], Future[Packed]]:
-            return (
-                pool.submit(read, *src, rng, cap),
-                pool.submit(read, *tgt, rng, cap),
-            )
-
-        ahead = start(pieces[0])
-        import numpy  # noqa: F401 - imported while the servers read (~0.1 s)
-
-        for j, rng in enumerate(pieces):
-            a, b = ahead[0].result(), ahead[1].result()
-            if j + 1 < len(pieces):
-                ahead = start(pieces[j + 1])
-            sa, sb = settle(rng, a, b)
-            ss.append(sa)
-            ts.append(sb)
-            progress(sa.rows)
-    return ss, ts
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from pgferry.sync import batches, packed, streamed
+from pgferry.sync import ahead, batches, streamed
 from pgferry.sync import checksum as ck
 from pgferry.sync.chunks import Key, KeyRange, Sums, differing_subs, split
 from pgferry.sync.differ import Differ, DiffRange, Wants
@@ -132,9 +132,9 @@ class Comparison:
 
     def packed(self, bounds: Sequence[Key], cap: int) -> tuple[list[Sums], list[Sums]]:
         """Every piece cut at ``bounds`` read packed on both sides and matched
-        (:func:`pgferry.sync.packed.compare_pieces`)."""
+        (:func:`pgferry.sync.ahead.compare_pieces`)."""
         (src, tgt), d = self.pairs[0], self.differ(0)
-        got = packed.compare_pieces(
+        got = ahead.compare_pieces(
             (src, self.src_side),
             (tgt, self.tgt_side),
             split(KeyRange(), bounds),

@@ -23,23 +23,26 @@ scan a side, then the rows of the differing sub-buckets read again by key. A tar
 loaded by a sync holds its rows in the source's physical order (a full sync copies them
 in that order), so few rows wait, whatever the order of the keys: 1.5M uuid rows with
 1% changed, 6.7 s -> 5.2 s a sync (docs/benchmarks.md). A table stored in key order is
-read by key ranges all the same (pgferry.sync.verify): its rows read as fast either way,
-and there the rows moved since the load (to the end of either side) wait here until the
-end, which costs more matching.
+read by key ranges all the same (pgferry.sync.verify): slices read its rows faster
+alone, but in a whole sync, with the matching on the same two cores, no faster either
+way, and there the rows moved since the load (to the end of either side) wait here until
+the end, which costs more matching (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from typing import Any
 
 import psycopg
 
 from pgferry.sync import packed
-from pgferry.sync.checksum import Blocks, block_ranges
+from pgferry.sync.ahead import read_ahead
+from pgferry.sync.batches import pick
+from pgferry.sync.checksum import block_ranges
 from pgferry.sync.chunks import Key, KeyDiff, KeyRange, Sums, split
-from pgferry.sync.sides import Side, settings
+from pgferry.sync.sides import Side
 
 
 def possible(s: Side, t: Side) -> bool:
@@ -204,38 +207,16 @@ def compare(
     ranges = [block_ranges(src[0], src[1], slices), block_ranges(tgt[0], tgt[1], slices)]
     n = max(map(len, ranges))
     m = Matcher(src[1], bounds, limit)
+    # a side with fewer slices reads nothing in the last steps
+    steps = [(KeyRange(), pick(ranges[0], k), pick(ranges[1], k)) for k in range(n)]
     serial = {"max_parallel_workers_per_gather": "0"}
-    with (
-        settings(src[0], **serial),
-        settings(tgt[0], **serial),
-        ThreadPoolExecutor(2) as pool,
-    ):
-
-        def one(side: tuple[psycopg.Connection[Any], Side], blocks: Blocks | None) -> Any:
-            if blocks is None:  # that side has fewer slices: nothing left to read
-                return pool.submit(lambda: packed.Packed(0, b""))
-            return pool.submit(packed.read, *side, KeyRange(), cap, blocks)
-
-        def start(k: int) -> tuple[Future[packed.Packed], Future[packed.Packed]]:
-            return tuple(
-                one(side, r[k] if k < len(r) else None)
-                for side, r in ((src, ranges[0]), (tgt, ranges[1]))
-            )
-
-        ahead = start(0)
-        import numpy  # noqa: F401 - imported while the servers read (~0.1 s)
-
-        for k in range(n):
-            a, b = ahead[0].result(), ahead[1].result()
+    with closing(read_ahead(src, tgt, steps, cap, serial)) as reads:
+        for k, (a, b) in enumerate(reads):
             if a.rows > cap or b.rows > cap:
                 return None
-            if k + 1 < n:
-                ahead = start(k + 1)
             # give up as soon as the rows held would pass the limit, or when a quarter of
             # the table is read and, held at the rate so far, they would by the end
             if not m.add(a, b) or ((k + 1) * 4 >= n and m.held() * n > limit * (k + 1)):
-                if k + 1 < n:
-                    ahead[0].result(), ahead[1].result()  # the connections are free again
-                return None
+                return None  # (closing waits for the next slices' reads under way)
             progress(a.rows)
     return m.finish()
