@@ -53,7 +53,7 @@ from pgferry.sync.conflict_base import (
     version_of,
     where,
 )
-from pgferry.sync.copy import cols, pipe, select_sql, table_ident
+from pgferry.sync.copy import cols, key_match, pipe, select_sql, table_ident
 from pgferry.sync.sides import settings
 
 if TYPE_CHECKING:
@@ -118,8 +118,6 @@ def classify(
     ``pgferry_cls_N`` (classification) and ``pgferry_skip_N`` (keys the writes must
     leave alone) for the rest of the transaction.
     """
-    from pgferry.sync.tables import key_match
-
     conn, source = link.tgt, link.ctx.source
     out = Classified()
     base = base_ident(source, t)
@@ -295,8 +293,6 @@ def _first(
     decision: sql.Composable,
 ) -> list[dict[str, Any]]:
     """The first conflicts, each with the target's row and the source's (masked) row."""
-    from pgferry.sync.tables import key_match
-
     rows = link.tgt.execute(
         sql.SQL(
             "SELECT {v}, pgferry_s IS NULL, pgferry_t IS NULL FROM {cls} WHERE {d} = 'conflict' "

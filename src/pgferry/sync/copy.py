@@ -201,6 +201,26 @@ def select_sql(
     return q
 
 
+def key_match(t: TablePlan, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
+    """``(k1, k2) IN (...)`` matching ``keys``, and its parameters.
+
+    With the key types known and equal on both sides, the keys go as one array per
+    key column through ``unnest``: several times faster to plan and run than a
+    ``VALUES`` list of thousands of parameters. The type text is PostgreSQL's own
+    ``format_type`` output (identifiers already quoted), not user input.
+    """
+    types = [t.column_types.get(k, "") for k in t.key]
+    if t.same_types and all(types) and not any(typ.endswith("]") for typ in types):
+        arrays = sql.SQL(", ").join(
+            sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(typ)) for typ in types
+        )
+        match = sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(cols(t.key), arrays)
+        return match, [list(column) for column in zip(*keys, strict=True)]
+    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in t.key))
+    values = sql.SQL("VALUES {}").format(sql.SQL(", ").join(row for _ in keys))
+    return sql.SQL("({}) IN ({})").format(cols(t.key), values), [v for k in keys for v in k]
+
+
 def next_bound(
     src: psycopg.Connection[Any],
     t: TablePlan,
@@ -232,6 +252,25 @@ def next_bound(
     return tuple(row) if row is not None else None
 
 
+def copy_out(
+    src: psycopg.Connection[Any], select: sql.Composable, params: Sequence[Any], *, binary: bool
+) -> str:
+    """``COPY (select) TO STDOUT`` with ``params`` bound: COPY takes no server-side
+    parameters (bound always, so that ``%%`` becomes ``%``)."""
+    fmt = sql.SQL("binary" if binary else "text")
+    out_q = sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(select, fmt)
+    return psycopg.ClientCursor(src).mogrify(out_q, list(params))
+
+
+def copy_in(
+    dest: sql.Composable, dest_cols: Sequence[str], *, binary: bool, freeze: bool = False
+) -> sql.Composed:
+    """``COPY dest (dest_cols) FROM STDIN`` in the format :func:`copy_out` wrote."""
+    fmt = sql.SQL("binary" if binary else "text")
+    opts = sql.SQL("FORMAT {}{}").format(fmt, sql.SQL(", FREEZE") if freeze else sql.SQL(""))
+    return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(dest, cols(dest_cols), opts)
+
+
 def pipe(
     src: psycopg.Connection[Any],
     tgt: psycopg.Connection[Any],
@@ -245,16 +284,14 @@ def pipe(
     on_chunk: Callable[[int], None] | None = None,
 ) -> int:
     """Stream ``select`` on ``src`` into ``dest (dest_cols)`` on ``tgt``; returns rows copied."""
-    fmt = sql.SQL("binary" if binary else "text")
-    out_q = sql.SQL("COPY ({}) TO STDOUT (FORMAT {})").format(select, fmt)
-    opts = sql.SQL("FORMAT {}{}").format(fmt, sql.SQL(", FREEZE") if freeze else sql.SQL(""))
-    in_q = sql.SQL("COPY {} ({}) FROM STDIN ({})").format(dest, cols(dest_cols), opts)
+    in_q = copy_in(dest, dest_cols, binary=binary, freeze=freeze)
     scur, tcur = src.cursor(), tgt.cursor()
     # The source sends one message per row; read them in ~256 kB blocks (copy_reader), and
     # let a writer thread feed the target while this thread reads the source (both overlap).
-    # COPY takes no server-side parameters: bind them here (always, so %% becomes %)
-    bound = psycopg.ClientCursor(src).mogrify(out_q, list(params))
-    with scur.copy(bound) as out, tcur.copy(in_q, writer=_Writer(tcur)) as inp:
+    with (
+        scur.copy(copy_out(src, select, params, binary=binary)) as out,
+        tcur.copy(in_q, writer=_Writer(tcur)) as inp,
+    ):
         for block in blocks(out):
             inp.write(block)
             if on_chunk is not None:

@@ -25,7 +25,8 @@ table with ``before_images`` the deleted rows are saved in the same statement.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,8 +34,19 @@ import psycopg
 from psycopg import sql
 
 from pgferry.pg.connect import is_transient
-from pgferry.sync import deletes, upserts, write
-from pgferry.sync.copy import Key, cols, key_range, next_bound, pipe, select_sql, table_ident
+from pgferry.sync import deletes, prefetch, upserts, write
+from pgferry.sync.copy import (
+    Key,
+    cols,
+    copy_in,
+    copy_out,
+    key_match,
+    key_range,
+    next_bound,
+    pipe,
+    select_sql,
+    table_ident,
+)
 from pgferry.sync.copy import where_clause as src_where
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import TableResult
@@ -265,16 +277,45 @@ def _batches(
     extra: tuple[sql.Composable, list[Any]] | None = None,
 ) -> None:
     """Copy the source rows (within ``extra``) in key-range batches of ``batch_size``."""
-    lo: Key | None = None
-    while (hi := next_bound(link.src, t, lo, link.batch_size, extra=extra)) is not None:
-        rng, params = key_range(t, lo, hi)
-        if extra is not None:
-            rng = sql.SQL("({}) AND {}").format(extra[0], rng)
-            params = [*extra[1], *params]
-        stage = stage_range(link, t, masks, rng, params)
-        c = _apply(link, t, stage, res)
-        progress(c.staged)
-        lo = hi
+
+    def ranges() -> Iterator[tuple[sql.Composable, list[Any]]]:  # (run by the reading thread)
+        lo: Key | None = None
+        while (hi := next_bound(link.src, t, lo, link.batch_size, extra=extra)) is not None:
+            rng, params = key_range(t, lo, hi)
+            if extra is not None:
+                rng = sql.SQL("({}) AND {}").format(extra[0], rng)
+                params = [*extra[1], *params]
+            yield rng, params
+            lo = hi
+
+    with contextlib.closing(_staged(link, t, masks, ranges())) as stages:
+        for stage in stages:
+            c = _apply(link, t, stage, res)
+            progress(c.staged)
+
+
+def _staged(
+    link: Link,
+    t: TablePlan,
+    masks: dict[str, sql.Composable],
+    ranges: Iterator[tuple[sql.Composable, list[Any]]],
+) -> Generator[sql.Identifier, None, None]:
+    """Each range's source rows in a fresh staging table, in turn; the source reads the next
+    range's rows while the caller upserts a staged one (:mod:`pgferry.sync.prefetch`).
+    ``ranges`` is iterated in the reading thread, on ``link.src``. Use
+    :func:`contextlib.closing`: closed early, it waits for the source's read under way."""
+    binary = _binary(t, masks)
+    queries = (
+        copy_out(link.src, select_sql(t, masks, src_where(t, rng), staged=True), p, binary=binary)
+        for rng, p in ranges
+    )
+    with contextlib.closing(prefetch.copies(link.src, queries)) as ahead:
+        for data in ahead:
+            stage = write.staging(link.tgt, t)
+            with link.tgt.cursor().copy(copy_in(stage, t.columns, binary=binary)) as cp:
+                for block in data:
+                    cp.write(block)
+            yield stage
 
 
 def copy_range(
@@ -313,26 +354,6 @@ def delete_range(
     res.deleted += deletes.delete_rows(link.tgt, t, link.ctx, where, params)
 
 
-def key_match(t: TablePlan, keys: Sequence[Key]) -> tuple[sql.Composable, list[Any]]:
-    """``(k1, k2) IN (...)`` matching ``keys``, and its parameters.
-
-    With the key types known and equal on both sides, the keys go as one array per
-    key column through ``unnest``: several times faster to plan and run than a
-    ``VALUES`` list of thousands of parameters. The type text is PostgreSQL's own
-    ``format_type`` output (identifiers already quoted), not user input.
-    """
-    types = [t.column_types.get(k, "") for k in t.key]
-    if t.same_types and all(types) and not any(typ.endswith("]") for typ in types):
-        arrays = sql.SQL(", ").join(
-            sql.SQL("{}::{}[]").format(sql.Placeholder(), sql.SQL(typ)) for typ in types
-        )
-        match = sql.SQL("({}) IN (SELECT * FROM unnest({}))").format(cols(t.key), arrays)
-        return match, [list(column) for column in zip(*keys, strict=True)]
-    row = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() for _ in t.key))
-    values = sql.SQL("VALUES {}").format(sql.SQL(", ").join(row for _ in keys))
-    return sql.SQL("({}) IN ({})").format(cols(t.key), values), [v for k in keys for v in k]
-
-
 def apply_keys(
     link: Link,
     t: TablePlan,
@@ -354,9 +375,9 @@ def apply_keys(
             rng = sql.SQL("{} AND NOT {}").format(rng, keep)
         delete_range(link, t, res, rng, params)
         progress(len(chunk))
-    for i in range(0, len(upsert), n):
-        chunk = list(upsert[i : i + n])
-        rng, params = key_match(t, chunk)
-        stage = stage_range(link, t, masks, rng, params)
-        _apply(link, t, stage, res)
-        progress(len(chunk))
+    batches = [upsert[i : i + n] for i in range(0, len(upsert), n)]
+    matched = (key_match(t, list(b)) for b in batches)
+    with contextlib.closing(_staged(link, t, masks, matched)) as stages:
+        for batch, stage in zip(batches, stages, strict=True):
+            _apply(link, t, stage, res)
+            progress(len(batch))
