@@ -143,3 +143,30 @@ def test_a_terminated_source_is_raised_and_nothing_hangs(
                 for _ in more:
                     pass
         assert conn.broken
+
+
+def test_a_lazy_query_list_runs_in_the_thread_and_stops_with_the_caller(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queries made on the source connection as they are needed (the next batch's bound)
+    run in the reading thread, one after another; closed early, no more are made."""
+    monkeypatch.setattr(prefetch, "DEPTH", 1)
+    made: list[str] = []
+
+    def queries(conn: psycopg.Connection[Any]) -> Any:
+        for i in range(10):
+            row = conn.execute("SELECT %s::int * 1000", [i + 1]).fetchone()
+            assert row is not None
+            made.append(threading.current_thread().name)
+            yield _query(row[0], 50, "binary")
+
+    with psycopg.connect(dsn) as conn:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        with contextlib.closing(prefetch.copies(conn, queries(conn))) as ahead:
+            for i, data in enumerate(ahead):
+                assert b"".join(data)  # (the connection is the thread's until the end)
+                if i == 1:
+                    break
+        assert set(made) == {"pgferry-prefetch"}
+        assert 2 <= len(made) <= 4
+        assert conn.pgconn.transaction_status == pq.TransactionStatus.INTRANS

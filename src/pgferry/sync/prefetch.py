@@ -57,9 +57,8 @@ class _Reader:
     def _read(self) -> None:
         try:
             cur = self.src.cursor()
-            for q in self.queries:  # (a lazy iterable runs its own queries here, in turn)
-                if self.stop.is_set():
-                    break
+            queries = iter(self.queries)  # (a lazy iterable runs its own queries here)
+            while not self.stop.is_set() and (q := next(queries, None)) is not None:
                 self.items.put(_START)
                 with cur.copy(q) as out:
                     for block in blocks(out):
