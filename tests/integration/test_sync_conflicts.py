@@ -263,3 +263,38 @@ def test_rebase_after_the_same_fix_on_both_sides(proj: Project, cli: Callable[..
     sql(proj.dsns["dev"], "UPDATE ref SET label = 'dev 2' WHERE id IN (2, 5)")
     r = run(cli, proj, "sync", "dev", "prod", "--yes")
     assert r.code == 0 and ref(r)["conflicts"] == 0 and ref(r)["updated"] == 2
+
+
+def test_a_sync_that_finds_nothing_keeps_every_base(
+    proj: Project, cli: Callable[..., Result]
+) -> None:
+    """Nothing differs and no conflict is held: nothing is classified (no temp table, no
+    base update), every base row stays as it was, and the next change on both sides is
+    still a conflict."""
+
+    def bases() -> list[Any]:
+        with psycopg.connect(proj.dsns["qa"]) as c:
+            names = [
+                r[0]
+                for r in c.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'pgferry'"
+                    " AND tablename LIKE 'base%' ORDER BY 1"
+                )
+            ]
+            return [
+                (n, c.execute(f'SELECT xmin::text, * FROM pgferry."{n}" ORDER BY 2').fetchall())  # noqa: S608
+                for n in names
+            ]
+
+    assert run(cli, proj, "sync", "dev", "qa").code == 0
+    before = bases()
+    assert len(before) == 2 and all(rows for _, rows in before)
+    r = run(cli, proj, "sync", "dev", "qa")
+    assert r.code == 0
+    assert all(t["conflicts_known"] and t["conflicts"] == 0 for t in r.json["tables"]), r.out
+    assert bases() == before
+    sql(proj.dsns["dev"], "UPDATE ref SET label = 'dev' WHERE id IN (8, 9)")
+    sql(proj.dsns["qa"], "UPDATE ref SET label = 'qa' WHERE id = 9")
+    r = run(cli, proj, "sync", "dev", "qa")
+    assert (ref(r)["conflicts"], ref(r)["updated"]) == (1, 2)
+    assert rows(proj.dsns["qa"]) == rows(proj.dsns["dev"])

@@ -92,6 +92,9 @@ class Classified:
     stop: bool = False
     #: the row hash version the base was read with (1: rebuilt after the writes)
     version: int = 2
+    #: nothing differed and no conflict was held: nothing classified, the base stands as it
+    #: is (no temp table was made)
+    nothing: bool = False
 
 
 def classify(
@@ -125,12 +128,6 @@ def classify(
     if not version:
         out.known = False
         return out
-    sh, touch, cls, skip = (tmp(k, t) for k in ("srch", "touch", "cls", "skip"))
-    like = sql.SQL("SELECT {} FROM {} WITH NO DATA").format(cols(t.key), table_ident(t))
-    for name in (sh, touch):
-        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
-        conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(name, like))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD pgferry_h int8").format(sh))
     # conflicts kept earlier are looked at again (they may be settled now: both sides agree)
     held = [
         tuple(r)
@@ -138,6 +135,16 @@ def classify(
             sql.SQL("SELECT {} FROM {} WHERE pgferry_open").format(tgt.key_values(), base)
         )
     ]
+    t.skip = False
+    if not (keys or deletes or src_ranges or tgt_ranges or held):
+        out.nothing = True  # nothing differs and nothing is held: no row to classify
+        return out
+    sh, touch, cls, skip = (tmp(k, t) for k in ("srch", "touch", "cls", "skip"))
+    like = sql.SQL("SELECT {} FROM {} WITH NO DATA").format(cols(t.key), table_ident(t))
+    for name in (sh, touch):
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+        conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(name, like))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD pgferry_h int8").format(sh))
     th = tmp("tgth", t)
     conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(th))
     conn.execute(sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS {}").format(th, like))

@@ -102,6 +102,8 @@ def _base(ctx: RunContext, t: TablePlan, link: Link, work: Any, r: TableResult) 
         and work.classified.known
         and (work.classified.version == work.found.target_side.hash_version or work.classified.kept)
     ):
+        if work.classified.nothing:  # no row differed: every base is still the row's
+            return
         # a base of an earlier release's row hash stays in it while it holds kept rows
         fired = t.triggers == "enable" and bool(t.user_triggers)
         conflict_base.update_base(
