@@ -35,12 +35,15 @@ def read_ahead(
     steps: Sequence[Step],
     cap: int,
     serial: dict[str, str],
+    *,
+    numpy_early: bool = True,
 ) -> Generator[tuple[Packed, Packed], None, None]:
     """Both sides' :func:`read` of each step in turn, the settings ``serial`` on both
     connections meanwhile. Both servers read the next step while the caller handles one,
     unless a read of this one came back over ``cap`` (a caller may stop there). Closed
     early, it waits for the reads under way: the connections are free again (use
-    :func:`contextlib.closing`)."""
+    :func:`contextlib.closing`). ``numpy_early``: import numpy while the first step is
+    read (False: the reads are small enough to be matched without it)."""
     with (
         settings(src[0], **serial),
         settings(tgt[0], **serial),
@@ -59,7 +62,8 @@ def read_ahead(
         if not steps:
             return
         ahead = start(0)
-        import numpy  # noqa: F401 - imported while the servers read (~0.1 s)
+        if numpy_early:
+            import numpy  # noqa: F401 - imported while the servers read (~0.1 s)
 
         for k in range(len(steps)):
             a, b = ahead[0].result(), ahead[1].result()
@@ -79,10 +83,12 @@ def compare_pieces(
     cap: int,
     settle: Settle,
     progress: Callable[[int], None],
+    *,
+    numpy_early: bool = True,
 ) -> tuple[list[Sums], list[Sums]]:
     """Read every piece on both sides (:func:`read_ahead`, at most ``cap`` + 1 rows each)
     and ``settle`` it; both sides' sums per piece. ``progress`` gets each piece's source
-    rows."""
+    rows; ``numpy_early`` as :func:`read_ahead` takes it."""
     ss: list[Sums] = []
     ts: list[Sums] = []
     # one process a side: both servers already read at once (workers would share the
@@ -92,7 +98,7 @@ def compare_pieces(
     if len(pieces) > 1:
         serial.update(enable_seqscan="off", enable_indexscan="off")
     steps = [(rng, WHOLE, WHOLE) for rng in pieces]
-    with closing(read_ahead(src, tgt, steps, cap, serial)) as reads:
+    with closing(read_ahead(src, tgt, steps, cap, serial, numpy_early=numpy_early)) as reads:
         for rng, (a, b) in zip(pieces, reads, strict=True):
             sa, sb = settle(rng, a, b)
             ss.append(sa)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
-from pgferry.sync import ahead, batches, streamed
+from pgferry.sync import ahead, batches, packed, streamed
 from pgferry.sync import checksum as ck
 from pgferry.sync.chunks import Key, KeyRange, Sums, differing_subs, split
 from pgferry.sync.differ import Differ, DiffRange, Wants
@@ -141,6 +141,8 @@ class Comparison:
             cap,
             lambda rng, a, b: d.settle_packed(rng, a, b, cap),
             self._progress,
+            # a table of one small piece is matched without numpy (packed.SMALL)
+            numpy_early=bool(bounds) or self.total > packed.SMALL,
         )
         self.reported = True
         return got
