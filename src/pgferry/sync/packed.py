@@ -223,14 +223,13 @@ def compare(s: Side, a: Packed, b: Packed) -> Compared | None:
     )
 
 
-#: struct codes of the packed key types (big-endian, as the server sends them)
-_STRUCT = {"pg_catalog.int2": "h", "pg_catalog.int4": "i", "pg_catalog.int8": "q"}
-
-
 def _compare_small(s: Side, a: Packed, b: Packed) -> Compared:
     """:func:`compare` without numpy: the same sums, matches and differing keys."""
-    fmt = ">" + "".join(_STRUCT.get(k.type_name, "16s") for k in s.key) + "q"
-    uuids = [k.type_name not in _STRUCT for k in s.key]
+    uuids = [TYPES[k.type_name][2] is None for k in s.key]  # raw bytes, as in :func:`decode`
+    sizes = [TYPES[k.type_name][1] for k in s.key]
+    ints = {2: "h", 4: "i", 8: "q"}  # big-endian signed, as the server sends them
+    codes = [f"{n}s" if u else ints[n] for n, u in zip(sizes, uuids, strict=True)]
+    fmt = ">" + "".join(codes) + "q"
 
     def rows(p: Packed) -> dict[tuple[Any, ...], int]:
         return {tuple(r[:-1]): r[-1] for r in struct.iter_unpack(fmt, p.data)}
