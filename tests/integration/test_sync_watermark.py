@@ -179,3 +179,33 @@ def test_a_row_stamped_in_the_future_does_not_hide_later_changes(
     assert t["updated"] == 1, t
     assert any("later than the source's clock" in w for w in t["warnings"]), t  # type: ignore[attr-defined]
     assert q(p.dsns["dev"], TEXT) == q(p.dsns["prod"], TEXT)
+
+
+def test_changes_over_many_batches_with_tied_watermarks(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """Batch after batch (the source finds and reads the next while the target writes one),
+    ties in the watermark broken by the key: every changed row is written once, the rows
+    the runs did not touch stay as they were, and the stored watermark is the newest read."""
+    p = _events(
+        tmp_path, make_db, "INSERT INTO events SELECT g, 'v' FROM generate_series(1, 500) g"
+    )
+    sync = ("--config", str(p.config), "sync", "dev", "prod", "--batch-size", "37", "--json")
+    assert cli(*sync).code == 0
+    # 300 rows changed, in runs of equal timestamps that batches of 37 cut through
+    sql(
+        p.dsns["dev"],
+        "UPDATE events SET v = 'w' || id, updated_at = now() + (id / 50) * interval '1 ms'"
+        " WHERE id % 2 = 0 OR id > 400",
+    )
+    r = cli(*sync)
+    assert r.code == 0, r.err + r.out
+    ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
+    assert (ev["strategy"], ev["inserted"], ev["updated"]) == ("watermark", 0, 300), ev
+    assert rows(p.dsns["dev"], "events") == rows(p.dsns["prod"], "events")
+    newest = one(p.dsns["dev"], "SELECT max(updated_at)::text FROM events")
+    stored = one(p.dsns["prod"], "SELECT watermark FROM pgferry.sync_state")
+    assert one(p.dsns["prod"], "SELECT %s::timestamptz = %s::timestamptz", [stored, newest])
+    r = cli(*sync)  # nothing changed since: nothing written
+    ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
+    assert (r.code, ev["inserted"], ev["updated"]) == (0, 0, 0), ev

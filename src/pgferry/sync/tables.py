@@ -94,26 +94,6 @@ def add_counts(res: TableResult, c: write.Counts) -> None:
     res.dead_letters.extend(c.dead[: max(0, 20 - len(res.dead_letters))])
 
 
-def stage_range(
-    link: Link,
-    t: TablePlan,
-    masks: dict[str, sql.Composable],
-    rng: sql.Composable,
-    params: list[Any],
-) -> sql.Identifier:
-    stage = write.staging(link.tgt, t)
-    pipe(
-        link.src,
-        link.tgt,
-        select_sql(t, masks, src_where(t, rng), staged=True),
-        params,
-        stage,
-        t.columns,
-        binary=_binary(t, masks),
-    )
-    return stage
-
-
 def _apply(link: Link, t: TablePlan, stage: sql.Identifier, res: TableResult) -> write.Counts:
     link.dirty = True
     c = upserts.apply(link.tgt, t, link.ctx, stage)
@@ -215,9 +195,9 @@ def full_load(
                 aside_mod.forget(link.target_dsn, [t.qualname])
                 link.recorded.remove(t.qualname)
     if not t.key:
-        stage = stage_range(link, t, masks, sql.SQL("true"), [])
-        c = _apply(link, t, stage, res)
-        progress(c.staged)
+        with contextlib.closing(staged(link, t, masks, iter([(sql.SQL("true"), [])]))) as stages:
+            for stage in stages:
+                progress(_apply(link, t, stage, res).staged)
     else:
         _batches(link, t, masks, res, progress)
 
@@ -288,13 +268,13 @@ def _batches(
             yield rng, params
             lo = hi
 
-    with contextlib.closing(_staged(link, t, masks, ranges())) as stages:
+    with contextlib.closing(staged(link, t, masks, ranges())) as stages:
         for stage in stages:
             c = _apply(link, t, stage, res)
             progress(c.staged)
 
 
-def _staged(
+def staged(
     link: Link,
     t: TablePlan,
     masks: dict[str, sql.Composable],
@@ -377,7 +357,7 @@ def apply_keys(
         progress(len(chunk))
     batches = [upsert[i : i + n] for i in range(0, len(upsert), n)]
     matched = (key_match(t, list(b)) for b in batches)
-    with contextlib.closing(_staged(link, t, masks, matched)) as stages:
+    with contextlib.closing(staged(link, t, masks, matched)) as stages:
         for batch, stage in zip(batches, stages, strict=True):
             _apply(link, t, stage, res)
             progress(len(batch))

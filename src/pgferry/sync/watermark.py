@@ -23,6 +23,8 @@ watermark.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from psycopg import sql
@@ -40,7 +42,7 @@ from pgferry.sync.tables import (
     copy_range,
     full_load,
     is_empty,
-    stage_range,
+    staged,
 )
 
 #: the modulo-2^32 xid order is exact within 2^31 transactions; keep a safety margin
@@ -145,35 +147,42 @@ def watermark_sync(
     # a batch's last (watermark, key) is read back as text where Python cannot hold it
     # ('infinity'), and sent back cast to each column's type
     bound = typed_params(t, order)
-    last: list[Any] | None = None
-    top = mark.watermark
-    while True:
-        where: list[sql.Composable] = [lower] if lower is not None else []
-        p = list(params)
-        if last is not None:
-            where.append(sql.SQL("({}) > ({})").format(ocols, bound))
-            p += last
-        cond = (
-            sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where)
-            if where
-            else sql.SQL("true")
-        )
-        batch_end = _batch_end(t, order, src_where(t, cond), link.batch_size)
-        row = text_times(src).execute(batch_end, p).fetchone()
-        if row is None:
-            break
-        last = list(row[:-2])
-        top, n = row[-2], int(row[-1])
-        # the batch is exactly the rows up to ``last`` in (watermark, key) order: the
-        # (watermark, key) range (previous last, this last], an index range on the
-        # watermark column, not a list of keys
-        upper = sql.SQL("({}) <= ({})").format(ocols, bound)
-        rng = sql.SQL("({}) AND {}").format(cond, upper)
-        stage = stage_range(link, t, masks, rng, [*p, *last])
-        _apply(link, t, stage, res)
-        progress(n)
-        if n < link.batch_size:  # a short batch was the last one
-            break
+    #: each batch's top watermark and row count, as its bound was read
+    found: list[tuple[Any, int]] = []
+
+    def ranges() -> Iterator[tuple[sql.Composable, list[Any]]]:  # (run by the reading thread)
+        last: list[Any] | None = None
+        while True:
+            where: list[sql.Composable] = [lower] if lower is not None else []
+            p = list(params)
+            if last is not None:
+                where.append(sql.SQL("({}) > ({})").format(ocols, bound))
+                p += last
+            cond = (
+                sql.SQL(" AND ").join(sql.SQL("({})").format(w) for w in where)
+                if where
+                else sql.SQL("true")
+            )
+            batch_end = _batch_end(t, order, src_where(t, cond), link.batch_size)
+            row = text_times(src).execute(batch_end, p).fetchone()
+            if row is None:
+                return
+            last = list(row[:-2])
+            found.append((row[-2], int(row[-1])))
+            # the batch is exactly the rows up to ``last`` in (watermark, key) order: the
+            # (watermark, key) range (previous last, this last], an index range on the
+            # watermark column, not a list of keys
+            upper = sql.SQL("({}) <= ({})").format(ocols, bound)
+            yield sql.SQL("({}) AND {}").format(cond, upper), [*p, *last]
+            if found[-1][1] < link.batch_size:  # a short batch was the last one
+                return
+
+    # the source finds and reads the next batch while the target upserts this one
+    with contextlib.closing(staged(link, t, masks, ranges())) as stages:
+        for k, stage in enumerate(stages):
+            _apply(link, t, stage, res)
+            progress(found[k][1])
+    top = found[-1][0] if found else mark.watermark
     final_top = top if top is not None else mark.watermark
     if top is not None:
         # rows read only through the overlap window are older: never move backwards (nor
