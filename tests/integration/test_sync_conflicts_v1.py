@@ -1,9 +1,11 @@
-"""A conflicts base written by an earlier release (row hash version 1) still finds conflicts.
+"""A conflicts base written in another row hash version still finds conflicts.
 
-The row hash changed (issue 16: one ``hash_record_extended`` call per row). A base
-made with the old hash is read with the old hash, so the first sync after an
-upgrade never overwrites a target change silently; then it is rebuilt with the new
-one (or kept in the old one while it holds kept rows).
+The row hash changed twice (issue 16): version 1 of earlier releases became one
+``hash_record_extended`` call per row (version 2), and a table whose every column is
+hashed by its own function (this one: int, text, numeric) is now hashed in version 3.
+A base made with an older hash is read with that hash, so the first sync after an
+upgrade never overwrites a target change silently; then it is rebuilt with the
+comparison's (or kept in the old one while it holds kept rows).
 """
 
 from __future__ import annotations
@@ -75,8 +77,9 @@ def _spec(dsn: str) -> Any:
         return row[0]["spec"] if row else None
 
 
-def make_v1(dsn: str) -> None:
-    """Turn the base of public.ref into what an earlier release wrote (v1 hashes and spec)."""
+def make_old(dsn: str, version: int) -> None:
+    """Turn the base of public.ref into what an earlier release wrote (``version``'s hashes
+    and spec)."""
     t = _plan()
     with psycopg.connect(dsn) as c:
         s, _ = sides.agree(*(sides.side(c, "public", "ref", ["id"], t.columns),) * 2)
@@ -86,25 +89,27 @@ def make_v1(dsn: str) -> None:
             S.SQL(
                 "UPDATE {} b SET pgferry_h = r.pgferry_v1 FROM (SELECT id AS "
                 "pgferry_id, {} AS pgferry_v1 FROM ref) r WHERE r.pgferry_id = b.id"
-            ).format(base, s.row_hash(1))
+            ).format(base, s.row_hash(version))
         )
-        spec = conflict_base.spec_of(c, t, s, 1)
+        spec = conflict_base.spec_of(c, t, s, version)
         c.execute(
             "UPDATE pgferry.sync_state SET checkpoint = checkpoint || %s::jsonb WHERE "
             "table_name = 'public.ref' AND strategy = 'base'",
             [json.dumps({"spec": spec})],
         )
         c.commit()
-        assert conflict_base.version_of(c, "dev", t, s) == 1
+        assert s.hash_version == 3  # (int, text, numeric: each by its own function)
+        assert conflict_base.version_of(c, "dev", t, s) == version
 
 
-def test_a_v1_base_still_stops_at_a_conflict_then_becomes_v2(
-    proj: Project, cli: Callable[..., Result]
+@pytest.mark.parametrize("old", [1, 2])
+def test_a_base_of_an_older_hash_still_stops_at_a_conflict_then_is_made_anew(
+    proj: Project, cli: Callable[..., Result], old: int
 ) -> None:
     assert run(cli, proj, "sync", "dev", "qa").code == 0
-    v2 = _spec(proj.dsns["qa"])
-    make_v1(proj.dsns["qa"])
-    assert _spec(proj.dsns["qa"]) != v2
+    now = _spec(proj.dsns["qa"])
+    make_old(proj.dsns["qa"], old)
+    assert _spec(proj.dsns["qa"]) != now
     # the same row changed on both sides since the last sync: a conflict
     sql(proj.dsns["qa"], "UPDATE ref SET label = 'fixed in qa' WHERE id = 3")
     sql(
@@ -118,12 +123,12 @@ def test_a_v1_base_still_stops_at_a_conflict_then_becomes_v2(
     assert ref(r)["conflicts_known"] is True and ref(r)["conflicts"] == 1
     assert [c["key"] for c in ref(r)["conflict_rows"]] == [{"id": 3}]
     assert rows(proj.dsns["qa"]) == before  # the table is exactly as it was
-    assert _spec(proj.dsns["qa"]) != v2  # still the v1 base
-    # keep the target's row: the base stays v1 while it holds the kept conflict
+    assert _spec(proj.dsns["qa"]) != now  # still the old base
+    # keep the target's row: the base stays in the old hash while it holds the kept conflict
     r = run(cli, proj, "sync", "dev", "qa", "--on-conflict", "target")
     assert r.code == 0, r.err + r.out
     assert ref(r)["kept"] == 1 and label(proj.dsns["qa"], 3) == "fixed in qa"
-    assert _spec(proj.dsns["qa"]) != v2
+    assert _spec(proj.dsns["qa"]) != now
     # ... and a later sync still sees it as a conflict
     r = run(cli, proj, "sync", "dev", "qa", "--on-conflict", "stop", "--dry-run")
     assert ref(r)["conflicts"] == 1
@@ -131,7 +136,7 @@ def test_a_v1_base_still_stops_at_a_conflict_then_becomes_v2(
     r = run(cli, proj, "sync", "dev", "qa", "--on-conflict", "source")
     assert r.code == 0, r.err + r.out
     assert label(proj.dsns["qa"], 3) == "changed in dev"
-    assert _spec(proj.dsns["qa"]) == v2
+    assert _spec(proj.dsns["qa"]) == now
     sql(proj.dsns["qa"], "UPDATE ref SET label = 'again' WHERE id = 5")
     sql(proj.dsns["dev"], "UPDATE ref SET label = 'also' WHERE id = 5")
     r = run(cli, proj, "sync", "dev", "qa", "--on-conflict", "stop")

@@ -76,18 +76,26 @@ def test_bigint_and_timestamp_values_that_fold_alike(pair: Any) -> None:
     assert (d.differing, d.matched) == (2, 1)
 
 
-def _int8_pair(pair: Any, values: list[tuple[int | None, int | None]], *, index: bool) -> Spec:
-    """Table ``w`` (bigint key, bigint ``n``) on both sides: row i holds ``values[i]``."""
+def _int8_pair(
+    pair: Any, values: list[tuple[int | None, int | None]], *, index: bool, stamp: bool = True
+) -> Spec:
+    """Table ``w`` (bigint key, bigint ``n``) on both sides: row i holds ``values[i]``.
+
+    ``stamp``: with a timestamptz column too (the same value in every row), so that the
+    table is hashed in version 2, where bigints are hashed by their bytes (or plainly,
+    small_ints); without it every column is hashed by its own function, in version 3.
+    """
+    extra = ", at timestamptz DEFAULT '2026-01-02 03:04:05+00'" if stamp else ""
     for c in pair:
         c.execute("DROP TABLE IF EXISTS w")
-        c.execute("CREATE TABLE w (id bigint PRIMARY KEY, n bigint)")
+        c.execute(f"CREATE TABLE w (id bigint PRIMARY KEY, n bigint{extra})")
         if index:
             c.execute("CREATE INDEX w_n ON w (n)")
     for c, side in zip(pair, (0, 1), strict=True):
         c.cursor().executemany(
-            "INSERT INTO w VALUES (%s, %s)", [(i, v[side]) for i, v in enumerate(values)]
+            "INSERT INTO w (id, n) VALUES (%s, %s)", [(i, v[side]) for i, v in enumerate(values)]
         )
-    return Spec("w", ("id",), ["id", "n"])
+    return Spec("w", ("id",), ["id", "n", "at"] if stamp else ["id", "n"])
 
 
 def test_small_bigints_are_hashed_as_they_are_and_differences_still_show(pair: Any) -> None:
@@ -139,6 +147,7 @@ def test_a_bigint_no_index_leads_keeps_the_exact_hash(pair: Any) -> None:
 _EDGES = [0, 1, -1, 2**31 - 1, -(2**31), 2**31, 2**32 - 1, 2**32, 2**32 + 1, -(2**32) + 5, 5]
 
 
+@pytest.mark.parametrize("stamp", [True, False], ids=["version-2", "version-3"])
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -153,10 +162,12 @@ _EDGES = [0, 1, -1, 2**31 - 1, -(2**31), 2**31, 2**32 - 1, 2**32, 2**32 + 1, -(2
     )
 )
 def test_verify_reports_exactly_the_rows_whose_bigints_differ(
-    pair: Any, rows: list[tuple[int | None, int | None]]
+    pair: Any, rows: list[tuple[int | None, int | None]], stamp: bool
 ) -> None:
     # the invariant: a verify says equal of a row exactly when its values are equal,
-    # whichever hash (plain or exact) the ranges of the values chose
-    spec = _int8_pair(pair, rows, index=True)
+    # whichever hash (version 2, plain or exact, or version 3) the table's columns and
+    # the ranges of the values chose
+    spec = _int8_pair(pair, rows, index=True, stamp=stamp)
     d = diff_table(pair[0], pair[1], spec)
+    assert d.source_side is not None and d.source_side.hash_version == (2 if stamp else 3)
     assert sorted(k.key[0] for k in d.first_keys) == [i for i, (a, b) in enumerate(rows) if a != b]

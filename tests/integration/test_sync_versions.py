@@ -219,16 +219,29 @@ def test_conflicts_revert_and_watermark_with_postgresql_13(
         ]
 
 
-@pytest.mark.parametrize(("old", "version"), [(15, 2), (13, 3)])
+@pytest.mark.parametrize(
+    ("old", "columns", "version"),
+    [
+        (15, "a bigint[], n numeric", 2),
+        (13, "a bigint[], n numeric", 3),
+        # every column hashed by its own function: version 3 on any servers
+        (15, "a int, n numeric", 3),
+    ],
+)
 def test_both_sides_hash_with_the_version_the_older_server_has(
-    old: int, version: int, make_db: Callable[..., str], request: pytest.FixtureRequest
+    old: int,
+    columns: str,
+    version: int,
+    make_db: Callable[..., str],
+    request: pytest.FixtureRequest,
 ) -> None:
-    """hash_record_extended is new in 14: with a 13 side both sides use version 3."""
+    """hash_record_extended is new in 14: with a 13 side both sides use version 3 (and so
+    does a table whose columns version 3 hashes each by its own function)."""
     from pgferry.sync import sides
 
     v18, vold = make_db("h18"), request.getfixturevalue(f"make_db{old}")(f"h{old}")
     for dsn in (v18, vold):
-        _sql(dsn, "CREATE TABLE t (id bigint PRIMARY KEY, a bigint[], n numeric)")
+        _sql(dsn, f"CREATE TABLE t (id bigint PRIMARY KEY, {columns})")
     with psycopg.connect(v18) as a, psycopg.connect(vold) as b:
         for x, y in ((a, b), (b, a)):
             s1, s2 = sides.agree(
@@ -236,6 +249,7 @@ def test_both_sides_hash_with_the_version_the_older_server_has(
                 sides.side(y, "public", "t", ["id"], ["id", "a", "n"]),
             )
             assert s1.hash_version == s2.hash_version == version
+            assert s1.record_hash == s2.record_hash == (old >= 14)
             for s, conn in ((s1, x), (s2, y)):
                 text = s.row_hash().as_string(conn)
                 assert ("hash_record_extended" in text) == (version == 2)

@@ -65,18 +65,23 @@ def spec_of(
 def version_of(conn: psycopg.Connection[Any], source: str, t: TablePlan, tgt: Side) -> int:
     """The row hash version of ``t``'s base, 0 when there is no usable base.
 
-    Usable: it exists and its hashes were made the way version 2 (or, by an
-    earlier release, version 1) makes them for the table as it is now. A version 1
-    base is read once with the version 1 hash and then rebuilt (:func:`rebuild`) in
-    the comparison's version. A version 2 base is not usable while a side runs
-    PostgreSQL 13 (``tgt.hash_version`` 3): that server cannot compute it.
+    Usable: it exists and its hashes were made the way version 2 or 3 (or, by an
+    earlier release, version 1) makes them for the table as it is now. A base of
+    another version than the comparison's (version 1; or 2 where the table is now
+    hashed in 3, :func:`pgferry.sync.sides.agree`) is read once in its own version and
+    then rebuilt (:func:`rebuild`) in the comparison's. A version 2 base is not usable
+    while a side runs PostgreSQL 13 (``tgt.record_hash`` false): that server cannot
+    compute it.
     """
     if conn.execute("SELECT to_regclass('pgferry.sync_state')").fetchone() == (None,):
         return 0  # nothing synced into this database yet (a dry run writes nothing)
     mark = state.read(conn, source, t.qualname, "base")
     spec = (mark.checkpoint or {}).get("spec")
     # the comparison's own version first; version 2 only where both servers have it
-    tried = (2, 1, 3) if tgt.hash_version == 2 else (3, 1)
+    if tgt.hash_version == 2:
+        tried: tuple[int, ...] = (2, 1, 3)
+    else:  # version 2 (a base made before a table was hashed in 3) where both servers have it
+        tried = (3, 2, 1) if tgt.record_hash else (3, 1)
     version = next((v for v in tried if spec == spec_of(conn, t, tgt, v)), 0)
     if not version:
         return 0

@@ -27,7 +27,9 @@ hash above, which PostgreSQL 13 lacks (it is new in 14). When either side of a
 comparison runs 13, :func:`agree` makes *both* sides use version 3: the per-column
 hash of earlier releases (version 1, :func:`rowhash.row_hash_v1`; numeric's classes
 without the infinities 13 does not have) with arrays of 64-bit types and of numeric
-hashed as text, so the two sides always hash with one function.
+hashed as text, so the two sides always hash with one function. So it does for a
+table whose every column version 3 hashes by one call of its type's own function
+(:func:`rowhash.direct_v3`): a call per column costs less than version 2's ``ROW(...)``.
 
 Combining row hashes (:meth:`Side.xor_agg`, :meth:`Side.hashed`): ``bit_xor``, or
 on PostgreSQL 13, which lacks it, the same XOR built from 32 ``sum`` aggregates of two
@@ -103,9 +105,12 @@ class Side:
     #: the server's version number (``server_version_num``): PostgreSQL 13 has no bit_xor
     #: and no hash_record_extended
     server_version: int = 180000
-    #: the row hash this comparison uses (2, or 3 when either side runs PostgreSQL 13;
-    #: set by :func:`agree`)
+    #: the row hash this comparison uses (2; or 3 when either side runs PostgreSQL 13, or
+    #: when every column is hashed by its own function in it; set by :func:`agree`)
     hash_version: int = 2
+    #: both servers have ``hash_record_extended``: version 2 can be computed on both (a
+    #: conflicts base made in it is read in it; set by :func:`agree`)
+    record_hash: bool = True
     #: bigint columns whose values all fold to distinct 32-bit halves, hashed as they are
     #: in a comparison that keeps no hash (set by :func:`pgferry.sync.small_ints.plain_int8`)
     plain_int8: frozenset[str] = frozenset()
@@ -302,7 +307,8 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     releases, which also needed hash functions SQL can call:
     :attr:`Side.as_text_v1`.) Both use version 3 of the row hash (version 1 without
     its blind spots) when either runs PostgreSQL 13, which has no
-    ``hash_record_extended``.
+    ``hash_record_extended``, or when every column is hashed by its own function in
+    version 3 (:func:`rowhash.direct_v3`).
     """
     bcols = {c.name: c for c in (*b.key, *b.columns)}
 
@@ -320,7 +326,11 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     text = frozenset(c.name for c in every if differ(c, False))
     text_v1 = frozenset(c.name for c in every if differ(c, True))
     collate_c = [k.collation for k in a.key] != [k.collation for k in b.key]
-    version = 2 if min(a.server_version, b.server_version) >= HASH_RECORD_SINCE else 3
+    record_hash = min(a.server_version, b.server_version) >= HASH_RECORD_SINCE
+    # version 3 where a 13 side has no hash_record_extended, and where every column is
+    # hashed by its own function in it (cheaper than version 2's ROW(...), rowhash.direct_v3)
+    direct = all(rowhash.direct_v3(c, text, text_v1) for c in every)
+    version = 2 if record_hash and not direct else 3
     # a nondeterministic collation hashes by its sort key (and 'a' = 'A' under a
     # case-insensitive one): such columns are hashed byte for byte on both sides
     bytewise = frozenset(
@@ -337,6 +347,7 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
             as_text_v1=text_v1,
             collate_c=collate_c,
             hash_version=version,
+            record_hash=record_hash,
             bytewise=bytewise,
         )
 

@@ -20,7 +20,10 @@ snapshots the comparison reads: a value outside them on either side keeps the
 exact hash for both. (A side's ``where`` filter or row security only narrows the
 rows the comparison reads, all inside the range read here.)
 
-Only a comparison that keeps no hash uses it (``verify``, the dry run's counts,
+Version 2 only: version 3 (a table whose every column it hashes by the column type's
+own function, :func:`pgferry.sync.rowhash.direct_v3`) hashes a ``bigint`` exactly as
+the seed of ``hashint8extended``, at no cost to spare. Only a comparison that keeps
+no hash uses it (``verify``, the dry run's counts,
 the check after a sync): a sync's conflicts base stores row hashes that later runs
 must compute alike, whatever the values are by then.
 """
