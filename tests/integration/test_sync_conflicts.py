@@ -298,3 +298,30 @@ def test_a_sync_that_finds_nothing_keeps_every_base(
     r = run(cli, proj, "sync", "dev", "qa")
     assert (ref(r)["conflicts"], ref(r)["updated"]) == (1, 2)
     assert rows(proj.dsns["qa"]) == rows(proj.dsns["dev"])
+
+
+def test_a_dead_lettered_row_keeps_its_base(proj: Project, cli: Callable[..., Result]) -> None:
+    # a row the target refuses (a CHECK the source's value breaks) is not written: its
+    # base stays what the last sync that wrote it left, so a later change to it on the
+    # target is a conflict, not a target-only change
+    dev, qa = proj.dsns["dev"], proj.dsns["qa"]
+    assert run(cli, proj, "sync", "dev", "qa").code == 0
+    sql(qa, "ALTER TABLE ref ADD CONSTRAINT short CHECK (length(label) < 20)")
+    sql(
+        dev,
+        "UPDATE ref SET label = 'a label far too long for qa' WHERE id = 5;"
+        "UPDATE ref SET label = 'ok' WHERE id = 6",
+    )
+    r = run(cli, proj, "sync", "dev", "qa")
+    assert r.code == 1 and ref(r)["dead_lettered"] == 1, r.out
+    assert (label(qa, 5), label(qa, 6)) == ("label 5", "ok")
+    sql(qa, "ALTER TABLE ref DROP CONSTRAINT short")
+    sql(
+        qa,
+        "UPDATE ref SET label = 'fixed in qa' WHERE id = 5;"
+        "UPDATE ref SET label = 'qa' WHERE id = 6",
+    )
+    r = run(cli, proj, "sync", "dev", "qa", "--on-conflict", "stop", "--dry-run")
+    # row 5: changed on both sides since the last sync that wrote it; row 6: only on qa
+    assert (ref(r)["conflicts"], ref(r)["target_only"]) == (1, 1), ref(r)
+    assert [c["key"] for c in ref(r)["conflict_rows"]] == [{"id": 5}]
