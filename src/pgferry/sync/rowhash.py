@@ -113,9 +113,9 @@ def direct_v3(c: ColumnInfo, as_text: frozenset[str], as_text_v1: frozenset[str]
     or float8: 0.07 to 0.09 s a scan against 0.18 to 0.21 s; docs/benchmarks.md).
     """
     if c.name in as_text:
-        return True  # text in both versions
-    if c.name in as_text_v1 or not c.hashable or c.hash_fn is None:
-        return False  # text in version 3 only
+        return True  # text in both versions (so is every column without a hash function)
+    if c.name in as_text_v1:
+        return False  # text in version 3 only (a hash function SQL cannot call)
     if c.element_name in SEND or c.element_name in _TEXT_ELEMENTS:
         return False  # an array version 3 hashes as text
     return c.base_name not in _BY_PARTS

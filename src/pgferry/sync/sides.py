@@ -329,8 +329,7 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     record_hash = min(a.server_version, b.server_version) >= HASH_RECORD_SINCE
     # version 3 where a 13 side has no hash_record_extended, and where every column is
     # hashed by its own function in it (cheaper than version 2's ROW(...), rowhash.direct_v3)
-    direct = all(rowhash.direct_v3(c, text, text_v1) for c in every)
-    version = 2 if record_hash and not direct else 3
+    version = 3 if not record_hash or all(rowhash.direct_v3(c, text, text_v1) for c in every) else 2
     # a nondeterministic collation hashes by its sort key (and 'a' = 'A' under a
     # case-insensitive one): such columns are hashed byte for byte on both sides
     bytewise = frozenset(
