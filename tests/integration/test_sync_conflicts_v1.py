@@ -87,8 +87,8 @@ def make_old(dsn: str, version: int) -> None:
         # the hash in a subquery of its own: its column names are the table's, unqualified
         c.execute(
             S.SQL(
-                "UPDATE {} b SET pgferry_h = r.pgferry_v1 FROM (SELECT id AS "
-                "pgferry_id, {} AS pgferry_v1 FROM ref) r WHERE r.pgferry_id = b.id"
+                "UPDATE {} b SET pgferry_h = r.pgferry_old FROM (SELECT id AS "
+                "pgferry_id, {} AS pgferry_old FROM ref) r WHERE r.pgferry_id = b.id"
             ).format(base, s.row_hash(version))
         )
         spec = conflict_base.spec_of(c, t, s, version)
