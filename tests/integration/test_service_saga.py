@@ -1,6 +1,7 @@
 """A release whose sync raises after it committed a unit, on real databases and a real
 ``pgferry serve``: the compensation reverts what that sync committed (its run id is chosen
-by the saga before the sync starts), and where it cannot, the run says so and stops.
+by the saga before the sync starts), and where it cannot, the run says so and stops. A
+release cancelled there is undone the same way, and ends ``cancelled``.
 
 How the sync is made to raise, deterministically: the release syncs two tables that no
 foreign key ties, on two workers, so each is a unit of its own. The test holds a SHARE lock
@@ -22,6 +23,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from pgferry.config import load_config
+from pgferry.jobs import runs, service
+from pgferry.jobs.control import Control
 from tests.helpers.service import SECRET, Server, make_project, run_events, tokens, wait_run
 from tests.helpers.sync import end_source_sessions
 
@@ -75,11 +79,15 @@ def _one(dsn: str, query: str, args: list[Any] | None = None) -> Any:
 
 
 def _release_whose_sync_raises(
-    p: Any, change_after_commit: str | None = None
+    p: Any, change_after_commit: str | None = None, *, stop: str = "raise", sent_back: bool = False
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Run a release into protected prod whose sync raises once ``items`` committed (and
     ``notes`` waits on the test's lock); ``change_after_commit`` runs in prod then, before
-    the sync raises. The run as it ended, and its events."""
+    the sync raises. ``stop``: how the sync stops instead of raising: ``"cancel"`` (the run
+    is cancelled, then ``notes`` has its lock: its unit stops at its next event) or
+    ``"kill"`` (the server is killed; the run is cancelled while no worker carries it, then
+    a new server takes it on; ``sent_back``: the run waits for an approval again then, as
+    a resumed release whose plan changed does). The run as it ended, and its events."""
     tok = tokens(p, olga="operator", bob="approver")
     hold = psycopg.connect(p.dsns["prod"])  # its transaction holds the lock until closed
     hold.execute("LOCK TABLE notes IN SHARE MODE")  # readers (pg_dump) pass, writers wait
@@ -108,8 +116,37 @@ def _release_whose_sync_raises(
         if change_after_commit is not None:
             with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
                 c.execute(change_after_commit)
-        ended = end_source_sessions(p.dsns["dev"])
-        assert ended >= 2, ended  # the coordinator and a worker
+        if stop == "cancel":
+            r = olga.post(f"/api/runs/{rid}/cancel")
+            assert r.status_code == 200 and r.json()["run"]["cancel_requested"], r.text
+            hold.close()
+        elif stop == "kill":
+            srv.kill()
+            hold.close()
+            # the killed server's sessions, as an operator would end them
+            for env in ("prod", "dev"):
+                with psycopg.connect(p.dsns[env], autocommit=True) as c:
+                    c.execute(
+                        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE"
+                        " datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+            # no worker carries the run: the cancel is asked through the service's own
+            # function (what the API calls), before a new server takes the run on
+            ctl = Control(load_config(p.config))
+            try:
+                if sent_back:
+                    runs.update(ctl, rid, state="awaiting_approval", approved_by=None)
+                asked = service.cancel(ctl, rid, service.Caller("olga", "operator"))
+            finally:
+                ctl.close()
+            # sent back for approval: queued (to be undone, no approval needed for that)
+            state = "queued" if sent_back else "running"
+            assert (asked.state, asked.cancel_requested) == (state, True), asked
+            srv = Server(p, port=srv.port).start()
+            bob = srv.client(tok["bob"])
+        else:
+            ended = end_source_sessions(p.dsns["dev"])
+            assert ended >= 2, ended  # the coordinator and a worker
         run = wait_run(bob, rid, timeout=120)
     finally:
         hold.close()
@@ -216,3 +253,98 @@ def test_a_raised_sync_that_kept_no_before_images_stops_the_saga_and_says_so(
     assert steps["migrate"]["compensation"] is None
     assert "could not undo sync (the sync kept no before-images)" in run["error"], run
     assert _one(p.dsns["prod"], "SELECT count(*) FROM items WHERE v LIKE 'row %'") == 300
+
+
+def test_a_release_cancelled_during_its_sync_is_undone_and_ends_cancelled(
+    tmp_path: Path, make_db: Any
+) -> None:
+    # the cancel comes while the sync waits for notes' lock, after items committed: the
+    # notes unit stops at its next event (its transaction rolls back), and the saga undoes
+    # what the release did before it ends: items reverted, V3 undone; prod as it was
+    p = _project(tmp_path, make_db)
+    before = _contents(p.dsns["prod"])
+    run, events = _release_whose_sync_raises(p, stop="cancel")
+    assert run["state"] == "cancelled" and run["exit_code"] == 3, run
+    assert run["error"] == "sync: cancelled", run
+    result = run["result"]
+    assert result["ok"] is False and result["failed_step"] == "sync", result
+    assert result["cancelled"] is True and result["compensated"] is True, result
+    steps = {s["step"]: s for s in result["steps"]}
+    sync = steps["sync"]
+    assert sync["state"] == "failed" and sync["result"]["cancelled"] is True, sync
+    comp = sync["compensation"]
+    assert comp["action"] == "sync revert" and comp["run_ids"] == sync["result"]["run_ids"]
+    assert comp["reverted"][0]["totals"] == {"removed": 200, "reinserted": 1, "restored": 100}
+    assert steps["migrate"]["state"] == "compensated", steps["migrate"]
+    assert steps["migrate"]["compensation"]["action"] == "migrate undo"
+    assert (steps["verify"]["state"], steps["health"]["state"]) == ("pending", "pending")
+    assert _contents(p.dsns["prod"]) == before
+    assert (_one(p.dsns["prod"], _V_SHORT), _one(p.dsns["prod"], _UNDONE)) == (0, 1)
+    said = [e.get("message", "") for e in events]
+    assert "sync: cancelled" in said and "sync: compensation sync revert" in said, said
+    assert "migrate: compensation migrate undo" in said, said
+    assert events[-1]["type"] == "error" and events[-1]["state"] == "cancelled", events[-1]
+
+
+@pytest.mark.parametrize("sent_back", [False, True], ids=["running", "sent-back"])
+def test_a_release_cancelled_while_its_worker_was_dead_is_undone_when_taken_on(
+    tmp_path: Path, make_db: Any, sent_back: bool
+) -> None:
+    # the server dies while the sync waits for notes' lock (items committed); the cancel
+    # reaches the run while no worker carries it (still running, or sent back for an
+    # approval): the worker that takes it on does not repeat the sync but undoes it, from
+    # the run id the saga recorded, then the migration
+    p = _project(tmp_path, make_db)
+    before = _contents(p.dsns["prod"])
+    run, events = _release_whose_sync_raises(p, stop="kill", sent_back=sent_back)
+    assert run["state"] == "cancelled" and run["exit_code"] == 3, run
+    assert run["error"] == "sync: cancelled before it finished", run
+    result = run["result"]
+    assert result["cancelled"] is True and result["compensated"] is True, result
+    steps = {s["step"]: s for s in result["steps"]}
+    sync = steps["sync"]
+    assert sync["state"] == "failed" and len(sync["result"]["run_ids"]) == 1, sync
+    comp = sync["compensation"]
+    assert comp["action"] == "sync revert" and comp["run_ids"] == sync["result"]["run_ids"]
+    assert comp["reverted"][0]["totals"] == {"removed": 200, "reinserted": 1, "restored": 100}
+    assert steps["migrate"]["compensation"]["action"] == "migrate undo", steps["migrate"]
+    assert _contents(p.dsns["prod"]) == before
+    assert (_one(p.dsns["prod"], _V_SHORT), _one(p.dsns["prod"], _UNDONE)) == (0, 1)
+    said = [e.get("message", "") for e in events]
+    second = said[said.index("release started (attempt 2)") :]
+    # no step again: the sync is not started a second time
+    assert not [m for m in second if m.endswith(": started")], second
+    assert events[-1]["type"] == "error" and events[-1]["state"] == "cancelled", events[-1]
+
+
+def test_a_migration_step_that_failed_part_way_is_undone_to_where_it_started(
+    tmp_path: Path, make_db: Any
+) -> None:
+    # V3 applies (its own transaction), V4 fails: the failed step itself is undone back to
+    # version 2, the version it started at; before, "compensated" was true with V3 left
+    p = _project(tmp_path, make_db)
+    p.write("V4__bad.sql", "ALTER TABLE no_such_table ADD COLUMN x int;\n")
+    before = _contents(p.dsns["prod"])
+    tok = tokens(p, olga="operator", bob="approver")
+    srv = Server(p).start()
+    try:
+        olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
+        r = olga.post("/api/releases", json={"source": "dev", "tables": ["public.items"]})
+        assert r.status_code == 202, r.text
+        rid = r.json()["id"]
+        assert bob.post(f"/api/runs/{rid}/approve").status_code == 200
+        run = wait_run(bob, rid, timeout=120)
+    finally:
+        srv.stop()
+    assert run["state"] == "failed" and run["error"].startswith("migrate: "), run
+    result = run["result"]
+    assert result["failed_step"] == "migrate" and result["cancelled"] is False, result
+    assert result["compensated"] is True, result
+    steps = {s["step"]: s for s in result["steps"]}
+    migrate = steps["migrate"]
+    assert migrate["state"] == "failed" and migrate["result"]["version_before"] == "2", migrate
+    assert migrate["compensation"]["action"] == "migrate undo", migrate
+    assert migrate["compensation"]["to"] == "2", migrate
+    assert steps["sync"]["state"] == "pending", steps["sync"]
+    assert (_one(p.dsns["prod"], _V_SHORT), _one(p.dsns["prod"], _UNDONE)) == (0, 1)
+    assert _contents(p.dsns["prod"]) == before

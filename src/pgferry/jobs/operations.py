@@ -115,6 +115,8 @@ class Outcome:
     exit_code: int
     result: dict[str, Any]
     error: str | None = None
+    #: a cancel stopped it (a release: after its compensations)
+    cancelled: bool = False
 
 
 Plan = dict[str, Any]

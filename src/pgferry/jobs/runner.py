@@ -23,14 +23,14 @@ its claim (:mod:`pgferry.jobs.claim`; one another process carries raises
 
 A cancel (``cancel_requested``) interrupts the operation at its next progress event,
 as Ctrl-C does on the command line: the transaction in flight rolls back, the
-journal says interrupted.
+journal says interrupted. A release cancelled part way undoes its steps first, as when
+one fails (:mod:`pgferry.jobs.saga`), and ends ``cancelled`` with its saga's report;
+resumed after its worker died, it carries those undos on.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,116 +44,14 @@ from tenacity import (
 
 from pgferry.config import Config
 from pgferry.errors import PgferryError, Unreachable
-from pgferry.events import Event, Notice, Subscriber
-from pgferry.jobs import breaker, claim, runs
+from pgferry.events import Notice, Subscriber
+from pgferry.jobs import breaker, claim, runs, saga
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS, Outcome, needs_approval
-from pgferry.jobs.progress import Percent
+from pgferry.jobs.recorder import Recorder, RunCancelled, RunStep
 from pgferry.journal import Outcome as Outcome_
 from pgferry.pg.errors import error_message
 from pgferry.redaction import redact
-
-
-class RunCancelled(KeyboardInterrupt):
-    """Raised into the operation at its next event once a cancel was asked (like Ctrl-C)."""
-
-
-@dataclass(frozen=True)
-class RunStep(Event):
-    """A line of the run itself (queued, started, retrying, resumed, a saga step)."""
-
-    message: str
-    step: str = ""
-    state: str = ""
-
-
-class Recorder:
-    """The subscriber a run's operation publishes to: stores every event with the run
-    (batched, in order) and raises :class:`RunCancelled` once a cancel was asked."""
-
-    FLUSH_S = 0.25
-    CANCEL_POLL_S = 0.25
-
-    def __init__(
-        self,
-        ctl: Control,
-        run_id: str,
-        also: Subscriber | None = None,
-        *,
-        cfg: Config | None = None,
-    ) -> None:
-        self.ctl, self.run_id, self.also = ctl, run_id, also
-        #: where the run's environment is, to journal the run there at its end
-        self.cfg = cfg
-        self._buf: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-        self._flushed = time.monotonic()
-        self._polled = time.monotonic()
-        self._percent = Percent()
-        self.errors: list[str] = []
-        # one flush at a time: the events reach the table in the order they came
-        self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
-
-    def start(self) -> Recorder:
-        """Flush every ``FLUSH_S`` in the background too: an operation that falls silent (a
-        long COPY, a wait on a lock) still shows the events it published before."""
-
-        def loop() -> None:
-            while not self._stop.wait(self.FLUSH_S):
-                if self._buf:
-                    self.flush()
-
-        self._timer = threading.Thread(target=loop, name=f"events-{self.run_id}", daemon=True)
-        self._timer.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._timer is not None:
-            self._timer.join(5)
-
-    def __call__(self, event: Event) -> None:
-        self.add(event.to_dict())
-        if self.also is not None:
-            self.also(event)
-        if event.stop_point != "never":
-            self.check_cancel(now=event.stop_point == "now")
-
-    def add(self, item: dict[str, Any]) -> None:
-        with self._lock:
-            pct = self._percent.update(item)
-            if pct is not None:
-                item = {**item, "percent": pct}
-            self._buf.append(item)
-            due = time.monotonic() - self._flushed >= self.FLUSH_S
-        if due:
-            self.flush()
-
-    def say(self, message: str, step: str = "", state: str = "") -> None:
-        self(RunStep(message, step, state))
-
-    def flush(self) -> None:
-        with self._flush_lock:
-            with self._lock:
-                items, self._buf = self._buf, []
-                self._flushed = time.monotonic()
-            try:
-                runs.add_events(self.ctl, self.run_id, items)
-            except PgferryError as e:  # the control database hiccuped: the run goes on
-                self.errors.append(e.message)
-
-    def check_cancel(self, *, now: bool = False) -> None:
-        if not now and time.monotonic() - self._polled < self.CANCEL_POLL_S:
-            return
-        self._polled = time.monotonic()
-        try:
-            r = runs.get(self.ctl, self.run_id)
-        except PgferryError:
-            return
-        if r is not None and r.cancel_requested:
-            raise RunCancelled()
 
 
 def _transient(e: BaseException) -> bool:
@@ -202,8 +100,9 @@ def _needs_new_approval(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Re
 
     op = KINDS[run.kind]
     a = op.args.model_validate(run.arguments)
-    # consent given elsewhere: a schedule in the config, `pgferry release --yes`
-    if run.schedule is not None or run.requested_from == "cli":
+    # consent given elsewhere: a schedule in the config, `pgferry release --yes`; a release
+    # cancelled part way (the only run that gets here cancelled) only undoes what it did
+    if run.schedule is not None or run.requested_from == "cli" or run.cancel_requested:
         return False
     if not needs_approval(cfg, op, a) or op.plan is None:
         return False
@@ -255,8 +154,6 @@ def _release_resumed(
     covered); with its migrate step done, the migrations it applied stand for the part of
     the plan they were (planned now, they are gone from it; a file added since is not
     applied by this run: the step is not repeated)."""
-    from pgferry.jobs import saga
-
     done = saga.states(ctl, run.id)
     if "failed" in done.values():
         return None
@@ -298,7 +195,8 @@ def _execute(
     if run is None or run.final or run.state == "awaiting_approval":
         return run
     rec = Recorder(ctl, run_id, also, cfg=cfg).start()
-    if run.cancel_requested:
+    # a release cancelled part way, whose worker died, still undoes what its steps did
+    if run.cancel_requested and not (run.kind == "release" and saga.begun(ctl, run)):
         return finish(ctl, run_id, rec, "cancelled", None, None, "cancelled before it started")
     try:
         if _needs_new_approval(cfg, ctl, run, rec):
@@ -323,7 +221,9 @@ def _execute(
         rec.flush()
         return runs.get(ctl, run_id)
     try:
-        rec.say(f"{run.kind} started (attempt {started.attempts})", step="run", state="running")
+        # a release's saga says itself where a cancel stops it (before a step, or inside one)
+        with rec.cancel_held(run.kind == "release"):
+            rec.say(f"{run.kind} started (attempt {started.attempts})", step="run", state="running")
         out = _operate(cfg, ctl, started, rec)
     except RunCancelled:
         return finish(ctl, run_id, rec, "cancelled", 3, None, "cancelled")
@@ -331,17 +231,14 @@ def _execute(
         return finish(ctl, run_id, rec, "failed", e.exit_code, e.details or None, e.message)
     except Exception as e:  # noqa: BLE001 - a run ends with its error recorded, always
         return finish(ctl, run_id, rec, "failed", 3, None, error_message(e))
-    return finish(
-        ctl, run_id, rec, runs.state_of(out.exit_code), out.exit_code, out.result, out.error
-    )
+    state = "cancelled" if out.cancelled else runs.state_of(out.exit_code)
+    return finish(ctl, run_id, rec, state, out.exit_code, out.result, out.error)
 
 
 def _operate(cfg: Config, ctl: Control, run: runs.ServiceRun, rec: Recorder) -> Outcome:
     op = KINDS[run.kind]
     a = op.args.model_validate(run.arguments)
     if run.kind == "release":
-        from pgferry.jobs import saga
-
         return saga.execute(cfg, ctl, run, a, rec)
     return with_retries(cfg, ctl, op.env(a), rec, lambda: op.run(cfg, a, rec))
 

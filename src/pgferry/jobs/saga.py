@@ -11,8 +11,11 @@ repeat: ``migrate up`` applies what is left, ``sync`` upserts, a backup is one m
 A step fails when it ends with a problem or raises anything (a driver error too).
 When a step fails, the steps before it are compensated newest first, each once, after
 the failed step itself where it wrote (a sync keeps what its units committed before it
-ended with dead letters or a failed table, or raised: it is reverted first; it stays
-``failed``):
+ended with dead letters or a failed table, or raised; a migration the files it applied
+before the one that failed, each in its own transaction: it is undone first; it stays
+``failed``). What a step records as it starts (the sync's run id, the target's version
+before the migration) is what its undo goes by when it did not finish
+(:mod:`pgferry.jobs.saga_steps` has the steps and their undos):
 
 - ``sync``: ``sync revert`` of each of its attempts, newest first. The saga chose each
   attempt's run id before that sync started and kept it in the step, so a sync that
@@ -21,7 +24,7 @@ ended with dead letters or a failed table, or raised: it is reverted first; it s
   they are written in the rows' own transaction). A target that keeps none while the
   sync may have written, or a revert that refuses (a row changed since), stops the saga;
 - ``migrate``: ``migrate undo`` back to the version before, when every applied file
-  has its U file; else the saga stops;
+  has its U file; else the saga stops (a missing U file, or the undo refused);
 - ``backup``, ``verify``, ``health`` change nothing: nothing to undo (the backup stays,
   it is the way back).
 
@@ -31,11 +34,19 @@ reported, and does not undo a release). The run ends ``failed`` when a step fail
 compensation finished), ``succeeded`` otherwise. A compensation that stopped leaves the
 rest as it stands: the run's error says, in one sentence, which step it could not undo
 and the pre-release backup to restore.
+
+A cancel stops the saga before a step (:meth:`Recorder.cancel_asked`) or inside one (at
+the step's events, as it stops any run), never at the saga's own lines or in its
+compensations (:meth:`Recorder.cancel_held`). The step it stopped is ``failed``
+(``cancelled`` in its result) and compensated as above; the run ends ``cancelled``, its
+result saying ``cancelled: true``. A release cancelled while no worker carried it (its
+worker died: queued again, or sent back for an approval and queued by the cancel) is
+taken on only to compensate: no step runs again, and the step that was running when its
+worker died is undone by what it recorded as it started (:func:`begun`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -44,7 +55,9 @@ from pgferry.config import Config
 from pgferry.errors import PgferryError
 from pgferry.jobs import runs
 from pgferry.jobs.control import Control
-from pgferry.jobs.operations import Args, Outcome, ReleaseArgs, release_tables
+from pgferry.jobs.operations import Args, Outcome, ReleaseArgs
+from pgferry.jobs.recorder import Recorder, RunCancelled
+from pgferry.jobs.saga_steps import RUN, UNDO, run_ids
 from pgferry.pg.errors import error_message
 from pgferry.redaction import redact, redact_tree
 
@@ -68,6 +81,12 @@ def _steps(ctl: Control, run_id: str) -> dict[str, dict[str, Any]]:
             [run_id],
         ).fetchall()
     return {r["name"]: dict(r) for r in rows}
+
+
+def begun(ctl: Control, run: runs.ServiceRun) -> bool:
+    """Is ``run`` a release whose saga began (a step of it ran, or was compensated)? A
+    cancel then stops it and undoes what its steps did; it does not just end it."""
+    return run.kind == "release" and any(s != "pending" for s in states(ctl, run.id).values())
 
 
 def states(ctl: Control, run_id: str) -> dict[str, str]:
@@ -107,224 +126,67 @@ def _set(
         )
 
 
-# -- the steps -----------------------------------------------------------------------
+def _begin(cfg: Config, a: ReleaseArgs, name: str, before: dict[str, Any]) -> dict[str, Any]:
+    """What a step records as it starts, so that whatever it committed can be undone even
+    when it raises or is cancelled part way: the sync its run id, chosen now (after the
+    run ids of its earlier attempts, whose worker died); the migration the target's
+    version (its first attempt's, when its worker died)."""
+    if name == "migrate":
+        if "version_before" in before:
+            return {"version_before": before["version_before"]}
+        from pgferry.commands import migrate_info
 
-
-class StepFailed(PgferryError):
-    """A step ended with a problem (verify found differences, health is critical)."""
-
-
-def _backup(
-    cfg: Config,
-    a: ReleaseArgs,
-    rec: Any,
-    started: dict[str, Any],  # noqa: ARG001
-) -> dict[str, Any]:
-    from pgferry.commands import backup
-
-    res = backup.create(
-        cfg, backup.CreateOptions(a.env, tag="pre-release", keep=True), progress=rec
-    )
-    return {"backup": res.manifest.id, "path": str(res.path)}
-
-
-def _migrate(
-    cfg: Config,
-    a: ReleaseArgs,
-    rec: Any,
-    started: dict[str, Any],  # noqa: ARG001
-) -> dict[str, Any]:
-    from pgferry.commands import migrate_info, migrate_run
-
-    before = migrate_info.status(cfg, a.env).current
-    res = migrate_run.up(cfg, migrate_run.RunOptions(env=a.env, yes=True), progress=rec)
-    return {
-        "version_before": before,
-        "current_version": res.current_version,
-        "applied": [f.to_dict() for f in res.applied],
-    }
-
-
-def _sync(cfg: Config, a: ReleaseArgs, rec: Any, started: dict[str, Any]) -> dict[str, Any]:
-    from pgferry.commands import sync
-
-    run_ids = started["run_ids"]
-    res = sync.sync(
-        cfg,
-        sync.SyncOptions(
-            a.source,
-            a.env,
-            "incremental",
-            release_tables(cfg, a),
-            yes=True,
-            run_id=run_ids[-1],
-        ),
-        progress=rec,
-    )
-    out = {
-        "run_id": res.run_id,
-        "run_ids": run_ids,
-        "outcome": res.derive_outcome(),
-        "totals": res.totals(),
-        "before_images": any(t.before_images for t in res.tables),
-    }
-    if res.exit_code:
-        raise StepFailed(
-            f"sync ended {res.derive_outcome()} (exit {res.exit_code}): "
-            f"{res.error or 'see its tables'}",
-            **out,
-        )
-    return out
-
-
-def _verify(
-    cfg: Config,
-    a: ReleaseArgs,
-    rec: Any,
-    started: dict[str, Any],  # noqa: ARG001
-) -> dict[str, Any]:
-    from pgferry.commands import sync
-
-    res = sync.verify(
-        cfg, sync.VerifyOptions(a.source, a.env, release_tables(cfg, a)), progress=rec
-    )
-    out = {"outcome": res.derive_outcome(), "totals": res.totals()}
-    if res.exit_code:
-        raise StepFailed(f"verify: {a.source} and {a.env} differ after the sync", **out)
-    return out
-
-
-def _health(
-    cfg: Config,
-    a: ReleaseArgs,
-    rec: Any,  # noqa: ARG001
-    started: dict[str, Any],  # noqa: ARG001
-) -> dict[str, Any]:
-    from pgferry.commands import health
-
-    rep = health.health(cfg, a.env)
-    out = {
-        "status": rep.status,
-        "not_ok": [c.name for c in rep.checks if c.status in ("degraded", "critical")],
-    }
-    if rep.status == "critical":
-        raise StepFailed(f"health of {a.env} is critical: {', '.join(out['not_ok'])}", **out)
-    return out
-
-
-RUN: dict[str, Callable[[Config, ReleaseArgs, Any, dict[str, Any]], dict[str, Any]]] = {
-    "backup": _backup,
-    "migrate": _migrate,
-    "sync": _sync,
-    "verify": _verify,
-    "health": _health,
-}
-
-
-# -- compensations ----------------------------------------------------------------
-
-
-def _undo_migrate(
-    cfg: Config, a: ReleaseArgs, done: dict[str, Any], backup_id: str | None
-) -> dict[str, Any]:
-    from pgferry.commands import migrate_run
-    from pgferry.migrate import files
-
-    applied = done.get("applied") or []
-    if not applied:
-        return {"action": "none", "why": "no migration was applied"}
-    ms = files.scan(cfg.migrations_dir)
-    undoable = {str(v) for v in ms.undo}
-    missing = [f["script"] for f in applied if str(f.get("version")) not in undoable]
-    if missing:
-        return {
-            "action": "manual",
-            "why": f"no U file for {', '.join(missing)}",
-            "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes",
-        }
-    to = done.get("version_before")
-    res = migrate_run.undo(cfg, migrate_run.RunOptions(env=a.env, yes=True, to=to or "0"))
-    return {"action": "migrate undo", "to": to, "current_version": res.current_version}
-
-
-def _run_ids(done: dict[str, Any]) -> list[str]:
-    """The run ids of every attempt of the sync step, oldest first."""
-    ids = done.get("run_ids") or ([done["run_id"]] if done.get("run_id") else [])
-    return [str(i) for i in ids]
-
-
-def _may_have_written(done: dict[str, Any], run_id: str) -> bool:
-    """Could sync run ``run_id`` have committed rows? Unknown (so yes) unless the step's
-    sync returned, with its counts, as that run."""
-    if done.get("run_id") != run_id or "totals" not in done:
-        return True  # it raised, or its worker died: its counts never came back
-    t = done["totals"] or {}
-    return any(t.get(k) for k in ("inserted", "updated", "deleted"))
-
-
-def _undo_sync(
-    cfg: Config, a: ReleaseArgs, done: dict[str, Any], backup_id: str | None
-) -> dict[str, Any]:
-    """Revert every attempt of the sync step from its before-images, newest first.
-
-    The run ids come from the step itself (the saga chose each before its sync started),
-    so a sync that raised, or whose worker died, is reverted too. Which of them committed
-    anything, the target's before-images say: on a target that keeps them they are
-    written in the transaction of the rows they describe."""
-    from pgferry.commands import sync
-
-    ids = _run_ids(done)
-    held = sync.runs_with_images(cfg, a.env, ids)
-    if not sync.keeps_before_images(cfg, a.env) and any(
-        i not in held and _may_have_written(done, i) for i in ids
-    ):
-        return {
-            "action": "manual",
-            "why": "the sync kept no before-images",
-            "run_ids": ids,
-            "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes",
-        }
-    if not held:
-        return {"action": "none", "why": "the sync committed nothing", "run_ids": ids}
-    reverted = []
-    for run_id in reversed(held):
-        res = sync.revert(cfg, sync.RevertOptions(run_id, a.env, yes=True))
-        reverted.append(res.to_dict())
-    return {"action": "sync revert", "run_ids": ids, "reverted": reverted}
-
-
-UNDO: dict[str, Callable[[Config, ReleaseArgs, dict[str, Any], str | None], dict[str, Any]]] = {
-    "migrate": _undo_migrate,
-    "sync": _undo_sync,
-}
-
-
-def _begin(name: str, before: dict[str, Any]) -> dict[str, Any]:
-    """What a step records as it starts: the sync its run id, chosen now (after the run
-    ids of its earlier attempts, whose worker died), so that whatever it committed can
-    be reverted even when it raises."""
+        return {"version_before": migrate_info.status(cfg, a.env).current}
     if name != "sync":
         return {}
     from pgferry.sync.engine import new_run_id
 
-    return {"run_ids": [*_run_ids(before), new_run_id()]}
+    return {"run_ids": [*run_ids(before), new_run_id()]}
 
 
-def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) -> Outcome:
+def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Recorder) -> Outcome:
     """Run the saga of ``run`` from where it stands (see the module docstring)."""
     assert isinstance(a, ReleaseArgs)
+    # the saga's own lines never stop it: a cancel stops it before a step (asked there)
+    # or inside one (at the step's events), never in its compensations
+    with rec.cancel_held():
+        return _execute(cfg, ctl, run, a, rec)
+
+
+def _execute(
+    cfg: Config, ctl: Control, run: runs.ServiceRun, a: ReleaseArgs, rec: Recorder
+) -> Outcome:
     steps = _steps(ctl, run.id)
     failed: str | None = next((n for n in STEPS if steps[n]["state"] == "failed"), None)
     error: str | None = steps[failed]["result"].get("error") if failed else None
+    cancelled = bool(failed and steps[failed]["result"].get("cancelled"))
     for name in STEPS if failed is None else ():
         if steps[name]["state"] == "done":
             rec.say(f"{name}: done before, not repeated", step=name, state="done")
             continue
-        started = _begin(name, steps[name]["result"] or {})
-        _set(ctl, run.id, name, "running", result=started)
-        rec.say(f"{name}: started", step=name, state="running")
+        before = steps[name]["result"] or {}
+        if rec.cancel_asked():
+            # not started, or running when its worker died: what it recorded as it started
+            # (a sync's run ids, a migration's version) is kept for its undo
+            how = "finished" if steps[name]["state"] == "running" else "started"
+            error = f"{name}: cancelled before it {how}"
+            _set(ctl, run.id, name, "failed", result={**before, "error": error, "cancelled": True})
+            rec.say(error, step=name, state="cancelled")
+            failed, cancelled = name, True
+            break
+        started: dict[str, Any] = {}
         try:
-            result = RUN[name](cfg, a, rec, started)
+            started = _begin(cfg, a, name, before)
+            _set(ctl, run.id, name, "running", result=started)
+            rec.say(f"{name}: started", step=name, state="running")
+            with rec.cancel_held(False):
+                result = RUN[name](cfg, a, rec, started)
+        except RunCancelled:
+            error = f"{name}: cancelled"
+            _set(ctl, run.id, name, "failed", result={**started, "error": error, "cancelled": True})
+            rec.say(error, step=name, state="cancelled")
+            failed, cancelled = name, True
+            break
         except Exception as e:  # noqa: BLE001 - a step that raised failed: compensate
             error = f"{name}: {error_message(e)}"
             details = e.details if isinstance(e, PgferryError) else {}
@@ -353,18 +215,24 @@ def execute(cfg: Config, ctl: Control, run: runs.ServiceRun, a: Args, rec: Any) 
         {
             "ok": failed is None,
             "failed_step": failed,
+            # the step a cancel stopped (before it, or inside it) rather than an error
+            "cancelled": cancelled,
             # every compensation finished (None: nothing failed, nothing to compensate)
             "compensated": None if failed is None else stopped is None,
             "steps": report,
         },
         error,
+        cancelled=cancelled,
     )
 
 
 def _wrote(st: dict[str, Any]) -> bool:
     """May a failed step have left writes behind? A sync that started may have: the units
-    it committed before it failed or raised stay (its undo reverts what its run ids hold)."""
-    return bool(_run_ids(st["result"] or {}))
+    it committed before it failed or raised stay (its undo reverts what its run ids hold);
+    so may a migration that started: the files it applied before it failed stay (each is
+    its own transaction; its undo goes back to the version it started at)."""
+    result = st["result"] or {}
+    return bool(run_ids(result)) or "version_before" in result
 
 
 def _compensate(

@@ -40,7 +40,7 @@ from pgferry import policy
 from pgferry.commands import base
 from pgferry.config import Config
 from pgferry.errors import BadInput, ConfigError, PgferryError, Refused
-from pgferry.jobs import queue, runner, runs
+from pgferry.jobs import queue, runner, runs, saga
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS, Args, RunKind, needs_approval
 
@@ -381,6 +381,8 @@ def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
         ended = Conflict(f"run {run_id} already ended ({run.state})", state=run.state)
         _refused(ctl, caller, run_id, ended, "cancel")
         raise ended
+    if saga.begun(ctl, run):
+        return _cancel_saga(ctl, run, caller)
     done = runs.update(
         ctl,
         run_id,
@@ -404,6 +406,25 @@ def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
     )
     assert asked is not None
     audit(ctl, "cancel", caller, details={"run": run_id, "state": asked.state, "asked": True})
+    return asked
+
+
+def _cancel_saga(ctl: Control, run: runs.ServiceRun, caller: Caller) -> runs.ServiceRun:
+    """Cancel a release whose saga began: it is not ended here (queued again after its
+    worker died, or sent back for approval then) but asked, and queued when it waited for
+    an approval: the worker that takes it on undoes what its steps did (it needs no
+    approval to undo)."""
+    asked = runs.update(
+        ctl, run.id, expect=["awaiting_approval"], state="queued", cancel_requested=True
+    )
+    if asked is not None:
+        queue.defer(ctl, asked)
+    else:
+        asked = runs.update(ctl, run.id, cancel_requested=True)
+    assert asked is not None
+    said = f"cancel asked by {caller.name}: it undoes what its steps did"
+    runner.announce(ctl, run.id, said, "cancel", asked.state)
+    audit(ctl, "cancel", caller, details={"run": run.id, "state": run.state, "asked": True})
     return asked
 
 
