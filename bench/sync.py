@@ -9,7 +9,10 @@ a fresh embedded server in a temp dir, one run measures and prints:
   fastest of pgferry's row hash and a plain ``hash_record_extended``); a binary
   ``COPY`` relay, table by table, into the empty tables (a Python process,
   start-up included); the source's own writes of the changed rows; a Python
-  process that imports psycopg and connects to both databases;
+  process that imports psycopg and connects to both databases; and, as notes
+  beside the checksum goal, every row's key and row hash read out of both sides
+  at once as a checksum sync reads them (the per-row read), and the hash-once
+  scan right after a 1% change;
 - **pgferry**: full sync into empty tables with ``defer_indexes = false`` (the
   protected-target path) and by default (secondary indexes set aside and rebuilt
   after the load), verify of identical tables (best of 2), three incremental
@@ -147,6 +150,8 @@ with psycopg.connect(src) as s, psycopg.connect(tgt) as t:
 """
 
 START = "import sys, psycopg\nfor d in sys.argv[1:]:\n    psycopg.connect(d).close()"
+#: the variant of :func:`hash_floor` that reads every row's key and hash (a checksum sync's read)
+PER_ROW = "per-row"
 
 
 def hash_floor(
@@ -157,16 +162,21 @@ def hash_floor(
 
     Variants: pgferry's row hash, and ``hash_record_extended`` of the compared columns
     (enums and json as text, which it cannot hash otherwise), with nothing else; the
-    faster one is the floor.
+    faster one is the floor. ``only=PER_ROW``: not a hash once but every row's key and
+    pgferry's row hash out of the server, packed as a checksum sync reads them
+    (:func:`pgferry.sync.packed.packed_row`, aggregated with ``string_agg``; no matching):
+    what a sync that names each changed row must read at least (nothing when a table's
+    keys do not pack).
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from pgferry.sync import sides, small_ints
+    from pgferry.sync import packed, sides, small_ints
 
     def exprs(
         c: psycopg.Connection[object], c2: psycopg.Connection[object]
     ) -> dict[str, list[sql.Composable]]:
         out: dict[str, list[sql.Composable]] = {"pgferry": [], "hash_record_extended": []}
+        rows: list[sql.Composable] = []
         for t in shape.tables:
             s = sides.side(c, "public", t.name, t.key, t.cols)
             s2 = sides.side(c2, "public", t.name, t.key, t.cols)
@@ -174,6 +184,8 @@ def hash_floor(
             # the hash a verify uses: bigints in 32 bits hashed as they are (small_ints)
             s, _ = small_ints.plain_int8(c, s, c2, s2)
             out["pgferry"].append(s.row_hash())
+            if packed.packable(s, s2):
+                rows.append(packed.packed_row(s))
             cols = [
                 sql.SQL("({})::text").format(sql.Identifier(x.name))
                 if not x.hashable
@@ -183,16 +195,18 @@ def hash_floor(
             out["hash_record_extended"].append(
                 sql.SQL("hash_record_extended(ROW({}), 0)").format(sql.SQL(", ").join(cols))
             )
+        if only == PER_ROW:  # asked for alone; only where every table's keys pack
+            return {PER_ROW: rows} if len(rows) == len(shape.tables) else {}
         return out
+
+    agg = sql.SQL("SELECT count(*), bit_xor({}) FROM {}")
+    if only == PER_ROW:
+        agg = sql.SQL("SELECT count(*), length(string_agg({}, ''::bytea)) FROM {}")
 
     def one(dsn: str, hashes: list[sql.Composable]) -> None:
         with psycopg.connect(dsn, autocommit=True) as c:
             for t, h in zip(shape.tables, hashes, strict=True):
-                c.execute(
-                    sql.SQL("SELECT count(*), bit_xor({}) FROM {}").format(
-                        h, sql.Identifier(t.name)
-                    )
-                ).fetchall()
+                c.execute(agg.format(h, sql.Identifier(t.name))).fetchall()
 
     with psycopg.connect(src) as c, psycopg.connect(tgt) as c2:
         variants = {k: v for k, v in exprs(c, c2).items() if only in (None, k)}
@@ -204,7 +218,8 @@ def hash_floor(
                 for f in [pool.submit(one, d, hashes) for d in (src, tgt)]:
                     f.result()
             took = time.perf_counter() - started
-            print(f"    hash every row once on both sides ({variant}): {took:.2f}s", flush=True)
+            what = "read every row's key and hash" if variant == PER_ROW else "hash every row once"
+            print(f"    {what} on both sides ({variant}): {took:.2f}s", flush=True)
             best[variant] = min(best[variant], took)
     return best
 
@@ -388,6 +403,7 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
     run_sql(dsn["tgt"], "VACUUM ANALYZE")
     hashed = hash_floor(dsn["src"], dsn["tgt"], shape)
     variant = min(hashed, key=lambda k: hashed[k])
+    per_row = hash_floor(dsn["src"], dsn["tgt"], shape, only=PER_ROW).get(PER_ROW)
     floor, exact = hashed[variant], hashed["pgferry"]
     vers = [must(timed(pgferry(cfg, "verify", "src", "tgt")), "pgferry verify") for _ in range(2)]
     rels = [reladiff(url(dsn["src"]), url(dsn["tgt"]), host, shape) for _ in range(2)]
@@ -455,6 +471,8 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
         inc[0].seconds / least <= 1.5 and not after,
         key="checksum",
     )
+    if per_row is not None:
+        per_row_note(res, per_row, inc[0].seconds, least, writes + start)
     runs = [keep, full, *vers, *inc]
     if shape.name == "wide":
         runs += extra_rounds(res, work, envs, cfg, shape, dsn, inc[0].seconds)
@@ -537,6 +555,29 @@ def rounds(
 
 #: the round of :func:`fresh_pages` (apart from every other round's keys)
 FRESH_ROUND = 3
+
+
+def per_row_note(
+    res: ShapeResult, per_row: float, sync_s: float, least: float, rest: float
+) -> None:
+    """The read a checksum sync cannot do without, beside its goal (a note, no goal of its
+    own): with 1% of rows changed at random about every chunk holds a change, so a sync
+    that names the changed rows reads every row's key and hash, not one hash per chunk."""
+    res.add(
+        "floor: every row's key and row hash out of both sides at once, packed as a sync "
+        "reads them (at rest; no matching)",
+        f"{per_row:.2f}s",
+    )
+    res.add(
+        "pgferry incremental checksum / that read + writes + start-up",
+        f"{sync_s:.2f}s / {per_row + rest:.2f}s = {sync_s / (per_row + rest):.2f}",
+    )
+    if per_row + rest > 1.5 * least:
+        res.notes.append(
+            f"checksum <= 1.5x is out of reach in this run for a sync that names each "
+            f"changed row: that read ({per_row:.2f}s) + the writes and start-up "
+            f"({rest:.2f}s) = {per_row + rest:.2f}s > 1.5 x {least:.2f}s = {1.5 * least:.2f}s"
+        )
 
 
 def fresh_pages(
@@ -679,7 +720,10 @@ METHOD = (
     "rebuilt), and the target's index and constraint definitions are checked equal to the "
     "source's; these two run twice each, alternated (the copy dropped and the target emptied "
     "in between), the best counts; (2) the hash-once floor reads both databases at once, "
-    "twice per variant; "
+    "twice per variant; so does the per-row read (every row's key and pgferry's row hash "
+    "packed and aggregated with `string_agg` as a checksum sync reads them, without the "
+    "matching: what a sync that names each changed row reads at least; a note beside the "
+    "checksum goal, no goal of its own); "
     "`pgferry verify` and `reladiff SRC t TGT t -k KEY -c COLS --stats -j 2` (per table, "
     "summed) run twice each, the best counts; (3) an untimed incremental run builds the "
     "conflicts base; 1% of the rows change at the source (0.8% updated, 0.1% deleted, 0.1% "

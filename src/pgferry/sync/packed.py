@@ -74,7 +74,7 @@ def width(s: Side) -> int:
     return sum(TYPES[k.type_name][1] for k in s.key) + 8
 
 
-def _packed_row(s: Side) -> sql.Composable:
+def packed_row(s: Side) -> sql.Composable:
     """One row packed: its key columns' and its row hash's binary forms, concatenated."""
     parts: list[sql.Composable] = [
         sql.SQL("pg_catalog.{}({})").format(
@@ -101,7 +101,7 @@ def read(
     q = sql.SQL(
         "SELECT count(*), pg_catalog.string_agg(p, ''::bytea) FROM "
         "(SELECT {row} AS p FROM {table} WHERE {pred} AND {b} LIMIT {n}) AS pgferry_packed"
-    ).format(row=_packed_row(s), table=s.table, pred=pred, b=bpred, n=sql.Literal(cap + 1))
+    ).format(row=packed_row(s), table=s.table, pred=pred, b=bpred, n=sql.Literal(cap + 1))
     row = conn.execute(q, [*params, *bparams], binary=True).fetchone()
     assert row is not None
     return Packed(int(row[0]), bytes(row[1] or b""))
