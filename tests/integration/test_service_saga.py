@@ -26,6 +26,7 @@ import pytest
 from pgferry.config import load_config
 from pgferry.jobs import runs, service
 from pgferry.jobs.control import Control
+from pgferry.jobs.recorder import Recorder
 from tests.helpers.service import SECRET, Server, make_project, run_events, tokens, wait_run
 from tests.helpers.sync import end_source_sessions
 
@@ -317,13 +318,17 @@ def test_a_release_cancelled_while_its_worker_was_dead_is_undone_when_taken_on(
     assert events[-1]["type"] == "error" and events[-1]["state"] == "cancelled", events[-1]
 
 
+@pytest.mark.parametrize("undo_file", [True, False], ids=["with-U3", "without-U3"])
 def test_a_migration_step_that_failed_part_way_is_undone_to_where_it_started(
-    tmp_path: Path, make_db: Any
+    tmp_path: Path, make_db: Any, undo_file: bool
 ) -> None:
     # V3 applies (its own transaction), V4 fails: the failed step itself is undone back to
-    # version 2, the version it started at; before, "compensated" was true with V3 left
+    # version 2, the version it started at; before, "compensated" was true with V3 left.
+    # Without U3 it cannot be: the saga stops there and says how to get back
     p = _project(tmp_path, make_db)
     p.write("V4__bad.sql", "ALTER TABLE no_such_table ADD COLUMN x int;\n")
+    if not undo_file:
+        (p.migrations / "U3__short.sql").unlink()
     before = _contents(p.dsns["prod"])
     tok = tokens(p, olga="operator", bob="approver")
     srv = Server(p).start()
@@ -339,12 +344,98 @@ def test_a_migration_step_that_failed_part_way_is_undone_to_where_it_started(
     assert run["state"] == "failed" and run["error"].startswith("migrate: "), run
     result = run["result"]
     assert result["failed_step"] == "migrate" and result["cancelled"] is False, result
-    assert result["compensated"] is True, result
     steps = {s["step"]: s for s in result["steps"]}
     migrate = steps["migrate"]
     assert migrate["state"] == "failed" and migrate["result"]["version_before"] == "2", migrate
+    if not undo_file:
+        assert result["compensated"] is False, result
+        comp = migrate["compensation"]
+        assert comp["action"] == "manual" and comp["why"] == "no U file for V3__short.sql", comp
+        backup = steps["backup"]["result"]["backup"]
+        assert f"pgferry backup restore {backup} --env prod --yes" in run["error"], run
+        assert steps["backup"]["compensation"] is None, steps["backup"]
+        assert (_one(p.dsns["prod"], _V_SHORT), _one(p.dsns["prod"], _UNDONE)) == (1, 0)
+        return
+    assert result["compensated"] is True, result
     assert migrate["compensation"]["action"] == "migrate undo", migrate
     assert migrate["compensation"]["to"] == "2", migrate
     assert steps["sync"]["state"] == "pending", steps["sync"]
     assert (_one(p.dsns["prod"], _V_SHORT), _one(p.dsns["prod"], _UNDONE)) == (0, 1)
+    assert _contents(p.dsns["prod"]) == before
+
+
+#: an advisory lock V4 waits for in the test below
+_GATE = 716_300
+
+
+def test_a_release_cancelled_during_its_migration_is_undone_to_where_it_started(
+    tmp_path: Path, make_db: Any
+) -> None:
+    # V3 applied, V4 waits at the test's advisory lock; the cancel comes then. The step ends
+    # without saying what it applied (it was stopped, not failed): its undo goes by the
+    # version it recorded as it started and the history, back to version 2
+    p = _project(tmp_path, make_db)
+    p.write(
+        "V4__extra.sql",
+        f"SELECT pg_advisory_xact_lock({_GATE});\nALTER TABLE notes ADD COLUMN extra int;\n",
+    )
+    p.write("U4__extra.sql", "ALTER TABLE notes DROP COLUMN extra;\n")
+    p.write("V5__more.sql", "ALTER TABLE notes ADD COLUMN more int;\n")
+    p.write("U5__more.sql", "ALTER TABLE notes DROP COLUMN more;\n")
+    before = _contents(p.dsns["prod"])
+    tok = tokens(p, olga="operator", bob="approver")
+    gate = psycopg.connect(p.dsns["prod"], autocommit=True)
+    gate.execute("SELECT pg_advisory_lock(%s)", [_GATE])
+    srv = Server(p).start()
+    try:
+        olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
+        r = olga.post("/api/releases", json={"source": "dev", "tables": ["public.items"]})
+        assert r.status_code == 202, r.text
+        rid = r.json()["id"]
+        assert bob.post(f"/api/runs/{rid}/approve").status_code == 200
+        deadline = time.monotonic() + 120
+        while not _one(
+            p.dsns["prod"],
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            " AND objid = %s",
+            [_GATE],
+        ):
+            run = bob.get(f"/api/runs/{rid}").json()["run"]
+            assert run["state"] in ("queued", "running"), (run, run_events(p, rid))
+            assert time.monotonic() < deadline, run_events(p, rid)
+            time.sleep(0.05)
+        assert _one(p.dsns["prod"], _V_SHORT) == 1  # V3 is in
+        assert olga.post(f"/api/runs/{rid}/cancel").status_code == 200
+        # an event asks the control database at most every CANCEL_POLL_S: past that, the
+        # next one (V4 finished) sees the cancel
+        time.sleep(3 * Recorder.CANCEL_POLL_S)
+        gate.close()
+        run = wait_run(bob, rid, timeout=120)
+    finally:
+        gate.close()
+        srv.stop()
+    assert run["state"] == "cancelled" and run["error"] == "migrate: cancelled", run
+    result = run["result"]
+    assert result["cancelled"] is True and result["compensated"] is True, result
+    steps = {s["step"]: s for s in result["steps"]}
+    migrate = steps["migrate"]
+    assert "applied" not in migrate["result"], migrate  # stopped: it did not say
+    assert migrate["result"]["version_before"] == "2", migrate
+    comp = migrate["compensation"]
+    assert (comp["action"], comp["to"], comp["current_version"]) == ("migrate undo", "2", "2")
+    assert steps["sync"]["state"] == "pending", steps["sync"]
+    assert _one(p.dsns["prod"], _V_SHORT) == 0
+    added = "SELECT count(*) FROM information_schema.columns WHERE column_name IN ('extra', 'more')"
+    assert _one(p.dsns["prod"], added) == 0
+    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
+        history = c.execute(
+            "SELECT version, type FROM flyway_schema_history WHERE version::int > 2"
+            " ORDER BY installed_rank"
+        ).fetchall()
+    # the cancel stops V4 as it waits (a lock-wait notice: it rolls back) or after it
+    # committed (the next file's start); V5 never runs; whatever was applied is undone
+    assert history in (
+        [("3", "SQL"), ("3", "DELETE")],
+        [("3", "SQL"), ("4", "SQL"), ("4", "DELETE"), ("3", "DELETE")],
+    ), history
     assert _contents(p.dsns["prod"]) == before
