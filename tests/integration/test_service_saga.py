@@ -73,10 +73,26 @@ def _contents(dsn: str) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
+def _rows(dsn: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        return c.execute(query).fetchall()
+
+
 def _one(dsn: str, query: str, args: list[Any] | None = None) -> Any:
     with psycopg.connect(dsn, autocommit=True) as c:
         row = c.execute(query, args).fetchone()
     return row[0] if row else None
+
+
+def _approved_release(srv: Server, tok: dict[str, str], tables: list[str]) -> tuple[Any, Any, str]:
+    """olga asks for a release of ``tables`` into prod, bob approves it: their clients and
+    the run's id."""
+    olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
+    r = olga.post("/api/releases", json={"source": "dev", "tables": tables})
+    assert r.status_code == 202 and r.json()["state"] == "awaiting_approval", r.text
+    rid = r.json()["id"]
+    assert bob.post(f"/api/runs/{rid}/approve").status_code == 200
+    return olga, bob, rid
 
 
 def _release_whose_sync_raises(
@@ -94,13 +110,7 @@ def _release_whose_sync_raises(
     hold.execute("LOCK TABLE notes IN SHARE MODE")  # readers (pg_dump) pass, writers wait
     srv = Server(p).start()
     try:
-        olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
-        r = olga.post(
-            "/api/releases", json={"source": "dev", "tables": ["public.items", "public.notes"]}
-        )
-        assert r.status_code == 202 and r.json()["state"] == "awaiting_approval", r.text
-        rid = r.json()["id"]
-        assert bob.post(f"/api/runs/{rid}/approve").status_code == 200
+        olga, bob, rid = _approved_release(srv, tok, ["public.items", "public.notes"])
         deadline = time.monotonic() + 120
         # the items unit committed; the notes unit waits for the test's lock
         while not (
@@ -190,11 +200,11 @@ def test_a_sync_that_raised_after_a_unit_committed_is_reverted_by_the_compensati
     assert _contents(p.dsns["prod"]) == before
     assert _one(p.dsns["prod"], _V_SHORT) == 0
     assert _one(p.dsns["prod"], _UNDONE) == 1
-    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
-        journal = c.execute(
-            "SELECT command, outcome, arguments ->> 'run_id' FROM pgferry.journal"
-            " WHERE command IN ('sync', 'sync revert') ORDER BY id"
-        ).fetchall()
+    journal = _rows(
+        p.dsns["prod"],
+        "SELECT command, outcome, arguments ->> 'run_id' FROM pgferry.journal"
+        " WHERE command IN ('sync', 'sync revert') ORDER BY id",
+    )
     assert journal == [("sync", "failed", run_ids[0]), ("sync revert", "ok", run_ids[0])]
     # nothing claims success
     said = [e.get("message", "") for e in events]
@@ -265,14 +275,25 @@ def test_a_release_cancelled_during_its_sync_is_undone_and_ends_cancelled(
     p = _project(tmp_path, make_db)
     before = _contents(p.dsns["prod"])
     run, events = _release_whose_sync_raises(p, stop="cancel")
+    said = _undone_after_cancel(p, before, run, events, "sync: cancelled")
+    assert "sync: cancelled" in said and "sync: compensation sync revert" in said, said
+    assert "migrate: compensation migrate undo" in said, said
+
+
+def _undone_after_cancel(
+    p: Any, before: Any, run: dict[str, Any], events: list[dict[str, Any]], error: str
+) -> list[str]:
+    """The checks of a release cancelled during its sync (items committed): it ended
+    cancelled, the sync reverted, V3 undone, prod as ``before``. The events' messages."""
     assert run["state"] == "cancelled" and run["exit_code"] == 3, run
-    assert run["error"] == "sync: cancelled", run
+    assert run["error"] == error, run
     result = run["result"]
     assert result["ok"] is False and result["failed_step"] == "sync", result
     assert result["cancelled"] is True and result["compensated"] is True, result
     steps = {s["step"]: s for s in result["steps"]}
     sync = steps["sync"]
     assert sync["state"] == "failed" and sync["result"]["cancelled"] is True, sync
+    assert len(sync["result"]["run_ids"]) == 1, sync
     comp = sync["compensation"]
     assert comp["action"] == "sync revert" and comp["run_ids"] == sync["result"]["run_ids"]
     assert comp["reverted"][0]["totals"] == {"removed": 200, "reinserted": 1, "restored": 100}
@@ -281,10 +302,8 @@ def test_a_release_cancelled_during_its_sync_is_undone_and_ends_cancelled(
     assert (steps["verify"]["state"], steps["health"]["state"]) == ("pending", "pending")
     assert _contents(p.dsns["prod"]) == before
     assert (_one(p.dsns["prod"], _V_SHORT), _one(p.dsns["prod"], _UNDONE)) == (0, 1)
-    said = [e.get("message", "") for e in events]
-    assert "sync: cancelled" in said and "sync: compensation sync revert" in said, said
-    assert "migrate: compensation migrate undo" in said, said
     assert events[-1]["type"] == "error" and events[-1]["state"] == "cancelled", events[-1]
+    return [e.get("message", "") for e in events]
 
 
 @pytest.mark.parametrize("sent_back", [False, True], ids=["running", "sent-back"])
@@ -298,24 +317,10 @@ def test_a_release_cancelled_while_its_worker_was_dead_is_undone_when_taken_on(
     p = _project(tmp_path, make_db)
     before = _contents(p.dsns["prod"])
     run, events = _release_whose_sync_raises(p, stop="kill", sent_back=sent_back)
-    assert run["state"] == "cancelled" and run["exit_code"] == 3, run
-    assert run["error"] == "sync: cancelled before it finished", run
-    result = run["result"]
-    assert result["cancelled"] is True and result["compensated"] is True, result
-    steps = {s["step"]: s for s in result["steps"]}
-    sync = steps["sync"]
-    assert sync["state"] == "failed" and len(sync["result"]["run_ids"]) == 1, sync
-    comp = sync["compensation"]
-    assert comp["action"] == "sync revert" and comp["run_ids"] == sync["result"]["run_ids"]
-    assert comp["reverted"][0]["totals"] == {"removed": 200, "reinserted": 1, "restored": 100}
-    assert steps["migrate"]["compensation"]["action"] == "migrate undo", steps["migrate"]
-    assert _contents(p.dsns["prod"]) == before
-    assert (_one(p.dsns["prod"], _V_SHORT), _one(p.dsns["prod"], _UNDONE)) == (0, 1)
-    said = [e.get("message", "") for e in events]
+    said = _undone_after_cancel(p, before, run, events, "sync: cancelled before it finished")
     second = said[said.index("release started (attempt 2)") :]
     # no step again: the sync is not started a second time
     assert not [m for m in second if m.endswith(": started")], second
-    assert events[-1]["type"] == "error" and events[-1]["state"] == "cancelled", events[-1]
 
 
 @pytest.mark.parametrize("undo_file", [True, False], ids=["with-U3", "without-U3"])
@@ -333,11 +338,7 @@ def test_a_migration_step_that_failed_part_way_is_undone_to_where_it_started(
     tok = tokens(p, olga="operator", bob="approver")
     srv = Server(p).start()
     try:
-        olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
-        r = olga.post("/api/releases", json={"source": "dev", "tables": ["public.items"]})
-        assert r.status_code == 202, r.text
-        rid = r.json()["id"]
-        assert bob.post(f"/api/runs/{rid}/approve").status_code == 200
+        olga, bob, rid = _approved_release(srv, tok, ["public.items"])
         run = wait_run(bob, rid, timeout=120)
     finally:
         srv.stop()
@@ -388,11 +389,7 @@ def test_a_release_cancelled_during_its_migration_is_undone_to_where_it_started(
     gate.execute("SELECT pg_advisory_lock(%s)", [_GATE])
     srv = Server(p).start()
     try:
-        olga, bob = srv.client(tok["olga"]), srv.client(tok["bob"])
-        r = olga.post("/api/releases", json={"source": "dev", "tables": ["public.items"]})
-        assert r.status_code == 202, r.text
-        rid = r.json()["id"]
-        assert bob.post(f"/api/runs/{rid}/approve").status_code == 200
+        olga, bob, rid = _approved_release(srv, tok, ["public.items"])
         deadline = time.monotonic() + 120
         while not _one(
             p.dsns["prod"],
@@ -427,11 +424,11 @@ def test_a_release_cancelled_during_its_migration_is_undone_to_where_it_started(
     assert _one(p.dsns["prod"], _V_SHORT) == 0
     added = "SELECT count(*) FROM information_schema.columns WHERE column_name IN ('extra', 'more')"
     assert _one(p.dsns["prod"], added) == 0
-    with psycopg.connect(p.dsns["prod"], autocommit=True) as c:
-        history = c.execute(
-            "SELECT version, type FROM flyway_schema_history WHERE version::int > 2"
-            " ORDER BY installed_rank"
-        ).fetchall()
+    history = _rows(
+        p.dsns["prod"],
+        "SELECT version, type FROM flyway_schema_history WHERE version::int > 2"
+        " ORDER BY installed_rank",
+    )
     # the cancel stops V4 as it waits (a lock-wait notice: it rolls back) or after it
     # committed (the next file's start); V5 never runs; whatever was applied is undone
     assert history in (
