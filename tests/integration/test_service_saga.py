@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from pgferry.config import load_config
-from pgferry.jobs import runs, service
+from pgferry.jobs import lifecycle, runs, service
 from pgferry.jobs.control import Control
 from pgferry.jobs.recorder import Recorder
 from tests.helpers.service import SECRET, Server, make_project, run_events, tokens, wait_run
@@ -147,7 +147,7 @@ def _release_whose_sync_raises(
             try:
                 if sent_back:
                     runs.update(ctl, rid, state="awaiting_approval", approved_by=None)
-                asked = service.cancel(ctl, rid, service.Caller("olga", "operator"))
+                asked = lifecycle.cancel(ctl, rid, service.Caller("olga", "operator"))
             finally:
                 ctl.close()
             # sent back for approval: queued (to be undone, no approval needed for that)

@@ -1,5 +1,6 @@
-"""What the service does with runs, for every front end: submit, approve, reject, cancel,
-retry. The HTTP routes and ``pgferry release`` call these; they hold no logic of their own.
+"""What the service does with runs, for every front end: submit and approve (reject,
+cancel and retry: :mod:`pgferry.jobs.lifecycle`). The HTTP routes and ``pgferry release``
+call these; they hold no logic of their own.
 
 Contract:
 
@@ -21,9 +22,7 @@ Contract:
   ``plan_hash`` the approver sends that is not the hash of the plan shown, which has not
   changed (a typo, another run's hash), is :class:`PlanHashMismatch` (409) and the run
   keeps waiting with its plan as it was.
-- :func:`reject` needs a reason; :func:`cancel` ends a run that has not started and
-  asks a running one to stop at its next event; :func:`retry` queues a failed or
-  cancelled run again (the dead letters).
+- rejecting, cancelling and retrying a run: :mod:`pgferry.jobs.lifecycle`.
 
 Approvals, rejections and token changes are journaled in the control database's
 journal, with who and from where.
@@ -40,7 +39,7 @@ from pgferry import policy
 from pgferry.commands import base
 from pgferry.config import Config
 from pgferry.errors import BadInput, ConfigError, PgferryError, Refused
-from pgferry.jobs import queue, runner, runs, saga
+from pgferry.jobs import queue, runner, runs
 from pgferry.jobs.control import Control
 from pgferry.jobs.operations import KINDS, Args, RunKind, needs_approval
 
@@ -231,14 +230,15 @@ def submit(
     return runs.get(ctl, run.id) or run, created
 
 
-def _get(ctl: Control, run_id: str) -> runs.ServiceRun:
+def get_run(ctl: Control, run_id: str) -> runs.ServiceRun:
+    """Run ``run_id`` (:class:`NotFound` when there is none)."""
     run = runs.get(ctl, run_id)
     if run is None:
         raise NotFound(f"no run {run_id!r}", field="id")
     return run
 
 
-def _refused(
+def journal_refusal(
     ctl: Control, caller: Caller, run_id: str, e: PgferryError, command: str = "approve"
 ) -> None:
     """A refused approval (cancel, retry) in the control journal, as a refusal of any other
@@ -257,7 +257,7 @@ def approve(
     cfg: Config, ctl: Control, run_id: str, caller: Caller, *, plan_hash: str | None = None
 ) -> runs.ServiceRun:
     """Approve the run's plan (see the module docstring)."""
-    run = _get(ctl, run_id)
+    run = get_run(ctl, run_id)
     if run.state != "awaiting_approval":
         raise Conflict(f"run {run_id} is {run.state}, not awaiting approval", state=run.state)
     op, a = validate(cfg, run.kind, run.arguments)
@@ -280,9 +280,9 @@ def approve(
         ("approval",),
     )
     if d.verdict is policy.Verdict.REFUSE:
-        refused = Refused(d.message, run=run_id)
-        _refused(ctl, caller, run_id, refused)
-        raise refused
+        refusal = Refused(d.message, run=run_id)
+        journal_refusal(ctl, caller, run_id, refusal)
+        raise refusal
     if d.verdict is policy.Verdict.NEEDS_APPROVAL and run.plan_hash == now_hash:
         # the plan is the one shown: it is the approver's hash that is not its hash
         runner.announce(
@@ -302,7 +302,7 @@ def approve(
             plan_hash=now_hash,
             sent_plan_hash=seen,
         )
-        _refused(ctl, caller, run_id, mismatch)
+        journal_refusal(ctl, caller, run_id, mismatch)
         raise mismatch
     if d.verdict is policy.Verdict.NEEDS_APPROVAL or run.plan_hash != now_hash:
         # only while it waits: a run approved meanwhile keeps the hash its approver saw
@@ -311,7 +311,7 @@ def approve(
             runs.update(ctl, run_id, expect=["awaiting_approval"], plan=plan, plan_hash=now_hash)
             is None
         ):
-            now = _get(ctl, run_id)
+            now = get_run(ctl, run_id)
             raise Conflict(f"run {run_id} is {now.state}, not awaiting approval", state=now.state)
         runner.announce(
             ctl,
@@ -328,7 +328,7 @@ def approve(
             plan_hash=now_hash,
             approved_plan_hash=seen,
         )
-        _refused(ctl, caller, run_id, changed)
+        journal_refusal(ctl, caller, run_id, changed)
         raise changed
     done = runs.update(
         ctl,
@@ -349,106 +349,5 @@ def approve(
     runner.announce(
         ctl, run_id, f"approved by {caller.name} (plan {now_hash[:12]})", "approval", "queued"
     )
-    queue.defer(ctl, done)
-    return runs.get(ctl, run_id) or done
-
-
-def reject(ctl: Control, run_id: str, caller: Caller, reason: str) -> runs.ServiceRun:
-    if not reason.strip():
-        raise BadInput("a rejection needs a reason", field="reason")
-    run = _get(ctl, run_id)
-    done = runs.update(
-        ctl,
-        run_id,
-        expect=["awaiting_approval"],
-        state="rejected",
-        decided_reason=reason,
-        approved_by=None,
-        finished_at="now()",
-    )
-    if done is None:
-        raise Conflict(f"run {run_id} is {run.state}, not awaiting approval", state=run.state)
-    audit(ctl, "reject", caller, details={"run": run_id, "reason": reason})
-    runner.announce(ctl, run_id, f"rejected by {caller.name}: {reason}", "approval", "rejected")
-    runs.add_events(ctl, run_id, [{"type": "error", "state": "rejected", "error": reason}])
-    return done
-
-
-def cancel(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
-    """Cancel a run that has not started; ask a running one to stop (its next event)."""
-    run = _get(ctl, run_id)
-    if run.final:
-        ended = Conflict(f"run {run_id} already ended ({run.state})", state=run.state)
-        _refused(ctl, caller, run_id, ended, "cancel")
-        raise ended
-    if saga.begun(ctl, run):
-        return _cancel_saga(ctl, run, caller)
-    done = runs.update(
-        ctl,
-        run_id,
-        expect=["awaiting_approval", "queued"],
-        state="cancelled",
-        cancel_requested=True,
-        error=f"cancelled by {caller.name}",
-        finished_at="now()",
-    )
-    if done is not None:
-        runs.add_events(
-            ctl,
-            run_id,
-            [{"type": "error", "state": "cancelled", "error": f"cancelled by {caller.name}"}],
-        )
-        audit(ctl, "cancel", caller, details={"run": run_id, "state": run.state})
-        return done
-    asked = runs.update(ctl, run_id, cancel_requested=True)
-    runner.announce(
-        ctl, run_id, f"cancel asked by {caller.name}: stops at its next event", "cancel", "running"
-    )
-    assert asked is not None
-    audit(ctl, "cancel", caller, details={"run": run_id, "state": asked.state, "asked": True})
-    return asked
-
-
-def _cancel_saga(ctl: Control, run: runs.ServiceRun, caller: Caller) -> runs.ServiceRun:
-    """Cancel a release whose saga began: it is not ended here (queued again after its
-    worker died, or sent back for approval then) but asked, and queued when it waited for
-    an approval: the worker that takes it on undoes what its steps did (it needs no
-    approval to undo)."""
-    asked = runs.update(
-        ctl, run.id, expect=["awaiting_approval"], state="queued", cancel_requested=True
-    )
-    if asked is not None:
-        queue.defer(ctl, asked)
-    else:
-        asked = runs.update(ctl, run.id, cancel_requested=True)
-    assert asked is not None
-    said = f"cancel asked by {caller.name}: it undoes what its steps did"
-    runner.announce(ctl, run.id, said, "cancel", asked.state)
-    audit(ctl, "cancel", caller, details={"run": run.id, "state": run.state, "asked": True})
-    return asked
-
-
-def retry(ctl: Control, run_id: str, caller: Caller) -> runs.ServiceRun:
-    """Queue a failed or cancelled run again (a dead letter)."""
-    run = _get(ctl, run_id)
-    done = runs.update(
-        ctl,
-        run_id,
-        expect=["failed", "cancelled"],
-        state="queued",
-        error=None,
-        exit_code=None,
-        cancel_requested=False,
-        finished_at=None,
-    )
-    if done is None:
-        not_ended = Conflict(
-            f"run {run_id} is {run.state}: only a failed or cancelled run is retried",
-            state=run.state,
-        )
-        _refused(ctl, caller, run_id, not_ended, "retry")
-        raise not_ended
-    audit(ctl, "retry", caller, details={"run": run_id, "state": run.state})
-    runner.announce(ctl, run_id, f"retried by {caller.name}", "retry", "queued")
     queue.defer(ctl, done)
     return runs.get(ctl, run_id) or done

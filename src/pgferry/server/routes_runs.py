@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgferry.errors import Unreachable
-from pgferry.jobs import runs
+from pgferry.jobs import lifecycle, runs
 from pgferry.jobs import service as jobs
 from pgferry.jobs.control import Control
 from pgferry.jobs.service import Caller, NotFound
@@ -264,7 +264,7 @@ def run_reject(request: Request, run_id: str, body: Reject, caller: Approver) ->
     return ok(
         {
             "ok": True,
-            "run": run_view(jobs.reject(service(request).ctl, run_id, caller, body.reason)),
+            "run": run_view(lifecycle.reject(service(request).ctl, run_id, caller, body.reason)),
         }
     )
 
@@ -272,13 +272,13 @@ def run_reject(request: Request, run_id: str, body: Reject, caller: Approver) ->
 @router.post("/api/runs/{run_id}/cancel", tags=["runs"])
 def run_cancel(request: Request, run_id: str, caller: Operator) -> JSONResponse:
     """Cancel a run (a running one stops at its next event, rolled back)."""
-    return ok({"ok": True, "run": run_view(jobs.cancel(service(request).ctl, run_id, caller))})
+    return ok({"ok": True, "run": run_view(lifecycle.cancel(service(request).ctl, run_id, caller))})
 
 
 @router.post("/api/runs/{run_id}/retry", tags=["runs"], status_code=202)
 def run_retry(request: Request, run_id: str, caller: Operator) -> JSONResponse:
     """Queue a failed or cancelled run again."""
-    run = jobs.retry(service(request).ctl, run_id, caller)
+    run = lifecycle.retry(service(request).ctl, run_id, caller)
     return ok({"ok": True, "id": run.id, "state": run.state, "run": run_view(run)}, 202)
 
 

@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from pgferry import __version__
 from pgferry.errors import PgferryError
-from pgferry.jobs import runs
+from pgferry.jobs import lifecycle, runs
 from pgferry.jobs import service as jobs
 from pgferry.jobs.service import Caller
 from pgferry.server.auth import SESSION_COOKIE, AuthError, Forbidden
@@ -254,7 +254,7 @@ def _approve(run_id: str) -> Act:
 
 def _reject(run_id: str) -> Act:
     def act(svc: Service, who: Caller, form: dict[str, str]) -> str:
-        jobs.reject(svc.ctl, run_id, who, form.get("reason", ""))
+        lifecycle.reject(svc.ctl, run_id, who, form.get("reason", ""))
         return f"/runs/{run_id}"
 
     return act
@@ -262,7 +262,7 @@ def _reject(run_id: str) -> Act:
 
 def _cancel(run_id: str) -> Act:
     def act(svc: Service, who: Caller, form: dict[str, str]) -> str:  # noqa: ARG001
-        jobs.cancel(svc.ctl, run_id, who)
+        lifecycle.cancel(svc.ctl, run_id, who)
         return f"/runs/{run_id}"
 
     return act
@@ -270,7 +270,7 @@ def _cancel(run_id: str) -> Act:
 
 def _retry(run_id: str) -> Act:
     def act(svc: Service, who: Caller, form: dict[str, str]) -> str:  # noqa: ARG001
-        jobs.retry(svc.ctl, run_id, who)
+        lifecycle.retry(svc.ctl, run_id, who)
         return f"/runs/{run_id}"
 
     return act
