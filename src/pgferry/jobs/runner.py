@@ -196,7 +196,7 @@ def _execute(
         return run
     rec = Recorder(ctl, run_id, also, cfg=cfg).start()
     # a release cancelled part way, whose worker died, still undoes what its steps did
-    if run.cancel_requested and not (run.kind == "release" and saga.begun(ctl, run)):
+    if run.cancel_requested and not saga.begun(ctl, run):
         return finish(ctl, run_id, rec, "cancelled", None, None, "cancelled before it started")
     try:
         if _needs_new_approval(cfg, ctl, run, rec):

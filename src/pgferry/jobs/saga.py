@@ -169,9 +169,7 @@ def _execute(
             # not started, or running when its worker died: what it recorded as it started
             # (a sync's run ids, a migration's version) is kept for its undo
             how = "finished" if steps[name]["state"] == "running" else "started"
-            error = f"{name}: cancelled before it {how}"
-            _set(ctl, run.id, name, "failed", result={**before, "error": error, "cancelled": True})
-            rec.say(error, step=name, state="cancelled")
+            error = _fail(ctl, run.id, rec, name, before, f"{name}: cancelled before it {how}")
             failed, cancelled = name, True
             break
         started: dict[str, Any] = {}
@@ -182,16 +180,13 @@ def _execute(
             with rec.cancel_held(False):
                 result = RUN[name](cfg, a, rec, started)
         except RunCancelled:
-            error = f"{name}: cancelled"
-            _set(ctl, run.id, name, "failed", result={**started, "error": error, "cancelled": True})
-            rec.say(error, step=name, state="cancelled")
+            error = _fail(ctl, run.id, rec, name, started, f"{name}: cancelled")
             failed, cancelled = name, True
             break
         except Exception as e:  # noqa: BLE001 - a step that raised failed: compensate
-            error = f"{name}: {error_message(e)}"
             details = e.details if isinstance(e, PgferryError) else {}
-            _set(ctl, run.id, name, "failed", result={**started, **details, "error": error})
-            rec.say(error, step=name, state="failed")
+            error = f"{name}: {error_message(e)}"
+            _fail(ctl, run.id, rec, name, {**started, **details}, error, cancelled=False)
             failed = name
             break
         _set(ctl, run.id, name, "done", result=result)
@@ -224,6 +219,24 @@ def _execute(
         error,
         cancelled=cancelled,
     )
+
+
+def _fail(
+    ctl: Control,
+    run_id: str,
+    rec: Recorder,
+    name: str,
+    recorded: dict[str, Any],
+    error: str,
+    *,
+    cancelled: bool = True,
+) -> str:
+    """Step ``name`` failed (or a cancel stopped it): kept ``failed`` with what it recorded
+    and ``error`` (``cancelled: true`` too when a cancel stopped it), and said; ``error``."""
+    result = {**recorded, "error": error, **({"cancelled": True} if cancelled else {})}
+    _set(ctl, run_id, name, "failed", result=result)
+    rec.say(error, step=name, state="cancelled" if cancelled else "failed")
+    return error
 
 
 def _wrote(st: dict[str, Any]) -> bool:

@@ -137,25 +137,22 @@ def _undo_migrate(
     from pgferry.migrate import files
 
     to = done.get("version_before")
-    if "applied" not in done:
-        # the step failed or was cancelled part way (each file is its own transaction):
-        # the files it applied are the target's history above the version it started at
-        if migrate_info.status(cfg, a.env).current == to:
+    if "applied" in done:
+        applied = done["applied"] or []
+        if not applied:
             return {"action": "none", "why": "no migration was applied"}
-        res = migrate_run.undo(cfg, migrate_run.RunOptions(env=a.env, yes=True, to=to or "0"))
-        return {"action": "migrate undo", "to": to, "current_version": res.current_version}
-    applied = done["applied"] or []
-    if not applied:
+        undoable = {str(v) for v in files.scan(cfg.migrations_dir).undo}
+        missing = [f["script"] for f in applied if str(f.get("version")) not in undoable]
+        if missing:
+            return {
+                "action": "manual",
+                "why": f"no U file for {', '.join(missing)}",
+                "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes",
+            }
+    # the step failed or was cancelled part way, without saying what it applied (each file
+    # is its own transaction): the target's history above the version it started at
+    elif migrate_info.status(cfg, a.env).current == to:
         return {"action": "none", "why": "no migration was applied"}
-    ms = files.scan(cfg.migrations_dir)
-    undoable = {str(v) for v in ms.undo}
-    missing = [f["script"] for f in applied if str(f.get("version")) not in undoable]
-    if missing:
-        return {
-            "action": "manual",
-            "why": f"no U file for {', '.join(missing)}",
-            "restore": f"pgferry backup restore {backup_id} --env {a.env} --yes",
-        }
     res = migrate_run.undo(cfg, migrate_run.RunOptions(env=a.env, yes=True, to=to or "0"))
     return {"action": "migrate undo", "to": to, "current_version": res.current_version}
 
