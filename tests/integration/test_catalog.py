@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from pgferry.pg import catalog
+from tests.helpers import wait_for
 
 
 def test_tables(db: str) -> None:
@@ -96,7 +97,17 @@ def test_row_estimates_of_tables_never_analyzed(db: str) -> None:
             INSERT INTO parts SELECT g, 1 + g % 3 FROM generate_series(1, 900) g;
             ANALYZE done;
         """)
-    with psycopg.connect(db, autocommit=True) as c:  # the inserting session has flushed
+    # the inserting backend reports its counts to the statistics as it exits, which can come
+    # after the client closed: wait for them (a fixed assumption failed once in CI)
+    wait_for(
+        db,
+        "SELECT sum(n_live_tup) FILTER (WHERE relname = 'fresh') = 3000 AND sum(n_live_tup)"
+        " FILTER (WHERE relname IN ('parts_1', 'parts_2a', 'parts_3')) = 900"
+        " FROM pg_stat_user_tables",
+        timeout=30,
+        what="the inserts' statistics",
+    )
+    with psycopg.connect(db, autocommit=True) as c:
         assert c.execute("SELECT reltuples FROM pg_class WHERE relname = 'fresh'").fetchone() == (
             -1,
         )
