@@ -14,10 +14,11 @@ a fresh embedded server in a temp dir, one run measures and prints:
   at once as a checksum sync reads them (the per-row read), and the hash-once
   scan right after a 1% change;
 - **pgferry**: full sync into empty tables with ``defer_indexes = false`` (the
-  protected-target path; best of 2, alternated with the relay floor's) and by default (secondary indexes set aside and rebuilt
-  after the load), verify of identical tables (best of 2), three incremental
-  rounds of each strategy, each after 1% of the rows changed (each checked by a
-  verify that must exit 0; the round of the median ratio counts), peak RSS;
+  protected-target path; best of 2, alternated with the relay floor's) and by
+  default (secondary indexes set aside and rebuilt after the load), verify of
+  identical tables (best of 2), three incremental rounds of each strategy, each
+  after 1% of the rows changed (each checked by a verify that must exit 0; the
+  round of the median ratio counts), peak RSS;
 - **peers**: ``reladiff`` (hashdiff, same thread count) for verify (best of 2),
   ``pg_dump -Fc | pg_restore`` (schema and data, into an empty database) for
   a full copy;
