@@ -67,6 +67,8 @@ BAD_QUERY: ErrorClasses = _sqlstate_class("42")
 SERIALIZATION: ErrorClasses = (e_.SerializationFailure,)
 #: 23503: a foreign key refused a row (or the delete of a referenced one)
 FOREIGN_KEY: ErrorClasses = (e_.ForeignKeyViolation,)
+#: 23505, 23P01: a unique or exclusion constraint refused a row's values
+CLASH: ErrorClasses = (e_.UniqueViolation, e_.ExclusionViolation)
 #: class 23: any integrity constraint (psycopg's IntegrityError is exactly that class)
 INTEGRITY: ErrorClasses = (psycopg.IntegrityError,)
 #: class 08: the connection itself failed
@@ -126,6 +128,11 @@ def bad_query(e: BaseException) -> bool:
 
 def foreign_key(e: BaseException) -> bool:
     return isinstance(e, FOREIGN_KEY)
+
+
+def clash(e: BaseException) -> bool:
+    """A unique or exclusion constraint refused the values (another row holds them)."""
+    return isinstance(e, CLASH)
 
 
 def integrity(e: BaseException) -> bool:

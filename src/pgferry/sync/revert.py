@@ -29,7 +29,7 @@ from pgferry.errors import BadInput, OperationFailed, Refused
 from pgferry.pg import catalog
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import Target, begin_repeatable_read, connect, map_db_error
-from pgferry.sync import locks, session
+from pgferry.sync import locks, session, swaps
 
 _IMAGES = sql.SQL("pgferry.before_images")
 
@@ -199,17 +199,58 @@ def _apply(
                 sql.SQL(", ").join(sql.Identifier("x", k) for k in t.primary_key),
                 sql.SQL(", ").join(sql.Identifier("r", k) for k in t.primary_key),
             )
-        cur = conn.execute(
-            sql.SQL("UPDATE {t} x SET ({c}) = ROW({rc}) FROM {r} r WHERE {m}").format(
-                t=ti,
-                c=sql.SQL(", ").join(map(sql.Identifier, cols)),
-                rc=sql.SQL(", ").join(sql.Identifier("r", c) for c in cols),
-                r=r,
-                m=m,
-            ),
-            args,
-        )
+        try:
+            with conn.transaction():
+                cur = conn.execute(
+                    sql.SQL("UPDATE {t} x SET ({c}) = ROW({rc}) FROM {r} r WHERE {m}").format(
+                        t=ti,
+                        c=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                        rc=sql.SQL(", ").join(sql.Identifier("r", c) for c in cols),
+                        r=r,
+                        m=m,
+                    ),
+                    args,
+                )
+        except psycopg.Error as e:
+            # values the run swapped between rows cannot be swapped back row by row
+            if not pgerrors.clash(e) or conn.broken:
+                raise
+            if swaps.refused_because(conn, ti, t.primary_key) is not None:
+                raise
+            cur = _replace_updated(conn, run_id, t)
         res.restored += max(cur.rowcount, 0)
+
+
+def _replace_updated(
+    conn: psycopg.Connection[Any], run_id: str, t: catalog.Table
+) -> psycopg.Cursor[Any]:
+    """The rows the run updated, restored by one statement that deletes them and inserts
+    their images (:mod:`pgferry.sync.swaps`): values the run swapped between rows go back."""
+    ti = _ident(t.qualname)
+    cols = _columns(t, update=False)
+    override = (
+        sql.SQL(" OVERRIDING SYSTEM VALUE")
+        if any(c.identity == "a" for c in t.columns)
+        else sql.SQL("")
+    )
+    return conn.execute(
+        sql.SQL(
+            "WITH gone AS (DELETE FROM {t} x USING {images} b WHERE b.run_id = %s AND "
+            "b.table_name = %s AND b.action = 'update' AND {m} RETURNING 1), "
+            "done AS (SELECT count(*) AS pgferry_c FROM gone) "
+            "INSERT INTO {t} ({c}){o} SELECT {rc} FROM (SELECT (jsonb_populate_record("
+            "NULL::{t}, b.row_data)).* FROM {images} b WHERE b.run_id = %s AND "
+            "b.table_name = %s AND b.action = 'update') r, done WHERE done.pgferry_c >= 0"
+        ).format(
+            t=ti,
+            images=_IMAGES,
+            m=_key_match(t, "x", sql.SQL("b.key")),
+            c=sql.SQL(", ").join(map(sql.Identifier, cols)),
+            o=override,
+            rc=sql.SQL(", ").join(sql.Identifier("r", c) for c in cols),
+        ),
+        [run_id, t.qualname, run_id, t.qualname],
+    )
 
 
 def _run_steps(

@@ -216,14 +216,15 @@ def _set_aside(link: Link, t: TablePlan) -> Any:
 
 
 def flush_later(link: Link, t: TablePlan, res: TableResult) -> None:
-    """Write the rows of a self-referencing table whose parent came in a later batch."""
-    if not t.self_referencing:
-        return
-    c = upserts.flush_later(link.tgt, t, link.ctx)
-    res.inserted += c.inserted
-    res.updated += c.updated
-    res.dead_lettered += len(c.dead)
-    res.dead_letters.extend(c.dead[: max(0, 20 - len(res.dead_letters))])
+    """Write the rows put aside: of a self-referencing table, those whose parent came in a
+    later batch; then those whose unique values another row held (a swap, a chain)."""
+    flushed = [upserts.flush_later(link.tgt, t, link.ctx)] if t.self_referencing else []
+    flushed.append(upserts.flush_clashes(link.tgt, t, link.ctx))
+    for c in flushed:
+        res.inserted += c.inserted
+        res.updated += c.updated
+        res.dead_lettered += len(c.dead)
+        res.dead_letters.extend(c.dead[: max(0, 20 - len(res.dead_letters))])
 
 
 class _Estimate:

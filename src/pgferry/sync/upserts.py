@@ -22,6 +22,7 @@ from psycopg import sql
 
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import is_transient, redact
+from pgferry.sync import swaps
 from pgferry.sync.copy import cols, table_ident
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import DeadLetter
@@ -29,26 +30,17 @@ from pgferry.sync.write import (
     IMAGES,
     Counts,
     WriteContext,
+    fingerprint,
     key_json,
     row_error,
     staging,
     temp_table,
+    typed_values,
 )
 
 LATER = "pgferry_later"
+CLASH = "pgferry_clash"
 _NUMBERED = "pgferry_stage_n"
-
-
-def _typed(t: TablePlan, prefix: str | None = None) -> sql.Composable:
-    """The staged columns as the target's types (text columns cast back)."""
-    out: list[sql.Composable] = []
-    for c in t.columns:
-        ref: sql.Composable = sql.Identifier(prefix, c) if prefix else sql.Identifier(c)
-        if c in t.text_columns:
-            # the type text is the target's own format_type() output, not user input
-            ref = sql.SQL("CAST({} AS {})").format(ref, sql.SQL(t.column_types[c]))
-        out.append(ref)
-    return sql.SQL(", ").join(out)
 
 
 def _cmp(t: TablePlan, alias: str, names: list[str]) -> sql.Composed:
@@ -61,11 +53,6 @@ def _cmp(t: TablePlan, alias: str, names: list[str]) -> sql.Composed:
             e = sql.SQL("{} COLLATE {}").format(e, sql.Identifier("C"))
         parts.append(e)
     return sql.SQL("ROW({})").format(sql.SQL(", ").join(parts))
-
-
-def _row_hash(alias: str) -> sql.Composable:
-    """The fingerprint ``sync revert`` checks a row against: md5 of the row as jsonb."""
-    return sql.SQL("md5(to_jsonb({})::text)").format(sql.Identifier(alias))
 
 
 def _upsert_sql(
@@ -82,7 +69,7 @@ def _upsert_sql(
     # aliases that a whole-row reference (to_jsonb(x)) uses are pgferry_*: a user column
     # of the same name would win over the row
     insert = sql.SQL("INSERT INTO {t} AS pgferry_t ({c}){o} SELECT {v} FROM {s} WHERE {w}").format(
-        t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where, v=_typed(t)
+        t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where, v=typed_values(t)
     )
     if t.key:
         # a key matched by a looser equality than identity is written in place too
@@ -123,7 +110,7 @@ def _upsert_sql(
             w=where,
             ins=insert,
             kr=cols(t.key, "pgferry_t"),
-            h=_row_hash("pgferry_t"),
+            h=fingerprint("pgferry_t"),
             images=IMAGES,
             kj=key_json(t, "up"),
             ko=cols(t.key, "old"),
@@ -189,12 +176,16 @@ def apply(
     stage: sql.Identifier,
     *,
     defer: bool | None = None,
+    together: bool = False,
 ) -> Counts:
     """Upsert the staged rows into ``t``; bad rows are bisected out into dead letters.
 
     In a self-referencing table (``defer``, the default there) a row whose parent
     row is not written yet (23503) is put aside in the session's ``pgferry_later``
-    table instead; :func:`flush_later` writes those once the rest is in.
+    table instead; :func:`flush_later` writes those once the rest is in. A row whose
+    values a unique or exclusion constraint finds in another row (23505, 23P01) is put
+    aside in ``pgferry_clash``; :func:`flush_clashes` writes those once the table's
+    other rows are in, together (``together``: :mod:`pgferry.sync.swaps`).
     """
     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()
     counts = Counts(staged=int(n[0]) if n else 0)
@@ -215,6 +206,7 @@ def apply(
     conn.execute(
         sql.SQL("INSERT INTO {} SELECT row_number() OVER (), * FROM {}").format(numbered, stage)
     )
+    clashed: list[swaps.Refused] | None = [] if together else None
     _bisect(
         conn,
         t,
@@ -224,7 +216,12 @@ def apply(
         counts.staged,
         counts,
         t.self_referencing if defer is None else defer,
+        clashed,
     )
+    if clashed:  # rows another row's values stood in the way of: written together
+        still, why = swaps.write(conn, t, ctx, numbered, clashed, counts)
+        for n, err in still:
+            _dead(conn, t, ctx, numbered, n, err, counts, why)
     return counts
 
 
@@ -237,6 +234,7 @@ def _bisect(
     hi: int,
     counts: Counts,
     defer: bool,
+    clashed: list[swaps.Refused] | None,
 ) -> None:
     where = sql.SQL("pgferry_n BETWEEN {} AND {} AND {}").format(
         sql.Literal(lo), sql.Literal(hi), _skipping(t, numbered)
@@ -254,16 +252,25 @@ def _bisect(
             if defer and pgerrors.foreign_key(e):
                 _put_aside(conn, t, numbered, lo)
                 counts.later += 1
+            elif pgerrors.clash(e) and clashed is None:
+                _put_aside(conn, t, numbered, lo, CLASH)
+                counts.later += 1
+            elif pgerrors.clash(e) and clashed is not None:
+                clashed.append((lo, e))
             else:
                 _dead(conn, t, ctx, numbered, lo, e, counts)
             return
     mid = (lo + hi) // 2
-    _bisect(conn, t, ctx, numbered, lo, mid, counts, defer)
-    _bisect(conn, t, ctx, numbered, mid + 1, hi, counts, defer)
+    _bisect(conn, t, ctx, numbered, lo, mid, counts, defer, clashed)
+    _bisect(conn, t, ctx, numbered, mid + 1, hi, counts, defer, clashed)
 
 
 def _put_aside(
-    conn: psycopg.Connection[Any], t: TablePlan, numbered: sql.Identifier, n: int
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    numbered: sql.Identifier,
+    n: int,
+    aside: str = LATER,
 ) -> None:
     items = [
         sql.SQL("CAST({c} AS text) AS {c}").format(c=sql.Identifier(c))
@@ -273,12 +280,12 @@ def _put_aside(
     ]
     conn.execute(
         sql.SQL("CREATE TEMP TABLE IF NOT EXISTS {} AS SELECT {} FROM {} WITH NO DATA").format(
-            sql.Identifier(LATER), sql.SQL(", ").join(items), table_ident(t)
+            sql.Identifier(aside), sql.SQL(", ").join(items), table_ident(t)
         )
     )
     conn.execute(
         sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_n = %s").format(
-            sql.Identifier(LATER), cols(t.columns), numbered
+            sql.Identifier(aside), cols(t.columns), numbered
         ),
         [n],
     )
@@ -313,6 +320,21 @@ def flush_later(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) 
     return total
 
 
+def flush_clashes(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> Counts:
+    """Write the rows of ``t`` put aside because another row held their values, now that
+    every other row of the table is in: each alone if it now can (a chain), else together
+    (a swap, :mod:`pgferry.sync.swaps`); the rest become dead letters. Runs in the
+    caller's transaction; the side table is dropped."""
+    if conn.execute("SELECT to_regclass('pg_temp.pgferry_clash')").fetchone() == (None,):
+        return Counts()
+    stage = staging(conn, t)
+    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage, sql.Identifier(CLASH)))
+    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(CLASH)))
+    c = apply(conn, t, ctx, stage, defer=False, together=True)
+    c.staged = c.inserted + c.updated + len(c.dead)
+    return c
+
+
 def _dead(
     conn: psycopg.Connection[Any],
     t: TablePlan,
@@ -321,10 +343,13 @@ def _dead(
     n: int,
     exc: psycopg.Error,
     counts: Counts,
+    unswapped: str | None = None,
 ) -> None:
     keys = t.key or tuple(t.columns)
     diag = exc.diag
     msg = redact((diag.message_primary if diag and diag.message_primary else str(exc)).strip())
+    if unswapped:  # a clash that writing the rows together might have resolved: why not
+        msg = f"{msg} (not written together with the rows whose values it takes: {unswapped})"
     sqlstate = exc.sqlstate or ""
     # the row goes from the staging table to the dead letters on the server: values keep
     # their exact text (numeric scale, timestamps) instead of a trip through Python
@@ -352,7 +377,7 @@ def images_of_inserts(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteCon
         ).format(
             images=IMAGES,
             kj=key_json(t, "pgferry_t"),
-            h=_row_hash("pgferry_t"),
+            h=fingerprint("pgferry_t"),
             tbl=table_ident(t),
         ),
         [ctx.run_id, ctx.source, t.qualname],

@@ -110,6 +110,23 @@ def key_json(t: TablePlan, alias: str) -> sql.Composable:
     )
 
 
+def typed_values(t: TablePlan, prefix: str | None = None) -> sql.Composable:
+    """The staged columns as the target's types (text columns cast back)."""
+    out: list[sql.Composable] = []
+    for c in t.columns:
+        ref: sql.Composable = sql.Identifier(prefix, c) if prefix else sql.Identifier(c)
+        if c in t.text_columns:
+            # the type text is the target's own format_type() output, not user input
+            ref = sql.SQL("CAST({} AS {})").format(ref, sql.SQL(t.column_types[c]))
+        out.append(ref)
+    return sql.SQL(", ").join(out)
+
+
+def fingerprint(alias: str) -> sql.Composable:
+    """The fingerprint ``sync revert`` checks a row against: md5 of the row as jsonb."""
+    return sql.SQL("md5(to_jsonb({})::text)").format(sql.Identifier(alias))
+
+
 IMAGES = sql.SQL(
     "INSERT INTO pgferry.before_images (run_id, source, table_name, action, key,"
     " row_data, after_hash) "
