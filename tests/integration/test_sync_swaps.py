@@ -12,7 +12,7 @@ puts the target back as it was.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,9 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg import sql as q
 
+from pgferry.pg import embedded
 from tests.helpers import Project, Result, sql, write_project
 
 SCHEMA = """
@@ -75,9 +77,17 @@ def run(cli: Callable[..., Result], p: Project, *args: str) -> Result:
     return cli("--config", str(p.config), "--json", *args)
 
 
-def pair(tmp_path: Path, make_db: Callable[..., str], schema: str, extra: str = "") -> Project:
-    """dev and prod (protected: before-images kept) with ``schema`` and the same rows."""
-    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, extra=extra)
+def pair(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    schema: str,
+    extra: str = "",
+    make_prod: Callable[..., str] | None = None,
+) -> Project:
+    """dev and prod (protected: before-images kept; on ``make_prod``'s server when given)
+    with ``schema`` and the same rows."""
+    prod = (make_prod or make_db)("prod")
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": prod}, extra=extra)
     for dsn in p.dsns.values():
         sql(dsn, schema)
         sql(dsn, ROWS)
@@ -88,10 +98,17 @@ def by_table(r: Result) -> dict[str, dict[str, Any]]:
     return {t["table"]: t for t in r.json["tables"]}
 
 
+@pytest.mark.parametrize("target", ["18", "15"])
 def test_swapped_rotated_and_passed_on_values_are_written_and_reverted(
-    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    cli: Callable[..., Result],
+    request: pytest.FixtureRequest,
+    target: str,
 ) -> None:
-    p = pair(tmp_path, make_db, SCHEMA)
+    """On the test server, and into PostgreSQL 15 (rows copied as text across versions)."""
+    make_prod = None if target == "18" else request.getfixturevalue(f"make_db{target}")
+    p = pair(tmp_path, make_db, SCHEMA, make_prod=make_prod)
     before = snapshot(p.dsns["prod"])
     sql(p.dsns["dev"], MOVES)
     r = run(cli, p, "sync", "dev", "prod", "--yes")
@@ -237,3 +254,60 @@ def test_any_permutation_of_unique_values_is_synced_and_reverted(
     rev = run(cli, p, "sync", "revert", r.json["run_id"], "--env", "prod", "--yes")
     assert rev.code == 0, rev.out + rev.err
     assert snapshot(p.dsns["prod"], ("u",)) == before
+
+
+@pytest.fixture
+def writer(pg_admin_dsn: str) -> Iterator[str]:
+    """A login role that is neither the owner nor a superuser (dropped afterwards)."""
+    name = f"pgf_w_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        c.execute(q.SQL("CREATE ROLE {} LOGIN").format(q.Identifier(name)))
+    yield name
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        for (db,) in c.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall():
+            with psycopg.connect(psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=db)) as d:
+                d.execute(q.SQL("DROP OWNED BY {}").format(q.Identifier(name)))
+        c.execute(q.SQL("DROP ROLE {}").format(q.Identifier(name)))
+
+
+def test_a_role_that_may_not_delete_keeps_the_swap_as_dead_letters(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    cli: Callable[..., Result],
+    pg_admin_dsn: str,
+    writer: str,
+) -> None:
+    """A role that may insert and update ``users`` but not delete from it (rows are
+    never deleted there: ``deletes = false``): no replace is tried, the rest of the
+    table is written, and the dead letters say why."""
+    p = pair(tmp_path, make_db, SCHEMA, '[sync.tables."public.users"]\ndeletes = false\n')
+    assert run(cli, p, "sync", "dev", "prod", "--yes").code == 0  # the owner makes pgferry's
+    w = q.Identifier(writer)
+    sql(
+        p.dsns["prod"],
+        q.SQL(
+            "GRANT USAGE ON SCHEMA pgferry TO {w}; GRANT ALL ON ALL TABLES IN SCHEMA pgferry "
+            "TO {w}; GRANT ALL ON ALL SEQUENCES IN SCHEMA pgferry TO {w}; "
+            "GRANT SELECT, INSERT, UPDATE ON users TO {w}"
+        ).format(w=w),
+    )
+    db = str(psycopg.conninfo.conninfo_to_dict(p.dsns["prod"])["dbname"])
+    as_writer = write_project(
+        tmp_path / "w",
+        {"dev": p.dsns["dev"], "prod": embedded.role_dsn(pg_admin_dsn, writer, db)},
+        extra='[sync.tables."public.users"]\ndeletes = false\n',
+    )
+    sql(
+        p.dsns["dev"],
+        "BEGIN; UPDATE users SET email = 'tmp' WHERE id = 1; UPDATE users SET email = 'u1@x' "
+        "WHERE id = 2; UPDATE users SET email = 'u2@x' WHERE id = 1; "
+        "UPDATE users SET name = 'renamed' WHERE id = 5; COMMIT",
+    )
+    r = run(cli, as_writer, "sync", "dev", "prod", "--yes", "--tables", "public.users")
+    assert r.code == 1, r.out + r.err
+    users = by_table(r)["public.users"]
+    assert sorted(d["key"]["id"] for d in users["dead_letters"]) == [1, 2]
+    assert all("may not delete" in d["error"] for d in users["dead_letters"])
+    assert users["updated"] == 1
+    names = dict(psycopg.connect(p.dsns["prod"]).execute("SELECT id, name FROM users").fetchall())
+    assert names[5] == "renamed"

@@ -62,6 +62,13 @@ def refused_because(
     disabled the table's triggers)."""
     if not key:
         return "it has no key"
+    row = conn.execute(
+        sql.SQL(
+            "SELECT has_table_privilege({t}, 'DELETE') AND has_table_privilege({t}, 'INSERT')"
+        ).format(t=sql.Literal(table.as_string(conn)))
+    ).fetchone()
+    if not (row and row[0]):
+        return "this role may not delete from it and insert into it"
     tree = _tree(conn, table)
     row = conn.execute(
         sql.SQL(
