@@ -309,5 +309,7 @@ def test_a_role_that_may_not_delete_keeps_the_swap_as_dead_letters(
     assert sorted(d["key"]["id"] for d in users["dead_letters"]) == [1, 2]
     assert all("may not delete" in d["error"] for d in users["dead_letters"])
     assert users["updated"] == 1
-    names = dict(psycopg.connect(p.dsns["prod"]).execute("SELECT id, name FROM users").fetchall())
+    names: dict[int, str] = dict(
+        psycopg.connect(p.dsns["prod"]).execute("SELECT id, name FROM users").fetchall()
+    )
     assert names[5] == "renamed"
