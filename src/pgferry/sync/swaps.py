@@ -61,14 +61,14 @@ def refused_because(
     would not), as the catalog says inside the caller's transaction (where a sync has
     disabled the table's triggers)."""
     if not key:
-        return "it has no key"
+        return "the table has no key"
     row = conn.execute(
         sql.SQL(
             "SELECT has_table_privilege({t}, 'DELETE') AND has_table_privilege({t}, 'INSERT')"
         ).format(t=sql.Literal(table.as_string(conn)))
     ).fetchone()
     if not (row and row[0]):
-        return "this role may not delete from it and insert into it"
+        return "this role may not delete from the table and insert into it"
     tree = _tree(conn, table)
     row = conn.execute(
         sql.SQL(
@@ -77,7 +77,7 @@ def refused_because(
         ).format(tree)
     ).fetchone()
     if row:
-        return f"its user trigger {row[0]} would fire on a delete and an insert"
+        return f"the table's user trigger {row[0]} would fire on them"
     row = conn.execute(
         sql.SQL(
             "SELECT format('%s (%s of %s)', c.conname, c.confdeltype, c.conrelid::regclass) "
@@ -86,7 +86,7 @@ def refused_because(
         ).format(tree)
     ).fetchone()
     if row:
-        return f"a foreign key acts on its rows' deletes ({_action(row[0])})"
+        return f"the foreign key {_action(row[0])} would act on the delete"
     return None
 
 
@@ -99,11 +99,11 @@ def _tree(conn: psycopg.Connection[Any], table: sql.Composable) -> sql.Composabl
 
 
 def _action(found: str) -> str:
-    """``fk (c of public.child)`` -> ``fk ON DELETE CASCADE of public.child``."""
+    """``fk (c of public.child)`` -> ``fk of public.child (ON DELETE CASCADE)``."""
     name, _, rest = found.partition(" (")
     code, _, table = rest.rstrip(")").partition(" of ")
     what = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT", "r": "RESTRICT"}[code]
-    return f"{name} ON DELETE {what} of {table}"
+    return f"{name} of {table} (ON DELETE {what})"
 
 
 def write(
@@ -119,7 +119,7 @@ def write(
     why = refused_because(conn, table_ident(t), t.key)
     if why is None and t.always_columns:
         # an update keeps the target's value there (it cannot be set); an insert would not
-        why = f"its identity column {t.always_columns[0]} is GENERATED ALWAYS"
+        why = f"the insert would renumber the GENERATED ALWAYS column {t.always_columns[0]}"
     if why is not None:
         return refused, why
     return _halve(conn, t, ctx, numbered, refused, counts), None

@@ -349,7 +349,10 @@ def _dead(
     diag = exc.diag
     msg = redact((diag.message_primary if diag and diag.message_primary else str(exc)).strip())
     if unswapped:  # a clash that writing the rows together might have resolved: why not
-        msg = f"{msg} (not written together with the rows whose values it takes: {unswapped})"
+        msg = (
+            f"{msg} (a swap with another row is written as one delete and insert, not tried"
+            f" here: {unswapped}; a DEFERRABLE constraint takes swaps as they are)"
+        )
     sqlstate = exc.sqlstate or ""
     # the row goes from the staging table to the dead letters on the server: values keep
     # their exact text (numeric scale, timestamps) instead of a trip through Python
