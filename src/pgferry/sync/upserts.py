@@ -184,7 +184,7 @@ def apply(
     row is not written yet (23503) is put aside in the session's ``pgferry_later``
     table instead; :func:`flush_later` writes those once the rest is in. A row whose
     values a unique or exclusion constraint finds in another row (23505, 23P01) is put
-    aside in ``pgferry_clash``; :func:`flush_clashes` writes those once the table's
+    aside in ``pgferry_clash_N``; :func:`flush_clashes` writes those once the table's
     other rows are in, together (``together``: :mod:`pgferry.sync.swaps`).
     """
     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()
@@ -253,7 +253,7 @@ def _bisect(
                 _put_aside(conn, t, numbered, lo)
                 counts.later += 1
             elif pgerrors.clash(e) and clashed is None:
-                _put_aside(conn, t, numbered, lo, CLASH)
+                _put_aside(conn, t, numbered, lo, f"{CLASH}_{t.order}")
                 counts.later += 1
             elif pgerrors.clash(e) and clashed is not None:
                 clashed.append((lo, e))
@@ -325,11 +325,12 @@ def flush_clashes(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext
     every other row of the table is in: each alone if it now can (a chain), else together
     (a swap, :mod:`pgferry.sync.swaps`); the rest become dead letters. Runs in the
     caller's transaction; the side table is dropped."""
-    if conn.execute("SELECT to_regclass('pg_temp.pgferry_clash')").fetchone() == (None,):
+    aside = sql.Identifier(f"{CLASH}_{t.order}")  # the table's own: never another's rows
+    if conn.execute("SELECT to_regclass(%s)", [f"pg_temp.{CLASH}_{t.order}"]).fetchone() == (None,):
         return Counts()
     stage = staging(conn, t)
-    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage, sql.Identifier(CLASH)))
-    conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(CLASH)))
+    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage, aside))
+    conn.execute(sql.SQL("DROP TABLE {}").format(aside))
     c = apply(conn, t, ctx, stage, defer=False, together=True)
     c.staged = c.inserted + c.updated + len(c.dead)
     return c
