@@ -312,3 +312,17 @@ def _routines(conn: psycopg.Connection[Any], cat: Catalog, schemas: list[str]) -
 def tables(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, Table]:
     """Every ordinary and partitioned (parent) table of ``schemas``, by ``schema.table``."""
     return read(conn, schemas).tables
+
+
+def table_schemas(conn: psycopg.Connection[Any]) -> list[str]:
+    """The user schemas that hold at least one table (pgferry's own and the system's left
+    out), sorted: where a database's tables are, when the configured schemas hold none."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT DISTINCT n.nspname FROM pg_class c JOIN pg_namespace n "
+            "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+            "AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', "
+            "'pgferry') ORDER BY 1"
+        )
+    ]

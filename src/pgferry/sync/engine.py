@@ -42,7 +42,7 @@ from pgferry.pg.connect import Target, connect, map_db_error
 from pgferry.sync import aside, events, locks, masking, rebuild, state, workers
 from pgferry.sync.context import RunContext
 from pgferry.sync.copy import SourceSnapshot
-from pgferry.sync.plan import Mode, SyncPlan, build_plan
+from pgferry.sync.plan import Mode, SyncPlan, build_plan, check_schemas
 from pgferry.sync.result import SyncResult
 
 _USER_SCHEMAS = """SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'
@@ -118,9 +118,11 @@ def _masks(
 
 
 def _catalogs(
-    cfg: Config, snap: SourceSnapshot, target: Target, retry: float
+    cfg: Config, snap: SourceSnapshot, source: Target, target: Target, retry: float
 ) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table], dict[str, catalog.Table], str, int]:
     src = catalog.tables(snap.coordinator, cfg.sync.schemas)
+    if not src:  # a misconfigured schema list would compare nothing and say ok
+        check_schemas(cfg.sync.schemas, catalog.table_schemas(snap.coordinator), source.name)
     # retried as long as the source's first connection (``[sync] retry``), not the
     # connection's own default (10 s), whatever the configuration said
     with connect(target.dsn, autocommit=True, retry_for=retry) as c:
@@ -170,7 +172,7 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
     )
     snap = SourceSnapshot(source.dsn, retry_for=retry, mask_key=key)
     try:
-        src, tgt, everything, trole, tversion = _catalogs(cfg, snap, target, retry)
+        src, tgt, everything, trole, tversion = _catalogs(cfg, snap, source, target, retry)
         plan = build_plan(
             src,
             tgt,

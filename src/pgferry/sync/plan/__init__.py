@@ -22,5 +22,6 @@ them to it). The names below are what the rest of pgferry imports from here.
 
 from pgferry.sync.plan.build import build_plan
 from pgferry.sync.plan.model import Mode, Strategy, SyncPlan, TablePlan
+from pgferry.sync.plan.selection import check_schemas
 
-__all__ = ["Mode", "Strategy", "SyncPlan", "TablePlan", "build_plan"]
+__all__ = ["Mode", "Strategy", "SyncPlan", "TablePlan", "build_plan", "check_schemas"]

@@ -18,6 +18,22 @@ from pgferry.errors import BadInput
 from pgferry.pg.catalog_types import Table
 
 
+def check_schemas(schemas: list[str], elsewhere: list[str], env: str) -> None:
+    """BadInput when the configured ``schemas`` hold no table on ``env`` (the source) while
+    other schemas (``elsewhere``) do: a sync or verify would compare nothing and say ok."""
+    others = [s for s in elsewhere if s not in schemas]
+    if others:
+        raise BadInput(
+            f"nothing to compare: no table of {env} is in [sync] schemas ({', '.join(schemas)});"
+            f" its tables are in {', '.join(others)}: set [sync] schemas = "
+            f"{_toml_list(schemas + others)} in pgferry.toml"
+        )
+
+
+def _toml_list(names: list[str]) -> str:
+    return "[" + ", ".join(f'"{n}"' for n in names) + "]"
+
+
 def _match(
     patterns: list[str], names: list[str], schemas: list[str], what: str, strict: bool
 ) -> list[str]:
@@ -29,6 +45,11 @@ def _match(
             continue
         cands = [p] if "." in p else [f"{s}.{p}" for s in schemas]
         hits = [n for n in names if any(fnmatch.fnmatchcase(n, c) for c in cands)]
+        if not hits and strict and "." in p and p.split(".")[0] not in schemas:
+            raise BadInput(
+                f"{what} names table {p!r}, whose schema {p.split('.')[0]} is not synced: "
+                f"[sync] schemas = {_toml_list(schemas)} in pgferry.toml; add it there"
+            )
         if not hits and strict:
             raise BadInput(
                 f"{what} names table {p!r}, which is not in "
