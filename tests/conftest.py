@@ -62,6 +62,21 @@ def role(pg_admin_dsn: str) -> str:
 
 
 @pytest.fixture
+def login_role(pg_admin_dsn: str) -> Iterator[str]:
+    """A login role that is neither an owner nor a superuser; dropped afterwards with
+    whatever it was granted or made, in every database."""
+    name = f"pgf_r_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name)))
+    yield name
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        for (db,) in c.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall():
+            with psycopg.connect(psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=db)) as d:
+                d.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        c.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
 def make_db(pg_admin_dsn: str, role: str) -> Iterator[Callable[..., str]]:
     """Factory: a fresh database owned by the test role; returns the role's DSN."""
     yield from _db_factory(pg_admin_dsn, "t")

@@ -7,8 +7,7 @@ wraparound, a forgotten prepared transaction."""
 from __future__ import annotations
 
 import threading
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,7 +16,6 @@ from typing import Any, cast
 
 import psycopg
 import pytest
-from psycopg import sql as q
 
 from pgferry import journal
 from pgferry.config import load_config
@@ -32,18 +30,9 @@ EXTRA = '[health]\ncache_interval = "0s"\n' + TABLE
 
 
 @pytest.fixture
-def monitor(pg_admin_dsn: str) -> Iterator[str]:
+def monitor(login_role: str) -> str:
     """A login role that is neither the owner nor a superuser (dropped afterwards)."""
-    name = f"pgf_mon_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        c.execute(q.SQL("CREATE ROLE {} LOGIN").format(q.Identifier(name)))
-    yield name
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        dbs = c.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall()
-        for (db,) in dbs:  # its grants, wherever the test made them
-            with psycopg.connect(psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=db)) as d:
-                d.execute(q.SQL("DROP OWNED BY {}").format(q.Identifier(name)))
-        c.execute(q.SQL("DROP ROLE {}").format(q.Identifier(name)))
+    return login_role
 
 
 def _as(p: Project, pg_admin_dsn: str, role: str, env: str = "prod") -> Project:

@@ -12,7 +12,7 @@ puts the target back as it was.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -266,32 +266,19 @@ def test_any_permutation_of_unique_values_is_synced_and_reverted(
     assert snapshot(p.dsns["prod"], ("u", "c")) == before
 
 
-@pytest.fixture
-def writer(pg_admin_dsn: str) -> Iterator[str]:
-    """A login role that is neither the owner nor a superuser (dropped afterwards)."""
-    name = f"pgf_w_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        c.execute(q.SQL("CREATE ROLE {} LOGIN").format(q.Identifier(name)))
-    yield name
-    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
-        for (db,) in c.execute("SELECT datname FROM pg_database WHERE datallowconn").fetchall():
-            with psycopg.connect(psycopg.conninfo.make_conninfo(pg_admin_dsn, dbname=db)) as d:
-                d.execute(q.SQL("DROP OWNED BY {}").format(q.Identifier(name)))
-        c.execute(q.SQL("DROP ROLE {}").format(q.Identifier(name)))
-
-
 def test_a_role_that_may_not_delete_keeps_the_swap_as_dead_letters(
     tmp_path: Path,
     make_db: Callable[..., str],
     cli: Callable[..., Result],
     pg_admin_dsn: str,
-    writer: str,
+    login_role: str,
 ) -> None:
     """A role that may insert and update ``users`` but not delete from it (rows are
     never deleted there: ``deletes = false``): no replace is tried, the rest of the
     table is written, and the dead letters say why."""
     p = pair(tmp_path, make_db, SCHEMA, '[sync.tables."public.users"]\ndeletes = false\n')
     assert run(cli, p, "sync", "dev", "prod", "--yes").code == 0  # the owner makes pgferry's
+    writer = login_role
     w = q.Identifier(writer)
     sql(
         p.dsns["prod"],
