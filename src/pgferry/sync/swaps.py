@@ -80,13 +80,14 @@ def refused_because(
         return f"the table's user trigger {row[0]} would fire on them"
     row = conn.execute(
         sql.SQL(
-            "SELECT format('%s (%s of %s)', c.conname, c.confdeltype, c.conrelid::regclass) "
+            "SELECT c.conname::text, c.confdeltype::text, c.conrelid::regclass::text "
             "FROM pg_constraint c WHERE c.contype = 'f' AND c.confdeltype <> 'a' "
             "AND c.confrelid IN ({}) ORDER BY 1 LIMIT 1"
         ).format(tree)
     ).fetchone()
     if row:
-        return f"the foreign key {_action(row[0])} would act on the delete"
+        what = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT", "r": "RESTRICT"}[row[1]]
+        return f"the foreign key {row[0]} of {row[2]} (ON DELETE {what}) would act on the delete"
     return None
 
 
@@ -96,14 +97,6 @@ def _tree(conn: psycopg.Connection[Any], table: sql.Composable) -> sql.Composabl
     return sql.SQL(
         "SELECT {t}::regclass UNION SELECT relid FROM pg_partition_tree({t}::regclass)"
     ).format(t=sql.Literal(table.as_string(conn)))
-
-
-def _action(found: str) -> str:
-    """``fk (c of public.child)`` -> ``fk of public.child (ON DELETE CASCADE)``."""
-    name, _, rest = found.partition(" (")
-    code, _, table = rest.rstrip(")").partition(" of ")
-    what = {"c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT", "r": "RESTRICT"}[code]
-    return f"{name} of {table} (ON DELETE {what})"
 
 
 def write(
