@@ -20,8 +20,9 @@ referencing it, and no ``GENERATED ALWAYS`` identity column outside the key keep
 target's own numbers (an update leaves them; an insert would not).
 
 The upserts (:mod:`pgferry.sync.upserts`) put such rows aside, batch after batch, and
-hand them here once the table's other rows are written (a chain across batches is then
-often written row by row). A group the server refuses is tried again without the rows
+hand them here once the table's other rows are written (where a replace is refused,
+they try each row alone once more instead). A group the server refuses is tried again
+without the rows
 whose values a row outside it holds (:func:`_for_good`: a plain unique index says which),
 else halved, until the rows it refuses are alone: they stay dead letters, as before,
 with the reason when no replace was tried. Runs in the caller's transaction, each try
@@ -99,40 +100,33 @@ def _tree(conn: psycopg.Connection[Any], table: sql.Composable) -> sql.Composabl
     ).format(t=sql.Literal(table.as_string(conn)))
 
 
+def refused(conn: psycopg.Connection[Any], t: TablePlan) -> str | None:
+    """Why rows of ``t`` are not replaced (:func:`refused_because`, and an identity column
+    the target numbers itself); None: they may be."""
+    why = refused_because(conn, table_ident(t), t.key)
+    if why is None and t.always_columns:
+        # an update keeps the target's value there (it cannot be set); an insert would not
+        why = f"the insert would renumber the GENERATED ALWAYS column {t.always_columns[0]}"
+    return why
+
+
 def write(
     conn: psycopg.Connection[Any],
     t: TablePlan,
     ctx: WriteContext,
     numbered: sql.Identifier,
-    refused: list[Refused],
-    counts: Counts,
-) -> tuple[list[Refused], str | None]:
-    """Replace the ``refused`` rows of ``numbered`` together: the rows still refused, and
-    why none was tried (:func:`refused_because`; None when they were)."""
-    why = refused_because(conn, table_ident(t), t.key)
-    if why is None and t.always_columns:
-        # an update keeps the target's value there (it cannot be set); an insert would not
-        why = f"the insert would renumber the GENERATED ALWAYS column {t.always_columns[0]}"
-    if why is not None:
-        return refused, why
-    return _halve(conn, t, ctx, numbered, refused, counts), None
-
-
-def _halve(
-    conn: psycopg.Connection[Any],
-    t: TablePlan,
-    ctx: WriteContext,
-    numbered: sql.Identifier,
-    part: list[Refused],
+    part: list[int],
     counts: Counts,
 ) -> list[Refused]:
-    """Replace ``part`` together; when the server refuses it, leave out the rows that clash
-    with a row outside it (:func:`_for_good`) and try again, else halve it."""
+    """Replace the rows ``part`` of ``numbered`` together (the caller asked
+    :func:`refused` first); when the server refuses them, leave out the rows that clash
+    with a row outside them (:func:`_for_good`) and try again, else halve them. The rows
+    still refused, each with the error that refused it."""
     left: list[Refused] = []
     while part:
         try:
             with conn.transaction():
-                ins, upd = _replace(conn, t, ctx, numbered, [n for n, _ in part])
+                ins, upd = _replace(conn, t, ctx, numbered, part)
             counts.inserted += ins
             counts.updated += upd
             return left
@@ -140,19 +134,19 @@ def _halve(
             if is_transient(e) or conn.broken or not row_error(e):
                 raise
             if len(part) == 1:
-                return left + part
-            bad = _for_good(conn, t, numbered, [n for n, _ in part], e)
+                return [*left, (part[0], e)]
+            bad = _for_good(conn, t, numbered, part, e)
+            left += [(n, e) for n in part if n in bad]
         if not bad:
             break
-        left += [r for r in part if r[0] in bad]
-        part = [r for r in part if r[0] not in bad]
+        part = [n for n in part if n not in bad]
     mid = len(part) // 2
     if not mid:
-        return left + part
+        return left
     return (
         left
-        + _halve(conn, t, ctx, numbered, part[:mid], counts)
-        + _halve(conn, t, ctx, numbered, part[mid:], counts)
+        + write(conn, t, ctx, numbered, part[:mid], counts)
+        + write(conn, t, ctx, numbered, part[mid:], counts)
     )
 
 

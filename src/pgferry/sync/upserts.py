@@ -176,7 +176,7 @@ def apply(
     stage: sql.Identifier,
     *,
     defer: bool | None = None,
-    together: bool = False,
+    unswapped: str | None = None,
 ) -> Counts:
     """Upsert the staged rows into ``t``; bad rows are bisected out into dead letters.
 
@@ -185,7 +185,8 @@ def apply(
     table instead; :func:`flush_later` writes those once the rest is in. A row whose
     values a unique or exclusion constraint finds in another row (23505, 23P01) is put
     aside in ``pgferry_clash_N``; :func:`flush_clashes` writes those once the table's
-    other rows are in, together (``together``: :mod:`pgferry.sync.swaps`).
+    other rows are in (``unswapped``: why they cannot be written together; such rows
+    are then dead letters that say so).
     """
     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()
     counts = Counts(staged=int(n[0]) if n else 0)
@@ -198,15 +199,8 @@ def apply(
     except psycopg.Error as e:
         if is_transient(e) or conn.broken or not row_error(e):
             raise
-    numbered = temp_table(
-        conn,
-        f"{_NUMBERED}_{t.order}",
-        sql.SQL("SELECT 0::int8 AS pgferry_n, * FROM {} WITH NO DATA").format(stage),
-    )
-    conn.execute(
-        sql.SQL("INSERT INTO {} SELECT row_number() OVER (), * FROM {}").format(numbered, stage)
-    )
-    clashed: list[swaps.Refused] | None = [] if together else None
+    numbered = _numbered(conn, t, stage)
+    clashed: list[int] = []
     _bisect(
         conn,
         t,
@@ -216,13 +210,25 @@ def apply(
         counts.staged,
         counts,
         t.self_referencing if defer is None else defer,
-        clashed,
+        clashed if unswapped is None else unswapped,
     )
-    if clashed:  # rows another row's values stood in the way of: written together
-        still, why = swaps.write(conn, t, ctx, numbered, clashed, counts)
-        for n, err in still:
-            _dead(conn, t, ctx, numbered, n, err, counts, why)
+    if clashed:  # put aside in one statement (a masked unique column: thousands of rows)
+        _put_aside(conn, t, numbered, clashed, f"{CLASH}_{t.order}")
+        counts.later += len(clashed)
     return counts
+
+
+def _numbered(conn: psycopg.Connection[Any], t: TablePlan, stage: sql.Identifier) -> sql.Identifier:
+    """The staged rows numbered from 1 (``pgferry_n``), to bisect and to name them by."""
+    numbered = temp_table(
+        conn,
+        f"{_NUMBERED}_{t.order}",
+        sql.SQL("SELECT 0::int8 AS pgferry_n, * FROM {} WITH NO DATA").format(stage),
+    )
+    conn.execute(
+        sql.SQL("INSERT INTO {} SELECT row_number() OVER (), * FROM {}").format(numbered, stage)
+    )
+    return numbered
 
 
 def _bisect(
@@ -234,8 +240,11 @@ def _bisect(
     hi: int,
     counts: Counts,
     defer: bool,
-    clashed: list[swaps.Refused] | None,
+    clash: list[int] | str,
 ) -> None:
+    """``clash``: where a row refused for a value another row holds goes: that list (to be
+    put aside), or, when it is the reason such rows cannot be written together, a dead
+    letter that says it."""
     where = sql.SQL("pgferry_n BETWEEN {} AND {} AND {}").format(
         sql.Literal(lo), sql.Literal(hi), _skipping(t, numbered)
     )
@@ -250,26 +259,25 @@ def _bisect(
             raise
         if lo == hi:
             if defer and pgerrors.foreign_key(e):
-                _put_aside(conn, t, numbered, lo)
+                _put_aside(conn, t, numbered, [lo])
                 counts.later += 1
-            elif pgerrors.clash(e) and clashed is None:
-                _put_aside(conn, t, numbered, lo, f"{CLASH}_{t.order}")
-                counts.later += 1
-            elif pgerrors.clash(e) and clashed is not None:
-                clashed.append((lo, e))
+            elif pgerrors.clash(e) and isinstance(clash, list):
+                clash.append(lo)
             else:
-                _dead(conn, t, ctx, numbered, lo, e, counts)
+                _dead(
+                    conn, t, ctx, numbered, lo, e, counts, clash if isinstance(clash, str) else None
+                )
             return
     mid = (lo + hi) // 2
-    _bisect(conn, t, ctx, numbered, lo, mid, counts, defer, clashed)
-    _bisect(conn, t, ctx, numbered, mid + 1, hi, counts, defer, clashed)
+    _bisect(conn, t, ctx, numbered, lo, mid, counts, defer, clash)
+    _bisect(conn, t, ctx, numbered, mid + 1, hi, counts, defer, clash)
 
 
 def _put_aside(
     conn: psycopg.Connection[Any],
     t: TablePlan,
     numbered: sql.Identifier,
-    n: int,
+    ns: list[int],
     aside: str = LATER,
 ) -> None:
     items = [
@@ -284,10 +292,10 @@ def _put_aside(
         )
     )
     conn.execute(
-        sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_n = %s").format(
+        sql.SQL("INSERT INTO {} SELECT {} FROM {} WHERE pgferry_n = ANY(%s)").format(
             sql.Identifier(aside), cols(t.columns), numbered
         ),
-        [n],
+        [ns],
     )
 
 
@@ -322,16 +330,26 @@ def flush_later(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) 
 
 def flush_clashes(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> Counts:
     """Write the rows of ``t`` put aside because another row held their values, now that
-    every other row of the table is in: each alone if it now can (a chain), else together
-    (a swap, :mod:`pgferry.sync.swaps`); the rest become dead letters. Runs in the
-    caller's transaction; the side table is dropped."""
+    every other row of the table is in: all together where a replace changes nothing but
+    them (:mod:`pgferry.sync.swaps`: a swap, a chain), else each alone (a chain whose
+    holder has moved since); the rest become dead letters. Runs in the caller's
+    transaction; the side table is dropped."""
     aside = sql.Identifier(f"{CLASH}_{t.order}")  # the table's own: never another's rows
     if conn.execute("SELECT to_regclass(%s)", [f"pg_temp.{CLASH}_{t.order}"]).fetchone() == (None,):
         return Counts()
     stage = staging(conn, t)
     conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage, aside))
     conn.execute(sql.SQL("DROP TABLE {}").format(aside))
-    c = apply(conn, t, ctx, stage, defer=False, together=True)
+    why = swaps.refused(conn, t)
+    if why is not None:  # each alone, as the holder of its values may have moved since
+        c = apply(conn, t, ctx, stage, defer=False, unswapped=why)
+    else:  # all together: a chain, a swap (the rows no replace can write are left out)
+        numbered = _numbered(conn, t, stage)
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()
+        c = Counts()
+        every = list(range(1, int(row[0] if row else 0) + 1))
+        for k, err in swaps.write(conn, t, ctx, numbered, every, c):
+            _dead(conn, t, ctx, numbered, k, err, c)
     c.staged = c.inserted + c.updated + len(c.dead)
     return c
 
@@ -349,7 +367,7 @@ def _dead(
     keys = t.key or tuple(t.columns)
     diag = exc.diag
     msg = redact((diag.message_primary if diag and diag.message_primary else str(exc)).strip())
-    if unswapped:  # a clash that writing the rows together might have resolved: why not
+    if unswapped and pgerrors.clash(exc):  # writing the rows together was not tried: why
         msg = (
             f"{msg} (a swap with another row is written as one delete and insert, not tried"
             f" here: {unswapped}; a DEFERRABLE constraint takes swaps as they are)"
