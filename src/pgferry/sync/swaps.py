@@ -179,14 +179,6 @@ def _for_good(
     if not names or any(c not in t.columns for c in names):
         return set()
 
-    def typed(alias: str) -> sql.Composable:
-        return sql.SQL(", ").join(
-            sql.SQL("CAST({} AS {})").format(sql.Identifier(alias, c), sql.SQL(t.column_types[c]))
-            if c in t.text_columns
-            else sql.Identifier(alias, c)
-            for c in names
-        )
-
     found = conn.execute(
         sql.SQL(
             "SELECT s.pgferry_n FROM {s} s WHERE s.pgferry_n = ANY(%(ns)s) AND (EXISTS (SELECT 1 "
@@ -197,8 +189,8 @@ def _for_good(
             s=numbered,
             tbl=table_ident(t),
             xv=cols(names, "x"),
-            sv=typed("s"),
-            yv=typed("y"),
+            sv=typed_values(t, "s", names),
+            yv=typed_values(t, "y", names),
             xk=cols(t.key, "x"),
             k=cols(t.key),
         ),

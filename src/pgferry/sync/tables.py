@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from pgferry.pg.connect import is_transient
-from pgferry.sync import deletes, prefetch, upserts, write
+from pgferry.sync import deletes, flush, prefetch, upserts, write
 from pgferry.sync.copy import (
     Key,
     cols,
@@ -218,8 +218,8 @@ def _set_aside(link: Link, t: TablePlan) -> Any:
 def flush_later(link: Link, t: TablePlan, res: TableResult) -> None:
     """Write the rows put aside: of a self-referencing table, those whose parent came in a
     later batch; then those whose unique values another row held (a swap, a chain)."""
-    flushed = [upserts.flush_later(link.tgt, t, link.ctx)] if t.self_referencing else []
-    flushed.append(upserts.flush_clashes(link.tgt, t, link.ctx))
+    flushed = [flush.flush_later(link.tgt, t, link.ctx)] if t.self_referencing else []
+    flushed.append(flush.flush_clashes(link.tgt, t, link.ctx))
     for c in flushed:
         res.inserted += c.inserted
         res.updated += c.updated

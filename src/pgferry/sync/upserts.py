@@ -8,8 +8,9 @@ unchanged rows cost no write. When the statement fails on a row (constraint
 violation, bad value — any non-transient error), the batch is bisected under
 savepoints until the bad rows are isolated; they go to
 ``pgferry.dead_letters`` and the rest is written. Transient errors propagate
-so the caller can retry the whole batch. In a self-referencing table a row whose
-parent is not written yet is put aside and written by :func:`flush_later`.
+so the caller can retry the whole batch. A row whose parent (in a self-referencing
+table) or whose unique values (held by another row) are not free yet is put aside;
+:mod:`pgferry.sync.flush` writes those at the table's end.
 :func:`images_of_inserts` records the rows a ``COPY`` into an empty table inserted.
 """
 
@@ -22,7 +23,6 @@ from psycopg import sql
 
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import is_transient, redact
-from pgferry.sync import swaps
 from pgferry.sync.copy import cols, table_ident
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import DeadLetter
@@ -33,7 +33,6 @@ from pgferry.sync.write import (
     fingerprint,
     key_json,
     row_error,
-    staging,
     temp_table,
     typed_values,
 )
@@ -182,10 +181,11 @@ def apply(
 
     In a self-referencing table (``defer``, the default there) a row whose parent
     row is not written yet (23503) is put aside in the session's ``pgferry_later``
-    table instead; :func:`flush_later` writes those once the rest is in. A row whose
-    values a unique or exclusion constraint finds in another row (23505, 23P01) is put
-    aside in ``pgferry_clash_N``; :func:`flush_clashes` writes those once the table's
-    other rows are in (``unswapped``: why they cannot be written together; such rows
+    table instead; :func:`pgferry.sync.flush.flush_later` writes those once the rest is
+    in. A row whose values a unique or exclusion constraint finds in another row (23505,
+    23P01) is put aside in ``pgferry_clash_N``;
+    :func:`pgferry.sync.flush.flush_clashes` writes those once the table's other rows are
+    in (``unswapped``: why they cannot be written together; such rows
     are then dead letters that say so).
     """
     n = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()
@@ -199,7 +199,7 @@ def apply(
     except psycopg.Error as e:
         if is_transient(e) or conn.broken or not row_error(e):
             raise
-    numbered = _numbered(conn, t, stage)
+    numbered, _ = numbered_rows(conn, t, stage)
     clashed: list[int] = []
     _bisect(
         conn,
@@ -210,7 +210,8 @@ def apply(
         counts.staged,
         counts,
         t.self_referencing if defer is None else defer,
-        clashed if unswapped is None else unswapped,
+        clashed,
+        unswapped,
     )
     if clashed:  # put aside in one statement (a masked unique column: thousands of rows)
         _put_aside(conn, t, numbered, clashed, f"{CLASH}_{t.order}")
@@ -218,17 +219,20 @@ def apply(
     return counts
 
 
-def _numbered(conn: psycopg.Connection[Any], t: TablePlan, stage: sql.Identifier) -> sql.Identifier:
-    """The staged rows numbered from 1 (``pgferry_n``), to bisect and to name them by."""
+def numbered_rows(
+    conn: psycopg.Connection[Any], t: TablePlan, stage: sql.Identifier
+) -> tuple[sql.Identifier, int]:
+    """The staged rows numbered from 1 (``pgferry_n``), to bisect and to name them by;
+    and how many there are."""
     numbered = temp_table(
         conn,
         f"{_NUMBERED}_{t.order}",
         sql.SQL("SELECT 0::int8 AS pgferry_n, * FROM {} WITH NO DATA").format(stage),
     )
-    conn.execute(
+    cur = conn.execute(
         sql.SQL("INSERT INTO {} SELECT row_number() OVER (), * FROM {}").format(numbered, stage)
     )
-    return numbered
+    return numbered, max(cur.rowcount, 0)
 
 
 def _bisect(
@@ -240,11 +244,12 @@ def _bisect(
     hi: int,
     counts: Counts,
     defer: bool,
-    clash: list[int] | str,
+    clashed: list[int],
+    unswapped: str | None,
 ) -> None:
-    """``clash``: where a row refused for a value another row holds goes: that list (to be
-    put aside), or, when it is the reason such rows cannot be written together, a dead
-    letter that says it."""
+    """A row refused for a value another row holds goes to ``clashed`` (to be put aside),
+    or, with ``unswapped`` (why such rows cannot be written together), is a dead letter
+    that says it."""
     where = sql.SQL("pgferry_n BETWEEN {} AND {} AND {}").format(
         sql.Literal(lo), sql.Literal(hi), _skipping(t, numbered)
     )
@@ -261,16 +266,14 @@ def _bisect(
             if defer and pgerrors.foreign_key(e):
                 _put_aside(conn, t, numbered, [lo])
                 counts.later += 1
-            elif pgerrors.clash(e) and isinstance(clash, list):
-                clash.append(lo)
+            elif pgerrors.clash(e) and unswapped is None:
+                clashed.append(lo)
             else:
-                _dead(
-                    conn, t, ctx, numbered, lo, e, counts, clash if isinstance(clash, str) else None
-                )
+                dead(conn, t, ctx, numbered, lo, e, counts, unswapped)
             return
     mid = (lo + hi) // 2
-    _bisect(conn, t, ctx, numbered, lo, mid, counts, defer, clash)
-    _bisect(conn, t, ctx, numbered, mid + 1, hi, counts, defer, clash)
+    _bisect(conn, t, ctx, numbered, lo, mid, counts, defer, clashed, unswapped)
+    _bisect(conn, t, ctx, numbered, mid + 1, hi, counts, defer, clashed, unswapped)
 
 
 def _put_aside(
@@ -299,62 +302,7 @@ def _put_aside(
     )
 
 
-def flush_later(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> Counts:
-    """Write the rows put aside for ``t`` (pass after pass while that makes progress).
-
-    Rows still refused when a pass writes nothing more become dead letters.
-    Runs in the caller's transaction; the side table is dropped at the end.
-    """
-    total = Counts()
-    if conn.execute("SELECT to_regclass('pg_temp.pgferry_later')").fetchone() == (None,):
-        return total
-    later = sql.Identifier(LATER)
-    last = -1
-    while True:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(later)).fetchone()
-        pending = int(row[0]) if row else 0
-        if pending == 0:
-            break
-        stage = staging(conn, t)
-        conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage, later))
-        conn.execute(sql.SQL("TRUNCATE {}").format(later))
-        c = apply(conn, t, ctx, stage, defer=pending != last)
-        last = pending
-        total.inserted += c.inserted
-        total.updated += c.updated
-        total.dead += c.dead
-    conn.execute(sql.SQL("DROP TABLE {}").format(later))
-    total.staged = total.inserted + total.updated + len(total.dead)
-    return total
-
-
-def flush_clashes(conn: psycopg.Connection[Any], t: TablePlan, ctx: WriteContext) -> Counts:
-    """Write the rows of ``t`` put aside because another row held their values, now that
-    every other row of the table is in: all together where a replace changes nothing but
-    them (:mod:`pgferry.sync.swaps`: a swap, a chain), else each alone (a chain whose
-    holder has moved since); the rest become dead letters. Runs in the caller's
-    transaction; the side table is dropped."""
-    aside = sql.Identifier(f"{CLASH}_{t.order}")  # the table's own: never another's rows
-    if conn.execute("SELECT to_regclass(%s)", [f"pg_temp.{CLASH}_{t.order}"]).fetchone() == (None,):
-        return Counts()
-    stage = staging(conn, t)
-    conn.execute(sql.SQL("INSERT INTO {} SELECT * FROM {}").format(stage, aside))
-    conn.execute(sql.SQL("DROP TABLE {}").format(aside))
-    why = swaps.refused(conn, t)
-    if why is not None:  # each alone, as the holder of its values may have moved since
-        c = apply(conn, t, ctx, stage, defer=False, unswapped=why)
-    else:  # all together: a chain, a swap (the rows no replace can write are left out)
-        numbered = _numbered(conn, t, stage)
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(stage)).fetchone()
-        c = Counts()
-        every = list(range(1, int(row[0] if row else 0) + 1))
-        for k, err in swaps.write(conn, t, ctx, numbered, every, c):
-            _dead(conn, t, ctx, numbered, k, err, c)
-    c.staged = c.inserted + c.updated + len(c.dead)
-    return c
-
-
-def _dead(
+def dead(
     conn: psycopg.Connection[Any],
     t: TablePlan,
     ctx: WriteContext,

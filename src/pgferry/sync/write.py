@@ -110,10 +110,13 @@ def key_json(t: TablePlan, alias: str) -> sql.Composable:
     )
 
 
-def typed_values(t: TablePlan, prefix: str | None = None) -> sql.Composable:
-    """The staged columns as the target's types (text columns cast back)."""
+def typed_values(
+    t: TablePlan, prefix: str | None = None, names: list[str] | None = None
+) -> sql.Composable:
+    """The staged columns (``names``, default all) as the target's types (text columns
+    cast back)."""
     out: list[sql.Composable] = []
-    for c in t.columns:
+    for c in t.columns if names is None else names:
         ref: sql.Composable = sql.Identifier(prefix, c) if prefix else sql.Identifier(c)
         if c in t.text_columns:
             # the type text is the target's own format_type() output, not user input
