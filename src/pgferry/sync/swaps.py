@@ -19,11 +19,11 @@ refuses at once (``ON DELETE CASCADE | SET NULL | SET DEFAULT | RESTRICT``) the 
 referencing it, and no ``GENERATED ALWAYS`` identity column outside the key keeps the
 target's own numbers (an update leaves them; an insert would not).
 
-The upserts (:mod:`pgferry.sync.upserts`) put such rows aside, batch after batch, and
-hand them here once the table's other rows are written (where a replace is refused,
-they try each row alone once more instead). A group the server refuses is tried again
-without the rows
-whose values a row outside it holds (:func:`_for_good`: a plain unique index says which),
+The upserts (:mod:`pgferry.sync.upserts`) put such rows aside, batch after batch;
+:func:`pgferry.sync.flush.flush_clashes` hands them here once the table's other rows are
+written (where a replace is refused, it tries each row alone once more instead). A
+group the server refuses is tried again without the rows whose values a row outside it
+holds (:func:`_for_good`: a plain unique index says which),
 else halved, until the rows it refuses are alone: they stay dead letters, as before,
 with the reason when no replace was tried. Runs in the caller's transaction, each try
 in a savepoint; never commits. With before-images a replaced row is saved as the update
