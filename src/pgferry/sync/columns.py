@@ -11,8 +11,9 @@ values by one name. What the comparison makes of it: :mod:`pgferry.sync.sides`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import psycopg
@@ -24,12 +25,24 @@ from pgferry.pg.catalog_types import LOOSE_EQUALITY
 
 _COLUMNS = """
 SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
+       -- the collation as what orders its values, not its name: provider, locale, ICU
+       -- rules and library version (a name says nothing: "en_US.UTF-8" on macOS sorts by
+       -- bytes, and glibc 2.28 reordered it). Columns newer servers added are read through
+       -- to_jsonb, so the query runs on 13 too; an ICU locale sits in collcollate before 15
        CASE WHEN a.attcollation = 0 THEN ''
             WHEN co.collname = 'default' THEN (
-                SELECT 'default:' || d.datcollate || ':' || coalesce(
-                    to_jsonb(d) ->> 'datlocale', to_jsonb(d) ->> 'daticulocale', '')
-                FROM pg_database d WHERE d.datname = current_database())
-            ELSE co.collname END,
+                SELECT concat_ws(':', coalesce(j ->> 'datlocprovider', 'c'),
+                    CASE WHEN coalesce(j ->> 'datlocprovider', 'c') = 'c' THEN d.datcollate
+                         ELSE coalesce(j ->> 'datlocale', j ->> 'daticulocale') END,
+                    coalesce(j ->> 'daticurules', ''), coalesce(j ->> 'datcollversion', ''))
+                FROM pg_database d, to_jsonb(d) j WHERE d.datname = current_database())
+            ELSE (SELECT concat_ws(':', co.collprovider,
+                    CASE WHEN co.collprovider = 'c' THEN co.collcollate
+                         ELSE coalesce(j ->> 'colllocale', j ->> 'colliculocale',
+                                       co.collcollate) END,
+                    coalesce(j ->> 'collicurules', ''),
+                    coalesce(pg_collation_actual_version(co.oid), ''))
+                  FROM to_jsonb(co) j) END,
        -- hashable: the (domain's base) type, or an array's element type, is an enum or has
        -- a default hash operator class, directly or through an implicit binary-coercible
        -- cast, as the server looks one up (varchar's is text's; xml's cast to text is
@@ -81,7 +94,9 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
         JOIN pg_namespace en ON en.oid = et.typnamespace
         WHERE bt.typcategory = 'A' AND et.oid = bt.typelem),
        coalesce(co.collisdeterministic, true),
-       bt.oid::int8
+       bt.oid::int8,
+       (SELECT ARRAY[cn.nspname::text, co.collname::text] FROM pg_namespace cn
+        WHERE cn.oid = co.collnamespace)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -191,5 +206,62 @@ def _column(r: Sequence[Any]) -> ColumnInfo:
 def read_columns(
     conn: psycopg.Connection[Any], schema: str, name: str, wanted: Sequence[str]
 ) -> dict[str, ColumnInfo]:
-    """The wanted columns of ``schema.name`` that exist, by name."""
-    return {r[0]: _column(r) for r in conn.execute(_COLUMNS, [schema, name, list(wanted)])}
+    """The wanted columns of ``schema.name`` that exist, by name.
+
+    A collatable column's :attr:`ColumnInfo.collation` ends in the order its collation
+    gives :data:`PROBE` (:func:`probe_orders`), so that two collations alike in every
+    attribute the catalog shows but ordering otherwise (servers whose C libraries differ
+    and report no version, as 13 and 14 do for a database's default) are not taken as one.
+    """
+    rows = conn.execute(_COLUMNS, [schema, name, list(wanted)]).fetchall()
+    orders = probe_orders(conn, {tuple(r[11]) for r in rows if r[3] and r[11]})
+    return {
+        r[0]: replace(c, collation=f"{c.collation}:{orders[tuple(r[11])]}") if r[3] else c
+        for r in rows
+        for c in [_column(r)]
+    }
+
+
+#: strings whose order tells the common collations apart: case first or last, or by bytes
+#: (C); punctuation and spaces ignored at the first level or not (glibc before and after
+#: 2.28, macOS); digits; and, where the server's encoding holds them, accents and letters
+#: that some languages sort elsewhere
+PROBE = (
+    "a", "A", "b", "B", "z", "Z", "aB", "Ab", "AB", "ab", "a b", "a-b", "a_b", "a.b", "a1",
+    "a10", "a2", "1", "10", "1-1", "1 1", "11", "2", "9", "", " ", "-", "_", ".", "~",
+    "co-op", "coop", "co op", "O'Brien", "OBrien", "x y", "xy", "x-y",
+)  # fmt: skip
+PROBE_UTF8 = (
+    "e", "é", "f", "ä", "ae", "ß", "ss", "i", "I", "ı", "İ", "ch", "h", "c", "å", "ü", "y",
+    "ø", "ñ", "n", "o", "ǆ", "Å",
+)  # fmt: skip
+
+
+def probe_orders(
+    conn: psycopg.Connection[Any], collations: set[tuple[str, ...]]
+) -> dict[tuple[str, ...], str]:
+    """The order (positions in :data:`PROBE`) each of ``collations`` (schema, name) gives.
+
+    One statement for all of them; the non-ASCII strings only where the server's and the
+    connection's encodings are UTF-8 (elsewhere they might not convert).
+    """
+    if not collations:
+        return {}
+    utf8 = conn.info.parameter_status("server_encoding") == "UTF8" and conn.info.encoding == "utf-8"
+    probe = [*PROBE, *PROBE_UTF8] if utf8 else list(PROBE)
+    names = sorted(collations)
+    q = sql.SQL("SELECT {}").format(
+        sql.SQL(", ").join(
+            sql.SQL(
+                "(SELECT string_agg(n::text, ',' ORDER BY s COLLATE {}, n) "
+                "FROM unnest(%(p)s::text[]) WITH ORDINALITY AS p(s, n))"
+            ).format(sql.Identifier(*c))
+            for c in names
+        )
+    )
+    row = conn.execute(q, {"p": probe}).fetchone()
+    assert row is not None
+    return {
+        c: hashlib.blake2b(o.encode(), digest_size=6).hexdigest()
+        for c, o in zip(names, row, strict=True)
+    }
