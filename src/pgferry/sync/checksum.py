@@ -227,7 +227,7 @@ def piece_of(s: Side, bounds: Sequence[Key]) -> tuple[sql.Composable, list[Any]]
     if len(s.key) == 1:
         return whole, list(aparams)
     first = s.key_exprs()[0]
-    firsts = sql.SQL("%s::{}[]").format(s.key[0].type)
+    firsts = sql.SQL("%s::{}[]").format(s.key_type(s.key[0]))
     expr = sql.SQL(
         "CASE WHEN {k} = ({f})[width_bucket({k}, {f})] THEN {whole} ELSE width_bucket({k}, {f}) END"
     ).format(k=first, f=firsts, whole=whole)

@@ -96,7 +96,12 @@ SELECT a.attname, tn.nspname, t.typname, a.attcollation <> 0,
        coalesce(co.collisdeterministic, true),
        bt.oid::int8,
        (SELECT ARRAY[cn.nspname::text, co.collname::text] FROM pg_namespace cn
-        WHERE cn.oid = co.collnamespace)
+        WHERE cn.oid = co.collnamespace),
+       -- an enum's (or an array of one's) labels in their order, which is each database's
+       -- own (ALTER TYPE ... ADD VALUE ... BEFORE, or values added in another order)
+       (SELECT array_agg(e.enumlabel::text ORDER BY e.enumsortorder) FROM pg_enum e
+        WHERE e.enumtypid = CASE WHEN bt.typtype = 'e' THEN bt.oid
+                                 WHEN bt.typcategory = 'A' THEN bt.typelem END)
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -173,6 +178,15 @@ class ColumnInfo:
     #: times and intervals can hold what Python's cannot ('infinity', '24:00', months):
     #: such a key is read as text (:meth:`pgferry.sync.sides.Side.key_values`)
     loadable: bool = True
+    #: an enum's (or an array of one's) labels in the order the type gives them; () for
+    #: other types
+    labels: tuple[str, ...] = ()
+
+    @property
+    def order(self) -> tuple[str, ...]:
+        """What orders the column's values that may differ between databases: its
+        collation (:attr:`collation`) or its enum's labels (:attr:`labels`)."""
+        return (self.collation, *self.labels)
 
 
 def _column(r: Sequence[Any]) -> ColumnInfo:
@@ -200,6 +214,7 @@ def _column(r: Sequence[Any]) -> ColumnInfo:
         bool(r[9]),
         psycopg.adapters.get_loader(r[10], Format.BINARY) is not None
         and r[10] not in UNBOUNDED_OIDS,
+        tuple(r[12] or ()),
     )
 
 

@@ -41,9 +41,11 @@ Key hash (:meth:`Side.key_hash`): the key columns hashed alike, text in
 bits spread a range's rows over sub-buckets.
 
 Key order: keys are compared as row values ``(k1, k2) >= (...)`` in the
-columns' collation when both sides use the same collations for the key
-columns, else in ``COLLATE "C"`` on both sides, so that a boundary key cuts
-both tables at the same place.
+columns' collation when both sides order the key columns alike (the same
+collations by what orders them, not by name, and the same enum label order:
+:attr:`pgferry.sync.columns.ColumnInfo.order`), else in ``COLLATE "C"`` on both
+sides, an enum as its label's text, so that a boundary key cuts both tables at
+the same place.
 """
 
 from __future__ import annotations
@@ -96,7 +98,8 @@ class Side:
     columns: tuple[ColumnInfo, ...]
     exprs: Mapping[str, sql.Composable] = field(default_factory=dict)
     where: sql.Composable | None = None
-    #: compare keys in COLLATE "C" (the two sides' key collations differ)
+    #: compare keys in COLLATE "C", an enum as its label's text (the two sides' key
+    #: collations, or enum label orders, differ)
     collate_c: bool = False
     #: columns hashed as text (see :mod:`pgferry.sync.rowhash`)
     as_text: frozenset[str] = frozenset()
@@ -121,9 +124,16 @@ class Side:
     # -- expressions -------------------------------------------------------------------------
     def collate(self, k: ColumnInfo, expr: sql.Composable) -> sql.Composable:
         """``expr`` (a value of key column ``k``) in the comparison's collation."""
+        if self.collate_c and k.labels:
+            return sql.SQL("CAST({} AS text) COLLATE {}").format(expr, sql.Identifier("C"))
         if self.collate_c and k.collatable:
             return sql.SQL("{} COLLATE {}").format(expr, sql.Identifier("C"))
         return expr
+
+    def key_type(self, k: ColumnInfo) -> sql.Composable:
+        """The type key values of ``k`` are ordered as: an enum compared by its text is
+        ``text`` (a label the other side lacks is never cast to its enum)."""
+        return sql.SQL("text") if self.collate_c and k.labels else k.type
 
     def key_names(self) -> sql.Composable:
         return sql.SQL(", ").join(sql.Identifier(k.name) for k in self.key)
@@ -155,7 +165,7 @@ class Side:
         # CAST, not ::, which binds tighter than a minus sign: a predicate bound on the
         # client (COPY takes no parameters) would read -2147483648::int4 as -(2147483648)
         ps = [
-            self.collate(k, sql.SQL("CAST(%s AS {})").format(k.type))
+            self.collate(k, sql.SQL("CAST(%s AS {})").format(self.key_type(k)))
             for k in (self.key if key is None else key)
         ]
         return ps[0] if len(ps) == 1 else sql.SQL("ROW({})").format(sql.SQL(", ").join(ps))
@@ -244,9 +254,9 @@ class Side:
         cols = list(zip(*bounds, strict=True)) if bounds else [() for _ in self.key]
         params = [list(c) for c in cols]
         if len(self.key) == 1:
-            return sql.SQL("%s::{}[]").format(self.key[0].type), params
+            return sql.SQL("%s::{}[]").format(self.key_type(self.key[0])), params
         names = [sql.Identifier(f"a{i}") for i in range(len(self.key))]
-        arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(k.type) for k in self.key)
+        arrays = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(self.key_type(k)) for k in self.key)
         row = sql.SQL(", ").join(self.collate(k, n) for k, n in zip(self.key, names, strict=True))
         expr = sql.SQL(
             "(SELECT array_agg(ROW({row}) ORDER BY u.o) FROM unnest({arrays}) "
@@ -301,10 +311,10 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     A column is hashed as text on both sides when either side cannot hash its
     type, the declared types differ, the hash functions differ (other server
     versions), or either side replaces it by an expression; keys compare in
-    ``COLLATE "C"`` when the key collations differ. A column whose collation is
-    nondeterministic on either side is hashed in ``COLLATE "C"`` (:attr:`Side.bytewise`).
-    (The row hash of earlier
-    releases, which also needed hash functions SQL can call:
+    ``COLLATE "C"`` when the key collations (or enum label orders) differ. A column
+    whose collation is nondeterministic on either side is hashed in ``COLLATE "C"``
+    (:attr:`Side.bytewise`). (The row hash of earlier releases, which also needed hash
+    functions SQL can call:
     :attr:`Side.as_text_v1`.) Both use version 3 of the row hash (version 1 without
     its blind spots) when either runs PostgreSQL 13, which has no
     ``hash_record_extended``, or when every column is hashed by its own function in
@@ -325,7 +335,7 @@ def agree(a: Side, b: Side) -> tuple[Side, Side]:
     every = (*a.key, *a.columns)
     text = frozenset(c.name for c in every if differ(c, False))
     text_v1 = frozenset(c.name for c in every if differ(c, True))
-    collate_c = [k.collation for k in a.key] != [k.collation for k in b.key]
+    collate_c = [k.order for k in a.key] != [k.order for k in b.key]
     record_hash = min(a.server_version, b.server_version) >= HASH_RECORD_SINCE
     # version 3 where a 13 side has no hash_record_extended, and where every column is
     # hashed by its own function in it (cheaper than version 2's ROW(...), rowhash.direct_v3)

@@ -1,20 +1,24 @@
-"""Text keys whose collation has one name on both sides but orders otherwise.
+"""Keys that one side orders otherwise: text in a collation of one name, enums.
 
-A collation's name says nothing about its order: ``en_US.UTF-8`` sorts by bytes on
-macOS and otherwise on Linux, glibc 2.28 reordered it, and a collation an application
-created (``CREATE COLLATION k ...``) can be anything on each side. The comparison cuts
-both tables at the same key ranges in the key columns' collation; it did so whenever
-the two collations had one *name*. Found and fixed here: with ``k`` ICU ``en-US`` on one
-side and ``C`` on the other, 300 changed rows of 300,000 were reported as ``matched
--20804``, 320,772 only in the source and 880,032 only in the target; a sync of them
-reported 295,663 rows inserted and 295,663 deleted and rewrote the whole table (24 s
-instead of 2 s; on a protected target, before-images of every row). The collation is
-now known by what orders it (provider, locale, ICU rules, library version) and by the
-order it gives a probe of strings, and keys compare in ``COLLATE "C"`` where the two
-differ.
+The comparison cuts both tables at the same key ranges, in the key columns' order; it
+did so whenever the two collations had one *name*, and whatever each database's enum
+label order. A collation's name says nothing about its order: ``en_US.UTF-8`` sorts by
+bytes on macOS and otherwise on Linux, glibc 2.28 reordered it, and a collation an
+application created (``CREATE COLLATION k ...``) can be anything on each side; an
+enum's labels sort in the order each database added them (``ADD VALUE ... BEFORE``).
+Found and fixed here: with ``k`` ICU ``en-US`` on one side and ``C`` on the other, 300
+changed rows of 300,000 were reported as ``matched -20804``, 320,772 only in the source
+and 880,032 only in the target; a sync of them reported 295,663 rows inserted and
+295,663 deleted and rewrote the whole table (24 s instead of 2 s; on a protected
+target, before-images of every row). An enum key (``(status, id)``, labels in another
+order) of 200,000 rows with 200 changed: ``matched -80040``, 280,000 only in the
+source. A collation is now known by what orders it (provider, locale, ICU rules,
+library version) and by the order it gives a probe of strings, an enum by its labels
+in order; where the two sides differ, keys compare in ``COLLATE "C"``, an enum as its
+label's text.
 
-Invariant: after a sync the target equals the source, and the reported counts are the
-true ones. ICU needs a server built with it: Debian's PostgreSQL 15 is, the embedded
+Invariant: the reported counts are the true ones, and after a sync the target equals
+the source. ICU needs a server built with it: Debian's PostgreSQL 15 is, the embedded
 build is not.
 """
 
@@ -141,3 +145,47 @@ def test_any_keys_and_changes_sync_to_the_source(
     (t,) = r.json["tables"]
     assert (t["updated"], t["inserted"], t["deleted"]) == truth
     assert _rows(p.dsns["stage"]) == want
+
+
+ENUM_SOURCE = "CREATE TYPE st AS ENUM ('new', 'open', 'closed', 'archived');"
+ENUM_TARGET = """
+CREATE TYPE st AS ENUM ('archived', 'closed', 'new', 'open');
+ALTER TYPE st ADD VALUE 'spam' BEFORE 'new';
+"""
+ENUM_TABLE = "CREATE TABLE e (s st, id int, v int NOT NULL, PRIMARY KEY (s, id));"
+ENUM_ROWS = """
+INSERT INTO e SELECT (ARRAY['new', 'open', 'closed', 'archived'])[1 + g %% 4]::st, g, g
+FROM generate_series(1, %s) g;
+"""
+
+
+def _enum_rows(dsn: str) -> list[tuple[str, int, int]]:
+    return [(r[0], r[1], r[2]) for r in q(dsn, "SELECT s::text, id, v FROM e ORDER BY 1, 2")]
+
+
+def test_enum_labels_in_another_order_compare_by_their_text(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """A key ``(status, id)`` whose enum sorts its labels otherwise on the target, which
+    also has a label the source lacks (and rows of it)."""
+    p = write_project(tmp_path, {"dev": make_db("src"), "stage": make_db("stage")})
+    sql(p.dsns["dev"], ENUM_SOURCE)
+    sql(p.dsns["stage"], ENUM_TARGET)
+    for dsn in p.dsns.values():
+        sql(dsn, ENUM_TABLE)
+        sql(dsn, ENUM_ROWS, [30000])
+    sql(p.dsns["stage"], "UPDATE e SET v = -v WHERE id % 100 = 0")  # 300 differ
+    sql(p.dsns["stage"], "DELETE FROM e WHERE id % 1001 = 0")  # 29 only in the source
+    sql(p.dsns["stage"], "INSERT INTO e SELECT 'spam', g, g FROM generate_series(1, 40) g")
+    want = _enum_rows(p.dsns["dev"])
+
+    r = run_json(cli, p, "verify", "dev", "stage")
+    assert r.code == 1, r.out + r.err
+    assert _counts(r) == (300, 29, 40)
+    r = run_json(cli, p, "sync", "dev", "stage")
+    assert r.code == 0, r.out + r.err
+    (t,) = r.json["tables"]
+    assert (t["updated"], t["inserted"], t["deleted"]) == (300, 29, 40)
+    assert _enum_rows(p.dsns["stage"]) == want
+    r = run_json(cli, p, "verify", "dev", "stage")
+    assert r.code == 0 and _counts(r) == (0, 0, 0), r.out + r.err
