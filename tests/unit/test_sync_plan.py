@@ -218,3 +218,31 @@ def test_sync_durations_are_checked_at_load(tmp_path) -> None:  # type: ignore[n
     p.write_text('[sync]\nretry = "soon"\n')
     with pytest.raises(ConfigError, match=r"pgferry.toml:2: sync.retry: 'soon' is not a duration"):
         load_config(p)
+
+
+@pytest.mark.parametrize(
+    ("source_pk", "unique", "key", "checked"),
+    [
+        (("id",), [], None, False),  # the source's own primary key
+        (("tenant", "id"), [], None, True),  # the target's key is narrower
+        (("id",), [], ("id", "tenant"), False),  # a configured key holding the source's
+        ((), [("id",)], None, False),  # UNIQUE over a NOT NULL column
+        ((), [("ref",)], ("ref",), True),  # UNIQUE over a column that allows NULL
+        ((), [], None, True),  # no constraint at all
+    ],
+)
+def test_the_source_is_asked_for_shared_keys_only_where_no_constraint_rules_them_out(
+    source_pk: tuple[str, ...],
+    unique: list[tuple[str, ...]],
+    key: tuple[str, ...] | None,
+    checked: bool,
+) -> None:
+    cols = [col("id", not_null=True), col("tenant", not_null=True), col("ref")]
+    src = table("public.a", cols, pk=source_pk)
+    src.unique_keys = unique
+    tgt = table("public.a", cols, pk=("id",))
+    cfg = with_tables({"public.a": SyncTableConfig(key=list(key))}) if key else SyncConfig()
+    (t,) = build_plan(cat(src), cat(tgt), cfg).tables
+    assert t.check_source_keys is checked
+    (v,) = build_plan(cat(src), cat(tgt), cfg, mode="verify").tables
+    assert v.check_source_keys is False

@@ -39,7 +39,7 @@ from psycopg import sql
 from pgferry.config import Config
 from pgferry.pg import catalog
 from pgferry.pg.connect import Target, connect, map_db_error
-from pgferry.sync import aside, events, locks, masking, rebuild, state, workers
+from pgferry.sync import aside, events, locks, masking, rebuild, shared_keys, state, workers
 from pgferry.sync.context import RunContext
 from pgferry.sync.copy import SourceSnapshot
 from pgferry.sync.plan import Mode, SyncPlan, build_plan, check_schemas
@@ -186,6 +186,7 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
             roles=(snap.role, trole),
             on_conflict=opts.on_conflict,
         )
+        shared_keys.check(snap.coordinator, plan, {n: t.primary_key for n, t in src.items()})
         if snap.coordinator.info.server_version // 10000 != tversion // 10000:
             for t in plan.tables:
                 t.across_versions()

@@ -116,6 +116,15 @@ def _strategy(t: TablePlan, tc: SyncTableConfig, mode: Mode) -> None:
         )
 
 
+def _unique_on(t: Table, key: tuple[str, ...]) -> bool:
+    """A constraint of ``t`` (its primary key, or a UNIQUE one over NOT NULL columns)
+    allows no two rows one value of ``key``."""
+    not_null = {c.name for c in t.columns if c.not_null}
+    return any(
+        u and set(u) <= set(key) and set(u) <= not_null for u in (t.primary_key, *t.unique_keys)
+    )
+
+
 def build_plan(
     source: dict[str, Table],
     target: dict[str, Table],
@@ -222,6 +231,7 @@ def build_plan(
                 f"primary key differs: source {list(src.primary_key)}, target "
                 f"{list(tgt.primary_key)}; the target's is used"
             )
+        t.check_source_keys = bool(key) and mode != "verify" and not _unique_on(src, key)
         _strategy(t, tc, mode)
         t.on_conflict = (
             on_conflict or tc.on_conflict or cfg.on_conflict or ("stop" if protected else "source")

@@ -43,6 +43,10 @@ class TablePlan:
     order: int = 0
     #: why this table cannot be synced (it is then skipped and the run fails)
     error: str | None = None
+    #: no constraint of the source keeps ``key`` unique (the target's primary key or a
+    #: configured key is used): the source is asked for rows sharing a key before any
+    #: write (:func:`pgferry.sync.shared_keys.check`)
+    check_source_keys: bool = False
     #: column -> type (format_type) on the target; "" when the table is only planned
     column_types: dict[str, str] = field(default_factory=dict)
     #: True when every synced column has the same type on both sides (COPY binary is safe)
