@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.helpers import Project, Result, sql, write_project
 
@@ -238,6 +239,46 @@ def test_virtual_generated_columns_are_skipped(
     assert run(cli, p, "verify", "dev", "prod").code == 1  # the last update is not synced
     assert run(cli, p, "sync", "dev", "prod").code == 0
     assert run(cli, p, "verify", "dev", "prod").code == 0
+
+
+@pytest.mark.parametrize("version", [18, 15])
+def test_a_column_generated_on_the_source_only_is_copied_as_drift(
+    tmp_path: Path,
+    version: int,
+    make_db: Callable[..., str],
+    make_db15: Callable[..., str],
+    cli: Callable[..., Result],
+) -> None:
+    """A migration on prod dropped the expression (``ALTER COLUMN ... DROP EXPRESSION``):
+    its plain column is meant to hold the values. It was skipped with a warning, and a
+    verify said ok: prod's new rows had no total. Now the values are copied, and the
+    drift is a finding (exit 1) until both sides agree."""
+    p = write_project(
+        tmp_path / "p",
+        {"dev": (make_db15 if version == 15 else make_db)("dev"), "prod": make_db("prod")},
+        protected=(),
+    )
+    ddl = (
+        "CREATE TABLE g (id int PRIMARY KEY, price int, total int GENERATED ALWAYS AS ({}) STORED)"
+    )
+    sql(p.dsns["dev"], ddl.format("price * 2"))
+    sql(p.dsns["prod"], ddl.format("price * 2"))
+    sql(p.dsns["prod"], "ALTER TABLE g ALTER COLUMN total DROP EXPRESSION")
+    sql(p.dsns["dev"], "INSERT INTO g (id, price) SELECT g, g FROM generate_series(1, 40) g")
+    totals = "SELECT count(*), sum(total) FROM g"
+    for mode in ("full", "incremental"):
+        r = run(cli, p, "sync", "dev", "prod", "--mode", mode)
+        assert r.code == 1, r.out + r.err  # done, and drift found
+        (t,) = r.json["tables"]
+        assert t["status"] == "ok" and t["findings"] == [
+            "column total is generated on the source and a plain column on the target: "
+            "apply the migrations first (until then the source's values are copied into it)"
+        ], t
+        assert fetch(p.dsns["prod"], totals) == fetch(p.dsns["dev"], totals) != [(40, None)]
+        sql(p.dsns["dev"], "UPDATE g SET price = price + 1 WHERE id <= 5")
+    sql(p.dsns["prod"], "UPDATE g SET total = 0 WHERE id = 7")
+    r = run(cli, p, "verify", "dev", "prod")
+    assert r.code == 1 and r.json["tables"][0]["differing"] == 6, r.out  # 5 updated, id 7
 
 
 def test_a_sequence_used_by_defaults_but_owned_by_no_column_moves_forward(

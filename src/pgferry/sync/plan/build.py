@@ -3,8 +3,9 @@
 Contract: see :mod:`pgferry.sync.plan`. For each selected table it decides the key, the
 columns, the strategy, the conflict handling and what stops the table (``error``) or is
 reported as drift (``findings``); then the FK order and its cycles. Columns
-are the intersection of both sides minus stored generated columns (of
-either side); identity columns keep their values (``OVERRIDING SYSTEM VALUE``).
+are the intersection of both sides minus the target's generated columns (a column
+generated on the source only is copied, as drift); identity columns keep their values
+(``OVERRIDING SYSTEM VALUE``).
 """
 
 from __future__ import annotations
@@ -52,11 +53,13 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
                 )
             continue
         if s.generated:
-            t.warnings.append(
-                f"column {c.name} is generated on the source but not on the "
-                "target; it is not synced"
+            # the source's values are data the target's plain column is meant to hold (a
+            # migration there dropped the expression): copied, and compared, as drift
+            t.findings.append(
+                f"column {c.name} is generated on the source and a plain column on the "
+                "target: apply the migrations first (until then the source's values are "
+                "copied into it)"
             )
-            continue
         cols.append(c.name)
         t.column_types[c.name] = c.type
         if c.nondeterministic:
