@@ -58,7 +58,12 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text,
         WHERE r.oid = c.oid OR r.oid IN (SELECT i.inhrelid FROM pg_inherits i
                                          WHERE i.inhparent = c.oid))::bigint
          * current_setting('block_size')::bigint,
-       pg_get_userbyid(c.relowner), row_security_active(c.oid)
+       pg_get_userbyid(c.relowner), row_security_active(c.oid),
+       -- child tables by INHERITS (not partitions): a parent's reads include their rows
+       ARRAY(SELECT cn.nspname || '.' || cc.relname FROM pg_inherits i
+             JOIN pg_class cc ON cc.oid = i.inhrelid
+             JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+             WHERE i.inhparent = c.oid AND NOT cc.relispartition ORDER BY 1)
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind = ANY(%(kinds)s) AND (%(partitions)s OR NOT c.relispartition)
   AND n.nspname = ANY(%(schemas)s) AND n.nspname <> 'pgferry'
@@ -224,7 +229,7 @@ def read(
         "kinds": ["r", "p", "m"] if for_lint else ["r", "p"],
         "partitions": for_lint,
     }
-    for oid, schema, name, kind, rows, size, owner, rls in conn.execute(_TABLES, params):
+    for oid, schema, name, kind, rows, size, owner, rls, children in conn.execute(_TABLES, params):
         by_oid[oid] = Table(
             schema,
             name,
@@ -233,6 +238,7 @@ def read(
             total_bytes=size,
             owner=owner,
             rls_active=bool(rls),
+            inherited_by=list(children),
         )
     oids = list(by_oid)
     if oids:

@@ -101,6 +101,9 @@ class Table:
     #: (``row_security_active``: policies enabled and the role neither owns it, unless
     #: FORCE ROW LEVEL SECURITY, nor has BYPASSRLS)
     rls_active: bool = False
+    #: its child tables by ``INHERITS`` (not partitions), "schema.table": reading the
+    #: table reads their rows too
+    inherited_by: list[str] = field(default_factory=list)
     #: sequences the table's column defaults call (``DEFAULT nextval('s')``) that no column
     #: owns: column -> "schema.sequence"
     default_sequences: dict[str, str] = field(default_factory=dict)

@@ -219,6 +219,15 @@ def build_plan(
                 "source, so two source rows could be written to one target row; give "
                 "both sides the same collation first; nothing is written to this table"
             )
+        children = sorted({*src.inherited_by, *tgt.inherited_by})
+        if children and t.error is None:
+            t.error = (
+                f"{qn} has child tables by INHERITS ({', '.join(children)}; not partitions): "
+                f"reading {qn} reads their rows too, so a sync would write them into {qn} "
+                "itself and a verify would compare them as its own; such a parent cannot be "
+                "synced yet, so nothing is written to it (its child tables are synced as "
+                f"tables of their own); leave it out (--exclude {qn})"
+            )
         for side, cat, role in (("source", src, roles[0]), ("target", tgt, roles[1])):
             if cat.rls_active and t.error is None:
                 who = f"role {role}" if role else "the connecting role"
