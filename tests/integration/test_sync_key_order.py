@@ -26,12 +26,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import Result, q, run_json, sql, write_project
+from tests.helpers import Project, Result, q, run_json, sql, write_project
 
 ICU = "CREATE COLLATION k (provider = icu, locale = 'en-US');"
 BYTES = "CREATE COLLATION k (provider = libc, locale = 'C');"
@@ -52,6 +53,27 @@ def _counts(r: Result) -> tuple[int, int, int]:
     return t["differing"], t["only_in_source"], t["only_in_target"]
 
 
+def _closes(
+    cli: Callable[..., Result],
+    p: Project,
+    truth: tuple[int, int, int],
+    rows: Callable[[str], list[Any]],
+) -> None:
+    """A verify reports ``truth`` (differing, only in the source, only in the target), a
+    sync writes exactly that and makes the target equal to the source, and a second
+    verify finds nothing."""
+    want = rows(p.dsns["dev"])
+    r = run_json(cli, p, "verify", "dev", "stage")
+    assert r.code == (1 if any(truth) else 0) and _counts(r) == truth, r.out + r.err
+    r = run_json(cli, p, "sync", "dev", "stage")
+    assert r.code == 0, r.out + r.err
+    (t,) = r.json["tables"]
+    assert (t["updated"], t["inserted"], t["deleted"]) == truth
+    assert rows(p.dsns["stage"]) == want
+    r = run_json(cli, p, "verify", "dev", "stage")
+    assert r.code == 0 and _counts(r) == (0, 0, 0), r.out + r.err
+
+
 def test_one_name_two_orders_compares_by_bytes(
     tmp_path: Path,
     make_db: Callable[..., str],
@@ -67,19 +89,7 @@ def test_one_name_two_orders_compares_by_bytes(
     sql(p.dsns["stage"], "UPDATE t SET v = -v WHERE v % 100 = 0")  # 300 differ
     sql(p.dsns["stage"], "DELETE FROM t WHERE v % 1001 = 0")  # 29 only in the source
     sql(p.dsns["stage"], "INSERT INTO t VALUES ('zz-Only', 1), ('ZZ only', 2), ('zz only', 3)")
-    want = _rows(p.dsns["dev"])
-
-    r = run_json(cli, p, "verify", "dev", "stage")
-    assert r.code == 1, r.out + r.err
-    assert _counts(r) == (300, 29, 3)
-
-    r = run_json(cli, p, "sync", "dev", "stage")
-    assert r.code == 0, r.out + r.err
-    (t,) = r.json["tables"]
-    assert (t["updated"], t["inserted"], t["deleted"]) == (300, 29, 3)
-    assert _rows(p.dsns["stage"]) == want
-    r = run_json(cli, p, "verify", "dev", "stage")
-    assert r.code == 0 and _counts(r) == (0, 0, 0), r.out + r.err
+    _closes(cli, p, (300, 29, 3), _rows)
 
 
 def _truth(src: list[tuple[str, int]], tgt: list[tuple[str, int]]) -> tuple[int, int, int]:
@@ -136,15 +146,7 @@ def test_any_keys_and_changes_sync_to_the_source(
         "INSERT INTO t SELECT code || 'zZ', 0 FROM t WHERE hashint4(v * 3 + %s)::int8 %% %s = 0",
         [seed, extra],
     )
-    want = _rows(p.dsns["dev"])
-    truth = _truth(want, _rows(p.dsns["stage"]))
-    r = run_json(cli, p, "verify", "dev", "stage")
-    assert _counts(r) == truth, r.out + r.err
-    r = run_json(cli, p, "sync", "dev", "stage")
-    assert r.code == 0, r.out + r.err
-    (t,) = r.json["tables"]
-    assert (t["updated"], t["inserted"], t["deleted"]) == truth
-    assert _rows(p.dsns["stage"]) == want
+    _closes(cli, p, _truth(_rows(p.dsns["dev"]), _rows(p.dsns["stage"])), _rows)
 
 
 ENUM_SOURCE = "CREATE TYPE st AS ENUM ('new', 'open', 'closed', 'archived');"
@@ -177,15 +179,4 @@ def test_enum_labels_in_another_order_compare_by_their_text(
     sql(p.dsns["stage"], "UPDATE e SET v = -v WHERE id % 100 = 0")  # 300 differ
     sql(p.dsns["stage"], "DELETE FROM e WHERE id % 1001 = 0")  # 29 only in the source
     sql(p.dsns["stage"], "INSERT INTO e SELECT 'spam', g, g FROM generate_series(1, 40) g")
-    want = _enum_rows(p.dsns["dev"])
-
-    r = run_json(cli, p, "verify", "dev", "stage")
-    assert r.code == 1, r.out + r.err
-    assert _counts(r) == (300, 29, 40)
-    r = run_json(cli, p, "sync", "dev", "stage")
-    assert r.code == 0, r.out + r.err
-    (t,) = r.json["tables"]
-    assert (t["updated"], t["inserted"], t["deleted"]) == (300, 29, 40)
-    assert _enum_rows(p.dsns["stage"]) == want
-    r = run_json(cli, p, "verify", "dev", "stage")
-    assert r.code == 0 and _counts(r) == (0, 0, 0), r.out + r.err
+    _closes(cli, p, (300, 29, 40), _enum_rows)
