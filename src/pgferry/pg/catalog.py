@@ -166,7 +166,11 @@ ORDER BY ad.adrelid, a.attnum
 """
 
 _TRIGGERS = """
-SELECT tgrelid, tgname, tgenabled::text FROM pg_trigger
+SELECT tgrelid, tgname, tgenabled::text,
+       -- FOR EACH ROW (1), BEFORE (2), on INSERT (4) or UPDATE (16): returning NULL skips
+       -- the row without an error
+       (tgtype & 3) = 3 AND (tgtype & 20) <> 0
+FROM pg_trigger
 WHERE tgrelid = ANY(%s) AND NOT tgisinternal AND tgenabled IN ('O', 'A')
 ORDER BY tgrelid, tgname
 """
@@ -290,9 +294,11 @@ def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: li
     for rel, col, seq in conn.execute(_DEFAULT_SEQUENCES, [oids]):
         if col not in by_oid[rel].sequences:
             by_oid[rel].default_sequences[col] = seq
-    for rel, tg, mode in conn.execute(_TRIGGERS, [oids]):
+    for rel, tg, mode, before_row in conn.execute(_TRIGGERS, [oids]):
         by_oid[rel].user_triggers.append(tg)
         by_oid[rel].trigger_modes[tg] = mode
+        if before_row:
+            by_oid[rel].skipping_triggers.append(tg)
 
 
 def _lint_facts(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:

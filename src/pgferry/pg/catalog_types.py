@@ -87,6 +87,9 @@ class Table:
     sequences: dict[str, str] = field(default_factory=dict)  # column -> "schema.sequence"
     #: user triggers that fire in an ordinary session (enabled, or ENABLE ALWAYS)
     user_triggers: list[str] = field(default_factory=list)
+    #: those of them that are BEFORE INSERT or UPDATE, FOR EACH ROW: able to skip a row
+    #: without an error (by returning NULL)
+    skipping_triggers: list[str] = field(default_factory=list)
     #: their pg_trigger.tgenabled ("O" enabled, "A" always), to re-enable them as they were
     trigger_modes: dict[str, str] = field(default_factory=dict)
     #: relkind: "r" table, "p" partitioned, "m" materialized view (lint reads those too)

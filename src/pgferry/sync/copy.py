@@ -282,8 +282,10 @@ def pipe(
     binary: bool,
     freeze: bool = False,
     on_chunk: Callable[[int], None] | None = None,
+    sent: list[int] | None = None,
 ) -> int:
-    """Stream ``select`` on ``src`` into ``dest (dest_cols)`` on ``tgt``; returns rows copied."""
+    """Stream ``select`` on ``src`` into ``dest (dest_cols)`` on ``tgt``; returns rows copied
+    (the target's count; the source's is appended to ``sent``: a trigger may skip rows)."""
     in_q = copy_in(dest, dest_cols, binary=binary, freeze=freeze)
     scur, tcur = src.cursor(), tgt.cursor()
     # The source sends one message per row; read them in ~256 kB blocks (copy_reader), and
@@ -296,4 +298,6 @@ def pipe(
             inp.write(block)
             if on_chunk is not None:
                 on_chunk(len(block))
+    if sent is not None:
+        sent.append(scur.rowcount)
     return max(tcur.rowcount, 0)

@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from pgferry.pg.connect import is_transient
-from pgferry.sync import deletes, flush, prefetch, upserts, write
+from pgferry.sync import deletes, flush, prefetch, skipped, upserts, write
 from pgferry.sync.copy import (
     Key,
     cols,
@@ -163,6 +163,7 @@ def full_load(
 
                     aside_mod.drop(link.tgt, aside)
                 est = _Estimate(t, progress)
+                sent: list[int] = []
                 n = pipe(
                     link.src,
                     link.tgt,
@@ -173,7 +174,10 @@ def full_load(
                     binary=_fast_binary(t, masks),
                     freeze=freeze,
                     on_chunk=est,
+                    sent=sent,
                 )
+                if skipped.watched(t) and sent != [n]:
+                    raise _Skipped  # the upserts below name each row a trigger skipped
                 if t.before_images and n:
                     upserts.images_of_inserts(link.tgt, t, link.ctx)
                 est.settle(n)
@@ -183,11 +187,16 @@ def full_load(
             res.inserted += n
             res.source_rows += n
             return
-        except psycopg.Error as e:
-            if is_transient(e) or link.tgt.broken or link.src.broken or not write.row_error(e):
+        except (psycopg.Error, _Skipped) as e:
+            if isinstance(e, psycopg.Error) and (
+                is_transient(e) or link.tgt.broken or link.src.broken or not write.row_error(e)
+            ):
                 raise
             res.warnings.append(
-                "a row failed the fast COPY path; loading in batches to isolate bad rows"
+                "a trigger on the target skipped rows of the fast COPY path; loading in "
+                "batches to name them"
+                if isinstance(e, _Skipped)
+                else "a row failed the fast COPY path; loading in batches to isolate bad rows"
             )
             if aside is not None:  # the rollback to the savepoint put the indexes back
                 from pgferry.sync import aside as aside_mod
@@ -200,6 +209,10 @@ def full_load(
                 progress(_apply(link, t, stage, res).staged)
     else:
         _batches(link, t, masks, res, progress)
+
+
+class _Skipped(Exception):
+    """The fast COPY path wrote fewer rows than the source sent: a trigger skipped some."""
 
 
 def _set_aside(link: Link, t: TablePlan) -> Any:

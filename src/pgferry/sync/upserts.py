@@ -23,6 +23,7 @@ from psycopg import sql
 
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import is_transient, redact
+from pgferry.sync import skipped
 from pgferry.sync.copy import cols, table_ident
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import DeadLetter
@@ -71,8 +72,7 @@ def _upsert_sql(
         t=table_ident(t), c=cols(t.columns), o=override, s=source, w=where, v=typed_values(t)
     )
     if t.key:
-        # a key matched by a looser equality than identity is written in place too
-        upd = [c for c in t.loose_keys + t.value_columns if c not in t.always_columns]
+        upd = _set_columns(t)
         if upd:
             conflict = sql.SQL(
                 " ON CONFLICT ({k}) DO UPDATE SET {set} WHERE {a} IS DISTINCT FROM {b}"
@@ -123,6 +123,12 @@ def _upsert_sql(
     ).format(insert)
 
 
+def _set_columns(t: TablePlan) -> list[str]:
+    """The columns an upsert's ``DO UPDATE`` sets (a key matched by a looser equality
+    than identity is written in place too)."""
+    return [c for c in t.loose_keys + t.value_columns if c not in t.always_columns]
+
+
 def _typed_keys(t: TablePlan) -> sql.Composable:
     return sql.SQL(", ").join(sql.Identifier(k) for k in t.key)
 
@@ -141,9 +147,29 @@ def _upsert(
     t: TablePlan,
     source: sql.Identifier,
     where: sql.Composable,
-    ctx: WriteContext | None = None,
+    ctx: WriteContext,
+    counts: Counts,
 ) -> tuple[int, int]:
-    """Run the upsert of ``source`` rows matching ``where``: (inserted, updated)."""
+    """Run the upsert of ``source`` rows matching ``where``: (inserted, updated). Where
+    user triggers fire, the rows one skipped without an error go to ``counts.dead``
+    (:mod:`pgferry.sync.skipped`)."""
+    if not skipped.watched(t):
+        return _write(conn, t, source, where, ctx)
+    upd = _set_columns(t)
+    compare = (_cmp(t, "pgferry_x", upd), _cmp(t, "pgferry_s", upd)) if upd else None
+    skipped.pending(conn, t, source, where, compare)
+    written = _write(conn, t, source, where, ctx)
+    counts.dead.extend(skipped.dead_letters(conn, t, ctx))
+    return written
+
+
+def _write(
+    conn: psycopg.Connection[Any],
+    t: TablePlan,
+    source: sql.Identifier,
+    where: sql.Composable,
+    ctx: WriteContext,
+) -> tuple[int, int]:
     q = _upsert_sql(t, source, where, ctx)
     if t.before_images and ctx is not None and t.key:
         return _run(conn, q, [ctx.run_id, ctx.source, t.qualname])
@@ -194,7 +220,9 @@ def apply(
         return counts
     try:
         with conn.transaction():
-            counts.inserted, counts.updated = _upsert(conn, t, stage, _skipping(t, stage), ctx)
+            counts.inserted, counts.updated = _upsert(
+                conn, t, stage, _skipping(t, stage), ctx, counts
+            )
         return counts
     except psycopg.Error as e:
         if is_transient(e) or conn.broken or not row_error(e):
@@ -255,7 +283,7 @@ def _bisect(
     )
     try:
         with conn.transaction():
-            ins, upd = _upsert(conn, t, numbered, where, ctx)
+            ins, upd = _upsert(conn, t, numbered, where, ctx, counts)
         counts.inserted += ins
         counts.updated += upd
         return

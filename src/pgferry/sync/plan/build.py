@@ -181,6 +181,7 @@ def build_plan(
             triggers=tc.triggers,
             partitioned=tgt.partitioned,
             user_triggers=list(tgt.user_triggers),
+            skipping_triggers=list(tgt.skipping_triggers),
             row_estimate=src.row_estimate,
             total_bytes=src.total_bytes,
             trigger_modes=dict(tgt.trigger_modes),

@@ -70,6 +70,9 @@ class TablePlan:
     cycle: list[str] = field(default_factory=list)
     partitioned: bool = False
     user_triggers: list[str] = field(default_factory=list)
+    #: those of them that can skip a row without an error (BEFORE INSERT or UPDATE, FOR
+    #: EACH ROW; :mod:`pgferry.sync.skipped`)
+    skipping_triggers: list[str] = field(default_factory=list)
     row_estimate: int = 0
     total_bytes: int = 0
     missing_on_target: list[str] = field(default_factory=list)

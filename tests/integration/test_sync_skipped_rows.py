@@ -1,0 +1,83 @@
+"""Rows a trigger on the target skips without an error are dead letters, not "unchanged".
+
+A ``BEFORE UPDATE`` (or ``BEFORE INSERT``) trigger that returns NULL skips the row: no
+error, no row written, nothing returned. An application guards records that way (a
+locked document, a closed period). Found and fixed here: the sync counted such rows as
+unchanged and reported the table ``ok`` (with the note that triggers fired: "the target
+may differ"), exit 0, while 5 of 10 changed rows were never written. Now each such row is
+a dead letter that names the triggers, the run exits 1, and every other row is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import Result, q, run_json, sql, write_project
+
+SCHEMA = "CREATE TABLE doc (id int PRIMARY KEY, body text, locked bool NOT NULL DEFAULT false);"
+GUARDS = """
+CREATE FUNCTION keep_locked() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN IF (TG_OP = 'UPDATE' AND OLD.locked) OR (TG_OP = 'INSERT' AND NEW.locked)
+     THEN RETURN NULL; END IF; RETURN NEW; END $$;
+CREATE TRIGGER keep_locked BEFORE INSERT OR UPDATE ON doc
+  FOR EACH ROW EXECUTE FUNCTION keep_locked();
+"""
+
+
+@pytest.mark.parametrize("protected", [False, True])
+def test_rows_a_trigger_skips_are_dead_letters(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result], protected: bool
+) -> None:
+    p = write_project(
+        tmp_path,
+        {"dev": make_db("src"), "prod": make_db("prod")},
+        protected=("prod",) if protected else (),
+    )
+    for dsn in p.dsns.values():
+        sql(dsn, SCHEMA)
+        sql(dsn, "INSERT INTO doc SELECT g, 'v1', g % 2 = 0 FROM generate_series(1, 10) g")
+    sql(p.dsns["prod"], GUARDS)
+    sql(p.dsns["dev"], "UPDATE doc SET body = 'v2'")
+    sql(p.dsns["dev"], "INSERT INTO doc VALUES (11, 'new', false), (12, 'new', true)")
+    yes = ["--yes"] if protected else []
+
+    r = run_json(cli, p, "sync", "dev", "prod", *yes)
+    assert r.code == 1, r.out + r.err
+    (t,) = r.json["tables"]
+    assert (t["inserted"], t["updated"], t["unchanged"], t["dead_lettered"]) == (1, 5, 0, 6)
+    assert sorted(d["key"]["id"] for d in t["dead_letters"]) == [2, 4, 6, 8, 10, 12]
+    assert "a trigger on the target (keep_locked) skipped this row" in t["dead_letters"][0]["error"]
+    assert q(p.dsns["prod"], "SELECT id, body FROM doc ORDER BY id") == [
+        (i, "v1" if i % 2 == 0 else "v2") for i in range(1, 11)
+    ] + [(11, "new")]
+    stored = q(p.dsns["prod"], "SELECT count(*) FROM pgferry.dead_letters")
+    assert stored == [(6,)]
+    if protected:  # the rows written, and only those, are reverted
+        r = run_json(cli, p, "sync", "revert", r.json["run_id"], "--env", "prod", "--yes")
+        assert r.code == 0, r.out + r.err
+        assert q(p.dsns["prod"], "SELECT count(*) FROM doc WHERE body = 'v1'") == [(10,)]
+    else:  # with the triggers disabled for the table, the rest is written
+        extra = '[sync.tables."public.doc"]\ntriggers = "disable"\n'
+        p = write_project(tmp_path, p.dsns, protected=(), extra=extra)
+        r = run_json(cli, p, "sync", "dev", "prod")
+        assert r.code == 0, r.out + r.err
+        assert q(p.dsns["prod"], "SELECT count(*) FROM doc WHERE body = 'v1'") == [(0,)]
+
+
+def test_a_full_load_names_the_rows_a_trigger_skips(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """The COPY fast path skipped them too, and reported the table ok."""
+    p = write_project(tmp_path, {"dev": make_db("src"), "stage": make_db("stage")})
+    for dsn in p.dsns.values():
+        sql(dsn, SCHEMA)
+    sql(p.dsns["stage"], GUARDS)
+    sql(p.dsns["dev"], "INSERT INTO doc SELECT g, 'v1', g % 3 = 0 FROM generate_series(1, 30) g")
+    r = run_json(cli, p, "sync", "dev", "stage", "--mode", "full")
+    assert r.code == 1, r.out + r.err
+    (t,) = r.json["tables"]
+    assert (t["inserted"], t["dead_lettered"]) == (20, 10)
+    assert q(p.dsns["stage"], "SELECT count(*) FROM doc WHERE NOT locked") == [(20,)]
