@@ -150,9 +150,9 @@ def _upsert(
     ctx: WriteContext,
     counts: Counts,
 ) -> tuple[int, int]:
-    """Run the upsert of ``source`` rows matching ``where``: (inserted, updated). Where
-    user triggers fire, the rows one skipped without an error go to ``counts.dead``
-    (:mod:`pgferry.sync.skipped`)."""
+    """Run the upsert of ``source`` rows matching ``where``: (inserted, updated). Where a
+    trigger that can skip a row fires, the rows it skipped without an error go to
+    ``counts.dead`` (:mod:`pgferry.sync.skipped`)."""
     if not skipped.watched(t):
         return _write(conn, t, source, where, ctx)
     upd = _set_columns(t)
