@@ -209,17 +209,23 @@ def test_four_eyes_requester_403_plan_changed_409_then_approved_run(
     audit = [x for x in _journal(p) if x["command"] == "approve"]
     assert [x["outcome"] for x in audit[-2:]] == ["refused", "ok"]
     assert "changed since it was shown" in audit[-2]["details"]["error"], audit
-    # prod's own journal: the migration, and on whose word it ran
+    # prod's own journal: the migration, and on whose word it ran (the worker writes that
+    # row once the run is marked finished, so it may come a moment after the state)
+    deadline = time.monotonic() + 10
     with psycopg.connect(
         p.dsns["prod"].replace(f" password={SECRET}", ""), autocommit=True
     ) as conn:
-        rows = conn.execute(
-            "SELECT command, outcome, arguments FROM pgferry.journal"
-            " WHERE command IN ('migrate up', 'service run') AND"
-            " (arguments->>'run' = %s OR command = 'migrate up')"
-            " ORDER BY id DESC LIMIT 2",
-            [rid],
-        ).fetchall()
+        while True:
+            rows = conn.execute(
+                "SELECT command, outcome, arguments FROM pgferry.journal"
+                " WHERE command IN ('migrate up', 'service run') AND"
+                " (arguments->>'run' = %s OR command = 'migrate up')"
+                " ORDER BY id DESC LIMIT 2",
+                [rid],
+            ).fetchall()
+            if (rows and rows[0][0] == "service run") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     assert [(c, o) for c, o, _ in rows] == [("service run", "ok"), ("migrate up", "ok")]
     assert rows[0][2]["requested_by"] == "alice" and rows[0][2]["approved_by"] == "bob"
 
