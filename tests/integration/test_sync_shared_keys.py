@@ -79,7 +79,7 @@ def test_a_configured_key_the_source_does_not_keep_unique(
 
 
 @settings(
-    max_examples=8,
+    max_examples=6,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
