@@ -326,15 +326,17 @@ def tables(conn: psycopg.Connection[Any], schemas: list[str]) -> dict[str, Table
     return read(conn, schemas).tables
 
 
-def table_schemas(conn: psycopg.Connection[Any]) -> list[str]:
-    """The user schemas that hold at least one table (pgferry's own and the system's left
-    out), sorted: where a database's tables are, when the configured schemas hold none."""
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT DISTINCT n.nspname FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
-            "AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname NOT IN ('information_schema', "
-            "'pgferry') ORDER BY 1"
+def user_schemas(conn: psycopg.Connection[Any], *, with_tables: bool = False) -> list[str]:
+    """The user schemas (pgferry's own and the system's left out), sorted; ``with_tables``:
+    only those that hold a table (where a database's tables are, when the configured
+    schemas hold none)."""
+    q = (
+        "SELECT n.nspname FROM pg_namespace n WHERE n.nspname NOT LIKE 'pg\\_%' "
+        "AND n.nspname NOT IN ('information_schema', 'pgferry')"
+    )
+    if with_tables:
+        q += (
+            " AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid"
+            " AND c.relkind IN ('r', 'p') AND NOT c.relispartition)"
         )
-    ]
+    return [r[0] for r in conn.execute(q + " ORDER BY 1")]

@@ -12,6 +12,7 @@ values by one name. What the comparison makes of it: :mod:`pgferry.sync.sides`.
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -252,31 +253,41 @@ PROBE_UTF8 = (
 )  # fmt: skip
 
 
+#: per connection, the probe order of each collation already asked: a collation orders
+#: alike for a connection's life, so a run of many tables asks once per collation
+_ORDERS: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[tuple[str, ...], str]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def probe_orders(
     conn: psycopg.Connection[Any], collations: set[tuple[str, ...]]
 ) -> dict[tuple[str, ...], str]:
     """The order (positions in :data:`PROBE`) each of ``collations`` (schema, name) gives.
 
-    One statement for all of them; the non-ASCII strings only where the server's and the
-    connection's encodings are UTF-8 (elsewhere they might not convert).
+    One statement for those ``conn`` was not asked yet; the non-ASCII strings only where
+    the server's and the connection's encodings are UTF-8 (elsewhere they might not
+    convert).
     """
-    if not collations:
-        return {}
-    utf8 = conn.info.parameter_status("server_encoding") == "UTF8" and conn.info.encoding == "utf-8"
-    probe = [*PROBE, *PROBE_UTF8] if utf8 else list(PROBE)
-    names = sorted(collations)
-    q = sql.SQL("SELECT {}").format(
-        sql.SQL(", ").join(
-            sql.SQL(
-                "(SELECT string_agg(n::text, ',' ORDER BY s COLLATE {}, n) "
-                "FROM unnest(%(p)s::text[]) WITH ORDINALITY AS p(s, n))"
-            ).format(sql.Identifier(*c))
-            for c in names
+    known = _ORDERS.setdefault(conn, {})
+    names = sorted(collations - known.keys())
+    if names:
+        utf8 = (
+            conn.info.parameter_status("server_encoding") == "UTF8"
+            and conn.info.encoding == "utf-8"
         )
-    )
-    row = conn.execute(q, {"p": probe}).fetchone()
-    assert row is not None
-    return {
-        c: hashlib.blake2b(o.encode(), digest_size=6).hexdigest()
-        for c, o in zip(names, row, strict=True)
-    }
+        probe = [*PROBE, *PROBE_UTF8] if utf8 else list(PROBE)
+        q = sql.SQL("SELECT {}").format(
+            sql.SQL(", ").join(
+                sql.SQL(
+                    "(SELECT string_agg(n::text, ',' ORDER BY s COLLATE {}, n) "
+                    "FROM unnest(%(p)s::text[]) WITH ORDINALITY AS p(s, n))"
+                ).format(sql.Identifier(*c))
+                for c in names
+            )
+        )
+        row = conn.execute(q, {"p": probe}).fetchone()
+        assert row is not None
+        for c, o in zip(names, row, strict=True):
+            known[c] = hashlib.blake2b(o.encode(), digest_size=6).hexdigest()
+    return {c: known[c] for c in collations}

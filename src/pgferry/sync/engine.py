@@ -45,9 +45,6 @@ from pgferry.sync.copy import SourceSnapshot
 from pgferry.sync.plan import Mode, SyncPlan, build_plan, check_schemas
 from pgferry.sync.result import SyncResult
 
-_USER_SCHEMAS = """SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'
-AND nspname NOT IN ('information_schema', 'pgferry')"""
-
 
 def new_run_id() -> str:
     """A new sync run id (12 hex digits): the journal's, dead letters', before-images'."""
@@ -122,12 +119,13 @@ def _catalogs(
 ) -> tuple[dict[str, catalog.Table], dict[str, catalog.Table], dict[str, catalog.Table], str, int]:
     src = catalog.tables(snap.coordinator, cfg.sync.schemas)
     if not src:  # a misconfigured schema list would compare nothing and say ok
-        check_schemas(cfg.sync.schemas, catalog.table_schemas(snap.coordinator), source.name)
+        check_schemas(
+            cfg.sync.schemas, catalog.user_schemas(snap.coordinator, with_tables=True), source.name
+        )
     # retried as long as the source's first connection (``[sync] retry``), not the
     # connection's own default (10 s), whatever the configuration said
     with connect(target.dsn, autocommit=True, retry_for=retry) as c:
-        schemas = [r[0] for r in c.execute(_USER_SCHEMAS)]
-        everything = catalog.tables(c, schemas)
+        everything = catalog.tables(c, catalog.user_schemas(c))
         row = c.execute("SELECT current_user").fetchone()
         version = c.info.server_version
         # a primary key an interrupted run set aside is planned with: the run rebuilds it
@@ -186,7 +184,7 @@ def prepare(cfg: Config, source: Target, target: Target, opts: Options) -> Prepa
             roles=(snap.role, trole),
             on_conflict=opts.on_conflict,
         )
-        shared_keys.check(snap.coordinator, plan, {n: t.primary_key for n, t in src.items()})
+        shared_keys.check(snap.coordinator, plan, src)
         if snap.coordinator.info.server_version // 10000 != tversion // 10000:
             for t in plan.tables:
                 t.across_versions()

@@ -17,7 +17,8 @@ import psycopg
 from psycopg import sql
 
 from pgferry.pg import errors
-from pgferry.sync.copy import cols, table_ident
+from pgferry.pg.catalog_types import Table
+from pgferry.sync.copy import cols, table_ident, where_clause
 from pgferry.sync.plan import SyncPlan, TablePlan
 
 #: shared key values named in the error
@@ -27,22 +28,17 @@ SHOWN = 3
 def shared(conn: psycopg.Connection[Any], t: TablePlan) -> list[tuple[tuple[Any, ...], int]]:
     """Up to :data:`SHOWN` key values that more than one source row of ``t`` holds, with
     how many rows hold each, the most shared first."""
-    where = (
-        sql.SQL("WHERE {}").format(sql.SQL(t.where.replace("%", "%%"))) if t.where else sql.SQL("")
-    )
     q = sql.SQL(
-        "SELECT {k}, count(*) FROM {t} {w} GROUP BY {k} HAVING count(*) > 1 "
+        "SELECT {k}, count(*) FROM {t} WHERE {w} GROUP BY {k} HAVING count(*) > 1 "
         "ORDER BY count(*) DESC LIMIT {n}"
-    ).format(k=cols(t.key), t=table_ident(t), w=where, n=sql.Literal(SHOWN))
+    ).format(k=cols(t.key), t=table_ident(t), w=where_clause(t), n=sql.Literal(SHOWN))
     return [(tuple(r[:-1]), int(r[-1])) for r in conn.execute(q)]
 
 
-def check(
-    conn: psycopg.Connection[Any], plan: SyncPlan, source_key: dict[str, tuple[str, ...]]
-) -> None:
+def check(conn: psycopg.Connection[Any], plan: SyncPlan, source: dict[str, Table]) -> None:
     """Set the error of each table of ``plan`` whose source has rows sharing a key value.
 
-    ``source_key``: each table's primary key on the source, for the message.
+    ``source``: the source's catalog (its primary keys name the source's key in the message).
     """
     for t in plan.tables:
         if not t.check_source_keys or t.error is not None:
@@ -63,7 +59,7 @@ def check(
             ", ".join(f"{k}={v}" for k, v in zip(t.key, key, strict=True)) + f" ({n} rows)"
             for key, n in found
         )
-        theirs = source_key.get(t.qualname) or ()
+        theirs = source[t.qualname].primary_key
         t.error = (
             f"{t.qualname}: rows of the source share a value of the key this sync matches "
             f"rows by ({', '.join(t.key)}; the source's primary key is "

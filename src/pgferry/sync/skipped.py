@@ -24,7 +24,7 @@ from psycopg import sql
 from pgferry.sync.copy import cols, table_ident
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import DeadLetter
-from pgferry.sync.write import WriteContext, typed_values
+from pgferry.sync.write import WriteContext, key_json, typed_values
 
 PENDING = sql.Identifier("pg_temp", "pgferry_pending")
 
@@ -82,16 +82,14 @@ def dead_letters(
     )
     q = sql.SQL(
         "INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data, error,"
-        " sqlstate) SELECT %s, %s, %s, jsonb_build_object({k}),"
+        " sqlstate) SELECT %s, %s, %s, {k},"
         " to_jsonb(p) - 'pgferry_oid' - 'pgferry_ctid', %s, '' FROM {p} p"
         " WHERE CASE WHEN p.pgferry_ctid IS NULL"
         " THEN NOT EXISTS (SELECT 1 FROM {t} x WHERE ({xk}) = ({pk}))"
         " ELSE EXISTS (SELECT 1 FROM {t} x WHERE x.tableoid = p.pgferry_oid"
         " AND x.ctid = p.pgferry_ctid) END RETURNING key"
     ).format(
-        k=sql.SQL(", ").join(
-            sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier("p", k)) for k in t.key
-        ),
+        k=key_json(t, "p"),
         p=PENDING,
         t=table_ident(t),
         xk=cols(t.key, "x"),

@@ -340,7 +340,6 @@ def dead(
     counts: Counts,
     unswapped: str | None = None,
 ) -> None:
-    keys = t.key or tuple(t.columns)
     diag = exc.diag
     msg = redact((diag.message_primary if diag and diag.message_primary else str(exc)).strip())
     if unswapped and pgerrors.clash(exc):  # writing the rows together was not tried: why
@@ -353,15 +352,10 @@ def dead(
     # their exact text (numeric scale, timestamps) instead of a trip through Python
     q = sql.SQL(
         "INSERT INTO pgferry.dead_letters (run_id, source, table_name, key, row_data,"
-        " error, sqlstate) SELECT %s, %s, %s, jsonb_build_object({}),"
+        " error, sqlstate) SELECT %s, %s, %s, {},"
         " to_jsonb(pgferry_s) - 'pgferry_n', %s, %s FROM {} pgferry_s"
         " WHERE pgferry_n = %s RETURNING key"
-    ).format(
-        sql.SQL(", ").join(
-            sql.SQL("{}, {}").format(sql.Literal(k), sql.Identifier("pgferry_s", k)) for k in keys
-        ),
-        numbered,
-    )
+    ).format(key_json(t, "pgferry_s"), numbered)
     row = conn.execute(q, [ctx.run_id, ctx.source, t.qualname, msg, sqlstate, n]).fetchone()
     assert row is not None
     counts.dead.append(DeadLetter(key=row[0], error=msg, sqlstate=sqlstate))
