@@ -209,3 +209,73 @@ def test_changes_over_many_batches_with_tied_watermarks(
     r = cli(*sync)  # nothing changed since: nothing written
     ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
     assert (r.code, ev["inserted"], ev["updated"]) == (0, 0, 0), ev
+
+
+def test_rows_without_a_watermark_are_read_on_every_run(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """A nullable watermark column (``updated_at`` set by an UPDATE trigger only, NULL on
+    insert): a row without one is in no window. Such rows were never read after the first
+    run (inserted later, or their watermark set back to NULL), and the sync said ok; a
+    first run with a ``where`` lost whole batches, whose bound compared a NULL. Now they
+    are read on every run, with a warning that says why."""
+    conf = CONF + 'where = "id > 0"\n'
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=conf
+    )
+    ddl = "CREATE TABLE events (id int PRIMARY KEY, v text, updated_at timestamptz);"
+    sql(p.dsns["prod"], ddl)
+    sql(
+        p.dsns["dev"],
+        ddl + "INSERT INTO events SELECT g, 'v', CASE WHEN g % 3 > 0 THEN now() END "
+        "FROM generate_series(1, 100) g",
+    )
+    sync = ("--config", str(p.config), "sync", "dev", "prod", "--batch-size", "7", "--json")
+    r = cli(*sync)
+    assert r.code == 0, r.err + r.out
+    assert rows(p.dsns["dev"], "events") == rows(p.dsns["prod"], "events")
+    ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
+    assert ev["strategy"] == "watermark" and ev["inserted"] == 100, ev
+    assert any("updated_at allows NULL" in w for w in ev["warnings"]), ev
+    sql(
+        p.dsns["dev"],
+        "INSERT INTO events VALUES (101, 'new, no mark', NULL);"
+        "UPDATE events SET v = 'w', updated_at = NULL WHERE id IN (1, 2);"
+        "UPDATE events SET v = 'w' WHERE id = 3",  # NULL before, NULL after
+    )
+    r = cli(*sync)
+    assert r.code == 0, r.err + r.out
+    ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
+    assert (ev["inserted"], ev["updated"]) == (1, 3), ev
+    assert rows(p.dsns["dev"], "events") == rows(p.dsns["prod"], "events")
+
+
+def test_a_local_time_watermark_warns_of_the_repeated_hour(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """A ``timestamp without time zone`` watermark on a source whose sessions start in a
+    zone with daylight saving time: ``now()`` stamps local time there, and the hour that
+    repeats when clocks go back stamps changes earlier than ones a run already read. The
+    sync says so, unless the zone keeps one offset or ``overlap`` covers the hour."""
+    p = write_project(
+        tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")}, protected=(), extra=CONF
+    )
+    ddl = "CREATE TABLE events (id int PRIMARY KEY, updated_at timestamp NOT NULL DEFAULT now());"
+    sql(p.dsns["prod"], ddl)
+    sql(p.dsns["dev"], ddl)
+    sql(p.dsns["dev"], "INSERT INTO events SELECT g FROM generate_series(1, 10) g")
+    db = one(p.dsns["dev"], "SELECT current_database()")
+
+    def warned(zone: str, *args: str) -> bool:
+        sql(p.dsns["dev"], f"ALTER DATABASE \"{db}\" SET TimeZone = '{zone}'")
+        r = cli("--config", str(p.config), "sync", "dev", "prod", "--json", *args)
+        assert r.code == 0, r.err + r.out
+        ev = {t["table"]: t for t in r.json["tables"]}["public.events"]
+        return any("repeats when clocks go back" in w for w in ev["warnings"])
+
+    assert warned("Europe/Berlin")
+    assert warned("America/New_York")
+    assert not warned("UTC")
+    assert not warned("Asia/Tokyo")  # no daylight saving time
+    p.config.write_text(p.config.read_text().replace('overlap = "0s"', 'overlap = "1h"'))
+    assert not warned("Europe/Berlin")

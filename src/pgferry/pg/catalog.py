@@ -103,8 +103,10 @@ ORDER BY a.attrelid, a.attnum
 #: through domains (each level) and an array's element type to the type x that holds the
 #: values; a composite, range or multirange, a type with no default btree operator class (no
 #: equality, as json, or none that is identity, as box's area), one whose equality is
-#: looser than identity (citext, interval), or floats or numeric inside an array (0 = -0
-#: and 1.5 = 1.50 there, which the hash tells apart). Once per type, not per column.
+#: looser than identity (citext, interval), floats or numeric inside an array (0 = -0
+#: and 1.5 = 1.50 there, which the hash tells apart), or a domain over an enum (whose
+#: ``=``, ``<`` and ``max`` do not resolve: the enum's are polymorphic, and a domain is
+#: not taken as ``anyenum``). Once per type, not per column.
 _TEXT_COMPARED = """
 WITH RECURSIVE walk(root, oid, in_array) AS (
     SELECT t, t, false FROM unnest(%(types)s::oid[]) AS t
@@ -116,13 +118,17 @@ WITH RECURSIVE walk(root, oid, in_array) AS (
 SELECT walk.root::int,
        x.typtype IN ('c', 'r', 'm') OR x.typname = ANY(%(loose)s)
        OR (walk.in_array AND x.oid = ANY('{float4,float8,numeric}'::regtype[]))
+       OR enum_domain
        OR NOT (x.typtype = 'e' OR EXISTS (
            SELECT 1 FROM pg_opclass o JOIN pg_am m ON m.oid = o.opcmethod
            WHERE m.amname = 'btree' AND o.opcdefault
              AND (o.opcintype = x.oid OR o.opcintype IN (
                  SELECT casttarget FROM pg_cast
-                 WHERE castsource = x.oid AND castmethod = 'b' AND castcontext = 'i'))))
-FROM walk JOIN pg_type x ON x.oid = walk.oid
+                 WHERE castsource = x.oid AND castmethod = 'b' AND castcontext = 'i')))),
+       enum_domain
+FROM walk JOIN pg_type x ON x.oid = walk.oid,
+     -- a domain over an enum (not in an array): its "=" does not resolve
+     LATERAL (SELECT x.typtype = 'e' AND NOT walk.in_array AND walk.root <> walk.oid) d(enum_domain)
 WHERE NOT (x.typtype = 'd' OR (x.typcategory = 'A' AND x.typelem <> 0))
 """
 
@@ -166,11 +172,16 @@ ORDER BY ad.adrelid, a.attnum
 """
 
 _TRIGGERS = """
-SELECT tgrelid, tgname, tgenabled::text,
-       -- FOR EACH ROW (1), BEFORE (2), on INSERT (4) or UPDATE (16): returning NULL skips
-       -- the row without an error
-       (tgtype & 3) = 3 AND (tgtype & 20) <> 0
+SELECT tgrelid, tgname, tgenabled::text, before_row,
+       -- what the sync reads to know whether such a trigger's function can return NULL
+       CASE WHEN before_row AND l.lanname = 'plpgsql' THEN pg_get_functiondef(tgfoid) END,
+       CASE WHEN before_row AND l.lanname = 'plpgsql' THEN p.prosrc END
 FROM pg_trigger
+JOIN pg_proc p ON p.oid = tgfoid
+JOIN pg_language l ON l.oid = p.prolang,
+     -- FOR EACH ROW (1), BEFORE (2), on INSERT (4) or UPDATE (16): returning NULL skips
+     -- the row without an error
+     LATERAL (SELECT (tgtype & 3) = 3 AND (tgtype & 20) <> 0) b(before_row)
 WHERE tgrelid = ANY(%s) AND NOT tgisinternal AND tgenabled IN ('O', 'A')
 ORDER BY tgrelid, tgname
 """
@@ -255,13 +266,18 @@ def read(
     return cat
 
 
-def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
-    """Columns, keys, foreign keys, sequences and triggers of the tables."""
+def _columns(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
+    """The tables' columns, with what the sync compares as text (:data:`_TEXT_COMPARED`)."""
     rows = conn.execute(_COLUMNS, [oids]).fetchall()
     types = sorted({r[7] for r in rows})
-    text = dict(
-        conn.execute(_TEXT_COMPARED, {"types": types, "loose": sorted(LOOSE_EQUALITY)}).fetchall()
-    )
+    text: dict[int, bool] = {}
+    enum_domains: set[int] = set()
+    for typoid, as_text, enum_domain in conn.execute(
+        _TEXT_COMPARED, {"types": types, "loose": sorted(LOOSE_EQUALITY)}
+    ):
+        text[typoid] = as_text
+        if enum_domain:
+            enum_domains.add(typoid)
     for rel, name, typ, notnull, hasdef, ident, gen, typoid, typtype, loose in rows:
         by_oid[rel].columns.append(
             Column(
@@ -275,8 +291,14 @@ def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: li
                 typtype,
                 loose,
                 text.get(typoid, True),
+                typoid in enum_domains,
             )
         )
+
+
+def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
+    """Columns, keys, foreign keys, sequences and triggers of the tables."""
+    _columns(conn, by_oid, oids)
     for rel, kind, cname, cols, ref, refcols, deferrable, validated in conn.execute(
         _CONSTRAINTS, [oids]
     ):
@@ -294,11 +316,13 @@ def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: li
     for rel, col, seq in conn.execute(_DEFAULT_SEQUENCES, [oids]):
         if col not in by_oid[rel].sequences:
             by_oid[rel].default_sequences[col] = seq
-    for rel, tg, mode, before_row in conn.execute(_TRIGGERS, [oids]):
+    for rel, tg, mode, before_row, definition, body in conn.execute(_TRIGGERS, [oids]):
         by_oid[rel].user_triggers.append(tg)
         by_oid[rel].trigger_modes[tg] = mode
         if before_row:
             by_oid[rel].skipping_triggers.append(tg)
+            if definition is not None:
+                by_oid[rel].trigger_functions[tg] = (definition, body)
 
 
 def _lint_facts(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:

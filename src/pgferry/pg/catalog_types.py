@@ -34,6 +34,9 @@ class Column:
     #: than identity: composite, range, multirange, json, box, citext, interval; floats
     #: and numeric inside an array (see _COLUMNS in pgferry.pg.catalog)
     compare_text: bool = False
+    #: a domain over an enum: PostgreSQL resolves no ``=`` or ``<`` for it (the enum's
+    #: are polymorphic, and a domain is not taken as ``anyenum``), so it cannot be a key
+    enum_domain: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class Table:
     #: those of them that are BEFORE INSERT or UPDATE, FOR EACH ROW: able to skip a row
     #: without an error (by returning NULL)
     skipping_triggers: list[str] = field(default_factory=list)
+    #: those of them whose function is PL/pgSQL: its ``CREATE FUNCTION`` and its source
+    trigger_functions: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: their pg_trigger.tgenabled ("O" enabled, "A" always), to re-enable them as they were
     trigger_modes: dict[str, str] = field(default_factory=dict)
     #: relkind: "r" table, "p" partitioned, "m" materialized view (lint reads those too)

@@ -39,6 +39,9 @@ def prepare(ctx: RunContext, t: TablePlan, link: Link) -> tuple[Any, list[compar
         return work, work.deletes if work is not None else []
     if t.strategy == "watermark":
         mark = watermark.read_mark(link, t)
+        local = watermark.local_time(link, t, ctx.overlap_s)
+        if local:
+            r.warnings.append(local)
         stale = not watermark.fence_usable(mark, ctx.snapshot)
         ahead = watermark.ahead(link, t, mark)
         if (mark.watermark is None and not is_empty(link, t)) or stale or ahead:

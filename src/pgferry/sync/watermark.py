@@ -91,6 +91,37 @@ def _capped(t: TablePlan, value: sql.Composable) -> sql.Composable:
     return sql.SQL("least({v}, CAST(now() AS {t}))::text").format(v=value, t=_type(t))
 
 
+def local_time(link: Link, t: TablePlan, overlap_s: float) -> str | None:
+    """A warning when the watermark is a ``timestamp without time zone`` on a source whose
+    sessions start in a zone with daylight saving time (``now()`` stamps local time there),
+    and ``overlap`` is under the hour that repeats when clocks go back: changes stamped in
+    the repeated hour are earlier than ones a run already read, and the next run would not
+    see them."""
+    typ = t.source_types.get(t.watermark or "", "")
+    if overlap_s >= 3600 or not (typ.startswith("timestamp") and "without" in typ):
+        return None
+    # the zone the source's sessions start in (database, role or server default: the
+    # sync's own session pinned UTC with set_config, which leaves reset_val alone), and
+    # whether its offset in January differs from July's (daylight saving time)
+    row = link.src.execute(
+        "SELECT z, (j AT TIME ZONE z) - (j AT TIME ZONE 'UTC') "
+        "<> (s AT TIME ZONE z) - (s AT TIME ZONE 'UTC') "
+        "FROM (SELECT reset_val, date_trunc('year', now()) + interval '14 days', "
+        "date_trunc('year', now()) + interval '6 months 14 days' "
+        "FROM pg_settings WHERE name = 'TimeZone') AS p(z, j, s)"
+    ).fetchone()
+    if not row or not row[1]:
+        return None
+    zone = row[0]
+    return (
+        f"watermark column {t.watermark} is a timestamp without time zone and the source's "
+        f"sessions start in time zone {zone}: where the application stamps local time, "
+        "the hour that repeats when clocks go back stamps changes earlier than ones a run "
+        'already read, and the next run would not see them; overlap = "1h" (or a '
+        "timestamptz column) covers it"
+    )
+
+
 def ahead(link: Link, t: TablePlan, mark: state.Mark) -> bool:
     """The stored watermark is later than the source's clock (stored before marks were
     capped, by a row stamped in the future): reading from it would skip real changes."""
@@ -127,21 +158,17 @@ def watermark_sync(
         full_load(link, t, masks, res, progress)
         store_initial(link, t, snap)
         return
-    lower: sql.Composable | None = None
-    params: list[Any] = []
-    if mark.watermark is not None:
-        typ = _type(t)
-        if _timed(t):
-            lower = sql.SQL("{} >= CAST(%s AS {}) - %s * interval '1 second'").format(wm, typ)
-            params = [mark.watermark, overlap_s]
-        else:
-            lower = sql.SQL("{} >= CAST(%s AS {})").format(wm, typ)
-            params = [mark.watermark]
+    lower, params = _window(t, mark, overlap_s)
     if lower is not None and mark.inflight_xids:
         # rows of transactions that were running at the previous snapshot, below the window
         fence, fparams = fence_clause(min(mark.inflight_xids))
         late = sql.SQL("{} AND NOT coalesce({}, false)").format(fence, lower)
         copy_range(link, t, masks, res, late, [*fparams, *params], progress)
+    if t.watermark_nullable:
+        # a row without a watermark is in no window (and would cut a batch's bound, which
+        # compares NULL): read every such row on every run, and keep them out of the batches
+        copy_range(link, t, masks, res, sql.SQL("{} IS NULL").format(wm), [], progress)
+        lower = sql.SQL("{} IS NOT NULL AND {}").format(wm, lower or sql.SQL("true"))
     order = [t.watermark, *[k for k in t.key if k != t.watermark]]
     ocols = cols(order)
     # a batch's last (watermark, key) is read back as text where Python cannot hold it
@@ -196,6 +223,20 @@ def watermark_sync(
         ).fetchone()
         final_top = row[0] if row else final_top
     state.write(tgt, source, qn, "watermark", state.Mark(final_top, fence_of(snap), None))
+
+
+def _window(
+    t: TablePlan, mark: state.Mark, overlap_s: float
+) -> tuple[sql.Composable | None, list[Any]]:
+    """The rows at or after the stored watermark (a time: minus ``overlap_s``); None
+    without one."""
+    if mark.watermark is None:
+        return None, []
+    wm, typ = sql.Identifier(t.watermark or ""), _type(t)
+    if _timed(t):
+        lower = sql.SQL("{} >= CAST(%s AS {}) - %s * interval '1 second'").format(wm, typ)
+        return lower, [mark.watermark, overlap_s]
+    return sql.SQL("{} >= CAST(%s AS {})").format(wm, typ), [mark.watermark]
 
 
 def _batch_end(t: TablePlan, order: list[str], where: sql.Composable, size: int) -> sql.Composed:

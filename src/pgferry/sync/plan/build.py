@@ -13,6 +13,7 @@ from __future__ import annotations
 from pgferry.config import SyncConfig, SyncTableConfig
 from pgferry.errors import BadInput
 from pgferry.pg.catalog_types import Column, Table
+from pgferry.sqltext.plpgsql import returns_new
 from pgferry.sync.plan.model import Mode, SyncPlan, TablePlan
 from pgferry.sync.plan.order import fk_order
 from pgferry.sync.plan.selection import select_tables
@@ -181,7 +182,11 @@ def build_plan(
             triggers=tc.triggers,
             partitioned=tgt.partitioned,
             user_triggers=list(tgt.user_triggers),
-            skipping_triggers=list(tgt.skipping_triggers),
+            skipping_triggers=[
+                tg
+                for tg in tgt.skipping_triggers
+                if tg not in tgt.trigger_functions or not returns_new(*tgt.trigger_functions[tg])
+            ],
             row_estimate=src.row_estimate,
             total_bytes=src.total_bytes,
             trigger_modes=dict(tgt.trigger_modes),
@@ -203,6 +208,15 @@ def build_plan(
                     "first; nothing is written to this table"
                 )
                 break
+        enum_domains = [c for c in (*src.columns, *tgt.columns) if c.name in key and c.enum_domain]
+        if enum_domains and t.error is None:
+            t.error = (
+                f"{qn}: key column {enum_domains[0].name} is of {enum_domains[0].type}, a "
+                "domain over an enum, for which PostgreSQL finds no = or < operator, so "
+                "rows cannot be matched by it; name another key in "
+                f'[sync.tables."{qn}"] (or make the column the enum itself); nothing is '
+                "written to this table"
+            )
         nullable = [c.name for c in tgt.columns if c.name in key and not c.not_null]
         if nullable and mode != "verify" and t.error is None:
             t.error = (
@@ -246,6 +260,17 @@ def build_plan(
             )
         t.check_source_keys = bool(key) and mode != "verify" and not _unique_on(src, key)
         _strategy(t, tc, mode)
+        if t.strategy == "watermark":
+            t.watermark_nullable = any(
+                c.name == t.watermark and not c.not_null for c in src.columns
+            )
+            if t.watermark_nullable:
+                t.warnings.append(
+                    f"watermark column {t.watermark} allows NULL on the source: rows "
+                    "without one fall in no window, so they are read again on every run "
+                    "(NOT NULL, or a default or trigger that sets it on INSERT and UPDATE, "
+                    "makes a run read only what changed)"
+                )
         t.on_conflict = (
             on_conflict or tc.on_conflict or cfg.on_conflict or ("stop" if protected else "source")
         )

@@ -33,6 +33,9 @@ class TablePlan:
     mode: Mode
     strategy: Strategy
     watermark: str | None = None
+    #: the watermark column allows NULL on the source: a row without a watermark is in no
+    #: window, so such rows are read on every run
+    watermark_nullable: bool = False
     where: str | None = None
     deletes: bool = True
     triggers: Literal["enable", "disable"] = "enable"
@@ -161,6 +164,10 @@ class TablePlan:
             "findings": list(self.findings),
             "sequences": dict(self.sequences),
             "user_triggers": list(self.user_triggers) if self.triggers == "enable" else [],
+            # those whose writes are checked for rows they skip (they may return NULL)
+            "skipping_triggers": (
+                list(self.skipping_triggers) if self.triggers == "enable" else []
+            ),
             "text_columns": list(self.text_columns),
             "locks": self.locks(),
             "before_images": self.before_images,
