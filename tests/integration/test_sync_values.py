@@ -348,3 +348,30 @@ def test_a_domain_over_an_enum_is_written_and_refused_as_a_key(
     q = "SELECT id, m::text, ms::text[], note FROM v ORDER BY id"
     assert fetch(p.dsns["prod"], q) == fetch(p.dsns["dev"], q)
     assert run(cli, p, "verify", "dev", "prod", "--exclude", "public.k").code == 0
+
+
+def test_a_deferrable_key_is_refused_and_a_deferrable_unique_is_synced(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """``INSERT ... ON CONFLICT`` cannot take a deferrable constraint as its arbiter, so
+    every sync of a table whose primary key is DEFERRABLE failed on PostgreSQL's message
+    once rows existed; the plan says so first, with what to do. A deferrable UNIQUE
+    elsewhere (positions of a list, swapped) is checked at commit and is synced."""
+    p = project(tmp_path, make_db)
+    for env in ("dev", "prod"):
+        sql(
+            p.dsns[env],
+            "CREATE TABLE dp (id int PRIMARY KEY DEFERRABLE INITIALLY DEFERRED, v text);"
+            "CREATE TABLE li (id int PRIMARY KEY, list int NOT NULL, pos int NOT NULL,"
+            " UNIQUE (list, pos) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        sql(p.dsns[env], "INSERT INTO li SELECT g, 1, g FROM generate_series(1, 10) g")
+    sql(p.dsns["dev"], "INSERT INTO dp VALUES (1, 'v'); UPDATE li SET pos = 11 - pos")
+    r = run(cli, p, "sync", "dev", "prod")
+    assert r.code == 3, r.out + r.err
+    tables = {t["table"]: t for t in json.loads(r.out)["tables"]}
+    assert "unique constraint on the key (id) is DEFERRABLE" in tables["public.dp"]["error"]
+    assert fetch(p.dsns["prod"], "SELECT count(*) FROM dp") == [(0,)]
+    assert (tables["public.li"]["status"], tables["public.li"]["updated"]) == ("ok", 10)
+    q = "SELECT id, pos FROM li ORDER BY id"
+    assert fetch(p.dsns["prod"], q) == fetch(p.dsns["dev"], q)

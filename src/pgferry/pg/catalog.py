@@ -303,6 +303,8 @@ def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: li
         _CONSTRAINTS, [oids]
     ):
         t = by_oid[rel]
+        if kind in ("p", "u") and deferrable:
+            t.deferrable_keys.append(tuple(cols))
         if kind == "p":
             t.primary_key = tuple(cols)
         elif kind == "u":

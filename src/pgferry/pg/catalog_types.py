@@ -86,6 +86,8 @@ class Table:
     columns: list[Column] = field(default_factory=list)
     primary_key: tuple[str, ...] = ()
     unique_keys: list[tuple[str, ...]] = field(default_factory=list)
+    #: the primary key and unique constraints among those that are DEFERRABLE
+    deferrable_keys: list[tuple[str, ...]] = field(default_factory=list)
     foreign_keys: list[ForeignKey] = field(default_factory=list)
     sequences: dict[str, str] = field(default_factory=dict)  # column -> "schema.sequence"
     #: user triggers that fire in an ordinary session (enabled, or ENABLE ALWAYS)

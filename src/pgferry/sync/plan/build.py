@@ -217,6 +217,16 @@ def build_plan(
                 f'[sync.tables."{qn}"] (or make the column the enum itself); nothing is '
                 "written to this table"
             )
+        arbiters = [set(u) for u in (tgt.primary_key, *tgt.unique_keys) if set(u) == set(key)]
+        deferred = [set(u) for u in tgt.deferrable_keys if set(u) == set(key)]
+        if deferred and len(deferred) == len(arbiters) and mode != "verify" and t.error is None:
+            t.error = (
+                f"{qn}: the target's unique constraint on the key ({', '.join(key)}) is "
+                "DEFERRABLE, and INSERT ... ON CONFLICT, which the sync writes rows with, "
+                "cannot use a deferrable one; recreate it NOT DEFERRABLE (a new unique index, "
+                "then ADD CONSTRAINT ... USING INDEX in place of the old constraint) or name "
+                f'another key in [sync.tables."{qn}"]; nothing is written to this table'
+            )
         nullable = [c.name for c in tgt.columns if c.name in key and not c.not_null]
         if nullable and mode != "verify" and t.error is None:
             t.error = (
