@@ -92,7 +92,10 @@ def test_only_triggers_that_may_return_null_are_watched(
     row: its table is not watched (the plan lists no skipping trigger for it), and is
     synced. A function that may return NULL is watched."""
     p = write_project(tmp_path, {"dev": make_db("src"), "prod": make_db("prod")}, protected=())
-    stamped = "CREATE TABLE stamped (id int PRIMARY KEY, body text, updated_at timestamptz);"
+    stamped = (
+        "CREATE TABLE stamped (id int PRIMARY KEY, body text, updated_at timestamptz);"
+        "CREATE TABLE search (id int PRIMARY KEY, body text, tsv tsvector);"
+    )
     for dsn in p.dsns.values():
         sql(dsn, SCHEMA + stamped)
         sql(dsn, "INSERT INTO stamped SELECT g, 'v1' FROM generate_series(1, 10) g")
@@ -101,7 +104,8 @@ def test_only_triggers_that_may_return_null_are_watched(
         GUARDS + "CREATE FUNCTION stamp() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
         " NEW.updated_at := now(); -- RETURN NULL; would skip the row\n RETURN NEW; END $$;"
         "CREATE TRIGGER stamp BEFORE INSERT OR UPDATE ON stamped FOR EACH ROW "
-        "EXECUTE FUNCTION stamp()",
+        "EXECUTE FUNCTION stamp(); CREATE TRIGGER tsv BEFORE INSERT OR UPDATE ON search "
+        "FOR EACH ROW EXECUTE FUNCTION tsvector_update_trigger(tsv, 'pg_catalog.english', body)",
     )
     sql(p.dsns["dev"], "UPDATE stamped SET body = 'v2' WHERE id <= 4")
     r = run_json(cli, p, "sync", "dev", "prod", "--dry-run")
@@ -109,6 +113,10 @@ def test_only_triggers_that_may_return_null_are_watched(
     assert plan["public.doc"]["skipping_triggers"] == ["keep_locked"]
     assert plan["public.stamped"]["user_triggers"] == ["stamp"]
     assert plan["public.stamped"]["skipping_triggers"] == []
+    assert (plan["public.search"]["user_triggers"], plan["public.search"]["skipping_triggers"]) == (
+        ["tsv"],
+        [],
+    )
     r = run_json(cli, p, "sync", "dev", "prod")
     assert r.code == 0, r.out + r.err
     t = {t["table"]: t for t in r.json["tables"]}["public.stamped"]

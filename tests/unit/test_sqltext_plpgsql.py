@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pgferry.sqltext.plpgsql import returns_new
+from pgferry.sqltext.plpgsql import never_skips, returns_new
 
 
 def _fn(body: str) -> tuple[str, str]:
@@ -47,3 +47,19 @@ def test_functions_that_return_new_on_every_path(body: str) -> None:
 @pytest.mark.parametrize("body", MAY_SKIP)
 def test_functions_that_may_return_something_else_are_watched(body: str) -> None:
     assert not returns_new(*_fn(body))
+
+
+@pytest.mark.parametrize(
+    ("language", "source", "library", "expected"),
+    [
+        ("c", "moddatetime", "$libdir/moddatetime", True),
+        ("internal", "tsvector_update_trigger_byid", "", True),
+        ("internal", "suppress_redundant_updates_trigger", "", False),  # returns NULL
+        ("c", "moddatetime", "$libdir/not_the_contrib_one", False),
+        ("plpython3u", "return 'OK'", "", False),
+    ],
+)
+def test_functions_in_other_languages_are_known_by_name_or_watched(
+    language: str, source: str, library: str, expected: bool
+) -> None:
+    assert never_skips(language, "", source, library) is expected

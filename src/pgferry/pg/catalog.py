@@ -30,6 +30,7 @@ from pgferry.pg.catalog_types import ForeignKey as ForeignKey
 from pgferry.pg.catalog_types import Index as Index
 from pgferry.pg.catalog_types import Measured as Measured
 from pgferry.pg.catalog_types import Table as Table
+from pgferry.pg.catalog_types import TriggerFunction as TriggerFunction
 
 _SCHEMAS = """
 SELECT nspname FROM pg_namespace
@@ -173,9 +174,12 @@ ORDER BY ad.adrelid, a.attnum
 
 _TRIGGERS = """
 SELECT tgrelid, tgname, tgenabled::text, before_row,
-       -- what the sync reads to know whether such a trigger's function can return NULL
+       -- what the sync reads to know whether such a trigger's function can return NULL:
+       -- its language, a PL/pgSQL function's definition, its source (a C function's
+       -- symbol) and a C function's library
+       l.lanname::text,
        CASE WHEN before_row AND l.lanname = 'plpgsql' THEN pg_get_functiondef(tgfoid) END,
-       CASE WHEN before_row AND l.lanname = 'plpgsql' THEN p.prosrc END
+       p.prosrc, coalesce(p.probin, '')
 FROM pg_trigger
 JOIN pg_proc p ON p.oid = tgfoid
 JOIN pg_language l ON l.oid = p.prolang,
@@ -318,13 +322,16 @@ def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: li
     for rel, col, seq in conn.execute(_DEFAULT_SEQUENCES, [oids]):
         if col not in by_oid[rel].sequences:
             by_oid[rel].default_sequences[col] = seq
-    for rel, tg, mode, before_row, definition, body in conn.execute(_TRIGGERS, [oids]):
+    for rel, tg, mode, before_row, language, definition, source, library in conn.execute(
+        _TRIGGERS, [oids]
+    ):
         by_oid[rel].user_triggers.append(tg)
         by_oid[rel].trigger_modes[tg] = mode
         if before_row:
             by_oid[rel].skipping_triggers.append(tg)
-            if definition is not None:
-                by_oid[rel].trigger_functions[tg] = (definition, body)
+            by_oid[rel].trigger_functions[tg] = TriggerFunction(
+                language, definition or "", source, library
+            )
 
 
 def _lint_facts(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:

@@ -40,6 +40,16 @@ class Column:
 
 
 @dataclass(frozen=True)
+class TriggerFunction:
+    """What a trigger runs, as far as a sync needs to know whether it can return NULL."""
+
+    language: str  # pg_language.lanname: "plpgsql", "c", "internal", ...
+    definition: str  # a PL/pgSQL function's CREATE FUNCTION (pg_get_functiondef); else ""
+    source: str  # prosrc: the body, or a C or internal function's symbol
+    library: str  # probin: a C function's library ("$libdir/moddatetime"); else ""
+
+
+@dataclass(frozen=True)
 class ForeignKey:
     name: str
     columns: tuple[str, ...]
@@ -95,8 +105,8 @@ class Table:
     #: those of them that are BEFORE INSERT or UPDATE, FOR EACH ROW: able to skip a row
     #: without an error (by returning NULL)
     skipping_triggers: list[str] = field(default_factory=list)
-    #: those of them whose function is PL/pgSQL: its ``CREATE FUNCTION`` and its source
-    trigger_functions: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: their functions, by trigger
+    trigger_functions: dict[str, TriggerFunction] = field(default_factory=dict)
     #: their pg_trigger.tgenabled ("O" enabled, "A" always), to re-enable them as they were
     trigger_modes: dict[str, str] = field(default_factory=dict)
     #: relkind: "r" table, "p" partitioned, "m" materialized view (lint reads those too)

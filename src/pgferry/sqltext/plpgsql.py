@@ -20,6 +20,28 @@ from typing import Any
 from pgferry.jsonio import loads
 from pgferry.sqltext.parser import parser
 
+#: trigger functions in C (or built in) that return the row on every path: (library,
+#: symbol); ``moddatetime`` stamps a column (Supabase's suggested ``updated_at`` trigger),
+#: ``tsvector_update_trigger`` fills a full-text column
+ROW_RETURNING = frozenset(
+    (
+        ("$libdir/moddatetime", "moddatetime"),
+        ("", "tsvector_update_trigger_byid"),
+        ("", "tsvector_update_trigger_bycolumn"),
+    )
+)
+
+
+def never_skips(language: str, definition: str, source: str, library: str) -> bool:
+    """A trigger function that returns its row on every path that returns: PL/pgSQL that
+    :func:`returns_new` proves, or one of :data:`ROW_RETURNING` (by its C library or as
+    built in, and symbol). ``language``: ``pg_language.lanname``; ``definition``: a
+    PL/pgSQL function's ``CREATE FUNCTION``; ``source``: ``prosrc``; ``library``: ``probin``.
+    """
+    if language == "plpgsql":
+        return returns_new(definition, source)
+    return language in ("c", "internal") and (library, source) in ROW_RETURNING
+
 
 def returns_new(definition: str, body: str) -> bool:
     """``definition``: the function's ``CREATE FUNCTION`` (``pg_get_functiondef``);

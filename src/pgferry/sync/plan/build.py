@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pgferry.config import SyncConfig, SyncTableConfig
 from pgferry.errors import BadInput
-from pgferry.pg.catalog_types import Column, Table
-from pgferry.sqltext.plpgsql import returns_new
+from pgferry.pg.catalog_types import Column, Table, TriggerFunction
+from pgferry.sqltext.plpgsql import never_skips
 from pgferry.sync.plan.model import Mode, SyncPlan, TablePlan
 from pgferry.sync.plan.order import fk_order
 from pgferry.sync.plan.selection import select_tables
@@ -92,6 +92,10 @@ def _columns(t: TablePlan, src: Table, tgt: Table) -> None:
                 "migrations first (until then it is not synced)"
             )
     t.columns = cols
+
+
+def _never_skips(f: TriggerFunction) -> bool:
+    return never_skips(f.language, f.definition, f.source, f.library)
 
 
 def _strategy(t: TablePlan, tc: SyncTableConfig, mode: Mode) -> None:
@@ -185,7 +189,7 @@ def build_plan(
             skipping_triggers=[
                 tg
                 for tg in tgt.skipping_triggers
-                if tg not in tgt.trigger_functions or not returns_new(*tgt.trigger_functions[tg])
+                if tg not in tgt.trigger_functions or not _never_skips(tgt.trigger_functions[tg])
             ],
             row_estimate=src.row_estimate,
             total_bytes=src.total_bytes,
