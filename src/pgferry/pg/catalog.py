@@ -140,7 +140,7 @@ SELECT con.conrelid, con.contype::text, con.conname,
        fn.nspname || '.' || fc.relname,
        ARRAY(SELECT a.attname FROM unnest(con.confkey) WITH ORDINALITY k(n, o)
              JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.o),
-       con.condeferrable, con.convalidated
+       con.condeferrable, con.convalidated, con.confdeltype::text
 FROM pg_constraint con
 LEFT JOIN pg_class fc ON fc.oid = con.confrelid
 LEFT JOIN pg_namespace fn ON fn.oid = fc.relnamespace
@@ -303,7 +303,7 @@ def _columns(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list
 def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:
     """Columns, keys, foreign keys, sequences and triggers of the tables."""
     _columns(conn, by_oid, oids)
-    for rel, kind, cname, cols, ref, refcols, deferrable, validated in conn.execute(
+    for rel, kind, cname, cols, ref, refcols, deferrable, validated, on_delete in conn.execute(
         _CONSTRAINTS, [oids]
     ):
         t = by_oid[rel]
@@ -315,7 +315,9 @@ def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: li
             t.unique_keys.append(tuple(cols))
         else:
             t.foreign_keys.append(
-                ForeignKey(cname, tuple(cols), ref, tuple(refcols), deferrable, validated)
+                ForeignKey(
+                    cname, tuple(cols), ref, tuple(refcols), deferrable, validated, on_delete
+                )
             )
     for rel, col, seq in conn.execute(_SEQUENCES, [oids]):
         by_oid[rel].sequences[col] = seq

@@ -57,6 +57,9 @@ class ForeignKey:
     ref_columns: tuple[str, ...]
     deferrable: bool
     validated: bool
+    #: pg_constraint.confdeltype: a(no action), r(estrict), c(ascade), n (set null), d (set
+    #: default)
+    on_delete: str = "a"
 
 
 @dataclass

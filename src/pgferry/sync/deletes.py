@@ -49,6 +49,60 @@ def check_unselected(
             )
 
 
+class ActsOnRowsKept(OperationFailed):
+    """A delete would make a foreign key of the target (ON DELETE CASCADE, SET NULL or SET
+    DEFAULT) change rows of a synced table that still reference the deleted rows."""
+
+
+_ACTIONS = {"c": "ON DELETE CASCADE would delete", "n": "ON DELETE SET NULL would change",
+            "d": "ON DELETE SET DEFAULT would change"}  # fmt: skip
+
+
+def check_acting(
+    conn: psycopg.Connection[Any], t: TablePlan, doomed: sql.Composable, params: list[Any]
+) -> None:
+    """Fail when a foreign key of the target that acts on a delete (``t.acting_on_delete``)
+    would change rows that reference a row about to be deleted and are not deleted
+    themselves.
+
+    The children are compared and their deletes done first, so rows still referencing a
+    deleted row are rows the source keeps: moved to another parent (the caller retries
+    the delete after the loads, as it does a delete a foreign key refuses), or still
+    referencing it where the source has no such foreign key (drift). Before this check
+    the delete went through: the target lost those rows, and the sync said ok.
+    """
+    for other, fk_cols, ref_cols, action in t.acting_on_delete:
+        schema, name = other.split(".", 1)
+        own: sql.Composable = sql.SQL("")
+        args = list(params)
+        if other == t.qualname:  # rows of the table itself: those not deleted too
+            if not t.key:
+                continue
+            own = sql.SQL(" AND ({k}) NOT IN (SELECT {k2} FROM ({d}) t)").format(
+                k=cols(t.key, "u"), k2=cols(t.key, "t"), d=doomed
+            )
+            args += params
+        q = sql.SQL(
+            "SELECT 1 FROM {o} u WHERE ({fk}) IN (SELECT {ref} FROM ({d}) t){own} LIMIT 1"
+        ).format(
+            o=sql.Identifier(schema, name),
+            fk=cols(fk_cols, "u"),
+            ref=cols(ref_cols, "t"),
+            d=doomed,
+            own=own,
+        )
+        if conn.execute(q, args).fetchone():
+            raise ActsOnRowsKept(
+                f"{t.qualname}: rows deleted at the source are still referenced by rows of "
+                f"{other} that the source keeps, and the target's foreign key on "
+                f"{other} ({', '.join(fk_cols)}) {_ACTIONS[action]} them; the source has no "
+                "such foreign key (apply the migrations, or delete or move those rows at the "
+                "source first)",
+                table=t.qualname,
+                referenced_by=other,
+            )
+
+
 def delete_rows(
     conn: psycopg.Connection[Any],
     t: TablePlan,
@@ -71,6 +125,7 @@ def delete_rows(
     if check:
         doomed = sql.SQL("SELECT * FROM {} t WHERE {}").format(table_ident(t), where)
         check_unselected(conn, t, doomed, params)
+        check_acting(conn, t, doomed, params)
     delete = sql.SQL("DELETE FROM {} t WHERE {}").format(table_ident(t), where)
     if not t.before_images:
         cur = conn.execute(delete, params)

@@ -33,7 +33,7 @@ from tenacity import (
 from pgferry.errors import LockUnavailable, PgferryError, Unreachable
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import Target, begin_repeatable_read, is_transient, map_db_error, redact
-from pgferry.sync import compare, events, multiset, rebuild, write
+from pgferry.sync import compare, deletes, events, multiset, rebuild, write
 from pgferry.sync.context import RunContext
 from pgferry.sync.links import heal
 from pgferry.sync.plan import TablePlan
@@ -273,13 +273,17 @@ def _rebuild(ctx: RunContext, link: Link, results: list[TableResult]) -> None:
 
 
 def _deletes(link: Link, r: TableResult, ops: list[compare.DeleteOp]) -> bool:
-    """Run a table's deletes in a savepoint; False (rolled back) when an FK refused them."""
+    """Run a table's deletes in a savepoint; False (rolled back) when an FK refused them,
+    or would have acted on rows still referencing them (tried again after the loads)."""
     before = r.deleted
     try:
         with link.tgt.transaction():
             for op in ops:
                 op(r)
         return True
+    except deletes.ActsOnRowsKept:
+        r.deleted = before
+        return False
     except psycopg.Error as e:
         if not pgerrors.foreign_key(e) or link.tgt.broken:
             raise

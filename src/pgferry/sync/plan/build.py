@@ -332,6 +332,10 @@ def build_plan(
     for other in (referencing or target).values():
         for fk in other.foreign_keys:
             p = plans.get(fk.ref_table)
+            if p is not None and other.qualname in selected and fk.on_delete in ("c", "n", "d"):
+                p.acting_on_delete.append(
+                    (other.qualname, fk.columns, fk.ref_columns, fk.on_delete)
+                )
             if p is None or other.qualname == fk.ref_table:
                 continue
             p.referenced = True

@@ -67,6 +67,11 @@ class TablePlan:
     referenced_by_unselected: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = field(
         default_factory=list
     )
+    #: FKs of selected tables (itself included) that act on a delete of this table's rows
+    #: (ON DELETE CASCADE, SET NULL, SET DEFAULT): (table, fk columns, key columns, action)
+    acting_on_delete: list[tuple[str, tuple[str, ...], tuple[str, ...], str]] = field(
+        default_factory=list
+    )
     #: True when any FK (from any table but itself) references this table: no TRUNCATE
     referenced: bool = False
     #: cycle members when this table is in an FK cycle (deferrable or not)
