@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from psycopg import sql
 
@@ -52,6 +52,13 @@ class Spec:
     src_rows: dict[int, list[int]]  # key -> index of each column's value
     tgt_rows: dict[int, list[int]]
     boom: int | None  # a target key whose write a trigger refuses with 42501 (not a row error)
+    #: the child's rows (key -> parent key or None) on each side; the target's foreign key
+    #: acts so on a delete, and the source has the same foreign key or none (then its
+    #: children may reference parents it does not have)
+    src_children: dict[int, int | None]
+    tgt_children: dict[int, int | None]
+    on_delete: str
+    src_fk: bool
 
 
 @st.composite
@@ -64,7 +71,31 @@ def specs(draw: st.DrawFn) -> Spec:
 
     src, tgt = rows(), rows()
     boom = draw(st.one_of(st.none(), st.sampled_from(sorted(src)))) if src else None
-    return Spec(cols, draw(st.booleans()), src, tgt, boom)
+    src_fk = draw(st.booleans())
+
+    def children(parents: list[int]) -> dict[int, int | None]:
+        keys = draw(st.lists(st.integers(0, 40), max_size=20, unique=True))
+        pick = st.sampled_from(parents) if parents else st.none()
+        return {k: draw(st.one_of(st.none(), pick)) for k in keys}
+
+    tgt_children = children(sorted(tgt))
+    # the source's: most of the target's as they are (a parent the source deleted may
+    # still be theirs, where it has no foreign key), some moved, and some of its own
+    src_children = children(sorted(src) if src_fk else list(range(41)))
+    for k, pid in tgt_children.items():
+        if draw(st.booleans()):
+            src_children[k] = pid if pid is None or pid in src or not src_fk else None
+    return Spec(
+        cols,
+        draw(st.booleans()),
+        src,
+        tgt,
+        boom,
+        src_children,
+        tgt_children,
+        draw(st.sampled_from(["NO ACTION", "CASCADE", "SET NULL"])),
+        src_fk,
+    )
 
 
 def _value(c: int, i: int) -> str:
@@ -86,7 +117,8 @@ def _build(conn: psycopg.Connection[Any], schema: str, spec: Spec, side: str) ->
     )
     conn.execute(f"CREATE TABLE p (id int PRIMARY KEY, {cols})")
     if spec.child:
-        conn.execute("CREATE TABLE ch (id int PRIMARY KEY, pid int REFERENCES p, note text)")
+        fk = f"REFERENCES p ON DELETE {spec.on_delete}" if side == "tgt" or spec.src_fk else ""
+        conn.execute(f"CREATE TABLE ch (id int PRIMARY KEY, pid int {fk}, note text)")
     rows = spec.src_rows if side == "src" else spec.tgt_rows
     for k, vals in rows.items():
         values = [
@@ -95,8 +127,8 @@ def _build(conn: psycopg.Connection[Any], schema: str, spec: Spec, side: str) ->
         ]
         conn.execute(f"INSERT INTO p VALUES ({k}, {', '.join(values)})")  # noqa: S608
     if spec.child:
-        for k in rows:  # every parent has a child with the same key
-            conn.execute("INSERT INTO ch VALUES (%s, %s, %s)", [k, k, f"{side}{k}"])
+        for k, pid in (spec.src_children if side == "src" else spec.tgt_children).items():
+            conn.execute("INSERT INTO ch VALUES (%s, %s, %s)", [k, pid, f"n{k}"])
     if side == "tgt" and spec.boom is not None:
         conn.execute(f"""CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN IF NEW.id = {spec.boom} THEN RAISE EXCEPTION 'no' USING ERRCODE = '42501';
@@ -133,6 +165,13 @@ _counter = itertools.count()
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(spec=specs(), mode=st.sampled_from(["incremental", "full"]), batch=st.integers(1, 7))
+# the source deleted parent 3, keeps child 10 that references it (it has no foreign key),
+# and the target's foreign key deletes in cascade: a sync once lost child 10 and said ok
+@example(
+    spec=Spec([0], True, {1: [0]}, {1: [0], 3: [1]}, None, {10: 3}, {10: 3}, "CASCADE", False),
+    mode="incremental",
+    batch=5,
+)
 def test_each_table_equals_the_source_or_is_unchanged(
     tmp_path: Path, make_db: Callable[..., str], spec: Spec, mode: str, batch: int
 ) -> None:
