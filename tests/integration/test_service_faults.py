@@ -58,7 +58,7 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
         conn.execute(
             "CREATE TABLE slow_load (on_ bool); INSERT INTO slow_load VALUES (true);"
             " CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF EXISTS (SELECT FROM slow_load) THEN PERFORM pg_sleep(0.002); END IF;"
+            " IF EXISTS (SELECT FROM slow_load) THEN PERFORM pg_sleep(0.001); END IF;"
             " RETURN NEW; END $$;"
             " CREATE TRIGGER slow BEFORE INSERT ON items FOR EACH ROW"
             " EXECUTE FUNCTION slow()"
