@@ -432,3 +432,20 @@ def test_a_forgotten_prepared_transaction_is_a_long_transaction(
         assert "ROLLBACK PREPARED 'forgotten'" in c["fix"], c
     finally:
         sql(p.dsns["prod"], "ROLLBACK PREPARED 'forgotten'")
+
+
+def test_a_database_whose_sessions_start_read_only_is_critical(
+    tmp_path: Path, make_db: Callable[..., str], cli: Callable[..., Result]
+) -> None:
+    """A provider's read-only mode (a full disk) sets default_transaction_read_only: every
+    read still works, the application's writes fail, and health said optimal, exit 0."""
+    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(), extra=EXTRA)
+    sql(p.dsns["prod"], SCHEMA)
+    db = psycopg.conninfo.conninfo_to_dict(p.dsns["prod"])["dbname"]
+    assert checks(health(cli, p, "prod", "--json"))["writable"]["status"] == "optimal"
+    sql(p.dsns["prod"], f'ALTER DATABASE "{db}" SET default_transaction_read_only = on')
+    r = health(cli, p, "prod", "--json")
+    assert (r.code, r.json["status"]) == (1, "critical"), r.out
+    c = checks(r)["writable"]
+    assert (c["status"], c["value"]) == ("critical", "read-only"), c
+    assert "default_transaction_read_only = on" in c["message"], c

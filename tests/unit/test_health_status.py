@@ -65,6 +65,7 @@ def test_all_well_is_optimal_with_every_check_named() -> None:
     names = [c.name for c in rep.checks]
     assert names == [
         "reachability",
+        "writable",
         "connections",
         "long_transactions",
         "idle_in_transaction",
@@ -261,3 +262,13 @@ def test_overall_follows_the_issue_s_rules(parts: list[tuple[Status, bool]]) -> 
         assert got == "optimal"
     else:
         assert got == "healthy"
+
+
+def test_a_standby_or_a_read_only_database_is_critical() -> None:
+    """Every read works on a database that takes no writes: only this check sees it."""
+    standby = by(facts(in_recovery=True))["writable"]
+    assert (standby.status, standby.value) == ("critical", "standby")
+    read_only = by(facts(read_only=True))["writable"]
+    assert (read_only.status, read_only.value) == ("critical", "read-only")
+    assert "default_transaction_read_only = on" in read_only.message
+    assert evaluate(facts(read_only=True), TH, NOW).status == "critical"

@@ -46,7 +46,10 @@ SELECT current_user,
        (SELECT max(mxid_age(datminmxid)) FROM pg_database),
        nullif((SELECT datname FROM pg_database
                ORDER BY greatest(age(datfrozenxid), mxid_age(datminmxid)) DESC LIMIT 1),
-              current_database())
+              current_database()),
+       -- writes: a standby takes none, nor does a session that starts read-only (the
+       -- health session sets nothing of its own, so it starts as the application's do)
+       pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'
 """
 SESSIONS_SQL = """
 SELECT pid, usename, application_name, state,
@@ -173,6 +176,8 @@ def server(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> Non
         f.xid_age,
         f.mxid_age,
         f.oldest_database,
+        f.in_recovery,
+        f.read_only,
     ) = row
 
 

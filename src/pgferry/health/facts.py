@@ -150,6 +150,11 @@ class HealthFacts:
     xid_age: int | None = None
     mxid_age: int | None = None
     oldest_database: str | None = None  # the database they are from, when not this one
+    #: a standby (pg_is_in_recovery()): it takes no writes
+    in_recovery: bool = False
+    #: sessions of the role start read-only here (default_transaction_read_only = on, set
+    #: for the server, the database or the role: a provider's read-only mode)
+    read_only: bool = False
     sequences: list[SequenceUse] = field(default_factory=list)
     unreadable_sequences: list[str] = field(default_factory=list)
     invalid_indexes: list[str] = field(default_factory=list)

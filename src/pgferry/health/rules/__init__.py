@@ -22,6 +22,7 @@ from pgferry.health.rules.database import (
     slow_statements,
     tables_without_pk,
     wraparound,
+    writable,
 )
 from pgferry.health.rules.operations import (
     backups,
@@ -52,6 +53,7 @@ OFFLINE = frozenset({"backups", "restore_test"})
 
 RULES: list[tuple[str, Rule]] = [
     ("reachability", reachability),
+    ("writable", writable),
     ("connections", connections),
     ("long_transactions", long_transactions),
     ("idle_in_transaction", idle_in_transaction),

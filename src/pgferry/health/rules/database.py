@@ -48,6 +48,32 @@ def reachability(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict
     return "optimal", f"{ms:.0f} ms", limit, f"answered SELECT 1 in {ms:.0f} ms", ""
 
 
+def writable(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:  # noqa: ARG001
+    """A database that takes no writes answers every read, so nothing else here notices."""
+    limit = "takes writes"
+    if f.in_recovery:
+        return (
+            "critical",
+            "standby",
+            limit,
+            f"{f.env} is a standby (in recovery): every write fails there",
+            "point the environment's URL at the primary (after a failover, at the new one)",
+        )
+    if f.read_only:
+        return (
+            "critical",
+            "read-only",
+            limit,
+            f"sessions of {f.role or 'the role'} on {f.env} start read-only "
+            "(default_transaction_read_only = on), so the application's writes fail",
+            "find where it is set (SELECT source FROM pg_settings WHERE name = "
+            "'default_transaction_read_only'; a provider's read-only mode when the disk is "
+            "full sets it) and clear it: ALTER DATABASE ... RESET "
+            "default_transaction_read_only, or free disk space",
+        )
+    return "optimal", "yes", limit, "takes writes (a primary, not read-only)", ""
+
+
 def connections(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     pct = 100.0 * f.backends / f.max_connections if f.max_connections else 0.0
     status = _level(pct, th.connections_warn, th.connections_critical)
