@@ -11,6 +11,7 @@ worker is named as such even to a role that may not read other sessions.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,11 +111,18 @@ class LockWatcher:
         self.seen = Waiting(row[0], row[1], row[2], blockers)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        # a first look soon after the start, then every interval: a statement that waits
+        # from its start for a lock it times out on after a few intervals was sometimes
+        # never sampled on a loaded machine, and its lock timeout could not name the holder
+        # (every 50 ms during the first interval, then every interval)
+        start, wait = time.monotonic(), min(self.interval, 0.02)
+        while not self._stop.wait(wait):
             try:
                 self._sample()
             except psycopg.Error:
                 return
+            early = self.seen is None and time.monotonic() - start < self.interval
+            wait = min(self.interval, 0.05) if early else self.interval
 
     def __enter__(self) -> LockWatcher:
         self._thread.start()
