@@ -238,3 +238,17 @@ def test_a_role_that_does_not_own_the_schema(
         ownschema.ensure(c, LATER)
     assert f"at version {N} " in e.value.message and f"needs version {N + 2}" in e.value.message
     assert "'pgferry_writer' may not change it" in e.value.message
+
+
+def test_a_database_that_takes_no_writes_is_named_as_such(
+    tmp_path: Path, make_db: Callable[..., str], cli: Cli
+) -> None:
+    """A read-only database (a provider's read-only mode on a full disk) was reported as a
+    privilege the role lacks ("may not change it ... run it as the owner"), exit 2."""
+    p = write_project(tmp_path / "p", {"dev": make_db("dev"), "prod": make_db("prod")})
+    db = psycopg.conninfo.conninfo_to_dict(p.dsns["prod"])["dbname"]
+    q(p.dsns["prod"], f'ALTER DATABASE "{db}" SET default_transaction_read_only = on')
+    r = run(cli, p, "sync", "dev", "prod", "--yes")
+    assert r.code == 3, r.out + r.err
+    assert "this database takes no writes: it is a standby, or sessions start read-only" in r.err
+    assert "may not change it" not in r.err

@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 from psycopg import errors as e_
 
-from pgferry.errors import BadInput
+from pgferry.errors import BadInput, OperationFailed
 from pgferry.pg.ownschema import v1, v2, v3
 
 
@@ -156,6 +156,13 @@ def ensure(conn: psycopg.Connection[Any], steps: Sequence[Upgrade] = STEPS) -> l
         except (e_.InsufficientPrivilege, e_.ReadOnlySqlTransaction) as e:
             if st.version >= newest and st.triggers_whole():
                 return []  # current for this role's purposes: it writes rows, not DDL
+            if isinstance(e, e_.ReadOnlySqlTransaction):
+                raise OperationFailed(
+                    "this database takes no writes: it is a standby, or sessions start "
+                    "read-only (default_transaction_read_only = on, as a provider's "
+                    "read-only mode on a full disk sets it); nothing was written",
+                    schema_version=st.version,
+                ) from None
             raise BadInput(
                 f"pgferry's schema in this database is at version {st.version} and this "
                 f"pgferry needs version {newest}, but the role {conn.info.user!r} may not "
