@@ -76,10 +76,17 @@ def test_protected_target_needs_yes(synced: Project, cli: Callable[..., Result])
 
 def test_dry_run_writes_nothing(synced: Project, cli: Callable[..., Result]) -> None:
     r = cli("--config", str(synced.config), "sync", "dev", "prod", "--dry-run", "--json")
-    assert r.code == 0, r.err
+    # nokey is stopped by the plan, so the sync would fail it: the dry run says so (it
+    # said exit 0, and a CI gate on `--dry-run` passed a sync that then exited 3)
+    assert (r.code, r.json["outcome"]) == (1, "problem"), r.err
     by = {t["table"]: t for t in r.json["tables"]}
     assert by["public.customers"]["status"] == "planned"
     assert "no primary key" in by["public.nokey"]["error"]
+    r = cli(
+        "--config", str(synced.config), "sync", "dev", "prod", "--dry-run", "--exclude",
+        "public.nokey",
+    )  # fmt: skip
+    assert r.code == 0, r.err
     with psycopg.connect(synced.dsns["prod"]) as c:
         assert c.execute("SELECT to_regclass('pgferry.sync_state')").fetchone() == (None,)
         assert c.execute("SELECT count(*) FROM customers").fetchone() == (0,)
@@ -88,7 +95,7 @@ def test_dry_run_writes_nothing(synced: Project, cli: Callable[..., Result]) -> 
 def test_dry_run_text_shows_the_plan(synced: Project, cli: Callable[..., Result]) -> None:
     sql(synced.dsns["dev"], "ALTER TABLE customers ADD COLUMN note text")
     r = cli("--config", str(synced.config), "sync", "dev", "prod", "--dry-run")
-    assert r.code == 0, r.err
+    assert r.code == 1, r.err  # nokey is stopped
     for part in (
         "plan: incremental dev -> prod",
         "public.customers",

@@ -160,10 +160,11 @@ def _sync(
                     tgt.name,
                     f"{opts.target} is protected. Apply these changes ({action})?",
                     preview,
-                    ask=not preview.exit_code,
+                    # exit 1: a table the plan stops (the others are still written)
+                    ask=preview.exit_code in (0, 1),
                 )
             )
-            if preview.exit_code:
+            if preview.exit_code not in (0, 1):
                 raise Refused(
                     f"the preview of {action} did not complete (exit "
                     f"{preview.exit_code}); nothing was written",

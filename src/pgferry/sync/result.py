@@ -201,7 +201,8 @@ class SyncResult:
         if self.outcome is not None:
             return self.outcome
         if self.dry_run:
-            return "planned"
+            # a table the plan stops would fail the sync: the dry run says so (exit 1)
+            return "problem" if any(t.status == "failed" for t in self.tables) else "planned"
         if self.error or any(t.status == "failed" for t in self.tables):
             return "failed"
         if self.findings or any(
