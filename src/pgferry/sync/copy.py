@@ -294,10 +294,8 @@ def pipe(
         scur.copy(copy_out(src, select, params, binary=binary)) as out,
         tcur.copy(in_q, writer=_Writer(tcur)) as inp,
     ):
-        for block in blocks(out):
+        for block in blocks(out, rows=sent):
             inp.write(block)
             if on_chunk is not None:
                 on_chunk(len(block))
-    if sent is not None:
-        sent.append(scur.rowcount)
     return max(tcur.rowcount, 0)

@@ -11,7 +11,8 @@ such rows as unchanged and reported the table ``ok`` (a full load's ``COPY`` ski
 them too). They become dead letters that name the triggers, and the run exits 1; a full
 load whose ``COPY`` wrote fewer rows than the source sent is rolled back and loaded
 through the upserts (:func:`pgferry.sync.tables.full_load`). Both run in the caller's
-transaction (and savepoint); neither commits.
+transaction (and savepoint); neither commits. Where no key names the rows (a table
+without one) such skips fail the table instead (:func:`unnamed`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgferry.errors import OperationFailed
 from pgferry.sync.copy import cols, table_ident
 from pgferry.sync.plan import TablePlan
 from pgferry.sync.result import DeadLetter
@@ -97,3 +99,21 @@ def dead_letters(
     )
     rows = conn.execute(q, [ctx.run_id, ctx.source, t.qualname, msg]).fetchall()
     return [DeadLetter(key=r[0], error=msg) for r in rows]
+
+
+def unnamed(t: TablePlan, sent: int, written: int) -> OperationFailed:
+    """The target wrote fewer rows than the source sent (a trigger skipped some), and no key
+    names them (or the trigger was read as one that cannot skip a row)."""
+    why = (
+        "this table has no key to name them by"
+        if not t.key
+        else "pgferry did not expect it of them"
+    )
+    return OperationFailed(
+        f"{t.qualname}: the target wrote {written} of the {sent} rows the source sent: a "
+        f"trigger on the target ({', '.join(t.user_triggers) or 'none known'}) skipped the "
+        f"others without an error (a row-level BEFORE trigger returned NULL), and {why}; "
+        'set triggers = "disable" for this table to write them'
+        + (", or give it a primary key" if not t.key else ""),
+        table=t.qualname,
+    )

@@ -176,8 +176,10 @@ def full_load(
                     on_chunk=est,
                     sent=sent,
                 )
-                if skipped.watched(t) and sent != [n]:
-                    raise _Skipped  # the upserts below name each row a trigger skipped
+                if sent and sent[0] >= 0 and sent != [n]:
+                    if skipped.watched(t):
+                        raise _Skipped  # the upserts below name each row a trigger skipped
+                    raise skipped.unnamed(t, sent[0], n)
                 if t.before_images and n:
                     upserts.images_of_inserts(link.tgt, t, link.ctx)
                 est.settle(n)
