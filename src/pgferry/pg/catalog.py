@@ -179,7 +179,7 @@ SELECT tgrelid, tgname, tgenabled::text, before_row,
        -- symbol) and a C function's library
        l.lanname::text,
        CASE WHEN before_row AND l.lanname = 'plpgsql' THEN pg_get_functiondef(tgfoid) END,
-       p.prosrc, coalesce(p.probin, '')
+       CASE WHEN before_row THEN p.prosrc ELSE '' END, coalesce(p.probin, '')
 FROM pg_trigger
 JOIN pg_proc p ON p.oid = tgfoid
 JOIN pg_language l ON l.oid = p.prolang,
