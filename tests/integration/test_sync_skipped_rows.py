@@ -158,3 +158,49 @@ def test_only_triggers_that_may_return_null_are_watched(
     t = {t["table"]: t for t in r.json["tables"]}["public.stamped"]
     assert (t["updated"], t["dead_lettered"]) == (4, 0)
     assert q(p.dsns["prod"], "SELECT count(*) FROM stamped WHERE body = 'v2'") == [(4,)]
+
+
+PARTS = """
+CREATE TABLE pe (id int, region text, body text, locked bool NOT NULL DEFAULT false,
+                 PRIMARY KEY (id, region)) PARTITION BY LIST (region);
+CREATE TABLE pe_eu PARTITION OF pe FOR VALUES IN ('eu');
+CREATE TABLE pe_us PARTITION OF pe FOR VALUES IN ('us');
+"""
+
+
+@pytest.mark.parametrize("version", [18, 15])
+def test_a_trigger_a_partition_has_of_its_own_is_watched_and_disabled(
+    tmp_path: Path,
+    make_db: Callable[..., str],
+    make_db15: Callable[..., str],
+    cli: Callable[..., Result],
+    version: int,
+) -> None:
+    """A guard on one partition only (archived rows locked): the catalog read the
+    partitioned table's own triggers, so the sync said updated 15, unchanged 5, ok, exit 0
+    where 5 rows were never written. Now the partition's trigger is named, watched, and
+    disabled on the partition with triggers = "disable"."""
+    make = make_db if version == 18 else make_db15
+    p = write_project(tmp_path, {"dev": make("src"), "prod": make("prod")}, protected=())
+    for dsn in p.dsns.values():
+        sql(dsn, PARTS)
+        sql(
+            dsn,
+            "INSERT INTO pe SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, 'v1',"
+            " g % 4 = 0 FROM generate_series(1, 20) g",
+        )
+    sql(p.dsns["prod"], GUARDS.replace("ON doc", "ON pe_eu"))
+    sql(p.dsns["dev"], "UPDATE pe SET body = 'v2'")
+    r = run_json(cli, p, "sync", "dev", "prod")
+    assert r.code == 1, r.out + r.err
+    (t,) = r.json["tables"]
+    assert (t["updated"], t["dead_lettered"]) == (15, 5), t
+    assert "(keep_locked (public.pe_eu)) skipped this row" in t["dead_letters"][0]["error"]
+    assert q(p.dsns["prod"], "SELECT count(*) FROM pe WHERE body = 'v1'") == [(5,)]
+    extra = '[sync.tables."public.pe"]\ntriggers = "disable"\n'
+    p = write_project(tmp_path, p.dsns, protected=(), extra=extra)
+    r = run_json(cli, p, "sync", "dev", "prod")
+    assert r.code == 0, r.out + r.err
+    assert q(p.dsns["prod"], "SELECT count(*) FROM pe WHERE body = 'v1'") == [(0,)]
+    enabled = "SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'keep_locked'"
+    assert q(p.dsns["prod"], enabled) == [("O",)]  # enabled again, as it was

@@ -172,22 +172,30 @@ WHERE ad.adrelid = ANY(%s)
 ORDER BY ad.adrelid, a.attnum
 """
 
+#: the triggers of each table and, of a partitioned one, those its partitions have of their
+#: own (a trigger on the parent is cloned to each partition: those clones are left out)
 _TRIGGERS = """
-SELECT tgrelid, tgname, tgenabled::text, before_row,
+SELECT r.root, tgname, tgenabled::text, before_row,
        -- what the sync reads to know whether such a trigger's function can return NULL:
        -- its language, a PL/pgSQL function's definition, its source (a C function's
        -- symbol) and a C function's library
        l.lanname::text,
        CASE WHEN before_row AND l.lanname = 'plpgsql' THEN pg_get_functiondef(tgfoid) END,
-       CASE WHEN before_row THEN p.prosrc ELSE '' END, coalesce(p.probin, '')
-FROM pg_trigger
+       CASE WHEN before_row THEN p.prosrc ELSE '' END, coalesce(p.probin, ''),
+       CASE WHEN tgrelid <> r.root THEN n.nspname || '.' || c.relname END
+FROM unnest(%s::oid[]) AS r(root),
+     -- (a table that is neither partitioned nor a partition has no partition tree)
+     LATERAL (SELECT r.root UNION SELECT relid FROM pg_partition_tree(r.root)) AS pt(relid)
+JOIN pg_trigger ON tgrelid = pt.relid
+JOIN pg_class c ON c.oid = tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_proc p ON p.oid = tgfoid
 JOIN pg_language l ON l.oid = p.prolang,
      -- FOR EACH ROW (1), BEFORE (2), on INSERT (4) or UPDATE (16): returning NULL skips
      -- the row without an error
      LATERAL (SELECT (tgtype & 3) = 3 AND (tgtype & 20) <> 0) b(before_row)
-WHERE tgrelid = ANY(%s) AND NOT tgisinternal AND tgenabled IN ('O', 'A')
-ORDER BY tgrelid, tgname
+WHERE NOT tgisinternal AND tgenabled IN ('O', 'A') AND (tgrelid = r.root OR tgparentid = 0)
+ORDER BY r.root, tgrelid <> r.root, c.relname, tgname
 """
 
 
@@ -324,9 +332,12 @@ def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: li
     for rel, col, seq in conn.execute(_DEFAULT_SEQUENCES, [oids]):
         if col not in by_oid[rel].sequences:
             by_oid[rel].default_sequences[col] = seq
-    for rel, tg, mode, before_row, language, definition, source, library in conn.execute(
+    for rel, name, mode, before_row, language, definition, source, library, leaf in conn.execute(
         _TRIGGERS, [oids]
     ):
+        tg = name if leaf is None else f"{name} ({leaf})"
+        if leaf is not None:
+            by_oid[rel].trigger_tables[tg] = (leaf, name)
         by_oid[rel].user_triggers.append(tg)
         by_oid[rel].trigger_modes[tg] = mode
         if before_row:

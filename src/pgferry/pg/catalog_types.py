@@ -110,6 +110,9 @@ class Table:
     skipping_triggers: list[str] = field(default_factory=list)
     #: their functions, by trigger
     trigger_functions: dict[str, TriggerFunction] = field(default_factory=dict)
+    #: those a partition of a partitioned table has of its own, named "name (partition)"
+    #: in the lists above: the partition ("schema.table") and the trigger's own name
+    trigger_tables: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: their pg_trigger.tgenabled ("O" enabled, "A" always), to re-enable them as they were
     trigger_modes: dict[str, str] = field(default_factory=dict)
     #: relkind: "r" table, "p" partitioned, "m" materialized view (lint reads those too)

@@ -151,8 +151,10 @@ def triggers(conn: psycopg.Connection[Any], t: TablePlan, enable: bool) -> None:
             verb = sql.SQL("ENABLE ALWAYS")
         else:
             verb = sql.SQL("ENABLE")
+        on, trigger = table_ident(t), name
+        if name in t.trigger_tables:  # a partition's own trigger
+            leaf, trigger = t.trigger_tables[name]
+            on = sql.Identifier(*leaf.split(".", 1))
         conn.execute(
-            sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(
-                table_ident(t), verb, sql.Identifier(name)
-            )
+            sql.SQL("ALTER TABLE {} {} TRIGGER {}").format(on, verb, sql.Identifier(trigger))
         )

@@ -194,6 +194,7 @@ def build_plan(
             row_estimate=src.row_estimate,
             total_bytes=src.total_bytes,
             trigger_modes=dict(tgt.trigger_modes),
+            trigger_tables=dict(tgt.trigger_tables),
             block_readers=block,
             before_images=images and mode != "verify",
             defer_indexes=defer,

@@ -90,6 +90,8 @@ class TablePlan:
     findings: list[str] = field(default_factory=list)
     #: user triggers' pg_trigger.tgenabled, to re-enable them as they were
     trigger_modes: dict[str, str] = field(default_factory=dict)
+    #: triggers a partition has of its own: name in the lists -> (partition, trigger name)
+    trigger_tables: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: column -> type (format_type) on the source
     source_types: dict[str, str] = field(default_factory=dict)
     #: columns staged and copied as text, then cast to the target type row by row (so a
