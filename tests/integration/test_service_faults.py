@@ -81,6 +81,14 @@ def test_server_killed_mid_sync_resumes_the_run_nothing_lost_or_doubled(
         else:
             raise AssertionError("the sync never wrote a batch")
         srv.kill()
+        with psycopg.connect(p.dsns["prod"], autocommit=True) as conn:
+            # the killed load's backend would go on for many seconds with the rows its
+            # socket still holds (1 ms a row) before it read their end; on a network, TCP
+            # keepalive ends such a backend: end it here
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
         with psycopg.connect(p.dsns["control"], autocommit=True) as conn:
             state = conn.execute(
                 "SELECT state FROM pgferry_control.runs WHERE id = %s", [rid]
