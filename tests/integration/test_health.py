@@ -59,7 +59,7 @@ def test_statuses_exit_codes_and_formats(proj: Project, cli: Callable[..., Resul
     sql(proj.dsns["prod"], "INSERT INTO cases (title) SELECT 'c' || g FROM generate_series(1, 3) g")
     r = health(cli, proj)
     assert r.code == 0, r.out + r.err
-    assert r.out.startswith("prod: optimal (18 checks in ")
+    assert r.out.startswith("prod: optimal (19 checks in ")
     assert re.search(r"^rows:public.cases +optimal +3 +optimal >= 3, degraded < 1 ", r.out, re.M)
     assert "Traceback" not in r.err
     sql(proj.dsns["prod"], "DELETE FROM cases WHERE id = 1")

@@ -449,3 +449,33 @@ def test_a_database_whose_sessions_start_read_only_is_critical(
     c = checks(r)["writable"]
     assert (c["status"], c["value"]) == ("critical", "read-only"), c
     assert "default_transaction_read_only = on" in c["message"], c
+
+
+def test_a_replication_slot_nobody_reads_is_seen_before_the_disk_fills(
+    tmp_path: Path, make_db: Callable[..., str], pg_admin_dsn: str, cli: Callable[..., Result]
+) -> None:
+    """A slot whose consumer is gone (a CDC tool removed, a replica dropped) keeps every
+    WAL segment since: the disk fills until the database stops taking writes, and health
+    said optimal all the way. Seen by the application's own role, not a superuser."""
+    p = write_project(tmp_path / "p", {"prod": make_db("prod")}, protected=(), extra=EXTRA)
+    sql(p.dsns["prod"], SCHEMA)
+    p.config.write_text(
+        p.config.read_text()
+        + "[health.environments.prod]\nslot_wal_warn_mb = 4\nslot_wal_critical_mb = 100000\n"
+    )
+    slot = f"gone_{tmp_path.name[-12:].replace('-', '_')}"
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as admin:
+        admin.execute("SELECT pg_create_physical_replication_slot(%s, true)", [slot])
+        try:
+            sql(
+                p.dsns["prod"],
+                "CREATE TABLE walgen AS SELECT g, repeat('x', 200) AS v"
+                " FROM generate_series(1, 40000) g; DROP TABLE walgen",
+            )
+            r = health(cli, p, "prod", "--json")
+            c = checks(r)["replication_slots"]
+            assert c["status"] == "degraded", c
+            assert f"slot {slot} (inactive: its consumer is gone) keeps" in c["message"], c
+            assert f"pg_drop_replication_slot('{slot}')" in c["fix"], c
+        finally:
+            admin.execute("SELECT pg_drop_replication_slot(%s)", [slot])

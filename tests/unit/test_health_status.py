@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -15,6 +16,7 @@ from pgferry.health.facts import (
     Migrations,
     SequenceUse,
     Session,
+    Slot,
     SlowStatement,
     Sync,
     SyncRun,
@@ -71,6 +73,7 @@ def test_all_well_is_optimal_with_every_check_named() -> None:
         "idle_in_transaction",
         "blocked_sessions",
         "wraparound",
+        "replication_slots",
         "sequences",
         "invalid_indexes",
         "tables_without_pk",
@@ -272,3 +275,20 @@ def test_a_standby_or_a_read_only_database_is_critical() -> None:
     assert (read_only.status, read_only.value) == ("critical", "read-only")
     assert "default_transaction_read_only = on" in read_only.message
     assert evaluate(facts(read_only=True), TH, NOW).status == "critical"
+
+
+def test_a_slot_that_keeps_wal_degrades_then_is_critical_and_a_lost_one_degrades() -> None:
+    """An abandoned slot keeps every WAL segment since its consumer left: the disk fills."""
+    gb = 1_073_741_824
+    one = Slot("cdc", "logical", False, 2 * gb, "reserved")
+    c = by(facts(slots=[one]))["replication_slots"]
+    assert (c.status, c.value) == ("degraded", "2,048 MB (cdc)")
+    assert "inactive: its consumer is gone" in c.message
+    assert by(facts(slots=[replace(one, retained_bytes=20 * gb)]))["replication_slots"].status == (
+        "critical"
+    )
+    lost = by(facts(slots=[replace(one, retained_bytes=0, wal_status="lost")]))
+    assert lost["replication_slots"].status == "degraded"
+    assert by(facts(slots=[replace(one, retained_bytes=1000)]))["replication_slots"].status == (
+        "optimal"
+    )

@@ -59,6 +59,9 @@ class HealthThresholds(_Model):
     sequence_warn: float = Field(85, ge=0, le=100)  # percent of the range used
     sequence_critical: float = Field(95, ge=0, le=100)
     slow_query_ms: float = Field(100, ge=0)  # pg_stat_statements mean time
+    #: WAL a replication slot keeps from being removed (its consumer behind or gone), MB
+    slot_wal_warn_mb: float = Field(1024, ge=0)
+    slot_wal_critical_mb: float = Field(16384, ge=0)
     #: unset: ``[backup] max_age`` (the same figure ``backup list`` calls stale)
     backup_max_age: DurationField = Duration("26h")
     restore_test_max_age: DurationField = Duration("8d")
@@ -71,6 +74,7 @@ class HealthThresholds(_Model):
         "idle_in_transaction_critical",
         "wraparound_critical",
         "sequence_critical",
+        "slot_wal_critical_mb",
     )
     @classmethod
     def _not_below_warn(cls, v: Any, info: ValidationInfo) -> Any:

@@ -194,6 +194,19 @@ def prepared(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> N
     ]
 
 
+SLOTS_SQL = """
+SELECT slot_name::text, slot_type, active,
+       CASE WHEN pg_is_in_recovery() OR restart_lsn IS NULL THEN 0
+            ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint END,
+       coalesce(wal_status, '')
+FROM pg_replication_slots ORDER BY slot_name
+"""
+
+
+def slots(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
+    f.slots = [fx.Slot(*row) for row in conn.execute(SLOTS_SQL)]
+
+
 def waiters(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> None:
     query = WAITERS_SQL if conn.info.server_version >= 140000 else WAITERS_SQL_13
     f.waiters = [
@@ -314,7 +327,8 @@ def tables(conn: Conn, f: HealthFacts, cfg: Config, th: HealthThresholds) -> Non
 Part = Callable[[Conn, HealthFacts, Config, HealthThresholds], None]
 #: (the checks a part feeds, the part), in the order they run
 PARTS: list[tuple[tuple[str, ...], Part]] = [
-    (("connections", "wraparound", "long_transactions", "idle_in_transaction"), server),
+    (("connections", "wraparound", "long_transactions", "idle_in_transaction", "writable"), server),
+    (("replication_slots",), slots),
     (("long_transactions", "idle_in_transaction"), sessions),
     (("long_transactions",), prepared),
     (("blocked_sessions",), waiters),

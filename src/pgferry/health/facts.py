@@ -27,6 +27,17 @@ class Session:
 
 
 @dataclass
+class Slot:
+    """A replication slot (``pg_replication_slots``): WAL is kept until its consumer reads it."""
+
+    name: str
+    kind: str  # physical | logical
+    active: bool
+    retained_bytes: int  # WAL from its restart_lsn to now (0 on a standby)
+    wal_status: str  # reserved | extended | unreserved | lost ("" before it has one)
+
+
+@dataclass
 class PreparedXact:
     """A prepared transaction (``pg_prepared_xacts``): open until committed or rolled back."""
 
@@ -150,6 +161,7 @@ class HealthFacts:
     xid_age: int | None = None
     mxid_age: int | None = None
     oldest_database: str | None = None  # the database they are from, when not this one
+    slots: list[Slot] = field(default_factory=list)
     #: a standby (pg_is_in_recovery()): it takes no writes
     in_recovery: bool = False
     #: sessions of the role start read-only here (default_transaction_read_only = on, set

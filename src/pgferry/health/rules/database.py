@@ -218,6 +218,40 @@ def wraparound(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     )
 
 
+def replication_slots(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:  # noqa: ARG001
+    """A slot whose consumer is gone keeps every WAL segment since: the disk fills until the
+    database stops taking writes, and no other check sees it coming."""
+    limit = f"{th.slot_wal_warn_mb:g} MB / {th.slot_wal_critical_mb:g} MB of WAL kept"
+    worst = max(f.slots, key=lambda s: s.retained_bytes, default=None)
+    if worst is None:
+        return "optimal", "none", limit, "no replication slot", ""
+    mb = worst.retained_bytes / 1_048_576
+    status = _level(mb, th.slot_wal_warn_mb, th.slot_wal_critical_mb)
+    lost = [s.name for s in f.slots if s.wal_status == "lost"]
+    value = f"{mb:,.0f} MB ({worst.name})"
+    if status == "optimal" and not lost:
+        return status, value, limit, f"{len(f.slots)} slot(s); the most WAL kept: {value}", ""
+    if status == "optimal":
+        return (
+            "degraded",
+            value,
+            limit,
+            f"slot {lost[0]} lost WAL its consumer had not read: that consumer cannot go on",
+            f"rebuild its consumer, then drop the slot: SELECT pg_drop_replication_slot("
+            f"'{lost[0]}')",
+        )
+    state = "active, its consumer behind" if worst.active else "inactive: its consumer is gone"
+    return (
+        status,
+        value,
+        limit,
+        f"{worst.kind} slot {worst.name} ({state}) keeps {mb:,.0f} MB of WAL from being "
+        "removed: the disk fills until the database stops taking writes",
+        f"if nothing reads it any more, SELECT pg_drop_replication_slot('{worst.name}'); "
+        "else see why its consumer lags",
+    )
+
+
 def sequences(f: HealthFacts, th: HealthThresholds, now: datetime) -> Verdict:
     limit = f"{th.sequence_warn:g}% / {th.sequence_critical:g}% of the range"
     worst = max(f.sequences, key=lambda s: s.used_pct, default=None)
