@@ -25,6 +25,38 @@ class ReferencedByUnselected(OperationFailed):
     """A delete would break (or cascade into) a table outside the selection."""
 
 
+def _referenced(
+    conn: psycopg.Connection[Any],
+    other: str,
+    fk_cols: tuple[str, ...],
+    ref_cols: tuple[str, ...],
+    doomed: sql.Composable,
+    params: list[Any],
+    spared: tuple[str, ...] = (),
+) -> bool:
+    """A row of ``other`` references one of ``doomed`` (a ``SELECT`` of the rows, aliased
+    ``t``, the caller will delete) through ``fk_cols``; with ``spared`` (the key of the
+    table itself), a row not among ``doomed`` itself."""
+    schema, name = other.split(".", 1)
+    own: sql.Composable = sql.SQL("")
+    args = list(params)
+    if spared:
+        own = sql.SQL(" AND ({k}) NOT IN (SELECT {k2} FROM ({d}) t)").format(
+            k=cols(spared, "u"), k2=cols(spared, "t"), d=doomed
+        )
+        args += params
+    q = sql.SQL(
+        "SELECT 1 FROM {o} u WHERE ({fk}) IN (SELECT {ref} FROM ({d}) t){own} LIMIT 1"
+    ).format(
+        o=sql.Identifier(schema, name),
+        fk=cols(fk_cols, "u"),
+        ref=cols(ref_cols, "t"),
+        d=doomed,
+        own=own,
+    )
+    return conn.execute(q, args).fetchone() is not None
+
+
 def check_unselected(
     conn: psycopg.Connection[Any], t: TablePlan, doomed: sql.Composable, params: list[Any]
 ) -> None:
@@ -33,13 +65,7 @@ def check_unselected(
     ``doomed`` is a ``SELECT`` of the rows (aliased ``t``) the caller will delete.
     """
     for other, fk_cols, ref_cols in t.referenced_by_unselected:
-        schema, name = other.split(".", 1)
-        q = sql.SQL(
-            "SELECT 1 FROM {o} u WHERE ({fk}) IN (SELECT {ref} FROM ({d}) t) LIMIT 1"
-        ).format(
-            o=sql.Identifier(schema, name), fk=cols(fk_cols, "u"), ref=cols(ref_cols, "t"), d=doomed
-        )
-        if conn.execute(q, params).fetchone():
+        if _referenced(conn, other, fk_cols, ref_cols, doomed, params):
             raise ReferencedByUnselected(
                 f"{t.qualname}: rows deleted at the source are still referenced by {other}, "
                 f"which is not in the selection; add {other} to --tables or delete those rows "
@@ -72,26 +98,11 @@ def check_acting(
     the delete went through: the target lost those rows, and the sync said ok.
     """
     for other, fk_cols, ref_cols, action in t.acting_on_delete:
-        schema, name = other.split(".", 1)
-        own: sql.Composable = sql.SQL("")
-        args = list(params)
-        if other == t.qualname:  # rows of the table itself: those not deleted too
-            if not t.key:
-                continue
-            own = sql.SQL(" AND ({k}) NOT IN (SELECT {k2} FROM ({d}) t)").format(
-                k=cols(t.key, "u"), k2=cols(t.key, "t"), d=doomed
-            )
-            args += params
-        q = sql.SQL(
-            "SELECT 1 FROM {o} u WHERE ({fk}) IN (SELECT {ref} FROM ({d}) t){own} LIMIT 1"
-        ).format(
-            o=sql.Identifier(schema, name),
-            fk=cols(fk_cols, "u"),
-            ref=cols(ref_cols, "t"),
-            d=doomed,
-            own=own,
-        )
-        if conn.execute(q, args).fetchone():
+        own = other == t.qualname  # rows of the table itself: those not deleted too
+        if own and not t.key:
+            continue
+        spared = t.key if own else ()
+        if _referenced(conn, other, fk_cols, ref_cols, doomed, params, spared):
             raise ActsOnRowsKept(
                 f"{t.qualname}: rows deleted at the source are still referenced by rows of "
                 f"{other} that the source keeps, and the target's foreign key on "

@@ -31,10 +31,14 @@ from pgferry.sync.write import WriteContext, key_json, typed_values
 PENDING = sql.Identifier("pg_temp", "pgferry_pending")
 
 
+def fires(t: TablePlan) -> bool:
+    """A trigger that can skip a row fires on ``t``'s target."""
+    return bool(t.skipping_triggers) and t.triggers == "enable"
+
+
 def watched(t: TablePlan) -> bool:
-    """A trigger that can skip a row fires on ``t``'s target, and rows are matched by a
-    key."""
-    return bool(t.key and t.skipping_triggers) and t.triggers == "enable"
+    """:func:`fires`, and rows are matched by a key (which names the rows skipped)."""
+    return bool(t.key) and fires(t)
 
 
 def pending(

@@ -153,7 +153,7 @@ def _upsert(
     """Run the upsert of ``source`` rows matching ``where``: (inserted, updated). Where a
     trigger that can skip a row fires, the rows it skipped without an error go to
     ``counts.dead`` (:mod:`pgferry.sync.skipped`)."""
-    if not t.key and t.skipping_triggers and t.triggers == "enable":
+    if not t.key and skipped.fires(t):
         # no key to name the rows a trigger skips: the rows written must be the rows sent
         n = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE {}").format(source, where)
