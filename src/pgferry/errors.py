@@ -35,6 +35,10 @@ class PgferryError(Exception):
     #: :func:`pgferry.pg.connect.connect_error`), so callers tell sides apart without
     #: reading the message
     env: str | None = None
+    #: the driver error and context this error was mapped from (set by
+    #: :func:`pgferry.pg.errors.map_db_error`), so that it can be told again without a
+    #: row's values (:func:`pgferry.pg.errors.hide_values`); never shown or serialized
+    driver_error: tuple[BaseException, str] | None = None
 
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)

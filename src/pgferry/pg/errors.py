@@ -93,6 +93,21 @@ ROW: ErrorClasses = (
 #: worth trying again: the connection or the server went away, a deadlock, a
 #: serialization failure
 TRANSIENT: ErrorClasses = (*CONNECTION, *SERVER_GOING, *TOO_MANY, *DEADLOCK, *SERIALIZATION)
+#: what says what failed without quoting a value of a row: the connection (08), a feature
+#: (0A), the transaction's state (25), a login (28), no such database or schema (3D, 3F),
+#: a rollback (40), a query that cannot run as written (42, but for its syntax error,
+#: 42601, which value parsers such as ``to_tsquery`` raise quoting the value), resources
+#: and limits (53, 54), an object's state or a lock (55), the operator (57), the system (58)
+VALUE_FREE: ErrorClasses = tuple(
+    c
+    for c in _sqlstate_class("08", "0A", "25", "28", "3D", "3F", "40", "42", "53", "54", "55")
+    + _sqlstate_class("57", "58")
+    if c is not e_.SyntaxError
+)
+#: what quotes the value it stumbled on, in double quotes or as bytes, beside words worth
+#: keeping: data exceptions (22: ``invalid input syntax for type integer: "..."``),
+#: integrity violations (23, whose values are in DETAIL), a value's syntax error (42601)
+QUOTES_VALUES: ErrorClasses = (psycopg.DataError, psycopg.IntegrityError, e_.SyntaxError)
 
 
 def lock_timeout(e: BaseException) -> bool:
@@ -185,29 +200,76 @@ def error_message(exc: Exception) -> str:
     return redact(f"{type(exc).__name__}: {exc}")
 
 
-def map_db_error(exc: psycopg.Error, context: str = "") -> PgferryError:
+def map_db_error(exc: psycopg.Error, context: str = "", *, hidden: str = "") -> PgferryError:
     """A driver error as a pgferry error, chosen by class; the message is redacted.
 
     The server's DETAIL and HINT follow the message, each on its own line, and are in
-    ``details`` (``detail``, ``hint``) for ``--json`` and the journal.
+    ``details`` (``detail``, ``hint``) for ``--json`` and the journal. With ``hidden``
+    (why), nothing of a row's values is kept (see :func:`hide_values`).
     """
     state = exc.sqlstate or ""
     diag = exc.diag
     text = (diag.message_primary if diag and diag.message_primary else str(exc)).strip()
     text = redact(text.splitlines()[0] if text else type(exc).__name__)
-    msg = with_server_lines(f"{context}: {text}" if context else text, exc)
     details: dict[str, Any] = {"sqlstate": state} if state else {}
-    detail, hint = server_lines(exc)
-    details.update({k: v for k, v in (("detail", detail), ("hint", hint)) if v})
+    if hidden and not isinstance(exc, VALUE_FREE):
+        text = _without_values(exc, text, hidden)
+        msg = f"{context}: {text}" if context else text
+    else:
+        msg = with_server_lines(f"{context}: {text}" if context else text, exc)
+        detail, hint = server_lines(exc)
+        details.update({k: v for k, v in (("detail", detail), ("hint", hint)) if v})
+    err = _mapped(exc, msg, details)
+    err.driver_error = (exc, context)
+    return err
+
+
+def _mapped(exc: psycopg.Error, msg: str, details: dict[str, Any]) -> PgferryError:
+    """The pgferry error class for ``exc``."""
     if isinstance(exc, LOCK_TIMEOUT):
         return LockUnavailable(msg, **details)
     if isinstance(exc, LOGIN):
         return CannotConnect(msg, **details)
     if isinstance(exc, CONNECTION + SERVER_GOING) or (
-        not state and isinstance(exc, psycopg.OperationalError)
+        not exc.sqlstate and isinstance(exc, psycopg.OperationalError)
     ):
         return Unreachable(msg, **details)
     return OperationFailed(msg, **details)
+
+
+_QUOTED = re.compile(r'"(?:[^"]|"")*"')
+_BYTES = re.compile(r"0x[0-9a-fA-F]{2}(?: 0x[0-9a-fA-F]{2})*")
+
+
+def _without_values(exc: psycopg.Error, text: str, why: str) -> str:
+    """The server's first line with no value of a row in it: the quoted values and bytes
+    of :data:`QUOTES_VALUES` left out; of anything else (a function's RAISE, an internal
+    error), only the condition's name and SQLSTATE."""
+    state = exc.sqlstate or "?"
+    if isinstance(exc, QUOTES_VALUES):
+        text = _BYTES.sub("0x..", _QUOTED.sub('"..."', text))
+        return f"{text} (SQLSTATE {state}; values left out: {why})"
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).lower()
+    return f"{name} (SQLSTATE {state}; the server's message left out: {why})"
+
+
+def hide_values(err: PgferryError, why: str) -> PgferryError:
+    """``err`` (from :func:`map_db_error`) told again without a value of a row.
+
+    For data that must not be shown where the error goes: a masked column's value that
+    the source server stumbled on would otherwise reach the terminal, the report and the
+    target's journal. Quoted values and bytes of data exceptions are left out, as are
+    DETAIL and HINT (``Key (email)=(...)``, ``Failing row contains (...)``); the message of
+    anything but the classes known to quote no value (:data:`VALUE_FREE`) is replaced by
+    its condition's name. ``why`` says why, in the message. pgferry's own errors (not
+    mapped from the driver) are returned as they are.
+    """
+    if err.driver_error is None:
+        return err
+    exc, context = err.driver_error
+    if not isinstance(exc, psycopg.Error):
+        return err
+    return map_db_error(exc, context, hidden=why)
 
 
 # -- failed connection attempts ---------------------------------------------------------------

@@ -381,6 +381,9 @@ def probe(
     """
     import psycopg
 
+    from pgferry.pg.errors import map_db_error
+    from pgferry.sync.personal import HIDDEN
+
     schema, _, name = table_qualname.partition(".")
     first = sql.Identifier(columns[0].name) if columns else sql.SQL("1")
     for column, expr in masks.items():
@@ -395,7 +398,8 @@ def probe(
         except psycopg.Error as e:
             rule = rules.rule_for(table_qualname, column)
             spec = f"{rule.pattern!r} = {rule.spec!r}" if rule else column
-            msg = (e.diag.message_primary or str(e)).splitlines()[0]
+            # (the one row read is unmasked: what the server says of its value is left out)
+            msg = map_db_error(e, hidden=HIDDEN).message
             raise BadInput(
                 f"[sync.mask] {spec} does not work on {table_qualname}.{column}: {msg}",
                 sqlstate=e.sqlstate or "",

@@ -5,7 +5,10 @@ name, address, iban, birth) — names, not data, so nothing is read;
 :func:`personal_columns_unmasked` lists the personal-looking columns no
 ``[sync.mask]`` rule covers; :func:`refuse_unmasked` raises
 :class:`~pgferry.errors.Refused` (exit 4) for a sync from a protected to an
-unprotected environment that would copy them, unless ``--no-mask --reason``.
+unprotected environment that would copy them, unless ``--no-mask --reason``;
+:func:`unquoted` tells a server error of a masked table without the value it may
+quote (the source stumbled on an unmasked value; the message goes to the terminal,
+the report and the target's journal).
 """
 
 from __future__ import annotations
@@ -14,11 +17,24 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pgferry.errors import Refused
+from pgferry.errors import PgferryError, Refused
 from pgferry.pg.catalog_types import Table
+from pgferry.pg.errors import hide_values
 
 if TYPE_CHECKING:
     from pgferry.sync.masking import MaskRules
+    from pgferry.sync.plan import TablePlan
+
+#: why a masked table's error leaves the server's words about a value out
+HIDDEN = "the table has masked columns"
+
+
+def unquoted(err: PgferryError, tables: Iterable[TablePlan]) -> PgferryError:
+    """``err`` as it may be shown, when any of ``tables`` (those the failed work was for)
+    has masked columns: without the values the server's message, DETAIL and HINT may
+    quote (a masking rule that fails on one row quotes the unmasked value it read)."""
+    return hide_values(err, HIDDEN) if any(t.masked for t in tables) else err
+
 
 # Column names that look personal. Anchored at the end (email_verified is not an email).
 _PERSONAL = [

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 
 from pgferry.pg.connect import is_transient
 from pgferry.sync import deletes, flush, prefetch, skipped, upserts, write
@@ -191,7 +191,13 @@ def full_load(
             return
         except (psycopg.Error, _Skipped) as e:
             if isinstance(e, psycopg.Error) and (
-                is_transient(e) or link.tgt.broken or link.src.broken or not write.row_error(e)
+                is_transient(e)
+                or link.tgt.broken
+                or link.src.broken
+                or not write.row_error(e)
+                # the source's read failed (a masking rule on one of its values), not a row
+                # on the target: the batches could not read it either
+                or link.src.info.transaction_status == pq.TransactionStatus.INERROR
             ):
                 raise
             res.warnings.append(

@@ -14,7 +14,7 @@ import psycopg
 
 from pgferry.errors import PgferryError
 from pgferry.pg.connect import begin_repeatable_read, map_db_error, redact
-from pgferry.sync import compare, events, multiset
+from pgferry.sync import compare, events, multiset, personal
 from pgferry.sync.context import RunContext
 from pgferry.sync.links import heal
 from pgferry.sync.plan import TablePlan
@@ -59,7 +59,7 @@ def verify_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
             )
     except (PgferryError, psycopg.Error) as e:
         err = e if isinstance(e, PgferryError) else map_db_error(e, t.qualname)
-        r.status, r.error = "failed", redact(err.message)
+        r.status, r.error = "failed", redact(personal.unquoted(err, [t]).message)
         try:
             heal(ctx, link)
         except PgferryError as e2:

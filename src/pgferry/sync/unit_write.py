@@ -33,7 +33,7 @@ from tenacity import (
 from pgferry.errors import LockUnavailable, PgferryError, Unreachable
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.connect import Target, begin_repeatable_read, is_transient, map_db_error, redact
-from pgferry.sync import compare, deletes, events, multiset, rebuild, write
+from pgferry.sync import compare, deletes, events, multiset, personal, rebuild, write
 from pgferry.sync.context import RunContext
 from pgferry.sync.links import heal
 from pgferry.sync.plan import TablePlan
@@ -121,6 +121,7 @@ def write_unit(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
                 e, current[-1].qualname if current else ", ".join(t.qualname for t in unit)
             )
         )
+        err = personal.unquoted(err, unit)
         culprit = current[-1].qualname if current else None
         _reset(results)
         for t, r in zip(unit, results, strict=True):
@@ -304,6 +305,7 @@ def _verify_after(ctx: RunContext, unit: list[TablePlan], link: Link) -> None:
                 multiset.compare(ctx, t, link).fill(r)
         except (PgferryError, psycopg.Error) as e:
             err = e if isinstance(e, PgferryError) else map_db_error(e, t.qualname)
+            err = personal.unquoted(err, [t])
             r.warnings.append(f"the check after the sync failed: {err.message}")
             r.checked_after = False
             with contextlib.suppress(psycopg.Error):
