@@ -113,6 +113,57 @@ def test_schema_drift_names_the_object_until_a_migration_makes_it(
     assert c["status"] == "optimal" and "(version 2)" in c["message"], c
 
 
+def test_a_disabled_trigger_and_a_column_collated_otherwise_are_drift(
+    proj: Project, cli: Callable[..., Result]
+) -> None:
+    # an import script's DISABLE TRIGGER left so (the audit trail stops), a hotfix that
+    # changed a column's collation (its order): neither was in the fingerprint, so health
+    # said "the schema is what the migrations made"
+    proj.write(
+        "V2__audit.sql",
+        """
+        CREATE TABLE cases_audit (id bigint, at timestamptz DEFAULT now());
+        CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql
+            AS $$ BEGIN INSERT INTO cases_audit VALUES (NEW.id); RETURN NEW; END $$;
+        CREATE TRIGGER cases_audit AFTER INSERT ON cases FOR EACH ROW EXECUTE FUNCTION audit();
+        ALTER TABLE cases ADD COLUMN code text COLLATE "C";
+        """,
+    )
+    assert cli("--config", str(proj.config), "migrate", "up", "--env", "dev").code == 0
+
+    def drift() -> dict[str, str]:
+        return checks(health(cli, proj, "dev", "--json"))["schema_drift"]
+
+    assert drift()["status"] == "optimal"
+    sql(proj.dsns["dev"], "ALTER TABLE cases DISABLE TRIGGER cases_audit")
+    c = drift()
+    assert c["status"] == "degraded", c
+    assert "disabled trigger public.cases.cases_audit added" in c["message"]
+    sql(proj.dsns["dev"], "ALTER TABLE cases ENABLE TRIGGER cases_audit")
+    assert drift()["status"] == "optimal"
+    sql(proj.dsns["dev"], 'ALTER TABLE cases ALTER code TYPE text COLLATE "default"')
+    c = drift()
+    assert c["status"] == "degraded", c
+    assert "column collation public.cases.code removed" in c["message"]
+    sql(proj.dsns["dev"], 'ALTER TABLE cases ALTER code TYPE text COLLATE "C"')
+    assert drift()["status"] == "optimal"
+    # a fingerprint recorded before these kinds (no layout in it) says nothing of them: a
+    # trigger disabled then is not drift now (it was unknown), the rest still is
+    sql(proj.dsns["dev"], "ALTER TABLE cases DISABLE TRIGGER cases_audit")
+    sql(
+        proj.dsns["dev"],
+        """
+        UPDATE pgferry.schema_fingerprint SET objects = (
+            SELECT jsonb_object_agg(key, value) FROM jsonb_each(objects)
+            WHERE key <> 'fingerprint layout' AND key NOT LIKE 'column collation %'
+        )""",
+    )
+    assert drift()["status"] == "optimal"
+    sql(proj.dsns["dev"], "CREATE INDEX cases_code ON cases (code)")
+    c = drift()
+    assert c["status"] == "degraded" and c["message"].endswith("index public.cases_code added"), c
+
+
 def test_sync_outcomes_dead_letters_and_their_metrics(
     proj: Project, cli: Callable[..., Result]
 ) -> None:

@@ -4,8 +4,9 @@ Contract:
 
 - :func:`objects` reads, in one query, every object of the database's own schemas
   (not ``pg_*``, ``information_schema`` or pgferry's ``pgferry``): tables and their
-  columns, views, sequences, constraints, indexes, triggers, functions, policies,
-  enums, domains, extensions. It returns ``{"kind schema.name": md5 of its
+  columns (and a column's collation), views, sequences, constraints, indexes,
+  triggers (and whether one is disabled), functions, policies, enums, domains,
+  extensions. It returns ``{"kind schema.name": md5 of its
   definition}`` (data changes never change it; a column, an index, a policy does).
 - :func:`record` appends the fingerprint to ``pgferry.schema_fingerprint`` (creating
   it); :func:`after_migrate` is what ``migrate up`` calls at its end: it records when
@@ -68,6 +69,26 @@ SELECT kind || ' ' || name, md5(coalesce(def, '')) FROM (
     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN ns ON ns.oid = c.relnamespace
     WHERE NOT t.tgisinternal
     UNION ALL
+    -- (layout 2) a trigger that does not simply fire: disabled (as an import script's
+    -- DISABLE TRIGGER may leave it), or firing only in replica sessions or always
+    SELECT CASE t.tgenabled WHEN 'D' THEN 'disabled trigger' WHEN 'R' THEN 'replica trigger'
+                            ELSE 'always trigger' END,
+           format('%I.%I.%I', ns.nspname, c.relname, t.tgname), t.tgenabled::text
+    FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN ns ON ns.oid = c.relnamespace
+    WHERE NOT t.tgisinternal AND t.tgenabled <> 'O'
+    UNION ALL
+    -- (layout 2) a table's column collated otherwise than its type (format_type omits it)
+    SELECT 'column collation', format('%I.%I.%I', ns.nspname, c.relname, a.attname),
+           format('%I.%I', cn.nspname, co.collname)
+    FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN ns ON ns.oid = c.relnamespace
+    JOIN pg_type ty ON ty.oid = a.atttypid
+    JOIN pg_collation co ON co.oid = a.attcollation
+    JOIN pg_namespace cn ON cn.oid = co.collnamespace
+    WHERE c.relkind IN ('r', 'p', 'f') AND a.attnum > 0 AND NOT a.attisdropped
+      AND a.attcollation <> ty.typcollation
+      AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                      AND e.objid = c.oid AND e.deptype = 'e')
+    UNION ALL
     SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END,
            format('%I.%I(%s)', ns.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
            concat_ws('|', pg_get_function_result(p.oid), l.lanname, p.provolatile, p.prosecdef,
@@ -108,9 +129,18 @@ class Recorded:
     objects: dict[str, str]
 
 
+#: the pseudo-object that says which layout a recorded fingerprint has. Layout 2 added
+#: the kinds below; a fingerprint recorded without them says nothing of them, so they
+#: are left out of a comparison with one (else every disabled trigger and collated
+#: column of the day would show as drift once, after an upgrade)
+LAYOUT = "fingerprint layout"
+LAYOUT_2_KINDS = ("disabled trigger ", "replica trigger ", "always trigger ", "column collation ")
+
+
 def objects(conn: psycopg.Connection[Any]) -> dict[str, str]:
     """Every object of the database's own schemas: ``{"kind name": md5}``."""
-    return {str(k): str(v) for k, v in conn.execute(OBJECTS_SQL).fetchall()}
+    found = {str(k): str(v) for k, v in conn.execute(OBJECTS_SQL).fetchall()}
+    return {**found, LAYOUT: "2"}
 
 
 def digest(objs: dict[str, str]) -> str:
@@ -151,7 +181,12 @@ def latest(conn: psycopg.Connection[Any]) -> Recorded | None:
 def compare(
     recorded: dict[str, str], now: dict[str, str]
 ) -> tuple[list[str], list[str], list[str]]:
-    """(changed, added, removed) object names, each sorted. Pure."""
+    """(changed, added, removed) object names, each sorted. Pure.
+
+    Against a fingerprint recorded before layout 2, the kinds it added are left out.
+    """
+    if LAYOUT not in recorded:
+        now = {k: v for k, v in now.items() if k != LAYOUT and not k.startswith(LAYOUT_2_KINDS)}
     changed = sorted(k for k in recorded.keys() & now.keys() if recorded[k] != now[k])
     return changed, sorted(now.keys() - recorded.keys()), sorted(recorded.keys() - now.keys())
 
