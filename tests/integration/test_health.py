@@ -113,12 +113,12 @@ def test_schema_drift_names_the_object_until_a_migration_makes_it(
     assert c["status"] == "optimal" and "(version 2)" in c["message"], c
 
 
-def test_a_disabled_trigger_and_a_column_collated_otherwise_are_drift(
+def test_disabled_triggers_collations_privileges_and_table_options_are_drift(
     proj: Project, cli: Callable[..., Result]
 ) -> None:
     # an import script's DISABLE TRIGGER left so (the audit trail stops), a hotfix that
-    # changed a column's collation (its order): neither was in the fingerprint, so health
-    # said "the schema is what the migrations made"
+    # changed a column's collation (its order), a REVOKE, autovacuum turned off: none was
+    # in the fingerprint, so health said "the schema is what the migrations made"
     proj.write(
         "V2__audit.sql",
         """
@@ -127,6 +127,7 @@ def test_a_disabled_trigger_and_a_column_collated_otherwise_are_drift(
             AS $$ BEGIN INSERT INTO cases_audit VALUES (NEW.id); RETURN NEW; END $$;
         CREATE TRIGGER cases_audit AFTER INSERT ON cases FOR EACH ROW EXECUTE FUNCTION audit();
         ALTER TABLE cases ADD COLUMN code text COLLATE "C";
+        GRANT SELECT ON cases_audit TO PUBLIC;
         """,
     )
     assert cli("--config", str(proj.config), "migrate", "up", "--env", "dev").code == 0
@@ -147,6 +148,22 @@ def test_a_disabled_trigger_and_a_column_collated_otherwise_are_drift(
     assert "column collation public.cases.code removed" in c["message"]
     sql(proj.dsns["dev"], 'ALTER TABLE cases ALTER code TYPE text COLLATE "C"')
     assert drift()["status"] == "optimal"
+    # a REVOKE by hand, autovacuum turned off by hand
+    sql(
+        proj.dsns["dev"],
+        "REVOKE SELECT ON cases_audit FROM PUBLIC;"
+        "ALTER TABLE cases SET (autovacuum_enabled = false)",
+    )
+    c = drift()
+    assert c["status"] == "degraded", c
+    assert c["message"].endswith(
+        "privileges public.cases_audit changed, table options public.cases added"
+    ), c
+    sql(
+        proj.dsns["dev"],
+        "GRANT SELECT ON cases_audit TO PUBLIC; ALTER TABLE cases RESET (autovacuum_enabled)",
+    )
+    assert drift()["status"] == "optimal"
     # a fingerprint recorded before these kinds (no layout in it) says nothing of them: a
     # trigger disabled then is not drift now (it was unknown), the rest still is
     sql(proj.dsns["dev"], "ALTER TABLE cases DISABLE TRIGGER cases_audit")
@@ -156,6 +173,7 @@ def test_a_disabled_trigger_and_a_column_collated_otherwise_are_drift(
         UPDATE pgferry.schema_fingerprint SET objects = (
             SELECT jsonb_object_agg(key, value) FROM jsonb_each(objects)
             WHERE key <> 'fingerprint layout' AND key NOT LIKE 'column collation %'
+              AND key NOT LIKE 'privileges %'
         )""",
     )
     assert drift()["status"] == "optimal"

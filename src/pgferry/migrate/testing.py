@@ -69,7 +69,11 @@ WHERE c.relkind IN ('r', 'p', 'f')
 
 def snapshot(conn: psycopg.Connection[Any]) -> dict[str, str]:
     """The schema as ``{"kind name": definition digest}``, tables' columns as a set."""
-    objs = {k: v for k, v in fingerprint.objects(conn).items() if not k.startswith("table ")}
+    objs = {
+        k: v
+        for k, v in fingerprint.objects(conn).items()
+        if not k.startswith("table ") or k.startswith("table options ")
+    }
     objs.update({str(k): str(v) for k, v in conn.execute(TABLES_SQL).fetchall()})
     objs.update({str(k): str(v) for k, v in conn.execute(COLUMNS_SQL).fetchall()})
     return objs

@@ -6,8 +6,9 @@ Contract:
   (not ``pg_*``, ``information_schema`` or pgferry's ``pgferry``): tables and their
   columns (and a column's collation), views, sequences, constraints, indexes,
   triggers (and whether one is disabled), functions, policies, enums, domains,
-  extensions. It returns ``{"kind schema.name": md5 of its
-  definition}`` (data changes never change it; a column, an index, a policy does).
+  extensions, and the privileges and storage options of tables. It returns
+  ``{"kind schema.name": md5 of its definition}`` (data changes never change it; a
+  column, an index, a policy does).
 - :func:`record` appends the fingerprint to ``pgferry.schema_fingerprint`` (creating
   it); :func:`after_migrate` is what ``migrate up`` calls at its end: it records when
   the run applied files, or when the database has none yet, and never fails the run.
@@ -89,6 +90,17 @@ SELECT kind || ' ' || name, md5(coalesce(def, '')) FROM (
       AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
                       AND e.objid = c.oid AND e.deptype = 'e')
     UNION ALL
+    -- (layout 2) who may do what with a table, view or sequence (a REVOKE by hand breaks the
+    -- application as surely as a dropped column), and a table's storage options
+    -- (autovacuum_enabled = false by hand, and wraparound comes closer); only where set
+    SELECT o.kind, format('%I.%I', ns.nspname, c.relname), o.def
+    FROM pg_class c JOIN ns ON ns.oid = c.relnamespace
+    CROSS JOIN LATERAL (VALUES ('privileges', c.relacl::text),
+                               ('table options', c.reloptions::text)) AS o(kind, def)
+    WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND o.def IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = 'pg_class'::regclass
+                      AND e.objid = c.oid AND e.deptype = 'e')
+    UNION ALL
     SELECT CASE p.prokind WHEN 'p' THEN 'procedure' ELSE 'function' END,
            format('%I.%I(%s)', ns.nspname, p.proname, pg_get_function_identity_arguments(p.oid)),
            concat_ws('|', pg_get_function_result(p.oid), l.lanname, p.provolatile, p.prosecdef,
@@ -134,7 +146,14 @@ class Recorded:
 #: are left out of a comparison with one (else every disabled trigger and collated
 #: column of the day would show as drift once, after an upgrade)
 LAYOUT = "fingerprint layout"
-LAYOUT_2_KINDS = ("disabled trigger ", "replica trigger ", "always trigger ", "column collation ")
+LAYOUT_2_KINDS = (
+    "disabled trigger ",
+    "replica trigger ",
+    "always trigger ",
+    "column collation ",
+    "privileges ",
+    "table options ",
+)
 
 
 def objects(conn: psycopg.Connection[Any]) -> dict[str, str]:
