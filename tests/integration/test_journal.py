@@ -151,6 +151,37 @@ def test_chain_verify_finds_changed_removed_and_backdated_rows(project: Project,
     assert len(r.json["problems"]) == 1 and "was removed" in r.json["problems"][0]
 
 
+def test_a_head_kept_elsewhere_finds_rows_removed_from_the_end(project: Project, cli: Cli) -> None:
+    # the chain of what is left after the last rows are deleted (the triggers disabled, then
+    # enabled again) is whole, so verify said "intact"; a head kept from before is not in it
+    dev = project.dsns["dev"]
+    for i in range(1, 4):
+        project.write(f"V{i}__m{i}.sql", f"CREATE TABLE m{i} ();")
+        assert cli("--config", str(project.config), "migrate", "up").code == 0
+        if i == 2:
+            kept = verify(cli, project).json["head"]
+    ids = [i for (i,) in q(dev, "SELECT id FROM pgferry.journal_log ORDER BY id")]
+    r = cli("--config", str(project.config), "journal", "verify", "--head", kept[:12])
+    assert r.code == 0, r.out + r.err
+    assert f"the head kept is row {ids[3]}; 2 row(s) were written since" in r.out
+    r = cli(*("--config", str(project.config), "--json", "journal", "verify", "--head", kept))
+    assert r.json["kept_row"] == ids[3] and r.json["rows_since"] == 2
+    with psycopg.connect(dev, autocommit=True) as c:
+        c.execute("ALTER TABLE pgferry.journal_log DISABLE TRIGGER journal_append_only")
+        c.execute("DELETE FROM pgferry.journal_log WHERE id >= %s", [ids[2]])
+        c.execute("ALTER TABLE pgferry.journal_log ENABLE TRIGGER journal_append_only")
+    assert verify(cli, project).code == 0  # what the chain alone can tell: nothing
+    r = cli(*("--config", str(project.config), "--json", "journal", "verify", "--head", kept))
+    assert r.code == 1, r.out
+    assert r.json["problems"] == [
+        f"the head kept ({kept}) is not a row of this journal: rows were removed from its end "
+        "since it was kept, or the whole chain was rewritten"
+    ]
+    for bad in ("zz", kept[:8], kept + "0"):
+        r = cli("--config", str(project.config), "journal", "verify", "--head", bad)
+        assert r.code == 2 and "is not a head hash" in r.err, (bad, r.err)
+
+
 def test_backdated_insert_is_out_of_order(project: Project, cli: Cli) -> None:
     dev = project.dsns["dev"]
     project.write("V1__a.sql", "CREATE TABLE a ();")

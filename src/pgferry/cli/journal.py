@@ -100,11 +100,24 @@ def register(app: typer.Typer) -> None:
             _show(ctx, env, limit, json_)
 
     @sub.command("verify")
-    def verify_cmd(ctx: typer.Context, env: EnvOpt = None, json_: JsonOpt = False) -> None:
+    def verify_cmd(
+        ctx: typer.Context,
+        env: EnvOpt = None,
+        head: Annotated[
+            str | None,
+            typer.Option(
+                "--head",
+                metavar="HASH",
+                help="A head an earlier verify printed, kept elsewhere: it must still be in "
+                "the chain (rows removed from the end, or a rewritten chain, lose it).",
+            ),
+        ] = None,
+        json_: JsonOpt = False,
+    ) -> None:
         """Recompute the journal's hash chain; exit 1 naming the first row changed, removed or
         inserted out of order."""
         st = state(ctx, json_)
-        res = cmd.verify(st.config(), env)
+        res = cmd.verify(st.config(), env, head)
         rep, name = res.report, res.env
 
         def render(out: Console) -> None:
@@ -117,6 +130,11 @@ def register(app: typer.Typer) -> None:
                     f"{name}: the journal is intact ({rep.rows} rows, chain "
                     f"unbroken, append-only triggers in place); head {rep.head}"
                 )
+                if rep.kept_row is not None:
+                    out.print(
+                        f"the head kept is row {rep.kept_row}; {rep.since} row(s) were "
+                        "written since"
+                    )
             elif rep.exists:
                 out.print(f"{name}: the journal was tampered with ({len(rep.problems)} problem(s))")
 

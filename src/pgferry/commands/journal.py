@@ -7,11 +7,13 @@ journal); :func:`verify` recomputes the hash chain and returns its report
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pgferry.commands import base
 from pgferry.config import Config
+from pgferry.errors import BadInput
 
 if TYPE_CHECKING:
     from pgferry.journal.chain import ChainReport
@@ -47,9 +49,18 @@ class JournalVerified:
         return {"env": self.env, **self.report.to_dict()}
 
 
-def verify(cfg: Config, env: str | None = None) -> JournalVerified:
-    """``journal verify``: recompute the hash chain (read-only)."""
+def verify(cfg: Config, env: str | None = None, head: str | None = None) -> JournalVerified:
+    """``journal verify``: recompute the hash chain (read-only); ``head``: a head hash printed
+    by an earlier verify and kept elsewhere, which must still be in the chain."""
     from pgferry import journal
 
+    kept = None
+    if head is not None:
+        kept = head.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{12,64}", kept):
+            raise BadInput(
+                f"--head {head!r} is not a head hash: give the 64 hex digits `journal verify` "
+                "printed (or at least their first 12)"
+            )
     target = base.target(cfg, env)
-    return JournalVerified(target.name, journal.verify(target))
+    return JournalVerified(target.name, journal.verify(target, kept))

@@ -411,7 +411,8 @@ def read(target: Target, limit: int = 50) -> list[dict[str, Any]]:
         )
 
 
-def verify(target: Target) -> chain.ChainReport:
-    """Recompute the journal's hash chain in ``target`` (read-only)."""
+def verify(target: Target, kept: str | None = None) -> chain.ChainReport:
+    """Recompute the journal's hash chain in ``target`` (read-only); ``kept``: a head printed
+    earlier, which must still be in it."""
     with connect(target.dsn, autocommit=True, application_name="pgferry journal verify") as c:
-        return chain.verify(c)
+        return chain.verify(c, kept)

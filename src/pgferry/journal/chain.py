@@ -17,8 +17,9 @@ microseconds), so nothing the journal's owner can redefine takes part.
 :func:`verify` reads the rows and the triggers (read-only: it never creates anything)
 and returns a :class:`ChainReport`. The chain proves that nobody edited, removed or slipped
 in a row *without recomputing every later hash*; anyone who owns the table can still
-rewrite it all, so keep the head hash it prints somewhere else (a CI log, a ticket) and
-compare: a rewritten chain has another head.
+rewrite it all, and rows removed from the end leave a shorter chain that is whole: so
+keep the head hash it prints somewhere else (a CI log, a ticket) and pass it back
+(``--head``, :func:`find_kept`): a rewritten or shortened chain does not hold it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ class ChainReport:
     rows: int = 0
     head: str | None = None
     problems: list[str] = field(default_factory=list)
+    #: with a head kept elsewhere (``--head``): the row it is, and the rows written since
+    kept_row: int | None = None
+    since: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -122,11 +126,29 @@ class ChainReport:
             "rows": self.rows,
             "head": self.head,
             "problems": self.problems,
+            **({"kept_row": self.kept_row, "rows_since": self.since} if self.kept_row else {}),
         }
 
 
-def verify(conn: psycopg.Connection[Any]) -> ChainReport:
-    """Recompute the chain of the journal on ``conn`` and check its triggers (read-only)."""
+def find_kept(rows: list[Row], kept: str) -> tuple[int, int] | str:
+    """Where the head kept elsewhere (a hash, or its first 12+ hex digits) is in the chain:
+    (its row id, rows written since), or the problem when it is not there. Pure.
+
+    The chain alone cannot tell rows removed from its *end* (the last row is then just
+    another head) nor a chain rewritten whole; a head kept before can.
+    """
+    at = [i for i, r in enumerate(rows) if r.row_hash.startswith(kept)]
+    if len(at) == 1:
+        return rows[at[0]].id, len(rows) - 1 - at[0]
+    return (
+        f"the head kept ({kept}) is not a row of this journal: rows were removed from its "
+        "end since it was kept, or the whole chain was rewritten"
+    )
+
+
+def verify(conn: psycopg.Connection[Any], kept: str | None = None) -> ChainReport:
+    """Recompute the chain of the journal on ``conn`` and check its triggers (read-only);
+    with ``kept`` (a head printed earlier, lower-case hex), check that it is still in it."""
     kind, log, triggers = schema.state(conn)
     if not log:
         if kind is None:
@@ -154,4 +176,10 @@ def verify(conn: psycopg.Connection[Any]) -> ChainReport:
     broken = check(rows)
     if broken:
         rep.problems.append(broken)
+    if kept is not None:
+        found = find_kept(rows, kept)
+        if isinstance(found, str):
+            rep.problems.append(found)
+        else:
+            rep.kept_row, rep.since = found
     return rep
