@@ -199,6 +199,45 @@ def test_restore_of_some_tables_into_another_env(
     sql(dev, "INSERT INTO customers (name) VALUES ('next')")
 
 
+def test_a_partitioned_table_is_restored_by_its_partitions(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    # a dump holds a partitioned table's rows in its partitions: naming the table itself is
+    # refused (nothing touched), with the partitions to name instead
+    prod = bproj.dsns["prod"]
+    sql(
+        prod,
+        """
+        CREATE TABLE events (id bigint, region text, PRIMARY KEY (id, region))
+            PARTITION BY LIST (region);
+        CREATE TABLE "events EU" PARTITION OF events FOR VALUES IN ('eu');
+        CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
+        INSERT INTO events SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END
+        FROM generate_series(1, 100) g;
+        """,
+    )
+    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    sql(prod, "DELETE FROM events WHERE id > 10")
+    args = ("backup", "restore", bid, "--env", "prod", "--yes", "--tables")
+    r = run(cli, bproj, *args, "public.events")
+    assert r.code == 2, r.out + r.err
+    assert (
+        "(public.events is partitioned on prod: its rows are in its partitions; name those "
+        "the backup holds: --tables public.events EU,public.events_us)" in r.err
+    ), r.err
+    assert q_count(prod, "events") == 10
+    r = run(cli, bproj, *args, "public.events EU,public.events_us")
+    assert r.code == 0, r.out + r.err
+    assert q_count(prod, "events") == 100
+
+
+def q_count(dsn: str, table: str) -> int:
+    with psycopg.connect(dsn) as c:
+        row = c.execute(q.SQL("SELECT count(*) FROM {}").format(q.Identifier(table))).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def test_prune_applies_keep_and_dry_run_changes_nothing(
     bproj: Project, cli: Callable[..., Result]
 ) -> None:

@@ -242,6 +242,32 @@ def _into_new(
         )
 
 
+_LEAVES = """
+SELECT n.nspname || '.' || c.relname
+FROM pg_partition_tree(to_regclass(format('%%I.%%I', %(schema)s::text, %(name)s::text))) AS t
+JOIN pg_class c ON c.oid = t.relid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE t.isleaf AND t.level > 0 ORDER BY 1
+"""
+
+
+def _partitioned(target: Target, table: str, backed_up: Any) -> str:
+    """What to name instead of a partitioned table (whose rows are in its partitions, the
+    tables a dump holds), from the target's catalog; "" when it is not one there."""
+    schema, _, name = table.rpartition(".")
+    try:
+        with connect(target.dsn, autocommit=True) as c:
+            leaves = [r[0] for r in c.execute(_LEAVES, {"schema": schema, "name": name})]
+    except psycopg.Error:
+        return ""  # the refusal stands as it is
+    held = [t for t in leaves if t in backed_up]
+    if not held:
+        return ""
+    return (
+        f" ({table} is partitioned on {target.name}: its rows are in its partitions; name "
+        f"those the backup holds: --tables {','.join(held)})"
+    )
+
+
 def prepare(
     cfg: Config,
     target: Target,
@@ -259,8 +285,9 @@ def prepare(
     unknown = [t for t in tables if t not in m.tables]
     if unknown:
         raise BadInput(
-            f"backup {info.id} has no table {', '.join(unknown)}; its tables: "
-            f"{', '.join(sorted(m.tables)) or 'none'}"
+            f"backup {info.id} has no table {', '.join(unknown)}"
+            + "".join(_partitioned(target, t, m.tables) for t in unknown)
+            + f"; its tables: {', '.join(sorted(m.tables)) or 'none'}"
         )
     if tables and into_new:
         raise BadInput("--tables and --into-new go separately: --into-new restores everything")
