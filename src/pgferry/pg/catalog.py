@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 
+from pgferry.pg.catalog_owned import sequences, triggers
 from pgferry.pg.catalog_types import LOOSE_EQUALITY
 from pgferry.pg.catalog_types import Catalog as Catalog
 from pgferry.pg.catalog_types import Check as Check
@@ -60,6 +61,9 @@ SELECT c.oid, n.nspname, c.relname, c.relkind::text,
                                          WHERE i.inhparent = c.oid))::bigint
          * current_setting('block_size')::bigint,
        pg_get_userbyid(c.relowner), row_security_active(c.oid),
+       -- what the role may do beyond reading and writing rows: act as the owner (drop and
+       -- build indexes, disable triggers), TRUNCATE
+       pg_has_role(c.relowner, 'USAGE'), has_table_privilege(c.oid, 'TRUNCATE'),
        -- child tables by INHERITS (not partitions): a parent's reads include their rows
        ARRAY(SELECT cn.nspname || '.' || cc.relname FROM pg_inherits i
              JOIN pg_class cc ON cc.oid = i.inhrelid
@@ -149,55 +153,6 @@ WHERE con.conrelid = ANY(%s) AND con.contype IN ('p', 'u', 'f')
 ORDER BY con.conrelid, con.conname
 """
 
-_SEQUENCES = """
-SELECT d.refobjid, a.attname, sn.nspname || '.' || s.relname
-FROM pg_depend d
-JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-JOIN pg_namespace sn ON sn.oid = s.relnamespace
-JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
-WHERE d.refobjid = ANY(%s) AND d.classid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-"""
-
-# sequences a column default uses (nextval('s')) without owning them: pg_attrdef depends on
-# the sequence with a normal dependency
-_DEFAULT_SEQUENCES = """
-SELECT ad.adrelid, a.attname, sn.nspname || '.' || s.relname
-FROM pg_attrdef ad
-JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid
-     AND d.refclassid = 'pg_class'::regclass AND d.deptype = 'n'
-JOIN pg_class s ON s.oid = d.refobjid AND s.relkind = 'S'
-JOIN pg_namespace sn ON sn.oid = s.relnamespace
-JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum
-WHERE ad.adrelid = ANY(%s)
-ORDER BY ad.adrelid, a.attnum
-"""
-
-#: the triggers of each table and, of a partitioned one, those its partitions have of their
-#: own (a trigger on the parent is cloned to each partition: those clones are left out)
-_TRIGGERS = """
-SELECT r.root, tgname, tgenabled::text, before_row,
-       -- what the sync reads to know whether such a trigger's function can return NULL:
-       -- its language, a PL/pgSQL function's definition, its source (a C function's
-       -- symbol) and a C function's library
-       l.lanname::text,
-       CASE WHEN before_row AND l.lanname = 'plpgsql' THEN pg_get_functiondef(tgfoid) END,
-       CASE WHEN before_row THEN p.prosrc ELSE '' END, coalesce(p.probin, ''),
-       CASE WHEN tgrelid <> r.root THEN n.nspname || '.' || c.relname END
-FROM unnest(%s::oid[]) AS r(root),
-     -- (a table that is neither partitioned nor a partition has no partition tree)
-     LATERAL (SELECT r.root UNION SELECT relid FROM pg_partition_tree(r.root)) AS pt(relid)
-JOIN pg_trigger ON tgrelid = pt.relid
-JOIN pg_class c ON c.oid = tgrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_proc p ON p.oid = tgfoid
-JOIN pg_language l ON l.oid = p.prolang,
-     -- FOR EACH ROW (1), BEFORE (2), on INSERT (4) or UPDATE (16): returning NULL skips
-     -- the row without an error
-     LATERAL (SELECT (tgtype & 3) = 3 AND (tgtype & 20) <> 0) b(before_row)
-WHERE NOT tgisinternal AND tgenabled IN ('O', 'A') AND (tgrelid = r.root OR tgparentid = 0)
-ORDER BY r.root, tgrelid <> r.root, c.relname, tgname
-"""
-
 
 _CHECKS = """
 SELECT conrelid, conname, pg_get_constraintdef(oid), convalidated,
@@ -256,7 +211,9 @@ def read(
         "kinds": ["r", "p", "m"] if for_lint else ["r", "p"],
         "partitions": for_lint,
     }
-    for oid, schema, name, kind, rows, size, owner, rls, children in conn.execute(_TABLES, params):
+    for oid, schema, name, kind, rows, size, owner, rls, owned, truncate, children in conn.execute(
+        _TABLES, params
+    ):
         by_oid[oid] = Table(
             schema,
             name,
@@ -264,6 +221,8 @@ def read(
             row_estimate=rows,
             total_bytes=size,
             owner=owner,
+            owned=bool(owned),
+            may_truncate=bool(truncate),
             rls_active=bool(rls),
             inherited_by=list(children),
         )
@@ -327,24 +286,8 @@ def _structure(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: li
                     cname, tuple(cols), ref, tuple(refcols), deferrable, validated, on_delete
                 )
             )
-    for rel, col, seq in conn.execute(_SEQUENCES, [oids]):
-        by_oid[rel].sequences[col] = seq
-    for rel, col, seq in conn.execute(_DEFAULT_SEQUENCES, [oids]):
-        if col not in by_oid[rel].sequences:
-            by_oid[rel].default_sequences[col] = seq
-    for rel, name, mode, before_row, language, definition, source, library, leaf in conn.execute(
-        _TRIGGERS, [oids]
-    ):
-        tg = name if leaf is None else f"{name} ({leaf})"
-        if leaf is not None:
-            by_oid[rel].trigger_tables[tg] = (leaf, name)
-        by_oid[rel].user_triggers.append(tg)
-        by_oid[rel].trigger_modes[tg] = mode
-        if before_row:
-            by_oid[rel].skipping_triggers.append(tg)
-            by_oid[rel].trigger_functions[tg] = TriggerFunction(
-                language, definition or "", source, library
-            )
+    sequences(conn, by_oid, oids)
+    triggers(conn, by_oid, oids)
 
 
 def _lint_facts(conn: psycopg.Connection[Any], by_oid: dict[int, Table], oids: list[int]) -> None:

@@ -123,6 +123,10 @@ class Table:
     #: heap, TOAST and indexes from pg_class (partitions summed): read without taking a lock
     total_bytes: int = 0
     owner: str = ""
+    #: the connected role is the owner or a member of it (it may drop and build the table's
+    #: indexes, disable its triggers); and may TRUNCATE it
+    owned: bool = True
+    may_truncate: bool = True
     #: row-level security filters what the connected role sees in (or may write to) this table
     #: (``row_security_active``: policies enabled and the role neither owns it, unless
     #: FORCE ROW LEVEL SECURITY, nor has BYPASSRLS)
@@ -133,6 +137,8 @@ class Table:
     #: sequences the table's column defaults call (``DEFAULT nextval('s')``) that no column
     #: owns: column -> "schema.sequence"
     default_sequences: dict[str, str] = field(default_factory=dict)
+    #: those sequences (of either kind) the connected role may not set (no UPDATE on them)
+    unsettable_sequences: set[str] = field(default_factory=set)
     #: read for lint only (:func:`pgferry.pg.catalog.read` with ``for_lint``)
     checks: list[Check] = field(default_factory=list)
     indexes: list[Index] = field(default_factory=list)

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from pgferry.errors import OperationFailed
 from pgferry.pg.connect import connect
 from pgferry.sync.copy import table_ident
 from pgferry.sync.plan import TablePlan
@@ -26,11 +27,19 @@ def _ident(qualname: str) -> sql.Identifier:
 
 
 def _used(conn: psycopg.Connection[Any], seq: str) -> int | None:
-    """The last value the sequence handed out, or None when it has not been used yet."""
+    """The last value the sequence handed out, or None when it has not been used yet.
+
+    ``pg_sequence_last_value`` needs USAGE or SELECT on it (the application's role has
+    USAGE, for ``nextval``); reading the sequence as a relation would need SELECT.
+    """
     row = conn.execute(
-        sql.SQL("SELECT last_value, is_called FROM {}").format(_ident(seq))
+        "SELECT CASE WHEN has_sequence_privilege(s, 'USAGE, SELECT')"
+        " THEN pg_sequence_last_value(s) END FROM CAST(%s AS regclass) AS s",
+        [_ident(seq).as_string(conn)],
     ).fetchone()
-    return int(row[0]) if row and row[1] else None
+    # (a role that may neither use nor read it: its value is unknown, the column's max()
+    # still counts)
+    return int(row[0]) if row and row[0] is not None else None
 
 
 def advance(src: psycopg.Connection[Any], target_dsn: str, tables: list[TablePlan]) -> int:
@@ -43,6 +52,7 @@ def advance(src: psycopg.Connection[Any], target_dsn: str, tables: list[TablePla
     if not todo:
         return 0
     n = 0
+    refused: list[str] = []
     with connect(target_dsn, autocommit=True) as tgt:
         for t, col, spec in todo:
             tseq, _, sseq = spec.partition("|")
@@ -59,8 +69,25 @@ def advance(src: psycopg.Connection[Any], target_dsn: str, tables: list[TablePla
             ]
             if not wanted or (have is not None and max(wanted) <= have):
                 continue  # nothing used anywhere, or already far enough: never move back
-            tgt.execute(
-                "SELECT setval(%s::regclass, %s, true)", [_ident(tseq).as_string(tgt), max(wanted)]
-            )
+            try:
+                tgt.execute(
+                    "SELECT setval(%s::regclass, %s, true)",
+                    [_ident(tseq).as_string(tgt), max(wanted)],
+                )
+            except psycopg.errors.InsufficientPrivilege:
+                # the others are still moved; this one is named below
+                refused.append(
+                    f"{tseq} ({have if have is not None else 'unused'} -> {max(wanted)})"
+                )
+                continue
             n += 1
+        role = tgt.info.user
+    if refused:
+        raise OperationFailed(
+            f"the target role {role} may not move {', '.join(refused)} forward (it needs "
+            "UPDATE on the sequence): the application's next insert would take a key a synced "
+            f"row holds; GRANT UPDATE ON SEQUENCE {', '.join(r.split(' ')[0] for r in refused)} "
+            f"TO {role} (or sync as the table's owner)",
+            sequences=[r.split(" ")[0] for r in refused],
+        )
     return n

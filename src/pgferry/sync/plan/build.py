@@ -14,6 +14,7 @@ from pgferry.config import SyncConfig, SyncTableConfig
 from pgferry.errors import BadInput
 from pgferry.pg.catalog_types import Column, Table, TriggerFunction
 from pgferry.sqltext.plpgsql import never_skips
+from pgferry.sync.plan import grants
 from pgferry.sync.plan.model import Mode, SyncPlan, TablePlan
 from pgferry.sync.plan.order import fk_order
 from pgferry.sync.plan.selection import select_tables
@@ -195,9 +196,11 @@ def build_plan(
             total_bytes=src.total_bytes,
             trigger_modes=dict(tgt.trigger_modes),
             trigger_tables=dict(tgt.trigger_tables),
-            block_readers=block,
+            # (a role that writes rows without owning the table, nor TRUNCATE: the plain
+            # COPY, the indexes in place)
+            block_readers=block and tgt.may_truncate,
             before_images=images and mode != "verify",
-            defer_indexes=defer,
+            defer_indexes=defer and tgt.owned,
         )
         _columns(t, src, tgt)
         for k in key:
@@ -317,6 +320,7 @@ def build_plan(
         t.sequences = {
             c: s for c, s in {**tgt.default_sequences, **tgt.sequences}.items() if c in t.columns
         }
+        grants.check(t, tgt, mode, roles[1])
         # triggers = "disable" is what the user asked for: no warning for it
         if t.user_triggers and mode != "verify" and t.triggers != "disable":
             t.warnings.append(
