@@ -548,8 +548,9 @@ def bench_shape(shape: Shape, rows: int, work: Path) -> ShapeResult:
     return res
 
 
-#: incremental rounds a strategy (each its own 1% of changes; the median round counts)
-ROUNDS = 3
+#: incremental rounds a strategy (each its own 1% of changes; the median round counts);
+#: the suite's smoke test runs one ($PGFERRY_BENCH_ROUNDS): each round is two processes
+ROUNDS = min(3, max(1, int(os.environ.get("PGFERRY_BENCH_ROUNDS", "3"))))
 #: the change() round numbers of each strategy's rounds (extra_rounds uses 8 and 9)
 ROUND_NUMBERS = {"checksum": (7, 14, 21), "watermark": (11, 18, 25)}
 

@@ -14,29 +14,35 @@ import pytest
 from pgferry.pg import embedded
 
 
-@pytest.fixture
-def demo_dir() -> Iterator[Path]:
+@pytest.fixture(scope="module")
+def demo_run() -> Iterator[tuple[Path, subprocess.CompletedProcess[str]]]:
+    """One ``pgferry --json demo`` for the module's tests (each run is a whole demo on a new
+    embedded server, ~20 s; the text-mode demo runs in tests/e2e/test_demo.py)."""
     # a short path: the embedded server's unix socket lives under it
     import tempfile
 
     d = Path(tempfile.mkdtemp(prefix="pgfd-", dir="/tmp"))
+    demo_dir = d / "demo"
     try:
-        yield d / "demo"
+        p = subprocess.run(
+            [sys.executable, "-m", "pgferry", "--json", "demo", "--dir", str(demo_dir)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "COLUMNS": "160"},
+        )
+        yield demo_dir, p
     finally:
-        embedded.stop(d / "demo" / ".pgferry")
+        embedded.stop(demo_dir / ".pgferry")
         subprocess.run(["rm", "-rf", str(d)], check=False)
 
 
 @pytest.mark.slow
-def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
-    """One run (the text-mode demo runs in tests/e2e/test_demo.py): figures, bars, report."""
-    p = subprocess.run(
-        [sys.executable, "-m", "pgferry", "--json", "demo", "--dir", str(demo_dir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "COLUMNS": "160"},
-    )
+def test_demo_closes_the_gap_with_sync(
+    demo_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """Figures, progress bars, report."""
+    demo_dir, p = demo_run
     assert p.returncode == 0, p.stderr[-2000:]
     demo = json.loads(p.stdout)
     titles = [s["title"] for s in demo["steps"]]
@@ -101,14 +107,15 @@ def test_demo_closes_the_gap_with_sync(demo_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_backs_up_prod_and_test_restores_it(demo_dir: Path) -> None:
-    """The backup steps (after the migration and sync steps they need), in-process; then, in
-    the same run, the zero-downtime rename (issue 17): the contract is held after the expand,
+def test_demo_backs_up_prod_and_test_restores_it(
+    demo_run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    """The backup steps (after the migration and sync steps they need); then, in the same
+    run, the zero-downtime rename (issue 17): the contract is held after the expand,
     released after the backfill; migrate test proves the undos."""
-    from pgferry import demo
-    from pgferry.cli.common import State
-
-    res = demo.run(demo_dir, State(json=True))
+    demo_dir, p = demo_run
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(p.stdout)
     titles = [s["title"] for s in res["steps"]]
     i = titles.index("backup prod")
     assert titles[i : i + 3] == ["backup prod", "test-restore the backup", "list backups"]

@@ -20,7 +20,7 @@ def test_bench_service_runs_and_prints_its_table() -> None:
             "bench",
             "service",
             "--seconds",
-            "2",
+            "1",
             "--clients",
             "5",
             "--runs",
