@@ -4,8 +4,10 @@ Contract: :func:`redact` is pure apart from the set of known secrets and cheap
 to import (only :mod:`re` and :mod:`urllib.parse`), so the CLI's error path can
 use it without importing a database driver. It removes passwords in two ways:
 
-- by shape: ``scheme://user:PASSWORD@host``, ``password=...`` pairs and
-  ``?password=...`` query parameters;
+- by shape: ``scheme://user:PASSWORD@host``, ``password=...`` pairs,
+  ``?password=...`` query parameters, and SQL's ``PASSWORD '...'`` (``CREATE ROLE``,
+  ``ALTER ROLE``, a user mapping's ``OPTIONS (password '...')``), where a migration's
+  statements are shown (``migrate plan``, ``up --dry-run``, a service run's plan);
 - by value: every password pgferry has seen in a configured URL is registered
   (:func:`register_dsn`, called when an environment is resolved) and replaced
   wherever it appears, also when the URL does not parse and a driver message
@@ -27,6 +29,12 @@ from urllib.parse import quote, unquote
 _URL_PW = re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^:/@\s]*:)(?P<pw>[^@\s]*)(?P<at>@)", re.I)
 _KV_PW = re.compile(r"(?P<pre>(?<![?&])\bpassword\s*=\s*)(?P<pw>'(?:[^'\\]|\\.)*'|\S+)", re.I)
 _QUERY_PW = re.compile(r"(?P<pre>[?&]password=)(?P<pw>[^&\s]*)", re.I)
+#: SQL: PASSWORD, then a string constant ('...', E'...' with its escapes, or dollar-quoted)
+_SQL_PW = re.compile(
+    r"(?P<pre>\bpassword\s+)"
+    r"(?P<pw>[eE]'(?:[^'\\]|\\.|'')*'|'(?:[^']|'')*'|\$(?P<tag>[A-Za-z_]*)\$.*?\$(?P=tag)\$)",
+    re.I | re.S,
+)
 MIN_SECRET = 4
 _secrets: set[str] = set()
 #: the secrets, longest first (a secret inside a longer one must not break the longer one)
@@ -101,6 +109,7 @@ def redact(text: str) -> str:
         return text
     text = _URL_PW.sub(lambda m: m["pre"] + "***" + m["at"], text)
     text = _QUERY_PW.sub(lambda m: m["pre"] + "***", text)
+    text = _SQL_PW.sub(lambda m: m["pre"] + "'***'", text)
     return _KV_PW.sub(lambda m: m["pre"] + "***", text)
 
 

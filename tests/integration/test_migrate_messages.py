@@ -38,3 +38,25 @@ def test_detail_and_hint_of_a_non_transactional_file(project: Project, cli: Cli)
     r = cli("--config", str(project.config), "journal", "--json")
     failed = [e for e in r.json["entries"] if e["outcome"] == "failed"][0]
     assert failed["details"]["hint"] == "do this instead"
+
+
+def test_a_password_in_a_migration_is_not_shown_by_its_preview(project: Project, cli: Cli) -> None:
+    # CI logs keep what `migrate plan` and `up --dry-run` print, the admin service keeps a
+    # run's plan: a role's password in a migration was in all of them
+    project.write(
+        "V1__roles.sql",
+        "CREATE ROLE reporting LOGIN PASSWORD 'hunter2-secret';\n"
+        "ALTER ROLE reporting WITH ENCRYPTED PASSWORD 'an''other-secret';\n",
+    )
+    cfg = ("--config", str(project.config))
+    plan = cli(*cfg, "migrate", "plan", "--env", "dev")
+    dry = cli(*cfg, "migrate", "up", "--env", "dev", "--dry-run")
+    js = cli(*cfg, "--json", "migrate", "plan", "--env", "dev")
+    for r in (plan, dry, js):
+        assert r.code == 0, r.out + r.err
+        assert "secret" not in r.out + r.err, r.out
+    assert "CREATE ROLE reporting LOGIN PASSWORD '***';" in plan.out
+    assert [s["sql"] for s in js.json["steps"][0]["statements"]] == [
+        "CREATE ROLE reporting LOGIN PASSWORD '***'",
+        "ALTER ROLE reporting WITH ENCRYPTED PASSWORD '***'",
+    ]

@@ -54,6 +54,7 @@ from pgferry.migrate.settings import FileResult, RunSettings
 from pgferry.migrate.statements import ParsedFile, parse_file
 from pgferry.pg import fingerprint
 from pgferry.pg.connect import Target, connect, map_db_error
+from pgferry.redaction import redact
 
 
 class LintFinding(Protocol):
@@ -274,7 +275,11 @@ def step_dict(
         "mode": pf.mode,
         "non_transactional": pf.reasons,
         "settings": s.session_sql(local=pf.transactional),
-        "statements": [{"line": x.line, "sql": x.text, "non_tx": x.non_tx} for x in pf.statements],
+        # (shown and kept where the file is not: a password in it is left out; the
+        # file's checksum above still binds an approval to the real statements)
+        "statements": [
+            {"line": x.line, "sql": redact(x.text), "non_tx": x.non_tx} for x in pf.statements
+        ],
         "findings": [f.to_dict() for f in findings],
     }
 
