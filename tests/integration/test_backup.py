@@ -231,6 +231,38 @@ def test_a_partitioned_table_is_restored_by_its_partitions(
     assert q_count(prod, "events") == 100
 
 
+def test_a_database_with_a_partitioned_table_is_restored_in_place(
+    bproj: Project, cli: Callable[..., Result]
+) -> None:
+    # pg_restore --clean drops a partition's primary key before its partitioned table's,
+    # which the server refuses ("cannot drop inherited constraint"): every in-place restore
+    # of such a database failed (exit 3, rolled back)
+    prod = bproj.dsns["prod"]
+    sql(
+        prod,
+        """
+        CREATE TABLE events (id bigint, region text, body text, PRIMARY KEY (id, region),
+                             UNIQUE (body, region)) PARTITION BY LIST (region);
+        CREATE TABLE "Events EU" PARTITION OF events FOR VALUES IN ('eu');
+        CREATE TABLE events_us PARTITION OF events FOR VALUES IN ('us');
+        CREATE INDEX events_body_idx ON events (body);
+        INSERT INTO events SELECT g, CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, 'b' || g
+        FROM generate_series(1, 100) g;
+        """,
+    )
+    bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+    sql(prod, "DELETE FROM events WHERE id > 10; DELETE FROM orders WHERE id > 5")
+    r = run(cli, bproj, "backup", "restore", bid, "--env", "prod", "--yes")
+    assert r.code == 0, r.out + r.err
+    assert q_count(prod, "events") == 100 and counts(prod) == COUNTS
+    with psycopg.connect(prod) as c:
+        idx = c.execute(
+            "SELECT count(*), bool_and(indisvalid) FROM pg_index"
+            " WHERE indrelid IN (SELECT relid FROM pg_partition_tree('events'))"
+        ).fetchone()
+    assert idx == (9, True)  # three indexes on the table and on each partition, all valid
+
+
 def q_count(dsn: str, table: str) -> int:
     with psycopg.connect(dsn) as c:
         row = c.execute(q.SQL("SELECT count(*) FROM {}").format(q.Identifier(table))).fetchone()

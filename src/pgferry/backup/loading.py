@@ -7,7 +7,9 @@ not know, so every restore into it failed on its first statement. Into such a
 server the same pg_restore writes its script instead (``-f -``, where ``-j`` does
 not apply), that one line outside the rows is left out, and ``psql -v
 ON_ERROR_STOP=1`` runs it: the first error ends the run (exit code 3).
-:func:`strip_newer_settings` is that filter for a script pgferry builds itself.
+:func:`strip_newer_settings` is that filter for a script pgferry builds itself. With
+``skip``, the script is always the way, and the statements it names are left out too
+(:func:`pgferry.backup.restore.attached_drops`: what ``--clean`` gets wrong).
 pg_restore and psql die with pgferry.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,16 +37,19 @@ def server_major(dsn: str) -> int:
     return int(row[0]) // 10000 if row else 0
 
 
-def strip_newer_settings(lines: Iterable[bytes]) -> Iterator[bytes]:
-    """A pg_restore script without the settings an older server does not know (never a row
-    of a table's data, which may hold the same text)."""
+def strip_newer_settings(
+    lines: Iterable[bytes], skip: Callable[[bytes], bool] | None = None
+) -> Iterator[bytes]:
+    """A pg_restore script without the settings an older server does not know, nor the
+    statements ``skip`` names (never a row of a table's data, which may hold the same
+    text)."""
     in_copy = False
     for line in lines:
         if in_copy:
             in_copy = line not in (b"\\.\n", b"\\.\r\n")
         elif line.startswith(b"COPY ") and line.rstrip().endswith(b"FROM stdin;"):
             in_copy = True
-        elif line == _NEWER_ONLY:
+        elif line == _NEWER_ONLY or (skip is not None and skip(line)):
             continue
         yield line
 
@@ -76,12 +81,21 @@ def _read(f: IO[bytes]) -> bytes:
     return f.read()  # (a TemporaryFile: gone when it is closed or collected)
 
 
-def start(pg_restore: binaries.Binary, args: list[str], dsn: str, dump: Path) -> Loading:
-    """Start restoring ``dump`` into the database of ``dsn`` (see the module docstring)."""
+def start(
+    pg_restore: binaries.Binary,
+    args: list[str],
+    dsn: str,
+    dump: Path,
+    skip: Callable[[bytes], bool] | None = None,
+) -> Loading:
+    """Start restoring ``dump`` into the database of ``dsn`` (see the module docstring);
+    with ``skip``, always through the script, without the statements it names."""
     conninfo, env = binaries.libpq_args(dsn)
     errs: list[IO[bytes]] = [tempfile.TemporaryFile()]
     common: dict[str, Any] = {"env": env, "preexec_fn": binaries.die_with_parent}
-    if pg_restore.major < TRANSACTION_TIMEOUT or server_major(dsn) >= TRANSACTION_TIMEOUT:
+    if skip is None and (
+        pg_restore.major < TRANSACTION_TIMEOUT or server_major(dsn) >= TRANSACTION_TIMEOUT
+    ):
         proc = subprocess.Popen(
             [str(pg_restore.path), *args, "-d", conninfo, str(dump)],
             stdout=subprocess.DEVNULL,
@@ -110,7 +124,7 @@ def start(pg_restore: binaries.Binary, args: list[str], dsn: str, dump: Path) ->
     def feed() -> None:
         assert producer.stdout is not None and consumer.stdin is not None
         try:
-            for line in strip_newer_settings(producer.stdout):
+            for line in strip_newer_settings(producer.stdout, skip):
                 consumer.stdin.write(line)
         except BrokenPipeError:  # psql stopped at an error: pg_restore need not go on
             producer.kill()
@@ -139,9 +153,15 @@ def _without_jobs(args: list[str]) -> list[str]:
     return out
 
 
-def run(pg_restore: binaries.Binary, args: list[str], dsn: str, dump: Path) -> tuple[int, str]:
+def run(
+    pg_restore: binaries.Binary,
+    args: list[str],
+    dsn: str,
+    dump: Path,
+    skip: Callable[[bytes], bool] | None = None,
+) -> tuple[int, str]:
     """:func:`start` and wait: (exit code, stderr)."""
-    loading = start(pg_restore, args, dsn, dump)
+    loading = start(pg_restore, args, dsn, dump, skip)
     try:
         return loading.wait()
     except BaseException:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,8 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> Non
     if toc.returncode != 0:
         raise _Failed(_error(toc.stderr, toc.returncode))
     keep = [ln if not _OWN_SCHEMA.match(ln) else ";" + ln for ln in toc.stdout.splitlines()]
+    with connect(target.dsn, autocommit=True) as c:
+        attached = {(str(r[0]), str(r[1])) for r in c.execute(_INHERITED)}
     with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as f:
         f.write("\n".join(keep) + "\n")
     listing = Path(f.name)
@@ -214,6 +217,7 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> Non
             ],
             target.dsn,
             dump,
+            attached_drops(attached) if attached else None,
         )
     finally:
         listing.unlink(missing_ok=True)
@@ -222,6 +226,42 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> Non
 
 
 _OWN_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - pgferry ")
+#: the constraints of partitions that their partitioned table's own (a primary key, a unique
+#: or foreign key) stands for: the server refuses to drop them but with their table
+_INHERITED = """
+SELECT n.nspname, con.conname FROM pg_constraint con
+JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE con.conparentid <> 0
+"""
+_IDENT = r'(?:"(?:[^"]|"")*"|[^".\s;]+)'
+_DROP_CONSTRAINT = re.compile(
+    rf"^ALTER TABLE IF EXISTS ONLY (?P<schema>{_IDENT})\.{_IDENT} "
+    rf"DROP CONSTRAINT IF EXISTS (?P<name>{_IDENT});$"
+)
+
+
+def _unquote(ident: str) -> str:
+    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
+
+
+def attached_drops(attached: set[tuple[str, str]]) -> Callable[[bytes], bool]:
+    """What to leave out of a ``--clean`` script: the drop of a partition's constraint that
+    its partitioned table's stands for (``attached``: schema and name, read from the target,
+    whose objects the script drops).
+
+    pg_restore drops a partition's primary key before the partitioned table's, and the
+    server refuses ("cannot drop inherited constraint"): every in-place restore of a
+    database with a partitioned table that has a primary key failed. The partition itself is
+    dropped a few lines later, with its constraints.
+    """
+
+    def skip(line: bytes) -> bool:
+        if not line.startswith(b"ALTER TABLE IF EXISTS ONLY "):
+            return False
+        m = _DROP_CONSTRAINT.match(line.decode(errors="replace").rstrip("\r\n"))
+        return m is not None and (_unquote(m["schema"]), _unquote(m["name"])) in attached
+
+    return skip
 
 
 def _into_new(
