@@ -263,6 +263,43 @@ def test_a_database_with_a_partitioned_table_is_restored_in_place(
     assert idx == (9, True)  # three indexes on the table and on each partition, all valid
 
 
+def test_grants_to_roles_the_server_does_not_have_are_left_out_and_named(
+    bproj: Project, cli: Callable[..., Result], pg_admin_dsn: str
+) -> None:
+    # prod's backup restored where one of its roles does not exist (another project's
+    # server, or a role dropped since): the whole restore failed on "role ... does not exist"
+    import uuid
+
+    gone, kept = f"gone_{uuid.uuid4().hex[:8]}", f"kept_{uuid.uuid4().hex[:8]}"
+    prod = bproj.dsns["prod"]
+    with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+        for r in (gone, kept):
+            c.execute(q.SQL("CREATE ROLE {}").format(q.Identifier(r)))
+    try:
+        for r in (gone, kept):
+            sql(prod, q.SQL("GRANT SELECT ON orders TO {}").format(q.Identifier(r)))
+        bid = run(cli, bproj, "backup", "create", "--env", "prod", "--json").json["id"]
+        sql(prod, q.SQL("REVOKE ALL ON orders FROM {}").format(q.Identifier(gone)))
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+            c.execute(q.SQL("DROP ROLE {}").format(q.Identifier(gone)))
+        sql(prod, "DELETE FROM orders WHERE id > 5")
+        res = run(cli, bproj, "--json", "backup", "restore", bid, "--env", "prod", "--yes")
+        assert res.code == 0, res.out + res.err
+        assert res.json["warnings"] == [
+            f"1 grant(s) to roles prod's server does not have were left out: GRANT SELECT ON "
+            f"TABLE public.orders TO {gone}; create those roles and grant again where they "
+            "are needed"
+        ]
+        assert counts(prod) == COUNTS
+        with psycopg.connect(prod) as c:  # the grant to the role that exists is back
+            row = c.execute("SELECT has_table_privilege(%s, 'orders', 'SELECT')", [kept])
+            assert row.fetchone() == (True,)
+    finally:
+        sql(prod, q.SQL("REVOKE ALL ON orders FROM {}").format(q.Identifier(kept)))
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+            c.execute(q.SQL("DROP ROLE IF EXISTS {}").format(q.Identifier(kept)))
+
+
 def q_count(dsn: str, table: str) -> int:
     with psycopg.connect(dsn) as c:
         row = c.execute(q.SQL("SELECT count(*) FROM {}").format(q.Identifier(table))).fetchone()

@@ -9,7 +9,7 @@ not apply), that one line outside the rows is left out, and ``psql -v
 ON_ERROR_STOP=1`` runs it: the first error ends the run (exit code 3).
 :func:`strip_newer_settings` is that filter for a script pgferry builds itself. With
 ``skip``, the script is always the way, and the statements it names are left out too
-(:func:`pgferry.backup.restore.attached_drops`: what ``--clean`` gets wrong).
+(:mod:`pgferry.backup.clean`: what an in-place restore leaves out).
 pg_restore and psql die with pgferry.
 """
 

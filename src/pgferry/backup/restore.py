@@ -27,7 +27,6 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from pgferry.backup import loading, scratch
+from pgferry.backup import clean, loading, scratch
 from pgferry.backup.catalog import BackupInfo
 from pgferry.backup.verify import check, pg_restore_for, plain_dump
 from pgferry.config import Config
@@ -53,6 +52,7 @@ class Restored:
     emergency_id: str | None = None
     emergency_path: Path | None = None
     seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +65,7 @@ class Restored:
             "emergency_backup": self.emergency_id,
             "emergency_path": str(self.emergency_path) if self.emergency_path else None,
             "seconds": round(self.seconds, 3),
+            "warnings": self.warnings,
         }
 
 
@@ -187,7 +188,10 @@ class _Failed(Exception):
     """pg_restore/psql failed; the transaction rolled back."""
 
 
-def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> None:
+def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> list[str]:
+    """Replace every object of the dump in one transaction, through pg_restore's script
+    (:mod:`pgferry.backup.clean`); returns the statements left out for roles the target's
+    server does not have."""
     # pgferry's own schema (the target's journal and sync state) stays as it is: -N leaves
     # out what is in it, the list leaves out the schema itself
     toc = subprocess.run(
@@ -197,7 +201,7 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> Non
         raise _Failed(_error(toc.stderr, toc.returncode))
     keep = [ln if not _OWN_SCHEMA.match(ln) else ";" + ln for ln in toc.stdout.splitlines()]
     with connect(target.dsn, autocommit=True) as c:
-        attached = {(str(r[0]), str(r[1])) for r in c.execute(_INHERITED)}
+        script = clean.Script.of(c)
     with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as f:
         f.write("\n".join(keep) + "\n")
     listing = Path(f.name)
@@ -217,51 +221,16 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> Non
             ],
             target.dsn,
             dump,
-            attached_drops(attached) if attached else None,
+            script.skip,
         )
     finally:
         listing.unlink(missing_ok=True)
     if rc != 0:
         raise _Failed(_error(err, rc))
+    return script.left_out
 
 
 _OWN_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - pgferry ")
-#: the constraints of partitions that their partitioned table's own (a primary key, a unique
-#: or foreign key) stands for: the server refuses to drop them but with their table
-_INHERITED = """
-SELECT n.nspname, con.conname FROM pg_constraint con
-JOIN pg_class c ON c.oid = con.conrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE con.conparentid <> 0
-"""
-_IDENT = r'(?:"(?:[^"]|"")*"|[^".\s;]+)'
-_DROP_CONSTRAINT = re.compile(
-    rf"^ALTER TABLE IF EXISTS ONLY (?P<schema>{_IDENT})\.{_IDENT} "
-    rf"DROP CONSTRAINT IF EXISTS (?P<name>{_IDENT});$"
-)
-
-
-def _unquote(ident: str) -> str:
-    return ident[1:-1].replace('""', '"') if ident.startswith('"') else ident
-
-
-def attached_drops(attached: set[tuple[str, str]]) -> Callable[[bytes], bool]:
-    """What to leave out of a ``--clean`` script: the drop of a partition's constraint that
-    its partitioned table's stands for (``attached``: schema and name, read from the target,
-    whose objects the script drops).
-
-    pg_restore drops a partition's primary key before the partitioned table's, and the
-    server refuses ("cannot drop inherited constraint"): every in-place restore of a
-    database with a partitioned table that has a primary key failed. The partition itself is
-    dropped a few lines later, with its constraints.
-    """
-
-    def skip(line: bytes) -> bool:
-        if not line.startswith(b"ALTER TABLE IF EXISTS ONLY "):
-            return False
-        m = _DROP_CONSTRAINT.match(line.decode(errors="replace").rstrip("\r\n"))
-        return m is not None and (_unquote(m["schema"]), _unquote(m["name"])) in attached
-
-    return skip
 
 
 def _into_new(
@@ -357,7 +326,14 @@ def replace(cfg: Config, target: Target, res: Restored, pg_restore: binaries.Bin
             if res.tables:
                 _restore_tables(target, dump, pg_restore, res.tables)
             else:
-                _restore_all(target, dump, pg_restore)
+                left = _restore_all(target, dump, pg_restore)
+                if left:
+                    res.warnings.append(
+                        f"{len(left)} grant(s) to roles {target.name}'s server does not have "
+                        f"were left out: {'; '.join(left[:5])}"
+                        + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+                        + "; create those roles and grant again where they are needed"
+                    )
     except _Failed as e:
         raise OperationFailed(
             f"the restore into {target.name} failed and was rolled back, so "

@@ -266,6 +266,8 @@ def restore_cmd(
             )
         else:
             _say(out, f"{env}'s own database was not touched")
+        for w in res.warnings:
+            _say(out, f"warning: {w}")
 
     st.emit(res.to_dict(), render)
 
