@@ -271,6 +271,7 @@ def test_grants_to_roles_the_server_does_not_have_are_left_out_and_named(
     import uuid
 
     gone, kept = f"gone_{uuid.uuid4().hex[:8]}", f"kept_{uuid.uuid4().hex[:8]}"
+    new = f"beside_{uuid.uuid4().hex[:8]}"
     prod = bproj.dsns["prod"]
     with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
         for r in (gone, kept):
@@ -294,9 +295,18 @@ def test_grants_to_roles_the_server_does_not_have_are_left_out_and_named(
         with psycopg.connect(prod) as c:  # the grant to the role that exists is back
             row = c.execute("SELECT has_table_privilege(%s, 'orders', 'SELECT')", [kept])
             assert row.fetchone() == (True,)
+        # beside it, and the test restore (which said "reported errors"): the same
+        res = run(
+            cli, bproj, "--json", "backup", "restore", bid, "--env", "prod", "--into-new", new
+        )
+        assert res.code == 0 and len(res.json["warnings"]) == 1, res.out + res.err
+        res = run(cli, bproj, "--json", "backup", "verify", bid, "--env", "prod", "--restore-test")
+        assert res.code == 0 and res.json["restore_test_ok"] is True, res.out + res.err
     finally:
         sql(prod, q.SQL("REVOKE ALL ON orders FROM {}").format(q.Identifier(kept)))
+        wait_scratch_gone(pg_admin_dsn)
         with psycopg.connect(pg_admin_dsn, autocommit=True) as c:
+            c.execute(q.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(q.Identifier(new)))
             c.execute(q.SQL("DROP ROLE IF EXISTS {}").format(q.Identifier(kept)))
 
 

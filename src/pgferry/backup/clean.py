@@ -19,10 +19,14 @@ filter for :func:`pgferry.backup.loading.run`) leaves out:
 from __future__ import annotations
 
 import re
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psycopg
+
+from pgferry.pg import binaries
 
 #: the constraints of partitions that their partitioned table's own stands for: the server
 #: refuses to drop them but with their table
@@ -63,6 +67,19 @@ class Script:
         inherited = {(str(r[0]), str(r[1])) for r in conn.execute(_INHERITED)}
         roles = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
         return cls(inherited, roles)
+
+    def grants_left_out(self, pg_restore: binaries.Binary, dump: Path) -> list[str]:
+        """The privileges :meth:`skip` would leave out of ``dump``, read from its schema alone
+        (no database, no rows): a restore that needs none keeps pg_restore's own ``-j``."""
+        p = subprocess.run(
+            [str(pg_restore.path), "--schema-only", "--no-owner", "-f", "-", str(dump)],
+            capture_output=True,
+            check=False,
+        )
+        probe = Script(self.inherited, self.roles)
+        for line in p.stdout.splitlines():
+            probe.skip(line)
+        return probe.left_out
 
     def skip(self, line: bytes) -> bool:
         """Whether to leave ``line`` (a statement of the script, outside the rows) out."""

@@ -235,20 +235,33 @@ _OWN_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - pgferry ")
 
 def _into_new(
     cfg: Config, target: Target, dump: Path, pg_restore: binaries.Binary, name: str, jobs: int
-) -> None:
+) -> list[str]:
+    """Restore ``dump`` into the new database ``name``; the grants left out (see
+    :mod:`pgferry.backup.clean`)."""
     if scratch.exists(target, name):
         raise BadInput(
             f"database {name} already exists on {target.name}'s server; name a new "
             "one with --into-new (nothing was changed)"
         )
+    with connect(target.dsn, autocommit=True) as c:
+        script = clean.Script.of(c)
+    # (a grant to a role this server lacks: through the script, one session, without it)
+    left = script.grants_left_out(pg_restore, dump)
     dsn = scratch.create_database(cfg, target, name)
-    rc, err = loading.run(pg_restore, ["-j", str(jobs), "--exit-on-error", "--no-owner"], dsn, dump)
+    rc, err = loading.run(
+        pg_restore,
+        ["-j", str(jobs), "--exit-on-error", "--no-owner"],
+        dsn,
+        dump,
+        script.skip if left else None,
+    )
     if rc != 0:
         scratch.drop_database(cfg, target, name)
         raise OperationFailed(
             f"the restore into new database {name} failed and it was dropped "
             f"again: {_error(err, rc)}; {target.name} was not touched"
         )
+    return script.left_out
 
 
 _LEAVES = """
@@ -316,7 +329,18 @@ def into_new(
 ) -> None:
     """Restore ``res.backup`` into the new database ``res.database`` on ``target``'s server."""
     with plain_dump(res.backup, cfg.backup_dir) as dump:
-        _into_new(cfg, target, dump, pg_restore, res.database, jobs or cfg.backup.jobs)
+        left = _into_new(cfg, target, dump, pg_restore, res.database, jobs or cfg.backup.jobs)
+    _say_left_out(res, target, left)
+
+
+def _say_left_out(res: Restored, target: Target, left: list[str]) -> None:
+    if left:
+        res.warnings.append(
+            f"{len(left)} grant(s) to roles {target.name}'s server does not have were left "
+            f"out: {'; '.join(left[:5])}"
+            + (f" and {len(left) - 5} more" if len(left) > 5 else "")
+            + "; create those roles and grant again where they are needed"
+        )
 
 
 def replace(cfg: Config, target: Target, res: Restored, pg_restore: binaries.Binary) -> None:
@@ -326,14 +350,7 @@ def replace(cfg: Config, target: Target, res: Restored, pg_restore: binaries.Bin
             if res.tables:
                 _restore_tables(target, dump, pg_restore, res.tables)
             else:
-                left = _restore_all(target, dump, pg_restore)
-                if left:
-                    res.warnings.append(
-                        f"{len(left)} grant(s) to roles {target.name}'s server does not have "
-                        f"were left out: {'; '.join(left[:5])}"
-                        + (f" and {len(left) - 5} more" if len(left) > 5 else "")
-                        + "; create those roles and grant again where they are needed"
-                    )
+                _say_left_out(res, target, _restore_all(target, dump, pg_restore))
     except _Failed as e:
         raise OperationFailed(
             f"the restore into {target.name} failed and was rolled back, so "
