@@ -82,7 +82,7 @@ def envs(tmp_path: Path, make_db: Callable[..., str]) -> tuple[Path, str, str]:
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(pairs=st.lists(pair, min_size=1, max_size=12), mode=st.sampled_from(["incremental", "full"]))
 def test_verify_reports_exactly_the_rows_not_identical_and_sync_makes_them_so(

@@ -88,7 +88,7 @@ pair_rows = st.dictionaries(
 
 
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     tables=st.fixed_dictionaries({n: _table(n) for n in KEYS}),

@@ -72,7 +72,7 @@ def _rows(c: psycopg.Connection[Any]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     src_ops=ops,
