@@ -1,4 +1,4 @@
-"""What an in-place restore leaves out of the ``--clean`` script pg_restore writes.
+"""What a restore leaves out of the script pg_restore writes (in place: its ``--clean`` one).
 
 Contract: :meth:`Script.of` reads, from the target, what its :meth:`Script.skip` (a line
 filter for :func:`pgferry.backup.loading.run`) leaves out:
@@ -10,10 +10,13 @@ filter for :func:`pgferry.backup.loading.run`) leaves out:
   dropped a few statements later, with its constraints;
 - a ``GRANT`` or ``REVOKE`` (of default privileges too) naming a role the target's server
   does not have (prod's backup restored into staging, whose roles are others): the whole
-  restore failed on
-  "role ... does not exist". Those statements are kept in :attr:`Script.left_out`, for the
-  restore to say so. A policy ``TO`` such a role is not left out: it still fails the
-  restore (a policy restored without its role would mean something else).
+  restore failed on "role ... does not exist". Those statements are kept in
+  :attr:`Script.left_out`, for the restore to say so. A policy ``TO`` such a role is not
+  left out: it still fails the restore (a policy restored without its role would mean
+  something else).
+
+:meth:`Script.grants_left_out` reads the dump's schema alone first, so that a restore into
+a new database that needs no filter keeps pg_restore's own ``-j``.
 """
 
 from __future__ import annotations
