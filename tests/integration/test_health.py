@@ -136,34 +136,30 @@ def test_disabled_triggers_collations_privileges_and_table_options_are_drift(
         return checks(health(cli, proj, "dev", "--json"))["schema_drift"]
 
     assert drift()["status"] == "optimal"
-    sql(proj.dsns["dev"], "ALTER TABLE cases DISABLE TRIGGER cases_audit")
-    c = drift()
-    assert c["status"] == "degraded", c
-    assert "disabled trigger public.cases.cases_audit added" in c["message"]
-    sql(proj.dsns["dev"], "ALTER TABLE cases ENABLE TRIGGER cases_audit")
-    assert drift()["status"] == "optimal"
-    sql(proj.dsns["dev"], 'ALTER TABLE cases ALTER code TYPE text COLLATE "default"')
-    c = drift()
-    assert c["status"] == "degraded", c
-    assert "column collation public.cases.code removed" in c["message"]
-    sql(proj.dsns["dev"], 'ALTER TABLE cases ALTER code TYPE text COLLATE "C"')
-    assert drift()["status"] == "optimal"
-    # a REVOKE by hand, autovacuum turned off by hand
-    sql(
-        proj.dsns["dev"],
-        "REVOKE SELECT ON cases_audit FROM PUBLIC;"
-        "ALTER TABLE cases SET (autovacuum_enabled = false)",
-    )
-    c = drift()
-    assert c["status"] == "degraded", c
-    assert c["message"].endswith(
-        "privileges public.cases_audit changed, table options public.cases added"
-    ), c
-    sql(
-        proj.dsns["dev"],
-        "GRANT SELECT ON cases_audit TO PUBLIC; ALTER TABLE cases RESET (autovacuum_enabled)",
-    )
-    assert drift()["status"] == "optimal"
+    # each change by hand is drift, named; undone, it is not
+    for change, named, undo in (
+        (
+            "ALTER TABLE cases DISABLE TRIGGER cases_audit",
+            "disabled trigger public.cases.cases_audit added",
+            "ALTER TABLE cases ENABLE TRIGGER cases_audit",
+        ),
+        (
+            'ALTER TABLE cases ALTER code TYPE text COLLATE "default"',
+            "column collation public.cases.code removed",
+            'ALTER TABLE cases ALTER code TYPE text COLLATE "C"',
+        ),
+        (  # a REVOKE by hand, autovacuum turned off by hand
+            "REVOKE SELECT ON cases_audit FROM PUBLIC;"
+            "ALTER TABLE cases SET (autovacuum_enabled = false)",
+            "privileges public.cases_audit changed, table options public.cases added",
+            "GRANT SELECT ON cases_audit TO PUBLIC; ALTER TABLE cases RESET (autovacuum_enabled)",
+        ),
+    ):
+        sql(proj.dsns["dev"], change)
+        c = drift()
+        assert c["status"] == "degraded" and c["message"].endswith(named), c
+        sql(proj.dsns["dev"], undo)
+        assert drift()["status"] == "optimal", change
     # a fingerprint recorded before these kinds (no layout in it) says nothing of them: a
     # trigger disabled then is not drift now (it was unknown), the rest still is
     sql(proj.dsns["dev"], "ALTER TABLE cases DISABLE TRIGGER cases_audit")
