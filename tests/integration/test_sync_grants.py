@@ -96,3 +96,25 @@ def test_disabling_triggers_as_a_role_that_does_not_own_the_table_is_refused_by_
     ), text
     assert "must be owner" not in text
     assert q(proj.dsns["prod"], "SELECT count(*) FROM u") == [(0,)]
+
+
+def test_a_source_read_by_a_role_that_may_only_select_its_tables(
+    tmp_path: Path, make_db: Callable[..., str], pg_admin_dsn: str, cli: Callable[..., Result]
+) -> None:
+    # a read-only role on prod (SELECT on the tables, nothing on the sequences): reading the
+    # source's sequence failed after the data was synced ("permission denied for sequence")
+    p = write_project(
+        tmp_path / "p", {"prod": make_db("prod"), "dev": make_db("dev")}, protected=()
+    )
+    owner = make_conninfo(pg_admin_dsn, dbname=conninfo_to_dict(p.dsns["prod"])["dbname"])
+    with psycopg.connect(owner, autocommit=True) as c:
+        c.execute(SCHEMA.split("CREATE TABLE u", 1)[0])
+        c.execute("INSERT INTO t (v, n) SELECT 'v' || g, g FROM generate_series(1, 500) g")
+        c.execute(f"GRANT SELECT ON t TO {ROLE}")
+    sql(p.dsns["dev"], SCHEMA.split("CREATE TABLE u", 1)[0])
+    r = cli("--config", str(p.config), "sync", "prod", "dev", "--tables", "public.t")
+    assert r.code == 0, r.out + r.err
+    # the target's sequence moved past the synced keys (the column's max, the source's
+    # sequence being unreadable): the application's next insert takes a new key
+    assert q(p.dsns["dev"], "SELECT last_value FROM t_id_seq") == [(500,)]
+    sql(p.dsns["dev"], "INSERT INTO t (v, n) VALUES ('next', 0)")
