@@ -106,9 +106,13 @@ def _db_factory(admin_dsn: str, default: str) -> Iterator[Callable[..., str]]:
     def make(prefix: str = default) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(admin_dsn, autocommit=True) as c:
+            # FILE_COPY (15+): copying the small template's files beats writing them all to
+            # the WAL (the default since 15), 39 ms against 93 ms a database here, and the
+            # suite makes thousands (its checkpoints cost nothing with fsync off)
+            strategy = sql.SQL(" STRATEGY FILE_COPY" if c.info.server_version >= 150000 else "")
             c.execute(
-                sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                    sql.Identifier(name), sql.Identifier(ROLE)
+                sql.SQL("CREATE DATABASE {} OWNER {}{}").format(
+                    sql.Identifier(name), sql.Identifier(ROLE), strategy
                 )
             )
         made.append(name)

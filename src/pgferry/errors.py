@@ -81,7 +81,7 @@ class CannotConnect(BadInput):
 
     Configuration to fix, not a passing failure: never retried (repeated failed logins
     lock accounts on some hosts). ``details["kind"]``: ``auth``, ``no_database``,
-    ``bad_url`` (see :func:`pgferry.pg.errors.connect_failure`).
+    ``bad_url`` (see :func:`pgferry.pg.connect_failures.connect_failure`).
     """
 
 

@@ -7,7 +7,7 @@ import pytest
 from psycopg import errors as e_
 
 from pgferry.errors import CannotConnect, LockUnavailable, OperationFailed, Unreachable
-from pgferry.pg import errors
+from pgferry.pg import connect_failures, errors
 
 
 def _err(sqlstate: str) -> psycopg.Error:
@@ -104,7 +104,7 @@ def test_map_db_error_by_class(state: str, kind: type) -> None:
     ],
 )
 def test_connect_failure_with_a_sqlstate(state: str, kind: str) -> None:
-    assert errors.connect_failure(_err(state)) == kind
+    assert connect_failures.connect_failure(_err(state)) == kind
 
 
 def test_no_sqlstate_literals_outside_the_table() -> None:

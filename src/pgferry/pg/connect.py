@@ -15,7 +15,7 @@ Contract:
   :class:`~pgferry.errors.Unreachable` (exit 3). A failed login, a missing
   database and a DSN that does not parse fail at once with
   :class:`~pgferry.errors.CannotConnect` (exit 2), in one sentence naming the
-  environment (how a failure is classified: :func:`pgferry.pg.errors.connect_failure`).
+  environment (how a failure is classified: :func:`pgferry.pg.connect_failures.connect_failure`).
   The error's ``details["attempts"]`` says how many times the server was asked (0: the
   URL was refused before any attempt).
 - Driver errors are decided by class in :mod:`pgferry.pg.errors` (``map_db_error``,
@@ -42,6 +42,7 @@ from tenacity import (
 
 from pgferry.config import Config, EnvironmentConfig
 from pgferry.errors import BadInput, CannotConnect, PgferryError, Unreachable
+from pgferry.pg import connect_failures
 from pgferry.pg import errors as pgerrors
 from pgferry.pg.errors import map_db_error as map_db_error
 from pgferry.pg.errors import server_lines as server_lines
@@ -122,7 +123,7 @@ def parse_dsn(dsn: str) -> dict[str, str]:
         return conninfo.conninfo_to_dict(dsn)  # type: ignore[return-value]
     except psycopg.ProgrammingError as e:
         raise CannotConnect(
-            f"the URL of {_env_label(dsn)} does not parse ({pgerrors.connect_reason(e)}); "
+            f"the URL of {_env_label(dsn)} does not parse ({connect_failures.connect_reason(e)}); "
             + _URL_HELP,
             kind="bad_url",
             attempts=0,
@@ -196,7 +197,7 @@ def connect(
     """
     kwargs.setdefault("connect_timeout", 10)
     retrying = Retrying(
-        retry=retry_if_exception(lambda e: pgerrors.connect_failure(e) == "transient"),
+        retry=retry_if_exception(lambda e: connect_failures.connect_failure(e) == "transient"),
         wait=wait_random_exponential(multiplier=0.2, max=3),
         stop=stop_after_delay(retry_for),
         reraise=True,
@@ -241,8 +242,8 @@ def connect_error(
 
 def _connect_error(e: psycopg.Error, dsn: str, env: str | None, retried: float) -> PgferryError:
     where = _env_label(dsn, env)
-    kind = pgerrors.connect_failure(e)
-    why = redact(pgerrors.connect_reason(e))
+    kind = connect_failures.connect_failure(e)
+    why = redact(connect_failures.connect_reason(e))
     if kind == "auth":
         return CannotConnect(
             f"cannot log in to {where}: {why}; check the user and password of its URL "
