@@ -148,6 +148,7 @@ def start(major: int, settings: dict[str, str] | None = None) -> tuple[Path, str
         "unix_socket_directories": f"'{root}'",
         "max_connections": "60",
         "fsync": "off",
+        "full_page_writes": "off",  # (as the main test server: see tests/conftest.py)
         **(settings or {}),
     }
     with open(data / "postgresql.auto.conf", "a", encoding="utf-8") as f:
