@@ -25,11 +25,9 @@ import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import psycopg
 
 from pgferry.pg import binaries
+from pgferry.pg.connect import connect
 
 #: the constraints of partitions that their partitioned table's own stands for: the server
 #: refuses to drop them but with their table
@@ -65,10 +63,12 @@ class Script:
     left_out: list[str] = field(default_factory=list)
 
     @classmethod
-    def of(cls, conn: psycopg.Connection[Any]) -> Script:
-        """What the target has: partitions' inherited constraints, and its server's roles."""
-        inherited = {(str(r[0]), str(r[1])) for r in conn.execute(_INHERITED)}
-        roles = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
+    def of(cls, dsn: str) -> Script:
+        """What the target (``dsn``) has: partitions' inherited constraints, and its
+        server's roles."""
+        with connect(dsn, autocommit=True) as conn:
+            inherited = {(str(r[0]), str(r[1])) for r in conn.execute(_INHERITED)}
+            roles = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles")}
         return cls(inherited, roles)
 
     def grants_left_out(self, pg_restore: binaries.Binary, dump: Path) -> list[str]:

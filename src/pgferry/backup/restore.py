@@ -200,8 +200,7 @@ def _restore_all(target: Target, dump: Path, pg_restore: binaries.Binary) -> lis
     if toc.returncode != 0:
         raise _Failed(_error(toc.stderr, toc.returncode))
     keep = [ln if not _OWN_SCHEMA.match(ln) else ";" + ln for ln in toc.stdout.splitlines()]
-    with connect(target.dsn, autocommit=True) as c:
-        script = clean.Script.of(c)
+    script = clean.Script.of(target.dsn)
     with tempfile.NamedTemporaryFile("w", suffix=".list", delete=False) as f:
         f.write("\n".join(keep) + "\n")
     listing = Path(f.name)
@@ -243,8 +242,7 @@ def _into_new(
             f"database {name} already exists on {target.name}'s server; name a new "
             "one with --into-new (nothing was changed)"
         )
-    with connect(target.dsn, autocommit=True) as c:
-        script = clean.Script.of(c)
+    script = clean.Script.of(target.dsn)
     # (a grant to a role this server lacks: through the script, one session, without it)
     left = script.grants_left_out(pg_restore, dump)
     dsn = scratch.create_database(cfg, target, name)

@@ -215,8 +215,7 @@ def restore_test(
     name = scratch.scratch_name()
     # a grant to a role dropped since the backup says nothing of whether it restores (an
     # in-place restore leaves it out too): it is left out here, through the script
-    with psycopg.connect(target.dsn, autocommit=True) as c:
-        script = clean.Script.of(c)
+    script = clean.Script.of(target.dsn)
     skip = script.skip if script.grants_left_out(pg_restore, dump) else None
     dsn = scratch.create_database(cfg, target, name)
     try:

@@ -52,7 +52,7 @@ def advance(src: psycopg.Connection[Any], target_dsn: str, tables: list[TablePla
     if not todo:
         return 0
     n = 0
-    refused: list[str] = []
+    refused: list[tuple[str, int | None, int]] = []  # (sequence, its value, the one wanted)
     with connect(target_dsn, autocommit=True) as tgt:
         for t, col, spec in todo:
             tseq, _, sseq = spec.partition("|")
@@ -76,18 +76,21 @@ def advance(src: psycopg.Connection[Any], target_dsn: str, tables: list[TablePla
                 )
             except psycopg.errors.InsufficientPrivilege:
                 # the others are still moved; this one is named below
-                refused.append(
-                    f"{tseq} ({have if have is not None else 'unused'} -> {max(wanted)})"
-                )
+                refused.append((tseq, have, max(wanted)))
                 continue
             n += 1
         role = tgt.info.user
     if refused:
+        names = [seq for seq, _, _ in refused]
+        moves = [
+            f"{seq} ({have if have is not None else 'unused'} -> {want})"
+            for seq, have, want in refused
+        ]
         raise OperationFailed(
-            f"the target role {role} may not move {', '.join(refused)} forward (it needs "
+            f"the target role {role} may not move {', '.join(moves)} forward (it needs "
             "UPDATE on the sequence): the application's next insert would take a key a synced "
-            f"row holds; GRANT UPDATE ON SEQUENCE {', '.join(r.split(' ')[0] for r in refused)} "
-            f"TO {role} (or sync as the table's owner)",
-            sequences=[r.split(" ")[0] for r in refused],
+            f"row holds; GRANT UPDATE ON SEQUENCE {', '.join(names)} TO {role} (or sync as "
+            "the table's owner)",
+            sequences=names,
         )
     return n
