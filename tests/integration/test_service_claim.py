@@ -8,6 +8,7 @@ the same run is carried out once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -38,6 +39,19 @@ def _held(ctl: Control, run_id: str) -> psycopg.Connection:
     return c
 
 
+def _end(ctl: Control, other: psycopg.Connection) -> None:
+    """That process ends: close its connection and wait until its server session is gone
+    (``close`` returns before the server has ended it and let its locks go)."""
+    pid = other.info.backend_pid
+    other.close()
+    with psycopg.connect(ctl.dsn, autocommit=True) as c:
+        for _ in range(500):
+            if c.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone() is None:
+                return
+            time.sleep(0.01)
+    raise AssertionError(f"the session {pid} of the closed connection did not end")
+
+
 def test_a_run_carried_elsewhere_is_not_run_twice(ctl_project: tuple[Project, Control]) -> None:
     p, ctl = ctl_project
     cfg = load_config(p.config)
@@ -53,7 +67,7 @@ def test_a_run_carried_elsewhere_is_not_run_twice(ctl_project: tuple[Project, Co
         assert now is not None and (now.state, now.attempts) == ("queued", 0)
         assert claim.held_elsewhere(ctl, run.id)  # asking let nothing go
     finally:
-        other.close()  # that process ends: the server lets its claim go
+        _end(ctl, other)  # that process ends: the server lets its claim go
     assert not claim.held_elsewhere(ctl, run.id)
     done = runner.execute(cfg, ctl, run.id)
     assert done is not None and done.final and done.attempts == 1, done
